@@ -1,0 +1,151 @@
+//! The storage traits: [`EventStore`] and [`SnapshotStore`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::{ExpectedVersion, NewEvent, Position, RecordedEvent, Result, StreamId};
+
+/// What an append wrote.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{AppendOutcome, Position, StreamId};
+///
+/// let o = AppendOutcome {
+///     stream: StreamId::new("task", "1").unwrap(),
+///     first_version: 3,
+///     last_version: 4,
+///     position: Position::new(9, 12),
+/// };
+/// assert_eq!(o.appended(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOutcome {
+    /// The stream appended to.
+    pub stream: StreamId,
+    /// The version of the first event written.
+    pub first_version: u64,
+    /// The stream's version after the append: the version of the last event written.
+    pub last_version: u64,
+    /// The position of the last event written; a query that waits for it reads this write.
+    pub position: Position,
+}
+
+impl AppendOutcome {
+    /// How many events the append wrote.
+    pub fn appended(&self) -> u64 {
+        (self.last_version + 1).saturating_sub(self.first_version)
+    }
+}
+
+/// An append-only log of event streams with one total order over all of them.
+///
+/// Every implementation holds the invariants that the conformance suite
+/// (`cqrs_core::testing::event_store`, feature `testing`) checks:
+///
+/// - **No lost writes.** An append whose [`ExpectedVersion`] does not hold fails with
+///   [`Error::Conflict`](crate::Error::Conflict) and writes nothing; of racing writers on one
+///   stream exactly one wins each version.
+/// - **Atomic appends.** All events of one append commit together or not at all.
+/// - **Total, gap-free order.** [`read_all`](EventStore::read_all) returns events in increasing
+///   [`Position`], and never returns an event after a later one was already returned.
+/// - **Idempotency.** An append whose events carry a `command_id` that an earlier append carried
+///   fails with [`Error::DuplicateCommand`](crate::Error::DuplicateCommand), which holds the first
+///   append's outcome, and writes nothing; this holds across processes.
+///
+/// The trait is object safe: `Arc<dyn EventStore>` picks a store at runtime.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` if `expected` holds, atomically. An empty `events` writes
+    /// nothing and only checks `expected`.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome>;
+
+    /// Up to `limit` events of `stream` with versions from `from_version` on, in order.
+    async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// Up to `limit` events of every stream with positions after `after`, in position order.
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// The stream's current version (0 when it has no events).
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64>;
+
+    /// The outcome of the append that carried `command_id`, if one did.
+    async fn command_outcome(&self, command_id: &str) -> Result<Option<AppendOutcome>>;
+
+    /// A signal that changes after appends, so that subscribers wake without polling; `None`
+    /// when the store has none and subscribers must poll.
+    fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
+}
+
+#[async_trait]
+impl<T: EventStore + ?Sized> EventStore for Arc<T> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome> {
+        (**self).append(stream, expected, events).await
+    }
+    async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        (**self).read_stream(stream, from_version, limit).await
+    }
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
+        (**self).read_all(after, limit).await
+    }
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
+        (**self).stream_version(stream).await
+    }
+    async fn command_outcome(&self, command_id: &str) -> Result<Option<AppendOutcome>> {
+        (**self).command_outcome(command_id).await
+    }
+    fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
+        (**self).wake_ups()
+    }
+}
+
+/// An aggregate's state at one version, serialized, so loading need not replay from the start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The stream.
+    pub stream: StreamId,
+    /// The stream version the state includes.
+    pub version: u64,
+    /// The position of the event at that version.
+    pub position: Position,
+    /// The aggregate's [`SNAPSHOT_VERSION`](crate::Aggregate::SNAPSHOT_VERSION) when it was taken.
+    pub snapshot_version: u32,
+    /// The state as JSON.
+    pub state: String,
+}
+
+/// Keeps the latest snapshot per stream.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// The stream's snapshot, if any.
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>>;
+
+    /// Stores a snapshot unless one at a higher version is already stored.
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()>;
+}
+
+#[async_trait]
+impl<T: SnapshotStore + ?Sized> SnapshotStore for Arc<T> {
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
+        (**self).load_snapshot(stream).await
+    }
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        (**self).save_snapshot(snapshot).await
+    }
+}
