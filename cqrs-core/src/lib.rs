@@ -2,27 +2,49 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod aggregate;
+mod clock;
+mod engine;
 mod error;
 mod event;
+mod lease;
+mod memory;
 mod position;
+mod projection;
+mod query;
 mod store;
 mod stream;
+mod subscription;
 mod upcast;
+mod view;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
 pub use aggregate::{Aggregate, Command, Handle};
+pub use clock::{Clock, IdGenerator, ManualClock, RandomIds, SequentialIds, SystemClock};
+pub use engine::{
+    CommandError, CommandOutcome, Cqrs, ExecuteOptions, SnapshotPolicy, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_CAPACITY,
+    DEFAULT_MAX_ATTEMPTS,
+};
 pub use error::{Error, Result};
 pub use event::{DecodeError, Event, EventEnvelope, EventType, Metadata, NewEvent, RecordedEvent, Timestamp};
+pub use lease::{Lease, LeaseManager};
+pub use memory::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore};
 pub use position::Position;
 pub use store::{AppendOutcome, EventStore, Snapshot, SnapshotStore};
+pub use projection::{BoxError, EventOf, Projection, Projector, DEFAULT_PROJECTOR_BATCH};
+pub use query::{Query, QueryHandler, ViewReader};
 pub use stream::{ExpectedVersion, StreamId, MAX_CATEGORY_LEN, MAX_ID_LEN};
+pub use subscription::{Subscription, DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH};
 pub use upcast::Upcasters;
+pub use view::{ViewCommit, ViewStore};
 
 #[cfg(feature = "derive")]
 pub use cqrs_macros::{Command, Event};
+
+#[doc(no_inline)]
+pub use async_trait::async_trait;
 
 /// The names most programs need: `use cqrs_core::prelude::*;`.
 pub mod prelude {

@@ -104,6 +104,17 @@ impl Upcasters {
     /// `E` does not have (or a schema version newer than the code's), [`Error::Decode`] for a
     /// payload that does not fit, [`Error::Upcast`] for an upcaster that failed.
     pub fn decode<E: Event>(&self, raw: &RecordedEvent) -> Result<EventEnvelope<E>> {
+        Ok(EventEnvelope {
+            stream: raw.stream.clone(),
+            version: raw.version,
+            position: raw.position,
+            event: self.decode_event(raw)?,
+            metadata: raw.metadata.clone(),
+        })
+    }
+
+    /// Like [`Upcasters::decode`], without the envelope.
+    pub fn decode_event<E: Event>(&self, raw: &RecordedEvent) -> Result<E> {
         let upcast = if self.is_empty() {
             None
         } else {
@@ -133,7 +144,7 @@ impl Upcasters {
             Some(t) if schema_version <= t.version => {}
             _ => return Err(unknown()),
         }
-        let event = E::decode(name, payload).map_err(|e| match e {
+        E::decode(name, payload).map_err(|e| match e {
             crate::DecodeError::UnknownType => unknown(),
             crate::DecodeError::Payload(source) => Error::Decode {
                 stream: raw.stream.clone(),
@@ -143,13 +154,6 @@ impl Upcasters {
                 schema_version,
                 source,
             },
-        })?;
-        Ok(EventEnvelope {
-            stream: raw.stream.clone(),
-            version: raw.version,
-            position: raw.position,
-            event,
-            metadata: raw.metadata.clone(),
         })
     }
 }

@@ -1,0 +1,665 @@
+//! The command engine: load, decide, append, retry on conflict.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::memory::lock;
+use crate::{
+    Aggregate, AppendOutcome, Clock, Command, Error, ExpectedVersion, Handle, IdGenerator, Metadata, NewEvent,
+    Position, RandomIds, Snapshot, SnapshotStore, StreamId, SystemClock, Upcasters,
+};
+
+/// What a command did.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{CommandOutcome, Position, StreamId};
+///
+/// let o = CommandOutcome { stream: StreamId::new("task", "1").unwrap(), version: 2, position: Position::new(2, 2), appended: 1 };
+/// assert_eq!(o.position.to_string(), "2.2");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOutcome {
+    /// The aggregate's stream.
+    pub stream: StreamId,
+    /// The stream's version after the command.
+    pub version: u64,
+    /// The position of the last event the command appended (or, when it appended none, of the
+    /// stream's last event): a query that waits for it sees the command's effect.
+    pub position: Position,
+    /// How many events the command appended.
+    pub appended: u64,
+}
+
+impl From<AppendOutcome> for CommandOutcome {
+    fn from(o: AppendOutcome) -> Self {
+        CommandOutcome { appended: o.appended(), stream: o.stream, version: o.last_version, position: o.position }
+    }
+}
+
+/// Why [`Cqrs::execute`] did not execute a command. Three different things, kept apart:
+/// the domain said no, a conflict outlived the retries, or something below failed.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{CommandError, Error};
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("insufficient funds")]
+/// struct Insufficient;
+///
+/// let e: CommandError<Insufficient> = CommandError::Rejected(Insufficient);
+/// assert_eq!(e.to_string(), "insufficient funds");
+/// let e: CommandError<Insufficient> = Error::Timeout(std::time::Duration::from_secs(1)).into();
+/// assert!(matches!(e, CommandError::Store(Error::Timeout(_))));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError<E> {
+    /// The aggregate refused the command: the user's own error. Nothing was appended.
+    #[error(transparent)]
+    Rejected(E),
+    /// Other writers kept changing the stream through every retry, or the stream was not at the
+    /// version the caller required. Nothing was appended.
+    #[error("conflict on stream {stream} after {attempts} attempt(s): expected {expected}, found version {actual}")]
+    Conflict {
+        /// The stream.
+        stream: StreamId,
+        /// What the last attempt expected.
+        expected: ExpectedVersion,
+        /// The version found.
+        actual: u64,
+        /// How many times the command was decided.
+        attempts: u32,
+    },
+    /// The store or the codec failed, or refused the input (an invalid id, a stored event that
+    /// no longer decodes, a payload over the limit).
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+/// Per-command options: idempotency, optimistic concurrency from the caller, tracing ids.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::ExecuteOptions;
+///
+/// let opts = ExecuteOptions::default().command_id("req-42").expect_version(3).header("user", "ada");
+/// assert_eq!(opts.command_id.as_deref(), Some("req-42"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecuteOptions {
+    /// Makes the command idempotent: executing it again with the same id returns the first
+    /// outcome and appends nothing, across processes too.
+    pub command_id: Option<String>,
+    /// Runs the command only against this stream version, without retries (an HTTP `If-Match`).
+    pub expected_version: Option<u64>,
+    /// Written into every event's metadata.
+    pub correlation_id: Option<String>,
+    /// Written into every event's metadata (defaults to the command id).
+    pub causation_id: Option<String>,
+    /// Written into every event's metadata.
+    pub headers: BTreeMap<String, String>,
+}
+
+impl ExecuteOptions {
+    /// Sets [`ExecuteOptions::command_id`].
+    pub fn command_id(mut self, id: impl Into<String>) -> Self {
+        self.command_id = Some(id.into());
+        self
+    }
+
+    /// Sets [`ExecuteOptions::expected_version`].
+    pub fn expect_version(mut self, version: u64) -> Self {
+        self.expected_version = Some(version);
+        self
+    }
+
+    /// Sets [`ExecuteOptions::correlation_id`].
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets [`ExecuteOptions::causation_id`].
+    pub fn causation_id(mut self, id: impl Into<String>) -> Self {
+        self.causation_id = Some(id.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// When the engine stores a snapshot of an aggregate.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::SnapshotPolicy;
+///
+/// assert!(SnapshotPolicy::every(100).due(99, 100));
+/// assert!(SnapshotPolicy::every(100).due(98, 103));
+/// assert!(!SnapshotPolicy::every(100).due(100, 150));
+/// assert!(!SnapshotPolicy::never().due(0, 1_000));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    every: u64,
+}
+
+impl SnapshotPolicy {
+    /// A snapshot each time a stream's version crosses a multiple of `events` (0: never).
+    pub const fn every(events: u64) -> Self {
+        SnapshotPolicy { every: events }
+    }
+
+    /// No snapshots.
+    pub const fn never() -> Self {
+        SnapshotPolicy { every: 0 }
+    }
+
+    /// Whether a command that took a stream from version `from` to `to` should snapshot.
+    pub fn due(&self, from: u64, to: u64) -> bool {
+        self.every > 0 && from / self.every != to / self.every
+    }
+}
+
+struct Snapshots<A> {
+    store: Arc<dyn SnapshotStore>,
+    policy: SnapshotPolicy,
+    encode: fn(&A) -> serde_json::Result<String>,
+    decode: fn(&str) -> serde_json::Result<A>,
+}
+
+/// An aggregate's state with the version and position it includes.
+struct Loaded<A> {
+    state: A,
+    version: u64,
+    position: Position,
+}
+
+impl<A: Aggregate> Loaded<A> {
+    fn empty() -> Self {
+        Loaded { state: A::default(), version: 0, position: Position::ZERO }
+    }
+}
+
+type Slot<A> = Arc<tokio::sync::Mutex<Option<Loaded<A>>>>;
+
+struct CacheEntry<A> {
+    slot: Slot<A>,
+    last_used: AtomicU64,
+}
+
+/// A bounded map of loaded aggregates; evicts the least recently used idle quarter when full.
+struct AggregateCache<A> {
+    capacity: usize,
+    clock: AtomicU64,
+    entries: Mutex<HashMap<StreamId, CacheEntry<A>>>,
+}
+
+impl<A: Aggregate> AggregateCache<A> {
+    fn new(capacity: usize) -> Self {
+        AggregateCache { capacity: capacity.max(1), clock: AtomicU64::new(0), entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn slot(&self, stream: &StreamId) -> Slot<A> {
+        let tick = self.clock.fetch_add(1, Ordering::Relaxed);
+        let mut entries = lock(&self.entries);
+        if let Some(entry) = entries.get(stream) {
+            entry.last_used.store(tick, Ordering::Relaxed);
+            return entry.slot.clone();
+        }
+        if entries.len() >= self.capacity {
+            Self::evict(&mut entries, self.capacity);
+        }
+        let slot = Slot::default();
+        entries.insert(stream.clone(), CacheEntry { slot: slot.clone(), last_used: AtomicU64::new(tick) });
+        slot
+    }
+
+    fn evict(entries: &mut HashMap<StreamId, CacheEntry<A>>, capacity: usize) {
+        let mut ticks: Vec<u64> = entries
+            .values()
+            .filter(|e| Arc::strong_count(&e.slot) == 1)
+            .map(|e| e.last_used.load(Ordering::Relaxed))
+            .collect();
+        if ticks.is_empty() {
+            return;
+        }
+        let n = (capacity / 4).clamp(1, ticks.len());
+        let (_, cutoff, _) = ticks.select_nth_unstable(n - 1);
+        let cutoff = *cutoff;
+        entries.retain(|_, e| Arc::strong_count(&e.slot) > 1 || e.last_used.load(Ordering::Relaxed) > cutoff);
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+}
+
+/// The default number of aggregates an engine keeps loaded.
+pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+/// The default number of times a command is decided before a conflict is given up on.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+/// The default number of events read per round-trip when loading a stream.
+pub const DEFAULT_BATCH_SIZE: usize = 1_000;
+
+/// The command engine of one aggregate type over an [`EventStore`](crate::EventStore).
+///
+/// `execute` loads the aggregate (from its snapshot, then the newer events, in bounded
+/// batches), asks it to decide, and appends the events with the version it decided on. When
+/// another writer got there first, it reads the newer events and decides again, up to a bounded
+/// number of attempts.
+///
+/// Loaded aggregates stay in an in-process cache: the next command decides on the cached state
+/// and appends with its version, so a command costs one round-trip to the store; when the
+/// cache is behind, the store's conflict tells, and the engine reads only the newer events.
+/// Commands on one stream in one engine run one at a time, which also keeps conflicts rare.
+///
+/// Clones share the store, the cache and the configuration.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::prelude::*;
+/// use cqrs_core::{Cqrs, MemoryEventStore, CommandError};
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+/// enum CounterEvent { Incremented { by: u64 } }
+///
+/// #[derive(Debug, Default)]
+/// struct Counter { value: u64 }
+///
+/// #[derive(Debug, thiserror::Error)]
+/// enum CounterError { #[error("the counter stops at 10")] TooBig }
+///
+/// impl Aggregate for Counter {
+///     const TYPE: &'static str = "counter";
+///     type Event = CounterEvent;
+///     type Error = CounterError;
+///     fn apply(&mut self, CounterEvent::Incremented { by }: &CounterEvent) { self.value += by }
+/// }
+///
+/// #[derive(Debug, Command)]
+/// #[command(aggregate = Counter)]
+/// struct Increment { #[command(id)] id: String, by: u64 }
+///
+/// impl Handle<Increment> for Counter {
+///     fn handle(&self, cmd: &Increment) -> Result<Vec<CounterEvent>, CounterError> {
+///         if self.value + cmd.by > 10 { return Err(CounterError::TooBig) }
+///         Ok(vec![CounterEvent::Incremented { by: cmd.by }])
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let cqrs = Cqrs::new(MemoryEventStore::new());
+/// let done = cqrs.execute(Increment { id: "c".into(), by: 4 }).await.unwrap();
+/// assert_eq!(done.version, 1);
+/// let err = cqrs.execute(Increment { id: "c".into(), by: 7 }).await.unwrap_err();
+/// assert!(matches!(err, CommandError::Rejected(CounterError::TooBig)));
+/// # });
+/// ```
+pub struct Cqrs<A: Aggregate, S> {
+    store: S,
+    cache: Option<Arc<AggregateCache<A>>>,
+    snapshots: Option<Arc<Snapshots<A>>>,
+    upcasters: Upcasters,
+    max_attempts: u32,
+    batch_size: usize,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGenerator>,
+}
+
+impl<A: Aggregate, S: Clone> Clone for Cqrs<A, S> {
+    fn clone(&self) -> Self {
+        Cqrs {
+            store: self.store.clone(),
+            cache: self.cache.clone(),
+            snapshots: self.snapshots.clone(),
+            upcasters: self.upcasters.clone(),
+            max_attempts: self.max_attempts,
+            batch_size: self.batch_size,
+            clock: self.clock.clone(),
+            ids: self.ids.clone(),
+        }
+    }
+}
+
+impl<A: Aggregate, S> std::fmt::Debug for Cqrs<A, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cqrs")
+            .field("aggregate", &A::TYPE)
+            .field("cached", &self.cache.as_ref().map(|c| c.len()))
+            .field("snapshots", &self.snapshots.as_ref().map(|s| s.policy))
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
+    /// An engine over `store` with a cache of [`DEFAULT_CACHE_CAPACITY`] aggregates, up to
+    /// [`DEFAULT_MAX_ATTEMPTS`] attempts per command, no snapshots, the system clock and random
+    /// event ids.
+    pub fn new(store: S) -> Self {
+        Cqrs {
+            store,
+            cache: Some(Arc::new(AggregateCache::new(DEFAULT_CACHE_CAPACITY))),
+            snapshots: None,
+            upcasters: Upcasters::new(),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            batch_size: DEFAULT_BATCH_SIZE,
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds::default()),
+        }
+    }
+
+    /// Keeps up to `capacity` aggregates loaded (0 disables the cache: every command loads).
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache = (capacity > 0).then(|| Arc::new(AggregateCache::new(capacity)));
+        self
+    }
+
+    /// Decides a command at most `attempts` times (at least once) before giving up on conflicts.
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Reads streams `events` at a time when loading (at least 1).
+    pub fn with_batch_size(mut self, events: usize) -> Self {
+        self.batch_size = events.max(1);
+        self
+    }
+
+    /// Stores snapshots by `policy` and starts loads from the latest one whose
+    /// [`SNAPSHOT_VERSION`](Aggregate::SNAPSHOT_VERSION) matches.
+    pub fn with_snapshots(mut self, store: impl SnapshotStore, policy: SnapshotPolicy) -> Self
+    where
+        A: Serialize + DeserializeOwned,
+    {
+        self.snapshots = Some(Arc::new(Snapshots {
+            store: Arc::new(store),
+            policy,
+            encode: |a| serde_json::to_string(a),
+            decode: |s| serde_json::from_str(s),
+        }));
+        self
+    }
+
+    /// Upcasts stored events before decoding them.
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// Replaces the clock that stamps event metadata.
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Replaces the generator of event ids.
+    pub fn with_ids(mut self, ids: impl IdGenerator) -> Self {
+        self.ids = Arc::new(ids);
+        self
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Executes a command: see [`Cqrs`].
+    pub async fn execute<C>(&self, command: C) -> Result<CommandOutcome, CommandError<A::Error>>
+    where
+        C: Command<Aggregate = A>,
+        A: Handle<C>,
+    {
+        self.execute_with(command, ExecuteOptions::default()).await
+    }
+
+    /// Executes a command with options: an idempotency id, a required version, metadata.
+    pub async fn execute_with<C>(
+        &self,
+        command: C,
+        options: ExecuteOptions,
+    ) -> Result<CommandOutcome, CommandError<A::Error>>
+    where
+        C: Command<Aggregate = A>,
+        A: Handle<C>,
+    {
+        let stream = StreamId::new(A::TYPE, command.aggregate_id())?;
+        let span = tracing::debug_span!("command", command = C::NAME, stream = %stream);
+        self.run(&command, &stream, &options).instrument(span).await
+    }
+
+    /// The current state of an aggregate, loaded from the store (not the cache), with its version.
+    pub async fn load(&self, id: &str) -> Result<(A, u64), Error> {
+        let stream = StreamId::new(A::TYPE, id)?;
+        let loaded = self.load_stream(&stream).await?;
+        Ok((loaded.state, loaded.version))
+    }
+
+    async fn run<C>(
+        &self,
+        command: &C,
+        stream: &StreamId,
+        options: &ExecuteOptions,
+    ) -> Result<CommandOutcome, CommandError<A::Error>>
+    where
+        C: Command<Aggregate = A>,
+        A: Handle<C>,
+    {
+        if let Some(id) = &options.command_id {
+            crate::memory::check_command_id(id)?;
+            if let Some(first) = self.store.command_outcome(id).await? {
+                return Ok(first.into());
+            }
+        }
+        match &self.cache {
+            Some(cache) => {
+                let slot = cache.slot(stream);
+                let mut guard = slot.lock().await;
+                self.decide_and_append(command, stream, options, &mut guard).await
+            }
+            None => self.decide_and_append(command, stream, options, &mut None).await,
+        }
+    }
+
+    /// Decides and appends, retrying on conflict. `slot` holds the cached state; it is left
+    /// empty after a failure that may have left the state behind the store.
+    async fn decide_and_append<C>(
+        &self,
+        command: &C,
+        stream: &StreamId,
+        options: &ExecuteOptions,
+        slot: &mut Option<Loaded<A>>,
+    ) -> Result<CommandOutcome, CommandError<A::Error>>
+    where
+        C: Command<Aggregate = A>,
+        A: Handle<C>,
+    {
+        let (mut loaded, mut fresh) = match slot.take() {
+            Some(cached) => (cached, false),
+            None => (self.load_stream(stream).await?, true),
+        };
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if let Some(required) = options.expected_version {
+                if loaded.version < required && !fresh {
+                    self.catch_up(stream, &mut loaded).await?;
+                    fresh = true;
+                }
+                if loaded.version != required {
+                    let actual = loaded.version;
+                    *slot = Some(loaded);
+                    return Err(CommandError::Conflict {
+                        stream: stream.clone(),
+                        expected: ExpectedVersion::Exact(required),
+                        actual,
+                        attempts,
+                    });
+                }
+            }
+            let decided = loaded.state.handle(command);
+            // A refusal or a no-op decided on cached state must hold on the latest state too.
+            let settled = matches!(&decided, Ok(events) if !events.is_empty());
+            if !settled && !fresh {
+                fresh = true;
+                if self.catch_up(stream, &mut loaded).await? > 0 {
+                    continue;
+                }
+            }
+            let events = match decided {
+                Ok(events) => events,
+                Err(rejection) => {
+                    *slot = Some(loaded);
+                    return Err(CommandError::Rejected(rejection));
+                }
+            };
+            if events.is_empty() {
+                let outcome =
+                    CommandOutcome { stream: stream.clone(), version: loaded.version, position: loaded.position, appended: 0 };
+                *slot = Some(loaded);
+                return Ok(outcome);
+            }
+            let batch = self.encode(&events, options)?;
+            let expected = ExpectedVersion::Exact(loaded.version);
+            let appended = self
+                .store
+                .append(stream, expected, batch)
+                .instrument(tracing::debug_span!("append", stream = %stream, events = events.len()))
+                .await;
+            match appended {
+                Ok(outcome) => {
+                    for event in &events {
+                        loaded.state.apply(event);
+                    }
+                    let before = loaded.version;
+                    loaded.version = outcome.last_version;
+                    loaded.position = outcome.position;
+                    self.snapshot_if_due(stream, &loaded, before).await;
+                    *slot = Some(loaded);
+                    return Ok(outcome.into());
+                }
+                Err(Error::Conflict { actual, .. })
+                    if options.expected_version.is_none() && attempts < self.max_attempts =>
+                {
+                    tracing::debug!(actual, attempts, "conflict: reading newer events and deciding again");
+                    self.catch_up(stream, &mut loaded).await?;
+                    fresh = true;
+                }
+                Err(Error::Conflict { actual, expected, .. }) => {
+                    return Err(CommandError::Conflict { stream: stream.clone(), expected, actual, attempts });
+                }
+                Err(Error::DuplicateCommand { outcome, .. }) => return Ok(outcome.into()),
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+
+    fn encode(&self, events: &[A::Event], options: &ExecuteOptions) -> Result<Vec<NewEvent>, Error> {
+        let timestamp = self.clock.now();
+        events
+            .iter()
+            .map(|event| {
+                let metadata = Metadata {
+                    event_id: self.ids.next_id(),
+                    timestamp,
+                    command_id: options.command_id.clone(),
+                    correlation_id: options.correlation_id.clone(),
+                    causation_id: options.causation_id.clone().or_else(|| options.command_id.clone()),
+                    headers: options.headers.clone(),
+                };
+                NewEvent::encode(event, metadata)
+            })
+            .collect()
+    }
+
+    async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>, Error> {
+        let span = tracing::debug_span!("load", stream = %stream);
+        async {
+            let mut loaded = self.from_snapshot(stream).await.unwrap_or_else(Loaded::empty);
+            self.catch_up(stream, &mut loaded).await?;
+            Ok(loaded)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn from_snapshot(&self, stream: &StreamId) -> Option<Loaded<A>> {
+        let snapshots = self.snapshots.as_ref()?;
+        let snapshot = match snapshots.store.load_snapshot(stream).await {
+            Ok(snapshot) => snapshot?,
+            Err(error) => {
+                tracing::warn!(%error, %stream, "cannot load snapshot; replaying the stream");
+                return None;
+            }
+        };
+        if snapshot.snapshot_version != A::SNAPSHOT_VERSION {
+            return None;
+        }
+        match (snapshots.decode)(&snapshot.state) {
+            Ok(state) => Some(Loaded { state, version: snapshot.version, position: snapshot.position }),
+            Err(error) => {
+                tracing::warn!(%error, %stream, "snapshot does not decode; replaying the stream");
+                None
+            }
+        }
+    }
+
+    /// Folds the events after `loaded.version` into it, a batch at a time; returns how many.
+    async fn catch_up(&self, stream: &StreamId, loaded: &mut Loaded<A>) -> Result<usize, Error> {
+        let mut read = 0;
+        loop {
+            let batch = self.store.read_stream(stream, loaded.version + 1, self.batch_size).await?;
+            for raw in &batch {
+                let event = self.upcasters.decode_event::<A::Event>(raw)?;
+                loaded.state.apply(&event);
+                loaded.version = raw.version;
+                loaded.position = raw.position;
+            }
+            read += batch.len();
+            if batch.len() < self.batch_size {
+                return Ok(read);
+            }
+        }
+    }
+
+    async fn snapshot_if_due(&self, stream: &StreamId, loaded: &Loaded<A>, before: u64) {
+        let Some(snapshots) = &self.snapshots else { return };
+        if !snapshots.policy.due(before, loaded.version) {
+            return;
+        }
+        let saved = match (snapshots.encode)(&loaded.state) {
+            Ok(state) => {
+                let snapshot = Snapshot {
+                    stream: stream.clone(),
+                    version: loaded.version,
+                    position: loaded.position,
+                    snapshot_version: A::SNAPSHOT_VERSION,
+                    state,
+                };
+                snapshots.store.save_snapshot(snapshot).await
+            }
+            Err(source) => Err(Error::Serde { what: format!("snapshot of {stream}"), source }),
+        };
+        if let Err(error) = saved {
+            tracing::warn!(%error, %stream, "snapshot not saved; loads replay more events until the next one");
+        }
+    }
+}

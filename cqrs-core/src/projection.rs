@@ -1,0 +1,344 @@
+//! The read side's write path: [`Projection`]s and the [`Projector`] that runs them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use crate::{
+    Aggregate, Error, EventEnvelope, EventStore, Lease, LeaseManager, Position, RecordedEvent, Result, Subscription,
+    Upcasters, ViewCommit, ViewStore,
+};
+
+/// Any error a projection's handler returns.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The event type a projection reads.
+pub type EventOf<P> = <<P as Projection>::Aggregate as Aggregate>::Event;
+
+/// Folds one aggregate type's events into views that queries read.
+///
+/// A projection sees every event of its aggregate's streams, in the store's order, exactly once
+/// in effect: the [`Projector`] writes the views a batch changed and the projection's checkpoint
+/// in one atomic step. An event type the projection does not [handle](Projection::handles) is
+/// never decoded.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::prelude::*;
+/// use cqrs_core::{BoxError, Projection};
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
+/// # #[derive(Debug, Default)] struct Counter;
+/// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+/// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+///
+/// #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+/// struct Total { value: u64, increments: u32 }
+///
+/// struct Totals;
+///
+/// impl Projection for Totals {
+///     const NAME: &'static str = "counter_totals";
+///     type Aggregate = Counter;
+///     type View = Total;
+///     fn apply(&self, view: &mut Option<Total>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
+///         let CounterEvent::Incremented { by } = &e.event;
+///         let total = view.get_or_insert_with(Total::default);
+///         total.value += by;
+///         total.increments += 1;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Projection: Send + Sync + 'static {
+    /// The name under which its views and checkpoint are stored.
+    const NAME: &'static str;
+    /// The aggregate whose events it reads.
+    type Aggregate: Aggregate;
+    /// What it stores per id.
+    type View: Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// Whether it cares about events of this type; others are skipped without being decoded.
+    fn handles(&self, event_type: &str) -> bool {
+        let _ = event_type;
+        true
+    }
+
+    /// The id of the view an event changes; `None` to ignore the event. Defaults to the
+    /// aggregate's id.
+    fn view_id(&self, event: &EventEnvelope<EventOf<Self>>) -> Option<String> {
+        Some(event.stream.id().to_owned())
+    }
+
+    /// Folds an event into its view (`None` when the view does not exist yet; set it to `None`
+    /// to delete the view). An error stops the projection at this event, with its checkpoint kept.
+    fn apply(&self, view: &mut Option<Self::View>, event: &EventEnvelope<EventOf<Self>>) -> Result<(), BoxError>;
+}
+
+/// The default number of events a projector folds per atomic write.
+pub const DEFAULT_PROJECTOR_BATCH: usize = 500;
+
+/// Runs projections: reads events after each projection's checkpoint, folds them into views,
+/// and writes views and checkpoint together.
+///
+/// With a [`LeaseManager`], only the holder of a projection's lease runs it; the others stand
+/// by, and every write carries the lease's fencing token. A restart resumes from the checkpoint;
+/// [`rebuild`](Projector::rebuild) starts from zero.
+///
+/// # Examples
+///
+/// ```
+/// # use cqrs_core::prelude::*;
+/// # use cqrs_core::{BoxError, Projection};
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
+/// # #[derive(Debug, Default)] struct Counter;
+/// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+/// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+/// # struct Totals;
+/// # impl Projection for Totals { const NAME: &'static str = "totals"; type Aggregate = Counter; type View = u64;
+/// #   fn apply(&self, v: &mut Option<u64>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
+/// #     let CounterEvent::Incremented { by } = &e.event; *v.get_or_insert(0) += by; Ok(()) } }
+/// use cqrs_core::{MemoryEventStore, MemoryViewStore, Projector, ViewReader};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let events = MemoryEventStore::new();
+/// let views = MemoryViewStore::default();
+/// let projector = Projector::new(events.clone(), views.clone());
+/// // ... commands append events ...
+/// projector.catch_up(&Totals).await.unwrap();
+/// let reader = ViewReader::<u64>::new(views, Totals::NAME);
+/// assert_eq!(reader.get("c-1").await.unwrap(), None);
+/// # });
+/// ```
+pub struct Projector<S> {
+    events: S,
+    views: Arc<dyn ViewStore>,
+    leases: Option<Arc<dyn LeaseManager>>,
+    upcasters: Upcasters,
+    batch_size: usize,
+    retry_delay: Duration,
+}
+
+impl<S: Clone> Clone for Projector<S> {
+    fn clone(&self) -> Self {
+        Projector {
+            events: self.events.clone(),
+            views: self.views.clone(),
+            leases: self.leases.clone(),
+            upcasters: self.upcasters.clone(),
+            batch_size: self.batch_size,
+            retry_delay: self.retry_delay,
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Projector<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector")
+            .field("leases", &self.leases.is_some())
+            .field("batch_size", &self.batch_size)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn lease_lost(lease: &mut Option<Lease>) {
+    match lease {
+        Some(lease) => lease.lost().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<S: EventStore + Clone> Projector<S> {
+    /// A projector reading `events` and writing `views`, without leadership.
+    pub fn new(events: S, views: impl ViewStore) -> Self {
+        Projector {
+            events,
+            views: Arc::new(views),
+            leases: None,
+            upcasters: Upcasters::new(),
+            batch_size: DEFAULT_PROJECTOR_BATCH,
+            retry_delay: Duration::from_millis(100),
+        }
+    }
+
+    /// Runs each projection only while holding its lease from `leases`.
+    pub fn with_leases(mut self, leases: impl LeaseManager) -> Self {
+        self.leases = Some(Arc::new(leases));
+        self
+    }
+
+    /// Upcasts stored events before decoding them.
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// Folds up to `events` per atomic write (at least 1).
+    pub fn with_batch_size(mut self, events: usize) -> Self {
+        self.batch_size = events.max(1);
+        self
+    }
+
+    /// The first delay before retrying after the store was unavailable (doubles up to 5 s).
+    pub fn with_retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+
+    /// Processes every event stored now, without a lease, and returns the checkpoint.
+    pub async fn catch_up<P: Projection>(&self, projection: &P) -> Result<Option<Position>> {
+        let mut checkpoint = self.views.checkpoint(P::NAME).await?;
+        let mut subscription = self.subscribe(checkpoint);
+        while let Some(batch) = subscription.try_next_batch().await? {
+            checkpoint = Some(self.process(projection, &batch, checkpoint, 0).await?);
+        }
+        Ok(checkpoint)
+    }
+
+    /// Deletes the projection's views and checkpoint, then processes every event from the start.
+    pub async fn rebuild<P: Projection>(&self, projection: &P) -> Result<Option<Position>> {
+        self.views.reset(P::NAME, 0).await?;
+        self.catch_up(projection).await
+    }
+
+    /// Runs a projection until `shutdown` resolves (after the batch in progress) or it fails on
+    /// an event (a poison event: the error names its position and the checkpoint stays before
+    /// it). A store that is unavailable is retried with backoff; leadership lost is sought again.
+    pub async fn run<P: Projection>(&self, projection: P, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let span = tracing::info_span!("projection", projection = P::NAME);
+        self.run_inner(projection, shutdown).instrument(span).await
+    }
+
+    async fn run_inner<P: Projection>(&self, projection: P, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        tokio::pin!(shutdown);
+        let mut delay = self.retry_delay;
+        loop {
+            let mut lease = match &self.leases {
+                Some(leases) => tokio::select! {
+                    lease = leases.acquire(P::NAME) => Some(lease?),
+                    () = &mut shutdown => return Ok(()),
+                },
+                None => None,
+            };
+            let token = lease.as_ref().map_or(0, Lease::token);
+            tracing::info!(token, "running");
+            let mut checkpoint = match self.views.checkpoint(P::NAME).await {
+                Ok(checkpoint) => checkpoint,
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, ?delay, "cannot read the checkpoint; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {},
+                        () = &mut shutdown => return Ok(()),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let mut subscription = self.subscribe(checkpoint);
+            loop {
+                let batch = tokio::select! {
+                    batch = subscription.next_batch() => batch,
+                    () = &mut shutdown => return Ok(()),
+                    () = lease_lost(&mut lease) => {
+                        tracing::warn!("lease lost; standing by");
+                        break;
+                    }
+                };
+                let outcome = match batch {
+                    Ok(batch) => self.process(&projection, &batch, checkpoint, token).await,
+                    Err(error) => Err(error),
+                };
+                match outcome {
+                    Ok(position) => {
+                        checkpoint = Some(position);
+                        delay = self.retry_delay;
+                    }
+                    Err(error @ (Error::CheckpointMoved { .. } | Error::Fenced { .. })) => {
+                        tracing::warn!(%error, "another runner wrote; starting over from the stored checkpoint");
+                        break;
+                    }
+                    Err(error) if error.is_transient() => {
+                        tracing::warn!(%error, ?delay, "store unavailable; retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {},
+                            () = &mut shutdown => return Ok(()),
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "projection stopped");
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    }
+
+    fn subscribe(&self, checkpoint: Option<Position>) -> Subscription<S> {
+        Subscription::new(self.events.clone(), checkpoint.unwrap_or(Position::ZERO)).with_batch_size(self.batch_size)
+    }
+
+    /// Folds one batch and writes the changed views with the new checkpoint, atomically.
+    async fn process<P: Projection>(
+        &self,
+        projection: &P,
+        batch: &[RecordedEvent],
+        expected: Option<Position>,
+        token: u64,
+    ) -> Result<Position> {
+        let Some(last) = batch.last().map(|e| e.position) else {
+            return expected.ok_or(Error::Shutdown);
+        };
+        let mut ids: Vec<String> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut decoded = Vec::new();
+        for raw in batch {
+            if raw.stream.category() != P::Aggregate::TYPE || !projection.handles(&raw.event_type) {
+                continue;
+            }
+            let envelope = self.upcasters.decode::<EventOf<P>>(raw)?;
+            let Some(id) = projection.view_id(&envelope) else { continue };
+            let slot = *index.entry(id).or_insert_with_key(|id| {
+                ids.push(id.clone());
+                ids.len() - 1
+            });
+            decoded.push((slot, envelope));
+        }
+        let mut views: Vec<Option<P::View>> = Vec::with_capacity(ids.len());
+        if !ids.is_empty() {
+            let stored = self.views.load_views(P::NAME, &ids).await?;
+            for (id, json) in ids.iter().zip(stored) {
+                let view = json
+                    .map(|json| serde_json::from_str(&json))
+                    .transpose()
+                    .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", P::NAME), source })?;
+                views.push(view);
+            }
+        }
+        for (slot, envelope) in &decoded {
+            projection.apply(&mut views[*slot], envelope).map_err(|e| Error::Projection {
+                projection: P::NAME.to_owned(),
+                position: envelope.position,
+                reason: e.to_string(),
+            })?;
+        }
+        let mut writes = Vec::with_capacity(ids.len());
+        for (id, view) in ids.into_iter().zip(views) {
+            let json = view
+                .map(|v| serde_json::to_string(&v))
+                .transpose()
+                .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", P::NAME), source })?;
+            writes.push((id, json));
+        }
+        let commit = ViewCommit { expected, checkpoint: last, fencing_token: token, views: writes };
+        self.views.commit(P::NAME, commit).await?;
+        Ok(last)
+    }
+}
