@@ -17,6 +17,9 @@ mod subscription;
 mod upcast;
 mod view;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
