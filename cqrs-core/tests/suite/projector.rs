@@ -1,0 +1,208 @@
+use std::time::Duration;
+
+use cqrs_core::prelude::*;
+use cqrs_core::{
+    BoxError, Cqrs, Error, EventStore, LeaseManager, MemoryEventStore, MemoryLeases, MemoryViewStore, Projection,
+    Projector, ViewCommit, ViewReader, ViewStore,
+};
+use tokio::sync::oneshot;
+
+use crate::domain::*;
+
+fn reader(views: &MemoryViewStore) -> ViewReader<Balance> {
+    ViewReader::new(views.clone(), Balances::NAME)
+}
+
+async fn seed(cqrs: &Cqrs<Account, MemoryEventStore>, accounts: usize, deposits: u64) {
+    for a in 0..accounts {
+        let id = format!("acc-{a}");
+        cqrs.execute(open(&id)).await.unwrap();
+        for d in 1..=deposits {
+            cqrs.execute(deposit(&id, d)).await.unwrap();
+        }
+    }
+}
+
+async fn assert_exact(views: &MemoryViewStore, accounts: usize, deposits: u64) {
+    for a in 0..accounts {
+        let view = reader(views).get(&format!("acc-{a}")).await.unwrap().expect("a view");
+        assert_eq!(view.balance, deposits * (deposits + 1) / 2);
+        assert_eq!(view.applied, view.version, "every event applied exactly once");
+        assert_eq!(view.version, deposits + 1);
+    }
+}
+
+#[tokio::test]
+async fn catches_up_resumes_from_its_checkpoint_and_rebuilds() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let cqrs = Cqrs::new(events.clone());
+    seed(&cqrs, 5, 10).await;
+    let projector = Projector::new(events.clone(), views.clone()).with_batch_size(7);
+    let checkpoint = projector.catch_up(&Balances).await.unwrap();
+    assert_eq!(checkpoint, events.read_all(Position::ZERO, usize::MAX).await.unwrap().last().map(|e| e.position));
+    assert_exact(&views, 5, 10).await;
+    // A new projector (a restart) resumes: nothing is applied twice.
+    cqrs.execute(deposit("acc-0", 100)).await.unwrap();
+    Projector::new(events.clone(), views.clone()).catch_up(&Balances).await.unwrap();
+    let view = reader(&views).get("acc-0").await.unwrap().unwrap();
+    assert_eq!((view.balance, view.applied, view.version), (155, 12, 12));
+    // A rebuild starts from zero and ends in the same views.
+    projector.rebuild(&Balances).await.unwrap();
+    let rebuilt = reader(&views).get("acc-0").await.unwrap().unwrap();
+    assert_eq!(rebuilt, view);
+}
+
+#[tokio::test]
+async fn runs_live_and_queries_read_their_writes() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let cqrs = Cqrs::new(events.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let projector = Projector::new(events.clone(), views.clone());
+    let running = tokio::spawn(async move {
+        projector.run(Balances, async { stopped.await.unwrap_or(()) }).await
+    });
+    cqrs.execute(open("live")).await.unwrap();
+    for i in 1..=20 {
+        let done = cqrs.execute(deposit("live", i)).await.unwrap();
+        reader(&views).wait_for(done.position, Duration::from_secs(5)).await.unwrap();
+        let view = reader(&views).get("live").await.unwrap().unwrap();
+        assert_eq!(view.version, done.version, "the view includes the command's write");
+    }
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    // Once stopped, a newer write is not seen, and waiting for it times out.
+    let done = cqrs.execute(deposit("live", 1)).await.unwrap();
+    let err = reader(&views).wait_for(done.position, Duration::from_millis(50)).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)));
+}
+
+#[tokio::test]
+async fn a_poison_event_stops_the_projection_at_its_position_and_keeps_the_checkpoint() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let cqrs = Cqrs::new(events.clone());
+    seed(&cqrs, 1, 3).await;
+    let bad = NewEvent { event_type: "MoneyDeposited".into(), schema_version: 2, payload: "{\"amount\":-1}".into(), metadata: Metadata::default() };
+    events.append(&StreamId::new("account", "acc-0").unwrap(), ExpectedVersion::Any, vec![bad]).await.unwrap();
+    let poison = events.read_all(Position::ZERO, usize::MAX).await.unwrap().last().unwrap().position;
+    cqrs.execute(open("later")).await.unwrap();
+    let projector = Projector::new(events.clone(), views.clone()).with_batch_size(2);
+    let err = projector.run(Balances, std::future::pending()).await.unwrap_err();
+    match err {
+        Error::Decode { position, version: 5, .. } => assert_eq!(position, poison),
+        other => panic!("{other:?}"),
+    }
+    let checkpoint = views.checkpoint(Balances::NAME).await.unwrap().unwrap();
+    assert!(checkpoint < poison, "the checkpoint stays before the poison event");
+    assert_eq!(reader(&views).get("later").await.unwrap(), None);
+}
+
+/// Fails on withdrawals: a projection whose handler errors.
+struct Picky;
+
+impl Projection for Picky {
+    const NAME: &'static str = "picky";
+    type Aggregate = Account;
+    type View = u64;
+    fn apply(&self, view: &mut Option<u64>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        if matches!(e.event, AccountEvent::Withdrawn { .. }) {
+            return Err("withdrawals are not supported".into());
+        }
+        *view.get_or_insert(0) += 1;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failing_handler_names_the_position_and_other_projections_go_on() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let cqrs = Cqrs::new(events.clone());
+    seed(&cqrs, 1, 2).await;
+    let withdrawn = cqrs.execute(Withdraw { id: "acc-0".into(), amount: 1 }).await.unwrap();
+    let projector = Projector::new(events.clone(), views.clone());
+    match projector.catch_up(&Picky).await.unwrap_err() {
+        Error::Projection { projection, position, reason } => {
+            assert_eq!((projection.as_str(), position), ("picky", withdrawn.position));
+            assert_eq!(reason, "withdrawals are not supported");
+        }
+        other => panic!("{other:?}"),
+    }
+    projector.catch_up(&Balances).await.unwrap();
+    assert_eq!(reader(&views).get("acc-0").await.unwrap().unwrap().balance, 2);
+}
+
+#[tokio::test]
+async fn ignores_events_of_other_aggregates_and_types_it_does_not_handle() {
+    struct OpensOnly;
+    impl Projection for OpensOnly {
+        const NAME: &'static str = "opens";
+        type Aggregate = Account;
+        type View = String;
+        fn handles(&self, event_type: &str) -> bool {
+            event_type == "Opened"
+        }
+        fn apply(&self, view: &mut Option<String>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+            let AccountEvent::Opened { owner } = &e.event else { return Err("not an opening".into()) };
+            *view = Some(owner.clone());
+            Ok(())
+        }
+    }
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let cqrs = Cqrs::new(events.clone());
+    seed(&cqrs, 2, 2).await;
+    // Garbage of another category and an undecodable event of an unhandled type are never decoded.
+    let junk = NewEvent { event_type: "Whatever".into(), schema_version: 1, payload: "not json".into(), metadata: Metadata::default() };
+    events.append(&StreamId::new("other", "x").unwrap(), ExpectedVersion::Any, vec![junk]).await.unwrap();
+    let junk = NewEvent { event_type: "Withdrawn".into(), schema_version: 1, payload: "not json".into(), metadata: Metadata::default() };
+    events.append(&StreamId::new("account", "acc-0").unwrap(), ExpectedVersion::Any, vec![junk]).await.unwrap();
+    Projector::new(events.clone(), views.clone()).catch_up(&OpensOnly).await.unwrap();
+    let names = ViewReader::<String>::new(views, "opens").get_many(&["acc-0".into(), "acc-1".into()]).await.unwrap();
+    assert_eq!(names, vec![Some("owner of acc-0".into()), Some("owner of acc-1".into())]);
+}
+
+#[tokio::test]
+async fn one_leader_runs_a_standby_takes_over_and_a_stale_leader_is_fenced() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let leases = MemoryLeases::default();
+    let cqrs = Cqrs::new(events.clone());
+    seed(&cqrs, 2, 3).await;
+    let projector = Projector::new(events.clone(), views.clone()).with_leases(leases.clone());
+    let (stop_a, stopped_a) = oneshot::channel::<()>();
+    let (stop_b, stopped_b) = oneshot::channel::<()>();
+    let a = tokio::spawn({
+        let p = projector.clone();
+        async move { p.run(Balances, async { stopped_a.await.unwrap_or(()) }).await }
+    });
+    let done = cqrs.execute(deposit("acc-0", 10)).await.unwrap();
+    reader(&views).wait_for(done.position, Duration::from_secs(5)).await.unwrap();
+    let b = tokio::spawn({
+        let p = projector.clone();
+        async move { p.run(Balances, async { stopped_b.await.unwrap_or(()) }).await }
+    });
+    // The first leader loses its lease (as with a dropped connection); the standby leads.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    leases.revoke(Balances::NAME);
+    for i in 0..10 {
+        let done = cqrs.execute(deposit("acc-1", i)).await.unwrap();
+        reader(&views).wait_for(done.position, Duration::from_secs(5)).await.unwrap();
+    }
+    // A write with the first leader's token (1) is refused now that token 2 or later wrote.
+    let checkpoint = views.checkpoint(Balances::NAME).await.unwrap();
+    let stale = ViewCommit { expected: checkpoint, checkpoint: Position::new(u64::MAX, 0), fencing_token: 1, views: vec![] };
+    assert!(matches!(views.commit(Balances::NAME, stale).await, Err(Error::Fenced { token: 1, .. })));
+    stop_a.send(()).unwrap();
+    stop_b.send(()).unwrap();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    for a in 0..2 {
+        let view = reader(&views).get(&format!("acc-{a}")).await.unwrap().unwrap();
+        assert_eq!(view.applied, view.version, "nothing applied twice across the hand-over");
+    }
+    let lease = leases.acquire(Balances::NAME).await.unwrap();
+    assert!(lease.token() >= 3, "tokens only grow: {}", lease.token());
+}
