@@ -1,1 +1,26 @@
-//! x
+//! Compiles and runs every Rust block of the guide and of README.md as doctests.
+//!
+//! Each Markdown file is attached to an item as its documentation; `cargo test -p cqrs-docs`
+//! runs the blocks.
+
+macro_rules! chapters {
+    ($($name:ident => $path:literal),* $(,)?) => {
+        $(
+            #[cfg(doctest)]
+            #[doc = include_str!($path)]
+            pub struct $name;
+        )*
+    };
+}
+
+chapters! {
+    Readme => "../README.md",
+    Introduction => "src/introduction.md",
+    GettingStarted => "src/getting-started.md",
+    CommandsAndEvents => "src/commands-and-events.md",
+    Engine => "src/engine.md",
+    Projections => "src/projections.md",
+    Testing => "src/testing.md",
+    Architecture => "src/architecture.md",
+    Benchmarks => "benchmarks.md",
+}
