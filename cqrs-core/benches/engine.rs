@@ -92,7 +92,9 @@ fn commands(c: &mut Criterion) {
                     let (cqrs, ids) = (cqrs.clone(), ids.clone());
                     tasks.push(tokio::spawn(async move {
                         for i in (t..iters as usize).step_by(8) {
-                            cqrs.execute(Deposit { id: ids[i % AGGREGATES].clone(), amount: 1 }).await.expect("deposit");
+                            cqrs.execute(Deposit { id: ids[i % AGGREGATES].clone(), amount: 1 })
+                                .await
+                                .expect("deposit");
                         }
                     }));
                 }

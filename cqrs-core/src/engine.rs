@@ -532,8 +532,12 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 }
             };
             if events.is_empty() {
-                let outcome =
-                    CommandOutcome { stream: stream.clone(), version: loaded.version, position: loaded.position, appended: 0 };
+                let outcome = CommandOutcome {
+                    stream: stream.clone(),
+                    version: loaded.version,
+                    position: loaded.position,
+                    appended: 0,
+                };
                 *slot = Some(loaded);
                 return Ok(outcome);
             }
@@ -593,7 +597,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
     async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>, Error> {
         let span = tracing::debug_span!("load", stream = %stream);
         async {
-            let mut loaded = self.from_snapshot(stream).await.unwrap_or_else(Loaded::empty);
+            let mut loaded = self.start_from_snapshot(stream).await.unwrap_or_else(Loaded::empty);
             self.catch_up(stream, &mut loaded).await?;
             Ok(loaded)
         }
@@ -601,7 +605,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         .await
     }
 
-    async fn from_snapshot(&self, stream: &StreamId) -> Option<Loaded<A>> {
+    async fn start_from_snapshot(&self, stream: &StreamId) -> Option<Loaded<A>> {
         let snapshots = self.snapshots.as_ref()?;
         let snapshot = match snapshots.store.load_snapshot(stream).await {
             Ok(snapshot) => snapshot?,

@@ -72,7 +72,9 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// A stored event whose payload does not decode into the current event type.
-    #[error("cannot decode event {event_type} v{schema_version} at {stream} version {version} (position {position}): {source}")]
+    #[error(
+        "cannot decode event {event_type} v{schema_version} at {stream} version {version} (position {position}): {source}"
+    )]
     Decode {
         /// The stream the event belongs to.
         stream: StreamId,
@@ -103,7 +105,9 @@ pub enum Error {
         schema_version: u32,
     },
     /// An upcaster failed on a stored event.
-    #[error("upcasting {event_type} v{schema_version} at {stream} version {version} (position {position}) failed: {reason}")]
+    #[error(
+        "upcasting {event_type} v{schema_version} at {stream} version {version} (position {position}) failed: {reason}"
+    )]
     Upcast {
         /// The stream the event belongs to.
         stream: StreamId,

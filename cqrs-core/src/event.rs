@@ -120,9 +120,7 @@ impl Timestamp {
 
     /// The system clock's time now.
     pub fn now() -> Self {
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Timestamp(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
     }
 }
@@ -189,9 +187,8 @@ impl NewEvent {
     /// ```
     pub fn encode<E: Event>(event: &E, metadata: Metadata) -> crate::Result<Self> {
         let ty = event.event_type();
-        let payload = event
-            .encode()
-            .map_err(|source| crate::Error::Encode { event_type: ty.name.to_owned(), source })?;
+        let payload =
+            event.encode().map_err(|source| crate::Error::Encode { event_type: ty.name.to_owned(), source })?;
         Ok(NewEvent { event_type: Cow::Borrowed(ty.name), schema_version: ty.version, payload, metadata })
     }
 

@@ -27,19 +27,19 @@ pub mod __private;
 pub use aggregate::{Aggregate, Command, Handle};
 pub use clock::{Clock, IdGenerator, ManualClock, RandomIds, SequentialIds, SystemClock};
 pub use engine::{
-    CommandError, CommandOutcome, Cqrs, ExecuteOptions, SnapshotPolicy, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_CAPACITY,
-    DEFAULT_MAX_ATTEMPTS,
+    CommandError, CommandOutcome, Cqrs, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_ATTEMPTS,
+    ExecuteOptions, SnapshotPolicy,
 };
 pub use error::{Error, Result};
 pub use event::{DecodeError, Event, EventEnvelope, EventType, Metadata, NewEvent, RecordedEvent, Timestamp};
 pub use lease::{Lease, LeaseManager};
 pub use memory::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore};
 pub use position::Position;
-pub use store::{AppendOutcome, EventStore, Snapshot, SnapshotStore};
-pub use projection::{BoxError, EventOf, Projection, Projector, DEFAULT_PROJECTOR_BATCH};
+pub use projection::{BoxError, DEFAULT_PROJECTOR_BATCH, EventOf, Projection, Projector};
 pub use query::{Query, QueryHandler, ViewReader};
-pub use stream::{ExpectedVersion, StreamId, MAX_CATEGORY_LEN, MAX_ID_LEN};
-pub use subscription::{Subscription, DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH};
+pub use store::{AppendOutcome, EventStore, Snapshot, SnapshotStore};
+pub use stream::{ExpectedVersion, MAX_CATEGORY_LEN, MAX_ID_LEN, StreamId};
+pub use subscription::{DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH, Subscription};
 pub use upcast::Upcasters;
 pub use view::{ViewCommit, ViewStore};
 
@@ -52,8 +52,8 @@ pub use async_trait::async_trait;
 /// The names most programs need: `use cqrs_core::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Aggregate, Command, Event, EventEnvelope, EventType, ExpectedVersion, Handle, Metadata, NewEvent,
-        Position, RecordedEvent, StreamId, Timestamp,
+        Aggregate, Command, Event, EventEnvelope, EventType, ExpectedVersion, Handle, Metadata, NewEvent, Position,
+        RecordedEvent, StreamId, Timestamp,
     };
     pub use serde::{Deserialize, Serialize};
 }

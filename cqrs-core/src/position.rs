@@ -73,10 +73,7 @@ impl FromStr for Position {
         if !digits(tx) || !digits(seq) {
             return Err(invalid());
         }
-        Ok(Position {
-            transaction: tx.parse().map_err(|_| invalid())?,
-            sequence: seq.parse().map_err(|_| invalid())?,
-        })
+        Ok(Position { transaction: tx.parse().map_err(|_| invalid())?, sequence: seq.parse().map_err(|_| invalid())? })
     }
 }
 

@@ -161,7 +161,11 @@ mod tests {
         Unit,
         New(u32),
         Tup(u32, String),
-        Named { a: String, #[serde(default)] b: Option<u8> },
+        Named {
+            a: String,
+            #[serde(default)]
+            b: Option<u8>,
+        },
     }
 
     #[test]

@@ -315,10 +315,10 @@ impl<S: EventStore + Clone> Projector<S> {
         if !ids.is_empty() {
             let stored = self.views.load_views(P::NAME, &ids).await?;
             for (id, json) in ids.iter().zip(stored) {
-                let view = json
-                    .map(|json| serde_json::from_str(&json))
-                    .transpose()
-                    .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", P::NAME), source })?;
+                let view = json.map(|json| serde_json::from_str(&json)).transpose().map_err(|source| Error::Serde {
+                    what: format!("view {id:?} of projection {}", P::NAME),
+                    source,
+                })?;
                 views.push(view);
             }
         }

@@ -63,9 +63,10 @@ impl<V: DeserializeOwned> ViewReader<V> {
         ids.iter()
             .zip(stored)
             .map(|(id, json)| {
-                json.map(|json| serde_json::from_str(&json))
-                    .transpose()
-                    .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", self.projection), source })
+                json.map(|json| serde_json::from_str(&json)).transpose().map_err(|source| Error::Serde {
+                    what: format!("view {id:?} of projection {}", self.projection),
+                    source,
+                })
             })
             .collect()
     }

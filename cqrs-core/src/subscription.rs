@@ -50,7 +50,13 @@ impl<S: EventStore> Subscription<S> {
     /// A subscription to every event after `after` (use [`Position::ZERO`] for all).
     pub fn new(store: S, after: Position) -> Self {
         let wake = store.wake_ups();
-        Subscription { store, after, batch_size: DEFAULT_SUBSCRIPTION_BATCH, poll_interval: DEFAULT_POLL_INTERVAL, wake }
+        Subscription {
+            store,
+            after,
+            batch_size: DEFAULT_SUBSCRIPTION_BATCH,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            wake,
+        }
     }
 
     /// Hands over at most `events` at a time (at least 1).

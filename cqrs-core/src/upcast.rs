@@ -118,15 +118,13 @@ impl Upcasters {
         let upcast = if self.is_empty() {
             None
         } else {
-            self.apply(&raw.event_type, raw.schema_version, &raw.payload).map_err(|reason| {
-                Error::Upcast {
-                    stream: raw.stream.clone(),
-                    version: raw.version,
-                    position: raw.position,
-                    event_type: raw.event_type.to_string(),
-                    schema_version: raw.schema_version,
-                    reason,
-                }
+            self.apply(&raw.event_type, raw.schema_version, &raw.payload).map_err(|reason| Error::Upcast {
+                stream: raw.stream.clone(),
+                version: raw.version,
+                position: raw.position,
+                event_type: raw.event_type.to_string(),
+                schema_version: raw.schema_version,
+                reason,
             })?
         };
         let (name, schema_version, payload) = match &upcast {

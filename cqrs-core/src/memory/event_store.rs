@@ -5,9 +5,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{read, write};
-use crate::{
-    AppendOutcome, Error, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, Result, StreamId,
-};
+use crate::{AppendOutcome, Error, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, Result, StreamId};
 
 /// The default largest event payload a [`MemoryEventStore`] accepts: 1 MiB.
 const DEFAULT_MAX_EVENT_SIZE: usize = 1 << 20;
@@ -180,7 +178,8 @@ impl EventStore for MemoryEventStore {
                 metadata: Arc::new(event.metadata),
             });
         }
-        let outcome = AppendOutcome { stream: stream.clone(), first_version: actual + 1, last_version: version, position };
+        let outcome =
+            AppendOutcome { stream: stream.clone(), first_version: actual + 1, last_version: version, position };
         if let Some(id) = command {
             state.commands.insert(id, outcome.clone());
         }

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 
 use super::lock;
 use crate::{Lease, LeaseManager, Result};

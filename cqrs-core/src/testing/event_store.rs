@@ -63,10 +63,7 @@ pub async fn append_and_read<S: EventStore>(store: S) {
     let s = stream("read");
     assert_eq!(store.stream_version(&s).await.expect("version"), 0);
     assert!(store.read_stream(&s, 1, 10).await.expect("read").is_empty());
-    let out = store
-        .append(&s, ExpectedVersion::NoStream, (1..=3).map(test_event).collect())
-        .await
-        .expect("append");
+    let out = store.append(&s, ExpectedVersion::NoStream, (1..=3).map(test_event).collect()).await.expect("append");
     assert_eq!((out.first_version, out.last_version, out.appended()), (1, 3, 3));
     let events = store.read_stream(&s, 1, 10).await.expect("read");
     assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3]);
@@ -230,7 +227,8 @@ pub async fn subscription_hand_over<S: EventStore + Clone>(store: S) {
     const WRITERS: u64 = 4;
     const EACH: u64 = 50;
     let total = (BEFORE + WRITERS * EACH) as usize;
-    store.append(&stream("sub-history"), ExpectedVersion::Any, (0..BEFORE).map(test_event).collect())
+    store
+        .append(&stream("sub-history"), ExpectedVersion::Any, (0..BEFORE).map(test_event).collect())
         .await
         .expect("history");
     let mut subscription = Subscription::new(store.clone(), Position::ZERO)
@@ -254,7 +252,10 @@ pub async fn subscription_hand_over<S: EventStore + Clone>(store: S) {
         writers.push(tokio::spawn(async move {
             for i in 0..EACH {
                 let n = 1_000 + w * EACH + i;
-                store.append(&stream(&format!("sub-{w}")), ExpectedVersion::Any, vec![test_event(n)]).await.expect("append");
+                store
+                    .append(&stream(&format!("sub-{w}")), ExpectedVersion::Any, vec![test_event(n)])
+                    .await
+                    .expect("append");
                 if i % 10 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -275,7 +276,11 @@ pub async fn idempotency<S: EventStore>(store: S) {
     let s = stream("idem");
     assert_eq!(store.command_outcome("cmd-1").await.expect("lookup"), None);
     let first = store
-        .append(&s, ExpectedVersion::NoStream, vec![test_event_for_command(1, "cmd-1"), test_event_for_command(2, "cmd-1")])
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![test_event_for_command(1, "cmd-1"), test_event_for_command(2, "cmd-1")],
+        )
         .await
         .expect("first");
     assert_eq!(store.command_outcome("cmd-1").await.expect("lookup"), Some(first.clone()));
@@ -301,7 +306,13 @@ pub async fn concurrent_idempotency<S: EventStore + Clone>(store: S) {
     for i in 0..8 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.append(&stream(&format!("idem-race-{i}")), ExpectedVersion::Any, vec![test_event_for_command(i, "same")]).await
+            store
+                .append(
+                    &stream(&format!("idem-race-{i}")),
+                    ExpectedVersion::Any,
+                    vec![test_event_for_command(i, "same")],
+                )
+                .await
         }));
     }
     let mut ok = 0;

@@ -74,15 +74,17 @@ impl<P: Projection> ProjectionTest<P> {
                 metadata: Arc::new(Metadata::default()),
             };
             let Some(id) = self.projection.view_id(&envelope) else { continue };
-            let mut view = self.views.get(&id).map(|json| {
-                serde_json::from_str(json).unwrap_or_else(|e| panic!("view {id} does not decode: {e}"))
-            });
+            let mut view = self
+                .views
+                .get(&id)
+                .map(|json| serde_json::from_str(json).unwrap_or_else(|e| panic!("view {id} does not decode: {e}")));
             self.projection
                 .apply(&mut view, &envelope)
                 .unwrap_or_else(|e| panic!("the projection failed on {:?}: {e}", envelope.position));
             match view {
                 Some(view) => {
-                    let json = serde_json::to_string(&view).unwrap_or_else(|e| panic!("view {id} does not encode: {e}"));
+                    let json =
+                        serde_json::to_string(&view).unwrap_or_else(|e| panic!("view {id} does not encode: {e}"));
                     self.views.insert(id, json);
                 }
                 None => {

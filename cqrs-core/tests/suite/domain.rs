@@ -5,10 +5,16 @@ use cqrs_core::{BoxError, Projection};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 pub enum AccountEvent {
-    Opened { owner: String },
+    Opened {
+        owner: String,
+    },
     #[event(name = "MoneyDeposited", version = 2)]
-    Deposited { amount: u64 },
-    Withdrawn { amount: u64 },
+    Deposited {
+        amount: u64,
+    },
+    Withdrawn {
+        amount: u64,
+    },
     Closed,
 }
 

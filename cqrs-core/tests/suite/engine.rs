@@ -25,7 +25,12 @@ impl Counting {
 
 #[cqrs_core::async_trait]
 impl EventStore for Counting {
-    async fn append(&self, s: &StreamId, e: ExpectedVersion, events: Vec<NewEvent>) -> cqrs_core::Result<AppendOutcome> {
+    async fn append(
+        &self,
+        s: &StreamId,
+        e: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> cqrs_core::Result<AppendOutcome> {
         self.appends.fetch_add(1, Ordering::SeqCst);
         self.inner.append(s, e, events).await
     }
@@ -244,7 +249,8 @@ async fn sixteen_engines_racing_on_one_stream_lose_nothing() {
 async fn snapshots_keep_loading_flat_and_a_changed_shape_ignores_old_ones() {
     let store = Counting::default();
     let snapshots = MemorySnapshotStore::default();
-    let cqrs = Cqrs::new(store.clone()).with_cache_capacity(0).with_snapshots(snapshots.clone(), SnapshotPolicy::every(10));
+    let cqrs =
+        Cqrs::new(store.clone()).with_cache_capacity(0).with_snapshots(snapshots.clone(), SnapshotPolicy::every(10));
     cqrs.execute(open("a")).await.unwrap();
     for _ in 0..24 {
         cqrs.execute(deposit("a", 1)).await.unwrap();
@@ -260,7 +266,9 @@ async fn snapshots_keep_loading_flat_and_a_changed_shape_ignores_old_ones() {
     for (snapshot_version, state) in [(99, snap.state.clone()), (1, "{not json".to_owned())] {
         let other = MemorySnapshotStore::default();
         other.save_snapshot(Snapshot { snapshot_version, state, ..snap.clone() }).await.unwrap();
-        let engine = Cqrs::<Account, _>::new(store.clone()).with_cache_capacity(0).with_snapshots(other, SnapshotPolicy::every(10));
+        let engine = Cqrs::<Account, _>::new(store.clone())
+            .with_cache_capacity(0)
+            .with_snapshots(other, SnapshotPolicy::every(10));
         store.take_read();
         let (state, version) = engine.load("a").await.unwrap();
         assert_eq!((state.balance, version), (24, 25));
@@ -280,7 +288,12 @@ async fn loading_reads_in_bounded_batches() {
 }
 
 async fn append_raw(store: &MemoryEventStore, id: &str, event_type: &'static str, version: u32, payload: &str) {
-    let event = NewEvent { event_type: event_type.into(), schema_version: version, payload: payload.into(), metadata: Metadata::default() };
+    let event = NewEvent {
+        event_type: event_type.into(),
+        schema_version: version,
+        payload: payload.into(),
+        metadata: Metadata::default(),
+    };
     store.append(&account(id), ExpectedVersion::Any, vec![event]).await.unwrap();
 }
 
@@ -316,12 +329,14 @@ async fn upcasters_turn_old_shapes_and_names_into_the_current_event() {
     append_raw(&store, "old", "Opened", 1, r#"{"owner":"ada"}"#).await;
     // An old name with an old shape: `Deposited` v1 stored cents.
     append_raw(&store, "old", "Deposited", 1, r#"{"cents":500}"#).await;
-    let upcasters = Upcasters::new()
-        .add(("Deposited", 1), ("MoneyDeposited", 1), Ok)
-        .add(("MoneyDeposited", 1), ("MoneyDeposited", 2), |v| {
+    let upcasters = Upcasters::new().add(("Deposited", 1), ("MoneyDeposited", 1), Ok).add(
+        ("MoneyDeposited", 1),
+        ("MoneyDeposited", 2),
+        |v| {
             let cents = v["cents"].as_u64().ok_or("no cents")?;
             Ok(serde_json::json!({ "amount": cents / 100 }))
-        });
+        },
+    );
     let plain = Cqrs::<Account, _>::new(store.clone());
     assert!(matches!(plain.load("old").await, Err(Error::UnknownEvent { .. })));
     let cqrs = Cqrs::<Account, _>::new(store.clone()).with_upcasters(upcasters.clone());

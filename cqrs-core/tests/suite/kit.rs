@@ -11,9 +11,12 @@ fn given_when_then_events() {
 
 #[test]
 fn given_when_then_error() {
-    AggregateTest::<Account>::given([AccountEvent::Opened { owner: "ada".into() }, AccountEvent::Deposited { amount: 5 }])
-        .when(Withdraw { id: "a".into(), amount: 6 })
-        .then_expect_error(AccountError::Insufficient { balance: 5, requested: 6 });
+    AggregateTest::<Account>::given([
+        AccountEvent::Opened { owner: "ada".into() },
+        AccountEvent::Deposited { amount: 5 },
+    ])
+    .when(Withdraw { id: "a".into(), amount: 6 })
+    .then_expect_error(AccountError::Insufficient { balance: 5, requested: 6 });
     AggregateTest::<Account>::given_no_events()
         .when(deposit("a", 1))
         .then_expect_error_message("the account is not open");
@@ -47,7 +50,5 @@ fn projection_given_then_view() {
 #[test]
 #[should_panic(expected = "view \"a\"")]
 fn projection_test_fails_on_another_view() {
-    ProjectionTest::new(Balances)
-        .given("a", [AccountEvent::Opened { owner: "ada".into() }])
-        .then_view("a", None);
+    ProjectionTest::new(Balances).given("a", [AccountEvent::Opened { owner: "ada".into() }]).then_view("a", None);
 }

@@ -1,4 +1,5 @@
 //! The integration tests of cqrs-core, in one binary.
+#![allow(clippy::unwrap_used)]
 
 mod conformance;
 mod domain;

@@ -60,9 +60,7 @@ async fn runs_live_and_queries_read_their_writes() {
     let cqrs = Cqrs::new(events.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let projector = Projector::new(events.clone(), views.clone());
-    let running = tokio::spawn(async move {
-        projector.run(Balances, async { stopped.await.unwrap_or(()) }).await
-    });
+    let running = tokio::spawn(async move { projector.run(Balances, async { stopped.await.unwrap_or(()) }).await });
     cqrs.execute(open("live")).await.unwrap();
     for i in 1..=20 {
         let done = cqrs.execute(deposit("live", i)).await.unwrap();
@@ -84,7 +82,12 @@ async fn a_poison_event_stops_the_projection_at_its_position_and_keeps_the_check
     let views = MemoryViewStore::default();
     let cqrs = Cqrs::new(events.clone());
     seed(&cqrs, 1, 3).await;
-    let bad = NewEvent { event_type: "MoneyDeposited".into(), schema_version: 2, payload: "{\"amount\":-1}".into(), metadata: Metadata::default() };
+    let bad = NewEvent {
+        event_type: "MoneyDeposited".into(),
+        schema_version: 2,
+        payload: "{\"amount\":-1}".into(),
+        metadata: Metadata::default(),
+    };
     events.append(&StreamId::new("account", "acc-0").unwrap(), ExpectedVersion::Any, vec![bad]).await.unwrap();
     let poison = events.read_all(Position::ZERO, usize::MAX).await.unwrap().last().unwrap().position;
     cqrs.execute(open("later")).await.unwrap();
@@ -155,9 +158,19 @@ async fn ignores_events_of_other_aggregates_and_types_it_does_not_handle() {
     let cqrs = Cqrs::new(events.clone());
     seed(&cqrs, 2, 2).await;
     // Garbage of another category and an undecodable event of an unhandled type are never decoded.
-    let junk = NewEvent { event_type: "Whatever".into(), schema_version: 1, payload: "not json".into(), metadata: Metadata::default() };
+    let junk = NewEvent {
+        event_type: "Whatever".into(),
+        schema_version: 1,
+        payload: "not json".into(),
+        metadata: Metadata::default(),
+    };
     events.append(&StreamId::new("other", "x").unwrap(), ExpectedVersion::Any, vec![junk]).await.unwrap();
-    let junk = NewEvent { event_type: "Withdrawn".into(), schema_version: 1, payload: "not json".into(), metadata: Metadata::default() };
+    let junk = NewEvent {
+        event_type: "Withdrawn".into(),
+        schema_version: 1,
+        payload: "not json".into(),
+        metadata: Metadata::default(),
+    };
     events.append(&StreamId::new("account", "acc-0").unwrap(), ExpectedVersion::Any, vec![junk]).await.unwrap();
     Projector::new(events.clone(), views.clone()).catch_up(&OpensOnly).await.unwrap();
     let names = ViewReader::<String>::new(views, "opens").get_many(&["acc-0".into(), "acc-1".into()]).await.unwrap();
@@ -193,7 +206,8 @@ async fn one_leader_runs_a_standby_takes_over_and_a_stale_leader_is_fenced() {
     }
     // A write with the first leader's token (1) is refused now that token 2 or later wrote.
     let checkpoint = views.checkpoint(Balances::NAME).await.unwrap();
-    let stale = ViewCommit { expected: checkpoint, checkpoint: Position::new(u64::MAX, 0), fencing_token: 1, views: vec![] };
+    let stale =
+        ViewCommit { expected: checkpoint, checkpoint: Position::new(u64::MAX, 0), fencing_token: 1, views: vec![] };
     assert!(matches!(views.commit(Balances::NAME, stale).await, Err(Error::Fenced { token: 1, .. })));
     stop_a.send(()).unwrap();
     stop_b.send(()).unwrap();

@@ -214,26 +214,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The projector runs on its own, as it would in another process.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let projector = Projector::new(events.clone(), views.clone());
-    let projecting = tokio::spawn(async move { projector.run(AccountSummaries, async { stopped.await.unwrap_or(()) }).await });
+    let projecting =
+        tokio::spawn(async move { projector.run(AccountSummaries, async { stopped.await.unwrap_or(()) }).await });
 
     let id = "acc-1".to_owned();
     let done = cqrs.execute(OpenAccount { account_id: id.clone(), owner: "Ada".into() }).await?;
     println!("opened {} at version {} (position {})", done.stream, done.version, done.position);
-    let done = cqrs.execute(DepositMoney { account_id: id.clone(), amount: 100_00 }).await?;
+    let done = cqrs.execute(DepositMoney { account_id: id.clone(), amount: 10_000 }).await?;
     println!("deposited 100.00: version {}", done.version);
-    let done = cqrs.execute(WithdrawMoney { account_id: id.clone(), amount: 30_00 }).await?;
+    let done = cqrs.execute(WithdrawMoney { account_id: id.clone(), amount: 3_000 }).await?;
     println!("withdrew 30.00: version {}", done.version);
 
-    match cqrs.execute(WithdrawMoney { account_id: id.clone(), amount: 500_00 }).await {
+    match cqrs.execute(WithdrawMoney { account_id: id.clone(), amount: 50_000 }).await {
         Err(CommandError::Rejected(reason)) => println!("withdrawing 500.00 was refused: {reason}"),
         other => println!("unexpected: {other:?}"),
     }
 
     // Sent twice with the same id (a client retrying after a timeout): executed once.
     let key = ExecuteOptions::default().command_id("deposit-42");
-    let first = cqrs.execute_with(DepositMoney { account_id: id.clone(), amount: 5_00 }, key.clone()).await?;
-    let again = cqrs.execute_with(DepositMoney { account_id: id.clone(), amount: 5_00 }, key).await?;
-    println!("deposited 5.00 twice with one command id: versions {} and {} (executed once)", first.version, again.version);
+    let first = cqrs.execute_with(DepositMoney { account_id: id.clone(), amount: 500 }, key.clone()).await?;
+    let again = cqrs.execute_with(DepositMoney { account_id: id.clone(), amount: 500 }, key).await?;
+    println!(
+        "deposited 5.00 twice with one command id: versions {} and {} (executed once)",
+        first.version, again.version
+    );
 
     // Read your writes: the query waits until the view includes the last command.
     let queries = AccountQueries { views: ViewReader::new(views.clone(), AccountSummaries::NAME) };
@@ -277,7 +281,11 @@ mod tests {
             .given("a", [AccountEvent::Opened { owner: "Ada".into() }, AccountEvent::Deposited { amount: 10 }])
             .then_view(
                 "a",
-                Some(&AccountSummary { owner: "Ada".into(), balance: 10, history: vec!["opened".into(), "+10".into()] }),
+                Some(&AccountSummary {
+                    owner: "Ada".into(),
+                    balance: 10,
+                    history: vec!["opened".into(), "+10".into()],
+                }),
             );
     }
 }
