@@ -7,12 +7,35 @@ use uuid::Uuid;
 use crate::Timestamp;
 
 /// Tells the time for event metadata.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{Clock, Cqrs, MemoryEventStore, Timestamp};
+/// # #[derive(Debug, Default)] struct A;
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize, cqrs_core::Event)] enum E { X }
+/// # impl cqrs_core::Aggregate for A { const TYPE: &'static str = "a"; type Event = E; type Error = std::convert::Infallible; fn apply(&mut self, _: &E) {} }
+///
+/// struct Epoch;
+/// impl Clock for Epoch {
+///     fn now(&self) -> Timestamp { Timestamp::from_micros(0) }
+/// }
+/// let cqrs = Cqrs::<A, _>::new(MemoryEventStore::new()).with_clock(Epoch);
+/// ```
 pub trait Clock: Send + Sync + 'static {
     /// Now.
     fn now(&self) -> Timestamp;
 }
 
 /// The system's clock.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{Clock, SystemClock, Timestamp};
+///
+/// assert!(SystemClock.now() > Timestamp::from_micros(0));
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -55,6 +78,19 @@ impl Clock for ManualClock {
 }
 
 /// Makes event ids.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::IdGenerator;
+/// use uuid::Uuid;
+///
+/// struct Nil;
+/// impl IdGenerator for Nil {
+///     fn next_id(&self) -> Uuid { Uuid::nil() }
+/// }
+/// assert!(Nil.next_id().is_nil());
+/// ```
 pub trait IdGenerator: Send + Sync + 'static {
     /// A new id, distinct from every earlier one.
     fn next_id(&self) -> Uuid;
@@ -63,6 +99,15 @@ pub trait IdGenerator: Send + Sync + 'static {
 /// Random version-4 UUIDs, fast: a per-process random seed mixed with a counter through a
 /// bijective hash, so ids never repeat within a process and collide across processes only
 /// with the odds of random UUIDs.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{IdGenerator, RandomIds};
+///
+/// let ids = RandomIds::default();
+/// assert_ne!(ids.next_id(), ids.next_id());
+/// ```
 #[derive(Debug)]
 pub struct RandomIds {
     seed: u64,

@@ -4,6 +4,15 @@ use crate::position::Position;
 use crate::stream::{ExpectedVersion, StreamId};
 
 /// A `Result` whose error defaults to this crate's [`Error`].
+///
+/// # Examples
+///
+/// ```
+/// fn parse(token: &str) -> cqrs_core::Result<cqrs_core::Position> {
+///     token.parse()
+/// }
+/// assert!(parse("1.2").is_ok());
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong below the domain: storage, encoding, concurrency, bad input.

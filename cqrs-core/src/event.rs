@@ -36,6 +36,19 @@ impl EventType {
 }
 
 /// Why a stored payload did not become an event.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::prelude::*;
+/// use cqrs_core::DecodeError;
+///
+/// #[derive(Debug, Serialize, Deserialize, Event)]
+/// enum E { Happened { n: u32 } }
+///
+/// assert!(matches!(E::decode("Unheard", "{}"), Err(DecodeError::UnknownType)));
+/// assert!(matches!(E::decode("Happened", r#"{"n":"x"}"#), Err(DecodeError::Payload(_))));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
@@ -162,6 +175,15 @@ pub struct Metadata {
 }
 
 /// An event on its way into the store: encoded, with metadata, without a position yet.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{Metadata, NewEvent};
+///
+/// let raw = NewEvent { event_type: "Pinged".into(), schema_version: 1, payload: "{}".into(), metadata: Metadata::default() };
+/// assert_eq!(raw.size(), 8);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
     /// The type name.
@@ -201,6 +223,22 @@ impl NewEvent {
 /// An event as the store holds it: encoded, with its stream, version and position.
 ///
 /// Decoding is lazy: readers that do not care about an event type never parse its payload.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::prelude::*;
+/// use cqrs_core::{EventStore, MemoryEventStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryEventStore::new();
+/// let stream = StreamId::new("task", "1").unwrap();
+/// let raw = NewEvent { event_type: "Pinged".into(), schema_version: 1, payload: "{}".into(), metadata: Metadata::default() };
+/// store.append(&stream, ExpectedVersion::Any, vec![raw]).await.unwrap();
+/// let recorded = &store.read_stream(&stream, 1, 10).await.unwrap()[0];
+/// assert_eq!((recorded.version, &*recorded.event_type, &*recorded.payload), (1, "Pinged", "{}"));
+/// # });
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedEvent {
     /// The stream it belongs to.
@@ -220,6 +258,29 @@ pub struct RecordedEvent {
 }
 
 /// A decoded event with its stream, version, position and metadata.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::prelude::*;
+/// use cqrs_core::Upcasters;
+/// # use std::sync::Arc;
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
+/// enum E { Pinged { n: u32 } }
+///
+/// let raw = RecordedEvent {
+///     stream: StreamId::new("pinger", "1").unwrap(),
+///     version: 1,
+///     position: Position::new(1, 1),
+///     event_type: "Pinged".into(),
+///     schema_version: 1,
+///     payload: r#"{"n":3}"#.into(),
+///     metadata: Arc::new(Metadata::default()),
+/// };
+/// let envelope: EventEnvelope<E> = Upcasters::new().decode(&raw).unwrap();
+/// assert_eq!(envelope.event, E::Pinged { n: 3 });
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventEnvelope<E> {
     /// The stream it belongs to.

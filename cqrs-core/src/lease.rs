@@ -11,6 +11,20 @@ use crate::Result;
 /// A projector takes the lease of its projection before it writes, and passes the token with
 /// every write; view stores refuse writes whose token is older than one they have seen, so a
 /// deposed leader that wakes up late changes nothing.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{LeaseManager, MemoryLeases};
+///
+/// async fn lead(leases: &dyn LeaseManager) -> u64 {
+///     let lease = leases.acquire("task_views").await.unwrap();
+///     lease.token()
+/// }
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// assert_eq!(lead(&MemoryLeases::default()).await, 1);
+/// # });
+/// ```
 #[async_trait]
 pub trait LeaseManager: Send + Sync + 'static {
     /// Waits until this caller holds the lease for `name` (standing by while another holds it).
@@ -18,6 +32,18 @@ pub trait LeaseManager: Send + Sync + 'static {
 }
 
 /// Leadership of one name, held until dropped or lost.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::Lease;
+///
+/// let (lose, lost) = tokio::sync::watch::channel(false);
+/// let lease = Lease::new(7, lost, ());
+/// assert_eq!(lease.token(), 7);
+/// lose.send_replace(true);
+/// assert!(lease.is_lost());
+/// ```
 pub struct Lease {
     token: u64,
     lost: watch::Receiver<bool>,

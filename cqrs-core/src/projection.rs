@@ -15,9 +15,29 @@ use crate::{
 };
 
 /// Any error a projection's handler returns.
+///
+/// # Examples
+///
+/// ```
+/// let e: cqrs_core::BoxError = "a view went negative".into();
+/// assert_eq!(e.to_string(), "a view went negative");
+/// ```
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The event type a projection reads.
+///
+/// # Examples
+///
+/// ```
+/// # use cqrs_core::prelude::*;
+/// # #[derive(Debug, Serialize, Deserialize, Event)] enum E { X }
+/// # #[derive(Debug, Default)] struct A;
+/// # impl Aggregate for A { const TYPE: &'static str = "a"; type Event = E; type Error = std::convert::Infallible; fn apply(&mut self, _: &E) {} }
+/// # struct P;
+/// # impl cqrs_core::Projection for P { const NAME: &'static str = "p"; type Aggregate = A; type View = ();
+/// #   fn apply(&self, _: &mut Option<()>, _: &EventEnvelope<E>) -> Result<(), cqrs_core::BoxError> { Ok(()) } }
+/// let _: cqrs_core::EventOf<P> = E::X;
+/// ```
 pub type EventOf<P> = <<P as Projection>::Aggregate as Aggregate>::Event;
 
 /// Folds one aggregate type's events into views that queries read.

@@ -122,6 +122,8 @@ pub trait Query: Send + 'static {
 }
 
 /// Answers one kind of [`Query`], usually from views.
+///
+/// See [`Query`] for an example.
 #[async_trait]
 pub trait QueryHandler<Q: Query>: Send + Sync {
     /// The answer to `query`.

@@ -58,6 +58,25 @@ impl AppendOutcome {
 ///   append's outcome, and writes nothing; this holds across processes.
 ///
 /// The trait is object safe: `Arc<dyn EventStore>` picks a store at runtime.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use cqrs_core::prelude::*;
+/// use cqrs_core::{EventStore, MemoryEventStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// // Picked at runtime:
+/// let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+/// let stream = StreamId::new("task", "1").unwrap();
+/// let event = NewEvent { event_type: "Created".into(), schema_version: 1, payload: "{}".into(), metadata: Metadata::default() };
+/// store.append(&stream, ExpectedVersion::NoStream, vec![event]).await.unwrap();
+/// let all = store.read_all(Position::ZERO, 100).await.unwrap();
+/// assert_eq!(all.len(), 1);
+/// assert_eq!(store.stream_version(&stream).await.unwrap(), 1);
+/// # });
+/// ```
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` to `stream` if `expected` holds, atomically. An empty `events` writes
@@ -116,6 +135,21 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
 }
 
 /// An aggregate's state at one version, serialized, so loading need not replay from the start.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{Position, Snapshot, StreamId};
+///
+/// let s = Snapshot {
+///     stream: StreamId::new("account", "1").unwrap(),
+///     version: 100,
+///     position: Position::new(100, 100),
+///     snapshot_version: 1,
+///     state: r#"{"balance":5}"#.into(),
+/// };
+/// assert_eq!(s.version, 100);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The stream.
@@ -131,6 +165,10 @@ pub struct Snapshot {
 }
 
 /// Keeps the latest snapshot per stream.
+///
+/// # Examples
+///
+/// See [`MemorySnapshotStore`](crate::MemorySnapshotStore).
 #[async_trait]
 pub trait SnapshotStore: Send + Sync + 'static {
     /// The stream's snapshot, if any.

@@ -13,6 +13,20 @@ use crate::{Position, Result};
 /// otherwise it writes nothing and fails with [`Error::CheckpointMoved`](crate::Error::CheckpointMoved)
 /// or [`Error::Fenced`](crate::Error::Fenced). That makes replays after a crash, and writes of a
 /// deposed leader, change nothing.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{Position, ViewCommit};
+///
+/// let commit = ViewCommit {
+///     expected: Some(Position::new(4, 9)),
+///     checkpoint: Position::new(5, 12),
+///     fencing_token: 3,
+///     views: vec![("task-1".into(), Some(r#"{"title":"x"}"#.into())), ("task-2".into(), None)],
+/// };
+/// assert_eq!(commit.views.len(), 2);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewCommit {
     /// The checkpoint the projection read before processing this batch.
@@ -29,6 +43,18 @@ pub struct ViewCommit {
 ///
 /// Implementations run the conformance suite `cqrs_core::testing::view_store` (feature
 /// `testing`). The trait is object safe; [`crate::ViewReader`] gives typed access.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use cqrs_core::{MemoryViewStore, ViewStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store: Arc<dyn ViewStore> = Arc::new(MemoryViewStore::default());
+/// assert_eq!(store.checkpoint("tasks").await.unwrap(), None);
+/// # });
+/// ```
 #[async_trait]
 pub trait ViewStore: Send + Sync + 'static {
     /// The views with these ids, in the same order; `None` for a missing one.
