@@ -120,9 +120,13 @@ impl<'de> de::VariantAccess<'de> for VariantDe<'de> {
     type Error = serde_json::Error;
 
     fn unit_variant(self) -> Result<(), Self::Error> {
-        let mut de = self.json();
-        <Option<de::IgnoredAny> as serde::Deserialize>::deserialize(&mut de)?;
-        de.end()
+        // A unit variant is stored as `null`; `{}` is accepted too. Anything else is a payload
+        // this variant cannot hold.
+        match serde_json::from_str::<serde_json::Value>(self.payload)? {
+            serde_json::Value::Null => Ok(()),
+            serde_json::Value::Object(map) if map.is_empty() => Ok(()),
+            _ => Err(de::Error::invalid_type(de::Unexpected::Other("a non-empty payload"), &"null")),
+        }
     }
 
     fn newtype_variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, Self::Error> {
@@ -188,6 +192,9 @@ mod tests {
         assert!(decode_variant::<E>(3, r#"{"a":"x"} trailing"#).is_err());
         assert!(decode_variant::<E>(1, "not json").is_err());
         assert!(decode_variant::<E>(9, "null").is_err());
+        assert_eq!(decode_variant::<E>(0, "{}").unwrap(), E::Unit);
+        assert!(decode_variant::<E>(0, r#"{"a":1}"#).is_err());
+        assert!(decode_variant::<E>(0, "3").is_err());
         assert_eq!(decode_variant::<E>(3, r#"{"a":"x"}"#).unwrap(), E::Named { a: "x".into(), b: None });
     }
 }

@@ -4,7 +4,7 @@
 use syn::ext::IdentExt;
 use syn::{Data, DeriveInput, Fields, Ident, LitStr, Member, Path, Type};
 
-use crate::attr::{self, CommandAttrs, EventAttrs, EventPlace};
+use crate::attr::{self, CommandAttrs, CommandFieldAttrs, EventAttrs, EventPlace};
 use crate::ctxt::Ctxt;
 use crate::valid;
 
@@ -31,7 +31,7 @@ impl<'a> Command<'a> {
     pub fn from_ast(cx: &Ctxt, input: &'a DeriveInput) -> Self {
         let attrs = CommandAttrs::from_ast(cx, input);
         let id = match &input.data {
-            Data::Struct(data) => id_field(cx, input, &data.fields),
+            Data::Struct(data) => id_field(cx, input, &data.fields, attrs.unclear),
             Data::Enum(data) => {
                 cx.error_spanned_by(
                     data.enum_token,
@@ -56,7 +56,7 @@ impl<'a> Command<'a> {
     }
 }
 
-fn id_field<'a>(cx: &Ctxt, input: &'a DeriveInput, fields: &'a Fields) -> Option<IdField<'a>> {
+fn id_field<'a>(cx: &Ctxt, input: &'a DeriveInput, fields: &'a Fields, mut unclear: bool) -> Option<IdField<'a>> {
     if let Fields::Unit = fields {
         cx.error_spanned_by(
             &input.ident,
@@ -66,7 +66,9 @@ fn id_field<'a>(cx: &Ctxt, input: &'a DeriveInput, fields: &'a Fields) -> Option
     }
     let mut found: Option<IdField<'a>> = None;
     for (index, field) in fields.iter().enumerate() {
-        let Some(marker) = attr::command_field_id(cx, &field.attrs) else {
+        let field_attrs = CommandFieldAttrs::from_ast(cx, &field.attrs);
+        unclear |= field_attrs.unclear;
+        let Some(marker) = field_attrs.id else {
             continue;
         };
         if found.is_some() {
@@ -79,7 +81,8 @@ fn id_field<'a>(cx: &Ctxt, input: &'a DeriveInput, fields: &'a Fields) -> Option
         };
         found = Some(IdField { member, ty: &field.ty });
     }
-    if found.is_none() {
+    // After an unclear attribute (reported), the id field may well be the one it meant to mark.
+    if found.is_none() && !unclear {
         cx.error_spanned_by(
             &input.ident,
             format_args!(
@@ -129,10 +132,7 @@ pub struct TypeName {
 
 impl TypeName {
     fn new(attrs: EventAttrs, ident: &Ident) -> Self {
-        TypeName {
-            name: attrs.name.unwrap_or_else(|| ident_lit(ident)),
-            version: attrs.version.unwrap_or(1),
-        }
+        TypeName { name: attrs.name.unwrap_or_else(|| ident_lit(ident)), version: attrs.version.unwrap_or(1) }
     }
 }
 

@@ -38,7 +38,6 @@ impl<'c, T> Attr<'c, T> {
 }
 
 /// `#[command(...)]` on the struct.
-#[derive(Default)]
 pub struct CommandAttrs {
     /// `aggregate = Path`.
     pub aggregate: Option<Type>,
@@ -46,6 +45,9 @@ pub struct CommandAttrs {
     pub name: Option<LitStr>,
     /// `crate = "..."`.
     pub krate: Option<Path>,
+    /// Whether an attribute was malformed, or had an unknown or misplaced key. Reported; a
+    /// missing `#[command(id)]` field is then not reported on top of it.
+    pub unclear: bool,
 }
 
 impl CommandAttrs {
@@ -55,6 +57,7 @@ impl CommandAttrs {
         let mut aggregate = Attr::none(cx, COMMAND, AGGREGATE);
         let mut name = Attr::none(cx, COMMAND, NAME);
         let mut krate = Attr::none(cx, COMMAND, CRATE);
+        let mut unclear = false;
 
         for attr in input.attrs.iter().filter(|attr| attr.path() == COMMAND) {
             let parsed = attr.parse_nested_meta(|meta| {
@@ -63,10 +66,11 @@ impl CommandAttrs {
                     if value.peek(LitStr) {
                         let lit: LitStr = value.parse()?;
                         cx.error_spanned_by(
-                            lit,
+                            &lit,
                             "`aggregate` takes the aggregate's type, not a string: write aggregate = MyAggregate",
                         );
-                        aggregate.set(&meta.path, None);
+                        // The type in the string, if any, still serves the fallback impl.
+                        aggregate.set(&meta.path, lit.parse::<Type>().ok());
                     } else {
                         let ty: Type = value.parse()?;
                         aggregate.set(&meta.path, Some(ty));
@@ -79,22 +83,25 @@ impl CommandAttrs {
                     krate.set(&meta.path, path);
                 } else if meta.path == ID {
                     skip_value(&meta)?;
-                    cx.syn_error(meta.error(
-                        "#[command(id)] goes on the field that holds the aggregate id, not on the struct",
-                    ));
+                    unclear = true;
+                    cx.syn_error(
+                        meta.error("#[command(id)] goes on the field that holds the aggregate id, not on the struct"),
+                    );
                 } else {
+                    unclear = true;
                     cx.syn_error(unknown(&meta, COMMAND));
                     skip_value(&meta)?;
                 }
                 Ok(())
             });
             if let Err(err) = parsed {
+                unclear = true;
                 cx.syn_error(err);
             }
         }
 
         let aggregate = aggregate.get();
-        if aggregate.is_none() {
+        if aggregate.is_none() && !unclear {
             cx.error_spanned_by(
                 &input.ident,
                 "missing #[command(aggregate = ...)]: name the aggregate this command targets",
@@ -105,39 +112,53 @@ impl CommandAttrs {
             aggregate: aggregate.flatten(),
             name: name.get().flatten(),
             krate: krate.get().flatten(),
+            unclear,
         }
     }
 }
 
-/// Reads the `#[command(...)]` attributes of one field. Returns the `id` key if the field is
-/// marked `#[command(id)]`, for spans.
-pub fn command_field_id(cx: &Ctxt, attrs: &[Attribute]) -> Option<Path> {
-    let mut id = Attr::none(cx, COMMAND, ID);
-    for attr in attrs.iter().filter(|attr| attr.path() == COMMAND) {
-        let parsed = attr.parse_nested_meta(|meta| {
-            if meta.path == ID {
-                if meta.input.peek(Token![=]) || meta.input.peek(syn::token::Paren) {
+/// `#[command(...)]` on a field.
+pub struct CommandFieldAttrs {
+    /// The `id` key, for spans, if the field is marked `#[command(id)]`.
+    pub id: Option<Path>,
+    /// Whether an attribute was malformed, or had an unknown or misplaced key (reported).
+    pub unclear: bool,
+}
+
+impl CommandFieldAttrs {
+    /// Reads every `#[command(...)]` among a field's attributes.
+    pub fn from_ast(cx: &Ctxt, attrs: &[Attribute]) -> Self {
+        let mut id = Attr::none(cx, COMMAND, ID);
+        let mut unclear = false;
+        for attr in attrs.iter().filter(|attr| attr.path() == COMMAND) {
+            let parsed = attr.parse_nested_meta(|meta| {
+                if meta.path == ID {
+                    if meta.input.peek(Token![=]) || meta.input.peek(syn::token::Paren) {
+                        skip_value(&meta)?;
+                        cx.syn_error(meta.error("`id` takes no value: write #[command(id)]"));
+                    }
+                    id.set(&meta.path, meta.path.clone());
+                } else if meta.path == AGGREGATE || meta.path == NAME || meta.path == CRATE {
+                    unclear = true;
+                    cx.syn_error(meta.error(format_args!(
+                        "#[command({})] goes on the struct, not on a field",
+                        path_to_string(&meta.path),
+                    )));
                     skip_value(&meta)?;
-                    cx.syn_error(meta.error("`id` takes no value: write #[command(id)]"));
+                } else {
+                    unclear = true;
+                    cx.syn_error(unknown(&meta, COMMAND));
+                    skip_value(&meta)?;
                 }
-                id.set(&meta.path, meta.path.clone());
-            } else if meta.path == AGGREGATE || meta.path == NAME || meta.path == CRATE {
-                cx.syn_error(meta.error(format_args!(
-                    "#[command({})] goes on the struct, not on a field",
-                    path_to_string(&meta.path),
-                )));
-                skip_value(&meta)?;
-            } else {
-                cx.syn_error(unknown(&meta, COMMAND));
-                skip_value(&meta)?;
+                Ok(())
+            });
+            if let Err(err) = parsed {
+                unclear = true;
+                cx.syn_error(err);
             }
-            Ok(())
-        });
-        if let Err(err) = parsed {
-            cx.syn_error(err);
         }
+        CommandFieldAttrs { id: id.get(), unclear }
     }
-    id.get()
 }
 
 /// Where an `#[event(...)]` attribute sits; decides which keys it takes.
@@ -152,7 +173,6 @@ pub enum EventPlace {
 }
 
 /// `#[event(...)]` on a struct, an enum or a variant.
-#[derive(Default)]
 pub struct EventAttrs {
     /// `name = "..."`.
     pub name: Option<LitStr>,
@@ -200,11 +220,7 @@ impl EventAttrs {
             }
         }
 
-        EventAttrs {
-            name: name.get().flatten(),
-            version: version.get().flatten(),
-            krate: krate.get().flatten(),
-        }
+        EventAttrs { name: name.get().flatten(), version: version.get().flatten(), krate: krate.get().flatten() }
     }
 }
 

@@ -23,11 +23,15 @@ fn expand(event: &Event<'_>) -> TokenStream {
     let krate = dummy::krate(event.krate.as_ref());
     let ident = &input.ident;
 
-    // The generated methods call serde through the type itself; saying so in the where clause
-    // lets generic events work, and reports a missing derive at the impl.
+    // The trait's supertraits and the serde impls the generated methods call, required of the
+    // type itself: generic events work without repeating them on each type parameter.
     let mut generics = input.generics.clone();
     generics.make_where_clause().predicates.push(parse_quote! {
-        Self: #krate::__private::serde::Serialize + #krate::__private::serde::de::DeserializeOwned
+        Self: ::core::marker::Send
+            + ::core::marker::Sync
+            + 'static
+            + #krate::__private::serde::Serialize
+            + #krate::__private::serde::de::DeserializeOwned
     });
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
 

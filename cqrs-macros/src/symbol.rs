@@ -39,13 +39,6 @@ pub const SKIP_SERIALIZING: Symbol = Symbol("skip_serializing");
 /// `#[serde(skip_deserializing)]`.
 pub const SKIP_DESERIALIZING: Symbol = Symbol("skip_deserializing");
 
-impl Symbol {
-    /// The name as written.
-    pub const fn as_str(self) -> &'static str {
-        self.0
-    }
-}
-
 impl PartialEq<Symbol> for Ident {
     fn eq(&self, word: &Symbol) -> bool {
         self == word.0

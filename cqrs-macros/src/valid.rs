@@ -2,6 +2,9 @@
 
 use std::collections::HashMap;
 
+use quote::quote;
+use syn::Attribute;
+
 use crate::ast::Variant;
 use crate::attr;
 use crate::ctxt::Ctxt;
@@ -23,39 +26,33 @@ pub fn unique_names(cx: &Ctxt, variants: &[Variant<'_>]) {
     }
 }
 
+const EXTERNAL_TAGGING: &str = "the payload encoding needs serde's default external tagging";
+
 /// Reports `#[serde(tag)]`, `#[serde(content)]` and `#[serde(untagged)]` on an event enum: its
 /// payloads are the variants' contents under serde's default external tagging.
-pub fn serde_enum(cx: &Ctxt, attrs: &[syn::Attribute]) {
+pub fn serde_enum(cx: &Ctxt, attrs: &[Attribute]) {
     let keys = attr::serde_keys(attrs);
-    let tagging = keys.iter().find(|key| **key == TAG || **key == CONTENT || **key == UNTAGGED);
-    if let Some(key) = tagging {
-        let written = if *key == UNTAGGED { "untagged".to_owned() } else { format!("{} = \"...\"", quote::quote!(#key)) };
-        cx.error_spanned_by(
-            key,
-            format_args!(
-                "#[serde({written})] is not supported on an event enum: the payload encoding needs serde's default external tagging"
-            ),
-        );
-    }
+    let Some(key) = keys.iter().find(|key| **key == TAG || **key == CONTENT || **key == UNTAGGED) else {
+        return;
+    };
+    let written = if *key == UNTAGGED { quote!(#key).to_string() } else { format!("{} = \"...\"", quote!(#key)) };
+    cx.error_spanned_by(key, format!("#[serde({written})] is not supported on an event enum: {EXTERNAL_TAGGING}"));
 }
 
 /// Reports `#[serde(skip)]` and its kin on a variant, which shift serde's variant indexes that
 /// decoding relies on, and `#[serde(untagged)]`, which drops the tag the encoding strips.
-pub fn serde_variant(cx: &Ctxt, attrs: &[syn::Attribute]) {
+pub fn serde_variant(cx: &Ctxt, attrs: &[Attribute]) {
     for key in attr::serde_keys(attrs) {
         if key == SKIP || key == SKIP_SERIALIZING || key == SKIP_DESERIALIZING {
-            cx.error_spanned_by(
-                &key,
-                format_args!(
-                    "#[serde({})] is not supported on an event variant: skipping a variant shifts serde's variant indexes, which decoding relies on",
-                    quote::quote!(#key),
-                ),
+            let msg = format!(
+                "#[serde({})] is not supported on an event variant: skipping a variant shifts serde's variant \
+                 indexes, which decoding relies on",
+                quote!(#key),
             );
+            cx.error_spanned_by(&key, msg);
         } else if key == UNTAGGED {
-            cx.error_spanned_by(
-                &key,
-                "#[serde(untagged)] is not supported on an event variant: the payload encoding needs serde's default external tagging",
-            );
+            let msg = format!("#[serde(untagged)] is not supported on an event variant: {EXTERNAL_TAGGING}");
+            cx.error_spanned_by(&key, msg);
         }
     }
 }

@@ -1,0 +1,15 @@
+#[path = "../account.rs"]
+mod account;
+
+use account::Account;
+use cqrs_core::prelude::*;
+
+#[derive(Command)]
+#[command(aggregate = Account, name = "open")]
+#[command(name = "open-account")]
+struct Open {
+    #[command(id)]
+    id: String,
+}
+
+fn main() {}

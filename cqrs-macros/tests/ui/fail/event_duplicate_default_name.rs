@@ -1,0 +1,10 @@
+use cqrs_core::prelude::*;
+
+#[derive(Serialize, Deserialize, Event)]
+enum TaskEvent {
+    #[event(name = "Done")]
+    Finished,
+    Done,
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+use cqrs_core::prelude::*;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "")]
+struct Created;
+
+fn main() {}

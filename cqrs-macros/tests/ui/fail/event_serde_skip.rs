@@ -1,0 +1,10 @@
+use cqrs_core::prelude::*;
+
+#[derive(Serialize, Deserialize, Event)]
+enum TaskEvent {
+    #[serde(skip)]
+    Draft,
+    Created { title: String },
+}
+
+fn main() {}
