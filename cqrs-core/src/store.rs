@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::{ExpectedVersion, NewEvent, Position, RecordedEvent, Result, StreamId};
+use crate::{ExpectedVersion, NewEvent, Position, RecordedEvent, Result, StreamId, Subscription};
 
 /// What an append wrote.
 ///
@@ -99,6 +99,15 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The outcome of the append that carried `command_id`, if one did.
     async fn command_outcome(&self, command_id: &str) -> Result<Option<AppendOutcome>>;
+
+    /// A subscription to every event after `after`: what is stored now, then new events as
+    /// they commit, with no gap and no duplicate at the hand-over. See [`Subscription`].
+    fn subscribe(&self, after: Position) -> Subscription<Self>
+    where
+        Self: Sized + Clone,
+    {
+        Subscription::new(self.clone(), after)
+    }
 
     /// A signal that changes after appends, so that subscribers wake without polling; `None`
     /// when the store has none and subscribers must poll.

@@ -28,7 +28,7 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let store = MemoryEventStore::new();
-/// let mut sub = Subscription::new(store.clone(), Position::ZERO);
+/// let mut sub = store.subscribe(Position::ZERO);
 /// let stream = StreamId::new("task", "1").unwrap();
 /// let event = NewEvent { event_type: "Created".into(), schema_version: 1, payload: "{}".into(), metadata: Metadata::default() };
 /// store.append(&stream, ExpectedVersion::Any, vec![event]).await.unwrap();
