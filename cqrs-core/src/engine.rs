@@ -464,7 +464,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         A: Handle<C>,
     {
         if let Some(id) = &options.command_id {
-            crate::memory::check_command_id(id)?;
+            crate::validate_command_id(id)?;
             if let Some(first) = self.store.command_outcome(id).await? {
                 return Ok(first.into());
             }
@@ -522,6 +522,16 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 fresh = true;
                 if self.catch_up(stream, &mut loaded).await? > 0 {
                     continue;
+                }
+            }
+            if !settled {
+                // The same command may have just been executed by another caller, whose events
+                // are why this decision refuses or does nothing: its outcome is the answer.
+                if let Some(id) = &options.command_id {
+                    if let Some(first) = self.store.command_outcome(id).await? {
+                        *slot = Some(loaded);
+                        return Ok(first.into());
+                    }
                 }
             }
             let events = match decided {

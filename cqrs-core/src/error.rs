@@ -71,6 +71,13 @@ pub enum Error {
         /// The store's limit in bytes.
         limit: usize,
     },
+    /// An event the store refuses as it is: a payload that is not valid JSON, or that holds
+    /// text the store cannot keep (such as `\u0000` on PostgreSQL).
+    #[error("invalid event: {reason}")]
+    InvalidEvent {
+        /// Why it was refused.
+        reason: String,
+    },
     /// An event could not be turned into JSON.
     #[error("cannot encode event {event_type}: {source}")]
     Encode {

@@ -38,7 +38,7 @@ pub use position::Position;
 pub use projection::{BoxError, DEFAULT_PROJECTOR_BATCH, EventOf, Projection, Projector};
 pub use query::{Query, QueryHandler, ViewReader};
 pub use store::{AppendOutcome, EventStore, Snapshot, SnapshotStore};
-pub use stream::{ExpectedVersion, MAX_CATEGORY_LEN, MAX_ID_LEN, StreamId};
+pub use stream::{ExpectedVersion, MAX_CATEGORY_LEN, MAX_COMMAND_ID_LEN, MAX_ID_LEN, StreamId, validate_command_id};
 pub use subscription::{DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH, Subscription};
 pub use upcast::Upcasters;
 pub use view::{ViewCommit, ViewStore};

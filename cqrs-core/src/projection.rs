@@ -210,25 +210,42 @@ impl<S: EventStore + Clone> Projector<S> {
         self
     }
 
-    /// Processes every event stored now, without a lease, and returns the checkpoint.
+    /// Processes every event stored now and returns the checkpoint. With leases, it first takes
+    /// the projection's lease (waiting while another runner holds it) and writes with its token.
     pub async fn catch_up<P: Projection>(&self, projection: &P) -> Result<Option<Position>> {
+        let lease = self.lease(P::NAME).await?;
+        self.catch_up_with(projection, lease.as_ref().map_or(0, Lease::token)).await
+    }
+
+    async fn catch_up_with<P: Projection>(&self, projection: &P, token: u64) -> Result<Option<Position>> {
         let mut checkpoint = self.views.checkpoint(P::NAME).await?;
         let mut subscription = self.subscribe(checkpoint);
         while let Some(batch) = subscription.try_next_batch().await? {
-            checkpoint = Some(self.process(projection, &batch, checkpoint, 0).await?);
+            checkpoint = Some(self.process(projection, &batch, checkpoint, token).await?);
         }
         Ok(checkpoint)
     }
 
-    /// Deletes the projection's views and checkpoint, then processes every event from the start.
+    /// Deletes the projection's views and checkpoint, then processes every event from the start
+    /// (under the projection's lease, with leases).
     pub async fn rebuild<P: Projection>(&self, projection: &P) -> Result<Option<Position>> {
-        self.views.reset(P::NAME, 0).await?;
-        self.catch_up(projection).await
+        let lease = self.lease(P::NAME).await?;
+        let token = lease.as_ref().map_or(0, Lease::token);
+        self.views.reset(P::NAME, token).await?;
+        self.catch_up_with(projection, token).await
+    }
+
+    async fn lease(&self, name: &str) -> Result<Option<Lease>> {
+        match &self.leases {
+            Some(leases) => Ok(Some(leases.acquire(name).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Runs a projection until `shutdown` resolves (after the batch in progress) or it fails on
     /// an event (a poison event: the error names its position and the checkpoint stays before
-    /// it). A store that is unavailable is retried with backoff; leadership lost is sought again.
+    /// it). A store that is unavailable is retried with backoff, keeping the lease; a lease that
+    /// is lost, or a write refused because another runner moved on, stands by and starts over.
     pub async fn run<P: Projection>(&self, projection: P, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let span = tracing::info_span!("projection", projection = P::NAME);
         self.run_inner(projection, shutdown).instrument(span).await
@@ -237,10 +254,29 @@ impl<S: EventStore + Clone> Projector<S> {
     async fn run_inner<P: Projection>(&self, projection: P, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         tokio::pin!(shutdown);
         let mut delay = self.retry_delay;
+        // Sleeps `delay` (doubling it up to 5 s), or returns `true` when shut down meanwhile.
+        macro_rules! back_off {
+            () => {{
+                let stop = tokio::select! {
+                    () = tokio::time::sleep(delay) => false,
+                    () = &mut shutdown => true,
+                };
+                delay = (delay * 2).min(Duration::from_secs(5));
+                stop
+            }};
+        }
         loop {
             let mut lease = match &self.leases {
                 Some(leases) => tokio::select! {
-                    lease = leases.acquire(P::NAME) => Some(lease?),
+                    lease = leases.acquire(P::NAME) => match lease {
+                        Ok(lease) => Some(lease),
+                        Err(error) if error.is_transient() => {
+                            tracing::warn!(%error, ?delay, "cannot take the lease; retrying");
+                            if back_off!() { return Ok(()); }
+                            continue;
+                        }
+                        Err(error) => return Err(error),
+                    },
                     () = &mut shutdown => return Ok(()),
                 },
                 None => None,
@@ -251,11 +287,9 @@ impl<S: EventStore + Clone> Projector<S> {
                 Ok(checkpoint) => checkpoint,
                 Err(error) if error.is_transient() => {
                     tracing::warn!(%error, ?delay, "cannot read the checkpoint; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {},
-                        () = &mut shutdown => return Ok(()),
+                    if back_off!() {
+                        return Ok(());
                     }
-                    delay = (delay * 2).min(Duration::from_secs(5));
                     continue;
                 }
                 Err(error) => return Err(error),
@@ -281,16 +315,23 @@ impl<S: EventStore + Clone> Projector<S> {
                     }
                     Err(error @ (Error::CheckpointMoved { .. } | Error::Fenced { .. })) => {
                         tracing::warn!(%error, "another runner wrote; starting over from the stored checkpoint");
+                        drop(lease.take());
+                        if back_off!() {
+                            return Ok(());
+                        }
                         break;
                     }
                     Err(error) if error.is_transient() => {
                         tracing::warn!(%error, ?delay, "store unavailable; retrying");
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {},
-                            () = &mut shutdown => return Ok(()),
+                        if back_off!() {
+                            return Ok(());
                         }
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                        break;
+                        // The write may have committed before its reply was lost: re-read.
+                        match self.views.checkpoint(P::NAME).await {
+                            Ok(stored) => checkpoint = stored,
+                            Err(error) => tracing::warn!(%error, "cannot re-read the checkpoint"),
+                        }
+                        subscription = self.subscribe(checkpoint);
                     }
                     Err(error) => {
                         tracing::error!(%error, "projection stopped");

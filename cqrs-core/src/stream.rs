@@ -9,6 +9,8 @@ use crate::{Error, Result};
 
 /// The longest aggregate id a stream accepts, in bytes.
 pub const MAX_ID_LEN: usize = 1024;
+/// The longest command id accepted, in bytes.
+pub const MAX_COMMAND_ID_LEN: usize = 256;
 /// The longest category (aggregate type) a stream accepts, in bytes.
 pub const MAX_CATEGORY_LEN: usize = 128;
 
@@ -29,6 +31,7 @@ pub const MAX_CATEGORY_LEN: usize = 128;
 /// assert_eq!(s.id(), "t-'1'; DROP TABLE events;--");
 /// assert!(StreamId::new("task", "").is_err());
 /// assert!(StreamId::new("task", "a\0b").is_err());
+/// assert!(StreamId::new("a/b", "c").is_err());
 /// assert!(StreamId::new("task", "x".repeat(10_000)).is_err());
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,12 +55,29 @@ fn check(what: &'static str, value: &str, max: usize) -> Result<()> {
     Err(Error::InvalidId { what, reason })
 }
 
+/// Checks a command id as every store does: 1 to [`MAX_COMMAND_ID_LEN`] bytes, no control
+/// characters.
+///
+/// # Examples
+///
+/// ```
+/// assert!(cqrs_core::validate_command_id("req-42").is_ok());
+/// assert!(cqrs_core::validate_command_id("").is_err());
+/// assert!(cqrs_core::validate_command_id("a\nb").is_err());
+/// ```
+pub fn validate_command_id(id: &str) -> Result<()> {
+    check("command id", id, MAX_COMMAND_ID_LEN)
+}
+
 impl StreamId {
     /// A stream id from a category (the aggregate's `TYPE`) and an id; refuses empty, oversized
     /// or control-character ids with [`Error::InvalidId`].
     pub fn new(category: impl AsRef<str>, id: impl AsRef<str>) -> Result<Self> {
         let (category, id) = (category.as_ref(), id.as_ref());
         check("stream category", category, MAX_CATEGORY_LEN)?;
+        if category.contains('/') {
+            return Err(Error::InvalidId { what: "stream category", reason: "must not contain '/'".to_owned() });
+        }
         check("stream id", id, MAX_ID_LEN)?;
         let mut full = String::with_capacity(category.len() + 1 + id.len());
         full.push_str(category);

@@ -9,8 +9,6 @@ use crate::{AppendOutcome, Error, EventStore, ExpectedVersion, NewEvent, Positio
 
 /// The default largest event payload a [`MemoryEventStore`] accepts: 1 MiB.
 const DEFAULT_MAX_EVENT_SIZE: usize = 1 << 20;
-/// The longest command id accepted, in bytes.
-const MAX_COMMAND_ID_LEN: usize = 256;
 
 /// An [`EventStore`] in process memory: the embedded default.
 ///
@@ -111,16 +109,6 @@ fn command_id(events: &[NewEvent]) -> Option<&str> {
     events.first().and_then(|e| e.metadata.command_id.as_deref())
 }
 
-pub(crate) fn check_command_id(id: &str) -> Result<()> {
-    if id.is_empty() || id.len() > MAX_COMMAND_ID_LEN || id.chars().any(char::is_control) {
-        return Err(Error::InvalidId {
-            what: "command id",
-            reason: format!("must be 1 to {MAX_COMMAND_ID_LEN} bytes without control characters"),
-        });
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl EventStore for MemoryEventStore {
     async fn append(
@@ -137,7 +125,7 @@ impl EventStore for MemoryEventStore {
         }
         let command = command_id(&events);
         if let Some(id) = command {
-            check_command_id(id)?;
+            crate::validate_command_id(id)?;
         }
         let mut guard = write(&self.inner.state);
         let state = &mut *guard;

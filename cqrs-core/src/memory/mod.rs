@@ -6,7 +6,6 @@ mod snapshot_store;
 mod view_store;
 
 pub use event_store::MemoryEventStore;
-pub(crate) use event_store::check_command_id;
 pub use lease::MemoryLeases;
 pub use snapshot_store::MemorySnapshotStore;
 pub use view_store::MemoryViewStore;

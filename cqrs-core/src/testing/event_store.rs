@@ -56,6 +56,18 @@ where
     idempotency(make().await).await;
     concurrent_idempotency(make().await).await;
     hostile_ids(make().await).await;
+    wake_ups(make().await).await;
+}
+
+/// When a store offers wake-ups, an append fires one.
+pub async fn wake_ups<S: EventStore>(store: S) {
+    let Some(mut wake) = store.wake_ups() else { return };
+    wake.borrow_and_update();
+    store.append(&stream("wake"), ExpectedVersion::Any, vec![test_event(1)]).await.expect("append");
+    tokio::time::timeout(Duration::from_secs(5), wake.changed())
+        .await
+        .expect("an append wakes subscribers within 5 s")
+        .expect("the wake-up signal is alive");
 }
 
 /// Appends and reads back a stream, from any version and in batches.
@@ -163,6 +175,8 @@ pub async fn concurrent_writers<S: EventStore + Clone>(store: S) {
             let (mut won, mut lost) = (Vec::new(), 0);
             for attempt in 0..ATTEMPTS as u64 {
                 let version = store.stream_version(&s).await.expect("version");
+                // Let the other writers read the same version: the race is the point.
+                tokio::task::yield_now().await;
                 let n = writer * 1_000_000 + attempt;
                 match store.append(&s, ExpectedVersion::Exact(version), vec![test_event(n)]).await {
                     Ok(out) => {
@@ -185,6 +199,7 @@ pub async fn concurrent_writers<S: EventStore + Clone>(store: S) {
         lost += l;
     }
     assert_eq!(won.len() + lost, WRITERS * ATTEMPTS);
+    assert!(lost > 0, "the writers never raced: run the suite on a multi-threaded runtime");
     won.sort();
     let versions: Vec<u64> = won.iter().map(|(v, _)| *v).collect();
     assert_eq!(versions, (1..=won.len() as u64).collect::<Vec<_>>(), "one winner per version, no gap");
@@ -293,7 +308,17 @@ pub async fn idempotency<S: EventStore>(store: S) {
             other => panic!("expected DuplicateCommand, got {other:?}"),
         }
     }
+    match store.append(&s, ExpectedVersion::NoStream, vec![test_event_for_command(3, "cmd-1")]).await {
+        Err(Error::DuplicateCommand { outcome, .. }) => assert_eq!(outcome, first),
+        other => panic!("a duplicate with a stale expected version is still a duplicate, got {other:?}"),
+    }
     assert_eq!(read_all(&store).await.len(), 2, "the duplicates wrote nothing");
+    // An append refused by a conflict does not use up its command id.
+    let refused = store.append(&s, ExpectedVersion::Exact(1), vec![test_event_for_command(4, "cmd-2")]).await;
+    assert!(matches!(refused, Err(Error::Conflict { .. })), "{refused:?}");
+    assert_eq!(store.command_outcome("cmd-2").await.expect("lookup"), None);
+    let second = store.append(&s, ExpectedVersion::Exact(2), vec![test_event_for_command(4, "cmd-2")]).await;
+    assert_eq!(second.expect("the id is still free").last_version, 3);
     match store.append(&s, ExpectedVersion::Exact(2), vec![test_event_for_command(3, "bad\nid")]).await {
         Err(Error::InvalidId { .. }) => {}
         other => panic!("a command id with a newline must be refused, got {other:?}"),

@@ -57,18 +57,18 @@ impl<P: Projection> ProjectionTest<P> {
             .unwrap_or_else(|e| panic!("bad aggregate id {aggregate_id:?}: {e}"));
         for event in events {
             let ty = event.event_type();
+            let version = self.versions.entry(aggregate_id.to_owned()).or_default();
+            *version += 1;
+            self.sequence += 1;
             if !self.projection.handles(ty.name) {
                 continue;
             }
             let payload = event.encode().unwrap_or_else(|e| panic!("event does not encode: {e}"));
             let event = EventOf::<P>::decode(ty.name, &payload)
                 .unwrap_or_else(|e| panic!("event does not decode from {payload}: {e}"));
-            let version = self.versions.entry(aggregate_id.to_owned()).or_default();
-            *version += 1;
-            self.sequence += 1;
             let envelope = EventEnvelope {
                 stream: stream.clone(),
-                version: *version,
+                version: self.versions[aggregate_id],
                 position: Position::new(self.sequence, self.sequence),
                 event,
                 metadata: Arc::new(Metadata::default()),

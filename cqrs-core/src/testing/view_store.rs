@@ -35,6 +35,23 @@ where
     fencing(make().await).await;
     reset(make().await).await;
     concurrent_commits(make().await).await;
+    hostile_names(make().await).await;
+}
+
+/// View ids and projection names with quotes, key-syntax characters and Unicode stay apart and
+/// round-trip exactly.
+pub async fn hostile_names<S: ViewStore>(store: S) {
+    let names = ["{tag}", "a:b", "*", "p'; DROP TABLE views; --", "ünï ✓"];
+    for (i, name) in names.iter().enumerate() {
+        let views: Vec<(&str, Option<&str>)> = names.iter().map(|id| (*id, Some(*name))).collect();
+        store.commit(name, commit(None, i as u64 + 1, 0, &views)).await.expect("commit");
+    }
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(store.checkpoint(name).await.expect("checkpoint"), Some(Position::new(i as u64 + 1, i as u64 + 1)));
+        let loaded = store.load_views(name, &ids(&names)).await.expect("load");
+        assert!(loaded.iter().all(|v| v.as_deref() == Some(*name)), "{name}: {loaded:?}");
+    }
+    assert_eq!(store.load_views("*", &ids(&["a*", "?"])).await.expect("load"), vec![None, None], "no pattern matching");
 }
 
 /// Views and checkpoint written together, read back by id, deleted by `None`.
@@ -82,6 +99,11 @@ pub async fn fencing<S: ViewStore>(store: S) {
         Err(Error::Fenced { token: 5, highest: 6, .. })
     ));
     assert!(matches!(store.reset("p", 5).await, Err(Error::Fenced { .. })), "a stale reset is refused too");
+    store.reset("q", 9).await.expect("a reset with a newer token");
+    assert!(
+        matches!(store.commit("q", commit(None, 1, 8, &[])).await, Err(Error::Fenced { token: 8, highest: 9, .. })),
+        "a reset raises the fence"
+    );
     assert_eq!(store.checkpoint("p").await.expect("checkpoint"), Some(Position::new(3, 3)));
 }
 

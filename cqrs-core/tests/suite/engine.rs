@@ -349,3 +349,27 @@ async fn upcasters_turn_old_shapes_and_names_into_the_current_event() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_racing_its_original_gets_the_first_outcome_not_a_rejection() {
+    for round in 0..20 {
+        let store = MemoryEventStore::new();
+        let setup = Cqrs::new(store.clone());
+        setup.execute(open("a")).await.unwrap();
+        setup.execute(deposit("a", 5)).await.unwrap();
+        let key = format!("withdraw-{round}");
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let engine = Cqrs::new(store.clone());
+                let options = ExecuteOptions::default().command_id(key.clone());
+                tokio::spawn(async move { engine.execute_with(Withdraw { id: "a".into(), amount: 5 }, options).await })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.unwrap().expect("both callers get the first outcome"));
+        }
+        assert_eq!(outcomes[0], outcomes[1]);
+        assert_eq!(stored(&store, "a").await.len(), 3);
+    }
+}

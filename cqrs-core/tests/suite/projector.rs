@@ -220,3 +220,24 @@ async fn one_leader_runs_a_standby_takes_over_and_a_stale_leader_is_fenced() {
     let lease = leases.acquire(Balances::NAME).await.unwrap();
     assert!(lease.token() >= 3, "tokens only grow: {}", lease.token());
 }
+
+#[tokio::test]
+async fn waiting_for_position_zero_returns_at_once() {
+    let views = MemoryViewStore::default();
+    reader(&views).wait_for(Position::ZERO, Duration::from_millis(1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn rebuild_and_catch_up_take_the_lease_and_its_token() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let leases = MemoryLeases::default();
+    seed(&Cqrs::new(events.clone()), 2, 3).await;
+    let projector = Projector::new(events.clone(), views.clone()).with_leases(leases.clone());
+    projector.catch_up(&Balances).await.unwrap();
+    projector.rebuild(&Balances).await.unwrap();
+    assert_exact(&views, 2, 3).await;
+    // A writer without the lease (token 0) is fenced off once a leader has written.
+    let plain = Projector::new(events.clone(), views.clone());
+    assert!(matches!(plain.rebuild(&Balances).await, Err(Error::Fenced { token: 0, .. })));
+}
