@@ -23,14 +23,24 @@ fn stream(id: &str) -> StreamId {
     StreamId::new("conformance", id).expect("valid test id")
 }
 
-async fn read_all<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
-    let mut all = Vec::new();
-    let mut after = Position::ZERO;
+/// Every event `read_all` shows, once at least `expected` are visible: a store that reads in
+/// commit-safe order may show committed events a little later while other transactions of its
+/// cluster (other tests') are still open.
+async fn read_all<S: EventStore>(store: &S, expected: usize) -> Vec<RecordedEvent> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let batch = store.read_all(after, 1000).await.expect("read_all");
-        let Some(last) = batch.last() else { return all };
-        after = last.position;
-        all.extend(batch);
+        let mut all = Vec::new();
+        let mut after = Position::ZERO;
+        loop {
+            let batch = store.read_all(after, 1000).await.expect("read_all");
+            let Some(last) = batch.last() else { break };
+            after = last.position;
+            all.extend(batch);
+        }
+        if all.len() >= expected || tokio::time::Instant::now() > deadline {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -124,7 +134,7 @@ pub async fn atomic_appends<S: EventStore>(store: S) {
     let events = store.read_stream(&s, 1, 100).await.expect("read");
     assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
     assert!(events.windows(2).all(|w| w[0].position < w[1].position));
-    let all = read_all(&store).await;
+    let all = read_all(&store, 5).await;
     assert_eq!(all.len(), 5, "no event of the refused append is visible");
 }
 
@@ -141,7 +151,7 @@ pub async fn total_order<S: EventStore>(store: S) {
             store.append(s, ExpectedVersion::Any, events.collect()).await.expect("append");
         }
     }
-    let all = read_all(&store).await;
+    let all = read_all(&store, n as usize).await;
     assert_eq!(all.len() as u64, n);
     assert!(all.windows(2).all(|w| w[0].position < w[1].position), "positions strictly increase");
     assert_eq!(all.iter().map(payload_n).collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>(), "commit order");
@@ -283,7 +293,7 @@ pub async fn subscription_hand_over<S: EventStore + Clone>(store: S) {
     let seen = reader.await.expect("reader");
     assert_eq!(seen.len(), total, "nothing doubled");
     assert!(seen.windows(2).all(|w| w[0].position < w[1].position), "in order");
-    assert_eq!(seen, read_all(&store).await, "nothing lost, same order as read_all");
+    assert_eq!(seen, read_all(&store, total).await, "nothing lost, same order as read_all");
 }
 
 /// A second append under a command id returns the first outcome and writes nothing.
@@ -312,7 +322,7 @@ pub async fn idempotency<S: EventStore>(store: S) {
         Err(Error::DuplicateCommand { outcome, .. }) => assert_eq!(outcome, first),
         other => panic!("a duplicate with a stale expected version is still a duplicate, got {other:?}"),
     }
-    assert_eq!(read_all(&store).await.len(), 2, "the duplicates wrote nothing");
+    assert_eq!(read_all(&store, 2).await.len(), 2, "the duplicates wrote nothing");
     // An append refused by a conflict does not use up its command id.
     let refused = store.append(&s, ExpectedVersion::Exact(1), vec![test_event_for_command(4, "cmd-2")]).await;
     assert!(matches!(refused, Err(Error::Conflict { .. })), "{refused:?}");
@@ -349,7 +359,7 @@ pub async fn concurrent_idempotency<S: EventStore + Clone>(store: S) {
         }
     }
     assert_eq!(ok, 1);
-    assert_eq!(read_all(&store).await.len(), 1);
+    assert_eq!(read_all(&store, 1).await.len(), 1);
 }
 
 /// Ids with quotes, semicolons, SQL, Unicode and the maximum length round-trip exactly.

@@ -1,0 +1,107 @@
+//! Connections: the pool, and dedicated connections for LISTEN and leases.
+
+use std::future::poll_fn;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
+
+use crate::{Error, PgConfig, Result};
+
+/// Makes connections with or without TLS.
+#[derive(Clone)]
+pub(crate) enum Connector {
+    Plain,
+    #[cfg(feature = "tls")]
+    Tls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl Connector {
+    pub(crate) fn new(config: &PgConfig) -> Result<Self> {
+        if !config.tls {
+            return Ok(Connector::Plain);
+        }
+        #[cfg(feature = "tls")]
+        {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| Error::Config(format!("TLS: {e}")))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Ok(Connector::Tls(tokio_postgres_rustls::MakeRustlsConnect::new(tls)))
+        }
+        #[cfg(not(feature = "tls"))]
+        Err(Error::Config(
+            "TLS was asked for (sslmode=require) but cqrs-postgres was built without its `tls` feature".into(),
+        ))
+    }
+
+    /// A pool of connections.
+    pub(crate) fn pool(&self, config: &PgConfig) -> Result<Pool> {
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match self {
+            Connector::Plain => Manager::from_config(config.pg.clone(), NoTls, manager_config),
+            #[cfg(feature = "tls")]
+            Connector::Tls(tls) => Manager::from_config(config.pg.clone(), tls.clone(), manager_config),
+        };
+        Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Config(format!("connection pool: {e}")))
+    }
+
+    /// A connection of its own (not pooled), with its notifications; the channel closes when
+    /// the connection does.
+    pub(crate) async fn dedicated(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> Result<(Client, mpsc::Receiver<Notification>), tokio_postgres::Error> {
+        match self {
+            Connector::Plain => {
+                let (client, connection) = config.connect(NoTls).await?;
+                Ok((client, drive(connection)))
+            }
+            #[cfg(feature = "tls")]
+            Connector::Tls(tls) => {
+                let (client, connection) = config.connect(tls.clone()).await?;
+                Ok((client, drive(connection)))
+            }
+        }
+    }
+}
+
+/// Polls a connection on a task of its own, handing notifications over through a small
+/// bounded channel (a wake-up that finds the channel full is redundant and dropped).
+fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>) -> mpsc::Receiver<Notification>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            match poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    let _ = tx.try_send(n);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "dedicated PostgreSQL connection failed");
+                    break;
+                }
+                None => break,
+            }
+        }
+    });
+    rx
+}
+
+/// A pool or server error as the `cqrs-core` traits report it.
+pub(crate) fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> cqrs_core::Error {
+    cqrs_core::Error::unavailable(error)
+}

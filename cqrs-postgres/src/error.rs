@@ -1,0 +1,41 @@
+//! The crate's error type.
+
+/// A `Result` whose error defaults to this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while configuring, connecting to or migrating PostgreSQL.
+///
+/// Once connected, the stores implement the `cqrs-core` traits and return
+/// [`cqrs_core::Error`]; [`Error::Store`] carries one where this crate's API returns it.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_postgres::{Error, PgConfig};
+///
+/// let err = PgConfig::from_url("postgres://ada:secret@localhost/db").unwrap().schema("no spaces").unwrap_err();
+/// assert!(matches!(err, Error::Config(_)));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value that cannot work (a URL that does not parse, a bad schema name).
+    /// The message never repeats credentials.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The server could not be reached or refused the connection.
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(String),
+    /// Applying the migrations failed; nothing of the failed step was applied.
+    #[error("migration {version} failed: {source}")]
+    Migration {
+        /// The migration that failed.
+        version: u32,
+        /// The server's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// An error from the store, as the `cqrs-core` traits report it.
+    #[error(transparent)]
+    Store(#[from] cqrs_core::Error),
+}

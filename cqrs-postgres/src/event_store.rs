@@ -1,0 +1,503 @@
+//! [`PgEventStore`]: the event store on PostgreSQL.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cqrs_core::{
+    AppendOutcome, Error as CoreError, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
+    StreamId,
+};
+use deadpool_postgres::{Object, Pool};
+use tokio::sync::{Notify, watch};
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+use tracing::Instrument;
+
+use crate::connect::{Connector, unavailable};
+use crate::schema::{MIGRATIONS, Sql};
+use crate::{Blocker, Error, Holdback, PgConfig, Result};
+
+/// A fixed key for the advisory lock that serializes migrations (any schema, any process).
+const MIGRATION_LOCK: i64 = 0x6371_7273_6d69_6772; // "cqrsmigr"
+
+/// An [`EventStore`] on PostgreSQL.
+///
+/// - **Appends** are one round-trip whatever their number of events: a call of the schema's
+///   `append` function, which checks the expected version against the stream's row (locking
+///   it, so racing writers serialize and exactly one wins each version), inserts the events and
+///   records the command id, in one transaction.
+/// - **Reads in order** follow `(transaction id, sequence)` and stop below the oldest running
+///   transaction, so an append that commits late is never skipped by a subscriber.
+/// - **Wake-ups** for subscribers: one coalesced `NOTIFY` after commit (never inside the
+///   append's transaction), received by a dedicated `LISTEN` connection; subscribers also poll.
+///
+/// Clones share the pool.
+///
+/// # Examples
+///
+/// ```no_run
+/// use cqrs_core::{Cqrs, EventStore};
+/// use cqrs_postgres::{PgConfig, PgEventStore};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = PgConfig::from_url(&std::env::var("DATABASE_URL")?)?;
+/// let store = PgEventStore::connect(config).await?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PgEventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    sql: Sql,
+    config: PgConfig,
+    connector: Connector,
+    wake: Arc<Wake>,
+}
+
+/// Wake-ups: the local signal, the coalesced NOTIFY and the LISTEN connection.
+struct Wake {
+    local: watch::Sender<u64>,
+    notify_pending: AtomicBool,
+    kick: Notify,
+    notifier: OnceLock<()>,
+    listener: OnceLock<()>,
+    closed: watch::Sender<bool>,
+}
+
+impl Wake {
+    fn bump(&self) {
+        self.local.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.wake.closed.send_replace(true);
+        self.wake.kick.notify_one();
+    }
+}
+
+impl std::fmt::Debug for PgEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgEventStore")
+            .field("config", &self.inner.config)
+            .field("pool", &self.inner.pool.status())
+            .finish()
+    }
+}
+
+fn pg(error: tokio_postgres::Error) -> CoreError {
+    unavailable(error)
+}
+
+fn to_i64(value: u64, what: &'static str) -> cqrs_core::Result<i64> {
+    i64::try_from(value).map_err(|_| CoreError::InvalidId { what, reason: format!("{value} is out of range") })
+}
+
+fn to_u64(value: i64) -> cqrs_core::Result<u64> {
+    u64::try_from(value).map_err(|_| CoreError::unavailable_msg(format!("negative value {value} read from the store")))
+}
+
+fn position(tx: &str, sequence: i64) -> cqrs_core::Result<Position> {
+    let tx: u64 = tx.parse().map_err(|_| CoreError::unavailable_msg(format!("bad transaction id {tx:?}")))?;
+    Ok(Position::new(tx, to_u64(sequence)?))
+}
+
+fn recorded(row: &Row) -> cqrs_core::Result<RecordedEvent> {
+    let category: &str = row.try_get(0).map_err(pg)?;
+    let stream_id: &str = row.try_get(1).map_err(pg)?;
+    let version = to_u64(row.try_get(2).map_err(pg)?)?;
+    let event_type: String = row.try_get(3).map_err(pg)?;
+    let schema_version: i32 = row.try_get(4).map_err(pg)?;
+    let payload: String = row.try_get(5).map_err(pg)?;
+    let metadata: &str = row.try_get(6).map_err(pg)?;
+    let position = position(row.try_get(7).map_err(pg)?, row.try_get(8).map_err(pg)?)?;
+    let stream = StreamId::new(category, stream_id)?;
+    let metadata: Metadata = serde_json::from_str(metadata).map_err(|source| CoreError::Decode {
+        stream: stream.clone(),
+        version,
+        position,
+        event_type: format!("{event_type} (metadata)"),
+        schema_version: u32::try_from(schema_version).unwrap_or(0),
+        source,
+    })?;
+    Ok(RecordedEvent {
+        stream,
+        version,
+        position,
+        event_type: event_type.into(),
+        schema_version: u32::try_from(schema_version).unwrap_or(0),
+        payload: payload.into(),
+        metadata: Arc::new(metadata),
+    })
+}
+
+impl PgEventStore {
+    /// Connects a pool (and checks one connection). Call [`migrate`](Self::migrate) before use.
+    pub async fn connect(config: PgConfig) -> Result<Self> {
+        let connector = Connector::new(&config)?;
+        let pool = connector.pool(&config)?;
+        drop(pool.get().await.map_err(|e| Error::Connect(e.to_string()))?);
+        Ok(Self::from_pool(pool, config, connector))
+    }
+
+    fn from_pool(pool: Pool, config: PgConfig, connector: Connector) -> Self {
+        let wake = Arc::new(Wake {
+            local: watch::Sender::new(0),
+            notify_pending: AtomicBool::new(false),
+            kick: Notify::new(),
+            notifier: OnceLock::new(),
+            listener: OnceLock::new(),
+            closed: watch::Sender::new(false),
+        });
+        let sql = Sql::new(&config.schema);
+        PgEventStore { inner: Arc::new(Inner { pool, sql, config, connector, wake }) }
+    }
+
+    /// The connection pool, shared with [`crate::PgSnapshotStore`] and others.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PgConfig {
+        &self.inner.config
+    }
+
+    /// Creates or upgrades the schema: versioned SQL embedded in the crate, applied in order
+    /// under an advisory lock, so several processes may run it at once.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        let sql = &self.inner.sql;
+        let tx = client.transaction().await.map_err(|e| Error::Store(pg(e)))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(|e| Error::Store(pg(e)))?;
+        let setup = format!(
+            "CREATE SCHEMA IF NOT EXISTS {s}; \
+             CREATE TABLE IF NOT EXISTS {s}.migrations \
+               (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());",
+            s = sql.schema
+        );
+        tx.batch_execute(&setup).await.map_err(|source| Error::Migration { version: 0, source })?;
+        let applied: Vec<i32> = tx
+            .query(&format!("SELECT version FROM {}.migrations", sql.schema), &[])
+            .await
+            .map_err(|e| Error::Store(pg(e)))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for (version, name, text) in MIGRATIONS {
+            let v = i32::try_from(*version).unwrap_or(i32::MAX);
+            if applied.contains(&v) {
+                continue;
+            }
+            tracing::info!(version, name, schema = %sql.schema, "applying migration");
+            tx.batch_execute(&sql.migration(text))
+                .await
+                .map_err(|source| Error::Migration { version: *version, source })?;
+            tx.execute(&format!("INSERT INTO {}.migrations (version, name) VALUES ($1, $2)", sql.schema), &[&v, name])
+                .await
+                .map_err(|source| Error::Migration { version: *version, source })?;
+        }
+        tx.commit().await.map_err(|e| Error::Store(pg(e)))?;
+        Ok(())
+    }
+
+    /// The ids and versions of the streams of one category (aggregate type), in id order,
+    /// `limit` at a time after `after` (use `""` to start).
+    pub async fn streams(&self, category: &str, after: &str, limit: usize) -> cqrs_core::Result<Vec<(String, u64)>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.streams_of).await.map_err(pg)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client.query(&stmt, &[&category, &after, &limit]).await.map_err(pg)?;
+        rows.iter().map(|r| Ok((r.try_get(0).map_err(pg)?, to_u64(r.try_get(1).map_err(pg)?)?))).collect()
+    }
+
+    /// How far subscribers are held back, and by which transaction (see [`Holdback`]).
+    pub async fn holdback(&self) -> cqrs_core::Result<Holdback> {
+        let client = self.client().await?;
+        let hidden: i64 =
+            client.query_one(&self.inner.sql.hidden_events, &[]).await.map_err(pg)?.try_get(0).map_err(pg)?;
+        let oldest = match client.query_opt(crate::holdback::OLDEST_TRANSACTION, &[]).await.map_err(pg)? {
+            None => None,
+            Some(row) => Some(Blocker {
+                pid: row.try_get(0).map_err(pg)?,
+                database: row.try_get(1).map_err(pg)?,
+                state: row.try_get(2).map_err(pg)?,
+                transaction: row.try_get::<_, Option<&str>>(3).map_err(pg)?.and_then(|t| t.parse().ok()).unwrap_or(0),
+                age: Duration::try_from_secs_f64(row.try_get::<_, f64>(4).map_err(pg)?).unwrap_or_default(),
+                prepared: row.try_get(5).map_err(pg)?,
+            }),
+        };
+        Ok(Holdback { hidden_events: to_u64(hidden)?, oldest })
+    }
+
+    async fn client(&self) -> cqrs_core::Result<Object> {
+        self.inner.pool.get().await.map_err(unavailable)
+    }
+
+    fn appended(&self) {
+        let wake = &self.inner.wake;
+        wake.bump();
+        wake.notify_pending.store(true, Ordering::Release);
+        if wake.notifier.get().is_none() && tokio::runtime::Handle::try_current().is_ok() {
+            wake.notifier.get_or_init(|| {
+                tokio::spawn(notifier(Arc::downgrade(&self.inner), self.inner.wake.clone()));
+            });
+        }
+        wake.kick.notify_one();
+    }
+
+    async fn duplicate(&self, command_id: &str) -> CoreError {
+        match self.command_outcome(command_id).await {
+            Ok(Some(outcome)) => CoreError::DuplicateCommand { command_id: command_id.to_owned(), outcome },
+            Ok(None) => CoreError::unavailable_msg(format!("command {command_id} conflicted but has no outcome")),
+            Err(e) => e,
+        }
+    }
+}
+
+/// Sends one `NOTIFY` per burst of appends, after their commits, on a pooled connection.
+async fn notifier(store: Weak<Inner>, wake: Arc<Wake>) {
+    loop {
+        wake.kick.notified().await;
+        if *wake.closed.borrow() {
+            return;
+        }
+        if !wake.notify_pending.swap(false, Ordering::AcqRel) {
+            continue;
+        }
+        let Some(inner) = store.upgrade() else { return };
+        let (pool, channel) = (inner.pool.clone(), inner.sql.notify_channel.clone());
+        drop(inner);
+        let sent = async {
+            let client = pool.get().await.map_err(unavailable)?;
+            client.execute("SELECT pg_notify($1, '')", &[&channel]).await.map_err(pg)
+        };
+        if let Err(error) = sent.await {
+            tracing::debug!(%error, "NOTIFY failed; subscribers fall back to polling");
+        }
+    }
+}
+
+/// Keeps a dedicated connection LISTENing and turns notifications into local wake-ups.
+async fn listener(store: Weak<Inner>, wake: Arc<Wake>) {
+    let mut closed = wake.closed.subscribe();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let Some(inner) = store.upgrade() else { return };
+        let (connector, config, channel) =
+            (inner.connector.clone(), inner.config.pg.clone(), inner.sql.notify_channel.clone());
+        drop(inner);
+        let connected = async {
+            let (client, notifications) = connector.dedicated(&config).await?;
+            client.batch_execute(&format!("LISTEN {}", crate::schema::quote(&channel))).await?;
+            Ok::<_, tokio_postgres::Error>((client, notifications))
+        };
+        match connected.await {
+            Ok((_client, mut notifications)) => {
+                delay = Duration::from_millis(100);
+                // Events may have been missed while not listening.
+                wake.bump();
+                loop {
+                    tokio::select! {
+                        n = notifications.recv() => match n {
+                            Some(_) => wake.bump(),
+                            None => break,
+                        },
+                        _ = closed.wait_for(|c| *c) => return,
+                    }
+                }
+                tracing::warn!("LISTEN connection lost; reconnecting");
+            }
+            Err(error) => tracing::warn!(%error, ?delay, "cannot LISTEN; subscribers poll meanwhile"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = closed.wait_for(|c| *c) => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn expected_param(expected: ExpectedVersion) -> cqrs_core::Result<Option<i64>> {
+    Ok(match expected {
+        ExpectedVersion::Any => None,
+        ExpectedVersion::NoStream => Some(0),
+        ExpectedVersion::Exact(v) => Some(to_i64(v, "expected version")?),
+    })
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> cqrs_core::Result<AppendOutcome> {
+        let span = tracing::debug_span!("append", store = "postgres", stream = %stream, events = events.len());
+        async {
+            let limit = self.inner.config.max_event_size;
+            if let Some(big) = events.iter().find(|e| e.size() > limit) {
+                return Err(CoreError::PayloadTooLarge { size: big.size(), limit });
+            }
+            let command_id = events.first().and_then(|e| e.metadata.command_id.as_deref());
+            if let Some(id) = command_id {
+                cqrs_core::validate_command_id(id)?;
+            }
+            let types: Vec<&str> = events.iter().map(|e| e.event_type.as_ref()).collect();
+            let versions: Vec<i32> =
+                events.iter().map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX)).collect();
+            let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+            let metadata = events
+                .iter()
+                .map(|e| serde_json::to_string(&e.metadata))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| CoreError::Serde { what: "event metadata".into(), source })?;
+            let expected_param = expected_param(expected)?;
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(&self.inner.sql.append).await.map_err(pg)?;
+            let result = client
+                .query_one(
+                    &stmt,
+                    &[
+                        &stream.category(),
+                        &stream.id(),
+                        &expected_param,
+                        &types,
+                        &versions,
+                        &payloads,
+                        &metadata,
+                        &command_id,
+                    ],
+                )
+                .await;
+            drop(client);
+            let row = match result {
+                Ok(row) => row,
+                Err(e) => {
+                    let db = e.as_db_error();
+                    let constraint = db.and_then(|d| d.constraint()).unwrap_or_default();
+                    return Err(match e.code() {
+                        Some(c) if *c == SqlState::UNIQUE_VIOLATION && constraint == "commands_pkey" => {
+                            match command_id {
+                                Some(id) => self.duplicate(id).await,
+                                None => pg(e),
+                            }
+                        }
+                        Some(c) if *c == SqlState::UNIQUE_VIOLATION && constraint == "events_pkey" => {
+                            CoreError::Conflict {
+                                stream: stream.clone(),
+                                expected,
+                                actual: self.stream_version(stream).await?,
+                            }
+                        }
+                        Some(c)
+                            if *c == SqlState::INVALID_TEXT_REPRESENTATION
+                                || *c == SqlState::UNTRANSLATABLE_CHARACTER
+                                || *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE =>
+                        {
+                            CoreError::InvalidEvent {
+                                reason: db.map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string()),
+                            }
+                        }
+                        _ => pg(e),
+                    });
+                }
+            };
+            let status: i32 = row.try_get(0).map_err(pg)?;
+            match status {
+                0 => {
+                    let first_version = to_u64(row.try_get(2).map_err(pg)?)?;
+                    let last_version = to_u64(row.try_get(3).map_err(pg)?)?;
+                    let position = position(row.try_get(4).map_err(pg)?, row.try_get(5).map_err(pg)?)?;
+                    if !events.is_empty() {
+                        self.appended();
+                    }
+                    Ok(AppendOutcome { stream: stream.clone(), first_version, last_version, position })
+                }
+                1 => Err(CoreError::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual: to_u64(row.try_get(1).map_err(pg)?)?,
+                }),
+                _ => match command_id {
+                    Some(id) => Err(self.duplicate(id).await),
+                    None => Err(CoreError::unavailable_msg(format!("append returned status {status}"))),
+                },
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> cqrs_core::Result<Vec<RecordedEvent>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.read_stream).await.map_err(pg)?;
+        let from = i64::try_from(from_version).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&stmt, &[&stream.category(), &stream.id(), &from, &limit])
+            .instrument(tracing::trace_span!("load", store = "postgres", stream = %stream))
+            .await
+            .map_err(pg)?;
+        rows.iter().map(recorded).collect()
+    }
+
+    async fn read_all(&self, after: Position, limit: usize) -> cqrs_core::Result<Vec<RecordedEvent>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.read_all).await.map_err(pg)?;
+        let tx = after.transaction().to_string();
+        let seq = to_i64(after.sequence(), "position")?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&stmt, &[&tx, &seq, &limit])
+            .instrument(tracing::trace_span!("read_all", store = "postgres", %after))
+            .await
+            .map_err(pg)?;
+        rows.iter().map(recorded).collect()
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> cqrs_core::Result<u64> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.stream_version).await.map_err(pg)?;
+        let row = client.query_opt(&stmt, &[&stream.category(), &stream.id()]).await.map_err(pg)?;
+        row.map_or(Ok(0), |r| to_u64(r.try_get(0).map_err(pg)?))
+    }
+
+    async fn command_outcome(&self, command_id: &str) -> cqrs_core::Result<Option<AppendOutcome>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.command_outcome).await.map_err(pg)?;
+        let Some(row) = client.query_opt(&stmt, &[&command_id]).await.map_err(pg)? else {
+            return Ok(None);
+        };
+        let stream = StreamId::new(row.try_get::<_, &str>(0).map_err(pg)?, row.try_get::<_, &str>(1).map_err(pg)?)?;
+        Ok(Some(AppendOutcome {
+            stream,
+            first_version: to_u64(row.try_get(2).map_err(pg)?)?,
+            last_version: to_u64(row.try_get(3).map_err(pg)?)?,
+            position: position(row.try_get(4).map_err(pg)?, row.try_get(5).map_err(pg)?)?,
+        }))
+    }
+
+    fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
+        let wake = &self.inner.wake;
+        if wake.listener.get().is_none() && tokio::runtime::Handle::try_current().is_ok() {
+            wake.listener.get_or_init(|| {
+                tokio::spawn(listener(Arc::downgrade(&self.inner), wake.clone()));
+            });
+        }
+        Some(wake.local.subscribe())
+    }
+}

@@ -1,0 +1,89 @@
+//! The SQL of one store, for its schema.
+
+/// The migrations, in order: (version, name, SQL with `{schema}` placeholders).
+pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "event store", include_str!("../sql/0001_event_store.sql"))];
+
+/// The statements a store runs, with the schema name filled in once.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    pub(crate) schema: String,
+    pub(crate) append: String,
+    pub(crate) read_stream: String,
+    pub(crate) read_all: String,
+    pub(crate) stream_version: String,
+    pub(crate) command_outcome: String,
+    pub(crate) streams_of: String,
+    pub(crate) load_snapshot: String,
+    pub(crate) save_snapshot: String,
+    pub(crate) notify_channel: String,
+    pub(crate) hidden_events: String,
+}
+
+// Casts get their own names: an ORDER BY on a bare column name would otherwise sort by the
+// output column (text!) rather than the table's column.
+const EVENT_COLUMNS: &str = "e.category, e.stream_id, e.version, e.event_type, e.schema_version, \
+                             e.payload::text AS payload_text, e.metadata::text AS metadata_text, \
+                             e.transaction_id::text AS transaction_text, e.sequence";
+
+impl Sql {
+    pub(crate) fn new(schema: &str) -> Self {
+        let s = quote(schema);
+        Sql {
+            schema: s.clone(),
+            append: format!(
+                "SELECT status, actual, first_version, last_version, transaction_id, sequence \
+                 FROM {s}.append($1, $2, $3, $4, $5, $6, $7, $8)"
+            ),
+            read_stream: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events e \
+                 WHERE e.category = $1 AND e.stream_id = $2 AND e.version >= $3 ORDER BY e.version LIMIT $4"
+            ),
+            // Only below the oldest running transaction: every transaction that could still
+            // commit an event before the last one read has ended.
+            read_all: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events e \
+                 WHERE (e.transaction_id, e.sequence) > ($1::text::xid8, $2) \
+                   AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY e.transaction_id, e.sequence LIMIT $3"
+            ),
+            stream_version: format!("SELECT version FROM {s}.streams WHERE category = $1 AND stream_id = $2"),
+            command_outcome: format!(
+                "SELECT category, stream_id, first_version, last_version, transaction_id::text, sequence \
+                 FROM {s}.commands WHERE command_id = $1"
+            ),
+            streams_of: format!(
+                "SELECT stream_id, version FROM {s}.streams WHERE category = $1 AND stream_id > $2 \
+                 ORDER BY stream_id LIMIT $3"
+            ),
+            load_snapshot: format!(
+                "SELECT version, transaction_id::text, sequence, snapshot_version, state::text \
+                 FROM {s}.snapshots WHERE category = $1 AND stream_id = $2"
+            ),
+            save_snapshot: format!(
+                "INSERT INTO {s}.snapshots AS s \
+                   (category, stream_id, version, transaction_id, sequence, snapshot_version, state) \
+                 VALUES ($1, $2, $3, $4::text::xid8, $5, $6, $7::text::jsonb) \
+                 ON CONFLICT (category, stream_id) DO UPDATE SET \
+                   version = excluded.version, transaction_id = excluded.transaction_id, \
+                   sequence = excluded.sequence, snapshot_version = excluded.snapshot_version, \
+                   state = excluded.state \
+                 WHERE s.version < excluded.version"
+            ),
+            notify_channel: format!("cqrs_events_{schema}"),
+            hidden_events: format!(
+                "SELECT count(*) FROM {s}.events WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"
+            ),
+        }
+    }
+
+    /// A migration's SQL for this schema.
+    pub(crate) fn migration(&self, sql: &str) -> String {
+        sql.replace("{schema}", &self.schema)
+    }
+}
+
+/// A quoted identifier. Schema names are validated to `[a-z_][a-z0-9_]*` before they get here;
+/// quoting is a second fence.
+pub(crate) fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}

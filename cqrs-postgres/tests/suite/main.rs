@@ -1,0 +1,10 @@
+//! The integration tests of cqrs-postgres, in one binary, against a real PostgreSQL: the one
+//! `DATABASE_URL` names (scripts/test.sh starts a throwaway one), and private servers for the
+//! tests that hold transactions open or kill connections.
+#![allow(clippy::unwrap_used)]
+
+mod conformance;
+mod domain;
+mod faults;
+mod ordering;
+mod support;

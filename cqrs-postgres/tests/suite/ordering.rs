@@ -1,0 +1,225 @@
+//! Total, gap-free order when transactions commit out of order, and what holds subscribers
+//! back. Each test runs on a private server: an open write transaction holds back every
+//! subscriber of its cluster.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_core::testing::test_event;
+use cqrs_core::{EventStore, ExpectedVersion, Position, RecordedEvent, StreamId, Subscription};
+use cqrs_postgres::PgEventStore;
+use tokio::sync::Mutex;
+
+use crate::support::{PrivateServer, raw, store_at};
+
+fn stream(id: &str) -> StreamId {
+    StreamId::new("conformance", id).unwrap()
+}
+
+fn n(e: &RecordedEvent) -> u64 {
+    serde_json::from_str::<serde_json::Value>(&e.payload).unwrap()["n"].as_u64().unwrap()
+}
+
+/// `BEGIN` and an append of event `n` to `stream_id`, left uncommitted.
+async fn begin_append(client: &tokio_postgres::Client, schema: &str, stream_id: &str, n: u64) {
+    let call = format!(
+        "BEGIN; SELECT * FROM \"{schema}\".append('conformance', '{stream_id}', NULL, ARRAY['Tested'], ARRAY[1], \
+         ARRAY['{{\"n\":{n}}}'], ARRAY['{{\"event_id\":\"00000000-0000-0000-0000-000000000000\",\"timestamp\":0}}'], NULL)"
+    );
+    client.batch_execute(&call).await.unwrap();
+}
+
+async fn collect(subscription: &mut Subscription<PgEventStore>, count: usize) -> Vec<RecordedEvent> {
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        let batch = tokio::time::timeout(Duration::from_secs(20), subscription.next_batch()).await.unwrap().unwrap();
+        seen.extend(batch);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_that_commits_late_is_never_skipped() {
+    let server = PrivateServer::start();
+    let store = store_at(&server.url()).await;
+    let schema = store.config().schema_name().to_owned();
+    let held = raw(&server.url()).await;
+    let held_pid: i32 = held.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    begin_append(&held, &schema, "held", 0).await;
+    // Later appends commit while the first is still open.
+    for i in 1..=5 {
+        store.append(&stream(&format!("later-{i}")), ExpectedVersion::Any, vec![test_event(i)]).await.unwrap();
+    }
+    let mut early = store.subscribe(Position::ZERO).with_poll_interval(Duration::from_millis(20));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), early.next_batch()).await.is_err(),
+        "nothing is delivered past a transaction that may still commit before it"
+    );
+    let holdback = store.holdback().await.unwrap();
+    assert_eq!(holdback.hidden_events, 5);
+    let oldest = holdback.oldest.expect("the open transaction is named");
+    assert_eq!(oldest.pid, Some(held_pid));
+    assert_eq!(oldest.state.as_deref(), Some("idle in transaction"));
+    held.batch_execute("COMMIT").await.unwrap();
+    let first = collect(&mut early, 6).await;
+    let mut second = store.subscribe(Position::ZERO);
+    let second = collect(&mut second, 6).await;
+    assert_eq!(first.iter().map(n).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5], "the held event comes first");
+    assert_eq!(first, second, "two subscribers, one order");
+    assert!(!store.holdback().await.unwrap().is_held());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_transaction_in_another_database_holds_subscribers_and_is_named() {
+    let server = PrivateServer::start();
+    let store = store_at(&server.url()).await;
+    raw(&server.url()).await.batch_execute("CREATE DATABASE elsewhere").await.unwrap();
+    let other = raw(&server.url_for("elsewhere")).await;
+    let other_pid: i32 = other.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    other.batch_execute("BEGIN; SELECT pg_current_xact_id();").await.unwrap();
+    let out = store.append(&stream("x"), ExpectedVersion::Any, vec![test_event(1)]).await.unwrap();
+    let mut subscription = store.subscribe(Position::ZERO).with_poll_interval(Duration::from_millis(20));
+    assert!(tokio::time::timeout(Duration::from_millis(300), subscription.next_batch()).await.is_err(), "held back");
+    let holdback = store.holdback().await.unwrap();
+    assert_eq!(holdback.hidden_events, 1);
+    let oldest = holdback.oldest.unwrap();
+    assert_eq!((oldest.pid, oldest.database.as_deref()), (Some(other_pid), Some("elsewhere")));
+    other.batch_execute("COMMIT").await.unwrap();
+    let seen = collect(&mut subscription, 1).await;
+    assert_eq!(seen[0].position, out.position);
+
+    // A prepared transaction holds them too, with no backend to name: its global id instead.
+    other.batch_execute("BEGIN; SELECT pg_current_xact_id(); PREPARE TRANSACTION 'stuck'").await.unwrap();
+    store.append(&stream("x"), ExpectedVersion::Any, vec![test_event(2)]).await.unwrap();
+    let holdback = store.holdback().await.unwrap();
+    assert!(holdback.is_held());
+    let oldest = holdback.oldest.unwrap();
+    assert_eq!((oldest.pid, oldest.prepared.as_deref()), (None, Some("stuck")));
+    other.batch_execute("COMMIT PREPARED 'stuck'").await.unwrap();
+    assert_eq!(n(&collect(&mut subscription, 1).await[0]), 2);
+}
+
+/// A tiny xorshift: randomness without a dependency, seeded per test run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_commit_delays_rollbacks_and_restarted_subscribers_deliver_one_sequence() {
+    const WRITERS: u64 = 16;
+    const APPENDS: u64 = 25;
+    let server = PrivateServer::start();
+    let store = store_at(&server.url()).await;
+    let schema = store.config().schema_name().to_owned();
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    println!("seed {seed}");
+    let committed = Arc::new(Mutex::new(HashSet::new()));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (url, schema, committed) = (server.url(), schema.clone(), committed.clone());
+        writers.push(tokio::spawn(async move {
+            let mut rng = Rng(seed.wrapping_mul(w + 7) | 1);
+            let client = raw(&url).await;
+            for i in 0..APPENDS {
+                let n = w * 1_000 + i;
+                begin_append(&client, &schema, &format!("w{w}"), n).await;
+                tokio::time::sleep(Duration::from_millis(rng.next() % 15)).await;
+                if rng.next() % 10 == 0 {
+                    client.batch_execute("ROLLBACK").await.unwrap();
+                } else {
+                    client.batch_execute("COMMIT").await.unwrap();
+                    committed.lock().await.insert(n);
+                }
+            }
+        }));
+    }
+    let mut subscribers = Vec::new();
+    for s in 0..3u64 {
+        let store = store.clone();
+        subscribers.push(tokio::spawn(async move {
+            let mut rng = Rng(seed.wrapping_mul(s + 101) | 1);
+            let mut seen: Vec<RecordedEvent> = Vec::new();
+            let mut restarts = 0;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            // Restarted at random: each restart resumes from the last position it delivered.
+            while tokio::time::Instant::now() < deadline {
+                let after = seen.last().map_or(Position::ZERO, |e| e.position);
+                let mut subscription = store.subscribe(after).with_batch_size(1 + (rng.next() % 7) as usize);
+                let run_for = Duration::from_millis(20 + rng.next() % 200);
+                let _ = tokio::time::timeout(run_for, async {
+                    loop {
+                        match subscription.next_batch().await {
+                            Ok(batch) => {
+                                if let (Some(prev), Some(first)) = (seen.last(), batch.first()) {
+                                    assert!(
+                                        first.position > prev.position,
+                                        "s{s}: {:?} after {:?}",
+                                        first.position,
+                                        prev.position
+                                    );
+                                }
+                                seen.extend(batch)
+                            }
+                            Err(e) => panic!("subscription failed: {e}"),
+                        }
+                    }
+                })
+                .await;
+                restarts += 1;
+                if seen.len() as u64 >= WRITERS * APPENDS * 8 / 10 && restarts > 30 {
+                    // Enough restarts; finish below once the writers are done.
+                    break;
+                }
+            }
+            (seen, restarts)
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let committed = committed.lock().await.clone();
+    let mut all = Vec::new();
+    for s in subscribers {
+        let (mut seen, restarts) = s.await.unwrap();
+        // Drain what remains after the writers finished.
+        let after = seen.last().map_or(Position::ZERO, |e| e.position);
+        let mut rest = store.subscribe(after);
+        while seen.len() < committed.len() {
+            match tokio::time::timeout(Duration::from_secs(20), rest.next_batch()).await {
+                Ok(batch) => seen.extend(batch.unwrap()),
+                Err(_) => {
+                    let got: HashSet<u64> = seen.iter().map(n).collect();
+                    let missing: Vec<u64> = committed.difference(&got).copied().collect();
+                    let everything = store.read_all(Position::ZERO, 100_000).await.unwrap();
+                    let missing_positions: Vec<_> =
+                        everything.iter().filter(|e| missing.contains(&n(e))).map(|e| e.position).collect();
+                    panic!(
+                        "stalled with {} of {} events after {restarts} restarts (store has {}); last delivered {:?}; \
+                         missing {missing:?} at {missing_positions:?}",
+                        seen.len(),
+                        committed.len(),
+                        everything.len(),
+                        seen.last().map(|e| e.position)
+                    );
+                }
+            }
+        }
+        println!("subscriber: {} events over {restarts} restarts", seen.len());
+        all.push(seen);
+    }
+    let first: Vec<u64> = all[0].iter().map(n).collect();
+    assert_eq!(first.len(), committed.len(), "0 missing, 0 doubled");
+    assert_eq!(first.iter().copied().collect::<HashSet<_>>(), committed, "exactly the committed events");
+    for other in &all[1..] {
+        assert_eq!(other.iter().map(n).collect::<Vec<_>>(), first, "every subscriber, the same sequence");
+    }
+    assert!(all[0].windows(2).all(|w| w[0].position < w[1].position));
+}

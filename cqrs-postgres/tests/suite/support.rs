@@ -1,0 +1,147 @@
+//! Test servers and fresh stores.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use cqrs_postgres::{PgConfig, PgEventStore};
+
+/// The shared server's URL; a clear failure when there is none.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "DATABASE_URL is not set. Run the suite with `bash scripts/test.sh`, which starts a throwaway \
+             PostgreSQL, or set DATABASE_URL to a server where this user may create schemas."
+        )
+    })
+}
+
+static SCHEMAS: AtomicU32 = AtomicU32::new(0);
+
+/// A schema name no other test uses.
+pub fn fresh_schema() -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("t{}_{}_{}", std::process::id(), nanos % 100_000, SCHEMAS.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A migrated store in a fresh schema on the server at `url`.
+pub async fn store_at(url: &str) -> PgEventStore {
+    let config = PgConfig::from_url(url).unwrap().schema(fresh_schema()).unwrap().pool_size(20);
+    let store = PgEventStore::connect(config).await.unwrap_or_else(|e| panic!("cannot connect to PostgreSQL: {e}"));
+    store.migrate().await.unwrap();
+    store
+}
+
+/// A migrated store in a fresh schema on the shared server.
+pub async fn store() -> PgEventStore {
+    store_at(&database_url()).await
+}
+
+/// A raw connection for what the store must not be able to do (hold transactions, corrupt rows).
+pub async fn raw(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+fn pg_bin() -> PathBuf {
+    if let Ok(dir) = std::env::var("CQRS_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).filter(|p| p.exists()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.pop().unwrap_or_else(|| {
+        panic!("no PostgreSQL binaries: install Debian's postgresql (scripts/test.sh does) or set CQRS_PG_BIN")
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+}
+
+fn run_as_postgres(program: &Path, args: &[&str]) -> std::process::Output {
+    let mut command = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    command.args(args).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+}
+
+/// A PostgreSQL server of a test's own, for what would disturb other tests: holding write
+/// transactions open (which holds back every subscriber of the cluster), killing connections,
+/// restarting. Stopped and deleted on drop.
+pub struct PrivateServer {
+    dir: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+impl PrivateServer {
+    pub fn start() -> Self {
+        let bin = pg_bin();
+        let dir = std::env::temp_dir().join(format!("cqrs-private-pg-{}", fresh_schema()));
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            let ok = Command::new("chown").args(["-R", "postgres:"]).arg(&dir).status().unwrap();
+            assert!(ok.success(), "chown of the private server's folder failed");
+        }
+        let data = dir.join("data");
+        let out = run_as_postgres(
+            &bin.join("initdb"),
+            &["-D", data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"],
+        );
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let server = PrivateServer { dir, bin, port };
+        server.pg_ctl_start();
+        server
+    }
+
+    fn pg_ctl_start(&self) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100 -c max_prepared_transactions=10",
+            self.port,
+            self.dir.display()
+        );
+        let out = run_as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "-o", &options, "start"],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn url_for(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = run_as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", data.to_str().unwrap_or(""), "-m", "immediate", "-w", "stop"],
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

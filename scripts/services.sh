@@ -1,0 +1,64 @@
+# Throwaway PostgreSQL servers for the test suite. Sourced by scripts/test.sh.
+#
+# ensure_postgres: uses DATABASE_URL when set; otherwise installs Debian's postgresql when
+# missing, starts a throwaway cluster on a free loopback port and exports DATABASE_URL. Either
+# way it exports CQRS_PG_BIN, the directory of initdb and pg_ctl, which fault tests use to
+# start private servers of their own.
+
+CQRS_SERVICE_DIRS=()
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+pg_bin_dir() {
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+install_postgres() {
+  if [ -n "$(pg_bin_dir)" ]; then return 0; fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "PostgreSQL is not installed: install Debian's postgresql package or set DATABASE_URL" >&2
+    return 1
+  fi
+  echo "installing Debian's postgresql ..." >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+}
+
+ensure_postgres() {
+  install_postgres
+  CQRS_PG_BIN="$(pg_bin_dir)"
+  export CQRS_PG_BIN
+  if [ -n "${DATABASE_URL:-}" ]; then
+    echo "PostgreSQL: using DATABASE_URL" >&2
+    return 0
+  fi
+  local dir port
+  dir="$(mktemp -d /tmp/cqrs-pg.XXXXXX)"
+  CQRS_SERVICE_DIRS+=("$dir")
+  chmod 755 "$dir"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$dir"; fi
+  as_postgres "$CQRS_PG_BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 \
+    || { cat "$dir/initdb.log" >&2; return 1; }
+  port="$(free_port)"
+  as_postgres "$CQRS_PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    start >&2 || { cat "$dir/server.log" >&2; return 1; }
+  export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  echo "PostgreSQL: throwaway server on 127.0.0.1:$port" >&2
+}
+
+stop_services() {
+  local dir
+  for dir in "${CQRS_SERVICE_DIRS[@]}"; do
+    if [ -f "$dir/data/postmaster.pid" ]; then
+      as_postgres "$CQRS_PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$dir"
+  done
+}
