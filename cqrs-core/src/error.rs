@@ -193,6 +193,16 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// The store failed in a way that retrying will not fix (a missing table: run the
+    /// migrations; a permission denied; a bug).
+    #[error("store error: {message}")]
+    Backend {
+        /// What the store said.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The component was shut down.
     #[error("shut down")]
     Shutdown,

@@ -105,3 +105,25 @@ where
 pub(crate) fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> cqrs_core::Error {
     cqrs_core::Error::unavailable(error)
 }
+
+/// A server error as the `cqrs-core` traits report it, with the server's message and SQLSTATE
+/// (tokio-postgres alone says only "db error").
+pub(crate) fn pg_error(error: tokio_postgres::Error) -> cqrs_core::Error {
+    let Some(db) = error.as_db_error() else {
+        return cqrs_core::Error::Unavailable { message: error.to_string(), source: Some(Box::new(error)) };
+    };
+    let code = db.code().code();
+    let message = format!("PostgreSQL {}: {} ({code})", db.severity(), db.message());
+    // Connection trouble, a server shutting down, too many connections, serialization failures
+    // and deadlocks pass; anything else (a missing table, a permission) needs a person.
+    let transient = code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P")
+        || code == "40001"
+        || code == "40P01";
+    if transient {
+        cqrs_core::Error::Unavailable { message, source: Some(Box::new(error)) }
+    } else {
+        cqrs_core::Error::Backend { message, source: Some(Box::new(error)) }
+    }
+}

@@ -93,7 +93,7 @@ impl std::fmt::Debug for PgEventStore {
 }
 
 fn pg(error: tokio_postgres::Error) -> CoreError {
-    unavailable(error)
+    crate::connect::pg_error(error)
 }
 
 fn to_i64(value: u64, what: &'static str) -> cqrs_core::Result<i64> {
@@ -168,6 +168,10 @@ impl PgEventStore {
     /// The settings.
     pub fn config(&self) -> &PgConfig {
         &self.inner.config
+    }
+
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.inner.connector
     }
 
     /// Creates or upgrades the schema: versioned SQL embedded in the crate, applied in order

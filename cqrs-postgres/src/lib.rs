@@ -1,4 +1,5 @@
-//! PostgreSQL adapters for `cqrs-core`: the event store, snapshots and gap-free subscriptions.
+//! PostgreSQL adapters for `cqrs-core`: the event store, snapshots, gap-free subscriptions,
+//! views with their checkpoints, and projector leases.
 //!
 //! # Feature flags
 //!
@@ -11,16 +12,20 @@ mod connect;
 mod error;
 mod event_store;
 mod holdback;
+mod lease;
 mod schema;
 mod snapshot_store;
+mod view_store;
 
 pub use config::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_POOL_SIZE, PgConfig};
 pub use error::{Error, Result};
 pub use event_store::PgEventStore;
 pub use holdback::{Blocker, Holdback};
+pub use lease::PgLeases;
 pub use snapshot_store::PgSnapshotStore;
+pub use view_store::PgViewStore;
 
 /// The names most programs need.
 pub mod prelude {
-    pub use crate::{PgConfig, PgEventStore, PgSnapshotStore};
+    pub use crate::{PgConfig, PgEventStore, PgLeases, PgSnapshotStore, PgViewStore};
 }

@@ -1,7 +1,10 @@
 //! The SQL of one store, for its schema.
 
 /// The migrations, in order: (version, name, SQL with `{schema}` placeholders).
-pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "event store", include_str!("../sql/0001_event_store.sql"))];
+pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "event store", include_str!("../sql/0001_event_store.sql")),
+    (2, "read side", include_str!("../sql/0002_read_side.sql")),
+];
 
 /// The statements a store runs, with the schema name filled in once.
 #[derive(Debug)]
@@ -17,6 +20,11 @@ pub(crate) struct Sql {
     pub(crate) save_snapshot: String,
     pub(crate) notify_channel: String,
     pub(crate) hidden_events: String,
+    pub(crate) load_views: String,
+    pub(crate) checkpoint: String,
+    pub(crate) commit_views: String,
+    pub(crate) reset_views: String,
+    pub(crate) bump_lease: String,
 }
 
 // Casts get their own names: an ORDER BY on a bare column name would otherwise sort by the
@@ -70,6 +78,16 @@ impl Sql {
                  WHERE s.version < excluded.version"
             ),
             notify_channel: format!("cqrs_events_{schema}"),
+            load_views: format!("SELECT id, view::text FROM {s}.views WHERE projection = $1 AND id = ANY($2)"),
+            checkpoint: format!("SELECT transaction_id::text, sequence FROM {s}.checkpoints WHERE projection = $1"),
+            commit_views: format!(
+                "SELECT status, actual_tx, actual_seq, highest FROM {s}.commit_views($1, $2, $3, $4, $5, $6, $7, $8)"
+            ),
+            reset_views: format!("SELECT status, highest FROM {s}.reset_views($1, $2)"),
+            bump_lease: format!(
+                "INSERT INTO {s}.leases AS l (name, token) VALUES ($1, 1) \
+                 ON CONFLICT (name) DO UPDATE SET token = l.token + 1 RETURNING token"
+            ),
             hidden_events: format!(
                 "SELECT count(*) FROM {s}.events WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"
             ),

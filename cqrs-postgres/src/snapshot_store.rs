@@ -43,7 +43,7 @@ impl PgSnapshotStore {
 }
 
 fn pg(e: tokio_postgres::Error) -> CoreError {
-    unavailable(e)
+    crate::connect::pg_error(e)
 }
 
 #[async_trait]

@@ -7,4 +7,5 @@ mod conformance;
 mod domain;
 mod faults;
 mod ordering;
+mod read_side;
 mod support;
