@@ -20,6 +20,7 @@ chapters! {
     CommandsAndEvents => "src/commands-and-events.md",
     Engine => "src/engine.md",
     Projections => "src/projections.md",
+    Postgres => "src/postgres.md",
     Testing => "src/testing.md",
     Architecture => "src/architecture.md",
     Benchmarks => "benchmarks.md",

@@ -77,10 +77,23 @@ impl<S: EventStore> Subscription<S> {
     }
 
     /// The next events, waiting for new ones when caught up. Never empty.
+    ///
+    /// A store that is unavailable (a dropped connection, a restarting server) is retried with
+    /// backoff, from the same position: the subscription resumes with nothing lost or doubled.
+    /// Other errors are returned.
     pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>> {
+        let mut delay = Duration::from_millis(50);
         loop {
-            if let Some(batch) = self.try_next_batch().await? {
-                return Ok(batch);
+            match self.try_next_batch().await {
+                Ok(Some(batch)) => return Ok(batch),
+                Ok(None) => {}
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, ?delay, after = %self.after, "subscription read failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(error) => return Err(error),
             }
             match &mut self.wake {
                 Some(wake) => {

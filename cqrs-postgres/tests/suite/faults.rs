@@ -198,3 +198,28 @@ async fn lists_the_streams_of_one_category() {
     let rest = store.streams("account", "b", 10).await.unwrap();
     assert_eq!(rest, vec![("c".to_owned(), 2)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_processes_migrating_at_once_all_succeed() {
+    let url = database_url();
+    let schema = crate::support::fresh_schema();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (url, schema) = (url.clone(), schema.clone());
+        tasks.push(tokio::spawn(async move {
+            let config = cqrs_postgres::PgConfig::from_url(&url).unwrap().schema(schema).unwrap();
+            let store = cqrs_postgres::PgEventStore::connect(config).await.unwrap();
+            store.migrate().await.unwrap();
+            store
+        }));
+    }
+    let mut stores = Vec::new();
+    for t in tasks {
+        stores.push(t.await.unwrap());
+    }
+    let applied: i64 =
+        raw(&url).await.query_one(&format!("SELECT count(*) FROM \"{schema}\".migrations"), &[]).await.unwrap().get(0);
+    assert_eq!(applied, 2, "each migration applied once");
+    stores[0].append(&stream("m"), ExpectedVersion::NoStream, vec![test_event(1)]).await.unwrap();
+    assert_eq!(stores[3].stream_version(&stream("m")).await.unwrap(), 1);
+}

@@ -223,3 +223,53 @@ async fn random_commit_delays_rollbacks_and_restarted_subscribers_deliver_one_se
     }
     assert!(all[0].windows(2).all(|w| w[0].position < w[1].position));
 }
+
+/// Appends, retrying while the server is unreachable (as a command service would).
+async fn append_retrying(store: &PgEventStore, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match store.append(&stream("resume"), ExpectedVersion::Any, vec![test_event(n)]).await {
+            Ok(_) => return,
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("append {n} failed: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_resumes_after_dropped_connections_and_a_server_restart() {
+    let server = PrivateServer::start();
+    let store = store_at(&server.url()).await;
+    let mut subscription = store.subscribe(Position::ZERO).with_poll_interval(Duration::from_millis(50));
+    for n in 0..50 {
+        append_retrying(&store, n).await;
+    }
+    let mut seen = collect(&mut subscription, 50).await;
+    // Every connection but this one is dropped: the pool's and the LISTEN connection.
+    let admin = raw(&server.url()).await;
+    admin
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'",
+        )
+        .await
+        .unwrap();
+    drop(admin);
+    for n in 50..100 {
+        append_retrying(&store, n).await;
+    }
+    seen.extend(collect(&mut subscription, 50).await);
+    // The whole server restarts.
+    server.restart();
+    for n in 100..150 {
+        append_retrying(&store, n).await;
+    }
+    seen.extend(collect(&mut subscription, 50).await);
+    assert_eq!(seen.iter().map(n).collect::<Vec<_>>(), (0..150).collect::<Vec<_>>(), "nothing lost, nothing doubled");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), subscription.next_batch()).await.is_err(),
+        "and nothing more"
+    );
+}

@@ -126,6 +126,16 @@ impl PrivateServer {
         );
     }
 
+    /// Stops the server (fast shutdown: connections are closed) and starts it again on the
+    /// same port.
+    pub fn restart(&self) {
+        let data = self.dir.join("data");
+        let out =
+            run_as_postgres(&self.bin.join("pg_ctl"), &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+        assert!(out.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
+        self.pg_ctl_start();
+    }
+
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
