@@ -20,6 +20,10 @@ as_postgres() {
 }
 
 install_postgres() {
+  # openssl makes the certificates of the TLS tests.
+  if ! command -v openssl >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >&2
+  fi
   if [ -n "$(pg_bin_dir)" ]; then return 0; fi
   if [ "$(id -u)" != 0 ]; then
     echo "PostgreSQL is not installed: install Debian's postgresql package or set DATABASE_URL" >&2

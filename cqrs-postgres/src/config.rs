@@ -38,6 +38,8 @@ pub struct PgConfig {
     pub(crate) pool_size: usize,
     pub(crate) max_event_size: usize,
     pub(crate) tls: bool,
+    /// Extra trusted root certificates (PEM), for servers with a private CA.
+    pub(crate) tls_roots: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for PgConfig {
@@ -62,6 +64,7 @@ impl fmt::Debug for PgConfig {
             .field("pool_size", &self.pool_size)
             .field("max_event_size", &self.max_event_size)
             .field("tls", &self.tls)
+            .field("tls_roots", &self.tls_roots.as_ref().map(|pem| pem.len()))
             .finish()
     }
 }
@@ -100,6 +103,7 @@ impl PgConfig {
             pool_size: DEFAULT_POOL_SIZE,
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
             tls,
+            tls_roots: None,
         }
     }
 
@@ -133,6 +137,15 @@ impl PgConfig {
     #[cfg(feature = "tls")]
     pub fn tls(mut self, on: bool) -> Self {
         self.tls = on;
+        self
+    }
+
+    /// Connects with TLS and also trusts these root certificates (PEM), for a server whose
+    /// certificate a private CA signed.
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls = true;
+        self.tls_roots = Some(pem.into());
         self
     }
 

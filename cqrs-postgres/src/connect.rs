@@ -24,8 +24,21 @@ impl Connector {
         }
         #[cfg(feature = "tls")]
         {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
             let mut roots = rustls::RootCertStore::empty();
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            if let Some(pem) = &config.tls_roots {
+                let mut added = 0;
+                for cert in CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| Error::Config(format!("TLS root certificate: {e}")))?;
+                    roots.add(cert).map_err(|e| Error::Config(format!("TLS root certificate: {e}")))?;
+                    added += 1;
+                }
+                if added == 0 {
+                    return Err(Error::Config("TLS root certificates: no certificate in the PEM given".into()));
+                }
+            }
             let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
             let tls = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()

@@ -9,3 +9,5 @@ mod faults;
 mod ordering;
 mod read_side;
 mod support;
+#[cfg(feature = "tls")]
+mod tls;

@@ -83,10 +83,18 @@ pub struct PrivateServer {
     dir: PathBuf,
     bin: PathBuf,
     pub port: u16,
+    extra: std::sync::Mutex<String>,
 }
 
 impl PrivateServer {
     pub fn start() -> Self {
+        let server = Self::init();
+        server.pg_ctl_start();
+        server
+    }
+
+    /// A new cluster, not started yet: for tests that configure it first.
+    pub fn init() -> Self {
         let bin = pg_bin();
         let dir = std::env::temp_dir().join(format!("cqrs-private-pg-{}", fresh_schema()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -101,18 +109,45 @@ impl PrivateServer {
         );
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let server = PrivateServer { dir, bin, port };
-        server.pg_ctl_start();
-        server
+        PrivateServer { dir, bin, port, extra: std::sync::Mutex::new(String::new()) }
+    }
+
+    /// The cluster's data folder.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Writes a file into the data folder, owned by the server's user, readable by it alone.
+    pub fn write_private_file(&self, name: &str, contents: &[u8]) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.data_dir().join(name);
+        std::fs::write(&path, contents).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if is_root() {
+            assert!(Command::new("chown").arg("postgres:").arg(&path).status().unwrap().success());
+        }
+        path
+    }
+
+    /// Adds server options (`-c name=value ...`) for the next start.
+    pub fn with_options(self, options: &str) -> Self {
+        self.extra.lock().unwrap().push_str(&format!(" {options}"));
+        self
+    }
+
+    pub fn start_now(self) -> Self {
+        self.pg_ctl_start();
+        self
     }
 
     fn pg_ctl_start(&self) {
         let data = self.dir.join("data");
         let log = self.dir.join("server.log");
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100 -c max_prepared_transactions=10",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100 -c max_prepared_transactions=10{}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.extra.lock().unwrap()
         );
         let out = run_as_postgres(
             &self.bin.join("pg_ctl"),
