@@ -53,6 +53,8 @@ pub struct PgEventStore {
 }
 
 struct Inner {
+    /// Set once the stored transaction ids are known to belong to this cluster.
+    same_cluster: AtomicBool,
     pool: Pool,
     sql: Sql,
     config: PgConfig,
@@ -157,7 +159,9 @@ impl PgEventStore {
             closed: watch::Sender::new(false),
         });
         let sql = Sql::new(&config.schema);
-        PgEventStore { inner: Arc::new(Inner { pool, sql, config, connector, wake }) }
+        PgEventStore {
+            inner: Arc::new(Inner { same_cluster: AtomicBool::new(false), pool, sql, config, connector, wake }),
+        }
     }
 
     /// The connection pool, shared with [`crate::PgSnapshotStore`] and others.
@@ -220,6 +224,59 @@ impl PgEventStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client.query(&stmt, &[&category, &after, &limit]).await.map_err(pg)?;
         rows.iter().map(|r| Ok((r.try_get(0).map_err(pg)?, to_u64(r.try_get(1).map_err(pg)?)?))).collect()
+    }
+
+    /// Refuses to read in order when the stored transaction ids are ahead of this server's:
+    /// the events were restored from a logical dump of another cluster, and new events would
+    /// sort before old ones. Checked once per store.
+    async fn ensure_same_cluster(&self) -> cqrs_core::Result<()> {
+        if self.inner.same_cluster.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let elsewhere: bool =
+            client.query_one(&self.inner.sql.restored_from_elsewhere, &[]).await.map_err(pg)?.try_get(0).map_err(pg)?;
+        if elsewhere {
+            return Err(CoreError::Backend {
+                message: format!(
+                    "the events in schema {} carry transaction ids ahead of this server's: they were restored from \
+                     another cluster. Subscriptions are refused until PgEventStore::renumber_after_restore() runs \
+                     (then rebuild every projection)",
+                    self.inner.config.schema_name()
+                ),
+                source: None,
+            });
+        }
+        self.inner.same_cluster.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// After restoring a logical dump into another cluster: gives every stored event a
+    /// transaction id below this cluster's (keeping their order by renumbering their sequence),
+    /// updates command outcomes and snapshots to match, and resets the views and checkpoints of
+    /// [`PgViewStore`](crate::PgViewStore) in this schema, whose positions no longer mean
+    /// anything. Rebuild every projection afterwards, including those in other view stores.
+    /// Returns how many events were renumbered; does nothing (and returns 0) when the events
+    /// already belong to this cluster.
+    pub async fn renumber_after_restore(&self) -> Result<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| Error::Store(pg(e)))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(|e| Error::Store(pg(e)))?;
+        let elsewhere: bool =
+            tx.query_one(&self.inner.sql.restored_from_elsewhere, &[]).await.map_err(|e| Error::Store(pg(e)))?.get(0);
+        if !elsewhere {
+            return Ok(0);
+        }
+        let count: i64 = tx
+            .query_one(&format!("SELECT count(*) FROM {}.events", self.inner.sql.schema), &[])
+            .await
+            .map_err(|e| Error::Store(pg(e)))?
+            .get(0);
+        tx.batch_execute(&self.inner.sql.renumber).await.map_err(|e| Error::Store(pg(e)))?;
+        tx.commit().await.map_err(|e| Error::Store(pg(e)))?;
+        tracing::warn!(events = count, schema = %self.inner.config.schema_name(), "renumbered events restored from another cluster; rebuild every projection");
+        self.inner.same_cluster.store(true, Ordering::Release);
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     /// How far subscribers are held back, and by which transaction (see [`Holdback`]).
@@ -460,6 +517,7 @@ impl EventStore for PgEventStore {
     }
 
     async fn read_all(&self, after: Position, limit: usize) -> cqrs_core::Result<Vec<RecordedEvent>> {
+        self.ensure_same_cluster().await?;
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.inner.sql.read_all).await.map_err(pg)?;
         let tx = after.transaction().to_string();

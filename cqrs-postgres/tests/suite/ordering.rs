@@ -273,3 +273,60 @@ async fn a_subscriber_resumes_after_dropped_connections_and_a_server_restart() {
         "and nothing more"
     );
 }
+
+#[tokio::test]
+async fn events_restored_from_another_cluster_are_refused_until_renumbered() {
+    use cqrs_core::{ViewCommit, ViewStore};
+    let store = crate::support::store().await;
+    let schema = store.config().schema_name().to_owned();
+    let a = stream("restored-a");
+    store.append(&a, ExpectedVersion::NoStream, vec![test_event(0), test_event(1)]).await.unwrap();
+    let cmd = cqrs_core::testing::test_event_for_command(2, "restored-cmd");
+    store.append(&stream("restored-b"), ExpectedVersion::NoStream, vec![cmd]).await.unwrap();
+    let views = cqrs_postgres::PgViewStore::new(&store);
+    let commit = ViewCommit {
+        expected: None,
+        checkpoint: Position::new(5, 5),
+        fencing_token: 0,
+        views: vec![("v".into(), Some("1".into()))],
+    };
+    views.commit("p", commit).await.unwrap();
+    // As after a logical dump restored into a cluster whose transaction ids are lower.
+    let admin = raw(&crate::support::database_url()).await;
+    for table in ["events", "commands"] {
+        admin
+            .batch_execute(&format!(
+                "UPDATE \"{schema}\".{table} SET transaction_id = ((transaction_id::text)::bigint + 100000000)::text::xid8"
+            ))
+            .await
+            .unwrap();
+    }
+    match store.read_all(Position::ZERO, 10).await {
+        Err(cqrs_core::Error::Backend { message, .. }) => assert!(message.contains("another cluster"), "{message}"),
+        other => panic!("subscribing must be refused, got {other:?}"),
+    }
+    assert_eq!(store.renumber_after_restore().await.unwrap(), 3);
+    let events = store.read_all(Position::ZERO, 10).await.unwrap();
+    assert_eq!(events.iter().map(n).collect::<Vec<_>>(), [0, 1, 2], "the old order is kept");
+    let out = store.append(&a, ExpectedVersion::Exact(2), vec![test_event(3)]).await.unwrap();
+    let events = crate::ordering::wait_for_count(&store, 4).await;
+    assert_eq!(events.iter().map(n).collect::<Vec<_>>(), [0, 1, 2, 3], "new events come after the old ones");
+    assert_eq!(events[3].position, out.position);
+    let outcome = store.command_outcome("restored-cmd").await.unwrap().unwrap();
+    assert_eq!(outcome.position, events[2].position, "command outcomes point at the renumbered events");
+    assert_eq!(views.checkpoint("p").await.unwrap(), None, "views are reset for a rebuild");
+    assert_eq!(store.renumber_after_restore().await.unwrap(), 0, "a second run does nothing");
+}
+
+/// Every event, once at least `count` are visible (other tests' transactions on the shared
+/// server may hold them back a moment).
+pub async fn wait_for_count(store: &PgEventStore, count: usize) -> Vec<RecordedEvent> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = store.read_all(Position::ZERO, 10_000).await.unwrap();
+        if events.len() >= count || tokio::time::Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
