@@ -542,14 +542,23 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 }
             };
             if events.is_empty() {
-                let outcome = CommandOutcome {
+                let outcome = AppendOutcome {
                     stream: stream.clone(),
-                    version: loaded.version,
+                    first_version: loaded.version + 1,
+                    last_version: loaded.version,
                     position: loaded.position,
-                    appended: 0,
                 };
                 *slot = Some(loaded);
-                return Ok(outcome);
+                // A no-op under a command id is recorded too: sent again after the stream
+                // changed, it must answer the same and append nothing.
+                if let Some(id) = &options.command_id {
+                    match self.store.record_command(id, outcome.clone()).await {
+                        Ok(()) => {}
+                        Err(Error::DuplicateCommand { outcome: first, .. }) => return Ok(first.into()),
+                        Err(other) => return Err(other.into()),
+                    }
+                }
+                return Ok(outcome.into());
             }
             let batch = self.encode(&events, options)?;
             let expected = ExpectedVersion::Exact(loaded.version);

@@ -100,6 +100,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// The outcome of the append that carried `command_id`, if one did.
     async fn command_outcome(&self, command_id: &str) -> Result<Option<AppendOutcome>>;
 
+    /// Records the outcome of a command that appended nothing (a no-op), so that executing it
+    /// again returns this outcome even after the stream changed. Fails with
+    /// [`Error::DuplicateCommand`](crate::Error::DuplicateCommand), holding the first outcome,
+    /// when the id is already recorded.
+    async fn record_command(&self, command_id: &str, outcome: AppendOutcome) -> Result<()>;
+
     /// A subscription to every event after `after`: what is stored now, then new events as
     /// they commit, with no gap and no duplicate at the hand-over. See [`Subscription`].
     fn subscribe(&self, after: Position) -> Subscription<Self>
@@ -137,6 +143,9 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
     }
     async fn command_outcome(&self, command_id: &str) -> Result<Option<AppendOutcome>> {
         (**self).command_outcome(command_id).await
+    }
+    async fn record_command(&self, command_id: &str, outcome: AppendOutcome) -> Result<()> {
+        (**self).record_command(command_id, outcome).await
     }
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         (**self).wake_ups()

@@ -553,6 +553,32 @@ impl EventStore for PgEventStore {
         }))
     }
 
+    async fn record_command(&self, command_id: &str, outcome: AppendOutcome) -> cqrs_core::Result<()> {
+        cqrs_core::validate_command_id(command_id)?;
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.record_command).await.map_err(pg)?;
+        let inserted = client
+            .execute(
+                &stmt,
+                &[
+                    &command_id,
+                    &outcome.stream.category(),
+                    &outcome.stream.id(),
+                    &to_i64(outcome.first_version, "version")?,
+                    &to_i64(outcome.last_version, "version")?,
+                    &outcome.position.transaction().to_string(),
+                    &to_i64(outcome.position.sequence(), "position")?,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        drop(client);
+        if inserted == 0 {
+            return Err(self.duplicate(command_id).await);
+        }
+        Ok(())
+    }
+
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         let wake = &self.inner.wake;
         if wake.listener.get().is_none() && tokio::runtime::Handle::try_current().is_ok() {

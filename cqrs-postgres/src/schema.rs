@@ -26,6 +26,7 @@ pub(crate) struct Sql {
     pub(crate) reset_views: String,
     pub(crate) bump_lease: String,
     pub(crate) restored_from_elsewhere: String,
+    pub(crate) record_command: String,
     pub(crate) renumber: String,
 }
 
@@ -86,6 +87,11 @@ impl Sql {
                 "SELECT status, actual_tx, actual_seq, highest FROM {s}.commit_views($1, $2, $3, $4, $5, $6, $7, $8)"
             ),
             reset_views: format!("SELECT status, highest FROM {s}.reset_views($1, $2)"),
+            record_command: format!(
+                "INSERT INTO {s}.commands \
+                   (command_id, category, stream_id, first_version, last_version, transaction_id, sequence) \
+                 VALUES ($1, $2, $3, $4, $5, $6::text::xid8, $7) ON CONFLICT (command_id) DO NOTHING"
+            ),
             // Stored transaction ids at or past this server's next one came from another cluster.
             restored_from_elsewhere: format!(
                 "SELECT coalesce(max(transaction_id) >= pg_snapshot_xmax(pg_current_snapshot()), false) FROM {s}.events"

@@ -199,6 +199,16 @@ impl EventStore for MemoryEventStore {
         Ok(read(&self.inner.state).commands.get(command_id).cloned())
     }
 
+    async fn record_command(&self, command_id: &str, outcome: AppendOutcome) -> Result<()> {
+        crate::validate_command_id(command_id)?;
+        let mut state = write(&self.inner.state);
+        if let Some(first) = state.commands.get(command_id) {
+            return Err(Error::DuplicateCommand { command_id: command_id.to_owned(), outcome: first.clone() });
+        }
+        state.commands.insert(command_id.to_owned(), outcome);
+        Ok(())
+    }
+
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         Some(self.inner.wake.subscribe())
     }

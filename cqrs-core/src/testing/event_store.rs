@@ -329,6 +329,18 @@ pub async fn idempotency<S: EventStore>(store: S) {
     assert_eq!(store.command_outcome("cmd-2").await.expect("lookup"), None);
     let second = store.append(&s, ExpectedVersion::Exact(2), vec![test_event_for_command(4, "cmd-2")]).await;
     assert_eq!(second.expect("the id is still free").last_version, 3);
+    // A command that appended nothing is recorded, and its id is then taken.
+    let noop = crate::AppendOutcome { stream: s.clone(), first_version: 4, last_version: 3, position: Position::ZERO };
+    store.record_command("cmd-noop", noop.clone()).await.expect("record a no-op");
+    assert_eq!(store.command_outcome("cmd-noop").await.expect("lookup"), Some(noop.clone()));
+    match store.append(&s, ExpectedVersion::Exact(3), vec![test_event_for_command(5, "cmd-noop")]).await {
+        Err(Error::DuplicateCommand { outcome, .. }) => assert_eq!(outcome, noop),
+        other => panic!("an append under a recorded no-op's id is a duplicate, got {other:?}"),
+    }
+    match store.record_command("cmd-1", noop.clone()).await {
+        Err(Error::DuplicateCommand { outcome, .. }) => assert_eq!(outcome, first),
+        other => panic!("recording a used id is a duplicate, got {other:?}"),
+    }
     match store.append(&s, ExpectedVersion::Exact(2), vec![test_event_for_command(3, "bad\nid")]).await {
         Err(Error::InvalidId { .. }) => {}
         other => panic!("a command id with a newline must be refused, got {other:?}"),

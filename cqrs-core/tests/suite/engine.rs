@@ -48,6 +48,9 @@ impl EventStore for Counting {
     async fn command_outcome(&self, id: &str) -> cqrs_core::Result<Option<AppendOutcome>> {
         self.inner.command_outcome(id).await
     }
+    async fn record_command(&self, id: &str, outcome: AppendOutcome) -> cqrs_core::Result<()> {
+        self.inner.record_command(id, outcome).await
+    }
 }
 
 fn account(id: &str) -> StreamId {
@@ -372,4 +375,21 @@ async fn a_retry_racing_its_original_gets_the_first_outcome_not_a_rejection() {
         assert_eq!(outcomes[0], outcomes[1]);
         assert_eq!(stored(&store, "a").await.len(), 3);
     }
+}
+
+#[tokio::test]
+async fn a_no_op_under_a_command_id_answers_the_same_after_the_stream_changed() {
+    let store = MemoryEventStore::new();
+    let cqrs = Cqrs::new(store.clone());
+    cqrs.execute(open("a")).await.unwrap();
+    let key = || ExecuteOptions::default().command_id("touch-1");
+    let first = cqrs.execute_with(Touch { id: "a".into() }, key()).await.unwrap();
+    assert_eq!((first.version, first.appended), (1, 0));
+    cqrs.execute(deposit("a", 5)).await.unwrap();
+    let again = Cqrs::new(store.clone()).execute_with(Touch { id: "a".into() }, key()).await.unwrap();
+    assert_eq!(again, first, "the first answer, not the stream's new version");
+    // And the key is taken for anything else.
+    let other = cqrs.execute_with(deposit("a", 1), key()).await.unwrap();
+    assert_eq!(other, first);
+    assert_eq!(stored(&store, "a").await.len(), 2);
 }
