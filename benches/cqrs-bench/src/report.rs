@@ -1,0 +1,164 @@
+//! Results: latency statistics and the JSON line printed per scenario.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// What a scenario's numbers measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Unit {
+    /// Operations (commands or events) per second: higher is better.
+    #[serde(rename = "per_s")]
+    PerSecond,
+    /// Milliseconds per operation: lower is better.
+    #[serde(rename = "ms")]
+    Millis,
+}
+
+impl Unit {
+    /// How many times better `a` is than `b` (1.0 is parity, above 1 is `a` ahead).
+    fn better(self, a: f64, b: f64) -> f64 {
+        match self {
+            Unit::PerSecond => a / b,
+            Unit::Millis => b / a,
+        }
+    }
+}
+
+/// One scenario's line on stdout.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// The scenario's name.
+    pub scenario: &'static str,
+    /// The unit of `ours`, `raw` and `cqrs_es`.
+    pub unit: Unit,
+    /// This framework.
+    pub ours: f64,
+    /// The baseline without a framework.
+    pub raw: f64,
+    /// `ours` against `raw`, higher is better.
+    pub ratio: f64,
+    /// cqrs-es with postgres-es, where compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cqrs_es: Option<f64>,
+    /// `ours` against `cqrs_es`, higher is better.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_cqrs_es: Option<f64>,
+    /// The 99th percentile of `ours`, in milliseconds (latency scenarios).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99: Option<f64>,
+    /// Server round-trips per command of `ours`, where counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub round_trips: Option<f64>,
+}
+
+impl Record {
+    /// A record of `ours` against `raw`.
+    pub fn new(scenario: &'static str, unit: Unit, ours: f64, raw: f64) -> Self {
+        Record {
+            scenario,
+            unit,
+            ours: round(ours, unit),
+            raw: round(raw, unit),
+            ratio: round3(unit.better(ours, raw)),
+            cqrs_es: None,
+            vs_cqrs_es: None,
+            p99: None,
+            round_trips: None,
+        }
+    }
+
+    /// Adds the cqrs-es figure, when there is one.
+    pub fn cqrs_es(mut self, cqrs_es: Option<f64>) -> Self {
+        if let Some(theirs) = cqrs_es {
+            self.cqrs_es = Some(round(theirs, self.unit));
+            self.vs_cqrs_es = Some(round3(self.unit.better(self.ours, theirs)));
+        }
+        self
+    }
+
+    /// Adds the 99th percentile latency.
+    pub fn p99(mut self, p99_ms: f64) -> Self {
+        self.p99 = Some(round3(p99_ms));
+        self
+    }
+
+    /// Adds the round-trips per command, when counted.
+    pub fn round_trips(mut self, round_trips: Option<f64>) -> Self {
+        self.round_trips = round_trips.map(round3);
+        self
+    }
+
+    /// Prints the record as one JSON line on stdout.
+    pub fn print(&self) {
+        println!("{}", serde_json::to_string(self).expect("a record always serializes"));
+    }
+}
+
+fn round(value: f64, unit: Unit) -> f64 {
+    match unit {
+        Unit::PerSecond => (value * 10.0).round() / 10.0,
+        Unit::Millis => round3(value),
+    }
+}
+
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// The median and 99th percentile of a set of latencies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    /// The median, in milliseconds.
+    pub median_ms: f64,
+    /// The 99th percentile (nearest rank), in milliseconds.
+    pub p99_ms: f64,
+    /// How many samples.
+    pub samples: usize,
+}
+
+impl Latency {
+    /// The statistics of `samples`; `None` when there are none.
+    pub fn of(mut samples: Vec<Duration>) -> Option<Self> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
+        let n = samples.len();
+        let median = if n % 2 == 1 { ms(samples[n / 2]) } else { (ms(samples[n / 2 - 1]) + ms(samples[n / 2])) / 2.0 };
+        // Nearest rank: the smallest sample with at least 99% of the samples at or below it.
+        let rank = (n * 99).div_ceil(100).max(1);
+        Some(Latency { median_ms: median, p99_ms: ms(samples[rank - 1]), samples: n })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn millis(values: &[u64]) -> Vec<Duration> {
+        values.iter().map(|&v| Duration::from_millis(v)).collect()
+    }
+
+    #[test]
+    fn median_and_p99() {
+        let l = Latency::of(millis(&[5, 1, 3])).unwrap();
+        assert_eq!((l.median_ms, l.p99_ms, l.samples), (3.0, 5.0, 3));
+        let l = Latency::of(millis(&[4, 1, 3, 2])).unwrap();
+        assert_eq!(l.median_ms, 2.5);
+        let l = Latency::of((1..=200).map(Duration::from_millis).collect()).unwrap();
+        assert_eq!(l.p99_ms, 198.0);
+        assert!(Latency::of(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn ratios_are_higher_when_better() {
+        let r = Record::new("t", Unit::PerSecond, 50.0, 100.0).cqrs_es(Some(25.0));
+        assert_eq!((r.ratio, r.vs_cqrs_es), (0.5, Some(2.0)));
+        let r = Record::new("t", Unit::Millis, 2.0, 1.0).cqrs_es(Some(8.0));
+        assert_eq!((r.ratio, r.vs_cqrs_es), (0.5, Some(4.0)));
+        let line = serde_json::to_string(&Record::new("t", Unit::Millis, 1.0, 1.0).p99(2.0)).unwrap();
+        assert_eq!(line, r#"{"scenario":"t","unit":"ms","ours":1.0,"raw":1.0,"ratio":1.0,"p99":2.0}"#);
+    }
+}

@@ -1,0 +1,369 @@
+//! The scenarios: each measured on this framework (`ours`), on the raw baseline and, when
+//! built in, on cqrs-es, side by side in one run, in a schema of its own that is dropped at
+//! the end.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cqrs_core::{Aggregate, Cqrs, Snapshot, SnapshotPolicy, SnapshotStore};
+use cqrs_postgres::{PgConfig, PgEventStore, PgSnapshotStore};
+use deadpool_postgres::Pool;
+use tokio_postgres::{Client, NoTls};
+
+use crate::Result;
+use crate::domain::{Account, account_ids};
+use crate::load::{self, Budget, Rate};
+use crate::ours::{AppendBatch, Commands, Engine, OneStream, Subscriber, build_stream};
+use crate::raw::{self, RawBatch, RawInsert};
+use crate::report::{Latency, Record, Unit};
+use crate::round_trips::RoundTrips;
+use crate::theirs::Theirs;
+
+/// Commands from one task.
+const ONE_TASK: Budget = Budget::new(5_000, 20);
+/// Commands from eight tasks.
+const EIGHT_TASKS: Budget = Budget::new(10_000, 20);
+/// Appends of [`BATCH`] events.
+const BATCHES: Budget = Budget::new(300, 20);
+/// Events per append in `append_batch_100`.
+const BATCH: usize = 100;
+/// Single commands timed one at a time.
+const LATENCY: Budget = Budget::new(200, 10).at_least(20);
+/// Single commands that replay a whole long stream.
+const SLOW_LATENCY: Budget = Budget::new(100, 5).at_least(20);
+/// How many times each throughput is measured; the fastest run counts.
+const ROUNDS: usize = 2;
+/// How long appends get to settle (the coalesced NOTIFY) before round-trips are read.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// One long-stream latency scenario.
+struct LongStream {
+    scenario: &'static str,
+    id: &'static str,
+    length: u64,
+    snapshot: bool,
+    budget: Budget,
+}
+
+/// The long streams, each built once for each system.
+const LONG_STREAMS: [LongStream; 3] = [
+    LongStream {
+        scenario: "command_10k_stream_no_snapshot",
+        id: "long-10k",
+        length: 10_000,
+        snapshot: false,
+        budget: SLOW_LATENCY,
+    },
+    LongStream {
+        scenario: "command_10k_stream_snapshot",
+        id: "long-10k-snap",
+        length: 10_000,
+        snapshot: true,
+        budget: LATENCY,
+    },
+    LongStream {
+        scenario: "command_100k_stream_snapshot",
+        id: "long-100k-snap",
+        length: 100_000,
+        snapshot: true,
+        budget: LATENCY,
+    },
+];
+
+/// Runs every scenario against the server at `url`, printing one JSON line per scenario.
+pub async fn run(url: &str) -> Result<()> {
+    let (monitor, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            eprintln!("monitoring connection failed: {error}");
+        }
+    });
+    describe_server(&monitor).await?;
+    let schema = format!("bench_{}", std::process::id());
+    let exists = monitor.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema]).await?.is_some();
+    if exists {
+        return Err(format!("schema {schema} already exists (left by an earlier run?): drop it first").into());
+    }
+    eprintln!("schema: {schema} (dropped at the end)");
+    let outcome = async {
+        let bench = Bench::setup(url, &schema, &monitor).await?;
+        let result = bench.run_all().await;
+        bench.close().await;
+        result
+    }
+    .await;
+    let dropped = monitor.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await;
+    outcome?;
+    dropped?;
+    Ok(())
+}
+
+/// Says which server this is and whether it is durable.
+async fn describe_server(monitor: &Client) -> Result<()> {
+    let row = monitor
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('fsync'), current_setting('synchronous_commit')",
+            &[],
+        )
+        .await?;
+    let (version, fsync, synchronous_commit): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    eprintln!("PostgreSQL {version}, fsync={fsync}, synchronous_commit={synchronous_commit}");
+    if fsync == "off" || synchronous_commit == "off" {
+        eprintln!(
+            "note: this server does not wait for the disk, so absolute figures are higher than on a durable one; \
+             ours, raw and cqrs-es run on the same server in the same run, so the ratios compare like with like"
+        );
+    }
+    Ok(())
+}
+
+/// Everything the scenarios share.
+struct Bench<'a> {
+    schema: &'a str,
+    config: PgConfig,
+    store: PgEventStore,
+    engine: Engine,
+    raw: Pool,
+    monitor: &'a Client,
+    theirs: Option<Theirs>,
+    ids: Arc<[String]>,
+}
+
+impl<'a> Bench<'a> {
+    /// Migrates the store into `schema`, creates the raw and cqrs-es tables, and warms the
+    /// engine (and cqrs-es) with one deposit into every account.
+    async fn setup(url: &str, schema: &'a str, monitor: &'a Client) -> Result<Self> {
+        let config = PgConfig::from_url(url)?.schema(schema)?;
+        let store = PgEventStore::connect(config.clone()).await?;
+        store.migrate().await?;
+        raw::create_table(monitor, schema).await?;
+        let raw = raw::pool(url.parse()?, 8)?;
+        let ids = account_ids();
+        let engine = Cqrs::new(store.clone());
+        let started = Instant::now();
+        Commands::new(engine.clone(), ids.clone()).warm().await?;
+        let theirs = Theirs::setup(url, schema, ids.clone()).await?;
+        eprintln!(
+            "setup: 1,000 accounts with one deposit each in every system, {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(Bench { schema, config, store, engine, raw, monitor, theirs, ids })
+    }
+
+    /// Every scenario, in order.
+    async fn run_all(&self) -> Result<()> {
+        let counter = RoundTrips::new(self.monitor).await;
+        self.commands("commands_1_task", 1, ONE_TASK, counter.as_ref()).await?.print();
+        self.commands("commands_8_tasks", 8, EIGHT_TASKS, counter.as_ref()).await?.print();
+        self.subscribed().await?.print();
+        self.append_batch().await?.print();
+        self.long_streams().await
+    }
+
+    /// Closes the pools that would otherwise linger until the process ends.
+    async fn close(&self) {
+        if let Some(theirs) = &self.theirs {
+            theirs.close().await;
+        }
+        self.raw.close();
+    }
+
+    /// Deposits round-robin over the 1,000 accounts from `tasks` tasks, on each system, the
+    /// fastest of [`ROUNDS`] runs each; for ours also the server round-trips per command.
+    async fn commands(
+        &self,
+        scenario: &'static str,
+        tasks: usize,
+        budget: Budget,
+        counter: Option<&RoundTrips<'_>>,
+    ) -> Result<Record> {
+        let (mut ours, mut raw, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut round_trips = None;
+        for round in 0..ROUNDS {
+            let before = match counter {
+                Some(counter) if round == 0 => Some((counter, counter.before(self.store.pool()).await?)),
+                _ => None,
+            };
+            let run = load::throughput(self.command_workers(tasks), budget).await?;
+            if let Some((counter, before)) = before {
+                tokio::time::sleep(SETTLE).await;
+                let statements = counter.since(before, self.store.pool()).await?;
+                eprintln!("{scenario}: ours: {statements} round-trips for {} commands", run.ops);
+                round_trips = Some(statements as f64 / run.ops as f64);
+            }
+            ours.push(run);
+            let mut workers = Vec::with_capacity(tasks);
+            for _ in 0..tasks {
+                let category = format!("raw_{tasks}_{round}");
+                workers.push(RawInsert::new(&self.raw, self.schema, &category, self.ids.clone()).await?);
+            }
+            raw.push(load::throughput(workers, budget).await?);
+            if let Some(cqrs_es) = &self.theirs {
+                theirs.push(cqrs_es.commands(tasks, budget).await?);
+            }
+        }
+        let (ours, raw, theirs) = (fastest(&ours)?, fastest(&raw)?, fastest(&theirs).ok());
+        note_rates(scenario, "commands", &ours, &raw, theirs.as_ref());
+        Ok(Record::new(scenario, Unit::PerSecond, ours.per_second(), raw.per_second())
+            .cqrs_es(theirs.map(|t| t.per_second()))
+            .round_trips(round_trips))
+    }
+
+    /// Workers that send deposits through clones of the warm engine.
+    fn command_workers(&self, tasks: usize) -> Vec<Commands> {
+        (0..tasks).map(|_| Commands::new(self.engine.clone(), self.ids.clone())).collect()
+    }
+
+    /// The eight-task run without, then with, a live subscription to everything on a store of
+    /// its own (as a projector in another process would have), the fastest of [`ROUNDS`] runs
+    /// each: `raw` is the run without.
+    async fn subscribed(&self) -> Result<Record> {
+        let scenario = "commands_8_tasks_subscribed";
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            without.push(load::throughput(self.command_workers(8), EIGHT_TASKS).await?);
+            let subscriber = Subscriber::start(PgEventStore::connect(self.config.clone()).await?).await?;
+            let run = load::throughput(self.command_workers(8), EIGHT_TASKS).await?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while subscriber.seen() < u64::try_from(run.ops)? && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            eprintln!("{scenario}: the subscriber received {} of the {} events appended", subscriber.seen(), run.ops);
+            subscriber.stop().await?;
+            with.push(run);
+        }
+        let (without, with) = (fastest(&without)?, fastest(&with)?);
+        eprintln!(
+            "{scenario}: without a subscriber {:.0}/s, with one {:.0}/s",
+            without.per_second(),
+            with.per_second()
+        );
+        Ok(Record::new(scenario, Unit::PerSecond, with.per_second(), without.per_second()))
+    }
+
+    /// Events per second appended [`BATCH`] at a time from one task, the fastest of [`ROUNDS`]
+    /// runs each: one `EventStore::append` per new stream, against one multi-row INSERT per
+    /// statement.
+    async fn append_batch(&self) -> Result<Record> {
+        let scenario = "append_batch_100";
+        let (mut ours, mut raw) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let prefix = format!("r{round}-");
+            ours.push(load::throughput(vec![AppendBatch::new(self.store.clone(), BATCH, &prefix)], BATCHES).await?);
+            let worker = RawBatch::new(&self.raw, self.schema, BATCH, &prefix).await?;
+            raw.push(load::throughput(vec![worker], BATCHES).await?);
+        }
+        let (ours, raw) = (fastest(&ours)?, fastest(&raw)?);
+        note_rates(scenario, "batches of 100", &ours, &raw, None);
+        let events = BATCH as f64;
+        Ok(Record::new(scenario, Unit::PerSecond, ours.per_second() * events, raw.per_second() * events))
+    }
+
+    /// The latency of one command on long streams, with the engine's cache off so that each
+    /// command loads; `raw` is the latency of one single-row INSERT, the floor of any command.
+    async fn long_streams(&self) -> Result<()> {
+        let mut insert = RawInsert::new(&self.raw, self.schema, "raw_latency", self.ids.clone()).await?;
+        let floor = Latency::of(load::latencies(&mut insert, 0, LATENCY).await?).ok_or("no raw INSERT timed")?;
+        eprintln!("raw single-row INSERT: median {:.3} ms, p99 {:.3} ms", floor.median_ms, floor.p99_ms);
+        self.build_long_streams().await?;
+        for stream in &LONG_STREAMS {
+            let engine = self.long_stream_engine(stream.snapshot);
+            check_load(&engine, stream).await?;
+            let mut probe = OneStream::new(engine, stream.id);
+            let ours = Latency::of(load::latencies(&mut probe, 0, stream.budget).await?).ok_or("no command timed")?;
+            let theirs = match &self.theirs {
+                Some(theirs) => theirs.latency(stream.id, stream.snapshot, stream.budget).await?,
+                None => None,
+            };
+            eprintln!(
+                "{}: ours median {:.3} ms, p99 {:.3} ms ({} commands){}",
+                stream.scenario,
+                ours.median_ms,
+                ours.p99_ms,
+                ours.samples,
+                theirs.map_or(String::new(), |t| format!(
+                    "; cqrs-es median {:.3} ms, p99 {:.3} ms ({} commands)",
+                    t.median_ms, t.p99_ms, t.samples
+                ))
+            );
+            Record::new(stream.scenario, Unit::Millis, ours.median_ms, floor.median_ms)
+                .cqrs_es(theirs.map(|t| t.median_ms))
+                .p99(ours.p99_ms)
+                .print();
+        }
+        Ok(())
+    }
+
+    /// Writes the long streams: ours through `EventStore::append`, 1,000 events per call, then
+    /// one snapshot at the end where the scenario has snapshots; cqrs-es likewise through its
+    /// repository.
+    async fn build_long_streams(&self) -> Result<()> {
+        let snapshots = PgSnapshotStore::new(&self.store);
+        let started = Instant::now();
+        for stream in &LONG_STREAMS {
+            let last = build_stream(&self.store, stream.id, stream.length).await?;
+            if stream.snapshot {
+                let state = Account { balance: stream.length, folded: 0 };
+                snapshots
+                    .save_snapshot(Snapshot {
+                        stream: last.stream,
+                        version: last.last_version,
+                        position: last.position,
+                        snapshot_version: Account::SNAPSHOT_VERSION,
+                        state: serde_json::to_string(&state)?,
+                    })
+                    .await?;
+            }
+        }
+        eprintln!("long streams: ours built in {:.1} s", started.elapsed().as_secs_f64());
+        if let Some(theirs) = &self.theirs {
+            let started = Instant::now();
+            for stream in &LONG_STREAMS {
+                let length = usize::try_from(stream.length)?;
+                theirs.build_stream(stream.id, length, stream.snapshot).await?;
+                theirs.check_stream(stream.id, length, stream.snapshot).await?;
+            }
+            eprintln!("long streams: cqrs-es built (one INSERT per event) in {:.1} s", started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// An engine without a cache, so every command loads; with snapshots every 100 events
+    /// when `snapshot`.
+    fn long_stream_engine(&self, snapshot: bool) -> Engine {
+        let engine = Cqrs::new(self.store.clone()).with_cache_capacity(0);
+        if snapshot {
+            engine.with_snapshots(PgSnapshotStore::new(&self.store), SnapshotPolicy::every(100))
+        } else {
+            engine
+        }
+    }
+}
+
+/// Checks that loading `stream` gives the right balance, and that it starts from the snapshot
+/// (folds fewer than 100 events) exactly when the scenario has snapshots.
+async fn check_load(engine: &Engine, stream: &LongStream) -> Result<()> {
+    let (account, version) = engine.load(stream.id).await?;
+    let folded_ok = if stream.snapshot { account.folded < 100 } else { account.folded == version };
+    if account.balance != version || version < stream.length || !folded_ok {
+        return Err(format!(
+            "{}: loaded balance {} at version {version} after folding {} events (snapshot: {})",
+            stream.scenario, account.balance, account.folded, stream.snapshot
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The fastest of `rates`.
+fn fastest(rates: &[Rate]) -> Result<Rate> {
+    let rate = rates.iter().copied().max_by(|a, b| a.per_second().total_cmp(&b.per_second()));
+    Ok(rate.ok_or("nothing was measured")?)
+}
+
+/// Notes a throughput comparison on stderr.
+fn note_rates(scenario: &str, what: &str, ours: &Rate, raw: &Rate, theirs: Option<&Rate>) {
+    let show = |r: &Rate| format!("{} {what} in {:.2} s = {:.0}/s", r.ops, r.elapsed.as_secs_f64(), r.per_second());
+    let theirs = theirs.map_or(String::new(), |t| format!("; cqrs-es {}", show(t)));
+    eprintln!("{scenario}: ours {}; raw {}{theirs}", show(ours), show(raw));
+}
