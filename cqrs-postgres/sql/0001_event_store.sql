@@ -1,11 +1,9 @@
 -- The event store. `{schema}` is replaced by the store's (validated, quoted) schema name.
 
--- One row per stream: its current version. Appends lock this row, so writers of one stream
--- serialize here and exactly one wins each version.
+-- One row per stream, written with its first event: lists the streams of a category.
 CREATE TABLE IF NOT EXISTS {schema}.streams (
     category text NOT NULL,
     stream_id text NOT NULL,
-    version bigint NOT NULL,
     PRIMARY KEY (category, stream_id)
 );
 
@@ -21,8 +19,10 @@ CREATE TABLE IF NOT EXISTS {schema}.events (
     version bigint NOT NULL,
     event_type text NOT NULL,
     schema_version integer NOT NULL,
-    payload jsonb NOT NULL,
-    metadata jsonb NOT NULL,
+    -- json, not jsonb: kept byte for byte, cheaper to write and to read back; the store never
+    -- looks inside (projections do).
+    payload json NOT NULL,
+    metadata json NOT NULL,
     PRIMARY KEY (category, stream_id, version)
 );
 
@@ -47,13 +47,17 @@ CREATE TABLE IF NOT EXISTS {schema}.snapshots (
     transaction_id xid8 NOT NULL,
     sequence bigint NOT NULL,
     snapshot_version integer NOT NULL,
-    state jsonb NOT NULL,
+    state json NOT NULL,
     PRIMARY KEY (category, stream_id)
 );
 
 -- One append in one round-trip. `p_expected`: NULL for any version, 0 for no stream, n for
 -- exactly n. Returns one row: status 0 (appended), 1 (conflict: `actual` holds the stream's
 -- version) or 2 (the command id was already executed: the first outcome).
+--
+-- Writers of one stream queue on a transaction-scoped advisory lock (the two-key form, apart
+-- from the one-key locks of leases and migrations), which is released only after the holder's
+-- commit is visible; the stream's version is then read fresh. No row is updated per append.
 CREATE OR REPLACE FUNCTION {schema}.append(
     p_category text,
     p_stream_id text,
@@ -85,50 +89,28 @@ BEGIN
         END IF;
     END IF;
 
-    IF v_count = 0 THEN
-        SELECT s.version INTO v_current FROM {schema}.streams s
-            WHERE s.category = p_category AND s.stream_id = p_stream_id;
-        v_current := coalesce(v_current, 0);
-        IF p_expected IS NOT NULL AND p_expected <> v_current THEN
-            RETURN QUERY SELECT 1, v_current, NULL::bigint, NULL::bigint, NULL::text, NULL::bigint;
-        ELSE
-            RETURN QUERY SELECT 0, v_current, v_current + 1, v_current, '0'::text, 0::bigint;
-        END IF;
+    PERFORM pg_advisory_xact_lock(hashtext(p_category), hashtext(p_stream_id));
+    SELECT max(e.version) INTO v_current FROM {schema}.events e
+        WHERE e.category = p_category AND e.stream_id = p_stream_id;
+    v_current := coalesce(v_current, 0);
+
+    IF p_expected IS NOT NULL AND p_expected <> v_current THEN
+        RETURN QUERY SELECT 1, v_current, NULL::bigint, NULL::bigint, NULL::text, NULL::bigint;
         RETURN;
     END IF;
-
-    IF p_expected IS NULL THEN
-        INSERT INTO {schema}.streams AS s (category, stream_id, version)
-            VALUES (p_category, p_stream_id, v_count)
-            ON CONFLICT (category, stream_id) DO UPDATE SET version = s.version + v_count
-            RETURNING s.version - v_count INTO v_current;
-    ELSIF p_expected = 0 THEN
-        INSERT INTO {schema}.streams (category, stream_id, version)
-            VALUES (p_category, p_stream_id, v_count)
+    IF v_count = 0 THEN
+        RETURN QUERY SELECT 0, v_current, v_current + 1, v_current, '0'::text, 0::bigint;
+        RETURN;
+    END IF;
+    IF v_current = 0 THEN
+        INSERT INTO {schema}.streams (category, stream_id) VALUES (p_category, p_stream_id)
             ON CONFLICT (category, stream_id) DO NOTHING;
-        IF NOT FOUND THEN
-            SELECT s.version INTO v_current FROM {schema}.streams s
-                WHERE s.category = p_category AND s.stream_id = p_stream_id;
-            RETURN QUERY SELECT 1, coalesce(v_current, 0), NULL::bigint, NULL::bigint, NULL::text, NULL::bigint;
-            RETURN;
-        END IF;
-        v_current := 0;
-    ELSE
-        UPDATE {schema}.streams s SET version = p_expected + v_count
-            WHERE s.category = p_category AND s.stream_id = p_stream_id AND s.version = p_expected;
-        IF NOT FOUND THEN
-            SELECT s.version INTO v_current FROM {schema}.streams s
-                WHERE s.category = p_category AND s.stream_id = p_stream_id;
-            RETURN QUERY SELECT 1, coalesce(v_current, 0), NULL::bigint, NULL::bigint, NULL::text, NULL::bigint;
-            RETURN;
-        END IF;
-        v_current := p_expected;
     END IF;
 
     WITH inserted AS (
         INSERT INTO {schema}.events
             (category, stream_id, version, event_type, schema_version, payload, metadata)
-        SELECT p_category, p_stream_id, v_current + u.n, u.t, u.v, u.p::jsonb, u.m::jsonb
+        SELECT p_category, p_stream_id, v_current + u.n, u.t, u.v, u.p::json, u.m::json
         FROM unnest(p_types, p_schema_versions, p_payloads, p_metadata) WITH ORDINALITY AS u(t, v, p, m, n)
         ORDER BY u.n
         RETURNING {schema}.events.sequence

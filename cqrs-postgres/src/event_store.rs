@@ -19,6 +19,10 @@ use crate::connect::{Connector, unavailable};
 use crate::schema::{MIGRATIONS, Sql};
 use crate::{Blocker, Error, Holdback, PgConfig, Result};
 
+/// How long the notifier gathers appends before one NOTIFY: wake-up latency for subscribers
+/// in other processes against load on the server.
+const NOTIFY_DEBOUNCE: Duration = Duration::from_millis(2);
+
 /// A fixed key for the advisory lock that serializes migrations (any schema, any process).
 const MIGRATION_LOCK: i64 = 0x6371_7273_6d69_6772; // "cqrsmigr"
 
@@ -223,7 +227,9 @@ impl PgEventStore {
         let stmt = client.prepare_cached(&self.inner.sql.streams_of).await.map_err(pg)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client.query(&stmt, &[&category, &after, &limit]).await.map_err(pg)?;
-        rows.iter().map(|r| Ok((r.try_get(0).map_err(pg)?, to_u64(r.try_get(1).map_err(pg)?)?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get(0).map_err(pg)?, to_u64(r.try_get::<_, Option<i64>>(1).map_err(pg)?.unwrap_or(0))?)))
+            .collect()
     }
 
     /// Refuses to read in order when the stored transaction ids are ahead of this server's:
@@ -333,12 +339,16 @@ async fn notifier(store: Weak<Inner>, wake: Arc<Wake>) {
         if !wake.notify_pending.swap(false, Ordering::AcqRel) {
             continue;
         }
+        // A burst of appends within the debounce shares one NOTIFY.
+        tokio::time::sleep(NOTIFY_DEBOUNCE).await;
+        wake.notify_pending.store(false, Ordering::Release);
         let Some(inner) = store.upgrade() else { return };
         let (pool, channel) = (inner.pool.clone(), inner.sql.notify_channel.clone());
         drop(inner);
         let sent = async {
             let client = pool.get().await.map_err(unavailable)?;
-            client.execute("SELECT pg_notify($1, '')", &[&channel]).await.map_err(pg)
+            let stmt = client.prepare_cached("SELECT pg_notify($1, '')").await.map_err(pg)?;
+            client.execute(&stmt, &[&channel]).await.map_err(pg)
         };
         if let Err(error) = sent.await {
             tracing::debug!(%error, "NOTIFY failed; subscribers fall back to polling");
@@ -534,8 +544,8 @@ impl EventStore for PgEventStore {
     async fn stream_version(&self, stream: &StreamId) -> cqrs_core::Result<u64> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.inner.sql.stream_version).await.map_err(pg)?;
-        let row = client.query_opt(&stmt, &[&stream.category(), &stream.id()]).await.map_err(pg)?;
-        row.map_or(Ok(0), |r| to_u64(r.try_get(0).map_err(pg)?))
+        let row = client.query_one(&stmt, &[&stream.category(), &stream.id()]).await.map_err(pg)?;
+        to_u64(row.try_get(0).map_err(pg)?)
     }
 
     async fn command_outcome(&self, command_id: &str) -> cqrs_core::Result<Option<AppendOutcome>> {

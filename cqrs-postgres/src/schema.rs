@@ -57,14 +57,18 @@ impl Sql {
                    AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
                  ORDER BY e.transaction_id, e.sequence LIMIT $3"
             ),
-            stream_version: format!("SELECT version FROM {s}.streams WHERE category = $1 AND stream_id = $2"),
+            stream_version: format!(
+                "SELECT coalesce(max(version), 0) FROM {s}.events WHERE category = $1 AND stream_id = $2"
+            ),
             command_outcome: format!(
                 "SELECT category, stream_id, first_version, last_version, transaction_id::text, sequence \
                  FROM {s}.commands WHERE command_id = $1"
             ),
             streams_of: format!(
-                "SELECT stream_id, version FROM {s}.streams WHERE category = $1 AND stream_id > $2 \
-                 ORDER BY stream_id LIMIT $3"
+                "SELECT s.stream_id, (SELECT max(e.version) FROM {s}.events e \
+                                       WHERE e.category = s.category AND e.stream_id = s.stream_id) \
+                 FROM {s}.streams s WHERE s.category = $1 AND s.stream_id > $2 \
+                 ORDER BY s.stream_id LIMIT $3"
             ),
             load_snapshot: format!(
                 "SELECT version, transaction_id::text, sequence, snapshot_version, state::text \
@@ -73,7 +77,7 @@ impl Sql {
             save_snapshot: format!(
                 "INSERT INTO {s}.snapshots AS s \
                    (category, stream_id, version, transaction_id, sequence, snapshot_version, state) \
-                 VALUES ($1, $2, $3, $4::text::xid8, $5, $6, $7::text::jsonb) \
+                 VALUES ($1, $2, $3, $4::text::xid8, $5, $6, $7::text::json) \
                  ON CONFLICT (category, stream_id) DO UPDATE SET \
                    version = excluded.version, transaction_id = excluded.transaction_id, \
                    sequence = excluded.sequence, snapshot_version = excluded.snapshot_version, \

@@ -167,8 +167,9 @@ async fn a_corrupt_stored_payload_is_a_typed_error_naming_its_position_and_other
 async fn bad_input_is_refused_with_a_typed_error_and_writes_nothing() {
     let store = store().await;
     let s = stream("bad-input");
+    // A NUL byte cannot be stored in text at all.
     let mut nul = test_event(1);
-    nul.payload = r#"{"text":"a\u0000b"}"#.into();
+    nul.payload = "{\"text\":\"a\0b\"}".into();
     let err = store.append(&s, ExpectedVersion::Any, vec![test_event(0), nul]).await.unwrap_err();
     assert!(matches!(err, Error::InvalidEvent { .. }), "{err:?}");
     let mut not_json = test_event(2);
@@ -184,6 +185,11 @@ async fn bad_input_is_refused_with_a_typed_error_and_writes_nothing() {
     assert!(matches!(err, Error::InvalidId { .. }), "{err:?}");
     assert_eq!(store.stream_version(&s).await.unwrap(), 0);
     assert!(store.read_all(Position::ZERO, 10).await.unwrap().is_empty());
+    // Payloads are kept byte for byte, escapes included.
+    let mut escaped = test_event(5);
+    escaped.payload = r#"{"n":5, "text":"a\u0000b \"q\" ✓",  "spaced" : [1,2]}"#.into();
+    store.append(&s, ExpectedVersion::NoStream, vec![escaped.clone()]).await.unwrap();
+    assert_eq!(store.read_stream(&s, 1, 1).await.unwrap()[0].payload.as_ref(), escaped.payload);
 }
 
 #[tokio::test]
