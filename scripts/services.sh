@@ -57,11 +57,45 @@ ensure_postgres() {
   echo "PostgreSQL: throwaway server on 127.0.0.1:$port" >&2
 }
 
+# ensure_redis: uses REDIS_URL when set; otherwise installs Debian's redis-server when missing,
+# starts a throwaway server (no persistence) on a free loopback port and exports REDIS_URL.
+ensure_redis() {
+  if [ -n "${REDIS_URL:-}" ]; then
+    echo "Redis: using REDIS_URL" >&2
+    return 0
+  fi
+  if ! command -v redis-server >/dev/null; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "Redis is not installed: install Debian's redis-server package or set REDIS_URL" >&2
+      return 1
+    fi
+    echo "installing Debian's redis-server ..." >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2
+  fi
+  local dir port
+  dir="$(mktemp -d /tmp/cqrs-redis.XXXXXX)"
+  CQRS_SERVICE_DIRS+=("$dir")
+  port="$(free_port)"
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >&2
+  for _ in $(seq 1 50); do
+    if redis-cli -p "$port" ping >/dev/null 2>&1; then break; fi
+    sleep 0.1
+  done
+  redis-cli -p "$port" ping >/dev/null || { cat "$dir/redis.log" >&2; return 1; }
+  export REDIS_URL="redis://127.0.0.1:$port/"
+  echo "Redis: throwaway server on 127.0.0.1:$port" >&2
+}
+
 stop_services() {
   local dir
   for dir in "${CQRS_SERVICE_DIRS[@]}"; do
     if [ -f "$dir/data/postmaster.pid" ]; then
       as_postgres "$CQRS_PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    if [ -f "$dir/redis.pid" ]; then
+      kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
     fi
     rm -rf "$dir"
   done

@@ -2,8 +2,9 @@
 # The whole test suite: every crate's unit, integration, compile-fail and doc tests, and every
 # Rust block of README.md and docs/ (compiled as doctests of the `cqrs-docs` crate).
 #
-# PostgreSQL: DATABASE_URL when set; otherwise a throwaway server on a free loopback port
-# (Debian's postgresql is installed when missing), stopped afterwards.
+# PostgreSQL and Redis: DATABASE_URL / REDIS_URL when set; otherwise throwaway servers on free
+# loopback ports (Debian's postgresql and redis-server are installed when missing), stopped
+# afterwards.
 #
 # Usage: bash scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -12,5 +13,6 @@ source scripts/services.sh
 trap stop_services EXIT
 
 ensure_postgres
+ensure_redis
 
 cargo test --workspace --all-features "$@"

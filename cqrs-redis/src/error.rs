@@ -1,0 +1,35 @@
+//! The crate's error type.
+
+/// A `Result` whose error defaults to this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while configuring or connecting to Redis. Once connected, the store
+/// implements the `cqrs-core` traits and returns [`cqrs_core::Error`].
+///
+/// # Examples
+///
+/// ```
+/// let err = cqrs_redis::RedisViewStore::check_prefix("bad{prefix").unwrap_err();
+/// assert!(matches!(err, cqrs_redis::Error::Config(_)));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting that cannot work. The message never repeats credentials.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Redis could not be reached or refused the connection.
+    #[error("cannot connect to Redis: {0}")]
+    Connect(String),
+}
+
+/// A Redis error as the `cqrs-core` traits report it: connection trouble is transient
+/// ([`cqrs_core::Error::Unavailable`]), anything else is not ([`cqrs_core::Error::Backend`]).
+pub(crate) fn redis_error(error: redis::RedisError) -> cqrs_core::Error {
+    let message = error.to_string();
+    if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() || error.is_timeout() {
+        cqrs_core::Error::Unavailable { message, source: Some(Box::new(error)) }
+    } else {
+        cqrs_core::Error::Backend { message, source: Some(Box::new(error)) }
+    }
+}
