@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::{
-    Aggregate, Error, EventEnvelope, EventStore, Lease, LeaseManager, Position, RecordedEvent, Result, Subscription,
-    Upcasters, ViewCommit, ViewStore,
+    Aggregate, DeadLetter, Error, Event, EventEnvelope, EventStore, Lease, LeaseManager, Position, RecordedEvent,
+    Result, Subscription, Upcasters, ViewCommit, ViewStore,
 };
 
 /// Any error a projection's handler returns.
@@ -100,6 +100,30 @@ pub trait Projection: Send + Sync + 'static {
     fn apply(&self, view: &mut Option<Self::View>, event: &EventEnvelope<EventOf<Self>>) -> Result<(), BoxError>;
 }
 
+/// What a projector does with an event it cannot process: one that no longer decodes, or on
+/// which the projection's `apply` fails.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{MemoryEventStore, MemoryViewStore, PoisonPolicy, Projector};
+///
+/// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default())
+///     .with_poison_policy(PoisonPolicy::DeadLetter);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PoisonPolicy {
+    /// Stop the projection with an error naming the event's position; its checkpoint stays
+    /// before the event, so nothing is lost, and other projections go on.
+    #[default]
+    Stop,
+    /// Skip the event, recording it in the projection's dead letters
+    /// ([`ViewStore::dead_letters`]) in the same atomic write that moves the checkpoint past it.
+    /// `apply` must leave the view unchanged when it returns an error.
+    DeadLetter,
+}
+
 /// The default number of events a projector folds per atomic write.
 pub const DEFAULT_PROJECTOR_BATCH: usize = 500;
 
@@ -142,6 +166,7 @@ pub struct Projector<S> {
     upcasters: Upcasters,
     batch_size: usize,
     retry_delay: Duration,
+    poison: PoisonPolicy,
 }
 
 impl<S: Clone> Clone for Projector<S> {
@@ -153,6 +178,7 @@ impl<S: Clone> Clone for Projector<S> {
             upcasters: self.upcasters.clone(),
             batch_size: self.batch_size,
             retry_delay: self.retry_delay,
+            poison: self.poison,
         }
     }
 }
@@ -183,7 +209,14 @@ impl<S: EventStore + Clone> Projector<S> {
             upcasters: Upcasters::new(),
             batch_size: DEFAULT_PROJECTOR_BATCH,
             retry_delay: Duration::from_millis(100),
+            poison: PoisonPolicy::Stop,
         }
+    }
+
+    /// What to do with an event the projection cannot process (default: stop).
+    pub fn with_poison_policy(mut self, policy: PoisonPolicy) -> Self {
+        self.poison = policy;
+        self
     }
 
     /// Runs each projection only while holding its lease from `leases`.
@@ -360,11 +393,27 @@ impl<S: EventStore + Clone> Projector<S> {
         let mut ids: Vec<String> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut decoded = Vec::new();
+        let mut dead_letters = Vec::new();
+        let dead_letter = |raw: &RecordedEvent, reason: String| DeadLetter {
+            position: raw.position,
+            stream: raw.stream.clone(),
+            version: raw.version,
+            event_type: raw.event_type.to_string(),
+            reason,
+        };
         for raw in batch {
             if raw.stream.category() != P::Aggregate::TYPE || !projection.handles(&raw.event_type) {
                 continue;
             }
-            let envelope = self.upcasters.decode::<EventOf<P>>(raw)?;
+            let envelope = match self.upcasters.decode::<EventOf<P>>(raw) {
+                Ok(envelope) => envelope,
+                Err(error) if self.poison == PoisonPolicy::DeadLetter => {
+                    tracing::warn!(%error, position = %raw.position, "skipping an event that does not decode");
+                    dead_letters.push(dead_letter(raw, error.to_string()));
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             let Some(id) = projection.view_id(&envelope) else { continue };
             let slot = *index.entry(id).or_insert_with_key(|id| {
                 ids.push(id.clone());
@@ -384,11 +433,23 @@ impl<S: EventStore + Clone> Projector<S> {
             }
         }
         for (slot, envelope) in &decoded {
-            projection.apply(&mut views[*slot], envelope).map_err(|e| Error::Projection {
-                projection: P::NAME.to_owned(),
-                position: envelope.position,
-                reason: e.to_string(),
-            })?;
+            if let Err(error) = projection.apply(&mut views[*slot], envelope) {
+                if self.poison == PoisonPolicy::Stop {
+                    return Err(Error::Projection {
+                        projection: P::NAME.to_owned(),
+                        position: envelope.position,
+                        reason: error.to_string(),
+                    });
+                }
+                tracing::warn!(%error, position = %envelope.position, "skipping an event the projection failed on");
+                dead_letters.push(DeadLetter {
+                    position: envelope.position,
+                    stream: envelope.stream.clone(),
+                    version: envelope.version,
+                    event_type: envelope.event.event_type().name.to_owned(),
+                    reason: error.to_string(),
+                });
+            }
         }
         let mut writes = Vec::with_capacity(ids.len());
         for (id, view) in ids.into_iter().zip(views) {
@@ -398,7 +459,7 @@ impl<S: EventStore + Clone> Projector<S> {
                 .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", P::NAME), source })?;
             writes.push((id, json));
         }
-        let commit = ViewCommit { expected, checkpoint: last, fencing_token: token, views: writes };
+        let commit = ViewCommit { expected, checkpoint: last, fencing_token: token, views: writes, dead_letters };
         self.views.commit(P::NAME, commit).await?;
         Ok(last)
     }

@@ -20,7 +20,7 @@ use crate::{Error, Position, Result, ViewStore};
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let store = MemoryViewStore::default();
 /// let commit = ViewCommit { expected: None, checkpoint: Position::new(1, 1), fencing_token: 0,
-///     views: vec![("a".into(), Some("41".into()))] };
+///     views: vec![("a".into(), Some("41".into()))], dead_letters: Vec::new() };
 /// store.commit("answers", commit).await.unwrap();
 /// let reader = ViewReader::<u32>::new(store, "answers");
 /// reader.wait_for(Position::new(1, 1), Duration::from_secs(1)).await.unwrap();

@@ -24,6 +24,7 @@ use crate::{Position, Result};
 ///     checkpoint: Position::new(5, 12),
 ///     fencing_token: 3,
 ///     views: vec![("task-1".into(), Some(r#"{"title":"x"}"#.into())), ("task-2".into(), None)],
+///     dead_letters: Vec::new(),
 /// };
 /// assert_eq!(commit.views.len(), 2);
 /// ```
@@ -37,6 +38,41 @@ pub struct ViewCommit {
     pub fencing_token: u64,
     /// The views to write (`Some(json)`) or delete (`None`), by id.
     pub views: Vec<(String, Option<String>)>,
+    /// Events of this batch the projection skipped (see [`PoisonPolicy`](crate::PoisonPolicy)),
+    /// recorded with the batch so that skipping one and moving the checkpoint past it happen
+    /// together.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// An event a projection skipped because it could not process it.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{DeadLetter, Position, StreamId};
+///
+/// let letter = DeadLetter {
+///     position: Position::new(4, 7),
+///     stream: StreamId::new("task", "t-1").unwrap(),
+///     version: 3,
+///     event_type: "TaskRenamed".into(),
+///     reason: "title too long".into(),
+/// };
+/// let json = serde_json::to_string(&letter).unwrap();
+/// assert_eq!(serde_json::from_str::<DeadLetter>(&json).unwrap(), letter);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetter {
+    /// The event's position.
+    pub position: Position,
+    /// Its stream.
+    pub stream: crate::StreamId,
+    /// Its version in the stream.
+    pub version: u64,
+    /// Its stored type name.
+    pub event_type: String,
+    /// Why the projection could not process it.
+    pub reason: String,
 }
 
 /// Stores a projection's views (as JSON, by id) together with its checkpoint.
@@ -70,6 +106,9 @@ pub trait ViewStore: Send + Sync + 'static {
     /// Deletes every view and the checkpoint of the projection, so that it rebuilds from the
     /// start; refused like a commit when `fencing_token` is older than one already seen.
     async fn reset(&self, projection: &str, fencing_token: u64) -> Result<()>;
+
+    /// The events the projection skipped, oldest first.
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>>;
 }
 
 #[async_trait]
@@ -85,5 +124,8 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
     }
     async fn reset(&self, projection: &str, fencing_token: u64) -> Result<()> {
         (**self).reset(projection, fencing_token).await
+    }
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>> {
+        (**self).dead_letters(projection).await
     }
 }

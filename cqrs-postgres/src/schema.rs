@@ -4,6 +4,7 @@
 pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "event store", include_str!("../sql/0001_event_store.sql")),
     (2, "read side", include_str!("../sql/0002_read_side.sql")),
+    (3, "dead letters", include_str!("../sql/0003_dead_letters.sql")),
 ];
 
 /// The statements a store runs, with the schema name filled in once.
@@ -24,6 +25,7 @@ pub(crate) struct Sql {
     pub(crate) checkpoint: String,
     pub(crate) commit_views: String,
     pub(crate) reset_views: String,
+    pub(crate) dead_letters: String,
     pub(crate) bump_lease: String,
     pub(crate) restored_from_elsewhere: String,
     pub(crate) record_command: String,
@@ -88,9 +90,10 @@ impl Sql {
             load_views: format!("SELECT id, view::text FROM {s}.views WHERE projection = $1 AND id = ANY($2)"),
             checkpoint: format!("SELECT transaction_id::text, sequence FROM {s}.checkpoints WHERE projection = $1"),
             commit_views: format!(
-                "SELECT status, actual_tx, actual_seq, highest FROM {s}.commit_views($1, $2, $3, $4, $5, $6, $7, $8)"
+                "SELECT status, actual_tx, actual_seq, highest FROM {s}.commit_views($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
             reset_views: format!("SELECT status, highest FROM {s}.reset_views($1, $2)"),
+            dead_letters: format!("SELECT letter::text FROM {s}.dead_letters WHERE projection = $1 ORDER BY id"),
             record_command: format!(
                 "INSERT INTO {s}.commands \
                    (command_id, category, stream_id, first_version, last_version, transaction_id, sequence) \

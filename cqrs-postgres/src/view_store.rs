@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cqrs_core::{Error as CoreError, Position, ViewCommit, ViewStore};
+use cqrs_core::{DeadLetter, Error as CoreError, Position, ViewCommit, ViewStore};
 use deadpool_postgres::Pool;
 use tokio_postgres::error::SqlState;
 use tracing::Instrument;
@@ -114,6 +114,18 @@ impl ViewStore for PgViewStore {
         self.commit_inner(projection, commit).instrument(span).await
     }
 
+    async fn dead_letters(&self, projection: &str) -> cqrs_core::Result<Vec<DeadLetter>> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let stmt = client.prepare_cached(&self.sql.dead_letters).await.map_err(pg)?;
+        let rows = client.query(&stmt, &[&projection]).await.map_err(pg)?;
+        rows.iter()
+            .map(|row| {
+                let json: &str = row.try_get(0).map_err(pg)?;
+                serde_json::from_str(json).map_err(|source| CoreError::Serde { what: "dead letter".into(), source })
+            })
+            .collect()
+    }
+
     async fn reset(&self, projection: &str, fencing_token: u64) -> cqrs_core::Result<()> {
         let client = self.pool.get().await.map_err(unavailable)?;
         let stmt = client.prepare_cached(&self.sql.reset_views).await.map_err(pg)?;
@@ -135,12 +147,28 @@ impl PgViewStore {
         let (checkpoint_tx, checkpoint_seq) = parts(Some(commit.checkpoint))?;
         let fencing = token(commit.fencing_token)?;
         let (ids, views): (Vec<String>, Vec<Option<String>>) = commit.views.into_iter().unzip();
+        let dead_letters = commit
+            .dead_letters
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| CoreError::Serde { what: "dead letter".into(), source })?;
         let client = self.pool.get().await.map_err(unavailable)?;
         let stmt = client.prepare_cached(&self.sql.commit_views).await.map_err(pg)?;
         let row = client
             .query_one(
                 &stmt,
-                &[&projection, &expected_tx, &expected_seq, &checkpoint_tx, &checkpoint_seq, &fencing, &ids, &views],
+                &[
+                    &projection,
+                    &expected_tx,
+                    &expected_seq,
+                    &checkpoint_tx,
+                    &checkpoint_seq,
+                    &fencing,
+                    &ids,
+                    &views,
+                    &dead_letters,
+                ],
             )
             .await
             .map_err(pg)?;

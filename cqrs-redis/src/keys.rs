@@ -1,8 +1,8 @@
 //! The key layout: every key of one projection shares one hash tag, so one Lua script can touch
 //! them all in a cluster.
 //!
-//! `<prefix>{p:<projection>}:checkpoint`, `...:token`, `...:ids` (a set of view ids) and
-//! `...:v:<view id>`. The projection name is percent-encoded inside the tag, so a name holding
+//! `<prefix>{p:<projection>}:checkpoint`, `...:token`, `...:ids` (a set of view ids), `...:dead`
+//! (a list of dead letters) and `...:v:<view id>`. The projection name is percent-encoded inside the tag, so a name holding
 //! `{`, `}` or `:` cannot end the tag early or collide with another projection's keys. View ids
 //! come after the tag and are kept as they are (keys are binary safe).
 
@@ -39,6 +39,10 @@ impl ProjectionKeys {
 
     pub(crate) fn ids(&self) -> String {
         format!("{}:ids", self.base)
+    }
+
+    pub(crate) fn dead_letters(&self) -> String {
+        format!("{}:dead", self.base)
     }
 
     pub(crate) fn view(&self, id: &str) -> String {

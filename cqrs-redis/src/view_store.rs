@@ -1,7 +1,7 @@
 //! [`RedisViewStore`]: views and checkpoints on Redis.
 
 use async_trait::async_trait;
-use cqrs_core::{Error as CoreError, Position, ViewCommit, ViewStore};
+use cqrs_core::{DeadLetter, Error as CoreError, Position, ViewCommit, ViewStore};
 use redis::aio::ConnectionManager;
 use tracing::Instrument;
 
@@ -13,19 +13,18 @@ use crate::{Error, Result};
 /// the views, the id index, the checkpoint and the token. Nothing can fail after the first
 /// write, so the batch is all or nothing (Redis does not roll a script back).
 ///
-/// KEYS: checkpoint, token, ids, then one view key per view.
+/// KEYS: checkpoint, token, ids, dead letters, then one view key per view.
 /// ARGV: expected checkpoint ("" for none), new checkpoint, token, then per view its id and
-/// "s<json>" to set or "d" to delete.
+/// "s<json>" to set or "d" to delete, then the dead letters (JSON).
 const COMMIT: &str = r#"
 local function kind(key) return redis.call('TYPE', key).ok end
-for i = 1, 2 do
+local expect = {'string', 'string', 'set', 'list'}
+for i = 1, 4 do
   local t = kind(KEYS[i])
-  if t ~= 'none' and t ~= 'string' then return {3, KEYS[i]} end
+  if t ~= 'none' and t ~= expect[i] then return {3, KEYS[i]} end
 end
-local t = kind(KEYS[3])
-if t ~= 'none' and t ~= 'set' then return {3, KEYS[3]} end
-for i = 4, #KEYS do
-  t = kind(KEYS[i])
+for i = 5, #KEYS do
+  local t = kind(KEYS[i])
   if t ~= 'none' and t ~= 'string' then return {3, KEYS[i]} end
 end
 local highest = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
@@ -33,17 +32,20 @@ local token = tonumber(ARGV[3])
 if token < highest then return {2, tostring(highest)} end
 local current = redis.call('GET', KEYS[1]) or ''
 if current ~= ARGV[1] then return {1, current} end
-for i = 4, #KEYS do
-  local j = i - 3
+local views = #KEYS - 4
+for j = 1, views do
   local id = ARGV[2 + 2 * j]
   local op = ARGV[3 + 2 * j]
   if string.sub(op, 1, 1) == 's' then
-    redis.call('SET', KEYS[i], string.sub(op, 2))
+    redis.call('SET', KEYS[4 + j], string.sub(op, 2))
     redis.call('SADD', KEYS[3], id)
   else
-    redis.call('DEL', KEYS[i])
+    redis.call('DEL', KEYS[4 + j])
     redis.call('SREM', KEYS[3], id)
   end
+end
+for k = 4 + 2 * views, #ARGV do
+  redis.call('RPUSH', KEYS[4], ARGV[k])
 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3])
@@ -51,7 +53,7 @@ return {0, ARGV[2]}
 "#;
 
 /// Deletes every view, the index and the checkpoint of a projection unless the token is older
-/// than the highest seen; then stores the token. KEYS: checkpoint, token, ids.
+/// than the highest seen; then stores the token. KEYS: checkpoint, token, ids, dead letters.
 /// ARGV: token, the view key prefix.
 const RESET: &str = r#"
 local highest = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
@@ -59,7 +61,7 @@ local token = tonumber(ARGV[1])
 if token < highest then return {2, tostring(highest)} end
 local ids = redis.call('SMEMBERS', KEYS[3])
 for _, id in ipairs(ids) do redis.call('DEL', ARGV[2] .. id) end
-redis.call('DEL', KEYS[3], KEYS[1])
+redis.call('DEL', KEYS[3], KEYS[1], KEYS[4])
 redis.call('SET', KEYS[2], ARGV[1])
 return {0, ARGV[1]}
 "#;
@@ -170,7 +172,7 @@ impl ViewStore for RedisViewStore {
         let span = tracing::debug_span!("projection_commit", store = "redis", projection, views = commit.views.len());
         let keys = self.keys(projection);
         let mut invocation = self.commit.prepare_invoke();
-        invocation.key(keys.checkpoint()).key(keys.token()).key(keys.ids());
+        invocation.key(keys.checkpoint()).key(keys.token()).key(keys.ids()).key(keys.dead_letters());
         for (id, _) in &commit.views {
             invocation.key(keys.view(id));
         }
@@ -184,6 +186,11 @@ impl ViewStore for RedisViewStore {
                 Some(json) => invocation.arg(format!("s{json}")),
                 None => invocation.arg("d"),
             };
+        }
+        for letter in &commit.dead_letters {
+            let json = serde_json::to_string(letter)
+                .map_err(|source| CoreError::Serde { what: "dead letter".into(), source })?;
+            invocation.arg(json);
         }
         let mut connection = self.connection.clone();
         let (status, detail): (i64, String) =
@@ -207,10 +214,33 @@ impl ViewStore for RedisViewStore {
         }
     }
 
+    async fn dead_letters(&self, projection: &str) -> cqrs_core::Result<Vec<DeadLetter>> {
+        let mut connection = self.connection.clone();
+        let letters: Vec<String> = redis::cmd("LRANGE")
+            .arg(self.keys(projection).dead_letters())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        letters
+            .iter()
+            .map(|json| {
+                serde_json::from_str(json).map_err(|source| CoreError::Serde { what: "dead letter".into(), source })
+            })
+            .collect()
+    }
+
     async fn reset(&self, projection: &str, fencing_token: u64) -> cqrs_core::Result<()> {
         let keys = self.keys(projection);
         let mut invocation = self.reset.prepare_invoke();
-        invocation.key(keys.checkpoint()).key(keys.token()).key(keys.ids()).arg(fencing_token).arg(keys.view_prefix());
+        invocation
+            .key(keys.checkpoint())
+            .key(keys.token())
+            .key(keys.ids())
+            .key(keys.dead_letters())
+            .arg(fencing_token)
+            .arg(keys.view_prefix());
         let mut connection = self.connection.clone();
         let (status, detail): (i64, String) = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
         match status {

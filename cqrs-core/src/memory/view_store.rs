@@ -4,7 +4,7 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 
 use super::{read, write};
-use crate::{Error, Position, Result, ViewCommit, ViewStore};
+use crate::{DeadLetter, Error, Position, Result, ViewCommit, ViewStore};
 
 /// A [`ViewStore`] in process memory. Clones share the same store.
 ///
@@ -20,6 +20,7 @@ use crate::{Error, Position, Result, ViewCommit, ViewStore};
 ///     checkpoint: Position::new(1, 1),
 ///     fencing_token: 0,
 ///     views: vec![("a".into(), Some("1".into()))],
+///     dead_letters: Vec::new(),
 /// };
 /// views.commit("counts", commit.clone()).await.unwrap();
 /// // A replay of the same batch is refused and changes nothing.
@@ -35,6 +36,7 @@ pub struct MemoryViewStore {
 #[derive(Debug, Default)]
 struct ProjectionState {
     views: HashMap<String, String>,
+    dead_letters: Vec<DeadLetter>,
     checkpoint: Option<Position>,
     highest_token: u64,
 }
@@ -77,6 +79,7 @@ impl ViewStore for MemoryViewStore {
             };
         }
         state.checkpoint = Some(commit.checkpoint);
+        state.dead_letters.extend(commit.dead_letters);
         Ok(())
     }
 
@@ -86,7 +89,12 @@ impl ViewStore for MemoryViewStore {
         check_token(projection, state, fencing_token)?;
         state.highest_token = fencing_token;
         state.views.clear();
+        state.dead_letters.clear();
         state.checkpoint = None;
         Ok(())
+    }
+
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>> {
+        Ok(read(&self.projections).get(projection).map(|s| s.dead_letters.clone()).unwrap_or_default())
     }
 }

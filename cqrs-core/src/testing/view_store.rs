@@ -16,6 +16,7 @@ fn commit(expected: Option<Position>, checkpoint: u64, token: u64, views: &[(&st
         checkpoint: Position::new(checkpoint, checkpoint),
         fencing_token: token,
         views: views.iter().map(|(id, v)| ((*id).to_owned(), v.map(str::to_owned))).collect(),
+        dead_letters: Vec::new(),
     }
 }
 
@@ -36,6 +37,34 @@ where
     reset(make().await).await;
     concurrent_commits(make().await).await;
     hostile_names(make().await).await;
+    dead_letters(make().await).await;
+}
+
+/// Dead letters are written with their batch, in order; a refused batch adds none; a reset
+/// clears them.
+pub async fn dead_letters<S: ViewStore>(store: S) {
+    use crate::{DeadLetter, StreamId};
+    let letter = |n: u64| DeadLetter {
+        position: Position::new(n, n),
+        stream: StreamId::new("conformance", format!("s'{n}")).expect("id"),
+        version: n,
+        event_type: "Broken".into(),
+        reason: format!("reason ü {n}"),
+    };
+    assert!(store.dead_letters("p").await.expect("dead letters").is_empty());
+    let mut first = commit(None, 2, 0, &[("a", Some("1"))]);
+    first.dead_letters = vec![letter(1), letter(2)];
+    store.commit("p", first).await.expect("commit");
+    let mut stale = commit(None, 3, 0, &[]);
+    stale.dead_letters = vec![letter(3)];
+    assert!(store.commit("p", stale).await.is_err());
+    let mut second = commit(Some(Position::new(2, 2)), 4, 0, &[]);
+    second.dead_letters = vec![letter(4)];
+    store.commit("p", second).await.expect("commit");
+    assert_eq!(store.dead_letters("p").await.expect("dead letters"), vec![letter(1), letter(2), letter(4)]);
+    assert!(store.dead_letters("q").await.expect("dead letters").is_empty(), "per projection");
+    store.reset("p", 0).await.expect("reset");
+    assert!(store.dead_letters("p").await.expect("dead letters").is_empty());
 }
 
 /// View ids and projection names with quotes, key-syntax characters and Unicode stay apart and

@@ -206,8 +206,13 @@ async fn one_leader_runs_a_standby_takes_over_and_a_stale_leader_is_fenced() {
     }
     // A write with the first leader's token (1) is refused now that token 2 or later wrote.
     let checkpoint = views.checkpoint(Balances::NAME).await.unwrap();
-    let stale =
-        ViewCommit { expected: checkpoint, checkpoint: Position::new(u64::MAX, 0), fencing_token: 1, views: vec![] };
+    let stale = ViewCommit {
+        expected: checkpoint,
+        checkpoint: Position::new(u64::MAX, 0),
+        fencing_token: 1,
+        views: vec![],
+        dead_letters: Vec::new(),
+    };
     assert!(matches!(views.commit(Balances::NAME, stale).await, Err(Error::Fenced { token: 1, .. })));
     stop_a.send(()).unwrap();
     stop_b.send(()).unwrap();
@@ -240,4 +245,34 @@ async fn rebuild_and_catch_up_take_the_lease_and_its_token() {
     // A writer without the lease (token 0) is fenced off once a leader has written.
     let plain = Projector::new(events.clone(), views.clone());
     assert!(matches!(plain.rebuild(&Balances).await, Err(Error::Fenced { token: 0, .. })));
+}
+
+#[tokio::test]
+async fn the_dead_letter_policy_skips_poison_events_records_them_and_goes_on() {
+    use cqrs_core::PoisonPolicy;
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let cqrs = Cqrs::new(events.clone());
+    seed(&cqrs, 1, 2).await;
+    // One event that no longer decodes, and one the handler refuses.
+    let bad = NewEvent {
+        event_type: "MoneyDeposited".into(),
+        schema_version: 2,
+        payload: "{\"amount\":-1}".into(),
+        metadata: Metadata::default(),
+    };
+    let undecodable =
+        events.append(&StreamId::new("account", "acc-9").unwrap(), ExpectedVersion::Any, vec![bad]).await.unwrap();
+    cqrs.execute(deposit("acc-0", 1)).await.unwrap();
+    let refused = cqrs.execute(Withdraw { id: "acc-0".into(), amount: 1 }).await.unwrap();
+    cqrs.execute(deposit("acc-0", 5)).await.unwrap();
+    let projector = Projector::new(events.clone(), views.clone()).with_poison_policy(PoisonPolicy::DeadLetter);
+    projector.catch_up(&Picky).await.unwrap();
+    let letters = views.dead_letters(Picky::NAME).await.unwrap();
+    assert_eq!(letters.iter().map(|l| l.position).collect::<Vec<_>>(), vec![undecodable.position, refused.position]);
+    assert_eq!(letters[1].reason, "withdrawals are not supported");
+    assert_eq!(letters[1].event_type, "Withdrawn");
+    // Every other event was applied once: opened, 2 deposits, then 2 more deposits.
+    let count = ViewReader::<u64>::new(views.clone(), Picky::NAME).get("acc-0").await.unwrap();
+    assert_eq!(count, Some(5));
 }

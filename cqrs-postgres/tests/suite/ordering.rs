@@ -289,6 +289,7 @@ async fn events_restored_from_another_cluster_are_refused_until_renumbered() {
         checkpoint: Position::new(5, 5),
         fencing_token: 0,
         views: vec![("v".into(), Some("1".into()))],
+        dead_letters: Vec::new(),
     };
     views.commit("p", commit).await.unwrap();
     // As after a logical dump restored into a cluster whose transaction ids are lower.

@@ -46,6 +46,7 @@ async fn a_key_of_another_type_refuses_the_whole_batch_and_writes_nothing() {
         checkpoint: Position::new(1, 1),
         fencing_token: 0,
         views: vec![("a".into(), Some("1".into()))],
+        dead_letters: Vec::new(),
     };
     store.commit("p", first).await.unwrap();
     // Someone wrote a list where a view goes.
@@ -56,6 +57,7 @@ async fn a_key_of_another_type_refuses_the_whole_batch_and_writes_nothing() {
         checkpoint: Position::new(2, 2),
         fencing_token: 0,
         views: vec![("a".into(), Some("2".into())), ("b".into(), Some("2".into()))],
+        dead_letters: Vec::new(),
     };
     let err = store.commit("p", batch).await.unwrap_err();
     assert!(matches!(err, cqrs_core::Error::Backend { .. }), "{err:?}");
