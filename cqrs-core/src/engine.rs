@@ -250,6 +250,22 @@ impl<A: Aggregate> AggregateCache<A> {
     }
 }
 
+/// The first outcome of a command id, if it was for this stream; a key reused for another
+/// stream is refused.
+fn first_outcome<E>(
+    command_id: &str,
+    stream: &StreamId,
+    first: AppendOutcome,
+) -> Result<CommandOutcome, CommandError<E>> {
+    if &first.stream != stream {
+        return Err(CommandError::Store(Error::CommandIdReused {
+            command_id: command_id.to_owned(),
+            first_stream: first.stream,
+        }));
+    }
+    Ok(first.into())
+}
+
 /// The default number of aggregates an engine keeps loaded.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 /// The default number of times a command is decided before a conflict is given up on.
@@ -466,7 +482,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         if let Some(id) = &options.command_id {
             crate::validate_command_id(id)?;
             if let Some(first) = self.store.command_outcome(id).await? {
-                return Ok(first.into());
+                return first_outcome(id, stream, first);
             }
         }
         match &self.cache {
@@ -530,7 +546,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 if let Some(id) = &options.command_id {
                     if let Some(first) = self.store.command_outcome(id).await? {
                         *slot = Some(loaded);
-                        return Ok(first.into());
+                        return first_outcome(id, stream, first);
                     }
                 }
             }
@@ -554,7 +570,9 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 if let Some(id) = &options.command_id {
                     match self.store.record_command(id, outcome.clone()).await {
                         Ok(()) => {}
-                        Err(Error::DuplicateCommand { outcome: first, .. }) => return Ok(first.into()),
+                        Err(Error::DuplicateCommand { command_id, outcome: first }) => {
+                            return first_outcome(&command_id, stream, first);
+                        }
                         Err(other) => return Err(other.into()),
                     }
                 }
@@ -589,7 +607,10 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 Err(Error::Conflict { actual, expected, .. }) => {
                     return Err(CommandError::Conflict { stream: stream.clone(), expected, actual, attempts });
                 }
-                Err(Error::DuplicateCommand { outcome, .. }) => return Ok(outcome.into()),
+                Err(Error::DuplicateCommand { command_id, outcome }) => {
+                    *slot = None;
+                    return first_outcome(&command_id, stream, outcome);
+                }
                 Err(other) => return Err(other.into()),
             }
         }

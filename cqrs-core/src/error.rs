@@ -55,6 +55,15 @@ pub enum Error {
         /// What the first execution appended.
         outcome: crate::AppendOutcome,
     },
+    /// A command id that was already used by a command on another stream: an idempotency key
+    /// reused for a different request. Nothing was executed.
+    #[error("command id {command_id} was already used on stream {first_stream}")]
+    CommandIdReused {
+        /// The command id.
+        command_id: String,
+        /// The stream the first command with this id targeted.
+        first_stream: StreamId,
+    },
     /// A stream id, command id, header or other identifier that the store refuses.
     #[error("invalid {what}: {reason}")]
     InvalidId {

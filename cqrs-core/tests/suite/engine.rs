@@ -393,3 +393,20 @@ async fn a_no_op_under_a_command_id_answers_the_same_after_the_stream_changed() 
     assert_eq!(other, first);
     assert_eq!(stored(&store, "a").await.len(), 2);
 }
+
+#[tokio::test]
+async fn a_command_id_reused_on_another_stream_is_refused() {
+    let store = MemoryEventStore::new();
+    let cqrs = Cqrs::new(store.clone());
+    cqrs.execute(open("a")).await.unwrap();
+    cqrs.execute(open("b")).await.unwrap();
+    cqrs.execute_with(deposit("a", 5), ExecuteOptions::default().command_id("k")).await.unwrap();
+    let err = cqrs.execute_with(deposit("b", 5), ExecuteOptions::default().command_id("k")).await.unwrap_err();
+    match err {
+        CommandError::Store(Error::CommandIdReused { command_id, first_stream }) => {
+            assert_eq!((command_id.as_str(), first_stream), ("k", account("a")));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(stored(&store, "b").await.len(), 1, "nothing appended to b");
+}
