@@ -118,27 +118,32 @@ fn position(tx: &str, sequence: i64) -> cqrs_core::Result<Position> {
 fn recorded(row: &Row) -> cqrs_core::Result<RecordedEvent> {
     let category: &str = row.try_get(0).map_err(pg)?;
     let stream_id: &str = row.try_get(1).map_err(pg)?;
-    let version = to_u64(row.try_get(2).map_err(pg)?)?;
-    let event_type: String = row.try_get(3).map_err(pg)?;
-    let schema_version: i32 = row.try_get(4).map_err(pg)?;
-    let payload: String = row.try_get(5).map_err(pg)?;
-    let metadata: &str = row.try_get(6).map_err(pg)?;
-    let position = position(row.try_get(7).map_err(pg)?, row.try_get(8).map_err(pg)?)?;
-    let stream = StreamId::new(category, stream_id)?;
+    recorded_in(&StreamId::new(category, stream_id)?, row, 2)
+}
+
+/// An event of a known stream, from the row's columns from `first` on: version, type, schema
+/// version, payload, metadata, transaction id, sequence.
+fn recorded_in(stream: &StreamId, row: &Row, first: usize) -> cqrs_core::Result<RecordedEvent> {
+    let version = to_u64(row.try_get(first).map_err(pg)?)?;
+    let event_type: String = row.try_get(first + 1).map_err(pg)?;
+    let schema_version = u32::try_from(row.try_get::<_, i32>(first + 2).map_err(pg)?).unwrap_or(0);
+    let payload: &str = row.try_get(first + 3).map_err(pg)?;
+    let metadata: &str = row.try_get(first + 4).map_err(pg)?;
+    let position = position(row.try_get(first + 5).map_err(pg)?, row.try_get(first + 6).map_err(pg)?)?;
     let metadata: Metadata = serde_json::from_str(metadata).map_err(|source| CoreError::Decode {
         stream: stream.clone(),
         version,
         position,
         event_type: format!("{event_type} (metadata)"),
-        schema_version: u32::try_from(schema_version).unwrap_or(0),
+        schema_version,
         source,
     })?;
     Ok(RecordedEvent {
-        stream,
+        stream: stream.clone(),
         version,
         position,
         event_type: event_type.into(),
-        schema_version: u32::try_from(schema_version).unwrap_or(0),
+        schema_version,
         payload: payload.into(),
         metadata: Arc::new(metadata),
     })
@@ -523,7 +528,7 @@ impl EventStore for PgEventStore {
             .instrument(tracing::trace_span!("load", store = "postgres", stream = %stream))
             .await
             .map_err(pg)?;
-        rows.iter().map(recorded).collect()
+        rows.iter().map(|row| recorded_in(stream, row, 0)).collect()
     }
 
     async fn read_all(&self, after: Position, limit: usize) -> cqrs_core::Result<Vec<RecordedEvent>> {

@@ -37,6 +37,9 @@ pub(crate) struct Sql {
 const EVENT_COLUMNS: &str = "e.category, e.stream_id, e.version, e.event_type, e.schema_version, \
                              e.payload::text AS payload_text, e.metadata::text AS metadata_text, \
                              e.transaction_id::text AS transaction_text, e.sequence";
+const STREAM_EVENT_COLUMNS: &str = "e.version, e.event_type, e.schema_version, \
+                                    e.payload::text AS payload_text, e.metadata::text AS metadata_text, \
+                                    e.transaction_id::text AS transaction_text, e.sequence";
 
 impl Sql {
     pub(crate) fn new(schema: &str) -> Self {
@@ -47,8 +50,9 @@ impl Sql {
                 "SELECT status, actual, first_version, last_version, transaction_id, sequence \
                  FROM {s}.append($1, $2, $3, $4, $5, $6, $7, $8)"
             ),
+            // The stream is known: its category and id are not sent back with every row.
             read_stream: format!(
-                "SELECT {EVENT_COLUMNS} FROM {s}.events e \
+                "SELECT {STREAM_EVENT_COLUMNS} FROM {s}.events e \
                  WHERE e.category = $1 AND e.stream_id = $2 AND e.version >= $3 ORDER BY e.version LIMIT $4"
             ),
             // Only below the oldest running transaction: every transaction that could still
