@@ -21,6 +21,7 @@ chapters! {
     Engine => "src/engine.md",
     Projections => "src/projections.md",
     Postgres => "src/postgres.md",
+    Redis => "src/redis.md",
     Testing => "src/testing.md",
     Architecture => "src/architecture.md",
     Benchmarks => "benchmarks.md",
