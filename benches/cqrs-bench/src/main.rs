@@ -14,13 +14,28 @@
 //! - `command_10k_stream_no_snapshot`, `command_10k_stream_snapshot`,
 //!   `command_100k_stream_snapshot`: the latency of one command that loads a long stream.
 //!
+//! `cargo run --release -p cqrs-bench --all-features -- redis`, with `DATABASE_URL` and
+//! `REDIS_URL` naming throwaway servers (it works in a schema `bench_redis_<pid>` and under a
+//! Redis key prefix `cqrs-bench:<pid>:<time>:` of its own and deletes both at the end),
+//! measures the read side: a projector folding PostgreSQL events into Redis views:
+//!
+//! - `projection_catch_up`: events per second `Projector::catch_up` projects from 200,000
+//!   stored events, against pipelined raw `SET`s of every event's view;
+//! - `live_lag`: the time from a command's return until its view is visible, with the
+//!   projector running live and commands at 1,000 per second;
+//! - `view_query`: the latency of `ViewReader::get` against a raw `GET` of the same key.
+//!
 //! Every scenario stops by itself after a count of operations or a few seconds. Results are
 //! one JSON object per line on stdout; notes go to stderr.
 
 mod domain;
+mod live_lag;
 mod load;
 mod ours;
+mod phases;
 mod raw;
+mod read_model;
+mod redis_scenarios;
 mod report;
 mod round_trips;
 mod scenarios;
@@ -37,25 +52,60 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A result with a boxed error by default.
 pub type Result<T, E = BoxError> = std::result::Result<T, E>;
 
-const USAGE: &str = "usage: cqrs-bench postgres   (with DATABASE_URL set)";
+const USAGE: &str = "usage: cqrs-bench postgres   (with DATABASE_URL set)
+       cqrs-bench redis      (with DATABASE_URL and REDIS_URL set)";
+
+/// How to get throwaway servers, for the messages about unset variables.
+const SERVICES_HINT: &str = "or run it through scripts/services.sh: bash -c 'source scripts/services.sh; \
+                             trap stop_services EXIT; ensure_postgres; ensure_redis; \
+                             cargo run --release -p cqrs-bench --all-features -- <postgres|redis>'";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args != ["postgres"] {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["postgres"] => {
+            let Some(url) = database_url() else { return ExitCode::from(2) };
+            block_on(scenarios::run(&url))
+        }
+        ["redis"] => {
+            let (Some(pg_url), Some(redis_url)) = (database_url(), redis_url()) else { return ExitCode::from(2) };
+            block_on(redis_scenarios::run(&pg_url, &redis_url))
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
     }
-    let Some(url) = std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty()) else {
+}
+
+/// `DATABASE_URL`, or `None` after saying how to set it.
+fn database_url() -> Option<String> {
+    let url = std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty());
+    if url.is_none() {
         eprintln!(
             "DATABASE_URL is not set: set it to a throwaway PostgreSQL server, e.g. \
-             DATABASE_URL=postgres://postgres@127.0.0.1:5433/postgres (or run it through scripts/services.sh: \
-             bash -c 'source scripts/services.sh; trap stop_services EXIT; ensure_postgres; \
-             cargo run --release -p cqrs-bench --all-features -- postgres')"
+             DATABASE_URL=postgres://postgres@127.0.0.1:5433/postgres ({SERVICES_HINT})"
         );
-        return ExitCode::from(2);
-    };
+    }
+    url
+}
+
+/// `REDIS_URL`, or `None` after saying how to set it.
+fn redis_url() -> Option<String> {
+    let url = std::env::var("REDIS_URL").ok().filter(|url| !url.is_empty());
+    if url.is_none() {
+        eprintln!(
+            "REDIS_URL is not set: set it to a throwaway Redis server, e.g. REDIS_URL=redis://127.0.0.1:6380/ \
+             ({SERVICES_HINT})"
+        );
+    }
+    url
+}
+
+/// Runs `bench` on a multi-threaded runtime; failure is exit code 1 with the error on stderr.
+fn block_on(bench: impl std::future::Future<Output = Result<()>>) -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts");
-    match runtime.block_on(scenarios::run(&url)) {
+    match runtime.block_on(bench) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("cqrs-bench: {error}");

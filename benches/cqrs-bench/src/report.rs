@@ -34,10 +34,12 @@ pub struct Record {
     pub unit: Unit,
     /// This framework.
     pub ours: f64,
-    /// The baseline without a framework.
-    pub raw: f64,
+    /// The baseline without a framework, where there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<f64>,
     /// `ours` against `raw`, higher is better.
-    pub ratio: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
     /// cqrs-es with postgres-es, where compared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cqrs_es: Option<f64>,
@@ -59,13 +61,18 @@ impl Record {
             scenario,
             unit,
             ours: round(ours, unit),
-            raw: round(raw, unit),
-            ratio: round3(unit.better(ours, raw)),
+            raw: Some(round(raw, unit)),
+            ratio: Some(round3(unit.better(ours, raw))),
             cqrs_es: None,
             vs_cqrs_es: None,
             p99: None,
             round_trips: None,
         }
+    }
+
+    /// A record of `ours` alone, for a scenario without a baseline.
+    pub fn without_raw(scenario: &'static str, unit: Unit, ours: f64) -> Self {
+        Record { raw: None, ratio: None, ..Record::new(scenario, unit, ours, ours) }
     }
 
     /// Adds the cqrs-es figure, when there is one.
@@ -155,10 +162,12 @@ mod tests {
     #[test]
     fn ratios_are_higher_when_better() {
         let r = Record::new("t", Unit::PerSecond, 50.0, 100.0).cqrs_es(Some(25.0));
-        assert_eq!((r.ratio, r.vs_cqrs_es), (0.5, Some(2.0)));
+        assert_eq!((r.ratio, r.vs_cqrs_es), (Some(0.5), Some(2.0)));
         let r = Record::new("t", Unit::Millis, 2.0, 1.0).cqrs_es(Some(8.0));
-        assert_eq!((r.ratio, r.vs_cqrs_es), (0.5, Some(4.0)));
+        assert_eq!((r.ratio, r.vs_cqrs_es), (Some(0.5), Some(4.0)));
         let line = serde_json::to_string(&Record::new("t", Unit::Millis, 1.0, 1.0).p99(2.0)).unwrap();
         assert_eq!(line, r#"{"scenario":"t","unit":"ms","ours":1.0,"raw":1.0,"ratio":1.0,"p99":2.0}"#);
+        let line = serde_json::to_string(&Record::without_raw("t", Unit::Millis, 1.5).p99(3.0)).unwrap();
+        assert_eq!(line, r#"{"scenario":"t","unit":"ms","ours":1.5,"p99":3.0}"#);
     }
 }

@@ -99,7 +99,7 @@ pub async fn run(url: &str) -> Result<()> {
 }
 
 /// Says which server this is and whether it is durable.
-async fn describe_server(monitor: &Client) -> Result<()> {
+pub async fn describe_server(monitor: &Client) -> Result<()> {
     let row = monitor
         .query_one(
             "SELECT current_setting('server_version'), current_setting('fsync'), current_setting('synchronous_commit')",
