@@ -125,7 +125,7 @@ pub enum PoisonPolicy {
 }
 
 /// The default number of events a projector folds per atomic write.
-pub const DEFAULT_PROJECTOR_BATCH: usize = 500;
+pub const DEFAULT_PROJECTOR_BATCH: usize = 2_000;
 
 /// Runs projections: reads events after each projection's checkpoint, folds them into views,
 /// and writes views and checkpoint together.
