@@ -60,7 +60,7 @@ struct Inner {
     /// Set once the stored transaction ids are known to belong to this cluster.
     same_cluster: AtomicBool,
     pool: Pool,
-    sql: Sql,
+    sql: Arc<Sql>,
     config: PgConfig,
     connector: Connector,
     wake: Arc<Wake>,
@@ -167,7 +167,7 @@ impl PgEventStore {
             listener: OnceLock::new(),
             closed: watch::Sender::new(false),
         });
-        let sql = Sql::new(&config.schema);
+        let sql = Arc::new(Sql::new(&config.schema));
         PgEventStore {
             inner: Arc::new(Inner { same_cluster: AtomicBool::new(false), pool, sql, config, connector, wake }),
         }
@@ -185,6 +185,11 @@ impl PgEventStore {
 
     pub(crate) fn connector(&self) -> &Connector {
         &self.inner.connector
+    }
+
+    /// The schema's statements, built once per store and shared with the stores made from it.
+    pub(crate) fn sql(&self) -> &Arc<Sql> {
+        &self.inner.sql
     }
 
     /// Creates or upgrades the schema: versioned SQL embedded in the crate, applied in order

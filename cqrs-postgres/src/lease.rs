@@ -77,7 +77,7 @@ impl PgLeases {
         PgLeases {
             connector: store.connector().clone(),
             config: config.pg.clone(),
-            sql: Arc::new(Sql::new(config.schema_name())),
+            sql: store.sql().clone(),
             schema: config.schema_name().to_owned(),
             interval: DEFAULT_CHECK_INTERVAL,
         }

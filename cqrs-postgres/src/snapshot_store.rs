@@ -5,7 +5,7 @@ use cqrs_core::{Error as CoreError, Snapshot, SnapshotStore, StreamId};
 use deadpool_postgres::Pool;
 
 use crate::PgEventStore;
-use crate::connect::unavailable;
+use crate::connect::{pg_error as pg, unavailable};
 use crate::schema::Sql;
 
 /// A [`SnapshotStore`] on PostgreSQL, in the event store's schema (one row per stream; a
@@ -38,12 +38,8 @@ impl std::fmt::Debug for PgSnapshotStore {
 impl PgSnapshotStore {
     /// Snapshots in the schema of `store`, on its pool.
     pub fn new(store: &PgEventStore) -> Self {
-        PgSnapshotStore { pool: store.pool().clone(), sql: std::sync::Arc::new(Sql::new(store.config().schema_name())) }
+        PgSnapshotStore { pool: store.pool().clone(), sql: store.sql().clone() }
     }
-}
-
-fn pg(e: tokio_postgres::Error) -> CoreError {
-    crate::connect::pg_error(e)
 }
 
 #[async_trait]

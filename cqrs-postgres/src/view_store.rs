@@ -45,7 +45,7 @@ impl std::fmt::Debug for PgViewStore {
 impl PgViewStore {
     /// Views in the schema of `store`, on its pool.
     pub fn new(store: &PgEventStore) -> Self {
-        PgViewStore { pool: store.pool().clone(), sql: Arc::new(Sql::new(store.config().schema_name())) }
+        PgViewStore { pool: store.pool().clone(), sql: store.sql().clone() }
     }
 }
 
