@@ -177,6 +177,34 @@ pub enum Error {
         /// The highest token the store has seen.
         highest: u64,
     },
+    /// A write into a generation of a projection's views that is neither live nor being built:
+    /// the store lost its data (a Redis restarted empty or flushed), or another runner began a
+    /// newer generation. Nothing was written; the projector rebuilds.
+    #[error("generation {generation} of projection {projection} is gone (lost data or a newer rebuild)")]
+    GenerationGone {
+        /// The projection.
+        projection: String,
+        /// The generation written to.
+        generation: u64,
+    },
+    /// A projection has no live views to query: its first build, or a rebuild after the store
+    /// lost its data, has not caught up yet.
+    #[error("projection {projection} is being built; its views are not ready")]
+    NotBuilt {
+        /// The projection.
+        projection: String,
+    },
+    /// The store holds views of a newer version of the projection than this runner has (an old
+    /// process during a rolling upgrade); it refuses to run rather than rebuild them backwards.
+    #[error("projection {projection} is at version {stored} in the store; this runner has version {running}")]
+    NewerVersion {
+        /// The projection.
+        projection: String,
+        /// The version this runner has.
+        running: u32,
+        /// The version in the store.
+        stored: u32,
+    },
     /// A projection's handler failed on an event; the projection stopped with its checkpoint kept.
     #[error("projection {projection} failed at position {position}: {reason}")]
     Projection {

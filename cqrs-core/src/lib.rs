@@ -36,12 +36,15 @@ pub use lease::{Lease, LeaseManager};
 pub use memory::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore};
 pub use position::Position;
 pub use projection::{BoxError, DEFAULT_PROJECTOR_BATCH, EventOf, PoisonPolicy, Projection, Projector};
-pub use query::{Query, QueryHandler, ViewReader};
+pub use query::{Page, Query, QueryHandler, ViewReader};
 pub use store::{AppendOutcome, EventStore, Snapshot, SnapshotStore};
 pub use stream::{ExpectedVersion, MAX_CATEGORY_LEN, MAX_COMMAND_ID_LEN, MAX_ID_LEN, StreamId, validate_command_id};
 pub use subscription::{DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH, Subscription};
 pub use upcast::Upcasters;
-pub use view::{DeadLetter, ViewCommit, ViewStore};
+pub use view::{
+    DeadLetter, Generation, IndexEntry, IndexKey, ListCursor, MAX_ORDER_LEN, ProjectionStatus, ViewCommit, ViewPage,
+    ViewStore, ViewWrite,
+};
 
 #[cfg(feature = "derive")]
 pub use cqrs_macros::{Command, Event};

@@ -51,6 +51,18 @@ impl Position {
         self.transaction
     }
 
+    /// A fixed-width text that sorts byte-wise like the position: a sort key for
+    /// [`IndexEntry::ordered_by`](crate::IndexEntry::ordered_by), say to list views in the order
+    /// they were created.
+    ///
+    /// ```
+    /// use cqrs_core::Position;
+    /// assert!(Position::new(999, 5).sort_key() < Position::new(1000, 1).sort_key());
+    /// ```
+    pub fn sort_key(&self) -> String {
+        format!("{:020}.{:020}", self.transaction, self.sequence)
+    }
+
     /// The sequence part: unique per event, increasing within a transaction.
     pub const fn sequence(&self) -> u64 {
         self.sequence

@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::{
-    Aggregate, DeadLetter, Error, Event, EventEnvelope, EventStore, Lease, LeaseManager, Position, RecordedEvent,
-    Result, Subscription, Upcasters, ViewCommit, ViewStore,
+    Aggregate, DeadLetter, Error, Event, EventEnvelope, EventStore, IndexEntry, Lease, LeaseManager, Position,
+    RecordedEvent, Result, Subscription, Upcasters, ViewCommit, ViewStore, ViewWrite,
 };
 
 /// Any error a projection's handler returns.
@@ -78,6 +78,10 @@ pub type EventOf<P> = <<P as Projection>::Aggregate as Aggregate>::Event;
 pub trait Projection: Send + Sync + 'static {
     /// The name under which its views and checkpoint are stored.
     const NAME: &'static str;
+    /// The version of what it stores. Raise it when `apply`, `view_id`, `index` or the view's
+    /// shape change: the projector then rebuilds the views from the first event into a new
+    /// generation while queries read the old one, and switches over once caught up.
+    const VERSION: u32 = 1;
     /// The aggregate whose events it reads.
     type Aggregate: Aggregate;
     /// What it stores per id.
@@ -93,6 +97,13 @@ pub trait Projection: Send + Sync + 'static {
     /// aggregate's id.
     fn view_id(&self, event: &EventEnvelope<EventOf<Self>>) -> Option<String> {
         Some(event.stream.id().to_owned())
+    }
+
+    /// The secondary index lists the view is in (see [`IndexEntry`]), kept with the view in the
+    /// same atomic write; queries list and count them. None by default.
+    fn index(&self, id: &str, view: &Self::View) -> Vec<IndexEntry> {
+        let _ = (id, view);
+        Vec::new()
     }
 
     /// Folds an event into its view (`None` when the view does not exist yet; set it to `None`
@@ -167,6 +178,7 @@ pub struct Projector<S> {
     batch_size: usize,
     retry_delay: Duration,
     poison: PoisonPolicy,
+    verify_interval: Duration,
 }
 
 impl<S: Clone> Clone for Projector<S> {
@@ -179,6 +191,7 @@ impl<S: Clone> Clone for Projector<S> {
             batch_size: self.batch_size,
             retry_delay: self.retry_delay,
             poison: self.poison,
+            verify_interval: self.verify_interval,
         }
     }
 }
@@ -210,6 +223,7 @@ impl<S: EventStore + Clone> Projector<S> {
             batch_size: DEFAULT_PROJECTOR_BATCH,
             retry_delay: Duration::from_millis(100),
             poison: PoisonPolicy::Stop,
+            verify_interval: Duration::from_secs(1),
         }
     }
 
@@ -243,29 +257,51 @@ impl<S: EventStore + Clone> Projector<S> {
         self
     }
 
+    /// Every this often while idle, a running projector checks that the generation it writes is
+    /// still there (a Redis that restarted empty is noticed without waiting for an event).
+    /// Default 1 s.
+    pub fn with_verify_interval(mut self, interval: Duration) -> Self {
+        self.verify_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
     /// Processes every event stored now and returns the checkpoint. With leases, it first takes
     /// the projection's lease (waiting while another runner holds it) and writes with its token.
+    /// When the views need building (none yet, a new [`Projection::VERSION`], or a store that
+    /// lost them), it builds a new generation and makes it live once caught up.
     pub async fn catch_up<P: Projection>(&self, projection: &P) -> Result<Option<Position>> {
         let lease = self.lease(P::NAME).await?;
-        self.catch_up_with(projection, lease.as_ref().map_or(0, Lease::token)).await
+        let token = lease.as_ref().map_or(0, Lease::token);
+        let target = self.target::<P>(token).await?;
+        self.catch_up_with(projection, target, token).await
     }
 
-    async fn catch_up_with<P: Projection>(&self, projection: &P, token: u64) -> Result<Option<Position>> {
-        let mut checkpoint = self.views.checkpoint(P::NAME).await?;
-        let mut subscription = self.subscribe(checkpoint);
+    async fn catch_up_with<P: Projection>(
+        &self,
+        projection: &P,
+        mut target: Target,
+        token: u64,
+    ) -> Result<Option<Position>> {
+        let mut subscription = self.subscribe(target.checkpoint);
         while let Some(batch) = subscription.try_next_batch().await? {
-            checkpoint = Some(self.process(projection, &batch, checkpoint, token).await?);
+            target.checkpoint = Some(self.process(projection, &batch, &target, token).await?);
         }
-        Ok(checkpoint)
+        if target.building {
+            self.views.go_live(P::NAME, target.generation, token).await?;
+            tracing::info!(projection = P::NAME, generation = target.generation, "new generation of views is live");
+        }
+        Ok(target.checkpoint)
     }
 
-    /// Deletes the projection's views and checkpoint, then processes every event from the start
-    /// (under the projection's lease, with leases).
+    /// Rebuilds the projection's views from the first event into a new generation, while queries
+    /// go on reading the live one, and makes it live once caught up (under the projection's
+    /// lease, with leases).
     pub async fn rebuild<P: Projection>(&self, projection: &P) -> Result<Option<Position>> {
         let lease = self.lease(P::NAME).await?;
         let token = lease.as_ref().map_or(0, Lease::token);
-        self.views.reset(P::NAME, token).await?;
-        self.catch_up_with(projection, token).await
+        let generation = self.views.begin_generation(P::NAME, P::VERSION, token).await?;
+        let target = Target { generation: generation.id, checkpoint: None, building: true };
+        self.catch_up_with(projection, target, token).await
     }
 
     async fn lease(&self, name: &str) -> Result<Option<Lease>> {
@@ -275,10 +311,44 @@ impl<S: EventStore + Clone> Projector<S> {
         }
     }
 
+    /// The generation to write: the one being built for this version, else the live one of this
+    /// version, else a new one.
+    async fn target<P: Projection>(&self, token: u64) -> Result<Target> {
+        let status = self.views.status(P::NAME).await?;
+        if let Some(newer) = [status.live, status.building].into_iter().flatten().find(|g| g.version > P::VERSION) {
+            return Err(Error::NewerVersion {
+                projection: P::NAME.to_owned(),
+                running: P::VERSION,
+                stored: newer.version,
+            });
+        }
+        if let Some(g) = status.building.filter(|g| g.version == P::VERSION) {
+            tracing::info!(generation = g.id, checkpoint = ?g.checkpoint, "resuming the build of a new generation");
+            return Ok(Target { generation: g.id, checkpoint: g.checkpoint, building: true });
+        }
+        if let Some(g) = status.live.filter(|g| g.version == P::VERSION) {
+            return Ok(Target { generation: g.id, checkpoint: g.checkpoint, building: false });
+        }
+        match status.live {
+            Some(live) => tracing::info!(from = live.version, to = P::VERSION, "new projection version; rebuilding"),
+            None => tracing::info!("no live views (a first build, or the store lost them); building"),
+        }
+        let g = self.views.begin_generation(P::NAME, P::VERSION, token).await?;
+        Ok(Target { generation: g.id, checkpoint: None, building: true })
+    }
+
+    /// Whether `target` is still a generation of the projection in the store.
+    async fn still_there<P: Projection>(&self, target: &Target) -> Result<bool> {
+        let status = self.views.status(P::NAME).await?;
+        Ok([status.live, status.building].into_iter().flatten().any(|g| g.id == target.generation))
+    }
+
     /// Runs a projection until `shutdown` resolves (after the batch in progress) or it fails on
     /// an event (a poison event: the error names its position and the checkpoint stays before
     /// it). A store that is unavailable is retried with backoff, keeping the lease; a lease that
-    /// is lost, or a write refused because another runner moved on, stands by and starts over.
+    /// is lost, or a write refused because another runner moved on, stands by and starts over;
+    /// views the store lost (it restarted empty, or was flushed) are rebuilt into a new
+    /// generation, made live once caught up.
     pub async fn run<P: Projection>(&self, projection: P, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let span = tracing::info_span!("projection", projection = P::NAME);
         self.run_inner(projection, shutdown).instrument(span).await
@@ -298,28 +368,38 @@ impl<S: EventStore + Clone> Projector<S> {
                 stop
             }};
         }
+        let mut lease: Option<Lease> = None;
         loop {
-            let mut lease = match &self.leases {
-                Some(leases) => tokio::select! {
-                    lease = leases.acquire(P::NAME) => match lease {
-                        Ok(lease) => Some(lease),
-                        Err(error) if error.is_transient() => {
-                            tracing::warn!(%error, ?delay, "cannot take the lease; retrying");
-                            if back_off!() { return Ok(()); }
-                            continue;
-                        }
-                        Err(error) => return Err(error),
+            if lease.as_ref().is_none_or(Lease::is_lost) {
+                lease = match &self.leases {
+                    Some(leases) => tokio::select! {
+                        lease = leases.acquire(P::NAME) => match lease {
+                            Ok(lease) => Some(lease),
+                            Err(error) if error.is_transient() => {
+                                tracing::warn!(%error, ?delay, "cannot take the lease; retrying");
+                                if back_off!() { return Ok(()); }
+                                continue;
+                            }
+                            Err(error) => return Err(error),
+                        },
+                        () = &mut shutdown => return Ok(()),
                     },
-                    () = &mut shutdown => return Ok(()),
-                },
-                None => None,
-            };
+                    None => None,
+                };
+            }
             let token = lease.as_ref().map_or(0, Lease::token);
-            tracing::info!(token, "running");
-            let mut checkpoint = match self.views.checkpoint(P::NAME).await {
-                Ok(checkpoint) => checkpoint,
+            let mut target = match self.target::<P>(token).await {
+                Ok(target) => target,
                 Err(error) if error.is_transient() => {
-                    tracing::warn!(%error, ?delay, "cannot read the checkpoint; retrying");
+                    tracing::warn!(%error, ?delay, "cannot read the projection's status; retrying");
+                    if back_off!() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(error @ Error::Fenced { .. }) => {
+                    tracing::warn!(%error, "another runner leads; standing by");
+                    drop(lease.take());
                     if back_off!() {
                         return Ok(());
                     }
@@ -327,50 +407,96 @@ impl<S: EventStore + Clone> Projector<S> {
                 }
                 Err(error) => return Err(error),
             };
-            let mut subscription = self.subscribe(checkpoint);
+            tracing::info!(token, generation = target.generation, building = target.building, "running");
+            let mut subscription = self.subscribe(target.checkpoint);
             loop {
-                let batch = tokio::select! {
-                    batch = subscription.next_batch() => batch,
-                    () = &mut shutdown => return Ok(()),
-                    () = lease_lost(&mut lease) => {
-                        tracing::warn!("lease lost; standing by");
-                        break;
+                let batch = if target.building {
+                    // Building a new generation: once caught up, make it live, then go on live.
+                    tokio::select! {
+                        next = subscription.try_next_batch() => match next {
+                            Ok(Some(batch)) => Ok(batch),
+                            Ok(None) => match self.views.go_live(P::NAME, target.generation, token).await {
+                                Ok(()) => {
+                                    tracing::info!(generation = target.generation, "new generation of views is live");
+                                    target.building = false;
+                                    continue;
+                                }
+                                Err(error) => Err(error),
+                            },
+                            Err(error) => Err(error),
+                        },
+                        () = &mut shutdown => return Ok(()),
+                        () = lease_lost(&mut lease) => {
+                            tracing::warn!("lease lost; standing by");
+                            break;
+                        }
+                    }
+                } else {
+                    tokio::select! {
+                        batch = subscription.next_batch() => batch,
+                        () = &mut shutdown => return Ok(()),
+                        () = lease_lost(&mut lease) => {
+                            tracing::warn!("lease lost; standing by");
+                            break;
+                        }
+                        () = tokio::time::sleep(self.verify_interval) => {
+                            match self.still_there::<P>(&target).await {
+                                Ok(true) => continue,
+                                Ok(false) => {
+                                    tracing::warn!(generation = target.generation,
+                                        "the views are gone (the store restarted empty or was flushed); rebuilding");
+                                    break;
+                                }
+                                Err(error) => {
+                                    tracing::warn!(%error, "cannot check the views' generation");
+                                    continue;
+                                }
+                            }
+                        }
                     }
                 };
                 let outcome = match batch {
-                    Ok(batch) => self.process(&projection, &batch, checkpoint, token).await,
+                    Ok(batch) => self.process(&projection, &batch, &target, token).await,
                     Err(error) => Err(error),
                 };
                 match outcome {
                     Ok(position) => {
-                        checkpoint = Some(position);
+                        target.checkpoint = Some(position);
                         delay = self.retry_delay;
                     }
-                    Err(error @ (Error::CheckpointMoved { .. } | Error::Fenced { .. })) => {
-                        tracing::warn!(%error, "another runner wrote; starting over from the stored checkpoint");
-                        drop(lease.take());
-                        if back_off!() {
+                    Err(error) => {
+                        // Start over from the stored status: a write whose reply was lost may
+                        // have committed.
+                        if !self.on_error(error, &mut lease)? && back_off!() {
                             return Ok(());
                         }
                         break;
                     }
-                    Err(error) if error.is_transient() => {
-                        tracing::warn!(%error, ?delay, "store unavailable; retrying");
-                        if back_off!() {
-                            return Ok(());
-                        }
-                        // The write may have committed before its reply was lost: re-read.
-                        match self.views.checkpoint(P::NAME).await {
-                            Ok(stored) => checkpoint = stored,
-                            Err(error) => tracing::warn!(%error, "cannot re-read the checkpoint"),
-                        }
-                        subscription = self.subscribe(checkpoint);
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "projection stopped");
-                        return Err(error);
-                    }
                 }
+            }
+        }
+    }
+
+    /// Sorts a failed step: `Ok(true)` to start over at once (the views are gone), `Ok(false)` to
+    /// back off and start over (a transient failure, or another runner wrote), `Err` to stop.
+    fn on_error(&self, error: Error, lease: &mut Option<Lease>) -> Result<bool> {
+        match error {
+            Error::GenerationGone { .. } => {
+                tracing::warn!(%error, "the views are gone (the store lost them, or a newer build began); starting over");
+                Ok(true)
+            }
+            Error::CheckpointMoved { .. } | Error::Fenced { .. } => {
+                tracing::warn!(%error, "another runner wrote; standing by and starting over from the stored checkpoint");
+                drop(lease.take());
+                Ok(false)
+            }
+            error if error.is_transient() => {
+                tracing::warn!(%error, "store unavailable; retrying");
+                Ok(false)
+            }
+            error => {
+                tracing::error!(%error, "projection stopped");
+                Err(error)
             }
         }
     }
@@ -379,14 +505,16 @@ impl<S: EventStore + Clone> Projector<S> {
         Subscription::new(self.events.clone(), checkpoint.unwrap_or(Position::ZERO)).with_batch_size(self.batch_size)
     }
 
-    /// Folds one batch and writes the changed views with the new checkpoint, atomically.
+    /// Folds one batch and writes the changed views, their index entries and the new checkpoint
+    /// into the target generation, atomically.
     async fn process<P: Projection>(
         &self,
         projection: &P,
         batch: &[RecordedEvent],
-        expected: Option<Position>,
+        target: &Target,
         token: u64,
     ) -> Result<Position> {
+        let expected = target.checkpoint;
         let Some(last) = batch.last().map(|e| e.position) else {
             return expected.ok_or(Error::Shutdown);
         };
@@ -422,13 +550,16 @@ impl<S: EventStore + Clone> Projector<S> {
             decoded.push((slot, envelope));
         }
         let mut views: Vec<Option<P::View>> = Vec::with_capacity(ids.len());
+        let mut before: Vec<Vec<IndexEntry>> = Vec::with_capacity(ids.len());
         if !ids.is_empty() {
-            let stored = self.views.load_views(P::NAME, &ids).await?;
+            let stored = self.views.load_views(P::NAME, target.generation, &ids).await?;
             for (id, json) in ids.iter().zip(stored) {
-                let view = json.map(|json| serde_json::from_str(&json)).transpose().map_err(|source| Error::Serde {
-                    what: format!("view {id:?} of projection {}", P::NAME),
-                    source,
-                })?;
+                let view: Option<P::View> =
+                    json.map(|json| serde_json::from_str(&json)).transpose().map_err(|source| Error::Serde {
+                        what: format!("view {id:?} of projection {}", P::NAME),
+                        source,
+                    })?;
+                before.push(view.as_ref().map(|v| projection.index(id, v)).unwrap_or_default());
                 views.push(view);
             }
         }
@@ -452,15 +583,34 @@ impl<S: EventStore + Clone> Projector<S> {
             }
         }
         let mut writes = Vec::with_capacity(ids.len());
-        for (id, view) in ids.into_iter().zip(views) {
+        for ((id, view), before) in ids.into_iter().zip(views).zip(before) {
+            let after = view.as_ref().map(|v| projection.index(&id, v)).unwrap_or_default();
             let json = view
                 .map(|v| serde_json::to_string(&v))
                 .transpose()
                 .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", P::NAME), source })?;
-            writes.push((id, json));
+            let leave: Vec<IndexEntry> = before.iter().filter(|e| !after.contains(e)).cloned().collect();
+            let join: Vec<IndexEntry> = after.into_iter().filter(|e| !before.contains(e)).collect();
+            writes.push(ViewWrite { id, view: json, leave, join });
         }
-        let commit = ViewCommit { expected, checkpoint: last, fencing_token: token, views: writes, dead_letters };
+        let commit = ViewCommit {
+            generation: target.generation,
+            expected,
+            checkpoint: last,
+            fencing_token: token,
+            views: writes,
+            dead_letters,
+        };
         self.views.commit(P::NAME, commit).await?;
         Ok(last)
     }
+}
+
+/// The generation a runner writes into.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    generation: u64,
+    checkpoint: Option<Position>,
+    /// Not live yet: made live once caught up.
+    building: bool,
 }

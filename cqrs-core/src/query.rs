@@ -7,21 +7,28 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 
-use crate::{Error, Position, Result, ViewStore};
+use crate::{Error, IndexKey, ListCursor, Position, ProjectionStatus, Result, ViewStore};
 
-/// Typed reads of one projection's views, and waiting for them to catch up.
+/// Typed reads of one projection's live views: by id, by index list with paging, counts, and
+/// waiting for them to catch up (read-your-writes).
+///
+/// Every read answers from the live generation; while there is none (the first build, or a
+/// rebuild after the store lost its data) reads fail with [`Error::NotBuilt`] and
+/// [`wait_for`](Self::wait_for) waits.
 ///
 /// # Examples
 ///
 /// ```
-/// use cqrs_core::{MemoryViewStore, Position, ViewCommit, ViewReader, ViewStore};
+/// use cqrs_core::{MemoryViewStore, Position, ViewCommit, ViewReader, ViewStore, ViewWrite};
 /// use std::time::Duration;
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let store = MemoryViewStore::default();
-/// let commit = ViewCommit { expected: None, checkpoint: Position::new(1, 1), fencing_token: 0,
-///     views: vec![("a".into(), Some("41".into()))], dead_letters: Vec::new() };
+/// let generation = store.begin_generation("answers", 1, 0).await.unwrap();
+/// let commit = ViewCommit { generation: generation.id, expected: None, checkpoint: Position::new(1, 1),
+///     fencing_token: 0, views: vec![ViewWrite::set("a", "41")], dead_letters: Vec::new() };
 /// store.commit("answers", commit).await.unwrap();
+/// store.go_live("answers", generation.id, 0).await.unwrap();
 /// let reader = ViewReader::<u32>::new(store, "answers");
 /// reader.wait_for(Position::new(1, 1), Duration::from_secs(1)).await.unwrap();
 /// assert_eq!(reader.get("a").await.unwrap(), Some(41));
@@ -46,10 +53,31 @@ impl<V> std::fmt::Debug for ViewReader<V> {
     }
 }
 
+/// One page of typed views from [`ViewReader::list`].
+///
+/// # Examples
+///
+/// ```
+/// let page: cqrs_core::Page<u32> = cqrs_core::Page { views: vec![("a".into(), 1)], next: None };
+/// assert_eq!(page.views[0].1, 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<V> {
+    /// The views, by id, in the list's order.
+    pub views: Vec<(String, V)>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<ListCursor>,
+}
+
 impl<V: DeserializeOwned> ViewReader<V> {
     /// Reads the views of `projection` from `store`.
     pub fn new(store: impl ViewStore, projection: impl Into<String>) -> Self {
         ViewReader { store: Arc::new(store), projection: projection.into(), _view: PhantomData }
+    }
+
+    fn decode(&self, id: &str, json: &str) -> Result<V> {
+        serde_json::from_str(json)
+            .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", self.projection), source })
     }
 
     /// One view.
@@ -59,25 +87,44 @@ impl<V: DeserializeOwned> ViewReader<V> {
 
     /// Several views in one round-trip, in the order asked.
     pub async fn get_many(&self, ids: &[String]) -> Result<Vec<Option<V>>> {
-        let stored = self.store.load_views(&self.projection, ids).await?;
-        ids.iter()
-            .zip(stored)
+        let stored = self.store.read_views(&self.projection, ids).await?;
+        ids.iter().zip(stored).map(|(id, json)| json.map(|json| self.decode(id, &json)).transpose()).collect()
+    }
+
+    /// Up to `limit` views of one index list, in its order, starting after `after` (the `next`
+    /// of the page before).
+    pub async fn list(&self, key: &IndexKey, after: Option<&ListCursor>, limit: usize) -> Result<Page<V>> {
+        let page = self.store.list(&self.projection, key, after, limit).await?;
+        let views = page
+            .views
+            .into_iter()
             .map(|(id, json)| {
-                json.map(|json| serde_json::from_str(&json)).transpose().map_err(|source| Error::Serde {
-                    what: format!("view {id:?} of projection {}", self.projection),
-                    source,
-                })
+                let view = self.decode(&id, &json)?;
+                Ok((id, view))
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok(Page { views, next: page.next })
     }
 
-    /// The projection's checkpoint.
+    /// How many views each index list holds, read at one instant.
+    pub async fn count(&self, keys: &[IndexKey]) -> Result<Vec<u64>> {
+        self.store.count(&self.projection, keys).await
+    }
+
+    /// The live generation and any being built.
+    pub async fn status(&self) -> Result<ProjectionStatus> {
+        self.store.status(&self.projection).await
+    }
+
+    /// The live views' checkpoint (`None` before any is live).
     pub async fn checkpoint(&self) -> Result<Option<Position>> {
-        self.store.checkpoint(&self.projection).await
+        Ok(self.status().await?.checkpoint())
     }
 
-    /// Waits until the projection has processed `position` (read-your-writes: pass the
-    /// position a command returned), or fails with [`Error::Timeout`].
+    /// Waits until the live views have processed `position` (read-your-writes: pass the
+    /// position a command returned), or fails with [`Error::Timeout`]. While views are being
+    /// built it waits for them to go live, and a store that is unavailable meanwhile is asked
+    /// again until the deadline.
     pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<()> {
         if position == Position::ZERO {
             return Ok(());
@@ -85,8 +132,12 @@ impl<V: DeserializeOwned> ViewReader<V> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(1);
         loop {
-            if self.checkpoint().await?.is_some_and(|c| c >= position) {
-                return Ok(());
+            match self.checkpoint().await {
+                Ok(checkpoint) if checkpoint.is_some_and(|c| c >= position) => return Ok(()),
+                Ok(_) => {}
+                // A store that is restarting may be back before the deadline.
+                Err(error) if error.is_transient() => tracing::debug!(%error, "waiting for the views"),
+                Err(error) => return Err(error),
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {

@@ -1,47 +1,303 @@
-//! Where read models live: the [`ViewStore`] trait.
+//! Where read models live: the [`ViewStore`] trait, and the generations, writes and secondary
+//! indexes it stores.
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{Position, Result};
+use crate::{Error, Position, Result};
 
-/// One atomic write of a projection: its changed views and its new checkpoint.
+/// One namespace of a projection's views, built by one version of the projection from the first
+/// event on.
 ///
-/// A store applies it only if the projection's checkpoint is still `expected` and
-/// `fencing_token` is not lower than the highest token it has seen for the projection;
-/// otherwise it writes nothing and fails with [`Error::CheckpointMoved`](crate::Error::CheckpointMoved)
-/// or [`Error::Fenced`](crate::Error::Fenced). That makes replays after a crash, and writes of a
-/// deposed leader, change nothing.
+/// Queries read the projection's *live* generation. A rebuild (a new projection
+/// [version](crate::Projection::VERSION), or a store that lost its data) fills a new generation
+/// while queries go on reading the live one, and makes it live in one atomic step once it has
+/// caught up: queries never see a half-built model.
 ///
 /// # Examples
 ///
 /// ```
-/// use cqrs_core::{Position, ViewCommit};
+/// use cqrs_core::{Generation, Position};
+///
+/// let g = Generation { id: 3, version: 2, checkpoint: Some(Position::new(9, 40)) };
+/// assert!(g.checkpoint > None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Generation {
+    /// Unique among the projection's generations; a newer one has a higher id.
+    pub id: u64,
+    /// The version of the projection that builds it.
+    pub version: u32,
+    /// The position of the last event folded into it; `None` before the first.
+    pub checkpoint: Option<Position>,
+}
+
+/// Where a projection's views stand: the generation queries read, and one being built.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::ProjectionStatus;
+///
+/// let status = ProjectionStatus::default();
+/// assert!(status.live.is_none(), "nothing built yet: queries answer Error::NotBuilt");
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProjectionStatus {
+    /// The generation queries read; `None` before the first build has caught up, or after the
+    /// store lost its data.
+    pub live: Option<Generation>,
+    /// A generation being built to replace `live`.
+    pub building: Option<Generation>,
+}
+
+impl ProjectionStatus {
+    /// The checkpoint queries see: the live generation's.
+    pub fn checkpoint(&self) -> Option<Position> {
+        self.live.and_then(|g| g.checkpoint)
+    }
+}
+
+/// Names one list of views: the views whose secondary index `name` has `value` (say, tasks
+/// whose `status` is `open`).
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::IndexKey;
+///
+/// let open = IndexKey::new("status", "open");
+/// assert_eq!(open.to_string(), "status=open");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IndexKey {
+    /// The index.
+    pub name: String,
+    /// The value the listed views have.
+    pub value: String,
+}
+
+impl IndexKey {
+    /// The list of views whose index `name` has `value`.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        IndexKey { name: name.into(), value: value.into() }
+    }
+}
+
+impl fmt::Display for IndexKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.name, self.value)
+    }
+}
+
+/// A view's place in one list of a secondary index: the list, and the key the list is sorted by
+/// (ties broken by view id).
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{IndexEntry, Position};
+///
+/// // Tasks listed by status, in creation order.
+/// let created = Position::new(12, 3);
+/// let entry = IndexEntry::new("status", "open").ordered_by(created.sort_key());
+/// assert_eq!(entry.key.value, "open");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IndexEntry {
+    /// The list.
+    pub key: IndexKey,
+    /// Where the view sorts in it (compared byte-wise); empty sorts by id alone.
+    pub order: String,
+}
+
+impl IndexEntry {
+    /// An entry in the list of views whose index `name` has `value`, sorted by view id.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        IndexEntry { key: IndexKey::new(name, value), order: String::new() }
+    }
+
+    /// Sorts the view by `order` in the list (byte-wise; ties by view id).
+    pub fn ordered_by(mut self, order: impl Into<String>) -> Self {
+        self.order = order.into();
+        self
+    }
+}
+
+/// One view changed by a batch: its new JSON (or its deletion) and the index entries it leaves
+/// and joins.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{IndexEntry, ViewWrite};
+///
+/// let write = ViewWrite::set("t-1", r#"{"status":"completed"}"#)
+///     .leaving(vec![IndexEntry::new("status", "open")])
+///     .joining(vec![IndexEntry::new("status", "completed")]);
+/// assert_eq!(write.id, "t-1");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewWrite {
+    /// The view's id.
+    pub id: String,
+    /// Its JSON, or `None` to delete it.
+    pub view: Option<String>,
+    /// Index entries it had and no longer has.
+    pub leave: Vec<IndexEntry>,
+    /// Index entries it gains.
+    pub join: Vec<IndexEntry>,
+}
+
+impl ViewWrite {
+    /// Stores `json` as the view `id`.
+    pub fn set(id: impl Into<String>, json: impl Into<String>) -> Self {
+        ViewWrite { id: id.into(), view: Some(json.into()), leave: Vec::new(), join: Vec::new() }
+    }
+
+    /// Deletes the view `id`.
+    pub fn delete(id: impl Into<String>) -> Self {
+        ViewWrite { id: id.into(), view: None, leave: Vec::new(), join: Vec::new() }
+    }
+
+    /// The view leaves these index entries.
+    pub fn leaving(mut self, entries: Vec<IndexEntry>) -> Self {
+        self.leave = entries;
+        self
+    }
+
+    /// The view joins these index entries.
+    pub fn joining(mut self, entries: Vec<IndexEntry>) -> Self {
+        self.join = entries;
+        self
+    }
+}
+
+/// One atomic write of a projection into one generation: its changed views, their index
+/// entries, and the generation's new checkpoint.
+///
+/// A store applies it only if the generation is still live or being built, its checkpoint is
+/// still `expected`, and `fencing_token` is not lower than the highest token it has seen for the
+/// projection; otherwise it writes nothing and fails with
+/// [`Error::GenerationGone`](crate::Error::GenerationGone),
+/// [`Error::CheckpointMoved`](crate::Error::CheckpointMoved) or
+/// [`Error::Fenced`](crate::Error::Fenced). That makes replays after a crash, writes of a
+/// deposed leader, and writes into views a store has lost, change nothing.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{Position, ViewCommit, ViewWrite};
 ///
 /// let commit = ViewCommit {
+///     generation: 1,
 ///     expected: Some(Position::new(4, 9)),
 ///     checkpoint: Position::new(5, 12),
 ///     fencing_token: 3,
-///     views: vec![("task-1".into(), Some(r#"{"title":"x"}"#.into())), ("task-2".into(), None)],
+///     views: vec![ViewWrite::set("task-1", r#"{"title":"x"}"#), ViewWrite::delete("task-2")],
 ///     dead_letters: Vec::new(),
 /// };
 /// assert_eq!(commit.views.len(), 2);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewCommit {
-    /// The checkpoint the projection read before processing this batch.
+    /// The generation written to.
+    pub generation: u64,
+    /// The generation's checkpoint the projection read before processing this batch.
     pub expected: Option<Position>,
     /// The checkpoint after this batch: the position of its last event.
     pub checkpoint: Position,
     /// The leader's fencing token (0 when the projection runs without a lease).
     pub fencing_token: u64,
-    /// The views to write (`Some(json)`) or delete (`None`), by id.
-    pub views: Vec<(String, Option<String>)>,
+    /// The views to write or delete, each id at most once.
+    pub views: Vec<ViewWrite>,
     /// Events of this batch the projection skipped (see [`PoisonPolicy`](crate::PoisonPolicy)),
     /// recorded with the batch so that skipping one and moving the checkpoint past it happen
     /// together.
     pub dead_letters: Vec<DeadLetter>,
+}
+
+/// Where a listing resumes: after the view with this sort key and id. Its text form (for URLs)
+/// is opaque and URL-safe.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::ListCursor;
+///
+/// let cursor = ListCursor { order: "0001".into(), id: "t/1 ü".into() };
+/// let text = cursor.to_string();
+/// assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+/// assert_eq!(text.parse::<ListCursor>().unwrap(), cursor);
+/// assert!("zz".parse::<ListCursor>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListCursor {
+    /// The sort key of the last view returned.
+    pub order: String,
+    /// Its id.
+    pub id: String,
+}
+
+impl fmt::Display for ListCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Hex of `order`, `-`, hex of `id`: URL-safe and unambiguous.
+        for byte in self.order.bytes() {
+            write!(f, "{byte:02x}")?;
+        }
+        f.write_str("-")?;
+        for byte in self.id.bytes() {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for ListCursor {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = || Error::InvalidId { what: "list cursor", reason: "not a cursor this store returned".into() };
+        if text.len() > 2 * (crate::MAX_ID_LEN + MAX_ORDER_LEN) + 1 {
+            return Err(bad());
+        }
+        let unhex = |part: &str| -> Result<String> {
+            if part.len() % 2 != 0 {
+                return Err(bad());
+            }
+            let bytes = (0..part.len())
+                .step_by(2)
+                .map(|i| part.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(bad))
+                .collect::<Result<Vec<u8>>>()?;
+            String::from_utf8(bytes).map_err(|_| bad())
+        };
+        let (order, id) = text.split_once('-').ok_or_else(bad)?;
+        Ok(ListCursor { order: unhex(order)?, id: unhex(id)? })
+    }
+}
+
+/// The longest index sort key a store accepts, in bytes.
+pub const MAX_ORDER_LEN: usize = 256;
+
+/// One page of a listing: views (id and JSON) in index order, and where the next page starts.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::ViewPage;
+///
+/// let page = ViewPage { views: vec![("t-1".into(), "{}".into())], next: None };
+/// assert!(page.next.is_none(), "the last page");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewPage {
+    /// The views, by id, with their JSON.
+    pub views: Vec<(String, String)>,
+    /// The cursor of the next page; `None` on the last.
+    pub next: Option<ListCursor>,
 }
 
 /// An event a projection skipped because it could not process it.
@@ -75,7 +331,15 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
-/// Stores a projection's views (as JSON, by id) together with its checkpoint.
+/// Stores a projection's views (as JSON, by id), their secondary indexes and checkpoints, in
+/// generations (see [`Generation`]).
+///
+/// The projector writes through [`begin_generation`](Self::begin_generation),
+/// [`load_views`](Self::load_views), [`commit`](Self::commit) and [`go_live`](Self::go_live);
+/// queries read the live generation through [`read_views`](Self::read_views),
+/// [`list`](Self::list) and [`count`](Self::count), which fail with
+/// [`Error::NotBuilt`](crate::Error::NotBuilt) while there is none. A store finds the live
+/// generation without an extra round-trip per query.
 ///
 /// Implementations run the conformance suite `cqrs_core::testing::view_store` (feature
 /// `testing`). The trait is object safe; [`crate::ViewReader`] gives typed access.
@@ -84,48 +348,144 @@ pub struct DeadLetter {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use cqrs_core::{MemoryViewStore, ViewStore};
+/// use cqrs_core::{MemoryViewStore, Position, ViewCommit, ViewStore, ViewWrite};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store: Arc<dyn ViewStore> = Arc::new(MemoryViewStore::default());
-/// assert_eq!(store.checkpoint("tasks").await.unwrap(), None);
+/// let generation = store.begin_generation("tasks", 1, 0).await.unwrap();
+/// let commit = ViewCommit { generation: generation.id, expected: None, checkpoint: Position::new(1, 1),
+///     fencing_token: 0, views: vec![ViewWrite::set("t-1", "{}")], dead_letters: Vec::new() };
+/// store.commit("tasks", commit).await.unwrap();
+/// assert!(store.read_views("tasks", &["t-1".into()]).await.is_err(), "not live yet");
+/// store.go_live("tasks", generation.id, 0).await.unwrap();
+/// assert_eq!(store.read_views("tasks", &["t-1".into()]).await.unwrap(), vec![Some("{}".into())]);
 /// # });
 /// ```
 #[async_trait]
 pub trait ViewStore: Send + Sync + 'static {
-    /// The views with these ids, in the same order; `None` for a missing one.
-    async fn load_views(&self, projection: &str, ids: &[String]) -> Result<Vec<Option<String>>>;
+    /// The projection's live generation and the one being built. A failure to read it is an
+    /// error, never "nothing stored".
+    async fn status(&self, projection: &str) -> Result<ProjectionStatus>;
 
-    /// The projection's checkpoint: the position of the last event it processed, `None`
-    /// before the first. A failure to read it is an error, never `None`.
-    async fn checkpoint(&self, projection: &str) -> Result<Option<Position>>;
+    /// Starts a new, empty generation for `version` of the projection, with an id higher than any
+    /// the store holds, and records it as the one being built (dropping an earlier one being
+    /// built). Refused with [`Error::Fenced`] like a commit.
+    async fn begin_generation(&self, projection: &str, version: u32, fencing_token: u64) -> Result<Generation>;
 
-    /// Applies `commit` atomically if its expected checkpoint and fencing token hold.
+    /// The views with these ids in `generation`, in the same order; `None` for a missing one.
+    async fn load_views(&self, projection: &str, generation: u64, ids: &[String]) -> Result<Vec<Option<String>>>;
+
+    /// Applies `commit` atomically if its generation, expected checkpoint and fencing token hold.
     async fn commit(&self, projection: &str, commit: ViewCommit) -> Result<()>;
 
-    /// Deletes every view and the checkpoint of the projection, so that it rebuilds from the
-    /// start; refused like a commit when `fencing_token` is older than one already seen.
-    async fn reset(&self, projection: &str, fencing_token: u64) -> Result<()>;
+    /// Makes the generation being built live, in one atomic step, and drops the one that was
+    /// live. Refused with [`Error::Fenced`] for an old token, and with [`Error::GenerationGone`]
+    /// when `generation` is not the one being built. Making the live generation live again
+    /// succeeds and changes nothing.
+    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> Result<()>;
 
-    /// The events the projection skipped, oldest first.
+    /// The live views with these ids, in the same order; `None` for a missing one.
+    async fn read_views(&self, projection: &str, ids: &[String]) -> Result<Vec<Option<String>>>;
+
+    /// Up to `limit` live views of one index list, in its order, after `after`.
+    async fn list(
+        &self,
+        projection: &str,
+        key: &IndexKey,
+        after: Option<&ListCursor>,
+        limit: usize,
+    ) -> Result<ViewPage>;
+
+    /// How many live views each index list holds, in the order asked, read at one instant.
+    async fn count(&self, projection: &str, keys: &[IndexKey]) -> Result<Vec<u64>>;
+
+    /// The events the live generation's projection skipped, oldest first (none before one is
+    /// live).
     async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>>;
 }
 
 #[async_trait]
 impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
-    async fn load_views(&self, projection: &str, ids: &[String]) -> Result<Vec<Option<String>>> {
-        (**self).load_views(projection, ids).await
+    async fn status(&self, projection: &str) -> Result<ProjectionStatus> {
+        (**self).status(projection).await
     }
-    async fn checkpoint(&self, projection: &str) -> Result<Option<Position>> {
-        (**self).checkpoint(projection).await
+    async fn begin_generation(&self, projection: &str, version: u32, fencing_token: u64) -> Result<Generation> {
+        (**self).begin_generation(projection, version, fencing_token).await
+    }
+    async fn load_views(&self, projection: &str, generation: u64, ids: &[String]) -> Result<Vec<Option<String>>> {
+        (**self).load_views(projection, generation, ids).await
     }
     async fn commit(&self, projection: &str, commit: ViewCommit) -> Result<()> {
         (**self).commit(projection, commit).await
     }
-    async fn reset(&self, projection: &str, fencing_token: u64) -> Result<()> {
-        (**self).reset(projection, fencing_token).await
+    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> Result<()> {
+        (**self).go_live(projection, generation, fencing_token).await
+    }
+    async fn read_views(&self, projection: &str, ids: &[String]) -> Result<Vec<Option<String>>> {
+        (**self).read_views(projection, ids).await
+    }
+    async fn list(
+        &self,
+        projection: &str,
+        key: &IndexKey,
+        after: Option<&ListCursor>,
+        limit: usize,
+    ) -> Result<ViewPage> {
+        (**self).list(projection, key, after, limit).await
+    }
+    async fn count(&self, projection: &str, keys: &[IndexKey]) -> Result<Vec<u64>> {
+        (**self).count(projection, keys).await
     }
     async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>> {
         (**self).dead_letters(projection).await
+    }
+}
+
+impl ViewCommit {
+    /// Checks what every store must refuse before writing anything: a NUL byte in a view id,
+    /// index name, value or sort key (PostgreSQL text cannot hold one, and Redis index members
+    /// use it as a separator), a sort key over [`MAX_ORDER_LEN`] bytes, or an id written twice.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::{Position, ViewCommit, ViewWrite};
+    ///
+    /// let mut commit = ViewCommit { generation: 1, expected: None, checkpoint: Position::new(1, 1),
+    ///     fencing_token: 0, views: vec![ViewWrite::set("a\0b", "{}")], dead_letters: Vec::new() };
+    /// assert!(commit.validate().is_err());
+    /// commit.views[0].id = "a".into();
+    /// assert!(commit.validate().is_ok());
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let nul = |what: &'static str, text: &str| {
+            if text.contains('\0') {
+                Err(Error::InvalidId {
+                    what,
+                    reason: format!("{:?} contains a NUL byte", text.escape_debug().to_string()),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let mut seen = std::collections::HashSet::with_capacity(self.views.len());
+        for write in &self.views {
+            nul("view id", &write.id)?;
+            if !seen.insert(write.id.as_str()) {
+                return Err(Error::InvalidId { what: "view id", reason: format!("{:?} is written twice", write.id) });
+            }
+            for entry in write.leave.iter().chain(&write.join) {
+                nul("index name", &entry.key.name)?;
+                nul("index value", &entry.key.value)?;
+                nul("index sort key", &entry.order)?;
+                if entry.order.len() > MAX_ORDER_LEN {
+                    return Err(Error::InvalidId {
+                        what: "index sort key",
+                        reason: format!("{} bytes, over the limit of {MAX_ORDER_LEN}", entry.order.len()),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -269,9 +269,13 @@ impl PgEventStore {
 
     /// After restoring a logical dump into another cluster: gives every stored event a
     /// transaction id below this cluster's (keeping their order by renumbering their sequence),
-    /// updates command outcomes and snapshots to match, and resets the views and checkpoints of
-    /// [`PgViewStore`](crate::PgViewStore) in this schema, whose positions no longer mean
-    /// anything. Rebuild every projection afterwards, including those in other view stores.
+    /// updates command outcomes and snapshots to match, and drops every generation of views of
+    /// [`PgViewStore`](crate::PgViewStore) in this schema, whose checkpoints no longer mean
+    /// anything: their projections have nothing live (queries answer
+    /// [`NotBuilt`](cqrs_core::Error::NotBuilt)) until they are rebuilt, which their projectors
+    /// do when they next run (a running one finds its generation gone). Generation ids and
+    /// fencing tokens are kept, so no write of a projector from before lands in a new
+    /// generation. Rebuild projections in other view stores too.
     /// Returns how many events were renumbered; does nothing (and returns 0) when the events
     /// already belong to this cluster.
     pub async fn renumber_after_restore(&self) -> Result<u64> {

@@ -1,5 +1,5 @@
 //! PostgreSQL adapters for `cqrs-core`: the event store, snapshots, gap-free subscriptions,
-//! views with their checkpoints, and projector leases.
+//! generations of views with their secondary indexes and checkpoints, and projector leases.
 //!
 //! # Feature flags
 //!

@@ -5,6 +5,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "event store", include_str!("../sql/0001_event_store.sql")),
     (2, "read side", include_str!("../sql/0002_read_side.sql")),
     (3, "dead letters", include_str!("../sql/0003_dead_letters.sql")),
+    (4, "generations", include_str!("../sql/0004_generations.sql")),
 ];
 
 /// The statements a store runs, with the schema name filled in once.
@@ -21,10 +22,15 @@ pub(crate) struct Sql {
     pub(crate) save_snapshot: String,
     pub(crate) notify_channel: String,
     pub(crate) hidden_events: String,
+    pub(crate) status: String,
+    pub(crate) begin_generation: String,
     pub(crate) load_views: String,
-    pub(crate) checkpoint: String,
-    pub(crate) commit_views: String,
-    pub(crate) reset_views: String,
+    pub(crate) commit_generation: String,
+    pub(crate) go_live: String,
+    pub(crate) read_views: String,
+    pub(crate) list_first: String,
+    pub(crate) list_after: String,
+    pub(crate) count: String,
     pub(crate) dead_letters: String,
     pub(crate) bump_lease: String,
     pub(crate) restored_from_elsewhere: String,
@@ -91,13 +97,46 @@ impl Sql {
                  WHERE s.version < excluded.version"
             ),
             notify_channel: format!("cqrs_events_{schema}"),
-            load_views: format!("SELECT id, view::text FROM {s}.views WHERE projection = $1 AND id = ANY($2)"),
-            checkpoint: format!("SELECT transaction_id::text, sequence FROM {s}.checkpoints WHERE projection = $1"),
-            commit_views: format!(
-                "SELECT status, actual_tx, actual_seq, highest FROM {s}.commit_views($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            status: format!(
+                "SELECT s.live, l.version, l.transaction_id::text, l.sequence, \
+                        s.building, b.version, b.transaction_id::text, b.sequence \
+                 FROM {s}.projection_status s \
+                 LEFT JOIN {s}.generations l ON l.projection = s.projection AND l.generation = s.live \
+                 LEFT JOIN {s}.generations b ON b.projection = s.projection AND b.generation = s.building \
+                 WHERE s.projection = $1"
             ),
-            reset_views: format!("SELECT status, highest FROM {s}.reset_views($1, $2)"),
-            dead_letters: format!("SELECT letter::text FROM {s}.dead_letters WHERE projection = $1 ORDER BY id"),
+            begin_generation: format!("SELECT status, generation_id, highest FROM {s}.begin_generation($1, $2, $3)"),
+            load_views: format!(
+                "SELECT id, view::text FROM {s}.views WHERE projection = $1 AND generation = $2 AND id = ANY($3)"
+            ),
+            commit_generation: format!(
+                "SELECT status, actual_tx, actual_seq, highest FROM {s}.commit_generation(\
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            ),
+            go_live: format!("SELECT status, highest FROM {s}.go_live($1, $2, $3)"),
+            // Queries find the live generation in the same statement: no row, or a NULL `live`,
+            // means none is live.
+            read_views: format!(
+                "SELECT s.live, v.id, v.view::text FROM {s}.projection_status s \
+                 LEFT JOIN {s}.views v ON v.projection = s.projection AND v.generation = s.live AND v.id = ANY($2) \
+                 WHERE s.projection = $1"
+            ),
+            list_first: list(&s, ""),
+            list_after: list(&s, "AND (x.sort_key, x.view_id) > ($4, $5)"),
+            // One statement, so every count is read from the same snapshot.
+            count: format!(
+                "SELECT s.live, k.n, (SELECT count(*) FROM {s}.view_index x \
+                                      WHERE x.projection = s.projection AND x.generation = s.live \
+                                        AND x.name = k.name AND x.value = k.value) \
+                 FROM {s}.projection_status s \
+                 LEFT JOIN unnest($2::text[], $3::text[]) WITH ORDINALITY AS k(name, value, n) ON true \
+                 WHERE s.projection = $1 ORDER BY k.n"
+            ),
+            dead_letters: format!(
+                "SELECT d.letter::text FROM {s}.projection_status s \
+                 JOIN {s}.dead_letters d ON d.projection = s.projection AND d.generation = s.live \
+                 WHERE s.projection = $1 ORDER BY d.id"
+            ),
             record_command: format!(
                 "INSERT INTO {s}.commands \
                    (command_id, category, stream_id, first_version, last_version, transaction_id, sequence) \
@@ -122,8 +161,11 @@ impl Sql {
                   WHERE e.category = c.category AND e.stream_id = c.stream_id AND e.version = c.last_version; \
                  UPDATE {s}.snapshots n SET transaction_id = '1'::xid8, sequence = e.sequence FROM {s}.events e \
                   WHERE e.category = n.category AND e.stream_id = n.stream_id AND e.version = n.version; \
+                 UPDATE {s}.projection_status SET live = NULL, building = NULL; \
                  DELETE FROM {s}.views; \
-                 UPDATE {s}.checkpoints SET transaction_id = NULL, sequence = NULL;"
+                 DELETE FROM {s}.view_index; \
+                 DELETE FROM {s}.dead_letters; \
+                 DELETE FROM {s}.generations;"
             ),
             bump_lease: format!(
                 "INSERT INTO {s}.leases AS l (name, token) VALUES ($1, 1) \
@@ -139,6 +181,25 @@ impl Sql {
     pub(crate) fn migration(&self, sql: &str) -> String {
         sql.replace("{schema}", &self.schema)
     }
+}
+
+/// A page of one index list (`$2`, `$3`) of the live generation, in order: up to `$4` entries,
+/// or with `after` up to `$6` entries after the cursor (`$4`, `$5`) (the caller asks one more
+/// than it returns, to know whether more follow), each with its view (NULL when the view is
+/// missing). One row with NULL entry columns when the list has no (more) entries; no row, or a
+/// NULL `live`, when nothing is live. The lateral subquery is a range scan of `view_index`'s
+/// primary key.
+fn list(s: &str, after: &str) -> String {
+    let limit = if after.is_empty() { "$4" } else { "$6" };
+    format!(
+        "SELECT s.live, i.sort_key, i.view_id, v.view::text FROM {s}.projection_status s \
+         LEFT JOIN LATERAL (SELECT x.sort_key, x.view_id FROM {s}.view_index x \
+                            WHERE x.projection = s.projection AND x.generation = s.live \
+                              AND x.name = $2 AND x.value = $3 {after} \
+                            ORDER BY x.sort_key, x.view_id LIMIT {limit}) i ON true \
+         LEFT JOIN {s}.views v ON v.projection = s.projection AND v.generation = s.live AND v.id = i.view_id \
+         WHERE s.projection = $1 ORDER BY i.sort_key, i.view_id"
+    )
 }
 
 /// A quoted identifier. Schema names are validated to `[a-z_][a-z0-9_]*` before they get here;

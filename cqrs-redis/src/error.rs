@@ -18,16 +18,38 @@ pub enum Error {
     /// A setting that cannot work. The message never repeats credentials.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// Redis could not be reached or refused the connection.
+    /// Redis could not be reached or refused the connection (a wrong password, an untrusted
+    /// certificate). The message never repeats credentials.
     #[error("cannot connect to Redis: {0}")]
     Connect(String),
+}
+
+/// Whether retrying may help: the connection is down or timed out, or the server is busy
+/// loading its data or failing over.
+pub(crate) fn is_transient(error: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        || matches!(
+            error.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ReadOnly
+                )
+        )
 }
 
 /// A Redis error as the `cqrs-core` traits report it: connection trouble is transient
 /// ([`cqrs_core::Error::Unavailable`]), anything else is not ([`cqrs_core::Error::Backend`]).
 pub(crate) fn redis_error(error: redis::RedisError) -> cqrs_core::Error {
     let message = error.to_string();
-    if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() || error.is_timeout() {
+    if is_transient(&error) {
         cqrs_core::Error::Unavailable { message, source: Some(Box::new(error)) }
     } else {
         cqrs_core::Error::Backend { message, source: Some(Box::new(error)) }

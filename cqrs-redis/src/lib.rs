@@ -1,18 +1,73 @@
-//! Redis adapters for `cqrs-core`: read models (views) and projection checkpoints.
+//! Redis adapters for `cqrs-core`: read models (views), their secondary indexes and the
+//! projection checkpoints, in generations that a rebuild fills while queries read the live one.
 //!
-//! [`RedisViewStore`] implements `cqrs_core::ViewStore`: a batch's views and the projection's
-//! checkpoint are written by one Lua script that first checks the checkpoint and the fencing
-//! token, and every key types, so a replay after a crash or a deposed leader changes nothing.
-//! One projection's keys share a hash tag, so the script touches a single cluster slot.
+//! [`RedisViewStore`] implements `cqrs_core::ViewStore`. A batch's views, index entries and the
+//! generation's checkpoint are written by one Lua script that first checks every key's type, the
+//! fencing token, that the generation still exists (a Redis that restarted empty or was flushed
+//! is noticed here) and the checkpoint, so a replay after a crash, a deposed leader, or a write
+//! into lost views changes nothing. One projection's keys share a hash tag, so every script
+//! touches a single cluster slot; queries read the live generation in a single round-trip.
+//!
+//! # Key layout
+//!
+//! Per projection, with `<base>` = `<prefix>{p:<projection>}`:
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `<base>:live` | string | the id of the live generation, which queries read |
+//! | `<base>:building` | string | the id of the generation being built |
+//! | `<base>:last` | string | the highest generation id handed out |
+//! | `<base>:token` | string | the highest fencing token seen |
+//! | `<base>:trash` | set | ids of dropped generations whose keys are still being deleted |
+//!
+//! Per generation, with `<gen>` = `<base>:g<id>`:
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `<gen>:version` | string | the projection version that builds it |
+//! | `<gen>:checkpoint` | string | its checkpoint, a position token (`"17.42"`); absent before the first batch |
+//! | `<gen>:v:<view id>` | string | one view's JSON |
+//! | `<gen>:i:<index name>=<value>` | sorted set | one index list: members `<sort key>\0<view id>`, all of score 0, paged with `ZRANGEBYLEX` |
+//! | `<gen>:ids` | set | the ids of its views (to delete them when it is dropped) |
+//! | `<gen>:indexes` | set | the `<index name>=<value>` of its index lists (likewise) |
+//! | `<gen>:dead` | list | its dead letters (JSON), oldest first |
+//!
+//! The projection name and index names are percent-encoded (every byte but ASCII letters, digits,
+//! `_`, `-` and `.`), so that a name holding `{`, `}`, `:` or `=` can neither move the hash tag
+//! nor collide with another's keys; view ids and index values come last in their keys, as they
+//! are. Scripts that follow the `live` pointer build the keys of that generation from `<base>`:
+//! they are in the same cluster slot. A dropped generation's keys are deleted after the switch,
+//! at most a thousand per script call ([`RedisViewStore::sweep`]).
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tls` | no | `rediss://` URLs: TLS with rustls (on `ring`) and the webpki root certificates, or private ones (`RedisConfig::tls_root_certificates`) |
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use cqrs_redis::{RedisConfig, RedisViewStore};
+//!
+//! # async fn run() -> Result<(), cqrs_redis::Error> {
+//! // An ACL user with a password; `rediss://` for TLS (feature `tls`).
+//! let config = RedisConfig::from_url("redis://projector:s3cret@127.0.0.1:6379/")?.prefix("app:")?;
+//! let views = RedisViewStore::connect_with(config).await?;
+//! # Ok(()) }
+//! ```
 
+mod config;
 mod error;
 mod keys;
+mod scripts;
 mod view_store;
 
+pub use config::{DEFAULT_PREFIX, RedisConfig};
 pub use error::{Error, Result};
-pub use view_store::{DEFAULT_PREFIX, RedisViewStore};
+pub use view_store::RedisViewStore;
 
 /// The names most programs need.
 pub mod prelude {
-    pub use crate::RedisViewStore;
+    pub use crate::{RedisConfig, RedisViewStore};
 }

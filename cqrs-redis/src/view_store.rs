@@ -1,90 +1,92 @@
-//! [`RedisViewStore`]: views and checkpoints on Redis.
+//! [`RedisViewStore`]: generations of views, their secondary indexes and checkpoints on Redis.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use cqrs_core::{DeadLetter, Error as CoreError, Position, ViewCommit, ViewStore};
+use cqrs_core::{
+    DeadLetter, Error as CoreError, Generation, IndexKey, ListCursor, Position, ProjectionStatus, ViewCommit, ViewPage,
+    ViewStore,
+};
 use redis::aio::ConnectionManager;
 use tracing::Instrument;
 
+use crate::config::RedisConfig;
 use crate::error::redis_error;
-use crate::keys::ProjectionKeys;
+use crate::keys::{ProjectionKeys, index_suffix};
+use crate::scripts;
 use crate::{Error, Result};
 
-/// Checks every key's type, then the fencing token, then the checkpoint, and only then writes
-/// the views, the id index, the checkpoint and the token. Nothing can fail after the first
-/// write, so the batch is all or nothing (Redis does not roll a script back).
-///
-/// KEYS: checkpoint, token, ids, dead letters, then one view key per view.
-/// ARGV: expected checkpoint ("" for none), new checkpoint, token, then per view its id and
-/// "s<json>" to set or "d" to delete, then the dead letters (JSON).
-const COMMIT: &str = r#"
-local function kind(key) return redis.call('TYPE', key).ok end
-local expect = {'string', 'string', 'set', 'list'}
-for i = 1, 4 do
-  local t = kind(KEYS[i])
-  if t ~= 'none' and t ~= expect[i] then return {3, KEYS[i]} end
-end
-for i = 5, #KEYS do
-  local t = kind(KEYS[i])
-  if t ~= 'none' and t ~= 'string' then return {3, KEYS[i]} end
-end
-local highest = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-local token = tonumber(ARGV[3])
-if token < highest then return {2, tostring(highest)} end
-local current = redis.call('GET', KEYS[1]) or ''
-if current ~= ARGV[1] then return {1, current} end
-local views = #KEYS - 4
-for j = 1, views do
-  local id = ARGV[2 + 2 * j]
-  local op = ARGV[3 + 2 * j]
-  if string.sub(op, 1, 1) == 's' then
-    redis.call('SET', KEYS[4 + j], string.sub(op, 2))
-    redis.call('SADD', KEYS[3], id)
-  else
-    redis.call('DEL', KEYS[4 + j])
-    redis.call('SREM', KEYS[3], id)
-  end
-end
-for k = 4 + 2 * views, #ARGV do
-  redis.call('RPUSH', KEYS[4], ARGV[k])
-end
-redis.call('SET', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], ARGV[3])
-return {0, ARGV[2]}
-"#;
+/// How many keys one call of the sweep script deletes at most, so that dropping a large
+/// generation never blocks Redis for long.
+const SWEEP_BUDGET: usize = 1_000;
 
-/// Deletes every view, the index and the checkpoint of a projection unless the token is older
-/// than the highest seen; then stores the token. KEYS: checkpoint, token, ids, dead letters.
-/// ARGV: token, the view key prefix.
-const RESET: &str = r#"
-local highest = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-local token = tonumber(ARGV[1])
-if token < highest then return {2, tostring(highest)} end
-local ids = redis.call('SMEMBERS', KEYS[3])
-for _, id in ipairs(ids) do redis.call('DEL', ARGV[2] .. id) end
-redis.call('DEL', KEYS[3], KEYS[1], KEYS[4])
-redis.call('SET', KEYS[2], ARGV[1])
-return {0, ARGV[1]}
-"#;
+/// How often a query reads again after finding that another generation went live meanwhile.
+const QUERY_TRIES: usize = 5;
 
-/// The default key prefix.
-pub const DEFAULT_PREFIX: &str = "cqrs:";
+/// The scripts, loaded once per store (clones share them).
+struct Scripts {
+    commit: redis::Script,
+    begin: redis::Script,
+    go_live: redis::Script,
+    sweep: redis::Script,
+    status: redis::Script,
+    list: redis::Script,
+    count: redis::Script,
+    dead_letters: redis::Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Scripts {
+            commit: redis::Script::new(&scripts::commit()),
+            begin: redis::Script::new(&scripts::begin()),
+            go_live: redis::Script::new(&scripts::go_live()),
+            sweep: redis::Script::new(scripts::SWEEP),
+            status: redis::Script::new(scripts::STATUS),
+            list: redis::Script::new(scripts::LIST),
+            count: redis::Script::new(scripts::COUNT),
+            dead_letters: redis::Script::new(scripts::DEAD_LETTERS),
+        }
+    }
+}
 
 /// A [`ViewStore`] on Redis.
 ///
-/// Views are strings (the view's JSON) under one key each; a batch is written by one Lua script
-/// (one round-trip) that checks the projection's checkpoint and fencing token first. Reading
-/// many views is one `MGET`. The connection manager reconnects by itself; a failed read is an
-/// error, never "no checkpoint". The `Debug` output shows no credentials.
+/// Each projection's views live in *generations* (see [`cqrs_core::Generation`]): a pointer key
+/// names the live one, which queries read, and another the one being built. A view is a string
+/// (its JSON); an index list is a sorted set whose members are `<sort key>\0<view id>`, all of
+/// score 0, so `ZRANGEBYLEX` pages through it in (sort key, id) order. One projection's keys share
+/// one hash tag, so every script touches a single cluster slot (see the crate's key layout).
+///
+/// - A batch ([`commit`](ViewStore::commit)) is one Lua script that checks every key's type, the
+///   fencing token, that the generation is still live or being built (a Redis that restarted
+///   empty or was flushed has neither: [`cqrs_core::Error::GenerationGone`]) and the checkpoint,
+///   before its first write: all or nothing.
+/// - [`go_live`](ViewStore::go_live) switches the pointer in one script, then deletes the keys of
+///   the generation that was live, at most a thousand keys per script call.
+/// - Queries read the pointer in the same round-trip as the data: [`read_views`](ViewStore::read_views)
+///   is one `MGET` of the pointer and the views of the live generation this store last saw
+///   (remembered per projection, shared by clones; read again when the pointer moved), and
+///   [`list`](ViewStore::list), [`count`](ViewStore::count) and
+///   [`dead_letters`](ViewStore::dead_letters) are read-only scripts.
+///
+/// The connection manager reconnects by itself; a failed read is an error, never "nothing
+/// stored". Run Redis with `maxmemory-policy noeviction`: an evicted key is a lost view. The
+/// `Debug` output shows no credentials.
 ///
 /// # Examples
 ///
 /// ```no_run
-/// use cqrs_core::{ViewReader, ViewStore};
+/// use cqrs_core::{IndexKey, ViewReader};
 /// use cqrs_redis::RedisViewStore;
 ///
+/// # #[derive(serde::Deserialize)] struct Task;
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let views = RedisViewStore::connect("redis://127.0.0.1:6379/", "app:").await?;
-/// let checkpoint = views.checkpoint("task_views").await?;
+/// let tasks = ViewReader::<Task>::new(views, "tasks");
+/// let first_page = tasks.list(&IndexKey::new("status", "open"), None, 20).await?;
+/// let counts = tasks.count(&[IndexKey::new("status", "open"), IndexKey::new("status", "done")]).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -92,8 +94,9 @@ pub struct RedisViewStore {
     connection: ConnectionManager,
     prefix: String,
     address: String,
-    commit: redis::Script,
-    reset: redis::Script,
+    scripts: Arc<Scripts>,
+    /// The live generation last seen, per projection.
+    live: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl std::fmt::Debug for RedisViewStore {
@@ -106,86 +109,371 @@ fn position(text: &str) -> cqrs_core::Result<Option<Position>> {
     if text.is_empty() { Ok(None) } else { text.parse().map(Some) }
 }
 
+fn not_built(projection: &str) -> CoreError {
+    CoreError::NotBuilt { projection: projection.to_owned() }
+}
+
+fn fenced(projection: &str, token: u64, highest: &str) -> CoreError {
+    CoreError::Fenced { projection: projection.to_owned(), token, highest: highest.parse().unwrap_or(u64::MAX) }
+}
+
+fn gone(projection: &str, generation: u64) -> CoreError {
+    CoreError::GenerationGone { projection: projection.to_owned(), generation }
+}
+
+fn unexpected(what: &str, reply: impl std::fmt::Debug) -> CoreError {
+    CoreError::Backend { message: format!("unexpected reply of Redis to {what}: {reply:?}"), source: None }
+}
+
+/// A generation id as Redis stores it.
+fn generation_id(text: &str) -> cqrs_core::Result<u64> {
+    text.parse().map_err(|_| unexpected("a generation id", text))
+}
+
+/// The index list member of a view: `<sort key>\0<view id>`.
+fn member(order: &str, id: &str) -> String {
+    format!("{order}\0{id}")
+}
+
+/// The `ZRANGEBYLEX` minimum of the members strictly after `cursor`.
+fn after(cursor: Option<&ListCursor>) -> String {
+    match cursor {
+        None => "-".to_owned(),
+        // Stored sort keys hold no NUL (commits refuse them), so the members after a sort key
+        // `p\0...` are those whose sort key is above `p`: from `p\x01` on.
+        Some(cursor) => match cursor.order.split_once('\0') {
+            Some((head, _)) => format!("[{head}\u{1}"),
+            None => format!("({}\0{}", cursor.order, cursor.id),
+        },
+    }
+}
+
 impl RedisViewStore {
-    /// Connects (`redis://[user:password@]host:port/db`) with a reconnecting connection
-    /// manager; every key starts with `prefix` (see [`check_prefix`](Self::check_prefix)).
+    /// Connects to `url` (`redis://[user:password@]host:port/db`, or `rediss://` with the
+    /// feature `tls`) with a reconnecting connection manager; every key starts with `prefix`.
+    /// [`connect_with`](Self::connect_with) takes more settings.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), cqrs_redis::Error> {
+    /// let views = cqrs_redis::RedisViewStore::connect("redis://app:s3cret@127.0.0.1:6379/", "app:").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
-        Self::check_prefix(prefix)?;
-        let client = redis::Client::open(url).map_err(|_| Error::Config("the Redis URL does not parse".to_owned()))?;
-        let info = client.get_connection_info();
-        let address = info.addr().to_string();
-        let connection = ConnectionManager::new(client).await.map_err(|e| Error::Connect(e.to_string()))?;
-        Ok(RedisViewStore {
-            connection,
-            prefix: prefix.to_owned(),
-            address,
-            commit: redis::Script::new(COMMIT),
-            reset: redis::Script::new(RESET),
-        })
+        Self::connect_with(RedisConfig::from_url(url)?.prefix(prefix)?).await
     }
 
-    /// Refuses prefixes with `{` or `}` (they would move the hash tag) or control characters.
-    pub fn check_prefix(prefix: &str) -> Result<()> {
-        if prefix.contains(['{', '}']) || prefix.chars().any(char::is_control) || prefix.len() > 256 {
-            return Err(Error::Config(format!(
-                "key prefix {:?} must be at most 256 bytes without braces or control characters",
-                prefix.chars().take(80).collect::<String>()
-            )));
+    /// Connects with these settings. A refused password, or a setting that cannot work, fails at
+    /// once; a server that cannot be reached is tried again a few times first.
+    pub async fn connect_with(config: RedisConfig) -> Result<Self> {
+        let address = config.address();
+        let span = tracing::info_span!("redis_connect", %address, tls = config.is_tls());
+        async move {
+            let client = client(&config)?;
+            let connect_error = |e: redis::RedisError| Error::Connect(config.redact(e.to_string()));
+            // One plain attempt first, with a PING: a wrong password, a certificate that is not
+            // trusted or a server that wants AUTH fails now, not after the manager's retries.
+            let probe = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(config.connection_timeout)
+                .set_response_timeout(config.response_timeout);
+            let probed = match client.get_multiplexed_async_connection_with_config(&probe).await {
+                Ok(mut connection) => redis::cmd("PING").query_async::<String>(&mut connection).await.map(drop),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = probed {
+                if refused(&e) {
+                    return Err(connect_error(e));
+                }
+                tracing::debug!(error = %config.redact(e.to_string()), "Redis not reachable yet; retrying");
+            }
+            let manager = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(config.connection_timeout)
+                .set_response_timeout(config.response_timeout);
+            let connection = ConnectionManager::new_with_config(client, manager).await.map_err(connect_error)?;
+            tracing::debug!("connected");
+            Ok(RedisViewStore {
+                connection,
+                prefix: config.prefix,
+                address,
+                scripts: Arc::new(Scripts::new()),
+                live: Arc::default(),
+            })
         }
-        Ok(())
+        .instrument(span)
+        .await
+    }
+
+    /// Refuses prefixes with `{` or `}` (they would move the hash tag), control characters, or
+    /// over 256 bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(cqrs_redis::RedisViewStore::check_prefix("app:").is_ok());
+    /// assert!(cqrs_redis::RedisViewStore::check_prefix("app{1}:").is_err());
+    /// ```
+    pub fn check_prefix(prefix: &str) -> Result<()> {
+        crate::config::check_prefix(prefix)
     }
 
     fn keys(&self, projection: &str) -> ProjectionKeys {
         ProjectionKeys::new(&self.prefix, projection)
     }
+
+    fn cached_live(&self, projection: &str) -> Option<u64> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner).get(projection).copied()
+    }
+
+    fn remember_live(&self, projection: &str, generation: Option<u64>) {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        match generation {
+            Some(id) => {
+                if let Some(cached) = live.get_mut(projection) {
+                    *cached = id;
+                } else {
+                    live.insert(projection.to_owned(), id);
+                }
+            }
+            None => {
+                live.remove(projection);
+            }
+        }
+    }
+
+    /// Deletes the keys of the projection's dropped generations (those that were live before
+    /// another went live, or were being built when another build began), at most a thousand per
+    /// script call, until none is left. [`go_live`](ViewStore::go_live) and
+    /// [`begin_generation`](ViewStore::begin_generation) call it; call it yourself to finish a
+    /// sweep that a lost connection interrupted. Returns how many keys it deleted.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(views: cqrs_redis::RedisViewStore) -> cqrs_core::Result<()> {
+    /// let deleted = views.sweep("tasks").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn sweep(&self, projection: &str) -> cqrs_core::Result<u64> {
+        let keys = self.keys(projection);
+        let span = tracing::debug_span!("sweep", store = "redis", projection);
+        async {
+            let mut connection = self.connection.clone();
+            let mut deleted = 0;
+            loop {
+                let (count, more): (u64, u64) = self
+                    .scripts
+                    .sweep
+                    .key(keys.live())
+                    .key(keys.building())
+                    .key(keys.trash())
+                    .arg(keys.base())
+                    .arg(SWEEP_BUDGET)
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(redis_error)?;
+                deleted += count;
+                if more == 0 {
+                    if deleted > 0 {
+                        tracing::debug!(deleted, "deleted the keys of dropped generations");
+                    }
+                    return Ok(deleted);
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Sweeps after a switch; the switch happened, so a failure is only logged (the next switch,
+    /// or [`sweep`](Self::sweep), finishes the job).
+    async fn sweep_after_switch(&self, projection: &str) {
+        if let Err(error) = self.sweep(projection).await {
+            tracing::warn!(%error, projection, "could not delete the keys of a dropped generation yet");
+        }
+    }
+}
+
+/// Whether a failed first connection is a refusal that retrying will not change: anything but
+/// connection trouble, and a TLS handshake that failed on the certificate (rustls reports that
+/// as an I/O error).
+fn refused(error: &redis::RedisError) -> bool {
+    let message = error.to_string();
+    !crate::error::is_transient(error)
+        || message.contains("invalid peer certificate")
+        || message.contains("received fatal alert")
+}
+
+fn client(config: &RedisConfig) -> Result<redis::Client> {
+    #[cfg(feature = "tls")]
+    if config.is_tls() {
+        // redis-rs builds its rustls configuration on the process's default provider: make
+        // that `ring` unless the program chose one (with both `ring` and `aws-lc-rs` in the
+        // build, rustls cannot choose by itself).
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        if let Some(pem) = &config.tls_roots {
+            let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) };
+            return redis::Client::build_with_tls(config.info.clone(), certificates)
+                .map_err(|e| Error::Config(format!("TLS root certificates: {}", config.redact(e.to_string()))));
+        }
+    }
+    if config.tls_roots.is_some() {
+        return Err(Error::Config("TLS root certificates were given for a redis:// URL: use rediss://".to_owned()));
+    }
+    redis::Client::open(config.info.clone()).map_err(|e| Error::Config(config.redact(e.to_string())))
 }
 
 #[async_trait]
 impl ViewStore for RedisViewStore {
-    async fn load_views(&self, projection: &str, ids: &[String]) -> cqrs_core::Result<Vec<Option<String>>> {
+    async fn status(&self, projection: &str) -> cqrs_core::Result<ProjectionStatus> {
+        let keys = self.keys(projection);
+        let mut connection = self.connection.clone();
+        let reply: Vec<String> = self
+            .scripts
+            .status
+            .key(keys.live())
+            .key(keys.building())
+            .arg(keys.base())
+            .invoke_async(&mut connection)
+            .instrument(tracing::trace_span!("status", store = "redis", projection))
+            .await
+            .map_err(redis_error)?;
+        let [live, live_version, live_checkpoint, building, building_version, building_checkpoint] = &reply[..] else {
+            return Err(unexpected("the status script", reply));
+        };
+        let generation = |id: &str, version: &str, checkpoint: &str| -> cqrs_core::Result<Option<Generation>> {
+            if id.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(Generation {
+                id: generation_id(id)?,
+                version: version.parse().map_err(|_| unexpected("a generation's version", version))?,
+                checkpoint: position(checkpoint)?,
+            }))
+        };
+        let status = ProjectionStatus {
+            live: generation(live, live_version, live_checkpoint)?,
+            building: generation(building, building_version, building_checkpoint)?,
+        };
+        self.remember_live(projection, status.live.map(|g| g.id));
+        Ok(status)
+    }
+
+    async fn begin_generation(
+        &self,
+        projection: &str,
+        version: u32,
+        fencing_token: u64,
+    ) -> cqrs_core::Result<Generation> {
+        let keys = self.keys(projection);
+        let mut connection = self.connection.clone();
+        let reply: Vec<String> = self
+            .scripts
+            .begin
+            .key(keys.token())
+            .key(keys.live())
+            .key(keys.building())
+            .key(keys.last())
+            .key(keys.trash())
+            .arg(fencing_token)
+            .arg(version)
+            .arg(keys.base())
+            .invoke_async(&mut connection)
+            .instrument(tracing::debug_span!("begin_generation", store = "redis", projection, version))
+            .await
+            .map_err(redis_error)?;
+        let generation = match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["0", id] => Generation { id: generation_id(id)?, version, checkpoint: None },
+            ["2", highest] => return Err(fenced(projection, fencing_token, highest)),
+            _ => return Err(unexpected("begin_generation", reply)),
+        };
+        tracing::debug!(projection, generation = generation.id, version, "began a generation");
+        self.sweep_after_switch(projection).await;
+        Ok(generation)
+    }
+
+    async fn load_views(
+        &self,
+        projection: &str,
+        generation: u64,
+        ids: &[String],
+    ) -> cqrs_core::Result<Vec<Option<String>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = self.keys(projection);
+        let keys = self.keys(projection).generation(generation);
         let names: Vec<String> = ids.iter().map(|id| keys.view(id)).collect();
         let mut connection = self.connection.clone();
         let values: Vec<Option<String>> = redis::cmd("MGET")
             .arg(&names)
             .query_async(&mut connection)
-            .instrument(tracing::trace_span!("load_views", store = "redis", projection, views = ids.len()))
+            .instrument(tracing::trace_span!("load_views", store = "redis", projection, generation, views = ids.len()))
             .await
             .map_err(redis_error)?;
         Ok(values)
     }
 
-    async fn checkpoint(&self, projection: &str) -> cqrs_core::Result<Option<Position>> {
-        let mut connection = self.connection.clone();
-        let value: Option<String> = redis::cmd("GET")
-            .arg(self.keys(projection).checkpoint())
-            .query_async(&mut connection)
-            .await
-            .map_err(redis_error)?;
-        position(value.as_deref().unwrap_or(""))
-    }
-
     async fn commit(&self, projection: &str, commit: ViewCommit) -> cqrs_core::Result<()> {
-        let span = tracing::debug_span!("projection_commit", store = "redis", projection, views = commit.views.len());
+        commit.validate()?;
+        let span = tracing::debug_span!(
+            "projection_commit",
+            store = "redis",
+            projection,
+            generation = commit.generation,
+            views = commit.views.len()
+        );
         let keys = self.keys(projection);
-        let mut invocation = self.commit.prepare_invoke();
-        invocation.key(keys.checkpoint()).key(keys.token()).key(keys.ids()).key(keys.dead_letters());
-        for (id, _) in &commit.views {
-            invocation.key(keys.view(id));
+        let generation = keys.generation(commit.generation);
+        // The index lists the batch touches, each once, numbered from 1 in the script.
+        let mut lists: Vec<&IndexKey> = Vec::new();
+        let mut slots: HashMap<&IndexKey, usize> = HashMap::new();
+        for write in &commit.views {
+            for entry in write.leave.iter().chain(&write.join) {
+                slots.entry(&entry.key).or_insert_with(|| {
+                    lists.push(&entry.key);
+                    lists.len()
+                });
+            }
+        }
+        let mut invocation = self.scripts.commit.prepare_invoke();
+        invocation
+            .key(keys.token())
+            .key(keys.live())
+            .key(keys.building())
+            .key(generation.checkpoint())
+            .key(generation.ids())
+            .key(generation.indexes())
+            .key(generation.dead_letters());
+        for write in &commit.views {
+            invocation.key(generation.view(&write.id));
+        }
+        for list in &lists {
+            invocation.key(generation.index(list));
         }
         invocation
+            .arg(commit.generation)
             .arg(commit.expected.map(|p| p.to_string()).unwrap_or_default())
             .arg(commit.checkpoint.to_string())
-            .arg(commit.fencing_token);
-        for (id, view) in &commit.views {
-            invocation.arg(id.as_str());
-            match view {
+            .arg(commit.fencing_token)
+            .arg(commit.views.len())
+            .arg(lists.len());
+        for list in &lists {
+            invocation.arg(index_suffix(list));
+        }
+        for write in &commit.views {
+            invocation.arg(write.id.as_str());
+            match &write.view {
                 Some(json) => invocation.arg(format!("s{json}")),
                 None => invocation.arg("d"),
             };
+            for entries in [&write.leave, &write.join] {
+                invocation.arg(entries.len());
+                for entry in entries {
+                    invocation.arg(slots[&entry.key]).arg(member(&entry.order, &write.id));
+                }
+            }
         }
         for letter in &commit.dead_letters {
             let json = serde_json::to_string(letter)
@@ -193,34 +481,179 @@ impl ViewStore for RedisViewStore {
             invocation.arg(json);
         }
         let mut connection = self.connection.clone();
-        let (status, detail): (i64, String) =
+        let reply: Vec<String> =
             invocation.invoke_async(&mut connection).instrument(span).await.map_err(redis_error)?;
-        match status {
-            0 => Ok(()),
-            1 => Err(CoreError::CheckpointMoved {
+        match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["0"] => Ok(()),
+            ["1", actual] => Err(CoreError::CheckpointMoved {
                 projection: projection.to_owned(),
                 expected: commit.expected,
-                actual: position(&detail)?,
+                actual: position(actual)?,
             }),
-            2 => Err(CoreError::Fenced {
-                projection: projection.to_owned(),
-                token: commit.fencing_token,
-                highest: detail.parse().unwrap_or(u64::MAX),
-            }),
-            _ => Err(CoreError::Backend {
-                message: format!("key {detail:?} holds another type than the view store writes; nothing was written"),
+            ["2", highest] => Err(fenced(projection, commit.fencing_token, highest)),
+            ["3", key] => Err(CoreError::Backend {
+                message: format!("key {key:?} holds another type than the view store writes; nothing was written"),
                 source: None,
             }),
+            ["4"] => Err(gone(projection, commit.generation)),
+            _ => Err(unexpected("a commit", reply)),
+        }
+    }
+
+    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> cqrs_core::Result<()> {
+        let keys = self.keys(projection);
+        let mut connection = self.connection.clone();
+        let reply: Vec<String> = self
+            .scripts
+            .go_live
+            .key(keys.token())
+            .key(keys.live())
+            .key(keys.building())
+            .key(keys.trash())
+            .arg(generation)
+            .arg(fencing_token)
+            .invoke_async(&mut connection)
+            .instrument(tracing::debug_span!("go_live", store = "redis", projection, generation))
+            .await
+            .map_err(redis_error)?;
+        match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["0"] => {}
+            ["2", highest] => return Err(fenced(projection, fencing_token, highest)),
+            ["4"] => return Err(gone(projection, generation)),
+            _ => return Err(unexpected("go_live", reply)),
+        }
+        self.remember_live(projection, Some(generation));
+        self.sweep_after_switch(projection).await;
+        Ok(())
+    }
+
+    async fn read_views(&self, projection: &str, ids: &[String]) -> cqrs_core::Result<Vec<Option<String>>> {
+        let keys = self.keys(projection);
+        let span = tracing::trace_span!("read_views", store = "redis", projection, views = ids.len());
+        async {
+            let mut connection = self.connection.clone();
+            for _ in 0..QUERY_TRIES {
+                // The pointer and the views of the generation last seen live, in one MGET.
+                let cached = self.cached_live(projection);
+                let mut mget = redis::cmd("MGET");
+                mget.arg(keys.live());
+                if let Some(id) = cached {
+                    let generation = keys.generation(id);
+                    for id in ids {
+                        mget.arg(generation.view(id));
+                    }
+                }
+                let mut values: Vec<Option<String>> = mget.query_async(&mut connection).await.map_err(redis_error)?;
+                if values.is_empty() {
+                    return Err(unexpected("MGET", values));
+                }
+                let live = values.remove(0).as_deref().map(generation_id).transpose()?;
+                match (live, cached) {
+                    (None, _) => {
+                        self.remember_live(projection, None);
+                        return Err(not_built(projection));
+                    }
+                    (Some(live), Some(cached)) if live == cached => return Ok(values),
+                    (Some(live), _) => {
+                        self.remember_live(projection, Some(live));
+                        if ids.is_empty() {
+                            return Ok(Vec::new());
+                        }
+                    }
+                }
+            }
+            Err(CoreError::unavailable_msg(format!(
+                "the live generation of projection {projection} changed {QUERY_TRIES} times during one read"
+            )))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn list(
+        &self,
+        projection: &str,
+        key: &IndexKey,
+        after_cursor: Option<&ListCursor>,
+        limit: usize,
+    ) -> cqrs_core::Result<ViewPage> {
+        let keys = self.keys(projection);
+        let mut connection = self.connection.clone();
+        // One more than asked: whether another page follows.
+        let fetch = limit.saturating_add(1).min(i64::MAX as usize);
+        let reply: Vec<Option<String>> = self
+            .scripts
+            .list
+            .key(keys.live())
+            .arg(keys.base())
+            .arg(index_suffix(key))
+            .arg(after(after_cursor))
+            .arg(fetch)
+            .invoke_async(&mut connection)
+            .instrument(tracing::trace_span!("list", store = "redis", projection, index = %key, limit))
+            .await
+            .map_err(redis_error)?;
+        let (status, rest) = reply.split_first().ok_or_else(|| unexpected("the list script", &reply))?;
+        match status.as_deref() {
+            Some("0") => {
+                self.remember_live(projection, None);
+                return Err(not_built(projection));
+            }
+            Some("1") => {}
+            _ => return Err(unexpected("the list script", &reply)),
+        }
+        let (live, rest) = rest.split_first().ok_or_else(|| unexpected("the list script", &reply))?;
+        self.remember_live(projection, Some(generation_id(live.as_deref().unwrap_or_default())?));
+        let entries = rest.chunks(2).collect::<Vec<_>>();
+        let more = entries.len() > limit;
+        let mut page = ViewPage::default();
+        for entry in entries.into_iter().take(limit) {
+            let [Some(member), view] = entry else { return Err(unexpected("the list script", entry)) };
+            let (order, id) = member.split_once('\0').ok_or_else(|| unexpected("an index member", member))?;
+            if let Some(json) = view {
+                page.views.push((id.to_owned(), json.clone()));
+            }
+            page.next = Some(ListCursor { order: order.to_owned(), id: id.to_owned() });
+        }
+        if !more {
+            page.next = None;
+        }
+        Ok(page)
+    }
+
+    async fn count(&self, projection: &str, index_keys: &[IndexKey]) -> cqrs_core::Result<Vec<u64>> {
+        let keys = self.keys(projection);
+        let mut connection = self.connection.clone();
+        let mut invocation = self.scripts.count.prepare_invoke();
+        invocation.key(keys.live()).arg(keys.base());
+        for key in index_keys {
+            invocation.arg(index_suffix(key));
+        }
+        let reply: Vec<u64> = invocation
+            .invoke_async(&mut connection)
+            .instrument(tracing::trace_span!("count", store = "redis", projection, lists = index_keys.len()))
+            .await
+            .map_err(redis_error)?;
+        match reply.split_first() {
+            Some((0, _)) => {
+                self.remember_live(projection, None);
+                Err(not_built(projection))
+            }
+            Some((1, counts)) if counts.len() == index_keys.len() => Ok(counts.to_vec()),
+            _ => Err(unexpected("the count script", reply)),
         }
     }
 
     async fn dead_letters(&self, projection: &str) -> cqrs_core::Result<Vec<DeadLetter>> {
+        let keys = self.keys(projection);
         let mut connection = self.connection.clone();
-        let letters: Vec<String> = redis::cmd("LRANGE")
-            .arg(self.keys(projection).dead_letters())
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut connection)
+        let letters: Vec<String> = self
+            .scripts
+            .dead_letters
+            .key(keys.live())
+            .arg(keys.base())
+            .invoke_async(&mut connection)
+            .instrument(tracing::trace_span!("dead_letters", store = "redis", projection))
             .await
             .map_err(redis_error)?;
         letters
@@ -230,26 +663,21 @@ impl ViewStore for RedisViewStore {
             })
             .collect()
     }
+}
 
-    async fn reset(&self, projection: &str, fencing_token: u64) -> cqrs_core::Result<()> {
-        let keys = self.keys(projection);
-        let mut invocation = self.reset.prepare_invoke();
-        invocation
-            .key(keys.checkpoint())
-            .key(keys.token())
-            .key(keys.ids())
-            .key(keys.dead_letters())
-            .arg(fencing_token)
-            .arg(keys.view_prefix());
-        let mut connection = self.connection.clone();
-        let (status, detail): (i64, String) = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
-        match status {
-            0 => Ok(()),
-            _ => Err(CoreError::Fenced {
-                projection: projection.to_owned(),
-                token: fencing_token,
-                highest: detail.parse().unwrap_or(u64::MAX),
-            }),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_start_strictly_after_their_view() {
+        assert_eq!(after(None), "-");
+        let cursor = ListCursor { order: "0001".into(), id: "t-1".into() };
+        assert_eq!(after(Some(&cursor)), "(0001\0t-1");
+        // A sort key with a NUL is none a commit stored: the members after it are those from
+        // the part before the NUL, exclusive of that exact sort key.
+        let odd = ListCursor { order: "ab\0c".into(), id: "x".into() };
+        assert_eq!(after(Some(&odd)), "[ab\u{1}");
+        assert!(member("ab", "z").as_str() < "ab\u{1}" && "ab\u{1}" < member("ab\u{1}", "").as_str());
     }
 }

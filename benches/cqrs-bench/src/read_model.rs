@@ -45,10 +45,11 @@ impl Projection for AccountViews {
     }
 }
 
-/// The Redis key of a view of [`AccountViews`] under `prefix`, as `RedisViewStore` lays it out:
-/// `<prefix>{p:<projection>}:v:<id>`.
-pub fn view_key(prefix: &str, id: &str) -> String {
-    format!("{prefix}{{p:{}}}:v:{id}", AccountViews::NAME)
+/// The Redis key of a view of [`AccountViews`] in `generation` under `prefix`, as
+/// `RedisViewStore` lays it out: `<prefix>{p:<projection>}:g<generation>:v:<id>` (the live
+/// generation's id is in `ProjectionStatus::live`).
+pub fn view_key(prefix: &str, generation: u64, id: &str) -> String {
+    format!("{prefix}{{p:{}}}:g{generation}:v:{id}", AccountViews::NAME)
 }
 
 /// Fills the store for the catch-up: `streams` account streams `{prefix}{n}`, each written in
@@ -86,8 +87,8 @@ impl Worker for CatchUpLoad {
 const PIPELINE: usize = 1_000;
 
 /// The raw baseline of the catch-up: one `SET` per event of that event's view JSON to the
-/// view's key (what a projector writing every event's view would send), [`PIPELINE`] commands
-/// per pipeline, in the order the events were appended (runs of `run` events per stream,
+/// view's key (in generation 1: what a projector writing every event's view would send),
+/// [`PIPELINE`] commands per pipeline, in the order the events were appended (runs of `run` events per stream,
 /// round-robin over `streams` streams).
 pub struct RawViewWrites {
     connection: ConnectionManager,
@@ -114,7 +115,7 @@ impl RawViewWrites {
             let (stream, within) = (i % per_round / self.run, i % self.run);
             let json = AccountView::json_after(u64::try_from(i / per_round * self.run + within + 1)?);
             bytes += json.len();
-            pipe.set(view_key(&self.prefix, &format!("{}{stream}", self.ids)), json).ignore();
+            pipe.set(view_key(&self.prefix, 1, &format!("{}{stream}", self.ids)), json).ignore();
             if (i + 1) % PIPELINE == 0 || i + 1 == events {
                 pipe.exec_async(&mut self.connection).await?;
                 pipe.clear();
@@ -227,7 +228,7 @@ mod tests {
 
     #[test]
     fn keys_follow_the_view_store_layout() {
-        assert_eq!(view_key("x:", "acc-1"), "x:{p:account_views}:v:acc-1");
+        assert_eq!(view_key("x:", 3, "acc-1"), "x:{p:account_views}:g3:v:acc-1");
         assert_eq!(AccountView::json_after(200), r#"{"balance":200,"version":200}"#);
     }
 }

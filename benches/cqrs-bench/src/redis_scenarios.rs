@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrs_core::{Cqrs, Projection, Projector, ViewReader};
+use cqrs_core::{Cqrs, Projection, Projector, ViewReader, ViewStore};
 use cqrs_postgres::{PgConfig, PgEventStore};
 use cqrs_redis::RedisViewStore;
 use redis::aio::ConnectionManager;
@@ -326,10 +326,12 @@ impl<'a> RedisBench<'a> {
     async fn view_query(&self) -> Result<Record> {
         let scenario = "view_query";
         let prefix = self.prefix_of("live");
-        let reader = ViewReader::<AccountView>::new(self.views("live").await?, AccountViews::NAME);
+        let views = self.views("live").await?;
+        let live = views.status(AccountViews::NAME).await?.live.ok_or("the live_lag scenario built no views")?;
+        let reader = ViewReader::<AccountView>::new(views, AccountViews::NAME);
         let mut ours = ViewGet { reader, id: QUERIED.to_owned() };
         let connection = ConnectionManager::new(redis::Client::open(self.redis_url)?).await?;
-        let mut raw = RawGet { connection, key: view_key(&prefix, QUERIED) };
+        let mut raw = RawGet { connection, key: view_key(&prefix, live.id, QUERIED) };
         check_same_view(&mut ours, &mut raw).await?;
         let block = Budget::new(QUERY_BLOCK, 30);
         // Warm-up, not counted.
@@ -420,7 +422,7 @@ fn note_live(lag: &Latency, run: &LiveRun, outliers: Option<Outliers>) {
     eprintln!(
         "live_lag: {commands} deposits in {:.2} s ({:.0}/s, {LIVE_TASKS} tasks, projector on a PostgreSQL pool of \
          its own woken by NOTIFY); lag median {:.3} ms, p99 {:.3} ms; checkpoint polled {} times ({:.0}/s, one \
-         GET in flight)",
+         status script in flight)",
         sending.as_secs_f64(),
         commands as f64 / sending.as_secs_f64(),
         lag.median_ms,

@@ -1,31 +1,37 @@
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
 use super::{read, write};
-use crate::{DeadLetter, Error, Position, Result, ViewCommit, ViewStore};
+use crate::{
+    DeadLetter, Error, Generation, IndexKey, ListCursor, Position, ProjectionStatus, Result, ViewCommit, ViewPage,
+    ViewStore,
+};
 
 /// A [`ViewStore`] in process memory. Clones share the same store.
 ///
 /// # Examples
 ///
 /// ```
-/// use cqrs_core::{MemoryViewStore, Position, ViewCommit, ViewStore};
+/// use cqrs_core::{MemoryViewStore, Position, ViewCommit, ViewStore, ViewWrite};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let views = MemoryViewStore::default();
+/// let generation = views.begin_generation("counts", 1, 0).await.unwrap();
 /// let commit = ViewCommit {
+///     generation: generation.id,
 ///     expected: None,
 ///     checkpoint: Position::new(1, 1),
 ///     fencing_token: 0,
-///     views: vec![("a".into(), Some("1".into()))],
+///     views: vec![ViewWrite::set("a", "1")],
 ///     dead_letters: Vec::new(),
 /// };
 /// views.commit("counts", commit.clone()).await.unwrap();
 /// // A replay of the same batch is refused and changes nothing.
 /// assert!(views.commit("counts", commit).await.is_err());
-/// assert_eq!(views.load_views("counts", &["a".into()]).await.unwrap(), vec![Some("1".into())]);
+/// views.go_live("counts", generation.id, 0).await.unwrap();
+/// assert_eq!(views.read_views("counts", &["a".into()]).await.unwrap(), vec![Some("1".into())]);
 /// # });
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -35,66 +41,209 @@ pub struct MemoryViewStore {
 
 #[derive(Debug, Default)]
 struct ProjectionState {
-    views: HashMap<String, String>,
-    dead_letters: Vec<DeadLetter>,
-    checkpoint: Option<Position>,
     highest_token: u64,
+    last_generation: u64,
+    live: Option<u64>,
+    building: Option<u64>,
+    generations: HashMap<u64, GenerationState>,
 }
 
-fn check_token(projection: &str, state: &ProjectionState, token: u64) -> Result<()> {
-    if token < state.highest_token {
-        return Err(Error::Fenced { projection: projection.to_owned(), token, highest: state.highest_token });
+#[derive(Debug, Default)]
+struct GenerationState {
+    version: u32,
+    checkpoint: Option<Position>,
+    views: HashMap<String, String>,
+    /// Per list: (sort key, view id), in order.
+    indexes: HashMap<IndexKey, BTreeSet<(String, String)>>,
+    dead_letters: Vec<DeadLetter>,
+}
+
+impl ProjectionState {
+    fn check_token(&self, projection: &str, token: u64) -> Result<()> {
+        if token < self.highest_token {
+            return Err(Error::Fenced { projection: projection.to_owned(), token, highest: self.highest_token });
+        }
+        Ok(())
     }
-    Ok(())
+
+    fn generation(&self, id: u64) -> Option<Generation> {
+        self.generations.get(&id).map(|g| Generation { id, version: g.version, checkpoint: g.checkpoint })
+    }
+
+    fn live(&self, projection: &str) -> Result<&GenerationState> {
+        self.live
+            .and_then(|id| self.generations.get(&id))
+            .ok_or_else(|| Error::NotBuilt { projection: projection.to_owned() })
+    }
+}
+
+fn not_built(projection: &str) -> Error {
+    Error::NotBuilt { projection: projection.to_owned() }
+}
+
+impl MemoryViewStore {
+    /// Forgets every view, checkpoint and generation, as a Redis that restarted without
+    /// persistence would: for testing how projectors recover.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::{MemoryViewStore, ViewStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let views = MemoryViewStore::default();
+    /// views.begin_generation("p", 1, 0).await.unwrap();
+    /// views.clear();
+    /// assert_eq!(views.status("p").await.unwrap().building, None);
+    /// # });
+    /// ```
+    pub fn clear(&self) {
+        write(&self.projections).clear();
+    }
 }
 
 #[async_trait]
 impl ViewStore for MemoryViewStore {
-    async fn load_views(&self, projection: &str, ids: &[String]) -> Result<Vec<Option<String>>> {
+    async fn status(&self, projection: &str) -> Result<ProjectionStatus> {
         let map = read(&self.projections);
-        let state = map.get(projection);
+        Ok(map
+            .get(projection)
+            .map(|s| ProjectionStatus {
+                live: s.live.and_then(|id| s.generation(id)),
+                building: s.building.and_then(|id| s.generation(id)),
+            })
+            .unwrap_or_default())
+    }
+
+    async fn begin_generation(&self, projection: &str, version: u32, fencing_token: u64) -> Result<Generation> {
+        let mut map = write(&self.projections);
+        let state = map.entry(projection.to_owned()).or_default();
+        state.check_token(projection, fencing_token)?;
+        state.highest_token = fencing_token;
+        if let Some(old) = state.building.take() {
+            state.generations.remove(&old);
+        }
+        state.last_generation += 1;
+        let id = state.last_generation;
+        state.generations.insert(id, GenerationState { version, ..GenerationState::default() });
+        state.building = Some(id);
+        Ok(Generation { id, version, checkpoint: None })
+    }
+
+    async fn load_views(&self, projection: &str, generation: u64, ids: &[String]) -> Result<Vec<Option<String>>> {
+        let map = read(&self.projections);
+        let state = map.get(projection).and_then(|s| s.generations.get(&generation));
         Ok(ids.iter().map(|id| state.and_then(|s| s.views.get(id).cloned())).collect())
     }
 
-    async fn checkpoint(&self, projection: &str) -> Result<Option<Position>> {
-        Ok(read(&self.projections).get(projection).and_then(|s| s.checkpoint))
-    }
-
     async fn commit(&self, projection: &str, commit: ViewCommit) -> Result<()> {
+        commit.validate()?;
         let mut map = write(&self.projections);
         let state = map.entry(projection.to_owned()).or_default();
-        check_token(projection, state, commit.fencing_token)?;
-        if state.checkpoint != commit.expected {
+        state.check_token(projection, commit.fencing_token)?;
+        let current = Some(commit.generation);
+        if state.live != current && state.building != current {
+            return Err(Error::GenerationGone { projection: projection.to_owned(), generation: commit.generation });
+        }
+        state.highest_token = commit.fencing_token;
+        let Some(generation) = state.generations.get_mut(&commit.generation) else {
+            return Err(Error::GenerationGone { projection: projection.to_owned(), generation: commit.generation });
+        };
+        if generation.checkpoint != commit.expected {
             return Err(Error::CheckpointMoved {
                 projection: projection.to_owned(),
                 expected: commit.expected,
-                actual: state.checkpoint,
+                actual: generation.checkpoint,
             });
         }
-        state.highest_token = commit.fencing_token;
-        for (id, view) in commit.views {
-            match view {
-                Some(json) => state.views.insert(id, json),
-                None => state.views.remove(&id),
+        for write in commit.views {
+            for entry in write.leave {
+                if let Some(list) = generation.indexes.get_mut(&entry.key) {
+                    list.remove(&(entry.order, write.id.clone()));
+                    if list.is_empty() {
+                        generation.indexes.remove(&entry.key);
+                    }
+                }
+            }
+            for entry in write.join {
+                generation.indexes.entry(entry.key).or_default().insert((entry.order, write.id.clone()));
+            }
+            match write.view {
+                Some(json) => generation.views.insert(write.id, json),
+                None => generation.views.remove(&write.id),
             };
         }
-        state.checkpoint = Some(commit.checkpoint);
-        state.dead_letters.extend(commit.dead_letters);
+        generation.checkpoint = Some(commit.checkpoint);
+        generation.dead_letters.extend(commit.dead_letters);
         Ok(())
     }
 
-    async fn reset(&self, projection: &str, fencing_token: u64) -> Result<()> {
+    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> Result<()> {
         let mut map = write(&self.projections);
         let state = map.entry(projection.to_owned()).or_default();
-        check_token(projection, state, fencing_token)?;
+        state.check_token(projection, fencing_token)?;
+        if state.live == Some(generation) {
+            return Ok(());
+        }
+        if state.building != Some(generation) {
+            return Err(Error::GenerationGone { projection: projection.to_owned(), generation });
+        }
         state.highest_token = fencing_token;
-        state.views.clear();
-        state.dead_letters.clear();
-        state.checkpoint = None;
+        if let Some(old) = state.live.replace(generation) {
+            state.generations.remove(&old);
+        }
+        state.building = None;
         Ok(())
+    }
+
+    async fn read_views(&self, projection: &str, ids: &[String]) -> Result<Vec<Option<String>>> {
+        let map = read(&self.projections);
+        let live = map.get(projection).ok_or_else(|| not_built(projection))?.live(projection)?;
+        Ok(ids.iter().map(|id| live.views.get(id).cloned()).collect())
+    }
+
+    async fn list(
+        &self,
+        projection: &str,
+        key: &IndexKey,
+        after: Option<&ListCursor>,
+        limit: usize,
+    ) -> Result<ViewPage> {
+        let map = read(&self.projections);
+        let live = map.get(projection).ok_or_else(|| not_built(projection))?.live(projection)?;
+        let Some(list) = live.indexes.get(key) else { return Ok(ViewPage::default()) };
+        let mut entries: Box<dyn Iterator<Item = &(String, String)>> = match after {
+            Some(cursor) => Box::new(
+                list.range((cursor.order.clone(), cursor.id.clone())..)
+                    .skip_while(|e| e.0 == cursor.order && e.1 == cursor.id),
+            ),
+            None => Box::new(list.iter()),
+        };
+        let mut page = ViewPage::default();
+        for (order, id) in entries.by_ref().take(limit) {
+            if let Some(json) = live.views.get(id) {
+                page.views.push((id.clone(), json.clone()));
+            }
+            page.next = Some(ListCursor { order: order.clone(), id: id.clone() });
+        }
+        if entries.next().is_none() {
+            page.next = None;
+        }
+        Ok(page)
+    }
+
+    async fn count(&self, projection: &str, keys: &[IndexKey]) -> Result<Vec<u64>> {
+        let map = read(&self.projections);
+        let live = map.get(projection).ok_or_else(|| not_built(projection))?.live(projection)?;
+        Ok(keys.iter().map(|key| live.indexes.get(key).map_or(0, |l| l.len() as u64)).collect())
     }
 
     async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>> {
-        Ok(read(&self.projections).get(projection).map(|s| s.dead_letters.clone()).unwrap_or_default())
+        let map = read(&self.projections);
+        Ok(map
+            .get(projection)
+            .and_then(|s| s.live(projection).ok())
+            .map(|g| g.dead_letters.clone())
+            .unwrap_or_default())
     }
 }

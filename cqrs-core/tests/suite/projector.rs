@@ -97,9 +97,11 @@ async fn a_poison_event_stops_the_projection_at_its_position_and_keeps_the_check
         Error::Decode { position, version: 5, .. } => assert_eq!(position, poison),
         other => panic!("{other:?}"),
     }
-    let checkpoint = views.checkpoint(Balances::NAME).await.unwrap().unwrap();
-    assert!(checkpoint < poison, "the checkpoint stays before the poison event");
-    assert_eq!(reader(&views).get("later").await.unwrap(), None);
+    // The first build stopped: its checkpoint stays before the poison event, and queries say the
+    // views are not built rather than answer from half-built ones.
+    let building = views.status(Balances::NAME).await.unwrap().building.unwrap();
+    assert!(building.checkpoint.unwrap() < poison, "the checkpoint stays before the poison event");
+    assert!(matches!(reader(&views).get("later").await, Err(Error::NotBuilt { .. })));
 }
 
 /// Fails on withdrawals: a projection whose handler errors.
@@ -205,9 +207,10 @@ async fn one_leader_runs_a_standby_takes_over_and_a_stale_leader_is_fenced() {
         reader(&views).wait_for(done.position, Duration::from_secs(5)).await.unwrap();
     }
     // A write with the first leader's token (1) is refused now that token 2 or later wrote.
-    let checkpoint = views.checkpoint(Balances::NAME).await.unwrap();
+    let live = views.status(Balances::NAME).await.unwrap().live.unwrap();
     let stale = ViewCommit {
-        expected: checkpoint,
+        generation: live.id,
+        expected: live.checkpoint,
         checkpoint: Position::new(u64::MAX, 0),
         fencing_token: 1,
         views: vec![],
@@ -275,4 +278,84 @@ async fn the_dead_letter_policy_skips_poison_events_records_them_and_goes_on() {
     // Every other event was applied once: opened, 2 deposits, then 2 more deposits.
     let count = ViewReader::<u64>::new(views.clone(), Picky::NAME).get("acc-0").await.unwrap();
     assert_eq!(count, Some(5));
+}
+
+/// Balances, version 2: counts deposits only.
+struct DepositCounts;
+
+impl Projection for DepositCounts {
+    const NAME: &'static str = "balances";
+    const VERSION: u32 = 2;
+    type Aggregate = Account;
+    type View = Balance;
+    fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        let view = view.get_or_insert_with(Balance::default);
+        if let AccountEvent::Deposited { .. } = e.event {
+            view.balance += 1_000;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_new_projection_version_rebuilds_behind_the_live_views_and_switches_at_once() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let cqrs = Cqrs::new(events.clone());
+    seed(&cqrs, 3, 4).await;
+    let projector = Projector::new(events.clone(), views.clone()).with_batch_size(2);
+    projector.catch_up(&Balances).await.unwrap();
+    let v1 = views.status(Balances::NAME).await.unwrap().live.unwrap();
+    assert_eq!(v1.version, 1);
+    // An old runner refuses a newer version's views instead of rebuilding them backwards.
+    let v2 = projector.catch_up(&DepositCounts).await.unwrap();
+    assert_eq!(v2, v1.checkpoint);
+    let status = views.status(Balances::NAME).await.unwrap();
+    assert_eq!((status.live.unwrap().version, status.building), (2, None));
+    assert_eq!(reader(&views).get("acc-1").await.unwrap().unwrap().balance, 4_000);
+    assert!(matches!(projector.catch_up(&Balances).await, Err(Error::NewerVersion { running: 1, stored: 2, .. })));
+}
+
+#[tokio::test]
+async fn views_a_store_lost_are_rebuilt_and_never_read_half_built() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let cqrs = Cqrs::new(events.clone());
+    seed(&cqrs, 20, 20).await;
+    let projector = Projector::new(events.clone(), views.clone())
+        .with_batch_size(5)
+        .with_verify_interval(Duration::from_millis(20));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn({
+        let p = projector.clone();
+        async move { p.run(Balances, async { stopped.await.unwrap_or(()) }).await }
+    });
+    let last = cqrs.execute(deposit("acc-0", 0)).await.unwrap();
+    reader(&views).wait_for(last.position, Duration::from_secs(5)).await.unwrap();
+    views.clear();
+    // Queries answer "not built" or from complete views, never from half-built ones.
+    let ids: Vec<String> = (0..20).map(|a| format!("acc-{a}")).collect();
+    let mut not_built = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match reader(&views).get_many(&ids).await {
+            Err(Error::NotBuilt { .. }) => not_built += 1,
+            Ok(found) => {
+                assert!(found.iter().all(Option::is_some), "a half-built model was read");
+                if reader(&views).checkpoint().await.unwrap() >= Some(last.position) {
+                    break;
+                }
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the views were not rebuilt");
+        tokio::task::yield_now().await;
+    }
+    assert!(not_built > 0, "the loss was seen");
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    for a in 1..20 {
+        let view = reader(&views).get(&format!("acc-{a}")).await.unwrap().unwrap();
+        assert_eq!((view.balance, view.applied, view.version), (210, 21, 21));
+    }
 }

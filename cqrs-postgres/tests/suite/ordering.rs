@@ -276,7 +276,7 @@ async fn a_subscriber_resumes_after_dropped_connections_and_a_server_restart() {
 
 #[tokio::test]
 async fn events_restored_from_another_cluster_are_refused_until_renumbered() {
-    use cqrs_core::{ViewCommit, ViewStore};
+    use cqrs_core::{Error, ViewCommit, ViewStore, ViewWrite};
     let store = crate::support::store().await;
     let schema = store.config().schema_name().to_owned();
     let a = stream("restored-a");
@@ -284,14 +284,19 @@ async fn events_restored_from_another_cluster_are_refused_until_renumbered() {
     let cmd = cqrs_core::testing::test_event_for_command(2, "restored-cmd");
     store.append(&stream("restored-b"), ExpectedVersion::NoStream, vec![cmd]).await.unwrap();
     let views = cqrs_postgres::PgViewStore::new(&store);
-    let commit = ViewCommit {
-        expected: None,
+    // A built projection: one generation, live at a checkpoint of the old cluster.
+    let built = views.begin_generation("p", 1, 3).await.unwrap();
+    let commit = |generation, expected| ViewCommit {
+        generation,
+        expected,
         checkpoint: Position::new(5, 5),
-        fencing_token: 0,
-        views: vec![("v".into(), Some("1".into()))],
+        fencing_token: 3,
+        views: vec![ViewWrite::set("v", "1")],
         dead_letters: Vec::new(),
     };
-    views.commit("p", commit).await.unwrap();
+    views.commit("p", commit(built.id, None)).await.unwrap();
+    views.go_live("p", built.id, 3).await.unwrap();
+    assert_eq!(views.read_views("p", &["v".into()]).await.unwrap(), vec![Some("1".into())]);
     // As after a logical dump restored into a cluster whose transaction ids are lower.
     let admin = raw(&crate::support::database_url()).await;
     for table in ["events", "commands"] {
@@ -315,7 +320,25 @@ async fn events_restored_from_another_cluster_are_refused_until_renumbered() {
     assert_eq!(events[3].position, out.position);
     let outcome = store.command_outcome("restored-cmd").await.unwrap().unwrap();
     assert_eq!(outcome.position, events[2].position, "command outcomes point at the renumbered events");
-    assert_eq!(views.checkpoint("p").await.unwrap(), None, "views are reset for a rebuild");
+    // Views are dropped for a rebuild: nothing live, nothing being built, and a projector from
+    // before writes nothing.
+    assert_eq!(views.status("p").await.unwrap(), cqrs_core::ProjectionStatus::default());
+    assert!(matches!(views.read_views("p", &["v".into()]).await, Err(Error::NotBuilt { .. })));
+    assert!(matches!(
+        views.commit("p", commit(built.id, Some(Position::new(5, 5)))).await,
+        Err(Error::GenerationGone { .. })
+    ));
+    assert!(matches!(views.begin_generation("p", 1, 2).await, Err(Error::Fenced { .. })), "tokens are kept");
+    // The rebuild: a new generation (a new id), filled from the first event, made live.
+    let rebuilt = views.begin_generation("p", 1, 3).await.unwrap();
+    assert!(rebuilt.id > built.id, "generation ids are not reused");
+    views.commit("p", commit(rebuilt.id, None)).await.unwrap();
+    assert!(matches!(views.read_views("p", &["v".into()]).await, Err(Error::NotBuilt { .. })));
+    views.go_live("p", rebuilt.id, 3).await.unwrap();
+    let status = views.status("p").await.unwrap();
+    assert_eq!((status.live.map(|g| g.id), status.building), (Some(rebuilt.id), None));
+    assert_eq!(status.checkpoint(), Some(Position::new(5, 5)));
+    assert_eq!(views.read_views("p", &["v".into()]).await.unwrap(), vec![Some("1".into())]);
     assert_eq!(store.renumber_after_restore().await.unwrap(), 0, "a second run does nothing");
 }
 

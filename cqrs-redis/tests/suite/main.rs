@@ -1,12 +1,21 @@
 //! The integration tests of cqrs-redis, in one binary, against a real Redis: the one
-//! `REDIS_URL` names (scripts/test.sh starts a throwaway one).
+//! `REDIS_URL` names (scripts/test.sh starts a throwaway one), and private servers that tests
+//! start, restart and stop themselves.
 #![allow(clippy::unwrap_used)]
+
+mod auth;
+mod generations;
+mod indexes;
+mod kills;
+mod private;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use cqrs_core::testing::view_store;
-use cqrs_core::{Position, ViewCommit, ViewStore};
+use cqrs_core::{IndexEntry, Position, ViewCommit, ViewStore, ViewWrite};
 use cqrs_redis::RedisViewStore;
+
+use private::PrivateRedis;
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| {
@@ -19,9 +28,14 @@ fn redis_url() -> String {
 
 static PREFIXES: AtomicU32 = AtomicU32::new(0);
 
+/// A key prefix no other test uses.
+fn fresh_prefix() -> String {
+    format!("test:{}:{}:", std::process::id(), PREFIXES.fetch_add(1, Ordering::Relaxed))
+}
+
 /// A store whose keys no other test uses, and its prefix.
 async fn store_and_prefix() -> (RedisViewStore, String) {
-    let prefix = format!("test:{}:{}:", std::process::id(), PREFIXES.fetch_add(1, Ordering::Relaxed));
+    let prefix = fresh_prefix();
     let store =
         RedisViewStore::connect(&redis_url(), &prefix).await.unwrap_or_else(|e| panic!("cannot connect to Redis: {e}"));
     (store, prefix)
@@ -29,6 +43,42 @@ async fn store_and_prefix() -> (RedisViewStore, String) {
 
 async fn store() -> RedisViewStore {
     store_and_prefix().await.0
+}
+
+/// A plain connection, for looking at (and tampering with) keys.
+async fn raw_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
+/// Every key that starts with `prefix` (glob characters escaped), by `SCAN`.
+async fn keys_under(connection: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec<String> {
+    let mut pattern = String::new();
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('*');
+    let mut cursor = 0u64;
+    let mut keys = Vec::new();
+    loop {
+        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(connection)
+            .await
+            .unwrap();
+        keys.extend(page);
+        if next == 0 {
+            keys.sort();
+            return keys;
+        }
+        cursor = next;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -39,30 +89,51 @@ async fn redis_view_store_conforms() {
 #[tokio::test]
 async fn a_key_of_another_type_refuses_the_whole_batch_and_writes_nothing() {
     let (store, prefix) = store_and_prefix().await;
-    let client = redis::Client::open(redis_url().as_str()).unwrap();
-    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let mut raw = raw_connection(&redis_url()).await;
+    let generation = store.begin_generation("p", 1, 0).await.unwrap();
+    store.go_live("p", generation.id, 0).await.unwrap();
+    let g = generation.id;
     let first = ViewCommit {
+        generation: g,
         expected: None,
         checkpoint: Position::new(1, 1),
         fencing_token: 0,
-        views: vec![("a".into(), Some("1".into()))],
+        views: vec![ViewWrite::set("a", "1").joining(vec![IndexEntry::new("s", "x")])],
         dead_letters: Vec::new(),
     };
     store.commit("p", first).await.unwrap();
-    // Someone wrote a list where a view goes.
-    let list_key = format!("{prefix}{{p:p}}:v:b");
-    let _: () = redis::cmd("RPUSH").arg(&list_key).arg("x").query_async(&mut raw).await.unwrap();
-    let batch = ViewCommit {
+    let batch = |views| ViewCommit {
+        generation: g,
         expected: Some(Position::new(1, 1)),
         checkpoint: Position::new(2, 2),
         fencing_token: 0,
-        views: vec![("a".into(), Some("2".into())), ("b".into(), Some("2".into()))],
+        views,
         dead_letters: Vec::new(),
     };
-    let err = store.commit("p", batch).await.unwrap_err();
+    // Someone wrote a list where a view goes, and a string where an index list goes.
+    let view_key = format!("{prefix}{{p:p}}:g{g}:v:b");
+    let _: () = redis::cmd("RPUSH").arg(&view_key).arg("x").query_async(&mut raw).await.unwrap();
+    let err = store.commit("p", batch(vec![ViewWrite::set("a", "2"), ViewWrite::set("b", "2")])).await.unwrap_err();
     assert!(matches!(err, cqrs_core::Error::Backend { .. }), "{err:?}");
-    assert_eq!(store.load_views("p", &["a".into()]).await.unwrap(), vec![Some("1".into())], "nothing written");
-    assert_eq!(store.checkpoint("p").await.unwrap(), Some(Position::new(1, 1)));
+    assert!(err.to_string().contains(&view_key), "{err}");
+    let index_key = format!("{prefix}{{p:p}}:g{g}:i:s=y");
+    let _: () = redis::cmd("SET").arg(&index_key).arg("x").query_async(&mut raw).await.unwrap();
+    let err = store
+        .commit(
+            "p",
+            batch(vec![
+                ViewWrite::set("a", "2")
+                    .leaving(vec![IndexEntry::new("s", "x")])
+                    .joining(vec![IndexEntry::new("s", "y")]),
+            ]),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, cqrs_core::Error::Backend { .. }), "{err:?}");
+
+    assert_eq!(store.read_views("p", &["a".into()]).await.unwrap(), vec![Some("1".into())], "nothing written");
+    assert_eq!(store.count("p", &[cqrs_core::IndexKey::new("s", "x")]).await.unwrap(), vec![1]);
+    assert_eq!(store.status("p").await.unwrap().checkpoint(), Some(Position::new(1, 1)));
 }
 
 #[tokio::test]
@@ -77,61 +148,68 @@ async fn credentials_stay_out_of_debug_output_and_bad_prefixes_are_refused() {
     assert!(!err.to_string().contains("hunter2"));
 }
 
-/// A Redis of a test's own (it stops and restarts it), persisting to an append-only file so
-/// that a restart keeps the data. Killed and deleted on drop.
-struct PrivateRedis {
-    dir: std::path::PathBuf,
-    port: u16,
-    child: Option<std::process::Child>,
+/// The calls of each command a server has run, but `INFO` (how they are counted).
+async fn command_calls(raw: &mut redis::aio::MultiplexedConnection) -> std::collections::BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(raw).await.unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            let calls = rest.split(',').next()?.parse().ok()?;
+            (name != "info").then(|| (name.to_owned(), calls))
+        })
+        .collect()
 }
 
-impl PrivateRedis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("cqrs-private-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut redis = PrivateRedis { dir, port, child: None };
-        redis.run();
-        redis
-    }
+/// Queries find the live generation without a round-trip of their own: `read_views` is one
+/// `MGET` (the pointer and the views) once the store has seen the live generation, and `list`
+/// and `count` one script each; and they follow a switch made by another store (another
+/// process) at once.
+#[tokio::test]
+async fn queries_pay_one_round_trip_and_follow_a_switch_made_elsewhere() {
+    use cqrs_core::IndexKey;
+    let redis = PrivateRedis::volatile();
+    let ours = RedisViewStore::connect(&redis.url(), "t:").await.unwrap();
+    let theirs = RedisViewStore::connect(&redis.url(), "t:").await.unwrap();
+    let write = |generation: u64, json: &str| ViewCommit {
+        generation,
+        expected: None,
+        checkpoint: Position::new(1, 1),
+        fencing_token: 0,
+        views: vec![ViewWrite::set("a", json).joining(vec![IndexEntry::new("s", "x")])],
+        dead_letters: Vec::new(),
+    };
+    let first = theirs.begin_generation("p", 1, 0).await.unwrap();
+    theirs.commit("p", write(first.id, "1")).await.unwrap();
+    theirs.go_live("p", first.id, 0).await.unwrap();
+    assert_eq!(ours.read_views("p", &["a".into()]).await.unwrap(), vec![Some("1".into())]);
 
-    fn run(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
-            .args(["--appendfsync", "always", "--dir"])
-            .arg(&self.dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): install Debian's redis-server"));
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+    let key = IndexKey::new("s", "x");
+    // Loads the scripts (the first EVALSHA of each finds none, and loads it).
+    ours.list("p", &key, None, 10).await.unwrap();
+    ours.count("p", std::slice::from_ref(&key)).await.unwrap();
+    let mut raw = raw_connection(&redis.url()).await;
+    let before = command_calls(&mut raw).await;
+    for _ in 0..10 {
+        assert_eq!(ours.read_views("p", &["a".into()]).await.unwrap(), vec![Some("1".into())]);
+        assert_eq!(ours.list("p", &key, None, 10).await.unwrap().views, vec![("a".to_owned(), "1".to_owned())]);
+        assert_eq!(ours.count("p", std::slice::from_ref(&key)).await.unwrap(), vec![1]);
     }
+    let after = command_calls(&mut raw).await;
+    let delta: std::collections::BTreeMap<&str, u64> = after
+        .iter()
+        .map(|(name, calls)| (name.as_str(), calls - before.get(name).copied().unwrap_or(0)))
+        .filter(|(_, calls)| *calls > 0)
+        .collect();
+    // Commands a script calls count too: only GET, ZRANGEBYLEX and ZCARD may appear besides.
+    assert_eq!((delta.get("evalsha"), delta.get("mget")), (Some(&20), Some(&10)), "one command per query: {delta:?}");
+    assert!(delta.keys().all(|name| ["evalsha", "mget", "get", "zrangebylex", "zcard"].contains(name)), "{delta:?}");
 
-    /// Stops the server gracefully (the append-only file is complete).
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    let second = theirs.begin_generation("p", 2, 0).await.unwrap();
+    theirs.commit("p", write(second.id, "2")).await.unwrap();
+    assert_eq!(ours.read_views("p", &["a".into()]).await.unwrap(), vec![Some("1".into())], "still the live one");
+    theirs.go_live("p", second.id, 0).await.unwrap();
+    assert_eq!(ours.read_views("p", &["a".into()]).await.unwrap(), vec![Some("2".into())], "switched");
+    assert_eq!(ours.list("p", &key, None, 10).await.unwrap().views, vec![("a".to_owned(), "2".to_owned())]);
 }
 
 mod domain {
@@ -185,7 +263,7 @@ async fn redis_down_for_seconds_mid_projection_resumes_with_nothing_lost_or_doub
 
     const COUNTERS: u64 = 20;
     const EACH: u64 = 200;
-    let mut redis = PrivateRedis::start();
+    let mut redis = PrivateRedis::persistent();
     let views = RedisViewStore::connect(&redis.url(), "t:").await.unwrap();
     let events = MemoryEventStore::new();
     let append_rounds = |rounds: std::ops::Range<u64>| {
