@@ -23,6 +23,8 @@ chapters! {
     Postgres => "src/postgres.md",
     Redis => "src/redis.md",
     Testing => "src/testing.md",
+    TaskManager => "src/task-manager.md",
+    Production => "src/production.md",
     Architecture => "src/architecture.md",
     Benchmarks => "benchmarks.md",
 }
