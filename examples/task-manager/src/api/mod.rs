@@ -1,0 +1,123 @@
+//! The HTTP API (axum): the routes of each role, shared state, and request tracing.
+//!
+//! | method and path | role | does |
+//! |---|---|---|
+//! | `POST /tasks` | command | CreateTask |
+//! | `POST /tasks/{id}/assign` | command | AssignTask |
+//! | `POST /tasks/{id}/complete` | command | CompleteTask |
+//! | `POST /tasks/{id}/reopen` | command | ReopenTask |
+//! | `GET /tasks/{id}` | query | one task from the views |
+//! | `GET /tasks` | query | a page of tasks, in creation order |
+//! | `GET /stats` | query | counts |
+//! | `GET /health` | every role | liveness and projector lag |
+
+mod commands;
+mod error;
+mod extract;
+mod health;
+mod queries;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use cqrs_core::{Cqrs, EventStore, ViewReader, ViewStore};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use error::ApiError;
+pub use health::ProjectorStatus;
+
+use crate::cli::Role;
+use crate::domain::Task;
+use crate::projection::TaskView;
+use crate::shutdown::Shutdown;
+use crate::stores::{Leadership, Plan};
+
+/// What every handler shares.
+pub struct AppState {
+    /// This process's role.
+    pub role: Role,
+    /// Its stores.
+    pub plan: Plan,
+    /// The event store (read by `/health`, and to check idempotent replays).
+    pub events: Arc<dyn EventStore>,
+    /// The command engine (command roles).
+    pub engine: Option<Cqrs<Task, Arc<dyn EventStore>>>,
+    /// The views (every role but command).
+    pub views: Option<Arc<dyn ViewStore>>,
+    /// Typed reads of the task views (query roles).
+    pub tasks: Option<ViewReader<TaskView>>,
+    /// How the projector of this process is doing (projector roles).
+    pub projector: Option<watch::Receiver<ProjectorStatus>>,
+    /// Whether that projector leads or stands by (with shared stores).
+    pub leadership: Option<watch::Receiver<Leadership>>,
+    /// Fires when the process is asked to stop: waiting queries give up.
+    pub shutdown: Shutdown,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("role", &self.role).field("plan", &self.plan).finish_non_exhaustive()
+    }
+}
+
+/// The routes of `state.role`: commands, queries or both, and `/health`; every other path is a
+/// 404 and every other method a 405, with a JSON body.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut router = Router::new().route("/health", get(health::health));
+    if state.role.commands() {
+        router = router
+            .route("/tasks", post(commands::create))
+            .route("/tasks/{id}/assign", post(commands::assign))
+            .route("/tasks/{id}/complete", post(commands::complete))
+            .route("/tasks/{id}/reopen", post(commands::reopen));
+    }
+    if state.role.queries() {
+        router = router
+            .route("/tasks", get(queries::list))
+            .route("/tasks/{id}", get(queries::get_task))
+            .route("/stats", get(queries::stats));
+    }
+    router
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(trace))
+        .with_state(state)
+}
+
+/// How long a command or a read may wait for the stores before the answer is a 503.
+const STORE_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Runs a store call with [`STORE_DEADLINE`]: a store that does not answer is a store that is
+/// down. (A command cut short may still commit; a retry with its `Idempotency-Key` is safe.)
+async fn within<T>(call: impl Future<Output = Result<T, ApiError>>) -> Result<T, ApiError> {
+    match tokio::time::timeout(STORE_DEADLINE, call).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(seconds = STORE_DEADLINE.as_secs(), "a store did not answer in time");
+            Err(ApiError::unavailable("a store did not answer in time; try again shortly"))
+        }
+    }
+}
+
+/// One span per request; the outcome logged at a level by its status.
+async fn trace(request: Request, next: Next) -> Response {
+    let path: String = request.uri().path().chars().take(200).collect();
+    let span = tracing::info_span!("request", method = %request.method(), path = %path);
+    let started = Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    let _entered = span.enter();
+    let status = response.status().as_u16();
+    let ms = started.elapsed().as_millis();
+    match status {
+        500..=599 => tracing::warn!(status, ms, "answered"),
+        _ => tracing::debug!(status, ms, "answered"),
+    }
+    response
+}

@@ -1,0 +1,59 @@
+//! A task manager whose commands, queries and projector scale independently: the framework's
+//! main example, over HTTP.
+//!
+//! Run with `cargo run -p task-manager`: every role in one process, on memory stores, at
+//! <http://127.0.0.1:8080>. With PostgreSQL and Redis (each role its own process):
+//!
+//! ```text
+//! export DATABASE_URL=postgres://... REDIS_URL=redis://...
+//! cargo run -p task-manager --features postgres,redis -- --role projector
+//! cargo run -p task-manager --features postgres,redis -- --role command --addr 127.0.0.1:8081
+//! cargo run -p task-manager --features postgres,redis -- --role query --addr 127.0.0.1:8082
+//! ```
+//!
+//! See `README.md` for the API.
+
+mod api;
+mod app;
+mod cli;
+mod domain;
+mod projection;
+mod shutdown;
+mod stores;
+
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let args = std::env::args_os().skip(1).map(|arg| arg.to_string_lossy().into_owned());
+    let args = match cli::parse(args) {
+        Ok(cli::Parsed::Run(args)) => args,
+        Ok(cli::Parsed::Help) => {
+            print!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("task-manager: {error}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("task-manager: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(args, stores::Settings::from_env())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "task-manager stopped");
+            eprintln!("task-manager: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
