@@ -523,6 +523,10 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 if loaded.version != required {
                     let actual = loaded.version;
                     *slot = Some(loaded);
+                    // The same command, sent twice at once, may be what moved the version.
+                    if let Some(first) = self.outcome_of(options).await? {
+                        return first_outcome(options.command_id.as_deref().unwrap_or_default(), stream, first);
+                    }
                     return Err(CommandError::Conflict {
                         stream: stream.clone(),
                         expected: ExpectedVersion::Exact(required),
@@ -605,6 +609,10 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                     fresh = true;
                 }
                 Err(Error::Conflict { actual, expected, .. }) => {
+                    // The same command, sent twice at once, may have won the race.
+                    if let Some(first) = self.outcome_of(options).await? {
+                        return first_outcome(options.command_id.as_deref().unwrap_or_default(), stream, first);
+                    }
                     return Err(CommandError::Conflict { stream: stream.clone(), expected, actual, attempts });
                 }
                 Err(Error::DuplicateCommand { command_id, outcome }) => {
@@ -613,6 +621,14 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 }
                 Err(other) => return Err(other.into()),
             }
+        }
+    }
+
+    /// What the command id of `options` already did, if it has one and it was executed.
+    async fn outcome_of(&self, options: &ExecuteOptions) -> Result<Option<AppendOutcome>, Error> {
+        match &options.command_id {
+            Some(id) => self.store.command_outcome(id).await,
+            None => Ok(None),
         }
     }
 

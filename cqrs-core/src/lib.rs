@@ -42,8 +42,8 @@ pub use stream::{ExpectedVersion, MAX_CATEGORY_LEN, MAX_COMMAND_ID_LEN, MAX_ID_L
 pub use subscription::{DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH, Subscription};
 pub use upcast::Upcasters;
 pub use view::{
-    DeadLetter, Generation, IndexEntry, IndexKey, ListCursor, MAX_ORDER_LEN, ProjectionStatus, ViewCommit, ViewPage,
-    ViewStore, ViewWrite,
+    DeadLetter, Generation, IndexEntry, IndexKey, ListCursor, MAX_INDEX_NAME_LEN, MAX_INDEX_VALUE_LEN, MAX_ORDER_LEN,
+    ProjectionStatus, ViewCommit, ViewPage, ViewStore, ViewWrite,
 };
 
 #[cfg(feature = "derive")]

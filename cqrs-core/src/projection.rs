@@ -432,27 +432,35 @@ impl<S: EventStore + Clone> Projector<S> {
                         }
                     }
                 } else {
-                    tokio::select! {
-                        batch = subscription.next_batch() => batch,
-                        () = &mut shutdown => return Ok(()),
-                        () = lease_lost(&mut lease) => {
-                            tracing::warn!("lease lost; standing by");
-                            break;
-                        }
-                        () = tokio::time::sleep(self.verify_interval) => {
-                            match self.still_there::<P>(&target).await {
-                                Ok(true) => continue,
-                                Ok(false) => {
-                                    tracing::warn!(generation = target.generation,
-                                        "the views are gone (the store restarted empty or was flushed); rebuilding");
-                                    break;
-                                }
-                                Err(error) => {
-                                    tracing::warn!(%error, "cannot check the views' generation");
-                                    continue;
+                    // Live: wait for the next batch; while waiting, check every verify interval
+                    // that the views are still there. The read in flight is kept across checks,
+                    // so a read slower than the interval still completes.
+                    let fetch = subscription.next_batch();
+                    tokio::pin!(fetch);
+                    let next = loop {
+                        tokio::select! {
+                            batch = &mut fetch => break Some(batch),
+                            () = &mut shutdown => return Ok(()),
+                            () = lease_lost(&mut lease) => {
+                                tracing::warn!("lease lost; standing by");
+                                break None;
+                            }
+                            () = tokio::time::sleep(self.verify_interval) => {
+                                match self.still_there::<P>(&target).await {
+                                    Ok(true) => {}
+                                    Ok(false) => {
+                                        tracing::warn!(generation = target.generation,
+                                            "the views are gone (the store restarted empty or was flushed); rebuilding");
+                                        break None;
+                                    }
+                                    Err(error) => tracing::warn!(%error, "cannot check the views' generation"),
                                 }
                             }
                         }
+                    };
+                    match next {
+                        Some(batch) => batch,
+                        None => break,
                     }
                 };
                 let outcome = match batch {

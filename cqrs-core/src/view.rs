@@ -275,12 +275,20 @@ impl FromStr for ListCursor {
             String::from_utf8(bytes).map_err(|_| bad())
         };
         let (order, id) = text.split_once('-').ok_or_else(bad)?;
-        Ok(ListCursor { order: unhex(order)?, id: unhex(id)? })
+        let cursor = ListCursor { order: unhex(order)?, id: unhex(id)? };
+        if cursor.order.contains('\0') || cursor.id.contains('\0') {
+            return Err(bad());
+        }
+        Ok(cursor)
     }
 }
 
 /// The longest index sort key a store accepts, in bytes.
 pub const MAX_ORDER_LEN: usize = 256;
+/// The longest index name a store accepts, in bytes.
+pub const MAX_INDEX_NAME_LEN: usize = 128;
+/// The longest index value a store accepts, in bytes.
+pub const MAX_INDEX_VALUE_LEN: usize = 512;
 
 /// One page of a listing: views (id and JSON) in index order, and where the next page starts.
 ///
@@ -379,9 +387,11 @@ pub trait ViewStore: Send + Sync + 'static {
     async fn commit(&self, projection: &str, commit: ViewCommit) -> Result<()>;
 
     /// Makes the generation being built live, in one atomic step, and drops the one that was
-    /// live. Refused with [`Error::Fenced`] for an old token, and with [`Error::GenerationGone`]
-    /// when `generation` is not the one being built. Making the live generation live again
-    /// succeeds and changes nothing.
+    /// live. Refused with [`Error::Fenced`] for an old token, with [`Error::GenerationGone`]
+    /// when `generation` is not the one being built, and with [`Error::CheckpointMoved`] (its
+    /// `expected` the built checkpoint, its `actual` the live one) while the built generation is
+    /// behind the live one: switching then would take queries back in time. Making the live
+    /// generation live again succeeds and changes nothing.
     async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> Result<()>;
 
     /// The live views with these ids, in the same order; `None` for a missing one.
@@ -444,7 +454,10 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
 impl ViewCommit {
     /// Checks what every store must refuse before writing anything: a NUL byte in a view id,
     /// index name, value or sort key (PostgreSQL text cannot hold one, and Redis index members
-    /// use it as a separator), a sort key over [`MAX_ORDER_LEN`] bytes, or an id written twice.
+    /// use it as a separator); a view id over [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes, an index
+    /// name over [`MAX_INDEX_NAME_LEN`], a value over [`MAX_INDEX_VALUE_LEN`] or a sort key over
+    /// [`MAX_ORDER_LEN`] (so that every index entry fits a PostgreSQL b-tree row and every
+    /// cursor parses); an id written twice.
     ///
     /// # Examples
     ///
@@ -458,32 +471,31 @@ impl ViewCommit {
     /// assert!(commit.validate().is_ok());
     /// ```
     pub fn validate(&self) -> Result<()> {
-        let nul = |what: &'static str, text: &str| {
+        let check = |what: &'static str, text: &str, limit: usize| {
             if text.contains('\0') {
-                Err(Error::InvalidId {
+                return Err(Error::InvalidId {
                     what,
                     reason: format!("{:?} contains a NUL byte", text.escape_debug().to_string()),
-                })
-            } else {
-                Ok(())
+                });
             }
+            if text.len() > limit {
+                return Err(Error::InvalidId {
+                    what,
+                    reason: format!("{} bytes, over the limit of {limit}", text.len()),
+                });
+            }
+            Ok(())
         };
         let mut seen = std::collections::HashSet::with_capacity(self.views.len());
         for write in &self.views {
-            nul("view id", &write.id)?;
+            check("view id", &write.id, crate::MAX_ID_LEN)?;
             if !seen.insert(write.id.as_str()) {
                 return Err(Error::InvalidId { what: "view id", reason: format!("{:?} is written twice", write.id) });
             }
             for entry in write.leave.iter().chain(&write.join) {
-                nul("index name", &entry.key.name)?;
-                nul("index value", &entry.key.value)?;
-                nul("index sort key", &entry.order)?;
-                if entry.order.len() > MAX_ORDER_LEN {
-                    return Err(Error::InvalidId {
-                        what: "index sort key",
-                        reason: format!("{} bytes, over the limit of {MAX_ORDER_LEN}", entry.order.len()),
-                    });
-                }
+                check("index name", &entry.key.name, MAX_INDEX_NAME_LEN)?;
+                check("index value", &entry.key.value, MAX_INDEX_VALUE_LEN)?;
+                check("index sort key", &entry.order, MAX_ORDER_LEN)?;
             }
         }
         Ok(())

@@ -54,13 +54,16 @@ INSERT INTO {schema}.generations (projection, generation, version, transaction_i
     FROM {schema}.checkpoints c WHERE c.transaction_id IS NOT NULL;
 
 -- Views: keyed by (projection, generation, id). Ids compare byte-wise, as in `view_index`, so
--- that list pages join their views on this primary key.
+-- that list pages join their views on this primary key. A view is `json`, the exact text the
+-- projection wrote: `jsonb` refuses a string holding `\u0000`, which a view may hold. Views
+-- stored as `jsonb` by migration 2 keep their (normalized) text.
 ALTER TABLE {schema}.views ADD COLUMN generation bigint NOT NULL DEFAULT 1;
 DELETE FROM {schema}.views v WHERE NOT EXISTS (
     SELECT 1 FROM {schema}.generations g WHERE g.projection = v.projection AND g.generation = 1);
 ALTER TABLE {schema}.views
     DROP CONSTRAINT views_pkey,
     ALTER COLUMN id TYPE text COLLATE "C",
+    ALTER COLUMN view TYPE json USING view::json,
     ALTER COLUMN generation DROP DEFAULT,
     ADD PRIMARY KEY (projection, generation, id);
 
@@ -199,7 +202,7 @@ BEGIN
         USING unnest(p_ids, p_views) AS u(id, view)
         WHERE u.view IS NULL AND v.projection = p_projection AND v.generation = p_generation AND v.id = u.id;
     INSERT INTO {schema}.views AS v (projection, generation, id, view)
-        SELECT p_projection, p_generation, u.id, u.view::jsonb FROM unnest(p_ids, p_views) AS u(id, view)
+        SELECT p_projection, p_generation, u.id, u.view::json FROM unnest(p_ids, p_views) AS u(id, view)
         WHERE u.view IS NOT NULL
         ON CONFLICT (projection, generation, id) DO UPDATE SET view = excluded.view;
     INSERT INTO {schema}.dead_letters (projection, generation, letter)
@@ -212,40 +215,58 @@ END;
 $$;
 
 -- Makes the generation being built live and drops the one that was live, in one transaction,
--- unless `p_token` is older than the highest seen. Making the live generation live again
--- changes nothing. Returns status 0 (live), 2 (fenced: the highest token) or 3 (not the
+-- unless `p_token` is older than the highest seen, or the built generation's checkpoint is
+-- behind the live one's (NULL is behind every checkpoint): switching then would take queries
+-- back in time. Making the live generation live again changes nothing. Checked in that order:
+-- fence, already live, not the generation being built, checkpoint. Returns status 0 (live),
+-- 1 (behind: the built and the live checkpoints), 2 (fenced: the highest token) or 3 (not the
 -- generation being built).
 CREATE OR REPLACE FUNCTION {schema}.go_live(p_projection text, p_generation bigint, p_token bigint)
-RETURNS TABLE (status integer, highest bigint)
+RETURNS TABLE (status integer, highest bigint, built_tx text, built_seq bigint, live_tx text, live_seq bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_live bigint;
     v_building bigint;
     v_token bigint;
+    v_built_tx xid8;
+    v_built_seq bigint;
+    v_live_tx xid8;
+    v_live_seq bigint;
 BEGIN
     SELECT s.live, s.building, s.fencing_token INTO v_live, v_building, v_token
         FROM {schema}.projection_status s WHERE s.projection = p_projection FOR UPDATE;
     IF NOT FOUND THEN
-        RETURN QUERY SELECT 3, 0::bigint;
+        RETURN QUERY SELECT 3, 0::bigint, NULL::text, NULL::bigint, NULL::text, NULL::bigint;
         RETURN;
     END IF;
     IF p_token < v_token THEN
-        RETURN QUERY SELECT 2, v_token;
+        RETURN QUERY SELECT 2, v_token, NULL::text, NULL::bigint, NULL::text, NULL::bigint;
         RETURN;
     END IF;
     IF v_live IS NOT DISTINCT FROM p_generation THEN
-        RETURN QUERY SELECT 0, v_token;
+        RETURN QUERY SELECT 0, v_token, NULL::text, NULL::bigint, NULL::text, NULL::bigint;
         RETURN;
     END IF;
     IF v_building IS DISTINCT FROM p_generation THEN
-        RETURN QUERY SELECT 3, v_token;
+        RETURN QUERY SELECT 3, v_token, NULL::text, NULL::bigint, NULL::text, NULL::bigint;
         RETURN;
+    END IF;
+    IF v_live IS NOT NULL THEN
+        SELECT g.transaction_id, g.sequence INTO v_built_tx, v_built_seq
+            FROM {schema}.generations g WHERE g.projection = p_projection AND g.generation = p_generation;
+        SELECT g.transaction_id, g.sequence INTO v_live_tx, v_live_seq
+            FROM {schema}.generations g WHERE g.projection = p_projection AND g.generation = v_live;
+        IF v_live_tx IS NOT NULL
+           AND (v_built_tx IS NULL OR (v_built_tx, v_built_seq) < (v_live_tx, v_live_seq)) THEN
+            RETURN QUERY SELECT 1, v_token, v_built_tx::text, v_built_seq, v_live_tx::text, v_live_seq;
+            RETURN;
+        END IF;
     END IF;
     UPDATE {schema}.projection_status SET live = p_generation, building = NULL, fencing_token = p_token
         WHERE projection = p_projection;
     IF v_live IS NOT NULL THEN
         PERFORM {schema}.drop_generation(p_projection, v_live);
     END IF;
-    RETURN QUERY SELECT 0, p_token;
+    RETURN QUERY SELECT 0, p_token, NULL::text, NULL::bigint, NULL::text, NULL::bigint;
 END;
 $$;

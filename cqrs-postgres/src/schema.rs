@@ -30,6 +30,7 @@ pub(crate) struct Sql {
     pub(crate) read_views: String,
     pub(crate) list_first: String,
     pub(crate) list_after: String,
+    pub(crate) list_after_sort_key: String,
     pub(crate) count: String,
     pub(crate) dead_letters: String,
     pub(crate) bump_lease: String,
@@ -113,7 +114,9 @@ impl Sql {
                 "SELECT status, actual_tx, actual_seq, highest FROM {s}.commit_generation(\
                  $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
             ),
-            go_live: format!("SELECT status, highest FROM {s}.go_live($1, $2, $3)"),
+            go_live: format!(
+                "SELECT status, highest, built_tx, built_seq, live_tx, live_seq FROM {s}.go_live($1, $2, $3)"
+            ),
             // Queries find the live generation in the same statement: no row, or a NULL `live`,
             // means none is live.
             read_views: format!(
@@ -121,8 +124,9 @@ impl Sql {
                  LEFT JOIN {s}.views v ON v.projection = s.projection AND v.generation = s.live AND v.id = ANY($2) \
                  WHERE s.projection = $1"
             ),
-            list_first: list(&s, ""),
-            list_after: list(&s, "AND (x.sort_key, x.view_id) > ($4, $5)"),
+            list_first: list(&s, "", "$4"),
+            list_after: list(&s, "AND (x.sort_key, x.view_id) > ($4, $5)", "$6"),
+            list_after_sort_key: list(&s, "AND x.sort_key > $4", "$5"),
             // One statement, so every count is read from the same snapshot.
             count: format!(
                 "SELECT s.live, k.n, (SELECT count(*) FROM {s}.view_index x \
@@ -183,14 +187,14 @@ impl Sql {
     }
 }
 
-/// A page of one index list (`$2`, `$3`) of the live generation, in order: up to `$4` entries,
-/// or with `after` up to `$6` entries after the cursor (`$4`, `$5`) (the caller asks one more
-/// than it returns, to know whether more follow), each with its view (NULL when the view is
+/// A page of one index list (`$2`, `$3`) of the live generation, in order: up to `limit`
+/// entries (`$4`; the caller asks one more than it returns, to know whether more follow), or
+/// with `after` the entries after a cursor: after the entry (`$4`, `$5`), limit `$6`, or after
+/// every entry of the sort key `$4`, limit `$5`. Each comes with its view (NULL when the view is
 /// missing). One row with NULL entry columns when the list has no (more) entries; no row, or a
 /// NULL `live`, when nothing is live. The lateral subquery is a range scan of `view_index`'s
 /// primary key.
-fn list(s: &str, after: &str) -> String {
-    let limit = if after.is_empty() { "$4" } else { "$6" };
+fn list(s: &str, after: &str, limit: &str) -> String {
     format!(
         "SELECT s.live, i.sort_key, i.view_id, v.view::text FROM {s}.projection_status s \
          LEFT JOIN LATERAL (SELECT x.sort_key, x.view_id FROM {s}.view_index x \

@@ -17,8 +17,9 @@ use crate::PgEventStore;
 use crate::connect::unavailable;
 use crate::schema::Sql;
 
-/// A [`ViewStore`] on PostgreSQL: views as `jsonb` rows and secondary index entries as rows,
-/// both keyed by projection and generation.
+/// A [`ViewStore`] on PostgreSQL: views as `json` rows (the exact text the projection wrote;
+/// `jsonb` would refuse a string holding `\u0000`) and secondary index entries as rows, both
+/// keyed by projection and generation.
 ///
 /// - **Writes** are one round-trip each: `begin_generation`, `commit` and `go_live` call
 ///   functions of the schema that lock the projection's status row (so writes of one
@@ -28,7 +29,10 @@ use crate::schema::Sql;
 /// - **Queries** ([`read_views`](ViewStore::read_views), [`list`](ViewStore::list),
 ///   [`count`](ViewStore::count)) are one statement each, which finds the live generation in
 ///   the status table as it reads: no extra round-trip, and one consistent snapshot. Lists are
-///   range scans of the index table's primary key, in byte-wise (`COLLATE "C"`) order.
+///   range scans of the index table's primary key, in byte-wise (`COLLATE "C"`) order. PostgreSQL
+///   text cannot hold a NUL byte, and commits refuse one: a view id, index name or value asked
+///   for with one names nothing stored, and is answered so (a missing view, an empty list, a
+///   count of 0) without being sent.
 ///
 /// # Examples
 ///
@@ -164,6 +168,40 @@ fn live(rows: &[Row]) -> cqrs_core::Result<bool> {
     }
 }
 
+/// The ids worth asking for: those without a NUL byte (PostgreSQL text cannot hold one, and
+/// commits refuse one, so no such view exists).
+fn storable(ids: &[String]) -> Vec<&str> {
+    ids.iter().map(String::as_str).filter(|id| !id.contains('\0')).collect()
+}
+
+/// An index list's name and value, unless one holds a NUL byte (no such list exists).
+fn storable_key(key: &IndexKey) -> Option<(&str, &str)> {
+    (!key.name.contains('\0') && !key.value.contains('\0')).then_some((key.name.as_str(), key.value.as_str()))
+}
+
+/// Where the entries after a cursor start, without NUL bytes (PostgreSQL text cannot hold one),
+/// selecting the same stored entries, whose sort keys and ids hold none.
+#[derive(Debug, PartialEq, Eq)]
+enum Bound<'a> {
+    /// After `(sort key, view id)`.
+    Entry(&'a str, &'a str),
+    /// After every entry of this sort key.
+    SortKey(&'a str),
+}
+
+/// The entries after `(p\0…, i)` are those whose sort key is above `p`, whatever their id; the
+/// entries after `(o, i\0…)` are those after `(o, i)`.
+fn cursor_bound(cursor: &ListCursor) -> Bound<'_> {
+    fn head(text: &str) -> &str {
+        text.split_once('\0').map_or(text, |(head, _)| head)
+    }
+    if cursor.order.contains('\0') {
+        Bound::SortKey(head(&cursor.order))
+    } else {
+        Bound::Entry(&cursor.order, head(&cursor.id))
+    }
+}
+
 /// Index entries of a batch as column arrays: view ids, index names, values, sort keys.
 #[derive(Default)]
 struct Entries<'a> {
@@ -231,7 +269,8 @@ impl ViewStore for PgViewStore {
         async {
             let client = self.pool.get().await.map_err(unavailable)?;
             let stmt = client.prepare_cached(&self.sql.load_views).await.map_err(pg)?;
-            let rows = client.query(&stmt, &[&projection, &generation_param(generation), &ids]).await.map_err(pg)?;
+            let asked = storable(ids);
+            let rows = client.query(&stmt, &[&projection, &generation_param(generation), &asked]).await.map_err(pg)?;
             let mut found: HashMap<String, String> = HashMap::with_capacity(rows.len());
             for row in rows {
                 found.insert(row.try_get(0).map_err(pg)?, row.try_get(1).map_err(pg)?);
@@ -263,6 +302,11 @@ impl ViewStore for PgViewStore {
                 client.query_one(&stmt, &[&projection, &generation_param(generation), &fencing]).await.map_err(pg)?;
             match row.try_get::<_, i32>(0).map_err(pg)? {
                 0 => Ok(()),
+                1 => Err(CoreError::CheckpointMoved {
+                    projection: projection.to_owned(),
+                    expected: position(row.try_get(2).map_err(pg)?, row.try_get(3).map_err(pg)?)?,
+                    actual: position(row.try_get(4).map_err(pg)?, row.try_get(5).map_err(pg)?)?,
+                }),
                 2 => Err(fenced(projection, fencing_token, &row, 1)?),
                 _ => Err(gone(projection, generation)),
             }
@@ -276,7 +320,7 @@ impl ViewStore for PgViewStore {
         async {
             let client = self.pool.get().await.map_err(unavailable)?;
             let stmt = client.prepare_cached(&self.sql.read_views).await.map_err(pg)?;
-            let rows = client.query(&stmt, &[&projection, &ids]).await.map_err(pg)?;
+            let rows = client.query(&stmt, &[&projection, &storable(ids)]).await.map_err(pg)?;
             if !live(&rows)? {
                 return Err(not_built(projection));
             }
@@ -303,19 +347,27 @@ impl ViewStore for PgViewStore {
         async {
             // One more than asked: whether more follow.
             let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+            // A list whose name or value holds a NUL is none stored: NULLs match no entry.
+            let (name, value) = match storable_key(key) {
+                Some((name, value)) => (Some(name), Some(value)),
+                None => (None, None),
+            };
             let client = self.pool.get().await.map_err(unavailable)?;
             let rows = match after {
                 None => {
                     let stmt = client.prepare_cached(&self.sql.list_first).await.map_err(pg)?;
-                    client.query(&stmt, &[&projection, &key.name, &key.value, &fetch]).await.map_err(pg)?
+                    client.query(&stmt, &[&projection, &name, &value, &fetch]).await.map_err(pg)?
                 }
-                Some(cursor) => {
-                    let stmt = client.prepare_cached(&self.sql.list_after).await.map_err(pg)?;
-                    client
-                        .query(&stmt, &[&projection, &key.name, &key.value, &cursor.order, &cursor.id, &fetch])
-                        .await
-                        .map_err(pg)?
-                }
+                Some(cursor) => match cursor_bound(cursor) {
+                    Bound::Entry(order, id) => {
+                        let stmt = client.prepare_cached(&self.sql.list_after).await.map_err(pg)?;
+                        client.query(&stmt, &[&projection, &name, &value, &order, &id, &fetch]).await.map_err(pg)?
+                    }
+                    Bound::SortKey(order) => {
+                        let stmt = client.prepare_cached(&self.sql.list_after_sort_key).await.map_err(pg)?;
+                        client.query(&stmt, &[&projection, &name, &value, &order, &fetch]).await.map_err(pg)?
+                    }
+                },
             };
             if !live(&rows)? {
                 return Err(not_built(projection));
@@ -347,8 +399,10 @@ impl ViewStore for PgViewStore {
     async fn count(&self, projection: &str, keys: &[IndexKey]) -> cqrs_core::Result<Vec<u64>> {
         let span = tracing::trace_span!("count", store = "postgres", projection, keys = keys.len());
         async {
-            let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
-            let values: Vec<&str> = keys.iter().map(|k| k.value.as_str()).collect();
+            // A list whose name or value holds a NUL is none stored: NULLs count no entry.
+            let storable: Vec<Option<(&str, &str)>> = keys.iter().map(storable_key).collect();
+            let names: Vec<Option<&str>> = storable.iter().map(|k| k.map(|(name, _)| name)).collect();
+            let values: Vec<Option<&str>> = storable.iter().map(|k| k.map(|(_, value)| value)).collect();
             let client = self.pool.get().await.map_err(unavailable)?;
             let stmt = client.prepare_cached(&self.sql.count).await.map_err(pg)?;
             let rows = client.query(&stmt, &[&projection, &names, &values]).await.map_err(pg)?;

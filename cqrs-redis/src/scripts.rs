@@ -7,14 +7,26 @@
 //! projection's base key; they all share the projection's hash tag, so one cluster slot holds
 //! them.
 //!
-//! Fencing tokens are compared as decimal strings (Lua numbers are doubles, exact only to 2^53);
-//! generation ids are small integers.
+//! Fencing tokens and checkpoints are compared as decimal strings (Lua numbers are doubles, exact
+//! only to 2^53); generation ids are small integers.
 
-/// `less(a, b)`: whether the decimal string `a` is below `b` (no leading zeros).
+/// `less(a, b)`: whether the decimal string `a` is below `b` (no leading zeros); and
+/// `before(a, b)`: whether the checkpoint `a` ("tx.seq", both decimal; `""` for none, before
+/// every other) is below `b`, compared as strings: Lua numbers lose precision above 2^53.
 const LESS: &str = r#"
 local function less(a, b)
   if #a ~= #b then return #a < #b end
   return a < b
+end
+local function before(a, b)
+  if b == '' then return false end
+  if a == '' then return true end
+  local i = string.find(a, '.', 1, true)
+  local j = string.find(b, '.', 1, true)
+  if not i or not j then error('a stored checkpoint is not "tx.seq"') end
+  local atx, btx = string.sub(a, 1, i - 1), string.sub(b, 1, j - 1)
+  if atx ~= btx then return less(atx, btx) end
+  return less(string.sub(a, i + 1), string.sub(b, j + 1))
 end
 "#;
 
@@ -106,7 +118,8 @@ return {'0'}
 /// projection's base key.
 ///
 /// Replies `{0, id}`, or `{2, highest}` when fenced. The id is above the last one handed out and
-/// above the live and building ones (should `last` be lost on its own); a generation being
+/// above the live, the building and every trashed one (should `last` be lost on its own: a
+/// trashed generation's keys may still be there until its sweep ends); a generation being
 /// built before goes to the trash.
 pub(crate) fn begin() -> String {
     format!(
@@ -114,10 +127,13 @@ pub(crate) fn begin() -> String {
         r#"
 local highest = redis.call('GET', KEYS[1]) or '0'
 if less(ARGV[1], highest) then return {'2', highest} end
-local live = tonumber(redis.call('GET', KEYS[2]) or '0')
 local building = redis.call('GET', KEYS[3])
-local last = tonumber(redis.call('GET', KEYS[4]) or '0')
-local id = string.format('%d', math.max(last, live, tonumber(building or '0')) + 1)
+local top = math.max(tonumber(redis.call('GET', KEYS[4]) or '0'), tonumber(redis.call('GET', KEYS[2]) or '0'),
+  tonumber(building or '0'))
+for _, g in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  top = math.max(top, tonumber(g) or 0)
+end
+local id = string.format('%d', top + 1)
 redis.call('SET', KEYS[1], ARGV[1])
 if building then redis.call('SADD', KEYS[5], building) end
 redis.call('SET', KEYS[4], id)
@@ -130,10 +146,12 @@ return {'0', id}
 
 /// Makes the generation being built live.
 ///
-/// KEYS: 1 token, 2 live, 3 building, 4 trash. ARGV: 1 generation id, 2 token.
+/// KEYS: 1 token, 2 live, 3 building, 4 trash. ARGV: 1 generation id, 2 token, 3 the
+/// projection's base key.
 ///
 /// Replies `{0}` when it is live (already, or now: the one that was live goes to the trash),
-/// `{2, highest}` when fenced, `{4}` when it is not the one being built.
+/// `{2, highest}` when fenced, `{4}` when it is not the one being built, and `{1, built, live}`
+/// (checkpoints, `""` for none) when the built generation's checkpoint is behind the live one's.
 pub(crate) fn go_live() -> String {
     format!(
         "{LESS}{}",
@@ -143,6 +161,11 @@ if less(ARGV[2], highest) then return {'2', highest} end
 local live = redis.call('GET', KEYS[2])
 if live == ARGV[1] then return {'0'} end
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {'4'} end
+if live then
+  local built = redis.call('GET', ARGV[3] .. ':g' .. ARGV[1] .. ':checkpoint') or ''
+  local current = redis.call('GET', ARGV[3] .. ':g' .. live .. ':checkpoint') or ''
+  if before(built, current) then return {'1', built, current} end
+end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[3])

@@ -512,12 +512,20 @@ impl ViewStore for RedisViewStore {
             .key(keys.trash())
             .arg(generation)
             .arg(fencing_token)
+            .arg(keys.base())
             .invoke_async(&mut connection)
             .instrument(tracing::debug_span!("go_live", store = "redis", projection, generation))
             .await
             .map_err(redis_error)?;
         match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
             ["0"] => {}
+            ["1", built, live] => {
+                return Err(CoreError::CheckpointMoved {
+                    projection: projection.to_owned(),
+                    expected: position(built)?,
+                    actual: position(live)?,
+                });
+            }
             ["2", highest] => return Err(fenced(projection, fencing_token, highest)),
             ["4"] => return Err(gone(projection, generation)),
             _ => return Err(unexpected("go_live", reply)),

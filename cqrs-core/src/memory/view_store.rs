@@ -188,6 +188,11 @@ impl ViewStore for MemoryViewStore {
         if state.building != Some(generation) {
             return Err(Error::GenerationGone { projection: projection.to_owned(), generation });
         }
+        let built = state.generations.get(&generation).and_then(|g| g.checkpoint);
+        let live = state.live.and_then(|id| state.generations.get(&id)).and_then(|g| g.checkpoint);
+        if built < live {
+            return Err(Error::CheckpointMoved { projection: projection.to_owned(), expected: built, actual: live });
+        }
         state.highest_token = fencing_token;
         if let Some(old) = state.live.replace(generation) {
             state.generations.remove(&old);

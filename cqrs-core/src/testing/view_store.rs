@@ -68,6 +68,8 @@ where
     indexes(make().await).await;
     paging(make().await).await;
     bad_writes(make().await).await;
+    switching(make().await).await;
+    list_corners(make().await).await;
 }
 
 /// Nothing is live before a first generation goes live; generation ids grow; a write into a
@@ -129,9 +131,10 @@ pub async fn rebuild_behind_live_views<S: ViewStore>(store: S) {
         .commit("p", commit(old, Some(5), 6, 0, &[("b", Some("\"old b2\""))]))
         .await
         .expect("the live one still takes writes");
+    store.commit("p", commit(new.id, Some(2), 6, 0, &[])).await.expect("the build catches up");
     store.go_live("p", new.id, 0).await.expect("switch");
     assert_eq!(store.read_views("p", &ids(&["a", "b"])).await.expect("read"), vec![Some("\"new a\"".into()), None]);
-    assert_eq!(store.status("p").await.expect("status").checkpoint(), Some(at(2)));
+    assert_eq!(store.status("p").await.expect("status").checkpoint(), Some(at(6)));
     assert!(matches!(store.commit("p", commit(old, Some(6), 7, 0, &[])).await, Err(Error::GenerationGone { .. })));
     assert_eq!(
         store.load_views("p", old, &ids(&["a", "b"])).await.expect("load"),
@@ -290,7 +293,9 @@ pub async fn dead_letters<S: ViewStore>(store: S) {
     assert_eq!(store.dead_letters("p").await.expect("dead letters"), vec![letter(1), letter(2), letter(4)]);
     live(&store, "q", 0).await;
     assert!(store.dead_letters("q").await.expect("dead letters").is_empty(), "per projection");
-    live(&store, "p", 0).await;
+    let next = store.begin_generation("p", 1, 0).await.expect("begin");
+    store.commit("p", commit(next.id, None, 4, 0, &[])).await.expect("build");
+    store.go_live("p", next.id, 0).await.expect("live");
     assert!(store.dead_letters("p").await.expect("dead letters").is_empty(), "per generation");
 }
 
@@ -340,6 +345,7 @@ pub async fn indexes<S: ViewStore>(store: S) {
 
     // A new generation's indexes are its own.
     let next = store.begin_generation("tasks", 2, 0).await.expect("begin");
+    store.commit("tasks", commit(next.id, None, 2, 0, &[])).await.expect("build");
     store.go_live("tasks", next.id, 0).await.expect("live");
     assert_eq!(store.count("tasks", &[IndexKey::new("status", "open")]).await.expect("count"), vec![0]);
 }
@@ -398,6 +404,9 @@ pub async fn bad_writes<S: ViewStore>(store: S) {
                 .joining(vec![IndexEntry::new("s", "x").ordered_by("o".repeat(crate::MAX_ORDER_LEN + 1))]),
         ],
         vec![ViewWrite::set("ok", "1"), ViewWrite::set("ok", "2")],
+        vec![ViewWrite::set("i".repeat(crate::MAX_ID_LEN + 1), "1")],
+        vec![ViewWrite::set("ok", "1").joining(vec![IndexEntry::new("s", "v".repeat(crate::MAX_INDEX_VALUE_LEN + 1))])],
+        vec![ViewWrite::set("ok", "1").joining(vec![IndexEntry::new("n".repeat(crate::MAX_INDEX_NAME_LEN + 1), "v")])],
     ];
     for views in bad {
         assert!(matches!(
@@ -407,4 +416,82 @@ pub async fn bad_writes<S: ViewStore>(store: S) {
     }
     assert_eq!(store.read_views("p", &ids(&["ok"])).await.expect("read"), vec![None]);
     assert_eq!(store.status("p").await.expect("status").checkpoint(), None);
+}
+
+/// Going live: the built generation's checkpoint and dead letters come along; a build that is
+/// behind the live views is refused until it catches up; a stale token is refused even on the
+/// live generation.
+pub async fn switching<S: ViewStore>(store: S) {
+    let old = live(&store, "p", 1).await;
+    store.commit("p", commit(old, None, 5, 1, &[("a", Some("\"old\""))])).await.expect("old");
+    let new = store.begin_generation("p", 1, 1).await.expect("begin");
+    let mut first = commit(new.id, None, 3, 1, &[("a", Some("\"new\""))]);
+    first.dead_letters = vec![DeadLetter {
+        position: at(2),
+        stream: StreamId::new("conformance", "s").expect("id"),
+        version: 2,
+        event_type: "Broken".into(),
+        reason: "a reason".into(),
+    }];
+    store.commit("p", first).await.expect("build");
+    let status = store.status("p").await.expect("status");
+    assert_eq!(status.building.map(|g| (g.id, g.checkpoint)), Some((new.id, Some(at(3)))), "the build's checkpoint");
+    assert_eq!(status.checkpoint(), Some(at(5)));
+    match store.go_live("p", new.id, 1).await {
+        Err(Error::CheckpointMoved { expected, actual, .. }) => {
+            assert_eq!((expected, actual), (Some(at(3)), Some(at(5))))
+        }
+        other => panic!("a build behind the live views must not go live: {other:?}"),
+    }
+    assert_eq!(store.read_views("p", &ids(&["a"])).await.expect("read"), vec![Some("\"old\"".into())]);
+    store.commit("p", commit(new.id, Some(3), 5, 1, &[])).await.expect("catch up");
+    store.go_live("p", new.id, 1).await.expect("caught up: live");
+    assert_eq!(store.read_views("p", &ids(&["a"])).await.expect("read"), vec![Some("\"new\"".into())]);
+    assert_eq!(store.dead_letters("p").await.expect("dead letters").len(), 1, "the build's dead letters come along");
+    store.commit("p", commit(new.id, Some(5), 6, 2, &[])).await.expect("token 2");
+    assert!(
+        matches!(store.go_live("p", new.id, 1).await, Err(Error::Fenced { .. })),
+        "a stale token, even on the live one"
+    );
+}
+
+/// Listing corners: byte-wise order, an exactly full last page, a view that moves in its list,
+/// a cursor whose entry is gone, views holding any JSON string.
+pub async fn list_corners<S: ViewStore>(store: S) {
+    let g = live(&store, "p", 0).await;
+    let all = IndexKey::new("all", "");
+    let at_order = |order: &str| IndexEntry { key: all.clone(), order: order.to_owned() };
+    // Byte-wise, not by locale: "B" < "_" < "a" < "b" < "É"; ties by id, byte-wise too.
+    let writes = vec![
+        ViewWrite::set("x", "1").joining(vec![at_order("a")]),
+        ViewWrite::set("y", "2").joining(vec![at_order("É")]),
+        ViewWrite::set("Z", "3").joining(vec![at_order("b")]),
+        ViewWrite::set("z", "4").joining(vec![at_order("B")]),
+        ViewWrite::set("é", "5").joining(vec![at_order("_")]),
+        ViewWrite::set("A", "6").joining(vec![at_order("_")]),
+        ViewWrite::set("nul", r#""a\u0000b""#).joining(vec![at_order("c")]),
+    ];
+    store.commit("p", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.expect("commit");
+    let order = |page: &crate::ViewPage| page.views.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+    let page = store.list("p", &all, None, 7).await.expect("list");
+    assert_eq!(order(&page), ["z", "A", "é", "x", "Z", "nul", "y"]);
+    assert_eq!(page.next, None, "an exactly full last page says so");
+    let json: String = serde_json::from_str(&page.views[5].1).expect("JSON");
+    assert_eq!(json, "a\0b", "a view may hold any JSON string");
+    assert_eq!(store.list("p", &all, None, 0).await.expect("list"), crate::ViewPage::default(), "limit 0");
+    assert_eq!(store.count("p", &[]).await.expect("count nothing"), Vec::<u64>::new());
+
+    let first = store.list("p", &all, None, 3).await.expect("list");
+    let cursor = first.next.expect("more");
+    assert_eq!(cursor.id, "é");
+    // The entry under the cursor moves to the end, and x is deleted: the next page starts after
+    // the cursor's place all the same.
+    let writes = vec![
+        ViewWrite::set("é", "5").leaving(vec![at_order("_")]).joining(vec![at_order("zz")]),
+        ViewWrite::delete("x").leaving(vec![at_order("a")]),
+    ];
+    store.commit("p", ViewCommit { views: writes, ..commit(g, Some(1), 2, 0, &[]) }).await.expect("commit");
+    let rest = store.list("p", &all, Some(&cursor), 10).await.expect("list");
+    assert_eq!(order(&rest), ["Z", "nul", "é", "y"], "\"zz\" sorts before \"É\" byte-wise");
+    assert_eq!(store.count("p", &[all]).await.expect("count"), vec![6]);
 }

@@ -168,6 +168,33 @@ async fn the_same_command_id_at_once_appends_once() {
     assert_eq!(stored(&store, "a").await.len(), 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_command_id_with_a_required_version_at_once_gets_the_first_outcome_not_a_conflict() {
+    let store = MemoryEventStore::new();
+    Cqrs::new(store.clone()).execute(open("a")).await.unwrap();
+    let mut tasks = Vec::new();
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    // One engine (one process): the requests meet at the cached aggregate, the second finding
+    // the version the first one made.
+    let engine = std::sync::Arc::new(Cqrs::new(store.clone()));
+    engine.execute_with(deposit("a", 0), ExecuteOptions::default().expect_version(99)).await.unwrap_err();
+    for _ in 0..8 {
+        let engine = engine.clone();
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let options = ExecuteOptions::default().command_id("once-at-v1").expect_version(1);
+            engine.execute_with(deposit("a", 1), options).await.unwrap()
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    assert!(outcomes.windows(2).all(|w| w[0] == w[1]), "every caller sees the first outcome");
+    assert_eq!(stored(&store, "a").await.len(), 2);
+}
+
 #[tokio::test]
 async fn a_stale_cache_conflicts_reads_only_newer_events_and_retries() {
     let store = Counting::default();

@@ -359,3 +359,54 @@ async fn views_a_store_lost_are_rebuilt_and_never_read_half_built() {
         assert_eq!((view.balance, view.applied, view.version), (210, 21, 21));
     }
 }
+
+/// A store whose store-wide reads take 40 ms: slower than the projector's idle check.
+#[derive(Clone)]
+struct SlowReads(MemoryEventStore);
+
+#[cqrs_core::async_trait]
+impl EventStore for SlowReads {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> cqrs_core::Result<cqrs_core::AppendOutcome> {
+        self.0.append(stream, expected, events).await
+    }
+    async fn read_stream(&self, stream: &StreamId, from: u64, limit: usize) -> cqrs_core::Result<Vec<RecordedEvent>> {
+        self.0.read_stream(stream, from, limit).await
+    }
+    async fn read_all(&self, after: Position, limit: usize) -> cqrs_core::Result<Vec<RecordedEvent>> {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        self.0.read_all(after, limit).await
+    }
+    async fn stream_version(&self, stream: &StreamId) -> cqrs_core::Result<u64> {
+        self.0.stream_version(stream).await
+    }
+    async fn command_outcome(&self, id: &str) -> cqrs_core::Result<Option<cqrs_core::AppendOutcome>> {
+        self.0.command_outcome(id).await
+    }
+    async fn record_command(&self, id: &str, outcome: cqrs_core::AppendOutcome) -> cqrs_core::Result<()> {
+        self.0.record_command(id, outcome).await
+    }
+}
+
+#[tokio::test]
+async fn reads_slower_than_the_idle_check_still_complete() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let cqrs = Cqrs::new(events.clone());
+    seed(&cqrs, 2, 2).await;
+    let projector =
+        Projector::new(SlowReads(events.clone()), views.clone()).with_verify_interval(Duration::from_millis(10));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(async move { projector.run(Balances, async { stopped.await.unwrap_or(()) }).await });
+    let done = cqrs.execute(deposit("acc-1", 7)).await.unwrap();
+    reader(&views)
+        .wait_for(done.position, Duration::from_secs(5))
+        .await
+        .expect("live batches arrive despite slow reads");
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+}

@@ -181,11 +181,23 @@ async fn an_upgrade_keeps_the_views_as_the_live_generation_one() {
     };
     views.commit("built", commit).await.unwrap();
     assert_eq!(views.read_views("built", &["c".into()]).await.unwrap(), vec![Some("3".into())]);
-    // A rebuild gets a new generation id, and replaces generation 1 when it goes live.
+    // A rebuild gets a new generation id, and replaces generation 1 when it goes live, once
+    // it has caught up; its views are `json`, the exact text written, `\u0000` included.
     let next = views.begin_generation("built", 2, 7).await.unwrap();
     assert_eq!(next.id, 2);
+    assert!(matches!(views.go_live("built", next.id, 7).await, Err(Error::CheckpointMoved { .. })), "behind");
+    let json = r#"{"s": "a\u0000b","n":1}"#;
+    let build = ViewCommit {
+        generation: next.id,
+        expected: None,
+        checkpoint: Position::new(13, 1),
+        fencing_token: 7,
+        views: vec![ViewWrite::set("d", json)],
+        dead_letters: Vec::new(),
+    };
+    views.commit("built", build).await.unwrap();
     views.go_live("built", next.id, 7).await.unwrap();
-    assert_eq!(views.read_views("built", &["a".into()]).await.unwrap(), vec![None]);
+    assert_eq!(views.read_views("built", &["a".into(), "d".into()]).await.unwrap(), vec![None, Some(json.into())]);
     assert!(views.dead_letters("built").await.unwrap().is_empty());
 
     // A projection whose checkpoint was reset: nothing live (its stale rows are gone), its token
@@ -273,4 +285,103 @@ async fn corners_match_the_memory_store() {
         assert_eq!(p, m);
     }
     assert_eq!(postgres.len(), memory.len());
+}
+
+/// Queries naming what no commit can store (a NUL byte in a view id, an index name or value, a
+/// cursor), a view holding `\u0000`, and switches refused while the build is behind the live
+/// views (checkpoints past 2^53, where doubles lose precision), answered as the in-memory
+/// reference store answers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nul_bytes_and_switches_match_the_memory_store() {
+    use cqrs_core::{IndexEntry, IndexKey, ListCursor, MemoryViewStore, Position, ViewCommit, ViewStore, ViewWrite};
+
+    async fn script(store: &dyn ViewStore) -> Vec<String> {
+        let mut out = Vec::new();
+        let nul_keys = [IndexKey::new("k\0", "v"), IndexKey::new("k", "v\0"), IndexKey::new("\0", "")];
+        out.push(format!("{:?}", store.read_views("p", &["a\0".into()]).await));
+        out.push(format!("{:?}", store.count("p", &nul_keys).await));
+        out.push(format!("{:?}", store.list("p", &nul_keys[0], None, 5).await));
+        let g = store.begin_generation("p", 1, 1).await.unwrap().id;
+        store.go_live("p", g, 1).await.unwrap();
+        let key = IndexKey::new("k", "v");
+        let entry = |order: &str| IndexEntry::new("k", "v").ordered_by(order);
+        let writes = vec![
+            ViewWrite::set("a", "1").joining(vec![entry("o")]),
+            ViewWrite::set("", "2").joining(vec![entry("o")]),
+            ViewWrite::set("b", r#""x\u0000y""#).joining(vec![entry("o")]),
+            ViewWrite::set("c", r#"{"z": 1,"a":2}"#).joining(vec![entry("o\u{1}")]),
+            ViewWrite::set("d", "4").joining(vec![entry("p"), entry("")]),
+        ];
+        let tx = (1u64 << 53) + 1;
+        let commit = |generation: u64, expected: Option<Position>, checkpoint: Position, views: Vec<ViewWrite>| {
+            ViewCommit { generation, expected, checkpoint, fencing_token: 1, views, dead_letters: Vec::new() }
+        };
+        store.commit("p", commit(g, None, Position::new(tx, 1), writes)).await.unwrap();
+        for ids in [vec!["a\0", "a", "\0", "b"], vec!["\0"], vec!["", "b\0"]] {
+            let ids: Vec<String> = ids.into_iter().map(String::from).collect();
+            out.push(format!("{:?}", store.read_views("p", &ids).await));
+            out.push(format!("{:?}", store.load_views("p", g, &ids).await));
+        }
+        let mut keys = nul_keys.to_vec();
+        keys.push(key.clone());
+        out.push(format!("{:?}", store.count("p", &keys).await));
+        for k in &nul_keys {
+            out.push(format!("{:?}", store.list("p", k, None, 5).await));
+        }
+        let cursors = [
+            ("o\0z", ""),
+            ("o\0", "zz"),
+            ("o", "a\0"),
+            ("o", "\0"),
+            ("o", "b\0"),
+            ("\0", "x"),
+            ("", "\0"),
+            ("", "d\0"),
+            ("p\0", ""),
+            ("o\u{1}", "c\0"),
+        ];
+        for (order, id) in cursors {
+            let cursor = ListCursor { order: order.into(), id: id.into() };
+            for limit in [1, 10] {
+                out.push(format!("{order:?} {id:?} {limit}: {:?}", store.list("p", &key, Some(&cursor), limit).await));
+            }
+        }
+
+        // A build behind the live checkpoint is refused until it catches up: (2^53, 5) is
+        // behind (2^53 + 1, 1), though the two transaction ids are equal as doubles.
+        let next = store.begin_generation("p", 2, 1).await.unwrap().id;
+        out.push(format!("{:?}", store.go_live("p", next, 1).await));
+        store.commit("p", commit(next, None, Position::new(tx - 1, 5), Vec::new())).await.unwrap();
+        out.push(format!("{:?}", store.go_live("p", next, 1).await));
+        out.push(format!("{:?}", store.go_live("p", next, 0).await));
+        out.push(format!("{:?}", store.go_live("p", next + 7, 1).await));
+        store
+            .commit("p", commit(next, Some(Position::new(tx - 1, 5)), Position::new(tx, 0), Vec::new()))
+            .await
+            .unwrap();
+        out.push(format!("{:?}", store.go_live("p", next, 1).await));
+        out.push(format!("{:?}", store.status("p").await.map(|s| (s.live.map(|l| l.checkpoint), s.building))));
+        store.commit("p", commit(next, Some(Position::new(tx, 0)), Position::new(tx, 1), Vec::new())).await.unwrap();
+        out.push(format!("{:?}", store.go_live("p", next, 1).await));
+        out.push(format!("{:?}", store.read_views("p", &["b".into(), "a".into()]).await));
+        // A build of the same checkpoint goes live; so does one ahead of a live generation with
+        // no checkpoint.
+        let same = store.begin_generation("p", 3, 1).await.unwrap().id;
+        store.commit("p", commit(same, None, Position::new(tx, 1), Vec::new())).await.unwrap();
+        out.push(format!("{:?}", store.go_live("p", same, 1).await));
+        let q = store.begin_generation("q", 1, 0).await.unwrap().id;
+        store.go_live("q", q, 0).await.unwrap();
+        let empty = store.begin_generation("q", 1, 0).await.unwrap().id;
+        out.push(format!("{:?}", store.go_live("q", empty, 0).await));
+        out.push(format!("{:?}", store.status("q").await.map(|s| (s.live.map(|l| l.checkpoint), s.building))));
+        out
+    }
+
+    let memory = script(&MemoryViewStore::default()).await;
+    let store = PgViewStore::new(&store().await);
+    let theirs = script(&store).await;
+    for (m, t) in memory.iter().zip(&theirs) {
+        assert_eq!(t, m);
+    }
+    assert_eq!(theirs.len(), memory.len());
 }

@@ -402,3 +402,26 @@ async fn a_flushed_redis_answers_not_built_and_refuses_writes_into_the_lost_gene
     assert!(matches!(store.commit("p", commit).await, Err(Error::GenerationGone { .. })));
     assert_eq!(store.status("p").await.unwrap(), cqrs_core::ProjectionStatus::default());
 }
+
+/// A Redis that lost `:last` alone (say, a partial restore) still never hands out the id of a
+/// dropped generation whose keys the sweep has not deleted yet: new ids are above the trash too.
+#[tokio::test]
+async fn a_new_generation_id_is_above_every_trashed_one() {
+    let prefix = fresh_prefix();
+    let store = RedisViewStore::connect(&redis_url(), &prefix).await.unwrap();
+    let mut raw = raw_connection(&redis_url()).await;
+    let base = format!("{prefix}{{p:p}}");
+    let g = store.begin_generation("p", 1, 0).await.unwrap();
+    // The generation after it was dropped, its sweep interrupted: a view of it is left.
+    let dropped = g.id + 1;
+    let view = format!("{base}:g{dropped}:v:a");
+    let _: () = redis::cmd("SET").arg(&view).arg("\"stale\"").query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("SADD").arg(format!("{base}:g{dropped}:ids")).arg("a").query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("SADD").arg(format!("{base}:trash")).arg(dropped).query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("DEL").arg(format!("{base}:last")).query_async(&mut raw).await.unwrap();
+    let next = store.begin_generation("p", 1, 0).await.unwrap();
+    assert!(next.id > dropped, "{} must be above the trashed {dropped}", next.id);
+    assert_eq!(store.load_views("p", next.id, &["a".into()]).await.unwrap(), vec![None], "a new one starts empty");
+    let left: bool = redis::cmd("EXISTS").arg(&view).query_async(&mut raw).await.unwrap();
+    assert!(!left, "the sweep deleted the dropped generation's keys");
+}
