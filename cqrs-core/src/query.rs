@@ -2,10 +2,12 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 use crate::{Error, IndexKey, ListCursor, Position, ProjectionStatus, Result, ViewStore};
 
@@ -38,12 +40,67 @@ use crate::{Error, IndexKey, ListCursor, Position, ProjectionStatus, Result, Vie
 pub struct ViewReader<V> {
     store: Arc<dyn ViewStore>,
     projection: String,
+    watch: Arc<CheckpointWatch>,
     _view: PhantomData<fn() -> V>,
 }
 
 impl<V> Clone for ViewReader<V> {
     fn clone(&self) -> Self {
-        ViewReader { store: self.store.clone(), projection: self.projection.clone(), _view: PhantomData }
+        ViewReader {
+            store: self.store.clone(),
+            projection: self.projection.clone(),
+            watch: self.watch.clone(),
+            _view: PhantomData,
+        }
+    }
+}
+
+/// How often the shared poller reads the checkpoint while queries wait for it.
+const WATCH_INTERVAL: Duration = Duration::from_millis(2);
+
+/// One poller of the live checkpoint for every query of a reader (and its clones) that waits
+/// for it: a thousand waiting queries cost one status read per interval, not a thousand.
+#[derive(Debug)]
+struct CheckpointWatch {
+    checkpoint: watch::Sender<Option<Position>>,
+    polling: AtomicBool,
+}
+
+impl CheckpointWatch {
+    fn new() -> Self {
+        CheckpointWatch { checkpoint: watch::Sender::new(None), polling: AtomicBool::new(false) }
+    }
+
+    /// Starts the poller unless it runs; it stops by itself when no query waits.
+    fn ensure_polling(self: &Arc<Self>, store: &Arc<dyn ViewStore>, projection: &str) {
+        if self.polling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (watch, store, projection) = (self.clone(), store.clone(), projection.to_owned());
+        tokio::spawn(async move {
+            loop {
+                if watch.checkpoint.receiver_count() == 0 {
+                    watch.polling.store(false, Ordering::Release);
+                    // A query that began waiting just now, after seeing the poller running,
+                    // must not be left without one.
+                    if watch.checkpoint.receiver_count() == 0 || watch.polling.swap(true, Ordering::AcqRel) {
+                        return;
+                    }
+                }
+                match store.status(&projection).await {
+                    Ok(status) => {
+                        let now = status.checkpoint();
+                        watch.checkpoint.send_if_modified(|seen| {
+                            let changed = *seen != now;
+                            *seen = now;
+                            changed
+                        });
+                    }
+                    Err(error) => tracing::debug!(%error, projection, "cannot read the checkpoint; retrying"),
+                }
+                tokio::time::sleep(WATCH_INTERVAL).await;
+            }
+        });
     }
 }
 
@@ -72,7 +129,12 @@ pub struct Page<V> {
 impl<V: DeserializeOwned> ViewReader<V> {
     /// Reads the views of `projection` from `store`.
     pub fn new(store: impl ViewStore, projection: impl Into<String>) -> Self {
-        ViewReader { store: Arc::new(store), projection: projection.into(), _view: PhantomData }
+        ViewReader {
+            store: Arc::new(store),
+            projection: projection.into(),
+            watch: Arc::new(CheckpointWatch::new()),
+            _view: PhantomData,
+        }
     }
 
     fn decode(&self, id: &str, json: &str) -> Result<V> {
@@ -130,21 +192,26 @@ impl<V: DeserializeOwned> ViewReader<V> {
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut pause = Duration::from_millis(1);
+        // Asked directly first: the common case (already there) costs one read, and an error
+        // that retrying will not fix reaches the caller.
+        match self.checkpoint().await {
+            Ok(checkpoint) if checkpoint.is_some_and(|c| c >= position) => return Ok(()),
+            Ok(_) => {}
+            // A store that is restarting may be back before the deadline.
+            Err(error) if error.is_transient() => tracing::debug!(%error, "waiting for the views"),
+            Err(error) => return Err(error),
+        }
+        let mut checkpoint = self.watch.checkpoint.subscribe();
+        self.watch.ensure_polling(&self.store, &self.projection);
         loop {
-            match self.checkpoint().await {
-                Ok(checkpoint) if checkpoint.is_some_and(|c| c >= position) => return Ok(()),
-                Ok(_) => {}
-                // A store that is restarting may be back before the deadline.
-                Err(error) if error.is_transient() => tracing::debug!(%error, "waiting for the views"),
-                Err(error) => return Err(error),
+            if checkpoint.borrow_and_update().is_some_and(|c| c >= position) {
+                return Ok(());
             }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout(timeout));
+            match tokio::time::timeout_at(deadline, checkpoint.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Error::Shutdown),
+                Err(_) => return Err(Error::Timeout(timeout)),
             }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(Duration::from_millis(20));
         }
     }
 }

@@ -410,3 +410,78 @@ async fn reads_slower_than_the_idle_check_still_complete() {
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
 }
+
+/// Counts the status reads of a memory view store.
+#[derive(Clone, Default)]
+struct CountingViews {
+    inner: MemoryViewStore,
+    status_reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[cqrs_core::async_trait]
+impl ViewStore for CountingViews {
+    async fn status(&self, projection: &str) -> cqrs_core::Result<cqrs_core::ProjectionStatus> {
+        self.status_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.status(projection).await
+    }
+    async fn begin_generation(&self, p: &str, version: u32, token: u64) -> cqrs_core::Result<cqrs_core::Generation> {
+        self.inner.begin_generation(p, version, token).await
+    }
+    async fn load_views(&self, p: &str, generation: u64, ids: &[String]) -> cqrs_core::Result<Vec<Option<String>>> {
+        self.inner.load_views(p, generation, ids).await
+    }
+    async fn commit(&self, p: &str, commit: ViewCommit) -> cqrs_core::Result<()> {
+        self.inner.commit(p, commit).await
+    }
+    async fn go_live(&self, p: &str, generation: u64, token: u64) -> cqrs_core::Result<()> {
+        self.inner.go_live(p, generation, token).await
+    }
+    async fn read_views(&self, p: &str, ids: &[String]) -> cqrs_core::Result<Vec<Option<String>>> {
+        self.inner.read_views(p, ids).await
+    }
+    async fn list(
+        &self,
+        p: &str,
+        key: &cqrs_core::IndexKey,
+        after: Option<&cqrs_core::ListCursor>,
+        limit: usize,
+    ) -> cqrs_core::Result<cqrs_core::ViewPage> {
+        self.inner.list(p, key, after, limit).await
+    }
+    async fn count(&self, p: &str, keys: &[cqrs_core::IndexKey]) -> cqrs_core::Result<Vec<u64>> {
+        self.inner.count(p, keys).await
+    }
+    async fn dead_letters(&self, p: &str) -> cqrs_core::Result<Vec<cqrs_core::DeadLetter>> {
+        self.inner.dead_letters(p).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_waiting_queries_share_one_checkpoint_poller() {
+    let events = MemoryEventStore::new();
+    let views = CountingViews::default();
+    let cqrs = Cqrs::new(events.clone());
+    seed(&cqrs, 1, 1).await;
+    Projector::new(events.clone(), views.clone()).catch_up(&Balances).await.unwrap();
+    let later = cqrs.execute(deposit("acc-0", 5)).await.unwrap();
+    let reader = ViewReader::<Balance>::new(views.clone(), Balances::NAME);
+    let before = views.status_reads.load(std::sync::atomic::Ordering::Relaxed);
+    let waiters: Vec<_> = (0..200)
+        .map(|_| {
+            let reader = reader.clone();
+            tokio::spawn(async move { reader.wait_for(later.position, Duration::from_secs(5)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let while_waiting = views.status_reads.load(std::sync::atomic::Ordering::Relaxed) - before;
+    // One direct read per waiter, then one poller: about 50 reads in 100 ms, not 200 per round.
+    assert!(while_waiting < 200 + 150, "{while_waiting} status reads for 200 waiters in 100 ms");
+    Projector::new(events.clone(), views.clone()).catch_up(&Balances).await.unwrap();
+    for waiter in waiters {
+        waiter.await.unwrap().expect("every waiter sees the position");
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let idle = views.status_reads.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(views.status_reads.load(std::sync::atomic::Ordering::Relaxed), idle, "the poller stops with no waiter");
+}
