@@ -283,8 +283,13 @@ impl<S: EventStore + Clone> Projector<S> {
         token: u64,
     ) -> Result<Option<Position>> {
         let mut subscription = self.subscribe(target.checkpoint);
-        while let Some(batch) = subscription.try_next_batch().await? {
-            target.checkpoint = Some(self.process(projection, &batch, &target, token).await?);
+        let mut next = subscription.try_next_batch().await?;
+        while let Some(batch) = next {
+            // The next batch is read while this one is folded and written.
+            let (written, ahead) =
+                tokio::join!(self.process(projection, &batch, &target, token), subscription.try_next_batch());
+            target.checkpoint = Some(written?);
+            next = ahead?;
         }
         if target.building {
             self.views.go_live(P::NAME, target.generation, token).await?;
@@ -409,8 +414,21 @@ impl<S: EventStore + Clone> Projector<S> {
             };
             tracing::info!(token, generation = target.generation, building = target.building, "running");
             let mut subscription = self.subscribe(target.checkpoint);
+            // A batch read while the one before was written.
+            let mut ahead: Option<Vec<RecordedEvent>> = None;
             loop {
-                let batch = if target.building {
+                let batch = if let Some(batch) = ahead.take() {
+                    // Stop between batches when asked, as when waiting for one.
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => return Ok(()),
+                        () = lease_lost(&mut lease) => {
+                            tracing::warn!("lease lost; standing by");
+                            break;
+                        }
+                        () = std::future::ready(()) => Ok(batch),
+                    }
+                } else if target.building {
                     // Building a new generation: once caught up, make it live, then go on live.
                     tokio::select! {
                         next = subscription.try_next_batch() => match next {
@@ -464,7 +482,19 @@ impl<S: EventStore + Clone> Projector<S> {
                     }
                 };
                 let outcome = match batch {
-                    Ok(batch) => self.process(&projection, &batch, &target, token).await,
+                    Ok(batch) => {
+                        // Behind (catching up, or a backlog): read the next batch while this one
+                        // is folded and written. A read that fails or finds nothing is left to
+                        // the next turn; a batch whose write failed is dropped with it.
+                        let (written, next) = tokio::join!(
+                            self.process(&projection, &batch, &target, token),
+                            subscription.try_next_batch()
+                        );
+                        if written.is_ok() {
+                            ahead = next.ok().flatten();
+                        }
+                        written
+                    }
                     Err(error) => Err(error),
                 };
                 match outcome {

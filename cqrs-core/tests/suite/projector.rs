@@ -485,3 +485,22 @@ async fn many_waiting_queries_share_one_checkpoint_poller() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(views.status_reads.load(std::sync::atomic::Ordering::Relaxed), idle, "the poller stops with no waiter");
 }
+
+#[tokio::test]
+async fn shutdown_stops_after_the_current_batch_even_while_far_behind() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    seed(&Cqrs::new(events.clone()), 10, 50).await;
+    let projector = Projector::new(SlowReads(events.clone()), views.clone()).with_batch_size(10);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(async move { projector.run(Balances, async { stopped.await.unwrap_or(()) }).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = tokio::time::Instant::now();
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    assert!(asked.elapsed() < Duration::from_millis(200), "stopped {:?} after being asked", asked.elapsed());
+    let status = views.status(Balances::NAME).await.unwrap();
+    let built = status.building.or(status.live).and_then(|g| g.checkpoint).expect("some batches were written");
+    let end = events.read_all(Position::ZERO, usize::MAX).await.unwrap().last().unwrap().position;
+    assert!(built < end, "it stopped well before the end of the backlog");
+}
