@@ -28,10 +28,13 @@ const MIGRATION_LOCK: i64 = 0x6371_7273_6d69_6772; // "cqrsmigr"
 
 /// An [`EventStore`] on PostgreSQL.
 ///
-/// - **Appends** are one round-trip whatever their number of events: a call of the schema's
-///   `append` function, which checks the expected version against the stream's row (locking
-///   it, so racing writers serialize and exactly one wins each version), inserts the events and
-///   records the command id, in one transaction.
+/// - **Appends** are one round-trip whatever their number of events, in one transaction. With
+///   an exact expected version (what the engine sends): one prepared statement that inserts the
+///   events at the next versions only when the stream is at the version expected, and records
+///   the command id; racing writers collide on the primary key of `events`, so exactly one wins
+///   each version and the others get [`Conflict`](cqrs_core::Error::Conflict). With
+///   [`ExpectedVersion::Any`]: a call of the schema's `append` function, where writers of one
+///   stream queue on an advisory lock.
 /// - **Reads in order** follow `(transaction id, sequence)` and stop below the oldest running
 ///   transaction, so an append that commits late is never skipped by a subscriber.
 /// - **Wake-ups** for subscribers: one coalesced `NOTIFY` after commit (never inside the
@@ -410,12 +413,260 @@ async fn listener(store: Weak<Inner>, wake: Arc<Wake>) {
     }
 }
 
-fn expected_param(expected: ExpectedVersion) -> cqrs_core::Result<Option<i64>> {
-    Ok(match expected {
-        ExpectedVersion::Any => None,
-        ExpectedVersion::NoStream => Some(0),
-        ExpectedVersion::Exact(v) => Some(to_i64(v, "expected version")?),
-    })
+/// How many times an append with [`ExpectedVersion::Any`] is retried after losing a race to
+/// an append with an exact version, which does not queue on the stream's lock.
+const ANY_RETRIES: usize = 16;
+
+/// The events of one append, as the statements take them.
+struct Batch<'a> {
+    types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<&'a str>,
+    metadata: Vec<String>,
+    command_id: Option<&'a str>,
+}
+
+/// Why an append's statement failed.
+enum Failed {
+    /// Another append recorded the command id first (`commands_pkey`).
+    CommandTaken,
+    /// Another append took one of the versions first (`events_pkey`).
+    VersionTaken,
+    /// Text PostgreSQL cannot store, or a payload that is not JSON.
+    Invalid(String),
+    Other,
+}
+
+fn failed(e: &tokio_postgres::Error) -> Failed {
+    let db = e.as_db_error();
+    let constraint = db.and_then(|d| d.constraint()).unwrap_or_default();
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION && constraint == "commands_pkey" => Failed::CommandTaken,
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION && constraint == "events_pkey" => Failed::VersionTaken,
+        Some(c)
+            if *c == SqlState::INVALID_TEXT_REPRESENTATION
+                || *c == SqlState::UNTRANSLATABLE_CHARACTER
+                || *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE =>
+        {
+            Failed::Invalid(db.map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string()))
+        }
+        _ => Failed::Other,
+    }
+}
+
+impl PgEventStore {
+    /// An append with an exact expected version (0: no stream): one prepared statement, no lock.
+    async fn append_exact(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        version: i64,
+        batch: &Batch<'_>,
+    ) -> cqrs_core::Result<AppendOutcome> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.append_exact).await.map_err(pg)?;
+        let result = client
+            .query_one(
+                &stmt,
+                &[
+                    &stream.category(),
+                    &stream.id(),
+                    &version,
+                    &batch.types,
+                    &batch.schema_versions,
+                    &batch.payloads,
+                    &batch.metadata,
+                    &batch.command_id,
+                ],
+            )
+            .await;
+        drop(client);
+        let row = match result {
+            Ok(row) => row,
+            Err(e) => {
+                return Err(match failed(&e) {
+                    Failed::CommandTaken => match batch.command_id {
+                        Some(id) => self.duplicate(id).await,
+                        None => pg(e),
+                    },
+                    // A racing writer took the version after this statement's snapshot; when
+                    // it carried the same command id, this is a retry of that command.
+                    Failed::VersionTaken => {
+                        let first = match batch.command_id {
+                            Some(id) => self.command_outcome(id).await?.map(|outcome| (id, outcome)),
+                            None => None,
+                        };
+                        match first {
+                            Some((id, outcome)) => CoreError::DuplicateCommand { command_id: id.to_owned(), outcome },
+                            None => CoreError::Conflict {
+                                stream: stream.clone(),
+                                expected,
+                                actual: self.stream_version(stream).await?,
+                            },
+                        }
+                    }
+                    Failed::Invalid(reason) => CoreError::InvalidEvent { reason },
+                    Failed::Other => pg(e),
+                });
+            }
+        };
+        let actual: i64 = row.try_get(0).map_err(pg)?;
+        let recorded: bool = row.try_get(1).map_err(pg)?;
+        let transaction: Option<&str> = row.try_get(2).map_err(pg)?;
+        let sequence: Option<i64> = row.try_get(3).map_err(pg)?;
+        let first_version = to_u64(version)? + 1;
+        if let (Some(transaction), Some(sequence)) = (transaction, sequence) {
+            self.appended();
+            let appended = u64::try_from(batch.types.len()).unwrap_or(u64::MAX);
+            return Ok(AppendOutcome {
+                stream: stream.clone(),
+                first_version,
+                last_version: first_version + appended - 1,
+                position: position(transaction, sequence)?,
+            });
+        }
+        if let (true, Some(id)) = (recorded, batch.command_id) {
+            return Err(self.duplicate(id).await);
+        }
+        if actual != version {
+            return Err(CoreError::Conflict { stream: stream.clone(), expected, actual: to_u64(actual)? });
+        }
+        if batch.types.is_empty() {
+            return Ok(AppendOutcome {
+                stream: stream.clone(),
+                first_version,
+                last_version: first_version - 1,
+                position: position("0", 0)?,
+            });
+        }
+        Err(CoreError::unavailable_msg(format!("the append to {stream} inserted nothing")))
+    }
+
+    /// The common case of [`append_exact`](Self::append_exact): one event, no command id, a
+    /// stream that exists (`version` > 0). One plain INSERT; when the stream is not at
+    /// `version` it inserts nothing, and the stream's version is read for the conflict.
+    async fn append_one(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        version: i64,
+        batch: &Batch<'_>,
+    ) -> cqrs_core::Result<AppendOutcome> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(&self.inner.sql.append_one).await.map_err(pg)?;
+            let result = client
+                .query_opt(
+                    &stmt,
+                    &[
+                        &stream.category(),
+                        &stream.id(),
+                        &version,
+                        &batch.types[0],
+                        &batch.schema_versions[0],
+                        &batch.payloads[0],
+                        &batch.metadata[0],
+                    ],
+                )
+                .await;
+            drop(client);
+            let row = match result {
+                Ok(row) => row,
+                Err(e) => {
+                    return Err(match failed(&e) {
+                        Failed::VersionTaken => CoreError::Conflict {
+                            stream: stream.clone(),
+                            expected,
+                            actual: self.stream_version(stream).await?,
+                        },
+                        Failed::Invalid(reason) => CoreError::InvalidEvent { reason },
+                        Failed::CommandTaken | Failed::Other => pg(e),
+                    });
+                }
+            };
+            if let Some(row) = row {
+                self.appended();
+                let version = to_u64(version)? + 1;
+                return Ok(AppendOutcome {
+                    stream: stream.clone(),
+                    first_version: version,
+                    last_version: version,
+                    position: position(row.try_get(0).map_err(pg)?, row.try_get(1).map_err(pg)?)?,
+                });
+            }
+            let actual = self.stream_version(stream).await?;
+            // The stream was behind the version expected (an append not yet committed) and
+            // has reached it since: the append holds now.
+            if actual == to_u64(version)? && attempt < 3 {
+                continue;
+            }
+            return Err(CoreError::Conflict { stream: stream.clone(), expected, actual });
+        }
+    }
+
+    /// An append with [`ExpectedVersion::Any`]: the schema's `append` function, where writers
+    /// of one stream queue on an advisory lock. An append with an exact version does not queue
+    /// there and may take the version first: then this one is tried again.
+    async fn append_any(&self, stream: &StreamId, batch: &Batch<'_>) -> cqrs_core::Result<AppendOutcome> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(&self.inner.sql.append).await.map_err(pg)?;
+            let result = client
+                .query_one(
+                    &stmt,
+                    &[
+                        &stream.category(),
+                        &stream.id(),
+                        &None::<i64>,
+                        &batch.types,
+                        &batch.schema_versions,
+                        &batch.payloads,
+                        &batch.metadata,
+                        &batch.command_id,
+                    ],
+                )
+                .await;
+            drop(client);
+            let row = match result {
+                Ok(row) => row,
+                Err(e) => {
+                    return Err(match failed(&e) {
+                        Failed::CommandTaken => match batch.command_id {
+                            Some(id) => self.duplicate(id).await,
+                            None => pg(e),
+                        },
+                        Failed::VersionTaken if attempt < ANY_RETRIES => continue,
+                        Failed::VersionTaken => CoreError::unavailable_msg(format!(
+                            "an append to {stream} lost {ANY_RETRIES} races in a row to appends with exact versions"
+                        )),
+                        Failed::Invalid(reason) => CoreError::InvalidEvent { reason },
+                        Failed::Other => pg(e),
+                    });
+                }
+            };
+            let status: i32 = row.try_get(0).map_err(pg)?;
+            return match status {
+                0 => {
+                    let first_version = to_u64(row.try_get(2).map_err(pg)?)?;
+                    let last_version = to_u64(row.try_get(3).map_err(pg)?)?;
+                    let position = position(row.try_get(4).map_err(pg)?, row.try_get(5).map_err(pg)?)?;
+                    if !batch.types.is_empty() {
+                        self.appended();
+                    }
+                    Ok(AppendOutcome { stream: stream.clone(), first_version, last_version, position })
+                }
+                2 => match batch.command_id {
+                    Some(id) => Err(self.duplicate(id).await),
+                    None => Err(CoreError::unavailable_msg("append returned status 2 without a command id")),
+                },
+                _ => Err(CoreError::unavailable_msg(format!("append returned status {status}"))),
+            };
+        }
+    }
 }
 
 #[async_trait]
@@ -436,86 +687,28 @@ impl EventStore for PgEventStore {
             if let Some(id) = command_id {
                 cqrs_core::validate_command_id(id)?;
             }
-            let types: Vec<&str> = events.iter().map(|e| e.event_type.as_ref()).collect();
-            let versions: Vec<i32> =
-                events.iter().map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX)).collect();
-            let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
-            let metadata = events
-                .iter()
-                .map(|e| serde_json::to_string(&e.metadata))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|source| CoreError::Serde { what: "event metadata".into(), source })?;
-            let expected_param = expected_param(expected)?;
-            let client = self.client().await?;
-            let stmt = client.prepare_cached(&self.inner.sql.append).await.map_err(pg)?;
-            let result = client
-                .query_one(
-                    &stmt,
-                    &[
-                        &stream.category(),
-                        &stream.id(),
-                        &expected_param,
-                        &types,
-                        &versions,
-                        &payloads,
-                        &metadata,
-                        &command_id,
-                    ],
-                )
-                .await;
-            drop(client);
-            let row = match result {
-                Ok(row) => row,
-                Err(e) => {
-                    let db = e.as_db_error();
-                    let constraint = db.and_then(|d| d.constraint()).unwrap_or_default();
-                    return Err(match e.code() {
-                        Some(c) if *c == SqlState::UNIQUE_VIOLATION && constraint == "commands_pkey" => {
-                            match command_id {
-                                Some(id) => self.duplicate(id).await,
-                                None => pg(e),
-                            }
-                        }
-                        Some(c) if *c == SqlState::UNIQUE_VIOLATION && constraint == "events_pkey" => {
-                            CoreError::Conflict {
-                                stream: stream.clone(),
-                                expected,
-                                actual: self.stream_version(stream).await?,
-                            }
-                        }
-                        Some(c)
-                            if *c == SqlState::INVALID_TEXT_REPRESENTATION
-                                || *c == SqlState::UNTRANSLATABLE_CHARACTER
-                                || *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE =>
-                        {
-                            CoreError::InvalidEvent {
-                                reason: db.map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string()),
-                            }
-                        }
-                        _ => pg(e),
-                    });
-                }
+            let batch = Batch {
+                types: events.iter().map(|e| e.event_type.as_ref()).collect(),
+                schema_versions: events.iter().map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX)).collect(),
+                payloads: events.iter().map(|e| e.payload.as_str()).collect(),
+                metadata: events
+                    .iter()
+                    .map(|e| serde_json::to_string(&e.metadata))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|source| CoreError::Serde { what: "event metadata".into(), source })?,
+                command_id,
             };
-            let status: i32 = row.try_get(0).map_err(pg)?;
-            match status {
-                0 => {
-                    let first_version = to_u64(row.try_get(2).map_err(pg)?)?;
-                    let last_version = to_u64(row.try_get(3).map_err(pg)?)?;
-                    let position = position(row.try_get(4).map_err(pg)?, row.try_get(5).map_err(pg)?)?;
-                    if !events.is_empty() {
-                        self.appended();
+            match expected {
+                ExpectedVersion::Any => self.append_any(stream, &batch).await,
+                ExpectedVersion::NoStream => self.append_exact(stream, expected, 0, &batch).await,
+                ExpectedVersion::Exact(v) => {
+                    let version = to_i64(v, "expected version")?;
+                    if version > 0 && events.len() == 1 && command_id.is_none() {
+                        self.append_one(stream, expected, version, &batch).await
+                    } else {
+                        self.append_exact(stream, expected, version, &batch).await
                     }
-                    Ok(AppendOutcome { stream: stream.clone(), first_version, last_version, position })
                 }
-                1 => Err(CoreError::Conflict {
-                    stream: stream.clone(),
-                    expected,
-                    actual: to_u64(row.try_get(1).map_err(pg)?)?,
-                }),
-                _ => match command_id {
-                    Some(id) => Err(self.duplicate(id).await),
-                    None => Err(CoreError::unavailable_msg(format!("append returned status {status}"))),
-                },
             }
         }
         .instrument(span)

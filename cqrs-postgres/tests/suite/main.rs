@@ -3,6 +3,7 @@
 //! tests that hold transactions open or kill connections.
 #![allow(clippy::unwrap_used)]
 
+mod appends;
 mod conformance;
 mod domain;
 mod faults;
