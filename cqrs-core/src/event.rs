@@ -253,8 +253,82 @@ pub struct RecordedEvent {
     pub schema_version: u32,
     /// Its payload as JSON.
     pub payload: Arc<str>,
-    /// Its metadata.
-    pub metadata: Arc<Metadata>,
+    /// Its metadata, decoded when first read ([`StoredMetadata::get`]).
+    pub metadata: StoredMetadata,
+}
+
+/// An event's metadata as a store returned it: its JSON, decoded the first time someone reads
+/// it, so that loading an aggregate or folding a projection that never looks at metadata never
+/// parses it. Clones share the decoded value.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{Metadata, StoredMetadata};
+///
+/// let stored = StoredMetadata::from_json(r#"{"event_id":"00000000-0000-0000-0000-000000000007","timestamp":5}"#);
+/// assert_eq!(stored.get().unwrap().event_id.as_u128(), 7);
+/// assert!(StoredMetadata::from_json("[1]").get().is_err(), "a typed error, when read");
+/// let decoded = StoredMetadata::from(Metadata::default());
+/// assert_eq!(decoded.get().unwrap(), &Metadata::default());
+/// ```
+#[derive(Clone)]
+pub struct StoredMetadata(Arc<MetadataCell>);
+
+struct MetadataCell {
+    json: Option<Box<str>>,
+    decoded: std::sync::OnceLock<Metadata>,
+}
+
+impl StoredMetadata {
+    /// Metadata as stored JSON, decoded on first read.
+    pub fn from_json(json: impl Into<Box<str>>) -> Self {
+        StoredMetadata(Arc::new(MetadataCell { json: Some(json.into()), decoded: std::sync::OnceLock::new() }))
+    }
+
+    /// The metadata, decoding it on the first call. JSON that does not decode is
+    /// [`Error::Serde`](crate::Error::Serde), on every call.
+    pub fn get(&self) -> crate::Result<&Metadata> {
+        if let Some(metadata) = self.0.decoded.get() {
+            return Ok(metadata);
+        }
+        let json = self.0.json.as_deref().unwrap_or("{}");
+        let metadata = serde_json::from_str(json)
+            .map_err(|source| crate::Error::Serde { what: "event metadata".into(), source })?;
+        Ok(self.0.decoded.get_or_init(|| metadata))
+    }
+}
+
+impl From<Metadata> for StoredMetadata {
+    fn from(metadata: Metadata) -> Self {
+        StoredMetadata(Arc::new(MetadataCell { json: None, decoded: std::sync::OnceLock::from(metadata) }))
+    }
+}
+
+impl Default for StoredMetadata {
+    fn default() -> Self {
+        Metadata::default().into()
+    }
+}
+
+impl std::fmt::Debug for StoredMetadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.0.decoded.get(), &self.0.json) {
+            (Some(metadata), _) => metadata.fmt(f),
+            (None, Some(json)) => f.debug_tuple("StoredMetadata").field(json).finish(),
+            (None, None) => f.write_str("StoredMetadata"),
+        }
+    }
+}
+
+impl PartialEq for StoredMetadata {
+    /// Equal when both decode to equal metadata (or both hold the same undecodable JSON).
+    fn eq(&self, other: &Self) -> bool {
+        match (self.get(), other.get()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => self.0.json == other.0.json,
+        }
+    }
 }
 
 /// A decoded event with its stream, version, position and metadata.
@@ -276,7 +350,7 @@ pub struct RecordedEvent {
 ///     event_type: "Pinged".into(),
 ///     schema_version: 1,
 ///     payload: r#"{"n":3}"#.into(),
-///     metadata: Arc::new(Metadata::default()),
+///     metadata: Metadata::default().into(),
 /// };
 /// let envelope: EventEnvelope<E> = Upcasters::new().decode(&raw).unwrap();
 /// assert_eq!(envelope.event, E::Pinged { n: 3 });
@@ -291,6 +365,6 @@ pub struct EventEnvelope<E> {
     pub position: Position,
     /// The event.
     pub event: E,
-    /// Its metadata.
-    pub metadata: Arc<Metadata>,
+    /// Its metadata, decoded when first read ([`StoredMetadata::get`]).
+    pub metadata: StoredMetadata,
 }

@@ -31,7 +31,9 @@ pub use engine::{
     ExecuteOptions, SnapshotPolicy,
 };
 pub use error::{Error, Result};
-pub use event::{DecodeError, Event, EventEnvelope, EventType, Metadata, NewEvent, RecordedEvent, Timestamp};
+pub use event::{
+    DecodeError, Event, EventEnvelope, EventType, Metadata, NewEvent, RecordedEvent, StoredMetadata, Timestamp,
+};
 pub use lease::{Lease, LeaseManager};
 pub use memory::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore};
 pub use position::Position;
@@ -56,7 +58,7 @@ pub use async_trait::async_trait;
 pub mod prelude {
     pub use crate::{
         Aggregate, Command, Event, EventEnvelope, EventType, ExpectedVersion, Handle, Metadata, NewEvent, Position,
-        RecordedEvent, StreamId, Timestamp,
+        RecordedEvent, StoredMetadata, StreamId, Timestamp,
     };
     pub use serde::{Deserialize, Serialize};
 }

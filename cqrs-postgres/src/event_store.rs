@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_core::{
-    AppendOutcome, Error as CoreError, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
+    AppendOutcome, Error as CoreError, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoredMetadata,
     StreamId,
 };
 use deadpool_postgres::{Object, Pool};
@@ -133,14 +133,6 @@ fn recorded_in(stream: &StreamId, row: &Row, first: usize) -> cqrs_core::Result<
     let payload: &str = row.try_get(first + 3).map_err(pg)?;
     let metadata: &str = row.try_get(first + 4).map_err(pg)?;
     let position = position(row.try_get(first + 5).map_err(pg)?, row.try_get(first + 6).map_err(pg)?)?;
-    let metadata: Metadata = serde_json::from_str(metadata).map_err(|source| CoreError::Decode {
-        stream: stream.clone(),
-        version,
-        position,
-        event_type: format!("{event_type} (metadata)"),
-        schema_version,
-        source,
-    })?;
     Ok(RecordedEvent {
         stream: stream.clone(),
         version,
@@ -148,7 +140,8 @@ fn recorded_in(stream: &StreamId, row: &Row, first: usize) -> cqrs_core::Result<
         event_type: event_type.into(),
         schema_version,
         payload: payload.into(),
-        metadata: Arc::new(metadata),
+        // Decoded only when someone reads it.
+        metadata: StoredMetadata::from_json(metadata),
     })
 }
 

@@ -163,7 +163,7 @@ impl EventStore for MemoryEventStore {
                 event_type: event.event_type,
                 schema_version: event.schema_version,
                 payload: event.payload.into(),
-                metadata: Arc::new(event.metadata),
+                metadata: event.metadata.into(),
             });
         }
         let outcome =

@@ -92,7 +92,11 @@ pub async fn append_and_read<S: EventStore>(store: S) {
     assert_eq!(events.iter().map(payload_n).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(events[2].position, out.position, "the outcome names the last event's position");
     assert!(events.iter().all(|e| e.stream == s && e.event_type == "Tested" && e.schema_version == 1));
-    assert_eq!(events[0].metadata.event_id, test_event(1).metadata.event_id, "metadata round-trips");
+    assert_eq!(
+        events[0].metadata.get().expect("metadata decodes").event_id,
+        test_event(1).metadata.event_id,
+        "metadata round-trips"
+    );
     let tail = store.read_stream(&s, 2, 1).await.expect("read");
     assert_eq!(tail.iter().map(|e| e.version).collect::<Vec<_>>(), [2]);
     assert!(store.read_stream(&s, 4, 10).await.expect("read").is_empty());

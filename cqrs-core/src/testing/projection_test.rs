@@ -1,6 +1,5 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Arc;
 
 use crate::{Aggregate, Event, EventEnvelope, EventOf, Metadata, Position, Projection, StreamId};
 
@@ -71,7 +70,7 @@ impl<P: Projection> ProjectionTest<P> {
                 version: self.versions[aggregate_id],
                 position: Position::new(self.sequence, self.sequence),
                 event,
-                metadata: Arc::new(Metadata::default()),
+                metadata: Metadata::default().into(),
             };
             let Some(id) = self.projection.view_id(&envelope) else { continue };
             let mut view = self

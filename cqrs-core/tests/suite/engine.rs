@@ -77,7 +77,7 @@ async fn executes_and_records_metadata() {
     assert_eq!(events.len(), 2);
     assert_eq!((events[1].event_type.as_ref(), events[1].schema_version), ("MoneyDeposited", 2));
     assert_eq!(events[1].payload.as_ref(), r#"{"amount":5}"#);
-    let m = &events[1].metadata;
+    let m = events[1].metadata.get().unwrap();
     assert_eq!(m.event_id.as_u128(), 2);
     assert_eq!(m.timestamp, Timestamp::from_micros(1_000));
     assert_eq!(m.command_id.as_deref(), Some("cmd-7"));

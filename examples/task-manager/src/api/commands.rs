@@ -199,7 +199,7 @@ async fn same_request(
         tracing::error!(stream = %outcome.stream, version = outcome.version, "the outcome of a command id names no event");
         return Err(ApiError::internal());
     };
-    let metadata = &event.metadata;
+    let metadata = event.metadata.get()?;
     if metadata.command_id.as_deref() == Some(key)
         && metadata.headers.get(FINGERPRINT).map(String::as_str) == Some(print)
     {
