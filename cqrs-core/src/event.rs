@@ -313,10 +313,11 @@ impl Default for StoredMetadata {
 
 impl std::fmt::Debug for StoredMetadata {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.0.decoded.get(), &self.0.json) {
-            (Some(metadata), _) => metadata.fmt(f),
-            (None, Some(json)) => f.debug_tuple("StoredMetadata").field(json).finish(),
-            (None, None) => f.write_str("StoredMetadata"),
+        // The same output before and after a first read: decoded when it decodes.
+        match (self.get(), &self.0.json) {
+            (Ok(metadata), _) => metadata.fmt(f),
+            (Err(_), Some(json)) => f.debug_tuple("StoredMetadata").field(json).finish(),
+            (Err(_), None) => f.write_str("StoredMetadata"),
         }
     }
 }

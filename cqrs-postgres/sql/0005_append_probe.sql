@@ -55,11 +55,6 @@ BEGIN
         RETURN QUERY SELECT 0, v_current, v_current + 1, v_current, '0'::text, 0::bigint;
         RETURN;
     END IF;
-    IF v_current = 0 THEN
-        INSERT INTO {schema}.streams (category, stream_id) VALUES (p_category, p_stream_id)
-            ON CONFLICT (category, stream_id) DO NOTHING;
-    END IF;
-
     WITH inserted AS (
         INSERT INTO {schema}.events
             (category, stream_id, version, event_type, schema_version, payload, metadata)
@@ -69,6 +64,13 @@ BEGIN
         RETURNING {schema}.events.sequence
     )
     SELECT max(i.sequence) INTO v_sequence FROM inserted i;
+
+    -- After the events, as the exact-version statement does: both take the row locks of
+    -- `events`, then `streams`, then `commands`, in that order, so they cannot deadlock.
+    IF v_current = 0 THEN
+        INSERT INTO {schema}.streams (category, stream_id) VALUES (p_category, p_stream_id)
+            ON CONFLICT (category, stream_id) DO NOTHING;
+    END IF;
 
     IF p_command_id IS NOT NULL THEN
         INSERT INTO {schema}.commands

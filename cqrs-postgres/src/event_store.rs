@@ -632,7 +632,13 @@ impl PgEventStore {
                             Some(id) => self.duplicate(id).await,
                             None => pg(e),
                         },
-                        Failed::VersionTaken if attempt < ANY_RETRIES => continue,
+                        Failed::VersionTaken if attempt < ANY_RETRIES => {
+                            // Let the exact appends of the burst pass before trying again.
+                            let pause =
+                                std::time::Duration::from_micros(200) * u32::try_from(attempt).unwrap_or(u32::MAX);
+                            tokio::time::sleep(pause).await;
+                            continue;
+                        }
                         Failed::VersionTaken => CoreError::unavailable_msg(format!(
                             "an append to {stream} lost {ANY_RETRIES} races in a row to appends with exact versions"
                         )),
