@@ -70,6 +70,7 @@ where
     bad_writes(make().await).await;
     switching(make().await).await;
     list_corners(make().await).await;
+    answers_like_the_memory_store(make().await).await;
 }
 
 /// Nothing is live before a first generation goes live; generation ids grow; a write into a
@@ -494,4 +495,111 @@ pub async fn list_corners<S: ViewStore>(store: S) {
     let rest = store.list("p", &all, Some(&cursor), 10).await.expect("list");
     assert_eq!(order(&rest), ["Z", "nul", "é", "y"], "\"zz\" sorts before \"É\" byte-wise");
     assert_eq!(store.count("p", &[all]).await.expect("count"), vec![6]);
+}
+
+/// Queries naming what no commit can store (a NUL byte in a view id, an index name or value, a
+/// cursor), a view holding `\u0000`, and switches refused while the build is behind the live
+/// views (checkpoints past 2^53, where doubles lose precision): the store answers each exactly as
+/// the in-memory reference store does.
+pub async fn answers_like_the_memory_store<S: ViewStore>(store: S) {
+    let reference = nul_and_switch_script(&crate::MemoryViewStore::default()).await;
+    let answers = nul_and_switch_script(&store).await;
+    for (expected, answer) in reference.iter().zip(&answers) {
+        assert_eq!(answer, expected);
+    }
+    assert_eq!(answers.len(), reference.len());
+}
+
+async fn nul_and_switch_script(store: &dyn ViewStore) -> Vec<String> {
+    let mut out = Vec::new();
+    let nul_keys = [IndexKey::new("k\0", "v"), IndexKey::new("k", "v\0"), IndexKey::new("\0", "")];
+    out.push(format!("{:?}", store.read_views("p", &["a\0".into()]).await));
+    out.push(format!("{:?}", store.count("p", &nul_keys).await));
+    out.push(format!("{:?}", store.list("p", &nul_keys[0], None, 5).await));
+    let g = store.begin_generation("p", 1, 1).await.expect("begin").id;
+    store.go_live("p", g, 1).await.expect("a write the script expects to succeed");
+    let key = IndexKey::new("k", "v");
+    let entry = |order: &str| IndexEntry::new("k", "v").ordered_by(order);
+    let writes = vec![
+        ViewWrite::set("a", "1").joining(vec![entry("o")]),
+        ViewWrite::set("", "2").joining(vec![entry("o")]),
+        ViewWrite::set("b", r#""x\u0000y""#).joining(vec![entry("o")]),
+        ViewWrite::set("c", r#"{"z": 1,"a":2}"#).joining(vec![entry("o\u{1}")]),
+        ViewWrite::set("d", "4").joining(vec![entry("p"), entry("")]),
+    ];
+    let tx = (1u64 << 53) + 1;
+    let commit = |generation: u64, expected: Option<Position>, checkpoint: Position, views: Vec<ViewWrite>| {
+        ViewCommit { generation, expected, checkpoint, fencing_token: 1, views, dead_letters: Vec::new() }
+    };
+    store
+        .commit("p", commit(g, None, Position::new(tx, 1), writes))
+        .await
+        .expect("a write the script expects to succeed");
+    for ids in [vec!["a\0", "a", "\0", "b"], vec!["\0"], vec!["", "b\0"]] {
+        let ids: Vec<String> = ids.into_iter().map(String::from).collect();
+        out.push(format!("{:?}", store.read_views("p", &ids).await));
+        out.push(format!("{:?}", store.load_views("p", g, &ids).await));
+    }
+    let mut keys = nul_keys.to_vec();
+    keys.push(key.clone());
+    out.push(format!("{:?}", store.count("p", &keys).await));
+    for k in &nul_keys {
+        out.push(format!("{:?}", store.list("p", k, None, 5).await));
+    }
+    let cursors = [
+        ("o\0z", ""),
+        ("o\0", "zz"),
+        ("o", "a\0"),
+        ("o", "\0"),
+        ("o", "b\0"),
+        ("\0", "x"),
+        ("", "\0"),
+        ("", "d\0"),
+        ("p\0", ""),
+        ("o\u{1}", "c\0"),
+    ];
+    for (order, id) in cursors {
+        let cursor = ListCursor { order: order.into(), id: id.into() };
+        for limit in [1, 10] {
+            out.push(format!("{order:?} {id:?} {limit}: {:?}", store.list("p", &key, Some(&cursor), limit).await));
+        }
+    }
+
+    // A build behind the live checkpoint is refused until it catches up: (2^53, 5) is
+    // behind (2^53 + 1, 1), though the two transaction ids are equal as doubles.
+    let next = store.begin_generation("p", 2, 1).await.expect("begin").id;
+    out.push(format!("{:?}", store.go_live("p", next, 1).await));
+    store
+        .commit("p", commit(next, None, Position::new(tx - 1, 5), Vec::new()))
+        .await
+        .expect("a write the script expects to succeed");
+    out.push(format!("{:?}", store.go_live("p", next, 1).await));
+    out.push(format!("{:?}", store.go_live("p", next, 0).await));
+    out.push(format!("{:?}", store.go_live("p", next + 7, 1).await));
+    store
+        .commit("p", commit(next, Some(Position::new(tx - 1, 5)), Position::new(tx, 0), Vec::new()))
+        .await
+        .expect("a write the script expects to succeed");
+    out.push(format!("{:?}", store.go_live("p", next, 1).await));
+    out.push(format!("{:?}", store.status("p").await.map(|s| (s.live.map(|l| l.checkpoint), s.building))));
+    store
+        .commit("p", commit(next, Some(Position::new(tx, 0)), Position::new(tx, 1), Vec::new()))
+        .await
+        .expect("a write the script expects to succeed");
+    out.push(format!("{:?}", store.go_live("p", next, 1).await));
+    out.push(format!("{:?}", store.read_views("p", &["b".into(), "a".into()]).await));
+    // A build of the same checkpoint goes live; so does one ahead of a live generation with
+    // no checkpoint.
+    let same = store.begin_generation("p", 3, 1).await.expect("begin").id;
+    store
+        .commit("p", commit(same, None, Position::new(tx, 1), Vec::new()))
+        .await
+        .expect("a write the script expects to succeed");
+    out.push(format!("{:?}", store.go_live("p", same, 1).await));
+    let q = store.begin_generation("q", 1, 0).await.expect("begin").id;
+    store.go_live("q", q, 0).await.expect("a write the script expects to succeed");
+    let empty = store.begin_generation("q", 1, 0).await.expect("begin").id;
+    out.push(format!("{:?}", store.go_live("q", empty, 0).await));
+    out.push(format!("{:?}", store.status("q").await.map(|s| (s.live.map(|l| l.checkpoint), s.building))));
+    out
 }
