@@ -285,7 +285,13 @@ impl<S: EventStore + Clone> Projector<S> {
         let mut subscription = self.subscribe(target.checkpoint);
         let mut next = subscription.try_next_batch().await?;
         while let Some(batch) = next {
-            // The next batch is read while this one is folded and written.
+            if batch.len() < self.batch_size {
+                // Caught up when it was read: nothing to read ahead.
+                target.checkpoint = Some(self.process(projection, &batch, &target, token).await?);
+                next = subscription.try_next_batch().await?;
+                continue;
+            }
+            // Behind: the next batch is read while this one is folded and written.
             let (written, ahead) =
                 tokio::join!(self.process(projection, &batch, &target, token), subscription.try_next_batch());
             target.checkpoint = Some(written?);
@@ -482,6 +488,11 @@ impl<S: EventStore + Clone> Projector<S> {
                     }
                 };
                 let outcome = match batch {
+                    // A batch short of the batch size was the end of the log when it was read:
+                    // reading ahead would only cost a read that finds nothing.
+                    Ok(batch) if batch.len() < self.batch_size => {
+                        self.process(&projection, &batch, &target, token).await
+                    }
                     Ok(batch) => {
                         // Behind (catching up, or a backlog): read the next batch while this one
                         // is folded and written. A read that fails or finds nothing is left to
