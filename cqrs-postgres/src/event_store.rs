@@ -330,6 +330,14 @@ impl PgEventStore {
         wake.kick.notify_one();
     }
 
+    /// Another append recorded the batch's command id first: its outcome.
+    async fn command_taken(&self, batch: &Batch<'_>, e: tokio_postgres::Error) -> CoreError {
+        match batch.command_id {
+            Some(id) => self.duplicate(id).await,
+            None => pg(e),
+        }
+    }
+
     async fn duplicate(&self, command_id: &str) -> CoreError {
         match self.command_outcome(command_id).await {
             Ok(Some(outcome)) => CoreError::DuplicateCommand { command_id: command_id.to_owned(), outcome },
@@ -419,6 +427,27 @@ struct Batch<'a> {
     command_id: Option<&'a str>,
 }
 
+impl Batch<'_> {
+    /// The parameters of both append statements: the stream's category and id, the expected
+    /// version (`None`: any), then the batch.
+    fn params<'p>(
+        &'p self,
+        stream: &'p [&'p str; 2],
+        expected: &'p Option<i64>,
+    ) -> [&'p (dyn tokio_postgres::types::ToSql + Sync); 8] {
+        [
+            &stream[0],
+            &stream[1],
+            expected,
+            &self.types,
+            &self.schema_versions,
+            &self.payloads,
+            &self.metadata,
+            &self.command_id,
+        ]
+    }
+}
+
 /// Why an append's statement failed.
 enum Failed {
     /// Another append recorded the command id first (`commands_pkey`).
@@ -458,30 +487,14 @@ impl PgEventStore {
     ) -> cqrs_core::Result<AppendOutcome> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.inner.sql.append_exact).await.map_err(pg)?;
-        let result = client
-            .query_one(
-                &stmt,
-                &[
-                    &stream.category(),
-                    &stream.id(),
-                    &version,
-                    &batch.types,
-                    &batch.schema_versions,
-                    &batch.payloads,
-                    &batch.metadata,
-                    &batch.command_id,
-                ],
-            )
-            .await;
+        let names = [stream.category(), stream.id()];
+        let result = client.query_one(&stmt, &batch.params(&names, &Some(version))).await;
         drop(client);
         let row = match result {
             Ok(row) => row,
             Err(e) => {
                 return Err(match failed(&e) {
-                    Failed::CommandTaken => match batch.command_id {
-                        Some(id) => self.duplicate(id).await,
-                        None => pg(e),
-                    },
+                    Failed::CommandTaken => self.command_taken(batch, e).await,
                     // A racing writer took the version after this statement's snapshot; when
                     // it carried the same command id, this is a retry of that command.
                     Failed::VersionTaken => {
@@ -608,30 +621,14 @@ impl PgEventStore {
             attempt += 1;
             let client = self.client().await?;
             let stmt = client.prepare_cached(&self.inner.sql.append).await.map_err(pg)?;
-            let result = client
-                .query_one(
-                    &stmt,
-                    &[
-                        &stream.category(),
-                        &stream.id(),
-                        &None::<i64>,
-                        &batch.types,
-                        &batch.schema_versions,
-                        &batch.payloads,
-                        &batch.metadata,
-                        &batch.command_id,
-                    ],
-                )
-                .await;
+            let names = [stream.category(), stream.id()];
+            let result = client.query_one(&stmt, &batch.params(&names, &None)).await;
             drop(client);
             let row = match result {
                 Ok(row) => row,
                 Err(e) => {
                     return Err(match failed(&e) {
-                        Failed::CommandTaken => match batch.command_id {
-                            Some(id) => self.duplicate(id).await,
-                            None => pg(e),
-                        },
+                        Failed::CommandTaken => self.command_taken(batch, e).await,
                         Failed::VersionTaken if attempt < ANY_RETRIES => {
                             // Let the exact appends of the burst pass before trying again.
                             let pause =
