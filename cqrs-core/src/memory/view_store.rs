@@ -1,4 +1,5 @@
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -69,16 +70,14 @@ impl ProjectionState {
     fn generation(&self, id: u64) -> Option<Generation> {
         self.generations.get(&id).map(|g| Generation { id, version: g.version, checkpoint: g.checkpoint })
     }
-
-    fn live(&self, projection: &str) -> Result<&GenerationState> {
-        self.live
-            .and_then(|id| self.generations.get(&id))
-            .ok_or_else(|| Error::NotBuilt { projection: projection.to_owned() })
-    }
 }
 
-fn not_built(projection: &str) -> Error {
-    Error::NotBuilt { projection: projection.to_owned() }
+/// The live generation of `projection`, or [`Error::NotBuilt`].
+fn live<'a>(projections: &'a HashMap<String, ProjectionState>, projection: &str) -> Result<&'a GenerationState> {
+    projections
+        .get(projection)
+        .and_then(|s| s.live.and_then(|id| s.generations.get(&id)))
+        .ok_or_else(|| Error::NotBuilt { projection: projection.to_owned() })
 }
 
 impl MemoryViewStore {
@@ -203,7 +202,7 @@ impl ViewStore for MemoryViewStore {
 
     async fn read_views(&self, projection: &str, ids: &[String]) -> Result<Vec<Option<String>>> {
         let map = read(&self.projections);
-        let live = map.get(projection).ok_or_else(|| not_built(projection))?.live(projection)?;
+        let live = live(&map, projection)?;
         Ok(ids.iter().map(|id| live.views.get(id).cloned()).collect())
     }
 
@@ -215,15 +214,13 @@ impl ViewStore for MemoryViewStore {
         limit: usize,
     ) -> Result<ViewPage> {
         let map = read(&self.projections);
-        let live = map.get(projection).ok_or_else(|| not_built(projection))?.live(projection)?;
+        let live = live(&map, projection)?;
         let Some(list) = live.indexes.get(key) else { return Ok(ViewPage::default()) };
-        let mut entries: Box<dyn Iterator<Item = &(String, String)>> = match after {
-            Some(cursor) => Box::new(
-                list.range((cursor.order.clone(), cursor.id.clone())..)
-                    .skip_while(|e| e.0 == cursor.order && e.1 == cursor.id),
-            ),
-            None => Box::new(list.iter()),
+        let start = match after {
+            Some(cursor) => Bound::Excluded((cursor.order.clone(), cursor.id.clone())),
+            None => Bound::Unbounded,
         };
+        let mut entries = list.range((start, Bound::Unbounded));
         let mut page = ViewPage::default();
         for (order, id) in entries.by_ref().take(limit) {
             if let Some(json) = live.views.get(id) {
@@ -239,16 +236,12 @@ impl ViewStore for MemoryViewStore {
 
     async fn count(&self, projection: &str, keys: &[IndexKey]) -> Result<Vec<u64>> {
         let map = read(&self.projections);
-        let live = map.get(projection).ok_or_else(|| not_built(projection))?.live(projection)?;
+        let live = live(&map, projection)?;
         Ok(keys.iter().map(|key| live.indexes.get(key).map_or(0, |l| l.len() as u64)).collect())
     }
 
     async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>> {
         let map = read(&self.projections);
-        Ok(map
-            .get(projection)
-            .and_then(|s| s.live(projection).ok())
-            .map(|g| g.dead_letters.clone())
-            .unwrap_or_default())
+        Ok(live(&map, projection).map(|g| g.dead_letters.clone()).unwrap_or_default())
     }
 }
