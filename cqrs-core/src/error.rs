@@ -215,6 +215,17 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// Stored data that cannot be what the store wrote: a negative version or sequence, an
+    /// unparsable transaction id, a stream id the model refuses, a column of the wrong type.
+    /// Not an outage: retrying reads the same bytes, so it is never
+    /// [transient](Error::is_transient); a projector stops on it.
+    #[error("corrupt stored data at {location}: {reason}")]
+    Corrupt {
+        /// Where: the event's position, or its stream and version, or the table and key.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A position token that does not parse.
     #[error("invalid position token {0:?}")]
     InvalidPosition(String),
