@@ -409,7 +409,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         self.snapshots = Some(Arc::new(Snapshots {
             store: Arc::new(store),
             policy,
-            encode: |a| serde_json::to_string(a),
+            encode: |a| crate::json::to_string(a),
             decode: |s| serde_json::from_str(s),
         }));
         self

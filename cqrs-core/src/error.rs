@@ -129,6 +129,26 @@ pub enum Error {
         /// The stored schema version.
         schema_version: u32,
     },
+    /// A stored event of a known type at a schema version newer than the code's: it was written
+    /// by a newer release. Loading its stream fails with it; a projector never dead-letters it,
+    /// but stands by for a runner of the newer release.
+    #[error(
+        "event {event_type} v{schema_version} at {stream} version {version} (position {position}) is newer than this code (v{known}): written by a newer release"
+    )]
+    NewerSchema {
+        /// The stream the event belongs to.
+        stream: StreamId,
+        /// The event's version in its stream.
+        version: u64,
+        /// The event's position in the store.
+        position: Position,
+        /// Its type name (after upcasting).
+        event_type: String,
+        /// Its schema version (after upcasting).
+        schema_version: u32,
+        /// The newest schema version of that type this code knows.
+        known: u32,
+    },
     /// An upcaster failed on a stored event.
     #[error(
         "upcasting {event_type} v{schema_version} at {stream} version {version} (position {position}) failed: {reason}"

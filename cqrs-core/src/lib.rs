@@ -17,6 +17,7 @@ mod subscription;
 mod upcast;
 mod view;
 
+pub mod json;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -45,7 +46,7 @@ pub use subscription::{DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH, Subscr
 pub use upcast::Upcasters;
 pub use view::{
     DeadLetter, Generation, IndexEntry, IndexKey, ListCursor, MAX_INDEX_NAME_LEN, MAX_INDEX_VALUE_LEN, MAX_ORDER_LEN,
-    ProjectionStatus, ViewCommit, ViewPage, ViewStore, ViewWrite,
+    ProjectionStatus, ViewCommit, ViewPage, ViewStore, ViewWrite, stored_view_id,
 };
 
 #[cfg(feature = "derive")]

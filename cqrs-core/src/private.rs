@@ -9,6 +9,8 @@ use serde::{Deserializer, Serialize};
 pub use serde;
 pub use serde_json;
 
+pub use crate::json::to_string as to_json;
+
 /// Wraps a command's id field for [`ViaAsRef`] / [`ViaDisplay`] dispatch.
 pub struct IdRef<'a, T: ?Sized>(pub &'a T);
 
@@ -43,7 +45,7 @@ fn custom(msg: &str) -> serde_json::Error {
 /// Serializes an externally tagged enum value and keeps only the variant's content:
 /// `{"Variant":{...}}` becomes `{...}`, and a unit variant `"Variant"` becomes `null`.
 pub fn encode_variant<T: Serialize + ?Sized>(value: &T) -> Result<String, serde_json::Error> {
-    let mut json = serde_json::to_string(value)?;
+    let mut json = crate::json::to_string(value)?;
     let bytes = json.as_bytes();
     if bytes.first() == Some(&b'"') {
         return Ok("null".to_owned());

@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::{
     Aggregate, DeadLetter, Error, Event, EventEnvelope, EventStore, IndexEntry, Lease, LeaseManager, Position,
-    RecordedEvent, Result, Subscription, Upcasters, ViewCommit, ViewStore, ViewWrite,
+    RecordedEvent, Result, Subscription, Upcasters, ViewCommit, ViewStore, ViewWrite, stored_view_id,
 };
 
 /// Any error a projection's handler returns.
@@ -87,10 +87,12 @@ pub trait Projection: Send + Sync + 'static {
     /// What it stores per id.
     type View: Serialize + DeserializeOwned + Send + Sync + 'static;
 
-    /// Whether it cares about events of this type; others are skipped without being decoded.
+    /// Whether it folds events of this type (the name once upcast); others are skipped without
+    /// being decoded. By default, every type its aggregate's event knows: an event type added by
+    /// a newer release is skipped by an older projector (see the guide's chapter on projections
+    /// for what it misses, and when a rebuild is needed).
     fn handles(&self, event_type: &str) -> bool {
-        let _ = event_type;
-        true
+        <EventOf<Self> as Event>::knows(event_type)
     }
 
     /// The id of the view an event changes; `None` to ignore the event. Defaults to the
@@ -556,6 +558,15 @@ impl<S: EventStore + Clone> Projector<S> {
 
     /// Folds one batch and writes the changed views, their index entries and the new checkpoint
     /// into the target generation, atomically.
+    ///
+    /// The usual batch is folded once and checked once. When anything in it fails — an event
+    /// that does not decode, `apply` returning an error, a view that does not encode, a write the
+    /// store refuses as it is — the batch is folded again event by event from the stored views
+    /// to find the culprit: under [`PoisonPolicy::DeadLetter`] it is skipped, its view kept as it
+    /// was before it, and recorded; under [`PoisonPolicy::Stop`] the events before it are
+    /// written and the projection stops with its position. An event written by a newer release
+    /// ([`Error::NewerSchema`]) is never skipped: the events before it are written and the error
+    /// returned, whatever the policy.
     async fn process<P: Projection>(
         &self,
         projection: &P,
@@ -564,95 +575,295 @@ impl<S: EventStore + Clone> Projector<S> {
         token: u64,
     ) -> Result<Position> {
         let expected = target.checkpoint;
-        let Some(last) = batch.last().map(|e| e.position) else {
+        if batch.is_empty() {
             return expected.ok_or(Error::Shutdown);
+        }
+        let mut fold = self.select(projection, batch);
+        // An event that stops the projection ends the batch: the ones before it are written.
+        let stopped = fold.stop.take();
+        if !fold.ids.is_empty() {
+            fold.stored = self.views.load_views(P::NAME, target.generation, &fold.ids).await?;
+        }
+        if stopped.is_none() {
+            match fold.fold_all(projection) {
+                Ok(writes) => {
+                    let commit = fold.commit(target, token, writes, fold.undecodable.clone());
+                    match commit.validate() {
+                        Ok(()) => match self.views.commit(P::NAME, commit).await {
+                            Ok(()) => return Ok(fold.checkpoint),
+                            Err(error) if !refused_as_written(&error) => return Err(error),
+                            Err(error) => tracing::warn!(%error, "the store refused the batch; finding the event"),
+                        },
+                        Err(error) => tracing::warn!(%error, "the batch breaks a store limit; finding the event"),
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "an event of the batch failed; folding it event by event"),
+            }
+        }
+        let Folded { writes, dead_letters, stop: failed } = fold.fold_each(projection, self.poison)?;
+        // A failure found by folding event by event comes before any stop found by reading.
+        let stop = failed.or(stopped);
+        let checkpoint = match &stop {
+            Some((at, _)) => batch.iter().take_while(|e| e.position < *at).last().map(|e| e.position),
+            None => Some(fold.checkpoint),
         };
-        let mut ids: Vec<String> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        let mut decoded = Vec::new();
-        let mut dead_letters = Vec::new();
-        let dead_letter = |raw: &RecordedEvent, reason: String| DeadLetter {
-            position: raw.position,
-            stream: raw.stream.clone(),
-            version: raw.version,
-            event_type: raw.event_type.to_string(),
-            reason,
-        };
+        if let Some(checkpoint) = checkpoint.filter(|c| Some(*c) > expected) {
+            let mut commit = fold.commit(target, token, writes, dead_letters);
+            commit.checkpoint = checkpoint;
+            commit.validate()?;
+            self.views.commit(P::NAME, commit).await?;
+        }
+        match stop {
+            Some((_, error)) => Err(error),
+            None => Ok(fold.checkpoint),
+        }
+    }
+
+    /// The events of `batch` the projection reads, decoded, and the ids of the views they change.
+    fn select<P: Projection>(&self, projection: &P, batch: &[RecordedEvent]) -> Fold<P> {
+        let mut fold = Fold::new(batch);
         for raw in batch {
-            if raw.stream.category() != P::Aggregate::TYPE || !projection.handles(&raw.event_type) {
+            if raw.stream.category() != P::Aggregate::TYPE {
                 continue;
             }
-            let envelope = match self.upcasters.decode::<EventOf<P>>(raw) {
-                Ok(envelope) => envelope,
-                Err(error) if self.poison == PoisonPolicy::DeadLetter => {
-                    tracing::warn!(%error, position = %raw.position, "skipping an event that does not decode");
-                    dead_letters.push(dead_letter(raw, error.to_string()));
-                    continue;
+            let (event_type, _) = self.upcasters.resolve(&raw.event_type, raw.schema_version);
+            if !projection.handles(event_type) {
+                continue;
+            }
+            match self.upcasters.decode::<EventOf<P>>(raw) {
+                Ok(envelope) => {
+                    if let Some(id) = projection.view_id(&envelope) {
+                        fold.add(stored_view_id(&id).into_owned(), envelope);
+                    }
                 }
-                Err(error) => return Err(error),
-            };
-            let Some(id) = projection.view_id(&envelope) else { continue };
-            let slot = *index.entry(id).or_insert_with_key(|id| {
-                ids.push(id.clone());
-                ids.len() - 1
-            });
-            decoded.push((slot, envelope));
-        }
-        let mut views: Vec<Option<P::View>> = Vec::with_capacity(ids.len());
-        let mut before: Vec<Vec<IndexEntry>> = Vec::with_capacity(ids.len());
-        if !ids.is_empty() {
-            let stored = self.views.load_views(P::NAME, target.generation, &ids).await?;
-            for (id, json) in ids.iter().zip(stored) {
-                let view: Option<P::View> =
-                    json.map(|json| serde_json::from_str(&json)).transpose().map_err(|source| Error::Serde {
-                        what: format!("view {id:?} of projection {}", P::NAME),
-                        source,
-                    })?;
-                before.push(view.as_ref().map(|v| projection.index(id, v)).unwrap_or_default());
-                views.push(view);
+                // Written by a newer release: never skipped, whatever the policy.
+                Err(error @ Error::NewerSchema { .. }) => {
+                    fold.stop = Some((raw.position, error));
+                    break;
+                }
+                Err(error) if self.poison == PoisonPolicy::Stop => {
+                    fold.stop = Some((raw.position, error));
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, position = %raw.position, "skipping an event that does not decode");
+                    fold.undecodable.push(dead_letter(raw, error.to_string()));
+                }
             }
         }
-        for (slot, envelope) in &decoded {
-            if let Err(error) = projection.apply(&mut views[*slot], envelope) {
-                if self.poison == PoisonPolicy::Stop {
-                    return Err(Error::Projection {
-                        projection: P::NAME.to_owned(),
+        fold
+    }
+}
+
+/// Whether a store refused a commit for what it holds (a limit, text it cannot keep) rather
+/// than for where the projection stands or an outage: folding the batch event by event finds
+/// the event that caused it.
+fn refused_as_written(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::InvalidId { .. } | Error::PayloadTooLarge { .. } | Error::InvalidEvent { .. } | Error::Serde { .. }
+    )
+}
+
+fn dead_letter(raw: &RecordedEvent, reason: String) -> DeadLetter {
+    DeadLetter {
+        position: raw.position,
+        stream: raw.stream.clone(),
+        version: raw.version,
+        event_type: raw.event_type.to_string(),
+        reason,
+    }
+}
+
+/// One batch as a projection folds it: the decoded events in order, the views they change (by
+/// stored id) as loaded, and what failed on the way.
+struct Fold<P: Projection> {
+    /// The position of the batch's last event.
+    checkpoint: Position,
+    ids: Vec<String>,
+    slots: HashMap<String, usize>,
+    /// Each event with the slot of the view it changes.
+    events: Vec<(usize, EventEnvelope<EventOf<P>>)>,
+    /// The views as stored, by slot.
+    stored: Vec<Option<String>>,
+    /// Events that did not decode, skipped under [`PoisonPolicy::DeadLetter`].
+    undecodable: Vec<DeadLetter>,
+    /// The event reading stopped at, and why: one that does not decode under
+    /// [`PoisonPolicy::Stop`], or one written by a newer release.
+    stop: Option<(Position, Error)>,
+}
+
+impl<P: Projection> Fold<P> {
+    fn new(batch: &[RecordedEvent]) -> Self {
+        Fold {
+            checkpoint: batch.last().map_or(Position::ZERO, |e| e.position),
+            ids: Vec::new(),
+            slots: HashMap::new(),
+            events: Vec::new(),
+            stored: Vec::new(),
+            undecodable: Vec::new(),
+            stop: None,
+        }
+    }
+
+    fn add(&mut self, id: String, envelope: EventEnvelope<EventOf<P>>) {
+        let ids = &mut self.ids;
+        let slot = *self.slots.entry(id).or_insert_with_key(|id| {
+            ids.push(id.clone());
+            ids.len() - 1
+        });
+        self.events.push((slot, envelope));
+    }
+
+    fn commit(&self, target: &Target, token: u64, views: Vec<ViewWrite>, dead_letters: Vec<DeadLetter>) -> ViewCommit {
+        ViewCommit {
+            generation: target.generation,
+            expected: target.checkpoint,
+            checkpoint: self.checkpoint,
+            fencing_token: token,
+            views,
+            dead_letters,
+        }
+    }
+
+    fn decode_stored(&self, slot: usize) -> Result<Option<P::View>> {
+        decode_view::<P>(&self.ids[slot], self.stored[slot].as_deref())
+    }
+
+    /// Every view as stored, and its index entries, by slot.
+    fn stored_index(&self, projection: &P) -> Result<Stored<P::View>> {
+        let mut views = Vec::with_capacity(self.ids.len());
+        let mut before = Vec::with_capacity(self.ids.len());
+        for slot in 0..self.ids.len() {
+            let view = self.decode_stored(slot)?;
+            before.push(view.as_ref().map(|v| fitted_index(projection, &self.ids[slot], v)).unwrap_or_default());
+            views.push(view);
+        }
+        Ok(Stored { views, before })
+    }
+
+    /// The usual path: every event folded in one go; any failure is left to [`Fold::fold_each`].
+    fn fold_all(&self, projection: &P) -> Result<Vec<ViewWrite>> {
+        let Stored { mut views, before } = self.stored_index(projection)?;
+        for (slot, envelope) in &self.events {
+            projection.apply(&mut views[*slot], envelope).map_err(|error| Error::Projection {
+                projection: P::NAME.to_owned(),
+                position: envelope.position,
+                reason: error.to_string(),
+            })?;
+        }
+        let mut writes = Vec::with_capacity(self.ids.len());
+        for (slot, (view, before)) in views.iter().zip(before).enumerate() {
+            let json = view.as_ref().map(|v| encode_view::<P>(&self.ids[slot], v)).transpose()?;
+            writes.push(write(projection, self.ids[slot].clone(), view.as_ref(), json, &before));
+        }
+        Ok(writes)
+    }
+
+    /// The careful path: events folded one at a time, each view checked after each event, so
+    /// that the event that breaks it is found. Under [`PoisonPolicy::DeadLetter`] such an event
+    /// is skipped and its view restored from its JSON before it (so `apply` need not undo what it
+    /// did before failing); under [`PoisonPolicy::Stop`] folding stops there. Returns the writes
+    /// and dead letters of the events before any stop, and the stop (its position and error).
+    fn fold_each(&self, projection: &P, poison: PoisonPolicy) -> Result<Folded> {
+        let Stored { mut views, before } = self.stored_index(projection)?;
+        // The JSON of each view after the last event that went through.
+        let mut good: Vec<Option<String>> = self.stored.clone();
+        let mut touched = vec![false; self.ids.len()];
+        let mut dead_letters = self.undecodable.clone();
+        let mut stop: Option<(Position, Error)> = None;
+        for (slot, envelope) in &self.events {
+            let (slot, id) = (*slot, &self.ids[*slot]);
+            let checked =
+                projection.apply(&mut views[slot], envelope).map_err(|error| error.to_string()).and_then(|()| {
+                    let json = views[slot].as_ref().map(|v| encode_view::<P>(id, v)).transpose();
+                    let json = json.map_err(|error| error.to_string())?;
+                    write(projection, id.clone(), views[slot].as_ref(), json.clone(), &before[slot])
+                        .validate()
+                        .map_err(|error| error.to_string())?;
+                    Ok(json)
+                });
+            match checked {
+                Ok(json) => {
+                    good[slot] = json;
+                    touched[slot] = true;
+                }
+                Err(reason) if poison == PoisonPolicy::Stop => {
+                    let position = envelope.position;
+                    stop = Some((position, Error::Projection { projection: P::NAME.to_owned(), position, reason }));
+                    break;
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, position = %envelope.position, "skipping an event the projection failed on");
+                    views[slot] = decode_view::<P>(id, good[slot].as_deref())?;
+                    dead_letters.push(DeadLetter {
                         position: envelope.position,
-                        reason: error.to_string(),
+                        stream: envelope.stream.clone(),
+                        version: envelope.version,
+                        event_type: envelope.event.event_type().name.to_owned(),
+                        reason,
                     });
                 }
-                tracing::warn!(%error, position = %envelope.position, "skipping an event the projection failed on");
-                dead_letters.push(DeadLetter {
-                    position: envelope.position,
-                    stream: envelope.stream.clone(),
-                    version: envelope.version,
-                    event_type: envelope.event.event_type().name.to_owned(),
-                    reason: error.to_string(),
-                });
             }
         }
-        let mut writes = Vec::with_capacity(ids.len());
-        for ((id, view), before) in ids.into_iter().zip(views).zip(before) {
-            let after = view.as_ref().map(|v| projection.index(&id, v)).unwrap_or_default();
-            let json = view
-                .map(|v| serde_json::to_string(&v))
-                .transpose()
-                .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", P::NAME), source })?;
-            let leave: Vec<IndexEntry> = before.iter().filter(|e| !after.contains(e)).cloned().collect();
-            let join: Vec<IndexEntry> = after.into_iter().filter(|e| !before.contains(e)).collect();
-            writes.push(ViewWrite { id, view: json, leave, join });
+        if let Some((at, _)) = &stop {
+            dead_letters.retain(|d| d.position < *at);
         }
-        let commit = ViewCommit {
-            generation: target.generation,
-            expected,
-            checkpoint: last,
-            fencing_token: token,
-            views: writes,
-            dead_letters,
-        };
-        self.views.commit(P::NAME, commit).await?;
-        Ok(last)
+        dead_letters.sort_by_key(|d| d.position);
+        let writes = (0..self.ids.len())
+            .filter(|&slot| touched[slot])
+            .map(|slot| {
+                write(projection, self.ids[slot].clone(), views[slot].as_ref(), good[slot].take(), &before[slot])
+            })
+            .collect();
+        Ok(Folded { writes, dead_letters, stop })
     }
+}
+
+/// The views of a batch as stored, and their index entries, by slot.
+struct Stored<V> {
+    views: Vec<Option<V>>,
+    before: Vec<Vec<IndexEntry>>,
+}
+
+/// What [`Fold::fold_each`] found: the writes and dead letters of the events before any stop,
+/// and the stop (the event's position and why).
+struct Folded {
+    writes: Vec<ViewWrite>,
+    dead_letters: Vec<DeadLetter>,
+    stop: Option<(Position, Error)>,
+}
+
+/// A view as the store gives it.
+fn decode_view<P: Projection>(id: &str, json: Option<&str>) -> Result<Option<P::View>> {
+    json.map(serde_json::from_str)
+        .transpose()
+        .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", P::NAME), source })
+}
+
+/// A view as the store keeps it (refusing NaN and infinities).
+fn encode_view<P: Projection>(id: &str, view: &P::View) -> Result<String> {
+    crate::json::to_string(view)
+        .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", P::NAME), source })
+}
+
+/// The view's index entries as a store keeps them.
+fn fitted_index<P: Projection>(projection: &P, id: &str, view: &P::View) -> Vec<IndexEntry> {
+    projection.index(id, view).into_iter().map(IndexEntry::into_fitted).collect()
+}
+
+/// The write of one view: its JSON, and the index entries it leaves and joins.
+fn write<P: Projection>(
+    projection: &P,
+    id: String,
+    view: Option<&P::View>,
+    json: Option<String>,
+    before: &[IndexEntry],
+) -> ViewWrite {
+    let after = view.map(|v| fitted_index(projection, &id, v)).unwrap_or_default();
+    let leave: Vec<IndexEntry> = before.iter().filter(|e| !after.contains(e)).cloned().collect();
+    let join: Vec<IndexEntry> = after.into_iter().filter(|e| !before.contains(e)).collect();
+    ViewWrite { id, view: json, leave, join }
 }
 
 /// The generation a runner writes into.

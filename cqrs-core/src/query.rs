@@ -142,21 +142,28 @@ impl<V: DeserializeOwned> ViewReader<V> {
             .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", self.projection), source })
     }
 
-    /// One view.
+    /// One view. An id over [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes, or with a NUL byte, is
+    /// looked up as the projector stored it ([`stored_view_id`](crate::stored_view_id)).
     pub async fn get(&self, id: &str) -> Result<Option<V>> {
         Ok(self.get_many(&[id.to_owned()]).await?.pop().flatten())
     }
 
     /// Several views in one round-trip, in the order asked.
     pub async fn get_many(&self, ids: &[String]) -> Result<Vec<Option<V>>> {
-        let stored = self.store.read_views(&self.projection, ids).await?;
+        // Ids over the store's limits are kept as digests (see `stored_view_id`).
+        let fitted: Option<Vec<String>> = ids
+            .iter()
+            .any(|id| matches!(crate::stored_view_id(id), std::borrow::Cow::Owned(_)))
+            .then(|| ids.iter().map(|id| crate::stored_view_id(id).into_owned()).collect());
+        let stored = self.store.read_views(&self.projection, fitted.as_deref().unwrap_or(ids)).await?;
         ids.iter().zip(stored).map(|(id, json)| json.map(|json| self.decode(id, &json)).transpose()).collect()
     }
 
     /// Up to `limit` views of one index list, in its order, starting after `after` (the `next`
-    /// of the page before).
+    /// of the page before). The key is [fitted](IndexKey::fitted) as the projector stored it,
+    /// so a value over the store's limit still finds its views.
     pub async fn list(&self, key: &IndexKey, after: Option<&ListCursor>, limit: usize) -> Result<Page<V>> {
-        let page = self.store.list(&self.projection, key, after, limit).await?;
+        let page = self.store.list(&self.projection, &key.fitted(), after, limit).await?;
         let views = page
             .views
             .into_iter()
@@ -170,7 +177,8 @@ impl<V: DeserializeOwned> ViewReader<V> {
 
     /// How many views each index list holds, read at one instant.
     pub async fn count(&self, keys: &[IndexKey]) -> Result<Vec<u64>> {
-        self.store.count(&self.projection, keys).await
+        let keys: Vec<IndexKey> = keys.iter().map(IndexKey::fitted).collect();
+        self.store.count(&self.projection, &keys).await
     }
 
     /// The live generation and any being built.

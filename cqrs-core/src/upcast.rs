@@ -98,10 +98,34 @@ impl Upcasters {
         Err(format!("more than {MAX_CHAIN} upcasters chained: a loop?"))
     }
 
+    /// The type name and schema version a stored event has once upcast, found without running
+    /// any upcaster (so without parsing its payload).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::Upcasters;
+    ///
+    /// let upcasters = Upcasters::new().add(("TaskMade", 1), ("TaskCreated", 2), Ok);
+    /// assert_eq!(upcasters.resolve("TaskMade", 1), ("TaskCreated", 2));
+    /// assert_eq!(upcasters.resolve("TaskCompleted", 1), ("TaskCompleted", 1));
+    /// ```
+    pub fn resolve<'a>(&'a self, event_type: &'a str, schema_version: u32) -> (&'a str, u32) {
+        let mut at = (event_type, schema_version);
+        for _ in 0..MAX_CHAIN {
+            match self.steps.get(&at) {
+                Some(step) => at = step.to,
+                None => break,
+            }
+        }
+        at
+    }
+
     /// Decodes a stored event into `E`, upcasting first.
     ///
     /// Errors name the stream, version and position: [`Error::UnknownEvent`] for a type name
-    /// `E` does not have (or a schema version newer than the code's), [`Error::Decode`] for a
+    /// `E` does not have, [`Error::NewerSchema`] for a schema version newer than the code's,
+    /// [`Error::Decode`] for a
     /// payload that does not fit, [`Error::Upcast`] for an upcaster that failed.
     pub fn decode<E: Event>(&self, raw: &RecordedEvent) -> Result<EventEnvelope<E>> {
         Ok(EventEnvelope {
@@ -140,7 +164,17 @@ impl Upcasters {
         };
         match E::TYPES.iter().find(|t| t.name == name) {
             Some(t) if schema_version <= t.version => {}
-            _ => return Err(unknown()),
+            Some(t) => {
+                return Err(Error::NewerSchema {
+                    stream: raw.stream.clone(),
+                    version: raw.version,
+                    position: raw.position,
+                    event_type: name.to_owned(),
+                    schema_version,
+                    known: t.version,
+                });
+            }
+            None => return Err(unknown()),
         }
         E::decode(name, payload).map_err(|e| match e {
             crate::DecodeError::UnknownType => unknown(),

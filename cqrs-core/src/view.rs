@@ -290,6 +290,123 @@ pub const MAX_INDEX_NAME_LEN: usize = 128;
 /// The longest index value a store accepts, in bytes.
 pub const MAX_INDEX_VALUE_LEN: usize = 512;
 
+/// What marks a value kept as a digest (see [`IndexKey::fitted`]).
+const DIGEST_MARK: &str = "~sha256:";
+
+/// `text` as a store can keep it under `limit` bytes: unchanged when it fits, holds no NUL byte
+/// and does not look like a digest; otherwise its longest prefix before any NUL that leaves room,
+/// then `~sha256:` and the SHA-256 of the whole text in hex. Two different texts never fit to the
+/// same form (short of a SHA-256 collision), so equality still holds.
+pub(crate) fn fit_digest(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    use sha2::Digest;
+    if text.len() <= limit && !text.contains('\0') && !text.contains(DIGEST_MARK) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let room = limit.saturating_sub(DIGEST_MARK.len() + 64);
+    let before_nul = text.split('\0').next().unwrap_or_default();
+    let mut fitted = String::with_capacity(limit);
+    fitted.push_str(floor_char_boundary(before_nul, room));
+    fitted.push_str(DIGEST_MARK);
+    for byte in sha2::Sha256::digest(text.as_bytes()) {
+        fitted.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        fitted.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    }
+    std::borrow::Cow::Owned(fitted)
+}
+
+/// `text` cut before its first NUL byte and to at most `limit` bytes (on a character boundary).
+fn fit_cut(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    let before_nul = text.split('\0').next().unwrap_or_default();
+    let cut = floor_char_boundary(before_nul, limit);
+    if cut.len() == text.len() { std::borrow::Cow::Borrowed(text) } else { std::borrow::Cow::Owned(cut.to_owned()) }
+}
+
+fn floor_char_boundary(text: &str, limit: usize) -> &str {
+    let mut end = limit.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The id under which a store keeps the view `id`: unchanged unless it is over
+/// [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes or holds a NUL byte (then a digest form, as for
+/// [`IndexKey::fitted`]). The projector writes, and [`ViewReader`](crate::ViewReader) reads,
+/// views under this id, so no id an event carries can stop a projection.
+///
+/// # Examples
+///
+/// ```
+/// let long = "x".repeat(5000);
+/// assert_eq!(cqrs_core::stored_view_id("t-1"), "t-1");
+/// assert!(cqrs_core::stored_view_id(&long).len() <= cqrs_core::MAX_ID_LEN);
+/// ```
+pub fn stored_view_id(id: &str) -> std::borrow::Cow<'_, str> {
+    fit_digest(id, crate::MAX_ID_LEN)
+}
+
+impl IndexKey {
+    /// This key as a store keeps it: an index value over [`MAX_INDEX_VALUE_LEN`] bytes, or with
+    /// a NUL byte, becomes its longest prefix that leaves room followed by `~sha256:` and the
+    /// SHA-256 of the whole value (a value that already holds `~sha256:` does too), so that
+    /// equality queries still match and no value an event carries can stop a projection; a name
+    /// likewise under [`MAX_INDEX_NAME_LEN`]. The projector writes, and
+    /// [`ViewReader`](crate::ViewReader) queries, fitted keys.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::{IndexKey, MAX_INDEX_VALUE_LEN};
+    ///
+    /// let short = IndexKey::new("assignee", "ada");
+    /// assert_eq!(short.fitted(), short);
+    /// let long = IndexKey::new("assignee", "🦀".repeat(130));
+    /// let fitted = long.fitted();
+    /// assert!(fitted.value.len() <= MAX_INDEX_VALUE_LEN);
+    /// assert_eq!(fitted, long.fitted(), "the same value fits the same way");
+    /// assert_ne!(fitted, IndexKey::new("assignee", "🦀".repeat(131)).fitted());
+    /// ```
+    pub fn fitted(&self) -> IndexKey {
+        IndexKey {
+            name: fit_digest(&self.name, MAX_INDEX_NAME_LEN).into_owned(),
+            value: fit_digest(&self.value, MAX_INDEX_VALUE_LEN).into_owned(),
+        }
+    }
+}
+
+impl IndexEntry {
+    /// This entry as a store keeps it: its key [fitted](IndexKey::fitted), and a sort key cut
+    /// before any NUL byte and to [`MAX_ORDER_LEN`] bytes. Views whose sort keys agree in those
+    /// bytes sort among themselves by view id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::{IndexEntry, MAX_ORDER_LEN};
+    ///
+    /// let entry = IndexEntry::new("title", "x").ordered_by("é".repeat(200));
+    /// assert_eq!(entry.fitted().order.len(), MAX_ORDER_LEN);
+    /// ```
+    pub fn fitted(&self) -> IndexEntry {
+        self.clone().into_fitted()
+    }
+
+    /// [`IndexEntry::fitted`], reusing this entry's strings when they fit already.
+    pub(crate) fn into_fitted(mut self) -> IndexEntry {
+        use std::borrow::Cow::Owned;
+        if let Owned(name) = fit_digest(&self.key.name, MAX_INDEX_NAME_LEN) {
+            self.key.name = name;
+        }
+        if let Owned(value) = fit_digest(&self.key.value, MAX_INDEX_VALUE_LEN) {
+            self.key.value = value;
+        }
+        if let Owned(order) = fit_cut(&self.order, MAX_ORDER_LEN) {
+            self.order = order;
+        }
+        self
+    }
+}
+
 /// One page of a listing: views (id and JSON) in index order, and where the next page starts.
 ///
 /// # Examples
@@ -471,6 +588,20 @@ impl ViewCommit {
     /// assert!(commit.validate().is_ok());
     /// ```
     pub fn validate(&self) -> Result<()> {
+        let mut seen = std::collections::HashSet::with_capacity(self.views.len());
+        for write in &self.views {
+            write.validate()?;
+            if !seen.insert(write.id.as_str()) {
+                return Err(Error::InvalidId { what: "view id", reason: format!("{:?} is written twice", write.id) });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ViewWrite {
+    /// The checks of [`ViewCommit::validate`] on this one write.
+    pub(crate) fn validate(&self) -> Result<()> {
         let check = |what: &'static str, text: &str, limit: usize| {
             if text.contains('\0') {
                 return Err(Error::InvalidId {
@@ -486,17 +617,11 @@ impl ViewCommit {
             }
             Ok(())
         };
-        let mut seen = std::collections::HashSet::with_capacity(self.views.len());
-        for write in &self.views {
-            check("view id", &write.id, crate::MAX_ID_LEN)?;
-            if !seen.insert(write.id.as_str()) {
-                return Err(Error::InvalidId { what: "view id", reason: format!("{:?} is written twice", write.id) });
-            }
-            for entry in write.leave.iter().chain(&write.join) {
-                check("index name", &entry.key.name, MAX_INDEX_NAME_LEN)?;
-                check("index value", &entry.key.value, MAX_INDEX_VALUE_LEN)?;
-                check("index sort key", &entry.order, MAX_ORDER_LEN)?;
-            }
+        check("view id", &self.id, crate::MAX_ID_LEN)?;
+        for entry in self.leave.iter().chain(&self.join) {
+            check("index name", &entry.key.name, MAX_INDEX_NAME_LEN)?;
+            check("index value", &entry.key.value, MAX_INDEX_VALUE_LEN)?;
+            check("index sort key", &entry.order, MAX_ORDER_LEN)?;
         }
         Ok(())
     }

@@ -105,7 +105,7 @@ fn expand_struct(krate: &Path, ty: &TypeName) -> TokenStream {
         }
 
         fn encode(&self) -> ::core::result::Result<::std::string::String, #krate::__private::serde_json::Error> {
-            #krate::__private::serde_json::to_string(self)
+            #krate::__private::to_json(self)
         }
 
         fn decode(event_type: &str, payload: &str) -> ::core::result::Result<Self, #krate::DecodeError> {

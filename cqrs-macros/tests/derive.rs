@@ -117,6 +117,26 @@ struct Pinged;
 #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
 struct Scored(u32, String);
 
+#[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
+struct Measured {
+    celsius: Option<f64>,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
+enum Gauge {
+    Read { celsius: f64 },
+}
+
+#[test]
+fn derived_events_refuse_non_finite_floats() {
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        assert!(Measured { celsius: Some(bad) }.encode().is_err(), "struct, inside an Option");
+        assert!(Gauge::Read { celsius: bad }.encode().is_err(), "enum variant");
+    }
+    assert_eq!(Measured { celsius: Some(1.5) }.encode().unwrap(), r#"{"celsius":1.5}"#);
+    assert_eq!(Gauge::Read { celsius: -2.0 }.encode().unwrap(), r#"{"celsius":-2.0}"#);
+}
+
 #[test]
 fn struct_events() {
     assert_eq!(UserRenamed::TYPES, [EventType::new("user.renamed", 4)]);

@@ -5,8 +5,10 @@
 //! from its own `#[tokio::test]` with one call, handing over a way to make a fresh store.
 
 mod aggregate_test;
+pub mod encoding;
 pub mod event_store;
 mod projection_test;
+pub mod projector;
 pub mod snapshot_store;
 pub mod view_store;
 

@@ -83,7 +83,7 @@ impl<P: Projection> ProjectionTest<P> {
             match view {
                 Some(view) => {
                     let json =
-                        serde_json::to_string(&view).unwrap_or_else(|e| panic!("view {id} does not encode: {e}"));
+                        crate::json::to_string(&view).unwrap_or_else(|e| panic!("view {id} does not encode: {e}"));
                     self.views.insert(id, json);
                 }
                 None => {

@@ -1,4 +1,4 @@
-use cqrs_core::testing::{event_store, snapshot_store, view_store};
+use cqrs_core::testing::{encoding, event_store, projector, snapshot_store, view_store};
 use cqrs_core::{MemoryEventStore, MemorySnapshotStore, MemoryViewStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -14,6 +14,16 @@ async fn memory_snapshot_store_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_view_store_conforms() {
     view_store::run(|| async { MemoryViewStore::default() }).await;
+}
+
+#[tokio::test]
+async fn memory_stores_refuse_non_finite_floats() {
+    encoding::run(MemoryEventStore::new(), MemorySnapshotStore::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn projector_over_memory_views_conforms() {
+    projector::run(|| async { MemoryViewStore::default() }).await;
 }
 
 #[tokio::test]

@@ -15,6 +15,11 @@ async fn pg_view_store_conforms() {
     view_store::run(|| async { PgViewStore::new(&store().await) }).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn projector_over_pg_views_conforms() {
+    cqrs_core::testing::projector::run(|| async { PgViewStore::new(&store().await) }).await;
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 struct Balance {
     balance: u64,

@@ -86,6 +86,11 @@ async fn redis_view_store_conforms() {
     view_store::run(store).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn projector_over_redis_views_conforms() {
+    cqrs_core::testing::projector::run(store).await;
+}
+
 #[tokio::test]
 async fn a_key_of_another_type_refuses_the_whole_batch_and_writes_nothing() {
     let (store, prefix) = store_and_prefix().await;

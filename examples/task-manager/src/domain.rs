@@ -5,12 +5,14 @@
 
 use cqrs_core::prelude::*;
 
-/// The longest title, in characters.
-pub const MAX_TITLE_CHARS: usize = 200;
-/// The longest description, in characters.
-pub const MAX_DESCRIPTION_CHARS: usize = 2_000;
-/// The longest assignee name, in characters.
-pub const MAX_ASSIGNEE_CHARS: usize = 200;
+/// The longest title, in bytes of UTF-8.
+pub const MAX_TITLE_BYTES: usize = 200;
+/// The longest description, in bytes of UTF-8.
+pub const MAX_DESCRIPTION_BYTES: usize = 2_000;
+/// The longest assignee name, in bytes of UTF-8. Bytes, not characters, because what a store
+/// can index is bounded in bytes (the framework keeps longer values as digests, but a bound the
+/// client can check is clearer).
+pub const MAX_ASSIGNEE_BYTES: usize = 200;
 
 /// Everything that can happen to a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
@@ -87,15 +89,15 @@ impl Task {
 #[error("{0}")]
 pub struct InvalidInput(pub String);
 
-/// Checks that `value` has `min..=max` characters and no control characters (or, with
+/// Checks that `value` has `min..=max` bytes of UTF-8 and no control characters (or, with
 /// `allow_newlines`, none but tab, line feed and carriage return).
 fn check_text(field: &str, value: &str, min: usize, max: usize, allow_newlines: bool) -> Result<(), InvalidInput> {
-    let chars = value.chars().count();
-    if chars < min || chars > max {
+    let bytes = value.len();
+    if bytes < min || bytes > max {
         return Err(InvalidInput(if min > 0 {
-            format!("`{field}` must have {min} to {max} characters, not {chars}")
+            format!("`{field}` must have {min} to {max} bytes of UTF-8, not {bytes}")
         } else {
-            format!("`{field}` must have at most {max} characters, not {chars}")
+            format!("`{field}` must have at most {max} bytes of UTF-8, not {bytes}")
         }));
     }
     let allowed = |c: char| allow_newlines && matches!(c, '\t' | '\n' | '\r');
@@ -121,8 +123,8 @@ pub struct CreateTask {
 impl CreateTask {
     /// A valid command, or why not.
     pub fn new(task_id: String, title: String, description: String) -> Result<Self, InvalidInput> {
-        check_text("title", &title, 1, MAX_TITLE_CHARS, false)?;
-        check_text("description", &description, 0, MAX_DESCRIPTION_CHARS, true)?;
+        check_text("title", &title, 1, MAX_TITLE_BYTES, false)?;
+        check_text("description", &description, 0, MAX_DESCRIPTION_BYTES, true)?;
         Ok(CreateTask { task_id, title, description })
     }
 }
@@ -146,9 +148,9 @@ impl AssignTask {
     }
 }
 
-/// Checks a name a task can be assigned to: 1 to 200 characters, no control characters.
+/// Checks a name a task can be assigned to: 1 to 200 bytes of UTF-8, no control characters.
 pub fn check_assignee(name: &str) -> Result<(), InvalidInput> {
-    check_text("assignee", name, 1, MAX_ASSIGNEE_CHARS, false)
+    check_text("assignee", name, 1, MAX_ASSIGNEE_BYTES, false)
 }
 
 /// Marks a task done.
@@ -279,8 +281,10 @@ mod tests {
     fn input_limits() {
         let create = |title: &str, description: &str| CreateTask::new("a".into(), title.into(), description.into());
         assert!(create("", "").is_err());
-        assert!(create(&"é".repeat(200), &"x".repeat(2_000)).is_ok());
-        assert!(create(&"é".repeat(201), "").is_err());
+        assert!(create(&"é".repeat(100), &"x".repeat(2_000)).is_ok());
+        assert!(create(&"é".repeat(101), "").is_err(), "202 bytes");
+        assert!(AssignTask::new("a".into(), "🦀".repeat(50)).is_ok());
+        assert!(AssignTask::new("a".into(), "🦀".repeat(51)).is_err(), "204 bytes");
         assert!(create("t", &"x".repeat(2_001)).is_err());
         assert!(create("a\0b", "").is_err());
         assert!(create("t", "two\nlines\twith tabs").is_ok());
