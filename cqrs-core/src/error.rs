@@ -246,6 +246,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The projection's runner stopped on an event it cannot process (recorded in its view
+    /// store, so seen from any process): waiting for its views to move would be in vain.
+    #[error("projection {projection} {stop}")]
+    Stopped {
+        /// The projection.
+        projection: String,
+        /// Where and why it stopped.
+        stop: crate::ProjectionStop,
+    },
     /// A position token that does not parse.
     #[error("invalid position token {0:?}")]
     InvalidPosition(String),

@@ -46,7 +46,7 @@ pub use subscription::{DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH, Subscr
 pub use upcast::Upcasters;
 pub use view::{
     DeadLetter, Generation, IndexEntry, IndexKey, ListCursor, MAX_INDEX_NAME_LEN, MAX_INDEX_VALUE_LEN, MAX_ORDER_LEN,
-    ProjectionStatus, ViewCommit, ViewPage, ViewStore, ViewWrite, stored_view_id,
+    ProjectionStatus, ProjectionStop, StopKind, ViewCommit, ViewPage, ViewStore, ViewWrite, stored_view_id,
 };
 
 #[cfg(feature = "derive")]

@@ -11,7 +11,8 @@ use tracing::Instrument;
 
 use crate::{
     Aggregate, DeadLetter, Error, Event, EventEnvelope, EventStore, IndexEntry, Lease, LeaseManager, Position,
-    RecordedEvent, Result, Subscription, Upcasters, ViewCommit, ViewStore, ViewWrite, stored_view_id,
+    ProjectionStop, RecordedEvent, Result, StopKind, Subscription, Upcasters, ViewCommit, ViewStore, ViewWrite,
+    stored_view_id,
 };
 
 /// Any error a projection's handler returns.
@@ -281,6 +282,27 @@ impl<S: EventStore + Clone> Projector<S> {
     async fn catch_up_with<P: Projection>(
         &self,
         projection: &P,
+        target: Target,
+        token: u64,
+    ) -> Result<Option<Position>> {
+        let stopped = target.stopped;
+        match self.catch_up_from(projection, target, token).await {
+            Ok(checkpoint) => {
+                if stopped {
+                    self.note_running(P::NAME, token).await;
+                }
+                Ok(checkpoint)
+            }
+            Err(error) => {
+                self.note_stop(P::NAME, &error, token).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn catch_up_from<P: Projection>(
+        &self,
+        projection: &P,
         mut target: Target,
         token: u64,
     ) -> Result<Option<Position>> {
@@ -313,7 +335,8 @@ impl<S: EventStore + Clone> Projector<S> {
         let lease = self.lease(P::NAME).await?;
         let token = lease.as_ref().map_or(0, Lease::token);
         let generation = self.views.begin_generation(P::NAME, P::VERSION, token).await?;
-        let target = Target { generation: generation.id, checkpoint: None, building: true };
+        let stopped = self.views.status(P::NAME).await?.stopped.is_some();
+        let target = Target { generation: generation.id, checkpoint: None, building: true, stopped };
         self.catch_up_with(projection, target, token).await
     }
 
@@ -328,6 +351,7 @@ impl<S: EventStore + Clone> Projector<S> {
     /// version, else a new one.
     async fn target<P: Projection>(&self, token: u64) -> Result<Target> {
         let status = self.views.status(P::NAME).await?;
+        let stopped = status.stopped.is_some();
         if let Some(newer) = [status.live, status.building].into_iter().flatten().find(|g| g.version > P::VERSION) {
             return Err(Error::NewerVersion {
                 projection: P::NAME.to_owned(),
@@ -337,17 +361,17 @@ impl<S: EventStore + Clone> Projector<S> {
         }
         if let Some(g) = status.building.filter(|g| g.version == P::VERSION) {
             tracing::info!(generation = g.id, checkpoint = ?g.checkpoint, "resuming the build of a new generation");
-            return Ok(Target { generation: g.id, checkpoint: g.checkpoint, building: true });
+            return Ok(Target { generation: g.id, checkpoint: g.checkpoint, building: true, stopped });
         }
         if let Some(g) = status.live.filter(|g| g.version == P::VERSION) {
-            return Ok(Target { generation: g.id, checkpoint: g.checkpoint, building: false });
+            return Ok(Target { generation: g.id, checkpoint: g.checkpoint, building: false, stopped });
         }
         match status.live {
             Some(live) => tracing::info!(from = live.version, to = P::VERSION, "new projection version; rebuilding"),
             None => tracing::info!("no live views (a first build, or the store lost them); building"),
         }
         let g = self.views.begin_generation(P::NAME, P::VERSION, token).await?;
-        Ok(Target { generation: g.id, checkpoint: None, building: true })
+        Ok(Target { generation: g.id, checkpoint: None, building: true, stopped })
     }
 
     /// Whether `target` is still a generation of the projection in the store.
@@ -514,11 +538,15 @@ impl<S: EventStore + Clone> Projector<S> {
                     Ok(position) => {
                         target.checkpoint = Some(position);
                         delay = self.retry_delay;
+                        if target.stopped {
+                            self.note_running(P::NAME, token).await;
+                            target.stopped = false;
+                        }
                     }
                     Err(error) => {
                         // Start over from the stored status: a write whose reply was lost may
                         // have committed.
-                        if !self.on_error(error, &mut lease)? && back_off!() {
+                        if !self.on_error(P::NAME, error, &mut lease, token).await? && back_off!() {
                             return Ok(());
                         }
                         break;
@@ -530,8 +558,14 @@ impl<S: EventStore + Clone> Projector<S> {
 
     /// Sorts a failed step: `Ok(true)` to start over at once (the views are gone), `Ok(false)` to
     /// back off and start over (a transient failure, or another runner wrote), `Err` to stop.
-    fn on_error(&self, error: Error, lease: &mut Option<Lease>) -> Result<bool> {
+    async fn on_error(&self, name: &str, error: Error, lease: &mut Option<Lease>, token: u64) -> Result<bool> {
         match error {
+            Error::NewerSchema { .. } => {
+                tracing::warn!(%error, "an event from a newer release; standing by for a runner of that release");
+                self.note_stop(name, &error, token).await;
+                drop(lease.take());
+                Ok(false)
+            }
             Error::GenerationGone { .. } => {
                 tracing::warn!(%error, "the views are gone (the store lost them, or a newer build began); starting over");
                 Ok(true)
@@ -547,8 +581,25 @@ impl<S: EventStore + Clone> Projector<S> {
             }
             error => {
                 tracing::error!(%error, "projection stopped");
+                self.note_stop(name, &error, token).await;
                 Err(error)
             }
+        }
+    }
+
+    /// Records in the view store why the projection stopped, for queries and health checks.
+    async fn note_stop(&self, name: &str, error: &Error, token: u64) {
+        let Some(stop) = stop_of(error) else { return };
+        if let Err(error) = self.views.record_stop(name, Some(&stop), token).await {
+            tracing::warn!(%error, "cannot record why the projection stopped");
+        }
+    }
+
+    /// Clears a recorded stop once the projection has written past it.
+    async fn note_running(&self, name: &str, token: u64) {
+        match self.views.record_stop(name, None, token).await {
+            Ok(()) => tracing::info!("the projection runs again past its recorded stop"),
+            Err(error) => tracing::warn!(%error, "cannot clear the projection's recorded stop"),
         }
     }
 
@@ -653,6 +704,26 @@ impl<S: EventStore + Clone> Projector<S> {
         }
         fold
     }
+}
+
+/// The stop an error ends a projection with, if it does: not for an outage, a shutdown, or
+/// another runner moving on, after which the projection goes on.
+fn stop_of(error: &Error) -> Option<ProjectionStop> {
+    let position = match error {
+        Error::NewerSchema { position, .. } => {
+            return Some(ProjectionStop::new(StopKind::NeedsNewerRelease, Some(*position), error.to_string()));
+        }
+        _ if error.is_transient() => return None,
+        Error::GenerationGone { .. } | Error::CheckpointMoved { .. } | Error::Fenced { .. } | Error::Shutdown => {
+            return None;
+        }
+        Error::Projection { position, .. }
+        | Error::Decode { position, .. }
+        | Error::UnknownEvent { position, .. }
+        | Error::Upcast { position, .. } => Some(*position),
+        _ => None,
+    };
+    Some(ProjectionStop::new(StopKind::Failed, position, error.to_string()))
 }
 
 /// Whether a store refused a commit for what it holds (a limit, text it cannot keep) rather
@@ -873,4 +944,6 @@ struct Target {
     checkpoint: Option<Position>,
     /// Not live yet: made live once caught up.
     building: bool,
+    /// The store holds a recorded stop, cleared once a batch is written.
+    stopped: bool,
 }

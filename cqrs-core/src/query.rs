@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::{Error, IndexKey, ListCursor, Position, ProjectionStatus, Result, ViewStore};
+use crate::{Error, IndexKey, ListCursor, Position, ProjectionStatus, ProjectionStop, Result, StopKind, ViewStore};
 
 /// Typed reads of one projection's live views: by id, by index list with paging, counts, and
 /// waiting for them to catch up (read-your-writes).
@@ -62,13 +62,31 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(2);
 /// for it: a thousand waiting queries cost one status read per interval, not a thousand.
 #[derive(Debug)]
 struct CheckpointWatch {
-    checkpoint: watch::Sender<Option<Position>>,
+    checkpoint: watch::Sender<Seen>,
     polling: AtomicBool,
+}
+
+/// What the poller last read of a projection's status.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Seen {
+    checkpoint: Option<Position>,
+    /// A stop that needs a fix ([`StopKind::Failed`]); a runner waiting for a newer release is
+    /// expected to be replaced, so waits go on then.
+    failed: Option<ProjectionStop>,
+}
+
+impl Seen {
+    fn of(status: &ProjectionStatus) -> Self {
+        Seen {
+            checkpoint: status.checkpoint(),
+            failed: status.stopped.clone().filter(|stop| stop.kind == StopKind::Failed),
+        }
+    }
 }
 
 impl CheckpointWatch {
     fn new() -> Self {
-        CheckpointWatch { checkpoint: watch::Sender::new(None), polling: AtomicBool::new(false) }
+        CheckpointWatch { checkpoint: watch::Sender::new(Seen::default()), polling: AtomicBool::new(false) }
     }
 
     /// Starts the poller unless it runs; it stops by itself when no query waits.
@@ -89,7 +107,7 @@ impl CheckpointWatch {
                 }
                 match store.status(&projection).await {
                     Ok(status) => {
-                        let now = status.checkpoint();
+                        let now = Seen::of(&status);
                         watch.checkpoint.send_if_modified(|seen| {
                             let changed = *seen != now;
                             *seen = now;
@@ -194,7 +212,10 @@ impl<V: DeserializeOwned> ViewReader<V> {
     /// Waits until the live views have processed `position` (read-your-writes: pass the
     /// position a command returned), or fails with [`Error::Timeout`]. While views are being
     /// built it waits for them to go live, and a store that is unavailable meanwhile is asked
-    /// again until the deadline.
+    /// again until the deadline. When the projection's runner stopped on an event it cannot
+    /// process ([`StopKind::Failed`], recorded in the view store by a runner in any process), it
+    /// fails at once with [`Error::Stopped`]; a runner that waits for a newer release is expected
+    /// to be replaced, so it waits on.
     pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<()> {
         if position == Position::ZERO {
             return Ok(());
@@ -202,8 +223,11 @@ impl<V: DeserializeOwned> ViewReader<V> {
         let deadline = tokio::time::Instant::now() + timeout;
         // Asked directly first: the common case (already there) costs one read, and an error
         // that retrying will not fix reaches the caller.
-        match self.checkpoint().await {
-            Ok(checkpoint) if checkpoint.is_some_and(|c| c >= position) => return Ok(()),
+        let stopped =
+            |projection: &str, stop: ProjectionStop| Error::Stopped { projection: projection.to_owned(), stop };
+        match self.status().await.map(|status| Seen::of(&status)) {
+            Ok(seen) if seen.checkpoint.is_some_and(|c| c >= position) => return Ok(()),
+            Ok(Seen { failed: Some(stop), .. }) => return Err(stopped(&self.projection, stop)),
             Ok(_) => {}
             // A store that is restarting may be back before the deadline.
             Err(error) if error.is_transient() => tracing::debug!(%error, "waiting for the views"),
@@ -212,8 +236,12 @@ impl<V: DeserializeOwned> ViewReader<V> {
         let mut checkpoint = self.watch.checkpoint.subscribe();
         self.watch.ensure_polling(&self.store, &self.projection);
         loop {
-            if checkpoint.borrow_and_update().is_some_and(|c| c >= position) {
+            let seen = checkpoint.borrow_and_update().clone();
+            if seen.checkpoint.is_some_and(|c| c >= position) {
                 return Ok(());
+            }
+            if let Some(stop) = seen.failed {
+                return Err(stopped(&self.projection, stop));
             }
             match tokio::time::timeout_at(deadline, checkpoint.changed()).await {
                 Ok(Ok(())) => {}

@@ -45,13 +45,104 @@ pub struct Generation {
 /// let status = ProjectionStatus::default();
 /// assert!(status.live.is_none(), "nothing built yet: queries answer Error::NotBuilt");
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProjectionStatus {
     /// The generation queries read; `None` before the first build has caught up, or after the
     /// store lost its data.
     pub live: Option<Generation>,
     /// A generation being built to replace `live`.
     pub building: Option<Generation>,
+    /// Why the projection's runner stopped, when it did (see [`ViewStore::record_stop`]); cleared
+    /// once a runner writes past it.
+    pub stopped: Option<ProjectionStop>,
+}
+
+/// Why a projection stopped: recorded in its view store by the runner that stopped, so that
+/// queries waiting for its views (in any process) fail at once, and health checks show it.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{Position, ProjectionStop, StopKind};
+///
+/// let stop = ProjectionStop::new(StopKind::Failed, Some(Position::new(7, 2)), "title too long");
+/// assert_eq!(stop.to_string(), "failed at position 7.2: title too long");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProjectionStop {
+    /// What kind of stop.
+    pub kind: StopKind,
+    /// The position of the event it stopped at (its checkpoint is just before it), when one
+    /// event is to blame.
+    pub position: Option<Position>,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl ProjectionStop {
+    /// A stop of `kind` at the event at `position`.
+    pub fn new(kind: StopKind, position: Option<Position>, reason: impl Into<String>) -> Self {
+        ProjectionStop { kind, position, reason: reason.into() }
+    }
+}
+
+impl fmt::Display for ProjectionStop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            StopKind::Failed => "failed",
+            StopKind::NeedsNewerRelease => "waits for a newer release",
+        };
+        match self.position {
+            Some(position) => write!(f, "{what} at position {position}: {}", self.reason),
+            None => write!(f, "{what}: {}", self.reason),
+        }
+    }
+}
+
+/// Why a projection stopped.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::StopKind;
+///
+/// assert_eq!("needs_newer_release".parse::<StopKind>().unwrap(), StopKind::NeedsNewerRelease);
+/// assert_eq!(StopKind::Failed.as_str(), "failed");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StopKind {
+    /// An event it cannot process under [`PoisonPolicy::Stop`](crate::PoisonPolicy::Stop), or
+    /// stored data that is corrupt: it needs a fix (of the code, or of the data).
+    Failed,
+    /// An event written by a newer release ([`Error::NewerSchema`]): a runner of that release
+    /// goes on from here; this one stands by.
+    NeedsNewerRelease,
+}
+
+impl StopKind {
+    /// Its stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopKind::Failed => "failed",
+            StopKind::NeedsNewerRelease => "needs_newer_release",
+        }
+    }
+}
+
+impl FromStr for StopKind {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "failed" => Ok(StopKind::Failed),
+            "needs_newer_release" => Ok(StopKind::NeedsNewerRelease),
+            other => {
+                Err(Error::Corrupt { location: "a projection's stop".into(), reason: format!("stop kind {other:?}") })
+            }
+        }
+    }
 }
 
 impl ProjectionStatus {
@@ -529,6 +620,10 @@ pub trait ViewStore: Send + Sync + 'static {
     /// The events the live generation's projection skipped, oldest first (none before one is
     /// live).
     async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>>;
+
+    /// Records why the projection stopped (`None`: that it runs again), for
+    /// [`status`](Self::status) to report. Refused with [`Error::Fenced`] like a commit.
+    async fn record_stop(&self, projection: &str, stop: Option<&ProjectionStop>, fencing_token: u64) -> Result<()>;
 }
 
 #[async_trait]
@@ -565,6 +660,9 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
     }
     async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>> {
         (**self).dead_letters(projection).await
+    }
+    async fn record_stop(&self, projection: &str, stop: Option<&ProjectionStop>, fencing_token: u64) -> Result<()> {
+        (**self).record_stop(projection, stop, fencing_token).await
     }
 }
 

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 
 use super::{read, write};
 use crate::{
-    DeadLetter, Error, Generation, IndexKey, ListCursor, Position, ProjectionStatus, Result, ViewCommit, ViewPage,
-    ViewStore,
+    DeadLetter, Error, Generation, IndexKey, ListCursor, Position, ProjectionStatus, ProjectionStop, Result,
+    ViewCommit, ViewPage, ViewStore,
 };
 
 /// A [`ViewStore`] in process memory. Clones share the same store.
@@ -46,6 +46,7 @@ struct ProjectionState {
     last_generation: u64,
     live: Option<u64>,
     building: Option<u64>,
+    stopped: Option<ProjectionStop>,
     generations: HashMap<u64, GenerationState>,
 }
 
@@ -110,6 +111,7 @@ impl ViewStore for MemoryViewStore {
             .map(|s| ProjectionStatus {
                 live: s.live.and_then(|id| s.generation(id)),
                 building: s.building.and_then(|id| s.generation(id)),
+                stopped: s.stopped.clone(),
             })
             .unwrap_or_default())
     }
@@ -243,5 +245,14 @@ impl ViewStore for MemoryViewStore {
     async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>> {
         let map = read(&self.projections);
         Ok(live(&map, projection).map(|g| g.dead_letters.clone()).unwrap_or_default())
+    }
+
+    async fn record_stop(&self, projection: &str, stop: Option<&ProjectionStop>, fencing_token: u64) -> Result<()> {
+        let mut map = write(&self.projections);
+        let state = map.entry(projection.to_owned()).or_default();
+        state.check_token(projection, fencing_token)?;
+        state.highest_token = fencing_token;
+        state.stopped = stop.cloned();
+        Ok(())
     }
 }

@@ -8,12 +8,13 @@
 //! ```
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
     Aggregate, BoxError, Error, Event, EventEnvelope, EventStore, EventType, ExpectedVersion, IndexEntry, IndexKey,
-    MemoryEventStore, Metadata, NewEvent, PoisonPolicy, Position, Projection, Projector, StreamId, Upcasters,
+    MemoryEventStore, Metadata, NewEvent, PoisonPolicy, Position, Projection, Projector, StopKind, StreamId, Upcasters,
     ViewReader, ViewStore,
 };
 
@@ -157,6 +158,8 @@ where
     a_failing_event_is_found_event_by_event(make().await, make().await).await;
     newer_events_are_never_skipped(make().await, make().await).await;
     unknown_types_are_skipped_and_renames_followed(make().await).await;
+    a_stop_is_recorded_for_every_reader(make().await).await;
+    a_runner_stands_by_for_a_newer_release(make().await).await;
 }
 
 /// An accepted event whose view, index value, sort key or view id is over a store's limit, or
@@ -262,4 +265,75 @@ pub async fn unknown_types_are_skipped_and_renames_followed<S: ViewStore + Clone
     let card = ViewReader::<Card>::new(views, Cards::NAME).get("s").await.expect("get").expect("a card");
     assert_eq!(card.tags, vec!["t1".to_owned(), "old".to_owned()], "the renamed type was folded");
     assert_eq!(card.events, 2, "the unknown type was not");
+}
+
+/// A runner that stops on an event records why in the view store: a query waiting for a later
+/// position fails at once with [`Error::Stopped`] instead of running out its timeout, and the
+/// status shows the stop until a runner writes past it.
+pub async fn a_stop_is_recorded_for_every_reader<S: ViewStore + Clone>(views: S) {
+    let events = MemoryEventStore::new();
+    tag(&events, "s", "t1").await;
+    let failing = append(&events, "s", "Failing", 1, "null".into()).await;
+    let last = tag(&events, "s", "t2").await;
+    let stopping = Projector::new(events.clone(), views.clone());
+    let run = stopping.run(Cards, std::future::pending());
+    match tokio::time::timeout(Duration::from_secs(20), run).await {
+        Ok(Err(Error::Projection { position, .. })) => assert_eq!(position, failing),
+        other => panic!("expected the run to stop at {failing}, got {other:?}"),
+    }
+    let stop = views.status(Cards::NAME).await.expect("status").stopped.expect("a recorded stop");
+    assert_eq!((stop.kind, stop.position), (StopKind::Failed, Some(failing)));
+    let reader = ViewReader::<Card>::new(views.clone(), Cards::NAME);
+    let started = Instant::now();
+    match reader.wait_for(last, Duration::from_secs(10)).await {
+        Err(Error::Stopped { stop, .. }) => assert_eq!(stop.position, Some(failing)),
+        other => panic!("a query waiting past the stop must fail with Error::Stopped, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "at once, not after the timeout: {:?}", started.elapsed());
+    let fixed = Projector::new(events.clone(), views.clone()).with_poison_policy(PoisonPolicy::DeadLetter);
+    fixed.catch_up(&Cards).await.expect("a runner that skips the event");
+    assert_eq!(views.status(Cards::NAME).await.expect("status").stopped, None, "cleared once written past");
+    reader.wait_for(last, Duration::from_secs(10)).await.expect("the views caught up");
+}
+
+/// A runner that meets an event of a newer release never skips it: it records why, releases
+/// its lease and stands by (it does not end), so that a runner of that release takes over;
+/// waiting queries wait on.
+pub async fn a_runner_stands_by_for_a_newer_release<S: ViewStore + Clone>(views: S) {
+    let events = MemoryEventStore::new();
+    let first = tag(&events, "s", "t1").await;
+    let newer = append(&events, "s", "Tagged", 2, r#"{"tag":"v2"}"#.into()).await;
+    let projector = Projector::new(events.clone(), views.clone())
+        .with_poison_policy(PoisonPolicy::DeadLetter)
+        .with_retry_delay(Duration::from_millis(20));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        projector
+            .run(Cards, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let recorded = loop {
+        if let Some(stop) = views.status(Cards::NAME).await.expect("status").stopped {
+            break stop;
+        }
+        assert!(Instant::now() < deadline, "no stop recorded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!((recorded.kind, recorded.position), (StopKind::NeedsNewerRelease, Some(newer)));
+    let status = views.status(Cards::NAME).await.expect("status");
+    assert_eq!(status.building.or(status.live).and_then(|g| g.checkpoint), Some(first));
+    let reader = ViewReader::<Card>::new(views.clone(), Cards::NAME);
+    match reader.wait_for(newer, Duration::from_millis(300)).await {
+        Err(Error::Timeout(_)) => {}
+        other => panic!("a query waits for the newer runner, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!running.is_finished(), "the runner stands by instead of ending");
+    assert!(views.dead_letters(Cards::NAME).await.unwrap_or_default().is_empty(), "never dead-lettered");
+    let _ = stop.send(());
+    let ended = tokio::time::timeout(Duration::from_secs(10), running).await.expect("shuts down").expect("joins");
+    ended.expect("a shutdown while standing by is not an error");
 }

@@ -454,6 +454,14 @@ impl ViewStore for CountingViews {
     async fn dead_letters(&self, p: &str) -> cqrs_core::Result<Vec<cqrs_core::DeadLetter>> {
         self.inner.dead_letters(p).await
     }
+    async fn record_stop(
+        &self,
+        p: &str,
+        stop: Option<&cqrs_core::ProjectionStop>,
+        token: u64,
+    ) -> cqrs_core::Result<()> {
+        self.inner.record_stop(p, stop, token).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
