@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use cqrs_core::prelude::*;
 use cqrs_core::{
     AppendOutcome, CommandError, Cqrs, Error, EventStore, ExecuteOptions, ManualClock, MemoryEventStore,
-    MemorySnapshotStore, SequentialIds, Snapshot, SnapshotPolicy, SnapshotStore, Upcasters,
+    MemorySnapshotStore, RetryPolicy, SequentialIds, Snapshot, SnapshotPolicy, SnapshotStore, Upcasters,
 };
 
 use crate::domain::*;
@@ -225,7 +225,7 @@ async fn a_stale_cache_conflicts_reads_only_newer_events_and_retries() {
 #[tokio::test]
 async fn conflicts_beyond_the_attempts_are_a_typed_error() {
     let store = MemoryEventStore::new();
-    let one = Cqrs::new(store.clone()).with_max_attempts(1);
+    let one = Cqrs::new(store.clone()).with_retry(RetryPolicy::never());
     let two = Cqrs::new(store.clone());
     one.execute(open("a")).await.unwrap();
     two.execute(deposit("a", 1)).await.unwrap();
@@ -261,7 +261,7 @@ async fn sixteen_engines_racing_on_one_stream_lose_nothing() {
     Cqrs::new(store.clone()).execute(open("a")).await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let engine = Cqrs::new(store.clone()).with_max_attempts(1_000);
+        let engine = Cqrs::new(store.clone());
         tasks.push(tokio::spawn(async move {
             for _ in 0..25 {
                 engine.execute(deposit("a", 1)).await.unwrap();
