@@ -437,3 +437,46 @@ async fn a_command_id_reused_on_another_stream_is_refused() {
     }
     assert_eq!(stored(&store, "b").await.len(), 1, "nothing appended to b");
 }
+
+#[tokio::test]
+async fn the_cache_evicts_beyond_its_capacity_and_an_evicted_aggregate_reloads_from_the_store() {
+    let store = Counting::default();
+    let cqrs = Cqrs::new(store.clone()).with_cache_capacity(4);
+    let other = Cqrs::new(store.clone()); // another process
+    for a in 0..4 {
+        cqrs.execute(open(&format!("a{a}"))).await.unwrap();
+    }
+    cqrs.execute(deposit("a0", 1)).await.unwrap();
+    store.take_read();
+    // A fifth aggregate: the least recently used idle one (a1) makes room.
+    cqrs.execute(open("a4")).await.unwrap();
+    assert!(format!("{cqrs:?}").contains("cached: Some(4)"), "{cqrs:?}");
+    for a in ["a0", "a2", "a3", "a4"] {
+        cqrs.execute(deposit(a, 1)).await.unwrap();
+    }
+    assert_eq!(store.take_read(), 0, "the others are still cached");
+    // Meanwhile another process moved a1 on; the evicted a1 reloads all of it, with no conflict.
+    for _ in 0..3 {
+        other.execute(deposit("a1", 10)).await.unwrap();
+    }
+    store.take_read();
+    let appends = store.appends.load(Ordering::SeqCst);
+    let done = cqrs.execute(Withdraw { id: "a1".into(), amount: 30 }).await.unwrap();
+    assert_eq!(done.version, 5);
+    assert_eq!(store.take_read(), 4, "a1 was evicted: loaded from its first event");
+    assert_eq!(store.appends.load(Ordering::SeqCst) - appends, 1, "the reloaded state was current");
+    let err = cqrs.execute(Withdraw { id: "a1".into(), amount: 1 }).await.unwrap_err();
+    assert!(matches!(err, CommandError::Rejected(AccountError::Insufficient { balance: 0, .. })), "{err:?}");
+    // Cached again: the next command reads only what is newer than the cache.
+    other.execute(deposit("a1", 7)).await.unwrap();
+    store.take_read();
+    cqrs.execute(Withdraw { id: "a1".into(), amount: 7 }).await.unwrap();
+    assert_eq!(store.take_read(), 1, "only the one newer event");
+    // However many aggregates pass through, the cache stays within its capacity.
+    for a in 0..100 {
+        cqrs.execute(open(&format!("many-{a}"))).await.unwrap();
+        let debug = format!("{cqrs:?}");
+        let cached: usize = debug.split("cached: Some(").nth(1).unwrap().split(')').next().unwrap().parse().unwrap();
+        assert!(cached <= 4, "{debug}");
+    }
+}

@@ -47,10 +47,39 @@ async fn catches_up_resumes_from_its_checkpoint_and_rebuilds() {
     Projector::new(events.clone(), views.clone()).catch_up(&Balances).await.unwrap();
     let view = reader(&views).get("acc-0").await.unwrap().unwrap();
     assert_eq!((view.balance, view.applied, view.version), (155, 12, 12));
-    // A rebuild starts from zero and ends in the same views.
+    // A rebuild folds every event again from the first, into a new generation: with apply
+    // changed in place (same name, same version), old events count the new way.
+    let live = views.status(Balances::NAME).await.unwrap().live.unwrap();
+    let checkpoint = projector.rebuild(&TenfoldDeposits).await.unwrap();
+    let status = views.status(Balances::NAME).await.unwrap();
+    let rebuilt = status.live.unwrap();
+    assert!(rebuilt.id > live.id, "a new generation went live");
+    assert_eq!((status.building, rebuilt.checkpoint, checkpoint), (None, live.checkpoint, live.checkpoint));
+    let tenfold = reader(&views).get("acc-0").await.unwrap().unwrap();
+    assert_eq!((tenfold.balance, tenfold.applied, tenfold.version), (1_550, 12, 12));
+    assert_eq!(reader(&views).get("acc-4").await.unwrap().unwrap().balance, 550);
+    // And back: a rebuild with the original logic ends in the original views.
     projector.rebuild(&Balances).await.unwrap();
     let rebuilt = reader(&views).get("acc-0").await.unwrap().unwrap();
     assert_eq!(rebuilt, view);
+    assert_eq!(reader(&views).get("acc-4").await.unwrap().unwrap().balance, 55);
+}
+
+/// Balances with `apply` changed in place (same name, same version): deposits count tenfold.
+/// Only a rebuild from the first event shows it on old events.
+struct TenfoldDeposits;
+
+impl Projection for TenfoldDeposits {
+    const NAME: &'static str = Balances::NAME;
+    type Aggregate = Account;
+    type View = Balance;
+    fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        Balances.apply(view, e)?;
+        if let (Some(view), AccountEvent::Deposited { amount }) = (view.as_mut(), &e.event) {
+            view.balance += 9 * amount;
+        }
+        Ok(())
+    }
 }
 
 #[tokio::test]
@@ -243,6 +272,12 @@ async fn rebuild_and_catch_up_take_the_lease_and_its_token() {
     seed(&Cqrs::new(events.clone()), 2, 3).await;
     let projector = Projector::new(events.clone(), views.clone()).with_leases(leases.clone());
     projector.catch_up(&Balances).await.unwrap();
+    let before = views.status(Balances::NAME).await.unwrap().live.unwrap();
+    projector.rebuild(&TenfoldDeposits).await.unwrap();
+    let after = views.status(Balances::NAME).await.unwrap().live.unwrap();
+    assert!(after.id > before.id, "the rebuild made a new generation live");
+    let view = reader(&views).get("acc-1").await.unwrap().unwrap();
+    assert_eq!((view.balance, view.applied), (60, 4), "rebuilt from the first event");
     projector.rebuild(&Balances).await.unwrap();
     assert_exact(&views, 2, 3).await;
     // A writer without the lease (token 0) is fenced off once a leader has written.
