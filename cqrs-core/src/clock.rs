@@ -1,12 +1,20 @@
 //! The engine's clock and id generator, both replaceable in tests.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use uuid::Uuid;
 
 use crate::Timestamp;
 
-/// Tells the time for event metadata.
+/// Tells the time for event metadata and for the engine's retry budget, and waits between
+/// retries.
+///
+/// Only [`now`](Clock::now) is required; [`sleep`](Clock::sleep) defaults to Tokio's timer. A
+/// test clock that moves itself forward when asked to sleep (as [`ManualClock`] does) makes
+/// the engine's backoff instant and deterministic.
 ///
 /// # Examples
 ///
@@ -25,6 +33,12 @@ use crate::Timestamp;
 pub trait Clock: Send + Sync + 'static {
     /// Now.
     fn now(&self) -> Timestamp;
+
+    /// Waits for `duration`: the engine's backoff between two attempts of a command. Defaults
+    /// to [`tokio::time::sleep`].
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        Box::pin(tokio::time::sleep(duration))
+    }
 }
 
 /// The system's clock.
@@ -45,16 +59,22 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock for tests: it stands still until moved.
+/// A clock for tests: it stands still until moved. Asked to sleep, it moves itself forward by
+/// the duration (to the microsecond) and returns at once, so a backoff takes no real time.
 ///
 /// # Examples
 ///
 /// ```
 /// use cqrs_core::{Clock, ManualClock, Timestamp};
+/// use std::time::Duration;
 ///
 /// let clock = ManualClock::new(Timestamp::from_micros(10));
 /// clock.advance(5);
 /// assert_eq!(clock.now(), Timestamp::from_micros(15));
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// clock.sleep(Duration::from_millis(2)).await;
+/// assert_eq!(clock.now(), Timestamp::from_micros(2_015));
+/// # });
 /// ```
 #[derive(Debug, Default)]
 pub struct ManualClock(AtomicI64);
@@ -74,6 +94,12 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp::from_micros(self.0.load(Ordering::Relaxed))
+    }
+
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let micros = i64::try_from(duration.as_micros()).unwrap_or(i64::MAX);
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| Some(now.saturating_add(micros)));
+        Box::pin(std::future::ready(()))
     }
 }
 
@@ -116,15 +142,21 @@ pub struct RandomIds {
 
 impl Default for RandomIds {
     fn default() -> Self {
-        use std::hash::{BuildHasher, Hasher};
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(Timestamp::now().as_micros() as u128);
-        hasher.write_u32(std::process::id());
-        RandomIds { seed: hasher.finish(), counter: AtomicU64::new(0) }
+        RandomIds { seed: random_seed(), counter: AtomicU64::new(0) }
     }
 }
 
-fn splitmix64(mut z: u64) -> u64 {
+/// A seed that differs between processes and between calls: the standard library's random
+/// hasher keys, the time and the process id.
+pub(crate) fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Timestamp::now().as_micros() as u128);
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+pub(crate) fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

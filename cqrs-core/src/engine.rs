@@ -3,15 +3,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::memory::lock;
+use crate::retry::Jitter;
 use crate::{
     Aggregate, AppendOutcome, Clock, Command, Error, ExpectedVersion, Handle, IdGenerator, Metadata, NewEvent,
-    Position, RandomIds, Snapshot, SnapshotStore, StreamId, SystemClock, Upcasters,
+    Position, RandomIds, RetryPolicy, Snapshot, SnapshotStore, StreamId, SystemClock, Timestamp, Upcasters,
 };
 
 /// What a command did.
@@ -66,8 +68,9 @@ pub enum CommandError<E> {
     /// The aggregate refused the command: the user's own error. Nothing was appended.
     #[error(transparent)]
     Rejected(E),
-    /// Other writers kept changing the stream through every retry, or the stream was not at the
-    /// version the caller required. Nothing was appended.
+    /// Other writers kept changing the stream through every retry (the engine's
+    /// [`RetryPolicy`] ran out of attempts or time), or the stream was not at the version the
+    /// caller required. Nothing was appended.
     #[error("conflict on stream {stream} after {attempts} attempt(s): expected {expected}, found version {actual}")]
     Conflict {
         /// The stream.
@@ -268,8 +271,6 @@ fn first_outcome<E>(
 
 /// The default number of aggregates an engine keeps loaded.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
-/// The default number of times a command is decided before a conflict is given up on.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 /// The default number of events read per round-trip when loading a stream.
 pub const DEFAULT_BATCH_SIZE: usize = 1_000;
 
@@ -277,8 +278,8 @@ pub const DEFAULT_BATCH_SIZE: usize = 1_000;
 ///
 /// `execute` loads the aggregate (from its snapshot, then the newer events, in bounded
 /// batches), asks it to decide, and appends the events with the version it decided on. When
-/// another writer got there first, it reads the newer events and decides again, up to a bounded
-/// number of attempts.
+/// another writer got there first, it waits a random, growing time, reads the newer events and
+/// decides again, within the attempts and the time budget of its [`RetryPolicy`].
 ///
 /// Loaded aggregates stay in an in-process cache: the next command decides on the cached state
 /// and appends with its version, so a command costs one round-trip to the store; when the
@@ -333,7 +334,8 @@ pub struct Cqrs<A: Aggregate, S> {
     cache: Option<Arc<AggregateCache<A>>>,
     snapshots: Option<Arc<Snapshots<A>>>,
     upcasters: Upcasters,
-    max_attempts: u32,
+    retry: RetryPolicy,
+    jitter: Arc<Jitter>,
     batch_size: usize,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
@@ -346,7 +348,8 @@ impl<A: Aggregate, S: Clone> Clone for Cqrs<A, S> {
             cache: self.cache.clone(),
             snapshots: self.snapshots.clone(),
             upcasters: self.upcasters.clone(),
-            max_attempts: self.max_attempts,
+            retry: self.retry,
+            jitter: self.jitter.clone(),
             batch_size: self.batch_size,
             clock: self.clock.clone(),
             ids: self.ids.clone(),
@@ -360,22 +363,24 @@ impl<A: Aggregate, S> std::fmt::Debug for Cqrs<A, S> {
             .field("aggregate", &A::TYPE)
             .field("cached", &self.cache.as_ref().map(|c| c.len()))
             .field("snapshots", &self.snapshots.as_ref().map(|s| s.policy))
-            .field("max_attempts", &self.max_attempts)
+            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
 
 impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
-    /// An engine over `store` with a cache of [`DEFAULT_CACHE_CAPACITY`] aggregates, up to
-    /// [`DEFAULT_MAX_ATTEMPTS`] attempts per command, no snapshots, the system clock and random
-    /// event ids.
+    /// An engine over `store` with a cache of [`DEFAULT_CACHE_CAPACITY`] aggregates, the
+    /// default [`RetryPolicy`] (up to [`DEFAULT_MAX_ATTEMPTS`](crate::DEFAULT_MAX_ATTEMPTS)
+    /// attempts within [`DEFAULT_RETRY_BUDGET`](crate::DEFAULT_RETRY_BUDGET), with jittered
+    /// exponential backoff), no snapshots, the system clock and random event ids.
     pub fn new(store: S) -> Self {
         Cqrs {
             store,
             cache: Some(Arc::new(AggregateCache::new(DEFAULT_CACHE_CAPACITY))),
             snapshots: None,
             upcasters: Upcasters::new(),
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry: RetryPolicy::new(),
+            jitter: Arc::new(Jitter::new(None)),
             batch_size: DEFAULT_BATCH_SIZE,
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds::default()),
@@ -388,10 +393,25 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         self
     }
 
-    /// Decides a command at most `attempts` times (at least once) before giving up on conflicts.
-    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts.max(1);
+    /// Retries conflicts by `policy` (see [`RetryPolicy`]); a policy with a
+    /// [`seed`](RetryPolicy::seed) restarts the jitter's sequence from it.
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self.jitter = Arc::new(Jitter::new(policy.seed));
         self
+    }
+
+    /// Decides a command at most `attempts` times (at least once) before giving up on
+    /// conflicts, keeping the rest of the retry policy (its backoff and time budget).
+    #[deprecated(note = "use `with_retry(RetryPolicy::default().max_attempts(n))`")]
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.retry.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     /// Reads streams `events` at a time when loading (at least 1).
@@ -421,7 +441,8 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         self
     }
 
-    /// Replaces the clock that stamps event metadata.
+    /// Replaces the clock that stamps event metadata, measures the retry budget and waits
+    /// between retries.
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
@@ -513,6 +534,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
             None => (self.load_stream(stream).await?, true),
         };
         let mut attempts = 0;
+        let started = self.clock.now();
         loop {
             attempts += 1;
             if let Some(required) = options.expected_version {
@@ -601,19 +623,29 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                     *slot = Some(loaded);
                     return Ok(outcome.into());
                 }
-                Err(Error::Conflict { actual, .. })
-                    if options.expected_version.is_none() && attempts < self.max_attempts =>
-                {
-                    tracing::debug!(actual, attempts, "conflict: reading newer events and deciding again");
+                Err(Error::Conflict { actual, expected, .. }) => {
+                    let retry = match options.expected_version {
+                        None => self.next_delay(attempts, started),
+                        Some(_) => None,
+                    };
+                    let Some(delay) = retry else {
+                        // The same command, sent twice at once, may have won the race.
+                        if let Some(first) = self.outcome_of(options).await? {
+                            return first_outcome(options.command_id.as_deref().unwrap_or_default(), stream, first);
+                        }
+                        return Err(CommandError::Conflict { stream: stream.clone(), expected, actual, attempts });
+                    };
+                    tracing::debug!(
+                        actual,
+                        attempts,
+                        ?delay,
+                        "conflict: backing off, then deciding on the newer events"
+                    );
+                    if !delay.is_zero() {
+                        self.clock.sleep(delay).await;
+                    }
                     self.catch_up(stream, &mut loaded).await?;
                     fresh = true;
-                }
-                Err(Error::Conflict { actual, expected, .. }) => {
-                    // The same command, sent twice at once, may have won the race.
-                    if let Some(first) = self.outcome_of(options).await? {
-                        return first_outcome(options.command_id.as_deref().unwrap_or_default(), stream, first);
-                    }
-                    return Err(CommandError::Conflict { stream: stream.clone(), expected, actual, attempts });
                 }
                 Err(Error::DuplicateCommand { command_id, outcome }) => {
                     *slot = None;
@@ -622,6 +654,18 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 Err(other) => return Err(other.into()),
             }
         }
+    }
+
+    /// The wait before the next attempt of a command that made `attempts` since `started`, or
+    /// `None` when its retry policy ran out.
+    fn next_delay(&self, attempts: u32, started: Timestamp) -> Option<Duration> {
+        if attempts >= self.retry.max_attempts.max(1) {
+            return None;
+        }
+        let micros = self.clock.now().as_micros().saturating_sub(started.as_micros());
+        let elapsed = Duration::from_micros(u64::try_from(micros).unwrap_or(0));
+        let remaining = self.retry.time_budget.checked_sub(elapsed).filter(|r| !r.is_zero())?;
+        Some(self.retry.backoff(attempts, self.jitter.next()).min(remaining))
     }
 
     /// What the command id of `options` already did, if it has one and it was executed.

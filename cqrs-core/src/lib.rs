@@ -11,6 +11,7 @@ mod memory;
 mod position;
 mod projection;
 mod query;
+mod retry;
 mod store;
 mod stream;
 mod subscription;
@@ -28,8 +29,7 @@ pub mod __private;
 pub use aggregate::{Aggregate, Command, Handle};
 pub use clock::{Clock, IdGenerator, ManualClock, RandomIds, SequentialIds, SystemClock};
 pub use engine::{
-    CommandError, CommandOutcome, Cqrs, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_ATTEMPTS,
-    ExecuteOptions, SnapshotPolicy,
+    CommandError, CommandOutcome, Cqrs, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_CAPACITY, ExecuteOptions, SnapshotPolicy,
 };
 pub use error::{Error, Result};
 pub use event::{
@@ -40,6 +40,7 @@ pub use memory::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryView
 pub use position::Position;
 pub use projection::{BoxError, DEFAULT_PROJECTOR_BATCH, EventOf, PoisonPolicy, Projection, Projector};
 pub use query::{Page, Query, QueryHandler, ViewReader};
+pub use retry::{DEFAULT_INITIAL_DELAY, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_DELAY, DEFAULT_RETRY_BUDGET, RetryPolicy};
 pub use store::{AppendOutcome, EventStore, Snapshot, SnapshotStore};
 pub use stream::{ExpectedVersion, MAX_CATEGORY_LEN, MAX_COMMAND_ID_LEN, MAX_ID_LEN, StreamId, validate_command_id};
 pub use subscription::{DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH, Subscription};

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use cqrs_core::prelude::*;
 use cqrs_core::{
     AppendOutcome, CommandError, Cqrs, Error, EventStore, ExecuteOptions, ManualClock, MemoryEventStore,
-    MemorySnapshotStore, SequentialIds, Snapshot, SnapshotPolicy, SnapshotStore, Upcasters,
+    MemorySnapshotStore, RetryPolicy, SequentialIds, Snapshot, SnapshotPolicy, SnapshotStore, Upcasters,
 };
 
 use crate::domain::*;
@@ -225,7 +225,7 @@ async fn a_stale_cache_conflicts_reads_only_newer_events_and_retries() {
 #[tokio::test]
 async fn conflicts_beyond_the_attempts_are_a_typed_error() {
     let store = MemoryEventStore::new();
-    let one = Cqrs::new(store.clone()).with_max_attempts(1);
+    let one = Cqrs::new(store.clone()).with_retry(RetryPolicy::never());
     let two = Cqrs::new(store.clone());
     one.execute(open("a")).await.unwrap();
     two.execute(deposit("a", 1)).await.unwrap();
@@ -261,7 +261,7 @@ async fn sixteen_engines_racing_on_one_stream_lose_nothing() {
     Cqrs::new(store.clone()).execute(open("a")).await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let engine = Cqrs::new(store.clone()).with_max_attempts(1_000);
+        let engine = Cqrs::new(store.clone());
         tasks.push(tokio::spawn(async move {
             for _ in 0..25 {
                 engine.execute(deposit("a", 1)).await.unwrap();
@@ -436,4 +436,47 @@ async fn a_command_id_reused_on_another_stream_is_refused() {
         other => panic!("{other:?}"),
     }
     assert_eq!(stored(&store, "b").await.len(), 1, "nothing appended to b");
+}
+
+#[tokio::test]
+async fn the_cache_evicts_beyond_its_capacity_and_an_evicted_aggregate_reloads_from_the_store() {
+    let store = Counting::default();
+    let cqrs = Cqrs::new(store.clone()).with_cache_capacity(4);
+    let other = Cqrs::new(store.clone()); // another process
+    for a in 0..4 {
+        cqrs.execute(open(&format!("a{a}"))).await.unwrap();
+    }
+    cqrs.execute(deposit("a0", 1)).await.unwrap();
+    store.take_read();
+    // A fifth aggregate: the least recently used idle one (a1) makes room.
+    cqrs.execute(open("a4")).await.unwrap();
+    assert!(format!("{cqrs:?}").contains("cached: Some(4)"), "{cqrs:?}");
+    for a in ["a0", "a2", "a3", "a4"] {
+        cqrs.execute(deposit(a, 1)).await.unwrap();
+    }
+    assert_eq!(store.take_read(), 0, "the others are still cached");
+    // Meanwhile another process moved a1 on; the evicted a1 reloads all of it, with no conflict.
+    for _ in 0..3 {
+        other.execute(deposit("a1", 10)).await.unwrap();
+    }
+    store.take_read();
+    let appends = store.appends.load(Ordering::SeqCst);
+    let done = cqrs.execute(Withdraw { id: "a1".into(), amount: 30 }).await.unwrap();
+    assert_eq!(done.version, 5);
+    assert_eq!(store.take_read(), 4, "a1 was evicted: loaded from its first event");
+    assert_eq!(store.appends.load(Ordering::SeqCst) - appends, 1, "the reloaded state was current");
+    let err = cqrs.execute(Withdraw { id: "a1".into(), amount: 1 }).await.unwrap_err();
+    assert!(matches!(err, CommandError::Rejected(AccountError::Insufficient { balance: 0, .. })), "{err:?}");
+    // Cached again: the next command reads only what is newer than the cache.
+    other.execute(deposit("a1", 7)).await.unwrap();
+    store.take_read();
+    cqrs.execute(Withdraw { id: "a1".into(), amount: 7 }).await.unwrap();
+    assert_eq!(store.take_read(), 1, "only the one newer event");
+    // However many aggregates pass through, the cache stays within its capacity.
+    for a in 0..100 {
+        cqrs.execute(open(&format!("many-{a}"))).await.unwrap();
+        let debug = format!("{cqrs:?}");
+        let cached: usize = debug.split("cached: Some(").nth(1).unwrap().split(')').next().unwrap().parse().unwrap();
+        assert!(cached <= 4, "{debug}");
+    }
 }

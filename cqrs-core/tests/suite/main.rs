@@ -6,3 +6,4 @@ mod domain;
 mod engine;
 mod kit;
 mod projector;
+mod retry;

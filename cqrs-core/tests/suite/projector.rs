@@ -47,10 +47,39 @@ async fn catches_up_resumes_from_its_checkpoint_and_rebuilds() {
     Projector::new(events.clone(), views.clone()).catch_up(&Balances).await.unwrap();
     let view = reader(&views).get("acc-0").await.unwrap().unwrap();
     assert_eq!((view.balance, view.applied, view.version), (155, 12, 12));
-    // A rebuild starts from zero and ends in the same views.
+    // A rebuild folds every event again from the first, into a new generation: with apply
+    // changed in place (same name, same version), old events count the new way.
+    let live = views.status(Balances::NAME).await.unwrap().live.unwrap();
+    let checkpoint = projector.rebuild(&TenfoldDeposits).await.unwrap();
+    let status = views.status(Balances::NAME).await.unwrap();
+    let rebuilt = status.live.unwrap();
+    assert!(rebuilt.id > live.id, "a new generation went live");
+    assert_eq!((status.building, rebuilt.checkpoint, checkpoint), (None, live.checkpoint, live.checkpoint));
+    let tenfold = reader(&views).get("acc-0").await.unwrap().unwrap();
+    assert_eq!((tenfold.balance, tenfold.applied, tenfold.version), (1_550, 12, 12));
+    assert_eq!(reader(&views).get("acc-4").await.unwrap().unwrap().balance, 550);
+    // And back: a rebuild with the original logic ends in the original views.
     projector.rebuild(&Balances).await.unwrap();
     let rebuilt = reader(&views).get("acc-0").await.unwrap().unwrap();
     assert_eq!(rebuilt, view);
+    assert_eq!(reader(&views).get("acc-4").await.unwrap().unwrap().balance, 55);
+}
+
+/// Balances with `apply` changed in place (same name, same version): deposits count tenfold.
+/// Only a rebuild from the first event shows it on old events.
+struct TenfoldDeposits;
+
+impl Projection for TenfoldDeposits {
+    const NAME: &'static str = Balances::NAME;
+    type Aggregate = Account;
+    type View = Balance;
+    fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        Balances.apply(view, e)?;
+        if let (Some(view), AccountEvent::Deposited { amount }) = (view.as_mut(), &e.event) {
+            view.balance += 9 * amount;
+        }
+        Ok(())
+    }
 }
 
 #[tokio::test]
@@ -243,6 +272,12 @@ async fn rebuild_and_catch_up_take_the_lease_and_its_token() {
     seed(&Cqrs::new(events.clone()), 2, 3).await;
     let projector = Projector::new(events.clone(), views.clone()).with_leases(leases.clone());
     projector.catch_up(&Balances).await.unwrap();
+    let before = views.status(Balances::NAME).await.unwrap().live.unwrap();
+    projector.rebuild(&TenfoldDeposits).await.unwrap();
+    let after = views.status(Balances::NAME).await.unwrap().live.unwrap();
+    assert!(after.id > before.id, "the rebuild made a new generation live");
+    let view = reader(&views).get("acc-1").await.unwrap().unwrap();
+    assert_eq!((view.balance, view.applied), (60, 4), "rebuilt from the first event");
     projector.rebuild(&Balances).await.unwrap();
     assert_exact(&views, 2, 3).await;
     // A writer without the lease (token 0) is fenced off once a leader has written.
@@ -511,4 +546,71 @@ async fn shutdown_stops_after_the_current_batch_even_while_far_behind() {
     let built = status.building.or(status.live).and_then(|g| g.checkpoint).expect("some batches were written");
     let end = events.read_all(Position::ZERO, usize::MAX).await.unwrap().last().unwrap().position;
     assert!(built < end, "it stopped well before the end of the backlog");
+}
+
+/// Appends an event as an older version of the code stored it.
+async fn append_old(events: &MemoryEventStore, id: &str, event_type: &'static str, version: u32, payload: &str) {
+    let old = NewEvent {
+        event_type: event_type.into(),
+        schema_version: version,
+        payload: payload.into(),
+        metadata: Metadata::default(),
+    };
+    events.append(&StreamId::new("account", id).unwrap(), ExpectedVersion::Any, vec![old]).await.unwrap();
+}
+
+/// `MoneyDeposited` v1 stored cents; v2 stores `amount`.
+fn cents_to_amount(v: serde_json::Value) -> Result<serde_json::Value, String> {
+    let cents = v["cents"].as_u64().ok_or("no cents")?;
+    Ok(serde_json::json!({ "amount": cents / 100 }))
+}
+
+#[tokio::test]
+async fn a_projector_reads_events_of_an_old_schema_version_through_its_upcasters() {
+    let events = MemoryEventStore::new();
+    let upcasters = cqrs_core::Upcasters::new().add(("MoneyDeposited", 1), ("MoneyDeposited", 2), cents_to_amount);
+    let cqrs = Cqrs::new(events.clone()).with_upcasters(upcasters.clone());
+    append_old(&events, "old", "Opened", 1, r#"{"owner":"ada"}"#).await;
+    append_old(&events, "old", "MoneyDeposited", 1, r#"{"cents":500}"#).await;
+    cqrs.execute(deposit("old", 2)).await.unwrap();
+    // Without the upcaster the old payload does not decode: the projection stops there.
+    let err = Projector::new(events.clone(), MemoryViewStore::default()).catch_up(&Balances).await.unwrap_err();
+    assert!(matches!(err, Error::Decode { version: 2, .. }), "{err:?}");
+    let views = MemoryViewStore::default();
+    Projector::new(events.clone(), views.clone()).with_upcasters(upcasters).catch_up(&Balances).await.unwrap();
+    let view = reader(&views).get("old").await.unwrap().unwrap();
+    assert_eq!((view.owner.as_str(), view.balance, view.applied, view.version), ("ada", 7, 3, 3));
+}
+
+/// Balances that lists the event types it handles, by their current names.
+struct ListedBalances;
+
+impl Projection for ListedBalances {
+    const NAME: &'static str = "listed_balances";
+    type Aggregate = Account;
+    type View = Balance;
+    fn handles(&self, event_type: &str) -> bool {
+        matches!(event_type, "Opened" | "MoneyDeposited" | "Withdrawn")
+    }
+    fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        Balances.apply(view, e)
+    }
+}
+
+#[tokio::test]
+async fn a_projection_listing_current_type_names_sees_events_an_upcaster_renames() {
+    let events = MemoryEventStore::new();
+    append_old(&events, "old", "Opened", 1, r#"{"owner":"ada"}"#).await;
+    // Stored under the type's old name, which an upcaster renames (and reshapes).
+    append_old(&events, "old", "Deposited", 1, r#"{"cents":500}"#).await;
+    let upcasters = cqrs_core::Upcasters::new().add(("Deposited", 1), ("MoneyDeposited", 1), Ok).add(
+        ("MoneyDeposited", 1),
+        ("MoneyDeposited", 2),
+        cents_to_amount,
+    );
+    Cqrs::new(events.clone()).with_upcasters(upcasters.clone()).execute(deposit("old", 2)).await.unwrap();
+    let views = MemoryViewStore::default();
+    Projector::new(events.clone(), views.clone()).with_upcasters(upcasters).catch_up(&ListedBalances).await.unwrap();
+    let view = ViewReader::<Balance>::new(views.clone(), ListedBalances::NAME).get("old").await.unwrap().unwrap();
+    assert_eq!((view.balance, view.applied), (7, 3), "the renamed deposit is not skipped");
 }

@@ -7,6 +7,7 @@ mod appends;
 mod conformance;
 mod domain;
 mod faults;
+mod hot_stream;
 mod ordering;
 mod read_side;
 mod support;
