@@ -59,12 +59,14 @@
 
 mod config;
 mod error;
+mod eviction;
 mod keys;
 mod scripts;
 mod view_store;
 
 pub use config::{DEFAULT_PREFIX, RedisConfig};
 pub use error::{Error, Result};
+pub use eviction::EvictionPolicy;
 pub use view_store::RedisViewStore;
 
 /// The names most programs need.
