@@ -76,8 +76,10 @@ impl Scripts {
 ///   [`dead_letters`](ViewStore::dead_letters) are read-only scripts.
 ///
 /// The connection manager reconnects by itself; a failed read is an error, never "nothing
-/// stored". Run Redis with `maxmemory-policy noeviction`: an evicted key is a lost view. The
-/// `Debug` output shows no credentials.
+/// stored". Run Redis with `maxmemory-policy noeviction` (or `volatile-*`): connecting refuses
+/// an evicting policy unless [`RedisConfig::accept_eviction`] accepts it, and a generation that
+/// loses a key is rebuilt, never folded again from no checkpoint (see the crate's section
+/// "Eviction"). The `Debug` output shows no credentials.
 ///
 /// # Examples
 ///
