@@ -43,6 +43,7 @@ pub struct RedisConfig {
     pub(crate) tls_roots: Option<Vec<u8>>,
     pub(crate) response_timeout: Option<Duration>,
     pub(crate) connection_timeout: Option<Duration>,
+    pub(crate) accept_eviction: bool,
 }
 
 impl fmt::Debug for RedisConfig {
@@ -58,6 +59,7 @@ impl fmt::Debug for RedisConfig {
             .field("tls_roots", &self.tls_roots.as_ref().map(|pem| pem.len()))
             .field("response_timeout", &self.response_timeout)
             .field("connection_timeout", &self.connection_timeout)
+            .field("accept_eviction", &self.accept_eviction)
             .finish()
     }
 }
@@ -84,6 +86,7 @@ impl RedisConfig {
             tls_roots: None,
             response_timeout: Some(Duration::from_secs(5)),
             connection_timeout: Some(Duration::from_secs(5)),
+            accept_eviction: false,
         })
     }
 
@@ -108,6 +111,24 @@ impl RedisConfig {
     /// How long to wait for a connection (default 5 s; `None` waits forever).
     pub fn connection_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.connection_timeout = timeout.into();
+        self
+    }
+
+    /// Whether to connect to a Redis whose `maxmemory-policy` may evict the store's keys
+    /// (`allkeys-*`; default `false`: [`connect_with`](crate::RedisViewStore::connect_with)
+    /// fails with [`Error::EvictionPolicy`]). Accepted, the store logs a warning instead: a
+    /// generation that loses a key is rebuilt once the projector notices, but a view that no
+    /// event touches again reads as missing meanwhile. A policy that cannot be read (`CONFIG`
+    /// renamed or not permitted) is warned about, never refused. See [`EvictionPolicy`](crate::EvictionPolicy).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = cqrs_redis::RedisConfig::from_url("redis://127.0.0.1/").unwrap().accept_eviction(true);
+    /// assert!(format!("{config:?}").contains("accept_eviction: true"));
+    /// ```
+    pub fn accept_eviction(mut self, accept: bool) -> Self {
+        self.accept_eviction = accept;
         self
     }
 

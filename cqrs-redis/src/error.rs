@@ -22,6 +22,17 @@ pub enum Error {
     /// certificate). The message never repeats credentials.
     #[error("cannot connect to Redis: {0}")]
     Connect(String),
+    /// Redis runs with a `maxmemory-policy` that may evict the store's keys (`allkeys-*`, or
+    /// one this crate does not know): use `noeviction` (or a `volatile-*` policy), or accept it
+    /// with [`RedisConfig::accept_eviction`](crate::RedisConfig::accept_eviction).
+    #[error(
+        "Redis runs with maxmemory-policy {policy}, which may evict views: set it to noeviction (or \
+         volatile-*), or accept it with RedisConfig::accept_eviction"
+    )]
+    EvictionPolicy {
+        /// The policy's name.
+        policy: String,
+    },
 }
 
 /// Whether retrying may help: the connection is down or timed out, or the server is busy

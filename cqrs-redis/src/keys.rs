@@ -71,14 +71,10 @@ pub(crate) struct GenerationKeys {
 }
 
 impl GenerationKeys {
-    /// Scripts build it from the base key; named here for the tests.
-    #[cfg(test)]
-    pub(crate) fn version(&self) -> String {
-        format!("{}:version", self.base)
-    }
-
-    pub(crate) fn checkpoint(&self) -> String {
-        format!("{}:checkpoint", self.base)
+    /// The metadata hash: version, checkpoint, token, and how many members `ids`, `indexes` and
+    /// `dead` hold (see the crate's key layout).
+    pub(crate) fn meta(&self) -> String {
+        format!("{}:meta", self.base)
     }
 
     pub(crate) fn ids(&self) -> String {
@@ -115,8 +111,7 @@ mod tests {
         assert_ne!(b.live(), c.live());
         let tasks = ProjectionKeys::new("x:", "tasks");
         assert_eq!(tasks.generation(3).view("t-1"), "x:{p:tasks}:g3:v:t-1");
-        assert_eq!(tasks.generation(3).checkpoint(), "x:{p:tasks}:g3:checkpoint");
-        assert_eq!(tasks.generation(3).version(), format!("{}:g3:version", tasks.base()));
+        assert_eq!(tasks.generation(3).meta(), format!("{}:g3:meta", tasks.base()));
         assert_ne!(tasks.generation(1).view("2:v:a"), tasks.generation(12).view("a"));
     }
 

@@ -1,6 +1,7 @@
 //! [`RedisViewStore`]: generations of views, their secondary indexes and checkpoints on Redis.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -13,6 +14,7 @@ use tracing::Instrument;
 
 use crate::config::RedisConfig;
 use crate::error::redis_error;
+use crate::eviction::{self, EvictionPolicy};
 use crate::keys::{ProjectionKeys, index_suffix};
 use crate::scripts;
 use crate::{Error, Result};
@@ -34,19 +36,21 @@ struct Scripts {
     list: redis::Script,
     count: redis::Script,
     dead_letters: redis::Script,
+    load: redis::Script,
 }
 
 impl Scripts {
     fn new() -> Self {
         Scripts {
-            commit: redis::Script::new(&scripts::commit()),
-            begin: redis::Script::new(&scripts::begin()),
-            go_live: redis::Script::new(&scripts::go_live()),
+            commit: redis::Script::new(scripts::COMMIT),
+            begin: redis::Script::new(scripts::BEGIN),
+            go_live: redis::Script::new(scripts::GO_LIVE),
             sweep: redis::Script::new(scripts::SWEEP),
             status: redis::Script::new(scripts::STATUS),
             list: redis::Script::new(scripts::LIST),
             count: redis::Script::new(scripts::COUNT),
             dead_letters: redis::Script::new(scripts::DEAD_LETTERS),
+            load: redis::Script::new(scripts::LOAD),
         }
     }
 }
@@ -72,8 +76,10 @@ impl Scripts {
 ///   [`dead_letters`](ViewStore::dead_letters) are read-only scripts.
 ///
 /// The connection manager reconnects by itself; a failed read is an error, never "nothing
-/// stored". Run Redis with `maxmemory-policy noeviction`: an evicted key is a lost view. The
-/// `Debug` output shows no credentials.
+/// stored". Run Redis with `maxmemory-policy noeviction` (or `volatile-*`): connecting refuses
+/// an evicting policy unless [`RedisConfig::accept_eviction`] accepts it, and a generation that
+/// loses a key is rebuilt, never folded again from no checkpoint (see the crate's section
+/// "Eviction"). The `Debug` output shows no credentials.
 ///
 /// # Examples
 ///
@@ -97,6 +103,8 @@ pub struct RedisViewStore {
     scripts: Arc<Scripts>,
     /// The live generation last seen, per projection.
     live: Arc<Mutex<HashMap<String, u64>>>,
+    /// The `maxmemory-policy` last seen.
+    eviction: Arc<Mutex<eviction::Watch>>,
 }
 
 impl std::fmt::Debug for RedisViewStore {
@@ -123,6 +131,28 @@ fn gone(projection: &str, generation: u64) -> CoreError {
 
 fn unexpected(what: &str, reply: impl std::fmt::Debug) -> CoreError {
     CoreError::Backend { message: format!("unexpected reply of Redis to {what}: {reply:?}"), source: None }
+}
+
+/// The highest generation id this process proposed or was handed.
+static LAST_GENERATION_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A new generation's proposed id: the time in milliseconds since 1970 above 20 random bits
+/// (and above every id this process saw), so that ids grow with time and never come back,
+/// whatever Redis lost (a counter in Redis would start over after a `FLUSHALL`). The begin
+/// script takes one above every id the projection still holds instead when this one is not
+/// (a clock behind another process's).
+fn proposed_generation_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    // Until the year 2527.
+    let millis = u64::try_from(since.as_millis()).unwrap_or(u64::MAX).min((1 << 44) - 1);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(since.as_nanos());
+    let proposed = (millis << 20) | (hasher.finish() & 0xF_FFFF);
+    let last = LAST_GENERATION_ID
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(last.saturating_add(1).max(proposed)))
+        .unwrap_or_else(|last| last);
+    last.saturating_add(1).max(proposed)
 }
 
 /// A generation id as Redis stores it.
@@ -166,6 +196,15 @@ impl RedisViewStore {
 
     /// Connects with these settings. A refused password, or a setting that cannot work, fails at
     /// once; a server that cannot be reached is tried again a few times first.
+    ///
+    /// It reads Redis's `maxmemory-policy` (`CONFIG GET`) and fails with
+    /// [`Error::EvictionPolicy`] when the policy may evict the store's keys (`allkeys-*`), unless
+    /// [`RedisConfig::accept_eviction`] accepts it (then it logs a warning). A policy it cannot
+    /// read (`CONFIG` renamed or disabled, or not permitted to the ACL user) is logged as a
+    /// warning and the store connects: make sure yourself that it is `noeviction` or `volatile-*`.
+    /// [`status`](ViewStore::status) reads the policy again (at most once a second: the projector
+    /// calls it every verify interval) and logs a change, and an evicting policy not accepted at
+    /// error level every minute; [`eviction_policy`](Self::eviction_policy) says what it found.
     pub async fn connect_with(config: RedisConfig) -> Result<Self> {
         let address = config.address();
         let span = tracing::info_span!("redis_connect", %address, tls = config.is_tls());
@@ -190,14 +229,22 @@ impl RedisViewStore {
             let manager = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(config.connection_timeout)
                 .set_response_timeout(config.response_timeout);
-            let connection = ConnectionManager::new_with_config(client, manager).await.map_err(connect_error)?;
+            let mut connection = ConnectionManager::new_with_config(client, manager).await.map_err(connect_error)?;
             tracing::debug!("connected");
+            let policy = eviction::read(&mut connection).await.map_err(connect_error)?;
+            if let EvictionPolicy::Evicting(name) = &policy
+                && !config.accept_eviction
+            {
+                return Err(Error::EvictionPolicy { policy: name.clone() });
+            }
+            eviction::log(&policy, config.accept_eviction, &address);
             Ok(RedisViewStore {
                 connection,
                 prefix: config.prefix,
                 address,
                 scripts: Arc::new(Scripts::new()),
                 live: Arc::default(),
+                eviction: Arc::new(Mutex::new(eviction::Watch::new(config.accept_eviction, policy))),
             })
         }
         .instrument(span)
@@ -215,6 +262,32 @@ impl RedisViewStore {
     /// ```
     pub fn check_prefix(prefix: &str) -> Result<()> {
         crate::config::check_prefix(prefix)
+    }
+
+    /// The `maxmemory-policy` that the last check found (at connect, or by a
+    /// [`status`](ViewStore::status) call at most a second ago).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), cqrs_redis::Error> {
+    /// let views = cqrs_redis::RedisViewStore::connect("redis://127.0.0.1:6379/", "app:").await?;
+    /// assert!(views.eviction_policy().is_safe(), "connect refuses an evicting policy");
+    /// # Ok(()) }
+    /// ```
+    pub fn eviction_policy(&self) -> EvictionPolicy {
+        self.eviction.lock().unwrap_or_else(PoisonError::into_inner).seen.clone()
+    }
+
+    /// Reads the `maxmemory-policy` again when the last check is a second old or more.
+    async fn watch_eviction_policy(&self) {
+        if !self.eviction.lock().unwrap_or_else(PoisonError::into_inner).due() {
+            return;
+        }
+        match eviction::read(&mut self.connection.clone()).await {
+            Ok(policy) => self.eviction.lock().unwrap_or_else(PoisonError::into_inner).found(policy, &self.address),
+            Err(error) => tracing::debug!(%error, "cannot read Redis's maxmemory-policy now"),
+        }
     }
 
     fn keys(&self, projection: &str) -> ProjectionKeys {
@@ -328,6 +401,7 @@ fn client(config: &RedisConfig) -> Result<redis::Client> {
 #[async_trait]
 impl ViewStore for RedisViewStore {
     async fn status(&self, projection: &str) -> cqrs_core::Result<ProjectionStatus> {
+        self.watch_eviction_policy().await;
         let keys = self.keys(projection);
         let mut connection = self.connection.clone();
         let reply: Vec<String> = self
@@ -340,23 +414,32 @@ impl ViewStore for RedisViewStore {
             .instrument(tracing::trace_span!("status", store = "redis", projection))
             .await
             .map_err(redis_error)?;
-        let [live, live_version, live_checkpoint, building, building_version, building_checkpoint] = &reply[..] else {
+        let [live, building] = [0, 1].map(|i| reply.get(4 * i..4 * i + 4));
+        let (Some(live), Some(building), 8) = (live, building, reply.len()) else {
             return Err(unexpected("the status script", reply));
         };
-        let generation = |id: &str, version: &str, checkpoint: &str| -> cqrs_core::Result<Option<Generation>> {
-            if id.is_empty() {
-                return Ok(None);
+        // A lost generation is left out: the projector then rebuilds into a new one.
+        let generation = |what: &str, fields: &[String]| -> cqrs_core::Result<Option<Generation>> {
+            let [id, version, checkpoint, state] = fields else { return Err(unexpected("the status script", fields)) };
+            match state.as_str() {
+                "" => Ok(None),
+                "ok" => Ok(Some(Generation {
+                    id: generation_id(id)?,
+                    version: version.parse().map_err(|_| unexpected("a generation's version", version))?,
+                    checkpoint: position(checkpoint)?,
+                })),
+                "lost" => {
+                    tracing::warn!(
+                        projection,
+                        generation = %id,
+                        "the {what} generation lost keys (evicted or deleted): it will be rebuilt"
+                    );
+                    Ok(None)
+                }
+                _ => Err(unexpected("the status script", fields)),
             }
-            Ok(Some(Generation {
-                id: generation_id(id)?,
-                version: version.parse().map_err(|_| unexpected("a generation's version", version))?,
-                checkpoint: position(checkpoint)?,
-            }))
         };
-        let status = ProjectionStatus {
-            live: generation(live, live_version, live_checkpoint)?,
-            building: generation(building, building_version, building_checkpoint)?,
-        };
+        let status = ProjectionStatus { live: generation("live", live)?, building: generation("building", building)? };
         self.remember_live(projection, status.live.map(|g| g.id));
         Ok(status)
     }
@@ -380,12 +463,17 @@ impl ViewStore for RedisViewStore {
             .arg(fencing_token)
             .arg(version)
             .arg(keys.base())
+            .arg(proposed_generation_id())
             .invoke_async(&mut connection)
             .instrument(tracing::debug_span!("begin_generation", store = "redis", projection, version))
             .await
             .map_err(redis_error)?;
         let generation = match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-            ["0", id] => Generation { id: generation_id(id)?, version, checkpoint: None },
+            ["0", id] => {
+                let id = generation_id(id)?;
+                LAST_GENERATION_ID.fetch_max(id, Ordering::Relaxed);
+                Generation { id, version, checkpoint: None }
+            }
             ["2", highest] => return Err(fenced(projection, fencing_token, highest)),
             _ => return Err(unexpected("begin_generation", reply)),
         };
@@ -403,16 +491,31 @@ impl ViewStore for RedisViewStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = self.keys(projection).generation(generation);
-        let names: Vec<String> = ids.iter().map(|id| keys.view(id)).collect();
+        let keys = self.keys(projection);
+        let generation_keys = keys.generation(generation);
+        let mut invocation = self.scripts.load.prepare_invoke();
+        invocation.key(keys.live()).key(keys.building()).key(generation_keys.ids());
+        for id in ids {
+            invocation.key(generation_keys.view(id));
+        }
+        invocation.arg(keys.base()).arg(generation);
+        for id in ids {
+            invocation.arg(id.as_str());
+        }
         let mut connection = self.connection.clone();
-        let values: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&names)
-            .query_async(&mut connection)
+        let mut reply: Vec<Option<String>> = invocation
+            .invoke_async(&mut connection)
             .instrument(tracing::trace_span!("load_views", store = "redis", projection, generation, views = ids.len()))
             .await
             .map_err(redis_error)?;
-        Ok(values)
+        match reply.first().map(Option::as_deref) {
+            Some(Some("0")) if reply.len() == ids.len() + 1 => {
+                reply.remove(0);
+                Ok(reply)
+            }
+            Some(Some("4")) if reply.len() == 1 => Err(gone(projection, generation)),
+            _ => Err(unexpected("the load script", reply)),
+        }
     }
 
     async fn commit(&self, projection: &str, commit: ViewCommit) -> cqrs_core::Result<()> {
@@ -442,7 +545,7 @@ impl ViewStore for RedisViewStore {
             .key(keys.token())
             .key(keys.live())
             .key(keys.building())
-            .key(generation.checkpoint())
+            .key(generation.meta())
             .key(generation.ids())
             .key(generation.indexes())
             .key(generation.dead_letters());
@@ -458,7 +561,8 @@ impl ViewStore for RedisViewStore {
             .arg(commit.checkpoint.to_string())
             .arg(commit.fencing_token)
             .arg(commit.views.len())
-            .arg(lists.len());
+            .arg(lists.len())
+            .arg(keys.base());
         for list in &lists {
             invocation.arg(index_suffix(list));
         }

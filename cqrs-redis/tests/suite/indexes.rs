@@ -189,5 +189,5 @@ async fn deleted_views_leave_no_index_members_or_empty_lists_behind() {
     assert_eq!(store.list("p", &entry.key, None, 10).await.unwrap(), cqrs_core::ViewPage::default());
     let mut raw = crate::raw_connection(&crate::redis_url()).await;
     let left = crate::keys_under(&mut raw, &format!("{prefix}{{p:p}}:g{}:", g.id)).await;
-    assert_eq!(left, [format!("{prefix}{{p:p}}:g{}:checkpoint", g.id), format!("{prefix}{{p:p}}:g{}:version", g.id)]);
+    assert_eq!(left, [format!("{prefix}{{p:p}}:g{}:meta", g.id)]);
 }

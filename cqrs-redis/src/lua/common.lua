@@ -1,0 +1,97 @@
+-- Helpers every script of the view store starts with (scripts.rs prepends this file).
+--
+-- Fencing tokens, checkpoints and generation ids are compared as decimal strings: Lua numbers
+-- are doubles, exact only to 2^53, and generation ids are about 2^60.
+
+-- Whether the decimal string `a` is below `b` (no leading zeros).
+local function less(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+
+-- The larger of two decimal strings.
+local function larger(a, b)
+  if less(a, b) then return b end
+  return a
+end
+
+-- The decimal string one above `a`.
+local function succ(a)
+  local digits = {}
+  for i = 1, #a do digits[i] = string.byte(a, i) - 48 end
+  local i = #digits
+  while i >= 1 and digits[i] == 9 do
+    digits[i] = 0
+    i = i - 1
+  end
+  if i == 0 then table.insert(digits, 1, 1) else digits[i] = digits[i] + 1 end
+  for j = 1, #digits do digits[j] = string.char(digits[j] + 48) end
+  return table.concat(digits)
+end
+
+-- Whether the checkpoint `a` ("tx.seq", both decimal; '' for none, before every other) is
+-- below `b`.
+local function before(a, b)
+  if b == '' then return false end
+  if a == '' then return true end
+  local i = string.find(a, '.', 1, true)
+  local j = string.find(b, '.', 1, true)
+  if not i or not j then error('a stored checkpoint is not "tx.seq"') end
+  local atx, btx = string.sub(a, 1, i - 1), string.sub(b, 1, j - 1)
+  if atx ~= btx then return less(atx, btx) end
+  return less(string.sub(a, i + 1), string.sub(b, j + 1))
+end
+
+-- The checkpoint a generation's metadata holds for "none yet" (begin_generation writes it, so
+-- that a missing checkpoint is never read as "none").
+local NO_CHECKPOINT = 'none'
+
+-- The fields of a generation's metadata hash `<gen>:meta`, all written by begin_generation.
+-- `lost` is only there once a script found one of the generation's keys missing.
+local FIELDS = {'version', 'checkpoint', 'token', 'views', 'lists', 'dead', 'lost'}
+
+-- The metadata of the generation `g` of the projection whose base key is `base`, as a table
+-- (`checkpoint` '' for none), or nil when the generation is lost: its metadata hash, or a field
+-- of it, is missing (evicted, deleted), a script marked it lost, or the sets of its view ids and
+-- index lists or its dead-letter list do not hold what its last commit left (evicted).
+local function intact(base, g)
+  if not g then return nil end
+  local gen = base .. ':g' .. g
+  local m = redis.call('HMGET', gen .. ':meta', unpack(FIELDS))
+  for i = 1, 6 do
+    if not m[i] then return nil end
+  end
+  if m[7] then return nil end
+  if tostring(redis.call('SCARD', gen .. ':ids')) ~= m[4]
+    or tostring(redis.call('SCARD', gen .. ':indexes')) ~= m[5]
+    or tostring(redis.call('LLEN', gen .. ':dead')) ~= m[6] then
+    return nil
+  end
+  local checkpoint = m[2]
+  if checkpoint == NO_CHECKPOINT then checkpoint = '' end
+  return {version = m[1], checkpoint = checkpoint, token = m[3]}
+end
+
+-- Marks the generation `g` lost (one of its keys is missing): from now on every script reads
+-- it as lost. Its token stays, to go on fencing.
+local function mark_lost(base, g, why)
+  redis.call('HSET', base .. ':g' .. g .. ':meta', 'lost', why)
+end
+
+-- The highest fencing token that wrote: the token key's, or the one that the metadata of a
+-- generation still there keeps, whichever is higher (so that losing the token key alone
+-- fences no less).
+local function highest_token(token_key, live, building)
+  local highest = redis.call('GET', token_key) or '0'
+  if live then highest = larger(highest, live.token) end
+  if building then highest = larger(highest, building.token) end
+  return highest
+end
+
+-- Records `token` as the highest: in the token key and in the metadata of the live and the
+-- building generation (those still intact: `live_meta`, `building_meta`).
+local function raise_token(token_key, base, token, live, live_meta, building, building_meta)
+  redis.call('SET', token_key, token)
+  if live_meta then redis.call('HSET', base .. ':g' .. live .. ':meta', 'token', token) end
+  if building_meta then redis.call('HSET', base .. ':g' .. building .. ':meta', 'token', token) end
+end
