@@ -7,6 +7,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (3, "dead letters", include_str!("../sql/0003_dead_letters.sql")),
     (4, "generations", include_str!("../sql/0004_generations.sql")),
     (5, "append probe", include_str!("../sql/0005_append_probe.sql")),
+    (7, "projection stops", include_str!("../sql/0007_projection_stops.sql")),
 ];
 
 /// The statements a store runs, with the schema name filled in once.
@@ -26,6 +27,7 @@ pub(crate) struct Sql {
     pub(crate) notify_channel: String,
     pub(crate) hidden_events: String,
     pub(crate) status: String,
+    pub(crate) record_stop: String,
     pub(crate) begin_generation: String,
     pub(crate) load_views: String,
     pub(crate) commit_generation: String,
@@ -111,13 +113,15 @@ impl Sql {
             notify_channel: format!("cqrs_events_{schema}"),
             status: format!(
                 "SELECT s.live, l.version, l.transaction_id::text, l.sequence, \
-                        s.building, b.version, b.transaction_id::text, b.sequence \
+                        s.building, b.version, b.transaction_id::text, b.sequence, \
+                        s.stop_kind, s.stop_transaction_id::text, s.stop_sequence, s.stop_reason \
                  FROM {s}.projection_status s \
                  LEFT JOIN {s}.generations l ON l.projection = s.projection AND l.generation = s.live \
                  LEFT JOIN {s}.generations b ON b.projection = s.projection AND b.generation = s.building \
                  WHERE s.projection = $1"
             ),
             begin_generation: format!("SELECT status, generation_id, highest FROM {s}.begin_generation($1, $2, $3)"),
+            record_stop: format!("SELECT status, highest FROM {s}.record_stop($1, $2, $3, $4, $5, $6)"),
             load_views: format!(
                 "SELECT id, view::text FROM {s}.views WHERE projection = $1 AND generation = $2 AND id = ANY($3)"
             ),

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cqrs_core::{
-    DeadLetter, Error as CoreError, Generation, IndexKey, ListCursor, Position, ProjectionStatus, ViewCommit, ViewPage,
-    ViewStore,
+    DeadLetter, Error as CoreError, Generation, IndexKey, ListCursor, Position, ProjectionStatus, ProjectionStop,
+    ViewCommit, ViewPage, ViewStore,
 };
 use deadpool_postgres::Pool;
 use tokio_postgres::Row;
@@ -159,6 +159,15 @@ fn generation_at(row: &Row, first: usize) -> cqrs_core::Result<Option<Generation
     }))
 }
 
+/// The recorded stop in columns `first..first + 4` of a status row (kind, transaction, sequence,
+/// reason), if any.
+fn stop_at(row: &Row, first: usize) -> cqrs_core::Result<Option<ProjectionStop>> {
+    let Some(kind) = row.try_get::<_, Option<&str>>(first).map_err(pg)? else { return Ok(None) };
+    let position = position(row.try_get(first + 1).map_err(pg)?, row.try_get(first + 2).map_err(pg)?)?;
+    let reason: Option<&str> = row.try_get(first + 3).map_err(pg)?;
+    Ok(Some(ProjectionStop::new(kind.parse()?, position, reason.unwrap_or_default())))
+}
+
 /// Whether the first row of a query that joins the status table names a live generation (its
 /// column 0).
 fn live(rows: &[Row]) -> cqrs_core::Result<bool> {
@@ -227,7 +236,32 @@ impl ViewStore for PgViewStore {
         let stmt = client.prepare_cached(&self.sql.status).await.map_err(pg)?;
         match client.query_opt(&stmt, &[&projection]).await.map_err(pg)? {
             None => Ok(ProjectionStatus::default()),
-            Some(row) => Ok(ProjectionStatus { live: generation_at(&row, 0)?, building: generation_at(&row, 4)? }),
+            Some(row) => Ok(ProjectionStatus {
+                live: generation_at(&row, 0)?,
+                building: generation_at(&row, 4)?,
+                stopped: stop_at(&row, 8)?,
+            }),
+        }
+    }
+
+    async fn record_stop(
+        &self,
+        projection: &str,
+        stop: Option<&ProjectionStop>,
+        fencing_token: u64,
+    ) -> cqrs_core::Result<()> {
+        let fencing = token(fencing_token)?;
+        let (tx, sequence) = parts(stop.and_then(|s| s.position))?;
+        let kind = stop.map(|s| s.kind.as_str());
+        // PostgreSQL text cannot hold a NUL byte.
+        let reason = stop.map(|s| s.reason.replace('\0', "\u{fffd}"));
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let stmt = client.prepare_cached(&self.sql.record_stop).await.map_err(pg)?;
+        let row =
+            client.query_one(&stmt, &[&projection, &fencing, &kind, &tx, &sequence, &reason]).await.map_err(pg)?;
+        match row.try_get::<_, i32>(0).map_err(pg)? {
+            0 => Ok(()),
+            _ => Err(fenced(projection, fencing_token, &row, 1)?),
         }
     }
 

@@ -59,6 +59,11 @@ impl ProjectionKeys {
         format!("{}:trash", self.base)
     }
 
+    /// Why the projection stopped (a hash: kind, position, reason), while it is stopped.
+    pub(crate) fn stopped(&self) -> String {
+        format!("{}:stopped", self.base)
+    }
+
     pub(crate) fn generation(&self, id: u64) -> GenerationKeys {
         GenerationKeys { base: format!("{}:g{id}", self.base) }
     }

@@ -69,11 +69,21 @@ pub(crate) const GO_LIVE: &str = script!("go_live.lua");
 pub(crate) const SWEEP: &str = script!("sweep.lua");
 
 /// The live and the building generation: for each, its id, version, checkpoint and state
-/// (`ok`, or `lost`: then version and checkpoint are `""`; all four `""` when there is none).
-/// Reads only.
+/// (`ok`, or `lost`: then version and checkpoint are `""`; all four `""` when there is none);
+/// then the recorded stop's kind, position and reason (`""` when none). Reads only.
 ///
-/// KEYS: 1 live, 2 building. ARGV: 1 the projection's base key.
+/// KEYS: 1 live, 2 building, 3 stopped. ARGV: 1 the projection's base key.
 pub(crate) const STATUS: &str = script!("status.lua");
+
+/// Records why the projection stopped (or, with an empty kind, clears it), fenced like a
+/// commit.
+///
+/// KEYS: 1 token, 2 live, 3 building, 4 stopped. ARGV: 1 the projection's base key, 2 token,
+/// 3 kind (`""` to clear), 4 position (`""` for none), 5 reason.
+///
+/// Replies `{0}` when recorded, `{2, highest}` when fenced, `{3, key}` for a key of another
+/// type.
+pub(crate) const RECORD_STOP: &str = script!("record_stop.lua");
 
 /// The views of one generation, for the projector.
 ///

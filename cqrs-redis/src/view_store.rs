@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use cqrs_core::{
-    DeadLetter, Error as CoreError, Generation, IndexKey, ListCursor, Position, ProjectionStatus, ViewCommit, ViewPage,
-    ViewStore,
+    DeadLetter, Error as CoreError, Generation, IndexKey, ListCursor, Position, ProjectionStatus, ProjectionStop,
+    ViewCommit, ViewPage, ViewStore,
 };
 use redis::aio::ConnectionManager;
 use tracing::Instrument;
@@ -33,6 +33,7 @@ struct Scripts {
     go_live: redis::Script,
     sweep: redis::Script,
     status: redis::Script,
+    record_stop: redis::Script,
     list: redis::Script,
     count: redis::Script,
     dead_letters: redis::Script,
@@ -47,6 +48,7 @@ impl Scripts {
             go_live: redis::Script::new(scripts::GO_LIVE),
             sweep: redis::Script::new(scripts::SWEEP),
             status: redis::Script::new(scripts::STATUS),
+            record_stop: redis::Script::new(scripts::RECORD_STOP),
             list: redis::Script::new(scripts::LIST),
             count: redis::Script::new(scripts::COUNT),
             dead_letters: redis::Script::new(scripts::DEAD_LETTERS),
@@ -409,14 +411,19 @@ impl ViewStore for RedisViewStore {
             .status
             .key(keys.live())
             .key(keys.building())
+            .key(keys.stopped())
             .arg(keys.base())
             .invoke_async(&mut connection)
             .instrument(tracing::trace_span!("status", store = "redis", projection))
             .await
             .map_err(redis_error)?;
         let [live, building] = [0, 1].map(|i| reply.get(4 * i..4 * i + 4));
-        let (Some(live), Some(building), 8) = (live, building, reply.len()) else {
+        let (Some(live), Some(building), Some([kind, stopped_at, reason])) = (live, building, reply.get(8..11)) else {
             return Err(unexpected("the status script", reply));
+        };
+        let stopped = match kind.as_str() {
+            "" => None,
+            kind => Some(ProjectionStop::new(kind.parse()?, position(stopped_at)?, reason.as_str())),
         };
         // A lost generation is left out: the projector then rebuilds into a new one.
         let generation = |what: &str, fields: &[String]| -> cqrs_core::Result<Option<Generation>> {
@@ -439,7 +446,8 @@ impl ViewStore for RedisViewStore {
                 _ => Err(unexpected("the status script", fields)),
             }
         };
-        let status = ProjectionStatus { live: generation("live", live)?, building: generation("building", building)? };
+        let status =
+            ProjectionStatus { live: generation("live", live)?, building: generation("building", building)?, stopped };
         self.remember_live(projection, status.live.map(|g| g.id));
         Ok(status)
     }
@@ -637,6 +645,42 @@ impl ViewStore for RedisViewStore {
         self.remember_live(projection, Some(generation));
         self.sweep_after_switch(projection).await;
         Ok(())
+    }
+
+    async fn record_stop(
+        &self,
+        projection: &str,
+        stop: Option<&ProjectionStop>,
+        fencing_token: u64,
+    ) -> cqrs_core::Result<()> {
+        let keys = self.keys(projection);
+        let mut connection = self.connection.clone();
+        let position = stop.and_then(|s| s.position).map(|p| p.to_string()).unwrap_or_default();
+        let reply: Vec<String> = self
+            .scripts
+            .record_stop
+            .key(keys.token())
+            .key(keys.live())
+            .key(keys.building())
+            .key(keys.stopped())
+            .arg(keys.base())
+            .arg(fencing_token)
+            .arg(stop.map_or("", |s| s.kind.as_str()))
+            .arg(position)
+            .arg(stop.map_or("", |s| s.reason.as_str()))
+            .invoke_async(&mut connection)
+            .instrument(tracing::debug_span!("record_stop", store = "redis", projection))
+            .await
+            .map_err(redis_error)?;
+        match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["0"] => Ok(()),
+            ["2", highest] => Err(fenced(projection, fencing_token, highest)),
+            ["3", key] => Err(CoreError::Backend {
+                message: format!("key {key:?} holds another type than the view store writes; nothing was written"),
+                source: None,
+            }),
+            _ => Err(unexpected("record_stop", reply)),
+        }
     }
 
     async fn read_views(&self, projection: &str, ids: &[String]) -> cqrs_core::Result<Vec<Option<String>>> {

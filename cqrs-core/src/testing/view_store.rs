@@ -71,6 +71,36 @@ where
     switching(make().await).await;
     list_corners(make().await).await;
     answers_like_the_memory_store(make().await).await;
+    stops(make().await).await;
+}
+
+/// A recorded stop is reported by `status` until cleared, per projection, with its kind,
+/// position and reason; recording is fenced like a commit.
+pub async fn stops<S: ViewStore>(store: S) {
+    use crate::{ProjectionStop, StopKind};
+    assert_eq!(store.status("p").await.expect("status").stopped, None);
+    let failed = ProjectionStop::new(StopKind::Failed, Some(at(7)), "apply failed: \"x\" ü\u{0}");
+    store.record_stop("p", Some(&failed), 3).await.expect("record");
+    let stopped = store.status("p").await.expect("status").stopped.expect("a stop");
+    assert_eq!((stopped.kind, stopped.position), (StopKind::Failed, Some(at(7))));
+    assert!(stopped.reason.starts_with("apply failed: \"x\" ü"), "{:?}", stopped.reason);
+    assert_eq!(store.status("q").await.expect("status").stopped, None, "per projection");
+    match store.record_stop("p", None, 2).await {
+        Err(Error::Fenced { token: 2, highest: 3, .. }) => {}
+        other => panic!("an older token must be fenced, got {other:?}"),
+    }
+    let newer = ProjectionStop::new(StopKind::NeedsNewerRelease, None, "v2");
+    store.record_stop("p", Some(&newer), 3).await.expect("record again");
+    assert_eq!(store.status("p").await.expect("status").stopped, Some(newer));
+    let g = live(&store, "p", 3).await;
+    store.commit("p", commit(g, None, 1, 3, &[("a", Some("1"))])).await.expect("a commit keeps the stop");
+    assert!(store.status("p").await.expect("status").stopped.is_some());
+    store.record_stop("p", None, 4).await.expect("clear");
+    assert_eq!(store.status("p").await.expect("status").stopped, None);
+    match store.commit("p", commit(g, Some(1), 2, 3, &[])).await {
+        Err(Error::Fenced { highest: 4, .. }) => {}
+        other => panic!("a newer token recorded with a stop fences commits, got {other:?}"),
+    }
 }
 
 /// Nothing is live before a first generation goes live; generation ids grow; a write into a

@@ -1,4 +1,4 @@
--- The live and the building generation (see scripts.rs). Reads only.
+-- The live and the building generation, and the recorded stop (see scripts.rs). Reads only.
 local out = {}
 for i = 1, 2 do
   local g = redis.call('GET', KEYS[i])
@@ -20,4 +20,6 @@ for i = 1, 2 do
     out[#out + 1] = ''
   end
 end
+local stop = redis.call('HMGET', KEYS[3], 'kind', 'position', 'reason')
+for i = 1, 3 do out[#out + 1] = stop[i] or '' end
 return out
