@@ -5,6 +5,7 @@
 
 mod appends;
 mod conformance;
+mod corrupt;
 mod domain;
 mod faults;
 mod ordering;

@@ -71,6 +71,33 @@ async fn an_append_that_commits_late_is_never_skipped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_head_and_the_count_stop_below_a_transaction_still_open() {
+    let server = PrivateServer::start();
+    let store = store_at(&server.url()).await;
+    let schema = store.config().schema_name().to_owned();
+    let before = store.append(&stream("before"), ExpectedVersion::Any, vec![test_event(0)]).await.unwrap();
+    let held = raw(&server.url()).await;
+    begin_append(&held, &schema, "held", 1).await;
+    let mut last = before.clone();
+    for i in 2..=6 {
+        last = store.append(&stream(&format!("later-{i}")), ExpectedVersion::Any, vec![test_event(i)]).await.unwrap();
+    }
+    // Only the event before the open transaction is readable: the head stays there.
+    assert_eq!(store.head().await.unwrap(), Some(before.position), "the head is never beyond read_all");
+    let readable = store.read_all(Position::ZERO, 100).await.unwrap();
+    assert_eq!(readable.iter().map(|e| e.position).collect::<Vec<_>>(), [before.position]);
+    assert_eq!(store.count_after(Position::ZERO, 100).await.unwrap(), 1, "held-back events are not counted");
+    assert_eq!(store.count_after(before.position, 100).await.unwrap(), 0);
+    assert_eq!(store.holdback().await.unwrap().hidden_events, 5, "they are reported apart");
+    held.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(store.head().await.unwrap(), Some(last.position));
+    assert_eq!(store.count_after(Position::ZERO, 100).await.unwrap(), 7);
+    assert_eq!(store.count_after(before.position, 100).await.unwrap(), 6);
+    assert_eq!(store.count_after(before.position, 4).await.unwrap(), 4);
+    assert_eq!(store.read_all(Position::ZERO, 100).await.unwrap().last().map(|e| e.position), Some(last.position));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_transaction_in_another_database_holds_subscribers_and_is_named() {
     let server = PrivateServer::start();
     let store = store_at(&server.url()).await;
