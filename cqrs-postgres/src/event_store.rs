@@ -1,7 +1,7 @@
 //! [`PgEventStore`]: the event store on PostgreSQL.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,6 +19,10 @@ use tracing::Instrument;
 use crate::connect::{Connector, unavailable};
 use crate::schema::{MIGRATIONS, Sql};
 use crate::{Blocker, Error, Holdback, PgConfig, Result};
+
+/// One coalesced wake-up: `NOTIFY` on the channel `$1`, its commit not waiting for the WAL
+/// flush (`set_config(..., true)` lasts until the end of this statement's transaction).
+const NOTIFY: &str = "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')";
 
 /// How long the notifier gathers appends before one NOTIFY: wake-up latency for subscribers
 /// in other processes against load on the server.
@@ -75,14 +79,50 @@ struct Wake {
     local: watch::Sender<u64>,
     notify_pending: AtomicBool,
     kick: Notify,
-    notifier: OnceLock<()>,
-    listener: OnceLock<()>,
+    /// Whether the notifier task runs (see [`Running`]).
+    notifier: AtomicBool,
+    /// Whether the listener task runs (see [`Running`]).
+    listener: AtomicBool,
     closed: watch::Sender<bool>,
 }
 
 impl Wake {
     fn bump(&self) {
         self.local.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Starts a background task on the runtime at hand unless one runs already (on this or
+    /// another runtime): the first use on a new runtime after the one that ran it ended
+    /// starts it again.
+    fn start<F>(self: &Arc<Self>, which: fn(&Wake) -> &AtomicBool, task: impl FnOnce() -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if which(self).load(Ordering::Acquire) || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        if which(self).compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return;
+        }
+        let running = Running { wake: self.clone(), which };
+        let task = task();
+        tokio::spawn(async move {
+            let _running = running;
+            task.await;
+        });
+    }
+}
+
+/// Marks a background task of [`Wake`] as running until its future is dropped: when it
+/// returns, or when its runtime shuts down (which drops every task's future).
+struct Running {
+    wake: Arc<Wake>,
+    which: fn(&Wake) -> &AtomicBool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        (self.which)(&self.wake).store(false, Ordering::Release);
     }
 }
 
@@ -190,8 +230,8 @@ impl PgEventStore {
             local: watch::Sender::new(0),
             notify_pending: AtomicBool::new(false),
             kick: Notify::new(),
-            notifier: OnceLock::new(),
-            listener: OnceLock::new(),
+            notifier: AtomicBool::new(false),
+            listener: AtomicBool::new(false),
             closed: watch::Sender::new(false),
         });
         let sql = Arc::new(Sql::new(&config.schema));
@@ -357,11 +397,7 @@ impl PgEventStore {
         let wake = &self.inner.wake;
         wake.bump();
         wake.notify_pending.store(true, Ordering::Release);
-        if wake.notifier.get().is_none() && tokio::runtime::Handle::try_current().is_ok() {
-            wake.notifier.get_or_init(|| {
-                tokio::spawn(notifier(Arc::downgrade(&self.inner), self.inner.wake.clone()));
-            });
-        }
+        wake.start(|w| &w.notifier, || notifier(Arc::downgrade(&self.inner), wake.clone()));
         wake.kick.notify_one();
     }
 
@@ -383,6 +419,11 @@ impl PgEventStore {
 }
 
 /// Sends one `NOTIFY` per burst of appends, after their commits, on a pooled connection.
+///
+/// A `NOTIFY` is a transaction of its own that takes a transaction id, and its commit would
+/// wait for the WAL to reach the disk like an append's; its statement sets
+/// `synchronous_commit = off` for its own transaction (and for nothing else the pooled
+/// connection runs). A wake-up lost in a crash costs subscribers one poll interval.
 async fn notifier(store: Weak<Inner>, wake: Arc<Wake>) {
     loop {
         wake.kick.notified().await;
@@ -400,7 +441,7 @@ async fn notifier(store: Weak<Inner>, wake: Arc<Wake>) {
         drop(inner);
         let sent = async {
             let client = pool.get().await.map_err(unavailable)?;
-            let stmt = client.prepare_cached("SELECT pg_notify($1, '')").await.map_err(pg)?;
+            let stmt = client.prepare_cached(NOTIFY).await.map_err(pg)?;
             client.execute(&stmt, &[&channel]).await.map_err(pg)
         };
         if let Err(error) = sent.await {
@@ -881,11 +922,7 @@ impl EventStore for PgEventStore {
 
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         let wake = &self.inner.wake;
-        if wake.listener.get().is_none() && tokio::runtime::Handle::try_current().is_ok() {
-            wake.listener.get_or_init(|| {
-                tokio::spawn(listener(Arc::downgrade(&self.inner), wake.clone()));
-            });
-        }
+        wake.start(|w| &w.listener, || listener(Arc::downgrade(&self.inner), wake.clone()));
         Some(wake.local.subscribe())
     }
 }

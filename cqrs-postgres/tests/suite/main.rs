@@ -13,3 +13,4 @@ mod read_side;
 mod support;
 #[cfg(feature = "tls")]
 mod tls;
+mod wake_ups;
