@@ -20,9 +20,8 @@ use crate::connect::{Connector, unavailable};
 use crate::schema::{MIGRATIONS, Sql};
 use crate::{Blocker, Error, Holdback, PgConfig, Result};
 
-/// One coalesced wake-up: `NOTIFY` on the channel `$1`, its commit not waiting for the WAL
-/// flush (`set_config(..., true)` lasts until the end of this statement's transaction).
-const NOTIFY: &str = "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')";
+/// One coalesced wake-up: `NOTIFY` on the channel `$1`.
+const NOTIFY: &str = "SELECT pg_notify($1, '')";
 
 /// How long the notifier gathers appends before one NOTIFY: wake-up latency for subscribers
 /// in other processes against load on the server.
@@ -420,10 +419,11 @@ impl PgEventStore {
 
 /// Sends one `NOTIFY` per burst of appends, after their commits, on a pooled connection.
 ///
-/// A `NOTIFY` is a transaction of its own that takes a transaction id, and its commit would
-/// wait for the WAL to reach the disk like an append's; its statement sets
-/// `synchronous_commit = off` for its own transaction (and for nothing else the pooled
-/// connection runs). A wake-up lost in a crash costs subscribers one poll interval.
+/// A `NOTIFY` is a transaction of its own: it takes a transaction id and writes a commit
+/// record, but PostgreSQL commits a transaction that wrote no other WAL without waiting for
+/// the WAL flush (or a synchronous standby), whatever `synchronous_commit` says, so it adds no
+/// flush to a durable server (a test counts them). A wake-up lost in a crash costs subscribers
+/// one poll interval.
 async fn notifier(store: Weak<Inner>, wake: Arc<Wake>) {
     loop {
         wake.kick.notified().await;
