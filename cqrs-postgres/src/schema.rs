@@ -7,6 +7,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (3, "dead letters", include_str!("../sql/0003_dead_letters.sql")),
     (4, "generations", include_str!("../sql/0004_generations.sql")),
     (5, "append probe", include_str!("../sql/0005_append_probe.sql")),
+    (6, "append first write", include_str!("../sql/0006_append_first_write.sql")),
 ];
 
 /// The statements a store runs, with the schema name filled in once.
