@@ -42,6 +42,9 @@ impl AppendOutcome {
     }
 }
 
+/// The page size of the default [`EventStore::count_after`].
+const COUNT_PAGE: usize = 1000;
+
 /// An append-only log of event streams with one total order over all of them.
 ///
 /// Every implementation holds the invariants that the conformance suite
@@ -106,6 +109,72 @@ pub trait EventStore: Send + Sync + 'static {
     /// when the id is already recorded.
     async fn record_command(&self, command_id: &str, outcome: AppendOutcome) -> Result<()>;
 
+    /// The position of the last event a subscriber can read now: the last event
+    /// [`read_all`](EventStore::read_all) would return if asked for everything; `None` when no
+    /// event is readable (an empty store, or, on a store that holds back events behind
+    /// transactions still running, none readable yet).
+    ///
+    /// The head never runs ahead of `read_all`: a `read_all` that starts after `head` returns
+    /// came back reaches at least the head. A projection's lag is the events between its
+    /// checkpoint and the head ([`count_after`](EventStore::count_after)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::prelude::*;
+    /// use cqrs_core::{EventStore, MemoryEventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryEventStore::new();
+    /// assert_eq!(store.head().await.unwrap(), None);
+    /// let stream = StreamId::new("task", "1").unwrap();
+    /// let event = NewEvent { event_type: "Created".into(), schema_version: 1, payload: "{}".into(), metadata: Metadata::default() };
+    /// let out = store.append(&stream, ExpectedVersion::NoStream, vec![event]).await.unwrap();
+    /// assert_eq!(store.head().await.unwrap(), Some(out.position));
+    /// # });
+    /// ```
+    async fn head(&self) -> Result<Option<Position>>;
+
+    /// How many events a subscriber can read now after `after` (those
+    /// [`read_all`](EventStore::read_all) would return), counted up to `cap` and no further:
+    /// the result is `min(events, cap)`, so the cost is bounded by `cap` whatever the backlog
+    /// (a health probe can run it on every request). A result equal to `cap` means "`cap` or
+    /// more": to tell exactly `n` from more than `n`, ask with `cap = n + 1`. Events held back
+    /// behind running transactions are not counted (see the store's own report of them, such
+    /// as `PgEventStore::holdback`).
+    ///
+    /// The default pages through `read_all`, reading at most `cap` events; stores override it
+    /// with a count that reads no payload.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::prelude::*;
+    /// use cqrs_core::{EventStore, MemoryEventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryEventStore::new();
+    /// let stream = StreamId::new("task", "1").unwrap();
+    /// let event = || NewEvent { event_type: "Done".into(), schema_version: 1, payload: "{}".into(), metadata: Metadata::default() };
+    /// let first = store.append(&stream, ExpectedVersion::Any, vec![event()]).await.unwrap();
+    /// store.append(&stream, ExpectedVersion::Any, vec![event(), event(), event()]).await.unwrap();
+    /// assert_eq!(store.count_after(first.position, 100).await.unwrap(), 3, "exact below the cap");
+    /// assert_eq!(store.count_after(Position::ZERO, 2).await.unwrap(), 2, "2 or more");
+    /// # });
+    /// ```
+    async fn count_after(&self, after: Position, cap: u64) -> Result<u64> {
+        let mut counted = 0u64;
+        let mut after = after;
+        while counted < cap {
+            let batch = usize::try_from(cap - counted).unwrap_or(usize::MAX).min(COUNT_PAGE);
+            let events = self.read_all(after, batch).await?;
+            let Some(last) = events.last() else { break };
+            after = last.position;
+            counted += events.len() as u64;
+        }
+        Ok(counted.min(cap))
+    }
+
     /// A subscription to every event after `after`: what is stored now, then new events as
     /// they commit, with no gap and no duplicate at the hand-over. See [`Subscription`].
     fn subscribe(&self, after: Position) -> Subscription<Self>
@@ -140,6 +209,12 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
     }
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         (**self).stream_version(stream).await
+    }
+    async fn head(&self) -> Result<Option<Position>> {
+        (**self).head().await
+    }
+    async fn count_after(&self, after: Position, cap: u64) -> Result<u64> {
+        (**self).count_after(after, cap).await
     }
     async fn command_outcome(&self, command_id: &str) -> Result<Option<AppendOutcome>> {
         (**self).command_outcome(command_id).await

@@ -5,6 +5,7 @@ use std::future::poll_fn;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio_postgres::types::{WasNull, WrongType};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
 
 use crate::{Error, PgConfig, Result};
@@ -123,6 +124,15 @@ pub(crate) fn unavailable(error: impl std::error::Error + Send + Sync + 'static)
 /// (tokio-postgres alone says only "db error").
 pub(crate) fn pg_error(error: tokio_postgres::Error) -> cqrs_core::Error {
     let Some(db) = error.as_db_error() else {
+        // A column read back with another type than the store wrote, or a NULL where it wrote
+        // none: the schema was changed under the store. Retrying reads the same row.
+        let decode = std::error::Error::source(&error).is_some_and(|s| s.is::<WrongType>() || s.is::<WasNull>());
+        if decode {
+            return cqrs_core::Error::Corrupt {
+                location: "a row read from PostgreSQL".into(),
+                reason: error.to_string(),
+            };
+        }
         return cqrs_core::Error::Unavailable { message: error.to_string(), source: Some(Box::new(error)) };
     };
     let code = db.code().code();

@@ -1,7 +1,7 @@
 //! [`PgEventStore`]: the event store on PostgreSQL.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,11 +13,15 @@ use deadpool_postgres::{Object, Pool};
 use tokio::sync::{Notify, watch};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::FromSql;
 use tracing::Instrument;
 
 use crate::connect::{Connector, unavailable};
 use crate::schema::{MIGRATIONS, Sql};
 use crate::{Blocker, Error, Holdback, PgConfig, Result};
+
+/// One coalesced wake-up: `NOTIFY` on the channel `$1`.
+const NOTIFY: &str = "SELECT pg_notify($1, '')";
 
 /// How long the notifier gathers appends before one NOTIFY: wake-up latency for subscribers
 /// in other processes against load on the server.
@@ -74,14 +78,50 @@ struct Wake {
     local: watch::Sender<u64>,
     notify_pending: AtomicBool,
     kick: Notify,
-    notifier: OnceLock<()>,
-    listener: OnceLock<()>,
+    /// Whether the notifier task runs (see [`Running`]).
+    notifier: AtomicBool,
+    /// Whether the listener task runs (see [`Running`]).
+    listener: AtomicBool,
     closed: watch::Sender<bool>,
 }
 
 impl Wake {
     fn bump(&self) {
         self.local.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Starts a background task on the runtime at hand unless one runs already (on this or
+    /// another runtime): the first use on a new runtime after the one that ran it ended
+    /// starts it again.
+    fn start<F>(self: &Arc<Self>, which: fn(&Wake) -> &AtomicBool, task: impl FnOnce() -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if which(self).load(Ordering::Acquire) || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        if which(self).compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return;
+        }
+        let running = Running { wake: self.clone(), which };
+        let task = task();
+        tokio::spawn(async move {
+            let _running = running;
+            task.await;
+        });
+    }
+}
+
+/// Marks a background task of [`Wake`] as running until its future is dropped: when it
+/// returns, or when its runtime shuts down (which drops every task's future).
+struct Running {
+    wake: Arc<Wake>,
+    which: fn(&Wake) -> &AtomicBool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        (self.which)(&self.wake).store(false, Ordering::Release);
     }
 }
 
@@ -109,30 +149,60 @@ fn to_i64(value: u64, what: &'static str) -> cqrs_core::Result<i64> {
     i64::try_from(value).map_err(|_| CoreError::InvalidId { what, reason: format!("{value} is out of range") })
 }
 
-fn to_u64(value: i64) -> cqrs_core::Result<u64> {
-    u64::try_from(value).map_err(|_| CoreError::unavailable_msg(format!("negative value {value} read from the store")))
+/// Stored data that cannot be what the store wrote, at `location`.
+fn corrupt(location: String, reason: impl std::fmt::Display) -> CoreError {
+    CoreError::Corrupt { location, reason: reason.to_string() }
 }
 
-fn position(tx: &str, sequence: i64) -> cqrs_core::Result<Position> {
-    let tx: u64 = tx.parse().map_err(|_| CoreError::unavailable_msg(format!("bad transaction id {tx:?}")))?;
-    Ok(Position::new(tx, to_u64(sequence)?))
+/// Column `index` of a row read back; a value of another type, or a NULL, is corrupt data at
+/// `location` (the schema was changed under the store).
+fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize, location: &dyn Fn() -> String) -> cqrs_core::Result<T> {
+    row.try_get(index).map_err(|e| {
+        let name = row.columns().get(index).map_or("?", |c| c.name());
+        corrupt(location(), format_args!("column {name}: {e}"))
+    })
+}
+
+fn to_u64(value: i64, what: &str, location: &dyn Fn() -> String) -> cqrs_core::Result<u64> {
+    u64::try_from(value).map_err(|_| corrupt(location(), format_args!("negative {what} {value}")))
+}
+
+fn position(tx: &str, sequence: i64, location: &dyn Fn() -> String) -> cqrs_core::Result<Position> {
+    let tx: u64 = tx.parse().map_err(|_| corrupt(location(), format_args!("unparsable transaction id {tx:?}")))?;
+    Ok(Position::new(tx, to_u64(sequence, "sequence", location)?))
+}
+
+/// Where a stored event is, for an error: its position, stream and version, as far as they
+/// read (`?` for what does not). `stream` when it is known; otherwise it is read from the
+/// row's first two columns.
+fn event_location(row: &Row, stream: Option<&StreamId>, first: usize) -> String {
+    let text = |i| row.try_get::<_, Option<&str>>(i).ok().flatten().map_or_else(|| "?".to_owned(), str::to_owned);
+    let number = |i| row.try_get::<_, Option<i64>>(i).ok().flatten().map_or_else(|| "?".to_owned(), |n| n.to_string());
+    let stream = stream.map_or_else(|| format!("{}/{}", text(0), text(1)), ToString::to_string);
+    format!("event at position {}.{} (stream {stream}, version {})", text(first + 5), number(first + 6), number(first))
 }
 
 fn recorded(row: &Row) -> cqrs_core::Result<RecordedEvent> {
-    let category: &str = row.try_get(0).map_err(pg)?;
-    let stream_id: &str = row.try_get(1).map_err(pg)?;
-    recorded_in(&StreamId::new(category, stream_id)?, row, 2)
+    let at = || event_location(row, None, 2);
+    let category: &str = column(row, 0, &at)?;
+    let stream_id: &str = column(row, 1, &at)?;
+    let stream =
+        StreamId::new(category, stream_id).map_err(|e| corrupt(at(), format_args!("stream id refused: {e}")))?;
+    recorded_in(&stream, row, 2)
 }
 
 /// An event of a known stream, from the row's columns from `first` on: version, type, schema
 /// version, payload, metadata, transaction id, sequence.
 fn recorded_in(stream: &StreamId, row: &Row, first: usize) -> cqrs_core::Result<RecordedEvent> {
-    let version = to_u64(row.try_get(first).map_err(pg)?)?;
-    let event_type: String = row.try_get(first + 1).map_err(pg)?;
-    let schema_version = u32::try_from(row.try_get::<_, i32>(first + 2).map_err(pg)?).unwrap_or(0);
-    let payload: &str = row.try_get(first + 3).map_err(pg)?;
-    let metadata: &str = row.try_get(first + 4).map_err(pg)?;
-    let position = position(row.try_get(first + 5).map_err(pg)?, row.try_get(first + 6).map_err(pg)?)?;
+    let at = || event_location(row, Some(stream), first);
+    let version = to_u64(column(row, first, &at)?, "version", &at)?;
+    let event_type: String = column(row, first + 1, &at)?;
+    let schema_version = column::<i32>(row, first + 2, &at)?;
+    let schema_version = u32::try_from(schema_version)
+        .map_err(|_| corrupt(at(), format_args!("negative schema version {schema_version}")))?;
+    let payload: &str = column(row, first + 3, &at)?;
+    let metadata: &str = column(row, first + 4, &at)?;
+    let position = position(column(row, first + 5, &at)?, column(row, first + 6, &at)?, &at)?;
     Ok(RecordedEvent {
         stream: stream.clone(),
         version,
@@ -159,8 +229,8 @@ impl PgEventStore {
             local: watch::Sender::new(0),
             notify_pending: AtomicBool::new(false),
             kick: Notify::new(),
-            notifier: OnceLock::new(),
-            listener: OnceLock::new(),
+            notifier: AtomicBool::new(false),
+            listener: AtomicBool::new(false),
             closed: watch::Sender::new(false),
         });
         let sql = Arc::new(Sql::new(&config.schema));
@@ -234,7 +304,11 @@ impl PgEventStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client.query(&stmt, &[&category, &after, &limit]).await.map_err(pg)?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0).map_err(pg)?, to_u64(r.try_get::<_, Option<i64>>(1).map_err(pg)?.unwrap_or(0))?)))
+            .map(|r| {
+                let at = || format!("stream {category}/{}", r.try_get::<_, &str>(0).unwrap_or("?"));
+                let version = column::<Option<i64>>(r, 1, &at)?.unwrap_or(0);
+                Ok((column(r, 0, &at)?, to_u64(version, "version", &at)?))
+            })
             .collect()
     }
 
@@ -311,7 +385,7 @@ impl PgEventStore {
                 prepared: row.try_get(5).map_err(pg)?,
             }),
         };
-        Ok(Holdback { hidden_events: to_u64(hidden)?, oldest })
+        Ok(Holdback { hidden_events: u64::try_from(hidden).unwrap_or(0), oldest })
     }
 
     async fn client(&self) -> cqrs_core::Result<Object> {
@@ -322,11 +396,7 @@ impl PgEventStore {
         let wake = &self.inner.wake;
         wake.bump();
         wake.notify_pending.store(true, Ordering::Release);
-        if wake.notifier.get().is_none() && tokio::runtime::Handle::try_current().is_ok() {
-            wake.notifier.get_or_init(|| {
-                tokio::spawn(notifier(Arc::downgrade(&self.inner), self.inner.wake.clone()));
-            });
-        }
+        wake.start(|w| &w.notifier, || notifier(Arc::downgrade(&self.inner), wake.clone()));
         wake.kick.notify_one();
     }
 
@@ -348,6 +418,12 @@ impl PgEventStore {
 }
 
 /// Sends one `NOTIFY` per burst of appends, after their commits, on a pooled connection.
+///
+/// A `NOTIFY` is a transaction of its own: it takes a transaction id and writes a commit
+/// record, but PostgreSQL commits a transaction that wrote no other WAL without waiting for
+/// the WAL flush (or a synchronous standby), whatever `synchronous_commit` says, so it adds no
+/// flush to a durable server (a test counts them). A wake-up lost in a crash costs subscribers
+/// one poll interval.
 async fn notifier(store: Weak<Inner>, wake: Arc<Wake>) {
     loop {
         wake.kick.notified().await;
@@ -365,7 +441,7 @@ async fn notifier(store: Weak<Inner>, wake: Arc<Wake>) {
         drop(inner);
         let sent = async {
             let client = pool.get().await.map_err(unavailable)?;
-            let stmt = client.prepare_cached("SELECT pg_notify($1, '')").await.map_err(pg)?;
+            let stmt = client.prepare_cached(NOTIFY).await.map_err(pg)?;
             client.execute(&stmt, &[&channel]).await.map_err(pg)
         };
         if let Err(error) = sent.await {
@@ -516,11 +592,12 @@ impl PgEventStore {
                 });
             }
         };
-        let actual: i64 = row.try_get(0).map_err(pg)?;
-        let recorded: bool = row.try_get(1).map_err(pg)?;
-        let transaction: Option<&str> = row.try_get(2).map_err(pg)?;
-        let sequence: Option<i64> = row.try_get(3).map_err(pg)?;
-        let first_version = to_u64(version)? + 1;
+        let at = || format!("stream {stream} after version {version}");
+        let actual: i64 = column(&row, 0, &at)?;
+        let recorded: bool = column(&row, 1, &at)?;
+        let transaction: Option<&str> = column(&row, 2, &at)?;
+        let sequence: Option<i64> = column(&row, 3, &at)?;
+        let first_version = to_u64(version, "version", &at)? + 1;
         if let (Some(transaction), Some(sequence)) = (transaction, sequence) {
             self.appended();
             let appended = u64::try_from(batch.types.len()).unwrap_or(u64::MAX);
@@ -528,21 +605,25 @@ impl PgEventStore {
                 stream: stream.clone(),
                 first_version,
                 last_version: first_version + appended - 1,
-                position: position(transaction, sequence)?,
+                position: position(transaction, sequence, &at)?,
             });
         }
         if let (true, Some(id)) = (recorded, batch.command_id) {
             return Err(self.duplicate(id).await);
         }
         if actual != version {
-            return Err(CoreError::Conflict { stream: stream.clone(), expected, actual: to_u64(actual)? });
+            return Err(CoreError::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual: to_u64(actual, "version", &at)?,
+            });
         }
         if batch.types.is_empty() {
             return Ok(AppendOutcome {
                 stream: stream.clone(),
                 first_version,
                 last_version: first_version - 1,
-                position: position("0", 0)?,
+                position: Position::ZERO,
             });
         }
         Err(CoreError::unavailable_msg(format!("the append to {stream} inserted nothing")))
@@ -592,20 +673,21 @@ impl PgEventStore {
                     });
                 }
             };
+            let at = || format!("stream {stream} version {}", version + 1);
             if let Some(row) = row {
                 self.appended();
-                let version = to_u64(version)? + 1;
+                let version = to_u64(version, "version", &at)? + 1;
                 return Ok(AppendOutcome {
                     stream: stream.clone(),
                     first_version: version,
                     last_version: version,
-                    position: position(row.try_get(0).map_err(pg)?, row.try_get(1).map_err(pg)?)?,
+                    position: position(column(&row, 0, &at)?, column(&row, 1, &at)?, &at)?,
                 });
             }
             let actual = self.stream_version(stream).await?;
             // The stream was behind the version expected (an append not yet committed) and
             // has reached it since: the append holds now.
-            if actual == to_u64(version)? && attempt < 3 {
+            if actual == to_u64(version, "version", &at)? && attempt < 3 {
                 continue;
             }
             return Err(CoreError::Conflict { stream: stream.clone(), expected, actual });
@@ -644,12 +726,13 @@ impl PgEventStore {
                     });
                 }
             };
-            let status: i32 = row.try_get(0).map_err(pg)?;
+            let at = || format!("the append to stream {stream}");
+            let status: i32 = column(&row, 0, &at)?;
             return match status {
                 0 => {
-                    let first_version = to_u64(row.try_get(2).map_err(pg)?)?;
-                    let last_version = to_u64(row.try_get(3).map_err(pg)?)?;
-                    let position = position(row.try_get(4).map_err(pg)?, row.try_get(5).map_err(pg)?)?;
+                    let first_version = to_u64(column(&row, 2, &at)?, "version", &at)?;
+                    let last_version = to_u64(column(&row, 3, &at)?, "version", &at)?;
+                    let position = position(column(&row, 4, &at)?, column(&row, 5, &at)?, &at)?;
                     if !batch.types.is_empty() {
                         self.appended();
                     }
@@ -726,7 +809,19 @@ impl EventStore for PgEventStore {
             .instrument(tracing::trace_span!("load", store = "postgres", stream = %stream))
             .await
             .map_err(pg)?;
-        rows.iter().map(|row| recorded_in(stream, row, 0)).collect()
+        // A stream's versions have no gap: a missing one is a row deleted or changed by hand.
+        let mut next = from_version.max(1);
+        rows.iter()
+            .map(|row| {
+                let event = recorded_in(stream, row, 0)?;
+                if event.version != next {
+                    let location = event_location(row, Some(stream), 0);
+                    return Err(corrupt(location, format_args!("expected version {next}: the stream has a gap")));
+                }
+                next += 1;
+                Ok(event)
+            })
+            .collect()
     }
 
     async fn read_all(&self, after: Position, limit: usize) -> cqrs_core::Result<Vec<RecordedEvent>> {
@@ -744,11 +839,42 @@ impl EventStore for PgEventStore {
         rows.iter().map(recorded).collect()
     }
 
+    async fn head(&self) -> cqrs_core::Result<Option<Position>> {
+        self.ensure_same_cluster().await?;
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.head).await.map_err(pg)?;
+        let Some(row) = client.query_opt(&stmt, &[]).await.map_err(pg)? else { return Ok(None) };
+        let at = || {
+            format!(
+                "event at position {}.{} (the head)",
+                row.try_get::<_, &str>(0).unwrap_or("?"),
+                row.try_get::<_, i64>(1).map_or_else(|_| "?".to_owned(), |n| n.to_string())
+            )
+        };
+        Ok(Some(position(column(&row, 0, &at)?, column(&row, 1, &at)?, &at)?))
+    }
+
+    async fn count_after(&self, after: Position, cap: u64) -> cqrs_core::Result<u64> {
+        if cap == 0 {
+            return Ok(0);
+        }
+        self.ensure_same_cluster().await?;
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.count_after).await.map_err(pg)?;
+        let tx = after.transaction().to_string();
+        let seq = to_i64(after.sequence(), "position")?;
+        let limit = i64::try_from(cap).unwrap_or(i64::MAX);
+        let row = client.query_one(&stmt, &[&tx, &seq, &limit]).await.map_err(pg)?;
+        let at = || format!("the count of events after {after}");
+        Ok(u64::try_from(column::<i64>(&row, 0, &at)?).unwrap_or(0).min(cap))
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> cqrs_core::Result<u64> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.inner.sql.stream_version).await.map_err(pg)?;
         let row = client.query_one(&stmt, &[&stream.category(), &stream.id()]).await.map_err(pg)?;
-        to_u64(row.try_get(0).map_err(pg)?)
+        let at = || format!("stream {stream}");
+        to_u64(column(&row, 0, &at)?, "version", &at)
     }
 
     async fn command_outcome(&self, command_id: &str) -> cqrs_core::Result<Option<AppendOutcome>> {
@@ -757,12 +883,14 @@ impl EventStore for PgEventStore {
         let Some(row) = client.query_opt(&stmt, &[&command_id]).await.map_err(pg)? else {
             return Ok(None);
         };
-        let stream = StreamId::new(row.try_get::<_, &str>(0).map_err(pg)?, row.try_get::<_, &str>(1).map_err(pg)?)?;
+        let at = || format!("the outcome of command {command_id}");
+        let stream = StreamId::new(column::<&str>(&row, 0, &at)?, column::<&str>(&row, 1, &at)?)
+            .map_err(|e| corrupt(at(), format_args!("stream id refused: {e}")))?;
         Ok(Some(AppendOutcome {
             stream,
-            first_version: to_u64(row.try_get(2).map_err(pg)?)?,
-            last_version: to_u64(row.try_get(3).map_err(pg)?)?,
-            position: position(row.try_get(4).map_err(pg)?, row.try_get(5).map_err(pg)?)?,
+            first_version: to_u64(column(&row, 2, &at)?, "version", &at)?,
+            last_version: to_u64(column(&row, 3, &at)?, "version", &at)?,
+            position: position(column(&row, 4, &at)?, column(&row, 5, &at)?, &at)?,
         }))
     }
 
@@ -794,11 +922,7 @@ impl EventStore for PgEventStore {
 
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         let wake = &self.inner.wake;
-        if wake.listener.get().is_none() && tokio::runtime::Handle::try_current().is_ok() {
-            wake.listener.get_or_init(|| {
-                tokio::spawn(listener(Arc::downgrade(&self.inner), wake.clone()));
-            });
-        }
+        wake.start(|w| &w.listener, || listener(Arc::downgrade(&self.inner), wake.clone()));
         Some(wake.local.subscribe())
     }
 }

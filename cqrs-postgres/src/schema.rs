@@ -7,6 +7,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (3, "dead letters", include_str!("../sql/0003_dead_letters.sql")),
     (4, "generations", include_str!("../sql/0004_generations.sql")),
     (5, "append probe", include_str!("../sql/0005_append_probe.sql")),
+    (6, "append first write", include_str!("../sql/0006_append_first_write.sql")),
     (7, "projection stops", include_str!("../sql/0007_projection_stops.sql")),
 ];
 
@@ -19,6 +20,8 @@ pub(crate) struct Sql {
     pub(crate) append_one: String,
     pub(crate) read_stream: String,
     pub(crate) read_all: String,
+    pub(crate) head: String,
+    pub(crate) count_after: String,
     pub(crate) stream_version: String,
     pub(crate) command_outcome: String,
     pub(crate) streams_of: String,
@@ -85,6 +88,21 @@ impl Sql {
                  WHERE (e.transaction_id, e.sequence) > ($1::text::xid8, $2) \
                    AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
                  ORDER BY e.transaction_id, e.sequence LIMIT $3"
+            ),
+            // The last event `read_all` can return: one backward probe of `events_in_order`
+            // from the horizon down.
+            head: format!(
+                "SELECT e.transaction_id::text AS transaction_text, e.sequence FROM {s}.events e \
+                 WHERE e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY e.transaction_id DESC, e.sequence DESC LIMIT 1"
+            ),
+            // What `read_all` would return after a position, counted on `events_in_order`
+            // (no payload read), and at most `$3` index entries visited.
+            count_after: format!(
+                "SELECT count(*) FROM (SELECT 1 FROM {s}.events e \
+                 WHERE (e.transaction_id, e.sequence) > ($1::text::xid8, $2) \
+                   AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY e.transaction_id, e.sequence LIMIT $3) c"
             ),
             stream_version: format!("SELECT coalesce(({}), 0)", newest_version(&s, "$1", "$2")),
             command_outcome: format!(

@@ -50,20 +50,26 @@ impl SnapshotStore for PgSnapshotStore {
         let Some(row) = client.query_opt(&stmt, &[&stream.category(), &stream.id()]).await.map_err(pg)? else {
             return Ok(None);
         };
-        let version: i64 = row.try_get(0).map_err(pg)?;
-        let tx: &str = row.try_get(1).map_err(pg)?;
-        let sequence: i64 = row.try_get(2).map_err(pg)?;
-        let snapshot_version: i32 = row.try_get(3).map_err(pg)?;
-        let bad = || CoreError::unavailable_msg(format!("corrupt snapshot row for {stream}"));
+        let at = || format!("snapshot of stream {stream}");
+        let bad = |reason: String| CoreError::Corrupt { location: at(), reason };
+        let get = |index: usize| {
+            let name = row.columns().get(index).map_or("?", |c| c.name()).to_owned();
+            move |e: tokio_postgres::Error| bad(format!("column {name}: {e}"))
+        };
+        let version: i64 = row.try_get(0).map_err(get(0))?;
+        let tx: &str = row.try_get(1).map_err(get(1))?;
+        let sequence: i64 = row.try_get(2).map_err(get(2))?;
+        let snapshot_version: i32 = row.try_get(3).map_err(get(3))?;
         Ok(Some(Snapshot {
             stream: stream.clone(),
-            version: u64::try_from(version).map_err(|_| bad())?,
+            version: u64::try_from(version).map_err(|_| bad(format!("negative version {version}")))?,
             position: cqrs_core::Position::new(
-                tx.parse().map_err(|_| bad())?,
-                u64::try_from(sequence).map_err(|_| bad())?,
+                tx.parse().map_err(|_| bad(format!("unparsable transaction id {tx:?}")))?,
+                u64::try_from(sequence).map_err(|_| bad(format!("negative sequence {sequence}")))?,
             ),
-            snapshot_version: u32::try_from(snapshot_version).map_err(|_| bad())?,
-            state: row.try_get(4).map_err(pg)?,
+            snapshot_version: u32::try_from(snapshot_version)
+                .map_err(|_| bad(format!("negative snapshot version {snapshot_version}")))?,
+            state: row.try_get(4).map_err(get(4))?,
         }))
     }
 

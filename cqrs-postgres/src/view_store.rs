@@ -92,7 +92,7 @@ fn pg(e: tokio_postgres::Error) -> CoreError {
 }
 
 fn corrupt(what: impl std::fmt::Display) -> CoreError {
-    CoreError::unavailable_msg(format!("corrupt read side: {what}"))
+    CoreError::Corrupt { location: "the read side".into(), reason: what.to_string() }
 }
 
 fn position(tx: Option<&str>, sequence: Option<i64>) -> cqrs_core::Result<Option<Position>> {

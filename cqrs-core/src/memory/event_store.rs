@@ -191,6 +191,16 @@ impl EventStore for MemoryEventStore {
         Ok(state.log[start..].iter().take(limit).cloned().collect())
     }
 
+    async fn head(&self) -> Result<Option<Position>> {
+        Ok(read(&self.inner.state).log.last().map(|e| e.position))
+    }
+
+    async fn count_after(&self, after: Position, cap: u64) -> Result<u64> {
+        let state = read(&self.inner.state);
+        let after = state.log.len() - state.log.partition_point(|e| e.position <= after);
+        Ok((after as u64).min(cap))
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         Ok(read(&self.inner.state).streams.get(stream).map_or(0, |s| s.len() as u64))
     }

@@ -67,6 +67,49 @@ where
     concurrent_idempotency(make().await).await;
     hostile_ids(make().await).await;
     wake_ups(make().await).await;
+    head_and_count(make().await).await;
+}
+
+/// `head` is `None` on an empty store, reaches the last appended position, and is never
+/// beyond what `read_all` returns; `count_after` counts exactly what `read_all` returns after a
+/// position, up to its cap.
+pub async fn head_and_count<S: EventStore>(store: S) {
+    assert_eq!(store.head().await.expect("head"), None, "an empty store has no head");
+    assert_eq!(store.count_after(Position::ZERO, 10).await.expect("count"), 0);
+    let a = stream("head-a");
+    let first = store.append(&a, ExpectedVersion::NoStream, (1..=3).map(test_event).collect()).await.expect("append");
+    let second = store.append(&stream("head-b"), ExpectedVersion::Any, vec![test_event(4)]).await.expect("append");
+    let last = store.append(&a, ExpectedVersion::Exact(3), vec![test_event(5)]).await.expect("append");
+    // A store that holds events back may show the head late, never ahead of read_all.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let head = store.head().await.expect("head");
+        let all = store.read_all(Position::ZERO, 1000).await.expect("read_all");
+        if let Some(head) = head {
+            assert!(
+                all.last().is_some_and(|e| e.position >= head),
+                "the head {head} is beyond what read_all returns ({:?})",
+                all.last().map(|e| e.position)
+            );
+            assert!(all.iter().any(|e| e.position == head), "the head is an event's position");
+        }
+        if head == Some(last.position) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the head never reached the last append: {head:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let all = read_all(&store, 5).await;
+    assert_eq!(all.len(), 5);
+    assert_eq!(store.count_after(Position::ZERO, 100).await.expect("count"), 5, "exact below the cap");
+    assert_eq!(store.count_after(Position::ZERO, 5).await.expect("count"), 5, "exact at the cap");
+    assert_eq!(store.count_after(Position::ZERO, 3).await.expect("count"), 3, "capped");
+    assert_eq!(store.count_after(Position::ZERO, 0).await.expect("count"), 0, "a cap of 0 counts nothing");
+    assert_eq!(store.count_after(all[0].position, 100).await.expect("count"), 4);
+    assert_eq!(store.count_after(first.position, 100).await.expect("count"), 2, "after the first append");
+    assert_eq!(store.count_after(second.position, 1).await.expect("count"), 1);
+    assert_eq!(store.count_after(last.position, 100).await.expect("count"), 0, "nothing after the head");
+    assert_eq!(store.read_all(last.position, 10).await.expect("read_all").len(), 0);
 }
 
 /// When a store offers wake-ups, an append fires one.

@@ -40,3 +40,60 @@ async fn memory_event_store_refuses_oversized_events() {
     }
     assert!(store.is_empty(), "nothing of the refused append was written");
 }
+
+/// A store that keeps `EventStore::count_after`'s default (paging through `read_all`).
+#[derive(Clone)]
+struct DefaultCount(MemoryEventStore);
+
+#[cqrs_core::async_trait]
+impl cqrs_core::EventStore for DefaultCount {
+    async fn append(
+        &self,
+        stream: &cqrs_core::StreamId,
+        expected: cqrs_core::ExpectedVersion,
+        events: Vec<cqrs_core::NewEvent>,
+    ) -> cqrs_core::Result<cqrs_core::AppendOutcome> {
+        self.0.append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &cqrs_core::StreamId,
+        from: u64,
+        limit: usize,
+    ) -> cqrs_core::Result<Vec<cqrs_core::RecordedEvent>> {
+        self.0.read_stream(stream, from, limit).await
+    }
+    async fn read_all(
+        &self,
+        after: cqrs_core::Position,
+        limit: usize,
+    ) -> cqrs_core::Result<Vec<cqrs_core::RecordedEvent>> {
+        self.0.read_all(after, limit).await
+    }
+    async fn stream_version(&self, stream: &cqrs_core::StreamId) -> cqrs_core::Result<u64> {
+        self.0.stream_version(stream).await
+    }
+    async fn head(&self) -> cqrs_core::Result<Option<cqrs_core::Position>> {
+        self.0.head().await
+    }
+    async fn command_outcome(&self, id: &str) -> cqrs_core::Result<Option<cqrs_core::AppendOutcome>> {
+        self.0.command_outcome(id).await
+    }
+    async fn record_command(&self, id: &str, outcome: cqrs_core::AppendOutcome) -> cqrs_core::Result<()> {
+        self.0.record_command(id, outcome).await
+    }
+}
+
+#[tokio::test]
+async fn the_default_count_after_counts_up_to_its_cap_across_pages() {
+    use cqrs_core::{EventStore, ExpectedVersion, Position, StreamId};
+    let store = DefaultCount(MemoryEventStore::new());
+    event_store::head_and_count(store.clone()).await;
+    let stream = StreamId::new("t", "many").unwrap();
+    store
+        .append(&stream, ExpectedVersion::Any, (0..2_500).map(cqrs_core::testing::test_event).collect())
+        .await
+        .unwrap();
+    assert_eq!(store.count_after(Position::ZERO, 10_000).await.unwrap(), 2_505, "over several pages");
+    assert_eq!(store.count_after(Position::ZERO, 1_001).await.unwrap(), 1_001);
+}

@@ -45,6 +45,9 @@ impl EventStore for Counting {
     async fn stream_version(&self, s: &StreamId) -> cqrs_core::Result<u64> {
         self.inner.stream_version(s).await
     }
+    async fn head(&self) -> cqrs_core::Result<Option<Position>> {
+        self.inner.head().await
+    }
     async fn command_outcome(&self, id: &str) -> cqrs_core::Result<Option<AppendOutcome>> {
         self.inner.command_outcome(id).await
     }

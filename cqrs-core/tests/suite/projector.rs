@@ -419,6 +419,9 @@ impl EventStore for SlowReads {
     async fn stream_version(&self, stream: &StreamId) -> cqrs_core::Result<u64> {
         self.0.stream_version(stream).await
     }
+    async fn head(&self) -> cqrs_core::Result<Option<Position>> {
+        self.0.head().await
+    }
     async fn command_outcome(&self, id: &str) -> cqrs_core::Result<Option<cqrs_core::AppendOutcome>> {
         self.0.command_outcome(id).await
     }

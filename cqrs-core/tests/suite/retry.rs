@@ -59,6 +59,9 @@ impl EventStore for Contended {
     async fn record_command(&self, id: &str, outcome: AppendOutcome) -> cqrs_core::Result<()> {
         self.inner.record_command(id, outcome).await
     }
+    async fn head(&self) -> cqrs_core::Result<Option<Position>> {
+        self.inner.head().await
+    }
 }
 
 /// A manual clock that records each wait it is asked for.

@@ -249,3 +249,49 @@ async fn any_and_exact_appends_creating_the_same_stream_never_deadlock() {
         }
     }
 }
+
+/// A call of the SQL `append` function with `ExpectedVersion::Any`'s arguments, event `n`.
+fn append_call(schema: &str, stream_id: &str, n: u64) -> String {
+    format!(
+        "SELECT status FROM \"{schema}\".append('conformance', '{stream_id}', NULL, ARRAY['Tested'], ARRAY[1], \
+         ARRAY['{{\"n\":{n}}}'], ARRAY['{{\"event_id\":\"00000000-0000-0000-0000-000000000000\",\"timestamp\":0}}'], NULL)"
+    )
+}
+
+#[tokio::test]
+async fn the_sql_append_function_refuses_a_transaction_that_already_has_an_id() {
+    let store = store().await;
+    let schema = store.config().schema_name().to_owned();
+    let s = stream("late-id");
+    // A user's transaction takes its id (any earlier write does), then another writer commits
+    // version 1 under a later id.
+    let user = raw(&crate::support::database_url()).await;
+    user.batch_execute("BEGIN; SELECT pg_current_xact_id();").await.unwrap();
+    store.append(&s, ExpectedVersion::NoStream, vec![test_event(1)]).await.unwrap();
+    // Version 2 under the earlier id would be delivered before version 1.
+    match user.batch_execute(&append_call(&schema, "late-id", 2)).await {
+        Err(e) => {
+            let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+            assert_eq!(db.code(), &tokio_postgres::error::SqlState::ACTIVE_SQL_TRANSACTION, "{db:?}");
+            assert!(db.message().contains("append must be the first write of its transaction"), "{}", db.message());
+            user.batch_execute("ROLLBACK").await.unwrap();
+        }
+        Ok(()) => {
+            user.batch_execute("COMMIT").await.unwrap();
+            let events = wait_for_count(&store, 2).await;
+            panic!(
+                "the append was accepted; subscribers see versions {:?}",
+                events.iter().map(|e| e.version).collect::<Vec<_>>()
+            );
+        }
+    }
+    // As the first write of a transaction block it still runs, and comes after version 1.
+    user.batch_execute(&format!("BEGIN; {}; COMMIT", append_call(&schema, "late-id", 2))).await.unwrap();
+    let events = wait_for_count(&store, 2).await;
+    assert_eq!(events.iter().map(|e| (e.version, n(&e.payload))).collect::<Vec<_>>(), [(1, 1), (2, 2)]);
+    // A second call in one transaction is refused too: its id predates the second lock.
+    user.batch_execute(&format!("BEGIN; {}", append_call(&schema, "late-id", 3))).await.unwrap();
+    let second = user.batch_execute(&append_call(&schema, "late-id-other", 4)).await;
+    assert!(second.is_err(), "a second append in one transaction must be refused");
+    user.batch_execute("ROLLBACK").await.unwrap();
+}

@@ -73,6 +73,9 @@ impl<S: EventStore + Clone> EventStore for Counted<S> {
     async fn record_command(&self, id: &str, outcome: AppendOutcome) -> cqrs_core::Result<()> {
         self.inner.record_command(id, outcome).await
     }
+    async fn head(&self) -> cqrs_core::Result<Option<Position>> {
+        self.inner.head().await
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

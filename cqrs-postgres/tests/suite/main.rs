@@ -5,6 +5,7 @@
 
 mod appends;
 mod conformance;
+mod corrupt;
 mod domain;
 mod faults;
 mod hot_stream;
@@ -13,3 +14,4 @@ mod read_side;
 mod support;
 #[cfg(feature = "tls")]
 mod tls;
+mod wake_ups;

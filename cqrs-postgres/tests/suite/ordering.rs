@@ -71,6 +71,33 @@ async fn an_append_that_commits_late_is_never_skipped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_head_and_the_count_stop_below_a_transaction_still_open() {
+    let server = PrivateServer::start();
+    let store = store_at(&server.url()).await;
+    let schema = store.config().schema_name().to_owned();
+    let before = store.append(&stream("before"), ExpectedVersion::Any, vec![test_event(0)]).await.unwrap();
+    let held = raw(&server.url()).await;
+    begin_append(&held, &schema, "held", 1).await;
+    let mut last = before.clone();
+    for i in 2..=6 {
+        last = store.append(&stream(&format!("later-{i}")), ExpectedVersion::Any, vec![test_event(i)]).await.unwrap();
+    }
+    // Only the event before the open transaction is readable: the head stays there.
+    assert_eq!(store.head().await.unwrap(), Some(before.position), "the head is never beyond read_all");
+    let readable = store.read_all(Position::ZERO, 100).await.unwrap();
+    assert_eq!(readable.iter().map(|e| e.position).collect::<Vec<_>>(), [before.position]);
+    assert_eq!(store.count_after(Position::ZERO, 100).await.unwrap(), 1, "held-back events are not counted");
+    assert_eq!(store.count_after(before.position, 100).await.unwrap(), 0);
+    assert_eq!(store.holdback().await.unwrap().hidden_events, 5, "they are reported apart");
+    held.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(store.head().await.unwrap(), Some(last.position));
+    assert_eq!(store.count_after(Position::ZERO, 100).await.unwrap(), 7);
+    assert_eq!(store.count_after(before.position, 100).await.unwrap(), 6);
+    assert_eq!(store.count_after(before.position, 4).await.unwrap(), 4);
+    assert_eq!(store.read_all(Position::ZERO, 100).await.unwrap().last().map(|e| e.position), Some(last.position));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_transaction_in_another_database_holds_subscribers_and_is_named() {
     let server = PrivateServer::start();
     let store = store_at(&server.url()).await;
@@ -112,6 +139,24 @@ impl Rng {
     }
 }
 
+/// The seed of a randomised test: `CQRS_TEST_SEED` when set (to replay a run), else the clock.
+/// Printed either way.
+pub fn seed() -> u64 {
+    let seed = match std::env::var("CQRS_TEST_SEED") {
+        Ok(text) => text.parse().unwrap_or_else(|_| panic!("CQRS_TEST_SEED={text:?} is not a u64")),
+        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+    };
+    println!("seed {seed} (replay with CQRS_TEST_SEED={seed})");
+    seed
+}
+
+/// Writers commit out of order on both append paths: transactions of the `append` function
+/// (`Any`) held open for a random time, then committed or rolled back, and, between them,
+/// appends with exact versions (one event: the plain INSERT; two with a command id: the
+/// statement with CTEs), which commit while older transactions are still open. Subscribers
+/// restarted at random must all deliver one sequence: every committed event once, each stream
+/// in version order. The random choices (delays, rollbacks, paths, batch sizes, restarts)
+/// replay from the printed seed; the interleaving of commits depends on the scheduler too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_commit_delays_rollbacks_and_restarted_subscribers_deliver_one_sequence() {
     const WRITERS: u64 = 16;
@@ -119,26 +164,52 @@ async fn random_commit_delays_rollbacks_and_restarted_subscribers_deliver_one_se
     let server = PrivateServer::start();
     let store = store_at(&server.url()).await;
     let schema = store.config().schema_name().to_owned();
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-    println!("seed {seed}");
+    let seed = seed();
     let committed = Arc::new(Mutex::new(HashSet::new()));
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        let (url, schema, committed) = (server.url(), schema.clone(), committed.clone());
+        let (url, schema, committed, store) = (server.url(), schema.clone(), committed.clone(), store.clone());
         writers.push(tokio::spawn(async move {
             let mut rng = Rng(seed.wrapping_mul(w + 7) | 1);
             let client = raw(&url).await;
+            let s = stream(&format!("w{w}"));
+            let (mut version, mut paths) = (0u64, [0u32; 3]);
             for i in 0..APPENDS {
                 let n = w * 1_000 + i;
-                begin_append(&client, &schema, &format!("w{w}"), n).await;
-                tokio::time::sleep(Duration::from_millis(rng.next() % 15)).await;
-                if rng.next() % 10 == 0 {
-                    client.batch_execute("ROLLBACK").await.unwrap();
-                } else {
-                    client.batch_execute("COMMIT").await.unwrap();
-                    committed.lock().await.insert(n);
+                let path = (rng.next() % 3) as usize;
+                paths[path] += 1;
+                match path {
+                    0 => {
+                        begin_append(&client, &schema, &format!("w{w}"), n).await;
+                        tokio::time::sleep(Duration::from_millis(rng.next() % 15)).await;
+                        if rng.next() % 10 == 0 {
+                            client.batch_execute("ROLLBACK").await.unwrap();
+                        } else {
+                            client.batch_execute("COMMIT").await.unwrap();
+                            version += 1;
+                            committed.lock().await.insert(n);
+                        }
+                    }
+                    1 => {
+                        let out = store.append(&s, ExpectedVersion::Exact(version), vec![test_event(n)]).await.unwrap();
+                        assert_eq!(out.last_version, version + 1);
+                        version += 1;
+                        committed.lock().await.insert(n);
+                    }
+                    _ => {
+                        let command = format!("cmd-{seed}-{n}");
+                        let events = vec![
+                            cqrs_core::testing::test_event_for_command(n, &command),
+                            cqrs_core::testing::test_event_for_command(n + 500, &command),
+                        ];
+                        let out = store.append(&s, ExpectedVersion::Exact(version), events).await.unwrap();
+                        assert_eq!(out.last_version, version + 2);
+                        version += 2;
+                        committed.lock().await.extend([n, n + 500]);
+                    }
                 }
             }
+            paths
         }));
     }
     let mut subscribers = Vec::new();
@@ -182,9 +253,16 @@ async fn random_commit_delays_rollbacks_and_restarted_subscribers_deliver_one_se
             (seen, restarts)
         }));
     }
+    let mut paths = [0u32; 3];
     for w in writers {
-        w.await.unwrap();
+        for (total, count) in paths.iter_mut().zip(w.await.unwrap()) {
+            *total += count;
+        }
     }
+    println!(
+        "appends: {} held open with Any, {} exact (one event), {} exact (two, with a command id)",
+        paths[0], paths[1], paths[2]
+    );
     let committed = committed.lock().await.clone();
     let mut all = Vec::new();
     for s in subscribers {
@@ -222,6 +300,11 @@ async fn random_commit_delays_rollbacks_and_restarted_subscribers_deliver_one_se
         assert_eq!(other.iter().map(n).collect::<Vec<_>>(), first, "every subscriber, the same sequence");
     }
     assert!(all[0].windows(2).all(|w| w[0].position < w[1].position));
+    for w in 0..WRITERS {
+        let versions: Vec<u64> =
+            all[0].iter().filter(|e| e.stream == stream(&format!("w{w}"))).map(|e| e.version).collect();
+        assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>(), "stream w{w} in version order");
+    }
 }
 
 /// Appends, retrying while the server is unreachable (as a command service would).
