@@ -135,6 +135,26 @@ pub trait EventStore: Send + Sync + 'static {
     /// ```
     async fn head(&self) -> Result<Option<Position>>;
 
+    /// How many committed events a subscriber cannot read yet because an older transaction is
+    /// still open, counted up to `cap` (a result of `cap` means "`cap` or more"). On PostgreSQL,
+    /// subscribers read below the cluster's oldest running transaction, so a long transaction
+    /// anywhere holds events back; stores that show every committed event at once have none (the
+    /// default).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::{EventStore, MemoryEventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// assert_eq!(MemoryEventStore::new().held_back(100).await.unwrap(), 0);
+    /// # });
+    /// ```
+    async fn held_back(&self, cap: u64) -> Result<u64> {
+        let _ = cap;
+        Ok(0)
+    }
+
     /// How many events a subscriber can read now after `after` (those
     /// [`read_all`](EventStore::read_all) would return), counted up to `cap` and no further:
     /// the result is `min(events, cap)`, so the cost is bounded by `cap` whatever the backlog
@@ -215,6 +235,9 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
     }
     async fn count_after(&self, after: Position, cap: u64) -> Result<u64> {
         (**self).count_after(after, cap).await
+    }
+    async fn held_back(&self, cap: u64) -> Result<u64> {
+        (**self).held_back(cap).await
     }
     async fn command_outcome(&self, command_id: &str) -> Result<Option<AppendOutcome>> {
         (**self).command_outcome(command_id).await

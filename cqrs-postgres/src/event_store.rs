@@ -869,6 +869,18 @@ impl EventStore for PgEventStore {
         Ok(u64::try_from(column::<i64>(&row, 0, &at)?).unwrap_or(0).min(cap))
     }
 
+    async fn held_back(&self, cap: u64) -> cqrs_core::Result<u64> {
+        if cap == 0 {
+            return Ok(0);
+        }
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.held_back).await.map_err(pg)?;
+        let limit = i64::try_from(cap).unwrap_or(i64::MAX);
+        let row = client.query_one(&stmt, &[&limit]).await.map_err(pg)?;
+        let at = || "the count of events held back".to_owned();
+        Ok(u64::try_from(column::<i64>(&row, 0, &at)?).unwrap_or(0).min(cap))
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> cqrs_core::Result<u64> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.inner.sql.stream_version).await.map_err(pg)?;

@@ -22,6 +22,7 @@ pub(crate) struct Sql {
     pub(crate) read_all: String,
     pub(crate) head: String,
     pub(crate) count_after: String,
+    pub(crate) held_back: String,
     pub(crate) stream_version: String,
     pub(crate) command_outcome: String,
     pub(crate) streams_of: String,
@@ -103,6 +104,10 @@ impl Sql {
                  WHERE (e.transaction_id, e.sequence) > ($1::text::xid8, $2) \
                    AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
                  ORDER BY e.transaction_id, e.sequence LIMIT $3) c"
+            ),
+            held_back: format!(
+                "SELECT count(*) FROM (SELECT 1 FROM {s}.events \
+                 WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()) LIMIT $1) c"
             ),
             stream_version: format!("SELECT coalesce(({}), 0)", newest_version(&s, "$1", "$2")),
             command_outcome: format!(

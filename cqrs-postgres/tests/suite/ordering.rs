@@ -89,6 +89,8 @@ async fn the_head_and_the_count_stop_below_a_transaction_still_open() {
     assert_eq!(store.count_after(Position::ZERO, 100).await.unwrap(), 1, "held-back events are not counted");
     assert_eq!(store.count_after(before.position, 100).await.unwrap(), 0);
     assert_eq!(store.holdback().await.unwrap().hidden_events, 5, "they are reported apart");
+    assert_eq!(store.held_back(100).await.unwrap(), 5, "counted through the EventStore trait too");
+    assert_eq!(store.held_back(3).await.unwrap(), 3, "up to the cap");
     held.batch_execute("COMMIT").await.unwrap();
     assert_eq!(store.head().await.unwrap(), Some(last.position));
     assert_eq!(store.count_after(Position::ZERO, 100).await.unwrap(), 7);

@@ -104,15 +104,25 @@ async fn split_roles(env: Env, views: &str) {
     assert_eq!((again.status, again.json()), (201, first.json()));
 
     // The projector dies without a chance to clean up; writes go on meanwhile.
+    caught_up(q).await;
     projector.kill().await;
     let api = Api { cmd: cmd_b.client(), cmd2: cmd_b.client(), query: q };
     let during = api.create("while no projector runs").await;
     let assigned = api.assign(&during.id, "ann").await;
     q.get(&format!("/tasks/{}?min_position={}&timeout_ms=300", during.id, assigned.position)).await.error(504);
+    // `/health` says how far behind, as numbers: the two events, the age of the first.
+    let health = q.get("/health").await.ok(200);
+    let lag = &health["views"]["lag"];
+    assert_eq!((lag["events"].as_u64(), lag["more"].as_bool()), (Some(2), Some(false)), "{health}");
+    assert!(lag["oldest_unprojected_ms"].as_u64() >= Some(300), "the first waited out a 300 ms query: {health}");
+    assert_eq!(health["views"]["caught_up"], false);
     // A new projector (without --addr: it serves nothing) takes over from the checkpoint.
     let replacement = Server::start("projector-2", "projector", false, &env).await;
     let seen = api.read(&during.id, &assigned.position).await;
     assert_eq!((seen["assignee"].as_str(), seen["version"].as_u64()), (Some("ann"), Some(2)));
+    let health = q.get("/health").await.ok(200);
+    let lag = &health["views"]["lag"];
+    assert_eq!((lag["events"].as_u64(), lag["oldest_unprojected_ms"].is_null()), (Some(0), true), "{health}");
     let after = api.complete(&during.id).await;
     assert_eq!(api.read(&during.id, &after.position).await["status"], "completed");
 
