@@ -6,6 +6,7 @@
 
 mod aggregate_test;
 pub mod event_store;
+pub mod lease;
 mod projection_test;
 pub mod snapshot_store;
 pub mod view_store;
