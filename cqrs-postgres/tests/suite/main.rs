@@ -7,6 +7,7 @@ mod appends;
 mod conformance;
 mod domain;
 mod faults;
+mod leases;
 mod ordering;
 mod read_side;
 mod support;
