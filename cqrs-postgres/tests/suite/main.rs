@@ -8,6 +8,7 @@ mod conformance;
 mod domain;
 mod faults;
 mod leases;
+mod migrations;
 mod ordering;
 mod read_side;
 mod support;
