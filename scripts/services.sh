@@ -24,6 +24,10 @@ install_postgres() {
   if ! command -v openssl >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >&2
   fi
+  # iptables drops the packets of one connection in the lease tests (cqrs-postgres).
+  if ! command -v iptables >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >&2
+  fi
   if [ -n "$(pg_bin_dir)" ]; then return 0; fi
   if [ "$(id -u)" != 0 ]; then
     echo "PostgreSQL is not installed: install Debian's postgresql package or set DATABASE_URL" >&2

@@ -35,6 +35,16 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The schema already holds a table these crates did not make (another tool's
+    /// `migrations`, say), which migrating would mix up with theirs: choose another schema
+    /// ([`PgConfig::schema`](crate::PgConfig::schema)). Nothing was changed.
+    #[error("{table} is not the table cqrs-postgres makes ({reason}): choose another schema with PgConfig::schema")]
+    ForeignTable {
+        /// The table, schema-qualified.
+        table: String,
+        /// What differs.
+        reason: String,
+    },
     /// An error from the store, as the `cqrs-core` traits report it.
     #[error(transparent)]
     Store(#[from] cqrs_core::Error),

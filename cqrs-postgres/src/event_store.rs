@@ -17,7 +17,7 @@ use tokio_postgres::types::FromSql;
 use tracing::Instrument;
 
 use crate::connect::{Connector, unavailable};
-use crate::schema::{MIGRATIONS, Sql};
+use crate::schema::{MIGRATIONS, Sql, applied_migrations};
 use crate::{Blocker, Error, Holdback, PgConfig, Result};
 
 /// One coalesced wake-up: `NOTIFY` on the channel `$1`.
@@ -272,13 +272,7 @@ impl PgEventStore {
             s = sql.schema
         );
         tx.batch_execute(&setup).await.map_err(|source| Error::Migration { version: 0, source })?;
-        let applied: Vec<i32> = tx
-            .query(&format!("SELECT version FROM {}.migrations", sql.schema), &[])
-            .await
-            .map_err(|e| Error::Store(pg(e)))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let applied = applied_migrations(&tx, sql).await?;
         for (version, name, text) in MIGRATIONS {
             let v = i32::try_from(*version).unwrap_or(i32::MAX);
             if applied.contains(&v) {

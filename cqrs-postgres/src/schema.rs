@@ -1,5 +1,8 @@
 //! The SQL of one store, for its schema.
 
+use crate::connect::pg_error;
+use crate::{Error, Result};
+
 /// The migrations, in order: (version, name, SQL with `{schema}` placeholders).
 pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "event store", include_str!("../sql/0001_event_store.sql")),
@@ -10,6 +13,46 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (6, "append first write", include_str!("../sql/0006_append_first_write.sql")),
     (7, "projection stops", include_str!("../sql/0007_projection_stops.sql")),
 ];
+
+/// The columns of the `migrations` table as migrate() makes it, with their types.
+const MIGRATIONS_COLUMNS: &[(&str, &str)] =
+    &[("version", "integer"), ("name", "text"), ("applied_at", "timestamp with time zone")];
+
+/// The migrations already applied in the schema, from its `migrations` table (created empty by
+/// the caller when missing). A table of that name that another tool made is
+/// [`Error::ForeignTable`], never a panic on a column of another type.
+pub(crate) async fn applied_migrations(client: &tokio_postgres::Transaction<'_>, sql: &Sql) -> Result<Vec<i32>> {
+    let table = format!("{}.migrations", sql.schema);
+    let foreign = |reason: String| Error::ForeignTable { table: table.clone(), reason };
+    let rows = client
+        .query(include_str!("../sql/migrations_columns.sql"), &[&table])
+        .await
+        .map_err(|e| Error::Store(pg_error(e)))?;
+    let mut columns = Vec::new();
+    for row in &rows {
+        let kind: String = row.try_get(0).map_err(|e| Error::Store(pg_error(e)))?;
+        if kind != "r" {
+            return Err(foreign(format!("it is not a plain table (relkind {kind:?})")));
+        }
+        let name: Option<String> = row.try_get(1).map_err(|e| Error::Store(pg_error(e)))?;
+        let kind: Option<String> = row.try_get(2).map_err(|e| Error::Store(pg_error(e)))?;
+        if let (Some(name), Some(kind)) = (name, kind) {
+            columns.push((name, kind));
+        }
+    }
+    let expected: Vec<(String, String)> =
+        MIGRATIONS_COLUMNS.iter().map(|(n, k)| ((*n).to_owned(), (*k).to_owned())).collect();
+    if columns != expected {
+        let shown: Vec<String> = columns.iter().map(|(n, k)| format!("{n} {k}")).collect();
+        return Err(foreign(format!(
+            "its columns are ({}), not (version integer, name text, applied_at timestamptz)",
+            shown.join(", ")
+        )));
+    }
+    let rows =
+        client.query(&format!("SELECT version FROM {table}"), &[]).await.map_err(|e| Error::Store(pg_error(e)))?;
+    rows.iter().map(|r| r.try_get::<_, i32>(0).map_err(|e| foreign(format!("a version does not read: {e}")))).collect()
+}
 
 /// The statements a store runs, with the schema name filled in once.
 #[derive(Debug)]

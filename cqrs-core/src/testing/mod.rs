@@ -7,6 +7,7 @@
 mod aggregate_test;
 pub mod encoding;
 pub mod event_store;
+pub mod lease;
 mod projection_test;
 pub mod projector;
 pub mod snapshot_store;

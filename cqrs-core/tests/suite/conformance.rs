@@ -1,5 +1,5 @@
-use cqrs_core::testing::{encoding, event_store, projector, snapshot_store, view_store};
-use cqrs_core::{MemoryEventStore, MemorySnapshotStore, MemoryViewStore};
+use cqrs_core::testing::{encoding, event_store, lease, projector, snapshot_store, view_store};
+use cqrs_core::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_event_store_conforms() {
@@ -14,6 +14,15 @@ async fn memory_snapshot_store_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_view_store_conforms() {
     view_store::run(|| async { MemoryViewStore::default() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_leases_conform() {
+    lease::run(
+        || async { MemoryLeases::default() },
+        |leases: MemoryLeases, name: String| async move { leases.revoke(&name) },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -9,6 +9,8 @@ mod corrupt;
 mod domain;
 mod faults;
 mod hot_stream;
+mod leases;
+mod migrations;
 mod ordering;
 mod read_side;
 mod support;

@@ -190,3 +190,124 @@ impl Drop for PrivateServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A TCP proxy to `127.0.0.1:target` that can stop forwarding: once frozen it keeps every
+/// connection open (its kernel still acknowledges both sides) but passes nothing on, as a hung
+/// middlebox would. Stops with the test's runtime.
+pub struct FreezingProxy {
+    pub port: u16,
+    frozen: tokio::sync::watch::Sender<bool>,
+}
+
+impl FreezingProxy {
+    pub async fn start(target: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (frozen, _) = tokio::sync::watch::channel(false);
+        let watch = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { continue };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(forward(client_read, server_write, watch.subscribe()));
+                tokio::spawn(forward(server_read, client_write, watch.subscribe()));
+            }
+        });
+        FreezingProxy { port, frozen }
+    }
+
+    /// Stops forwarding, for good.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if *frozen.borrow() {
+            // Hold both sockets open and pass nothing on.
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Drops every packet of one TCP connection on the loopback interface (an iptables DROP rule
+/// in INPUT for each direction, matching both ports), as a network that stopped delivering
+/// would: neither kernel sees an acknowledgement again. The rules go when this is dropped.
+/// Needs root and iptables (scripts/services.sh installs it).
+pub struct Blackhole {
+    rules: Vec<Vec<String>>,
+}
+
+impl Blackhole {
+    pub fn cut(client_port: u16, server_port: u16) -> Self {
+        let rule = |from: u16, to: u16| -> Vec<String> {
+            [
+                "-p",
+                "tcp",
+                "-s",
+                "127.0.0.1",
+                "-d",
+                "127.0.0.1",
+                "--sport",
+                &from.to_string(),
+                "--dport",
+                &to.to_string(),
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(["-j".to_owned(), "DROP".to_owned()])
+            .collect()
+        };
+        let mut cut = Blackhole { rules: Vec::new() };
+        for spec in [rule(client_port, server_port), rule(server_port, client_port)] {
+            let out = Command::new("iptables").args(["-w", "-I", "INPUT"]).args(&spec).output().unwrap_or_else(|e| {
+                panic!("this test drops packets with iptables, which cannot run ({e}): run it as root with iptables installed (scripts/services.sh installs it)")
+            });
+            assert!(
+                out.status.success(),
+                "iptables refused the DROP rule (this test needs root): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            cut.rules.push(spec);
+        }
+        cut
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        for spec in &self.rules {
+            let _ = Command::new("iptables").args(["-w", "-D", "INPUT"]).args(spec).status();
+        }
+    }
+}
+
+/// Whether this machine has a TCP socket from local port `local` to remote port `remote` on
+/// the loopback address (in any state), from /proc/net/tcp.
+pub fn tcp_socket_exists(local: u16, remote: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let (local, remote) = (format!("0100007F:{local:04X}"), format!("0100007F:{remote:04X}"));
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        fields.next() == Some(local.as_str()) && fields.next() == Some(remote.as_str())
+    })
+}
