@@ -103,7 +103,8 @@ pub trait Projection: Send + Sync + 'static {
     }
 
     /// The secondary index lists the view is in (see [`IndexEntry`]), kept with the view in the
-    /// same atomic write; queries list and count them. None by default.
+    /// same atomic write; queries list and count them. None by default. `id` is the view's
+    /// stored id (see [`stored_view_id`](crate::stored_view_id)).
     fn index(&self, id: &str, view: &Self::View) -> Vec<IndexEntry> {
         let _ = (id, view);
         Vec::new()
@@ -285,7 +286,7 @@ impl<S: EventStore + Clone> Projector<S> {
         target: Target,
         token: u64,
     ) -> Result<Option<Position>> {
-        let stopped = target.stopped;
+        let (stopped, generation) = (target.stopped, target.generation);
         match self.catch_up_from(projection, target, token).await {
             Ok(checkpoint) => {
                 if stopped {
@@ -294,7 +295,7 @@ impl<S: EventStore + Clone> Projector<S> {
                 Ok(checkpoint)
             }
             Err(error) => {
-                self.note_stop(P::NAME, &error, token).await;
+                self.note_stop(P::NAME, &error, generation, token).await;
                 Err(error)
             }
         }
@@ -539,14 +540,13 @@ impl<S: EventStore + Clone> Projector<S> {
                         target.checkpoint = Some(position);
                         delay = self.retry_delay;
                         if target.stopped {
-                            self.note_running(P::NAME, token).await;
-                            target.stopped = false;
+                            target.stopped = !self.note_running(P::NAME, token).await;
                         }
                     }
                     Err(error) => {
                         // Start over from the stored status: a write whose reply was lost may
                         // have committed.
-                        if !self.on_error(P::NAME, error, &mut lease, token).await? && back_off!() {
+                        if !self.on_error(P::NAME, error, &mut lease, target.generation, token).await? && back_off!() {
                             return Ok(());
                         }
                         break;
@@ -558,11 +558,18 @@ impl<S: EventStore + Clone> Projector<S> {
 
     /// Sorts a failed step: `Ok(true)` to start over at once (the views are gone), `Ok(false)` to
     /// back off and start over (a transient failure, or another runner wrote), `Err` to stop.
-    async fn on_error(&self, name: &str, error: Error, lease: &mut Option<Lease>, token: u64) -> Result<bool> {
+    async fn on_error(
+        &self,
+        name: &str,
+        error: Error,
+        lease: &mut Option<Lease>,
+        generation: u64,
+        token: u64,
+    ) -> Result<bool> {
         match error {
             Error::NewerSchema { .. } => {
                 tracing::warn!(%error, "an event from a newer release; standing by for a runner of that release");
-                self.note_stop(name, &error, token).await;
+                self.note_stop(name, &error, generation, token).await;
                 drop(lease.take());
                 Ok(false)
             }
@@ -581,25 +588,43 @@ impl<S: EventStore + Clone> Projector<S> {
             }
             error => {
                 tracing::error!(%error, "projection stopped");
-                self.note_stop(name, &error, token).await;
+                self.note_stop(name, &error, generation, token).await;
                 Err(error)
             }
         }
     }
 
-    /// Records in the view store why the projection stopped, for queries and health checks.
-    async fn note_stop(&self, name: &str, error: &Error, token: u64) {
+    /// Records in the view store why the projection stopped, for queries and health checks, with
+    /// the checkpoint `generation` holds now (the events before the one to blame are written):
+    /// once a runner writes past it, readers know the stop no longer holds.
+    async fn note_stop(&self, name: &str, error: &Error, generation: u64, token: u64) {
         let Some(stop) = stop_of(error) else { return };
-        if let Err(error) = self.views.record_stop(name, Some(&stop), token).await {
+        let recorded = async {
+            let status = self.views.status(name).await?;
+            let checkpoint = [status.live, status.building]
+                .into_iter()
+                .flatten()
+                .find(|g| g.id == generation)
+                .and_then(|g| g.checkpoint);
+            self.views.record_stop(name, Some(&stop.at(generation, checkpoint)), token).await
+        };
+        if let Err(error) = recorded.await {
             tracing::warn!(%error, "cannot record why the projection stopped");
         }
     }
 
-    /// Clears a recorded stop once the projection has written past it.
-    async fn note_running(&self, name: &str, token: u64) {
+    /// Clears a recorded stop once the projection has written past it; whether it did (a stop
+    /// left in place after a failure is stale anyway: see `ProjectionStatus::active_stop`).
+    async fn note_running(&self, name: &str, token: u64) -> bool {
         match self.views.record_stop(name, None, token).await {
-            Ok(()) => tracing::info!("the projection runs again past its recorded stop"),
-            Err(error) => tracing::warn!(%error, "cannot clear the projection's recorded stop"),
+            Ok(()) => {
+                tracing::info!("the projection runs again past its recorded stop");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot clear the projection's recorded stop; trying after the next batch");
+                false
+            }
         }
     }
 
@@ -661,13 +686,65 @@ impl<S: EventStore + Clone> Projector<S> {
         if let Some(checkpoint) = checkpoint.filter(|c| Some(*c) > expected) {
             let mut commit = fold.commit(target, token, writes, dead_letters);
             commit.checkpoint = checkpoint;
-            commit.validate()?;
-            self.views.commit(P::NAME, commit).await?;
+            let written = match commit.validate() {
+                Ok(()) => self.views.commit(P::NAME, commit).await,
+                Err(error) => Err(error),
+            };
+            match written {
+                Ok(()) => {}
+                Err(error) if refused_as_written(&error) => {
+                    // The store refuses what no check here finds (its own limits): write the
+                    // events one at a time to find the one it refuses.
+                    let upto = batch.iter().take_while(|e| e.position <= checkpoint).count();
+                    self.process_one_by_one(projection, &batch[..upto], target, token, error).await?;
+                }
+                Err(error) => return Err(error),
+            }
         }
         match stop {
             Some((_, error)) => Err(error),
             None => Ok(fold.checkpoint),
         }
+    }
+
+    /// Writes `batch` one event at a time, after the store refused it whole with `refused`; a
+    /// single event it refuses is dead-lettered (its views left as they were) or stops the
+    /// projection, by the poison policy. Rare and slow: one commit per event.
+    fn process_one_by_one<'a, P: Projection>(
+        &'a self,
+        projection: &'a P,
+        batch: &'a [RecordedEvent],
+        target: &'a Target,
+        token: u64,
+        refused: Error,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Position>> + Send + 'a>>
+    where
+        S: Sync,
+    {
+        Box::pin(async move {
+            if let [raw] = batch {
+                let reason = refused.to_string();
+                if self.poison == PoisonPolicy::Stop {
+                    return Err(Error::Projection { projection: P::NAME.to_owned(), position: raw.position, reason });
+                }
+                tracing::warn!(%reason, position = %raw.position, "skipping an event whose writes the store refuses");
+                let commit = ViewCommit {
+                    generation: target.generation,
+                    expected: target.checkpoint,
+                    checkpoint: raw.position,
+                    fencing_token: token,
+                    views: Vec::new(),
+                    dead_letters: vec![dead_letter(raw, reason)],
+                };
+                self.views.commit(P::NAME, commit).await?;
+                return Ok(raw.position);
+            }
+            let mut at = *target;
+            for raw in batch {
+                at.checkpoint = Some(self.process(projection, std::slice::from_ref(raw), &at, token).await?);
+            }
+            at.checkpoint.ok_or(Error::Shutdown)
+        })
     }
 
     /// The events of `batch` the projection reads, decoded, and the ids of the views they change.

@@ -79,7 +79,7 @@ impl Seen {
     fn of(status: &ProjectionStatus) -> Self {
         Seen {
             checkpoint: status.checkpoint(),
-            failed: status.stopped.clone().filter(|stop| stop.kind == StopKind::Failed),
+            failed: status.active_stop().filter(|stop| stop.kind == StopKind::Failed).cloned(),
         }
     }
 }
@@ -179,7 +179,10 @@ impl<V: DeserializeOwned> ViewReader<V> {
 
     /// Up to `limit` views of one index list, in its order, starting after `after` (the `next`
     /// of the page before). The key is [fitted](IndexKey::fitted) as the projector stored it,
-    /// so a value over the store's limit still finds its views.
+    /// so a value over the store's limit still finds its views. Views are listed under their
+    /// stored ids: an id over [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes (or with a NUL byte) is its
+    /// digest form ([`stored_view_id`](crate::stored_view_id)), which [`get`](Self::get) does not
+    /// take back; keep the id in the view when a projection's ids can be that long.
     pub async fn list(&self, key: &IndexKey, after: Option<&ListCursor>, limit: usize) -> Result<Page<V>> {
         let page = self.store.list(&self.projection, &key.fitted(), after, limit).await?;
         let views = page

@@ -52,8 +52,9 @@ pub struct ProjectionStatus {
     pub live: Option<Generation>,
     /// A generation being built to replace `live`.
     pub building: Option<Generation>,
-    /// Why the projection's runner stopped, when it did (see [`ViewStore::record_stop`]); cleared
-    /// once a runner writes past it.
+    /// Why the projection's runner stopped, when it did (see [`ViewStore::record_stop`]): the
+    /// record as stored, cleared by the runner that writes past it; [`active_stop`](Self::active_stop)
+    /// tells whether it still holds.
     pub stopped: Option<ProjectionStop>,
 }
 
@@ -65,7 +66,8 @@ pub struct ProjectionStatus {
 /// ```
 /// use cqrs_core::{Position, ProjectionStop, StopKind};
 ///
-/// let stop = ProjectionStop::new(StopKind::Failed, Some(Position::new(7, 2)), "title too long");
+/// let stop = ProjectionStop::new(StopKind::Failed, Some(Position::new(7, 2)), "title too long")
+///     .at(3, Some(Position::new(7, 1)));
 /// assert_eq!(stop.to_string(), "failed at position 7.2: title too long");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,12 +80,25 @@ pub struct ProjectionStop {
     pub position: Option<Position>,
     /// Why, in words.
     pub reason: String,
+    /// The generation the runner wrote into.
+    pub generation: u64,
+    /// That generation's checkpoint when it stopped: once it moves, the stop no longer holds
+    /// (see [`ProjectionStatus::active_stop`]).
+    pub checkpoint: Option<Position>,
 }
 
 impl ProjectionStop {
-    /// A stop of `kind` at the event at `position`.
+    /// A stop of `kind` at the event at `position`, in generation 0 at no checkpoint (see
+    /// [`at`](Self::at)).
     pub fn new(kind: StopKind, position: Option<Position>, reason: impl Into<String>) -> Self {
-        ProjectionStop { kind, position, reason: reason.into() }
+        ProjectionStop { kind, position, reason: reason.into(), generation: 0, checkpoint: None }
+    }
+
+    /// The same stop, in `generation` at `checkpoint`.
+    pub fn at(mut self, generation: u64, checkpoint: Option<Position>) -> Self {
+        self.generation = generation;
+        self.checkpoint = checkpoint;
+        self
     }
 }
 
@@ -149,6 +164,35 @@ impl ProjectionStatus {
     /// The checkpoint queries see: the live generation's.
     pub fn checkpoint(&self) -> Option<Position> {
         self.live.and_then(|g| g.checkpoint)
+    }
+
+    /// The recorded stop, while it still holds: its generation is live or being built and still
+    /// at the checkpoint it stopped at. A stop that a runner has since written past (a restart
+    /// after a fix, or a late record of a deposed leader) is stale, whether or not its record
+    /// has been cleared yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::{Generation, Position, ProjectionStatus, ProjectionStop, StopKind};
+    ///
+    /// let stop = ProjectionStop::new(StopKind::Failed, None, "corrupt row").at(1, Some(Position::new(5, 1)));
+    /// let mut status = ProjectionStatus {
+    ///     live: Some(Generation { id: 1, version: 1, checkpoint: Some(Position::new(5, 1)) }),
+    ///     building: None,
+    ///     stopped: Some(stop),
+    /// };
+    /// assert!(status.active_stop().is_some());
+    /// status.live = Some(Generation { id: 1, version: 1, checkpoint: Some(Position::new(6, 1)) });
+    /// assert!(status.active_stop().is_none(), "written past since");
+    /// ```
+    pub fn active_stop(&self) -> Option<&ProjectionStop> {
+        let stop = self.stopped.as_ref()?;
+        [self.live, self.building]
+            .into_iter()
+            .flatten()
+            .any(|g| g.id == stop.generation && g.checkpoint == stop.checkpoint)
+            .then_some(stop)
     }
 }
 

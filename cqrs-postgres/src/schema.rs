@@ -180,14 +180,15 @@ impl Sql {
             status: format!(
                 "SELECT s.live, l.version, l.transaction_id::text, l.sequence, \
                         s.building, b.version, b.transaction_id::text, b.sequence, \
-                        s.stop_kind, s.stop_transaction_id::text, s.stop_sequence, s.stop_reason \
+                        s.stop_kind, s.stop_transaction_id::text, s.stop_sequence, s.stop_reason, \
+                        s.stop_generation, s.stop_checkpoint_transaction_id::text, s.stop_checkpoint_sequence \
                  FROM {s}.projection_status s \
                  LEFT JOIN {s}.generations l ON l.projection = s.projection AND l.generation = s.live \
                  LEFT JOIN {s}.generations b ON b.projection = s.projection AND b.generation = s.building \
                  WHERE s.projection = $1"
             ),
             begin_generation: format!("SELECT status, generation_id, highest FROM {s}.begin_generation($1, $2, $3)"),
-            record_stop: format!("SELECT status, highest FROM {s}.record_stop($1, $2, $3, $4, $5, $6)"),
+            record_stop: format!("SELECT status, highest FROM {s}.record_stop($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
             load_views: format!(
                 "SELECT id, view::text FROM {s}.views WHERE projection = $1 AND generation = $2 AND id = ANY($3)"
             ),

@@ -159,13 +159,16 @@ fn generation_at(row: &Row, first: usize) -> cqrs_core::Result<Option<Generation
     }))
 }
 
-/// The recorded stop in columns `first..first + 4` of a status row (kind, transaction, sequence,
-/// reason), if any.
+/// The recorded stop in columns `first..first + 7` of a status row (kind, transaction, sequence,
+/// reason, generation, checkpoint transaction and sequence), if any.
 fn stop_at(row: &Row, first: usize) -> cqrs_core::Result<Option<ProjectionStop>> {
     let Some(kind) = row.try_get::<_, Option<&str>>(first).map_err(pg)? else { return Ok(None) };
-    let position = position(row.try_get(first + 1).map_err(pg)?, row.try_get(first + 2).map_err(pg)?)?;
+    let at = position(row.try_get(first + 1).map_err(pg)?, row.try_get(first + 2).map_err(pg)?)?;
     let reason: Option<&str> = row.try_get(first + 3).map_err(pg)?;
-    Ok(Some(ProjectionStop::new(kind.parse()?, position, reason.unwrap_or_default())))
+    let generation = row.try_get::<_, Option<i64>>(first + 4).map_err(pg)?.unwrap_or(0);
+    let checkpoint = position(row.try_get(first + 5).map_err(pg)?, row.try_get(first + 6).map_err(pg)?)?;
+    let stop = ProjectionStop::new(kind.parse()?, at, reason.unwrap_or_default());
+    Ok(Some(stop.at(to_u64(generation, "generation id")?, checkpoint)))
 }
 
 /// Whether the first row of a query that joins the status table names a live generation (its
@@ -255,10 +258,13 @@ impl ViewStore for PgViewStore {
         let kind = stop.map(|s| s.kind.as_str());
         // PostgreSQL text cannot hold a NUL byte.
         let reason = stop.map(|s| s.reason.replace('\0', "\u{fffd}"));
+        let generation = stop.map(|s| generation_param(s.generation));
+        let (checkpoint_tx, checkpoint_sequence) = parts(stop.and_then(|s| s.checkpoint))?;
         let client = self.pool.get().await.map_err(unavailable)?;
         let stmt = client.prepare_cached(&self.sql.record_stop).await.map_err(pg)?;
-        let row =
-            client.query_one(&stmt, &[&projection, &fencing, &kind, &tx, &sequence, &reason]).await.map_err(pg)?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
+            [&projection, &fencing, &kind, &tx, &sequence, &reason, &generation, &checkpoint_tx, &checkpoint_sequence];
+        let row = client.query_one(&stmt, &params).await.map_err(pg)?;
         match row.try_get::<_, i32>(0).map_err(pg)? {
             0 => Ok(()),
             _ => Err(fenced(projection, fencing_token, &row, 1)?),

@@ -70,7 +70,8 @@ pub(crate) const SWEEP: &str = script!("sweep.lua");
 
 /// The live and the building generation: for each, its id, version, checkpoint and state
 /// (`ok`, or `lost`: then version and checkpoint are `""`; all four `""` when there is none);
-/// then the recorded stop's kind, position and reason (`""` when none). Reads only.
+/// then the recorded stop's kind, position, reason, generation and checkpoint (`""` when none).
+/// Reads only.
 ///
 /// KEYS: 1 live, 2 building, 3 stopped. ARGV: 1 the projection's base key.
 pub(crate) const STATUS: &str = script!("status.lua");
@@ -79,7 +80,8 @@ pub(crate) const STATUS: &str = script!("status.lua");
 /// commit.
 ///
 /// KEYS: 1 token, 2 live, 3 building, 4 stopped. ARGV: 1 the projection's base key, 2 token,
-/// 3 kind (`""` to clear), 4 position (`""` for none), 5 reason.
+/// 3 kind (`""` to clear), 4 position (`""` for none), 5 reason, 6 generation, 7 its checkpoint
+/// (`""` for none).
 ///
 /// Replies `{0}` when recorded, `{2, highest}` when fenced, `{3, key}` for a key of another
 /// type.

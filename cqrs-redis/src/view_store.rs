@@ -418,12 +418,17 @@ impl ViewStore for RedisViewStore {
             .await
             .map_err(redis_error)?;
         let [live, building] = [0, 1].map(|i| reply.get(4 * i..4 * i + 4));
-        let (Some(live), Some(building), Some([kind, stopped_at, reason])) = (live, building, reply.get(8..11)) else {
+        let (Some(live), Some(building), Some([kind, stopped_at, reason, stop_generation, stop_checkpoint])) =
+            (live, building, reply.get(8..13))
+        else {
             return Err(unexpected("the status script", reply));
         };
         let stopped = match kind.as_str() {
             "" => None,
-            kind => Some(ProjectionStop::new(kind.parse()?, position(stopped_at)?, reason.as_str())),
+            kind => Some(
+                ProjectionStop::new(kind.parse()?, position(stopped_at)?, reason.as_str())
+                    .at(generation_id(stop_generation)?, position(stop_checkpoint)?),
+            ),
         };
         // A lost generation is left out: the projector then rebuilds into a new one.
         let generation = |what: &str, fields: &[String]| -> cqrs_core::Result<Option<Generation>> {
@@ -668,6 +673,8 @@ impl ViewStore for RedisViewStore {
             .arg(stop.map_or("", |s| s.kind.as_str()))
             .arg(position)
             .arg(stop.map_or("", |s| s.reason.as_str()))
+            .arg(stop.map_or(0, |s| s.generation))
+            .arg(stop.and_then(|s| s.checkpoint).map(|p| p.to_string()).unwrap_or_default())
             .invoke_async(&mut connection)
             .instrument(tracing::debug_span!("record_stop", store = "redis", projection))
             .await

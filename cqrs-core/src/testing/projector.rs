@@ -160,6 +160,8 @@ where
     unknown_types_are_skipped_and_renames_followed(make().await).await;
     a_stop_is_recorded_for_every_reader(make().await).await;
     a_runner_stands_by_for_a_newer_release(make().await).await;
+    a_stop_written_past_does_not_hold(make().await).await;
+    a_write_the_store_refuses_is_found_by_writing_one_event_at_a_time(make().await, make().await).await;
 }
 
 /// An accepted event whose view, index value, sort key or view id is over a store's limit, or
@@ -336,4 +338,112 @@ pub async fn a_runner_stands_by_for_a_newer_release<S: ViewStore + Clone>(views:
     let _ = stop.send(());
     let ended = tokio::time::timeout(Duration::from_secs(10), running).await.expect("shuts down").expect("joins");
     ended.expect("a shutdown while standing by is not an error");
+}
+
+/// A stop that a runner has written past no longer holds, whether its record was left by a
+/// runner whose clear failed or recorded late by a deposed leader: waiting queries do not fail.
+pub async fn a_stop_written_past_does_not_hold<S: ViewStore + Clone>(views: S) {
+    use crate::ProjectionStop;
+    let events = MemoryEventStore::new();
+    let first = tag(&events, "s", "t1").await;
+    let projector = Projector::new(events.clone(), views.clone());
+    projector.catch_up(&Cards).await.expect("catch up");
+    let generation = views.status(Cards::NAME).await.expect("status").live.expect("live").id;
+    // A deposed leader stopped before `first` and records it late, after the others moved on.
+    let late = ProjectionStop::new(StopKind::Failed, Some(first), "late").at(generation, None);
+    views.record_stop(Cards::NAME, Some(&late), 0).await.expect("recorded");
+    let status = views.status(Cards::NAME).await.expect("status");
+    assert!(status.stopped.is_some() && status.active_stop().is_none(), "written past: stale");
+    let reader = ViewReader::<Card>::new(views.clone(), Cards::NAME);
+    reader.wait_for(first, Duration::from_secs(5)).await.expect("the stale stop is ignored");
+    let later = tag(&events, "s", "t2").await;
+    let waiting = tokio::spawn({
+        let reader = reader.clone();
+        async move { reader.wait_for(later, Duration::from_secs(10)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    projector.catch_up(&Cards).await.expect("catch up");
+    waiting.await.expect("joins").expect("a waiting query sees the views catch up, not the stale stop");
+}
+
+/// A view store that refuses, as a store refuses what breaks its own limits, any commit writing a
+/// view that holds `refuse-me`.
+#[derive(Clone)]
+struct Refusing<S>(S);
+
+#[async_trait::async_trait]
+impl<S: ViewStore> ViewStore for Refusing<S> {
+    async fn status(&self, p: &str) -> crate::Result<crate::ProjectionStatus> {
+        self.0.status(p).await
+    }
+    async fn begin_generation(&self, p: &str, version: u32, token: u64) -> crate::Result<crate::Generation> {
+        self.0.begin_generation(p, version, token).await
+    }
+    async fn load_views(&self, p: &str, generation: u64, ids: &[String]) -> crate::Result<Vec<Option<String>>> {
+        self.0.load_views(p, generation, ids).await
+    }
+    async fn commit(&self, p: &str, commit: crate::ViewCommit) -> crate::Result<()> {
+        if commit.views.iter().any(|w| w.view.as_deref().is_some_and(|v| v.contains("refuse-me"))) {
+            return Err(Error::InvalidEvent { reason: "the store cannot keep this view".into() });
+        }
+        self.0.commit(p, commit).await
+    }
+    async fn go_live(&self, p: &str, generation: u64, token: u64) -> crate::Result<()> {
+        self.0.go_live(p, generation, token).await
+    }
+    async fn read_views(&self, p: &str, ids: &[String]) -> crate::Result<Vec<Option<String>>> {
+        self.0.read_views(p, ids).await
+    }
+    async fn list(
+        &self,
+        p: &str,
+        key: &IndexKey,
+        after: Option<&crate::ListCursor>,
+        limit: usize,
+    ) -> crate::Result<crate::ViewPage> {
+        self.0.list(p, key, after, limit).await
+    }
+    async fn count(&self, p: &str, keys: &[IndexKey]) -> crate::Result<Vec<u64>> {
+        self.0.count(p, keys).await
+    }
+    async fn dead_letters(&self, p: &str) -> crate::Result<Vec<crate::DeadLetter>> {
+        self.0.dead_letters(p).await
+    }
+    async fn record_stop(&self, p: &str, stop: Option<&crate::ProjectionStop>, token: u64) -> crate::Result<()> {
+        self.0.record_stop(p, stop, token).await
+    }
+}
+
+/// A write the store refuses as written, for a reason no check of the projector finds, is found
+/// by writing the batch one event at a time: under `DeadLetter` that event is skipped and
+/// recorded, its view kept as before; under `Stop` the events before it are written and the
+/// projection stops at its position.
+pub async fn a_write_the_store_refuses_is_found_by_writing_one_event_at_a_time<S: ViewStore + Clone>(
+    dead_lettering: S,
+    stopping: S,
+) {
+    let events = MemoryEventStore::new();
+    let first = tag(&events, "a", "t1").await;
+    tag(&events, "b", "t2").await;
+    let refused = tag(&events, "a", "refuse-me").await;
+    let last = tag(&events, "b", "t3").await;
+
+    let views = Refusing(dead_lettering.clone());
+    let projector = Projector::new(events.clone(), views.clone()).with_poison_policy(PoisonPolicy::DeadLetter);
+    assert_eq!(projector.catch_up(&Cards).await.expect("catch up"), Some(last));
+    let cards = ViewReader::<Card>::new(dead_lettering.clone(), Cards::NAME);
+    assert_eq!(cards.get("a").await.expect("get").map(|c| c.tags), Some(vec!["t1".to_owned()]));
+    assert_eq!(cards.get("b").await.expect("get").map(|c| c.tags), Some(vec!["t2".to_owned(), "t3".to_owned()]));
+    let letters = dead_lettering.dead_letters(Cards::NAME).await.expect("dead letters");
+    assert_eq!(letters.iter().map(|d| d.position).collect::<Vec<_>>(), vec![refused]);
+
+    let views = Refusing(stopping.clone());
+    let projector = Projector::new(events.clone(), views);
+    match projector.catch_up(&Cards).await {
+        Err(Error::Projection { position, .. }) => assert_eq!(position, refused),
+        other => panic!("expected the projection to stop at {refused}, got {other:?}"),
+    }
+    let status = stopping.status(Cards::NAME).await.expect("status");
+    let checkpoint = status.building.or(status.live).and_then(|g| g.checkpoint);
+    assert!(checkpoint > Some(first) && checkpoint < Some(refused), "the events before it are written");
 }

@@ -75,29 +75,36 @@ where
 }
 
 /// A recorded stop is reported by `status` until cleared, per projection, with its kind,
-/// position and reason; recording is fenced like a commit.
+/// position, reason, generation and checkpoint; recording is fenced like a commit; once the
+/// generation's checkpoint moves past the stop's, the stop no longer holds (`active_stop`).
 pub async fn stops<S: ViewStore>(store: S) {
     use crate::{ProjectionStop, StopKind};
     assert_eq!(store.status("p").await.expect("status").stopped, None);
-    let failed = ProjectionStop::new(StopKind::Failed, Some(at(7)), "apply failed: \"x\" ü\u{0}");
+    let g = live(&store, "p", 3).await;
+    store.commit("p", commit(g, None, 1, 3, &[("a", Some("1"))])).await.expect("commit");
+    let failed = ProjectionStop::new(StopKind::Failed, Some(at(7)), "apply failed: \"x\" ü\u{0}").at(g, Some(at(1)));
     store.record_stop("p", Some(&failed), 3).await.expect("record");
-    let stopped = store.status("p").await.expect("status").stopped.expect("a stop");
+    let status = store.status("p").await.expect("status");
+    let stopped = status.stopped.clone().expect("a stop");
     assert_eq!((stopped.kind, stopped.position), (StopKind::Failed, Some(at(7))));
+    assert_eq!((stopped.generation, stopped.checkpoint), (g, Some(at(1))));
     assert!(stopped.reason.starts_with("apply failed: \"x\" ü"), "{:?}", stopped.reason);
+    assert!(status.active_stop().is_some(), "the generation is still at the stop's checkpoint");
     assert_eq!(store.status("q").await.expect("status").stopped, None, "per projection");
     match store.record_stop("p", None, 2).await {
         Err(Error::Fenced { token: 2, highest: 3, .. }) => {}
         other => panic!("an older token must be fenced, got {other:?}"),
     }
-    let newer = ProjectionStop::new(StopKind::NeedsNewerRelease, None, "v2");
+    store.commit("p", commit(g, Some(1), 2, 3, &[])).await.expect("a commit past the stop");
+    let status = store.status("p").await.expect("status");
+    assert!(status.stopped.is_some() && status.active_stop().is_none(), "kept, but written past: stale");
+    let newer = ProjectionStop::new(StopKind::NeedsNewerRelease, None, "v2").at(g, Some(at(2)));
     store.record_stop("p", Some(&newer), 3).await.expect("record again");
-    assert_eq!(store.status("p").await.expect("status").stopped, Some(newer));
-    let g = live(&store, "p", 3).await;
-    store.commit("p", commit(g, None, 1, 3, &[("a", Some("1"))])).await.expect("a commit keeps the stop");
-    assert!(store.status("p").await.expect("status").stopped.is_some());
+    let status = store.status("p").await.expect("status");
+    assert_eq!(status.active_stop(), Some(&newer));
     store.record_stop("p", None, 4).await.expect("clear");
     assert_eq!(store.status("p").await.expect("status").stopped, None);
-    match store.commit("p", commit(g, Some(1), 2, 3, &[])).await {
+    match store.commit("p", commit(g, Some(2), 3, 3, &[])).await {
         Err(Error::Fenced { highest: 4, .. }) => {}
         other => panic!("a newer token recorded with a stop fences commits, got {other:?}"),
     }

@@ -11,10 +11,9 @@ if t ~= 'none' and t ~= 'hash' then return {'3', KEYS[4]} end
 if ARGV[2] ~= highest then
   raise_token(KEYS[1], base, ARGV[2], live, live_meta, building, building_meta)
 end
-if ARGV[3] == '' then
-  redis.call('DEL', KEYS[4])
-else
-  redis.call('DEL', KEYS[4])
-  redis.call('HSET', KEYS[4], 'kind', ARGV[3], 'position', ARGV[4], 'reason', ARGV[5])
+redis.call('DEL', KEYS[4])
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[4], 'kind', ARGV[3], 'position', ARGV[4], 'reason', ARGV[5],
+    'generation', ARGV[6], 'checkpoint', ARGV[7])
 end
 return {'0'}

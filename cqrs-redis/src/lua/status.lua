@@ -20,6 +20,6 @@ for i = 1, 2 do
     out[#out + 1] = ''
   end
 end
-local stop = redis.call('HMGET', KEYS[3], 'kind', 'position', 'reason')
-for i = 1, 3 do out[#out + 1] = stop[i] or '' end
+local stop = redis.call('HMGET', KEYS[3], 'kind', 'position', 'reason', 'generation', 'checkpoint')
+for i = 1, 5 do out[#out + 1] = stop[i] or '' end
 return out

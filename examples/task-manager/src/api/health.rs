@@ -144,10 +144,10 @@ async fn views(state: &AppState) -> Option<Result<ViewsJson, String>> {
             checkpoint,
             caught_up,
             lag,
-            stopped: status.stopped.map(|stop| StopJson {
+            stopped: status.active_stop().map(|stop| StopJson {
                 kind: stop.kind.as_str(),
                 position: stop.position,
-                reason: stop.reason,
+                reason: stop.reason.clone(),
             }),
             live: status.live.map(Into::into),
             building: status.building.map(Into::into),
