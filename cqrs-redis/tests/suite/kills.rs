@@ -100,6 +100,11 @@ impl Projection for Counts {
     const NAME: &'static str = "kill_counts";
     type Aggregate = Tally;
     type View = Count;
+    /// Every type, known or not (the default skips types the code does not know): the poison
+    /// test stops it on one.
+    fn handles(&self, _: &str) -> bool {
+        true
+    }
     fn apply(&self, view: &mut Option<Count>, e: &EventEnvelope<TallyEvent>) -> Result<(), BoxError> {
         let view = view.get_or_insert_with(Count::default);
         if e.version <= view.version {
