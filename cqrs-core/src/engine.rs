@@ -337,6 +337,7 @@ pub struct Cqrs<A: Aggregate, S> {
     retry: RetryPolicy,
     jitter: Arc<Jitter>,
     batch_size: usize,
+    batch_bytes: usize,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
 }
@@ -351,6 +352,7 @@ impl<A: Aggregate, S: Clone> Clone for Cqrs<A, S> {
             retry: self.retry,
             jitter: self.jitter.clone(),
             batch_size: self.batch_size,
+            batch_bytes: self.batch_bytes,
             clock: self.clock.clone(),
             ids: self.ids.clone(),
         }
@@ -382,6 +384,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
             retry: RetryPolicy::new(),
             jitter: Arc::new(Jitter::new(None)),
             batch_size: DEFAULT_BATCH_SIZE,
+            batch_bytes: crate::DEFAULT_BATCH_BYTES,
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds::default()),
         }
@@ -417,6 +420,14 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
     /// Reads streams `events` at a time when loading (at least 1).
     pub fn with_batch_size(mut self, events: usize) -> Self {
         self.batch_size = events.max(1);
+        self
+    }
+
+    /// Loads streams in batches of at most about `bytes` of events as well (a batch ends with the
+    /// event that reaches it; default [`DEFAULT_BATCH_BYTES`](crate::DEFAULT_BATCH_BYTES)), so
+    /// that a stream of large events loads in flat memory.
+    pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes.max(1);
         self
     }
 
@@ -730,7 +741,8 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
     async fn catch_up(&self, stream: &StreamId, loaded: &mut Loaded<A>) -> Result<usize, Error> {
         let mut read = 0;
         loop {
-            let batch = self.store.read_stream(stream, loaded.version + 1, self.batch_size).await?;
+            let batch =
+                self.store.read_stream_bounded(stream, loaded.version + 1, self.batch_size, self.batch_bytes).await?;
             for raw in &batch {
                 let event = self.upcasters.decode_event::<A::Event>(raw)?;
                 loaded.state.apply(&event);
@@ -738,7 +750,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 loaded.position = raw.position;
             }
             read += batch.len();
-            if batch.len() < self.batch_size {
+            if !crate::store::may_have_more(&batch, self.batch_size, self.batch_bytes) {
                 return Ok(read);
             }
         }

@@ -257,6 +257,24 @@ pub struct RecordedEvent {
     pub metadata: StoredMetadata,
 }
 
+impl RecordedEvent {
+    /// What it weighs in a batch: the bytes of its payload, metadata JSON and type name (a
+    /// decoded-only metadata counts as 64). Reads bounded in bytes add these up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use cqrs_core::prelude::*;
+    /// let event = RecordedEvent { stream: StreamId::new("a", "1").unwrap(), version: 1, position: Position::new(1, 1),
+    ///     event_type: "Done".into(), schema_version: 1, payload: "{}".into(),
+    ///     metadata: StoredMetadata::from_json("{}") };
+    /// assert_eq!(event.stored_size(), 2 + 2 + 4);
+    /// ```
+    pub fn stored_size(&self) -> usize {
+        self.payload.len() + self.metadata.stored_len() + self.event_type.len()
+    }
+}
+
 /// An event's metadata as a store returned it: its JSON, decoded the first time someone reads
 /// it, so that loading an aggregate or folding a projection that never looks at metadata never
 /// parses it. Clones share the decoded value.
@@ -284,6 +302,11 @@ impl StoredMetadata {
     /// Metadata as stored JSON, decoded on first read.
     pub fn from_json(json: impl Into<Box<str>>) -> Self {
         StoredMetadata(Arc::new(MetadataCell { json: Some(json.into()), decoded: std::sync::OnceLock::new() }))
+    }
+
+    /// The length of its stored JSON (64 when it was built decoded).
+    pub(crate) fn stored_len(&self) -> usize {
+        self.0.json.as_deref().map_or(64, str::len)
     }
 
     /// The metadata, decoding it on the first call. JSON that does not decode is

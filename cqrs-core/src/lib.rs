@@ -41,9 +41,9 @@ pub use position::Position;
 pub use projection::{BoxError, DEFAULT_PROJECTOR_BATCH, EventOf, PoisonPolicy, Projection, Projector};
 pub use query::{Page, Query, QueryHandler, ViewReader};
 pub use retry::{DEFAULT_INITIAL_DELAY, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_DELAY, DEFAULT_RETRY_BUDGET, RetryPolicy};
-pub use store::{AppendOutcome, EventStore, Snapshot, SnapshotStore};
+pub use store::{AppendOutcome, EventStore, Snapshot, SnapshotStore, within_bytes};
 pub use stream::{ExpectedVersion, MAX_CATEGORY_LEN, MAX_COMMAND_ID_LEN, MAX_ID_LEN, StreamId, validate_command_id};
-pub use subscription::{DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH, Subscription};
+pub use subscription::{DEFAULT_BATCH_BYTES, DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH, Subscription};
 pub use upcast::Upcasters;
 pub use view::{
     DeadLetter, Generation, IndexEntry, IndexKey, ListCursor, MAX_INDEX_NAME_LEN, MAX_INDEX_VALUE_LEN, MAX_ORDER_LEN,

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::store::may_have_more;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
@@ -180,6 +182,7 @@ pub struct Projector<S> {
     leases: Option<Arc<dyn LeaseManager>>,
     upcasters: Upcasters,
     batch_size: usize,
+    batch_bytes: usize,
     retry_delay: Duration,
     poison: PoisonPolicy,
     verify_interval: Duration,
@@ -193,6 +196,7 @@ impl<S: Clone> Clone for Projector<S> {
             leases: self.leases.clone(),
             upcasters: self.upcasters.clone(),
             batch_size: self.batch_size,
+            batch_bytes: self.batch_bytes,
             retry_delay: self.retry_delay,
             poison: self.poison,
             verify_interval: self.verify_interval,
@@ -225,6 +229,7 @@ impl<S: EventStore + Clone> Projector<S> {
             leases: None,
             upcasters: Upcasters::new(),
             batch_size: DEFAULT_PROJECTOR_BATCH,
+            batch_bytes: crate::DEFAULT_BATCH_BYTES,
             retry_delay: Duration::from_millis(100),
             poison: PoisonPolicy::Stop,
             verify_interval: Duration::from_secs(1),
@@ -252,6 +257,14 @@ impl<S: EventStore + Clone> Projector<S> {
     /// Folds up to `events` per atomic write (at least 1).
     pub fn with_batch_size(mut self, events: usize) -> Self {
         self.batch_size = events.max(1);
+        self
+    }
+
+    /// Reads batches of at most about `bytes` of events (a batch ends with the event that reaches
+    /// it; default [`DEFAULT_BATCH_BYTES`](crate::DEFAULT_BATCH_BYTES)). A running projector
+    /// holds at most two batches at once: the one it folds and the one it reads ahead.
+    pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes.max(1);
         self
     }
 
@@ -310,7 +323,7 @@ impl<S: EventStore + Clone> Projector<S> {
         let mut subscription = self.subscribe(target.checkpoint);
         let mut next = subscription.try_next_batch().await?;
         while let Some(batch) = next {
-            if batch.len() < self.batch_size {
+            if !may_have_more(&batch, self.batch_size, self.batch_bytes) {
                 // Caught up when it was read: nothing to read ahead.
                 target.checkpoint = Some(self.process(projection, &batch, &target, token).await?);
                 next = subscription.try_next_batch().await?;
@@ -515,9 +528,9 @@ impl<S: EventStore + Clone> Projector<S> {
                     }
                 };
                 let outcome = match batch {
-                    // A batch short of the batch size was the end of the log when it was read:
-                    // reading ahead would only cost a read that finds nothing.
-                    Ok(batch) if batch.len() < self.batch_size => {
+                    // A batch short of the batch size (in events and bytes) was the end of the log
+                    // when it was read: reading ahead would only cost a read that finds nothing.
+                    Ok(batch) if !may_have_more(&batch, self.batch_size, self.batch_bytes) => {
                         self.process(&projection, &batch, &target, token).await
                     }
                     Ok(batch) => {
@@ -629,7 +642,9 @@ impl<S: EventStore + Clone> Projector<S> {
     }
 
     fn subscribe(&self, checkpoint: Option<Position>) -> Subscription<S> {
-        Subscription::new(self.events.clone(), checkpoint.unwrap_or(Position::ZERO)).with_batch_size(self.batch_size)
+        Subscription::new(self.events.clone(), checkpoint.unwrap_or(Position::ZERO))
+            .with_batch_size(self.batch_size)
+            .with_batch_bytes(self.batch_bytes)
     }
 
     /// Folds one batch and writes the changed views, their index entries and the new checkpoint

@@ -97,6 +97,67 @@ pub trait EventStore: Send + Sync + 'static {
     /// Up to `limit` events of every stream with positions after `after`, in position order.
     async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>>;
 
+    /// [`read_stream`](Self::read_stream) bounded in bytes too: it stops after the event whose
+    /// [stored size](RecordedEvent::stored_size) brings the batch to `max_bytes` or more, so a
+    /// batch holds less than `max_bytes` plus one event. A batch shorter than `limit` whose sizes
+    /// add up to less than `max_bytes` is the end of the stream.
+    ///
+    /// The default reads `limit` events and keeps those; stores override it to read no more
+    /// than they return.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::prelude::*;
+    /// use cqrs_core::{EventStore, MemoryEventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryEventStore::new();
+    /// let stream = StreamId::new("doc", "1").unwrap();
+    /// let big = || NewEvent { event_type: "Written".into(), schema_version: 1,
+    ///     payload: format!("{:?}", "x".repeat(1000)).into(), metadata: Metadata::default() };
+    /// store.append(&stream, ExpectedVersion::Any, vec![big(), big(), big()]).await.unwrap();
+    /// let batch = store.read_stream_bounded(&stream, 1, 100, 1500).await.unwrap();
+    /// assert_eq!(batch.len(), 2, "the second event brought it past 1,500 bytes");
+    /// # });
+    /// ```
+    async fn read_stream_bounded(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let mut events = self.read_stream(stream, from_version, limit).await?;
+        events.truncate(within_bytes(&events, max_bytes));
+        Ok(events)
+    }
+
+    /// [`read_all`](Self::read_all) bounded in bytes as
+    /// [`read_stream_bounded`](Self::read_stream_bounded) is: the batch ends with the event that
+    /// brings it to `max_bytes` or more.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::prelude::*;
+    /// use cqrs_core::{EventStore, MemoryEventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryEventStore::new();
+    /// let stream = StreamId::new("doc", "1").unwrap();
+    /// let event = || NewEvent { event_type: "Written".into(), schema_version: 1, payload: "{}".into(),
+    ///     metadata: Metadata::default() };
+    /// store.append(&stream, ExpectedVersion::Any, vec![event(), event()]).await.unwrap();
+    /// assert_eq!(store.read_all_bounded(Position::ZERO, 100, 1).await.unwrap().len(), 1);
+    /// # });
+    /// ```
+    async fn read_all_bounded(&self, after: Position, limit: usize, max_bytes: usize) -> Result<Vec<RecordedEvent>> {
+        let mut events = self.read_all(after, limit).await?;
+        events.truncate(within_bytes(&events, max_bytes));
+        Ok(events)
+    }
+
     /// The stream's current version (0 when it has no events).
     async fn stream_version(&self, stream: &StreamId) -> Result<u64>;
 
@@ -227,6 +288,18 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
     async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
         (**self).read_all(after, limit).await
     }
+    async fn read_stream_bounded(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        (**self).read_stream_bounded(stream, from_version, limit, max_bytes).await
+    }
+    async fn read_all_bounded(&self, after: Position, limit: usize, max_bytes: usize) -> Result<Vec<RecordedEvent>> {
+        (**self).read_all_bounded(after, limit, max_bytes).await
+    }
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         (**self).stream_version(stream).await
     }
@@ -302,4 +375,29 @@ impl<T: SnapshotStore + ?Sized> SnapshotStore for Arc<T> {
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
         (**self).save_snapshot(snapshot).await
     }
+}
+
+/// How many of `events` a batch bounded to `max_bytes` holds: up to and including the event that
+/// brings their [stored sizes](RecordedEvent::stored_size) to `max_bytes` or more.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(cqrs_core::within_bytes(&[], 10), 0);
+/// ```
+pub fn within_bytes(events: &[RecordedEvent], max_bytes: usize) -> usize {
+    let mut total = 0usize;
+    for (n, event) in events.iter().enumerate() {
+        total = total.saturating_add(event.stored_size());
+        if total >= max_bytes {
+            return n + 1;
+        }
+    }
+    events.len()
+}
+
+/// Whether a batch bounded to `limit` events and `max_bytes` that came back as `events` may have
+/// more after it: it is full, or it was cut by bytes.
+pub(crate) fn may_have_more(events: &[RecordedEvent], limit: usize, max_bytes: usize) -> bool {
+    events.len() >= limit || events.iter().fold(0usize, |total, e| total.saturating_add(e.stored_size())) >= max_bytes
 }

@@ -9,6 +9,11 @@ use crate::{EventStore, Position, RecordedEvent, Result};
 
 /// The default number of events a subscription hands over at a time.
 pub const DEFAULT_SUBSCRIPTION_BATCH: usize = 500;
+
+/// The default bound, in bytes, of one batch that subscriptions, projectors and stream loads
+/// read: a batch ends with the event that reaches it (see
+/// [`EventStore::read_all_bounded`](crate::EventStore::read_all_bounded)).
+pub const DEFAULT_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// The default time between polls when the store gives no wake-up (or as a fallback).
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -42,6 +47,7 @@ pub struct Subscription<S> {
     store: S,
     after: Position,
     batch_size: usize,
+    batch_bytes: usize,
     poll_interval: Duration,
     wake: Option<watch::Receiver<u64>>,
 }
@@ -54,6 +60,7 @@ impl<S: EventStore> Subscription<S> {
             store,
             after,
             batch_size: DEFAULT_SUBSCRIPTION_BATCH,
+            batch_bytes: DEFAULT_BATCH_BYTES,
             poll_interval: DEFAULT_POLL_INTERVAL,
             wake,
         }
@@ -62,6 +69,13 @@ impl<S: EventStore> Subscription<S> {
     /// Hands over at most `events` at a time (at least 1).
     pub fn with_batch_size(mut self, events: usize) -> Self {
         self.batch_size = events.max(1);
+        self
+    }
+
+    /// Hands over batches of at most about `bytes` (a batch ends with the event that reaches it;
+    /// default [`DEFAULT_BATCH_BYTES`]), so that large events cannot fill memory.
+    pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes.max(1);
         self
     }
 
@@ -114,7 +128,7 @@ impl<S: EventStore> Subscription<S> {
             wake.borrow_and_update();
         }
         let span = tracing::trace_span!("subscription", after = %self.after);
-        let batch = self.store.read_all(self.after, self.batch_size).instrument(span).await?;
+        let batch = self.store.read_all_bounded(self.after, self.batch_size, self.batch_bytes).instrument(span).await?;
         Ok(batch.last().map(|last| last.position).map(|last| {
             self.after = last;
             batch

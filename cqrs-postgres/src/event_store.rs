@@ -13,7 +13,7 @@ use deadpool_postgres::{Object, Pool};
 use tokio::sync::{Notify, watch};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::FromSql;
+use tokio_postgres::types::{FromSql, ToSql};
 use tracing::Instrument;
 
 use crate::connect::{Connector, unavailable};
@@ -180,6 +180,28 @@ fn event_location(row: &Row, stream: Option<&StreamId>, first: usize) -> String 
     let number = |i| row.try_get::<_, Option<i64>>(i).ok().flatten().map_or_else(|| "?".to_owned(), |n| n.to_string());
     let stream = stream.map_or_else(|| format!("{}/{}", text(0), text(1)), ToString::to_string);
     format!("event at position {}.{} (stream {stream}, version {})", text(first + 5), number(first + 6), number(first))
+}
+
+/// The events of `rows`, decoded by `decode` as they arrive, up to and including the one that
+/// brings their stored sizes to `max_bytes`; the rows after it are dropped unread.
+async fn collect_within(
+    rows: tokio_postgres::RowStream,
+    max_bytes: usize,
+    mut decode: impl FnMut(&Row) -> cqrs_core::Result<RecordedEvent>,
+) -> cqrs_core::Result<Vec<RecordedEvent>> {
+    use futures_util::StreamExt;
+    let mut rows = std::pin::pin!(rows);
+    let mut events = Vec::new();
+    let mut total = 0usize;
+    while let Some(row) = rows.next().await {
+        let event = decode(&row.map_err(pg)?)?;
+        total = total.saturating_add(event.stored_size());
+        events.push(event);
+        if total >= max_bytes {
+            break;
+        }
+    }
+    Ok(events)
 }
 
 fn recorded(row: &Row) -> cqrs_core::Result<RecordedEvent> {
@@ -794,43 +816,62 @@ impl EventStore for PgEventStore {
         from_version: u64,
         limit: usize,
     ) -> cqrs_core::Result<Vec<RecordedEvent>> {
+        self.read_stream_bounded(stream, from_version, limit, usize::MAX).await
+    }
+
+    async fn read_all(&self, after: Position, limit: usize) -> cqrs_core::Result<Vec<RecordedEvent>> {
+        self.read_all_bounded(after, limit, usize::MAX).await
+    }
+
+    /// Rows are decoded as they arrive and reading stops at the byte bound; the rest of the
+    /// batch's rows, which the server may already be sending, are discarded as they come. Memory
+    /// stays bounded; the transfer is bounded by `limit`.
+    async fn read_stream_bounded(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> cqrs_core::Result<Vec<RecordedEvent>> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.inner.sql.read_stream).await.map_err(pg)?;
         let from = i64::try_from(from_version).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = client
-            .query(&stmt, &[&stream.category(), &stream.id(), &from, &limit])
-            .instrument(tracing::trace_span!("load", store = "postgres", stream = %stream))
-            .await
-            .map_err(pg)?;
+        let params: [&(dyn ToSql + Sync); 4] = [&stream.category(), &stream.id(), &from, &limit];
+        let span = tracing::trace_span!("load", store = "postgres", stream = %stream);
+        let rows = client.query_raw(&stmt, params).instrument(span).await.map_err(pg)?;
         // A stream's versions have no gap: a missing one is a row deleted or changed by hand.
         let mut next = from_version.max(1);
-        rows.iter()
-            .map(|row| {
-                let event = recorded_in(stream, row, 0)?;
-                if event.version != next {
-                    let location = event_location(row, Some(stream), 0);
-                    return Err(corrupt(location, format_args!("expected version {next}: the stream has a gap")));
-                }
-                next += 1;
-                Ok(event)
-            })
-            .collect()
+        collect_within(rows, max_bytes, |row| {
+            let event = recorded_in(stream, row, 0)?;
+            if event.version != next {
+                let location = event_location(row, Some(stream), 0);
+                return Err(corrupt(location, format_args!("expected version {next}: the stream has a gap")));
+            }
+            next += 1;
+            Ok(event)
+        })
+        .await
     }
 
-    async fn read_all(&self, after: Position, limit: usize) -> cqrs_core::Result<Vec<RecordedEvent>> {
+    /// As [`read_stream_bounded`](Self::read_stream_bounded): bounded memory, rows decoded as
+    /// they arrive.
+    async fn read_all_bounded(
+        &self,
+        after: Position,
+        limit: usize,
+        max_bytes: usize,
+    ) -> cqrs_core::Result<Vec<RecordedEvent>> {
         self.ensure_same_cluster().await?;
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.inner.sql.read_all).await.map_err(pg)?;
         let tx = after.transaction().to_string();
         let seq = to_i64(after.sequence(), "position")?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = client
-            .query(&stmt, &[&tx, &seq, &limit])
-            .instrument(tracing::trace_span!("read_all", store = "postgres", %after))
-            .await
-            .map_err(pg)?;
-        rows.iter().map(recorded).collect()
+        let params: [&(dyn ToSql + Sync); 3] = [&tx, &seq, &limit];
+        let span = tracing::trace_span!("read_all", store = "postgres", %after);
+        let rows = client.query_raw(&stmt, params).instrument(span).await.map_err(pg)?;
+        collect_within(rows, max_bytes, recorded).await
     }
 
     async fn head(&self) -> cqrs_core::Result<Option<Position>> {

@@ -191,6 +191,27 @@ impl EventStore for MemoryEventStore {
         Ok(state.log[start..].iter().take(limit).cloned().collect())
     }
 
+    async fn read_stream_bounded(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let state = read(&self.inner.state);
+        let Some(indexes) = state.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let start = usize::try_from(from_version.saturating_sub(1)).unwrap_or(usize::MAX).min(indexes.len());
+        Ok(bounded(indexes[start..].iter().map(|&i| &state.log[i]), limit, max_bytes))
+    }
+
+    async fn read_all_bounded(&self, after: Position, limit: usize, max_bytes: usize) -> Result<Vec<RecordedEvent>> {
+        let state = read(&self.inner.state);
+        let start = state.log.partition_point(|e| e.position <= after);
+        Ok(bounded(state.log[start..].iter(), limit, max_bytes))
+    }
+
     async fn head(&self) -> Result<Option<Position>> {
         Ok(read(&self.inner.state).log.last().map(|e| e.position))
     }
@@ -222,4 +243,18 @@ impl EventStore for MemoryEventStore {
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         Some(self.inner.wake.subscribe())
     }
+}
+
+/// Up to `limit` of `events`, ending with the one that brings their stored sizes to `max_bytes`.
+fn bounded<'a>(events: impl Iterator<Item = &'a RecordedEvent>, limit: usize, max_bytes: usize) -> Vec<RecordedEvent> {
+    let mut total = 0usize;
+    let mut out = Vec::new();
+    for event in events.take(limit) {
+        out.push(event.clone());
+        total = total.saturating_add(event.stored_size());
+        if total >= max_bytes {
+            break;
+        }
+    }
+    out
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
-use crate::{Error, EventStore, ExpectedVersion, Position, RecordedEvent, StreamId, Subscription};
+use crate::{Error, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, Subscription};
 
 use super::{test_event, test_event_for_command};
 
@@ -68,6 +68,49 @@ where
     hostile_ids(make().await).await;
     wake_ups(make().await).await;
     head_and_count(make().await).await;
+    bounded_reads(make().await).await;
+}
+
+/// Reads bounded in bytes end with the event that brings the batch's stored sizes to the bound
+/// (at least one event), for `read_stream_bounded` and `read_all_bounded` alike; a bound above
+/// the whole batch changes nothing.
+pub async fn bounded_reads<S: EventStore>(store: S) {
+    let s = stream("bounded");
+    let events: Vec<NewEvent> = (0..8u64)
+        .map(|n| {
+            let mut event = test_event(n);
+            event.payload = format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(usize::try_from(n * 300).unwrap_or(0)));
+            event
+        })
+        .collect();
+    store.append(&s, ExpectedVersion::NoStream, events).await.expect("append");
+    let all = read_all(&store, 8).await;
+    let sizes: Vec<usize> = all.iter().map(RecordedEvent::stored_size).collect();
+    let expected = |max: usize| {
+        let mut total = 0;
+        sizes
+            .iter()
+            .position(|size| {
+                total += size;
+                total >= max
+            })
+            .map_or(sizes.len(), |i| i + 1)
+    };
+    for max in [1, sizes[0], sizes[0] + 1, 1_000, 3_000, 7_000, usize::MAX] {
+        let read = store.read_stream_bounded(&s, 1, 100, max).await.expect("read_stream_bounded");
+        assert_eq!(read.len(), expected(max), "read_stream_bounded with a bound of {max} bytes");
+        assert_eq!(read.iter().map(|e| e.version).collect::<Vec<_>>(), (1..=read.len() as u64).collect::<Vec<_>>());
+        let read = store.read_all_bounded(Position::ZERO, 100, max).await.expect("read_all_bounded");
+        assert_eq!(read.len(), expected(max), "read_all_bounded with a bound of {max} bytes");
+        assert_eq!(
+            read.iter().map(|e| e.position).collect::<Vec<_>>(),
+            all[..read.len()].iter().map(|e| e.position).collect::<Vec<_>>()
+        );
+    }
+    let from_third = store.read_stream_bounded(&s, 3, 2, usize::MAX).await.expect("read");
+    assert_eq!(from_third.iter().map(|e| e.version).collect::<Vec<_>>(), vec![3, 4], "the event bound still holds");
+    let after_second = store.read_all_bounded(all[1].position, 100, 1).await.expect("read");
+    assert_eq!(after_second.iter().map(|e| e.position).collect::<Vec<_>>(), vec![all[2].position]);
 }
 
 /// `head` is `None` on an empty store, reaches the last appended position, and is never

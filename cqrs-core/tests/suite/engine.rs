@@ -483,3 +483,19 @@ async fn the_cache_evicts_beyond_its_capacity_and_an_evicted_aggregate_reloads_f
         assert!(cached <= 4, "{debug}");
     }
 }
+
+#[tokio::test]
+async fn streams_load_in_batches_bounded_in_bytes() {
+    let store = MemoryEventStore::new();
+    let cqrs = Cqrs::new(store.clone());
+    cqrs.execute(open("big")).await.unwrap();
+    for _ in 0..30 {
+        cqrs.execute(deposit("big", 1)).await.unwrap();
+    }
+    // Every event is over 10 bytes: each batch holds one, however many a batch may hold.
+    let fresh = Cqrs::<Account, _>::new(store.clone()).with_batch_size(1_000).with_batch_bytes(10);
+    let (account, version) = fresh.load("big").await.unwrap();
+    assert_eq!((account.balance, version), (30, 31), "a batch cut by bytes is not the end of the stream");
+    let next = fresh.execute(deposit("big", 1)).await.unwrap();
+    assert_eq!(next.version, 32);
+}

@@ -617,3 +617,25 @@ async fn a_projection_listing_current_type_names_sees_events_an_upcaster_renames
     let view = ViewReader::<Balance>::new(views.clone(), ListedBalances::NAME).get("old").await.unwrap().unwrap();
     assert_eq!((view.balance, view.applied), (7, 3), "the renamed deposit is not skipped");
 }
+
+#[tokio::test]
+async fn batches_bounded_in_bytes_apply_every_event_exactly_once() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let cqrs = Cqrs::new(events.clone());
+    seed(&cqrs, 3, 20).await;
+    // Every event is over 10 bytes: each batch holds one, however many events a batch may hold.
+    let projector = Projector::new(events.clone(), views.clone()).with_batch_size(1_000).with_batch_bytes(10);
+    projector.catch_up(&Balances).await.unwrap();
+    assert_exact(&views, 3, 20).await;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn({
+        let projector = projector.clone();
+        async move { projector.run(Balances, async { stopped.await.unwrap_or(()) }).await }
+    });
+    let later = cqrs.execute(deposit("acc-1", 100)).await.unwrap();
+    reader(&views).wait_for(later.position, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(reader(&views).get("acc-1").await.unwrap().map(|v| v.balance), Some(210 + 100));
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+}
