@@ -127,6 +127,11 @@ pub(crate) fn pg_error(error: tokio_postgres::Error) -> cqrs_core::Error {
         // A column read back with another type than the store wrote, or a NULL where it wrote
         // none: the schema was changed under the store. Retrying reads the same row.
         let decode = std::error::Error::source(&error).is_some_and(|s| s.is::<WrongType>() || s.is::<WasNull>());
+        // (A parameter this crate sent with the wrong type fails the same way, but on the way
+        // out: a bug here, not corrupt data.)
+        if decode && error.to_string().starts_with("error serializing") {
+            return cqrs_core::Error::Backend { message: error.to_string(), source: Some(Box::new(error)) };
+        }
         if decode {
             return cqrs_core::Error::Corrupt {
                 location: "a row read from PostgreSQL".into(),

@@ -183,7 +183,8 @@ fn event_location(row: &Row, stream: Option<&StreamId>, first: usize) -> String 
 }
 
 /// The events of `rows`, decoded by `decode` as they arrive, up to and including the one that
-/// brings their stored sizes to `max_bytes`; the rows after it are dropped unread.
+/// brings their stored sizes to `max_bytes` (the query has cut there already; this guards a
+/// size the server counted otherwise).
 async fn collect_within(
     rows: tokio_postgres::RowStream,
     max_bytes: usize,
@@ -823,9 +824,8 @@ impl EventStore for PgEventStore {
         self.read_all_bounded(after, limit, usize::MAX).await
     }
 
-    /// Rows are decoded as they arrive and reading stops at the byte bound; the rest of the
-    /// batch's rows, which the server may already be sending, are discarded as they come. Memory
-    /// stays bounded; the transfer is bounded by `limit`.
+    /// The server keeps only the rows up to the one that reaches the byte bound (a running sum
+    /// in the query), and the client decodes them as they arrive.
     async fn read_stream_bounded(
         &self,
         stream: &StreamId,
@@ -837,7 +837,8 @@ impl EventStore for PgEventStore {
         let stmt = client.prepare_cached(&self.inner.sql.read_stream).await.map_err(pg)?;
         let from = i64::try_from(from_version).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let params: [&(dyn ToSql + Sync); 4] = [&stream.category(), &stream.id(), &from, &limit];
+        let bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+        let params: [&(dyn ToSql + Sync); 5] = [&stream.category(), &stream.id(), &from, &limit, &bytes];
         let span = tracing::trace_span!("load", store = "postgres", stream = %stream);
         let rows = client.query_raw(&stmt, params).instrument(span).await.map_err(pg)?;
         // A stream's versions have no gap: a missing one is a row deleted or changed by hand.
@@ -854,8 +855,8 @@ impl EventStore for PgEventStore {
         .await
     }
 
-    /// As [`read_stream_bounded`](Self::read_stream_bounded): bounded memory, rows decoded as
-    /// they arrive.
+    /// As [`read_stream_bounded`](Self::read_stream_bounded): cut by bytes on the server, rows
+    /// decoded as they arrive.
     async fn read_all_bounded(
         &self,
         after: Position,
@@ -868,7 +869,8 @@ impl EventStore for PgEventStore {
         let tx = after.transaction().to_string();
         let seq = to_i64(after.sequence(), "position")?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let params: [&(dyn ToSql + Sync); 3] = [&tx, &seq, &limit];
+        let bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+        let params: [&(dyn ToSql + Sync); 4] = [&tx, &seq, &limit, &bytes];
         let span = tracing::trace_span!("read_all", store = "postgres", %after);
         let rows = client.query_raw(&stmt, params).instrument(span).await.map_err(pg)?;
         collect_within(rows, max_bytes, recorded).await
