@@ -34,7 +34,9 @@ macro_rules! script {
 /// Replies `{0}` when applied, `{1, checkpoint}` when the checkpoint moved, `{2, highest}` when
 /// fenced, `{3, key}` for a key of another type, `{4}` when the generation is gone or lost (an
 /// index list it had is missing: it is marked lost). Writes nothing but that mark unless it
-/// replies `{0}`.
+/// replies `{0}` or `{1}`: a writer with a newer token that reached a current generation raises
+/// the highest token before the checkpoint is compared (as the in-memory store does), so `{1}`
+/// has fenced older writers.
 pub(crate) const COMMIT: &str = script!("commit.lua");
 
 /// Begins a generation.

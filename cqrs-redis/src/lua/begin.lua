@@ -16,6 +16,17 @@ for _, g in ipairs(redis.call('SMEMBERS', KEYS[5])) do
 end
 local id = ARGV[4]
 if not less(top, id) then id = succ(top) end
+-- Never an id whose keys are still there (a generation whose pointers were lost, so that no
+-- bound above saw it): its views would be taken for a new generation's.
+local function taken(g)
+  local prefix = base .. ':g' .. g
+  return redis.call('EXISTS', prefix .. ':meta', prefix .. ':ids', prefix .. ':indexes', prefix .. ':dead') > 0
+end
+for _ = 1, 64 do
+  if not taken(id) then break end
+  id = succ(id)
+end
+if taken(id) then return redis.error_reply('no free generation id near ' .. id) end
 raise_token(KEYS[1], base, ARGV[1], live, live_meta, building, building_meta)
 if building then redis.call('SADD', KEYS[5], building) end
 -- A live generation that is lost goes too: queries answer NotBuilt until the new one is live,

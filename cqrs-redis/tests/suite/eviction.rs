@@ -251,6 +251,26 @@ async fn generation_ids_are_never_handed_out_twice() {
     assert_eq!(store.load_views("p", last.id, &["a".into()]).await.unwrap(), vec![None], "a new one starts empty");
 }
 
+/// An id whose keys are still there (an orphaned generation no pointer names) is never handed
+/// out again, even when the proposed id is below it (a process whose clock is behind).
+#[tokio::test]
+async fn an_id_whose_keys_are_left_is_skipped() {
+    let redis = PrivateRedis::volatile();
+    let store = RedisViewStore::connect(&redis.url(), "t:").await.unwrap();
+    let mut raw = raw_connection(&redis.url()).await;
+    // Far above any time-ordered id: the next id is `last + 1`, unless it is taken.
+    let last: u64 = 1 << 62;
+    let _: () = redis::cmd("SET").arg("t:{p:p}:last").arg(last).query_async(&mut raw).await.unwrap();
+    let orphan = last + 1;
+    let _: () =
+        redis::cmd("SADD").arg(format!("t:{{p:p}}:g{orphan}:ids")).arg("a").query_async(&mut raw).await.unwrap();
+    let _: () =
+        redis::cmd("SET").arg(format!("t:{{p:p}}:g{orphan}:v:a")).arg("\"old\"").query_async(&mut raw).await.unwrap();
+    let g = store.begin_generation("p", 1, 0).await.unwrap();
+    assert_eq!(g.id, last + 2, "the orphan's id is skipped");
+    assert_eq!(store.load_views("p", g.id, &["a".into()]).await.unwrap(), vec![None], "it starts empty");
+}
+
 /// A real eviction: a Redis with a small `maxmemory` and `allkeys-lru` (accepted) evicts the
 /// projection's keys under filler data; once the filler is gone, the next events leave every
 /// view counting each event once.
