@@ -193,15 +193,10 @@ async fn collect_within(
     use futures_util::StreamExt;
     let mut rows = std::pin::pin!(rows);
     let mut events = Vec::new();
-    let mut total = 0usize;
     while let Some(row) = rows.next().await {
-        let event = decode(&row.map_err(pg)?)?;
-        total = total.saturating_add(event.stored_size());
-        events.push(event);
-        if total >= max_bytes {
-            break;
-        }
+        events.push(decode(&row.map_err(pg)?)?);
     }
+    events.truncate(cqrs_core::within_bytes(&events, max_bytes));
     Ok(events)
 }
 

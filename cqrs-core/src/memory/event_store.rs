@@ -203,13 +203,18 @@ impl EventStore for MemoryEventStore {
             return Ok(Vec::new());
         };
         let start = usize::try_from(from_version.saturating_sub(1)).unwrap_or(usize::MAX).min(indexes.len());
-        Ok(bounded(indexes[start..].iter().map(|&i| &state.log[i]), limit, max_bytes))
+        let mut events: Vec<RecordedEvent> =
+            indexes[start..].iter().take(limit).map(|&i| state.log[i].clone()).collect();
+        events.truncate(crate::within_bytes(&events, max_bytes));
+        Ok(events)
     }
 
     async fn read_all_bounded(&self, after: Position, limit: usize, max_bytes: usize) -> Result<Vec<RecordedEvent>> {
         let state = read(&self.inner.state);
         let start = state.log.partition_point(|e| e.position <= after);
-        Ok(bounded(state.log[start..].iter(), limit, max_bytes))
+        let mut events: Vec<RecordedEvent> = state.log[start..].iter().take(limit).cloned().collect();
+        events.truncate(crate::within_bytes(&events, max_bytes));
+        Ok(events)
     }
 
     async fn head(&self) -> Result<Option<Position>> {
@@ -243,18 +248,4 @@ impl EventStore for MemoryEventStore {
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         Some(self.inner.wake.subscribe())
     }
-}
-
-/// Up to `limit` of `events`, ending with the one that brings their stored sizes to `max_bytes`.
-fn bounded<'a>(events: impl Iterator<Item = &'a RecordedEvent>, limit: usize, max_bytes: usize) -> Vec<RecordedEvent> {
-    let mut total = 0usize;
-    let mut out = Vec::new();
-    for event in events.take(limit) {
-        out.push(event.clone());
-        total = total.saturating_add(event.stored_size());
-        if total >= max_bytes {
-            break;
-        }
-    }
-    out
 }
