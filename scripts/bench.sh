@@ -90,7 +90,8 @@ check_redis() {
 
 for run in $(seq 1 "$runs"); do
   for group in "${groups[@]}"; do
-    echo "== run $run of $runs: $group ($servers) $(date -u +%H:%M:%S)" | tee -a "$log" >&2
+    echo "== run $run of $runs: $group ($servers) $(date -u +%H:%M:%S), load average $(cut -d' ' -f1-3 /proc/loadavg)" \
+      | tee -a "$log" >&2
     ensure_postgres
     check_postgres
     if [ "$group" = redis ]; then
