@@ -47,7 +47,7 @@ servers=$([ "$durable" = 1 ] && echo durable || echo fsync-off)
 
 if [ -z "${CQRS_BENCH_BIN:-}" ]; then
   cargo build --release -p cqrs-bench --all-features >&2
-  bin="target/release/cqrs-bench"
+  bin="${CARGO_TARGET_DIR:-target}/release/cqrs-bench"
 else
   bin="$CQRS_BENCH_BIN"
 fi
