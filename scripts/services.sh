@@ -1,11 +1,25 @@
-# Throwaway PostgreSQL servers for the test suite. Sourced by scripts/test.sh.
+# Throwaway PostgreSQL and Redis servers for the test suite and the benchmarks. Sourced by
+# scripts/test.sh and scripts/bench.sh.
 #
-# ensure_postgres: uses DATABASE_URL when set; otherwise installs Debian's postgresql when
-# missing, starts a throwaway cluster on a free loopback port and exports DATABASE_URL. Either
-# way it exports CQRS_PG_BIN, the directory of initdb and pg_ctl, which fault tests use to
-# start private servers of their own.
+# Durability: by default the servers do not wait for the disk (PostgreSQL with fsync,
+# synchronous_commit and full_page_writes off; Redis without persistence), which is what tests
+# want. With CQRS_SERVICES_DURABLE=1 in the environment, or `durable` as the first argument of
+# ensure_postgres / ensure_redis, they run as users run them: PostgreSQL with its defaults
+# (fsync, synchronous_commit and full_page_writes on) and Redis with its default RDB snapshots
+# plus an append-only file fsynced every second (`appendonly yes`, `appendfsync everysec`, the
+# setting Redis's persistence documentation recommends). scripts/bench.sh uses durable servers.
+#
+# ensure_postgres [durable]: uses DATABASE_URL when set; otherwise installs Debian's postgresql
+# when missing, starts a throwaway cluster on a free loopback port and exports DATABASE_URL.
+# Either way it exports CQRS_PG_BIN, the directory of initdb and pg_ctl, which fault tests use
+# to start private servers of their own.
 
 CQRS_SERVICE_DIRS=()
+
+# Whether the servers started now are durable: `durable` as $1, or CQRS_SERVICES_DURABLE=1.
+services_durable() {
+  [ "${1:-}" = durable ] || [ "${CQRS_SERVICES_DURABLE:-0}" = 1 ]
+}
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -46,7 +60,12 @@ ensure_postgres() {
     echo "PostgreSQL: using DATABASE_URL" >&2
     return 0
   fi
-  local dir port
+  local dir port settings
+  if services_durable "${1:-}"; then
+    settings="-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
+  else
+    settings="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  fi
   dir="$(mktemp -d /tmp/cqrs-pg.XXXXXX)"
   CQRS_SERVICE_DIRS+=("$dir")
   chmod 755 "$dir"
@@ -55,14 +74,15 @@ ensure_postgres() {
     || { cat "$dir/initdb.log" >&2; return 1; }
   port="$(free_port)"
   as_postgres "$CQRS_PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 $settings" \
     start >&2 || { cat "$dir/server.log" >&2; return 1; }
   export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
-  echo "PostgreSQL: throwaway server on 127.0.0.1:$port" >&2
+  echo "PostgreSQL: throwaway server on 127.0.0.1:$port ($settings)" >&2
 }
 
-# ensure_redis: uses REDIS_URL when set; otherwise installs Debian's redis-server when missing,
-# starts a throwaway server (no persistence) on a free loopback port and exports REDIS_URL.
+# ensure_redis [durable]: uses REDIS_URL when set; otherwise installs Debian's redis-server when
+# missing, starts a throwaway server on a free loopback port (without persistence, or durable as
+# described at the top) and exports REDIS_URL.
 ensure_redis() {
   if [ -n "${REDIS_URL:-}" ]; then
     echo "Redis: using REDIS_URL" >&2
@@ -77,11 +97,17 @@ ensure_redis() {
     apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2
   fi
-  local dir port
+  local dir port persistence
+  if services_durable "${1:-}"; then
+    # No --save: Redis's default snapshot points.
+    persistence=(--appendonly yes --appendfsync everysec)
+  else
+    persistence=(--save '' --appendonly no)
+  fi
   dir="$(mktemp -d /tmp/cqrs-redis.XXXXXX)"
   CQRS_SERVICE_DIRS+=("$dir")
   port="$(free_port)"
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+  redis-server --port "$port" --bind 127.0.0.1 "${persistence[@]}" --daemonize yes \
     --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >&2
   for _ in $(seq 1 50); do
     if redis-cli -p "$port" ping >/dev/null 2>&1; then break; fi
@@ -89,7 +115,7 @@ ensure_redis() {
   done
   redis-cli -p "$port" ping >/dev/null || { cat "$dir/redis.log" >&2; return 1; }
   export REDIS_URL="redis://127.0.0.1:$port/"
-  echo "Redis: throwaway server on 127.0.0.1:$port" >&2
+  echo "Redis: throwaway server on 127.0.0.1:$port (${persistence[*]})" >&2
 }
 
 stop_services() {
@@ -103,4 +129,5 @@ stop_services() {
     fi
     rm -rf "$dir"
   done
+  CQRS_SERVICE_DIRS=()
 }

@@ -10,6 +10,9 @@
 //!   engine's cache warm, with the server round-trips per command;
 //! - `commands_8_tasks_subscribed`: the same with a live subscription running (`raw` is the run
 //!   without one);
+//! - `notify_cost`: the NOTIFYs the store sends per command under the eight-task load, the
+//!   latency of one NOTIFY against `SELECT 1`, and raw INSERTs from eight tasks with a task
+//!   beside them that notifies as the store does (`ours`) against without (`raw`);
 //! - `append_batch_100`: events per second appended 100 per call;
 //! - `command_10k_stream_no_snapshot`, `command_10k_stream_snapshot`,
 //!   `command_100k_stream_snapshot`: the latency of one command that loads a long stream.
@@ -25,12 +28,19 @@
 //!   projector running live and commands at 1,000 per second;
 //! - `view_query`: the latency of `ViewReader::get` against a raw `GET` of the same key.
 //!
+//! `cargo run --release -p cqrs-bench --all-features -- baseline`, with `DATABASE_URL` set
+//! (schema `bench_baseline_<pid>`, dropped at the end), measures the raw baseline's statement
+//! (`::json`) against the one it had until 2026-12-01 (`::jsonb`): `baseline_1_task`,
+//! `baseline_8_tasks`, `baseline_batch_100`, with today's as `ours` and the old as `raw`.
+//!
 //! Every scenario stops by itself after a count of operations or a few seconds. Results are
 //! one JSON object per line on stdout; notes go to stderr.
 
+mod baseline;
 mod domain;
 mod live_lag;
 mod load;
+mod notify_cost;
 mod ours;
 mod phases;
 mod raw;
@@ -53,12 +63,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T, E = BoxError> = std::result::Result<T, E>;
 
 const USAGE: &str = "usage: cqrs-bench postgres   (with DATABASE_URL set)
-       cqrs-bench redis      (with DATABASE_URL and REDIS_URL set)";
+       cqrs-bench redis      (with DATABASE_URL and REDIS_URL set)
+       cqrs-bench baseline   (with DATABASE_URL set)";
 
 /// How to get throwaway servers, for the messages about unset variables.
-const SERVICES_HINT: &str = "or run it through scripts/services.sh: bash -c 'source scripts/services.sh; \
-                             trap stop_services EXIT; ensure_postgres; ensure_redis; \
-                             cargo run --release -p cqrs-bench --all-features -- <postgres|redis>'";
+const SERVICES_HINT: &str = "or run it through scripts/bench.sh, which starts durable throwaway servers: \
+                             bash scripts/bench.sh <postgres|redis|baseline>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -66,6 +76,10 @@ fn main() -> ExitCode {
         ["postgres"] => {
             let Some(url) = database_url() else { return ExitCode::from(2) };
             block_on(scenarios::run(&url))
+        }
+        ["baseline"] => {
+            let Some(url) = database_url() else { return ExitCode::from(2) };
+            block_on(baseline::run(&url))
         }
         ["redis"] => {
             let (Some(pg_url), Some(redis_url)) = (database_url(), redis_url()) else { return ExitCode::from(2) };

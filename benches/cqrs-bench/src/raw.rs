@@ -1,5 +1,11 @@
 //! The baseline without a framework: plain INSERTs through tokio-postgres, with a prepared
 //! statement on one pooled connection per task, into a copy of the events table.
+//!
+//! Payload and metadata are sent as text and cast to `json`, the type of those columns (see
+//! `cqrs-postgres/sql/0001_event_store.sql`): the statement a user would write against that
+//! table, and the cast the store's own statements make. (Until 2026-12-01 the baseline cast
+//! them to `jsonb` first, which parsed every payload into jsonb and back to json, and slowed
+//! the baseline every `ratio` is taken against.)
 
 use std::sync::Arc;
 
@@ -22,6 +28,26 @@ pub async fn create_table(client: &tokio_postgres::Client, schema: &str) -> Resu
     Ok(())
 }
 
+/// How the baseline's statements turn the payload and metadata text into the columns' `json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cast {
+    /// `::json`: the statement a user would write against these columns (the baseline).
+    Json,
+    /// `::jsonb`, then assigned to the `json` columns: the baseline until 2026-12-01, which
+    /// parsed every payload into jsonb and printed it back; kept to measure what that cost
+    /// (`cqrs-bench baseline`).
+    Jsonb,
+}
+
+impl Cast {
+    fn sql(self) -> &'static str {
+        match self {
+            Cast::Json => "json",
+            Cast::Jsonb => "jsonb",
+        }
+    }
+}
+
 /// A pool of plain connections for the baseline.
 pub fn pool(config: tokio_postgres::Config, size: usize) -> Result<Pool> {
     let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
@@ -42,12 +68,18 @@ pub struct RawInsert {
 impl RawInsert {
     /// A worker on its own pooled connection, writing rows of `category`.
     pub async fn new(pool: &Pool, schema: &str, category: &str, ids: Arc<[String]>) -> Result<Self> {
+        Self::with_cast(pool, schema, category, ids, Cast::Json).await
+    }
+
+    /// [`RawInsert::new`] with the given cast of payload and metadata.
+    pub async fn with_cast(pool: &Pool, schema: &str, category: &str, ids: Arc<[String]>, cast: Cast) -> Result<Self> {
         let client = pool.get().await?;
+        let to = cast.sql();
         let insert = client
             .prepare(&format!(
                 "INSERT INTO \"{schema}\".{TABLE} \
                    (category, stream_id, version, event_type, schema_version, payload, metadata) \
-                 VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7::text::jsonb)"
+                 VALUES ($1, $2, $3, $4, $5, $6::text::{to}, $7::text::{to})"
             ))
             .await?;
         Ok(RawInsert {
@@ -58,6 +90,14 @@ impl RawInsert {
             payload: deposit_payload(),
             events: EventMaker::default(),
         })
+    }
+}
+
+impl RawInsert {
+    /// Makes this worker's connection publish its statistics (PostgreSQL 15+).
+    pub async fn publish_stats(&self) -> Result<()> {
+        self.client.batch_execute("SELECT pg_stat_force_next_flush()").await?;
+        Ok(())
     }
 }
 
@@ -89,12 +129,18 @@ impl RawBatch {
     /// A worker on its own pooled connection, writing `size` rows per statement into new
     /// streams named `{prefix}{i}`.
     pub async fn new(pool: &Pool, schema: &str, size: usize, prefix: &str) -> Result<Self> {
+        Self::with_cast(pool, schema, size, prefix, Cast::Json).await
+    }
+
+    /// [`RawBatch::new`] with the given cast of payload and metadata.
+    pub async fn with_cast(pool: &Pool, schema: &str, size: usize, prefix: &str, cast: Cast) -> Result<Self> {
         let client = pool.get().await?;
+        let to = cast.sql();
         let insert = client
             .prepare(&format!(
                 "INSERT INTO \"{schema}\".{TABLE} \
                    (category, stream_id, version, event_type, schema_version, payload, metadata) \
-                 SELECT 'raw_batch', $1, u.n, 'Deposited', 1, u.p::jsonb, u.m::jsonb \
+                 SELECT 'raw_batch', $1, u.n, 'Deposited', 1, u.p::{to}, u.m::{to} \
                  FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(p, m, n)"
             ))
             .await?;

@@ -52,6 +52,15 @@ pub struct Record {
     /// Server round-trips per command of `ours`, where counted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub round_trips: Option<f64>,
+    /// `notify_cost`: the NOTIFYs the store sent per command under the eight-task load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notifies_per_command: Option<f64>,
+    /// `notify_cost`: the median latency of one NOTIFY alone, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_ms: Option<f64>,
+    /// `notify_cost`: the median latency of `SELECT 1` on the same connection, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub select_ms: Option<f64>,
 }
 
 impl Record {
@@ -67,6 +76,9 @@ impl Record {
             vs_cqrs_es: None,
             p99: None,
             round_trips: None,
+            notifies_per_command: None,
+            notify_ms: None,
+            select_ms: None,
         }
     }
 
@@ -93,6 +105,14 @@ impl Record {
     /// Adds the round-trips per command, when counted.
     pub fn round_trips(mut self, round_trips: Option<f64>) -> Self {
         self.round_trips = round_trips.map(round3);
+        self
+    }
+
+    /// Adds the figures of `notify_cost`.
+    pub fn notify(mut self, per_command: f64, notify_ms: f64, select_ms: f64) -> Self {
+        self.notifies_per_command = Some((per_command * 10_000.0).round() / 10_000.0);
+        self.notify_ms = Some(round3(notify_ms));
+        self.select_ms = Some(round3(select_ms));
         self
     }
 
@@ -169,5 +189,15 @@ mod tests {
         assert_eq!(line, r#"{"scenario":"t","unit":"ms","ours":1.0,"raw":1.0,"ratio":1.0,"p99":2.0}"#);
         let line = serde_json::to_string(&Record::without_raw("t", Unit::Millis, 1.5).p99(3.0)).unwrap();
         assert_eq!(line, r#"{"scenario":"t","unit":"ms","ours":1.5,"p99":3.0}"#);
+    }
+
+    #[test]
+    fn notify_figures_are_on_the_line() {
+        let r = Record::new("notify_cost", Unit::PerSecond, 90.0, 100.0).notify(0.012_34, 1.234_56, 0.1);
+        let line = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            line,
+            r#"{"scenario":"notify_cost","unit":"per_s","ours":90.0,"raw":100.0,"ratio":0.9,"notifies_per_command":0.0123,"notify_ms":1.235,"select_ms":0.1}"#
+        );
     }
 }

@@ -13,6 +13,7 @@ use tokio_postgres::{Client, NoTls};
 use crate::Result;
 use crate::domain::{Account, account_ids};
 use crate::load::{self, Budget, Rate};
+use crate::notify_cost::{self, Listener, Notifier, Notify};
 use crate::ours::{AppendBatch, Commands, Engine, OneStream, Subscriber, build_stream};
 use crate::raw::{self, RawBatch, RawInsert};
 use crate::report::{Latency, Record, Unit};
@@ -102,13 +103,18 @@ pub async fn run(url: &str) -> Result<()> {
 pub async fn describe_server(monitor: &Client) -> Result<()> {
     let row = monitor
         .query_one(
-            "SELECT current_setting('server_version'), current_setting('fsync'), current_setting('synchronous_commit')",
+            "SELECT current_setting('server_version'), current_setting('fsync'), current_setting('synchronous_commit'), \
+                    current_setting('full_page_writes')",
             &[],
         )
         .await?;
-    let (version, fsync, synchronous_commit): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-    eprintln!("PostgreSQL {version}, fsync={fsync}, synchronous_commit={synchronous_commit}");
-    if fsync == "off" || synchronous_commit == "off" {
+    let (version, fsync, synchronous_commit, full_page_writes): (String, String, String, String) =
+        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+    eprintln!(
+        "PostgreSQL {version}, fsync={fsync}, synchronous_commit={synchronous_commit}, \
+         full_page_writes={full_page_writes}"
+    );
+    if fsync == "off" || synchronous_commit == "off" || full_page_writes == "off" {
         eprintln!(
             "note: this server does not wait for the disk, so absolute figures are higher than on a durable one; \
              ours, raw and cqrs-es run on the same server in the same run, so the ratios compare like with like"
@@ -119,6 +125,7 @@ pub async fn describe_server(monitor: &Client) -> Result<()> {
 
 /// Everything the scenarios share.
 struct Bench<'a> {
+    url: &'a str,
     schema: &'a str,
     config: PgConfig,
     store: PgEventStore,
@@ -132,7 +139,7 @@ struct Bench<'a> {
 impl<'a> Bench<'a> {
     /// Migrates the store into `schema`, creates the raw and cqrs-es tables, and warms the
     /// engine (and cqrs-es) with one deposit into every account.
-    async fn setup(url: &str, schema: &'a str, monitor: &'a Client) -> Result<Self> {
+    async fn setup(url: &'a str, schema: &'a str, monitor: &'a Client) -> Result<Self> {
         let config = PgConfig::from_url(url)?.schema(schema)?;
         let store = PgEventStore::connect(config.clone()).await?;
         store.migrate().await?;
@@ -147,7 +154,7 @@ impl<'a> Bench<'a> {
             "setup: 1,000 accounts with one deposit each in every system, {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        Ok(Bench { schema, config, store, engine, raw, monitor, theirs, ids })
+        Ok(Bench { url, schema, config, store, engine, raw, monitor, theirs, ids })
     }
 
     /// Every scenario, in order.
@@ -156,6 +163,7 @@ impl<'a> Bench<'a> {
         self.commands("commands_1_task", 1, ONE_TASK, counter.as_ref()).await?.print();
         self.commands("commands_8_tasks", 8, EIGHT_TASKS, counter.as_ref()).await?.print();
         self.subscribed().await?.print();
+        self.notify_cost().await?.print();
         self.append_batch().await?.print();
         self.long_streams().await
     }
@@ -192,11 +200,7 @@ impl<'a> Bench<'a> {
                 round_trips = Some(statements as f64 / run.ops as f64);
             }
             ours.push(run);
-            let mut workers = Vec::with_capacity(tasks);
-            for _ in 0..tasks {
-                let category = format!("raw_{tasks}_{round}");
-                workers.push(RawInsert::new(&self.raw, self.schema, &category, self.ids.clone()).await?);
-            }
+            let workers = self.raw_workers(&format!("raw_{tasks}_{round}"), tasks).await?;
             raw.push(load::throughput(workers, budget).await?);
             if let Some(cqrs_es) = &self.theirs {
                 theirs.push(cqrs_es.commands(tasks, budget).await?);
@@ -207,6 +211,15 @@ impl<'a> Bench<'a> {
         Ok(Record::new(scenario, Unit::PerSecond, ours.per_second(), raw.per_second())
             .cqrs_es(theirs.map(|t| t.per_second()))
             .round_trips(round_trips))
+    }
+
+    /// `tasks` raw INSERT workers writing rows of `category`, which no other run uses.
+    async fn raw_workers(&self, category: &str, tasks: usize) -> Result<Vec<RawInsert>> {
+        let mut workers = Vec::with_capacity(tasks);
+        for _ in 0..tasks {
+            workers.push(RawInsert::new(&self.raw, self.schema, category, self.ids.clone()).await?);
+        }
+        Ok(workers)
     }
 
     /// Workers that send deposits through clones of the warm engine.
@@ -239,6 +252,99 @@ impl<'a> Bench<'a> {
             with.per_second()
         );
         Ok(Record::new(scenario, Unit::PerSecond, with.per_second(), without.per_second()))
+    }
+
+    /// `notify_cost` (see [`crate::notify_cost`]): the NOTIFYs ours sends per command under the
+    /// eight-task load, the latency of one NOTIFY against `SELECT 1`, and raw INSERTs from
+    /// eight tasks with a notifier beside them (`ours`) against without (`raw`), the fastest
+    /// of [`ROUNDS`] runs each, alternating.
+    async fn notify_cost(&self) -> Result<Record> {
+        let scenario = "notify_cost";
+        let channel = notify_cost::channel(self.schema);
+        let listener = Listener::start(self.url, &channel).await?;
+        let run = load::throughput(self.command_workers(8), EIGHT_TASKS).await?;
+        tokio::time::sleep(SETTLE).await;
+        let notifies = listener.count();
+        listener.stop();
+        let per_command = notifies as f64 / run.ops as f64;
+        eprintln!(
+            "{scenario}: ours sent {notifies} NOTIFYs for {} commands in {:.2} s ({:.0} commands/s): {per_command:.4} \
+             per command, {:.0} per second",
+            run.ops,
+            run.elapsed.as_secs_f64(),
+            run.per_second(),
+            notifies as f64 / run.elapsed.as_secs_f64()
+        );
+        let (notify, select) = {
+            let mut notify = Notify::new(&self.raw, Some(&channel)).await?;
+            let mut select = Notify::new(&self.raw, None).await?;
+            let (mut notifies, mut selects) = (Vec::new(), Vec::new());
+            notify.publish_stats().await?;
+            let (xid_before, syncs_before) = notify_cost::wal_reading(self.monitor).await?;
+            for _ in 0..4 {
+                notifies.extend(load::latencies(&mut notify, 0, LATENCY).await?);
+                selects.extend(load::latencies(&mut select, 0, LATENCY).await?);
+            }
+            notify.publish_stats().await?;
+            let (xid_after, syncs_after) = notify_cost::wal_reading(self.monitor).await?;
+            let sent = notifies.len() as f64;
+            eprintln!(
+                "{scenario}: {sent} NOTIFYs alone took {:.2} transaction ids and {:.3} WAL syncs each \
+                 (pg_stat_wal.wal_sync of the whole cluster: {} in all)",
+                (xid_after - xid_before - 1) as f64 / sent,
+                (syncs_after - syncs_before) as f64 / sent,
+                syncs_after - syncs_before
+            );
+            // The control: single-row INSERTs, whose commits wait for the WAL.
+            let mut insert = RawInsert::new(&self.raw, self.schema, "raw_wal_control", self.ids.clone()).await?;
+            insert.publish_stats().await?;
+            let (xid_before, syncs_before) = notify_cost::wal_reading(self.monitor).await?;
+            let inserts = load::latencies(&mut insert, 0, LATENCY).await?.len();
+            insert.publish_stats().await?;
+            let (xid_after, syncs_after) = notify_cost::wal_reading(self.monitor).await?;
+            eprintln!(
+                "{scenario}: the control, {inserts} single-row INSERTs alone, took {:.2} transaction ids and {:.3} WAL \
+                 syncs each ({} in all)",
+                (xid_after - xid_before - 1) as f64 / inserts as f64,
+                (syncs_after - syncs_before) as f64 / inserts as f64,
+                syncs_after - syncs_before
+            );
+            (Latency::of(notifies).ok_or("no NOTIFY timed")?, Latency::of(selects).ok_or("no SELECT 1 timed")?)
+        };
+        eprintln!(
+            "{scenario}: one NOTIFY alone: median {:.3} ms, p99 {:.3} ms; SELECT 1: median {:.3} ms, p99 {:.3} ms \
+             ({} each)",
+            notify.median_ms, notify.p99_ms, select.median_ms, select.p99_ms, notify.samples
+        );
+        let side = raw::pool(self.url.parse()?, 1)?;
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let workers = self.raw_workers(&format!("raw_notify_off_{round}"), 8).await?;
+            without.push(load::throughput(workers, EIGHT_TASKS).await?);
+            let workers = self.raw_workers(&format!("raw_notify_on_{round}"), 8).await?;
+            let notifier = Notifier::start(&side, &channel).await?;
+            let rate = load::throughput(workers, EIGHT_TASKS).await?;
+            let sent = notifier.stop().await?;
+            eprintln!(
+                "{scenario}: raw with a notifier beside: {} INSERTs and {sent} NOTIFYs in {:.2} s ({:.0} NOTIFYs/s)",
+                rate.ops,
+                rate.elapsed.as_secs_f64(),
+                sent as f64 / rate.elapsed.as_secs_f64()
+            );
+            with.push(rate);
+        }
+        side.close();
+        let (without, with) = (fastest(&without)?, fastest(&with)?);
+        eprintln!(
+            "{scenario}: raw INSERTs from 8 tasks without a notifier {:.0}/s, with one {:.0}/s",
+            without.per_second(),
+            with.per_second()
+        );
+        Ok(Record::new(scenario, Unit::PerSecond, with.per_second(), without.per_second()).notify(
+            per_command,
+            notify.median_ms,
+            select.median_ms,
+        ))
     }
 
     /// Events per second appended [`BATCH`] at a time from one task, the fastest of [`ROUNDS`]
