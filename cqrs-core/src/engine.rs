@@ -740,9 +740,11 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
     /// Folds the events after `loaded.version` into it, a batch at a time; returns how many.
     async fn catch_up(&self, stream: &StreamId, loaded: &mut Loaded<A>) -> Result<usize, Error> {
         let mut read = 0;
+        let mut ahead = crate::store::ReadAhead::new(self.batch_size);
         loop {
-            let batch =
-                self.store.read_stream_bounded(stream, loaded.version + 1, self.batch_size, self.batch_bytes).await?;
+            let limit = ahead.limit();
+            let batch = self.store.read_stream_bounded(stream, loaded.version + 1, limit, self.batch_bytes).await?;
+            ahead.observe(&batch, self.batch_bytes);
             for raw in &batch {
                 let event = self.upcasters.decode_event::<A::Event>(raw)?;
                 loaded.state.apply(&event);
@@ -750,7 +752,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 loaded.position = raw.position;
             }
             read += batch.len();
-            if !crate::store::may_have_more(&batch, self.batch_size, self.batch_bytes) {
+            if !crate::store::may_have_more(&batch, limit, self.batch_bytes) {
                 return Ok(read);
             }
         }

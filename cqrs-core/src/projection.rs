@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-
-use crate::store::may_have_more;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
@@ -323,7 +321,7 @@ impl<S: EventStore + Clone> Projector<S> {
         let mut subscription = self.subscribe(target.checkpoint);
         let mut next = subscription.try_next_batch().await?;
         while let Some(batch) = next {
-            if !may_have_more(&batch, self.batch_size, self.batch_bytes) {
+            if !subscription.is_behind() {
                 // Caught up when it was read: nothing to read ahead.
                 target.checkpoint = Some(self.process(projection, &batch, &target, token).await?);
                 next = subscription.try_next_batch().await?;
@@ -530,9 +528,7 @@ impl<S: EventStore + Clone> Projector<S> {
                 let outcome = match batch {
                     // A batch short of the batch size (in events and bytes) was the end of the log
                     // when it was read: reading ahead would only cost a read that finds nothing.
-                    Ok(batch) if !may_have_more(&batch, self.batch_size, self.batch_bytes) => {
-                        self.process(&projection, &batch, &target, token).await
-                    }
+                    Ok(batch) if !subscription.is_behind() => self.process(&projection, &batch, &target, token).await,
                     Ok(batch) => {
                         // Behind (catching up, or a backlog): read the next batch while this one
                         // is folded and written. A read that fails or finds nothing is left to

@@ -399,5 +399,79 @@ pub fn within_bytes(events: &[RecordedEvent], max_bytes: usize) -> usize {
 /// Whether a batch bounded to `limit` events and `max_bytes` that came back as `events` may have
 /// more after it: it is full, or it was cut by bytes.
 pub(crate) fn may_have_more(events: &[RecordedEvent], limit: usize, max_bytes: usize) -> bool {
-    events.len() >= limit || events.iter().fold(0usize, |total, e| total.saturating_add(e.stored_size())) >= max_bytes
+    events.len() >= limit || stored_bytes(events) >= max_bytes
+}
+
+fn stored_bytes(events: &[RecordedEvent]) -> usize {
+    events.iter().fold(0usize, |total, e| total.saturating_add(e.stored_size()))
+}
+
+/// How many events a loop of reads bounded in bytes asks for next, so that a store that stops
+/// at the byte bound (PostgreSQL discards the rest of the rows it sent) is sent few rows in
+/// vain: after a batch cut by bytes, twice as many as fitted; otherwise back towards the full
+/// limit, doubling.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadAhead {
+    max: usize,
+    next: usize,
+}
+
+impl ReadAhead {
+    pub(crate) fn new(max: usize) -> Self {
+        ReadAhead { max: max.max(1), next: max.max(1) }
+    }
+
+    /// The limit to ask for.
+    pub(crate) fn limit(&self) -> usize {
+        self.next
+    }
+
+    /// Learns from a batch read with [`limit`](Self::limit) and `max_bytes`.
+    pub(crate) fn observe(&mut self, events: &[RecordedEvent], max_bytes: usize) {
+        self.next = if stored_bytes(events) >= max_bytes {
+            events.len().saturating_mul(2).clamp(1, self.max)
+        } else {
+            self.next.saturating_mul(2).min(self.max)
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{StoredMetadata, StreamId};
+
+    fn events(n: usize, payload: usize) -> Vec<RecordedEvent> {
+        (0..n)
+            .map(|i| RecordedEvent {
+                stream: StreamId::new("t", "1").expect("id"),
+                version: i as u64 + 1,
+                position: Position::new(1, i as u64 + 1),
+                event_type: "E".into(),
+                schema_version: 1,
+                payload: "x".repeat(payload).into(),
+                metadata: StoredMetadata::from_json("{}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn read_ahead_asks_for_what_fits_after_a_cut_and_grows_back() {
+        let mut ahead = ReadAhead::new(2_000);
+        assert_eq!(ahead.limit(), 2_000);
+        // 1,000-byte events against a 10,000-byte bound: cut after 10.
+        let cut = events(10, 997);
+        assert!(within_bytes(&cut, 10_000) == 10 && may_have_more(&cut, 2_000, 10_000));
+        ahead.observe(&cut, 10_000);
+        assert_eq!(ahead.limit(), 20, "twice what fitted");
+        ahead.observe(&events(3, 10), 10_000);
+        assert_eq!(ahead.limit(), 40, "small events: back towards the limit");
+        for _ in 0..10 {
+            ahead.observe(&events(3, 10), 10_000);
+        }
+        assert_eq!(ahead.limit(), 2_000);
+        ahead.observe(&events(1, 50_000), 10_000);
+        assert_eq!(ahead.limit(), 2, "never below one");
+        assert!(!may_have_more(&events(3, 10), 2_000, 10_000), "short and small: the end");
+    }
 }

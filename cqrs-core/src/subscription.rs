@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::store::{ReadAhead, may_have_more};
 use crate::{EventStore, Position, RecordedEvent, Result};
 
 /// The default number of events a subscription hands over at a time.
@@ -48,6 +49,10 @@ pub struct Subscription<S> {
     after: Position,
     batch_size: usize,
     batch_bytes: usize,
+    /// The limit of the next read (below `batch_size` after large events).
+    ahead: ReadAhead,
+    /// Whether the last batch was full (in events or bytes): more may follow at once.
+    behind: bool,
     poll_interval: Duration,
     wake: Option<watch::Receiver<u64>>,
 }
@@ -61,6 +66,8 @@ impl<S: EventStore> Subscription<S> {
             after,
             batch_size: DEFAULT_SUBSCRIPTION_BATCH,
             batch_bytes: DEFAULT_BATCH_BYTES,
+            ahead: ReadAhead::new(DEFAULT_SUBSCRIPTION_BATCH),
+            behind: false,
             poll_interval: DEFAULT_POLL_INTERVAL,
             wake,
         }
@@ -69,6 +76,7 @@ impl<S: EventStore> Subscription<S> {
     /// Hands over at most `events` at a time (at least 1).
     pub fn with_batch_size(mut self, events: usize) -> Self {
         self.batch_size = events.max(1);
+        self.ahead = ReadAhead::new(self.batch_size);
         self
     }
 
@@ -83,6 +91,12 @@ impl<S: EventStore> Subscription<S> {
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
+    }
+
+    /// Whether the last batch was full, in events or in bytes, so that more may be read at once
+    /// (a short batch was the end of the log when it was read).
+    pub fn is_behind(&self) -> bool {
+        self.behind
     }
 
     /// The position of the last event handed over.
@@ -128,7 +142,10 @@ impl<S: EventStore> Subscription<S> {
             wake.borrow_and_update();
         }
         let span = tracing::trace_span!("subscription", after = %self.after);
-        let batch = self.store.read_all_bounded(self.after, self.batch_size, self.batch_bytes).instrument(span).await?;
+        let limit = self.ahead.limit();
+        let batch = self.store.read_all_bounded(self.after, limit, self.batch_bytes).instrument(span).await?;
+        self.behind = may_have_more(&batch, limit, self.batch_bytes);
+        self.ahead.observe(&batch, self.batch_bytes);
         Ok(batch.last().map(|last| last.position).map(|last| {
             self.after = last;
             batch

@@ -99,16 +99,6 @@ const EVENT_COLUMNS: &str = "e.category, e.stream_id, e.version, e.event_type, e
 const STREAM_EVENT_COLUMNS: &str = "e.version, e.event_type, e.schema_version, \
                                     e.payload::text AS payload_text, e.metadata::text AS metadata_text, \
                                     e.transaction_id::text AS transaction_text, e.sequence";
-/// `EVENT_COLUMNS` and `STREAM_EVENT_COLUMNS` as a subquery `x` names them.
-const ALL_SELECTED: &str = "x.category, x.stream_id, x.version, x.event_type, x.schema_version, \
-                            x.payload_text, x.metadata_text, x.transaction_text, x.sequence";
-const STREAM_SELECTED: &str = "x.version, x.event_type, x.schema_version, x.payload_text, x.metadata_text, \
-                               x.transaction_text, x.sequence";
-/// An event's stored size as `RecordedEvent::stored_size` counts it: payload, metadata and type
-/// name, in bytes. Never NULL: a row with a NULL column (corrupt) must still reach the decoder,
-/// which reports it, rather than drop out of the filter on the running sum.
-const EVENT_SIZE: &str = "(coalesce(octet_length(e.payload::text), 0) + coalesce(octet_length(e.metadata::text), 0) \
-                          + coalesce(octet_length(e.event_type), 0))::bigint";
 
 impl Sql {
     pub(crate) fn new(schema: &str) -> Self {
@@ -131,29 +121,17 @@ impl Sql {
                 newest_version(&s, "$1", "$2")
             ),
             // The stream is known: its category and id are not sent back with every row.
-            // Bounded in bytes on the server too ($5): a running sum of each row's stored size
-            // (as `RecordedEvent::stored_size` counts it) keeps the rows up to the one that
-            // reaches the bound, so no row past it is sent.
             read_stream: format!(
-                "SELECT {STREAM_SELECTED} FROM (\
-                   SELECT {STREAM_EVENT_COLUMNS}, {EVENT_SIZE} AS size, \
-                          sum({EVENT_SIZE}) OVER (ORDER BY e.version ROWS UNBOUNDED PRECEDING) AS running \
-                   FROM {s}.events e \
-                   WHERE e.category = $1 AND e.stream_id = $2 AND e.version >= $3 ORDER BY e.version LIMIT $4\
-                 ) x WHERE x.running - x.size < $5::bigint ORDER BY x.version"
+                "SELECT {STREAM_EVENT_COLUMNS} FROM {s}.events e \
+                 WHERE e.category = $1 AND e.stream_id = $2 AND e.version >= $3 ORDER BY e.version LIMIT $4"
             ),
             // Only below the oldest running transaction: every transaction that could still
             // commit an event before the last one read has ended.
             read_all: format!(
-                "SELECT {ALL_SELECTED} FROM (\
-                   SELECT {EVENT_COLUMNS}, e.transaction_id AS ord, {EVENT_SIZE} AS size, \
-                          sum({EVENT_SIZE}) OVER (ORDER BY e.transaction_id, e.sequence ROWS UNBOUNDED PRECEDING) \
-                            AS running \
-                   FROM {s}.events e \
-                   WHERE (e.transaction_id, e.sequence) > ($1::text::xid8, $2) \
-                     AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                   ORDER BY e.transaction_id, e.sequence LIMIT $3\
-                 ) x WHERE x.running - x.size < $4::bigint ORDER BY x.ord, x.sequence"
+                "SELECT {EVENT_COLUMNS} FROM {s}.events e \
+                 WHERE (e.transaction_id, e.sequence) > ($1::text::xid8, $2) \
+                   AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY e.transaction_id, e.sequence LIMIT $3"
             ),
             // The last event `read_all` can return: one backward probe of `events_in_order`
             // from the horizon down.
