@@ -114,8 +114,27 @@ ensure_redis() {
     sleep 0.1
   done
   redis-cli -p "$port" ping >/dev/null || { cat "$dir/redis.log" >&2; return 1; }
+  echo "$port" >"$dir/redis.port"
   export REDIS_URL="redis://127.0.0.1:$port/"
   echo "Redis: throwaway server on 127.0.0.1:$port (${persistence[*]})" >&2
+}
+
+# Stops the throwaway Redis of `dir` without a final save, and waits until it has exited: a
+# durable one would otherwise try to save into a folder about to be deleted, fail, and refuse to
+# exit (Redis keeps running when its shutdown save fails).
+stop_redis() {
+  local dir="$1" pid
+  pid="$(cat "$dir/redis.pid" 2>/dev/null)" || return 0
+  if [ -f "$dir/redis.port" ]; then
+    redis-cli -p "$(cat "$dir/redis.port")" shutdown nosave >/dev/null 2>&1 || true
+  else
+    kill "$pid" 2>/dev/null || true
+  fi
+  for _ in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
 }
 
 stop_services() {
@@ -125,7 +144,7 @@ stop_services() {
       as_postgres "$CQRS_PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
     fi
     if [ -f "$dir/redis.pid" ]; then
-      kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
+      stop_redis "$dir"
     fi
     rm -rf "$dir"
   done
