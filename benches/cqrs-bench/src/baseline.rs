@@ -30,12 +30,7 @@ pub async fn run(url: &str) -> Result<()> {
         }
     });
     crate::scenarios::describe_server(&monitor).await?;
-    let schema = format!("bench_baseline_{}", std::process::id());
-    let exists = monitor.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema]).await?.is_some();
-    if exists {
-        return Err(format!("schema {schema} already exists (left by an earlier run?): drop it first").into());
-    }
-    eprintln!("schema: {schema} (dropped at the end)");
+    let schema = crate::scenarios::fresh_schema(&monitor, "bench_baseline").await?;
     let outcome = async {
         let store =
             cqrs_postgres::PgEventStore::connect(cqrs_postgres::PgConfig::from_url(url)?.schema(&schema)?).await?;

@@ -69,9 +69,9 @@ pub async fn run(pg_url: &str, redis_url: &str) -> Result<()> {
     describe_server(&monitor).await?;
     let mut redis = ConnectionManager::new(redis::Client::open(redis_url)?).await?;
     describe_redis(&mut redis).await?;
-    let schema = fresh_schema(&monitor).await?;
+    let schema = crate::scenarios::fresh_schema(&monitor, "bench_redis").await?;
     let prefix = fresh_prefix(&mut redis).await?;
-    eprintln!("schema: {schema}, Redis key prefix: {prefix} (both deleted at the end)");
+    eprintln!("Redis key prefix: {prefix} (deleted at the end)");
     let outcome = async {
         let bench = RedisBench::setup(pg_url, &schema, redis_url, &prefix, redis.clone(), timer).await?;
         bench.run_all().await
@@ -86,16 +86,6 @@ pub async fn run(pg_url: &str, redis_url: &str) -> Result<()> {
     dropped?;
     deleted?;
     Ok(())
-}
-
-/// A schema name of this process's own, `bench_redis_<pid>`, checked to be unused.
-async fn fresh_schema(monitor: &tokio_postgres::Client) -> Result<String> {
-    let schema = format!("bench_redis_{}", std::process::id());
-    let exists = monitor.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema]).await?.is_some();
-    if exists {
-        return Err(format!("schema {schema} already exists (left by an earlier run?): drop it first").into());
-    }
-    Ok(schema)
 }
 
 /// A key prefix of this run's own, `cqrs-bench:<pid>:<ms since the epoch>:`, checked to hold

@@ -80,12 +80,7 @@ pub async fn run(url: &str) -> Result<()> {
         }
     });
     describe_server(&monitor).await?;
-    let schema = format!("bench_{}", std::process::id());
-    let exists = monitor.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema]).await?.is_some();
-    if exists {
-        return Err(format!("schema {schema} already exists (left by an earlier run?): drop it first").into());
-    }
-    eprintln!("schema: {schema} (dropped at the end)");
+    let schema = fresh_schema(&monitor, "bench").await?;
     let outcome = async {
         let bench = Bench::setup(url, &schema, &monitor).await?;
         let result = bench.run_all().await;
@@ -97,6 +92,17 @@ pub async fn run(url: &str) -> Result<()> {
     outcome?;
     dropped?;
     Ok(())
+}
+
+/// A schema name of this process's, `<prefix>_<pid>`, that no earlier run left behind.
+pub async fn fresh_schema(monitor: &Client, prefix: &str) -> Result<String> {
+    let schema = format!("{prefix}_{}", std::process::id());
+    let exists = monitor.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema]).await?.is_some();
+    if exists {
+        return Err(format!("schema {schema} already exists (left by an earlier run?): drop it first").into());
+    }
+    eprintln!("schema: {schema} (dropped at the end)");
+    Ok(schema)
 }
 
 /// Says which server this is and whether it is durable.

@@ -177,18 +177,11 @@ impl EventStore for MemoryEventStore {
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let state = read(&self.inner.state);
-        let Some(indexes) = state.streams.get(stream) else {
-            return Ok(Vec::new());
-        };
-        let start = usize::try_from(from_version.saturating_sub(1)).unwrap_or(usize::MAX).min(indexes.len());
-        Ok(indexes[start..].iter().take(limit).map(|&i| state.log[i].clone()).collect())
+        self.read_stream_bounded(stream, from_version, limit, usize::MAX).await
     }
 
     async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let state = read(&self.inner.state);
-        let start = state.log.partition_point(|e| e.position <= after);
-        Ok(state.log[start..].iter().take(limit).cloned().collect())
+        self.read_all_bounded(after, limit, usize::MAX).await
     }
 
     async fn read_stream_bounded(
