@@ -38,7 +38,7 @@ install_postgres() {
   if ! command -v openssl >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >&2
   fi
-  # iptables drops the packets of one connection in the lease tests (cqrs-postgres).
+  # iptables drops the packets of one connection in the lease tests (eventloom-postgres).
   if ! command -v iptables >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >&2
   fi
@@ -104,7 +104,7 @@ ensure_redis() {
   else
     persistence=(--save '' --appendonly no)
   fi
-  dir="$(mktemp -d /tmp/cqrs-redis.XXXXXX)"
+  dir="$(mktemp -d /tmp/eventloom-redis.XXXXXX)"
   CQRS_SERVICE_DIRS+=("$dir")
   port="$(free_port)"
   redis-server --port "$port" --bind 127.0.0.1 "${persistence[@]}" --daemonize yes \

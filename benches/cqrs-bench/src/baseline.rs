@@ -33,7 +33,8 @@ pub async fn run(url: &str) -> Result<()> {
     let schema = crate::scenarios::fresh_schema(&monitor, "bench_baseline").await?;
     let outcome = async {
         let store =
-            cqrs_postgres::PgEventStore::connect(cqrs_postgres::PgConfig::from_url(url)?.schema(&schema)?).await?;
+            eventloom_postgres::PgEventStore::connect(eventloom_postgres::PgConfig::from_url(url)?.schema(&schema)?)
+                .await?;
         store.migrate().await?;
         raw::create_table(&monitor, &schema).await?;
         let pool = raw::pool(url.parse()?, 8)?;

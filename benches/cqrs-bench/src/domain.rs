@@ -1,8 +1,8 @@
 //! The domain every scenario runs: bank accounts that take deposits (the same as the memory
-//! benchmark in `cqrs-core/benches/engine.rs`).
+//! benchmark in `eventloom-core/benches/engine.rs`).
 
-use cqrs_core::prelude::*;
-use cqrs_core::{IdGenerator, RandomIds};
+use eventloom_core::prelude::*;
+use eventloom_core::{IdGenerator, RandomIds};
 
 /// How many accounts the command scenarios cycle through.
 pub const AGGREGATES: usize = 1_000;

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrs_core::{Position, Projector, ViewReader};
-use cqrs_postgres::PgEventStore;
+use eventloom_core::{Position, Projector, ViewReader};
+use eventloom_postgres::PgEventStore;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -17,7 +17,7 @@ use crate::read_model::{AccountView, AccountViews};
 /// `Projector::run` of [`AccountViews`] on a task of its own, until stopped (or dropped).
 pub struct LiveProjector {
     stop: oneshot::Sender<()>,
-    task: JoinHandle<cqrs_core::Result<()>>,
+    task: JoinHandle<eventloom_core::Result<()>>,
 }
 
 impl LiveProjector {

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cqrs_core::{AppendOutcome, Cqrs, EventStore, ExpectedVersion, Position, StreamId};
-use cqrs_postgres::PgEventStore;
+use eventloom_core::{AppendOutcome, Cqrs, EventStore, ExpectedVersion, Position, StreamId};
+use eventloom_postgres::PgEventStore;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -93,7 +93,7 @@ impl Worker for AppendBatch {
 /// exact expected versions; returns the last append's outcome.
 pub async fn build_stream(store: &PgEventStore, id: &str, length: u64) -> Result<AppendOutcome> {
     const CHUNK: u64 = 1_000;
-    let stream = StreamId::new(<Account as cqrs_core::Aggregate>::TYPE, id)?;
+    let stream = StreamId::new(<Account as eventloom_core::Aggregate>::TYPE, id)?;
     let events = EventMaker::default();
     let mut last = None;
     let mut version = 0;

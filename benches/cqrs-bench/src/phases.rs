@@ -1,11 +1,11 @@
 //! Where a projector's time goes, without touching it: a minimal `tracing` subscriber that
 //! times the spans the framework already opens around each phase of a batch.
 //!
-//! - `subscription` (cqrs-core): one `EventStore::read_all` call, with the pool checkout and
+//! - `subscription` (eventloom-core): one `EventStore::read_all` call, with the pool checkout and
 //!   the decoding of rows into events (metadata JSON included);
-//! - `read_all` (cqrs-postgres): the query alone, rows transferred;
-//! - `load_views` (cqrs-redis): the `MGET` of a batch's views;
-//! - `projection_commit` (cqrs-redis): the Lua script that writes views and checkpoint.
+//! - `read_all` (eventloom-postgres): the query alone, rows transferred;
+//! - `load_views` (eventloom-redis): the `MGET` of a batch's views;
+//! - `projection_commit` (eventloom-redis): the Lua script that writes views and checkpoint.
 //!
 //! A span is timed from its creation to its close: the wall time of the `.instrument(span)`
 //! await around the call. Everything else the projector does (payload decoding, folding,

@@ -2,7 +2,7 @@
 //! statement on one pooled connection per task, into a copy of the events table.
 //!
 //! Payload and metadata are sent as text and cast to `json`, the type of those columns (see
-//! `cqrs-postgres/sql/0001_event_store.sql`): the statement a user would write against that
+//! `eventloom-postgres/sql/0001_event_store.sql`): the statement a user would write against that
 //! table, and the cast the store's own statements make. (Until 2026-12-01 the baseline cast
 //! them to `jsonb` first, which parsed every payload into jsonb and back to json, and slowed
 //! the baseline every `ratio` is taken against.)

@@ -1,9 +1,9 @@
 //! The read side the Redis scenarios measure: a projection of the accounts into one view per
 //! stream, the events it catches up on, and the raw redis-rs baselines it is compared with.
 
-use cqrs_core::prelude::*;
-use cqrs_core::{BoxError, EventStore, Projection, ViewReader};
-use cqrs_postgres::PgEventStore;
+use eventloom_core::prelude::*;
+use eventloom_core::{BoxError, EventStore, Projection, ViewReader};
+use eventloom_postgres::PgEventStore;
 use redis::aio::ConnectionManager;
 
 use crate::Result;
@@ -73,8 +73,10 @@ impl CatchUpLoad {
 
 impl Worker for CatchUpLoad {
     async fn op(&mut self, i: usize) -> Result<()> {
-        let stream =
-            StreamId::new(<Account as cqrs_core::Aggregate>::TYPE, format!("{}{}", self.prefix, i % self.streams))?;
+        let stream = StreamId::new(
+            <Account as eventloom_core::Aggregate>::TYPE,
+            format!("{}{}", self.prefix, i % self.streams),
+        )?;
         let before = u64::try_from(i / self.streams * self.batch)?;
         let expected = if before == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(before) };
         let events = (0..self.batch).map(|_| self.events.deposit()).collect();

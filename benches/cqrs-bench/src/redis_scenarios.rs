@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrs_core::{Cqrs, Projection, Projector, ViewReader, ViewStore};
-use cqrs_postgres::{PgConfig, PgEventStore};
-use cqrs_redis::RedisViewStore;
+use eventloom_core::{Cqrs, Projection, Projector, ViewReader, ViewStore};
+use eventloom_postgres::{PgConfig, PgEventStore};
+use eventloom_redis::RedisViewStore;
 use redis::aio::ConnectionManager;
 use tokio_postgres::NoTls;
 
@@ -364,7 +364,7 @@ async fn check_same_view(ours: &mut ViewGet, raw: &mut RawGet) -> Result<()> {
     let parsed = json.as_deref().map(serde_json::from_str::<AccountView>).transpose()?;
     if view.is_none() || parsed != view {
         return Err(format!(
-            "key {} holds {json:?} but ViewReader::get returns {view:?}: has the key layout of cqrs-redis changed?",
+            "key {} holds {json:?} but ViewReader::get returns {view:?}: has the key layout of eventloom-redis changed?",
             raw.key
         )
         .into());

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrs_core::{Aggregate, Cqrs, Snapshot, SnapshotPolicy, SnapshotStore};
-use cqrs_postgres::{PgConfig, PgEventStore, PgSnapshotStore};
 use deadpool_postgres::Pool;
+use eventloom_core::{Aggregate, Cqrs, Snapshot, SnapshotPolicy, SnapshotStore};
+use eventloom_postgres::{PgConfig, PgEventStore, PgSnapshotStore};
 use tokio_postgres::{Client, NoTls};
 
 use crate::Result;

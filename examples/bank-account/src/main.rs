@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use cqrs_core::prelude::*;
-use cqrs_core::{
+use eventloom_core::prelude::*;
+use eventloom_core::{
     BoxError, CommandError, Cqrs, ExecuteOptions, MemoryEventStore, MemoryViewStore, Projection, Projector, Query,
     QueryHandler, ViewReader,
 };
@@ -196,9 +196,9 @@ pub struct AccountQueries {
     views: ViewReader<AccountSummary>,
 }
 
-#[cqrs_core::async_trait]
+#[eventloom_core::async_trait]
 impl QueryHandler<GetAccount> for AccountQueries {
-    async fn handle(&self, query: GetAccount) -> cqrs_core::Result<Option<AccountSummary>> {
+    async fn handle(&self, query: GetAccount) -> eventloom_core::Result<Option<AccountSummary>> {
         self.views.wait_for(query.after, Duration::from_secs(5)).await?;
         self.views.get(&query.account_id).await
     }
@@ -263,7 +263,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cqrs_core::testing::{AggregateTest, ProjectionTest};
+    use eventloom_core::testing::{AggregateTest, ProjectionTest};
 
     #[test]
     fn withdrawing_more_than_the_balance_is_refused() {

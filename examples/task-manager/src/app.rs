@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_core::{Projection, ViewReader};
+use eventloom_core::{Projection, ViewReader};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle};
@@ -48,7 +48,7 @@ async fn join<T>(handle: &mut Option<JoinHandle<T>>) -> Result<T, JoinError> {
     }
 }
 
-fn projector_error(joined: Result<cqrs_core::Result<()>, JoinError>) -> Option<String> {
+fn projector_error(joined: Result<eventloom_core::Result<()>, JoinError>) -> Option<String> {
     match joined {
         Ok(Ok(())) => None,
         Ok(Err(error)) => Some(error.to_string()),

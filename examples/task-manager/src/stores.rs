@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use cqrs_core::{
+use eventloom_core::{
     Cqrs, EventStore, Lease, LeaseManager, MemoryEventStore, MemoryViewStore, Projector, SnapshotStore, ViewStore,
 };
 use serde::Serialize;
@@ -93,11 +93,11 @@ pub enum StartupError {
     /// PostgreSQL refused the configuration, the connection or the migrations.
     #[cfg(feature = "postgres")]
     #[error("PostgreSQL: {0}")]
-    Postgres(#[from] cqrs_postgres::Error),
+    Postgres(#[from] eventloom_postgres::Error),
     /// Redis refused the configuration or the connection.
     #[cfg(feature = "redis")]
     #[error("Redis: {0}")]
-    Redis(#[from] cqrs_redis::Error),
+    Redis(#[from] eventloom_redis::Error),
 }
 
 /// Decides the stores of `role` from the features and `settings`; refuses what cannot work.
@@ -166,7 +166,7 @@ impl Stores {
         let mut pg_views = None;
         #[cfg(feature = "postgres")]
         if plan.events == Backend::Postgres {
-            use cqrs_postgres::{PgConfig, PgEventStore, PgLeases, PgSnapshotStore, PgViewStore};
+            use eventloom_postgres::{PgConfig, PgEventStore, PgLeases, PgSnapshotStore, PgViewStore};
             let url = settings.database_url.as_deref().unwrap_or_default();
             let config = PgConfig::from_url(url)?.schema(settings.schema.clone())?;
             let store = PgEventStore::connect(config).await?;
@@ -188,7 +188,7 @@ impl Stores {
             #[cfg(feature = "redis")]
             Some(Backend::Redis) => {
                 let url = settings.redis_url.as_deref().unwrap_or_default();
-                let views = cqrs_redis::RedisViewStore::connect(url, &settings.prefix).await?;
+                let views = eventloom_redis::RedisViewStore::connect(url, &settings.prefix).await?;
                 tracing::info!(prefix = %settings.prefix, "Redis view store ready");
                 Some(Arc::new(views))
             }
@@ -203,7 +203,7 @@ impl Stores {
         let engine = Cqrs::new(self.events.clone());
         #[cfg(feature = "postgres")]
         if let Some(snapshots) = &self.snapshots {
-            return engine.with_snapshots(snapshots.clone(), cqrs_core::SnapshotPolicy::every(SNAPSHOT_EVERY));
+            return engine.with_snapshots(snapshots.clone(), eventloom_core::SnapshotPolicy::every(SNAPSHOT_EVERY));
         }
         let _ = &self.snapshots;
         engine
@@ -245,9 +245,9 @@ struct WatchedLeases {
     status: watch::Sender<Leadership>,
 }
 
-#[cqrs_core::async_trait]
+#[eventloom_core::async_trait]
 impl LeaseManager for WatchedLeases {
-    async fn acquire(&self, name: &str) -> cqrs_core::Result<Lease> {
+    async fn acquire(&self, name: &str) -> eventloom_core::Result<Lease> {
         self.status.send_replace(Leadership::Standby);
         let lease = self.leases.acquire(name).await?;
         self.status.send_replace(Leadership::Leading { token: lease.token() });

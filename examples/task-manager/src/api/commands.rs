@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use cqrs_core::{Command, CommandError, CommandOutcome, ExecuteOptions, Handle};
+use eventloom_core::{Command, CommandError, CommandOutcome, ExecuteOptions, Handle};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, json};
@@ -45,7 +45,7 @@ pub struct AssignBody {
 struct Done<'a> {
     id: &'a str,
     version: u64,
-    position: cqrs_core::Position,
+    position: eventloom_core::Position,
 }
 
 fn answer(status: StatusCode, outcome: &CommandOutcome) -> Response {
@@ -172,7 +172,7 @@ where
         },
         // The key was first used on another stream: a different request, or a create sent
         // again (it made a new task id) or racing with itself.
-        Err(CommandError::Store(cqrs_core::Error::CommandIdReused { command_id, .. })) => {
+        Err(CommandError::Store(eventloom_core::Error::CommandIdReused { command_id, .. })) => {
             match state.events.command_outcome(&command_id).await? {
                 Some(first) => same_request(state, &command_id, &print, first.into()).await,
                 None => Err(ApiError::internal()),

@@ -70,9 +70,9 @@ impl ApiError {
     }
 }
 
-impl From<cqrs_core::Error> for ApiError {
-    fn from(error: cqrs_core::Error) -> Self {
-        use cqrs_core::Error as E;
+impl From<eventloom_core::Error> for ApiError {
+    fn from(error: eventloom_core::Error) -> Self {
+        use eventloom_core::Error as E;
         match &error {
             E::NotBuilt { .. } => ApiError::unavailable("the views are being built; try again shortly"),
             E::Unavailable { .. } | E::Timeout(_) | E::Shutdown => {

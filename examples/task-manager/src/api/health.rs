@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use cqrs_core::{Generation, Position, Projection, ProjectionStatus};
+use eventloom_core::{Generation, Position, Projection, ProjectionStatus};
 use serde::Serialize;
 
 use super::AppState;
@@ -91,7 +91,7 @@ struct ViewsJson {
 
 /// The lag after `checkpoint`: a capped count, the held-back events apart, and the age of the
 /// first event after it. Four bounded reads.
-async fn lag(events: &dyn cqrs_core::EventStore, checkpoint: Option<Position>) -> cqrs_core::Result<LagJson> {
+async fn lag(events: &dyn eventloom_core::EventStore, checkpoint: Option<Position>) -> eventloom_core::Result<LagJson> {
     let after = checkpoint.unwrap_or(Position::ZERO);
     let counted = events.count_after(after, LAG_CAP + 1).await?;
     let held_back = events.held_back(LAG_CAP).await?;
@@ -99,7 +99,7 @@ async fn lag(events: &dyn cqrs_core::EventStore, checkpoint: Option<Position>) -
         None => None,
         Some(event) => {
             let written = event.metadata.get()?.timestamp.as_micros();
-            let now = cqrs_core::Timestamp::now().as_micros();
+            let now = eventloom_core::Timestamp::now().as_micros();
             Some(u64::try_from(now.saturating_sub(written) / 1_000).unwrap_or(u64::MAX))
         }
     };

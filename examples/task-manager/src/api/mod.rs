@@ -25,7 +25,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use cqrs_core::{Cqrs, EventStore, ViewReader, ViewStore};
+use eventloom_core::{Cqrs, EventStore, ViewReader, ViewStore};
 use tokio::sync::watch;
 use tracing::Instrument;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use cqrs_core::ViewReader;
+use eventloom_core::ViewReader;
 use serde::Serialize;
 
 use super::error::{ApiError, json};
@@ -59,7 +59,7 @@ async fn views(state: &AppState, consistency: Consistency) -> Result<&ViewReader
     };
     match waited {
         Ok(()) => Ok(tasks),
-        Err(cqrs_core::Error::Timeout(_)) => Err(ApiError::timeout(format!(
+        Err(eventloom_core::Error::Timeout(_)) => Err(ApiError::timeout(format!(
             "the views did not reach position {position} within {} ms",
             consistency.timeout.as_millis()
         ))),

@@ -1,9 +1,0 @@
-//! The integration tests of cqrs-core, in one binary.
-#![allow(clippy::unwrap_used)]
-
-mod conformance;
-mod domain;
-mod engine;
-mod kit;
-mod projector;
-mod retry;

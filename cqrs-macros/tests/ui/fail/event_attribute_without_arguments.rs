@@ -1,9 +1,0 @@
-use cqrs_core::prelude::*;
-
-#[derive(Serialize, Deserialize, Event)]
-enum TaskEvent {
-    #[event]
-    Created,
-}
-
-fn main() {}

@@ -1,6 +1,0 @@
-use cqrs_core::prelude::*;
-
-#[derive(Serialize, Deserialize, Event)]
-enum TaskEvent {}
-
-fn main() {}

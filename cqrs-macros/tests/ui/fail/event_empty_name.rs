@@ -1,7 +1,0 @@
-use cqrs_core::prelude::*;
-
-#[derive(Serialize, Deserialize, Event)]
-#[event(name = "")]
-struct Created;
-
-fn main() {}

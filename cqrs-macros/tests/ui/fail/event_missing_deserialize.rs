@@ -1,8 +1,0 @@
-use cqrs_core::prelude::*;
-
-#[derive(Serialize, Event)]
-enum TaskEvent {
-    Created,
-}
-
-fn main() {}

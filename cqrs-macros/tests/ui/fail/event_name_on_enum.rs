@@ -1,9 +1,0 @@
-use cqrs_core::prelude::*;
-
-#[derive(Serialize, Deserialize, Event)]
-#[event(name = "TaskEvent")]
-enum TaskEvent {
-    Created,
-}
-
-fn main() {}

@@ -1,9 +1,0 @@
-use cqrs_core::prelude::*;
-
-#[derive(Serialize, Deserialize, Event)]
-#[serde(tag = "type")]
-enum TaskEvent {
-    Created { title: String },
-}
-
-fn main() {}

@@ -1,8 +1,0 @@
-use cqrs_core::prelude::*;
-
-#[derive(Event)]
-union TaskEvent {
-    id: u64,
-}
-
-fn main() {}

@@ -1,9 +1,0 @@
-use cqrs_core::prelude::*;
-
-#[derive(Serialize, Deserialize, Event)]
-enum TaskEvent {
-    #[event(version = "2")]
-    Created,
-}
-
-fn main() {}

@@ -1,7 +1,0 @@
-use cqrs_core::prelude::*;
-
-#[derive(Serialize, Deserialize, Event)]
-#[event(version = 4294967296)]
-struct Created;
-
-fn main() {}

@@ -1,0 +1,303 @@
+//! The crate's error type.
+
+use crate::position::Position;
+use crate::stream::{ExpectedVersion, StreamId};
+
+/// A `Result` whose error defaults to this crate's [`Error`].
+///
+/// # Examples
+///
+/// ```
+/// fn parse(token: &str) -> eventloom_core::Result<eventloom_core::Position> {
+///     token.parse()
+/// }
+/// assert!(parse("1.2").is_ok());
+/// ```
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong below the domain: storage, encoding, concurrency, bad input.
+///
+/// The user's own rejection of a command is never one of these: [`crate::CommandError`] keeps it
+/// apart. Adapters map their failures onto these variants so that a caller can match on them
+/// whatever store is in use.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{Error, ExpectedVersion, StreamId};
+///
+/// let err = Error::Conflict {
+///     stream: StreamId::new("task", "t-1").unwrap(),
+///     expected: ExpectedVersion::Exact(3),
+///     actual: 4,
+/// };
+/// assert!(matches!(err, Error::Conflict { actual: 4, .. }));
+/// assert_eq!(err.to_string(), "conflict on stream task/t-1: expected version 3, found 4");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An append's expected version did not match the stream: another writer got there first.
+    #[error("conflict on stream {stream}: expected {expected}, found {actual}")]
+    Conflict {
+        /// The stream appended to.
+        stream: StreamId,
+        /// What the append expected.
+        expected: ExpectedVersion,
+        /// The stream's version when the append was refused.
+        actual: u64,
+    },
+    /// A command id that was already executed: the events it appended the first time.
+    #[error("command {command_id} was already executed on stream {}", outcome.stream)]
+    DuplicateCommand {
+        /// The id of the command.
+        command_id: String,
+        /// What the first execution appended.
+        outcome: crate::AppendOutcome,
+    },
+    /// A command id that was already used by a command on another stream: an idempotency key
+    /// reused for a different request. Nothing was executed.
+    #[error("command id {command_id} was already used on stream {first_stream}")]
+    CommandIdReused {
+        /// The command id.
+        command_id: String,
+        /// The stream the first command with this id targeted.
+        first_stream: StreamId,
+    },
+    /// A stream id, command id, header or other identifier that the store refuses.
+    #[error("invalid {what}: {reason}")]
+    InvalidId {
+        /// Which kind of identifier.
+        what: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// An event or view larger than the store accepts.
+    #[error("payload of {size} bytes exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The payload's size in bytes.
+        size: usize,
+        /// The store's limit in bytes.
+        limit: usize,
+    },
+    /// An event the store refuses as it is: a payload that is not valid JSON, or that holds
+    /// text the store cannot keep (such as `\u0000` on PostgreSQL).
+    #[error("invalid event: {reason}")]
+    InvalidEvent {
+        /// Why it was refused.
+        reason: String,
+    },
+    /// An event could not be turned into JSON.
+    #[error("cannot encode event {event_type}: {source}")]
+    Encode {
+        /// The event's type name.
+        event_type: String,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored event whose payload does not decode into the current event type.
+    #[error(
+        "cannot decode event {event_type} v{schema_version} at {stream} version {version} (position {position}): {source}"
+    )]
+    Decode {
+        /// The stream the event belongs to.
+        stream: StreamId,
+        /// The event's version in its stream.
+        version: u64,
+        /// The event's position in the store.
+        position: Position,
+        /// The stored type name.
+        event_type: String,
+        /// The stored schema version.
+        schema_version: u32,
+        /// What went wrong.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored event whose type name (or schema version) the code does not know.
+    #[error("unknown event type {event_type} v{schema_version} at {stream} version {version} (position {position})")]
+    UnknownEvent {
+        /// The stream the event belongs to.
+        stream: StreamId,
+        /// The event's version in its stream.
+        version: u64,
+        /// The event's position in the store.
+        position: Position,
+        /// The stored type name.
+        event_type: String,
+        /// The stored schema version.
+        schema_version: u32,
+    },
+    /// A stored event of a known type at a schema version newer than the code's: it was written
+    /// by a newer release. Loading its stream fails with it; a projector never dead-letters it,
+    /// but stands by for a runner of the newer release.
+    #[error(
+        "event {event_type} v{schema_version} at {stream} version {version} (position {position}) is newer than this code (v{known}): written by a newer release"
+    )]
+    NewerSchema {
+        /// The stream the event belongs to.
+        stream: StreamId,
+        /// The event's version in its stream.
+        version: u64,
+        /// The event's position in the store.
+        position: Position,
+        /// Its type name (after upcasting).
+        event_type: String,
+        /// Its schema version (after upcasting).
+        schema_version: u32,
+        /// The newest schema version of that type this code knows.
+        known: u32,
+    },
+    /// An upcaster failed on a stored event.
+    #[error(
+        "upcasting {event_type} v{schema_version} at {stream} version {version} (position {position}) failed: {reason}"
+    )]
+    Upcast {
+        /// The stream the event belongs to.
+        stream: StreamId,
+        /// The event's version in its stream.
+        version: u64,
+        /// The event's position in the store.
+        position: Position,
+        /// The stored type name.
+        event_type: String,
+        /// The stored schema version.
+        schema_version: u32,
+        /// What the upcaster said.
+        reason: String,
+    },
+    /// A view or snapshot that does not (de)serialize.
+    #[error("cannot (de)serialize {what}: {source}")]
+    Serde {
+        /// What was being (de)serialized.
+        what: String,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A projection's checkpoint moved under it: another runner wrote first. Nothing was written.
+    #[error("checkpoint of projection {projection} moved: expected {expected:?}, found {actual:?}")]
+    CheckpointMoved {
+        /// The projection.
+        projection: String,
+        /// The checkpoint the write expected.
+        expected: Option<Position>,
+        /// The checkpoint found.
+        actual: Option<Position>,
+    },
+    /// A write carrying a fencing token lower than one the store has already seen: a deposed
+    /// leader woke up late. Nothing was written.
+    #[error("fenced: token {token} of projection {projection} is older than {highest}")]
+    Fenced {
+        /// The projection.
+        projection: String,
+        /// The token the write carried.
+        token: u64,
+        /// The highest token the store has seen.
+        highest: u64,
+    },
+    /// A write into a generation of a projection's views that is neither live nor being built:
+    /// the store lost its data (a Redis restarted empty or flushed), or another runner began a
+    /// newer generation. Nothing was written; the projector rebuilds.
+    #[error("generation {generation} of projection {projection} is gone (lost data or a newer rebuild)")]
+    GenerationGone {
+        /// The projection.
+        projection: String,
+        /// The generation written to.
+        generation: u64,
+    },
+    /// A projection has no live views to query: its first build, or a rebuild after the store
+    /// lost its data, has not caught up yet.
+    #[error("projection {projection} is being built; its views are not ready")]
+    NotBuilt {
+        /// The projection.
+        projection: String,
+    },
+    /// The store holds views of a newer version of the projection than this runner has (an old
+    /// process during a rolling upgrade); it refuses to run rather than rebuild them backwards.
+    #[error("projection {projection} is at version {stored} in the store; this runner has version {running}")]
+    NewerVersion {
+        /// The projection.
+        projection: String,
+        /// The version this runner has.
+        running: u32,
+        /// The version in the store.
+        stored: u32,
+    },
+    /// A projection's handler failed on an event; the projection stopped with its checkpoint kept.
+    #[error("projection {projection} failed at position {position}: {reason}")]
+    Projection {
+        /// The projection.
+        projection: String,
+        /// The position of the event it failed on.
+        position: Position,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Stored data that cannot be what the store wrote: a negative version or sequence, an
+    /// unparsable transaction id, a stream id the model refuses, a column of the wrong type.
+    /// Not an outage: retrying reads the same bytes, so it is never
+    /// [transient](Error::is_transient); a projector stops on it.
+    #[error("corrupt stored data at {location}: {reason}")]
+    Corrupt {
+        /// Where: the event's position, or its stream and version, or the table and key.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The projection's runner stopped on an event it cannot process (recorded in its view
+    /// store, so seen from any process): waiting for its views to move would be in vain.
+    #[error("projection {projection} {stop}")]
+    Stopped {
+        /// The projection.
+        projection: String,
+        /// Where and why it stopped.
+        stop: crate::ProjectionStop,
+    },
+    /// A position token that does not parse.
+    #[error("invalid position token {0:?}")]
+    InvalidPosition(String),
+    /// Waiting (for a view to catch up, for a lease) took longer than allowed.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The store is unreachable, refused the operation or failed inside.
+    #[error("store unavailable: {message}")]
+    Unavailable {
+        /// What the store said.
+        message: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The store failed in a way that retrying will not fix (a missing table: run the
+    /// migrations; a permission denied; a bug).
+    #[error("store error: {message}")]
+    Backend {
+        /// What the store said.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The component was shut down.
+    #[error("shut down")]
+    Shutdown,
+}
+
+impl Error {
+    /// An [`Error::Unavailable`] from any error.
+    pub fn unavailable(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Unavailable { message: source.to_string(), source: Some(Box::new(source)) }
+    }
+
+    /// An [`Error::Unavailable`] from a message.
+    pub fn unavailable_msg(message: impl Into<String>) -> Self {
+        Error::Unavailable { message: message.into(), source: None }
+    }
+
+    /// Whether retrying the same operation later may succeed (a store that is down, a timeout).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Timeout(_))
+    }
+}

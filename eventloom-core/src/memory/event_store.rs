@@ -1,0 +1,244 @@
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::{read, write};
+use crate::{AppendOutcome, Error, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, Result, StreamId};
+
+/// The default largest event payload a [`MemoryEventStore`] accepts: 1 MiB.
+const DEFAULT_MAX_EVENT_SIZE: usize = 1 << 20;
+
+/// An [`EventStore`] in process memory: the embedded default.
+///
+/// It holds every invariant of the trait under concurrent use from many tasks: appends are
+/// checked and committed under one lock, so they are atomic and their positions are assigned in
+/// commit order. Positions are `(append number, event number)`. Clones share the same store.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::prelude::*;
+/// use eventloom_core::{EventStore, MemoryEventStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryEventStore::new();
+/// let stream = StreamId::new("task", "1").unwrap();
+/// let event = NewEvent {
+///     event_type: "Created".into(),
+///     schema_version: 1,
+///     payload: r#"{"title":"x"}"#.into(),
+///     metadata: Metadata::default(),
+/// };
+/// let out = store.append(&stream, ExpectedVersion::NoStream, vec![event.clone()]).await.unwrap();
+/// assert_eq!(out.last_version, 1);
+/// let err = store.append(&stream, ExpectedVersion::NoStream, vec![event]).await.unwrap_err();
+/// assert!(matches!(err, eventloom_core::Error::Conflict { actual: 1, .. }));
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct MemoryEventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: RwLock<State>,
+    wake: watch::Sender<u64>,
+    max_event_size: usize,
+}
+
+#[derive(Default)]
+struct State {
+    /// Every event in position order.
+    log: Vec<RecordedEvent>,
+    /// Per stream, the indexes into `log` of its events, in version order.
+    streams: HashMap<StreamId, Vec<usize>>,
+    /// The outcome of every append that carried a command id.
+    commands: HashMap<String, AppendOutcome>,
+    appends: u64,
+}
+
+impl Default for MemoryEventStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = read(&self.inner.state);
+        f.debug_struct("MemoryEventStore")
+            .field("events", &state.log.len())
+            .field("streams", &state.streams.len())
+            .finish()
+    }
+}
+
+impl MemoryEventStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::with_max_event_size(DEFAULT_MAX_EVENT_SIZE)
+    }
+
+    /// An empty store that refuses events larger than `bytes` with
+    /// [`Error::PayloadTooLarge`].
+    pub fn with_max_event_size(bytes: usize) -> Self {
+        MemoryEventStore {
+            inner: Arc::new(Inner {
+                state: RwLock::new(State::default()),
+                wake: watch::Sender::new(0),
+                max_event_size: bytes,
+            }),
+        }
+    }
+
+    /// How many events the store holds.
+    pub fn len(&self) -> usize {
+        read(&self.inner.state).log.len()
+    }
+
+    /// Whether the store holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The command id an append carries: its first event's.
+fn command_id(events: &[NewEvent]) -> Option<&str> {
+    events.first().and_then(|e| e.metadata.command_id.as_deref())
+}
+
+#[async_trait]
+impl EventStore for MemoryEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome> {
+        let span = tracing::trace_span!("append", store = "memory", stream = %stream, events = events.len());
+        let _enter = span.enter();
+        let limit = self.inner.max_event_size;
+        if let Some(big) = events.iter().find(|e| e.size() > limit) {
+            return Err(Error::PayloadTooLarge { size: big.size(), limit });
+        }
+        let command = command_id(&events);
+        if let Some(id) = command {
+            crate::validate_command_id(id)?;
+        }
+        let mut guard = write(&self.inner.state);
+        let state = &mut *guard;
+        if let Some(id) = command {
+            if let Some(outcome) = state.commands.get(id) {
+                return Err(Error::DuplicateCommand { command_id: id.to_owned(), outcome: outcome.clone() });
+            }
+        }
+        let actual = state.streams.get(stream).map_or(0, |s| s.len() as u64);
+        if !expected.matches(actual) {
+            return Err(Error::Conflict { stream: stream.clone(), expected, actual });
+        }
+        if events.is_empty() {
+            return Ok(AppendOutcome {
+                stream: stream.clone(),
+                first_version: actual + 1,
+                last_version: actual,
+                position: Position::ZERO,
+            });
+        }
+        state.appends += 1;
+        let transaction = state.appends;
+        let command = command.map(str::to_owned);
+        let indexes = state.streams.entry(stream.clone()).or_default();
+        let mut version = actual;
+        let mut position = Position::ZERO;
+        for event in events {
+            version += 1;
+            position = Position::new(transaction, state.log.len() as u64 + 1);
+            indexes.push(state.log.len());
+            state.log.push(RecordedEvent {
+                stream: stream.clone(),
+                version,
+                position,
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                payload: event.payload.into(),
+                metadata: event.metadata.into(),
+            });
+        }
+        let outcome =
+            AppendOutcome { stream: stream.clone(), first_version: actual + 1, last_version: version, position };
+        if let Some(id) = command {
+            state.commands.insert(id, outcome.clone());
+        }
+        drop(guard);
+        self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(outcome)
+    }
+
+    async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.read_stream_bounded(stream, from_version, limit, usize::MAX).await
+    }
+
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.read_all_bounded(after, limit, usize::MAX).await
+    }
+
+    async fn read_stream_bounded(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let state = read(&self.inner.state);
+        let Some(indexes) = state.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let start = usize::try_from(from_version.saturating_sub(1)).unwrap_or(usize::MAX).min(indexes.len());
+        let mut events: Vec<RecordedEvent> =
+            indexes[start..].iter().take(limit).map(|&i| state.log[i].clone()).collect();
+        events.truncate(crate::within_bytes(&events, max_bytes));
+        Ok(events)
+    }
+
+    async fn read_all_bounded(&self, after: Position, limit: usize, max_bytes: usize) -> Result<Vec<RecordedEvent>> {
+        let state = read(&self.inner.state);
+        let start = state.log.partition_point(|e| e.position <= after);
+        let mut events: Vec<RecordedEvent> = state.log[start..].iter().take(limit).cloned().collect();
+        events.truncate(crate::within_bytes(&events, max_bytes));
+        Ok(events)
+    }
+
+    async fn head(&self) -> Result<Option<Position>> {
+        Ok(read(&self.inner.state).log.last().map(|e| e.position))
+    }
+
+    async fn count_after(&self, after: Position, cap: u64) -> Result<u64> {
+        let state = read(&self.inner.state);
+        let after = state.log.len() - state.log.partition_point(|e| e.position <= after);
+        Ok((after as u64).min(cap))
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
+        Ok(read(&self.inner.state).streams.get(stream).map_or(0, |s| s.len() as u64))
+    }
+
+    async fn command_outcome(&self, command_id: &str) -> Result<Option<AppendOutcome>> {
+        Ok(read(&self.inner.state).commands.get(command_id).cloned())
+    }
+
+    async fn record_command(&self, command_id: &str, outcome: AppendOutcome) -> Result<()> {
+        crate::validate_command_id(command_id)?;
+        let mut state = write(&self.inner.state);
+        if let Some(first) = state.commands.get(command_id) {
+            return Err(Error::DuplicateCommand { command_id: command_id.to_owned(), outcome: first.clone() });
+        }
+        state.commands.insert(command_id.to_owned(), outcome);
+        Ok(())
+    }
+
+    fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.inner.wake.subscribe())
+    }
+}

@@ -1,0 +1,97 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::sync::{Notify, watch};
+
+use super::lock;
+use crate::{Lease, LeaseManager, Result};
+
+/// A [`LeaseManager`] for the tasks of one process.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{LeaseManager, MemoryLeases};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let leases = MemoryLeases::default();
+/// let first = leases.acquire("tasks").await.unwrap();
+/// drop(first);
+/// let second = leases.acquire("tasks").await.unwrap();
+/// assert_eq!(second.token(), 2);
+/// # });
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLeases {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    slots: Mutex<HashMap<String, Slot>>,
+    released: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    token: u64,
+    holder: Option<watch::Sender<bool>>,
+}
+
+struct Release {
+    inner: Arc<Inner>,
+    name: String,
+    token: u64,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let mut slots = lock(&self.inner.slots);
+        if let Some(slot) = slots.get_mut(&self.name) {
+            if slot.token == self.token {
+                slot.holder = None;
+            }
+        }
+        drop(slots);
+        self.inner.released.notify_waiters();
+    }
+}
+
+impl MemoryLeases {
+    /// Takes the lease of `name` away from its holder, as a lost connection would: the holder's
+    /// lease reports lost and the next `acquire` gets a higher token.
+    pub fn revoke(&self, name: &str) {
+        let mut slots = lock(&self.inner.slots);
+        if let Some(slot) = slots.get_mut(name) {
+            if let Some(holder) = slot.holder.take() {
+                holder.send_replace(true);
+            }
+        }
+        drop(slots);
+        self.inner.released.notify_waiters();
+    }
+}
+
+#[async_trait]
+impl LeaseManager for MemoryLeases {
+    async fn acquire(&self, name: &str) -> Result<Lease> {
+        loop {
+            let notified = self.inner.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut slots = lock(&self.inner.slots);
+                let slot = slots.entry(name.to_owned()).or_default();
+                if slot.holder.is_none() {
+                    slot.token += 1;
+                    let (tx, rx) = watch::channel(false);
+                    slot.holder = Some(tx);
+                    let release = Release { inner: self.inner.clone(), name: name.to_owned(), token: slot.token };
+                    return Ok(Lease::new(slot.token, rx, release));
+                }
+            }
+            notified.await;
+        }
+    }
+}

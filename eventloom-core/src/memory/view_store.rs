@@ -1,0 +1,258 @@
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+
+use super::{read, write};
+use crate::{
+    DeadLetter, Error, Generation, IndexKey, ListCursor, Position, ProjectionStatus, ProjectionStop, Result,
+    ViewCommit, ViewPage, ViewStore,
+};
+
+/// A [`ViewStore`] in process memory. Clones share the same store.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{MemoryViewStore, Position, ViewCommit, ViewStore, ViewWrite};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let views = MemoryViewStore::default();
+/// let generation = views.begin_generation("counts", 1, 0).await.unwrap();
+/// let commit = ViewCommit {
+///     generation: generation.id,
+///     expected: None,
+///     checkpoint: Position::new(1, 1),
+///     fencing_token: 0,
+///     views: vec![ViewWrite::set("a", "1")],
+///     dead_letters: Vec::new(),
+/// };
+/// views.commit("counts", commit.clone()).await.unwrap();
+/// // A replay of the same batch is refused and changes nothing.
+/// assert!(views.commit("counts", commit).await.is_err());
+/// views.go_live("counts", generation.id, 0).await.unwrap();
+/// assert_eq!(views.read_views("counts", &["a".into()]).await.unwrap(), vec![Some("1".into())]);
+/// # });
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryViewStore {
+    projections: Arc<RwLock<HashMap<String, ProjectionState>>>,
+}
+
+#[derive(Debug, Default)]
+struct ProjectionState {
+    highest_token: u64,
+    last_generation: u64,
+    live: Option<u64>,
+    building: Option<u64>,
+    stopped: Option<ProjectionStop>,
+    generations: HashMap<u64, GenerationState>,
+}
+
+#[derive(Debug, Default)]
+struct GenerationState {
+    version: u32,
+    checkpoint: Option<Position>,
+    views: HashMap<String, String>,
+    /// Per list: (sort key, view id), in order.
+    indexes: HashMap<IndexKey, BTreeSet<(String, String)>>,
+    dead_letters: Vec<DeadLetter>,
+}
+
+impl ProjectionState {
+    fn check_token(&self, projection: &str, token: u64) -> Result<()> {
+        if token < self.highest_token {
+            return Err(Error::Fenced { projection: projection.to_owned(), token, highest: self.highest_token });
+        }
+        Ok(())
+    }
+
+    fn generation(&self, id: u64) -> Option<Generation> {
+        self.generations.get(&id).map(|g| Generation { id, version: g.version, checkpoint: g.checkpoint })
+    }
+}
+
+/// The live generation of `projection`, or [`Error::NotBuilt`].
+fn live<'a>(projections: &'a HashMap<String, ProjectionState>, projection: &str) -> Result<&'a GenerationState> {
+    projections
+        .get(projection)
+        .and_then(|s| s.live.and_then(|id| s.generations.get(&id)))
+        .ok_or_else(|| Error::NotBuilt { projection: projection.to_owned() })
+}
+
+impl MemoryViewStore {
+    /// Forgets every view, checkpoint and generation, as a Redis that restarted without
+    /// persistence would: for testing how projectors recover.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{MemoryViewStore, ViewStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let views = MemoryViewStore::default();
+    /// views.begin_generation("p", 1, 0).await.unwrap();
+    /// views.clear();
+    /// assert_eq!(views.status("p").await.unwrap().building, None);
+    /// # });
+    /// ```
+    pub fn clear(&self) {
+        write(&self.projections).clear();
+    }
+}
+
+#[async_trait]
+impl ViewStore for MemoryViewStore {
+    async fn status(&self, projection: &str) -> Result<ProjectionStatus> {
+        let map = read(&self.projections);
+        Ok(map
+            .get(projection)
+            .map(|s| ProjectionStatus {
+                live: s.live.and_then(|id| s.generation(id)),
+                building: s.building.and_then(|id| s.generation(id)),
+                stopped: s.stopped.clone(),
+            })
+            .unwrap_or_default())
+    }
+
+    async fn begin_generation(&self, projection: &str, version: u32, fencing_token: u64) -> Result<Generation> {
+        let mut map = write(&self.projections);
+        let state = map.entry(projection.to_owned()).or_default();
+        state.check_token(projection, fencing_token)?;
+        state.highest_token = fencing_token;
+        if let Some(old) = state.building.take() {
+            state.generations.remove(&old);
+        }
+        state.last_generation += 1;
+        let id = state.last_generation;
+        state.generations.insert(id, GenerationState { version, ..GenerationState::default() });
+        state.building = Some(id);
+        Ok(Generation { id, version, checkpoint: None })
+    }
+
+    async fn load_views(&self, projection: &str, generation: u64, ids: &[String]) -> Result<Vec<Option<String>>> {
+        let map = read(&self.projections);
+        let state = map.get(projection).and_then(|s| s.generations.get(&generation));
+        Ok(ids.iter().map(|id| state.and_then(|s| s.views.get(id).cloned())).collect())
+    }
+
+    async fn commit(&self, projection: &str, commit: ViewCommit) -> Result<()> {
+        commit.validate()?;
+        let mut map = write(&self.projections);
+        let state = map.entry(projection.to_owned()).or_default();
+        state.check_token(projection, commit.fencing_token)?;
+        let current = Some(commit.generation);
+        if state.live != current && state.building != current {
+            return Err(Error::GenerationGone { projection: projection.to_owned(), generation: commit.generation });
+        }
+        state.highest_token = commit.fencing_token;
+        let Some(generation) = state.generations.get_mut(&commit.generation) else {
+            return Err(Error::GenerationGone { projection: projection.to_owned(), generation: commit.generation });
+        };
+        if generation.checkpoint != commit.expected {
+            return Err(Error::CheckpointMoved {
+                projection: projection.to_owned(),
+                expected: commit.expected,
+                actual: generation.checkpoint,
+            });
+        }
+        for write in commit.views {
+            for entry in write.leave {
+                if let Some(list) = generation.indexes.get_mut(&entry.key) {
+                    list.remove(&(entry.order, write.id.clone()));
+                    if list.is_empty() {
+                        generation.indexes.remove(&entry.key);
+                    }
+                }
+            }
+            for entry in write.join {
+                generation.indexes.entry(entry.key).or_default().insert((entry.order, write.id.clone()));
+            }
+            match write.view {
+                Some(json) => generation.views.insert(write.id, json),
+                None => generation.views.remove(&write.id),
+            };
+        }
+        generation.checkpoint = Some(commit.checkpoint);
+        generation.dead_letters.extend(commit.dead_letters);
+        Ok(())
+    }
+
+    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> Result<()> {
+        let mut map = write(&self.projections);
+        let state = map.entry(projection.to_owned()).or_default();
+        state.check_token(projection, fencing_token)?;
+        if state.live == Some(generation) {
+            return Ok(());
+        }
+        if state.building != Some(generation) {
+            return Err(Error::GenerationGone { projection: projection.to_owned(), generation });
+        }
+        let built = state.generations.get(&generation).and_then(|g| g.checkpoint);
+        let live = state.live.and_then(|id| state.generations.get(&id)).and_then(|g| g.checkpoint);
+        if built < live {
+            return Err(Error::CheckpointMoved { projection: projection.to_owned(), expected: built, actual: live });
+        }
+        state.highest_token = fencing_token;
+        if let Some(old) = state.live.replace(generation) {
+            state.generations.remove(&old);
+        }
+        state.building = None;
+        Ok(())
+    }
+
+    async fn read_views(&self, projection: &str, ids: &[String]) -> Result<Vec<Option<String>>> {
+        let map = read(&self.projections);
+        let live = live(&map, projection)?;
+        Ok(ids.iter().map(|id| live.views.get(id).cloned()).collect())
+    }
+
+    async fn list(
+        &self,
+        projection: &str,
+        key: &IndexKey,
+        after: Option<&ListCursor>,
+        limit: usize,
+    ) -> Result<ViewPage> {
+        let map = read(&self.projections);
+        let live = live(&map, projection)?;
+        let Some(list) = live.indexes.get(key) else { return Ok(ViewPage::default()) };
+        let start = match after {
+            Some(cursor) => Bound::Excluded((cursor.order.clone(), cursor.id.clone())),
+            None => Bound::Unbounded,
+        };
+        let mut entries = list.range((start, Bound::Unbounded));
+        let mut page = ViewPage::default();
+        for (order, id) in entries.by_ref().take(limit) {
+            if let Some(json) = live.views.get(id) {
+                page.views.push((id.clone(), json.clone()));
+            }
+            page.next = Some(ListCursor { order: order.clone(), id: id.clone() });
+        }
+        if entries.next().is_none() {
+            page.next = None;
+        }
+        Ok(page)
+    }
+
+    async fn count(&self, projection: &str, keys: &[IndexKey]) -> Result<Vec<u64>> {
+        let map = read(&self.projections);
+        let live = live(&map, projection)?;
+        Ok(keys.iter().map(|key| live.indexes.get(key).map_or(0, |l| l.len() as u64)).collect())
+    }
+
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>> {
+        let map = read(&self.projections);
+        Ok(live(&map, projection).map(|g| g.dead_letters.clone()).unwrap_or_default())
+    }
+
+    async fn record_stop(&self, projection: &str, stop: Option<&ProjectionStop>, fencing_token: u64) -> Result<()> {
+        let mut map = write(&self.projections);
+        let state = map.entry(projection.to_owned()).or_default();
+        state.check_token(projection, fencing_token)?;
+        state.highest_token = fencing_token;
+        state.stopped = stop.cloned();
+        Ok(())
+    }
+}

@@ -1,0 +1,1037 @@
+//! The read side's write path: [`Projection`]s and the [`Projector`] that runs them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use crate::{
+    Aggregate, DeadLetter, Error, Event, EventEnvelope, EventStore, IndexEntry, Lease, LeaseManager, Position,
+    ProjectionStop, RecordedEvent, Result, StopKind, Subscription, Upcasters, ViewCommit, ViewStore, ViewWrite,
+    stored_view_id,
+};
+
+/// Any error a projection's handler returns.
+///
+/// # Examples
+///
+/// ```
+/// let e: eventloom_core::BoxError = "a view went negative".into();
+/// assert_eq!(e.to_string(), "a view went negative");
+/// ```
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The event type a projection reads.
+///
+/// # Examples
+///
+/// ```
+/// # use eventloom_core::prelude::*;
+/// # #[derive(Debug, Serialize, Deserialize, Event)] enum E { X }
+/// # #[derive(Debug, Default)] struct A;
+/// # impl Aggregate for A { const TYPE: &'static str = "a"; type Event = E; type Error = std::convert::Infallible; fn apply(&mut self, _: &E) {} }
+/// # struct P;
+/// # impl eventloom_core::Projection for P { const NAME: &'static str = "p"; type Aggregate = A; type View = ();
+/// #   fn apply(&self, _: &mut Option<()>, _: &EventEnvelope<E>) -> Result<(), eventloom_core::BoxError> { Ok(()) } }
+/// let _: eventloom_core::EventOf<P> = E::X;
+/// ```
+pub type EventOf<P> = <<P as Projection>::Aggregate as Aggregate>::Event;
+
+/// Folds one aggregate type's events into views that queries read.
+///
+/// A projection sees every event of its aggregate's streams, in the store's order, exactly once
+/// in effect: the [`Projector`] writes the views a batch changed and the projection's checkpoint
+/// in one atomic step. An event type the projection does not [handle](Projection::handles) is
+/// never decoded.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::prelude::*;
+/// use eventloom_core::{BoxError, Projection};
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
+/// # #[derive(Debug, Default)] struct Counter;
+/// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+/// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+///
+/// #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+/// struct Total { value: u64, increments: u32 }
+///
+/// struct Totals;
+///
+/// impl Projection for Totals {
+///     const NAME: &'static str = "counter_totals";
+///     type Aggregate = Counter;
+///     type View = Total;
+///     fn apply(&self, view: &mut Option<Total>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
+///         let CounterEvent::Incremented { by } = &e.event;
+///         let total = view.get_or_insert_with(Total::default);
+///         total.value += by;
+///         total.increments += 1;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Projection: Send + Sync + 'static {
+    /// The name under which its views and checkpoint are stored.
+    const NAME: &'static str;
+    /// The version of what it stores. Raise it when `apply`, `view_id`, `index` or the view's
+    /// shape change: the projector then rebuilds the views from the first event into a new
+    /// generation while queries read the old one, and switches over once caught up.
+    const VERSION: u32 = 1;
+    /// The aggregate whose events it reads.
+    type Aggregate: Aggregate;
+    /// What it stores per id.
+    type View: Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// Whether it folds events of this type (the name once upcast); others are skipped without
+    /// being decoded. By default, every type its aggregate's event knows: an event type added by
+    /// a newer release is skipped by an older projector (see the guide's chapter on projections
+    /// for what it misses, and when a rebuild is needed).
+    fn handles(&self, event_type: &str) -> bool {
+        <EventOf<Self> as Event>::knows(event_type)
+    }
+
+    /// The id of the view an event changes; `None` to ignore the event. Defaults to the
+    /// aggregate's id.
+    fn view_id(&self, event: &EventEnvelope<EventOf<Self>>) -> Option<String> {
+        Some(event.stream.id().to_owned())
+    }
+
+    /// The secondary index lists the view is in (see [`IndexEntry`]), kept with the view in the
+    /// same atomic write; queries list and count them. None by default. `id` is the view's
+    /// stored id (see [`stored_view_id`](crate::stored_view_id)).
+    fn index(&self, id: &str, view: &Self::View) -> Vec<IndexEntry> {
+        let _ = (id, view);
+        Vec::new()
+    }
+
+    /// Folds an event into its view (`None` when the view does not exist yet; set it to `None`
+    /// to delete the view). An error stops the projection at this event, with its checkpoint kept.
+    fn apply(&self, view: &mut Option<Self::View>, event: &EventEnvelope<EventOf<Self>>) -> Result<(), BoxError>;
+}
+
+/// What a projector does with an event it cannot process: one that no longer decodes, or on
+/// which the projection's `apply` fails.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{MemoryEventStore, MemoryViewStore, PoisonPolicy, Projector};
+///
+/// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default())
+///     .with_poison_policy(PoisonPolicy::DeadLetter);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PoisonPolicy {
+    /// Stop the projection with an error naming the event's position; its checkpoint stays
+    /// before the event, so nothing is lost, and other projections go on.
+    #[default]
+    Stop,
+    /// Skip the event, recording it in the projection's dead letters
+    /// ([`ViewStore::dead_letters`]) in the same atomic write that moves the checkpoint past it.
+    /// `apply` must leave the view unchanged when it returns an error.
+    DeadLetter,
+}
+
+/// The default number of events a projector folds per atomic write.
+pub const DEFAULT_PROJECTOR_BATCH: usize = 2_000;
+
+/// Runs projections: reads events after each projection's checkpoint, folds them into views,
+/// and writes views and checkpoint together.
+///
+/// With a [`LeaseManager`], only the holder of a projection's lease runs it; the others stand
+/// by, and every write carries the lease's fencing token. A restart resumes from the checkpoint;
+/// [`rebuild`](Projector::rebuild) starts from zero.
+///
+/// # Examples
+///
+/// ```
+/// # use eventloom_core::prelude::*;
+/// # use eventloom_core::{BoxError, Projection};
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
+/// # #[derive(Debug, Default)] struct Counter;
+/// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+/// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+/// # struct Totals;
+/// # impl Projection for Totals { const NAME: &'static str = "totals"; type Aggregate = Counter; type View = u64;
+/// #   fn apply(&self, v: &mut Option<u64>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
+/// #     let CounterEvent::Incremented { by } = &e.event; *v.get_or_insert(0) += by; Ok(()) } }
+/// use eventloom_core::{MemoryEventStore, MemoryViewStore, Projector, ViewReader};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let events = MemoryEventStore::new();
+/// let views = MemoryViewStore::default();
+/// let projector = Projector::new(events.clone(), views.clone());
+/// // ... commands append events ...
+/// projector.catch_up(&Totals).await.unwrap();
+/// let reader = ViewReader::<u64>::new(views, Totals::NAME);
+/// assert_eq!(reader.get("c-1").await.unwrap(), None);
+/// # });
+/// ```
+pub struct Projector<S> {
+    events: S,
+    views: Arc<dyn ViewStore>,
+    leases: Option<Arc<dyn LeaseManager>>,
+    upcasters: Upcasters,
+    batch_size: usize,
+    batch_bytes: usize,
+    retry_delay: Duration,
+    poison: PoisonPolicy,
+    verify_interval: Duration,
+}
+
+impl<S: Clone> Clone for Projector<S> {
+    fn clone(&self) -> Self {
+        Projector {
+            events: self.events.clone(),
+            views: self.views.clone(),
+            leases: self.leases.clone(),
+            upcasters: self.upcasters.clone(),
+            batch_size: self.batch_size,
+            batch_bytes: self.batch_bytes,
+            retry_delay: self.retry_delay,
+            poison: self.poison,
+            verify_interval: self.verify_interval,
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Projector<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector")
+            .field("leases", &self.leases.is_some())
+            .field("batch_size", &self.batch_size)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn lease_lost(lease: &mut Option<Lease>) {
+    match lease {
+        Some(lease) => lease.lost().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<S: EventStore + Clone> Projector<S> {
+    /// A projector reading `events` and writing `views`, without leadership.
+    pub fn new(events: S, views: impl ViewStore) -> Self {
+        Projector {
+            events,
+            views: Arc::new(views),
+            leases: None,
+            upcasters: Upcasters::new(),
+            batch_size: DEFAULT_PROJECTOR_BATCH,
+            batch_bytes: crate::DEFAULT_BATCH_BYTES,
+            retry_delay: Duration::from_millis(100),
+            poison: PoisonPolicy::Stop,
+            verify_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// What to do with an event the projection cannot process (default: stop).
+    pub fn with_poison_policy(mut self, policy: PoisonPolicy) -> Self {
+        self.poison = policy;
+        self
+    }
+
+    /// Runs each projection only while holding its lease from `leases`.
+    pub fn with_leases(mut self, leases: impl LeaseManager) -> Self {
+        self.leases = Some(Arc::new(leases));
+        self
+    }
+
+    /// Upcasts stored events before decoding them.
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// Folds up to `events` per atomic write (at least 1).
+    pub fn with_batch_size(mut self, events: usize) -> Self {
+        self.batch_size = events.max(1);
+        self
+    }
+
+    /// Reads batches of at most about `bytes` of events (a batch ends with the event that reaches
+    /// it; default [`DEFAULT_BATCH_BYTES`](crate::DEFAULT_BATCH_BYTES)). A running projector
+    /// holds at most two batches at once: the one it folds and the one it reads ahead.
+    pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes.max(1);
+        self
+    }
+
+    /// The first delay before retrying after the store was unavailable (doubles up to 5 s).
+    pub fn with_retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+
+    /// Every this often while idle, a running projector checks that the generation it writes is
+    /// still there (a Redis that restarted empty is noticed without waiting for an event).
+    /// Default 1 s.
+    pub fn with_verify_interval(mut self, interval: Duration) -> Self {
+        self.verify_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Processes every event stored now and returns the checkpoint. With leases, it first takes
+    /// the projection's lease (waiting while another runner holds it) and writes with its token.
+    /// When the views need building (none yet, a new [`Projection::VERSION`], or a store that
+    /// lost them), it builds a new generation and makes it live once caught up.
+    pub async fn catch_up<P: Projection>(&self, projection: &P) -> Result<Option<Position>> {
+        let lease = self.lease(P::NAME).await?;
+        let token = lease.as_ref().map_or(0, Lease::token);
+        let target = self.target::<P>(token).await?;
+        self.catch_up_with(projection, target, token).await
+    }
+
+    async fn catch_up_with<P: Projection>(
+        &self,
+        projection: &P,
+        target: Target,
+        token: u64,
+    ) -> Result<Option<Position>> {
+        let (stopped, generation) = (target.stopped, target.generation);
+        match self.catch_up_from(projection, target, token).await {
+            Ok(checkpoint) => {
+                if stopped {
+                    self.note_running(P::NAME, token).await;
+                }
+                Ok(checkpoint)
+            }
+            Err(error) => {
+                self.note_stop(P::NAME, &error, generation, token).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn catch_up_from<P: Projection>(
+        &self,
+        projection: &P,
+        mut target: Target,
+        token: u64,
+    ) -> Result<Option<Position>> {
+        let mut subscription = self.subscribe(target.checkpoint);
+        let mut next = subscription.try_next_batch().await?;
+        while let Some(batch) = next {
+            if !subscription.is_behind() {
+                // Caught up when it was read: nothing to read ahead.
+                target.checkpoint = Some(self.process(projection, &batch, &target, token).await?);
+                next = subscription.try_next_batch().await?;
+                continue;
+            }
+            // Behind: the next batch is read while this one is folded and written.
+            let (written, ahead) =
+                tokio::join!(self.process(projection, &batch, &target, token), subscription.try_next_batch());
+            target.checkpoint = Some(written?);
+            next = ahead?;
+        }
+        if target.building {
+            self.views.go_live(P::NAME, target.generation, token).await?;
+            tracing::info!(projection = P::NAME, generation = target.generation, "new generation of views is live");
+        }
+        Ok(target.checkpoint)
+    }
+
+    /// Rebuilds the projection's views from the first event into a new generation, while queries
+    /// go on reading the live one, and makes it live once caught up (under the projection's
+    /// lease, with leases).
+    pub async fn rebuild<P: Projection>(&self, projection: &P) -> Result<Option<Position>> {
+        let lease = self.lease(P::NAME).await?;
+        let token = lease.as_ref().map_or(0, Lease::token);
+        let generation = self.views.begin_generation(P::NAME, P::VERSION, token).await?;
+        let stopped = self.views.status(P::NAME).await?.stopped.is_some();
+        let target = Target { generation: generation.id, checkpoint: None, building: true, stopped };
+        self.catch_up_with(projection, target, token).await
+    }
+
+    async fn lease(&self, name: &str) -> Result<Option<Lease>> {
+        match &self.leases {
+            Some(leases) => Ok(Some(leases.acquire(name).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The generation to write: the one being built for this version, else the live one of this
+    /// version, else a new one.
+    async fn target<P: Projection>(&self, token: u64) -> Result<Target> {
+        let status = self.views.status(P::NAME).await?;
+        let stopped = status.stopped.is_some();
+        if let Some(newer) = [status.live, status.building].into_iter().flatten().find(|g| g.version > P::VERSION) {
+            return Err(Error::NewerVersion {
+                projection: P::NAME.to_owned(),
+                running: P::VERSION,
+                stored: newer.version,
+            });
+        }
+        if let Some(g) = status.building.filter(|g| g.version == P::VERSION) {
+            tracing::info!(generation = g.id, checkpoint = ?g.checkpoint, "resuming the build of a new generation");
+            return Ok(Target { generation: g.id, checkpoint: g.checkpoint, building: true, stopped });
+        }
+        if let Some(g) = status.live.filter(|g| g.version == P::VERSION) {
+            return Ok(Target { generation: g.id, checkpoint: g.checkpoint, building: false, stopped });
+        }
+        match status.live {
+            Some(live) => tracing::info!(from = live.version, to = P::VERSION, "new projection version; rebuilding"),
+            None => tracing::info!("no live views (a first build, or the store lost them); building"),
+        }
+        let g = self.views.begin_generation(P::NAME, P::VERSION, token).await?;
+        Ok(Target { generation: g.id, checkpoint: None, building: true, stopped })
+    }
+
+    /// Whether `target` is still a generation of the projection in the store.
+    async fn still_there<P: Projection>(&self, target: &Target) -> Result<bool> {
+        let status = self.views.status(P::NAME).await?;
+        Ok([status.live, status.building].into_iter().flatten().any(|g| g.id == target.generation))
+    }
+
+    /// Runs a projection until `shutdown` resolves (after the batch in progress) or it fails on
+    /// an event (a poison event: the error names its position and the checkpoint stays before
+    /// it). A store that is unavailable is retried with backoff, keeping the lease; a lease that
+    /// is lost, or a write refused because another runner moved on, stands by and starts over;
+    /// views the store lost (it restarted empty, or was flushed) are rebuilt into a new
+    /// generation, made live once caught up.
+    pub async fn run<P: Projection>(&self, projection: P, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let span = tracing::info_span!("projection", projection = P::NAME);
+        self.run_inner(projection, shutdown).instrument(span).await
+    }
+
+    async fn run_inner<P: Projection>(&self, projection: P, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        tokio::pin!(shutdown);
+        let mut delay = self.retry_delay;
+        // Sleeps `delay` (doubling it up to 5 s), or returns `true` when shut down meanwhile.
+        macro_rules! back_off {
+            () => {{
+                let stop = tokio::select! {
+                    () = tokio::time::sleep(delay) => false,
+                    () = &mut shutdown => true,
+                };
+                delay = (delay * 2).min(Duration::from_secs(5));
+                stop
+            }};
+        }
+        let mut lease: Option<Lease> = None;
+        loop {
+            if lease.as_ref().is_none_or(Lease::is_lost) {
+                lease = match &self.leases {
+                    Some(leases) => tokio::select! {
+                        lease = leases.acquire(P::NAME) => match lease {
+                            Ok(lease) => Some(lease),
+                            Err(error) if error.is_transient() => {
+                                tracing::warn!(%error, ?delay, "cannot take the lease; retrying");
+                                if back_off!() { return Ok(()); }
+                                continue;
+                            }
+                            Err(error) => return Err(error),
+                        },
+                        () = &mut shutdown => return Ok(()),
+                    },
+                    None => None,
+                };
+            }
+            let token = lease.as_ref().map_or(0, Lease::token);
+            let mut target = match self.target::<P>(token).await {
+                Ok(target) => target,
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, ?delay, "cannot read the projection's status; retrying");
+                    if back_off!() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(error @ Error::Fenced { .. }) => {
+                    tracing::warn!(%error, "another runner leads; standing by");
+                    drop(lease.take());
+                    if back_off!() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            tracing::info!(token, generation = target.generation, building = target.building, "running");
+            let mut subscription = self.subscribe(target.checkpoint);
+            // A batch read while the one before was written.
+            let mut ahead: Option<Vec<RecordedEvent>> = None;
+            loop {
+                let batch = if let Some(batch) = ahead.take() {
+                    // Stop between batches when asked, as when waiting for one.
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => return Ok(()),
+                        () = lease_lost(&mut lease) => {
+                            tracing::warn!("lease lost; standing by");
+                            break;
+                        }
+                        () = std::future::ready(()) => Ok(batch),
+                    }
+                } else if target.building {
+                    // Building a new generation: once caught up, make it live, then go on live.
+                    tokio::select! {
+                        next = subscription.try_next_batch() => match next {
+                            Ok(Some(batch)) => Ok(batch),
+                            Ok(None) => match self.views.go_live(P::NAME, target.generation, token).await {
+                                Ok(()) => {
+                                    tracing::info!(generation = target.generation, "new generation of views is live");
+                                    target.building = false;
+                                    continue;
+                                }
+                                Err(error) => Err(error),
+                            },
+                            Err(error) => Err(error),
+                        },
+                        () = &mut shutdown => return Ok(()),
+                        () = lease_lost(&mut lease) => {
+                            tracing::warn!("lease lost; standing by");
+                            break;
+                        }
+                    }
+                } else {
+                    // Live: wait for the next batch; while waiting, check every verify interval
+                    // that the views are still there. The read in flight is kept across checks,
+                    // so a read slower than the interval still completes.
+                    let fetch = subscription.next_batch();
+                    tokio::pin!(fetch);
+                    let next = loop {
+                        tokio::select! {
+                            batch = &mut fetch => break Some(batch),
+                            () = &mut shutdown => return Ok(()),
+                            () = lease_lost(&mut lease) => {
+                                tracing::warn!("lease lost; standing by");
+                                break None;
+                            }
+                            () = tokio::time::sleep(self.verify_interval) => {
+                                match self.still_there::<P>(&target).await {
+                                    Ok(true) => {}
+                                    Ok(false) => {
+                                        tracing::warn!(generation = target.generation,
+                                            "the views are gone (the store restarted empty or was flushed); rebuilding");
+                                        break None;
+                                    }
+                                    Err(error) => tracing::warn!(%error, "cannot check the views' generation"),
+                                }
+                            }
+                        }
+                    };
+                    match next {
+                        Some(batch) => batch,
+                        None => break,
+                    }
+                };
+                let outcome = match batch {
+                    // A batch short of the batch size (in events and bytes) was the end of the log
+                    // when it was read: reading ahead would only cost a read that finds nothing.
+                    Ok(batch) if !subscription.is_behind() => self.process(&projection, &batch, &target, token).await,
+                    Ok(batch) => {
+                        // Behind (catching up, or a backlog): read the next batch while this one
+                        // is folded and written. A read that fails or finds nothing is left to
+                        // the next turn; a batch whose write failed is dropped with it.
+                        let (written, next) = tokio::join!(
+                            self.process(&projection, &batch, &target, token),
+                            subscription.try_next_batch()
+                        );
+                        if written.is_ok() {
+                            ahead = next.ok().flatten();
+                        }
+                        written
+                    }
+                    Err(error) => Err(error),
+                };
+                match outcome {
+                    Ok(position) => {
+                        target.checkpoint = Some(position);
+                        delay = self.retry_delay;
+                        if target.stopped {
+                            target.stopped = !self.note_running(P::NAME, token).await;
+                        }
+                    }
+                    Err(error) => {
+                        // Start over from the stored status: a write whose reply was lost may
+                        // have committed.
+                        if !self.on_error(P::NAME, error, &mut lease, target.generation, token).await? && back_off!() {
+                            return Ok(());
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sorts a failed step: `Ok(true)` to start over at once (the views are gone), `Ok(false)` to
+    /// back off and start over (a transient failure, or another runner wrote), `Err` to stop.
+    async fn on_error(
+        &self,
+        name: &str,
+        error: Error,
+        lease: &mut Option<Lease>,
+        generation: u64,
+        token: u64,
+    ) -> Result<bool> {
+        match error {
+            Error::NewerSchema { .. } => {
+                tracing::warn!(%error, "an event from a newer release; standing by for a runner of that release");
+                self.note_stop(name, &error, generation, token).await;
+                drop(lease.take());
+                Ok(false)
+            }
+            Error::GenerationGone { .. } => {
+                tracing::warn!(%error, "the views are gone (the store lost them, or a newer build began); starting over");
+                Ok(true)
+            }
+            Error::CheckpointMoved { .. } | Error::Fenced { .. } => {
+                tracing::warn!(%error, "another runner wrote; standing by and starting over from the stored checkpoint");
+                drop(lease.take());
+                Ok(false)
+            }
+            error if error.is_transient() => {
+                tracing::warn!(%error, "store unavailable; retrying");
+                Ok(false)
+            }
+            error => {
+                tracing::error!(%error, "projection stopped");
+                self.note_stop(name, &error, generation, token).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Records in the view store why the projection stopped, for queries and health checks, with
+    /// the checkpoint `generation` holds now (the events before the one to blame are written):
+    /// once a runner writes past it, readers know the stop no longer holds.
+    async fn note_stop(&self, name: &str, error: &Error, generation: u64, token: u64) {
+        let Some(stop) = stop_of(error) else { return };
+        let recorded = async {
+            let status = self.views.status(name).await?;
+            let checkpoint = [status.live, status.building]
+                .into_iter()
+                .flatten()
+                .find(|g| g.id == generation)
+                .and_then(|g| g.checkpoint);
+            self.views.record_stop(name, Some(&stop.at(generation, checkpoint)), token).await
+        };
+        if let Err(error) = recorded.await {
+            tracing::warn!(%error, "cannot record why the projection stopped");
+        }
+    }
+
+    /// Clears a recorded stop once the projection has written past it; whether it did (a stop
+    /// left in place after a failure is stale anyway: see `ProjectionStatus::active_stop`).
+    async fn note_running(&self, name: &str, token: u64) -> bool {
+        match self.views.record_stop(name, None, token).await {
+            Ok(()) => {
+                tracing::info!("the projection runs again past its recorded stop");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot clear the projection's recorded stop; trying after the next batch");
+                false
+            }
+        }
+    }
+
+    fn subscribe(&self, checkpoint: Option<Position>) -> Subscription<S> {
+        Subscription::new(self.events.clone(), checkpoint.unwrap_or(Position::ZERO))
+            .with_batch_size(self.batch_size)
+            .with_batch_bytes(self.batch_bytes)
+    }
+
+    /// Folds one batch and writes the changed views, their index entries and the new checkpoint
+    /// into the target generation, atomically.
+    ///
+    /// The usual batch is folded once and checked once. When anything in it fails — an event
+    /// that does not decode, `apply` returning an error, a view that does not encode, a write the
+    /// store refuses as it is — the batch is folded again event by event from the stored views
+    /// to find the culprit: under [`PoisonPolicy::DeadLetter`] it is skipped, its view kept as it
+    /// was before it, and recorded; under [`PoisonPolicy::Stop`] the events before it are
+    /// written and the projection stops with its position. An event written by a newer release
+    /// ([`Error::NewerSchema`]) is never skipped: the events before it are written and the error
+    /// returned, whatever the policy.
+    async fn process<P: Projection>(
+        &self,
+        projection: &P,
+        batch: &[RecordedEvent],
+        target: &Target,
+        token: u64,
+    ) -> Result<Position> {
+        let expected = target.checkpoint;
+        if batch.is_empty() {
+            return expected.ok_or(Error::Shutdown);
+        }
+        let mut fold = self.select(projection, batch);
+        // An event that stops the projection ends the batch: the ones before it are written.
+        let stopped = fold.stop.take();
+        if !fold.ids.is_empty() {
+            fold.stored = self.views.load_views(P::NAME, target.generation, &fold.ids).await?;
+        }
+        if stopped.is_none() {
+            match fold.fold_all(projection) {
+                Ok(writes) => {
+                    let commit = fold.commit(target, token, writes, fold.undecodable.clone());
+                    match commit.validate() {
+                        Ok(()) => match self.views.commit(P::NAME, commit).await {
+                            Ok(()) => return Ok(fold.checkpoint),
+                            Err(error) if !refused_as_written(&error) => return Err(error),
+                            Err(error) => tracing::warn!(%error, "the store refused the batch; finding the event"),
+                        },
+                        Err(error) => tracing::warn!(%error, "the batch breaks a store limit; finding the event"),
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "an event of the batch failed; folding it event by event"),
+            }
+        }
+        let Folded { writes, dead_letters, stop: failed } = fold.fold_each(projection, self.poison)?;
+        // A failure found by folding event by event comes before any stop found by reading.
+        let stop = failed.or(stopped);
+        let checkpoint = match &stop {
+            Some((at, _)) => batch.iter().take_while(|e| e.position < *at).last().map(|e| e.position),
+            None => Some(fold.checkpoint),
+        };
+        if let Some(checkpoint) = checkpoint.filter(|c| Some(*c) > expected) {
+            let mut commit = fold.commit(target, token, writes, dead_letters);
+            commit.checkpoint = checkpoint;
+            let written = match commit.validate() {
+                Ok(()) => self.views.commit(P::NAME, commit).await,
+                Err(error) => Err(error),
+            };
+            match written {
+                Ok(()) => {}
+                Err(error) if refused_as_written(&error) => {
+                    // The store refuses what no check here finds (its own limits): write the
+                    // events one at a time to find the one it refuses.
+                    let upto = batch.iter().take_while(|e| e.position <= checkpoint).count();
+                    self.process_one_by_one(projection, &batch[..upto], target, token, error).await?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        match stop {
+            Some((_, error)) => Err(error),
+            None => Ok(fold.checkpoint),
+        }
+    }
+
+    /// Writes `batch` one event at a time, after the store refused it whole with `refused`; a
+    /// single event it refuses is dead-lettered (its views left as they were) or stops the
+    /// projection, by the poison policy. Rare and slow: one commit per event.
+    fn process_one_by_one<'a, P: Projection>(
+        &'a self,
+        projection: &'a P,
+        batch: &'a [RecordedEvent],
+        target: &'a Target,
+        token: u64,
+        refused: Error,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Position>> + Send + 'a>>
+    where
+        S: Sync,
+    {
+        Box::pin(async move {
+            if let [raw] = batch {
+                let reason = refused.to_string();
+                if self.poison == PoisonPolicy::Stop {
+                    return Err(Error::Projection { projection: P::NAME.to_owned(), position: raw.position, reason });
+                }
+                tracing::warn!(%reason, position = %raw.position, "skipping an event whose writes the store refuses");
+                let commit = ViewCommit {
+                    generation: target.generation,
+                    expected: target.checkpoint,
+                    checkpoint: raw.position,
+                    fencing_token: token,
+                    views: Vec::new(),
+                    dead_letters: vec![dead_letter(raw, reason)],
+                };
+                self.views.commit(P::NAME, commit).await?;
+                return Ok(raw.position);
+            }
+            let mut at = *target;
+            for raw in batch {
+                at.checkpoint = Some(self.process(projection, std::slice::from_ref(raw), &at, token).await?);
+            }
+            at.checkpoint.ok_or(Error::Shutdown)
+        })
+    }
+
+    /// The events of `batch` the projection reads, decoded, and the ids of the views they change.
+    fn select<P: Projection>(&self, projection: &P, batch: &[RecordedEvent]) -> Fold<P> {
+        let mut fold = Fold::new(batch);
+        for raw in batch {
+            if raw.stream.category() != P::Aggregate::TYPE {
+                continue;
+            }
+            let (event_type, _) = self.upcasters.resolve(&raw.event_type, raw.schema_version);
+            if !projection.handles(event_type) {
+                continue;
+            }
+            match self.upcasters.decode::<EventOf<P>>(raw) {
+                Ok(envelope) => {
+                    if let Some(id) = projection.view_id(&envelope) {
+                        fold.add(stored_view_id(&id).into_owned(), envelope);
+                    }
+                }
+                // Written by a newer release: never skipped, whatever the policy.
+                Err(error @ Error::NewerSchema { .. }) => {
+                    fold.stop = Some((raw.position, error));
+                    break;
+                }
+                Err(error) if self.poison == PoisonPolicy::Stop => {
+                    fold.stop = Some((raw.position, error));
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, position = %raw.position, "skipping an event that does not decode");
+                    fold.undecodable.push(dead_letter(raw, error.to_string()));
+                }
+            }
+        }
+        fold
+    }
+}
+
+/// The stop an error ends a projection with, if it does: not for an outage, a shutdown, or
+/// another runner moving on, after which the projection goes on.
+fn stop_of(error: &Error) -> Option<ProjectionStop> {
+    let position = match error {
+        Error::NewerSchema { position, .. } => {
+            return Some(ProjectionStop::new(StopKind::NeedsNewerRelease, Some(*position), error.to_string()));
+        }
+        _ if error.is_transient() => return None,
+        Error::GenerationGone { .. } | Error::CheckpointMoved { .. } | Error::Fenced { .. } | Error::Shutdown => {
+            return None;
+        }
+        Error::Projection { position, .. }
+        | Error::Decode { position, .. }
+        | Error::UnknownEvent { position, .. }
+        | Error::Upcast { position, .. } => Some(*position),
+        _ => None,
+    };
+    Some(ProjectionStop::new(StopKind::Failed, position, error.to_string()))
+}
+
+/// Whether a store refused a commit for what it holds (a limit, text it cannot keep) rather
+/// than for where the projection stands or an outage: folding the batch event by event finds
+/// the event that caused it.
+fn refused_as_written(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::InvalidId { .. } | Error::PayloadTooLarge { .. } | Error::InvalidEvent { .. } | Error::Serde { .. }
+    )
+}
+
+fn dead_letter(raw: &RecordedEvent, reason: String) -> DeadLetter {
+    DeadLetter {
+        position: raw.position,
+        stream: raw.stream.clone(),
+        version: raw.version,
+        event_type: raw.event_type.to_string(),
+        reason,
+    }
+}
+
+/// One batch as a projection folds it: the decoded events in order, the views they change (by
+/// stored id) as loaded, and what failed on the way.
+struct Fold<P: Projection> {
+    /// The position of the batch's last event.
+    checkpoint: Position,
+    ids: Vec<String>,
+    slots: HashMap<String, usize>,
+    /// Each event with the slot of the view it changes.
+    events: Vec<(usize, EventEnvelope<EventOf<P>>)>,
+    /// The views as stored, by slot.
+    stored: Vec<Option<String>>,
+    /// Events that did not decode, skipped under [`PoisonPolicy::DeadLetter`].
+    undecodable: Vec<DeadLetter>,
+    /// The event reading stopped at, and why: one that does not decode under
+    /// [`PoisonPolicy::Stop`], or one written by a newer release.
+    stop: Option<(Position, Error)>,
+}
+
+impl<P: Projection> Fold<P> {
+    fn new(batch: &[RecordedEvent]) -> Self {
+        Fold {
+            checkpoint: batch.last().map_or(Position::ZERO, |e| e.position),
+            ids: Vec::new(),
+            slots: HashMap::new(),
+            events: Vec::new(),
+            stored: Vec::new(),
+            undecodable: Vec::new(),
+            stop: None,
+        }
+    }
+
+    fn add(&mut self, id: String, envelope: EventEnvelope<EventOf<P>>) {
+        let ids = &mut self.ids;
+        let slot = *self.slots.entry(id).or_insert_with_key(|id| {
+            ids.push(id.clone());
+            ids.len() - 1
+        });
+        self.events.push((slot, envelope));
+    }
+
+    fn commit(&self, target: &Target, token: u64, views: Vec<ViewWrite>, dead_letters: Vec<DeadLetter>) -> ViewCommit {
+        ViewCommit {
+            generation: target.generation,
+            expected: target.checkpoint,
+            checkpoint: self.checkpoint,
+            fencing_token: token,
+            views,
+            dead_letters,
+        }
+    }
+
+    fn decode_stored(&self, slot: usize) -> Result<Option<P::View>> {
+        decode_view::<P>(&self.ids[slot], self.stored[slot].as_deref())
+    }
+
+    /// Every view as stored, and its index entries, by slot.
+    fn stored_index(&self, projection: &P) -> Result<Stored<P::View>> {
+        let mut views = Vec::with_capacity(self.ids.len());
+        let mut before = Vec::with_capacity(self.ids.len());
+        for slot in 0..self.ids.len() {
+            let view = self.decode_stored(slot)?;
+            before.push(view.as_ref().map(|v| fitted_index(projection, &self.ids[slot], v)).unwrap_or_default());
+            views.push(view);
+        }
+        Ok(Stored { views, before })
+    }
+
+    /// The usual path: every event folded in one go; any failure is left to [`Fold::fold_each`].
+    fn fold_all(&self, projection: &P) -> Result<Vec<ViewWrite>> {
+        let Stored { mut views, before } = self.stored_index(projection)?;
+        for (slot, envelope) in &self.events {
+            projection.apply(&mut views[*slot], envelope).map_err(|error| Error::Projection {
+                projection: P::NAME.to_owned(),
+                position: envelope.position,
+                reason: error.to_string(),
+            })?;
+        }
+        let mut writes = Vec::with_capacity(self.ids.len());
+        for (slot, (view, before)) in views.iter().zip(before).enumerate() {
+            let json = view.as_ref().map(|v| encode_view::<P>(&self.ids[slot], v)).transpose()?;
+            writes.push(write(projection, self.ids[slot].clone(), view.as_ref(), json, &before));
+        }
+        Ok(writes)
+    }
+
+    /// The careful path: events folded one at a time, each view checked after each event, so
+    /// that the event that breaks it is found. Under [`PoisonPolicy::DeadLetter`] such an event
+    /// is skipped and its view restored from its JSON before it (so `apply` need not undo what it
+    /// did before failing); under [`PoisonPolicy::Stop`] folding stops there. Returns the writes
+    /// and dead letters of the events before any stop, and the stop (its position and error).
+    fn fold_each(&self, projection: &P, poison: PoisonPolicy) -> Result<Folded> {
+        let Stored { mut views, before } = self.stored_index(projection)?;
+        // The JSON of each view after the last event that went through.
+        let mut good: Vec<Option<String>> = self.stored.clone();
+        let mut touched = vec![false; self.ids.len()];
+        let mut dead_letters = self.undecodable.clone();
+        let mut stop: Option<(Position, Error)> = None;
+        for (slot, envelope) in &self.events {
+            let (slot, id) = (*slot, &self.ids[*slot]);
+            let checked =
+                projection.apply(&mut views[slot], envelope).map_err(|error| error.to_string()).and_then(|()| {
+                    let json = views[slot].as_ref().map(|v| encode_view::<P>(id, v)).transpose();
+                    let json = json.map_err(|error| error.to_string())?;
+                    write(projection, id.clone(), views[slot].as_ref(), json.clone(), &before[slot])
+                        .validate()
+                        .map_err(|error| error.to_string())?;
+                    Ok(json)
+                });
+            match checked {
+                Ok(json) => {
+                    good[slot] = json;
+                    touched[slot] = true;
+                }
+                Err(reason) if poison == PoisonPolicy::Stop => {
+                    let position = envelope.position;
+                    stop = Some((position, Error::Projection { projection: P::NAME.to_owned(), position, reason }));
+                    break;
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, position = %envelope.position, "skipping an event the projection failed on");
+                    views[slot] = decode_view::<P>(id, good[slot].as_deref())?;
+                    dead_letters.push(DeadLetter {
+                        position: envelope.position,
+                        stream: envelope.stream.clone(),
+                        version: envelope.version,
+                        event_type: envelope.event.event_type().name.to_owned(),
+                        reason,
+                    });
+                }
+            }
+        }
+        if let Some((at, _)) = &stop {
+            dead_letters.retain(|d| d.position < *at);
+        }
+        dead_letters.sort_by_key(|d| d.position);
+        let writes = (0..self.ids.len())
+            .filter(|&slot| touched[slot])
+            .map(|slot| {
+                write(projection, self.ids[slot].clone(), views[slot].as_ref(), good[slot].take(), &before[slot])
+            })
+            .collect();
+        Ok(Folded { writes, dead_letters, stop })
+    }
+}
+
+/// The views of a batch as stored, and their index entries, by slot.
+struct Stored<V> {
+    views: Vec<Option<V>>,
+    before: Vec<Vec<IndexEntry>>,
+}
+
+/// What [`Fold::fold_each`] found: the writes and dead letters of the events before any stop,
+/// and the stop (the event's position and why).
+struct Folded {
+    writes: Vec<ViewWrite>,
+    dead_letters: Vec<DeadLetter>,
+    stop: Option<(Position, Error)>,
+}
+
+/// A view as the store gives it.
+fn decode_view<P: Projection>(id: &str, json: Option<&str>) -> Result<Option<P::View>> {
+    json.map(serde_json::from_str)
+        .transpose()
+        .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", P::NAME), source })
+}
+
+/// A view as the store keeps it (refusing NaN and infinities).
+fn encode_view<P: Projection>(id: &str, view: &P::View) -> Result<String> {
+    crate::json::to_string(view)
+        .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", P::NAME), source })
+}
+
+/// The view's index entries as a store keeps them.
+fn fitted_index<P: Projection>(projection: &P, id: &str, view: &P::View) -> Vec<IndexEntry> {
+    projection.index(id, view).into_iter().map(IndexEntry::into_fitted).collect()
+}
+
+/// The write of one view: its JSON, and the index entries it leaves and joins.
+fn write<P: Projection>(
+    projection: &P,
+    id: String,
+    view: Option<&P::View>,
+    json: Option<String>,
+    before: &[IndexEntry],
+) -> ViewWrite {
+    let after = view.map(|v| fitted_index(projection, &id, v)).unwrap_or_default();
+    let leave: Vec<IndexEntry> = before.iter().filter(|e| !after.contains(e)).cloned().collect();
+    let join: Vec<IndexEntry> = after.into_iter().filter(|e| !before.contains(e)).collect();
+    ViewWrite { id, view: json, leave, join }
+}
+
+/// The generation a runner writes into.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    generation: u64,
+    checkpoint: Option<Position>,
+    /// Not live yet: made live once caught up.
+    building: bool,
+    /// The store holds a recorded stop, cleared once a batch is written.
+    stopped: bool,
+}

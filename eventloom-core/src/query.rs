@@ -1,0 +1,291 @@
+//! The read side's read path: typed views, queries, read-your-writes.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::{Error, IndexKey, ListCursor, Position, ProjectionStatus, ProjectionStop, Result, StopKind, ViewStore};
+
+/// Typed reads of one projection's live views: by id, by index list with paging, counts, and
+/// waiting for them to catch up (read-your-writes).
+///
+/// Every read answers from the live generation; while there is none (the first build, or a
+/// rebuild after the store lost its data) reads fail with [`Error::NotBuilt`] and
+/// [`wait_for`](Self::wait_for) waits.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{MemoryViewStore, Position, ViewCommit, ViewReader, ViewStore, ViewWrite};
+/// use std::time::Duration;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let store = MemoryViewStore::default();
+/// let generation = store.begin_generation("answers", 1, 0).await.unwrap();
+/// let commit = ViewCommit { generation: generation.id, expected: None, checkpoint: Position::new(1, 1),
+///     fencing_token: 0, views: vec![ViewWrite::set("a", "41")], dead_letters: Vec::new() };
+/// store.commit("answers", commit).await.unwrap();
+/// store.go_live("answers", generation.id, 0).await.unwrap();
+/// let reader = ViewReader::<u32>::new(store, "answers");
+/// reader.wait_for(Position::new(1, 1), Duration::from_secs(1)).await.unwrap();
+/// assert_eq!(reader.get("a").await.unwrap(), Some(41));
+/// assert!(reader.wait_for(Position::new(2, 2), Duration::from_millis(10)).await.is_err());
+/// # });
+/// ```
+pub struct ViewReader<V> {
+    store: Arc<dyn ViewStore>,
+    projection: String,
+    watch: Arc<CheckpointWatch>,
+    _view: PhantomData<fn() -> V>,
+}
+
+impl<V> Clone for ViewReader<V> {
+    fn clone(&self) -> Self {
+        ViewReader {
+            store: self.store.clone(),
+            projection: self.projection.clone(),
+            watch: self.watch.clone(),
+            _view: PhantomData,
+        }
+    }
+}
+
+/// How often the shared poller reads the checkpoint while queries wait for it.
+const WATCH_INTERVAL: Duration = Duration::from_millis(2);
+
+/// One poller of the live checkpoint for every query of a reader (and its clones) that waits
+/// for it: a thousand waiting queries cost one status read per interval, not a thousand.
+#[derive(Debug)]
+struct CheckpointWatch {
+    checkpoint: watch::Sender<Seen>,
+    polling: AtomicBool,
+}
+
+/// What the poller last read of a projection's status.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Seen {
+    checkpoint: Option<Position>,
+    /// A stop that needs a fix ([`StopKind::Failed`]); a runner waiting for a newer release is
+    /// expected to be replaced, so waits go on then.
+    failed: Option<ProjectionStop>,
+}
+
+impl Seen {
+    fn of(status: &ProjectionStatus) -> Self {
+        Seen {
+            checkpoint: status.checkpoint(),
+            failed: status.active_stop().filter(|stop| stop.kind == StopKind::Failed).cloned(),
+        }
+    }
+}
+
+impl CheckpointWatch {
+    fn new() -> Self {
+        CheckpointWatch { checkpoint: watch::Sender::new(Seen::default()), polling: AtomicBool::new(false) }
+    }
+
+    /// Starts the poller unless it runs; it stops by itself when no query waits.
+    fn ensure_polling(self: &Arc<Self>, store: &Arc<dyn ViewStore>, projection: &str) {
+        if self.polling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (watch, store, projection) = (self.clone(), store.clone(), projection.to_owned());
+        tokio::spawn(async move {
+            loop {
+                if watch.checkpoint.receiver_count() == 0 {
+                    watch.polling.store(false, Ordering::Release);
+                    // A query that began waiting just now, after seeing the poller running,
+                    // must not be left without one.
+                    if watch.checkpoint.receiver_count() == 0 || watch.polling.swap(true, Ordering::AcqRel) {
+                        return;
+                    }
+                }
+                match store.status(&projection).await {
+                    Ok(status) => {
+                        let now = Seen::of(&status);
+                        watch.checkpoint.send_if_modified(|seen| {
+                            let changed = *seen != now;
+                            *seen = now;
+                            changed
+                        });
+                    }
+                    Err(error) => tracing::debug!(%error, projection, "cannot read the checkpoint; retrying"),
+                }
+                tokio::time::sleep(WATCH_INTERVAL).await;
+            }
+        });
+    }
+}
+
+impl<V> std::fmt::Debug for ViewReader<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewReader").field("projection", &self.projection).finish_non_exhaustive()
+    }
+}
+
+/// One page of typed views from [`ViewReader::list`].
+///
+/// # Examples
+///
+/// ```
+/// let page: eventloom_core::Page<u32> = eventloom_core::Page { views: vec![("a".into(), 1)], next: None };
+/// assert_eq!(page.views[0].1, 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<V> {
+    /// The views, by id, in the list's order.
+    pub views: Vec<(String, V)>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<ListCursor>,
+}
+
+impl<V: DeserializeOwned> ViewReader<V> {
+    /// Reads the views of `projection` from `store`.
+    pub fn new(store: impl ViewStore, projection: impl Into<String>) -> Self {
+        ViewReader {
+            store: Arc::new(store),
+            projection: projection.into(),
+            watch: Arc::new(CheckpointWatch::new()),
+            _view: PhantomData,
+        }
+    }
+
+    fn decode(&self, id: &str, json: &str) -> Result<V> {
+        serde_json::from_str(json)
+            .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", self.projection), source })
+    }
+
+    /// One view. An id over [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes, or with a NUL byte, is
+    /// looked up as the projector stored it ([`stored_view_id`](crate::stored_view_id)).
+    pub async fn get(&self, id: &str) -> Result<Option<V>> {
+        Ok(self.get_many(&[id.to_owned()]).await?.pop().flatten())
+    }
+
+    /// Several views in one round-trip, in the order asked.
+    pub async fn get_many(&self, ids: &[String]) -> Result<Vec<Option<V>>> {
+        // Ids over the store's limits are kept as digests (see `stored_view_id`).
+        let fitted: Option<Vec<String>> = ids
+            .iter()
+            .any(|id| matches!(crate::stored_view_id(id), std::borrow::Cow::Owned(_)))
+            .then(|| ids.iter().map(|id| crate::stored_view_id(id).into_owned()).collect());
+        let stored = self.store.read_views(&self.projection, fitted.as_deref().unwrap_or(ids)).await?;
+        ids.iter().zip(stored).map(|(id, json)| json.map(|json| self.decode(id, &json)).transpose()).collect()
+    }
+
+    /// Up to `limit` views of one index list, in its order, starting after `after` (the `next`
+    /// of the page before). The key is [fitted](IndexKey::fitted) as the projector stored it,
+    /// so a value over the store's limit still finds its views. Views are listed under their
+    /// stored ids: an id over [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes (or with a NUL byte) is its
+    /// digest form ([`stored_view_id`](crate::stored_view_id)), which [`get`](Self::get) does not
+    /// take back; keep the id in the view when a projection's ids can be that long.
+    pub async fn list(&self, key: &IndexKey, after: Option<&ListCursor>, limit: usize) -> Result<Page<V>> {
+        let page = self.store.list(&self.projection, &key.fitted(), after, limit).await?;
+        let views = page
+            .views
+            .into_iter()
+            .map(|(id, json)| {
+                let view = self.decode(&id, &json)?;
+                Ok((id, view))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Page { views, next: page.next })
+    }
+
+    /// How many views each index list holds, read at one instant.
+    pub async fn count(&self, keys: &[IndexKey]) -> Result<Vec<u64>> {
+        let keys: Vec<IndexKey> = keys.iter().map(IndexKey::fitted).collect();
+        self.store.count(&self.projection, &keys).await
+    }
+
+    /// The live generation and any being built.
+    pub async fn status(&self) -> Result<ProjectionStatus> {
+        self.store.status(&self.projection).await
+    }
+
+    /// The live views' checkpoint (`None` before any is live).
+    pub async fn checkpoint(&self) -> Result<Option<Position>> {
+        Ok(self.status().await?.checkpoint())
+    }
+
+    /// Waits until the live views have processed `position` (read-your-writes: pass the
+    /// position a command returned), or fails with [`Error::Timeout`]. While views are being
+    /// built it waits for them to go live, and a store that is unavailable meanwhile is asked
+    /// again until the deadline. When the projection's runner stopped on an event it cannot
+    /// process ([`StopKind::Failed`], recorded in the view store by a runner in any process), it
+    /// fails at once with [`Error::Stopped`]; a runner that waits for a newer release is expected
+    /// to be replaced, so it waits on.
+    pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<()> {
+        if position == Position::ZERO {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Asked directly first: the common case (already there) costs one read, and an error
+        // that retrying will not fix reaches the caller.
+        let stopped =
+            |projection: &str, stop: ProjectionStop| Error::Stopped { projection: projection.to_owned(), stop };
+        match self.status().await.map(|status| Seen::of(&status)) {
+            Ok(seen) if seen.checkpoint.is_some_and(|c| c >= position) => return Ok(()),
+            Ok(Seen { failed: Some(stop), .. }) => return Err(stopped(&self.projection, stop)),
+            Ok(_) => {}
+            // A store that is restarting may be back before the deadline.
+            Err(error) if error.is_transient() => tracing::debug!(%error, "waiting for the views"),
+            Err(error) => return Err(error),
+        }
+        let mut checkpoint = self.watch.checkpoint.subscribe();
+        self.watch.ensure_polling(&self.store, &self.projection);
+        loop {
+            let seen = checkpoint.borrow_and_update().clone();
+            if seen.checkpoint.is_some_and(|c| c >= position) {
+                return Ok(());
+            }
+            if let Some(stop) = seen.failed {
+                return Err(stopped(&self.projection, stop));
+            }
+            match tokio::time::timeout_at(deadline, checkpoint.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Error::Shutdown),
+                Err(_) => return Err(Error::Timeout(timeout)),
+            }
+        }
+    }
+}
+
+/// A question the read side answers.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{Query, QueryHandler, Result};
+///
+/// struct CountOpen;
+/// impl Query for CountOpen { type Output = u64; }
+///
+/// struct Stats { open: u64 }
+///
+/// #[eventloom_core::async_trait]
+/// impl QueryHandler<CountOpen> for Stats {
+///     async fn handle(&self, _: CountOpen) -> Result<u64> { Ok(self.open) }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// assert_eq!(Stats { open: 3 }.handle(CountOpen).await.unwrap(), 3);
+/// # });
+/// ```
+pub trait Query: Send + 'static {
+    /// The answer.
+    type Output: Send;
+}
+
+/// Answers one kind of [`Query`], usually from views.
+///
+/// See [`Query`] for an example.
+#[async_trait]
+pub trait QueryHandler<Q: Query>: Send + Sync {
+    /// The answer to `query`.
+    async fn handle(&self, query: Q) -> Result<Q::Output>;
+}

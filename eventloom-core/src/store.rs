@@ -1,0 +1,477 @@
+//! The storage traits: [`EventStore`] and [`SnapshotStore`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::{ExpectedVersion, NewEvent, Position, RecordedEvent, Result, StreamId, Subscription};
+
+/// What an append wrote.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{AppendOutcome, Position, StreamId};
+///
+/// let o = AppendOutcome {
+///     stream: StreamId::new("task", "1").unwrap(),
+///     first_version: 3,
+///     last_version: 4,
+///     position: Position::new(9, 12),
+/// };
+/// assert_eq!(o.appended(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOutcome {
+    /// The stream appended to.
+    pub stream: StreamId,
+    /// The version of the first event written.
+    pub first_version: u64,
+    /// The stream's version after the append: the version of the last event written.
+    pub last_version: u64,
+    /// The position of the last event written; a query that waits for it reads this write.
+    pub position: Position,
+}
+
+impl AppendOutcome {
+    /// How many events the append wrote.
+    pub fn appended(&self) -> u64 {
+        (self.last_version + 1).saturating_sub(self.first_version)
+    }
+}
+
+/// The page size of the default [`EventStore::count_after`].
+const COUNT_PAGE: usize = 1000;
+
+/// An append-only log of event streams with one total order over all of them.
+///
+/// Every implementation holds the invariants that the conformance suite
+/// (`eventloom_core::testing::event_store`, feature `testing`) checks:
+///
+/// - **No lost writes.** An append whose [`ExpectedVersion`] does not hold fails with
+///   [`Error::Conflict`](crate::Error::Conflict) and writes nothing; of racing writers on one
+///   stream exactly one wins each version.
+/// - **Atomic appends.** All events of one append commit together or not at all.
+/// - **Total, gap-free order.** [`read_all`](EventStore::read_all) returns events in increasing
+///   [`Position`], and never returns an event after a later one was already returned.
+/// - **Idempotency.** An append whose events carry a `command_id` that an earlier append carried
+///   fails with [`Error::DuplicateCommand`](crate::Error::DuplicateCommand), which holds the first
+///   append's outcome, and writes nothing; this holds across processes.
+///
+/// The trait is object safe: `Arc<dyn EventStore>` picks a store at runtime.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use eventloom_core::prelude::*;
+/// use eventloom_core::{EventStore, MemoryEventStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// // Picked at runtime:
+/// let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+/// let stream = StreamId::new("task", "1").unwrap();
+/// let event = NewEvent { event_type: "Created".into(), schema_version: 1, payload: "{}".into(), metadata: Metadata::default() };
+/// store.append(&stream, ExpectedVersion::NoStream, vec![event]).await.unwrap();
+/// let all = store.read_all(Position::ZERO, 100).await.unwrap();
+/// assert_eq!(all.len(), 1);
+/// assert_eq!(store.stream_version(&stream).await.unwrap(), 1);
+/// # });
+/// ```
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` if `expected` holds, atomically. An empty `events` writes
+    /// nothing and only checks `expected`.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome>;
+
+    /// Up to `limit` events of `stream` with versions from `from_version` on, in order.
+    async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// Up to `limit` events of every stream with positions after `after`, in position order.
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// [`read_stream`](Self::read_stream) bounded in bytes too: it stops after the event whose
+    /// [stored size](RecordedEvent::stored_size) brings the batch to `max_bytes` or more, so a
+    /// batch holds less than `max_bytes` plus one event. A batch shorter than `limit` whose sizes
+    /// add up to less than `max_bytes` is the end of the stream.
+    ///
+    /// The default reads `limit` events and keeps those; stores override it to read no more
+    /// than they return.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::prelude::*;
+    /// use eventloom_core::{EventStore, MemoryEventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryEventStore::new();
+    /// let stream = StreamId::new("doc", "1").unwrap();
+    /// let big = || NewEvent { event_type: "Written".into(), schema_version: 1,
+    ///     payload: format!("{:?}", "x".repeat(1000)).into(), metadata: Metadata::default() };
+    /// store.append(&stream, ExpectedVersion::Any, vec![big(), big(), big()]).await.unwrap();
+    /// let batch = store.read_stream_bounded(&stream, 1, 100, 1500).await.unwrap();
+    /// assert_eq!(batch.len(), 2, "the second event brought it past 1,500 bytes");
+    /// # });
+    /// ```
+    async fn read_stream_bounded(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let mut events = self.read_stream(stream, from_version, limit).await?;
+        events.truncate(within_bytes(&events, max_bytes));
+        Ok(events)
+    }
+
+    /// [`read_all`](Self::read_all) bounded in bytes as
+    /// [`read_stream_bounded`](Self::read_stream_bounded) is: the batch ends with the event that
+    /// brings it to `max_bytes` or more.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::prelude::*;
+    /// use eventloom_core::{EventStore, MemoryEventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryEventStore::new();
+    /// let stream = StreamId::new("doc", "1").unwrap();
+    /// let event = || NewEvent { event_type: "Written".into(), schema_version: 1, payload: "{}".into(),
+    ///     metadata: Metadata::default() };
+    /// store.append(&stream, ExpectedVersion::Any, vec![event(), event()]).await.unwrap();
+    /// assert_eq!(store.read_all_bounded(Position::ZERO, 100, 1).await.unwrap().len(), 1);
+    /// # });
+    /// ```
+    async fn read_all_bounded(&self, after: Position, limit: usize, max_bytes: usize) -> Result<Vec<RecordedEvent>> {
+        let mut events = self.read_all(after, limit).await?;
+        events.truncate(within_bytes(&events, max_bytes));
+        Ok(events)
+    }
+
+    /// The stream's current version (0 when it has no events).
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64>;
+
+    /// The outcome of the append that carried `command_id`, if one did.
+    async fn command_outcome(&self, command_id: &str) -> Result<Option<AppendOutcome>>;
+
+    /// Records the outcome of a command that appended nothing (a no-op), so that executing it
+    /// again returns this outcome even after the stream changed. Fails with
+    /// [`Error::DuplicateCommand`](crate::Error::DuplicateCommand), holding the first outcome,
+    /// when the id is already recorded.
+    async fn record_command(&self, command_id: &str, outcome: AppendOutcome) -> Result<()>;
+
+    /// The position of the last event a subscriber can read now: the last event
+    /// [`read_all`](EventStore::read_all) would return if asked for everything; `None` when no
+    /// event is readable (an empty store, or, on a store that holds back events behind
+    /// transactions still running, none readable yet).
+    ///
+    /// The head never runs ahead of `read_all`: a `read_all` that starts after `head` returns
+    /// came back reaches at least the head. A projection's lag is the events between its
+    /// checkpoint and the head ([`count_after`](EventStore::count_after)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::prelude::*;
+    /// use eventloom_core::{EventStore, MemoryEventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryEventStore::new();
+    /// assert_eq!(store.head().await.unwrap(), None);
+    /// let stream = StreamId::new("task", "1").unwrap();
+    /// let event = NewEvent { event_type: "Created".into(), schema_version: 1, payload: "{}".into(), metadata: Metadata::default() };
+    /// let out = store.append(&stream, ExpectedVersion::NoStream, vec![event]).await.unwrap();
+    /// assert_eq!(store.head().await.unwrap(), Some(out.position));
+    /// # });
+    /// ```
+    async fn head(&self) -> Result<Option<Position>>;
+
+    /// How many committed events a subscriber cannot read yet because an older transaction is
+    /// still open, counted up to `cap` (a result of `cap` means "`cap` or more"). On PostgreSQL,
+    /// subscribers read below the cluster's oldest running transaction, so a long transaction
+    /// anywhere holds events back; stores that show every committed event at once have none (the
+    /// default).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{EventStore, MemoryEventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// assert_eq!(MemoryEventStore::new().held_back(100).await.unwrap(), 0);
+    /// # });
+    /// ```
+    async fn held_back(&self, cap: u64) -> Result<u64> {
+        let _ = cap;
+        Ok(0)
+    }
+
+    /// How many events a subscriber can read now after `after` (those
+    /// [`read_all`](EventStore::read_all) would return), counted up to `cap` and no further:
+    /// the result is `min(events, cap)`, so the cost is bounded by `cap` whatever the backlog
+    /// (a health probe can run it on every request). A result equal to `cap` means "`cap` or
+    /// more": to tell exactly `n` from more than `n`, ask with `cap = n + 1`. Events held back
+    /// behind running transactions are not counted (see the store's own report of them, such
+    /// as `PgEventStore::holdback`).
+    ///
+    /// The default pages through `read_all`, reading at most `cap` events; stores override it
+    /// with a count that reads no payload.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::prelude::*;
+    /// use eventloom_core::{EventStore, MemoryEventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryEventStore::new();
+    /// let stream = StreamId::new("task", "1").unwrap();
+    /// let event = || NewEvent { event_type: "Done".into(), schema_version: 1, payload: "{}".into(), metadata: Metadata::default() };
+    /// let first = store.append(&stream, ExpectedVersion::Any, vec![event()]).await.unwrap();
+    /// store.append(&stream, ExpectedVersion::Any, vec![event(), event(), event()]).await.unwrap();
+    /// assert_eq!(store.count_after(first.position, 100).await.unwrap(), 3, "exact below the cap");
+    /// assert_eq!(store.count_after(Position::ZERO, 2).await.unwrap(), 2, "2 or more");
+    /// # });
+    /// ```
+    async fn count_after(&self, after: Position, cap: u64) -> Result<u64> {
+        let mut counted = 0u64;
+        let mut after = after;
+        while counted < cap {
+            let batch = usize::try_from(cap - counted).unwrap_or(usize::MAX).min(COUNT_PAGE);
+            let events = self.read_all(after, batch).await?;
+            let Some(last) = events.last() else { break };
+            after = last.position;
+            counted += events.len() as u64;
+        }
+        Ok(counted.min(cap))
+    }
+
+    /// A subscription to every event after `after`: what is stored now, then new events as
+    /// they commit, with no gap and no duplicate at the hand-over. See [`Subscription`].
+    fn subscribe(&self, after: Position) -> Subscription<Self>
+    where
+        Self: Sized + Clone,
+    {
+        Subscription::new(self.clone(), after)
+    }
+
+    /// A signal that changes after appends, so that subscribers wake without polling; `None`
+    /// when the store has none and subscribers must poll.
+    fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
+}
+
+#[async_trait]
+impl<T: EventStore + ?Sized> EventStore for Arc<T> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome> {
+        (**self).append(stream, expected, events).await
+    }
+    async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        (**self).read_stream(stream, from_version, limit).await
+    }
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
+        (**self).read_all(after, limit).await
+    }
+    async fn read_stream_bounded(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        (**self).read_stream_bounded(stream, from_version, limit, max_bytes).await
+    }
+    async fn read_all_bounded(&self, after: Position, limit: usize, max_bytes: usize) -> Result<Vec<RecordedEvent>> {
+        (**self).read_all_bounded(after, limit, max_bytes).await
+    }
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
+        (**self).stream_version(stream).await
+    }
+    async fn head(&self) -> Result<Option<Position>> {
+        (**self).head().await
+    }
+    async fn count_after(&self, after: Position, cap: u64) -> Result<u64> {
+        (**self).count_after(after, cap).await
+    }
+    async fn held_back(&self, cap: u64) -> Result<u64> {
+        (**self).held_back(cap).await
+    }
+    async fn command_outcome(&self, command_id: &str) -> Result<Option<AppendOutcome>> {
+        (**self).command_outcome(command_id).await
+    }
+    async fn record_command(&self, command_id: &str, outcome: AppendOutcome) -> Result<()> {
+        (**self).record_command(command_id, outcome).await
+    }
+    fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
+        (**self).wake_ups()
+    }
+}
+
+/// An aggregate's state at one version, serialized, so loading need not replay from the start.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{Position, Snapshot, StreamId};
+///
+/// let s = Snapshot {
+///     stream: StreamId::new("account", "1").unwrap(),
+///     version: 100,
+///     position: Position::new(100, 100),
+///     snapshot_version: 1,
+///     state: r#"{"balance":5}"#.into(),
+/// };
+/// assert_eq!(s.version, 100);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The stream.
+    pub stream: StreamId,
+    /// The stream version the state includes.
+    pub version: u64,
+    /// The position of the event at that version.
+    pub position: Position,
+    /// The aggregate's [`SNAPSHOT_VERSION`](crate::Aggregate::SNAPSHOT_VERSION) when it was taken.
+    pub snapshot_version: u32,
+    /// The state as JSON.
+    pub state: String,
+}
+
+/// Keeps the latest snapshot per stream.
+///
+/// # Examples
+///
+/// See [`MemorySnapshotStore`](crate::MemorySnapshotStore).
+#[async_trait]
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// The stream's snapshot, if any.
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>>;
+
+    /// Stores a snapshot unless one at a higher version is already stored.
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()>;
+}
+
+#[async_trait]
+impl<T: SnapshotStore + ?Sized> SnapshotStore for Arc<T> {
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
+        (**self).load_snapshot(stream).await
+    }
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        (**self).save_snapshot(snapshot).await
+    }
+}
+
+/// How many of `events` a batch bounded to `max_bytes` holds: up to and including the event that
+/// brings their [stored sizes](RecordedEvent::stored_size) to `max_bytes` or more.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(eventloom_core::within_bytes(&[], 10), 0);
+/// ```
+pub fn within_bytes(events: &[RecordedEvent], max_bytes: usize) -> usize {
+    let mut total = 0usize;
+    for (n, event) in events.iter().enumerate() {
+        total = total.saturating_add(event.stored_size());
+        if total >= max_bytes {
+            return n + 1;
+        }
+    }
+    events.len()
+}
+
+/// Whether a batch bounded to `limit` events and `max_bytes` that came back as `events` may have
+/// more after it: it is full, or it was cut by bytes.
+pub(crate) fn may_have_more(events: &[RecordedEvent], limit: usize, max_bytes: usize) -> bool {
+    events.len() >= limit || stored_bytes(events) >= max_bytes
+}
+
+fn stored_bytes(events: &[RecordedEvent]) -> usize {
+    events.iter().fold(0usize, |total, e| total.saturating_add(e.stored_size()))
+}
+
+/// How many events a loop of reads bounded in bytes asks for next, so that a store that stops
+/// at the byte bound (PostgreSQL discards the rest of the rows it sent) is sent few rows in
+/// vain: after a batch cut by bytes, twice as many as fitted; otherwise back towards the full
+/// limit, doubling.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadAhead {
+    max: usize,
+    next: usize,
+}
+
+impl ReadAhead {
+    pub(crate) fn new(max: usize) -> Self {
+        ReadAhead { max: max.max(1), next: max.max(1) }
+    }
+
+    /// The limit to ask for.
+    pub(crate) fn limit(&self) -> usize {
+        self.next
+    }
+
+    /// Learns from a batch read with [`limit`](Self::limit) and `max_bytes`.
+    pub(crate) fn observe(&mut self, events: &[RecordedEvent], max_bytes: usize) {
+        self.next = if stored_bytes(events) >= max_bytes {
+            events.len().saturating_mul(2).clamp(1, self.max)
+        } else {
+            self.next.saturating_mul(2).min(self.max)
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{StoredMetadata, StreamId};
+
+    fn events(n: usize, payload: usize) -> Vec<RecordedEvent> {
+        (0..n)
+            .map(|i| RecordedEvent {
+                stream: StreamId::new("t", "1").expect("id"),
+                version: i as u64 + 1,
+                position: Position::new(1, i as u64 + 1),
+                event_type: "E".into(),
+                schema_version: 1,
+                payload: "x".repeat(payload).into(),
+                metadata: StoredMetadata::from_json("{}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn read_ahead_asks_for_what_fits_after_a_cut_and_grows_back() {
+        let mut ahead = ReadAhead::new(2_000);
+        assert_eq!(ahead.limit(), 2_000);
+        // 1,000-byte events against a 10,000-byte bound: cut after 10.
+        let cut = events(10, 997);
+        assert!(within_bytes(&cut, 10_000) == 10 && may_have_more(&cut, 2_000, 10_000));
+        ahead.observe(&cut, 10_000);
+        assert_eq!(ahead.limit(), 20, "twice what fitted");
+        ahead.observe(&events(3, 10), 10_000);
+        assert_eq!(ahead.limit(), 40, "small events: back towards the limit");
+        for _ in 0..10 {
+            ahead.observe(&events(3, 10), 10_000);
+        }
+        assert_eq!(ahead.limit(), 2_000);
+        ahead.observe(&events(1, 50_000), 10_000);
+        assert_eq!(ahead.limit(), 2, "never below one");
+        assert!(!may_have_more(&events(3, 10), 2_000, 10_000), "short and small: the end");
+    }
+}

@@ -1,0 +1,488 @@
+//! The conformance suite every [`EventStore`] runs.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! eventloom_core::testing::event_store::run(|| async { eventloom_core::MemoryEventStore::new() }).await;
+//! # });
+//! ```
+
+use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
+use std::time::Duration;
+
+use crate::{Error, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, Subscription};
+
+use super::{test_event, test_event_for_command};
+
+/// Writers racing on one stream in [`concurrent_writers`].
+pub const WRITERS: usize = 16;
+/// Append attempts per writer in [`concurrent_writers`].
+pub const ATTEMPTS: usize = 40;
+
+fn stream(id: &str) -> StreamId {
+    StreamId::new("conformance", id).expect("valid test id")
+}
+
+/// Every event `read_all` shows, once at least `expected` are visible: a store that reads in
+/// commit-safe order may show committed events a little later while other transactions of its
+/// cluster (other tests') are still open.
+async fn read_all<S: EventStore>(store: &S, expected: usize) -> Vec<RecordedEvent> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut all = Vec::new();
+        let mut after = Position::ZERO;
+        loop {
+            let batch = store.read_all(after, 1000).await.expect("read_all");
+            let Some(last) = batch.last() else { break };
+            after = last.position;
+            all.extend(batch);
+        }
+        if all.len() >= expected || tokio::time::Instant::now() > deadline {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn payload_n(e: &RecordedEvent) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(&e.payload).expect("payload is JSON");
+    v["n"].as_u64().expect("payload has n")
+}
+
+/// Runs every case, each on a fresh store from `make`.
+pub async fn run<S, F, Fut>(make: F)
+where
+    S: EventStore + Clone,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    append_and_read(make().await).await;
+    conflicts(make().await).await;
+    atomic_appends(make().await).await;
+    total_order(make().await).await;
+    concurrent_writers(make().await).await;
+    concurrent_any(make().await).await;
+    subscription_hand_over(make().await).await;
+    idempotency(make().await).await;
+    concurrent_idempotency(make().await).await;
+    hostile_ids(make().await).await;
+    wake_ups(make().await).await;
+    head_and_count(make().await).await;
+    bounded_reads(make().await).await;
+}
+
+/// Reads bounded in bytes end with the event that brings the batch's stored sizes to the bound
+/// (at least one event), for `read_stream_bounded` and `read_all_bounded` alike; a bound above
+/// the whole batch changes nothing.
+pub async fn bounded_reads<S: EventStore>(store: S) {
+    let s = stream("bounded");
+    let events: Vec<NewEvent> = (0..8u64)
+        .map(|n| {
+            let mut event = test_event(n);
+            event.payload = format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(usize::try_from(n * 300).unwrap_or(0)));
+            event
+        })
+        .collect();
+    store.append(&s, ExpectedVersion::NoStream, events).await.expect("append");
+    let all = read_all(&store, 8).await;
+    let sizes: Vec<usize> = all.iter().map(RecordedEvent::stored_size).collect();
+    let expected = |max: usize| {
+        let mut total = 0;
+        sizes
+            .iter()
+            .position(|size| {
+                total += size;
+                total >= max
+            })
+            .map_or(sizes.len(), |i| i + 1)
+    };
+    for max in [1, sizes[0], sizes[0] + 1, 1_000, 3_000, 7_000, usize::MAX] {
+        let read = store.read_stream_bounded(&s, 1, 100, max).await.expect("read_stream_bounded");
+        assert_eq!(read.len(), expected(max), "read_stream_bounded with a bound of {max} bytes");
+        assert_eq!(read.iter().map(|e| e.version).collect::<Vec<_>>(), (1..=read.len() as u64).collect::<Vec<_>>());
+        let read = store.read_all_bounded(Position::ZERO, 100, max).await.expect("read_all_bounded");
+        assert_eq!(read.len(), expected(max), "read_all_bounded with a bound of {max} bytes");
+        assert_eq!(
+            read.iter().map(|e| e.position).collect::<Vec<_>>(),
+            all[..read.len()].iter().map(|e| e.position).collect::<Vec<_>>()
+        );
+    }
+    let from_third = store.read_stream_bounded(&s, 3, 2, usize::MAX).await.expect("read");
+    assert_eq!(from_third.iter().map(|e| e.version).collect::<Vec<_>>(), vec![3, 4], "the event bound still holds");
+    let after_second = store.read_all_bounded(all[1].position, 100, 1).await.expect("read");
+    assert_eq!(after_second.iter().map(|e| e.position).collect::<Vec<_>>(), vec![all[2].position]);
+}
+
+/// `head` is `None` on an empty store, reaches the last appended position, and is never
+/// beyond what `read_all` returns; `count_after` counts exactly what `read_all` returns after a
+/// position, up to its cap.
+pub async fn head_and_count<S: EventStore>(store: S) {
+    assert_eq!(store.head().await.expect("head"), None, "an empty store has no head");
+    assert_eq!(store.count_after(Position::ZERO, 10).await.expect("count"), 0);
+    let a = stream("head-a");
+    let first = store.append(&a, ExpectedVersion::NoStream, (1..=3).map(test_event).collect()).await.expect("append");
+    let second = store.append(&stream("head-b"), ExpectedVersion::Any, vec![test_event(4)]).await.expect("append");
+    let last = store.append(&a, ExpectedVersion::Exact(3), vec![test_event(5)]).await.expect("append");
+    // A store that holds events back may show the head late, never ahead of read_all.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let head = store.head().await.expect("head");
+        let all = store.read_all(Position::ZERO, 1000).await.expect("read_all");
+        if let Some(head) = head {
+            assert!(
+                all.last().is_some_and(|e| e.position >= head),
+                "the head {head} is beyond what read_all returns ({:?})",
+                all.last().map(|e| e.position)
+            );
+            assert!(all.iter().any(|e| e.position == head), "the head is an event's position");
+        }
+        if head == Some(last.position) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the head never reached the last append: {head:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let all = read_all(&store, 5).await;
+    assert_eq!(all.len(), 5);
+    assert_eq!(store.count_after(Position::ZERO, 100).await.expect("count"), 5, "exact below the cap");
+    assert_eq!(store.count_after(Position::ZERO, 5).await.expect("count"), 5, "exact at the cap");
+    assert_eq!(store.count_after(Position::ZERO, 3).await.expect("count"), 3, "capped");
+    assert_eq!(store.count_after(Position::ZERO, 0).await.expect("count"), 0, "a cap of 0 counts nothing");
+    assert_eq!(store.count_after(all[0].position, 100).await.expect("count"), 4);
+    assert_eq!(store.count_after(first.position, 100).await.expect("count"), 2, "after the first append");
+    assert_eq!(store.count_after(second.position, 1).await.expect("count"), 1);
+    assert_eq!(store.count_after(last.position, 100).await.expect("count"), 0, "nothing after the head");
+    assert_eq!(store.read_all(last.position, 10).await.expect("read_all").len(), 0);
+}
+
+/// When a store offers wake-ups, an append fires one.
+pub async fn wake_ups<S: EventStore>(store: S) {
+    let Some(mut wake) = store.wake_ups() else { return };
+    wake.borrow_and_update();
+    store.append(&stream("wake"), ExpectedVersion::Any, vec![test_event(1)]).await.expect("append");
+    tokio::time::timeout(Duration::from_secs(5), wake.changed())
+        .await
+        .expect("an append wakes subscribers within 5 s")
+        .expect("the wake-up signal is alive");
+}
+
+/// Appends and reads back a stream, from any version and in batches.
+pub async fn append_and_read<S: EventStore>(store: S) {
+    let s = stream("read");
+    assert_eq!(store.stream_version(&s).await.expect("version"), 0);
+    assert!(store.read_stream(&s, 1, 10).await.expect("read").is_empty());
+    let out = store.append(&s, ExpectedVersion::NoStream, (1..=3).map(test_event).collect()).await.expect("append");
+    assert_eq!((out.first_version, out.last_version, out.appended()), (1, 3, 3));
+    let events = store.read_stream(&s, 1, 10).await.expect("read");
+    assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(events.iter().map(payload_n).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(events[2].position, out.position, "the outcome names the last event's position");
+    assert!(events.iter().all(|e| e.stream == s && e.event_type == "Tested" && e.schema_version == 1));
+    assert_eq!(
+        events[0].metadata.get().expect("metadata decodes").event_id,
+        test_event(1).metadata.event_id,
+        "metadata round-trips"
+    );
+    let tail = store.read_stream(&s, 2, 1).await.expect("read");
+    assert_eq!(tail.iter().map(|e| e.version).collect::<Vec<_>>(), [2]);
+    assert!(store.read_stream(&s, 4, 10).await.expect("read").is_empty());
+    assert_eq!(store.stream_version(&s).await.expect("version"), 3);
+    let empty = store.append(&s, ExpectedVersion::Exact(3), Vec::new()).await.expect("empty append");
+    assert_eq!(empty.appended(), 0);
+    assert_eq!(store.stream_version(&s).await.expect("version"), 3, "an empty append writes nothing");
+}
+
+/// Every kind of expected version, and that a refused append changes nothing.
+pub async fn conflicts<S: EventStore>(store: S) {
+    let s = stream("conflicts");
+    store.append(&s, ExpectedVersion::Exact(0), vec![test_event(1)]).await.expect("Exact(0) on a new stream");
+    match store.append(&s, ExpectedVersion::NoStream, vec![test_event(2)]).await {
+        Err(Error::Conflict { stream, expected: ExpectedVersion::NoStream, actual: 1 }) => assert_eq!(stream, s),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    match store.append(&s, ExpectedVersion::Exact(5), vec![test_event(2), test_event(3)]).await {
+        Err(Error::Conflict { expected: ExpectedVersion::Exact(5), actual: 1, .. }) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.stream_version(&s).await.expect("version"), 1, "refused appends wrote nothing");
+    store.append(&s, ExpectedVersion::Exact(1), vec![test_event(2)]).await.expect("exact");
+    store.append(&s, ExpectedVersion::Any, vec![test_event(3)]).await.expect("any");
+    let other = stream("conflicts-other");
+    match store.append(&other, ExpectedVersion::Exact(1), vec![test_event(1)]).await {
+        Err(Error::Conflict { actual: 0, .. }) => {}
+        other => panic!("expected a conflict on a missing stream, got {other:?}"),
+    }
+    assert_eq!(store.stream_version(&s).await.expect("version"), 3);
+}
+
+/// All events of one append commit together with contiguous versions; a refused one writes none.
+pub async fn atomic_appends<S: EventStore>(store: S) {
+    let s = stream("atomic");
+    store.append(&s, ExpectedVersion::NoStream, (1..=5).map(test_event).collect()).await.expect("append");
+    let refused = store.append(&s, ExpectedVersion::Exact(2), (6..=10).map(test_event).collect()).await;
+    assert!(matches!(refused, Err(Error::Conflict { .. })), "{refused:?}");
+    let events = store.read_stream(&s, 1, 100).await.expect("read");
+    assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert!(events.windows(2).all(|w| w[0].position < w[1].position));
+    let all = read_all(&store, 5).await;
+    assert_eq!(all.len(), 5, "no event of the refused append is visible");
+}
+
+/// `read_all` returns every event once, in increasing position, whatever the batch size.
+pub async fn total_order<S: EventStore>(store: S) {
+    let streams: Vec<_> = (0..4).map(|i| stream(&format!("order-{i}"))).collect();
+    let mut n = 0;
+    for round in 0..5 {
+        for s in &streams {
+            let events = (0..=round % 3).map(|_| {
+                n += 1;
+                test_event(n)
+            });
+            store.append(s, ExpectedVersion::Any, events.collect()).await.expect("append");
+        }
+    }
+    let all = read_all(&store, n as usize).await;
+    assert_eq!(all.len() as u64, n);
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position), "positions strictly increase");
+    assert_eq!(all.iter().map(payload_n).collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>(), "commit order");
+    for s in &streams {
+        let versions: Vec<u64> = all.iter().filter(|e| &e.stream == s).map(|e| e.version).collect();
+        assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>());
+    }
+    let mut paged = Vec::new();
+    let mut after = Position::ZERO;
+    loop {
+        let batch = store.read_all(after, 3).await.expect("read_all");
+        assert!(batch.len() <= 3);
+        let Some(last) = batch.last() else { break };
+        after = last.position;
+        paged.extend(batch);
+    }
+    assert_eq!(paged, all, "paging sees the same events in the same order");
+    let middle = all[all.len() / 2].position;
+    let rest = store.read_all(middle, 1000).await.expect("read_all");
+    assert_eq!(rest.as_slice(), &all[all.len() / 2 + 1..]);
+}
+
+/// [`WRITERS`] writers x [`ATTEMPTS`] appends with exact expected versions on one stream:
+/// exactly one winner per version, every loser gets the typed conflict, nothing lost or doubled.
+pub async fn concurrent_writers<S: EventStore + Clone>(store: S) {
+    let s = stream("race");
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS as u64 {
+        let (store, s) = (store.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut won, mut lost) = (Vec::new(), 0);
+            for attempt in 0..ATTEMPTS as u64 {
+                let version = store.stream_version(&s).await.expect("version");
+                // Let the other writers read the same version: the race is the point.
+                tokio::task::yield_now().await;
+                let n = writer * 1_000_000 + attempt;
+                match store.append(&s, ExpectedVersion::Exact(version), vec![test_event(n)]).await {
+                    Ok(out) => {
+                        assert_eq!(out.last_version, version + 1);
+                        won.push((out.last_version, n));
+                    }
+                    Err(Error::Conflict { .. }) => lost += 1,
+                    Err(other) => panic!("a racing append failed with {other:?}, not a conflict"),
+                }
+                tokio::task::yield_now().await;
+            }
+            (won, lost)
+        }));
+    }
+    let mut won = Vec::new();
+    let mut lost = 0;
+    for task in tasks {
+        let (w, l) = task.await.expect("writer task");
+        won.extend(w);
+        lost += l;
+    }
+    assert_eq!(won.len() + lost, WRITERS * ATTEMPTS);
+    assert!(lost > 0, "the writers never raced: run the suite on a multi-threaded runtime");
+    won.sort();
+    let versions: Vec<u64> = won.iter().map(|(v, _)| *v).collect();
+    assert_eq!(versions, (1..=won.len() as u64).collect::<Vec<_>>(), "one winner per version, no gap");
+    let stored = store.read_stream(&s, 1, usize::MAX).await.expect("read");
+    assert_eq!(stored.len(), won.len(), "every win is stored, nothing else");
+    for (event, (version, n)) in stored.iter().zip(&won) {
+        assert_eq!((event.version, payload_n(event)), (*version, *n), "the winner's event is at its version");
+    }
+}
+
+/// [`WRITERS`] x [`ATTEMPTS`] appends with `Any` on one stream: all persisted, versions contiguous.
+pub async fn concurrent_any<S: EventStore + Clone>(store: S) {
+    let s = stream("any");
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS as u64 {
+        let (store, s) = (store.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            for attempt in 0..ATTEMPTS as u64 {
+                store
+                    .append(&s, ExpectedVersion::Any, vec![test_event(writer * 1_000_000 + attempt)])
+                    .await
+                    .expect("an Any append never conflicts");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer task");
+    }
+    let stored = store.read_stream(&s, 1, usize::MAX).await.expect("read");
+    assert_eq!(stored.len(), WRITERS * ATTEMPTS);
+    assert!(stored.iter().enumerate().all(|(i, e)| e.version == i as u64 + 1));
+    let distinct: HashSet<u64> = stored.iter().map(payload_n).collect();
+    assert_eq!(distinct.len(), WRITERS * ATTEMPTS, "no duplicate");
+}
+
+/// A subscription started on a store with history, while writers keep appending, sees every
+/// event exactly once, in the order of `read_all`.
+pub async fn subscription_hand_over<S: EventStore + Clone>(store: S) {
+    const BEFORE: u64 = 100;
+    const WRITERS: u64 = 4;
+    const EACH: u64 = 50;
+    let total = (BEFORE + WRITERS * EACH) as usize;
+    store
+        .append(&stream("sub-history"), ExpectedVersion::Any, (0..BEFORE).map(test_event).collect())
+        .await
+        .expect("history");
+    let mut subscription = Subscription::new(store.clone(), Position::ZERO)
+        .with_batch_size(7)
+        .with_poll_interval(Duration::from_millis(20));
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < total {
+            let batch = tokio::time::timeout(Duration::from_secs(20), subscription.next_batch())
+                .await
+                .expect("the subscription delivers within 20 s")
+                .expect("next_batch");
+            assert!(!batch.is_empty());
+            seen.extend(batch);
+        }
+        seen
+    });
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let n = 1_000 + w * EACH + i;
+                store
+                    .append(&stream(&format!("sub-{w}")), ExpectedVersion::Any, vec![test_event(n)])
+                    .await
+                    .expect("append");
+                if i % 10 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let seen = reader.await.expect("reader");
+    assert_eq!(seen.len(), total, "nothing doubled");
+    assert!(seen.windows(2).all(|w| w[0].position < w[1].position), "in order");
+    assert_eq!(seen, read_all(&store, total).await, "nothing lost, same order as read_all");
+}
+
+/// A second append under a command id returns the first outcome and writes nothing.
+pub async fn idempotency<S: EventStore>(store: S) {
+    let s = stream("idem");
+    assert_eq!(store.command_outcome("cmd-1").await.expect("lookup"), None);
+    let first = store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![test_event_for_command(1, "cmd-1"), test_event_for_command(2, "cmd-1")],
+        )
+        .await
+        .expect("first");
+    assert_eq!(store.command_outcome("cmd-1").await.expect("lookup"), Some(first.clone()));
+    for (target, expected) in [(s.clone(), ExpectedVersion::Exact(2)), (stream("idem-other"), ExpectedVersion::Any)] {
+        match store.append(&target, expected, vec![test_event_for_command(3, "cmd-1")]).await {
+            Err(Error::DuplicateCommand { command_id, outcome }) => {
+                assert_eq!(command_id, "cmd-1");
+                assert_eq!(outcome, first);
+            }
+            other => panic!("expected DuplicateCommand, got {other:?}"),
+        }
+    }
+    match store.append(&s, ExpectedVersion::NoStream, vec![test_event_for_command(3, "cmd-1")]).await {
+        Err(Error::DuplicateCommand { outcome, .. }) => assert_eq!(outcome, first),
+        other => panic!("a duplicate with a stale expected version is still a duplicate, got {other:?}"),
+    }
+    assert_eq!(read_all(&store, 2).await.len(), 2, "the duplicates wrote nothing");
+    // An append refused by a conflict does not use up its command id.
+    let refused = store.append(&s, ExpectedVersion::Exact(1), vec![test_event_for_command(4, "cmd-2")]).await;
+    assert!(matches!(refused, Err(Error::Conflict { .. })), "{refused:?}");
+    assert_eq!(store.command_outcome("cmd-2").await.expect("lookup"), None);
+    let second = store.append(&s, ExpectedVersion::Exact(2), vec![test_event_for_command(4, "cmd-2")]).await;
+    assert_eq!(second.expect("the id is still free").last_version, 3);
+    // A command that appended nothing is recorded, and its id is then taken.
+    let noop = crate::AppendOutcome { stream: s.clone(), first_version: 4, last_version: 3, position: Position::ZERO };
+    store.record_command("cmd-noop", noop.clone()).await.expect("record a no-op");
+    assert_eq!(store.command_outcome("cmd-noop").await.expect("lookup"), Some(noop.clone()));
+    match store.append(&s, ExpectedVersion::Exact(3), vec![test_event_for_command(5, "cmd-noop")]).await {
+        Err(Error::DuplicateCommand { outcome, .. }) => assert_eq!(outcome, noop),
+        other => panic!("an append under a recorded no-op's id is a duplicate, got {other:?}"),
+    }
+    match store.record_command("cmd-1", noop.clone()).await {
+        Err(Error::DuplicateCommand { outcome, .. }) => assert_eq!(outcome, first),
+        other => panic!("recording a used id is a duplicate, got {other:?}"),
+    }
+    match store.append(&s, ExpectedVersion::Exact(2), vec![test_event_for_command(3, "bad\nid")]).await {
+        Err(Error::InvalidId { .. }) => {}
+        other => panic!("a command id with a newline must be refused, got {other:?}"),
+    }
+}
+
+/// Eight appends with the same command id at once: exactly one writes.
+pub async fn concurrent_idempotency<S: EventStore + Clone>(store: S) {
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .append(
+                    &stream(&format!("idem-race-{i}")),
+                    ExpectedVersion::Any,
+                    vec![test_event_for_command(i, "same")],
+                )
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(Error::DuplicateCommand { .. }) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(read_all(&store, 1).await.len(), 1);
+}
+
+/// Ids with quotes, semicolons, SQL, Unicode and the maximum length round-trip exactly.
+pub async fn hostile_ids<S: EventStore>(store: S) {
+    let ids = [
+        "'; DROP TABLE events; --".to_owned(),
+        "\"quoted\" \\ back\\slash".to_owned(),
+        "ünïcødé ✓ 🦀 中文".to_owned(),
+        "{hash}:tag*?[x]".to_owned(),
+        "x".repeat(crate::MAX_ID_LEN),
+        "a/b/c".to_owned(),
+    ];
+    let mut streams = BTreeSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let s = StreamId::new("conformance", id).expect("valid");
+        store.append(&s, ExpectedVersion::NoStream, vec![test_event(i as u64)]).await.expect("append");
+        let back = store.read_stream(&s, 1, 10).await.expect("read");
+        assert_eq!(back.len(), 1, "{id:?}");
+        assert_eq!(back[0].stream.id(), id.as_str());
+        assert_eq!(back[0].stream.category(), "conformance");
+        streams.insert(back[0].stream.clone());
+    }
+    assert_eq!(streams.len(), ids.len(), "distinct ids stay distinct streams");
+}

@@ -1,0 +1,148 @@
+//! The conformance suite every [`LeaseManager`] runs.
+//!
+//! Besides a way to make a fresh manager, the suite takes `lose`: a hook that makes the current
+//! holder of a lease lose it the way this manager's leases are lost in production (a revoked
+//! slot, a killed connection), so that the suite can check the loss is signalled. A manager
+//! whose leases cannot be lost from outside runs the other cases one by one.
+//!
+//! Every wait is bounded by [`PROMPTLY`], so a case that hangs fails instead.
+//!
+//! ```
+//! use eventloom_core::MemoryLeases;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! eventloom_core::testing::lease::run(
+//!     || async { MemoryLeases::default() },
+//!     |leases: MemoryLeases, name: String| async move { leases.revoke(&name) },
+//! )
+//! .await;
+//! # });
+//! ```
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::{Lease, LeaseManager};
+
+/// How long the suite lets a manager take to hand a released lease over, or to signal a loss.
+pub const PROMPTLY: Duration = Duration::from_secs(10);
+
+/// How long the suite watches a waiting acquirer to check it keeps waiting.
+const WAITS: Duration = Duration::from_millis(500);
+
+/// Runs every case, each on a fresh manager from `make`; `lose(manager, name)` makes the
+/// holder of `name` lose its lease.
+pub async fn run<L, F, Fut, B, BFut>(make: F, lose: B)
+where
+    L: LeaseManager + Clone,
+    F: Fn() -> Fut,
+    Fut: Future<Output = L>,
+    B: Fn(L, String) -> BFut,
+    BFut: Future<Output = ()>,
+{
+    one_holder_at_a_time(make().await).await;
+    a_dropped_lease_is_released_promptly(make().await).await;
+    tokens_grow_and_names_are_independent(make().await).await;
+    a_lost_lease_is_signalled_and_taken_over(make().await, lose).await;
+}
+
+async fn acquire<L: LeaseManager>(leases: &L, name: &str) -> Lease {
+    match tokio::time::timeout(PROMPTLY, leases.acquire(name)).await {
+        Ok(lease) => lease.expect("acquire"),
+        Err(_) => panic!("acquiring the free lease {name:?} took more than {PROMPTLY:?}"),
+    }
+}
+
+/// A second acquirer waits while the first holds the lease, and takes it over, with a higher
+/// token, once the first is dropped.
+pub async fn one_holder_at_a_time<L: LeaseManager + Clone>(leases: L) {
+    let first = acquire(&leases, "conformance").await;
+    assert!(!first.is_lost(), "a new lease is held");
+    let standby = {
+        let leases = leases.clone();
+        tokio::spawn(async move { leases.acquire("conformance").await })
+    };
+    tokio::time::sleep(WAITS).await;
+    assert!(!standby.is_finished(), "a second acquire waits while the first lease is held");
+    assert!(!first.is_lost(), "a waiting acquirer takes nothing from the holder");
+    let token = first.token();
+    drop(first);
+    let second = tokio::time::timeout(PROMPTLY, standby)
+        .await
+        .unwrap_or_else(|_| panic!("the waiting acquirer did not take over within {PROMPTLY:?} of the release"))
+        .expect("task")
+        .expect("acquire");
+    assert!(second.token() > token, "tokens grow: {token} then {}", second.token());
+    assert!(!second.is_lost());
+}
+
+/// Dropping a lease frees it for the next acquire at once (within [`PROMPTLY`]), with no
+/// acquirer waiting beforehand.
+pub async fn a_dropped_lease_is_released_promptly<L: LeaseManager>(leases: L) {
+    let mut token = 0;
+    for _ in 0..3 {
+        let lease = acquire(&leases, "released").await;
+        assert!(lease.token() > token, "tokens grow: {token} then {}", lease.token());
+        token = lease.token();
+        drop(lease);
+    }
+}
+
+/// Fencing tokens strictly grow across acquisitions of a name, and holding one name never
+/// blocks another.
+pub async fn tokens_grow_and_names_are_independent<L: LeaseManager>(leases: L) {
+    let a = acquire(&leases, "a").await;
+    let mut b_tokens = Vec::new();
+    for _ in 0..4 {
+        // Taken at once although `a` is held: names are independent.
+        let b = acquire(&leases, "b").await;
+        b_tokens.push(b.token());
+    }
+    assert!(b_tokens.windows(2).all(|w| w[0] < w[1]), "tokens of b grow: {b_tokens:?}");
+    assert!(!a.is_lost(), "acquiring another name takes nothing from a's holder");
+    let mut a_tokens = vec![a.token()];
+    drop(a);
+    let c = acquire(&leases, "a/c").await;
+    for _ in 0..3 {
+        a_tokens.push(acquire(&leases, "a").await.token());
+    }
+    assert!(a_tokens.windows(2).all(|w| w[0] < w[1]), "tokens of a grow: {a_tokens:?}");
+    assert!(!c.is_lost());
+}
+
+/// A lease taken away (by `lose`) reports it: [`Lease::lost`] resolves and [`Lease::is_lost`]
+/// turns true; the next acquire gets the lease with a higher token, and the lost lease does not
+/// come back.
+pub async fn a_lost_lease_is_signalled_and_taken_over<L, B, BFut>(leases: L, lose: B)
+where
+    L: LeaseManager + Clone,
+    B: Fn(L, String) -> BFut,
+    BFut: Future<Output = ()>,
+{
+    let mut held = acquire(&leases, "lost").await;
+    let other = acquire(&leases, "kept").await;
+    assert!(!held.is_lost());
+    // `lost()` stays pending while the lease is held.
+    assert!(tokio::time::timeout(Duration::from_millis(100), held.lost()).await.is_err(), "held, not lost");
+    lose(leases.clone(), "lost".to_owned()).await;
+    if tokio::time::timeout(PROMPTLY, held.lost()).await.is_err() {
+        panic!("a lost lease was not signalled within {PROMPTLY:?}");
+    }
+    assert!(held.is_lost(), "is_lost() agrees with lost()");
+    let next = acquire(&leases, "lost").await;
+    assert!(next.token() > held.token(), "tokens grow: {} then {}", held.token(), next.token());
+    assert!(held.is_lost(), "a lost lease stays lost");
+    assert!(!next.is_lost());
+    assert!(!other.is_lost(), "losing one name takes nothing from another");
+    // Dropping the lost lease must not release its successor.
+    drop(held);
+    let standby = {
+        let leases = leases.clone();
+        tokio::spawn(async move { leases.acquire("lost").await })
+    };
+    tokio::time::sleep(WAITS).await;
+    assert!(!standby.is_finished(), "dropping a lost lease releases nothing of the next holder's");
+    standby.abort();
+    drop(next);
+    drop(other);
+}

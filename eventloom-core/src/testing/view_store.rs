@@ -1,0 +1,655 @@
+//! The conformance suite every [`ViewStore`] runs.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! eventloom_core::testing::view_store::run(|| async { eventloom_core::MemoryViewStore::default() }).await;
+//! # });
+//! ```
+
+use std::future::Future;
+
+use crate::{
+    DeadLetter, Error, IndexEntry, IndexKey, ListCursor, Position, StreamId, ViewCommit, ViewStore, ViewWrite,
+};
+
+fn at(n: u64) -> Position {
+    Position::new(n, n)
+}
+
+fn commit(
+    generation: u64,
+    expected: Option<u64>,
+    checkpoint: u64,
+    token: u64,
+    views: &[(&str, Option<&str>)],
+) -> ViewCommit {
+    ViewCommit {
+        generation,
+        expected: expected.map(at),
+        checkpoint: at(checkpoint),
+        fencing_token: token,
+        views: views
+            .iter()
+            .map(|(id, v)| match v {
+                Some(json) => ViewWrite::set(*id, *json),
+                None => ViewWrite::delete(*id),
+            })
+            .collect(),
+        dead_letters: Vec::new(),
+    }
+}
+
+fn ids(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// A live generation for projection `p`, with token `token`; returns its id.
+async fn live<S: ViewStore>(store: &S, projection: &str, token: u64) -> u64 {
+    let generation = store.begin_generation(projection, 1, token).await.expect("begin");
+    store.go_live(projection, generation.id, token).await.expect("go live");
+    generation.id
+}
+
+/// Runs every case, each on a fresh store from `make`.
+pub async fn run<S, F, Fut>(make: F)
+where
+    S: ViewStore + Clone,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    generations(make().await).await;
+    rebuild_behind_live_views(make().await).await;
+    commit_and_load(make().await).await;
+    checkpoint_compare_and_set(make().await).await;
+    fencing(make().await).await;
+    concurrent_commits(make().await).await;
+    hostile_names(make().await).await;
+    dead_letters(make().await).await;
+    indexes(make().await).await;
+    paging(make().await).await;
+    bad_writes(make().await).await;
+    switching(make().await).await;
+    list_corners(make().await).await;
+    answers_like_the_memory_store(make().await).await;
+    stops(make().await).await;
+}
+
+/// A recorded stop is reported by `status` until cleared, per projection, with its kind,
+/// position, reason, generation and checkpoint; recording is fenced like a commit; once the
+/// generation's checkpoint moves past the stop's, the stop no longer holds (`active_stop`).
+pub async fn stops<S: ViewStore>(store: S) {
+    use crate::{ProjectionStop, StopKind};
+    assert_eq!(store.status("p").await.expect("status").stopped, None);
+    let g = live(&store, "p", 3).await;
+    store.commit("p", commit(g, None, 1, 3, &[("a", Some("1"))])).await.expect("commit");
+    let failed = ProjectionStop::new(StopKind::Failed, Some(at(7)), "apply failed: \"x\" ü\u{0}").at(g, Some(at(1)));
+    store.record_stop("p", Some(&failed), 3).await.expect("record");
+    let status = store.status("p").await.expect("status");
+    let stopped = status.stopped.clone().expect("a stop");
+    assert_eq!((stopped.kind, stopped.position), (StopKind::Failed, Some(at(7))));
+    assert_eq!((stopped.generation, stopped.checkpoint), (g, Some(at(1))));
+    assert!(stopped.reason.starts_with("apply failed: \"x\" ü"), "{:?}", stopped.reason);
+    assert!(status.active_stop().is_some(), "the generation is still at the stop's checkpoint");
+    assert_eq!(store.status("q").await.expect("status").stopped, None, "per projection");
+    match store.record_stop("p", None, 2).await {
+        Err(Error::Fenced { token: 2, highest: 3, .. }) => {}
+        other => panic!("an older token must be fenced, got {other:?}"),
+    }
+    store.commit("p", commit(g, Some(1), 2, 3, &[])).await.expect("a commit past the stop");
+    let status = store.status("p").await.expect("status");
+    assert!(status.stopped.is_some() && status.active_stop().is_none(), "kept, but written past: stale");
+    let newer = ProjectionStop::new(StopKind::NeedsNewerRelease, None, "v2").at(g, Some(at(2)));
+    store.record_stop("p", Some(&newer), 3).await.expect("record again");
+    let status = store.status("p").await.expect("status");
+    assert_eq!(status.active_stop(), Some(&newer));
+    store.record_stop("p", None, 4).await.expect("clear");
+    assert_eq!(store.status("p").await.expect("status").stopped, None);
+    match store.commit("p", commit(g, Some(2), 3, 3, &[])).await {
+        Err(Error::Fenced { highest: 4, .. }) => {}
+        other => panic!("a newer token recorded with a stop fences commits, got {other:?}"),
+    }
+}
+
+/// Nothing is live before a first generation goes live; generation ids grow; a write into a
+/// generation that is neither live nor being built (a store that lost its data) is refused.
+pub async fn generations<S: ViewStore>(store: S) {
+    let status = store.status("p").await.expect("status");
+    assert_eq!((status.live, status.building), (None, None));
+    assert!(matches!(store.read_views("p", &ids(&["a"])).await, Err(Error::NotBuilt { .. })));
+    assert!(matches!(store.count("p", &[IndexKey::new("s", "x")]).await, Err(Error::NotBuilt { .. })));
+    assert!(matches!(store.list("p", &IndexKey::new("s", "x"), None, 10).await, Err(Error::NotBuilt { .. })));
+    assert!(store.dead_letters("p").await.expect("dead letters").is_empty());
+
+    let first = store.begin_generation("p", 3, 0).await.expect("begin");
+    assert_eq!((first.version, first.checkpoint), (3, None));
+    let status = store.status("p").await.expect("status");
+    assert_eq!((status.live, status.building), (None, Some(first)));
+    // A second build replaces the first, which can no longer be written.
+    let second = store.begin_generation("p", 3, 0).await.expect("begin again");
+    assert!(second.id > first.id);
+    assert!(matches!(
+        store.commit("p", commit(first.id, None, 1, 0, &[("a", Some("1"))])).await,
+        Err(Error::GenerationGone { generation, .. }) if generation == first.id
+    ));
+    assert!(matches!(store.go_live("p", first.id, 0).await, Err(Error::GenerationGone { .. })));
+    store.commit("p", commit(second.id, None, 1, 0, &[("a", Some("1"))])).await.expect("commit");
+    assert!(matches!(store.read_views("p", &ids(&["a"])).await, Err(Error::NotBuilt { .. })), "not live yet");
+    store.go_live("p", second.id, 0).await.expect("go live");
+    store.go_live("p", second.id, 0).await.expect("going live twice changes nothing");
+    let status = store.status("p").await.expect("status");
+    assert_eq!(status.building, None);
+    assert_eq!(status.live.map(|g| (g.id, g.version, g.checkpoint)), Some((second.id, 3, Some(at(1)))));
+    assert_eq!(status.checkpoint(), Some(at(1)));
+    assert_eq!(store.read_views("p", &ids(&["a", "b"])).await.expect("read"), vec![Some("1".into()), None]);
+    assert!(matches!(
+        store.commit("p", commit(second.id + 1000, Some(1), 2, 0, &[])).await,
+        Err(Error::GenerationGone { .. })
+    ));
+    let third = store.begin_generation("p", 4, 0).await.expect("begin");
+    assert!(third.id > second.id, "ids grow past the live generation too");
+    assert_eq!(store.status("other").await.expect("status").live, None, "projections are apart");
+}
+
+/// A rebuild fills a new generation while queries read the live one, and switches at once.
+pub async fn rebuild_behind_live_views<S: ViewStore>(store: S) {
+    let old = live(&store, "p", 0).await;
+    store
+        .commit("p", commit(old, None, 5, 0, &[("a", Some("\"old a\"")), ("b", Some("\"old b\""))]))
+        .await
+        .expect("old");
+    let new = store.begin_generation("p", 2, 0).await.expect("begin");
+    assert_eq!(store.load_views("p", new.id, &ids(&["a"])).await.expect("load"), vec![None], "a new one starts empty");
+    store.commit("p", commit(new.id, None, 2, 0, &[("a", Some("\"new a\""))])).await.expect("build");
+    assert_eq!(
+        store.read_views("p", &ids(&["a", "b"])).await.expect("read"),
+        vec![Some("\"old a\"".into()), Some("\"old b\"".into())],
+        "queries read the live generation while another is built"
+    );
+    store
+        .commit("p", commit(old, Some(5), 6, 0, &[("b", Some("\"old b2\""))]))
+        .await
+        .expect("the live one still takes writes");
+    store.commit("p", commit(new.id, Some(2), 6, 0, &[])).await.expect("the build catches up");
+    store.go_live("p", new.id, 0).await.expect("switch");
+    assert_eq!(store.read_views("p", &ids(&["a", "b"])).await.expect("read"), vec![Some("\"new a\"".into()), None]);
+    assert_eq!(store.status("p").await.expect("status").checkpoint(), Some(at(6)));
+    assert!(matches!(store.commit("p", commit(old, Some(6), 7, 0, &[])).await, Err(Error::GenerationGone { .. })));
+    assert_eq!(
+        store.load_views("p", old, &ids(&["a", "b"])).await.expect("load"),
+        vec![None, None],
+        "the old one is dropped"
+    );
+}
+
+/// Views and checkpoint written together, read back by id, deleted by `None`.
+pub async fn commit_and_load<S: ViewStore>(store: S) {
+    let g = live(&store, "p", 0).await;
+    assert_eq!(store.status("p").await.expect("status").checkpoint(), None);
+    assert_eq!(store.load_views("p", g, &ids(&["a"])).await.expect("load"), vec![None]);
+    store
+        .commit("p", commit(g, None, 1, 0, &[("a", Some(r#"{"n":1}"#)), ("b'; --", Some("2"))]))
+        .await
+        .expect("commit");
+    assert_eq!(store.status("p").await.expect("status").checkpoint(), Some(at(1)));
+    let loaded = store.load_views("p", g, &ids(&["b'; --", "missing", "a"])).await.expect("load");
+    assert_eq!(loaded[1], None);
+    assert_eq!(loaded[0].as_deref(), Some("2"));
+    let a: serde_json::Value = serde_json::from_str(loaded[2].as_deref().expect("a")).expect("json");
+    assert_eq!(a, serde_json::json!({"n": 1}));
+    assert_eq!(store.read_views("p", &ids(&["b'; --", "missing", "a"])).await.expect("read"), loaded);
+    store.commit("p", commit(g, Some(1), 2, 0, &[("a", None)])).await.expect("delete");
+    assert_eq!(store.load_views("p", g, &ids(&["a"])).await.expect("load"), vec![None]);
+    assert_eq!(store.read_views("p", &[]).await.expect("read nothing"), Vec::<Option<String>>::new());
+    let other = live(&store, "other", 0).await;
+    assert_eq!(store.read_views("other", &ids(&["b'; --"])).await.expect("read"), vec![None], "projections are apart");
+    assert_eq!(store.load_views("other", other, &ids(&["b'; --"])).await.expect("load"), vec![None]);
+}
+
+/// A commit whose expected checkpoint is stale (a replay after a crash) writes nothing.
+pub async fn checkpoint_compare_and_set<S: ViewStore>(store: S) {
+    let g = live(&store, "p", 0).await;
+    store.commit("p", commit(g, None, 5, 0, &[("a", Some("1"))])).await.expect("first");
+    for stale in [None, Some(4), Some(6)] {
+        match store.commit("p", commit(g, stale, 6, 0, &[("a", Some("2")), ("b", Some("2"))])).await {
+            Err(Error::CheckpointMoved { actual, .. }) => assert_eq!(actual, Some(at(5))),
+            other => panic!("expected CheckpointMoved, got {other:?}"),
+        }
+    }
+    assert_eq!(store.read_views("p", &ids(&["a", "b"])).await.expect("read"), vec![Some("1".into()), None]);
+    assert_eq!(store.status("p").await.expect("status").checkpoint(), Some(at(5)));
+}
+
+/// A write carrying an older fencing token than one seen is refused and writes nothing.
+pub async fn fencing<S: ViewStore>(store: S) {
+    let g = live(&store, "p", 5).await;
+    store.commit("p", commit(g, None, 1, 5, &[("a", Some("1"))])).await.expect("token 5");
+    match store.commit("p", commit(g, Some(1), 2, 3, &[("a", Some("\"stale\""))])).await {
+        Err(Error::Fenced { token: 3, highest: 5, .. }) => {}
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+    assert_eq!(store.read_views("p", &ids(&["a"])).await.expect("read"), vec![Some("1".into())]);
+    store.commit("p", commit(g, Some(1), 2, 5, &[("a", Some("2"))])).await.expect("same token");
+    store.commit("p", commit(g, Some(2), 3, 6, &[("a", Some("3"))])).await.expect("newer token");
+    assert!(matches!(
+        store.commit("p", commit(g, Some(3), 4, 5, &[])).await,
+        Err(Error::Fenced { token: 5, highest: 6, .. })
+    ));
+    assert!(matches!(store.begin_generation("p", 1, 5).await, Err(Error::Fenced { .. })), "a stale rebuild is refused");
+    let next = store.begin_generation("p", 1, 7).await.expect("a rebuild with a newer token");
+    assert!(matches!(store.go_live("p", next.id, 6).await, Err(Error::Fenced { .. })), "so is a stale switch");
+    assert!(
+        matches!(
+            store.commit("p", commit(g, Some(3), 4, 6, &[])).await,
+            Err(Error::Fenced { token: 6, highest: 7, .. })
+        ),
+        "a rebuild raises the fence"
+    );
+    assert_eq!(store.status("p").await.expect("status").checkpoint(), Some(at(3)));
+    assert_eq!(store.read_views("p", &ids(&["a"])).await.expect("read"), vec![Some("3".into())]);
+}
+
+/// Eight commits from the same checkpoint at once: exactly one applies.
+pub async fn concurrent_commits<S: ViewStore + Clone>(store: S) {
+    let g = live(&store, "p", 0).await;
+    store.commit("p", commit(g, None, 1, 0, &[])).await.expect("start");
+    let mut tasks = Vec::new();
+    for i in 0..8u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let value = i.to_string();
+            let mut batch = commit(g, Some(1), 2 + i, 0, &[("a", Some(&value))]);
+            batch.views[0].join = vec![IndexEntry::new("winner", "yes")];
+            store.commit("p", batch).await
+        }));
+    }
+    let mut winners = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.expect("task") {
+            Ok(()) => winners.push(i),
+            Err(Error::CheckpointMoved { .. }) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    let value = winners[0].to_string();
+    assert_eq!(store.read_views("p", &ids(&["a"])).await.expect("read"), vec![Some(value)]);
+    assert_eq!(store.count("p", &[IndexKey::new("winner", "yes")]).await.expect("count"), vec![1]);
+}
+
+/// View ids, projection names and index values with quotes, key-syntax characters and Unicode
+/// stay apart and round-trip exactly.
+pub async fn hostile_names<S: ViewStore>(store: S) {
+    let names = ["{tag}", "a:b", "*", "p'; DROP TABLE views; --", "ünï ✓", "a=b", "%7B"];
+    let json = |name: &str| serde_json::to_string(name).expect("a string encodes");
+    for (i, name) in names.iter().enumerate() {
+        let g = live(&store, name, 0).await;
+        let value = json(name);
+        let views = names
+            .iter()
+            .map(|id| ViewWrite::set(*id, value.as_str()).joining(vec![IndexEntry::new(*name, *id).ordered_by(*id)]))
+            .collect();
+        let batch = ViewCommit { views, ..commit(g, None, i as u64 + 1, 0, &[]) };
+        store.commit(name, batch).await.expect("commit");
+    }
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(store.status(name).await.expect("status").checkpoint(), Some(at(i as u64 + 1)));
+        let loaded = store.read_views(name, &ids(&names)).await.expect("read");
+        for view in &loaded {
+            let value: String = serde_json::from_str(view.as_deref().expect("a view")).expect("JSON");
+            assert_eq!(value, *name);
+        }
+        for id in names {
+            let page = store.list(name, &IndexKey::new(*name, id), None, 10).await.expect("list");
+            assert_eq!(page.views, vec![(id.to_owned(), json(name))], "index {name}={id}");
+        }
+    }
+    assert_eq!(store.read_views("*", &ids(&["a*", "?"])).await.expect("read"), vec![None, None], "no pattern matching");
+    assert_eq!(store.count("*", &[IndexKey::new("*", "*"), IndexKey::new("*", "?")]).await.expect("count"), vec![1, 0]);
+}
+
+/// Dead letters are written with their batch, in order; a refused batch adds none; they belong
+/// to a generation.
+pub async fn dead_letters<S: ViewStore>(store: S) {
+    let letter = |n: u64| DeadLetter {
+        position: at(n),
+        stream: StreamId::new("conformance", format!("s'{n}")).expect("id"),
+        version: n,
+        event_type: "Broken".into(),
+        reason: format!("reason ü {n}"),
+    };
+    let g = live(&store, "p", 0).await;
+    assert!(store.dead_letters("p").await.expect("dead letters").is_empty());
+    let mut first = commit(g, None, 2, 0, &[("a", Some("1"))]);
+    first.dead_letters = vec![letter(1), letter(2)];
+    store.commit("p", first).await.expect("commit");
+    let mut stale = commit(g, None, 3, 0, &[]);
+    stale.dead_letters = vec![letter(3)];
+    assert!(store.commit("p", stale).await.is_err());
+    let mut second = commit(g, Some(2), 4, 0, &[]);
+    second.dead_letters = vec![letter(4)];
+    store.commit("p", second).await.expect("commit");
+    assert_eq!(store.dead_letters("p").await.expect("dead letters"), vec![letter(1), letter(2), letter(4)]);
+    live(&store, "q", 0).await;
+    assert!(store.dead_letters("q").await.expect("dead letters").is_empty(), "per projection");
+    let next = store.begin_generation("p", 1, 0).await.expect("begin");
+    store.commit("p", commit(next.id, None, 4, 0, &[])).await.expect("build");
+    store.go_live("p", next.id, 0).await.expect("live");
+    assert!(store.dead_letters("p").await.expect("dead letters").is_empty(), "per generation");
+}
+
+/// Index entries join and leave with their view, atomically; lists are ordered by sort key then
+/// id; counts are exact.
+pub async fn indexes<S: ViewStore>(store: S) {
+    let g = live(&store, "tasks", 0).await;
+    let open = IndexKey::new("status", "open");
+    let done = IndexKey::new("status", "done");
+    let entry = |status: &str, order: &str| IndexEntry::new("status", status).ordered_by(order);
+    let writes = vec![
+        ViewWrite::set("t3", "3").joining(vec![entry("open", "b")]),
+        ViewWrite::set("t1", "1").joining(vec![entry("open", "a")]),
+        ViewWrite::set("t2", "2").joining(vec![entry("open", "b"), IndexEntry::new("assignee", "ann")]),
+    ];
+    store.commit("tasks", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.expect("commit");
+    let page = store.list("tasks", &open, None, 10).await.expect("list");
+    let order: Vec<&str> = page.views.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(order, ["t1", "t2", "t3"], "by sort key, then id");
+    assert_eq!(page.next, None);
+    assert_eq!(page.views[0].1, "1");
+    assert_eq!(
+        store.count("tasks", &[open.clone(), done.clone(), IndexKey::new("assignee", "ann")]).await.expect("count"),
+        vec![3, 0, 1]
+    );
+
+    // t2 is done: it leaves "open" and joins "done"; t3 is deleted; t1 is unchanged.
+    let writes = vec![
+        ViewWrite::set("t2", "22").leaving(vec![entry("open", "b")]).joining(vec![entry("done", "b")]),
+        ViewWrite::delete("t3").leaving(vec![entry("open", "b")]),
+    ];
+    store.commit("tasks", ViewCommit { views: writes, ..commit(g, Some(1), 2, 0, &[]) }).await.expect("commit");
+    let page = store.list("tasks", &open, None, 10).await.expect("list");
+    assert_eq!(page.views, vec![("t1".to_owned(), "1".to_owned())]);
+    let page = store.list("tasks", &done, None, 10).await.expect("list");
+    assert_eq!(page.views, vec![("t2".to_owned(), "22".to_owned())]);
+    assert_eq!(store.count("tasks", &[open.clone(), done.clone()]).await.expect("count"), vec![1, 1]);
+    assert_eq!(
+        store.list("tasks", &IndexKey::new("status", "nope"), None, 10).await.expect("list"),
+        crate::ViewPage::default()
+    );
+
+    // A refused batch changes no index.
+    let writes = vec![ViewWrite::set("t1", "9").leaving(vec![entry("open", "a")]).joining(vec![entry("done", "a")])];
+    assert!(store.commit("tasks", ViewCommit { views: writes, ..commit(g, Some(1), 3, 0, &[]) }).await.is_err());
+    assert_eq!(store.count("tasks", &[open, done]).await.expect("count"), vec![1, 1]);
+
+    // A new generation's indexes are its own.
+    let next = store.begin_generation("tasks", 2, 0).await.expect("begin");
+    store.commit("tasks", commit(next.id, None, 2, 0, &[])).await.expect("build");
+    store.go_live("tasks", next.id, 0).await.expect("live");
+    assert_eq!(store.count("tasks", &[IndexKey::new("status", "open")]).await.expect("count"), vec![0]);
+}
+
+/// Paging walks a list once, in order, whatever the page size; cursors are strict.
+pub async fn paging<S: ViewStore>(store: S) {
+    let g = live(&store, "p", 0).await;
+    let all = IndexKey::new("all", "");
+    let mut writes = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..25u32 {
+        // Some ties on the sort key, broken by id.
+        let order = format!("{:03}", i / 3);
+        let id = format!("v{:02}'\"/{}", 24 - i, if i % 2 == 0 { "ü" } else { "" });
+        expected.push((order.clone(), id.clone()));
+        writes.push(ViewWrite::set(id, i.to_string()).joining(vec![IndexEntry { key: all.clone(), order }]));
+    }
+    expected.sort();
+    store.commit("p", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.expect("commit");
+    for limit in [1, 2, 7, 25, 100] {
+        let mut seen = Vec::new();
+        let mut after: Option<ListCursor> = None;
+        loop {
+            let page = store.list("p", &all, after.as_ref(), limit).await.expect("list");
+            assert!(page.views.len() <= limit);
+            seen.extend(page.views.into_iter().map(|(id, _)| id));
+            match page.next {
+                Some(next) => {
+                    let text = next.to_string();
+                    after = Some(text.parse().expect("a cursor round-trips"));
+                }
+                None => break,
+            }
+        }
+        let ids: Vec<String> = expected.iter().map(|(_, id)| id.clone()).collect();
+        assert_eq!(seen, ids, "limit {limit}");
+    }
+    let cursor = ListCursor { order: expected[9].0.clone(), id: expected[9].1.clone() };
+    let page = store.list("p", &all, Some(&cursor), 2).await.expect("list");
+    assert_eq!(
+        page.views.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        vec![expected[10].1.clone(), expected[11].1.clone()]
+    );
+    let past = ListCursor { order: "999".into(), id: String::new() };
+    assert_eq!(store.list("p", &all, Some(&past), 5).await.expect("list"), crate::ViewPage::default());
+}
+
+/// Writes a store must refuse, whole, before writing anything.
+pub async fn bad_writes<S: ViewStore>(store: S) {
+    let g = live(&store, "p", 0).await;
+    let bad = [
+        vec![ViewWrite::set("ok", "1"), ViewWrite::set("a\0b", "1")],
+        vec![ViewWrite::set("ok", "1").joining(vec![IndexEntry::new("s", "x\0")])],
+        vec![
+            ViewWrite::set("ok", "1")
+                .joining(vec![IndexEntry::new("s", "x").ordered_by("o".repeat(crate::MAX_ORDER_LEN + 1))]),
+        ],
+        vec![ViewWrite::set("ok", "1"), ViewWrite::set("ok", "2")],
+        vec![ViewWrite::set("i".repeat(crate::MAX_ID_LEN + 1), "1")],
+        vec![ViewWrite::set("ok", "1").joining(vec![IndexEntry::new("s", "v".repeat(crate::MAX_INDEX_VALUE_LEN + 1))])],
+        vec![ViewWrite::set("ok", "1").joining(vec![IndexEntry::new("n".repeat(crate::MAX_INDEX_NAME_LEN + 1), "v")])],
+    ];
+    for views in bad {
+        assert!(matches!(
+            store.commit("p", ViewCommit { views, ..commit(g, None, 1, 0, &[]) }).await,
+            Err(Error::InvalidId { .. })
+        ));
+    }
+    assert_eq!(store.read_views("p", &ids(&["ok"])).await.expect("read"), vec![None]);
+    assert_eq!(store.status("p").await.expect("status").checkpoint(), None);
+}
+
+/// Going live: the built generation's checkpoint and dead letters come along; a build that is
+/// behind the live views is refused until it catches up; a stale token is refused even on the
+/// live generation.
+pub async fn switching<S: ViewStore>(store: S) {
+    let old = live(&store, "p", 1).await;
+    store.commit("p", commit(old, None, 5, 1, &[("a", Some("\"old\""))])).await.expect("old");
+    let new = store.begin_generation("p", 1, 1).await.expect("begin");
+    let mut first = commit(new.id, None, 3, 1, &[("a", Some("\"new\""))]);
+    first.dead_letters = vec![DeadLetter {
+        position: at(2),
+        stream: StreamId::new("conformance", "s").expect("id"),
+        version: 2,
+        event_type: "Broken".into(),
+        reason: "a reason".into(),
+    }];
+    store.commit("p", first).await.expect("build");
+    let status = store.status("p").await.expect("status");
+    assert_eq!(status.building.map(|g| (g.id, g.checkpoint)), Some((new.id, Some(at(3)))), "the build's checkpoint");
+    assert_eq!(status.checkpoint(), Some(at(5)));
+    match store.go_live("p", new.id, 1).await {
+        Err(Error::CheckpointMoved { expected, actual, .. }) => {
+            assert_eq!((expected, actual), (Some(at(3)), Some(at(5))))
+        }
+        other => panic!("a build behind the live views must not go live: {other:?}"),
+    }
+    assert_eq!(store.read_views("p", &ids(&["a"])).await.expect("read"), vec![Some("\"old\"".into())]);
+    store.commit("p", commit(new.id, Some(3), 5, 1, &[])).await.expect("catch up");
+    store.go_live("p", new.id, 1).await.expect("caught up: live");
+    assert_eq!(store.read_views("p", &ids(&["a"])).await.expect("read"), vec![Some("\"new\"".into())]);
+    assert_eq!(store.dead_letters("p").await.expect("dead letters").len(), 1, "the build's dead letters come along");
+    store.commit("p", commit(new.id, Some(5), 6, 2, &[])).await.expect("token 2");
+    assert!(
+        matches!(store.go_live("p", new.id, 1).await, Err(Error::Fenced { .. })),
+        "a stale token, even on the live one"
+    );
+}
+
+/// Listing corners: byte-wise order, an exactly full last page, a view that moves in its list,
+/// a cursor whose entry is gone, views holding any JSON string.
+pub async fn list_corners<S: ViewStore>(store: S) {
+    let g = live(&store, "p", 0).await;
+    let all = IndexKey::new("all", "");
+    let at_order = |order: &str| IndexEntry { key: all.clone(), order: order.to_owned() };
+    // Byte-wise, not by locale: "B" < "_" < "a" < "b" < "É"; ties by id, byte-wise too.
+    let writes = vec![
+        ViewWrite::set("x", "1").joining(vec![at_order("a")]),
+        ViewWrite::set("y", "2").joining(vec![at_order("É")]),
+        ViewWrite::set("Z", "3").joining(vec![at_order("b")]),
+        ViewWrite::set("z", "4").joining(vec![at_order("B")]),
+        ViewWrite::set("é", "5").joining(vec![at_order("_")]),
+        ViewWrite::set("A", "6").joining(vec![at_order("_")]),
+        ViewWrite::set("nul", r#""a\u0000b""#).joining(vec![at_order("c")]),
+    ];
+    store.commit("p", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.expect("commit");
+    let order = |page: &crate::ViewPage| page.views.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+    let page = store.list("p", &all, None, 7).await.expect("list");
+    assert_eq!(order(&page), ["z", "A", "é", "x", "Z", "nul", "y"]);
+    assert_eq!(page.next, None, "an exactly full last page says so");
+    let json: String = serde_json::from_str(&page.views[5].1).expect("JSON");
+    assert_eq!(json, "a\0b", "a view may hold any JSON string");
+    assert_eq!(store.list("p", &all, None, 0).await.expect("list"), crate::ViewPage::default(), "limit 0");
+    assert_eq!(store.count("p", &[]).await.expect("count nothing"), Vec::<u64>::new());
+
+    let first = store.list("p", &all, None, 3).await.expect("list");
+    let cursor = first.next.expect("more");
+    assert_eq!(cursor.id, "é");
+    // The entry under the cursor moves to the end, and x is deleted: the next page starts after
+    // the cursor's place all the same.
+    let writes = vec![
+        ViewWrite::set("é", "5").leaving(vec![at_order("_")]).joining(vec![at_order("zz")]),
+        ViewWrite::delete("x").leaving(vec![at_order("a")]),
+    ];
+    store.commit("p", ViewCommit { views: writes, ..commit(g, Some(1), 2, 0, &[]) }).await.expect("commit");
+    let rest = store.list("p", &all, Some(&cursor), 10).await.expect("list");
+    assert_eq!(order(&rest), ["Z", "nul", "é", "y"], "\"zz\" sorts before \"É\" byte-wise");
+    assert_eq!(store.count("p", &[all]).await.expect("count"), vec![6]);
+}
+
+/// Queries naming what no commit can store (a NUL byte in a view id, an index name or value, a
+/// cursor), a view holding `\u0000`, and switches refused while the build is behind the live
+/// views (checkpoints past 2^53, where doubles lose precision): the store answers each exactly as
+/// the in-memory reference store does.
+pub async fn answers_like_the_memory_store<S: ViewStore>(store: S) {
+    let reference = nul_and_switch_script(&crate::MemoryViewStore::default()).await;
+    let answers = nul_and_switch_script(&store).await;
+    for (expected, answer) in reference.iter().zip(&answers) {
+        assert_eq!(answer, expected);
+    }
+    assert_eq!(answers.len(), reference.len());
+}
+
+async fn nul_and_switch_script(store: &dyn ViewStore) -> Vec<String> {
+    let mut out = Vec::new();
+    let nul_keys = [IndexKey::new("k\0", "v"), IndexKey::new("k", "v\0"), IndexKey::new("\0", "")];
+    out.push(format!("{:?}", store.read_views("p", &["a\0".into()]).await));
+    out.push(format!("{:?}", store.count("p", &nul_keys).await));
+    out.push(format!("{:?}", store.list("p", &nul_keys[0], None, 5).await));
+    let g = store.begin_generation("p", 1, 1).await.expect("begin").id;
+    store.go_live("p", g, 1).await.expect("a write the script expects to succeed");
+    let key = IndexKey::new("k", "v");
+    let entry = |order: &str| IndexEntry::new("k", "v").ordered_by(order);
+    let writes = vec![
+        ViewWrite::set("a", "1").joining(vec![entry("o")]),
+        ViewWrite::set("", "2").joining(vec![entry("o")]),
+        ViewWrite::set("b", r#""x\u0000y""#).joining(vec![entry("o")]),
+        ViewWrite::set("c", r#"{"z": 1,"a":2}"#).joining(vec![entry("o\u{1}")]),
+        ViewWrite::set("d", "4").joining(vec![entry("p"), entry("")]),
+    ];
+    let tx = (1u64 << 53) + 1;
+    let commit = |generation: u64, expected: Option<Position>, checkpoint: Position, views: Vec<ViewWrite>| {
+        ViewCommit { generation, expected, checkpoint, fencing_token: 1, views, dead_letters: Vec::new() }
+    };
+    store
+        .commit("p", commit(g, None, Position::new(tx, 1), writes))
+        .await
+        .expect("a write the script expects to succeed");
+    for ids in [vec!["a\0", "a", "\0", "b"], vec!["\0"], vec!["", "b\0"]] {
+        let ids: Vec<String> = ids.into_iter().map(String::from).collect();
+        out.push(format!("{:?}", store.read_views("p", &ids).await));
+        out.push(format!("{:?}", store.load_views("p", g, &ids).await));
+    }
+    let mut keys = nul_keys.to_vec();
+    keys.push(key.clone());
+    out.push(format!("{:?}", store.count("p", &keys).await));
+    for k in &nul_keys {
+        out.push(format!("{:?}", store.list("p", k, None, 5).await));
+    }
+    let cursors = [
+        ("o\0z", ""),
+        ("o\0", "zz"),
+        ("o", "a\0"),
+        ("o", "\0"),
+        ("o", "b\0"),
+        ("\0", "x"),
+        ("", "\0"),
+        ("", "d\0"),
+        ("p\0", ""),
+        ("o\u{1}", "c\0"),
+    ];
+    for (order, id) in cursors {
+        let cursor = ListCursor { order: order.into(), id: id.into() };
+        for limit in [1, 10] {
+            out.push(format!("{order:?} {id:?} {limit}: {:?}", store.list("p", &key, Some(&cursor), limit).await));
+        }
+    }
+
+    // A build behind the live checkpoint is refused until it catches up: (2^53, 5) is
+    // behind (2^53 + 1, 1), though the two transaction ids are equal as doubles.
+    let next = store.begin_generation("p", 2, 1).await.expect("begin").id;
+    out.push(format!("{:?}", store.go_live("p", next, 1).await));
+    store
+        .commit("p", commit(next, None, Position::new(tx - 1, 5), Vec::new()))
+        .await
+        .expect("a write the script expects to succeed");
+    out.push(format!("{:?}", store.go_live("p", next, 1).await));
+    out.push(format!("{:?}", store.go_live("p", next, 0).await));
+    // Ids are the store's own (only "newer is higher" is promised): compare the outcome alone.
+    out.push(format!(
+        "{:?}",
+        store
+            .go_live("p", next + 7, 1)
+            .await
+            .map_err(|e| matches!(e, Error::GenerationGone { generation, .. } if generation == next + 7))
+    ));
+    store
+        .commit("p", commit(next, Some(Position::new(tx - 1, 5)), Position::new(tx, 0), Vec::new()))
+        .await
+        .expect("a write the script expects to succeed");
+    out.push(format!("{:?}", store.go_live("p", next, 1).await));
+    out.push(format!(
+        "{:?}",
+        store
+            .status("p")
+            .await
+            .map(|s| (s.live.map(|l| l.checkpoint), s.building.map(|b| (b.id == next, b.version, b.checkpoint))))
+    ));
+    store
+        .commit("p", commit(next, Some(Position::new(tx, 0)), Position::new(tx, 1), Vec::new()))
+        .await
+        .expect("a write the script expects to succeed");
+    out.push(format!("{:?}", store.go_live("p", next, 1).await));
+    out.push(format!("{:?}", store.read_views("p", &["b".into(), "a".into()]).await));
+    // A build of the same checkpoint goes live; so does one ahead of a live generation with
+    // no checkpoint.
+    let same = store.begin_generation("p", 3, 1).await.expect("begin").id;
+    store
+        .commit("p", commit(same, None, Position::new(tx, 1), Vec::new()))
+        .await
+        .expect("a write the script expects to succeed");
+    out.push(format!("{:?}", store.go_live("p", same, 1).await));
+    let q = store.begin_generation("q", 1, 0).await.expect("begin").id;
+    store.go_live("q", q, 0).await.expect("a write the script expects to succeed");
+    let empty = store.begin_generation("q", 1, 0).await.expect("begin").id;
+    out.push(format!("{:?}", store.go_live("q", empty, 0).await));
+    out.push(format!("{:?}", store.status("q").await.map(|s| (s.live.map(|l| l.checkpoint), s.building))));
+    out
+}

@@ -1,0 +1,770 @@
+//! Where read models live: the [`ViewStore`] trait, and the generations, writes and secondary
+//! indexes it stores.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{Error, Position, Result};
+
+/// One namespace of a projection's views, built by one version of the projection from the first
+/// event on.
+///
+/// Queries read the projection's *live* generation. A rebuild (a new projection
+/// [version](crate::Projection::VERSION), or a store that lost its data) fills a new generation
+/// while queries go on reading the live one, and makes it live in one atomic step once it has
+/// caught up: queries never see a half-built model.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{Generation, Position};
+///
+/// let g = Generation { id: 3, version: 2, checkpoint: Some(Position::new(9, 40)) };
+/// assert!(g.checkpoint > None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Generation {
+    /// Unique among the projection's generations; a newer one has a higher id.
+    pub id: u64,
+    /// The version of the projection that builds it.
+    pub version: u32,
+    /// The position of the last event folded into it; `None` before the first.
+    pub checkpoint: Option<Position>,
+}
+
+/// Where a projection's views stand: the generation queries read, and one being built.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::ProjectionStatus;
+///
+/// let status = ProjectionStatus::default();
+/// assert!(status.live.is_none(), "nothing built yet: queries answer Error::NotBuilt");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectionStatus {
+    /// The generation queries read; `None` before the first build has caught up, or after the
+    /// store lost its data.
+    pub live: Option<Generation>,
+    /// A generation being built to replace `live`.
+    pub building: Option<Generation>,
+    /// Why the projection's runner stopped, when it did (see [`ViewStore::record_stop`]): the
+    /// record as stored, cleared by the runner that writes past it; [`active_stop`](Self::active_stop)
+    /// tells whether it still holds.
+    pub stopped: Option<ProjectionStop>,
+}
+
+/// Why a projection stopped: recorded in its view store by the runner that stopped, so that
+/// queries waiting for its views (in any process) fail at once, and health checks show it.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{Position, ProjectionStop, StopKind};
+///
+/// let stop = ProjectionStop::new(StopKind::Failed, Some(Position::new(7, 2)), "title too long")
+///     .at(3, Some(Position::new(7, 1)));
+/// assert_eq!(stop.to_string(), "failed at position 7.2: title too long");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProjectionStop {
+    /// What kind of stop.
+    pub kind: StopKind,
+    /// The position of the event it stopped at (its checkpoint is just before it), when one
+    /// event is to blame.
+    pub position: Option<Position>,
+    /// Why, in words.
+    pub reason: String,
+    /// The generation the runner wrote into.
+    pub generation: u64,
+    /// That generation's checkpoint when it stopped: once it moves, the stop no longer holds
+    /// (see [`ProjectionStatus::active_stop`]).
+    pub checkpoint: Option<Position>,
+}
+
+impl ProjectionStop {
+    /// A stop of `kind` at the event at `position`, in generation 0 at no checkpoint (see
+    /// [`at`](Self::at)).
+    pub fn new(kind: StopKind, position: Option<Position>, reason: impl Into<String>) -> Self {
+        ProjectionStop { kind, position, reason: reason.into(), generation: 0, checkpoint: None }
+    }
+
+    /// The same stop, in `generation` at `checkpoint`.
+    pub fn at(mut self, generation: u64, checkpoint: Option<Position>) -> Self {
+        self.generation = generation;
+        self.checkpoint = checkpoint;
+        self
+    }
+}
+
+impl fmt::Display for ProjectionStop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            StopKind::Failed => "failed",
+            StopKind::NeedsNewerRelease => "waits for a newer release",
+        };
+        match self.position {
+            Some(position) => write!(f, "{what} at position {position}: {}", self.reason),
+            None => write!(f, "{what}: {}", self.reason),
+        }
+    }
+}
+
+/// Why a projection stopped.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::StopKind;
+///
+/// assert_eq!("needs_newer_release".parse::<StopKind>().unwrap(), StopKind::NeedsNewerRelease);
+/// assert_eq!(StopKind::Failed.as_str(), "failed");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StopKind {
+    /// An event it cannot process under [`PoisonPolicy::Stop`](crate::PoisonPolicy::Stop), or
+    /// stored data that is corrupt: it needs a fix (of the code, or of the data).
+    Failed,
+    /// An event written by a newer release ([`Error::NewerSchema`]): a runner of that release
+    /// goes on from here; this one stands by.
+    NeedsNewerRelease,
+}
+
+impl StopKind {
+    /// Its stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopKind::Failed => "failed",
+            StopKind::NeedsNewerRelease => "needs_newer_release",
+        }
+    }
+}
+
+impl FromStr for StopKind {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "failed" => Ok(StopKind::Failed),
+            "needs_newer_release" => Ok(StopKind::NeedsNewerRelease),
+            other => {
+                Err(Error::Corrupt { location: "a projection's stop".into(), reason: format!("stop kind {other:?}") })
+            }
+        }
+    }
+}
+
+impl ProjectionStatus {
+    /// The checkpoint queries see: the live generation's.
+    pub fn checkpoint(&self) -> Option<Position> {
+        self.live.and_then(|g| g.checkpoint)
+    }
+
+    /// The recorded stop, while it still holds: its generation is live or being built and still
+    /// at the checkpoint it stopped at. A stop that a runner has since written past (a restart
+    /// after a fix, or a late record of a deposed leader) is stale, whether or not its record
+    /// has been cleared yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{Generation, Position, ProjectionStatus, ProjectionStop, StopKind};
+    ///
+    /// let stop = ProjectionStop::new(StopKind::Failed, None, "corrupt row").at(1, Some(Position::new(5, 1)));
+    /// let mut status = ProjectionStatus {
+    ///     live: Some(Generation { id: 1, version: 1, checkpoint: Some(Position::new(5, 1)) }),
+    ///     building: None,
+    ///     stopped: Some(stop),
+    /// };
+    /// assert!(status.active_stop().is_some());
+    /// status.live = Some(Generation { id: 1, version: 1, checkpoint: Some(Position::new(6, 1)) });
+    /// assert!(status.active_stop().is_none(), "written past since");
+    /// ```
+    pub fn active_stop(&self) -> Option<&ProjectionStop> {
+        let stop = self.stopped.as_ref()?;
+        [self.live, self.building]
+            .into_iter()
+            .flatten()
+            .any(|g| g.id == stop.generation && g.checkpoint == stop.checkpoint)
+            .then_some(stop)
+    }
+}
+
+/// Names one list of views: the views whose secondary index `name` has `value` (say, tasks
+/// whose `status` is `open`).
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::IndexKey;
+///
+/// let open = IndexKey::new("status", "open");
+/// assert_eq!(open.to_string(), "status=open");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IndexKey {
+    /// The index.
+    pub name: String,
+    /// The value the listed views have.
+    pub value: String,
+}
+
+impl IndexKey {
+    /// The list of views whose index `name` has `value`.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        IndexKey { name: name.into(), value: value.into() }
+    }
+}
+
+impl fmt::Display for IndexKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.name, self.value)
+    }
+}
+
+/// A view's place in one list of a secondary index: the list, and the key the list is sorted by
+/// (ties broken by view id).
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{IndexEntry, Position};
+///
+/// // Tasks listed by status, in creation order.
+/// let created = Position::new(12, 3);
+/// let entry = IndexEntry::new("status", "open").ordered_by(created.sort_key());
+/// assert_eq!(entry.key.value, "open");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IndexEntry {
+    /// The list.
+    pub key: IndexKey,
+    /// Where the view sorts in it (compared byte-wise); empty sorts by id alone.
+    pub order: String,
+}
+
+impl IndexEntry {
+    /// An entry in the list of views whose index `name` has `value`, sorted by view id.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        IndexEntry { key: IndexKey::new(name, value), order: String::new() }
+    }
+
+    /// Sorts the view by `order` in the list (byte-wise; ties by view id).
+    pub fn ordered_by(mut self, order: impl Into<String>) -> Self {
+        self.order = order.into();
+        self
+    }
+}
+
+/// One view changed by a batch: its new JSON (or its deletion) and the index entries it leaves
+/// and joins.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{IndexEntry, ViewWrite};
+///
+/// let write = ViewWrite::set("t-1", r#"{"status":"completed"}"#)
+///     .leaving(vec![IndexEntry::new("status", "open")])
+///     .joining(vec![IndexEntry::new("status", "completed")]);
+/// assert_eq!(write.id, "t-1");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewWrite {
+    /// The view's id.
+    pub id: String,
+    /// Its JSON, or `None` to delete it.
+    pub view: Option<String>,
+    /// Index entries it had and no longer has.
+    pub leave: Vec<IndexEntry>,
+    /// Index entries it gains.
+    pub join: Vec<IndexEntry>,
+}
+
+impl ViewWrite {
+    /// Stores `json` as the view `id`.
+    pub fn set(id: impl Into<String>, json: impl Into<String>) -> Self {
+        ViewWrite { id: id.into(), view: Some(json.into()), leave: Vec::new(), join: Vec::new() }
+    }
+
+    /// Deletes the view `id`.
+    pub fn delete(id: impl Into<String>) -> Self {
+        ViewWrite { id: id.into(), view: None, leave: Vec::new(), join: Vec::new() }
+    }
+
+    /// The view leaves these index entries.
+    pub fn leaving(mut self, entries: Vec<IndexEntry>) -> Self {
+        self.leave = entries;
+        self
+    }
+
+    /// The view joins these index entries.
+    pub fn joining(mut self, entries: Vec<IndexEntry>) -> Self {
+        self.join = entries;
+        self
+    }
+}
+
+/// One atomic write of a projection into one generation: its changed views, their index
+/// entries, and the generation's new checkpoint.
+///
+/// A store applies it only if the generation is still live or being built, its checkpoint is
+/// still `expected`, and `fencing_token` is not lower than the highest token it has seen for the
+/// projection; otherwise it writes nothing and fails with
+/// [`Error::GenerationGone`](crate::Error::GenerationGone),
+/// [`Error::CheckpointMoved`](crate::Error::CheckpointMoved) or
+/// [`Error::Fenced`](crate::Error::Fenced). That makes replays after a crash, writes of a
+/// deposed leader, and writes into views a store has lost, change nothing.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{Position, ViewCommit, ViewWrite};
+///
+/// let commit = ViewCommit {
+///     generation: 1,
+///     expected: Some(Position::new(4, 9)),
+///     checkpoint: Position::new(5, 12),
+///     fencing_token: 3,
+///     views: vec![ViewWrite::set("task-1", r#"{"title":"x"}"#), ViewWrite::delete("task-2")],
+///     dead_letters: Vec::new(),
+/// };
+/// assert_eq!(commit.views.len(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewCommit {
+    /// The generation written to.
+    pub generation: u64,
+    /// The generation's checkpoint the projection read before processing this batch.
+    pub expected: Option<Position>,
+    /// The checkpoint after this batch: the position of its last event.
+    pub checkpoint: Position,
+    /// The leader's fencing token (0 when the projection runs without a lease).
+    pub fencing_token: u64,
+    /// The views to write or delete, each id at most once.
+    pub views: Vec<ViewWrite>,
+    /// Events of this batch the projection skipped (see [`PoisonPolicy`](crate::PoisonPolicy)),
+    /// recorded with the batch so that skipping one and moving the checkpoint past it happen
+    /// together.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// Where a listing resumes: after the view with this sort key and id. Its text form (for URLs)
+/// is opaque and URL-safe.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::ListCursor;
+///
+/// let cursor = ListCursor { order: "0001".into(), id: "t/1 ü".into() };
+/// let text = cursor.to_string();
+/// assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+/// assert_eq!(text.parse::<ListCursor>().unwrap(), cursor);
+/// assert!("zz".parse::<ListCursor>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListCursor {
+    /// The sort key of the last view returned.
+    pub order: String,
+    /// Its id.
+    pub id: String,
+}
+
+impl fmt::Display for ListCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Hex of `order`, `-`, hex of `id`: URL-safe and unambiguous.
+        for byte in self.order.bytes() {
+            write!(f, "{byte:02x}")?;
+        }
+        f.write_str("-")?;
+        for byte in self.id.bytes() {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for ListCursor {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = || Error::InvalidId { what: "list cursor", reason: "not a cursor this store returned".into() };
+        if text.len() > 2 * (crate::MAX_ID_LEN + MAX_ORDER_LEN) + 1 {
+            return Err(bad());
+        }
+        let unhex = |part: &str| -> Result<String> {
+            if part.len() % 2 != 0 {
+                return Err(bad());
+            }
+            let bytes = (0..part.len())
+                .step_by(2)
+                .map(|i| part.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(bad))
+                .collect::<Result<Vec<u8>>>()?;
+            String::from_utf8(bytes).map_err(|_| bad())
+        };
+        let (order, id) = text.split_once('-').ok_or_else(bad)?;
+        let cursor = ListCursor { order: unhex(order)?, id: unhex(id)? };
+        if cursor.order.contains('\0') || cursor.id.contains('\0') {
+            return Err(bad());
+        }
+        Ok(cursor)
+    }
+}
+
+/// The longest index sort key a store accepts, in bytes.
+pub const MAX_ORDER_LEN: usize = 256;
+/// The longest index name a store accepts, in bytes.
+pub const MAX_INDEX_NAME_LEN: usize = 128;
+/// The longest index value a store accepts, in bytes.
+pub const MAX_INDEX_VALUE_LEN: usize = 512;
+
+/// What marks a value kept as a digest (see [`IndexKey::fitted`]).
+const DIGEST_MARK: &str = "~sha256:";
+
+/// `text` as a store can keep it under `limit` bytes: unchanged when it fits, holds no NUL byte
+/// and does not look like a digest; otherwise its longest prefix before any NUL that leaves room,
+/// then `~sha256:` and the SHA-256 of the whole text in hex. Two different texts never fit to the
+/// same form (short of a SHA-256 collision), so equality still holds.
+pub(crate) fn fit_digest(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    use sha2::Digest;
+    if text.len() <= limit && !text.contains('\0') && !text.contains(DIGEST_MARK) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let room = limit.saturating_sub(DIGEST_MARK.len() + 64);
+    let before_nul = text.split('\0').next().unwrap_or_default();
+    let mut fitted = String::with_capacity(limit);
+    fitted.push_str(floor_char_boundary(before_nul, room));
+    fitted.push_str(DIGEST_MARK);
+    for byte in sha2::Sha256::digest(text.as_bytes()) {
+        fitted.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        fitted.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    }
+    std::borrow::Cow::Owned(fitted)
+}
+
+/// `text` cut before its first NUL byte and to at most `limit` bytes (on a character boundary).
+fn fit_cut(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    let before_nul = text.split('\0').next().unwrap_or_default();
+    let cut = floor_char_boundary(before_nul, limit);
+    if cut.len() == text.len() { std::borrow::Cow::Borrowed(text) } else { std::borrow::Cow::Owned(cut.to_owned()) }
+}
+
+fn floor_char_boundary(text: &str, limit: usize) -> &str {
+    let mut end = limit.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The id under which a store keeps the view `id`: unchanged unless it is over
+/// [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes or holds a NUL byte (then a digest form, as for
+/// [`IndexKey::fitted`]). The projector writes, and [`ViewReader`](crate::ViewReader) reads,
+/// views under this id, so no id an event carries can stop a projection.
+///
+/// # Examples
+///
+/// ```
+/// let long = "x".repeat(5000);
+/// assert_eq!(eventloom_core::stored_view_id("t-1"), "t-1");
+/// assert!(eventloom_core::stored_view_id(&long).len() <= eventloom_core::MAX_ID_LEN);
+/// ```
+pub fn stored_view_id(id: &str) -> std::borrow::Cow<'_, str> {
+    fit_digest(id, crate::MAX_ID_LEN)
+}
+
+impl IndexKey {
+    /// This key as a store keeps it: an index value over [`MAX_INDEX_VALUE_LEN`] bytes, or with
+    /// a NUL byte, becomes its longest prefix that leaves room followed by `~sha256:` and the
+    /// SHA-256 of the whole value (a value that already holds `~sha256:` does too), so that
+    /// equality queries still match and no value an event carries can stop a projection; a name
+    /// likewise under [`MAX_INDEX_NAME_LEN`]. The projector writes, and
+    /// [`ViewReader`](crate::ViewReader) queries, fitted keys.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{IndexKey, MAX_INDEX_VALUE_LEN};
+    ///
+    /// let short = IndexKey::new("assignee", "ada");
+    /// assert_eq!(short.fitted(), short);
+    /// let long = IndexKey::new("assignee", "🦀".repeat(130));
+    /// let fitted = long.fitted();
+    /// assert!(fitted.value.len() <= MAX_INDEX_VALUE_LEN);
+    /// assert_eq!(fitted, long.fitted(), "the same value fits the same way");
+    /// assert_ne!(fitted, IndexKey::new("assignee", "🦀".repeat(131)).fitted());
+    /// ```
+    pub fn fitted(&self) -> IndexKey {
+        IndexKey {
+            name: fit_digest(&self.name, MAX_INDEX_NAME_LEN).into_owned(),
+            value: fit_digest(&self.value, MAX_INDEX_VALUE_LEN).into_owned(),
+        }
+    }
+}
+
+impl IndexEntry {
+    /// This entry as a store keeps it: its key [fitted](IndexKey::fitted), and a sort key cut
+    /// before any NUL byte and to [`MAX_ORDER_LEN`] bytes. Views whose sort keys agree in those
+    /// bytes sort among themselves by view id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{IndexEntry, MAX_ORDER_LEN};
+    ///
+    /// let entry = IndexEntry::new("title", "x").ordered_by("é".repeat(200));
+    /// assert_eq!(entry.fitted().order.len(), MAX_ORDER_LEN);
+    /// ```
+    pub fn fitted(&self) -> IndexEntry {
+        self.clone().into_fitted()
+    }
+
+    /// [`IndexEntry::fitted`], reusing this entry's strings when they fit already.
+    pub(crate) fn into_fitted(mut self) -> IndexEntry {
+        use std::borrow::Cow::Owned;
+        if let Owned(name) = fit_digest(&self.key.name, MAX_INDEX_NAME_LEN) {
+            self.key.name = name;
+        }
+        if let Owned(value) = fit_digest(&self.key.value, MAX_INDEX_VALUE_LEN) {
+            self.key.value = value;
+        }
+        if let Owned(order) = fit_cut(&self.order, MAX_ORDER_LEN) {
+            self.order = order;
+        }
+        self
+    }
+}
+
+/// One page of a listing: views (id and JSON) in index order, and where the next page starts.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::ViewPage;
+///
+/// let page = ViewPage { views: vec![("t-1".into(), "{}".into())], next: None };
+/// assert!(page.next.is_none(), "the last page");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewPage {
+    /// The views, by id, with their JSON.
+    pub views: Vec<(String, String)>,
+    /// The cursor of the next page; `None` on the last.
+    pub next: Option<ListCursor>,
+}
+
+/// An event a projection skipped because it could not process it.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{DeadLetter, Position, StreamId};
+///
+/// let letter = DeadLetter {
+///     position: Position::new(4, 7),
+///     stream: StreamId::new("task", "t-1").unwrap(),
+///     version: 3,
+///     event_type: "TaskRenamed".into(),
+///     reason: "title too long".into(),
+/// };
+/// let json = serde_json::to_string(&letter).unwrap();
+/// assert_eq!(serde_json::from_str::<DeadLetter>(&json).unwrap(), letter);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetter {
+    /// The event's position.
+    pub position: Position,
+    /// Its stream.
+    pub stream: crate::StreamId,
+    /// Its version in the stream.
+    pub version: u64,
+    /// Its stored type name.
+    pub event_type: String,
+    /// Why the projection could not process it.
+    pub reason: String,
+}
+
+/// Stores a projection's views (as JSON, by id), their secondary indexes and checkpoints, in
+/// generations (see [`Generation`]).
+///
+/// The projector writes through [`begin_generation`](Self::begin_generation),
+/// [`load_views`](Self::load_views), [`commit`](Self::commit) and [`go_live`](Self::go_live);
+/// queries read the live generation through [`read_views`](Self::read_views),
+/// [`list`](Self::list) and [`count`](Self::count), which fail with
+/// [`Error::NotBuilt`](crate::Error::NotBuilt) while there is none. A store finds the live
+/// generation without an extra round-trip per query.
+///
+/// Implementations run the conformance suite `eventloom_core::testing::view_store` (feature
+/// `testing`). The trait is object safe; [`crate::ViewReader`] gives typed access.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use eventloom_core::{MemoryViewStore, Position, ViewCommit, ViewStore, ViewWrite};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store: Arc<dyn ViewStore> = Arc::new(MemoryViewStore::default());
+/// let generation = store.begin_generation("tasks", 1, 0).await.unwrap();
+/// let commit = ViewCommit { generation: generation.id, expected: None, checkpoint: Position::new(1, 1),
+///     fencing_token: 0, views: vec![ViewWrite::set("t-1", "{}")], dead_letters: Vec::new() };
+/// store.commit("tasks", commit).await.unwrap();
+/// assert!(store.read_views("tasks", &["t-1".into()]).await.is_err(), "not live yet");
+/// store.go_live("tasks", generation.id, 0).await.unwrap();
+/// assert_eq!(store.read_views("tasks", &["t-1".into()]).await.unwrap(), vec![Some("{}".into())]);
+/// # });
+/// ```
+#[async_trait]
+pub trait ViewStore: Send + Sync + 'static {
+    /// The projection's live generation and the one being built. A failure to read it is an
+    /// error, never "nothing stored".
+    async fn status(&self, projection: &str) -> Result<ProjectionStatus>;
+
+    /// Starts a new, empty generation for `version` of the projection, with an id higher than any
+    /// the store holds, and records it as the one being built (dropping an earlier one being
+    /// built). Refused with [`Error::Fenced`] like a commit.
+    async fn begin_generation(&self, projection: &str, version: u32, fencing_token: u64) -> Result<Generation>;
+
+    /// The views with these ids in `generation`, in the same order; `None` for a missing one.
+    async fn load_views(&self, projection: &str, generation: u64, ids: &[String]) -> Result<Vec<Option<String>>>;
+
+    /// Applies `commit` atomically if its generation, expected checkpoint and fencing token hold.
+    async fn commit(&self, projection: &str, commit: ViewCommit) -> Result<()>;
+
+    /// Makes the generation being built live, in one atomic step, and drops the one that was
+    /// live. Refused with [`Error::Fenced`] for an old token, with [`Error::GenerationGone`]
+    /// when `generation` is not the one being built, and with [`Error::CheckpointMoved`] (its
+    /// `expected` the built checkpoint, its `actual` the live one) while the built generation is
+    /// behind the live one: switching then would take queries back in time. Making the live
+    /// generation live again succeeds and changes nothing.
+    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> Result<()>;
+
+    /// The live views with these ids, in the same order; `None` for a missing one.
+    async fn read_views(&self, projection: &str, ids: &[String]) -> Result<Vec<Option<String>>>;
+
+    /// Up to `limit` live views of one index list, in its order, after `after`.
+    async fn list(
+        &self,
+        projection: &str,
+        key: &IndexKey,
+        after: Option<&ListCursor>,
+        limit: usize,
+    ) -> Result<ViewPage>;
+
+    /// How many live views each index list holds, in the order asked, read at one instant.
+    async fn count(&self, projection: &str, keys: &[IndexKey]) -> Result<Vec<u64>>;
+
+    /// The events the live generation's projection skipped, oldest first (none before one is
+    /// live).
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>>;
+
+    /// Records why the projection stopped (`None`: that it runs again), for
+    /// [`status`](Self::status) to report. Refused with [`Error::Fenced`] like a commit.
+    async fn record_stop(&self, projection: &str, stop: Option<&ProjectionStop>, fencing_token: u64) -> Result<()>;
+}
+
+#[async_trait]
+impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
+    async fn status(&self, projection: &str) -> Result<ProjectionStatus> {
+        (**self).status(projection).await
+    }
+    async fn begin_generation(&self, projection: &str, version: u32, fencing_token: u64) -> Result<Generation> {
+        (**self).begin_generation(projection, version, fencing_token).await
+    }
+    async fn load_views(&self, projection: &str, generation: u64, ids: &[String]) -> Result<Vec<Option<String>>> {
+        (**self).load_views(projection, generation, ids).await
+    }
+    async fn commit(&self, projection: &str, commit: ViewCommit) -> Result<()> {
+        (**self).commit(projection, commit).await
+    }
+    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> Result<()> {
+        (**self).go_live(projection, generation, fencing_token).await
+    }
+    async fn read_views(&self, projection: &str, ids: &[String]) -> Result<Vec<Option<String>>> {
+        (**self).read_views(projection, ids).await
+    }
+    async fn list(
+        &self,
+        projection: &str,
+        key: &IndexKey,
+        after: Option<&ListCursor>,
+        limit: usize,
+    ) -> Result<ViewPage> {
+        (**self).list(projection, key, after, limit).await
+    }
+    async fn count(&self, projection: &str, keys: &[IndexKey]) -> Result<Vec<u64>> {
+        (**self).count(projection, keys).await
+    }
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>> {
+        (**self).dead_letters(projection).await
+    }
+    async fn record_stop(&self, projection: &str, stop: Option<&ProjectionStop>, fencing_token: u64) -> Result<()> {
+        (**self).record_stop(projection, stop, fencing_token).await
+    }
+}
+
+impl ViewCommit {
+    /// Checks what every store must refuse before writing anything: a NUL byte in a view id,
+    /// index name, value or sort key (PostgreSQL text cannot hold one, and Redis index members
+    /// use it as a separator); a view id over [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes, an index
+    /// name over [`MAX_INDEX_NAME_LEN`], a value over [`MAX_INDEX_VALUE_LEN`] or a sort key over
+    /// [`MAX_ORDER_LEN`] (so that every index entry fits a PostgreSQL b-tree row and every
+    /// cursor parses); an id written twice.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{Position, ViewCommit, ViewWrite};
+    ///
+    /// let mut commit = ViewCommit { generation: 1, expected: None, checkpoint: Position::new(1, 1),
+    ///     fencing_token: 0, views: vec![ViewWrite::set("a\0b", "{}")], dead_letters: Vec::new() };
+    /// assert!(commit.validate().is_err());
+    /// commit.views[0].id = "a".into();
+    /// assert!(commit.validate().is_ok());
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let mut seen = std::collections::HashSet::with_capacity(self.views.len());
+        for write in &self.views {
+            write.validate()?;
+            if !seen.insert(write.id.as_str()) {
+                return Err(Error::InvalidId { what: "view id", reason: format!("{:?} is written twice", write.id) });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ViewWrite {
+    /// The checks of [`ViewCommit::validate`] on this one write.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let check = |what: &'static str, text: &str, limit: usize| {
+            if text.contains('\0') {
+                return Err(Error::InvalidId {
+                    what,
+                    reason: format!("{:?} contains a NUL byte", text.escape_debug().to_string()),
+                });
+            }
+            if text.len() > limit {
+                return Err(Error::InvalidId {
+                    what,
+                    reason: format!("{} bytes, over the limit of {limit}", text.len()),
+                });
+            }
+            Ok(())
+        };
+        check("view id", &self.id, crate::MAX_ID_LEN)?;
+        for entry in self.leave.iter().chain(&self.join) {
+            check("index name", &entry.key.name, MAX_INDEX_NAME_LEN)?;
+            check("index value", &entry.key.value, MAX_INDEX_VALUE_LEN)?;
+            check("index sort key", &entry.order, MAX_ORDER_LEN)?;
+        }
+        Ok(())
+    }
+}

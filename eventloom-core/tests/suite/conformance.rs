@@ -1,0 +1,108 @@
+use eventloom_core::testing::{encoding, event_store, lease, projector, snapshot_store, view_store};
+use eventloom_core::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_event_store_conforms() {
+    event_store::run(|| async { MemoryEventStore::new() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_snapshot_store_conforms() {
+    snapshot_store::run(|| async { MemorySnapshotStore::default() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_view_store_conforms() {
+    view_store::run(|| async { MemoryViewStore::default() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_leases_conform() {
+    lease::run(
+        || async { MemoryLeases::default() },
+        |leases: MemoryLeases, name: String| async move { leases.revoke(&name) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn memory_stores_refuse_non_finite_floats() {
+    encoding::run(MemoryEventStore::new(), MemorySnapshotStore::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn projector_over_memory_views_conforms() {
+    projector::run(|| async { MemoryViewStore::default() }).await;
+}
+
+#[tokio::test]
+async fn memory_event_store_refuses_oversized_events() {
+    use eventloom_core::{Error, EventStore, ExpectedVersion, StreamId};
+    let store = MemoryEventStore::with_max_event_size(100);
+    let stream = StreamId::new("t", "1").unwrap();
+    let mut big = eventloom_core::testing::test_event(1);
+    big.payload = format!(r#"{{"s":"{}"}}"#, "x".repeat(200));
+    let small = eventloom_core::testing::test_event(2);
+    match store.append(&stream, ExpectedVersion::Any, vec![small, big]).await {
+        Err(Error::PayloadTooLarge { limit: 100, size }) => assert!(size > 200),
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    assert!(store.is_empty(), "nothing of the refused append was written");
+}
+
+/// A store that keeps `EventStore::count_after`'s default (paging through `read_all`).
+#[derive(Clone)]
+struct DefaultCount(MemoryEventStore);
+
+#[eventloom_core::async_trait]
+impl eventloom_core::EventStore for DefaultCount {
+    async fn append(
+        &self,
+        stream: &eventloom_core::StreamId,
+        expected: eventloom_core::ExpectedVersion,
+        events: Vec<eventloom_core::NewEvent>,
+    ) -> eventloom_core::Result<eventloom_core::AppendOutcome> {
+        self.0.append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &eventloom_core::StreamId,
+        from: u64,
+        limit: usize,
+    ) -> eventloom_core::Result<Vec<eventloom_core::RecordedEvent>> {
+        self.0.read_stream(stream, from, limit).await
+    }
+    async fn read_all(
+        &self,
+        after: eventloom_core::Position,
+        limit: usize,
+    ) -> eventloom_core::Result<Vec<eventloom_core::RecordedEvent>> {
+        self.0.read_all(after, limit).await
+    }
+    async fn stream_version(&self, stream: &eventloom_core::StreamId) -> eventloom_core::Result<u64> {
+        self.0.stream_version(stream).await
+    }
+    async fn head(&self) -> eventloom_core::Result<Option<eventloom_core::Position>> {
+        self.0.head().await
+    }
+    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::AppendOutcome>> {
+        self.0.command_outcome(id).await
+    }
+    async fn record_command(&self, id: &str, outcome: eventloom_core::AppendOutcome) -> eventloom_core::Result<()> {
+        self.0.record_command(id, outcome).await
+    }
+}
+
+#[tokio::test]
+async fn the_default_count_after_counts_up_to_its_cap_across_pages() {
+    use eventloom_core::{EventStore, ExpectedVersion, Position, StreamId};
+    let store = DefaultCount(MemoryEventStore::new());
+    event_store::head_and_count(store.clone()).await;
+    let stream = StreamId::new("t", "many").unwrap();
+    store
+        .append(&stream, ExpectedVersion::Any, (0..2_500).map(eventloom_core::testing::test_event).collect())
+        .await
+        .unwrap();
+    assert_eq!(store.count_after(Position::ZERO, 10_000).await.unwrap(), 2_505, "over several pages");
+    assert_eq!(store.count_after(Position::ZERO, 1_001).await.unwrap(), 1_001);
+}

@@ -1,0 +1,9 @@
+//! The integration tests of eventloom-core, in one binary.
+#![allow(clippy::unwrap_used)]
+
+mod conformance;
+mod domain;
+mod engine;
+mod kit;
+mod projector;
+mod retry;

@@ -1,0 +1,14 @@
+#[path = "../account.rs"]
+mod account;
+
+use account::Account;
+use eventloom_core::prelude::*;
+
+#[derive(Command)]
+#[command(aggregate = Account, name = "")]
+struct Open {
+    #[command(id)]
+    id: String,
+}
+
+fn main() {}

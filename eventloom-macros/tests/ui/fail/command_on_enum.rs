@@ -1,0 +1,13 @@
+#[path = "../account.rs"]
+mod account;
+
+use account::Account;
+use eventloom_core::prelude::*;
+
+#[derive(Command)]
+#[command(aggregate = Account)]
+enum Open {
+    ById(String),
+}
+
+fn main() {}

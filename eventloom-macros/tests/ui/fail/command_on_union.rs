@@ -1,0 +1,13 @@
+#[path = "../account.rs"]
+mod account;
+
+use account::Account;
+use eventloom_core::prelude::*;
+
+#[derive(Command)]
+#[command(aggregate = Account)]
+union Open {
+    id: u64,
+}
+
+fn main() {}

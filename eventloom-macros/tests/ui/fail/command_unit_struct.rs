@@ -1,0 +1,11 @@
+#[path = "../account.rs"]
+mod account;
+
+use account::Account;
+use eventloom_core::prelude::*;
+
+#[derive(Command)]
+#[command(aggregate = Account)]
+struct Open;
+
+fn main() {}

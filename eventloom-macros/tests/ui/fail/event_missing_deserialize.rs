@@ -1,0 +1,8 @@
+use eventloom_core::prelude::*;
+
+#[derive(Serialize, Event)]
+enum TaskEvent {
+    Created,
+}
+
+fn main() {}

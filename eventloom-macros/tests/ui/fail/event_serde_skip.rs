@@ -1,0 +1,10 @@
+use eventloom_core::prelude::*;
+
+#[derive(Serialize, Deserialize, Event)]
+enum TaskEvent {
+    #[serde(skip)]
+    Draft,
+    Created { title: String },
+}
+
+fn main() {}

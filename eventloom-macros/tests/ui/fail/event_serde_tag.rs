@@ -1,0 +1,9 @@
+use eventloom_core::prelude::*;
+
+#[derive(Serialize, Deserialize, Event)]
+#[serde(tag = "type")]
+enum TaskEvent {
+    Created { title: String },
+}
+
+fn main() {}

@@ -1,0 +1,179 @@
+//! Connection settings.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::{Error, Result};
+
+/// The default largest event payload accepted: 1 MiB.
+pub const DEFAULT_MAX_EVENT_SIZE: usize = 1 << 20;
+/// The default number of pooled connections.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// How to reach PostgreSQL and where the tables live.
+///
+/// Built from a URL (`postgres://user:password@host:port/db?sslmode=...`) or a
+/// `tokio_postgres::Config`. Its `Debug` output never shows the password.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_postgres::PgConfig;
+///
+/// let config = PgConfig::from_url("postgres://ada:s3cret@127.0.0.1:5432/app")
+///     .unwrap()
+///     .schema("billing")
+///     .unwrap()
+///     .pool_size(32);
+/// let shown = format!("{config:?}");
+/// assert!(!shown.contains("s3cret"));
+/// assert!(shown.contains("billing"));
+/// assert!(PgConfig::from_url("mysql://nope").is_err());
+/// ```
+#[derive(Clone)]
+pub struct PgConfig {
+    pub(crate) pg: tokio_postgres::Config,
+    pub(crate) schema: String,
+    pub(crate) pool_size: usize,
+    pub(crate) max_event_size: usize,
+    pub(crate) tls: bool,
+    /// Extra trusted root certificates (PEM), for servers with a private CA.
+    pub(crate) tls_roots: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hosts: Vec<String> = self
+            .pg
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        f.debug_struct("PgConfig")
+            .field("hosts", &hosts)
+            .field("ports", &self.pg.get_ports())
+            .field("user", &self.pg.get_user())
+            .field("dbname", &self.pg.get_dbname())
+            .field("password", &self.pg.get_password().map(|_| "<redacted>"))
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("max_event_size", &self.max_event_size)
+            .field("tls", &self.tls)
+            .field("tls_roots", &self.tls_roots.as_ref().map(|pem| pem.len()))
+            .finish()
+    }
+}
+
+/// Whether `name` can be a schema name as it is: lowercase ASCII letters, digits and `_`,
+/// starting with a letter or `_`, at most 63 bytes.
+fn valid_schema(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
+        && name.len() <= 63
+        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+}
+
+impl PgConfig {
+    /// Settings from a `postgres://` URL or a `key=value` connection string.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let pg = tokio_postgres::Config::from_str(url)
+            .map_err(|_| Error::Config("the PostgreSQL connection string does not parse".to_owned()))?;
+        Ok(Self::from_config(pg))
+    }
+
+    /// Settings from a `tokio_postgres::Config`.
+    pub fn from_config(mut pg: tokio_postgres::Config) -> Self {
+        // A half-open connection must not hold a projector's lease, or a LISTEN, for hours.
+        pg.keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3);
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(Duration::from_secs(10));
+        }
+        let tls = matches!(pg.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        PgConfig {
+            pg,
+            schema: "cqrs".to_owned(),
+            pool_size: DEFAULT_POOL_SIZE,
+            max_event_size: DEFAULT_MAX_EVENT_SIZE,
+            tls,
+            tls_roots: None,
+        }
+    }
+
+    /// The schema that holds the tables (default `cqrs`): lowercase letters, digits and `_`.
+    pub fn schema(mut self, name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        if !valid_schema(&name) {
+            return Err(Error::Config(format!(
+                "schema name {:?} must be 1 to 63 lowercase letters, digits or '_', not starting with a digit",
+                name.chars().take(80).collect::<String>()
+            )));
+        }
+        self.schema = name;
+        Ok(self)
+    }
+
+    /// How many pooled connections the store keeps (at least 1).
+    pub fn pool_size(mut self, connections: usize) -> Self {
+        self.pool_size = connections.max(1);
+        self
+    }
+
+    /// Refuses events whose payload is larger than `bytes` with
+    /// [`eventloom_core::Error::PayloadTooLarge`].
+    pub fn max_event_size(mut self, bytes: usize) -> Self {
+        self.max_event_size = bytes;
+        self
+    }
+
+    /// Connects with TLS (rustls, webpki roots), as `sslmode=require` in the URL does.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
+    /// Connects with TLS and also trusts these root certificates (PEM), for a server whose
+    /// certificate a private CA signed.
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls = true;
+        self.tls_roots = Some(pem.into());
+        self
+    }
+
+    /// The schema name.
+    pub fn schema_name(&self) -> &str {
+        &self.schema
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names() {
+        for ok in ["cqrs", "_x", "a1_b2", &"a".repeat(63)] {
+            assert!(valid_schema(ok), "{ok}");
+        }
+        for bad in ["", "1a", "A", "a-b", "a b", "a\"b", "a;drop", &"a".repeat(64), "é"] {
+            assert!(!valid_schema(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_password_and_errors_hide_the_url() {
+        let c = PgConfig::from_url("postgres://u:hunter2@h/db").unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let e = PgConfig::from_url("postgres://u:hunter2@h:notaport/db").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"));
+    }
+}

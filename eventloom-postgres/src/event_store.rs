@@ -1,0 +1,983 @@
+//! [`PgEventStore`]: the event store on PostgreSQL.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Object, Pool};
+use eventloom_core::{
+    AppendOutcome, Error as CoreError, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoredMetadata,
+    StreamId,
+};
+use tokio::sync::{Notify, watch};
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, ToSql};
+use tracing::Instrument;
+
+use crate::connect::{Connector, unavailable};
+use crate::schema::{MIGRATIONS, Sql, applied_migrations};
+use crate::{Blocker, Error, Holdback, PgConfig, Result};
+
+/// One coalesced wake-up: `NOTIFY` on the channel `$1`.
+const NOTIFY: &str = "SELECT pg_notify($1, '')";
+
+/// How long the notifier gathers appends before one NOTIFY: wake-up latency for subscribers
+/// in other processes against load on the server.
+const NOTIFY_DEBOUNCE: Duration = Duration::from_millis(2);
+
+/// A fixed key for the advisory lock that serializes migrations (any schema, any process).
+const MIGRATION_LOCK: i64 = 0x6371_7273_6d69_6772; // "cqrsmigr"
+
+/// An [`EventStore`] on PostgreSQL.
+///
+/// - **Appends** are one round-trip whatever their number of events, in one transaction. With
+///   an exact expected version (what the engine sends): one prepared statement that inserts the
+///   events at the next versions only when the stream is at the version expected, and records
+///   the command id; racing writers collide on the primary key of `events`, so exactly one wins
+///   each version and the others get [`Conflict`](eventloom_core::Error::Conflict). With
+///   [`ExpectedVersion::Any`]: a call of the schema's `append` function, where writers of one
+///   stream queue on an advisory lock.
+/// - **Reads in order** follow `(transaction id, sequence)` and stop below the oldest running
+///   transaction, so an append that commits late is never skipped by a subscriber.
+/// - **Wake-ups** for subscribers: one coalesced `NOTIFY` after commit (never inside the
+///   append's transaction), received by a dedicated `LISTEN` connection; subscribers also poll.
+///
+/// Clones share the pool.
+///
+/// # Examples
+///
+/// ```no_run
+/// use eventloom_core::{Cqrs, EventStore};
+/// use eventloom_postgres::{PgConfig, PgEventStore};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = PgConfig::from_url(&std::env::var("DATABASE_URL")?)?;
+/// let store = PgEventStore::connect(config).await?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PgEventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Set once the stored transaction ids are known to belong to this cluster.
+    same_cluster: AtomicBool,
+    pool: Pool,
+    sql: Arc<Sql>,
+    config: PgConfig,
+    connector: Connector,
+    wake: Arc<Wake>,
+}
+
+/// Wake-ups: the local signal, the coalesced NOTIFY and the LISTEN connection.
+struct Wake {
+    local: watch::Sender<u64>,
+    notify_pending: AtomicBool,
+    kick: Notify,
+    /// Whether the notifier task runs (see [`Running`]).
+    notifier: AtomicBool,
+    /// Whether the listener task runs (see [`Running`]).
+    listener: AtomicBool,
+    closed: watch::Sender<bool>,
+}
+
+impl Wake {
+    fn bump(&self) {
+        self.local.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Starts a background task on the runtime at hand unless one runs already (on this or
+    /// another runtime): the first use on a new runtime after the one that ran it ended
+    /// starts it again.
+    fn start<F>(self: &Arc<Self>, which: fn(&Wake) -> &AtomicBool, task: impl FnOnce() -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if which(self).load(Ordering::Acquire) || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        if which(self).compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return;
+        }
+        let running = Running { wake: self.clone(), which };
+        let task = task();
+        tokio::spawn(async move {
+            let _running = running;
+            task.await;
+        });
+    }
+}
+
+/// Marks a background task of [`Wake`] as running until its future is dropped: when it
+/// returns, or when its runtime shuts down (which drops every task's future).
+struct Running {
+    wake: Arc<Wake>,
+    which: fn(&Wake) -> &AtomicBool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        (self.which)(&self.wake).store(false, Ordering::Release);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.wake.closed.send_replace(true);
+        self.wake.kick.notify_one();
+    }
+}
+
+impl std::fmt::Debug for PgEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgEventStore")
+            .field("config", &self.inner.config)
+            .field("pool", &self.inner.pool.status())
+            .finish()
+    }
+}
+
+fn pg(error: tokio_postgres::Error) -> CoreError {
+    crate::connect::pg_error(error)
+}
+
+fn to_i64(value: u64, what: &'static str) -> eventloom_core::Result<i64> {
+    i64::try_from(value).map_err(|_| CoreError::InvalidId { what, reason: format!("{value} is out of range") })
+}
+
+/// Stored data that cannot be what the store wrote, at `location`.
+fn corrupt(location: String, reason: impl std::fmt::Display) -> CoreError {
+    CoreError::Corrupt { location, reason: reason.to_string() }
+}
+
+/// Column `index` of a row read back; a value of another type, or a NULL, is corrupt data at
+/// `location` (the schema was changed under the store).
+fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize, location: &dyn Fn() -> String) -> eventloom_core::Result<T> {
+    row.try_get(index).map_err(|e| {
+        let name = row.columns().get(index).map_or("?", |c| c.name());
+        corrupt(location(), format_args!("column {name}: {e}"))
+    })
+}
+
+fn to_u64(value: i64, what: &str, location: &dyn Fn() -> String) -> eventloom_core::Result<u64> {
+    u64::try_from(value).map_err(|_| corrupt(location(), format_args!("negative {what} {value}")))
+}
+
+fn position(tx: &str, sequence: i64, location: &dyn Fn() -> String) -> eventloom_core::Result<Position> {
+    let tx: u64 = tx.parse().map_err(|_| corrupt(location(), format_args!("unparsable transaction id {tx:?}")))?;
+    Ok(Position::new(tx, to_u64(sequence, "sequence", location)?))
+}
+
+/// Where a stored event is, for an error: its position, stream and version, as far as they
+/// read (`?` for what does not). `stream` when it is known; otherwise it is read from the
+/// row's first two columns.
+fn event_location(row: &Row, stream: Option<&StreamId>, first: usize) -> String {
+    let text = |i| row.try_get::<_, Option<&str>>(i).ok().flatten().map_or_else(|| "?".to_owned(), str::to_owned);
+    let number = |i| row.try_get::<_, Option<i64>>(i).ok().flatten().map_or_else(|| "?".to_owned(), |n| n.to_string());
+    let stream = stream.map_or_else(|| format!("{}/{}", text(0), text(1)), ToString::to_string);
+    format!("event at position {}.{} (stream {stream}, version {})", text(first + 5), number(first + 6), number(first))
+}
+
+/// The events of `rows`, decoded by `decode` as they arrive, up to and including the one that
+/// brings their stored sizes to `max_bytes` (see `eventloom_core::within_bytes`); the rows after it are
+/// dropped unread.
+async fn collect_within(
+    rows: tokio_postgres::RowStream,
+    max_bytes: usize,
+    mut decode: impl FnMut(&Row) -> eventloom_core::Result<RecordedEvent>,
+) -> eventloom_core::Result<Vec<RecordedEvent>> {
+    use futures_util::StreamExt;
+    let mut rows = std::pin::pin!(rows);
+    let mut events = Vec::new();
+    let mut total = 0usize;
+    while let Some(row) = rows.next().await {
+        let event = decode(&row.map_err(pg)?)?;
+        total = total.saturating_add(event.stored_size());
+        events.push(event);
+        if total >= max_bytes {
+            break;
+        }
+    }
+    Ok(events)
+}
+
+fn recorded(row: &Row) -> eventloom_core::Result<RecordedEvent> {
+    let at = || event_location(row, None, 2);
+    let category: &str = column(row, 0, &at)?;
+    let stream_id: &str = column(row, 1, &at)?;
+    let stream =
+        StreamId::new(category, stream_id).map_err(|e| corrupt(at(), format_args!("stream id refused: {e}")))?;
+    recorded_in(&stream, row, 2)
+}
+
+/// An event of a known stream, from the row's columns from `first` on: version, type, schema
+/// version, payload, metadata, transaction id, sequence.
+fn recorded_in(stream: &StreamId, row: &Row, first: usize) -> eventloom_core::Result<RecordedEvent> {
+    let at = || event_location(row, Some(stream), first);
+    let version = to_u64(column(row, first, &at)?, "version", &at)?;
+    let event_type: String = column(row, first + 1, &at)?;
+    let schema_version = column::<i32>(row, first + 2, &at)?;
+    let schema_version = u32::try_from(schema_version)
+        .map_err(|_| corrupt(at(), format_args!("negative schema version {schema_version}")))?;
+    let payload: &str = column(row, first + 3, &at)?;
+    let metadata: &str = column(row, first + 4, &at)?;
+    let position = position(column(row, first + 5, &at)?, column(row, first + 6, &at)?, &at)?;
+    Ok(RecordedEvent {
+        stream: stream.clone(),
+        version,
+        position,
+        event_type: event_type.into(),
+        schema_version,
+        payload: payload.into(),
+        // Decoded only when someone reads it.
+        metadata: StoredMetadata::from_json(metadata),
+    })
+}
+
+impl PgEventStore {
+    /// Connects a pool (and checks one connection). Call [`migrate`](Self::migrate) before use.
+    pub async fn connect(config: PgConfig) -> Result<Self> {
+        let connector = Connector::new(&config)?;
+        let pool = connector.pool(&config)?;
+        drop(pool.get().await.map_err(|e| Error::Connect(e.to_string()))?);
+        Ok(Self::from_pool(pool, config, connector))
+    }
+
+    fn from_pool(pool: Pool, config: PgConfig, connector: Connector) -> Self {
+        let wake = Arc::new(Wake {
+            local: watch::Sender::new(0),
+            notify_pending: AtomicBool::new(false),
+            kick: Notify::new(),
+            notifier: AtomicBool::new(false),
+            listener: AtomicBool::new(false),
+            closed: watch::Sender::new(false),
+        });
+        let sql = Arc::new(Sql::new(&config.schema));
+        PgEventStore {
+            inner: Arc::new(Inner { same_cluster: AtomicBool::new(false), pool, sql, config, connector, wake }),
+        }
+    }
+
+    /// The connection pool, shared with [`crate::PgSnapshotStore`] and others.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PgConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.inner.connector
+    }
+
+    /// The schema's statements, built once per store and shared with the stores made from it.
+    pub(crate) fn sql(&self) -> &Arc<Sql> {
+        &self.inner.sql
+    }
+
+    /// Creates or upgrades the schema: versioned SQL embedded in the crate, applied in order
+    /// under an advisory lock, so several processes may run it at once.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        let sql = &self.inner.sql;
+        let tx = client.transaction().await.map_err(|e| Error::Store(pg(e)))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(|e| Error::Store(pg(e)))?;
+        let setup = format!(
+            "CREATE SCHEMA IF NOT EXISTS {s}; \
+             CREATE TABLE IF NOT EXISTS {s}.migrations \
+               (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());",
+            s = sql.schema
+        );
+        tx.batch_execute(&setup).await.map_err(|source| Error::Migration { version: 0, source })?;
+        let applied = applied_migrations(&tx, sql).await?;
+        for (version, name, text) in MIGRATIONS {
+            let v = i32::try_from(*version).unwrap_or(i32::MAX);
+            if applied.contains(&v) {
+                continue;
+            }
+            tracing::info!(version, name, schema = %sql.schema, "applying migration");
+            tx.batch_execute(&sql.migration(text))
+                .await
+                .map_err(|source| Error::Migration { version: *version, source })?;
+            tx.execute(&format!("INSERT INTO {}.migrations (version, name) VALUES ($1, $2)", sql.schema), &[&v, name])
+                .await
+                .map_err(|source| Error::Migration { version: *version, source })?;
+        }
+        tx.commit().await.map_err(|e| Error::Store(pg(e)))?;
+        Ok(())
+    }
+
+    /// The ids and versions of the streams of one category (aggregate type), in id order,
+    /// `limit` at a time after `after` (use `""` to start).
+    pub async fn streams(
+        &self,
+        category: &str,
+        after: &str,
+        limit: usize,
+    ) -> eventloom_core::Result<Vec<(String, u64)>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.streams_of).await.map_err(pg)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client.query(&stmt, &[&category, &after, &limit]).await.map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                let at = || format!("stream {category}/{}", r.try_get::<_, &str>(0).unwrap_or("?"));
+                let version = column::<Option<i64>>(r, 1, &at)?.unwrap_or(0);
+                Ok((column(r, 0, &at)?, to_u64(version, "version", &at)?))
+            })
+            .collect()
+    }
+
+    /// Refuses to read in order when the stored transaction ids are ahead of this server's:
+    /// the events were restored from a logical dump of another cluster, and new events would
+    /// sort before old ones. Checked once per store.
+    async fn ensure_same_cluster(&self) -> eventloom_core::Result<()> {
+        if self.inner.same_cluster.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let elsewhere: bool =
+            client.query_one(&self.inner.sql.restored_from_elsewhere, &[]).await.map_err(pg)?.try_get(0).map_err(pg)?;
+        if elsewhere {
+            return Err(CoreError::Backend {
+                message: format!(
+                    "the events in schema {} carry transaction ids ahead of this server's: they were restored from \
+                     another cluster. Subscriptions are refused until PgEventStore::renumber_after_restore() runs \
+                     (then rebuild every projection)",
+                    self.inner.config.schema_name()
+                ),
+                source: None,
+            });
+        }
+        self.inner.same_cluster.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// After restoring a logical dump into another cluster: gives every stored event a
+    /// transaction id below this cluster's (keeping their order by renumbering their sequence),
+    /// updates command outcomes and snapshots to match, and drops every generation of views of
+    /// [`PgViewStore`](crate::PgViewStore) in this schema, whose checkpoints no longer mean
+    /// anything: their projections have nothing live (queries answer
+    /// [`NotBuilt`](eventloom_core::Error::NotBuilt)) until they are rebuilt, which their projectors
+    /// do when they next run (a running one finds its generation gone). Generation ids and
+    /// fencing tokens are kept, so no write of a projector from before lands in a new
+    /// generation. Rebuild projections in other view stores too.
+    /// Returns how many events were renumbered; does nothing (and returns 0) when the events
+    /// already belong to this cluster.
+    pub async fn renumber_after_restore(&self) -> Result<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| Error::Store(pg(e)))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(|e| Error::Store(pg(e)))?;
+        let elsewhere: bool =
+            tx.query_one(&self.inner.sql.restored_from_elsewhere, &[]).await.map_err(|e| Error::Store(pg(e)))?.get(0);
+        if !elsewhere {
+            return Ok(0);
+        }
+        let count: i64 = tx
+            .query_one(&format!("SELECT count(*) FROM {}.events", self.inner.sql.schema), &[])
+            .await
+            .map_err(|e| Error::Store(pg(e)))?
+            .get(0);
+        tx.batch_execute(&self.inner.sql.renumber).await.map_err(|e| Error::Store(pg(e)))?;
+        tx.commit().await.map_err(|e| Error::Store(pg(e)))?;
+        tracing::warn!(events = count, schema = %self.inner.config.schema_name(), "renumbered events restored from another cluster; rebuild every projection");
+        self.inner.same_cluster.store(true, Ordering::Release);
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// How far subscribers are held back, and by which transaction (see [`Holdback`]).
+    pub async fn holdback(&self) -> eventloom_core::Result<Holdback> {
+        let client = self.client().await?;
+        let hidden: i64 =
+            client.query_one(&self.inner.sql.hidden_events, &[]).await.map_err(pg)?.try_get(0).map_err(pg)?;
+        let oldest = match client.query_opt(crate::holdback::OLDEST_TRANSACTION, &[]).await.map_err(pg)? {
+            None => None,
+            Some(row) => Some(Blocker {
+                pid: row.try_get(0).map_err(pg)?,
+                database: row.try_get(1).map_err(pg)?,
+                state: row.try_get(2).map_err(pg)?,
+                transaction: row.try_get::<_, Option<&str>>(3).map_err(pg)?.and_then(|t| t.parse().ok()).unwrap_or(0),
+                age: Duration::try_from_secs_f64(row.try_get::<_, f64>(4).map_err(pg)?).unwrap_or_default(),
+                prepared: row.try_get(5).map_err(pg)?,
+            }),
+        };
+        Ok(Holdback { hidden_events: u64::try_from(hidden).unwrap_or(0), oldest })
+    }
+
+    async fn client(&self) -> eventloom_core::Result<Object> {
+        self.inner.pool.get().await.map_err(unavailable)
+    }
+
+    fn appended(&self) {
+        let wake = &self.inner.wake;
+        wake.bump();
+        wake.notify_pending.store(true, Ordering::Release);
+        wake.start(|w| &w.notifier, || notifier(Arc::downgrade(&self.inner), wake.clone()));
+        wake.kick.notify_one();
+    }
+
+    /// Another append recorded the batch's command id first: its outcome.
+    async fn command_taken(&self, batch: &Batch<'_>, e: tokio_postgres::Error) -> CoreError {
+        match batch.command_id {
+            Some(id) => self.duplicate(id).await,
+            None => pg(e),
+        }
+    }
+
+    async fn duplicate(&self, command_id: &str) -> CoreError {
+        match self.command_outcome(command_id).await {
+            Ok(Some(outcome)) => CoreError::DuplicateCommand { command_id: command_id.to_owned(), outcome },
+            Ok(None) => CoreError::unavailable_msg(format!("command {command_id} conflicted but has no outcome")),
+            Err(e) => e,
+        }
+    }
+}
+
+/// Sends one `NOTIFY` per burst of appends, after their commits, on a pooled connection.
+///
+/// A `NOTIFY` is a transaction of its own: it takes a transaction id and writes a commit
+/// record, but PostgreSQL commits a transaction that wrote no other WAL without waiting for
+/// the WAL flush (or a synchronous standby), whatever `synchronous_commit` says, so it adds no
+/// flush to a durable server (a test counts them). A wake-up lost in a crash costs subscribers
+/// one poll interval.
+async fn notifier(store: Weak<Inner>, wake: Arc<Wake>) {
+    loop {
+        wake.kick.notified().await;
+        if *wake.closed.borrow() {
+            return;
+        }
+        if !wake.notify_pending.swap(false, Ordering::AcqRel) {
+            continue;
+        }
+        // A burst of appends within the debounce shares one NOTIFY.
+        tokio::time::sleep(NOTIFY_DEBOUNCE).await;
+        wake.notify_pending.store(false, Ordering::Release);
+        let Some(inner) = store.upgrade() else { return };
+        let (pool, channel) = (inner.pool.clone(), inner.sql.notify_channel.clone());
+        drop(inner);
+        let sent = async {
+            let client = pool.get().await.map_err(unavailable)?;
+            let stmt = client.prepare_cached(NOTIFY).await.map_err(pg)?;
+            client.execute(&stmt, &[&channel]).await.map_err(pg)
+        };
+        if let Err(error) = sent.await {
+            tracing::debug!(%error, "NOTIFY failed; subscribers fall back to polling");
+        }
+    }
+}
+
+/// Keeps a dedicated connection LISTENing and turns notifications into local wake-ups.
+async fn listener(store: Weak<Inner>, wake: Arc<Wake>) {
+    let mut closed = wake.closed.subscribe();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let Some(inner) = store.upgrade() else { return };
+        let (connector, config, channel) =
+            (inner.connector.clone(), inner.config.pg.clone(), inner.sql.notify_channel.clone());
+        drop(inner);
+        let connected = async {
+            let (client, notifications) = connector.dedicated(&config).await?;
+            client.batch_execute(&format!("LISTEN {}", crate::schema::quote(&channel))).await?;
+            Ok::<_, tokio_postgres::Error>((client, notifications))
+        };
+        match connected.await {
+            Ok((_client, mut notifications)) => {
+                delay = Duration::from_millis(100);
+                // Events may have been missed while not listening.
+                wake.bump();
+                loop {
+                    tokio::select! {
+                        n = notifications.recv() => match n {
+                            Some(_) => wake.bump(),
+                            None => break,
+                        },
+                        _ = closed.wait_for(|c| *c) => return,
+                    }
+                }
+                tracing::warn!("LISTEN connection lost; reconnecting");
+            }
+            Err(error) => tracing::warn!(%error, ?delay, "cannot LISTEN; subscribers poll meanwhile"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = closed.wait_for(|c| *c) => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// How many times an append with [`ExpectedVersion::Any`] is retried after losing a race to
+/// an append with an exact version, which does not queue on the stream's lock.
+const ANY_RETRIES: usize = 16;
+
+/// The events of one append, as the statements take them.
+struct Batch<'a> {
+    types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<&'a str>,
+    metadata: Vec<String>,
+    command_id: Option<&'a str>,
+}
+
+impl Batch<'_> {
+    /// The parameters of both append statements: the stream's category and id, the expected
+    /// version (`None`: any), then the batch.
+    fn params<'p>(
+        &'p self,
+        stream: &'p [&'p str; 2],
+        expected: &'p Option<i64>,
+    ) -> [&'p (dyn tokio_postgres::types::ToSql + Sync); 8] {
+        [
+            &stream[0],
+            &stream[1],
+            expected,
+            &self.types,
+            &self.schema_versions,
+            &self.payloads,
+            &self.metadata,
+            &self.command_id,
+        ]
+    }
+}
+
+/// Why an append's statement failed.
+enum Failed {
+    /// Another append recorded the command id first (`commands_pkey`).
+    CommandTaken,
+    /// Another append took one of the versions first (`events_pkey`).
+    VersionTaken,
+    /// Text PostgreSQL cannot store, or a payload that is not JSON.
+    Invalid(String),
+    Other,
+}
+
+fn failed(e: &tokio_postgres::Error) -> Failed {
+    let db = e.as_db_error();
+    let constraint = db.and_then(|d| d.constraint()).unwrap_or_default();
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION && constraint == "commands_pkey" => Failed::CommandTaken,
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION && constraint == "events_pkey" => Failed::VersionTaken,
+        Some(c)
+            if *c == SqlState::INVALID_TEXT_REPRESENTATION
+                || *c == SqlState::UNTRANSLATABLE_CHARACTER
+                || *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE =>
+        {
+            Failed::Invalid(db.map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string()))
+        }
+        _ => Failed::Other,
+    }
+}
+
+impl PgEventStore {
+    /// An append with an exact expected version (0: no stream): one prepared statement, no lock.
+    async fn append_exact(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        version: i64,
+        batch: &Batch<'_>,
+    ) -> eventloom_core::Result<AppendOutcome> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.append_exact).await.map_err(pg)?;
+        let names = [stream.category(), stream.id()];
+        let result = client.query_one(&stmt, &batch.params(&names, &Some(version))).await;
+        drop(client);
+        let row = match result {
+            Ok(row) => row,
+            Err(e) => {
+                return Err(match failed(&e) {
+                    Failed::CommandTaken => self.command_taken(batch, e).await,
+                    // A racing writer took the version after this statement's snapshot; when
+                    // it carried the same command id, this is a retry of that command.
+                    Failed::VersionTaken => {
+                        let first = match batch.command_id {
+                            Some(id) => self.command_outcome(id).await?.map(|outcome| (id, outcome)),
+                            None => None,
+                        };
+                        match first {
+                            Some((id, outcome)) => CoreError::DuplicateCommand { command_id: id.to_owned(), outcome },
+                            None => CoreError::Conflict {
+                                stream: stream.clone(),
+                                expected,
+                                actual: self.stream_version(stream).await?,
+                            },
+                        }
+                    }
+                    Failed::Invalid(reason) => CoreError::InvalidEvent { reason },
+                    Failed::Other => pg(e),
+                });
+            }
+        };
+        let at = || format!("stream {stream} after version {version}");
+        let actual: i64 = column(&row, 0, &at)?;
+        let recorded: bool = column(&row, 1, &at)?;
+        let transaction: Option<&str> = column(&row, 2, &at)?;
+        let sequence: Option<i64> = column(&row, 3, &at)?;
+        let first_version = to_u64(version, "version", &at)? + 1;
+        if let (Some(transaction), Some(sequence)) = (transaction, sequence) {
+            self.appended();
+            let appended = u64::try_from(batch.types.len()).unwrap_or(u64::MAX);
+            return Ok(AppendOutcome {
+                stream: stream.clone(),
+                first_version,
+                last_version: first_version + appended - 1,
+                position: position(transaction, sequence, &at)?,
+            });
+        }
+        if let (true, Some(id)) = (recorded, batch.command_id) {
+            return Err(self.duplicate(id).await);
+        }
+        if actual != version {
+            return Err(CoreError::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual: to_u64(actual, "version", &at)?,
+            });
+        }
+        if batch.types.is_empty() {
+            return Ok(AppendOutcome {
+                stream: stream.clone(),
+                first_version,
+                last_version: first_version - 1,
+                position: Position::ZERO,
+            });
+        }
+        Err(CoreError::unavailable_msg(format!("the append to {stream} inserted nothing")))
+    }
+
+    /// The common case of [`append_exact`](Self::append_exact): one event, no command id, a
+    /// stream that exists (`version` > 0). One plain INSERT; when the stream is not at
+    /// `version` it inserts nothing, and the stream's version is read for the conflict.
+    async fn append_one(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        version: i64,
+        batch: &Batch<'_>,
+    ) -> eventloom_core::Result<AppendOutcome> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(&self.inner.sql.append_one).await.map_err(pg)?;
+            let result = client
+                .query_opt(
+                    &stmt,
+                    &[
+                        &stream.category(),
+                        &stream.id(),
+                        &version,
+                        &batch.types[0],
+                        &batch.schema_versions[0],
+                        &batch.payloads[0],
+                        &batch.metadata[0],
+                    ],
+                )
+                .await;
+            drop(client);
+            let row = match result {
+                Ok(row) => row,
+                Err(e) => {
+                    return Err(match failed(&e) {
+                        Failed::VersionTaken => CoreError::Conflict {
+                            stream: stream.clone(),
+                            expected,
+                            actual: self.stream_version(stream).await?,
+                        },
+                        Failed::Invalid(reason) => CoreError::InvalidEvent { reason },
+                        Failed::CommandTaken | Failed::Other => pg(e),
+                    });
+                }
+            };
+            let at = || format!("stream {stream} version {}", version + 1);
+            if let Some(row) = row {
+                self.appended();
+                let version = to_u64(version, "version", &at)? + 1;
+                return Ok(AppendOutcome {
+                    stream: stream.clone(),
+                    first_version: version,
+                    last_version: version,
+                    position: position(column(&row, 0, &at)?, column(&row, 1, &at)?, &at)?,
+                });
+            }
+            let actual = self.stream_version(stream).await?;
+            // The stream was behind the version expected (an append not yet committed) and
+            // has reached it since: the append holds now.
+            if actual == to_u64(version, "version", &at)? && attempt < 3 {
+                continue;
+            }
+            return Err(CoreError::Conflict { stream: stream.clone(), expected, actual });
+        }
+    }
+
+    /// An append with [`ExpectedVersion::Any`]: the schema's `append` function, where writers
+    /// of one stream queue on an advisory lock. An append with an exact version does not queue
+    /// there and may take the version first: then this one is tried again.
+    async fn append_any(&self, stream: &StreamId, batch: &Batch<'_>) -> eventloom_core::Result<AppendOutcome> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(&self.inner.sql.append).await.map_err(pg)?;
+            let names = [stream.category(), stream.id()];
+            let result = client.query_one(&stmt, &batch.params(&names, &None)).await;
+            drop(client);
+            let row = match result {
+                Ok(row) => row,
+                Err(e) => {
+                    return Err(match failed(&e) {
+                        Failed::CommandTaken => self.command_taken(batch, e).await,
+                        Failed::VersionTaken if attempt < ANY_RETRIES => {
+                            // Let the exact appends of the burst pass before trying again.
+                            let pause =
+                                std::time::Duration::from_micros(200) * u32::try_from(attempt).unwrap_or(u32::MAX);
+                            tokio::time::sleep(pause).await;
+                            continue;
+                        }
+                        Failed::VersionTaken => CoreError::unavailable_msg(format!(
+                            "an append to {stream} lost {ANY_RETRIES} races in a row to appends with exact versions"
+                        )),
+                        Failed::Invalid(reason) => CoreError::InvalidEvent { reason },
+                        Failed::Other => pg(e),
+                    });
+                }
+            };
+            let at = || format!("the append to stream {stream}");
+            let status: i32 = column(&row, 0, &at)?;
+            return match status {
+                0 => {
+                    let first_version = to_u64(column(&row, 2, &at)?, "version", &at)?;
+                    let last_version = to_u64(column(&row, 3, &at)?, "version", &at)?;
+                    let position = position(column(&row, 4, &at)?, column(&row, 5, &at)?, &at)?;
+                    if !batch.types.is_empty() {
+                        self.appended();
+                    }
+                    Ok(AppendOutcome { stream: stream.clone(), first_version, last_version, position })
+                }
+                2 => match batch.command_id {
+                    Some(id) => Err(self.duplicate(id).await),
+                    None => Err(CoreError::unavailable_msg("append returned status 2 without a command id")),
+                },
+                _ => Err(CoreError::unavailable_msg(format!("append returned status {status}"))),
+            };
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> eventloom_core::Result<AppendOutcome> {
+        let span = tracing::debug_span!("append", store = "postgres", stream = %stream, events = events.len());
+        async {
+            let limit = self.inner.config.max_event_size;
+            if let Some(big) = events.iter().find(|e| e.size() > limit) {
+                return Err(CoreError::PayloadTooLarge { size: big.size(), limit });
+            }
+            let command_id = events.first().and_then(|e| e.metadata.command_id.as_deref());
+            if let Some(id) = command_id {
+                eventloom_core::validate_command_id(id)?;
+            }
+            let batch = Batch {
+                types: events.iter().map(|e| e.event_type.as_ref()).collect(),
+                schema_versions: events.iter().map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX)).collect(),
+                payloads: events.iter().map(|e| e.payload.as_str()).collect(),
+                metadata: events
+                    .iter()
+                    .map(|e| serde_json::to_string(&e.metadata))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|source| CoreError::Serde { what: "event metadata".into(), source })?,
+                command_id,
+            };
+            match expected {
+                ExpectedVersion::Any => self.append_any(stream, &batch).await,
+                ExpectedVersion::NoStream => self.append_exact(stream, expected, 0, &batch).await,
+                ExpectedVersion::Exact(v) => {
+                    let version = to_i64(v, "expected version")?;
+                    if version > 0 && events.len() == 1 && command_id.is_none() {
+                        self.append_one(stream, expected, version, &batch).await
+                    } else {
+                        self.append_exact(stream, expected, version, &batch).await
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
+        self.read_stream_bounded(stream, from_version, limit, usize::MAX).await
+    }
+
+    async fn read_all(&self, after: Position, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
+        self.read_all_bounded(after, limit, usize::MAX).await
+    }
+
+    /// Rows are decoded as they arrive and reading stops at the byte bound; the rest of the
+    /// batch's rows (at most `limit`) are discarded as they come. Memory stays bounded; callers
+    /// that read in a loop adapt `limit` to the sizes they see, so little is sent in vain (a
+    /// running sum in the query would cut on the server, but costs every batch about a
+    /// microsecond per row: 15% of a catch-up).
+    async fn read_stream_bounded(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.read_stream).await.map_err(pg)?;
+        let from = i64::try_from(from_version).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let params: [&(dyn ToSql + Sync); 4] = [&stream.category(), &stream.id(), &from, &limit];
+        let span = tracing::trace_span!("load", store = "postgres", stream = %stream);
+        let rows = client.query_raw(&stmt, params).instrument(span).await.map_err(pg)?;
+        // A stream's versions have no gap: a missing one is a row deleted or changed by hand.
+        let mut next = from_version.max(1);
+        collect_within(rows, max_bytes, |row| {
+            let event = recorded_in(stream, row, 0)?;
+            if event.version != next {
+                let location = event_location(row, Some(stream), 0);
+                return Err(corrupt(location, format_args!("expected version {next}: the stream has a gap")));
+            }
+            next += 1;
+            Ok(event)
+        })
+        .await
+    }
+
+    /// As [`read_stream_bounded`](Self::read_stream_bounded): rows decoded as they arrive, reading
+    /// stopped at the byte bound.
+    async fn read_all_bounded(
+        &self,
+        after: Position,
+        limit: usize,
+        max_bytes: usize,
+    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
+        self.ensure_same_cluster().await?;
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.read_all).await.map_err(pg)?;
+        let tx = after.transaction().to_string();
+        let seq = to_i64(after.sequence(), "position")?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let params: [&(dyn ToSql + Sync); 3] = [&tx, &seq, &limit];
+        let span = tracing::trace_span!("read_all", store = "postgres", %after);
+        let rows = client.query_raw(&stmt, params).instrument(span).await.map_err(pg)?;
+        collect_within(rows, max_bytes, recorded).await
+    }
+
+    async fn head(&self) -> eventloom_core::Result<Option<Position>> {
+        self.ensure_same_cluster().await?;
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.head).await.map_err(pg)?;
+        let Some(row) = client.query_opt(&stmt, &[]).await.map_err(pg)? else { return Ok(None) };
+        let at = || {
+            format!(
+                "event at position {}.{} (the head)",
+                row.try_get::<_, &str>(0).unwrap_or("?"),
+                row.try_get::<_, i64>(1).map_or_else(|_| "?".to_owned(), |n| n.to_string())
+            )
+        };
+        Ok(Some(position(column(&row, 0, &at)?, column(&row, 1, &at)?, &at)?))
+    }
+
+    async fn count_after(&self, after: Position, cap: u64) -> eventloom_core::Result<u64> {
+        if cap == 0 {
+            return Ok(0);
+        }
+        self.ensure_same_cluster().await?;
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.count_after).await.map_err(pg)?;
+        let tx = after.transaction().to_string();
+        let seq = to_i64(after.sequence(), "position")?;
+        let limit = i64::try_from(cap).unwrap_or(i64::MAX);
+        let row = client.query_one(&stmt, &[&tx, &seq, &limit]).await.map_err(pg)?;
+        let at = || format!("the count of events after {after}");
+        Ok(u64::try_from(column::<i64>(&row, 0, &at)?).unwrap_or(0).min(cap))
+    }
+
+    async fn held_back(&self, cap: u64) -> eventloom_core::Result<u64> {
+        if cap == 0 {
+            return Ok(0);
+        }
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.held_back).await.map_err(pg)?;
+        let limit = i64::try_from(cap).unwrap_or(i64::MAX);
+        let row = client.query_one(&stmt, &[&limit]).await.map_err(pg)?;
+        let at = || "the count of events held back".to_owned();
+        Ok(u64::try_from(column::<i64>(&row, 0, &at)?).unwrap_or(0).min(cap))
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> eventloom_core::Result<u64> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.stream_version).await.map_err(pg)?;
+        let row = client.query_one(&stmt, &[&stream.category(), &stream.id()]).await.map_err(pg)?;
+        let at = || format!("stream {stream}");
+        to_u64(column(&row, 0, &at)?, "version", &at)
+    }
+
+    async fn command_outcome(&self, command_id: &str) -> eventloom_core::Result<Option<AppendOutcome>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.command_outcome).await.map_err(pg)?;
+        let Some(row) = client.query_opt(&stmt, &[&command_id]).await.map_err(pg)? else {
+            return Ok(None);
+        };
+        let at = || format!("the outcome of command {command_id}");
+        let stream = StreamId::new(column::<&str>(&row, 0, &at)?, column::<&str>(&row, 1, &at)?)
+            .map_err(|e| corrupt(at(), format_args!("stream id refused: {e}")))?;
+        Ok(Some(AppendOutcome {
+            stream,
+            first_version: to_u64(column(&row, 2, &at)?, "version", &at)?,
+            last_version: to_u64(column(&row, 3, &at)?, "version", &at)?,
+            position: position(column(&row, 4, &at)?, column(&row, 5, &at)?, &at)?,
+        }))
+    }
+
+    async fn record_command(&self, command_id: &str, outcome: AppendOutcome) -> eventloom_core::Result<()> {
+        eventloom_core::validate_command_id(command_id)?;
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.inner.sql.record_command).await.map_err(pg)?;
+        let inserted = client
+            .execute(
+                &stmt,
+                &[
+                    &command_id,
+                    &outcome.stream.category(),
+                    &outcome.stream.id(),
+                    &to_i64(outcome.first_version, "version")?,
+                    &to_i64(outcome.last_version, "version")?,
+                    &outcome.position.transaction().to_string(),
+                    &to_i64(outcome.position.sequence(), "position")?,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        drop(client);
+        if inserted == 0 {
+            return Err(self.duplicate(command_id).await);
+        }
+        Ok(())
+    }
+
+    fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
+        let wake = &self.inner.wake;
+        wake.start(|w| &w.listener, || listener(Arc::downgrade(&self.inner), wake.clone()));
+        Some(wake.local.subscribe())
+    }
+}

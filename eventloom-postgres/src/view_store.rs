@@ -1,0 +1,545 @@
+//! [`PgViewStore`]: generations of views, their secondary indexes and checkpoints on PostgreSQL.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use eventloom_core::{
+    DeadLetter, Error as CoreError, Generation, IndexKey, ListCursor, Position, ProjectionStatus, ProjectionStop,
+    ViewCommit, ViewPage, ViewStore,
+};
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+use tracing::Instrument;
+
+use crate::PgEventStore;
+use crate::connect::unavailable;
+use crate::schema::Sql;
+
+/// A [`ViewStore`] on PostgreSQL: views as `json` rows (the exact text the projection wrote;
+/// `jsonb` would refuse a string holding `\u0000`) and secondary index entries as rows, both
+/// keyed by projection and generation.
+///
+/// - **Writes** are one round-trip each: `begin_generation`, `commit` and `go_live` call
+///   functions of the schema that lock the projection's status row (so writes of one
+///   projection serialize), check the fencing token, the generation and the checkpoint, and
+///   apply everything in one transaction. Making a generation live drops the old one in the
+///   same transaction.
+/// - **Queries** ([`read_views`](ViewStore::read_views), [`list`](ViewStore::list),
+///   [`count`](ViewStore::count)) are one statement each, which finds the live generation in
+///   the status table as it reads: no extra round-trip, and one consistent snapshot. Lists are
+///   range scans of the index table's primary key, in byte-wise (`COLLATE "C"`) order. PostgreSQL
+///   text cannot hold a NUL byte, and commits refuse one: a view id, index name or value asked
+///   for with one names nothing stored, and is answered so (a missing view, an empty list, a
+///   count of 0) without being sent.
+///
+/// # Examples
+///
+/// ```no_run
+/// use eventloom_core::{Projector, ViewReader};
+/// use eventloom_postgres::{PgConfig, PgEventStore, PgViewStore};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = PgEventStore::connect(PgConfig::from_url("postgres://localhost/app")?).await?;
+/// store.migrate().await?;
+/// let views = PgViewStore::new(&store);
+/// let projector = Projector::new(store.clone(), views.clone());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PgViewStore {
+    pool: Pool,
+    sql: Arc<Sql>,
+}
+
+impl std::fmt::Debug for PgViewStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgViewStore").field("schema", &self.sql.schema).finish()
+    }
+}
+
+impl PgViewStore {
+    /// Views in the schema of `store`, on its pool.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use eventloom_core::ViewStore;
+    /// use eventloom_postgres::{PgConfig, PgEventStore, PgViewStore};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = PgEventStore::connect(PgConfig::from_url("postgres://localhost/app")?).await?;
+    /// store.migrate().await?;
+    /// let views = PgViewStore::new(&store);
+    /// let status = views.status("tasks").await?;
+    /// println!("live: {:?}, building: {:?}", status.live, status.building);
+    /// # Ok(()) }
+    /// ```
+    pub fn new(store: &PgEventStore) -> Self {
+        PgViewStore { pool: store.pool().clone(), sql: store.sql().clone() }
+    }
+}
+
+fn pg(e: tokio_postgres::Error) -> CoreError {
+    if matches!(e.code(), Some(c) if *c == SqlState::INVALID_TEXT_REPRESENTATION || *c == SqlState::UNTRANSLATABLE_CHARACTER)
+    {
+        return CoreError::InvalidEvent {
+            reason: e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string()),
+        };
+    }
+    crate::connect::pg_error(e)
+}
+
+fn corrupt(what: impl std::fmt::Display) -> CoreError {
+    CoreError::Corrupt { location: "the read side".into(), reason: what.to_string() }
+}
+
+fn position(tx: Option<&str>, sequence: Option<i64>) -> eventloom_core::Result<Option<Position>> {
+    match (tx, sequence) {
+        (Some(tx), Some(sequence)) => {
+            let bad = || corrupt(format_args!("checkpoint {tx}.{sequence}"));
+            Ok(Some(Position::new(tx.parse().map_err(|_| bad())?, u64::try_from(sequence).map_err(|_| bad())?)))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn parts(position: Option<Position>) -> eventloom_core::Result<(Option<String>, Option<i64>)> {
+    match position {
+        None => Ok((None, None)),
+        Some(p) => Ok((
+            Some(p.transaction().to_string()),
+            Some(i64::try_from(p.sequence()).map_err(|_| CoreError::InvalidPosition(p.to_string()))?),
+        )),
+    }
+}
+
+fn token(value: u64) -> eventloom_core::Result<i64> {
+    i64::try_from(value).map_err(|_| CoreError::InvalidId { what: "fencing token", reason: "out of range".into() })
+}
+
+/// A generation id as stored: ids above `i64::MAX` are never handed out, so they become -1,
+/// which names no generation (writes to it are refused as gone, loads find nothing).
+fn generation_param(id: u64) -> i64 {
+    i64::try_from(id).unwrap_or(-1)
+}
+
+fn to_u64(value: i64, what: &str) -> eventloom_core::Result<u64> {
+    u64::try_from(value).map_err(|_| corrupt(format_args!("{what} {value}")))
+}
+
+fn not_built(projection: &str) -> CoreError {
+    CoreError::NotBuilt { projection: projection.to_owned() }
+}
+
+fn fenced(projection: &str, fencing_token: u64, row: &Row, column: usize) -> eventloom_core::Result<CoreError> {
+    Ok(CoreError::Fenced {
+        projection: projection.to_owned(),
+        token: fencing_token,
+        highest: to_u64(row.try_get(column).map_err(pg)?, "fencing token")?,
+    })
+}
+
+fn gone(projection: &str, generation: u64) -> CoreError {
+    CoreError::GenerationGone { projection: projection.to_owned(), generation }
+}
+
+/// The generation in columns `first..first + 4` of a status row (id, version, transaction,
+/// sequence), if any.
+fn generation_at(row: &Row, first: usize) -> eventloom_core::Result<Option<Generation>> {
+    let Some(id) = row.try_get::<_, Option<i64>>(first).map_err(pg)? else { return Ok(None) };
+    let Some(version) = row.try_get::<_, Option<i64>>(first + 1).map_err(pg)? else {
+        return Err(corrupt(format_args!("generation {id} has no row")));
+    };
+    Ok(Some(Generation {
+        id: to_u64(id, "generation id")?,
+        version: u32::try_from(version).map_err(|_| corrupt(format_args!("generation version {version}")))?,
+        checkpoint: position(row.try_get(first + 2).map_err(pg)?, row.try_get(first + 3).map_err(pg)?)?,
+    }))
+}
+
+/// The recorded stop in columns `first..first + 7` of a status row (kind, transaction, sequence,
+/// reason, generation, checkpoint transaction and sequence), if any.
+fn stop_at(row: &Row, first: usize) -> eventloom_core::Result<Option<ProjectionStop>> {
+    let Some(kind) = row.try_get::<_, Option<&str>>(first).map_err(pg)? else { return Ok(None) };
+    let at = position(row.try_get(first + 1).map_err(pg)?, row.try_get(first + 2).map_err(pg)?)?;
+    let reason: Option<&str> = row.try_get(first + 3).map_err(pg)?;
+    let generation = row.try_get::<_, Option<i64>>(first + 4).map_err(pg)?.unwrap_or(0);
+    let checkpoint = position(row.try_get(first + 5).map_err(pg)?, row.try_get(first + 6).map_err(pg)?)?;
+    let stop = ProjectionStop::new(kind.parse()?, at, reason.unwrap_or_default());
+    Ok(Some(stop.at(to_u64(generation, "generation id")?, checkpoint)))
+}
+
+/// Whether the first row of a query that joins the status table names a live generation (its
+/// column 0).
+fn live(rows: &[Row]) -> eventloom_core::Result<bool> {
+    match rows.first() {
+        None => Ok(false),
+        Some(row) => Ok(row.try_get::<_, Option<i64>>(0).map_err(pg)?.is_some()),
+    }
+}
+
+/// The ids worth asking for: those without a NUL byte (PostgreSQL text cannot hold one, and
+/// commits refuse one, so no such view exists).
+fn storable(ids: &[String]) -> Vec<&str> {
+    ids.iter().map(String::as_str).filter(|id| !id.contains('\0')).collect()
+}
+
+/// An index list's name and value, unless one holds a NUL byte (no such list exists).
+fn storable_key(key: &IndexKey) -> Option<(&str, &str)> {
+    (!key.name.contains('\0') && !key.value.contains('\0')).then_some((key.name.as_str(), key.value.as_str()))
+}
+
+/// Where the entries after a cursor start, without NUL bytes (PostgreSQL text cannot hold one),
+/// selecting the same stored entries, whose sort keys and ids hold none.
+#[derive(Debug, PartialEq, Eq)]
+enum Bound<'a> {
+    /// After `(sort key, view id)`.
+    Entry(&'a str, &'a str),
+    /// After every entry of this sort key.
+    SortKey(&'a str),
+}
+
+/// The entries after `(p\0…, i)` are those whose sort key is above `p`, whatever their id; the
+/// entries after `(o, i\0…)` are those after `(o, i)`.
+fn cursor_bound(cursor: &ListCursor) -> Bound<'_> {
+    fn head(text: &str) -> &str {
+        text.split_once('\0').map_or(text, |(head, _)| head)
+    }
+    if cursor.order.contains('\0') {
+        Bound::SortKey(head(&cursor.order))
+    } else {
+        Bound::Entry(&cursor.order, head(&cursor.id))
+    }
+}
+
+/// Index entries of a batch as column arrays: view ids, index names, values, sort keys.
+#[derive(Default)]
+struct Entries<'a> {
+    ids: Vec<&'a str>,
+    names: Vec<&'a str>,
+    values: Vec<&'a str>,
+    orders: Vec<&'a str>,
+}
+
+impl<'a> Entries<'a> {
+    fn push(&mut self, id: &'a str, entry: &'a eventloom_core::IndexEntry) {
+        self.ids.push(id);
+        self.names.push(&entry.key.name);
+        self.values.push(&entry.key.value);
+        self.orders.push(&entry.order);
+    }
+}
+
+#[async_trait]
+impl ViewStore for PgViewStore {
+    async fn status(&self, projection: &str) -> eventloom_core::Result<ProjectionStatus> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let stmt = client.prepare_cached(&self.sql.status).await.map_err(pg)?;
+        match client.query_opt(&stmt, &[&projection]).await.map_err(pg)? {
+            None => Ok(ProjectionStatus::default()),
+            Some(row) => Ok(ProjectionStatus {
+                live: generation_at(&row, 0)?,
+                building: generation_at(&row, 4)?,
+                stopped: stop_at(&row, 8)?,
+            }),
+        }
+    }
+
+    async fn record_stop(
+        &self,
+        projection: &str,
+        stop: Option<&ProjectionStop>,
+        fencing_token: u64,
+    ) -> eventloom_core::Result<()> {
+        let fencing = token(fencing_token)?;
+        let (tx, sequence) = parts(stop.and_then(|s| s.position))?;
+        let kind = stop.map(|s| s.kind.as_str());
+        // PostgreSQL text cannot hold a NUL byte.
+        let reason = stop.map(|s| s.reason.replace('\0', "\u{fffd}"));
+        let generation = stop.map(|s| generation_param(s.generation));
+        let (checkpoint_tx, checkpoint_sequence) = parts(stop.and_then(|s| s.checkpoint))?;
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let stmt = client.prepare_cached(&self.sql.record_stop).await.map_err(pg)?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
+            [&projection, &fencing, &kind, &tx, &sequence, &reason, &generation, &checkpoint_tx, &checkpoint_sequence];
+        let row = client.query_one(&stmt, &params).await.map_err(pg)?;
+        match row.try_get::<_, i32>(0).map_err(pg)? {
+            0 => Ok(()),
+            _ => Err(fenced(projection, fencing_token, &row, 1)?),
+        }
+    }
+
+    async fn begin_generation(
+        &self,
+        projection: &str,
+        version: u32,
+        fencing_token: u64,
+    ) -> eventloom_core::Result<Generation> {
+        let span = tracing::debug_span!("begin_generation", store = "postgres", projection, version);
+        async {
+            let fencing = token(fencing_token)?;
+            let client = self.pool.get().await.map_err(unavailable)?;
+            let stmt = client.prepare_cached(&self.sql.begin_generation).await.map_err(pg)?;
+            let row = client.query_one(&stmt, &[&projection, &i64::from(version), &fencing]).await.map_err(pg)?;
+            match row.try_get::<_, i32>(0).map_err(pg)? {
+                0 => {
+                    let id =
+                        row.try_get::<_, Option<i64>>(1).map_err(pg)?.ok_or_else(|| corrupt("no generation id"))?;
+                    Ok(Generation { id: to_u64(id, "generation id")?, version, checkpoint: None })
+                }
+                _ => Err(fenced(projection, fencing_token, &row, 2)?),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn load_views(
+        &self,
+        projection: &str,
+        generation: u64,
+        ids: &[String],
+    ) -> eventloom_core::Result<Vec<Option<String>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let span = tracing::trace_span!("load_views", store = "postgres", projection, generation, views = ids.len());
+        async {
+            let client = self.pool.get().await.map_err(unavailable)?;
+            let stmt = client.prepare_cached(&self.sql.load_views).await.map_err(pg)?;
+            let asked = storable(ids);
+            let rows = client.query(&stmt, &[&projection, &generation_param(generation), &asked]).await.map_err(pg)?;
+            let mut found: HashMap<String, String> = HashMap::with_capacity(rows.len());
+            for row in rows {
+                found.insert(row.try_get(0).map_err(pg)?, row.try_get(1).map_err(pg)?);
+            }
+            Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn commit(&self, projection: &str, commit: ViewCommit) -> eventloom_core::Result<()> {
+        let span = tracing::debug_span!(
+            "projection_commit",
+            store = "postgres",
+            projection,
+            generation = commit.generation,
+            views = commit.views.len()
+        );
+        self.commit_inner(projection, commit).instrument(span).await
+    }
+
+    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> eventloom_core::Result<()> {
+        let span = tracing::debug_span!("go_live", store = "postgres", projection, generation);
+        async {
+            let fencing = token(fencing_token)?;
+            let client = self.pool.get().await.map_err(unavailable)?;
+            let stmt = client.prepare_cached(&self.sql.go_live).await.map_err(pg)?;
+            let row =
+                client.query_one(&stmt, &[&projection, &generation_param(generation), &fencing]).await.map_err(pg)?;
+            match row.try_get::<_, i32>(0).map_err(pg)? {
+                0 => Ok(()),
+                1 => Err(CoreError::CheckpointMoved {
+                    projection: projection.to_owned(),
+                    expected: position(row.try_get(2).map_err(pg)?, row.try_get(3).map_err(pg)?)?,
+                    actual: position(row.try_get(4).map_err(pg)?, row.try_get(5).map_err(pg)?)?,
+                }),
+                2 => Err(fenced(projection, fencing_token, &row, 1)?),
+                _ => Err(gone(projection, generation)),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn read_views(&self, projection: &str, ids: &[String]) -> eventloom_core::Result<Vec<Option<String>>> {
+        let span = tracing::trace_span!("read_views", store = "postgres", projection, views = ids.len());
+        async {
+            let client = self.pool.get().await.map_err(unavailable)?;
+            let stmt = client.prepare_cached(&self.sql.read_views).await.map_err(pg)?;
+            let rows = client.query(&stmt, &[&projection, &storable(ids)]).await.map_err(pg)?;
+            if !live(&rows)? {
+                return Err(not_built(projection));
+            }
+            let mut found: HashMap<String, String> = HashMap::with_capacity(rows.len());
+            for row in rows {
+                if let (Some(id), Some(view)) = (row.try_get(1).map_err(pg)?, row.try_get(2).map_err(pg)?) {
+                    found.insert(id, view);
+                }
+            }
+            Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn list(
+        &self,
+        projection: &str,
+        key: &IndexKey,
+        after: Option<&ListCursor>,
+        limit: usize,
+    ) -> eventloom_core::Result<ViewPage> {
+        let span = tracing::trace_span!("list", store = "postgres", projection, key = %key, limit);
+        async {
+            // One more than asked: whether more follow.
+            let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+            // A list whose name or value holds a NUL is none stored: NULLs match no entry.
+            let (name, value) = match storable_key(key) {
+                Some((name, value)) => (Some(name), Some(value)),
+                None => (None, None),
+            };
+            let client = self.pool.get().await.map_err(unavailable)?;
+            let rows = match after {
+                None => {
+                    let stmt = client.prepare_cached(&self.sql.list_first).await.map_err(pg)?;
+                    client.query(&stmt, &[&projection, &name, &value, &fetch]).await.map_err(pg)?
+                }
+                Some(cursor) => match cursor_bound(cursor) {
+                    Bound::Entry(order, id) => {
+                        let stmt = client.prepare_cached(&self.sql.list_after).await.map_err(pg)?;
+                        client.query(&stmt, &[&projection, &name, &value, &order, &id, &fetch]).await.map_err(pg)?
+                    }
+                    Bound::SortKey(order) => {
+                        let stmt = client.prepare_cached(&self.sql.list_after_sort_key).await.map_err(pg)?;
+                        client.query(&stmt, &[&projection, &name, &value, &order, &fetch]).await.map_err(pg)?
+                    }
+                },
+            };
+            if !live(&rows)? {
+                return Err(not_built(projection));
+            }
+            let mut entries = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let (Some(order), Some(id)) = (
+                    row.try_get::<_, Option<String>>(1).map_err(pg)?,
+                    row.try_get::<_, Option<String>>(2).map_err(pg)?,
+                ) else {
+                    continue;
+                };
+                entries.push((order, id, row.try_get::<_, Option<String>>(3).map_err(pg)?));
+            }
+            let more = entries.len() > limit;
+            entries.truncate(limit);
+            let next = match entries.last() {
+                Some((order, id, _)) if more => Some(ListCursor { order: order.clone(), id: id.clone() }),
+                _ => None,
+            };
+            // An entry whose view is missing is skipped, but the cursor moves past it.
+            let views = entries.into_iter().filter_map(|(_, id, view)| view.map(|view| (id, view))).collect();
+            Ok(ViewPage { views, next })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn count(&self, projection: &str, keys: &[IndexKey]) -> eventloom_core::Result<Vec<u64>> {
+        let span = tracing::trace_span!("count", store = "postgres", projection, keys = keys.len());
+        async {
+            // A list whose name or value holds a NUL is none stored: NULLs count no entry.
+            let storable: Vec<Option<(&str, &str)>> = keys.iter().map(storable_key).collect();
+            let names: Vec<Option<&str>> = storable.iter().map(|k| k.map(|(name, _)| name)).collect();
+            let values: Vec<Option<&str>> = storable.iter().map(|k| k.map(|(_, value)| value)).collect();
+            let client = self.pool.get().await.map_err(unavailable)?;
+            let stmt = client.prepare_cached(&self.sql.count).await.map_err(pg)?;
+            let rows = client.query(&stmt, &[&projection, &names, &values]).await.map_err(pg)?;
+            if !live(&rows)? {
+                return Err(not_built(projection));
+            }
+            let mut counts = Vec::with_capacity(keys.len());
+            for row in &rows {
+                if row.try_get::<_, Option<i64>>(1).map_err(pg)?.is_some() {
+                    counts.push(to_u64(row.try_get(2).map_err(pg)?, "count")?);
+                }
+            }
+            if counts.len() != keys.len() {
+                return Err(corrupt(format_args!("{} counts for {} lists", counts.len(), keys.len())));
+            }
+            Ok(counts)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn dead_letters(&self, projection: &str) -> eventloom_core::Result<Vec<DeadLetter>> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let stmt = client.prepare_cached(&self.sql.dead_letters).await.map_err(pg)?;
+        let rows = client.query(&stmt, &[&projection]).await.map_err(pg)?;
+        rows.iter()
+            .map(|row| {
+                let json: &str = row.try_get(0).map_err(pg)?;
+                serde_json::from_str(json).map_err(|source| CoreError::Serde { what: "dead letter".into(), source })
+            })
+            .collect()
+    }
+}
+
+impl PgViewStore {
+    async fn commit_inner(&self, projection: &str, commit: ViewCommit) -> eventloom_core::Result<()> {
+        commit.validate()?;
+        let (expected_tx, expected_seq) = parts(commit.expected)?;
+        let (checkpoint_tx, checkpoint_seq) = parts(Some(commit.checkpoint))?;
+        let fencing = token(commit.fencing_token)?;
+        let generation = generation_param(commit.generation);
+        let mut ids = Vec::with_capacity(commit.views.len());
+        let mut views = Vec::with_capacity(commit.views.len());
+        let (mut leave, mut join) = (Entries::default(), Entries::default());
+        for write in &commit.views {
+            ids.push(write.id.as_str());
+            views.push(write.view.as_deref());
+            for entry in &write.leave {
+                leave.push(&write.id, entry);
+            }
+            for entry in &write.join {
+                join.push(&write.id, entry);
+            }
+        }
+        let dead_letters = commit
+            .dead_letters
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| CoreError::Serde { what: "dead letter".into(), source })?;
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let stmt = client.prepare_cached(&self.sql.commit_generation).await.map_err(pg)?;
+        let row = client
+            .query_one(
+                &stmt,
+                &[
+                    &projection,
+                    &generation,
+                    &expected_tx,
+                    &expected_seq,
+                    &checkpoint_tx,
+                    &checkpoint_seq,
+                    &fencing,
+                    &ids,
+                    &views,
+                    &leave.ids,
+                    &leave.names,
+                    &leave.values,
+                    &leave.orders,
+                    &join.ids,
+                    &join.names,
+                    &join.values,
+                    &join.orders,
+                    &dead_letters,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        match row.try_get::<_, i32>(0).map_err(pg)? {
+            0 => Ok(()),
+            1 => Err(CoreError::CheckpointMoved {
+                projection: projection.to_owned(),
+                expected: commit.expected,
+                actual: position(row.try_get(1).map_err(pg)?, row.try_get(2).map_err(pg)?)?,
+            }),
+            2 => Err(fenced(projection, commit.fencing_token, &row, 3)?),
+            _ => Err(gone(projection, commit.generation)),
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Concurrency, lost replies, killed connections and bad input, on the shared server.
+
+use std::collections::HashSet;
+
+use eventloom_core::testing::{test_event, test_event_for_command};
+use eventloom_core::{CommandError, Cqrs, Error, EventStore, ExecuteOptions, ExpectedVersion, Position, StreamId};
+
+use crate::domain::*;
+use crate::support::{database_url, raw, store};
+
+fn stream(id: &str) -> StreamId {
+    StreamId::new("account", id).unwrap()
+}
+
+const WRITERS: u64 = 16;
+const ATTEMPTS: u64 = 500;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_writers_with_exact_versions_one_winner_per_version() {
+    let store = store().await;
+    let s = stream("race");
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let (store, s) = (store.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut won, mut lost) = (Vec::new(), 0u64);
+            for attempt in 0..ATTEMPTS {
+                let version = store.stream_version(&s).await.unwrap();
+                let n = writer * 1_000_000 + attempt;
+                match store.append(&s, ExpectedVersion::Exact(version), vec![test_event(n)]).await {
+                    Ok(out) => won.push((out.last_version, n)),
+                    Err(Error::Conflict { .. }) => lost += 1,
+                    Err(other) => panic!("not a typed conflict: {other:?}"),
+                }
+            }
+            (won, lost)
+        }));
+    }
+    let (mut won, mut lost) = (Vec::new(), 0);
+    for t in tasks {
+        let (w, l) = t.await.unwrap();
+        won.extend(w);
+        lost += l;
+    }
+    assert_eq!(won.len() as u64 + lost, WRITERS * ATTEMPTS);
+    assert!(lost > 0, "the writers raced");
+    won.sort();
+    let versions: Vec<u64> = won.iter().map(|(v, _)| *v).collect();
+    assert_eq!(versions, (1..=won.len() as u64).collect::<Vec<_>>(), "contiguous, one winner per version");
+    let stored = store.read_stream(&s, 1, usize::MAX).await.unwrap();
+    assert_eq!(stored.len(), won.len(), "0 lost, 0 duplicated");
+    for (event, (version, n)) in stored.iter().zip(&won) {
+        let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
+        assert_eq!((event.version, payload["n"].as_u64().unwrap()), (*version, *n));
+    }
+    println!("16 writers x 500 exact appends: {} won, {lost} typed conflicts", won.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_writers_with_any_version_persist_all_8000() {
+    let store = store().await;
+    let s = stream("any");
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let (store, s) = (store.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            for attempt in 0..ATTEMPTS {
+                store.append(&s, ExpectedVersion::Any, vec![test_event(writer * 1_000_000 + attempt)]).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stored = store.read_stream(&s, 1, usize::MAX).await.unwrap();
+    assert_eq!(stored.len() as u64, WRITERS * ATTEMPTS);
+    assert!(stored.iter().enumerate().all(|(i, e)| e.version == i as u64 + 1));
+    let distinct: HashSet<&str> = stored.iter().map(|e| e.payload.as_ref()).collect();
+    assert_eq!(distinct.len() as u64, WRITERS * ATTEMPTS);
+}
+
+#[tokio::test]
+async fn a_reply_lost_after_commit_and_a_retry_with_the_same_command_id_append_once() {
+    let store = store().await;
+    let schema = store.config().schema_name().to_owned();
+    let cqrs = Cqrs::new(store.clone());
+    cqrs.execute(Open { id: "a".into() }).await.unwrap();
+    // The first attempt commits on a connection whose reply nobody reads: the client gave up.
+    let lost = raw(&database_url()).await;
+    let metadata = r#"{"event_id":"00000000-0000-0000-0000-000000000001","timestamp":0,"command_id":"pay-1"}"#;
+    let call = format!(
+        "SELECT * FROM \"{schema}\".append('account', 'a', NULL, ARRAY['Deposited'], ARRAY[1], \
+         ARRAY['{{\"amount\":5}}'], ARRAY['{metadata}'], 'pay-1')"
+    );
+    lost.batch_execute(&call).await.unwrap();
+    drop(lost);
+    // The retry with the same command id returns the first outcome and appends nothing.
+    let retried = cqrs
+        .execute_with(Deposit { id: "a".into(), amount: 5 }, ExecuteOptions::default().command_id("pay-1"))
+        .await
+        .unwrap();
+    assert_eq!(retried.version, 2);
+    let again = Cqrs::<Account, _>::new(store.clone())
+        .execute_with(Deposit { id: "a".into(), amount: 5 }, ExecuteOptions::default().command_id("pay-1"))
+        .await
+        .unwrap();
+    assert_eq!(again, retried);
+    let (state, version) = cqrs.load("a").await.unwrap();
+    assert_eq!((state.balance, version), (5, 2), "0 duplicates");
+}
+
+#[tokio::test]
+async fn a_connection_killed_mid_append_leaves_no_partial_append() {
+    let store = store().await;
+    let schema = store.config().schema_name().to_owned();
+    let victim = raw(&database_url()).await;
+    let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let events: Vec<String> = (0..50).map(|i| format!("'{{\"n\":{i}}}'")).collect();
+    let metadata = vec![r#"'{"event_id":"00000000-0000-0000-0000-000000000000","timestamp":0}'"#; 50];
+    let call = format!(
+        "BEGIN; SELECT * FROM \"{schema}\".append('account', 'killed', NULL, array_fill('Tested'::text, ARRAY[50]), \
+         array_fill(1, ARRAY[50]), ARRAY[{}], ARRAY[{}], NULL)",
+        events.join(","),
+        metadata.join(",")
+    );
+    victim.batch_execute(&call).await.unwrap();
+    let killer = raw(&database_url()).await;
+    let killed: bool = killer.query_one("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap().get(0);
+    assert!(killed);
+    assert!(victim.batch_execute("COMMIT").await.is_err(), "the killed connection cannot commit");
+    assert_eq!(store.stream_version(&stream("killed")).await.unwrap(), 0);
+    assert!(store.read_stream(&stream("killed"), 1, 100).await.unwrap().is_empty(), "nothing of it is visible");
+    // The store goes on.
+    store.append(&stream("killed"), ExpectedVersion::NoStream, vec![test_event(1)]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_corrupt_stored_payload_is_a_typed_error_naming_its_position_and_other_streams_go_on() {
+    let store = store().await;
+    let schema = store.config().schema_name().to_owned();
+    let cqrs = Cqrs::new(store.clone());
+    for id in ["bad", "good"] {
+        cqrs.execute(Open { id: id.into() }).await.unwrap();
+        cqrs.execute(Deposit { id: id.into(), amount: 1 }).await.unwrap();
+    }
+    let admin = raw(&database_url()).await;
+    admin
+        .execute(
+            &format!("UPDATE \"{schema}\".events SET payload = '{{\"amount\":\"lots\"}}' WHERE stream_id = 'bad' AND version = 2"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let position = store.read_stream(&stream("bad"), 2, 1).await.unwrap()[0].position;
+    let fresh = Cqrs::new(store.clone());
+    match fresh.execute(Deposit { id: "bad".into(), amount: 1 }).await {
+        Err(CommandError::Store(Error::Decode { stream: s, version: 2, position: p, .. })) => {
+            assert_eq!((s, p), (stream("bad"), position));
+        }
+        other => panic!("{other:?}"),
+    }
+    fresh.execute(Deposit { id: "good".into(), amount: 1 }).await.unwrap();
+    assert_eq!(fresh.load("good").await.unwrap().0.balance, 2);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_typed_error_and_writes_nothing() {
+    let store = store().await;
+    let s = stream("bad-input");
+    // A NUL byte cannot be stored in text at all.
+    let mut nul = test_event(1);
+    nul.payload = "{\"text\":\"a\0b\"}".into();
+    let err = store.append(&s, ExpectedVersion::Any, vec![test_event(0), nul]).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidEvent { .. }), "{err:?}");
+    let mut not_json = test_event(2);
+    not_json.payload = "{not json".into();
+    let err = store.append(&s, ExpectedVersion::Any, vec![not_json]).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidEvent { .. }), "{err:?}");
+    let mut big = test_event(3);
+    big.payload = format!(r#"{{"s":"{}"}}"#, "x".repeat(2 << 20));
+    let err = store.append(&s, ExpectedVersion::Any, vec![big]).await.unwrap_err();
+    assert!(matches!(err, Error::PayloadTooLarge { .. }), "{err:?}");
+    let err =
+        store.append(&s, ExpectedVersion::Any, vec![test_event_for_command(4, &"k".repeat(1000))]).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidId { .. }), "{err:?}");
+    assert_eq!(store.stream_version(&s).await.unwrap(), 0);
+    assert!(store.read_all(Position::ZERO, 10).await.unwrap().is_empty());
+    // Payloads are kept byte for byte, escapes included.
+    let mut escaped = test_event(5);
+    escaped.payload = r#"{"n":5, "text":"a\u0000b \"q\" ✓",  "spaced" : [1,2]}"#.into();
+    store.append(&s, ExpectedVersion::NoStream, vec![escaped.clone()]).await.unwrap();
+    assert_eq!(store.read_stream(&s, 1, 1).await.unwrap()[0].payload.as_ref(), escaped.payload);
+}
+
+#[tokio::test]
+async fn lists_the_streams_of_one_category() {
+    let store = store().await;
+    for id in ["b", "a", "c"] {
+        store.append(&stream(id), ExpectedVersion::Any, vec![test_event(1), test_event(2)]).await.unwrap();
+    }
+    store.append(&StreamId::new("other", "z").unwrap(), ExpectedVersion::Any, vec![test_event(1)]).await.unwrap();
+    let first = store.streams("account", "", 2).await.unwrap();
+    assert_eq!(first, vec![("a".to_owned(), 2), ("b".to_owned(), 2)]);
+    let rest = store.streams("account", "b", 10).await.unwrap();
+    assert_eq!(rest, vec![("c".to_owned(), 2)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_processes_migrating_at_once_all_succeed() {
+    let url = database_url();
+    let schema = crate::support::fresh_schema();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (url, schema) = (url.clone(), schema.clone());
+        tasks.push(tokio::spawn(async move {
+            let config = eventloom_postgres::PgConfig::from_url(&url).unwrap().schema(schema).unwrap();
+            let store = eventloom_postgres::PgEventStore::connect(config).await.unwrap();
+            store.migrate().await.unwrap();
+            store
+        }));
+    }
+    let mut stores = Vec::new();
+    for t in tasks {
+        stores.push(t.await.unwrap());
+    }
+    let applied: i64 =
+        raw(&url).await.query_one(&format!("SELECT count(*) FROM \"{schema}\".migrations"), &[]).await.unwrap().get(0);
+    assert_eq!(applied, 7, "each migration applied once");
+    stores[0].append(&stream("m"), ExpectedVersion::NoStream, vec![test_event(1)]).await.unwrap();
+    assert_eq!(stores[3].stream_version(&stream("m")).await.unwrap(), 1);
+}

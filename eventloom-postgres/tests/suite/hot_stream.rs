@@ -1,0 +1,150 @@
+//! One hot stream shared by sixteen command processes: with the default retry policy every
+//! command goes through, and the test reports the latency and the rate the stream sustains.
+//!
+//! Each engine stands in for a command process: its own aggregate cache and its own jitter
+//! (the processes share the store's connection pool here, which has a connection for each).
+//! The seed fixes the jitter of every engine, the amounts and the order the commands start in;
+//! replay a run with `CQRS_HOT_STREAM_SEED=<seed>`. Run it alone to measure:
+//! `bash scripts/test.sh -p eventloom-postgres --test suite hot_stream -- --nocapture`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use eventloom_core::prelude::*;
+use eventloom_core::{AppendOutcome, CommandError, Cqrs, EventStore, RetryPolicy};
+
+use crate::domain::{Account, Deposit, Open};
+use crate::support;
+
+const ENGINES: u64 = 16;
+const COMMANDS: u64 = 50;
+
+/// A tiny xorshift: the order and amounts of a run, from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn seed() -> u64 {
+    let seed = std::env::var("CQRS_HOT_STREAM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    }) | 1;
+    println!("hot stream seed: CQRS_HOT_STREAM_SEED={seed}");
+    seed
+}
+
+/// The store, counting appends (each attempt of a command is one).
+#[derive(Clone)]
+struct Counted<S> {
+    inner: S,
+    appends: Arc<AtomicU64>,
+}
+
+#[eventloom_core::async_trait]
+impl<S: EventStore + Clone> EventStore for Counted<S> {
+    async fn append(
+        &self,
+        s: &StreamId,
+        e: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> eventloom_core::Result<AppendOutcome> {
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        self.inner.append(s, e, events).await
+    }
+    async fn read_stream(&self, s: &StreamId, from: u64, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
+        self.inner.read_stream(s, from, limit).await
+    }
+    async fn read_all(&self, after: Position, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
+        self.inner.read_all(after, limit).await
+    }
+    async fn stream_version(&self, s: &StreamId) -> eventloom_core::Result<u64> {
+        self.inner.stream_version(s).await
+    }
+    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<AppendOutcome>> {
+        self.inner.command_outcome(id).await
+    }
+    async fn record_command(&self, id: &str, outcome: AppendOutcome) -> eventloom_core::Result<()> {
+        self.inner.record_command(id, outcome).await
+    }
+    async fn head(&self) -> eventloom_core::Result<Option<Position>> {
+        self.inner.head().await
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_engines_on_one_hot_stream_lose_no_command_at_the_default_retry_policy() {
+    let seed = seed();
+    let store = Counted { inner: support::store().await, appends: Arc::new(AtomicU64::new(0)) };
+    Cqrs::new(store.clone()).execute(Open { id: "hot".into() }).await.unwrap();
+    let mut rng = Rng(seed);
+    // Each engine runs its commands one after another (commands on one stream in one engine
+    // queue on its cache anyway), all sixteen at once, after a start offset of up to 2 ms.
+    let mut plans: Vec<(u64, u64, Vec<u64>)> =
+        (0..ENGINES).map(|e| (e, rng.next() % 2_000, (0..COMMANDS).map(|_| rng.next() % 100 + 1).collect())).collect();
+    plans.sort_by_key(|(_, offset, _)| *offset);
+    let expected: u64 = plans.iter().flat_map(|(_, _, amounts)| amounts).sum();
+    let appends_before = store.appends.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let tasks: Vec<_> = plans
+        .into_iter()
+        .map(|(e, offset, amounts)| {
+            // The defaults, with a replayable jitter of each engine's own.
+            let engine = Cqrs::new(store.clone()).with_retry(RetryPolicy::default().seed(seed ^ (e + 1)));
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_micros(offset)).await;
+                let mut latencies = Vec::new();
+                let mut conflicts = Vec::new();
+                for amount in amounts {
+                    let at = Instant::now();
+                    match engine.execute(Deposit { id: "hot".into(), amount }).await {
+                        Ok(_) => {}
+                        Err(CommandError::Conflict { attempts, .. }) => conflicts.push((amount, attempts)),
+                        Err(other) => panic!("engine {e}: {other:?}"),
+                    }
+                    latencies.push(at.elapsed());
+                }
+                (latencies, conflicts)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut conflicts = Vec::new();
+    for task in tasks {
+        let (l, c) = task.await.unwrap();
+        latencies.extend(l);
+        conflicts.extend(c);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let commands = ENGINES * COMMANDS;
+    let attempts = store.appends.load(Ordering::Relaxed) - appends_before;
+    println!(
+        "hot stream: {commands} commands from {ENGINES} engines in {elapsed:.2?}: {:.0} commands/s on one stream; \
+         latency p50 {:.2?}, p99 {:.2?}, max {:.2?}; {attempts} appends ({:.2} per command); {} conflicts",
+        commands as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or_default(),
+        attempts as f64 / commands as f64,
+        conflicts.len(),
+    );
+    assert!(
+        conflicts.is_empty(),
+        "{} of {commands} commands gave up on a conflict (seed {seed}): {conflicts:?}",
+        conflicts.len()
+    );
+    let (account, version) = Cqrs::<Account, _>::new(store.clone()).load("hot").await.unwrap();
+    assert_eq!((account.balance, version), (expected, 1 + commands), "every command appended once");
+}

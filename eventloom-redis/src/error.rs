@@ -1,0 +1,68 @@
+//! The crate's error type.
+
+/// A `Result` whose error defaults to this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while configuring or connecting to Redis. Once connected, the store
+/// implements the `eventloom-core` traits and returns [`eventloom_core::Error`].
+///
+/// # Examples
+///
+/// ```
+/// let err = eventloom_redis::RedisViewStore::check_prefix("bad{prefix").unwrap_err();
+/// assert!(matches!(err, eventloom_redis::Error::Config(_)));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting that cannot work. The message never repeats credentials.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Redis could not be reached or refused the connection (a wrong password, an untrusted
+    /// certificate). The message never repeats credentials.
+    #[error("cannot connect to Redis: {0}")]
+    Connect(String),
+    /// Redis runs with a `maxmemory-policy` that may evict the store's keys (`allkeys-*`, or
+    /// one this crate does not know): use `noeviction` (or a `volatile-*` policy), or accept it
+    /// with [`RedisConfig::accept_eviction`](crate::RedisConfig::accept_eviction).
+    #[error(
+        "Redis runs with maxmemory-policy {policy}, which may evict views: set it to noeviction (or \
+         volatile-*), or accept it with RedisConfig::accept_eviction"
+    )]
+    EvictionPolicy {
+        /// The policy's name.
+        policy: String,
+    },
+}
+
+/// Whether retrying may help: the connection is down or timed out, or the server is busy
+/// loading its data or failing over.
+pub(crate) fn is_transient(error: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        || matches!(
+            error.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ReadOnly
+                )
+        )
+}
+
+/// A Redis error as the `eventloom-core` traits report it: connection trouble is transient
+/// ([`eventloom_core::Error::Unavailable`]), anything else is not ([`eventloom_core::Error::Backend`]).
+pub(crate) fn redis_error(error: redis::RedisError) -> eventloom_core::Error {
+    let message = error.to_string();
+    if is_transient(&error) {
+        eventloom_core::Error::Unavailable { message, source: Some(Box::new(error)) }
+    } else {
+        eventloom_core::Error::Backend { message, source: Some(Box::new(error)) }
+    }
+}

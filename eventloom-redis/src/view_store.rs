@@ -1,0 +1,846 @@
+//! [`RedisViewStore`]: generations of views, their secondary indexes and checkpoints on Redis.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use eventloom_core::{
+    DeadLetter, Error as CoreError, Generation, IndexKey, ListCursor, Position, ProjectionStatus, ProjectionStop,
+    ViewCommit, ViewPage, ViewStore,
+};
+use redis::aio::ConnectionManager;
+use tracing::Instrument;
+
+use crate::config::RedisConfig;
+use crate::error::redis_error;
+use crate::eviction::{self, EvictionPolicy};
+use crate::keys::{ProjectionKeys, index_suffix};
+use crate::scripts;
+use crate::{Error, Result};
+
+/// How many keys one call of the sweep script deletes at most, so that dropping a large
+/// generation never blocks Redis for long.
+const SWEEP_BUDGET: usize = 1_000;
+
+/// How often a query reads again after finding that another generation went live meanwhile.
+const QUERY_TRIES: usize = 5;
+
+/// The scripts, loaded once per store (clones share them).
+struct Scripts {
+    commit: redis::Script,
+    begin: redis::Script,
+    go_live: redis::Script,
+    sweep: redis::Script,
+    status: redis::Script,
+    record_stop: redis::Script,
+    list: redis::Script,
+    count: redis::Script,
+    dead_letters: redis::Script,
+    load: redis::Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Scripts {
+            commit: redis::Script::new(scripts::COMMIT),
+            begin: redis::Script::new(scripts::BEGIN),
+            go_live: redis::Script::new(scripts::GO_LIVE),
+            sweep: redis::Script::new(scripts::SWEEP),
+            status: redis::Script::new(scripts::STATUS),
+            record_stop: redis::Script::new(scripts::RECORD_STOP),
+            list: redis::Script::new(scripts::LIST),
+            count: redis::Script::new(scripts::COUNT),
+            dead_letters: redis::Script::new(scripts::DEAD_LETTERS),
+            load: redis::Script::new(scripts::LOAD),
+        }
+    }
+}
+
+/// A [`ViewStore`] on Redis.
+///
+/// Each projection's views live in *generations* (see [`eventloom_core::Generation`]): a pointer key
+/// names the live one, which queries read, and another the one being built. A view is a string
+/// (its JSON); an index list is a sorted set whose members are `<sort key>\0<view id>`, all of
+/// score 0, so `ZRANGEBYLEX` pages through it in (sort key, id) order. One projection's keys share
+/// one hash tag, so every script touches a single cluster slot (see the crate's key layout).
+///
+/// - A batch ([`commit`](ViewStore::commit)) is one Lua script that checks every key's type, the
+///   fencing token, that the generation is still live or being built (a Redis that restarted
+///   empty or was flushed has neither: [`eventloom_core::Error::GenerationGone`]) and the checkpoint,
+///   before its first write: all or nothing.
+/// - [`go_live`](ViewStore::go_live) switches the pointer in one script, then deletes the keys of
+///   the generation that was live, at most a thousand keys per script call.
+/// - Queries read the pointer in the same round-trip as the data: [`read_views`](ViewStore::read_views)
+///   is one `MGET` of the pointer and the views of the live generation this store last saw
+///   (remembered per projection, shared by clones; read again when the pointer moved), and
+///   [`list`](ViewStore::list), [`count`](ViewStore::count) and
+///   [`dead_letters`](ViewStore::dead_letters) are read-only scripts.
+///
+/// The connection manager reconnects by itself; a failed read is an error, never "nothing
+/// stored". Run Redis with `maxmemory-policy noeviction` (or `volatile-*`): connecting refuses
+/// an evicting policy unless [`RedisConfig::accept_eviction`] accepts it, and a generation that
+/// loses a key is rebuilt, never folded again from no checkpoint (see the crate's section
+/// "Eviction"). The `Debug` output shows no credentials.
+///
+/// # Examples
+///
+/// ```no_run
+/// use eventloom_core::{IndexKey, ViewReader};
+/// use eventloom_redis::RedisViewStore;
+///
+/// # #[derive(serde::Deserialize)] struct Task;
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let views = RedisViewStore::connect("redis://127.0.0.1:6379/", "app:").await?;
+/// let tasks = ViewReader::<Task>::new(views, "tasks");
+/// let first_page = tasks.list(&IndexKey::new("status", "open"), None, 20).await?;
+/// let counts = tasks.count(&[IndexKey::new("status", "open"), IndexKey::new("status", "done")]).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisViewStore {
+    connection: ConnectionManager,
+    prefix: String,
+    address: String,
+    scripts: Arc<Scripts>,
+    /// The live generation last seen, per projection.
+    live: Arc<Mutex<HashMap<String, u64>>>,
+    /// The `maxmemory-policy` last seen.
+    eviction: Arc<Mutex<eviction::Watch>>,
+}
+
+impl std::fmt::Debug for RedisViewStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisViewStore").field("address", &self.address).field("prefix", &self.prefix).finish()
+    }
+}
+
+fn position(text: &str) -> eventloom_core::Result<Option<Position>> {
+    if text.is_empty() { Ok(None) } else { text.parse().map(Some) }
+}
+
+fn not_built(projection: &str) -> CoreError {
+    CoreError::NotBuilt { projection: projection.to_owned() }
+}
+
+fn fenced(projection: &str, token: u64, highest: &str) -> CoreError {
+    CoreError::Fenced { projection: projection.to_owned(), token, highest: highest.parse().unwrap_or(u64::MAX) }
+}
+
+fn gone(projection: &str, generation: u64) -> CoreError {
+    CoreError::GenerationGone { projection: projection.to_owned(), generation }
+}
+
+fn unexpected(what: &str, reply: impl std::fmt::Debug) -> CoreError {
+    CoreError::Backend { message: format!("unexpected reply of Redis to {what}: {reply:?}"), source: None }
+}
+
+/// The highest generation id this process proposed or was handed.
+static LAST_GENERATION_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A new generation's proposed id: the time in milliseconds since 1970 above 20 random bits
+/// (and above every id this process saw), so that ids grow with time and never come back,
+/// whatever Redis lost (a counter in Redis would start over after a `FLUSHALL`). The begin
+/// script takes one above every id the projection still holds instead when this one is not
+/// (a clock behind another process's).
+fn proposed_generation_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    // Until the year 2527.
+    let millis = u64::try_from(since.as_millis()).unwrap_or(u64::MAX).min((1 << 44) - 1);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(since.as_nanos());
+    let proposed = (millis << 20) | (hasher.finish() & 0xF_FFFF);
+    let last = LAST_GENERATION_ID
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(last.saturating_add(1).max(proposed)))
+        .unwrap_or_else(|last| last);
+    last.saturating_add(1).max(proposed)
+}
+
+/// A generation id as Redis stores it.
+fn generation_id(text: &str) -> eventloom_core::Result<u64> {
+    text.parse().map_err(|_| unexpected("a generation id", text))
+}
+
+/// The index list member of a view: `<sort key>\0<view id>`.
+fn member(order: &str, id: &str) -> String {
+    format!("{order}\0{id}")
+}
+
+/// The `ZRANGEBYLEX` minimum of the members strictly after `cursor`.
+fn after(cursor: Option<&ListCursor>) -> String {
+    match cursor {
+        None => "-".to_owned(),
+        // Stored sort keys hold no NUL (commits refuse them), so the members after a sort key
+        // `p\0...` are those whose sort key is above `p`: from `p\x01` on.
+        Some(cursor) => match cursor.order.split_once('\0') {
+            Some((head, _)) => format!("[{head}\u{1}"),
+            None => format!("({}\0{}", cursor.order, cursor.id),
+        },
+    }
+}
+
+impl RedisViewStore {
+    /// Connects to `url` (`redis://[user:password@]host:port/db`, or `rediss://` with the
+    /// feature `tls`) with a reconnecting connection manager; every key starts with `prefix`.
+    /// [`connect_with`](Self::connect_with) takes more settings.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), eventloom_redis::Error> {
+    /// let views = eventloom_redis::RedisViewStore::connect("redis://app:s3cret@127.0.0.1:6379/", "app:").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
+        Self::connect_with(RedisConfig::from_url(url)?.prefix(prefix)?).await
+    }
+
+    /// Connects with these settings. A refused password, or a setting that cannot work, fails at
+    /// once; a server that cannot be reached is tried again a few times first.
+    ///
+    /// It reads Redis's `maxmemory-policy` (`CONFIG GET`) and fails with
+    /// [`Error::EvictionPolicy`] when the policy may evict the store's keys (`allkeys-*`), unless
+    /// [`RedisConfig::accept_eviction`] accepts it (then it logs a warning). A policy it cannot
+    /// read (`CONFIG` renamed or disabled, or not permitted to the ACL user) is logged as a
+    /// warning and the store connects: make sure yourself that it is `noeviction` or `volatile-*`.
+    /// [`status`](ViewStore::status) reads the policy again (at most once a second: the projector
+    /// calls it every verify interval) and logs a change, and an evicting policy not accepted at
+    /// error level every minute; [`eviction_policy`](Self::eviction_policy) says what it found.
+    pub async fn connect_with(config: RedisConfig) -> Result<Self> {
+        let address = config.address();
+        let span = tracing::info_span!("redis_connect", %address, tls = config.is_tls());
+        async move {
+            let client = client(&config)?;
+            let connect_error = |e: redis::RedisError| Error::Connect(config.redact(e.to_string()));
+            // One plain attempt first, with a PING: a wrong password, a certificate that is not
+            // trusted or a server that wants AUTH fails now, not after the manager's retries.
+            let probe = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(config.connection_timeout)
+                .set_response_timeout(config.response_timeout);
+            let probed = match client.get_multiplexed_async_connection_with_config(&probe).await {
+                Ok(mut connection) => redis::cmd("PING").query_async::<String>(&mut connection).await.map(drop),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = probed {
+                if refused(&e) {
+                    return Err(connect_error(e));
+                }
+                tracing::debug!(error = %config.redact(e.to_string()), "Redis not reachable yet; retrying");
+            }
+            let manager = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(config.connection_timeout)
+                .set_response_timeout(config.response_timeout);
+            let mut connection = ConnectionManager::new_with_config(client, manager).await.map_err(connect_error)?;
+            tracing::debug!("connected");
+            let policy = eviction::read(&mut connection).await.map_err(connect_error)?;
+            if let EvictionPolicy::Evicting(name) = &policy
+                && !config.accept_eviction
+            {
+                return Err(Error::EvictionPolicy { policy: name.clone() });
+            }
+            eviction::log(&policy, config.accept_eviction, &address);
+            Ok(RedisViewStore {
+                connection,
+                prefix: config.prefix,
+                address,
+                scripts: Arc::new(Scripts::new()),
+                live: Arc::default(),
+                eviction: Arc::new(Mutex::new(eviction::Watch::new(config.accept_eviction, policy))),
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Refuses prefixes with `{` or `}` (they would move the hash tag), control characters, or
+    /// over 256 bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(eventloom_redis::RedisViewStore::check_prefix("app:").is_ok());
+    /// assert!(eventloom_redis::RedisViewStore::check_prefix("app{1}:").is_err());
+    /// ```
+    pub fn check_prefix(prefix: &str) -> Result<()> {
+        crate::config::check_prefix(prefix)
+    }
+
+    /// The `maxmemory-policy` that the last check found (at connect, or by a
+    /// [`status`](ViewStore::status) call at most a second ago).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), eventloom_redis::Error> {
+    /// let views = eventloom_redis::RedisViewStore::connect("redis://127.0.0.1:6379/", "app:").await?;
+    /// assert!(views.eviction_policy().is_safe(), "connect refuses an evicting policy");
+    /// # Ok(()) }
+    /// ```
+    pub fn eviction_policy(&self) -> EvictionPolicy {
+        self.eviction.lock().unwrap_or_else(PoisonError::into_inner).seen.clone()
+    }
+
+    /// Reads the `maxmemory-policy` again when the last check is a second old or more.
+    async fn watch_eviction_policy(&self) {
+        if !self.eviction.lock().unwrap_or_else(PoisonError::into_inner).due() {
+            return;
+        }
+        match eviction::read(&mut self.connection.clone()).await {
+            Ok(policy) => self.eviction.lock().unwrap_or_else(PoisonError::into_inner).found(policy, &self.address),
+            Err(error) => tracing::debug!(%error, "cannot read Redis's maxmemory-policy now"),
+        }
+    }
+
+    fn keys(&self, projection: &str) -> ProjectionKeys {
+        ProjectionKeys::new(&self.prefix, projection)
+    }
+
+    fn cached_live(&self, projection: &str) -> Option<u64> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner).get(projection).copied()
+    }
+
+    fn remember_live(&self, projection: &str, generation: Option<u64>) {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        match generation {
+            Some(id) => {
+                if let Some(cached) = live.get_mut(projection) {
+                    *cached = id;
+                } else {
+                    live.insert(projection.to_owned(), id);
+                }
+            }
+            None => {
+                live.remove(projection);
+            }
+        }
+    }
+
+    /// Deletes the keys of the projection's dropped generations (those that were live before
+    /// another went live, or were being built when another build began), at most a thousand per
+    /// script call, until none is left. [`go_live`](ViewStore::go_live) and
+    /// [`begin_generation`](ViewStore::begin_generation) call it; call it yourself to finish a
+    /// sweep that a lost connection interrupted. Returns how many keys it deleted.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(views: eventloom_redis::RedisViewStore) -> eventloom_core::Result<()> {
+    /// let deleted = views.sweep("tasks").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn sweep(&self, projection: &str) -> eventloom_core::Result<u64> {
+        let keys = self.keys(projection);
+        let span = tracing::debug_span!("sweep", store = "redis", projection);
+        async {
+            let mut connection = self.connection.clone();
+            let mut deleted = 0;
+            loop {
+                let (count, more): (u64, u64) = self
+                    .scripts
+                    .sweep
+                    .key(keys.live())
+                    .key(keys.building())
+                    .key(keys.trash())
+                    .arg(keys.base())
+                    .arg(SWEEP_BUDGET)
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(redis_error)?;
+                deleted += count;
+                if more == 0 {
+                    if deleted > 0 {
+                        tracing::debug!(deleted, "deleted the keys of dropped generations");
+                    }
+                    return Ok(deleted);
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Sweeps after a switch; the switch happened, so a failure is only logged (the next switch,
+    /// or [`sweep`](Self::sweep), finishes the job).
+    async fn sweep_after_switch(&self, projection: &str) {
+        if let Err(error) = self.sweep(projection).await {
+            tracing::warn!(%error, projection, "could not delete the keys of a dropped generation yet");
+        }
+    }
+}
+
+/// Whether a failed first connection is a refusal that retrying will not change: anything but
+/// connection trouble, and a TLS handshake that failed on the certificate (rustls reports that
+/// as an I/O error).
+fn refused(error: &redis::RedisError) -> bool {
+    let message = error.to_string();
+    !crate::error::is_transient(error)
+        || message.contains("invalid peer certificate")
+        || message.contains("received fatal alert")
+}
+
+fn client(config: &RedisConfig) -> Result<redis::Client> {
+    #[cfg(feature = "tls")]
+    if config.is_tls() {
+        // redis-rs builds its rustls configuration on the process's default provider: make
+        // that `ring` unless the program chose one (with both `ring` and `aws-lc-rs` in the
+        // build, rustls cannot choose by itself).
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        if let Some(pem) = &config.tls_roots {
+            let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) };
+            return redis::Client::build_with_tls(config.info.clone(), certificates)
+                .map_err(|e| Error::Config(format!("TLS root certificates: {}", config.redact(e.to_string()))));
+        }
+    }
+    if config.tls_roots.is_some() {
+        return Err(Error::Config("TLS root certificates were given for a redis:// URL: use rediss://".to_owned()));
+    }
+    redis::Client::open(config.info.clone()).map_err(|e| Error::Config(config.redact(e.to_string())))
+}
+
+#[async_trait]
+impl ViewStore for RedisViewStore {
+    async fn status(&self, projection: &str) -> eventloom_core::Result<ProjectionStatus> {
+        self.watch_eviction_policy().await;
+        let keys = self.keys(projection);
+        let mut connection = self.connection.clone();
+        let reply: Vec<String> = self
+            .scripts
+            .status
+            .key(keys.live())
+            .key(keys.building())
+            .key(keys.stopped())
+            .arg(keys.base())
+            .invoke_async(&mut connection)
+            .instrument(tracing::trace_span!("status", store = "redis", projection))
+            .await
+            .map_err(redis_error)?;
+        let [live, building] = [0, 1].map(|i| reply.get(4 * i..4 * i + 4));
+        let (Some(live), Some(building), Some([kind, stopped_at, reason, stop_generation, stop_checkpoint])) =
+            (live, building, reply.get(8..13))
+        else {
+            return Err(unexpected("the status script", reply));
+        };
+        let stopped = match kind.as_str() {
+            "" => None,
+            kind => Some(
+                ProjectionStop::new(kind.parse()?, position(stopped_at)?, reason.as_str())
+                    .at(generation_id(stop_generation)?, position(stop_checkpoint)?),
+            ),
+        };
+        // A lost generation is left out: the projector then rebuilds into a new one.
+        let generation = |what: &str, fields: &[String]| -> eventloom_core::Result<Option<Generation>> {
+            let [id, version, checkpoint, state] = fields else { return Err(unexpected("the status script", fields)) };
+            match state.as_str() {
+                "" => Ok(None),
+                "ok" => Ok(Some(Generation {
+                    id: generation_id(id)?,
+                    version: version.parse().map_err(|_| unexpected("a generation's version", version))?,
+                    checkpoint: position(checkpoint)?,
+                })),
+                "lost" => {
+                    tracing::warn!(
+                        projection,
+                        generation = %id,
+                        "the {what} generation lost keys (evicted or deleted): it will be rebuilt"
+                    );
+                    Ok(None)
+                }
+                _ => Err(unexpected("the status script", fields)),
+            }
+        };
+        let status =
+            ProjectionStatus { live: generation("live", live)?, building: generation("building", building)?, stopped };
+        self.remember_live(projection, status.live.map(|g| g.id));
+        Ok(status)
+    }
+
+    async fn begin_generation(
+        &self,
+        projection: &str,
+        version: u32,
+        fencing_token: u64,
+    ) -> eventloom_core::Result<Generation> {
+        let keys = self.keys(projection);
+        let mut connection = self.connection.clone();
+        let reply: Vec<String> = self
+            .scripts
+            .begin
+            .key(keys.token())
+            .key(keys.live())
+            .key(keys.building())
+            .key(keys.last())
+            .key(keys.trash())
+            .arg(fencing_token)
+            .arg(version)
+            .arg(keys.base())
+            .arg(proposed_generation_id())
+            .invoke_async(&mut connection)
+            .instrument(tracing::debug_span!("begin_generation", store = "redis", projection, version))
+            .await
+            .map_err(redis_error)?;
+        let generation = match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["0", id] => {
+                let id = generation_id(id)?;
+                LAST_GENERATION_ID.fetch_max(id, Ordering::Relaxed);
+                Generation { id, version, checkpoint: None }
+            }
+            ["2", highest] => return Err(fenced(projection, fencing_token, highest)),
+            _ => return Err(unexpected("begin_generation", reply)),
+        };
+        tracing::debug!(projection, generation = generation.id, version, "began a generation");
+        self.sweep_after_switch(projection).await;
+        Ok(generation)
+    }
+
+    async fn load_views(
+        &self,
+        projection: &str,
+        generation: u64,
+        ids: &[String],
+    ) -> eventloom_core::Result<Vec<Option<String>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys(projection);
+        let generation_keys = keys.generation(generation);
+        let mut invocation = self.scripts.load.prepare_invoke();
+        invocation.key(keys.live()).key(keys.building()).key(generation_keys.ids());
+        for id in ids {
+            invocation.key(generation_keys.view(id));
+        }
+        invocation.arg(keys.base()).arg(generation);
+        for id in ids {
+            invocation.arg(id.as_str());
+        }
+        let mut connection = self.connection.clone();
+        let mut reply: Vec<Option<String>> = invocation
+            .invoke_async(&mut connection)
+            .instrument(tracing::trace_span!("load_views", store = "redis", projection, generation, views = ids.len()))
+            .await
+            .map_err(redis_error)?;
+        match reply.first().map(Option::as_deref) {
+            Some(Some("0")) if reply.len() == ids.len() + 1 => {
+                reply.remove(0);
+                Ok(reply)
+            }
+            Some(Some("4")) if reply.len() == 1 => Err(gone(projection, generation)),
+            _ => Err(unexpected("the load script", reply)),
+        }
+    }
+
+    async fn commit(&self, projection: &str, commit: ViewCommit) -> eventloom_core::Result<()> {
+        commit.validate()?;
+        let span = tracing::debug_span!(
+            "projection_commit",
+            store = "redis",
+            projection,
+            generation = commit.generation,
+            views = commit.views.len()
+        );
+        let keys = self.keys(projection);
+        let generation = keys.generation(commit.generation);
+        // The index lists the batch touches, each once, numbered from 1 in the script.
+        let mut lists: Vec<&IndexKey> = Vec::new();
+        let mut slots: HashMap<&IndexKey, usize> = HashMap::new();
+        for write in &commit.views {
+            for entry in write.leave.iter().chain(&write.join) {
+                slots.entry(&entry.key).or_insert_with(|| {
+                    lists.push(&entry.key);
+                    lists.len()
+                });
+            }
+        }
+        let mut invocation = self.scripts.commit.prepare_invoke();
+        invocation
+            .key(keys.token())
+            .key(keys.live())
+            .key(keys.building())
+            .key(generation.meta())
+            .key(generation.ids())
+            .key(generation.indexes())
+            .key(generation.dead_letters());
+        for write in &commit.views {
+            invocation.key(generation.view(&write.id));
+        }
+        for list in &lists {
+            invocation.key(generation.index(list));
+        }
+        invocation
+            .arg(commit.generation)
+            .arg(commit.expected.map(|p| p.to_string()).unwrap_or_default())
+            .arg(commit.checkpoint.to_string())
+            .arg(commit.fencing_token)
+            .arg(commit.views.len())
+            .arg(lists.len())
+            .arg(keys.base());
+        for list in &lists {
+            invocation.arg(index_suffix(list));
+        }
+        for write in &commit.views {
+            invocation.arg(write.id.as_str());
+            match &write.view {
+                Some(json) => invocation.arg(format!("s{json}")),
+                None => invocation.arg("d"),
+            };
+            for entries in [&write.leave, &write.join] {
+                invocation.arg(entries.len());
+                for entry in entries {
+                    invocation.arg(slots[&entry.key]).arg(member(&entry.order, &write.id));
+                }
+            }
+        }
+        for letter in &commit.dead_letters {
+            let json = serde_json::to_string(letter)
+                .map_err(|source| CoreError::Serde { what: "dead letter".into(), source })?;
+            invocation.arg(json);
+        }
+        let mut connection = self.connection.clone();
+        let reply: Vec<String> =
+            invocation.invoke_async(&mut connection).instrument(span).await.map_err(redis_error)?;
+        match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["0"] => Ok(()),
+            ["1", actual] => Err(CoreError::CheckpointMoved {
+                projection: projection.to_owned(),
+                expected: commit.expected,
+                actual: position(actual)?,
+            }),
+            ["2", highest] => Err(fenced(projection, commit.fencing_token, highest)),
+            ["3", key] => Err(CoreError::Backend {
+                message: format!("key {key:?} holds another type than the view store writes; nothing was written"),
+                source: None,
+            }),
+            ["4"] => Err(gone(projection, commit.generation)),
+            _ => Err(unexpected("a commit", reply)),
+        }
+    }
+
+    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> eventloom_core::Result<()> {
+        let keys = self.keys(projection);
+        let mut connection = self.connection.clone();
+        let reply: Vec<String> = self
+            .scripts
+            .go_live
+            .key(keys.token())
+            .key(keys.live())
+            .key(keys.building())
+            .key(keys.trash())
+            .arg(generation)
+            .arg(fencing_token)
+            .arg(keys.base())
+            .invoke_async(&mut connection)
+            .instrument(tracing::debug_span!("go_live", store = "redis", projection, generation))
+            .await
+            .map_err(redis_error)?;
+        match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["0"] => {}
+            ["1", built, live] => {
+                return Err(CoreError::CheckpointMoved {
+                    projection: projection.to_owned(),
+                    expected: position(built)?,
+                    actual: position(live)?,
+                });
+            }
+            ["2", highest] => return Err(fenced(projection, fencing_token, highest)),
+            ["4"] => return Err(gone(projection, generation)),
+            _ => return Err(unexpected("go_live", reply)),
+        }
+        self.remember_live(projection, Some(generation));
+        self.sweep_after_switch(projection).await;
+        Ok(())
+    }
+
+    async fn record_stop(
+        &self,
+        projection: &str,
+        stop: Option<&ProjectionStop>,
+        fencing_token: u64,
+    ) -> eventloom_core::Result<()> {
+        let keys = self.keys(projection);
+        let mut connection = self.connection.clone();
+        let position = stop.and_then(|s| s.position).map(|p| p.to_string()).unwrap_or_default();
+        let reply: Vec<String> = self
+            .scripts
+            .record_stop
+            .key(keys.token())
+            .key(keys.live())
+            .key(keys.building())
+            .key(keys.stopped())
+            .arg(keys.base())
+            .arg(fencing_token)
+            .arg(stop.map_or("", |s| s.kind.as_str()))
+            .arg(position)
+            .arg(stop.map_or("", |s| s.reason.as_str()))
+            .arg(stop.map_or(0, |s| s.generation))
+            .arg(stop.and_then(|s| s.checkpoint).map(|p| p.to_string()).unwrap_or_default())
+            .invoke_async(&mut connection)
+            .instrument(tracing::debug_span!("record_stop", store = "redis", projection))
+            .await
+            .map_err(redis_error)?;
+        match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["0"] => Ok(()),
+            ["2", highest] => Err(fenced(projection, fencing_token, highest)),
+            ["3", key] => Err(CoreError::Backend {
+                message: format!("key {key:?} holds another type than the view store writes; nothing was written"),
+                source: None,
+            }),
+            _ => Err(unexpected("record_stop", reply)),
+        }
+    }
+
+    async fn read_views(&self, projection: &str, ids: &[String]) -> eventloom_core::Result<Vec<Option<String>>> {
+        let keys = self.keys(projection);
+        let span = tracing::trace_span!("read_views", store = "redis", projection, views = ids.len());
+        async {
+            let mut connection = self.connection.clone();
+            for _ in 0..QUERY_TRIES {
+                // The pointer and the views of the generation last seen live, in one MGET.
+                let cached = self.cached_live(projection);
+                let mut mget = redis::cmd("MGET");
+                mget.arg(keys.live());
+                if let Some(id) = cached {
+                    let generation = keys.generation(id);
+                    for id in ids {
+                        mget.arg(generation.view(id));
+                    }
+                }
+                let mut values: Vec<Option<String>> = mget.query_async(&mut connection).await.map_err(redis_error)?;
+                if values.is_empty() {
+                    return Err(unexpected("MGET", values));
+                }
+                let live = values.remove(0).as_deref().map(generation_id).transpose()?;
+                match (live, cached) {
+                    (None, _) => {
+                        self.remember_live(projection, None);
+                        return Err(not_built(projection));
+                    }
+                    (Some(live), Some(cached)) if live == cached => return Ok(values),
+                    (Some(live), _) => {
+                        self.remember_live(projection, Some(live));
+                        if ids.is_empty() {
+                            return Ok(Vec::new());
+                        }
+                    }
+                }
+            }
+            Err(CoreError::unavailable_msg(format!(
+                "the live generation of projection {projection} changed {QUERY_TRIES} times during one read"
+            )))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn list(
+        &self,
+        projection: &str,
+        key: &IndexKey,
+        after_cursor: Option<&ListCursor>,
+        limit: usize,
+    ) -> eventloom_core::Result<ViewPage> {
+        let keys = self.keys(projection);
+        let mut connection = self.connection.clone();
+        // One more than asked: whether another page follows.
+        let fetch = limit.saturating_add(1).min(i64::MAX as usize);
+        let reply: Vec<Option<String>> = self
+            .scripts
+            .list
+            .key(keys.live())
+            .arg(keys.base())
+            .arg(index_suffix(key))
+            .arg(after(after_cursor))
+            .arg(fetch)
+            .invoke_async(&mut connection)
+            .instrument(tracing::trace_span!("list", store = "redis", projection, index = %key, limit))
+            .await
+            .map_err(redis_error)?;
+        let (status, rest) = reply.split_first().ok_or_else(|| unexpected("the list script", &reply))?;
+        match status.as_deref() {
+            Some("0") => {
+                self.remember_live(projection, None);
+                return Err(not_built(projection));
+            }
+            Some("1") => {}
+            _ => return Err(unexpected("the list script", &reply)),
+        }
+        let (live, rest) = rest.split_first().ok_or_else(|| unexpected("the list script", &reply))?;
+        self.remember_live(projection, Some(generation_id(live.as_deref().unwrap_or_default())?));
+        let entries = rest.chunks(2).collect::<Vec<_>>();
+        let more = entries.len() > limit;
+        let mut page = ViewPage::default();
+        for entry in entries.into_iter().take(limit) {
+            let [Some(member), view] = entry else { return Err(unexpected("the list script", entry)) };
+            let (order, id) = member.split_once('\0').ok_or_else(|| unexpected("an index member", member))?;
+            if let Some(json) = view {
+                page.views.push((id.to_owned(), json.clone()));
+            }
+            page.next = Some(ListCursor { order: order.to_owned(), id: id.to_owned() });
+        }
+        if !more {
+            page.next = None;
+        }
+        Ok(page)
+    }
+
+    async fn count(&self, projection: &str, index_keys: &[IndexKey]) -> eventloom_core::Result<Vec<u64>> {
+        let keys = self.keys(projection);
+        let mut connection = self.connection.clone();
+        let mut invocation = self.scripts.count.prepare_invoke();
+        invocation.key(keys.live()).arg(keys.base());
+        for key in index_keys {
+            invocation.arg(index_suffix(key));
+        }
+        let reply: Vec<u64> = invocation
+            .invoke_async(&mut connection)
+            .instrument(tracing::trace_span!("count", store = "redis", projection, lists = index_keys.len()))
+            .await
+            .map_err(redis_error)?;
+        match reply.split_first() {
+            Some((0, _)) => {
+                self.remember_live(projection, None);
+                Err(not_built(projection))
+            }
+            Some((1, counts)) if counts.len() == index_keys.len() => Ok(counts.to_vec()),
+            _ => Err(unexpected("the count script", reply)),
+        }
+    }
+
+    async fn dead_letters(&self, projection: &str) -> eventloom_core::Result<Vec<DeadLetter>> {
+        let keys = self.keys(projection);
+        let mut connection = self.connection.clone();
+        let letters: Vec<String> = self
+            .scripts
+            .dead_letters
+            .key(keys.live())
+            .arg(keys.base())
+            .invoke_async(&mut connection)
+            .instrument(tracing::trace_span!("dead_letters", store = "redis", projection))
+            .await
+            .map_err(redis_error)?;
+        letters
+            .iter()
+            .map(|json| {
+                serde_json::from_str(json).map_err(|source| CoreError::Serde { what: "dead letter".into(), source })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_start_strictly_after_their_view() {
+        assert_eq!(after(None), "-");
+        let cursor = ListCursor { order: "0001".into(), id: "t-1".into() };
+        assert_eq!(after(Some(&cursor)), "(0001\0t-1");
+        // A sort key with a NUL is none a commit stored: the members after it are those from
+        // the part before the NUL, exclusive of that exact sort key.
+        let odd = ListCursor { order: "ab\0c".into(), id: "x".into() };
+        assert_eq!(after(Some(&odd)), "[ab\u{1}");
+        assert!(member("ab", "z").as_str() < "ab\u{1}" && "ab\u{1}" < member("ab\u{1}", "").as_str());
+    }
+}
