@@ -1,7 +1,7 @@
 //! The crate's error type.
 
-use crate::position::Position;
-use crate::stream::{ExpectedVersion, StreamId};
+use crate::Position;
+use crate::model::stream::{ExpectedVersion, StreamId};
 
 /// A `Result` whose error defaults to this crate's [`Error`].
 ///

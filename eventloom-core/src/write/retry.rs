@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::clock::{random_seed, splitmix64};
+use crate::model::clock::{random_seed, splitmix64};
 
 /// The default [`RetryPolicy::max_attempts`].
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 100;

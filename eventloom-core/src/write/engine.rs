@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::memory::lock;
-use crate::retry::Jitter;
+use crate::write::retry::Jitter;
 use crate::{
     Aggregate, AppendOutcome, Clock, Command, Error, ExpectedVersion, Handle, IdGenerator, Metadata, NewEvent,
     Position, RandomIds, RetryPolicy, Snapshot, SnapshotStore, StreamId, SystemClock, Timestamp, Upcasters,

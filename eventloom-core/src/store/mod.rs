@@ -1,4 +1,8 @@
-//! The storage traits: [`EventStore`] and [`SnapshotStore`].
+//! The interface store adapters implement: [`EventStore`], [`SnapshotStore`], [`ViewStore`] and
+//! [`LeaseManager`].
+
+pub(crate) mod lease;
+pub(crate) mod view;
 
 use std::sync::Arc;
 

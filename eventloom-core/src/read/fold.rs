@@ -1,0 +1,217 @@
+//! One batch as a projection folds it, fast in one go or carefully event by event.
+
+use std::collections::HashMap;
+
+use super::projector::Target;
+use crate::{
+    DeadLetter, Error, Event, EventEnvelope, EventOf, IndexEntry, PoisonPolicy, Position, Projection, RecordedEvent,
+    Result, ViewCommit, ViewWrite,
+};
+
+/// A dead letter for `raw`.
+pub(super) fn dead_letter(raw: &RecordedEvent, reason: String) -> DeadLetter {
+    DeadLetter {
+        position: raw.position,
+        stream: raw.stream.clone(),
+        version: raw.version,
+        event_type: raw.event_type.to_string(),
+        reason,
+    }
+}
+
+/// One batch as a projection folds it: the decoded events in order, the views they change (by
+/// stored id) as loaded, and what failed on the way.
+pub(super) struct Fold<P: Projection> {
+    /// The position of the batch's last event.
+    pub(super) checkpoint: Position,
+    pub(super) ids: Vec<String>,
+    pub(super) slots: HashMap<String, usize>,
+    /// Each event with the slot of the view it changes.
+    pub(super) events: Vec<(usize, EventEnvelope<EventOf<P>>)>,
+    /// The views as stored, by slot.
+    pub(super) stored: Vec<Option<String>>,
+    /// Events that did not decode, skipped under [`PoisonPolicy::DeadLetter`].
+    pub(super) undecodable: Vec<DeadLetter>,
+    /// The event reading stopped at, and why: one that does not decode under
+    /// [`PoisonPolicy::Stop`], or one written by a newer release.
+    pub(super) stop: Option<(Position, Error)>,
+}
+
+impl<P: Projection> Fold<P> {
+    pub(super) fn new(batch: &[RecordedEvent]) -> Self {
+        Fold {
+            checkpoint: batch.last().map_or(Position::ZERO, |e| e.position),
+            ids: Vec::new(),
+            slots: HashMap::new(),
+            events: Vec::new(),
+            stored: Vec::new(),
+            undecodable: Vec::new(),
+            stop: None,
+        }
+    }
+
+    pub(super) fn add(&mut self, id: String, envelope: EventEnvelope<EventOf<P>>) {
+        let ids = &mut self.ids;
+        let slot = *self.slots.entry(id).or_insert_with_key(|id| {
+            ids.push(id.clone());
+            ids.len() - 1
+        });
+        self.events.push((slot, envelope));
+    }
+
+    pub(super) fn commit(
+        &self,
+        target: &Target,
+        token: u64,
+        views: Vec<ViewWrite>,
+        dead_letters: Vec<DeadLetter>,
+    ) -> ViewCommit {
+        ViewCommit {
+            generation: target.generation,
+            expected: target.checkpoint,
+            checkpoint: self.checkpoint,
+            fencing_token: token,
+            views,
+            dead_letters,
+        }
+    }
+
+    pub(super) fn decode_stored(&self, slot: usize) -> Result<Option<P::View>> {
+        decode_view::<P>(&self.ids[slot], self.stored[slot].as_deref())
+    }
+
+    /// Every view as stored, and its index entries, by slot.
+    pub(super) fn stored_index(&self, projection: &P) -> Result<Stored<P::View>> {
+        let mut views = Vec::with_capacity(self.ids.len());
+        let mut before = Vec::with_capacity(self.ids.len());
+        for slot in 0..self.ids.len() {
+            let view = self.decode_stored(slot)?;
+            before.push(view.as_ref().map(|v| fitted_index(projection, &self.ids[slot], v)).unwrap_or_default());
+            views.push(view);
+        }
+        Ok(Stored { views, before })
+    }
+
+    /// The usual path: every event folded in one go; any failure is left to [`Fold::fold_each`].
+    pub(super) fn fold_all(&self, projection: &P) -> Result<Vec<ViewWrite>> {
+        let Stored { mut views, before } = self.stored_index(projection)?;
+        for (slot, envelope) in &self.events {
+            projection.apply(&mut views[*slot], envelope).map_err(|error| Error::Projection {
+                projection: P::NAME.to_owned(),
+                position: envelope.position,
+                reason: error.to_string(),
+            })?;
+        }
+        let mut writes = Vec::with_capacity(self.ids.len());
+        for (slot, (view, before)) in views.iter().zip(before).enumerate() {
+            let json = view.as_ref().map(|v| encode_view::<P>(&self.ids[slot], v)).transpose()?;
+            writes.push(write(projection, self.ids[slot].clone(), view.as_ref(), json, &before));
+        }
+        Ok(writes)
+    }
+
+    /// The careful path: events folded one at a time, each view checked after each event, so
+    /// that the event that breaks it is found. Under [`PoisonPolicy::DeadLetter`] such an event
+    /// is skipped and its view restored from its JSON before it (so `apply` need not undo what it
+    /// did before failing); under [`PoisonPolicy::Stop`] folding stops there. Returns the writes
+    /// and dead letters of the events before any stop, and the stop (its position and error).
+    pub(super) fn fold_each(&self, projection: &P, poison: PoisonPolicy) -> Result<Folded> {
+        let Stored { mut views, before } = self.stored_index(projection)?;
+        // The JSON of each view after the last event that went through.
+        let mut good: Vec<Option<String>> = self.stored.clone();
+        let mut touched = vec![false; self.ids.len()];
+        let mut dead_letters = self.undecodable.clone();
+        let mut stop: Option<(Position, Error)> = None;
+        for (slot, envelope) in &self.events {
+            let (slot, id) = (*slot, &self.ids[*slot]);
+            let checked =
+                projection.apply(&mut views[slot], envelope).map_err(|error| error.to_string()).and_then(|()| {
+                    let json = views[slot].as_ref().map(|v| encode_view::<P>(id, v)).transpose();
+                    let json = json.map_err(|error| error.to_string())?;
+                    write(projection, id.clone(), views[slot].as_ref(), json.clone(), &before[slot])
+                        .validate()
+                        .map_err(|error| error.to_string())?;
+                    Ok(json)
+                });
+            match checked {
+                Ok(json) => {
+                    good[slot] = json;
+                    touched[slot] = true;
+                }
+                Err(reason) if poison == PoisonPolicy::Stop => {
+                    let position = envelope.position;
+                    stop = Some((position, Error::Projection { projection: P::NAME.to_owned(), position, reason }));
+                    break;
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, position = %envelope.position, "skipping an event the projection failed on");
+                    views[slot] = decode_view::<P>(id, good[slot].as_deref())?;
+                    dead_letters.push(DeadLetter {
+                        position: envelope.position,
+                        stream: envelope.stream.clone(),
+                        version: envelope.version,
+                        event_type: envelope.event.event_type().name.to_owned(),
+                        reason,
+                    });
+                }
+            }
+        }
+        if let Some((at, _)) = &stop {
+            dead_letters.retain(|d| d.position < *at);
+        }
+        dead_letters.sort_by_key(|d| d.position);
+        let writes = (0..self.ids.len())
+            .filter(|&slot| touched[slot])
+            .map(|slot| {
+                write(projection, self.ids[slot].clone(), views[slot].as_ref(), good[slot].take(), &before[slot])
+            })
+            .collect();
+        Ok(Folded { writes, dead_letters, stop })
+    }
+}
+
+/// The views of a batch as stored, and their index entries, by slot.
+pub(super) struct Stored<V> {
+    pub(super) views: Vec<Option<V>>,
+    pub(super) before: Vec<Vec<IndexEntry>>,
+}
+
+/// What [`Fold::fold_each`] found: the writes and dead letters of the events before any stop,
+/// and the stop (the event's position and why).
+pub(super) struct Folded {
+    pub(super) writes: Vec<ViewWrite>,
+    pub(super) dead_letters: Vec<DeadLetter>,
+    pub(super) stop: Option<(Position, Error)>,
+}
+
+/// A view as the store gives it.
+pub(super) fn decode_view<P: Projection>(id: &str, json: Option<&str>) -> Result<Option<P::View>> {
+    json.map(serde_json::from_str)
+        .transpose()
+        .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", P::NAME), source })
+}
+
+/// A view as the store keeps it (refusing NaN and infinities).
+pub(super) fn encode_view<P: Projection>(id: &str, view: &P::View) -> Result<String> {
+    crate::json::to_string(view)
+        .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", P::NAME), source })
+}
+
+/// The view's index entries as a store keeps them.
+pub(super) fn fitted_index<P: Projection>(projection: &P, id: &str, view: &P::View) -> Vec<IndexEntry> {
+    projection.index(id, view).into_iter().map(IndexEntry::into_fitted).collect()
+}
+
+/// The write of one view: its JSON, and the index entries it leaves and joins.
+pub(super) fn write<P: Projection>(
+    projection: &P,
+    id: String,
+    view: Option<&P::View>,
+    json: Option<String>,
+    before: &[IndexEntry],
+) -> ViewWrite {
+    let after = view.map(|v| fitted_index(projection, &id, v)).unwrap_or_default();
+    let leave: Vec<IndexEntry> = before.iter().filter(|e| !after.contains(e)).cloned().collect();
+    let join: Vec<IndexEntry> = after.into_iter().filter(|e| !before.contains(e)).collect();
+    ViewWrite { id, view: json, leave, join }
+}

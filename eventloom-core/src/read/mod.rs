@@ -1,0 +1,8 @@
+//! The read side: projections fold events into views, the projector runs them, subscriptions
+//! feed it, readers answer queries.
+
+pub(crate) mod fold;
+pub(crate) mod projection;
+pub(crate) mod projector;
+pub(crate) mod reader;
+pub(crate) mod subscription;

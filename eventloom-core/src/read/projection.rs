@@ -1,0 +1,133 @@
+//! What a projection is: the user's fold of events into views.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Aggregate, Event, EventEnvelope, IndexEntry};
+
+/// Any error a projection's handler returns.
+///
+/// # Examples
+///
+/// ```
+/// let e: eventloom_core::BoxError = "a view went negative".into();
+/// assert_eq!(e.to_string(), "a view went negative");
+/// ```
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The event type a projection reads.
+///
+/// # Examples
+///
+/// ```
+/// # use eventloom_core::prelude::*;
+/// # #[derive(Debug, Serialize, Deserialize, Event)] enum E { X }
+/// # #[derive(Debug, Default)] struct A;
+/// # impl Aggregate for A { const TYPE: &'static str = "a"; type Event = E; type Error = std::convert::Infallible; fn apply(&mut self, _: &E) {} }
+/// # struct P;
+/// # impl eventloom_core::Projection for P { const NAME: &'static str = "p"; type Aggregate = A; type View = ();
+/// #   fn apply(&self, _: &mut Option<()>, _: &EventEnvelope<E>) -> Result<(), eventloom_core::BoxError> { Ok(()) } }
+/// let _: eventloom_core::EventOf<P> = E::X;
+/// ```
+pub type EventOf<P> = <<P as Projection>::Aggregate as Aggregate>::Event;
+
+/// Folds one aggregate type's events into views that queries read.
+///
+/// A projection sees every event of its aggregate's streams, in the store's order, exactly once
+/// in effect: the [`Projector`] writes the views a batch changed and the projection's checkpoint
+/// in one atomic step. An event type the projection does not [handle](Projection::handles) is
+/// never decoded.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::prelude::*;
+/// use eventloom_core::{BoxError, Projection};
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
+/// # #[derive(Debug, Default)] struct Counter;
+/// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+/// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+///
+/// #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+/// struct Total { value: u64, increments: u32 }
+///
+/// struct Totals;
+///
+/// impl Projection for Totals {
+///     const NAME: &'static str = "counter_totals";
+///     type Aggregate = Counter;
+///     type View = Total;
+///     fn apply(&self, view: &mut Option<Total>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
+///         let CounterEvent::Incremented { by } = &e.event;
+///         let total = view.get_or_insert_with(Total::default);
+///         total.value += by;
+///         total.increments += 1;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Projection: Send + Sync + 'static {
+    /// The name under which its views and checkpoint are stored.
+    const NAME: &'static str;
+    /// The version of what it stores. Raise it when `apply`, `view_id`, `index` or the view's
+    /// shape change: the projector then rebuilds the views from the first event into a new
+    /// generation while queries read the old one, and switches over once caught up.
+    const VERSION: u32 = 1;
+    /// The aggregate whose events it reads.
+    type Aggregate: Aggregate;
+    /// What it stores per id.
+    type View: Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// Whether it folds events of this type (the name once upcast); others are skipped without
+    /// being decoded. By default, every type its aggregate's event knows: an event type added by
+    /// a newer release is skipped by an older projector (see the guide's chapter on projections
+    /// for what it misses, and when a rebuild is needed).
+    fn handles(&self, event_type: &str) -> bool {
+        <EventOf<Self> as Event>::knows(event_type)
+    }
+
+    /// The id of the view an event changes; `None` to ignore the event. Defaults to the
+    /// aggregate's id.
+    fn view_id(&self, event: &EventEnvelope<EventOf<Self>>) -> Option<String> {
+        Some(event.stream.id().to_owned())
+    }
+
+    /// The secondary index lists the view is in (see [`IndexEntry`]), kept with the view in the
+    /// same atomic write; queries list and count them. None by default. `id` is the view's
+    /// stored id (see [`stored_view_id`](crate::stored_view_id)).
+    fn index(&self, id: &str, view: &Self::View) -> Vec<IndexEntry> {
+        let _ = (id, view);
+        Vec::new()
+    }
+
+    /// Folds an event into its view (`None` when the view does not exist yet; set it to `None`
+    /// to delete the view). An error stops the projection at this event, with its checkpoint kept.
+    fn apply(&self, view: &mut Option<Self::View>, event: &EventEnvelope<EventOf<Self>>) -> Result<(), BoxError>;
+}
+
+/// What a projector does with an event it cannot process: one that no longer decodes, or on
+/// which the projection's `apply` fails.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{MemoryEventStore, MemoryViewStore, PoisonPolicy, Projector};
+///
+/// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default())
+///     .with_poison_policy(PoisonPolicy::DeadLetter);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PoisonPolicy {
+    /// Stop the projection with an error naming the event's position; its checkpoint stays
+    /// before the event, so nothing is lost, and other projections go on.
+    #[default]
+    Stop,
+    /// Skip the event, recording it in the projection's dead letters
+    /// ([`ViewStore::dead_letters`]) in the same atomic write that moves the checkpoint past it.
+    /// `apply` must leave the view unchanged when it returns an error.
+    DeadLetter,
+}
+
+/// The default number of events a projector folds per atomic write.
+pub const DEFAULT_PROJECTOR_BATCH: usize = 2_000;
