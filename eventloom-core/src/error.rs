@@ -301,3 +301,120 @@ impl Error {
         matches!(self, Error::Unavailable { .. } | Error::Timeout(_))
     }
 }
+
+/// What kind of failure an error is: the few arms a caller sorts errors into (an HTTP status, a
+/// retry, an alert), whatever store or part it came from.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{Error, ErrorKind};
+///
+/// let e = Error::Timeout(std::time::Duration::from_secs(1));
+/// let status = match e.kind() {
+///     ErrorKind::InvalidInput => 400,
+///     ErrorKind::Conflict | ErrorKind::Rejected => 409,
+///     ErrorKind::NotReady => 504,
+///     ErrorKind::Unavailable => 503,
+///     _ => 500,
+/// };
+/// assert_eq!(status, 504);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The aggregate refused the command (the user's own error): nothing was appended.
+    Rejected,
+    /// Another writer got there first, or a key was used for something else: nothing changed;
+    /// deciding again on the newer state may succeed.
+    Conflict,
+    /// The input cannot be taken as it is (an id, a payload, a position token): nothing changed;
+    /// retrying the same input fails the same way.
+    InvalidInput,
+    /// The read side is not there yet (views being built, a wait that timed out, a projection
+    /// stopped or waiting for a newer release): asking again later may succeed.
+    NotReady,
+    /// A store is down or the component is shutting down: retrying later may succeed.
+    Unavailable,
+    /// Stored data does not read (an event that no longer decodes, a corrupt row): someone has
+    /// to look.
+    Corrupt,
+    /// Anything else: a bug, a misconfigured store, a projection's own failure.
+    Internal,
+}
+
+impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Conflict { .. }
+            | Error::DuplicateCommand { .. }
+            | Error::CommandIdReused { .. }
+            | Error::CheckpointMoved { .. }
+            | Error::Fenced { .. } => ErrorKind::Conflict,
+            Error::InvalidId { .. }
+            | Error::PayloadTooLarge { .. }
+            | Error::InvalidEvent { .. }
+            | Error::Encode { .. }
+            | Error::InvalidPosition(_) => ErrorKind::InvalidInput,
+            Error::NotBuilt { .. }
+            | Error::Stopped { .. }
+            | Error::Timeout(_)
+            | Error::GenerationGone { .. }
+            | Error::NewerVersion { .. }
+            | Error::NewerSchema { .. } => ErrorKind::NotReady,
+            Error::Unavailable { .. } | Error::Shutdown => ErrorKind::Unavailable,
+            Error::Decode { .. } | Error::UnknownEvent { .. } | Error::Upcast { .. } | Error::Corrupt { .. } => {
+                ErrorKind::Corrupt
+            }
+            Error::Serde { .. } | Error::Projection { .. } | Error::Backend { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+impl<E> crate::CommandError<E> {
+    /// What kind of failure this is: [`ErrorKind::Rejected`] for the aggregate's refusal,
+    /// [`ErrorKind::Conflict`] for a conflict that outlived the retries, else the store error's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{CommandError, Error, ErrorKind};
+    ///
+    /// let e: CommandError<&str> = CommandError::Rejected("no");
+    /// assert_eq!(e.kind(), ErrorKind::Rejected);
+    /// let e: CommandError<&str> = Error::unavailable_msg("down").into();
+    /// assert_eq!(e.kind(), ErrorKind::Unavailable);
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            crate::CommandError::Rejected(_) => ErrorKind::Rejected,
+            crate::CommandError::Conflict { .. } => ErrorKind::Conflict,
+            crate::CommandError::Store(error) => error.kind(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_sorts_into_the_arm_a_caller_expects() {
+        let stream = StreamId::new("task", "1").expect("a valid id");
+        let cases = [
+            (Error::Conflict { stream, expected: ExpectedVersion::Exact(1), actual: 2 }, ErrorKind::Conflict),
+            (Error::PayloadTooLarge { size: 2, limit: 1 }, ErrorKind::InvalidInput),
+            (Error::InvalidPosition("x".into()), ErrorKind::InvalidInput),
+            (Error::NotBuilt { projection: "p".into() }, ErrorKind::NotReady),
+            (Error::Timeout(std::time::Duration::from_secs(1)), ErrorKind::NotReady),
+            (Error::unavailable_msg("down"), ErrorKind::Unavailable),
+            (Error::Shutdown, ErrorKind::Unavailable),
+            (Error::Corrupt { location: "row".into(), reason: "bad".into() }, ErrorKind::Corrupt),
+            (Error::Backend { message: "no table".into(), source: None }, ErrorKind::Internal),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error}");
+        }
+    }
+}

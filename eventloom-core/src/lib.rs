@@ -16,7 +16,7 @@ pub mod testing;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use memory::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore};
 pub use model::clock::{Clock, IdGenerator, ManualClock, RandomIds, SequentialIds, SystemClock};
 pub use model::event::{

@@ -51,3 +51,27 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] eventloom_core::Error),
 }
+
+impl Error {
+    /// What kind of failure this is (see [`ErrorKind`](eventloom_core::ErrorKind)): a bad
+    /// configuration is invalid input, a refused connection is unavailable, a failed migration
+    /// or a foreign table is internal (someone has to look).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::ErrorKind;
+    ///
+    /// let err = eventloom_postgres::Error::Connect("refused".into());
+    /// assert_eq!(err.kind(), ErrorKind::Unavailable);
+    /// ```
+    pub fn kind(&self) -> eventloom_core::ErrorKind {
+        use eventloom_core::ErrorKind;
+        match self {
+            Error::Config(_) => ErrorKind::InvalidInput,
+            Error::Connect(_) => ErrorKind::Unavailable,
+            Error::Migration { .. } | Error::ForeignTable { .. } => ErrorKind::Internal,
+            Error::Store(error) => error.kind(),
+        }
+    }
+}

@@ -35,6 +35,29 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// What kind of failure this is (see [`ErrorKind`](eventloom_core::ErrorKind)): a bad
+    /// setting is invalid input, a refused connection is unavailable, an eviction policy that
+    /// may lose views is internal (the server needs another setting).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::ErrorKind;
+    ///
+    /// let err = eventloom_redis::Error::Config("bad prefix".into());
+    /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    /// ```
+    pub fn kind(&self) -> eventloom_core::ErrorKind {
+        use eventloom_core::ErrorKind;
+        match self {
+            Error::Config(_) => ErrorKind::InvalidInput,
+            Error::Connect(_) => ErrorKind::Unavailable,
+            Error::EvictionPolicy { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
 /// Whether retrying may help: the connection is down or timed out, or the server is busy
 /// loading its data or failing over.
 pub(crate) fn is_transient(error: &redis::RedisError) -> bool {
