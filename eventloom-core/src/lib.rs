@@ -1,4 +1,69 @@
-//! The model, the engine and the in-memory stores of a CQRS and event-sourcing framework.
+//! The core of eventloom, a CQRS and event-sourcing framework: the model, the command engine,
+//! projections and their runner, typed readers, and the in-memory stores.
+//!
+//! # The parts
+//!
+//! - **The write side.** An [`Aggregate`] folds its [`Event`]s into the state its decisions
+//!   need; it [`Handle`]s each [`Command`] by returning new events or its own error. The engine,
+//!   [`Cqrs`], loads an aggregate (from a snapshot, then the newer events, in bounded batches),
+//!   asks it to decide, appends with the version it decided on, and retries on conflict by its
+//!   [`RetryPolicy`]. A command's id makes it idempotent across processes.
+//! - **The log.** An [`EventStore`] appends each command's events atomically and gives every
+//!   subscriber the same total, gap-free order by [`Position`]; stored events carry their type
+//!   name, schema version and [`Metadata`], and are upcast ([`Upcasters`]) and decoded lazily.
+//! - **The read side.** A [`Projection`] folds events into views; the [`Projector`] runs it, one
+//!   atomic write of the changed views and the checkpoint per batch, under a [`Lease`] whose
+//!   fencing token the [`ViewStore`] checks, rebuilding into a new generation when the
+//!   projection's version changes. A [`ViewReader`] reads the views and waits for a command's
+//!   position (read-your-writes).
+//! - **The stores.** [`MemoryEventStore`], [`MemorySnapshotStore`], [`MemoryViewStore`] and
+//!   [`MemoryLeases`] are the embedded default; `eventloom-postgres` and `eventloom-redis`
+//!   implement the same traits, and [`testing`] holds the conformance suites every store passes.
+//!
+//! The guide (the `docs/` folder of the repository) walks through each part.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `derive` | yes | `#[derive(Command)]` and `#[derive(Event)]`, from `eventloom-macros` |
+//! | `testing` | no | [`testing`]: the given/when/then kits for aggregates and projections, and the conformance suites for store adapters |
+//!
+//! # Examples
+//!
+//! ```
+//! use eventloom_core::prelude::*;
+//! use eventloom_core::{Cqrs, MemoryEventStore};
+//!
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+//! enum LampEvent { SwitchedOn, SwitchedOff }
+//!
+//! #[derive(Debug, Default)]
+//! struct Lamp { on: bool }
+//!
+//! impl Aggregate for Lamp {
+//!     const TYPE: &'static str = "lamp";
+//!     type Event = LampEvent;
+//!     type Error = std::convert::Infallible;
+//!     fn apply(&mut self, event: &LampEvent) { self.on = matches!(event, LampEvent::SwitchedOn) }
+//! }
+//!
+//! #[derive(Debug, Serialize, Deserialize, Command)]
+//! #[command(aggregate = Lamp)]
+//! struct Toggle { #[command(id)] lamp: String }
+//!
+//! impl Handle<Toggle> for Lamp {
+//!     fn handle(&self, _: &Toggle) -> Result<Vec<LampEvent>, std::convert::Infallible> {
+//!         Ok(vec![if self.on { LampEvent::SwitchedOff } else { LampEvent::SwitchedOn }])
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let engine = Cqrs::new(MemoryEventStore::new());
+//! let outcome = engine.execute(Toggle { lamp: "hall".into() }).await.unwrap();
+//! assert_eq!(outcome.version, 1);
+//! # });
+//! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
@@ -10,6 +75,7 @@ mod write;
 
 pub mod json;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 #[doc(hidden)]
@@ -46,6 +112,7 @@ pub use write::retry::{
 pub use write::upcast::Upcasters;
 
 #[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
 pub use eventloom_macros::{Command, Event};
 
 #[doc(no_inline)]
