@@ -34,7 +34,7 @@ pub type EventOf<P> = <<P as Projection>::Aggregate as Aggregate>::Event;
 /// Folds one aggregate type's events into views that queries read.
 ///
 /// A projection sees every event of its aggregate's streams, in the store's order, exactly once
-/// in effect: the [`Projector`] writes the views a batch changed and the projection's checkpoint
+/// in effect: the [`Projector`](crate::Projector) writes the views a batch changed and the projection's checkpoint
 /// in one atomic step. An event type the projection does not [handle](Projection::handles) is
 /// never decoded.
 ///
@@ -124,7 +124,7 @@ pub enum PoisonPolicy {
     #[default]
     Stop,
     /// Skip the event, recording it in the projection's dead letters
-    /// ([`ViewStore::dead_letters`]) in the same atomic write that moves the checkpoint past it.
+    /// ([`ViewStore::dead_letters`](crate::ViewStore::dead_letters)) in the same atomic write that moves the checkpoint past it.
     /// `apply` must leave the view unchanged when it returns an error.
     DeadLetter,
 }
