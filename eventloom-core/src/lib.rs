@@ -99,7 +99,7 @@ pub use read::subscription::{DEFAULT_BATCH_BYTES, DEFAULT_POLL_INTERVAL, DEFAULT
 pub use store::lease::{Lease, LeaseManager};
 pub use store::view::{
     DeadLetter, Generation, IndexEntry, IndexKey, ListCursor, MAX_INDEX_NAME_LEN, MAX_INDEX_VALUE_LEN, MAX_ORDER_LEN,
-    ProjectionStatus, ProjectionStop, StopKind, ViewCommit, ViewPage, ViewStore, ViewWrite, stored_view_id,
+    OrderRange, ProjectionStatus, ProjectionStop, StopKind, ViewCommit, ViewPage, ViewStore, ViewWrite, stored_view_id,
 };
 pub use store::{AppendOutcome, EventStore, Snapshot, SnapshotStore, within_bytes};
 pub use write::aggregate::{Aggregate, Command, Handle};

@@ -206,9 +206,9 @@ impl Sql {
                  LEFT JOIN {s}.views v ON v.projection = s.projection AND v.generation = s.live AND v.id = ANY($2) \
                  WHERE s.projection = $1"
             ),
-            list_first: list(&s, "", "$4"),
-            list_after: list(&s, "AND (x.sort_key, x.view_id) > ($4, $5)", "$6"),
-            list_after_sort_key: list(&s, "AND x.sort_key > $4", "$5"),
+            list_first: list(&s, "", "$4", ("$5", "$6")),
+            list_after: list(&s, "AND (x.sort_key, x.view_id) > ($4, $5)", "$6", ("$7", "$8")),
+            list_after_sort_key: list(&s, "AND x.sort_key > $4", "$5", ("$6", "$7")),
             // One statement, so every count is read from the same snapshot.
             count: format!(
                 "SELECT s.live, k.n, (SELECT count(*) FROM {s}.view_index x \
@@ -327,14 +327,17 @@ fn append_exact(s: &str) -> String {
 /// with `after` the entries after a cursor: after the entry (`$4`, `$5`), limit `$6`, or after
 /// every entry of the sort key `$4`, limit `$5`. Each comes with its view (NULL when the view is
 /// missing). One row with NULL entry columns when the list has no (more) entries; no row, or a
-/// NULL `live`, when nothing is live. The lateral subquery is a range scan of `view_index`'s
-/// primary key.
-fn list(s: &str, after: &str, limit: &str) -> String {
+/// NULL `live`, when nothing is live. Only sort keys from `range.0` (inclusive) up to `range.1`
+/// (exclusive) are listed, either NULL for no bound. The lateral subquery is a range scan of
+/// `view_index`'s primary key.
+fn list(s: &str, after: &str, limit: &str, (from, until): (&str, &str)) -> String {
     format!(
         "SELECT s.live, i.sort_key, i.view_id, v.view::text FROM {s}.projection_status s \
          LEFT JOIN LATERAL (SELECT x.sort_key, x.view_id FROM {s}.view_index x \
                             WHERE x.projection = s.projection AND x.generation = s.live \
                               AND x.name = $2 AND x.value = $3 {after} \
+                              AND ({from}::text IS NULL OR x.sort_key >= {from}) \
+                              AND ({until}::text IS NULL OR x.sort_key < {until}) \
                             ORDER BY x.sort_key, x.view_id LIMIT {limit}) i ON true \
          LEFT JOIN {s}.views v ON v.projection = s.projection AND v.generation = s.live AND v.id = i.view_id \
          WHERE s.projection = $1 ORDER BY i.sort_key, i.view_id"

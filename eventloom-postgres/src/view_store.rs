@@ -6,8 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use eventloom_core::{
-    DeadLetter, Error as CoreError, Generation, IndexKey, ListCursor, Position, ProjectionStatus, ProjectionStop,
-    ViewCommit, ViewPage, ViewStore,
+    DeadLetter, Error as CoreError, Generation, IndexKey, ListCursor, OrderRange, Position, ProjectionStatus,
+    ProjectionStop, ViewCommit, ViewPage, ViewStore,
 };
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
@@ -380,10 +380,12 @@ impl ViewStore for PgViewStore {
         &self,
         projection: &str,
         key: &IndexKey,
+        range: &OrderRange,
         after: Option<&ListCursor>,
         limit: usize,
     ) -> eventloom_core::Result<ViewPage> {
         let span = tracing::trace_span!("list", store = "postgres", projection, key = %key, limit);
+        let (from, until) = (range.from(), range.until());
         async {
             // One more than asked: whether more follow.
             let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
@@ -396,16 +398,22 @@ impl ViewStore for PgViewStore {
             let rows = match after {
                 None => {
                     let stmt = client.prepare_cached(&self.sql.list_first).await.map_err(pg)?;
-                    client.query(&stmt, &[&projection, &name, &value, &fetch]).await.map_err(pg)?
+                    client.query(&stmt, &[&projection, &name, &value, &fetch, &from, &until]).await.map_err(pg)?
                 }
                 Some(cursor) => match cursor_bound(cursor) {
                     Bound::Entry(order, id) => {
                         let stmt = client.prepare_cached(&self.sql.list_after).await.map_err(pg)?;
-                        client.query(&stmt, &[&projection, &name, &value, &order, &id, &fetch]).await.map_err(pg)?
+                        client
+                            .query(&stmt, &[&projection, &name, &value, &order, &id, &fetch, &from, &until])
+                            .await
+                            .map_err(pg)?
                     }
                     Bound::SortKey(order) => {
                         let stmt = client.prepare_cached(&self.sql.list_after_sort_key).await.map_err(pg)?;
-                        client.query(&stmt, &[&projection, &name, &value, &order, &fetch]).await.map_err(pg)?
+                        client
+                            .query(&stmt, &[&projection, &name, &value, &order, &fetch, &from, &until])
+                            .await
+                            .map_err(pg)?
                     }
                 },
             };

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use eventloom_core::{
-    DeadLetter, Error as CoreError, Generation, IndexKey, ListCursor, Position, ProjectionStatus, ProjectionStop,
-    ViewCommit, ViewPage, ViewStore,
+    DeadLetter, Error as CoreError, Generation, IndexKey, ListCursor, OrderRange, Position, ProjectionStatus,
+    ProjectionStop, ViewCommit, ViewPage, ViewStore,
 };
 use redis::aio::ConnectionManager;
 use tracing::Instrument;
@@ -168,16 +168,31 @@ fn member(order: &str, id: &str) -> String {
 }
 
 /// The `ZRANGEBYLEX` minimum of the members strictly after `cursor`.
-fn after(cursor: Option<&ListCursor>) -> String {
-    match cursor {
-        None => "-".to_owned(),
+fn after(cursor: Option<&ListCursor>, range: &OrderRange) -> String {
+    // A member `<sort key>\0<id>` is at least `from` exactly when its sort key is (sort keys
+    // hold no NUL), so the range's start is the bound `[from`.
+    let from = range.from().map(|from| format!("[{from}"));
+    let after = match cursor {
+        None => None,
         // Stored sort keys hold no NUL (commits refuse them), so the members after a sort key
         // `p\0...` are those whose sort key is above `p`: from `p\x01` on.
-        Some(cursor) => match cursor.order.split_once('\0') {
+        Some(cursor) => Some(match cursor.order.split_once('\0') {
             Some((head, _)) => format!("[{head}\u{1}"),
             None => format!("({}\0{}", cursor.order, cursor.id),
-        },
+        }),
+    };
+    // The later of the two; both start with a one-byte marker, then the member they compare
+    // (on a tie the cursor's, exclusive, is the later).
+    match (after, from) {
+        (Some(after), Some(from)) if from[1..] > after[1..] => from,
+        (Some(bound), _) | (None, Some(bound)) => bound,
+        (None, None) => "-".to_owned(),
     }
+}
+
+/// The ZRANGEBYLEX upper bound of `range`: members below `(until` are those whose sort key is.
+fn until(range: &OrderRange) -> String {
+    range.until().map_or_else(|| "+".to_owned(), |until| format!("({until}"))
 }
 
 impl RedisViewStore {
@@ -737,6 +752,7 @@ impl ViewStore for RedisViewStore {
         &self,
         projection: &str,
         key: &IndexKey,
+        range: &OrderRange,
         after_cursor: Option<&ListCursor>,
         limit: usize,
     ) -> eventloom_core::Result<ViewPage> {
@@ -750,8 +766,9 @@ impl ViewStore for RedisViewStore {
             .key(keys.live())
             .arg(keys.base())
             .arg(index_suffix(key))
-            .arg(after(after_cursor))
+            .arg(after(after_cursor, range))
             .arg(fetch)
+            .arg(until(range))
             .invoke_async(&mut connection)
             .instrument(tracing::trace_span!("list", store = "redis", projection, index = %key, limit))
             .await
@@ -834,13 +851,30 @@ mod tests {
 
     #[test]
     fn cursors_start_strictly_after_their_view() {
-        assert_eq!(after(None), "-");
+        let all = OrderRange::all();
+        assert_eq!(after(None, &all), "-");
         let cursor = ListCursor { order: "0001".into(), id: "t-1".into() };
-        assert_eq!(after(Some(&cursor)), "(0001\0t-1");
+        assert_eq!(after(Some(&cursor), &all), "(0001\0t-1");
         // A sort key with a NUL is none a commit stored: the members after it are those from
         // the part before the NUL, exclusive of that exact sort key.
         let odd = ListCursor { order: "ab\0c".into(), id: "x".into() };
-        assert_eq!(after(Some(&odd)), "[ab\u{1}");
+        assert_eq!(after(Some(&odd), &all), "[ab\u{1}");
         assert!(member("ab", "z").as_str() < "ab\u{1}" && "ab\u{1}" < member("ab\u{1}", "").as_str());
+    }
+
+    #[test]
+    fn a_range_starts_at_the_later_of_its_start_and_the_cursor() {
+        let from_b = OrderRange::new("b"..);
+        assert_eq!(after(None, &from_b), "[b");
+        let before = ListCursor { order: "a".into(), id: "z".into() };
+        assert_eq!(after(Some(&before), &from_b), "[b");
+        let within = ListCursor { order: "c".into(), id: "1".into() };
+        assert_eq!(after(Some(&within), &from_b), "(c\01");
+        // On the range's first sort key itself, the cursor (exclusive) is the later.
+        let on = ListCursor { order: "b".into(), id: "".into() };
+        assert_eq!(after(Some(&on), &from_b), "(b\0");
+        assert_eq!(until(&OrderRange::new(.."m")), "(m");
+        assert_eq!(until(&OrderRange::new(..="m")), "(m\u{1}");
+        assert_eq!(until(&OrderRange::all()), "+");
     }
 }

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 
 use super::{read, write};
 use crate::{
-    DeadLetter, Error, Generation, IndexKey, ListCursor, Position, ProjectionStatus, ProjectionStop, Result,
-    ViewCommit, ViewPage, ViewStore,
+    DeadLetter, Error, Generation, IndexKey, ListCursor, OrderRange, Position, ProjectionStatus, ProjectionStop,
+    Result, ViewCommit, ViewPage, ViewStore,
 };
 
 /// A [`ViewStore`] in process memory. Clones share the same store.
@@ -212,17 +212,24 @@ impl ViewStore for MemoryViewStore {
         &self,
         projection: &str,
         key: &IndexKey,
+        range: &OrderRange,
         after: Option<&ListCursor>,
         limit: usize,
     ) -> Result<ViewPage> {
         let map = read(&self.projections);
         let live = live(&map, projection)?;
         let Some(list) = live.indexes.get(key) else { return Ok(ViewPage::default()) };
-        let start = match after {
-            Some(cursor) => Bound::Excluded((cursor.order.clone(), cursor.id.clone())),
-            None => Bound::Unbounded,
+        // From the later of the cursor and the range's start; up to the range's end.
+        let from = range.from().map(|from| (from.to_owned(), String::new()));
+        let start = match (after, from) {
+            (Some(cursor), Some(from)) if from > (cursor.order.clone(), cursor.id.clone()) => Bound::Included(from),
+            (Some(cursor), _) => Bound::Excluded((cursor.order.clone(), cursor.id.clone())),
+            (None, Some(from)) => Bound::Included(from),
+            (None, None) => Bound::Unbounded,
         };
-        let mut entries = list.range((start, Bound::Unbounded));
+        let mut entries = list
+            .range((start, Bound::Unbounded))
+            .take_while(|(order, _)| range.until().is_none_or(|until| order.as_str() < until));
         let mut page = ViewPage::default();
         for (order, id) in entries.by_ref().take(limit) {
             if let Some(json) = live.views.get(id) {

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::{Error, IndexKey, ListCursor, Position, ProjectionStatus, ProjectionStop, Result, StopKind, ViewStore};
+use crate::{
+    Error, IndexKey, ListCursor, OrderRange, Position, ProjectionStatus, ProjectionStop, Result, StopKind, ViewStore,
+};
 
 /// Typed reads of one projection's live views: by id, by index list with paging, counts, and
 /// waiting for them to catch up (read-your-writes).
@@ -184,7 +186,42 @@ impl<V: DeserializeOwned> ViewReader<V> {
     /// digest form ([`stored_view_id`](crate::stored_view_id)), which [`get`](Self::get) does not
     /// take back; keep the id in the view when a projection's ids can be that long.
     pub async fn list(&self, key: &IndexKey, after: Option<&ListCursor>, limit: usize) -> Result<Page<V>> {
-        let page = self.store.list(&self.projection, &key.fitted(), after, limit).await?;
+        self.list_range(key, &OrderRange::all(), after, limit).await
+    }
+
+    /// Up to `limit` views of one index list whose sort keys lie in `range` ("stock below 10":
+    /// `OrderRange::ints(..10)` over a list ordered with
+    /// [`IndexEntry::ordered_by_int`](crate::IndexEntry::ordered_by_int)), in the list's order,
+    /// starting after `after`; as [`list`](Self::list) otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{IndexEntry, IndexKey, MemoryViewStore, OrderRange, Position, ViewCommit, ViewReader, ViewStore, ViewWrite};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let store = MemoryViewStore::default();
+    /// let generation = store.begin_generation("stock", 1, 0).await.unwrap();
+    /// let views = [("bolts", 4), ("nuts", 40), ("washers", 9)].map(|(id, n)| {
+    ///     ViewWrite::set(id, n.to_string()).joining(vec![IndexEntry::new("stock", "all").ordered_by_int(n)])
+    /// });
+    /// let commit = ViewCommit { generation: generation.id, expected: None, checkpoint: Position::new(1, 1),
+    ///     fencing_token: 0, views: views.to_vec(), dead_letters: Vec::new() };
+    /// store.commit("stock", commit).await.unwrap();
+    /// store.go_live("stock", generation.id, 0).await.unwrap();
+    /// let reader = ViewReader::<i64>::new(store, "stock");
+    /// let low = reader.list_range(&IndexKey::new("stock", "all"), &OrderRange::ints(..10), None, 10).await.unwrap();
+    /// assert_eq!(low.views, vec![("bolts".to_owned(), 4), ("washers".to_owned(), 9)]);
+    /// # });
+    /// ```
+    pub async fn list_range(
+        &self,
+        key: &IndexKey,
+        range: &OrderRange,
+        after: Option<&ListCursor>,
+        limit: usize,
+    ) -> Result<Page<V>> {
+        let page = self.store.list(&self.projection, &key.fitted(), range, after, limit).await?;
         let views = page
             .views
             .into_iter()

@@ -2,6 +2,7 @@
 //! indexes it stores.
 
 use std::fmt;
+use std::ops::{Bound, RangeBounds};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -259,6 +260,137 @@ impl IndexEntry {
     pub fn ordered_by(mut self, order: impl Into<String>) -> Self {
         self.order = order.into();
         self
+    }
+
+    /// Sorts the view by a number in the list: its sort key is [`OrderRange::int_key`], which
+    /// sorts byte-wise as the numbers do, so that [`OrderRange::ints`] selects a range ("stock
+    /// below 10").
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::IndexEntry;
+    ///
+    /// let low = IndexEntry::new("stock", "all").ordered_by_int(-3);
+    /// let high = IndexEntry::new("stock", "all").ordered_by_int(12);
+    /// assert!(low.order < high.order);
+    /// ```
+    pub fn ordered_by_int(self, n: i64) -> Self {
+        self.ordered_by(OrderRange::int_key(n))
+    }
+
+    /// Sorts the view by a floating-point number in the list ([`OrderRange::float_key`]): every
+    /// number sorts as it compares, `-0.0` just before `0.0`, NaN after infinity.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::IndexEntry;
+    ///
+    /// let cold = IndexEntry::new("temperature", "all").ordered_by_float(-2.5);
+    /// let warm = IndexEntry::new("temperature", "all").ordered_by_float(21.0);
+    /// assert!(cold.order < warm.order);
+    /// ```
+    pub fn ordered_by_float(self, x: f64) -> Self {
+        self.ordered_by(OrderRange::float_key(x))
+    }
+}
+
+/// A range of sort keys within one index list: the views of a list whose sort key lies in it,
+/// for queries such as "stock below 10" or "titles from `m`". Bounds compare byte-wise, as sort
+/// keys do, and are cut like stored sort keys (before any NUL, to [`MAX_ORDER_LEN`] bytes).
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::OrderRange;
+///
+/// let below_ten = OrderRange::ints(..10);
+/// assert!(below_ten.contains(&OrderRange::int_key(9)));
+/// assert!(!below_ten.contains(&OrderRange::int_key(10)));
+/// let from_m = OrderRange::new("m"..);
+/// assert!(from_m.contains("mango") && !from_m.contains("apple"));
+/// assert!(OrderRange::all().contains(""));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct OrderRange {
+    /// The least sort key in the range, if any bound (inclusive).
+    from: Option<String>,
+    /// The first sort key past the range, if any bound (exclusive).
+    until: Option<String>,
+}
+
+impl OrderRange {
+    /// Every sort key: the whole list.
+    pub fn all() -> Self {
+        OrderRange::default()
+    }
+
+    /// The sort keys within `range`, e.g. `OrderRange::new("a".."n")` or `OrderRange::new(..="m")`.
+    pub fn new<'a>(range: impl RangeBounds<&'a str>) -> Self {
+        // Stored sort keys hold no NUL: the keys above `k` are those from `k\x01` on, and those
+        // up to `k` included are those below `k\x01`. So every range is one half-open one.
+        let after = |key: &str| format!("{}\u{1}", fit_cut(key, MAX_ORDER_LEN));
+        let from = match range.start_bound() {
+            Bound::Included(key) => Some(fit_cut(key, MAX_ORDER_LEN).into_owned()),
+            Bound::Excluded(key) => Some(after(key)),
+            Bound::Unbounded => None,
+        };
+        let until = match range.end_bound() {
+            Bound::Included(key) => Some(after(key)),
+            Bound::Excluded(key) => Some(fit_cut(key, MAX_ORDER_LEN).into_owned()),
+            Bound::Unbounded => None,
+        };
+        OrderRange { from, until }
+    }
+
+    /// The sort keys of the numbers within `range` (views ordered with
+    /// [`IndexEntry::ordered_by_int`]).
+    pub fn ints(range: impl RangeBounds<i64>) -> Self {
+        let bound = |b: Bound<&i64>| b.map(|n| OrderRange::int_key(*n));
+        let (start, end) = (bound(range.start_bound()), bound(range.end_bound()));
+        OrderRange::new((start.as_ref().map(String::as_str), end.as_ref().map(String::as_str)))
+    }
+
+    /// The sort keys of the floating-point numbers within `range` (views ordered with
+    /// [`IndexEntry::ordered_by_float`]).
+    pub fn floats(range: impl RangeBounds<f64>) -> Self {
+        let bound = |b: Bound<&f64>| b.map(|x| OrderRange::float_key(*x));
+        let (start, end) = (bound(range.start_bound()), bound(range.end_bound()));
+        OrderRange::new((start.as_ref().map(String::as_str), end.as_ref().map(String::as_str)))
+    }
+
+    /// The sort key of a number: 16 hexadecimal digits that sort byte-wise as the numbers do.
+    pub fn int_key(n: i64) -> String {
+        format!("{:016x}", (n as u64) ^ (1 << 63))
+    }
+
+    /// The sort key of a floating-point number: 16 hexadecimal digits that sort byte-wise as the
+    /// numbers compare (IEEE 754 total order: `-0.0` before `0.0`, NaN after infinity).
+    pub fn float_key(x: f64) -> String {
+        let bits = x.to_bits();
+        let sortable = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
+        format!("{sortable:016x}")
+    }
+
+    /// The least sort key in the range (inclusive), if bounded below.
+    pub fn from(&self) -> Option<&str> {
+        self.from.as_deref()
+    }
+
+    /// The first sort key past the range (exclusive), if bounded above.
+    pub fn until(&self) -> Option<&str> {
+        self.until.as_deref()
+    }
+
+    /// Whether the range holds the (stored) sort key `order`.
+    pub fn contains(&self, order: &str) -> bool {
+        self.from.as_deref().is_none_or(|from| order >= from) && self.until.as_deref().is_none_or(|until| order < until)
+    }
+
+    /// Whether no sort key lies in the range.
+    pub fn is_empty(&self) -> bool {
+        matches!((&self.from, &self.until), (Some(from), Some(until)) if from >= until)
     }
 }
 
@@ -649,11 +781,13 @@ pub trait ViewStore: Send + Sync + 'static {
     /// The live views with these ids, in the same order; `None` for a missing one.
     async fn read_views(&self, projection: &str, ids: &[String]) -> Result<Vec<Option<String>>>;
 
-    /// Up to `limit` live views of one index list, in its order, after `after`.
+    /// Up to `limit` live views of one index list whose sort keys lie in `range`, in the list's
+    /// order, after `after`. The page's `next` is `None` once no entry of the range follows.
     async fn list(
         &self,
         projection: &str,
         key: &IndexKey,
+        range: &OrderRange,
         after: Option<&ListCursor>,
         limit: usize,
     ) -> Result<ViewPage>;
@@ -694,10 +828,11 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
         &self,
         projection: &str,
         key: &IndexKey,
+        range: &OrderRange,
         after: Option<&ListCursor>,
         limit: usize,
     ) -> Result<ViewPage> {
-        (**self).list(projection, key, after, limit).await
+        (**self).list(projection, key, range, after, limit).await
     }
     async fn count(&self, projection: &str, keys: &[IndexKey]) -> Result<Vec<u64>> {
         (**self).count(projection, keys).await

@@ -398,10 +398,11 @@ impl<S: ViewStore> ViewStore for Refusing<S> {
         &self,
         p: &str,
         key: &IndexKey,
+        range: &crate::OrderRange,
         after: Option<&crate::ListCursor>,
         limit: usize,
     ) -> crate::Result<crate::ViewPage> {
-        self.0.list(p, key, after, limit).await
+        self.0.list(p, key, range, after, limit).await
     }
     async fn count(&self, p: &str, keys: &[IndexKey]) -> crate::Result<Vec<u64>> {
         self.0.count(p, keys).await

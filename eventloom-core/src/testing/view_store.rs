@@ -72,6 +72,7 @@ where
     list_corners(make().await).await;
     answers_like_the_memory_store(make().await).await;
     stops(make().await).await;
+    ranges(make().await).await;
 }
 
 /// A recorded stop is reported by `status` until cleared, per projection, with its kind,
@@ -117,7 +118,10 @@ pub async fn generations<S: ViewStore>(store: S) {
     assert_eq!((status.live, status.building), (None, None));
     assert!(matches!(store.read_views("p", &ids(&["a"])).await, Err(Error::NotBuilt { .. })));
     assert!(matches!(store.count("p", &[IndexKey::new("s", "x")]).await, Err(Error::NotBuilt { .. })));
-    assert!(matches!(store.list("p", &IndexKey::new("s", "x"), None, 10).await, Err(Error::NotBuilt { .. })));
+    assert!(matches!(
+        store.list("p", &IndexKey::new("s", "x"), &crate::OrderRange::all(), None, 10).await,
+        Err(Error::NotBuilt { .. })
+    ));
     assert!(store.dead_letters("p").await.expect("dead letters").is_empty());
 
     let first = store.begin_generation("p", 3, 0).await.expect("begin");
@@ -299,7 +303,8 @@ pub async fn hostile_names<S: ViewStore>(store: S) {
             assert_eq!(value, *name);
         }
         for id in names {
-            let page = store.list(name, &IndexKey::new(*name, id), None, 10).await.expect("list");
+            let page =
+                store.list(name, &IndexKey::new(*name, id), &crate::OrderRange::all(), None, 10).await.expect("list");
             assert_eq!(page.views, vec![(id.to_owned(), json(name))], "index {name}={id}");
         }
     }
@@ -350,7 +355,7 @@ pub async fn indexes<S: ViewStore>(store: S) {
         ViewWrite::set("t2", "2").joining(vec![entry("open", "b"), IndexEntry::new("assignee", "ann")]),
     ];
     store.commit("tasks", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.expect("commit");
-    let page = store.list("tasks", &open, None, 10).await.expect("list");
+    let page = store.list("tasks", &open, &crate::OrderRange::all(), None, 10).await.expect("list");
     let order: Vec<&str> = page.views.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(order, ["t1", "t2", "t3"], "by sort key, then id");
     assert_eq!(page.next, None);
@@ -366,13 +371,13 @@ pub async fn indexes<S: ViewStore>(store: S) {
         ViewWrite::delete("t3").leaving(vec![entry("open", "b")]),
     ];
     store.commit("tasks", ViewCommit { views: writes, ..commit(g, Some(1), 2, 0, &[]) }).await.expect("commit");
-    let page = store.list("tasks", &open, None, 10).await.expect("list");
+    let page = store.list("tasks", &open, &crate::OrderRange::all(), None, 10).await.expect("list");
     assert_eq!(page.views, vec![("t1".to_owned(), "1".to_owned())]);
-    let page = store.list("tasks", &done, None, 10).await.expect("list");
+    let page = store.list("tasks", &done, &crate::OrderRange::all(), None, 10).await.expect("list");
     assert_eq!(page.views, vec![("t2".to_owned(), "22".to_owned())]);
     assert_eq!(store.count("tasks", &[open.clone(), done.clone()]).await.expect("count"), vec![1, 1]);
     assert_eq!(
-        store.list("tasks", &IndexKey::new("status", "nope"), None, 10).await.expect("list"),
+        store.list("tasks", &IndexKey::new("status", "nope"), &crate::OrderRange::all(), None, 10).await.expect("list"),
         crate::ViewPage::default()
     );
 
@@ -407,7 +412,7 @@ pub async fn paging<S: ViewStore>(store: S) {
         let mut seen = Vec::new();
         let mut after: Option<ListCursor> = None;
         loop {
-            let page = store.list("p", &all, after.as_ref(), limit).await.expect("list");
+            let page = store.list("p", &all, &crate::OrderRange::all(), after.as_ref(), limit).await.expect("list");
             assert!(page.views.len() <= limit);
             seen.extend(page.views.into_iter().map(|(id, _)| id));
             match page.next {
@@ -422,13 +427,16 @@ pub async fn paging<S: ViewStore>(store: S) {
         assert_eq!(seen, ids, "limit {limit}");
     }
     let cursor = ListCursor { order: expected[9].0.clone(), id: expected[9].1.clone() };
-    let page = store.list("p", &all, Some(&cursor), 2).await.expect("list");
+    let page = store.list("p", &all, &crate::OrderRange::all(), Some(&cursor), 2).await.expect("list");
     assert_eq!(
         page.views.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
         vec![expected[10].1.clone(), expected[11].1.clone()]
     );
     let past = ListCursor { order: "999".into(), id: String::new() };
-    assert_eq!(store.list("p", &all, Some(&past), 5).await.expect("list"), crate::ViewPage::default());
+    assert_eq!(
+        store.list("p", &all, &crate::OrderRange::all(), Some(&past), 5).await.expect("list"),
+        crate::ViewPage::default()
+    );
 }
 
 /// Writes a store must refuse, whole, before writing anything.
@@ -511,15 +519,19 @@ pub async fn list_corners<S: ViewStore>(store: S) {
     ];
     store.commit("p", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.expect("commit");
     let order = |page: &crate::ViewPage| page.views.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
-    let page = store.list("p", &all, None, 7).await.expect("list");
+    let page = store.list("p", &all, &crate::OrderRange::all(), None, 7).await.expect("list");
     assert_eq!(order(&page), ["z", "A", "é", "x", "Z", "nul", "y"]);
     assert_eq!(page.next, None, "an exactly full last page says so");
     let json: String = serde_json::from_str(&page.views[5].1).expect("JSON");
     assert_eq!(json, "a\0b", "a view may hold any JSON string");
-    assert_eq!(store.list("p", &all, None, 0).await.expect("list"), crate::ViewPage::default(), "limit 0");
+    assert_eq!(
+        store.list("p", &all, &crate::OrderRange::all(), None, 0).await.expect("list"),
+        crate::ViewPage::default(),
+        "limit 0"
+    );
     assert_eq!(store.count("p", &[]).await.expect("count nothing"), Vec::<u64>::new());
 
-    let first = store.list("p", &all, None, 3).await.expect("list");
+    let first = store.list("p", &all, &crate::OrderRange::all(), None, 3).await.expect("list");
     let cursor = first.next.expect("more");
     assert_eq!(cursor.id, "é");
     // The entry under the cursor moves to the end, and x is deleted: the next page starts after
@@ -529,7 +541,7 @@ pub async fn list_corners<S: ViewStore>(store: S) {
         ViewWrite::delete("x").leaving(vec![at_order("a")]),
     ];
     store.commit("p", ViewCommit { views: writes, ..commit(g, Some(1), 2, 0, &[]) }).await.expect("commit");
-    let rest = store.list("p", &all, Some(&cursor), 10).await.expect("list");
+    let rest = store.list("p", &all, &crate::OrderRange::all(), Some(&cursor), 10).await.expect("list");
     assert_eq!(order(&rest), ["Z", "nul", "é", "y"], "\"zz\" sorts before \"É\" byte-wise");
     assert_eq!(store.count("p", &[all]).await.expect("count"), vec![6]);
 }
@@ -552,7 +564,7 @@ async fn nul_and_switch_script(store: &dyn ViewStore) -> Vec<String> {
     let nul_keys = [IndexKey::new("k\0", "v"), IndexKey::new("k", "v\0"), IndexKey::new("\0", "")];
     out.push(format!("{:?}", store.read_views("p", &["a\0".into()]).await));
     out.push(format!("{:?}", store.count("p", &nul_keys).await));
-    out.push(format!("{:?}", store.list("p", &nul_keys[0], None, 5).await));
+    out.push(format!("{:?}", store.list("p", &nul_keys[0], &crate::OrderRange::all(), None, 5).await));
     let g = store.begin_generation("p", 1, 1).await.expect("begin").id;
     store.go_live("p", g, 1).await.expect("a write the script expects to succeed");
     let key = IndexKey::new("k", "v");
@@ -581,7 +593,7 @@ async fn nul_and_switch_script(store: &dyn ViewStore) -> Vec<String> {
     keys.push(key.clone());
     out.push(format!("{:?}", store.count("p", &keys).await));
     for k in &nul_keys {
-        out.push(format!("{:?}", store.list("p", k, None, 5).await));
+        out.push(format!("{:?}", store.list("p", k, &crate::OrderRange::all(), None, 5).await));
     }
     let cursors = [
         ("o\0z", ""),
@@ -598,7 +610,10 @@ async fn nul_and_switch_script(store: &dyn ViewStore) -> Vec<String> {
     for (order, id) in cursors {
         let cursor = ListCursor { order: order.into(), id: id.into() };
         for limit in [1, 10] {
-            out.push(format!("{order:?} {id:?} {limit}: {:?}", store.list("p", &key, Some(&cursor), limit).await));
+            out.push(format!(
+                "{order:?} {id:?} {limit}: {:?}",
+                store.list("p", &key, &crate::OrderRange::all(), Some(&cursor), limit).await
+            ));
         }
     }
 
@@ -652,4 +667,78 @@ async fn nul_and_switch_script(store: &dyn ViewStore) -> Vec<String> {
     out.push(format!("{:?}", store.go_live("q", empty, 0).await));
     out.push(format!("{:?}", store.status("q").await.map(|s| (s.live.map(|l| l.checkpoint), s.building))));
     out
+}
+
+/// A list answers a range of sort keys: every range of numbers (bounds included, excluded or
+/// open) paged two views at a time lists exactly the views whose numbers lie in it, in order,
+/// ties by id; string ranges likewise; an empty range lists nothing.
+pub async fn ranges<S: ViewStore>(store: S) {
+    use std::ops::Bound::{self, Excluded, Included, Unbounded};
+    let g = live(&store, "stock", 0).await;
+    let key = IndexKey::new("stock", "all");
+    // Two views share the number 2, so ties by id show.
+    let stock: Vec<(String, i64)> =
+        [("a", -7), ("b", -1), ("c", 0), ("d", 2), ("e", 2), ("f", 9), ("g", 10), ("h", i64::MAX), ("i", i64::MIN)]
+            .iter()
+            .map(|(id, n)| ((*id).to_owned(), *n))
+            .collect();
+    let writes = stock
+        .iter()
+        .map(|(id, n)| {
+            ViewWrite::set(id.clone(), n.to_string()).joining(vec![IndexEntry::new("stock", "all").ordered_by_int(*n)])
+        })
+        .collect();
+    store.commit("stock", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.expect("commit");
+
+    let mut sorted = stock.clone();
+    sorted.sort_by(|(a, x), (b, y)| x.cmp(y).then(a.cmp(b)));
+    let points = [i64::MIN, -1, 2, 10, i64::MAX];
+    let mut bounds: Vec<Bound<i64>> = vec![Unbounded];
+    bounds.extend(points.iter().flat_map(|p| [Included(*p), Excluded(*p)]));
+    for from in &bounds {
+        for to in &bounds {
+            let range = crate::OrderRange::ints((*from, *to));
+            let expected: Vec<&str> = sorted
+                .iter()
+                .filter(|(_, n)| std::ops::RangeBounds::contains(&(*from, *to), n))
+                .map(|(id, _)| id.as_str())
+                .collect();
+            let mut listed = Vec::new();
+            let mut after: Option<ListCursor> = None;
+            for _ in 0..10 {
+                let page = store.list("stock", &key, &range, after.as_ref(), 2).await.expect("list a range");
+                listed.extend(page.views.iter().map(|(id, _)| id.clone()));
+                after = page.next;
+                if after.is_none() {
+                    break;
+                }
+            }
+            assert!(after.is_none(), "paging {from:?}..{to:?} never ended");
+            assert_eq!(listed, expected, "the views of {from:?}..{to:?}");
+        }
+    }
+
+    // Strings, and counts untouched by ranges.
+    let g = live(&store, "titles", 0).await;
+    let titles = ["apple", "banana", "m", "mango", "melon", "zucchini"];
+    let writes = titles
+        .iter()
+        .map(|t| ViewWrite::set(*t, "0").joining(vec![IndexEntry::new("title", "all").ordered_by(*t)]))
+        .collect();
+    store.commit("titles", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.expect("commit");
+    let key = IndexKey::new("title", "all");
+    let list = |range: crate::OrderRange| {
+        let (store, key) = (&store, &key);
+        async move {
+            let page = store.list("titles", key, &range, None, 10).await.expect("list a range");
+            page.views.into_iter().map(|(id, _)| id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(crate::OrderRange::new("m"..)).await, ["m", "mango", "melon", "zucchini"]);
+    assert_eq!(list(crate::OrderRange::new((Excluded("m"), Unbounded))).await, ["mango", "melon", "zucchini"]);
+    assert_eq!(list(crate::OrderRange::new(.."m")).await, ["apple", "banana"]);
+    assert_eq!(list(crate::OrderRange::new(..="m")).await, ["apple", "banana", "m"]);
+    assert_eq!(list(crate::OrderRange::new("b".."n")).await, ["banana", "m", "mango", "melon"]);
+    assert!(list(crate::OrderRange::new("n".."b")).await.is_empty(), "an empty range");
+    assert_eq!(store.count("titles", &[key.clone()]).await.expect("count"), vec![6]);
 }

@@ -496,10 +496,11 @@ impl ViewStore for CountingViews {
         &self,
         p: &str,
         key: &eventloom_core::IndexKey,
+        range: &eventloom_core::OrderRange,
         after: Option<&eventloom_core::ListCursor>,
         limit: usize,
     ) -> eventloom_core::Result<eventloom_core::ViewPage> {
-        self.inner.list(p, key, after, limit).await
+        self.inner.list(p, key, range, after, limit).await
     }
     async fn count(&self, p: &str, keys: &[eventloom_core::IndexKey]) -> eventloom_core::Result<Vec<u64>> {
         self.inner.count(p, keys).await

@@ -253,7 +253,8 @@ async fn corners_match_the_memory_store() {
         for limit in [0, 1, 2, 3, 10] {
             let mut after: Option<ListCursor> = None;
             loop {
-                let page = store.list("p", &key, after.as_ref(), limit).await.unwrap();
+                let page =
+                    store.list("p", &key, &eventloom_core::OrderRange::all(), after.as_ref(), limit).await.unwrap();
                 out.push(format!("limit {limit}: {page:?}"));
                 match page.next {
                     Some(next) => after = Some(next),

@@ -186,7 +186,10 @@ async fn deleted_views_leave_no_index_members_or_empty_lists_behind() {
         .await
         .unwrap();
     assert_eq!(store.count("p", std::slice::from_ref(&entry.key)).await.unwrap(), vec![0]);
-    assert_eq!(store.list("p", &entry.key, None, 10).await.unwrap(), eventloom_core::ViewPage::default());
+    assert_eq!(
+        store.list("p", &entry.key, &eventloom_core::OrderRange::all(), None, 10).await.unwrap(),
+        eventloom_core::ViewPage::default()
+    );
     let mut raw = crate::raw_connection(&crate::redis_url()).await;
     let left = crate::keys_under(&mut raw, &format!("{prefix}{{p:p}}:g{}:", g.id)).await;
     assert_eq!(left, [format!("{prefix}{{p:p}}:g{}:meta", g.id)]);

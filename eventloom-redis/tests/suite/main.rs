@@ -191,13 +191,16 @@ async fn queries_pay_one_round_trip_and_follow_a_switch_made_elsewhere() {
 
     let key = IndexKey::new("s", "x");
     // Loads the scripts (the first EVALSHA of each finds none, and loads it).
-    ours.list("p", &key, None, 10).await.unwrap();
+    ours.list("p", &key, &eventloom_core::OrderRange::all(), None, 10).await.unwrap();
     ours.count("p", std::slice::from_ref(&key)).await.unwrap();
     let mut raw = raw_connection(&redis.url()).await;
     let before = command_calls(&mut raw).await;
     for _ in 0..10 {
         assert_eq!(ours.read_views("p", &["a".into()]).await.unwrap(), vec![Some("1".into())]);
-        assert_eq!(ours.list("p", &key, None, 10).await.unwrap().views, vec![("a".to_owned(), "1".to_owned())]);
+        assert_eq!(
+            ours.list("p", &key, &eventloom_core::OrderRange::all(), None, 10).await.unwrap().views,
+            vec![("a".to_owned(), "1".to_owned())]
+        );
         assert_eq!(ours.count("p", std::slice::from_ref(&key)).await.unwrap(), vec![1]);
     }
     let after = command_calls(&mut raw).await;
@@ -215,7 +218,10 @@ async fn queries_pay_one_round_trip_and_follow_a_switch_made_elsewhere() {
     assert_eq!(ours.read_views("p", &["a".into()]).await.unwrap(), vec![Some("1".into())], "still the live one");
     theirs.go_live("p", second.id, 0).await.unwrap();
     assert_eq!(ours.read_views("p", &["a".into()]).await.unwrap(), vec![Some("2".into())], "switched");
-    assert_eq!(ours.list("p", &key, None, 10).await.unwrap().views, vec![("a".to_owned(), "2".to_owned())]);
+    assert_eq!(
+        ours.list("p", &key, &eventloom_core::OrderRange::all(), None, 10).await.unwrap().views,
+        vec![("a".to_owned(), "2".to_owned())]
+    );
 }
 
 mod domain {
