@@ -17,11 +17,8 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tracing::Instrument;
 
 use crate::connect::{Connector, unavailable};
-use crate::schema::{MIGRATIONS, Sql, applied_migrations};
+use crate::schema::{MIGRATIONS, Sql, applied_migrations, fixed};
 use crate::{Blocker, Error, Holdback, PgConfig, Result};
-
-/// One coalesced wake-up: `NOTIFY` on the channel `$1`.
-const NOTIFY: &str = "SELECT pg_notify($1, '')";
 
 /// How long the notifier gathers appends before one NOTIFY: wake-up latency for subscribers
 /// in other processes against load on the server.
@@ -287,14 +284,8 @@ impl PgEventStore {
         let mut client = self.client().await?;
         let sql = &self.inner.sql;
         let tx = client.transaction().await.map_err(|e| Error::Store(pg(e)))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(|e| Error::Store(pg(e)))?;
-        let setup = format!(
-            "CREATE SCHEMA IF NOT EXISTS {s}; \
-             CREATE TABLE IF NOT EXISTS {s}.migrations \
-               (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());",
-            s = sql.schema
-        );
-        tx.batch_execute(&setup).await.map_err(|source| Error::Migration { version: 0, source })?;
+        tx.execute(fixed::MIGRATION_LOCK, &[&MIGRATION_LOCK]).await.map_err(|e| Error::Store(pg(e)))?;
+        tx.batch_execute(&sql.setup).await.map_err(|source| Error::Migration { version: 0, source })?;
         let applied = applied_migrations(&tx, sql).await?;
         for (version, name, text) in MIGRATIONS {
             let v = i32::try_from(*version).unwrap_or(i32::MAX);
@@ -305,7 +296,7 @@ impl PgEventStore {
             tx.batch_execute(&sql.migration(text))
                 .await
                 .map_err(|source| Error::Migration { version: *version, source })?;
-            tx.execute(&format!("INSERT INTO {}.migrations (version, name) VALUES ($1, $2)", sql.schema), &[&v, name])
+            tx.execute(&sql.record_migration, &[&v, name])
                 .await
                 .map_err(|source| Error::Migration { version: *version, source })?;
         }
@@ -373,14 +364,14 @@ impl PgEventStore {
     pub async fn renumber_after_restore(&self) -> Result<u64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| Error::Store(pg(e)))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(|e| Error::Store(pg(e)))?;
+        tx.execute(fixed::MIGRATION_LOCK, &[&MIGRATION_LOCK]).await.map_err(|e| Error::Store(pg(e)))?;
         let elsewhere: bool =
             tx.query_one(&self.inner.sql.restored_from_elsewhere, &[]).await.map_err(|e| Error::Store(pg(e)))?.get(0);
         if !elsewhere {
             return Ok(0);
         }
         let count: i64 = tx
-            .query_one(&format!("SELECT count(*) FROM {}.events", self.inner.sql.schema), &[])
+            .query_one(&self.inner.sql.count_events, &[])
             .await
             .map_err(|e| Error::Store(pg(e)))?
             .get(0);
@@ -396,7 +387,7 @@ impl PgEventStore {
         let client = self.client().await?;
         let hidden: i64 =
             client.query_one(&self.inner.sql.hidden_events, &[]).await.map_err(pg)?.try_get(0).map_err(pg)?;
-        let oldest = match client.query_opt(crate::holdback::OLDEST_TRANSACTION, &[]).await.map_err(pg)? {
+        let oldest = match client.query_opt(fixed::OLDEST_TRANSACTION, &[]).await.map_err(pg)? {
             None => None,
             Some(row) => Some(Blocker {
                 pid: row.try_get(0).map_err(pg)?,
@@ -463,7 +454,7 @@ async fn notifier(store: Weak<Inner>, wake: Arc<Wake>) {
         drop(inner);
         let sent = async {
             let client = pool.get().await.map_err(unavailable)?;
-            let stmt = client.prepare_cached(NOTIFY).await.map_err(pg)?;
+            let stmt = client.prepare_cached(fixed::NOTIFY).await.map_err(pg)?;
             client.execute(&stmt, &[&channel]).await.map_err(pg)
         };
         if let Err(error) = sent.await {
@@ -478,12 +469,11 @@ async fn listener(store: Weak<Inner>, wake: Arc<Wake>) {
     let mut delay = Duration::from_millis(100);
     loop {
         let Some(inner) = store.upgrade() else { return };
-        let (connector, config, channel) =
-            (inner.connector.clone(), inner.config.pg.clone(), inner.sql.notify_channel.clone());
+        let (connector, config, listen) = (inner.connector.clone(), inner.config.pg.clone(), inner.sql.listen.clone());
         drop(inner);
         let connected = async {
             let (client, notifications) = connector.dedicated(&config).await?;
-            client.batch_execute(&format!("LISTEN {}", crate::schema::quote(&channel))).await?;
+            client.batch_execute(&listen).await?;
             Ok::<_, tokio_postgres::Error>((client, notifications))
         };
         match connected.await {

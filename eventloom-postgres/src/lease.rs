@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 
 use crate::PgEventStore;
 use crate::connect::{Connector, pg_error};
-use crate::schema::Sql;
+use crate::schema::{Sql, fixed};
 
 /// How often a standby tries the lock, and a leader checks its connection.
 const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
@@ -19,9 +19,6 @@ const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The shortest check interval and timeout taken.
 const SHORTEST: Duration = Duration::from_millis(10);
-
-/// Sets the server-side timeouts of a lease's session (see [`ServerTimeouts`]).
-const SESSION_SETTINGS: &str = include_str!("../sql/lease_session.sql");
 
 /// A [`LeaseManager`] on PostgreSQL advisory locks.
 ///
@@ -251,7 +248,7 @@ impl PgLeases {
         config.tcp_user_timeout(self.timeout);
         let (client, _notifications) = self.connector.dedicated(&config).await.map_err(pg_error)?;
         let (names, values) = self.server_timeouts().settings();
-        bounded(self.timeout, "the session settings", client.query_one(SESSION_SETTINGS, &[&names, &values])).await?;
+        bounded(self.timeout, "the session settings", client.query_one(fixed::LEASE_SESSION, &[&names, &values])).await?;
         Ok(client)
     }
 
@@ -261,7 +258,7 @@ impl PgLeases {
         let client = self.connect().await?;
         let timeout = self.timeout;
         loop {
-            let row = bounded(timeout, "a lock attempt", client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]))
+            let row = bounded(timeout, "a lock attempt", client.query_one(fixed::TRY_LEASE_LOCK, &[&key]))
                 .await?;
             if row.try_get::<_, bool>(0).map_err(pg_error)? {
                 break;
@@ -278,7 +275,7 @@ impl PgLeases {
             // session and the lock.
             loop {
                 tokio::time::sleep(interval).await;
-                if let Err(error) = bounded(timeout, "a check", client.simple_query("SELECT 1")).await {
+                if let Err(error) = bounded(timeout, "a check", client.simple_query(fixed::LEASE_CHECK)).await {
                     tracing::warn!(%error, lease = %name, token, "lease check failed: the lease is lost");
                     lost_tx.send_replace(true);
                     return;
