@@ -31,9 +31,9 @@ pub enum Error {
     Migration {
         /// The migration that failed.
         version: u32,
-        /// The server's error.
+        /// The server's error, with its message and SQLSTATE.
         #[source]
-        source: tokio_postgres::Error,
+        source: eventloom_core::Error,
     },
     /// The schema already holds a table these crates did not make (another tool's
     /// `migrations`, say), which migrating would mix up with theirs: choose another schema
@@ -50,4 +50,11 @@ pub enum Error {
     /// An error from the store, as the `eventloom-core` traits report it.
     #[error(transparent)]
     Store(#[from] eventloom_core::Error),
+}
+
+impl Error {
+    /// Migration `version` failed with the server's `error`.
+    pub(crate) fn migration(version: u32, error: tokio_postgres::Error) -> Self {
+        Error::Migration { version, source: crate::connect::pg_error(error) }
+    }
 }

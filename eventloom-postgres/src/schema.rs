@@ -1,6 +1,7 @@
 //! The SQL of one store, for its schema.
 
 use crate::connect::pg_error;
+use crate::db::Fields;
 use crate::{Error, Result};
 
 /// The migrations, in order: (version, name, SQL with `{schema}` placeholders).
@@ -24,18 +25,16 @@ const MIGRATIONS_COLUMNS: &[(&str, &str)] =
 pub(crate) async fn applied_migrations(client: &tokio_postgres::Transaction<'_>, sql: &Sql) -> Result<Vec<i32>> {
     let table = format!("{}.migrations", sql.schema);
     let foreign = |reason: String| Error::ForeignTable { table: table.clone(), reason };
-    let rows = client
-        .query(fixed::MIGRATIONS_COLUMNS, &[&table])
-        .await
-        .map_err(|e| Error::Store(pg_error(e)))?;
+    let rows = client.query(fixed::MIGRATIONS_COLUMNS, &[&table]).await.map_err(|e| Error::Store(pg_error(e)))?;
     let mut columns = Vec::new();
     for row in &rows {
-        let kind: String = row.try_get(0).map_err(|e| Error::Store(pg_error(e)))?;
+        let row = Fields::new(row, || format!("the catalog entry of {table}"));
+        let kind: String = row.get("kind")?;
         if kind != "r" {
             return Err(foreign(format!("it is not a plain table (relkind {kind:?})")));
         }
-        let name: Option<String> = row.try_get(1).map_err(|e| Error::Store(pg_error(e)))?;
-        let kind: Option<String> = row.try_get(2).map_err(|e| Error::Store(pg_error(e)))?;
+        let name: Option<String> = row.get("name")?;
+        let kind: Option<String> = row.get("type")?;
         if let (Some(name), Some(kind)) = (name, kind) {
             columns.push((name, kind));
         }
@@ -49,9 +48,10 @@ pub(crate) async fn applied_migrations(client: &tokio_postgres::Transaction<'_>,
             shown.join(", ")
         )));
     }
-    let rows =
-        client.query(&sql.applied_migrations, &[]).await.map_err(|e| Error::Store(pg_error(e)))?;
-    rows.iter().map(|r| r.try_get::<_, i32>(0).map_err(|e| foreign(format!("a version does not read: {e}")))).collect()
+    let rows = client.query(&sql.applied_migrations, &[]).await.map_err(|e| Error::Store(pg_error(e)))?;
+    rows.iter()
+        .map(|r| r.try_get::<_, i32>("version").map_err(|e| foreign(format!("a version does not read: {e}"))))
+        .collect()
 }
 
 /// Statements that name no table of the schema, as they are run.
@@ -86,6 +86,8 @@ pub(crate) struct Sql {
     pub(crate) schema: String,
     /// The channel of wake-ups (`NOTIFY`/`LISTEN`), unquoted.
     pub(crate) notify_channel: String,
+    /// `LISTEN` on the channel. (No comment in its file: tests find the listening sessions by
+    /// this text in `pg_stat_activity`.)
     pub(crate) listen: String,
     pub(crate) setup: String,
     pub(crate) applied_migrations: String,

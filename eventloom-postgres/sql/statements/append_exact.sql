@@ -38,7 +38,7 @@ WITH head AS (
          (command_id, category, stream_id, first_version, last_version, transaction_id, sequence)
        SELECT $8, $1, $2, $3 + 1, $3 + count(*), pg_current_xact_id(), max(i.sequence) FROM inserted i
         WHERE $8 IS NOT NULL HAVING count(*) > 0)
-SELECT (SELECT h.version FROM head h),
-       EXISTS (SELECT 1 FROM {schema}.commands d WHERE d.command_id = $8),
-       max(i.tx), max(i.sequence)
+SELECT (SELECT h.version FROM head h) AS actual,
+       EXISTS (SELECT 1 FROM {schema}.commands d WHERE d.command_id = $8) AS recorded,
+       max(i.tx) AS transaction_id, max(i.sequence) AS sequence
   FROM inserted i
