@@ -137,10 +137,7 @@ impl Sql {
             applied_migrations: fill(include_str!("../sql/statements/applied_migrations.sql")),
             record_migration: fill(include_str!("../sql/statements/record_migration.sql")),
             count_events: fill(include_str!("../sql/statements/count_events.sql")),
-            append: format!(
-                "SELECT status, actual, first_version, last_version, transaction_id, sequence \
-                 FROM {s}.append($1, $2, $3, $4, $5, $6, $7, $8)"
-            ),
+            append: fill(include_str!("../sql/statements/append.sql")),
             append_exact: fill(include_str!("../sql/statements/append_exact.sql")),
             append_one: fill(include_str!("../sql/statements/append_one.sql")),
             read_stream: fill(include_str!("../sql/statements/read_stream.sql")),
@@ -149,10 +146,7 @@ impl Sql {
             count_after: fill(include_str!("../sql/statements/count_after.sql")),
             held_back: fill(include_str!("../sql/statements/held_back.sql")),
             stream_version: fill(include_str!("../sql/statements/stream_version.sql")),
-            command_outcome: format!(
-                "SELECT category, stream_id, first_version, last_version, transaction_id::text, sequence \
-                 FROM {s}.commands WHERE command_id = $1"
-            ),
+            command_outcome: fill(include_str!("../sql/statements/command_outcome.sql")),
             streams_of: fill(include_str!("../sql/statements/streams_of.sql")),
             load_snapshot: fill(include_str!("../sql/statements/load_snapshot.sql")),
             save_snapshot: fill(include_str!("../sql/statements/save_snapshot.sql")),
@@ -171,11 +165,7 @@ impl Sql {
             dead_letters: fill(include_str!("../sql/statements/dead_letters.sql")),
             bump_lease: fill(include_str!("../sql/statements/bump_lease.sql")),
             restored_from_elsewhere: fill(include_str!("../sql/statements/restored_from_elsewhere.sql")),
-            record_command: format!(
-                "INSERT INTO {s}.commands \
-                   (command_id, category, stream_id, first_version, last_version, transaction_id, sequence) \
-                 VALUES ($1, $2, $3, $4, $5, $6::text::xid8, $7) ON CONFLICT (command_id) DO NOTHING"
-            ),
+            record_command: fill(include_str!("../sql/statements/record_command.sql")),
             renumber: fill(include_str!("../sql/statements/renumber.sql")),
             schema: s.clone(),
         }
@@ -191,4 +181,22 @@ impl Sql {
 /// quoting is a second fence.
 pub(crate) fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_statement_names_the_quoted_schema_and_keeps_no_placeholder() {
+        // Schema names are validated before they get here; the quoting holds even for one
+        // that was not.
+        let sql = Sql::new("a\"b");
+        let text = format!("{sql:?}");
+        assert!(!text.contains("{schema}") && !text.contains("{channel}"), "{text}");
+        assert_eq!(sql.schema, "\"a\"\"b\"");
+        assert!(sql.read_all.contains("FROM \"a\"\"b\".events e"), "{}", sql.read_all);
+        assert_eq!(sql.listen, "LISTEN \"cqrs_events_a\"\"b\"");
+        assert_eq!(sql.migration("SELECT 1 FROM {schema}.x"), "SELECT 1 FROM \"a\"\"b\".x");
+    }
 }
