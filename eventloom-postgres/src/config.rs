@@ -11,9 +11,33 @@ pub const DEFAULT_MAX_EVENT_SIZE: usize = 1 << 20;
 /// The default number of pooled connections.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
+/// The connections of a store's pool, from
+/// [`PgEventStore::pool_status`](crate::PgEventStore::pool_status).
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_postgres::PoolStatus;
+///
+/// fn busy(status: &PoolStatus) -> usize {
+///     status.size - status.idle
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStatus {
+    /// Connections open now, idle or in use.
+    pub size: usize,
+    /// Open connections that no statement uses now.
+    pub idle: usize,
+    /// The most connections the pool opens ([`PgConfig::pool_size`]).
+    pub max_size: usize,
+}
+
 /// How to reach PostgreSQL and where the tables live.
 ///
-/// Built from a URL (`postgres://user:password@host:port/db?sslmode=...`) or a
+/// Built from a URL (`postgres://user:password@host:port/db?sslmode=...`) or a `key=value`
+/// connection string (`host=/run/postgresql dbname=app`), or, with the `interop` feature, a
 /// `tokio_postgres::Config`. Its `Debug` output never shows the password.
 ///
 /// # Examples
@@ -83,11 +107,31 @@ impl PgConfig {
     pub fn from_url(url: &str) -> Result<Self> {
         let pg = tokio_postgres::Config::from_str(url)
             .map_err(|_| Error::Config("the PostgreSQL connection string does not parse".to_owned()))?;
-        Ok(Self::from_config(pg))
+        Ok(Self::from_tokio_postgres(pg))
     }
 
     /// Settings from a `tokio_postgres::Config`.
-    pub fn from_config(mut pg: tokio_postgres::Config) -> Self {
+    ///
+    /// `tokio-postgres` is a pre-1.0 crate: this constructor comes with the `interop` feature,
+    /// and follows the version of `tokio-postgres` that this crate depends on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_postgres::PgConfig;
+    ///
+    /// let mut pg = tokio_postgres::Config::new();
+    /// pg.host("localhost").user("ada").dbname("app");
+    /// let config = PgConfig::from_config(pg).schema("billing").unwrap();
+    /// assert_eq!(config.schema_name(), "billing");
+    /// ```
+    #[cfg(feature = "interop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "interop")))]
+    pub fn from_config(pg: tokio_postgres::Config) -> Self {
+        Self::from_tokio_postgres(pg)
+    }
+
+    fn from_tokio_postgres(mut pg: tokio_postgres::Config) -> Self {
         // A half-open connection must not hold a projector's lease, or a LISTEN, for hours.
         pg.keepalives(true)
             .keepalives_idle(Duration::from_secs(10))

@@ -31,9 +31,9 @@ pub enum Error {
     Migration {
         /// The migration that failed.
         version: u32,
-        /// The server's error.
+        /// The server's error, with its message and SQLSTATE.
         #[source]
-        source: tokio_postgres::Error,
+        source: eventloom_core::Error,
     },
     /// The schema already holds a table these crates did not make (another tool's
     /// `migrations`, say), which migrating would mix up with theirs: choose another schema
@@ -73,5 +73,10 @@ impl Error {
             Error::Migration { .. } | Error::ForeignTable { .. } => ErrorKind::Internal,
             Error::Store(error) => error.kind(),
         }
+    }
+
+    /// Migration `version` failed with the server's `error`.
+    pub(crate) fn migration(version: u32, error: tokio_postgres::Error) -> Self {
+        Error::Migration { version, source: crate::connect::pg_error(error) }
     }
 }

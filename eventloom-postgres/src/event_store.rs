@@ -5,7 +5,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Pool;
 use eventloom_core::{
     AppendOutcome, Error as CoreError, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoredMetadata,
     StreamId,
@@ -13,15 +13,13 @@ use eventloom_core::{
 use tokio::sync::{Notify, watch};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 
-use crate::connect::{Connector, unavailable};
-use crate::schema::{MIGRATIONS, Sql, applied_migrations};
+use crate::connect::Connector;
+use crate::db::{Conn, Db, Fields, next_row, shown};
+use crate::schema::{MIGRATIONS, Sql, applied_migrations, fixed};
 use crate::{Blocker, Error, Holdback, PgConfig, Result};
-
-/// One coalesced wake-up: `NOTIFY` on the channel `$1`.
-const NOTIFY: &str = "SELECT pg_notify($1, '')";
 
 /// How long the notifier gathers appends before one NOTIFY: wake-up latency for subscribers
 /// in other processes against load on the server.
@@ -66,7 +64,7 @@ pub struct PgEventStore {
 struct Inner {
     /// Set once the stored transaction ids are known to belong to this cluster.
     same_cluster: AtomicBool,
-    pool: Pool,
+    db: Db,
     sql: Arc<Sql>,
     config: PgConfig,
     connector: Connector,
@@ -136,13 +134,23 @@ impl std::fmt::Debug for PgEventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgEventStore")
             .field("config", &self.inner.config)
-            .field("pool", &self.inner.pool.status())
+            .field("pool", &self.inner.db.pool().status())
             .finish()
     }
 }
 
 fn pg(error: tokio_postgres::Error) -> CoreError {
     crate::connect::pg_error(error)
+}
+
+/// A server error where this crate's API returns its own [`Error`].
+fn store_error(error: tokio_postgres::Error) -> Error {
+    Error::Store(pg(error))
+}
+
+/// Whether the events were restored from another cluster (`restored_from_elsewhere.sql`).
+fn restored(row: &Row) -> eventloom_core::Result<bool> {
+    Fields::new(row, || "the transaction ids of the events".to_owned()).get("restored")
 }
 
 fn to_i64(value: u64, what: &'static str) -> eventloom_core::Result<i64> {
@@ -154,32 +162,18 @@ fn corrupt(location: String, reason: impl std::fmt::Display) -> CoreError {
     CoreError::Corrupt { location, reason: reason.to_string() }
 }
 
-/// Column `index` of a row read back; a value of another type, or a NULL, is corrupt data at
-/// `location` (the schema was changed under the store).
-fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize, location: &dyn Fn() -> String) -> eventloom_core::Result<T> {
-    row.try_get(index).map_err(|e| {
-        let name = row.columns().get(index).map_or("?", |c| c.name());
-        corrupt(location(), format_args!("column {name}: {e}"))
-    })
-}
-
-fn to_u64(value: i64, what: &str, location: &dyn Fn() -> String) -> eventloom_core::Result<u64> {
-    u64::try_from(value).map_err(|_| corrupt(location(), format_args!("negative {what} {value}")))
-}
-
-fn position(tx: &str, sequence: i64, location: &dyn Fn() -> String) -> eventloom_core::Result<Position> {
-    let tx: u64 = tx.parse().map_err(|_| corrupt(location(), format_args!("unparsable transaction id {tx:?}")))?;
-    Ok(Position::new(tx, to_u64(sequence, "sequence", location)?))
-}
-
 /// Where a stored event is, for an error: its position, stream and version, as far as they
 /// read (`?` for what does not). `stream` when it is known; otherwise it is read from the
-/// row's first two columns.
-fn event_location(row: &Row, stream: Option<&StreamId>, first: usize) -> String {
-    let text = |i| row.try_get::<_, Option<&str>>(i).ok().flatten().map_or_else(|| "?".to_owned(), str::to_owned);
-    let number = |i| row.try_get::<_, Option<i64>>(i).ok().flatten().map_or_else(|| "?".to_owned(), |n| n.to_string());
-    let stream = stream.map_or_else(|| format!("{}/{}", text(0), text(1)), ToString::to_string);
-    format!("event at position {}.{} (stream {stream}, version {})", text(first + 5), number(first + 6), number(first))
+/// row's `category` and `stream_id`.
+fn event_location(row: &Row, stream: Option<&StreamId>) -> String {
+    let stream =
+        stream.map_or_else(|| format!("{}/{}", shown(row, "category"), shown(row, "stream_id")), ToString::to_string);
+    format!(
+        "event at position {}.{} (stream {stream}, version {})",
+        shown(row, "transaction_text"),
+        shown(row, "sequence"),
+        shown(row, "version")
+    )
 }
 
 /// The events of `rows`, decoded by `decode` as they arrive, up to and including the one that
@@ -190,12 +184,11 @@ async fn collect_within(
     max_bytes: usize,
     mut decode: impl FnMut(&Row) -> eventloom_core::Result<RecordedEvent>,
 ) -> eventloom_core::Result<Vec<RecordedEvent>> {
-    use futures_util::StreamExt;
     let mut rows = std::pin::pin!(rows);
     let mut events = Vec::new();
     let mut total = 0usize;
-    while let Some(row) = rows.next().await {
-        let event = decode(&row.map_err(pg)?)?;
+    while let Some(row) = next_row(&mut rows, pg).await? {
+        let event = decode(&row)?;
         total = total.saturating_add(event.stored_size());
         events.push(event);
         if total >= max_bytes {
@@ -205,27 +198,24 @@ async fn collect_within(
     Ok(events)
 }
 
+/// An event read in the order of the log (`read_all.sql`).
 fn recorded(row: &Row) -> eventloom_core::Result<RecordedEvent> {
-    let at = || event_location(row, None, 2);
-    let category: &str = column(row, 0, &at)?;
-    let stream_id: &str = column(row, 1, &at)?;
-    let stream =
-        StreamId::new(category, stream_id).map_err(|e| corrupt(at(), format_args!("stream id refused: {e}")))?;
-    recorded_in(&stream, row, 2)
+    let fields = Fields::new(row, || event_location(row, None));
+    let stream = StreamId::new(fields.get::<&str>("category")?, fields.get::<&str>("stream_id")?)
+        .map_err(|e| fields.corrupt(format_args!("stream id refused: {e}")))?;
+    recorded_in(&stream, row)
 }
 
-/// An event of a known stream, from the row's columns from `first` on: version, type, schema
-/// version, payload, metadata, transaction id, sequence.
-fn recorded_in(stream: &StreamId, row: &Row, first: usize) -> eventloom_core::Result<RecordedEvent> {
-    let at = || event_location(row, Some(stream), first);
-    let version = to_u64(column(row, first, &at)?, "version", &at)?;
-    let event_type: String = column(row, first + 1, &at)?;
-    let schema_version = column::<i32>(row, first + 2, &at)?;
-    let schema_version = u32::try_from(schema_version)
-        .map_err(|_| corrupt(at(), format_args!("negative schema version {schema_version}")))?;
-    let payload: &str = column(row, first + 3, &at)?;
-    let metadata: &str = column(row, first + 4, &at)?;
-    let position = position(column(row, first + 5, &at)?, column(row, first + 6, &at)?, &at)?;
+/// An event of a known stream, from the row's columns `version`, `event_type`,
+/// `schema_version`, `payload_text`, `metadata_text`, `transaction_text` and `sequence`.
+fn recorded_in(stream: &StreamId, row: &Row) -> eventloom_core::Result<RecordedEvent> {
+    let fields = Fields::new(row, || event_location(row, Some(stream)));
+    let version = fields.unsigned("version")?;
+    let event_type: String = fields.get("event_type")?;
+    let schema_version = fields.unsigned_int("schema_version")?;
+    let payload: &str = fields.get("payload_text")?;
+    let metadata: &str = fields.get("metadata_text")?;
+    let position = fields.position("transaction_text", "sequence")?;
     Ok(RecordedEvent {
         stream: stream.clone(),
         version,
@@ -257,14 +247,57 @@ impl PgEventStore {
             closed: watch::Sender::new(false),
         });
         let sql = Arc::new(Sql::new(&config.schema));
+        let db = Db::new(pool, pg);
         PgEventStore {
-            inner: Arc::new(Inner { same_cluster: AtomicBool::new(false), pool, sql, config, connector, wake }),
+            inner: Arc::new(Inner { same_cluster: AtomicBool::new(false), db, sql, config, connector, wake }),
         }
     }
 
-    /// The connection pool, shared with [`crate::PgSnapshotStore`] and others.
+    /// The connection pool, shared with [`crate::PgSnapshotStore`] and the others made from
+    /// this store.
+    ///
+    /// `deadpool-postgres` is a pre-1.0 crate: this method comes with the `interop` feature,
+    /// and follows the version of `deadpool-postgres` that this crate depends on (an upgrade of
+    /// it may change this type in a minor release). [`pool_status`](Self::pool_status) needs no
+    /// feature.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let store = eventloom_postgres::PgEventStore::connect(eventloom_postgres::PgConfig::from_url("postgres://localhost/app")?).await?;
+    /// let client = store.pool().get().await?;
+    /// let one: i32 = client.query_one("SELECT 1", &[]).await?.get(0);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "interop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "interop")))]
     pub fn pool(&self) -> &Pool {
-        &self.inner.pool
+        self.inner.db.pool()
+    }
+
+    /// How many connections the pool holds, and how many of them are idle.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventloom_postgres::{PgConfig, PgEventStore};
+    ///
+    /// let store = PgEventStore::connect(PgConfig::from_url("postgres://localhost/app")?.pool_size(8)).await?;
+    /// let status = store.pool_status();
+    /// assert_eq!(status.max_size, 8);
+    /// assert!(status.idle <= status.size);
+    /// # Ok(()) }
+    /// ```
+    pub fn pool_status(&self) -> crate::PoolStatus {
+        let status = self.inner.db.pool().status();
+        crate::PoolStatus { size: status.size, idle: status.available, max_size: status.max_size }
+    }
+
+    /// The pool, with this store's error mapping.
+    pub(crate) fn db(&self) -> &Db {
+        &self.inner.db
     }
 
     /// The settings.
@@ -284,17 +317,11 @@ impl PgEventStore {
     /// Creates or upgrades the schema: versioned SQL embedded in the crate, applied in order
     /// under an advisory lock, so several processes may run it at once.
     pub async fn migrate(&self) -> Result<()> {
-        let mut client = self.client().await?;
+        let mut client = self.inner.db.pool().get().await.map_err(crate::connect::unavailable)?;
         let sql = &self.inner.sql;
-        let tx = client.transaction().await.map_err(|e| Error::Store(pg(e)))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(|e| Error::Store(pg(e)))?;
-        let setup = format!(
-            "CREATE SCHEMA IF NOT EXISTS {s}; \
-             CREATE TABLE IF NOT EXISTS {s}.migrations \
-               (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());",
-            s = sql.schema
-        );
-        tx.batch_execute(&setup).await.map_err(|source| Error::Migration { version: 0, source })?;
+        let tx = client.transaction().await.map_err(store_error)?;
+        tx.execute(fixed::MIGRATION_LOCK, &[&MIGRATION_LOCK]).await.map_err(store_error)?;
+        tx.batch_execute(&sql.setup).await.map_err(|e| Error::migration(0, e))?;
         let applied = applied_migrations(&tx, sql).await?;
         for (version, name, text) in MIGRATIONS {
             let v = i32::try_from(*version).unwrap_or(i32::MAX);
@@ -302,14 +329,10 @@ impl PgEventStore {
                 continue;
             }
             tracing::info!(version, name, schema = %sql.schema, "applying migration");
-            tx.batch_execute(&sql.migration(text))
-                .await
-                .map_err(|source| Error::Migration { version: *version, source })?;
-            tx.execute(&format!("INSERT INTO {}.migrations (version, name) VALUES ($1, $2)", sql.schema), &[&v, name])
-                .await
-                .map_err(|source| Error::Migration { version: *version, source })?;
+            tx.batch_execute(&sql.migration(text)).await.map_err(|e| Error::migration(*version, e))?;
+            tx.execute(&sql.record_migration, &[&v, name]).await.map_err(|e| Error::migration(*version, e))?;
         }
-        tx.commit().await.map_err(|e| Error::Store(pg(e)))?;
+        tx.commit().await.map_err(store_error)?;
         Ok(())
     }
 
@@ -321,15 +344,12 @@ impl PgEventStore {
         after: &str,
         limit: usize,
     ) -> eventloom_core::Result<Vec<(String, u64)>> {
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.sql.streams_of).await.map_err(pg)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = client.query(&stmt, &[&category, &after, &limit]).await.map_err(pg)?;
+        let rows = self.inner.db.query(&self.inner.sql.streams_of, &[&category, &after, &limit]).await?;
         rows.iter()
-            .map(|r| {
-                let at = || format!("stream {category}/{}", r.try_get::<_, &str>(0).unwrap_or("?"));
-                let version = column::<Option<i64>>(r, 1, &at)?.unwrap_or(0);
-                Ok((column(r, 0, &at)?, to_u64(version, "version", &at)?))
+            .map(|row| {
+                let fields = Fields::new(row, || format!("stream {category}/{}", shown(row, "stream_id")));
+                Ok((fields.get("stream_id")?, fields.unsigned_opt("version")?.unwrap_or(0)))
             })
             .collect()
     }
@@ -341,10 +361,8 @@ impl PgEventStore {
         if self.inner.same_cluster.load(Ordering::Acquire) {
             return Ok(());
         }
-        let client = self.client().await?;
-        let elsewhere: bool =
-            client.query_one(&self.inner.sql.restored_from_elsewhere, &[]).await.map_err(pg)?.try_get(0).map_err(pg)?;
-        if elsewhere {
+        let row = self.inner.db.query_one(&self.inner.sql.restored_from_elsewhere, &[]).await?;
+        if restored(&row)? {
             return Err(CoreError::Backend {
                 message: format!(
                     "the events in schema {} carry transaction ids ahead of this server's: they were restored from \
@@ -371,47 +389,46 @@ impl PgEventStore {
     /// Returns how many events were renumbered; does nothing (and returns 0) when the events
     /// already belong to this cluster.
     pub async fn renumber_after_restore(&self) -> Result<u64> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| Error::Store(pg(e)))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(|e| Error::Store(pg(e)))?;
-        let elsewhere: bool =
-            tx.query_one(&self.inner.sql.restored_from_elsewhere, &[]).await.map_err(|e| Error::Store(pg(e)))?.get(0);
-        if !elsewhere {
+        let mut client = self.inner.db.pool().get().await.map_err(crate::connect::unavailable)?;
+        let tx = client.transaction().await.map_err(store_error)?;
+        tx.execute(fixed::MIGRATION_LOCK, &[&MIGRATION_LOCK]).await.map_err(store_error)?;
+        let row = tx.query_one(&self.inner.sql.restored_from_elsewhere, &[]).await.map_err(store_error)?;
+        if !restored(&row)? {
             return Ok(0);
         }
-        let count: i64 = tx
-            .query_one(&format!("SELECT count(*) FROM {}.events", self.inner.sql.schema), &[])
-            .await
-            .map_err(|e| Error::Store(pg(e)))?
-            .get(0);
-        tx.batch_execute(&self.inner.sql.renumber).await.map_err(|e| Error::Store(pg(e)))?;
-        tx.commit().await.map_err(|e| Error::Store(pg(e)))?;
+        let row = tx.query_one(&self.inner.sql.count_events, &[]).await.map_err(store_error)?;
+        let count = Fields::new(&row, || "the count of events".to_owned()).unsigned("count")?;
+        tx.batch_execute(&self.inner.sql.renumber).await.map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
         tracing::warn!(events = count, schema = %self.inner.config.schema_name(), "renumbered events restored from another cluster; rebuild every projection");
         self.inner.same_cluster.store(true, Ordering::Release);
-        Ok(u64::try_from(count).unwrap_or(0))
+        Ok(count)
     }
 
     /// How far subscribers are held back, and by which transaction (see [`Holdback`]).
     pub async fn holdback(&self) -> eventloom_core::Result<Holdback> {
-        let client = self.client().await?;
-        let hidden: i64 =
-            client.query_one(&self.inner.sql.hidden_events, &[]).await.map_err(pg)?.try_get(0).map_err(pg)?;
-        let oldest = match client.query_opt(crate::holdback::OLDEST_TRANSACTION, &[]).await.map_err(pg)? {
+        let conn = self.client().await?;
+        let row = conn.query_one(&self.inner.sql.hidden_events, &[]).await?;
+        let hidden = Fields::new(&row, || "the count of events held back".to_owned()).unsigned("count")?;
+        let oldest = match conn.query_opt(fixed::OLDEST_TRANSACTION, &[]).await? {
             None => None,
-            Some(row) => Some(Blocker {
-                pid: row.try_get(0).map_err(pg)?,
-                database: row.try_get(1).map_err(pg)?,
-                state: row.try_get(2).map_err(pg)?,
-                transaction: row.try_get::<_, Option<&str>>(3).map_err(pg)?.and_then(|t| t.parse().ok()).unwrap_or(0),
-                age: Duration::try_from_secs_f64(row.try_get::<_, f64>(4).map_err(pg)?).unwrap_or_default(),
-                prepared: row.try_get(5).map_err(pg)?,
-            }),
+            Some(row) => {
+                let row = Fields::new(&row, || "the oldest transaction of the cluster".to_owned());
+                Some(Blocker {
+                    pid: row.get("pid")?,
+                    database: row.get("database")?,
+                    state: row.get("state")?,
+                    transaction: row.get::<Option<&str>>("transaction")?.and_then(|t| t.parse().ok()).unwrap_or(0),
+                    age: Duration::try_from_secs_f64(row.get("seconds")?).unwrap_or_default(),
+                    prepared: row.get("prepared")?,
+                })
+            }
         };
-        Ok(Holdback { hidden_events: u64::try_from(hidden).unwrap_or(0), oldest })
+        Ok(Holdback { hidden_events: hidden, oldest })
     }
 
-    async fn client(&self) -> eventloom_core::Result<Object> {
-        self.inner.pool.get().await.map_err(unavailable)
+    async fn client(&self) -> eventloom_core::Result<Conn> {
+        self.inner.db.conn().await
     }
 
     fn appended(&self) {
@@ -459,14 +476,9 @@ async fn notifier(store: Weak<Inner>, wake: Arc<Wake>) {
         tokio::time::sleep(NOTIFY_DEBOUNCE).await;
         wake.notify_pending.store(false, Ordering::Release);
         let Some(inner) = store.upgrade() else { return };
-        let (pool, channel) = (inner.pool.clone(), inner.sql.notify_channel.clone());
+        let (db, channel) = (inner.db.clone(), inner.sql.notify_channel.clone());
         drop(inner);
-        let sent = async {
-            let client = pool.get().await.map_err(unavailable)?;
-            let stmt = client.prepare_cached(NOTIFY).await.map_err(pg)?;
-            client.execute(&stmt, &[&channel]).await.map_err(pg)
-        };
-        if let Err(error) = sent.await {
+        if let Err(error) = db.execute(fixed::NOTIFY, &[&channel]).await {
             tracing::debug!(%error, "NOTIFY failed; subscribers fall back to polling");
         }
     }
@@ -478,12 +490,11 @@ async fn listener(store: Weak<Inner>, wake: Arc<Wake>) {
     let mut delay = Duration::from_millis(100);
     loop {
         let Some(inner) = store.upgrade() else { return };
-        let (connector, config, channel) =
-            (inner.connector.clone(), inner.config.pg.clone(), inner.sql.notify_channel.clone());
+        let (connector, config, listen) = (inner.connector.clone(), inner.config.pg.clone(), inner.sql.listen.clone());
         drop(inner);
         let connected = async {
             let (client, notifications) = connector.dedicated(&config).await?;
-            client.batch_execute(&format!("LISTEN {}", crate::schema::quote(&channel))).await?;
+            client.batch_execute(&listen).await?;
             Ok::<_, tokio_postgres::Error>((client, notifications))
         };
         match connected.await {
@@ -583,11 +594,11 @@ impl PgEventStore {
         version: i64,
         batch: &Batch<'_>,
     ) -> eventloom_core::Result<AppendOutcome> {
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.sql.append_exact).await.map_err(pg)?;
+        let conn = self.client().await?;
+        let stmt = conn.prepare(&self.inner.sql.append_exact).await?;
         let names = [stream.category(), stream.id()];
-        let result = client.query_one(&stmt, &batch.params(&names, &Some(version))).await;
-        drop(client);
+        let result = conn.client().query_one(&stmt, &batch.params(&names, &Some(version))).await;
+        drop(conn);
         let row = match result {
             Ok(row) => row,
             Err(e) => {
@@ -614,31 +625,25 @@ impl PgEventStore {
                 });
             }
         };
-        let at = || format!("stream {stream} after version {version}");
-        let actual: i64 = column(&row, 0, &at)?;
-        let recorded: bool = column(&row, 1, &at)?;
-        let transaction: Option<&str> = column(&row, 2, &at)?;
-        let sequence: Option<i64> = column(&row, 3, &at)?;
-        let first_version = to_u64(version, "version", &at)? + 1;
-        if let (Some(transaction), Some(sequence)) = (transaction, sequence) {
+        let fields = Fields::new(&row, || format!("stream {stream} after version {version}"));
+        let actual = fields.unsigned("actual")?;
+        let recorded: bool = fields.get("recorded")?;
+        let first_version = u64::try_from(version).map_err(|_| fields.corrupt(format_args!("version {version}")))? + 1;
+        if fields.get::<Option<&str>>("transaction_id")?.is_some() {
             self.appended();
             let appended = u64::try_from(batch.types.len()).unwrap_or(u64::MAX);
             return Ok(AppendOutcome {
                 stream: stream.clone(),
                 first_version,
                 last_version: first_version + appended - 1,
-                position: position(transaction, sequence, &at)?,
+                position: fields.position("transaction_id", "sequence")?,
             });
         }
         if let (true, Some(id)) = (recorded, batch.command_id) {
             return Err(self.duplicate(id).await);
         }
-        if actual != version {
-            return Err(CoreError::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual: to_u64(actual, "version", &at)?,
-            });
+        if actual + 1 != first_version {
+            return Err(CoreError::Conflict { stream: stream.clone(), expected, actual });
         }
         if batch.types.is_empty() {
             return Ok(AppendOutcome {
@@ -664,9 +669,10 @@ impl PgEventStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let client = self.client().await?;
-            let stmt = client.prepare_cached(&self.inner.sql.append_one).await.map_err(pg)?;
-            let result = client
+            let conn = self.client().await?;
+            let stmt = conn.prepare(&self.inner.sql.append_one).await?;
+            let result = conn
+                .client()
                 .query_opt(
                     &stmt,
                     &[
@@ -680,7 +686,7 @@ impl PgEventStore {
                     ],
                 )
                 .await;
-            drop(client);
+            drop(conn);
             let row = match result {
                 Ok(row) => row,
                 Err(e) => {
@@ -695,21 +701,22 @@ impl PgEventStore {
                     });
                 }
             };
-            let at = || format!("stream {stream} version {}", version + 1);
+            // `version` > 0 (the caller's check).
+            let expected_version = version.unsigned_abs();
             if let Some(row) = row {
                 self.appended();
-                let version = to_u64(version, "version", &at)? + 1;
+                let fields = Fields::new(&row, || format!("stream {stream} version {}", version + 1));
                 return Ok(AppendOutcome {
                     stream: stream.clone(),
-                    first_version: version,
-                    last_version: version,
-                    position: position(column(&row, 0, &at)?, column(&row, 1, &at)?, &at)?,
+                    first_version: expected_version + 1,
+                    last_version: expected_version + 1,
+                    position: fields.position("transaction_id", "sequence")?,
                 });
             }
             let actual = self.stream_version(stream).await?;
             // The stream was behind the version expected (an append not yet committed) and
             // has reached it since: the append holds now.
-            if actual == to_u64(version, "version", &at)? && attempt < 3 {
+            if actual == expected_version && attempt < 3 {
                 continue;
             }
             return Err(CoreError::Conflict { stream: stream.clone(), expected, actual });
@@ -723,11 +730,11 @@ impl PgEventStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let client = self.client().await?;
-            let stmt = client.prepare_cached(&self.inner.sql.append).await.map_err(pg)?;
+            let conn = self.client().await?;
+            let stmt = conn.prepare(&self.inner.sql.append).await?;
             let names = [stream.category(), stream.id()];
-            let result = client.query_one(&stmt, &batch.params(&names, &None)).await;
-            drop(client);
+            let result = conn.client().query_one(&stmt, &batch.params(&names, &None)).await;
+            drop(conn);
             let row = match result {
                 Ok(row) => row,
                 Err(e) => {
@@ -748,13 +755,13 @@ impl PgEventStore {
                     });
                 }
             };
-            let at = || format!("the append to stream {stream}");
-            let status: i32 = column(&row, 0, &at)?;
+            let fields = Fields::new(&row, || format!("the append to stream {stream}"));
+            let status: i32 = fields.get("status")?;
             return match status {
                 0 => {
-                    let first_version = to_u64(column(&row, 2, &at)?, "version", &at)?;
-                    let last_version = to_u64(column(&row, 3, &at)?, "version", &at)?;
-                    let position = position(column(&row, 4, &at)?, column(&row, 5, &at)?, &at)?;
+                    let first_version = fields.unsigned("first_version")?;
+                    let last_version = fields.unsigned("last_version")?;
+                    let position = fields.position("transaction_id", "sequence")?;
                     if !batch.types.is_empty() {
                         self.appended();
                     }
@@ -841,19 +848,18 @@ impl EventStore for PgEventStore {
         limit: usize,
         max_bytes: usize,
     ) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.sql.read_stream).await.map_err(pg)?;
+        let conn = self.client().await?;
         let from = i64::try_from(from_version).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let params: [&(dyn ToSql + Sync); 4] = [&stream.category(), &stream.id(), &from, &limit];
         let span = tracing::trace_span!("load", store = "postgres", stream = %stream);
-        let rows = client.query_raw(&stmt, params).instrument(span).await.map_err(pg)?;
+        let rows = conn.query_raw(&self.inner.sql.read_stream, params).instrument(span).await?;
         // A stream's versions have no gap: a missing one is a row deleted or changed by hand.
         let mut next = from_version.max(1);
         collect_within(rows, max_bytes, |row| {
-            let event = recorded_in(stream, row, 0)?;
+            let event = recorded_in(stream, row)?;
             if event.version != next {
-                let location = event_location(row, Some(stream), 0);
+                let location = event_location(row, Some(stream));
                 return Err(corrupt(location, format_args!("expected version {next}: the stream has a gap")));
             }
             next += 1;
@@ -871,30 +877,23 @@ impl EventStore for PgEventStore {
         max_bytes: usize,
     ) -> eventloom_core::Result<Vec<RecordedEvent>> {
         self.ensure_same_cluster().await?;
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.sql.read_all).await.map_err(pg)?;
+        let conn = self.client().await?;
         let tx = after.transaction().to_string();
         let seq = to_i64(after.sequence(), "position")?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let params: [&(dyn ToSql + Sync); 3] = [&tx, &seq, &limit];
         let span = tracing::trace_span!("read_all", store = "postgres", %after);
-        let rows = client.query_raw(&stmt, params).instrument(span).await.map_err(pg)?;
+        let rows = conn.query_raw(&self.inner.sql.read_all, params).instrument(span).await?;
         collect_within(rows, max_bytes, recorded).await
     }
 
     async fn head(&self) -> eventloom_core::Result<Option<Position>> {
         self.ensure_same_cluster().await?;
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.sql.head).await.map_err(pg)?;
-        let Some(row) = client.query_opt(&stmt, &[]).await.map_err(pg)? else { return Ok(None) };
-        let at = || {
-            format!(
-                "event at position {}.{} (the head)",
-                row.try_get::<_, &str>(0).unwrap_or("?"),
-                row.try_get::<_, i64>(1).map_or_else(|_| "?".to_owned(), |n| n.to_string())
-            )
-        };
-        Ok(Some(position(column(&row, 0, &at)?, column(&row, 1, &at)?, &at)?))
+        let Some(row) = self.inner.db.query_opt(&self.inner.sql.head, &[]).await? else { return Ok(None) };
+        let fields = Fields::new(&row, || {
+            format!("event at position {}.{} (the head)", shown(&row, "transaction_text"), shown(&row, "sequence"))
+        });
+        Ok(Some(fields.position("transaction_text", "sequence")?))
     }
 
     async fn count_after(&self, after: Position, cap: u64) -> eventloom_core::Result<u64> {
@@ -902,60 +901,51 @@ impl EventStore for PgEventStore {
             return Ok(0);
         }
         self.ensure_same_cluster().await?;
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.sql.count_after).await.map_err(pg)?;
         let tx = after.transaction().to_string();
         let seq = to_i64(after.sequence(), "position")?;
         let limit = i64::try_from(cap).unwrap_or(i64::MAX);
-        let row = client.query_one(&stmt, &[&tx, &seq, &limit]).await.map_err(pg)?;
-        let at = || format!("the count of events after {after}");
-        Ok(u64::try_from(column::<i64>(&row, 0, &at)?).unwrap_or(0).min(cap))
+        let row = self.inner.db.query_one(&self.inner.sql.count_after, &[&tx, &seq, &limit]).await?;
+        let fields = Fields::new(&row, || format!("the count of events after {after}"));
+        Ok(fields.unsigned("count")?.min(cap))
     }
 
     async fn held_back(&self, cap: u64) -> eventloom_core::Result<u64> {
         if cap == 0 {
             return Ok(0);
         }
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.sql.held_back).await.map_err(pg)?;
         let limit = i64::try_from(cap).unwrap_or(i64::MAX);
-        let row = client.query_one(&stmt, &[&limit]).await.map_err(pg)?;
-        let at = || "the count of events held back".to_owned();
-        Ok(u64::try_from(column::<i64>(&row, 0, &at)?).unwrap_or(0).min(cap))
+        let row = self.inner.db.query_one(&self.inner.sql.held_back, &[&limit]).await?;
+        let fields = Fields::new(&row, || "the count of events held back".to_owned());
+        Ok(fields.unsigned("count")?.min(cap))
     }
 
     async fn stream_version(&self, stream: &StreamId) -> eventloom_core::Result<u64> {
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.sql.stream_version).await.map_err(pg)?;
-        let row = client.query_one(&stmt, &[&stream.category(), &stream.id()]).await.map_err(pg)?;
-        let at = || format!("stream {stream}");
-        to_u64(column(&row, 0, &at)?, "version", &at)
+        let row = self.inner.db.query_one(&self.inner.sql.stream_version, &[&stream.category(), &stream.id()]).await?;
+        Fields::new(&row, || format!("stream {stream}")).unsigned("version")
     }
 
     async fn command_outcome(&self, command_id: &str) -> eventloom_core::Result<Option<AppendOutcome>> {
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.sql.command_outcome).await.map_err(pg)?;
-        let Some(row) = client.query_opt(&stmt, &[&command_id]).await.map_err(pg)? else {
+        let Some(row) = self.inner.db.query_opt(&self.inner.sql.command_outcome, &[&command_id]).await? else {
             return Ok(None);
         };
-        let at = || format!("the outcome of command {command_id}");
-        let stream = StreamId::new(column::<&str>(&row, 0, &at)?, column::<&str>(&row, 1, &at)?)
-            .map_err(|e| corrupt(at(), format_args!("stream id refused: {e}")))?;
+        let fields = Fields::new(&row, || format!("the outcome of command {command_id}"));
+        let stream = StreamId::new(fields.get::<&str>("category")?, fields.get::<&str>("stream_id")?)
+            .map_err(|e| fields.corrupt(format_args!("stream id refused: {e}")))?;
         Ok(Some(AppendOutcome {
             stream,
-            first_version: to_u64(column(&row, 2, &at)?, "version", &at)?,
-            last_version: to_u64(column(&row, 3, &at)?, "version", &at)?,
-            position: position(column(&row, 4, &at)?, column(&row, 5, &at)?, &at)?,
+            first_version: fields.unsigned("first_version")?,
+            last_version: fields.unsigned("last_version")?,
+            position: fields.position("transaction_id", "sequence")?,
         }))
     }
 
     async fn record_command(&self, command_id: &str, outcome: AppendOutcome) -> eventloom_core::Result<()> {
         eventloom_core::validate_command_id(command_id)?;
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.inner.sql.record_command).await.map_err(pg)?;
-        let inserted = client
+        let inserted = self
+            .inner
+            .db
             .execute(
-                &stmt,
+                &self.inner.sql.record_command,
                 &[
                     &command_id,
                     &outcome.stream.category(),
@@ -966,9 +956,7 @@ impl EventStore for PgEventStore {
                     &to_i64(outcome.position.sequence(), "position")?,
                 ],
             )
-            .await
-            .map_err(pg)?;
-        drop(client);
+            .await?;
         if inserted == 0 {
             return Err(self.duplicate(command_id).await);
         }

@@ -60,13 +60,3 @@ pub struct Blocker {
     /// The global id of a prepared transaction (`COMMIT PREPARED` / `ROLLBACK PREPARED` it).
     pub prepared: Option<String>,
 }
-
-pub(crate) const OLDEST_TRANSACTION: &str = "\
-    SELECT pid, datname::text, state, backend_xid::text, \
-           coalesce(extract(epoch FROM now() - xact_start), 0)::float8, NULL::text, age(backend_xid) AS a \
-      FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() \
-    UNION ALL \
-    SELECT NULL::integer, database::text, 'prepared', transaction::text, \
-           coalesce(extract(epoch FROM now() - prepared), 0)::float8, gid, age(transaction) AS a \
-      FROM pg_prepared_xacts \
-    ORDER BY a DESC LIMIT 1";

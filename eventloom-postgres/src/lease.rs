@@ -11,7 +11,8 @@ use tokio_postgres::Client;
 
 use crate::PgEventStore;
 use crate::connect::{Connector, pg_error};
-use crate::schema::Sql;
+use crate::db::Fields;
+use crate::schema::{Sql, fixed};
 
 /// How often a standby tries the lock, and a leader checks its connection.
 const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
@@ -19,9 +20,6 @@ const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The shortest check interval and timeout taken.
 const SHORTEST: Duration = Duration::from_millis(10);
-
-/// Sets the server-side timeouts of a lease's session (see [`ServerTimeouts`]).
-const SESSION_SETTINGS: &str = include_str!("../sql/lease_session.sql");
 
 /// A [`LeaseManager`] on PostgreSQL advisory locks.
 ///
@@ -251,7 +249,8 @@ impl PgLeases {
         config.tcp_user_timeout(self.timeout);
         let (client, _notifications) = self.connector.dedicated(&config).await.map_err(pg_error)?;
         let (names, values) = self.server_timeouts().settings();
-        bounded(self.timeout, "the session settings", client.query_one(SESSION_SETTINGS, &[&names, &values])).await?;
+        bounded(self.timeout, "the session settings", client.query_one(fixed::LEASE_SESSION, &[&names, &values]))
+            .await?;
         Ok(client)
     }
 
@@ -261,15 +260,14 @@ impl PgLeases {
         let client = self.connect().await?;
         let timeout = self.timeout;
         loop {
-            let row = bounded(timeout, "a lock attempt", client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]))
-                .await?;
-            if row.try_get::<_, bool>(0).map_err(pg_error)? {
+            let row = bounded(timeout, "a lock attempt", client.query_one(fixed::TRY_LEASE_LOCK, &[&key])).await?;
+            if Fields::new(&row, || format!("the lock of lease {name}")).get("locked")? {
                 break;
             }
             tokio::time::sleep(self.interval).await;
         }
         let row = bounded(timeout, "the token bump", client.query_one(&self.sql.bump_lease, &[&name])).await?;
-        let token = u64::try_from(row.try_get::<_, i64>(0).map_err(pg_error)?).unwrap_or(0);
+        let token = Fields::new(&row, || format!("the fencing token of lease {name}")).unsigned("token")?;
         let (lost_tx, lost_rx) = watch::channel(false);
         let interval = self.interval;
         let name = name.to_owned();
@@ -278,7 +276,7 @@ impl PgLeases {
             // session and the lock.
             loop {
                 tokio::time::sleep(interval).await;
-                if let Err(error) = bounded(timeout, "a check", client.simple_query("SELECT 1")).await {
+                if let Err(error) = bounded(timeout, "a check", client.simple_query(fixed::LEASE_CHECK)).await {
                     tracing::warn!(%error, lease = %name, token, "lease check failed: the lease is lost");
                     lost_tx.send_replace(true);
                     return;

@@ -6,9 +6,11 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `tls` | no | TLS connections with rustls (on `ring`) and the webpki root certificates |
+//! | `interop` | no | the pre-1.0 crates underneath, for what this crate does not wrap: `PgEventStore::pool` (the `deadpool-postgres` pool itself, for statements of your own) and `PgConfig::from_config` (from a `tokio_postgres::Config`). They follow the versions this crate depends on, outside its semver promise |
 
 mod config;
 mod connect;
+mod db;
 mod error;
 mod event_store;
 mod holdback;
@@ -17,7 +19,7 @@ mod schema;
 mod snapshot_store;
 mod view_store;
 
-pub use config::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_POOL_SIZE, PgConfig};
+pub use config::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_POOL_SIZE, PgConfig, PoolStatus};
 pub use error::{Error, Result};
 pub use event_store::PgEventStore;
 pub use holdback::{Blocker, Holdback};

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use deadpool_postgres::Pool;
 use eventloom_core::{
     DeadLetter, Error as CoreError, Generation, IndexKey, ListCursor, OrderRange, Position, ProjectionStatus,
     ProjectionStop, ViewCommit, ViewPage, ViewStore,
@@ -14,7 +13,7 @@ use tokio_postgres::error::SqlState;
 use tracing::Instrument;
 
 use crate::PgEventStore;
-use crate::connect::unavailable;
+use crate::db::{Db, Fields};
 use crate::schema::Sql;
 
 /// A [`ViewStore`] on PostgreSQL: views as `json` rows (the exact text the projection wrote;
@@ -49,7 +48,7 @@ use crate::schema::Sql;
 /// ```
 #[derive(Clone)]
 pub struct PgViewStore {
-    pool: Pool,
+    db: Db,
     sql: Arc<Sql>,
 }
 
@@ -77,7 +76,7 @@ impl PgViewStore {
     /// # Ok(()) }
     /// ```
     pub fn new(store: &PgEventStore) -> Self {
-        PgViewStore { pool: store.pool().clone(), sql: store.sql().clone() }
+        PgViewStore { db: store.db().with_errors(pg), sql: store.sql().clone() }
     }
 }
 
@@ -91,18 +90,9 @@ fn pg(e: tokio_postgres::Error) -> CoreError {
     crate::connect::pg_error(e)
 }
 
-fn corrupt(what: impl std::fmt::Display) -> CoreError {
-    CoreError::Corrupt { location: "the read side".into(), reason: what.to_string() }
-}
-
-fn position(tx: Option<&str>, sequence: Option<i64>) -> eventloom_core::Result<Option<Position>> {
-    match (tx, sequence) {
-        (Some(tx), Some(sequence)) => {
-            let bad = || corrupt(format_args!("checkpoint {tx}.{sequence}"));
-            Ok(Some(Position::new(tx.parse().map_err(|_| bad())?, u64::try_from(sequence).map_err(|_| bad())?)))
-        }
-        _ => Ok(None),
-    }
+/// A row of the read side, for errors.
+fn fields<'r>(row: &'r Row, projection: &'r str) -> Fields<'r, impl Fn() -> String + 'r> {
+    Fields::new(row, move || format!("the read side of projection {projection}"))
 }
 
 fn parts(position: Option<Position>) -> eventloom_core::Result<(Option<String>, Option<i64>)> {
@@ -125,19 +115,16 @@ fn generation_param(id: u64) -> i64 {
     i64::try_from(id).unwrap_or(-1)
 }
 
-fn to_u64(value: i64, what: &str) -> eventloom_core::Result<u64> {
-    u64::try_from(value).map_err(|_| corrupt(format_args!("{what} {value}")))
-}
-
 fn not_built(projection: &str) -> CoreError {
     CoreError::NotBuilt { projection: projection.to_owned() }
 }
 
-fn fenced(projection: &str, fencing_token: u64, row: &Row, column: usize) -> eventloom_core::Result<CoreError> {
+/// The highest fencing token, from the column `highest`, that fenced `fencing_token` off.
+fn fenced(projection: &str, fencing_token: u64, row: &Row) -> eventloom_core::Result<CoreError> {
     Ok(CoreError::Fenced {
         projection: projection.to_owned(),
         token: fencing_token,
-        highest: to_u64(row.try_get(column).map_err(pg)?, "fencing token")?,
+        highest: fields(row, projection).unsigned("highest")?,
     })
 }
 
@@ -145,38 +132,39 @@ fn gone(projection: &str, generation: u64) -> CoreError {
     CoreError::GenerationGone { projection: projection.to_owned(), generation }
 }
 
-/// The generation in columns `first..first + 4` of a status row (id, version, transaction,
-/// sequence), if any.
-fn generation_at(row: &Row, first: usize) -> eventloom_core::Result<Option<Generation>> {
-    let Some(id) = row.try_get::<_, Option<i64>>(first).map_err(pg)? else { return Ok(None) };
-    let Some(version) = row.try_get::<_, Option<i64>>(first + 1).map_err(pg)? else {
-        return Err(corrupt(format_args!("generation {id} has no row")));
+/// The generation `name` of a status row (`live` or `building`: its id, with its version and
+/// checkpoint in `<name>_version`, `<name>_tx` and `<name>_seq`), if any.
+fn generation_at(row: &Row, projection: &str, name: &str) -> eventloom_core::Result<Option<Generation>> {
+    let row = fields(row, projection);
+    let Some(id) = row.unsigned_opt(name)? else { return Ok(None) };
+    let Some(version) = row.get::<Option<i64>>(&format!("{name}_version"))? else {
+        return Err(row.corrupt(format_args!("generation {id} has no row")));
     };
     Ok(Some(Generation {
-        id: to_u64(id, "generation id")?,
-        version: u32::try_from(version).map_err(|_| corrupt(format_args!("generation version {version}")))?,
-        checkpoint: position(row.try_get(first + 2).map_err(pg)?, row.try_get(first + 3).map_err(pg)?)?,
+        id,
+        version: u32::try_from(version).map_err(|_| row.corrupt(format_args!("generation version {version}")))?,
+        checkpoint: row.checkpoint(&format!("{name}_tx"), &format!("{name}_seq"))?,
     }))
 }
 
-/// The recorded stop in columns `first..first + 7` of a status row (kind, transaction, sequence,
-/// reason, generation, checkpoint transaction and sequence), if any.
-fn stop_at(row: &Row, first: usize) -> eventloom_core::Result<Option<ProjectionStop>> {
-    let Some(kind) = row.try_get::<_, Option<&str>>(first).map_err(pg)? else { return Ok(None) };
-    let at = position(row.try_get(first + 1).map_err(pg)?, row.try_get(first + 2).map_err(pg)?)?;
-    let reason: Option<&str> = row.try_get(first + 3).map_err(pg)?;
-    let generation = row.try_get::<_, Option<i64>>(first + 4).map_err(pg)?.unwrap_or(0);
-    let checkpoint = position(row.try_get(first + 5).map_err(pg)?, row.try_get(first + 6).map_err(pg)?)?;
+/// The recorded stop of a status row, if any.
+fn stop_at(row: &Row, projection: &str) -> eventloom_core::Result<Option<ProjectionStop>> {
+    let row = fields(row, projection);
+    let Some(kind) = row.get::<Option<&str>>("stop_kind")? else { return Ok(None) };
+    let at = row.checkpoint("stop_tx", "stop_seq")?;
+    let reason: Option<&str> = row.get("stop_reason")?;
+    let generation = row.unsigned_opt("stop_generation")?.unwrap_or(0);
+    let checkpoint = row.checkpoint("stop_checkpoint_tx", "stop_checkpoint_seq")?;
     let stop = ProjectionStop::new(kind.parse()?, at, reason.unwrap_or_default());
-    Ok(Some(stop.at(to_u64(generation, "generation id")?, checkpoint)))
+    Ok(Some(stop.at(generation, checkpoint)))
 }
 
 /// Whether the first row of a query that joins the status table names a live generation (its
-/// column 0).
-fn live(rows: &[Row]) -> eventloom_core::Result<bool> {
+/// column `live`).
+fn live(rows: &[Row], projection: &str) -> eventloom_core::Result<bool> {
     match rows.first() {
         None => Ok(false),
-        Some(row) => Ok(row.try_get::<_, Option<i64>>(0).map_err(pg)?.is_some()),
+        Some(row) => Ok(fields(row, projection).get::<Option<i64>>("live")?.is_some()),
     }
 }
 
@@ -235,14 +223,12 @@ impl<'a> Entries<'a> {
 #[async_trait]
 impl ViewStore for PgViewStore {
     async fn status(&self, projection: &str) -> eventloom_core::Result<ProjectionStatus> {
-        let client = self.pool.get().await.map_err(unavailable)?;
-        let stmt = client.prepare_cached(&self.sql.status).await.map_err(pg)?;
-        match client.query_opt(&stmt, &[&projection]).await.map_err(pg)? {
+        match self.db.query_opt(&self.sql.status, &[&projection]).await? {
             None => Ok(ProjectionStatus::default()),
             Some(row) => Ok(ProjectionStatus {
-                live: generation_at(&row, 0)?,
-                building: generation_at(&row, 4)?,
-                stopped: stop_at(&row, 8)?,
+                live: generation_at(&row, projection, "live")?,
+                building: generation_at(&row, projection, "building")?,
+                stopped: stop_at(&row, projection)?,
             }),
         }
     }
@@ -260,14 +246,12 @@ impl ViewStore for PgViewStore {
         let reason = stop.map(|s| s.reason.replace('\0', "\u{fffd}"));
         let generation = stop.map(|s| generation_param(s.generation));
         let (checkpoint_tx, checkpoint_sequence) = parts(stop.and_then(|s| s.checkpoint))?;
-        let client = self.pool.get().await.map_err(unavailable)?;
-        let stmt = client.prepare_cached(&self.sql.record_stop).await.map_err(pg)?;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
             [&projection, &fencing, &kind, &tx, &sequence, &reason, &generation, &checkpoint_tx, &checkpoint_sequence];
-        let row = client.query_one(&stmt, &params).await.map_err(pg)?;
-        match row.try_get::<_, i32>(0).map_err(pg)? {
+        let row = self.db.query_one(&self.sql.record_stop, &params).await?;
+        match fields(&row, projection).get::<i32>("status")? {
             0 => Ok(()),
-            _ => Err(fenced(projection, fencing_token, &row, 1)?),
+            _ => Err(fenced(projection, fencing_token, &row)?),
         }
     }
 
@@ -280,16 +264,15 @@ impl ViewStore for PgViewStore {
         let span = tracing::debug_span!("begin_generation", store = "postgres", projection, version);
         async {
             let fencing = token(fencing_token)?;
-            let client = self.pool.get().await.map_err(unavailable)?;
-            let stmt = client.prepare_cached(&self.sql.begin_generation).await.map_err(pg)?;
-            let row = client.query_one(&stmt, &[&projection, &i64::from(version), &fencing]).await.map_err(pg)?;
-            match row.try_get::<_, i32>(0).map_err(pg)? {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&projection, &i64::from(version), &fencing];
+            let row = self.db.query_one(&self.sql.begin_generation, &params).await?;
+            let fields = fields(&row, projection);
+            match fields.get::<i32>("status")? {
                 0 => {
-                    let id =
-                        row.try_get::<_, Option<i64>>(1).map_err(pg)?.ok_or_else(|| corrupt("no generation id"))?;
-                    Ok(Generation { id: to_u64(id, "generation id")?, version, checkpoint: None })
+                    let id = fields.unsigned_opt("generation_id")?.ok_or_else(|| fields.corrupt("no generation id"))?;
+                    Ok(Generation { id, version, checkpoint: None })
                 }
-                _ => Err(fenced(projection, fencing_token, &row, 2)?),
+                _ => Err(fenced(projection, fencing_token, &row)?),
             }
         }
         .instrument(span)
@@ -307,13 +290,14 @@ impl ViewStore for PgViewStore {
         }
         let span = tracing::trace_span!("load_views", store = "postgres", projection, generation, views = ids.len());
         async {
-            let client = self.pool.get().await.map_err(unavailable)?;
-            let stmt = client.prepare_cached(&self.sql.load_views).await.map_err(pg)?;
             let asked = storable(ids);
-            let rows = client.query(&stmt, &[&projection, &generation_param(generation), &asked]).await.map_err(pg)?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                [&projection, &generation_param(generation), &asked];
+            let rows = self.db.query(&self.sql.load_views, &params).await?;
             let mut found: HashMap<String, String> = HashMap::with_capacity(rows.len());
-            for row in rows {
-                found.insert(row.try_get(0).map_err(pg)?, row.try_get(1).map_err(pg)?);
+            for row in &rows {
+                let row = fields(row, projection);
+                found.insert(row.get("id")?, row.get("view")?);
             }
             Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
         }
@@ -336,18 +320,18 @@ impl ViewStore for PgViewStore {
         let span = tracing::debug_span!("go_live", store = "postgres", projection, generation);
         async {
             let fencing = token(fencing_token)?;
-            let client = self.pool.get().await.map_err(unavailable)?;
-            let stmt = client.prepare_cached(&self.sql.go_live).await.map_err(pg)?;
-            let row =
-                client.query_one(&stmt, &[&projection, &generation_param(generation), &fencing]).await.map_err(pg)?;
-            match row.try_get::<_, i32>(0).map_err(pg)? {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                [&projection, &generation_param(generation), &fencing];
+            let row = self.db.query_one(&self.sql.go_live, &params).await?;
+            let fields = fields(&row, projection);
+            match fields.get::<i32>("status")? {
                 0 => Ok(()),
                 1 => Err(CoreError::CheckpointMoved {
                     projection: projection.to_owned(),
-                    expected: position(row.try_get(2).map_err(pg)?, row.try_get(3).map_err(pg)?)?,
-                    actual: position(row.try_get(4).map_err(pg)?, row.try_get(5).map_err(pg)?)?,
+                    expected: fields.checkpoint("built_tx", "built_seq")?,
+                    actual: fields.checkpoint("live_tx", "live_seq")?,
                 }),
-                2 => Err(fenced(projection, fencing_token, &row, 1)?),
+                2 => Err(fenced(projection, fencing_token, &row)?),
                 _ => Err(gone(projection, generation)),
             }
         }
@@ -358,15 +342,14 @@ impl ViewStore for PgViewStore {
     async fn read_views(&self, projection: &str, ids: &[String]) -> eventloom_core::Result<Vec<Option<String>>> {
         let span = tracing::trace_span!("read_views", store = "postgres", projection, views = ids.len());
         async {
-            let client = self.pool.get().await.map_err(unavailable)?;
-            let stmt = client.prepare_cached(&self.sql.read_views).await.map_err(pg)?;
-            let rows = client.query(&stmt, &[&projection, &storable(ids)]).await.map_err(pg)?;
-            if !live(&rows)? {
+            let rows = self.db.query(&self.sql.read_views, &[&projection, &storable(ids)]).await?;
+            if !live(&rows, projection)? {
                 return Err(not_built(projection));
             }
             let mut found: HashMap<String, String> = HashMap::with_capacity(rows.len());
-            for row in rows {
-                if let (Some(id), Some(view)) = (row.try_get(1).map_err(pg)?, row.try_get(2).map_err(pg)?) {
+            for row in &rows {
+                let row = fields(row, projection);
+                if let (Some(id), Some(view)) = (row.get("id")?, row.get("view")?) {
                     found.insert(id, view);
                 }
             }
@@ -394,41 +377,37 @@ impl ViewStore for PgViewStore {
                 Some((name, value)) => (Some(name), Some(value)),
                 None => (None, None),
             };
-            let client = self.pool.get().await.map_err(unavailable)?;
             let rows = match after {
                 None => {
-                    let stmt = client.prepare_cached(&self.sql.list_first).await.map_err(pg)?;
-                    client.query(&stmt, &[&projection, &name, &value, &fetch, &from, &until]).await.map_err(pg)?
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                        [&projection, &name, &value, &fetch, &from, &until];
+                    self.db.query(&self.sql.list_first, &params).await?
                 }
                 Some(cursor) => match cursor_bound(cursor) {
                     Bound::Entry(order, id) => {
-                        let stmt = client.prepare_cached(&self.sql.list_after).await.map_err(pg)?;
-                        client
-                            .query(&stmt, &[&projection, &name, &value, &order, &id, &fetch, &from, &until])
-                            .await
-                            .map_err(pg)?
+                        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+                            [&projection, &name, &value, &order, &id, &fetch, &from, &until];
+                        self.db.query(&self.sql.list_after, &params).await?
                     }
                     Bound::SortKey(order) => {
-                        let stmt = client.prepare_cached(&self.sql.list_after_sort_key).await.map_err(pg)?;
-                        client
-                            .query(&stmt, &[&projection, &name, &value, &order, &fetch, &from, &until])
-                            .await
-                            .map_err(pg)?
+                        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+                            [&projection, &name, &value, &order, &fetch, &from, &until];
+                        self.db.query(&self.sql.list_after_sort_key, &params).await?
                     }
                 },
             };
-            if !live(&rows)? {
+            if !live(&rows, projection)? {
                 return Err(not_built(projection));
             }
             let mut entries = Vec::with_capacity(rows.len());
             for row in &rows {
-                let (Some(order), Some(id)) = (
-                    row.try_get::<_, Option<String>>(1).map_err(pg)?,
-                    row.try_get::<_, Option<String>>(2).map_err(pg)?,
-                ) else {
+                let row = fields(row, projection);
+                let (Some(order), Some(id)) =
+                    (row.get::<Option<String>>("sort_key")?, row.get::<Option<String>>("view_id")?)
+                else {
                     continue;
                 };
-                entries.push((order, id, row.try_get::<_, Option<String>>(3).map_err(pg)?));
+                entries.push((order, id, row.get::<Option<String>>("view")?));
             }
             let more = entries.len() > limit;
             entries.truncate(limit);
@@ -451,20 +430,22 @@ impl ViewStore for PgViewStore {
             let storable: Vec<Option<(&str, &str)>> = keys.iter().map(storable_key).collect();
             let names: Vec<Option<&str>> = storable.iter().map(|k| k.map(|(name, _)| name)).collect();
             let values: Vec<Option<&str>> = storable.iter().map(|k| k.map(|(_, value)| value)).collect();
-            let client = self.pool.get().await.map_err(unavailable)?;
-            let stmt = client.prepare_cached(&self.sql.count).await.map_err(pg)?;
-            let rows = client.query(&stmt, &[&projection, &names, &values]).await.map_err(pg)?;
-            if !live(&rows)? {
+            let rows = self.db.query(&self.sql.count, &[&projection, &names, &values]).await?;
+            if !live(&rows, projection)? {
                 return Err(not_built(projection));
             }
             let mut counts = Vec::with_capacity(keys.len());
             for row in &rows {
-                if row.try_get::<_, Option<i64>>(1).map_err(pg)?.is_some() {
-                    counts.push(to_u64(row.try_get(2).map_err(pg)?, "count")?);
+                let row = fields(row, projection);
+                if row.get::<Option<i64>>("n")?.is_some() {
+                    counts.push(row.unsigned("entries")?);
                 }
             }
             if counts.len() != keys.len() {
-                return Err(corrupt(format_args!("{} counts for {} lists", counts.len(), keys.len())));
+                return Err(CoreError::Corrupt {
+                    location: format!("the read side of projection {projection}"),
+                    reason: format!("{} counts for {} lists", counts.len(), keys.len()),
+                });
             }
             Ok(counts)
         }
@@ -473,12 +454,10 @@ impl ViewStore for PgViewStore {
     }
 
     async fn dead_letters(&self, projection: &str) -> eventloom_core::Result<Vec<DeadLetter>> {
-        let client = self.pool.get().await.map_err(unavailable)?;
-        let stmt = client.prepare_cached(&self.sql.dead_letters).await.map_err(pg)?;
-        let rows = client.query(&stmt, &[&projection]).await.map_err(pg)?;
+        let rows = self.db.query(&self.sql.dead_letters, &[&projection]).await?;
         rows.iter()
             .map(|row| {
-                let json: &str = row.try_get(0).map_err(pg)?;
+                let json: &str = fields(row, projection).get("letter")?;
                 serde_json::from_str(json).map_err(|source| CoreError::Serde { what: "dead letter".into(), source })
             })
             .collect()
@@ -511,11 +490,10 @@ impl PgViewStore {
             .map(serde_json::to_string)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| CoreError::Serde { what: "dead letter".into(), source })?;
-        let client = self.pool.get().await.map_err(unavailable)?;
-        let stmt = client.prepare_cached(&self.sql.commit_generation).await.map_err(pg)?;
-        let row = client
+        let row = self
+            .db
             .query_one(
-                &stmt,
+                &self.sql.commit_generation,
                 &[
                     &projection,
                     &generation,
@@ -537,16 +515,16 @@ impl PgViewStore {
                     &dead_letters,
                 ],
             )
-            .await
-            .map_err(pg)?;
-        match row.try_get::<_, i32>(0).map_err(pg)? {
+            .await?;
+        let fields = fields(&row, projection);
+        match fields.get::<i32>("status")? {
             0 => Ok(()),
             1 => Err(CoreError::CheckpointMoved {
                 projection: projection.to_owned(),
                 expected: commit.expected,
-                actual: position(row.try_get(1).map_err(pg)?, row.try_get(2).map_err(pg)?)?,
+                actual: fields.checkpoint("actual_tx", "actual_seq")?,
             }),
-            2 => Err(fenced(projection, commit.fencing_token, &row, 3)?),
+            2 => Err(fenced(projection, commit.fencing_token, &row)?),
             _ => Err(gone(projection, commit.generation)),
         }
     }

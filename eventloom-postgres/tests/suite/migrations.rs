@@ -44,3 +44,29 @@ async fn a_foreign_migrations_table_is_a_typed_error_not_a_panic() {
     .await
     .unwrap();
 }
+
+/// A migration the server refuses is `Error::Migration` naming the step, with the server's
+/// message and SQLSTATE in its source (an `eventloom_core::Error`, no tokio-postgres type).
+#[tokio::test]
+async fn a_failed_migration_names_its_step_and_the_servers_error() {
+    // `events` exists without the columns migration 1 indexes.
+    match migrate_over("CREATE TABLE {s}.events (x integer)").await {
+        Err(Error::Migration { version: 1, source }) => {
+            let text = source.to_string();
+            assert!(text.contains("transaction_id") && text.contains("42703"), "{text}");
+            assert!(!source.is_transient(), "{source:?}");
+        }
+        other => panic!("expected Error::Migration for step 1, got {other:?}"),
+    }
+}
+
+/// The pool's connections, without the `interop` feature's deadpool type.
+#[tokio::test]
+async fn the_pool_status_counts_its_connections() {
+    let config = PgConfig::from_url(&database_url()).unwrap().schema(fresh_schema()).unwrap().pool_size(3);
+    let store = PgEventStore::connect(config).await.unwrap();
+    let status = store.pool_status();
+    assert_eq!(status.max_size, 3);
+    // `connect` checked one connection out and back in.
+    assert_eq!((status.size, status.idle), (1, 1), "{status:?}");
+}

@@ -1,0 +1,2 @@
+-- The migrations applied in the schema.
+SELECT version FROM {schema}.migrations

@@ -1,0 +1,2 @@
+-- Every stored event, counted.
+SELECT count(*) FROM {schema}.events

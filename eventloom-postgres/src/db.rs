@@ -1,0 +1,204 @@
+//! Running statements and reading their rows back, with errors as the `eventloom-core` traits
+//! report them: a server or pool failure is the backend's error (see
+//! [`pg_error`](crate::connect::pg_error)), a row that does not read as the store wrote it is
+//! [`Error::Corrupt`](eventloom_core::Error::Corrupt) naming the row and the column.
+
+use std::fmt::Display;
+
+use deadpool_postgres::{Object, Pool};
+use eventloom_core::{Error as CoreError, Position, Result};
+use tokio_postgres::types::{BorrowToSql, FromSql, ToSql};
+use tokio_postgres::{Client, Row, RowStream, Statement};
+
+use crate::connect::unavailable;
+
+/// How a store reports a failed statement.
+pub(crate) type ErrorMap = fn(tokio_postgres::Error) -> CoreError;
+
+/// Parameters of a statement.
+pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// A store's pool, with the way it reports failed statements: one call checks a connection out,
+/// prepares the statement (cached on the connection) and runs it.
+#[derive(Clone)]
+pub(crate) struct Db {
+    pool: Pool,
+    errors: ErrorMap,
+}
+
+impl Db {
+    pub(crate) fn new(pool: Pool, errors: ErrorMap) -> Self {
+        Db { pool, errors }
+    }
+
+    /// The same pool, reporting failed statements with `errors`.
+    pub(crate) fn with_errors(&self, errors: ErrorMap) -> Self {
+        Db { pool: self.pool.clone(), errors }
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// A pooled connection.
+    pub(crate) async fn conn(&self) -> Result<Conn> {
+        Ok(Conn { client: self.pool.get().await.map_err(unavailable)?, errors: self.errors })
+    }
+
+    pub(crate) async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
+        self.conn().await?.query(sql, params).await
+    }
+
+    pub(crate) async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row> {
+        self.conn().await?.query_one(sql, params).await
+    }
+
+    pub(crate) async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>> {
+        self.conn().await?.query_opt(sql, params).await
+    }
+
+    /// The number of rows changed.
+    pub(crate) async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64> {
+        self.conn().await?.execute(sql, params).await
+    }
+}
+
+/// A pooled connection of a [`Db`]; statements are prepared once per connection.
+pub(crate) struct Conn {
+    client: Object,
+    errors: ErrorMap,
+}
+
+impl Conn {
+    /// The statement, prepared on this connection (once: later calls find it cached).
+    pub(crate) async fn prepare(&self, sql: &str) -> Result<Statement> {
+        self.client.prepare_cached(sql).await.map_err(self.errors)
+    }
+
+    /// The connection itself, for a caller that sorts a statement's errors on its own.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
+        let statement = self.prepare(sql).await?;
+        self.client.query(&statement, params).await.map_err(self.errors)
+    }
+
+    pub(crate) async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row> {
+        let statement = self.prepare(sql).await?;
+        self.client.query_one(&statement, params).await.map_err(self.errors)
+    }
+
+    pub(crate) async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>> {
+        let statement = self.prepare(sql).await?;
+        self.client.query_opt(&statement, params).await.map_err(self.errors)
+    }
+
+    pub(crate) async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64> {
+        let statement = self.prepare(sql).await?;
+        self.client.execute(&statement, params).await.map_err(self.errors)
+    }
+
+    /// The rows as they arrive (see [`next_row`]).
+    pub(crate) async fn query_raw<P, I>(&self, sql: &str, params: I) -> Result<RowStream>
+    where
+        P: BorrowToSql,
+        I: IntoIterator<Item = P>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let statement = self.prepare(sql).await?;
+        self.client.query_raw(&statement, params).await.map_err(self.errors)
+    }
+}
+
+/// The next row of a stream of rows, reported as the store reports failed statements.
+pub(crate) async fn next_row(rows: &mut std::pin::Pin<&mut RowStream>, errors: ErrorMap) -> Result<Option<Row>> {
+    use futures_util::StreamExt;
+    rows.next().await.transpose().map_err(errors)
+}
+
+/// A row read back, with where it came from. Columns are read by name; a value that does not
+/// read as the store wrote it (a column of another type or missing, a NULL where the store
+/// writes none, a negative version, an unparsable transaction id) is
+/// [`Error::Corrupt`](CoreError::Corrupt) at the row's location, naming the column: the schema
+/// or the data was changed under the store, and reading again reads the same row.
+pub(crate) struct Fields<'r, L> {
+    row: &'r Row,
+    location: L,
+}
+
+impl<'r, L: Fn() -> String> Fields<'r, L> {
+    /// The row, and a description of where it is for errors (built only on an error).
+    pub(crate) fn new(row: &'r Row, location: L) -> Self {
+        Fields { row, location }
+    }
+
+    /// The column `name`, of the type the store wrote it with (`Option<T>` for a column that
+    /// may be NULL).
+    pub(crate) fn get<T: FromSql<'r>>(&self, name: &str) -> Result<T> {
+        self.row.try_get(name).map_err(|e| self.corrupt(format_args!("column {name}: {e}")))
+    }
+
+    /// A `bigint` column that is never negative (a version, a sequence, a count, an id).
+    pub(crate) fn unsigned(&self, name: &str) -> Result<u64> {
+        let value: i64 = self.get(name)?;
+        self.non_negative(name, value)
+    }
+
+    /// As [`unsigned`](Self::unsigned), for a column that may be NULL.
+    pub(crate) fn unsigned_opt(&self, name: &str) -> Result<Option<u64>> {
+        self.get::<Option<i64>>(name)?.map(|value| self.non_negative(name, value)).transpose()
+    }
+
+    /// An `integer` column that is never negative (a schema or snapshot version).
+    pub(crate) fn unsigned_int(&self, name: &str) -> Result<u32> {
+        let value: i32 = self.get(name)?;
+        u32::try_from(value).map_err(|_| self.negative(name, value))
+    }
+
+    /// A position from a transaction id (as text) and a sequence.
+    pub(crate) fn position(&self, transaction: &str, sequence: &str) -> Result<Position> {
+        let tx: &str = self.get(transaction)?;
+        let tx = tx.parse().map_err(|_| self.corrupt(format_args!("unparsable transaction id {tx:?}")))?;
+        Ok(Position::new(tx, self.unsigned(sequence)?))
+    }
+
+    /// A checkpoint of the read side: a position from two columns that are both NULL for none.
+    /// One that does not read is corrupt, named `checkpoint <transaction>.<sequence>`.
+    pub(crate) fn checkpoint(&self, transaction: &str, sequence: &str) -> Result<Option<Position>> {
+        match (self.get::<Option<&str>>(transaction)?, self.get::<Option<i64>>(sequence)?) {
+            (Some(tx), Some(seq)) => {
+                let bad = || self.corrupt(format_args!("checkpoint {tx}.{seq}"));
+                Ok(Some(Position::new(tx.parse().map_err(|_| bad())?, u64::try_from(seq).map_err(|_| bad())?)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Corrupt data at this row.
+    pub(crate) fn corrupt(&self, reason: impl Display) -> CoreError {
+        CoreError::Corrupt { location: (self.location)(), reason: reason.to_string() }
+    }
+
+    fn non_negative(&self, name: &str, value: i64) -> Result<u64> {
+        u64::try_from(value).map_err(|_| self.negative(name, value))
+    }
+
+    /// `negative schema version -1` for the column `schema_version`.
+    fn negative(&self, name: &str, value: impl Display) -> CoreError {
+        self.corrupt(format_args!("negative {} {value}", name.replace('_', " ")))
+    }
+}
+
+/// A column's value as text for a location (`?` when it is NULL or does not read as text or a
+/// number).
+pub(crate) fn shown(row: &Row, name: &str) -> String {
+    if let Ok(Some(text)) = row.try_get::<_, Option<&str>>(name) {
+        return text.to_owned();
+    }
+    match row.try_get::<_, Option<i64>>(name) {
+        Ok(Some(number)) => number.to_string(),
+        _ => "?".to_owned(),
+    }
+}
