@@ -71,7 +71,7 @@ struct TenfoldDeposits;
 
 impl Projection for TenfoldDeposits {
     const NAME: &'static str = Balances::NAME;
-    type Aggregate = Account;
+    type Events = Account;
     type View = Balance;
     fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
         Balances.apply(view, e)?;
@@ -138,7 +138,7 @@ struct Picky;
 
 impl Projection for Picky {
     const NAME: &'static str = "picky";
-    type Aggregate = Account;
+    type Events = Account;
     type View = u64;
     fn apply(&self, view: &mut Option<u64>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
         if matches!(e.event, AccountEvent::Withdrawn { .. }) {
@@ -173,9 +173,9 @@ async fn ignores_events_of_other_aggregates_and_types_it_does_not_handle() {
     struct OpensOnly;
     impl Projection for OpensOnly {
         const NAME: &'static str = "opens";
-        type Aggregate = Account;
+        type Events = Account;
         type View = String;
-        fn handles(&self, event_type: &str) -> bool {
+        fn handles(&self, _: &str, event_type: &str) -> bool {
             event_type == "Opened"
         }
         fn apply(&self, view: &mut Option<String>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
@@ -321,7 +321,7 @@ struct DepositCounts;
 impl Projection for DepositCounts {
     const NAME: &'static str = "balances";
     const VERSION: u32 = 2;
-    type Aggregate = Account;
+    type Events = Account;
     type View = Balance;
     fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
         let view = view.get_or_insert_with(Balance::default);
@@ -605,9 +605,9 @@ struct ListedBalances;
 
 impl Projection for ListedBalances {
     const NAME: &'static str = "listed_balances";
-    type Aggregate = Account;
+    type Events = Account;
     type View = Balance;
-    fn handles(&self, event_type: &str) -> bool {
+    fn handles(&self, _: &str, event_type: &str) -> bool {
         matches!(event_type, "Opened" | "MoneyDeposited" | "Withdrawn")
     }
     fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
