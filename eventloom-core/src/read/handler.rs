@@ -28,9 +28,9 @@ const HANDLER_VERSION: u32 = 1;
 /// [`Events`](EventHandler::Events), in the store's order, **at least once** per event: its
 /// checkpoint moves only after `handle` returned `Ok` for the events before it, so a crash, a
 /// lost lease or an outage between a side effect and the checkpoint's write delivers the event
-/// again. Make `handle` idempotent, for example by keeping
-/// [`event.metadata.event_id`](crate::Metadata::event_id) with what it did or passing it as
-/// the receiving service's idempotency key.
+/// again. Make `handle` idempotent, for example by keeping the event's id
+/// (`event.metadata.get()?.event_id`, see [`Metadata::event_id`](crate::Metadata::event_id))
+/// with what it did or passing it as the receiving service's idempotency key.
 ///
 /// An `Err` is retried with backoff by [`retry`](EventHandler::retry) (the event's later ones
 /// wait); once the retries run out, the projector's [`PoisonPolicy`] applies: `Stop` (the
@@ -67,7 +67,7 @@ const HANDLER_VERSION: u32 = 1;
 ///
 ///     async fn handle(&self, e: &EventEnvelope<UserEvent>) -> Result<(), BoxError> {
 ///         let UserEvent::Registered { email } = &e.event;
-///         // A real one sends the mail, keyed by e.metadata.event_id.
+///         // A real one sends the mail, keyed by e.metadata.get()?.event_id.
 ///         self.sent.lock().map_err(|_| "poisoned")?.push(email.clone());
 ///         Ok(())
 ///     }

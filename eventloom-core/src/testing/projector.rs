@@ -791,7 +791,7 @@ async fn handler_checkpoint(views: &impl ViewStore) -> Option<Position> {
 pub async fn a_handler_sees_an_event_again_until_it_succeeds<S: ViewStore + Clone>(views: S) {
     let events = MemoryEventStore::new();
     let last = desk_log(&events).await;
-    let (notifier, log) = Notifier::new("ticket-t1", 3, 2);
+    let (notifier, log) = Notifier::new("ticket/t1", 3, 2);
     let projector = Projector::new(events.clone(), views.clone());
     let failed_at = match projector.catch_up_handler(&notifier).await {
         Err(Error::Projection { position, reason, .. }) => {
@@ -800,8 +800,8 @@ pub async fn a_handler_sees_an_event_again_until_it_succeeds<S: ViewStore + Clon
         }
         other => panic!("expected the handler to stop once its retries ran out, got {other:?}"),
     };
-    let t1 = ("ticket-t1", "Created");
-    assert_eq!(seen(&log), entries(&[("person-ada", "Created"), t1, t1]), "two attempts");
+    let t1 = ("ticket/t1", "Created");
+    assert_eq!(seen(&log), entries(&[("person/ada", "Created"), t1, t1]), "two attempts");
     let checkpoint = handler_checkpoint(&views).await;
     assert!(checkpoint.is_some() && checkpoint < Some(failed_at), "the event before it is done: {checkpoint:?}");
     let stop = views.status(Notifier::NAME).await.expect("status").stopped.expect("a recorded stop");
@@ -810,7 +810,7 @@ pub async fn a_handler_sees_an_event_again_until_it_succeeds<S: ViewStore + Clon
     // A restart (another projector, the same handler: one failure left) delivers it again.
     let restarted = Projector::new(events.clone(), views.clone());
     assert_eq!(restarted.catch_up_handler(&notifier).await.expect("catch up"), Some(last));
-    let all = [("person-ada", "Created"), t1, t1, t1, t1, ("ticket-t2", "Created"), ("person-bob", "Created")];
+    let all = [("person/ada", "Created"), t1, t1, t1, t1, ("ticket/t2", "Created"), ("person/bob", "Created")];
     assert_eq!(seen(&log), entries(&all), "the failed event again, and nothing handled before it");
     assert_eq!(handler_checkpoint(&views).await, Some(last));
     assert_eq!(views.status(Notifier::NAME).await.expect("status").stopped, None, "the stop is cleared");
@@ -870,7 +870,7 @@ pub async fn a_crash_before_the_checkpoint_delivers_again<S: ViewStore + Clone>(
     let (notifier, log) = Notifier::new("none", 0, 1);
     let crashing = Projector::new(events.clone(), Crashing(views.clone()));
     assert!(crashing.catch_up_handler(&notifier).await.is_err(), "the write failed");
-    let once = [("person-ada", "Created"), ("ticket-t1", "Created"), ("ticket-t2", "Created"), ("person-bob", "Created")];
+    let once = [("person/ada", "Created"), ("ticket/t1", "Created"), ("ticket/t2", "Created"), ("person/bob", "Created")];
     assert_eq!(seen(&log), entries(&once), "handled, not written");
     assert_eq!(handler_checkpoint(&views).await, None);
 
@@ -892,11 +892,11 @@ pub async fn a_handler_dead_letters_once_its_retries_run_out<S: ViewStore + Clon
     let failing = ticket(&events, "t1", "roof", "ada").await;
     let malformed = append_to(&events, Person::TYPE, "eve", "Created", serde_json::json!({ "nom": "Eve" })).await;
     let last = ticket(&events, "t2", "door", "ada").await;
-    let (notifier, log) = Notifier::new("ticket-t1", u32::MAX, 3);
+    let (notifier, log) = Notifier::new("ticket/t1", u32::MAX, 3);
     let projector = Projector::new(events.clone(), views.clone()).with_poison_policy(PoisonPolicy::DeadLetter);
     assert_eq!(projector.catch_up_handler(&notifier).await.expect("catch up"), Some(last));
-    let t1 = ("ticket-t1", "Created");
-    assert_eq!(seen(&log), entries(&[("person-ada", "Created"), t1, t1, t1, ("ticket-t2", "Created")]));
+    let t1 = ("ticket/t1", "Created");
+    assert_eq!(seen(&log), entries(&[("person/ada", "Created"), t1, t1, t1, ("ticket/t2", "Created")]));
     let letters = views.dead_letters(Notifier::NAME).await.expect("dead letters");
     assert_eq!(letters.iter().map(|d| d.position).collect::<Vec<_>>(), vec![failing, malformed]);
     assert!(letters[0].reason.contains("failed 3 time(s)"), "{}", letters[0].reason);
@@ -925,7 +925,7 @@ pub async fn a_running_handler_follows_the_log_and_shuts_down<S: ViewStore + Clo
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(seen(&log).len(), 5);
-    assert_eq!(seen(&log).last().cloned(), Some(("person-cy".to_owned(), "Renamed".to_owned())));
+    assert_eq!(seen(&log).last().cloned(), Some(("person/cy".to_owned(), "Renamed".to_owned())));
     let _ = stop.send(());
     let ended = tokio::time::timeout(Duration::from_secs(10), running).await.expect("shuts down").expect("joins");
     ended.expect("a shutdown is not an error");
