@@ -61,12 +61,12 @@ fn expand(set: &EventSet<'_>, variants: &[(&syn::Ident, &Type, &Member, &Type)])
         let category = type_of(aggregate);
         quote!(Self::#variant { .. } => #category,)
     });
-    let type_arms = variants.iter().map(|(variant, _, member, _)| {
-        quote!(Self::#variant { #member: event } => #krate::Event::event_type(event),)
-    });
-    let encode_arms = variants.iter().map(|(variant, _, member, _)| {
-        quote!(Self::#variant { #member: event } => #krate::Event::encode(event),)
-    });
+    let type_arms = variants
+        .iter()
+        .map(|(variant, _, member, _)| quote!(Self::#variant { #member: event } => #krate::Event::event_type(event),));
+    let encode_arms = variants
+        .iter()
+        .map(|(variant, _, member, _)| quote!(Self::#variant { #member: event } => #krate::Event::encode(event),));
     let froms = variants.iter().map(|(variant, _, member, ty)| {
         quote! {
             #[automatically_derived]

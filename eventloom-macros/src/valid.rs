@@ -37,7 +37,10 @@ pub fn unique_aggregates(cx: &Ctxt, variants: &[SetVariant<'_>]) {
             match aggregates.get(&key) {
                 Some(first) => cx.error_spanned_by(
                     aggregate,
-                    format_args!("aggregate `{}` is read by variant `{first}` already: name each aggregate once", key.replace(' ', "")),
+                    format_args!(
+                        "aggregate `{}` is read by variant `{first}` already: name each aggregate once",
+                        key.replace(' ', "")
+                    ),
                 ),
                 None => {
                     aggregates.insert(key, variant.ident);
@@ -49,7 +52,10 @@ pub fn unique_aggregates(cx: &Ctxt, variants: &[SetVariant<'_>]) {
             match types.get(&key) {
                 Some(first) => cx.error_spanned_by(
                     ty,
-                    format_args!("variant `{first}` wraps `{}` already: each variant wraps its own aggregate's event type", key.replace(' ', "")),
+                    format_args!(
+                        "variant `{first}` wraps `{}` already: each variant wraps its own aggregate's event type",
+                        key.replace(' ', "")
+                    ),
                 ),
                 None => {
                     types.insert(key, variant.ident);

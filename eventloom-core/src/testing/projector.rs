@@ -625,13 +625,21 @@ impl Projection for Workloads {
             Desk::Ticket(TicketEvent::Created { .. } | TicketEvent::Moved { .. }) => {
                 view.tickets.push(e.stream.id().to_owned());
             }
-            Desk::Person(PersonEvent::Created { name } | PersonEvent::Renamed { name }) => view.name = Some(name.clone()),
+            Desk::Person(PersonEvent::Created { name } | PersonEvent::Renamed { name }) => {
+                view.name = Some(name.clone())
+            }
         }
         Ok(())
     }
 }
 
-async fn append_to(events: &MemoryEventStore, category: &str, id: &str, event_type: &str, payload: serde_json::Value) -> Position {
+async fn append_to(
+    events: &MemoryEventStore,
+    category: &str,
+    id: &str,
+    event_type: &str,
+    payload: serde_json::Value,
+) -> Position {
     let stream = StreamId::new(category, id).expect("a valid stream id");
     let event = NewEvent {
         event_type: event_type.to_owned().into(),
@@ -667,7 +675,10 @@ pub async fn a_projection_joins_two_aggregates<S: ViewStore + Clone>(views: S) {
     let reader = ViewReader::<Workload>::new(views.clone(), Workloads::NAME);
     let ada = Workload { name: Some("Ada".into()), tickets: vec!["t1".into(), "t2".into()], events: 3 };
     assert_eq!(reader.get("ada").await.expect("get"), Some(ada), "both aggregates' events, routed by category");
-    assert_eq!(reader.get("bob").await.expect("get"), Some(Workload { name: Some("Bob".into()), tickets: vec![], events: 1 }));
+    assert_eq!(
+        reader.get("bob").await.expect("get"),
+        Some(Workload { name: Some("Bob".into()), tickets: vec![], events: 1 })
+    );
     assert_eq!(reader.get("n1").await.expect("get"), None, "another aggregate's events are skipped");
 
     // A restart resumes from the checkpoint: nothing is folded twice.
@@ -870,7 +881,8 @@ pub async fn a_crash_before_the_checkpoint_delivers_again<S: ViewStore + Clone>(
     let (notifier, log) = Notifier::new("none", 0, 1);
     let crashing = Projector::new(events.clone(), Crashing(views.clone()));
     assert!(crashing.catch_up_handler(&notifier).await.is_err(), "the write failed");
-    let once = [("person/ada", "Created"), ("ticket/t1", "Created"), ("ticket/t2", "Created"), ("person/bob", "Created")];
+    let once =
+        [("person/ada", "Created"), ("ticket/t1", "Created"), ("ticket/t2", "Created"), ("person/bob", "Created")];
     assert_eq!(seen(&log), entries(&once), "handled, not written");
     assert_eq!(handler_checkpoint(&views).await, None);
 
