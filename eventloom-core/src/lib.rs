@@ -92,8 +92,10 @@ pub use model::position::Position;
 pub use model::stream::{
     ExpectedVersion, MAX_CATEGORY_LEN, MAX_COMMAND_ID_LEN, MAX_ID_LEN, StreamId, validate_command_id,
 };
+pub use read::event_set::EventSet;
 pub use read::projection::{BoxError, DEFAULT_PROJECTOR_BATCH, EventOf, PoisonPolicy, Projection};
 pub use read::projector::Projector;
+pub use read::projector::handler::EventHandler;
 pub use read::reader::{Page, Query, QueryHandler, ViewReader};
 pub use read::subscription::{DEFAULT_BATCH_BYTES, DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH, Subscription};
 pub use store::lease::{Lease, LeaseManager};
@@ -113,7 +115,7 @@ pub use write::upcast::Upcasters;
 
 #[cfg(feature = "derive")]
 #[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
-pub use eventloom_macros::{Command, Event};
+pub use eventloom_macros::{Command, Event, EventSet};
 
 #[doc(no_inline)]
 pub use async_trait::async_trait;

@@ -10,6 +10,7 @@ pub use serde;
 pub use serde_json;
 
 pub use crate::json::to_string as to_json;
+pub use crate::read::event_set::unknown_category;
 
 /// Wraps a command's id field for [`ViaAsRef`] / [`ViaDisplay`] dispatch.
 pub struct IdRef<'a, T: ?Sized>(pub &'a T);

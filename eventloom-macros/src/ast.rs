@@ -4,7 +4,7 @@
 use syn::ext::IdentExt;
 use syn::{Data, DeriveInput, Fields, Ident, LitStr, Member, Path, Type};
 
-use crate::attr::{self, CommandAttrs, CommandFieldAttrs, EventAttrs, EventPlace};
+use crate::attr::{self, CommandAttrs, CommandFieldAttrs, EventAttrs, EventPlace, EventsAttrs, EventsPlace};
 use crate::ctxt::Ctxt;
 use crate::valid;
 
@@ -178,6 +178,101 @@ impl<'a> Event<'a> {
                 Event { original: input, krate: attrs.krate, data: EventData::Union }
             }
         }
+    }
+}
+
+/// A `#[derive(EventSet)]` input.
+pub struct EventSet<'a> {
+    /// The whole input.
+    pub original: &'a DeriveInput,
+    /// `#[events(crate = "...")]`.
+    pub krate: Option<Path>,
+    /// The variants, one per aggregate, in declaration order; empty unless the input is an enum.
+    pub variants: Vec<SetVariant<'a>>,
+}
+
+/// One variant of an event set: the aggregate named by `#[events(aggregate = ...)]`, and the
+/// one field that holds that aggregate's event.
+pub struct SetVariant<'a> {
+    /// The variant.
+    pub ident: &'a Ident,
+    /// `#[events(aggregate = ...)]`, if given.
+    pub aggregate: Option<Type>,
+    /// How to reach its field, and the field's type, if it has exactly one.
+    pub field: Option<(Member, &'a Type)>,
+}
+
+const EVENT_SET_SHAPE: &str =
+    "each variant wraps one aggregate's event type, like `#[events(aggregate = Task)] Task(TaskEvent)`";
+
+impl<'a> EventSet<'a> {
+    /// Reads the input, recording every problem in `cx`.
+    pub fn from_ast(cx: &Ctxt, input: &'a DeriveInput) -> Self {
+        let place = EventsPlace::Enum;
+        let attrs = EventsAttrs::from_ast(cx, &input.attrs, place);
+        let data = match &input.data {
+            Data::Enum(data) => data,
+            Data::Struct(data) => {
+                let msg = format!("#[derive(EventSet)] works on enums only: {EVENT_SET_SHAPE}");
+                cx.error_spanned_by(data.struct_token, msg);
+                return EventSet { original: input, krate: attrs.krate, variants: Vec::new() };
+            }
+            Data::Union(data) => {
+                let msg = format!("#[derive(EventSet)] works on enums only: {EVENT_SET_SHAPE}");
+                cx.error_spanned_by(data.union_token, msg);
+                return EventSet { original: input, krate: attrs.krate, variants: Vec::new() };
+            }
+        };
+        if !input.generics.params.is_empty() {
+            cx.error_spanned_by(&input.generics, "#[derive(EventSet)] does not take generic parameters");
+        }
+        if data.variants.is_empty() {
+            cx.error_spanned_by(
+                &input.ident,
+                "#[derive(EventSet)] needs at least one variant: an event set with no aggregates reads nothing",
+            );
+        }
+        let variants: Vec<_> = data
+            .variants
+            .iter()
+            .map(|variant| {
+                let variant_attrs = EventsAttrs::from_ast(cx, &variant.attrs, EventsPlace::Variant);
+                for field in &variant.fields {
+                    attr::no_events_attrs(cx, &field.attrs);
+                }
+                let field = match variant.fields.iter().collect::<Vec<_>>().as_slice() {
+                    [field] => {
+                        let member = match &field.ident {
+                            Some(ident) => Member::Named(ident.clone()),
+                            None => Member::from(0),
+                        };
+                        Some((member, &field.ty))
+                    }
+                    _ => {
+                        cx.error_spanned_by(
+                            &variant.ident,
+                            format_args!(
+                                "variant `{}` must hold exactly one field, the aggregate's event: {EVENT_SET_SHAPE}",
+                                variant.ident.unraw(),
+                            ),
+                        );
+                        None
+                    }
+                };
+                if variant_attrs.aggregate.is_none() && !variant_attrs.unclear {
+                    cx.error_spanned_by(
+                        &variant.ident,
+                        format_args!(
+                            "missing #[events(aggregate = ...)] on variant `{}`: name the aggregate whose events it wraps",
+                            variant.ident.unraw(),
+                        ),
+                    );
+                }
+                SetVariant { ident: &variant.ident, aggregate: variant_attrs.aggregate, field }
+            })
+            .collect();
+        valid::unique_aggregates(cx, &variants);
+        EventSet { original: input, krate: attrs.krate, variants }
     }
 }
 

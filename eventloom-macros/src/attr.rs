@@ -1,4 +1,4 @@
-//! One struct per attribute: what `#[command(...)]` and `#[event(...)]` say, parsed with
+//! One struct per attribute: what `#[command(...)]`, `#[event(...)]` and `#[events(...)]` say, parsed with
 //! `parse_nested_meta`. Every problem is recorded in the [`Ctxt`] and parsing goes on.
 
 use proc_macro2::TokenTree;
@@ -7,7 +7,7 @@ use syn::meta::ParseNestedMeta;
 use syn::{Attribute, DeriveInput, Expr, ExprLit, Lit, LitStr, Path, Token, Type};
 
 use crate::ctxt::Ctxt;
-use crate::symbol::{AGGREGATE, COMMAND, CRATE, EVENT, ID, NAME, SERDE, Symbol, VERSION};
+use crate::symbol::{AGGREGATE, COMMAND, CRATE, EVENT, EVENTS, ID, NAME, SERDE, Symbol, VERSION};
 
 /// A key that may be given once.
 struct Attr<'c, T> {
@@ -221,6 +221,83 @@ impl EventAttrs {
         }
 
         EventAttrs { name: name.get().flatten(), version: version.get().flatten(), krate: krate.get().flatten() }
+    }
+}
+
+/// Where an `#[events(...)]` attribute sits; decides which keys it takes.
+#[derive(Copy, Clone, PartialEq, Eq)]
+pub enum EventsPlace {
+    /// On the enum: `crate` only.
+    Enum,
+    /// On a variant: `aggregate` only.
+    Variant,
+}
+
+/// `#[events(...)]` on an event set enum or one of its variants.
+pub struct EventsAttrs {
+    /// `aggregate = Path`.
+    pub aggregate: Option<Type>,
+    /// `crate = "..."`.
+    pub krate: Option<Path>,
+    /// Whether an attribute was malformed, or had an unknown or misplaced key. Reported; a
+    /// missing `aggregate` is then not reported on top of it.
+    pub unclear: bool,
+}
+
+impl EventsAttrs {
+    /// Reads every `#[events(...)]` among `attrs`, which sit at `place`.
+    pub fn from_ast(cx: &Ctxt, attrs: &[Attribute], place: EventsPlace) -> Self {
+        let mut aggregate = Attr::none(cx, EVENTS, AGGREGATE);
+        let mut krate = Attr::none(cx, EVENTS, CRATE);
+        let mut unclear = false;
+        for attr in attrs.iter().filter(|attr| attr.path() == EVENTS) {
+            let parsed = attr.parse_nested_meta(|meta| {
+                if meta.path == AGGREGATE && place == EventsPlace::Enum {
+                    unclear = true;
+                    cx.syn_error(meta.error(
+                        "#[events(aggregate = ...)] goes on each variant, naming the aggregate whose events it wraps",
+                    ));
+                    skip_value(&meta)?;
+                } else if meta.path == AGGREGATE {
+                    let value = meta.value()?;
+                    if value.peek(LitStr) {
+                        let lit: LitStr = value.parse()?;
+                        cx.error_spanned_by(
+                            &lit,
+                            "`aggregate` takes the aggregate's type, not a string: write aggregate = MyAggregate",
+                        );
+                        aggregate.set(&meta.path, lit.parse::<Type>().ok());
+                    } else {
+                        let ty: Type = value.parse()?;
+                        aggregate.set(&meta.path, Some(ty));
+                    }
+                } else if meta.path == CRATE && place == EventsPlace::Variant {
+                    unclear = true;
+                    cx.syn_error(meta.error("#[events(crate = \"...\")] goes on the enum, not on a variant"));
+                    skip_value(&meta)?;
+                } else if meta.path == CRATE {
+                    let path = parse_crate(cx, &meta)?;
+                    krate.set(&meta.path, path);
+                } else {
+                    unclear = true;
+                    cx.syn_error(unknown(&meta, EVENTS));
+                    skip_value(&meta)?;
+                }
+                Ok(())
+            });
+            if let Err(err) = parsed {
+                unclear = true;
+                cx.syn_error(err);
+            }
+        }
+        EventsAttrs { aggregate: aggregate.get().flatten(), krate: krate.get().flatten(), unclear }
+    }
+}
+
+/// Reports every `#[events(...)]` among a field's attributes: none belongs there.
+pub fn no_events_attrs(cx: &Ctxt, attrs: &[Attribute]) {
+    for attr in attrs.iter().filter(|attr| attr.path() == EVENTS) {
+        cx.error_spanned_by(attr, "#[events(...)] goes on the enum or its variants, not on a field");
     }
 }
 

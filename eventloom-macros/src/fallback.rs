@@ -1,10 +1,10 @@
 //! After an error, the derives still emit a stub impl, so that code using the type as a
-//! `Command` or an `Event` does not add errors of its own: the user sees the one that matters.
+//! `Command`, an `Event` or an `EventSet` does not add errors of its own: the user sees the one that matters.
 
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use crate::ast::{Command, Event};
+use crate::ast::{Command, Event, EventSet};
 use crate::dummy;
 
 /// The errors, and an `impl Command` whose method is never reached, if the aggregate is known.
@@ -53,6 +53,47 @@ pub fn event(event: &Event<'_>, error: syn::Error) -> TokenStream {
             }
 
             fn decode(_: &str, _: &str) -> ::core::result::Result<Self, #krate::DecodeError> {
+                ::core::unreachable!()
+            }
+        }
+    });
+    quote!(#error #stub)
+}
+
+/// The errors, and an `impl EventSet` whose methods are never reached (none for a generic
+/// input, itself an error).
+pub fn event_set(set: &EventSet<'_>, error: syn::Error) -> TokenStream {
+    let error = error.into_compile_error();
+    let input = set.original;
+    if !input.generics.params.is_empty() {
+        return error;
+    }
+    let krate = dummy::krate(set.krate.as_ref());
+    let ident = &input.ident;
+    let stub = dummy::wrap_in_const(quote! {
+        #[automatically_derived]
+        impl #krate::EventSet for #ident {
+            type Event = Self;
+
+            const CATEGORIES: &'static [&'static str] = &[];
+
+            fn knows(_: &str, _: &str) -> bool {
+                ::core::unreachable!()
+            }
+
+            fn decode(_: &#krate::RecordedEvent, _: &#krate::Upcasters) -> #krate::Result<Self> {
+                ::core::unreachable!()
+            }
+
+            fn category(_: &Self) -> &'static str {
+                ::core::unreachable!()
+            }
+
+            fn event_type(_: &Self) -> #krate::EventType {
+                ::core::unreachable!()
+            }
+
+            fn encode(_: &Self) -> ::core::result::Result<::std::string::String, #krate::__private::serde_json::Error> {
                 ::core::unreachable!()
             }
         }

@@ -1,10 +1,10 @@
-//! Derive macros for [`eventloom-core`](https://docs.rs/eventloom-core): `#[derive(Command)]` and
-//! `#[derive(Event)]`.
+//! Derive macros for [`eventloom-core`](https://docs.rs/eventloom-core): `#[derive(Command)]`,
+//! `#[derive(Event)]` and `#[derive(EventSet)]`.
 //!
-//! Use them through `eventloom-core`, which re-exports both behind its default `derive` feature:
+//! Use them through `eventloom-core`, which re-exports them behind its default `derive` feature:
 //! `use eventloom_core::prelude::*;`. The generated code names `::eventloom_core`; a crate that re-exports
-//! `eventloom-core` under another path says so with `#[command(crate = "...")]` or
-//! `#[event(crate = "...")]`.
+//! `eventloom-core` under another path says so with `#[command(crate = "...")]`,
+//! `#[event(crate = "...")]` or `#[events(crate = "...")]`.
 
 mod ast;
 mod attr;
@@ -12,6 +12,7 @@ mod command;
 mod ctxt;
 mod dummy;
 mod event;
+mod event_set;
 mod fallback;
 mod symbol;
 mod valid;
@@ -186,4 +187,61 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     event::derive(&input).into()
+}
+
+/// Derives `eventloom_core::EventSet` for an enum whose variants each wrap one aggregate's event
+/// type: what a projection or an event handler reading several aggregates names as its
+/// `type Events`.
+///
+/// Events are routed by (category, type name): each variant reads the streams of its
+/// aggregate's `TYPE`, so two aggregates may both have an event type called `Created`. For each
+/// variant the derive also writes `From<TheEvent> for TheEnum`.
+///
+/// # Attributes
+///
+/// On each variant, which holds exactly one field (positional or named) of the aggregate's
+/// event type:
+///
+/// - `#[events(aggregate = Path)]` (required): the aggregate whose events the variant holds.
+///   Each aggregate is named once.
+///
+/// On the enum:
+///
+/// - `#[events(crate = "path")]`: the path to `eventloom_core` in the generated code, for crates
+///   that re-export it. Defaults to `::eventloom_core`.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::prelude::*;
+/// use eventloom_core::EventSet;
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum TaskEvent { Created { title: String }, Assigned { user: String } }
+/// # #[derive(Debug, Default)] struct Task;
+/// # impl Aggregate for Task { const TYPE: &'static str = "task"; type Event = TaskEvent;
+/// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &TaskEvent) {} }
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum UserEvent { Created { name: String } }
+/// # #[derive(Debug, Default)] struct User;
+/// # impl Aggregate for User { const TYPE: &'static str = "user"; type Event = UserEvent;
+/// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &UserEvent) {} }
+///
+/// #[derive(Debug, Clone, PartialEq, EventSet)]
+/// enum BoardEvent {
+///     #[events(aggregate = Task)]
+///     Task(TaskEvent),
+///     #[events(aggregate = User)]
+///     User { event: UserEvent },
+/// }
+///
+/// assert_eq!(BoardEvent::CATEGORIES, ["task", "user"]);
+/// assert!(BoardEvent::knows("task", "Assigned"));
+/// assert!(!BoardEvent::knows("user", "Assigned"));
+/// let created = BoardEvent::from(UserEvent::Created { name: "ada".into() });
+/// assert_eq!(BoardEvent::category(&created), "user");
+/// assert_eq!(BoardEvent::event_type(&created), EventType::new("Created", 1));
+/// assert_eq!(BoardEvent::encode(&created).unwrap(), r#"{"name":"ada"}"#);
+/// ```
+#[proc_macro_derive(EventSet, attributes(events))]
+pub fn derive_event_set(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    event_set::derive(&input).into()
 }

@@ -12,10 +12,12 @@ pub struct Symbol(&'static str);
 pub const COMMAND: Symbol = Symbol("command");
 /// `#[event(...)]`.
 pub const EVENT: Symbol = Symbol("event");
+/// `#[events(...)]`, of `#[derive(EventSet)]`.
+pub const EVENTS: Symbol = Symbol("events");
 /// `#[serde(...)]`, read to refuse settings the event encoding cannot follow.
 pub const SERDE: Symbol = Symbol("serde");
 
-/// `#[command(aggregate = Path)]`.
+/// `#[command(aggregate = Path)]`, `#[events(aggregate = Path)]`.
 pub const AGGREGATE: Symbol = Symbol("aggregate");
 /// `#[command(id)]` on a field.
 pub const ID: Symbol = Symbol("id");
@@ -23,7 +25,7 @@ pub const ID: Symbol = Symbol("id");
 pub const NAME: Symbol = Symbol("name");
 /// `#[event(version = N)]`.
 pub const VERSION: Symbol = Symbol("version");
-/// `#[command(crate = "...")]`, `#[event(crate = "...")]`.
+/// `#[command(crate = "...")]`, `#[event(crate = "...")]`, `#[events(crate = "...")]`.
 pub const CRATE: Symbol = Symbol("crate");
 
 /// `#[serde(tag = "...")]`.

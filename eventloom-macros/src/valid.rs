@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use quote::quote;
 use syn::Attribute;
 
-use crate::ast::Variant;
+use crate::ast::{SetVariant, Variant};
 use crate::attr;
 use crate::ctxt::Ctxt;
 use crate::symbol::{CONTENT, SKIP, SKIP_DESERIALIZING, SKIP_SERIALIZING, TAG, UNTAGGED};
@@ -22,6 +22,45 @@ pub fn unique_names(cx: &Ctxt, variants: &[Variant<'_>]) {
             );
         } else {
             seen.insert(name, variant.ident);
+        }
+    }
+}
+
+/// Reports an aggregate named by two variants of an event set, and an event type wrapped by two
+/// (their `From` impls would clash), at the second.
+pub fn unique_aggregates(cx: &Ctxt, variants: &[SetVariant<'_>]) {
+    let mut aggregates = HashMap::new();
+    let mut types = HashMap::new();
+    for variant in variants {
+        if let Some(aggregate) = &variant.aggregate {
+            let key = quote!(#aggregate).to_string();
+            match aggregates.get(&key) {
+                Some(first) => cx.error_spanned_by(
+                    aggregate,
+                    format_args!(
+                        "aggregate `{}` is read by variant `{first}` already: name each aggregate once",
+                        key.replace(' ', "")
+                    ),
+                ),
+                None => {
+                    aggregates.insert(key, variant.ident);
+                }
+            }
+        }
+        if let Some((_, ty)) = &variant.field {
+            let key = quote!(#ty).to_string();
+            match types.get(&key) {
+                Some(first) => cx.error_spanned_by(
+                    ty,
+                    format_args!(
+                        "variant `{first}` wraps `{}` already: each variant wraps its own aggregate's event type",
+                        key.replace(' ', "")
+                    ),
+                ),
+                None => {
+                    types.insert(key, variant.ident);
+                }
+            }
         }
     }
 }

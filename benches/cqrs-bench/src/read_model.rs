@@ -33,7 +33,7 @@ pub struct AccountViews;
 impl Projection for AccountViews {
     // Letters and `_` only, so the name is its own encoding in Redis keys (see `view_key`).
     const NAME: &'static str = "account_views";
-    type Aggregate = Account;
+    type Events = Account;
     type View = AccountView;
 
     fn apply(&self, view: &mut Option<AccountView>, event: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {

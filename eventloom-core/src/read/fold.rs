@@ -4,9 +4,60 @@ use std::collections::HashMap;
 
 use super::projector::Target;
 use crate::{
-    DeadLetter, Error, Event, EventEnvelope, EventOf, IndexEntry, PoisonPolicy, Position, Projection, RecordedEvent,
-    Result, ViewCommit, ViewWrite,
+    DeadLetter, Error, EventEnvelope, EventOf, EventSet, IndexEntry, PoisonPolicy, Position, Projection, RecordedEvent,
+    Result, Upcasters, ViewCommit, ViewWrite, stored_view_id,
 };
+
+/// The upcasters of each category (aggregate type), and those of the categories without their
+/// own: how a runner decodes the events of several aggregates.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CategoryUpcasters {
+    fallback: Upcasters,
+    by_category: HashMap<String, Upcasters>,
+}
+
+impl CategoryUpcasters {
+    /// Sets the upcasters of the categories without their own.
+    pub(crate) fn set_fallback(&mut self, upcasters: Upcasters) {
+        self.fallback = upcasters;
+    }
+
+    /// Sets the upcasters of one category.
+    pub(crate) fn set(&mut self, category: impl Into<String>, upcasters: Upcasters) {
+        self.by_category.insert(category.into(), upcasters);
+    }
+
+    /// The upcasters the events of `category` go through.
+    pub(crate) fn of(&self, category: &str) -> &Upcasters {
+        self.by_category.get(category).unwrap_or(&self.fallback)
+    }
+
+    /// Routes a stored event by (category, type name once upcast): `None` when `E` has no such
+    /// category or `handles` declines the type, without parsing the payload; otherwise the
+    /// event decoded with its category's upcasters.
+    pub(crate) fn route<E: EventSet>(
+        &self,
+        raw: &RecordedEvent,
+        handles: impl FnOnce(&str, &str) -> bool,
+    ) -> Option<Result<EventEnvelope<E::Event>>> {
+        let category = raw.stream.category();
+        if !E::CATEGORIES.contains(&category) {
+            return None;
+        }
+        let upcasters = self.of(category);
+        let (event_type, _) = upcasters.resolve(&raw.event_type, raw.schema_version);
+        if !handles(category, event_type) {
+            return None;
+        }
+        Some(E::decode(raw, upcasters).map(|event| EventEnvelope {
+            stream: raw.stream.clone(),
+            version: raw.version,
+            position: raw.position,
+            event,
+            metadata: raw.metadata.clone(),
+        }))
+    }
+}
 
 /// A dead letter for `raw`.
 pub(super) fn dead_letter(raw: &RecordedEvent, reason: String) -> DeadLetter {
@@ -38,6 +89,44 @@ pub(super) struct Fold<P: Projection> {
 }
 
 impl<P: Projection> Fold<P> {
+    /// The events of `batch` the projection reads, decoded, and the ids of the views they
+    /// change; an event that does not decode stops reading there or is set aside as a dead
+    /// letter, by `poison` (one written by a newer release always stops it).
+    pub(super) fn select(
+        projection: &P,
+        batch: &[RecordedEvent],
+        upcasters: &CategoryUpcasters,
+        poison: PoisonPolicy,
+    ) -> Self {
+        let mut fold = Fold::new(batch);
+        for raw in batch {
+            let Some(decoded) = upcasters.route::<P::Events>(raw, |c, t| projection.handles(c, t)) else {
+                continue;
+            };
+            match decoded {
+                Ok(envelope) => {
+                    if let Some(id) = projection.view_id(&envelope) {
+                        fold.add(stored_view_id(&id).into_owned(), envelope);
+                    }
+                }
+                // Written by a newer release: never skipped, whatever the policy.
+                Err(error @ Error::NewerSchema { .. }) => {
+                    fold.stop = Some((raw.position, error));
+                    break;
+                }
+                Err(error) if poison == PoisonPolicy::Stop => {
+                    fold.stop = Some((raw.position, error));
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, position = %raw.position, "skipping an event that does not decode");
+                    fold.undecodable.push(dead_letter(raw, error.to_string()));
+                }
+            }
+        }
+        fold
+    }
+
     pub(super) fn new(batch: &[RecordedEvent]) -> Self {
         Fold {
             checkpoint: batch.last().map_or(Position::ZERO, |e| e.position),
@@ -150,7 +239,7 @@ impl<P: Projection> Fold<P> {
                         position: envelope.position,
                         stream: envelope.stream.clone(),
                         version: envelope.version,
-                        event_type: envelope.event.event_type().name.to_owned(),
+                        event_type: P::Events::event_type(&envelope.event).name.to_owned(),
                         reason,
                     });
                 }

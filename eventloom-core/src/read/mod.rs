@@ -1,6 +1,7 @@
 //! The read side: projections fold events into views, the projector runs them, subscriptions
 //! feed it, readers answer queries.
 
+pub(crate) mod event_set;
 pub(crate) mod fold;
 pub(crate) mod projection;
 pub(crate) mod projector;

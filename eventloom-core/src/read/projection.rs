@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Aggregate, Event, EventEnvelope, IndexEntry};
+use crate::{EventEnvelope, EventSet, IndexEntry};
 
 /// Any error a projection's handler returns.
 ///
@@ -15,7 +15,8 @@ use crate::{Aggregate, Event, EventEnvelope, IndexEntry};
 /// ```
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The event type a projection reads.
+/// The event type a projection reads: its [`EventSet`]'s event (an aggregate's own event type,
+/// or the enum of several).
 ///
 /// # Examples
 ///
@@ -25,18 +26,22 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// # #[derive(Debug, Default)] struct A;
 /// # impl Aggregate for A { const TYPE: &'static str = "a"; type Event = E; type Error = std::convert::Infallible; fn apply(&mut self, _: &E) {} }
 /// # struct P;
-/// # impl eventloom_core::Projection for P { const NAME: &'static str = "p"; type Aggregate = A; type View = ();
+/// # impl eventloom_core::Projection for P { const NAME: &'static str = "p"; type Events = A; type View = ();
 /// #   fn apply(&self, _: &mut Option<()>, _: &EventEnvelope<E>) -> Result<(), eventloom_core::BoxError> { Ok(()) } }
 /// let _: eventloom_core::EventOf<P> = E::X;
 /// ```
-pub type EventOf<P> = <<P as Projection>::Aggregate as Aggregate>::Event;
+pub type EventOf<P> = <<P as Projection>::Events as EventSet>::Event;
 
-/// Folds one aggregate type's events into views that queries read.
+/// Folds the events of one aggregate type, or of several, into views that queries read.
 ///
-/// A projection sees every event of its aggregate's streams, in the store's order, exactly once
-/// in effect: the [`Projector`](crate::Projector) writes the views a batch changed and the projection's checkpoint
-/// in one atomic step. An event type the projection does not [handle](Projection::handles) is
-/// never decoded.
+/// A projection sees every event of its [`Events`](Projection::Events)' streams, in the store's
+/// order, exactly once in effect: the [`Projector`](crate::Projector) writes the views a batch
+/// changed and the projection's checkpoint in one atomic step. An event type the projection
+/// does not [handle](Projection::handles) is never decoded.
+///
+/// `type Events = Task;` reads one aggregate's events; an enum with `#[derive(EventSet)]`
+/// reads several (see [`EventSet`] and the guide's chapter on projections), in one order, with
+/// one checkpoint.
 ///
 /// # Examples
 ///
@@ -55,7 +60,7 @@ pub type EventOf<P> = <<P as Projection>::Aggregate as Aggregate>::Event;
 ///
 /// impl Projection for Totals {
 ///     const NAME: &'static str = "counter_totals";
-///     type Aggregate = Counter;
+///     type Events = Counter;
 ///     type View = Total;
 ///     fn apply(&self, view: &mut Option<Total>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
 ///         let CounterEvent::Incremented { by } = &e.event;
@@ -73,17 +78,19 @@ pub trait Projection: Send + Sync + 'static {
     /// shape change: the projector then rebuilds the views from the first event into a new
     /// generation while queries read the old one, and switches over once caught up.
     const VERSION: u32 = 1;
-    /// The aggregate whose events it reads.
-    type Aggregate: Aggregate;
+    /// The events it reads: an aggregate (`type Events = Task;`) for that aggregate's events,
+    /// or an enum with `#[derive(EventSet)]` for the events of several.
+    type Events: EventSet;
     /// What it stores per id.
     type View: Serialize + DeserializeOwned + Send + Sync + 'static;
 
-    /// Whether it folds events of this type (the name once upcast); others are skipped without
-    /// being decoded. By default, every type its aggregate's event knows: an event type added by
-    /// a newer release is skipped by an older projector (see the guide's chapter on projections
-    /// for what it misses, and when a rebuild is needed).
-    fn handles(&self, event_type: &str) -> bool {
-        <EventOf<Self> as Event>::knows(event_type)
+    /// Whether it folds events of this type (the name once upcast) in this category (the
+    /// aggregate type; only categories of its [`Events`](Projection::Events) are asked about);
+    /// others are skipped without being decoded. By default, every type its events know: an
+    /// event type added by a newer release is skipped by an older projector (see the guide's
+    /// chapter on projections for what it misses, and when a rebuild is needed).
+    fn handles(&self, category: &str, event_type: &str) -> bool {
+        <Self::Events as EventSet>::knows(category, event_type)
     }
 
     /// The id of the view an event changes; `None` to ignore the event. Defaults to the

@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use super::fold::{Fold, Folded, dead_letter};
+// The event handlers' runner, in a file of its own beside this one (it reads the projector's
+// fields).
+#[path = "handler.rs"]
+pub(crate) mod handler;
+
+use super::fold::{CategoryUpcasters, Fold, Folded, dead_letter};
 use crate::{
-    Aggregate, DEFAULT_PROJECTOR_BATCH, Error, EventOf, EventStore, Lease, LeaseManager, PoisonPolicy, Position,
-    Projection, ProjectionStop, RecordedEvent, Result, StopKind, Subscription, Upcasters, ViewCommit, ViewStore,
-    stored_view_id,
+    DEFAULT_PROJECTOR_BATCH, Error, EventStore, Lease, LeaseManager, PoisonPolicy, Position, Projection,
+    ProjectionStop, RecordedEvent, Result, StopKind, Subscription, Upcasters, ViewCommit, ViewStore,
 };
 
 /// Runs projections: reads events after each projection's checkpoint, folds them into views,
@@ -30,7 +34,7 @@ use crate::{
 /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
 /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
 /// # struct Totals;
-/// # impl Projection for Totals { const NAME: &'static str = "totals"; type Aggregate = Counter; type View = u64;
+/// # impl Projection for Totals { const NAME: &'static str = "totals"; type Events = Counter; type View = u64;
 /// #   fn apply(&self, v: &mut Option<u64>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
 /// #     let CounterEvent::Incremented { by } = &e.event; *v.get_or_insert(0) += by; Ok(()) } }
 /// use eventloom_core::{MemoryEventStore, MemoryViewStore, Projector, ViewReader};
@@ -49,7 +53,7 @@ pub struct Projector<S> {
     events: S,
     views: Arc<dyn ViewStore>,
     leases: Option<Arc<dyn LeaseManager>>,
-    upcasters: Upcasters,
+    upcasters: CategoryUpcasters,
     batch_size: usize,
     batch_bytes: usize,
     retry_delay: Duration,
@@ -96,7 +100,7 @@ impl<S: EventStore + Clone> Projector<S> {
             events,
             views: Arc::new(views),
             leases: None,
-            upcasters: Upcasters::new(),
+            upcasters: CategoryUpcasters::default(),
             batch_size: DEFAULT_PROJECTOR_BATCH,
             batch_bytes: crate::DEFAULT_BATCH_BYTES,
             retry_delay: Duration::from_millis(100),
@@ -117,9 +121,30 @@ impl<S: EventStore + Clone> Projector<S> {
         self
     }
 
-    /// Upcasts stored events before decoding them.
+    /// Upcasts stored events before decoding them: the events of every category (aggregate
+    /// type) without upcasters of its own ([`with_upcasters_for`](Projector::with_upcasters_for)).
     pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
-        self.upcasters = upcasters;
+        self.upcasters.set_fallback(upcasters);
+        self
+    }
+
+    /// Upcasts the stored events of one category (an aggregate's [`TYPE`](crate::Aggregate::TYPE))
+    /// with `upcasters`, and with them alone: type names and versions are an aggregate's own, so
+    /// each aggregate's upcasters apply only to its events. A later call for the same category
+    /// replaces the earlier.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{MemoryEventStore, MemoryViewStore, Projector, Upcasters};
+    ///
+    /// // Tasks once stored `TaskMade`; users keep their own names.
+    /// let tasks = Upcasters::new().add(("TaskMade", 1), ("Created", 1), Ok);
+    /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default())
+    ///     .with_upcasters_for("task", tasks);
+    /// ```
+    pub fn with_upcasters_for(mut self, category: impl Into<String>, upcasters: Upcasters) -> Self {
+        self.upcasters.set(category, upcasters);
         self
     }
 
@@ -631,37 +656,7 @@ impl<S: EventStore + Clone> Projector<S> {
 
     /// The events of `batch` the projection reads, decoded, and the ids of the views they change.
     fn select<P: Projection>(&self, projection: &P, batch: &[RecordedEvent]) -> Fold<P> {
-        let mut fold = Fold::new(batch);
-        for raw in batch {
-            if raw.stream.category() != P::Aggregate::TYPE {
-                continue;
-            }
-            let (event_type, _) = self.upcasters.resolve(&raw.event_type, raw.schema_version);
-            if !projection.handles(event_type) {
-                continue;
-            }
-            match self.upcasters.decode::<EventOf<P>>(raw) {
-                Ok(envelope) => {
-                    if let Some(id) = projection.view_id(&envelope) {
-                        fold.add(stored_view_id(&id).into_owned(), envelope);
-                    }
-                }
-                // Written by a newer release: never skipped, whatever the policy.
-                Err(error @ Error::NewerSchema { .. }) => {
-                    fold.stop = Some((raw.position, error));
-                    break;
-                }
-                Err(error) if self.poison == PoisonPolicy::Stop => {
-                    fold.stop = Some((raw.position, error));
-                    break;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, position = %raw.position, "skipping an event that does not decode");
-                    fold.undecodable.push(dead_letter(raw, error.to_string()));
-                }
-            }
-        }
-        fold
+        Fold::select(projection, batch, &self.upcasters, self.poison)
     }
 }
 

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Aggregate, BoxError, Error, Event, EventEnvelope, EventStore, EventType, ExpectedVersion, IndexEntry, IndexKey,
-    MemoryEventStore, Metadata, NewEvent, PoisonPolicy, Position, Projection, Projector, StopKind, StreamId, Upcasters,
-    ViewReader, ViewStore,
+    Aggregate, BoxError, Error, Event, EventEnvelope, EventHandler, EventSet, EventStore, EventType, ExpectedVersion,
+    IndexEntry, IndexKey, MemoryEventStore, Metadata, NewEvent, PoisonPolicy, Position, Projection, Projector,
+    RecordedEvent, RetryPolicy, StopKind, StreamId, Upcasters, ViewReader, ViewStore,
 };
 
 /// The events of the suite's aggregate.
@@ -85,7 +85,7 @@ struct Cards;
 
 impl Projection for Cards {
     const NAME: &'static str = "conformance_cards";
-    type Aggregate = Noted;
+    type Events = Noted;
     type View = Card;
 
     fn index(&self, _: &str, card: &Card) -> Vec<IndexEntry> {
@@ -113,7 +113,7 @@ struct ByTag;
 
 impl Projection for ByTag {
     const NAME: &'static str = "conformance_by_tag";
-    type Aggregate = Noted;
+    type Events = Noted;
     type View = u64;
 
     fn view_id(&self, e: &EventEnvelope<Note>) -> Option<String> {
@@ -162,6 +162,12 @@ where
     a_runner_stands_by_for_a_newer_release(make().await).await;
     a_stop_written_past_does_not_hold(make().await).await;
     a_write_the_store_refuses_is_found_by_writing_one_event_at_a_time(make().await, make().await).await;
+    a_projection_joins_two_aggregates(make().await).await;
+    upcasters_apply_by_category(make().await).await;
+    a_handler_sees_an_event_again_until_it_succeeds(make().await).await;
+    a_crash_before_the_checkpoint_delivers_again(make().await).await;
+    a_handler_dead_letters_once_its_retries_run_out(make().await).await;
+    a_running_handler_follows_the_log_and_shuts_down(make().await).await;
 }
 
 /// An accepted event whose view, index value, sort key or view id is over a store's limit, or
@@ -447,4 +453,494 @@ pub async fn a_write_the_store_refuses_is_found_by_writing_one_event_at_a_time<S
     let status = stopping.status(Cards::NAME).await.expect("status");
     let checkpoint = status.building.or(status.live).and_then(|g| g.checkpoint);
     assert!(checkpoint > Some(first) && checkpoint < Some(refused), "the events before it are written");
+}
+
+/// Implements [`Event`] for a suite enum whose variants all have named fields, in the order
+/// of `TYPES` (the derive is not at hand inside the crate).
+macro_rules! suite_event {
+    ($name:ident { $($variant:ident),* $(,)? }) => {
+        impl Event for $name {
+            const TYPES: &'static [EventType] = &[$(EventType::new(stringify!($variant), 1)),*];
+
+            fn event_type(&self) -> EventType {
+                let name = match self { $($name::$variant { .. } => stringify!($variant)),* };
+                Self::TYPES.iter().copied().find(|t| t.name == name).unwrap_or(Self::TYPES[0])
+            }
+
+            fn encode(&self) -> Result<String, serde_json::Error> {
+                crate::__private::encode_variant(self)
+            }
+
+            fn decode(event_type: &str, payload: &str) -> Result<Self, crate::DecodeError> {
+                let index =
+                    Self::TYPES.iter().position(|t| t.name == event_type).ok_or(crate::DecodeError::UnknownType)?;
+                let index = u32::try_from(index).map_err(|_| crate::DecodeError::UnknownType)?;
+                Ok(crate::__private::decode_variant(index, payload)?)
+            }
+        }
+    };
+}
+
+/// The events of the suite's tickets. `Created` shares its name with a person's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TicketEvent {
+    /// A ticket for a person.
+    Created {
+        /// What it is about.
+        title: String,
+        /// The person it is for.
+        person: String,
+    },
+    /// Handed to another person.
+    Moved {
+        /// The person it is for now.
+        to: String,
+    },
+}
+suite_event!(TicketEvent { Created, Moved });
+
+/// The suite's second aggregate: a ticket for a person.
+#[derive(Debug, Default)]
+pub struct Ticket;
+
+impl Aggregate for Ticket {
+    const TYPE: &'static str = "ticket";
+    type Event = TicketEvent;
+    type Error = std::convert::Infallible;
+    fn apply(&mut self, _: &TicketEvent) {}
+}
+
+/// The events of the suite's people. `Created` shares its name with a ticket's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PersonEvent {
+    /// A person joins.
+    Created {
+        /// Their name.
+        name: String,
+    },
+    /// A person changes their name.
+    Renamed {
+        /// The new name.
+        name: String,
+    },
+}
+suite_event!(PersonEvent { Created, Renamed });
+
+/// The suite's third aggregate: a person tickets are for.
+#[derive(Debug, Default)]
+pub struct Person;
+
+impl Aggregate for Person {
+    const TYPE: &'static str = "person";
+    type Event = PersonEvent;
+    type Error = std::convert::Infallible;
+    fn apply(&mut self, _: &PersonEvent) {}
+}
+
+/// The events of tickets and people, as `#[derive(EventSet)]` writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Desk {
+    /// A ticket's event.
+    Ticket(TicketEvent),
+    /// A person's event.
+    Person(PersonEvent),
+}
+
+impl EventSet for Desk {
+    type Event = Self;
+    const CATEGORIES: &'static [&'static str] = &[Ticket::TYPE, Person::TYPE];
+
+    fn knows(category: &str, event_type: &str) -> bool {
+        (category == Ticket::TYPE && TicketEvent::knows(event_type))
+            || (category == Person::TYPE && PersonEvent::knows(event_type))
+    }
+
+    fn decode(raw: &RecordedEvent, upcasters: &Upcasters) -> crate::Result<Self> {
+        match raw.stream.category() {
+            Ticket::TYPE => upcasters.decode_event(raw).map(Desk::Ticket),
+            Person::TYPE => upcasters.decode_event(raw).map(Desk::Person),
+            _ => Err(crate::__private::unknown_category(raw)),
+        }
+    }
+
+    fn category(event: &Self) -> &'static str {
+        match event {
+            Desk::Ticket(_) => Ticket::TYPE,
+            Desk::Person(_) => Person::TYPE,
+        }
+    }
+
+    fn event_type(event: &Self) -> EventType {
+        match event {
+            Desk::Ticket(e) => e.event_type(),
+            Desk::Person(e) => e.event_type(),
+        }
+    }
+
+    fn encode(event: &Self) -> Result<String, serde_json::Error> {
+        match event {
+            Desk::Ticket(e) => e.encode(),
+            Desk::Person(e) => e.encode(),
+        }
+    }
+}
+
+/// A person's workload: their name (from the person's events) and the tickets for them (from
+/// the tickets' events).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Workload {
+    /// Their name, once known.
+    pub name: Option<String>,
+    /// The ids of the tickets for them, in order.
+    pub tickets: Vec<String>,
+    /// Events folded.
+    pub events: u32,
+}
+
+/// One workload per person, joining tickets and people, listed under each person's name.
+struct Workloads;
+
+impl Projection for Workloads {
+    const NAME: &'static str = "conformance_workloads";
+    type Events = Desk;
+    type View = Workload;
+
+    fn view_id(&self, e: &EventEnvelope<Desk>) -> Option<String> {
+        match &e.event {
+            Desk::Ticket(TicketEvent::Created { person, .. }) => Some(person.clone()),
+            // A move changes two views: this projection keeps it simple and reads it as the
+            // new person's (the old one keeps the ticket listed).
+            Desk::Ticket(TicketEvent::Moved { to }) => Some(to.clone()),
+            Desk::Person(_) => Some(e.stream.id().to_owned()),
+        }
+    }
+
+    fn index(&self, _: &str, view: &Workload) -> Vec<IndexEntry> {
+        view.name.iter().map(|name| IndexEntry::new("name", name.clone())).collect()
+    }
+
+    fn apply(&self, view: &mut Option<Workload>, e: &EventEnvelope<Desk>) -> Result<(), BoxError> {
+        let view = view.get_or_insert_with(Workload::default);
+        view.events += 1;
+        match &e.event {
+            Desk::Ticket(TicketEvent::Created { .. } | TicketEvent::Moved { .. }) => {
+                view.tickets.push(e.stream.id().to_owned());
+            }
+            Desk::Person(PersonEvent::Created { name } | PersonEvent::Renamed { name }) => {
+                view.name = Some(name.clone())
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn append_to(
+    events: &MemoryEventStore,
+    category: &str,
+    id: &str,
+    event_type: &str,
+    payload: serde_json::Value,
+) -> Position {
+    let stream = StreamId::new(category, id).expect("a valid stream id");
+    let event = NewEvent {
+        event_type: event_type.to_owned().into(),
+        schema_version: 1,
+        payload: payload.to_string(),
+        metadata: Metadata { event_id: uuid::Uuid::new_v4(), ..Metadata::default() },
+    };
+    events.append(&stream, ExpectedVersion::Any, vec![event]).await.expect("append").position
+}
+
+async fn person(events: &MemoryEventStore, id: &str, event_type: &str, name: &str) -> Position {
+    append_to(events, Person::TYPE, id, event_type, serde_json::json!({ "name": name })).await
+}
+
+async fn ticket(events: &MemoryEventStore, id: &str, title: &str, person: &str) -> Position {
+    append_to(events, Ticket::TYPE, id, "Created", serde_json::json!({ "title": title, "person": person })).await
+}
+
+/// A projection over two aggregates whose event types share a name (`Created`) routes each
+/// event by its category: a person's `Created` names the person, a ticket's adds a ticket to
+/// a workload; events of other aggregates are skipped. It keeps one checkpoint over the global
+/// order: a restart resumes from it without folding any event twice, and a rebuild gives the
+/// same views in a new generation; its index lists views as usual.
+pub async fn a_projection_joins_two_aggregates<S: ViewStore + Clone>(views: S) {
+    let events = MemoryEventStore::new();
+    person(&events, "ada", "Created", "Ada").await;
+    ticket(&events, "t1", "roof", "ada").await;
+    tag(&events, "n1", "unrelated").await;
+    ticket(&events, "t2", "door", "ada").await;
+    person(&events, "bob", "Created", "Bob").await;
+    let projector = Projector::new(events.clone(), views.clone());
+    let first = projector.catch_up(&Workloads).await.expect("catch up");
+    let reader = ViewReader::<Workload>::new(views.clone(), Workloads::NAME);
+    let ada = Workload { name: Some("Ada".into()), tickets: vec!["t1".into(), "t2".into()], events: 3 };
+    assert_eq!(reader.get("ada").await.expect("get"), Some(ada), "both aggregates' events, routed by category");
+    assert_eq!(
+        reader.get("bob").await.expect("get"),
+        Some(Workload { name: Some("Bob".into()), tickets: vec![], events: 1 })
+    );
+    assert_eq!(reader.get("n1").await.expect("get"), None, "another aggregate's events are skipped");
+
+    // A restart resumes from the checkpoint: nothing is folded twice.
+    ticket(&events, "t3", "window", "bob").await;
+    person(&events, "ada", "Renamed", "Ada L.").await;
+    let moved = append_to(&events, Ticket::TYPE, "t1", "Moved", serde_json::json!({ "to": "bob" })).await;
+    let restarted = Projector::new(events.clone(), views.clone());
+    assert_eq!(restarted.catch_up(&Workloads).await.expect("catch up"), Some(moved));
+    assert!(Some(moved) > first);
+    let ada = Workload { name: Some("Ada L.".into()), tickets: vec!["t1".into(), "t2".into()], events: 4 };
+    let bob = Workload { name: Some("Bob".into()), tickets: vec!["t3".into(), "t1".into()], events: 3 };
+    assert_eq!(reader.get("ada").await.expect("get"), Some(ada.clone()));
+    assert_eq!(reader.get("bob").await.expect("get"), Some(bob.clone()));
+    let listed = reader.list(&IndexKey::new("name", "Ada L."), None, 10).await.expect("list");
+    assert_eq!(listed.views.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), vec!["ada"]);
+    assert!(reader.list(&IndexKey::new("name", "Ada"), None, 10).await.expect("list").views.is_empty(), "left");
+
+    // A rebuild folds everything again into a new generation, with the same result.
+    let before = views.status(Workloads::NAME).await.expect("status").live.expect("live").id;
+    assert_eq!(restarted.rebuild(&Workloads).await.expect("rebuild"), Some(moved));
+    let after = views.status(Workloads::NAME).await.expect("status").live.expect("live");
+    assert!(after.id > before, "a new generation");
+    assert_eq!(after.checkpoint, Some(moved));
+    assert_eq!(reader.get("ada").await.expect("get"), Some(ada));
+    assert_eq!(reader.get("bob").await.expect("get"), Some(bob));
+    assert!(views.dead_letters(Workloads::NAME).await.expect("dead letters").is_empty());
+}
+
+/// Each category's events go through that category's upcasters alone; the projector's plain
+/// upcasters serve the categories without their own.
+pub async fn upcasters_apply_by_category<S: ViewStore + Clone>(views: S) {
+    let events = MemoryEventStore::new();
+    // A person once stored as `Joined`, a ticket as `Opened`; each name means nothing to the
+    // other aggregate.
+    person(&events, "ada", "Joined", "Ada").await;
+    append_to(&events, Ticket::TYPE, "t1", "Opened", serde_json::json!({ "title": "roof", "person": "ada" })).await;
+    append_to(&events, Ticket::TYPE, "t2", "Joined", serde_json::json!({ "name": "not a ticket" })).await;
+    person(&events, "bob", "Opened", "Bob").await;
+    let tickets = Upcasters::new().add(("Opened", 1), ("Created", 1), Ok);
+    let others = Upcasters::new().add(("Joined", 1), ("Created", 1), Ok);
+    let projector =
+        Projector::new(events.clone(), views.clone()).with_upcasters_for(Ticket::TYPE, tickets).with_upcasters(others);
+    projector.catch_up(&Workloads).await.expect("catch up");
+    let reader = ViewReader::<Workload>::new(views.clone(), Workloads::NAME);
+    let ada = Workload { name: Some("Ada".into()), tickets: vec!["t1".into()], events: 2 };
+    assert_eq!(reader.get("ada").await.expect("get"), Some(ada), "each category upcast by its own upcasters");
+    assert_eq!(reader.get("bob").await.expect("get"), None, "a ticket's upcaster never touches a person's event");
+    assert!(views.dead_letters(Workloads::NAME).await.expect("dead letters").is_empty(), "unknown types are skipped");
+}
+
+/// What the suite's handler saw, in order: (stream, type name) per delivery.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+fn seen(log: &Seen) -> Vec<(String, String)> {
+    log.lock().map(|log| log.clone()).unwrap_or_default()
+}
+
+/// A handler of tickets and people that fails `failures` times on the stream `fails_on`, then
+/// succeeds, recording every delivery.
+struct Notifier {
+    log: Seen,
+    fails_on: &'static str,
+    failures: std::sync::atomic::AtomicU32,
+    attempts: u32,
+}
+
+impl Notifier {
+    fn new(fails_on: &'static str, failures: u32, attempts: u32) -> (Self, Seen) {
+        let log = Seen::default();
+        let notifier =
+            Notifier { log: log.clone(), fails_on, failures: std::sync::atomic::AtomicU32::new(failures), attempts };
+        (notifier, log)
+    }
+}
+
+#[async_trait::async_trait]
+impl EventHandler for Notifier {
+    const NAME: &'static str = "conformance_notifier";
+    type Events = Desk;
+
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy::new()
+            .max_attempts(self.attempts)
+            .initial_delay(Duration::from_millis(1))
+            .max_delay(Duration::from_millis(5))
+    }
+
+    async fn handle(&self, e: &EventEnvelope<Desk>) -> Result<(), BoxError> {
+        let name = Desk::event_type(&e.event).name.to_owned();
+        self.log.lock().map_err(|_| "poisoned")?.push((e.stream.as_str().to_owned(), name));
+        if e.stream.as_str() == self.fails_on {
+            let left = self.failures.load(std::sync::atomic::Ordering::SeqCst);
+            if left > 0 {
+                self.failures.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+                return Err(format!("the mail server said no ({left} more)").into());
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn desk_log(events: &MemoryEventStore) -> Position {
+    person(events, "ada", "Created", "Ada").await;
+    tag(events, "n1", "unrelated").await;
+    ticket(events, "t1", "roof", "ada").await;
+    ticket(events, "t2", "door", "ada").await;
+    person(events, "bob", "Created", "Bob").await
+}
+
+fn entries(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(s, t)| ((*s).to_owned(), (*t).to_owned())).collect()
+}
+
+async fn handler_checkpoint(views: &impl ViewStore) -> Option<Position> {
+    views.status(Notifier::NAME).await.expect("status").live.and_then(|g| g.checkpoint)
+}
+
+/// A handler whose `handle` fails is retried; once its retries run out it stops there (its
+/// checkpoint after the events before, which are not delivered again), and a restart delivers
+/// the event again until it succeeds. Events of other aggregates never reach it.
+pub async fn a_handler_sees_an_event_again_until_it_succeeds<S: ViewStore + Clone>(views: S) {
+    let events = MemoryEventStore::new();
+    let last = desk_log(&events).await;
+    let (notifier, log) = Notifier::new("ticket/t1", 3, 2);
+    let projector = Projector::new(events.clone(), views.clone());
+    let failed_at = match projector.catch_up_handler(&notifier).await {
+        Err(Error::Projection { position, reason, .. }) => {
+            assert!(reason.contains("mail server said no"), "the reason is the handler's: {reason}");
+            position
+        }
+        other => panic!("expected the handler to stop once its retries ran out, got {other:?}"),
+    };
+    let t1 = ("ticket/t1", "Created");
+    assert_eq!(seen(&log), entries(&[("person/ada", "Created"), t1, t1]), "two attempts");
+    let checkpoint = handler_checkpoint(&views).await;
+    assert!(checkpoint.is_some() && checkpoint < Some(failed_at), "the event before it is done: {checkpoint:?}");
+    let stop = views.status(Notifier::NAME).await.expect("status").stopped.expect("a recorded stop");
+    assert_eq!(stop.position, Some(failed_at));
+
+    // A restart (another projector, the same handler: one failure left) delivers it again.
+    let restarted = Projector::new(events.clone(), views.clone());
+    assert_eq!(restarted.catch_up_handler(&notifier).await.expect("catch up"), Some(last));
+    let all = [("person/ada", "Created"), t1, t1, t1, t1, ("ticket/t2", "Created"), ("person/bob", "Created")];
+    assert_eq!(seen(&log), entries(&all), "the failed event again, and nothing handled before it");
+    assert_eq!(handler_checkpoint(&views).await, Some(last));
+    assert_eq!(views.status(Notifier::NAME).await.expect("status").stopped, None, "the stop is cleared");
+    assert!(views.dead_letters(Notifier::NAME).await.expect("dead letters").is_empty());
+}
+
+/// A view store whose commits fail as a process that dies before its write would: nothing is
+/// written.
+#[derive(Clone)]
+struct Crashing<S>(S);
+
+#[async_trait::async_trait]
+impl<S: ViewStore> ViewStore for Crashing<S> {
+    async fn status(&self, p: &str) -> crate::Result<crate::ProjectionStatus> {
+        self.0.status(p).await
+    }
+    async fn begin_generation(&self, p: &str, version: u32, token: u64) -> crate::Result<crate::Generation> {
+        self.0.begin_generation(p, version, token).await
+    }
+    async fn load_views(&self, p: &str, generation: u64, ids: &[String]) -> crate::Result<Vec<Option<String>>> {
+        self.0.load_views(p, generation, ids).await
+    }
+    async fn commit(&self, _: &str, _: crate::ViewCommit) -> crate::Result<()> {
+        Err(Error::Backend { message: "the process died before its write".into(), source: None })
+    }
+    async fn go_live(&self, p: &str, generation: u64, token: u64) -> crate::Result<()> {
+        self.0.go_live(p, generation, token).await
+    }
+    async fn read_views(&self, p: &str, ids: &[String]) -> crate::Result<Vec<Option<String>>> {
+        self.0.read_views(p, ids).await
+    }
+    async fn list(
+        &self,
+        p: &str,
+        key: &IndexKey,
+        range: &crate::OrderRange,
+        after: Option<&crate::ListCursor>,
+        limit: usize,
+    ) -> crate::Result<crate::ViewPage> {
+        self.0.list(p, key, range, after, limit).await
+    }
+    async fn count(&self, p: &str, keys: &[IndexKey]) -> crate::Result<Vec<u64>> {
+        self.0.count(p, keys).await
+    }
+    async fn dead_letters(&self, p: &str) -> crate::Result<Vec<crate::DeadLetter>> {
+        self.0.dead_letters(p).await
+    }
+    async fn record_stop(&self, p: &str, stop: Option<&crate::ProjectionStop>, token: u64) -> crate::Result<()> {
+        self.0.record_stop(p, stop, token).await
+    }
+}
+
+/// A handler that handled events but died before its checkpoint was written gets them again
+/// after a restart: at least once.
+pub async fn a_crash_before_the_checkpoint_delivers_again<S: ViewStore + Clone>(views: S) {
+    let events = MemoryEventStore::new();
+    let last = desk_log(&events).await;
+    let (notifier, log) = Notifier::new("none", 0, 1);
+    let crashing = Projector::new(events.clone(), Crashing(views.clone()));
+    assert!(crashing.catch_up_handler(&notifier).await.is_err(), "the write failed");
+    let once =
+        [("person/ada", "Created"), ("ticket/t1", "Created"), ("ticket/t2", "Created"), ("person/bob", "Created")];
+    assert_eq!(seen(&log), entries(&once), "handled, not written");
+    assert_eq!(handler_checkpoint(&views).await, None);
+
+    let restarted = Projector::new(events.clone(), views.clone());
+    assert_eq!(restarted.catch_up_handler(&notifier).await.expect("catch up"), Some(last));
+    let twice: Vec<_> = once.iter().chain(once.iter()).copied().collect();
+    assert_eq!(seen(&log), entries(&twice), "every event delivered again");
+    assert_eq!(handler_checkpoint(&views).await, Some(last));
+    restarted.catch_up_handler(&notifier).await.expect("catch up");
+    assert_eq!(seen(&log).len(), twice.len(), "and not a third time once written");
+}
+
+/// Under `DeadLetter`, an event whose `handle` still fails after its retries, and one that does
+/// not decode, are recorded in the handler's dead letters; the others are handled once and the
+/// checkpoint moves past them all.
+pub async fn a_handler_dead_letters_once_its_retries_run_out<S: ViewStore + Clone>(views: S) {
+    let events = MemoryEventStore::new();
+    person(&events, "ada", "Created", "Ada").await;
+    let failing = ticket(&events, "t1", "roof", "ada").await;
+    let malformed = append_to(&events, Person::TYPE, "eve", "Created", serde_json::json!({ "nom": "Eve" })).await;
+    let last = ticket(&events, "t2", "door", "ada").await;
+    let (notifier, log) = Notifier::new("ticket/t1", u32::MAX, 3);
+    let projector = Projector::new(events.clone(), views.clone()).with_poison_policy(PoisonPolicy::DeadLetter);
+    assert_eq!(projector.catch_up_handler(&notifier).await.expect("catch up"), Some(last));
+    let t1 = ("ticket/t1", "Created");
+    assert_eq!(seen(&log), entries(&[("person/ada", "Created"), t1, t1, t1, ("ticket/t2", "Created")]));
+    let letters = views.dead_letters(Notifier::NAME).await.expect("dead letters");
+    assert_eq!(letters.iter().map(|d| d.position).collect::<Vec<_>>(), vec![failing, malformed]);
+    assert!(letters[0].reason.contains("failed 3 time(s)"), "{}", letters[0].reason);
+    assert_eq!(letters[0].event_type, "Created");
+    assert_eq!(handler_checkpoint(&views).await, Some(last));
+}
+
+/// A running handler delivers events appended while it runs, and stops on shutdown.
+pub async fn a_running_handler_follows_the_log_and_shuts_down<S: ViewStore + Clone>(views: S) {
+    let events = MemoryEventStore::new();
+    desk_log(&events).await;
+    let (notifier, log) = Notifier::new("none", 0, 1);
+    let projector = Projector::new(events.clone(), views.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        projector
+            .run_handler(notifier, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let later = person(&events, "cy", "Renamed", "Cy").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while handler_checkpoint(&views).await != Some(later) {
+        assert!(Instant::now() < deadline, "the handler did not reach {later}: {:?}", seen(&log));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen(&log).len(), 5);
+    assert_eq!(seen(&log).last().cloned(), Some(("person/cy".to_owned(), "Renamed".to_owned())));
+    let _ = stop.send(());
+    let ended = tokio::time::timeout(Duration::from_secs(10), running).await.expect("shuts down").expect("joins");
+    ended.expect("a shutdown is not an error");
 }

@@ -138,7 +138,7 @@ pub struct Balances;
 
 impl Projection for Balances {
     const NAME: &'static str = "balances";
-    type Aggregate = Account;
+    type Events = Account;
     type View = Balance;
 
     fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {

@@ -71,7 +71,7 @@ struct TenfoldDeposits;
 
 impl Projection for TenfoldDeposits {
     const NAME: &'static str = Balances::NAME;
-    type Aggregate = Account;
+    type Events = Account;
     type View = Balance;
     fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
         Balances.apply(view, e)?;
@@ -138,7 +138,7 @@ struct Picky;
 
 impl Projection for Picky {
     const NAME: &'static str = "picky";
-    type Aggregate = Account;
+    type Events = Account;
     type View = u64;
     fn apply(&self, view: &mut Option<u64>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
         if matches!(e.event, AccountEvent::Withdrawn { .. }) {
@@ -173,9 +173,9 @@ async fn ignores_events_of_other_aggregates_and_types_it_does_not_handle() {
     struct OpensOnly;
     impl Projection for OpensOnly {
         const NAME: &'static str = "opens";
-        type Aggregate = Account;
+        type Events = Account;
         type View = String;
-        fn handles(&self, event_type: &str) -> bool {
+        fn handles(&self, _: &str, event_type: &str) -> bool {
             event_type == "Opened"
         }
         fn apply(&self, view: &mut Option<String>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
@@ -321,7 +321,7 @@ struct DepositCounts;
 impl Projection for DepositCounts {
     const NAME: &'static str = "balances";
     const VERSION: u32 = 2;
-    type Aggregate = Account;
+    type Events = Account;
     type View = Balance;
     fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
         let view = view.get_or_insert_with(Balance::default);
@@ -606,9 +606,9 @@ struct ListedBalances;
 
 impl Projection for ListedBalances {
     const NAME: &'static str = "listed_balances";
-    type Aggregate = Account;
+    type Events = Account;
     type View = Balance;
-    fn handles(&self, event_type: &str) -> bool {
+    fn handles(&self, _: &str, event_type: &str) -> bool {
         matches!(event_type, "Opened" | "MoneyDeposited" | "Withdrawn")
     }
     fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
@@ -654,4 +654,65 @@ async fn batches_bounded_in_bytes_apply_every_event_exactly_once() {
     assert_eq!(reader(&views).get("acc-1").await.unwrap().map(|v| v.balance), Some(210 + 100));
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
+}
+
+/// Counts deliveries per event position, across every runner sharing it.
+struct Auditor(std::sync::Arc<std::sync::Mutex<Vec<Position>>>);
+
+#[eventloom_core::async_trait]
+impl eventloom_core::EventHandler for Auditor {
+    const NAME: &'static str = "auditor";
+    type Events = Account;
+
+    async fn handle(&self, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        self.0.lock().map_err(|_| "poisoned")?.push(e.position);
+        // A side effect takes time: the other runner gets its turn meanwhile.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn one_handler_runner_leads_and_a_standby_delivers_nothing_while_it_does() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let leases = MemoryLeases::default();
+    let cqrs = Cqrs::new(events.clone());
+    seed(&cqrs, 3, 4).await;
+    let delivered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut stops = Vec::new();
+    let mut runners = Vec::new();
+    for _ in 0..2 {
+        let projector = Projector::new(events.clone(), views.clone()).with_leases(leases.clone());
+        let handler = Auditor(delivered.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push(stop);
+        runners.push(tokio::spawn(async move {
+            projector
+                .run_handler(handler, async {
+                    let _ = stopped.await;
+                })
+                .await
+        }));
+    }
+    let last = events.read_all(Position::ZERO, 1000).await.unwrap().last().map(|e| e.position);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = views.status(<Auditor as eventloom_core::EventHandler>::NAME).await.unwrap();
+        if status.live.and_then(|g| g.checkpoint) == last {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the handler did not catch up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut seen = delivered.lock().unwrap().clone();
+    assert_eq!(seen.len(), 15, "each event once: only the lease holder delivers");
+    seen.dedup();
+    assert_eq!(seen.len(), 15);
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    for runner in runners {
+        runner.await.unwrap().unwrap();
+    }
 }

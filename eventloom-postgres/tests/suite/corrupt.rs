@@ -180,7 +180,7 @@ struct Counts;
 
 impl Projection for Counts {
     const NAME: &'static str = "counts";
-    type Aggregate = Account;
+    type Events = Account;
     type View = Count;
     fn apply(&self, view: &mut Option<Count>, _: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
         view.get_or_insert_with(Count::default).0 += 1;

@@ -31,7 +31,7 @@ struct Balances;
 
 impl Projection for Balances {
     const NAME: &'static str = "balances";
-    type Aggregate = Account;
+    type Events = Account;
     type View = Balance;
     fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
         let view = view.get_or_insert_with(Balance::default);

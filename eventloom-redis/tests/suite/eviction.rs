@@ -28,7 +28,7 @@ pub struct Tallies;
 
 impl Projection for Tallies {
     const NAME: &'static str = "tallies";
-    type Aggregate = Item;
+    type Events = Item;
     type View = Tally;
     fn index(&self, _: &str, view: &Tally) -> Vec<IndexEntry> {
         let parity = if view.version % 2 == 0 { "even" } else { "odd" };

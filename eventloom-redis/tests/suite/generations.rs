@@ -61,7 +61,7 @@ pub struct ItemsV1;
 
 impl Projection for ItemsV1 {
     const NAME: &'static str = "items";
-    type Aggregate = Item;
+    type Events = Item;
     type View = ItemView;
     fn index(&self, _: &str, view: &ItemView) -> Vec<IndexEntry> {
         index(view)
@@ -82,7 +82,7 @@ pub struct ItemsV2;
 impl Projection for ItemsV2 {
     const NAME: &'static str = "items";
     const VERSION: u32 = 2;
-    type Aggregate = Item;
+    type Events = Item;
     type View = ItemView;
     fn index(&self, _: &str, view: &ItemView) -> Vec<IndexEntry> {
         index(view)

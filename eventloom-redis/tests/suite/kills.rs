@@ -98,11 +98,11 @@ pub struct Counts;
 
 impl Projection for Counts {
     const NAME: &'static str = "kill_counts";
-    type Aggregate = Tally;
+    type Events = Tally;
     type View = Count;
     /// Every type, known or not (the default skips types the code does not know): the poison
     /// test stops it on one.
-    fn handles(&self, _: &str) -> bool {
+    fn handles(&self, _: &str, _: &str) -> bool {
         true
     }
     fn apply(&self, view: &mut Option<Count>, e: &EventEnvelope<TallyEvent>) -> Result<(), BoxError> {
@@ -370,9 +370,9 @@ struct Picky;
 
 impl Projection for Picky {
     const NAME: &'static str = "kill_picky";
-    type Aggregate = Tally;
+    type Events = Tally;
     type View = u64;
-    fn handles(&self, event_type: &str) -> bool {
+    fn handles(&self, _: &str, event_type: &str) -> bool {
         event_type == "Counted"
     }
     fn apply(&self, view: &mut Option<u64>, e: &EventEnvelope<TallyEvent>) -> Result<(), BoxError> {
@@ -389,9 +389,9 @@ struct Tolerant;
 
 impl Projection for Tolerant {
     const NAME: &'static str = "kill_tolerant";
-    type Aggregate = Tally;
+    type Events = Tally;
     type View = u64;
-    fn handles(&self, event_type: &str) -> bool {
+    fn handles(&self, _: &str, event_type: &str) -> bool {
         event_type == "Counted"
     }
     fn apply(&self, view: &mut Option<u64>, _: &EventEnvelope<TallyEvent>) -> Result<(), BoxError> {

@@ -255,7 +255,7 @@ mod domain {
 
     impl Projection for Counts {
         const NAME: &'static str = "counts";
-        type Aggregate = Counter;
+        type Events = Counter;
         type View = Count;
         fn apply(&self, view: &mut Option<Count>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
             let view = view.get_or_insert_with(Count::default);

@@ -156,7 +156,7 @@ pub struct AccountSummaries;
 
 impl Projection for AccountSummaries {
     const NAME: &'static str = "account_summaries";
-    type Aggregate = Account;
+    type Events = Account;
     type View = AccountSummary;
 
     fn apply(&self, view: &mut Option<AccountSummary>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {

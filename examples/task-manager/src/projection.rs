@@ -69,7 +69,7 @@ const STATUS_ASSIGNEE: &str = "status+assignee";
 impl Projection for TaskViews {
     const NAME: &'static str = "tasks";
     const VERSION: u32 = 1;
-    type Aggregate = Task;
+    type Events = Task;
     type View = TaskView;
 
     fn apply(&self, view: &mut Option<TaskView>, e: &EventEnvelope<TaskEvent>) -> Result<(), BoxError> {

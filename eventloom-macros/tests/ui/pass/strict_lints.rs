@@ -18,7 +18,7 @@ pub mod shadows {
     pub struct Cow;
 
     use self::serde::{Deserialize, Serialize};
-    use eventloom_core::{Aggregate, Command, Event};
+    use eventloom_core::{Aggregate, Command, Event, EventSet};
 
     /// An event.
     #[derive(Serialize, Deserialize, Event)]
@@ -47,6 +47,31 @@ pub mod shadows {
         fn apply(&mut self, _: &Happened) {}
     }
 
+    /// Another aggregate, of struct events.
+    #[derive(Default)]
+    pub struct Other;
+
+    impl Aggregate for Other {
+        const TYPE: &'static str = "other";
+        type Event = Single;
+        type Error = std::convert::Infallible;
+        fn apply(&mut self, _: &Single) {}
+    }
+
+    /// An event set.
+    #[derive(EventSet)]
+    pub enum Both {
+        /// A thing's.
+        #[events(aggregate = Thing)]
+        Thing(Happened),
+        /// Another's.
+        #[events(aggregate = Other)]
+        Other {
+            /// The event.
+            event: Single,
+        },
+    }
+
     /// A command.
     #[derive(Command)]
     #[command(aggregate = Thing)]
@@ -68,4 +93,6 @@ fn main() {
     assert_eq!(shadows::Single(1).encode().unwrap(), "1");
     assert_eq!(shadows::DoIt { id: "x".into() }.aggregate_id(), "x");
     assert_eq!(shadows::DoThat(1).aggregate_id(), "1");
+    use eventloom_core::EventSet;
+    assert_eq!(shadows::Both::CATEGORIES, ["thing", "other"]);
 }

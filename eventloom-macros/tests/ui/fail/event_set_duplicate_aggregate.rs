@@ -1,0 +1,15 @@
+#[path = "../events.rs"]
+mod events;
+
+use eventloom_core::EventSet;
+use events::*;
+
+#[derive(EventSet)]
+enum Board {
+    #[events(aggregate = Task)]
+    Task(TaskEvent),
+    #[events(aggregate = Task)]
+    Again(UserEvent),
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+#[path = "../events.rs"]
+mod events;
+
+use eventloom_core::EventSet;
+use events::*;
+
+#[derive(EventSet)]
+enum Board {}
+
+fn main() {}
