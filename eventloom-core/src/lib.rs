@@ -1,6 +1,7 @@
 //! The model, the engine and the in-memory stores of a CQRS and event-sourcing framework.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod app;
 mod error;
 mod memory;
 mod model;
@@ -16,6 +17,10 @@ pub mod testing;
 #[path = "private.rs"]
 pub mod __private;
 
+pub use app::{
+    AggregateOptions, App, AppBuilder, AppStatus, DEFAULT_DRAIN_TIMEOUT, MemoryStores, ProjectionHealth,
+    ProjectionOptions, Role, RunState, Stores,
+};
 pub use error::{Error, Result};
 pub use memory::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore};
 pub use model::clock::{Clock, IdGenerator, ManualClock, RandomIds, SequentialIds, SystemClock};
@@ -28,7 +33,7 @@ pub use model::stream::{
 };
 pub use read::projection::{BoxError, DEFAULT_PROJECTOR_BATCH, EventOf, PoisonPolicy, Projection};
 pub use read::projector::Projector;
-pub use read::reader::{Page, Query, QueryHandler, ViewReader};
+pub use read::reader::{Page, Reader, ViewReader};
 pub use read::subscription::{DEFAULT_BATCH_BYTES, DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH, Subscription};
 pub use store::lease::{Lease, LeaseManager};
 pub use store::view::{
@@ -57,5 +62,6 @@ pub mod prelude {
         Aggregate, Command, Event, EventEnvelope, EventType, ExpectedVersion, Handle, Metadata, NewEvent, Position,
         RecordedEvent, StoredMetadata, StreamId, Timestamp,
     };
+    pub use crate::{App, MemoryStores, Reader, Role, Stores};
     pub use serde::{Deserialize, Serialize};
 }
