@@ -251,6 +251,22 @@ mod tests {
         .then_expect_error(AccountError::InsufficientFunds { balance: 10, requested: 11 });
     }
 
+    #[tokio::test]
+    async fn a_query_reads_the_app_s_writes() {
+        let app = App::builder(MemoryStores::new())
+            .aggregate::<Account>()
+            .projection(AccountSummaries)
+            .start()
+            .await
+            .unwrap();
+        app.execute(OpenAccount { account_id: "a".into(), owner: "Ada".into() }).await.unwrap();
+        let done = app.execute(DepositMoney { account_id: "a".into(), amount: 10 }).await.unwrap();
+        let accounts = app.reader::<AccountSummaries>().unwrap();
+        let summary = get_account(&accounts, "a", &done).await.unwrap();
+        assert_eq!(summary.map(|s| s.balance), Some(10));
+        app.shutdown().await.unwrap();
+    }
+
     #[test]
     fn the_summary_follows_the_movements() {
         ProjectionTest::new(AccountSummaries)
