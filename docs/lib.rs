@@ -17,6 +17,7 @@ chapters! {
     Readme => "../README.md",
     Introduction => "src/introduction.md",
     GettingStarted => "src/getting-started.md",
+    Application => "src/application.md",
     CommandsAndEvents => "src/commands-and-events.md",
     Engine => "src/engine.md",
     Projections => "src/projections.md",

@@ -283,6 +283,32 @@ pub enum Error {
     /// The component was shut down.
     #[error("shut down")]
     Shutdown,
+    /// An [`App`](crate::App) was asked for an aggregate or a projection it was not built with
+    /// (register it on the [`AppBuilder`](crate::AppBuilder)).
+    #[error("{kind} {name} is not registered with the app")]
+    NotRegistered {
+        /// `"aggregate"` or `"projection"`.
+        kind: &'static str,
+        /// The aggregate's type or the projection's name.
+        name: String,
+    },
+    /// An [`App`](crate::App) was asked for what its [`Role`](crate::Role) does not do (a
+    /// command in a query process).
+    #[error("this app runs role {role}, which does not {action}")]
+    WrongRole {
+        /// The app's role.
+        role: crate::Role,
+        /// What was asked.
+        action: &'static str,
+    },
+    /// An [`App`](crate::App) that cannot start as configured: a duplicate registration, a
+    /// split role on stores that are not shared between processes, snapshots without a
+    /// snapshot store.
+    #[error("the app cannot start: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -366,6 +392,9 @@ impl Error {
             Error::Unavailable { .. } | Error::Shutdown => ErrorKind::Unavailable,
             Error::Decode { .. } | Error::UnknownEvent { .. } | Error::Upcast { .. } | Error::Corrupt { .. } => {
                 ErrorKind::Corrupt
+            }
+            Error::NotRegistered { .. } | Error::WrongRole { .. } | Error::InvalidConfig { .. } => {
+                ErrorKind::InvalidInput
             }
             Error::Serde { .. } | Error::Projection { .. } | Error::Backend { .. } => ErrorKind::Internal,
         }

@@ -66,6 +66,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod app;
 mod error;
 mod memory;
 mod model;
@@ -82,6 +83,10 @@ pub mod testing;
 #[path = "private.rs"]
 pub mod __private;
 
+pub use app::{
+    AggregateOptions, App, AppBuilder, AppStatus, DEFAULT_DRAIN_TIMEOUT, MemoryStores, ProjectionHealth,
+    ProjectionOptions, Role, RunState, Stores,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use memory::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore};
 pub use model::clock::{Clock, IdGenerator, ManualClock, RandomIds, SequentialIds, SystemClock};
@@ -96,7 +101,7 @@ pub use read::event_set::EventSet;
 pub use read::projection::{BoxError, DEFAULT_PROJECTOR_BATCH, EventOf, PoisonPolicy, Projection};
 pub use read::projector::Projector;
 pub use read::projector::handler::EventHandler;
-pub use read::reader::{Page, Query, QueryHandler, ViewReader};
+pub use read::reader::{Page, Reader, ViewReader};
 pub use read::subscription::{DEFAULT_BATCH_BYTES, DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH, Subscription};
 pub use store::lease::{Lease, LeaseManager};
 pub use store::view::{
@@ -126,5 +131,6 @@ pub mod prelude {
         Aggregate, Command, Event, EventEnvelope, EventType, ExpectedVersion, Handle, Metadata, NewEvent, Position,
         RecordedEvent, StoredMetadata, StreamId, Timestamp,
     };
+    pub use crate::{App, MemoryStores, Reader, Role, Stores};
     pub use serde::{Deserialize, Serialize};
 }

@@ -5,10 +5,27 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{Path, parse_quote};
 
-/// The path the generated code names `eventloom_core` by: the `crate = "..."` override, or `::eventloom_core`.
+thread_local! {
+    /// Whether the derive running now was invoked through the `eventloom` facade's re-export.
+    static VIA_FACADE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `derive` as invoked through the `eventloom` facade: the generated code names
+/// `::eventloom` unless the input says otherwise, so that a crate depending on the facade alone
+/// compiles its derives.
+pub fn via_facade<T>(derive: impl FnOnce() -> T) -> T {
+    VIA_FACADE.with(|via| via.set(true));
+    let expanded = derive();
+    VIA_FACADE.with(|via| via.set(false));
+    expanded
+}
+
+/// The path the generated code names `eventloom_core` by: the `crate = "..."` override, else
+/// `::eventloom` through the facade, else `::eventloom_core`.
 pub fn krate(custom: Option<&Path>) -> Path {
     match custom {
         Some(path) => path.clone(),
+        None if VIA_FACADE.with(std::cell::Cell::get) => parse_quote!(::eventloom),
         None => parse_quote!(::eventloom_core),
     }
 }

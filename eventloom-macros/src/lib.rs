@@ -245,3 +245,28 @@ pub fn derive_event_set(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     event_set::derive(&input).into()
 }
+
+/// `#[derive(Command)]` as the `eventloom` facade re-exports it: the generated code names
+/// `::eventloom`. Use it through the facade (`eventloom::Command`), not by this name.
+#[doc(hidden)]
+#[proc_macro_derive(FacadeCommand, attributes(command))]
+pub fn derive_facade_command(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    dummy::via_facade(|| command::derive(&input)).into()
+}
+
+/// `#[derive(Event)]` as the `eventloom` facade re-exports it (see [`derive_facade_command`]).
+#[doc(hidden)]
+#[proc_macro_derive(FacadeEvent, attributes(event))]
+pub fn derive_facade_event(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    dummy::via_facade(|| event::derive(&input)).into()
+}
+
+/// `#[derive(EventSet)]` as the `eventloom` facade re-exports it (see [`derive_facade_command`]).
+#[doc(hidden)]
+#[proc_macro_derive(FacadeEventSet, attributes(events))]
+pub fn derive_facade_event_set(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    dummy::via_facade(|| event_set::derive(&input)).into()
+}

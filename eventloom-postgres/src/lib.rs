@@ -17,6 +17,7 @@ mod holdback;
 mod lease;
 mod schema;
 mod snapshot_store;
+mod stores;
 mod view_store;
 
 pub use config::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_POOL_SIZE, PgConfig, PoolStatus};
@@ -25,9 +26,10 @@ pub use event_store::PgEventStore;
 pub use holdback::{Blocker, Holdback};
 pub use lease::PgLeases;
 pub use snapshot_store::PgSnapshotStore;
+pub use stores::PgStores;
 pub use view_store::PgViewStore;
 
 /// The names most programs need.
 pub mod prelude {
-    pub use crate::{PgConfig, PgEventStore, PgLeases, PgSnapshotStore, PgViewStore};
+    pub use crate::{PgConfig, PgEventStore, PgLeases, PgSnapshotStore, PgStores, PgViewStore};
 }

@@ -172,15 +172,12 @@ fn after(cursor: Option<&ListCursor>, range: &OrderRange) -> String {
     // A member `<sort key>\0<id>` is at least `from` exactly when its sort key is (sort keys
     // hold no NUL), so the range's start is the bound `[from`.
     let from = range.from().map(|from| format!("[{from}"));
-    let after = match cursor {
-        None => None,
-        // Stored sort keys hold no NUL (commits refuse them), so the members after a sort key
-        // `p\0...` are those whose sort key is above `p`: from `p\x01` on.
-        Some(cursor) => Some(match cursor.order.split_once('\0') {
-            Some((head, _)) => format!("[{head}\u{1}"),
-            None => format!("({}\0{}", cursor.order, cursor.id),
-        }),
-    };
+    // Stored sort keys hold no NUL (commits refuse them), so the members after a sort key
+    // `p\0...` are those whose sort key is above `p`: from `p\x01` on.
+    let after = cursor.map(|cursor| match cursor.order.split_once('\0') {
+        Some((head, _)) => format!("[{head}\u{1}"),
+        None => format!("({}\0{}", cursor.order, cursor.id),
+    });
     // The later of the two; both start with a one-byte marker, then the member they compare
     // (on a tie the cursor's, exclusive, is the later).
     match (after, from) {
@@ -869,7 +866,7 @@ mod tests {
         let before = ListCursor { order: "a".into(), id: "z".into() };
         assert_eq!(after(Some(&before), &from_b), "[b");
         let within = ListCursor { order: "c".into(), id: "1".into() };
-        assert_eq!(after(Some(&within), &from_b), "(c\01");
+        assert_eq!(after(Some(&within), &from_b), "(c\u{0}1");
         // On the range's first sort key itself, the cursor (exclusive) is the later.
         let on = ListCursor { order: "b".into(), id: "".into() };
         assert_eq!(after(Some(&on), &from_b), "(b\0");

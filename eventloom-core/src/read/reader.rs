@@ -1,16 +1,21 @@
-//! The read side's read path: typed views, queries, read-your-writes.
+//! The read side's read path: typed views, read-your-writes.
+//!
+//! A query is a plain `async fn` over a [`Reader`]: the `Query`/`QueryHandler` traits of 0.1
+//! are gone, since nothing in the framework used them (a type per question and a trait to answer
+//! it added ceremony, and a handler typed by its query could not be routed by the App any better
+//! than a method call).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::{
-    Error, IndexKey, ListCursor, OrderRange, Position, ProjectionStatus, ProjectionStop, Result, StopKind, ViewStore,
+    CommandOutcome, Error, IndexKey, ListCursor, OrderRange, Position, Projection, ProjectionStatus, ProjectionStop,
+    Result, StopKind, ViewStore,
 };
 
 /// Typed reads of one projection's live views: by id, by index list with paging, counts, and
@@ -43,6 +48,12 @@ pub struct ViewReader<V> {
     store: Arc<dyn ViewStore>,
     projection: String,
     watch: Arc<CheckpointWatch>,
+    /// Bumped by the projection's runner in this process after each write (installed by the
+    /// [`App`](crate::App)): waits re-read the status once per bump.
+    wake_ups: Option<watch::Receiver<u64>>,
+    /// Whether waits also poll every [`WATCH_INTERVAL`] (always without wake-ups; with them,
+    /// when a runner in another process may be the one that writes).
+    poll_too: bool,
     _view: PhantomData<fn() -> V>,
 }
 
@@ -52,6 +63,8 @@ impl<V> Clone for ViewReader<V> {
             store: self.store.clone(),
             projection: self.projection.clone(),
             watch: self.watch.clone(),
+            wake_ups: self.wake_ups.clone(),
+            poll_too: self.poll_too,
             _view: PhantomData,
         }
     }
@@ -91,8 +104,16 @@ impl CheckpointWatch {
         CheckpointWatch { checkpoint: watch::Sender::new(Seen::default()), polling: AtomicBool::new(false) }
     }
 
-    /// Starts the poller unless it runs; it stops by itself when no query waits.
-    fn ensure_polling(self: &Arc<Self>, store: &Arc<dyn ViewStore>, projection: &str) {
+    /// Starts the poller unless it runs; it stops by itself when no query waits. It reads the
+    /// status once, then again after each bump of `wake_ups` (the runner in this process wrote)
+    /// and, when `poll_too`, every [`WATCH_INTERVAL`].
+    fn ensure_polling(
+        self: &Arc<Self>,
+        store: &Arc<dyn ViewStore>,
+        projection: &str,
+        mut wake_ups: Option<watch::Receiver<u64>>,
+        poll_too: bool,
+    ) {
         if self.polling.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -107,6 +128,11 @@ impl CheckpointWatch {
                         return;
                     }
                 }
+                // Marked seen before the read, so that a write landing during it wakes the next.
+                if let Some(wake_ups) = &mut wake_ups {
+                    wake_ups.borrow_and_update();
+                }
+                let mut retry_soon = poll_too;
                 match store.status(&projection).await {
                     Ok(status) => {
                         let now = Seen::of(&status);
@@ -116,9 +142,31 @@ impl CheckpointWatch {
                             changed
                         });
                     }
-                    Err(error) => tracing::debug!(%error, projection, "cannot read the checkpoint; retrying"),
+                    Err(error) => {
+                        tracing::debug!(%error, projection, "cannot read the checkpoint; retrying");
+                        retry_soon = true;
+                    }
                 }
-                tokio::time::sleep(WATCH_INTERVAL).await;
+                let woken = async {
+                    if let Some(wake_ups) = &mut wake_ups {
+                        if wake_ups.changed().await.is_ok() {
+                            return;
+                        }
+                    }
+                    // No runner here, or its side is gone: only the clock wakes the poller.
+                    std::future::pending::<()>().await
+                };
+                // Waiters that all gave up stop the poller without waiting for a write.
+                let abandoned = async {
+                    while watch.checkpoint.receiver_count() > 0 {
+                        tokio::time::sleep(WATCH_INTERVAL * 50).await;
+                    }
+                };
+                tokio::select! {
+                    () = woken => {}
+                    () = tokio::time::sleep(WATCH_INTERVAL), if retry_soon => {}
+                    () = abandoned => {}
+                }
             }
         });
     }
@@ -153,6 +201,26 @@ impl<V: DeserializeOwned> ViewReader<V> {
             store: Arc::new(store),
             projection: projection.into(),
             watch: Arc::new(CheckpointWatch::new()),
+            wake_ups: None,
+            poll_too: true,
+            _view: PhantomData,
+        }
+    }
+
+    /// Reads from an already shared store, woken by `wake_ups` when given, and polling too
+    /// when `poll_too` (or without wake-ups).
+    pub(crate) fn shared(
+        store: Arc<dyn ViewStore>,
+        projection: impl Into<String>,
+        wake_ups: Option<watch::Receiver<u64>>,
+        poll_too: bool,
+    ) -> Self {
+        ViewReader {
+            store,
+            projection: projection.into(),
+            watch: Arc::new(CheckpointWatch::new()),
+            poll_too: poll_too || wake_ups.is_none(),
+            wake_ups,
             _view: PhantomData,
         }
     }
@@ -274,7 +342,7 @@ impl<V: DeserializeOwned> ViewReader<V> {
             Err(error) => return Err(error),
         }
         let mut checkpoint = self.watch.checkpoint.subscribe();
-        self.watch.ensure_polling(&self.store, &self.projection);
+        self.watch.ensure_polling(&self.store, &self.projection, self.wake_ups.clone(), self.poll_too);
         loop {
             let seen = checkpoint.borrow_and_update().clone();
             if seen.checkpoint.is_some_and(|c| c >= position) {
@@ -292,37 +360,107 @@ impl<V: DeserializeOwned> ViewReader<V> {
     }
 }
 
-/// A question the read side answers.
+impl From<&CommandOutcome> for Position {
+    /// The position a query waits for to see the command's effect.
+    fn from(outcome: &CommandOutcome) -> Self {
+        outcome.position
+    }
+}
+
+impl From<CommandOutcome> for Position {
+    /// The position a query waits for to see the command's effect.
+    fn from(outcome: CommandOutcome) -> Self {
+        outcome.position
+    }
+}
+
+/// Typed reads of one projection's live views: [`ViewReader`] typed by the projection itself, so
+/// no name string can be wrong. Get one from [`App::reader`](crate::App::reader) (whose waits
+/// are woken by the projector's commits when it runs in the same process), or with
+/// [`Reader::new`] over any view store (whose waits poll the status every 2 ms).
 ///
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Query, QueryHandler, Result};
+/// # use eventloom_core::prelude::*;
+/// # use eventloom_core::{BoxError, Projection};
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
+/// # #[derive(Debug, Default)] struct Counter;
+/// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+/// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+/// # struct Totals;
+/// # impl Projection for Totals { const NAME: &'static str = "totals"; type Events = Counter; type View = u64;
+/// #   fn apply(&self, v: &mut Option<u64>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
+/// #     let CounterEvent::Incremented { by } = &e.event; *v.get_or_insert(0) += by; Ok(()) } }
+/// use eventloom_core::{MemoryViewStore, Reader};
 ///
-/// struct CountOpen;
-/// impl Query for CountOpen { type Output = u64; }
-///
-/// struct Stats { open: u64 }
-///
-/// #[eventloom_core::async_trait]
-/// impl QueryHandler<CountOpen> for Stats {
-///     async fn handle(&self, _: CountOpen) -> Result<u64> { Ok(self.open) }
-/// }
-///
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// assert_eq!(Stats { open: 3 }.handle(CountOpen).await.unwrap(), 3);
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let totals = Reader::<Totals>::new(MemoryViewStore::default());
+/// assert!(totals.get("c-1").await.is_err(), "not built yet");
 /// # });
 /// ```
-pub trait Query: Send + 'static {
-    /// The answer.
-    type Output: Send;
+pub struct Reader<P: Projection> {
+    views: ViewReader<P::View>,
 }
 
-/// Answers one kind of [`Query`], usually from views.
-///
-/// See [`Query`] for an example.
-#[async_trait]
-pub trait QueryHandler<Q: Query>: Send + Sync {
-    /// The answer to `query`.
-    async fn handle(&self, query: Q) -> Result<Q::Output>;
+impl<P: Projection> Clone for Reader<P> {
+    fn clone(&self) -> Self {
+        Reader { views: self.views.clone() }
+    }
+}
+
+impl<P: Projection> std::fmt::Debug for Reader<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("projection", &P::NAME)
+            .field("woken", &self.views.wake_ups.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Projection> Reader<P> {
+    /// Reads `P`'s views from `store`, polling while waiting.
+    pub fn new(store: impl ViewStore) -> Self {
+        Reader { views: ViewReader::new(store, P::NAME) }
+    }
+
+    pub(crate) fn shared(store: Arc<dyn ViewStore>, wake_ups: Option<watch::Receiver<u64>>, poll_too: bool) -> Self {
+        Reader { views: ViewReader::shared(store, P::NAME, wake_ups, poll_too) }
+    }
+
+    /// One view (see [`ViewReader::get`]).
+    pub async fn get(&self, id: &str) -> Result<Option<P::View>> {
+        self.views.get(id).await
+    }
+
+    /// Several views in one round-trip, in the order asked (see [`ViewReader::get_many`]).
+    pub async fn get_many(&self, ids: &[String]) -> Result<Vec<Option<P::View>>> {
+        self.views.get_many(ids).await
+    }
+
+    /// One page of an index list (see [`ViewReader::list`]).
+    pub async fn list(&self, key: &IndexKey, after: Option<&ListCursor>, limit: usize) -> Result<Page<P::View>> {
+        self.views.list(key, after, limit).await
+    }
+
+    /// How many views each index list holds (see [`ViewReader::count`]).
+    pub async fn count(&self, keys: &[IndexKey]) -> Result<Vec<u64>> {
+        self.views.count(keys).await
+    }
+
+    /// The live generation and any being built.
+    pub async fn status(&self) -> Result<ProjectionStatus> {
+        self.views.status().await
+    }
+
+    /// Waits until the live views include `position`: pass a command's outcome (`&outcome`) or
+    /// a [`Position`] (read-your-writes). See [`ViewReader::wait_for`] for the errors.
+    pub async fn wait_for(&self, position: impl Into<Position>, timeout: Duration) -> Result<()> {
+        self.views.wait_for(position.into(), timeout).await
+    }
+
+    /// The untyped reader underneath.
+    pub fn view_reader(&self) -> &ViewReader<P::View> {
+        &self.views
+    }
 }

@@ -740,5 +740,5 @@ pub async fn ranges<S: ViewStore>(store: S) {
     assert_eq!(list(crate::OrderRange::new(..="m")).await, ["apple", "banana", "m"]);
     assert_eq!(list(crate::OrderRange::new("b".."n")).await, ["banana", "m", "mango", "melon"]);
     assert!(list(crate::OrderRange::new("n".."b")).await.is_empty(), "an empty range");
-    assert_eq!(store.count("titles", &[key.clone()]).await.expect("count"), vec![6]);
+    assert_eq!(store.count("titles", std::slice::from_ref(&key)).await.expect("count"), vec![6]);
 }

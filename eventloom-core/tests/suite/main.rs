@@ -1,6 +1,7 @@
 //! The integration tests of eventloom-core, in one binary.
 #![allow(clippy::unwrap_used)]
 
+mod app;
 mod conformance;
 mod domain;
 mod engine;

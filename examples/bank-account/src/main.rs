@@ -1,14 +1,12 @@
-//! A bank account on the in-memory default: commands, events, a projection and a query.
+//! A bank account on the in-memory default: commands, events, a projection and a query, wired
+//! by one `App`.
 //!
 //! Run with `cargo run -p bank-account`.
 
 use std::time::Duration;
 
-use eventloom_core::prelude::*;
-use eventloom_core::{
-    BoxError, CommandError, Cqrs, ExecuteOptions, MemoryEventStore, MemoryViewStore, Projection, Projector, Query,
-    QueryHandler, ViewReader,
-};
+use eventloom::prelude::*;
+use eventloom::{BoxError, CommandError, ExecuteOptions, Projection};
 
 // ---- The write side: events, the aggregate, commands and their handlers. ----
 
@@ -179,70 +177,49 @@ impl Projection for AccountSummaries {
     }
 }
 
-/// "What does this account look like, including everything up to `after`?"
-pub struct GetAccount {
-    /// The account's id.
-    pub account_id: String,
-    /// Waits until the view includes this position (read your writes).
-    pub after: Position,
-}
-
-impl Query for GetAccount {
-    type Output = Option<AccountSummary>;
-}
-
-/// Answers [`GetAccount`] from the views.
-pub struct AccountQueries {
-    views: ViewReader<AccountSummary>,
-}
-
-#[eventloom_core::async_trait]
-impl QueryHandler<GetAccount> for AccountQueries {
-    async fn handle(&self, query: GetAccount) -> eventloom_core::Result<Option<AccountSummary>> {
-        self.views.wait_for(query.after, Duration::from_secs(5)).await?;
-        self.views.get(&query.account_id).await
-    }
+/// "What does this account look like, including everything up to `after`?" A query is a plain
+/// function over the projection's typed reader; `after` takes a command's outcome (read your
+/// writes).
+pub async fn get_account(
+    accounts: &Reader<AccountSummaries>,
+    account_id: &str,
+    after: impl Into<Position>,
+) -> eventloom::Result<Option<AccountSummary>> {
+    accounts.wait_for(after, Duration::from_secs(5)).await?;
+    accounts.get(account_id).await
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The in-memory default: nothing to install.
-    let events = MemoryEventStore::new();
-    let views = MemoryViewStore::default();
-    let cqrs = Cqrs::new(events.clone());
-
-    // The projector runs on its own, as it would in another process.
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let projector = Projector::new(events.clone(), views.clone());
-    let projecting =
-        tokio::spawn(async move { projector.run(AccountSummaries, async { stopped.await.unwrap_or(()) }).await });
+    // The in-memory default: nothing to install. The projector runs on a task of the App's.
+    let stores = MemoryStores::new();
+    let app = App::builder(stores.clone()).aggregate::<Account>().projection(AccountSummaries).start().await?;
 
     let id = "acc-1".to_owned();
-    let done = cqrs.execute(OpenAccount { account_id: id.clone(), owner: "Ada".into() }).await?;
+    let done = app.execute(OpenAccount { account_id: id.clone(), owner: "Ada".into() }).await?;
     println!("opened {} at version {} (position {})", done.stream, done.version, done.position);
-    let done = cqrs.execute(DepositMoney { account_id: id.clone(), amount: 10_000 }).await?;
+    let done = app.execute(DepositMoney { account_id: id.clone(), amount: 10_000 }).await?;
     println!("deposited 100.00: version {}", done.version);
-    let done = cqrs.execute(WithdrawMoney { account_id: id.clone(), amount: 3_000 }).await?;
+    let done = app.execute(WithdrawMoney { account_id: id.clone(), amount: 3_000 }).await?;
     println!("withdrew 30.00: version {}", done.version);
 
-    match cqrs.execute(WithdrawMoney { account_id: id.clone(), amount: 50_000 }).await {
+    match app.execute(WithdrawMoney { account_id: id.clone(), amount: 50_000 }).await {
         Err(CommandError::Rejected(reason)) => println!("withdrawing 500.00 was refused: {reason}"),
         other => println!("unexpected: {other:?}"),
     }
 
     // Sent twice with the same id (a client retrying after a timeout): executed once.
     let key = ExecuteOptions::default().command_id("deposit-42");
-    let first = cqrs.execute_with(DepositMoney { account_id: id.clone(), amount: 500 }, key.clone()).await?;
-    let again = cqrs.execute_with(DepositMoney { account_id: id.clone(), amount: 500 }, key).await?;
+    let first = app.execute_with(DepositMoney { account_id: id.clone(), amount: 500 }, key.clone()).await?;
+    let again = app.execute_with(DepositMoney { account_id: id.clone(), amount: 500 }, key).await?;
     println!(
         "deposited 5.00 twice with one command id: versions {} and {} (executed once)",
         first.version, again.version
     );
 
     // Read your writes: the query waits until the view includes the last command.
-    let queries = AccountQueries { views: ViewReader::new(views.clone(), AccountSummaries::NAME) };
-    let summary = queries.handle(GetAccount { account_id: id.clone(), after: again.position }).await?;
-    match summary {
+    let accounts = app.reader::<AccountSummaries>()?;
+    match get_account(&accounts, &id, &again).await? {
         Some(s) => println!(
             "query: {} owns {} with {}.{:02}; history {:?}",
             s.owner,
@@ -254,16 +231,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => println!("query: no account {id}"),
     }
 
-    let _ = stop.send(());
-    projecting.await??;
-    println!("{} events stored; projector stopped", events.len());
+    app.shutdown().await?;
+    println!("{} events stored; projector stopped", stores.events.len());
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventloom_core::testing::{AggregateTest, ProjectionTest};
+    use eventloom::testing::{AggregateTest, ProjectionTest};
 
     #[test]
     fn withdrawing_more_than_the_balance_is_refused() {
@@ -273,6 +249,22 @@ mod tests {
         ])
         .when(WithdrawMoney { account_id: "a".into(), amount: 11 })
         .then_expect_error(AccountError::InsufficientFunds { balance: 10, requested: 11 });
+    }
+
+    #[tokio::test]
+    async fn a_query_reads_the_app_s_writes() {
+        let app = App::builder(MemoryStores::new())
+            .aggregate::<Account>()
+            .projection(AccountSummaries)
+            .start()
+            .await
+            .unwrap();
+        app.execute(OpenAccount { account_id: "a".into(), owner: "Ada".into() }).await.unwrap();
+        let done = app.execute(DepositMoney { account_id: "a".into(), amount: 10 }).await.unwrap();
+        let accounts = app.reader::<AccountSummaries>().unwrap();
+        let summary = get_account(&accounts, "a", &done).await.unwrap();
+        assert_eq!(summary.map(|s| s.balance), Some(10));
+        app.shutdown().await.unwrap();
     }
 
     #[test]

@@ -1,0 +1,203 @@
+//! Per-registration options: [`AggregateOptions`], [`ProjectionOptions`], and the [`Role`].
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Aggregate, Cqrs, Error, EventStore, PoisonPolicy, RetryPolicy, SnapshotPolicy, SnapshotStore, Upcasters};
+
+/// Attaches a snapshot store to an engine; a plain function so that the `Serialize` bound is
+/// checked where snapshots are asked for, not on every aggregate.
+type AttachSnapshots<A> =
+    fn(Cqrs<A, Arc<dyn EventStore>>, Arc<dyn SnapshotStore>, SnapshotPolicy) -> Cqrs<A, Arc<dyn EventStore>>;
+
+/// How an [`App`](crate::App) runs one aggregate's engine: snapshots (in the bundle's snapshot
+/// store), the cache of loaded aggregates, upcasters and the conflict retry policy. The
+/// upcasters are registered once here and used by the engine and by every projector that reads
+/// the aggregate's events.
+///
+/// # Examples
+///
+/// ```
+/// # use eventloom_core::prelude::*;
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
+/// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter;
+/// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+/// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+/// use eventloom_core::{AggregateOptions, RetryPolicy, SnapshotPolicy};
+///
+/// let options = AggregateOptions::<Counter>::new()
+///     .snapshots(SnapshotPolicy::every(100))
+///     .cache_capacity(1_000)
+///     .retry(RetryPolicy::default().max_attempts(5));
+/// ```
+pub struct AggregateOptions<A: Aggregate> {
+    pub(crate) cache_capacity: Option<usize>,
+    pub(crate) upcasters: Upcasters,
+    pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) snapshots: Option<(SnapshotPolicy, AttachSnapshots<A>)>,
+}
+
+impl<A: Aggregate> Default for AggregateOptions<A> {
+    fn default() -> Self {
+        AggregateOptions { cache_capacity: None, upcasters: Upcasters::new(), retry: None, snapshots: None }
+    }
+}
+
+impl<A: Aggregate> fmt::Debug for AggregateOptions<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AggregateOptions")
+            .field("aggregate", &A::TYPE)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("retry", &self.retry)
+            .field("snapshots", &self.snapshots.as_ref().map(|(policy, _)| policy))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Aggregate> AggregateOptions<A> {
+    /// The engine's defaults: see [`Cqrs::new`].
+    pub fn new() -> Self {
+        AggregateOptions::default()
+    }
+
+    /// Stores snapshots in the bundle's snapshot store by `policy` (the app refuses to start
+    /// when the bundle has none).
+    pub fn snapshots(mut self, policy: SnapshotPolicy) -> Self
+    where
+        A: Serialize + DeserializeOwned,
+    {
+        self.snapshots = Some((policy, |engine, store, policy| engine.with_snapshots(store, policy)));
+        self
+    }
+
+    /// Keeps up to `capacity` aggregates loaded (0: none; see [`Cqrs::with_cache_capacity`]).
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = Some(capacity);
+        self
+    }
+
+    /// Upcasts the aggregate's stored events, for its engine and for the projectors reading them.
+    pub fn upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// Retries conflicts by `policy` (see [`Cqrs::with_retry`]).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+}
+
+/// How an [`App`](crate::App) runs one projection: what to do with an event it cannot process,
+/// and how many events it folds per atomic write.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{PoisonPolicy, ProjectionOptions};
+///
+/// let options = ProjectionOptions::new().poison_policy(PoisonPolicy::DeadLetter).batch_size(500);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ProjectionOptions {
+    pub(crate) poison: Option<PoisonPolicy>,
+    pub(crate) batch_size: Option<usize>,
+}
+
+impl ProjectionOptions {
+    /// The projector's defaults: stop on a poison event, batches of
+    /// [`DEFAULT_PROJECTOR_BATCH`](crate::DEFAULT_PROJECTOR_BATCH) events.
+    pub fn new() -> Self {
+        ProjectionOptions::default()
+    }
+
+    /// What to do with an event the projection cannot process (default: stop).
+    pub fn poison_policy(mut self, policy: PoisonPolicy) -> Self {
+        self.poison = Some(policy);
+        self
+    }
+
+    /// Folds up to `events` per atomic write (at least 1).
+    pub fn batch_size(mut self, events: usize) -> Self {
+        self.batch_size = Some(events.max(1));
+        self
+    }
+}
+
+/// What one process of an [`App`](crate::App) does. The same program runs every role: all in
+/// one process ([`Role::All`], the default), or one role per process on stores shared between
+/// processes (PostgreSQL, Redis), each scaled on its own.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::Role;
+///
+/// let role: Role = "projector".parse().unwrap();
+/// assert_eq!(role, Role::Projector);
+/// assert!(role.runs_projectors() && !role.runs_commands());
+/// assert!("web".parse::<Role>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Role {
+    /// Commands, queries and projectors in one process.
+    #[default]
+    All,
+    /// Only commands (and reads of views, such as read-your-writes after a command).
+    Command,
+    /// Only reads of views; commands are refused.
+    Query,
+    /// Only the projectors; commands are refused.
+    Projector,
+}
+
+impl Role {
+    /// Its name: `all`, `command`, `query` or `projector`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Command => "command",
+            Role::Query => "query",
+            Role::Projector => "projector",
+        }
+    }
+
+    /// Whether a process of this role executes commands.
+    pub fn runs_commands(self) -> bool {
+        matches!(self, Role::All | Role::Command)
+    }
+
+    /// Whether a process of this role runs the projectors.
+    pub fn runs_projectors(self) -> bool {
+        matches!(self, Role::All | Role::Projector)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Error> {
+        match text {
+            "all" => Ok(Role::All),
+            "command" => Ok(Role::Command),
+            "query" => Ok(Role::Query),
+            "projector" => Ok(Role::Projector),
+            other => Err(Error::InvalidConfig {
+                reason: format!("unknown role {other:?}: expected all, command, query or projector"),
+            }),
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Choosing the stores from the environment.
+
+use eventloom_core::{MemoryStores, Stores};
+
+/// The PostgreSQL URL: events, snapshots, views and leases (feature `postgres`).
+const DATABASE_URL: &str = "DATABASE_URL";
+/// The Redis URL: the views (feature `redis`; needs `DATABASE_URL`).
+const REDIS_URL: &str = "REDIS_URL";
+/// The PostgreSQL schema of the tables (default: the URL's, else `public`).
+const SCHEMA: &str = "EVENTLOOM_SCHEMA";
+/// The prefix of every Redis key (default: the Redis adapter's `DEFAULT_PREFIX`).
+const REDIS_PREFIX: &str = "EVENTLOOM_REDIS_PREFIX";
+
+/// Why [`stores_from_env`] (or [`StoresConfig::connect`]) found no stores.
+///
+/// # Examples
+///
+/// ```
+/// let e = eventloom::StoresError::FeatureDisabled { variable: "DATABASE_URL", feature: "postgres" };
+/// assert!(e.to_string().contains("feature `postgres`"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoresError {
+    /// A URL is set, but the program was built without the feature that uses it: running on
+    /// memory instead would lose every write, so it refuses.
+    #[error(
+        "{variable} is set, but this program was built without the eventloom feature `{feature}`: \
+         enable it, or unset {variable} to run on memory"
+    )]
+    FeatureDisabled {
+        /// The environment variable.
+        variable: &'static str,
+        /// The feature it needs.
+        feature: &'static str,
+    },
+    /// `REDIS_URL` without `DATABASE_URL`: views on Redis over events in memory would outlive
+    /// the events they were built from.
+    #[error("REDIS_URL is set without DATABASE_URL: Redis views need their events in PostgreSQL")]
+    RedisWithoutPostgres,
+    /// PostgreSQL refused the settings, could not be reached, or the migrations failed.
+    #[cfg(feature = "postgres")]
+    #[error("PostgreSQL stores: {0}")]
+    Postgres(#[source] eventloom_postgres::Error),
+    /// Redis refused the settings or could not be reached.
+    #[cfg(feature = "redis")]
+    #[error("Redis views: {0}")]
+    Redis(#[source] eventloom_redis::Error),
+}
+
+/// Which stores to build: memory, PostgreSQL, PostgreSQL with Redis views. Read from the
+/// environment with [`from_env`](Self::from_env), or set in code.
+///
+/// | `DATABASE_URL` | `REDIS_URL` | stores |
+/// |---|---|---|
+/// | unset | unset | [`MemoryStores`] |
+/// | set (feature `postgres`) | unset | PostgreSQL: events, snapshots, views, leases |
+/// | set (feature `postgres`) | set (feature `redis`) | PostgreSQL, with the views on Redis |
+/// | unset | set | refused: [`StoresError::RedisWithoutPostgres`] |
+///
+/// A URL set without its feature is refused ([`StoresError::FeatureDisabled`]). Empty
+/// variables count as unset.
+///
+/// # Examples
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let stores = eventloom::StoresConfig::memory().connect().await.unwrap();
+/// assert_eq!(stores.description(), "memory");
+/// let refused = eventloom::StoresConfig::memory().redis_url("redis://127.0.0.1/").connect().await;
+/// assert!(matches!(refused, Err(eventloom::StoresError::RedisWithoutPostgres)));
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct StoresConfig {
+    database_url: Option<String>,
+    redis_url: Option<String>,
+    schema: Option<String>,
+    prefix: Option<String>,
+    migrate: bool,
+}
+
+impl std::fmt::Debug for StoresConfig {
+    // URLs may hold passwords: only say whether they are set.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoresConfig")
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("schema", &self.schema)
+            .field("prefix", &self.prefix)
+            .field("migrate", &self.migrate)
+            .finish()
+    }
+}
+
+impl StoresConfig {
+    /// Memory: no URL set.
+    pub fn memory() -> Self {
+        StoresConfig { database_url: None, redis_url: None, schema: None, prefix: None, migrate: true }
+    }
+
+    /// From the process's environment: `DATABASE_URL`, `REDIS_URL`, `EVENTLOOM_SCHEMA` (the
+    /// PostgreSQL schema; default the URL's, else `public`) and `EVENTLOOM_REDIS_PREFIX` (the
+    /// prefix of every Redis key).
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        StoresConfig {
+            database_url: var(DATABASE_URL),
+            redis_url: var(REDIS_URL),
+            schema: var(SCHEMA),
+            prefix: var(REDIS_PREFIX),
+            migrate: true,
+        }
+    }
+
+    /// Events, snapshots, views and leases on the PostgreSQL at `url`.
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
+    /// The views on the Redis at `url`.
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.redis_url = Some(url.into());
+        self
+    }
+
+    /// The PostgreSQL schema of the tables.
+    pub fn schema(mut self, name: impl Into<String>) -> Self {
+        self.schema = Some(name.into());
+        self
+    }
+
+    /// The prefix of every Redis key.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// Whether to apply the PostgreSQL migrations when connecting (default yes).
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// Connects the stores this configuration names.
+    pub async fn connect(self) -> Result<Stores, StoresError> {
+        match (&self.database_url, &self.redis_url) {
+            (None, None) => Ok(MemoryStores::new().into()),
+            (None, Some(_)) => Err(StoresError::RedisWithoutPostgres),
+            (Some(url), redis) => {
+                let stores = self.postgres(url).await?;
+                match redis {
+                    None => Ok(stores),
+                    Some(url) => self.with_redis_views(stores, url).await,
+                }
+            }
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn postgres(&self, url: &str) -> Result<Stores, StoresError> {
+        use eventloom_postgres::{PgConfig, PgStores};
+        let mut config = PgConfig::from_url(url).map_err(StoresError::Postgres)?;
+        if let Some(schema) = &self.schema {
+            config = config.schema(schema.clone()).map_err(StoresError::Postgres)?;
+        }
+        let stores = if self.migrate {
+            PgStores::connect_with(config).await
+        } else {
+            PgStores::connect_unmigrated(config).await
+        };
+        Ok(stores.map_err(StoresError::Postgres)?.into())
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    async fn postgres(&self, _: &str) -> Result<Stores, StoresError> {
+        Err(StoresError::FeatureDisabled { variable: DATABASE_URL, feature: "postgres" })
+    }
+
+    #[cfg(feature = "redis")]
+    async fn with_redis_views(&self, stores: Stores, url: &str) -> Result<Stores, StoresError> {
+        let prefix = self.prefix.as_deref().unwrap_or(eventloom_redis::DEFAULT_PREFIX);
+        let views = eventloom_redis::RedisViewStore::connect(url, prefix).await.map_err(StoresError::Redis)?;
+        let description = format!("{}+redis", stores.description());
+        Ok(stores.with_views(views).described_as(description))
+    }
+
+    #[cfg(not(feature = "redis"))]
+    async fn with_redis_views(&self, _: Stores, _: &str) -> Result<Stores, StoresError> {
+        Err(StoresError::FeatureDisabled { variable: REDIS_URL, feature: "redis" })
+    }
+}
+
+/// The stores the environment names (see [`StoresConfig`]): memory by default, PostgreSQL with
+/// feature `postgres` and `DATABASE_URL`, Redis views with feature `redis` and `REDIS_URL`.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let app = eventloom::App::builder(eventloom::stores_from_env().await?).start().await?;
+/// # Ok(()) }
+/// ```
+pub async fn stores_from_env() -> Result<Stores, StoresError> {
+    StoresConfig::from_env().connect().await
+}

@@ -1,0 +1,191 @@
+//! The newcomer's program of issue 10: two aggregates, a projection of each, and a
+//! read-your-writes query, on the memory default and, changing only how the stores are built,
+//! on PostgreSQL with Redis views (features `postgres` and `redis`, `DATABASE_URL` and
+//! `REDIS_URL`).
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use eventloom::prelude::*;
+use eventloom::{BoxError, CommandError, Projection, StoresConfig};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+enum CustomerEvent {
+    Registered { name: String },
+}
+
+#[derive(Debug, Default)]
+struct Customer {
+    registered: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CustomerError {
+    #[error("already registered")]
+    AlreadyRegistered,
+}
+
+impl Aggregate for Customer {
+    const TYPE: &'static str = "customer";
+    type Event = CustomerEvent;
+    type Error = CustomerError;
+    fn apply(&mut self, CustomerEvent::Registered { .. }: &CustomerEvent) {
+        self.registered = true;
+    }
+}
+
+#[derive(Debug, Command)]
+#[command(aggregate = Customer)]
+struct Register {
+    #[command(id)]
+    id: String,
+    name: String,
+}
+
+impl Handle<Register> for Customer {
+    fn handle(&self, cmd: &Register) -> Result<Vec<CustomerEvent>, CustomerError> {
+        if self.registered {
+            return Err(CustomerError::AlreadyRegistered);
+        }
+        Ok(vec![CustomerEvent::Registered { name: cmd.name.clone() }])
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+enum OrderEvent {
+    LinePlaced { cents: u64 },
+}
+
+#[derive(Debug, Default)]
+struct Order;
+
+impl Aggregate for Order {
+    const TYPE: &'static str = "order";
+    type Event = OrderEvent;
+    type Error = std::convert::Infallible;
+    fn apply(&mut self, _: &OrderEvent) {}
+}
+
+#[derive(Debug, Command)]
+#[command(aggregate = Order)]
+struct PlaceLine {
+    #[command(id)]
+    order: String,
+    cents: u64,
+}
+
+impl Handle<PlaceLine> for Order {
+    fn handle(&self, cmd: &PlaceLine) -> Result<Vec<OrderEvent>, std::convert::Infallible> {
+        Ok(vec![OrderEvent::LinePlaced { cents: cmd.cents }])
+    }
+}
+
+struct CustomerNames;
+
+impl Projection for CustomerNames {
+    const NAME: &'static str = "customer_names";
+    type Events = Customer;
+    type View = String;
+    fn apply(&self, view: &mut Option<String>, e: &EventEnvelope<CustomerEvent>) -> Result<(), BoxError> {
+        let CustomerEvent::Registered { name } = &e.event;
+        *view = Some(name.clone());
+        Ok(())
+    }
+}
+
+struct OrderTotals;
+
+impl Projection for OrderTotals {
+    const NAME: &'static str = "order_totals";
+    type Events = Order;
+    type View = u64;
+    fn apply(&self, total: &mut Option<u64>, e: &EventEnvelope<OrderEvent>) -> Result<(), BoxError> {
+        let OrderEvent::LinePlaced { cents } = &e.event;
+        *total.get_or_insert(0) += cents;
+        Ok(())
+    }
+}
+
+/// The newcomer's wiring: the same for every bundle of stores.
+fn builder(stores: Stores) -> eventloom::AppBuilder {
+    App::builder(stores).aggregate::<Customer>().aggregate::<Order>().projection(CustomerNames).projection(OrderTotals)
+}
+
+/// Commands on both aggregates, then a read-your-writes query of each projection.
+async fn newcomer(commands: &App, queries: &App) {
+    let registered = commands.execute(Register { id: "c-1".into(), name: "Ada".into() }).await.unwrap();
+    let again = commands.execute(Register { id: "c-1".into(), name: "Ada".into() }).await;
+    assert!(matches!(again, Err(CommandError::Rejected(CustomerError::AlreadyRegistered))));
+    commands.execute(PlaceLine { order: "o-1".into(), cents: 250 }).await.unwrap();
+    let placed = commands.execute(PlaceLine { order: "o-1".into(), cents: 100 }).await.unwrap();
+
+    let names = queries.reader::<CustomerNames>().unwrap();
+    names.wait_for(&registered, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(names.get("c-1").await.unwrap().as_deref(), Some("Ada"));
+    let totals = queries.reader::<OrderTotals>().unwrap();
+    totals.wait_for(&placed, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(totals.get("o-1").await.unwrap(), Some(350));
+}
+
+#[tokio::test]
+async fn the_newcomers_program_runs_on_memory() {
+    let stores = StoresConfig::memory().connect().await.unwrap();
+    assert_eq!(stores.description(), "memory");
+    let app = builder(stores).start().await.unwrap();
+    newcomer(&app, &app).await;
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_url_without_its_feature_or_redis_without_postgres_is_refused() {
+    let refused = StoresConfig::memory().redis_url("redis://127.0.0.1:1/").connect().await;
+    assert!(matches!(refused, Err(eventloom::StoresError::RedisWithoutPostgres)), "{refused:?}");
+    #[cfg(not(feature = "postgres"))]
+    {
+        let refused = StoresConfig::memory().database_url("postgres://127.0.0.1:1/x").connect().await;
+        assert!(
+            matches!(refused, Err(eventloom::StoresError::FeatureDisabled { feature: "postgres", .. })),
+            "{refused:?}"
+        );
+    }
+}
+
+/// Stores from the environment (the team's shared servers), in a schema and a key prefix of
+/// this run's own.
+#[cfg(all(feature = "postgres", feature = "redis"))]
+async fn postgres_and_redis() -> Stores {
+    let (Ok(_), Ok(_)) = (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL")) else {
+        panic!("set DATABASE_URL and REDIS_URL (scripts/test.sh starts servers) to test the adapters");
+    };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let stores = StoresConfig::from_env()
+        .schema(format!("facade_{run}"))
+        .prefix(format!("facade-{run}:"))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(stores.description(), "postgres+redis");
+    assert!(stores.is_shared());
+    stores
+}
+
+#[cfg(all(feature = "postgres", feature = "redis"))]
+#[tokio::test]
+async fn the_newcomers_program_runs_on_postgres_and_redis() {
+    let app = builder(postgres_and_redis().await).start().await.unwrap();
+    newcomer(&app, &app).await;
+    app.shutdown().await.unwrap();
+}
+
+#[cfg(all(feature = "postgres", feature = "redis"))]
+#[tokio::test]
+async fn the_newcomers_program_runs_one_role_per_process_on_postgres_and_redis() {
+    let stores = postgres_and_redis().await;
+    let command = builder(stores.clone()).role(Role::Command).start().await.unwrap();
+    let projector = builder(stores.clone()).role(Role::Projector).start().await.unwrap();
+    let query = builder(stores).role(Role::Query).start().await.unwrap();
+    newcomer(&command, &query).await;
+    for app in [command, projector, query] {
+        app.shutdown().await.unwrap();
+    }
+}
