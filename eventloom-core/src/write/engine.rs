@@ -201,6 +201,32 @@ impl<A: Aggregate> Loaded<A> {
 
 type Slot<A> = Arc<tokio::sync::Mutex<Option<Loaded<A>>>>;
 
+/// One execution of a command: what it is, and how many attempts it made since when.
+struct Execution<'a, C> {
+    command: &'a C,
+    stream: &'a StreamId,
+    options: &'a ExecuteOptions,
+    attempts: u32,
+    started: Timestamp,
+}
+
+/// The state an attempt decides on, and whether it was read from the store during this
+/// execution (rather than taken from the cache, which may be behind).
+struct Basis<A> {
+    loaded: Loaded<A>,
+    fresh: bool,
+}
+
+/// How an attempt ended.
+enum Step<E> {
+    /// Decide again, on newer state.
+    Again,
+    /// Finished; the state is the store's and stays in the cache.
+    Keep(Result<CommandOutcome, CommandError<E>>),
+    /// Finished; the state may be behind the store and leaves the cache.
+    Forget(Result<CommandOutcome, CommandError<E>>),
+}
+
 struct CacheEntry<A> {
     slot: Slot<A>,
     last_used: AtomicU64,
@@ -517,154 +543,220 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 return first_outcome(id, stream, first);
             }
         }
+        let mut execution = Execution { command, stream, options, attempts: 0, started: self.clock.now() };
         match &self.cache {
             Some(cache) => {
                 let slot = cache.slot(stream);
                 let mut guard = slot.lock().await;
-                self.decide_and_append(command, stream, options, &mut guard).await
+                self.decide_and_append(&mut execution, &mut guard).await
             }
-            None => self.decide_and_append(command, stream, options, &mut None).await,
+            None => self.decide_and_append(&mut execution, &mut None).await,
         }
     }
 
-    /// Decides and appends, retrying on conflict. `slot` holds the cached state; it is left
-    /// empty after a failure that may have left the state behind the store.
+    /// Decides and appends, one [`attempt`](Self::attempt) after another until one finishes.
+    /// `slot` holds the cached state; it is left empty after a failure that may have left the
+    /// state behind the store.
     async fn decide_and_append<C>(
         &self,
-        command: &C,
-        stream: &StreamId,
-        options: &ExecuteOptions,
+        execution: &mut Execution<'_, C>,
         slot: &mut Option<Loaded<A>>,
     ) -> Result<CommandOutcome, CommandError<A::Error>>
     where
         C: Command<Aggregate = A>,
         A: Handle<C>,
     {
-        let (mut loaded, mut fresh) = match slot.take() {
-            Some(cached) => (cached, false),
-            None => (self.load_stream(stream).await?, true),
+        let mut basis = match slot.take() {
+            Some(cached) => Basis { loaded: cached, fresh: false },
+            None => Basis { loaded: self.load_stream(execution.stream).await?, fresh: true },
         };
-        let mut attempts = 0;
-        let started = self.clock.now();
         loop {
-            attempts += 1;
-            if let Some(required) = options.expected_version {
-                if loaded.version < required && !fresh {
-                    self.catch_up(stream, &mut loaded).await?;
-                    fresh = true;
+            execution.attempts += 1;
+            match self.attempt(execution, &mut basis).await? {
+                Step::Again => {}
+                Step::Keep(result) => {
+                    *slot = Some(basis.loaded);
+                    return result;
                 }
-                if loaded.version != required {
-                    let actual = loaded.version;
-                    *slot = Some(loaded);
-                    // The same command, sent twice at once, may be what moved the version.
-                    if let Some(first) = self.outcome_of(options).await? {
-                        return first_outcome(options.command_id.as_deref().unwrap_or_default(), stream, first);
-                    }
-                    return Err(CommandError::Conflict {
-                        stream: stream.clone(),
-                        expected: ExpectedVersion::Exact(required),
-                        actual,
-                        attempts,
-                    });
-                }
-            }
-            let decided = loaded.state.handle(command);
-            // A refusal or a no-op decided on cached state must hold on the latest state too.
-            let settled = matches!(&decided, Ok(events) if !events.is_empty());
-            if !settled && !fresh {
-                fresh = true;
-                if self.catch_up(stream, &mut loaded).await? > 0 {
-                    continue;
-                }
-            }
-            if !settled {
-                // The same command may have just been executed by another caller, whose events
-                // are why this decision refuses or does nothing: its outcome is the answer.
-                if let Some(id) = &options.command_id {
-                    if let Some(first) = self.store.command_outcome(id).await? {
-                        *slot = Some(loaded);
-                        return first_outcome(id, stream, first);
-                    }
-                }
-            }
-            let events = match decided {
-                Ok(events) => events,
-                Err(rejection) => {
-                    *slot = Some(loaded);
-                    return Err(CommandError::Rejected(rejection));
-                }
-            };
-            if events.is_empty() {
-                let outcome = AppendOutcome {
-                    stream: stream.clone(),
-                    first_version: loaded.version + 1,
-                    last_version: loaded.version,
-                    position: loaded.position,
-                };
-                *slot = Some(loaded);
-                // A no-op under a command id is recorded too: sent again after the stream
-                // changed, it must answer the same and append nothing.
-                if let Some(id) = &options.command_id {
-                    match self.store.record_command(id, outcome.clone()).await {
-                        Ok(()) => {}
-                        Err(Error::DuplicateCommand { command_id, outcome: first }) => {
-                            return first_outcome(&command_id, stream, first);
-                        }
-                        Err(other) => return Err(other.into()),
-                    }
-                }
-                return Ok(outcome.into());
-            }
-            let batch = self.encode(&events, options)?;
-            let expected = ExpectedVersion::Exact(loaded.version);
-            let appended = self
-                .store
-                .append(stream, expected, batch)
-                .instrument(tracing::debug_span!("append", stream = %stream, events = events.len()))
-                .await;
-            match appended {
-                Ok(outcome) => {
-                    for event in &events {
-                        loaded.state.apply(event);
-                    }
-                    let before = loaded.version;
-                    loaded.version = outcome.last_version;
-                    loaded.position = outcome.position;
-                    self.snapshot_if_due(stream, &loaded, before).await;
-                    *slot = Some(loaded);
-                    return Ok(outcome.into());
-                }
-                Err(Error::Conflict { actual, expected, .. }) => {
-                    let retry = match options.expected_version {
-                        None => self.next_delay(attempts, started),
-                        Some(_) => None,
-                    };
-                    let Some(delay) = retry else {
-                        // The same command, sent twice at once, may have won the race.
-                        if let Some(first) = self.outcome_of(options).await? {
-                            return first_outcome(options.command_id.as_deref().unwrap_or_default(), stream, first);
-                        }
-                        return Err(CommandError::Conflict { stream: stream.clone(), expected, actual, attempts });
-                    };
-                    tracing::debug!(
-                        actual,
-                        attempts,
-                        ?delay,
-                        "conflict: backing off, then deciding on the newer events"
-                    );
-                    if !delay.is_zero() {
-                        self.clock.sleep(delay).await;
-                    }
-                    self.catch_up(stream, &mut loaded).await?;
-                    fresh = true;
-                }
-                Err(Error::DuplicateCommand { command_id, outcome }) => {
-                    *slot = None;
-                    return first_outcome(&command_id, stream, outcome);
-                }
-                Err(other) => return Err(other.into()),
+                Step::Forget(result) => return result,
             }
         }
+    }
+
+    /// One attempt: check the required version, decide, then append the events, or settle a
+    /// refusal or a no-op.
+    async fn attempt<C>(
+        &self,
+        execution: &Execution<'_, C>,
+        basis: &mut Basis<A>,
+    ) -> Result<Step<A::Error>, CommandError<A::Error>>
+    where
+        C: Command<Aggregate = A>,
+        A: Handle<C>,
+    {
+        if let Some(step) = self.check_required_version(execution, basis).await? {
+            return Ok(step);
+        }
+        match basis.loaded.state.handle(execution.command) {
+            Ok(events) if !events.is_empty() => self.append(execution, basis, events).await,
+            unsettled => self.settle(execution, basis, unsettled.map(|_| ())).await,
+        }
+    }
+
+    /// With [`ExecuteOptions::expected_version`], the command runs only on the stream at that
+    /// version: cached state behind it is caught up first, and a stream at another version
+    /// finishes the command with a conflict (or with the first outcome, when the same command
+    /// sent twice at once is what moved the version). `None`: go on.
+    async fn check_required_version<C>(
+        &self,
+        execution: &Execution<'_, C>,
+        basis: &mut Basis<A>,
+    ) -> Result<Option<Step<A::Error>>, CommandError<A::Error>> {
+        let Some(required) = execution.options.expected_version else {
+            return Ok(None);
+        };
+        if basis.loaded.version < required && !basis.fresh {
+            self.catch_up(execution.stream, &mut basis.loaded).await?;
+            basis.fresh = true;
+        }
+        if basis.loaded.version == required {
+            return Ok(None);
+        }
+        let conflict = CommandError::Conflict {
+            stream: execution.stream.clone(),
+            expected: ExpectedVersion::Exact(required),
+            actual: basis.loaded.version,
+            attempts: execution.attempts,
+        };
+        Ok(Some(Step::Keep(self.first_outcome_or(execution, conflict).await)))
+    }
+
+    /// A refusal or a no-op (`decided` is `Ok(())`) must hold on the latest state: decided on
+    /// cached state, the newer events are read, and when there are any the command is decided
+    /// again. On the latest state, the same command executed meanwhile by another caller (whose
+    /// events may be why this one refuses or does nothing) answers with its outcome; otherwise
+    /// the refusal is the answer, or the no-op is recorded.
+    async fn settle<C>(
+        &self,
+        execution: &Execution<'_, C>,
+        basis: &mut Basis<A>,
+        decided: Result<(), A::Error>,
+    ) -> Result<Step<A::Error>, CommandError<A::Error>> {
+        if !basis.fresh {
+            basis.fresh = true;
+            if self.catch_up(execution.stream, &mut basis.loaded).await? > 0 {
+                return Ok(Step::Again);
+            }
+        }
+        if let Some((id, first)) = self.executed_before(execution).await? {
+            return Ok(Step::Keep(first_outcome(id, execution.stream, first)));
+        }
+        Ok(Step::Keep(match decided {
+            Err(rejection) => Err(CommandError::Rejected(rejection)),
+            Ok(()) => self.record_no_op(execution, &basis.loaded).await,
+        }))
+    }
+
+    /// The outcome of a command that appends nothing. Under a command id it is recorded: sent
+    /// again after the stream changed, the command must answer the same and append nothing.
+    async fn record_no_op<C>(
+        &self,
+        execution: &Execution<'_, C>,
+        loaded: &Loaded<A>,
+    ) -> Result<CommandOutcome, CommandError<A::Error>> {
+        let outcome = AppendOutcome {
+            stream: execution.stream.clone(),
+            first_version: loaded.version + 1,
+            last_version: loaded.version,
+            position: loaded.position,
+        };
+        let Some(id) = &execution.options.command_id else {
+            return Ok(outcome.into());
+        };
+        match self.store.record_command(id, outcome.clone()).await {
+            Ok(()) => Ok(outcome.into()),
+            // The same command, sent twice at once, was recorded first.
+            Err(Error::DuplicateCommand { command_id, outcome: first }) => {
+                first_outcome(&command_id, execution.stream, first)
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Appends the events at the version they were decided on; on a conflict, see
+    /// [`after_conflict`](Self::after_conflict).
+    async fn append<C>(
+        &self,
+        execution: &Execution<'_, C>,
+        basis: &mut Basis<A>,
+        events: Vec<A::Event>,
+    ) -> Result<Step<A::Error>, CommandError<A::Error>> {
+        let stream = execution.stream;
+        let batch = self.encode(&events, execution.options)?;
+        let expected = ExpectedVersion::Exact(basis.loaded.version);
+        let appended = self
+            .store
+            .append(stream, expected, batch)
+            .instrument(tracing::debug_span!("append", stream = %stream, events = events.len()))
+            .await;
+        match appended {
+            Ok(outcome) => {
+                self.fold_appended(stream, &mut basis.loaded, &events, &outcome).await;
+                Ok(Step::Keep(Ok(outcome.into())))
+            }
+            Err(Error::Conflict { actual, expected, .. }) => {
+                self.after_conflict(execution, basis, expected, actual).await
+            }
+            Err(Error::DuplicateCommand { command_id, outcome }) => {
+                Ok(Step::Forget(first_outcome(&command_id, stream, outcome)))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Folds events just appended into the state, and snapshots it when due.
+    async fn fold_appended(
+        &self,
+        stream: &StreamId,
+        loaded: &mut Loaded<A>,
+        events: &[A::Event],
+        outcome: &AppendOutcome,
+    ) {
+        for event in events {
+            loaded.state.apply(event);
+        }
+        let before = loaded.version;
+        loaded.version = outcome.last_version;
+        loaded.position = outcome.position;
+        self.snapshot_if_due(stream, loaded, before).await;
+    }
+
+    /// Another writer appended first: decide again on the newer events after a backoff, or,
+    /// when the retry policy ran out or the caller required a version, give up with a conflict
+    /// (or with the first outcome, when the same command sent twice at once won the race).
+    async fn after_conflict<C>(
+        &self,
+        execution: &Execution<'_, C>,
+        basis: &mut Basis<A>,
+        expected: ExpectedVersion,
+        actual: u64,
+    ) -> Result<Step<A::Error>, CommandError<A::Error>> {
+        let attempts = execution.attempts;
+        let retry = match execution.options.expected_version {
+            None => self.next_delay(attempts, execution.started),
+            Some(_) => None,
+        };
+        let Some(delay) = retry else {
+            let conflict = CommandError::Conflict { stream: execution.stream.clone(), expected, actual, attempts };
+            return Ok(Step::Forget(self.first_outcome_or(execution, conflict).await));
+        };
+        tracing::debug!(actual, attempts, ?delay, "conflict: backing off, then deciding on the newer events");
+        if !delay.is_zero() {
+            self.clock.sleep(delay).await;
+        }
+        self.catch_up(execution.stream, &mut basis.loaded).await?;
+        basis.fresh = true;
+        Ok(Step::Again)
     }
 
     /// The wait before the next attempt of a command that made `attempts` since `started`, or
@@ -679,11 +771,27 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         Some(self.retry.backoff(attempts, self.jitter.next()).min(remaining))
     }
 
-    /// What the command id of `options` already did, if it has one and it was executed.
-    async fn outcome_of(&self, options: &ExecuteOptions) -> Result<Option<AppendOutcome>, Error> {
-        match &options.command_id {
-            Some(id) => self.store.command_outcome(id).await,
-            None => Ok(None),
+    /// What the command's id already did, if it has one and it was executed.
+    async fn executed_before<'e, C>(
+        &self,
+        execution: &Execution<'e, C>,
+    ) -> Result<Option<(&'e str, AppendOutcome)>, Error> {
+        let Some(id) = execution.options.command_id.as_deref() else {
+            return Ok(None);
+        };
+        Ok(self.store.command_outcome(id).await?.map(|first| (id, first)))
+    }
+
+    /// The first outcome of the command's id when the same command was executed meanwhile,
+    /// else `otherwise`.
+    async fn first_outcome_or<C>(
+        &self,
+        execution: &Execution<'_, C>,
+        otherwise: CommandError<A::Error>,
+    ) -> Result<CommandOutcome, CommandError<A::Error>> {
+        match self.executed_before(execution).await? {
+            Some((id, first)) => first_outcome(id, execution.stream, first),
+            None => Err(otherwise),
         }
     }
 
