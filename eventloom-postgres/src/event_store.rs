@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool};
 use eventloom_core::{
-    AppendOutcome, Error as CoreError, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoredMetadata,
-    StreamId,
+    AppendOutcome, CommandRecord, Error as CoreError, EventStore, ExpectedVersion, Fingerprint, NewEvent, Position,
+    RecordedEvent, StoredMetadata, StreamId,
 };
 use tokio::sync::{Notify, watch};
 use tokio_postgres::Row;
@@ -432,7 +432,11 @@ impl PgEventStore {
 
     async fn duplicate(&self, command_id: &str) -> CoreError {
         match self.command_outcome(command_id).await {
-            Ok(Some(outcome)) => CoreError::DuplicateCommand { command_id: command_id.to_owned(), outcome },
+            Ok(Some(first)) => CoreError::DuplicateCommand {
+                command_id: command_id.to_owned(),
+                outcome: first.outcome,
+                fingerprint: first.fingerprint,
+            },
             Ok(None) => CoreError::unavailable_msg(format!("command {command_id} conflicted but has no outcome")),
             Err(e) => e,
         }
@@ -523,6 +527,8 @@ struct Batch<'a> {
     payloads: Vec<&'a str>,
     metadata: Vec<String>,
     command_id: Option<&'a str>,
+    /// The fingerprint of the command's request, in hex, kept with its id.
+    fingerprint: Option<String>,
 }
 
 impl Batch<'_> {
@@ -532,7 +538,7 @@ impl Batch<'_> {
         &'p self,
         stream: &'p [&'p str; 2],
         expected: &'p Option<i64>,
-    ) -> [&'p (dyn tokio_postgres::types::ToSql + Sync); 8] {
+    ) -> [&'p (dyn tokio_postgres::types::ToSql + Sync); 9] {
         [
             &stream[0],
             &stream[1],
@@ -542,6 +548,7 @@ impl Batch<'_> {
             &self.payloads,
             &self.metadata,
             &self.command_id,
+            &self.fingerprint,
         ]
     }
 }
@@ -601,7 +608,11 @@ impl PgEventStore {
                             None => None,
                         };
                         match first {
-                            Some((id, outcome)) => CoreError::DuplicateCommand { command_id: id.to_owned(), outcome },
+                            Some((id, first)) => CoreError::DuplicateCommand {
+                                command_id: id.to_owned(),
+                                outcome: first.outcome,
+                                fingerprint: first.fingerprint,
+                            },
                             None => CoreError::Conflict {
                                 stream: stream.clone(),
                                 expected,
@@ -770,13 +781,14 @@ impl PgEventStore {
     }
 }
 
-#[async_trait]
-impl EventStore for PgEventStore {
-    async fn append(
+impl PgEventStore {
+    /// [`EventStore::append`], keeping `fingerprint` with the outcome of a command id.
+    async fn append_events(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        fingerprint: Option<&Fingerprint>,
     ) -> eventloom_core::Result<AppendOutcome> {
         let span = tracing::debug_span!("append", store = "postgres", stream = %stream, events = events.len());
         async {
@@ -798,6 +810,7 @@ impl EventStore for PgEventStore {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|source| CoreError::Serde { what: "event metadata".into(), source })?,
                 command_id,
+                fingerprint: fingerprint.map(Fingerprint::to_string),
             };
             match expected {
                 ExpectedVersion::Any => self.append_any(stream, &batch).await,
@@ -814,6 +827,28 @@ impl EventStore for PgEventStore {
         }
         .instrument(span)
         .await
+    }
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> eventloom_core::Result<AppendOutcome> {
+        self.append_events(stream, expected, events, None).await
+    }
+
+    async fn append_command(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        fingerprint: &Fingerprint,
+    ) -> eventloom_core::Result<AppendOutcome> {
+        self.append_events(stream, expected, events, Some(fingerprint)).await
     }
 
     async fn read_stream(
@@ -932,7 +967,7 @@ impl EventStore for PgEventStore {
         to_u64(column(&row, 0, &at)?, "version", &at)
     }
 
-    async fn command_outcome(&self, command_id: &str) -> eventloom_core::Result<Option<AppendOutcome>> {
+    async fn command_outcome(&self, command_id: &str) -> eventloom_core::Result<Option<CommandRecord>> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.inner.sql.command_outcome).await.map_err(pg)?;
         let Some(row) = client.query_opt(&stmt, &[&command_id]).await.map_err(pg)? else {
@@ -941,15 +976,26 @@ impl EventStore for PgEventStore {
         let at = || format!("the outcome of command {command_id}");
         let stream = StreamId::new(column::<&str>(&row, 0, &at)?, column::<&str>(&row, 1, &at)?)
             .map_err(|e| corrupt(at(), format_args!("stream id refused: {e}")))?;
-        Ok(Some(AppendOutcome {
+        let outcome = AppendOutcome {
             stream,
             first_version: to_u64(column(&row, 2, &at)?, "version", &at)?,
             last_version: to_u64(column(&row, 3, &at)?, "version", &at)?,
             position: position(column(&row, 4, &at)?, column(&row, 5, &at)?, &at)?,
-        }))
+        };
+        // NULL: recorded before fingerprints were kept, or by a plain append.
+        let fingerprint = match column::<Option<&str>>(&row, 6, &at)? {
+            Some(hex) => Some(hex.parse().map_err(|e| corrupt(at(), format_args!("fingerprint refused: {e}")))?),
+            None => None,
+        };
+        Ok(Some(CommandRecord { outcome, fingerprint }))
     }
 
-    async fn record_command(&self, command_id: &str, outcome: AppendOutcome) -> eventloom_core::Result<()> {
+    async fn record_command(
+        &self,
+        command_id: &str,
+        fingerprint: &Fingerprint,
+        outcome: AppendOutcome,
+    ) -> eventloom_core::Result<()> {
         eventloom_core::validate_command_id(command_id)?;
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.inner.sql.record_command).await.map_err(pg)?;
@@ -964,6 +1010,7 @@ impl EventStore for PgEventStore {
                     &to_i64(outcome.last_version, "version")?,
                     &outcome.position.transaction().to_string(),
                     &to_i64(outcome.position.sequence(), "position")?,
+                    &fingerprint.to_string(),
                 ],
             )
             .await

@@ -12,6 +12,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (5, "append probe", include_str!("../sql/0005_append_probe.sql")),
     (6, "append first write", include_str!("../sql/0006_append_first_write.sql")),
     (7, "projection stops", include_str!("../sql/0007_projection_stops.sql")),
+    (8, "command fingerprints", include_str!("../sql/0008_command_fingerprints.sql")),
 ];
 
 /// The columns of the `migrations` table as migrate() makes it, with their types.
@@ -107,7 +108,7 @@ impl Sql {
             schema: s.clone(),
             append: format!(
                 "SELECT status, actual, first_version, last_version, transaction_id, sequence \
-                 FROM {s}.append($1, $2, $3, $4, $5, $6, $7, $8)"
+                 FROM {s}.append($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
             append_exact: append_exact(&s),
             // The common case of `append_exact` (one event, no command id, a stream that exists)
@@ -154,7 +155,7 @@ impl Sql {
             ),
             stream_version: format!("SELECT coalesce(({}), 0)", newest_version(&s, "$1", "$2")),
             command_outcome: format!(
-                "SELECT category, stream_id, first_version, last_version, transaction_id::text, sequence \
+                "SELECT category, stream_id, first_version, last_version, transaction_id::text, sequence, fingerprint \
                  FROM {s}.commands WHERE command_id = $1"
             ),
             streams_of: format!(
@@ -225,8 +226,8 @@ impl Sql {
             ),
             record_command: format!(
                 "INSERT INTO {s}.commands \
-                   (command_id, category, stream_id, first_version, last_version, transaction_id, sequence) \
-                 VALUES ($1, $2, $3, $4, $5, $6::text::xid8, $7) ON CONFLICT (command_id) DO NOTHING"
+                   (command_id, category, stream_id, first_version, last_version, transaction_id, sequence, fingerprint) \
+                 VALUES ($1, $2, $3, $4, $5, $6::text::xid8, $7, $8) ON CONFLICT (command_id) DO NOTHING"
             ),
             // Stored transaction ids at or past this server's next one came from another cluster.
             restored_from_elsewhere: format!(
@@ -283,7 +284,8 @@ fn newest_version(s: &str, category: &str, stream_id: &str) -> String {
 /// An append with an exact expected version (`$3`; 0 for no stream) in one statement, without a
 /// lock: the events (`$4`..`$7`) go in at versions `$3 + 1`.. only when the stream's newest
 /// version is `$3` in the statement's snapshot and the command id `$8` (NULL for none) is not
-/// recorded yet; with them the command's outcome and, for a new stream, its row in `streams`.
+/// recorded yet; with them the command's outcome (with the request's fingerprint `$9`, NULL for
+/// none) and, for a new stream, its row in `streams`.
 /// Writers that race past the check collide on the primary key of `events` (or of `commands`):
 /// the one that inserts first wins, the others wait for it and fail with a unique_violation.
 ///
@@ -311,8 +313,8 @@ fn append_exact(s: &str) -> String {
            ON CONFLICT (category, stream_id) DO NOTHING), \
          command AS ( \
            INSERT INTO {s}.commands \
-             (command_id, category, stream_id, first_version, last_version, transaction_id, sequence) \
-           SELECT $8, $1, $2, $3 + 1, $3 + count(*), pg_current_xact_id(), max(i.sequence) FROM inserted i \
+             (command_id, category, stream_id, first_version, last_version, transaction_id, sequence, fingerprint) \
+           SELECT $8, $1, $2, $3 + 1, $3 + count(*), pg_current_xact_id(), max(i.sequence), $9::text FROM inserted i \
             WHERE $8 IS NOT NULL HAVING count(*) > 0) \
          SELECT (SELECT h.version FROM head h), \
                 EXISTS (SELECT 1 FROM {s}.commands d WHERE d.command_id = $8), \

@@ -12,8 +12,9 @@ use tracing::Instrument;
 use crate::memory::lock;
 use crate::write::retry::Jitter;
 use crate::{
-    Aggregate, AppendOutcome, Clock, Command, Error, ExpectedVersion, Handle, IdGenerator, Metadata, NewEvent,
-    Position, RandomIds, RetryPolicy, Snapshot, SnapshotStore, StreamId, SystemClock, Timestamp, Upcasters,
+    Aggregate, AppendOutcome, Clock, Command, CommandRecord, Error, ExpectedVersion, Fingerprint, Handle, IdGenerator,
+    Metadata, NewEvent, Position, RandomIds, RetryPolicy, Snapshot, SnapshotStore, StreamId, SystemClock, Timestamp,
+    Upcasters,
 };
 
 /// What a command did.
@@ -23,7 +24,13 @@ use crate::{
 /// ```
 /// use eventloom_core::{CommandOutcome, Position, StreamId};
 ///
-/// let o = CommandOutcome { stream: StreamId::new("task", "1").unwrap(), version: 2, position: Position::new(2, 2), appended: 1 };
+/// let o = CommandOutcome {
+///     stream: StreamId::new("task", "1").unwrap(),
+///     version: 2,
+///     position: Position::new(2, 2),
+///     appended: 1,
+///     replayed: false,
+/// };
 /// assert_eq!(o.position.to_string(), "2.2");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,13 +42,31 @@ pub struct CommandOutcome {
     /// The position of the last event the command appended (or, when it appended none, of the
     /// stream's last event): a query that waits for it sees the command's effect.
     pub position: Position,
-    /// How many events the command appended.
+    /// How many events this execution appended: 0 for a no-op and for a replay.
     pub appended: u64,
+    /// Whether this was a replay: the command id was already used by the same request, and this
+    /// is that first execution's outcome (its stream, version and position); nothing was
+    /// appended now. See [`ExecuteOptions::command_id`].
+    #[serde(default)]
+    pub replayed: bool,
+}
+
+impl CommandOutcome {
+    /// The first execution's outcome, answered again.
+    fn replay(first: AppendOutcome) -> Self {
+        CommandOutcome { appended: 0, replayed: true, ..first.into() }
+    }
 }
 
 impl From<AppendOutcome> for CommandOutcome {
     fn from(o: AppendOutcome) -> Self {
-        CommandOutcome { appended: o.appended(), stream: o.stream, version: o.last_version, position: o.position }
+        CommandOutcome {
+            appended: o.appended(),
+            replayed: false,
+            stream: o.stream,
+            version: o.last_version,
+            position: o.position,
+        }
     }
 }
 
@@ -206,6 +231,7 @@ struct Execution<'a, C> {
     command: &'a C,
     stream: &'a StreamId,
     options: &'a ExecuteOptions,
+    key: Option<Key<'a>>,
     attempts: u32,
     started: Timestamp,
 }
@@ -279,20 +305,27 @@ impl<A: Aggregate> AggregateCache<A> {
     }
 }
 
-/// The first outcome of a command id, if it was for this stream; a key reused for another
-/// stream is refused.
-fn first_outcome<E>(
-    command_id: &str,
-    stream: &StreamId,
-    first: AppendOutcome,
-) -> Result<CommandOutcome, CommandError<E>> {
-    if &first.stream != stream {
+/// A command id and the fingerprint of this execution's request.
+#[derive(Clone, Copy)]
+struct Key<'a> {
+    id: &'a str,
+    fingerprint: Fingerprint,
+}
+
+/// The first outcome of a command id, answered again when the first request was this one: on
+/// this stream, with this fingerprint (or none recorded, from before fingerprints were kept);
+/// a command id reused for a different request is refused.
+fn replay<E>(key: Key<'_>, stream: &StreamId, first: CommandRecord) -> Result<CommandOutcome, CommandError<E>> {
+    let same_request = first.fingerprint.is_none_or(|f| f == key.fingerprint);
+    if &first.outcome.stream != stream || !same_request {
         return Err(CommandError::Store(Error::CommandIdReused {
-            command_id: command_id.to_owned(),
-            first_stream: first.stream,
+            command_id: key.id.to_owned(),
+            first_stream: first.outcome.stream,
+            first_fingerprint: first.fingerprint,
+            fingerprint: key.fingerprint,
         }));
     }
-    Ok(first.into())
+    Ok(CommandOutcome::replay(first.outcome))
 }
 
 /// The default number of aggregates an engine keeps loaded.
@@ -336,7 +369,7 @@ pub const DEFAULT_BATCH_SIZE: usize = 1_000;
 ///     fn apply(&mut self, CounterEvent::Incremented { by }: &CounterEvent) { self.value += by }
 /// }
 ///
-/// #[derive(Debug, Command)]
+/// #[derive(Debug, Serialize, Command)]
 /// #[command(aggregate = Counter)]
 /// struct Increment { #[command(id)] id: String, by: u64 }
 ///
@@ -499,7 +532,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
     /// Executes a command: see [`Cqrs`].
     pub async fn execute<C>(&self, command: C) -> Result<CommandOutcome, CommandError<A::Error>>
     where
-        C: Command<Aggregate = A>,
+        C: Command<Aggregate = A> + Serialize,
         A: Handle<C>,
     {
         self.execute_with(command, ExecuteOptions::default()).await
@@ -512,7 +545,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         options: ExecuteOptions,
     ) -> Result<CommandOutcome, CommandError<A::Error>>
     where
-        C: Command<Aggregate = A>,
+        C: Command<Aggregate = A> + Serialize,
         A: Handle<C>,
     {
         let stream = StreamId::new(A::TYPE, command.aggregate_id())?;
@@ -534,16 +567,21 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         options: &ExecuteOptions,
     ) -> Result<CommandOutcome, CommandError<A::Error>>
     where
-        C: Command<Aggregate = A>,
+        C: Command<Aggregate = A> + Serialize,
         A: Handle<C>,
     {
-        if let Some(id) = &options.command_id {
-            crate::validate_command_id(id)?;
-            if let Some(first) = self.store.command_outcome(id).await? {
-                return first_outcome(id, stream, first);
+        let key = match options.command_id.as_deref() {
+            Some(id) => {
+                crate::validate_command_id(id)?;
+                let key = Key { id, fingerprint: Fingerprint::of(command)? };
+                if let Some(first) = self.store.command_outcome(id).await? {
+                    return replay(key, stream, first);
+                }
+                Some(key)
             }
-        }
-        let mut execution = Execution { command, stream, options, attempts: 0, started: self.clock.now() };
+            None => None,
+        };
+        let mut execution = Execution { command, stream, options, key, attempts: 0, started: self.clock.now() };
         match &self.cache {
             Some(cache) => {
                 let slot = cache.slot(stream);
@@ -563,7 +601,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         slot: &mut Option<Loaded<A>>,
     ) -> Result<CommandOutcome, CommandError<A::Error>>
     where
-        C: Command<Aggregate = A>,
+        C: Command<Aggregate = A> + Serialize,
         A: Handle<C>,
     {
         let mut basis = match slot.take() {
@@ -591,7 +629,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         basis: &mut Basis<A>,
     ) -> Result<Step<A::Error>, CommandError<A::Error>>
     where
-        C: Command<Aggregate = A>,
+        C: Command<Aggregate = A> + Serialize,
         A: Handle<C>,
     {
         if let Some(step) = self.check_required_version(execution, basis).await? {
@@ -648,8 +686,8 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 return Ok(Step::Again);
             }
         }
-        if let Some((id, first)) = self.executed_before(execution).await? {
-            return Ok(Step::Keep(first_outcome(id, execution.stream, first)));
+        if let Some((key, first)) = self.executed_before(execution).await? {
+            return Ok(Step::Keep(replay(key, execution.stream, first)));
         }
         Ok(Step::Keep(match decided {
             Err(rejection) => Err(CommandError::Rejected(rejection)),
@@ -670,14 +708,14 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
             last_version: loaded.version,
             position: loaded.position,
         };
-        let Some(id) = &execution.options.command_id else {
+        let Some(key) = execution.key else {
             return Ok(outcome.into());
         };
-        match self.store.record_command(id, outcome.clone()).await {
+        match self.store.record_command(key.id, &key.fingerprint, outcome.clone()).await {
             Ok(()) => Ok(outcome.into()),
-            // The same command, sent twice at once, was recorded first.
-            Err(Error::DuplicateCommand { command_id, outcome: first }) => {
-                first_outcome(&command_id, execution.stream, first)
+            // The same command id, sent twice at once, was recorded first.
+            Err(Error::DuplicateCommand { outcome: first, fingerprint, .. }) => {
+                replay(key, execution.stream, CommandRecord { outcome: first, fingerprint })
             }
             Err(other) => Err(other.into()),
         }
@@ -694,11 +732,11 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         let stream = execution.stream;
         let batch = self.encode(&events, execution.options)?;
         let expected = ExpectedVersion::Exact(basis.loaded.version);
-        let appended = self
-            .store
-            .append(stream, expected, batch)
-            .instrument(tracing::debug_span!("append", stream = %stream, events = events.len()))
-            .await;
+        let span = tracing::debug_span!("append", stream = %stream, events = events.len());
+        let appended = match execution.key {
+            Some(key) => self.store.append_command(stream, expected, batch, &key.fingerprint).instrument(span).await,
+            None => self.store.append(stream, expected, batch).instrument(span).await,
+        };
         match appended {
             Ok(outcome) => {
                 self.fold_appended(stream, &mut basis.loaded, &events, &outcome).await;
@@ -707,8 +745,11 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
             Err(Error::Conflict { actual, expected, .. }) => {
                 self.after_conflict(execution, basis, expected, actual).await
             }
-            Err(Error::DuplicateCommand { command_id, outcome }) => {
-                Ok(Step::Forget(first_outcome(&command_id, stream, outcome)))
+            Err(Error::DuplicateCommand { command_id, outcome, fingerprint }) => {
+                Ok(Step::Forget(match execution.key {
+                    Some(key) => replay(key, stream, CommandRecord { outcome, fingerprint }),
+                    None => Err(Error::DuplicateCommand { command_id, outcome, fingerprint }.into()),
+                }))
             }
             Err(other) => Err(other.into()),
         }
@@ -771,15 +812,15 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         Some(self.retry.backoff(attempts, self.jitter.next()).min(remaining))
     }
 
-    /// What the command's id already did, if it has one and it was executed.
+    /// What the command's id already did, if it has one and it was used.
     async fn executed_before<'e, C>(
         &self,
         execution: &Execution<'e, C>,
-    ) -> Result<Option<(&'e str, AppendOutcome)>, Error> {
-        let Some(id) = execution.options.command_id.as_deref() else {
+    ) -> Result<Option<(Key<'e>, CommandRecord)>, Error> {
+        let Some(key) = execution.key else {
             return Ok(None);
         };
-        Ok(self.store.command_outcome(id).await?.map(|first| (id, first)))
+        Ok(self.store.command_outcome(key.id).await?.map(|first| (key, first)))
     }
 
     /// The first outcome of the command's id when the same command was executed meanwhile,
@@ -790,7 +831,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         otherwise: CommandError<A::Error>,
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
         match self.executed_before(execution).await? {
-            Some((id, first)) => first_outcome(id, execution.stream, first),
+            Some((key, first)) => replay(key, execution.stream, first),
             None => Err(otherwise),
         }
     }
