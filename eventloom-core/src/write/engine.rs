@@ -125,8 +125,11 @@ pub enum CommandError<E> {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecuteOptions {
-    /// Makes the command idempotent: executing it again with the same id returns the first
-    /// outcome and appends nothing, across processes too.
+    /// Makes the command idempotent (an idempotency key): executing the same request again
+    /// with the same id returns the first outcome ([`CommandOutcome::replayed`]) and appends
+    /// nothing, across processes too. The store keeps the request's [`Fingerprint`] with the id:
+    /// the id sent with a different request (another command, aggregate id or fields) fails with
+    /// [`Error::CommandIdReused`] and executes nothing.
     pub command_id: Option<String>,
     /// Runs the command only against this stream version, without retries (an HTTP `If-Match`).
     pub expected_version: Option<u64>,
