@@ -32,7 +32,7 @@ impl Aggregate for Account {
     }
 }
 
-#[derive(Debug, Command)]
+#[derive(Debug, Serialize, Command)]
 #[command(aggregate = Account)]
 struct Deposit {
     #[command(id)]

@@ -54,15 +54,27 @@ pub enum Error {
         command_id: String,
         /// What the first execution appended.
         outcome: crate::AppendOutcome,
+        /// The fingerprint of the first execution's request, if one was recorded.
+        fingerprint: Option<crate::Fingerprint>,
     },
-    /// A command id that was already used by a command on another stream: an idempotency key
-    /// reused for a different request. Nothing was executed.
-    #[error("command id {command_id} was already used on stream {first_stream}")]
+    /// A command id that was already used for a different request: by a command on another
+    /// stream, or with another [`Fingerprint`](crate::Fingerprint) (another command, or other
+    /// fields). An idempotency key reused for a different request; nothing was executed.
+    #[error(
+        "command id {command_id} was already used for a different request (on stream {first_stream}, request {}; this request {})",
+        .first_fingerprint.map_or_else(|| "not recorded".to_owned(), |f| f.short()),
+        .fingerprint.short()
+    )]
     CommandIdReused {
         /// The command id.
         command_id: String,
         /// The stream the first command with this id targeted.
         first_stream: StreamId,
+        /// The fingerprint of the first request, if one was recorded (outcomes recorded before
+        /// fingerprints were kept have none).
+        first_fingerprint: Option<crate::Fingerprint>,
+        /// The fingerprint of this request.
+        fingerprint: crate::Fingerprint,
     },
     /// A stream id, command id, header or other identifier that the store refuses.
     #[error("invalid {what}: {reason}")]

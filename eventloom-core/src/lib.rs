@@ -108,11 +108,12 @@ pub use store::view::{
     DeadLetter, Generation, IndexEntry, IndexKey, ListCursor, MAX_INDEX_NAME_LEN, MAX_INDEX_VALUE_LEN, MAX_ORDER_LEN,
     OrderRange, ProjectionStatus, ProjectionStop, StopKind, ViewCommit, ViewPage, ViewStore, ViewWrite, stored_view_id,
 };
-pub use store::{AppendOutcome, EventStore, Snapshot, SnapshotStore, within_bytes};
+pub use store::{AppendOutcome, CommandRecord, EventStore, Snapshot, SnapshotStore, within_bytes};
 pub use write::aggregate::{Aggregate, Command, Handle};
 pub use write::engine::{
     CommandError, CommandOutcome, Cqrs, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_CAPACITY, ExecuteOptions, SnapshotPolicy,
 };
+pub use write::fingerprint::Fingerprint;
 pub use write::retry::{
     DEFAULT_INITIAL_DELAY, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_DELAY, DEFAULT_RETRY_BUDGET, RetryPolicy,
 };

@@ -33,7 +33,7 @@ pub enum Error {
         version: u32,
         /// The server's error, with its message and SQLSTATE.
         #[source]
-        source: eventloom_core::Error,
+        source: Box<eventloom_core::Error>,
     },
     /// The schema already holds a table these crates did not make (another tool's
     /// `migrations`, say), which migrating would mix up with theirs: choose another schema
@@ -77,6 +77,6 @@ impl Error {
 
     /// Migration `version` failed with the server's `error`.
     pub(crate) fn migration(version: u32, error: tokio_postgres::Error) -> Self {
-        Error::Migration { version, source: crate::connect::pg_error(error) }
+        Error::Migration { version, source: Box::new(crate::connect::pg_error(error)) }
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use eventloom_core::{
-    AppendOutcome, Error as CoreError, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoredMetadata,
-    StreamId,
+    AppendOutcome, CommandRecord, Error as CoreError, EventStore, ExpectedVersion, Fingerprint, NewEvent, Position,
+    RecordedEvent, StoredMetadata, StreamId,
 };
 use tokio::sync::{Notify, watch};
 use tokio_postgres::Row;
@@ -449,7 +449,11 @@ impl PgEventStore {
 
     async fn duplicate(&self, command_id: &str) -> CoreError {
         match self.command_outcome(command_id).await {
-            Ok(Some(outcome)) => CoreError::DuplicateCommand { command_id: command_id.to_owned(), outcome },
+            Ok(Some(first)) => CoreError::DuplicateCommand {
+                command_id: command_id.to_owned(),
+                outcome: first.outcome,
+                fingerprint: first.fingerprint,
+            },
             Ok(None) => CoreError::unavailable_msg(format!("command {command_id} conflicted but has no outcome")),
             Err(e) => e,
         }
@@ -534,6 +538,8 @@ struct Batch<'a> {
     payloads: Vec<&'a str>,
     metadata: Vec<String>,
     command_id: Option<&'a str>,
+    /// The fingerprint of the command's request, in hex, kept with its id.
+    fingerprint: Option<String>,
 }
 
 impl Batch<'_> {
@@ -543,7 +549,7 @@ impl Batch<'_> {
         &'p self,
         stream: &'p [&'p str; 2],
         expected: &'p Option<i64>,
-    ) -> [&'p (dyn tokio_postgres::types::ToSql + Sync); 8] {
+    ) -> [&'p (dyn tokio_postgres::types::ToSql + Sync); 9] {
         [
             &stream[0],
             &stream[1],
@@ -553,6 +559,7 @@ impl Batch<'_> {
             &self.payloads,
             &self.metadata,
             &self.command_id,
+            &self.fingerprint,
         ]
     }
 }
@@ -612,7 +619,11 @@ impl PgEventStore {
                             None => None,
                         };
                         match first {
-                            Some((id, outcome)) => CoreError::DuplicateCommand { command_id: id.to_owned(), outcome },
+                            Some((id, first)) => CoreError::DuplicateCommand {
+                                command_id: id.to_owned(),
+                                outcome: first.outcome,
+                                fingerprint: first.fingerprint,
+                            },
                             None => CoreError::Conflict {
                                 stream: stream.clone(),
                                 expected,
@@ -777,13 +788,14 @@ impl PgEventStore {
     }
 }
 
-#[async_trait]
-impl EventStore for PgEventStore {
-    async fn append(
+impl PgEventStore {
+    /// [`EventStore::append`], keeping `fingerprint` with the outcome of a command id.
+    async fn append_events(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        fingerprint: Option<&Fingerprint>,
     ) -> eventloom_core::Result<AppendOutcome> {
         let span = tracing::debug_span!("append", store = "postgres", stream = %stream, events = events.len());
         async {
@@ -805,6 +817,7 @@ impl EventStore for PgEventStore {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|source| CoreError::Serde { what: "event metadata".into(), source })?,
                 command_id,
+                fingerprint: fingerprint.map(Fingerprint::to_string),
             };
             match expected {
                 ExpectedVersion::Any => self.append_any(stream, &batch).await,
@@ -821,6 +834,28 @@ impl EventStore for PgEventStore {
         }
         .instrument(span)
         .await
+    }
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> eventloom_core::Result<AppendOutcome> {
+        self.append_events(stream, expected, events, None).await
+    }
+
+    async fn append_command(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        fingerprint: &Fingerprint,
+    ) -> eventloom_core::Result<AppendOutcome> {
+        self.append_events(stream, expected, events, Some(fingerprint)).await
     }
 
     async fn read_stream(
@@ -924,22 +959,33 @@ impl EventStore for PgEventStore {
         Fields::new(&row, || format!("stream {stream}")).unsigned("version")
     }
 
-    async fn command_outcome(&self, command_id: &str) -> eventloom_core::Result<Option<AppendOutcome>> {
+    async fn command_outcome(&self, command_id: &str) -> eventloom_core::Result<Option<CommandRecord>> {
         let Some(row) = self.inner.db.query_opt(&self.inner.sql.command_outcome, &[&command_id]).await? else {
             return Ok(None);
         };
         let fields = Fields::new(&row, || format!("the outcome of command {command_id}"));
         let stream = StreamId::new(fields.get::<&str>("category")?, fields.get::<&str>("stream_id")?)
             .map_err(|e| fields.corrupt(format_args!("stream id refused: {e}")))?;
-        Ok(Some(AppendOutcome {
+        let outcome = AppendOutcome {
             stream,
             first_version: fields.unsigned("first_version")?,
             last_version: fields.unsigned("last_version")?,
             position: fields.position("transaction_id", "sequence")?,
-        }))
+        };
+        // NULL: recorded before fingerprints were kept, or by a plain append.
+        let fingerprint = match fields.get::<Option<&str>>("fingerprint")? {
+            Some(hex) => Some(hex.parse().map_err(|e| fields.corrupt(format_args!("fingerprint refused: {e}")))?),
+            None => None,
+        };
+        Ok(Some(CommandRecord { outcome, fingerprint }))
     }
 
-    async fn record_command(&self, command_id: &str, outcome: AppendOutcome) -> eventloom_core::Result<()> {
+    async fn record_command(
+        &self,
+        command_id: &str,
+        fingerprint: &Fingerprint,
+        outcome: AppendOutcome,
+    ) -> eventloom_core::Result<()> {
         eventloom_core::validate_command_id(command_id)?;
         let inserted = self
             .inner
@@ -954,6 +1000,7 @@ impl EventStore for PgEventStore {
                     &to_i64(outcome.last_version, "version")?,
                     &outcome.position.transaction().to_string(),
                     &to_i64(outcome.position.sequence(), "position")?,
+                    &fingerprint.to_string(),
                 ],
             )
             .await?;

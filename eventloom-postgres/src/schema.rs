@@ -13,6 +13,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (5, "append probe", include_str!("../sql/0005_append_probe.sql")),
     (6, "append first write", include_str!("../sql/0006_append_first_write.sql")),
     (7, "projection stops", include_str!("../sql/0007_projection_stops.sql")),
+    (8, "command fingerprints", include_str!("../sql/0008_command_fingerprints.sql")),
 ];
 
 /// The columns of the `migrations` table as migrate() makes it, with their types.

@@ -34,7 +34,7 @@ impl Aggregate for Customer {
     }
 }
 
-#[derive(Debug, Command)]
+#[derive(Debug, Serialize, Command)]
 #[command(aggregate = Customer)]
 struct Register {
     #[command(id)]
@@ -66,7 +66,7 @@ impl Aggregate for Order {
     fn apply(&mut self, _: &OrderEvent) {}
 }
 
-#[derive(Debug, Command)]
+#[derive(Debug, Serialize, Command)]
 #[command(aggregate = Order)]
 struct PlaceLine {
     #[command(id)]

@@ -40,7 +40,7 @@ impl Aggregate for Account {
 }
 
 /// Deposits `amount` into account `id`.
-#[derive(Debug, Command)]
+#[derive(Debug, Serialize, Command)]
 #[command(aggregate = Account)]
 pub struct Deposit {
     /// The account.

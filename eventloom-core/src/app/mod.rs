@@ -432,7 +432,7 @@ impl Drop for InFlight<'_> {
 ///     fn apply(&mut self, _: &CounterEvent) {}
 /// }
 ///
-/// #[derive(Debug, Command)]
+/// #[derive(Debug, Serialize, Command)]
 /// #[command(aggregate = Counter)]
 /// struct Increment { #[command(id)] id: String, by: u64 }
 ///
@@ -502,7 +502,7 @@ impl App {
         command: C,
     ) -> Result<CommandOutcome, CommandError<<C::Aggregate as Aggregate>::Error>>
     where
-        C: Command,
+        C: Command + serde::Serialize,
         C::Aggregate: Handle<C>,
     {
         self.execute_with(command, ExecuteOptions::default()).await
@@ -516,7 +516,7 @@ impl App {
         options: ExecuteOptions,
     ) -> Result<CommandOutcome, CommandError<<C::Aggregate as Aggregate>::Error>>
     where
-        C: Command,
+        C: Command + serde::Serialize,
         C::Aggregate: Handle<C>,
     {
         let engine = self.engine::<C::Aggregate>()?;

@@ -5,7 +5,10 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{read, write};
-use crate::{AppendOutcome, Error, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, Result, StreamId};
+use crate::{
+    AppendOutcome, CommandRecord, Error, EventStore, ExpectedVersion, Fingerprint, NewEvent, Position, RecordedEvent,
+    Result, StreamId,
+};
 
 /// The default largest event payload a [`MemoryEventStore`] accepts: 1 MiB.
 const DEFAULT_MAX_EVENT_SIZE: usize = 1 << 20;
@@ -54,8 +57,8 @@ struct State {
     log: Vec<RecordedEvent>,
     /// Per stream, the indexes into `log` of its events, in version order.
     streams: HashMap<StreamId, Vec<usize>>,
-    /// The outcome of every append that carried a command id.
-    commands: HashMap<String, AppendOutcome>,
+    /// The outcome of every append that carried a command id, and of every no-op recorded.
+    commands: HashMap<String, CommandRecord>,
     appends: u64,
 }
 
@@ -109,13 +112,23 @@ fn command_id(events: &[NewEvent]) -> Option<&str> {
     events.first().and_then(|e| e.metadata.command_id.as_deref())
 }
 
-#[async_trait]
-impl EventStore for MemoryEventStore {
-    async fn append(
+/// A command id already used: its first outcome.
+fn duplicate(command_id: &str, first: &CommandRecord) -> Error {
+    Error::DuplicateCommand {
+        command_id: command_id.to_owned(),
+        outcome: first.outcome.clone(),
+        fingerprint: first.fingerprint,
+    }
+}
+
+impl MemoryEventStore {
+    /// [`EventStore::append`], keeping `fingerprint` with the outcome of a command id.
+    fn append_events(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        fingerprint: Option<Fingerprint>,
     ) -> Result<AppendOutcome> {
         let span = tracing::trace_span!("append", store = "memory", stream = %stream, events = events.len());
         let _enter = span.enter();
@@ -130,8 +143,8 @@ impl EventStore for MemoryEventStore {
         let mut guard = write(&self.inner.state);
         let state = &mut *guard;
         if let Some(id) = command {
-            if let Some(outcome) = state.commands.get(id) {
-                return Err(Error::DuplicateCommand { command_id: id.to_owned(), outcome: outcome.clone() });
+            if let Some(first) = state.commands.get(id) {
+                return Err(duplicate(id, first));
             }
         }
         let actual = state.streams.get(stream).map_or(0, |s| s.len() as u64);
@@ -169,11 +182,33 @@ impl EventStore for MemoryEventStore {
         let outcome =
             AppendOutcome { stream: stream.clone(), first_version: actual + 1, last_version: version, position };
         if let Some(id) = command {
-            state.commands.insert(id, outcome.clone());
+            state.commands.insert(id, CommandRecord { outcome: outcome.clone(), fingerprint });
         }
         drop(guard);
         self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
         Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome> {
+        self.append_events(stream, expected, events, None)
+    }
+
+    async fn append_command(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        fingerprint: &Fingerprint,
+    ) -> Result<AppendOutcome> {
+        self.append_events(stream, expected, events, Some(*fingerprint))
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
@@ -224,17 +259,17 @@ impl EventStore for MemoryEventStore {
         Ok(read(&self.inner.state).streams.get(stream).map_or(0, |s| s.len() as u64))
     }
 
-    async fn command_outcome(&self, command_id: &str) -> Result<Option<AppendOutcome>> {
+    async fn command_outcome(&self, command_id: &str) -> Result<Option<CommandRecord>> {
         Ok(read(&self.inner.state).commands.get(command_id).cloned())
     }
 
-    async fn record_command(&self, command_id: &str, outcome: AppendOutcome) -> Result<()> {
+    async fn record_command(&self, command_id: &str, fingerprint: &Fingerprint, outcome: AppendOutcome) -> Result<()> {
         crate::validate_command_id(command_id)?;
         let mut state = write(&self.inner.state);
         if let Some(first) = state.commands.get(command_id) {
-            return Err(Error::DuplicateCommand { command_id: command_id.to_owned(), outcome: first.clone() });
+            return Err(duplicate(command_id, first));
         }
-        state.commands.insert(command_id.to_owned(), outcome);
+        state.commands.insert(command_id.to_owned(), CommandRecord { outcome, fingerprint: Some(*fingerprint) });
         Ok(())
     }
 

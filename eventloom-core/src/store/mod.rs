@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::{ExpectedVersion, NewEvent, Position, RecordedEvent, Result, StreamId, Subscription};
+use crate::{ExpectedVersion, Fingerprint, NewEvent, Position, RecordedEvent, Result, StreamId, Subscription};
 
 /// What an append wrote.
 ///
@@ -46,6 +46,32 @@ impl AppendOutcome {
     }
 }
 
+/// What a command id did the first time: the outcome of the command's append (or of its no-op)
+/// and the fingerprint of the request it was used for.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{AppendOutcome, CommandRecord, Position, StreamId};
+///
+/// let outcome = AppendOutcome {
+///     stream: StreamId::new("task", "1").unwrap(),
+///     first_version: 1,
+///     last_version: 1,
+///     position: Position::new(7, 1),
+/// };
+/// let record = CommandRecord { outcome, fingerprint: None };
+/// assert!(record.fingerprint.is_none(), "recorded before fingerprints were kept");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    /// What the command appended, or, for a no-op, the stream as it found it.
+    pub outcome: AppendOutcome,
+    /// The [`Fingerprint`] of the command's request; `None` for an outcome recorded without one
+    /// (by a plain [`EventStore::append`], or before the store kept fingerprints).
+    pub fingerprint: Option<Fingerprint>,
+}
+
 /// The page size of the default [`EventStore::count_after`].
 const COUNT_PAGE: usize = 1000;
 
@@ -60,9 +86,12 @@ const COUNT_PAGE: usize = 1000;
 /// - **Atomic appends.** All events of one append commit together or not at all.
 /// - **Total, gap-free order.** [`read_all`](EventStore::read_all) returns events in increasing
 ///   [`Position`], and never returns an event after a later one was already returned.
-/// - **Idempotency.** An append whose events carry a `command_id` that an earlier append carried
-///   fails with [`Error::DuplicateCommand`](crate::Error::DuplicateCommand), which holds the first
-///   append's outcome, and writes nothing; this holds across processes.
+/// - **Idempotency.** An append whose events carry a `command_id` that an earlier append (or a
+///   [`record_command`](EventStore::record_command)) carried fails with
+///   [`Error::DuplicateCommand`](crate::Error::DuplicateCommand), which holds the first outcome
+///   and the fingerprint recorded with it, and writes nothing; this holds across processes. The
+///   fingerprint given to [`append_command`](EventStore::append_command) or `record_command` is
+///   kept with the outcome and returned by [`command_outcome`](EventStore::command_outcome).
 ///
 /// The trait is object safe: `Arc<dyn EventStore>` picks a store at runtime.
 ///
@@ -93,6 +122,39 @@ pub trait EventStore: Send + Sync + 'static {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome>;
+
+    /// The append of a command executed under a command id: as [`append`](Self::append) (the id
+    /// is the one the events' metadata carry), and the store keeps `fingerprint`, the request's,
+    /// with the outcome, in the same atomic write. The engine appends through it, so that a
+    /// command id sent again with a different request can be told from a retry.
+    ///
+    /// The fingerprint travels beside the events rather than in their metadata: it is about the
+    /// command, not about any one event, and readers of the log have no use for it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::prelude::*;
+    /// use eventloom_core::{EventStore, Fingerprint, MemoryEventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryEventStore::new();
+    /// let stream = StreamId::new("task", "1").unwrap();
+    /// let metadata = Metadata { command_id: Some("req-1".into()), ..Metadata::default() };
+    /// let event = NewEvent { event_type: "Created".into(), schema_version: 1, payload: "{}".into(), metadata };
+    /// let print: Fingerprint = "ab".repeat(32).parse().unwrap();
+    /// let out = store.append_command(&stream, ExpectedVersion::NoStream, vec![event], &print).await.unwrap();
+    /// let first = store.command_outcome("req-1").await.unwrap().unwrap();
+    /// assert_eq!((first.outcome, first.fingerprint), (out, Some(print)));
+    /// # });
+    /// ```
+    async fn append_command(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        fingerprint: &Fingerprint,
     ) -> Result<AppendOutcome>;
 
     /// Up to `limit` events of `stream` with versions from `from_version` on, in order.
@@ -165,14 +227,15 @@ pub trait EventStore: Send + Sync + 'static {
     /// The stream's current version (0 when it has no events).
     async fn stream_version(&self, stream: &StreamId) -> Result<u64>;
 
-    /// The outcome of the append that carried `command_id`, if one did.
-    async fn command_outcome(&self, command_id: &str) -> Result<Option<AppendOutcome>>;
+    /// What `command_id` did the first time, if it was used: the outcome of the append that
+    /// carried it (or of the no-op recorded under it) with the request's fingerprint.
+    async fn command_outcome(&self, command_id: &str) -> Result<Option<CommandRecord>>;
 
-    /// Records the outcome of a command that appended nothing (a no-op), so that executing it
-    /// again returns this outcome even after the stream changed. Fails with
-    /// [`Error::DuplicateCommand`](crate::Error::DuplicateCommand), holding the first outcome,
-    /// when the id is already recorded.
-    async fn record_command(&self, command_id: &str, outcome: AppendOutcome) -> Result<()>;
+    /// Records the outcome of a command that appended nothing (a no-op) with the fingerprint of
+    /// its request, so that executing it again returns this outcome even after the stream
+    /// changed. Fails with [`Error::DuplicateCommand`](crate::Error::DuplicateCommand), holding
+    /// the first outcome, when the id is already recorded.
+    async fn record_command(&self, command_id: &str, fingerprint: &Fingerprint, outcome: AppendOutcome) -> Result<()>;
 
     /// The position of the last event a subscriber can read now: the last event
     /// [`read_all`](EventStore::read_all) would return if asked for everything; `None` when no
@@ -286,6 +349,15 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
     ) -> Result<AppendOutcome> {
         (**self).append(stream, expected, events).await
     }
+    async fn append_command(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        fingerprint: &Fingerprint,
+    ) -> Result<AppendOutcome> {
+        (**self).append_command(stream, expected, events, fingerprint).await
+    }
     async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
         (**self).read_stream(stream, from_version, limit).await
     }
@@ -316,11 +388,11 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
     async fn held_back(&self, cap: u64) -> Result<u64> {
         (**self).held_back(cap).await
     }
-    async fn command_outcome(&self, command_id: &str) -> Result<Option<AppendOutcome>> {
+    async fn command_outcome(&self, command_id: &str) -> Result<Option<CommandRecord>> {
         (**self).command_outcome(command_id).await
     }
-    async fn record_command(&self, command_id: &str, outcome: AppendOutcome) -> Result<()> {
-        (**self).record_command(command_id, outcome).await
+    async fn record_command(&self, command_id: &str, fingerprint: &Fingerprint, outcome: AppendOutcome) -> Result<()> {
+        (**self).record_command(command_id, fingerprint, outcome).await
     }
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         (**self).wake_ups()

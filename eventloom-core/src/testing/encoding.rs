@@ -76,7 +76,7 @@ impl Aggregate for Gauge {
 }
 
 /// Emits its event as given.
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 pub struct Record {
     /// The gauge.
     pub id: String,

@@ -10,7 +10,10 @@ use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
-use crate::{Error, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, Subscription};
+use crate::{
+    AppendOutcome, CommandRecord, Error, EventStore, ExpectedVersion, Fingerprint, NewEvent, Position, RecordedEvent,
+    StreamId, Subscription,
+};
 
 use super::{test_event, test_event_for_command};
 
@@ -65,6 +68,8 @@ where
     subscription_hand_over(make().await).await;
     idempotency(make().await).await;
     concurrent_idempotency(make().await).await;
+    command_fingerprints(make().await).await;
+    concurrent_fingerprints(make().await).await;
     hostile_ids(make().await).await;
     wake_ups(make().await).await;
     head_and_count(make().await).await;
@@ -398,12 +403,13 @@ pub async fn idempotency<S: EventStore>(store: S) {
         )
         .await
         .expect("first");
-    assert_eq!(store.command_outcome("cmd-1").await.expect("lookup"), Some(first.clone()));
+    let recorded = CommandRecord { outcome: first.clone(), fingerprint: None };
+    assert_eq!(store.command_outcome("cmd-1").await.expect("lookup"), Some(recorded), "a plain append keeps none");
     for (target, expected) in [(s.clone(), ExpectedVersion::Exact(2)), (stream("idem-other"), ExpectedVersion::Any)] {
         match store.append(&target, expected, vec![test_event_for_command(3, "cmd-1")]).await {
-            Err(Error::DuplicateCommand { command_id, outcome }) => {
+            Err(Error::DuplicateCommand { command_id, outcome, fingerprint }) => {
                 assert_eq!(command_id, "cmd-1");
-                assert_eq!(outcome, first);
+                assert_eq!((outcome, fingerprint), (first.clone(), None));
             }
             other => panic!("expected DuplicateCommand, got {other:?}"),
         }
@@ -420,14 +426,16 @@ pub async fn idempotency<S: EventStore>(store: S) {
     let second = store.append(&s, ExpectedVersion::Exact(2), vec![test_event_for_command(4, "cmd-2")]).await;
     assert_eq!(second.expect("the id is still free").last_version, 3);
     // A command that appended nothing is recorded, and its id is then taken.
-    let noop = crate::AppendOutcome { stream: s.clone(), first_version: 4, last_version: 3, position: Position::ZERO };
-    store.record_command("cmd-noop", noop.clone()).await.expect("record a no-op");
-    assert_eq!(store.command_outcome("cmd-noop").await.expect("lookup"), Some(noop.clone()));
+    let noop = AppendOutcome { stream: s.clone(), first_version: 4, last_version: 3, position: Position::ZERO };
+    let print = fingerprint('a');
+    store.record_command("cmd-noop", &print, noop.clone()).await.expect("record a no-op");
+    let recorded = CommandRecord { outcome: noop.clone(), fingerprint: Some(print) };
+    assert_eq!(store.command_outcome("cmd-noop").await.expect("lookup"), Some(recorded));
     match store.append(&s, ExpectedVersion::Exact(3), vec![test_event_for_command(5, "cmd-noop")]).await {
         Err(Error::DuplicateCommand { outcome, .. }) => assert_eq!(outcome, noop),
         other => panic!("an append under a recorded no-op's id is a duplicate, got {other:?}"),
     }
-    match store.record_command("cmd-1", noop.clone()).await {
+    match store.record_command("cmd-1", &print, noop.clone()).await {
         Err(Error::DuplicateCommand { outcome, .. }) => assert_eq!(outcome, first),
         other => panic!("recording a used id is a duplicate, got {other:?}"),
     }
@@ -435,6 +443,108 @@ pub async fn idempotency<S: EventStore>(store: S) {
         Err(Error::InvalidId { .. }) => {}
         other => panic!("a command id with a newline must be refused, got {other:?}"),
     }
+}
+
+fn fingerprint(digit: char) -> Fingerprint {
+    digit.to_string().repeat(64).parse().expect("64 hex digits")
+}
+
+/// The fingerprint given to `append_command` or `record_command` is kept with the outcome, and
+/// every duplicate reports the first one, whatever its own.
+pub async fn command_fingerprints<S: EventStore>(store: S) {
+    let s = stream("prints");
+    let (a, b) = (fingerprint('a'), fingerprint('b'));
+    let events = |n, id| vec![test_event_for_command(n, id), test_event_for_command(n + 1, id)];
+    let first = store.append_command(&s, ExpectedVersion::NoStream, events(1, "fp-1"), &a).await.expect("first");
+    assert_eq!((first.first_version, first.last_version), (1, 2));
+    let recorded = CommandRecord { outcome: first.clone(), fingerprint: Some(a) };
+    assert_eq!(store.command_outcome("fp-1").await.expect("lookup"), Some(recorded));
+    for (expected, print) in [(ExpectedVersion::Exact(2), b), (ExpectedVersion::Any, a), (ExpectedVersion::NoStream, b)]
+    {
+        match store.append_command(&s, expected, vec![test_event_for_command(9, "fp-1")], &print).await {
+            Err(Error::DuplicateCommand { command_id, outcome, fingerprint }) => {
+                assert_eq!((command_id.as_str(), outcome, fingerprint), ("fp-1", first.clone(), Some(a)));
+            }
+            other => panic!("expected DuplicateCommand for {expected:?}, got {other:?}"),
+        }
+    }
+    match store.append(&s, ExpectedVersion::Exact(2), vec![test_event_for_command(9, "fp-1")]).await {
+        Err(Error::DuplicateCommand { fingerprint, .. }) => assert_eq!(fingerprint, Some(a), "a plain append too"),
+        other => panic!("expected DuplicateCommand, got {other:?}"),
+    }
+    assert_eq!(read_all(&store, 2).await.len(), 2, "the duplicates wrote nothing");
+    // A conflict does not use up the id, nor keep the fingerprint.
+    let refused = store.append_command(&s, ExpectedVersion::Exact(1), events(3, "fp-2"), &b).await;
+    assert!(matches!(refused, Err(Error::Conflict { .. })), "{refused:?}");
+    assert_eq!(store.command_outcome("fp-2").await.expect("lookup"), None);
+    let second = store.append_command(&s, ExpectedVersion::Any, events(3, "fp-2"), &b).await.expect("the id is free");
+    let recorded = CommandRecord { outcome: second, fingerprint: Some(b) };
+    assert_eq!(store.command_outcome("fp-2").await.expect("lookup"), Some(recorded));
+    // An id first used by a plain append keeps no fingerprint, and reports none.
+    let plain =
+        store.append(&s, ExpectedVersion::Exact(4), vec![test_event_for_command(5, "fp-3")]).await.expect("plain");
+    match store.append_command(&s, ExpectedVersion::Exact(5), vec![test_event_for_command(6, "fp-3")], &a).await {
+        Err(Error::DuplicateCommand { outcome, fingerprint, .. }) => assert_eq!((outcome, fingerprint), (plain, None)),
+        other => panic!("expected DuplicateCommand, got {other:?}"),
+    }
+    // A recorded no-op reports its fingerprint to an append and to another record.
+    let noop = AppendOutcome { stream: s.clone(), first_version: 6, last_version: 5, position: Position::ZERO };
+    store.record_command("fp-noop", &b, noop.clone()).await.expect("record");
+    match store.append_command(&s, ExpectedVersion::Exact(5), vec![test_event_for_command(6, "fp-noop")], &a).await {
+        Err(Error::DuplicateCommand { outcome, fingerprint, .. }) => {
+            assert_eq!((outcome, fingerprint), (noop.clone(), Some(b)))
+        }
+        other => panic!("expected DuplicateCommand, got {other:?}"),
+    }
+    match store.record_command("fp-noop", &a, noop.clone()).await {
+        Err(Error::DuplicateCommand { outcome, fingerprint, .. }) => {
+            assert_eq!((outcome, fingerprint), (noop, Some(b)))
+        }
+        other => panic!("expected DuplicateCommand, got {other:?}"),
+    }
+    match store.record_command("fp-1", &a, first.clone()).await {
+        Err(Error::DuplicateCommand { fingerprint, .. }) => assert_eq!(fingerprint, Some(a)),
+        other => panic!("expected DuplicateCommand, got {other:?}"),
+    }
+    assert_eq!(read_all(&store, 5).await.len(), 5);
+}
+
+/// Eight appends of one command id with different fingerprints at once, to one stream and to
+/// several: exactly one writes, and every other sees its fingerprint.
+pub async fn concurrent_fingerprints<S: EventStore + Clone>(store: S) {
+    for shared_stream in [true, false] {
+        let id = format!("fp-race-{shared_stream}");
+        let mut tasks = Vec::new();
+        for i in 0..8u8 {
+            let (store, id) = (store.clone(), id.clone());
+            let target = if shared_stream { stream("fp-race") } else { stream(&format!("fp-race-{i}")) };
+            let print = fingerprint(char::from(b'0' + i));
+            let expected = if shared_stream { ExpectedVersion::NoStream } else { ExpectedVersion::Any };
+            tasks.push(tokio::spawn(async move {
+                (
+                    print,
+                    store
+                        .append_command(&target, expected, vec![test_event_for_command(u64::from(i), &id)], &print)
+                        .await,
+                )
+            }));
+        }
+        let (mut won, mut seen) = (Vec::new(), Vec::new());
+        for task in tasks {
+            match task.await.expect("task") {
+                (print, Ok(_)) => won.push(print),
+                (_, Err(Error::DuplicateCommand { fingerprint, .. })) => seen.push(fingerprint),
+                // On one stream, a racer may lose on the version before it sees the command.
+                (_, Err(Error::Conflict { .. })) if shared_stream => {}
+                (_, Err(other)) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(won.len(), 1, "exactly one writes");
+        assert!(seen.iter().all(|f| *f == Some(won[0])), "the losers see the winner's fingerprint: {seen:?}");
+        let first = store.command_outcome(&id).await.expect("lookup").expect("recorded");
+        assert_eq!(first.fingerprint, Some(won[0]));
+    }
+    assert_eq!(read_all(&store, 2).await.len(), 2);
 }
 
 /// Eight appends with the same command id at once: exactly one writes.

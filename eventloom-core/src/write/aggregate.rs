@@ -56,6 +56,11 @@ pub trait Aggregate: Default + Send + Sync + 'static {
 /// Derive it with `#[derive(Command)]`, naming the aggregate and marking the field that holds
 /// the aggregate's id with `#[command(id)]`.
 ///
+/// The engine executes commands that are also `serde::Serialize`
+/// ([`Cqrs::execute`](crate::Cqrs::execute) bounds them so): a command is data, and one executed
+/// with a command id is fingerprinted from its serialized fields (see
+/// [`Fingerprint`](crate::Fingerprint)).
+///
 /// # Examples
 ///
 /// ```
@@ -65,7 +70,7 @@ pub trait Aggregate: Default + Send + Sync + 'static {
 /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
 /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
 ///
-/// #[derive(Debug, Command)]
+/// #[derive(Debug, Serialize, Command)]
 /// #[command(aggregate = Counter)]
 /// struct Increment {
 ///     #[command(id)]
@@ -101,7 +106,7 @@ pub trait Command: Send + Sync + 'static {
 /// # #[derive(Debug, thiserror::Error)] enum CounterError { #[error("too big")] TooBig }
 /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
 /// #   type Error = CounterError; fn apply(&mut self, e: &CounterEvent) { let CounterEvent::Incremented { by } = e; self.value += by; } }
-/// # #[derive(Debug, Command)] #[command(aggregate = Counter)] struct Increment { #[command(id)] counter: String, by: u64 }
+/// # #[derive(Debug, Serialize, Command)] #[command(aggregate = Counter)] struct Increment { #[command(id)] counter: String, by: u64 }
 /// impl Handle<Increment> for Counter {
 ///     fn handle(&self, cmd: &Increment) -> Result<Vec<CounterEvent>, CounterError> {
 ///         if self.value + cmd.by > 10 {

@@ -12,8 +12,9 @@ use tracing::Instrument;
 use crate::memory::lock;
 use crate::write::retry::Jitter;
 use crate::{
-    Aggregate, AppendOutcome, Clock, Command, Error, ExpectedVersion, Handle, IdGenerator, Metadata, NewEvent,
-    Position, RandomIds, RetryPolicy, Snapshot, SnapshotStore, StreamId, SystemClock, Timestamp, Upcasters,
+    Aggregate, AppendOutcome, Clock, Command, CommandRecord, Error, ExpectedVersion, Fingerprint, Handle, IdGenerator,
+    Metadata, NewEvent, Position, RandomIds, RetryPolicy, Snapshot, SnapshotStore, StreamId, SystemClock, Timestamp,
+    Upcasters,
 };
 
 /// What a command did.
@@ -23,7 +24,13 @@ use crate::{
 /// ```
 /// use eventloom_core::{CommandOutcome, Position, StreamId};
 ///
-/// let o = CommandOutcome { stream: StreamId::new("task", "1").unwrap(), version: 2, position: Position::new(2, 2), appended: 1 };
+/// let o = CommandOutcome {
+///     stream: StreamId::new("task", "1").unwrap(),
+///     version: 2,
+///     position: Position::new(2, 2),
+///     appended: 1,
+///     replayed: false,
+/// };
 /// assert_eq!(o.position.to_string(), "2.2");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,13 +42,31 @@ pub struct CommandOutcome {
     /// The position of the last event the command appended (or, when it appended none, of the
     /// stream's last event): a query that waits for it sees the command's effect.
     pub position: Position,
-    /// How many events the command appended.
+    /// How many events this execution appended: 0 for a no-op and for a replay.
     pub appended: u64,
+    /// Whether this was a replay: the command id was already used by the same request, and this
+    /// is that first execution's outcome (its stream, version and position); nothing was
+    /// appended now. See [`ExecuteOptions::command_id`].
+    #[serde(default)]
+    pub replayed: bool,
+}
+
+impl CommandOutcome {
+    /// The first execution's outcome, answered again.
+    fn replay(first: AppendOutcome) -> Self {
+        CommandOutcome { appended: 0, replayed: true, ..first.into() }
+    }
 }
 
 impl From<AppendOutcome> for CommandOutcome {
     fn from(o: AppendOutcome) -> Self {
-        CommandOutcome { appended: o.appended(), stream: o.stream, version: o.last_version, position: o.position }
+        CommandOutcome {
+            appended: o.appended(),
+            replayed: false,
+            stream: o.stream,
+            version: o.last_version,
+            position: o.position,
+        }
     }
 }
 
@@ -100,8 +125,11 @@ pub enum CommandError<E> {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecuteOptions {
-    /// Makes the command idempotent: executing it again with the same id returns the first
-    /// outcome and appends nothing, across processes too.
+    /// Makes the command idempotent (an idempotency key): executing the same request again
+    /// with the same id returns the first outcome ([`CommandOutcome::replayed`]) and appends
+    /// nothing, across processes too. The store keeps the request's [`Fingerprint`] with the id:
+    /// the id sent with a different request (another command, aggregate id or fields) fails with
+    /// [`Error::CommandIdReused`] and executes nothing.
     pub command_id: Option<String>,
     /// Runs the command only against this stream version, without retries (an HTTP `If-Match`).
     pub expected_version: Option<u64>,
@@ -201,6 +229,33 @@ impl<A: Aggregate> Loaded<A> {
 
 type Slot<A> = Arc<tokio::sync::Mutex<Option<Loaded<A>>>>;
 
+/// One execution of a command: what it is, and how many attempts it made since when.
+struct Execution<'a, C> {
+    command: &'a C,
+    stream: &'a StreamId,
+    options: &'a ExecuteOptions,
+    key: Option<Key<'a>>,
+    attempts: u32,
+    started: Timestamp,
+}
+
+/// The state an attempt decides on, and whether it was read from the store during this
+/// execution (rather than taken from the cache, which may be behind).
+struct Basis<A> {
+    loaded: Loaded<A>,
+    fresh: bool,
+}
+
+/// How an attempt ended.
+enum Step<E> {
+    /// Decide again, on newer state.
+    Again,
+    /// Finished; the state is the store's and stays in the cache.
+    Keep(Result<CommandOutcome, CommandError<E>>),
+    /// Finished; the state may be behind the store and leaves the cache.
+    Forget(Result<CommandOutcome, CommandError<E>>),
+}
+
 struct CacheEntry<A> {
     slot: Slot<A>,
     last_used: AtomicU64,
@@ -253,20 +308,27 @@ impl<A: Aggregate> AggregateCache<A> {
     }
 }
 
-/// The first outcome of a command id, if it was for this stream; a key reused for another
-/// stream is refused.
-fn first_outcome<E>(
-    command_id: &str,
-    stream: &StreamId,
-    first: AppendOutcome,
-) -> Result<CommandOutcome, CommandError<E>> {
-    if &first.stream != stream {
+/// A command id and the fingerprint of this execution's request.
+#[derive(Clone, Copy)]
+struct Key<'a> {
+    id: &'a str,
+    fingerprint: Fingerprint,
+}
+
+/// The first outcome of a command id, answered again when the first request was this one: on
+/// this stream, with this fingerprint (or none recorded, from before fingerprints were kept);
+/// a command id reused for a different request is refused.
+fn replay<E>(key: Key<'_>, stream: &StreamId, first: CommandRecord) -> Result<CommandOutcome, CommandError<E>> {
+    let same_request = first.fingerprint.is_none_or(|f| f == key.fingerprint);
+    if &first.outcome.stream != stream || !same_request {
         return Err(CommandError::Store(Error::CommandIdReused {
-            command_id: command_id.to_owned(),
-            first_stream: first.stream,
+            command_id: key.id.to_owned(),
+            first_stream: first.outcome.stream,
+            first_fingerprint: first.fingerprint,
+            fingerprint: key.fingerprint,
         }));
     }
-    Ok(first.into())
+    Ok(CommandOutcome::replay(first.outcome))
 }
 
 /// The default number of aggregates an engine keeps loaded.
@@ -310,7 +372,7 @@ pub const DEFAULT_BATCH_SIZE: usize = 1_000;
 ///     fn apply(&mut self, CounterEvent::Incremented { by }: &CounterEvent) { self.value += by }
 /// }
 ///
-/// #[derive(Debug, Command)]
+/// #[derive(Debug, Serialize, Command)]
 /// #[command(aggregate = Counter)]
 /// struct Increment { #[command(id)] id: String, by: u64 }
 ///
@@ -473,7 +535,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
     /// Executes a command: see [`Cqrs`].
     pub async fn execute<C>(&self, command: C) -> Result<CommandOutcome, CommandError<A::Error>>
     where
-        C: Command<Aggregate = A>,
+        C: Command<Aggregate = A> + Serialize,
         A: Handle<C>,
     {
         self.execute_with(command, ExecuteOptions::default()).await
@@ -486,7 +548,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         options: ExecuteOptions,
     ) -> Result<CommandOutcome, CommandError<A::Error>>
     where
-        C: Command<Aggregate = A>,
+        C: Command<Aggregate = A> + Serialize,
         A: Handle<C>,
     {
         let stream = StreamId::new(A::TYPE, command.aggregate_id())?;
@@ -508,163 +570,237 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         options: &ExecuteOptions,
     ) -> Result<CommandOutcome, CommandError<A::Error>>
     where
-        C: Command<Aggregate = A>,
+        C: Command<Aggregate = A> + Serialize,
         A: Handle<C>,
     {
-        if let Some(id) = &options.command_id {
-            crate::validate_command_id(id)?;
-            if let Some(first) = self.store.command_outcome(id).await? {
-                return first_outcome(id, stream, first);
+        let key = match options.command_id.as_deref() {
+            Some(id) => {
+                crate::validate_command_id(id)?;
+                let key = Key { id, fingerprint: Fingerprint::of(command)? };
+                if let Some(first) = self.store.command_outcome(id).await? {
+                    return replay(key, stream, first);
+                }
+                Some(key)
             }
-        }
+            None => None,
+        };
+        let mut execution = Execution { command, stream, options, key, attempts: 0, started: self.clock.now() };
         match &self.cache {
             Some(cache) => {
                 let slot = cache.slot(stream);
                 let mut guard = slot.lock().await;
-                self.decide_and_append(command, stream, options, &mut guard).await
+                self.decide_and_append(&mut execution, &mut guard).await
             }
-            None => self.decide_and_append(command, stream, options, &mut None).await,
+            None => self.decide_and_append(&mut execution, &mut None).await,
         }
     }
 
-    /// Decides and appends, retrying on conflict. `slot` holds the cached state; it is left
-    /// empty after a failure that may have left the state behind the store.
+    /// Decides and appends, one [`attempt`](Self::attempt) after another until one finishes.
+    /// `slot` holds the cached state; it is left empty after a failure that may have left the
+    /// state behind the store.
     async fn decide_and_append<C>(
         &self,
-        command: &C,
-        stream: &StreamId,
-        options: &ExecuteOptions,
+        execution: &mut Execution<'_, C>,
         slot: &mut Option<Loaded<A>>,
     ) -> Result<CommandOutcome, CommandError<A::Error>>
     where
-        C: Command<Aggregate = A>,
+        C: Command<Aggregate = A> + Serialize,
         A: Handle<C>,
     {
-        let (mut loaded, mut fresh) = match slot.take() {
-            Some(cached) => (cached, false),
-            None => (self.load_stream(stream).await?, true),
+        let mut basis = match slot.take() {
+            Some(cached) => Basis { loaded: cached, fresh: false },
+            None => Basis { loaded: self.load_stream(execution.stream).await?, fresh: true },
         };
-        let mut attempts = 0;
-        let started = self.clock.now();
         loop {
-            attempts += 1;
-            if let Some(required) = options.expected_version {
-                if loaded.version < required && !fresh {
-                    self.catch_up(stream, &mut loaded).await?;
-                    fresh = true;
+            execution.attempts += 1;
+            match self.attempt(execution, &mut basis).await? {
+                Step::Again => {}
+                Step::Keep(result) => {
+                    *slot = Some(basis.loaded);
+                    return result;
                 }
-                if loaded.version != required {
-                    let actual = loaded.version;
-                    *slot = Some(loaded);
-                    // The same command, sent twice at once, may be what moved the version.
-                    if let Some(first) = self.outcome_of(options).await? {
-                        return first_outcome(options.command_id.as_deref().unwrap_or_default(), stream, first);
-                    }
-                    return Err(CommandError::Conflict {
-                        stream: stream.clone(),
-                        expected: ExpectedVersion::Exact(required),
-                        actual,
-                        attempts,
-                    });
-                }
-            }
-            let decided = loaded.state.handle(command);
-            // A refusal or a no-op decided on cached state must hold on the latest state too.
-            let settled = matches!(&decided, Ok(events) if !events.is_empty());
-            if !settled && !fresh {
-                fresh = true;
-                if self.catch_up(stream, &mut loaded).await? > 0 {
-                    continue;
-                }
-            }
-            if !settled {
-                // The same command may have just been executed by another caller, whose events
-                // are why this decision refuses or does nothing: its outcome is the answer.
-                if let Some(id) = &options.command_id {
-                    if let Some(first) = self.store.command_outcome(id).await? {
-                        *slot = Some(loaded);
-                        return first_outcome(id, stream, first);
-                    }
-                }
-            }
-            let events = match decided {
-                Ok(events) => events,
-                Err(rejection) => {
-                    *slot = Some(loaded);
-                    return Err(CommandError::Rejected(rejection));
-                }
-            };
-            if events.is_empty() {
-                let outcome = AppendOutcome {
-                    stream: stream.clone(),
-                    first_version: loaded.version + 1,
-                    last_version: loaded.version,
-                    position: loaded.position,
-                };
-                *slot = Some(loaded);
-                // A no-op under a command id is recorded too: sent again after the stream
-                // changed, it must answer the same and append nothing.
-                if let Some(id) = &options.command_id {
-                    match self.store.record_command(id, outcome.clone()).await {
-                        Ok(()) => {}
-                        Err(Error::DuplicateCommand { command_id, outcome: first }) => {
-                            return first_outcome(&command_id, stream, first);
-                        }
-                        Err(other) => return Err(other.into()),
-                    }
-                }
-                return Ok(outcome.into());
-            }
-            let batch = self.encode(&events, options)?;
-            let expected = ExpectedVersion::Exact(loaded.version);
-            let appended = self
-                .store
-                .append(stream, expected, batch)
-                .instrument(tracing::debug_span!("append", stream = %stream, events = events.len()))
-                .await;
-            match appended {
-                Ok(outcome) => {
-                    for event in &events {
-                        loaded.state.apply(event);
-                    }
-                    let before = loaded.version;
-                    loaded.version = outcome.last_version;
-                    loaded.position = outcome.position;
-                    self.snapshot_if_due(stream, &loaded, before).await;
-                    *slot = Some(loaded);
-                    return Ok(outcome.into());
-                }
-                Err(Error::Conflict { actual, expected, .. }) => {
-                    let retry = match options.expected_version {
-                        None => self.next_delay(attempts, started),
-                        Some(_) => None,
-                    };
-                    let Some(delay) = retry else {
-                        // The same command, sent twice at once, may have won the race.
-                        if let Some(first) = self.outcome_of(options).await? {
-                            return first_outcome(options.command_id.as_deref().unwrap_or_default(), stream, first);
-                        }
-                        return Err(CommandError::Conflict { stream: stream.clone(), expected, actual, attempts });
-                    };
-                    tracing::debug!(
-                        actual,
-                        attempts,
-                        ?delay,
-                        "conflict: backing off, then deciding on the newer events"
-                    );
-                    if !delay.is_zero() {
-                        self.clock.sleep(delay).await;
-                    }
-                    self.catch_up(stream, &mut loaded).await?;
-                    fresh = true;
-                }
-                Err(Error::DuplicateCommand { command_id, outcome }) => {
-                    *slot = None;
-                    return first_outcome(&command_id, stream, outcome);
-                }
-                Err(other) => return Err(other.into()),
+                Step::Forget(result) => return result,
             }
         }
+    }
+
+    /// One attempt: check the required version, decide, then append the events, or settle a
+    /// refusal or a no-op.
+    async fn attempt<C>(
+        &self,
+        execution: &Execution<'_, C>,
+        basis: &mut Basis<A>,
+    ) -> Result<Step<A::Error>, CommandError<A::Error>>
+    where
+        C: Command<Aggregate = A> + Serialize,
+        A: Handle<C>,
+    {
+        if let Some(step) = self.check_required_version(execution, basis).await? {
+            return Ok(step);
+        }
+        match basis.loaded.state.handle(execution.command) {
+            Ok(events) if !events.is_empty() => self.append(execution, basis, events).await,
+            unsettled => self.settle(execution, basis, unsettled.map(|_| ())).await,
+        }
+    }
+
+    /// With [`ExecuteOptions::expected_version`], the command runs only on the stream at that
+    /// version: cached state behind it is caught up first, and a stream at another version
+    /// finishes the command with a conflict (or with the first outcome, when the same command
+    /// sent twice at once is what moved the version). `None`: go on.
+    async fn check_required_version<C>(
+        &self,
+        execution: &Execution<'_, C>,
+        basis: &mut Basis<A>,
+    ) -> Result<Option<Step<A::Error>>, CommandError<A::Error>> {
+        let Some(required) = execution.options.expected_version else {
+            return Ok(None);
+        };
+        if basis.loaded.version < required && !basis.fresh {
+            self.catch_up(execution.stream, &mut basis.loaded).await?;
+            basis.fresh = true;
+        }
+        if basis.loaded.version == required {
+            return Ok(None);
+        }
+        let conflict = CommandError::Conflict {
+            stream: execution.stream.clone(),
+            expected: ExpectedVersion::Exact(required),
+            actual: basis.loaded.version,
+            attempts: execution.attempts,
+        };
+        Ok(Some(Step::Keep(self.first_outcome_or(execution, conflict).await)))
+    }
+
+    /// A refusal or a no-op (`decided` is `Ok(())`) must hold on the latest state: decided on
+    /// cached state, the newer events are read, and when there are any the command is decided
+    /// again. On the latest state, the same command executed meanwhile by another caller (whose
+    /// events may be why this one refuses or does nothing) answers with its outcome; otherwise
+    /// the refusal is the answer, or the no-op is recorded.
+    async fn settle<C>(
+        &self,
+        execution: &Execution<'_, C>,
+        basis: &mut Basis<A>,
+        decided: Result<(), A::Error>,
+    ) -> Result<Step<A::Error>, CommandError<A::Error>> {
+        if !basis.fresh {
+            basis.fresh = true;
+            if self.catch_up(execution.stream, &mut basis.loaded).await? > 0 {
+                return Ok(Step::Again);
+            }
+        }
+        if let Some((key, first)) = self.executed_before(execution).await? {
+            return Ok(Step::Keep(replay(key, execution.stream, first)));
+        }
+        Ok(Step::Keep(match decided {
+            Err(rejection) => Err(CommandError::Rejected(rejection)),
+            Ok(()) => self.record_no_op(execution, &basis.loaded).await,
+        }))
+    }
+
+    /// The outcome of a command that appends nothing. Under a command id it is recorded: sent
+    /// again after the stream changed, the command must answer the same and append nothing.
+    async fn record_no_op<C>(
+        &self,
+        execution: &Execution<'_, C>,
+        loaded: &Loaded<A>,
+    ) -> Result<CommandOutcome, CommandError<A::Error>> {
+        let outcome = AppendOutcome {
+            stream: execution.stream.clone(),
+            first_version: loaded.version + 1,
+            last_version: loaded.version,
+            position: loaded.position,
+        };
+        let Some(key) = execution.key else {
+            return Ok(outcome.into());
+        };
+        match self.store.record_command(key.id, &key.fingerprint, outcome.clone()).await {
+            Ok(()) => Ok(outcome.into()),
+            // The same command id, sent twice at once, was recorded first.
+            Err(Error::DuplicateCommand { outcome: first, fingerprint, .. }) => {
+                replay(key, execution.stream, CommandRecord { outcome: first, fingerprint })
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Appends the events at the version they were decided on; on a conflict, see
+    /// [`after_conflict`](Self::after_conflict).
+    async fn append<C>(
+        &self,
+        execution: &Execution<'_, C>,
+        basis: &mut Basis<A>,
+        events: Vec<A::Event>,
+    ) -> Result<Step<A::Error>, CommandError<A::Error>> {
+        let stream = execution.stream;
+        let batch = self.encode(&events, execution.options)?;
+        let expected = ExpectedVersion::Exact(basis.loaded.version);
+        let span = tracing::debug_span!("append", stream = %stream, events = events.len());
+        let appended = match execution.key {
+            Some(key) => self.store.append_command(stream, expected, batch, &key.fingerprint).instrument(span).await,
+            None => self.store.append(stream, expected, batch).instrument(span).await,
+        };
+        match appended {
+            Ok(outcome) => {
+                self.fold_appended(stream, &mut basis.loaded, &events, &outcome).await;
+                Ok(Step::Keep(Ok(outcome.into())))
+            }
+            Err(Error::Conflict { actual, expected, .. }) => {
+                self.after_conflict(execution, basis, expected, actual).await
+            }
+            Err(Error::DuplicateCommand { command_id, outcome, fingerprint }) => {
+                Ok(Step::Forget(match execution.key {
+                    Some(key) => replay(key, stream, CommandRecord { outcome, fingerprint }),
+                    None => Err(Error::DuplicateCommand { command_id, outcome, fingerprint }.into()),
+                }))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Folds events just appended into the state, and snapshots it when due.
+    async fn fold_appended(
+        &self,
+        stream: &StreamId,
+        loaded: &mut Loaded<A>,
+        events: &[A::Event],
+        outcome: &AppendOutcome,
+    ) {
+        for event in events {
+            loaded.state.apply(event);
+        }
+        let before = loaded.version;
+        loaded.version = outcome.last_version;
+        loaded.position = outcome.position;
+        self.snapshot_if_due(stream, loaded, before).await;
+    }
+
+    /// Another writer appended first: decide again on the newer events after a backoff, or,
+    /// when the retry policy ran out or the caller required a version, give up with a conflict
+    /// (or with the first outcome, when the same command sent twice at once won the race).
+    async fn after_conflict<C>(
+        &self,
+        execution: &Execution<'_, C>,
+        basis: &mut Basis<A>,
+        expected: ExpectedVersion,
+        actual: u64,
+    ) -> Result<Step<A::Error>, CommandError<A::Error>> {
+        let attempts = execution.attempts;
+        let retry = match execution.options.expected_version {
+            None => self.next_delay(attempts, execution.started),
+            Some(_) => None,
+        };
+        let Some(delay) = retry else {
+            let conflict = CommandError::Conflict { stream: execution.stream.clone(), expected, actual, attempts };
+            return Ok(Step::Forget(self.first_outcome_or(execution, conflict).await));
+        };
+        tracing::debug!(actual, attempts, ?delay, "conflict: backing off, then deciding on the newer events");
+        if !delay.is_zero() {
+            self.clock.sleep(delay).await;
+        }
+        self.catch_up(execution.stream, &mut basis.loaded).await?;
+        basis.fresh = true;
+        Ok(Step::Again)
     }
 
     /// The wait before the next attempt of a command that made `attempts` since `started`, or
@@ -679,11 +815,27 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         Some(self.retry.backoff(attempts, self.jitter.next()).min(remaining))
     }
 
-    /// What the command id of `options` already did, if it has one and it was executed.
-    async fn outcome_of(&self, options: &ExecuteOptions) -> Result<Option<AppendOutcome>, Error> {
-        match &options.command_id {
-            Some(id) => self.store.command_outcome(id).await,
-            None => Ok(None),
+    /// What the command's id already did, if it has one and it was used.
+    async fn executed_before<'e, C>(
+        &self,
+        execution: &Execution<'e, C>,
+    ) -> Result<Option<(Key<'e>, CommandRecord)>, Error> {
+        let Some(key) = execution.key else {
+            return Ok(None);
+        };
+        Ok(self.store.command_outcome(key.id).await?.map(|first| (key, first)))
+    }
+
+    /// The first outcome of the command's id when the same command was executed meanwhile,
+    /// else `otherwise`.
+    async fn first_outcome_or<C>(
+        &self,
+        execution: &Execution<'_, C>,
+        otherwise: CommandError<A::Error>,
+    ) -> Result<CommandOutcome, CommandError<A::Error>> {
+        match self.executed_before(execution).await? {
+            Some((key, first)) => replay(key, execution.stream, first),
+            None => Err(otherwise),
         }
     }
 

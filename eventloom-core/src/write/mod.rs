@@ -2,5 +2,6 @@
 
 pub(crate) mod aggregate;
 pub(crate) mod engine;
+pub(crate) mod fingerprint;
 pub(crate) mod retry;
 pub(crate) mod upcast;

@@ -40,7 +40,7 @@ impl Aggregate for Tally {
     }
 }
 
-#[derive(Debug, Command)]
+#[derive(Debug, Serialize, Command)]
 #[command(aggregate = Tally)]
 pub struct Count {
     #[command(id)]
@@ -449,11 +449,26 @@ impl EventStore for SlowAppends {
     async fn stream_version(&self, stream: &StreamId) -> eventloom_core::Result<u64> {
         self.0.stream_version(stream).await
     }
-    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::AppendOutcome>> {
+    async fn append_command(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        fingerprint: &eventloom_core::Fingerprint,
+    ) -> eventloom_core::Result<eventloom_core::AppendOutcome> {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        self.0.append_command(stream, expected, events, fingerprint).await
+    }
+    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::CommandRecord>> {
         self.0.command_outcome(id).await
     }
-    async fn record_command(&self, id: &str, outcome: eventloom_core::AppendOutcome) -> eventloom_core::Result<()> {
-        self.0.record_command(id, outcome).await
+    async fn record_command(
+        &self,
+        id: &str,
+        fingerprint: &eventloom_core::Fingerprint,
+        outcome: eventloom_core::AppendOutcome,
+    ) -> eventloom_core::Result<()> {
+        self.0.record_command(id, fingerprint, outcome).await
     }
     async fn head(&self) -> eventloom_core::Result<Option<Position>> {
         self.0.head().await

@@ -64,6 +64,15 @@ impl eventloom_core::EventStore for DefaultCount {
     ) -> eventloom_core::Result<eventloom_core::AppendOutcome> {
         self.0.append(stream, expected, events).await
     }
+    async fn append_command(
+        &self,
+        stream: &eventloom_core::StreamId,
+        expected: eventloom_core::ExpectedVersion,
+        events: Vec<eventloom_core::NewEvent>,
+        print: &eventloom_core::Fingerprint,
+    ) -> eventloom_core::Result<eventloom_core::AppendOutcome> {
+        self.0.append_command(stream, expected, events, print).await
+    }
     async fn read_stream(
         &self,
         stream: &eventloom_core::StreamId,
@@ -85,11 +94,16 @@ impl eventloom_core::EventStore for DefaultCount {
     async fn head(&self) -> eventloom_core::Result<Option<eventloom_core::Position>> {
         self.0.head().await
     }
-    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::AppendOutcome>> {
+    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::CommandRecord>> {
         self.0.command_outcome(id).await
     }
-    async fn record_command(&self, id: &str, outcome: eventloom_core::AppendOutcome) -> eventloom_core::Result<()> {
-        self.0.record_command(id, outcome).await
+    async fn record_command(
+        &self,
+        id: &str,
+        print: &eventloom_core::Fingerprint,
+        outcome: eventloom_core::AppendOutcome,
+    ) -> eventloom_core::Result<()> {
+        self.0.record_command(id, print, outcome).await
     }
 }
 

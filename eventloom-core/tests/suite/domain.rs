@@ -60,7 +60,7 @@ impl Account {
     }
 }
 
-#[derive(Debug, Clone, Command)]
+#[derive(Debug, Clone, Serialize, Command)]
 #[command(aggregate = Account)]
 pub struct Open {
     #[command(id)]
@@ -68,7 +68,7 @@ pub struct Open {
     pub owner: String,
 }
 
-#[derive(Debug, Clone, Command)]
+#[derive(Debug, Clone, Serialize, Command)]
 #[command(aggregate = Account)]
 pub struct Deposit {
     #[command(id)]
@@ -76,7 +76,7 @@ pub struct Deposit {
     pub amount: u64,
 }
 
-#[derive(Debug, Clone, Command)]
+#[derive(Debug, Clone, Serialize, Command)]
 #[command(aggregate = Account)]
 pub struct Withdraw {
     #[command(id)]
@@ -85,7 +85,7 @@ pub struct Withdraw {
 }
 
 /// Decides nothing: a no-op.
-#[derive(Debug, Clone, Command)]
+#[derive(Debug, Clone, Serialize, Command)]
 #[command(aggregate = Account)]
 pub struct Touch {
     #[command(id)]

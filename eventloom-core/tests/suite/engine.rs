@@ -3,8 +3,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use eventloom_core::prelude::*;
 use eventloom_core::{
-    AppendOutcome, CommandError, Cqrs, Error, EventStore, ExecuteOptions, ManualClock, MemoryEventStore,
-    MemorySnapshotStore, RetryPolicy, SequentialIds, Snapshot, SnapshotPolicy, SnapshotStore, Upcasters,
+    AppendOutcome, CommandError, CommandOutcome, Cqrs, Error, EventStore, ExecuteOptions, Fingerprint, ManualClock,
+    MemoryEventStore, MemorySnapshotStore, RetryPolicy, SequentialIds, Snapshot, SnapshotPolicy, SnapshotStore,
+    Upcasters,
 };
 
 use crate::domain::*;
@@ -34,6 +35,16 @@ impl EventStore for Counting {
         self.appends.fetch_add(1, Ordering::SeqCst);
         self.inner.append(s, e, events).await
     }
+    async fn append_command(
+        &self,
+        s: &StreamId,
+        e: ExpectedVersion,
+        events: Vec<NewEvent>,
+        print: &Fingerprint,
+    ) -> eventloom_core::Result<AppendOutcome> {
+        self.appends.fetch_add(1, Ordering::SeqCst);
+        self.inner.append_command(s, e, events, print).await
+    }
     async fn read_stream(&self, s: &StreamId, from: u64, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
         let events = self.inner.read_stream(s, from, limit).await?;
         self.read.fetch_add(events.len(), Ordering::SeqCst);
@@ -48,12 +59,31 @@ impl EventStore for Counting {
     async fn head(&self) -> eventloom_core::Result<Option<Position>> {
         self.inner.head().await
     }
-    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<AppendOutcome>> {
+    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::CommandRecord>> {
         self.inner.command_outcome(id).await
     }
-    async fn record_command(&self, id: &str, outcome: AppendOutcome) -> eventloom_core::Result<()> {
-        self.inner.record_command(id, outcome).await
+    async fn record_command(
+        &self,
+        id: &str,
+        print: &eventloom_core::Fingerprint,
+        outcome: AppendOutcome,
+    ) -> eventloom_core::Result<()> {
+        self.inner.record_command(id, print, outcome).await
     }
+}
+
+/// `first` answered again: the same stream, version and position, marked a replay, nothing
+/// appended now.
+fn replay_of(first: &CommandOutcome) -> CommandOutcome {
+    CommandOutcome { appended: 0, replayed: true, ..first.clone() }
+}
+
+/// Outcomes of one command id, in any order: one execution and replays of it.
+fn one_execution(outcomes: &[CommandOutcome]) {
+    let executed: Vec<&CommandOutcome> = outcomes.iter().filter(|o| !o.replayed).collect();
+    assert_eq!(executed.len(), 1, "one execution: {outcomes:?}");
+    assert!(outcomes.iter().all(|o| o.replayed || o.appended > 0), "{outcomes:?}");
+    assert!(outcomes.iter().filter(|o| o.replayed).all(|o| *o == replay_of(executed[0])), "{outcomes:?}");
 }
 
 fn account(id: &str) -> StreamId {
@@ -141,8 +171,9 @@ async fn the_same_command_id_returns_the_first_outcome_and_appends_nothing() {
     let first = one.execute_with(deposit("a", 5), ExecuteOptions::default().command_id("k1")).await.unwrap();
     let again = one.execute_with(deposit("a", 5), ExecuteOptions::default().command_id("k1")).await.unwrap();
     let elsewhere = other.execute_with(deposit("a", 5), ExecuteOptions::default().command_id("k1")).await.unwrap();
-    assert_eq!(first, again);
-    assert_eq!(first, elsewhere);
+    assert_eq!((first.appended, first.replayed), (1, false));
+    assert_eq!(again, replay_of(&first), "a replay says so, and appended nothing now");
+    assert_eq!(elsewhere, replay_of(&first));
     assert_eq!(stored(&store, "a").await.len(), 2);
     // A rejected command may be retried with its key.
     let key = || ExecuteOptions::default().command_id("k2");
@@ -167,7 +198,7 @@ async fn the_same_command_id_at_once_appends_once() {
     for t in tasks {
         outcomes.push(t.await.unwrap());
     }
-    assert!(outcomes.windows(2).all(|w| w[0] == w[1]), "every caller sees the first outcome");
+    one_execution(&outcomes);
     assert_eq!(stored(&store, "a").await.len(), 2);
 }
 
@@ -194,7 +225,7 @@ async fn the_same_command_id_with_a_required_version_at_once_gets_the_first_outc
     for t in tasks {
         outcomes.push(t.await.unwrap());
     }
-    assert!(outcomes.windows(2).all(|w| w[0] == w[1]), "every caller sees the first outcome");
+    one_execution(&outcomes);
     assert_eq!(stored(&store, "a").await.len(), 2);
 }
 
@@ -402,7 +433,7 @@ async fn a_retry_racing_its_original_gets_the_first_outcome_not_a_rejection() {
         for t in tasks {
             outcomes.push(t.await.unwrap().expect("both callers get the first outcome"));
         }
-        assert_eq!(outcomes[0], outcomes[1]);
+        one_execution(&outcomes);
         assert_eq!(stored(&store, "a").await.len(), 3);
     }
 }
@@ -417,10 +448,13 @@ async fn a_no_op_under_a_command_id_answers_the_same_after_the_stream_changed() 
     assert_eq!((first.version, first.appended), (1, 0));
     cqrs.execute(deposit("a", 5)).await.unwrap();
     let again = Cqrs::new(store.clone()).execute_with(Touch { id: "a".into() }, key()).await.unwrap();
-    assert_eq!(again, first, "the first answer, not the stream's new version");
-    // And the key is taken for anything else.
-    let other = cqrs.execute_with(deposit("a", 1), key()).await.unwrap();
-    assert_eq!(other, first);
+    assert_eq!(again, replay_of(&first), "the first answer, not the stream's new version");
+    // The no-op's fingerprint was recorded: the key is taken for any other request.
+    let other = cqrs.execute_with(deposit("a", 1), key()).await.unwrap_err();
+    assert!(
+        matches!(other, CommandError::Store(Error::CommandIdReused { first_fingerprint: Some(_), .. })),
+        "{other:?}"
+    );
     assert_eq!(stored(&store, "a").await.len(), 2);
 }
 
@@ -433,12 +467,133 @@ async fn a_command_id_reused_on_another_stream_is_refused() {
     cqrs.execute_with(deposit("a", 5), ExecuteOptions::default().command_id("k")).await.unwrap();
     let err = cqrs.execute_with(deposit("b", 5), ExecuteOptions::default().command_id("k")).await.unwrap_err();
     match err {
-        CommandError::Store(Error::CommandIdReused { command_id, first_stream }) => {
+        CommandError::Store(Error::CommandIdReused { command_id, first_stream, .. }) => {
             assert_eq!((command_id.as_str(), first_stream), ("k", account("a")));
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(stored(&store, "b").await.len(), 1, "nothing appended to b");
+}
+
+#[tokio::test]
+async fn a_command_id_reused_for_another_request_on_the_same_stream_is_refused_with_both_fingerprints() {
+    let store = MemoryEventStore::new();
+    let cqrs = Cqrs::new(store.clone());
+    cqrs.execute(open("a")).await.unwrap();
+    let key = || ExecuteOptions::default().command_id("k");
+    let first = cqrs.execute_with(deposit("a", 5), key()).await.unwrap();
+    let print = Fingerprint::of(&deposit("a", 5)).unwrap();
+    // Other fields, or another command, under the same key; from this engine (cached state) and
+    // from another process.
+    let other_engine = Cqrs::new(store.clone());
+    for engine in [&cqrs, &other_engine] {
+        let err = engine.execute_with(deposit("a", 6), key()).await.unwrap_err();
+        match &err {
+            CommandError::Store(Error::CommandIdReused {
+                command_id,
+                first_stream,
+                first_fingerprint,
+                fingerprint,
+            }) => {
+                assert_eq!((command_id.as_str(), first_stream), ("k", &account("a")));
+                assert_eq!(*first_fingerprint, Some(print));
+                assert_eq!(*fingerprint, Fingerprint::of(&deposit("a", 6)).unwrap());
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains(&print.short()) && text.contains("different request"), "{text}");
+        let err = engine.execute_with(Withdraw { id: "a".into(), amount: 5 }, key()).await.unwrap_err();
+        assert!(matches!(err, CommandError::Store(Error::CommandIdReused { .. })), "{err:?}");
+    }
+    assert_eq!(stored(&store, "a").await.len(), 2, "nothing executed");
+    assert_eq!(
+        cqrs.execute_with(deposit("a", 5), key()).await.unwrap(),
+        replay_of(&first),
+        "the same request still replays"
+    );
+}
+
+#[tokio::test]
+async fn a_replay_appends_nothing_even_when_the_command_would_now_be_refused() {
+    let store = Counting::default();
+    let cqrs = Cqrs::new(store.clone());
+    cqrs.execute(open("a")).await.unwrap();
+    cqrs.execute(deposit("a", 5)).await.unwrap();
+    let key = || ExecuteOptions::default().command_id("w");
+    let first = cqrs.execute_with(Withdraw { id: "a".into(), amount: 5 }, key()).await.unwrap();
+    let appends = store.appends.load(Ordering::SeqCst);
+    // The balance is 0 now: executed again, the withdrawal would be refused.
+    let again = Cqrs::new(store.clone()).execute_with(Withdraw { id: "a".into(), amount: 5 }, key()).await.unwrap();
+    assert_eq!(again, replay_of(&first));
+    assert_eq!(store.appends.load(Ordering::SeqCst), appends, "not even an attempt");
+}
+
+#[tokio::test]
+async fn outcomes_recorded_without_a_fingerprint_still_replay_on_their_stream() {
+    // An append that carried the command id without a fingerprint: what a store upgraded from a
+    // release that kept none holds for commands executed before.
+    let store = MemoryEventStore::new();
+    let cqrs = Cqrs::new(store.clone());
+    cqrs.execute(open("a")).await.unwrap();
+    let metadata = Metadata { command_id: Some("old".into()), ..Metadata::default() };
+    let event = NewEvent::encode(&AccountEvent::Deposited { amount: 5 }, metadata).unwrap();
+    let old = store.append(&account("a"), ExpectedVersion::Exact(1), vec![event]).await.unwrap();
+    assert_eq!(store.command_outcome("old").await.unwrap().unwrap().fingerprint, None);
+    let key = || ExecuteOptions::default().command_id("old");
+    let again = cqrs.execute_with(deposit("a", 5), key()).await.unwrap();
+    assert_eq!(again, replay_of(&CommandOutcome::from(old.clone())), "no fingerprint to compare: the stream decides");
+    // Any request on the same stream replays (as before fingerprints were kept); on another
+    // stream it is refused.
+    assert_eq!(cqrs.execute_with(deposit("a", 7), key()).await.unwrap(), again);
+    cqrs.execute(open("b")).await.unwrap();
+    let err = cqrs.execute_with(deposit("b", 5), key()).await.unwrap_err();
+    assert!(matches!(err, CommandError::Store(Error::CommandIdReused { first_fingerprint: None, .. })), "{err:?}");
+    assert!(err.to_string().contains("not recorded"), "{err}");
+    assert_eq!(stored(&store, "a").await.len(), 2);
+}
+
+#[tokio::test]
+async fn fingerprints_are_pinned_and_refuse_non_finite_floats() {
+    // The canonical text `[1,"account","Deposit","a",{"amount":5,"id":"a"}]`, hashed with
+    // SHA-256 (e.g. `printf %s '...' | sha256sum`): stored fingerprints must keep matching after
+    // an upgrade, on every platform.
+    let print = Fingerprint::of(&deposit("a", 5)).unwrap();
+    assert_eq!(print.to_string(), "85af27f56ea85a8d12a029005d5b242788da1e126ea98cf2590fbf5d0ecddfa6");
+    assert_eq!(print.short(), "85af27f56ea8");
+    assert_ne!(print, Fingerprint::of(&Withdraw { id: "a".into(), amount: 5 }).unwrap(), "the command's name counts");
+    assert_ne!(print, Fingerprint::of(&deposit("b", 5)).unwrap());
+
+    #[derive(Debug, Serialize)]
+    struct Rate {
+        id: String,
+        rate: f64,
+    }
+    impl Command for Rate {
+        type Aggregate = Account;
+        const NAME: &'static str = "Rate";
+        fn aggregate_id(&self) -> std::borrow::Cow<'_, str> {
+            self.id.as_str().into()
+        }
+    }
+    impl Handle<Rate> for Account {
+        fn handle(&self, _: &Rate) -> Result<Vec<AccountEvent>, AccountError> {
+            Ok(vec![])
+        }
+    }
+    assert!(Fingerprint::of(&Rate { id: "a".into(), rate: 0.5 }).is_ok());
+    let err = Fingerprint::of(&Rate { id: "a".into(), rate: f64::NAN }).unwrap_err();
+    assert!(matches!(err, Error::Encode { .. }), "{err:?}");
+    // Fingerprints are taken only for commands with an id: without one, nothing to refuse.
+    let store = MemoryEventStore::new();
+    let cqrs = Cqrs::new(store.clone());
+    cqrs.execute(Rate { id: "a".into(), rate: f64::NAN }).await.unwrap();
+    let err = cqrs
+        .execute_with(Rate { id: "a".into(), rate: f64::INFINITY }, ExecuteOptions::default().command_id("r"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CommandError::Store(Error::Encode { .. })), "{err:?}");
+    assert_eq!(store.command_outcome("r").await.unwrap(), None);
 }
 
 #[tokio::test]

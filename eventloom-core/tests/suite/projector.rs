@@ -409,6 +409,15 @@ impl EventStore for SlowReads {
     ) -> eventloom_core::Result<eventloom_core::AppendOutcome> {
         self.0.append(stream, expected, events).await
     }
+    async fn append_command(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        print: &eventloom_core::Fingerprint,
+    ) -> eventloom_core::Result<eventloom_core::AppendOutcome> {
+        self.0.append_command(stream, expected, events, print).await
+    }
     async fn read_stream(
         &self,
         stream: &StreamId,
@@ -427,11 +436,16 @@ impl EventStore for SlowReads {
     async fn head(&self) -> eventloom_core::Result<Option<Position>> {
         self.0.head().await
     }
-    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::AppendOutcome>> {
+    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::CommandRecord>> {
         self.0.command_outcome(id).await
     }
-    async fn record_command(&self, id: &str, outcome: eventloom_core::AppendOutcome) -> eventloom_core::Result<()> {
-        self.0.record_command(id, outcome).await
+    async fn record_command(
+        &self,
+        id: &str,
+        print: &eventloom_core::Fingerprint,
+        outcome: eventloom_core::AppendOutcome,
+    ) -> eventloom_core::Result<()> {
+        self.0.record_command(id, print, outcome).await
     }
 }
 

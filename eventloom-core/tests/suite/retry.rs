@@ -26,6 +26,17 @@ impl Contended {
     fn interfere(&self, times: usize) {
         self.interfere.store(times, Ordering::SeqCst);
     }
+
+    /// Counts an append and, while told to interfere, gets one in before it.
+    async fn interfere_once(&self, s: &StreamId, e: ExpectedVersion) -> eventloom_core::Result<()> {
+        self.appends.fetch_add(1, Ordering::SeqCst);
+        let take = self.interfere.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        if take && matches!(e, ExpectedVersion::Exact(_)) {
+            let other = NewEvent::encode(&AccountEvent::Deposited { amount: 1 }, Metadata::default())?;
+            self.inner.append(s, ExpectedVersion::Any, vec![other]).await?;
+        }
+        Ok(())
+    }
 }
 
 #[eventloom_core::async_trait]
@@ -36,13 +47,18 @@ impl EventStore for Contended {
         e: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> eventloom_core::Result<AppendOutcome> {
-        self.appends.fetch_add(1, Ordering::SeqCst);
-        let take = self.interfere.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
-        if take && matches!(e, ExpectedVersion::Exact(_)) {
-            let other = NewEvent::encode(&AccountEvent::Deposited { amount: 1 }, Metadata::default())?;
-            self.inner.append(s, ExpectedVersion::Any, vec![other]).await?;
-        }
+        self.interfere_once(s, e).await?;
         self.inner.append(s, e, events).await
+    }
+    async fn append_command(
+        &self,
+        s: &StreamId,
+        e: ExpectedVersion,
+        events: Vec<NewEvent>,
+        print: &eventloom_core::Fingerprint,
+    ) -> eventloom_core::Result<AppendOutcome> {
+        self.interfere_once(s, e).await?;
+        self.inner.append_command(s, e, events, print).await
     }
     async fn read_stream(&self, s: &StreamId, from: u64, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
         self.inner.read_stream(s, from, limit).await
@@ -53,11 +69,16 @@ impl EventStore for Contended {
     async fn stream_version(&self, s: &StreamId) -> eventloom_core::Result<u64> {
         self.inner.stream_version(s).await
     }
-    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<AppendOutcome>> {
+    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::CommandRecord>> {
         self.inner.command_outcome(id).await
     }
-    async fn record_command(&self, id: &str, outcome: AppendOutcome) -> eventloom_core::Result<()> {
-        self.inner.record_command(id, outcome).await
+    async fn record_command(
+        &self,
+        id: &str,
+        print: &eventloom_core::Fingerprint,
+        outcome: AppendOutcome,
+    ) -> eventloom_core::Result<()> {
+        self.inner.record_command(id, print, outcome).await
     }
     async fn head(&self) -> eventloom_core::Result<Option<Position>> {
         self.inner.head().await

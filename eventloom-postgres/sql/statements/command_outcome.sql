@@ -1,1 +1,1 @@
-SELECT category, stream_id, first_version, last_version, transaction_id::text, sequence FROM {schema}.commands WHERE command_id = $1
+SELECT category, stream_id, first_version, last_version, transaction_id::text, sequence, fingerprint FROM {schema}.commands WHERE command_id = $1

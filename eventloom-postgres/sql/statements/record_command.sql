@@ -1,1 +1,1 @@
-INSERT INTO {schema}.commands (command_id, category, stream_id, first_version, last_version, transaction_id, sequence) VALUES ($1, $2, $3, $4, $5, $6::text::xid8, $7) ON CONFLICT (command_id) DO NOTHING
+INSERT INTO {schema}.commands (command_id, category, stream_id, first_version, last_version, transaction_id, sequence, fingerprint) VALUES ($1, $2, $3, $4, $5, $6::text::xid8, $7, $8) ON CONFLICT (command_id) DO NOTHING

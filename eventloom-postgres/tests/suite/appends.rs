@@ -178,7 +178,7 @@ async fn exact_appends_racing_on_one_stream_with_one_command_id_append_once() {
         for t in tasks {
             match t.await.unwrap() {
                 Ok(out) => won.push(out),
-                Err(Error::DuplicateCommand { command_id, outcome }) => {
+                Err(Error::DuplicateCommand { command_id, outcome, .. }) => {
                     assert_eq!(command_id, id);
                     duplicates.push(outcome);
                 }
@@ -187,7 +187,7 @@ async fn exact_appends_racing_on_one_stream_with_one_command_id_append_once() {
         }
         assert_eq!(won.len(), 1, "one append under {id}");
         assert!(duplicates.iter().all(|d| d == &won[0]), "the others get the first outcome");
-        assert_eq!(store.command_outcome(&id).await.unwrap().as_ref(), Some(&won[0]));
+        assert_eq!(store.command_outcome(&id).await.unwrap().map(|c| c.outcome).as_ref(), Some(&won[0]));
     }
     assert_eq!(store.stream_version(&s).await.unwrap(), 11);
 }

@@ -32,14 +32,14 @@ impl Aggregate for Account {
     }
 }
 
-#[derive(Debug, Command)]
+#[derive(Debug, Serialize, Command)]
 #[command(aggregate = Account)]
 pub struct Open {
     #[command(id)]
     pub id: String,
 }
 
-#[derive(Debug, Command)]
+#[derive(Debug, Serialize, Command)]
 #[command(aggregate = Account)]
 pub struct Deposit {
     #[command(id)]

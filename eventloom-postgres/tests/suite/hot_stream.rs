@@ -58,6 +58,16 @@ impl<S: EventStore + Clone> EventStore for Counted<S> {
         self.appends.fetch_add(1, Ordering::Relaxed);
         self.inner.append(s, e, events).await
     }
+    async fn append_command(
+        &self,
+        s: &StreamId,
+        e: ExpectedVersion,
+        events: Vec<NewEvent>,
+        print: &eventloom_core::Fingerprint,
+    ) -> eventloom_core::Result<AppendOutcome> {
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        self.inner.append_command(s, e, events, print).await
+    }
     async fn read_stream(&self, s: &StreamId, from: u64, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
         self.inner.read_stream(s, from, limit).await
     }
@@ -67,11 +77,16 @@ impl<S: EventStore + Clone> EventStore for Counted<S> {
     async fn stream_version(&self, s: &StreamId) -> eventloom_core::Result<u64> {
         self.inner.stream_version(s).await
     }
-    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<AppendOutcome>> {
+    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::CommandRecord>> {
         self.inner.command_outcome(id).await
     }
-    async fn record_command(&self, id: &str, outcome: AppendOutcome) -> eventloom_core::Result<()> {
-        self.inner.record_command(id, outcome).await
+    async fn record_command(
+        &self,
+        id: &str,
+        print: &eventloom_core::Fingerprint,
+        outcome: AppendOutcome,
+    ) -> eventloom_core::Result<()> {
+        self.inner.record_command(id, print, outcome).await
     }
     async fn head(&self) -> eventloom_core::Result<Option<Position>> {
         self.inner.head().await

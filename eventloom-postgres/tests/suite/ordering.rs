@@ -406,7 +406,7 @@ async fn events_restored_from_another_cluster_are_refused_until_renumbered() {
     assert_eq!(events.iter().map(n).collect::<Vec<_>>(), [0, 1, 2, 3], "new events come after the old ones");
     assert_eq!(events[3].position, out.position);
     let outcome = store.command_outcome("restored-cmd").await.unwrap().unwrap();
-    assert_eq!(outcome.position, events[2].position, "command outcomes point at the renumbered events");
+    assert_eq!(outcome.outcome.position, events[2].position, "command outcomes point at the renumbered events");
     // Views are dropped for a rebuild: nothing live, nothing being built, and a projector from
     // before writes nothing.
     assert_eq!(views.status("p").await.unwrap(), eventloom_core::ProjectionStatus::default());

@@ -74,7 +74,7 @@ impl Aggregate for Account {
 }
 
 /// Opens an account.
-#[derive(Debug, Command)]
+#[derive(Debug, Serialize, Command)]
 #[command(aggregate = Account)]
 pub struct OpenAccount {
     /// The account's id.
@@ -85,7 +85,7 @@ pub struct OpenAccount {
 }
 
 /// Puts money in.
-#[derive(Debug, Command)]
+#[derive(Debug, Serialize, Command)]
 #[command(aggregate = Account)]
 pub struct DepositMoney {
     /// The account's id.
@@ -96,7 +96,7 @@ pub struct DepositMoney {
 }
 
 /// Takes money out.
-#[derive(Debug, Command)]
+#[derive(Debug, Serialize, Command)]
 #[command(aggregate = Account)]
 pub struct WithdrawMoney {
     /// The account's id.

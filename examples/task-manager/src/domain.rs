@@ -108,7 +108,7 @@ fn check_text(field: &str, value: &str, min: usize, max: usize, allow_newlines: 
 }
 
 /// Creates a task.
-#[derive(Debug, Clone, PartialEq, Eq, Command)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Command)]
 #[command(aggregate = Task)]
 pub struct CreateTask {
     /// The new task's id, made by the server ([`new_task_id`]).
@@ -130,7 +130,7 @@ impl CreateTask {
 }
 
 /// Gives a task to someone (again, or to someone else).
-#[derive(Debug, Clone, PartialEq, Eq, Command)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Command)]
 #[command(aggregate = Task)]
 pub struct AssignTask {
     /// The task.
@@ -154,7 +154,7 @@ pub fn check_assignee(name: &str) -> Result<(), InvalidInput> {
 }
 
 /// Marks a task done.
-#[derive(Debug, Clone, PartialEq, Eq, Command)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Command)]
 #[command(aggregate = Task)]
 pub struct CompleteTask {
     /// The task.
@@ -163,7 +163,7 @@ pub struct CompleteTask {
 }
 
 /// Opens a completed task again.
-#[derive(Debug, Clone, PartialEq, Eq, Command)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Command)]
 #[command(aggregate = Task)]
 pub struct ReopenTask {
     /// The task.
@@ -218,6 +218,15 @@ const TASK_ID_LEN: usize = 32;
 /// A new, random task id. Clients treat it as opaque.
 pub fn new_task_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The id of the task a `POST /tasks` under the `Idempotency-Key` `key` creates: the first 128
+/// bits of a SHA-256 of the key, in the shape of [`new_task_id`]'s. Sent again, the request is
+/// the same command on the same task, and the engine answers it with the first outcome.
+pub fn task_id_for_key(key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("task-manager create\n{key}").as_bytes());
+    digest[..TASK_ID_LEN / 2].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether `id` has the shape of an id [`new_task_id`] makes. Anything else names no task, and
@@ -298,6 +307,10 @@ mod tests {
     fn task_ids() {
         let id = new_task_id();
         assert!(is_task_id(&id), "{id}");
+        let keyed = task_id_for_key("k");
+        assert!(is_task_id(&keyed) && keyed == task_id_for_key("k") && keyed != task_id_for_key("k2"), "{keyed}");
+        // Pinned: a key sent again after an upgrade must name the same task.
+        assert_eq!(keyed, "fc5ca5aeeb1a58bce01d152845518045");
         assert_ne!(id, new_task_id());
         for bad in
             ["", "x", &id.to_uppercase(), &format!("{id}0"), "../../etc/passwd", "0000000000000000000000000000000\0"]

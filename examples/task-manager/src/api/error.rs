@@ -83,7 +83,10 @@ impl From<eventloom_core::Error> for ApiError {
                 ApiError::bad_request(error.to_string())
             }
             E::PayloadTooLarge { .. } => ApiError::payload_too_large(error.to_string()),
-            E::CommandIdReused { .. } => ApiError::key_reused(error.to_string()),
+            // Not the error's own text, which names the first request's stream.
+            E::CommandIdReused { .. } => ApiError::key_reused(
+                "this Idempotency-Key was already used for a different request; nothing was executed",
+            ),
             E::Conflict { .. } => ApiError::conflict("the task changed meanwhile; try again"),
             _ => {
                 tracing::error!(%error, "request failed");
