@@ -5,4 +5,5 @@ pub(crate) mod fold;
 pub(crate) mod projection;
 pub(crate) mod projector;
 pub(crate) mod reader;
+mod run;
 pub(crate) mod subscription;
