@@ -47,12 +47,12 @@ use crate::{
 /// # });
 /// ```
 pub struct Projector<S> {
-    events: S,
+    pub(super) events: S,
     pub(super) views: Arc<dyn ViewStore>,
     pub(super) leases: Option<Arc<dyn LeaseManager>>,
     upcasters: Upcasters,
-    batch_size: usize,
-    batch_bytes: usize,
+    pub(super) batch_size: usize,
+    pub(super) batch_bytes: usize,
     pub(super) retry_delay: Duration,
     poison: PoisonPolicy,
     pub(super) verify_interval: Duration,
@@ -266,7 +266,7 @@ impl<S: EventStore + Clone> Projector<S> {
     pub async fn run<P: Projection>(&self, projection: P, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let span = tracing::info_span!("projection", projection = P::NAME);
         tokio::pin!(shutdown);
-        Runner::new(self, projection, shutdown).run().instrument(span).await
+        Runner::new(self, &self.events, projection, shutdown).run().instrument(span).await
     }
 
     /// Sorts a failed step: `Ok(true)` to start over at once (the views are gone), `Ok(false)` to

@@ -4,6 +4,7 @@
 mod conformance;
 mod domain;
 mod engine;
+mod group;
 mod kit;
 mod projector;
 mod retry;
