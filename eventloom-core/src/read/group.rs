@@ -120,7 +120,12 @@ impl<S: EventStore + Clone> Projector<S> {
     /// # drop(group);
     /// ```
     pub fn group_fed_by<F: Feed>(&self, feed: F) -> ProjectionGroup<S, F> {
-        ProjectionGroup { projector: self.clone(), feed: Arc::new(feed), buffer: DEFAULT_MEMBER_BUFFER, members: Vec::new() }
+        ProjectionGroup {
+            projector: self.clone(),
+            feed: Arc::new(feed),
+            buffer: DEFAULT_MEMBER_BUFFER,
+            members: Vec::new(),
+        }
     }
 }
 

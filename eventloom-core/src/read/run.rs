@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use super::feed::{Feed, FeedReader};
-use super::group::{Attached, Membership, MemberState};
+use super::group::{Attached, MemberState, Membership};
 use super::projector::{Projector, Target};
 use crate::{Error, EventStore, Lease, Position, Projection, RecordedEvent, Result};
 
