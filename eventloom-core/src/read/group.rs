@@ -88,8 +88,11 @@ impl<S, F> std::fmt::Debug for ProjectionGroup<S, F> {
 struct Pending<S, F> {
     name: &'static str,
     status: Arc<watch::Sender<MemberStatus>>,
-    start: Box<dyn FnOnce(Context<S, F>) -> BoxFuture<Result<()>> + Send>,
+    start: Start<S, F>,
 }
+
+/// Starts a member's run.
+type Start<S, F> = Box<dyn FnOnce(Context<S, F>) -> BoxFuture<Result<()>> + Send>;
 
 /// What a member runs with.
 struct Context<S, F> {

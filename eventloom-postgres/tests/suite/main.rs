@@ -8,6 +8,7 @@ mod conformance;
 mod corrupt;
 mod domain;
 mod faults;
+mod group;
 mod hot_stream;
 mod leases;
 mod migrations;
