@@ -265,8 +265,13 @@ impl<S: EventStore + Clone> Projector<S> {
     /// generation, made live once caught up.
     pub async fn run<P: Projection>(&self, projection: P, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let span = tracing::info_span!("projection", projection = P::NAME);
-        tokio::pin!(shutdown);
-        Runner::new(self, &self.events, projection, shutdown).run().instrument(span).await
+        // Boxed here, where the lifetimes are known: spawning the future of a generic state
+        // machine otherwise trips the compiler's check that it is `Send` for every lifetime.
+        let run: std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> = Box::pin(async move {
+            tokio::pin!(shutdown);
+            Runner::new(self, &self.events, projection, shutdown).run().await
+        });
+        run.instrument(span).await
     }
 
     /// Sorts a failed step: `Ok(true)` to start over at once (the views are gone), `Ok(false)` to
