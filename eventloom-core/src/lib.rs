@@ -98,6 +98,8 @@ pub use model::stream::{
     ExpectedVersion, MAX_CATEGORY_LEN, MAX_COMMAND_ID_LEN, MAX_ID_LEN, StreamId, validate_command_id,
 };
 pub use read::event_set::EventSet;
+pub use read::feed::{Feed, FeedReader};
+pub use read::group::{DEFAULT_MEMBER_BUFFER, MemberHandle, MemberState, MemberStatus, ProjectionGroup};
 pub use read::projection::{BoxError, DEFAULT_PROJECTOR_BATCH, EventOf, PoisonPolicy, Projection};
 pub use read::projector::Projector;
 pub use read::projector::handler::EventHandler;

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use tracing::Instrument;
 
 use super::super::fold::dead_letter;
-use super::{Projector, lease_lost};
+use super::Projector;
+use crate::read::run::lease_lost;
 use crate::write::retry::Jitter;
 use crate::{
     BoxError, DeadLetter, Error, EventEnvelope, EventSet, EventStore, Lease, PoisonPolicy, Position, RecordedEvent,

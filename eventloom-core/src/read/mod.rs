@@ -2,8 +2,11 @@
 //! feed it, readers answer queries.
 
 pub(crate) mod event_set;
+pub(crate) mod feed;
 pub(crate) mod fold;
+pub(crate) mod group;
 pub(crate) mod projection;
 pub(crate) mod projector;
 pub(crate) mod reader;
+mod run;
 pub(crate) mod subscription;

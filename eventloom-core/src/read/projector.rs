@@ -12,6 +12,7 @@ use tracing::Instrument;
 pub(crate) mod handler;
 
 use super::fold::{CategoryUpcasters, Fold, Folded, dead_letter};
+use super::run::Runner;
 use crate::{
     DEFAULT_PROJECTOR_BATCH, Error, EventStore, Lease, LeaseManager, PoisonPolicy, Position, Projection,
     ProjectionStop, RecordedEvent, Result, StopKind, Subscription, Upcasters, ViewCommit, ViewStore,
@@ -50,15 +51,15 @@ use crate::{
 /// # });
 /// ```
 pub struct Projector<S> {
-    events: S,
-    views: Arc<dyn ViewStore>,
-    leases: Option<Arc<dyn LeaseManager>>,
+    pub(super) events: S,
+    pub(super) views: Arc<dyn ViewStore>,
+    pub(super) leases: Option<Arc<dyn LeaseManager>>,
     upcasters: CategoryUpcasters,
-    batch_size: usize,
-    batch_bytes: usize,
-    retry_delay: Duration,
+    pub(super) batch_size: usize,
+    pub(super) batch_bytes: usize,
+    pub(super) retry_delay: Duration,
     poison: PoisonPolicy,
-    verify_interval: Duration,
+    pub(super) verify_interval: Duration,
 }
 
 impl<S: Clone> Clone for Projector<S> {
@@ -83,13 +84,6 @@ impl<S> std::fmt::Debug for Projector<S> {
             .field("leases", &self.leases.is_some())
             .field("batch_size", &self.batch_size)
             .finish_non_exhaustive()
-    }
-}
-
-async fn lease_lost(lease: &mut Option<Lease>) {
-    match lease {
-        Some(lease) => lease.lost().await,
-        None => std::future::pending().await,
     }
 }
 
@@ -257,7 +251,7 @@ impl<S: EventStore + Clone> Projector<S> {
 
     /// The generation to write: the one being built for this version, else the live one of this
     /// version, else a new one.
-    async fn target<P: Projection>(&self, token: u64) -> Result<Target> {
+    pub(super) async fn target<P: Projection>(&self, token: u64) -> Result<Target> {
         let status = self.views.status(P::NAME).await?;
         let stopped = status.stopped.is_some();
         if let Some(newer) = [status.live, status.building].into_iter().flatten().find(|g| g.version > P::VERSION) {
@@ -283,7 +277,7 @@ impl<S: EventStore + Clone> Projector<S> {
     }
 
     /// Whether `target` is still a generation of the projection in the store.
-    async fn still_there<P: Projection>(&self, target: &Target) -> Result<bool> {
+    pub(super) async fn still_there<P: Projection>(&self, target: &Target) -> Result<bool> {
         let status = self.views.status(P::NAME).await?;
         Ok([status.live, status.building].into_iter().flatten().any(|g| g.id == target.generation))
     }
@@ -296,174 +290,18 @@ impl<S: EventStore + Clone> Projector<S> {
     /// generation, made live once caught up.
     pub async fn run<P: Projection>(&self, projection: P, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let span = tracing::info_span!("projection", projection = P::NAME);
-        self.run_inner(projection, shutdown).instrument(span).await
-    }
-
-    async fn run_inner<P: Projection>(&self, projection: P, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-        tokio::pin!(shutdown);
-        let mut delay = self.retry_delay;
-        // Sleeps `delay` (doubling it up to 5 s), or returns `true` when shut down meanwhile.
-        macro_rules! back_off {
-            () => {{
-                let stop = tokio::select! {
-                    () = tokio::time::sleep(delay) => false,
-                    () = &mut shutdown => true,
-                };
-                delay = (delay * 2).min(Duration::from_secs(5));
-                stop
-            }};
-        }
-        let mut lease: Option<Lease> = None;
-        loop {
-            if lease.as_ref().is_none_or(Lease::is_lost) {
-                lease = match &self.leases {
-                    Some(leases) => tokio::select! {
-                        lease = leases.acquire(P::NAME) => match lease {
-                            Ok(lease) => Some(lease),
-                            Err(error) if error.is_transient() => {
-                                tracing::warn!(%error, ?delay, "cannot take the lease; retrying");
-                                if back_off!() { return Ok(()); }
-                                continue;
-                            }
-                            Err(error) => return Err(error),
-                        },
-                        () = &mut shutdown => return Ok(()),
-                    },
-                    None => None,
-                };
-            }
-            let token = lease.as_ref().map_or(0, Lease::token);
-            let mut target = match self.target::<P>(token).await {
-                Ok(target) => target,
-                Err(error) if error.is_transient() => {
-                    tracing::warn!(%error, ?delay, "cannot read the projection's status; retrying");
-                    if back_off!() {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                Err(error @ Error::Fenced { .. }) => {
-                    tracing::warn!(%error, "another runner leads; standing by");
-                    drop(lease.take());
-                    if back_off!() {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                Err(error) => return Err(error),
-            };
-            tracing::info!(token, generation = target.generation, building = target.building, "running");
-            let mut subscription = self.subscribe(target.checkpoint);
-            // A batch read while the one before was written.
-            let mut ahead: Option<Vec<RecordedEvent>> = None;
-            loop {
-                let batch = if let Some(batch) = ahead.take() {
-                    // Stop between batches when asked, as when waiting for one.
-                    tokio::select! {
-                        biased;
-                        () = &mut shutdown => return Ok(()),
-                        () = lease_lost(&mut lease) => {
-                            tracing::warn!("lease lost; standing by");
-                            break;
-                        }
-                        () = std::future::ready(()) => Ok(batch),
-                    }
-                } else if target.building {
-                    // Building a new generation: once caught up, make it live, then go on live.
-                    tokio::select! {
-                        next = subscription.try_next_batch() => match next {
-                            Ok(Some(batch)) => Ok(batch),
-                            Ok(None) => match self.views.go_live(P::NAME, target.generation, token).await {
-                                Ok(()) => {
-                                    tracing::info!(generation = target.generation, "new generation of views is live");
-                                    target.building = false;
-                                    continue;
-                                }
-                                Err(error) => Err(error),
-                            },
-                            Err(error) => Err(error),
-                        },
-                        () = &mut shutdown => return Ok(()),
-                        () = lease_lost(&mut lease) => {
-                            tracing::warn!("lease lost; standing by");
-                            break;
-                        }
-                    }
-                } else {
-                    // Live: wait for the next batch; while waiting, check every verify interval
-                    // that the views are still there. The read in flight is kept across checks,
-                    // so a read slower than the interval still completes.
-                    let fetch = subscription.next_batch();
-                    tokio::pin!(fetch);
-                    let next = loop {
-                        tokio::select! {
-                            batch = &mut fetch => break Some(batch),
-                            () = &mut shutdown => return Ok(()),
-                            () = lease_lost(&mut lease) => {
-                                tracing::warn!("lease lost; standing by");
-                                break None;
-                            }
-                            () = tokio::time::sleep(self.verify_interval) => {
-                                match self.still_there::<P>(&target).await {
-                                    Ok(true) => {}
-                                    Ok(false) => {
-                                        tracing::warn!(generation = target.generation,
-                                            "the views are gone (the store restarted empty or was flushed); rebuilding");
-                                        break None;
-                                    }
-                                    Err(error) => tracing::warn!(%error, "cannot check the views' generation"),
-                                }
-                            }
-                        }
-                    };
-                    match next {
-                        Some(batch) => batch,
-                        None => break,
-                    }
-                };
-                let outcome = match batch {
-                    // A batch short of the batch size (in events and bytes) was the end of the log
-                    // when it was read: reading ahead would only cost a read that finds nothing.
-                    Ok(batch) if !subscription.is_behind() => self.process(&projection, &batch, &target, token).await,
-                    Ok(batch) => {
-                        // Behind (catching up, or a backlog): read the next batch while this one
-                        // is folded and written. A read that fails or finds nothing is left to
-                        // the next turn; a batch whose write failed is dropped with it.
-                        let (written, next) = tokio::join!(
-                            self.process(&projection, &batch, &target, token),
-                            subscription.try_next_batch()
-                        );
-                        if written.is_ok() {
-                            ahead = next.ok().flatten();
-                        }
-                        written
-                    }
-                    Err(error) => Err(error),
-                };
-                match outcome {
-                    Ok(position) => {
-                        target.checkpoint = Some(position);
-                        delay = self.retry_delay;
-                        if target.stopped {
-                            target.stopped = !self.note_running(P::NAME, token).await;
-                        }
-                    }
-                    Err(error) => {
-                        // Start over from the stored status: a write whose reply was lost may
-                        // have committed.
-                        if !self.on_error(P::NAME, error, &mut lease, target.generation, token).await? && back_off!() {
-                            return Ok(());
-                        }
-                        break;
-                    }
-                }
-            }
-        }
+        // Boxed here, where the lifetimes are known: spawning the future of a generic state
+        // machine otherwise trips the compiler's check that it is `Send` for every lifetime.
+        let run: std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> = Box::pin(async move {
+            tokio::pin!(shutdown);
+            Runner::new(self, &self.events, projection, shutdown).run().await
+        });
+        run.instrument(span).await
     }
 
     /// Sorts a failed step: `Ok(true)` to start over at once (the views are gone), `Ok(false)` to
     /// back off and start over (a transient failure, or another runner wrote), `Err` to stop.
-    async fn on_error(
+    pub(super) async fn on_error(
         &self,
         name: &str,
         error: Error,
@@ -520,7 +358,7 @@ impl<S: EventStore + Clone> Projector<S> {
 
     /// Clears a recorded stop once the projection has written past it; whether it did (a stop
     /// left in place after a failure is stale anyway: see `ProjectionStatus::active_stop`).
-    async fn note_running(&self, name: &str, token: u64) -> bool {
+    pub(super) async fn note_running(&self, name: &str, token: u64) -> bool {
         match self.views.record_stop(name, None, token).await {
             Ok(()) => {
                 tracing::info!("the projection runs again past its recorded stop");
@@ -533,7 +371,7 @@ impl<S: EventStore + Clone> Projector<S> {
         }
     }
 
-    fn subscribe(&self, checkpoint: Option<Position>) -> Subscription<S> {
+    pub(super) fn subscribe(&self, checkpoint: Option<Position>) -> Subscription<S> {
         Subscription::new(self.events.clone(), checkpoint.unwrap_or(Position::ZERO))
             .with_batch_size(self.batch_size)
             .with_batch_bytes(self.batch_bytes)
@@ -550,7 +388,7 @@ impl<S: EventStore + Clone> Projector<S> {
     /// written and the projection stops with its position. An event written by a newer release
     /// ([`Error::NewerSchema`]) is never skipped: the events before it are written and the error
     /// returned, whatever the policy.
-    async fn process<P: Projection>(
+    pub(super) async fn process<P: Projection>(
         &self,
         projection: &P,
         batch: &[RecordedEvent],

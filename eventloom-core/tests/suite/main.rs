@@ -5,6 +5,7 @@ mod app;
 mod conformance;
 mod domain;
 mod engine;
+mod group;
 mod kit;
 mod projector;
 mod retry;

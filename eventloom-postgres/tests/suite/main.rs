@@ -9,6 +9,7 @@ mod corrupt;
 mod domain;
 mod faults;
 mod fingerprints;
+mod group;
 mod hot_stream;
 mod leases;
 mod migrations;

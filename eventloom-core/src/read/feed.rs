@@ -1,0 +1,100 @@
+//! Where a projection's events come from: a [`Feed`] of events in one total order, read from any
+//! position by a [`FeedReader`].
+
+use async_trait::async_trait;
+
+use crate::{EventStore, Position, RecordedEvent, Result, Subscription};
+
+/// A source of events in one total order, each with its [`Position`] in it, that projections
+/// can read from any position: the event store's log (every [`EventStore`] is a feed), or another
+/// source with positions of its own (a bus consumer).
+///
+/// A [`ProjectionGroup`](crate::ProjectionGroup) reads a feed once for all its members, and
+/// each member that is behind reads it on its own from its checkpoint until it catches up. A
+/// feed's positions are what members' checkpoints hold, so a projection reads one feed for
+/// good.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{Feed, FeedReader, MemoryEventStore, Position};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let store = MemoryEventStore::new();
+/// let mut reader = Feed::read_after(&store, Position::ZERO, 100, 1 << 20);
+/// assert!(reader.try_next_batch().await.unwrap().is_none(), "nothing stored yet");
+/// assert_eq!(Feed::count_after(&store, Position::ZERO, 10).await.unwrap(), 0);
+/// # });
+/// ```
+#[async_trait]
+pub trait Feed: Send + Sync + 'static {
+    /// What reads it.
+    type Reader: FeedReader;
+
+    /// A reader of every event after `after`, in batches of at most `batch_size` events and
+    /// about `batch_bytes` (a batch ends with the event that reaches it).
+    fn read_after(&self, after: Position, batch_size: usize, batch_bytes: usize) -> Self::Reader;
+
+    /// How many events a reader can read now after `after`, counted up to `cap` (see
+    /// [`EventStore::count_after`]): a member's lag.
+    async fn count_after(&self, after: Position, cap: u64) -> Result<u64>;
+}
+
+/// Reads a [`Feed`] in order, batch by batch, with no gap and no duplicate.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::prelude::*;
+/// use eventloom_core::{EventStore, Feed, FeedReader, MemoryEventStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let store = MemoryEventStore::new();
+/// let stream = StreamId::new("task", "1").unwrap();
+/// let event = NewEvent { event_type: "Created".into(), schema_version: 1, payload: "{}".into(), metadata: Metadata::default() };
+/// store.append(&stream, ExpectedVersion::Any, vec![event]).await.unwrap();
+/// let mut reader = store.read_after(Position::ZERO, 100, 1 << 20);
+/// assert_eq!(FeedReader::next_batch(&mut reader).await.unwrap().len(), 1);
+/// assert!(!FeedReader::is_behind(&reader), "a short batch was the end of the log");
+/// # });
+/// ```
+#[async_trait]
+pub trait FeedReader: Send + 'static {
+    /// The next events if there are any now; `None` when caught up.
+    async fn try_next_batch(&mut self) -> Result<Option<Vec<RecordedEvent>>>;
+
+    /// The next events, waiting for new ones when caught up; never empty. Outages are retried
+    /// from the same position; other errors are returned.
+    async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>>;
+
+    /// Whether the last batch was full, so that more may be read at once.
+    fn is_behind(&self) -> bool;
+}
+
+#[async_trait]
+impl<S: EventStore + Clone> Feed for S {
+    type Reader = Subscription<S>;
+
+    fn read_after(&self, after: Position, batch_size: usize, batch_bytes: usize) -> Subscription<S> {
+        Subscription::new(self.clone(), after).with_batch_size(batch_size).with_batch_bytes(batch_bytes)
+    }
+
+    async fn count_after(&self, after: Position, cap: u64) -> Result<u64> {
+        EventStore::count_after(self, after, cap).await
+    }
+}
+
+#[async_trait]
+impl<S: EventStore> FeedReader for Subscription<S> {
+    async fn try_next_batch(&mut self) -> Result<Option<Vec<RecordedEvent>>> {
+        Subscription::try_next_batch(self).await
+    }
+
+    async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>> {
+        Subscription::next_batch(self).await
+    }
+
+    fn is_behind(&self) -> bool {
+        Subscription::is_behind(self)
+    }
+}

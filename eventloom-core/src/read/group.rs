@@ -1,0 +1,514 @@
+//! A [`ProjectionGroup`]: many projections of one process fed by one read of the log.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::feed::{Feed, FeedReader};
+use super::projector::Projector;
+use super::run::Runner;
+use crate::{Error, EventStore, Position, Projection, RecordedEvent, Result};
+
+/// The default number of batches the shared read keeps for each member of a group: a member
+/// further behind is let go and reads on its own.
+pub const DEFAULT_MEMBER_BUFFER: usize = 4;
+
+/// A batch of the shared read, handed to every member that follows it.
+type Batch = Arc<Vec<RecordedEvent>>;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Runs many projections from one read of a [`Feed`] (by default the projector's event store):
+/// made by [`Projector::group`].
+///
+/// Each member keeps its own checkpoint, generation and lease, and writes its own batches. A
+/// member that is behind the group's read (just started, rebuilding, recovering after an
+/// outage or a lost lease) reads on its own from its checkpoint until it reaches the shared
+/// read, then joins it: from then on the log is read once for all the members that follow it.
+/// The shared read keeps at most a few batches for each member
+/// ([`with_member_buffer`](ProjectionGroup::with_member_buffer)) and goes at the pace of the
+/// fastest one: a member whose buffer is full is let go and catches up on its own, so a slow or
+/// failed member never stalls the others, and memory stays bounded.
+///
+/// # Examples
+///
+/// ```
+/// # use eventloom_core::prelude::*;
+/// # use eventloom_core::{BoxError, Projection};
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
+/// # #[derive(Debug, Default)] struct Counter;
+/// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+/// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+/// # struct Totals;
+/// # impl Projection for Totals { const NAME: &'static str = "totals"; type Events = Counter; type View = u64;
+/// #   fn apply(&self, v: &mut Option<u64>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
+/// #     let CounterEvent::Incremented { by } = &e.event; *v.get_or_insert(0) += by; Ok(()) } }
+/// # struct Counts;
+/// # impl Projection for Counts { const NAME: &'static str = "counts"; type Events = Counter; type View = u64;
+/// #   fn apply(&self, v: &mut Option<u64>, _: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
+/// #     *v.get_or_insert(0) += 1; Ok(()) } }
+/// use eventloom_core::{MemberState, MemoryEventStore, MemoryViewStore, Projector};
+///
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
+/// let mut group = projector.group();
+/// let totals = group.add(Totals);
+/// group.add(Counts);
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let running = tokio::spawn(group.run(async { stopped.await.ok(); }));
+/// totals.wait_until(|s| s.state == MemberState::Running).await;
+/// assert_eq!(totals.lag(100).await.unwrap(), 0);
+/// stop.send(()).unwrap();
+/// running.await.unwrap().unwrap();
+/// assert_eq!(totals.status().state, MemberState::Stopped);
+/// # });
+/// ```
+pub struct ProjectionGroup<S, F = S> {
+    projector: Projector<S>,
+    feed: Arc<F>,
+    buffer: usize,
+    members: Vec<Pending<S, F>>,
+}
+
+impl<S, F> std::fmt::Debug for ProjectionGroup<S, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionGroup")
+            .field("members", &self.members.iter().map(|m| m.name).collect::<Vec<_>>())
+            .field("buffer", &self.buffer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A member added and not started yet: its name, its status, and how to run it.
+struct Pending<S, F> {
+    name: &'static str,
+    status: Arc<watch::Sender<MemberStatus>>,
+    start: Start<S, F>,
+}
+
+/// Starts a member's run.
+type Start<S, F> = Box<dyn FnOnce(Context<S, F>) -> BoxFuture<Result<()>> + Send>;
+
+/// What a member runs with.
+struct Context<S, F> {
+    projector: Projector<S>,
+    feed: Arc<F>,
+    membership: Membership,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl<S: EventStore + Clone> Projector<S> {
+    /// A group of projections fed by one read of this projector's event store, with its
+    /// settings (leases, batch sizes, poison policy, upcasters). See [`ProjectionGroup`].
+    pub fn group(&self) -> ProjectionGroup<S> {
+        self.group_fed_by(self.events.clone())
+    }
+
+    /// A group of projections fed by one read of another [`Feed`] (a bus consumer): their
+    /// checkpoints are the feed's positions.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{MemoryEventStore, MemoryViewStore, Projector};
+    ///
+    /// let log = MemoryEventStore::new();
+    /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
+    /// let group = projector.group_fed_by(log);
+    /// # drop(group);
+    /// ```
+    pub fn group_fed_by<F: Feed>(&self, feed: F) -> ProjectionGroup<S, F> {
+        ProjectionGroup {
+            projector: self.clone(),
+            feed: Arc::new(feed),
+            buffer: DEFAULT_MEMBER_BUFFER,
+            members: Vec::new(),
+        }
+    }
+}
+
+impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
+    /// How many batches the shared read keeps for each member (at least 1; default
+    /// [`DEFAULT_MEMBER_BUFFER`]). Memory holds at most about this many batches per member, and
+    /// a member this far behind is let go to read on its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{MemoryEventStore, MemoryViewStore, Projector};
+    ///
+    /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
+    /// let group = projector.group().with_member_buffer(8);
+    /// # drop(group);
+    /// ```
+    pub fn with_member_buffer(mut self, batches: usize) -> Self {
+        self.buffer = batches.max(1);
+        self
+    }
+
+    /// Adds a projection to the group; the handle tells its status and lag.
+    pub fn add<P: Projection>(&mut self, projection: P) -> MemberHandle {
+        let (status, watch) = watch::channel(MemberStatus::starting());
+        let status = Arc::new(status);
+        let feed = self.feed.clone();
+        let lag: LagProbe = Arc::new(move |after, cap| {
+            let feed = feed.clone();
+            Box::pin(async move { feed.count_after(after, cap).await })
+        });
+        self.members.push(Pending {
+            name: P::NAME,
+            status: status.clone(),
+            start: Box::new(move |context| Box::pin(context.run(projection))),
+        });
+        MemberHandle { name: P::NAME, status: watch, lag }
+    }
+
+    /// Runs every member until `shutdown` resolves, each stopping after the batch it is writing.
+    /// A member that fails (a poison event) stops alone and tells it in its handle's status; the
+    /// others go on. Returns `Ok` once shut down, or the first member's error when every member
+    /// stopped on its own. Two members of one name are refused.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let ProjectionGroup { projector, feed, buffer, members } = self;
+        let mut names: Vec<&str> = members.iter().map(|m| m.name).collect();
+        names.sort_unstable();
+        if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::Backend {
+                message: format!("projection {} is in the group twice", twice[0]),
+                source: None,
+            });
+        }
+        let (stop, stopped) = watch::channel(false);
+        let (joins, asked) = mpsc::channel(members.len().max(1));
+        let mut reader = JoinSet::new();
+        let shared = SharedRead::new(feed.clone(), projector.batch_size, projector.batch_bytes, buffer);
+        reader.spawn(shared.run(asked, stopped.clone()).instrument(tracing::info_span!("shared read")));
+        let mut tasks = JoinSet::new();
+        for member in members {
+            let membership = Membership { joins: joins.clone(), status: member.status.clone() };
+            let context =
+                Context { projector: projector.clone(), feed: feed.clone(), membership, shutdown: stopped.clone() };
+            let status = member.status;
+            let run = (member.start)(context);
+            tasks.spawn(async move {
+                let result = run.await;
+                status.send_modify(|s| {
+                    s.state = MemberState::Stopped;
+                    s.shared = false;
+                    if let Err(error) = &result {
+                        s.last_error = Some(error.to_string());
+                    }
+                });
+                result
+            });
+        }
+        drop(joins);
+        tokio::pin!(shutdown);
+        let mut first_error = None;
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                joined = tasks.join_next() => match joined {
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(error))) => { first_error.get_or_insert(error); }
+                    Some(Err(panicked)) => {
+                        first_error.get_or_insert(Error::Backend { message: format!("a projection panicked: {panicked}"), source: None });
+                    }
+                    // Every member stopped on its own.
+                    None => return first_error.map_or(Ok(()), Err),
+                },
+            }
+        }
+        stop.send_replace(true);
+        while tasks.join_next().await.is_some() {}
+        while reader.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+impl<S: EventStore + Clone, F: Feed> Context<S, F> {
+    async fn run<P: Projection>(self, projection: P) -> Result<()> {
+        let Context { projector, feed, membership, mut shutdown } = self;
+        let shutdown = async move {
+            // A group that is gone shuts its members down too.
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        tokio::pin!(shutdown);
+        let span = tracing::info_span!("projection", projection = P::NAME);
+        Runner::new(&projector, &*feed, projection, shutdown).in_group(membership).run().instrument(span).await
+    }
+}
+
+type LagProbe = Arc<dyn Fn(Position, u64) -> BoxFuture<Result<u64>> + Send + Sync>;
+
+/// Tells a group member's status and lag: returned by [`ProjectionGroup::add`].
+///
+/// # Examples
+///
+/// See [`ProjectionGroup`].
+#[derive(Clone)]
+pub struct MemberHandle {
+    name: &'static str,
+    status: watch::Receiver<MemberStatus>,
+    lag: LagProbe,
+}
+
+impl std::fmt::Debug for MemberHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberHandle").field("name", &self.name).field("status", &*self.status.borrow()).finish()
+    }
+}
+
+impl MemberHandle {
+    /// The member's name ([`Projection::NAME`]).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// What the member is doing now, its checkpoint and its last error.
+    pub fn status(&self) -> MemberStatus {
+        self.status.borrow().clone()
+    }
+
+    /// How many events the member has yet to read after its checkpoint, counted up to `cap`
+    /// (see [`EventStore::count_after`]): 0 when caught up.
+    pub async fn lag(&self, cap: u64) -> Result<u64> {
+        let checkpoint = self.status.borrow().checkpoint.unwrap_or(Position::ZERO);
+        (self.lag)(checkpoint, cap).await
+    }
+
+    /// Waits until the member's status satisfies `ready`, and returns it (at once if it does
+    /// now; the last status when the group is gone).
+    pub async fn wait_until(&self, mut ready: impl FnMut(&MemberStatus) -> bool) -> MemberStatus {
+        let mut status = self.status.clone();
+        let waited = status.wait_for(|s| ready(s)).await.map(|status| status.clone());
+        waited.unwrap_or_else(|_| status.borrow().clone())
+    }
+}
+
+/// A group member's status, as its [`MemberHandle`] tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemberStatus {
+    /// What it is doing.
+    pub state: MemberState,
+    /// The position of the last event it wrote (in the generation it writes).
+    pub checkpoint: Option<Position>,
+    /// Whether the group's shared read feeds it (otherwise it reads on its own, behind it).
+    pub shared: bool,
+    /// The last error it met: an outage it retries, or why it stopped.
+    pub last_error: Option<String>,
+}
+
+impl MemberStatus {
+    fn starting() -> Self {
+        MemberStatus { state: MemberState::Starting, checkpoint: None, shared: false, last_error: None }
+    }
+}
+
+/// What a group member is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemberState {
+    /// Not started yet.
+    Starting,
+    /// Waiting for its lease (another runner holds it), or after another runner wrote.
+    StandingBy,
+    /// Building a new generation of its views (made live once caught up).
+    Building,
+    /// Live: following the log as events commit.
+    Running,
+    /// Stopped: shut down, or failed (see [`MemberStatus::last_error`]).
+    Stopped,
+}
+
+/// A member's link to its group's shared read, and to its handle.
+pub(super) struct Membership {
+    joins: mpsc::Sender<Join>,
+    status: Arc<watch::Sender<MemberStatus>>,
+}
+
+impl Membership {
+    pub(super) fn report(&self, change: impl FnOnce(&mut MemberStatus)) {
+        self.status.send_if_modified(|status| {
+            let before = status.clone();
+            change(status);
+            *status != before
+        });
+    }
+
+    /// Asks the shared read to feed the member the events after `after`: `None` when the shared
+    /// read is past it (or gone).
+    pub(super) async fn join(&self, name: &'static str, after: Position) -> Option<Attached> {
+        let (reply, replied) = oneshot::channel();
+        self.joins.send(Join { name, after, reply }).await.ok()?;
+        replied.await.ok().flatten()
+    }
+}
+
+/// A member asking to join the shared read after its checkpoint.
+struct Join {
+    name: &'static str,
+    after: Position,
+    reply: oneshot::Sender<Option<Attached>>,
+}
+
+/// A member's share of the shared read: the batches kept for it.
+pub(super) struct Attached {
+    batches: mpsc::Receiver<Batch>,
+    taken: Arc<Notify>,
+}
+
+impl Attached {
+    /// The next batch; `None` once the shared read let the member go (its buffer was full).
+    pub(super) async fn next(&mut self) -> Option<Batch> {
+        let batch = self.batches.recv().await;
+        self.taken.notify_one();
+        batch
+    }
+}
+
+/// A member the shared read feeds.
+struct Follower {
+    name: &'static str,
+    batches: mpsc::Sender<Batch>,
+}
+
+/// The group's one read of the feed, handed to the members that follow it.
+struct SharedRead<F: Feed> {
+    feed: Arc<F>,
+    batch_size: usize,
+    batch_bytes: usize,
+    buffer: usize,
+    followers: Vec<Follower>,
+    /// The last batches handed over, each with the position it starts after: a member that
+    /// asks to join a little behind gets them.
+    recent: VecDeque<(Position, Batch)>,
+    /// The position of the last event read.
+    at: Position,
+    /// Signalled when a member takes a batch.
+    taken: Arc<Notify>,
+}
+
+impl<F: Feed> SharedRead<F> {
+    fn new(feed: Arc<F>, batch_size: usize, batch_bytes: usize, buffer: usize) -> Self {
+        SharedRead {
+            feed,
+            batch_size,
+            batch_bytes,
+            buffer,
+            followers: Vec::new(),
+            recent: VecDeque::new(),
+            at: Position::ZERO,
+            taken: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Reads while some member follows, at the pace of the fastest; idle otherwise. Ends when
+    /// told to stop, or when every member is gone.
+    async fn run(mut self, mut joins: mpsc::Receiver<Join>, mut stop: watch::Receiver<bool>) {
+        let mut reader: Option<F::Reader> = None;
+        loop {
+            self.followers.retain(|f| !f.batches.is_closed());
+            let reading = match reader.as_mut() {
+                Some(reader) if !self.followers.is_empty() => reader,
+                _ => {
+                    // Nobody follows: read nothing until a member joins, then start at it.
+                    self.recent.clear();
+                    let join = tokio::select! {
+                        biased;
+                        _ = stop.wait_for(|stop| *stop) => return,
+                        join = joins.recv() => join,
+                    };
+                    let Some(join) = join else { return };
+                    self.at = join.after;
+                    reader = Some(self.feed.read_after(join.after, self.batch_size, self.batch_bytes));
+                    self.join(join);
+                    continue;
+                }
+            };
+            if !self.followers.iter().any(|f| f.batches.capacity() > 0) {
+                // Every follower's buffer is full: wait for the fastest to take a batch.
+                let taken = self.taken.clone();
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stop| *stop) => return,
+                    join = joins.recv() => match join {
+                        Some(join) => self.join(join),
+                        None => return,
+                    },
+                    () = taken.notified() => {}
+                }
+                continue;
+            }
+            let read = {
+                let fetch = reading.next_batch();
+                tokio::pin!(fetch);
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = stop.wait_for(|stop| *stop) => return,
+                        join = joins.recv() => match join {
+                            Some(join) => self.join(join),
+                            None => return,
+                        },
+                        read = &mut fetch => break read,
+                    }
+                }
+            };
+            match read {
+                Ok(batch) => self.hand_over(batch),
+                Err(error) => {
+                    tracing::warn!(%error, "the shared read failed; its members read on their own");
+                    self.followers.clear();
+                    reader = None;
+                }
+            }
+        }
+    }
+
+    /// Takes a member on if it asks at or after the oldest batch kept, handing it the kept
+    /// batches it has not seen.
+    fn join(&mut self, join: Join) {
+        let kept_from = self.recent.front().map_or(self.at, |(after, _)| *after);
+        if join.after < kept_from {
+            let _ = join.reply.send(None);
+            return;
+        }
+        let (batches, received) = mpsc::channel(self.buffer);
+        for (_, batch) in &self.recent {
+            if batch.last().is_some_and(|e| e.position > join.after) {
+                // Fits: as many are kept as a buffer holds.
+                let _ = batches.try_send(batch.clone());
+            }
+        }
+        let attached = Attached { batches: received, taken: self.taken.clone() };
+        if join.reply.send(Some(attached)).is_ok() {
+            tracing::debug!(member = join.name, after = %join.after, "a member joined the shared read");
+            self.followers.push(Follower { name: join.name, batches });
+        }
+    }
+
+    /// Hands a batch to every follower; one whose buffer is full is let go to read on its own.
+    fn hand_over(&mut self, batch: Vec<RecordedEvent>) {
+        let Some(last) = batch.last().map(|e| e.position) else { return };
+        let batch = Arc::new(batch);
+        self.recent.push_back((self.at, batch.clone()));
+        while self.recent.len() > self.buffer {
+            self.recent.pop_front();
+        }
+        self.at = last;
+        self.followers.retain(|follower| match follower.batches.try_send(batch.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::info!(member = follower.name, "a member fell behind the shared read; it goes on alone");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+    }
+}

@@ -1,0 +1,439 @@
+//! The run loop of one projection, as a state machine: each state is one method that does one
+//! step and returns the state to go to.
+//!
+//! ```text
+//!            +--> BackOff --+          (an outage, another runner wrote: wait, start over)
+//!            |              v
+//! start --> Acquire --> Resolve --+--> Build --(caught up: go live)--> Live
+//!             ^                   |      |                              |
+//!             |                   +------|------------------------------+
+//!             +----------(lease lost, views gone, a failed batch)------+
+//! ```
+//!
+//! Every state that waits also waits for the shutdown signal (then `Done`), and every state that
+//! holds a lease leaves for `Acquire` when it is lost. An error no retry can mend (a poison
+//! event, a newer projection version in the store) ends the run with that error.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use super::feed::{Feed, FeedReader};
+use super::group::{Attached, MemberState, Membership};
+use super::projector::{Projector, Target};
+use crate::{Error, EventStore, Lease, Position, Projection, RecordedEvent, Result};
+
+/// Where a runner is.
+enum State<R> {
+    /// Take the projection's lease unless it holds one (waiting while another runner does).
+    Acquire,
+    /// Read the projection's status and pick the generation to write.
+    Resolve,
+    /// Build a new generation: fold what is stored, then make it live.
+    Build(Run<R>),
+    /// Follow the log as events commit, checking now and then that the views are still there.
+    Live(Run<R>),
+    /// Wait (the delay doubles up to 5 s, and is reset by a batch written), then start over.
+    BackOff,
+    /// Give the lease up (another runner leads), then back off.
+    StandBy,
+    /// Shut down.
+    Done,
+}
+
+/// A run into one generation, under one fencing token.
+struct Run<R> {
+    target: Target,
+    token: u64,
+    /// Reads the feed on the runner's own.
+    reader: R,
+    /// A batch read while the one before was written.
+    ahead: Option<Vec<RecordedEvent>>,
+    /// A group member's share of the group's read, once it joined it.
+    shared: Option<Attached>,
+}
+
+impl<R> Run<R> {
+    /// Building or live, as the target says.
+    fn into_state(self) -> State<R> {
+        if self.target.building { State::Build(self) } else { State::Live(self) }
+    }
+}
+
+/// Runs one projection until shutdown or an error no retry can mend.
+pub(super) struct Runner<'a, S, F, P, X> {
+    projector: &'a Projector<S>,
+    feed: &'a F,
+    projection: P,
+    shutdown: Pin<&'a mut X>,
+    lease: Option<Lease>,
+    /// The next back-off.
+    delay: Duration,
+    /// Its group, when it runs in one.
+    member: Option<Membership>,
+}
+
+impl<'a, S, F, P, X> Runner<'a, S, F, P, X>
+where
+    S: EventStore + Clone,
+    F: Feed,
+    P: Projection,
+    X: Future<Output = ()> + Send,
+{
+    pub(super) fn new(projector: &'a Projector<S>, feed: &'a F, projection: P, shutdown: Pin<&'a mut X>) -> Self {
+        Runner { projector, feed, projection, shutdown, lease: None, delay: projector.retry_delay, member: None }
+    }
+
+    /// A member of a group: it joins the group's shared read once caught up.
+    pub(super) fn in_group(mut self, member: Membership) -> Self {
+        self.member = Some(member);
+        self
+    }
+
+    /// Tells the member's handle, in a group.
+    fn report(&self, change: impl FnOnce(&mut super::group::MemberStatus)) {
+        if let Some(member) = &self.member {
+            member.report(change);
+        }
+    }
+
+    fn reader(&self, checkpoint: Option<Position>) -> F::Reader {
+        let projector = self.projector;
+        self.feed.read_after(checkpoint.unwrap_or(Position::ZERO), projector.batch_size, projector.batch_bytes)
+    }
+
+    pub(super) async fn run(mut self) -> Result<()> {
+        let mut state = State::Acquire;
+        loop {
+            state = match state {
+                State::Acquire => self.acquire().await?,
+                State::Resolve => self.resolve().await?,
+                State::Build(run) => self.build(run).await?,
+                State::Live(run) if self.member.is_some() => self.live_in_group(run).await?,
+                State::Live(run) => self.live(run).await?,
+                State::BackOff => self.back_off().await,
+                State::StandBy => {
+                    self.report(|s| s.state = MemberState::StandingBy);
+                    drop(self.lease.take());
+                    State::BackOff
+                }
+                State::Done => return Ok(()),
+            };
+        }
+    }
+
+    fn token(&self) -> u64 {
+        self.lease.as_ref().map_or(0, Lease::token)
+    }
+
+    async fn acquire(&mut self) -> Step<F::Reader> {
+        if self.lease.as_ref().is_some_and(|lease| !lease.is_lost()) {
+            return Ok(State::Resolve);
+        }
+        let Some(leases) = self.projector.leases.as_ref() else {
+            self.lease = None;
+            return Ok(State::Resolve);
+        };
+        self.report(|s| s.state = MemberState::StandingBy);
+        // A lost lease is kept until the new one comes.
+        tokio::select! {
+            lease = leases.acquire(P::NAME) => match lease {
+                Ok(lease) => {
+                    self.lease = Some(lease);
+                    Ok(State::Resolve)
+                }
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, delay = ?self.delay, "cannot take the lease; retrying");
+                    self.report(|s| s.last_error = Some(error.to_string()));
+                    Ok(State::BackOff)
+                }
+                Err(error) => Err(error),
+            },
+            () = &mut self.shutdown => Ok(State::Done),
+        }
+    }
+
+    async fn resolve(&mut self) -> Step<F::Reader> {
+        let token = self.token();
+        match self.projector.target::<P>(token).await {
+            Ok(target) => {
+                tracing::info!(token, generation = target.generation, building = target.building, "running");
+                self.report(|s| s.checkpoint = target.checkpoint);
+                let reader = self.reader(target.checkpoint);
+                Ok(Run { target, token, reader, ahead: None, shared: None }.into_state())
+            }
+            Err(error) if error.is_transient() => {
+                tracing::warn!(%error, delay = ?self.delay, "cannot read the projection's status; retrying");
+                self.report(|s| s.last_error = Some(error.to_string()));
+                Ok(State::BackOff)
+            }
+            Err(error @ Error::Fenced { .. }) => {
+                tracing::warn!(%error, "another runner leads; standing by");
+                Ok(State::StandBy)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// One batch of a build; once a read finds nothing more, the generation goes live.
+    async fn build(&mut self, mut run: Run<F::Reader>) -> Step<F::Reader> {
+        self.report(|s| s.state = MemberState::Building);
+        let batch = match run.ahead.take() {
+            Some(batch) => match self.between_batches().await {
+                Some(state) => return Ok(state),
+                None => Ok(batch),
+            },
+            None => tokio::select! {
+                next = run.reader.try_next_batch() => match next {
+                    Ok(Some(batch)) => Ok(batch),
+                    Ok(None) => return self.go_live(run).await,
+                    Err(error) => Err(error),
+                },
+                () = &mut self.shutdown => return Ok(State::Done),
+                () = lease_lost(&mut self.lease) => return Ok(State::Acquire),
+            },
+        };
+        self.fold(run, batch).await
+    }
+
+    async fn go_live(&mut self, mut run: Run<F::Reader>) -> Step<F::Reader> {
+        match self.projector.views.go_live(P::NAME, run.target.generation, run.token).await {
+            Ok(()) => {
+                tracing::info!(generation = run.target.generation, "new generation of views is live");
+                run.target.building = false;
+                Ok(State::Live(run))
+            }
+            Err(error) => self.failed(run.target.generation, run.token, error).await,
+        }
+    }
+
+    /// Live on its own: waits for the next batch and folds it.
+    async fn live(&mut self, mut run: Run<F::Reader>) -> Step<F::Reader> {
+        match run.ahead.take() {
+            Some(batch) => match self.between_batches().await {
+                Some(state) => Ok(state),
+                None => self.fold(run, Ok(batch)).await,
+            },
+            None => self.wait_alone(run).await,
+        }
+    }
+
+    /// Waits for the next batch on its own reader and folds it. While waiting, it checks every
+    /// verify interval that the views are still there; the read in flight is kept across
+    /// checks, so a read slower than the interval still completes.
+    async fn wait_alone(&mut self, mut run: Run<F::Reader>) -> Step<F::Reader> {
+        let batch = {
+            let projector = self.projector;
+            let fetch = run.reader.next_batch();
+            tokio::pin!(fetch);
+            loop {
+                tokio::select! {
+                    batch = &mut fetch => break batch,
+                    () = &mut self.shutdown => return Ok(State::Done),
+                    () = lease_lost(&mut self.lease) => return Ok(State::Acquire),
+                    () = tokio::time::sleep(projector.verify_interval) => {
+                        if !views_still_there::<S, P>(projector, &run.target).await {
+                            return Ok(State::Acquire);
+                        }
+                    }
+                }
+            }
+        };
+        self.fold(run, batch).await
+    }
+
+    /// Live in a group: fed by the group's shared read once it joined it; until then (and
+    /// after being detached for falling behind) it reads on its own, asking to join before
+    /// each read.
+    async fn live_in_group(&mut self, mut run: Run<F::Reader>) -> Step<F::Reader> {
+        self.report(|s| s.state = MemberState::Running);
+        if let Some(batch) = run.ahead.take() {
+            return match self.between_batches().await {
+                Some(state) => Ok(state),
+                None => self.fold(run, Ok(batch)).await,
+            };
+        }
+        if run.shared.is_some() {
+            return self.live_shared(run).await;
+        }
+        match self.join(run.target.checkpoint).await {
+            Joined::Yes(shared) => {
+                tracing::debug!(checkpoint = ?run.target.checkpoint, "joined the group's shared read");
+                run.shared = Some(shared);
+                self.report(|s| s.shared = true);
+                return Ok(State::Live(run));
+            }
+            Joined::Done => return Ok(State::Done),
+            Joined::No => {}
+        }
+        // Behind the shared read: one batch on its own.
+        let next = tokio::select! {
+            next = run.reader.try_next_batch() => next,
+            () = &mut self.shutdown => return Ok(State::Done),
+            () = lease_lost(&mut self.lease) => return Ok(State::Acquire),
+        };
+        match next {
+            Ok(Some(batch)) => self.fold(run, Ok(batch)).await,
+            // Caught up, yet behind the shared read (a read that returned before the shared
+            // one's): wait on its own.
+            Ok(None) => self.wait_alone(run).await,
+            Err(error) => self.fold(run, Err(error)).await,
+        }
+    }
+
+    /// Asks the group's shared read to take it on at `checkpoint`.
+    async fn join(&mut self, checkpoint: Option<Position>) -> Joined {
+        let Some(member) = &self.member else { return Joined::No };
+        let asked = member.join(P::NAME, checkpoint.unwrap_or(Position::ZERO));
+        tokio::select! {
+            joined = asked => joined.map_or(Joined::No, Joined::Yes),
+            () = &mut self.shutdown => Joined::Done,
+        }
+    }
+
+    /// Folds the next batch of the group's shared read (the events after its checkpoint); when
+    /// the shared read has let it go (its buffer was full), goes on alone from its checkpoint.
+    async fn live_shared(&mut self, mut run: Run<F::Reader>) -> Step<F::Reader> {
+        let projector = self.projector;
+        let Some(shared) = run.shared.as_mut() else { return Ok(State::Live(run)) };
+        let batch = loop {
+            tokio::select! {
+                batch = shared.next() => break batch,
+                () = &mut self.shutdown => return Ok(State::Done),
+                () = lease_lost(&mut self.lease) => return Ok(State::Acquire),
+                () = tokio::time::sleep(projector.verify_interval) => {
+                    if !views_still_there::<S, P>(projector, &run.target).await {
+                        return Ok(State::Acquire);
+                    }
+                }
+            }
+        };
+        let Some(batch) = batch else {
+            tracing::info!(checkpoint = ?run.target.checkpoint, "left behind by the group's shared read; reading on its own");
+            run.shared = None;
+            run.reader = self.reader(run.target.checkpoint);
+            self.report(|s| s.shared = false);
+            return Ok(State::Live(run));
+        };
+        let from = batch.partition_point(|e| Some(e.position) <= run.target.checkpoint);
+        if from == batch.len() {
+            return Ok(State::Live(run));
+        }
+        let written = projector.process(&self.projection, &batch[from..], &run.target, run.token).await;
+        self.written(run, written).await
+    }
+
+    /// Between two batches read back to back: stops when asked, as when waiting for one.
+    async fn between_batches(&mut self) -> Option<State<F::Reader>> {
+        tokio::select! {
+            biased;
+            () = &mut self.shutdown => Some(State::Done),
+            () = lease_lost(&mut self.lease) => Some(State::Acquire),
+            () = std::future::ready(()) => None,
+        }
+    }
+
+    /// Folds and writes a batch read on its own (or sorts the failure to read it).
+    async fn fold(&mut self, mut run: Run<F::Reader>, batch: Result<Vec<RecordedEvent>>) -> Step<F::Reader> {
+        let projector = self.projector;
+        let written = match batch {
+            // A batch short of the batch size (in events and bytes) was the end of the log when
+            // it was read: reading ahead would only cost a read that finds nothing.
+            Ok(batch) if !run.reader.is_behind() => {
+                projector.process(&self.projection, &batch, &run.target, run.token).await
+            }
+            Ok(batch) => {
+                // Behind (catching up, or a backlog): read the next batch while this one is
+                // folded and written. A read that fails or finds nothing is left to the next
+                // turn; a batch whose write failed is dropped with it.
+                let (written, next) = tokio::join!(
+                    projector.process(&self.projection, &batch, &run.target, run.token),
+                    run.reader.try_next_batch()
+                );
+                if written.is_ok() {
+                    run.ahead = next.ok().flatten();
+                }
+                written
+            }
+            Err(error) => Err(error),
+        };
+        self.written(run, written).await
+    }
+
+    /// Moves the checkpoint after a batch written, or sorts the failure.
+    async fn written(&mut self, mut run: Run<F::Reader>, written: Result<Position>) -> Step<F::Reader> {
+        let projector = self.projector;
+        match written {
+            Ok(position) => {
+                run.target.checkpoint = Some(position);
+                self.delay = projector.retry_delay;
+                self.report(|s| s.checkpoint = Some(position));
+                if run.target.stopped {
+                    run.target.stopped = !projector.note_running(P::NAME, run.token).await;
+                }
+                Ok(run.into_state())
+            }
+            Err(error) => self.failed(run.target.generation, run.token, error).await,
+        }
+    }
+
+    /// Starts over from the stored status after a failed step (a write whose reply was lost may
+    /// have committed): at once when the views are gone, after a back-off otherwise; or stops.
+    async fn failed(&mut self, generation: u64, token: u64, error: Error) -> Step<F::Reader> {
+        self.report(|s| s.last_error = Some(error.to_string()));
+        let at_once = self.projector.on_error(P::NAME, error, &mut self.lease, generation, token).await?;
+        Ok(if at_once { State::Acquire } else { State::BackOff })
+    }
+
+    /// Sleeps the delay, doubling it up to 5 s; `Done` when shut down meanwhile.
+    async fn back_off(&mut self) -> State<F::Reader> {
+        let stop = tokio::select! {
+            () = tokio::time::sleep(self.delay) => false,
+            () = &mut self.shutdown => true,
+        };
+        self.delay = (self.delay * 2).min(Duration::from_secs(5));
+        if stop { State::Done } else { State::Acquire }
+    }
+}
+
+/// What a state method returns: the next state, or an error that ends the run.
+type Step<R> = Result<State<R>>;
+
+/// What asking to join the shared read came to.
+enum Joined {
+    Yes(Attached),
+    /// Behind the shared read (or no group to join).
+    No,
+    /// Shut down while asking.
+    Done,
+}
+
+/// Whether the generation a live runner writes is still in the store (an error to read it
+/// counts as yes: the next check tells).
+async fn views_still_there<S: EventStore + Clone, P: Projection>(projector: &Projector<S>, target: &Target) -> bool {
+    match projector.still_there::<P>(target).await {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::warn!(
+                generation = target.generation,
+                "the views are gone (the store restarted empty or was flushed); rebuilding"
+            );
+            false
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot check the views' generation");
+            true
+        }
+    }
+}
+
+/// Resolves when the lease is lost (never without one).
+pub(crate) async fn lease_lost(lease: &mut Option<Lease>) {
+    match lease {
+        Some(lease) => {
+            lease.lost().await;
+            tracing::warn!("lease lost; standing by");
+        }
+        None => std::future::pending().await,
+    }
+}
