@@ -1,5 +1,5 @@
-//! The newcomer's program of issue 10: two aggregates, a projection of each, and a
-//! read-your-writes query, on the memory default and, changing only how the stores are built,
+//! The newcomer's program of issue 10: two aggregates, a projection of each and one across
+//! both, and read-your-writes queries, on the memory default and, changing only how the stores are built,
 //! on PostgreSQL with Redis views (features `postgres` and `redis`, `DATABASE_URL` and
 //! `REDIS_URL`).
 #![allow(clippy::unwrap_used)]
@@ -53,7 +53,7 @@ impl Handle<Register> for Customer {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 enum OrderEvent {
-    LinePlaced { cents: u64 },
+    LinePlaced { customer: String, cents: u64 },
 }
 
 #[derive(Debug, Default)]
@@ -71,12 +71,13 @@ impl Aggregate for Order {
 struct PlaceLine {
     #[command(id)]
     order: String,
+    customer: String,
     cents: u64,
 }
 
 impl Handle<PlaceLine> for Order {
     fn handle(&self, cmd: &PlaceLine) -> Result<Vec<OrderEvent>, std::convert::Infallible> {
-        Ok(vec![OrderEvent::LinePlaced { cents: cmd.cents }])
+        Ok(vec![OrderEvent::LinePlaced { customer: cmd.customer.clone(), cents: cmd.cents }])
     }
 }
 
@@ -100,15 +101,58 @@ impl Projection for OrderTotals {
     type Events = Order;
     type View = u64;
     fn apply(&self, total: &mut Option<u64>, e: &EventEnvelope<OrderEvent>) -> Result<(), BoxError> {
-        let OrderEvent::LinePlaced { cents } = &e.event;
+        let OrderEvent::LinePlaced { cents, .. } = &e.event;
         *total.get_or_insert(0) += cents;
+        Ok(())
+    }
+}
+
+/// The events of both aggregates, for a projection that joins them.
+#[derive(Debug, EventSet)]
+enum Shop {
+    #[events(aggregate = Customer)]
+    Customer(CustomerEvent),
+    #[events(aggregate = Order)]
+    Order(OrderEvent),
+}
+
+/// What each customer is called and has spent: a view per customer, fed by both aggregates.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Spending {
+    name: String,
+    cents: u64,
+}
+
+struct CustomerSpending;
+
+impl Projection for CustomerSpending {
+    const NAME: &'static str = "customer_spending";
+    type Events = Shop;
+    type View = Spending;
+    fn view_id(&self, e: &EventEnvelope<Shop>) -> Option<String> {
+        match &e.event {
+            Shop::Customer(_) => Some(e.stream.id().to_owned()),
+            Shop::Order(OrderEvent::LinePlaced { customer, .. }) => Some(customer.clone()),
+        }
+    }
+    fn apply(&self, view: &mut Option<Spending>, e: &EventEnvelope<Shop>) -> Result<(), BoxError> {
+        let spending = view.get_or_insert_with(Spending::default);
+        match &e.event {
+            Shop::Customer(CustomerEvent::Registered { name }) => spending.name = name.clone(),
+            Shop::Order(OrderEvent::LinePlaced { cents, .. }) => spending.cents += cents,
+        }
         Ok(())
     }
 }
 
 /// The newcomer's wiring: the same for every bundle of stores.
 fn builder(stores: Stores) -> eventloom::AppBuilder {
-    App::builder(stores).aggregate::<Customer>().aggregate::<Order>().projection(CustomerNames).projection(OrderTotals)
+    App::builder(stores)
+        .aggregate::<Customer>()
+        .aggregate::<Order>()
+        .projection(CustomerNames)
+        .projection(OrderTotals)
+        .projection(CustomerSpending)
 }
 
 /// Commands on both aggregates, then a read-your-writes query of each projection.
@@ -116,8 +160,8 @@ async fn newcomer(commands: &App, queries: &App) {
     let registered = commands.execute(Register { id: "c-1".into(), name: "Ada".into() }).await.unwrap();
     let again = commands.execute(Register { id: "c-1".into(), name: "Ada".into() }).await;
     assert!(matches!(again, Err(CommandError::Rejected(CustomerError::AlreadyRegistered))));
-    commands.execute(PlaceLine { order: "o-1".into(), cents: 250 }).await.unwrap();
-    let placed = commands.execute(PlaceLine { order: "o-1".into(), cents: 100 }).await.unwrap();
+    commands.execute(PlaceLine { order: "o-1".into(), customer: "c-1".into(), cents: 250 }).await.unwrap();
+    let placed = commands.execute(PlaceLine { order: "o-1".into(), customer: "c-1".into(), cents: 100 }).await.unwrap();
 
     let names = queries.reader::<CustomerNames>().unwrap();
     names.wait_for(&registered, Duration::from_secs(10)).await.unwrap();
@@ -125,6 +169,10 @@ async fn newcomer(commands: &App, queries: &App) {
     let totals = queries.reader::<OrderTotals>().unwrap();
     totals.wait_for(&placed, Duration::from_secs(10)).await.unwrap();
     assert_eq!(totals.get("o-1").await.unwrap(), Some(350));
+    // Across both aggregates: the customer's name from one, what they spent from the other.
+    let spending = queries.reader::<CustomerSpending>().unwrap();
+    spending.wait_for(&placed, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(spending.get("c-1").await.unwrap(), Some(Spending { name: "Ada".into(), cents: 350 }));
 }
 
 #[tokio::test]
