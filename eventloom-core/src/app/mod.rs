@@ -23,7 +23,8 @@ use self::signal::{SignallingViews, Signals};
 use crate::memory::lock;
 use crate::{
     Aggregate, Command, CommandError, CommandOutcome, Cqrs, Error, EventStore, ExecuteOptions, Handle, Lease,
-    LeaseManager, Projection, Projector, Reader, Result, Upcasters, ViewStore,
+    LeaseManager, MemberHandle, MemberState, Projection, ProjectionGroup, Projector, Reader, Result, Upcasters,
+    ViewStore,
 };
 
 /// How long [`App::shutdown`] waits for commands in flight and projectors' batches by default.
@@ -33,6 +34,20 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 type Engine<A> = Cqrs<A, Arc<dyn EventStore>>;
 type BoxFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 type RunProjection = Box<dyn FnOnce(Projector<Arc<dyn EventStore>>, Shutdown) -> BoxFuture + Send>;
+type JoinGroup = Box<dyn FnOnce(&mut ProjectionGroup<Arc<dyn EventStore>>) -> MemberHandle + Send>;
+
+/// Where a projection runs: with the projector's defaults, as a member of the process's one
+/// group, fed by one shared read of the log; with options of its own, on a runner of its own.
+enum Placement {
+    Alone(RunProjection),
+    Group(JoinGroup),
+}
+
+/// Where the App learns how a projection's runner in this process stands.
+enum Runner {
+    Alone(Arc<Mutex<RunState>>),
+    Member(MemberHandle),
+}
 type BuildEngine = Box<dyn FnOnce(&Stores) -> Result<Box<dyn Any + Send + Sync>> + Send>;
 
 /// Resolves when the App shuts down (or is dropped).
@@ -49,7 +64,7 @@ struct PendingProjection {
     type_id: TypeId,
     name: &'static str,
     options: ProjectionOptions,
-    run: RunProjection,
+    placement: Placement,
 }
 
 /// Builds an [`App`]: register aggregates and projections, pick a [`Role`], then
@@ -120,9 +135,14 @@ impl AppBuilder {
 
     /// Registers projection `projection` with `options` (poison policy, batch size).
     pub fn projection_with<P: Projection>(mut self, projection: P, options: ProjectionOptions) -> Self {
-        let run: RunProjection =
-            Box::new(move |projector, shutdown| Box::pin(async move { projector.run(projection, shutdown).await }));
-        self.projections.push(PendingProjection { type_id: TypeId::of::<P>(), name: P::NAME, options, run });
+        let placement = if options.is_default() {
+            Placement::Group(Box::new(move |group| group.add(projection)))
+        } else {
+            Placement::Alone(Box::new(move |projector, shutdown| {
+                Box::pin(async move { projector.run(projection, shutdown).await })
+            }))
+        };
+        self.projections.push(PendingProjection { type_id: TypeId::of::<P>(), name: P::NAME, options, placement });
         self
     }
 
@@ -192,10 +212,26 @@ impl AppBuilder {
             if let Some(leases) = stores.leases() {
                 base = base.with_leases(SharedLeases(leases.clone()));
             }
+            for (category, upcasters) in upcasters {
+                base = base.with_upcasters_for(category, upcasters);
+            }
+            let mut group = base.group();
+            let mut members = 0;
             for projection in projections {
-                let state = Arc::new(Mutex::new(RunState::Running));
-                states.push((projection.name, Some(state.clone())));
-                tasks.push(spawn_projection(&base, projection, &upcasters, state, &stopping));
+                match projection.placement {
+                    Placement::Group(join) => {
+                        members += 1;
+                        states.push((projection.name, Some(Runner::Member(join(&mut group)))));
+                    }
+                    Placement::Alone(run) => {
+                        let state = Arc::new(Mutex::new(RunState::Running));
+                        states.push((projection.name, Some(Runner::Alone(state.clone()))));
+                        tasks.push(spawn_alone(&base, projection.name, projection.options, run, state, &stopping));
+                    }
+                }
+            }
+            if members > 0 {
+                tasks.push(spawn_group(group, &stopping));
             }
         } else {
             states.extend(projections.iter().map(|p| (p.name, None)));
@@ -217,33 +253,42 @@ impl AppBuilder {
     }
 }
 
-/// Starts one projection's runner on a task of its own, with its options and each registered
-/// aggregate's upcasters for the events of its category. The one place that decides how
-/// projections run: a shared read of the log for all of them replaces it.
-fn spawn_projection(
+/// Resolves when the App shuts down; a dropped App counts as a shutdown.
+fn shutdown_of(stopping: &watch::Sender<bool>) -> Shutdown {
+    let mut stop = stopping.subscribe();
+    Box::pin(async move {
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    })
+}
+
+/// Runs the process's group (every projection with the projector's defaults, fed by one shared
+/// read of the log) on a task of its own. Each member's status is in its handle.
+fn spawn_group(group: ProjectionGroup<Arc<dyn EventStore>>, stopping: &watch::Sender<bool>) -> JoinHandle<()> {
+    let shutdown = shutdown_of(stopping);
+    tokio::spawn(async move {
+        if let Err(error) = group.run(shutdown).await {
+            tracing::error!(%error, "the projections' group stopped");
+        }
+    })
+}
+
+/// Starts one projection with options of its own on a runner of its own.
+fn spawn_alone(
     base: &Projector<Arc<dyn EventStore>>,
-    projection: PendingProjection,
-    upcasters: &HashMap<&'static str, Upcasters>,
+    name: &'static str,
+    options: ProjectionOptions,
+    run: RunProjection,
     state: Arc<Mutex<RunState>>,
     stopping: &watch::Sender<bool>,
 ) -> JoinHandle<()> {
     let mut projector = base.clone();
-    for (category, upcasters) in upcasters {
-        projector = projector.with_upcasters_for(*category, upcasters.clone());
-    }
-    if let Some(policy) = projection.options.poison {
+    if let Some(policy) = options.poison {
         projector = projector.with_poison_policy(policy);
     }
-    if let Some(events) = projection.options.batch_size {
+    if let Some(events) = options.batch_size {
         projector = projector.with_batch_size(events);
     }
-    let mut stop = stopping.subscribe();
-    let shutdown: Shutdown = Box::pin(async move {
-        // A dropped App counts as a shutdown.
-        let _ = stop.wait_for(|stopping| *stopping).await;
-    });
-    let name = projection.name;
-    let run = (projection.run)(projector, shutdown);
+    let run = run(projector, shutdown_of(stopping));
     tokio::spawn(async move {
         let mut guard = PanicGuard { state: state.clone(), armed: true };
         let result = run.await;
@@ -383,7 +428,7 @@ struct Inner {
     engines: HashMap<TypeId, (Box<dyn Any + Send + Sync>, &'static str)>,
     /// The registered projections, with the signal of their runner here, if it runs here.
     registered: HashMap<TypeId, Option<watch::Receiver<u64>>>,
-    states: Vec<(&'static str, Option<Arc<Mutex<RunState>>>)>,
+    states: Vec<(&'static str, Option<Runner>)>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stopping: watch::Sender<bool>,
     in_flight: watch::Sender<usize>,
@@ -580,7 +625,20 @@ impl App {
             .states
             .iter()
             .map(|(name, state)| {
-                let state = state.as_ref().map_or(RunState::Elsewhere, |state| lock(state).clone());
+                let state = match state {
+                    None => RunState::Elsewhere,
+                    Some(Runner::Alone(state)) => lock(state).clone(),
+                    Some(Runner::Member(member)) => {
+                        let status = member.status();
+                        match (status.state, status.last_error) {
+                            (MemberState::Stopped, Some(error)) if !*self.inner.stopping.borrow() => {
+                                RunState::Failed(Arc::new(Error::Backend { message: error, source: None }))
+                            }
+                            (MemberState::Stopped, _) => RunState::Stopped,
+                            _ => RunState::Running,
+                        }
+                    }
+                };
                 ProjectionHealth::new(name, state)
             })
             .collect();

@@ -111,6 +111,11 @@ pub struct ProjectionOptions {
 }
 
 impl ProjectionOptions {
+    /// Whether these are the projector's defaults (such projections share the App's group).
+    pub(crate) fn is_default(&self) -> bool {
+        self.poison.is_none() && self.batch_size.is_none()
+    }
+
     /// The projector's defaults: stop on a poison event, batches of
     /// [`DEFAULT_PROJECTOR_BATCH`](crate::DEFAULT_PROJECTOR_BATCH) events.
     pub fn new() -> Self {
