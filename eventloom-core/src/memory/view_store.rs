@@ -220,11 +220,13 @@ impl ViewStore for MemoryViewStore {
         let live = live(&map, projection)?;
         let Some(list) = live.indexes.get(key) else { return Ok(ViewPage::default()) };
         // From the later of the cursor and the range's start; up to the range's end.
-        let from = range.from().map(|from| (from.to_owned(), String::new()));
-        let start = match (after, from) {
-            (Some(cursor), Some(from)) if from > (cursor.order.clone(), cursor.id.clone()) => Bound::Included(from),
+        // The range's first entry sorts before every other of its sort key (the empty id).
+        let start = match (after, range.from()) {
+            (Some(cursor), Some(from)) if (from, "") > (cursor.order.as_str(), cursor.id.as_str()) => {
+                Bound::Included((from.to_owned(), String::new()))
+            }
             (Some(cursor), _) => Bound::Excluded((cursor.order.clone(), cursor.id.clone())),
-            (None, Some(from)) => Bound::Included(from),
+            (None, Some(from)) => Bound::Included((from.to_owned(), String::new())),
             (None, None) => Bound::Unbounded,
         };
         let mut entries = list
