@@ -837,38 +837,45 @@ impl PgEventStore {
     }
 }
 
-#[async_trait]
 impl EventStore for PgEventStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
+    fn append<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> eventloom_core::Result<AppendOutcome> {
+    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+        Box::pin(async move {
         self.append_events(stream, expected, events, None).await
+    })
     }
 
-    async fn append_command(
-        &self,
-        stream: &StreamId,
+    fn append_command<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &Fingerprint,
-    ) -> eventloom_core::Result<AppendOutcome> {
+        fingerprint: &'a Fingerprint,
+    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+        Box::pin(async move {
         self.append_events(stream, expected, events, Some(fingerprint)).await
+    })
     }
 
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
         from_version: u64,
         limit: usize,
-    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
         self.read_stream_bounded(stream, from_version, limit, usize::MAX).await
+    })
     }
 
-    async fn read_all(&self, after: Position, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
+    fn read_all<'a>(&'a self, after: Position, limit: usize) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
         self.read_all_bounded(after, limit, usize::MAX).await
+    })
     }
 
     /// Rows are decoded as they arrive and reading stops at the byte bound; the rest of the
@@ -876,13 +883,14 @@ impl EventStore for PgEventStore {
     /// that read in a loop adapt `limit` to the sizes they see, so little is sent in vain (a
     /// running sum in the query would cut on the server, but costs every batch about a
     /// microsecond per row: 15% of a catch-up).
-    async fn read_stream_bounded(
-        &self,
-        stream: &StreamId,
+    fn read_stream_bounded<'a>(
+        &'a self,
+        stream: &'a StreamId,
         from_version: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
         let conn = self.client().await?;
         let from = i64::try_from(from_version).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -901,16 +909,18 @@ impl EventStore for PgEventStore {
             Ok(event)
         })
         .await
+    })
     }
 
     /// As [`read_stream_bounded`](Self::read_stream_bounded): rows decoded as they arrive, reading
     /// stopped at the byte bound.
-    async fn read_all_bounded(
-        &self,
+    fn read_all_bounded<'a>(
+        &'a self,
         after: Position,
         limit: usize,
         max_bytes: usize,
-    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
         self.ensure_same_cluster().await?;
         let conn = self.client().await?;
         let tx = after.transaction().to_string();
@@ -920,18 +930,22 @@ impl EventStore for PgEventStore {
         let span = tracing::trace_span!("read_all", store = "postgres", %after);
         let rows = conn.query_raw(&self.inner.sql.read_all, params).instrument(span).await?;
         collect_within(rows, max_bytes, recorded).await
+    })
     }
 
-    async fn head(&self) -> eventloom_core::Result<Option<Position>> {
+    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
+        Box::pin(async move {
         self.ensure_same_cluster().await?;
         let Some(row) = self.inner.db.query_opt(&self.inner.sql.head, &[]).await? else { return Ok(None) };
         let fields = Fields::new(&row, || {
             format!("event at position {}.{} (the head)", shown(&row, "transaction_text"), shown(&row, "sequence"))
         });
         Ok(Some(fields.position("transaction_text", "sequence")?))
+    })
     }
 
-    async fn count_after(&self, after: Position, cap: u64) -> eventloom_core::Result<u64> {
+    fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
         if cap == 0 {
             return Ok(0);
         }
@@ -942,9 +956,11 @@ impl EventStore for PgEventStore {
         let row = self.inner.db.query_one(&self.inner.sql.count_after, &[&tx, &seq, &limit]).await?;
         let fields = Fields::new(&row, || format!("the count of events after {after}"));
         Ok(fields.unsigned("count")?.min(cap))
+    })
     }
 
-    async fn held_back(&self, cap: u64) -> eventloom_core::Result<u64> {
+    fn held_back<'a>(&'a self, cap: u64) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
         if cap == 0 {
             return Ok(0);
         }
@@ -952,14 +968,18 @@ impl EventStore for PgEventStore {
         let row = self.inner.db.query_one(&self.inner.sql.held_back, &[&limit]).await?;
         let fields = Fields::new(&row, || "the count of events held back".to_owned());
         Ok(fields.unsigned("count")?.min(cap))
+    })
     }
 
-    async fn stream_version(&self, stream: &StreamId) -> eventloom_core::Result<u64> {
+    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
         let row = self.inner.db.query_one(&self.inner.sql.stream_version, &[&stream.category(), &stream.id()]).await?;
         Fields::new(&row, || format!("stream {stream}")).unsigned("version")
+    })
     }
 
-    async fn command_outcome(&self, command_id: &str) -> eventloom_core::Result<Option<CommandRecord>> {
+    fn command_outcome<'a>(&'a self, command_id: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<CommandRecord>>> {
+        Box::pin(async move {
         let Some(row) = self.inner.db.query_opt(&self.inner.sql.command_outcome, &[&command_id]).await? else {
             return Ok(None);
         };
@@ -978,14 +998,16 @@ impl EventStore for PgEventStore {
             None => None,
         };
         Ok(Some(CommandRecord { outcome, fingerprint }))
+    })
     }
 
-    async fn record_command(
-        &self,
-        command_id: &str,
-        fingerprint: &Fingerprint,
+    fn record_command<'a>(
+        &'a self,
+        command_id: &'a str,
+        fingerprint: &'a Fingerprint,
         outcome: AppendOutcome,
-    ) -> eventloom_core::Result<()> {
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
         eventloom_core::validate_command_id(command_id)?;
         let inserted = self
             .inner
@@ -1008,6 +1030,7 @@ impl EventStore for PgEventStore {
             return Err(self.duplicate(command_id).await);
         }
         Ok(())
+    })
     }
 
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {

@@ -287,9 +287,9 @@ impl PgLeases {
     }
 }
 
-#[async_trait]
 impl LeaseManager for PgLeases {
-    async fn acquire(&self, name: &str) -> eventloom_core::Result<Lease> {
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Lease>> {
+        Box::pin(async move {
         let mut delay = self.interval;
         loop {
             match self.try_acquire(name).await {
@@ -305,6 +305,7 @@ impl LeaseManager for PgLeases {
                 }
             }
         }
+    })
     }
 }
 

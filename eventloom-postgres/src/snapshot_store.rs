@@ -41,9 +41,9 @@ impl PgSnapshotStore {
     }
 }
 
-#[async_trait]
 impl SnapshotStore for PgSnapshotStore {
-    async fn load_snapshot(&self, stream: &StreamId) -> eventloom_core::Result<Option<Snapshot>> {
+    fn load_snapshot<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<Option<Snapshot>>> {
+        Box::pin(async move {
         let Some(row) = self.db.query_opt(&self.sql.load_snapshot, &[&stream.category(), &stream.id()]).await? else {
             return Ok(None);
         };
@@ -55,9 +55,11 @@ impl SnapshotStore for PgSnapshotStore {
             snapshot_version: row.unsigned_int("snapshot_version")?,
             state: row.get("state")?,
         }))
+    })
     }
 
-    async fn save_snapshot(&self, snapshot: Snapshot) -> eventloom_core::Result<()> {
+    fn save_snapshot<'a>(&'a self, snapshot: Snapshot) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
         let out_of_range = |what| CoreError::InvalidId { what, reason: "out of range".into() };
         let version = i64::try_from(snapshot.version).map_err(|_| out_of_range("snapshot version"))?;
         let sequence = i64::try_from(snapshot.position.sequence()).map_err(|_| out_of_range("position"))?;
@@ -78,5 +80,6 @@ impl SnapshotStore for PgSnapshotStore {
             )
             .await?;
         Ok(())
+    })
     }
 }

@@ -220,9 +220,9 @@ impl<'a> Entries<'a> {
     }
 }
 
-#[async_trait]
 impl ViewStore for PgViewStore {
-    async fn status(&self, projection: &str) -> eventloom_core::Result<ProjectionStatus> {
+    fn status<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, eventloom_core::Result<ProjectionStatus>> {
+        Box::pin(async move {
         match self.db.query_opt(&self.sql.status, &[&projection]).await? {
             None => Ok(ProjectionStatus::default()),
             Some(row) => Ok(ProjectionStatus {
@@ -231,14 +231,16 @@ impl ViewStore for PgViewStore {
                 stopped: stop_at(&row, projection)?,
             }),
         }
+    })
     }
 
-    async fn record_stop(
-        &self,
-        projection: &str,
-        stop: Option<&ProjectionStop>,
+    fn record_stop<'a>(
+        &'a self,
+        projection: &'a str,
+        stop: Option<&'a ProjectionStop>,
         fencing_token: u64,
-    ) -> eventloom_core::Result<()> {
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
         let fencing = token(fencing_token)?;
         let (tx, sequence) = parts(stop.and_then(|s| s.position))?;
         let kind = stop.map(|s| s.kind.as_str());
@@ -253,14 +255,16 @@ impl ViewStore for PgViewStore {
             0 => Ok(()),
             _ => Err(fenced(projection, fencing_token, &row)?),
         }
+    })
     }
 
-    async fn begin_generation(
-        &self,
-        projection: &str,
+    fn begin_generation<'a>(
+        &'a self,
+        projection: &'a str,
         version: u32,
         fencing_token: u64,
-    ) -> eventloom_core::Result<Generation> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Generation>> {
+        Box::pin(async move {
         let span = tracing::debug_span!("begin_generation", store = "postgres", projection, version);
         async {
             let fencing = token(fencing_token)?;
@@ -277,14 +281,16 @@ impl ViewStore for PgViewStore {
         }
         .instrument(span)
         .await
+    })
     }
 
-    async fn load_views(
-        &self,
-        projection: &str,
+    fn load_views<'a>(
+        &'a self,
+        projection: &'a str,
         generation: u64,
-        ids: &[String],
-    ) -> eventloom_core::Result<Vec<Option<String>>> {
+        ids: &'a [String],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -303,9 +309,11 @@ impl ViewStore for PgViewStore {
         }
         .instrument(span)
         .await
+    })
     }
 
-    async fn commit(&self, projection: &str, commit: ViewCommit) -> eventloom_core::Result<()> {
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
         let span = tracing::debug_span!(
             "projection_commit",
             store = "postgres",
@@ -314,9 +322,11 @@ impl ViewStore for PgViewStore {
             views = commit.views.len()
         );
         self.commit_inner(projection, commit).instrument(span).await
+    })
     }
 
-    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> eventloom_core::Result<()> {
+    fn go_live<'a>(&'a self, projection: &'a str, generation: u64, fencing_token: u64) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
         let span = tracing::debug_span!("go_live", store = "postgres", projection, generation);
         async {
             let fencing = token(fencing_token)?;
@@ -337,9 +347,11 @@ impl ViewStore for PgViewStore {
         }
         .instrument(span)
         .await
+    })
     }
 
-    async fn read_views(&self, projection: &str, ids: &[String]) -> eventloom_core::Result<Vec<Option<String>>> {
+    fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move {
         let span = tracing::trace_span!("read_views", store = "postgres", projection, views = ids.len());
         async {
             let rows = self.db.query(&self.sql.read_views, &[&projection, &storable(ids)]).await?;
@@ -357,16 +369,18 @@ impl ViewStore for PgViewStore {
         }
         .instrument(span)
         .await
+    })
     }
 
-    async fn list(
-        &self,
-        projection: &str,
-        key: &IndexKey,
-        range: &OrderRange,
-        after: Option<&ListCursor>,
+    fn list<'a>(
+        &'a self,
+        projection: &'a str,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after: Option<&'a ListCursor>,
         limit: usize,
-    ) -> eventloom_core::Result<ViewPage> {
+    ) -> BoxFuture<'a, eventloom_core::Result<ViewPage>> {
+        Box::pin(async move {
         let span = tracing::trace_span!("list", store = "postgres", projection, key = %key, limit);
         let (from, until) = (range.from(), range.until());
         async {
@@ -421,9 +435,11 @@ impl ViewStore for PgViewStore {
         }
         .instrument(span)
         .await
+    })
     }
 
-    async fn count(&self, projection: &str, keys: &[IndexKey]) -> eventloom_core::Result<Vec<u64>> {
+    fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
+        Box::pin(async move {
         let span = tracing::trace_span!("count", store = "postgres", projection, keys = keys.len());
         async {
             // A list whose name or value holds a NUL is none stored: NULLs count no entry.
@@ -451,9 +467,11 @@ impl ViewStore for PgViewStore {
         }
         .instrument(span)
         .await
+    })
     }
 
-    async fn dead_letters(&self, projection: &str) -> eventloom_core::Result<Vec<DeadLetter>> {
+    fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<DeadLetter>>> {
+        Box::pin(async move {
         let rows = self.db.query(&self.sql.dead_letters, &[&projection]).await?;
         rows.iter()
             .map(|row| {
@@ -461,6 +479,7 @@ impl ViewStore for PgViewStore {
                 serde_json::from_str(json).map_err(|source| CoreError::Serde { what: "dead letter".into(), source })
             })
             .collect()
+    })
     }
 }
 

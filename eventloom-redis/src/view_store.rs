@@ -412,9 +412,9 @@ fn client(config: &RedisConfig) -> Result<redis::Client> {
     redis::Client::open(config.info.clone()).map_err(|e| Error::Config(config.redact(e.to_string())))
 }
 
-#[async_trait]
 impl ViewStore for RedisViewStore {
-    async fn status(&self, projection: &str) -> eventloom_core::Result<ProjectionStatus> {
+    fn status<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, eventloom_core::Result<ProjectionStatus>> {
+        Box::pin(async move {
         self.watch_eviction_policy().await;
         let keys = self.keys(projection);
         let mut connection = self.connection.clone();
@@ -467,14 +467,16 @@ impl ViewStore for RedisViewStore {
             ProjectionStatus { live: generation("live", live)?, building: generation("building", building)?, stopped };
         self.remember_live(projection, status.live.map(|g| g.id));
         Ok(status)
+    })
     }
 
-    async fn begin_generation(
-        &self,
-        projection: &str,
+    fn begin_generation<'a>(
+        &'a self,
+        projection: &'a str,
         version: u32,
         fencing_token: u64,
-    ) -> eventloom_core::Result<Generation> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Generation>> {
+        Box::pin(async move {
         let keys = self.keys(projection);
         let mut connection = self.connection.clone();
         let reply: Vec<String> = self
@@ -505,14 +507,16 @@ impl ViewStore for RedisViewStore {
         tracing::debug!(projection, generation = generation.id, version, "began a generation");
         self.sweep_after_switch(projection).await;
         Ok(generation)
+    })
     }
 
-    async fn load_views(
-        &self,
-        projection: &str,
+    fn load_views<'a>(
+        &'a self,
+        projection: &'a str,
         generation: u64,
-        ids: &[String],
-    ) -> eventloom_core::Result<Vec<Option<String>>> {
+        ids: &'a [String],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -541,9 +545,11 @@ impl ViewStore for RedisViewStore {
             Some(Some("4")) if reply.len() == 1 => Err(gone(projection, generation)),
             _ => Err(unexpected("the load script", reply)),
         }
+    })
     }
 
-    async fn commit(&self, projection: &str, commit: ViewCommit) -> eventloom_core::Result<()> {
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
         commit.validate()?;
         let span = tracing::debug_span!(
             "projection_commit",
@@ -627,9 +633,11 @@ impl ViewStore for RedisViewStore {
             ["4"] => Err(gone(projection, commit.generation)),
             _ => Err(unexpected("a commit", reply)),
         }
+    })
     }
 
-    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> eventloom_core::Result<()> {
+    fn go_live<'a>(&'a self, projection: &'a str, generation: u64, fencing_token: u64) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
         let keys = self.keys(projection);
         let mut connection = self.connection.clone();
         let reply: Vec<String> = self
@@ -662,14 +670,16 @@ impl ViewStore for RedisViewStore {
         self.remember_live(projection, Some(generation));
         self.sweep_after_switch(projection).await;
         Ok(())
+    })
     }
 
-    async fn record_stop(
-        &self,
-        projection: &str,
-        stop: Option<&ProjectionStop>,
+    fn record_stop<'a>(
+        &'a self,
+        projection: &'a str,
+        stop: Option<&'a ProjectionStop>,
         fencing_token: u64,
-    ) -> eventloom_core::Result<()> {
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
         let keys = self.keys(projection);
         let mut connection = self.connection.clone();
         let position = stop.and_then(|s| s.position).map(|p| p.to_string()).unwrap_or_default();
@@ -700,9 +710,11 @@ impl ViewStore for RedisViewStore {
             }),
             _ => Err(unexpected("record_stop", reply)),
         }
+    })
     }
 
-    async fn read_views(&self, projection: &str, ids: &[String]) -> eventloom_core::Result<Vec<Option<String>>> {
+    fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move {
         let keys = self.keys(projection);
         let span = tracing::trace_span!("read_views", store = "redis", projection, views = ids.len());
         async {
@@ -743,16 +755,18 @@ impl ViewStore for RedisViewStore {
         }
         .instrument(span)
         .await
+    })
     }
 
-    async fn list(
-        &self,
-        projection: &str,
-        key: &IndexKey,
-        range: &OrderRange,
-        after_cursor: Option<&ListCursor>,
+    fn list<'a>(
+        &'a self,
+        projection: &'a str,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after_cursor: Option<&'a ListCursor>,
         limit: usize,
-    ) -> eventloom_core::Result<ViewPage> {
+    ) -> BoxFuture<'a, eventloom_core::Result<ViewPage>> {
+        Box::pin(async move {
         let keys = self.keys(projection);
         let mut connection = self.connection.clone();
         // One more than asked: whether another page follows.
@@ -796,9 +810,11 @@ impl ViewStore for RedisViewStore {
             page.next = None;
         }
         Ok(page)
+    })
     }
 
-    async fn count(&self, projection: &str, index_keys: &[IndexKey]) -> eventloom_core::Result<Vec<u64>> {
+    fn count<'a>(&'a self, projection: &'a str, index_keys: &'a [IndexKey]) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
+        Box::pin(async move {
         let keys = self.keys(projection);
         let mut connection = self.connection.clone();
         let mut invocation = self.scripts.count.prepare_invoke();
@@ -819,9 +835,11 @@ impl ViewStore for RedisViewStore {
             Some((1, counts)) if counts.len() == index_keys.len() => Ok(counts.to_vec()),
             _ => Err(unexpected("the count script", reply)),
         }
+    })
     }
 
-    async fn dead_letters(&self, projection: &str) -> eventloom_core::Result<Vec<DeadLetter>> {
+    fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<DeadLetter>>> {
+        Box::pin(async move {
         let keys = self.keys(projection);
         let mut connection = self.connection.clone();
         let letters: Vec<String> = self
@@ -839,6 +857,7 @@ impl ViewStore for RedisViewStore {
                 serde_json::from_str(json).map_err(|source| CoreError::Serde { what: "dead letter".into(), source })
             })
             .collect()
+    })
     }
 }
 

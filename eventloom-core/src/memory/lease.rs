@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
+use crate::store::BoxFuture;
 use tokio::sync::{Notify, watch};
 
 use super::lock;
@@ -73,9 +73,9 @@ impl MemoryLeases {
     }
 }
 
-#[async_trait]
 impl LeaseManager for MemoryLeases {
-    async fn acquire(&self, name: &str) -> Result<Lease> {
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>> {
+        Box::pin(async move {
         loop {
             let notified = self.inner.released.notified();
             tokio::pin!(notified);
@@ -93,5 +93,6 @@ impl LeaseManager for MemoryLeases {
             }
             notified.await;
         }
+    })
     }
 }

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use async_trait::async_trait;
+use crate::store::BoxFuture;
 
 use super::{read, write};
 use crate::{Result, Snapshot, SnapshotStore, StreamId};
@@ -30,13 +30,15 @@ pub struct MemorySnapshotStore {
     snapshots: Arc<RwLock<HashMap<StreamId, Snapshot>>>,
 }
 
-#[async_trait]
 impl SnapshotStore for MemorySnapshotStore {
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
+    fn load_snapshot<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<Option<Snapshot>>> {
+        Box::pin(async move {
         Ok(read(&self.snapshots).get(stream).cloned())
+    })
     }
 
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+    fn save_snapshot<'a>(&'a self, snapshot: Snapshot) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
         let mut map = write(&self.snapshots);
         match map.get(&snapshot.stream) {
             Some(existing) if existing.version >= snapshot.version => {}
@@ -45,5 +47,6 @@ impl SnapshotStore for MemorySnapshotStore {
             }
         }
         Ok(())
+    })
     }
 }

@@ -2,7 +2,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
-use async_trait::async_trait;
+use crate::store::BoxFuture;
 
 use super::{read, write};
 use crate::{
@@ -102,9 +102,9 @@ impl MemoryViewStore {
     }
 }
 
-#[async_trait]
 impl ViewStore for MemoryViewStore {
-    async fn status(&self, projection: &str) -> Result<ProjectionStatus> {
+    fn status<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<ProjectionStatus>> {
+        Box::pin(async move {
         let map = read(&self.projections);
         Ok(map
             .get(projection)
@@ -114,9 +114,11 @@ impl ViewStore for MemoryViewStore {
                 stopped: s.stopped.clone(),
             })
             .unwrap_or_default())
+    })
     }
 
-    async fn begin_generation(&self, projection: &str, version: u32, fencing_token: u64) -> Result<Generation> {
+    fn begin_generation<'a>(&'a self, projection: &'a str, version: u32, fencing_token: u64) -> BoxFuture<'a, Result<Generation>> {
+        Box::pin(async move {
         let mut map = write(&self.projections);
         let state = map.entry(projection.to_owned()).or_default();
         state.check_token(projection, fencing_token)?;
@@ -129,15 +131,19 @@ impl ViewStore for MemoryViewStore {
         state.generations.insert(id, GenerationState { version, ..GenerationState::default() });
         state.building = Some(id);
         Ok(Generation { id, version, checkpoint: None })
+    })
     }
 
-    async fn load_views(&self, projection: &str, generation: u64, ids: &[String]) -> Result<Vec<Option<String>>> {
+    fn load_views<'a>(&'a self, projection: &'a str, generation: u64, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
+        Box::pin(async move {
         let map = read(&self.projections);
         let state = map.get(projection).and_then(|s| s.generations.get(&generation));
         Ok(ids.iter().map(|id| state.and_then(|s| s.views.get(id).cloned())).collect())
+    })
     }
 
-    async fn commit(&self, projection: &str, commit: ViewCommit) -> Result<()> {
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
         commit.validate()?;
         let mut map = write(&self.projections);
         let state = map.entry(projection.to_owned()).or_default();
@@ -177,9 +183,11 @@ impl ViewStore for MemoryViewStore {
         generation.checkpoint = Some(commit.checkpoint);
         generation.dead_letters.extend(commit.dead_letters);
         Ok(())
+    })
     }
 
-    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> Result<()> {
+    fn go_live<'a>(&'a self, projection: &'a str, generation: u64, fencing_token: u64) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
         let mut map = write(&self.projections);
         let state = map.entry(projection.to_owned()).or_default();
         state.check_token(projection, fencing_token)?;
@@ -200,22 +208,26 @@ impl ViewStore for MemoryViewStore {
         }
         state.building = None;
         Ok(())
+    })
     }
 
-    async fn read_views(&self, projection: &str, ids: &[String]) -> Result<Vec<Option<String>>> {
+    fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
+        Box::pin(async move {
         let map = read(&self.projections);
         let live = live(&map, projection)?;
         Ok(ids.iter().map(|id| live.views.get(id).cloned()).collect())
+    })
     }
 
-    async fn list(
-        &self,
-        projection: &str,
-        key: &IndexKey,
-        range: &OrderRange,
-        after: Option<&ListCursor>,
+    fn list<'a>(
+        &'a self,
+        projection: &'a str,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after: Option<&'a ListCursor>,
         limit: usize,
-    ) -> Result<ViewPage> {
+    ) -> BoxFuture<'a, Result<ViewPage>> {
+        Box::pin(async move {
         let map = read(&self.projections);
         let live = live(&map, projection)?;
         let Some(list) = live.indexes.get(key) else { return Ok(ViewPage::default()) };
@@ -243,25 +255,32 @@ impl ViewStore for MemoryViewStore {
             page.next = None;
         }
         Ok(page)
+    })
     }
 
-    async fn count(&self, projection: &str, keys: &[IndexKey]) -> Result<Vec<u64>> {
+    fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, Result<Vec<u64>>> {
+        Box::pin(async move {
         let map = read(&self.projections);
         let live = live(&map, projection)?;
         Ok(keys.iter().map(|key| live.indexes.get(key).map_or(0, |l| l.len() as u64)).collect())
+    })
     }
 
-    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>> {
+    fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
+        Box::pin(async move {
         let map = read(&self.projections);
         Ok(live(&map, projection).map(|g| g.dead_letters.clone()).unwrap_or_default())
+    })
     }
 
-    async fn record_stop(&self, projection: &str, stop: Option<&ProjectionStop>, fencing_token: u64) -> Result<()> {
+    fn record_stop<'a>(&'a self, projection: &'a str, stop: Option<&'a ProjectionStop>, fencing_token: u64) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
         let mut map = write(&self.projections);
         let state = map.entry(projection.to_owned()).or_default();
         state.check_token(projection, fencing_token)?;
         state.highest_token = fencing_token;
         state.stopped = stop.cloned();
         Ok(())
+    })
     }
 }

@@ -392,3 +392,8 @@ pub struct EventEnvelope<E> {
     /// Its metadata, decoded when first read ([`StoredMetadata::get`]).
     pub metadata: StoredMetadata,
 }
+
+impl Metadata {
+    /// The longest command id accepted, in bytes.
+    pub const MAX_COMMAND_ID_LEN: usize = 256;
+}

@@ -136,5 +136,7 @@ pub enum PoisonPolicy {
     DeadLetter,
 }
 
-/// The default number of events a projector folds per atomic write.
-pub const DEFAULT_PROJECTOR_BATCH: usize = 2_000;
+impl<S> crate::read::Projector<S> {
+    /// The default number of events a projector folds per atomic write.
+    pub const DEFAULT_BATCH: usize = 2_000;
+}

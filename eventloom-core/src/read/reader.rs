@@ -230,7 +230,7 @@ impl<V: DeserializeOwned> ViewReader<V> {
             .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", self.projection), source })
     }
 
-    /// One view. An id over [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes, or with a NUL byte, is
+    /// One view. An id over [`StreamId::MAX_ID_LEN`](StreamId::MAX_ID_LEN) bytes, or with a NUL byte, is
     /// looked up as the projector stored it ([`stored_view_id`](crate::stored_view_id)).
     pub async fn get(&self, id: &str) -> Result<Option<V>> {
         Ok(self.get_many(&[id.to_owned()]).await?.pop().flatten())
@@ -250,7 +250,7 @@ impl<V: DeserializeOwned> ViewReader<V> {
     /// Up to `limit` views of one index list, in its order, starting after `after` (the `next`
     /// of the page before). The key is [fitted](IndexKey::fitted) as the projector stored it,
     /// so a value over the store's limit still finds its views. Views are listed under their
-    /// stored ids: an id over [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes (or with a NUL byte) is its
+    /// stored ids: an id over [`StreamId::MAX_ID_LEN`](StreamId::MAX_ID_LEN) bytes (or with a NUL byte) is its
     /// digest form ([`stored_view_id`](crate::stored_view_id)), which [`get`](Self::get) does not
     /// take back; keep the id in the view when a projection's ids can be that long.
     pub async fn list(&self, key: &IndexKey, after: Option<&ListCursor>, limit: usize) -> Result<Page<V>> {

@@ -1,6 +1,6 @@
 //! Leadership: one active projector per projection, with a fencing token that only grows.
 
-use async_trait::async_trait;
+use crate::store::BoxFuture;
 use tokio::sync::watch;
 
 use crate::Result;
@@ -25,10 +25,9 @@ use crate::Result;
 /// assert_eq!(lead(&MemoryLeases::default()).await, 1);
 /// # });
 /// ```
-#[async_trait]
 pub trait LeaseManager: Send + Sync + 'static {
     /// Waits until this caller holds the lease for `name` (standing by while another holds it).
-    async fn acquire(&self, name: &str) -> Result<Lease>;
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>>;
 }
 
 /// Leadership of one name, held until dropped or lost.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
+use crate::store::BoxFuture;
 use eventloom_core::prelude::*;
 use eventloom_core::{
     AggregateOptions, App, BoxError, CommandError, DeadLetter, Error, EventStore, Generation, IndexKey, ListCursor,
@@ -375,102 +375,136 @@ struct CountingViews {
     statuses: Arc<AtomicUsize>,
 }
 
-#[async_trait]
 impl ViewStore for CountingViews {
-    async fn status(&self, p: &str) -> eventloom_core::Result<ProjectionStatus> {
+    fn status<'a>(&'a self, p: &'a str) -> BoxFuture<'a, eventloom_core::Result<ProjectionStatus>> {
+        Box::pin(async move {
         self.statuses.fetch_add(1, Ordering::SeqCst);
         self.inner.status(p).await
+    })
     }
-    async fn begin_generation(&self, p: &str, version: u32, token: u64) -> eventloom_core::Result<Generation> {
+    fn begin_generation<'a>(&'a self, p: &'a str, version: u32, token: u64) -> BoxFuture<'a, eventloom_core::Result<Generation>> {
+        Box::pin(async move {
         self.inner.begin_generation(p, version, token).await
+    })
     }
-    async fn load_views(&self, p: &str, g: u64, ids: &[String]) -> eventloom_core::Result<Vec<Option<String>>> {
+    fn load_views<'a>(&'a self, p: &'a str, g: u64, ids: &'a [String]) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move {
         self.inner.load_views(p, g, ids).await
+    })
     }
-    async fn commit(&self, p: &str, commit: ViewCommit) -> eventloom_core::Result<()> {
+    fn commit<'a>(&'a self, p: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
         self.inner.commit(p, commit).await
+    })
     }
-    async fn go_live(&self, p: &str, g: u64, token: u64) -> eventloom_core::Result<()> {
+    fn go_live<'a>(&'a self, p: &'a str, g: u64, token: u64) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
         self.inner.go_live(p, g, token).await
+    })
     }
-    async fn read_views(&self, p: &str, ids: &[String]) -> eventloom_core::Result<Vec<Option<String>>> {
+    fn read_views<'a>(&'a self, p: &'a str, ids: &'a [String]) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move {
         self.inner.read_views(p, ids).await
+    })
     }
-    async fn list(
-        &self,
-        p: &str,
-        key: &IndexKey,
-        range: &eventloom_core::OrderRange,
-        after: Option<&ListCursor>,
+    fn list<'a>(
+        &'a self,
+        p: &'a str,
+        key: &'a IndexKey,
+        range: &'a eventloom_core::OrderRange,
+        after: Option<&'a ListCursor>,
         limit: usize,
-    ) -> eventloom_core::Result<ViewPage> {
+    ) -> BoxFuture<'a, eventloom_core::Result<ViewPage>> {
+        Box::pin(async move {
         self.inner.list(p, key, range, after, limit).await
+    })
     }
-    async fn count(&self, p: &str, keys: &[IndexKey]) -> eventloom_core::Result<Vec<u64>> {
+    fn count<'a>(&'a self, p: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
+        Box::pin(async move {
         self.inner.count(p, keys).await
+    })
     }
-    async fn dead_letters(&self, p: &str) -> eventloom_core::Result<Vec<DeadLetter>> {
+    fn dead_letters<'a>(&'a self, p: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<DeadLetter>>> {
+        Box::pin(async move {
         self.inner.dead_letters(p).await
+    })
     }
-    async fn record_stop(&self, p: &str, stop: Option<&ProjectionStop>, token: u64) -> eventloom_core::Result<()> {
+    fn record_stop<'a>(&'a self, p: &'a str, stop: Option<&'a ProjectionStop>, token: u64) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
         self.inner.record_stop(p, stop, token).await
+    })
     }
 }
 
 /// An event store whose appends take a minute.
 struct SlowAppends(MemoryEventStore);
 
-#[async_trait]
 impl EventStore for SlowAppends {
-    async fn append(
-        &self,
-        stream: &StreamId,
+    fn append<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> eventloom_core::Result<eventloom_core::AppendOutcome> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::AppendOutcome>> {
+        Box::pin(async move {
         tokio::time::sleep(Duration::from_secs(60)).await;
         self.0.append(stream, expected, events).await
+    })
     }
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
         from: u64,
         limit: usize,
-    ) -> eventloom_core::Result<Vec<eventloom_core::RecordedEvent>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::RecordedEvent>>> {
+        Box::pin(async move {
         self.0.read_stream(stream, from, limit).await
+    })
     }
-    async fn read_all(
-        &self,
+    fn read_all<'a>(
+        &'a self,
         after: Position,
         limit: usize,
-    ) -> eventloom_core::Result<Vec<eventloom_core::RecordedEvent>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::RecordedEvent>>> {
+        Box::pin(async move {
         self.0.read_all(after, limit).await
+    })
     }
-    async fn stream_version(&self, stream: &StreamId) -> eventloom_core::Result<u64> {
+    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
         self.0.stream_version(stream).await
+    })
     }
-    async fn append_command(
-        &self,
-        stream: &StreamId,
+    fn append_command<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &eventloom_core::Fingerprint,
-    ) -> eventloom_core::Result<eventloom_core::AppendOutcome> {
+        fingerprint: &'a eventloom_core::Fingerprint,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::AppendOutcome>> {
+        Box::pin(async move {
         tokio::time::sleep(Duration::from_secs(60)).await;
         self.0.append_command(stream, expected, events, fingerprint).await
+    })
     }
-    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::CommandRecord>> {
+    fn command_outcome<'a>(&'a self, id: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::CommandRecord>>> {
+        Box::pin(async move {
         self.0.command_outcome(id).await
+    })
     }
-    async fn record_command(
-        &self,
-        id: &str,
-        fingerprint: &eventloom_core::Fingerprint,
+    fn record_command<'a>(
+        &'a self,
+        id: &'a str,
+        fingerprint: &'a eventloom_core::Fingerprint,
         outcome: eventloom_core::AppendOutcome,
-    ) -> eventloom_core::Result<()> {
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
         self.0.record_command(id, fingerprint, outcome).await
+    })
     }
-    async fn head(&self) -> eventloom_core::Result<Option<Position>> {
+    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
+        Box::pin(async move {
         self.0.head().await
+    })
     }
 }

@@ -54,56 +54,71 @@ async fn memory_event_store_refuses_oversized_events() {
 #[derive(Clone)]
 struct DefaultCount(MemoryEventStore);
 
-#[eventloom_core::async_trait]
 impl eventloom_core::EventStore for DefaultCount {
-    async fn append(
-        &self,
-        stream: &eventloom_core::StreamId,
+    fn append<'a>(
+        &'a self,
+        stream: &'a eventloom_core::StreamId,
         expected: eventloom_core::ExpectedVersion,
         events: Vec<eventloom_core::NewEvent>,
-    ) -> eventloom_core::Result<eventloom_core::AppendOutcome> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::AppendOutcome>> {
+        Box::pin(async move {
         self.0.append(stream, expected, events).await
+    })
     }
-    async fn append_command(
-        &self,
-        stream: &eventloom_core::StreamId,
+    fn append_command<'a>(
+        &'a self,
+        stream: &'a eventloom_core::StreamId,
         expected: eventloom_core::ExpectedVersion,
         events: Vec<eventloom_core::NewEvent>,
-        print: &eventloom_core::Fingerprint,
-    ) -> eventloom_core::Result<eventloom_core::AppendOutcome> {
+        print: &'a eventloom_core::Fingerprint,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::AppendOutcome>> {
+        Box::pin(async move {
         self.0.append_command(stream, expected, events, print).await
+    })
     }
-    async fn read_stream(
-        &self,
-        stream: &eventloom_core::StreamId,
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a eventloom_core::StreamId,
         from: u64,
         limit: usize,
-    ) -> eventloom_core::Result<Vec<eventloom_core::RecordedEvent>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::RecordedEvent>>> {
+        Box::pin(async move {
         self.0.read_stream(stream, from, limit).await
+    })
     }
-    async fn read_all(
-        &self,
+    fn read_all<'a>(
+        &'a self,
         after: eventloom_core::Position,
         limit: usize,
-    ) -> eventloom_core::Result<Vec<eventloom_core::RecordedEvent>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::RecordedEvent>>> {
+        Box::pin(async move {
         self.0.read_all(after, limit).await
+    })
     }
-    async fn stream_version(&self, stream: &eventloom_core::StreamId) -> eventloom_core::Result<u64> {
+    fn stream_version<'a>(&'a self, stream: &'a eventloom_core::StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
         self.0.stream_version(stream).await
+    })
     }
-    async fn head(&self) -> eventloom_core::Result<Option<eventloom_core::Position>> {
+    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::Position>>> {
+        Box::pin(async move {
         self.0.head().await
+    })
     }
-    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::CommandRecord>> {
+    fn command_outcome<'a>(&'a self, id: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::CommandRecord>>> {
+        Box::pin(async move {
         self.0.command_outcome(id).await
+    })
     }
-    async fn record_command(
-        &self,
-        id: &str,
-        print: &eventloom_core::Fingerprint,
+    fn record_command<'a>(
+        &'a self,
+        id: &'a str,
+        print: &'a eventloom_core::Fingerprint,
         outcome: eventloom_core::AppendOutcome,
-    ) -> eventloom_core::Result<()> {
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
         self.0.record_command(id, print, outcome).await
+    })
     }
 }
 

@@ -51,69 +51,88 @@ impl Counted {
     }
 }
 
-#[eventloom_core::async_trait]
 impl EventStore for Counted {
-    async fn append(
-        &self,
-        stream: &StreamId,
+    fn append<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> eventloom_core::Result<AppendOutcome> {
+    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+        Box::pin(async move {
         self.inner.append(stream, expected, events).await
+    })
     }
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
         from: u64,
         limit: usize,
-    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
         self.inner.read_stream(stream, from, limit).await
+    })
     }
-    async fn read_all(&self, after: Position, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
+    fn read_all<'a>(&'a self, after: Position, limit: usize) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
         let read = self.inner.read_all(after, limit).await?;
         self.reads.fetch_add(1, Ordering::Relaxed);
         self.rows.fetch_add(read.len(), Ordering::Relaxed);
         Ok(read)
+    })
     }
-    async fn read_all_bounded(
-        &self,
+    fn read_all_bounded<'a>(
+        &'a self,
         after: Position,
         limit: usize,
         max_bytes: usize,
-    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
         let read = self.inner.read_all_bounded(after, limit, max_bytes).await?;
         self.reads.fetch_add(1, Ordering::Relaxed);
         self.rows.fetch_add(read.len(), Ordering::Relaxed);
         Ok(read)
+    })
     }
-    async fn stream_version(&self, stream: &StreamId) -> eventloom_core::Result<u64> {
+    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
         self.inner.stream_version(stream).await
+    })
     }
-    async fn head(&self) -> eventloom_core::Result<Option<Position>> {
+    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
+        Box::pin(async move {
         self.inner.head().await
+    })
     }
-    async fn count_after(&self, after: Position, cap: u64) -> eventloom_core::Result<u64> {
+    fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
         self.inner.count_after(after, cap).await
+    })
     }
-    async fn append_command(
-        &self,
-        stream: &StreamId,
+    fn append_command<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &eventloom_core::Fingerprint,
-    ) -> eventloom_core::Result<AppendOutcome> {
+        fingerprint: &'a eventloom_core::Fingerprint,
+    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+        Box::pin(async move {
         self.inner.append_command(stream, expected, events, fingerprint).await
+    })
     }
-    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::CommandRecord>> {
+    fn command_outcome<'a>(&'a self, id: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::CommandRecord>>> {
+        Box::pin(async move {
         self.inner.command_outcome(id).await
+    })
     }
-    async fn record_command(
-        &self,
-        id: &str,
-        fingerprint: &eventloom_core::Fingerprint,
+    fn record_command<'a>(
+        &'a self,
+        id: &'a str,
+        fingerprint: &'a eventloom_core::Fingerprint,
         outcome: AppendOutcome,
-    ) -> eventloom_core::Result<()> {
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
         self.inner.record_command(id, fingerprint, outcome).await
+    })
     }
     fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.wake_ups()

@@ -138,12 +138,13 @@ async fn fill(events: &PgEventStore, streams: u64, per_stream: u64) -> Position 
 /// Leases that say on stdout when this process leads: `LEADER <pid> <token>`.
 struct Announcing(PgLeases);
 
-#[eventloom_core::async_trait]
 impl LeaseManager for Announcing {
-    async fn acquire(&self, name: &str) -> eventloom_core::Result<Lease> {
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Lease>> {
+        Box::pin(async move {
         let lease = self.0.acquire(name).await?;
         println!("LEADER {} {}", std::process::id(), lease.token());
         Ok(lease)
+    })
     }
 }
 

@@ -245,13 +245,14 @@ struct WatchedLeases {
     status: watch::Sender<Leadership>,
 }
 
-#[eventloom_core::async_trait]
 impl LeaseManager for WatchedLeases {
-    async fn acquire(&self, name: &str) -> eventloom_core::Result<Lease> {
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Lease>> {
+        Box::pin(async move {
         self.status.send_replace(Leadership::Standby);
         let lease = self.leases.acquire(name).await?;
         self.status.send_replace(Leadership::Leading { token: lease.token() });
         Ok(lease)
+    })
     }
 }
 
