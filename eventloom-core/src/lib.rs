@@ -33,7 +33,7 @@
 //!
 //! ```
 //! use eventloom_core::prelude::*;
-//! use eventloom_core::{Cqrs, MemoryEventStore};
+//! use eventloom_core::{write::Cqrs, memory::MemoryEventStore};
 //!
 //! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 //! enum LampEvent { SwitchedOn, SwitchedOff }
@@ -101,8 +101,8 @@ pub(crate) use {
     app::{AppBuilder, AppStatus, ProjectionHealth, RunState},
     memory::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore},
     model::{
-        Clock, DecodeError, EventType, ExpectedVersion, IdGenerator, ManualClock, NewEvent, RandomIds,
-        RecordedEvent, SequentialIds, StoredMetadata, SystemClock, Timestamp, validate_command_id,
+        Clock, DecodeError, EventType, ExpectedVersion, IdGenerator, ManualClock, NewEvent, RandomIds, RecordedEvent,
+        SequentialIds, StoredMetadata, SystemClock, Timestamp, validate_command_id,
     },
     read::{
         EventOf, Feed, FeedReader, MemberHandle, MemberState, MemberStatus, OrderRange, Page, PoisonPolicy,
@@ -110,8 +110,8 @@ pub(crate) use {
     },
     store::{
         AppendOutcome, BoxFuture, CommandRecord, DeadLetter, EventStore, Generation, IndexKey, Lease, LeaseManager,
-        ListCursor, ProjectionStatus, ProjectionStop, SnapshotStore, StopKind, ViewCommit, ViewPage, ViewStore,
-        ViewWrite, Snapshot, stored_view_id, within_bytes,
+        ListCursor, ProjectionStatus, ProjectionStop, Snapshot, SnapshotStore, StopKind, ViewCommit, ViewPage,
+        ViewStore, ViewWrite, stored_view_id, within_bytes,
     },
     write::{Cqrs, Fingerprint, RetryPolicy, SnapshotPolicy, Upcasters},
 };
@@ -134,10 +134,10 @@ pub(crate) use {
 /// # });
 /// ```
 pub mod prelude {
+    pub use crate::{Aggregate, Command, Event, EventSet, Handle, MemoryStores};
     pub use crate::{
         AggregateOptions, App, BoxError, CommandOutcome, Error, EventEnvelope, EventHandler, IndexEntry, Metadata,
         Position, Projection, ProjectionOptions, Reader, Role, Stores, StreamId,
     };
-    pub use crate::{Aggregate, Command, Event, EventSet, Handle, MemoryStores};
     pub use serde::{Deserialize, Serialize};
 }

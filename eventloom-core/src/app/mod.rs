@@ -327,9 +327,7 @@ struct SharedLeases(Arc<dyn LeaseManager>);
 
 impl LeaseManager for SharedLeases {
     fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>> {
-        Box::pin(async move {
-        self.0.acquire(name).await
-    })
+        Box::pin(async move { self.0.acquire(name).await })
     }
 }
 
@@ -338,7 +336,7 @@ impl LeaseManager for SharedLeases {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::RunState;
+/// use eventloom_core::app::RunState;
 ///
 /// assert!(RunState::Running.is_running());
 /// assert!(!RunState::Stopped.is_running());
@@ -369,7 +367,7 @@ impl RunState {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{ProjectionHealth, RunState};
+/// use eventloom_core::{app::{ProjectionHealth, RunState}};
 ///
 /// let health = ProjectionHealth::new("account_summaries", RunState::Running);
 /// assert_eq!(health.name, "account_summaries");
@@ -395,7 +393,7 @@ impl ProjectionHealth {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{AppStatus, ProjectionHealth, Role, RunState};
+/// use eventloom_core::{Role, app::{AppStatus, ProjectionHealth, RunState}};
 ///
 /// let status = AppStatus::new(Role::All, false, vec![ProjectionHealth::new("p", RunState::Running)]);
 /// assert!(status.is_healthy());

@@ -52,36 +52,38 @@ impl SignallingViews {
 
 impl ViewStore for SignallingViews {
     fn status<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<ProjectionStatus>> {
-        Box::pin(async move {
-        self.inner.status(projection).await
-    })
+        Box::pin(async move { self.inner.status(projection).await })
     }
-    fn begin_generation<'a>(&'a self, projection: &'a str, version: u32, fencing_token: u64) -> BoxFuture<'a, Result<Generation>> {
-        Box::pin(async move {
-        self.inner.begin_generation(projection, version, fencing_token).await
-    })
+    fn begin_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        version: u32,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<Generation>> {
+        Box::pin(async move { self.inner.begin_generation(projection, version, fencing_token).await })
     }
-    fn load_views<'a>(&'a self, projection: &'a str, generation: u64, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
-        Box::pin(async move {
-        self.inner.load_views(projection, generation, ids).await
-    })
+    fn load_views<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
+        Box::pin(async move { self.inner.load_views(projection, generation, ids).await })
     }
     fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-        let result = self.inner.commit(projection, commit).await;
-        self.after(projection, result)
-    })
+            let result = self.inner.commit(projection, commit).await;
+            self.after(projection, result)
+        })
     }
     fn go_live<'a>(&'a self, projection: &'a str, generation: u64, fencing_token: u64) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-        let result = self.inner.go_live(projection, generation, fencing_token).await;
-        self.after(projection, result)
-    })
+            let result = self.inner.go_live(projection, generation, fencing_token).await;
+            self.after(projection, result)
+        })
     }
     fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
-        Box::pin(async move {
-        self.inner.read_views(projection, ids).await
-    })
+        Box::pin(async move { self.inner.read_views(projection, ids).await })
     }
     fn list<'a>(
         &'a self,
@@ -91,24 +93,23 @@ impl ViewStore for SignallingViews {
         after: Option<&'a ListCursor>,
         limit: usize,
     ) -> BoxFuture<'a, Result<ViewPage>> {
-        Box::pin(async move {
-        self.inner.list(projection, key, range, after, limit).await
-    })
+        Box::pin(async move { self.inner.list(projection, key, range, after, limit).await })
     }
     fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, Result<Vec<u64>>> {
-        Box::pin(async move {
-        self.inner.count(projection, keys).await
-    })
+        Box::pin(async move { self.inner.count(projection, keys).await })
     }
     fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
-        Box::pin(async move {
-        self.inner.dead_letters(projection).await
-    })
+        Box::pin(async move { self.inner.dead_letters(projection).await })
     }
-    fn record_stop<'a>(&'a self, projection: &'a str, stop: Option<&'a ProjectionStop>, fencing_token: u64) -> BoxFuture<'a, Result<()>> {
+    fn record_stop<'a>(
+        &'a self,
+        projection: &'a str,
+        stop: Option<&'a ProjectionStop>,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-        let result = self.inner.record_stop(projection, stop, fencing_token).await;
-        self.after(projection, result)
-    })
+            let result = self.inner.record_stop(projection, stop, fencing_token).await;
+            self.after(projection, result)
+        })
     }
 }

@@ -23,7 +23,7 @@ const DEFAULT_MAX_EVENT_SIZE: usize = 1 << 20;
 ///
 /// ```
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::{EventStore, MemoryEventStore};
+/// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemoryEventStore::new();
@@ -197,9 +197,7 @@ impl EventStore for MemoryEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> BoxFuture<'a, Result<AppendOutcome>> {
-        Box::pin(async move {
-        self.append_events(stream, expected, events, None)
-    })
+        Box::pin(async move { self.append_events(stream, expected, events, None) })
     }
 
     fn append_command<'a>(
@@ -209,21 +207,20 @@ impl EventStore for MemoryEventStore {
         events: Vec<NewEvent>,
         fingerprint: &'a Fingerprint,
     ) -> BoxFuture<'a, Result<AppendOutcome>> {
-        Box::pin(async move {
-        self.append_events(stream, expected, events, Some(*fingerprint))
-    })
+        Box::pin(async move { self.append_events(stream, expected, events, Some(*fingerprint)) })
     }
 
-    fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64, limit: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        Box::pin(async move {
-        self.read_stream_bounded(stream, from_version, limit, usize::MAX).await
-    })
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { self.read_stream_bounded(stream, from_version, limit, usize::MAX).await })
     }
 
     fn read_all<'a>(&'a self, after: Position, limit: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        Box::pin(async move {
-        self.read_all_bounded(after, limit, usize::MAX).await
-    })
+        Box::pin(async move { self.read_all_bounded(after, limit, usize::MAX).await })
     }
 
     fn read_stream_bounded<'a>(
@@ -234,64 +231,68 @@ impl EventStore for MemoryEventStore {
         max_bytes: usize,
     ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
         Box::pin(async move {
-        let state = read(&self.inner.state);
-        let Some(indexes) = state.streams.get(stream) else {
-            return Ok(Vec::new());
-        };
-        let start = usize::try_from(from_version.saturating_sub(1)).unwrap_or(usize::MAX).min(indexes.len());
-        let mut events: Vec<RecordedEvent> =
-            indexes[start..].iter().take(limit).map(|&i| state.log[i].clone()).collect();
-        events.truncate(crate::within_bytes(&events, max_bytes));
-        Ok(events)
-    })
+            let state = read(&self.inner.state);
+            let Some(indexes) = state.streams.get(stream) else {
+                return Ok(Vec::new());
+            };
+            let start = usize::try_from(from_version.saturating_sub(1)).unwrap_or(usize::MAX).min(indexes.len());
+            let mut events: Vec<RecordedEvent> =
+                indexes[start..].iter().take(limit).map(|&i| state.log[i].clone()).collect();
+            events.truncate(crate::within_bytes(&events, max_bytes));
+            Ok(events)
+        })
     }
 
-    fn read_all_bounded<'a>(&'a self, after: Position, limit: usize, max_bytes: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+    fn read_all_bounded<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
         Box::pin(async move {
-        let state = read(&self.inner.state);
-        let start = state.log.partition_point(|e| e.position <= after);
-        let mut events: Vec<RecordedEvent> = state.log[start..].iter().take(limit).cloned().collect();
-        events.truncate(crate::within_bytes(&events, max_bytes));
-        Ok(events)
-    })
+            let state = read(&self.inner.state);
+            let start = state.log.partition_point(|e| e.position <= after);
+            let mut events: Vec<RecordedEvent> = state.log[start..].iter().take(limit).cloned().collect();
+            events.truncate(crate::within_bytes(&events, max_bytes));
+            Ok(events)
+        })
     }
 
     fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<Position>>> {
-        Box::pin(async move {
-        Ok(read(&self.inner.state).log.last().map(|e| e.position))
-    })
+        Box::pin(async move { Ok(read(&self.inner.state).log.last().map(|e| e.position)) })
     }
 
     fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-        let state = read(&self.inner.state);
-        let after = state.log.len() - state.log.partition_point(|e| e.position <= after);
-        Ok((after as u64).min(cap))
-    })
+            let state = read(&self.inner.state);
+            let after = state.log.len() - state.log.partition_point(|e| e.position <= after);
+            Ok((after as u64).min(cap))
+        })
     }
 
     fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move {
-        Ok(read(&self.inner.state).streams.get(stream).map_or(0, |s| s.len() as u64))
-    })
+        Box::pin(async move { Ok(read(&self.inner.state).streams.get(stream).map_or(0, |s| s.len() as u64)) })
     }
 
     fn command_outcome<'a>(&'a self, command_id: &'a str) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
-        Box::pin(async move {
-        Ok(read(&self.inner.state).commands.get(command_id).cloned())
-    })
+        Box::pin(async move { Ok(read(&self.inner.state).commands.get(command_id).cloned()) })
     }
 
-    fn record_command<'a>(&'a self, command_id: &'a str, fingerprint: &'a Fingerprint, outcome: AppendOutcome) -> BoxFuture<'a, Result<()>> {
+    fn record_command<'a>(
+        &'a self,
+        command_id: &'a str,
+        fingerprint: &'a Fingerprint,
+        outcome: AppendOutcome,
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-        crate::validate_command_id(command_id)?;
-        let mut state = write(&self.inner.state);
-        if let Some(first) = state.commands.get(command_id) {
-            return Err(duplicate(command_id, first));
-        }
-        state.commands.insert(command_id.to_owned(), CommandRecord { outcome, fingerprint: Some(*fingerprint) });
-        Ok(())
-    })
+            crate::validate_command_id(command_id)?;
+            let mut state = write(&self.inner.state);
+            if let Some(first) = state.commands.get(command_id) {
+                return Err(duplicate(command_id, first));
+            }
+            state.commands.insert(command_id.to_owned(), CommandRecord { outcome, fingerprint: Some(*fingerprint) });
+            Ok(())
+        })
     }
 
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {

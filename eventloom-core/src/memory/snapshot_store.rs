@@ -11,7 +11,7 @@ use crate::{Result, Snapshot, SnapshotStore, StreamId};
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{MemorySnapshotStore, Position, Snapshot, SnapshotStore, StreamId};
+/// use eventloom_core::{Position, StreamId, memory::MemorySnapshotStore, store::{Snapshot, SnapshotStore}};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemorySnapshotStore::default();
@@ -32,21 +32,19 @@ pub struct MemorySnapshotStore {
 
 impl SnapshotStore for MemorySnapshotStore {
     fn load_snapshot<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<Option<Snapshot>>> {
-        Box::pin(async move {
-        Ok(read(&self.snapshots).get(stream).cloned())
-    })
+        Box::pin(async move { Ok(read(&self.snapshots).get(stream).cloned()) })
     }
 
     fn save_snapshot<'a>(&'a self, snapshot: Snapshot) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-        let mut map = write(&self.snapshots);
-        match map.get(&snapshot.stream) {
-            Some(existing) if existing.version >= snapshot.version => {}
-            _ => {
-                map.insert(snapshot.stream.clone(), snapshot);
+            let mut map = write(&self.snapshots);
+            match map.get(&snapshot.stream) {
+                Some(existing) if existing.version >= snapshot.version => {}
+                _ => {
+                    map.insert(snapshot.stream.clone(), snapshot);
+                }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        })
     }
 }

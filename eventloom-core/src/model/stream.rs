@@ -61,9 +61,9 @@ fn check(what: &'static str, value: &str, max: usize) -> Result<()> {
 /// # Examples
 ///
 /// ```
-/// assert!(eventloom_core::validate_command_id("req-42").is_ok());
-/// assert!(eventloom_core::validate_command_id("").is_err());
-/// assert!(eventloom_core::validate_command_id("a\nb").is_err());
+/// assert!(eventloom_core::model::validate_command_id("req-42").is_ok());
+/// assert!(eventloom_core::model::validate_command_id("").is_err());
+/// assert!(eventloom_core::model::validate_command_id("a\nb").is_err());
 /// ```
 pub fn validate_command_id(id: &str) -> Result<()> {
     check("command id", id, crate::Metadata::MAX_COMMAND_ID_LEN)
@@ -135,7 +135,7 @@ impl<'de> Deserialize<'de> for StreamId {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::ExpectedVersion;
+/// use eventloom_core::model::ExpectedVersion;
 ///
 /// assert!(ExpectedVersion::Any.matches(7));
 /// assert!(ExpectedVersion::NoStream.matches(0));

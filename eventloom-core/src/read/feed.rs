@@ -17,7 +17,7 @@ use crate::{EventStore, Position, RecordedEvent, Result, Subscription};
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Feed, FeedReader, MemoryEventStore, Position};
+/// use eventloom_core::{Position, read::{Feed, FeedReader}, memory::MemoryEventStore};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let store = MemoryEventStore::new();
@@ -45,7 +45,7 @@ pub trait Feed: Send + Sync + 'static {
 ///
 /// ```
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::{EventStore, Feed, FeedReader, MemoryEventStore};
+/// use eventloom_core::{store::EventStore, read::{Feed, FeedReader}, memory::MemoryEventStore};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let store = MemoryEventStore::new();
@@ -77,23 +77,17 @@ impl<S: EventStore + Clone> Feed for S {
     }
 
     fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move {
-        EventStore::count_after(self, after, cap).await
-    })
+        Box::pin(async move { EventStore::count_after(self, after, cap).await })
     }
 }
 
 impl<S: EventStore> FeedReader for Subscription<S> {
     fn try_next_batch<'a>(&'a mut self) -> BoxFuture<'a, Result<Option<Vec<RecordedEvent>>>> {
-        Box::pin(async move {
-        Subscription::try_next_batch(self).await
-    })
+        Box::pin(async move { Subscription::try_next_batch(self).await })
     }
 
     fn next_batch<'a>(&'a mut self) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        Box::pin(async move {
-        Subscription::next_batch(self).await
-    })
+        Box::pin(async move { Subscription::next_batch(self).await })
     }
 
     fn is_behind(&self) -> bool {

@@ -54,7 +54,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// # impl Projection for Counts { const NAME: &'static str = "counts"; type Events = Counter; type View = u64;
 /// #   fn apply(&self, v: &mut Option<u64>, _: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
 /// #     *v.get_or_insert(0) += 1; Ok(()) } }
-/// use eventloom_core::{MemberState, MemoryEventStore, MemoryViewStore, Projector};
+/// use eventloom_core::{read::{MemberState, Projector}, memory::{MemoryEventStore, MemoryViewStore}};
 ///
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
@@ -117,7 +117,7 @@ impl<S: EventStore + Clone> Projector<S> {
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{MemoryEventStore, MemoryViewStore, Projector};
+    /// use eventloom_core::{memory::{MemoryEventStore, MemoryViewStore}, read::Projector};
     ///
     /// let log = MemoryEventStore::new();
     /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
@@ -142,7 +142,7 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{MemoryEventStore, MemoryViewStore, Projector};
+    /// use eventloom_core::{memory::{MemoryEventStore, MemoryViewStore}, read::Projector};
     ///
     /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
     /// let group = projector.group().with_member_buffer(8);

@@ -49,7 +49,7 @@ const HANDLER_VERSION: u32 = 1;
 /// ```
 /// use std::sync::Mutex;
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::{BoxError, EventHandler, MemoryEventStore, MemoryViewStore, Projector};
+/// use eventloom_core::{BoxError, EventHandler, memory::{MemoryEventStore, MemoryViewStore}, read::Projector};
 /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum UserEvent { Registered { email: String } }
 /// # #[derive(Debug, Default)] struct User;
 /// # impl Aggregate for User { const TYPE: &'static str = "user"; type Event = UserEvent;
@@ -174,7 +174,7 @@ impl<S: EventStore + Clone> Projector<S> {
     ///
     /// ```
     /// # use eventloom_core::prelude::*;
-    /// # use eventloom_core::{BoxError, EventHandler, MemoryEventStore, MemoryViewStore, Projector};
+    /// # use eventloom_core::{BoxError, EventHandler, memory::{MemoryEventStore, MemoryViewStore}, read::Projector};
     /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum UserEvent { Registered { email: String } }
     /// # #[derive(Debug, Default)] struct User;
     /// # impl Aggregate for User { const TYPE: &'static str = "user"; type Event = UserEvent;

@@ -14,8 +14,8 @@ pub(crate) mod handler;
 use super::fold::{CategoryUpcasters, Fold, Folded, dead_letter};
 use super::run::Runner;
 use crate::{
-    Error, EventStore, Lease, LeaseManager, PoisonPolicy, Position, Projection,
-    ProjectionStop, RecordedEvent, Result, StopKind, Subscription, Upcasters, ViewCommit, ViewStore,
+    Error, EventStore, Lease, LeaseManager, PoisonPolicy, Position, Projection, ProjectionStop, RecordedEvent, Result,
+    StopKind, Subscription, Upcasters, ViewCommit, ViewStore,
 };
 
 /// Runs projections: reads events after each projection's checkpoint, folds them into views,
@@ -38,7 +38,7 @@ use crate::{
 /// # impl Projection for Totals { const NAME: &'static str = "totals"; type Events = Counter; type View = u64;
 /// #   fn apply(&self, v: &mut Option<u64>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
 /// #     let CounterEvent::Incremented { by } = &e.event; *v.get_or_insert(0) += by; Ok(()) } }
-/// use eventloom_core::{MemoryEventStore, MemoryViewStore, Projector, ViewReader};
+/// use eventloom_core::{memory::{MemoryEventStore, MemoryViewStore}, read::{Projector, ViewReader}};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let events = MemoryEventStore::new();
@@ -130,7 +130,7 @@ impl<S: EventStore + Clone> Projector<S> {
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{MemoryEventStore, MemoryViewStore, Projector, Upcasters};
+    /// use eventloom_core::{memory::{MemoryEventStore, MemoryViewStore}, read::Projector, write::Upcasters};
     ///
     /// // Tasks once stored `TaskMade`; users keep their own names.
     /// let tasks = Upcasters::new().add(("TaskMade", 1), ("Created", 1), Ok);

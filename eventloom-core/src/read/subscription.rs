@@ -19,7 +19,6 @@ impl<S> Subscription<S> {
     pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 }
 
-
 /// Reads every event after a position, in the store's order: first what is already stored
 /// (catch-up), then new events as they are committed (live).
 ///
@@ -32,7 +31,7 @@ impl<S> Subscription<S> {
 ///
 /// ```
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::{EventStore, MemoryEventStore, Subscription};
+/// use eventloom_core::{store::EventStore, memory::MemoryEventStore, read::Subscription};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let store = MemoryEventStore::new();

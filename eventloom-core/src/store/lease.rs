@@ -15,7 +15,7 @@ use crate::Result;
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{LeaseManager, MemoryLeases};
+/// use eventloom_core::{store::LeaseManager, memory::MemoryLeases};
 ///
 /// async fn lead(leases: &dyn LeaseManager) -> u64 {
 ///     let lease = leases.acquire("task_views").await.unwrap();
@@ -35,7 +35,7 @@ pub trait LeaseManager: Send + Sync + 'static {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::Lease;
+/// use eventloom_core::store::Lease;
 ///
 /// let (lose, lost) = tokio::sync::watch::channel(false);
 /// let lease = Lease::new(7, lost, ());

@@ -47,7 +47,7 @@ use crate::{ExpectedVersion, Fingerprint, NewEvent, Position, RecordedEvent, Res
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{AppendOutcome, Position, StreamId};
+/// use eventloom_core::{Position, StreamId, store::AppendOutcome};
 ///
 /// let o = AppendOutcome {
 ///     stream: StreamId::new("task", "1").unwrap(),
@@ -82,7 +82,7 @@ impl AppendOutcome {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{AppendOutcome, CommandRecord, Position, StreamId};
+/// use eventloom_core::{Position, StreamId, store::{AppendOutcome, CommandRecord}};
 ///
 /// let outcome = AppendOutcome {
 ///     stream: StreamId::new("task", "1").unwrap(),
@@ -130,7 +130,7 @@ const COUNT_PAGE: usize = 1000;
 /// ```
 /// use std::sync::Arc;
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::{EventStore, MemoryEventStore};
+/// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// // Picked at runtime:
@@ -165,7 +165,7 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// ```
     /// use eventloom_core::prelude::*;
-    /// use eventloom_core::{EventStore, Fingerprint, MemoryEventStore};
+    /// use eventloom_core::{store::EventStore, write::Fingerprint, memory::MemoryEventStore};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = MemoryEventStore::new();
@@ -187,7 +187,12 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<AppendOutcome>>;
 
     /// Up to `limit` events of `stream` with versions from `from_version` on, in order.
-    fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64, limit: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>>;
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>>;
 
     /// Up to `limit` events of every stream with positions after `after`, in position order.
     fn read_all<'a>(&'a self, after: Position, limit: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>>;
@@ -204,7 +209,7 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// ```
     /// use eventloom_core::prelude::*;
-    /// use eventloom_core::{EventStore, MemoryEventStore};
+    /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = MemoryEventStore::new();
@@ -224,10 +229,10 @@ pub trait EventStore: Send + Sync + 'static {
         max_bytes: usize,
     ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
         Box::pin(async move {
-        let mut events = self.read_stream(stream, from_version, limit).await?;
-        events.truncate(within_bytes(&events, max_bytes));
-        Ok(events)
-    })
+            let mut events = self.read_stream(stream, from_version, limit).await?;
+            events.truncate(within_bytes(&events, max_bytes));
+            Ok(events)
+        })
     }
 
     /// [`read_all`](Self::read_all) bounded in bytes as
@@ -238,7 +243,7 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// ```
     /// use eventloom_core::prelude::*;
-    /// use eventloom_core::{EventStore, MemoryEventStore};
+    /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = MemoryEventStore::new();
@@ -249,12 +254,17 @@ pub trait EventStore: Send + Sync + 'static {
     /// assert_eq!(store.read_all_bounded(Position::ZERO, 100, 1).await.unwrap().len(), 1);
     /// # });
     /// ```
-    fn read_all_bounded<'a>(&'a self, after: Position, limit: usize, max_bytes: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+    fn read_all_bounded<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
         Box::pin(async move {
-        let mut events = self.read_all(after, limit).await?;
-        events.truncate(within_bytes(&events, max_bytes));
-        Ok(events)
-    })
+            let mut events = self.read_all(after, limit).await?;
+            events.truncate(within_bytes(&events, max_bytes));
+            Ok(events)
+        })
     }
 
     /// The stream's current version (0 when it has no events).
@@ -268,7 +278,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// its request, so that executing it again returns this outcome even after the stream
     /// changed. Fails with [`Error::DuplicateCommand`](crate::Error::DuplicateCommand), holding
     /// the first outcome, when the id is already recorded.
-    fn record_command<'a>(&'a self, command_id: &'a str, fingerprint: &'a Fingerprint, outcome: AppendOutcome) -> BoxFuture<'a, Result<()>>;
+    fn record_command<'a>(
+        &'a self,
+        command_id: &'a str,
+        fingerprint: &'a Fingerprint,
+        outcome: AppendOutcome,
+    ) -> BoxFuture<'a, Result<()>>;
 
     /// The position of the last event a subscriber can read now: the last event
     /// [`read_all`](EventStore::read_all) would return if asked for everything; `None` when no
@@ -283,7 +298,7 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// ```
     /// use eventloom_core::prelude::*;
-    /// use eventloom_core::{EventStore, MemoryEventStore};
+    /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = MemoryEventStore::new();
@@ -305,7 +320,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{EventStore, MemoryEventStore};
+    /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// assert_eq!(MemoryEventStore::new().held_back(100).await.unwrap(), 0);
@@ -313,9 +328,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// ```
     fn held_back<'a>(&'a self, cap: u64) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-        let _ = cap;
-        Ok(0)
-    })
+            let _ = cap;
+            Ok(0)
+        })
     }
 
     /// How many events a subscriber can read now after `after` (those
@@ -333,7 +348,7 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// ```
     /// use eventloom_core::prelude::*;
-    /// use eventloom_core::{EventStore, MemoryEventStore};
+    /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = MemoryEventStore::new();
@@ -347,17 +362,17 @@ pub trait EventStore: Send + Sync + 'static {
     /// ```
     fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-        let mut counted = 0u64;
-        let mut after = after;
-        while counted < cap {
-            let batch = usize::try_from(cap - counted).unwrap_or(usize::MAX).min(COUNT_PAGE);
-            let events = self.read_all(after, batch).await?;
-            let Some(last) = events.last() else { break };
-            after = last.position;
-            counted += events.len() as u64;
-        }
-        Ok(counted.min(cap))
-    })
+            let mut counted = 0u64;
+            let mut after = after;
+            while counted < cap {
+                let batch = usize::try_from(cap - counted).unwrap_or(usize::MAX).min(COUNT_PAGE);
+                let events = self.read_all(after, batch).await?;
+                let Some(last) = events.last() else { break };
+                after = last.position;
+                counted += events.len() as u64;
+            }
+            Ok(counted.min(cap))
+        })
     }
 
     /// A subscription to every event after `after`: what is stored now, then new events as
@@ -383,9 +398,7 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> BoxFuture<'a, Result<AppendOutcome>> {
-        Box::pin(async move {
-        (**self).append(stream, expected, events).await
-    })
+        Box::pin(async move { (**self).append(stream, expected, events).await })
     }
     fn append_command<'a>(
         &'a self,
@@ -394,19 +407,18 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
         events: Vec<NewEvent>,
         fingerprint: &'a Fingerprint,
     ) -> BoxFuture<'a, Result<AppendOutcome>> {
-        Box::pin(async move {
-        (**self).append_command(stream, expected, events, fingerprint).await
-    })
+        Box::pin(async move { (**self).append_command(stream, expected, events, fingerprint).await })
     }
-    fn read_stream<'a>(&'a self, stream: &'a StreamId, from_version: u64, limit: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        Box::pin(async move {
-        (**self).read_stream(stream, from_version, limit).await
-    })
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { (**self).read_stream(stream, from_version, limit).await })
     }
     fn read_all<'a>(&'a self, after: Position, limit: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        Box::pin(async move {
-        (**self).read_all(after, limit).await
-    })
+        Box::pin(async move { (**self).read_all(after, limit).await })
     }
     fn read_stream_bounded<'a>(
         &'a self,
@@ -415,44 +427,38 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
         limit: usize,
         max_bytes: usize,
     ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        Box::pin(async move {
-        (**self).read_stream_bounded(stream, from_version, limit, max_bytes).await
-    })
+        Box::pin(async move { (**self).read_stream_bounded(stream, from_version, limit, max_bytes).await })
     }
-    fn read_all_bounded<'a>(&'a self, after: Position, limit: usize, max_bytes: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        Box::pin(async move {
-        (**self).read_all_bounded(after, limit, max_bytes).await
-    })
+    fn read_all_bounded<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { (**self).read_all_bounded(after, limit, max_bytes).await })
     }
     fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move {
-        (**self).stream_version(stream).await
-    })
+        Box::pin(async move { (**self).stream_version(stream).await })
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<Position>>> {
-        Box::pin(async move {
-        (**self).head().await
-    })
+        Box::pin(async move { (**self).head().await })
     }
     fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move {
-        (**self).count_after(after, cap).await
-    })
+        Box::pin(async move { (**self).count_after(after, cap).await })
     }
     fn held_back<'a>(&'a self, cap: u64) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move {
-        (**self).held_back(cap).await
-    })
+        Box::pin(async move { (**self).held_back(cap).await })
     }
     fn command_outcome<'a>(&'a self, command_id: &'a str) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
-        Box::pin(async move {
-        (**self).command_outcome(command_id).await
-    })
+        Box::pin(async move { (**self).command_outcome(command_id).await })
     }
-    fn record_command<'a>(&'a self, command_id: &'a str, fingerprint: &'a Fingerprint, outcome: AppendOutcome) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-        (**self).record_command(command_id, fingerprint, outcome).await
-    })
+    fn record_command<'a>(
+        &'a self,
+        command_id: &'a str,
+        fingerprint: &'a Fingerprint,
+        outcome: AppendOutcome,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { (**self).record_command(command_id, fingerprint, outcome).await })
     }
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         (**self).wake_ups()
@@ -464,7 +470,7 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Position, Snapshot, StreamId};
+/// use eventloom_core::{Position, StreamId, store::Snapshot};
 ///
 /// let s = Snapshot {
 ///     stream: StreamId::new("account", "1").unwrap(),
@@ -504,14 +510,10 @@ pub trait SnapshotStore: Send + Sync + 'static {
 
 impl<T: SnapshotStore + ?Sized> SnapshotStore for Arc<T> {
     fn load_snapshot<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<Option<Snapshot>>> {
-        Box::pin(async move {
-        (**self).load_snapshot(stream).await
-    })
+        Box::pin(async move { (**self).load_snapshot(stream).await })
     }
     fn save_snapshot<'a>(&'a self, snapshot: Snapshot) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-        (**self).save_snapshot(snapshot).await
-    })
+        Box::pin(async move { (**self).save_snapshot(snapshot).await })
     }
 }
 
@@ -521,7 +523,7 @@ impl<T: SnapshotStore + ?Sized> SnapshotStore for Arc<T> {
 /// # Examples
 ///
 /// ```
-/// assert_eq!(eventloom_core::within_bytes(&[], 10), 0);
+/// assert_eq!(eventloom_core::store::within_bytes(&[], 10), 0);
 /// ```
 pub fn within_bytes(events: &[RecordedEvent], max_bytes: usize) -> usize {
     let mut total = 0usize;

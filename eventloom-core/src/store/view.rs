@@ -21,7 +21,7 @@ use crate::{Error, Position, Result};
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Generation, Position};
+/// use eventloom_core::{Position, store::Generation};
 ///
 /// let g = Generation { id: 3, version: 2, checkpoint: Some(Position::new(9, 40)) };
 /// assert!(g.checkpoint > None);
@@ -41,7 +41,7 @@ pub struct Generation {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::ProjectionStatus;
+/// use eventloom_core::store::ProjectionStatus;
 ///
 /// let status = ProjectionStatus::default();
 /// assert!(status.live.is_none(), "nothing built yet: queries answer Error::NotBuilt");
@@ -65,7 +65,7 @@ pub struct ProjectionStatus {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Position, ProjectionStop, StopKind};
+/// use eventloom_core::{Position, store::{ProjectionStop, StopKind}};
 ///
 /// let stop = ProjectionStop::new(StopKind::Failed, Some(Position::new(7, 2)), "title too long")
 ///     .at(3, Some(Position::new(7, 1)));
@@ -121,7 +121,7 @@ impl fmt::Display for ProjectionStop {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::StopKind;
+/// use eventloom_core::store::StopKind;
 ///
 /// assert_eq!("needs_newer_release".parse::<StopKind>().unwrap(), StopKind::NeedsNewerRelease);
 /// assert_eq!(StopKind::Failed.as_str(), "failed");
@@ -175,7 +175,7 @@ impl ProjectionStatus {
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{Generation, Position, ProjectionStatus, ProjectionStop, StopKind};
+    /// use eventloom_core::{Position, store::{Generation, ProjectionStatus, ProjectionStop, StopKind}};
     ///
     /// let stop = ProjectionStop::new(StopKind::Failed, None, "corrupt row").at(1, Some(Position::new(5, 1)));
     /// let mut status = ProjectionStatus {
@@ -203,7 +203,7 @@ impl ProjectionStatus {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::IndexKey;
+/// use eventloom_core::store::IndexKey;
 ///
 /// let open = IndexKey::new("status", "open");
 /// assert_eq!(open.to_string(), "status=open");
@@ -303,7 +303,7 @@ impl IndexEntry {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::OrderRange;
+/// use eventloom_core::read::OrderRange;
 ///
 /// let below_ten = OrderRange::ints(..10);
 /// assert!(below_ten.contains(&OrderRange::int_key(9)));
@@ -400,7 +400,7 @@ impl OrderRange {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{IndexEntry, ViewWrite};
+/// use eventloom_core::{IndexEntry, store::ViewWrite};
 ///
 /// let write = ViewWrite::set("t-1", r#"{"status":"completed"}"#)
 ///     .leaving(vec![IndexEntry::new("status", "open")])
@@ -457,7 +457,7 @@ impl ViewWrite {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Position, ViewCommit, ViewWrite};
+/// use eventloom_core::{Position, store::{ViewCommit, ViewWrite}};
 ///
 /// let commit = ViewCommit {
 ///     generation: 1,
@@ -493,7 +493,7 @@ pub struct ViewCommit {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::ListCursor;
+/// use eventloom_core::store::ListCursor;
 ///
 /// let cursor = ListCursor { order: "0001".into(), id: "t/1 ü".into() };
 /// let text = cursor.to_string();
@@ -607,8 +607,8 @@ fn floor_char_boundary(text: &str, limit: usize) -> &str {
 ///
 /// ```
 /// let long = "x".repeat(5000);
-/// assert_eq!(eventloom_core::stored_view_id("t-1"), "t-1");
-/// assert!(eventloom_core::stored_view_id(&long).len() <= crate::StreamId::MAX_ID_LEN);
+/// assert_eq!(eventloom_core::store::stored_view_id("t-1"), "t-1");
+/// assert!(eventloom_core::store::stored_view_id(&long).len() <= crate::StreamId::MAX_ID_LEN);
 /// ```
 pub fn stored_view_id(id: &str) -> std::borrow::Cow<'_, str> {
     fit_digest(id, crate::StreamId::MAX_ID_LEN)
@@ -625,7 +625,7 @@ impl IndexKey {
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{IndexKey, };
+    /// use eventloom_core::store::IndexKey;
     ///
     /// let short = IndexKey::new("assignee", "ada");
     /// assert_eq!(short.fitted(), short);
@@ -681,7 +681,7 @@ impl IndexEntry {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::ViewPage;
+/// use eventloom_core::store::ViewPage;
 ///
 /// let page = ViewPage { views: vec![("t-1".into(), "{}".into())], next: None };
 /// assert!(page.next.is_none(), "the last page");
@@ -699,7 +699,7 @@ pub struct ViewPage {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{DeadLetter, Position, StreamId};
+/// use eventloom_core::{Position, StreamId, store::DeadLetter};
 ///
 /// let letter = DeadLetter {
 ///     position: Position::new(4, 7),
@@ -742,7 +742,7 @@ pub struct DeadLetter {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use eventloom_core::{MemoryViewStore, Position, ViewCommit, ViewStore, ViewWrite};
+/// use eventloom_core::{Position, memory::MemoryViewStore, store::{ViewCommit, ViewStore, ViewWrite}};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store: Arc<dyn ViewStore> = Arc::new(MemoryViewStore::default());
@@ -763,10 +763,20 @@ pub trait ViewStore: Send + Sync + 'static {
     /// Starts a new, empty generation for `version` of the projection, with an id higher than any
     /// the store holds, and records it as the one being built (dropping an earlier one being
     /// built). Refused with [`Error::Fenced`] like a commit.
-    fn begin_generation<'a>(&'a self, projection: &'a str, version: u32, fencing_token: u64) -> BoxFuture<'a, Result<Generation>>;
+    fn begin_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        version: u32,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<Generation>>;
 
     /// The views with these ids in `generation`, in the same order; `None` for a missing one.
-    fn load_views<'a>(&'a self, projection: &'a str, generation: u64, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>>;
+    fn load_views<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<String>>>>;
 
     /// Applies `commit` atomically if its generation, expected checkpoint and fencing token hold.
     fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<()>>;
@@ -802,39 +812,42 @@ pub trait ViewStore: Send + Sync + 'static {
 
     /// Records why the projection stopped (`None`: that it runs again), for
     /// [`status`](Self::status) to report. Refused with [`Error::Fenced`] like a commit.
-    fn record_stop<'a>(&'a self, projection: &'a str, stop: Option<&'a ProjectionStop>, fencing_token: u64) -> BoxFuture<'a, Result<()>>;
+    fn record_stop<'a>(
+        &'a self,
+        projection: &'a str,
+        stop: Option<&'a ProjectionStop>,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<()>>;
 }
 
 impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
     fn status<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<ProjectionStatus>> {
-        Box::pin(async move {
-        (**self).status(projection).await
-    })
+        Box::pin(async move { (**self).status(projection).await })
     }
-    fn begin_generation<'a>(&'a self, projection: &'a str, version: u32, fencing_token: u64) -> BoxFuture<'a, Result<Generation>> {
-        Box::pin(async move {
-        (**self).begin_generation(projection, version, fencing_token).await
-    })
+    fn begin_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        version: u32,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<Generation>> {
+        Box::pin(async move { (**self).begin_generation(projection, version, fencing_token).await })
     }
-    fn load_views<'a>(&'a self, projection: &'a str, generation: u64, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
-        Box::pin(async move {
-        (**self).load_views(projection, generation, ids).await
-    })
+    fn load_views<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
+        Box::pin(async move { (**self).load_views(projection, generation, ids).await })
     }
     fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-        (**self).commit(projection, commit).await
-    })
+        Box::pin(async move { (**self).commit(projection, commit).await })
     }
     fn go_live<'a>(&'a self, projection: &'a str, generation: u64, fencing_token: u64) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-        (**self).go_live(projection, generation, fencing_token).await
-    })
+        Box::pin(async move { (**self).go_live(projection, generation, fencing_token).await })
     }
     fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
-        Box::pin(async move {
-        (**self).read_views(projection, ids).await
-    })
+        Box::pin(async move { (**self).read_views(projection, ids).await })
     }
     fn list<'a>(
         &'a self,
@@ -844,24 +857,21 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
         after: Option<&'a ListCursor>,
         limit: usize,
     ) -> BoxFuture<'a, Result<ViewPage>> {
-        Box::pin(async move {
-        (**self).list(projection, key, range, after, limit).await
-    })
+        Box::pin(async move { (**self).list(projection, key, range, after, limit).await })
     }
     fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, Result<Vec<u64>>> {
-        Box::pin(async move {
-        (**self).count(projection, keys).await
-    })
+        Box::pin(async move { (**self).count(projection, keys).await })
     }
     fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
-        Box::pin(async move {
-        (**self).dead_letters(projection).await
-    })
+        Box::pin(async move { (**self).dead_letters(projection).await })
     }
-    fn record_stop<'a>(&'a self, projection: &'a str, stop: Option<&'a ProjectionStop>, fencing_token: u64) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-        (**self).record_stop(projection, stop, fencing_token).await
-    })
+    fn record_stop<'a>(
+        &'a self,
+        projection: &'a str,
+        stop: Option<&'a ProjectionStop>,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { (**self).record_stop(projection, stop, fencing_token).await })
     }
 }
 
@@ -876,7 +886,7 @@ impl ViewCommit {
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{Position, ViewCommit, ViewWrite};
+    /// use eventloom_core::{Position, store::{ViewCommit, ViewWrite}};
     ///
     /// let mut commit = ViewCommit { generation: 1, expected: None, checkpoint: Position::new(1, 1),
     ///     fencing_token: 0, views: vec![ViewWrite::set("a\0b", "{}")], dead_letters: Vec::new() };

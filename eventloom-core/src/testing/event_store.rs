@@ -2,7 +2,7 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-//! eventloom_core::testing::event_store::run(|| async { eventloom_core::MemoryEventStore::new() }).await;
+//! eventloom_core::testing::event_store::run(|| async { eventloom_core::memory::MemoryEventStore::new() }).await;
 //! # });
 //! ```
 

@@ -3,7 +3,7 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-//! eventloom_core::testing::projector::run(|| async { eventloom_core::MemoryViewStore::default() }).await;
+//! eventloom_core::testing::projector::run(|| async { eventloom_core::memory::MemoryViewStore::default() }).await;
 //! # });
 //! ```
 
@@ -380,37 +380,37 @@ struct Refusing<S>(S);
 
 impl<S: ViewStore> ViewStore for Refusing<S> {
     fn status<'a>(&'a self, p: &'a str) -> BoxFuture<'a, crate::Result<crate::ProjectionStatus>> {
-        Box::pin(async move {
-        self.0.status(p).await
-    })
+        Box::pin(async move { self.0.status(p).await })
     }
-    fn begin_generation<'a>(&'a self, p: &'a str, version: u32, token: u64) -> BoxFuture<'a, crate::Result<crate::Generation>> {
-        Box::pin(async move {
-        self.0.begin_generation(p, version, token).await
-    })
+    fn begin_generation<'a>(
+        &'a self,
+        p: &'a str,
+        version: u32,
+        token: u64,
+    ) -> BoxFuture<'a, crate::Result<crate::Generation>> {
+        Box::pin(async move { self.0.begin_generation(p, version, token).await })
     }
-    fn load_views<'a>(&'a self, p: &'a str, generation: u64, ids: &'a [String]) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
-        Box::pin(async move {
-        self.0.load_views(p, generation, ids).await
-    })
+    fn load_views<'a>(
+        &'a self,
+        p: &'a str,
+        generation: u64,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
+        Box::pin(async move { self.0.load_views(p, generation, ids).await })
     }
     fn commit<'a>(&'a self, p: &'a str, commit: crate::ViewCommit) -> BoxFuture<'a, crate::Result<()>> {
         Box::pin(async move {
-        if commit.views.iter().any(|w| w.view.as_deref().is_some_and(|v| v.contains("refuse-me"))) {
-            return Err(Error::InvalidEvent { reason: "the store cannot keep this view".into() });
-        }
-        self.0.commit(p, commit).await
-    })
+            if commit.views.iter().any(|w| w.view.as_deref().is_some_and(|v| v.contains("refuse-me"))) {
+                return Err(Error::InvalidEvent { reason: "the store cannot keep this view".into() });
+            }
+            self.0.commit(p, commit).await
+        })
     }
     fn go_live<'a>(&'a self, p: &'a str, generation: u64, token: u64) -> BoxFuture<'a, crate::Result<()>> {
-        Box::pin(async move {
-        self.0.go_live(p, generation, token).await
-    })
+        Box::pin(async move { self.0.go_live(p, generation, token).await })
     }
     fn read_views<'a>(&'a self, p: &'a str, ids: &'a [String]) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
-        Box::pin(async move {
-        self.0.read_views(p, ids).await
-    })
+        Box::pin(async move { self.0.read_views(p, ids).await })
     }
     fn list<'a>(
         &'a self,
@@ -420,24 +420,21 @@ impl<S: ViewStore> ViewStore for Refusing<S> {
         after: Option<&'a crate::ListCursor>,
         limit: usize,
     ) -> BoxFuture<'a, crate::Result<crate::ViewPage>> {
-        Box::pin(async move {
-        self.0.list(p, key, range, after, limit).await
-    })
+        Box::pin(async move { self.0.list(p, key, range, after, limit).await })
     }
     fn count<'a>(&'a self, p: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, crate::Result<Vec<u64>>> {
-        Box::pin(async move {
-        self.0.count(p, keys).await
-    })
+        Box::pin(async move { self.0.count(p, keys).await })
     }
     fn dead_letters<'a>(&'a self, p: &'a str) -> BoxFuture<'a, crate::Result<Vec<crate::DeadLetter>>> {
-        Box::pin(async move {
-        self.0.dead_letters(p).await
-    })
+        Box::pin(async move { self.0.dead_letters(p).await })
     }
-    fn record_stop<'a>(&'a self, p: &'a str, stop: Option<&'a crate::ProjectionStop>, token: u64) -> BoxFuture<'a, crate::Result<()>> {
-        Box::pin(async move {
-        self.0.record_stop(p, stop, token).await
-    })
+    fn record_stop<'a>(
+        &'a self,
+        p: &'a str,
+        stop: Option<&'a crate::ProjectionStop>,
+        token: u64,
+    ) -> BoxFuture<'a, crate::Result<()>> {
+        Box::pin(async move { self.0.record_stop(p, stop, token).await })
     }
 }
 
@@ -855,34 +852,34 @@ struct Crashing<S>(S);
 
 impl<S: ViewStore> ViewStore for Crashing<S> {
     fn status<'a>(&'a self, p: &'a str) -> BoxFuture<'a, crate::Result<crate::ProjectionStatus>> {
-        Box::pin(async move {
-        self.0.status(p).await
-    })
+        Box::pin(async move { self.0.status(p).await })
     }
-    fn begin_generation<'a>(&'a self, p: &'a str, version: u32, token: u64) -> BoxFuture<'a, crate::Result<crate::Generation>> {
-        Box::pin(async move {
-        self.0.begin_generation(p, version, token).await
-    })
+    fn begin_generation<'a>(
+        &'a self,
+        p: &'a str,
+        version: u32,
+        token: u64,
+    ) -> BoxFuture<'a, crate::Result<crate::Generation>> {
+        Box::pin(async move { self.0.begin_generation(p, version, token).await })
     }
-    fn load_views<'a>(&'a self, p: &'a str, generation: u64, ids: &'a [String]) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
-        Box::pin(async move {
-        self.0.load_views(p, generation, ids).await
-    })
+    fn load_views<'a>(
+        &'a self,
+        p: &'a str,
+        generation: u64,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
+        Box::pin(async move { self.0.load_views(p, generation, ids).await })
     }
     fn commit<'a>(&'a self, _: &'a str, _: crate::ViewCommit) -> BoxFuture<'a, crate::Result<()>> {
-        Box::pin(async move {
-        Err(Error::Backend { message: "the process died before its write".into(), source: None })
-    })
+        Box::pin(
+            async move { Err(Error::Backend { message: "the process died before its write".into(), source: None }) },
+        )
     }
     fn go_live<'a>(&'a self, p: &'a str, generation: u64, token: u64) -> BoxFuture<'a, crate::Result<()>> {
-        Box::pin(async move {
-        self.0.go_live(p, generation, token).await
-    })
+        Box::pin(async move { self.0.go_live(p, generation, token).await })
     }
     fn read_views<'a>(&'a self, p: &'a str, ids: &'a [String]) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
-        Box::pin(async move {
-        self.0.read_views(p, ids).await
-    })
+        Box::pin(async move { self.0.read_views(p, ids).await })
     }
     fn list<'a>(
         &'a self,
@@ -892,24 +889,21 @@ impl<S: ViewStore> ViewStore for Crashing<S> {
         after: Option<&'a crate::ListCursor>,
         limit: usize,
     ) -> BoxFuture<'a, crate::Result<crate::ViewPage>> {
-        Box::pin(async move {
-        self.0.list(p, key, range, after, limit).await
-    })
+        Box::pin(async move { self.0.list(p, key, range, after, limit).await })
     }
     fn count<'a>(&'a self, p: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, crate::Result<Vec<u64>>> {
-        Box::pin(async move {
-        self.0.count(p, keys).await
-    })
+        Box::pin(async move { self.0.count(p, keys).await })
     }
     fn dead_letters<'a>(&'a self, p: &'a str) -> BoxFuture<'a, crate::Result<Vec<crate::DeadLetter>>> {
-        Box::pin(async move {
-        self.0.dead_letters(p).await
-    })
+        Box::pin(async move { self.0.dead_letters(p).await })
     }
-    fn record_stop<'a>(&'a self, p: &'a str, stop: Option<&'a crate::ProjectionStop>, token: u64) -> BoxFuture<'a, crate::Result<()>> {
-        Box::pin(async move {
-        self.0.record_stop(p, stop, token).await
-    })
+    fn record_stop<'a>(
+        &'a self,
+        p: &'a str,
+        stop: Option<&'a crate::ProjectionStop>,
+        token: u64,
+    ) -> BoxFuture<'a, crate::Result<()>> {
+        Box::pin(async move { self.0.record_stop(p, stop, token).await })
     }
 }
 

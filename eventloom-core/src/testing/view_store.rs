@@ -2,7 +2,7 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! eventloom_core::testing::view_store::run(|| async { eventloom_core::MemoryViewStore::default() }).await;
+//! eventloom_core::testing::view_store::run(|| async { eventloom_core::memory::MemoryViewStore::default() }).await;
 //! # });
 //! ```
 

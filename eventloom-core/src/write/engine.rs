@@ -178,7 +178,7 @@ impl ExecuteOptions {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::SnapshotPolicy;
+/// use eventloom_core::write::SnapshotPolicy;
 ///
 /// assert!(SnapshotPolicy::every(100).due(99, 100));
 /// assert!(SnapshotPolicy::every(100).due(98, 103));
@@ -356,7 +356,7 @@ impl<A: Aggregate, S> Cqrs<A, S> {
 ///
 /// ```
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::{Cqrs, MemoryEventStore, CommandError};
+/// use eventloom_core::{CommandError, write::Cqrs, memory::MemoryEventStore};
 ///
 /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 /// enum CounterEvent { Incremented { by: u64 } }

@@ -41,7 +41,7 @@ impl RetryPolicy {
 ///
 /// ```
 /// use std::time::Duration;
-/// use eventloom_core::{Cqrs, MemoryEventStore, RetryPolicy};
+/// use eventloom_core::{write::{Cqrs, RetryPolicy}, memory::MemoryEventStore};
 /// # #[derive(Debug, Default)] struct A;
 /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventloom_core::Event)] enum E { X }
 /// # impl eventloom_core::Aggregate for A { const TYPE: &'static str = "a"; type Event = E; type Error = std::convert::Infallible; fn apply(&mut self, _: &E) {} }

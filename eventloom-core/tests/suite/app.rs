@@ -5,12 +5,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::store::BoxFuture;
+use eventloom_core::model::{ExpectedVersion, NewEvent};
 use eventloom_core::prelude::*;
+use eventloom_core::store::BoxFuture;
 use eventloom_core::{
-    AggregateOptions, App, BoxError, CommandError, DeadLetter, Error, EventStore, Generation, IndexKey, ListCursor,
-    MemoryEventStore, MemoryStores, MemoryViewStore, PoisonPolicy, Projection, ProjectionOptions, ProjectionStatus,
-    ProjectionStop, Role, RunState, SnapshotPolicy, SnapshotStore, Stores, Upcasters, ViewCommit, ViewPage, ViewStore,
+    AggregateOptions, App, BoxError, CommandError, Error, MemoryStores, Projection, ProjectionOptions, Role, Stores,
+    app::RunState,
+    memory::{MemoryEventStore, MemoryViewStore},
+    read::PoisonPolicy,
+    store::{
+        DeadLetter, EventStore, Generation, IndexKey, ListCursor, ProjectionStatus, ProjectionStop, SnapshotStore,
+        ViewCommit, ViewPage, ViewStore,
+    },
+    write::{SnapshotPolicy, Upcasters},
 };
 
 use crate::domain::{Account, AccountEvent, Balances, deposit, open};
@@ -279,7 +286,7 @@ async fn shutdown_gives_up_after_the_drain_timeout() {
     // A projector that cannot take its lease (another holder keeps it) stands by; standing by
     // ends with the shutdown, so the drain completes well within the timeout...
     let memory = MemoryStores::new();
-    let held = eventloom_core::LeaseManager::acquire(&memory.leases, Totals::NAME).await.unwrap();
+    let held = eventloom_core::store::LeaseManager::acquire(&memory.leases, Totals::NAME).await.unwrap();
     let app = App::builder(memory.clone())
         .aggregate::<Tally>()
         .projection(Totals)
@@ -378,61 +385,62 @@ struct CountingViews {
 impl ViewStore for CountingViews {
     fn status<'a>(&'a self, p: &'a str) -> BoxFuture<'a, eventloom_core::Result<ProjectionStatus>> {
         Box::pin(async move {
-        self.statuses.fetch_add(1, Ordering::SeqCst);
-        self.inner.status(p).await
-    })
+            self.statuses.fetch_add(1, Ordering::SeqCst);
+            self.inner.status(p).await
+        })
     }
-    fn begin_generation<'a>(&'a self, p: &'a str, version: u32, token: u64) -> BoxFuture<'a, eventloom_core::Result<Generation>> {
-        Box::pin(async move {
-        self.inner.begin_generation(p, version, token).await
-    })
+    fn begin_generation<'a>(
+        &'a self,
+        p: &'a str,
+        version: u32,
+        token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<Generation>> {
+        Box::pin(async move { self.inner.begin_generation(p, version, token).await })
     }
-    fn load_views<'a>(&'a self, p: &'a str, g: u64, ids: &'a [String]) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
-        Box::pin(async move {
-        self.inner.load_views(p, g, ids).await
-    })
+    fn load_views<'a>(
+        &'a self,
+        p: &'a str,
+        g: u64,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move { self.inner.load_views(p, g, ids).await })
     }
     fn commit<'a>(&'a self, p: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<()>> {
-        Box::pin(async move {
-        self.inner.commit(p, commit).await
-    })
+        Box::pin(async move { self.inner.commit(p, commit).await })
     }
     fn go_live<'a>(&'a self, p: &'a str, g: u64, token: u64) -> BoxFuture<'a, eventloom_core::Result<()>> {
-        Box::pin(async move {
-        self.inner.go_live(p, g, token).await
-    })
+        Box::pin(async move { self.inner.go_live(p, g, token).await })
     }
-    fn read_views<'a>(&'a self, p: &'a str, ids: &'a [String]) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
-        Box::pin(async move {
-        self.inner.read_views(p, ids).await
-    })
+    fn read_views<'a>(
+        &'a self,
+        p: &'a str,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move { self.inner.read_views(p, ids).await })
     }
     fn list<'a>(
         &'a self,
         p: &'a str,
         key: &'a IndexKey,
-        range: &'a eventloom_core::OrderRange,
+        range: &'a eventloom_core::read::OrderRange,
         after: Option<&'a ListCursor>,
         limit: usize,
     ) -> BoxFuture<'a, eventloom_core::Result<ViewPage>> {
-        Box::pin(async move {
-        self.inner.list(p, key, range, after, limit).await
-    })
+        Box::pin(async move { self.inner.list(p, key, range, after, limit).await })
     }
     fn count<'a>(&'a self, p: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
-        Box::pin(async move {
-        self.inner.count(p, keys).await
-    })
+        Box::pin(async move { self.inner.count(p, keys).await })
     }
     fn dead_letters<'a>(&'a self, p: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<DeadLetter>>> {
-        Box::pin(async move {
-        self.inner.dead_letters(p).await
-    })
+        Box::pin(async move { self.inner.dead_letters(p).await })
     }
-    fn record_stop<'a>(&'a self, p: &'a str, stop: Option<&'a ProjectionStop>, token: u64) -> BoxFuture<'a, eventloom_core::Result<()>> {
-        Box::pin(async move {
-        self.inner.record_stop(p, stop, token).await
-    })
+    fn record_stop<'a>(
+        &'a self,
+        p: &'a str,
+        stop: Option<&'a ProjectionStop>,
+        token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move { self.inner.record_stop(p, stop, token).await })
     }
 }
 
@@ -445,66 +453,57 @@ impl EventStore for SlowAppends {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
         Box::pin(async move {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        self.0.append(stream, expected, events).await
-    })
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            self.0.append(stream, expected, events).await
+        })
     }
     fn read_stream<'a>(
         &'a self,
         stream: &'a StreamId,
         from: u64,
         limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::RecordedEvent>>> {
-        Box::pin(async move {
-        self.0.read_stream(stream, from, limit).await
-    })
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::model::RecordedEvent>>> {
+        Box::pin(async move { self.0.read_stream(stream, from, limit).await })
     }
     fn read_all<'a>(
         &'a self,
         after: Position,
         limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::RecordedEvent>>> {
-        Box::pin(async move {
-        self.0.read_all(after, limit).await
-    })
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::model::RecordedEvent>>> {
+        Box::pin(async move { self.0.read_all(after, limit).await })
     }
     fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        Box::pin(async move {
-        self.0.stream_version(stream).await
-    })
+        Box::pin(async move { self.0.stream_version(stream).await })
     }
     fn append_command<'a>(
         &'a self,
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &'a eventloom_core::Fingerprint,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::AppendOutcome>> {
+        fingerprint: &'a eventloom_core::write::Fingerprint,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
         Box::pin(async move {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        self.0.append_command(stream, expected, events, fingerprint).await
-    })
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            self.0.append_command(stream, expected, events, fingerprint).await
+        })
     }
-    fn command_outcome<'a>(&'a self, id: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::CommandRecord>>> {
-        Box::pin(async move {
-        self.0.command_outcome(id).await
-    })
+    fn command_outcome<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
+        Box::pin(async move { self.0.command_outcome(id).await })
     }
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        fingerprint: &'a eventloom_core::Fingerprint,
-        outcome: eventloom_core::AppendOutcome,
+        fingerprint: &'a eventloom_core::write::Fingerprint,
+        outcome: eventloom_core::store::AppendOutcome,
     ) -> BoxFuture<'a, eventloom_core::Result<()>> {
-        Box::pin(async move {
-        self.0.record_command(id, fingerprint, outcome).await
-    })
+        Box::pin(async move { self.0.record_command(id, fingerprint, outcome).await })
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
-        Box::pin(async move {
-        self.0.head().await
-    })
+        Box::pin(async move { self.0.head().await })
     }
 }

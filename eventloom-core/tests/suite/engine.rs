@@ -1,11 +1,15 @@
+use eventloom_core::store::BoxFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent, Timestamp};
 use eventloom_core::prelude::*;
 use eventloom_core::{
-    AppendOutcome, CommandError, CommandOutcome, Cqrs, Error, EventStore, ExecuteOptions, Fingerprint, ManualClock,
-    MemoryEventStore, MemorySnapshotStore, RetryPolicy, SequentialIds, Snapshot, SnapshotPolicy, SnapshotStore,
-    Upcasters,
+    CommandError, CommandOutcome, Error, ExecuteOptions,
+    memory::{MemoryEventStore, MemorySnapshotStore},
+    model::{ManualClock, SequentialIds},
+    store::{AppendOutcome, EventStore, Snapshot, SnapshotStore},
+    write::{Cqrs, Fingerprint, RetryPolicy, SnapshotPolicy, Upcasters},
 };
 
 use crate::domain::*;
@@ -32,9 +36,9 @@ impl EventStore for Counting {
         events: Vec<NewEvent>,
     ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
         Box::pin(async move {
-        self.appends.fetch_add(1, Ordering::SeqCst);
-        self.inner.append(s, e, events).await
-    })
+            self.appends.fetch_add(1, Ordering::SeqCst);
+            self.inner.append(s, e, events).await
+        })
     }
     fn append_command<'a>(
         &'a self,
@@ -44,46 +48,48 @@ impl EventStore for Counting {
         print: &'a Fingerprint,
     ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
         Box::pin(async move {
-        self.appends.fetch_add(1, Ordering::SeqCst);
-        self.inner.append_command(s, e, events, print).await
-    })
+            self.appends.fetch_add(1, Ordering::SeqCst);
+            self.inner.append_command(s, e, events, print).await
+        })
     }
-    fn read_stream<'a>(&'a self, s: &'a StreamId, from: u64, limit: usize) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+    fn read_stream<'a>(
+        &'a self,
+        s: &'a StreamId,
+        from: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
         Box::pin(async move {
-        let events = self.inner.read_stream(s, from, limit).await?;
-        self.read.fetch_add(events.len(), Ordering::SeqCst);
-        Ok(events)
-    })
+            let events = self.inner.read_stream(s, from, limit).await?;
+            self.read.fetch_add(events.len(), Ordering::SeqCst);
+            Ok(events)
+        })
     }
-    fn read_all<'a>(&'a self, after: Position, limit: usize) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
-        Box::pin(async move {
-        self.inner.read_all(after, limit).await
-    })
+    fn read_all<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { self.inner.read_all(after, limit).await })
     }
     fn stream_version<'a>(&'a self, s: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        Box::pin(async move {
-        self.inner.stream_version(s).await
-    })
+        Box::pin(async move { self.inner.stream_version(s).await })
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
-        Box::pin(async move {
-        self.inner.head().await
-    })
+        Box::pin(async move { self.inner.head().await })
     }
-    fn command_outcome<'a>(&'a self, id: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::CommandRecord>>> {
-        Box::pin(async move {
-        self.inner.command_outcome(id).await
-    })
+    fn command_outcome<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
+        Box::pin(async move { self.inner.command_outcome(id).await })
     }
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        print: &'a eventloom_core::Fingerprint,
+        print: &'a eventloom_core::write::Fingerprint,
         outcome: AppendOutcome,
     ) -> BoxFuture<'a, eventloom_core::Result<()>> {
-        Box::pin(async move {
-        self.inner.record_command(id, print, outcome).await
-    })
+        Box::pin(async move { self.inner.record_command(id, print, outcome).await })
     }
 }
 

@@ -1,13 +1,18 @@
 //! Projection groups: many projections fed by one read of the log.
 
+use eventloom_core::store::BoxFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
 use eventloom_core::prelude::*;
 use eventloom_core::{
-    BoxError, Cqrs, EventStore, MemberHandle, MemberState, MemberStatus, MemoryEventStore, MemoryViewStore, Projection,
-    Projector, ViewCommit, ViewReader, ViewStore,
+    BoxError, Projection,
+    memory::{MemoryEventStore, MemoryViewStore},
+    read::{MemberHandle, MemberState, MemberStatus, Projector, ViewReader},
+    store::{EventStore, ViewCommit, ViewStore},
+    write::Cqrs,
 };
 use tokio::sync::oneshot;
 
@@ -74,10 +79,8 @@ impl EventStore for CountingEvents {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::AppendOutcome>> {
-        Box::pin(async move {
-        self.inner.append(stream, expected, events).await
-    })
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+        Box::pin(async move { self.inner.append(stream, expected, events).await })
     }
     fn read_stream<'a>(
         &'a self,
@@ -85,15 +88,17 @@ impl EventStore for CountingEvents {
         from: u64,
         limit: usize,
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
-        Box::pin(async move {
-        self.inner.read_stream(stream, from, limit).await
-    })
+        Box::pin(async move { self.inner.read_stream(stream, from, limit).await })
     }
-    fn read_all<'a>(&'a self, after: Position, limit: usize) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+    fn read_all<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
         Box::pin(async move {
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        self.inner.read_all(after, limit).await
-    })
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.inner.read_all(after, limit).await
+        })
     }
     fn read_all_bounded<'a>(
         &'a self,
@@ -102,50 +107,41 @@ impl EventStore for CountingEvents {
         max_bytes: usize,
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
         Box::pin(async move {
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        self.inner.read_all_bounded(after, limit, max_bytes).await
-    })
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.inner.read_all_bounded(after, limit, max_bytes).await
+        })
     }
     fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        Box::pin(async move {
-        self.inner.stream_version(stream).await
-    })
+        Box::pin(async move { self.inner.stream_version(stream).await })
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
-        Box::pin(async move {
-        self.inner.head().await
-    })
+        Box::pin(async move { self.inner.head().await })
     }
     fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        Box::pin(async move {
-        self.inner.count_after(after, cap).await
-    })
+        Box::pin(async move { self.inner.count_after(after, cap).await })
     }
     fn append_command<'a>(
         &'a self,
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &'a eventloom_core::Fingerprint,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::AppendOutcome>> {
-        Box::pin(async move {
-        self.inner.append_command(stream, expected, events, fingerprint).await
-    })
+        fingerprint: &'a eventloom_core::write::Fingerprint,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+        Box::pin(async move { self.inner.append_command(stream, expected, events, fingerprint).await })
     }
-    fn command_outcome<'a>(&'a self, id: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::CommandRecord>>> {
-        Box::pin(async move {
-        self.inner.command_outcome(id).await
-    })
+    fn command_outcome<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
+        Box::pin(async move { self.inner.command_outcome(id).await })
     }
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        fingerprint: &'a eventloom_core::Fingerprint,
-        outcome: eventloom_core::AppendOutcome,
+        fingerprint: &'a eventloom_core::write::Fingerprint,
+        outcome: eventloom_core::store::AppendOutcome,
     ) -> BoxFuture<'a, eventloom_core::Result<()>> {
-        Box::pin(async move {
-        self.inner.record_command(id, fingerprint, outcome).await
-    })
+        Box::pin(async move { self.inner.record_command(id, fingerprint, outcome).await })
     }
     fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.wake_ups()
@@ -161,20 +157,19 @@ struct SlowFor {
 }
 
 impl ViewStore for SlowFor {
-    fn status<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::ProjectionStatus>> {
-        Box::pin(async move {
-        self.inner.status(projection).await
-    })
+    fn status<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::ProjectionStatus>> {
+        Box::pin(async move { self.inner.status(projection).await })
     }
     fn begin_generation<'a>(
         &'a self,
         p: &'a str,
         version: u32,
         token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::Generation>> {
-        Box::pin(async move {
-        self.inner.begin_generation(p, version, token).await
-    })
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Generation>> {
+        Box::pin(async move { self.inner.begin_generation(p, version, token).await })
     }
     fn load_views<'a>(
         &'a self,
@@ -182,59 +177,56 @@ impl ViewStore for SlowFor {
         generation: u64,
         ids: &'a [String],
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
-        Box::pin(async move {
-        self.inner.load_views(p, generation, ids).await
-    })
+        Box::pin(async move { self.inner.load_views(p, generation, ids).await })
     }
     fn commit<'a>(&'a self, p: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<()>> {
         Box::pin(async move {
-        if p == self.slow {
-            tokio::time::sleep(self.delay).await;
-        }
-        self.inner.commit(p, commit).await
-    })
+            if p == self.slow {
+                tokio::time::sleep(self.delay).await;
+            }
+            self.inner.commit(p, commit).await
+        })
     }
     fn go_live<'a>(&'a self, p: &'a str, generation: u64, token: u64) -> BoxFuture<'a, eventloom_core::Result<()>> {
-        Box::pin(async move {
-        self.inner.go_live(p, generation, token).await
-    })
+        Box::pin(async move { self.inner.go_live(p, generation, token).await })
     }
-    fn read_views<'a>(&'a self, p: &'a str, ids: &'a [String]) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
-        Box::pin(async move {
-        self.inner.read_views(p, ids).await
-    })
+    fn read_views<'a>(
+        &'a self,
+        p: &'a str,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move { self.inner.read_views(p, ids).await })
     }
     fn list<'a>(
         &'a self,
         p: &'a str,
-        key: &'a eventloom_core::IndexKey,
-        range: &'a eventloom_core::OrderRange,
-        after: Option<&'a eventloom_core::ListCursor>,
+        key: &'a eventloom_core::store::IndexKey,
+        range: &'a eventloom_core::read::OrderRange,
+        after: Option<&'a eventloom_core::store::ListCursor>,
         limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::ViewPage>> {
-        Box::pin(async move {
-        self.inner.list(p, key, range, after, limit).await
-    })
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::ViewPage>> {
+        Box::pin(async move { self.inner.list(p, key, range, after, limit).await })
     }
-    fn count<'a>(&'a self, p: &'a str, keys: &'a [eventloom_core::IndexKey]) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
-        Box::pin(async move {
-        self.inner.count(p, keys).await
-    })
+    fn count<'a>(
+        &'a self,
+        p: &'a str,
+        keys: &'a [eventloom_core::store::IndexKey],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
+        Box::pin(async move { self.inner.count(p, keys).await })
     }
-    fn dead_letters<'a>(&'a self, p: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::DeadLetter>>> {
-        Box::pin(async move {
-        self.inner.dead_letters(p).await
-    })
+    fn dead_letters<'a>(
+        &'a self,
+        p: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::DeadLetter>>> {
+        Box::pin(async move { self.inner.dead_letters(p).await })
     }
     fn record_stop<'a>(
         &'a self,
         p: &'a str,
-        stop: Option<&'a eventloom_core::ProjectionStop>,
+        stop: Option<&'a eventloom_core::store::ProjectionStop>,
         token: u64,
     ) -> BoxFuture<'a, eventloom_core::Result<()>> {
-        Box::pin(async move {
-        self.inner.record_stop(p, stop, token).await
-    })
+        Box::pin(async move { self.inner.record_stop(p, stop, token).await })
     }
 }
 

@@ -1,11 +1,18 @@
 //! A projection group on PostgreSQL: eight projections, one read of the log.
 
+use eventloom_core::store::BoxFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
 use eventloom_core::prelude::*;
-use eventloom_core::{AppendOutcome, BoxError, Cqrs, EventStore, MemberState, Projection, Projector, ViewReader};
+use eventloom_core::{
+    BoxError, Projection,
+    read::{MemberState, Projector, ViewReader},
+    store::{AppendOutcome, EventStore},
+    write::Cqrs,
+};
 use eventloom_postgres::{PgEventStore, PgLeases, PgViewStore};
 
 use crate::domain::*;
@@ -58,9 +65,7 @@ impl EventStore for Counted {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
-        Box::pin(async move {
-        self.inner.append(stream, expected, events).await
-    })
+        Box::pin(async move { self.inner.append(stream, expected, events).await })
     }
     fn read_stream<'a>(
         &'a self,
@@ -68,17 +73,19 @@ impl EventStore for Counted {
         from: u64,
         limit: usize,
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
-        Box::pin(async move {
-        self.inner.read_stream(stream, from, limit).await
-    })
+        Box::pin(async move { self.inner.read_stream(stream, from, limit).await })
     }
-    fn read_all<'a>(&'a self, after: Position, limit: usize) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+    fn read_all<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
         Box::pin(async move {
-        let read = self.inner.read_all(after, limit).await?;
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        self.rows.fetch_add(read.len(), Ordering::Relaxed);
-        Ok(read)
-    })
+            let read = self.inner.read_all(after, limit).await?;
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.rows.fetch_add(read.len(), Ordering::Relaxed);
+            Ok(read)
+        })
     }
     fn read_all_bounded<'a>(
         &'a self,
@@ -87,52 +94,43 @@ impl EventStore for Counted {
         max_bytes: usize,
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
         Box::pin(async move {
-        let read = self.inner.read_all_bounded(after, limit, max_bytes).await?;
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        self.rows.fetch_add(read.len(), Ordering::Relaxed);
-        Ok(read)
-    })
+            let read = self.inner.read_all_bounded(after, limit, max_bytes).await?;
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.rows.fetch_add(read.len(), Ordering::Relaxed);
+            Ok(read)
+        })
     }
     fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        Box::pin(async move {
-        self.inner.stream_version(stream).await
-    })
+        Box::pin(async move { self.inner.stream_version(stream).await })
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
-        Box::pin(async move {
-        self.inner.head().await
-    })
+        Box::pin(async move { self.inner.head().await })
     }
     fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        Box::pin(async move {
-        self.inner.count_after(after, cap).await
-    })
+        Box::pin(async move { self.inner.count_after(after, cap).await })
     }
     fn append_command<'a>(
         &'a self,
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &'a eventloom_core::Fingerprint,
+        fingerprint: &'a eventloom_core::write::Fingerprint,
     ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
-        Box::pin(async move {
-        self.inner.append_command(stream, expected, events, fingerprint).await
-    })
+        Box::pin(async move { self.inner.append_command(stream, expected, events, fingerprint).await })
     }
-    fn command_outcome<'a>(&'a self, id: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::CommandRecord>>> {
-        Box::pin(async move {
-        self.inner.command_outcome(id).await
-    })
+    fn command_outcome<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
+        Box::pin(async move { self.inner.command_outcome(id).await })
     }
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        fingerprint: &'a eventloom_core::Fingerprint,
+        fingerprint: &'a eventloom_core::write::Fingerprint,
         outcome: AppendOutcome,
     ) -> BoxFuture<'a, eventloom_core::Result<()>> {
-        Box::pin(async move {
-        self.inner.record_command(id, fingerprint, outcome).await
-    })
+        Box::pin(async move { self.inner.record_command(id, fingerprint, outcome).await })
     }
     fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.wake_ups()
