@@ -6,10 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-
 use crate::memory::lock;
-use crate::{EventStore, Lease, LeaseManager, Position, ProjectionStatus, Result, Timestamp, ViewStore};
+use crate::{BoxFuture, EventStore, Lease, LeaseManager, Position, ProjectionStatus, Result, Timestamp, ViewStore};
 
 /// Whether this process leads a projection: holds its lease (so its runner is the one writing
 /// the views) or stands by while another process does.
@@ -17,7 +15,7 @@ use crate::{EventStore, Lease, LeaseManager, Position, ProjectionStatus, Result,
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::LeaseState;
+/// use eventloom_core::app::LeaseState;
 ///
 /// assert_eq!(LeaseState::Leading { token: 3 }.token(), Some(3));
 /// assert_eq!(LeaseState::StandingBy.token(), None);
@@ -126,12 +124,13 @@ impl TrackedLeases {
     }
 }
 
-#[async_trait]
 impl LeaseManager for TrackedLeases {
-    async fn acquire(&self, name: &str) -> Result<Lease> {
-        self.note(name, LeaseState::StandingBy);
-        let lease = self.leases.acquire(name).await?;
-        self.note(name, LeaseState::Leading { token: lease.token() });
-        Ok(lease)
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>> {
+        Box::pin(async move {
+            self.note(name, LeaseState::StandingBy);
+            let lease = self.leases.acquire(name).await?;
+            self.note(name, LeaseState::Leading { token: lease.token() });
+            Ok(lease)
+        })
     }
 }

@@ -28,13 +28,15 @@ use crate::{
     MemberState, Projection, ProjectionGroup, Projector, Reader, Result, Upcasters, ViewStore,
 };
 
-/// How long [`App::shutdown`] waits for commands in flight and projectors' batches by default.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+impl App {
+    /// How long [`App::shutdown`] waits for commands in flight and projectors' batches by default.
+    pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+}
 
 /// The engine of one aggregate type as the App keeps it.
 type Engine<A> = Cqrs<A, Arc<dyn EventStore>>;
-type BoxFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
-type RunProjection = Box<dyn FnOnce(Projector<Arc<dyn EventStore>>, Shutdown) -> BoxFuture + Send>;
+type RunFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+type RunProjection = Box<dyn FnOnce(Projector<Arc<dyn EventStore>>, Shutdown) -> RunFuture + Send>;
 type JoinGroup = Box<dyn FnOnce(&mut ProjectionGroup<Arc<dyn EventStore>>) -> MemberHandle + Send>;
 
 /// Where a projection runs: with the projector's defaults, as a member of the process's one
@@ -154,7 +156,7 @@ impl AppBuilder {
     }
 
     /// How long [`App::shutdown`] waits for commands in flight and for projectors to finish
-    /// their batch before it gives up on them (default [`DEFAULT_DRAIN_TIMEOUT`]).
+    /// their batch before it gives up on them (default [`App::DEFAULT_DRAIN_TIMEOUT`]).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self
@@ -328,7 +330,7 @@ impl Drop for PanicGuard {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::RunState;
+/// use eventloom_core::app::RunState;
 ///
 /// assert!(RunState::Running.is_running());
 /// assert!(!RunState::Stopped.is_running());
@@ -360,7 +362,7 @@ impl RunState {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{LeaseState, ProjectionHealth, RunState};
+/// use eventloom_core::app::{LeaseState, ProjectionHealth, RunState};
 ///
 /// let health = ProjectionHealth::new("account_summaries", RunState::Running);
 /// assert_eq!(health.name, "account_summaries");
@@ -393,7 +395,7 @@ impl ProjectionHealth {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{AppStatus, ProjectionHealth, Role, RunState};
+/// use eventloom_core::{Role, app::{AppStatus, ProjectionHealth, RunState}};
 ///
 /// let status = AppStatus::new(Role::All, false, vec![ProjectionHealth::new("p", RunState::Running)]);
 /// assert!(status.is_healthy());
@@ -534,7 +536,7 @@ impl App {
         AppBuilder {
             stores: stores.into(),
             role: Role::All,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            drain_timeout: App::DEFAULT_DRAIN_TIMEOUT,
             aggregates: Vec::new(),
             projections: Vec::new(),
         }
@@ -680,7 +682,7 @@ impl App {
     /// # impl Projection for Totals { const NAME: &'static str = "totals"; type Events = Counter; type View = u64;
     /// #   fn apply(&self, v: &mut Option<u64>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
     /// #     let CounterEvent::Incremented { by } = &e.event; *v.get_or_insert(0) += by; Ok(()) } }
-    /// use eventloom_core::LeaseState;
+    /// use eventloom_core::app::LeaseState;
     /// use std::time::Duration;
     ///
     /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {

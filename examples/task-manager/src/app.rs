@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventloom::{AggregateOptions, App, Error, RunState, SnapshotPolicy, Stores, StoresConfig, StoresError};
+use eventloom::app::RunState;
+use eventloom::write::SnapshotPolicy;
+use eventloom::{AggregateOptions, App, Error, Stores, StoresConfig, StoresError};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::task::{JoinError, JoinHandle};

@@ -2,7 +2,7 @@
 //! counting read.
 
 use eventloom::prelude::*;
-use eventloom::{BoxError, IndexEntry, IndexKey, Projection};
+use eventloom::{BoxError, IndexEntry, Projection, store::IndexKey};
 
 use crate::domain::{Task, TaskEvent};
 

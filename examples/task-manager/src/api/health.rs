@@ -6,7 +6,8 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use eventloom::{Generation, Lag, LeaseState, Position, Projection, ProjectionHealth, RunState};
+use eventloom::app::{Lag, LeaseState, ProjectionHealth, RunState};
+use eventloom::{Position, Projection, store::Generation};
 use serde::Serialize;
 
 use super::AppState;
