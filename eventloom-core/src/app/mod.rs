@@ -1,6 +1,7 @@
 //! The application layer: one [`App`] that runs aggregates and projections on a bundle of
 //! [`Stores`], in every [`Role`].
 
+mod health;
 mod options;
 mod signal;
 mod stores;
@@ -12,19 +13,19 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::store::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use health::{Lag, LeaseState};
 pub use options::{AggregateOptions, ProjectionOptions, Role};
 pub use stores::{MemoryStores, Stores};
 
+use self::health::TrackedLeases;
 use self::signal::{SignallingViews, Signals};
 use crate::memory::lock;
 use crate::{
-    Aggregate, Command, CommandError, CommandOutcome, Cqrs, Error, EventStore, ExecuteOptions, Handle, Lease,
-    LeaseManager, MemberHandle, MemberState, Projection, ProjectionGroup, Projector, Reader, Result, Upcasters,
-    ViewStore,
+    Aggregate, Command, CommandError, CommandOutcome, Cqrs, Error, EventStore, ExecuteOptions, Handle, MemberHandle,
+    MemberState, Projection, ProjectionGroup, Projector, Reader, Result, Upcasters, ViewStore,
 };
 
 impl App {
@@ -201,6 +202,7 @@ impl AppBuilder {
         let mut states = Vec::new();
         let mut tasks = Vec::new();
         let runs_here = role.runs_projectors();
+        let lease_states = Arc::new(Mutex::new(HashMap::new()));
         // The App's readers are woken by the writes of this process's runners; with stores shared
         // between processes another process's runner may lead, so they poll as well.
         for projection in &projections {
@@ -212,7 +214,7 @@ impl AppBuilder {
                 Arc::new(SignallingViews { inner: stores.views().clone(), signals: signals.clone() });
             let mut base = Projector::new(stores.events().clone(), views);
             if let Some(leases) = stores.leases() {
-                base = base.with_leases(SharedLeases(leases.clone()));
+                base = base.with_leases(TrackedLeases::new(leases.clone(), lease_states.clone()));
             }
             for (category, upcasters) in upcasters {
                 base = base.with_upcasters_for(category, upcasters);
@@ -247,6 +249,7 @@ impl AppBuilder {
                 engines,
                 registered,
                 states,
+                lease_states,
                 tasks: Mutex::new(tasks),
                 stopping,
                 in_flight: watch::channel(0).0,
@@ -322,15 +325,6 @@ impl Drop for PanicGuard {
     }
 }
 
-/// The bundle's lease manager, shared by the App's projectors.
-struct SharedLeases(Arc<dyn LeaseManager>);
-
-impl LeaseManager for SharedLeases {
-    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>> {
-        Box::pin(async move { self.0.acquire(name).await })
-    }
-}
-
 /// How one projection's runner in this process stands.
 ///
 /// # Examples
@@ -344,7 +338,8 @@ impl LeaseManager for SharedLeases {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum RunState {
-    /// Running (or standing by for its lease, or retrying a store that is unavailable).
+    /// Running (or standing by for its lease, as [`ProjectionHealth::lease`] tells, or retrying
+    /// a store that is unavailable).
     Running,
     /// Stopped by a shutdown.
     Stopped,
@@ -367,10 +362,11 @@ impl RunState {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{app::{ProjectionHealth, RunState}};
+/// use eventloom_core::app::{LeaseState, ProjectionHealth, RunState};
 ///
 /// let health = ProjectionHealth::new("account_summaries", RunState::Running);
 /// assert_eq!(health.name, "account_summaries");
+/// assert_eq!((health.lease, health.lag.is_none()), (LeaseState::NotHeld, true));
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -379,12 +375,18 @@ pub struct ProjectionHealth {
     pub name: &'static str,
     /// How its runner in this process stands.
     pub state: RunState,
+    /// Whether this process's runner holds the projection's lease or stands by while another
+    /// process does ([`LeaseState::NotHeld`] when it is not running here).
+    pub lease: LeaseState,
+    /// How far the live views are behind the event store, or why the stores could not tell:
+    /// read by [`App::health`]; `None` from [`App::status`], which reads no store.
+    pub lag: Option<std::result::Result<Lag, Arc<Error>>>,
 }
 
 impl ProjectionHealth {
-    /// A projection's health.
+    /// A projection's health, holding no lease, its lag not read.
     pub fn new(name: &'static str, state: RunState) -> Self {
-        ProjectionHealth { name, state }
+        ProjectionHealth { name, state, lease: LeaseState::NotHeld, lag: None }
     }
 }
 
@@ -430,6 +432,8 @@ struct Inner {
     /// The registered projections, with the signal of their runner here, if it runs here.
     registered: HashMap<TypeId, Option<watch::Receiver<u64>>>,
     states: Vec<(&'static str, Option<Runner>)>,
+    /// Whether this process holds each projection's lease, as its runners last asked for it.
+    lease_states: Arc<Mutex<HashMap<String, LeaseState>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stopping: watch::Sender<bool>,
     in_flight: watch::Sender<usize>,
@@ -619,7 +623,9 @@ impl App {
         self.inner.role
     }
 
-    /// Each projection's runner in this process: running, stopped, or failed with its error.
+    /// Each projection's runner in this process: running, stopped, or failed with its error,
+    /// and whether it leads (holds the projection's lease) or stands by. Reads no store: see
+    /// [`health`](Self::health) for the lag.
     pub fn status(&self) -> AppStatus {
         let projections = self
             .inner
@@ -640,10 +646,70 @@ impl App {
                         }
                     }
                 };
-                ProjectionHealth::new(name, state)
+                let mut health = ProjectionHealth::new(name, state);
+                if health.state.is_running() {
+                    health.lease = lock(&self.inner.lease_states).get(*name).copied().unwrap_or(LeaseState::NotHeld);
+                }
+                health
             })
             .collect();
         AppStatus::new(self.inner.role, *self.inner.stopping.borrow(), projections)
+    }
+
+    /// The [`status`](Self::status), with each projection's [`Lag`] read from the stores, in
+    /// any role (the view store holds the checkpoint whichever process writes it): how many
+    /// events the live views lack, counted exactly up to `cap` so that a probe costs the same
+    /// however far behind they are, and how old the first of them is. A few bounded reads per
+    /// projection (its status, a count, one event) and one for the events held back; a store
+    /// that fails leaves that projection's `lag` an error. A health check should bound the
+    /// call with a timeout, as a store that is down may take its time to say so.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # use eventloom_core::{BoxError, Projection};
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
+    /// # #[derive(Debug, Default)] struct Counter;
+    /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+    /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+    /// # #[derive(Debug, Serialize, Command)] #[command(aggregate = Counter)]
+    /// # struct Increment { #[command(id)] id: String, by: u64 }
+    /// # impl Handle<Increment> for Counter {
+    /// #   fn handle(&self, cmd: &Increment) -> Result<Vec<CounterEvent>, std::convert::Infallible> {
+    /// #     Ok(vec![CounterEvent::Incremented { by: cmd.by }]) } }
+    /// # struct Totals;
+    /// # impl Projection for Totals { const NAME: &'static str = "totals"; type Events = Counter; type View = u64;
+    /// #   fn apply(&self, v: &mut Option<u64>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
+    /// #     let CounterEvent::Incremented { by } = &e.event; *v.get_or_insert(0) += by; Ok(()) } }
+    /// use eventloom_core::app::LeaseState;
+    /// use std::time::Duration;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let app = App::builder(MemoryStores::new()).aggregate::<Counter>().projection(Totals).start().await.unwrap();
+    /// let done = app.execute(Increment { id: "c-1".into(), by: 4 }).await.unwrap();
+    /// app.reader::<Totals>().unwrap().wait_for(&done, Duration::from_secs(5)).await.unwrap();
+    /// let health = app.health(10_000).await;
+    /// let totals = &health.projections[0];
+    /// assert!(matches!(totals.lease, LeaseState::Leading { .. }), "memory stores have leases too");
+    /// let lag = totals.lag.clone().unwrap().unwrap();
+    /// assert!(lag.caught_up() && lag.checkpoint() == Some(done.position));
+    /// app.shutdown().await.unwrap();
+    /// # });
+    /// ```
+    pub async fn health(&self, cap: u64) -> AppStatus {
+        let mut status = self.status();
+        let (events, views) = (self.inner.stores.events(), self.inner.stores.views());
+        let held_back = events.held_back(cap).await.map_err(Arc::new);
+        for projection in &mut status.projections {
+            projection.lag = Some(match &held_back {
+                Ok(held_back) => {
+                    health::lag(&**events, &**views, projection.name, cap, *held_back).await.map_err(Arc::new)
+                }
+                Err(error) => Err(error.clone()),
+            });
+        }
+        status
     }
 
     /// Resolves once a shutdown has begun (by [`shutdown`](Self::shutdown) on any clone): for a
