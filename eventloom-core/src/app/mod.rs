@@ -16,11 +16,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use health::{Lag, LeaseState};
+pub use health::{Lag, LeaseState, Unprojected};
 pub use options::{AggregateOptions, ProjectionOptions, Role};
 pub use stores::{MemoryStores, Stores};
 
-use self::health::TrackedLeases;
+use self::health::{LeaseStates, TrackedLeases};
 use self::signal::{SignallingViews, Signals};
 use crate::memory::lock;
 use crate::{
@@ -202,7 +202,7 @@ impl AppBuilder {
         let mut states = Vec::new();
         let mut tasks = Vec::new();
         let runs_here = role.runs_projectors();
-        let lease_states = Arc::new(Mutex::new(HashMap::new()));
+        let lease_states = LeaseStates::default();
         // The App's readers are woken by the writes of this process's runners; with stores shared
         // between processes another process's runner may lead, so they poll as well.
         for projection in &projections {
@@ -432,8 +432,8 @@ struct Inner {
     /// The registered projections, with the signal of their runner here, if it runs here.
     registered: HashMap<TypeId, Option<watch::Receiver<u64>>>,
     states: Vec<(&'static str, Option<Runner>)>,
-    /// Whether this process holds each projection's lease, as its runners last asked for it.
-    lease_states: Arc<Mutex<HashMap<String, LeaseState>>>,
+    /// Whether this process holds each projection's lease, as its runners last took or gave it.
+    lease_states: LeaseStates,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stopping: watch::Sender<bool>,
     in_flight: watch::Sender<usize>,
@@ -623,8 +623,10 @@ impl App {
         self.inner.role
     }
 
-    /// Each projection's runner in this process: running, stopped, or failed with its error,
-    /// and whether it leads (holds the projection's lease) or stands by. Reads no store: see
+    /// Each projection's runner in this process: running, stopped, or failed with its error (a
+    /// failure stays one after a shutdown, even one met on the last batch of the drain), and
+    /// whether it leads (holds the projection's lease, not known to be lost) or stands by (waits
+    /// for the lease, or gave it up after another runner wrote). Reads no store: see
     /// [`health`](Self::health) for the lag.
     pub fn status(&self) -> AppStatus {
         let projections = self
@@ -632,23 +634,29 @@ impl App {
             .states
             .iter()
             .map(|(name, state)| {
-                let state = match state {
-                    None => RunState::Elsewhere,
-                    Some(Runner::Alone(state)) => lock(state).clone(),
+                // A member that says it stands by (it gave the lease up, or waits for it) does.
+                let (state, standing_by) = match state {
+                    None => (RunState::Elsewhere, false),
+                    Some(Runner::Alone(state)) => (lock(state).clone(), false),
                     Some(Runner::Member(member)) => {
                         let status = member.status();
-                        match (status.state, status.last_error) {
-                            (MemberState::Stopped, Some(error)) if !*self.inner.stopping.borrow() => {
-                                RunState::Failed(Arc::new(Error::Backend { message: error, source: None }))
-                            }
-                            (MemberState::Stopped, _) => RunState::Stopped,
+                        let state = match status.state {
+                            MemberState::Failed => RunState::Failed(Arc::new(Error::Backend {
+                                message: status.last_error.unwrap_or_default(),
+                                source: None,
+                            })),
+                            MemberState::Stopped => RunState::Stopped,
                             _ => RunState::Running,
-                        }
+                        };
+                        (state, status.state == MemberState::StandingBy)
                     }
                 };
                 let mut health = ProjectionHealth::new(name, state);
                 if health.state.is_running() {
-                    health.lease = lock(&self.inner.lease_states).get(*name).copied().unwrap_or(LeaseState::NotHeld);
+                    health.lease = match self.inner.lease_states.get(name) {
+                        LeaseState::Leading { .. } if standing_by => LeaseState::StandingBy,
+                        lease => lease,
+                    };
                 }
                 health
             })
@@ -660,9 +668,11 @@ impl App {
     /// any role (the view store holds the checkpoint whichever process writes it): how many
     /// events the live views lack, counted exactly up to `cap` so that a probe costs the same
     /// however far behind they are, and how old the first of them is. A few bounded reads per
-    /// projection (its status, a count, one event) and one for the events held back; a store
-    /// that fails leaves that projection's `lag` an error. A health check should bound the
-    /// call with a timeout, as a store that is down may take its time to say so.
+    /// projection (its status, a count, one event) and one for the events held back. A view
+    /// store that fails leaves that projection's `lag` an error; an event store that fails
+    /// leaves its [`Lag::unprojected`] an error, with the views' status still told. A health
+    /// check should bound the call with a timeout, as a store that is down may take its time
+    /// to say so.
     ///
     /// # Examples
     ///
@@ -702,12 +712,8 @@ impl App {
         let (events, views) = (self.inner.stores.events(), self.inner.stores.views());
         let held_back = events.held_back(cap).await.map_err(Arc::new);
         for projection in &mut status.projections {
-            projection.lag = Some(match &held_back {
-                Ok(held_back) => {
-                    health::lag(&**events, &**views, projection.name, cap, *held_back).await.map_err(Arc::new)
-                }
-                Err(error) => Err(error.clone()),
-            });
+            let lag = health::lag(&**events, &**views, projection.name, cap, &held_back).await;
+            projection.lag = Some(lag.map_err(Arc::new));
         }
         status
     }
@@ -725,7 +731,8 @@ impl App {
     /// finish, then each projector stops after the batch it is writing. Waits at most the
     /// [drain timeout](AppBuilder::drain_timeout) in all, then aborts what is left and fails with
     /// [`Error::Timeout`]. A projector's own failure is not an error of the shutdown: see
-    /// [`status`](Self::status). Calling it again returns at once.
+    /// [`status`](Self::status), which still tells it afterwards (a process whose only job is
+    /// projecting should exit with an error then). Calling it again returns at once.
     pub async fn shutdown(&self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + self.inner.drain_timeout;
         self.inner.stopping.send_replace(true);

@@ -194,17 +194,15 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
             let membership = Membership { joins: joins.clone(), status: member.status.clone() };
             let context =
                 Context { projector: projector.clone(), feed: feed.clone(), membership, shutdown: stopped.clone() };
-            let status = member.status;
             let run = (member.start)(context);
+            let mut ended = Ended { status: member.status, result: None };
             tasks.spawn(async move {
                 let result = run.await;
-                status.send_modify(|s| {
-                    s.state = MemberState::Stopped;
-                    s.shared = false;
-                    if let Err(error) = &result {
-                        s.last_error = Some(error.to_string());
-                    }
+                ended.result = Some(match &result {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(error.to_string()),
                 });
+                drop(ended);
                 result
             });
         }
@@ -229,6 +227,33 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
         while tasks.join_next().await.is_some() {}
         while reader.join_next().await.is_some() {}
         Ok(())
+    }
+}
+
+/// Tells a member's end in its status when its run ends: stopped, failed with its error, or
+/// failed because it panicked or was aborted (dropped before it ended).
+struct Ended {
+    status: Arc<watch::Sender<MemberStatus>>,
+    result: Option<std::result::Result<(), String>>,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let result = self.result.take();
+        self.status.send_modify(|s| {
+            s.shared = false;
+            s.state = match result {
+                Some(Ok(())) => MemberState::Stopped,
+                Some(Err(error)) => {
+                    s.last_error = Some(error);
+                    MemberState::Failed
+                }
+                None => {
+                    s.last_error = Some("the projection's runner panicked or was aborted".to_owned());
+                    MemberState::Failed
+                }
+            };
+        });
     }
 }
 
@@ -302,7 +327,7 @@ pub struct MemberStatus {
     pub checkpoint: Option<Position>,
     /// Whether the group's shared read feeds it (otherwise it reads on its own, behind it).
     pub shared: bool,
-    /// The last error it met: an outage it retries, or why it stopped.
+    /// The last error it met: an outage it retries, or why it failed.
     pub last_error: Option<String>,
 }
 
@@ -324,8 +349,12 @@ pub enum MemberState {
     Building,
     /// Live: following the log as events commit.
     Running,
-    /// Stopped: shut down, or failed (see [`MemberStatus::last_error`]).
+    /// Stopped by a shutdown.
     Stopped,
+    /// Stopped on an error it cannot get past (a poison event, a newer projection version in
+    /// the store), or its runner panicked: see [`MemberStatus::last_error`]. Stays so after the
+    /// group shuts down.
+    Failed,
 }
 
 /// A member's link to its group's shared read, and to its handle.
