@@ -143,7 +143,10 @@ pub(super) struct LeaseStates(Arc<Mutex<HashMap<String, Tracked>>>);
 enum Tracked {
     StandingBy,
     /// Granted with `token`; `lost` turns `true` when the lease is lost.
-    Leading { token: u64, lost: watch::Receiver<bool> },
+    Leading {
+        token: u64,
+        lost: watch::Receiver<bool>,
+    },
 }
 
 impl LeaseStates {

@@ -14,8 +14,8 @@ use eventloom_core::{
     memory::{MemoryEventStore, MemoryLeases, MemoryViewStore},
     read::PoisonPolicy,
     store::{
-        DeadLetter, EventStore, Generation, IndexKey, Lease, LeaseManager, ListCursor, ProjectionStatus, ProjectionStop,
-        SnapshotStore, ViewCommit, ViewPage, ViewStore,
+        DeadLetter, EventStore, Generation, IndexKey, Lease, LeaseManager, ListCursor, ProjectionStatus,
+        ProjectionStop, SnapshotStore, ViewCommit, ViewPage, ViewStore,
     },
     write::{SnapshotPolicy, Upcasters},
 };
@@ -554,7 +554,10 @@ async fn a_projection_that_fails_on_its_last_batch_during_the_shutdown_stays_fai
         tokio::time::timeout(WAIT, shutdown).await.unwrap().unwrap().expect("the drain itself went well");
         let status = app.status();
         let failed = &status.projections[0].state;
-        assert!(matches!(failed, RunState::Failed(error) if error.to_string().contains("13")), "alone {alone}: {status:?}");
+        assert!(
+            matches!(failed, RunState::Failed(error) if error.to_string().contains("13")),
+            "alone {alone}: {status:?}"
+        );
         assert!(!status.is_healthy());
     }
 }
