@@ -117,7 +117,7 @@ impl ProjectionOptions {
     }
 
     /// The projector's defaults: stop on a poison event, batches of
-    /// [`Projector::DEFAULT_BATCH`](crate::read::Projector::DEFAULT_BATCH) events.
+    /// [`read::DEFAULT_PROJECTOR_BATCH`](crate::read::DEFAULT_PROJECTOR_BATCH) events.
     pub fn new() -> Self {
         ProjectionOptions::default()
     }

@@ -14,11 +14,9 @@ use super::projector::Projector;
 use super::run::Runner;
 use crate::{Error, EventStore, Position, Projection, RecordedEvent, Result};
 
-impl<S, F> ProjectionGroup<S, F> {
-    /// The default number of batches the shared read keeps for each member of a group: a member
-    /// further behind is let go and reads on its own.
-    pub const DEFAULT_MEMBER_BUFFER: usize = 4;
-}
+/// The default number of batches the shared read keeps for each member of a group: a member
+/// further behind is let go and reads on its own.
+pub const DEFAULT_MEMBER_BUFFER: usize = 4;
 
 /// A batch of the shared read, handed to every member that follows it.
 type Batch = Arc<Vec<RecordedEvent>>;
@@ -128,7 +126,7 @@ impl<S: EventStore + Clone> Projector<S> {
         ProjectionGroup {
             projector: self.clone(),
             feed: Arc::new(feed),
-            buffer: ProjectionGroup::<S, F>::DEFAULT_MEMBER_BUFFER,
+            buffer: DEFAULT_MEMBER_BUFFER,
             members: Vec::new(),
         }
     }
@@ -136,7 +134,7 @@ impl<S: EventStore + Clone> Projector<S> {
 
 impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
     /// How many batches the shared read keeps for each member (at least 1; default
-    /// [`ProjectionGroup::DEFAULT_MEMBER_BUFFER`]). Memory holds at most about this many batches per member, and
+    /// [`read::DEFAULT_MEMBER_BUFFER`](crate::read::DEFAULT_MEMBER_BUFFER)). Memory holds at most about this many batches per member, and
     /// a member this far behind is let go to read on its own.
     ///
     /// # Examples

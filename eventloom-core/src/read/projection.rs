@@ -136,7 +136,6 @@ pub enum PoisonPolicy {
     DeadLetter,
 }
 
-impl<S> crate::read::Projector<S> {
-    /// The default number of events a projector folds per atomic write.
-    pub const DEFAULT_BATCH: usize = 2_000;
-}
+/// The default number of events a projector folds per atomic write
+/// ([`ProjectionOptions::batch_size`](crate::ProjectionOptions::batch_size)).
+pub const DEFAULT_PROJECTOR_BATCH: usize = 2_000;

@@ -95,8 +95,8 @@ impl<S: EventStore + Clone> Projector<S> {
             views: Arc::new(views),
             leases: None,
             upcasters: CategoryUpcasters::default(),
-            batch_size: Self::DEFAULT_BATCH,
-            batch_bytes: Subscription::<S>::DEFAULT_BATCH_BYTES,
+            batch_size: crate::read::DEFAULT_PROJECTOR_BATCH,
+            batch_bytes: crate::read::DEFAULT_BATCH_BYTES,
             retry_delay: Duration::from_millis(100),
             poison: PoisonPolicy::Stop,
             verify_interval: Duration::from_secs(1),
@@ -149,7 +149,7 @@ impl<S: EventStore + Clone> Projector<S> {
     }
 
     /// Reads batches of at most about `bytes` of events (a batch ends with the event that reaches
-    /// it; default [`Subscription::DEFAULT_BATCH_BYTES`](Subscription::DEFAULT_BATCH_BYTES)). A running projector
+    /// it; default [`read::DEFAULT_BATCH_BYTES`](crate::read::DEFAULT_BATCH_BYTES)). A running projector
     /// holds at most two batches at once: the one it folds and the one it reads ahead.
     pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
         self.batch_bytes = bytes.max(1);
