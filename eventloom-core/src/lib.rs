@@ -84,8 +84,8 @@ pub mod testing;
 pub mod __private;
 
 pub use app::{
-    AggregateOptions, App, AppBuilder, AppStatus, DEFAULT_DRAIN_TIMEOUT, MemoryStores, ProjectionHealth,
-    ProjectionOptions, Role, RunState, Stores,
+    AggregateOptions, App, AppBuilder, AppStatus, DEFAULT_DRAIN_TIMEOUT, HandlerOptions, MemoryStores,
+    ProjectionHealth, ProjectionOptions, Role, RunState, Stores,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use memory::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore};
