@@ -123,7 +123,7 @@ pub trait EventHandler: Send + Sync + 'static {
 enum Handled {
     /// Every event of the batch handled, skipped or dead-lettered, and the checkpoint written.
     All,
-    /// Shut down while retrying; what was handled before is written.
+    /// Shut down between two events or while retrying; what was handled before is written.
     ShutDown,
     /// The lease was lost while retrying: stand by.
     LeaseLost,
@@ -279,6 +279,16 @@ impl<S: EventStore + Clone> Projector<S> {
         let mut done: Option<Position> = cursor.checkpoint;
         let mut dead_letters: Vec<DeadLetter> = Vec::new();
         for raw in batch {
+            // A shutdown waits for the event in progress, not for the rest of the batch.
+            let stop = tokio::select! {
+                biased;
+                () = &mut *shutdown => true,
+                () = std::future::ready(()) => false,
+            };
+            if stop {
+                self.write_handled(name, cursor, token, done, &mut dead_letters).await?;
+                return Ok(Handled::ShutDown);
+            }
             let Some(decoded) = self.upcasters.route::<H::Events>(raw, |c, t| handler.handles(c, t)) else {
                 done = Some(raw.position);
                 continue;
