@@ -1,8 +1,9 @@
 //! The domain every scenario runs: bank accounts that take deposits (the same as the memory
 //! benchmark in `eventloom-core/benches/engine.rs`).
 
+use eventloom_core::model::{IdGenerator, RandomIds};
+use eventloom_core::model::{NewEvent, Timestamp};
 use eventloom_core::prelude::*;
-use eventloom_core::{IdGenerator, RandomIds};
 
 /// How many accounts the command scenarios cycle through.
 pub const AGGREGATES: usize = 1_000;

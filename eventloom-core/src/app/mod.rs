@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
+use crate::store::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -27,8 +27,10 @@ use crate::{
     ViewStore,
 };
 
-/// How long [`App::shutdown`] waits for commands in flight and projectors' batches by default.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+impl App {
+    /// How long [`App::shutdown`] waits for commands in flight and projectors' batches by default.
+    pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+}
 
 /// The engine of one aggregate type as the App keeps it.
 type Engine<A> = Cqrs<A, Arc<dyn EventStore>>;
@@ -166,14 +168,13 @@ impl AppBuilder {
     ///
     /// ```
     /// # use eventloom_core::prelude::*;
-    /// # use eventloom_core::{BoxError, EventHandler, async_trait};
+    /// # use eventloom_core::{BoxError, EventHandler};
     /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum UserEvent { Registered }
     /// # #[derive(Debug, Default)] struct User;
     /// # impl Aggregate for User { const TYPE: &'static str = "user"; type Event = UserEvent;
     /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &UserEvent) {} }
     /// struct Welcome;
     ///
-    /// #[async_trait]
     /// impl EventHandler for Welcome {
     ///     const NAME: &'static str = "welcome_mail";
     ///     type Events = User;
@@ -214,7 +215,7 @@ impl AppBuilder {
     }
 
     /// How long [`App::shutdown`] waits for commands in flight and for projectors to finish
-    /// their batch before it gives up on them (default [`DEFAULT_DRAIN_TIMEOUT`]).
+    /// their batch before it gives up on them (default [`App::DEFAULT_DRAIN_TIMEOUT`]).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self
@@ -349,10 +350,9 @@ fn spawn_group(group: ProjectionGroup<Arc<dyn EventStore>>, stopping: &watch::Se
 /// The bundle's lease manager, shared by the App's projectors.
 struct SharedLeases(Arc<dyn LeaseManager>);
 
-#[async_trait]
 impl LeaseManager for SharedLeases {
-    async fn acquire(&self, name: &str) -> Result<Lease> {
-        self.0.acquire(name).await
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>> {
+        Box::pin(async move { self.0.acquire(name).await })
     }
 }
 
@@ -361,7 +361,7 @@ impl LeaseManager for SharedLeases {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::RunState;
+/// use eventloom_core::app::RunState;
 ///
 /// assert!(RunState::Running.is_running());
 /// assert!(!RunState::Stopped.is_running());
@@ -392,7 +392,7 @@ impl RunState {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{ProjectionHealth, RunState};
+/// use eventloom_core::{app::{ProjectionHealth, RunState}};
 ///
 /// let health = ProjectionHealth::new("account_summaries", RunState::Running);
 /// assert_eq!(health.name, "account_summaries");
@@ -418,7 +418,7 @@ impl ProjectionHealth {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{AppStatus, ProjectionHealth, Role, RunState};
+/// use eventloom_core::{Role, app::{AppStatus, ProjectionHealth, RunState}};
 ///
 /// let status = AppStatus::new(Role::All, false, vec![ProjectionHealth::new("p", RunState::Running)])
 ///     .with_handlers(vec![ProjectionHealth::new("h", RunState::Running)]);
@@ -587,7 +587,7 @@ impl App {
         AppBuilder {
             stores: stores.into(),
             role: Role::All,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            drain_timeout: App::DEFAULT_DRAIN_TIMEOUT,
             aggregates: Vec::new(),
             members: Vec::new(),
         }

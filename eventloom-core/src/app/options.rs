@@ -29,7 +29,7 @@ type AttachSnapshots<A> =
 /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter;
 /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
 /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
-/// use eventloom_core::{AggregateOptions, RetryPolicy, SnapshotPolicy};
+/// use eventloom_core::{AggregateOptions, write::{RetryPolicy, SnapshotPolicy}};
 ///
 /// let options = AggregateOptions::<Counter>::new()
 ///     .snapshots(SnapshotPolicy::every(100))
@@ -106,7 +106,7 @@ impl<A: Aggregate> AggregateOptions<A> {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{PoisonPolicy, ProjectionOptions};
+/// use eventloom_core::{ProjectionOptions, read::PoisonPolicy};
 ///
 /// let options = ProjectionOptions::new().poison_policy(PoisonPolicy::DeadLetter).batch_size(500);
 /// # let _ = options;
@@ -119,7 +119,7 @@ pub struct ProjectionOptions {
 
 impl ProjectionOptions {
     /// The projector's defaults: stop on a poison event, batches of
-    /// [`DEFAULT_PROJECTOR_BATCH`](crate::DEFAULT_PROJECTOR_BATCH) events.
+    /// [`Projector::DEFAULT_BATCH`](Projector::DEFAULT_BATCH) events.
     pub fn new() -> Self {
         ProjectionOptions::default()
     }
@@ -151,7 +151,7 @@ impl ProjectionOptions {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{HandlerOptions, PoisonPolicy};
+/// use eventloom_core::{app::HandlerOptions, read::PoisonPolicy};
 ///
 /// // Skip (and record) what keeps failing; after a crash, at most 50 events come again.
 /// let options = HandlerOptions::new().poison_policy(PoisonPolicy::DeadLetter).batch_size(50);

@@ -14,7 +14,7 @@ use crate::{Position, StreamId};
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::EventType;
+/// use eventloom_core::model::EventType;
 ///
 /// const CREATED: EventType = EventType::new("TaskCreated", 2);
 /// assert_eq!((CREATED.name, CREATED.version), ("TaskCreated", 2));
@@ -41,7 +41,7 @@ impl EventType {
 ///
 /// ```
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::DecodeError;
+/// use eventloom_core::model::DecodeError;
 ///
 /// #[derive(Debug, Serialize, Deserialize, Event)]
 /// enum E { Happened { n: u32 } }
@@ -110,7 +110,7 @@ pub trait Event: Sized + Send + Sync + 'static {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::Timestamp;
+/// use eventloom_core::model::Timestamp;
 ///
 /// let t = Timestamp::from_micros(1_700_000_000_000_000);
 /// assert_eq!(t.as_micros(), 1_700_000_000_000_000);
@@ -179,7 +179,7 @@ pub struct Metadata {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Metadata, NewEvent};
+/// use eventloom_core::{Metadata, model::NewEvent};
 ///
 /// let raw = NewEvent { event_type: "Pinged".into(), schema_version: 1, payload: "{}".into(), metadata: Metadata::default() };
 /// assert_eq!(raw.size(), 8);
@@ -228,7 +228,7 @@ impl NewEvent {
 ///
 /// ```
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::{EventStore, MemoryEventStore};
+/// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemoryEventStore::new();
@@ -282,7 +282,7 @@ impl RecordedEvent {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Metadata, StoredMetadata};
+/// use eventloom_core::{Metadata, model::StoredMetadata};
 ///
 /// let stored = StoredMetadata::from_json(r#"{"event_id":"00000000-0000-0000-0000-000000000007","timestamp":5}"#);
 /// assert_eq!(stored.get().unwrap().event_id.as_u128(), 7);
@@ -361,7 +361,7 @@ impl PartialEq for StoredMetadata {
 ///
 /// ```
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::Upcasters;
+/// use eventloom_core::write::Upcasters;
 /// # use std::sync::Arc;
 ///
 /// #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
@@ -391,4 +391,9 @@ pub struct EventEnvelope<E> {
     pub event: E,
     /// Its metadata, decoded when first read ([`StoredMetadata::get`]).
     pub metadata: StoredMetadata,
+}
+
+impl Metadata {
+    /// The longest command id accepted, in bytes.
+    pub const MAX_COMMAND_ID_LEN: usize = 256;
 }

@@ -18,9 +18,11 @@ use crate::{
     Error, EventHandler, EventStore, HandlerOptions, Position, Projection, ProjectionOptions, RecordedEvent, Result,
 };
 
-/// The default number of batches the shared read keeps for each member of a group: a member
-/// further behind is let go and reads on its own.
-pub const DEFAULT_MEMBER_BUFFER: usize = 4;
+impl<S, F> ProjectionGroup<S, F> {
+    /// The default number of batches the shared read keeps for each member of a group: a member
+    /// further behind is let go and reads on its own.
+    pub const DEFAULT_MEMBER_BUFFER: usize = 4;
+}
 
 /// A batch of the shared read, handed to every member that follows it.
 type Batch = Arc<Vec<RecordedEvent>>;
@@ -59,7 +61,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// # impl Projection for Counts { const NAME: &'static str = "counts"; type Events = Counter; type View = u64;
 /// #   fn apply(&self, v: &mut Option<u64>, _: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
 /// #     *v.get_or_insert(0) += 1; Ok(()) } }
-/// use eventloom_core::{MemberState, MemoryEventStore, MemoryViewStore, Projector};
+/// use eventloom_core::{read::{MemberState, Projector}, memory::{MemoryEventStore, MemoryViewStore}};
 ///
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
@@ -142,7 +144,7 @@ impl<S: EventStore + Clone> Projector<S> {
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{MemoryEventStore, MemoryViewStore, Projector};
+    /// use eventloom_core::{memory::{MemoryEventStore, MemoryViewStore}, read::Projector};
     ///
     /// let log = MemoryEventStore::new();
     /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
@@ -153,7 +155,7 @@ impl<S: EventStore + Clone> Projector<S> {
         ProjectionGroup {
             projector: self.clone(),
             feed: Arc::new(feed),
-            buffer: DEFAULT_MEMBER_BUFFER,
+            buffer: ProjectionGroup::<S, F>::DEFAULT_MEMBER_BUFFER,
             members: Vec::new(),
         }
     }
@@ -161,13 +163,13 @@ impl<S: EventStore + Clone> Projector<S> {
 
 impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
     /// How many batches the shared read keeps for each member (at least 1; default
-    /// [`DEFAULT_MEMBER_BUFFER`]). Memory holds at most about this many batches per member, and
+    /// [`ProjectionGroup::DEFAULT_MEMBER_BUFFER`]). Memory holds at most about this many batches per member, and
     /// a member this far behind is let go to read on its own.
     ///
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{MemoryEventStore, MemoryViewStore, Projector};
+    /// use eventloom_core::{memory::{MemoryEventStore, MemoryViewStore}, read::Projector};
     ///
     /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
     /// let group = projector.group().with_member_buffer(8);
@@ -200,7 +202,9 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
     /// # struct Totals;
     /// # impl Projection for Totals { const NAME: &'static str = "totals"; type Events = Counter; type View = u64;
     /// #   fn apply(&self, v: &mut Option<u64>, _: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> { Ok(()) } }
-    /// use eventloom_core::{MemoryEventStore, MemoryViewStore, PoisonPolicy, ProjectionOptions, Projector};
+    /// use eventloom_core::ProjectionOptions;
+    /// use eventloom_core::memory::{MemoryEventStore, MemoryViewStore};
+    /// use eventloom_core::read::{PoisonPolicy, Projector};
     ///
     /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
     /// let mut group = projector.group();
@@ -220,15 +224,16 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
     ///
     /// ```
     /// # use eventloom_core::prelude::*;
-    /// # use eventloom_core::{BoxError, EventHandler, async_trait};
+    /// # use eventloom_core::{BoxError, EventHandler};
     /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum UserEvent { Registered }
     /// # #[derive(Debug, Default)] struct User;
     /// # impl Aggregate for User { const TYPE: &'static str = "user"; type Event = UserEvent;
     /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &UserEvent) {} }
     /// # struct Welcome;
-    /// # #[async_trait] impl EventHandler for Welcome { const NAME: &'static str = "welcome"; type Events = User;
+    /// # impl EventHandler for Welcome { const NAME: &'static str = "welcome"; type Events = User;
     /// #   async fn handle(&self, _: &EventEnvelope<UserEvent>) -> Result<(), BoxError> { Ok(()) } }
-    /// use eventloom_core::{MemoryEventStore, MemoryViewStore, Projector};
+    /// use eventloom_core::memory::{MemoryEventStore, MemoryViewStore};
+    /// use eventloom_core::read::Projector;
     ///
     /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
     /// let mut group = projector.group();

@@ -178,7 +178,7 @@ impl ExecuteOptions {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::SnapshotPolicy;
+/// use eventloom_core::write::SnapshotPolicy;
 ///
 /// assert!(SnapshotPolicy::every(100).due(99, 100));
 /// assert!(SnapshotPolicy::every(100).due(98, 103));
@@ -331,10 +331,12 @@ fn replay<E>(key: Key<'_>, stream: &StreamId, first: CommandRecord) -> Result<Co
     Ok(CommandOutcome::replay(first.outcome))
 }
 
-/// The default number of aggregates an engine keeps loaded.
-pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
-/// The default number of events read per round-trip when loading a stream.
-pub const DEFAULT_BATCH_SIZE: usize = 1_000;
+impl<A: Aggregate, S> Cqrs<A, S> {
+    /// The default number of aggregates an engine keeps loaded.
+    pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+    /// The default number of events read per round-trip when loading a stream.
+    pub const DEFAULT_BATCH_SIZE: usize = 1_000;
+}
 
 /// The command engine of one aggregate type over an [`EventStore`](crate::EventStore).
 ///
@@ -354,7 +356,7 @@ pub const DEFAULT_BATCH_SIZE: usize = 1_000;
 ///
 /// ```
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::{Cqrs, MemoryEventStore, CommandError};
+/// use eventloom_core::{CommandError, write::Cqrs, memory::MemoryEventStore};
 ///
 /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 /// enum CounterEvent { Incremented { by: u64 } }
@@ -433,20 +435,20 @@ impl<A: Aggregate, S> std::fmt::Debug for Cqrs<A, S> {
 }
 
 impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
-    /// An engine over `store` with a cache of [`DEFAULT_CACHE_CAPACITY`] aggregates, the
-    /// default [`RetryPolicy`] (up to [`DEFAULT_MAX_ATTEMPTS`](crate::DEFAULT_MAX_ATTEMPTS)
-    /// attempts within [`DEFAULT_RETRY_BUDGET`](crate::DEFAULT_RETRY_BUDGET), with jittered
+    /// An engine over `store` with a cache of [`Cqrs::DEFAULT_CACHE_CAPACITY`] aggregates, the
+    /// default [`RetryPolicy`] (up to [`RetryPolicy::DEFAULT_MAX_ATTEMPTS`](RetryPolicy::DEFAULT_MAX_ATTEMPTS)
+    /// attempts within [`RetryPolicy::DEFAULT_TIME_BUDGET`](RetryPolicy::DEFAULT_TIME_BUDGET), with jittered
     /// exponential backoff), no snapshots, the system clock and random event ids.
     pub fn new(store: S) -> Self {
         Cqrs {
             store,
-            cache: Some(Arc::new(AggregateCache::new(DEFAULT_CACHE_CAPACITY))),
+            cache: Some(Arc::new(AggregateCache::new(Self::DEFAULT_CACHE_CAPACITY))),
             snapshots: None,
             upcasters: Upcasters::new(),
             retry: RetryPolicy::new(),
             jitter: Arc::new(Jitter::new(None)),
-            batch_size: DEFAULT_BATCH_SIZE,
-            batch_bytes: crate::DEFAULT_BATCH_BYTES,
+            batch_size: Self::DEFAULT_BATCH_SIZE,
+            batch_bytes: crate::Subscription::<S>::DEFAULT_BATCH_BYTES,
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds::default()),
         }
@@ -486,7 +488,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
     }
 
     /// Loads streams in batches of at most about `bytes` of events as well (a batch ends with the
-    /// event that reaches it; default [`DEFAULT_BATCH_BYTES`](crate::DEFAULT_BATCH_BYTES)), so
+    /// event that reaches it; default [`Subscription::DEFAULT_BATCH_BYTES`](Subscription::DEFAULT_BATCH_BYTES)), so
     /// that a stream of large events loads in flat memory.
     pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
         self.batch_bytes = bytes.max(1);

@@ -1,7 +1,7 @@
 //! Command fingerprints on PostgreSQL: kept with every command id, and outcomes recorded before
 //! migration 8 (without one) still replay.
 
-use eventloom_core::{CommandError, Cqrs, Error, EventStore, ExecuteOptions, Metadata, NewEvent};
+use eventloom_core::{CommandError, Error, ExecuteOptions, Metadata, model::NewEvent, store::EventStore, write::Cqrs};
 use eventloom_postgres::{PgConfig, PgEventStore};
 
 use crate::domain::{AccountEvent, Deposit, Open};
@@ -96,7 +96,7 @@ async fn outcomes_recorded_before_migration_8_replay_without_a_fingerprint() {
     store
         .append_command(
             &eventloom_core::StreamId::new("account", "a").unwrap(),
-            eventloom_core::ExpectedVersion::Any,
+            eventloom_core::model::ExpectedVersion::Any,
             vec![keyed],
             &print,
         )

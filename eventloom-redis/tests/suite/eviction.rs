@@ -4,10 +4,13 @@
 
 use std::time::{Duration, Instant};
 
+use eventloom_core::model::{ExpectedVersion, NewEvent};
 use eventloom_core::prelude::*;
 use eventloom_core::{
-    BoxError, DeadLetter, Error, EventStore, IndexEntry, IndexKey, MemoryEventStore, Projection, Projector, ViewCommit,
-    ViewReader, ViewStore, ViewWrite,
+    BoxError, Error, IndexEntry, Projection,
+    memory::MemoryEventStore,
+    read::{Projector, ViewReader},
+    store::{DeadLetter, EventStore, IndexKey, ViewCommit, ViewStore, ViewWrite},
 };
 use eventloom_redis::{EvictionPolicy, RedisConfig, RedisViewStore};
 
