@@ -3,22 +3,36 @@
 //!
 //! # The parts
 //!
-//! - **The write side.** An [`Aggregate`] folds its [`Event`]s into the state its decisions
-//!   need; it [`Handle`]s each [`Command`] by returning new events or its own error. The engine,
-//!   [`Cqrs`], loads an aggregate (from a snapshot, then the newer events, in bounded batches),
-//!   asks it to decide, appends with the version it decided on, and retries on conflict by its
-//!   [`RetryPolicy`]. A command's id makes it idempotent across processes.
-//! - **The log.** An [`EventStore`] appends each command's events atomically and gives every
-//!   subscriber the same total, gap-free order by [`Position`]; stored events carry their type
-//!   name, schema version and [`Metadata`], and are upcast ([`Upcasters`]) and decoded lazily.
-//! - **The read side.** A [`Projection`] folds events into views; the [`Projector`] runs it, one
-//!   atomic write of the changed views and the checkpoint per batch, under a [`Lease`] whose
-//!   fencing token the [`ViewStore`] checks, rebuilding into a new generation when the
-//!   projection's version changes. A [`ViewReader`] reads the views and waits for a command's
-//!   position (read-your-writes).
-//! - **The stores.** [`MemoryEventStore`], [`MemorySnapshotStore`], [`MemoryViewStore`] and
-//!   [`MemoryLeases`] are the embedded default; `eventloom-postgres` and `eventloom-redis`
-//!   implement the same traits, and [`testing`] holds the conformance suites every store passes.
+//! An application names what the crate root holds (and [`prelude`] brings): an [`App`] built
+//! from [`Stores`] that registers aggregates and projections and runs them in every [`Role`];
+//! the domain's traits; the read side's traits and its typed [`Reader`]; the outcome and errors of
+//! a command. The rest lives in one module per part of the architecture:
+//!
+//! - [`model`]: what every part shares. An [`Event`] and its [`Metadata`], in an
+//!   [`EventEnvelope`] when read; events as stored ([`model::NewEvent`], [`model::RecordedEvent`],
+//!   with their [`model::EventType`]); the total order of the log ([`Position`]); [`StreamId`]s;
+//!   clocks and id generators that tests replace.
+//! - [`write`](mod@write): the write side. An [`Aggregate`] folds its events into the state its decisions
+//!   need and [`Handle`]s each [`Command`] by returning new events or its own error. The engine,
+//!   [`write::Cqrs`], loads an aggregate (from a snapshot, then the newer events, in bounded
+//!   batches), asks it to decide, appends with the version it decided on, and retries on
+//!   conflict by its [`write::RetryPolicy`]; a command's id makes it idempotent across processes
+//!   ([`write::Fingerprint`]); [`write::Upcasters`] read old event schemas.
+//! - [`read`]: the read side. A [`Projection`] folds events of one or several aggregates
+//!   ([`EventSet`]) into views; the [`read::Projector`] runs it, one atomic write of the changed
+//!   views and the checkpoint per batch, under a lease whose fencing token the view store
+//!   checks, rebuilding into a new generation when the projection's version changes; a
+//!   [`read::ProjectionGroup`] feeds several from one read of the log. An [`EventHandler`] runs
+//!   side effects at least once. A [`Reader`] reads views and waits for a command's position
+//!   (read-your-writes).
+//! - [`store`]: the interface store adapters implement: [`store::EventStore`] (appends each
+//!   command's events atomically and gives every subscriber the same gap-free order),
+//!   [`store::SnapshotStore`], [`store::ViewStore`] and [`store::LeaseManager`], object safe,
+//!   their methods returning a [`store::BoxFuture`].
+//! - [`memory`]: the embedded default stores; `eventloom-postgres` and `eventloom-redis`
+//!   implement the same traits, and `testing` (feature `testing`) holds the conformance suites
+//!   every store passes and the given/when/then kits.
+//! - [`app`]: the [`App`]'s builder, status and options.
 //!
 //! The guide (the `docs/` folder of the repository) walks through each part.
 //!
@@ -58,10 +72,11 @@
 //!     }
 //! }
 //!
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! let engine = Cqrs::new(MemoryEventStore::new());
-//! let outcome = engine.execute(Toggle { lamp: "hall".into() }).await.unwrap();
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let app = App::builder(MemoryStores::new()).aggregate::<Lamp>().start().await.unwrap();
+//! let outcome = app.execute(Toggle { lamp: "hall".into() }).await.unwrap();
 //! assert_eq!(outcome.version, 1);
+//! app.shutdown().await.unwrap();
 //! # });
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -128,7 +143,7 @@ pub(crate) use {
 /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 /// enum BellEvent { Rang }
 ///
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let app = App::builder(MemoryStores::new()).role(Role::All).start().await.unwrap();
 /// app.shutdown().await.unwrap();
 /// # });

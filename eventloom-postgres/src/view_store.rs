@@ -228,11 +228,11 @@ impl ViewStore for PgViewStore {
         Box::pin(async move {
             match self.db.query_opt(&self.sql.status, &[&projection]).await? {
                 None => Ok(ProjectionStatus::default()),
-                Some(row) => Ok(ProjectionStatus {
-                    live: generation_at(&row, projection, "live")?,
-                    building: generation_at(&row, projection, "building")?,
-                    stopped: stop_at(&row, projection)?,
-                }),
+                Some(row) => Ok(ProjectionStatus::new(
+                    generation_at(&row, projection, "live")?,
+                    generation_at(&row, projection, "building")?,
+                    stop_at(&row, projection)?,
+                )),
             }
         })
     }

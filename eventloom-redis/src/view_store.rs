@@ -468,11 +468,7 @@ impl ViewStore for RedisViewStore {
                     _ => Err(unexpected("the status script", fields)),
                 }
             };
-            let status = ProjectionStatus {
-                live: generation("live", live)?,
-                building: generation("building", building)?,
-                stopped,
-            };
+            let status = ProjectionStatus::new(generation("live", live)?, generation("building", building)?, stopped);
             self.remember_live(projection, status.live.map(|g| g.id));
             Ok(status)
         })

@@ -72,7 +72,7 @@ pub struct EventMaker {
 impl EventMaker {
     /// The metadata of one new event.
     pub fn metadata(&self) -> Metadata {
-        Metadata { event_id: self.ids.next_id(), timestamp: Timestamp::now(), ..Metadata::default() }
+        Metadata::new(self.ids.next_id(), Timestamp::now())
     }
 
     /// The metadata of one new event as the JSON text the engine stores.

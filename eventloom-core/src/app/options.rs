@@ -119,7 +119,7 @@ pub struct ProjectionOptions {
 
 impl ProjectionOptions {
     /// The projector's defaults: stop on a poison event, batches of
-    /// [`Projector::DEFAULT_BATCH`](Projector::DEFAULT_BATCH) events.
+    /// [`Projector::DEFAULT_BATCH`](crate::read::Projector::DEFAULT_BATCH) events.
     pub fn new() -> Self {
         ProjectionOptions::default()
     }

@@ -24,6 +24,7 @@ const DEFAULT_MAX_EVENT_SIZE: usize = 1 << 20;
 /// ```
 /// use eventloom_core::prelude::*;
 /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+/// use eventloom_core::model::{ExpectedVersion, NewEvent};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemoryEventStore::new();

@@ -71,6 +71,7 @@ pub enum DecodeError {
 ///
 /// ```
 /// use eventloom_core::prelude::*;
+/// use eventloom_core::model::EventType;
 ///
 /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 /// enum AccountEvent {
@@ -155,6 +156,7 @@ impl Timestamp {
 /// assert_eq!(serde_json::from_str::<Metadata>(&json).unwrap(), m);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Metadata {
     /// Unique per event.
     pub event_id: Uuid,
@@ -203,6 +205,7 @@ impl NewEvent {
     ///
     /// ```
     /// use eventloom_core::prelude::*;
+    /// use eventloom_core::model::NewEvent;
     /// # #[derive(Serialize, Deserialize, Event)] struct Pinged { n: u32 }
     /// let e = NewEvent::encode(&Pinged { n: 1 }, Metadata::default()).unwrap();
     /// assert_eq!((e.event_type.as_ref(), e.payload.as_str()), ("Pinged", r#"{"n":1}"#));
@@ -229,6 +232,7 @@ impl NewEvent {
 /// ```
 /// use eventloom_core::prelude::*;
 /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+/// use eventloom_core::model::{ExpectedVersion, NewEvent};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemoryEventStore::new();
@@ -265,6 +269,7 @@ impl RecordedEvent {
     ///
     /// ```
     /// # use eventloom_core::prelude::*;
+    /// # use eventloom_core::model::{RecordedEvent, StoredMetadata};
     /// let event = RecordedEvent { stream: StreamId::new("a", "1").unwrap(), version: 1, position: Position::new(1, 1),
     ///     event_type: "Done".into(), schema_version: 1, payload: "{}".into(),
     ///     metadata: StoredMetadata::from_json("{}") };
@@ -362,6 +367,7 @@ impl PartialEq for StoredMetadata {
 /// ```
 /// use eventloom_core::prelude::*;
 /// use eventloom_core::write::Upcasters;
+/// use eventloom_core::model::RecordedEvent;
 /// # use std::sync::Arc;
 ///
 /// #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
@@ -396,4 +402,43 @@ pub struct EventEnvelope<E> {
 impl Metadata {
     /// The longest command id accepted, in bytes.
     pub const MAX_COMMAND_ID_LEN: usize = 256;
+
+    /// Metadata of a new event: its id and when it was recorded, nothing else.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::Metadata;
+    /// use eventloom_core::model::Timestamp;
+    ///
+    /// let m = Metadata::new(uuid::Uuid::nil(), Timestamp::from_micros(7)).with_command_id("c-1");
+    /// assert_eq!(m.command_id.as_deref(), Some("c-1"));
+    /// ```
+    pub fn new(event_id: Uuid, timestamp: Timestamp) -> Self {
+        Metadata { event_id, timestamp, ..Metadata::default() }
+    }
+
+    /// With the id of the command that appended the event.
+    pub fn with_command_id(mut self, id: impl Into<String>) -> Self {
+        self.command_id = Some(id.into());
+        self
+    }
+
+    /// With the correlation id of the request that caused the event.
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// With the id of the message that caused the event.
+    pub fn with_causation_id(mut self, id: impl Into<String>) -> Self {
+        self.causation_id = Some(id.into());
+        self
+    }
+
+    /// With one of the user's own headers.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
 }

@@ -46,6 +46,7 @@ pub trait Feed: Send + Sync + 'static {
 /// ```
 /// use eventloom_core::prelude::*;
 /// use eventloom_core::{store::EventStore, read::{Feed, FeedReader}, memory::MemoryEventStore};
+/// use eventloom_core::model::{ExpectedVersion, NewEvent};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let store = MemoryEventStore::new();

@@ -32,6 +32,7 @@ impl<S> Subscription<S> {
 /// ```
 /// use eventloom_core::prelude::*;
 /// use eventloom_core::{store::EventStore, memory::MemoryEventStore, read::Subscription};
+/// use eventloom_core::model::{ExpectedVersion, NewEvent};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let store = MemoryEventStore::new();

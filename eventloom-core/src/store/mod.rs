@@ -131,6 +131,7 @@ const COUNT_PAGE: usize = 1000;
 /// use std::sync::Arc;
 /// use eventloom_core::prelude::*;
 /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+/// use eventloom_core::model::{ExpectedVersion, NewEvent};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// // Picked at runtime:
@@ -166,11 +167,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// ```
     /// use eventloom_core::prelude::*;
     /// use eventloom_core::{store::EventStore, write::Fingerprint, memory::MemoryEventStore};
+    /// use eventloom_core::model::{ExpectedVersion, NewEvent};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = MemoryEventStore::new();
     /// let stream = StreamId::new("task", "1").unwrap();
-    /// let metadata = Metadata { command_id: Some("req-1".into()), ..Metadata::default() };
+    /// let metadata = Metadata::default().with_command_id("req-1");
     /// let event = NewEvent { event_type: "Created".into(), schema_version: 1, payload: "{}".into(), metadata };
     /// let print: Fingerprint = "ab".repeat(32).parse().unwrap();
     /// let out = store.append_command(&stream, ExpectedVersion::NoStream, vec![event], &print).await.unwrap();
@@ -210,6 +212,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// ```
     /// use eventloom_core::prelude::*;
     /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+    /// use eventloom_core::model::{ExpectedVersion, NewEvent};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = MemoryEventStore::new();
@@ -244,6 +247,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// ```
     /// use eventloom_core::prelude::*;
     /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+    /// use eventloom_core::model::{ExpectedVersion, NewEvent};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = MemoryEventStore::new();
@@ -299,6 +303,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// ```
     /// use eventloom_core::prelude::*;
     /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+    /// use eventloom_core::model::{ExpectedVersion, NewEvent};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = MemoryEventStore::new();
@@ -349,6 +354,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// ```
     /// use eventloom_core::prelude::*;
     /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+    /// use eventloom_core::model::{ExpectedVersion, NewEvent};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = MemoryEventStore::new();

@@ -47,6 +47,7 @@ pub struct Generation {
 /// assert!(status.live.is_none(), "nothing built yet: queries answer Error::NotBuilt");
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProjectionStatus {
     /// The generation queries read; `None` before the first build has caught up, or after the
     /// store lost its data.
@@ -57,6 +58,14 @@ pub struct ProjectionStatus {
     /// record as stored, cleared by the runner that writes past it; [`active_stop`](Self::active_stop)
     /// tells whether it still holds.
     pub stopped: Option<ProjectionStop>,
+}
+
+impl ProjectionStatus {
+    /// The status with its live and building generations and its recorded stop. For view store
+    /// implementations.
+    pub fn new(live: Option<Generation>, building: Option<Generation>, stopped: Option<ProjectionStop>) -> Self {
+        ProjectionStatus { live, building, stopped }
+    }
 }
 
 /// Why a projection stopped: recorded in its view store by the runner that stopped, so that
@@ -178,11 +187,8 @@ impl ProjectionStatus {
     /// use eventloom_core::{Position, store::{Generation, ProjectionStatus, ProjectionStop, StopKind}};
     ///
     /// let stop = ProjectionStop::new(StopKind::Failed, None, "corrupt row").at(1, Some(Position::new(5, 1)));
-    /// let mut status = ProjectionStatus {
-    ///     live: Some(Generation { id: 1, version: 1, checkpoint: Some(Position::new(5, 1)) }),
-    ///     building: None,
-    ///     stopped: Some(stop),
-    /// };
+    /// let live = Generation { id: 1, version: 1, checkpoint: Some(Position::new(5, 1)) };
+    /// let mut status = ProjectionStatus::new(Some(live), None, Some(stop));
     /// assert!(status.active_stop().is_some());
     /// status.live = Some(Generation { id: 1, version: 1, checkpoint: Some(Position::new(6, 1)) });
     /// assert!(status.active_stop().is_none(), "written past since");
@@ -599,7 +605,7 @@ fn floor_char_boundary(text: &str, limit: usize) -> &str {
 }
 
 /// The id under which a store keeps the view `id`: unchanged unless it is over
-/// [`crate::StreamId::MAX_ID_LEN`](StreamId::MAX_ID_LEN) bytes or holds a NUL byte (then a digest form, as for
+/// [`StreamId::MAX_ID_LEN`](crate::StreamId::MAX_ID_LEN) bytes or holds a NUL byte (then a digest form, as for
 /// [`IndexKey::fitted`]). The projector writes, and [`ViewReader`](crate::ViewReader) reads,
 /// views under this id, so no id an event carries can stop a projection.
 ///
@@ -608,7 +614,7 @@ fn floor_char_boundary(text: &str, limit: usize) -> &str {
 /// ```
 /// let long = "x".repeat(5000);
 /// assert_eq!(eventloom_core::store::stored_view_id("t-1"), "t-1");
-/// assert!(eventloom_core::store::stored_view_id(&long).len() <= crate::StreamId::MAX_ID_LEN);
+/// assert!(eventloom_core::store::stored_view_id(&long).len() <= eventloom_core::StreamId::MAX_ID_LEN);
 /// ```
 pub fn stored_view_id(id: &str) -> std::borrow::Cow<'_, str> {
     fit_digest(id, crate::StreamId::MAX_ID_LEN)
@@ -626,6 +632,7 @@ impl IndexKey {
     ///
     /// ```
     /// use eventloom_core::store::IndexKey;
+    /// use eventloom_core::{IndexEntry};
     ///
     /// let short = IndexKey::new("assignee", "ada");
     /// assert_eq!(short.fitted(), short);
@@ -701,17 +708,13 @@ pub struct ViewPage {
 /// ```
 /// use eventloom_core::{Position, StreamId, store::DeadLetter};
 ///
-/// let letter = DeadLetter {
-///     position: Position::new(4, 7),
-///     stream: StreamId::new("task", "t-1").unwrap(),
-///     version: 3,
-///     event_type: "TaskRenamed".into(),
-///     reason: "title too long".into(),
-/// };
+/// let task = StreamId::new("task", "t-1").unwrap();
+/// let letter = DeadLetter::new(Position::new(4, 7), task, 3, "TaskRenamed", "title too long");
 /// let json = serde_json::to_string(&letter).unwrap();
 /// assert_eq!(serde_json::from_str::<DeadLetter>(&json).unwrap(), letter);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct DeadLetter {
     /// The event's position.
     pub position: Position,
@@ -723,6 +726,20 @@ pub struct DeadLetter {
     pub event_type: String,
     /// Why the projection could not process it.
     pub reason: String,
+}
+
+impl DeadLetter {
+    /// The dead letter of the event at `position` (version `version` of `stream`, of stored type
+    /// `event_type`), set aside for `reason`. For view store implementations.
+    pub fn new(
+        position: Position,
+        stream: crate::StreamId,
+        version: u64,
+        event_type: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        DeadLetter { position, stream, version, event_type: event_type.into(), reason: reason.into() }
+    }
 }
 
 /// Stores a projection's views (as JSON, by id), their secondary indexes and checkpoints, in
@@ -878,7 +895,7 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
 impl ViewCommit {
     /// Checks what every store must refuse before writing anything: a NUL byte in a view id,
     /// index name, value or sort key (PostgreSQL text cannot hold one, and Redis index members
-    /// use it as a separator); a view id over [`crate::StreamId::MAX_ID_LEN`](StreamId::MAX_ID_LEN) bytes, an index
+    /// use it as a separator); a view id over [`StreamId::MAX_ID_LEN`](crate::StreamId::MAX_ID_LEN) bytes, an index
     /// name over [`IndexEntry::MAX_NAME_LEN`], a value over [`IndexEntry::MAX_VALUE_LEN`] or a sort key over
     /// [`IndexEntry::MAX_ORDER_LEN`] (so that every index entry fits a PostgreSQL b-tree row and every
     /// cursor parses); an id written twice.

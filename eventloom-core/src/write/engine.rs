@@ -24,16 +24,11 @@ use crate::{
 /// ```
 /// use eventloom_core::{CommandOutcome, Position, StreamId};
 ///
-/// let o = CommandOutcome {
-///     stream: StreamId::new("task", "1").unwrap(),
-///     version: 2,
-///     position: Position::new(2, 2),
-///     appended: 1,
-///     replayed: false,
-/// };
+/// let o = CommandOutcome::new(StreamId::new("task", "1").unwrap(), 2, Position::new(2, 2), 1);
 /// assert_eq!(o.position.to_string(), "2.2");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CommandOutcome {
     /// The aggregate's stream.
     pub stream: StreamId,
@@ -52,6 +47,22 @@ pub struct CommandOutcome {
 }
 
 impl CommandOutcome {
+    /// The outcome of a command that left `stream` at `version`, its last event at `position`,
+    /// having appended `appended` events now (not a replay). The engine makes these; tests and
+    /// adapters that stand in for it use this.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{CommandOutcome, Position, StreamId};
+    ///
+    /// let o = CommandOutcome::new(StreamId::new("task", "1").unwrap(), 2, Position::new(9, 1), 1);
+    /// assert!(!o.replayed);
+    /// ```
+    pub fn new(stream: StreamId, version: u64, position: Position, appended: u64) -> Self {
+        CommandOutcome { stream, version, position, appended, replayed: false }
+    }
+
     /// The first execution's outcome, answered again.
     fn replay(first: AppendOutcome) -> Self {
         CommandOutcome { appended: 0, replayed: true, ..first.into() }
@@ -488,7 +499,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
     }
 
     /// Loads streams in batches of at most about `bytes` of events as well (a batch ends with the
-    /// event that reaches it; default [`Subscription::DEFAULT_BATCH_BYTES`](Subscription::DEFAULT_BATCH_BYTES)), so
+    /// event that reaches it; default [`Subscription::DEFAULT_BATCH_BYTES`](crate::read::Subscription::DEFAULT_BATCH_BYTES)), so
     /// that a stream of large events loads in flat memory.
     pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
         self.batch_bytes = bytes.max(1);

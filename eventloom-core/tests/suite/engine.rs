@@ -96,7 +96,10 @@ impl EventStore for Counting {
 /// `first` answered again: the same stream, version and position, marked a replay, nothing
 /// appended now.
 fn replay_of(first: &CommandOutcome) -> CommandOutcome {
-    CommandOutcome { appended: 0, replayed: true, ..first.clone() }
+    let mut replay = first.clone();
+    replay.appended = 0;
+    replay.replayed = true;
+    replay
 }
 
 /// Outcomes of one command id, in any order: one execution and replays of it.
@@ -557,7 +560,7 @@ async fn outcomes_recorded_without_a_fingerprint_still_replay_on_their_stream() 
     let store = MemoryEventStore::new();
     let cqrs = Cqrs::new(store.clone());
     cqrs.execute(open("a")).await.unwrap();
-    let metadata = Metadata { command_id: Some("old".into()), ..Metadata::default() };
+    let metadata = Metadata::default().with_command_id("old");
     let event = NewEvent::encode(&AccountEvent::Deposited { amount: 5 }, metadata).unwrap();
     let old = store.append(&account("a"), ExpectedVersion::Exact(1), vec![event]).await.unwrap();
     assert_eq!(store.command_outcome("old").await.unwrap().unwrap().fingerprint, None);

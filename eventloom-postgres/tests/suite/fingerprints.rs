@@ -58,7 +58,7 @@ async fn outcomes_recorded_before_migration_8_replay_without_a_fingerprint() {
         .unwrap();
     client.batch_execute(&include_str!("../../sql/0006_append_first_write.sql").replace("{schema}", &s)).await.unwrap();
     // The release before executes a command under a key, through its 8-argument `append`.
-    let metadata = Metadata { command_id: Some("old-key".into()), ..Metadata::default() };
+    let metadata = Metadata::default().with_command_id("old-key");
     let opened = NewEvent::encode(&AccountEvent::Opened, metadata).unwrap();
     let row = client
         .query_one(

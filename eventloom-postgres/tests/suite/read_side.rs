@@ -149,13 +149,13 @@ async fn an_upgrade_keeps_the_views_as_the_live_generation_one() {
     ] {
         admin.batch_execute(&sql.replace("{schema}", &s)).await.unwrap();
     }
-    let letter = serde_json::to_string(&eventloom_core::store::DeadLetter {
-        position: Position::new(12, 3),
-        stream: eventloom_core::StreamId::new("account", "a").unwrap(),
-        version: 2,
-        event_type: "Odd".into(),
-        reason: "bad".into(),
-    })
+    let letter = serde_json::to_string(&eventloom_core::store::DeadLetter::new(
+        Position::new(12, 3),
+        eventloom_core::StreamId::new("account", "a").unwrap(),
+        2,
+        "Odd",
+        "bad",
+    ))
     .unwrap();
     admin
         .batch_execute(&format!(
