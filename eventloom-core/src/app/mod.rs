@@ -1,6 +1,7 @@
 //! The application layer: one [`App`] that runs aggregates, projections and event handlers on
 //! a bundle of [`Stores`], in every [`Role`].
 
+mod health;
 mod options;
 mod signal;
 mod stores;
@@ -12,19 +13,19 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::store::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use health::{Lag, LeaseState};
 pub use options::{AggregateOptions, HandlerOptions, ProjectionOptions, Role};
 pub use stores::{MemoryStores, Stores};
 
+use self::health::TrackedLeases;
 use self::signal::{SignallingViews, Signals};
 use crate::memory::lock;
 use crate::{
     Aggregate, Command, CommandError, CommandOutcome, Cqrs, Error, EventHandler, EventStore, ExecuteOptions, Handle,
-    Lease, LeaseManager, MemberHandle, MemberState, Projection, ProjectionGroup, Projector, Reader, Result, Upcasters,
-    ViewStore,
+    MemberHandle, MemberState, Projection, ProjectionGroup, Projector, Reader, Result, Upcasters, ViewStore,
 };
 
 impl App {
@@ -277,6 +278,7 @@ impl AppBuilder {
         let (stopping, _) = watch::channel(false);
         let signals = Arc::new(Signals::default());
         let runs_here = role.runs_projectors();
+        let lease_states = Arc::new(Mutex::new(HashMap::new()));
         // The App's readers are woken by the writes of this process's runners; with stores shared
         // between processes another process's runner may lead, so they poll as well.
         let readers = members
@@ -295,7 +297,7 @@ impl AppBuilder {
                 Arc::new(SignallingViews { inner: stores.views().clone(), signals: signals.clone() });
             let mut base = Projector::new(stores.events().clone(), views);
             if let Some(leases) = stores.leases() {
-                base = base.with_leases(SharedLeases(leases.clone()));
+                base = base.with_leases(TrackedLeases::new(leases.clone(), lease_states.clone()));
             }
             for (category, upcasters) in upcasters {
                 base = base.with_upcasters_for(category, upcasters);
@@ -320,6 +322,7 @@ impl AppBuilder {
                 engines,
                 readers,
                 runners,
+                lease_states,
                 tasks: Mutex::new(tasks),
                 stopping,
                 in_flight: watch::channel(0).0,
@@ -347,15 +350,6 @@ fn spawn_group(group: ProjectionGroup<Arc<dyn EventStore>>, stopping: &watch::Se
     })
 }
 
-/// The bundle's lease manager, shared by the App's projectors.
-struct SharedLeases(Arc<dyn LeaseManager>);
-
-impl LeaseManager for SharedLeases {
-    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>> {
-        Box::pin(async move { self.0.acquire(name).await })
-    }
-}
-
 /// How one projection's or event handler's runner in this process stands.
 ///
 /// # Examples
@@ -369,7 +363,8 @@ impl LeaseManager for SharedLeases {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum RunState {
-    /// Running (or standing by for its lease, or retrying a store that is unavailable).
+    /// Running (or standing by for its lease, as [`ProjectionHealth::lease`] tells, or retrying
+    /// a store that is unavailable).
     Running,
     /// Stopped by a shutdown.
     Stopped,
@@ -392,10 +387,11 @@ impl RunState {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{app::{ProjectionHealth, RunState}};
+/// use eventloom_core::app::{LeaseState, ProjectionHealth, RunState};
 ///
 /// let health = ProjectionHealth::new("account_summaries", RunState::Running);
 /// assert_eq!(health.name, "account_summaries");
+/// assert_eq!((health.lease, health.lag.is_none()), (LeaseState::NotHeld, true));
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -404,12 +400,18 @@ pub struct ProjectionHealth {
     pub name: String,
     /// How its runner in this process stands.
     pub state: RunState,
+    /// Whether this process's runner holds the projection's lease or stands by while another
+    /// process does ([`LeaseState::NotHeld`] when it is not running here).
+    pub lease: LeaseState,
+    /// How far the live views are behind the event store, or why the stores could not tell:
+    /// read by [`App::health`]; `None` from [`App::status`], which reads no store.
+    pub lag: Option<std::result::Result<Lag, Arc<Error>>>,
 }
 
 impl ProjectionHealth {
-    /// A projection's or handler's health.
+    /// A projection's or handler's health, holding no lease, its lag not read.
     pub fn new(name: impl Into<String>, state: RunState) -> Self {
-        ProjectionHealth { name: name.into(), state }
+        ProjectionHealth { name: name.into(), state, lease: LeaseState::NotHeld, lag: None }
     }
 }
 
@@ -481,6 +483,9 @@ struct Inner {
     readers: Vec<Registered>,
     /// Every projection's and event handler's runner, in the order registered.
     runners: Vec<Runner>,
+    /// Whether this process holds each projection's or handler's lease, as its runners last
+    /// asked for it.
+    lease_states: Arc<Mutex<HashMap<String, LeaseState>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stopping: watch::Sender<bool>,
     in_flight: watch::Sender<usize>,
@@ -746,7 +751,8 @@ impl App {
     }
 
     /// Each projection's and event handler's runner in this process: running, stopped, or
-    /// failed with its error.
+    /// failed with its error, and whether it leads (holds its lease) or stands by. Reads no
+    /// store: see [`health`](Self::health) for the lag.
     pub fn status(&self) -> AppStatus {
         let stopping = *self.inner.stopping.borrow();
         let health = |runner: &Runner| {
@@ -763,10 +769,71 @@ impl App {
                     }
                 }
             };
-            ProjectionHealth::new(runner.name.clone(), state)
+            let mut health = ProjectionHealth::new(runner.name.clone(), state);
+            if health.state.is_running() {
+                health.lease = lock(&self.inner.lease_states).get(&runner.name).copied().unwrap_or(LeaseState::NotHeld);
+            }
+            health
         };
         let of = |kind| self.inner.runners.iter().filter(|r| r.kind == kind).map(health).collect();
         AppStatus::new(self.inner.role, stopping, of(Kind::Projection)).with_handlers(of(Kind::Handler))
+    }
+
+    /// The [`status`](Self::status), with each projection's and event handler's [`Lag`] read
+    /// from the stores, in any role (the view store holds the checkpoint whichever process
+    /// writes it): how many events the live views (a handler: its checkpoint) lack, counted
+    /// exactly up to `cap` so that a probe costs the same however far behind they are, and how
+    /// old the first of them is. A few bounded reads per
+    /// projection (its status, a count, one event) and one for the events held back; a store
+    /// that fails leaves that projection's `lag` an error. A health check should bound the
+    /// call with a timeout, as a store that is down may take its time to say so.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # use eventloom_core::{BoxError, Projection};
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
+    /// # #[derive(Debug, Default)] struct Counter;
+    /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+    /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+    /// # #[derive(Debug, Serialize, Command)] #[command(aggregate = Counter)]
+    /// # struct Increment { #[command(id)] id: String, by: u64 }
+    /// # impl Handle<Increment> for Counter {
+    /// #   fn handle(&self, cmd: &Increment) -> Result<Vec<CounterEvent>, std::convert::Infallible> {
+    /// #     Ok(vec![CounterEvent::Incremented { by: cmd.by }]) } }
+    /// # struct Totals;
+    /// # impl Projection for Totals { const NAME: &'static str = "totals"; type Events = Counter; type View = u64;
+    /// #   fn apply(&self, v: &mut Option<u64>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
+    /// #     let CounterEvent::Incremented { by } = &e.event; *v.get_or_insert(0) += by; Ok(()) } }
+    /// use eventloom_core::app::LeaseState;
+    /// use std::time::Duration;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let app = App::builder(MemoryStores::new()).aggregate::<Counter>().projection(Totals).start().await.unwrap();
+    /// let done = app.execute(Increment { id: "c-1".into(), by: 4 }).await.unwrap();
+    /// app.reader::<Totals>().unwrap().wait_for(&done, Duration::from_secs(5)).await.unwrap();
+    /// let health = app.health(10_000).await;
+    /// let totals = &health.projections[0];
+    /// assert!(matches!(totals.lease, LeaseState::Leading { .. }), "memory stores have leases too");
+    /// let lag = totals.lag.clone().unwrap().unwrap();
+    /// assert!(lag.caught_up() && lag.checkpoint() == Some(done.position));
+    /// app.shutdown().await.unwrap();
+    /// # });
+    /// ```
+    pub async fn health(&self, cap: u64) -> AppStatus {
+        let mut status = self.status();
+        let (events, views) = (self.inner.stores.events(), self.inner.stores.views());
+        let held_back = events.held_back(cap).await.map_err(Arc::new);
+        for member in status.projections.iter_mut().chain(status.handlers.iter_mut()) {
+            member.lag = Some(match &held_back {
+                Ok(held_back) => {
+                    health::lag(&**events, &**views, &member.name, cap, *held_back).await.map_err(Arc::new)
+                }
+                Err(error) => Err(error.clone()),
+            });
+        }
+        status
     }
 
     /// Resolves once a shutdown has begun (by [`shutdown`](Self::shutdown) on any clone): for a

@@ -1,7 +1,7 @@
 //! The App: routing, registration errors, roles, shutdown, status, typed readers and
 //! read-your-writes woken by the projector's commits.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use eventloom_core::store::BoxFuture;
 use eventloom_core::{
     AggregateOptions, App, BoxError, CommandError, Error, EventHandler, MemoryStores, Projection, ProjectionOptions,
     Role, Stores,
-    app::{AppStatus, HandlerOptions, ProjectionHealth, RunState},
+    app::{AppStatus, HandlerOptions, LeaseState, ProjectionHealth, RunState},
     memory::{MemoryEventStore, MemoryViewStore},
     read::PoisonPolicy,
     store::{
@@ -184,20 +184,6 @@ impl EventHandler for Audit {
 /// Every event of the log, in order.
 async fn every_position(events: &MemoryEventStore) -> Vec<Position> {
     events.read_all(Position::ZERO, 100_000).await.unwrap().iter().map(|e| e.position).collect()
-}
-
-/// Waits until `ready` holds of the app's status.
-async fn status_until(app: &App, ready: impl Fn(&AppStatus) -> bool) -> AppStatus {
-    let waited = async {
-        loop {
-            let status = app.status();
-            if ready(&status) {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(WAIT, waited).await.unwrap_or_else(|_| panic!("status never came: {:?}", app.status()))
 }
 
 async fn app_on(stores: impl Into<Stores>) -> App {
@@ -429,6 +415,12 @@ async fn a_failing_handler_stops_alone_with_its_own_stop_and_a_dead_lettering_in
     let letters = memory.views.dead_letters("audit_lenient").await.unwrap();
     assert_eq!(letters.iter().map(|d| d.position).collect::<Vec<_>>(), vec![thirteen.position]);
     assert!(memory.views.dead_letters("audit_strict").await.unwrap().is_empty());
+    // Health tells each handler's lease and lag, as for projections.
+    let health = app.health(10_000).await;
+    assert!(matches!(health.handlers[1].lease, LeaseState::Leading { .. }), "{health:?}");
+    assert!(health.handlers[1].lag.clone().unwrap().unwrap().caught_up(), "{health:?}");
+    let behind = health.handlers[0].lag.clone().unwrap().unwrap();
+    assert_eq!((behind.events, behind.checkpoint()), (2, Some(before.position)), "the event it stopped at, and one");
     app.shutdown().await.unwrap();
 }
 
@@ -631,10 +623,97 @@ async fn a_failed_projection_shows_in_the_status_and_the_others_go_on() {
     app.shutdown().await.unwrap();
 }
 
+/// Waits until `app`'s status satisfies `ready` (at most [`WAIT`]).
+async fn status_until(app: &App, ready: impl Fn(&AppStatus) -> bool) -> AppStatus {
+    let waited = async {
+        loop {
+            let status = app.status();
+            if ready(&status) {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, waited).await.unwrap_or_else(|_| panic!("never ready: {:?}", app.status()))
+}
+
+#[tokio::test]
+async fn the_status_tells_which_process_leads_and_health_how_far_behind_the_views_are_in_any_role() {
+    // Apps on the same memory stores, marked shared, stand for processes.
+    let memory = MemoryStores::new();
+    let shared = || Stores::from(memory.clone()).shared(true);
+    let build = |role| App::builder(shared()).aggregate::<Tally>().projection(Totals).role(role).start();
+    let command = build(Role::Command).await.unwrap();
+    let query = build(Role::Query).await.unwrap();
+    for by in [1, 2, 3] {
+        command.execute(Count { id: "t-1".into(), by }).await.unwrap();
+    }
+    let done = command.execute(Count { id: "t-2".into(), by: 4 }).await.unwrap();
+
+    // No projector yet: nothing is live, and the query process counts what the views lack.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let health = query.health(3).await;
+    let totals = &health.projections[0];
+    assert!(matches!(totals.state, RunState::Elsewhere) && totals.lease == LeaseState::NotHeld, "{totals:?}");
+    let lag = totals.lag.clone().unwrap().unwrap();
+    assert_eq!((lag.events, lag.more, lag.held_back, lag.caught_up()), (3, true, 0, false), "capped at 3: {lag:?}");
+    assert!(lag.oldest_unprojected >= Some(Duration::from_millis(20)), "{lag:?}");
+    let lag = query.health(10).await.projections[0].lag.clone().unwrap().unwrap();
+    assert_eq!((lag.events, lag.more, lag.checkpoint()), (4, false, None));
+    assert!(query.status().projections[0].lag.is_none(), "status reads no store");
+
+    // A projector process leads, and catches the views up.
+    let leader = build(Role::Projector).await.unwrap();
+    query.reader::<Totals>().unwrap().wait_for(&done, WAIT).await.unwrap();
+    let first = status_until(&leader, |s| s.projections[0].lease.token().is_some()).await.projections[0].lease;
+    let lag = query.health(10).await.projections[0].lag.clone().unwrap().unwrap();
+    assert_eq!((lag.events, lag.more, lag.oldest_unprojected, lag.caught_up()), (0, false, None, true), "{lag:?}");
+    assert_eq!(lag.checkpoint(), Some(done.position));
+    assert!(lag.views.live.is_some());
+
+    // A second one stands by; once the leader is gone it takes the lease, with a newer token.
+    let standby = build(Role::Projector).await.unwrap();
+    status_until(&standby, |s| s.projections[0].lease == LeaseState::StandingBy).await;
+    assert_eq!(leader.status().projections[0].lease, first, "the first still leads");
+    leader.shutdown().await.unwrap();
+    assert_eq!(leader.status().projections[0].lease, LeaseState::NotHeld, "stopped: leads no more");
+    let taken = status_until(&standby, |s| s.projections[0].lease.token().is_some()).await.projections[0].lease;
+    assert!(taken.token() > first.token(), "{taken:?} after {first:?}");
+    let later = command.execute(Count { id: "t-2".into(), by: 5 }).await.unwrap();
+    query.reader::<Totals>().unwrap().wait_for(&later, WAIT).await.unwrap();
+    assert!(standby.health(10).await.projections[0].lag.clone().unwrap().unwrap().caught_up());
+    for app in [command, query, standby] {
+        app.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn health_reports_a_store_that_fails_as_that_projections_lag_error() {
+    let memory = MemoryStores::new();
+    let views = CountingViews::new(memory.views.clone());
+    let down = views.down.clone();
+    let app = App::builder(Stores::from(memory).with_views(views))
+        .aggregate::<Tally>()
+        .projection(Totals)
+        .start()
+        .await
+        .unwrap();
+    let done = app.execute(Count { id: "t-1".into(), by: 1 }).await.unwrap();
+    app.reader::<Totals>().unwrap().wait_for(&done, WAIT).await.unwrap();
+    assert!(app.health(10).await.projections[0].lag.clone().unwrap().unwrap().caught_up());
+    down.store(true, Ordering::SeqCst);
+    let health = app.health(10).await;
+    let lag = health.projections[0].lag.clone().unwrap();
+    assert!(matches!(lag.as_ref().map_err(|e| e.as_ref()), Err(Error::Unavailable { .. })), "{lag:?}");
+    assert!(health.projections[0].state.is_running(), "an outage is retried, not a failure");
+    down.store(false, Ordering::SeqCst);
+    app.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn read_your_writes_is_woken_by_the_commit_not_by_polling() {
     let memory = MemoryStores::new();
-    let counting = CountingViews { inner: memory.views.clone(), statuses: Arc::new(AtomicUsize::new(0)) };
+    let counting = CountingViews::new(memory.views.clone());
     let statuses = counting.statuses.clone();
     let stores = Stores::from(memory.clone()).with_views(counting);
     let app = App::builder(stores).aggregate::<Tally>().projection(Totals).start().await.unwrap();
@@ -670,16 +749,26 @@ async fn read_your_writes_is_woken_by_the_commit_not_by_polling() {
     app.shutdown().await.unwrap();
 }
 
-/// Counts the status reads that go through it.
+/// Counts the status reads that go through it; while `down`, they fail as an outage.
 struct CountingViews {
     inner: MemoryViewStore,
     statuses: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
+}
+
+impl CountingViews {
+    fn new(inner: MemoryViewStore) -> Self {
+        CountingViews { inner, statuses: Arc::new(AtomicUsize::new(0)), down: Arc::new(AtomicBool::new(false)) }
+    }
 }
 
 impl ViewStore for CountingViews {
     fn status<'a>(&'a self, p: &'a str) -> BoxFuture<'a, eventloom_core::Result<ProjectionStatus>> {
         Box::pin(async move {
             self.statuses.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(Error::unavailable_msg("the view store is down"));
+            }
             self.inner.status(p).await
         })
     }
