@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::super::fold::dead_letter;
 use super::Projector;
 use crate::read::run::lease_lost;
+use crate::store::{Refusal, superseded};
 use crate::write::retry::Jitter;
 use crate::{
     BoxError, DeadLetter, Error, EventEnvelope, EventSet, EventStore, Lease, PoisonPolicy, Position, RecordedEvent,
@@ -241,7 +242,7 @@ impl<S: EventStore + Clone> Projector<S> {
                     tracing::warn!(%error, ?delay, "cannot read the handler's checkpoint; retrying");
                     None
                 }
-                Some(Err(error @ Error::Fenced { .. })) => {
+                Some(Err(error @ Error::Superseded { refusal: Refusal::Fenced { .. }, .. })) => {
                     tracing::warn!(%error, "another runner leads; standing by");
                     drop(lease.take());
                     None
@@ -311,12 +312,14 @@ impl<S: EventStore + Clone> Projector<S> {
                 drop(lease.take());
                 Ok(())
             }
-            Error::CheckpointMoved { .. } | Error::Fenced { .. } => {
+            Error::Superseded { refusal: Refusal::GenerationGone { .. }, .. } => {
+                Err(checkpoint_gone(name, cursor.generation))
+            }
+            Error::Superseded { .. } => {
                 tracing::warn!(%error, "another runner wrote; standing by and starting over from the stored checkpoint");
                 drop(lease.take());
                 Ok(())
             }
-            Error::GenerationGone { .. } => Err(checkpoint_gone(name, cursor.generation)),
             error if error.is_transient() => {
                 tracing::warn!(%error, "store unavailable; retrying");
                 Ok(())
@@ -361,9 +364,9 @@ impl<S: EventStore + Clone> Projector<S> {
         // building by a first start that was cut short is made live as it is).
         let generation = match status.building {
             Some(building) => building,
-            None => self.views.begin_generation(H::NAME, HANDLER_VERSION, token).await?,
+            None => superseded(H::NAME, self.views.begin_generation(H::NAME, HANDLER_VERSION, token).await?)?,
         };
-        self.views.go_live(H::NAME, generation.id, token).await?;
+        superseded(H::NAME, self.views.go_live(H::NAME, generation.id, token).await?)?;
         tracing::info!(generation = generation.id, "the event handler's checkpoint is made");
         Ok(Cursor { generation: generation.id, checkpoint: generation.checkpoint, stopped })
     }
@@ -421,7 +424,7 @@ impl<S: EventStore + Clone> Projector<S> {
                 };
                 let elapsed = started.elapsed();
                 if attempt >= policy.max_attempts || elapsed >= policy.time_budget {
-                    break Some(format!("failed {attempt} time(s), the last: {error}"));
+                    break Some((attempt, error));
                 }
                 if attempt == 1 {
                     // A long retry must not cost a crash the events handled before it.
@@ -438,11 +441,13 @@ impl<S: EventStore + Clone> Projector<S> {
                 }
                 attempt += 1;
             };
-            if let Some(reason) = failure {
+            if let Some((attempts, source)) = failure {
                 if self.poison == PoisonPolicy::Stop {
                     self.write_handled(H::NAME, cursor, token, done, &mut dead_letters).await?;
-                    return Err(Error::Projection { projection: H::NAME.to_owned(), position: raw.position, reason });
+                    tracing::error!(error = %source, attempts, position = %raw.position, "the event handler failed past its retries");
+                    return Err(Error::Projection { projection: H::NAME.to_owned(), position: raw.position, source });
                 }
+                let reason = format!("failed {attempts} time(s), the last: {source}");
                 tracing::warn!(%reason, position = %raw.position, "dead-lettering an event the handler failed on");
                 dead_letters.push(DeadLetter {
                     position: raw.position,
@@ -478,7 +483,7 @@ impl<S: EventStore + Clone> Projector<S> {
             views: Vec::new(),
             dead_letters: std::mem::take(dead_letters),
         };
-        self.views.commit(name, commit).await?;
+        superseded(name, self.views.commit(name, commit).await?)?;
         cursor.checkpoint = Some(checkpoint);
         Ok(())
     }
@@ -496,5 +501,5 @@ fn checkpoint_gone(name: &str, generation: u64) -> Error {
 
 /// The error of a catch-up whose lease was lost while retrying.
 fn lost_lease(name: &str, token: u64) -> Error {
-    Error::Fenced { projection: name.to_owned(), token, highest: token }
+    Error::Superseded { projection: name.to_owned(), refusal: Refusal::Fenced { token, highest: token } }
 }

@@ -13,6 +13,7 @@ pub(crate) mod handler;
 
 use super::fold::{CategoryUpcasters, Fold, Folded, dead_letter};
 use super::run::Runner;
+use crate::store::{Refusal, superseded};
 use crate::{
     Error, EventStore, Lease, LeaseManager, PoisonPolicy, Position, Projection, ProjectionStop, RecordedEvent, Result,
     StopKind, Subscription, Upcasters, ViewCommit, ViewStore,
@@ -224,7 +225,7 @@ impl<S: EventStore + Clone> Projector<S> {
             next = ahead?;
         }
         if target.building {
-            self.views.go_live(P::NAME, target.generation, token).await?;
+            superseded(P::NAME, self.views.go_live(P::NAME, target.generation, token).await?)?;
             tracing::info!(projection = P::NAME, generation = target.generation, "new generation of views is live");
         }
         Ok(target.checkpoint)
@@ -236,7 +237,7 @@ impl<S: EventStore + Clone> Projector<S> {
     pub async fn rebuild<P: Projection>(&self, projection: &P) -> Result<Option<Position>> {
         let lease = self.lease(P::NAME).await?;
         let token = lease.as_ref().map_or(0, Lease::token);
-        let generation = self.views.begin_generation(P::NAME, P::VERSION, token).await?;
+        let generation = superseded(P::NAME, self.views.begin_generation(P::NAME, P::VERSION, token).await?)?;
         let stopped = self.views.status(P::NAME).await?.stopped.is_some();
         let target = Target { generation: generation.id, checkpoint: None, building: true, stopped };
         self.catch_up_with(projection, target, token).await
@@ -272,7 +273,7 @@ impl<S: EventStore + Clone> Projector<S> {
             Some(live) => tracing::info!(from = live.version, to = P::VERSION, "new projection version; rebuilding"),
             None => tracing::info!("no live views (a first build, or the store lost them); building"),
         }
-        let g = self.views.begin_generation(P::NAME, P::VERSION, token).await?;
+        let g = superseded(P::NAME, self.views.begin_generation(P::NAME, P::VERSION, token).await?)?;
         Ok(Target { generation: g.id, checkpoint: None, building: true, stopped })
     }
 
@@ -316,11 +317,11 @@ impl<S: EventStore + Clone> Projector<S> {
                 drop(lease.take());
                 Ok(false)
             }
-            Error::GenerationGone { .. } => {
+            Error::Superseded { refusal: Refusal::GenerationGone { .. }, .. } => {
                 tracing::warn!(%error, "the views are gone (the store lost them, or a newer build began); starting over");
                 Ok(true)
             }
-            Error::CheckpointMoved { .. } | Error::Fenced { .. } => {
+            Error::Superseded { .. } => {
                 tracing::warn!(%error, "another runner wrote; standing by and starting over from the stored checkpoint");
                 drop(lease.take());
                 Ok(false)
@@ -349,7 +350,7 @@ impl<S: EventStore + Clone> Projector<S> {
                 .flatten()
                 .find(|g| g.id == generation)
                 .and_then(|g| g.checkpoint);
-            self.views.record_stop(name, Some(&stop.at(generation, checkpoint)), token).await
+            superseded(name, self.views.record_stop(name, Some(&stop.at(generation, checkpoint)), token).await?)
         };
         if let Err(error) = recorded.await {
             tracing::warn!(%error, "cannot record why the projection stopped");
@@ -359,7 +360,7 @@ impl<S: EventStore + Clone> Projector<S> {
     /// Clears a recorded stop once the projection has written past it; whether it did (a stop
     /// left in place after a failure is stale anyway: see `ProjectionStatus::active_stop`).
     pub(super) async fn note_running(&self, name: &str, token: u64) -> bool {
-        match self.views.record_stop(name, None, token).await {
+        match self.views.record_stop(name, None, token).await.and_then(|written| superseded(name, written)) {
             Ok(()) => {
                 tracing::info!("the projection runs again past its recorded stop");
                 true
@@ -410,7 +411,7 @@ impl<S: EventStore + Clone> Projector<S> {
                 Ok(writes) => {
                     let commit = fold.commit(target, token, writes, fold.undecodable.clone());
                     match commit.validate() {
-                        Ok(()) => match self.views.commit(P::NAME, commit).await {
+                        Ok(()) => match self.views.commit(P::NAME, commit).await.and_then(|w| superseded(P::NAME, w)) {
                             Ok(()) => return Ok(fold.checkpoint),
                             Err(error) if !refused_as_written(&error) => return Err(error),
                             Err(error) => tracing::warn!(%error, "the store refused the batch; finding the event"),
@@ -432,7 +433,7 @@ impl<S: EventStore + Clone> Projector<S> {
             let mut commit = fold.commit(target, token, writes, dead_letters);
             commit.checkpoint = checkpoint;
             let written = match commit.validate() {
-                Ok(()) => self.views.commit(P::NAME, commit).await,
+                Ok(()) => self.views.commit(P::NAME, commit).await.and_then(|w| superseded(P::NAME, w)),
                 Err(error) => Err(error),
             };
             match written {
@@ -470,7 +471,8 @@ impl<S: EventStore + Clone> Projector<S> {
             if let [raw] = batch {
                 let reason = refused.to_string();
                 if self.poison == PoisonPolicy::Stop {
-                    return Err(Error::Projection { projection: P::NAME.to_owned(), position: raw.position, reason });
+                    let source = Box::new(refused);
+                    return Err(Error::Projection { projection: P::NAME.to_owned(), position: raw.position, source });
                 }
                 tracing::warn!(%reason, position = %raw.position, "skipping an event whose writes the store refuses");
                 let commit = ViewCommit {
@@ -481,7 +483,7 @@ impl<S: EventStore + Clone> Projector<S> {
                     views: Vec::new(),
                     dead_letters: vec![dead_letter(raw, reason)],
                 };
-                self.views.commit(P::NAME, commit).await?;
+                superseded(P::NAME, self.views.commit(P::NAME, commit).await?)?;
                 return Ok(raw.position);
             }
             let mut at = *target;
@@ -506,9 +508,7 @@ fn stop_of(error: &Error) -> Option<ProjectionStop> {
             return Some(ProjectionStop::new(StopKind::NeedsNewerRelease, Some(*position), error.to_string()));
         }
         _ if error.is_transient() => return None,
-        Error::GenerationGone { .. } | Error::CheckpointMoved { .. } | Error::Fenced { .. } | Error::Shutdown => {
-            return None;
-        }
+        Error::Superseded { .. } | Error::Shutdown => return None,
         Error::Projection { position, .. }
         | Error::Decode { position, .. }
         | Error::UnknownEvent { position, .. }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use super::feed::{Feed, FeedReader};
 use super::group::{Attached, MemberState, Membership};
 use super::projector::{Projector, Target};
+use crate::store::{Refusal, superseded};
 use crate::{Error, EventStore, Lease, Position, Projection, RecordedEvent, Result};
 
 /// Where a runner is.
@@ -167,7 +168,7 @@ where
                 self.report(|s| s.last_error = Some(error.to_string()));
                 Ok(State::BackOff)
             }
-            Err(error @ Error::Fenced { .. }) => {
+            Err(error @ Error::Superseded { refusal: Refusal::Fenced { .. }, .. }) => {
                 tracing::warn!(%error, "another runner leads; standing by");
                 Ok(State::StandBy)
             }
@@ -197,7 +198,8 @@ where
     }
 
     async fn go_live(&mut self, mut run: Run<F::Reader>) -> Step<F::Reader> {
-        match self.projector.views.go_live(P::NAME, run.target.generation, run.token).await {
+        let live = self.projector.views.go_live(P::NAME, run.target.generation, run.token).await;
+        match live.and_then(|written| superseded(P::NAME, written)) {
             Ok(()) => {
                 tracing::info!(generation = run.target.generation, "new generation of views is live");
                 run.target.building = false;

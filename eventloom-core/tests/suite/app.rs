@@ -218,7 +218,7 @@ async fn upcasters_registered_once_apply_to_the_engine_and_to_the_projections_re
         .unwrap();
     assert_eq!(app.engine::<Account>().unwrap().load("a-1").await.unwrap().0.balance, 40);
     let balances = app.reader::<Balances>().unwrap();
-    balances.wait_for(appended.position, WAIT).await.unwrap();
+    balances.wait_for(appended.outcome().position, WAIT).await.unwrap();
     assert_eq!(balances.get("a-1").await.unwrap().map(|b| b.balance), Some(40));
     app.shutdown().await.unwrap();
 }
@@ -394,7 +394,7 @@ impl ViewStore for CountingViews {
         p: &'a str,
         version: u32,
         token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<Generation>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written<Generation>>> {
         Box::pin(async move { self.inner.begin_generation(p, version, token).await })
     }
     fn load_views<'a>(
@@ -405,10 +405,19 @@ impl ViewStore for CountingViews {
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
         Box::pin(async move { self.inner.load_views(p, g, ids).await })
     }
-    fn commit<'a>(&'a self, p: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    fn commit<'a>(
+        &'a self,
+        p: &'a str,
+        commit: ViewCommit,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
         Box::pin(async move { self.inner.commit(p, commit).await })
     }
-    fn go_live<'a>(&'a self, p: &'a str, g: u64, token: u64) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    fn go_live<'a>(
+        &'a self,
+        p: &'a str,
+        g: u64,
+        token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
         Box::pin(async move { self.inner.go_live(p, g, token).await })
     }
     fn read_views<'a>(
@@ -439,7 +448,7 @@ impl ViewStore for CountingViews {
         p: &'a str,
         stop: Option<&'a ProjectionStop>,
         token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
         Box::pin(async move { self.inner.record_stop(p, stop, token).await })
     }
 }
@@ -453,7 +462,7 @@ impl EventStore for SlowAppends {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_secs(60)).await;
             self.0.append(stream, expected, events).await
@@ -483,7 +492,7 @@ impl EventStore for SlowAppends {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         fingerprint: &'a eventloom_core::write::Fingerprint,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_secs(60)).await;
             self.0.append_command(stream, expected, events, fingerprint).await
@@ -500,7 +509,7 @@ impl EventStore for SlowAppends {
         id: &'a str,
         fingerprint: &'a eventloom_core::write::Fingerprint,
         outcome: eventloom_core::store::AppendOutcome,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
         Box::pin(async move { self.0.record_command(id, fingerprint, outcome).await })
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
