@@ -410,6 +410,7 @@ impl<E> crate::CommandError<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Refusal;
 
     #[test]
     fn each_error_sorts_into_the_arm_a_caller_expects() {
@@ -424,6 +425,21 @@ mod tests {
             (Error::Shutdown, ErrorKind::Unavailable),
             (Error::Corrupt { location: "row".into(), reason: "bad".into() }, ErrorKind::Corrupt),
             (Error::Backend { message: "no table".into(), source: None }, ErrorKind::Internal),
+            (
+                Error::Superseded { projection: "p".into(), refusal: Refusal::Fenced { token: 1, highest: 2 } },
+                ErrorKind::Conflict,
+            ),
+            (
+                Error::Superseded {
+                    projection: "p".into(),
+                    refusal: Refusal::CheckpointMoved { expected: None, actual: None },
+                },
+                ErrorKind::Conflict,
+            ),
+            (
+                Error::Superseded { projection: "p".into(), refusal: Refusal::GenerationGone { generation: 3 } },
+                ErrorKind::NotReady,
+            ),
         ];
         for (error, kind) in cases {
             assert_eq!(error.kind(), kind, "{error}");
