@@ -505,7 +505,7 @@ async fn upcasters_registered_once_apply_to_the_engine_and_to_the_projections_re
         .unwrap();
     assert_eq!(app.engine::<Account>().unwrap().load("a-1").await.unwrap().0.balance, 40);
     let balances = app.reader::<Balances>().unwrap();
-    balances.wait_for(appended.position, WAIT).await.unwrap();
+    balances.wait_for(appended.outcome().position, WAIT).await.unwrap();
     assert_eq!(balances.get("a-1").await.unwrap().map(|b| b.balance), Some(40));
     app.shutdown().await.unwrap();
 }
@@ -754,7 +754,7 @@ async fn a_lease_given_up_after_another_runner_wrote_shows_standing_by() {
 
     // Another runner writes with a newer token: this one's next write is fenced, and it gives
     // the lease up, then backs off (100 ms) before it asks again.
-    memory.views.record_stop(Totals::NAME, None, 1_000).await.unwrap();
+    memory.views.record_stop(Totals::NAME, None, 1_000).await.unwrap().unwrap();
     app.execute(Count { id: "t-1".into(), by: 1 }).await.unwrap();
     let given_up = async {
         while released.load(Ordering::SeqCst) == 0 {
@@ -910,7 +910,7 @@ impl ViewStore for CountingViews {
         p: &'a str,
         version: u32,
         token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<Generation>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written<Generation>>> {
         Box::pin(async move { self.inner.begin_generation(p, version, token).await })
     }
     fn load_views<'a>(
@@ -921,10 +921,19 @@ impl ViewStore for CountingViews {
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
         Box::pin(async move { self.inner.load_views(p, g, ids).await })
     }
-    fn commit<'a>(&'a self, p: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    fn commit<'a>(
+        &'a self,
+        p: &'a str,
+        commit: ViewCommit,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
         Box::pin(async move { self.inner.commit(p, commit).await })
     }
-    fn go_live<'a>(&'a self, p: &'a str, g: u64, token: u64) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    fn go_live<'a>(
+        &'a self,
+        p: &'a str,
+        g: u64,
+        token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
         Box::pin(async move { self.inner.go_live(p, g, token).await })
     }
     fn read_views<'a>(
@@ -955,7 +964,7 @@ impl ViewStore for CountingViews {
         p: &'a str,
         stop: Option<&'a ProjectionStop>,
         token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
         Box::pin(async move { self.inner.record_stop(p, stop, token).await })
     }
 }
@@ -997,7 +1006,7 @@ impl EventStore for TestEvents {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move {
             self.delay().await;
             self.inner.append(stream, expected, events).await
@@ -1030,7 +1039,7 @@ impl EventStore for TestEvents {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         fingerprint: &'a eventloom_core::write::Fingerprint,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move {
             self.delay().await;
             self.inner.append_command(stream, expected, events, fingerprint).await
@@ -1047,7 +1056,7 @@ impl EventStore for TestEvents {
         id: &'a str,
         fingerprint: &'a eventloom_core::write::Fingerprint,
         outcome: eventloom_core::store::AppendOutcome,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
         Box::pin(async move { self.inner.record_command(id, fingerprint, outcome).await })
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {

@@ -204,7 +204,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use eventloom::model::{ExpectedVersion, NewEvent, RecordedEvent};
-    use eventloom::store::{AppendOutcome, BoxFuture, CommandRecord, EventStore};
+    use eventloom::store::{AppendOutcome, Appended, BoxFuture, CommandRecord, EventStore};
     use eventloom::write::Fingerprint;
     use eventloom::{App, Error, MemoryStores, Result, Stores, StreamId, memory::MemoryEventStore};
 
@@ -235,7 +235,7 @@ mod tests {
             stream: &'a StreamId,
             expected: ExpectedVersion,
             events: Vec<NewEvent>,
-        ) -> BoxFuture<'a, Result<AppendOutcome>> {
+        ) -> BoxFuture<'a, Result<Appended>> {
             self.inner.append(stream, expected, events)
         }
         fn append_command<'a>(
@@ -244,7 +244,7 @@ mod tests {
             expected: ExpectedVersion,
             events: Vec<NewEvent>,
             fingerprint: &'a Fingerprint,
-        ) -> BoxFuture<'a, Result<AppendOutcome>> {
+        ) -> BoxFuture<'a, Result<Appended>> {
             self.inner.append_command(stream, expected, events, fingerprint)
         }
         fn read_stream<'a>(
@@ -272,7 +272,7 @@ mod tests {
             id: &'a str,
             fingerprint: &'a Fingerprint,
             outcome: AppendOutcome,
-        ) -> BoxFuture<'a, Result<()>> {
+        ) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
             self.inner.record_command(id, fingerprint, outcome)
         }
         fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<Position>>> {
