@@ -276,6 +276,7 @@ impl AppBuilder {
             upcasters.insert(aggregate.category, aggregate.upcasters);
         }
         let (stopping, _) = watch::channel(false);
+        let (drained, _) = watch::channel(false);
         let signals = Arc::new(Signals::default());
         let runs_here = role.runs_projectors();
         let lease_states = LeaseStates::default();
@@ -308,7 +309,7 @@ impl AppBuilder {
                 runners.push(Runner { kind: member.kind, name: member.name, handle: Some(handle) });
             }
             if !runners.is_empty() {
-                tasks.push(spawn_group(group, &stopping));
+                tasks.push(spawn_group(group, &drained));
             }
         } else {
             runners.extend(members.into_iter().map(|m| Runner { kind: m.kind, name: m.name, handle: None }));
@@ -325,6 +326,7 @@ impl AppBuilder {
                 lease_states,
                 tasks: Mutex::new(tasks),
                 stopping,
+                drained,
                 in_flight: watch::channel(0).0,
             }),
         })
@@ -487,7 +489,11 @@ struct Inner {
     /// took or gave it.
     lease_states: LeaseStates,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Turns `true` when a shutdown began: new commands are refused.
     stopping: watch::Sender<bool>,
+    /// Turns `true` once the commands in flight finished (or the drain timed out): the runners
+    /// stop after their batch, so that they project what the last commands appended.
+    drained: watch::Sender<bool>,
     in_flight: watch::Sender<usize>,
 }
 
@@ -495,6 +501,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Projectors of a dropped App stop after their batch.
         self.stopping.send_replace(true);
+        self.drained.send_replace(true);
     }
 }
 
@@ -861,6 +868,7 @@ impl App {
         self.inner.stopping.send_replace(true);
         let mut in_flight = self.inner.in_flight.subscribe();
         let drained = tokio::time::timeout_at(deadline, in_flight.wait_for(|n| *n == 0)).await.is_ok();
+        self.inner.drained.send_replace(true);
         let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
         let mut finished = drained;
         for mut task in tasks {
