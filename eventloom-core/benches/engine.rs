@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use eventloom_core::prelude::*;
-use eventloom_core::{Cqrs, MemoryEventStore, MemorySnapshotStore, SnapshotPolicy};
+use eventloom_core::{
+    memory::{MemoryEventStore, MemorySnapshotStore},
+    write::{Cqrs, SnapshotPolicy},
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 enum AccountEvent {

@@ -24,7 +24,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Error, ExpectedVersion, StreamId};
+/// use eventloom_core::{Error, StreamId, model::ExpectedVersion};
 ///
 /// let err = Error::Conflict {
 ///     stream: StreamId::new("task", "t-1").unwrap(),

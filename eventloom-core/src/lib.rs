@@ -3,22 +3,36 @@
 //!
 //! # The parts
 //!
-//! - **The write side.** An [`Aggregate`] folds its [`Event`]s into the state its decisions
-//!   need; it [`Handle`]s each [`Command`] by returning new events or its own error. The engine,
-//!   [`Cqrs`], loads an aggregate (from a snapshot, then the newer events, in bounded batches),
-//!   asks it to decide, appends with the version it decided on, and retries on conflict by its
-//!   [`RetryPolicy`]. A command's id makes it idempotent across processes.
-//! - **The log.** An [`EventStore`] appends each command's events atomically and gives every
-//!   subscriber the same total, gap-free order by [`Position`]; stored events carry their type
-//!   name, schema version and [`Metadata`], and are upcast ([`Upcasters`]) and decoded lazily.
-//! - **The read side.** A [`Projection`] folds events into views; the [`Projector`] runs it, one
-//!   atomic write of the changed views and the checkpoint per batch, under a [`Lease`] whose
-//!   fencing token the [`ViewStore`] checks, rebuilding into a new generation when the
-//!   projection's version changes. A [`ViewReader`] reads the views and waits for a command's
-//!   position (read-your-writes).
-//! - **The stores.** [`MemoryEventStore`], [`MemorySnapshotStore`], [`MemoryViewStore`] and
-//!   [`MemoryLeases`] are the embedded default; `eventloom-postgres` and `eventloom-redis`
-//!   implement the same traits, and [`testing`] holds the conformance suites every store passes.
+//! An application names what the crate root holds (and [`prelude`] brings): an [`App`] built
+//! from [`Stores`] that registers aggregates and projections and runs them in every [`Role`];
+//! the domain's traits; the read side's traits and its typed [`Reader`]; the outcome and errors of
+//! a command. The rest lives in one module per part of the architecture:
+//!
+//! - [`model`]: what every part shares. An [`Event`] and its [`Metadata`], in an
+//!   [`EventEnvelope`] when read; events as stored ([`model::NewEvent`], [`model::RecordedEvent`],
+//!   with their [`model::EventType`]); the total order of the log ([`Position`]); [`StreamId`]s;
+//!   clocks and id generators that tests replace.
+//! - [`write`](mod@write): the write side. An [`Aggregate`] folds its events into the state its decisions
+//!   need and [`Handle`]s each [`Command`] by returning new events or its own error. The engine,
+//!   [`write::Cqrs`], loads an aggregate (from a snapshot, then the newer events, in bounded
+//!   batches), asks it to decide, appends with the version it decided on, and retries on
+//!   conflict by its [`write::RetryPolicy`]; a command's id makes it idempotent across processes
+//!   ([`write::Fingerprint`]); [`write::Upcasters`] read old event schemas.
+//! - [`read`]: the read side. A [`Projection`] folds events of one or several aggregates
+//!   ([`EventSet`]) into views; the [`read::Projector`] runs it, one atomic write of the changed
+//!   views and the checkpoint per batch, under a lease whose fencing token the view store
+//!   checks, rebuilding into a new generation when the projection's version changes; a
+//!   [`read::ProjectionGroup`] feeds several from one read of the log. An [`EventHandler`] runs
+//!   side effects at least once. A [`Reader`] reads views and waits for a command's position
+//!   (read-your-writes).
+//! - [`store`]: the interface store adapters implement: [`store::EventStore`] (appends each
+//!   command's events atomically and gives every subscriber the same gap-free order),
+//!   [`store::SnapshotStore`], [`store::ViewStore`] and [`store::LeaseManager`], object safe,
+//!   their methods returning a [`store::BoxFuture`].
+//! - [`memory`]: the embedded default stores; `eventloom-postgres` and `eventloom-redis`
+//!   implement the same traits, and `testing` (feature `testing`) holds the conformance suites
+//!   every store passes and the given/when/then kits.
+//! - [`app`]: the [`App`]'s builder, status and options.
 //!
 //! The guide (the `docs/` folder of the repository) walks through each part.
 //!
@@ -33,7 +47,7 @@
 //!
 //! ```
 //! use eventloom_core::prelude::*;
-//! use eventloom_core::{Cqrs, MemoryEventStore};
+//! use eventloom_core::{write::Cqrs, memory::MemoryEventStore};
 //!
 //! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 //! enum LampEvent { SwitchedOn, SwitchedOff }
@@ -58,21 +72,22 @@
 //!     }
 //! }
 //!
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! let engine = Cqrs::new(MemoryEventStore::new());
-//! let outcome = engine.execute(Toggle { lamp: "hall".into() }).await.unwrap();
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let app = App::builder(MemoryStores::new()).aggregate::<Lamp>().start().await.unwrap();
+//! let outcome = app.execute(Toggle { lamp: "hall".into() }).await.unwrap();
 //! assert_eq!(outcome.version, 1);
+//! app.shutdown().await.unwrap();
 //! # });
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod app;
+pub mod app;
 mod error;
-mod memory;
-mod model;
-mod read;
-mod store;
-mod write;
+pub mod memory;
+pub mod model;
+pub mod read;
+pub mod store;
+pub mod write;
 
 pub mod json;
 #[cfg(feature = "testing")]
@@ -83,57 +98,61 @@ pub mod testing;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use app::{
-    AggregateOptions, App, AppBuilder, AppStatus, DEFAULT_DRAIN_TIMEOUT, MemoryStores, ProjectionHealth,
-    ProjectionOptions, Role, RunState, Stores,
-};
+// What applications name most: the rest lives in the modules above.
+pub use app::{AggregateOptions, App, MemoryStores, ProjectionOptions, Role, Stores};
 pub use error::{Error, ErrorKind, Result};
-pub use memory::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore};
-pub use model::clock::{Clock, IdGenerator, ManualClock, RandomIds, SequentialIds, SystemClock};
-pub use model::event::{
-    DecodeError, Event, EventEnvelope, EventType, Metadata, NewEvent, RecordedEvent, StoredMetadata, Timestamp,
-};
-pub use model::position::Position;
-pub use model::stream::{
-    ExpectedVersion, MAX_CATEGORY_LEN, MAX_COMMAND_ID_LEN, MAX_ID_LEN, StreamId, validate_command_id,
-};
-pub use read::event_set::EventSet;
-pub use read::feed::{Feed, FeedReader};
-pub use read::group::{DEFAULT_MEMBER_BUFFER, MemberHandle, MemberState, MemberStatus, ProjectionGroup};
-pub use read::projection::{BoxError, DEFAULT_PROJECTOR_BATCH, EventOf, PoisonPolicy, Projection};
-pub use read::projector::Projector;
-pub use read::projector::handler::EventHandler;
-pub use read::reader::{Page, Reader, ViewReader};
-pub use read::subscription::{DEFAULT_BATCH_BYTES, DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH, Subscription};
-pub use store::lease::{Lease, LeaseManager};
-pub use store::view::{
-    DeadLetter, Generation, IndexEntry, IndexKey, ListCursor, MAX_INDEX_NAME_LEN, MAX_INDEX_VALUE_LEN, MAX_ORDER_LEN,
-    OrderRange, ProjectionStatus, ProjectionStop, StopKind, ViewCommit, ViewPage, ViewStore, ViewWrite, stored_view_id,
-};
-pub use store::{AppendOutcome, CommandRecord, EventStore, Snapshot, SnapshotStore, within_bytes};
-pub use write::aggregate::{Aggregate, Command, Handle};
-pub use write::engine::{
-    CommandError, CommandOutcome, Cqrs, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_CAPACITY, ExecuteOptions, SnapshotPolicy,
-};
-pub use write::fingerprint::Fingerprint;
-pub use write::retry::{
-    DEFAULT_INITIAL_DELAY, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_DELAY, DEFAULT_RETRY_BUDGET, RetryPolicy,
-};
-pub use write::upcast::Upcasters;
+pub use model::{Event, EventEnvelope, Metadata, Position, StreamId};
+pub use read::{BoxError, EventHandler, EventSet, Projection, Reader};
+pub use store::IndexEntry;
+pub use write::{Aggregate, Command, CommandError, CommandOutcome, ExecuteOptions, Handle};
 
 #[cfg(feature = "derive")]
 #[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
 pub use eventloom_macros::{Command, Event, EventSet};
 
-#[doc(no_inline)]
-pub use async_trait::async_trait;
+// Inside the crate every name is reachable from the root, as before the modules were public.
+#[allow(unused_imports)]
+pub(crate) use {
+    app::{AppBuilder, AppStatus, ProjectionHealth, RunState},
+    memory::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore},
+    model::{
+        Clock, DecodeError, EventType, ExpectedVersion, IdGenerator, ManualClock, NewEvent, RandomIds, RecordedEvent,
+        SequentialIds, StoredMetadata, SystemClock, Timestamp, validate_command_id,
+    },
+    read::{
+        EventOf, Feed, FeedReader, MemberHandle, MemberState, MemberStatus, OrderRange, Page, PoisonPolicy,
+        ProjectionGroup, Projector, Subscription, ViewReader,
+    },
+    store::{
+        AppendOutcome, BoxFuture, CommandRecord, DeadLetter, EventStore, Generation, IndexKey, Lease, LeaseManager,
+        ListCursor, ProjectionStatus, ProjectionStop, Snapshot, SnapshotStore, StopKind, ViewCommit, ViewPage,
+        ViewStore, ViewWrite, stored_view_id, within_bytes,
+    },
+    write::{Cqrs, Fingerprint, RetryPolicy, SnapshotPolicy, Upcasters},
+};
 
-/// The names most programs need: `use eventloom_core::prelude::*;`.
+/// What an application's code names: `use eventloom_core::prelude::*;` brings the App and its
+/// options, the traits (and derives) of the domain and of projections, the reader, and serde's
+/// two derives. It leaves out `Result`, so that it never shadows the standard one.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::prelude::*;
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+/// enum BellEvent { Rang }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let app = App::builder(MemoryStores::new()).role(Role::All).start().await.unwrap();
+/// app.shutdown().await.unwrap();
+/// # });
+/// ```
 pub mod prelude {
+    pub use crate::{Aggregate, Command, Event, EventSet, Handle, MemoryStores};
     pub use crate::{
-        Aggregate, Command, Event, EventEnvelope, EventType, ExpectedVersion, Handle, Metadata, NewEvent, Position,
-        RecordedEvent, StoredMetadata, StreamId, Timestamp,
+        AggregateOptions, App, BoxError, CommandOutcome, Error, EventEnvelope, EventHandler, IndexEntry, Metadata,
+        Position, Projection, ProjectionOptions, Reader, Role, Stores, StreamId,
     };
-    pub use crate::{App, MemoryStores, Reader, Role, Stores};
     pub use serde::{Deserialize, Serialize};
 }

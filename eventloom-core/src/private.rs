@@ -10,7 +10,9 @@ pub use serde;
 pub use serde_json;
 
 pub use crate::json::to_string as to_json;
+pub use crate::model::{DecodeError, EventType, RecordedEvent};
 pub use crate::read::event_set::unknown_category;
+pub use crate::write::Upcasters;
 
 /// Wraps a command's id field for [`ViaAsRef`] / [`ViaDisplay`] dispatch.
 pub struct IdRef<'a, T: ?Sized>(pub &'a T);

@@ -53,7 +53,7 @@ fn expand(event: &Event<'_>) -> TokenStream {
 fn event_type(krate: &Path, ty: &TypeName) -> TokenStream {
     let name = &ty.name;
     let version = Literal::u32_unsuffixed(ty.version);
-    quote!(#krate::EventType::new(#name, #version))
+    quote!(#krate::__private::EventType::new(#name, #version))
 }
 
 fn expand_enum(krate: &Path, variants: &[Variant<'_>]) -> TokenStream {
@@ -71,9 +71,9 @@ fn expand_enum(krate: &Path, variants: &[Variant<'_>]) -> TokenStream {
     });
 
     quote! {
-        const TYPES: &'static [#krate::EventType] = &[#(#types),*];
+        const TYPES: &'static [#krate::__private::EventType] = &[#(#types),*];
 
-        fn event_type(&self) -> #krate::EventType {
+        fn event_type(&self) -> #krate::__private::EventType {
             match self {
                 #(#type_arms)*
             }
@@ -83,12 +83,12 @@ fn expand_enum(krate: &Path, variants: &[Variant<'_>]) -> TokenStream {
             #krate::__private::encode_variant(self)
         }
 
-        fn decode(event_type: &str, payload: &str) -> ::core::result::Result<Self, #krate::DecodeError> {
+        fn decode(event_type: &str, payload: &str) -> ::core::result::Result<Self, #krate::__private::DecodeError> {
             let index: u32 = match event_type {
                 #(#decode_arms)*
-                _ => return ::core::result::Result::Err(#krate::DecodeError::UnknownType),
+                _ => return ::core::result::Result::Err(#krate::__private::DecodeError::UnknownType),
             };
-            #krate::__private::decode_variant::<Self>(index, payload).map_err(#krate::DecodeError::Payload)
+            #krate::__private::decode_variant::<Self>(index, payload).map_err(#krate::__private::DecodeError::Payload)
         }
     }
 }
@@ -98,9 +98,9 @@ fn expand_struct(krate: &Path, ty: &TypeName) -> TokenStream {
     let name = &ty.name;
 
     quote! {
-        const TYPES: &'static [#krate::EventType] = &[#event_type];
+        const TYPES: &'static [#krate::__private::EventType] = &[#event_type];
 
-        fn event_type(&self) -> #krate::EventType {
+        fn event_type(&self) -> #krate::__private::EventType {
             Self::TYPES[0]
         }
 
@@ -108,11 +108,11 @@ fn expand_struct(krate: &Path, ty: &TypeName) -> TokenStream {
             #krate::__private::to_json(self)
         }
 
-        fn decode(event_type: &str, payload: &str) -> ::core::result::Result<Self, #krate::DecodeError> {
+        fn decode(event_type: &str, payload: &str) -> ::core::result::Result<Self, #krate::__private::DecodeError> {
             if event_type != #name {
-                return ::core::result::Result::Err(#krate::DecodeError::UnknownType);
+                return ::core::result::Result::Err(#krate::__private::DecodeError::UnknownType);
             }
-            #krate::__private::serde_json::from_str(payload).map_err(#krate::DecodeError::Payload)
+            #krate::__private::serde_json::from_str(payload).map_err(#krate::__private::DecodeError::Payload)
         }
     }
 }

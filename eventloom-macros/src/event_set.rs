@@ -91,8 +91,8 @@ fn expand(set: &EventSet<'_>, variants: &[(&syn::Ident, &Type, &Member, &Type)])
             }
 
             fn decode(
-                raw: &#krate::RecordedEvent,
-                upcasters: &#krate::Upcasters,
+                raw: &#krate::__private::RecordedEvent,
+                upcasters: &#krate::__private::Upcasters,
             ) -> #krate::Result<Self> {
                 let category = raw.stream.category();
                 #(#decodes)*
@@ -105,7 +105,7 @@ fn expand(set: &EventSet<'_>, variants: &[(&syn::Ident, &Type, &Member, &Type)])
                 }
             }
 
-            fn event_type(event: &Self) -> #krate::EventType {
+            fn event_type(event: &Self) -> #krate::__private::EventType {
                 match event {
                     #(#type_arms)*
                 }

@@ -42,9 +42,9 @@ pub fn event(event: &Event<'_>, error: syn::Error) -> TokenStream {
     let stub = dummy::wrap_in_const(quote! {
         #[automatically_derived]
         impl #impl_generics #krate::Event for #ident #ty_generics #where_clause {
-            const TYPES: &'static [#krate::EventType] = &[];
+            const TYPES: &'static [#krate::__private::EventType] = &[];
 
-            fn event_type(&self) -> #krate::EventType {
+            fn event_type(&self) -> #krate::__private::EventType {
                 ::core::unreachable!()
             }
 
@@ -52,7 +52,7 @@ pub fn event(event: &Event<'_>, error: syn::Error) -> TokenStream {
                 ::core::unreachable!()
             }
 
-            fn decode(_: &str, _: &str) -> ::core::result::Result<Self, #krate::DecodeError> {
+            fn decode(_: &str, _: &str) -> ::core::result::Result<Self, #krate::__private::DecodeError> {
                 ::core::unreachable!()
             }
         }
@@ -81,7 +81,7 @@ pub fn event_set(set: &EventSet<'_>, error: syn::Error) -> TokenStream {
                 ::core::unreachable!()
             }
 
-            fn decode(_: &#krate::RecordedEvent, _: &#krate::Upcasters) -> #krate::Result<Self> {
+            fn decode(_: &#krate::__private::RecordedEvent, _: &#krate::__private::Upcasters) -> #krate::Result<Self> {
                 ::core::unreachable!()
             }
 
@@ -89,7 +89,7 @@ pub fn event_set(set: &EventSet<'_>, error: syn::Error) -> TokenStream {
                 ::core::unreachable!()
             }
 
-            fn event_type(_: &Self) -> #krate::EventType {
+            fn event_type(_: &Self) -> #krate::__private::EventType {
                 ::core::unreachable!()
             }
 

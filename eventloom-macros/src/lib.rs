@@ -141,7 +141,8 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
 ///
 /// ```
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::DecodeError;
+/// use eventloom_core::model::DecodeError;
+/// use eventloom_core::model::EventType;
 ///
 /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 /// enum AccountEvent {
@@ -171,6 +172,7 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
 ///
 /// ```
 /// use eventloom_core::prelude::*;
+/// use eventloom_core::model::EventType;
 ///
 /// #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
 /// #[event(name = "user.renamed", version = 3)]
@@ -215,6 +217,7 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// ```
 /// use eventloom_core::prelude::*;
 /// use eventloom_core::EventSet;
+/// use eventloom_core::model::EventType;
 /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum TaskEvent { Created { title: String }, Assigned { user: String } }
 /// # #[derive(Debug, Default)] struct Task;
 /// # impl Aggregate for Task { const TYPE: &'static str = "task"; type Event = TaskEvent;

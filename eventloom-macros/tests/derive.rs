@@ -6,7 +6,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use eventloom_core::DecodeError;
+use eventloom_core::model::DecodeError;
+use eventloom_core::model::EventType;
 use eventloom_core::prelude::*;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]

@@ -4,11 +4,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use deadpool_postgres::Pool;
+use eventloom_core::store::BoxFuture;
 use eventloom_core::{
-    AppendOutcome, CommandRecord, Error as CoreError, EventStore, ExpectedVersion, Fingerprint, NewEvent, Position,
-    RecordedEvent, StoredMetadata, StreamId,
+    Error as CoreError, Position, StreamId,
+    model::{ExpectedVersion, NewEvent, RecordedEvent, StoredMetadata},
+    store::{AppendOutcome, CommandRecord, EventStore},
+    write::Fingerprint,
 };
 use tokio::sync::{Notify, watch};
 use tokio_postgres::Row;
@@ -47,7 +49,7 @@ const MIGRATION_LOCK: i64 = 0x6371_7273_6d69_6772; // "cqrsmigr"
 /// # Examples
 ///
 /// ```no_run
-/// use eventloom_core::{Cqrs, EventStore};
+/// use eventloom_core::{write::Cqrs, store::EventStore};
 /// use eventloom_postgres::{PgConfig, PgEventStore};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -177,7 +179,7 @@ fn event_location(row: &Row, stream: Option<&StreamId>) -> String {
 }
 
 /// The events of `rows`, decoded by `decode` as they arrive, up to and including the one that
-/// brings their stored sizes to `max_bytes` (see `eventloom_core::within_bytes`); the rows after it are
+/// brings their stored sizes to `max_bytes` (see `eventloom_core::store::within_bytes`); the rows after it are
 /// dropped unread.
 async fn collect_within(
     rows: tokio_postgres::RowStream,
@@ -805,7 +807,7 @@ impl PgEventStore {
             }
             let command_id = events.first().and_then(|e| e.metadata.command_id.as_deref());
             if let Some(id) = command_id {
-                eventloom_core::validate_command_id(id)?;
+                eventloom_core::model::validate_command_id(id)?;
             }
             let batch = Batch {
                 types: events.iter().map(|e| e.event_type.as_ref()).collect(),
@@ -837,38 +839,41 @@ impl PgEventStore {
     }
 }
 
-#[async_trait]
 impl EventStore for PgEventStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
+    fn append<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> eventloom_core::Result<AppendOutcome> {
-        self.append_events(stream, expected, events, None).await
+    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+        Box::pin(async move { self.append_events(stream, expected, events, None).await })
     }
 
-    async fn append_command(
-        &self,
-        stream: &StreamId,
+    fn append_command<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &Fingerprint,
-    ) -> eventloom_core::Result<AppendOutcome> {
-        self.append_events(stream, expected, events, Some(fingerprint)).await
+        fingerprint: &'a Fingerprint,
+    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+        Box::pin(async move { self.append_events(stream, expected, events, Some(fingerprint)).await })
     }
 
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
         from_version: u64,
         limit: usize,
-    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        self.read_stream_bounded(stream, from_version, limit, usize::MAX).await
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { self.read_stream_bounded(stream, from_version, limit, usize::MAX).await })
     }
 
-    async fn read_all(&self, after: Position, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        self.read_all_bounded(after, limit, usize::MAX).await
+    fn read_all<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { self.read_all_bounded(after, limit, usize::MAX).await })
     }
 
     /// Rows are decoded as they arrive and reading stops at the byte bound; the rest of the
@@ -876,138 +881,158 @@ impl EventStore for PgEventStore {
     /// that read in a loop adapt `limit` to the sizes they see, so little is sent in vain (a
     /// running sum in the query would cut on the server, but costs every batch about a
     /// microsecond per row: 15% of a catch-up).
-    async fn read_stream_bounded(
-        &self,
-        stream: &StreamId,
+    fn read_stream_bounded<'a>(
+        &'a self,
+        stream: &'a StreamId,
         from_version: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        let conn = self.client().await?;
-        let from = i64::try_from(from_version).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let params: [&(dyn ToSql + Sync); 4] = [&stream.category(), &stream.id(), &from, &limit];
-        let span = tracing::trace_span!("load", store = "postgres", stream = %stream);
-        let rows = conn.query_raw(&self.inner.sql.read_stream, params).instrument(span).await?;
-        // A stream's versions have no gap: a missing one is a row deleted or changed by hand.
-        let mut next = from_version.max(1);
-        collect_within(rows, max_bytes, |row| {
-            let event = recorded_in(stream, row)?;
-            if event.version != next {
-                let location = event_location(row, Some(stream));
-                return Err(corrupt(location, format_args!("expected version {next}: the stream has a gap")));
-            }
-            next += 1;
-            Ok(event)
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
+            let conn = self.client().await?;
+            let from = i64::try_from(from_version).unwrap_or(i64::MAX);
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let params: [&(dyn ToSql + Sync); 4] = [&stream.category(), &stream.id(), &from, &limit];
+            let span = tracing::trace_span!("load", store = "postgres", stream = %stream);
+            let rows = conn.query_raw(&self.inner.sql.read_stream, params).instrument(span).await?;
+            // A stream's versions have no gap: a missing one is a row deleted or changed by hand.
+            let mut next = from_version.max(1);
+            collect_within(rows, max_bytes, |row| {
+                let event = recorded_in(stream, row)?;
+                if event.version != next {
+                    let location = event_location(row, Some(stream));
+                    return Err(corrupt(location, format_args!("expected version {next}: the stream has a gap")));
+                }
+                next += 1;
+                Ok(event)
+            })
+            .await
         })
-        .await
     }
 
     /// As [`read_stream_bounded`](Self::read_stream_bounded): rows decoded as they arrive, reading
     /// stopped at the byte bound.
-    async fn read_all_bounded(
-        &self,
+    fn read_all_bounded<'a>(
+        &'a self,
         after: Position,
         limit: usize,
         max_bytes: usize,
-    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        self.ensure_same_cluster().await?;
-        let conn = self.client().await?;
-        let tx = after.transaction().to_string();
-        let seq = to_i64(after.sequence(), "position")?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let params: [&(dyn ToSql + Sync); 3] = [&tx, &seq, &limit];
-        let span = tracing::trace_span!("read_all", store = "postgres", %after);
-        let rows = conn.query_raw(&self.inner.sql.read_all, params).instrument(span).await?;
-        collect_within(rows, max_bytes, recorded).await
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
+            self.ensure_same_cluster().await?;
+            let conn = self.client().await?;
+            let tx = after.transaction().to_string();
+            let seq = to_i64(after.sequence(), "position")?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let params: [&(dyn ToSql + Sync); 3] = [&tx, &seq, &limit];
+            let span = tracing::trace_span!("read_all", store = "postgres", %after);
+            let rows = conn.query_raw(&self.inner.sql.read_all, params).instrument(span).await?;
+            collect_within(rows, max_bytes, recorded).await
+        })
     }
 
-    async fn head(&self) -> eventloom_core::Result<Option<Position>> {
-        self.ensure_same_cluster().await?;
-        let Some(row) = self.inner.db.query_opt(&self.inner.sql.head, &[]).await? else { return Ok(None) };
-        let fields = Fields::new(&row, || {
-            format!("event at position {}.{} (the head)", shown(&row, "transaction_text"), shown(&row, "sequence"))
-        });
-        Ok(Some(fields.position("transaction_text", "sequence")?))
+    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
+        Box::pin(async move {
+            self.ensure_same_cluster().await?;
+            let Some(row) = self.inner.db.query_opt(&self.inner.sql.head, &[]).await? else { return Ok(None) };
+            let fields = Fields::new(&row, || {
+                format!("event at position {}.{} (the head)", shown(&row, "transaction_text"), shown(&row, "sequence"))
+            });
+            Ok(Some(fields.position("transaction_text", "sequence")?))
+        })
     }
 
-    async fn count_after(&self, after: Position, cap: u64) -> eventloom_core::Result<u64> {
-        if cap == 0 {
-            return Ok(0);
-        }
-        self.ensure_same_cluster().await?;
-        let tx = after.transaction().to_string();
-        let seq = to_i64(after.sequence(), "position")?;
-        let limit = i64::try_from(cap).unwrap_or(i64::MAX);
-        let row = self.inner.db.query_one(&self.inner.sql.count_after, &[&tx, &seq, &limit]).await?;
-        let fields = Fields::new(&row, || format!("the count of events after {after}"));
-        Ok(fields.unsigned("count")?.min(cap))
+    fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
+            if cap == 0 {
+                return Ok(0);
+            }
+            self.ensure_same_cluster().await?;
+            let tx = after.transaction().to_string();
+            let seq = to_i64(after.sequence(), "position")?;
+            let limit = i64::try_from(cap).unwrap_or(i64::MAX);
+            let row = self.inner.db.query_one(&self.inner.sql.count_after, &[&tx, &seq, &limit]).await?;
+            let fields = Fields::new(&row, || format!("the count of events after {after}"));
+            Ok(fields.unsigned("count")?.min(cap))
+        })
     }
 
-    async fn held_back(&self, cap: u64) -> eventloom_core::Result<u64> {
-        if cap == 0 {
-            return Ok(0);
-        }
-        let limit = i64::try_from(cap).unwrap_or(i64::MAX);
-        let row = self.inner.db.query_one(&self.inner.sql.held_back, &[&limit]).await?;
-        let fields = Fields::new(&row, || "the count of events held back".to_owned());
-        Ok(fields.unsigned("count")?.min(cap))
+    fn held_back<'a>(&'a self, cap: u64) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
+            if cap == 0 {
+                return Ok(0);
+            }
+            let limit = i64::try_from(cap).unwrap_or(i64::MAX);
+            let row = self.inner.db.query_one(&self.inner.sql.held_back, &[&limit]).await?;
+            let fields = Fields::new(&row, || "the count of events held back".to_owned());
+            Ok(fields.unsigned("count")?.min(cap))
+        })
     }
 
-    async fn stream_version(&self, stream: &StreamId) -> eventloom_core::Result<u64> {
-        let row = self.inner.db.query_one(&self.inner.sql.stream_version, &[&stream.category(), &stream.id()]).await?;
-        Fields::new(&row, || format!("stream {stream}")).unsigned("version")
+    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
+            let row =
+                self.inner.db.query_one(&self.inner.sql.stream_version, &[&stream.category(), &stream.id()]).await?;
+            Fields::new(&row, || format!("stream {stream}")).unsigned("version")
+        })
     }
 
-    async fn command_outcome(&self, command_id: &str) -> eventloom_core::Result<Option<CommandRecord>> {
-        let Some(row) = self.inner.db.query_opt(&self.inner.sql.command_outcome, &[&command_id]).await? else {
-            return Ok(None);
-        };
-        let fields = Fields::new(&row, || format!("the outcome of command {command_id}"));
-        let stream = StreamId::new(fields.get::<&str>("category")?, fields.get::<&str>("stream_id")?)
-            .map_err(|e| fields.corrupt(format_args!("stream id refused: {e}")))?;
-        let outcome = AppendOutcome {
-            stream,
-            first_version: fields.unsigned("first_version")?,
-            last_version: fields.unsigned("last_version")?,
-            position: fields.position("transaction_id", "sequence")?,
-        };
-        // NULL: recorded before fingerprints were kept, or by a plain append.
-        let fingerprint = match fields.get::<Option<&str>>("fingerprint")? {
-            Some(hex) => Some(hex.parse().map_err(|e| fields.corrupt(format_args!("fingerprint refused: {e}")))?),
-            None => None,
-        };
-        Ok(Some(CommandRecord { outcome, fingerprint }))
+    fn command_outcome<'a>(
+        &'a self,
+        command_id: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<CommandRecord>>> {
+        Box::pin(async move {
+            let Some(row) = self.inner.db.query_opt(&self.inner.sql.command_outcome, &[&command_id]).await? else {
+                return Ok(None);
+            };
+            let fields = Fields::new(&row, || format!("the outcome of command {command_id}"));
+            let stream = StreamId::new(fields.get::<&str>("category")?, fields.get::<&str>("stream_id")?)
+                .map_err(|e| fields.corrupt(format_args!("stream id refused: {e}")))?;
+            let outcome = AppendOutcome {
+                stream,
+                first_version: fields.unsigned("first_version")?,
+                last_version: fields.unsigned("last_version")?,
+                position: fields.position("transaction_id", "sequence")?,
+            };
+            // NULL: recorded before fingerprints were kept, or by a plain append.
+            let fingerprint = match fields.get::<Option<&str>>("fingerprint")? {
+                Some(hex) => Some(hex.parse().map_err(|e| fields.corrupt(format_args!("fingerprint refused: {e}")))?),
+                None => None,
+            };
+            Ok(Some(CommandRecord { outcome, fingerprint }))
+        })
     }
 
-    async fn record_command(
-        &self,
-        command_id: &str,
-        fingerprint: &Fingerprint,
+    fn record_command<'a>(
+        &'a self,
+        command_id: &'a str,
+        fingerprint: &'a Fingerprint,
         outcome: AppendOutcome,
-    ) -> eventloom_core::Result<()> {
-        eventloom_core::validate_command_id(command_id)?;
-        let inserted = self
-            .inner
-            .db
-            .execute(
-                &self.inner.sql.record_command,
-                &[
-                    &command_id,
-                    &outcome.stream.category(),
-                    &outcome.stream.id(),
-                    &to_i64(outcome.first_version, "version")?,
-                    &to_i64(outcome.last_version, "version")?,
-                    &outcome.position.transaction().to_string(),
-                    &to_i64(outcome.position.sequence(), "position")?,
-                    &fingerprint.to_string(),
-                ],
-            )
-            .await?;
-        if inserted == 0 {
-            return Err(self.duplicate(command_id).await);
-        }
-        Ok(())
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
+            eventloom_core::model::validate_command_id(command_id)?;
+            let inserted = self
+                .inner
+                .db
+                .execute(
+                    &self.inner.sql.record_command,
+                    &[
+                        &command_id,
+                        &outcome.stream.category(),
+                        &outcome.stream.id(),
+                        &to_i64(outcome.first_version, "version")?,
+                        &to_i64(outcome.last_version, "version")?,
+                        &outcome.position.transaction().to_string(),
+                        &to_i64(outcome.position.sequence(), "position")?,
+                        &fingerprint.to_string(),
+                    ],
+                )
+                .await?;
+            if inserted == 0 {
+                return Err(self.duplicate(command_id).await);
+            }
+            Ok(())
+        })
     }
 
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {

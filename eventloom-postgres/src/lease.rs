@@ -4,8 +4,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use eventloom_core::{Lease, LeaseManager};
+use eventloom_core::store::BoxFuture;
+use eventloom_core::store::{Lease, LeaseManager};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
@@ -65,7 +65,7 @@ const SHORTEST: Duration = Duration::from_millis(10);
 /// ```no_run
 /// use std::time::Duration;
 ///
-/// use eventloom_core::{LeaseManager, Projector};
+/// use eventloom_core::{store::LeaseManager, read::Projector};
 /// use eventloom_postgres::{PgConfig, PgEventStore, PgLeases, PgViewStore};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -287,24 +287,25 @@ impl PgLeases {
     }
 }
 
-#[async_trait]
 impl LeaseManager for PgLeases {
-    async fn acquire(&self, name: &str) -> eventloom_core::Result<Lease> {
-        let mut delay = self.interval;
-        loop {
-            match self.try_acquire(name).await {
-                Ok(lease) => {
-                    tracing::info!(lease = name, token = lease.token(), "lease acquired");
-                    return Ok(lease);
-                }
-                Err(error) if !error.is_transient() => return Err(error),
-                Err(error) => {
-                    tracing::warn!(%error, lease = name, ?delay, "cannot take the lease; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Lease>> {
+        Box::pin(async move {
+            let mut delay = self.interval;
+            loop {
+                match self.try_acquire(name).await {
+                    Ok(lease) => {
+                        tracing::info!(lease = name, token = lease.token(), "lease acquired");
+                        return Ok(lease);
+                    }
+                    Err(error) if !error.is_transient() => return Err(error),
+                    Err(error) => {
+                        tracing::warn!(%error, lease = name, ?delay, "cannot take the lease; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
                 }
             }
-        }
+        })
     }
 }
 

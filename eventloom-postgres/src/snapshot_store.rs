@@ -1,7 +1,10 @@
 //! [`PgSnapshotStore`]: snapshots on PostgreSQL.
 
-use async_trait::async_trait;
-use eventloom_core::{Error as CoreError, Snapshot, SnapshotStore, StreamId};
+use eventloom_core::store::BoxFuture;
+use eventloom_core::{
+    Error as CoreError, StreamId,
+    store::{Snapshot, SnapshotStore},
+};
 
 use crate::PgEventStore;
 use crate::db::{Db, Fields};
@@ -13,7 +16,7 @@ use crate::schema::Sql;
 /// # Examples
 ///
 /// ```no_run
-/// use eventloom_core::{Cqrs, SnapshotPolicy};
+/// use eventloom_core::{write::{Cqrs, SnapshotPolicy}};
 /// use eventloom_postgres::{PgConfig, PgEventStore, PgSnapshotStore};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,42 +44,46 @@ impl PgSnapshotStore {
     }
 }
 
-#[async_trait]
 impl SnapshotStore for PgSnapshotStore {
-    async fn load_snapshot(&self, stream: &StreamId) -> eventloom_core::Result<Option<Snapshot>> {
-        let Some(row) = self.db.query_opt(&self.sql.load_snapshot, &[&stream.category(), &stream.id()]).await? else {
-            return Ok(None);
-        };
-        let row = Fields::new(&row, || format!("snapshot of stream {stream}"));
-        Ok(Some(Snapshot {
-            stream: stream.clone(),
-            version: row.unsigned("version")?,
-            position: row.position("transaction_id", "sequence")?,
-            snapshot_version: row.unsigned_int("snapshot_version")?,
-            state: row.get("state")?,
-        }))
+    fn load_snapshot<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<Option<Snapshot>>> {
+        Box::pin(async move {
+            let Some(row) = self.db.query_opt(&self.sql.load_snapshot, &[&stream.category(), &stream.id()]).await?
+            else {
+                return Ok(None);
+            };
+            let row = Fields::new(&row, || format!("snapshot of stream {stream}"));
+            Ok(Some(Snapshot {
+                stream: stream.clone(),
+                version: row.unsigned("version")?,
+                position: row.position("transaction_id", "sequence")?,
+                snapshot_version: row.unsigned_int("snapshot_version")?,
+                state: row.get("state")?,
+            }))
+        })
     }
 
-    async fn save_snapshot(&self, snapshot: Snapshot) -> eventloom_core::Result<()> {
-        let out_of_range = |what| CoreError::InvalidId { what, reason: "out of range".into() };
-        let version = i64::try_from(snapshot.version).map_err(|_| out_of_range("snapshot version"))?;
-        let sequence = i64::try_from(snapshot.position.sequence()).map_err(|_| out_of_range("position"))?;
-        let snapshot_version =
-            i32::try_from(snapshot.snapshot_version).map_err(|_| out_of_range("snapshot version"))?;
-        self.db
-            .execute(
-                &self.sql.save_snapshot,
-                &[
-                    &snapshot.stream.category(),
-                    &snapshot.stream.id(),
-                    &version,
-                    &snapshot.position.transaction().to_string(),
-                    &sequence,
-                    &snapshot_version,
-                    &snapshot.state,
-                ],
-            )
-            .await?;
-        Ok(())
+    fn save_snapshot<'a>(&'a self, snapshot: Snapshot) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
+            let out_of_range = |what| CoreError::InvalidId { what, reason: "out of range".into() };
+            let version = i64::try_from(snapshot.version).map_err(|_| out_of_range("snapshot version"))?;
+            let sequence = i64::try_from(snapshot.position.sequence()).map_err(|_| out_of_range("position"))?;
+            let snapshot_version =
+                i32::try_from(snapshot.snapshot_version).map_err(|_| out_of_range("snapshot version"))?;
+            self.db
+                .execute(
+                    &self.sql.save_snapshot,
+                    &[
+                        &snapshot.stream.category(),
+                        &snapshot.stream.id(),
+                        &version,
+                        &snapshot.position.transaction().to_string(),
+                        &sequence,
+                        &snapshot_version,
+                        &snapshot.state,
+                    ],
+                )
+                .await?;
+            Ok(())
+        })
     }
 }

@@ -3,10 +3,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
+use eventloom_core::store::BoxFuture;
 use eventloom_core::{
-    DeadLetter, Error as CoreError, Generation, IndexKey, ListCursor, OrderRange, Position, ProjectionStatus,
-    ProjectionStop, ViewCommit, ViewPage, ViewStore,
+    Error as CoreError, Position,
+    read::OrderRange,
+    store::{
+        DeadLetter, Generation, IndexKey, ListCursor, ProjectionStatus, ProjectionStop, ViewCommit, ViewPage, ViewStore,
+    },
 };
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
@@ -36,7 +39,7 @@ use crate::schema::Sql;
 /// # Examples
 ///
 /// ```no_run
-/// use eventloom_core::{Projector, ViewReader};
+/// use eventloom_core::{read::{Projector, ViewReader}};
 /// use eventloom_postgres::{PgConfig, PgEventStore, PgViewStore};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -64,7 +67,7 @@ impl PgViewStore {
     /// # Examples
     ///
     /// ```no_run
-    /// use eventloom_core::ViewStore;
+    /// use eventloom_core::store::ViewStore;
     /// use eventloom_postgres::{PgConfig, PgEventStore, PgViewStore};
     ///
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -220,247 +223,291 @@ impl<'a> Entries<'a> {
     }
 }
 
-#[async_trait]
 impl ViewStore for PgViewStore {
-    async fn status(&self, projection: &str) -> eventloom_core::Result<ProjectionStatus> {
-        match self.db.query_opt(&self.sql.status, &[&projection]).await? {
-            None => Ok(ProjectionStatus::default()),
-            Some(row) => Ok(ProjectionStatus {
-                live: generation_at(&row, projection, "live")?,
-                building: generation_at(&row, projection, "building")?,
-                stopped: stop_at(&row, projection)?,
-            }),
-        }
+    fn status<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, eventloom_core::Result<ProjectionStatus>> {
+        Box::pin(async move {
+            match self.db.query_opt(&self.sql.status, &[&projection]).await? {
+                None => Ok(ProjectionStatus::default()),
+                Some(row) => Ok(ProjectionStatus::new(
+                    generation_at(&row, projection, "live")?,
+                    generation_at(&row, projection, "building")?,
+                    stop_at(&row, projection)?,
+                )),
+            }
+        })
     }
 
-    async fn record_stop(
-        &self,
-        projection: &str,
-        stop: Option<&ProjectionStop>,
+    fn record_stop<'a>(
+        &'a self,
+        projection: &'a str,
+        stop: Option<&'a ProjectionStop>,
         fencing_token: u64,
-    ) -> eventloom_core::Result<()> {
-        let fencing = token(fencing_token)?;
-        let (tx, sequence) = parts(stop.and_then(|s| s.position))?;
-        let kind = stop.map(|s| s.kind.as_str());
-        // PostgreSQL text cannot hold a NUL byte.
-        let reason = stop.map(|s| s.reason.replace('\0', "\u{fffd}"));
-        let generation = stop.map(|s| generation_param(s.generation));
-        let (checkpoint_tx, checkpoint_sequence) = parts(stop.and_then(|s| s.checkpoint))?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
-            [&projection, &fencing, &kind, &tx, &sequence, &reason, &generation, &checkpoint_tx, &checkpoint_sequence];
-        let row = self.db.query_one(&self.sql.record_stop, &params).await?;
-        match fields(&row, projection).get::<i32>("status")? {
-            0 => Ok(()),
-            _ => Err(fenced(projection, fencing_token, &row)?),
-        }
-    }
-
-    async fn begin_generation(
-        &self,
-        projection: &str,
-        version: u32,
-        fencing_token: u64,
-    ) -> eventloom_core::Result<Generation> {
-        let span = tracing::debug_span!("begin_generation", store = "postgres", projection, version);
-        async {
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
             let fencing = token(fencing_token)?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&projection, &i64::from(version), &fencing];
-            let row = self.db.query_one(&self.sql.begin_generation, &params).await?;
-            let fields = fields(&row, projection);
-            match fields.get::<i32>("status")? {
-                0 => {
-                    let id = fields.unsigned_opt("generation_id")?.ok_or_else(|| fields.corrupt("no generation id"))?;
-                    Ok(Generation { id, version, checkpoint: None })
-                }
+            let (tx, sequence) = parts(stop.and_then(|s| s.position))?;
+            let kind = stop.map(|s| s.kind.as_str());
+            // PostgreSQL text cannot hold a NUL byte.
+            let reason = stop.map(|s| s.reason.replace('\0', "\u{fffd}"));
+            let generation = stop.map(|s| generation_param(s.generation));
+            let (checkpoint_tx, checkpoint_sequence) = parts(stop.and_then(|s| s.checkpoint))?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+                &projection,
+                &fencing,
+                &kind,
+                &tx,
+                &sequence,
+                &reason,
+                &generation,
+                &checkpoint_tx,
+                &checkpoint_sequence,
+            ];
+            let row = self.db.query_one(&self.sql.record_stop, &params).await?;
+            match fields(&row, projection).get::<i32>("status")? {
+                0 => Ok(()),
                 _ => Err(fenced(projection, fencing_token, &row)?),
             }
-        }
-        .instrument(span)
-        .await
+        })
     }
 
-    async fn load_views(
-        &self,
-        projection: &str,
+    fn begin_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        version: u32,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<Generation>> {
+        Box::pin(async move {
+            let span = tracing::debug_span!("begin_generation", store = "postgres", projection, version);
+            async {
+                let fencing = token(fencing_token)?;
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                    [&projection, &i64::from(version), &fencing];
+                let row = self.db.query_one(&self.sql.begin_generation, &params).await?;
+                let fields = fields(&row, projection);
+                match fields.get::<i32>("status")? {
+                    0 => {
+                        let id =
+                            fields.unsigned_opt("generation_id")?.ok_or_else(|| fields.corrupt("no generation id"))?;
+                        Ok(Generation { id, version, checkpoint: None })
+                    }
+                    _ => Err(fenced(projection, fencing_token, &row)?),
+                }
+            }
+            .instrument(span)
+            .await
+        })
+    }
+
+    fn load_views<'a>(
+        &'a self,
+        projection: &'a str,
         generation: u64,
-        ids: &[String],
-    ) -> eventloom_core::Result<Vec<Option<String>>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let span = tracing::trace_span!("load_views", store = "postgres", projection, generation, views = ids.len());
-        async {
-            let asked = storable(ids);
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-                [&projection, &generation_param(generation), &asked];
-            let rows = self.db.query(&self.sql.load_views, &params).await?;
-            let mut found: HashMap<String, String> = HashMap::with_capacity(rows.len());
-            for row in &rows {
-                let row = fields(row, projection);
-                found.insert(row.get("id")?, row.get("view")?);
+        ids: &'a [String],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(Vec::new());
             }
-            Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
-        }
-        .instrument(span)
-        .await
+            let span =
+                tracing::trace_span!("load_views", store = "postgres", projection, generation, views = ids.len());
+            async {
+                let asked = storable(ids);
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                    [&projection, &generation_param(generation), &asked];
+                let rows = self.db.query(&self.sql.load_views, &params).await?;
+                let mut found: HashMap<String, String> = HashMap::with_capacity(rows.len());
+                for row in &rows {
+                    let row = fields(row, projection);
+                    found.insert(row.get("id")?, row.get("view")?);
+                }
+                Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+            }
+            .instrument(span)
+            .await
+        })
     }
 
-    async fn commit(&self, projection: &str, commit: ViewCommit) -> eventloom_core::Result<()> {
-        let span = tracing::debug_span!(
-            "projection_commit",
-            store = "postgres",
-            projection,
-            generation = commit.generation,
-            views = commit.views.len()
-        );
-        self.commit_inner(projection, commit).instrument(span).await
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
+            let span = tracing::debug_span!(
+                "projection_commit",
+                store = "postgres",
+                projection,
+                generation = commit.generation,
+                views = commit.views.len()
+            );
+            self.commit_inner(projection, commit).instrument(span).await
+        })
     }
 
-    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> eventloom_core::Result<()> {
-        let span = tracing::debug_span!("go_live", store = "postgres", projection, generation);
-        async {
-            let fencing = token(fencing_token)?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-                [&projection, &generation_param(generation), &fencing];
-            let row = self.db.query_one(&self.sql.go_live, &params).await?;
-            let fields = fields(&row, projection);
-            match fields.get::<i32>("status")? {
-                0 => Ok(()),
-                1 => Err(CoreError::CheckpointMoved {
-                    projection: projection.to_owned(),
-                    expected: fields.checkpoint("built_tx", "built_seq")?,
-                    actual: fields.checkpoint("live_tx", "live_seq")?,
-                }),
-                2 => Err(fenced(projection, fencing_token, &row)?),
-                _ => Err(gone(projection, generation)),
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn read_views(&self, projection: &str, ids: &[String]) -> eventloom_core::Result<Vec<Option<String>>> {
-        let span = tracing::trace_span!("read_views", store = "postgres", projection, views = ids.len());
-        async {
-            let rows = self.db.query(&self.sql.read_views, &[&projection, &storable(ids)]).await?;
-            if !live(&rows, projection)? {
-                return Err(not_built(projection));
-            }
-            let mut found: HashMap<String, String> = HashMap::with_capacity(rows.len());
-            for row in &rows {
-                let row = fields(row, projection);
-                if let (Some(id), Some(view)) = (row.get("id")?, row.get("view")?) {
-                    found.insert(id, view);
+    fn go_live<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
+            let span = tracing::debug_span!("go_live", store = "postgres", projection, generation);
+            async {
+                let fencing = token(fencing_token)?;
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                    [&projection, &generation_param(generation), &fencing];
+                let row = self.db.query_one(&self.sql.go_live, &params).await?;
+                let fields = fields(&row, projection);
+                match fields.get::<i32>("status")? {
+                    0 => Ok(()),
+                    1 => Err(CoreError::CheckpointMoved {
+                        projection: projection.to_owned(),
+                        expected: fields.checkpoint("built_tx", "built_seq")?,
+                        actual: fields.checkpoint("live_tx", "live_seq")?,
+                    }),
+                    2 => Err(fenced(projection, fencing_token, &row)?),
+                    _ => Err(gone(projection, generation)),
                 }
             }
-            Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
-        }
-        .instrument(span)
-        .await
+            .instrument(span)
+            .await
+        })
     }
 
-    async fn list(
-        &self,
-        projection: &str,
-        key: &IndexKey,
-        range: &OrderRange,
-        after: Option<&ListCursor>,
+    fn read_views<'a>(
+        &'a self,
+        projection: &'a str,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move {
+            let span = tracing::trace_span!("read_views", store = "postgres", projection, views = ids.len());
+            async {
+                let rows = self.db.query(&self.sql.read_views, &[&projection, &storable(ids)]).await?;
+                if !live(&rows, projection)? {
+                    return Err(not_built(projection));
+                }
+                let mut found: HashMap<String, String> = HashMap::with_capacity(rows.len());
+                for row in &rows {
+                    let row = fields(row, projection);
+                    if let (Some(id), Some(view)) = (row.get("id")?, row.get("view")?) {
+                        found.insert(id, view);
+                    }
+                }
+                Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+            }
+            .instrument(span)
+            .await
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        projection: &'a str,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after: Option<&'a ListCursor>,
         limit: usize,
-    ) -> eventloom_core::Result<ViewPage> {
-        let span = tracing::trace_span!("list", store = "postgres", projection, key = %key, limit);
-        let (from, until) = (range.from(), range.until());
-        async {
-            // One more than asked: whether more follow.
-            let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
-            // A list whose name or value holds a NUL is none stored: NULLs match no entry.
-            let (name, value) = match storable_key(key) {
-                Some((name, value)) => (Some(name), Some(value)),
-                None => (None, None),
-            };
-            let rows = match after {
-                None => {
-                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-                        [&projection, &name, &value, &fetch, &from, &until];
-                    self.db.query(&self.sql.list_first, &params).await?
-                }
-                Some(cursor) => match cursor_bound(cursor) {
-                    Bound::Entry(order, id) => {
-                        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
-                            [&projection, &name, &value, &order, &id, &fetch, &from, &until];
-                        self.db.query(&self.sql.list_after, &params).await?
-                    }
-                    Bound::SortKey(order) => {
-                        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
-                            [&projection, &name, &value, &order, &fetch, &from, &until];
-                        self.db.query(&self.sql.list_after_sort_key, &params).await?
-                    }
-                },
-            };
-            if !live(&rows, projection)? {
-                return Err(not_built(projection));
-            }
-            let mut entries = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let row = fields(row, projection);
-                let (Some(order), Some(id)) =
-                    (row.get::<Option<String>>("sort_key")?, row.get::<Option<String>>("view_id")?)
-                else {
-                    continue;
+    ) -> BoxFuture<'a, eventloom_core::Result<ViewPage>> {
+        Box::pin(async move {
+            let span = tracing::trace_span!("list", store = "postgres", projection, key = %key, limit);
+            let (from, until) = (range.from(), range.until());
+            async {
+                // One more than asked: whether more follow.
+                let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+                // A list whose name or value holds a NUL is none stored: NULLs match no entry.
+                let (name, value) = match storable_key(key) {
+                    Some((name, value)) => (Some(name), Some(value)),
+                    None => (None, None),
                 };
-                entries.push((order, id, row.get::<Option<String>>("view")?));
-            }
-            let more = entries.len() > limit;
-            entries.truncate(limit);
-            let next = match entries.last() {
-                Some((order, id, _)) if more => Some(ListCursor { order: order.clone(), id: id.clone() }),
-                _ => None,
-            };
-            // An entry whose view is missing is skipped, but the cursor moves past it.
-            let views = entries.into_iter().filter_map(|(_, id, view)| view.map(|view| (id, view))).collect();
-            Ok(ViewPage { views, next })
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn count(&self, projection: &str, keys: &[IndexKey]) -> eventloom_core::Result<Vec<u64>> {
-        let span = tracing::trace_span!("count", store = "postgres", projection, keys = keys.len());
-        async {
-            // A list whose name or value holds a NUL is none stored: NULLs count no entry.
-            let storable: Vec<Option<(&str, &str)>> = keys.iter().map(storable_key).collect();
-            let names: Vec<Option<&str>> = storable.iter().map(|k| k.map(|(name, _)| name)).collect();
-            let values: Vec<Option<&str>> = storable.iter().map(|k| k.map(|(_, value)| value)).collect();
-            let rows = self.db.query(&self.sql.count, &[&projection, &names, &values]).await?;
-            if !live(&rows, projection)? {
-                return Err(not_built(projection));
-            }
-            let mut counts = Vec::with_capacity(keys.len());
-            for row in &rows {
-                let row = fields(row, projection);
-                if row.get::<Option<i64>>("n")?.is_some() {
-                    counts.push(row.unsigned("entries")?);
+                let rows = match after {
+                    None => {
+                        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                            [&projection, &name, &value, &fetch, &from, &until];
+                        self.db.query(&self.sql.list_first, &params).await?
+                    }
+                    Some(cursor) => match cursor_bound(cursor) {
+                        Bound::Entry(order, id) => {
+                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+                                [&projection, &name, &value, &order, &id, &fetch, &from, &until];
+                            self.db.query(&self.sql.list_after, &params).await?
+                        }
+                        Bound::SortKey(order) => {
+                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+                                [&projection, &name, &value, &order, &fetch, &from, &until];
+                            self.db.query(&self.sql.list_after_sort_key, &params).await?
+                        }
+                    },
+                };
+                if !live(&rows, projection)? {
+                    return Err(not_built(projection));
                 }
+                let mut entries = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let row = fields(row, projection);
+                    let (Some(order), Some(id)) =
+                        (row.get::<Option<String>>("sort_key")?, row.get::<Option<String>>("view_id")?)
+                    else {
+                        continue;
+                    };
+                    entries.push((order, id, row.get::<Option<String>>("view")?));
+                }
+                let more = entries.len() > limit;
+                entries.truncate(limit);
+                let next = match entries.last() {
+                    Some((order, id, _)) if more => Some(ListCursor { order: order.clone(), id: id.clone() }),
+                    _ => None,
+                };
+                // An entry whose view is missing is skipped, but the cursor moves past it.
+                let views = entries.into_iter().filter_map(|(_, id, view)| view.map(|view| (id, view))).collect();
+                Ok(ViewPage { views, next })
             }
-            if counts.len() != keys.len() {
-                return Err(CoreError::Corrupt {
-                    location: format!("the read side of projection {projection}"),
-                    reason: format!("{} counts for {} lists", counts.len(), keys.len()),
-                });
-            }
-            Ok(counts)
-        }
-        .instrument(span)
-        .await
+            .instrument(span)
+            .await
+        })
     }
 
-    async fn dead_letters(&self, projection: &str) -> eventloom_core::Result<Vec<DeadLetter>> {
-        let rows = self.db.query(&self.sql.dead_letters, &[&projection]).await?;
-        rows.iter()
-            .map(|row| {
-                let json: &str = fields(row, projection).get("letter")?;
-                serde_json::from_str(json).map_err(|source| CoreError::Serde { what: "dead letter".into(), source })
-            })
-            .collect()
+    fn count<'a>(
+        &'a self,
+        projection: &'a str,
+        keys: &'a [IndexKey],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
+        Box::pin(async move {
+            let span = tracing::trace_span!("count", store = "postgres", projection, keys = keys.len());
+            async {
+                // A list whose name or value holds a NUL is none stored: NULLs count no entry.
+                let storable: Vec<Option<(&str, &str)>> = keys.iter().map(storable_key).collect();
+                let names: Vec<Option<&str>> = storable.iter().map(|k| k.map(|(name, _)| name)).collect();
+                let values: Vec<Option<&str>> = storable.iter().map(|k| k.map(|(_, value)| value)).collect();
+                let rows = self.db.query(&self.sql.count, &[&projection, &names, &values]).await?;
+                if !live(&rows, projection)? {
+                    return Err(not_built(projection));
+                }
+                let mut counts = Vec::with_capacity(keys.len());
+                for row in &rows {
+                    let row = fields(row, projection);
+                    if row.get::<Option<i64>>("n")?.is_some() {
+                        counts.push(row.unsigned("entries")?);
+                    }
+                }
+                if counts.len() != keys.len() {
+                    return Err(CoreError::Corrupt {
+                        location: format!("the read side of projection {projection}"),
+                        reason: format!("{} counts for {} lists", counts.len(), keys.len()),
+                    });
+                }
+                Ok(counts)
+            }
+            .instrument(span)
+            .await
+        })
+    }
+
+    fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<DeadLetter>>> {
+        Box::pin(async move {
+            let rows = self.db.query(&self.sql.dead_letters, &[&projection]).await?;
+            rows.iter()
+                .map(|row| {
+                    let json: &str = fields(row, projection).get("letter")?;
+                    serde_json::from_str(json).map_err(|source| CoreError::Serde { what: "dead letter".into(), source })
+                })
+                .collect()
+        })
     }
 }
 

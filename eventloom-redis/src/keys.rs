@@ -3,7 +3,7 @@
 //! a cluster. The projection name and index names are percent-encoded; view ids and index values
 //! come last in their keys and are kept as they are.
 
-use eventloom_core::IndexKey;
+use eventloom_core::store::IndexKey;
 
 /// Percent-encodes every byte but ASCII letters, digits, `_`, `-` and `.`.
 pub(crate) fn encode(name: &str) -> String {

@@ -1,7 +1,7 @@
 //! Redis adapters for `eventloom-core`: read models (views), their secondary indexes and the
 //! projection checkpoints, in generations that a rebuild fills while queries read the live one.
 //!
-//! [`RedisViewStore`] implements `eventloom_core::ViewStore`. A batch's views, index entries and the
+//! [`RedisViewStore`] implements `eventloom_core::store::ViewStore`. A batch's views, index entries and the
 //! generation's checkpoint are written by one Lua script that first checks every key's type, the
 //! fencing token, that the generation still exists (a Redis that restarted empty or was flushed
 //! is noticed here) and the checkpoint, so a replay after a crash, a deposed leader, or a write
@@ -49,7 +49,7 @@
 //! script finds a view or an index list of it missing (the projector's load of a view whose id
 //! `:ids` holds; a commit touching a list that `:indexes` names, and three views and three
 //! lists picked at random by every commit). A lost generation refuses writes
-//! (`GenerationGone`), is left out of [`status`](eventloom_core::ViewStore::status), and the
+//! (`GenerationGone`), is left out of [`status`](eventloom_core::store::ViewStore::status), and the
 //! projector rebuilds into a new one; beginning it drops a lost live generation, so queries
 //! answer `NotBuilt` until the new one is live. A lost `live` or `building` pointer drops its
 //! generation the same way (its keys stay, unswept); a lost `:token` fences no less (the

@@ -22,7 +22,7 @@ macro_rules! script {
     };
 }
 
-/// Applies a [`ViewCommit`](eventloom_core::ViewCommit).
+/// Applies a [`ViewCommit`](eventloom_core::store::ViewCommit).
 ///
 /// KEYS: 1 token, 2 live, 3 building, 4 meta, 5 ids, 6 indexes, 7 dead letters (of the
 /// generation), then the `n` view keys, then the `m` index list keys.

@@ -4,10 +4,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use async_trait::async_trait;
+use eventloom_core::store::BoxFuture;
 use eventloom_core::{
-    DeadLetter, Error as CoreError, Generation, IndexKey, ListCursor, OrderRange, Position, ProjectionStatus,
-    ProjectionStop, ViewCommit, ViewPage, ViewStore,
+    Error as CoreError, Position,
+    read::OrderRange,
+    store::{
+        DeadLetter, Generation, IndexKey, ListCursor, ProjectionStatus, ProjectionStop, ViewCommit, ViewPage, ViewStore,
+    },
 };
 use redis::aio::ConnectionManager;
 use tracing::Instrument;
@@ -59,7 +62,7 @@ impl Scripts {
 
 /// A [`ViewStore`] on Redis.
 ///
-/// Each projection's views live in *generations* (see [`eventloom_core::Generation`]): a pointer key
+/// Each projection's views live in *generations* (see [`eventloom_core::store::Generation`]): a pointer key
 /// names the live one, which queries read, and another the one being built. A view is a string
 /// (its JSON); an index list is a sorted set whose members are `<sort key>\0<view id>`, all of
 /// score 0, so `ZRANGEBYLEX` pages through it in (sort key, id) order. One projection's keys share
@@ -86,7 +89,7 @@ impl Scripts {
 /// # Examples
 ///
 /// ```no_run
-/// use eventloom_core::{IndexKey, ViewReader};
+/// use eventloom_core::{store::IndexKey, read::ViewReader};
 /// use eventloom_redis::RedisViewStore;
 ///
 /// # #[derive(serde::Deserialize)] struct Task;
@@ -412,433 +415,473 @@ fn client(config: &RedisConfig) -> Result<redis::Client> {
     redis::Client::open(config.info.clone()).map_err(|e| Error::Config(config.redact(e.to_string())))
 }
 
-#[async_trait]
 impl ViewStore for RedisViewStore {
-    async fn status(&self, projection: &str) -> eventloom_core::Result<ProjectionStatus> {
-        self.watch_eviction_policy().await;
-        let keys = self.keys(projection);
-        let mut connection = self.connection.clone();
-        let reply: Vec<String> = self
-            .scripts
-            .status
-            .key(keys.live())
-            .key(keys.building())
-            .key(keys.stopped())
-            .arg(keys.base())
-            .invoke_async(&mut connection)
-            .instrument(tracing::trace_span!("status", store = "redis", projection))
-            .await
-            .map_err(redis_error)?;
-        let [live, building] = [0, 1].map(|i| reply.get(4 * i..4 * i + 4));
-        let (Some(live), Some(building), Some([kind, stopped_at, reason, stop_generation, stop_checkpoint])) =
-            (live, building, reply.get(8..13))
-        else {
-            return Err(unexpected("the status script", reply));
-        };
-        let stopped = match kind.as_str() {
-            "" => None,
-            kind => Some(
-                ProjectionStop::new(kind.parse()?, position(stopped_at)?, reason.as_str())
-                    .at(generation_id(stop_generation)?, position(stop_checkpoint)?),
-            ),
-        };
-        // A lost generation is left out: the projector then rebuilds into a new one.
-        let generation = |what: &str, fields: &[String]| -> eventloom_core::Result<Option<Generation>> {
-            let [id, version, checkpoint, state] = fields else { return Err(unexpected("the status script", fields)) };
-            match state.as_str() {
-                "" => Ok(None),
-                "ok" => Ok(Some(Generation {
-                    id: generation_id(id)?,
-                    version: version.parse().map_err(|_| unexpected("a generation's version", version))?,
-                    checkpoint: position(checkpoint)?,
-                })),
-                "lost" => {
-                    tracing::warn!(
-                        projection,
-                        generation = %id,
-                        "the {what} generation lost keys (evicted or deleted): it will be rebuilt"
-                    );
-                    Ok(None)
+    fn status<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, eventloom_core::Result<ProjectionStatus>> {
+        Box::pin(async move {
+            self.watch_eviction_policy().await;
+            let keys = self.keys(projection);
+            let mut connection = self.connection.clone();
+            let reply: Vec<String> = self
+                .scripts
+                .status
+                .key(keys.live())
+                .key(keys.building())
+                .key(keys.stopped())
+                .arg(keys.base())
+                .invoke_async(&mut connection)
+                .instrument(tracing::trace_span!("status", store = "redis", projection))
+                .await
+                .map_err(redis_error)?;
+            let [live, building] = [0, 1].map(|i| reply.get(4 * i..4 * i + 4));
+            let (Some(live), Some(building), Some([kind, stopped_at, reason, stop_generation, stop_checkpoint])) =
+                (live, building, reply.get(8..13))
+            else {
+                return Err(unexpected("the status script", reply));
+            };
+            let stopped = match kind.as_str() {
+                "" => None,
+                kind => Some(
+                    ProjectionStop::new(kind.parse()?, position(stopped_at)?, reason.as_str())
+                        .at(generation_id(stop_generation)?, position(stop_checkpoint)?),
+                ),
+            };
+            // A lost generation is left out: the projector then rebuilds into a new one.
+            let generation = |what: &str, fields: &[String]| -> eventloom_core::Result<Option<Generation>> {
+                let [id, version, checkpoint, state] = fields else {
+                    return Err(unexpected("the status script", fields));
+                };
+                match state.as_str() {
+                    "" => Ok(None),
+                    "ok" => Ok(Some(Generation {
+                        id: generation_id(id)?,
+                        version: version.parse().map_err(|_| unexpected("a generation's version", version))?,
+                        checkpoint: position(checkpoint)?,
+                    })),
+                    "lost" => {
+                        tracing::warn!(
+                            projection,
+                            generation = %id,
+                            "the {what} generation lost keys (evicted or deleted): it will be rebuilt"
+                        );
+                        Ok(None)
+                    }
+                    _ => Err(unexpected("the status script", fields)),
                 }
-                _ => Err(unexpected("the status script", fields)),
-            }
-        };
-        let status =
-            ProjectionStatus { live: generation("live", live)?, building: generation("building", building)?, stopped };
-        self.remember_live(projection, status.live.map(|g| g.id));
-        Ok(status)
+            };
+            let status = ProjectionStatus::new(generation("live", live)?, generation("building", building)?, stopped);
+            self.remember_live(projection, status.live.map(|g| g.id));
+            Ok(status)
+        })
     }
 
-    async fn begin_generation(
-        &self,
-        projection: &str,
+    fn begin_generation<'a>(
+        &'a self,
+        projection: &'a str,
         version: u32,
         fencing_token: u64,
-    ) -> eventloom_core::Result<Generation> {
-        let keys = self.keys(projection);
-        let mut connection = self.connection.clone();
-        let reply: Vec<String> = self
-            .scripts
-            .begin
-            .key(keys.token())
-            .key(keys.live())
-            .key(keys.building())
-            .key(keys.last())
-            .key(keys.trash())
-            .arg(fencing_token)
-            .arg(version)
-            .arg(keys.base())
-            .arg(proposed_generation_id())
-            .invoke_async(&mut connection)
-            .instrument(tracing::debug_span!("begin_generation", store = "redis", projection, version))
-            .await
-            .map_err(redis_error)?;
-        let generation = match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-            ["0", id] => {
-                let id = generation_id(id)?;
-                LAST_GENERATION_ID.fetch_max(id, Ordering::Relaxed);
-                Generation { id, version, checkpoint: None }
-            }
-            ["2", highest] => return Err(fenced(projection, fencing_token, highest)),
-            _ => return Err(unexpected("begin_generation", reply)),
-        };
-        tracing::debug!(projection, generation = generation.id, version, "began a generation");
-        self.sweep_after_switch(projection).await;
-        Ok(generation)
-    }
-
-    async fn load_views(
-        &self,
-        projection: &str,
-        generation: u64,
-        ids: &[String],
-    ) -> eventloom_core::Result<Vec<Option<String>>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys = self.keys(projection);
-        let generation_keys = keys.generation(generation);
-        let mut invocation = self.scripts.load.prepare_invoke();
-        invocation.key(keys.live()).key(keys.building()).key(generation_keys.ids());
-        for id in ids {
-            invocation.key(generation_keys.view(id));
-        }
-        invocation.arg(keys.base()).arg(generation);
-        for id in ids {
-            invocation.arg(id.as_str());
-        }
-        let mut connection = self.connection.clone();
-        let mut reply: Vec<Option<String>> = invocation
-            .invoke_async(&mut connection)
-            .instrument(tracing::trace_span!("load_views", store = "redis", projection, generation, views = ids.len()))
-            .await
-            .map_err(redis_error)?;
-        match reply.first().map(Option::as_deref) {
-            Some(Some("0")) if reply.len() == ids.len() + 1 => {
-                reply.remove(0);
-                Ok(reply)
-            }
-            Some(Some("4")) if reply.len() == 1 => Err(gone(projection, generation)),
-            _ => Err(unexpected("the load script", reply)),
-        }
-    }
-
-    async fn commit(&self, projection: &str, commit: ViewCommit) -> eventloom_core::Result<()> {
-        commit.validate()?;
-        let span = tracing::debug_span!(
-            "projection_commit",
-            store = "redis",
-            projection,
-            generation = commit.generation,
-            views = commit.views.len()
-        );
-        let keys = self.keys(projection);
-        let generation = keys.generation(commit.generation);
-        // The index lists the batch touches, each once, numbered from 1 in the script.
-        let mut lists: Vec<&IndexKey> = Vec::new();
-        let mut slots: HashMap<&IndexKey, usize> = HashMap::new();
-        for write in &commit.views {
-            for entry in write.leave.iter().chain(&write.join) {
-                slots.entry(&entry.key).or_insert_with(|| {
-                    lists.push(&entry.key);
-                    lists.len()
-                });
-            }
-        }
-        let mut invocation = self.scripts.commit.prepare_invoke();
-        invocation
-            .key(keys.token())
-            .key(keys.live())
-            .key(keys.building())
-            .key(generation.meta())
-            .key(generation.ids())
-            .key(generation.indexes())
-            .key(generation.dead_letters());
-        for write in &commit.views {
-            invocation.key(generation.view(&write.id));
-        }
-        for list in &lists {
-            invocation.key(generation.index(list));
-        }
-        invocation
-            .arg(commit.generation)
-            .arg(commit.expected.map(|p| p.to_string()).unwrap_or_default())
-            .arg(commit.checkpoint.to_string())
-            .arg(commit.fencing_token)
-            .arg(commit.views.len())
-            .arg(lists.len())
-            .arg(keys.base());
-        for list in &lists {
-            invocation.arg(index_suffix(list));
-        }
-        for write in &commit.views {
-            invocation.arg(write.id.as_str());
-            match &write.view {
-                Some(json) => invocation.arg(format!("s{json}")),
-                None => invocation.arg("d"),
-            };
-            for entries in [&write.leave, &write.join] {
-                invocation.arg(entries.len());
-                for entry in entries {
-                    invocation.arg(slots[&entry.key]).arg(member(&entry.order, &write.id));
-                }
-            }
-        }
-        for letter in &commit.dead_letters {
-            let json = serde_json::to_string(letter)
-                .map_err(|source| CoreError::Serde { what: "dead letter".into(), source })?;
-            invocation.arg(json);
-        }
-        let mut connection = self.connection.clone();
-        let reply: Vec<String> =
-            invocation.invoke_async(&mut connection).instrument(span).await.map_err(redis_error)?;
-        match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-            ["0"] => Ok(()),
-            ["1", actual] => Err(CoreError::CheckpointMoved {
-                projection: projection.to_owned(),
-                expected: commit.expected,
-                actual: position(actual)?,
-            }),
-            ["2", highest] => Err(fenced(projection, commit.fencing_token, highest)),
-            ["3", key] => Err(CoreError::Backend {
-                message: format!("key {key:?} holds another type than the view store writes; nothing was written"),
-                source: None,
-            }),
-            ["4"] => Err(gone(projection, commit.generation)),
-            _ => Err(unexpected("a commit", reply)),
-        }
-    }
-
-    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> eventloom_core::Result<()> {
-        let keys = self.keys(projection);
-        let mut connection = self.connection.clone();
-        let reply: Vec<String> = self
-            .scripts
-            .go_live
-            .key(keys.token())
-            .key(keys.live())
-            .key(keys.building())
-            .key(keys.trash())
-            .arg(generation)
-            .arg(fencing_token)
-            .arg(keys.base())
-            .invoke_async(&mut connection)
-            .instrument(tracing::debug_span!("go_live", store = "redis", projection, generation))
-            .await
-            .map_err(redis_error)?;
-        match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-            ["0"] => {}
-            ["1", built, live] => {
-                return Err(CoreError::CheckpointMoved {
-                    projection: projection.to_owned(),
-                    expected: position(built)?,
-                    actual: position(live)?,
-                });
-            }
-            ["2", highest] => return Err(fenced(projection, fencing_token, highest)),
-            ["4"] => return Err(gone(projection, generation)),
-            _ => return Err(unexpected("go_live", reply)),
-        }
-        self.remember_live(projection, Some(generation));
-        self.sweep_after_switch(projection).await;
-        Ok(())
-    }
-
-    async fn record_stop(
-        &self,
-        projection: &str,
-        stop: Option<&ProjectionStop>,
-        fencing_token: u64,
-    ) -> eventloom_core::Result<()> {
-        let keys = self.keys(projection);
-        let mut connection = self.connection.clone();
-        let position = stop.and_then(|s| s.position).map(|p| p.to_string()).unwrap_or_default();
-        let reply: Vec<String> = self
-            .scripts
-            .record_stop
-            .key(keys.token())
-            .key(keys.live())
-            .key(keys.building())
-            .key(keys.stopped())
-            .arg(keys.base())
-            .arg(fencing_token)
-            .arg(stop.map_or("", |s| s.kind.as_str()))
-            .arg(position)
-            .arg(stop.map_or("", |s| s.reason.as_str()))
-            .arg(stop.map_or(0, |s| s.generation))
-            .arg(stop.and_then(|s| s.checkpoint).map(|p| p.to_string()).unwrap_or_default())
-            .invoke_async(&mut connection)
-            .instrument(tracing::debug_span!("record_stop", store = "redis", projection))
-            .await
-            .map_err(redis_error)?;
-        match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-            ["0"] => Ok(()),
-            ["2", highest] => Err(fenced(projection, fencing_token, highest)),
-            ["3", key] => Err(CoreError::Backend {
-                message: format!("key {key:?} holds another type than the view store writes; nothing was written"),
-                source: None,
-            }),
-            _ => Err(unexpected("record_stop", reply)),
-        }
-    }
-
-    async fn read_views(&self, projection: &str, ids: &[String]) -> eventloom_core::Result<Vec<Option<String>>> {
-        let keys = self.keys(projection);
-        let span = tracing::trace_span!("read_views", store = "redis", projection, views = ids.len());
-        async {
+    ) -> BoxFuture<'a, eventloom_core::Result<Generation>> {
+        Box::pin(async move {
+            let keys = self.keys(projection);
             let mut connection = self.connection.clone();
-            for _ in 0..QUERY_TRIES {
-                // The pointer and the views of the generation last seen live, in one MGET.
-                let cached = self.cached_live(projection);
-                let mut mget = redis::cmd("MGET");
-                mget.arg(keys.live());
-                if let Some(id) = cached {
-                    let generation = keys.generation(id);
-                    for id in ids {
-                        mget.arg(generation.view(id));
+            let reply: Vec<String> = self
+                .scripts
+                .begin
+                .key(keys.token())
+                .key(keys.live())
+                .key(keys.building())
+                .key(keys.last())
+                .key(keys.trash())
+                .arg(fencing_token)
+                .arg(version)
+                .arg(keys.base())
+                .arg(proposed_generation_id())
+                .invoke_async(&mut connection)
+                .instrument(tracing::debug_span!("begin_generation", store = "redis", projection, version))
+                .await
+                .map_err(redis_error)?;
+            let generation = match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                ["0", id] => {
+                    let id = generation_id(id)?;
+                    LAST_GENERATION_ID.fetch_max(id, Ordering::Relaxed);
+                    Generation { id, version, checkpoint: None }
+                }
+                ["2", highest] => return Err(fenced(projection, fencing_token, highest)),
+                _ => return Err(unexpected("begin_generation", reply)),
+            };
+            tracing::debug!(projection, generation = generation.id, version, "began a generation");
+            self.sweep_after_switch(projection).await;
+            Ok(generation)
+        })
+    }
+
+    fn load_views<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let keys = self.keys(projection);
+            let generation_keys = keys.generation(generation);
+            let mut invocation = self.scripts.load.prepare_invoke();
+            invocation.key(keys.live()).key(keys.building()).key(generation_keys.ids());
+            for id in ids {
+                invocation.key(generation_keys.view(id));
+            }
+            invocation.arg(keys.base()).arg(generation);
+            for id in ids {
+                invocation.arg(id.as_str());
+            }
+            let mut connection = self.connection.clone();
+            let mut reply: Vec<Option<String>> = invocation
+                .invoke_async(&mut connection)
+                .instrument(tracing::trace_span!(
+                    "load_views",
+                    store = "redis",
+                    projection,
+                    generation,
+                    views = ids.len()
+                ))
+                .await
+                .map_err(redis_error)?;
+            match reply.first().map(Option::as_deref) {
+                Some(Some("0")) if reply.len() == ids.len() + 1 => {
+                    reply.remove(0);
+                    Ok(reply)
+                }
+                Some(Some("4")) if reply.len() == 1 => Err(gone(projection, generation)),
+                _ => Err(unexpected("the load script", reply)),
+            }
+        })
+    }
+
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
+            commit.validate()?;
+            let span = tracing::debug_span!(
+                "projection_commit",
+                store = "redis",
+                projection,
+                generation = commit.generation,
+                views = commit.views.len()
+            );
+            let keys = self.keys(projection);
+            let generation = keys.generation(commit.generation);
+            // The index lists the batch touches, each once, numbered from 1 in the script.
+            let mut lists: Vec<&IndexKey> = Vec::new();
+            let mut slots: HashMap<&IndexKey, usize> = HashMap::new();
+            for write in &commit.views {
+                for entry in write.leave.iter().chain(&write.join) {
+                    slots.entry(&entry.key).or_insert_with(|| {
+                        lists.push(&entry.key);
+                        lists.len()
+                    });
+                }
+            }
+            let mut invocation = self.scripts.commit.prepare_invoke();
+            invocation
+                .key(keys.token())
+                .key(keys.live())
+                .key(keys.building())
+                .key(generation.meta())
+                .key(generation.ids())
+                .key(generation.indexes())
+                .key(generation.dead_letters());
+            for write in &commit.views {
+                invocation.key(generation.view(&write.id));
+            }
+            for list in &lists {
+                invocation.key(generation.index(list));
+            }
+            invocation
+                .arg(commit.generation)
+                .arg(commit.expected.map(|p| p.to_string()).unwrap_or_default())
+                .arg(commit.checkpoint.to_string())
+                .arg(commit.fencing_token)
+                .arg(commit.views.len())
+                .arg(lists.len())
+                .arg(keys.base());
+            for list in &lists {
+                invocation.arg(index_suffix(list));
+            }
+            for write in &commit.views {
+                invocation.arg(write.id.as_str());
+                match &write.view {
+                    Some(json) => invocation.arg(format!("s{json}")),
+                    None => invocation.arg("d"),
+                };
+                for entries in [&write.leave, &write.join] {
+                    invocation.arg(entries.len());
+                    for entry in entries {
+                        invocation.arg(slots[&entry.key]).arg(member(&entry.order, &write.id));
                     }
                 }
-                let mut values: Vec<Option<String>> = mget.query_async(&mut connection).await.map_err(redis_error)?;
-                if values.is_empty() {
-                    return Err(unexpected("MGET", values));
+            }
+            for letter in &commit.dead_letters {
+                let json = serde_json::to_string(letter)
+                    .map_err(|source| CoreError::Serde { what: "dead letter".into(), source })?;
+                invocation.arg(json);
+            }
+            let mut connection = self.connection.clone();
+            let reply: Vec<String> =
+                invocation.invoke_async(&mut connection).instrument(span).await.map_err(redis_error)?;
+            match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                ["0"] => Ok(()),
+                ["1", actual] => Err(CoreError::CheckpointMoved {
+                    projection: projection.to_owned(),
+                    expected: commit.expected,
+                    actual: position(actual)?,
+                }),
+                ["2", highest] => Err(fenced(projection, commit.fencing_token, highest)),
+                ["3", key] => Err(CoreError::Backend {
+                    message: format!("key {key:?} holds another type than the view store writes; nothing was written"),
+                    source: None,
+                }),
+                ["4"] => Err(gone(projection, commit.generation)),
+                _ => Err(unexpected("a commit", reply)),
+            }
+        })
+    }
+
+    fn go_live<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
+            let keys = self.keys(projection);
+            let mut connection = self.connection.clone();
+            let reply: Vec<String> = self
+                .scripts
+                .go_live
+                .key(keys.token())
+                .key(keys.live())
+                .key(keys.building())
+                .key(keys.trash())
+                .arg(generation)
+                .arg(fencing_token)
+                .arg(keys.base())
+                .invoke_async(&mut connection)
+                .instrument(tracing::debug_span!("go_live", store = "redis", projection, generation))
+                .await
+                .map_err(redis_error)?;
+            match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                ["0"] => {}
+                ["1", built, live] => {
+                    return Err(CoreError::CheckpointMoved {
+                        projection: projection.to_owned(),
+                        expected: position(built)?,
+                        actual: position(live)?,
+                    });
                 }
-                let live = values.remove(0).as_deref().map(generation_id).transpose()?;
-                match (live, cached) {
-                    (None, _) => {
-                        self.remember_live(projection, None);
-                        return Err(not_built(projection));
+                ["2", highest] => return Err(fenced(projection, fencing_token, highest)),
+                ["4"] => return Err(gone(projection, generation)),
+                _ => return Err(unexpected("go_live", reply)),
+            }
+            self.remember_live(projection, Some(generation));
+            self.sweep_after_switch(projection).await;
+            Ok(())
+        })
+    }
+
+    fn record_stop<'a>(
+        &'a self,
+        projection: &'a str,
+        stop: Option<&'a ProjectionStop>,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
+            let keys = self.keys(projection);
+            let mut connection = self.connection.clone();
+            let position = stop.and_then(|s| s.position).map(|p| p.to_string()).unwrap_or_default();
+            let reply: Vec<String> = self
+                .scripts
+                .record_stop
+                .key(keys.token())
+                .key(keys.live())
+                .key(keys.building())
+                .key(keys.stopped())
+                .arg(keys.base())
+                .arg(fencing_token)
+                .arg(stop.map_or("", |s| s.kind.as_str()))
+                .arg(position)
+                .arg(stop.map_or("", |s| s.reason.as_str()))
+                .arg(stop.map_or(0, |s| s.generation))
+                .arg(stop.and_then(|s| s.checkpoint).map(|p| p.to_string()).unwrap_or_default())
+                .invoke_async(&mut connection)
+                .instrument(tracing::debug_span!("record_stop", store = "redis", projection))
+                .await
+                .map_err(redis_error)?;
+            match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                ["0"] => Ok(()),
+                ["2", highest] => Err(fenced(projection, fencing_token, highest)),
+                ["3", key] => Err(CoreError::Backend {
+                    message: format!("key {key:?} holds another type than the view store writes; nothing was written"),
+                    source: None,
+                }),
+                _ => Err(unexpected("record_stop", reply)),
+            }
+        })
+    }
+
+    fn read_views<'a>(
+        &'a self,
+        projection: &'a str,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move {
+            let keys = self.keys(projection);
+            let span = tracing::trace_span!("read_views", store = "redis", projection, views = ids.len());
+            async {
+                let mut connection = self.connection.clone();
+                for _ in 0..QUERY_TRIES {
+                    // The pointer and the views of the generation last seen live, in one MGET.
+                    let cached = self.cached_live(projection);
+                    let mut mget = redis::cmd("MGET");
+                    mget.arg(keys.live());
+                    if let Some(id) = cached {
+                        let generation = keys.generation(id);
+                        for id in ids {
+                            mget.arg(generation.view(id));
+                        }
                     }
-                    (Some(live), Some(cached)) if live == cached => return Ok(values),
-                    (Some(live), _) => {
-                        self.remember_live(projection, Some(live));
-                        if ids.is_empty() {
-                            return Ok(Vec::new());
+                    let mut values: Vec<Option<String>> =
+                        mget.query_async(&mut connection).await.map_err(redis_error)?;
+                    if values.is_empty() {
+                        return Err(unexpected("MGET", values));
+                    }
+                    let live = values.remove(0).as_deref().map(generation_id).transpose()?;
+                    match (live, cached) {
+                        (None, _) => {
+                            self.remember_live(projection, None);
+                            return Err(not_built(projection));
+                        }
+                        (Some(live), Some(cached)) if live == cached => return Ok(values),
+                        (Some(live), _) => {
+                            self.remember_live(projection, Some(live));
+                            if ids.is_empty() {
+                                return Ok(Vec::new());
+                            }
                         }
                     }
                 }
+                Err(CoreError::unavailable_msg(format!(
+                    "the live generation of projection {projection} changed {QUERY_TRIES} times during one read"
+                )))
             }
-            Err(CoreError::unavailable_msg(format!(
-                "the live generation of projection {projection} changed {QUERY_TRIES} times during one read"
-            )))
-        }
-        .instrument(span)
-        .await
+            .instrument(span)
+            .await
+        })
     }
 
-    async fn list(
-        &self,
-        projection: &str,
-        key: &IndexKey,
-        range: &OrderRange,
-        after_cursor: Option<&ListCursor>,
+    fn list<'a>(
+        &'a self,
+        projection: &'a str,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after_cursor: Option<&'a ListCursor>,
         limit: usize,
-    ) -> eventloom_core::Result<ViewPage> {
-        let keys = self.keys(projection);
-        let mut connection = self.connection.clone();
-        // One more than asked: whether another page follows.
-        let fetch = limit.saturating_add(1).min(i64::MAX as usize);
-        let reply: Vec<Option<String>> = self
-            .scripts
-            .list
-            .key(keys.live())
-            .arg(keys.base())
-            .arg(index_suffix(key))
-            .arg(after(after_cursor, range))
-            .arg(fetch)
-            .arg(until(range))
-            .invoke_async(&mut connection)
-            .instrument(tracing::trace_span!("list", store = "redis", projection, index = %key, limit))
-            .await
-            .map_err(redis_error)?;
-        let (status, rest) = reply.split_first().ok_or_else(|| unexpected("the list script", &reply))?;
-        match status.as_deref() {
-            Some("0") => {
-                self.remember_live(projection, None);
-                return Err(not_built(projection));
+    ) -> BoxFuture<'a, eventloom_core::Result<ViewPage>> {
+        Box::pin(async move {
+            let keys = self.keys(projection);
+            let mut connection = self.connection.clone();
+            // One more than asked: whether another page follows.
+            let fetch = limit.saturating_add(1).min(i64::MAX as usize);
+            let reply: Vec<Option<String>> = self
+                .scripts
+                .list
+                .key(keys.live())
+                .arg(keys.base())
+                .arg(index_suffix(key))
+                .arg(after(after_cursor, range))
+                .arg(fetch)
+                .arg(until(range))
+                .invoke_async(&mut connection)
+                .instrument(tracing::trace_span!("list", store = "redis", projection, index = %key, limit))
+                .await
+                .map_err(redis_error)?;
+            let (status, rest) = reply.split_first().ok_or_else(|| unexpected("the list script", &reply))?;
+            match status.as_deref() {
+                Some("0") => {
+                    self.remember_live(projection, None);
+                    return Err(not_built(projection));
+                }
+                Some("1") => {}
+                _ => return Err(unexpected("the list script", &reply)),
             }
-            Some("1") => {}
-            _ => return Err(unexpected("the list script", &reply)),
-        }
-        let (live, rest) = rest.split_first().ok_or_else(|| unexpected("the list script", &reply))?;
-        self.remember_live(projection, Some(generation_id(live.as_deref().unwrap_or_default())?));
-        let entries = rest.chunks(2).collect::<Vec<_>>();
-        let more = entries.len() > limit;
-        let mut page = ViewPage::default();
-        for entry in entries.into_iter().take(limit) {
-            let [Some(member), view] = entry else { return Err(unexpected("the list script", entry)) };
-            let (order, id) = member.split_once('\0').ok_or_else(|| unexpected("an index member", member))?;
-            if let Some(json) = view {
-                page.views.push((id.to_owned(), json.clone()));
+            let (live, rest) = rest.split_first().ok_or_else(|| unexpected("the list script", &reply))?;
+            self.remember_live(projection, Some(generation_id(live.as_deref().unwrap_or_default())?));
+            let entries = rest.chunks(2).collect::<Vec<_>>();
+            let more = entries.len() > limit;
+            let mut page = ViewPage::default();
+            for entry in entries.into_iter().take(limit) {
+                let [Some(member), view] = entry else { return Err(unexpected("the list script", entry)) };
+                let (order, id) = member.split_once('\0').ok_or_else(|| unexpected("an index member", member))?;
+                if let Some(json) = view {
+                    page.views.push((id.to_owned(), json.clone()));
+                }
+                page.next = Some(ListCursor { order: order.to_owned(), id: id.to_owned() });
             }
-            page.next = Some(ListCursor { order: order.to_owned(), id: id.to_owned() });
-        }
-        if !more {
-            page.next = None;
-        }
-        Ok(page)
+            if !more {
+                page.next = None;
+            }
+            Ok(page)
+        })
     }
 
-    async fn count(&self, projection: &str, index_keys: &[IndexKey]) -> eventloom_core::Result<Vec<u64>> {
-        let keys = self.keys(projection);
-        let mut connection = self.connection.clone();
-        let mut invocation = self.scripts.count.prepare_invoke();
-        invocation.key(keys.live()).arg(keys.base());
-        for key in index_keys {
-            invocation.arg(index_suffix(key));
-        }
-        let reply: Vec<u64> = invocation
-            .invoke_async(&mut connection)
-            .instrument(tracing::trace_span!("count", store = "redis", projection, lists = index_keys.len()))
-            .await
-            .map_err(redis_error)?;
-        match reply.split_first() {
-            Some((0, _)) => {
-                self.remember_live(projection, None);
-                Err(not_built(projection))
+    fn count<'a>(
+        &'a self,
+        projection: &'a str,
+        index_keys: &'a [IndexKey],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
+        Box::pin(async move {
+            let keys = self.keys(projection);
+            let mut connection = self.connection.clone();
+            let mut invocation = self.scripts.count.prepare_invoke();
+            invocation.key(keys.live()).arg(keys.base());
+            for key in index_keys {
+                invocation.arg(index_suffix(key));
             }
-            Some((1, counts)) if counts.len() == index_keys.len() => Ok(counts.to_vec()),
-            _ => Err(unexpected("the count script", reply)),
-        }
+            let reply: Vec<u64> = invocation
+                .invoke_async(&mut connection)
+                .instrument(tracing::trace_span!("count", store = "redis", projection, lists = index_keys.len()))
+                .await
+                .map_err(redis_error)?;
+            match reply.split_first() {
+                Some((0, _)) => {
+                    self.remember_live(projection, None);
+                    Err(not_built(projection))
+                }
+                Some((1, counts)) if counts.len() == index_keys.len() => Ok(counts.to_vec()),
+                _ => Err(unexpected("the count script", reply)),
+            }
+        })
     }
 
-    async fn dead_letters(&self, projection: &str) -> eventloom_core::Result<Vec<DeadLetter>> {
-        let keys = self.keys(projection);
-        let mut connection = self.connection.clone();
-        let letters: Vec<String> = self
-            .scripts
-            .dead_letters
-            .key(keys.live())
-            .arg(keys.base())
-            .invoke_async(&mut connection)
-            .instrument(tracing::trace_span!("dead_letters", store = "redis", projection))
-            .await
-            .map_err(redis_error)?;
-        letters
-            .iter()
-            .map(|json| {
-                serde_json::from_str(json).map_err(|source| CoreError::Serde { what: "dead letter".into(), source })
-            })
-            .collect()
+    fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<DeadLetter>>> {
+        Box::pin(async move {
+            let keys = self.keys(projection);
+            let mut connection = self.connection.clone();
+            let letters: Vec<String> = self
+                .scripts
+                .dead_letters
+                .key(keys.live())
+                .arg(keys.base())
+                .invoke_async(&mut connection)
+                .instrument(tracing::trace_span!("dead_letters", store = "redis", projection))
+                .await
+                .map_err(redis_error)?;
+            letters
+                .iter()
+                .map(|json| {
+                    serde_json::from_str(json).map_err(|source| CoreError::Serde { what: "dead letter".into(), source })
+                })
+                .collect()
+        })
     }
 }
 

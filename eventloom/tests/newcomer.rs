@@ -146,7 +146,7 @@ impl Projection for CustomerSpending {
 }
 
 /// The newcomer's wiring: the same for every bundle of stores.
-fn builder(stores: Stores) -> eventloom::AppBuilder {
+fn builder(stores: Stores) -> eventloom::app::AppBuilder {
     App::builder(stores)
         .aggregate::<Customer>()
         .aggregate::<Order>()

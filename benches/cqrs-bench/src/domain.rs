@@ -1,8 +1,9 @@
 //! The domain every scenario runs: bank accounts that take deposits (the same as the memory
 //! benchmark in `eventloom-core/benches/engine.rs`).
 
+use eventloom_core::model::{IdGenerator, RandomIds};
+use eventloom_core::model::{NewEvent, Timestamp};
 use eventloom_core::prelude::*;
-use eventloom_core::{IdGenerator, RandomIds};
 
 /// How many accounts the command scenarios cycle through.
 pub const AGGREGATES: usize = 1_000;
@@ -71,7 +72,7 @@ pub struct EventMaker {
 impl EventMaker {
     /// The metadata of one new event.
     pub fn metadata(&self) -> Metadata {
-        Metadata { event_id: self.ids.next_id(), timestamp: Timestamp::now(), ..Metadata::default() }
+        Metadata::new(self.ids.next_id(), Timestamp::now())
     }
 
     /// The metadata of one new event as the JSON text the engine stores.

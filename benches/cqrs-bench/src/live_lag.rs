@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventloom_core::{Position, Projector, ViewReader};
+use eventloom_core::{
+    Position,
+    read::{Projector, ViewReader},
+};
 use eventloom_postgres::PgEventStore;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;

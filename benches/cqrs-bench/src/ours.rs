@@ -3,7 +3,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use eventloom_core::{AppendOutcome, Cqrs, EventStore, ExpectedVersion, Position, StreamId};
+use eventloom_core::{
+    Position, StreamId,
+    model::ExpectedVersion,
+    store::{AppendOutcome, EventStore},
+    write::Cqrs,
+};
 use eventloom_postgres::PgEventStore;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;

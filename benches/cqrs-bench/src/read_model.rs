@@ -1,8 +1,9 @@
 //! The read side the Redis scenarios measure: a projection of the accounts into one view per
 //! stream, the events it catches up on, and the raw redis-rs baselines it is compared with.
 
+use eventloom_core::model::ExpectedVersion;
 use eventloom_core::prelude::*;
-use eventloom_core::{BoxError, EventStore, Projection, ViewReader};
+use eventloom_core::{BoxError, Projection, read::ViewReader, store::EventStore};
 use eventloom_postgres::PgEventStore;
 use redis::aio::ConnectionManager;
 

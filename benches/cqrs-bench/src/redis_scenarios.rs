@@ -5,7 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventloom_core::{Cqrs, Projection, Projector, ViewReader, ViewStore};
+use eventloom_core::{
+    Projection,
+    read::{Projector, ViewReader},
+    store::ViewStore,
+    write::Cqrs,
+};
 use eventloom_postgres::{PgConfig, PgEventStore};
 use eventloom_redis::RedisViewStore;
 use redis::aio::ConnectionManager;

@@ -6,7 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
-use eventloom_core::{Aggregate, Cqrs, Snapshot, SnapshotPolicy, SnapshotStore};
+use eventloom_core::{
+    Aggregate,
+    store::{Snapshot, SnapshotStore},
+    write::{Cqrs, SnapshotPolicy},
+};
 use eventloom_postgres::{PgConfig, PgEventStore, PgSnapshotStore};
 use tokio_postgres::{Client, NoTls};
 

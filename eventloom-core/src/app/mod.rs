@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
+use crate::store::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -27,13 +27,15 @@ use crate::{
     ViewStore,
 };
 
-/// How long [`App::shutdown`] waits for commands in flight and projectors' batches by default.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+impl App {
+    /// How long [`App::shutdown`] waits for commands in flight and projectors' batches by default.
+    pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+}
 
 /// The engine of one aggregate type as the App keeps it.
 type Engine<A> = Cqrs<A, Arc<dyn EventStore>>;
-type BoxFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
-type RunProjection = Box<dyn FnOnce(Projector<Arc<dyn EventStore>>, Shutdown) -> BoxFuture + Send>;
+type RunFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+type RunProjection = Box<dyn FnOnce(Projector<Arc<dyn EventStore>>, Shutdown) -> RunFuture + Send>;
 type JoinGroup = Box<dyn FnOnce(&mut ProjectionGroup<Arc<dyn EventStore>>) -> MemberHandle + Send>;
 
 /// Where a projection runs: with the projector's defaults, as a member of the process's one
@@ -153,7 +155,7 @@ impl AppBuilder {
     }
 
     /// How long [`App::shutdown`] waits for commands in flight and for projectors to finish
-    /// their batch before it gives up on them (default [`DEFAULT_DRAIN_TIMEOUT`]).
+    /// their batch before it gives up on them (default [`App::DEFAULT_DRAIN_TIMEOUT`]).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self
@@ -323,10 +325,9 @@ impl Drop for PanicGuard {
 /// The bundle's lease manager, shared by the App's projectors.
 struct SharedLeases(Arc<dyn LeaseManager>);
 
-#[async_trait]
 impl LeaseManager for SharedLeases {
-    async fn acquire(&self, name: &str) -> Result<Lease> {
-        self.0.acquire(name).await
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>> {
+        Box::pin(async move { self.0.acquire(name).await })
     }
 }
 
@@ -335,7 +336,7 @@ impl LeaseManager for SharedLeases {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::RunState;
+/// use eventloom_core::app::RunState;
 ///
 /// assert!(RunState::Running.is_running());
 /// assert!(!RunState::Stopped.is_running());
@@ -366,7 +367,7 @@ impl RunState {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{ProjectionHealth, RunState};
+/// use eventloom_core::{app::{ProjectionHealth, RunState}};
 ///
 /// let health = ProjectionHealth::new("account_summaries", RunState::Running);
 /// assert_eq!(health.name, "account_summaries");
@@ -392,7 +393,7 @@ impl ProjectionHealth {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{AppStatus, ProjectionHealth, Role, RunState};
+/// use eventloom_core::{Role, app::{AppStatus, ProjectionHealth, RunState}};
 ///
 /// let status = AppStatus::new(Role::All, false, vec![ProjectionHealth::new("p", RunState::Running)]);
 /// assert!(status.is_healthy());
@@ -531,7 +532,7 @@ impl App {
         AppBuilder {
             stores: stores.into(),
             role: Role::All,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            drain_timeout: App::DEFAULT_DRAIN_TIMEOUT,
             aggregates: Vec::new(),
             projections: Vec::new(),
         }

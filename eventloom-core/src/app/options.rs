@@ -27,7 +27,7 @@ type AttachSnapshots<A> =
 /// # #[derive(Debug, Default, Serialize, Deserialize)] struct Counter;
 /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
 /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
-/// use eventloom_core::{AggregateOptions, RetryPolicy, SnapshotPolicy};
+/// use eventloom_core::{AggregateOptions, write::{RetryPolicy, SnapshotPolicy}};
 ///
 /// let options = AggregateOptions::<Counter>::new()
 ///     .snapshots(SnapshotPolicy::every(100))
@@ -99,7 +99,7 @@ impl<A: Aggregate> AggregateOptions<A> {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{PoisonPolicy, ProjectionOptions};
+/// use eventloom_core::{ProjectionOptions, read::PoisonPolicy};
 ///
 /// let options = ProjectionOptions::new().poison_policy(PoisonPolicy::DeadLetter).batch_size(500);
 /// # let _ = options;
@@ -117,7 +117,7 @@ impl ProjectionOptions {
     }
 
     /// The projector's defaults: stop on a poison event, batches of
-    /// [`DEFAULT_PROJECTOR_BATCH`](crate::DEFAULT_PROJECTOR_BATCH) events.
+    /// [`Projector::DEFAULT_BATCH`](crate::read::Projector::DEFAULT_BATCH) events.
     pub fn new() -> Self {
         ProjectionOptions::default()
     }

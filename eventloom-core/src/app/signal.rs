@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
+use crate::store::BoxFuture;
 use tokio::sync::watch;
 
 use crate::memory::lock;
@@ -50,46 +50,66 @@ impl SignallingViews {
     }
 }
 
-#[async_trait]
 impl ViewStore for SignallingViews {
-    async fn status(&self, projection: &str) -> Result<ProjectionStatus> {
-        self.inner.status(projection).await
+    fn status<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<ProjectionStatus>> {
+        Box::pin(async move { self.inner.status(projection).await })
     }
-    async fn begin_generation(&self, projection: &str, version: u32, fencing_token: u64) -> Result<Generation> {
-        self.inner.begin_generation(projection, version, fencing_token).await
+    fn begin_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        version: u32,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<Generation>> {
+        Box::pin(async move { self.inner.begin_generation(projection, version, fencing_token).await })
     }
-    async fn load_views(&self, projection: &str, generation: u64, ids: &[String]) -> Result<Vec<Option<String>>> {
-        self.inner.load_views(projection, generation, ids).await
+    fn load_views<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
+        Box::pin(async move { self.inner.load_views(projection, generation, ids).await })
     }
-    async fn commit(&self, projection: &str, commit: ViewCommit) -> Result<()> {
-        let result = self.inner.commit(projection, commit).await;
-        self.after(projection, result)
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let result = self.inner.commit(projection, commit).await;
+            self.after(projection, result)
+        })
     }
-    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> Result<()> {
-        let result = self.inner.go_live(projection, generation, fencing_token).await;
-        self.after(projection, result)
+    fn go_live<'a>(&'a self, projection: &'a str, generation: u64, fencing_token: u64) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let result = self.inner.go_live(projection, generation, fencing_token).await;
+            self.after(projection, result)
+        })
     }
-    async fn read_views(&self, projection: &str, ids: &[String]) -> Result<Vec<Option<String>>> {
-        self.inner.read_views(projection, ids).await
+    fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
+        Box::pin(async move { self.inner.read_views(projection, ids).await })
     }
-    async fn list(
-        &self,
-        projection: &str,
-        key: &IndexKey,
-        range: &crate::OrderRange,
-        after: Option<&ListCursor>,
+    fn list<'a>(
+        &'a self,
+        projection: &'a str,
+        key: &'a IndexKey,
+        range: &'a crate::OrderRange,
+        after: Option<&'a ListCursor>,
         limit: usize,
-    ) -> Result<ViewPage> {
-        self.inner.list(projection, key, range, after, limit).await
+    ) -> BoxFuture<'a, Result<ViewPage>> {
+        Box::pin(async move { self.inner.list(projection, key, range, after, limit).await })
     }
-    async fn count(&self, projection: &str, keys: &[IndexKey]) -> Result<Vec<u64>> {
-        self.inner.count(projection, keys).await
+    fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, Result<Vec<u64>>> {
+        Box::pin(async move { self.inner.count(projection, keys).await })
     }
-    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>> {
-        self.inner.dead_letters(projection).await
+    fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
+        Box::pin(async move { self.inner.dead_letters(projection).await })
     }
-    async fn record_stop(&self, projection: &str, stop: Option<&ProjectionStop>, fencing_token: u64) -> Result<()> {
-        let result = self.inner.record_stop(projection, stop, fencing_token).await;
-        self.after(projection, result)
+    fn record_stop<'a>(
+        &'a self,
+        projection: &'a str,
+        stop: Option<&'a ProjectionStop>,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let result = self.inner.record_stop(projection, stop, fencing_token).await;
+            self.after(projection, result)
+        })
     }
 }

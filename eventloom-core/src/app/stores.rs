@@ -18,7 +18,7 @@ use crate::{
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{MemoryEventStore, MemoryStores, MemoryViewStore, Stores};
+/// use eventloom_core::{MemoryStores, Stores, memory::{MemoryEventStore, MemoryViewStore}};
 ///
 /// let stores: Stores = MemoryStores::new().into();
 /// assert!(!stores.is_shared(), "memory lives in one process");

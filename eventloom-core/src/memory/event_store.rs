@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use async_trait::async_trait;
+use crate::store::BoxFuture;
 use tokio::sync::watch;
 
 use super::{read, write};
@@ -23,7 +23,8 @@ const DEFAULT_MAX_EVENT_SIZE: usize = 1 << 20;
 ///
 /// ```
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::{EventStore, MemoryEventStore};
+/// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+/// use eventloom_core::model::{ExpectedVersion, NewEvent};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemoryEventStore::new();
@@ -190,87 +191,109 @@ impl MemoryEventStore {
     }
 }
 
-#[async_trait]
 impl EventStore for MemoryEventStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
+    fn append<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome> {
-        self.append_events(stream, expected, events, None)
+    ) -> BoxFuture<'a, Result<AppendOutcome>> {
+        Box::pin(async move { self.append_events(stream, expected, events, None) })
     }
 
-    async fn append_command(
-        &self,
-        stream: &StreamId,
+    fn append_command<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &Fingerprint,
-    ) -> Result<AppendOutcome> {
-        self.append_events(stream, expected, events, Some(*fingerprint))
+        fingerprint: &'a Fingerprint,
+    ) -> BoxFuture<'a, Result<AppendOutcome>> {
+        Box::pin(async move { self.append_events(stream, expected, events, Some(*fingerprint)) })
     }
 
-    async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
-        self.read_stream_bounded(stream, from_version, limit, usize::MAX).await
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { self.read_stream_bounded(stream, from_version, limit, usize::MAX).await })
     }
 
-    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
-        self.read_all_bounded(after, limit, usize::MAX).await
+    fn read_all<'a>(&'a self, after: Position, limit: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { self.read_all_bounded(after, limit, usize::MAX).await })
     }
 
-    async fn read_stream_bounded(
-        &self,
-        stream: &StreamId,
+    fn read_stream_bounded<'a>(
+        &'a self,
+        stream: &'a StreamId,
         from_version: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> Result<Vec<RecordedEvent>> {
-        let state = read(&self.inner.state);
-        let Some(indexes) = state.streams.get(stream) else {
-            return Ok(Vec::new());
-        };
-        let start = usize::try_from(from_version.saturating_sub(1)).unwrap_or(usize::MAX).min(indexes.len());
-        let mut events: Vec<RecordedEvent> =
-            indexes[start..].iter().take(limit).map(|&i| state.log[i].clone()).collect();
-        events.truncate(crate::within_bytes(&events, max_bytes));
-        Ok(events)
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
+            let state = read(&self.inner.state);
+            let Some(indexes) = state.streams.get(stream) else {
+                return Ok(Vec::new());
+            };
+            let start = usize::try_from(from_version.saturating_sub(1)).unwrap_or(usize::MAX).min(indexes.len());
+            let mut events: Vec<RecordedEvent> =
+                indexes[start..].iter().take(limit).map(|&i| state.log[i].clone()).collect();
+            events.truncate(crate::within_bytes(&events, max_bytes));
+            Ok(events)
+        })
     }
 
-    async fn read_all_bounded(&self, after: Position, limit: usize, max_bytes: usize) -> Result<Vec<RecordedEvent>> {
-        let state = read(&self.inner.state);
-        let start = state.log.partition_point(|e| e.position <= after);
-        let mut events: Vec<RecordedEvent> = state.log[start..].iter().take(limit).cloned().collect();
-        events.truncate(crate::within_bytes(&events, max_bytes));
-        Ok(events)
+    fn read_all_bounded<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
+            let state = read(&self.inner.state);
+            let start = state.log.partition_point(|e| e.position <= after);
+            let mut events: Vec<RecordedEvent> = state.log[start..].iter().take(limit).cloned().collect();
+            events.truncate(crate::within_bytes(&events, max_bytes));
+            Ok(events)
+        })
     }
 
-    async fn head(&self) -> Result<Option<Position>> {
-        Ok(read(&self.inner.state).log.last().map(|e| e.position))
+    fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<Position>>> {
+        Box::pin(async move { Ok(read(&self.inner.state).log.last().map(|e| e.position)) })
     }
 
-    async fn count_after(&self, after: Position, cap: u64) -> Result<u64> {
-        let state = read(&self.inner.state);
-        let after = state.log.len() - state.log.partition_point(|e| e.position <= after);
-        Ok((after as u64).min(cap))
+    fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let state = read(&self.inner.state);
+            let after = state.log.len() - state.log.partition_point(|e| e.position <= after);
+            Ok((after as u64).min(cap))
+        })
     }
 
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
-        Ok(read(&self.inner.state).streams.get(stream).map_or(0, |s| s.len() as u64))
+    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { Ok(read(&self.inner.state).streams.get(stream).map_or(0, |s| s.len() as u64)) })
     }
 
-    async fn command_outcome(&self, command_id: &str) -> Result<Option<CommandRecord>> {
-        Ok(read(&self.inner.state).commands.get(command_id).cloned())
+    fn command_outcome<'a>(&'a self, command_id: &'a str) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
+        Box::pin(async move { Ok(read(&self.inner.state).commands.get(command_id).cloned()) })
     }
 
-    async fn record_command(&self, command_id: &str, fingerprint: &Fingerprint, outcome: AppendOutcome) -> Result<()> {
-        crate::validate_command_id(command_id)?;
-        let mut state = write(&self.inner.state);
-        if let Some(first) = state.commands.get(command_id) {
-            return Err(duplicate(command_id, first));
-        }
-        state.commands.insert(command_id.to_owned(), CommandRecord { outcome, fingerprint: Some(*fingerprint) });
-        Ok(())
+    fn record_command<'a>(
+        &'a self,
+        command_id: &'a str,
+        fingerprint: &'a Fingerprint,
+        outcome: AppendOutcome,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            crate::validate_command_id(command_id)?;
+            let mut state = write(&self.inner.state);
+            if let Some(first) = state.commands.get(command_id) {
+                return Err(duplicate(command_id, first));
+            }
+            state.commands.insert(command_id.to_owned(), CommandRecord { outcome, fingerprint: Some(*fingerprint) });
+            Ok(())
+        })
     }
 
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
+use crate::store::BoxFuture;
 use tokio::sync::{Notify, watch};
 
 use super::lock;
@@ -12,7 +12,7 @@ use crate::{Lease, LeaseManager, Result};
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{LeaseManager, MemoryLeases};
+/// use eventloom_core::{store::LeaseManager, memory::MemoryLeases};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let leases = MemoryLeases::default();
@@ -73,25 +73,26 @@ impl MemoryLeases {
     }
 }
 
-#[async_trait]
 impl LeaseManager for MemoryLeases {
-    async fn acquire(&self, name: &str) -> Result<Lease> {
-        loop {
-            let notified = self.inner.released.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let mut slots = lock(&self.inner.slots);
-                let slot = slots.entry(name.to_owned()).or_default();
-                if slot.holder.is_none() {
-                    slot.token += 1;
-                    let (tx, rx) = watch::channel(false);
-                    slot.holder = Some(tx);
-                    let release = Release { inner: self.inner.clone(), name: name.to_owned(), token: slot.token };
-                    return Ok(Lease::new(slot.token, rx, release));
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>> {
+        Box::pin(async move {
+            loop {
+                let notified = self.inner.released.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                {
+                    let mut slots = lock(&self.inner.slots);
+                    let slot = slots.entry(name.to_owned()).or_default();
+                    if slot.holder.is_none() {
+                        slot.token += 1;
+                        let (tx, rx) = watch::channel(false);
+                        slot.holder = Some(tx);
+                        let release = Release { inner: self.inner.clone(), name: name.to_owned(), token: slot.token };
+                        return Ok(Lease::new(slot.token, rx, release));
+                    }
                 }
+                notified.await;
             }
-            notified.await;
-        }
+        })
     }
 }

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use async_trait::async_trait;
+use crate::store::BoxFuture;
 
 use super::{read, write};
 use crate::{Result, Snapshot, SnapshotStore, StreamId};
@@ -11,7 +11,7 @@ use crate::{Result, Snapshot, SnapshotStore, StreamId};
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{MemorySnapshotStore, Position, Snapshot, SnapshotStore, StreamId};
+/// use eventloom_core::{Position, StreamId, memory::MemorySnapshotStore, store::{Snapshot, SnapshotStore}};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemorySnapshotStore::default();
@@ -30,20 +30,21 @@ pub struct MemorySnapshotStore {
     snapshots: Arc<RwLock<HashMap<StreamId, Snapshot>>>,
 }
 
-#[async_trait]
 impl SnapshotStore for MemorySnapshotStore {
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
-        Ok(read(&self.snapshots).get(stream).cloned())
+    fn load_snapshot<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<Option<Snapshot>>> {
+        Box::pin(async move { Ok(read(&self.snapshots).get(stream).cloned()) })
     }
 
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
-        let mut map = write(&self.snapshots);
-        match map.get(&snapshot.stream) {
-            Some(existing) if existing.version >= snapshot.version => {}
-            _ => {
-                map.insert(snapshot.stream.clone(), snapshot);
+    fn save_snapshot<'a>(&'a self, snapshot: Snapshot) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut map = write(&self.snapshots);
+            match map.get(&snapshot.stream) {
+                Some(existing) if existing.version >= snapshot.version => {}
+                _ => {
+                    map.insert(snapshot.stream.clone(), snapshot);
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }

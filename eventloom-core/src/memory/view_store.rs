@@ -2,7 +2,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
-use async_trait::async_trait;
+use crate::store::BoxFuture;
 
 use super::{read, write};
 use crate::{
@@ -15,7 +15,7 @@ use crate::{
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{MemoryViewStore, Position, ViewCommit, ViewStore, ViewWrite};
+/// use eventloom_core::{Position, memory::MemoryViewStore, store::{ViewCommit, ViewStore, ViewWrite}};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let views = MemoryViewStore::default();
@@ -88,7 +88,7 @@ impl MemoryViewStore {
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{MemoryViewStore, ViewStore};
+    /// use eventloom_core::{memory::MemoryViewStore, store::ViewStore};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let views = MemoryViewStore::default();
@@ -102,166 +102,204 @@ impl MemoryViewStore {
     }
 }
 
-#[async_trait]
 impl ViewStore for MemoryViewStore {
-    async fn status(&self, projection: &str) -> Result<ProjectionStatus> {
-        let map = read(&self.projections);
-        Ok(map
-            .get(projection)
-            .map(|s| ProjectionStatus {
-                live: s.live.and_then(|id| s.generation(id)),
-                building: s.building.and_then(|id| s.generation(id)),
-                stopped: s.stopped.clone(),
-            })
-            .unwrap_or_default())
+    fn status<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<ProjectionStatus>> {
+        Box::pin(async move {
+            let map = read(&self.projections);
+            Ok(map
+                .get(projection)
+                .map(|s| ProjectionStatus {
+                    live: s.live.and_then(|id| s.generation(id)),
+                    building: s.building.and_then(|id| s.generation(id)),
+                    stopped: s.stopped.clone(),
+                })
+                .unwrap_or_default())
+        })
     }
 
-    async fn begin_generation(&self, projection: &str, version: u32, fencing_token: u64) -> Result<Generation> {
-        let mut map = write(&self.projections);
-        let state = map.entry(projection.to_owned()).or_default();
-        state.check_token(projection, fencing_token)?;
-        state.highest_token = fencing_token;
-        if let Some(old) = state.building.take() {
-            state.generations.remove(&old);
-        }
-        state.last_generation += 1;
-        let id = state.last_generation;
-        state.generations.insert(id, GenerationState { version, ..GenerationState::default() });
-        state.building = Some(id);
-        Ok(Generation { id, version, checkpoint: None })
+    fn begin_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        version: u32,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<Generation>> {
+        Box::pin(async move {
+            let mut map = write(&self.projections);
+            let state = map.entry(projection.to_owned()).or_default();
+            state.check_token(projection, fencing_token)?;
+            state.highest_token = fencing_token;
+            if let Some(old) = state.building.take() {
+                state.generations.remove(&old);
+            }
+            state.last_generation += 1;
+            let id = state.last_generation;
+            state.generations.insert(id, GenerationState { version, ..GenerationState::default() });
+            state.building = Some(id);
+            Ok(Generation { id, version, checkpoint: None })
+        })
     }
 
-    async fn load_views(&self, projection: &str, generation: u64, ids: &[String]) -> Result<Vec<Option<String>>> {
-        let map = read(&self.projections);
-        let state = map.get(projection).and_then(|s| s.generations.get(&generation));
-        Ok(ids.iter().map(|id| state.and_then(|s| s.views.get(id).cloned())).collect())
+    fn load_views<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
+        Box::pin(async move {
+            let map = read(&self.projections);
+            let state = map.get(projection).and_then(|s| s.generations.get(&generation));
+            Ok(ids.iter().map(|id| state.and_then(|s| s.views.get(id).cloned())).collect())
+        })
     }
 
-    async fn commit(&self, projection: &str, commit: ViewCommit) -> Result<()> {
-        commit.validate()?;
-        let mut map = write(&self.projections);
-        let state = map.entry(projection.to_owned()).or_default();
-        state.check_token(projection, commit.fencing_token)?;
-        let current = Some(commit.generation);
-        if state.live != current && state.building != current {
-            return Err(Error::GenerationGone { projection: projection.to_owned(), generation: commit.generation });
-        }
-        state.highest_token = commit.fencing_token;
-        let Some(generation) = state.generations.get_mut(&commit.generation) else {
-            return Err(Error::GenerationGone { projection: projection.to_owned(), generation: commit.generation });
-        };
-        if generation.checkpoint != commit.expected {
-            return Err(Error::CheckpointMoved {
-                projection: projection.to_owned(),
-                expected: commit.expected,
-                actual: generation.checkpoint,
-            });
-        }
-        for write in commit.views {
-            for entry in write.leave {
-                if let Some(list) = generation.indexes.get_mut(&entry.key) {
-                    list.remove(&(entry.order, write.id.clone()));
-                    if list.is_empty() {
-                        generation.indexes.remove(&entry.key);
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            commit.validate()?;
+            let mut map = write(&self.projections);
+            let state = map.entry(projection.to_owned()).or_default();
+            state.check_token(projection, commit.fencing_token)?;
+            let current = Some(commit.generation);
+            if state.live != current && state.building != current {
+                return Err(Error::GenerationGone { projection: projection.to_owned(), generation: commit.generation });
+            }
+            state.highest_token = commit.fencing_token;
+            let Some(generation) = state.generations.get_mut(&commit.generation) else {
+                return Err(Error::GenerationGone { projection: projection.to_owned(), generation: commit.generation });
+            };
+            if generation.checkpoint != commit.expected {
+                return Err(Error::CheckpointMoved {
+                    projection: projection.to_owned(),
+                    expected: commit.expected,
+                    actual: generation.checkpoint,
+                });
+            }
+            for write in commit.views {
+                for entry in write.leave {
+                    if let Some(list) = generation.indexes.get_mut(&entry.key) {
+                        list.remove(&(entry.order, write.id.clone()));
+                        if list.is_empty() {
+                            generation.indexes.remove(&entry.key);
+                        }
                     }
                 }
+                for entry in write.join {
+                    generation.indexes.entry(entry.key).or_default().insert((entry.order, write.id.clone()));
+                }
+                match write.view {
+                    Some(json) => generation.views.insert(write.id, json),
+                    None => generation.views.remove(&write.id),
+                };
             }
-            for entry in write.join {
-                generation.indexes.entry(entry.key).or_default().insert((entry.order, write.id.clone()));
+            generation.checkpoint = Some(commit.checkpoint);
+            generation.dead_letters.extend(commit.dead_letters);
+            Ok(())
+        })
+    }
+
+    fn go_live<'a>(&'a self, projection: &'a str, generation: u64, fencing_token: u64) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut map = write(&self.projections);
+            let state = map.entry(projection.to_owned()).or_default();
+            state.check_token(projection, fencing_token)?;
+            if state.live == Some(generation) {
+                return Ok(());
             }
-            match write.view {
-                Some(json) => generation.views.insert(write.id, json),
-                None => generation.views.remove(&write.id),
-            };
-        }
-        generation.checkpoint = Some(commit.checkpoint);
-        generation.dead_letters.extend(commit.dead_letters);
-        Ok(())
+            if state.building != Some(generation) {
+                return Err(Error::GenerationGone { projection: projection.to_owned(), generation });
+            }
+            let built = state.generations.get(&generation).and_then(|g| g.checkpoint);
+            let live = state.live.and_then(|id| state.generations.get(&id)).and_then(|g| g.checkpoint);
+            if built < live {
+                return Err(Error::CheckpointMoved {
+                    projection: projection.to_owned(),
+                    expected: built,
+                    actual: live,
+                });
+            }
+            state.highest_token = fencing_token;
+            if let Some(old) = state.live.replace(generation) {
+                state.generations.remove(&old);
+            }
+            state.building = None;
+            Ok(())
+        })
     }
 
-    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> Result<()> {
-        let mut map = write(&self.projections);
-        let state = map.entry(projection.to_owned()).or_default();
-        state.check_token(projection, fencing_token)?;
-        if state.live == Some(generation) {
-            return Ok(());
-        }
-        if state.building != Some(generation) {
-            return Err(Error::GenerationGone { projection: projection.to_owned(), generation });
-        }
-        let built = state.generations.get(&generation).and_then(|g| g.checkpoint);
-        let live = state.live.and_then(|id| state.generations.get(&id)).and_then(|g| g.checkpoint);
-        if built < live {
-            return Err(Error::CheckpointMoved { projection: projection.to_owned(), expected: built, actual: live });
-        }
-        state.highest_token = fencing_token;
-        if let Some(old) = state.live.replace(generation) {
-            state.generations.remove(&old);
-        }
-        state.building = None;
-        Ok(())
+    fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
+        Box::pin(async move {
+            let map = read(&self.projections);
+            let live = live(&map, projection)?;
+            Ok(ids.iter().map(|id| live.views.get(id).cloned()).collect())
+        })
     }
 
-    async fn read_views(&self, projection: &str, ids: &[String]) -> Result<Vec<Option<String>>> {
-        let map = read(&self.projections);
-        let live = live(&map, projection)?;
-        Ok(ids.iter().map(|id| live.views.get(id).cloned()).collect())
-    }
-
-    async fn list(
-        &self,
-        projection: &str,
-        key: &IndexKey,
-        range: &OrderRange,
-        after: Option<&ListCursor>,
+    fn list<'a>(
+        &'a self,
+        projection: &'a str,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after: Option<&'a ListCursor>,
         limit: usize,
-    ) -> Result<ViewPage> {
-        let map = read(&self.projections);
-        let live = live(&map, projection)?;
-        let Some(list) = live.indexes.get(key) else { return Ok(ViewPage::default()) };
-        // From the later of the cursor and the range's start; up to the range's end.
-        // The range's first entry sorts before every other of its sort key (the empty id).
-        let start = match (after, range.from()) {
-            (Some(cursor), Some(from)) if (from, "") > (cursor.order.as_str(), cursor.id.as_str()) => {
-                Bound::Included((from.to_owned(), String::new()))
+    ) -> BoxFuture<'a, Result<ViewPage>> {
+        Box::pin(async move {
+            let map = read(&self.projections);
+            let live = live(&map, projection)?;
+            let Some(list) = live.indexes.get(key) else { return Ok(ViewPage::default()) };
+            // From the later of the cursor and the range's start; up to the range's end.
+            // The range's first entry sorts before every other of its sort key (the empty id).
+            let start = match (after, range.from()) {
+                (Some(cursor), Some(from)) if (from, "") > (cursor.order.as_str(), cursor.id.as_str()) => {
+                    Bound::Included((from.to_owned(), String::new()))
+                }
+                (Some(cursor), _) => Bound::Excluded((cursor.order.clone(), cursor.id.clone())),
+                (None, Some(from)) => Bound::Included((from.to_owned(), String::new())),
+                (None, None) => Bound::Unbounded,
+            };
+            let mut entries = list
+                .range((start, Bound::Unbounded))
+                .take_while(|(order, _)| range.until().is_none_or(|until| order.as_str() < until));
+            let mut page = ViewPage::default();
+            for (order, id) in entries.by_ref().take(limit) {
+                if let Some(json) = live.views.get(id) {
+                    page.views.push((id.clone(), json.clone()));
+                }
+                page.next = Some(ListCursor { order: order.clone(), id: id.clone() });
             }
-            (Some(cursor), _) => Bound::Excluded((cursor.order.clone(), cursor.id.clone())),
-            (None, Some(from)) => Bound::Included((from.to_owned(), String::new())),
-            (None, None) => Bound::Unbounded,
-        };
-        let mut entries = list
-            .range((start, Bound::Unbounded))
-            .take_while(|(order, _)| range.until().is_none_or(|until| order.as_str() < until));
-        let mut page = ViewPage::default();
-        for (order, id) in entries.by_ref().take(limit) {
-            if let Some(json) = live.views.get(id) {
-                page.views.push((id.clone(), json.clone()));
+            if entries.next().is_none() {
+                page.next = None;
             }
-            page.next = Some(ListCursor { order: order.clone(), id: id.clone() });
-        }
-        if entries.next().is_none() {
-            page.next = None;
-        }
-        Ok(page)
+            Ok(page)
+        })
     }
 
-    async fn count(&self, projection: &str, keys: &[IndexKey]) -> Result<Vec<u64>> {
-        let map = read(&self.projections);
-        let live = live(&map, projection)?;
-        Ok(keys.iter().map(|key| live.indexes.get(key).map_or(0, |l| l.len() as u64)).collect())
+    fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, Result<Vec<u64>>> {
+        Box::pin(async move {
+            let map = read(&self.projections);
+            let live = live(&map, projection)?;
+            Ok(keys.iter().map(|key| live.indexes.get(key).map_or(0, |l| l.len() as u64)).collect())
+        })
     }
 
-    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>> {
-        let map = read(&self.projections);
-        Ok(live(&map, projection).map(|g| g.dead_letters.clone()).unwrap_or_default())
+    fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
+        Box::pin(async move {
+            let map = read(&self.projections);
+            Ok(live(&map, projection).map(|g| g.dead_letters.clone()).unwrap_or_default())
+        })
     }
 
-    async fn record_stop(&self, projection: &str, stop: Option<&ProjectionStop>, fencing_token: u64) -> Result<()> {
-        let mut map = write(&self.projections);
-        let state = map.entry(projection.to_owned()).or_default();
-        state.check_token(projection, fencing_token)?;
-        state.highest_token = fencing_token;
-        state.stopped = stop.cloned();
-        Ok(())
+    fn record_stop<'a>(
+        &'a self,
+        projection: &'a str,
+        stop: Option<&'a ProjectionStop>,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut map = write(&self.projections);
+            let state = map.entry(projection.to_owned()).or_default();
+            state.check_token(projection, fencing_token)?;
+            state.highest_token = fencing_token;
+            state.stopped = stop.cloned();
+            Ok(())
+        })
     }
 }

@@ -19,7 +19,7 @@ use crate::Timestamp;
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Clock, Cqrs, MemoryEventStore, Timestamp};
+/// use eventloom_core::{model::{Clock, Timestamp}, write::Cqrs, memory::MemoryEventStore};
 /// # #[derive(Debug, Default)] struct A;
 /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventloom_core::Event)] enum E { X }
 /// # impl eventloom_core::Aggregate for A { const TYPE: &'static str = "a"; type Event = E; type Error = std::convert::Infallible; fn apply(&mut self, _: &E) {} }
@@ -46,7 +46,7 @@ pub trait Clock: Send + Sync + 'static {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Clock, SystemClock, Timestamp};
+/// use eventloom_core::{model::{Clock, SystemClock, Timestamp}};
 ///
 /// assert!(SystemClock.now() > Timestamp::from_micros(0));
 /// ```
@@ -65,7 +65,7 @@ impl Clock for SystemClock {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Clock, ManualClock, Timestamp};
+/// use eventloom_core::{model::{Clock, ManualClock, Timestamp}};
 /// use std::time::Duration;
 ///
 /// let clock = ManualClock::new(Timestamp::from_micros(10));
@@ -108,7 +108,7 @@ impl Clock for ManualClock {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::IdGenerator;
+/// use eventloom_core::model::IdGenerator;
 /// use uuid::Uuid;
 ///
 /// struct Nil;
@@ -129,7 +129,7 @@ pub trait IdGenerator: Send + Sync + 'static {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{IdGenerator, RandomIds};
+/// use eventloom_core::{model::{IdGenerator, RandomIds}};
 ///
 /// let ids = RandomIds::default();
 /// assert_ne!(ids.next_id(), ids.next_id());
@@ -177,7 +177,7 @@ impl IdGenerator for RandomIds {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{IdGenerator, SequentialIds};
+/// use eventloom_core::{model::{IdGenerator, SequentialIds}};
 ///
 /// let ids = SequentialIds::default();
 /// assert_eq!(ids.next_id().as_u128(), 1);

@@ -14,7 +14,7 @@ use crate::{Position, StreamId};
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::EventType;
+/// use eventloom_core::model::EventType;
 ///
 /// const CREATED: EventType = EventType::new("TaskCreated", 2);
 /// assert_eq!((CREATED.name, CREATED.version), ("TaskCreated", 2));
@@ -41,7 +41,7 @@ impl EventType {
 ///
 /// ```
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::DecodeError;
+/// use eventloom_core::model::DecodeError;
 ///
 /// #[derive(Debug, Serialize, Deserialize, Event)]
 /// enum E { Happened { n: u32 } }
@@ -71,6 +71,7 @@ pub enum DecodeError {
 ///
 /// ```
 /// use eventloom_core::prelude::*;
+/// use eventloom_core::model::EventType;
 ///
 /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 /// enum AccountEvent {
@@ -110,7 +111,7 @@ pub trait Event: Sized + Send + Sync + 'static {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::Timestamp;
+/// use eventloom_core::model::Timestamp;
 ///
 /// let t = Timestamp::from_micros(1_700_000_000_000_000);
 /// assert_eq!(t.as_micros(), 1_700_000_000_000_000);
@@ -155,6 +156,7 @@ impl Timestamp {
 /// assert_eq!(serde_json::from_str::<Metadata>(&json).unwrap(), m);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Metadata {
     /// Unique per event.
     pub event_id: Uuid,
@@ -179,7 +181,7 @@ pub struct Metadata {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Metadata, NewEvent};
+/// use eventloom_core::{Metadata, model::NewEvent};
 ///
 /// let raw = NewEvent { event_type: "Pinged".into(), schema_version: 1, payload: "{}".into(), metadata: Metadata::default() };
 /// assert_eq!(raw.size(), 8);
@@ -203,6 +205,7 @@ impl NewEvent {
     ///
     /// ```
     /// use eventloom_core::prelude::*;
+    /// use eventloom_core::model::NewEvent;
     /// # #[derive(Serialize, Deserialize, Event)] struct Pinged { n: u32 }
     /// let e = NewEvent::encode(&Pinged { n: 1 }, Metadata::default()).unwrap();
     /// assert_eq!((e.event_type.as_ref(), e.payload.as_str()), ("Pinged", r#"{"n":1}"#));
@@ -228,7 +231,8 @@ impl NewEvent {
 ///
 /// ```
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::{EventStore, MemoryEventStore};
+/// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+/// use eventloom_core::model::{ExpectedVersion, NewEvent};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemoryEventStore::new();
@@ -265,6 +269,7 @@ impl RecordedEvent {
     ///
     /// ```
     /// # use eventloom_core::prelude::*;
+    /// # use eventloom_core::model::{RecordedEvent, StoredMetadata};
     /// let event = RecordedEvent { stream: StreamId::new("a", "1").unwrap(), version: 1, position: Position::new(1, 1),
     ///     event_type: "Done".into(), schema_version: 1, payload: "{}".into(),
     ///     metadata: StoredMetadata::from_json("{}") };
@@ -282,7 +287,7 @@ impl RecordedEvent {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Metadata, StoredMetadata};
+/// use eventloom_core::{Metadata, model::StoredMetadata};
 ///
 /// let stored = StoredMetadata::from_json(r#"{"event_id":"00000000-0000-0000-0000-000000000007","timestamp":5}"#);
 /// assert_eq!(stored.get().unwrap().event_id.as_u128(), 7);
@@ -361,7 +366,8 @@ impl PartialEq for StoredMetadata {
 ///
 /// ```
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::Upcasters;
+/// use eventloom_core::write::Upcasters;
+/// use eventloom_core::model::RecordedEvent;
 /// # use std::sync::Arc;
 ///
 /// #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
@@ -391,4 +397,48 @@ pub struct EventEnvelope<E> {
     pub event: E,
     /// Its metadata, decoded when first read ([`StoredMetadata::get`]).
     pub metadata: StoredMetadata,
+}
+
+impl Metadata {
+    /// The longest command id accepted, in bytes.
+    pub const MAX_COMMAND_ID_LEN: usize = 256;
+
+    /// Metadata of a new event: its id and when it was recorded, nothing else.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::Metadata;
+    /// use eventloom_core::model::Timestamp;
+    ///
+    /// let m = Metadata::new(uuid::Uuid::nil(), Timestamp::from_micros(7)).with_command_id("c-1");
+    /// assert_eq!(m.command_id.as_deref(), Some("c-1"));
+    /// ```
+    pub fn new(event_id: Uuid, timestamp: Timestamp) -> Self {
+        Metadata { event_id, timestamp, ..Metadata::default() }
+    }
+
+    /// With the id of the command that appended the event.
+    pub fn with_command_id(mut self, id: impl Into<String>) -> Self {
+        self.command_id = Some(id.into());
+        self
+    }
+
+    /// With the correlation id of the request that caused the event.
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// With the id of the message that caused the event.
+    pub fn with_causation_id(mut self, id: impl Into<String>) -> Self {
+        self.causation_id = Some(id.into());
+        self
+    }
+
+    /// With one of the user's own headers.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
 }

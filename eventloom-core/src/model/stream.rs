@@ -7,17 +7,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// The longest aggregate id a stream accepts, in bytes.
-pub const MAX_ID_LEN: usize = 1024;
-/// The longest command id accepted, in bytes.
-pub const MAX_COMMAND_ID_LEN: usize = 256;
-/// The longest category (aggregate type) a stream accepts, in bytes.
-pub const MAX_CATEGORY_LEN: usize = 128;
+impl StreamId {
+    /// The longest aggregate id a stream accepts, in bytes.
+    pub const MAX_ID_LEN: usize = 1024;
+    /// The longest category (aggregate type) a stream accepts, in bytes.
+    pub const MAX_CATEGORY_LEN: usize = 128;
+}
 
 /// Names one event stream: the aggregate's type (the stream's *category*) and its id.
 ///
 /// Ids are validated once, here, so that every store can take them as they are: between 1 and
-/// [`MAX_ID_LEN`] bytes, with no control characters (PostgreSQL text cannot hold NUL, and control
+/// [`StreamId::MAX_ID_LEN`] bytes, with no control characters (PostgreSQL text cannot hold NUL, and control
 /// characters make logs lie). Quotes, semicolons, slashes and any other Unicode are fine: stores
 /// pass ids as parameters, never as SQL or key syntax. Cloning is cheap.
 ///
@@ -55,18 +55,18 @@ fn check(what: &'static str, value: &str, max: usize) -> Result<()> {
     Err(Error::InvalidId { what, reason })
 }
 
-/// Checks a command id as every store does: 1 to [`MAX_COMMAND_ID_LEN`] bytes, no control
+/// Checks a command id as every store does: 1 to [`crate::Metadata::MAX_COMMAND_ID_LEN`] bytes, no control
 /// characters.
 ///
 /// # Examples
 ///
 /// ```
-/// assert!(eventloom_core::validate_command_id("req-42").is_ok());
-/// assert!(eventloom_core::validate_command_id("").is_err());
-/// assert!(eventloom_core::validate_command_id("a\nb").is_err());
+/// assert!(eventloom_core::model::validate_command_id("req-42").is_ok());
+/// assert!(eventloom_core::model::validate_command_id("").is_err());
+/// assert!(eventloom_core::model::validate_command_id("a\nb").is_err());
 /// ```
 pub fn validate_command_id(id: &str) -> Result<()> {
-    check("command id", id, MAX_COMMAND_ID_LEN)
+    check("command id", id, crate::Metadata::MAX_COMMAND_ID_LEN)
 }
 
 impl StreamId {
@@ -74,11 +74,11 @@ impl StreamId {
     /// or control-character ids with [`Error::InvalidId`].
     pub fn new(category: impl AsRef<str>, id: impl AsRef<str>) -> Result<Self> {
         let (category, id) = (category.as_ref(), id.as_ref());
-        check("stream category", category, MAX_CATEGORY_LEN)?;
+        check("stream category", category, StreamId::MAX_CATEGORY_LEN)?;
         if category.contains('/') {
             return Err(Error::InvalidId { what: "stream category", reason: "must not contain '/'".to_owned() });
         }
-        check("stream id", id, MAX_ID_LEN)?;
+        check("stream id", id, StreamId::MAX_ID_LEN)?;
         let mut full = String::with_capacity(category.len() + 1 + id.len());
         full.push_str(category);
         full.push('/');
@@ -135,7 +135,7 @@ impl<'de> Deserialize<'de> for StreamId {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::ExpectedVersion;
+/// use eventloom_core::model::ExpectedVersion;
 ///
 /// assert!(ExpectedVersion::Any.matches(7));
 /// assert!(ExpectedVersion::NoStream.matches(0));

@@ -1,7 +1,7 @@
 //! Where a projection's events come from: a [`Feed`] of events in one total order, read from any
 //! position by a [`FeedReader`].
 
-use async_trait::async_trait;
+use crate::store::BoxFuture;
 
 use crate::{EventStore, Position, RecordedEvent, Result, Subscription};
 
@@ -17,7 +17,7 @@ use crate::{EventStore, Position, RecordedEvent, Result, Subscription};
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Feed, FeedReader, MemoryEventStore, Position};
+/// use eventloom_core::{Position, read::{Feed, FeedReader}, memory::MemoryEventStore};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let store = MemoryEventStore::new();
@@ -26,7 +26,6 @@ use crate::{EventStore, Position, RecordedEvent, Result, Subscription};
 /// assert_eq!(Feed::count_after(&store, Position::ZERO, 10).await.unwrap(), 0);
 /// # });
 /// ```
-#[async_trait]
 pub trait Feed: Send + Sync + 'static {
     /// What reads it.
     type Reader: FeedReader;
@@ -37,7 +36,7 @@ pub trait Feed: Send + Sync + 'static {
 
     /// How many events a reader can read now after `after`, counted up to `cap` (see
     /// [`EventStore::count_after`]): a member's lag.
-    async fn count_after(&self, after: Position, cap: u64) -> Result<u64>;
+    fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>>;
 }
 
 /// Reads a [`Feed`] in order, batch by batch, with no gap and no duplicate.
@@ -46,7 +45,8 @@ pub trait Feed: Send + Sync + 'static {
 ///
 /// ```
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::{EventStore, Feed, FeedReader, MemoryEventStore};
+/// use eventloom_core::{store::EventStore, read::{Feed, FeedReader}, memory::MemoryEventStore};
+/// use eventloom_core::model::{ExpectedVersion, NewEvent};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let store = MemoryEventStore::new();
@@ -58,20 +58,18 @@ pub trait Feed: Send + Sync + 'static {
 /// assert!(!FeedReader::is_behind(&reader), "a short batch was the end of the log");
 /// # });
 /// ```
-#[async_trait]
 pub trait FeedReader: Send + 'static {
     /// The next events if there are any now; `None` when caught up.
-    async fn try_next_batch(&mut self) -> Result<Option<Vec<RecordedEvent>>>;
+    fn try_next_batch<'a>(&'a mut self) -> BoxFuture<'a, Result<Option<Vec<RecordedEvent>>>>;
 
     /// The next events, waiting for new ones when caught up; never empty. Outages are retried
     /// from the same position; other errors are returned.
-    async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>>;
+    fn next_batch<'a>(&'a mut self) -> BoxFuture<'a, Result<Vec<RecordedEvent>>>;
 
     /// Whether the last batch was full, so that more may be read at once.
     fn is_behind(&self) -> bool;
 }
 
-#[async_trait]
 impl<S: EventStore + Clone> Feed for S {
     type Reader = Subscription<S>;
 
@@ -79,19 +77,18 @@ impl<S: EventStore + Clone> Feed for S {
         Subscription::new(self.clone(), after).with_batch_size(batch_size).with_batch_bytes(batch_bytes)
     }
 
-    async fn count_after(&self, after: Position, cap: u64) -> Result<u64> {
-        EventStore::count_after(self, after, cap).await
+    fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { EventStore::count_after(self, after, cap).await })
     }
 }
 
-#[async_trait]
 impl<S: EventStore> FeedReader for Subscription<S> {
-    async fn try_next_batch(&mut self) -> Result<Option<Vec<RecordedEvent>>> {
-        Subscription::try_next_batch(self).await
+    fn try_next_batch<'a>(&'a mut self) -> BoxFuture<'a, Result<Option<Vec<RecordedEvent>>>> {
+        Box::pin(async move { Subscription::try_next_batch(self).await })
     }
 
-    async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>> {
-        Subscription::next_batch(self).await
+    fn next_batch<'a>(&'a mut self) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { Subscription::next_batch(self).await })
     }
 
     fn is_behind(&self) -> bool {

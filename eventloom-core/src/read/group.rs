@@ -14,9 +14,11 @@ use super::projector::Projector;
 use super::run::Runner;
 use crate::{Error, EventStore, Position, Projection, RecordedEvent, Result};
 
-/// The default number of batches the shared read keeps for each member of a group: a member
-/// further behind is let go and reads on its own.
-pub const DEFAULT_MEMBER_BUFFER: usize = 4;
+impl<S, F> ProjectionGroup<S, F> {
+    /// The default number of batches the shared read keeps for each member of a group: a member
+    /// further behind is let go and reads on its own.
+    pub const DEFAULT_MEMBER_BUFFER: usize = 4;
+}
 
 /// A batch of the shared read, handed to every member that follows it.
 type Batch = Arc<Vec<RecordedEvent>>;
@@ -52,7 +54,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// # impl Projection for Counts { const NAME: &'static str = "counts"; type Events = Counter; type View = u64;
 /// #   fn apply(&self, v: &mut Option<u64>, _: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
 /// #     *v.get_or_insert(0) += 1; Ok(()) } }
-/// use eventloom_core::{MemberState, MemoryEventStore, MemoryViewStore, Projector};
+/// use eventloom_core::{read::{MemberState, Projector}, memory::{MemoryEventStore, MemoryViewStore}};
 ///
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
@@ -115,7 +117,7 @@ impl<S: EventStore + Clone> Projector<S> {
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{MemoryEventStore, MemoryViewStore, Projector};
+    /// use eventloom_core::{memory::{MemoryEventStore, MemoryViewStore}, read::Projector};
     ///
     /// let log = MemoryEventStore::new();
     /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
@@ -126,7 +128,7 @@ impl<S: EventStore + Clone> Projector<S> {
         ProjectionGroup {
             projector: self.clone(),
             feed: Arc::new(feed),
-            buffer: DEFAULT_MEMBER_BUFFER,
+            buffer: ProjectionGroup::<S, F>::DEFAULT_MEMBER_BUFFER,
             members: Vec::new(),
         }
     }
@@ -134,13 +136,13 @@ impl<S: EventStore + Clone> Projector<S> {
 
 impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
     /// How many batches the shared read keeps for each member (at least 1; default
-    /// [`DEFAULT_MEMBER_BUFFER`]). Memory holds at most about this many batches per member, and
+    /// [`ProjectionGroup::DEFAULT_MEMBER_BUFFER`]). Memory holds at most about this many batches per member, and
     /// a member this far behind is let go to read on its own.
     ///
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{MemoryEventStore, MemoryViewStore, Projector};
+    /// use eventloom_core::{memory::{MemoryEventStore, MemoryViewStore}, read::Projector};
     ///
     /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
     /// let group = projector.group().with_member_buffer(8);

@@ -7,7 +7,6 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use tracing::Instrument;
 
 use super::super::fold::dead_letter;
@@ -50,7 +49,7 @@ const HANDLER_VERSION: u32 = 1;
 /// ```
 /// use std::sync::Mutex;
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::{BoxError, EventHandler, MemoryEventStore, MemoryViewStore, Projector, async_trait};
+/// use eventloom_core::{BoxError, EventHandler, memory::{MemoryEventStore, MemoryViewStore}, read::Projector};
 /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum UserEvent { Registered { email: String } }
 /// # #[derive(Debug, Default)] struct User;
 /// # impl Aggregate for User { const TYPE: &'static str = "user"; type Event = UserEvent;
@@ -61,7 +60,6 @@ const HANDLER_VERSION: u32 = 1;
 ///     sent: Mutex<Vec<String>>,
 /// }
 ///
-/// #[async_trait]
 /// impl EventHandler for Welcome {
 ///     const NAME: &'static str = "welcome_mail";
 ///     type Events = User;
@@ -80,7 +78,6 @@ const HANDLER_VERSION: u32 = 1;
 /// assert_eq!(projector.catch_up_handler(&welcome).await.unwrap(), None);
 /// # });
 /// ```
-#[async_trait]
 pub trait EventHandler: Send + Sync + 'static {
     /// The name under which its checkpoint, lease and dead letters are kept.
     const NAME: &'static str;
@@ -104,7 +101,11 @@ pub trait EventHandler: Send + Sync + 'static {
     }
 
     /// Runs the side effect of one event. At least once: the same event may come again.
-    async fn handle(&self, event: &EventEnvelope<<Self::Events as EventSet>::Event>) -> Result<(), BoxError>;
+    /// Implement it as an `async fn`; the future must be `Send`.
+    fn handle(
+        &self,
+        event: &EventEnvelope<<Self::Events as EventSet>::Event>,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
 /// Where a handler stands: the generation its checkpoint lives in, and the checkpoint.
@@ -173,13 +174,13 @@ impl<S: EventStore + Clone> Projector<S> {
     ///
     /// ```
     /// # use eventloom_core::prelude::*;
-    /// # use eventloom_core::{BoxError, EventHandler, MemoryEventStore, MemoryViewStore, Projector, async_trait};
+    /// # use eventloom_core::{BoxError, EventHandler, memory::{MemoryEventStore, MemoryViewStore}, read::Projector};
     /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum UserEvent { Registered { email: String } }
     /// # #[derive(Debug, Default)] struct User;
     /// # impl Aggregate for User { const TYPE: &'static str = "user"; type Event = UserEvent;
     /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &UserEvent) {} }
     /// # struct Welcome;
-    /// # #[async_trait] impl EventHandler for Welcome { const NAME: &'static str = "welcome"; type Events = User;
+    /// # impl EventHandler for Welcome { const NAME: &'static str = "welcome"; type Events = User;
     /// #   async fn handle(&self, _: &EventEnvelope<UserEvent>) -> Result<(), BoxError> { Ok(()) } }
     /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
     /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());

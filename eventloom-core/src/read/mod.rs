@@ -10,3 +10,13 @@ pub(crate) mod projector;
 pub(crate) mod reader;
 mod run;
 pub(crate) mod subscription;
+
+pub use crate::store::view::OrderRange;
+pub use event_set::EventSet;
+pub use feed::{Feed, FeedReader};
+pub use group::{MemberHandle, MemberState, MemberStatus, ProjectionGroup};
+pub use projection::{BoxError, EventOf, PoisonPolicy, Projection};
+pub use projector::Projector;
+pub use projector::handler::EventHandler;
+pub use reader::{Page, Reader, ViewReader};
+pub use subscription::Subscription;

@@ -28,7 +28,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// # struct P;
 /// # impl eventloom_core::Projection for P { const NAME: &'static str = "p"; type Events = A; type View = ();
 /// #   fn apply(&self, _: &mut Option<()>, _: &EventEnvelope<E>) -> Result<(), eventloom_core::BoxError> { Ok(()) } }
-/// let _: eventloom_core::EventOf<P> = E::X;
+/// let _: eventloom_core::read::EventOf<P> = E::X;
 /// ```
 pub type EventOf<P> = <<P as Projection>::Events as EventSet>::Event;
 
@@ -118,7 +118,7 @@ pub trait Projection: Send + Sync + 'static {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{MemoryEventStore, MemoryViewStore, PoisonPolicy, Projector};
+/// use eventloom_core::{memory::{MemoryEventStore, MemoryViewStore}, read::{PoisonPolicy, Projector}};
 ///
 /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default())
 ///     .with_poison_policy(PoisonPolicy::DeadLetter);
@@ -136,5 +136,7 @@ pub enum PoisonPolicy {
     DeadLetter,
 }
 
-/// The default number of events a projector folds per atomic write.
-pub const DEFAULT_PROJECTOR_BATCH: usize = 2_000;
+impl<S> crate::read::Projector<S> {
+    /// The default number of events a projector folds per atomic write.
+    pub const DEFAULT_BATCH: usize = 2_000;
+}

@@ -14,8 +14,8 @@ pub(crate) mod handler;
 use super::fold::{CategoryUpcasters, Fold, Folded, dead_letter};
 use super::run::Runner;
 use crate::{
-    DEFAULT_PROJECTOR_BATCH, Error, EventStore, Lease, LeaseManager, PoisonPolicy, Position, Projection,
-    ProjectionStop, RecordedEvent, Result, StopKind, Subscription, Upcasters, ViewCommit, ViewStore,
+    Error, EventStore, Lease, LeaseManager, PoisonPolicy, Position, Projection, ProjectionStop, RecordedEvent, Result,
+    StopKind, Subscription, Upcasters, ViewCommit, ViewStore,
 };
 
 /// Runs projections: reads events after each projection's checkpoint, folds them into views,
@@ -38,7 +38,7 @@ use crate::{
 /// # impl Projection for Totals { const NAME: &'static str = "totals"; type Events = Counter; type View = u64;
 /// #   fn apply(&self, v: &mut Option<u64>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
 /// #     let CounterEvent::Incremented { by } = &e.event; *v.get_or_insert(0) += by; Ok(()) } }
-/// use eventloom_core::{MemoryEventStore, MemoryViewStore, Projector, ViewReader};
+/// use eventloom_core::{memory::{MemoryEventStore, MemoryViewStore}, read::{Projector, ViewReader}};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let events = MemoryEventStore::new();
@@ -95,8 +95,8 @@ impl<S: EventStore + Clone> Projector<S> {
             views: Arc::new(views),
             leases: None,
             upcasters: CategoryUpcasters::default(),
-            batch_size: DEFAULT_PROJECTOR_BATCH,
-            batch_bytes: crate::DEFAULT_BATCH_BYTES,
+            batch_size: Self::DEFAULT_BATCH,
+            batch_bytes: Subscription::<S>::DEFAULT_BATCH_BYTES,
             retry_delay: Duration::from_millis(100),
             poison: PoisonPolicy::Stop,
             verify_interval: Duration::from_secs(1),
@@ -130,7 +130,7 @@ impl<S: EventStore + Clone> Projector<S> {
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{MemoryEventStore, MemoryViewStore, Projector, Upcasters};
+    /// use eventloom_core::{memory::{MemoryEventStore, MemoryViewStore}, read::Projector, write::Upcasters};
     ///
     /// // Tasks once stored `TaskMade`; users keep their own names.
     /// let tasks = Upcasters::new().add(("TaskMade", 1), ("Created", 1), Ok);
@@ -149,7 +149,7 @@ impl<S: EventStore + Clone> Projector<S> {
     }
 
     /// Reads batches of at most about `bytes` of events (a batch ends with the event that reaches
-    /// it; default [`DEFAULT_BATCH_BYTES`](crate::DEFAULT_BATCH_BYTES)). A running projector
+    /// it; default [`Subscription::DEFAULT_BATCH_BYTES`](Subscription::DEFAULT_BATCH_BYTES)). A running projector
     /// holds at most two batches at once: the one it folds and the one it reads ahead.
     pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
         self.batch_bytes = bytes.max(1);

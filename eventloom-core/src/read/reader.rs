@@ -28,7 +28,7 @@ use crate::{
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{MemoryViewStore, Position, ViewCommit, ViewReader, ViewStore, ViewWrite};
+/// use eventloom_core::{Position, memory::MemoryViewStore, store::{ViewCommit, ViewStore, ViewWrite}, read::ViewReader};
 /// use std::time::Duration;
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
@@ -183,15 +183,23 @@ impl<V> std::fmt::Debug for ViewReader<V> {
 /// # Examples
 ///
 /// ```
-/// let page: eventloom_core::Page<u32> = eventloom_core::Page { views: vec![("a".into(), 1)], next: None };
+/// let page = eventloom_core::read::Page::new(vec![("a".to_string(), 1)], None);
 /// assert_eq!(page.views[0].1, 1);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Page<V> {
     /// The views, by id, in the list's order.
     pub views: Vec<(String, V)>,
     /// Where the next page starts; `None` on the last page.
     pub next: Option<ListCursor>,
+}
+
+impl<V> Page<V> {
+    /// A page of `views` (by id, in the list's order), the next one starting at `next`.
+    pub fn new(views: Vec<(String, V)>, next: Option<ListCursor>) -> Self {
+        Page { views, next }
+    }
 }
 
 impl<V: DeserializeOwned> ViewReader<V> {
@@ -230,7 +238,7 @@ impl<V: DeserializeOwned> ViewReader<V> {
             .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", self.projection), source })
     }
 
-    /// One view. An id over [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes, or with a NUL byte, is
+    /// One view. An id over [`StreamId::MAX_ID_LEN`](crate::StreamId::MAX_ID_LEN) bytes, or with a NUL byte, is
     /// looked up as the projector stored it ([`stored_view_id`](crate::stored_view_id)).
     pub async fn get(&self, id: &str) -> Result<Option<V>> {
         Ok(self.get_many(&[id.to_owned()]).await?.pop().flatten())
@@ -250,7 +258,7 @@ impl<V: DeserializeOwned> ViewReader<V> {
     /// Up to `limit` views of one index list, in its order, starting after `after` (the `next`
     /// of the page before). The key is [fitted](IndexKey::fitted) as the projector stored it,
     /// so a value over the store's limit still finds its views. Views are listed under their
-    /// stored ids: an id over [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes (or with a NUL byte) is its
+    /// stored ids: an id over [`StreamId::MAX_ID_LEN`](crate::StreamId::MAX_ID_LEN) bytes (or with a NUL byte) is its
     /// digest form ([`stored_view_id`](crate::stored_view_id)), which [`get`](Self::get) does not
     /// take back; keep the id in the view when a projection's ids can be that long.
     pub async fn list(&self, key: &IndexKey, after: Option<&ListCursor>, limit: usize) -> Result<Page<V>> {
@@ -265,7 +273,7 @@ impl<V: DeserializeOwned> ViewReader<V> {
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{IndexEntry, IndexKey, MemoryViewStore, OrderRange, Position, ViewCommit, ViewReader, ViewStore, ViewWrite};
+    /// use eventloom_core::{IndexEntry, Position, store::{IndexKey, ViewCommit, ViewStore, ViewWrite}, memory::MemoryViewStore, read::{OrderRange, ViewReader}};
     ///
     /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
     /// let store = MemoryViewStore::default();
@@ -392,7 +400,7 @@ impl From<CommandOutcome> for Position {
 /// # impl Projection for Totals { const NAME: &'static str = "totals"; type Events = Counter; type View = u64;
 /// #   fn apply(&self, v: &mut Option<u64>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
 /// #     let CounterEvent::Incremented { by } = &e.event; *v.get_or_insert(0) += by; Ok(()) } }
-/// use eventloom_core::{MemoryViewStore, Reader};
+/// use eventloom_core::{Reader, memory::MemoryViewStore};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let totals = Reader::<Totals>::new(MemoryViewStore::default());

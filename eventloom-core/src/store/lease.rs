@@ -1,6 +1,6 @@
 //! Leadership: one active projector per projection, with a fencing token that only grows.
 
-use async_trait::async_trait;
+use crate::store::BoxFuture;
 use tokio::sync::watch;
 
 use crate::Result;
@@ -15,7 +15,7 @@ use crate::Result;
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{LeaseManager, MemoryLeases};
+/// use eventloom_core::{store::LeaseManager, memory::MemoryLeases};
 ///
 /// async fn lead(leases: &dyn LeaseManager) -> u64 {
 ///     let lease = leases.acquire("task_views").await.unwrap();
@@ -25,10 +25,9 @@ use crate::Result;
 /// assert_eq!(lead(&MemoryLeases::default()).await, 1);
 /// # });
 /// ```
-#[async_trait]
 pub trait LeaseManager: Send + Sync + 'static {
     /// Waits until this caller holds the lease for `name` (standing by while another holds it).
-    async fn acquire(&self, name: &str) -> Result<Lease>;
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>>;
 }
 
 /// Leadership of one name, held until dropped or lost.
@@ -36,7 +35,7 @@ pub trait LeaseManager: Send + Sync + 'static {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::Lease;
+/// use eventloom_core::store::Lease;
 ///
 /// let (lose, lost) = tokio::sync::watch::channel(false);
 /// let lease = Lease::new(7, lost, ());

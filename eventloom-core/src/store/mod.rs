@@ -4,9 +4,39 @@
 pub(crate) mod lease;
 pub(crate) mod view;
 
+pub use lease::{Lease, LeaseManager};
+pub use view::{
+    DeadLetter, Generation, IndexEntry, IndexKey, ListCursor, ProjectionStatus, ProjectionStop, StopKind, ViewCommit,
+    ViewPage, ViewStore, ViewWrite, stored_view_id,
+};
+
+/// The future a store method returns: boxed, `Send`, borrowing the store and the arguments for
+/// `'a`. The store traits are written with it rather than `async fn` so that they stay usable
+/// as `dyn EventStore` (and read plainly here); an implementation wraps its body in
+/// `Box::pin(async move { ... })`.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::Result;
+/// use eventloom_core::store::{BoxFuture, Lease, LeaseManager};
+///
+/// /// Leadership that is never contended: every caller leads at once, with token 1.
+/// struct AlwaysLead;
+///
+/// impl LeaseManager for AlwaysLead {
+///     fn acquire<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Result<Lease>> {
+///         Box::pin(async move {
+///             let (keep, lost) = tokio::sync::watch::channel(false);
+///             Ok(Lease::new(1, lost, keep))
+///         })
+///     }
+/// }
+/// ```
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -17,7 +47,7 @@ use crate::{ExpectedVersion, Fingerprint, NewEvent, Position, RecordedEvent, Res
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{AppendOutcome, Position, StreamId};
+/// use eventloom_core::{Position, StreamId, store::AppendOutcome};
 ///
 /// let o = AppendOutcome {
 ///     stream: StreamId::new("task", "1").unwrap(),
@@ -52,7 +82,7 @@ impl AppendOutcome {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{AppendOutcome, CommandRecord, Position, StreamId};
+/// use eventloom_core::{Position, StreamId, store::{AppendOutcome, CommandRecord}};
 ///
 /// let outcome = AppendOutcome {
 ///     stream: StreamId::new("task", "1").unwrap(),
@@ -100,7 +130,8 @@ const COUNT_PAGE: usize = 1000;
 /// ```
 /// use std::sync::Arc;
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::{EventStore, MemoryEventStore};
+/// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+/// use eventloom_core::model::{ExpectedVersion, NewEvent};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// // Picked at runtime:
@@ -113,16 +144,15 @@ const COUNT_PAGE: usize = 1000;
 /// assert_eq!(store.stream_version(&stream).await.unwrap(), 1);
 /// # });
 /// ```
-#[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` to `stream` if `expected` holds, atomically. An empty `events` writes
     /// nothing and only checks `expected`.
-    async fn append(
-        &self,
-        stream: &StreamId,
+    fn append<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome>;
+    ) -> BoxFuture<'a, Result<AppendOutcome>>;
 
     /// The append of a command executed under a command id: as [`append`](Self::append) (the id
     /// is the one the events' metadata carry), and the store keeps `fingerprint`, the request's,
@@ -136,12 +166,13 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// ```
     /// use eventloom_core::prelude::*;
-    /// use eventloom_core::{EventStore, Fingerprint, MemoryEventStore};
+    /// use eventloom_core::{store::EventStore, write::Fingerprint, memory::MemoryEventStore};
+    /// use eventloom_core::model::{ExpectedVersion, NewEvent};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = MemoryEventStore::new();
     /// let stream = StreamId::new("task", "1").unwrap();
-    /// let metadata = Metadata { command_id: Some("req-1".into()), ..Metadata::default() };
+    /// let metadata = Metadata::default().with_command_id("req-1");
     /// let event = NewEvent { event_type: "Created".into(), schema_version: 1, payload: "{}".into(), metadata };
     /// let print: Fingerprint = "ab".repeat(32).parse().unwrap();
     /// let out = store.append_command(&stream, ExpectedVersion::NoStream, vec![event], &print).await.unwrap();
@@ -149,19 +180,24 @@ pub trait EventStore: Send + Sync + 'static {
     /// assert_eq!((first.outcome, first.fingerprint), (out, Some(print)));
     /// # });
     /// ```
-    async fn append_command(
-        &self,
-        stream: &StreamId,
+    fn append_command<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &Fingerprint,
-    ) -> Result<AppendOutcome>;
+        fingerprint: &'a Fingerprint,
+    ) -> BoxFuture<'a, Result<AppendOutcome>>;
 
     /// Up to `limit` events of `stream` with versions from `from_version` on, in order.
-    async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>>;
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>>;
 
     /// Up to `limit` events of every stream with positions after `after`, in position order.
-    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>>;
+    fn read_all<'a>(&'a self, after: Position, limit: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>>;
 
     /// [`read_stream`](Self::read_stream) bounded in bytes too: it stops after the event whose
     /// [stored size](RecordedEvent::stored_size) brings the batch to `max_bytes` or more, so a
@@ -175,7 +211,8 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// ```
     /// use eventloom_core::prelude::*;
-    /// use eventloom_core::{EventStore, MemoryEventStore};
+    /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+    /// use eventloom_core::model::{ExpectedVersion, NewEvent};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = MemoryEventStore::new();
@@ -187,16 +224,18 @@ pub trait EventStore: Send + Sync + 'static {
     /// assert_eq!(batch.len(), 2, "the second event brought it past 1,500 bytes");
     /// # });
     /// ```
-    async fn read_stream_bounded(
-        &self,
-        stream: &StreamId,
+    fn read_stream_bounded<'a>(
+        &'a self,
+        stream: &'a StreamId,
         from_version: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> Result<Vec<RecordedEvent>> {
-        let mut events = self.read_stream(stream, from_version, limit).await?;
-        events.truncate(within_bytes(&events, max_bytes));
-        Ok(events)
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
+            let mut events = self.read_stream(stream, from_version, limit).await?;
+            events.truncate(within_bytes(&events, max_bytes));
+            Ok(events)
+        })
     }
 
     /// [`read_all`](Self::read_all) bounded in bytes as
@@ -207,7 +246,8 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// ```
     /// use eventloom_core::prelude::*;
-    /// use eventloom_core::{EventStore, MemoryEventStore};
+    /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+    /// use eventloom_core::model::{ExpectedVersion, NewEvent};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = MemoryEventStore::new();
@@ -218,24 +258,36 @@ pub trait EventStore: Send + Sync + 'static {
     /// assert_eq!(store.read_all_bounded(Position::ZERO, 100, 1).await.unwrap().len(), 1);
     /// # });
     /// ```
-    async fn read_all_bounded(&self, after: Position, limit: usize, max_bytes: usize) -> Result<Vec<RecordedEvent>> {
-        let mut events = self.read_all(after, limit).await?;
-        events.truncate(within_bytes(&events, max_bytes));
-        Ok(events)
+    fn read_all_bounded<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
+            let mut events = self.read_all(after, limit).await?;
+            events.truncate(within_bytes(&events, max_bytes));
+            Ok(events)
+        })
     }
 
     /// The stream's current version (0 when it has no events).
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64>;
+    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<u64>>;
 
     /// What `command_id` did the first time, if it was used: the outcome of the append that
     /// carried it (or of the no-op recorded under it) with the request's fingerprint.
-    async fn command_outcome(&self, command_id: &str) -> Result<Option<CommandRecord>>;
+    fn command_outcome<'a>(&'a self, command_id: &'a str) -> BoxFuture<'a, Result<Option<CommandRecord>>>;
 
     /// Records the outcome of a command that appended nothing (a no-op) with the fingerprint of
     /// its request, so that executing it again returns this outcome even after the stream
     /// changed. Fails with [`Error::DuplicateCommand`](crate::Error::DuplicateCommand), holding
     /// the first outcome, when the id is already recorded.
-    async fn record_command(&self, command_id: &str, fingerprint: &Fingerprint, outcome: AppendOutcome) -> Result<()>;
+    fn record_command<'a>(
+        &'a self,
+        command_id: &'a str,
+        fingerprint: &'a Fingerprint,
+        outcome: AppendOutcome,
+    ) -> BoxFuture<'a, Result<()>>;
 
     /// The position of the last event a subscriber can read now: the last event
     /// [`read_all`](EventStore::read_all) would return if asked for everything; `None` when no
@@ -250,7 +302,8 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// ```
     /// use eventloom_core::prelude::*;
-    /// use eventloom_core::{EventStore, MemoryEventStore};
+    /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+    /// use eventloom_core::model::{ExpectedVersion, NewEvent};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = MemoryEventStore::new();
@@ -261,7 +314,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// assert_eq!(store.head().await.unwrap(), Some(out.position));
     /// # });
     /// ```
-    async fn head(&self) -> Result<Option<Position>>;
+    fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<Position>>>;
 
     /// How many committed events a subscriber cannot read yet because an older transaction is
     /// still open, counted up to `cap` (a result of `cap` means "`cap` or more"). On PostgreSQL,
@@ -272,15 +325,17 @@ pub trait EventStore: Send + Sync + 'static {
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{EventStore, MemoryEventStore};
+    /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// assert_eq!(MemoryEventStore::new().held_back(100).await.unwrap(), 0);
     /// # });
     /// ```
-    async fn held_back(&self, cap: u64) -> Result<u64> {
-        let _ = cap;
-        Ok(0)
+    fn held_back<'a>(&'a self, cap: u64) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let _ = cap;
+            Ok(0)
+        })
     }
 
     /// How many events a subscriber can read now after `after` (those
@@ -298,7 +353,8 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// ```
     /// use eventloom_core::prelude::*;
-    /// use eventloom_core::{EventStore, MemoryEventStore};
+    /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+    /// use eventloom_core::model::{ExpectedVersion, NewEvent};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = MemoryEventStore::new();
@@ -310,17 +366,19 @@ pub trait EventStore: Send + Sync + 'static {
     /// assert_eq!(store.count_after(Position::ZERO, 2).await.unwrap(), 2, "2 or more");
     /// # });
     /// ```
-    async fn count_after(&self, after: Position, cap: u64) -> Result<u64> {
-        let mut counted = 0u64;
-        let mut after = after;
-        while counted < cap {
-            let batch = usize::try_from(cap - counted).unwrap_or(usize::MAX).min(COUNT_PAGE);
-            let events = self.read_all(after, batch).await?;
-            let Some(last) = events.last() else { break };
-            after = last.position;
-            counted += events.len() as u64;
-        }
-        Ok(counted.min(cap))
+    fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let mut counted = 0u64;
+            let mut after = after;
+            while counted < cap {
+                let batch = usize::try_from(cap - counted).unwrap_or(usize::MAX).min(COUNT_PAGE);
+                let events = self.read_all(after, batch).await?;
+                let Some(last) = events.last() else { break };
+                after = last.position;
+                counted += events.len() as u64;
+            }
+            Ok(counted.min(cap))
+        })
     }
 
     /// A subscription to every event after `after`: what is stored now, then new events as
@@ -339,60 +397,74 @@ pub trait EventStore: Send + Sync + 'static {
     }
 }
 
-#[async_trait]
 impl<T: EventStore + ?Sized> EventStore for Arc<T> {
-    async fn append(
-        &self,
-        stream: &StreamId,
+    fn append<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome> {
-        (**self).append(stream, expected, events).await
+    ) -> BoxFuture<'a, Result<AppendOutcome>> {
+        Box::pin(async move { (**self).append(stream, expected, events).await })
     }
-    async fn append_command(
-        &self,
-        stream: &StreamId,
+    fn append_command<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &Fingerprint,
-    ) -> Result<AppendOutcome> {
-        (**self).append_command(stream, expected, events, fingerprint).await
+        fingerprint: &'a Fingerprint,
+    ) -> BoxFuture<'a, Result<AppendOutcome>> {
+        Box::pin(async move { (**self).append_command(stream, expected, events, fingerprint).await })
     }
-    async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
-        (**self).read_stream(stream, from_version, limit).await
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { (**self).read_stream(stream, from_version, limit).await })
     }
-    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>> {
-        (**self).read_all(after, limit).await
+    fn read_all<'a>(&'a self, after: Position, limit: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { (**self).read_all(after, limit).await })
     }
-    async fn read_stream_bounded(
-        &self,
-        stream: &StreamId,
+    fn read_stream_bounded<'a>(
+        &'a self,
+        stream: &'a StreamId,
         from_version: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> Result<Vec<RecordedEvent>> {
-        (**self).read_stream_bounded(stream, from_version, limit, max_bytes).await
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { (**self).read_stream_bounded(stream, from_version, limit, max_bytes).await })
     }
-    async fn read_all_bounded(&self, after: Position, limit: usize, max_bytes: usize) -> Result<Vec<RecordedEvent>> {
-        (**self).read_all_bounded(after, limit, max_bytes).await
+    fn read_all_bounded<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { (**self).read_all_bounded(after, limit, max_bytes).await })
     }
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
-        (**self).stream_version(stream).await
+    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { (**self).stream_version(stream).await })
     }
-    async fn head(&self) -> Result<Option<Position>> {
-        (**self).head().await
+    fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<Position>>> {
+        Box::pin(async move { (**self).head().await })
     }
-    async fn count_after(&self, after: Position, cap: u64) -> Result<u64> {
-        (**self).count_after(after, cap).await
+    fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { (**self).count_after(after, cap).await })
     }
-    async fn held_back(&self, cap: u64) -> Result<u64> {
-        (**self).held_back(cap).await
+    fn held_back<'a>(&'a self, cap: u64) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { (**self).held_back(cap).await })
     }
-    async fn command_outcome(&self, command_id: &str) -> Result<Option<CommandRecord>> {
-        (**self).command_outcome(command_id).await
+    fn command_outcome<'a>(&'a self, command_id: &'a str) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
+        Box::pin(async move { (**self).command_outcome(command_id).await })
     }
-    async fn record_command(&self, command_id: &str, fingerprint: &Fingerprint, outcome: AppendOutcome) -> Result<()> {
-        (**self).record_command(command_id, fingerprint, outcome).await
+    fn record_command<'a>(
+        &'a self,
+        command_id: &'a str,
+        fingerprint: &'a Fingerprint,
+        outcome: AppendOutcome,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { (**self).record_command(command_id, fingerprint, outcome).await })
     }
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         (**self).wake_ups()
@@ -404,7 +476,7 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Position, Snapshot, StreamId};
+/// use eventloom_core::{Position, StreamId, store::Snapshot};
 ///
 /// let s = Snapshot {
 ///     stream: StreamId::new("account", "1").unwrap(),
@@ -434,22 +506,20 @@ pub struct Snapshot {
 /// # Examples
 ///
 /// See [`MemorySnapshotStore`](crate::MemorySnapshotStore).
-#[async_trait]
 pub trait SnapshotStore: Send + Sync + 'static {
     /// The stream's snapshot, if any.
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>>;
+    fn load_snapshot<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<Option<Snapshot>>>;
 
     /// Stores a snapshot unless one at a higher version is already stored.
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()>;
+    fn save_snapshot<'a>(&'a self, snapshot: Snapshot) -> BoxFuture<'a, Result<()>>;
 }
 
-#[async_trait]
 impl<T: SnapshotStore + ?Sized> SnapshotStore for Arc<T> {
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
-        (**self).load_snapshot(stream).await
+    fn load_snapshot<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<Option<Snapshot>>> {
+        Box::pin(async move { (**self).load_snapshot(stream).await })
     }
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
-        (**self).save_snapshot(snapshot).await
+    fn save_snapshot<'a>(&'a self, snapshot: Snapshot) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { (**self).save_snapshot(snapshot).await })
     }
 }
 
@@ -459,7 +529,7 @@ impl<T: SnapshotStore + ?Sized> SnapshotStore for Arc<T> {
 /// # Examples
 ///
 /// ```
-/// assert_eq!(eventloom_core::within_bytes(&[], 10), 0);
+/// assert_eq!(eventloom_core::store::within_bytes(&[], 10), 0);
 /// ```
 pub fn within_bytes(events: &[RecordedEvent], max_bytes: usize) -> usize {
     let mut total = 0usize;

@@ -6,7 +6,7 @@ use std::ops::{Bound, RangeBounds};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use async_trait::async_trait;
+use crate::store::BoxFuture;
 
 use crate::{Error, Position, Result};
 
@@ -21,7 +21,7 @@ use crate::{Error, Position, Result};
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Generation, Position};
+/// use eventloom_core::{Position, store::Generation};
 ///
 /// let g = Generation { id: 3, version: 2, checkpoint: Some(Position::new(9, 40)) };
 /// assert!(g.checkpoint > None);
@@ -41,12 +41,13 @@ pub struct Generation {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::ProjectionStatus;
+/// use eventloom_core::store::ProjectionStatus;
 ///
 /// let status = ProjectionStatus::default();
 /// assert!(status.live.is_none(), "nothing built yet: queries answer Error::NotBuilt");
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProjectionStatus {
     /// The generation queries read; `None` before the first build has caught up, or after the
     /// store lost its data.
@@ -59,13 +60,21 @@ pub struct ProjectionStatus {
     pub stopped: Option<ProjectionStop>,
 }
 
+impl ProjectionStatus {
+    /// The status with its live and building generations and its recorded stop. For view store
+    /// implementations.
+    pub fn new(live: Option<Generation>, building: Option<Generation>, stopped: Option<ProjectionStop>) -> Self {
+        ProjectionStatus { live, building, stopped }
+    }
+}
+
 /// Why a projection stopped: recorded in its view store by the runner that stopped, so that
 /// queries waiting for its views (in any process) fail at once, and health checks show it.
 ///
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Position, ProjectionStop, StopKind};
+/// use eventloom_core::{Position, store::{ProjectionStop, StopKind}};
 ///
 /// let stop = ProjectionStop::new(StopKind::Failed, Some(Position::new(7, 2)), "title too long")
 ///     .at(3, Some(Position::new(7, 1)));
@@ -121,7 +130,7 @@ impl fmt::Display for ProjectionStop {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::StopKind;
+/// use eventloom_core::store::StopKind;
 ///
 /// assert_eq!("needs_newer_release".parse::<StopKind>().unwrap(), StopKind::NeedsNewerRelease);
 /// assert_eq!(StopKind::Failed.as_str(), "failed");
@@ -175,14 +184,11 @@ impl ProjectionStatus {
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{Generation, Position, ProjectionStatus, ProjectionStop, StopKind};
+    /// use eventloom_core::{Position, store::{Generation, ProjectionStatus, ProjectionStop, StopKind}};
     ///
     /// let stop = ProjectionStop::new(StopKind::Failed, None, "corrupt row").at(1, Some(Position::new(5, 1)));
-    /// let mut status = ProjectionStatus {
-    ///     live: Some(Generation { id: 1, version: 1, checkpoint: Some(Position::new(5, 1)) }),
-    ///     building: None,
-    ///     stopped: Some(stop),
-    /// };
+    /// let live = Generation { id: 1, version: 1, checkpoint: Some(Position::new(5, 1)) };
+    /// let mut status = ProjectionStatus::new(Some(live), None, Some(stop));
     /// assert!(status.active_stop().is_some());
     /// status.live = Some(Generation { id: 1, version: 1, checkpoint: Some(Position::new(6, 1)) });
     /// assert!(status.active_stop().is_none(), "written past since");
@@ -203,7 +209,7 @@ impl ProjectionStatus {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::IndexKey;
+/// use eventloom_core::store::IndexKey;
 ///
 /// let open = IndexKey::new("status", "open");
 /// assert_eq!(open.to_string(), "status=open");
@@ -298,12 +304,12 @@ impl IndexEntry {
 
 /// A range of sort keys within one index list: the views of a list whose sort key lies in it,
 /// for queries such as "stock below 10" or "titles from `m`". Bounds compare byte-wise, as sort
-/// keys do, and are cut like stored sort keys (before any NUL, to [`MAX_ORDER_LEN`] bytes).
+/// keys do, and are cut like stored sort keys (before any NUL, to [`IndexEntry::MAX_ORDER_LEN`] bytes).
 ///
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::OrderRange;
+/// use eventloom_core::read::OrderRange;
 ///
 /// let below_ten = OrderRange::ints(..10);
 /// assert!(below_ten.contains(&OrderRange::int_key(9)));
@@ -330,15 +336,15 @@ impl OrderRange {
     pub fn new<'a>(range: impl RangeBounds<&'a str>) -> Self {
         // Stored sort keys hold no NUL: the keys above `k` are those from `k\x01` on, and those
         // up to `k` included are those below `k\x01`. So every range is one half-open one.
-        let after = |key: &str| format!("{}\u{1}", fit_cut(key, MAX_ORDER_LEN));
+        let after = |key: &str| format!("{}\u{1}", fit_cut(key, IndexEntry::MAX_ORDER_LEN));
         let from = match range.start_bound() {
-            Bound::Included(key) => Some(fit_cut(key, MAX_ORDER_LEN).into_owned()),
+            Bound::Included(key) => Some(fit_cut(key, IndexEntry::MAX_ORDER_LEN).into_owned()),
             Bound::Excluded(key) => Some(after(key)),
             Bound::Unbounded => None,
         };
         let until = match range.end_bound() {
             Bound::Included(key) => Some(after(key)),
-            Bound::Excluded(key) => Some(fit_cut(key, MAX_ORDER_LEN).into_owned()),
+            Bound::Excluded(key) => Some(fit_cut(key, IndexEntry::MAX_ORDER_LEN).into_owned()),
             Bound::Unbounded => None,
         };
         OrderRange { from, until }
@@ -400,7 +406,7 @@ impl OrderRange {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{IndexEntry, ViewWrite};
+/// use eventloom_core::{IndexEntry, store::ViewWrite};
 ///
 /// let write = ViewWrite::set("t-1", r#"{"status":"completed"}"#)
 ///     .leaving(vec![IndexEntry::new("status", "open")])
@@ -457,7 +463,7 @@ impl ViewWrite {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Position, ViewCommit, ViewWrite};
+/// use eventloom_core::{Position, store::{ViewCommit, ViewWrite}};
 ///
 /// let commit = ViewCommit {
 ///     generation: 1,
@@ -493,7 +499,7 @@ pub struct ViewCommit {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::ListCursor;
+/// use eventloom_core::store::ListCursor;
 ///
 /// let cursor = ListCursor { order: "0001".into(), id: "t/1 ü".into() };
 /// let text = cursor.to_string();
@@ -528,7 +534,7 @@ impl FromStr for ListCursor {
 
     fn from_str(text: &str) -> Result<Self> {
         let bad = || Error::InvalidId { what: "list cursor", reason: "not a cursor this store returned".into() };
-        if text.len() > 2 * (crate::MAX_ID_LEN + MAX_ORDER_LEN) + 1 {
+        if text.len() > 2 * (crate::StreamId::MAX_ID_LEN + IndexEntry::MAX_ORDER_LEN) + 1 {
             return Err(bad());
         }
         let unhex = |part: &str| -> Result<String> {
@@ -550,12 +556,14 @@ impl FromStr for ListCursor {
     }
 }
 
-/// The longest index sort key a store accepts, in bytes.
-pub const MAX_ORDER_LEN: usize = 256;
-/// The longest index name a store accepts, in bytes.
-pub const MAX_INDEX_NAME_LEN: usize = 128;
-/// The longest index value a store accepts, in bytes.
-pub const MAX_INDEX_VALUE_LEN: usize = 512;
+impl IndexEntry {
+    /// The longest index sort key a store accepts, in bytes.
+    pub const MAX_ORDER_LEN: usize = 256;
+    /// The longest index name a store accepts, in bytes.
+    pub const MAX_NAME_LEN: usize = 128;
+    /// The longest index value a store accepts, in bytes.
+    pub const MAX_VALUE_LEN: usize = 512;
+}
 
 /// What marks a value kept as a digest (see [`IndexKey::fitted`]).
 const DIGEST_MARK: &str = "~sha256:";
@@ -597,7 +605,7 @@ fn floor_char_boundary(text: &str, limit: usize) -> &str {
 }
 
 /// The id under which a store keeps the view `id`: unchanged unless it is over
-/// [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes or holds a NUL byte (then a digest form, as for
+/// [`StreamId::MAX_ID_LEN`](crate::StreamId::MAX_ID_LEN) bytes or holds a NUL byte (then a digest form, as for
 /// [`IndexKey::fitted`]). The projector writes, and [`ViewReader`](crate::ViewReader) reads,
 /// views under this id, so no id an event carries can stop a projection.
 ///
@@ -605,54 +613,55 @@ fn floor_char_boundary(text: &str, limit: usize) -> &str {
 ///
 /// ```
 /// let long = "x".repeat(5000);
-/// assert_eq!(eventloom_core::stored_view_id("t-1"), "t-1");
-/// assert!(eventloom_core::stored_view_id(&long).len() <= eventloom_core::MAX_ID_LEN);
+/// assert_eq!(eventloom_core::store::stored_view_id("t-1"), "t-1");
+/// assert!(eventloom_core::store::stored_view_id(&long).len() <= eventloom_core::StreamId::MAX_ID_LEN);
 /// ```
 pub fn stored_view_id(id: &str) -> std::borrow::Cow<'_, str> {
-    fit_digest(id, crate::MAX_ID_LEN)
+    fit_digest(id, crate::StreamId::MAX_ID_LEN)
 }
 
 impl IndexKey {
-    /// This key as a store keeps it: an index value over [`MAX_INDEX_VALUE_LEN`] bytes, or with
+    /// This key as a store keeps it: an index value over [`IndexEntry::MAX_VALUE_LEN`] bytes, or with
     /// a NUL byte, becomes its longest prefix that leaves room followed by `~sha256:` and the
     /// SHA-256 of the whole value (a value that already holds `~sha256:` does too), so that
     /// equality queries still match and no value an event carries can stop a projection; a name
-    /// likewise under [`MAX_INDEX_NAME_LEN`]. The projector writes, and
+    /// likewise under [`IndexEntry::MAX_NAME_LEN`]. The projector writes, and
     /// [`ViewReader`](crate::ViewReader) queries, fitted keys.
     ///
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{IndexKey, MAX_INDEX_VALUE_LEN};
+    /// use eventloom_core::store::IndexKey;
+    /// use eventloom_core::{IndexEntry};
     ///
     /// let short = IndexKey::new("assignee", "ada");
     /// assert_eq!(short.fitted(), short);
     /// let long = IndexKey::new("assignee", "🦀".repeat(130));
     /// let fitted = long.fitted();
-    /// assert!(fitted.value.len() <= MAX_INDEX_VALUE_LEN);
+    /// assert!(fitted.value.len() <= IndexEntry::MAX_VALUE_LEN);
     /// assert_eq!(fitted, long.fitted(), "the same value fits the same way");
     /// assert_ne!(fitted, IndexKey::new("assignee", "🦀".repeat(131)).fitted());
     /// ```
     pub fn fitted(&self) -> IndexKey {
         IndexKey {
-            name: fit_digest(&self.name, MAX_INDEX_NAME_LEN).into_owned(),
-            value: fit_digest(&self.value, MAX_INDEX_VALUE_LEN).into_owned(),
+            name: fit_digest(&self.name, IndexEntry::MAX_NAME_LEN).into_owned(),
+            value: fit_digest(&self.value, IndexEntry::MAX_VALUE_LEN).into_owned(),
         }
     }
 }
 
 impl IndexEntry {
     /// This entry as a store keeps it: its key [fitted](IndexKey::fitted), and a sort key cut
-    /// before any NUL byte and to [`MAX_ORDER_LEN`] bytes. Views whose sort keys agree in those
+    /// before any NUL byte and to [`IndexEntry::MAX_ORDER_LEN`] bytes. Views whose sort keys agree in those
     /// bytes sort among themselves by view id.
     ///
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{IndexEntry, MAX_ORDER_LEN};
+    /// use eventloom_core::{IndexEntry, };
     ///
     /// let entry = IndexEntry::new("title", "x").ordered_by("é".repeat(200));
-    /// assert_eq!(entry.fitted().order.len(), MAX_ORDER_LEN);
+    /// assert_eq!(entry.fitted().order.len(), IndexEntry::MAX_ORDER_LEN);
     /// ```
     pub fn fitted(&self) -> IndexEntry {
         self.clone().into_fitted()
@@ -661,13 +670,13 @@ impl IndexEntry {
     /// [`IndexEntry::fitted`], reusing this entry's strings when they fit already.
     pub(crate) fn into_fitted(mut self) -> IndexEntry {
         use std::borrow::Cow::Owned;
-        if let Owned(name) = fit_digest(&self.key.name, MAX_INDEX_NAME_LEN) {
+        if let Owned(name) = fit_digest(&self.key.name, IndexEntry::MAX_NAME_LEN) {
             self.key.name = name;
         }
-        if let Owned(value) = fit_digest(&self.key.value, MAX_INDEX_VALUE_LEN) {
+        if let Owned(value) = fit_digest(&self.key.value, IndexEntry::MAX_VALUE_LEN) {
             self.key.value = value;
         }
-        if let Owned(order) = fit_cut(&self.order, MAX_ORDER_LEN) {
+        if let Owned(order) = fit_cut(&self.order, IndexEntry::MAX_ORDER_LEN) {
             self.order = order;
         }
         self
@@ -679,7 +688,7 @@ impl IndexEntry {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::ViewPage;
+/// use eventloom_core::store::ViewPage;
 ///
 /// let page = ViewPage { views: vec![("t-1".into(), "{}".into())], next: None };
 /// assert!(page.next.is_none(), "the last page");
@@ -697,19 +706,15 @@ pub struct ViewPage {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{DeadLetter, Position, StreamId};
+/// use eventloom_core::{Position, StreamId, store::DeadLetter};
 ///
-/// let letter = DeadLetter {
-///     position: Position::new(4, 7),
-///     stream: StreamId::new("task", "t-1").unwrap(),
-///     version: 3,
-///     event_type: "TaskRenamed".into(),
-///     reason: "title too long".into(),
-/// };
+/// let task = StreamId::new("task", "t-1").unwrap();
+/// let letter = DeadLetter::new(Position::new(4, 7), task, 3, "TaskRenamed", "title too long");
 /// let json = serde_json::to_string(&letter).unwrap();
 /// assert_eq!(serde_json::from_str::<DeadLetter>(&json).unwrap(), letter);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct DeadLetter {
     /// The event's position.
     pub position: Position,
@@ -721,6 +726,20 @@ pub struct DeadLetter {
     pub event_type: String,
     /// Why the projection could not process it.
     pub reason: String,
+}
+
+impl DeadLetter {
+    /// The dead letter of the event at `position` (version `version` of `stream`, of stored type
+    /// `event_type`), set aside for `reason`. For view store implementations.
+    pub fn new(
+        position: Position,
+        stream: crate::StreamId,
+        version: u64,
+        event_type: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        DeadLetter { position, stream, version, event_type: event_type.into(), reason: reason.into() }
+    }
 }
 
 /// Stores a projection's views (as JSON, by id), their secondary indexes and checkpoints, in
@@ -740,7 +759,7 @@ pub struct DeadLetter {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use eventloom_core::{MemoryViewStore, Position, ViewCommit, ViewStore, ViewWrite};
+/// use eventloom_core::{Position, memory::MemoryViewStore, store::{ViewCommit, ViewStore, ViewWrite}};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store: Arc<dyn ViewStore> = Arc::new(MemoryViewStore::default());
@@ -753,22 +772,31 @@ pub struct DeadLetter {
 /// assert_eq!(store.read_views("tasks", &["t-1".into()]).await.unwrap(), vec![Some("{}".into())]);
 /// # });
 /// ```
-#[async_trait]
 pub trait ViewStore: Send + Sync + 'static {
     /// The projection's live generation and the one being built. A failure to read it is an
     /// error, never "nothing stored".
-    async fn status(&self, projection: &str) -> Result<ProjectionStatus>;
+    fn status<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<ProjectionStatus>>;
 
     /// Starts a new, empty generation for `version` of the projection, with an id higher than any
     /// the store holds, and records it as the one being built (dropping an earlier one being
     /// built). Refused with [`Error::Fenced`] like a commit.
-    async fn begin_generation(&self, projection: &str, version: u32, fencing_token: u64) -> Result<Generation>;
+    fn begin_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        version: u32,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<Generation>>;
 
     /// The views with these ids in `generation`, in the same order; `None` for a missing one.
-    async fn load_views(&self, projection: &str, generation: u64, ids: &[String]) -> Result<Vec<Option<String>>>;
+    fn load_views<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<String>>>>;
 
     /// Applies `commit` atomically if its generation, expected checkpoint and fencing token hold.
-    async fn commit(&self, projection: &str, commit: ViewCommit) -> Result<()>;
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<()>>;
 
     /// Makes the generation being built live, in one atomic step, and drops the one that was
     /// live. Refused with [`Error::Fenced`] for an old token, with [`Error::GenerationGone`]
@@ -776,87 +804,106 @@ pub trait ViewStore: Send + Sync + 'static {
     /// `expected` the built checkpoint, its `actual` the live one) while the built generation is
     /// behind the live one: switching then would take queries back in time. Making the live
     /// generation live again succeeds and changes nothing.
-    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> Result<()>;
+    fn go_live<'a>(&'a self, projection: &'a str, generation: u64, fencing_token: u64) -> BoxFuture<'a, Result<()>>;
 
     /// The live views with these ids, in the same order; `None` for a missing one.
-    async fn read_views(&self, projection: &str, ids: &[String]) -> Result<Vec<Option<String>>>;
+    fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>>;
 
     /// Up to `limit` live views of one index list whose sort keys lie in `range`, in the list's
     /// order, after `after`. The page's `next` is `None` once no entry of the range follows.
-    async fn list(
-        &self,
-        projection: &str,
-        key: &IndexKey,
-        range: &OrderRange,
-        after: Option<&ListCursor>,
+    fn list<'a>(
+        &'a self,
+        projection: &'a str,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after: Option<&'a ListCursor>,
         limit: usize,
-    ) -> Result<ViewPage>;
+    ) -> BoxFuture<'a, Result<ViewPage>>;
 
     /// How many live views each index list holds, in the order asked, read at one instant.
-    async fn count(&self, projection: &str, keys: &[IndexKey]) -> Result<Vec<u64>>;
+    fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, Result<Vec<u64>>>;
 
     /// The events the live generation's projection skipped, oldest first (none before one is
     /// live).
-    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>>;
+    fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>>;
 
     /// Records why the projection stopped (`None`: that it runs again), for
     /// [`status`](Self::status) to report. Refused with [`Error::Fenced`] like a commit.
-    async fn record_stop(&self, projection: &str, stop: Option<&ProjectionStop>, fencing_token: u64) -> Result<()>;
+    fn record_stop<'a>(
+        &'a self,
+        projection: &'a str,
+        stop: Option<&'a ProjectionStop>,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<()>>;
 }
 
-#[async_trait]
 impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
-    async fn status(&self, projection: &str) -> Result<ProjectionStatus> {
-        (**self).status(projection).await
+    fn status<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<ProjectionStatus>> {
+        Box::pin(async move { (**self).status(projection).await })
     }
-    async fn begin_generation(&self, projection: &str, version: u32, fencing_token: u64) -> Result<Generation> {
-        (**self).begin_generation(projection, version, fencing_token).await
+    fn begin_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        version: u32,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<Generation>> {
+        Box::pin(async move { (**self).begin_generation(projection, version, fencing_token).await })
     }
-    async fn load_views(&self, projection: &str, generation: u64, ids: &[String]) -> Result<Vec<Option<String>>> {
-        (**self).load_views(projection, generation, ids).await
+    fn load_views<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
+        Box::pin(async move { (**self).load_views(projection, generation, ids).await })
     }
-    async fn commit(&self, projection: &str, commit: ViewCommit) -> Result<()> {
-        (**self).commit(projection, commit).await
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { (**self).commit(projection, commit).await })
     }
-    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> Result<()> {
-        (**self).go_live(projection, generation, fencing_token).await
+    fn go_live<'a>(&'a self, projection: &'a str, generation: u64, fencing_token: u64) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { (**self).go_live(projection, generation, fencing_token).await })
     }
-    async fn read_views(&self, projection: &str, ids: &[String]) -> Result<Vec<Option<String>>> {
-        (**self).read_views(projection, ids).await
+    fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
+        Box::pin(async move { (**self).read_views(projection, ids).await })
     }
-    async fn list(
-        &self,
-        projection: &str,
-        key: &IndexKey,
-        range: &OrderRange,
-        after: Option<&ListCursor>,
+    fn list<'a>(
+        &'a self,
+        projection: &'a str,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after: Option<&'a ListCursor>,
         limit: usize,
-    ) -> Result<ViewPage> {
-        (**self).list(projection, key, range, after, limit).await
+    ) -> BoxFuture<'a, Result<ViewPage>> {
+        Box::pin(async move { (**self).list(projection, key, range, after, limit).await })
     }
-    async fn count(&self, projection: &str, keys: &[IndexKey]) -> Result<Vec<u64>> {
-        (**self).count(projection, keys).await
+    fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, Result<Vec<u64>>> {
+        Box::pin(async move { (**self).count(projection, keys).await })
     }
-    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>> {
-        (**self).dead_letters(projection).await
+    fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
+        Box::pin(async move { (**self).dead_letters(projection).await })
     }
-    async fn record_stop(&self, projection: &str, stop: Option<&ProjectionStop>, fencing_token: u64) -> Result<()> {
-        (**self).record_stop(projection, stop, fencing_token).await
+    fn record_stop<'a>(
+        &'a self,
+        projection: &'a str,
+        stop: Option<&'a ProjectionStop>,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { (**self).record_stop(projection, stop, fencing_token).await })
     }
 }
 
 impl ViewCommit {
     /// Checks what every store must refuse before writing anything: a NUL byte in a view id,
     /// index name, value or sort key (PostgreSQL text cannot hold one, and Redis index members
-    /// use it as a separator); a view id over [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes, an index
-    /// name over [`MAX_INDEX_NAME_LEN`], a value over [`MAX_INDEX_VALUE_LEN`] or a sort key over
-    /// [`MAX_ORDER_LEN`] (so that every index entry fits a PostgreSQL b-tree row and every
+    /// use it as a separator); a view id over [`StreamId::MAX_ID_LEN`](crate::StreamId::MAX_ID_LEN) bytes, an index
+    /// name over [`IndexEntry::MAX_NAME_LEN`], a value over [`IndexEntry::MAX_VALUE_LEN`] or a sort key over
+    /// [`IndexEntry::MAX_ORDER_LEN`] (so that every index entry fits a PostgreSQL b-tree row and every
     /// cursor parses); an id written twice.
     ///
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::{Position, ViewCommit, ViewWrite};
+    /// use eventloom_core::{Position, store::{ViewCommit, ViewWrite}};
     ///
     /// let mut commit = ViewCommit { generation: 1, expected: None, checkpoint: Position::new(1, 1),
     ///     fencing_token: 0, views: vec![ViewWrite::set("a\0b", "{}")], dead_letters: Vec::new() };
@@ -894,11 +941,11 @@ impl ViewWrite {
             }
             Ok(())
         };
-        check("view id", &self.id, crate::MAX_ID_LEN)?;
+        check("view id", &self.id, crate::StreamId::MAX_ID_LEN)?;
         for entry in self.leave.iter().chain(&self.join) {
-            check("index name", &entry.key.name, MAX_INDEX_NAME_LEN)?;
-            check("index value", &entry.key.value, MAX_INDEX_VALUE_LEN)?;
-            check("index sort key", &entry.order, MAX_ORDER_LEN)?;
+            check("index name", &entry.key.name, IndexEntry::MAX_NAME_LEN)?;
+            check("index value", &entry.key.value, IndexEntry::MAX_VALUE_LEN)?;
+            check("index sort key", &entry.order, IndexEntry::MAX_ORDER_LEN)?;
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-//! use eventloom_core::{MemoryEventStore, MemorySnapshotStore};
+//! use eventloom_core::{memory::{MemoryEventStore, MemorySnapshotStore}};
 //! eventloom_core::testing::encoding::run(MemoryEventStore::new(), MemorySnapshotStore::default()).await;
 //! # });
 //! ```

@@ -2,7 +2,7 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-//! eventloom_core::testing::event_store::run(|| async { eventloom_core::MemoryEventStore::new() }).await;
+//! eventloom_core::testing::event_store::run(|| async { eventloom_core::memory::MemoryEventStore::new() }).await;
 //! # });
 //! ```
 
@@ -581,7 +581,7 @@ pub async fn hostile_ids<S: EventStore>(store: S) {
         "\"quoted\" \\ back\\slash".to_owned(),
         "ünïcødé ✓ 🦀 中文".to_owned(),
         "{hash}:tag*?[x]".to_owned(),
-        "x".repeat(crate::MAX_ID_LEN),
+        "x".repeat(StreamId::MAX_ID_LEN),
         "a/b/c".to_owned(),
     ];
     let mut streams = BTreeSet::new();

@@ -8,7 +8,7 @@
 //! Every wait is bounded by [`PROMPTLY`], so a case that hangs fails instead.
 //!
 //! ```
-//! use eventloom_core::MemoryLeases;
+//! use eventloom_core::memory::MemoryLeases;
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! eventloom_core::testing::lease::run(

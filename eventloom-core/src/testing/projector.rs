@@ -3,13 +3,14 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-//! eventloom_core::testing::projector::run(|| async { eventloom_core::MemoryViewStore::default() }).await;
+//! eventloom_core::testing::projector::run(|| async { eventloom_core::memory::MemoryViewStore::default() }).await;
 //! # });
 //! ```
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use crate::store::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -377,47 +378,63 @@ pub async fn a_stop_written_past_does_not_hold<S: ViewStore + Clone>(views: S) {
 #[derive(Clone)]
 struct Refusing<S>(S);
 
-#[async_trait::async_trait]
 impl<S: ViewStore> ViewStore for Refusing<S> {
-    async fn status(&self, p: &str) -> crate::Result<crate::ProjectionStatus> {
-        self.0.status(p).await
+    fn status<'a>(&'a self, p: &'a str) -> BoxFuture<'a, crate::Result<crate::ProjectionStatus>> {
+        Box::pin(async move { self.0.status(p).await })
     }
-    async fn begin_generation(&self, p: &str, version: u32, token: u64) -> crate::Result<crate::Generation> {
-        self.0.begin_generation(p, version, token).await
+    fn begin_generation<'a>(
+        &'a self,
+        p: &'a str,
+        version: u32,
+        token: u64,
+    ) -> BoxFuture<'a, crate::Result<crate::Generation>> {
+        Box::pin(async move { self.0.begin_generation(p, version, token).await })
     }
-    async fn load_views(&self, p: &str, generation: u64, ids: &[String]) -> crate::Result<Vec<Option<String>>> {
-        self.0.load_views(p, generation, ids).await
+    fn load_views<'a>(
+        &'a self,
+        p: &'a str,
+        generation: u64,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
+        Box::pin(async move { self.0.load_views(p, generation, ids).await })
     }
-    async fn commit(&self, p: &str, commit: crate::ViewCommit) -> crate::Result<()> {
-        if commit.views.iter().any(|w| w.view.as_deref().is_some_and(|v| v.contains("refuse-me"))) {
-            return Err(Error::InvalidEvent { reason: "the store cannot keep this view".into() });
-        }
-        self.0.commit(p, commit).await
+    fn commit<'a>(&'a self, p: &'a str, commit: crate::ViewCommit) -> BoxFuture<'a, crate::Result<()>> {
+        Box::pin(async move {
+            if commit.views.iter().any(|w| w.view.as_deref().is_some_and(|v| v.contains("refuse-me"))) {
+                return Err(Error::InvalidEvent { reason: "the store cannot keep this view".into() });
+            }
+            self.0.commit(p, commit).await
+        })
     }
-    async fn go_live(&self, p: &str, generation: u64, token: u64) -> crate::Result<()> {
-        self.0.go_live(p, generation, token).await
+    fn go_live<'a>(&'a self, p: &'a str, generation: u64, token: u64) -> BoxFuture<'a, crate::Result<()>> {
+        Box::pin(async move { self.0.go_live(p, generation, token).await })
     }
-    async fn read_views(&self, p: &str, ids: &[String]) -> crate::Result<Vec<Option<String>>> {
-        self.0.read_views(p, ids).await
+    fn read_views<'a>(&'a self, p: &'a str, ids: &'a [String]) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
+        Box::pin(async move { self.0.read_views(p, ids).await })
     }
-    async fn list(
-        &self,
-        p: &str,
-        key: &IndexKey,
-        range: &crate::OrderRange,
-        after: Option<&crate::ListCursor>,
+    fn list<'a>(
+        &'a self,
+        p: &'a str,
+        key: &'a IndexKey,
+        range: &'a crate::OrderRange,
+        after: Option<&'a crate::ListCursor>,
         limit: usize,
-    ) -> crate::Result<crate::ViewPage> {
-        self.0.list(p, key, range, after, limit).await
+    ) -> BoxFuture<'a, crate::Result<crate::ViewPage>> {
+        Box::pin(async move { self.0.list(p, key, range, after, limit).await })
     }
-    async fn count(&self, p: &str, keys: &[IndexKey]) -> crate::Result<Vec<u64>> {
-        self.0.count(p, keys).await
+    fn count<'a>(&'a self, p: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, crate::Result<Vec<u64>>> {
+        Box::pin(async move { self.0.count(p, keys).await })
     }
-    async fn dead_letters(&self, p: &str) -> crate::Result<Vec<crate::DeadLetter>> {
-        self.0.dead_letters(p).await
+    fn dead_letters<'a>(&'a self, p: &'a str) -> BoxFuture<'a, crate::Result<Vec<crate::DeadLetter>>> {
+        Box::pin(async move { self.0.dead_letters(p).await })
     }
-    async fn record_stop(&self, p: &str, stop: Option<&crate::ProjectionStop>, token: u64) -> crate::Result<()> {
-        self.0.record_stop(p, stop, token).await
+    fn record_stop<'a>(
+        &'a self,
+        p: &'a str,
+        stop: Option<&'a crate::ProjectionStop>,
+        token: u64,
+    ) -> BoxFuture<'a, crate::Result<()>> {
+        Box::pin(async move { self.0.record_stop(p, stop, token).await })
     }
 }
 
@@ -755,7 +772,6 @@ impl Notifier {
     }
 }
 
-#[async_trait::async_trait]
 impl EventHandler for Notifier {
     const NAME: &'static str = "conformance_notifier";
     type Events = Desk;
@@ -834,44 +850,60 @@ pub async fn a_handler_sees_an_event_again_until_it_succeeds<S: ViewStore + Clon
 #[derive(Clone)]
 struct Crashing<S>(S);
 
-#[async_trait::async_trait]
 impl<S: ViewStore> ViewStore for Crashing<S> {
-    async fn status(&self, p: &str) -> crate::Result<crate::ProjectionStatus> {
-        self.0.status(p).await
+    fn status<'a>(&'a self, p: &'a str) -> BoxFuture<'a, crate::Result<crate::ProjectionStatus>> {
+        Box::pin(async move { self.0.status(p).await })
     }
-    async fn begin_generation(&self, p: &str, version: u32, token: u64) -> crate::Result<crate::Generation> {
-        self.0.begin_generation(p, version, token).await
+    fn begin_generation<'a>(
+        &'a self,
+        p: &'a str,
+        version: u32,
+        token: u64,
+    ) -> BoxFuture<'a, crate::Result<crate::Generation>> {
+        Box::pin(async move { self.0.begin_generation(p, version, token).await })
     }
-    async fn load_views(&self, p: &str, generation: u64, ids: &[String]) -> crate::Result<Vec<Option<String>>> {
-        self.0.load_views(p, generation, ids).await
+    fn load_views<'a>(
+        &'a self,
+        p: &'a str,
+        generation: u64,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
+        Box::pin(async move { self.0.load_views(p, generation, ids).await })
     }
-    async fn commit(&self, _: &str, _: crate::ViewCommit) -> crate::Result<()> {
-        Err(Error::Backend { message: "the process died before its write".into(), source: None })
+    fn commit<'a>(&'a self, _: &'a str, _: crate::ViewCommit) -> BoxFuture<'a, crate::Result<()>> {
+        Box::pin(
+            async move { Err(Error::Backend { message: "the process died before its write".into(), source: None }) },
+        )
     }
-    async fn go_live(&self, p: &str, generation: u64, token: u64) -> crate::Result<()> {
-        self.0.go_live(p, generation, token).await
+    fn go_live<'a>(&'a self, p: &'a str, generation: u64, token: u64) -> BoxFuture<'a, crate::Result<()>> {
+        Box::pin(async move { self.0.go_live(p, generation, token).await })
     }
-    async fn read_views(&self, p: &str, ids: &[String]) -> crate::Result<Vec<Option<String>>> {
-        self.0.read_views(p, ids).await
+    fn read_views<'a>(&'a self, p: &'a str, ids: &'a [String]) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
+        Box::pin(async move { self.0.read_views(p, ids).await })
     }
-    async fn list(
-        &self,
-        p: &str,
-        key: &IndexKey,
-        range: &crate::OrderRange,
-        after: Option<&crate::ListCursor>,
+    fn list<'a>(
+        &'a self,
+        p: &'a str,
+        key: &'a IndexKey,
+        range: &'a crate::OrderRange,
+        after: Option<&'a crate::ListCursor>,
         limit: usize,
-    ) -> crate::Result<crate::ViewPage> {
-        self.0.list(p, key, range, after, limit).await
+    ) -> BoxFuture<'a, crate::Result<crate::ViewPage>> {
+        Box::pin(async move { self.0.list(p, key, range, after, limit).await })
     }
-    async fn count(&self, p: &str, keys: &[IndexKey]) -> crate::Result<Vec<u64>> {
-        self.0.count(p, keys).await
+    fn count<'a>(&'a self, p: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, crate::Result<Vec<u64>>> {
+        Box::pin(async move { self.0.count(p, keys).await })
     }
-    async fn dead_letters(&self, p: &str) -> crate::Result<Vec<crate::DeadLetter>> {
-        self.0.dead_letters(p).await
+    fn dead_letters<'a>(&'a self, p: &'a str) -> BoxFuture<'a, crate::Result<Vec<crate::DeadLetter>>> {
+        Box::pin(async move { self.0.dead_letters(p).await })
     }
-    async fn record_stop(&self, p: &str, stop: Option<&crate::ProjectionStop>, token: u64) -> crate::Result<()> {
-        self.0.record_stop(p, stop, token).await
+    fn record_stop<'a>(
+        &'a self,
+        p: &'a str,
+        stop: Option<&'a crate::ProjectionStop>,
+        token: u64,
+    ) -> BoxFuture<'a, crate::Result<()>> {
+        Box::pin(async move { self.0.record_stop(p, stop, token).await })
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! eventloom_core::testing::snapshot_store::run(|| async { eventloom_core::MemorySnapshotStore::default() }).await;
+//! eventloom_core::testing::snapshot_store::run(|| async { eventloom_core::memory::MemorySnapshotStore::default() }).await;
 //! # });
 //! ```
 

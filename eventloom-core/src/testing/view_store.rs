@@ -2,7 +2,7 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! eventloom_core::testing::view_store::run(|| async { eventloom_core::MemoryViewStore::default() }).await;
+//! eventloom_core::testing::view_store::run(|| async { eventloom_core::memory::MemoryViewStore::default() }).await;
 //! # });
 //! ```
 
@@ -447,12 +447,12 @@ pub async fn bad_writes<S: ViewStore>(store: S) {
         vec![ViewWrite::set("ok", "1").joining(vec![IndexEntry::new("s", "x\0")])],
         vec![
             ViewWrite::set("ok", "1")
-                .joining(vec![IndexEntry::new("s", "x").ordered_by("o".repeat(crate::MAX_ORDER_LEN + 1))]),
+                .joining(vec![IndexEntry::new("s", "x").ordered_by("o".repeat(IndexEntry::MAX_ORDER_LEN + 1))]),
         ],
         vec![ViewWrite::set("ok", "1"), ViewWrite::set("ok", "2")],
-        vec![ViewWrite::set("i".repeat(crate::MAX_ID_LEN + 1), "1")],
-        vec![ViewWrite::set("ok", "1").joining(vec![IndexEntry::new("s", "v".repeat(crate::MAX_INDEX_VALUE_LEN + 1))])],
-        vec![ViewWrite::set("ok", "1").joining(vec![IndexEntry::new("n".repeat(crate::MAX_INDEX_NAME_LEN + 1), "v")])],
+        vec![ViewWrite::set("i".repeat(StreamId::MAX_ID_LEN + 1), "1")],
+        vec![ViewWrite::set("ok", "1").joining(vec![IndexEntry::new("s", "v".repeat(IndexEntry::MAX_VALUE_LEN + 1))])],
+        vec![ViewWrite::set("ok", "1").joining(vec![IndexEntry::new("n".repeat(IndexEntry::MAX_NAME_LEN + 1), "v")])],
     ];
     for views in bad {
         assert!(matches!(

@@ -24,16 +24,11 @@ use crate::{
 /// ```
 /// use eventloom_core::{CommandOutcome, Position, StreamId};
 ///
-/// let o = CommandOutcome {
-///     stream: StreamId::new("task", "1").unwrap(),
-///     version: 2,
-///     position: Position::new(2, 2),
-///     appended: 1,
-///     replayed: false,
-/// };
+/// let o = CommandOutcome::new(StreamId::new("task", "1").unwrap(), 2, Position::new(2, 2), 1);
 /// assert_eq!(o.position.to_string(), "2.2");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CommandOutcome {
     /// The aggregate's stream.
     pub stream: StreamId,
@@ -52,6 +47,22 @@ pub struct CommandOutcome {
 }
 
 impl CommandOutcome {
+    /// The outcome of a command that left `stream` at `version`, its last event at `position`,
+    /// having appended `appended` events now (not a replay). The engine makes these; tests and
+    /// adapters that stand in for it use this.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{CommandOutcome, Position, StreamId};
+    ///
+    /// let o = CommandOutcome::new(StreamId::new("task", "1").unwrap(), 2, Position::new(9, 1), 1);
+    /// assert!(!o.replayed);
+    /// ```
+    pub fn new(stream: StreamId, version: u64, position: Position, appended: u64) -> Self {
+        CommandOutcome { stream, version, position, appended, replayed: false }
+    }
+
     /// The first execution's outcome, answered again.
     fn replay(first: AppendOutcome) -> Self {
         CommandOutcome { appended: 0, replayed: true, ..first.into() }
@@ -178,7 +189,7 @@ impl ExecuteOptions {
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::SnapshotPolicy;
+/// use eventloom_core::write::SnapshotPolicy;
 ///
 /// assert!(SnapshotPolicy::every(100).due(99, 100));
 /// assert!(SnapshotPolicy::every(100).due(98, 103));
@@ -331,10 +342,12 @@ fn replay<E>(key: Key<'_>, stream: &StreamId, first: CommandRecord) -> Result<Co
     Ok(CommandOutcome::replay(first.outcome))
 }
 
-/// The default number of aggregates an engine keeps loaded.
-pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
-/// The default number of events read per round-trip when loading a stream.
-pub const DEFAULT_BATCH_SIZE: usize = 1_000;
+impl<A: Aggregate, S> Cqrs<A, S> {
+    /// The default number of aggregates an engine keeps loaded.
+    pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+    /// The default number of events read per round-trip when loading a stream.
+    pub const DEFAULT_BATCH_SIZE: usize = 1_000;
+}
 
 /// The command engine of one aggregate type over an [`EventStore`](crate::EventStore).
 ///
@@ -354,7 +367,7 @@ pub const DEFAULT_BATCH_SIZE: usize = 1_000;
 ///
 /// ```
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::{Cqrs, MemoryEventStore, CommandError};
+/// use eventloom_core::{CommandError, write::Cqrs, memory::MemoryEventStore};
 ///
 /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 /// enum CounterEvent { Incremented { by: u64 } }
@@ -433,20 +446,20 @@ impl<A: Aggregate, S> std::fmt::Debug for Cqrs<A, S> {
 }
 
 impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
-    /// An engine over `store` with a cache of [`DEFAULT_CACHE_CAPACITY`] aggregates, the
-    /// default [`RetryPolicy`] (up to [`DEFAULT_MAX_ATTEMPTS`](crate::DEFAULT_MAX_ATTEMPTS)
-    /// attempts within [`DEFAULT_RETRY_BUDGET`](crate::DEFAULT_RETRY_BUDGET), with jittered
+    /// An engine over `store` with a cache of [`Cqrs::DEFAULT_CACHE_CAPACITY`] aggregates, the
+    /// default [`RetryPolicy`] (up to [`RetryPolicy::DEFAULT_MAX_ATTEMPTS`](RetryPolicy::DEFAULT_MAX_ATTEMPTS)
+    /// attempts within [`RetryPolicy::DEFAULT_TIME_BUDGET`](RetryPolicy::DEFAULT_TIME_BUDGET), with jittered
     /// exponential backoff), no snapshots, the system clock and random event ids.
     pub fn new(store: S) -> Self {
         Cqrs {
             store,
-            cache: Some(Arc::new(AggregateCache::new(DEFAULT_CACHE_CAPACITY))),
+            cache: Some(Arc::new(AggregateCache::new(Self::DEFAULT_CACHE_CAPACITY))),
             snapshots: None,
             upcasters: Upcasters::new(),
             retry: RetryPolicy::new(),
             jitter: Arc::new(Jitter::new(None)),
-            batch_size: DEFAULT_BATCH_SIZE,
-            batch_bytes: crate::DEFAULT_BATCH_BYTES,
+            batch_size: Self::DEFAULT_BATCH_SIZE,
+            batch_bytes: crate::Subscription::<S>::DEFAULT_BATCH_BYTES,
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds::default()),
         }
@@ -486,7 +499,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
     }
 
     /// Loads streams in batches of at most about `bytes` of events as well (a batch ends with the
-    /// event that reaches it; default [`DEFAULT_BATCH_BYTES`](crate::DEFAULT_BATCH_BYTES)), so
+    /// event that reaches it; default [`Subscription::DEFAULT_BATCH_BYTES`](crate::read::Subscription::DEFAULT_BATCH_BYTES)), so
     /// that a stream of large events loads in flat memory.
     pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
         self.batch_bytes = bytes.max(1);

@@ -32,7 +32,7 @@ const ENCODING: u32 = 1;
 ///
 /// ```
 /// use eventloom_core::prelude::*;
-/// use eventloom_core::Fingerprint;
+/// use eventloom_core::write::Fingerprint;
 /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
 /// # #[derive(Debug, Default)] struct Counter;
 /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;

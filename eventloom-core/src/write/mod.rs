@@ -5,3 +5,9 @@ pub(crate) mod engine;
 pub(crate) mod fingerprint;
 pub(crate) mod retry;
 pub(crate) mod upcast;
+
+pub use aggregate::{Aggregate, Command, Handle};
+pub use engine::{CommandError, CommandOutcome, Cqrs, ExecuteOptions, SnapshotPolicy};
+pub use fingerprint::Fingerprint;
+pub use retry::RetryPolicy;
+pub use upcast::Upcasters;

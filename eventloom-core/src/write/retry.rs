@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use crate::model::clock::{random_seed, splitmix64};
 
-/// The default [`RetryPolicy::max_attempts`].
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 100;
-/// The default [`RetryPolicy::time_budget`].
-pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(5);
-/// The default [`RetryPolicy::initial_delay`].
-pub const DEFAULT_INITIAL_DELAY: Duration = Duration::from_millis(1);
-/// The default [`RetryPolicy::max_delay`].
-pub const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(100);
+impl RetryPolicy {
+    /// The default [`RetryPolicy::max_attempts`].
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 100;
+    /// The default [`RetryPolicy::time_budget`].
+    pub const DEFAULT_TIME_BUDGET: Duration = Duration::from_secs(5);
+    /// The default [`RetryPolicy::initial_delay`].
+    pub const DEFAULT_INITIAL_DELAY: Duration = Duration::from_millis(1);
+    /// The default [`RetryPolicy::max_delay`].
+    pub const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(100);
+}
 
 /// How [`Cqrs`](crate::Cqrs) retries a command whose append lost the race for the stream's
 /// next version to another writer (another process, or an engine with its own cache).
@@ -39,7 +41,7 @@ pub const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(100);
 ///
 /// ```
 /// use std::time::Duration;
-/// use eventloom_core::{Cqrs, MemoryEventStore, RetryPolicy};
+/// use eventloom_core::{write::{Cqrs, RetryPolicy}, memory::MemoryEventStore};
 /// # #[derive(Debug, Default)] struct A;
 /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventloom_core::Event)] enum E { X }
 /// # impl eventloom_core::Aggregate for A { const TYPE: &'static str = "a"; type Event = E; type Error = std::convert::Infallible; fn apply(&mut self, _: &E) {} }
@@ -83,14 +85,14 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The defaults: [`DEFAULT_MAX_ATTEMPTS`] attempts within [`DEFAULT_RETRY_BUDGET`], waits
-    /// from [`DEFAULT_INITIAL_DELAY`] doubling up to [`DEFAULT_MAX_DELAY`], a random seed.
+    /// The defaults: [`RetryPolicy::DEFAULT_MAX_ATTEMPTS`] attempts within [`RetryPolicy::DEFAULT_TIME_BUDGET`], waits
+    /// from [`RetryPolicy::DEFAULT_INITIAL_DELAY`] doubling up to [`RetryPolicy::DEFAULT_MAX_DELAY`], a random seed.
     pub const fn new() -> Self {
         RetryPolicy {
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            time_budget: DEFAULT_RETRY_BUDGET,
-            initial_delay: DEFAULT_INITIAL_DELAY,
-            max_delay: DEFAULT_MAX_DELAY,
+            max_attempts: RetryPolicy::DEFAULT_MAX_ATTEMPTS,
+            time_budget: RetryPolicy::DEFAULT_TIME_BUDGET,
+            initial_delay: RetryPolicy::DEFAULT_INITIAL_DELAY,
+            max_delay: RetryPolicy::DEFAULT_MAX_DELAY,
             seed: None,
         }
     }

@@ -28,7 +28,7 @@ const MAX_CHAIN: usize = 64;
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::Upcasters;
+/// use eventloom_core::write::Upcasters;
 /// use serde_json::json;
 ///
 /// // v1 stored `{"name": ...}`; v2 calls the field `title`.
@@ -104,7 +104,7 @@ impl Upcasters {
     /// # Examples
     ///
     /// ```
-    /// use eventloom_core::Upcasters;
+    /// use eventloom_core::write::Upcasters;
     ///
     /// let upcasters = Upcasters::new().add(("TaskMade", 1), ("TaskCreated", 2), Ok);
     /// assert_eq!(upcasters.resolve("TaskMade", 1), ("TaskCreated", 2));

@@ -1,5 +1,6 @@
+use eventloom_core::memory::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore};
+use eventloom_core::store::BoxFuture;
 use eventloom_core::testing::{encoding, event_store, lease, projector, snapshot_store, view_store};
-use eventloom_core::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_event_store_conforms() {
@@ -37,7 +38,7 @@ async fn projector_over_memory_views_conforms() {
 
 #[tokio::test]
 async fn memory_event_store_refuses_oversized_events() {
-    use eventloom_core::{Error, EventStore, ExpectedVersion, StreamId};
+    use eventloom_core::{Error, StreamId, model::ExpectedVersion, store::EventStore};
     let store = MemoryEventStore::with_max_event_size(100);
     let stream = StreamId::new("t", "1").unwrap();
     let mut big = eventloom_core::testing::test_event(1);
@@ -54,62 +55,67 @@ async fn memory_event_store_refuses_oversized_events() {
 #[derive(Clone)]
 struct DefaultCount(MemoryEventStore);
 
-#[eventloom_core::async_trait]
-impl eventloom_core::EventStore for DefaultCount {
-    async fn append(
-        &self,
-        stream: &eventloom_core::StreamId,
-        expected: eventloom_core::ExpectedVersion,
-        events: Vec<eventloom_core::NewEvent>,
-    ) -> eventloom_core::Result<eventloom_core::AppendOutcome> {
-        self.0.append(stream, expected, events).await
+impl eventloom_core::store::EventStore for DefaultCount {
+    fn append<'a>(
+        &'a self,
+        stream: &'a eventloom_core::StreamId,
+        expected: eventloom_core::model::ExpectedVersion,
+        events: Vec<eventloom_core::model::NewEvent>,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+        Box::pin(async move { self.0.append(stream, expected, events).await })
     }
-    async fn append_command(
-        &self,
-        stream: &eventloom_core::StreamId,
-        expected: eventloom_core::ExpectedVersion,
-        events: Vec<eventloom_core::NewEvent>,
-        print: &eventloom_core::Fingerprint,
-    ) -> eventloom_core::Result<eventloom_core::AppendOutcome> {
-        self.0.append_command(stream, expected, events, print).await
+    fn append_command<'a>(
+        &'a self,
+        stream: &'a eventloom_core::StreamId,
+        expected: eventloom_core::model::ExpectedVersion,
+        events: Vec<eventloom_core::model::NewEvent>,
+        print: &'a eventloom_core::write::Fingerprint,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+        Box::pin(async move { self.0.append_command(stream, expected, events, print).await })
     }
-    async fn read_stream(
-        &self,
-        stream: &eventloom_core::StreamId,
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a eventloom_core::StreamId,
         from: u64,
         limit: usize,
-    ) -> eventloom_core::Result<Vec<eventloom_core::RecordedEvent>> {
-        self.0.read_stream(stream, from, limit).await
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::model::RecordedEvent>>> {
+        Box::pin(async move { self.0.read_stream(stream, from, limit).await })
     }
-    async fn read_all(
-        &self,
+    fn read_all<'a>(
+        &'a self,
         after: eventloom_core::Position,
         limit: usize,
-    ) -> eventloom_core::Result<Vec<eventloom_core::RecordedEvent>> {
-        self.0.read_all(after, limit).await
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::model::RecordedEvent>>> {
+        Box::pin(async move { self.0.read_all(after, limit).await })
     }
-    async fn stream_version(&self, stream: &eventloom_core::StreamId) -> eventloom_core::Result<u64> {
-        self.0.stream_version(stream).await
+    fn stream_version<'a>(
+        &'a self,
+        stream: &'a eventloom_core::StreamId,
+    ) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move { self.0.stream_version(stream).await })
     }
-    async fn head(&self) -> eventloom_core::Result<Option<eventloom_core::Position>> {
-        self.0.head().await
+    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::Position>>> {
+        Box::pin(async move { self.0.head().await })
     }
-    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::CommandRecord>> {
-        self.0.command_outcome(id).await
+    fn command_outcome<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
+        Box::pin(async move { self.0.command_outcome(id).await })
     }
-    async fn record_command(
-        &self,
-        id: &str,
-        print: &eventloom_core::Fingerprint,
-        outcome: eventloom_core::AppendOutcome,
-    ) -> eventloom_core::Result<()> {
-        self.0.record_command(id, print, outcome).await
+    fn record_command<'a>(
+        &'a self,
+        id: &'a str,
+        print: &'a eventloom_core::write::Fingerprint,
+        outcome: eventloom_core::store::AppendOutcome,
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move { self.0.record_command(id, print, outcome).await })
     }
 }
 
 #[tokio::test]
 async fn the_default_count_after_counts_up_to_its_cap_across_pages() {
-    use eventloom_core::{EventStore, ExpectedVersion, Position, StreamId};
+    use eventloom_core::{Position, StreamId, model::ExpectedVersion, store::EventStore};
     let store = DefaultCount(MemoryEventStore::new());
     event_store::head_and_count(store.clone()).await;
     let stream = StreamId::new("t", "many").unwrap();

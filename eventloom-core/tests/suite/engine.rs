@@ -1,11 +1,15 @@
+use eventloom_core::store::BoxFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent, Timestamp};
 use eventloom_core::prelude::*;
 use eventloom_core::{
-    AppendOutcome, CommandError, CommandOutcome, Cqrs, Error, EventStore, ExecuteOptions, Fingerprint, ManualClock,
-    MemoryEventStore, MemorySnapshotStore, RetryPolicy, SequentialIds, Snapshot, SnapshotPolicy, SnapshotStore,
-    Upcasters,
+    CommandError, CommandOutcome, Error, ExecuteOptions,
+    memory::{MemoryEventStore, MemorySnapshotStore},
+    model::{ManualClock, SequentialIds},
+    store::{AppendOutcome, EventStore, Snapshot, SnapshotStore},
+    write::{Cqrs, Fingerprint, RetryPolicy, SnapshotPolicy, Upcasters},
 };
 
 use crate::domain::*;
@@ -24,58 +28,78 @@ impl Counting {
     }
 }
 
-#[eventloom_core::async_trait]
 impl EventStore for Counting {
-    async fn append(
-        &self,
-        s: &StreamId,
+    fn append<'a>(
+        &'a self,
+        s: &'a StreamId,
         e: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> eventloom_core::Result<AppendOutcome> {
-        self.appends.fetch_add(1, Ordering::SeqCst);
-        self.inner.append(s, e, events).await
+    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+        Box::pin(async move {
+            self.appends.fetch_add(1, Ordering::SeqCst);
+            self.inner.append(s, e, events).await
+        })
     }
-    async fn append_command(
-        &self,
-        s: &StreamId,
+    fn append_command<'a>(
+        &'a self,
+        s: &'a StreamId,
         e: ExpectedVersion,
         events: Vec<NewEvent>,
-        print: &Fingerprint,
-    ) -> eventloom_core::Result<AppendOutcome> {
-        self.appends.fetch_add(1, Ordering::SeqCst);
-        self.inner.append_command(s, e, events, print).await
+        print: &'a Fingerprint,
+    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+        Box::pin(async move {
+            self.appends.fetch_add(1, Ordering::SeqCst);
+            self.inner.append_command(s, e, events, print).await
+        })
     }
-    async fn read_stream(&self, s: &StreamId, from: u64, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        let events = self.inner.read_stream(s, from, limit).await?;
-        self.read.fetch_add(events.len(), Ordering::SeqCst);
-        Ok(events)
+    fn read_stream<'a>(
+        &'a self,
+        s: &'a StreamId,
+        from: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
+            let events = self.inner.read_stream(s, from, limit).await?;
+            self.read.fetch_add(events.len(), Ordering::SeqCst);
+            Ok(events)
+        })
     }
-    async fn read_all(&self, after: Position, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        self.inner.read_all(after, limit).await
+    fn read_all<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { self.inner.read_all(after, limit).await })
     }
-    async fn stream_version(&self, s: &StreamId) -> eventloom_core::Result<u64> {
-        self.inner.stream_version(s).await
+    fn stream_version<'a>(&'a self, s: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move { self.inner.stream_version(s).await })
     }
-    async fn head(&self) -> eventloom_core::Result<Option<Position>> {
-        self.inner.head().await
+    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
+        Box::pin(async move { self.inner.head().await })
     }
-    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::CommandRecord>> {
-        self.inner.command_outcome(id).await
+    fn command_outcome<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
+        Box::pin(async move { self.inner.command_outcome(id).await })
     }
-    async fn record_command(
-        &self,
-        id: &str,
-        print: &eventloom_core::Fingerprint,
+    fn record_command<'a>(
+        &'a self,
+        id: &'a str,
+        print: &'a eventloom_core::write::Fingerprint,
         outcome: AppendOutcome,
-    ) -> eventloom_core::Result<()> {
-        self.inner.record_command(id, print, outcome).await
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move { self.inner.record_command(id, print, outcome).await })
     }
 }
 
 /// `first` answered again: the same stream, version and position, marked a replay, nothing
 /// appended now.
 fn replay_of(first: &CommandOutcome) -> CommandOutcome {
-    CommandOutcome { appended: 0, replayed: true, ..first.clone() }
+    let mut replay = first.clone();
+    replay.appended = 0;
+    replay.replayed = true;
+    replay
 }
 
 /// Outcomes of one command id, in any order: one execution and replays of it.
@@ -536,7 +560,7 @@ async fn outcomes_recorded_without_a_fingerprint_still_replay_on_their_stream() 
     let store = MemoryEventStore::new();
     let cqrs = Cqrs::new(store.clone());
     cqrs.execute(open("a")).await.unwrap();
-    let metadata = Metadata { command_id: Some("old".into()), ..Metadata::default() };
+    let metadata = Metadata::default().with_command_id("old");
     let event = NewEvent::encode(&AccountEvent::Deposited { amount: 5 }, metadata).unwrap();
     let old = store.append(&account("a"), ExpectedVersion::Exact(1), vec![event]).await.unwrap();
     assert_eq!(store.command_outcome("old").await.unwrap().unwrap().fingerprint, None);

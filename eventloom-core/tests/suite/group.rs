@@ -1,13 +1,18 @@
 //! Projection groups: many projections fed by one read of the log.
 
+use eventloom_core::store::BoxFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
 use eventloom_core::prelude::*;
 use eventloom_core::{
-    BoxError, Cqrs, EventStore, MemberHandle, MemberState, MemberStatus, MemoryEventStore, MemoryViewStore, Projection,
-    Projector, ViewCommit, ViewReader, ViewStore,
+    BoxError, Projection,
+    memory::{MemoryEventStore, MemoryViewStore},
+    read::{MemberHandle, MemberState, MemberStatus, Projector, ViewReader},
+    store::{EventStore, ViewCommit, ViewStore},
+    write::Cqrs,
 };
 use tokio::sync::oneshot;
 
@@ -68,65 +73,75 @@ impl CountingEvents {
     }
 }
 
-#[eventloom_core::async_trait]
 impl EventStore for CountingEvents {
-    async fn append(
-        &self,
-        stream: &StreamId,
+    fn append<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> eventloom_core::Result<eventloom_core::AppendOutcome> {
-        self.inner.append(stream, expected, events).await
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+        Box::pin(async move { self.inner.append(stream, expected, events).await })
     }
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
         from: u64,
         limit: usize,
-    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        self.inner.read_stream(stream, from, limit).await
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { self.inner.read_stream(stream, from, limit).await })
     }
-    async fn read_all(&self, after: Position, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        self.inner.read_all(after, limit).await
+    fn read_all<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.inner.read_all(after, limit).await
+        })
     }
-    async fn read_all_bounded(
-        &self,
+    fn read_all_bounded<'a>(
+        &'a self,
         after: Position,
         limit: usize,
         max_bytes: usize,
-    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        self.inner.read_all_bounded(after, limit, max_bytes).await
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.inner.read_all_bounded(after, limit, max_bytes).await
+        })
     }
-    async fn stream_version(&self, stream: &StreamId) -> eventloom_core::Result<u64> {
-        self.inner.stream_version(stream).await
+    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move { self.inner.stream_version(stream).await })
     }
-    async fn head(&self) -> eventloom_core::Result<Option<Position>> {
-        self.inner.head().await
+    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
+        Box::pin(async move { self.inner.head().await })
     }
-    async fn count_after(&self, after: Position, cap: u64) -> eventloom_core::Result<u64> {
-        self.inner.count_after(after, cap).await
+    fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move { self.inner.count_after(after, cap).await })
     }
-    async fn append_command(
-        &self,
-        stream: &StreamId,
+    fn append_command<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &eventloom_core::Fingerprint,
-    ) -> eventloom_core::Result<eventloom_core::AppendOutcome> {
-        self.inner.append_command(stream, expected, events, fingerprint).await
+        fingerprint: &'a eventloom_core::write::Fingerprint,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+        Box::pin(async move { self.inner.append_command(stream, expected, events, fingerprint).await })
     }
-    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::CommandRecord>> {
-        self.inner.command_outcome(id).await
+    fn command_outcome<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
+        Box::pin(async move { self.inner.command_outcome(id).await })
     }
-    async fn record_command(
-        &self,
-        id: &str,
-        fingerprint: &eventloom_core::Fingerprint,
-        outcome: eventloom_core::AppendOutcome,
-    ) -> eventloom_core::Result<()> {
-        self.inner.record_command(id, fingerprint, outcome).await
+    fn record_command<'a>(
+        &'a self,
+        id: &'a str,
+        fingerprint: &'a eventloom_core::write::Fingerprint,
+        outcome: eventloom_core::store::AppendOutcome,
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move { self.inner.record_command(id, fingerprint, outcome).await })
     }
     fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.wake_ups()
@@ -141,62 +156,77 @@ struct SlowFor {
     delay: Duration,
 }
 
-#[eventloom_core::async_trait]
 impl ViewStore for SlowFor {
-    async fn status(&self, projection: &str) -> eventloom_core::Result<eventloom_core::ProjectionStatus> {
-        self.inner.status(projection).await
+    fn status<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::ProjectionStatus>> {
+        Box::pin(async move { self.inner.status(projection).await })
     }
-    async fn begin_generation(
-        &self,
-        p: &str,
+    fn begin_generation<'a>(
+        &'a self,
+        p: &'a str,
         version: u32,
         token: u64,
-    ) -> eventloom_core::Result<eventloom_core::Generation> {
-        self.inner.begin_generation(p, version, token).await
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Generation>> {
+        Box::pin(async move { self.inner.begin_generation(p, version, token).await })
     }
-    async fn load_views(
-        &self,
-        p: &str,
+    fn load_views<'a>(
+        &'a self,
+        p: &'a str,
         generation: u64,
-        ids: &[String],
-    ) -> eventloom_core::Result<Vec<Option<String>>> {
-        self.inner.load_views(p, generation, ids).await
+        ids: &'a [String],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move { self.inner.load_views(p, generation, ids).await })
     }
-    async fn commit(&self, p: &str, commit: ViewCommit) -> eventloom_core::Result<()> {
-        if p == self.slow {
-            tokio::time::sleep(self.delay).await;
-        }
-        self.inner.commit(p, commit).await
+    fn commit<'a>(&'a self, p: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move {
+            if p == self.slow {
+                tokio::time::sleep(self.delay).await;
+            }
+            self.inner.commit(p, commit).await
+        })
     }
-    async fn go_live(&self, p: &str, generation: u64, token: u64) -> eventloom_core::Result<()> {
-        self.inner.go_live(p, generation, token).await
+    fn go_live<'a>(&'a self, p: &'a str, generation: u64, token: u64) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move { self.inner.go_live(p, generation, token).await })
     }
-    async fn read_views(&self, p: &str, ids: &[String]) -> eventloom_core::Result<Vec<Option<String>>> {
-        self.inner.read_views(p, ids).await
+    fn read_views<'a>(
+        &'a self,
+        p: &'a str,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move { self.inner.read_views(p, ids).await })
     }
-    async fn list(
-        &self,
-        p: &str,
-        key: &eventloom_core::IndexKey,
-        range: &eventloom_core::OrderRange,
-        after: Option<&eventloom_core::ListCursor>,
+    fn list<'a>(
+        &'a self,
+        p: &'a str,
+        key: &'a eventloom_core::store::IndexKey,
+        range: &'a eventloom_core::read::OrderRange,
+        after: Option<&'a eventloom_core::store::ListCursor>,
         limit: usize,
-    ) -> eventloom_core::Result<eventloom_core::ViewPage> {
-        self.inner.list(p, key, range, after, limit).await
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::ViewPage>> {
+        Box::pin(async move { self.inner.list(p, key, range, after, limit).await })
     }
-    async fn count(&self, p: &str, keys: &[eventloom_core::IndexKey]) -> eventloom_core::Result<Vec<u64>> {
-        self.inner.count(p, keys).await
+    fn count<'a>(
+        &'a self,
+        p: &'a str,
+        keys: &'a [eventloom_core::store::IndexKey],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
+        Box::pin(async move { self.inner.count(p, keys).await })
     }
-    async fn dead_letters(&self, p: &str) -> eventloom_core::Result<Vec<eventloom_core::DeadLetter>> {
-        self.inner.dead_letters(p).await
+    fn dead_letters<'a>(
+        &'a self,
+        p: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::DeadLetter>>> {
+        Box::pin(async move { self.inner.dead_letters(p).await })
     }
-    async fn record_stop(
-        &self,
-        p: &str,
-        stop: Option<&eventloom_core::ProjectionStop>,
+    fn record_stop<'a>(
+        &'a self,
+        p: &'a str,
+        stop: Option<&'a eventloom_core::store::ProjectionStop>,
         token: u64,
-    ) -> eventloom_core::Result<()> {
-        self.inner.record_stop(p, stop, token).await
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move { self.inner.record_stop(p, stop, token).await })
     }
 }
 

@@ -1,9 +1,14 @@
+use eventloom_core::store::BoxFuture;
 use std::time::Duration;
 
+use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
 use eventloom_core::prelude::*;
 use eventloom_core::{
-    BoxError, Cqrs, Error, EventStore, LeaseManager, MemoryEventStore, MemoryLeases, MemoryViewStore, Projection,
-    Projector, ViewCommit, ViewReader, ViewStore,
+    BoxError, Error, Projection,
+    memory::{MemoryEventStore, MemoryLeases, MemoryViewStore},
+    read::{Projector, ViewReader},
+    store::{EventStore, LeaseManager, ViewCommit, ViewStore},
+    write::Cqrs,
 };
 use tokio::sync::oneshot;
 
@@ -287,7 +292,7 @@ async fn rebuild_and_catch_up_take_the_lease_and_its_token() {
 
 #[tokio::test]
 async fn the_dead_letter_policy_skips_poison_events_records_them_and_goes_on() {
-    use eventloom_core::PoisonPolicy;
+    use eventloom_core::read::PoisonPolicy;
     let events = MemoryEventStore::new();
     let views = MemoryViewStore::default();
     let cqrs = Cqrs::new(events.clone());
@@ -399,53 +404,61 @@ async fn views_a_store_lost_are_rebuilt_and_never_read_half_built() {
 #[derive(Clone)]
 struct SlowReads(MemoryEventStore);
 
-#[eventloom_core::async_trait]
 impl EventStore for SlowReads {
-    async fn append(
-        &self,
-        stream: &StreamId,
+    fn append<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> eventloom_core::Result<eventloom_core::AppendOutcome> {
-        self.0.append(stream, expected, events).await
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+        Box::pin(async move { self.0.append(stream, expected, events).await })
     }
-    async fn append_command(
-        &self,
-        stream: &StreamId,
+    fn append_command<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        print: &eventloom_core::Fingerprint,
-    ) -> eventloom_core::Result<eventloom_core::AppendOutcome> {
-        self.0.append_command(stream, expected, events, print).await
+        print: &'a eventloom_core::write::Fingerprint,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+        Box::pin(async move { self.0.append_command(stream, expected, events, print).await })
     }
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
         from: u64,
         limit: usize,
-    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        self.0.read_stream(stream, from, limit).await
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { self.0.read_stream(stream, from, limit).await })
     }
-    async fn read_all(&self, after: Position, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        tokio::time::sleep(Duration::from_millis(40)).await;
-        self.0.read_all(after, limit).await
+    fn read_all<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            self.0.read_all(after, limit).await
+        })
     }
-    async fn stream_version(&self, stream: &StreamId) -> eventloom_core::Result<u64> {
-        self.0.stream_version(stream).await
+    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move { self.0.stream_version(stream).await })
     }
-    async fn head(&self) -> eventloom_core::Result<Option<Position>> {
-        self.0.head().await
+    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
+        Box::pin(async move { self.0.head().await })
     }
-    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::CommandRecord>> {
-        self.0.command_outcome(id).await
+    fn command_outcome<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
+        Box::pin(async move { self.0.command_outcome(id).await })
     }
-    async fn record_command(
-        &self,
-        id: &str,
-        print: &eventloom_core::Fingerprint,
-        outcome: eventloom_core::AppendOutcome,
-    ) -> eventloom_core::Result<()> {
-        self.0.record_command(id, print, outcome).await
+    fn record_command<'a>(
+        &'a self,
+        id: &'a str,
+        print: &'a eventloom_core::write::Fingerprint,
+        outcome: eventloom_core::store::AppendOutcome,
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move { self.0.record_command(id, print, outcome).await })
     }
 }
 
@@ -475,60 +488,75 @@ struct CountingViews {
     status_reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-#[eventloom_core::async_trait]
 impl ViewStore for CountingViews {
-    async fn status(&self, projection: &str) -> eventloom_core::Result<eventloom_core::ProjectionStatus> {
-        self.status_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.status(projection).await
+    fn status<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::ProjectionStatus>> {
+        Box::pin(async move {
+            self.status_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.status(projection).await
+        })
     }
-    async fn begin_generation(
-        &self,
-        p: &str,
+    fn begin_generation<'a>(
+        &'a self,
+        p: &'a str,
         version: u32,
         token: u64,
-    ) -> eventloom_core::Result<eventloom_core::Generation> {
-        self.inner.begin_generation(p, version, token).await
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Generation>> {
+        Box::pin(async move { self.inner.begin_generation(p, version, token).await })
     }
-    async fn load_views(
-        &self,
-        p: &str,
+    fn load_views<'a>(
+        &'a self,
+        p: &'a str,
         generation: u64,
-        ids: &[String],
-    ) -> eventloom_core::Result<Vec<Option<String>>> {
-        self.inner.load_views(p, generation, ids).await
+        ids: &'a [String],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move { self.inner.load_views(p, generation, ids).await })
     }
-    async fn commit(&self, p: &str, commit: ViewCommit) -> eventloom_core::Result<()> {
-        self.inner.commit(p, commit).await
+    fn commit<'a>(&'a self, p: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move { self.inner.commit(p, commit).await })
     }
-    async fn go_live(&self, p: &str, generation: u64, token: u64) -> eventloom_core::Result<()> {
-        self.inner.go_live(p, generation, token).await
+    fn go_live<'a>(&'a self, p: &'a str, generation: u64, token: u64) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move { self.inner.go_live(p, generation, token).await })
     }
-    async fn read_views(&self, p: &str, ids: &[String]) -> eventloom_core::Result<Vec<Option<String>>> {
-        self.inner.read_views(p, ids).await
+    fn read_views<'a>(
+        &'a self,
+        p: &'a str,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        Box::pin(async move { self.inner.read_views(p, ids).await })
     }
-    async fn list(
-        &self,
-        p: &str,
-        key: &eventloom_core::IndexKey,
-        range: &eventloom_core::OrderRange,
-        after: Option<&eventloom_core::ListCursor>,
+    fn list<'a>(
+        &'a self,
+        p: &'a str,
+        key: &'a eventloom_core::store::IndexKey,
+        range: &'a eventloom_core::read::OrderRange,
+        after: Option<&'a eventloom_core::store::ListCursor>,
         limit: usize,
-    ) -> eventloom_core::Result<eventloom_core::ViewPage> {
-        self.inner.list(p, key, range, after, limit).await
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::ViewPage>> {
+        Box::pin(async move { self.inner.list(p, key, range, after, limit).await })
     }
-    async fn count(&self, p: &str, keys: &[eventloom_core::IndexKey]) -> eventloom_core::Result<Vec<u64>> {
-        self.inner.count(p, keys).await
+    fn count<'a>(
+        &'a self,
+        p: &'a str,
+        keys: &'a [eventloom_core::store::IndexKey],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
+        Box::pin(async move { self.inner.count(p, keys).await })
     }
-    async fn dead_letters(&self, p: &str) -> eventloom_core::Result<Vec<eventloom_core::DeadLetter>> {
-        self.inner.dead_letters(p).await
+    fn dead_letters<'a>(
+        &'a self,
+        p: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::DeadLetter>>> {
+        Box::pin(async move { self.inner.dead_letters(p).await })
     }
-    async fn record_stop(
-        &self,
-        p: &str,
-        stop: Option<&eventloom_core::ProjectionStop>,
+    fn record_stop<'a>(
+        &'a self,
+        p: &'a str,
+        stop: Option<&'a eventloom_core::store::ProjectionStop>,
         token: u64,
-    ) -> eventloom_core::Result<()> {
-        self.inner.record_stop(p, stop, token).await
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move { self.inner.record_stop(p, stop, token).await })
     }
 }
 
@@ -601,7 +629,8 @@ fn cents_to_amount(v: serde_json::Value) -> Result<serde_json::Value, String> {
 #[tokio::test]
 async fn a_projector_reads_events_of_an_old_schema_version_through_its_upcasters() {
     let events = MemoryEventStore::new();
-    let upcasters = eventloom_core::Upcasters::new().add(("MoneyDeposited", 1), ("MoneyDeposited", 2), cents_to_amount);
+    let upcasters =
+        eventloom_core::write::Upcasters::new().add(("MoneyDeposited", 1), ("MoneyDeposited", 2), cents_to_amount);
     let cqrs = Cqrs::new(events.clone()).with_upcasters(upcasters.clone());
     append_old(&events, "old", "Opened", 1, r#"{"owner":"ada"}"#).await;
     append_old(&events, "old", "MoneyDeposited", 1, r#"{"cents":500}"#).await;
@@ -636,7 +665,7 @@ async fn a_projection_listing_current_type_names_sees_events_an_upcaster_renames
     append_old(&events, "old", "Opened", 1, r#"{"owner":"ada"}"#).await;
     // Stored under the type's old name, which an upcaster renames (and reshapes).
     append_old(&events, "old", "Deposited", 1, r#"{"cents":500}"#).await;
-    let upcasters = eventloom_core::Upcasters::new().add(("Deposited", 1), ("MoneyDeposited", 1), Ok).add(
+    let upcasters = eventloom_core::write::Upcasters::new().add(("Deposited", 1), ("MoneyDeposited", 1), Ok).add(
         ("MoneyDeposited", 1),
         ("MoneyDeposited", 2),
         cents_to_amount,
@@ -673,7 +702,6 @@ async fn batches_bounded_in_bytes_apply_every_event_exactly_once() {
 /// Counts deliveries per event position, across every runner sharing it.
 struct Auditor(std::sync::Arc<std::sync::Mutex<Vec<Position>>>);
 
-#[eventloom_core::async_trait]
 impl eventloom_core::EventHandler for Auditor {
     const NAME: &'static str = "auditor";
     type Events = Account;

@@ -1,14 +1,20 @@
 //! The engine's retry policy: backoff, attempts and time budget, on a test clock.
 
+use eventloom_core::store::BoxFuture;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent, Timestamp};
 use eventloom_core::prelude::*;
 use eventloom_core::{
-    AppendOutcome, Clock, CommandError, Cqrs, EventStore, ExecuteOptions, ManualClock, MemoryEventStore, RetryPolicy,
+    CommandError, ExecuteOptions,
+    memory::MemoryEventStore,
+    model::{Clock, ManualClock},
+    store::{AppendOutcome, EventStore},
+    write::{Cqrs, RetryPolicy},
 };
 
 use crate::domain::*;
@@ -39,49 +45,64 @@ impl Contended {
     }
 }
 
-#[eventloom_core::async_trait]
 impl EventStore for Contended {
-    async fn append(
-        &self,
-        s: &StreamId,
+    fn append<'a>(
+        &'a self,
+        s: &'a StreamId,
         e: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> eventloom_core::Result<AppendOutcome> {
-        self.interfere_once(s, e).await?;
-        self.inner.append(s, e, events).await
+    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+        Box::pin(async move {
+            self.interfere_once(s, e).await?;
+            self.inner.append(s, e, events).await
+        })
     }
-    async fn append_command(
-        &self,
-        s: &StreamId,
+    fn append_command<'a>(
+        &'a self,
+        s: &'a StreamId,
         e: ExpectedVersion,
         events: Vec<NewEvent>,
-        print: &eventloom_core::Fingerprint,
-    ) -> eventloom_core::Result<AppendOutcome> {
-        self.interfere_once(s, e).await?;
-        self.inner.append_command(s, e, events, print).await
+        print: &'a eventloom_core::write::Fingerprint,
+    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+        Box::pin(async move {
+            self.interfere_once(s, e).await?;
+            self.inner.append_command(s, e, events, print).await
+        })
     }
-    async fn read_stream(&self, s: &StreamId, from: u64, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        self.inner.read_stream(s, from, limit).await
+    fn read_stream<'a>(
+        &'a self,
+        s: &'a StreamId,
+        from: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { self.inner.read_stream(s, from, limit).await })
     }
-    async fn read_all(&self, after: Position, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        self.inner.read_all(after, limit).await
+    fn read_all<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { self.inner.read_all(after, limit).await })
     }
-    async fn stream_version(&self, s: &StreamId) -> eventloom_core::Result<u64> {
-        self.inner.stream_version(s).await
+    fn stream_version<'a>(&'a self, s: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move { self.inner.stream_version(s).await })
     }
-    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::CommandRecord>> {
-        self.inner.command_outcome(id).await
+    fn command_outcome<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
+        Box::pin(async move { self.inner.command_outcome(id).await })
     }
-    async fn record_command(
-        &self,
-        id: &str,
-        print: &eventloom_core::Fingerprint,
+    fn record_command<'a>(
+        &'a self,
+        id: &'a str,
+        print: &'a eventloom_core::write::Fingerprint,
         outcome: AppendOutcome,
-    ) -> eventloom_core::Result<()> {
-        self.inner.record_command(id, print, outcome).await
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move { self.inner.record_command(id, print, outcome).await })
     }
-    async fn head(&self) -> eventloom_core::Result<Option<Position>> {
-        self.inner.head().await
+    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
+        Box::pin(async move { self.inner.head().await })
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use eventloom_core::testing::{test_event, test_event_for_command};
-use eventloom_core::{Error, EventStore, ExpectedVersion, Position, StreamId};
+use eventloom_core::{Error, Position, StreamId, model::ExpectedVersion, store::EventStore};
 
 use crate::ordering::wait_for_count;
 use crate::support::{PrivateServer, raw, store, store_at};

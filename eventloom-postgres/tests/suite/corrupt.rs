@@ -3,9 +3,15 @@
 
 use std::time::Duration;
 
+use eventloom_core::model::ExpectedVersion;
 use eventloom_core::prelude::*;
 use eventloom_core::testing::test_event;
-use eventloom_core::{BoxError, Cqrs, Error, EventStore, Projection, Projector, Snapshot, SnapshotStore, ViewStore};
+use eventloom_core::{
+    BoxError, Error, Projection,
+    read::Projector,
+    store::{EventStore, Snapshot, SnapshotStore, ViewStore},
+    write::Cqrs,
+};
 use eventloom_postgres::{PgConfig, PgEventStore, PgSnapshotStore, PgViewStore};
 
 use crate::domain::*;

@@ -3,7 +3,9 @@
 use std::collections::HashSet;
 
 use eventloom_core::testing::{test_event, test_event_for_command};
-use eventloom_core::{CommandError, Cqrs, Error, EventStore, ExecuteOptions, ExpectedVersion, Position, StreamId};
+use eventloom_core::{
+    CommandError, Error, ExecuteOptions, Position, StreamId, model::ExpectedVersion, store::EventStore, write::Cqrs,
+};
 
 use crate::domain::*;
 use crate::support::{database_url, raw, store};

@@ -1,7 +1,7 @@
 //! Command fingerprints on PostgreSQL: kept with every command id, and outcomes recorded before
 //! migration 8 (without one) still replay.
 
-use eventloom_core::{CommandError, Cqrs, Error, EventStore, ExecuteOptions, Metadata, NewEvent};
+use eventloom_core::{CommandError, Error, ExecuteOptions, Metadata, model::NewEvent, store::EventStore, write::Cqrs};
 use eventloom_postgres::{PgConfig, PgEventStore};
 
 use crate::domain::{AccountEvent, Deposit, Open};
@@ -58,7 +58,7 @@ async fn outcomes_recorded_before_migration_8_replay_without_a_fingerprint() {
         .unwrap();
     client.batch_execute(&include_str!("../../sql/0006_append_first_write.sql").replace("{schema}", &s)).await.unwrap();
     // The release before executes a command under a key, through its 8-argument `append`.
-    let metadata = Metadata { command_id: Some("old-key".into()), ..Metadata::default() };
+    let metadata = Metadata::default().with_command_id("old-key");
     let opened = NewEvent::encode(&AccountEvent::Opened, metadata).unwrap();
     let row = client
         .query_one(
@@ -96,7 +96,7 @@ async fn outcomes_recorded_before_migration_8_replay_without_a_fingerprint() {
     store
         .append_command(
             &eventloom_core::StreamId::new("account", "a").unwrap(),
-            eventloom_core::ExpectedVersion::Any,
+            eventloom_core::model::ExpectedVersion::Any,
             vec![keyed],
             &print,
         )

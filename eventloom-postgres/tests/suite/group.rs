@@ -1,11 +1,18 @@
 //! A projection group on PostgreSQL: eight projections, one read of the log.
 
+use eventloom_core::store::BoxFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
 use eventloom_core::prelude::*;
-use eventloom_core::{AppendOutcome, BoxError, Cqrs, EventStore, MemberState, Projection, Projector, ViewReader};
+use eventloom_core::{
+    BoxError, Projection,
+    read::{MemberState, Projector, ViewReader},
+    store::{AppendOutcome, EventStore},
+    write::Cqrs,
+};
 use eventloom_postgres::{PgEventStore, PgLeases, PgViewStore};
 
 use crate::domain::*;
@@ -51,69 +58,79 @@ impl Counted {
     }
 }
 
-#[eventloom_core::async_trait]
 impl EventStore for Counted {
-    async fn append(
-        &self,
-        stream: &StreamId,
+    fn append<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> eventloom_core::Result<AppendOutcome> {
-        self.inner.append(stream, expected, events).await
+    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+        Box::pin(async move { self.inner.append(stream, expected, events).await })
     }
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
         from: u64,
         limit: usize,
-    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        self.inner.read_stream(stream, from, limit).await
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { self.inner.read_stream(stream, from, limit).await })
     }
-    async fn read_all(&self, after: Position, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        let read = self.inner.read_all(after, limit).await?;
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        self.rows.fetch_add(read.len(), Ordering::Relaxed);
-        Ok(read)
+    fn read_all<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
+            let read = self.inner.read_all(after, limit).await?;
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.rows.fetch_add(read.len(), Ordering::Relaxed);
+            Ok(read)
+        })
     }
-    async fn read_all_bounded(
-        &self,
+    fn read_all_bounded<'a>(
+        &'a self,
         after: Position,
         limit: usize,
         max_bytes: usize,
-    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        let read = self.inner.read_all_bounded(after, limit, max_bytes).await?;
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        self.rows.fetch_add(read.len(), Ordering::Relaxed);
-        Ok(read)
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
+            let read = self.inner.read_all_bounded(after, limit, max_bytes).await?;
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.rows.fetch_add(read.len(), Ordering::Relaxed);
+            Ok(read)
+        })
     }
-    async fn stream_version(&self, stream: &StreamId) -> eventloom_core::Result<u64> {
-        self.inner.stream_version(stream).await
+    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move { self.inner.stream_version(stream).await })
     }
-    async fn head(&self) -> eventloom_core::Result<Option<Position>> {
-        self.inner.head().await
+    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
+        Box::pin(async move { self.inner.head().await })
     }
-    async fn count_after(&self, after: Position, cap: u64) -> eventloom_core::Result<u64> {
-        self.inner.count_after(after, cap).await
+    fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move { self.inner.count_after(after, cap).await })
     }
-    async fn append_command(
-        &self,
-        stream: &StreamId,
+    fn append_command<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &eventloom_core::Fingerprint,
-    ) -> eventloom_core::Result<AppendOutcome> {
-        self.inner.append_command(stream, expected, events, fingerprint).await
+        fingerprint: &'a eventloom_core::write::Fingerprint,
+    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+        Box::pin(async move { self.inner.append_command(stream, expected, events, fingerprint).await })
     }
-    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::CommandRecord>> {
-        self.inner.command_outcome(id).await
+    fn command_outcome<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
+        Box::pin(async move { self.inner.command_outcome(id).await })
     }
-    async fn record_command(
-        &self,
-        id: &str,
-        fingerprint: &eventloom_core::Fingerprint,
+    fn record_command<'a>(
+        &'a self,
+        id: &'a str,
+        fingerprint: &'a eventloom_core::write::Fingerprint,
         outcome: AppendOutcome,
-    ) -> eventloom_core::Result<()> {
-        self.inner.record_command(id, fingerprint, outcome).await
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move { self.inner.record_command(id, fingerprint, outcome).await })
     }
     fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.wake_ups()

@@ -7,12 +7,18 @@
 //! replay a run with `CQRS_HOT_STREAM_SEED=<seed>`. Run it alone to measure:
 //! `bash scripts/test.sh -p eventloom-postgres --test suite hot_stream -- --nocapture`.
 
+use eventloom_core::store::BoxFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
 use eventloom_core::prelude::*;
-use eventloom_core::{AppendOutcome, CommandError, Cqrs, EventStore, RetryPolicy};
+use eventloom_core::{
+    CommandError,
+    store::{AppendOutcome, EventStore},
+    write::{Cqrs, RetryPolicy},
+};
 
 use crate::domain::{Account, Deposit, Open};
 use crate::support;
@@ -47,49 +53,64 @@ struct Counted<S> {
     appends: Arc<AtomicU64>,
 }
 
-#[eventloom_core::async_trait]
 impl<S: EventStore + Clone> EventStore for Counted<S> {
-    async fn append(
-        &self,
-        s: &StreamId,
+    fn append<'a>(
+        &'a self,
+        s: &'a StreamId,
         e: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> eventloom_core::Result<AppendOutcome> {
-        self.appends.fetch_add(1, Ordering::Relaxed);
-        self.inner.append(s, e, events).await
+    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+        Box::pin(async move {
+            self.appends.fetch_add(1, Ordering::Relaxed);
+            self.inner.append(s, e, events).await
+        })
     }
-    async fn append_command(
-        &self,
-        s: &StreamId,
+    fn append_command<'a>(
+        &'a self,
+        s: &'a StreamId,
         e: ExpectedVersion,
         events: Vec<NewEvent>,
-        print: &eventloom_core::Fingerprint,
-    ) -> eventloom_core::Result<AppendOutcome> {
-        self.appends.fetch_add(1, Ordering::Relaxed);
-        self.inner.append_command(s, e, events, print).await
+        print: &'a eventloom_core::write::Fingerprint,
+    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+        Box::pin(async move {
+            self.appends.fetch_add(1, Ordering::Relaxed);
+            self.inner.append_command(s, e, events, print).await
+        })
     }
-    async fn read_stream(&self, s: &StreamId, from: u64, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        self.inner.read_stream(s, from, limit).await
+    fn read_stream<'a>(
+        &'a self,
+        s: &'a StreamId,
+        from: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { self.inner.read_stream(s, from, limit).await })
     }
-    async fn read_all(&self, after: Position, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        self.inner.read_all(after, limit).await
+    fn read_all<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move { self.inner.read_all(after, limit).await })
     }
-    async fn stream_version(&self, s: &StreamId) -> eventloom_core::Result<u64> {
-        self.inner.stream_version(s).await
+    fn stream_version<'a>(&'a self, s: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move { self.inner.stream_version(s).await })
     }
-    async fn command_outcome(&self, id: &str) -> eventloom_core::Result<Option<eventloom_core::CommandRecord>> {
-        self.inner.command_outcome(id).await
+    fn command_outcome<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
+        Box::pin(async move { self.inner.command_outcome(id).await })
     }
-    async fn record_command(
-        &self,
-        id: &str,
-        print: &eventloom_core::Fingerprint,
+    fn record_command<'a>(
+        &'a self,
+        id: &'a str,
+        print: &'a eventloom_core::write::Fingerprint,
         outcome: AppendOutcome,
-    ) -> eventloom_core::Result<()> {
-        self.inner.record_command(id, print, outcome).await
+    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+        Box::pin(async move { self.inner.record_command(id, print, outcome).await })
     }
-    async fn head(&self) -> eventloom_core::Result<Option<Position>> {
-        self.inner.head().await
+    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
+        Box::pin(async move { self.inner.head().await })
     }
 }
 

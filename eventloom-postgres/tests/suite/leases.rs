@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use eventloom_core::LeaseManager;
+use eventloom_core::store::LeaseManager;
 use eventloom_postgres::{PgConfig, PgEventStore, PgLeases};
 
 use crate::support::{Blackhole, FreezingProxy, PrivateServer, database_url, raw, store, store_at, tcp_socket_exists};

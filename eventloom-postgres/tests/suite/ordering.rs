@@ -7,7 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventloom_core::testing::test_event;
-use eventloom_core::{EventStore, ExpectedVersion, Position, RecordedEvent, StreamId, Subscription};
+use eventloom_core::{
+    Position, StreamId,
+    model::{ExpectedVersion, RecordedEvent},
+    read::Subscription,
+    store::EventStore,
+};
 use eventloom_postgres::PgEventStore;
 use tokio::sync::Mutex;
 
@@ -361,7 +366,10 @@ async fn a_subscriber_resumes_after_dropped_connections_and_a_server_restart() {
 
 #[tokio::test]
 async fn events_restored_from_another_cluster_are_refused_until_renumbered() {
-    use eventloom_core::{Error, ViewCommit, ViewStore, ViewWrite};
+    use eventloom_core::{
+        Error,
+        store::{ViewCommit, ViewStore, ViewWrite},
+    };
     let store = crate::support::store().await;
     let schema = store.config().schema_name().to_owned();
     let a = stream("restored-a");
@@ -409,7 +417,7 @@ async fn events_restored_from_another_cluster_are_refused_until_renumbered() {
     assert_eq!(outcome.outcome.position, events[2].position, "command outcomes point at the renumbered events");
     // Views are dropped for a rebuild: nothing live, nothing being built, and a projector from
     // before writes nothing.
-    assert_eq!(views.status("p").await.unwrap(), eventloom_core::ProjectionStatus::default());
+    assert_eq!(views.status("p").await.unwrap(), eventloom_core::store::ProjectionStatus::default());
     assert!(matches!(views.read_views("p", &["v".into()]).await, Err(Error::NotBuilt { .. })));
     assert!(matches!(
         views.commit("p", commit(built.id, Some(Position::new(5, 5)))).await,

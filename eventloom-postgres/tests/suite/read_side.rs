@@ -4,7 +4,12 @@ use std::time::Duration;
 
 use eventloom_core::prelude::*;
 use eventloom_core::testing::view_store;
-use eventloom_core::{BoxError, Cqrs, LeaseManager, Projection, Projector, ViewReader};
+use eventloom_core::{
+    BoxError, Projection,
+    read::{Projector, ViewReader},
+    store::LeaseManager,
+    write::Cqrs,
+};
 use eventloom_postgres::{PgLeases, PgViewStore};
 
 use crate::domain::*;
@@ -120,7 +125,10 @@ async fn one_lease_holder_at_a_time_tokens_grow_and_a_standby_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upgrade_keeps_the_views_as_the_live_generation_one() {
-    use eventloom_core::{Error, Position, ProjectionStatus, ViewCommit, ViewStore, ViewWrite};
+    use eventloom_core::{
+        Error, Position,
+        store::{ProjectionStatus, ViewCommit, ViewStore, ViewWrite},
+    };
     // A schema as migrations 1 to 3 left it, with views, checkpoints and dead letters.
     let url = crate::support::database_url();
     let schema = crate::support::fresh_schema();
@@ -141,13 +149,13 @@ async fn an_upgrade_keeps_the_views_as_the_live_generation_one() {
     ] {
         admin.batch_execute(&sql.replace("{schema}", &s)).await.unwrap();
     }
-    let letter = serde_json::to_string(&eventloom_core::DeadLetter {
-        position: Position::new(12, 3),
-        stream: eventloom_core::StreamId::new("account", "a").unwrap(),
-        version: 2,
-        event_type: "Odd".into(),
-        reason: "bad".into(),
-    })
+    let letter = serde_json::to_string(&eventloom_core::store::DeadLetter::new(
+        Position::new(12, 3),
+        eventloom_core::StreamId::new("account", "a").unwrap(),
+        2,
+        "Odd",
+        "bad",
+    ))
     .unwrap();
     admin
         .batch_execute(&format!(
@@ -222,7 +230,9 @@ async fn an_upgrade_keeps_the_views_as_the_live_generation_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn corners_match_the_memory_store() {
     use eventloom_core::{
-        IndexEntry, IndexKey, ListCursor, MemoryViewStore, Position, ViewCommit, ViewStore, ViewWrite,
+        IndexEntry, Position,
+        memory::MemoryViewStore,
+        store::{IndexKey, ListCursor, ViewCommit, ViewStore, ViewWrite},
     };
 
     async fn script(store: &dyn ViewStore) -> Vec<String> {
@@ -253,8 +263,10 @@ async fn corners_match_the_memory_store() {
         for limit in [0, 1, 2, 3, 10] {
             let mut after: Option<ListCursor> = None;
             loop {
-                let page =
-                    store.list("p", &key, &eventloom_core::OrderRange::all(), after.as_ref(), limit).await.unwrap();
+                let page = store
+                    .list("p", &key, &eventloom_core::read::OrderRange::all(), after.as_ref(), limit)
+                    .await
+                    .unwrap();
                 out.push(format!("limit {limit}: {page:?}"));
                 match page.next {
                     Some(next) => after = Some(next),

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 use eventloom_core::testing::test_event;
-use eventloom_core::{EventStore, ExpectedVersion, StreamId};
+use eventloom_core::{StreamId, model::ExpectedVersion, store::EventStore};
 use eventloom_postgres::{Error, PgConfig, PgEventStore};
 
 use crate::support::{PrivateServer, fresh_schema};

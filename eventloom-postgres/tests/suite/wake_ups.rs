@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use eventloom_core::testing::test_event;
-use eventloom_core::{EventStore, ExpectedVersion, Position, StreamId};
+use eventloom_core::{Position, StreamId, model::ExpectedVersion, store::EventStore};
 use eventloom_postgres::{PgConfig, PgEventStore};
 
 use crate::support::{PrivateServer, raw, store_at};

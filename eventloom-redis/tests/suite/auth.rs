@@ -6,7 +6,10 @@ use std::path::Path;
 #[cfg(feature = "tls")]
 use std::process::Command;
 
-use eventloom_core::{Position, ViewCommit, ViewStore, ViewWrite};
+use eventloom_core::{
+    Position,
+    store::{ViewCommit, ViewStore, ViewWrite},
+};
 use eventloom_redis::{Error, RedisConfig, RedisViewStore};
 
 use crate::private::PrivateRedis;

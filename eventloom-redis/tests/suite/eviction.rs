@@ -4,10 +4,13 @@
 
 use std::time::{Duration, Instant};
 
+use eventloom_core::model::{ExpectedVersion, NewEvent};
 use eventloom_core::prelude::*;
 use eventloom_core::{
-    BoxError, DeadLetter, Error, EventStore, IndexEntry, IndexKey, MemoryEventStore, Projection, Projector, ViewCommit,
-    ViewReader, ViewStore, ViewWrite,
+    BoxError, Error, IndexEntry, Projection,
+    memory::MemoryEventStore,
+    read::{Projector, ViewReader},
+    store::{DeadLetter, EventStore, IndexKey, ViewCommit, ViewStore, ViewWrite},
 };
 use eventloom_redis::{EvictionPolicy, RedisConfig, RedisViewStore};
 
@@ -140,13 +143,7 @@ fn batch(generation: u64, expected: Option<u64>, at: u64, token: u64, views: Vec
 /// it out, whichever key it lost; a generation with no batch yet is not lost.
 #[tokio::test]
 async fn a_generation_that_lost_a_key_refuses_writes_and_is_left_out_of_the_status() {
-    let letter = DeadLetter {
-        position: Position::new(1, 1),
-        stream: StreamId::new("item", "i0").unwrap(),
-        version: 1,
-        event_type: "Bumped".into(),
-        reason: "test".into(),
-    };
+    let letter = DeadLetter::new(Position::new(1, 1), StreamId::new("item", "i0").unwrap(), 1, "Bumped", "test");
     for (kind, suffix) in [
         ("metadata", "meta"),
         ("view ids", "ids"),

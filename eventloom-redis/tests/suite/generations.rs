@@ -7,10 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use eventloom_core::model::{ExpectedVersion, NewEvent};
 use eventloom_core::prelude::*;
 use eventloom_core::{
-    BoxError, Error, EventStore, IndexEntry, IndexKey, MemoryEventStore, Projection, Projector, ViewCommit, ViewReader,
-    ViewStore, ViewWrite,
+    BoxError, Error, IndexEntry, Projection,
+    memory::MemoryEventStore,
+    read::{Projector, ViewReader},
+    store::{EventStore, IndexKey, ViewCommit, ViewStore, ViewWrite},
 };
 use eventloom_redis::RedisViewStore;
 
@@ -400,7 +403,7 @@ async fn a_flushed_redis_answers_not_built_and_refuses_writes_into_the_lost_gene
         dead_letters: Vec::new(),
     };
     assert!(matches!(store.commit("p", commit).await, Err(Error::GenerationGone { .. })));
-    assert_eq!(store.status("p").await.unwrap(), eventloom_core::ProjectionStatus::default());
+    assert_eq!(store.status("p").await.unwrap(), eventloom_core::store::ProjectionStatus::default());
 }
 
 /// A Redis that lost `:last` alone (say, a partial restore) still never hands out the id of a

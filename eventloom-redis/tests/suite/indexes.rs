@@ -4,7 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use eventloom_core::{
-    IndexEntry, IndexKey, ListCursor, MemoryViewStore, Position, ViewCommit, ViewReader, ViewStore, ViewWrite,
+    IndexEntry, Position,
+    memory::MemoryViewStore,
+    read::ViewReader,
+    store::{IndexKey, ListCursor, ViewCommit, ViewStore, ViewWrite},
 };
 
 use crate::store;
@@ -64,7 +67,7 @@ async fn walk(
     reader: &ViewReader<serde_json::Value>,
     key: &IndexKey,
     limit: usize,
-) -> Vec<eventloom_core::Page<serde_json::Value>> {
+) -> Vec<eventloom_core::read::Page<serde_json::Value>> {
     let mut pages = Vec::new();
     let mut after: Option<ListCursor> = None;
     loop {
@@ -187,8 +190,8 @@ async fn deleted_views_leave_no_index_members_or_empty_lists_behind() {
         .unwrap();
     assert_eq!(store.count("p", std::slice::from_ref(&entry.key)).await.unwrap(), vec![0]);
     assert_eq!(
-        store.list("p", &entry.key, &eventloom_core::OrderRange::all(), None, 10).await.unwrap(),
-        eventloom_core::ViewPage::default()
+        store.list("p", &entry.key, &eventloom_core::read::OrderRange::all(), None, 10).await.unwrap(),
+        eventloom_core::store::ViewPage::default()
     );
     let mut raw = crate::raw_connection(&crate::redis_url()).await;
     let left = crate::keys_under(&mut raw, &format!("{prefix}{{p:p}}:g{}:", g.id)).await;

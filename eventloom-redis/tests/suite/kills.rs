@@ -4,15 +4,18 @@
 //! The SIGKILL cases run the projector in a separate process: this test binary itself, started
 //! with `--ignored --exact kills::child_projector` and its settings in the environment.
 
+use eventloom_core::store::BoxFuture;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use eventloom_core::model::{ExpectedVersion, NewEvent};
 use eventloom_core::prelude::*;
 use eventloom_core::{
-    BoxError, Error, EventStore, Lease, LeaseManager, PoisonPolicy, Projection, Projector, ViewCommit, ViewReader,
-    ViewStore,
+    BoxError, Error, Projection,
+    read::{PoisonPolicy, Projector, ViewReader},
+    store::{EventStore, Lease, LeaseManager, ViewCommit, ViewStore},
 };
 use eventloom_postgres::{PgConfig, PgEventStore, PgLeases};
 use eventloom_redis::RedisViewStore;
@@ -138,12 +141,13 @@ async fn fill(events: &PgEventStore, streams: u64, per_stream: u64) -> Position 
 /// Leases that say on stdout when this process leads: `LEADER <pid> <token>`.
 struct Announcing(PgLeases);
 
-#[eventloom_core::async_trait]
 impl LeaseManager for Announcing {
-    async fn acquire(&self, name: &str) -> eventloom_core::Result<Lease> {
-        let lease = self.0.acquire(name).await?;
-        println!("LEADER {} {}", std::process::id(), lease.token());
-        Ok(lease)
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Lease>> {
+        Box::pin(async move {
+            let lease = self.0.acquire(name).await?;
+            println!("LEADER {} {}", std::process::id(), lease.token());
+            Ok(lease)
+        })
     }
 }
 
@@ -345,7 +349,10 @@ async fn two_projector_processes_one_leads_the_other_takes_over_after_sigkill_an
         expected: live.checkpoint,
         checkpoint: Position::new(u64::MAX / 2, 0),
         fencing_token: old_token,
-        views: vec![eventloom_core::ViewWrite::set("t0", r#"{"applied":999,"version":999,"twice":0,"skipped":0}"#)],
+        views: vec![eventloom_core::store::ViewWrite::set(
+            "t0",
+            r#"{"applied":999,"version":999,"twice":0,"skipped":0}"#,
+        )],
         dead_letters: Vec::new(),
     };
     assert!(matches!(views.commit(Counts::NAME, late).await, Err(Error::Fenced { .. })));

@@ -10,10 +10,14 @@ mod indexes;
 mod kills;
 mod private;
 
+use eventloom_core::model::{ExpectedVersion, NewEvent};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use eventloom_core::testing::view_store;
-use eventloom_core::{IndexEntry, Position, ViewCommit, ViewStore, ViewWrite};
+use eventloom_core::{
+    IndexEntry, Position,
+    store::{ViewCommit, ViewStore, ViewWrite},
+};
 use eventloom_redis::RedisViewStore;
 
 use private::PrivateRedis;
@@ -138,7 +142,7 @@ async fn a_key_of_another_type_refuses_the_whole_batch_and_writes_nothing() {
     assert!(matches!(err, eventloom_core::Error::Backend { .. }), "{err:?}");
 
     assert_eq!(store.read_views("p", &["a".into()]).await.unwrap(), vec![Some("1".into())], "nothing written");
-    assert_eq!(store.count("p", &[eventloom_core::IndexKey::new("s", "x")]).await.unwrap(), vec![1]);
+    assert_eq!(store.count("p", &[eventloom_core::store::IndexKey::new("s", "x")]).await.unwrap(), vec![1]);
     assert_eq!(store.status("p").await.unwrap().checkpoint(), Some(Position::new(1, 1)));
 }
 
@@ -172,7 +176,7 @@ async fn command_calls(raw: &mut redis::aio::MultiplexedConnection) -> std::coll
 /// process) at once.
 #[tokio::test]
 async fn queries_pay_one_round_trip_and_follow_a_switch_made_elsewhere() {
-    use eventloom_core::IndexKey;
+    use eventloom_core::store::IndexKey;
     let redis = PrivateRedis::volatile();
     let ours = RedisViewStore::connect(&redis.url(), "t:").await.unwrap();
     let theirs = RedisViewStore::connect(&redis.url(), "t:").await.unwrap();
@@ -191,14 +195,14 @@ async fn queries_pay_one_round_trip_and_follow_a_switch_made_elsewhere() {
 
     let key = IndexKey::new("s", "x");
     // Loads the scripts (the first EVALSHA of each finds none, and loads it).
-    ours.list("p", &key, &eventloom_core::OrderRange::all(), None, 10).await.unwrap();
+    ours.list("p", &key, &eventloom_core::read::OrderRange::all(), None, 10).await.unwrap();
     ours.count("p", std::slice::from_ref(&key)).await.unwrap();
     let mut raw = raw_connection(&redis.url()).await;
     let before = command_calls(&mut raw).await;
     for _ in 0..10 {
         assert_eq!(ours.read_views("p", &["a".into()]).await.unwrap(), vec![Some("1".into())]);
         assert_eq!(
-            ours.list("p", &key, &eventloom_core::OrderRange::all(), None, 10).await.unwrap().views,
+            ours.list("p", &key, &eventloom_core::read::OrderRange::all(), None, 10).await.unwrap().views,
             vec![("a".to_owned(), "1".to_owned())]
         );
         assert_eq!(ours.count("p", std::slice::from_ref(&key)).await.unwrap(), vec![1]);
@@ -219,7 +223,7 @@ async fn queries_pay_one_round_trip_and_follow_a_switch_made_elsewhere() {
     theirs.go_live("p", second.id, 0).await.unwrap();
     assert_eq!(ours.read_views("p", &["a".into()]).await.unwrap(), vec![Some("2".into())], "switched");
     assert_eq!(
-        ours.list("p", &key, &eventloom_core::OrderRange::all(), None, 10).await.unwrap().views,
+        ours.list("p", &key, &eventloom_core::read::OrderRange::all(), None, 10).await.unwrap().views,
         vec![("a".to_owned(), "2".to_owned())]
     );
 }
@@ -270,7 +274,12 @@ mod domain {
 async fn redis_down_for_seconds_mid_projection_resumes_with_nothing_lost_or_doubled() {
     use domain::*;
     use eventloom_core::prelude::*;
-    use eventloom_core::{EventStore, MemoryEventStore, Projection, Projector, ViewReader};
+    use eventloom_core::{
+        Projection,
+        memory::MemoryEventStore,
+        read::{Projector, ViewReader},
+        store::EventStore,
+    };
     use std::time::Duration;
 
     const COUNTERS: u64 = 20;

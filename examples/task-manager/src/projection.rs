@@ -2,7 +2,7 @@
 //! counting read.
 
 use eventloom_core::prelude::*;
-use eventloom_core::{BoxError, IndexEntry, IndexKey, Projection};
+use eventloom_core::{BoxError, IndexEntry, Projection, store::IndexKey};
 
 use crate::domain::{Task, TaskEvent};
 

@@ -6,10 +6,14 @@
 //! | PostgreSQL with feature `postgres` and `DATABASE_URL` | Redis with feature `redis` and `REDIS_URL` |
 //! | memory otherwise | else PostgreSQL as for the events, else memory |
 
+use eventloom_core::store::BoxFuture;
 use std::sync::Arc;
 
 use eventloom_core::{
-    Cqrs, EventStore, Lease, LeaseManager, MemoryEventStore, MemoryViewStore, Projector, SnapshotStore, ViewStore,
+    memory::{MemoryEventStore, MemoryViewStore},
+    read::Projector,
+    store::{EventStore, Lease, LeaseManager, SnapshotStore, ViewStore},
+    write::Cqrs,
 };
 use serde::Serialize;
 use tokio::sync::watch;
@@ -203,7 +207,8 @@ impl Stores {
         let engine = Cqrs::new(self.events.clone());
         #[cfg(feature = "postgres")]
         if let Some(snapshots) = &self.snapshots {
-            return engine.with_snapshots(snapshots.clone(), eventloom_core::SnapshotPolicy::every(SNAPSHOT_EVERY));
+            return engine
+                .with_snapshots(snapshots.clone(), eventloom_core::write::SnapshotPolicy::every(SNAPSHOT_EVERY));
         }
         let _ = &self.snapshots;
         engine
@@ -245,13 +250,14 @@ struct WatchedLeases {
     status: watch::Sender<Leadership>,
 }
 
-#[eventloom_core::async_trait]
 impl LeaseManager for WatchedLeases {
-    async fn acquire(&self, name: &str) -> eventloom_core::Result<Lease> {
-        self.status.send_replace(Leadership::Standby);
-        let lease = self.leases.acquire(name).await?;
-        self.status.send_replace(Leadership::Leading { token: lease.token() });
-        Ok(lease)
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Lease>> {
+        Box::pin(async move {
+            self.status.send_replace(Leadership::Standby);
+            let lease = self.leases.acquire(name).await?;
+            self.status.send_replace(Leadership::Leading { token: lease.token() });
+            Ok(lease)
+        })
     }
 }
 

@@ -1,4 +1,5 @@
 use eventloom_core::prelude::*;
+use eventloom_core::model::EventType;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 #[serde(rename_all = "snake_case")]

@@ -1,4 +1,5 @@
 use eventloom_core::prelude::*;
+use eventloom_core::model::EventType;
 
 #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
 #[event(name = "user.registered", version = 2)]

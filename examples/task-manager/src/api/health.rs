@@ -6,7 +6,10 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use eventloom_core::{Generation, Position, Projection, ProjectionStatus};
+use eventloom_core::{
+    Position, Projection,
+    store::{Generation, ProjectionStatus},
+};
 use serde::Serialize;
 
 use super::AppState;
@@ -91,7 +94,10 @@ struct ViewsJson {
 
 /// The lag after `checkpoint`: a capped count, the held-back events apart, and the age of the
 /// first event after it. Four bounded reads.
-async fn lag(events: &dyn eventloom_core::EventStore, checkpoint: Option<Position>) -> eventloom_core::Result<LagJson> {
+async fn lag(
+    events: &dyn eventloom_core::store::EventStore,
+    checkpoint: Option<Position>,
+) -> eventloom_core::Result<LagJson> {
     let after = checkpoint.unwrap_or(Position::ZERO);
     let counted = events.count_after(after, LAG_CAP + 1).await?;
     let held_back = events.held_back(LAG_CAP).await?;
@@ -99,7 +105,7 @@ async fn lag(events: &dyn eventloom_core::EventStore, checkpoint: Option<Positio
         None => None,
         Some(event) => {
             let written = event.metadata.get()?.timestamp.as_micros();
-            let now = eventloom_core::Timestamp::now().as_micros();
+            let now = eventloom_core::model::Timestamp::now().as_micros();
             Some(u64::try_from(now.saturating_sub(written) / 1_000).unwrap_or(u64::MAX))
         }
     };

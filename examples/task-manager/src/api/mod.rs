@@ -25,7 +25,11 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use eventloom_core::{Cqrs, EventStore, ViewReader, ViewStore};
+use eventloom_core::{
+    read::ViewReader,
+    store::{EventStore, ViewStore},
+    write::Cqrs,
+};
 use tokio::sync::watch;
 use tracing::Instrument;
 

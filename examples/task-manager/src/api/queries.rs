@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use eventloom_core::ViewReader;
+use eventloom_core::read::ViewReader;
 use serde::Serialize;
 
 use super::error::{ApiError, json};
