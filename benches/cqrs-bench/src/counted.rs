@@ -7,11 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use eventloom_core::prelude::*;
-use eventloom_core::{
-    AppendOutcome, CommandRecord, DeadLetter, EventStore, Fingerprint, Generation, IndexKey, ListCursor, OrderRange,
+use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
+use eventloom_core::read::OrderRange;
+use eventloom_core::store::{
+    AppendOutcome, BoxFuture, CommandRecord, DeadLetter, EventStore, Generation, IndexKey, ListCursor,
     ProjectionStatus, ProjectionStop, ViewCommit, ViewPage, ViewStore,
 };
+use eventloom_core::write::Fingerprint;
+use eventloom_core::{Position, StreamId};
 use eventloom_postgres::{PgEventStore, PgViewStore};
 use tokio::sync::watch;
 
@@ -93,95 +96,100 @@ impl Counted {
     }
 }
 
-#[eventloom_core::async_trait]
+type Answer<'a, T> = BoxFuture<'a, eventloom_core::Result<T>>;
+
 impl EventStore for Counted {
-    async fn append(
-        &self,
-        stream: &StreamId,
+    fn append<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> eventloom_core::Result<AppendOutcome> {
-        self.inner.append(stream, expected, events).await
+    ) -> Answer<'a, AppendOutcome> {
+        self.inner.append(stream, expected, events)
     }
 
-    async fn append_command(
-        &self,
-        stream: &StreamId,
+    fn append_command<'a>(
+        &'a self,
+        stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &Fingerprint,
-    ) -> eventloom_core::Result<AppendOutcome> {
-        self.inner.append_command(stream, expected, events, fingerprint).await
+        fingerprint: &'a Fingerprint,
+    ) -> Answer<'a, AppendOutcome> {
+        self.inner.append_command(stream, expected, events, fingerprint)
     }
 
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
         from_version: u64,
         limit: usize,
-    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
+    ) -> Answer<'a, Vec<RecordedEvent>> {
         self.other();
-        self.inner.read_stream(stream, from_version, limit).await
+        self.inner.read_stream(stream, from_version, limit)
     }
 
-    async fn read_all(&self, after: Position, limit: usize) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        let events = self.inner.read_all(after, limit).await;
-        self.read(events)
+    fn read_all<'a>(&'a self, after: Position, limit: usize) -> Answer<'a, Vec<RecordedEvent>> {
+        Box::pin(async move {
+            let events = self.inner.read_all(after, limit).await;
+            self.read(events)
+        })
     }
 
-    async fn read_stream_bounded(
-        &self,
-        stream: &StreamId,
+    fn read_stream_bounded<'a>(
+        &'a self,
+        stream: &'a StreamId,
         from_version: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
+    ) -> Answer<'a, Vec<RecordedEvent>> {
         self.other();
-        self.inner.read_stream_bounded(stream, from_version, limit, max_bytes).await
+        self.inner.read_stream_bounded(stream, from_version, limit, max_bytes)
     }
 
-    async fn read_all_bounded(
-        &self,
+    fn read_all_bounded<'a>(
+        &'a self,
         after: Position,
         limit: usize,
         max_bytes: usize,
-    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
-        let events = self.inner.read_all_bounded(after, limit, max_bytes).await;
-        self.read(events)
+    ) -> Answer<'a, Vec<RecordedEvent>> {
+        Box::pin(async move {
+            let events = self.inner.read_all_bounded(after, limit, max_bytes).await;
+            self.read(events)
+        })
     }
 
-    async fn stream_version(&self, stream: &StreamId) -> eventloom_core::Result<u64> {
+    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> Answer<'a, u64> {
         self.other();
-        self.inner.stream_version(stream).await
+        self.inner.stream_version(stream)
     }
 
-    async fn command_outcome(&self, command_id: &str) -> eventloom_core::Result<Option<CommandRecord>> {
+    fn command_outcome<'a>(&'a self, command_id: &'a str) -> Answer<'a, Option<CommandRecord>> {
         self.other();
-        self.inner.command_outcome(command_id).await
+        self.inner.command_outcome(command_id)
     }
 
-    async fn record_command(
-        &self,
-        command_id: &str,
-        fingerprint: &Fingerprint,
+    fn record_command<'a>(
+        &'a self,
+        command_id: &'a str,
+        fingerprint: &'a Fingerprint,
         outcome: AppendOutcome,
-    ) -> eventloom_core::Result<()> {
-        self.inner.record_command(command_id, fingerprint, outcome).await
+    ) -> Answer<'a, ()> {
+        self.inner.record_command(command_id, fingerprint, outcome)
     }
 
-    async fn head(&self) -> eventloom_core::Result<Option<Position>> {
+    fn head<'a>(&'a self) -> Answer<'a, Option<Position>> {
         self.other();
-        self.inner.head().await
+        self.inner.head()
     }
 
-    async fn held_back(&self, cap: u64) -> eventloom_core::Result<u64> {
+    fn held_back<'a>(&'a self, cap: u64) -> Answer<'a, u64> {
         self.other();
-        self.inner.held_back(cap).await
+        self.inner.held_back(cap)
     }
 
-    async fn count_after(&self, after: Position, cap: u64) -> eventloom_core::Result<u64> {
+    fn count_after<'a>(&'a self, after: Position, cap: u64) -> Answer<'a, u64> {
         self.other();
-        self.inner.count_after(after, cap).await
+        self.inner.count_after(after, cap)
     }
 
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
@@ -289,75 +297,73 @@ impl Watched {
     }
 }
 
-#[eventloom_core::async_trait]
 impl ViewStore for Watched {
-    async fn status(&self, projection: &str) -> eventloom_core::Result<ProjectionStatus> {
-        self.inner.status(projection).await
+    fn status<'a>(&'a self, projection: &'a str) -> Answer<'a, ProjectionStatus> {
+        self.inner.status(projection)
     }
 
-    async fn begin_generation(
-        &self,
-        projection: &str,
-        version: u32,
-        fencing_token: u64,
-    ) -> eventloom_core::Result<Generation> {
-        self.inner.begin_generation(projection, version, fencing_token).await
+    fn begin_generation<'a>(&'a self, projection: &'a str, version: u32, fencing_token: u64) -> Answer<'a, Generation> {
+        self.inner.begin_generation(projection, version, fencing_token)
     }
 
-    async fn load_views(
-        &self,
-        projection: &str,
+    fn load_views<'a>(
+        &'a self,
+        projection: &'a str,
         generation: u64,
-        ids: &[String],
-    ) -> eventloom_core::Result<Vec<Option<String>>> {
-        self.inner.load_views(projection, generation, ids).await
+        ids: &'a [String],
+    ) -> Answer<'a, Vec<Option<String>>> {
+        self.inner.load_views(projection, generation, ids)
     }
 
-    async fn commit(&self, projection: &str, commit: ViewCommit) -> eventloom_core::Result<()> {
-        let (generation, checkpoint) = (commit.generation, commit.checkpoint);
-        self.inner.commit(projection, commit).await?;
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        self.changed(projection, |track| {
-            track.checkpoints.insert(generation, checkpoint);
-        });
-        Ok(())
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> Answer<'a, ()> {
+        Box::pin(async move {
+            let (generation, checkpoint) = (commit.generation, commit.checkpoint);
+            self.inner.commit(projection, commit).await?;
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            self.changed(projection, |track| {
+                track.checkpoints.insert(generation, checkpoint);
+            });
+            Ok(())
+        })
     }
 
-    async fn go_live(&self, projection: &str, generation: u64, fencing_token: u64) -> eventloom_core::Result<()> {
-        self.inner.go_live(projection, generation, fencing_token).await?;
-        self.changed(projection, |track| track.live = Some(generation));
-        Ok(())
+    fn go_live<'a>(&'a self, projection: &'a str, generation: u64, fencing_token: u64) -> Answer<'a, ()> {
+        Box::pin(async move {
+            self.inner.go_live(projection, generation, fencing_token).await?;
+            self.changed(projection, |track| track.live = Some(generation));
+            Ok(())
+        })
     }
 
-    async fn read_views(&self, projection: &str, ids: &[String]) -> eventloom_core::Result<Vec<Option<String>>> {
-        self.inner.read_views(projection, ids).await
+    fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> Answer<'a, Vec<Option<String>>> {
+        self.inner.read_views(projection, ids)
     }
 
-    async fn list(
-        &self,
-        projection: &str,
-        key: &IndexKey,
-        range: &OrderRange,
-        after: Option<&ListCursor>,
+    fn list<'a>(
+        &'a self,
+        projection: &'a str,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after: Option<&'a ListCursor>,
         limit: usize,
-    ) -> eventloom_core::Result<ViewPage> {
-        self.inner.list(projection, key, range, after, limit).await
+    ) -> Answer<'a, ViewPage> {
+        self.inner.list(projection, key, range, after, limit)
     }
 
-    async fn count(&self, projection: &str, keys: &[IndexKey]) -> eventloom_core::Result<Vec<u64>> {
-        self.inner.count(projection, keys).await
+    fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> Answer<'a, Vec<u64>> {
+        self.inner.count(projection, keys)
     }
 
-    async fn dead_letters(&self, projection: &str) -> eventloom_core::Result<Vec<DeadLetter>> {
-        self.inner.dead_letters(projection).await
+    fn dead_letters<'a>(&'a self, projection: &'a str) -> Answer<'a, Vec<DeadLetter>> {
+        self.inner.dead_letters(projection)
     }
 
-    async fn record_stop(
-        &self,
-        projection: &str,
-        stop: Option<&ProjectionStop>,
+    fn record_stop<'a>(
+        &'a self,
+        projection: &'a str,
+        stop: Option<&'a ProjectionStop>,
         fencing_token: u64,
-    ) -> eventloom_core::Result<()> {
-        self.inner.record_stop(projection, stop, fencing_token).await
+    ) -> Answer<'a, ()> {
+        self.inner.record_stop(projection, stop, fencing_token)
     }
 }

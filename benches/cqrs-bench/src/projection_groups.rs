@@ -21,11 +21,11 @@
 
 use std::time::{Duration, Instant};
 
+use eventloom_core::model::ExpectedVersion;
 use eventloom_core::prelude::*;
-use eventloom_core::{
-    BoxError, Cqrs, EventStore, MemberHandle, MemberState, Projection, ProjectionGroup, Projector, ViewReader,
-    ViewStore,
-};
+use eventloom_core::read::{MemberHandle, MemberState, ProjectionGroup, Projector, ViewReader};
+use eventloom_core::store::{EventStore, ViewStore};
+use eventloom_core::write::Cqrs;
 use eventloom_postgres::{PgConfig, PgEventStore, PgLeases, PgViewStore};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -171,23 +171,47 @@ enum Running {
     Group { stop: watch::Sender<bool>, task: ProjectorTask, handles: Vec<MemberHandle>, watchers: Vec<Watcher> },
 }
 
-/// Notes when a group member joins and leaves the shared read, as offsets from its start.
-type Watcher = JoinHandle<Vec<(Duration, bool)>>;
+/// Notes what a group member does (its state, and when it joins and leaves the shared read), as
+/// offsets from the group's start.
+type Watcher = JoinHandle<Vec<(Duration, String)>>;
 
 fn watch_membership(handle: MemberHandle, started: Instant) -> Watcher {
     tokio::spawn(async move {
-        let mut shared = false;
+        let (mut shared, mut state) = (false, MemberState::Starting);
         let mut changes = Vec::new();
         loop {
-            let status = handle.wait_until(|s| s.shared != shared || s.state == MemberState::Stopped).await;
-            // The last status, when the group is gone without saying so.
-            if status.state == MemberState::Stopped || status.shared == shared {
+            let status = handle.wait_until(|s| s.shared != shared || s.state != state).await;
+            if status.shared == shared && status.state == state {
+                // The last status: the group is gone.
                 return changes;
             }
-            shared = status.shared;
-            changes.push((started.elapsed(), shared));
+            if status.state != state {
+                changes.push((started.elapsed(), format!("{:?}", status.state).to_lowercase()));
+            }
+            if status.shared != shared {
+                changes.push((started.elapsed(), (if status.shared { "joined" } else { "left" }).to_owned()));
+            }
+            (shared, state) = (status.shared, status.state);
+            if state == MemberState::Stopped {
+                return changes;
+            }
         }
     })
+}
+
+/// What a member did, shortly: its first changes, and how often it left the shared read.
+fn describe_changes(changes: &[(Duration, String)]) -> String {
+    const SHOWN: usize = 6;
+    let mut text: Vec<String> =
+        changes.iter().take(SHOWN).map(|(at, what)| format!("{what} {:.0} ms", ms(*at))).collect();
+    if changes.len() > SHOWN {
+        let left = changes.iter().filter(|(_, what)| what == "left").count();
+        text.push(format!("... ({} changes, left the shared read {left} times)", changes.len()));
+    }
+    if !changes.iter().any(|(_, what)| what == "joined") {
+        text.push("never joined".to_owned());
+    }
+    text.join(", ")
 }
 
 impl Running {
@@ -246,13 +270,7 @@ impl Running {
                 task.await??;
                 let mut notes = Vec::new();
                 for (handle, watcher) in handles.iter().zip(watchers) {
-                    let changes = watcher.await?;
-                    let changes: Vec<String> = changes
-                        .iter()
-                        .map(|(at, shared)| format!("{} {:.0} ms", if *shared { "joined" } else { "left" }, ms(*at)))
-                        .collect();
-                    let changes = if changes.is_empty() { "never joined".to_owned() } else { changes.join(", ") };
-                    notes.push(format!("{} {changes}", handle.name()));
+                    notes.push(format!("{}: {}", handle.name(), describe_changes(&watcher.await?)));
                 }
                 Ok(Some(notes.join("; ")))
             }
@@ -490,7 +508,7 @@ impl Bench {
         let measured = measured?;
         measured.note(scenario, config, what, PART);
         if let Some(membership) = membership {
-            eprintln!("{scenario}: the shared read, from the group's start: {membership}");
+            eprintln!("{scenario}: the members, from the group's start: {membership}");
         }
         self.check_views(&names, head).await?;
         Ok(measured)
@@ -550,7 +568,7 @@ impl Bench {
         let membership = running.stop().await?;
         let (idle, live) = measured?;
         if let Some(membership) = membership {
-            eprintln!("projections_8_live: the shared read, from the group's start: {membership}");
+            eprintln!("projections_8_live: the members, from the group's start: {membership}");
         }
         let wall = idle.wall.as_secs_f64();
         eprintln!(
