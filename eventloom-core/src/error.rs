@@ -304,6 +304,18 @@ pub enum Error {
         /// The aggregate's type or the projection's name.
         name: String,
     },
+    /// An [`App`](crate::App) was asked for a projection by its type alone
+    /// ([`App::reader`](crate::App::reader)), and that type is registered under several names:
+    /// ask for one by name ([`App::reader_named`](crate::App::reader_named)).
+    #[error("{kind} type {type_name} is registered under several names ({}): ask for one by name", .names.join(", "))]
+    Ambiguous {
+        /// `"projection"`.
+        kind: &'static str,
+        /// The Rust type asked for.
+        type_name: &'static str,
+        /// The names it is registered under, in the order registered.
+        names: Vec<String>,
+    },
     /// An [`App`](crate::App) was asked for what its [`Role`](crate::Role) does not do (a
     /// command in a query process).
     #[error("this app runs role {role}, which does not {action}")]
@@ -313,7 +325,8 @@ pub enum Error {
         /// What was asked.
         action: &'static str,
     },
-    /// An [`App`](crate::App) that cannot start as configured: a duplicate registration, a
+    /// An [`App`](crate::App) that cannot start as configured: a duplicate registration (two
+    /// projections or event handlers of one name), a name that is empty or holds a NUL byte, a
     /// split role on stores that are not shared between processes, snapshots without a
     /// snapshot store.
     #[error("the app cannot start: {reason}")]
@@ -405,9 +418,10 @@ impl Error {
             Error::Decode { .. } | Error::UnknownEvent { .. } | Error::Upcast { .. } | Error::Corrupt { .. } => {
                 ErrorKind::Corrupt
             }
-            Error::NotRegistered { .. } | Error::WrongRole { .. } | Error::InvalidConfig { .. } => {
-                ErrorKind::InvalidInput
-            }
+            Error::NotRegistered { .. }
+            | Error::Ambiguous { .. }
+            | Error::WrongRole { .. }
+            | Error::InvalidConfig { .. } => ErrorKind::InvalidInput,
             Error::Serde { .. } | Error::Projection { .. } | Error::Backend { .. } => ErrorKind::Internal,
         }
     }

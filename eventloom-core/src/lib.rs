@@ -113,7 +113,7 @@ pub use eventloom_macros::{Command, Event, EventSet};
 // Inside the crate every name is reachable from the root, as before the modules were public.
 #[allow(unused_imports)]
 pub(crate) use {
-    app::{AppBuilder, AppStatus, ProjectionHealth, RunState},
+    app::{AppBuilder, AppStatus, HandlerOptions, ProjectionHealth, RunState},
     memory::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore},
     model::{
         Clock, DecodeError, EventType, ExpectedVersion, IdGenerator, ManualClock, NewEvent, RandomIds, RecordedEvent,

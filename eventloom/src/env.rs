@@ -58,7 +58,8 @@ pub enum StoresError {
 /// | set (feature `postgres`) | set (feature `redis`) | PostgreSQL, with the views on Redis |
 /// | unset | set | refused: [`StoresError::RedisWithoutPostgres`] |
 ///
-/// A URL set without its feature is refused ([`StoresError::FeatureDisabled`]). Empty
+/// A URL set without its feature is refused ([`StoresError::FeatureDisabled`]), unless
+/// [`ignore_missing_features`](Self::ignore_missing_features) says to go without it. Empty
 /// variables count as unset.
 ///
 /// # Examples
@@ -78,6 +79,7 @@ pub struct StoresConfig {
     schema: Option<String>,
     prefix: Option<String>,
     migrate: bool,
+    ignore_missing_features: bool,
 }
 
 impl std::fmt::Debug for StoresConfig {
@@ -89,6 +91,7 @@ impl std::fmt::Debug for StoresConfig {
             .field("schema", &self.schema)
             .field("prefix", &self.prefix)
             .field("migrate", &self.migrate)
+            .field("ignore_missing_features", &self.ignore_missing_features)
             .finish()
     }
 }
@@ -96,7 +99,14 @@ impl std::fmt::Debug for StoresConfig {
 impl StoresConfig {
     /// Memory: no URL set.
     pub fn memory() -> Self {
-        StoresConfig { database_url: None, redis_url: None, schema: None, prefix: None, migrate: true }
+        StoresConfig {
+            database_url: None,
+            redis_url: None,
+            schema: None,
+            prefix: None,
+            migrate: true,
+            ignore_missing_features: false,
+        }
     }
 
     /// From the process's environment: `DATABASE_URL`, `REDIS_URL`, `EVENTLOOM_SCHEMA` (the
@@ -109,7 +119,7 @@ impl StoresConfig {
             redis_url: var(REDIS_URL),
             schema: var(SCHEMA),
             prefix: var(REDIS_PREFIX),
-            migrate: true,
+            ..StoresConfig::memory()
         }
     }
 
@@ -143,16 +153,54 @@ impl StoresConfig {
         self
     }
 
+    /// Goes without a URL whose feature this program was built without, with a warning in the
+    /// log, instead of refusing it (default: refused, [`StoresError::FeatureDisabled`]): without
+    /// `postgres` the stores are memory, without `redis` the views stay with the events. For a
+    /// program whose features must stay additive (a build without a feature still runs where
+    /// the variables are set), at the cost of running on what it has.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # #[cfg(not(feature = "postgres"))] {
+    /// let config = eventloom::StoresConfig::memory().database_url("postgres://127.0.0.1/app");
+    /// assert!(config.clone().connect().await.is_err(), "refused by default");
+    /// let stores = config.ignore_missing_features(true).connect().await.unwrap();
+    /// assert_eq!(stores.description(), "memory");
+    /// # }
+    /// # });
+    /// ```
+    pub fn ignore_missing_features(mut self, ignore: bool) -> Self {
+        self.ignore_missing_features = ignore;
+        self
+    }
+
+    /// Drops the URLs of the features this program lacks, when told to go without them.
+    fn without_missing_features(mut self) -> Self {
+        if !self.ignore_missing_features {
+            return self;
+        }
+        if !cfg!(feature = "postgres") && self.database_url.take().is_some() {
+            tracing::warn!("{DATABASE_URL} is set, but this program was built without the `postgres` feature: ignored");
+        }
+        if !cfg!(feature = "redis") && self.redis_url.take().is_some() {
+            tracing::warn!("{REDIS_URL} is set, but this program was built without the `redis` feature: ignored");
+        }
+        self
+    }
+
     /// Connects the stores this configuration names.
     pub async fn connect(self) -> Result<Stores, StoresError> {
-        match (&self.database_url, &self.redis_url) {
+        let config = self.without_missing_features();
+        match (&config.database_url, &config.redis_url) {
             (None, None) => Ok(MemoryStores::new().into()),
             (None, Some(_)) => Err(StoresError::RedisWithoutPostgres),
             (Some(url), redis) => {
-                let stores = self.postgres(url).await?;
+                let stores = config.postgres(url).await?;
                 match redis {
                     None => Ok(stores),
-                    Some(url) => self.with_redis_views(stores, url).await,
+                    Some(url) => config.with_redis_views(stores, url).await,
                 }
             }
         }

@@ -198,6 +198,28 @@ async fn a_url_without_its_feature_or_redis_without_postgres_is_refused() {
     }
 }
 
+#[tokio::test]
+async fn a_url_without_its_feature_is_ignored_when_asked_and_only_then() {
+    let redis = StoresConfig::memory().redis_url("redis://127.0.0.1:1/").ignore_missing_features(true).connect().await;
+    if cfg!(feature = "redis") {
+        // Built with Redis, the URL counts: Redis views still need their events in PostgreSQL.
+        assert!(matches!(redis, Err(eventloom::StoresError::RedisWithoutPostgres)), "{redis:?}");
+    } else {
+        assert_eq!(redis.unwrap().description(), "memory");
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let config = StoresConfig::memory().database_url("postgres://127.0.0.1:1/x").redis_url("redis://127.0.0.1:1/");
+        let stores = config.ignore_missing_features(true).connect().await;
+        if cfg!(feature = "redis") {
+            // PostgreSQL ignored, Redis would hold views of events in memory: refused as ever.
+            assert!(matches!(stores, Err(eventloom::StoresError::RedisWithoutPostgres)), "{stores:?}");
+        } else {
+            assert_eq!(stores.unwrap().description(), "memory");
+        }
+    }
+}
+
 /// Stores from the environment (the team's shared servers), in a schema and a key prefix of
 /// this run's own.
 #[cfg(all(feature = "postgres", feature = "redis"))]

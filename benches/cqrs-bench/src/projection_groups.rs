@@ -1,8 +1,8 @@
 //! `cqrs-bench projections`: what one [`ProjectionGroup`] costs against one
 //! [`Projector::run`] per projection, for 1 and for 8 projections of the same events, on the
-//! PostgreSQL event store with PostgreSQL views and leases (what an `App` on `PgStores` runs:
-//! projections with the default options share one group, those with options of their own each
-//! get a runner), in one process, in a schema of its own that is dropped at the end.
+//! PostgreSQL event store with PostgreSQL views and leases (what an `App` on `PgStores` runs: its
+//! projections share one group; before groups each had a runner), in one process, in a schema of
+//! its own that is dropped at the end.
 //!
 //! The projectors read the log through [`Counted`], which counts their reads, and write through
 //! [`Watched`], which tells when the last of them has its live views at the head. The log is
@@ -138,10 +138,9 @@ fn members<const C: usize>(count: usize) -> Vec<Box<dyn Member>> {
 /// How the projections run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
-    /// Each on a `Projector::run` of its own (before groups; today, projections with options of
-    /// their own).
+    /// Each on a `Projector::run` of its own (how the App ran projections before groups).
     Separate,
-    /// All in one `ProjectionGroup` (what the App does with the default options).
+    /// All in one `ProjectionGroup` (what the App does).
     Group,
 }
 

@@ -1,6 +1,7 @@
-//! The application layer: one [`App`] that runs aggregates and projections on a bundle of
-//! [`Stores`], in every [`Role`].
+//! The application layer: one [`App`] that runs aggregates, projections and event handlers on
+//! a bundle of [`Stores`], in every [`Role`].
 
+mod health;
 mod options;
 mod signal;
 mod stores;
@@ -12,19 +13,19 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::store::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use options::{AggregateOptions, ProjectionOptions, Role};
+pub use health::{Lag, LeaseState};
+pub use options::{AggregateOptions, HandlerOptions, ProjectionOptions, Role};
 pub use stores::{MemoryStores, Stores};
 
+use self::health::TrackedLeases;
 use self::signal::{SignallingViews, Signals};
 use crate::memory::lock;
 use crate::{
-    Aggregate, Command, CommandError, CommandOutcome, Cqrs, Error, EventStore, ExecuteOptions, Handle, Lease,
-    LeaseManager, MemberHandle, MemberState, Projection, ProjectionGroup, Projector, Reader, Result, Upcasters,
-    ViewStore,
+    Aggregate, Command, CommandError, CommandOutcome, Cqrs, Error, EventHandler, EventStore, ExecuteOptions, Handle,
+    MemberHandle, MemberState, Projection, ProjectionGroup, Projector, Reader, Result, Upcasters, ViewStore,
 };
 
 impl App {
@@ -34,22 +35,8 @@ impl App {
 
 /// The engine of one aggregate type as the App keeps it.
 type Engine<A> = Cqrs<A, Arc<dyn EventStore>>;
-type RunFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
-type RunProjection = Box<dyn FnOnce(Projector<Arc<dyn EventStore>>, Shutdown) -> RunFuture + Send>;
+/// Adds a projection or an event handler to the process's group, with its options.
 type JoinGroup = Box<dyn FnOnce(&mut ProjectionGroup<Arc<dyn EventStore>>) -> MemberHandle + Send>;
-
-/// Where a projection runs: with the projector's defaults, as a member of the process's one
-/// group, fed by one shared read of the log; with options of its own, on a runner of its own.
-enum Placement {
-    Alone(RunProjection),
-    Group(JoinGroup),
-}
-
-/// Where the App learns how a projection's runner in this process stands.
-enum Runner {
-    Alone(Arc<Mutex<RunState>>),
-    Member(MemberHandle),
-}
 type BuildEngine = Box<dyn FnOnce(&Stores) -> Result<Box<dyn Any + Send + Sync>> + Send>;
 
 /// Resolves when the App shuts down (or is dropped).
@@ -62,17 +49,35 @@ struct PendingAggregate {
     build: BuildEngine,
 }
 
-struct PendingProjection {
-    type_id: TypeId,
-    name: &'static str,
-    options: ProjectionOptions,
-    placement: Placement,
+/// A projection or an event handler: what it is, and how it joins the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Projection,
+    Handler,
 }
 
-/// Builds an [`App`]: register aggregates and projections, pick a [`Role`], then
-/// [`start`](Self::start). Setters never fail; `start` checks the whole (duplicate
-/// registrations, a split role on stores that live in one process, snapshots without a snapshot
-/// store) and reports the first problem as [`Error::InvalidConfig`].
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Projection => "projection",
+            Kind::Handler => "event handler",
+        }
+    }
+}
+
+/// A projection or event handler registered and not started yet.
+struct PendingMember {
+    kind: Kind,
+    type_id: TypeId,
+    type_name: &'static str,
+    name: String,
+    join: JoinGroup,
+}
+
+/// Builds an [`App`]: register aggregates, projections and event handlers, pick a [`Role`],
+/// then [`start`](Self::start). Setters never fail; `start` checks the whole (duplicate
+/// registrations and names, a split role on stores that live in one process, snapshots without
+/// a snapshot store) and reports the first problem as [`Error::InvalidConfig`].
 ///
 /// See [`App`] for an example.
 pub struct AppBuilder {
@@ -80,16 +85,18 @@ pub struct AppBuilder {
     role: Role,
     drain_timeout: Duration,
     aggregates: Vec<PendingAggregate>,
-    projections: Vec<PendingProjection>,
+    members: Vec<PendingMember>,
 }
 
 impl std::fmt::Debug for AppBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |kind| self.members.iter().filter(|m| m.kind == kind).map(|m| &m.name).collect::<Vec<_>>();
         f.debug_struct("AppBuilder")
             .field("stores", &self.stores)
             .field("role", &self.role)
             .field("aggregates", &self.aggregates.iter().map(|a| a.category).collect::<Vec<_>>())
-            .field("projections", &self.projections.iter().map(|p| p.name).collect::<Vec<_>>())
+            .field("projections", &names(Kind::Projection))
+            .field("handlers", &names(Kind::Handler))
             .finish_non_exhaustive()
     }
 }
@@ -130,21 +137,75 @@ impl AppBuilder {
         self
     }
 
-    /// Registers projection `projection`, run by the projectors of this app with the defaults.
+    /// Registers projection `projection` under its [`name`](Projection::name), run by the
+    /// projectors of this app with the defaults. Register one type several times under
+    /// different names to run it as several instances (read each with
+    /// [`App::reader_named`]).
     pub fn projection<P: Projection>(self, projection: P) -> Self {
         self.projection_with(projection, ProjectionOptions::new())
     }
 
-    /// Registers projection `projection` with `options` (poison policy, batch size).
+    /// Registers projection `projection` with `options` (poison policy, batch size). It joins
+    /// the process's group all the same: the group honours every option.
     pub fn projection_with<P: Projection>(mut self, projection: P, options: ProjectionOptions) -> Self {
-        let placement = if options.is_default() {
-            Placement::Group(Box::new(move |group| group.add(projection)))
-        } else {
-            Placement::Alone(Box::new(move |projector, shutdown| {
-                Box::pin(async move { projector.run(projection, shutdown).await })
-            }))
-        };
-        self.projections.push(PendingProjection { type_id: TypeId::of::<P>(), name: P::NAME, options, placement });
+        let name = projection.name().to_owned();
+        let join: JoinGroup = Box::new(move |group| group.add_with(projection, options));
+        self.members.push(PendingMember {
+            kind: Kind::Projection,
+            type_id: TypeId::of::<P>(),
+            type_name: std::any::type_name::<P>(),
+            name,
+            join,
+        });
+        self
+    }
+
+    /// Registers event handler `handler` under its [`name`](EventHandler::name), run by the
+    /// projectors of this app with the defaults: at least once per event, with its own
+    /// checkpoint, lease, retries and dead letters (see [`EventHandler`]), fed by the same
+    /// shared read of the log as the projections.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # use eventloom_core::{BoxError, EventHandler};
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum UserEvent { Registered }
+    /// # #[derive(Debug, Default)] struct User;
+    /// # impl Aggregate for User { const TYPE: &'static str = "user"; type Event = UserEvent;
+    /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &UserEvent) {} }
+    /// struct Welcome;
+    ///
+    /// impl EventHandler for Welcome {
+    ///     const NAME: &'static str = "welcome_mail";
+    ///     type Events = User;
+    ///     async fn handle(&self, _: &EventEnvelope<UserEvent>) -> Result<(), BoxError> {
+    ///         Ok(()) // send the mail
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let app = App::builder(MemoryStores::new()).aggregate::<User>().handler(Welcome).start().await.unwrap();
+    /// assert_eq!(app.status().handlers[0].name, "welcome_mail");
+    /// app.shutdown().await.unwrap();
+    /// # });
+    /// ```
+    pub fn handler<H: EventHandler>(self, handler: H) -> Self {
+        self.handler_with(handler, HandlerOptions::new())
+    }
+
+    /// Registers event handler `handler` with `options` (poison policy, batch size); it joins
+    /// the process's group all the same.
+    pub fn handler_with<H: EventHandler>(mut self, handler: H, options: HandlerOptions) -> Self {
+        let name = handler.name().to_owned();
+        let join: JoinGroup = Box::new(move |group| group.add_handler_with(handler, options));
+        self.members.push(PendingMember {
+            kind: Kind::Handler,
+            type_id: TypeId::of::<H>(),
+            type_name: std::any::type_name::<H>(),
+            name,
+            join,
+        });
         self
     }
 
@@ -176,19 +237,38 @@ impl AppBuilder {
                 return invalid(format!("aggregate {} is registered twice", a.category));
             }
         }
-        for (i, p) in self.projections.iter().enumerate() {
-            if self.projections[..i].iter().any(|q| q.type_id == p.type_id || q.name == p.name) {
-                return invalid(format!("projection {} is registered twice", p.name));
+        for (i, m) in self.members.iter().enumerate() {
+            if m.name.is_empty() || m.name.contains('\0') {
+                return invalid(format!(
+                    "{} {} has the name {:?}: a name must not be empty nor hold a NUL byte",
+                    m.kind.as_str(),
+                    m.type_name,
+                    m.name
+                ));
+            }
+            // Projections and handlers keep everything in the view store by name.
+            if let Some(first) = self.members[..i].iter().find(|n| n.name == m.name) {
+                let what = if first.kind == m.kind { m.kind.as_str().to_owned() } else { "name".to_owned() };
+                return invalid(format!(
+                    "{what} {} is registered twice (by {} {} and {} {})",
+                    m.name,
+                    first.kind.as_str(),
+                    first.type_name,
+                    m.kind.as_str(),
+                    m.type_name
+                ));
             }
         }
         Ok(())
     }
 
-    /// Builds the engines and, in a role that runs them, starts the projectors (each on a task
-    /// of its own). Must be called within a tokio runtime.
+    /// Builds the engines and, in a role that runs them, starts the projectors: every
+    /// projection and event handler is a member of the process's one [`ProjectionGroup`], fed
+    /// by one shared read of the log, on a task of its own. Must be called within a tokio
+    /// runtime.
     pub async fn start(self) -> Result<App> {
         self.check()?;
-        let AppBuilder { stores, role, drain_timeout, aggregates, projections } = self;
+        let AppBuilder { stores, role, drain_timeout, aggregates, members } = self;
         let mut engines = HashMap::new();
         let mut upcasters = HashMap::new();
         for aggregate in aggregates {
@@ -197,56 +277,52 @@ impl AppBuilder {
         }
         let (stopping, _) = watch::channel(false);
         let signals = Arc::new(Signals::default());
-        let mut registered = HashMap::new();
-        let mut states = Vec::new();
-        let mut tasks = Vec::new();
         let runs_here = role.runs_projectors();
+        let lease_states = Arc::new(Mutex::new(HashMap::new()));
         // The App's readers are woken by the writes of this process's runners; with stores shared
         // between processes another process's runner may lead, so they poll as well.
-        for projection in &projections {
-            let wake_ups = runs_here.then(|| signals.subscribe(projection.name));
-            registered.insert(projection.type_id, wake_ups);
-        }
+        let readers = members
+            .iter()
+            .filter(|m| m.kind == Kind::Projection)
+            .map(|m| Registered {
+                type_id: m.type_id,
+                name: m.name.clone(),
+                wake_ups: runs_here.then(|| signals.subscribe(&m.name)),
+            })
+            .collect();
+        let mut runners = Vec::with_capacity(members.len());
+        let mut tasks = Vec::new();
         if runs_here {
             let views: Arc<dyn ViewStore> =
                 Arc::new(SignallingViews { inner: stores.views().clone(), signals: signals.clone() });
             let mut base = Projector::new(stores.events().clone(), views);
             if let Some(leases) = stores.leases() {
-                base = base.with_leases(SharedLeases(leases.clone()));
+                base = base.with_leases(TrackedLeases::new(leases.clone(), lease_states.clone()));
             }
             for (category, upcasters) in upcasters {
                 base = base.with_upcasters_for(category, upcasters);
             }
             let mut group = base.group();
-            let mut members = 0;
-            for projection in projections {
-                match projection.placement {
-                    Placement::Group(join) => {
-                        members += 1;
-                        states.push((projection.name, Some(Runner::Member(join(&mut group)))));
-                    }
-                    Placement::Alone(run) => {
-                        let state = Arc::new(Mutex::new(RunState::Running));
-                        states.push((projection.name, Some(Runner::Alone(state.clone()))));
-                        tasks.push(spawn_alone(&base, projection.name, projection.options, run, state, &stopping));
-                    }
-                }
+            for member in members {
+                let handle = (member.join)(&mut group);
+                runners.push(Runner { kind: member.kind, name: member.name, handle: Some(handle) });
             }
-            if members > 0 {
+            if !runners.is_empty() {
                 tasks.push(spawn_group(group, &stopping));
             }
         } else {
-            states.extend(projections.iter().map(|p| (p.name, None)));
+            runners.extend(members.into_iter().map(|m| Runner { kind: m.kind, name: m.name, handle: None }));
         }
-        tracing::info!(%role, stores = stores.description(), projections = states.len(), "app started");
+        tracing::info!(%role, stores = stores.description(), members = runners.len(), "app started");
         Ok(App {
             inner: Arc::new(Inner {
                 stores,
                 role,
                 drain_timeout,
                 engines,
-                registered,
-                states,
+                readers,
+                runners,
+                lease_states,
                 tasks: Mutex::new(tasks),
                 stopping,
                 in_flight: watch::channel(0).0,
@@ -263,8 +339,8 @@ fn shutdown_of(stopping: &watch::Sender<bool>) -> Shutdown {
     })
 }
 
-/// Runs the process's group (every projection with the projector's defaults, fed by one shared
-/// read of the log) on a task of its own. Each member's status is in its handle.
+/// Runs the process's group (every projection and event handler, fed by one shared read of the
+/// log) on a task of its own. Each member's status is in its handle.
 fn spawn_group(group: ProjectionGroup<Arc<dyn EventStore>>, stopping: &watch::Sender<bool>) -> JoinHandle<()> {
     let shutdown = shutdown_of(stopping);
     tokio::spawn(async move {
@@ -274,64 +350,7 @@ fn spawn_group(group: ProjectionGroup<Arc<dyn EventStore>>, stopping: &watch::Se
     })
 }
 
-/// Starts one projection with options of its own on a runner of its own.
-fn spawn_alone(
-    base: &Projector<Arc<dyn EventStore>>,
-    name: &'static str,
-    options: ProjectionOptions,
-    run: RunProjection,
-    state: Arc<Mutex<RunState>>,
-    stopping: &watch::Sender<bool>,
-) -> JoinHandle<()> {
-    let mut projector = base.clone();
-    if let Some(policy) = options.poison {
-        projector = projector.with_poison_policy(policy);
-    }
-    if let Some(events) = options.batch_size {
-        projector = projector.with_batch_size(events);
-    }
-    let run = run(projector, shutdown_of(stopping));
-    tokio::spawn(async move {
-        let mut guard = PanicGuard { state: state.clone(), armed: true };
-        let result = run.await;
-        guard.armed = false;
-        *lock(&state) = match result {
-            Ok(()) => RunState::Stopped,
-            Err(error) => {
-                tracing::error!(projection = name, %error, "projection stopped");
-                RunState::Failed(Arc::new(error))
-            }
-        };
-    })
-}
-
-/// Marks a projection failed when its runner panics.
-struct PanicGuard {
-    state: Arc<Mutex<RunState>>,
-    armed: bool,
-}
-
-impl Drop for PanicGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            *lock(&self.state) = RunState::Failed(Arc::new(Error::Backend {
-                message: "the projection's runner panicked or was aborted".to_owned(),
-                source: None,
-            }));
-        }
-    }
-}
-
-/// The bundle's lease manager, shared by the App's projectors.
-struct SharedLeases(Arc<dyn LeaseManager>);
-
-impl LeaseManager for SharedLeases {
-    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>> {
-        Box::pin(async move { self.0.acquire(name).await })
-    }
-}
-
-/// How one projection's runner in this process stands.
+/// How one projection's or event handler's runner in this process stands.
 ///
 /// # Examples
 ///
@@ -344,12 +363,13 @@ impl LeaseManager for SharedLeases {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum RunState {
-    /// Running (or standing by for its lease, or retrying a store that is unavailable).
+    /// Running (or standing by for its lease, as [`ProjectionHealth::lease`] tells, or retrying
+    /// a store that is unavailable).
     Running,
     /// Stopped by a shutdown.
     Stopped,
     /// Stopped on an error it cannot get past (a poison event, corrupt data, a newer version
-    /// in the store): see the error. Other projections go on.
+    /// in the store, a panic): see the error. The other projections and handlers go on.
     Failed(Arc<Error>),
     /// Not run in this process: its [`Role`] runs no projectors.
     Elsewhere,
@@ -362,29 +382,36 @@ impl RunState {
     }
 }
 
-/// One projection in [`AppStatus`].
+/// One projection or event handler in [`AppStatus`].
 ///
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{app::{ProjectionHealth, RunState}};
+/// use eventloom_core::app::{LeaseState, ProjectionHealth, RunState};
 ///
 /// let health = ProjectionHealth::new("account_summaries", RunState::Running);
 /// assert_eq!(health.name, "account_summaries");
+/// assert_eq!((health.lease, health.lag.is_none()), (LeaseState::NotHeld, true));
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ProjectionHealth {
-    /// The projection's name.
-    pub name: &'static str,
+    /// Its name ([`Projection::name`] or [`EventHandler::name`]).
+    pub name: String,
     /// How its runner in this process stands.
     pub state: RunState,
+    /// Whether this process's runner holds the projection's lease or stands by while another
+    /// process does ([`LeaseState::NotHeld`] when it is not running here).
+    pub lease: LeaseState,
+    /// How far the live views are behind the event store, or why the stores could not tell:
+    /// read by [`App::health`]; `None` from [`App::status`], which reads no store.
+    pub lag: Option<std::result::Result<Lag, Arc<Error>>>,
 }
 
 impl ProjectionHealth {
-    /// A projection's health.
-    pub fn new(name: &'static str, state: RunState) -> Self {
-        ProjectionHealth { name, state }
+    /// A projection's or handler's health, holding no lease, its lag not read.
+    pub fn new(name: impl Into<String>, state: RunState) -> Self {
+        ProjectionHealth { name: name.into(), state, lease: LeaseState::NotHeld, lag: None }
     }
 }
 
@@ -395,7 +422,8 @@ impl ProjectionHealth {
 /// ```
 /// use eventloom_core::{Role, app::{AppStatus, ProjectionHealth, RunState}};
 ///
-/// let status = AppStatus::new(Role::All, false, vec![ProjectionHealth::new("p", RunState::Running)]);
+/// let status = AppStatus::new(Role::All, false, vec![ProjectionHealth::new("p", RunState::Running)])
+///     .with_handlers(vec![ProjectionHealth::new("h", RunState::Running)]);
 /// assert!(status.is_healthy());
 /// ```
 #[derive(Debug, Clone)]
@@ -407,18 +435,42 @@ pub struct AppStatus {
     pub stopping: bool,
     /// Each registered projection, in the order registered.
     pub projections: Vec<ProjectionHealth>,
+    /// Each registered event handler, in the order registered.
+    pub handlers: Vec<ProjectionHealth>,
 }
 
 impl AppStatus {
-    /// A status.
+    /// A status, with no event handlers.
     pub fn new(role: Role, stopping: bool, projections: Vec<ProjectionHealth>) -> Self {
-        AppStatus { role, stopping, projections }
+        AppStatus { role, stopping, projections, handlers: Vec::new() }
     }
 
-    /// Not stopping, and no projection of this process failed.
-    pub fn is_healthy(&self) -> bool {
-        !self.stopping && !self.projections.iter().any(|p| matches!(p.state, RunState::Failed(_)))
+    /// The status with these event handlers.
+    pub fn with_handlers(mut self, handlers: Vec<ProjectionHealth>) -> Self {
+        self.handlers = handlers;
+        self
     }
+
+    /// Not stopping, and no projection or event handler of this process failed.
+    pub fn is_healthy(&self) -> bool {
+        let failed = |p: &ProjectionHealth| matches!(p.state, RunState::Failed(_));
+        !self.stopping && !self.projections.iter().any(failed) && !self.handlers.iter().any(failed)
+    }
+}
+
+/// A projection the App's readers read: its type, its name, and the signal of its runner here,
+/// if it runs here.
+struct Registered {
+    type_id: TypeId,
+    name: String,
+    wake_ups: Option<watch::Receiver<u64>>,
+}
+
+/// A projection's or event handler's runner: its status handle, when it runs here.
+struct Runner {
+    kind: Kind,
+    name: String,
+    handle: Option<MemberHandle>,
 }
 
 struct Inner {
@@ -427,9 +479,13 @@ struct Inner {
     drain_timeout: Duration,
     /// Each aggregate's [`Engine`], by the aggregate's type, with its category.
     engines: HashMap<TypeId, (Box<dyn Any + Send + Sync>, &'static str)>,
-    /// The registered projections, with the signal of their runner here, if it runs here.
-    registered: HashMap<TypeId, Option<watch::Receiver<u64>>>,
-    states: Vec<(&'static str, Option<Runner>)>,
+    /// The registered projections, in the order registered.
+    readers: Vec<Registered>,
+    /// Every projection's and event handler's runner, in the order registered.
+    runners: Vec<Runner>,
+    /// Whether this process holds each projection's or handler's lease, as its runners last
+    /// asked for it.
+    lease_states: Arc<Mutex<HashMap<String, LeaseState>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stopping: watch::Sender<bool>,
     in_flight: watch::Sender<usize>,
@@ -521,7 +577,11 @@ impl std::fmt::Debug for App {
             .field("role", &self.inner.role)
             .field("stores", &self.inner.stores)
             .field("aggregates", &self.inner.engines.values().map(|(_, category)| category).collect::<Vec<_>>())
-            .field("projections", &self.inner.states.iter().map(|(name, _)| name).collect::<Vec<_>>())
+            .field("projections", &self.inner.readers.iter().map(|r| &r.name).collect::<Vec<_>>())
+            .field(
+                "handlers",
+                &self.inner.runners.iter().filter(|r| r.kind == Kind::Handler).map(|r| &r.name).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -534,7 +594,7 @@ impl App {
             role: Role::All,
             drain_timeout: App::DEFAULT_DRAIN_TIMEOUT,
             aggregates: Vec::new(),
-            projections: Vec::new(),
+            members: Vec::new(),
         }
     }
 
@@ -598,15 +658,86 @@ impl App {
     /// A typed reader of projection `P`'s views. When `P`'s runner is in this process (a role
     /// that runs projectors), waits are woken by its writes; with stores shared between
     /// processes they also poll, since another process's runner may hold the lease. Fails with
-    /// [`Error::NotRegistered`] for a projection the app was not built with.
+    /// [`Error::NotRegistered`] for a projection type the app was not built with, and with
+    /// [`Error::Ambiguous`] when `P` is registered under several names: ask for one with
+    /// [`reader_named`](Self::reader_named).
     pub fn reader<P: Projection>(&self) -> Result<Reader<P>> {
-        let wake_ups = self
-            .inner
-            .registered
-            .get(&TypeId::of::<P>())
-            .ok_or_else(|| Error::NotRegistered { kind: "projection", name: P::NAME.to_owned() })?;
+        let mut of_type = self.inner.readers.iter().filter(|r| r.type_id == TypeId::of::<P>());
+        match (of_type.next(), of_type.next()) {
+            (None, _) => Err(Error::NotRegistered { kind: "projection", name: P::NAME.to_owned() }),
+            (Some(registered), None) => Ok(self.reader_of(registered)),
+            (Some(_), Some(_)) => Err(Error::Ambiguous {
+                kind: "projection",
+                type_name: std::any::type_name::<P>(),
+                names: self
+                    .inner
+                    .readers
+                    .iter()
+                    .filter(|r| r.type_id == TypeId::of::<P>())
+                    .map(|r| r.name.clone())
+                    .collect(),
+            }),
+        }
+    }
+
+    /// A typed reader of the instance of projection `P` registered under `name` (see
+    /// [`Projection::name`]); as [`reader`](Self::reader) otherwise. Fails with
+    /// [`Error::NotRegistered`] when no projection of type `P` is registered under that name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # use eventloom_core::{BoxError, Error, Projection};
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum SaleEvent { Sold { cents: u64 } }
+    /// # #[derive(Debug, Default)] struct Sale;
+    /// # impl Aggregate for Sale { const TYPE: &'static str = "sale"; type Event = SaleEvent;
+    /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &SaleEvent) {} }
+    /// /// Takings in cents, or in whole units.
+    /// struct Takings { name: &'static str, divisor: u64 }
+    ///
+    /// impl Projection for Takings {
+    ///     const NAME: &'static str = "takings";
+    ///     type Events = Sale;
+    ///     type View = u64;
+    ///     fn name(&self) -> &str { self.name }
+    ///     fn apply(&self, total: &mut Option<u64>, e: &EventEnvelope<SaleEvent>) -> Result<(), BoxError> {
+    ///         let SaleEvent::Sold { cents } = &e.event;
+    ///         *total.get_or_insert(0) += cents / self.divisor;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let app = App::builder(MemoryStores::new())
+    ///     .projection(Takings { name: "takings_cents", divisor: 1 })
+    ///     .projection(Takings { name: "takings_units", divisor: 100 })
+    ///     .start()
+    ///     .await
+    ///     .unwrap();
+    /// let cents = app.reader_named::<Takings>("takings_cents").unwrap();
+    /// # let _ = cents;
+    /// assert!(matches!(app.reader::<Takings>(), Err(Error::Ambiguous { .. })));
+    /// assert!(matches!(app.reader_named::<Takings>("takings"), Err(Error::NotRegistered { .. })));
+    /// app.shutdown().await.unwrap();
+    /// # });
+    /// ```
+    pub fn reader_named<P: Projection>(&self, name: &str) -> Result<Reader<P>> {
+        let registered = self.inner.readers.iter().find(|r| r.name == name);
+        match registered {
+            Some(registered) if registered.type_id == TypeId::of::<P>() => Ok(self.reader_of(registered)),
+            Some(_) => Err(Error::NotRegistered {
+                kind: "projection",
+                name: format!("{name} of type {}", std::any::type_name::<P>()),
+            }),
+            None => Err(Error::NotRegistered { kind: "projection", name: name.to_owned() }),
+        }
+    }
+
+    fn reader_of<P: Projection>(&self, registered: &Registered) -> Reader<P> {
+        let wake_ups = registered.wake_ups.clone();
         let poll_too = wake_ups.is_none() || self.inner.stores.is_shared();
-        Ok(Reader::shared(self.inner.stores.views().clone(), wake_ups.clone(), poll_too))
+        Reader::shared(self.inner.stores.views().clone(), registered.name.clone(), wake_ups, poll_too)
     }
 
     /// The stores the app runs on.
@@ -619,31 +750,90 @@ impl App {
         self.inner.role
     }
 
-    /// Each projection's runner in this process: running, stopped, or failed with its error.
+    /// Each projection's and event handler's runner in this process: running, stopped, or
+    /// failed with its error, and whether it leads (holds its lease) or stands by. Reads no
+    /// store: see [`health`](Self::health) for the lag.
     pub fn status(&self) -> AppStatus {
-        let projections = self
-            .inner
-            .states
-            .iter()
-            .map(|(name, state)| {
-                let state = match state {
-                    None => RunState::Elsewhere,
-                    Some(Runner::Alone(state)) => lock(state).clone(),
-                    Some(Runner::Member(member)) => {
-                        let status = member.status();
-                        match (status.state, status.last_error) {
-                            (MemberState::Stopped, Some(error)) if !*self.inner.stopping.borrow() => {
-                                RunState::Failed(Arc::new(Error::Backend { message: error, source: None }))
-                            }
-                            (MemberState::Stopped, _) => RunState::Stopped,
-                            _ => RunState::Running,
+        let stopping = *self.inner.stopping.borrow();
+        let health = |runner: &Runner| {
+            let state = match &runner.handle {
+                None => RunState::Elsewhere,
+                Some(member) => {
+                    let status = member.status();
+                    match (status.state, status.last_error) {
+                        (MemberState::Stopped, Some(error)) if !stopping => {
+                            RunState::Failed(Arc::new(Error::Backend { message: error, source: None }))
                         }
+                        (MemberState::Stopped, _) => RunState::Stopped,
+                        _ => RunState::Running,
                     }
-                };
-                ProjectionHealth::new(name, state)
-            })
-            .collect();
-        AppStatus::new(self.inner.role, *self.inner.stopping.borrow(), projections)
+                }
+            };
+            let mut health = ProjectionHealth::new(runner.name.clone(), state);
+            if health.state.is_running() {
+                health.lease = lock(&self.inner.lease_states).get(&runner.name).copied().unwrap_or(LeaseState::NotHeld);
+            }
+            health
+        };
+        let of = |kind| self.inner.runners.iter().filter(|r| r.kind == kind).map(health).collect();
+        AppStatus::new(self.inner.role, stopping, of(Kind::Projection)).with_handlers(of(Kind::Handler))
+    }
+
+    /// The [`status`](Self::status), with each projection's and event handler's [`Lag`] read
+    /// from the stores, in any role (the view store holds the checkpoint whichever process
+    /// writes it): how many events the live views (a handler: its checkpoint) lack, counted
+    /// exactly up to `cap` so that a probe costs the same however far behind they are, and how
+    /// old the first of them is. A few bounded reads per
+    /// projection (its status, a count, one event) and one for the events held back; a store
+    /// that fails leaves that projection's `lag` an error. A health check should bound the
+    /// call with a timeout, as a store that is down may take its time to say so.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # use eventloom_core::{BoxError, Projection};
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
+    /// # #[derive(Debug, Default)] struct Counter;
+    /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+    /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+    /// # #[derive(Debug, Serialize, Command)] #[command(aggregate = Counter)]
+    /// # struct Increment { #[command(id)] id: String, by: u64 }
+    /// # impl Handle<Increment> for Counter {
+    /// #   fn handle(&self, cmd: &Increment) -> Result<Vec<CounterEvent>, std::convert::Infallible> {
+    /// #     Ok(vec![CounterEvent::Incremented { by: cmd.by }]) } }
+    /// # struct Totals;
+    /// # impl Projection for Totals { const NAME: &'static str = "totals"; type Events = Counter; type View = u64;
+    /// #   fn apply(&self, v: &mut Option<u64>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
+    /// #     let CounterEvent::Incremented { by } = &e.event; *v.get_or_insert(0) += by; Ok(()) } }
+    /// use eventloom_core::app::LeaseState;
+    /// use std::time::Duration;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let app = App::builder(MemoryStores::new()).aggregate::<Counter>().projection(Totals).start().await.unwrap();
+    /// let done = app.execute(Increment { id: "c-1".into(), by: 4 }).await.unwrap();
+    /// app.reader::<Totals>().unwrap().wait_for(&done, Duration::from_secs(5)).await.unwrap();
+    /// let health = app.health(10_000).await;
+    /// let totals = &health.projections[0];
+    /// assert!(matches!(totals.lease, LeaseState::Leading { .. }), "memory stores have leases too");
+    /// let lag = totals.lag.clone().unwrap().unwrap();
+    /// assert!(lag.caught_up() && lag.checkpoint() == Some(done.position));
+    /// app.shutdown().await.unwrap();
+    /// # });
+    /// ```
+    pub async fn health(&self, cap: u64) -> AppStatus {
+        let mut status = self.status();
+        let (events, views) = (self.inner.stores.events(), self.inner.stores.views());
+        let held_back = events.held_back(cap).await.map_err(Arc::new);
+        for member in status.projections.iter_mut().chain(status.handlers.iter_mut()) {
+            member.lag = Some(match &held_back {
+                Ok(held_back) => {
+                    health::lag(&**events, &**views, &member.name, cap, *held_back).await.map_err(Arc::new)
+                }
+                Err(error) => Err(error.clone()),
+            });
+        }
+        status
     }
 
     /// Resolves once a shutdown has begun (by [`shutdown`](Self::shutdown) on any clone): for a

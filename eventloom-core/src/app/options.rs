@@ -1,4 +1,5 @@
-//! Per-registration options: [`AggregateOptions`], [`ProjectionOptions`], and the [`Role`].
+//! Per-registration options: [`AggregateOptions`], [`ProjectionOptions`], [`HandlerOptions`],
+//! and the [`Role`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::read::group::MemberSettings;
 use crate::{Aggregate, Cqrs, Error, EventStore, PoisonPolicy, RetryPolicy, SnapshotPolicy, SnapshotStore, Upcasters};
 
 /// Attaches a snapshot store to an engine; a plain function so that the `Serialize` bound is
@@ -93,8 +95,13 @@ impl<A: Aggregate> AggregateOptions<A> {
     }
 }
 
-/// How an [`App`](crate::App) runs one projection: what to do with an event it cannot process,
-/// and how many events it folds per atomic write.
+/// How an [`App`](crate::App) (or a [`ProjectionGroup`](crate::ProjectionGroup)) runs one
+/// projection: what to do with an event it cannot process, and how many events it folds per
+/// atomic write.
+///
+/// The group honours every option: a projection registered with options is still fed by the
+/// group's one read of the log. A batch of that read longer than the projection's batch size is
+/// written in several; the read's batches are as large as the largest member's batch size.
 ///
 /// # Examples
 ///
@@ -111,13 +118,8 @@ pub struct ProjectionOptions {
 }
 
 impl ProjectionOptions {
-    /// Whether these are the projector's defaults (such projections share the App's group).
-    pub(crate) fn is_default(&self) -> bool {
-        self.poison.is_none() && self.batch_size.is_none()
-    }
-
     /// The projector's defaults: stop on a poison event, batches of
-    /// [`Projector::DEFAULT_BATCH`](crate::read::Projector::DEFAULT_BATCH) events.
+    /// [`read::DEFAULT_PROJECTOR_BATCH`](crate::read::DEFAULT_PROJECTOR_BATCH) events.
     pub fn new() -> Self {
         ProjectionOptions::default()
     }
@@ -132,6 +134,60 @@ impl ProjectionOptions {
     pub fn batch_size(mut self, events: usize) -> Self {
         self.batch_size = Some(events.max(1));
         self
+    }
+
+    pub(crate) fn settings(&self) -> MemberSettings {
+        MemberSettings { poison: self.poison, batch_size: self.batch_size }
+    }
+}
+
+/// How an [`App`](crate::App) (or a [`ProjectionGroup`](crate::ProjectionGroup)) runs one
+/// [`EventHandler`](crate::EventHandler): what to do with an event whose `handle` still fails
+/// once its retries ran out (the retries themselves are the handler's
+/// [`retry`](crate::EventHandler::retry)), and how many events it handles per write of its
+/// checkpoint. As for projections, the group honours every option: the handler is still fed by
+/// the group's one read of the log.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{app::HandlerOptions, read::PoisonPolicy};
+///
+/// // Skip (and record) what keeps failing; after a crash, at most 50 events come again.
+/// let options = HandlerOptions::new().poison_policy(PoisonPolicy::DeadLetter).batch_size(50);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct HandlerOptions {
+    poison: Option<PoisonPolicy>,
+    batch_size: Option<usize>,
+}
+
+impl HandlerOptions {
+    /// The projector's defaults: stop at an event that still fails after its retries, and
+    /// write the checkpoint every [`Projector::DEFAULT_BATCH`](crate::read::Projector::DEFAULT_BATCH)
+    /// events (and before each retry's wait).
+    pub fn new() -> Self {
+        HandlerOptions::default()
+    }
+
+    /// What to do with an event that still fails after its retries, or does not decode
+    /// (default: stop; [`PoisonPolicy::DeadLetter`] records it in the handler's dead letters
+    /// and goes on).
+    pub fn poison_policy(mut self, policy: PoisonPolicy) -> Self {
+        self.poison = Some(policy);
+        self
+    }
+
+    /// Handles up to `events` per write of its checkpoint (at least 1): fewer events come again
+    /// after a crash, at the cost of more writes.
+    pub fn batch_size(mut self, events: usize) -> Self {
+        self.batch_size = Some(events.max(1));
+        self
+    }
+
+    pub(crate) fn settings(&self) -> MemberSettings {
+        MemberSettings { poison: self.poison, batch_size: self.batch_size }
     }
 }
 

@@ -165,8 +165,8 @@ impl<P: Projection> Fold<P> {
         }
     }
 
-    pub(super) fn decode_stored(&self, slot: usize) -> Result<Option<P::View>> {
-        decode_view::<P>(&self.ids[slot], self.stored[slot].as_deref())
+    pub(super) fn decode_stored(&self, name: &str, slot: usize) -> Result<Option<P::View>> {
+        decode_view::<P>(name, &self.ids[slot], self.stored[slot].as_deref())
     }
 
     /// Every view as stored, and its index entries, by slot.
@@ -174,7 +174,7 @@ impl<P: Projection> Fold<P> {
         let mut views = Vec::with_capacity(self.ids.len());
         let mut before = Vec::with_capacity(self.ids.len());
         for slot in 0..self.ids.len() {
-            let view = self.decode_stored(slot)?;
+            let view = self.decode_stored(projection.name(), slot)?;
             before.push(view.as_ref().map(|v| fitted_index(projection, &self.ids[slot], v)).unwrap_or_default());
             views.push(view);
         }
@@ -186,14 +186,14 @@ impl<P: Projection> Fold<P> {
         let Stored { mut views, before } = self.stored_index(projection)?;
         for (slot, envelope) in &self.events {
             projection.apply(&mut views[*slot], envelope).map_err(|error| Error::Projection {
-                projection: P::NAME.to_owned(),
+                projection: projection.name().to_owned(),
                 position: envelope.position,
                 reason: error.to_string(),
             })?;
         }
         let mut writes = Vec::with_capacity(self.ids.len());
         for (slot, (view, before)) in views.iter().zip(before).enumerate() {
-            let json = view.as_ref().map(|v| encode_view::<P>(&self.ids[slot], v)).transpose()?;
+            let json = view.as_ref().map(|v| encode_view::<P>(projection.name(), &self.ids[slot], v)).transpose()?;
             writes.push(write(projection, self.ids[slot].clone(), view.as_ref(), json, &before));
         }
         Ok(writes)
@@ -205,6 +205,7 @@ impl<P: Projection> Fold<P> {
     /// did before failing); under [`PoisonPolicy::Stop`] folding stops there. Returns the writes
     /// and dead letters of the events before any stop, and the stop (its position and error).
     pub(super) fn fold_each(&self, projection: &P, poison: PoisonPolicy) -> Result<Folded> {
+        let name = projection.name();
         let Stored { mut views, before } = self.stored_index(projection)?;
         // The JSON of each view after the last event that went through.
         let mut good: Vec<Option<String>> = self.stored.clone();
@@ -215,7 +216,7 @@ impl<P: Projection> Fold<P> {
             let (slot, id) = (*slot, &self.ids[*slot]);
             let checked =
                 projection.apply(&mut views[slot], envelope).map_err(|error| error.to_string()).and_then(|()| {
-                    let json = views[slot].as_ref().map(|v| encode_view::<P>(id, v)).transpose();
+                    let json = views[slot].as_ref().map(|v| encode_view::<P>(name, id, v)).transpose();
                     let json = json.map_err(|error| error.to_string())?;
                     write(projection, id.clone(), views[slot].as_ref(), json.clone(), &before[slot])
                         .validate()
@@ -229,12 +230,12 @@ impl<P: Projection> Fold<P> {
                 }
                 Err(reason) if poison == PoisonPolicy::Stop => {
                     let position = envelope.position;
-                    stop = Some((position, Error::Projection { projection: P::NAME.to_owned(), position, reason }));
+                    stop = Some((position, Error::Projection { projection: name.to_owned(), position, reason }));
                     break;
                 }
                 Err(reason) => {
                     tracing::warn!(%reason, position = %envelope.position, "skipping an event the projection failed on");
-                    views[slot] = decode_view::<P>(id, good[slot].as_deref())?;
+                    views[slot] = decode_view::<P>(name, id, good[slot].as_deref())?;
                     dead_letters.push(DeadLetter {
                         position: envelope.position,
                         stream: envelope.stream.clone(),
@@ -274,16 +275,16 @@ pub(super) struct Folded {
 }
 
 /// A view as the store gives it.
-pub(super) fn decode_view<P: Projection>(id: &str, json: Option<&str>) -> Result<Option<P::View>> {
+pub(super) fn decode_view<P: Projection>(name: &str, id: &str, json: Option<&str>) -> Result<Option<P::View>> {
     json.map(serde_json::from_str)
         .transpose()
-        .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", P::NAME), source })
+        .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {name}"), source })
 }
 
 /// A view as the store keeps it (refusing NaN and infinities).
-pub(super) fn encode_view<P: Projection>(id: &str, view: &P::View) -> Result<String> {
+pub(super) fn encode_view<P: Projection>(name: &str, id: &str, view: &P::View) -> Result<String> {
     crate::json::to_string(view)
-        .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {}", P::NAME), source })
+        .map_err(|source| Error::Serde { what: format!("view {id:?} of projection {name}"), source })
 }
 
 /// The view's index entries as a store keeps them.

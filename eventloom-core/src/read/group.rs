@@ -1,4 +1,5 @@
-//! A [`ProjectionGroup`]: many projections of one process fed by one read of the log.
+//! A [`ProjectionGroup`]: many projections and event handlers of one process fed by one read of
+//! the log.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -11,24 +12,28 @@ use tracing::Instrument;
 
 use super::feed::{Feed, FeedReader};
 use super::projector::Projector;
-use super::run::Runner;
-use crate::{Error, EventStore, Position, Projection, RecordedEvent, Result};
+use super::projector::handler::HandlerJob;
+use super::run::{Job, ProjectionJob, Runner};
+use crate::{
+    Error, EventHandler, EventStore, HandlerOptions, Position, Projection, ProjectionOptions, RecordedEvent, Result,
+};
 
-impl<S, F> ProjectionGroup<S, F> {
-    /// The default number of batches the shared read keeps for each member of a group: a member
-    /// further behind is let go and reads on its own.
-    pub const DEFAULT_MEMBER_BUFFER: usize = 4;
-}
+/// The default number of batches the shared read keeps for each member of a group: a member
+/// further behind is let go and reads on its own.
+pub const DEFAULT_MEMBER_BUFFER: usize = 4;
 
 /// A batch of the shared read, handed to every member that follows it.
 type Batch = Arc<Vec<RecordedEvent>>;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// Runs many projections from one read of a [`Feed`] (by default the projector's event store):
-/// made by [`Projector::group`].
+/// Runs many projections and event handlers from one read of a [`Feed`] (by default the
+/// projector's event store): made by [`Projector::group`].
 ///
-/// Each member keeps its own checkpoint, generation and lease, and writes its own batches. A
+/// Each member keeps its own checkpoint, generation and lease, and writes its own batches, with
+/// its own poison policy and batch size when added with options
+/// ([`add_with`](ProjectionGroup::add_with), [`add_handler_with`](ProjectionGroup::add_handler_with)):
+/// a batch of the shared read longer than a member's batch size is written in several. A
 /// member that is behind the group's read (just started, rebuilding, recovering after an
 /// outage or a lost lease) reads on its own from its checkpoint until it reaches the shared
 /// read, then joins it: from then on the log is read once for all the members that follow it.
@@ -80,28 +85,48 @@ pub struct ProjectionGroup<S, F = S> {
 impl<S, F> std::fmt::Debug for ProjectionGroup<S, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProjectionGroup")
-            .field("members", &self.members.iter().map(|m| m.name).collect::<Vec<_>>())
+            .field("members", &self.members.iter().map(|m| &*m.name).collect::<Vec<_>>())
             .field("buffer", &self.buffer)
             .finish_non_exhaustive()
     }
 }
 
-/// A member added and not started yet: its name, its status, and how to run it.
+/// A member added and not started yet: its name, its status, its batch size, and how to run it.
 struct Pending<S, F> {
-    name: &'static str,
+    name: Arc<str>,
     status: Arc<watch::Sender<MemberStatus>>,
+    batch_size: usize,
     start: Start<S, F>,
 }
 
 /// Starts a member's run.
 type Start<S, F> = Box<dyn FnOnce(Context<S, F>) -> BoxFuture<Result<()>> + Send>;
 
-/// What a member runs with.
+/// What a member runs with: the group's projector with the member's own settings.
 struct Context<S, F> {
     projector: Projector<S>,
     feed: Arc<F>,
     membership: Membership,
     shutdown: watch::Receiver<bool>,
+}
+
+/// How one member's projector differs from the group's.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct MemberSettings {
+    pub(crate) poison: Option<crate::PoisonPolicy>,
+    pub(crate) batch_size: Option<usize>,
+}
+
+impl MemberSettings {
+    fn apply<S: EventStore + Clone>(self, mut projector: Projector<S>) -> Projector<S> {
+        if let Some(policy) = self.poison {
+            projector = projector.with_poison_policy(policy);
+        }
+        if let Some(events) = self.batch_size {
+            projector = projector.with_batch_size(events);
+        }
+        projector
+    }
 }
 
 impl<S: EventStore + Clone> Projector<S> {
@@ -128,7 +153,7 @@ impl<S: EventStore + Clone> Projector<S> {
         ProjectionGroup {
             projector: self.clone(),
             feed: Arc::new(feed),
-            buffer: ProjectionGroup::<S, F>::DEFAULT_MEMBER_BUFFER,
+            buffer: DEFAULT_MEMBER_BUFFER,
             members: Vec::new(),
         }
     }
@@ -136,7 +161,7 @@ impl<S: EventStore + Clone> Projector<S> {
 
 impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
     /// How many batches the shared read keeps for each member (at least 1; default
-    /// [`ProjectionGroup::DEFAULT_MEMBER_BUFFER`]). Memory holds at most about this many batches per member, and
+    /// [`read::DEFAULT_MEMBER_BUFFER`](crate::read::DEFAULT_MEMBER_BUFFER)). Memory holds at most about this many batches per member, and
     /// a member this far behind is let go to read on its own.
     ///
     /// # Examples
@@ -153,8 +178,78 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
         self
     }
 
-    /// Adds a projection to the group; the handle tells its status and lag.
+    /// Adds a projection to the group, run with the group's settings; the handle tells its
+    /// status and lag.
     pub fn add<P: Projection>(&mut self, projection: P) -> MemberHandle {
+        self.add_with(projection, ProjectionOptions::new())
+    }
+
+    /// Adds a projection to the group with a poison policy or batch size of its own. It is fed
+    /// by the group's shared read all the same (the options change how it folds and writes, not
+    /// what it reads).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # use eventloom_core::{BoxError, Projection};
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
+    /// # #[derive(Debug, Default)] struct Counter;
+    /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+    /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+    /// # struct Totals;
+    /// # impl Projection for Totals { const NAME: &'static str = "totals"; type Events = Counter; type View = u64;
+    /// #   fn apply(&self, v: &mut Option<u64>, _: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> { Ok(()) } }
+    /// use eventloom_core::ProjectionOptions;
+    /// use eventloom_core::memory::{MemoryEventStore, MemoryViewStore};
+    /// use eventloom_core::read::{PoisonPolicy, Projector};
+    ///
+    /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
+    /// let mut group = projector.group();
+    /// let options = ProjectionOptions::new().poison_policy(PoisonPolicy::DeadLetter).batch_size(100);
+    /// let totals = group.add_with(Totals, options);
+    /// assert_eq!(totals.name(), "totals");
+    /// ```
+    pub fn add_with<P: Projection>(&mut self, projection: P, options: ProjectionOptions) -> MemberHandle {
+        self.push(ProjectionJob(projection), options.settings())
+    }
+
+    /// Adds an event handler to the group, run with the group's settings; the handle tells its
+    /// status and lag. It is fed by the shared read as projections are (reading alone while
+    /// behind), and handles each event at least once (see [`EventHandler`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # use eventloom_core::{BoxError, EventHandler};
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum UserEvent { Registered }
+    /// # #[derive(Debug, Default)] struct User;
+    /// # impl Aggregate for User { const TYPE: &'static str = "user"; type Event = UserEvent;
+    /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &UserEvent) {} }
+    /// # struct Welcome;
+    /// # impl EventHandler for Welcome { const NAME: &'static str = "welcome"; type Events = User;
+    /// #   async fn handle(&self, _: &EventEnvelope<UserEvent>) -> Result<(), BoxError> { Ok(()) } }
+    /// use eventloom_core::memory::{MemoryEventStore, MemoryViewStore};
+    /// use eventloom_core::read::Projector;
+    ///
+    /// let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
+    /// let mut group = projector.group();
+    /// let welcome = group.add_handler(Welcome);
+    /// assert_eq!(welcome.name(), "welcome");
+    /// ```
+    pub fn add_handler<H: EventHandler>(&mut self, handler: H) -> MemberHandle {
+        self.add_handler_with(handler, HandlerOptions::new())
+    }
+
+    /// Adds an event handler to the group with a poison policy or batch size of its own (see
+    /// [`HandlerOptions`]), fed by the group's shared read all the same.
+    pub fn add_handler_with<H: EventHandler>(&mut self, handler: H, options: HandlerOptions) -> MemberHandle {
+        self.push(HandlerJob::new(handler), options.settings())
+    }
+
+    fn push<J: Job>(&mut self, job: J, settings: MemberSettings) -> MemberHandle {
+        let name: Arc<str> = job.name().into();
         let (status, watch) = watch::channel(MemberStatus::starting());
         let status = Arc::new(status);
         let feed = self.feed.clone();
@@ -163,20 +258,27 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
             Box::pin(async move { feed.count_after(after, cap).await })
         });
         self.members.push(Pending {
-            name: P::NAME,
+            name: name.clone(),
             status: status.clone(),
-            start: Box::new(move |context| Box::pin(context.run(projection))),
+            batch_size: settings.batch_size.unwrap_or(self.projector.batch_size),
+            start: Box::new(move |mut context| {
+                context.projector = settings.apply(context.projector);
+                Box::pin(context.run(job))
+            }),
         });
-        MemberHandle { name: P::NAME, status: watch, lag }
+        MemberHandle { name, status: watch, lag }
     }
 
     /// Runs every member until `shutdown` resolves, each stopping after the batch it is writing.
     /// A member that fails (a poison event) stops alone and tells it in its handle's status; the
     /// others go on. Returns `Ok` once shut down, or the first member's error when every member
     /// stopped on its own. Two members of one name are refused.
+    ///
+    /// The shared read reads batches as large as the largest member's batch size; a member
+    /// with a smaller one writes each in several.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let ProjectionGroup { projector, feed, buffer, members } = self;
-        let mut names: Vec<&str> = members.iter().map(|m| m.name).collect();
+        let mut names: Vec<&str> = members.iter().map(|m| &*m.name).collect();
         names.sort_unstable();
         if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
             return Err(Error::Backend {
@@ -187,24 +289,23 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
         let (stop, stopped) = watch::channel(false);
         let (joins, asked) = mpsc::channel(members.len().max(1));
         let mut reader = JoinSet::new();
-        let shared = SharedRead::new(feed.clone(), projector.batch_size, projector.batch_bytes, buffer);
+        let batch_size = members.iter().map(|m| m.batch_size).max().unwrap_or(projector.batch_size);
+        let shared = SharedRead::new(feed.clone(), batch_size, projector.batch_bytes, buffer);
         reader.spawn(shared.run(asked, stopped.clone()).instrument(tracing::info_span!("shared read")));
         let mut tasks = JoinSet::new();
         for member in members {
-            let membership = Membership { joins: joins.clone(), status: member.status.clone() };
+            let membership =
+                Membership { joins: joins.clone(), status: member.status.clone(), name: member.name.clone() };
             let context =
                 Context { projector: projector.clone(), feed: feed.clone(), membership, shutdown: stopped.clone() };
-            let status = member.status;
+            let mut stopped = Stopped { status: member.status, panicked: true };
             let run = (member.start)(context);
             tasks.spawn(async move {
                 let result = run.await;
-                status.send_modify(|s| {
-                    s.state = MemberState::Stopped;
-                    s.shared = false;
-                    if let Err(error) = &result {
-                        s.last_error = Some(error.to_string());
-                    }
-                });
+                stopped.panicked = false;
+                if let Err(error) = &result {
+                    stopped.status.send_modify(|s| s.last_error = Some(error.to_string()));
+                }
                 result
             });
         }
@@ -232,16 +333,35 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
     }
 }
 
+/// Marks a member stopped when its run ends, returning or panicking.
+struct Stopped {
+    status: Arc<watch::Sender<MemberStatus>>,
+    panicked: bool,
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let panicked = self.panicked;
+        self.status.send_modify(|s| {
+            s.state = MemberState::Stopped;
+            s.shared = false;
+            if panicked {
+                s.last_error = Some("its runner panicked or was aborted".to_owned());
+            }
+        });
+    }
+}
+
 impl<S: EventStore + Clone, F: Feed> Context<S, F> {
-    async fn run<P: Projection>(self, projection: P) -> Result<()> {
+    async fn run<J: Job>(self, job: J) -> Result<()> {
         let Context { projector, feed, membership, mut shutdown } = self;
         let shutdown = async move {
             // A group that is gone shuts its members down too.
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
         tokio::pin!(shutdown);
-        let span = tracing::info_span!("projection", projection = P::NAME);
-        Runner::new(&projector, &*feed, projection, shutdown).in_group(membership).run().instrument(span).await
+        let span = job.span();
+        Runner::new(&projector, &*feed, job, shutdown).in_group(membership).run().instrument(span).await
     }
 }
 
@@ -254,7 +374,7 @@ type LagProbe = Arc<dyn Fn(Position, u64) -> BoxFuture<Result<u64>> + Send + Syn
 /// See [`ProjectionGroup`].
 #[derive(Clone)]
 pub struct MemberHandle {
-    name: &'static str,
+    name: Arc<str>,
     status: watch::Receiver<MemberStatus>,
     lag: LagProbe,
 }
@@ -266,9 +386,9 @@ impl std::fmt::Debug for MemberHandle {
 }
 
 impl MemberHandle {
-    /// The member's name ([`Projection::NAME`]).
-    pub fn name(&self) -> &'static str {
-        self.name
+    /// The member's name ([`Projection::name`] or [`EventHandler::name`]).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// What the member is doing now, its checkpoint and its last error.
@@ -332,6 +452,7 @@ pub enum MemberState {
 pub(super) struct Membership {
     joins: mpsc::Sender<Join>,
     status: Arc<watch::Sender<MemberStatus>>,
+    name: Arc<str>,
 }
 
 impl Membership {
@@ -345,16 +466,16 @@ impl Membership {
 
     /// Asks the shared read to feed the member the events after `after`: `None` when the shared
     /// read is past it (or gone).
-    pub(super) async fn join(&self, name: &'static str, after: Position) -> Option<Attached> {
+    pub(super) async fn join(&self, after: Position) -> Option<Attached> {
         let (reply, replied) = oneshot::channel();
-        self.joins.send(Join { name, after, reply }).await.ok()?;
+        self.joins.send(Join { name: self.name.clone(), after, reply }).await.ok()?;
         replied.await.ok().flatten()
     }
 }
 
 /// A member asking to join the shared read after its checkpoint.
 struct Join {
-    name: &'static str,
+    name: Arc<str>,
     after: Position,
     reply: oneshot::Sender<Option<Attached>>,
 }
@@ -376,7 +497,7 @@ impl Attached {
 
 /// A member the shared read feeds.
 struct Follower {
-    name: &'static str,
+    name: Arc<str>,
     batches: mpsc::Sender<Batch>,
 }
 
@@ -490,7 +611,7 @@ impl<F: Feed> SharedRead<F> {
         }
         let attached = Attached { batches: received, taken: self.taken.clone() };
         if join.reply.send(Some(attached)).is_ok() {
-            tracing::debug!(member = join.name, after = %join.after, "a member joined the shared read");
+            tracing::debug!(member = &*join.name, after = %join.after, "a member joined the shared read");
             self.followers.push(Follower { name: join.name, batches });
         }
     }
@@ -507,7 +628,7 @@ impl<F: Feed> SharedRead<F> {
         self.followers.retain(|follower| match follower.batches.try_send(batch.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::info!(member = follower.name, "a member fell behind the shared read; it goes on alone");
+                tracing::info!(member = &*follower.name, "a member fell behind the shared read; it goes on alone");
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,

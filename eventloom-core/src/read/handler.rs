@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use super::super::fold::dead_letter;
-use super::Projector;
-use crate::read::run::lease_lost;
+use super::super::run::{Job, Runner};
+use super::{Projector, Target};
 use crate::write::retry::Jitter;
 use crate::{
     BoxError, DeadLetter, Error, EventEnvelope, EventSet, EventStore, Lease, PoisonPolicy, Position, RecordedEvent,
@@ -37,9 +37,11 @@ const HANDLER_VERSION: u32 = 1;
 /// default) stops the handler there, its checkpoint before the event, and `DeadLetter` records
 /// the event in the handler's dead letters and goes on.
 ///
-/// Its checkpoint, lease and dead letters are kept under [`NAME`](EventHandler::NAME) in the
-/// view store, like a projection's (so the name must differ from every projection's), and its
-/// status is read with [`ViewStore::status`](crate::ViewStore::status). Keep it in a durable
+/// Its checkpoint, lease and dead letters are kept under its [`name`](EventHandler::name)
+/// ([`NAME`](EventHandler::NAME) by default) in the view store, like a projection's (so the
+/// name must differ from every projection's), and its status is read with
+/// [`ViewStore::status`](crate::ViewStore::status). An [`App`](crate::App) runs it with
+/// [`AppBuilder::handler`](crate::AppBuilder::handler). Keep it in a durable
 /// view store: a handler whose stored checkpoint vanishes while it runs stops instead of
 /// delivering every event again, but one that starts on a store that lost its checkpoint
 /// starts from the first event.
@@ -79,10 +81,20 @@ const HANDLER_VERSION: u32 = 1;
 /// # });
 /// ```
 pub trait EventHandler: Send + Sync + 'static {
-    /// The name under which its checkpoint, lease and dead letters are kept.
+    /// The name under which its checkpoint, lease and dead letters are kept, unless
+    /// [`name`](EventHandler::name) says otherwise.
     const NAME: &'static str;
     /// The events it reads: an aggregate, or an enum with `#[derive(EventSet)]`.
     type Events: EventSet;
+
+    /// The name of this instance: [`NAME`](EventHandler::NAME) by default. Return another to run
+    /// one handler type under several names (the same side effect towards two services), each
+    /// with its own checkpoint, lease, dead letters and stop. As for
+    /// [`Projection::name`](crate::Projection::name), it must stay the same for the life of the
+    /// value, must not be empty and must not hold a NUL byte.
+    fn name(&self) -> &str {
+        Self::NAME
+    }
 
     /// Whether it handles events of this type (the name once upcast) in this category; others
     /// are skipped without being decoded. By default, every type its events know.
@@ -108,20 +120,11 @@ pub trait EventHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
-/// Where a handler stands: the generation its checkpoint lives in, and the checkpoint.
-#[derive(Debug, Clone, Copy)]
-struct Cursor {
-    generation: u64,
-    checkpoint: Option<Position>,
-    /// The store holds a recorded stop, cleared once the handler moves past it.
-    stopped: bool,
-}
-
 /// How a batch ended short of an error.
 enum Handled {
     /// Every event of the batch handled, skipped or dead-lettered, and the checkpoint written.
     All,
-    /// Shut down while retrying; what was handled before is written.
+    /// Shut down between two events or while retrying; what was handled before is written.
     ShutDown,
     /// The lease was lost while retrying: stand by.
     LeaseLost,
@@ -137,9 +140,10 @@ impl<S: EventStore + Clone> Projector<S> {
     ///
     /// See [`EventHandler`].
     pub async fn catch_up_handler<H: EventHandler>(&self, handler: &H) -> Result<Option<Position>> {
-        let lease = self.lease_for_handler(H::NAME).await?;
+        let name = handler.name();
+        let lease = self.lease_for_handler(name).await?;
         let token = lease.as_ref().map_or(0, Lease::token);
-        let mut cursor = self.handler_cursor::<H>(token, None).await?;
+        let mut cursor = self.handler_cursor(name, token, None).await?;
         let jitter = Jitter::new(None);
         let mut never = std::future::pending::<()>();
         let mut subscription = self.handler_subscription(cursor.checkpoint);
@@ -151,11 +155,11 @@ impl<S: EventStore + Clone> Projector<S> {
             };
             let handled = self.handle_batch(handler, &batch, &mut cursor, token, &jitter, &mut never, lease.as_ref());
             match handled.await {
-                Ok(Handled::All) => self.handler_ran(H::NAME, &mut cursor, token).await,
+                Ok(Handled::All) => self.handler_ran(name, &mut cursor, token).await,
                 Ok(Handled::ShutDown) => return Ok(cursor.checkpoint),
-                Ok(Handled::LeaseLost) => return Err(lost_lease(H::NAME, token)),
+                Ok(Handled::LeaseLost) => return Err(lost_lease(name, token)),
                 Err(error) => {
-                    self.note_stop(H::NAME, &error, cursor.generation, token).await;
+                    self.note_stop(name, &error, cursor.generation, token).await;
                     return Err(error);
                 }
             }
@@ -168,7 +172,8 @@ impl<S: EventStore + Clone> Projector<S> {
     /// stays before it). A store that is unavailable is retried with backoff; a lease that is
     /// lost, or a write refused because another runner moved on, stands by and starts over from
     /// the stored checkpoint (delivering again what was handled since). An event of a newer
-    /// release stops it standing by, for a runner of that release.
+    /// release stops it standing by, for a runner of that release. While idle it checks now and
+    /// then that its checkpoint is still in the view store, and stops if it is gone.
     ///
     /// # Examples
     ///
@@ -198,135 +203,14 @@ impl<S: EventStore + Clone> Projector<S> {
         handler: H,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<()> {
-        let span = tracing::info_span!("event_handler", handler = H::NAME);
-        self.run_handler_inner(handler, shutdown).instrument(span).await
-    }
-
-    async fn run_handler_inner<H: EventHandler>(
-        &self,
-        handler: H,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<()> {
-        let mut shutdown = std::pin::pin!(shutdown);
-        let jitter = Jitter::new(None);
-        let mut delay = self.retry_delay;
-        let mut lease: Option<Lease> = None;
-        // The generation this runner found its checkpoint in: if it vanishes, the handler stops
-        // rather than deliver every event again.
-        let mut known: Option<u64> = None;
-        loop {
-            // Standing by, or backing off after a failure, before starting (over).
-            let mut back_off = false;
-            if lease.as_ref().is_none_or(Lease::is_lost) {
-                if let Some(leases) = &self.leases {
-                    tokio::select! {
-                        acquired = leases.acquire(H::NAME) => match acquired {
-                            Ok(acquired) => lease = Some(acquired),
-                            Err(error) if error.is_transient() => {
-                                tracing::warn!(%error, ?delay, "cannot take the lease; retrying");
-                                back_off = true;
-                            }
-                            Err(error) => return Err(error),
-                        },
-                        () = &mut shutdown => return Ok(()),
-                    }
-                }
-            }
-            let token = lease.as_ref().map_or(0, Lease::token);
-            let cursor = if back_off { None } else { Some(self.handler_cursor::<H>(token, known).await) };
-            let mut cursor = match cursor {
-                None => None,
-                Some(Ok(cursor)) => Some(cursor),
-                Some(Err(error)) if error.is_transient() => {
-                    tracing::warn!(%error, ?delay, "cannot read the handler's checkpoint; retrying");
-                    None
-                }
-                Some(Err(error @ Error::Fenced { .. })) => {
-                    tracing::warn!(%error, "another runner leads; standing by");
-                    drop(lease.take());
-                    None
-                }
-                Some(Err(error)) => return Err(error),
-            };
-            if let Some(cursor) = cursor.as_mut() {
-                known = Some(cursor.generation);
-                tracing::info!(token, generation = cursor.generation, "running");
-                let mut subscription = self.handler_subscription(cursor.checkpoint);
-                loop {
-                    let batch = tokio::select! {
-                        biased;
-                        () = &mut shutdown => return Ok(()),
-                        () = lease_lost(&mut lease) => {
-                            tracing::warn!("lease lost; standing by");
-                            break;
-                        }
-                        batch = subscription.next_batch() => batch,
-                    };
-                    let handled = match batch {
-                        Ok(batch) => {
-                            self.handle_batch(&handler, &batch, cursor, token, &jitter, &mut shutdown, lease.as_ref())
-                                .await
-                        }
-                        Err(error) => Err(error),
-                    };
-                    match handled {
-                        Ok(Handled::All) => {
-                            delay = self.retry_delay;
-                            self.handler_ran(H::NAME, cursor, token).await;
-                        }
-                        Ok(Handled::ShutDown) => return Ok(()),
-                        Ok(Handled::LeaseLost) => {
-                            tracing::warn!("lease lost while retrying; standing by");
-                            break;
-                        }
-                        Err(error) => {
-                            self.on_handler_error(H::NAME, error, &mut lease, cursor, token).await?;
-                            break;
-                        }
-                    }
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = &mut shutdown => return Ok(()),
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-    }
-
-    /// Sorts a failed step of a running handler: `Ok` to back off and start over from the
-    /// stored checkpoint, `Err` to stop.
-    async fn on_handler_error(
-        &self,
-        name: &str,
-        error: Error,
-        lease: &mut Option<Lease>,
-        cursor: &Cursor,
-        token: u64,
-    ) -> Result<()> {
-        match error {
-            Error::NewerSchema { .. } => {
-                tracing::warn!(%error, "an event from a newer release; standing by for a runner of that release");
-                self.note_stop(name, &error, cursor.generation, token).await;
-                drop(lease.take());
-                Ok(())
-            }
-            Error::CheckpointMoved { .. } | Error::Fenced { .. } => {
-                tracing::warn!(%error, "another runner wrote; standing by and starting over from the stored checkpoint");
-                drop(lease.take());
-                Ok(())
-            }
-            Error::GenerationGone { .. } => Err(checkpoint_gone(name, cursor.generation)),
-            error if error.is_transient() => {
-                tracing::warn!(%error, "store unavailable; retrying");
-                Ok(())
-            }
-            error => {
-                tracing::error!(%error, "event handler stopped");
-                self.note_stop(name, &error, cursor.generation, token).await;
-                Err(error)
-            }
-        }
+        let job = HandlerJob::new(handler);
+        let span = job.span();
+        // Boxed here, where the lifetimes are known (see `run`).
+        let run: std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> = Box::pin(async move {
+            tokio::pin!(shutdown);
+            Runner::new(self, &self.events, job, shutdown).run().await
+        });
+        run.instrument(span).await
     }
 
     async fn lease_for_handler(&self, name: &str) -> Result<Option<Lease>> {
@@ -342,34 +226,34 @@ impl<S: EventStore + Clone> Projector<S> {
             .with_batch_bytes(self.batch_bytes)
     }
 
-    /// The handler's live generation and checkpoint, made on its first run. `known` is the
-    /// generation this runner found before: one that is gone means the store lost the
+    /// The live generation and checkpoint of handler `name`, made on its first run. `known` is
+    /// the generation this runner found before: one that is gone means the store lost the
     /// checkpoint, and the handler stops rather than deliver every event again.
-    async fn handler_cursor<H: EventHandler>(&self, token: u64, known: Option<u64>) -> Result<Cursor> {
-        let status = self.views.status(H::NAME).await?;
+    async fn handler_cursor(&self, name: &str, token: u64, known: Option<u64>) -> Result<Target> {
+        let status = self.views.status(name).await?;
         let stopped = status.stopped.is_some();
         if let Some(live) = status.live {
             return match known {
-                Some(known) if known != live.id => Err(checkpoint_gone(H::NAME, known)),
-                _ => Ok(Cursor { generation: live.id, checkpoint: live.checkpoint, stopped }),
+                Some(known) if known != live.id => Err(checkpoint_gone(name, known)),
+                _ => Ok(Target { generation: live.id, checkpoint: live.checkpoint, building: false, stopped }),
             };
         }
         if let Some(known) = known {
-            return Err(checkpoint_gone(H::NAME, known));
+            return Err(checkpoint_gone(name, known));
         }
         // A handler has no views to build: its first generation goes live at once (one left
         // building by a first start that was cut short is made live as it is).
         let generation = match status.building {
             Some(building) => building,
-            None => self.views.begin_generation(H::NAME, HANDLER_VERSION, token).await?,
+            None => self.views.begin_generation(name, HANDLER_VERSION, token).await?,
         };
-        self.views.go_live(H::NAME, generation.id, token).await?;
+        self.views.go_live(name, generation.id, token).await?;
         tracing::info!(generation = generation.id, "the event handler's checkpoint is made");
-        Ok(Cursor { generation: generation.id, checkpoint: generation.checkpoint, stopped })
+        Ok(Target { generation: generation.id, checkpoint: generation.checkpoint, building: false, stopped })
     }
 
     /// After a batch went through: clears a recorded stop the handler has moved past.
-    async fn handler_ran(&self, name: &str, cursor: &mut Cursor, token: u64) {
+    async fn handler_ran(&self, name: &str, cursor: &mut Target, token: u64) {
         if cursor.stopped {
             cursor.stopped = !self.note_running(name, token).await;
         }
@@ -383,18 +267,29 @@ impl<S: EventStore + Clone> Projector<S> {
         &self,
         handler: &H,
         batch: &[RecordedEvent],
-        cursor: &mut Cursor,
+        cursor: &mut Target,
         token: u64,
         jitter: &Jitter,
         shutdown: &mut (impl Future<Output = ()> + Send + Unpin),
         lease: Option<&Lease>,
     ) -> Result<Handled> {
+        let name = handler.name();
         let policy = handler.retry();
         // The last event done with (handled, skipped or dead-lettered), and the dead letters
         // not written yet.
         let mut done: Option<Position> = cursor.checkpoint;
         let mut dead_letters: Vec<DeadLetter> = Vec::new();
         for raw in batch {
+            // A shutdown waits for the event in progress, not for the rest of the batch.
+            let stop = tokio::select! {
+                biased;
+                () = &mut *shutdown => true,
+                () = std::future::ready(()) => false,
+            };
+            if stop {
+                self.write_handled(name, cursor, token, done, &mut dead_letters).await?;
+                return Ok(Handled::ShutDown);
+            }
             let Some(decoded) = self.upcasters.route::<H::Events>(raw, |c, t| handler.handles(c, t)) else {
                 done = Some(raw.position);
                 continue;
@@ -402,7 +297,7 @@ impl<S: EventStore + Clone> Projector<S> {
             let envelope = match decoded {
                 Ok(envelope) => envelope,
                 Err(error) if matches!(error, Error::NewerSchema { .. }) || self.poison == PoisonPolicy::Stop => {
-                    self.write_handled(H::NAME, cursor, token, done, &mut dead_letters).await?;
+                    self.write_handled(name, cursor, token, done, &mut dead_letters).await?;
                     return Err(error);
                 }
                 Err(error) => {
@@ -425,7 +320,7 @@ impl<S: EventStore + Clone> Projector<S> {
                 }
                 if attempt == 1 {
                     // A long retry must not cost a crash the events handled before it.
-                    self.write_handled(H::NAME, cursor, token, done, &mut dead_letters).await?;
+                    self.write_handled(name, cursor, token, done, &mut dead_letters).await?;
                 }
                 let wait = policy.backoff(attempt, jitter.next()).min(policy.time_budget - elapsed);
                 tracing::warn!(%error, attempt, ?wait, position = %raw.position, "the event handler failed; retrying");
@@ -440,8 +335,8 @@ impl<S: EventStore + Clone> Projector<S> {
             };
             if let Some(reason) = failure {
                 if self.poison == PoisonPolicy::Stop {
-                    self.write_handled(H::NAME, cursor, token, done, &mut dead_letters).await?;
-                    return Err(Error::Projection { projection: H::NAME.to_owned(), position: raw.position, reason });
+                    self.write_handled(name, cursor, token, done, &mut dead_letters).await?;
+                    return Err(Error::Projection { projection: name.to_owned(), position: raw.position, reason });
                 }
                 tracing::warn!(%reason, position = %raw.position, "dead-lettering an event the handler failed on");
                 dead_letters.push(DeadLetter {
@@ -454,7 +349,7 @@ impl<S: EventStore + Clone> Projector<S> {
             }
             done = Some(raw.position);
         }
-        self.write_handled(H::NAME, cursor, token, done, &mut dead_letters).await?;
+        self.write_handled(name, cursor, token, done, &mut dead_letters).await?;
         Ok(Handled::All)
     }
 
@@ -462,7 +357,7 @@ impl<S: EventStore + Clone> Projector<S> {
     async fn write_handled(
         &self,
         name: &str,
-        cursor: &mut Cursor,
+        cursor: &mut Target,
         token: u64,
         done: Option<Position>,
         dead_letters: &mut Vec<DeadLetter>,
@@ -481,6 +376,62 @@ impl<S: EventStore + Clone> Projector<S> {
         self.views.commit(name, commit).await?;
         cursor.checkpoint = Some(checkpoint);
         Ok(())
+    }
+}
+
+/// An event handler as a runner runs it, with the jitter of its retries.
+pub(crate) struct HandlerJob<H> {
+    handler: H,
+    jitter: Jitter,
+}
+
+impl<H: EventHandler> HandlerJob<H> {
+    pub(crate) fn new(handler: H) -> Self {
+        HandlerJob { handler, jitter: Jitter::new(None) }
+    }
+}
+
+impl<H: EventHandler> Job for HandlerJob<H> {
+    fn name(&self) -> &str {
+        self.handler.name()
+    }
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("event_handler", handler = self.handler.name())
+    }
+
+    fn target<'a, S: EventStore + Clone>(
+        &'a self,
+        projector: &'a Projector<S>,
+        token: u64,
+        known: Option<u64>,
+    ) -> impl Future<Output = Result<Target>> + Send + 'a {
+        projector.handler_cursor(self.handler.name(), token, known)
+    }
+
+    async fn process<'a, S: EventStore + Clone, X: Future<Output = ()> + Send + Unpin>(
+        &'a self,
+        projector: &'a Projector<S>,
+        batch: &'a [RecordedEvent],
+        target: &'a Target,
+        token: u64,
+        shutdown: &'a mut X,
+        lease: Option<&'a Lease>,
+    ) -> Result<Position> {
+        let name = self.handler.name();
+        let mut cursor = *target;
+        let handled = projector.handle_batch(&self.handler, batch, &mut cursor, token, &self.jitter, shutdown, lease);
+        match handled.await {
+            Ok(Handled::All) => cursor.checkpoint.ok_or(Error::Shutdown),
+            Ok(Handled::ShutDown) => Err(Error::Shutdown),
+            Ok(Handled::LeaseLost) => {
+                tracing::warn!("lease lost while retrying; standing by");
+                Err(lost_lease(name, token))
+            }
+            // Its checkpoint is gone: it stops rather than deliver every event again.
+            Err(Error::GenerationGone { .. }) => Err(checkpoint_gone(name, cursor.generation)),
+            Err(error) => Err(error),
+        }
     }
 }
 

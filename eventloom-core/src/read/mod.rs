@@ -11,12 +11,12 @@ pub(crate) mod reader;
 mod run;
 pub(crate) mod subscription;
 
-pub use crate::store::view::OrderRange;
+pub use crate::store::OrderRange;
 pub use event_set::EventSet;
 pub use feed::{Feed, FeedReader};
-pub use group::{MemberHandle, MemberState, MemberStatus, ProjectionGroup};
-pub use projection::{BoxError, EventOf, PoisonPolicy, Projection};
+pub use group::{DEFAULT_MEMBER_BUFFER, MemberHandle, MemberState, MemberStatus, ProjectionGroup};
+pub use projection::{BoxError, DEFAULT_PROJECTOR_BATCH, EventOf, PoisonPolicy, Projection};
 pub use projector::Projector;
 pub use projector::handler::EventHandler;
 pub use reader::{Page, Reader, ViewReader};
-pub use subscription::Subscription;
+pub use subscription::{DEFAULT_BATCH_BYTES, DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH, Subscription};

@@ -72,7 +72,8 @@ pub type EventOf<P> = <<P as Projection>::Events as EventSet>::Event;
 /// }
 /// ```
 pub trait Projection: Send + Sync + 'static {
-    /// The name under which its views and checkpoint are stored.
+    /// The name under which its views, checkpoint, lease, generations, dead letters and stop
+    /// are stored, unless [`name`](Projection::name) says otherwise.
     const NAME: &'static str;
     /// The version of what it stores. Raise it when `apply`, `view_id`, `index` or the view's
     /// shape change: the projector then rebuilds the views from the first event into a new
@@ -83,6 +84,61 @@ pub trait Projection: Send + Sync + 'static {
     type Events: EventSet;
     /// What it stores per id.
     type View: Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// The name of this instance: [`NAME`](Projection::NAME) by default. Return another to run
+    /// one projection type under several names (the same fold for two tenants, or two
+    /// configurations of it): everything stored is kept per name, each instance with its own
+    /// views, checkpoint, lease, generations, dead letters and stop. The name must stay the same
+    /// for the life of the value (it is read more than once), must not be empty and must not
+    /// hold a NUL byte; an [`App`](crate::App) refuses two registrations of one name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # use eventloom_core::{BoxError, Projection};
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum SaleEvent { Sold { tenant: String, cents: u64 } }
+    /// # #[derive(Debug, Default)] struct Sale;
+    /// # impl Aggregate for Sale { const TYPE: &'static str = "sale"; type Event = SaleEvent;
+    /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &SaleEvent) {} }
+    /// /// The takings of one tenant, stored as `takings_<tenant>`.
+    /// struct Takings {
+    ///     tenant: String,
+    ///     name: String,
+    /// }
+    ///
+    /// impl Takings {
+    ///     fn of(tenant: &str) -> Self {
+    ///         Takings { tenant: tenant.to_owned(), name: format!("takings_{tenant}") }
+    ///     }
+    /// }
+    ///
+    /// impl Projection for Takings {
+    ///     const NAME: &'static str = "takings";
+    ///     type Events = Sale;
+    ///     type View = u64;
+    ///
+    ///     fn name(&self) -> &str {
+    ///         &self.name
+    ///     }
+    ///
+    ///     fn view_id(&self, e: &EventEnvelope<SaleEvent>) -> Option<String> {
+    ///         let SaleEvent::Sold { tenant, .. } = &e.event;
+    ///         (*tenant == self.tenant).then(|| "total".to_owned())
+    ///     }
+    ///
+    ///     fn apply(&self, total: &mut Option<u64>, e: &EventEnvelope<SaleEvent>) -> Result<(), BoxError> {
+    ///         let SaleEvent::Sold { cents, .. } = &e.event;
+    ///         *total.get_or_insert(0) += cents;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// assert_eq!(Takings::of("eu").name(), "takings_eu");
+    /// ```
+    fn name(&self) -> &str {
+        Self::NAME
+    }
 
     /// Whether it folds events of this type (the name once upcast) in this category (the
     /// aggregate type; only categories of its [`Events`](Projection::Events) are asked about);
@@ -136,7 +192,6 @@ pub enum PoisonPolicy {
     DeadLetter,
 }
 
-impl<S> crate::read::Projector<S> {
-    /// The default number of events a projector folds per atomic write.
-    pub const DEFAULT_BATCH: usize = 2_000;
-}
+/// The default number of events a projector folds per atomic write
+/// ([`ProjectionOptions::batch_size`](crate::ProjectionOptions::batch_size)).
+pub const DEFAULT_PROJECTOR_BATCH: usize = 2_000;

@@ -12,7 +12,7 @@ use tracing::Instrument;
 pub(crate) mod handler;
 
 use super::fold::{CategoryUpcasters, Fold, Folded, dead_letter};
-use super::run::Runner;
+use super::run::{Job, ProjectionJob, Runner};
 use crate::{
     Error, EventStore, Lease, LeaseManager, PoisonPolicy, Position, Projection, ProjectionStop, RecordedEvent, Result,
     StopKind, Subscription, Upcasters, ViewCommit, ViewStore,
@@ -95,8 +95,8 @@ impl<S: EventStore + Clone> Projector<S> {
             views: Arc::new(views),
             leases: None,
             upcasters: CategoryUpcasters::default(),
-            batch_size: Self::DEFAULT_BATCH,
-            batch_bytes: Subscription::<S>::DEFAULT_BATCH_BYTES,
+            batch_size: crate::read::DEFAULT_PROJECTOR_BATCH,
+            batch_bytes: crate::read::DEFAULT_BATCH_BYTES,
             retry_delay: Duration::from_millis(100),
             poison: PoisonPolicy::Stop,
             verify_interval: Duration::from_secs(1),
@@ -149,7 +149,7 @@ impl<S: EventStore + Clone> Projector<S> {
     }
 
     /// Reads batches of at most about `bytes` of events (a batch ends with the event that reaches
-    /// it; default [`Subscription::DEFAULT_BATCH_BYTES`](Subscription::DEFAULT_BATCH_BYTES)). A running projector
+    /// it; default [`read::DEFAULT_BATCH_BYTES`](crate::read::DEFAULT_BATCH_BYTES)). A running projector
     /// holds at most two batches at once: the one it folds and the one it reads ahead.
     pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
         self.batch_bytes = bytes.max(1);
@@ -175,9 +175,9 @@ impl<S: EventStore + Clone> Projector<S> {
     /// When the views need building (none yet, a new [`Projection::VERSION`], or a store that
     /// lost them), it builds a new generation and makes it live once caught up.
     pub async fn catch_up<P: Projection>(&self, projection: &P) -> Result<Option<Position>> {
-        let lease = self.lease(P::NAME).await?;
+        let lease = self.lease(projection.name()).await?;
         let token = lease.as_ref().map_or(0, Lease::token);
-        let target = self.target::<P>(token).await?;
+        let target = self.target(projection.name(), P::VERSION, token).await?;
         self.catch_up_with(projection, target, token).await
     }
 
@@ -191,12 +191,12 @@ impl<S: EventStore + Clone> Projector<S> {
         match self.catch_up_from(projection, target, token).await {
             Ok(checkpoint) => {
                 if stopped {
-                    self.note_running(P::NAME, token).await;
+                    self.note_running(projection.name(), token).await;
                 }
                 Ok(checkpoint)
             }
             Err(error) => {
-                self.note_stop(P::NAME, &error, generation, token).await;
+                self.note_stop(projection.name(), &error, generation, token).await;
                 Err(error)
             }
         }
@@ -224,8 +224,9 @@ impl<S: EventStore + Clone> Projector<S> {
             next = ahead?;
         }
         if target.building {
-            self.views.go_live(P::NAME, target.generation, token).await?;
-            tracing::info!(projection = P::NAME, generation = target.generation, "new generation of views is live");
+            let name = projection.name();
+            self.views.go_live(name, target.generation, token).await?;
+            tracing::info!(projection = name, generation = target.generation, "new generation of views is live");
         }
         Ok(target.checkpoint)
     }
@@ -234,10 +235,11 @@ impl<S: EventStore + Clone> Projector<S> {
     /// go on reading the live one, and makes it live once caught up (under the projection's
     /// lease, with leases).
     pub async fn rebuild<P: Projection>(&self, projection: &P) -> Result<Option<Position>> {
-        let lease = self.lease(P::NAME).await?;
+        let name = projection.name();
+        let lease = self.lease(name).await?;
         let token = lease.as_ref().map_or(0, Lease::token);
-        let generation = self.views.begin_generation(P::NAME, P::VERSION, token).await?;
-        let stopped = self.views.status(P::NAME).await?.stopped.is_some();
+        let generation = self.views.begin_generation(name, P::VERSION, token).await?;
+        let stopped = self.views.status(name).await?.stopped.is_some();
         let target = Target { generation: generation.id, checkpoint: None, building: true, stopped };
         self.catch_up_with(projection, target, token).await
     }
@@ -249,36 +251,32 @@ impl<S: EventStore + Clone> Projector<S> {
         }
     }
 
-    /// The generation to write: the one being built for this version, else the live one of this
-    /// version, else a new one.
-    pub(super) async fn target<P: Projection>(&self, token: u64) -> Result<Target> {
-        let status = self.views.status(P::NAME).await?;
+    /// The generation of projection `name` at `version` to write: the one being built for this
+    /// version, else the live one of this version, else a new one.
+    pub(super) async fn target(&self, name: &str, version: u32, token: u64) -> Result<Target> {
+        let status = self.views.status(name).await?;
         let stopped = status.stopped.is_some();
-        if let Some(newer) = [status.live, status.building].into_iter().flatten().find(|g| g.version > P::VERSION) {
-            return Err(Error::NewerVersion {
-                projection: P::NAME.to_owned(),
-                running: P::VERSION,
-                stored: newer.version,
-            });
+        if let Some(newer) = [status.live, status.building].into_iter().flatten().find(|g| g.version > version) {
+            return Err(Error::NewerVersion { projection: name.to_owned(), running: version, stored: newer.version });
         }
-        if let Some(g) = status.building.filter(|g| g.version == P::VERSION) {
+        if let Some(g) = status.building.filter(|g| g.version == version) {
             tracing::info!(generation = g.id, checkpoint = ?g.checkpoint, "resuming the build of a new generation");
             return Ok(Target { generation: g.id, checkpoint: g.checkpoint, building: true, stopped });
         }
-        if let Some(g) = status.live.filter(|g| g.version == P::VERSION) {
+        if let Some(g) = status.live.filter(|g| g.version == version) {
             return Ok(Target { generation: g.id, checkpoint: g.checkpoint, building: false, stopped });
         }
         match status.live {
-            Some(live) => tracing::info!(from = live.version, to = P::VERSION, "new projection version; rebuilding"),
+            Some(live) => tracing::info!(from = live.version, to = version, "new projection version; rebuilding"),
             None => tracing::info!("no live views (a first build, or the store lost them); building"),
         }
-        let g = self.views.begin_generation(P::NAME, P::VERSION, token).await?;
+        let g = self.views.begin_generation(name, version, token).await?;
         Ok(Target { generation: g.id, checkpoint: None, building: true, stopped })
     }
 
-    /// Whether `target` is still a generation of the projection in the store.
-    pub(super) async fn still_there<P: Projection>(&self, target: &Target) -> Result<bool> {
-        let status = self.views.status(P::NAME).await?;
+    /// Whether `target` is still a generation of `name` in the store.
+    pub(super) async fn still_there(&self, name: &str, target: &Target) -> Result<bool> {
+        let status = self.views.status(name).await?;
         Ok([status.live, status.building].into_iter().flatten().any(|g| g.id == target.generation))
     }
 
@@ -289,12 +287,13 @@ impl<S: EventStore + Clone> Projector<S> {
     /// views the store lost (it restarted empty, or was flushed) are rebuilt into a new
     /// generation, made live once caught up.
     pub async fn run<P: Projection>(&self, projection: P, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-        let span = tracing::info_span!("projection", projection = P::NAME);
+        let job = ProjectionJob(projection);
+        let span = job.span();
         // Boxed here, where the lifetimes are known: spawning the future of a generic state
         // machine otherwise trips the compiler's check that it is `Send` for every lifetime.
         let run: std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> = Box::pin(async move {
             tokio::pin!(shutdown);
-            Runner::new(self, &self.events, projection, shutdown).run().await
+            Runner::new(self, &self.events, job, shutdown).run().await
         });
         run.instrument(span).await
     }
@@ -399,18 +398,19 @@ impl<S: EventStore + Clone> Projector<S> {
         if batch.is_empty() {
             return expected.ok_or(Error::Shutdown);
         }
+        let name = projection.name();
         let mut fold = self.select(projection, batch);
         // An event that stops the projection ends the batch: the ones before it are written.
         let stopped = fold.stop.take();
         if !fold.ids.is_empty() {
-            fold.stored = self.views.load_views(P::NAME, target.generation, &fold.ids).await?;
+            fold.stored = self.views.load_views(name, target.generation, &fold.ids).await?;
         }
         if stopped.is_none() {
             match fold.fold_all(projection) {
                 Ok(writes) => {
                     let commit = fold.commit(target, token, writes, fold.undecodable.clone());
                     match commit.validate() {
-                        Ok(()) => match self.views.commit(P::NAME, commit).await {
+                        Ok(()) => match self.views.commit(name, commit).await {
                             Ok(()) => return Ok(fold.checkpoint),
                             Err(error) if !refused_as_written(&error) => return Err(error),
                             Err(error) => tracing::warn!(%error, "the store refused the batch; finding the event"),
@@ -432,7 +432,7 @@ impl<S: EventStore + Clone> Projector<S> {
             let mut commit = fold.commit(target, token, writes, dead_letters);
             commit.checkpoint = checkpoint;
             let written = match commit.validate() {
-                Ok(()) => self.views.commit(P::NAME, commit).await,
+                Ok(()) => self.views.commit(name, commit).await,
                 Err(error) => Err(error),
             };
             match written {
@@ -470,7 +470,8 @@ impl<S: EventStore + Clone> Projector<S> {
             if let [raw] = batch {
                 let reason = refused.to_string();
                 if self.poison == PoisonPolicy::Stop {
-                    return Err(Error::Projection { projection: P::NAME.to_owned(), position: raw.position, reason });
+                    let projection = projection.name().to_owned();
+                    return Err(Error::Projection { projection, position: raw.position, reason });
                 }
                 tracing::warn!(%reason, position = %raw.position, "skipping an event whose writes the store refuses");
                 let commit = ViewCommit {
@@ -481,7 +482,7 @@ impl<S: EventStore + Clone> Projector<S> {
                     views: Vec::new(),
                     dead_letters: vec![dead_letter(raw, reason)],
                 };
-                self.views.commit(P::NAME, commit).await?;
+                self.views.commit(projection.name(), commit).await?;
                 return Ok(raw.position);
             }
             let mut at = *target;

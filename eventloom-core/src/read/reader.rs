@@ -420,20 +420,56 @@ impl<P: Projection> Clone for Reader<P> {
 impl<P: Projection> std::fmt::Debug for Reader<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reader")
-            .field("projection", &P::NAME)
+            .field("projection", &self.views.projection)
             .field("woken", &self.views.wake_ups.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl<P: Projection> Reader<P> {
-    /// Reads `P`'s views from `store`, polling while waiting.
+    /// Reads `P`'s views from `store` under [`P::NAME`](Projection::NAME), polling while
+    /// waiting.
     pub fn new(store: impl ViewStore) -> Self {
-        Reader { views: ViewReader::new(store, P::NAME) }
+        Reader::named(store, P::NAME)
     }
 
-    pub(crate) fn shared(store: Arc<dyn ViewStore>, wake_ups: Option<watch::Receiver<u64>>, poll_too: bool) -> Self {
-        Reader { views: ViewReader::shared(store, P::NAME, wake_ups, poll_too) }
+    /// Reads the views of the instance of `P` named `name` (see [`Projection::name`]) from
+    /// `store`, polling while waiting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # use eventloom_core::{BoxError, Projection};
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
+    /// # #[derive(Debug, Default)] struct Counter;
+    /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+    /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+    /// # struct Totals;
+    /// # impl Projection for Totals { const NAME: &'static str = "totals"; type Events = Counter; type View = u64;
+    /// #   fn apply(&self, v: &mut Option<u64>, _: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> { Ok(()) } }
+    /// use eventloom_core::Reader;
+    /// use eventloom_core::memory::MemoryViewStore;
+    ///
+    /// let eu = Reader::<Totals>::named(MemoryViewStore::default(), "totals_eu");
+    /// assert_eq!(eu.name(), "totals_eu");
+    /// ```
+    pub fn named(store: impl ViewStore, name: impl Into<String>) -> Self {
+        Reader { views: ViewReader::new(store, name) }
+    }
+
+    pub(crate) fn shared(
+        store: Arc<dyn ViewStore>,
+        name: String,
+        wake_ups: Option<watch::Receiver<u64>>,
+        poll_too: bool,
+    ) -> Self {
+        Reader { views: ViewReader::shared(store, name, wake_ups, poll_too) }
+    }
+
+    /// The name of the projection it reads.
+    pub fn name(&self) -> &str {
+        &self.views.projection
     }
 
     /// One view (see [`ViewReader::get`]).

@@ -1,5 +1,5 @@
-//! The run loop of one projection, as a state machine: each state is one method that does one
-//! step and returns the state to go to.
+//! The run loop of one projection or event handler (a [`Job`]), as a state machine: each state
+//! is one method that does one step and returns the state to go to.
 //!
 //! ```text
 //!            +--> BackOff --+          (an outage, another runner wrote: wait, start over)
@@ -12,16 +12,86 @@
 //!
 //! Every state that waits also waits for the shutdown signal (then `Done`), and every state that
 //! holds a lease leaves for `Acquire` when it is lost. An error no retry can mend (a poison
-//! event, a newer projection version in the store) ends the run with that error.
+//! event, a newer projection version in the store) ends the run with that error. An event
+//! handler never builds: its one generation is live from the start.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::feed::{Feed, FeedReader};
 use super::group::{Attached, MemberState, Membership};
 use super::projector::{Projector, Target};
 use crate::{Error, EventStore, Lease, Position, Projection, RecordedEvent, Result};
+
+/// What a [`Runner`] runs: a projection (views in generations, rebuilt when the store lost
+/// them) or an event handler (side effects, its checkpoint kept for good). Everything it keeps
+/// in the view store is under its [`name`](Job::name).
+pub(super) trait Job: Send + Sync + 'static {
+    /// The name its checkpoint, lease, views, dead letters and stop are kept under.
+    fn name(&self) -> &str;
+
+    /// The span its run is traced in.
+    fn span(&self) -> tracing::Span;
+
+    /// The generation to write and where it stands. `known` is the generation this runner wrote
+    /// before, if any: a projection builds a new one when it is gone, a handler stops.
+    fn target<'a, S: EventStore + Clone>(
+        &'a self,
+        projector: &'a Projector<S>,
+        token: u64,
+        known: Option<u64>,
+    ) -> impl Future<Output = Result<Target>> + Send + 'a;
+
+    /// Processes one batch (the events after `target`'s checkpoint) and writes the new
+    /// checkpoint with what the batch changed, returning it. A job that waits within a batch (a
+    /// handler's retries) stops waiting when `shutdown` resolves, with [`Error::Shutdown`], or
+    /// when `lease` is lost, with [`Error::Fenced`].
+    fn process<'a, S: EventStore + Clone, X: Future<Output = ()> + Send + Unpin>(
+        &'a self,
+        projector: &'a Projector<S>,
+        batch: &'a [RecordedEvent],
+        target: &'a Target,
+        token: u64,
+        shutdown: &'a mut X,
+        lease: Option<&'a Lease>,
+    ) -> impl Future<Output = Result<Position>> + Send + 'a;
+}
+
+/// A projection as a runner runs it.
+pub(super) struct ProjectionJob<P>(pub(super) P);
+
+impl<P: Projection> Job for ProjectionJob<P> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("projection", projection = self.0.name())
+    }
+
+    fn target<'a, S: EventStore + Clone>(
+        &'a self,
+        projector: &'a Projector<S>,
+        token: u64,
+        _known: Option<u64>,
+    ) -> impl Future<Output = Result<Target>> + Send + 'a {
+        projector.target(self.0.name(), P::VERSION, token)
+    }
+
+    fn process<'a, S: EventStore + Clone, X: Future<Output = ()> + Send + Unpin>(
+        &'a self,
+        projector: &'a Projector<S>,
+        batch: &'a [RecordedEvent],
+        target: &'a Target,
+        token: u64,
+        _shutdown: &'a mut X,
+        _lease: Option<&'a Lease>,
+    ) -> impl Future<Output = Result<Position>> + Send + 'a {
+        projector.process(&self.0, batch, target, token)
+    }
+}
 
 /// Where a runner is.
 enum State<R> {
@@ -51,6 +121,9 @@ struct Run<R> {
     ahead: Option<Vec<RecordedEvent>>,
     /// A group member's share of the group's read, once it joined it.
     shared: Option<Attached>,
+    /// What is left of a batch of the shared read longer than the runner's batch size, and
+    /// where it starts.
+    rest: Option<(Arc<Vec<RecordedEvent>>, usize)>,
 }
 
 impl<R> Run<R> {
@@ -60,28 +133,31 @@ impl<R> Run<R> {
     }
 }
 
-/// Runs one projection until shutdown or an error no retry can mend.
-pub(super) struct Runner<'a, S, F, P, X> {
+/// Runs one projection or event handler until shutdown or an error no retry can mend.
+pub(super) struct Runner<'a, S, F, J, X> {
     projector: &'a Projector<S>,
     feed: &'a F,
-    projection: P,
+    job: J,
     shutdown: Pin<&'a mut X>,
     lease: Option<Lease>,
     /// The next back-off.
     delay: Duration,
     /// Its group, when it runs in one.
     member: Option<Membership>,
+    /// The generation it last found to write.
+    known: Option<u64>,
 }
 
-impl<'a, S, F, P, X> Runner<'a, S, F, P, X>
+impl<'a, S, F, J, X> Runner<'a, S, F, J, X>
 where
     S: EventStore + Clone,
     F: Feed,
-    P: Projection,
+    J: Job,
     X: Future<Output = ()> + Send,
 {
-    pub(super) fn new(projector: &'a Projector<S>, feed: &'a F, projection: P, shutdown: Pin<&'a mut X>) -> Self {
-        Runner { projector, feed, projection, shutdown, lease: None, delay: projector.retry_delay, member: None }
+    pub(super) fn new(projector: &'a Projector<S>, feed: &'a F, job: J, shutdown: Pin<&'a mut X>) -> Self {
+        let delay = projector.retry_delay;
+        Runner { projector, feed, job, shutdown, lease: None, delay, member: None, known: None }
     }
 
     /// A member of a group: it joins the group's shared read once caught up.
@@ -137,7 +213,7 @@ where
         self.report(|s| s.state = MemberState::StandingBy);
         // A lost lease is kept until the new one comes.
         tokio::select! {
-            lease = leases.acquire(P::NAME) => match lease {
+            lease = leases.acquire(self.job.name()) => match lease {
                 Ok(lease) => {
                     self.lease = Some(lease);
                     Ok(State::Resolve)
@@ -155,12 +231,13 @@ where
 
     async fn resolve(&mut self) -> Step<F::Reader> {
         let token = self.token();
-        match self.projector.target::<P>(token).await {
+        match self.job.target(self.projector, token, self.known).await {
             Ok(target) => {
                 tracing::info!(token, generation = target.generation, building = target.building, "running");
+                self.known = Some(target.generation);
                 self.report(|s| s.checkpoint = target.checkpoint);
                 let reader = self.reader(target.checkpoint);
-                Ok(Run { target, token, reader, ahead: None, shared: None }.into_state())
+                Ok(Run { target, token, reader, ahead: None, shared: None, rest: None }.into_state())
             }
             Err(error) if error.is_transient() => {
                 tracing::warn!(%error, delay = ?self.delay, "cannot read the projection's status; retrying");
@@ -197,7 +274,7 @@ where
     }
 
     async fn go_live(&mut self, mut run: Run<F::Reader>) -> Step<F::Reader> {
-        match self.projector.views.go_live(P::NAME, run.target.generation, run.token).await {
+        match self.projector.views.go_live(self.job.name(), run.target.generation, run.token).await {
             Ok(()) => {
                 tracing::info!(generation = run.target.generation, "new generation of views is live");
                 run.target.building = false;
@@ -232,7 +309,7 @@ where
                     () = &mut self.shutdown => return Ok(State::Done),
                     () = lease_lost(&mut self.lease) => return Ok(State::Acquire),
                     () = tokio::time::sleep(projector.verify_interval) => {
-                        if !views_still_there::<S, P>(projector, &run.target).await {
+                        if !views_still_there(projector, self.job.name(), &run.target).await {
                             return Ok(State::Acquire);
                         }
                     }
@@ -253,7 +330,7 @@ where
                 None => self.fold(run, Ok(batch)).await,
             };
         }
-        if run.shared.is_some() {
+        if run.shared.is_some() || run.rest.is_some() {
             return self.live_shared(run).await;
         }
         match self.join(run.target.checkpoint).await {
@@ -284,42 +361,61 @@ where
     /// Asks the group's shared read to take it on at `checkpoint`.
     async fn join(&mut self, checkpoint: Option<Position>) -> Joined {
         let Some(member) = &self.member else { return Joined::No };
-        let asked = member.join(P::NAME, checkpoint.unwrap_or(Position::ZERO));
+        let asked = member.join(checkpoint.unwrap_or(Position::ZERO));
         tokio::select! {
             joined = asked => joined.map_or(Joined::No, Joined::Yes),
             () = &mut self.shutdown => Joined::Done,
         }
     }
 
-    /// Folds the next batch of the group's shared read (the events after its checkpoint); when
-    /// the shared read has let it go (its buffer was full), goes on alone from its checkpoint.
+    /// Folds the next batch of the group's shared read (the events after its checkpoint), at
+    /// most the runner's batch size at a time (the rest is folded next); when the shared read
+    /// has let it go (its buffer was full), goes on alone from its checkpoint.
     async fn live_shared(&mut self, mut run: Run<F::Reader>) -> Step<F::Reader> {
         let projector = self.projector;
-        let Some(shared) = run.shared.as_mut() else { return Ok(State::Live(run)) };
-        let batch = loop {
-            tokio::select! {
-                batch = shared.next() => break batch,
-                () = &mut self.shutdown => return Ok(State::Done),
-                () = lease_lost(&mut self.lease) => return Ok(State::Acquire),
-                () = tokio::time::sleep(projector.verify_interval) => {
-                    if !views_still_there::<S, P>(projector, &run.target).await {
-                        return Ok(State::Acquire);
+        let (batch, from) = match run.rest.take() {
+            Some(rest) => match self.between_batches().await {
+                Some(state) => return Ok(state),
+                None => rest,
+            },
+            None => {
+                let Some(shared) = run.shared.as_mut() else { return Ok(State::Live(run)) };
+                let batch = loop {
+                    tokio::select! {
+                        batch = shared.next() => break batch,
+                        () = &mut self.shutdown => return Ok(State::Done),
+                        () = lease_lost(&mut self.lease) => return Ok(State::Acquire),
+                        () = tokio::time::sleep(projector.verify_interval) => {
+                            if !views_still_there(projector, self.job.name(), &run.target).await {
+                                return Ok(State::Acquire);
+                            }
+                        }
                     }
-                }
+                };
+                let Some(batch) = batch else {
+                    tracing::info!(checkpoint = ?run.target.checkpoint, "left behind by the group's shared read; reading on its own");
+                    run.shared = None;
+                    run.reader = self.reader(run.target.checkpoint);
+                    self.report(|s| s.shared = false);
+                    return Ok(State::Live(run));
+                };
+                let from = batch.partition_point(|e| Some(e.position) <= run.target.checkpoint);
+                (batch, from)
             }
         };
-        let Some(batch) = batch else {
-            tracing::info!(checkpoint = ?run.target.checkpoint, "left behind by the group's shared read; reading on its own");
-            run.shared = None;
-            run.reader = self.reader(run.target.checkpoint);
-            self.report(|s| s.shared = false);
-            return Ok(State::Live(run));
-        };
-        let from = batch.partition_point(|e| Some(e.position) <= run.target.checkpoint);
         if from == batch.len() {
             return Ok(State::Live(run));
         }
-        let written = projector.process(&self.projection, &batch[from..], &run.target, run.token).await;
+        let upto = batch.len().min(from.saturating_add(projector.batch_size));
+        if upto < batch.len() {
+            run.rest = Some((batch.clone(), upto));
+        }
+        let written = {
+            let (target, token) = (&run.target, run.token);
+            self.job
+                .process(projector, &batch[from..upto], target, token, &mut self.shutdown, self.lease.as_ref())
+                .await
+        };
         self.written(run, written).await
     }
 
@@ -340,14 +436,16 @@ where
             // A batch short of the batch size (in events and bytes) was the end of the log when
             // it was read: reading ahead would only cost a read that finds nothing.
             Ok(batch) if !run.reader.is_behind() => {
-                projector.process(&self.projection, &batch, &run.target, run.token).await
+                let lease = self.lease.as_ref();
+                self.job.process(projector, &batch, &run.target, run.token, &mut self.shutdown, lease).await
             }
             Ok(batch) => {
                 // Behind (catching up, or a backlog): read the next batch while this one is
                 // folded and written. A read that fails or finds nothing is left to the next
                 // turn; a batch whose write failed is dropped with it.
+                let lease = self.lease.as_ref();
                 let (written, next) = tokio::join!(
-                    projector.process(&self.projection, &batch, &run.target, run.token),
+                    self.job.process(projector, &batch, &run.target, run.token, &mut self.shutdown, lease),
                     run.reader.try_next_batch()
                 );
                 if written.is_ok() {
@@ -360,7 +458,8 @@ where
         self.written(run, written).await
     }
 
-    /// Moves the checkpoint after a batch written, or sorts the failure.
+    /// Moves the checkpoint after a batch written, or sorts the failure (a handler shut down
+    /// while it retried an event has written what it handled before it).
     async fn written(&mut self, mut run: Run<F::Reader>, written: Result<Position>) -> Step<F::Reader> {
         let projector = self.projector;
         match written {
@@ -369,10 +468,11 @@ where
                 self.delay = projector.retry_delay;
                 self.report(|s| s.checkpoint = Some(position));
                 if run.target.stopped {
-                    run.target.stopped = !projector.note_running(P::NAME, run.token).await;
+                    run.target.stopped = !projector.note_running(self.job.name(), run.token).await;
                 }
                 Ok(run.into_state())
             }
+            Err(Error::Shutdown) => Ok(State::Done),
             Err(error) => self.failed(run.target.generation, run.token, error).await,
         }
     }
@@ -381,7 +481,7 @@ where
     /// have committed): at once when the views are gone, after a back-off otherwise; or stops.
     async fn failed(&mut self, generation: u64, token: u64, error: Error) -> Step<F::Reader> {
         self.report(|s| s.last_error = Some(error.to_string()));
-        let at_once = self.projector.on_error(P::NAME, error, &mut self.lease, generation, token).await?;
+        let at_once = self.projector.on_error(self.job.name(), error, &mut self.lease, generation, token).await?;
         Ok(if at_once { State::Acquire } else { State::BackOff })
     }
 
@@ -410,8 +510,8 @@ enum Joined {
 
 /// Whether the generation a live runner writes is still in the store (an error to read it
 /// counts as yes: the next check tells).
-async fn views_still_there<S: EventStore + Clone, P: Projection>(projector: &Projector<S>, target: &Target) -> bool {
-    match projector.still_there::<P>(target).await {
+async fn views_still_there<S: EventStore + Clone>(projector: &Projector<S>, name: &str, target: &Target) -> bool {
+    match projector.still_there(name, target).await {
         Ok(true) => true,
         Ok(false) => {
             tracing::warn!(

@@ -8,16 +8,14 @@ use tracing::Instrument;
 use crate::store::{ReadAhead, may_have_more};
 use crate::{EventStore, Position, RecordedEvent, Result};
 
-impl<S> Subscription<S> {
-    /// The default number of events a subscription hands over at a time.
-    pub const DEFAULT_BATCH: usize = 500;
-    /// The default bound, in bytes, of one batch that subscriptions, projectors and stream loads
-    /// read: a batch ends with the event that reaches it (see
-    /// [`EventStore::read_all_bounded`](crate::EventStore::read_all_bounded)).
-    pub const DEFAULT_BATCH_BYTES: usize = 16 * 1024 * 1024;
-    /// The default time between polls when the store gives no wake-up (or as a fallback).
-    pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
-}
+/// The default number of events a subscription hands over at a time.
+pub const DEFAULT_SUBSCRIPTION_BATCH: usize = 500;
+/// The default bound, in bytes, of one batch that subscriptions, projectors and stream loads
+/// read: a batch ends with the event that reaches it (see
+/// [`EventStore::read_all_bounded`](crate::EventStore::read_all_bounded)).
+pub const DEFAULT_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// The default time between polls when the store gives no wake-up (or as a fallback).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Reads every event after a position, in the store's order: first what is already stored
 /// (catch-up), then new events as they are committed (live).
@@ -66,11 +64,11 @@ impl<S: EventStore> Subscription<S> {
         Subscription {
             store,
             after,
-            batch_size: Self::DEFAULT_BATCH,
-            batch_bytes: Self::DEFAULT_BATCH_BYTES,
-            ahead: ReadAhead::new(Self::DEFAULT_BATCH),
+            batch_size: DEFAULT_SUBSCRIPTION_BATCH,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+            ahead: ReadAhead::new(DEFAULT_SUBSCRIPTION_BATCH),
             behind: false,
-            poll_interval: Self::DEFAULT_POLL_INTERVAL,
+            poll_interval: DEFAULT_POLL_INTERVAL,
             wake,
         }
     }
@@ -83,7 +81,7 @@ impl<S: EventStore> Subscription<S> {
     }
 
     /// Hands over batches of at most about `bytes` (a batch ends with the event that reaches it;
-    /// default [`Subscription::DEFAULT_BATCH_BYTES`]), so that large events cannot fill memory.
+    /// default [`DEFAULT_BATCH_BYTES`]), so that large events cannot fill memory.
     pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
         self.batch_bytes = bytes.max(1);
         self

@@ -6,8 +6,8 @@ pub(crate) mod view;
 
 pub use lease::{Lease, LeaseManager};
 pub use view::{
-    DeadLetter, Generation, IndexEntry, IndexKey, ListCursor, ProjectionStatus, ProjectionStop, StopKind, ViewCommit,
-    ViewPage, ViewStore, ViewWrite, stored_view_id,
+    DeadLetter, Generation, IndexEntry, IndexKey, ListCursor, OrderRange, ProjectionStatus, ProjectionStop, StopKind,
+    ViewCommit, ViewPage, ViewStore, ViewWrite, stored_view_id,
 };
 
 /// The future a store method returns: boxed, `Send`, borrowing the store and the arguments for

@@ -169,6 +169,7 @@ where
     a_crash_before_the_checkpoint_delivers_again(make().await).await;
     a_handler_dead_letters_once_its_retries_run_out(make().await).await;
     a_running_handler_follows_the_log_and_shuts_down(make().await).await;
+    one_projection_type_runs_under_two_names(make().await).await;
 }
 
 /// An accepted event whose view, index value, sort key or view id is over a store's limit, or
@@ -975,4 +976,99 @@ pub async fn a_running_handler_follows_the_log_and_shuts_down<S: ViewStore + Clo
     let _ = stop.send(());
     let ended = tokio::time::timeout(Duration::from_secs(10), running).await.expect("shuts down").expect("joins");
     ended.expect("a shutdown is not an error");
+}
+
+/// Cards marked with the name of the instance that folds them: one projection type run under
+/// two names.
+struct Marked {
+    name: &'static str,
+}
+
+impl Projection for Marked {
+    const NAME: &'static str = "conformance_marked";
+    type Events = Noted;
+    type View = Card;
+
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn apply(&self, card: &mut Option<Card>, e: &EventEnvelope<Note>) -> Result<(), BoxError> {
+        let card = card.get_or_insert_with(Card::default);
+        card.events += 1;
+        match &e.event {
+            Note::Tagged { tag } => card.tags.push(format!("{}:{tag}", self.name)),
+            Note::Scored { score } => card.ratio = 1.0 / score,
+            Note::Failing => return Err("failing on purpose".into()),
+        }
+        Ok(())
+    }
+}
+
+/// What instance `name` of [`Marked`] folds from tags `tags`, `events` events in all.
+fn marked(name: &str, tags: &[&str], events: u32) -> Card {
+    Card { tags: tags.iter().map(|t| format!("{name}:{t}")).collect(), ratio: 0.0, events }
+}
+
+async fn live_checkpoint(views: &impl ViewStore, name: &str) -> Option<Position> {
+    views.status(name).await.expect("status").live.and_then(|g| g.checkpoint)
+}
+
+/// Two instances of one projection type under two names fold into views of their own, each
+/// from its own checkpoint (a restart resumes each where it stood, folding nothing twice), with
+/// generations, dead letters and stops of their own.
+pub async fn one_projection_type_runs_under_two_names<S: ViewStore + Clone>(views: S) {
+    let events = MemoryEventStore::new();
+    let (a, b) = (Marked { name: "conformance_marked_a" }, Marked { name: "conformance_marked_b" });
+    let (cards_a, cards_b) =
+        (ViewReader::<Card>::new(views.clone(), a.name), ViewReader::<Card>::new(views.clone(), b.name));
+    tag(&events, "s", "x").await;
+    let first = tag(&events, "s", "y").await;
+    let projector = Projector::new(events.clone(), views.clone());
+    assert_eq!(projector.catch_up(&a).await.expect("catch up"), Some(first));
+    assert_eq!(cards_a.get("s").await.expect("get"), Some(marked(a.name, &["x", "y"], 2)));
+    assert!(matches!(cards_b.get("s").await, Err(Error::NotBuilt { .. })), "the other instance has not run");
+
+    let later = tag(&events, "s", "z").await;
+    assert_eq!(projector.catch_up(&b).await.expect("catch up"), Some(later));
+    assert_eq!(cards_b.get("s").await.expect("get"), Some(marked(b.name, &["x", "y", "z"], 3)));
+    assert_eq!(live_checkpoint(&views, a.name).await, Some(first), "each at its own checkpoint");
+    assert_eq!(live_checkpoint(&views, b.name).await, Some(later));
+
+    // A restart resumes each from its own checkpoint.
+    let restarted = Projector::new(events.clone(), views.clone());
+    assert_eq!(restarted.catch_up(&a).await.expect("catch up"), Some(later));
+    assert_eq!(restarted.catch_up(&b).await.expect("catch up"), Some(later));
+    assert_eq!(cards_a.get("s").await.expect("get"), Some(marked(a.name, &["x", "y", "z"], 3)), "nothing twice");
+    assert_eq!(cards_b.get("s").await.expect("get"), Some(marked(b.name, &["x", "y", "z"], 3)), "nothing twice");
+
+    // Rebuilding one makes a new generation of its own; the other's stays live as it was.
+    let (before_a, before_b) = (
+        views.status(a.name).await.expect("status").live.expect("live").id,
+        views.status(b.name).await.expect("status").live.expect("live").id,
+    );
+    assert_eq!(restarted.rebuild(&a).await.expect("rebuild"), Some(later));
+    assert_ne!(views.status(a.name).await.expect("status").live.expect("live").id, before_a);
+    assert_eq!(views.status(b.name).await.expect("status").live.expect("live").id, before_b);
+    assert_eq!(cards_a.get("s").await.expect("get"), Some(marked(a.name, &["x", "y", "z"], 3)));
+
+    // A poison event: one instance dead-letters it, the other stops; each keeps its own.
+    let failing = append(&events, "s", "Failing", 1, "null".into()).await;
+    let last = tag(&events, "s", "w").await;
+    let lenient = Projector::new(events.clone(), views.clone()).with_poison_policy(PoisonPolicy::DeadLetter);
+    assert_eq!(lenient.catch_up(&a).await.expect("dead-letters"), Some(last));
+    match restarted.catch_up(&b).await {
+        Err(Error::Projection { projection, position, .. }) => {
+            assert_eq!((projection.as_str(), position), (b.name, failing), "the error names the instance");
+        }
+        other => panic!("expected the instance without dead letters to stop, got {other:?}"),
+    }
+    let letters = views.dead_letters(a.name).await.expect("dead letters");
+    assert_eq!(letters.iter().map(|d| d.position).collect::<Vec<_>>(), vec![failing]);
+    assert!(views.dead_letters(b.name).await.expect("dead letters").is_empty());
+    assert_eq!(views.status(a.name).await.expect("status").stopped, None, "no stop for the one that went on");
+    let stop = views.status(b.name).await.expect("status").stopped.expect("a recorded stop");
+    assert_eq!(stop.position, Some(failing));
+    assert_eq!(live_checkpoint(&views, b.name).await, Some(later), "stopped before the event");
+    assert_eq!(cards_a.get("s").await.expect("get"), Some(marked(a.name, &["x", "y", "z", "w"], 4)));
 }

@@ -342,12 +342,11 @@ fn replay<E>(key: Key<'_>, stream: &StreamId, first: CommandRecord) -> Result<Co
     Ok(CommandOutcome::replay(first.outcome))
 }
 
-impl<A: Aggregate, S> Cqrs<A, S> {
-    /// The default number of aggregates an engine keeps loaded.
-    pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
-    /// The default number of events read per round-trip when loading a stream.
-    pub const DEFAULT_BATCH_SIZE: usize = 1_000;
-}
+/// The default number of aggregates an engine keeps loaded
+/// ([`AggregateOptions::cache_capacity`](crate::AggregateOptions::cache_capacity)).
+pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+/// The default number of events read per round-trip when loading a stream.
+pub const DEFAULT_BATCH_SIZE: usize = 1_000;
 
 /// The command engine of one aggregate type over an [`EventStore`](crate::EventStore).
 ///
@@ -446,20 +445,20 @@ impl<A: Aggregate, S> std::fmt::Debug for Cqrs<A, S> {
 }
 
 impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
-    /// An engine over `store` with a cache of [`Cqrs::DEFAULT_CACHE_CAPACITY`] aggregates, the
+    /// An engine over `store` with a cache of [`write::DEFAULT_CACHE_CAPACITY`](crate::write::DEFAULT_CACHE_CAPACITY) aggregates, the
     /// default [`RetryPolicy`] (up to [`RetryPolicy::DEFAULT_MAX_ATTEMPTS`](RetryPolicy::DEFAULT_MAX_ATTEMPTS)
     /// attempts within [`RetryPolicy::DEFAULT_TIME_BUDGET`](RetryPolicy::DEFAULT_TIME_BUDGET), with jittered
     /// exponential backoff), no snapshots, the system clock and random event ids.
     pub fn new(store: S) -> Self {
         Cqrs {
             store,
-            cache: Some(Arc::new(AggregateCache::new(Self::DEFAULT_CACHE_CAPACITY))),
+            cache: Some(Arc::new(AggregateCache::new(crate::write::DEFAULT_CACHE_CAPACITY))),
             snapshots: None,
             upcasters: Upcasters::new(),
             retry: RetryPolicy::new(),
             jitter: Arc::new(Jitter::new(None)),
-            batch_size: Self::DEFAULT_BATCH_SIZE,
-            batch_bytes: crate::Subscription::<S>::DEFAULT_BATCH_BYTES,
+            batch_size: crate::write::DEFAULT_BATCH_SIZE,
+            batch_bytes: crate::read::DEFAULT_BATCH_BYTES,
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds::default()),
         }
@@ -499,7 +498,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
     }
 
     /// Loads streams in batches of at most about `bytes` of events as well (a batch ends with the
-    /// event that reaches it; default [`Subscription::DEFAULT_BATCH_BYTES`](crate::read::Subscription::DEFAULT_BATCH_BYTES)), so
+    /// event that reaches it; default [`read::DEFAULT_BATCH_BYTES`](crate::read::DEFAULT_BATCH_BYTES)), so
     /// that a stream of large events loads in flat memory.
     pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
         self.batch_bytes = bytes.max(1);

@@ -7,7 +7,9 @@ pub(crate) mod retry;
 pub(crate) mod upcast;
 
 pub use aggregate::{Aggregate, Command, Handle};
-pub use engine::{CommandError, CommandOutcome, Cqrs, ExecuteOptions, SnapshotPolicy};
+pub use engine::{
+    CommandError, CommandOutcome, Cqrs, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_CAPACITY, ExecuteOptions, SnapshotPolicy,
+};
 pub use fingerprint::Fingerprint;
 pub use retry::RetryPolicy;
 pub use upcast::Upcasters;

@@ -1,26 +1,28 @@
 //! The App: routing, registration errors, roles, shutdown, status, typed readers and
 //! read-your-writes woken by the projector's commits.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventloom_core::model::{ExpectedVersion, NewEvent};
 use eventloom_core::prelude::*;
 use eventloom_core::store::BoxFuture;
 use eventloom_core::{
-    AggregateOptions, App, BoxError, CommandError, Error, MemoryStores, Projection, ProjectionOptions, Role, Stores,
-    app::RunState,
+    AggregateOptions, App, BoxError, CommandError, Error, EventHandler, MemoryStores, Projection, ProjectionOptions,
+    Role, Stores,
+    app::{AppStatus, HandlerOptions, LeaseState, ProjectionHealth, RunState},
     memory::{MemoryEventStore, MemoryViewStore},
     read::PoisonPolicy,
     store::{
         DeadLetter, EventStore, Generation, IndexKey, ListCursor, ProjectionStatus, ProjectionStop, SnapshotStore,
         ViewCommit, ViewPage, ViewStore,
     },
-    write::{SnapshotPolicy, Upcasters},
+    write::{RetryPolicy, SnapshotPolicy, Upcasters},
 };
 
 use crate::domain::{Account, AccountEvent, Balances, deposit, open};
+use crate::group::CountingEvents;
 
 // ---- A second aggregate: a tally, with one projection. ----
 
@@ -106,6 +108,84 @@ impl Projection for Superstitious {
     }
 }
 
+/// Tally totals times a factor, under a name of its own: one type, several instances.
+pub struct Scaled {
+    name: &'static str,
+    factor: u64,
+}
+
+impl Projection for Scaled {
+    const NAME: &'static str = "tally_scaled";
+    type Events = Tally;
+    type View = u64;
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn apply(&self, total: &mut Option<u64>, e: &EventEnvelope<TallyEvent>) -> Result<(), BoxError> {
+        let TallyEvent::Counted { by } = &e.event;
+        *total.get_or_insert(0) += by * self.factor;
+        Ok(())
+    }
+}
+
+/// An event handler of tallies under a name of its own: records the position of each event it
+/// handled, taking `delay` over each, and fails on every count of `fails_on`.
+#[derive(Clone)]
+pub struct Audit {
+    name: &'static str,
+    seen: Arc<Mutex<Vec<Position>>>,
+    delay: Duration,
+    fails_on: Option<u64>,
+}
+
+impl Audit {
+    fn new(name: &'static str) -> Self {
+        Audit { name, seen: Arc::default(), delay: Duration::ZERO, fails_on: None }
+    }
+
+    fn seen(&self) -> Vec<Position> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until it handled the event at `position`.
+    async fn wait_for(&self, position: Position) {
+        let handled = async {
+            while !self.seen().contains(&position) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, handled).await.unwrap_or_else(|_| panic!("{} did not handle {position}", self.name));
+    }
+}
+
+impl EventHandler for Audit {
+    const NAME: &'static str = "audit";
+    type Events = Tally;
+
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy::new().max_attempts(2).initial_delay(Duration::from_millis(1)).max_delay(Duration::from_millis(2))
+    }
+
+    async fn handle(&self, e: &EventEnvelope<TallyEvent>) -> Result<(), BoxError> {
+        tokio::time::sleep(self.delay).await;
+        let TallyEvent::Counted { by } = &e.event;
+        if self.fails_on == Some(*by) {
+            return Err(format!("{by} is not audited").into());
+        }
+        self.seen.lock().map_err(|_| "poisoned")?.push(e.position);
+        Ok(())
+    }
+}
+
+/// Every event of the log, in order.
+async fn every_position(events: &MemoryEventStore) -> Vec<Position> {
+    events.read_all(Position::ZERO, 100_000).await.unwrap().iter().map(|e| e.position).collect()
+}
+
 async fn app_on(stores: impl Into<Stores>) -> App {
     App::builder(stores)
         .aggregate::<Account>()
@@ -169,6 +249,212 @@ async fn duplicate_registrations_are_refused_at_start() {
     // Two projection types under one name would write each other's views.
     let same = App::builder(MemoryStores::new()).projection(Totals).projection(SameName).start().await;
     assert!(matches!(same, Err(Error::InvalidConfig { .. })));
+    // So would two instances of one type under one name...
+    let instances = App::builder(MemoryStores::new())
+        .projection(Scaled { name: "tally_double", factor: 2 })
+        .projection(Scaled { name: "tally_double", factor: 3 })
+        .start()
+        .await;
+    assert!(
+        matches!(&instances, Err(Error::InvalidConfig { reason }) if reason.contains("tally_double")),
+        "{instances:?}"
+    );
+    // ...and a projection and an event handler of one name: their checkpoints are kept by name.
+    let both = App::builder(MemoryStores::new()).projection(Totals).handler(Audit::new("tally_totals")).start().await;
+    assert!(matches!(&both, Err(Error::InvalidConfig { reason }) if reason.contains("name tally_totals")), "{both:?}");
+    let twice =
+        App::builder(MemoryStores::new()).handler(Audit::new("audit")).handler(Audit::new("audit")).start().await;
+    assert!(
+        matches!(&twice, Err(Error::InvalidConfig { reason }) if reason.contains("event handler audit")),
+        "{twice:?}"
+    );
+    for bad in ["", "a\0b"] {
+        let refused = App::builder(MemoryStores::new()).projection(Scaled { name: bad, factor: 1 }).start().await;
+        assert!(matches!(&refused, Err(Error::InvalidConfig { reason }) if reason.contains("name")), "{refused:?}");
+    }
+}
+
+#[tokio::test]
+async fn one_projection_type_runs_under_two_names_each_with_its_own_views_and_checkpoint() {
+    let memory = MemoryStores::new();
+    let single = || Scaled { name: "tally_single", factor: 1 };
+    let double = || Scaled { name: "tally_double", factor: 2 };
+    let app = App::builder(memory.clone())
+        .aggregate::<Tally>()
+        .projection(single())
+        .projection_with(double(), ProjectionOptions::new().batch_size(1))
+        .start()
+        .await
+        .unwrap();
+    let done = app.execute(Count { id: "t-1".into(), by: 7 }).await.unwrap();
+    let (ones, twos) =
+        (app.reader_named::<Scaled>("tally_single").unwrap(), app.reader_named::<Scaled>("tally_double").unwrap());
+    assert_eq!((ones.name(), twos.name()), ("tally_single", "tally_double"));
+    ones.wait_for(&done, WAIT).await.unwrap();
+    twos.wait_for(&done, WAIT).await.unwrap();
+    assert_eq!((ones.get("t-1").await.unwrap(), twos.get("t-1").await.unwrap()), (Some(7), Some(14)));
+    // By type alone the reader is ambiguous: a typed error naming both.
+    let err = app.reader::<Scaled>().unwrap_err();
+    match &err {
+        Error::Ambiguous { kind: "projection", names, .. } => assert_eq!(names, &["tally_single", "tally_double"]),
+        other => panic!("expected Ambiguous, got {other:?}"),
+    }
+    assert_eq!(err.kind(), eventloom_core::ErrorKind::InvalidInput);
+    assert!(matches!(app.reader_named::<Scaled>("tally_scaled"), Err(Error::NotRegistered { .. })));
+    let err = app.reader_named::<Totals>("tally_single").unwrap_err();
+    assert!(matches!(&err, Error::NotRegistered { name, .. } if name.contains("Totals")), "another type: {err:?}");
+    let names: Vec<String> = app.status().projections.into_iter().map(|p| p.name).collect();
+    assert_eq!(names, vec!["tally_single", "tally_double"]);
+    app.shutdown().await.unwrap();
+
+    // One instance runs on alone for a while...
+    let app = App::builder(memory.clone()).aggregate::<Tally>().projection(single()).start().await.unwrap();
+    let later = app.execute(Count { id: "t-1".into(), by: 3 }).await.unwrap();
+    app.reader::<Scaled>().unwrap().wait_for(&later, WAIT).await.unwrap();
+    app.shutdown().await.unwrap();
+    let checkpoint = |name: &'static str| {
+        let views = memory.views.clone();
+        async move { views.status(name).await.unwrap().checkpoint() }
+    };
+    assert_eq!(checkpoint("tally_single").await, Some(later.position));
+    assert_eq!(checkpoint("tally_double").await, Some(done.position), "each instance has its own checkpoint");
+
+    // ...and a restart resumes each from its own checkpoint, folding nothing twice.
+    let app = App::builder(memory.clone())
+        .aggregate::<Tally>()
+        .projection(double())
+        .projection(single())
+        .start()
+        .await
+        .unwrap();
+    let last = app.execute(Count { id: "t-1".into(), by: 1 }).await.unwrap();
+    let (ones, twos) =
+        (app.reader_named::<Scaled>("tally_single").unwrap(), app.reader_named::<Scaled>("tally_double").unwrap());
+    ones.wait_for(&last, WAIT).await.unwrap();
+    twos.wait_for(&last, WAIT).await.unwrap();
+    assert_eq!((ones.get("t-1").await.unwrap(), twos.get("t-1").await.unwrap()), (Some(11), Some(22)));
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_handlers_run_with_the_projections_fed_by_one_read_of_the_log_and_stop_on_shutdown() {
+    let events = CountingEvents::default();
+    let views = MemoryViewStore::default();
+    let (audit, other) = (Audit::new("audit"), Audit::new("audit_2"));
+    let app = App::builder(Stores::new(events.clone(), views.clone()))
+        .aggregate::<Tally>()
+        .projection(Totals)
+        .projection_with(Scaled { name: "tally_double", factor: 2 }, ProjectionOptions::new().batch_size(5))
+        .handler(audit.clone())
+        .handler_with(other.clone(), HandlerOptions::new().poison_policy(PoisonPolicy::DeadLetter))
+        .start()
+        .await
+        .unwrap();
+    let status = app.status();
+    let names = |list: &[ProjectionHealth]| list.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&status.projections), vec!["tally_totals", "tally_double"]);
+    assert_eq!(names(&status.handlers), vec!["audit", "audit_2"]);
+    assert!(status.handlers.iter().all(|h| h.state.is_running()) && status.is_healthy(), "{status:?}");
+
+    let (totals, doubled) = (app.reader::<Totals>().unwrap(), app.reader::<Scaled>().unwrap());
+    let caught_up = |done: eventloom_core::CommandOutcome| {
+        let (totals, doubled, audit, other) = (totals.clone(), doubled.clone(), audit.clone(), other.clone());
+        async move {
+            totals.wait_for(&done, WAIT).await.unwrap();
+            doubled.wait_for(&done, WAIT).await.unwrap();
+            audit.wait_for(done.position).await;
+            other.wait_for(done.position).await;
+        }
+    };
+    caught_up(app.execute(Count { id: "t-0".into(), by: 1 }).await.unwrap()).await;
+    // Live: each commit is read once for the four of them (alone, each would read it).
+    let before = events.reads();
+    let appends = 20;
+    for n in 0..appends {
+        caught_up(app.execute(Count { id: format!("t-{}", n % 3), by: 1 }).await.unwrap()).await;
+    }
+    let reads = events.reads() - before;
+    assert!(reads <= 3 * appends, "{reads} reads of the log for {appends} appends, two projections and two handlers");
+    app.shutdown().await.unwrap();
+    let status = app.status();
+    assert!(status.handlers.iter().all(|h| matches!(h.state, RunState::Stopped)), "{status:?}");
+    let every = every_position(&events.inner).await;
+    assert_eq!(audit.seen(), every, "every event once");
+    assert_eq!(other.seen(), every, "every event once");
+}
+
+#[tokio::test]
+async fn a_failing_handler_stops_alone_with_its_own_stop_and_a_dead_lettering_instance_goes_on() {
+    let memory = MemoryStores::new();
+    let failing = |name| Audit { fails_on: Some(13), ..Audit::new(name) };
+    let (strict, lenient) = (failing("audit_strict"), failing("audit_lenient"));
+    let app = App::builder(memory.clone())
+        .aggregate::<Tally>()
+        .projection(Totals)
+        .handler(strict.clone())
+        .handler_with(lenient.clone(), HandlerOptions::new().poison_policy(PoisonPolicy::DeadLetter))
+        .start()
+        .await
+        .unwrap();
+    let before = app.execute(Count { id: "t-1".into(), by: 1 }).await.unwrap();
+    let thirteen = app.execute(Count { id: "t-1".into(), by: 13 }).await.unwrap();
+    let after = app.execute(Count { id: "t-1".into(), by: 2 }).await.unwrap();
+    lenient.wait_for(after.position).await;
+    app.reader::<Totals>().unwrap().wait_for(&after, WAIT).await.unwrap();
+    let status = status_until(&app, |s| matches!(s.handlers[0].state, RunState::Failed(_))).await;
+    let RunState::Failed(error) = &status.handlers[0].state else { unreachable!() };
+    assert!(error.to_string().contains("13 is not audited"), "{error}");
+    assert!(status.handlers[1].state.is_running() && status.projections[0].state.is_running(), "{status:?}");
+    assert!(!status.is_healthy());
+    assert_eq!(strict.seen(), vec![before.position], "stopped at the event, the one before handled");
+    assert_eq!(lenient.seen(), vec![before.position, after.position]);
+    // Each instance keeps its own stop and dead letters.
+    let stop = memory.views.status("audit_strict").await.unwrap().stopped.expect("a recorded stop");
+    assert_eq!(stop.position, Some(thirteen.position));
+    assert_eq!(memory.views.status("audit_lenient").await.unwrap().stopped, None);
+    let letters = memory.views.dead_letters("audit_lenient").await.unwrap();
+    assert_eq!(letters.iter().map(|d| d.position).collect::<Vec<_>>(), vec![thirteen.position]);
+    assert!(memory.views.dead_letters("audit_strict").await.unwrap().is_empty());
+    // Health tells each handler's lease and lag, as for projections.
+    let health = app.health(10_000).await;
+    assert!(matches!(health.handlers[1].lease, LeaseState::Leading { .. }), "{health:?}");
+    assert!(health.handlers[1].lag.clone().unwrap().unwrap().caught_up(), "{health:?}");
+    let behind = health.handlers[0].lag.clone().unwrap().unwrap();
+    assert_eq!((behind.events, behind.checkpoint()), (2, Some(before.position)), "the event it stopped at, and one");
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_drains_on_shutdown_after_the_event_in_progress_and_a_restart_goes_on_from_there() {
+    let memory = MemoryStores::new();
+    let app = App::builder(memory.clone()).aggregate::<Tally>().start().await.unwrap();
+    for n in 0..40 {
+        app.execute(Count { id: format!("t-{n}"), by: 1 }).await.unwrap();
+    }
+    app.shutdown().await.unwrap();
+    // 50 ms per event: the 40 events read in one batch take 2 s.
+    let slow = Audit { delay: Duration::from_millis(50), ..Audit::new("audit") };
+    let app = App::builder(memory.clone()).aggregate::<Tally>().handler(slow.clone()).start().await.unwrap();
+    let started = async {
+        while slow.seen().is_empty() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, started).await.unwrap();
+    let stopping = tokio::time::Instant::now();
+    app.shutdown().await.unwrap();
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_millis(500), "the shutdown waited {took:?} for the rest of the batch");
+    let handled = slow.seen();
+    assert!(handled.len() < 40, "stopped before the end of the batch");
+    let checkpoint = memory.views.status("audit").await.unwrap().checkpoint();
+    assert_eq!(checkpoint, handled.last().copied(), "what was handled is written");
+
+    let app = App::builder(memory.clone()).aggregate::<Tally>().handler(slow.clone()).start().await.unwrap();
+    let every = every_position(&memory.events).await;
+    slow.wait_for(*every.last().unwrap()).await;
+    app.shutdown().await.unwrap();
+    assert_eq!(slow.seen(), every, "every event once, across the restart");
 }
 
 #[tokio::test]
@@ -337,10 +623,97 @@ async fn a_failed_projection_shows_in_the_status_and_the_others_go_on() {
     app.shutdown().await.unwrap();
 }
 
+/// Waits until `app`'s status satisfies `ready` (at most [`WAIT`]).
+async fn status_until(app: &App, ready: impl Fn(&AppStatus) -> bool) -> AppStatus {
+    let waited = async {
+        loop {
+            let status = app.status();
+            if ready(&status) {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, waited).await.unwrap_or_else(|_| panic!("never ready: {:?}", app.status()))
+}
+
+#[tokio::test]
+async fn the_status_tells_which_process_leads_and_health_how_far_behind_the_views_are_in_any_role() {
+    // Apps on the same memory stores, marked shared, stand for processes.
+    let memory = MemoryStores::new();
+    let shared = || Stores::from(memory.clone()).shared(true);
+    let build = |role| App::builder(shared()).aggregate::<Tally>().projection(Totals).role(role).start();
+    let command = build(Role::Command).await.unwrap();
+    let query = build(Role::Query).await.unwrap();
+    for by in [1, 2, 3] {
+        command.execute(Count { id: "t-1".into(), by }).await.unwrap();
+    }
+    let done = command.execute(Count { id: "t-2".into(), by: 4 }).await.unwrap();
+
+    // No projector yet: nothing is live, and the query process counts what the views lack.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let health = query.health(3).await;
+    let totals = &health.projections[0];
+    assert!(matches!(totals.state, RunState::Elsewhere) && totals.lease == LeaseState::NotHeld, "{totals:?}");
+    let lag = totals.lag.clone().unwrap().unwrap();
+    assert_eq!((lag.events, lag.more, lag.held_back, lag.caught_up()), (3, true, 0, false), "capped at 3: {lag:?}");
+    assert!(lag.oldest_unprojected >= Some(Duration::from_millis(20)), "{lag:?}");
+    let lag = query.health(10).await.projections[0].lag.clone().unwrap().unwrap();
+    assert_eq!((lag.events, lag.more, lag.checkpoint()), (4, false, None));
+    assert!(query.status().projections[0].lag.is_none(), "status reads no store");
+
+    // A projector process leads, and catches the views up.
+    let leader = build(Role::Projector).await.unwrap();
+    query.reader::<Totals>().unwrap().wait_for(&done, WAIT).await.unwrap();
+    let first = status_until(&leader, |s| s.projections[0].lease.token().is_some()).await.projections[0].lease;
+    let lag = query.health(10).await.projections[0].lag.clone().unwrap().unwrap();
+    assert_eq!((lag.events, lag.more, lag.oldest_unprojected, lag.caught_up()), (0, false, None, true), "{lag:?}");
+    assert_eq!(lag.checkpoint(), Some(done.position));
+    assert!(lag.views.live.is_some());
+
+    // A second one stands by; once the leader is gone it takes the lease, with a newer token.
+    let standby = build(Role::Projector).await.unwrap();
+    status_until(&standby, |s| s.projections[0].lease == LeaseState::StandingBy).await;
+    assert_eq!(leader.status().projections[0].lease, first, "the first still leads");
+    leader.shutdown().await.unwrap();
+    assert_eq!(leader.status().projections[0].lease, LeaseState::NotHeld, "stopped: leads no more");
+    let taken = status_until(&standby, |s| s.projections[0].lease.token().is_some()).await.projections[0].lease;
+    assert!(taken.token() > first.token(), "{taken:?} after {first:?}");
+    let later = command.execute(Count { id: "t-2".into(), by: 5 }).await.unwrap();
+    query.reader::<Totals>().unwrap().wait_for(&later, WAIT).await.unwrap();
+    assert!(standby.health(10).await.projections[0].lag.clone().unwrap().unwrap().caught_up());
+    for app in [command, query, standby] {
+        app.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn health_reports_a_store_that_fails_as_that_projections_lag_error() {
+    let memory = MemoryStores::new();
+    let views = CountingViews::new(memory.views.clone());
+    let down = views.down.clone();
+    let app = App::builder(Stores::from(memory).with_views(views))
+        .aggregate::<Tally>()
+        .projection(Totals)
+        .start()
+        .await
+        .unwrap();
+    let done = app.execute(Count { id: "t-1".into(), by: 1 }).await.unwrap();
+    app.reader::<Totals>().unwrap().wait_for(&done, WAIT).await.unwrap();
+    assert!(app.health(10).await.projections[0].lag.clone().unwrap().unwrap().caught_up());
+    down.store(true, Ordering::SeqCst);
+    let health = app.health(10).await;
+    let lag = health.projections[0].lag.clone().unwrap();
+    assert!(matches!(lag.as_ref().map_err(|e| e.as_ref()), Err(Error::Unavailable { .. })), "{lag:?}");
+    assert!(health.projections[0].state.is_running(), "an outage is retried, not a failure");
+    down.store(false, Ordering::SeqCst);
+    app.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn read_your_writes_is_woken_by_the_commit_not_by_polling() {
     let memory = MemoryStores::new();
-    let counting = CountingViews { inner: memory.views.clone(), statuses: Arc::new(AtomicUsize::new(0)) };
+    let counting = CountingViews::new(memory.views.clone());
     let statuses = counting.statuses.clone();
     let stores = Stores::from(memory.clone()).with_views(counting);
     let app = App::builder(stores).aggregate::<Tally>().projection(Totals).start().await.unwrap();
@@ -376,16 +749,26 @@ async fn read_your_writes_is_woken_by_the_commit_not_by_polling() {
     app.shutdown().await.unwrap();
 }
 
-/// Counts the status reads that go through it.
+/// Counts the status reads that go through it; while `down`, they fail as an outage.
 struct CountingViews {
     inner: MemoryViewStore,
     statuses: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
+}
+
+impl CountingViews {
+    fn new(inner: MemoryViewStore) -> Self {
+        CountingViews { inner, statuses: Arc::new(AtomicUsize::new(0)), down: Arc::new(AtomicBool::new(false)) }
+    }
 }
 
 impl ViewStore for CountingViews {
     fn status<'a>(&'a self, p: &'a str) -> BoxFuture<'a, eventloom_core::Result<ProjectionStatus>> {
         Box::pin(async move {
             self.statuses.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(Error::unavailable_msg("the view store is down"));
+            }
             self.inner.status(p).await
         })
     }

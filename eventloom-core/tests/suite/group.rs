@@ -1,16 +1,18 @@
 //! Projection groups: many projections fed by one read of the log.
 
 use eventloom_core::store::BoxFuture;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
 use eventloom_core::prelude::*;
 use eventloom_core::{
-    BoxError, Projection,
+    BoxError, EventHandler, Projection, ProjectionOptions,
+    app::HandlerOptions,
     memory::{MemoryEventStore, MemoryViewStore},
-    read::{MemberHandle, MemberState, MemberStatus, Projector, ViewReader},
+    read::{MemberHandle, MemberState, MemberStatus, PoisonPolicy, Projector, ViewReader},
     store::{EventStore, ViewCommit, ViewStore},
     write::Cqrs,
 };
@@ -60,15 +62,46 @@ impl Projection for Rebuilt {
     }
 }
 
+/// Records the position of every event it handles, under a name of its own.
+#[derive(Clone)]
+pub(crate) struct Recorder {
+    name: &'static str,
+    seen: Arc<Mutex<Vec<Position>>>,
+}
+
+impl Recorder {
+    pub(crate) fn new(name: &'static str) -> Self {
+        Recorder { name, seen: Arc::default() }
+    }
+
+    pub(crate) fn seen(&self) -> Vec<Position> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl EventHandler for Recorder {
+    const NAME: &'static str = "recorder";
+    type Events = Account;
+
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    async fn handle(&self, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        self.seen.lock().map_err(|_| "poisoned")?.push(e.position);
+        Ok(())
+    }
+}
+
 /// A memory event store that counts its reads of the log.
 #[derive(Clone, Default)]
-struct CountingEvents {
-    inner: MemoryEventStore,
+pub(crate) struct CountingEvents {
+    pub(crate) inner: MemoryEventStore,
     reads: Arc<AtomicUsize>,
 }
 
 impl CountingEvents {
-    fn reads(&self) -> usize {
+    pub(crate) fn reads(&self) -> usize {
         self.reads.load(Ordering::Relaxed)
     }
 }
@@ -148,12 +181,24 @@ impl EventStore for CountingEvents {
     }
 }
 
-/// A memory view store whose commits for one projection take `delay` each.
+/// A memory view store whose commits for one projection take `delay` each, counting every
+/// projection's commits.
 #[derive(Clone)]
 struct SlowFor {
     inner: MemoryViewStore,
     slow: &'static str,
     delay: Duration,
+    commits: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl SlowFor {
+    fn new(inner: MemoryViewStore, slow: &'static str, delay: Duration) -> Self {
+        SlowFor { inner, slow, delay, commits: Arc::default() }
+    }
+
+    fn commits(&self) -> HashMap<String, usize> {
+        self.commits.lock().unwrap().clone()
+    }
 }
 
 impl ViewStore for SlowFor {
@@ -184,7 +229,11 @@ impl ViewStore for SlowFor {
             if p == self.slow {
                 tokio::time::sleep(self.delay).await;
             }
-            self.inner.commit(p, commit).await
+            let committed = self.inner.commit(p, commit).await;
+            if committed.is_ok() {
+                *self.commits.lock().unwrap().entry(p.to_owned()).or_default() += 1;
+            }
+            committed
         })
     }
     fn go_live<'a>(&'a self, p: &'a str, generation: u64, token: u64) -> BoxFuture<'a, eventloom_core::Result<()>> {
@@ -382,7 +431,7 @@ async fn a_member_behind_catches_up_alone_then_joins_while_the_others_stay_live(
     let events = MemoryEventStore::new();
     let inner = MemoryViewStore::default();
     // The rebuilding member writes slowly: its catch-up outlasts what the test appends meanwhile.
-    let views = SlowFor { inner: inner.clone(), slow: NAMES[1], delay: Duration::from_millis(20) };
+    let views = SlowFor::new(inner.clone(), NAMES[1], Duration::from_millis(20));
     let cqrs = Cqrs::new(events.clone());
     seed(&cqrs, 50).await;
     let projector = Projector::new(events.clone(), views.clone()).with_batch_size(5);
@@ -429,7 +478,7 @@ async fn a_member_behind_catches_up_alone_then_joins_while_the_others_stay_live(
 async fn a_slow_member_is_let_go_and_catches_up_on_its_own() {
     let events = MemoryEventStore::new();
     let inner = MemoryViewStore::default();
-    let views = SlowFor { inner: inner.clone(), slow: NAMES[1], delay: Duration::from_millis(30) };
+    let views = SlowFor::new(inner.clone(), NAMES[1], Duration::from_millis(30));
     let cqrs = Cqrs::new(events.clone());
     seed(&cqrs, 1).await;
     let projector = Projector::new(events.clone(), views.clone()).with_batch_size(4);
@@ -465,7 +514,7 @@ async fn a_slow_member_is_let_go_and_catches_up_on_its_own() {
 async fn shutdown_stops_every_member_after_its_batch_and_a_restart_resumes() {
     let events = MemoryEventStore::new();
     let inner = MemoryViewStore::default();
-    let views = SlowFor { inner: inner.clone(), slow: NAMES[0], delay: Duration::from_millis(20) };
+    let views = SlowFor::new(inner.clone(), NAMES[0], Duration::from_millis(20));
     let cqrs = Cqrs::new(events.clone());
     seed(&cqrs, 100).await;
     let projector = Projector::new(events.clone(), views.clone()).with_batch_size(10);
@@ -505,6 +554,124 @@ async fn a_group_with_two_members_of_one_name_is_refused() {
     let mut group = projector.group();
     group.add(Member::<0>);
     group.add(Member::<0>);
+    let error = group.run(std::future::pending()).await.unwrap_err();
+    assert!(error.to_string().contains("g0"), "{error}");
+}
+
+/// Every event of the log, in order.
+async fn every_position(events: &MemoryEventStore) -> Vec<Position> {
+    events.read_all(Position::ZERO, 100_000).await.unwrap().iter().map(|e| e.position).collect()
+}
+
+/// Appends `n` deposits to one account in one append: one batch of the shared read.
+async fn one_append_of(events: &MemoryEventStore, n: u64) -> Position {
+    let stream = StreamId::new("account", "acc-0").unwrap();
+    let deposits = (1..=n)
+        .map(|amount| NewEvent::encode(&AccountEvent::Deposited { amount }, Metadata::default()).unwrap())
+        .collect();
+    events.append(&stream, ExpectedVersion::Any, deposits).await.unwrap().position
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_and_members_with_options_share_the_read_of_the_log_each_writing_its_own_batches() {
+    let events = CountingEvents::default();
+    let views = SlowFor::new(MemoryViewStore::default(), "none", Duration::ZERO);
+    let cqrs = Cqrs::new(events.clone());
+    seed(&cqrs, 5).await;
+    let projector = Projector::new(events.clone(), views.clone()).with_batch_size(10);
+    let mut group = projector.group();
+    let (first, second) = (Recorder::new("r1"), Recorder::new("r2"));
+    let handles = vec![
+        group.add(Member::<0>),
+        group.add_with(Member::<1>, ProjectionOptions::new().batch_size(3)),
+        group.add_with(Member::<2>, ProjectionOptions::new().batch_size(20).poison_policy(PoisonPolicy::DeadLetter)),
+        group.add_handler(first.clone()),
+        group.add_handler_with(second.clone(), HandlerOptions::new().batch_size(3)),
+    ];
+    let (stop, stopped) = stop_signal();
+    let running = tokio::spawn(group.run(stopped));
+    let head = events.head().await.unwrap().unwrap();
+    for handle in &handles {
+        caught_up(handle, head).await;
+        tokio::time::timeout(Duration::from_secs(10), handle.wait_until(|s| s.shared)).await.unwrap();
+    }
+    // Live: every commit is read once for all five (alone, each would read it at least once).
+    let before = events.reads();
+    let appends = 20;
+    for amount in 6..6 + appends {
+        let done = cqrs.execute(deposit(&format!("acc-{}", amount % 4), amount)).await.unwrap();
+        for handle in &handles {
+            assert!(caught_up(handle, done.position).await.shared, "{}", handle.name());
+        }
+    }
+    let reads = events.reads() - before;
+    assert!(reads <= 3 * appends as usize, "{reads} reads of the log for {appends} appends and 5 members");
+
+    // One append of 20 events is one batch of the shared read (as large as the largest batch
+    // size); each member writes it in batches of its own size.
+    let commits = views.commits();
+    let head = one_append_of(&events.inner, 20).await;
+    for handle in &handles {
+        assert!(caught_up(handle, head).await.shared, "{}", handle.name());
+    }
+    let after = views.commits();
+    let written: Vec<usize> = ["g0", "g1", "g2", "r1", "r2"].iter().map(|n| after[*n] - commits[*n]).collect();
+    assert_eq!(written, vec![2, 7, 1, 2, 7], "batches of 10, 3, 20, 10 and 3 events");
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+
+    // Each folded or handled every event exactly once.
+    let expected = alone(&events.inner, &Member::<0>).await;
+    for name in &NAMES[..3] {
+        assert_eq!(views_of(&views.inner, name).await, expected, "{name}");
+    }
+    let every = every_position(&events.inner).await;
+    assert_eq!(first.seen(), every);
+    assert_eq!(second.seen(), every);
+    for handle in &handles {
+        assert_eq!(handle.status().state, MemberState::Stopped);
+        assert_eq!(handle.status().last_error, None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_a_poison_policy_of_its_own_dead_letters_and_stays_in_the_shared_read() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let cqrs = Cqrs::new(events.clone());
+    seed(&cqrs, 2).await;
+    let projector = Projector::new(events.clone(), views.clone());
+    let mut group = projector.group();
+    let picky = group.add_with(Picky, ProjectionOptions::new().poison_policy(PoisonPolicy::DeadLetter));
+    let other = group.add(Member::<0>);
+    let (stop, stopped) = stop_signal();
+    let running = tokio::spawn(group.run(stopped));
+    let head = events.head().await.unwrap().unwrap();
+    for handle in [&picky, &other] {
+        caught_up(handle, head).await;
+        tokio::time::timeout(Duration::from_secs(10), handle.wait_until(|s| s.shared)).await.unwrap();
+    }
+    let withdrawn = cqrs.execute(Withdraw { id: "acc-0".into(), amount: 1 }).await.unwrap();
+    let done = cqrs.execute(deposit("acc-0", 7)).await.unwrap();
+    for handle in [&picky, &other] {
+        let status = caught_up(handle, done.position).await;
+        assert!(status.shared, "{}: still fed by the shared read", handle.name());
+    }
+    let letters = views.dead_letters(Picky::NAME).await.unwrap();
+    assert_eq!(letters.iter().map(|d| d.position).collect::<Vec<_>>(), vec![withdrawn.position]);
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    let balance = ViewReader::<Balance>::new(views.clone(), Picky::NAME).get("acc-0").await.unwrap().unwrap();
+    let everything = ViewReader::<Balance>::new(views.clone(), NAMES[0]).get("acc-0").await.unwrap().unwrap();
+    assert_eq!(balance.balance, everything.balance + 1, "the withdrawal was skipped");
+}
+
+#[tokio::test]
+async fn a_handler_and_a_projection_of_one_name_are_refused_in_a_group() {
+    let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
+    let mut group = projector.group();
+    group.add(Member::<0>);
+    group.add_handler(Recorder::new("g0"));
     let error = group.run(std::future::pending()).await.unwrap_err();
     assert!(error.to_string().contains("g0"), "{error}");
 }

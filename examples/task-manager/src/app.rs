@@ -1,29 +1,49 @@
-//! Runs one role: opens the stores, starts the projector and the HTTP server it needs, and on
-//! SIGTERM or Ctrl-C drains requests in flight and stops the projector after its batch.
+//! Runs one role on an [`App`]: the stores the environment names, the tasks' engine and the
+//! task views' projector as the role needs them, and the HTTP server. On SIGTERM or Ctrl-C it
+//! drains the requests in flight, then shuts the App down (its projector stops after its batch).
+//!
+//! | events, leases, snapshots | views |
+//! |---|---|
+//! | PostgreSQL with feature `postgres` and `DATABASE_URL` | Redis with feature `redis` and `REDIS_URL` |
+//! | memory otherwise | else PostgreSQL as for the events, else memory |
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventloom_core::{Projection, read::ViewReader};
+use eventloom::app::RunState;
+use eventloom::write::SnapshotPolicy;
+use eventloom::{AggregateOptions, App, Error, Stores, StoresConfig, StoresError};
+use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle};
 
-use crate::api::{self, AppState, ProjectorStatus};
+use crate::api::{self, AppState};
 use crate::cli::{Args, Role};
+use crate::domain::Task;
 use crate::projection::TaskViews;
-use crate::shutdown;
-use crate::stores::{self, Settings, StartupError, Stores};
+use crate::shutdown::{self, Shutdown};
 
-/// How long requests in flight and the projector's last batch get once a stop is asked for.
+/// The PostgreSQL schema used when `TASK_MANAGER_SCHEMA` is unset.
+pub const DEFAULT_SCHEMA: &str = "task_manager";
+/// The Redis key prefix used when `TASK_MANAGER_PREFIX` is unset.
+pub const DEFAULT_PREFIX: &str = "task-manager:";
+/// A snapshot of a task every this many events.
+const SNAPSHOT_EVERY: u64 = 50;
+/// How long requests in flight get once a stop is asked for, and then the projector's batch.
 const DRAIN: Duration = Duration::from_secs(30);
 
 /// Why a process stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// It could not start.
+    /// The settings cannot work together.
+    #[error("{0}")]
+    Config(String),
+    /// The stores refused the settings, or could not be reached.
     #[error(transparent)]
-    Startup(#[from] StartupError),
+    Stores(#[from] StoresError),
+    /// The App refused to start.
+    #[error(transparent)]
+    App(#[from] Error),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -41,145 +61,165 @@ pub enum AppError {
     Projector(String),
 }
 
-async fn join<T>(handle: &mut Option<JoinHandle<T>>) -> Result<T, JoinError> {
-    match handle {
-        Some(handle) => handle.await,
-        None => std::future::pending().await,
+/// Where the events and the views are, as `/health` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// `memory` or `postgres`.
+    pub events: String,
+    /// `memory`, `postgres` or `redis`; `None` for a role that reads none.
+    pub views: Option<String>,
+}
+
+impl Plan {
+    /// Read from the bundle's description: `memory`, `postgres`, or `postgres+redis` (the views
+    /// elsewhere).
+    fn of(stores: &Stores, role: Role) -> Plan {
+        let description = stores.description();
+        let (events, views) = description.split_once('+').unwrap_or((description, description));
+        Plan { events: events.to_owned(), views: (role != Role::Command).then(|| views.to_owned()) }
     }
 }
 
-fn projector_error(joined: Result<eventloom_core::Result<()>, JoinError>) -> Option<String> {
-    match joined {
-        Ok(Ok(())) => None,
-        Ok(Err(error)) => Some(error.to_string()),
-        Err(error) => Some(format!("the projector task ended abnormally: {error}")),
+/// The stores the environment names (a URL whose feature this binary lacks is ignored, so that
+/// the features stay additive); a split role needs them shared between processes.
+async fn open_stores(role: Role) -> Result<Stores, AppError> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let stores = StoresConfig::from_env()
+        .schema(var("TASK_MANAGER_SCHEMA").unwrap_or_else(|| DEFAULT_SCHEMA.to_owned()))
+        .prefix(var("TASK_MANAGER_PREFIX").unwrap_or_else(|| DEFAULT_PREFIX.to_owned()))
+        .ignore_missing_features(true)
+        .connect()
+        .await?;
+    if role != Role::All && !stores.is_shared() {
+        return Err(AppError::Config(format!(
+            "--role {role} needs stores shared between processes, but the stores are in memory; \
+             set DATABASE_URL (and REDIS_URL) with a binary built with `--features postgres,redis`, \
+             or run every role in one process with --role all"
+        )));
     }
+    Ok(stores)
 }
 
 /// Runs `args.role` until SIGTERM or Ctrl-C (or a failure it cannot get past).
-pub async fn run(args: Args, settings: Settings) -> Result<(), AppError> {
+pub async fn run(args: Args) -> Result<(), AppError> {
     let role = args.role;
-    let plan = stores::plan(&settings, role)?;
-    tracing::info!(%role, events = ?plan.events, views = ?plan.views, "starting");
-    let stores = Stores::open(plan, &settings).await?;
-    let (trigger, shutdown) = shutdown::channel();
+    let stores = open_stores(role).await?;
+    let plan = Plan::of(&stores, role);
+    tracing::info!(%role, events = plan.events, views = ?plan.views, "starting");
+    let app = App::builder(stores)
+        .aggregate_with::<Task>(AggregateOptions::new().snapshots(SnapshotPolicy::every(SNAPSHOT_EVERY)))
+        .projection(TaskViews)
+        .role(role)
+        .drain_timeout(DRAIN)
+        .start()
+        .await?;
+    let (trigger, stop) = shutdown::channel();
     let trigger = Arc::new(trigger);
     tokio::spawn({
         let trigger = trigger.clone();
         async move { trigger.fire_on_signal().await }
     });
+    let tasks = app.reader::<TaskViews>()?;
+    let state = Arc::new(AppState { role, plan, app: app.clone(), tasks, shutdown: stop.clone() });
+    let mut serving = match &args.addr {
+        Some(addr) => Some(serve(addr, state, stop.clone()).await?),
+        None => None,
+    };
 
-    let mut projecting = None;
-    let mut projector_status = None;
-    let mut leadership = None;
-    if role.projects() {
-        let (projector, lease) =
-            stores.projector().ok_or_else(|| StartupError::Config("the projector needs a view store".into()))?;
-        leadership = lease;
-        let (status, watch) = watch::channel(ProjectorStatus::Running);
-        projector_status = Some(watch);
-        let stop = shutdown.clone();
-        projecting = Some(tokio::spawn(async move {
-            let result = projector.run(TaskViews, stop.wait()).await;
-            status.send_replace(match &result {
-                Ok(()) => ProjectorStatus::Stopped,
-                Err(error) => ProjectorStatus::Failed { error: error.to_string() },
-            });
-            result
-        }));
-    }
-
-    let state = Arc::new(AppState {
-        role,
-        plan,
-        events: stores.events.clone(),
-        engine: role.commands().then(|| stores.engine()),
-        views: stores.views.clone(),
-        tasks: if role.queries() { stores.views.clone().map(|v| ViewReader::new(v, TaskViews::NAME)) } else { None },
-        projector: projector_status,
-        leadership,
-        shutdown: shutdown.clone(),
-    });
-
-    let mut serving = None;
-    if let Some(addr) = &args.addr {
-        let listener = TcpListener::bind(addr).await.map_err(|source| AppError::Bind { addr: addr.clone(), source })?;
-        match listener.local_addr() {
-            Ok(local) => tracing::info!(%role, "listening on http://{local}"),
-            Err(_) => tracing::info!(%role, %addr, "listening"),
+    // Until a stop is asked for, or the server (or the projector of a projector process) ends.
+    let mut failure = tokio::select! {
+        biased;
+        () = stop.clone().wait() => None,
+        error = failed(&app), if role == Role::Projector => Some(AppError::Projector(error)),
+        joined = join(&mut serving) => {
+            serving = None;
+            Some(AppError::Serve(server_error(joined).unwrap_or_else(|| "it stopped unexpectedly".into())))
         }
-        let app = api::router(state.clone());
-        let stop = shutdown.clone();
-        serving =
-            Some(tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.wait()).await }));
+    };
+    if let Some(error) = &failure {
+        tracing::error!(%error, "stopping");
     }
+    trigger.fire();
 
-    // Until a stop is asked for, or a part ends by itself.
-    let mut failure = None;
-    loop {
-        tokio::select! {
-            biased;
-            () = shutdown.clone().wait() => break,
-            joined = join(&mut projecting) => {
-                projecting = None;
-                if let Some(error) = projector_error(joined) {
-                    tracing::error!(%error, "the projector stopped");
-                    if role == Role::Projector {
-                        failure = Some(AppError::Projector(error));
-                        trigger.fire();
-                        break;
-                    }
-                    // With every role in one process, queries go on answering from the views
-                    // as they are; /health tells.
-                }
-            }
-            joined = join(&mut serving) => {
-                serving = None;
-                let error = match joined {
-                    Ok(Ok(())) if shutdown.is_set() => break,
-                    Ok(Ok(())) => "it stopped unexpectedly".to_owned(),
-                    Ok(Err(error)) => error.to_string(),
-                    Err(error) => error.to_string(),
-                };
-                failure = Some(AppError::Serve(error));
-                trigger.fire();
-                break;
-            }
-        }
-    }
-
-    // Drain.
+    // Drain: the requests in flight first, then the App.
     if let Some(server) = serving {
         match tokio::time::timeout(DRAIN, server).await {
-            Ok(Ok(Ok(()))) => tracing::info!("HTTP server stopped; requests in flight were answered"),
-            Ok(Ok(Err(error))) => {
-                failure.get_or_insert(AppError::Serve(error.to_string()));
-            }
-            Ok(Err(error)) => {
-                failure.get_or_insert(AppError::Serve(error.to_string()));
-            }
-            Err(_) => {
-                tracing::warn!(seconds = DRAIN.as_secs(), "requests still in flight after the drain time; stopping")
-            }
+            Ok(joined) => match server_error(joined) {
+                None => tracing::info!("HTTP server stopped; requests in flight were answered"),
+                Some(error) => {
+                    failure.get_or_insert(AppError::Serve(error));
+                }
+            },
+            Err(_) => tracing::warn!(seconds = DRAIN.as_secs(), "requests still in flight after the drain time"),
         }
     }
-    if let Some(projector) = projecting {
-        match tokio::time::timeout(DRAIN, projector).await {
-            Ok(joined) => match projector_error(joined) {
-                None => tracing::info!("projector stopped after its batch"),
-                Some(error) if role == Role::Projector => {
-                    failure.get_or_insert(AppError::Projector(error));
-                }
-                Some(error) => tracing::error!(%error, "the projector stopped"),
-            },
-            Err(_) => tracing::warn!(seconds = DRAIN.as_secs(), "the projector did not stop in time"),
-        }
+    if let Err(error) = app.shutdown().await {
+        tracing::warn!(%error, "the projector did not stop in time");
     }
     match failure {
         Some(error) => Err(error),
         None => {
-            tracing::info!(%role, projection = TaskViews::NAME, "stopped");
+            tracing::info!(%role, "stopped");
             Ok(())
         }
+    }
+}
+
+type Server = JoinHandle<std::io::Result<()>>;
+
+/// Binds `addr` and serves the role's routes on a task of their own until `stop`.
+async fn serve(addr: &str, state: Arc<AppState>, stop: Shutdown) -> Result<Server, AppError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| AppError::Bind { addr: addr.to_owned(), source })?;
+    match listener.local_addr() {
+        Ok(local) => tracing::info!(role = %state.role, "listening on http://{local}"),
+        Err(_) => tracing::info!(role = %state.role, %addr, "listening"),
+    }
+    let router = api::router(state);
+    Ok(tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stop.wait()).await }))
+}
+
+async fn join(server: &mut Option<Server>) -> Result<std::io::Result<()>, JoinError> {
+    match server {
+        Some(server) => server.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Why the server's task ended, unless it ended well.
+fn server_error(joined: Result<std::io::Result<()>, JoinError>) -> Option<String> {
+    match joined {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(error.to_string()),
+        Err(error) => Some(error.to_string()),
+    }
+}
+
+/// Resolves with the error of the first projection of this process that failed (a poison
+/// event, a newer version in the store): a projector process has nothing left to do then.
+async fn failed(app: &App) -> String {
+    loop {
+        for projection in app.status().projections {
+            if let RunState::Failed(error) = projection.state {
+                return error.to_string();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventloom::MemoryStores;
+
+    #[test]
+    fn the_plan_names_the_events_store_and_the_views_store_of_roles_that_read_them() {
+        let plan =
+            |description: &str, role| Plan::of(&Stores::from(MemoryStores::new()).described_as(description), role);
+        let named = |events: &str, views: Option<&str>| Plan { events: events.into(), views: views.map(Into::into) };
+        assert_eq!(plan("memory", Role::All), named("memory", Some("memory")));
+        assert_eq!(plan("postgres", Role::Projector), named("postgres", Some("postgres")));
+        assert_eq!(plan("postgres+redis", Role::Query), named("postgres", Some("redis")));
+        assert_eq!(plan("postgres+redis", Role::Command), named("postgres", None));
     }
 }

@@ -1,66 +1,10 @@
 //! The command line: `task-manager [--role all|command|query|projector] [--addr HOST:PORT]`.
 
-use std::fmt;
+pub use eventloom::Role;
 
 /// The address served when `--addr` is not given (except by the projector, which then serves
 /// nothing).
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
-
-/// What a process does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Everything in one process: commands, queries and the projector.
-    All,
-    /// The write side: `POST /tasks...`.
-    Command,
-    /// The read side: `GET /tasks...` and `GET /stats`.
-    Query,
-    /// Keeps the views up to date; serves only `/health`, and only with `--addr`.
-    Projector,
-}
-
-impl Role {
-    /// Its name on the command line and in `/health`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::All => "all",
-            Role::Command => "command",
-            Role::Query => "query",
-            Role::Projector => "projector",
-        }
-    }
-
-    /// Whether it accepts commands.
-    pub fn commands(self) -> bool {
-        matches!(self, Role::All | Role::Command)
-    }
-
-    /// Whether it answers queries.
-    pub fn queries(self) -> bool {
-        matches!(self, Role::All | Role::Query)
-    }
-
-    /// Whether it runs the projector.
-    pub fn projects(self) -> bool {
-        matches!(self, Role::All | Role::Projector)
-    }
-
-    fn parse(text: &str) -> Option<Role> {
-        match text {
-            "all" => Some(Role::All),
-            "command" => Some(Role::Command),
-            "query" => Some(Role::Query),
-            "projector" => Some(Role::Projector),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +84,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageErro
                     return Err(UsageError("--role is given twice".into()));
                 }
                 let text = value("--role")?;
-                role = Some(Role::parse(&text).ok_or_else(|| {
+                role = Some(text.parse::<Role>().map_err(|_| {
                     UsageError(format!("--role must be all, command, query or projector, not {text:?}"))
                 })?);
             }

@@ -3,7 +3,7 @@
 //! Input limits are checked here too ([`CreateTask::new`], [`AssignTask::new`]), so that a command
 //! that exists is a valid one; the HTTP layer turns an [`InvalidInput`] into a 400.
 
-use eventloom_core::prelude::*;
+use eventloom::prelude::*;
 
 /// The longest title, in bytes of UTF-8.
 pub const MAX_TITLE_BYTES: usize = 200;
@@ -238,7 +238,7 @@ pub fn is_task_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventloom_core::testing::AggregateTest;
+    use eventloom::testing::AggregateTest;
 
     fn created() -> TaskEvent {
         TaskEvent::Created { title: "t".into(), description: String::new() }

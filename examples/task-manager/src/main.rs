@@ -19,7 +19,6 @@ mod cli;
 mod domain;
 mod projection;
 mod shutdown;
-mod stores;
 
 use std::process::ExitCode;
 
@@ -48,7 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(app::run(args, stores::Settings::from_env())) {
+    match runtime.block_on(app::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "task-manager stopped");

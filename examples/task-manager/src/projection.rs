@@ -1,8 +1,8 @@
 //! The read side's model: one view per task, and the index lists that listing, filtering and
 //! counting read.
 
-use eventloom_core::prelude::*;
-use eventloom_core::{BoxError, IndexEntry, Projection, store::IndexKey};
+use eventloom::prelude::*;
+use eventloom::{BoxError, IndexEntry, Projection, store::IndexKey};
 
 use crate::domain::{Task, TaskEvent};
 
@@ -125,7 +125,7 @@ pub fn list_key(status: Option<Status>, assignee: Option<&str>) -> IndexKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventloom_core::testing::ProjectionTest;
+    use eventloom::testing::ProjectionTest;
 
     #[test]
     fn a_view_follows_its_task() {

@@ -34,11 +34,6 @@ impl Trigger {
 }
 
 impl Shutdown {
-    /// Whether the stop was asked for.
-    pub fn is_set(&self) -> bool {
-        *self.0.borrow()
-    }
-
     /// Resolves once the stop is asked for (or the trigger is gone).
     pub async fn wait(mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;

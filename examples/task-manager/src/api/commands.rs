@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use eventloom_core::{Command, CommandError, CommandOutcome, ExecuteOptions, Handle};
+use eventloom::{Command, CommandError, CommandOutcome, ExecuteOptions, Handle};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, json};
@@ -44,7 +44,7 @@ pub struct AssignBody {
 struct Done<'a> {
     id: &'a str,
     version: u64,
-    position: eventloom_core::Position,
+    position: eventloom::Position,
 }
 
 fn answer(status: StatusCode, outcome: &CommandOutcome) -> Response {
@@ -117,9 +117,6 @@ where
     C: Command<Aggregate = Task> + Serialize,
     Task: Handle<C>,
 {
-    let Some(engine) = &state.engine else {
-        return Err(ApiError::not_found("not found"));
-    };
     let mut options = ExecuteOptions::default();
     if let Some(key) = &headers.idempotency_key {
         options = options.command_id(key.clone());
@@ -127,7 +124,7 @@ where
     if let Some(version) = headers.if_match {
         options = options.expect_version(version);
     }
-    match engine.execute_with(command, options).await {
+    match state.app.execute_with(command, options).await {
         Ok(outcome) => Ok(outcome),
         Err(CommandError::Rejected(TaskError::NotFound)) => Err(ApiError::no_task()),
         Err(CommandError::Rejected(rejection)) => Err(ApiError::conflict(rejection.to_string())),

@@ -70,9 +70,9 @@ impl ApiError {
     }
 }
 
-impl From<eventloom_core::Error> for ApiError {
-    fn from(error: eventloom_core::Error) -> Self {
-        use eventloom_core::Error as E;
+impl From<eventloom::Error> for ApiError {
+    fn from(error: eventloom::Error) -> Self {
+        use eventloom::Error as E;
         match &error {
             E::NotBuilt { .. } => ApiError::unavailable("the views are being built; try again shortly"),
             E::Unavailable { .. } | E::Timeout(_) | E::Shutdown => {

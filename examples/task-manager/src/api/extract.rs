@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
-use eventloom_core::{Position, store::ListCursor};
+use eventloom::{Position, store::ListCursor};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -134,7 +134,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandHeaders {
             .transpose()?;
         let idempotency_key = header_text(&parts.headers, &IDEMPOTENCY_KEY)?
             .map(|key| {
-                eventloom_core::model::validate_command_id(key)
+                eventloom::model::validate_command_id(key)
                     .map(|()| key.to_owned())
                     .map_err(|error| ApiError::bad_request(format!("Idempotency-Key: {error}")))
             })

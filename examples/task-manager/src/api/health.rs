@@ -6,16 +6,13 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use eventloom_core::{
-    Position, Projection,
-    store::{Generation, ProjectionStatus},
-};
+use eventloom::app::{Lag, LeaseState, ProjectionHealth, RunState};
+use eventloom::{Position, Projection, store::Generation};
 use serde::Serialize;
 
 use super::AppState;
 use super::error::json;
 use crate::projection::TaskViews;
-use crate::stores::Leadership;
 
 /// How long `/health` waits for a store before saying it did not answer.
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,8 +24,8 @@ pub const LAG_CAP: u64 = 10_000;
 /// What this process's projector is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
-pub enum ProjectorStatus {
-    /// Running, or standing by while another process leads (they look the same from here).
+enum ProjectorStatus {
+    /// Running, or standing by while another process leads (see its [`Leadership`]).
     Running,
     /// Stopped on shutdown.
     Stopped,
@@ -36,6 +33,19 @@ pub enum ProjectorStatus {
     Failed {
         /// The error.
         error: String,
+    },
+}
+
+/// Whether this process's projector leads (holds the lease) or stands by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "lease", rename_all = "lowercase")]
+enum Leadership {
+    /// Waiting for the lease: another process leads (or none has it yet).
+    Standby,
+    /// Holding the lease.
+    Leading {
+        /// Its fencing token.
+        token: u64,
     },
 }
 
@@ -82,37 +92,41 @@ struct ViewsJson {
     version: u32,
     /// The position of the last event the live views include.
     checkpoint: Option<Position>,
-    /// Whether the event store holds nothing after the checkpoint; `null` when unknown.
-    caught_up: Option<bool>,
-    /// `null` when the event store did not answer.
-    lag: Option<LagJson>,
+    /// Whether views are live and the event store holds nothing after their checkpoint.
+    caught_up: bool,
+    lag: LagJson,
     #[serde(skip_serializing_if = "Option::is_none")]
     stopped: Option<StopJson>,
     live: Option<GenerationJson>,
     building: Option<GenerationJson>,
 }
 
-/// The lag after `checkpoint`: a capped count, the held-back events apart, and the age of the
-/// first event after it. Four bounded reads.
-async fn lag(
-    events: &dyn eventloom_core::store::EventStore,
-    checkpoint: Option<Position>,
-) -> eventloom_core::Result<LagJson> {
-    let after = checkpoint.unwrap_or(Position::ZERO);
-    let counted = events.count_after(after, LAG_CAP + 1).await?;
-    let held_back = events.held_back(LAG_CAP).await?;
-    let oldest = match events.read_all(after, 1).await?.first() {
-        None => None,
-        Some(event) => {
-            let written = event.metadata.get()?.timestamp.as_micros();
-            let now = eventloom_core::model::Timestamp::now().as_micros();
-            Some(u64::try_from(now.saturating_sub(written) / 1_000).unwrap_or(u64::MAX))
+impl ViewsJson {
+    fn new(lag: &Lag) -> Self {
+        let ms = |age: std::time::Duration| u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        ViewsJson {
+            projection: TaskViews::NAME,
+            version: TaskViews::VERSION,
+            checkpoint: lag.checkpoint(),
+            caught_up: lag.caught_up(),
+            lag: LagJson {
+                events: lag.events,
+                more: lag.more,
+                held_back: lag.held_back,
+                oldest_unprojected_ms: lag.oldest_unprojected.map(ms),
+            },
+            stopped: lag.views.active_stop().map(|stop| StopJson {
+                kind: stop.kind.as_str(),
+                position: stop.position,
+                reason: stop.reason.clone(),
+            }),
+            live: lag.views.live.map(Into::into),
+            building: lag.views.building.map(Into::into),
         }
-    };
-    Ok(LagJson { events: counted.min(LAG_CAP), more: counted > LAG_CAP, held_back, oldest_unprojected_ms: oldest })
+    }
 }
 
-/// The projector's state and, with shared stores, whether it leads.
+/// The projector's state and, with leases, whether it leads.
 #[derive(Debug, Serialize)]
 struct ProjectorJson {
     #[serde(flatten)]
@@ -121,11 +135,29 @@ struct ProjectorJson {
     leadership: Option<Leadership>,
 }
 
+impl ProjectorJson {
+    /// `None` when the projector does not run in this process.
+    fn new(health: &ProjectionHealth) -> Option<Self> {
+        let status = match &health.state {
+            RunState::Running => ProjectorStatus::Running,
+            RunState::Stopped => ProjectorStatus::Stopped,
+            RunState::Failed(error) => ProjectorStatus::Failed { error: error.to_string() },
+            _ => return None,
+        };
+        let leadership = match health.lease {
+            LeaseState::Leading { token } => Some(Leadership::Leading { token }),
+            LeaseState::StandingBy => Some(Leadership::Standby),
+            _ => None,
+        };
+        Some(ProjectorJson { status, leadership })
+    }
+}
+
 #[derive(Debug, Serialize)]
-struct HealthJson {
+struct HealthJson<'a> {
     status: &'static str,
     role: &'static str,
-    stores: crate::stores::Plan,
+    stores: &'a crate::app::Plan,
     #[serde(skip_serializing_if = "Option::is_none")]
     projector: Option<ProjectorJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -134,52 +166,28 @@ struct HealthJson {
     views_error: Option<String>,
 }
 
-async fn views(state: &AppState) -> Option<Result<ViewsJson, String>> {
-    let store = state.views.as_ref()?;
-    let read = async {
-        let status: ProjectionStatus = store.status(TaskViews::NAME).await.map_err(|e| e.to_string())?;
-        let checkpoint = status.checkpoint();
-        let lag = lag(state.events.as_ref(), checkpoint).await.ok();
-        let caught_up = match status.live {
-            None => Some(false),
-            Some(_) => lag.as_ref().map(|lag| lag.events == 0),
-        };
-        Ok(ViewsJson {
-            projection: TaskViews::NAME,
-            version: TaskViews::VERSION,
-            checkpoint,
-            caught_up,
-            lag,
-            stopped: status.active_stop().map(|stop| StopJson {
-                kind: stop.kind.as_str(),
-                position: stop.position,
-                reason: stop.reason.clone(),
-            }),
-            live: status.live.map(Into::into),
-            building: status.building.map(Into::into),
-        })
-    };
-    Some(match tokio::time::timeout(STORE_TIMEOUT, read).await {
-        Ok(read) => read,
-        Err(_) => Err(format!("the view store did not answer within {} ms", STORE_TIMEOUT.as_millis())),
-    })
-}
-
-/// `GET /health`: always 200 while the process serves; the stores' state is in the body.
+/// `GET /health`: always 200 while the process serves; the stores' state is in the body. A
+/// role that reads views reads their lag (within [`STORE_TIMEOUT`]).
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
-    let (views, views_error) = match views(&state).await {
+    let (status, timed_out) = match state.plan.views {
+        None => (state.app.status(), false),
+        Some(_) => match tokio::time::timeout(STORE_TIMEOUT, state.app.health(LAG_CAP)).await {
+            Ok(status) => (status, false),
+            Err(_) => (state.app.status(), true),
+        },
+    };
+    let tasks = status.projections.iter().find(|p| p.name == TaskViews::NAME);
+    let (views, views_error) = match tasks.and_then(|p| p.lag.as_ref()) {
+        _ if timed_out => (None, Some(format!("the stores did not answer within {} ms", STORE_TIMEOUT.as_millis()))),
         None => (None, None),
-        Some(Ok(views)) => (Some(views), None),
-        Some(Err(error)) => (None, Some(error)),
+        Some(Ok(lag)) => (Some(ViewsJson::new(lag)), None),
+        Some(Err(error)) => (None, Some(error.to_string())),
     };
     let body = HealthJson {
         status: "ok",
         role: state.role.as_str(),
-        stores: state.plan,
-        projector: state.projector.as_ref().map(|p| ProjectorJson {
-            status: p.borrow().clone(),
-            leadership: state.leadership.as_ref().map(|l| *l.borrow()),
-        }),
+        stores: &state.plan,
+        projector: tasks.and_then(ProjectorJson::new),
         views,
         views_error,
     };

@@ -25,22 +25,15 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use eventloom_core::{
-    read::ViewReader,
-    store::{EventStore, ViewStore},
-    write::Cqrs,
-};
-use tokio::sync::watch;
+use eventloom::{App, Reader};
 use tracing::Instrument;
 
 use error::ApiError;
-pub use health::ProjectorStatus;
 
+use crate::app::Plan;
 use crate::cli::Role;
-use crate::domain::Task;
-use crate::projection::TaskView;
+use crate::projection::TaskViews;
 use crate::shutdown::Shutdown;
-use crate::stores::{Leadership, Plan};
 
 /// What every handler shares.
 pub struct AppState {
@@ -48,20 +41,17 @@ pub struct AppState {
     pub role: Role,
     /// Its stores.
     pub plan: Plan,
-    /// The event store (read by `/health`, and to check idempotent replays).
-    pub events: Arc<dyn EventStore>,
-    /// The command engine (command roles).
-    pub engine: Option<Cqrs<Task, Arc<dyn EventStore>>>,
-    /// The views (every role but command).
-    pub views: Option<Arc<dyn ViewStore>>,
-    /// Typed reads of the task views (query roles).
-    pub tasks: Option<ViewReader<TaskView>>,
-    /// How the projector of this process is doing (projector roles).
-    pub projector: Option<watch::Receiver<ProjectorStatus>>,
-    /// Whether that projector leads or stands by (with shared stores).
-    pub leadership: Option<watch::Receiver<Leadership>>,
+    /// The App: commands go to it, and `/health` reads its status.
+    pub app: App,
+    /// Typed reads of the task views.
+    pub tasks: Reader<TaskViews>,
     /// Fires when the process is asked to stop: waiting queries give up.
     pub shutdown: Shutdown,
+}
+
+/// Whether `role` answers queries (the App reads views in every role; these serve them).
+fn serves_queries(role: Role) -> bool {
+    matches!(role, Role::All | Role::Query)
 }
 
 impl std::fmt::Debug for AppState {
@@ -74,14 +64,14 @@ impl std::fmt::Debug for AppState {
 /// 404 and every other method a 405, with a JSON body.
 pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new().route("/health", get(health::health));
-    if state.role.commands() {
+    if state.role.runs_commands() {
         router = router
             .route("/tasks", post(commands::create))
             .route("/tasks/{id}/assign", post(commands::assign))
             .route("/tasks/{id}/complete", post(commands::complete))
             .route("/tasks/{id}/reopen", post(commands::reopen));
     }
-    if state.role.queries() {
+    if serves_queries(state.role) {
         router = router
             .route("/tasks", get(queries::list))
             .route("/tasks/{id}", get(queries::get_task))

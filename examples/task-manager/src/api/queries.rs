@@ -6,14 +6,14 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use eventloom_core::read::ViewReader;
+use eventloom::Reader;
 use serde::Serialize;
 
 use super::error::{ApiError, json};
 use super::extract::{Consistency, Params, TaskId, parse_cursor};
 use super::{AppState, within};
 use crate::domain::check_assignee;
-use crate::projection::{Status, TaskView, list_key};
+use crate::projection::{Status, TaskView, TaskViews, list_key};
 
 /// The default page size of `GET /tasks`.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -46,10 +46,8 @@ impl<'a> TaskJson<'a> {
 
 /// The task views, after waiting as `consistency` asks: 504 when they do not catch up in time,
 /// 503 when the process stops meanwhile.
-async fn views(state: &AppState, consistency: Consistency) -> Result<&ViewReader<TaskView>, ApiError> {
-    let Some(tasks) = &state.tasks else {
-        return Err(ApiError::not_found("not found"));
-    };
+async fn views(state: &AppState, consistency: Consistency) -> Result<&Reader<TaskViews>, ApiError> {
+    let tasks = &state.tasks;
     let Some(position) = consistency.min_position else {
         return Ok(tasks);
     };
@@ -59,7 +57,7 @@ async fn views(state: &AppState, consistency: Consistency) -> Result<&ViewReader
     };
     match waited {
         Ok(()) => Ok(tasks),
-        Err(eventloom_core::Error::Timeout(_)) => Err(ApiError::timeout(format!(
+        Err(eventloom::Error::Timeout(_)) => Err(ApiError::timeout(format!(
             "the views did not reach position {position} within {} ms",
             consistency.timeout.as_millis()
         ))),
