@@ -47,16 +47,6 @@ pub enum Error {
         /// The stream's version when the append was refused.
         actual: u64,
     },
-    /// A command id that was already executed: the events it appended the first time.
-    #[error("command {command_id} was already executed on stream {}", outcome.stream)]
-    DuplicateCommand {
-        /// The id of the command.
-        command_id: String,
-        /// What the first execution appended.
-        outcome: crate::AppendOutcome,
-        /// The fingerprint of the first execution's request, if one was recorded.
-        fingerprint: Option<crate::Fingerprint>,
-    },
     /// A command id that was already used for a different request: by a command on another
     /// stream, or with another [`Fingerprint`](crate::Fingerprint) (another command, or other
     /// fields). An idempotency key reused for a different request; nothing was executed.
@@ -161,9 +151,9 @@ pub enum Error {
         /// The newest schema version of that type this code knows.
         known: u32,
     },
-    /// An upcaster failed on a stored event.
+    /// An upcaster failed on a stored event; its error is the [source](std::error::Error::source).
     #[error(
-        "upcasting {event_type} v{schema_version} at {stream} version {version} (position {position}) failed: {reason}"
+        "upcasting {event_type} v{schema_version} at {stream} version {version} (position {position}) failed: {source}"
     )]
     Upcast {
         /// The stream the event belongs to.
@@ -176,8 +166,9 @@ pub enum Error {
         event_type: String,
         /// The stored schema version.
         schema_version: u32,
-        /// What the upcaster said.
-        reason: String,
+        /// The upcaster's error (or the JSON error of a payload it could not be given).
+        #[source]
+        source: crate::BoxError,
     },
     /// A view or snapshot that does not (de)serialize.
     #[error("cannot (de)serialize {what}: {source}")]
@@ -188,36 +179,17 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// A projection's checkpoint moved under it: another runner wrote first. Nothing was written.
-    #[error("checkpoint of projection {projection} moved: expected {expected:?}, found {actual:?}")]
-    CheckpointMoved {
-        /// The projection.
+    /// A catch-up, rebuild or event handler's run that another runner got ahead of: it took the
+    /// projection's lease since, wrote its checkpoint first, or began a newer generation of its
+    /// views (or the store lost them). Nothing more was written; running it again goes on from
+    /// what is stored. A projector's [`run`](crate::read::Projector::run) never ends with it: it
+    /// stands by and starts over.
+    #[error("projection {projection} was superseded: {refusal}")]
+    Superseded {
+        /// The projection (or event handler).
         projection: String,
-        /// The checkpoint the write expected.
-        expected: Option<Position>,
-        /// The checkpoint found.
-        actual: Option<Position>,
-    },
-    /// A write carrying a fencing token lower than one the store has already seen: a deposed
-    /// leader woke up late. Nothing was written.
-    #[error("fenced: token {token} of projection {projection} is older than {highest}")]
-    Fenced {
-        /// The projection.
-        projection: String,
-        /// The token the write carried.
-        token: u64,
-        /// The highest token the store has seen.
-        highest: u64,
-    },
-    /// A write into a generation of a projection's views that is neither live nor being built:
-    /// the store lost its data (a Redis restarted empty or flushed), or another runner began a
-    /// newer generation. Nothing was written; the projector rebuilds.
-    #[error("generation {generation} of projection {projection} is gone (lost data or a newer rebuild)")]
-    GenerationGone {
-        /// The projection.
-        projection: String,
-        /// The generation written to.
-        generation: u64,
+        /// What the view store answered.
+        refusal: crate::store::Refusal,
     },
     /// A projection has no live views to query: its first build, or a rebuild after the store
     /// lost its data, has not caught up yet.
@@ -237,15 +209,18 @@ pub enum Error {
         /// The version in the store.
         stored: u32,
     },
-    /// A projection's handler failed on an event; the projection stopped with its checkpoint kept.
-    #[error("projection {projection} failed at position {position}: {reason}")]
+    /// A projection or event handler failed on an event; it stopped with its checkpoint kept.
+    /// The [source](std::error::Error::source) is what failed: the error its `apply` or `handle`
+    /// returned, or the store's refusal of the views it wrote.
+    #[error("projection {projection} failed at position {position}: {source}")]
     Projection {
         /// The projection.
         projection: String,
         /// The position of the event it failed on.
         position: Position,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: crate::BoxError,
     },
     /// Stored data that cannot be what the store wrote: a negative version or sequence, an
     /// unparsable transaction id, a stream id the model refuses, a column of the wrong type.
@@ -398,11 +373,8 @@ impl Error {
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Conflict { .. }
-            | Error::DuplicateCommand { .. }
-            | Error::CommandIdReused { .. }
-            | Error::CheckpointMoved { .. }
-            | Error::Fenced { .. } => ErrorKind::Conflict,
+            Error::Superseded { refusal: crate::store::Refusal::GenerationGone { .. }, .. } => ErrorKind::NotReady,
+            Error::Conflict { .. } | Error::CommandIdReused { .. } | Error::Superseded { .. } => ErrorKind::Conflict,
             Error::InvalidId { .. }
             | Error::PayloadTooLarge { .. }
             | Error::InvalidEvent { .. }
@@ -411,7 +383,6 @@ impl Error {
             Error::NotBuilt { .. }
             | Error::Stopped { .. }
             | Error::Timeout(_)
-            | Error::GenerationGone { .. }
             | Error::NewerVersion { .. }
             | Error::NewerSchema { .. } => ErrorKind::NotReady,
             Error::Unavailable { .. } | Error::Shutdown => ErrorKind::Unavailable,
@@ -453,6 +424,7 @@ impl<E> crate::CommandError<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Refusal;
 
     #[test]
     fn each_error_sorts_into_the_arm_a_caller_expects() {
@@ -467,6 +439,21 @@ mod tests {
             (Error::Shutdown, ErrorKind::Unavailable),
             (Error::Corrupt { location: "row".into(), reason: "bad".into() }, ErrorKind::Corrupt),
             (Error::Backend { message: "no table".into(), source: None }, ErrorKind::Internal),
+            (
+                Error::Superseded { projection: "p".into(), refusal: Refusal::Fenced { token: 1, highest: 2 } },
+                ErrorKind::Conflict,
+            ),
+            (
+                Error::Superseded {
+                    projection: "p".into(),
+                    refusal: Refusal::CheckpointMoved { expected: None, actual: None },
+                },
+                ErrorKind::Conflict,
+            ),
+            (
+                Error::Superseded { projection: "p".into(), refusal: Refusal::GenerationGone { generation: 3 } },
+                ErrorKind::NotReady,
+            ),
         ];
         for (error, kind) in cases {
             assert_eq!(error.kind(), kind, "{error}");

@@ -99,7 +99,7 @@ pub mod testing;
 pub mod __private;
 
 // What applications name most: the rest lives in the modules above.
-pub use app::{AggregateOptions, App, MemoryStores, ProjectionOptions, Role, Stores};
+pub use app::{AggregateOptions, App, HandlerOptions, MemoryStores, ProjectionOptions, Role, Stores};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Event, EventEnvelope, Metadata, Position, StreamId};
 pub use read::{BoxError, EventHandler, EventSet, Projection, Reader};
@@ -113,7 +113,7 @@ pub use eventloom_macros::{Command, Event, EventSet};
 // Inside the crate every name is reachable from the root, as before the modules were public.
 #[allow(unused_imports)]
 pub(crate) use {
-    app::{AppBuilder, AppStatus, HandlerOptions, ProjectionHealth, RunState},
+    app::{AppBuilder, AppStatus, ProjectionHealth, RunState},
     memory::{MemoryEventStore, MemoryLeases, MemorySnapshotStore, MemoryViewStore},
     model::{
         Clock, DecodeError, EventType, ExpectedVersion, IdGenerator, ManualClock, NewEvent, RandomIds, RecordedEvent,
@@ -151,8 +151,8 @@ pub(crate) use {
 pub mod prelude {
     pub use crate::{Aggregate, Command, Event, EventSet, Handle, MemoryStores};
     pub use crate::{
-        AggregateOptions, App, BoxError, CommandOutcome, Error, EventEnvelope, EventHandler, IndexEntry, Metadata,
-        Position, Projection, ProjectionOptions, Reader, Role, Stores, StreamId,
+        AggregateOptions, App, BoxError, CommandOutcome, Error, EventEnvelope, EventHandler, HandlerOptions,
+        IndexEntry, Metadata, Position, Projection, ProjectionOptions, Reader, Role, Stores, StreamId,
     };
     pub use serde::{Deserialize, Serialize};
 }

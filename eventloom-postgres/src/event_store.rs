@@ -9,7 +9,7 @@ use eventloom_core::store::BoxFuture;
 use eventloom_core::{
     Error as CoreError, Position, StreamId,
     model::{ExpectedVersion, NewEvent, RecordedEvent, StoredMetadata},
-    store::{AppendOutcome, CommandRecord, EventStore},
+    store::{AppendOutcome, Appended, CommandRecord, EventStore},
     write::Fingerprint,
 };
 use tokio::sync::{Notify, watch};
@@ -442,23 +442,23 @@ impl PgEventStore {
     }
 
     /// Another append recorded the batch's command id first: its outcome.
-    async fn command_taken(&self, batch: &Batch<'_>, e: tokio_postgres::Error) -> CoreError {
+    async fn command_taken(&self, batch: &Batch<'_>, e: tokio_postgres::Error) -> eventloom_core::Result<Appended> {
         match batch.command_id {
             Some(id) => self.duplicate(id).await,
-            None => pg(e),
+            None => Err(pg(e)),
         }
     }
 
-    async fn duplicate(&self, command_id: &str) -> CoreError {
-        match self.command_outcome(command_id).await {
-            Ok(Some(first)) => CoreError::DuplicateCommand {
-                command_id: command_id.to_owned(),
-                outcome: first.outcome,
-                fingerprint: first.fingerprint,
-            },
-            Ok(None) => CoreError::unavailable_msg(format!("command {command_id} conflicted but has no outcome")),
-            Err(e) => e,
+    /// The answer to an append whose command id was used before: what it did the first time.
+    async fn duplicate(&self, command_id: &str) -> eventloom_core::Result<Appended> {
+        match self.first_record(command_id).await? {
+            Some(first) => Ok(Appended::Duplicate { command_id: command_id.to_owned(), first }),
+            None => Err(CoreError::unavailable_msg(format!("command {command_id} conflicted but has no outcome"))),
         }
+    }
+
+    async fn first_record(&self, command_id: &str) -> eventloom_core::Result<Option<CommandRecord>> {
+        self.command_outcome(command_id).await
     }
 }
 
@@ -602,7 +602,7 @@ impl PgEventStore {
         expected: ExpectedVersion,
         version: i64,
         batch: &Batch<'_>,
-    ) -> eventloom_core::Result<AppendOutcome> {
+    ) -> eventloom_core::Result<Appended> {
         let conn = self.client().await?;
         let stmt = conn.prepare(&self.inner.sql.append_exact).await?;
         let names = [stream.category(), stream.id()];
@@ -611,31 +611,27 @@ impl PgEventStore {
         let row = match result {
             Ok(row) => row,
             Err(e) => {
-                return Err(match failed(&e) {
+                return match failed(&e) {
                     Failed::CommandTaken => self.command_taken(batch, e).await,
                     // A racing writer took the version after this statement's snapshot; when
                     // it carried the same command id, this is a retry of that command.
                     Failed::VersionTaken => {
                         let first = match batch.command_id {
-                            Some(id) => self.command_outcome(id).await?.map(|outcome| (id, outcome)),
+                            Some(id) => self.first_record(id).await?.map(|first| (id, first)),
                             None => None,
                         };
                         match first {
-                            Some((id, first)) => CoreError::DuplicateCommand {
-                                command_id: id.to_owned(),
-                                outcome: first.outcome,
-                                fingerprint: first.fingerprint,
-                            },
-                            None => CoreError::Conflict {
+                            Some((id, first)) => Ok(Appended::Duplicate { command_id: id.to_owned(), first }),
+                            None => Err(CoreError::Conflict {
                                 stream: stream.clone(),
                                 expected,
                                 actual: self.stream_version(stream).await?,
-                            },
+                            }),
                         }
                     }
-                    Failed::Invalid(reason) => CoreError::InvalidEvent { reason },
-                    Failed::Other => pg(e),
-                });
+                    Failed::Invalid(reason) => Err(CoreError::InvalidEvent { reason }),
+                    Failed::Other => Err(pg(e)),
+                };
             }
         };
         let fields = Fields::new(&row, || format!("stream {stream} after version {version}"));
@@ -645,26 +641,26 @@ impl PgEventStore {
         if fields.get::<Option<&str>>("transaction_id")?.is_some() {
             self.appended();
             let appended = u64::try_from(batch.types.len()).unwrap_or(u64::MAX);
-            return Ok(AppendOutcome {
+            return Ok(Appended::Written(AppendOutcome {
                 stream: stream.clone(),
                 first_version,
                 last_version: first_version + appended - 1,
                 position: fields.position("transaction_id", "sequence")?,
-            });
+            }));
         }
         if let (true, Some(id)) = (recorded, batch.command_id) {
-            return Err(self.duplicate(id).await);
+            return self.duplicate(id).await;
         }
         if actual + 1 != first_version {
             return Err(CoreError::Conflict { stream: stream.clone(), expected, actual });
         }
         if batch.types.is_empty() {
-            return Ok(AppendOutcome {
+            return Ok(Appended::Written(AppendOutcome {
                 stream: stream.clone(),
                 first_version,
                 last_version: first_version - 1,
                 position: Position::ZERO,
-            });
+            }));
         }
         Err(CoreError::unavailable_msg(format!("the append to {stream} inserted nothing")))
     }
@@ -678,7 +674,7 @@ impl PgEventStore {
         expected: ExpectedVersion,
         version: i64,
         batch: &Batch<'_>,
-    ) -> eventloom_core::Result<AppendOutcome> {
+    ) -> eventloom_core::Result<Appended> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -719,12 +715,12 @@ impl PgEventStore {
             if let Some(row) = row {
                 self.appended();
                 let fields = Fields::new(&row, || format!("stream {stream} version {}", version + 1));
-                return Ok(AppendOutcome {
+                return Ok(Appended::Written(AppendOutcome {
                     stream: stream.clone(),
                     first_version: expected_version + 1,
                     last_version: expected_version + 1,
                     position: fields.position("transaction_id", "sequence")?,
-                });
+                }));
             }
             let actual = self.stream_version(stream).await?;
             // The stream was behind the version expected (an append not yet committed) and
@@ -739,7 +735,7 @@ impl PgEventStore {
     /// An append with [`ExpectedVersion::Any`]: the schema's `append` function, where writers
     /// of one stream queue on an advisory lock. An append with an exact version does not queue
     /// there and may take the version first: then this one is tried again.
-    async fn append_any(&self, stream: &StreamId, batch: &Batch<'_>) -> eventloom_core::Result<AppendOutcome> {
+    async fn append_any(&self, stream: &StreamId, batch: &Batch<'_>) -> eventloom_core::Result<Appended> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -751,7 +747,7 @@ impl PgEventStore {
             let row = match result {
                 Ok(row) => row,
                 Err(e) => {
-                    return Err(match failed(&e) {
+                    return match failed(&e) {
                         Failed::CommandTaken => self.command_taken(batch, e).await,
                         Failed::VersionTaken if attempt < ANY_RETRIES => {
                             // Let the exact appends of the burst pass before trying again.
@@ -760,12 +756,12 @@ impl PgEventStore {
                             tokio::time::sleep(pause).await;
                             continue;
                         }
-                        Failed::VersionTaken => CoreError::unavailable_msg(format!(
+                        Failed::VersionTaken => Err(CoreError::unavailable_msg(format!(
                             "an append to {stream} lost {ANY_RETRIES} races in a row to appends with exact versions"
-                        )),
-                        Failed::Invalid(reason) => CoreError::InvalidEvent { reason },
-                        Failed::Other => pg(e),
-                    });
+                        ))),
+                        Failed::Invalid(reason) => Err(CoreError::InvalidEvent { reason }),
+                        Failed::Other => Err(pg(e)),
+                    };
                 }
             };
             let fields = Fields::new(&row, || format!("the append to stream {stream}"));
@@ -778,10 +774,15 @@ impl PgEventStore {
                     if !batch.types.is_empty() {
                         self.appended();
                     }
-                    Ok(AppendOutcome { stream: stream.clone(), first_version, last_version, position })
+                    Ok(Appended::Written(AppendOutcome {
+                        stream: stream.clone(),
+                        first_version,
+                        last_version,
+                        position,
+                    }))
                 }
                 2 => match batch.command_id {
-                    Some(id) => Err(self.duplicate(id).await),
+                    Some(id) => self.duplicate(id).await,
                     None => Err(CoreError::unavailable_msg("append returned status 2 without a command id")),
                 },
                 _ => Err(CoreError::unavailable_msg(format!("append returned status {status}"))),
@@ -798,7 +799,7 @@ impl PgEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         fingerprint: Option<&Fingerprint>,
-    ) -> eventloom_core::Result<AppendOutcome> {
+    ) -> eventloom_core::Result<Appended> {
         let span = tracing::debug_span!("append", store = "postgres", stream = %stream, events = events.len());
         async {
             let limit = self.inner.config.max_event_size;
@@ -845,7 +846,7 @@ impl EventStore for PgEventStore {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Appended>> {
         Box::pin(async move { self.append_events(stream, expected, events, None).await })
     }
 
@@ -855,7 +856,7 @@ impl EventStore for PgEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         fingerprint: &'a Fingerprint,
-    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Appended>> {
         Box::pin(async move { self.append_events(stream, expected, events, Some(fingerprint)).await })
     }
 
@@ -1008,7 +1009,7 @@ impl EventStore for PgEventStore {
         command_id: &'a str,
         fingerprint: &'a Fingerprint,
         outcome: AppendOutcome,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<CommandRecord>>> {
         Box::pin(async move {
             eventloom_core::model::validate_command_id(command_id)?;
             let inserted = self
@@ -1029,9 +1030,14 @@ impl EventStore for PgEventStore {
                 )
                 .await?;
             if inserted == 0 {
-                return Err(self.duplicate(command_id).await);
+                return match self.first_record(command_id).await? {
+                    Some(first) => Ok(Some(first)),
+                    None => {
+                        Err(CoreError::unavailable_msg(format!("command {command_id} conflicted but has no outcome")))
+                    }
+                };
             }
-            Ok(())
+            Ok(None)
         })
     }
 

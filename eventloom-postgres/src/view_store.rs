@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use eventloom_core::store::BoxFuture;
+use eventloom_core::store::{BoxFuture, Refusal, Written};
 use eventloom_core::{
     Error as CoreError, Position,
     read::OrderRange,
@@ -122,17 +122,10 @@ fn not_built(projection: &str) -> CoreError {
     CoreError::NotBuilt { projection: projection.to_owned() }
 }
 
-/// The highest fencing token, from the column `highest`, that fenced `fencing_token` off.
-fn fenced(projection: &str, fencing_token: u64, row: &Row) -> eventloom_core::Result<CoreError> {
-    Ok(CoreError::Fenced {
-        projection: projection.to_owned(),
-        token: fencing_token,
-        highest: fields(row, projection).unsigned("highest")?,
-    })
-}
-
-fn gone(projection: &str, generation: u64) -> CoreError {
-    CoreError::GenerationGone { projection: projection.to_owned(), generation }
+/// The refusal of `fencing_token`, with the highest token, from the column `highest`, that
+/// fenced it off.
+fn fenced<T>(projection: &str, fencing_token: u64, row: &Row) -> eventloom_core::Result<Written<T>> {
+    Ok(Err(Refusal::Fenced { token: fencing_token, highest: fields(row, projection).unsigned("highest")? }))
 }
 
 /// The generation `name` of a status row (`live` or `building`: its id, with its version and
@@ -242,7 +235,7 @@ impl ViewStore for PgViewStore {
         projection: &'a str,
         stop: Option<&'a ProjectionStop>,
         fencing_token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Written>> {
         Box::pin(async move {
             let fencing = token(fencing_token)?;
             let (tx, sequence) = parts(stop.and_then(|s| s.position))?;
@@ -264,8 +257,8 @@ impl ViewStore for PgViewStore {
             ];
             let row = self.db.query_one(&self.sql.record_stop, &params).await?;
             match fields(&row, projection).get::<i32>("status")? {
-                0 => Ok(()),
-                _ => Err(fenced(projection, fencing_token, &row)?),
+                0 => Ok(Ok(())),
+                _ => fenced(projection, fencing_token, &row),
             }
         })
     }
@@ -275,7 +268,7 @@ impl ViewStore for PgViewStore {
         projection: &'a str,
         version: u32,
         fencing_token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<Generation>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Written<Generation>>> {
         Box::pin(async move {
             let span = tracing::debug_span!("begin_generation", store = "postgres", projection, version);
             async {
@@ -288,9 +281,9 @@ impl ViewStore for PgViewStore {
                     0 => {
                         let id =
                             fields.unsigned_opt("generation_id")?.ok_or_else(|| fields.corrupt("no generation id"))?;
-                        Ok(Generation { id, version, checkpoint: None })
+                        Ok(Ok(Generation { id, version, checkpoint: None }))
                     }
-                    _ => Err(fenced(projection, fencing_token, &row)?),
+                    _ => fenced(projection, fencing_token, &row),
                 }
             }
             .instrument(span)
@@ -327,7 +320,7 @@ impl ViewStore for PgViewStore {
         })
     }
 
-    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<Written>> {
         Box::pin(async move {
             let span = tracing::debug_span!(
                 "projection_commit",
@@ -345,7 +338,7 @@ impl ViewStore for PgViewStore {
         projection: &'a str,
         generation: u64,
         fencing_token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Written>> {
         Box::pin(async move {
             let span = tracing::debug_span!("go_live", store = "postgres", projection, generation);
             async {
@@ -355,14 +348,13 @@ impl ViewStore for PgViewStore {
                 let row = self.db.query_one(&self.sql.go_live, &params).await?;
                 let fields = fields(&row, projection);
                 match fields.get::<i32>("status")? {
-                    0 => Ok(()),
-                    1 => Err(CoreError::CheckpointMoved {
-                        projection: projection.to_owned(),
+                    0 => Ok(Ok(())),
+                    1 => Ok(Err(Refusal::CheckpointMoved {
                         expected: fields.checkpoint("built_tx", "built_seq")?,
                         actual: fields.checkpoint("live_tx", "live_seq")?,
-                    }),
-                    2 => Err(fenced(projection, fencing_token, &row)?),
-                    _ => Err(gone(projection, generation)),
+                    })),
+                    2 => fenced(projection, fencing_token, &row),
+                    _ => Ok(Err(Refusal::GenerationGone { generation })),
                 }
             }
             .instrument(span)
@@ -512,7 +504,7 @@ impl ViewStore for PgViewStore {
 }
 
 impl PgViewStore {
-    async fn commit_inner(&self, projection: &str, commit: ViewCommit) -> eventloom_core::Result<()> {
+    async fn commit_inner(&self, projection: &str, commit: ViewCommit) -> eventloom_core::Result<Written> {
         commit.validate()?;
         let (expected_tx, expected_seq) = parts(commit.expected)?;
         let (checkpoint_tx, checkpoint_seq) = parts(Some(commit.checkpoint))?;
@@ -565,14 +557,13 @@ impl PgViewStore {
             .await?;
         let fields = fields(&row, projection);
         match fields.get::<i32>("status")? {
-            0 => Ok(()),
-            1 => Err(CoreError::CheckpointMoved {
-                projection: projection.to_owned(),
+            0 => Ok(Ok(())),
+            1 => Ok(Err(Refusal::CheckpointMoved {
                 expected: commit.expected,
                 actual: fields.checkpoint("actual_tx", "actual_seq")?,
-            }),
-            2 => Err(fenced(projection, commit.fencing_token, &row)?),
-            _ => Err(gone(projection, commit.generation)),
+            })),
+            2 => fenced(projection, commit.fencing_token, &row),
+            _ => Ok(Err(Refusal::GenerationGone { generation: commit.generation })),
         }
     }
 }

@@ -49,7 +49,7 @@
 //! script finds a view or an index list of it missing (the projector's load of a view whose id
 //! `:ids` holds; a commit touching a list that `:indexes` names, and three views and three
 //! lists picked at random by every commit). A lost generation refuses writes
-//! (`GenerationGone`), is left out of [`status`](eventloom_core::store::ViewStore::status), and the
+//! (`Refusal::GenerationGone`), is left out of [`status`](eventloom_core::store::ViewStore::status), and the
 //! projector rebuilds into a new one; beginning it drops a lost live generation, so queries
 //! answer `NotBuilt` until the new one is live. A lost `live` or `building` pointer drops its
 //! generation the same way (its keys stay, unswept); a lost `:token` fences no less (the

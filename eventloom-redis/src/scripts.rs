@@ -12,7 +12,7 @@
 //! `begin_generation`, the checkpoint as `none` until the first batch) or a field of it is
 //! missing, a script marked it lost, or its `:ids`, `:indexes` or `:dead` do not hold as many
 //! members as its last commit left. A lost generation is never read as "no checkpoint yet":
-//! writes into it fail with `GenerationGone` and the status leaves it out, so the projector
+//! writes into it are refused (`Refusal::GenerationGone`) and the status leaves it out, so the projector
 //! rebuilds into a new generation instead of folding every event again onto surviving views.
 
 /// Concatenates `common.lua` and a script's own file.

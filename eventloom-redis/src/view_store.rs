@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use eventloom_core::store::BoxFuture;
+use eventloom_core::store::{BoxFuture, Refusal, Written};
 use eventloom_core::{
     Error as CoreError, Position,
     read::OrderRange,
@@ -70,7 +70,7 @@ impl Scripts {
 ///
 /// - A batch ([`commit`](ViewStore::commit)) is one Lua script that checks every key's type, the
 ///   fencing token, that the generation is still live or being built (a Redis that restarted
-///   empty or was flushed has neither: [`eventloom_core::Error::GenerationGone`]) and the checkpoint,
+///   empty or was flushed has neither: [`Refusal::GenerationGone`]) and the checkpoint,
 ///   before its first write: all or nothing.
 /// - [`go_live`](ViewStore::go_live) switches the pointer in one script, then deletes the keys of
 ///   the generation that was live, at most a thousand keys per script call.
@@ -126,12 +126,8 @@ fn not_built(projection: &str) -> CoreError {
     CoreError::NotBuilt { projection: projection.to_owned() }
 }
 
-fn fenced(projection: &str, token: u64, highest: &str) -> CoreError {
-    CoreError::Fenced { projection: projection.to_owned(), token, highest: highest.parse().unwrap_or(u64::MAX) }
-}
-
-fn gone(projection: &str, generation: u64) -> CoreError {
-    CoreError::GenerationGone { projection: projection.to_owned(), generation }
+fn fenced(token: u64, highest: &str) -> Refusal {
+    Refusal::Fenced { token, highest: highest.parse().unwrap_or(u64::MAX) }
 }
 
 fn unexpected(what: &str, reply: impl std::fmt::Debug) -> CoreError {
@@ -479,7 +475,7 @@ impl ViewStore for RedisViewStore {
         projection: &'a str,
         version: u32,
         fencing_token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<Generation>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Written<Generation>>> {
         Box::pin(async move {
             let keys = self.keys(projection);
             let mut connection = self.connection.clone();
@@ -505,12 +501,12 @@ impl ViewStore for RedisViewStore {
                     LAST_GENERATION_ID.fetch_max(id, Ordering::Relaxed);
                     Generation { id, version, checkpoint: None }
                 }
-                ["2", highest] => return Err(fenced(projection, fencing_token, highest)),
+                ["2", highest] => return Ok(Err(fenced(fencing_token, highest))),
                 _ => return Err(unexpected("begin_generation", reply)),
             };
             tracing::debug!(projection, generation = generation.id, version, "began a generation");
             self.sweep_after_switch(projection).await;
-            Ok(generation)
+            Ok(Ok(generation))
         })
     }
 
@@ -552,13 +548,17 @@ impl ViewStore for RedisViewStore {
                     reply.remove(0);
                     Ok(reply)
                 }
-                Some(Some("4")) if reply.len() == 1 => Err(gone(projection, generation)),
+                // The runner loading them was superseded: it starts over, as after a refused write.
+                Some(Some("4")) if reply.len() == 1 => Err(CoreError::Superseded {
+                    projection: projection.to_owned(),
+                    refusal: Refusal::GenerationGone { generation },
+                }),
                 _ => Err(unexpected("the load script", reply)),
             }
         })
     }
 
-    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<Written>> {
         Box::pin(async move {
             commit.validate()?;
             let span = tracing::debug_span!(
@@ -629,18 +629,16 @@ impl ViewStore for RedisViewStore {
             let reply: Vec<String> =
                 invocation.invoke_async(&mut connection).instrument(span).await.map_err(redis_error)?;
             match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-                ["0"] => Ok(()),
-                ["1", actual] => Err(CoreError::CheckpointMoved {
-                    projection: projection.to_owned(),
-                    expected: commit.expected,
-                    actual: position(actual)?,
-                }),
-                ["2", highest] => Err(fenced(projection, commit.fencing_token, highest)),
+                ["0"] => Ok(Ok(())),
+                ["1", actual] => {
+                    Ok(Err(Refusal::CheckpointMoved { expected: commit.expected, actual: position(actual)? }))
+                }
+                ["2", highest] => Ok(Err(fenced(commit.fencing_token, highest))),
                 ["3", key] => Err(CoreError::Backend {
                     message: format!("key {key:?} holds another type than the view store writes; nothing was written"),
                     source: None,
                 }),
-                ["4"] => Err(gone(projection, commit.generation)),
+                ["4"] => Ok(Err(Refusal::GenerationGone { generation: commit.generation })),
                 _ => Err(unexpected("a commit", reply)),
             }
         })
@@ -651,7 +649,7 @@ impl ViewStore for RedisViewStore {
         projection: &'a str,
         generation: u64,
         fencing_token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Written>> {
         Box::pin(async move {
             let keys = self.keys(projection);
             let mut connection = self.connection.clone();
@@ -672,19 +670,15 @@ impl ViewStore for RedisViewStore {
             match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
                 ["0"] => {}
                 ["1", built, live] => {
-                    return Err(CoreError::CheckpointMoved {
-                        projection: projection.to_owned(),
-                        expected: position(built)?,
-                        actual: position(live)?,
-                    });
+                    return Ok(Err(Refusal::CheckpointMoved { expected: position(built)?, actual: position(live)? }));
                 }
-                ["2", highest] => return Err(fenced(projection, fencing_token, highest)),
-                ["4"] => return Err(gone(projection, generation)),
+                ["2", highest] => return Ok(Err(fenced(fencing_token, highest))),
+                ["4"] => return Ok(Err(Refusal::GenerationGone { generation })),
                 _ => return Err(unexpected("go_live", reply)),
             }
             self.remember_live(projection, Some(generation));
             self.sweep_after_switch(projection).await;
-            Ok(())
+            Ok(Ok(()))
         })
     }
 
@@ -693,7 +687,7 @@ impl ViewStore for RedisViewStore {
         projection: &'a str,
         stop: Option<&'a ProjectionStop>,
         fencing_token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Written>> {
         Box::pin(async move {
             let keys = self.keys(projection);
             let mut connection = self.connection.clone();
@@ -717,8 +711,8 @@ impl ViewStore for RedisViewStore {
                 .await
                 .map_err(redis_error)?;
             match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-                ["0"] => Ok(()),
-                ["2", highest] => Err(fenced(projection, fencing_token, highest)),
+                ["0"] => Ok(Ok(())),
+                ["2", highest] => Ok(Err(fenced(fencing_token, highest))),
                 ["3", key] => Err(CoreError::Backend {
                     message: format!("key {key:?} holds another type than the view store writes; nothing was written"),
                     source: None,

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
 use eventloom_core::read::OrderRange;
 use eventloom_core::store::{
-    AppendOutcome, BoxFuture, CommandRecord, DeadLetter, EventStore, Generation, IndexKey, ListCursor,
-    ProjectionStatus, ProjectionStop, ViewCommit, ViewPage, ViewStore,
+    AppendOutcome, Appended, BoxFuture, CommandRecord, DeadLetter, EventStore, Generation, IndexKey, ListCursor,
+    ProjectionStatus, ProjectionStop, ViewCommit, ViewPage, ViewStore, Written,
 };
 use eventloom_core::write::Fingerprint;
 use eventloom_core::{Position, StreamId};
@@ -104,7 +104,7 @@ impl EventStore for Counted {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Answer<'a, AppendOutcome> {
+    ) -> Answer<'a, Appended> {
         self.inner.append(stream, expected, events)
     }
 
@@ -114,7 +114,7 @@ impl EventStore for Counted {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         fingerprint: &'a Fingerprint,
-    ) -> Answer<'a, AppendOutcome> {
+    ) -> Answer<'a, Appended> {
         self.inner.append_command(stream, expected, events, fingerprint)
     }
 
@@ -173,7 +173,7 @@ impl EventStore for Counted {
         command_id: &'a str,
         fingerprint: &'a Fingerprint,
         outcome: AppendOutcome,
-    ) -> Answer<'a, ()> {
+    ) -> Answer<'a, Option<CommandRecord>> {
         self.inner.record_command(command_id, fingerprint, outcome)
     }
 
@@ -302,7 +302,12 @@ impl ViewStore for Watched {
         self.inner.status(projection)
     }
 
-    fn begin_generation<'a>(&'a self, projection: &'a str, version: u32, fencing_token: u64) -> Answer<'a, Generation> {
+    fn begin_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        version: u32,
+        fencing_token: u64,
+    ) -> Answer<'a, Written<Generation>> {
         self.inner.begin_generation(projection, version, fencing_token)
     }
 
@@ -315,23 +320,27 @@ impl ViewStore for Watched {
         self.inner.load_views(projection, generation, ids)
     }
 
-    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> Answer<'a, ()> {
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> Answer<'a, Written> {
         Box::pin(async move {
             let (generation, checkpoint) = (commit.generation, commit.checkpoint);
-            self.inner.commit(projection, commit).await?;
-            self.commits.fetch_add(1, Ordering::Relaxed);
-            self.changed(projection, |track| {
-                track.checkpoints.insert(generation, checkpoint);
-            });
-            Ok(())
+            let written = self.inner.commit(projection, commit).await?;
+            if written.is_ok() {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                self.changed(projection, |track| {
+                    track.checkpoints.insert(generation, checkpoint);
+                });
+            }
+            Ok(written)
         })
     }
 
-    fn go_live<'a>(&'a self, projection: &'a str, generation: u64, fencing_token: u64) -> Answer<'a, ()> {
+    fn go_live<'a>(&'a self, projection: &'a str, generation: u64, fencing_token: u64) -> Answer<'a, Written> {
         Box::pin(async move {
-            self.inner.go_live(projection, generation, fencing_token).await?;
-            self.changed(projection, |track| track.live = Some(generation));
-            Ok(())
+            let written = self.inner.go_live(projection, generation, fencing_token).await?;
+            if written.is_ok() {
+                self.changed(projection, |track| track.live = Some(generation));
+            }
+            Ok(written)
         })
     }
 
@@ -363,7 +372,7 @@ impl ViewStore for Watched {
         projection: &'a str,
         stop: Option<&'a ProjectionStop>,
         fencing_token: u64,
-    ) -> Answer<'a, ()> {
+    ) -> Answer<'a, Written> {
         self.inner.record_stop(projection, stop, fencing_token)
     }
 }

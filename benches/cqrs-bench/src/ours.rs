@@ -106,7 +106,7 @@ pub async fn build_stream(store: &PgEventStore, id: &str, length: u64) -> Result
         let n = CHUNK.min(length - version);
         let batch = (0..n).map(|_| events.deposit()).collect();
         let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
-        last = Some(store.append(&stream, expected, batch).await?);
+        last = Some(store.append(&stream, expected, batch).await?.into_outcome());
         version += n;
     }
     Ok(last.ok_or("a stream of length 0 has no last append")?)

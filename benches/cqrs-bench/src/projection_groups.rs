@@ -191,7 +191,7 @@ fn watch_membership(handle: MemberHandle, started: Instant) -> Watcher {
                 changes.push((started.elapsed(), (if status.shared { "joined" } else { "left" }).to_owned()));
             }
             (shared, state) = (status.shared, status.state);
-            if state == MemberState::Stopped {
+            if matches!(state, MemberState::Stopped | MemberState::Failed) {
                 return changes;
             }
         }

@@ -165,7 +165,7 @@ pub struct HandlerOptions {
 
 impl HandlerOptions {
     /// The projector's defaults: stop at an event that still fails after its retries, and
-    /// write the checkpoint every [`Projector::DEFAULT_BATCH`](crate::read::Projector::DEFAULT_BATCH)
+    /// write the checkpoint every [`read::DEFAULT_PROJECTOR_BATCH`](crate::read::DEFAULT_PROJECTOR_BATCH)
     /// events (and before each retry's wait).
     pub fn new() -> Self {
         HandlerOptions::default()

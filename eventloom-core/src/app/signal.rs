@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::store::BoxFuture;
+use crate::store::{BoxFuture, Written};
 use tokio::sync::watch;
 
 use crate::memory::lock;
@@ -35,15 +35,15 @@ impl Signals {
 
 /// The view store the App's projectors write through: every write goes to `inner`, and each
 /// one that succeeded, or failed in a way that may have changed the store (a transient error:
-/// the write may have landed), bumps the projection's signal.
+/// the write may have landed), bumps the projection's signal; a refused write changed nothing.
 pub(crate) struct SignallingViews {
     pub(crate) inner: Arc<dyn ViewStore>,
     pub(crate) signals: Arc<Signals>,
 }
 
 impl SignallingViews {
-    fn after<T>(&self, projection: &str, result: Result<T>) -> Result<T> {
-        if result.is_ok() || result.as_ref().is_err_and(crate::Error::is_transient) {
+    fn after<T>(&self, projection: &str, result: Result<Written<T>>) -> Result<Written<T>> {
+        if matches!(result, Ok(Ok(_))) || result.as_ref().is_err_and(crate::Error::is_transient) {
             self.signals.bump(projection);
         }
         result
@@ -59,7 +59,7 @@ impl ViewStore for SignallingViews {
         projection: &'a str,
         version: u32,
         fencing_token: u64,
-    ) -> BoxFuture<'a, Result<Generation>> {
+    ) -> BoxFuture<'a, Result<Written<Generation>>> {
         Box::pin(async move { self.inner.begin_generation(projection, version, fencing_token).await })
     }
     fn load_views<'a>(
@@ -70,13 +70,18 @@ impl ViewStore for SignallingViews {
     ) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
         Box::pin(async move { self.inner.load_views(projection, generation, ids).await })
     }
-    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<()>> {
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
             let result = self.inner.commit(projection, commit).await;
             self.after(projection, result)
         })
     }
-    fn go_live<'a>(&'a self, projection: &'a str, generation: u64, fencing_token: u64) -> BoxFuture<'a, Result<()>> {
+    fn go_live<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
             let result = self.inner.go_live(projection, generation, fencing_token).await;
             self.after(projection, result)
@@ -106,7 +111,7 @@ impl ViewStore for SignallingViews {
         projection: &'a str,
         stop: Option<&'a ProjectionStop>,
         fencing_token: u64,
-    ) -> BoxFuture<'a, Result<()>> {
+    ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
             let result = self.inner.record_stop(projection, stop, fencing_token).await;
             self.after(projection, result)

@@ -5,6 +5,7 @@ use crate::store::BoxFuture;
 use tokio::sync::watch;
 
 use super::{read, write};
+use crate::store::Appended;
 use crate::{
     AppendOutcome, CommandRecord, Error, EventStore, ExpectedVersion, Fingerprint, NewEvent, Position, RecordedEvent,
     Result, StreamId,
@@ -36,7 +37,7 @@ const DEFAULT_MAX_EVENT_SIZE: usize = 1 << 20;
 ///     metadata: Metadata::default(),
 /// };
 /// let out = store.append(&stream, ExpectedVersion::NoStream, vec![event.clone()]).await.unwrap();
-/// assert_eq!(out.last_version, 1);
+/// assert_eq!(out.outcome().last_version, 1);
 /// let err = store.append(&stream, ExpectedVersion::NoStream, vec![event]).await.unwrap_err();
 /// assert!(matches!(err, eventloom_core::Error::Conflict { actual: 1, .. }));
 /// # });
@@ -113,15 +114,6 @@ fn command_id(events: &[NewEvent]) -> Option<&str> {
     events.first().and_then(|e| e.metadata.command_id.as_deref())
 }
 
-/// A command id already used: its first outcome.
-fn duplicate(command_id: &str, first: &CommandRecord) -> Error {
-    Error::DuplicateCommand {
-        command_id: command_id.to_owned(),
-        outcome: first.outcome.clone(),
-        fingerprint: first.fingerprint,
-    }
-}
-
 impl MemoryEventStore {
     /// [`EventStore::append`], keeping `fingerprint` with the outcome of a command id.
     fn append_events(
@@ -130,7 +122,7 @@ impl MemoryEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         fingerprint: Option<Fingerprint>,
-    ) -> Result<AppendOutcome> {
+    ) -> Result<Appended> {
         let span = tracing::trace_span!("append", store = "memory", stream = %stream, events = events.len());
         let _enter = span.enter();
         let limit = self.inner.max_event_size;
@@ -145,7 +137,7 @@ impl MemoryEventStore {
         let state = &mut *guard;
         if let Some(id) = command {
             if let Some(first) = state.commands.get(id) {
-                return Err(duplicate(id, first));
+                return Ok(Appended::Duplicate { command_id: id.to_owned(), first: first.clone() });
             }
         }
         let actual = state.streams.get(stream).map_or(0, |s| s.len() as u64);
@@ -153,12 +145,12 @@ impl MemoryEventStore {
             return Err(Error::Conflict { stream: stream.clone(), expected, actual });
         }
         if events.is_empty() {
-            return Ok(AppendOutcome {
+            return Ok(Appended::Written(AppendOutcome {
                 stream: stream.clone(),
                 first_version: actual + 1,
                 last_version: actual,
                 position: Position::ZERO,
-            });
+            }));
         }
         state.appends += 1;
         let transaction = state.appends;
@@ -187,7 +179,7 @@ impl MemoryEventStore {
         }
         drop(guard);
         self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
-        Ok(outcome)
+        Ok(Appended::Written(outcome))
     }
 }
 
@@ -197,7 +189,7 @@ impl EventStore for MemoryEventStore {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, Result<AppendOutcome>> {
+    ) -> BoxFuture<'a, Result<Appended>> {
         Box::pin(async move { self.append_events(stream, expected, events, None) })
     }
 
@@ -207,7 +199,7 @@ impl EventStore for MemoryEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         fingerprint: &'a Fingerprint,
-    ) -> BoxFuture<'a, Result<AppendOutcome>> {
+    ) -> BoxFuture<'a, Result<Appended>> {
         Box::pin(async move { self.append_events(stream, expected, events, Some(*fingerprint)) })
     }
 
@@ -284,15 +276,15 @@ impl EventStore for MemoryEventStore {
         command_id: &'a str,
         fingerprint: &'a Fingerprint,
         outcome: AppendOutcome,
-    ) -> BoxFuture<'a, Result<()>> {
+    ) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
         Box::pin(async move {
             crate::validate_command_id(command_id)?;
             let mut state = write(&self.inner.state);
             if let Some(first) = state.commands.get(command_id) {
-                return Err(duplicate(command_id, first));
+                return Ok(Some(first.clone()));
             }
             state.commands.insert(command_id.to_owned(), CommandRecord { outcome, fingerprint: Some(*fingerprint) });
-            Ok(())
+            Ok(None)
         })
     }
 

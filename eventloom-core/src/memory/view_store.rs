@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 use crate::store::BoxFuture;
 
 use super::{read, write};
+use crate::store::{Refusal, Written};
 use crate::{
     DeadLetter, Error, Generation, IndexKey, ListCursor, OrderRange, Position, ProjectionStatus, ProjectionStop,
     Result, ViewCommit, ViewPage, ViewStore,
@@ -15,11 +16,11 @@ use crate::{
 /// # Examples
 ///
 /// ```
-/// use eventloom_core::{Position, memory::MemoryViewStore, store::{ViewCommit, ViewStore, ViewWrite}};
+/// use eventloom_core::{Position, memory::MemoryViewStore, store::{Refusal, ViewCommit, ViewStore, ViewWrite}};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let views = MemoryViewStore::default();
-/// let generation = views.begin_generation("counts", 1, 0).await.unwrap();
+/// let generation = views.begin_generation("counts", 1, 0).await.unwrap().unwrap();
 /// let commit = ViewCommit {
 ///     generation: generation.id,
 ///     expected: None,
@@ -28,10 +29,11 @@ use crate::{
 ///     views: vec![ViewWrite::set("a", "1")],
 ///     dead_letters: Vec::new(),
 /// };
-/// views.commit("counts", commit.clone()).await.unwrap();
+/// views.commit("counts", commit.clone()).await.unwrap().unwrap();
 /// // A replay of the same batch is refused and changes nothing.
-/// assert!(views.commit("counts", commit).await.is_err());
-/// views.go_live("counts", generation.id, 0).await.unwrap();
+/// let replay = views.commit("counts", commit).await.unwrap();
+/// assert!(matches!(replay, Err(Refusal::CheckpointMoved { .. })));
+/// views.go_live("counts", generation.id, 0).await.unwrap().unwrap();
 /// assert_eq!(views.read_views("counts", &["a".into()]).await.unwrap(), vec![Some("1".into())]);
 /// # });
 /// ```
@@ -61,10 +63,85 @@ struct GenerationState {
 }
 
 impl ProjectionState {
-    fn check_token(&self, projection: &str, token: u64) -> Result<()> {
+    fn check_token(&self, token: u64) -> Written {
         if token < self.highest_token {
-            return Err(Error::Fenced { projection: projection.to_owned(), token, highest: self.highest_token });
+            return Err(Refusal::Fenced { token, highest: self.highest_token });
         }
+        Ok(())
+    }
+
+    fn begin(&mut self, version: u32, fencing_token: u64) -> Written<Generation> {
+        self.check_token(fencing_token)?;
+        self.highest_token = fencing_token;
+        if let Some(old) = self.building.take() {
+            self.generations.remove(&old);
+        }
+        self.last_generation += 1;
+        let id = self.last_generation;
+        self.generations.insert(id, GenerationState { version, ..GenerationState::default() });
+        self.building = Some(id);
+        Ok(Generation { id, version, checkpoint: None })
+    }
+
+    fn commit(&mut self, commit: ViewCommit) -> Written {
+        self.check_token(commit.fencing_token)?;
+        let current = Some(commit.generation);
+        let gone = Refusal::GenerationGone { generation: commit.generation };
+        if self.live != current && self.building != current {
+            return Err(gone);
+        }
+        self.highest_token = commit.fencing_token;
+        let generation = self.generations.get_mut(&commit.generation).ok_or(gone)?;
+        if generation.checkpoint != commit.expected {
+            return Err(Refusal::CheckpointMoved { expected: commit.expected, actual: generation.checkpoint });
+        }
+        for write in commit.views {
+            for entry in write.leave {
+                if let Some(list) = generation.indexes.get_mut(&entry.key) {
+                    list.remove(&(entry.order, write.id.clone()));
+                    if list.is_empty() {
+                        generation.indexes.remove(&entry.key);
+                    }
+                }
+            }
+            for entry in write.join {
+                generation.indexes.entry(entry.key).or_default().insert((entry.order, write.id.clone()));
+            }
+            match write.view {
+                Some(json) => generation.views.insert(write.id, json),
+                None => generation.views.remove(&write.id),
+            };
+        }
+        generation.checkpoint = Some(commit.checkpoint);
+        generation.dead_letters.extend(commit.dead_letters);
+        Ok(())
+    }
+
+    fn go_live(&mut self, generation: u64, fencing_token: u64) -> Written {
+        self.check_token(fencing_token)?;
+        if self.live == Some(generation) {
+            return Ok(());
+        }
+        if self.building != Some(generation) {
+            return Err(Refusal::GenerationGone { generation });
+        }
+        let built = self.generations.get(&generation).and_then(|g| g.checkpoint);
+        let live = self.live.and_then(|id| self.generations.get(&id)).and_then(|g| g.checkpoint);
+        if built < live {
+            return Err(Refusal::CheckpointMoved { expected: built, actual: live });
+        }
+        self.highest_token = fencing_token;
+        if let Some(old) = self.live.replace(generation) {
+            self.generations.remove(&old);
+        }
+        self.building = None;
+        Ok(())
+    }
+
+    fn record_stop(&mut self, stop: Option<&ProjectionStop>, fencing_token: u64) -> Written {
+        self.check_token(fencing_token)?;
+        self.highest_token = fencing_token;
+        self.stopped = stop.cloned();
         Ok(())
     }
 
@@ -92,7 +169,7 @@ impl MemoryViewStore {
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let views = MemoryViewStore::default();
-    /// views.begin_generation("p", 1, 0).await.unwrap();
+    /// views.begin_generation("p", 1, 0).await.unwrap().unwrap();
     /// views.clear();
     /// assert_eq!(views.status("p").await.unwrap().building, None);
     /// # });
@@ -122,20 +199,10 @@ impl ViewStore for MemoryViewStore {
         projection: &'a str,
         version: u32,
         fencing_token: u64,
-    ) -> BoxFuture<'a, Result<Generation>> {
+    ) -> BoxFuture<'a, Result<Written<Generation>>> {
         Box::pin(async move {
             let mut map = write(&self.projections);
-            let state = map.entry(projection.to_owned()).or_default();
-            state.check_token(projection, fencing_token)?;
-            state.highest_token = fencing_token;
-            if let Some(old) = state.building.take() {
-                state.generations.remove(&old);
-            }
-            state.last_generation += 1;
-            let id = state.last_generation;
-            state.generations.insert(id, GenerationState { version, ..GenerationState::default() });
-            state.building = Some(id);
-            Ok(Generation { id, version, checkpoint: None })
+            Ok(map.entry(projection.to_owned()).or_default().begin(version, fencing_token))
         })
     }
 
@@ -152,76 +219,23 @@ impl ViewStore for MemoryViewStore {
         })
     }
 
-    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<()>> {
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
             commit.validate()?;
             let mut map = write(&self.projections);
-            let state = map.entry(projection.to_owned()).or_default();
-            state.check_token(projection, commit.fencing_token)?;
-            let current = Some(commit.generation);
-            if state.live != current && state.building != current {
-                return Err(Error::GenerationGone { projection: projection.to_owned(), generation: commit.generation });
-            }
-            state.highest_token = commit.fencing_token;
-            let Some(generation) = state.generations.get_mut(&commit.generation) else {
-                return Err(Error::GenerationGone { projection: projection.to_owned(), generation: commit.generation });
-            };
-            if generation.checkpoint != commit.expected {
-                return Err(Error::CheckpointMoved {
-                    projection: projection.to_owned(),
-                    expected: commit.expected,
-                    actual: generation.checkpoint,
-                });
-            }
-            for write in commit.views {
-                for entry in write.leave {
-                    if let Some(list) = generation.indexes.get_mut(&entry.key) {
-                        list.remove(&(entry.order, write.id.clone()));
-                        if list.is_empty() {
-                            generation.indexes.remove(&entry.key);
-                        }
-                    }
-                }
-                for entry in write.join {
-                    generation.indexes.entry(entry.key).or_default().insert((entry.order, write.id.clone()));
-                }
-                match write.view {
-                    Some(json) => generation.views.insert(write.id, json),
-                    None => generation.views.remove(&write.id),
-                };
-            }
-            generation.checkpoint = Some(commit.checkpoint);
-            generation.dead_letters.extend(commit.dead_letters);
-            Ok(())
+            Ok(map.entry(projection.to_owned()).or_default().commit(commit))
         })
     }
 
-    fn go_live<'a>(&'a self, projection: &'a str, generation: u64, fencing_token: u64) -> BoxFuture<'a, Result<()>> {
+    fn go_live<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
             let mut map = write(&self.projections);
-            let state = map.entry(projection.to_owned()).or_default();
-            state.check_token(projection, fencing_token)?;
-            if state.live == Some(generation) {
-                return Ok(());
-            }
-            if state.building != Some(generation) {
-                return Err(Error::GenerationGone { projection: projection.to_owned(), generation });
-            }
-            let built = state.generations.get(&generation).and_then(|g| g.checkpoint);
-            let live = state.live.and_then(|id| state.generations.get(&id)).and_then(|g| g.checkpoint);
-            if built < live {
-                return Err(Error::CheckpointMoved {
-                    projection: projection.to_owned(),
-                    expected: built,
-                    actual: live,
-                });
-            }
-            state.highest_token = fencing_token;
-            if let Some(old) = state.live.replace(generation) {
-                state.generations.remove(&old);
-            }
-            state.building = None;
-            Ok(())
+            Ok(map.entry(projection.to_owned()).or_default().go_live(generation, fencing_token))
         })
     }
 
@@ -292,14 +306,10 @@ impl ViewStore for MemoryViewStore {
         projection: &'a str,
         stop: Option<&'a ProjectionStop>,
         fencing_token: u64,
-    ) -> BoxFuture<'a, Result<()>> {
+    ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
             let mut map = write(&self.projections);
-            let state = map.entry(projection.to_owned()).or_default();
-            state.check_token(projection, fencing_token)?;
-            state.highest_token = fencing_token;
-            state.stopped = stop.cloned();
-            Ok(())
+            Ok(map.entry(projection.to_owned()).or_default().record_stop(stop, fencing_token))
         })
     }
 }

@@ -185,10 +185,10 @@ impl<P: Projection> Fold<P> {
     pub(super) fn fold_all(&self, projection: &P) -> Result<Vec<ViewWrite>> {
         let Stored { mut views, before } = self.stored_index(projection)?;
         for (slot, envelope) in &self.events {
-            projection.apply(&mut views[*slot], envelope).map_err(|error| Error::Projection {
+            projection.apply(&mut views[*slot], envelope).map_err(|source| Error::Projection {
                 projection: projection.name().to_owned(),
                 position: envelope.position,
-                reason: error.to_string(),
+                source,
             })?;
         }
         let mut writes = Vec::with_capacity(self.ids.len());
@@ -214,26 +214,23 @@ impl<P: Projection> Fold<P> {
         let mut stop: Option<(Position, Error)> = None;
         for (slot, envelope) in &self.events {
             let (slot, id) = (*slot, &self.ids[*slot]);
-            let checked =
-                projection.apply(&mut views[slot], envelope).map_err(|error| error.to_string()).and_then(|()| {
-                    let json = views[slot].as_ref().map(|v| encode_view::<P>(name, id, v)).transpose();
-                    let json = json.map_err(|error| error.to_string())?;
-                    write(projection, id.clone(), views[slot].as_ref(), json.clone(), &before[slot])
-                        .validate()
-                        .map_err(|error| error.to_string())?;
-                    Ok(json)
-                });
+            let checked = projection.apply(&mut views[slot], envelope).and_then(|()| {
+                let json = views[slot].as_ref().map(|v| encode_view::<P>(name, id, v)).transpose()?;
+                write(projection, id.clone(), views[slot].as_ref(), json.clone(), &before[slot]).validate()?;
+                Ok(json)
+            });
             match checked {
                 Ok(json) => {
                     good[slot] = json;
                     touched[slot] = true;
                 }
-                Err(reason) if poison == PoisonPolicy::Stop => {
+                Err(source) if poison == PoisonPolicy::Stop => {
                     let position = envelope.position;
-                    stop = Some((position, Error::Projection { projection: name.to_owned(), position, reason }));
+                    stop = Some((position, Error::Projection { projection: name.to_owned(), position, source }));
                     break;
                 }
-                Err(reason) => {
+                Err(source) => {
+                    let reason = source.to_string();
                     tracing::warn!(%reason, position = %envelope.position, "skipping an event the projection failed on");
                     views[slot] = decode_view::<P>(name, id, good[slot].as_deref())?;
                     dead_letters.push(DeadLetter {

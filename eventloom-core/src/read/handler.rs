@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::super::fold::dead_letter;
 use super::super::run::{Job, Runner};
 use super::{Projector, Target};
+use crate::store::{Refusal, superseded};
 use crate::write::retry::Jitter;
 use crate::{
     BoxError, DeadLetter, Error, EventEnvelope, EventSet, EventStore, Lease, PoisonPolicy, Position, RecordedEvent,
@@ -245,9 +246,9 @@ impl<S: EventStore + Clone> Projector<S> {
         // building by a first start that was cut short is made live as it is).
         let generation = match status.building {
             Some(building) => building,
-            None => self.views.begin_generation(name, HANDLER_VERSION, token).await?,
+            None => superseded(name, self.views.begin_generation(name, HANDLER_VERSION, token).await?)?,
         };
-        self.views.go_live(name, generation.id, token).await?;
+        superseded(name, self.views.go_live(name, generation.id, token).await?)?;
         tracing::info!(generation = generation.id, "the event handler's checkpoint is made");
         Ok(Target { generation: generation.id, checkpoint: generation.checkpoint, building: false, stopped })
     }
@@ -316,7 +317,7 @@ impl<S: EventStore + Clone> Projector<S> {
                 };
                 let elapsed = started.elapsed();
                 if attempt >= policy.max_attempts || elapsed >= policy.time_budget {
-                    break Some(format!("failed {attempt} time(s), the last: {error}"));
+                    break Some((attempt, error));
                 }
                 if attempt == 1 {
                     // A long retry must not cost a crash the events handled before it.
@@ -333,11 +334,13 @@ impl<S: EventStore + Clone> Projector<S> {
                 }
                 attempt += 1;
             };
-            if let Some(reason) = failure {
+            if let Some((attempts, source)) = failure {
                 if self.poison == PoisonPolicy::Stop {
                     self.write_handled(name, cursor, token, done, &mut dead_letters).await?;
-                    return Err(Error::Projection { projection: name.to_owned(), position: raw.position, reason });
+                    tracing::error!(error = %source, attempts, position = %raw.position, "the event handler failed past its retries");
+                    return Err(Error::Projection { projection: name.to_owned(), position: raw.position, source });
                 }
+                let reason = format!("failed {attempts} time(s), the last: {source}");
                 tracing::warn!(%reason, position = %raw.position, "dead-lettering an event the handler failed on");
                 dead_letters.push(DeadLetter {
                     position: raw.position,
@@ -373,7 +376,7 @@ impl<S: EventStore + Clone> Projector<S> {
             views: Vec::new(),
             dead_letters: std::mem::take(dead_letters),
         };
-        self.views.commit(name, commit).await?;
+        superseded(name, self.views.commit(name, commit).await?)?;
         cursor.checkpoint = Some(checkpoint);
         Ok(())
     }
@@ -429,7 +432,9 @@ impl<H: EventHandler> Job for HandlerJob<H> {
                 Err(lost_lease(name, token))
             }
             // Its checkpoint is gone: it stops rather than deliver every event again.
-            Err(Error::GenerationGone { .. }) => Err(checkpoint_gone(name, cursor.generation)),
+            Err(Error::Superseded { refusal: Refusal::GenerationGone { .. }, .. }) => {
+                Err(checkpoint_gone(name, cursor.generation))
+            }
             Err(error) => Err(error),
         }
     }
@@ -447,5 +452,5 @@ fn checkpoint_gone(name: &str, generation: u64) -> Error {
 
 /// The error of a catch-up whose lease was lost while retrying.
 fn lost_lease(name: &str, token: u64) -> Error {
-    Error::Fenced { projection: name.to_owned(), token, highest: token }
+    Error::Superseded { projection: name.to_owned(), refusal: Refusal::Fenced { token, highest: token } }
 }

@@ -13,6 +13,7 @@ pub(crate) mod handler;
 
 use super::fold::{CategoryUpcasters, Fold, Folded, dead_letter};
 use super::run::{Job, ProjectionJob, Runner};
+use crate::store::{Refusal, superseded};
 use crate::{
     Error, EventStore, Lease, LeaseManager, PoisonPolicy, Position, Projection, ProjectionStop, RecordedEvent, Result,
     StopKind, Subscription, Upcasters, ViewCommit, ViewStore,
@@ -225,7 +226,7 @@ impl<S: EventStore + Clone> Projector<S> {
         }
         if target.building {
             let name = projection.name();
-            self.views.go_live(name, target.generation, token).await?;
+            superseded(name, self.views.go_live(name, target.generation, token).await?)?;
             tracing::info!(projection = name, generation = target.generation, "new generation of views is live");
         }
         Ok(target.checkpoint)
@@ -238,7 +239,7 @@ impl<S: EventStore + Clone> Projector<S> {
         let name = projection.name();
         let lease = self.lease(name).await?;
         let token = lease.as_ref().map_or(0, Lease::token);
-        let generation = self.views.begin_generation(name, P::VERSION, token).await?;
+        let generation = superseded(name, self.views.begin_generation(name, P::VERSION, token).await?)?;
         let stopped = self.views.status(name).await?.stopped.is_some();
         let target = Target { generation: generation.id, checkpoint: None, building: true, stopped };
         self.catch_up_with(projection, target, token).await
@@ -270,7 +271,7 @@ impl<S: EventStore + Clone> Projector<S> {
             Some(live) => tracing::info!(from = live.version, to = version, "new projection version; rebuilding"),
             None => tracing::info!("no live views (a first build, or the store lost them); building"),
         }
-        let g = self.views.begin_generation(name, version, token).await?;
+        let g = superseded(name, self.views.begin_generation(name, version, token).await?)?;
         Ok(Target { generation: g.id, checkpoint: None, building: true, stopped })
     }
 
@@ -315,11 +316,11 @@ impl<S: EventStore + Clone> Projector<S> {
                 drop(lease.take());
                 Ok(false)
             }
-            Error::GenerationGone { .. } => {
+            Error::Superseded { refusal: Refusal::GenerationGone { .. }, .. } => {
                 tracing::warn!(%error, "the views are gone (the store lost them, or a newer build began); starting over");
                 Ok(true)
             }
-            Error::CheckpointMoved { .. } | Error::Fenced { .. } => {
+            Error::Superseded { .. } => {
                 tracing::warn!(%error, "another runner wrote; standing by and starting over from the stored checkpoint");
                 drop(lease.take());
                 Ok(false)
@@ -348,7 +349,7 @@ impl<S: EventStore + Clone> Projector<S> {
                 .flatten()
                 .find(|g| g.id == generation)
                 .and_then(|g| g.checkpoint);
-            self.views.record_stop(name, Some(&stop.at(generation, checkpoint)), token).await
+            superseded(name, self.views.record_stop(name, Some(&stop.at(generation, checkpoint)), token).await?)
         };
         if let Err(error) = recorded.await {
             tracing::warn!(%error, "cannot record why the projection stopped");
@@ -358,7 +359,7 @@ impl<S: EventStore + Clone> Projector<S> {
     /// Clears a recorded stop once the projection has written past it; whether it did (a stop
     /// left in place after a failure is stale anyway: see `ProjectionStatus::active_stop`).
     pub(super) async fn note_running(&self, name: &str, token: u64) -> bool {
-        match self.views.record_stop(name, None, token).await {
+        match self.views.record_stop(name, None, token).await.and_then(|written| superseded(name, written)) {
             Ok(()) => {
                 tracing::info!("the projection runs again past its recorded stop");
                 true
@@ -410,7 +411,7 @@ impl<S: EventStore + Clone> Projector<S> {
                 Ok(writes) => {
                     let commit = fold.commit(target, token, writes, fold.undecodable.clone());
                     match commit.validate() {
-                        Ok(()) => match self.views.commit(name, commit).await {
+                        Ok(()) => match self.views.commit(name, commit).await.and_then(|w| superseded(name, w)) {
                             Ok(()) => return Ok(fold.checkpoint),
                             Err(error) if !refused_as_written(&error) => return Err(error),
                             Err(error) => tracing::warn!(%error, "the store refused the batch; finding the event"),
@@ -432,7 +433,7 @@ impl<S: EventStore + Clone> Projector<S> {
             let mut commit = fold.commit(target, token, writes, dead_letters);
             commit.checkpoint = checkpoint;
             let written = match commit.validate() {
-                Ok(()) => self.views.commit(name, commit).await,
+                Ok(()) => self.views.commit(name, commit).await.and_then(|w| superseded(name, w)),
                 Err(error) => Err(error),
             };
             match written {
@@ -470,8 +471,8 @@ impl<S: EventStore + Clone> Projector<S> {
             if let [raw] = batch {
                 let reason = refused.to_string();
                 if self.poison == PoisonPolicy::Stop {
-                    let projection = projection.name().to_owned();
-                    return Err(Error::Projection { projection, position: raw.position, reason });
+                    let (projection, source) = (projection.name().to_owned(), Box::new(refused));
+                    return Err(Error::Projection { projection, position: raw.position, source });
                 }
                 tracing::warn!(%reason, position = %raw.position, "skipping an event whose writes the store refuses");
                 let commit = ViewCommit {
@@ -482,7 +483,7 @@ impl<S: EventStore + Clone> Projector<S> {
                     views: Vec::new(),
                     dead_letters: vec![dead_letter(raw, reason)],
                 };
-                self.views.commit(projection.name(), commit).await?;
+                superseded(projection.name(), self.views.commit(projection.name(), commit).await?)?;
                 return Ok(raw.position);
             }
             let mut at = *target;
@@ -507,9 +508,7 @@ fn stop_of(error: &Error) -> Option<ProjectionStop> {
             return Some(ProjectionStop::new(StopKind::NeedsNewerRelease, Some(*position), error.to_string()));
         }
         _ if error.is_transient() => return None,
-        Error::GenerationGone { .. } | Error::CheckpointMoved { .. } | Error::Fenced { .. } | Error::Shutdown => {
-            return None;
-        }
+        Error::Superseded { .. } | Error::Shutdown => return None,
         Error::Projection { position, .. }
         | Error::Decode { position, .. }
         | Error::UnknownEvent { position, .. }

@@ -33,11 +33,11 @@ use crate::{
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let store = MemoryViewStore::default();
-/// let generation = store.begin_generation("answers", 1, 0).await.unwrap();
+/// let generation = store.begin_generation("answers", 1, 0).await.unwrap().unwrap();
 /// let commit = ViewCommit { generation: generation.id, expected: None, checkpoint: Position::new(1, 1),
 ///     fencing_token: 0, views: vec![ViewWrite::set("a", "41")], dead_letters: Vec::new() };
-/// store.commit("answers", commit).await.unwrap();
-/// store.go_live("answers", generation.id, 0).await.unwrap();
+/// store.commit("answers", commit).await.unwrap().unwrap();
+/// store.go_live("answers", generation.id, 0).await.unwrap().unwrap();
 /// let reader = ViewReader::<u32>::new(store, "answers");
 /// reader.wait_for(Position::new(1, 1), Duration::from_secs(1)).await.unwrap();
 /// assert_eq!(reader.get("a").await.unwrap(), Some(41));
@@ -277,14 +277,14 @@ impl<V: DeserializeOwned> ViewReader<V> {
     ///
     /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
     /// let store = MemoryViewStore::default();
-    /// let generation = store.begin_generation("stock", 1, 0).await.unwrap();
+    /// let generation = store.begin_generation("stock", 1, 0).await.unwrap().unwrap();
     /// let views = [("bolts", 4), ("nuts", 40), ("washers", 9)].map(|(id, n)| {
     ///     ViewWrite::set(id, n.to_string()).joining(vec![IndexEntry::new("stock", "all").ordered_by_int(n)])
     /// });
     /// let commit = ViewCommit { generation: generation.id, expected: None, checkpoint: Position::new(1, 1),
     ///     fencing_token: 0, views: views.to_vec(), dead_letters: Vec::new() };
-    /// store.commit("stock", commit).await.unwrap();
-    /// store.go_live("stock", generation.id, 0).await.unwrap();
+    /// store.commit("stock", commit).await.unwrap().unwrap();
+    /// store.go_live("stock", generation.id, 0).await.unwrap().unwrap();
     /// let reader = ViewReader::<i64>::new(store, "stock");
     /// let low = reader.list_range(&IndexKey::new("stock", "all"), &OrderRange::ints(..10), None, 10).await.unwrap();
     /// assert_eq!(low.views, vec![("bolts".to_owned(), 4), ("washers".to_owned(), 9)]);

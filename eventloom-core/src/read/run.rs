@@ -23,6 +23,7 @@ use std::time::Duration;
 use super::feed::{Feed, FeedReader};
 use super::group::{Attached, MemberState, Membership};
 use super::projector::{Projector, Target};
+use crate::store::{Refusal, superseded};
 use crate::{Error, EventStore, Lease, Position, Projection, RecordedEvent, Result};
 
 /// What a [`Runner`] runs: a projection (views in generations, rebuilt when the store lost
@@ -47,7 +48,7 @@ pub(super) trait Job: Send + Sync + 'static {
     /// Processes one batch (the events after `target`'s checkpoint) and writes the new
     /// checkpoint with what the batch changed, returning it. A job that waits within a batch (a
     /// handler's retries) stops waiting when `shutdown` resolves, with [`Error::Shutdown`], or
-    /// when `lease` is lost, with [`Error::Fenced`].
+    /// when `lease` is lost, with [`Error::Superseded`] ([`Refusal::Fenced`]).
     fn process<'a, S: EventStore + Clone, X: Future<Output = ()> + Send + Unpin>(
         &'a self,
         projector: &'a Projector<S>,
@@ -244,7 +245,7 @@ where
                 self.report(|s| s.last_error = Some(error.to_string()));
                 Ok(State::BackOff)
             }
-            Err(error @ Error::Fenced { .. }) => {
+            Err(error @ Error::Superseded { refusal: Refusal::Fenced { .. }, .. }) => {
                 tracing::warn!(%error, "another runner leads; standing by");
                 Ok(State::StandBy)
             }
@@ -274,7 +275,9 @@ where
     }
 
     async fn go_live(&mut self, mut run: Run<F::Reader>) -> Step<F::Reader> {
-        match self.projector.views.go_live(self.job.name(), run.target.generation, run.token).await {
+        let name = self.job.name();
+        let live = self.projector.views.go_live(name, run.target.generation, run.token).await;
+        match live.and_then(|written| superseded(name, written)) {
             Ok(()) => {
                 tracing::info!(generation = run.target.generation, "new generation of views is live");
                 run.target.building = false;

@@ -5,9 +5,10 @@ pub(crate) mod lease;
 pub(crate) mod view;
 
 pub use lease::{Lease, LeaseManager};
+pub(crate) use view::superseded;
 pub use view::{
-    DeadLetter, Generation, IndexEntry, IndexKey, ListCursor, OrderRange, ProjectionStatus, ProjectionStop, StopKind,
-    ViewCommit, ViewPage, ViewStore, ViewWrite, stored_view_id,
+    DeadLetter, Generation, IndexEntry, IndexKey, ListCursor, OrderRange, ProjectionStatus, ProjectionStop, Refusal,
+    StopKind, ViewCommit, ViewPage, ViewStore, ViewWrite, Written, stored_view_id,
 };
 
 /// The future a store method returns: boxed, `Send`, borrowing the store and the arguments for
@@ -102,6 +103,73 @@ pub struct CommandRecord {
     pub fingerprint: Option<Fingerprint>,
 }
 
+/// What an append came to when the store answered: the events written, or, for events carrying
+/// a command id an earlier append (or [`record_command`](EventStore::record_command)) carried,
+/// nothing written and what that id did the first time. Failures (a conflict, an outage) are
+/// the [`Result`]'s.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::prelude::*;
+/// use eventloom_core::{memory::MemoryEventStore, store::{Appended, EventStore}};
+/// use eventloom_core::model::{ExpectedVersion, NewEvent};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryEventStore::new();
+/// let stream = StreamId::new("task", "1").unwrap();
+/// let event = || NewEvent { event_type: "Created".into(), schema_version: 1, payload: "{}".into(),
+///     metadata: Metadata::default().with_command_id("req-1") };
+/// let first = store.append(&stream, ExpectedVersion::NoStream, vec![event()]).await.unwrap();
+/// assert!(matches!(first, Appended::Written(_)));
+/// match store.append(&stream, ExpectedVersion::Any, vec![event()]).await.unwrap() {
+///     Appended::Duplicate { command_id, first: record } => {
+///         assert_eq!((command_id.as_str(), &record.outcome), ("req-1", first.outcome()));
+///     }
+///     Appended::Written(_) => unreachable!("the command id was used"),
+/// }
+/// assert_eq!(store.stream_version(&stream).await.unwrap(), 1, "nothing written the second time");
+/// # });
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// The events were written (for no events: the expected version held).
+    Written(AppendOutcome),
+    /// The events carry a command id that was used before: nothing was written.
+    Duplicate {
+        /// The command id.
+        command_id: String,
+        /// What it did the first time, with the fingerprint recorded then.
+        first: CommandRecord,
+    },
+}
+
+impl Appended {
+    /// The outcome of this append, or, for a duplicate, of the first one under its command id.
+    pub fn outcome(&self) -> &AppendOutcome {
+        match self {
+            Appended::Written(outcome) => outcome,
+            Appended::Duplicate { first, .. } => &first.outcome,
+        }
+    }
+
+    /// [`outcome`](Self::outcome), by value.
+    pub fn into_outcome(self) -> AppendOutcome {
+        match self {
+            Appended::Written(outcome) => outcome,
+            Appended::Duplicate { first, .. } => first.outcome,
+        }
+    }
+
+    /// What this append wrote; `None` for a duplicate.
+    pub fn written(self) -> Option<AppendOutcome> {
+        match self {
+            Appended::Written(outcome) => Some(outcome),
+            Appended::Duplicate { .. } => None,
+        }
+    }
+}
+
 /// The page size of the default [`EventStore::count_after`].
 const COUNT_PAGE: usize = 1000;
 
@@ -117,9 +185,9 @@ const COUNT_PAGE: usize = 1000;
 /// - **Total, gap-free order.** [`read_all`](EventStore::read_all) returns events in increasing
 ///   [`Position`], and never returns an event after a later one was already returned.
 /// - **Idempotency.** An append whose events carry a `command_id` that an earlier append (or a
-///   [`record_command`](EventStore::record_command)) carried fails with
-///   [`Error::DuplicateCommand`](crate::Error::DuplicateCommand), which holds the first outcome
-///   and the fingerprint recorded with it, and writes nothing; this holds across processes. The
+///   [`record_command`](EventStore::record_command)) carried writes nothing and answers
+///   [`Appended::Duplicate`], which holds the first outcome and the fingerprint recorded with
+///   it; this holds across processes. The
 ///   fingerprint given to [`append_command`](EventStore::append_command) or `record_command` is
 ///   kept with the outcome and returned by [`command_outcome`](EventStore::command_outcome).
 ///
@@ -152,7 +220,7 @@ pub trait EventStore: Send + Sync + 'static {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, Result<AppendOutcome>>;
+    ) -> BoxFuture<'a, Result<Appended>>;
 
     /// The append of a command executed under a command id: as [`append`](Self::append) (the id
     /// is the one the events' metadata carry), and the store keeps `fingerprint`, the request's,
@@ -176,6 +244,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// let event = NewEvent { event_type: "Created".into(), schema_version: 1, payload: "{}".into(), metadata };
     /// let print: Fingerprint = "ab".repeat(32).parse().unwrap();
     /// let out = store.append_command(&stream, ExpectedVersion::NoStream, vec![event], &print).await.unwrap();
+    /// let out = out.written().expect("a command id not used before");
     /// let first = store.command_outcome("req-1").await.unwrap().unwrap();
     /// assert_eq!((first.outcome, first.fingerprint), (out, Some(print)));
     /// # });
@@ -186,7 +255,7 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         fingerprint: &'a Fingerprint,
-    ) -> BoxFuture<'a, Result<AppendOutcome>>;
+    ) -> BoxFuture<'a, Result<Appended>>;
 
     /// Up to `limit` events of `stream` with versions from `from_version` on, in order.
     fn read_stream<'a>(
@@ -280,14 +349,14 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Records the outcome of a command that appended nothing (a no-op) with the fingerprint of
     /// its request, so that executing it again returns this outcome even after the stream
-    /// changed. Fails with [`Error::DuplicateCommand`](crate::Error::DuplicateCommand), holding
-    /// the first outcome, when the id is already recorded.
+    /// changed. Answers `None` once recorded, and the first record, recording nothing, when the
+    /// id is already used.
     fn record_command<'a>(
         &'a self,
         command_id: &'a str,
         fingerprint: &'a Fingerprint,
         outcome: AppendOutcome,
-    ) -> BoxFuture<'a, Result<()>>;
+    ) -> BoxFuture<'a, Result<Option<CommandRecord>>>;
 
     /// The position of the last event a subscriber can read now: the last event
     /// [`read_all`](EventStore::read_all) would return if asked for everything; `None` when no
@@ -311,7 +380,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// let stream = StreamId::new("task", "1").unwrap();
     /// let event = NewEvent { event_type: "Created".into(), schema_version: 1, payload: "{}".into(), metadata: Metadata::default() };
     /// let out = store.append(&stream, ExpectedVersion::NoStream, vec![event]).await.unwrap();
-    /// assert_eq!(store.head().await.unwrap(), Some(out.position));
+    /// assert_eq!(store.head().await.unwrap(), Some(out.outcome().position));
     /// # });
     /// ```
     fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<Position>>>;
@@ -362,7 +431,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// let event = || NewEvent { event_type: "Done".into(), schema_version: 1, payload: "{}".into(), metadata: Metadata::default() };
     /// let first = store.append(&stream, ExpectedVersion::Any, vec![event()]).await.unwrap();
     /// store.append(&stream, ExpectedVersion::Any, vec![event(), event(), event()]).await.unwrap();
-    /// assert_eq!(store.count_after(first.position, 100).await.unwrap(), 3, "exact below the cap");
+    /// assert_eq!(store.count_after(first.outcome().position, 100).await.unwrap(), 3, "exact below the cap");
     /// assert_eq!(store.count_after(Position::ZERO, 2).await.unwrap(), 2, "2 or more");
     /// # });
     /// ```
@@ -403,7 +472,7 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, Result<AppendOutcome>> {
+    ) -> BoxFuture<'a, Result<Appended>> {
         Box::pin(async move { (**self).append(stream, expected, events).await })
     }
     fn append_command<'a>(
@@ -412,7 +481,7 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         fingerprint: &'a Fingerprint,
-    ) -> BoxFuture<'a, Result<AppendOutcome>> {
+    ) -> BoxFuture<'a, Result<Appended>> {
         Box::pin(async move { (**self).append_command(stream, expected, events, fingerprint).await })
     }
     fn read_stream<'a>(
@@ -463,7 +532,7 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
         command_id: &'a str,
         fingerprint: &'a Fingerprint,
         outcome: AppendOutcome,
-    ) -> BoxFuture<'a, Result<()>> {
+    ) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
         Box::pin(async move { (**self).record_command(command_id, fingerprint, outcome).await })
     }
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {

@@ -36,6 +36,83 @@ pub struct Generation {
     pub checkpoint: Option<Position>,
 }
 
+/// Why a view store wrote nothing: the projection's state in the store has moved on from what
+/// the write was made for. A reply between the store and the projector, not a failure: the
+/// projector sorts it (it stands by, or starts over), so implementations answer it as the `Err`
+/// of a [`Written`] inside `Ok`, never as an [`Error`].
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::store::Refusal;
+///
+/// let late = Refusal::Fenced { token: 3, highest: 5 };
+/// assert_eq!(late.to_string(), "fenced: token 3 is older than 5");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// The generation's checkpoint is not the one the write expected: another runner wrote
+    /// first (or, for [`ViewStore::go_live`], the built generation is behind the live one).
+    CheckpointMoved {
+        /// The checkpoint the write expected.
+        expected: Option<Position>,
+        /// The checkpoint found.
+        actual: Option<Position>,
+    },
+    /// The write carried a fencing token lower than one the store has already seen: a deposed
+    /// leader woke up late.
+    Fenced {
+        /// The token the write carried.
+        token: u64,
+        /// The highest token the store has seen.
+        highest: u64,
+    },
+    /// The generation written to is neither live nor being built: the store lost its data (a
+    /// Redis restarted empty or flushed), or another runner began a newer generation.
+    GenerationGone {
+        /// The generation written to.
+        generation: u64,
+    },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::CheckpointMoved { expected, actual } => {
+                write!(f, "checkpoint moved: expected {expected:?}, found {actual:?}")
+            }
+            Refusal::Fenced { token, highest } => write!(f, "fenced: token {token} is older than {highest}"),
+            Refusal::GenerationGone { generation } => {
+                write!(f, "generation {generation} is gone (lost data or a newer rebuild)")
+            }
+        }
+    }
+}
+
+/// What a write of a [`ViewStore`] came to when the store answered: `Ok` with what it wrote, or
+/// `Err` with the [`Refusal`] of a write it did not make. Store failures are the outer
+/// [`Result`]'s.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{memory::MemoryViewStore, store::{Refusal, ViewStore}};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryViewStore::default();
+/// store.begin_generation("tasks", 1, 5).await.unwrap().unwrap();
+/// let stale = store.begin_generation("tasks", 1, 4).await.unwrap();
+/// assert_eq!(stale, Err(Refusal::Fenced { token: 4, highest: 5 }));
+/// # });
+/// ```
+pub type Written<T = ()> = std::result::Result<T, Refusal>;
+
+/// What a runner of `projection` makes of a write's answer: what it wrote, or the
+/// [`Error::Superseded`] it ends a catch-up with.
+pub(crate) fn superseded<T>(projection: &str, written: Written<T>) -> Result<T> {
+    written.map_err(|refusal| Error::Superseded { projection: projection.to_owned(), refusal })
+}
+
 /// Where a projection's views stand: the generation queries read, and one being built.
 ///
 /// # Examples
@@ -454,10 +531,9 @@ impl ViewWrite {
 ///
 /// A store applies it only if the generation is still live or being built, its checkpoint is
 /// still `expected`, and `fencing_token` is not lower than the highest token it has seen for the
-/// projection; otherwise it writes nothing and fails with
-/// [`Error::GenerationGone`](crate::Error::GenerationGone),
-/// [`Error::CheckpointMoved`](crate::Error::CheckpointMoved) or
-/// [`Error::Fenced`](crate::Error::Fenced). That makes replays after a crash, writes of a
+/// projection; otherwise it writes nothing and answers the [`Refusal`]
+/// ([`GenerationGone`](Refusal::GenerationGone), [`CheckpointMoved`](Refusal::CheckpointMoved)
+/// or [`Fenced`](Refusal::Fenced)). That makes replays after a crash, writes of a
 /// deposed leader, and writes into views a store has lost, change nothing.
 ///
 /// # Examples
@@ -763,12 +839,12 @@ impl DeadLetter {
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store: Arc<dyn ViewStore> = Arc::new(MemoryViewStore::default());
-/// let generation = store.begin_generation("tasks", 1, 0).await.unwrap();
+/// let generation = store.begin_generation("tasks", 1, 0).await.unwrap().unwrap();
 /// let commit = ViewCommit { generation: generation.id, expected: None, checkpoint: Position::new(1, 1),
 ///     fencing_token: 0, views: vec![ViewWrite::set("t-1", "{}")], dead_letters: Vec::new() };
-/// store.commit("tasks", commit).await.unwrap();
+/// assert_eq!(store.commit("tasks", commit).await.unwrap(), Ok(()));
 /// assert!(store.read_views("tasks", &["t-1".into()]).await.is_err(), "not live yet");
-/// store.go_live("tasks", generation.id, 0).await.unwrap();
+/// store.go_live("tasks", generation.id, 0).await.unwrap().unwrap();
 /// assert_eq!(store.read_views("tasks", &["t-1".into()]).await.unwrap(), vec![Some("{}".into())]);
 /// # });
 /// ```
@@ -779,13 +855,13 @@ pub trait ViewStore: Send + Sync + 'static {
 
     /// Starts a new, empty generation for `version` of the projection, with an id higher than any
     /// the store holds, and records it as the one being built (dropping an earlier one being
-    /// built). Refused with [`Error::Fenced`] like a commit.
+    /// built). Refused ([`Refusal::Fenced`]) like a commit.
     fn begin_generation<'a>(
         &'a self,
         projection: &'a str,
         version: u32,
         fencing_token: u64,
-    ) -> BoxFuture<'a, Result<Generation>>;
+    ) -> BoxFuture<'a, Result<Written<Generation>>>;
 
     /// The views with these ids in `generation`, in the same order; `None` for a missing one.
     fn load_views<'a>(
@@ -795,16 +871,22 @@ pub trait ViewStore: Send + Sync + 'static {
         ids: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Option<String>>>>;
 
-    /// Applies `commit` atomically if its generation, expected checkpoint and fencing token hold.
-    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<()>>;
+    /// Applies `commit` atomically if its generation, expected checkpoint and fencing token hold;
+    /// otherwise writes nothing and answers the [`Refusal`] (see [`ViewCommit`]).
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<Written>>;
 
     /// Makes the generation being built live, in one atomic step, and drops the one that was
-    /// live. Refused with [`Error::Fenced`] for an old token, with [`Error::GenerationGone`]
-    /// when `generation` is not the one being built, and with [`Error::CheckpointMoved`] (its
+    /// live. Refused with [`Refusal::Fenced`] for an old token, with [`Refusal::GenerationGone`]
+    /// when `generation` is not the one being built, and with [`Refusal::CheckpointMoved`] (its
     /// `expected` the built checkpoint, its `actual` the live one) while the built generation is
     /// behind the live one: switching then would take queries back in time. Making the live
     /// generation live again succeeds and changes nothing.
-    fn go_live<'a>(&'a self, projection: &'a str, generation: u64, fencing_token: u64) -> BoxFuture<'a, Result<()>>;
+    fn go_live<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<Written>>;
 
     /// The live views with these ids, in the same order; `None` for a missing one.
     fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>>;
@@ -828,13 +910,13 @@ pub trait ViewStore: Send + Sync + 'static {
     fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>>;
 
     /// Records why the projection stopped (`None`: that it runs again), for
-    /// [`status`](Self::status) to report. Refused with [`Error::Fenced`] like a commit.
+    /// [`status`](Self::status) to report. Refused ([`Refusal::Fenced`]) like a commit.
     fn record_stop<'a>(
         &'a self,
         projection: &'a str,
         stop: Option<&'a ProjectionStop>,
         fencing_token: u64,
-    ) -> BoxFuture<'a, Result<()>>;
+    ) -> BoxFuture<'a, Result<Written>>;
 }
 
 impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
@@ -846,7 +928,7 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
         projection: &'a str,
         version: u32,
         fencing_token: u64,
-    ) -> BoxFuture<'a, Result<Generation>> {
+    ) -> BoxFuture<'a, Result<Written<Generation>>> {
         Box::pin(async move { (**self).begin_generation(projection, version, fencing_token).await })
     }
     fn load_views<'a>(
@@ -857,10 +939,15 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
     ) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
         Box::pin(async move { (**self).load_views(projection, generation, ids).await })
     }
-    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<()>> {
+    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move { (**self).commit(projection, commit).await })
     }
-    fn go_live<'a>(&'a self, projection: &'a str, generation: u64, fencing_token: u64) -> BoxFuture<'a, Result<()>> {
+    fn go_live<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move { (**self).go_live(projection, generation, fencing_token).await })
     }
     fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
@@ -887,7 +974,7 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
         projection: &'a str,
         stop: Option<&'a ProjectionStop>,
         fencing_token: u64,
-    ) -> BoxFuture<'a, Result<()>> {
+    ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move { (**self).record_stop(projection, stop, fencing_token).await })
     }
 }

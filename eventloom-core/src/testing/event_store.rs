@@ -16,6 +16,7 @@ use crate::{
 };
 
 use super::{test_event, test_event_for_command};
+use crate::store::Appended;
 
 /// Writers racing on one stream in [`concurrent_writers`].
 pub const WRITERS: usize = 16;
@@ -128,6 +129,7 @@ pub async fn head_and_count<S: EventStore>(store: S) {
     let first = store.append(&a, ExpectedVersion::NoStream, (1..=3).map(test_event).collect()).await.expect("append");
     let second = store.append(&stream("head-b"), ExpectedVersion::Any, vec![test_event(4)]).await.expect("append");
     let last = store.append(&a, ExpectedVersion::Exact(3), vec![test_event(5)]).await.expect("append");
+    let (first, second, last) = (first.into_outcome(), second.into_outcome(), last.into_outcome());
     // A store that holds events back may show the head late, never ahead of read_all.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -177,6 +179,7 @@ pub async fn append_and_read<S: EventStore>(store: S) {
     assert_eq!(store.stream_version(&s).await.expect("version"), 0);
     assert!(store.read_stream(&s, 1, 10).await.expect("read").is_empty());
     let out = store.append(&s, ExpectedVersion::NoStream, (1..=3).map(test_event).collect()).await.expect("append");
+    let out = out.into_outcome();
     assert_eq!((out.first_version, out.last_version, out.appended()), (1, 3, 3));
     let events = store.read_stream(&s, 1, 10).await.expect("read");
     assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3]);
@@ -192,7 +195,7 @@ pub async fn append_and_read<S: EventStore>(store: S) {
     assert_eq!(tail.iter().map(|e| e.version).collect::<Vec<_>>(), [2]);
     assert!(store.read_stream(&s, 4, 10).await.expect("read").is_empty());
     assert_eq!(store.stream_version(&s).await.expect("version"), 3);
-    let empty = store.append(&s, ExpectedVersion::Exact(3), Vec::new()).await.expect("empty append");
+    let empty = store.append(&s, ExpectedVersion::Exact(3), Vec::new()).await.expect("empty append").into_outcome();
     assert_eq!(empty.appended(), 0);
     assert_eq!(store.stream_version(&s).await.expect("version"), 3, "an empty append writes nothing");
 }
@@ -285,6 +288,7 @@ pub async fn concurrent_writers<S: EventStore + Clone>(store: S) {
                 let n = writer * 1_000_000 + attempt;
                 match store.append(&s, ExpectedVersion::Exact(version), vec![test_event(n)]).await {
                     Ok(out) => {
+                        let out = out.written().expect("no command id: never a duplicate");
                         assert_eq!(out.last_version, version + 1);
                         won.push((out.last_version, n));
                     }
@@ -402,20 +406,22 @@ pub async fn idempotency<S: EventStore>(store: S) {
             vec![test_event_for_command(1, "cmd-1"), test_event_for_command(2, "cmd-1")],
         )
         .await
-        .expect("first");
+        .expect("first")
+        .written()
+        .expect("a new command id");
     let recorded = CommandRecord { outcome: first.clone(), fingerprint: None };
     assert_eq!(store.command_outcome("cmd-1").await.expect("lookup"), Some(recorded), "a plain append keeps none");
     for (target, expected) in [(s.clone(), ExpectedVersion::Exact(2)), (stream("idem-other"), ExpectedVersion::Any)] {
         match store.append(&target, expected, vec![test_event_for_command(3, "cmd-1")]).await {
-            Err(Error::DuplicateCommand { command_id, outcome, fingerprint }) => {
+            Ok(Appended::Duplicate { command_id, first: record }) => {
                 assert_eq!(command_id, "cmd-1");
-                assert_eq!((outcome, fingerprint), (first.clone(), None));
+                assert_eq!((record.outcome, record.fingerprint), (first.clone(), None));
             }
-            other => panic!("expected DuplicateCommand, got {other:?}"),
+            other => panic!("expected a duplicate, got {other:?}"),
         }
     }
     match store.append(&s, ExpectedVersion::NoStream, vec![test_event_for_command(3, "cmd-1")]).await {
-        Err(Error::DuplicateCommand { outcome, .. }) => assert_eq!(outcome, first),
+        Ok(Appended::Duplicate { first: record, .. }) => assert_eq!(record.outcome, first),
         other => panic!("a duplicate with a stale expected version is still a duplicate, got {other:?}"),
     }
     assert_eq!(read_all(&store, 2).await.len(), 2, "the duplicates wrote nothing");
@@ -424,19 +430,19 @@ pub async fn idempotency<S: EventStore>(store: S) {
     assert!(matches!(refused, Err(Error::Conflict { .. })), "{refused:?}");
     assert_eq!(store.command_outcome("cmd-2").await.expect("lookup"), None);
     let second = store.append(&s, ExpectedVersion::Exact(2), vec![test_event_for_command(4, "cmd-2")]).await;
-    assert_eq!(second.expect("the id is still free").last_version, 3);
+    assert_eq!(second.expect("the id is still free").written().expect("written").last_version, 3);
     // A command that appended nothing is recorded, and its id is then taken.
     let noop = AppendOutcome { stream: s.clone(), first_version: 4, last_version: 3, position: Position::ZERO };
     let print = fingerprint('a');
-    store.record_command("cmd-noop", &print, noop.clone()).await.expect("record a no-op");
+    assert_eq!(store.record_command("cmd-noop", &print, noop.clone()).await.expect("record a no-op"), None);
     let recorded = CommandRecord { outcome: noop.clone(), fingerprint: Some(print) };
     assert_eq!(store.command_outcome("cmd-noop").await.expect("lookup"), Some(recorded));
     match store.append(&s, ExpectedVersion::Exact(3), vec![test_event_for_command(5, "cmd-noop")]).await {
-        Err(Error::DuplicateCommand { outcome, .. }) => assert_eq!(outcome, noop),
+        Ok(Appended::Duplicate { first: record, .. }) => assert_eq!(record.outcome, noop),
         other => panic!("an append under a recorded no-op's id is a duplicate, got {other:?}"),
     }
     match store.record_command("cmd-1", &print, noop.clone()).await {
-        Err(Error::DuplicateCommand { outcome, .. }) => assert_eq!(outcome, first),
+        Ok(Some(record)) => assert_eq!(record.outcome, first),
         other => panic!("recording a used id is a duplicate, got {other:?}"),
     }
     match store.append(&s, ExpectedVersion::Exact(2), vec![test_event_for_command(3, "bad\nid")]).await {
@@ -456,21 +462,22 @@ pub async fn command_fingerprints<S: EventStore>(store: S) {
     let (a, b) = (fingerprint('a'), fingerprint('b'));
     let events = |n, id| vec![test_event_for_command(n, id), test_event_for_command(n + 1, id)];
     let first = store.append_command(&s, ExpectedVersion::NoStream, events(1, "fp-1"), &a).await.expect("first");
+    let first = first.written().expect("a new command id");
     assert_eq!((first.first_version, first.last_version), (1, 2));
     let recorded = CommandRecord { outcome: first.clone(), fingerprint: Some(a) };
     assert_eq!(store.command_outcome("fp-1").await.expect("lookup"), Some(recorded));
     for (expected, print) in [(ExpectedVersion::Exact(2), b), (ExpectedVersion::Any, a), (ExpectedVersion::NoStream, b)]
     {
         match store.append_command(&s, expected, vec![test_event_for_command(9, "fp-1")], &print).await {
-            Err(Error::DuplicateCommand { command_id, outcome, fingerprint }) => {
-                assert_eq!((command_id.as_str(), outcome, fingerprint), ("fp-1", first.clone(), Some(a)));
+            Ok(Appended::Duplicate { command_id, first: record }) => {
+                assert_eq!((command_id.as_str(), record.outcome, record.fingerprint), ("fp-1", first.clone(), Some(a)));
             }
-            other => panic!("expected DuplicateCommand for {expected:?}, got {other:?}"),
+            other => panic!("expected a duplicate for {expected:?}, got {other:?}"),
         }
     }
     match store.append(&s, ExpectedVersion::Exact(2), vec![test_event_for_command(9, "fp-1")]).await {
-        Err(Error::DuplicateCommand { fingerprint, .. }) => assert_eq!(fingerprint, Some(a), "a plain append too"),
-        other => panic!("expected DuplicateCommand, got {other:?}"),
+        Ok(Appended::Duplicate { first: record, .. }) => assert_eq!(record.fingerprint, Some(a), "a plain append too"),
+        other => panic!("expected a duplicate, got {other:?}"),
     }
     assert_eq!(read_all(&store, 2).await.len(), 2, "the duplicates wrote nothing");
     // A conflict does not use up the id, nor keep the fingerprint.
@@ -478,33 +485,34 @@ pub async fn command_fingerprints<S: EventStore>(store: S) {
     assert!(matches!(refused, Err(Error::Conflict { .. })), "{refused:?}");
     assert_eq!(store.command_outcome("fp-2").await.expect("lookup"), None);
     let second = store.append_command(&s, ExpectedVersion::Any, events(3, "fp-2"), &b).await.expect("the id is free");
-    let recorded = CommandRecord { outcome: second, fingerprint: Some(b) };
+    let recorded = CommandRecord { outcome: second.written().expect("written"), fingerprint: Some(b) };
     assert_eq!(store.command_outcome("fp-2").await.expect("lookup"), Some(recorded));
     // An id first used by a plain append keeps no fingerprint, and reports none.
     let plain =
         store.append(&s, ExpectedVersion::Exact(4), vec![test_event_for_command(5, "fp-3")]).await.expect("plain");
+    let plain = plain.written().expect("a new command id");
     match store.append_command(&s, ExpectedVersion::Exact(5), vec![test_event_for_command(6, "fp-3")], &a).await {
-        Err(Error::DuplicateCommand { outcome, fingerprint, .. }) => assert_eq!((outcome, fingerprint), (plain, None)),
-        other => panic!("expected DuplicateCommand, got {other:?}"),
+        Ok(Appended::Duplicate { first: record, .. }) => {
+            assert_eq!((record.outcome, record.fingerprint), (plain, None))
+        }
+        other => panic!("expected a duplicate, got {other:?}"),
     }
     // A recorded no-op reports its fingerprint to an append and to another record.
     let noop = AppendOutcome { stream: s.clone(), first_version: 6, last_version: 5, position: Position::ZERO };
-    store.record_command("fp-noop", &b, noop.clone()).await.expect("record");
+    assert_eq!(store.record_command("fp-noop", &b, noop.clone()).await.expect("record"), None);
     match store.append_command(&s, ExpectedVersion::Exact(5), vec![test_event_for_command(6, "fp-noop")], &a).await {
-        Err(Error::DuplicateCommand { outcome, fingerprint, .. }) => {
-            assert_eq!((outcome, fingerprint), (noop.clone(), Some(b)))
+        Ok(Appended::Duplicate { first: record, .. }) => {
+            assert_eq!((record.outcome, record.fingerprint), (noop.clone(), Some(b)))
         }
-        other => panic!("expected DuplicateCommand, got {other:?}"),
+        other => panic!("expected a duplicate, got {other:?}"),
     }
     match store.record_command("fp-noop", &a, noop.clone()).await {
-        Err(Error::DuplicateCommand { outcome, fingerprint, .. }) => {
-            assert_eq!((outcome, fingerprint), (noop, Some(b)))
-        }
-        other => panic!("expected DuplicateCommand, got {other:?}"),
+        Ok(Some(record)) => assert_eq!((record.outcome, record.fingerprint), (noop, Some(b))),
+        other => panic!("expected the first record, got {other:?}"),
     }
     match store.record_command("fp-1", &a, first.clone()).await {
-        Err(Error::DuplicateCommand { fingerprint, .. }) => assert_eq!(fingerprint, Some(a)),
-        other => panic!("expected DuplicateCommand, got {other:?}"),
+        Ok(Some(record)) => assert_eq!(record.fingerprint, Some(a)),
+        other => panic!("expected the first record, got {other:?}"),
     }
     assert_eq!(read_all(&store, 5).await.len(), 5);
 }
@@ -532,8 +540,8 @@ pub async fn concurrent_fingerprints<S: EventStore + Clone>(store: S) {
         let (mut won, mut seen) = (Vec::new(), Vec::new());
         for task in tasks {
             match task.await.expect("task") {
-                (print, Ok(_)) => won.push(print),
-                (_, Err(Error::DuplicateCommand { fingerprint, .. })) => seen.push(fingerprint),
+                (print, Ok(Appended::Written(_))) => won.push(print),
+                (_, Ok(Appended::Duplicate { first, .. })) => seen.push(first.fingerprint),
                 // On one stream, a racer may lose on the version before it sees the command.
                 (_, Err(Error::Conflict { .. })) if shared_stream => {}
                 (_, Err(other)) => panic!("unexpected {other:?}"),
@@ -565,8 +573,8 @@ pub async fn concurrent_idempotency<S: EventStore + Clone>(store: S) {
     let mut ok = 0;
     for task in tasks {
         match task.await.expect("task") {
-            Ok(_) => ok += 1,
-            Err(Error::DuplicateCommand { .. }) => {}
+            Ok(Appended::Written(_)) => ok += 1,
+            Ok(Appended::Duplicate { .. }) => {}
             Err(other) => panic!("unexpected {other:?}"),
         }
     }

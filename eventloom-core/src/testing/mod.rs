@@ -34,3 +34,33 @@ pub fn test_event_for_command(n: u64, command_id: &str) -> NewEvent {
     event.metadata.command_id = Some(command_id.to_owned());
     event
 }
+
+/// For tests: the value of a view store write that must go through, or a panic naming what was
+/// written and the error or [`Refusal`](crate::store::Refusal) that stopped it.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{memory::MemoryViewStore, store::ViewStore, testing::MustWrite};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let views = MemoryViewStore::default();
+/// let generation = views.begin_generation("p", 1, 0).await.must("begin");
+/// views.go_live("p", generation.id, 0).await.must("go live");
+/// # });
+/// ```
+pub trait MustWrite<T> {
+    /// The written value; panics with `what` on an error or a refusal.
+    fn must(self, what: &str) -> T;
+}
+
+impl<T> MustWrite<T> for crate::Result<crate::store::Written<T>> {
+    #[track_caller]
+    fn must(self, what: &str) -> T {
+        match self {
+            Ok(Ok(value)) => value,
+            Ok(Err(refusal)) => panic!("{what}: refused: {refusal}"),
+            Err(error) => panic!("{what}: {error}"),
+        }
+    }
+}

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use super::MustWrite;
 use crate::store::BoxFuture;
 use serde::{Deserialize, Serialize};
 
@@ -140,7 +141,7 @@ async fn append(
     let stream = StreamId::new(Noted::TYPE, stream).expect("a valid stream id");
     let event =
         NewEvent { event_type: event_type.to_owned().into(), schema_version, payload, metadata: Metadata::default() };
-    events.append(&stream, ExpectedVersion::Any, vec![event]).await.expect("append").position
+    events.append(&stream, ExpectedVersion::Any, vec![event]).await.expect("append").outcome().position
 }
 
 async fn tag(events: &MemoryEventStore, stream: &str, tag: &str) -> Position {
@@ -359,7 +360,7 @@ pub async fn a_stop_written_past_does_not_hold<S: ViewStore + Clone>(views: S) {
     let generation = views.status(Cards::NAME).await.expect("status").live.expect("live").id;
     // A deposed leader stopped before `first` and records it late, after the others moved on.
     let late = ProjectionStop::new(StopKind::Failed, Some(first), "late").at(generation, None);
-    views.record_stop(Cards::NAME, Some(&late), 0).await.expect("recorded");
+    views.record_stop(Cards::NAME, Some(&late), 0).await.must("recorded");
     let status = views.status(Cards::NAME).await.expect("status");
     assert!(status.stopped.is_some() && status.active_stop().is_none(), "written past: stale");
     let reader = ViewReader::<Card>::new(views.clone(), Cards::NAME);
@@ -388,7 +389,7 @@ impl<S: ViewStore> ViewStore for Refusing<S> {
         p: &'a str,
         version: u32,
         token: u64,
-    ) -> BoxFuture<'a, crate::Result<crate::Generation>> {
+    ) -> BoxFuture<'a, crate::Result<crate::store::Written<crate::Generation>>> {
         Box::pin(async move { self.0.begin_generation(p, version, token).await })
     }
     fn load_views<'a>(
@@ -399,7 +400,11 @@ impl<S: ViewStore> ViewStore for Refusing<S> {
     ) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
         Box::pin(async move { self.0.load_views(p, generation, ids).await })
     }
-    fn commit<'a>(&'a self, p: &'a str, commit: crate::ViewCommit) -> BoxFuture<'a, crate::Result<()>> {
+    fn commit<'a>(
+        &'a self,
+        p: &'a str,
+        commit: crate::ViewCommit,
+    ) -> BoxFuture<'a, crate::Result<crate::store::Written>> {
         Box::pin(async move {
             if commit.views.iter().any(|w| w.view.as_deref().is_some_and(|v| v.contains("refuse-me"))) {
                 return Err(Error::InvalidEvent { reason: "the store cannot keep this view".into() });
@@ -407,7 +412,12 @@ impl<S: ViewStore> ViewStore for Refusing<S> {
             self.0.commit(p, commit).await
         })
     }
-    fn go_live<'a>(&'a self, p: &'a str, generation: u64, token: u64) -> BoxFuture<'a, crate::Result<()>> {
+    fn go_live<'a>(
+        &'a self,
+        p: &'a str,
+        generation: u64,
+        token: u64,
+    ) -> BoxFuture<'a, crate::Result<crate::store::Written>> {
         Box::pin(async move { self.0.go_live(p, generation, token).await })
     }
     fn read_views<'a>(&'a self, p: &'a str, ids: &'a [String]) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
@@ -434,7 +444,7 @@ impl<S: ViewStore> ViewStore for Refusing<S> {
         p: &'a str,
         stop: Option<&'a crate::ProjectionStop>,
         token: u64,
-    ) -> BoxFuture<'a, crate::Result<()>> {
+    ) -> BoxFuture<'a, crate::Result<crate::store::Written>> {
         Box::pin(async move { self.0.record_stop(p, stop, token).await })
     }
 }
@@ -666,7 +676,7 @@ async fn append_to(
         payload: payload.to_string(),
         metadata: Metadata { event_id: uuid::Uuid::new_v4(), ..Metadata::default() },
     };
-    events.append(&stream, ExpectedVersion::Any, vec![event]).await.expect("append").position
+    events.append(&stream, ExpectedVersion::Any, vec![event]).await.expect("append").outcome().position
 }
 
 async fn person(events: &MemoryEventStore, id: &str, event_type: &str, name: &str) -> Position {
@@ -823,7 +833,8 @@ pub async fn a_handler_sees_an_event_again_until_it_succeeds<S: ViewStore + Clon
     let (notifier, log) = Notifier::new("ticket/t1", 3, 2);
     let projector = Projector::new(events.clone(), views.clone());
     let failed_at = match projector.catch_up_handler(&notifier).await {
-        Err(Error::Projection { position, reason, .. }) => {
+        Err(Error::Projection { position, source, .. }) => {
+            let reason = source.to_string();
             assert!(reason.contains("mail server said no"), "the reason is the handler's: {reason}");
             position
         }
@@ -860,7 +871,7 @@ impl<S: ViewStore> ViewStore for Crashing<S> {
         p: &'a str,
         version: u32,
         token: u64,
-    ) -> BoxFuture<'a, crate::Result<crate::Generation>> {
+    ) -> BoxFuture<'a, crate::Result<crate::store::Written<crate::Generation>>> {
         Box::pin(async move { self.0.begin_generation(p, version, token).await })
     }
     fn load_views<'a>(
@@ -871,12 +882,17 @@ impl<S: ViewStore> ViewStore for Crashing<S> {
     ) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
         Box::pin(async move { self.0.load_views(p, generation, ids).await })
     }
-    fn commit<'a>(&'a self, _: &'a str, _: crate::ViewCommit) -> BoxFuture<'a, crate::Result<()>> {
+    fn commit<'a>(&'a self, _: &'a str, _: crate::ViewCommit) -> BoxFuture<'a, crate::Result<crate::store::Written>> {
         Box::pin(
             async move { Err(Error::Backend { message: "the process died before its write".into(), source: None }) },
         )
     }
-    fn go_live<'a>(&'a self, p: &'a str, generation: u64, token: u64) -> BoxFuture<'a, crate::Result<()>> {
+    fn go_live<'a>(
+        &'a self,
+        p: &'a str,
+        generation: u64,
+        token: u64,
+    ) -> BoxFuture<'a, crate::Result<crate::store::Written>> {
         Box::pin(async move { self.0.go_live(p, generation, token).await })
     }
     fn read_views<'a>(&'a self, p: &'a str, ids: &'a [String]) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
@@ -903,7 +919,7 @@ impl<S: ViewStore> ViewStore for Crashing<S> {
         p: &'a str,
         stop: Option<&'a crate::ProjectionStop>,
         token: u64,
-    ) -> BoxFuture<'a, crate::Result<()>> {
+    ) -> BoxFuture<'a, crate::Result<crate::store::Written>> {
         Box::pin(async move { self.0.record_stop(p, stop, token).await })
     }
 }

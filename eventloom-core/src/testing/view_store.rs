@@ -6,6 +6,8 @@
 //! # });
 //! ```
 
+use super::MustWrite;
+use crate::store::Refusal;
 use std::future::Future;
 
 use crate::{
@@ -45,8 +47,8 @@ fn ids(list: &[&str]) -> Vec<String> {
 
 /// A live generation for projection `p`, with token `token`; returns its id.
 async fn live<S: ViewStore>(store: &S, projection: &str, token: u64) -> u64 {
-    let generation = store.begin_generation(projection, 1, token).await.expect("begin");
-    store.go_live(projection, generation.id, token).await.expect("go live");
+    let generation = store.begin_generation(projection, 1, token).await.must("begin");
+    store.go_live(projection, generation.id, token).await.must("go live");
     generation.id
 }
 
@@ -82,9 +84,9 @@ pub async fn stops<S: ViewStore>(store: S) {
     use crate::{ProjectionStop, StopKind};
     assert_eq!(store.status("p").await.expect("status").stopped, None);
     let g = live(&store, "p", 3).await;
-    store.commit("p", commit(g, None, 1, 3, &[("a", Some("1"))])).await.expect("commit");
+    store.commit("p", commit(g, None, 1, 3, &[("a", Some("1"))])).await.must("commit");
     let failed = ProjectionStop::new(StopKind::Failed, Some(at(7)), "apply failed: \"x\" ü\u{0}").at(g, Some(at(1)));
-    store.record_stop("p", Some(&failed), 3).await.expect("record");
+    store.record_stop("p", Some(&failed), 3).await.must("record");
     let status = store.status("p").await.expect("status");
     let stopped = status.stopped.clone().expect("a stop");
     assert_eq!((stopped.kind, stopped.position), (StopKind::Failed, Some(at(7))));
@@ -93,20 +95,20 @@ pub async fn stops<S: ViewStore>(store: S) {
     assert!(status.active_stop().is_some(), "the generation is still at the stop's checkpoint");
     assert_eq!(store.status("q").await.expect("status").stopped, None, "per projection");
     match store.record_stop("p", None, 2).await {
-        Err(Error::Fenced { token: 2, highest: 3, .. }) => {}
+        Ok(Err(Refusal::Fenced { token: 2, highest: 3, .. })) => {}
         other => panic!("an older token must be fenced, got {other:?}"),
     }
-    store.commit("p", commit(g, Some(1), 2, 3, &[])).await.expect("a commit past the stop");
+    store.commit("p", commit(g, Some(1), 2, 3, &[])).await.must("a commit past the stop");
     let status = store.status("p").await.expect("status");
     assert!(status.stopped.is_some() && status.active_stop().is_none(), "kept, but written past: stale");
     let newer = ProjectionStop::new(StopKind::NeedsNewerRelease, None, "v2").at(g, Some(at(2)));
-    store.record_stop("p", Some(&newer), 3).await.expect("record again");
+    store.record_stop("p", Some(&newer), 3).await.must("record again");
     let status = store.status("p").await.expect("status");
     assert_eq!(status.active_stop(), Some(&newer));
-    store.record_stop("p", None, 4).await.expect("clear");
+    store.record_stop("p", None, 4).await.must("clear");
     assert_eq!(store.status("p").await.expect("status").stopped, None);
     match store.commit("p", commit(g, Some(2), 3, 3, &[])).await {
-        Err(Error::Fenced { highest: 4, .. }) => {}
+        Ok(Err(Refusal::Fenced { highest: 4, .. })) => {}
         other => panic!("a newer token recorded with a stop fences commits, got {other:?}"),
     }
 }
@@ -124,22 +126,22 @@ pub async fn generations<S: ViewStore>(store: S) {
     ));
     assert!(store.dead_letters("p").await.expect("dead letters").is_empty());
 
-    let first = store.begin_generation("p", 3, 0).await.expect("begin");
+    let first = store.begin_generation("p", 3, 0).await.must("begin");
     assert_eq!((first.version, first.checkpoint), (3, None));
     let status = store.status("p").await.expect("status");
     assert_eq!((status.live, status.building), (None, Some(first)));
     // A second build replaces the first, which can no longer be written.
-    let second = store.begin_generation("p", 3, 0).await.expect("begin again");
+    let second = store.begin_generation("p", 3, 0).await.must("begin again");
     assert!(second.id > first.id);
     assert!(matches!(
         store.commit("p", commit(first.id, None, 1, 0, &[("a", Some("1"))])).await,
-        Err(Error::GenerationGone { generation, .. }) if generation == first.id
+        Ok(Err(Refusal::GenerationGone { generation, .. })) if generation == first.id
     ));
-    assert!(matches!(store.go_live("p", first.id, 0).await, Err(Error::GenerationGone { .. })));
-    store.commit("p", commit(second.id, None, 1, 0, &[("a", Some("1"))])).await.expect("commit");
+    assert!(matches!(store.go_live("p", first.id, 0).await, Ok(Err(Refusal::GenerationGone { .. }))));
+    store.commit("p", commit(second.id, None, 1, 0, &[("a", Some("1"))])).await.must("commit");
     assert!(matches!(store.read_views("p", &ids(&["a"])).await, Err(Error::NotBuilt { .. })), "not live yet");
-    store.go_live("p", second.id, 0).await.expect("go live");
-    store.go_live("p", second.id, 0).await.expect("going live twice changes nothing");
+    store.go_live("p", second.id, 0).await.must("go live");
+    store.go_live("p", second.id, 0).await.must("going live twice changes nothing");
     let status = store.status("p").await.expect("status");
     assert_eq!(status.building, None);
     assert_eq!(status.live.map(|g| (g.id, g.version, g.checkpoint)), Some((second.id, 3, Some(at(1)))));
@@ -147,9 +149,9 @@ pub async fn generations<S: ViewStore>(store: S) {
     assert_eq!(store.read_views("p", &ids(&["a", "b"])).await.expect("read"), vec![Some("1".into()), None]);
     assert!(matches!(
         store.commit("p", commit(second.id + 1000, Some(1), 2, 0, &[])).await,
-        Err(Error::GenerationGone { .. })
+        Ok(Err(Refusal::GenerationGone { .. }))
     ));
-    let third = store.begin_generation("p", 4, 0).await.expect("begin");
+    let third = store.begin_generation("p", 4, 0).await.must("begin");
     assert!(third.id > second.id, "ids grow past the live generation too");
     assert_eq!(store.status("other").await.expect("status").live, None, "projections are apart");
 }
@@ -157,13 +159,10 @@ pub async fn generations<S: ViewStore>(store: S) {
 /// A rebuild fills a new generation while queries read the live one, and switches at once.
 pub async fn rebuild_behind_live_views<S: ViewStore>(store: S) {
     let old = live(&store, "p", 0).await;
-    store
-        .commit("p", commit(old, None, 5, 0, &[("a", Some("\"old a\"")), ("b", Some("\"old b\""))]))
-        .await
-        .expect("old");
-    let new = store.begin_generation("p", 2, 0).await.expect("begin");
+    store.commit("p", commit(old, None, 5, 0, &[("a", Some("\"old a\"")), ("b", Some("\"old b\""))])).await.must("old");
+    let new = store.begin_generation("p", 2, 0).await.must("begin");
     assert_eq!(store.load_views("p", new.id, &ids(&["a"])).await.expect("load"), vec![None], "a new one starts empty");
-    store.commit("p", commit(new.id, None, 2, 0, &[("a", Some("\"new a\""))])).await.expect("build");
+    store.commit("p", commit(new.id, None, 2, 0, &[("a", Some("\"new a\""))])).await.must("build");
     assert_eq!(
         store.read_views("p", &ids(&["a", "b"])).await.expect("read"),
         vec![Some("\"old a\"".into()), Some("\"old b\"".into())],
@@ -172,12 +171,15 @@ pub async fn rebuild_behind_live_views<S: ViewStore>(store: S) {
     store
         .commit("p", commit(old, Some(5), 6, 0, &[("b", Some("\"old b2\""))]))
         .await
-        .expect("the live one still takes writes");
-    store.commit("p", commit(new.id, Some(2), 6, 0, &[])).await.expect("the build catches up");
-    store.go_live("p", new.id, 0).await.expect("switch");
+        .must("the live one still takes writes");
+    store.commit("p", commit(new.id, Some(2), 6, 0, &[])).await.must("the build catches up");
+    store.go_live("p", new.id, 0).await.must("switch");
     assert_eq!(store.read_views("p", &ids(&["a", "b"])).await.expect("read"), vec![Some("\"new a\"".into()), None]);
     assert_eq!(store.status("p").await.expect("status").checkpoint(), Some(at(6)));
-    assert!(matches!(store.commit("p", commit(old, Some(6), 7, 0, &[])).await, Err(Error::GenerationGone { .. })));
+    assert!(matches!(
+        store.commit("p", commit(old, Some(6), 7, 0, &[])).await,
+        Ok(Err(Refusal::GenerationGone { .. }))
+    ));
     assert_eq!(
         store.load_views("p", old, &ids(&["a", "b"])).await.expect("load"),
         vec![None, None],
@@ -190,10 +192,7 @@ pub async fn commit_and_load<S: ViewStore>(store: S) {
     let g = live(&store, "p", 0).await;
     assert_eq!(store.status("p").await.expect("status").checkpoint(), None);
     assert_eq!(store.load_views("p", g, &ids(&["a"])).await.expect("load"), vec![None]);
-    store
-        .commit("p", commit(g, None, 1, 0, &[("a", Some(r#"{"n":1}"#)), ("b'; --", Some("2"))]))
-        .await
-        .expect("commit");
+    store.commit("p", commit(g, None, 1, 0, &[("a", Some(r#"{"n":1}"#)), ("b'; --", Some("2"))])).await.must("commit");
     assert_eq!(store.status("p").await.expect("status").checkpoint(), Some(at(1)));
     let loaded = store.load_views("p", g, &ids(&["b'; --", "missing", "a"])).await.expect("load");
     assert_eq!(loaded[1], None);
@@ -201,7 +200,7 @@ pub async fn commit_and_load<S: ViewStore>(store: S) {
     let a: serde_json::Value = serde_json::from_str(loaded[2].as_deref().expect("a")).expect("json");
     assert_eq!(a, serde_json::json!({"n": 1}));
     assert_eq!(store.read_views("p", &ids(&["b'; --", "missing", "a"])).await.expect("read"), loaded);
-    store.commit("p", commit(g, Some(1), 2, 0, &[("a", None)])).await.expect("delete");
+    store.commit("p", commit(g, Some(1), 2, 0, &[("a", None)])).await.must("delete");
     assert_eq!(store.load_views("p", g, &ids(&["a"])).await.expect("load"), vec![None]);
     assert_eq!(store.read_views("p", &[]).await.expect("read nothing"), Vec::<Option<String>>::new());
     let other = live(&store, "other", 0).await;
@@ -212,10 +211,10 @@ pub async fn commit_and_load<S: ViewStore>(store: S) {
 /// A commit whose expected checkpoint is stale (a replay after a crash) writes nothing.
 pub async fn checkpoint_compare_and_set<S: ViewStore>(store: S) {
     let g = live(&store, "p", 0).await;
-    store.commit("p", commit(g, None, 5, 0, &[("a", Some("1"))])).await.expect("first");
+    store.commit("p", commit(g, None, 5, 0, &[("a", Some("1"))])).await.must("first");
     for stale in [None, Some(4), Some(6)] {
         match store.commit("p", commit(g, stale, 6, 0, &[("a", Some("2")), ("b", Some("2"))])).await {
-            Err(Error::CheckpointMoved { actual, .. }) => assert_eq!(actual, Some(at(5))),
+            Ok(Err(Refusal::CheckpointMoved { actual, .. })) => assert_eq!(actual, Some(at(5))),
             other => panic!("expected CheckpointMoved, got {other:?}"),
         }
     }
@@ -226,25 +225,28 @@ pub async fn checkpoint_compare_and_set<S: ViewStore>(store: S) {
 /// A write carrying an older fencing token than one seen is refused and writes nothing.
 pub async fn fencing<S: ViewStore>(store: S) {
     let g = live(&store, "p", 5).await;
-    store.commit("p", commit(g, None, 1, 5, &[("a", Some("1"))])).await.expect("token 5");
+    store.commit("p", commit(g, None, 1, 5, &[("a", Some("1"))])).await.must("token 5");
     match store.commit("p", commit(g, Some(1), 2, 3, &[("a", Some("\"stale\""))])).await {
-        Err(Error::Fenced { token: 3, highest: 5, .. }) => {}
+        Ok(Err(Refusal::Fenced { token: 3, highest: 5, .. })) => {}
         other => panic!("expected Fenced, got {other:?}"),
     }
     assert_eq!(store.read_views("p", &ids(&["a"])).await.expect("read"), vec![Some("1".into())]);
-    store.commit("p", commit(g, Some(1), 2, 5, &[("a", Some("2"))])).await.expect("same token");
-    store.commit("p", commit(g, Some(2), 3, 6, &[("a", Some("3"))])).await.expect("newer token");
+    store.commit("p", commit(g, Some(1), 2, 5, &[("a", Some("2"))])).await.must("same token");
+    store.commit("p", commit(g, Some(2), 3, 6, &[("a", Some("3"))])).await.must("newer token");
     assert!(matches!(
         store.commit("p", commit(g, Some(3), 4, 5, &[])).await,
-        Err(Error::Fenced { token: 5, highest: 6, .. })
+        Ok(Err(Refusal::Fenced { token: 5, highest: 6, .. }))
     ));
-    assert!(matches!(store.begin_generation("p", 1, 5).await, Err(Error::Fenced { .. })), "a stale rebuild is refused");
-    let next = store.begin_generation("p", 1, 7).await.expect("a rebuild with a newer token");
-    assert!(matches!(store.go_live("p", next.id, 6).await, Err(Error::Fenced { .. })), "so is a stale switch");
+    assert!(
+        matches!(store.begin_generation("p", 1, 5).await, Ok(Err(Refusal::Fenced { .. }))),
+        "a stale rebuild is refused"
+    );
+    let next = store.begin_generation("p", 1, 7).await.must("a rebuild with a newer token");
+    assert!(matches!(store.go_live("p", next.id, 6).await, Ok(Err(Refusal::Fenced { .. }))), "so is a stale switch");
     assert!(
         matches!(
             store.commit("p", commit(g, Some(3), 4, 6, &[])).await,
-            Err(Error::Fenced { token: 6, highest: 7, .. })
+            Ok(Err(Refusal::Fenced { token: 6, highest: 7, .. }))
         ),
         "a rebuild raises the fence"
     );
@@ -255,7 +257,7 @@ pub async fn fencing<S: ViewStore>(store: S) {
 /// Eight commits from the same checkpoint at once: exactly one applies.
 pub async fn concurrent_commits<S: ViewStore + Clone>(store: S) {
     let g = live(&store, "p", 0).await;
-    store.commit("p", commit(g, None, 1, 0, &[])).await.expect("start");
+    store.commit("p", commit(g, None, 1, 0, &[])).await.must("start");
     let mut tasks = Vec::new();
     for i in 0..8u64 {
         let store = store.clone();
@@ -269,9 +271,9 @@ pub async fn concurrent_commits<S: ViewStore + Clone>(store: S) {
     let mut winners = Vec::new();
     for (i, task) in tasks.into_iter().enumerate() {
         match task.await.expect("task") {
-            Ok(()) => winners.push(i),
-            Err(Error::CheckpointMoved { .. }) => {}
-            Err(other) => panic!("unexpected {other:?}"),
+            Ok(Ok(())) => winners.push(i),
+            Ok(Err(Refusal::CheckpointMoved { .. })) => {}
+            other => panic!("unexpected {other:?}"),
         }
     }
     assert_eq!(winners.len(), 1);
@@ -293,7 +295,7 @@ pub async fn hostile_names<S: ViewStore>(store: S) {
             .map(|id| ViewWrite::set(*id, value.as_str()).joining(vec![IndexEntry::new(*name, *id).ordered_by(*id)]))
             .collect();
         let batch = ViewCommit { views, ..commit(g, None, i as u64 + 1, 0, &[]) };
-        store.commit(name, batch).await.expect("commit");
+        store.commit(name, batch).await.must("commit");
     }
     for (i, name) in names.iter().enumerate() {
         assert_eq!(store.status(name).await.expect("status").checkpoint(), Some(at(i as u64 + 1)));
@@ -326,19 +328,19 @@ pub async fn dead_letters<S: ViewStore>(store: S) {
     assert!(store.dead_letters("p").await.expect("dead letters").is_empty());
     let mut first = commit(g, None, 2, 0, &[("a", Some("1"))]);
     first.dead_letters = vec![letter(1), letter(2)];
-    store.commit("p", first).await.expect("commit");
+    store.commit("p", first).await.must("commit");
     let mut stale = commit(g, None, 3, 0, &[]);
     stale.dead_letters = vec![letter(3)];
-    assert!(store.commit("p", stale).await.is_err());
+    assert!(matches!(store.commit("p", stale).await, Ok(Err(Refusal::CheckpointMoved { .. }))));
     let mut second = commit(g, Some(2), 4, 0, &[]);
     second.dead_letters = vec![letter(4)];
-    store.commit("p", second).await.expect("commit");
+    store.commit("p", second).await.must("commit");
     assert_eq!(store.dead_letters("p").await.expect("dead letters"), vec![letter(1), letter(2), letter(4)]);
     live(&store, "q", 0).await;
     assert!(store.dead_letters("q").await.expect("dead letters").is_empty(), "per projection");
-    let next = store.begin_generation("p", 1, 0).await.expect("begin");
-    store.commit("p", commit(next.id, None, 4, 0, &[])).await.expect("build");
-    store.go_live("p", next.id, 0).await.expect("live");
+    let next = store.begin_generation("p", 1, 0).await.must("begin");
+    store.commit("p", commit(next.id, None, 4, 0, &[])).await.must("build");
+    store.go_live("p", next.id, 0).await.must("live");
     assert!(store.dead_letters("p").await.expect("dead letters").is_empty(), "per generation");
 }
 
@@ -354,7 +356,7 @@ pub async fn indexes<S: ViewStore>(store: S) {
         ViewWrite::set("t1", "1").joining(vec![entry("open", "a")]),
         ViewWrite::set("t2", "2").joining(vec![entry("open", "b"), IndexEntry::new("assignee", "ann")]),
     ];
-    store.commit("tasks", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.expect("commit");
+    store.commit("tasks", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.must("commit");
     let page = store.list("tasks", &open, &crate::OrderRange::all(), None, 10).await.expect("list");
     let order: Vec<&str> = page.views.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(order, ["t1", "t2", "t3"], "by sort key, then id");
@@ -370,7 +372,7 @@ pub async fn indexes<S: ViewStore>(store: S) {
         ViewWrite::set("t2", "22").leaving(vec![entry("open", "b")]).joining(vec![entry("done", "b")]),
         ViewWrite::delete("t3").leaving(vec![entry("open", "b")]),
     ];
-    store.commit("tasks", ViewCommit { views: writes, ..commit(g, Some(1), 2, 0, &[]) }).await.expect("commit");
+    store.commit("tasks", ViewCommit { views: writes, ..commit(g, Some(1), 2, 0, &[]) }).await.must("commit");
     let page = store.list("tasks", &open, &crate::OrderRange::all(), None, 10).await.expect("list");
     assert_eq!(page.views, vec![("t1".to_owned(), "1".to_owned())]);
     let page = store.list("tasks", &done, &crate::OrderRange::all(), None, 10).await.expect("list");
@@ -383,13 +385,14 @@ pub async fn indexes<S: ViewStore>(store: S) {
 
     // A refused batch changes no index.
     let writes = vec![ViewWrite::set("t1", "9").leaving(vec![entry("open", "a")]).joining(vec![entry("done", "a")])];
-    assert!(store.commit("tasks", ViewCommit { views: writes, ..commit(g, Some(1), 3, 0, &[]) }).await.is_err());
+    let refused = store.commit("tasks", ViewCommit { views: writes, ..commit(g, Some(1), 3, 0, &[]) }).await;
+    assert!(matches!(refused, Ok(Err(Refusal::CheckpointMoved { .. }))), "{refused:?}");
     assert_eq!(store.count("tasks", &[open, done]).await.expect("count"), vec![1, 1]);
 
     // A new generation's indexes are its own.
-    let next = store.begin_generation("tasks", 2, 0).await.expect("begin");
-    store.commit("tasks", commit(next.id, None, 2, 0, &[])).await.expect("build");
-    store.go_live("tasks", next.id, 0).await.expect("live");
+    let next = store.begin_generation("tasks", 2, 0).await.must("begin");
+    store.commit("tasks", commit(next.id, None, 2, 0, &[])).await.must("build");
+    store.go_live("tasks", next.id, 0).await.must("live");
     assert_eq!(store.count("tasks", &[IndexKey::new("status", "open")]).await.expect("count"), vec![0]);
 }
 
@@ -407,7 +410,7 @@ pub async fn paging<S: ViewStore>(store: S) {
         writes.push(ViewWrite::set(id, i.to_string()).joining(vec![IndexEntry { key: all.clone(), order }]));
     }
     expected.sort();
-    store.commit("p", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.expect("commit");
+    store.commit("p", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.must("commit");
     for limit in [1, 2, 7, 25, 100] {
         let mut seen = Vec::new();
         let mut after: Option<ListCursor> = None;
@@ -469,8 +472,8 @@ pub async fn bad_writes<S: ViewStore>(store: S) {
 /// live generation.
 pub async fn switching<S: ViewStore>(store: S) {
     let old = live(&store, "p", 1).await;
-    store.commit("p", commit(old, None, 5, 1, &[("a", Some("\"old\""))])).await.expect("old");
-    let new = store.begin_generation("p", 1, 1).await.expect("begin");
+    store.commit("p", commit(old, None, 5, 1, &[("a", Some("\"old\""))])).await.must("old");
+    let new = store.begin_generation("p", 1, 1).await.must("begin");
     let mut first = commit(new.id, None, 3, 1, &[("a", Some("\"new\""))]);
     first.dead_letters = vec![DeadLetter {
         position: at(2),
@@ -479,24 +482,24 @@ pub async fn switching<S: ViewStore>(store: S) {
         event_type: "Broken".into(),
         reason: "a reason".into(),
     }];
-    store.commit("p", first).await.expect("build");
+    store.commit("p", first).await.must("build");
     let status = store.status("p").await.expect("status");
     assert_eq!(status.building.map(|g| (g.id, g.checkpoint)), Some((new.id, Some(at(3)))), "the build's checkpoint");
     assert_eq!(status.checkpoint(), Some(at(5)));
     match store.go_live("p", new.id, 1).await {
-        Err(Error::CheckpointMoved { expected, actual, .. }) => {
+        Ok(Err(Refusal::CheckpointMoved { expected, actual, .. })) => {
             assert_eq!((expected, actual), (Some(at(3)), Some(at(5))))
         }
         other => panic!("a build behind the live views must not go live: {other:?}"),
     }
     assert_eq!(store.read_views("p", &ids(&["a"])).await.expect("read"), vec![Some("\"old\"".into())]);
-    store.commit("p", commit(new.id, Some(3), 5, 1, &[])).await.expect("catch up");
-    store.go_live("p", new.id, 1).await.expect("caught up: live");
+    store.commit("p", commit(new.id, Some(3), 5, 1, &[])).await.must("catch up");
+    store.go_live("p", new.id, 1).await.must("caught up: live");
     assert_eq!(store.read_views("p", &ids(&["a"])).await.expect("read"), vec![Some("\"new\"".into())]);
     assert_eq!(store.dead_letters("p").await.expect("dead letters").len(), 1, "the build's dead letters come along");
-    store.commit("p", commit(new.id, Some(5), 6, 2, &[])).await.expect("token 2");
+    store.commit("p", commit(new.id, Some(5), 6, 2, &[])).await.must("token 2");
     assert!(
-        matches!(store.go_live("p", new.id, 1).await, Err(Error::Fenced { .. })),
+        matches!(store.go_live("p", new.id, 1).await, Ok(Err(Refusal::Fenced { .. }))),
         "a stale token, even on the live one"
     );
 }
@@ -517,7 +520,7 @@ pub async fn list_corners<S: ViewStore>(store: S) {
         ViewWrite::set("A", "6").joining(vec![at_order("_")]),
         ViewWrite::set("nul", r#""a\u0000b""#).joining(vec![at_order("c")]),
     ];
-    store.commit("p", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.expect("commit");
+    store.commit("p", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.must("commit");
     let order = |page: &crate::ViewPage| page.views.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
     let page = store.list("p", &all, &crate::OrderRange::all(), None, 7).await.expect("list");
     assert_eq!(order(&page), ["z", "A", "é", "x", "Z", "nul", "y"]);
@@ -540,7 +543,7 @@ pub async fn list_corners<S: ViewStore>(store: S) {
         ViewWrite::set("é", "5").leaving(vec![at_order("_")]).joining(vec![at_order("zz")]),
         ViewWrite::delete("x").leaving(vec![at_order("a")]),
     ];
-    store.commit("p", ViewCommit { views: writes, ..commit(g, Some(1), 2, 0, &[]) }).await.expect("commit");
+    store.commit("p", ViewCommit { views: writes, ..commit(g, Some(1), 2, 0, &[]) }).await.must("commit");
     let rest = store.list("p", &all, &crate::OrderRange::all(), Some(&cursor), 10).await.expect("list");
     assert_eq!(order(&rest), ["Z", "nul", "é", "y"], "\"zz\" sorts before \"É\" byte-wise");
     assert_eq!(store.count("p", &[all]).await.expect("count"), vec![6]);
@@ -565,8 +568,8 @@ async fn nul_and_switch_script(store: &dyn ViewStore) -> Vec<String> {
     out.push(format!("{:?}", store.read_views("p", &["a\0".into()]).await));
     out.push(format!("{:?}", store.count("p", &nul_keys).await));
     out.push(format!("{:?}", store.list("p", &nul_keys[0], &crate::OrderRange::all(), None, 5).await));
-    let g = store.begin_generation("p", 1, 1).await.expect("begin").id;
-    store.go_live("p", g, 1).await.expect("a write the script expects to succeed");
+    let g = store.begin_generation("p", 1, 1).await.must("begin").id;
+    store.go_live("p", g, 1).await.must("a write the script expects to succeed");
     let key = IndexKey::new("k", "v");
     let entry = |order: &str| IndexEntry::new("k", "v").ordered_by(order);
     let writes = vec![
@@ -583,7 +586,7 @@ async fn nul_and_switch_script(store: &dyn ViewStore) -> Vec<String> {
     store
         .commit("p", commit(g, None, Position::new(tx, 1), writes))
         .await
-        .expect("a write the script expects to succeed");
+        .must("a write the script expects to succeed");
     for ids in [vec!["a\0", "a", "\0", "b"], vec!["\0"], vec!["", "b\0"]] {
         let ids: Vec<String> = ids.into_iter().map(String::from).collect();
         out.push(format!("{:?}", store.read_views("p", &ids).await));
@@ -619,12 +622,12 @@ async fn nul_and_switch_script(store: &dyn ViewStore) -> Vec<String> {
 
     // A build behind the live checkpoint is refused until it catches up: (2^53, 5) is
     // behind (2^53 + 1, 1), though the two transaction ids are equal as doubles.
-    let next = store.begin_generation("p", 2, 1).await.expect("begin").id;
+    let next = store.begin_generation("p", 2, 1).await.must("begin").id;
     out.push(format!("{:?}", store.go_live("p", next, 1).await));
     store
         .commit("p", commit(next, None, Position::new(tx - 1, 5), Vec::new()))
         .await
-        .expect("a write the script expects to succeed");
+        .must("a write the script expects to succeed");
     out.push(format!("{:?}", store.go_live("p", next, 1).await));
     out.push(format!("{:?}", store.go_live("p", next, 0).await));
     // Ids are the store's own (only "newer is higher" is promised): compare the outcome alone.
@@ -633,12 +636,12 @@ async fn nul_and_switch_script(store: &dyn ViewStore) -> Vec<String> {
         store
             .go_live("p", next + 7, 1)
             .await
-            .map_err(|e| matches!(e, Error::GenerationGone { generation, .. } if generation == next + 7))
+            .map(|w| w.map_err(|r| matches!(r, Refusal::GenerationGone { generation } if generation == next + 7)))
     ));
     store
         .commit("p", commit(next, Some(Position::new(tx - 1, 5)), Position::new(tx, 0), Vec::new()))
         .await
-        .expect("a write the script expects to succeed");
+        .must("a write the script expects to succeed");
     out.push(format!("{:?}", store.go_live("p", next, 1).await));
     out.push(format!(
         "{:?}",
@@ -650,20 +653,20 @@ async fn nul_and_switch_script(store: &dyn ViewStore) -> Vec<String> {
     store
         .commit("p", commit(next, Some(Position::new(tx, 0)), Position::new(tx, 1), Vec::new()))
         .await
-        .expect("a write the script expects to succeed");
+        .must("a write the script expects to succeed");
     out.push(format!("{:?}", store.go_live("p", next, 1).await));
     out.push(format!("{:?}", store.read_views("p", &["b".into(), "a".into()]).await));
     // A build of the same checkpoint goes live; so does one ahead of a live generation with
     // no checkpoint.
-    let same = store.begin_generation("p", 3, 1).await.expect("begin").id;
+    let same = store.begin_generation("p", 3, 1).await.must("begin").id;
     store
         .commit("p", commit(same, None, Position::new(tx, 1), Vec::new()))
         .await
-        .expect("a write the script expects to succeed");
+        .must("a write the script expects to succeed");
     out.push(format!("{:?}", store.go_live("p", same, 1).await));
-    let q = store.begin_generation("q", 1, 0).await.expect("begin").id;
-    store.go_live("q", q, 0).await.expect("a write the script expects to succeed");
-    let empty = store.begin_generation("q", 1, 0).await.expect("begin").id;
+    let q = store.begin_generation("q", 1, 0).await.must("begin").id;
+    store.go_live("q", q, 0).await.must("a write the script expects to succeed");
+    let empty = store.begin_generation("q", 1, 0).await.must("begin").id;
     out.push(format!("{:?}", store.go_live("q", empty, 0).await));
     out.push(format!("{:?}", store.status("q").await.map(|s| (s.live.map(|l| l.checkpoint), s.building))));
     out
@@ -688,7 +691,7 @@ pub async fn ranges<S: ViewStore>(store: S) {
             ViewWrite::set(id.clone(), n.to_string()).joining(vec![IndexEntry::new("stock", "all").ordered_by_int(*n)])
         })
         .collect();
-    store.commit("stock", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.expect("commit");
+    store.commit("stock", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.must("commit");
 
     let mut sorted = stock.clone();
     sorted.sort_by(|(a, x), (b, y)| x.cmp(y).then(a.cmp(b)));
@@ -725,7 +728,7 @@ pub async fn ranges<S: ViewStore>(store: S) {
         .iter()
         .map(|t| ViewWrite::set(*t, "0").joining(vec![IndexEntry::new("title", "all").ordered_by(*t)]))
         .collect();
-    store.commit("titles", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.expect("commit");
+    store.commit("titles", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.must("commit");
     let key = IndexKey::new("title", "all");
     let list = |range: crate::OrderRange| {
         let (store, key) = (&store, &key);

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::memory::lock;
+use crate::store::Appended;
 use crate::write::retry::Jitter;
 use crate::{
     Aggregate, AppendOutcome, Clock, Command, CommandRecord, Error, ExpectedVersion, Fingerprint, Handle, IdGenerator,
@@ -726,13 +727,10 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         let Some(key) = execution.key else {
             return Ok(outcome.into());
         };
-        match self.store.record_command(key.id, &key.fingerprint, outcome.clone()).await {
-            Ok(()) => Ok(outcome.into()),
+        match self.store.record_command(key.id, &key.fingerprint, outcome.clone()).await? {
+            None => Ok(outcome.into()),
             // The same command id, sent twice at once, was recorded first.
-            Err(Error::DuplicateCommand { outcome: first, fingerprint, .. }) => {
-                replay(key, execution.stream, CommandRecord { outcome: first, fingerprint })
-            }
-            Err(other) => Err(other.into()),
+            Some(first) => replay(key, execution.stream, first),
         }
     }
 
@@ -753,19 +751,24 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
             None => self.store.append(stream, expected, batch).instrument(span).await,
         };
         match appended {
-            Ok(outcome) => {
+            Ok(Appended::Written(outcome)) => {
                 self.fold_appended(stream, &mut basis.loaded, &events, &outcome).await;
                 Ok(Step::Keep(Ok(outcome.into())))
             }
             Err(Error::Conflict { actual, expected, .. }) => {
                 self.after_conflict(execution, basis, expected, actual).await
             }
-            Err(Error::DuplicateCommand { command_id, outcome, fingerprint }) => {
-                Ok(Step::Forget(match execution.key {
-                    Some(key) => replay(key, stream, CommandRecord { outcome, fingerprint }),
-                    None => Err(Error::DuplicateCommand { command_id, outcome, fingerprint }.into()),
-                }))
-            }
+            // The same command id, sent twice at once, was appended first.
+            Ok(Appended::Duplicate { command_id, first }) => Ok(Step::Forget(match execution.key {
+                Some(key) => replay(key, stream, first),
+                None => Err(Error::Backend {
+                    message: format!(
+                        "the store answered an append without a command id as a duplicate of command {command_id}"
+                    ),
+                    source: None,
+                }
+                .into()),
+            })),
             Err(other) => Err(other.into()),
         }
     }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::{Error, Event, EventEnvelope, RecordedEvent, Result};
+use crate::{BoxError, Error, Event, EventEnvelope, RecordedEvent, Result};
 
-type UpcastFn = dyn Fn(Value) -> std::result::Result<Value, String> + Send + Sync;
+type UpcastFn = dyn Fn(Value) -> std::result::Result<Value, BoxError> + Send + Sync;
 
 #[derive(Clone)]
 struct Step {
@@ -57,10 +57,12 @@ impl Upcasters {
     }
 
     /// Adds an upcaster from one (type name, schema version) to another. A later one for the
-    /// same source replaces the earlier.
+    /// same source replaces the earlier. Its error, any error type (`?` converts it; a `&str` or
+    /// `String` converts too), is kept as the [source](std::error::Error::source) of the
+    /// [`Error::Upcast`] that reading the event fails with.
     pub fn add<F>(mut self, from: (&'static str, u32), to: (&'static str, u32), f: F) -> Self
     where
-        F: Fn(Value) -> std::result::Result<Value, String> + Send + Sync + 'static,
+        F: Fn(Value) -> std::result::Result<Value, BoxError> + Send + Sync + 'static,
     {
         let mut steps = Arc::try_unwrap(self.steps).unwrap_or_else(|shared| (*shared).clone());
         steps.insert(from, Step { to, f: Arc::new(f) });
@@ -80,22 +82,22 @@ impl Upcasters {
         event_type: &str,
         schema_version: u32,
         payload: &str,
-    ) -> std::result::Result<Option<(&'static str, u32, String)>, String> {
+    ) -> std::result::Result<Option<(&'static str, u32, String)>, BoxError> {
         let Some(mut step) = self.steps.get(&(event_type, schema_version)) else {
             return Ok(None);
         };
-        let mut value: Value = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+        let mut value: Value = serde_json::from_str(payload)?;
         for _ in 0..MAX_CHAIN {
             value = (step.f)(value)?;
             match self.steps.get(&step.to) {
                 Some(next) => step = next,
                 None => {
-                    let payload = serde_json::to_string(&value).map_err(|e| e.to_string())?;
+                    let payload = serde_json::to_string(&value)?;
                     return Ok(Some((step.to.0, step.to.1, payload)));
                 }
             }
         }
-        Err(format!("more than {MAX_CHAIN} upcasters chained: a loop?"))
+        Err(format!("more than {MAX_CHAIN} upcasters chained: a loop?").into())
     }
 
     /// The type name and schema version a stored event has once upcast, found without running
@@ -142,13 +144,13 @@ impl Upcasters {
         let upcast = if self.is_empty() {
             None
         } else {
-            self.apply(&raw.event_type, raw.schema_version, &raw.payload).map_err(|reason| Error::Upcast {
+            self.apply(&raw.event_type, raw.schema_version, &raw.payload).map_err(|source| Error::Upcast {
                 stream: raw.stream.clone(),
                 version: raw.version,
                 position: raw.position,
                 event_type: raw.event_type.to_string(),
                 schema_version: raw.schema_version,
-                reason,
+                source,
             })?
         };
         let (name, schema_version, payload) = match &upcast {

@@ -61,7 +61,7 @@ impl eventloom_core::store::EventStore for DefaultCount {
         stream: &'a eventloom_core::StreamId,
         expected: eventloom_core::model::ExpectedVersion,
         events: Vec<eventloom_core::model::NewEvent>,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move { self.0.append(stream, expected, events).await })
     }
     fn append_command<'a>(
@@ -70,7 +70,7 @@ impl eventloom_core::store::EventStore for DefaultCount {
         expected: eventloom_core::model::ExpectedVersion,
         events: Vec<eventloom_core::model::NewEvent>,
         print: &'a eventloom_core::write::Fingerprint,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move { self.0.append_command(stream, expected, events, print).await })
     }
     fn read_stream<'a>(
@@ -108,7 +108,7 @@ impl eventloom_core::store::EventStore for DefaultCount {
         id: &'a str,
         print: &'a eventloom_core::write::Fingerprint,
         outcome: eventloom_core::store::AppendOutcome,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
         Box::pin(async move { self.0.record_command(id, print, outcome).await })
     }
 }

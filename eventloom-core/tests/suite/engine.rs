@@ -34,7 +34,7 @@ impl EventStore for Counting {
         s: &'a StreamId,
         e: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move {
             self.appends.fetch_add(1, Ordering::SeqCst);
             self.inner.append(s, e, events).await
@@ -46,7 +46,7 @@ impl EventStore for Counting {
         e: ExpectedVersion,
         events: Vec<NewEvent>,
         print: &'a Fingerprint,
-    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move {
             self.appends.fetch_add(1, Ordering::SeqCst);
             self.inner.append_command(s, e, events, print).await
@@ -88,7 +88,7 @@ impl EventStore for Counting {
         id: &'a str,
         print: &'a eventloom_core::write::Fingerprint,
         outcome: AppendOutcome,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
         Box::pin(async move { self.inner.record_command(id, print, outcome).await })
     }
 }
@@ -421,7 +421,7 @@ async fn upcasters_turn_old_shapes_and_names_into_the_current_event() {
         ("MoneyDeposited", 1),
         ("MoneyDeposited", 2),
         |v| {
-            let cents = v["cents"].as_u64().ok_or("no cents")?;
+            let cents = v["cents"].as_u64().ok_or(NoCents)?;
             Ok(serde_json::json!({ "amount": cents / 100 }))
         },
     );
@@ -430,13 +430,20 @@ async fn upcasters_turn_old_shapes_and_names_into_the_current_event() {
     let cqrs = Cqrs::<Account, _>::new(store.clone()).with_upcasters(upcasters.clone());
     let (state, _) = cqrs.load("old").await.unwrap();
     assert_eq!((state.owner.as_str(), state.balance), ("ada", 5));
-    // A failing upcaster is a typed error naming the event.
+    // A failing upcaster is a typed error naming the event, its own error kept as the source.
     append_raw(&store, "broken", "Deposited", 1, r#"{"dollars":5}"#).await;
-    match cqrs.load("broken").await {
-        Err(Error::Upcast { version: 1, reason, .. }) => assert_eq!(reason, "no cents"),
-        other => panic!("{other:?}"),
-    }
+    let err = cqrs.load("broken").await.unwrap_err();
+    assert!(matches!(err, Error::Upcast { version: 1, .. }), "{err:?}");
+    assert_eq!(err.kind(), eventloom_core::ErrorKind::Corrupt);
+    assert!(err.to_string().ends_with("failed: no cents"), "{err}");
+    let source = std::error::Error::source(&err).expect("the upcaster's error");
+    assert!(source.downcast_ref::<NoCents>().is_some(), "{source:?}");
 }
+
+/// An upcaster's own error.
+#[derive(Debug, thiserror::Error)]
+#[error("no cents")]
+struct NoCents;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_racing_its_original_gets_the_first_outcome_not_a_rejection() {
@@ -566,6 +573,7 @@ async fn outcomes_recorded_without_a_fingerprint_still_replay_on_their_stream() 
     assert_eq!(store.command_outcome("old").await.unwrap().unwrap().fingerprint, None);
     let key = || ExecuteOptions::default().command_id("old");
     let again = cqrs.execute_with(deposit("a", 5), key()).await.unwrap();
+    let old = old.written().unwrap();
     assert_eq!(again, replay_of(&CommandOutcome::from(old.clone())), "no fingerprint to compare: the stream decides");
     // Any request on the same stream replays (as before fingerprints were kept); on another
     // stream it is refused.

@@ -112,7 +112,7 @@ impl EventStore for CountingEvents {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move { self.inner.append(stream, expected, events).await })
     }
     fn read_stream<'a>(
@@ -159,7 +159,7 @@ impl EventStore for CountingEvents {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         fingerprint: &'a eventloom_core::write::Fingerprint,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move { self.inner.append_command(stream, expected, events, fingerprint).await })
     }
     fn command_outcome<'a>(
@@ -173,7 +173,7 @@ impl EventStore for CountingEvents {
         id: &'a str,
         fingerprint: &'a eventloom_core::write::Fingerprint,
         outcome: eventloom_core::store::AppendOutcome,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
         Box::pin(async move { self.inner.record_command(id, fingerprint, outcome).await })
     }
     fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
@@ -213,7 +213,7 @@ impl ViewStore for SlowFor {
         p: &'a str,
         version: u32,
         token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Generation>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written<eventloom_core::store::Generation>>> {
         Box::pin(async move { self.inner.begin_generation(p, version, token).await })
     }
     fn load_views<'a>(
@@ -224,7 +224,11 @@ impl ViewStore for SlowFor {
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
         Box::pin(async move { self.inner.load_views(p, generation, ids).await })
     }
-    fn commit<'a>(&'a self, p: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    fn commit<'a>(
+        &'a self,
+        p: &'a str,
+        commit: ViewCommit,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
         Box::pin(async move {
             if p == self.slow {
                 tokio::time::sleep(self.delay).await;
@@ -236,7 +240,12 @@ impl ViewStore for SlowFor {
             committed
         })
     }
-    fn go_live<'a>(&'a self, p: &'a str, generation: u64, token: u64) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    fn go_live<'a>(
+        &'a self,
+        p: &'a str,
+        generation: u64,
+        token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
         Box::pin(async move { self.inner.go_live(p, generation, token).await })
     }
     fn read_views<'a>(
@@ -274,7 +283,7 @@ impl ViewStore for SlowFor {
         p: &'a str,
         stop: Option<&'a eventloom_core::store::ProjectionStop>,
         token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
         Box::pin(async move { self.inner.record_stop(p, stop, token).await })
     }
 }
@@ -404,7 +413,7 @@ async fn a_member_that_fails_stops_alone_and_the_others_go_on() {
     let (stop, stopped) = stop_signal();
     let running = tokio::spawn(group.run(stopped));
     let withdrawn = cqrs.execute(Withdraw { id: "acc-0".into(), amount: 1 }).await.unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), picky.wait_until(|s| s.state == MemberState::Stopped))
+    let status = tokio::time::timeout(Duration::from_secs(10), picky.wait_until(|s| s.state == MemberState::Failed))
         .await
         .expect("the poison event stops it");
     let error = status.last_error.unwrap();
@@ -421,6 +430,7 @@ async fn a_member_that_fails_stops_alone_and_the_others_go_on() {
     assert!(!running.is_finished(), "the group goes on");
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
+    assert_eq!(picky.status().state, MemberState::Failed, "failed, not stopped by the shutdown");
     let expected = alone(&events, &Member::<0>).await;
     assert_eq!(views_of(&views, NAMES[0]).await, expected);
     assert_eq!(views_of(&views, NAMES[1]).await, expected);
@@ -569,7 +579,7 @@ async fn one_append_of(events: &MemoryEventStore, n: u64) -> Position {
     let deposits = (1..=n)
         .map(|amount| NewEvent::encode(&AccountEvent::Deposited { amount }, Metadata::default()).unwrap())
         .collect();
-    events.append(&stream, ExpectedVersion::Any, deposits).await.unwrap().position
+    events.append(&stream, ExpectedVersion::Any, deposits).await.unwrap().outcome().position
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

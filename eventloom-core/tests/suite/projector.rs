@@ -1,4 +1,4 @@
-use eventloom_core::store::BoxFuture;
+use eventloom_core::store::{BoxFuture, Refusal};
 use std::time::Duration;
 
 use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
@@ -147,12 +147,17 @@ impl Projection for Picky {
     type View = u64;
     fn apply(&self, view: &mut Option<u64>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
         if matches!(e.event, AccountEvent::Withdrawn { .. }) {
-            return Err("withdrawals are not supported".into());
+            return Err(Box::new(Unsupported));
         }
         *view.get_or_insert(0) += 1;
         Ok(())
     }
 }
+
+/// What [`Picky`] says of a withdrawal.
+#[derive(Debug, thiserror::Error)]
+#[error("withdrawals are not supported")]
+struct Unsupported;
 
 #[tokio::test]
 async fn a_failing_handler_names_the_position_and_other_projections_go_on() {
@@ -162,13 +167,19 @@ async fn a_failing_handler_names_the_position_and_other_projections_go_on() {
     seed(&cqrs, 1, 2).await;
     let withdrawn = cqrs.execute(Withdraw { id: "acc-0".into(), amount: 1 }).await.unwrap();
     let projector = Projector::new(events.clone(), views.clone());
-    match projector.catch_up(&Picky).await.unwrap_err() {
-        Error::Projection { projection, position, reason } => {
-            assert_eq!((projection.as_str(), position), ("picky", withdrawn.position));
-            assert_eq!(reason, "withdrawals are not supported");
+    let err = projector.catch_up(&Picky).await.unwrap_err();
+    match &err {
+        Error::Projection { projection, position, source } => {
+            assert_eq!((projection.as_str(), *position), ("picky", withdrawn.position));
+            assert!(source.downcast_ref::<Unsupported>().is_some(), "the projection's own error: {source:?}");
         }
         other => panic!("{other:?}"),
     }
+    assert_eq!(err.kind(), eventloom_core::ErrorKind::Internal);
+    let expected = format!("projection picky failed at position {}: withdrawals are not supported", withdrawn.position);
+    assert_eq!(err.to_string(), expected);
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(source.downcast_ref::<Unsupported>().is_some(), "std::error::Error::source gives it too");
     projector.catch_up(&Balances).await.unwrap();
     assert_eq!(reader(&views).get("acc-0").await.unwrap().unwrap().balance, 2);
 }
@@ -250,7 +261,7 @@ async fn one_leader_runs_a_standby_takes_over_and_a_stale_leader_is_fenced() {
         views: vec![],
         dead_letters: Vec::new(),
     };
-    assert!(matches!(views.commit(Balances::NAME, stale).await, Err(Error::Fenced { token: 1, .. })));
+    assert!(matches!(views.commit(Balances::NAME, stale).await, Ok(Err(Refusal::Fenced { token: 1, .. }))));
     stop_a.send(()).unwrap();
     stop_b.send(()).unwrap();
     a.await.unwrap().unwrap();
@@ -287,7 +298,9 @@ async fn rebuild_and_catch_up_take_the_lease_and_its_token() {
     assert_exact(&views, 2, 3).await;
     // A writer without the lease (token 0) is fenced off once a leader has written.
     let plain = Projector::new(events.clone(), views.clone());
-    assert!(matches!(plain.rebuild(&Balances).await, Err(Error::Fenced { token: 0, .. })));
+    let fenced = plain.rebuild(&Balances).await.unwrap_err();
+    assert!(matches!(fenced, Error::Superseded { refusal: Refusal::Fenced { token: 0, .. }, .. }), "{fenced:?}");
+    assert_eq!(fenced.kind(), eventloom_core::ErrorKind::Conflict);
 }
 
 #[tokio::test]
@@ -312,6 +325,7 @@ async fn the_dead_letter_policy_skips_poison_events_records_them_and_goes_on() {
     let projector = Projector::new(events.clone(), views.clone()).with_poison_policy(PoisonPolicy::DeadLetter);
     projector.catch_up(&Picky).await.unwrap();
     let letters = views.dead_letters(Picky::NAME).await.unwrap();
+    let undecodable = undecodable.outcome();
     assert_eq!(letters.iter().map(|l| l.position).collect::<Vec<_>>(), vec![undecodable.position, refused.position]);
     assert_eq!(letters[1].reason, "withdrawals are not supported");
     assert_eq!(letters[1].event_type, "Withdrawn");
@@ -410,7 +424,7 @@ impl EventStore for SlowReads {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move { self.0.append(stream, expected, events).await })
     }
     fn append_command<'a>(
@@ -419,7 +433,7 @@ impl EventStore for SlowReads {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         print: &'a eventloom_core::write::Fingerprint,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move { self.0.append_command(stream, expected, events, print).await })
     }
     fn read_stream<'a>(
@@ -457,7 +471,7 @@ impl EventStore for SlowReads {
         id: &'a str,
         print: &'a eventloom_core::write::Fingerprint,
         outcome: eventloom_core::store::AppendOutcome,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
         Box::pin(async move { self.0.record_command(id, print, outcome).await })
     }
 }
@@ -503,7 +517,7 @@ impl ViewStore for CountingViews {
         p: &'a str,
         version: u32,
         token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Generation>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written<eventloom_core::store::Generation>>> {
         Box::pin(async move { self.inner.begin_generation(p, version, token).await })
     }
     fn load_views<'a>(
@@ -514,10 +528,19 @@ impl ViewStore for CountingViews {
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
         Box::pin(async move { self.inner.load_views(p, generation, ids).await })
     }
-    fn commit<'a>(&'a self, p: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    fn commit<'a>(
+        &'a self,
+        p: &'a str,
+        commit: ViewCommit,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
         Box::pin(async move { self.inner.commit(p, commit).await })
     }
-    fn go_live<'a>(&'a self, p: &'a str, generation: u64, token: u64) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    fn go_live<'a>(
+        &'a self,
+        p: &'a str,
+        generation: u64,
+        token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
         Box::pin(async move { self.inner.go_live(p, generation, token).await })
     }
     fn read_views<'a>(
@@ -555,7 +578,7 @@ impl ViewStore for CountingViews {
         p: &'a str,
         stop: Option<&'a eventloom_core::store::ProjectionStop>,
         token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
         Box::pin(async move { self.inner.record_stop(p, stop, token).await })
     }
 }
@@ -621,7 +644,7 @@ async fn append_old(events: &MemoryEventStore, id: &str, event_type: &'static st
 }
 
 /// `MoneyDeposited` v1 stored cents; v2 stores `amount`.
-fn cents_to_amount(v: serde_json::Value) -> Result<serde_json::Value, String> {
+fn cents_to_amount(v: serde_json::Value) -> Result<serde_json::Value, BoxError> {
     let cents = v["cents"].as_u64().ok_or("no cents")?;
     Ok(serde_json::json!({ "amount": cents / 100 }))
 }

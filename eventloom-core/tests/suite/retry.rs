@@ -51,7 +51,7 @@ impl EventStore for Contended {
         s: &'a StreamId,
         e: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move {
             self.interfere_once(s, e).await?;
             self.inner.append(s, e, events).await
@@ -63,7 +63,7 @@ impl EventStore for Contended {
         e: ExpectedVersion,
         events: Vec<NewEvent>,
         print: &'a eventloom_core::write::Fingerprint,
-    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move {
             self.interfere_once(s, e).await?;
             self.inner.append_command(s, e, events, print).await
@@ -98,7 +98,7 @@ impl EventStore for Contended {
         id: &'a str,
         print: &'a eventloom_core::write::Fingerprint,
         outcome: AppendOutcome,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
         Box::pin(async move { self.inner.record_command(id, print, outcome).await })
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {

@@ -2,6 +2,7 @@
 //! `append` function, which queues on the stream's advisory lock), racing, behind and ahead of
 //! the stream, against uncommitted appends, with shared command ids and bad input.
 
+use eventloom_core::store::Appended;
 use std::time::Duration;
 
 use eventloom_core::testing::{test_event, test_event_for_command};
@@ -45,6 +46,7 @@ async fn exact_and_any_writers_racing_on_one_stream_keep_versions_contiguous_and
                     .await
                 {
                     Ok(out) => {
+                        let out = out.written().expect("no command id: never a duplicate");
                         assert_eq!((out.first_version, out.last_version), (version + 1, version + events.len() as u64));
                         won.extend(events);
                     }
@@ -85,7 +87,7 @@ async fn exact_and_any_writers_racing_on_one_stream_keep_versions_contiguous_and
 async fn an_exact_append_behind_or_ahead_of_the_stream_is_refused_and_leaves_no_gap() {
     let store = store().await;
     let s = stream("gaps");
-    store.append(&s, ExpectedVersion::NoStream, (1..=3).map(test_event).collect()).await.unwrap();
+    store.append(&s, ExpectedVersion::NoStream, (1..=3).map(test_event).collect()).await.unwrap().into_outcome();
     for expected in [0, 1, 2, 4, 5, 100] {
         let events = vec![test_event(10), test_event(11)];
         match store.append(&s, ExpectedVersion::Exact(expected), events).await {
@@ -97,14 +99,15 @@ async fn an_exact_append_behind_or_ahead_of_the_stream_is_refused_and_leaves_no_
         Err(Error::Conflict { expected: ExpectedVersion::NoStream, actual: 3, .. }) => {}
         other => panic!("NoStream on a stream at 3: {other:?}"),
     }
-    let out = store.append(&s, ExpectedVersion::Exact(3), vec![test_event(4), test_event(5)]).await.unwrap();
+    let out =
+        store.append(&s, ExpectedVersion::Exact(3), vec![test_event(4), test_event(5)]).await.unwrap().into_outcome();
     assert_eq!((out.first_version, out.last_version), (4, 5));
     let stored = store.read_stream(&s, 1, 100).await.unwrap();
     assert_eq!(stored.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
     assert_eq!(stored.iter().map(|e| n(&e.payload)).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
     assert_eq!(stored[4].position, out.position, "the outcome names the last event's position");
     // An empty append checks the version and writes nothing.
-    let empty = store.append(&s, ExpectedVersion::Exact(5), Vec::new()).await.unwrap();
+    let empty = store.append(&s, ExpectedVersion::Exact(5), Vec::new()).await.unwrap().into_outcome();
     assert_eq!((empty.first_version, empty.last_version, empty.appended()), (6, 5, 0));
     assert!(matches!(
         store.append(&s, ExpectedVersion::Exact(4), Vec::new()).await,
@@ -148,7 +151,7 @@ async fn an_exact_append_against_an_uncommitted_one_waits_for_it_and_never_skips
         let result = tokio::time::timeout(Duration::from_secs(10), racing).await.unwrap().unwrap();
         match (outcome, result) {
             ("COMMIT", Err(Error::Conflict { actual, .. })) => assert_eq!(actual, at + 1),
-            ("ROLLBACK", Ok(out)) => assert_eq!(out.last_version, at + 1),
+            ("ROLLBACK", Ok(out)) => assert_eq!(out.outcome().last_version, at + 1),
             (outcome, other) => panic!("after {outcome}: {other:?}"),
         }
     }
@@ -177,10 +180,10 @@ async fn exact_appends_racing_on_one_stream_with_one_command_id_append_once() {
         let (mut won, mut duplicates) = (Vec::new(), Vec::new());
         for t in tasks {
             match t.await.unwrap() {
-                Ok(out) => won.push(out),
-                Err(Error::DuplicateCommand { command_id, outcome, .. }) => {
+                Ok(Appended::Written(out)) => won.push(out),
+                Ok(Appended::Duplicate { command_id, first }) => {
                     assert_eq!(command_id, id);
-                    duplicates.push(outcome);
+                    duplicates.push(first.outcome);
                 }
                 Err(other) => panic!("not the first outcome: {other:?}"),
             }

@@ -31,8 +31,12 @@ async fn reconnect(store: &PgEventStore) -> PgEventStore {
 /// Three events on `corrupt/a` and one on `corrupt/b`; the position of each, in order.
 async fn seeded() -> (PgEventStore, Vec<Position>) {
     let store = store().await;
-    let a = store.append(&stream("a"), ExpectedVersion::NoStream, (1..=3).map(test_event).collect()).await.unwrap();
-    let b = store.append(&stream("b"), ExpectedVersion::NoStream, vec![test_event(4)]).await.unwrap();
+    let a = store
+        .append(&stream("a"), ExpectedVersion::NoStream, (1..=3).map(test_event).collect())
+        .await
+        .unwrap()
+        .into_outcome();
+    let b = store.append(&stream("b"), ExpectedVersion::NoStream, vec![test_event(4)]).await.unwrap().into_outcome();
     let all = crate::ordering::wait_for_count(&store, 4).await;
     assert_eq!((all[2].position, all[3].position), (a.position, b.position));
     (store, all.iter().map(|e| e.position).collect())
@@ -171,7 +175,7 @@ async fn a_corrupt_snapshot_is_corrupt_and_names_its_stream() {
 async fn a_corrupt_checkpoint_on_the_read_side_is_corrupt() {
     let store = store().await;
     let views = PgViewStore::new(&store);
-    let generation = views.begin_generation("p", 1, 1).await.unwrap();
+    let generation = views.begin_generation("p", 1, 1).await.unwrap().unwrap();
     sql(&store, "UPDATE {s}.generations SET transaction_id = '5', sequence = -1").await;
     match views.status("p").await {
         Err(error @ Error::Corrupt { .. }) => assert!(error.to_string().contains("checkpoint 5.-1"), "{error}"),

@@ -30,7 +30,7 @@ async fn sixteen_writers_with_exact_versions_one_winner_per_version() {
                 let version = store.stream_version(&s).await.unwrap();
                 let n = writer * 1_000_000 + attempt;
                 match store.append(&s, ExpectedVersion::Exact(version), vec![test_event(n)]).await {
-                    Ok(out) => won.push((out.last_version, n)),
+                    Ok(out) => won.push((out.outcome().last_version, n)),
                     Err(Error::Conflict { .. }) => lost += 1,
                     Err(other) => panic!("not a typed conflict: {other:?}"),
                 }
@@ -228,6 +228,6 @@ async fn several_processes_migrating_at_once_all_succeed() {
     let applied: i64 =
         raw(&url).await.query_one(&format!("SELECT count(*) FROM \"{schema}\".migrations"), &[]).await.unwrap().get(0);
     assert_eq!(applied, 8, "each migration applied once");
-    stores[0].append(&stream("m"), ExpectedVersion::NoStream, vec![test_event(1)]).await.unwrap();
+    stores[0].append(&stream("m"), ExpectedVersion::NoStream, vec![test_event(1)]).await.unwrap().into_outcome();
     assert_eq!(stores[3].stream_version(&stream("m")).await.unwrap(), 1);
 }

@@ -101,6 +101,7 @@ async fn outcomes_recorded_before_migration_8_replay_without_a_fingerprint() {
             &print,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .into_outcome();
     assert_eq!(store.command_outcome("any").await.unwrap().unwrap().fingerprint, Some(print));
 }

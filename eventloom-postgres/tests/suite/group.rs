@@ -64,7 +64,7 @@ impl EventStore for Counted {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move { self.inner.append(stream, expected, events).await })
     }
     fn read_stream<'a>(
@@ -115,7 +115,7 @@ impl EventStore for Counted {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         fingerprint: &'a eventloom_core::write::Fingerprint,
-    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move { self.inner.append_command(stream, expected, events, fingerprint).await })
     }
     fn command_outcome<'a>(
@@ -129,7 +129,7 @@ impl EventStore for Counted {
         id: &'a str,
         fingerprint: &'a eventloom_core::write::Fingerprint,
         outcome: AppendOutcome,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
         Box::pin(async move { self.inner.record_command(id, fingerprint, outcome).await })
     }
     fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {

@@ -59,7 +59,7 @@ impl<S: EventStore + Clone> EventStore for Counted<S> {
         s: &'a StreamId,
         e: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move {
             self.appends.fetch_add(1, Ordering::Relaxed);
             self.inner.append(s, e, events).await
@@ -71,7 +71,7 @@ impl<S: EventStore + Clone> EventStore for Counted<S> {
         e: ExpectedVersion,
         events: Vec<NewEvent>,
         print: &'a eventloom_core::write::Fingerprint,
-    ) -> BoxFuture<'a, eventloom_core::Result<AppendOutcome>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move {
             self.appends.fetch_add(1, Ordering::Relaxed);
             self.inner.append_command(s, e, events, print).await
@@ -106,7 +106,7 @@ impl<S: EventStore + Clone> EventStore for Counted<S> {
         id: &'a str,
         print: &'a eventloom_core::write::Fingerprint,
         outcome: AppendOutcome,
-    ) -> BoxFuture<'a, eventloom_core::Result<()>> {
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
         Box::pin(async move { self.inner.record_command(id, print, outcome).await })
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {

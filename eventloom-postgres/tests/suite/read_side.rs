@@ -1,5 +1,6 @@
 //! Views, checkpoints, projectors and leases on PostgreSQL.
 
+use eventloom_core::store::Refusal;
 use std::time::Duration;
 
 use eventloom_core::prelude::*;
@@ -183,7 +184,7 @@ async fn an_upgrade_keeps_the_views_as_the_live_generation_one() {
     );
     let letters = views.dead_letters("built").await.unwrap();
     assert_eq!((letters.len(), letters[0].reason.as_str()), (1, "bad"));
-    assert!(matches!(views.go_live("built", 1, 6).await, Err(Error::Fenced { highest: 7, .. })));
+    assert!(matches!(views.go_live("built", 1, 6).await, Ok(Err(Refusal::Fenced { highest: 7, .. }))));
     let commit = ViewCommit {
         generation: 1,
         expected: Some(Position::new(12, 3)),
@@ -192,13 +193,13 @@ async fn an_upgrade_keeps_the_views_as_the_live_generation_one() {
         views: vec![ViewWrite::set("c", "3")],
         dead_letters: Vec::new(),
     };
-    views.commit("built", commit).await.unwrap();
+    views.commit("built", commit).await.unwrap().unwrap();
     assert_eq!(views.read_views("built", &["c".into()]).await.unwrap(), vec![Some("3".into())]);
     // A rebuild gets a new generation id, and replaces generation 1 when it goes live, once
     // it has caught up; its views are `json`, the exact text written, `\u0000` included.
-    let next = views.begin_generation("built", 2, 7).await.unwrap();
+    let next = views.begin_generation("built", 2, 7).await.unwrap().unwrap();
     assert_eq!(next.id, 2);
-    assert!(matches!(views.go_live("built", next.id, 7).await, Err(Error::CheckpointMoved { .. })), "behind");
+    assert!(matches!(views.go_live("built", next.id, 7).await, Ok(Err(Refusal::CheckpointMoved { .. }))), "behind");
     let json = r#"{"s": "a\u0000b","n":1}"#;
     let build = ViewCommit {
         generation: next.id,
@@ -208,8 +209,8 @@ async fn an_upgrade_keeps_the_views_as_the_live_generation_one() {
         views: vec![ViewWrite::set("d", json)],
         dead_letters: Vec::new(),
     };
-    views.commit("built", build).await.unwrap();
-    views.go_live("built", next.id, 7).await.unwrap();
+    views.commit("built", build).await.unwrap().unwrap();
+    views.go_live("built", next.id, 7).await.unwrap().unwrap();
     assert_eq!(views.read_views("built", &["a".into(), "d".into()]).await.unwrap(), vec![None, Some(json.into())]);
     assert!(views.dead_letters("built").await.unwrap().is_empty());
 
@@ -217,8 +218,8 @@ async fn an_upgrade_keeps_the_views_as_the_live_generation_one() {
     // kept, and generation ids start after 1.
     assert_eq!(views.status("reset").await.unwrap(), ProjectionStatus::default());
     assert!(matches!(views.read_views("reset", &["stale".into()]).await, Err(Error::NotBuilt { .. })));
-    assert!(matches!(views.begin_generation("reset", 1, 3).await, Err(Error::Fenced { highest: 4, .. })));
-    let g = views.begin_generation("reset", 1, 4).await.unwrap();
+    assert!(matches!(views.begin_generation("reset", 1, 3).await, Ok(Err(Refusal::Fenced { highest: 4, .. }))));
+    let g = views.begin_generation("reset", 1, 4).await.unwrap().unwrap();
     assert_eq!(g.id, 2);
     assert_eq!(views.load_views("reset", 1, &["stale".into()]).await.unwrap(), vec![None]);
     assert_eq!(views.load_views("reset", g.id, &["stale".into()]).await.unwrap(), vec![None]);
@@ -237,8 +238,8 @@ async fn corners_match_the_memory_store() {
 
     async fn script(store: &dyn ViewStore) -> Vec<String> {
         let mut out = Vec::new();
-        let g = store.begin_generation("p", 1, 1).await.unwrap().id;
-        store.go_live("p", g, 1).await.unwrap();
+        let g = store.begin_generation("p", 1, 1).await.unwrap().unwrap().id;
+        store.go_live("p", g, 1).await.unwrap().unwrap();
         let key = IndexKey::new("k", "v");
         let writes = ["a", "b", "c", "d"]
             .iter()
@@ -252,14 +253,14 @@ async fn corners_match_the_memory_store() {
             views,
             dead_letters: Vec::new(),
         };
-        store.commit("p", commit(None, 1, 1, writes)).await.unwrap();
+        store.commit("p", commit(None, 1, 1, writes)).await.unwrap().unwrap();
         // "b" and "d" deleted without leaving their entries; "c" joins twice, by two sort keys.
         let writes = vec![
             ViewWrite::delete("b"),
             ViewWrite::delete("d"),
             ViewWrite::set("c", "2").joining(vec![IndexEntry::new("k", "v").ordered_by("")]),
         ];
-        store.commit("p", commit(Some(1), 2, 1, writes)).await.unwrap();
+        store.commit("p", commit(Some(1), 2, 1, writes)).await.unwrap().unwrap();
         for limit in [0, 1, 2, 3, 10] {
             let mut after: Option<ListCursor> = None;
             loop {

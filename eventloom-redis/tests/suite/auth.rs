@@ -23,7 +23,7 @@ const ACL: &[&str] =
 
 /// Commits one view, makes it live and reads it back.
 async fn round_trip(store: &RedisViewStore) {
-    let g = store.begin_generation("p", 1, 0).await.unwrap();
+    let g = store.begin_generation("p", 1, 0).await.unwrap().unwrap();
     let commit = ViewCommit {
         generation: g.id,
         expected: None,
@@ -32,8 +32,8 @@ async fn round_trip(store: &RedisViewStore) {
         views: vec![ViewWrite::set("a", r#"{"ok":true}"#)],
         dead_letters: Vec::new(),
     };
-    store.commit("p", commit).await.unwrap();
-    store.go_live("p", g.id, 0).await.unwrap();
+    store.commit("p", commit).await.unwrap().unwrap();
+    store.go_live("p", g.id, 0).await.unwrap().unwrap();
     assert_eq!(store.read_views("p", &["a".into()]).await.unwrap(), vec![Some(r#"{"ok":true}"#.into())]);
 }
 

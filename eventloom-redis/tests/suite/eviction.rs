@@ -2,6 +2,7 @@
 //! real eviction under `allkeys-lru`, generation ids after a `FLUSHALL`, a deposed leader after
 //! the token key is lost, and the `maxmemory-policy` check.
 
+use eventloom_core::store::Refusal;
 use std::time::{Duration, Instant};
 
 use eventloom_core::model::{ExpectedVersion, NewEvent};
@@ -58,7 +59,7 @@ async fn append(events: &MemoryEventStore, have: u64, n: u64) -> Position {
         let stream = StreamId::new(Item::TYPE, format!("i{s}")).unwrap();
         let batch = (0..n).map(|_| NewEvent::encode(&ItemEvent::Bumped, Metadata::default()).unwrap()).collect();
         let expected = if have == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(have) };
-        last = events.append(&stream, expected, batch).await.unwrap().position;
+        last = events.append(&stream, expected, batch).await.unwrap().into_outcome().position;
     }
     last
 }
@@ -154,31 +155,34 @@ async fn a_generation_that_lost_a_key_refuses_writes_and_is_left_out_of_the_stat
         let prefix = fresh_prefix();
         let store = RedisViewStore::connect(&redis_url(), &prefix).await.unwrap();
         let mut raw = raw_connection(&redis_url()).await;
-        let g = store.begin_generation("p", 1, 0).await.unwrap();
+        let g = store.begin_generation("p", 1, 0).await.unwrap().unwrap();
         assert_eq!(store.status("p").await.unwrap().building, Some(g), "a new generation is not lost");
-        store.go_live("p", g.id, 0).await.unwrap();
+        store.go_live("p", g.id, 0).await.unwrap().unwrap();
         let first = ViewCommit {
             dead_letters: vec![letter.clone()],
             ..batch(g.id, None, 1, 0, vec![ViewWrite::set("a", "1").joining(vec![IndexEntry::new("s", "x")])])
         };
-        store.commit("p", first).await.unwrap();
+        store.commit("p", first).await.unwrap().unwrap();
         let _: () =
             redis::cmd("DEL").arg(format!("{prefix}{{p:p}}:g{}:{suffix}", g.id)).query_async(&mut raw).await.unwrap();
-        let outcome = if suffix == "v:a" {
-            // A lost view is noticed when the projector loads it (the set of ids names it).
-            store.load_views("p", g.id, &["a".into()]).await.map(drop)
+        if suffix == "v:a" {
+            // A lost view is noticed when the projector loads it (the set of ids names it): the
+            // runner loading it was superseded.
+            let outcome = store.load_views("p", g.id, &["a".into()]).await;
+            let gone = Refusal::GenerationGone { generation: g.id };
+            assert!(matches!(outcome, Err(Error::Superseded { refusal, .. }) if refusal == gone), "{kind}");
         } else {
-            store.commit("p", batch(g.id, Some(1), 2, 0, vec![ViewWrite::set("b", "2")])).await
-        };
-        assert!(matches!(outcome, Err(Error::GenerationGone { .. })), "{kind}: {outcome:?}");
+            let outcome = store.commit("p", batch(g.id, Some(1), 2, 0, vec![ViewWrite::set("b", "2")])).await;
+            assert!(matches!(outcome, Ok(Err(Refusal::GenerationGone { .. }))), "{kind}: {outcome:?}");
+        }
         let outcome = store.commit("p", batch(g.id, Some(1), 2, 0, vec![ViewWrite::set("b", "2")])).await;
-        assert!(matches!(outcome, Err(Error::GenerationGone { .. })), "{kind}, again: {outcome:?}");
+        assert!(matches!(outcome, Ok(Err(Refusal::GenerationGone { .. }))), "{kind}, again: {outcome:?}");
         assert_eq!(store.status("p").await.unwrap().live, None, "{kind}: not live with no checkpoint");
         // A new generation takes its place; queries answer NotBuilt until it is live.
-        let next = store.begin_generation("p", 1, 0).await.unwrap();
+        let next = store.begin_generation("p", 1, 0).await.unwrap().unwrap();
         assert!(next.id > g.id);
         assert!(matches!(store.read_views("p", &["a".into()]).await, Err(Error::NotBuilt { .. })), "{kind}");
-        store.go_live("p", next.id, 0).await.unwrap();
+        store.go_live("p", next.id, 0).await.unwrap().unwrap();
         assert_eq!(store.read_views("p", &["a".into()]).await.unwrap(), vec![None], "{kind}");
         let left = keys_under(&mut raw, &format!("{prefix}{{p:p}}:g{}:", g.id)).await;
         match suffix {
@@ -199,24 +203,24 @@ async fn a_deposed_leaders_late_write_is_refused_after_the_token_key_is_lost() {
     let prefix = fresh_prefix();
     let store = RedisViewStore::connect(&redis_url(), &prefix).await.unwrap();
     let mut raw = raw_connection(&redis_url()).await;
-    let g = store.begin_generation("p", 1, 1).await.unwrap();
-    store.go_live("p", g.id, 1).await.unwrap();
-    store.commit("p", batch(g.id, None, 1, 1, vec![ViewWrite::set("a", "1")])).await.unwrap();
+    let g = store.begin_generation("p", 1, 1).await.unwrap().unwrap();
+    store.go_live("p", g.id, 1).await.unwrap().unwrap();
+    store.commit("p", batch(g.id, None, 1, 1, vec![ViewWrite::set("a", "1")])).await.unwrap().unwrap();
     // The new leader: a rebuild, and (in a second round) a write into the live generation.
     for new_leader in ["begin", "commit"] {
         match new_leader {
-            "begin" => drop(store.begin_generation("p", 1, 2).await.unwrap()),
-            _ => store.commit("p", batch(g.id, Some(1), 2, 3, vec![ViewWrite::set("a", "2")])).await.unwrap(),
+            "begin" => drop(store.begin_generation("p", 1, 2).await.unwrap().unwrap()),
+            _ => store.commit("p", batch(g.id, Some(1), 2, 3, vec![ViewWrite::set("a", "2")])).await.unwrap().unwrap(),
         }
         let _: () = redis::cmd("DEL").arg(format!("{prefix}{{p:p}}:token")).query_async(&mut raw).await.unwrap();
         let (expected, highest) = if new_leader == "begin" { (1, 2) } else { (2, 3) };
         let late = store.commit("p", batch(g.id, Some(expected), 9, 1, vec![ViewWrite::set("a", "\"late\"")])).await;
         assert!(
-            matches!(late, Err(Error::Fenced { token: 1, highest: h, .. }) if h == highest),
+            matches!(late, Ok(Err(Refusal::Fenced { token: 1, highest: h, .. })) if h == highest),
             "after a {new_leader}: {late:?}"
         );
         let late = store.begin_generation("p", 1, 1).await;
-        assert!(matches!(late, Err(Error::Fenced { .. })), "after a {new_leader}: {late:?}");
+        assert!(matches!(late, Ok(Err(Refusal::Fenced { .. }))), "after a {new_leader}: {late:?}");
     }
     assert_ne!(store.read_views("p", &["a".into()]).await.unwrap(), vec![Some("\"late\"".to_owned())]);
 }
@@ -230,9 +234,9 @@ async fn generation_ids_are_never_handed_out_twice() {
     let mut raw = raw_connection(&redis.url()).await;
     let mut seen = Vec::new();
     for round in 0..3 {
-        let g = store.begin_generation("p", 1, 0).await.unwrap();
-        store.go_live("p", g.id, 0).await.unwrap();
-        store.commit("p", batch(g.id, None, 1, 0, vec![ViewWrite::set("a", "\"old\"")])).await.unwrap();
+        let g = store.begin_generation("p", 1, 0).await.unwrap().unwrap();
+        store.go_live("p", g.id, 0).await.unwrap().unwrap();
+        store.commit("p", batch(g.id, None, 1, 0, vec![ViewWrite::set("a", "\"old\"")])).await.unwrap().unwrap();
         seen.push(g.id);
         if round == 0 {
             let _: () = redis::cmd("FLUSHALL").query_async(&mut raw).await.unwrap();
@@ -241,7 +245,7 @@ async fn generation_ids_are_never_handed_out_twice() {
             let _: () = redis::cmd("DEL").arg("t:{p:p}:last").arg("t:{p:p}:live").query_async(&mut raw).await.unwrap();
         }
     }
-    let last = store.begin_generation("p", 1, 0).await.unwrap();
+    let last = store.begin_generation("p", 1, 0).await.unwrap().unwrap();
     seen.push(last.id);
     println!("generation ids: {seen:?}");
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "every id is new, and higher: {seen:?}");
@@ -263,7 +267,7 @@ async fn an_id_whose_keys_are_left_is_skipped() {
         redis::cmd("SADD").arg(format!("t:{{p:p}}:g{orphan}:ids")).arg("a").query_async(&mut raw).await.unwrap();
     let _: () =
         redis::cmd("SET").arg(format!("t:{{p:p}}:g{orphan}:v:a")).arg("\"old\"").query_async(&mut raw).await.unwrap();
-    let g = store.begin_generation("p", 1, 0).await.unwrap();
+    let g = store.begin_generation("p", 1, 0).await.unwrap().unwrap();
     assert_eq!(g.id, last + 2, "the orphan's id is skipped");
     assert_eq!(store.load_views("p", g.id, &["a".into()]).await.unwrap(), vec![None], "it starts empty");
 }

@@ -3,6 +3,7 @@
 //! live views. Queries meanwhile see either no views (`NotBuilt`, or Redis unavailable) or
 //! complete ones, never a half-built generation.
 
+use eventloom_core::store::Refusal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -378,7 +379,7 @@ async fn a_new_version_is_built_behind_the_live_views_which_switch_at_once_and_t
 async fn a_flushed_redis_answers_not_built_and_refuses_writes_into_the_lost_generation() {
     let redis = PrivateRedis::volatile();
     let store = RedisViewStore::connect(&redis.url(), "t:").await.unwrap();
-    let g = store.begin_generation("p", 1, 0).await.unwrap();
+    let g = store.begin_generation("p", 1, 0).await.unwrap().unwrap();
     let first = ViewCommit {
         generation: g.id,
         expected: None,
@@ -387,8 +388,8 @@ async fn a_flushed_redis_answers_not_built_and_refuses_writes_into_the_lost_gene
         views: vec![ViewWrite::set("a", "1")],
         dead_letters: Vec::new(),
     };
-    store.commit("p", first).await.unwrap();
-    store.go_live("p", g.id, 0).await.unwrap();
+    store.commit("p", first).await.unwrap().unwrap();
+    store.go_live("p", g.id, 0).await.unwrap().unwrap();
     assert_eq!(store.read_views("p", &["a".into()]).await.unwrap(), vec![Some("1".into())]);
     let live = store.status("p").await.unwrap().live.unwrap();
     let mut raw = raw_connection(&redis.url()).await;
@@ -402,7 +403,7 @@ async fn a_flushed_redis_answers_not_built_and_refuses_writes_into_the_lost_gene
         views: vec![ViewWrite::set("a", "2")],
         dead_letters: Vec::new(),
     };
-    assert!(matches!(store.commit("p", commit).await, Err(Error::GenerationGone { .. })));
+    assert!(matches!(store.commit("p", commit).await, Ok(Err(Refusal::GenerationGone { .. }))));
     assert_eq!(store.status("p").await.unwrap(), eventloom_core::store::ProjectionStatus::default());
 }
 
@@ -414,7 +415,7 @@ async fn a_new_generation_id_is_above_every_trashed_one() {
     let store = RedisViewStore::connect(&redis_url(), &prefix).await.unwrap();
     let mut raw = raw_connection(&redis_url()).await;
     let base = format!("{prefix}{{p:p}}");
-    let g = store.begin_generation("p", 1, 0).await.unwrap();
+    let g = store.begin_generation("p", 1, 0).await.unwrap().unwrap();
     // The generation after it was dropped, its sweep interrupted: a view of it is left.
     let dropped = g.id + 1;
     let view = format!("{base}:g{dropped}:v:a");
@@ -422,7 +423,7 @@ async fn a_new_generation_id_is_above_every_trashed_one() {
     let _: () = redis::cmd("SADD").arg(format!("{base}:g{dropped}:ids")).arg("a").query_async(&mut raw).await.unwrap();
     let _: () = redis::cmd("SADD").arg(format!("{base}:trash")).arg(dropped).query_async(&mut raw).await.unwrap();
     let _: () = redis::cmd("DEL").arg(format!("{base}:last")).query_async(&mut raw).await.unwrap();
-    let next = store.begin_generation("p", 1, 0).await.unwrap();
+    let next = store.begin_generation("p", 1, 0).await.unwrap().unwrap();
     assert!(next.id > dropped, "{} must be above the trashed {dropped}", next.id);
     assert_eq!(store.load_views("p", next.id, &["a".into()]).await.unwrap(), vec![None], "a new one starts empty");
     let left: bool = redis::cmd("EXISTS").arg(&view).query_async(&mut raw).await.unwrap();

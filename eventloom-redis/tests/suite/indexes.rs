@@ -88,8 +88,8 @@ async fn lists_and_counts_with_hostile_ids_values_and_sort_keys_equal_the_in_mem
     let projection = "hostile {p:x} *";
     let mut generations = Vec::new();
     for s in [&redis as &dyn ViewStore, &memory] {
-        let g = s.begin_generation(projection, 1, 0).await.unwrap();
-        s.go_live(projection, g.id, 0).await.unwrap();
+        let g = s.begin_generation(projection, 1, 0).await.unwrap().unwrap();
+        s.go_live(projection, g.id, 0).await.unwrap().unwrap();
         generations.push(g.id);
     }
     let ours = ViewReader::<serde_json::Value>::new(redis.clone(), projection);
@@ -135,7 +135,7 @@ async fn lists_and_counts_with_hostile_ids_values_and_sort_keys_equal_the_in_mem
                 views: writes.clone(),
                 dead_letters: Vec::new(),
             };
-            s.commit(projection, commit).await.unwrap();
+            s.commit(projection, commit).await.unwrap().unwrap();
         }
         checkpoint = Some(position);
         if round % 10 != 0 {
@@ -171,8 +171,8 @@ async fn lists_and_counts_with_hostile_ids_values_and_sort_keys_equal_the_in_mem
 #[tokio::test]
 async fn deleted_views_leave_no_index_members_or_empty_lists_behind() {
     let (store, prefix) = crate::store_and_prefix().await;
-    let g = store.begin_generation("p", 1, 0).await.unwrap();
-    store.go_live("p", g.id, 0).await.unwrap();
+    let g = store.begin_generation("p", 1, 0).await.unwrap().unwrap();
+    store.go_live("p", g.id, 0).await.unwrap().unwrap();
     let entry = IndexEntry::new("s", "x").ordered_by("1");
     let commit = |expected, at, views| ViewCommit {
         generation: g.id,
@@ -182,11 +182,16 @@ async fn deleted_views_leave_no_index_members_or_empty_lists_behind() {
         views,
         dead_letters: Vec::new(),
     };
-    store.commit("p", commit(None, 1, vec![ViewWrite::set("a", "1").joining(vec![entry.clone()])])).await.unwrap();
+    store
+        .commit("p", commit(None, 1, vec![ViewWrite::set("a", "1").joining(vec![entry.clone()])]))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(store.count("p", std::slice::from_ref(&entry.key)).await.unwrap(), vec![1]);
     store
         .commit("p", commit(Some(Position::new(1, 1)), 2, vec![ViewWrite::delete("a").leaving(vec![entry.clone()])]))
         .await
+        .unwrap()
         .unwrap();
     assert_eq!(store.count("p", std::slice::from_ref(&entry.key)).await.unwrap(), vec![0]);
     assert_eq!(

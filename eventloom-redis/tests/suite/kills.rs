@@ -5,6 +5,7 @@
 //! with `--ignored --exact kills::child_projector` and its settings in the environment.
 
 use eventloom_core::store::BoxFuture;
+use eventloom_core::store::Refusal;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -131,7 +132,8 @@ async fn fill(events: &PgEventStore, streams: u64, per_stream: u64) -> Position 
             let n = (per_stream - version).min(100);
             let batch: Vec<NewEvent> =
                 (0..n).map(|_| NewEvent::encode(&TallyEvent::Counted, Metadata::default()).unwrap()).collect();
-            last = events.append(&stream, ExpectedVersion::Exact(version), batch).await.unwrap().position;
+            last =
+                events.append(&stream, ExpectedVersion::Exact(version), batch).await.unwrap().into_outcome().position;
             version += n;
         }
     }
@@ -355,7 +357,7 @@ async fn two_projector_processes_one_leads_the_other_takes_over_after_sigkill_an
         )],
         dead_letters: Vec::new(),
     };
-    assert!(matches!(views.commit(Counts::NAME, late).await, Err(Error::Fenced { .. })));
+    assert!(matches!(views.commit(Counts::NAME, late).await, Ok(Err(Refusal::Fenced { .. }))));
     assert_counted(&views, 10, 15).await;
     assert_eq!(views.status(Counts::NAME).await.unwrap().live.unwrap().checkpoint, live.checkpoint);
 }
@@ -367,7 +369,7 @@ async fn fill_more(events: &PgEventStore, streams: u64, have: u64, more: u64) ->
         let stream = StreamId::new("tally", format!("t{s}")).unwrap();
         let batch: Vec<NewEvent> =
             (0..more).map(|_| NewEvent::encode(&TallyEvent::Counted, Metadata::default()).unwrap()).collect();
-        last = events.append(&stream, ExpectedVersion::Exact(have), batch).await.unwrap().position;
+        last = events.append(&stream, ExpectedVersion::Exact(have), batch).await.unwrap().into_outcome().position;
     }
     last
 }
@@ -415,7 +417,7 @@ async fn append_one(events: &PgEventStore, id: &str, version: u64, event_type: &
         metadata: Metadata::default(),
     };
     let stream = StreamId::new("tally", id).unwrap();
-    events.append(&stream, ExpectedVersion::Exact(version), vec![event]).await.unwrap().position
+    events.append(&stream, ExpectedVersion::Exact(version), vec![event]).await.unwrap().into_outcome().position
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -447,7 +449,8 @@ async fn poison_events_stop_one_projection_at_their_position_or_go_to_dead_lette
         other => panic!("expected an unknown event at {undecodable}, got {other:?}"),
     }
     match plain.run(Picky, std::future::pending()).await.unwrap_err() {
-        Error::Projection { position, reason, .. } => {
+        Error::Projection { position, source, .. } => {
+            let reason = source.to_string();
             assert_eq!(position, refused);
             assert!(reason.contains("not welcome"), "{reason}");
         }

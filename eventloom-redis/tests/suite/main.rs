@@ -100,8 +100,8 @@ async fn projector_over_redis_views_conforms() {
 async fn a_key_of_another_type_refuses_the_whole_batch_and_writes_nothing() {
     let (store, prefix) = store_and_prefix().await;
     let mut raw = raw_connection(&redis_url()).await;
-    let generation = store.begin_generation("p", 1, 0).await.unwrap();
-    store.go_live("p", generation.id, 0).await.unwrap();
+    let generation = store.begin_generation("p", 1, 0).await.unwrap().unwrap();
+    store.go_live("p", generation.id, 0).await.unwrap().unwrap();
     let g = generation.id;
     let first = ViewCommit {
         generation: g,
@@ -111,7 +111,7 @@ async fn a_key_of_another_type_refuses_the_whole_batch_and_writes_nothing() {
         views: vec![ViewWrite::set("a", "1").joining(vec![IndexEntry::new("s", "x")])],
         dead_letters: Vec::new(),
     };
-    store.commit("p", first).await.unwrap();
+    store.commit("p", first).await.unwrap().unwrap();
     let batch = |views| ViewCommit {
         generation: g,
         expected: Some(Position::new(1, 1)),
@@ -188,9 +188,9 @@ async fn queries_pay_one_round_trip_and_follow_a_switch_made_elsewhere() {
         views: vec![ViewWrite::set("a", json).joining(vec![IndexEntry::new("s", "x")])],
         dead_letters: Vec::new(),
     };
-    let first = theirs.begin_generation("p", 1, 0).await.unwrap();
-    theirs.commit("p", write(first.id, "1")).await.unwrap();
-    theirs.go_live("p", first.id, 0).await.unwrap();
+    let first = theirs.begin_generation("p", 1, 0).await.unwrap().unwrap();
+    theirs.commit("p", write(first.id, "1")).await.unwrap().unwrap();
+    theirs.go_live("p", first.id, 0).await.unwrap().unwrap();
     assert_eq!(ours.read_views("p", &["a".into()]).await.unwrap(), vec![Some("1".into())]);
 
     let key = IndexKey::new("s", "x");
@@ -217,10 +217,10 @@ async fn queries_pay_one_round_trip_and_follow_a_switch_made_elsewhere() {
     assert_eq!((delta.get("evalsha"), delta.get("mget")), (Some(&20), Some(&10)), "one command per query: {delta:?}");
     assert!(delta.keys().all(|name| ["evalsha", "mget", "get", "zrangebylex", "zcard"].contains(name)), "{delta:?}");
 
-    let second = theirs.begin_generation("p", 2, 0).await.unwrap();
-    theirs.commit("p", write(second.id, "2")).await.unwrap();
+    let second = theirs.begin_generation("p", 2, 0).await.unwrap().unwrap();
+    theirs.commit("p", write(second.id, "2")).await.unwrap().unwrap();
     assert_eq!(ours.read_views("p", &["a".into()]).await.unwrap(), vec![Some("1".into())], "still the live one");
-    theirs.go_live("p", second.id, 0).await.unwrap();
+    theirs.go_live("p", second.id, 0).await.unwrap().unwrap();
     assert_eq!(ours.read_views("p", &["a".into()]).await.unwrap(), vec![Some("2".into())], "switched");
     assert_eq!(
         ours.list("p", &key, &eventloom_core::read::OrderRange::all(), None, 10).await.unwrap().views,
