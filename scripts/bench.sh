@@ -6,6 +6,7 @@
 # and stops them.
 #
 # Usage: bash scripts/bench.sh [--runs N] [--out FILE] [--fsync-off] [postgres] [redis] [baseline]
+#                              [projections]
 #
 #   --runs N      runs of every scenario group, each on fresh servers (default 1); with more
 #                 than one, a summary of medians and spreads follows on stderr
@@ -13,8 +14,8 @@
 #                 binary's notes go to FILE with .log instead of .jsonl
 #   --fsync-off   servers that do not wait for the disk (the test suite's): figures measured
 #                 so must be labelled as such wherever they are quoted
-#   postgres, redis, baseline: the scenario groups to run (default all three; see
-#                 benches/cqrs-bench/src/main.rs)
+#   postgres, redis, baseline, projections: the scenario groups to run (default all four;
+#                 see benches/cqrs-bench/src/main.rs)
 #
 # Each JSON line is the binary's, with "run" (1..N), "servers" ("durable" or "fsync-off"),
 # "commit" and "date" added. CQRS_BENCH_BIN names a prebuilt binary to run instead of
@@ -32,11 +33,11 @@ while [ $# -gt 0 ]; do
     --runs) runs="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --fsync-off) durable=0; shift ;;
-    postgres|redis|baseline) groups+=("$1"); shift ;;
-    *) sed -n '2,25p' "$0" >&2; exit 2 ;;
+    postgres|redis|baseline|projections) groups+=("$1"); shift ;;
+    *) sed -n '2,/^set /{/^#/p}' "$0" >&2; exit 2 ;;
   esac
 done
-if [ ${#groups[@]} -eq 0 ]; then groups=(postgres redis baseline); fi
+if [ ${#groups[@]} -eq 0 ]; then groups=(postgres redis baseline projections); fi
 case "$runs" in ''|*[!0-9]*|0) echo "--runs takes a positive number" >&2; exit 2 ;; esac
 
 source scripts/services.sh
@@ -120,5 +121,15 @@ if [ "$runs" -gt 1 ]; then
       + (if .[0].p99 then "; p99 \(map(.p99) | spread)" else "" end)
       + (if .[0].round_trips then "; round-trips \(map(.round_trips) | spread)" else "" end)
       + (if .[0].notify_ms then "; NOTIFYs/command \(map(.notifies_per_command) | spread); NOTIFY ms \(map(.notify_ms) | spread); SELECT 1 ms \(map(.select_ms) | spread)" else "" end)
+      + (if .[0].reads then
+          (. as $records
+           | [ ("reads", "rows", "wall_ms", "cpu_us_per_event", "server_cpu_us_per_event", "cpu_ms_per_s", "server_cpu_ms_per_s") as $key
+               | select($records | all(.[$key] != null))
+               | [ ("group", "separate", "group_over_separate") as $way
+                   | ($records | map(.[$key][$way] | numbers)) as $values
+                   | if ($values | length) > 0 then $values | spread else "-" end ] as [$group, $separate, $ratio]
+               | "; \($key): group \($group), separate \($separate), group/separate \($ratio)" ]
+           | join(""))
+        else "" end)
   ' "$out" | tee "${out%.jsonl}.summary" >&2
 fi

@@ -33,16 +33,32 @@
 //! (`::json`) against the one it had until 2026-12-01 (`::jsonb`): `baseline_1_task`,
 //! `baseline_8_tasks`, `baseline_batch_100`, with today's as `ours` and the old as `raw`.
 //!
+//! `cargo run --release -p cqrs-bench --all-features -- projections`, with `DATABASE_URL` set
+//! (schema `bench_projections_<pid>`, dropped at the end), measures one `ProjectionGroup`
+//! against one `Projector::run` per projection, for 1 and 8 projections with PostgreSQL views
+//! and leases: the reads of the log (counted by a wrapper around the projectors' event store),
+//! the rows they return, the wall time and this process's CPU time (and the server's, when it
+//! runs on this machine) to catch up on 20,000 events:
+//!
+//! - `projections_1_build`, `projections_8_build`: new projections building their views;
+//! - `projections_1_resume`, `projections_8_resume`: the same, stopped while 20,000 more events
+//!   were appended, catching up on them;
+//! - `projections_8_idle`, `projections_8_live`: the 8 live, with nothing appended, then with
+//!   deposits at 200 per second.
+//!
 //! Every scenario stops by itself after a count of operations or a few seconds. Results are
 //! one JSON object per line on stdout; notes go to stderr.
 
 mod baseline;
+mod counted;
+mod cpu;
 mod domain;
 mod live_lag;
 mod load;
 mod notify_cost;
 mod ours;
 mod phases;
+mod projection_groups;
 mod raw;
 mod read_model;
 mod redis_scenarios;
@@ -64,11 +80,12 @@ pub type Result<T, E = BoxError> = std::result::Result<T, E>;
 
 const USAGE: &str = "usage: cqrs-bench postgres   (with DATABASE_URL set)
        cqrs-bench redis      (with DATABASE_URL and REDIS_URL set)
-       cqrs-bench baseline   (with DATABASE_URL set)";
+       cqrs-bench baseline   (with DATABASE_URL set)
+       cqrs-bench projections (with DATABASE_URL set)";
 
 /// How to get throwaway servers, for the messages about unset variables.
 const SERVICES_HINT: &str = "or run it through scripts/bench.sh, which starts durable throwaway servers: \
-                             bash scripts/bench.sh <postgres|redis|baseline>";
+                             bash scripts/bench.sh <postgres|redis|baseline|projections>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -80,6 +97,10 @@ fn main() -> ExitCode {
         ["baseline"] => {
             let Some(url) = database_url() else { return ExitCode::from(2) };
             block_on(baseline::run(&url))
+        }
+        ["projections"] => {
+            let Some(url) = database_url() else { return ExitCode::from(2) };
+            block_on(projection_groups::run(&url))
         }
         ["redis"] => {
             let (Some(pg_url), Some(redis_url)) = (database_url(), redis_url()) else { return ExitCode::from(2) };

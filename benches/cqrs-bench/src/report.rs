@@ -13,6 +13,9 @@ pub enum Unit {
     /// Milliseconds per operation: lower is better.
     #[serde(rename = "ms")]
     Millis,
+    /// Reads of the event log per second: lower is better.
+    #[serde(rename = "reads_per_s")]
+    ReadsPerSecond,
 }
 
 impl Unit {
@@ -20,7 +23,7 @@ impl Unit {
     fn better(self, a: f64, b: f64) -> f64 {
         match self {
             Unit::PerSecond => a / b,
-            Unit::Millis => b / a,
+            Unit::Millis | Unit::ReadsPerSecond => b / a,
         }
     }
 }
@@ -61,6 +64,9 @@ pub struct Record {
     /// `notify_cost`: the median latency of `SELECT 1` on the same connection, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub select_ms: Option<f64>,
+    /// The projection scenarios: one group against separate runners, figure by figure.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<GroupFigures>,
 }
 
 impl Record {
@@ -79,6 +85,7 @@ impl Record {
             notifies_per_command: None,
             notify_ms: None,
             select_ms: None,
+            groups: None,
         }
     }
 
@@ -116,15 +123,73 @@ impl Record {
         self
     }
 
+    /// Adds the figures of a projection scenario.
+    pub fn groups(mut self, figures: GroupFigures) -> Self {
+        self.groups = Some(figures);
+        self
+    }
+
     /// Prints the record as one JSON line on stdout.
     pub fn print(&self) {
         println!("{}", serde_json::to_string(self).expect("a record always serializes"));
     }
 }
 
+/// One figure of a projection scenario measured both ways: the projections in one
+/// `ProjectionGroup` ("after") and each on a `Projector::run` of its own ("before").
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Compared {
+    /// In one group.
+    pub group: f64,
+    /// On separate runners.
+    pub separate: f64,
+    /// `group / separate` (below 1: the group needs less); absent when `separate` is 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_over_separate: Option<f64>,
+}
+
+impl Compared {
+    /// The figure both ways, to 3 decimals.
+    pub fn new(group: f64, separate: f64) -> Self {
+        let ratio = (separate != 0.0).then(|| round3(group / separate));
+        Compared { group: round3(group), separate: round3(separate), group_over_separate: ratio }
+    }
+
+    /// Both ways when both were measured.
+    pub fn of(group: Option<f64>, separate: Option<f64>) -> Option<Self> {
+        Some(Compared::new(group?, separate?))
+    }
+}
+
+/// The figures of a projection scenario, each in one group against on separate runners.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct GroupFigures {
+    /// How many projections.
+    pub projections: usize,
+    /// Reads of the log (`read_all`/`read_all_bounded` calls, one statement each).
+    pub reads: Compared,
+    /// Events those reads returned.
+    pub rows: Compared,
+    /// Wall time of the measurement, in milliseconds.
+    pub wall_ms: Compared,
+    /// This process's CPU time (user + system) per event of the log caught up or appended, in
+    /// microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_us_per_event: Option<Compared>,
+    /// The PostgreSQL server's CPU time per event, in microseconds, when it runs on this machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_event: Option<Compared>,
+    /// This process's CPU time per second of wall time, in milliseconds (the idle measurement).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_ms_per_s: Option<Compared>,
+    /// The server's CPU time per second of wall time, in milliseconds (the idle measurement).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_ms_per_s: Option<Compared>,
+}
+
 fn round(value: f64, unit: Unit) -> f64 {
     match unit {
-        Unit::PerSecond => (value * 10.0).round() / 10.0,
+        Unit::PerSecond | Unit::ReadsPerSecond => (value * 10.0).round() / 10.0,
         Unit::Millis => round3(value),
     }
 }
@@ -198,6 +263,28 @@ mod tests {
         assert_eq!(
             line,
             r#"{"scenario":"notify_cost","unit":"per_s","ours":90.0,"raw":100.0,"ratio":0.9,"notifies_per_command":0.0123,"notify_ms":1.235,"select_ms":0.1}"#
+        );
+    }
+
+    #[test]
+    fn group_figures_are_on_the_line() {
+        let both = Compared::new(1.0, 8.0);
+        let figures = GroupFigures {
+            projections: 8,
+            reads: both,
+            rows: Compared::new(0.0, 0.0),
+            wall_ms: Compared::new(2.0, 4.0),
+            cpu_us_per_event: Compared::of(Some(3.0), Some(6.0)),
+            server_cpu_us_per_event: Compared::of(None, Some(1.0)),
+            cpu_ms_per_s: None,
+            server_cpu_ms_per_s: None,
+        };
+        let r = Record::new("projections_8_idle", Unit::ReadsPerSecond, 4.0, 32.0).groups(figures);
+        assert_eq!(r.ratio, Some(8.0), "fewer reads is better");
+        let line = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            line,
+            r#"{"scenario":"projections_8_idle","unit":"reads_per_s","ours":4.0,"raw":32.0,"ratio":8.0,"projections":8,"reads":{"group":1.0,"separate":8.0,"group_over_separate":0.125},"rows":{"group":0.0,"separate":0.0},"wall_ms":{"group":2.0,"separate":4.0,"group_over_separate":0.5},"cpu_us_per_event":{"group":3.0,"separate":6.0,"group_over_separate":0.5}}"#
         );
     }
 }
