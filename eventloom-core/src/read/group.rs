@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -18,8 +19,9 @@ use crate::{
     Error, EventHandler, EventStore, HandlerOptions, Position, Projection, ProjectionOptions, RecordedEvent, Result,
 };
 
-/// The default number of batches the shared read keeps for each member of a group: a member
-/// further behind is let go and reads on its own.
+/// The default buffer of each member of a group, in full batches: the shared read keeps for a
+/// member at most this many batches' worth of events (and of bytes), however it splits them; a
+/// member further behind is let go and reads on its own.
 pub const DEFAULT_MEMBER_BUFFER: usize = 4;
 
 /// A batch of the shared read, handed to every member that follows it.
@@ -37,9 +39,9 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// member that is behind the group's read (just started, rebuilding, recovering after an
 /// outage or a lost lease) reads on its own from its checkpoint until it reaches the shared
 /// read, then joins it: from then on the log is read once for all the members that follow it.
-/// The shared read keeps at most a few batches for each member
-/// ([`with_member_buffer`](ProjectionGroup::with_member_buffer)) and goes at the pace of the
-/// fastest one: a member whose buffer is full is let go and catches up on its own, so a slow or
+/// The shared read keeps at most a few full batches' worth of events for each member
+/// ([`with_member_buffer`](ProjectionGroup::with_member_buffer)), however small the batches it
+/// reads while live, and goes at the pace of the fastest one: a member whose buffer is full is let go and catches up on its own, so a slow or
 /// failed member never stalls the others, and memory stays bounded.
 ///
 /// # Examples
@@ -160,9 +162,12 @@ impl<S: EventStore + Clone> Projector<S> {
 }
 
 impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
-    /// How many batches the shared read keeps for each member (at least 1; default
-    /// [`read::DEFAULT_MEMBER_BUFFER`](crate::read::DEFAULT_MEMBER_BUFFER)). Memory holds at most about this many batches per member, and
-    /// a member this far behind is let go to read on its own.
+    /// How many full batches' worth the shared read keeps for each member (at least 1; default
+    /// [`read::DEFAULT_MEMBER_BUFFER`](crate::read::DEFAULT_MEMBER_BUFFER)): at most
+    /// `batches` × the batch size events and `batches` × the batch bound in bytes, counted by
+    /// event, so that the many small batches of a live log (often one event each) do not fill a
+    /// member's buffer. Memory holds at most that much, shared by the members; a member further
+    /// behind is let go to read on its own.
     ///
     /// # Examples
     ///
@@ -495,23 +500,78 @@ struct Join {
 
 /// A member's share of the shared read: the batches kept for it.
 pub(super) struct Attached {
-    batches: mpsc::Receiver<Batch>,
+    batches: mpsc::UnboundedReceiver<(Batch, usize)>,
+    queued: Arc<Queued>,
     taken: Arc<Notify>,
 }
 
 impl Attached {
     /// The next batch; `None` once the shared read let the member go (its buffer was full).
     pub(super) async fn next(&mut self) -> Option<Batch> {
-        let batch = self.batches.recv().await;
+        let (batch, bytes) = self.batches.recv().await?;
+        self.queued.take(batch.len(), bytes);
         self.taken.notify_one();
-        batch
+        Some(batch)
+    }
+}
+
+/// What a member's buffer holds: events and their stored bytes, handed over and not yet taken.
+#[derive(Default)]
+struct Queued {
+    events: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl Queued {
+    fn put(&self, events: usize, bytes: usize) {
+        self.events.fetch_add(events, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn take(&self, events: usize, bytes: usize) {
+        self.events.fetch_sub(events, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// How much a member's buffer may hold.
+#[derive(Clone, Copy)]
+struct Budget {
+    events: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    /// Whether a batch of `events` and `bytes` fits beside what `queued` holds: it does when the
+    /// buffer is empty, whatever its size, so that one large batch never lets a member go.
+    fn fits(self, queued: &Queued, events: usize, bytes: usize) -> bool {
+        let (held, held_bytes) = (queued.events.load(Ordering::Relaxed), queued.bytes.load(Ordering::Relaxed));
+        held == 0 || (held.saturating_add(events) <= self.events && held_bytes.saturating_add(bytes) <= self.bytes)
+    }
+
+    /// Whether `queued` has room for more.
+    fn has_room(self, queued: &Queued) -> bool {
+        queued.events.load(Ordering::Relaxed) < self.events && queued.bytes.load(Ordering::Relaxed) < self.bytes
     }
 }
 
 /// A member the shared read feeds.
 struct Follower {
     name: Arc<str>,
-    batches: mpsc::Sender<Batch>,
+    batches: mpsc::UnboundedSender<(Batch, usize)>,
+    queued: Arc<Queued>,
+}
+
+impl Follower {
+    /// Hands `batch` over if it fits the member's budget; `false` when it does not, or when the
+    /// member is gone.
+    fn offer(&self, budget: Budget, batch: &Batch, bytes: usize) -> bool {
+        if !budget.fits(&self.queued, batch.len(), bytes) {
+            return false;
+        }
+        self.queued.put(batch.len(), bytes);
+        self.batches.send((batch.clone(), bytes)).is_ok()
+    }
 }
 
 /// The group's one read of the feed, handed to the members that follow it.
@@ -519,11 +579,13 @@ struct SharedRead<F: Feed> {
     feed: Arc<F>,
     batch_size: usize,
     batch_bytes: usize,
-    buffer: usize,
+    budget: Budget,
     followers: Vec<Follower>,
-    /// The last batches handed over, each with the position it starts after: a member that
-    /// asks to join a little behind gets them.
-    recent: VecDeque<(Position, Batch)>,
+    /// The last batches handed over (a budget's worth), each with the position it starts after
+    /// and its stored bytes: a member that asks to join a little behind gets them.
+    recent: VecDeque<(Position, Batch, usize)>,
+    /// The events and bytes `recent` holds.
+    recent_held: (usize, usize),
     /// The position of the last event read.
     at: Position,
     /// Signalled when a member takes a batch.
@@ -532,13 +594,15 @@ struct SharedRead<F: Feed> {
 
 impl<F: Feed> SharedRead<F> {
     fn new(feed: Arc<F>, batch_size: usize, batch_bytes: usize, buffer: usize) -> Self {
+        let budget = Budget { events: buffer.saturating_mul(batch_size), bytes: buffer.saturating_mul(batch_bytes) };
         SharedRead {
             feed,
             batch_size,
             batch_bytes,
-            buffer,
+            budget,
             followers: Vec::new(),
             recent: VecDeque::new(),
+            recent_held: (0, 0),
             at: Position::ZERO,
             taken: Arc::new(Notify::new()),
         }
@@ -555,6 +619,7 @@ impl<F: Feed> SharedRead<F> {
                 _ => {
                     // Nobody follows: read nothing until a member joins, then start at it.
                     self.recent.clear();
+                    self.recent_held = (0, 0);
                     let join = tokio::select! {
                         biased;
                         _ = stop.wait_for(|stop| *stop) => return,
@@ -567,7 +632,7 @@ impl<F: Feed> SharedRead<F> {
                     continue;
                 }
             };
-            if !self.followers.iter().any(|f| f.batches.capacity() > 0) {
+            if !self.followers.iter().any(|f| self.budget.has_room(&f.queued)) {
                 // Every follower's buffer is full: wait for the fastest to take a batch.
                 let taken = self.taken.clone();
                 tokio::select! {
@@ -610,41 +675,52 @@ impl<F: Feed> SharedRead<F> {
     /// Takes a member on if it asks at or after the oldest batch kept, handing it the kept
     /// batches it has not seen.
     fn join(&mut self, join: Join) {
-        let kept_from = self.recent.front().map_or(self.at, |(after, _)| *after);
+        let kept_from = self.recent.front().map_or(self.at, |(after, _, _)| *after);
         if join.after < kept_from {
             let _ = join.reply.send(None);
             return;
         }
-        let (batches, received) = mpsc::channel(self.buffer);
-        for (_, batch) in &self.recent {
+        let (batches, received) = mpsc::unbounded_channel();
+        let follower = Follower { name: join.name, batches, queued: Arc::default() };
+        for (_, batch, bytes) in &self.recent {
             if batch.last().is_some_and(|e| e.position > join.after) {
-                // Fits: as many are kept as a buffer holds.
-                let _ = batches.try_send(batch.clone());
+                // Fits: what is kept is at most a budget's worth.
+                follower.queued.put(batch.len(), *bytes);
+                let _ = follower.batches.send((batch.clone(), *bytes));
             }
         }
-        let attached = Attached { batches: received, taken: self.taken.clone() };
+        let attached = Attached { batches: received, queued: follower.queued.clone(), taken: self.taken.clone() };
         if join.reply.send(Some(attached)).is_ok() {
-            tracing::debug!(member = &*join.name, after = %join.after, "a member joined the shared read");
-            self.followers.push(Follower { name: join.name, batches });
+            tracing::debug!(member = &*follower.name, after = %join.after, "a member joined the shared read");
+            self.followers.push(follower);
         }
     }
 
     /// Hands a batch to every follower; one whose buffer is full is let go to read on its own.
     fn hand_over(&mut self, batch: Vec<RecordedEvent>) {
         let Some(last) = batch.last().map(|e| e.position) else { return };
+        let bytes = batch.iter().map(RecordedEvent::stored_size).sum::<usize>();
         let batch = Arc::new(batch);
-        self.recent.push_back((self.at, batch.clone()));
-        while self.recent.len() > self.buffer {
-            self.recent.pop_front();
+        self.recent.push_back((self.at, batch.clone(), bytes));
+        self.recent_held = (self.recent_held.0 + batch.len(), self.recent_held.1 + bytes);
+        while self.recent.len() > 1
+            && (self.recent_held.0 > self.budget.events || self.recent_held.1 > self.budget.bytes)
+        {
+            if let Some((_, dropped, dropped_bytes)) = self.recent.pop_front() {
+                self.recent_held = (self.recent_held.0 - dropped.len(), self.recent_held.1 - dropped_bytes);
+            }
         }
         self.at = last;
-        self.followers.retain(|follower| match follower.batches.try_send(batch.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::info!(member = &*follower.name, "a member fell behind the shared read; it goes on alone");
-                false
+        let budget = self.budget;
+        self.followers.retain(|follower| {
+            if follower.batches.is_closed() {
+                return false;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            let kept = follower.offer(budget, &batch, bytes);
+            if !kept {
+                tracing::info!(member = &*follower.name, "a member fell behind the shared read; it goes on alone");
+            }
+            kept
         });
     }
 }
