@@ -127,7 +127,8 @@ enum Handled {
     All,
     /// Shut down between two events or while retrying; what was handled before is written.
     ShutDown,
-    /// The lease was lost while retrying: stand by.
+    /// The lease was lost before an event or while retrying one: stand by. What was handled
+    /// before the loss is not written (another runner may lead: the write would be fenced).
     LeaseLost,
 }
 
@@ -281,6 +282,11 @@ impl<S: EventStore + Clone> Projector<S> {
         let mut done: Option<Position> = cursor.checkpoint;
         let mut dead_letters: Vec<DeadLetter> = Vec::new();
         for raw in batch {
+            // A lost lease ends the batch before the next side effect: another runner may lead
+            // already, and a write would be fenced.
+            if lease.is_some_and(Lease::is_lost) {
+                return Ok(Handled::LeaseLost);
+            }
             // A shutdown waits for the event in progress, not for the rest of the batch.
             let stop = tokio::select! {
                 biased;
@@ -325,12 +331,16 @@ impl<S: EventStore + Clone> Projector<S> {
                 }
                 let wait = policy.backoff(attempt, jitter.next()).min(policy.time_budget - elapsed);
                 tracing::warn!(%error, attempt, ?wait, position = %raw.position, "the event handler failed; retrying");
+                let lost = async {
+                    match lease {
+                        Some(lease) => lease.lost_shared().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = &mut *shutdown => return Ok(Handled::ShutDown),
-                }
-                if lease.is_some_and(Lease::is_lost) {
-                    return Ok(Handled::LeaseLost);
+                    () = lost => return Ok(Handled::LeaseLost),
                 }
                 attempt += 1;
             };
@@ -450,7 +460,7 @@ fn checkpoint_gone(name: &str, generation: u64) -> Error {
     }
 }
 
-/// The error of a catch-up whose lease was lost while retrying.
+/// The error of a batch whose lease was lost before an event or while retrying one.
 fn lost_lease(name: &str, token: u64) -> Error {
-    Error::Superseded { projection: name.to_owned(), refusal: Refusal::Fenced { token, highest: token } }
+    Error::Superseded { projection: name.to_owned(), refusal: Refusal::LeaseLost { token } }
 }

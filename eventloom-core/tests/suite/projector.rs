@@ -781,3 +781,75 @@ async fn one_handler_runner_leads_and_a_standby_delivers_nothing_while_it_does()
         runner.await.unwrap().unwrap();
     }
 }
+
+/// Loses its own lease while handling its first event (a lost connection mid-batch), and
+/// records every event it handles.
+struct Deposed {
+    leases: MemoryLeases,
+    delivered: std::sync::Arc<std::sync::Mutex<Vec<Position>>>,
+}
+
+impl eventloom_core::EventHandler for Deposed {
+    const NAME: &'static str = "deposed";
+    type Events = Account;
+
+    async fn handle(&self, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        self.leases.revoke(Self::NAME);
+        self.delivered.lock().map_err(|_| "poisoned")?.push(e.position);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_handler_runs_no_side_effect_past_the_loss_of_its_lease_and_writes_nothing() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let leases = MemoryLeases::default();
+    seed(&Cqrs::new(events.clone()), 1, 4).await;
+    let projector = Projector::new(events.clone(), views.clone()).with_leases(leases.clone());
+    let delivered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handler = Deposed { leases: leases.clone(), delivered: delivered.clone() };
+    let error = projector.catch_up_handler(&handler).await.unwrap_err();
+    assert!(
+        matches!(error, Error::Superseded { refusal: Refusal::LeaseLost { token: 1 }, .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.to_string(), "projection deposed was superseded: the lease of token 1 was lost");
+    assert_eq!(delivered.lock().unwrap().len(), 1, "the events after the loss are not handled");
+    let status = views.status(Deposed::NAME).await.unwrap();
+    assert_eq!(status.live.and_then(|g| g.checkpoint), None, "nothing written after the loss");
+}
+
+/// Fails every time, waiting long between attempts.
+struct Patient;
+
+impl eventloom_core::EventHandler for Patient {
+    const NAME: &'static str = "patient";
+    type Events = Account;
+
+    fn retry(&self) -> eventloom_core::write::RetryPolicy {
+        eventloom_core::write::RetryPolicy::new()
+            .max_attempts(10)
+            .time_budget(Duration::MAX)
+            .initial_delay(Duration::from_secs(60))
+            .max_delay(Duration::from_secs(60))
+    }
+
+    async fn handle(&self, _: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        Err("the mail server is down".into())
+    }
+}
+
+#[tokio::test]
+async fn losing_the_lease_cuts_a_retry_wait_short() {
+    let events = MemoryEventStore::new();
+    let leases = MemoryLeases::default();
+    seed(&Cqrs::new(events.clone()), 1, 1).await;
+    let projector = Projector::new(events.clone(), MemoryViewStore::default()).with_leases(leases.clone());
+    let retrying = tokio::spawn(async move { projector.catch_up_handler(&Patient).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    leases.revoke(Patient::NAME);
+    let ended = tokio::time::timeout(Duration::from_secs(5), retrying).await.expect("the wait is cut short");
+    let error = ended.unwrap().unwrap_err();
+    assert!(matches!(error, Error::Superseded { refusal: Refusal::LeaseLost { .. }, .. }), "{error:?}");
+}
