@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use super::super::fold::dead_letter;
-use super::super::run::{Job, Runner};
+use super::super::run::{Job, Processed, Runner};
 use super::{Projector, Target};
 use crate::store::{Refusal, superseded};
 use crate::write::retry::Jitter;
@@ -430,15 +430,15 @@ impl<H: EventHandler> Job for HandlerJob<H> {
         token: u64,
         shutdown: &'a mut X,
         lease: Option<&'a Lease>,
-    ) -> Result<Position> {
+    ) -> Result<Processed> {
         let name = self.handler.name();
         let mut cursor = *target;
         let handled = projector.handle_batch(&self.handler, batch, &mut cursor, token, &self.jitter, shutdown, lease);
         match handled.await {
-            Ok(Handled::All) => cursor.checkpoint.ok_or(Error::Shutdown),
-            Ok(Handled::ShutDown) => Err(Error::Shutdown),
+            Ok(Handled::All) => Ok(Processed::Written(cursor.checkpoint)),
+            Ok(Handled::ShutDown) => Ok(Processed::ShutDown(cursor.checkpoint)),
             Ok(Handled::LeaseLost) => {
-                tracing::warn!("lease lost while retrying; standing by");
+                tracing::warn!("lease lost within a batch; standing by");
                 Err(lost_lease(name, token))
             }
             // Its checkpoint is gone: it stops rather than deliver every event again.

@@ -214,14 +214,14 @@ impl<S: EventStore + Clone> Projector<S> {
         while let Some(batch) = next {
             if !subscription.is_behind() {
                 // Caught up when it was read: nothing to read ahead.
-                target.checkpoint = Some(self.process(projection, &batch, &target, token).await?);
+                target.checkpoint = self.process(projection, &batch, &target, token).await?;
                 next = subscription.try_next_batch().await?;
                 continue;
             }
             // Behind: the next batch is read while this one is folded and written.
             let (written, ahead) =
                 tokio::join!(self.process(projection, &batch, &target, token), subscription.try_next_batch());
-            target.checkpoint = Some(written?);
+            target.checkpoint = written?;
             next = ahead?;
         }
         if target.building {
@@ -394,10 +394,10 @@ impl<S: EventStore + Clone> Projector<S> {
         batch: &[RecordedEvent],
         target: &Target,
         token: u64,
-    ) -> Result<Position> {
+    ) -> Result<Option<Position>> {
         let expected = target.checkpoint;
         if batch.is_empty() {
-            return expected.ok_or(Error::Shutdown);
+            return Ok(expected);
         }
         let name = projection.name();
         let mut fold = self.select(projection, batch);
@@ -412,7 +412,7 @@ impl<S: EventStore + Clone> Projector<S> {
                     let commit = fold.commit(target, token, writes, fold.undecodable.clone());
                     match commit.validate() {
                         Ok(()) => match self.views.commit(name, commit).await.and_then(|w| superseded(name, w)) {
-                            Ok(()) => return Ok(fold.checkpoint),
+                            Ok(()) => return Ok(Some(fold.checkpoint)),
                             Err(error) if !refused_as_written(&error) => return Err(error),
                             Err(error) => tracing::warn!(%error, "the store refused the batch; finding the event"),
                         },
@@ -449,7 +449,7 @@ impl<S: EventStore + Clone> Projector<S> {
         }
         match stop {
             Some((_, error)) => Err(error),
-            None => Ok(fold.checkpoint),
+            None => Ok(Some(fold.checkpoint)),
         }
     }
 
@@ -463,7 +463,7 @@ impl<S: EventStore + Clone> Projector<S> {
         target: &'a Target,
         token: u64,
         refused: Error,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Position>> + Send + 'a>>
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<Position>>> + Send + 'a>>
     where
         S: Sync,
     {
@@ -484,13 +484,13 @@ impl<S: EventStore + Clone> Projector<S> {
                     dead_letters: vec![dead_letter(raw, reason)],
                 };
                 superseded(projection.name(), self.views.commit(projection.name(), commit).await?)?;
-                return Ok(raw.position);
+                return Ok(Some(raw.position));
             }
             let mut at = *target;
             for raw in batch {
-                at.checkpoint = Some(self.process(projection, std::slice::from_ref(raw), &at, token).await?);
+                at.checkpoint = self.process(projection, std::slice::from_ref(raw), &at, token).await?;
             }
-            at.checkpoint.ok_or(Error::Shutdown)
+            Ok(at.checkpoint)
         })
     }
 
