@@ -257,7 +257,13 @@ where
                 self.report(|s| s.last_error = Some(error.to_string()));
                 Ok(State::BackOff)
             }
-            Err(error @ Error::Superseded { refusal: Refusal::Fenced { .. }, .. }) => {
+            // As `on_error` sorts them: views gone (or a newer build began) start over at once,
+            // any other refusal means another runner leads.
+            Err(error @ Error::Superseded { refusal: Refusal::GenerationGone { .. }, .. }) => {
+                tracing::warn!(%error, "the generation is gone; starting over");
+                Ok(State::Acquire)
+            }
+            Err(error @ Error::Superseded { .. }) => {
                 tracing::warn!(%error, "another runner leads; standing by");
                 Ok(State::StandBy)
             }

@@ -495,11 +495,13 @@ async fn reads_slower_than_the_idle_check_still_complete() {
     running.await.unwrap().unwrap();
 }
 
-/// Counts the status reads of a memory view store.
+/// Counts the status reads of a memory view store; refuses the first `go_live` as
+/// `GenerationGone` when `gone_once` is set (a newer build began meanwhile).
 #[derive(Clone, Default)]
 struct CountingViews {
     inner: MemoryViewStore,
     status_reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    gone_once: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ViewStore for CountingViews {
@@ -541,7 +543,12 @@ impl ViewStore for CountingViews {
         generation: u64,
         token: u64,
     ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
-        Box::pin(async move { self.inner.go_live(p, generation, token).await })
+        Box::pin(async move {
+            if self.gone_once.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                return Ok(Err(Refusal::GenerationGone { generation }));
+            }
+            self.inner.go_live(p, generation, token).await
+        })
     }
     fn read_views<'a>(
         &'a self,
@@ -852,4 +859,31 @@ async fn losing_the_lease_cuts_a_retry_wait_short() {
     let ended = tokio::time::timeout(Duration::from_secs(5), retrying).await.expect("the wait is cut short");
     let error = ended.unwrap().unwrap_err();
     assert!(matches!(error, Error::Superseded { refusal: Refusal::LeaseLost { .. }, .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_handler_whose_first_generation_is_gone_before_it_goes_live_starts_over() {
+    let events = MemoryEventStore::new();
+    let views = CountingViews::default();
+    views.gone_once.store(true, std::sync::atomic::Ordering::Relaxed);
+    seed(&Cqrs::new(events.clone()), 1, 2).await;
+    let projector = Projector::new(events.clone(), views.clone());
+    let delivered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        projector.run_handler(Auditor(delivered), async { stopped.await.unwrap_or(()) }).await
+    });
+    let last = events.read_all(Position::ZERO, 1000).await.unwrap().last().map(|e| e.position);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = views.inner.status(<Auditor as eventloom_core::EventHandler>::NAME).await.unwrap();
+        if status.live.and_then(|g| g.checkpoint) == last {
+            break;
+        }
+        assert!(!running.is_finished(), "the run ended: {:?}", running.await);
+        assert!(std::time::Instant::now() < deadline, "the handler did not catch up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
 }
