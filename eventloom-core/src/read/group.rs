@@ -281,9 +281,8 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
         let mut names: Vec<&str> = members.iter().map(|m| &*m.name).collect();
         names.sort_unstable();
         if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(Error::Backend {
-                message: format!("projection {} is in the group twice", twice[0]),
-                source: None,
+            return Err(Error::InvalidConfig {
+                reason: format!("name {} is in the group twice (projections and event handlers are kept by name)", twice[0]),
             });
         }
         let (stop, stopped) = watch::channel(false);
