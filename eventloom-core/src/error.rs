@@ -305,8 +305,8 @@ pub enum Error {
         action: &'static str,
     },
     /// An [`App`](crate::App) that cannot start as configured: a duplicate registration (two
-    /// projections or event handlers of one name), a name that is empty or holds a NUL byte, a
-    /// split role on stores that are not shared between processes, snapshots without a
+    /// projections or event handlers of one name), a name that is empty, longer than 255 bytes
+    /// or holds a control character (a NUL byte among them), a split role on stores that are not shared between processes, snapshots without a
     /// snapshot store.
     #[error("the app cannot start: {reason}")]
     InvalidConfig {

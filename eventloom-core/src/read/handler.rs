@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use super::super::fold::dead_letter;
+use super::super::projection::check_name;
 use super::super::run::{Job, Processed, Runner};
 use super::{Projector, Target};
 use crate::store::{Refusal, superseded};
@@ -92,7 +93,8 @@ pub trait EventHandler: Send + Sync + 'static {
     /// one handler type under several names (the same side effect towards two services), each
     /// with its own checkpoint, lease, dead letters and stop. As for
     /// [`Projection::name`](crate::Projection::name), it must stay the same for the life of the
-    /// value, must not be empty and must not hold a NUL byte.
+    /// value and be 1 to 255 bytes long with no control characters (no NUL byte); any other is
+    /// refused with [`Error::InvalidId`] (by an [`App`](crate::App), [`Error::InvalidConfig`]).
     fn name(&self) -> &str {
         Self::NAME
     }
@@ -143,6 +145,7 @@ impl<S: EventStore + Clone> Projector<S> {
     /// See [`EventHandler`].
     pub async fn catch_up_handler<H: EventHandler>(&self, handler: &H) -> Result<Option<Position>> {
         let name = handler.name();
+        check_name(name)?;
         let lease = self.lease_for_handler(name).await?;
         let token = lease.as_ref().map_or(0, Lease::token);
         let mut cursor = self.handler_cursor(name, token, None).await?;

@@ -12,6 +12,7 @@ use tracing::Instrument;
 pub(crate) mod handler;
 
 use super::fold::{CategoryUpcasters, Fold, Folded, dead_letter};
+use super::projection::check_name;
 use super::run::{Job, ProjectionJob, Runner};
 use crate::store::{Refusal, superseded};
 use crate::{
@@ -176,6 +177,7 @@ impl<S: EventStore + Clone> Projector<S> {
     /// When the views need building (none yet, a new [`Projection::VERSION`], or a store that
     /// lost them), it builds a new generation and makes it live once caught up.
     pub async fn catch_up<P: Projection>(&self, projection: &P) -> Result<Option<Position>> {
+        check_name(projection.name())?;
         let lease = self.lease(projection.name()).await?;
         let token = lease.as_ref().map_or(0, Lease::token);
         let target = self.target(projection.name(), P::VERSION, token).await?;
@@ -237,6 +239,7 @@ impl<S: EventStore + Clone> Projector<S> {
     /// lease, with leases).
     pub async fn rebuild<P: Projection>(&self, projection: &P) -> Result<Option<Position>> {
         let name = projection.name();
+        check_name(name)?;
         let lease = self.lease(name).await?;
         let token = lease.as_ref().map_or(0, Lease::token);
         let generation = superseded(name, self.views.begin_generation(name, P::VERSION, token).await?)?;

@@ -192,6 +192,7 @@ where
     }
 
     pub(super) async fn run(mut self) -> Result<()> {
+        super::projection::check_name(self.job.name())?;
         let mut state = State::Acquire;
         loop {
             state = match state {

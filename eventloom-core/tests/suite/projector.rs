@@ -817,10 +817,7 @@ async fn a_handler_runs_no_side_effect_past_the_loss_of_its_lease_and_writes_not
     let delivered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let handler = Deposed { leases: leases.clone(), delivered: delivered.clone() };
     let error = projector.catch_up_handler(&handler).await.unwrap_err();
-    assert!(
-        matches!(error, Error::Superseded { refusal: Refusal::LeaseLost { token: 1 }, .. }),
-        "{error:?}"
-    );
+    assert!(matches!(error, Error::Superseded { refusal: Refusal::LeaseLost { token: 1 }, .. }), "{error:?}");
     assert_eq!(error.to_string(), "projection deposed was superseded: the lease of token 1 was lost");
     assert_eq!(delivered.lock().unwrap().len(), 1, "the events after the loss are not handled");
     let status = views.status(Deposed::NAME).await.unwrap();
@@ -870,9 +867,10 @@ async fn a_handler_whose_first_generation_is_gone_before_it_goes_live_starts_ove
     let projector = Projector::new(events.clone(), views.clone());
     let delivered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let (stop, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        projector.run_handler(Auditor(delivered), async { stopped.await.unwrap_or(()) }).await
-    });
+    let running =
+        tokio::spawn(
+            async move { projector.run_handler(Auditor(delivered), async { stopped.await.unwrap_or(()) }).await },
+        );
     let last = events.read_all(Position::ZERO, 1000).await.unwrap().last().map(|e| e.position);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -886,4 +884,67 @@ async fn a_handler_whose_first_generation_is_gone_before_it_goes_live_starts_ove
     }
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
+}
+
+/// Balances under a name given at run time.
+struct NamedBalances(String);
+
+impl Projection for NamedBalances {
+    const NAME: &'static str = "named_balances";
+    type Events = Account;
+    type View = Balance;
+
+    fn name(&self) -> &str {
+        &self.0
+    }
+
+    fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        Balances.apply(view, e)
+    }
+}
+
+/// Records nothing, under a name given at run time.
+struct NamedHandler(String);
+
+impl eventloom_core::EventHandler for NamedHandler {
+    const NAME: &'static str = "named_handler";
+    type Events = Account;
+
+    fn name(&self) -> &str {
+        &self.0
+    }
+
+    async fn handle(&self, _: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn every_entry_point_of_the_projector_refuses_a_name_that_is_empty_too_long_or_holds_control_characters() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    seed(&Cqrs::new(events.clone()), 1, 1).await;
+    let projector = Projector::new(events.clone(), views.clone()).with_leases(MemoryLeases::default());
+    let refused = |result: eventloom_core::Result<_>, name: &str| {
+        let error = result.map(|_: ()| ()).unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidId { what: "projection or event handler name", .. }),
+            "{name:?}: {error:?}"
+        );
+    };
+    for bad in [String::new(), "a\0b".to_owned(), "tab\there".to_owned(), "n".repeat(256)] {
+        refused(projector.catch_up(&NamedBalances(bad.clone())).await.map(drop), &bad);
+        refused(projector.rebuild(&NamedBalances(bad.clone())).await.map(drop), &bad);
+        refused(projector.catch_up_handler(&NamedHandler(bad.clone())).await.map(drop), &bad);
+        refused(projector.run(NamedBalances(bad.clone()), std::future::pending()).await, &bad);
+        refused(projector.run_handler(NamedHandler(bad.clone()), std::future::pending()).await, &bad);
+        let mut group = projector.group();
+        group.add(NamedBalances(bad.clone()));
+        refused(group.run(std::future::pending()).await, &bad);
+    }
+    // Nothing was kept under any of them; 255 bytes (and any other character) are fine.
+    let longest = "é".repeat(127) + "n";
+    assert_eq!(longest.len(), 255);
+    assert!(projector.catch_up(&NamedBalances(longest.clone())).await.unwrap().is_some());
+    projector.catch_up_handler(&NamedHandler(longest)).await.unwrap();
 }
