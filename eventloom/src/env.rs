@@ -23,10 +23,11 @@ const REDIS_PREFIX: &str = "EVENTLOOM_REDIS_PREFIX";
 #[non_exhaustive]
 pub enum StoresError {
     /// A URL is set, but the program was built without the feature that uses it: running on
-    /// memory instead would lose every write, so it refuses.
+    /// memory instead would lose every write, so it refuses. Also what a program built with
+    /// `redis` alone gets for `DATABASE_URL` when told to ignore it, as `REDIS_URL` needs it.
     #[error(
         "{variable} is set, but this program was built without the eventloom feature `{feature}`: \
-         enable it, or unset {variable} to run on memory"
+         enable it, or unset {variable} to go without it"
     )]
     FeatureDisabled {
         /// The environment variable.
@@ -157,7 +158,9 @@ impl StoresConfig {
     /// log, instead of refusing it (default: refused, [`StoresError::FeatureDisabled`]): without
     /// `postgres` the stores are memory, without `redis` the views stay with the events. For a
     /// program whose features must stay additive (a build without a feature still runs where
-    /// the variables are set), at the cost of running on what it has.
+    /// the variables are set), at the cost of running on what it has. Redis views still need
+    /// their events in PostgreSQL: built with `redis` alone, with both URLs set, it fails with
+    /// [`StoresError::FeatureDisabled`] for `DATABASE_URL` (the feature it lacks).
     ///
     /// # Examples
     ///
@@ -176,25 +179,31 @@ impl StoresConfig {
         self
     }
 
-    /// Drops the URLs of the features this program lacks, when told to go without them.
-    fn without_missing_features(mut self) -> Self {
+    /// Drops the URLs of the features this program lacks, when told to go without them; whether
+    /// it dropped `DATABASE_URL`.
+    fn without_missing_features(mut self) -> (Self, bool) {
         if !self.ignore_missing_features {
-            return self;
+            return (self, false);
         }
-        if !cfg!(feature = "postgres") && self.database_url.take().is_some() {
+        let database_dropped = !cfg!(feature = "postgres") && self.database_url.take().is_some();
+        if database_dropped {
             tracing::warn!("{DATABASE_URL} is set, but this program was built without the `postgres` feature: ignored");
         }
         if !cfg!(feature = "redis") && self.redis_url.take().is_some() {
             tracing::warn!("{REDIS_URL} is set, but this program was built without the `redis` feature: ignored");
         }
-        self
+        (self, database_dropped)
     }
 
     /// Connects the stores this configuration names.
     pub async fn connect(self) -> Result<Stores, StoresError> {
-        let config = self.without_missing_features();
+        let (config, database_dropped) = self.without_missing_features();
         match (&config.database_url, &config.redis_url) {
             (None, None) => Ok(MemoryStores::new().into()),
+            // DATABASE_URL is set: what is missing is the feature that reads it.
+            (None, Some(_)) if database_dropped => {
+                Err(StoresError::FeatureDisabled { variable: DATABASE_URL, feature: "postgres" })
+            }
             (None, Some(_)) => Err(StoresError::RedisWithoutPostgres),
             (Some(url), redis) => {
                 let stores = config.postgres(url).await?;
@@ -252,4 +261,36 @@ impl StoresConfig {
 /// ```
 pub async fn stores_from_env() -> Result<Stores, StoresError> {
     StoresConfig::from_env().connect().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ignoring_a_missing_feature_never_says_a_set_url_is_unset() {
+        let both = StoresConfig::memory().database_url("postgres://127.0.0.1:1/app").redis_url("redis://127.0.0.1:1/");
+        let redis_alone = StoresConfig::memory().redis_url("redis://127.0.0.1:1/").ignore_missing_features(true);
+        let alone = redis_alone.connect().await;
+        match cfg!(feature = "redis") {
+            true => assert!(matches!(alone, Err(StoresError::RedisWithoutPostgres)), "{alone:?}"),
+            false => assert_eq!(alone.unwrap().description(), "memory"),
+        }
+        let ignored = both.ignore_missing_features(true).connect().await;
+        match (cfg!(feature = "postgres"), cfg!(feature = "redis")) {
+            // Both dropped: memory.
+            (false, false) => assert_eq!(ignored.unwrap().description(), "memory"),
+            // Redis views are not run over memory events, and DATABASE_URL was set.
+            (false, true) => {
+                let error = ignored.unwrap_err();
+                assert!(
+                    matches!(error, StoresError::FeatureDisabled { variable: "DATABASE_URL", feature: "postgres" }),
+                    "{error:?}"
+                );
+                assert!(!error.to_string().contains("without DATABASE_URL"), "{error}");
+            }
+            // With `postgres` it connects to port 1, where nothing listens.
+            (true, _) => assert!(ignored.is_err()),
+        }
+    }
 }

@@ -6,8 +6,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use crate::memory::lock;
-use crate::{BoxFuture, EventStore, Lease, LeaseManager, Position, ProjectionStatus, Result, Timestamp, ViewStore};
+use crate::{
+    BoxFuture, Error, EventStore, Lease, LeaseManager, Position, ProjectionStatus, Result, Timestamp, ViewStore,
+};
 
 /// Whether this process leads a projection: holds its lease (so its runner is the one writing
 /// the views) or stands by while another process does.
@@ -47,17 +51,32 @@ impl LeaseState {
 
 /// How far a projection's live views (the ones queries read) are behind the event store, as
 /// [`App::health`](crate::App::health) reads it from the stores: in any role, since the view
-/// store holds the checkpoint whichever process writes it.
+/// store holds the checkpoint whichever process writes it. The view store's part and the event
+/// store's part are read apart: an event store that fails leaves [`unprojected`](Self::unprojected)
+/// an error, and the views' status is still told.
+///
+/// # Examples
+///
+/// See [`App::health`](crate::App::health).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Lag {
+    /// The projection in the view store: its live generation (whose checkpoint queries see), a
+    /// generation being built, a recorded stop.
+    pub views: ProjectionStatus,
+    /// What the event store holds after the live checkpoint, or why it could not tell.
+    pub unprojected: std::result::Result<Unprojected, Arc<Error>>,
+}
+
+/// The events the live views of a projection lack, as the event store counts them: part of a
+/// [`Lag`].
 ///
 /// # Examples
 ///
 /// See [`App::health`](crate::App::health).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Lag {
-    /// The projection in the view store: its live generation (whose checkpoint queries see), a
-    /// generation being built, a recorded stop.
-    pub views: ProjectionStatus,
+pub struct Unprojected {
     /// The events readable after the live checkpoint (all of them while no generation is live),
     /// counted exactly up to the cap given to `health`.
     pub events: u64,
@@ -67,7 +86,7 @@ pub struct Lag {
     /// ([`EventStore::held_back`]), up to the cap; not part of `events`.
     pub held_back: u64,
     /// How long ago the oldest event the live views lack was written; `None` when they lack none.
-    pub oldest_unprojected: Option<Duration>,
+    pub oldest: Option<Duration>,
 }
 
 impl Lag {
@@ -76,25 +95,35 @@ impl Lag {
         self.views.checkpoint()
     }
 
-    /// Whether views are live and nothing readable lies after their checkpoint.
+    /// Whether views are live and the event store told that nothing readable lies after their
+    /// checkpoint (not when it could not tell).
     pub fn caught_up(&self) -> bool {
-        self.views.live.is_some() && self.events == 0
+        self.views.live.is_some() && matches!(&self.unprojected, Ok(u) if u.events == 0 && !u.more)
     }
 }
 
-/// Reads the lag of projection `name`: its status, a count of the events after its live
-/// checkpoint up to `cap`, and the first of them. Three bounded reads.
+/// Reads the lag of projection `name`: its status from the view store (or that store's error),
+/// then, unless the event store already failed to count the events `held_back`, a count of the
+/// events after its live checkpoint up to `cap` and the first of them. Three bounded reads.
 pub(super) async fn lag(
     events: &dyn EventStore,
     views: &dyn ViewStore,
     name: &str,
     cap: u64,
-    held_back: u64,
+    held_back: &std::result::Result<u64, Arc<Error>>,
 ) -> Result<Lag> {
     let status = views.status(name).await?;
     let after = status.checkpoint().unwrap_or(Position::ZERO);
+    let unprojected = match held_back {
+        Ok(held_back) => unprojected(events, after, cap, *held_back).await.map_err(Arc::new),
+        Err(error) => Err(error.clone()),
+    };
+    Ok(Lag { views: status, unprojected })
+}
+
+async fn unprojected(events: &dyn EventStore, after: Position, cap: u64, held_back: u64) -> Result<Unprojected> {
     let counted = events.count_after(after, cap.saturating_add(1)).await?;
-    let oldest_unprojected = match events.read_all(after, 1).await?.first() {
+    let oldest = match events.read_all(after, 1).await?.first() {
         None => None,
         Some(event) => {
             let written = event.metadata.get()?.timestamp.as_micros();
@@ -102,35 +131,112 @@ pub(super) async fn lag(
             Some(Duration::from_micros(u64::try_from(age).unwrap_or(0)))
         }
     };
-    Ok(Lag { views: status, events: counted.min(cap), more: counted > cap, held_back, oldest_unprojected })
+    Ok(Unprojected { events: counted.min(cap), more: counted > cap, held_back, oldest })
+}
+
+/// Whether this process holds each projection's lease, as the App's projectors last took or
+/// gave it up. Cheap to clone: clones share the map.
+#[derive(Clone, Default)]
+pub(super) struct LeaseStates(Arc<Mutex<HashMap<String, Tracked>>>);
+
+/// One projection's entry in [`LeaseStates`].
+enum Tracked {
+    StandingBy,
+    /// Granted with `token`; `lost` turns `true` when the lease is lost.
+    Leading {
+        token: u64,
+        lost: watch::Receiver<bool>,
+    },
+}
+
+impl LeaseStates {
+    /// How this process stands for projection `name`: leading only while it holds a lease that
+    /// is not known to be lost.
+    pub(super) fn get(&self, name: &str) -> LeaseState {
+        match lock(&self.0).get(name) {
+            None => LeaseState::NotHeld,
+            Some(Tracked::Leading { token, lost }) if !*lost.borrow() => LeaseState::Leading { token: *token },
+            Some(_) => LeaseState::StandingBy,
+        }
+    }
+
+    fn note(&self, name: &str, state: Tracked) {
+        lock(&self.0).insert(name.to_owned(), state);
+    }
+
+    /// Back to standing by, unless a newer lease of `name` was granted meanwhile.
+    fn released(&self, name: &str, released: u64) {
+        let mut states = lock(&self.0);
+        if let Some(state) = states.get_mut(name) {
+            if matches!(state, Tracked::Leading { token, .. } if *token == released) {
+                *state = Tracked::StandingBy;
+            }
+        }
+    }
 }
 
 /// The bundle's lease manager as the App's projectors use it: it notes, per projection, whether
-/// this process holds the lease. A runner asks for the lease when it starts and again whenever
-/// it lost it or stood down, so "standing by" begins with each request and "leading" with each
-/// grant.
+/// this process holds the lease. "Standing by" begins with each request and with each lease
+/// given up (dropped: a runner that stood down, or stopped); "leading" with each grant, and
+/// lasts while the lease is not lost.
 pub(super) struct TrackedLeases {
     leases: Arc<dyn LeaseManager>,
-    states: Arc<Mutex<HashMap<String, LeaseState>>>,
+    states: LeaseStates,
 }
 
 impl TrackedLeases {
-    pub(super) fn new(leases: Arc<dyn LeaseManager>, states: Arc<Mutex<HashMap<String, LeaseState>>>) -> Self {
+    pub(super) fn new(leases: Arc<dyn LeaseManager>, states: LeaseStates) -> Self {
         TrackedLeases { leases, states }
-    }
-
-    fn note(&self, name: &str, state: LeaseState) {
-        lock(&self.states).insert(name.to_owned(), state);
     }
 }
 
 impl LeaseManager for TrackedLeases {
     fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>> {
         Box::pin(async move {
-            self.note(name, LeaseState::StandingBy);
+            self.states.note(name, Tracked::StandingBy);
             let lease = self.leases.acquire(name).await?;
-            self.note(name, LeaseState::Leading { token: lease.token() });
-            Ok(lease)
+            let (token, lost) = (lease.token(), lease.lost_signal());
+            self.states.note(name, Tracked::Leading { token, lost: lost.clone() });
+            // Fields drop in order: the state says "standing by" before the lease is released.
+            let given_up = GivenUp { states: self.states.clone(), name: name.to_owned(), token };
+            Ok(Lease::new(token, lost, (given_up, lease)))
         })
+    }
+}
+
+/// Notes a lease given up when the lease that holds it is dropped.
+struct GivenUp {
+    states: LeaseStates,
+    name: String,
+    token: u64,
+}
+
+impl Drop for GivenUp {
+    fn drop(&mut self) {
+        self.states.released(&self.name, self.token);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lag(live: bool, events: u64, more: bool) -> Lag {
+        let mut views = ProjectionStatus::new(None, None, None);
+        if live {
+            views.live = Some(crate::store::Generation { id: 1, version: 1, checkpoint: Some(Position::new(1, 1)) });
+        }
+        Lag { views, unprojected: Ok(Unprojected { events, more, held_back: 0, oldest: None }) }
+    }
+
+    #[test]
+    fn caught_up_needs_live_views_and_nothing_after_them_even_past_a_cap_of_zero() {
+        assert!(lag(true, 0, false).caught_up());
+        assert!(!lag(true, 0, true).caught_up(), "a count capped at 0 that found more");
+        assert!(!lag(true, 1, false).caught_up());
+        assert!(!lag(false, 0, false).caught_up(), "no live views");
+        let mut unknown = lag(true, 0, false);
+        unknown.unprojected = Err(Arc::new(Error::unavailable_msg("the event store is down")));
+        assert!(!unknown.caught_up(), "the event store could not tell");
     }
 }

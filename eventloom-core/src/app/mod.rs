@@ -16,11 +16,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use health::{Lag, LeaseState};
+pub use health::{Lag, LeaseState, Unprojected};
 pub use options::{AggregateOptions, HandlerOptions, ProjectionOptions, Role};
 pub use stores::{MemoryStores, Stores};
 
-use self::health::TrackedLeases;
+use self::health::{LeaseStates, TrackedLeases};
 use self::signal::{SignallingViews, Signals};
 use crate::memory::lock;
 use crate::{
@@ -274,7 +274,7 @@ impl AppBuilder {
         let (drained, _) = watch::channel(false);
         let signals = Arc::new(Signals::default());
         let runs_here = role.runs_projectors();
-        let lease_states = Arc::new(Mutex::new(HashMap::new()));
+        let lease_states = LeaseStates::default();
         // The App's readers are woken by the writes of this process's runners; with stores shared
         // between processes another process's runner may lead, so they poll as well.
         let readers = members
@@ -481,8 +481,8 @@ struct Inner {
     /// Every projection's and event handler's runner, in the order registered.
     runners: Vec<Runner>,
     /// Whether this process holds each projection's or handler's lease, as its runners last
-    /// asked for it.
-    lease_states: Arc<Mutex<HashMap<String, LeaseState>>>,
+    /// took or gave it.
+    lease_states: LeaseStates,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Turns `true` when a shutdown began: new commands are refused.
     stopping: watch::Sender<bool>,
@@ -753,27 +753,35 @@ impl App {
     }
 
     /// Each projection's and event handler's runner in this process: running, stopped, or
-    /// failed with its error, and whether it leads (holds its lease) or stands by. Reads no
+    /// failed with its error (a failure stays one after a shutdown, even one met on the last
+    /// batch of the drain), and whether it leads (holds its lease, not known to be lost) or
+    /// stands by (waits for the lease, or gave it up after another runner wrote). Reads no
     /// store: see [`health`](Self::health) for the lag.
     pub fn status(&self) -> AppStatus {
         let stopping = *self.inner.stopping.borrow();
         let health = |runner: &Runner| {
-            let state = match &runner.handle {
-                None => RunState::Elsewhere,
+            // A member that says it stands by (it gave the lease up, or waits for it) does.
+            let (state, standing_by) = match &runner.handle {
+                None => (RunState::Elsewhere, false),
                 Some(member) => {
                     let status = member.status();
-                    match (status.state, status.last_error) {
-                        (MemberState::Stopped, Some(error)) if !stopping => {
-                            RunState::Failed(Arc::new(Error::Backend { message: error, source: None }))
-                        }
-                        (MemberState::Stopped, _) => RunState::Stopped,
+                    let state = match status.state {
+                        MemberState::Failed => RunState::Failed(Arc::new(Error::Backend {
+                            message: status.last_error.unwrap_or_default(),
+                            source: None,
+                        })),
+                        MemberState::Stopped => RunState::Stopped,
                         _ => RunState::Running,
-                    }
+                    };
+                    (state, status.state == MemberState::StandingBy)
                 }
             };
             let mut health = ProjectionHealth::new(runner.name.clone(), state);
             if health.state.is_running() {
-                health.lease = lock(&self.inner.lease_states).get(&runner.name).copied().unwrap_or(LeaseState::NotHeld);
+                health.lease = match self.inner.lease_states.get(&runner.name) {
+                    LeaseState::Leading { .. } if standing_by => LeaseState::StandingBy,
+                    lease => lease,
+                };
             }
             health
         };
@@ -785,10 +793,11 @@ impl App {
     /// from the stores, in any role (the view store holds the checkpoint whichever process
     /// writes it): how many events the live views (a handler: its checkpoint) lack, counted
     /// exactly up to `cap` so that a probe costs the same however far behind they are, and how
-    /// old the first of them is. A few bounded reads per
-    /// projection (its status, a count, one event) and one for the events held back; a store
-    /// that fails leaves that projection's `lag` an error. A health check should bound the
-    /// call with a timeout, as a store that is down may take its time to say so.
+    /// old the first of them is. A few bounded reads per projection (its status, a count, one
+    /// event) and one for the events held back. A view store that fails leaves that
+    /// projection's `lag` an error; an event store that fails leaves its [`Lag::unprojected`]
+    /// an error, with the views' status still told. A health check should bound the call with
+    /// a timeout, as a store that is down may take its time to say so.
     ///
     /// # Examples
     ///
@@ -828,12 +837,8 @@ impl App {
         let (events, views) = (self.inner.stores.events(), self.inner.stores.views());
         let held_back = events.held_back(cap).await.map_err(Arc::new);
         for member in status.projections.iter_mut().chain(status.handlers.iter_mut()) {
-            member.lag = Some(match &held_back {
-                Ok(held_back) => {
-                    health::lag(&**events, &**views, &member.name, cap, *held_back).await.map_err(Arc::new)
-                }
-                Err(error) => Err(error.clone()),
-            });
+            let lag = health::lag(&**events, &**views, &member.name, cap, &held_back).await;
+            member.lag = Some(lag.map_err(Arc::new));
         }
         status
     }
@@ -851,7 +856,8 @@ impl App {
     /// finish, then each projector stops after the batch it is writing. Waits at most the
     /// [drain timeout](AppBuilder::drain_timeout) in all, then aborts what is left and fails with
     /// [`Error::Timeout`]. A projector's own failure is not an error of the shutdown: see
-    /// [`status`](Self::status). Calling it again returns at once.
+    /// [`status`](Self::status), which still tells it afterwards (a process whose only job is
+    /// projecting should exit with an error then). Calling it again returns at once.
     pub async fn shutdown(&self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + self.inner.drain_timeout;
         self.inner.stopping.send_replace(true);

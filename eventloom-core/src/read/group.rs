@@ -305,14 +305,15 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
                 Membership { joins: joins.clone(), status: member.status.clone(), name: member.name.clone() };
             let context =
                 Context { projector: projector.clone(), feed: feed.clone(), membership, shutdown: stopped.clone() };
-            let mut stopped = Stopped { status: member.status, panicked: true };
             let run = (member.start)(context);
+            let mut ended = Ended { status: member.status, result: None };
             tasks.spawn(async move {
                 let result = run.await;
-                stopped.panicked = false;
-                if let Err(error) = &result {
-                    stopped.status.send_modify(|s| s.last_error = Some(error.to_string()));
-                }
+                ended.result = Some(match &result {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(error.to_string()),
+                });
+                drop(ended);
                 result
             });
         }
@@ -340,21 +341,29 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
     }
 }
 
-/// Marks a member stopped when its run ends, returning or panicking.
-struct Stopped {
+/// Tells a member's end in its status when its run ends: stopped, failed with its error, or
+/// failed because it panicked or was aborted (dropped before it ended).
+struct Ended {
     status: Arc<watch::Sender<MemberStatus>>,
-    panicked: bool,
+    result: Option<std::result::Result<(), String>>,
 }
 
-impl Drop for Stopped {
+impl Drop for Ended {
     fn drop(&mut self) {
-        let panicked = self.panicked;
+        let result = self.result.take();
         self.status.send_modify(|s| {
-            s.state = MemberState::Stopped;
             s.shared = false;
-            if panicked {
-                s.last_error = Some("its runner panicked or was aborted".to_owned());
-            }
+            s.state = match result {
+                Some(Ok(())) => MemberState::Stopped,
+                Some(Err(error)) => {
+                    s.last_error = Some(error);
+                    MemberState::Failed
+                }
+                None => {
+                    s.last_error = Some("the projection's runner panicked or was aborted".to_owned());
+                    MemberState::Failed
+                }
+            };
         });
     }
 }
@@ -429,7 +438,7 @@ pub struct MemberStatus {
     pub checkpoint: Option<Position>,
     /// Whether the group's shared read feeds it (otherwise it reads on its own, behind it).
     pub shared: bool,
-    /// The last error it met: an outage it retries, or why it stopped.
+    /// The last error it met: an outage it retries, or why it failed.
     pub last_error: Option<String>,
 }
 
@@ -451,8 +460,12 @@ pub enum MemberState {
     Building,
     /// Live: following the log as events commit.
     Running,
-    /// Stopped: shut down, or failed (see [`MemberStatus::last_error`]).
+    /// Stopped by a shutdown.
     Stopped,
+    /// Stopped on an error it cannot get past (a poison event, a newer projection version in
+    /// the store), or its runner panicked: see [`MemberStatus::last_error`]. Stays so after the
+    /// group shuts down.
+    Failed,
 }
 
 /// A member's link to its group's shared read, and to its handle.

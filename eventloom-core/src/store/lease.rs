@@ -72,6 +72,12 @@ impl Lease {
         *self.lost.borrow()
     }
 
+    /// The signal that turns `true` when the lease is lost, for those that watch the lease
+    /// without holding it (the App's status).
+    pub(crate) fn lost_signal(&self) -> watch::Receiver<bool> {
+        self.lost.clone()
+    }
+
     /// Resolves when the lease is lost (never, while it is held).
     pub async fn lost(&mut self) {
         if self.lost.wait_for(|lost| *lost).await.is_err() {

@@ -12,11 +12,11 @@ use eventloom_core::{
     AggregateOptions, App, BoxError, CommandError, Error, EventHandler, MemoryStores, Projection, ProjectionOptions,
     Role, Stores,
     app::{AppStatus, HandlerOptions, LeaseState, ProjectionHealth, RunState},
-    memory::{MemoryEventStore, MemoryViewStore},
+    memory::{MemoryEventStore, MemoryLeases, MemoryViewStore},
     read::PoisonPolicy,
     store::{
-        DeadLetter, EventStore, Generation, IndexKey, ListCursor, ProjectionStatus, ProjectionStop, SnapshotStore,
-        ViewCommit, ViewPage, ViewStore,
+        DeadLetter, EventStore, Generation, IndexKey, Lease, LeaseManager, ListCursor, ProjectionStatus,
+        ProjectionStop, SnapshotStore, ViewCommit, ViewPage, ViewStore,
     },
     write::{RetryPolicy, SnapshotPolicy, Upcasters},
 };
@@ -421,7 +421,8 @@ async fn a_failing_handler_stops_alone_with_its_own_stop_and_a_dead_lettering_in
     assert!(matches!(health.handlers[1].lease, LeaseState::Leading { .. }), "{health:?}");
     assert!(health.handlers[1].lag.clone().unwrap().unwrap().caught_up(), "{health:?}");
     let behind = health.handlers[0].lag.clone().unwrap().unwrap();
-    assert_eq!((behind.events, behind.checkpoint()), (2, Some(before.position)), "the event it stopped at, and one");
+    let events = behind.unprojected.as_ref().map(|u| u.events).unwrap();
+    assert_eq!((events, behind.checkpoint()), (2, Some(before.position)), "the event it stopped at, and one");
     app.shutdown().await.unwrap();
 }
 
@@ -573,7 +574,7 @@ async fn shutdown_gives_up_after_the_drain_timeout() {
     // A projector that cannot take its lease (another holder keeps it) stands by; standing by
     // ends with the shutdown, so the drain completes well within the timeout...
     let memory = MemoryStores::new();
-    let held = eventloom_core::store::LeaseManager::acquire(&memory.leases, Totals::NAME).await.unwrap();
+    let held = memory.leases.acquire(Totals::NAME).await.unwrap();
     let app = App::builder(memory.clone())
         .aggregate::<Tally>()
         .projection(Totals)
@@ -584,7 +585,7 @@ async fn shutdown_gives_up_after_the_drain_timeout() {
     app.shutdown().await.unwrap();
     drop(held);
     // ...while a command stuck in flight past the drain timeout makes the shutdown fail.
-    let slow = Stores::new(SlowAppends(memory.events.clone()), memory.views.clone());
+    let slow = Stores::new(TestEvents::slow(memory.events.clone()), memory.views.clone());
     let app = App::builder(slow).aggregate::<Tally>().drain_timeout(Duration::from_millis(50)).start().await.unwrap();
     let stuck = tokio::spawn({
         let app = app.clone();
@@ -657,10 +658,13 @@ async fn the_status_tells_which_process_leads_and_health_how_far_behind_the_view
     let totals = &health.projections[0];
     assert!(matches!(totals.state, RunState::Elsewhere) && totals.lease == LeaseState::NotHeld, "{totals:?}");
     let lag = totals.lag.clone().unwrap().unwrap();
-    assert_eq!((lag.events, lag.more, lag.held_back, lag.caught_up()), (3, true, 0, false), "capped at 3: {lag:?}");
-    assert!(lag.oldest_unprojected >= Some(Duration::from_millis(20)), "{lag:?}");
+    let unprojected = lag.unprojected.clone().unwrap();
+    assert_eq!((unprojected.events, unprojected.more, unprojected.held_back), (3, true, 0), "capped at 3: {lag:?}");
+    assert!(!lag.caught_up());
+    assert!(unprojected.oldest >= Some(Duration::from_millis(20)), "{lag:?}");
     let lag = query.health(10).await.projections[0].lag.clone().unwrap().unwrap();
-    assert_eq!((lag.events, lag.more, lag.checkpoint()), (4, false, None));
+    let unprojected = lag.unprojected.clone().unwrap();
+    assert_eq!((unprojected.events, unprojected.more, lag.checkpoint()), (4, false, None));
     assert!(query.status().projections[0].lag.is_none(), "status reads no store");
 
     // A projector process leads, and catches the views up.
@@ -668,7 +672,9 @@ async fn the_status_tells_which_process_leads_and_health_how_far_behind_the_view
     query.reader::<Totals>().unwrap().wait_for(&done, WAIT).await.unwrap();
     let first = status_until(&leader, |s| s.projections[0].lease.token().is_some()).await.projections[0].lease;
     let lag = query.health(10).await.projections[0].lag.clone().unwrap().unwrap();
-    assert_eq!((lag.events, lag.more, lag.oldest_unprojected, lag.caught_up()), (0, false, None, true), "{lag:?}");
+    let unprojected = lag.unprojected.clone().unwrap();
+    assert_eq!((unprojected.events, unprojected.more, unprojected.oldest), (0, false, None), "{lag:?}");
+    assert!(lag.caught_up());
     assert_eq!(lag.checkpoint(), Some(done.position));
     assert!(lag.views.live.is_some());
 
@@ -709,6 +715,133 @@ async fn health_reports_a_store_that_fails_as_that_projections_lag_error() {
     assert!(health.projections[0].state.is_running(), "an outage is retried, not a failure");
     down.store(false, Ordering::SeqCst);
     app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn health_tells_the_views_status_when_only_the_event_store_fails() {
+    let memory = MemoryStores::new();
+    let events = TestEvents::failing(memory.events.clone());
+    let down = events.down.clone();
+    let stores = Stores::new(events, memory.views.clone()).with_leases(memory.leases.clone());
+    let app = App::builder(stores).aggregate::<Tally>().projection(Totals).start().await.unwrap();
+    let done = app.execute(Count { id: "t-1".into(), by: 1 }).await.unwrap();
+    app.reader::<Totals>().unwrap().wait_for(&done, WAIT).await.unwrap();
+    down.store(true, Ordering::SeqCst);
+    let health = app.health(10).await;
+    let lag = health.projections[0].lag.clone().unwrap().expect("the view store answers");
+    assert!(lag.views.live.is_some() && lag.checkpoint() == Some(done.position), "{lag:?}");
+    let unprojected = lag.unprojected.as_ref().map_err(|e| e.as_ref());
+    assert!(matches!(unprojected, Err(Error::Unavailable { .. })), "{lag:?}");
+    assert!(!lag.caught_up(), "the event store could not tell");
+    down.store(false, Ordering::SeqCst);
+    assert!(app.health(10).await.projections[0].lag.clone().unwrap().unwrap().caught_up());
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lease_given_up_after_another_runner_wrote_shows_standing_by() {
+    let memory = MemoryStores::new();
+    let leases = WatchedLeases {
+        inner: memory.leases.clone(),
+        asked: Arc::new(AtomicUsize::new(0)),
+        released: Arc::new(AtomicUsize::new(0)),
+    };
+    let (asked, released) = (leases.asked.clone(), leases.released.clone());
+    let stores = Stores::new(memory.events.clone(), memory.views.clone()).with_leases(leases);
+    let app = App::builder(stores).aggregate::<Tally>().projection(Totals).start().await.unwrap();
+    let done = app.execute(Count { id: "t-1".into(), by: 1 }).await.unwrap();
+    app.reader::<Totals>().unwrap().wait_for(&done, WAIT).await.unwrap();
+    assert_eq!(app.status().projections[0].lease, LeaseState::Leading { token: 1 });
+
+    // Another runner writes with a newer token: this one's next write is fenced, and it gives
+    // the lease up, then backs off (100 ms) before it asks again.
+    memory.views.record_stop(Totals::NAME, None, 1_000).await.unwrap().unwrap();
+    app.execute(Count { id: "t-1".into(), by: 1 }).await.unwrap();
+    let given_up = async {
+        while released.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, given_up).await.unwrap();
+    // On this one-thread runtime the runner does not move between these lines.
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "backing off: not asking again yet");
+    let status = app.status();
+    assert_eq!(status.projections[0].lease, LeaseState::StandingBy, "it gave the lease up: {status:?}");
+    assert!(status.projections[0].state.is_running(), "it backs off, then asks again");
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lost_lease_shows_standing_by_before_its_runner_notices() {
+    let memory = MemoryStores::new();
+    let app = App::builder(memory.clone()).aggregate::<Tally>().projection(Totals).start().await.unwrap();
+    let done = app.execute(Count { id: "t-1".into(), by: 1 }).await.unwrap();
+    app.reader::<Totals>().unwrap().wait_for(&done, WAIT).await.unwrap();
+    assert_eq!(app.status().projections[0].lease, LeaseState::Leading { token: 1 });
+    memory.leases.revoke(Totals::NAME);
+    // On this one-thread runtime the runner has not run since.
+    assert_eq!(app.status().projections[0].lease, LeaseState::StandingBy);
+    status_until(&app, |s| s.projections[0].lease == LeaseState::Leading { token: 2 }).await;
+    app.shutdown().await.unwrap();
+}
+
+/// Lets a test hold a projection's batch: `apply` on a tally counted by 13 tells `entered`, waits
+/// until the gate opens, then fails.
+#[derive(Clone, Default)]
+struct Gate {
+    entered: Arc<tokio::sync::Notify>,
+    open: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Gate {
+    fn open(&self) {
+        let (open, changed) = &*self.open;
+        *open.lock().unwrap() = true;
+        changed.notify_all();
+    }
+}
+
+struct FailsAtTheGate(Gate);
+
+impl Projection for FailsAtTheGate {
+    const NAME: &'static str = "fails_at_the_gate";
+    type Events = Tally;
+    type View = u64;
+    fn apply(&self, total: &mut Option<u64>, e: &EventEnvelope<TallyEvent>) -> Result<(), BoxError> {
+        let TallyEvent::Counted { by } = &e.event;
+        if *by == 13 {
+            self.0.entered.notify_one();
+            let (open, changed) = &*self.0.open;
+            let _open = changed.wait_while(open.lock().unwrap(), |open| !*open).unwrap();
+            return Err("13".into());
+        }
+        *total.get_or_insert(0) += by;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_that_fails_on_its_last_batch_during_the_shutdown_stays_failed() {
+    let gate = Gate::default();
+    let app = App::builder(MemoryStores::new())
+        .aggregate::<Tally>()
+        .projection(FailsAtTheGate(gate.clone()))
+        .start()
+        .await
+        .unwrap();
+    app.execute(Count { id: "t-1".into(), by: 13 }).await.unwrap();
+    tokio::time::timeout(WAIT, gate.entered.notified()).await.expect("the batch is being folded");
+    let shutdown = tokio::spawn({
+        let app = app.clone();
+        async move { app.shutdown().await }
+    });
+    status_until(&app, |s| s.stopping).await;
+    gate.open();
+    tokio::time::timeout(WAIT, shutdown).await.unwrap().unwrap().expect("the drain itself went well");
+    let status = app.status();
+    let failed = &status.projections[0].state;
+    assert!(matches!(failed, RunState::Failed(error) if error.to_string().contains("13")), "{status:?}");
+    assert!(!status.is_healthy());
 }
 
 #[tokio::test]
@@ -837,10 +970,38 @@ impl ViewStore for CountingViews {
     }
 }
 
-/// An event store whose appends take a minute.
-struct SlowAppends(MemoryEventStore);
+/// An event store whose appends take a minute when `slow`, and whose reads fail as an outage
+/// while `down`.
+struct TestEvents {
+    inner: MemoryEventStore,
+    slow: bool,
+    down: Arc<AtomicBool>,
+}
 
-impl EventStore for SlowAppends {
+impl TestEvents {
+    fn slow(inner: MemoryEventStore) -> Self {
+        TestEvents { inner, slow: true, down: Arc::new(AtomicBool::new(false)) }
+    }
+
+    fn failing(inner: MemoryEventStore) -> Self {
+        TestEvents { inner, slow: false, down: Arc::new(AtomicBool::new(false)) }
+    }
+
+    async fn delay(&self) {
+        if self.slow {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    }
+
+    fn up(&self) -> eventloom_core::Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Error::unavailable_msg("the event store is down"));
+        }
+        Ok(())
+    }
+}
+
+impl EventStore for TestEvents {
     fn append<'a>(
         &'a self,
         stream: &'a StreamId,
@@ -848,8 +1009,8 @@ impl EventStore for SlowAppends {
         events: Vec<NewEvent>,
     ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            self.0.append(stream, expected, events).await
+            self.delay().await;
+            self.inner.append(stream, expected, events).await
         })
     }
     fn read_stream<'a>(
@@ -858,17 +1019,20 @@ impl EventStore for SlowAppends {
         from: u64,
         limit: usize,
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::model::RecordedEvent>>> {
-        Box::pin(async move { self.0.read_stream(stream, from, limit).await })
+        Box::pin(async move { self.inner.read_stream(stream, from, limit).await })
     }
     fn read_all<'a>(
         &'a self,
         after: Position,
         limit: usize,
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::model::RecordedEvent>>> {
-        Box::pin(async move { self.0.read_all(after, limit).await })
+        Box::pin(async move {
+            self.up()?;
+            self.inner.read_all(after, limit).await
+        })
     }
     fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        Box::pin(async move { self.0.stream_version(stream).await })
+        Box::pin(async move { self.inner.stream_version(stream).await })
     }
     fn append_command<'a>(
         &'a self,
@@ -878,15 +1042,15 @@ impl EventStore for SlowAppends {
         fingerprint: &'a eventloom_core::write::Fingerprint,
     ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            self.0.append_command(stream, expected, events, fingerprint).await
+            self.delay().await;
+            self.inner.append_command(stream, expected, events, fingerprint).await
         })
     }
     fn command_outcome<'a>(
         &'a self,
         id: &'a str,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.0.command_outcome(id).await })
+        Box::pin(async move { self.inner.command_outcome(id).await })
     }
     fn record_command<'a>(
         &'a self,
@@ -894,9 +1058,55 @@ impl EventStore for SlowAppends {
         fingerprint: &'a eventloom_core::write::Fingerprint,
         outcome: eventloom_core::store::AppendOutcome,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.0.record_command(id, fingerprint, outcome).await })
+        Box::pin(async move { self.inner.record_command(id, fingerprint, outcome).await })
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
-        Box::pin(async move { self.0.head().await })
+        Box::pin(async move {
+            self.up()?;
+            self.inner.head().await
+        })
+    }
+    fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
+            self.up()?;
+            self.inner.count_after(after, cap).await
+        })
+    }
+    fn held_back<'a>(&'a self, cap: u64) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
+            self.up()?;
+            self.inner.held_back(cap).await
+        })
+    }
+    fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.wake_ups()
+    }
+}
+
+/// Leases of `inner`, counting the requests and the leases given up.
+struct WatchedLeases {
+    inner: MemoryLeases,
+    asked: Arc<AtomicUsize>,
+    released: Arc<AtomicUsize>,
+}
+
+/// Counts a lease given up when dropped.
+struct Released(Arc<AtomicUsize>);
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl LeaseManager for WatchedLeases {
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Lease>> {
+        Box::pin(async move {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            let lease = self.inner.acquire(name).await?;
+            // Never lost: these tests lose none.
+            let (keep, never) = tokio::sync::watch::channel(false);
+            Ok(Lease::new(lease.token(), never, (Released(self.released.clone()), lease, keep)))
+        })
     }
 }

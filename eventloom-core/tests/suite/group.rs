@@ -413,7 +413,7 @@ async fn a_member_that_fails_stops_alone_and_the_others_go_on() {
     let (stop, stopped) = stop_signal();
     let running = tokio::spawn(group.run(stopped));
     let withdrawn = cqrs.execute(Withdraw { id: "acc-0".into(), amount: 1 }).await.unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), picky.wait_until(|s| s.state == MemberState::Stopped))
+    let status = tokio::time::timeout(Duration::from_secs(10), picky.wait_until(|s| s.state == MemberState::Failed))
         .await
         .expect("the poison event stops it");
     let error = status.last_error.unwrap();
@@ -430,6 +430,7 @@ async fn a_member_that_fails_stops_alone_and_the_others_go_on() {
     assert!(!running.is_finished(), "the group goes on");
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
+    assert_eq!(picky.status().state, MemberState::Failed, "failed, not stopped by the shutdown");
     let expected = alone(&events, &Member::<0>).await;
     assert_eq!(views_of(&views, NAMES[0]).await, expected);
     assert_eq!(views_of(&views, NAMES[1]).await, expected);

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventloom::app::RunState;
+use eventloom::app::{AppStatus, RunState};
 use eventloom::write::SnapshotPolicy;
 use eventloom::{AggregateOptions, App, Error, Stores, StoresConfig, StoresError};
 use serde::Serialize;
@@ -156,6 +156,13 @@ pub async fn run(args: Args) -> Result<(), AppError> {
     if let Err(error) = app.shutdown().await {
         tracing::warn!(%error, "the projector did not stop in time");
     }
+    // A projection that failed meanwhile (even on the drain's last batch) fails a projector process.
+    if role == Role::Projector && failure.is_none() {
+        if let Some(error) = first_failure(&app.status()) {
+            tracing::error!(%error, "the projector stopped");
+            failure = Some(AppError::Projector(error));
+        }
+    }
     match failure {
         Some(error) => Err(error),
         None => {
@@ -198,13 +205,19 @@ fn server_error(joined: Result<std::io::Result<()>, JoinError>) -> Option<String
 /// event, a newer version in the store): a projector process has nothing left to do then.
 async fn failed(app: &App) -> String {
     loop {
-        for projection in app.status().projections {
-            if let RunState::Failed(error) = projection.state {
-                return error.to_string();
-            }
+        if let Some(error) = first_failure(&app.status()) {
+            return error;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The error of the first projection of this process that failed, if one did.
+fn first_failure(status: &AppStatus) -> Option<String> {
+    status.projections.iter().find_map(|projection| match &projection.state {
+        RunState::Failed(error) => Some(error.to_string()),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -221,5 +234,15 @@ mod tests {
         assert_eq!(plan("postgres", Role::Projector), named("postgres", Some("postgres")));
         assert_eq!(plan("postgres+redis", Role::Query), named("postgres", Some("redis")));
         assert_eq!(plan("postgres+redis", Role::Command), named("postgres", None));
+    }
+
+    #[test]
+    fn a_failed_projection_is_the_failure_even_after_the_shutdown() {
+        use eventloom::app::ProjectionHealth;
+        let status = |state| AppStatus::new(Role::Projector, true, vec![ProjectionHealth::new("tasks", state)]);
+        assert_eq!(first_failure(&status(RunState::Stopped)), None);
+        let poison = Error::Backend { message: "a poison event at 0/3".into(), source: None };
+        let failure = first_failure(&status(RunState::Failed(Arc::new(poison))));
+        assert!(failure.is_some_and(|error| error.contains("a poison event at 0/3")));
     }
 }

@@ -92,9 +92,13 @@ struct ViewsJson {
     version: u32,
     /// The position of the last event the live views include.
     checkpoint: Option<Position>,
-    /// Whether views are live and the event store holds nothing after their checkpoint.
+    /// Whether views are live and the event store holds nothing after their checkpoint (`false`
+    /// when the event store could not tell).
     caught_up: bool,
-    lag: LagJson,
+    /// `null` when the event store could not tell: see `lag_error`.
+    lag: Option<LagJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lag_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stopped: Option<StopJson>,
     live: Option<GenerationJson>,
@@ -109,12 +113,13 @@ impl ViewsJson {
             version: TaskViews::VERSION,
             checkpoint: lag.checkpoint(),
             caught_up: lag.caught_up(),
-            lag: LagJson {
-                events: lag.events,
-                more: lag.more,
-                held_back: lag.held_back,
-                oldest_unprojected_ms: lag.oldest_unprojected.map(ms),
-            },
+            lag: lag.unprojected.as_ref().ok().map(|unprojected| LagJson {
+                events: unprojected.events,
+                more: unprojected.more,
+                held_back: unprojected.held_back,
+                oldest_unprojected_ms: unprojected.oldest.map(ms),
+            }),
+            lag_error: lag.unprojected.as_ref().err().map(ToString::to_string),
             stopped: lag.views.active_stop().map(|stop| StopJson {
                 kind: stop.kind.as_str(),
                 position: stop.position,
@@ -192,4 +197,138 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
         views_error,
     };
     json(StatusCode::OK, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use eventloom::model::{ExpectedVersion, NewEvent, RecordedEvent};
+    use eventloom::store::{AppendOutcome, Appended, BoxFuture, CommandRecord, EventStore};
+    use eventloom::write::Fingerprint;
+    use eventloom::{App, Error, MemoryStores, Result, Stores, StreamId, memory::MemoryEventStore};
+
+    use super::*;
+    use crate::api::AppState;
+    use crate::app::Plan;
+    use crate::cli::Role;
+    use crate::domain::{CreateTask, Task};
+
+    /// The memory event store, whose reads of the log fail as an outage while `down`.
+    struct Flaky {
+        inner: MemoryEventStore,
+        down: Arc<AtomicBool>,
+    }
+
+    impl Flaky {
+        fn up(&self) -> Result<()> {
+            match self.down.load(Ordering::SeqCst) {
+                true => Err(Error::unavailable_msg("the event store is down")),
+                false => Ok(()),
+            }
+        }
+    }
+
+    impl EventStore for Flaky {
+        fn append<'a>(
+            &'a self,
+            stream: &'a StreamId,
+            expected: ExpectedVersion,
+            events: Vec<NewEvent>,
+        ) -> BoxFuture<'a, Result<Appended>> {
+            self.inner.append(stream, expected, events)
+        }
+        fn append_command<'a>(
+            &'a self,
+            stream: &'a StreamId,
+            expected: ExpectedVersion,
+            events: Vec<NewEvent>,
+            fingerprint: &'a Fingerprint,
+        ) -> BoxFuture<'a, Result<Appended>> {
+            self.inner.append_command(stream, expected, events, fingerprint)
+        }
+        fn read_stream<'a>(
+            &'a self,
+            s: &'a StreamId,
+            from: u64,
+            n: usize,
+        ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+            self.inner.read_stream(s, from, n)
+        }
+        fn read_all<'a>(&'a self, after: Position, limit: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+            Box::pin(async move {
+                self.up()?;
+                self.inner.read_all(after, limit).await
+            })
+        }
+        fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<u64>> {
+            self.inner.stream_version(stream)
+        }
+        fn command_outcome<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
+            self.inner.command_outcome(id)
+        }
+        fn record_command<'a>(
+            &'a self,
+            id: &'a str,
+            fingerprint: &'a Fingerprint,
+            outcome: AppendOutcome,
+        ) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
+            self.inner.record_command(id, fingerprint, outcome)
+        }
+        fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<Position>>> {
+            self.inner.head()
+        }
+        fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>> {
+            Box::pin(async move {
+                self.up()?;
+                self.inner.count_after(after, cap).await
+            })
+        }
+        fn held_back<'a>(&'a self, cap: u64) -> BoxFuture<'a, Result<u64>> {
+            Box::pin(async move {
+                self.up()?;
+                self.inner.held_back(cap).await
+            })
+        }
+    }
+
+    async fn body(state: &Arc<AppState>) -> serde_json::Value {
+        let response = health(State(state.clone())).await;
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_event_store_that_fails_leaves_the_views_status_shown_with_the_lag_error() {
+        let memory = MemoryStores::new();
+        let down = Arc::new(AtomicBool::new(false));
+        let events = Flaky { inner: memory.events.clone(), down: down.clone() };
+        let stores = Stores::new(events, memory.views.clone()).with_leases(memory.leases.clone());
+        let app = App::builder(stores).aggregate::<Task>().projection(TaskViews).start().await.unwrap();
+        let tasks = app.reader::<TaskViews>().unwrap();
+        let create =
+            CreateTask { task_id: crate::domain::new_task_id(), title: "t".into(), description: String::new() };
+        let done = app.execute(create).await.unwrap();
+        tasks.wait_for(&done, Duration::from_secs(10)).await.unwrap();
+        let plan = Plan { events: "custom".into(), views: Some("custom".into()) };
+        let shutdown = crate::shutdown::channel().1;
+        let state = Arc::new(AppState { role: Role::All, plan, app: app.clone(), tasks, shutdown });
+        let healthy = body(&state).await;
+        assert_eq!(
+            (healthy["views"]["caught_up"].as_bool(), healthy["views"]["lag"]["events"].as_u64()),
+            (Some(true), Some(0)),
+            "{healthy}"
+        );
+
+        down.store(true, Ordering::SeqCst);
+        let health = body(&state).await;
+        let views = &health["views"];
+        let checkpoint = done.position.to_string();
+        assert_eq!(views["live"]["checkpoint"].as_str(), Some(&*checkpoint), "the view store still answers: {health}");
+        assert_eq!((views["caught_up"].as_bool(), views["lag"].is_null()), (Some(false), true), "{health}");
+        assert!(views["lag_error"].as_str().is_some_and(|e| e.contains("the event store is down")), "{health}");
+        assert!(health.get("views_error").is_none(), "{health}");
+        down.store(false, Ordering::SeqCst);
+        app.shutdown().await.unwrap();
+    }
 }
