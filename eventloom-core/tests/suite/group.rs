@@ -734,6 +734,6 @@ async fn a_shutdown_error_of_the_feed_fails_the_member_rather_than_stopping_it_c
     let error = ended.expect("the member ends on its own").unwrap_err();
     assert!(matches!(error, Error::Shutdown), "{error:?}");
     let status = member.status();
-    assert_eq!(status.state, MemberState::Stopped);
-    assert!(status.last_error.is_some(), "a failure, not a clean stop: {status:?}");
+    assert_eq!(status.state, MemberState::Failed, "a failure, not a clean stop: {status:?}");
+    assert!(status.last_error.is_some(), "{status:?}");
 }
