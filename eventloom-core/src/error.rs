@@ -182,8 +182,12 @@ pub enum Error {
     /// A catch-up, rebuild or event handler's run that another runner got ahead of: it took the
     /// projection's lease since, wrote its checkpoint first, or began a newer generation of its
     /// views (or the store lost them). Nothing more was written; running it again goes on from
-    /// what is stored. A projector's [`run`](crate::read::Projector::run) never ends with it: it
-    /// stands by and starts over.
+    /// what is stored. A projector's [`run`](crate::read::Projector::run) and
+    /// [`run_handler`](crate::read::Projector::run_handler) never end with it: on
+    /// [`Refusal::GenerationGone`](crate::store::Refusal::GenerationGone) they start over from the
+    /// stored status at once, on any other refusal they give the lease up and stand by. (An
+    /// event handler whose checkpoint is gone while it runs stops with [`Error::Corrupt`]
+    /// instead.)
     #[error("projection {projection} was superseded: {refusal}")]
     Superseded {
         /// The projection (or event handler).
@@ -301,8 +305,8 @@ pub enum Error {
         action: &'static str,
     },
     /// An [`App`](crate::App) that cannot start as configured: a duplicate registration (two
-    /// projections or event handlers of one name), a name that is empty or holds a NUL byte, a
-    /// split role on stores that are not shared between processes, snapshots without a
+    /// projections or event handlers of one name), a name that is empty, longer than 255 bytes
+    /// or holds a control character (a NUL byte among them), a split role on stores that are not shared between processes, snapshots without a
     /// snapshot store.
     #[error("the app cannot start: {reason}")]
     InvalidConfig {

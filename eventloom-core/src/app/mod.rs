@@ -238,13 +238,8 @@ impl AppBuilder {
             }
         }
         for (i, m) in self.members.iter().enumerate() {
-            if m.name.is_empty() || m.name.contains('\0') {
-                return invalid(format!(
-                    "{} {} has the name {:?}: a name must not be empty nor hold a NUL byte",
-                    m.kind.as_str(),
-                    m.type_name,
-                    m.name
-                ));
+            if let Some(problem) = crate::read::projection::name_problem(&m.name) {
+                return invalid(format!("{} {} has a name that {problem}", m.kind.as_str(), m.type_name));
             }
             // Projections and handlers keep everything in the view store by name.
             if let Some(first) = self.members[..i].iter().find(|n| n.name == m.name) {

@@ -277,18 +277,25 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
     /// Runs every member until `shutdown` resolves, each stopping after the batch it is writing.
     /// A member that fails (a poison event) stops alone and tells it in its handle's status; the
     /// others go on. Returns `Ok` once shut down, or the first member's error when every member
-    /// stopped on its own. Two members of one name are refused.
+    /// stopped on its own. Two members of one name are refused with [`Error::InvalidConfig`], a
+    /// name that is empty, longer than 255 bytes or holds a control character with
+    /// [`Error::InvalidId`].
     ///
     /// The shared read reads batches as large as the largest member's batch size; a member
     /// with a smaller one writes each in several.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let ProjectionGroup { projector, feed, buffer, members } = self;
+        for member in &members {
+            super::projection::check_name(&member.name)?;
+        }
         let mut names: Vec<&str> = members.iter().map(|m| &*m.name).collect();
         names.sort_unstable();
         if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(Error::Backend {
-                message: format!("projection {} is in the group twice", twice[0]),
-                source: None,
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "name {} is in the group twice (projections and event handlers are kept by name)",
+                    twice[0]
+                ),
             });
         }
         let (stop, stopped) = watch::channel(false);

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use super::super::fold::dead_letter;
-use super::super::run::{Job, Runner};
+use super::super::projection::check_name;
+use super::super::run::{Job, Processed, Runner};
 use super::{Projector, Target};
 use crate::store::{Refusal, superseded};
 use crate::write::retry::Jitter;
@@ -92,7 +93,8 @@ pub trait EventHandler: Send + Sync + 'static {
     /// one handler type under several names (the same side effect towards two services), each
     /// with its own checkpoint, lease, dead letters and stop. As for
     /// [`Projection::name`](crate::Projection::name), it must stay the same for the life of the
-    /// value, must not be empty and must not hold a NUL byte.
+    /// value and be 1 to 255 bytes long with no control characters (no NUL byte); any other is
+    /// refused with [`Error::InvalidId`] (by an [`App`](crate::App), [`Error::InvalidConfig`]).
     fn name(&self) -> &str {
         Self::NAME
     }
@@ -127,7 +129,8 @@ enum Handled {
     All,
     /// Shut down between two events or while retrying; what was handled before is written.
     ShutDown,
-    /// The lease was lost while retrying: stand by.
+    /// The lease was lost before an event or while retrying one: stand by. What was handled
+    /// before the loss is not written (another runner may lead: the write would be fenced).
     LeaseLost,
 }
 
@@ -142,6 +145,7 @@ impl<S: EventStore + Clone> Projector<S> {
     /// See [`EventHandler`].
     pub async fn catch_up_handler<H: EventHandler>(&self, handler: &H) -> Result<Option<Position>> {
         let name = handler.name();
+        check_name(name)?;
         let lease = self.lease_for_handler(name).await?;
         let token = lease.as_ref().map_or(0, Lease::token);
         let mut cursor = self.handler_cursor(name, token, None).await?;
@@ -281,6 +285,11 @@ impl<S: EventStore + Clone> Projector<S> {
         let mut done: Option<Position> = cursor.checkpoint;
         let mut dead_letters: Vec<DeadLetter> = Vec::new();
         for raw in batch {
+            // A lost lease ends the batch before the next side effect: another runner may lead
+            // already, and a write would be fenced.
+            if lease.is_some_and(Lease::is_lost) {
+                return Ok(Handled::LeaseLost);
+            }
             // A shutdown waits for the event in progress, not for the rest of the batch.
             let stop = tokio::select! {
                 biased;
@@ -325,12 +334,16 @@ impl<S: EventStore + Clone> Projector<S> {
                 }
                 let wait = policy.backoff(attempt, jitter.next()).min(policy.time_budget - elapsed);
                 tracing::warn!(%error, attempt, ?wait, position = %raw.position, "the event handler failed; retrying");
+                let lost = async {
+                    match lease {
+                        Some(lease) => lease.lost_shared().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = &mut *shutdown => return Ok(Handled::ShutDown),
-                }
-                if lease.is_some_and(Lease::is_lost) {
-                    return Ok(Handled::LeaseLost);
+                    () = lost => return Ok(Handled::LeaseLost),
                 }
                 attempt += 1;
             };
@@ -420,15 +433,15 @@ impl<H: EventHandler> Job for HandlerJob<H> {
         token: u64,
         shutdown: &'a mut X,
         lease: Option<&'a Lease>,
-    ) -> Result<Position> {
+    ) -> Result<Processed> {
         let name = self.handler.name();
         let mut cursor = *target;
         let handled = projector.handle_batch(&self.handler, batch, &mut cursor, token, &self.jitter, shutdown, lease);
         match handled.await {
-            Ok(Handled::All) => cursor.checkpoint.ok_or(Error::Shutdown),
-            Ok(Handled::ShutDown) => Err(Error::Shutdown),
+            Ok(Handled::All) => Ok(Processed::Written(cursor.checkpoint)),
+            Ok(Handled::ShutDown) => Ok(Processed::ShutDown(cursor.checkpoint)),
             Ok(Handled::LeaseLost) => {
-                tracing::warn!("lease lost while retrying; standing by");
+                tracing::warn!("lease lost within a batch; standing by");
                 Err(lost_lease(name, token))
             }
             // Its checkpoint is gone: it stops rather than deliver every event again.
@@ -450,7 +463,7 @@ fn checkpoint_gone(name: &str, generation: u64) -> Error {
     }
 }
 
-/// The error of a catch-up whose lease was lost while retrying.
+/// The error of a batch whose lease was lost before an event or while retrying one.
 fn lost_lease(name: &str, token: u64) -> Error {
-    Error::Superseded { projection: name.to_owned(), refusal: Refusal::Fenced { token, highest: token } }
+    Error::Superseded { projection: name.to_owned(), refusal: Refusal::LeaseLost { token } }
 }

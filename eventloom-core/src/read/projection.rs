@@ -3,7 +3,41 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{EventEnvelope, EventSet, IndexEntry};
+use crate::{Error, EventEnvelope, EventSet, IndexEntry, Result};
+
+/// The longest name a projection or event handler may have, in bytes.
+pub(crate) const MAX_NAME_LEN: usize = 255;
+
+/// What is wrong with the name of a projection or event handler, if anything: it must be 1 to
+/// [`MAX_NAME_LEN`] bytes long, with no control characters (a NUL byte among them).
+pub(crate) fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        Some("must not be empty".to_owned())
+    } else if name.len() > MAX_NAME_LEN {
+        Some(format!("is {} bytes long, at most {MAX_NAME_LEN} are allowed", name.len()))
+    } else if name.chars().any(char::is_control) {
+        Some("must not contain control characters (a NUL byte among them)".to_owned())
+    } else {
+        None
+    }
+}
+
+/// Checks the name a projection or event handler keeps everything under (see
+/// [`name_problem`]): [`Error::InvalidId`] when it is refused.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    match name_problem(name) {
+        None => Ok(()),
+        Some(problem) => Err(Error::InvalidId {
+            what: "projection or event handler name",
+            reason: format!("{:?} {problem}", truncated(name)),
+        }),
+    }
+}
+
+/// The first 64 characters of `name`, for an error message.
+fn truncated(name: &str) -> &str {
+    name.char_indices().nth(64).map_or(name, |(at, _)| &name[..at])
+}
 
 /// Any error a projection's handler returns.
 ///
@@ -89,8 +123,11 @@ pub trait Projection: Send + Sync + 'static {
     /// one projection type under several names (the same fold for two tenants, or two
     /// configurations of it): everything stored is kept per name, each instance with its own
     /// views, checkpoint, lease, generations, dead letters and stop. The name must stay the same
-    /// for the life of the value (it is read more than once), must not be empty and must not
-    /// hold a NUL byte; an [`App`](crate::App) refuses two registrations of one name.
+    /// for the life of the value (it is read more than once), and be 1 to 255 bytes long with
+    /// no control characters (no NUL byte): the [`Projector`](crate::read::Projector), a
+    /// [`ProjectionGroup`](crate::read::ProjectionGroup) and an [`App`](crate::App) refuse any
+    /// other with [`Error::InvalidId`] (the `App` with [`Error::InvalidConfig`]). An `App` or a
+    /// group refuses two registrations of one name.
     ///
     /// # Examples
     ///

@@ -12,6 +12,7 @@ use tracing::Instrument;
 pub(crate) mod handler;
 
 use super::fold::{CategoryUpcasters, Fold, Folded, dead_letter};
+use super::projection::check_name;
 use super::run::{Job, ProjectionJob, Runner};
 use crate::store::{Refusal, superseded};
 use crate::{
@@ -176,6 +177,7 @@ impl<S: EventStore + Clone> Projector<S> {
     /// When the views need building (none yet, a new [`Projection::VERSION`], or a store that
     /// lost them), it builds a new generation and makes it live once caught up.
     pub async fn catch_up<P: Projection>(&self, projection: &P) -> Result<Option<Position>> {
+        check_name(projection.name())?;
         let lease = self.lease(projection.name()).await?;
         let token = lease.as_ref().map_or(0, Lease::token);
         let target = self.target(projection.name(), P::VERSION, token).await?;
@@ -214,14 +216,14 @@ impl<S: EventStore + Clone> Projector<S> {
         while let Some(batch) = next {
             if !subscription.is_behind() {
                 // Caught up when it was read: nothing to read ahead.
-                target.checkpoint = Some(self.process(projection, &batch, &target, token).await?);
+                target.checkpoint = self.process(projection, &batch, &target, token).await?;
                 next = subscription.try_next_batch().await?;
                 continue;
             }
             // Behind: the next batch is read while this one is folded and written.
             let (written, ahead) =
                 tokio::join!(self.process(projection, &batch, &target, token), subscription.try_next_batch());
-            target.checkpoint = Some(written?);
+            target.checkpoint = written?;
             next = ahead?;
         }
         if target.building {
@@ -237,6 +239,7 @@ impl<S: EventStore + Clone> Projector<S> {
     /// lease, with leases).
     pub async fn rebuild<P: Projection>(&self, projection: &P) -> Result<Option<Position>> {
         let name = projection.name();
+        check_name(name)?;
         let lease = self.lease(name).await?;
         let token = lease.as_ref().map_or(0, Lease::token);
         let generation = superseded(name, self.views.begin_generation(name, P::VERSION, token).await?)?;
@@ -394,10 +397,10 @@ impl<S: EventStore + Clone> Projector<S> {
         batch: &[RecordedEvent],
         target: &Target,
         token: u64,
-    ) -> Result<Position> {
+    ) -> Result<Option<Position>> {
         let expected = target.checkpoint;
         if batch.is_empty() {
-            return expected.ok_or(Error::Shutdown);
+            return Ok(expected);
         }
         let name = projection.name();
         let mut fold = self.select(projection, batch);
@@ -412,7 +415,7 @@ impl<S: EventStore + Clone> Projector<S> {
                     let commit = fold.commit(target, token, writes, fold.undecodable.clone());
                     match commit.validate() {
                         Ok(()) => match self.views.commit(name, commit).await.and_then(|w| superseded(name, w)) {
-                            Ok(()) => return Ok(fold.checkpoint),
+                            Ok(()) => return Ok(Some(fold.checkpoint)),
                             Err(error) if !refused_as_written(&error) => return Err(error),
                             Err(error) => tracing::warn!(%error, "the store refused the batch; finding the event"),
                         },
@@ -449,7 +452,7 @@ impl<S: EventStore + Clone> Projector<S> {
         }
         match stop {
             Some((_, error)) => Err(error),
-            None => Ok(fold.checkpoint),
+            None => Ok(Some(fold.checkpoint)),
         }
     }
 
@@ -463,7 +466,7 @@ impl<S: EventStore + Clone> Projector<S> {
         target: &'a Target,
         token: u64,
         refused: Error,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Position>> + Send + 'a>>
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<Position>>> + Send + 'a>>
     where
         S: Sync,
     {
@@ -484,13 +487,13 @@ impl<S: EventStore + Clone> Projector<S> {
                     dead_letters: vec![dead_letter(raw, reason)],
                 };
                 superseded(projection.name(), self.views.commit(projection.name(), commit).await?)?;
-                return Ok(raw.position);
+                return Ok(Some(raw.position));
             }
             let mut at = *target;
             for raw in batch {
-                at.checkpoint = Some(self.process(projection, std::slice::from_ref(raw), &at, token).await?);
+                at.checkpoint = self.process(projection, std::slice::from_ref(raw), &at, token).await?;
             }
-            at.checkpoint.ok_or(Error::Shutdown)
+            Ok(at.checkpoint)
         })
     }
 

@@ -45,10 +45,11 @@ pub(super) trait Job: Send + Sync + 'static {
         known: Option<u64>,
     ) -> impl Future<Output = Result<Target>> + Send + 'a;
 
-    /// Processes one batch (the events after `target`'s checkpoint) and writes the new
-    /// checkpoint with what the batch changed, returning it. A job that waits within a batch (a
-    /// handler's retries) stops waiting when `shutdown` resolves, with [`Error::Shutdown`], or
-    /// when `lease` is lost, with [`Error::Superseded`] ([`Refusal::Fenced`]).
+    /// Processes one batch (the events after `target`'s checkpoint), writes the new checkpoint
+    /// with what the batch changed, and says where it stands. A handler checks `lease` before
+    /// each event and stops waiting in a retry when it is lost, with [`Error::Superseded`] and
+    /// nothing more written; it checks `shutdown` before each event and in a retry's wait, and
+    /// then writes what it handled before and returns [`Processed::ShutDown`].
     fn process<'a, S: EventStore + Clone, X: Future<Output = ()> + Send + Unpin>(
         &'a self,
         projector: &'a Projector<S>,
@@ -57,7 +58,17 @@ pub(super) trait Job: Send + Sync + 'static {
         token: u64,
         shutdown: &'a mut X,
         lease: Option<&'a Lease>,
-    ) -> impl Future<Output = Result<Position>> + Send + 'a;
+    ) -> impl Future<Output = Result<Processed>> + Send + 'a;
+}
+
+/// How a batch [`Job::process`] took ended short of an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Processed {
+    /// The whole batch went through: the checkpoint now (`None` only before the first event,
+    /// for an empty batch).
+    Written(Option<Position>),
+    /// Shut down within the batch: the checkpoint written before it stopped.
+    ShutDown(Option<Position>),
 }
 
 /// A projection as a runner runs it.
@@ -89,8 +100,9 @@ impl<P: Projection> Job for ProjectionJob<P> {
         token: u64,
         _shutdown: &'a mut X,
         _lease: Option<&'a Lease>,
-    ) -> impl Future<Output = Result<Position>> + Send + 'a {
-        projector.process(&self.0, batch, target, token)
+    ) -> impl Future<Output = Result<Processed>> + Send + 'a {
+        let processed = projector.process(&self.0, batch, target, token);
+        async move { processed.await.map(Processed::Written) }
     }
 }
 
@@ -180,6 +192,7 @@ where
     }
 
     pub(super) async fn run(mut self) -> Result<()> {
+        super::projection::check_name(self.job.name())?;
         let mut state = State::Acquire;
         loop {
             state = match state {
@@ -245,7 +258,13 @@ where
                 self.report(|s| s.last_error = Some(error.to_string()));
                 Ok(State::BackOff)
             }
-            Err(error @ Error::Superseded { refusal: Refusal::Fenced { .. }, .. }) => {
+            // As `on_error` sorts them: views gone (or a newer build began) start over at once,
+            // any other refusal means another runner leads.
+            Err(error @ Error::Superseded { refusal: Refusal::GenerationGone { .. }, .. }) => {
+                tracing::warn!(%error, "the generation is gone; starting over");
+                Ok(State::Acquire)
+            }
+            Err(error @ Error::Superseded { .. }) => {
                 tracing::warn!(%error, "another runner leads; standing by");
                 Ok(State::StandBy)
             }
@@ -461,21 +480,30 @@ where
         self.written(run, written).await
     }
 
-    /// Moves the checkpoint after a batch written, or sorts the failure (a handler shut down
-    /// while it retried an event has written what it handled before it).
-    async fn written(&mut self, mut run: Run<F::Reader>, written: Result<Position>) -> Step<F::Reader> {
+    /// Moves the checkpoint after a batch written, or sorts the failure. A handler shut down
+    /// while it retried an event has written what it handled before it: that checkpoint is
+    /// reported, and the run is done. Every error, [`Error::Shutdown`] from a store or feed
+    /// included, is sorted by `failed`.
+    async fn written(&mut self, mut run: Run<F::Reader>, written: Result<Processed>) -> Step<F::Reader> {
         let projector = self.projector;
         match written {
-            Ok(position) => {
-                run.target.checkpoint = Some(position);
+            Ok(Processed::Written(position)) => {
+                if let Some(position) = position {
+                    run.target.checkpoint = Some(position);
+                    self.report(|s| s.checkpoint = Some(position));
+                }
                 self.delay = projector.retry_delay;
-                self.report(|s| s.checkpoint = Some(position));
                 if run.target.stopped {
                     run.target.stopped = !projector.note_running(self.job.name(), run.token).await;
                 }
                 Ok(run.into_state())
             }
-            Err(Error::Shutdown) => Ok(State::Done),
+            Ok(Processed::ShutDown(position)) => {
+                if position.is_some() {
+                    self.report(|s| s.checkpoint = position);
+                }
+                Ok(State::Done)
+            }
             Err(error) => self.failed(run.target.generation, run.token, error).await,
         }
     }

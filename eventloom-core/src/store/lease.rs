@@ -85,4 +85,12 @@ impl Lease {
             std::future::pending::<()>().await;
         }
     }
+
+    /// Resolves when the lease is lost, as [`lost`](Lease::lost), from a shared borrow.
+    pub(crate) async fn lost_shared(&self) {
+        let mut lost = self.lost.clone();
+        if lost.wait_for(|lost| *lost).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }

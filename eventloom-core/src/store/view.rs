@@ -73,6 +73,12 @@ pub enum Refusal {
         /// The generation written to.
         generation: u64,
     },
+    /// The runner's lease was lost before it wrote (an event handler stops within its batch):
+    /// another runner may lead. Never answered by a view store: the projector makes it.
+    LeaseLost {
+        /// The token of the lease that was lost.
+        token: u64,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -85,6 +91,7 @@ impl fmt::Display for Refusal {
             Refusal::GenerationGone { generation } => {
                 write!(f, "generation {generation} is gone (lost data or a newer rebuild)")
             }
+            Refusal::LeaseLost { token } => write!(f, "the lease of token {token} was lost"),
         }
     }
 }

@@ -268,7 +268,8 @@ async fn duplicate_registrations_are_refused_at_start() {
         matches!(&twice, Err(Error::InvalidConfig { reason }) if reason.contains("event handler audit")),
         "{twice:?}"
     );
-    for bad in ["", "a\0b"] {
+    let long: &'static str = Box::leak("n".repeat(256).into_boxed_str());
+    for bad in ["", "a\0b", "a\nb", long] {
         let refused = App::builder(MemoryStores::new()).projection(Scaled { name: bad, factor: 1 }).start().await;
         assert!(matches!(&refused, Err(Error::InvalidConfig { reason }) if reason.contains("name")), "{refused:?}");
     }

@@ -565,7 +565,10 @@ async fn a_group_with_two_members_of_one_name_is_refused() {
     group.add(Member::<0>);
     group.add(Member::<0>);
     let error = group.run(std::future::pending()).await.unwrap_err();
-    assert!(error.to_string().contains("g0"), "{error}");
+    assert!(
+        matches!(&error, Error::InvalidConfig { reason } if reason.contains("name g0 is in the group twice")),
+        "{error:?}"
+    );
 }
 
 /// Every event of the log, in order.
@@ -683,5 +686,54 @@ async fn a_handler_and_a_projection_of_one_name_are_refused_in_a_group() {
     group.add(Member::<0>);
     group.add_handler(Recorder::new("g0"));
     let error = group.run(std::future::pending()).await.unwrap_err();
-    assert!(error.to_string().contains("g0"), "{error}");
+    assert!(
+        matches!(&error, Error::InvalidConfig { reason } if reason.contains("name g0 is in the group twice")),
+        "{error:?}"
+    );
+}
+
+/// A feed closed under the runner: every read answers `Error::Shutdown`, as a feed or store
+/// shutting down would.
+struct ClosedFeed;
+
+struct ClosedReader;
+
+impl eventloom_core::read::Feed for ClosedFeed {
+    type Reader = ClosedReader;
+
+    fn read_after(&self, _: Position, _: usize, _: usize) -> ClosedReader {
+        ClosedReader
+    }
+
+    fn count_after<'a>(&'a self, _: Position, _: u64) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async { Ok(0) })
+    }
+}
+
+impl eventloom_core::read::FeedReader for ClosedReader {
+    fn try_next_batch<'a>(&'a mut self) -> BoxFuture<'a, eventloom_core::Result<Option<Vec<RecordedEvent>>>> {
+        Box::pin(async { Err(Error::Shutdown) })
+    }
+
+    fn next_batch<'a>(&'a mut self) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async { Err(Error::Shutdown) })
+    }
+
+    fn is_behind(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_shutdown_error_of_the_feed_fails_the_member_rather_than_stopping_it_cleanly() {
+    let projector = Projector::new(MemoryEventStore::new(), MemoryViewStore::default());
+    let mut group = projector.group_fed_by(ClosedFeed);
+    let member = group.add(Member::<0>);
+    // The group is never told to shut down: a member ending is its own failure.
+    let ended = tokio::time::timeout(Duration::from_secs(10), group.run(std::future::pending())).await;
+    let error = ended.expect("the member ends on its own").unwrap_err();
+    assert!(matches!(error, Error::Shutdown), "{error:?}");
+    let status = member.status();
+    assert_eq!(status.state, MemberState::Failed, "a failure, not a clean stop: {status:?}");
+    assert!(status.last_error.is_some(), "{status:?}");
 }

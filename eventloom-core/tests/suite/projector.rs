@@ -495,11 +495,13 @@ async fn reads_slower_than_the_idle_check_still_complete() {
     running.await.unwrap().unwrap();
 }
 
-/// Counts the status reads of a memory view store.
+/// Counts the status reads of a memory view store; refuses the first `go_live` as
+/// `GenerationGone` when `gone_once` is set (a newer build began meanwhile).
 #[derive(Clone, Default)]
 struct CountingViews {
     inner: MemoryViewStore,
     status_reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    gone_once: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ViewStore for CountingViews {
@@ -541,7 +543,12 @@ impl ViewStore for CountingViews {
         generation: u64,
         token: u64,
     ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
-        Box::pin(async move { self.inner.go_live(p, generation, token).await })
+        Box::pin(async move {
+            if self.gone_once.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                return Ok(Err(Refusal::GenerationGone { generation }));
+            }
+            self.inner.go_live(p, generation, token).await
+        })
     }
     fn read_views<'a>(
         &'a self,
@@ -780,4 +787,164 @@ async fn one_handler_runner_leads_and_a_standby_delivers_nothing_while_it_does()
     for runner in runners {
         runner.await.unwrap().unwrap();
     }
+}
+
+/// Loses its own lease while handling its first event (a lost connection mid-batch), and
+/// records every event it handles.
+struct Deposed {
+    leases: MemoryLeases,
+    delivered: std::sync::Arc<std::sync::Mutex<Vec<Position>>>,
+}
+
+impl eventloom_core::EventHandler for Deposed {
+    const NAME: &'static str = "deposed";
+    type Events = Account;
+
+    async fn handle(&self, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        self.leases.revoke(Self::NAME);
+        self.delivered.lock().map_err(|_| "poisoned")?.push(e.position);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_handler_runs_no_side_effect_past_the_loss_of_its_lease_and_writes_nothing() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let leases = MemoryLeases::default();
+    seed(&Cqrs::new(events.clone()), 1, 4).await;
+    let projector = Projector::new(events.clone(), views.clone()).with_leases(leases.clone());
+    let delivered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handler = Deposed { leases: leases.clone(), delivered: delivered.clone() };
+    let error = projector.catch_up_handler(&handler).await.unwrap_err();
+    assert!(matches!(error, Error::Superseded { refusal: Refusal::LeaseLost { token: 1 }, .. }), "{error:?}");
+    assert_eq!(error.to_string(), "projection deposed was superseded: the lease of token 1 was lost");
+    assert_eq!(delivered.lock().unwrap().len(), 1, "the events after the loss are not handled");
+    let status = views.status(Deposed::NAME).await.unwrap();
+    assert_eq!(status.live.and_then(|g| g.checkpoint), None, "nothing written after the loss");
+}
+
+/// Fails every time, waiting long between attempts.
+struct Patient;
+
+impl eventloom_core::EventHandler for Patient {
+    const NAME: &'static str = "patient";
+    type Events = Account;
+
+    fn retry(&self) -> eventloom_core::write::RetryPolicy {
+        eventloom_core::write::RetryPolicy::new()
+            .max_attempts(10)
+            .time_budget(Duration::MAX)
+            .initial_delay(Duration::from_secs(60))
+            .max_delay(Duration::from_secs(60))
+    }
+
+    async fn handle(&self, _: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        Err("the mail server is down".into())
+    }
+}
+
+#[tokio::test]
+async fn losing_the_lease_cuts_a_retry_wait_short() {
+    let events = MemoryEventStore::new();
+    let leases = MemoryLeases::default();
+    seed(&Cqrs::new(events.clone()), 1, 1).await;
+    let projector = Projector::new(events.clone(), MemoryViewStore::default()).with_leases(leases.clone());
+    let retrying = tokio::spawn(async move { projector.catch_up_handler(&Patient).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    leases.revoke(Patient::NAME);
+    let ended = tokio::time::timeout(Duration::from_secs(5), retrying).await.expect("the wait is cut short");
+    let error = ended.unwrap().unwrap_err();
+    assert!(matches!(error, Error::Superseded { refusal: Refusal::LeaseLost { .. }, .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_handler_whose_first_generation_is_gone_before_it_goes_live_starts_over() {
+    let events = MemoryEventStore::new();
+    let views = CountingViews::default();
+    views.gone_once.store(true, std::sync::atomic::Ordering::Relaxed);
+    seed(&Cqrs::new(events.clone()), 1, 2).await;
+    let projector = Projector::new(events.clone(), views.clone());
+    let delivered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running =
+        tokio::spawn(
+            async move { projector.run_handler(Auditor(delivered), async { stopped.await.unwrap_or(()) }).await },
+        );
+    let last = events.read_all(Position::ZERO, 1000).await.unwrap().last().map(|e| e.position);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = views.inner.status(<Auditor as eventloom_core::EventHandler>::NAME).await.unwrap();
+        if status.live.and_then(|g| g.checkpoint) == last {
+            break;
+        }
+        assert!(!running.is_finished(), "the run ended: {:?}", running.await);
+        assert!(std::time::Instant::now() < deadline, "the handler did not catch up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+}
+
+/// Balances under a name given at run time.
+struct NamedBalances(String);
+
+impl Projection for NamedBalances {
+    const NAME: &'static str = "named_balances";
+    type Events = Account;
+    type View = Balance;
+
+    fn name(&self) -> &str {
+        &self.0
+    }
+
+    fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        Balances.apply(view, e)
+    }
+}
+
+/// Records nothing, under a name given at run time.
+struct NamedHandler(String);
+
+impl eventloom_core::EventHandler for NamedHandler {
+    const NAME: &'static str = "named_handler";
+    type Events = Account;
+
+    fn name(&self) -> &str {
+        &self.0
+    }
+
+    async fn handle(&self, _: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn every_entry_point_of_the_projector_refuses_a_name_that_is_empty_too_long_or_holds_control_characters() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    seed(&Cqrs::new(events.clone()), 1, 1).await;
+    let projector = Projector::new(events.clone(), views.clone()).with_leases(MemoryLeases::default());
+    let refused = |result: eventloom_core::Result<_>, name: &str| {
+        let error = result.map(|_: ()| ()).unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidId { what: "projection or event handler name", .. }),
+            "{name:?}: {error:?}"
+        );
+    };
+    for bad in [String::new(), "a\0b".to_owned(), "tab\there".to_owned(), "n".repeat(256)] {
+        refused(projector.catch_up(&NamedBalances(bad.clone())).await.map(drop), &bad);
+        refused(projector.rebuild(&NamedBalances(bad.clone())).await.map(drop), &bad);
+        refused(projector.catch_up_handler(&NamedHandler(bad.clone())).await.map(drop), &bad);
+        refused(projector.run(NamedBalances(bad.clone()), std::future::pending()).await, &bad);
+        refused(projector.run_handler(NamedHandler(bad.clone()), std::future::pending()).await, &bad);
+        let mut group = projector.group();
+        group.add(NamedBalances(bad.clone()));
+        refused(group.run(std::future::pending()).await, &bad);
+    }
+    // Nothing was kept under any of them; 255 bytes (and any other character) are fine.
+    let longest = "é".repeat(127) + "n";
+    assert_eq!(longest.len(), 255);
+    assert!(projector.catch_up(&NamedBalances(longest.clone())).await.unwrap().is_some());
+    projector.catch_up_handler(&NamedHandler(longest)).await.unwrap();
 }
