@@ -336,7 +336,7 @@ impl<S: EventStore + Clone> Projector<S> {
                 tracing::warn!(%error, attempt, ?wait, position = %raw.position, "the event handler failed; retrying");
                 let lost = async {
                     match lease {
-                        Some(lease) => lease.lost_shared().await,
+                        Some(lease) => lease.lost().await,
                         None => std::future::pending().await,
                     }
                 };

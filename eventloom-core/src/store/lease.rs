@@ -79,17 +79,10 @@ impl Lease {
     }
 
     /// Resolves when the lease is lost (never, while it is held).
-    pub async fn lost(&mut self) {
-        if self.lost.wait_for(|lost| *lost).await.is_err() {
-            // The manager is gone: nobody can take the lease away any more, nor confirm it.
-            std::future::pending::<()>().await;
-        }
-    }
-
-    /// Resolves when the lease is lost, as [`lost`](Lease::lost), from a shared borrow.
-    pub(crate) async fn lost_shared(&self) {
+    pub async fn lost(&self) {
         let mut lost = self.lost.clone();
         if lost.wait_for(|lost| *lost).await.is_err() {
+            // The manager is gone: nobody can take the lease away any more, nor confirm it.
             std::future::pending::<()>().await;
         }
     }

@@ -119,7 +119,7 @@ where
     B: Fn(L, String) -> BFut,
     BFut: Future<Output = ()>,
 {
-    let mut held = acquire(&leases, "lost").await;
+    let held = acquire(&leases, "lost").await;
     let other = acquire(&leases, "kept").await;
     assert!(!held.is_lost());
     // `lost()` stays pending while the lease is held.

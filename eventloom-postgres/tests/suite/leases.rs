@@ -19,7 +19,7 @@ async fn a_leader_behind_a_hung_proxy_reports_its_lease_lost_within_the_check_in
     let through_proxy = PgEventStore::connect(config).await.unwrap();
     let leases = PgLeases::new(&through_proxy);
     let bound = leases.loss_detected_within();
-    let mut lease = leases.acquire("hung").await.unwrap();
+    let lease = leases.acquire("hung").await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!lease.is_lost(), "held while the proxy forwards");
 
@@ -55,7 +55,7 @@ async fn a_leader_whose_packets_are_dropped_knows_it_lost_the_lease_before_a_sta
     let leases = PgLeases::new(&events);
     let (noticed, released) = (leases.loss_detected_within(), leases.session_ends_after());
     let takeover = released + Duration::from_millis(500);
-    let mut leader = leases.acquire("cut").await.unwrap();
+    let leader = leases.acquire("cut").await.unwrap();
     let admin = raw(&server.url()).await;
     let holders = lock_holders(&admin).await;
     assert_eq!(holders.len(), 1, "one lease session: {holders:?}");

@@ -104,7 +104,7 @@ async fn one_lease_holder_at_a_time_tokens_grow_and_a_standby_takes_over() {
 
     // The leader's connection dies (as when its host does): the lease reports lost, and a
     // standby takes over.
-    let mut second = second;
+    let second = second;
     let admin = raw(&server.url()).await;
     let key_holders = admin
         .query("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()", &[])
