@@ -847,7 +847,7 @@ impl EventStore for PgEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> BoxFuture<'a, eventloom_core::Result<Appended>> {
-        Box::pin(async move { self.append_events(stream, expected, events, None).await })
+        Box::pin(self.append_events(stream, expected, events, None))
     }
 
     fn append_command<'a>(
@@ -857,7 +857,7 @@ impl EventStore for PgEventStore {
         events: Vec<NewEvent>,
         fingerprint: &'a Fingerprint,
     ) -> BoxFuture<'a, eventloom_core::Result<Appended>> {
-        Box::pin(async move { self.append_events(stream, expected, events, Some(fingerprint)).await })
+        Box::pin(self.append_events(stream, expected, events, Some(fingerprint)))
     }
 
     fn read_stream<'a>(
@@ -866,7 +866,7 @@ impl EventStore for PgEventStore {
         from_version: u64,
         limit: usize,
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
-        Box::pin(async move { self.read_stream_bounded(stream, from_version, limit, usize::MAX).await })
+        self.read_stream_bounded(stream, from_version, limit, usize::MAX)
     }
 
     fn read_all<'a>(
@@ -874,7 +874,7 @@ impl EventStore for PgEventStore {
         after: Position,
         limit: usize,
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
-        Box::pin(async move { self.read_all_bounded(after, limit, usize::MAX).await })
+        self.read_all_bounded(after, limit, usize::MAX)
     }
 
     /// Rows are decoded as they arrive and reading stops at the byte bound; the rest of the

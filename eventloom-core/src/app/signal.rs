@@ -52,7 +52,7 @@ impl SignallingViews {
 
 impl ViewStore for SignallingViews {
     fn status<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<ProjectionStatus>> {
-        Box::pin(async move { self.inner.status(projection).await })
+        self.inner.status(projection)
     }
     fn begin_generation<'a>(
         &'a self,
@@ -60,7 +60,7 @@ impl ViewStore for SignallingViews {
         version: u32,
         fencing_token: u64,
     ) -> BoxFuture<'a, Result<Written<Generation>>> {
-        Box::pin(async move { self.inner.begin_generation(projection, version, fencing_token).await })
+        self.inner.begin_generation(projection, version, fencing_token)
     }
     fn load_views<'a>(
         &'a self,
@@ -68,7 +68,7 @@ impl ViewStore for SignallingViews {
         generation: u64,
         ids: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
-        Box::pin(async move { self.inner.load_views(projection, generation, ids).await })
+        self.inner.load_views(projection, generation, ids)
     }
     fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
@@ -88,7 +88,7 @@ impl ViewStore for SignallingViews {
         })
     }
     fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
-        Box::pin(async move { self.inner.read_views(projection, ids).await })
+        self.inner.read_views(projection, ids)
     }
     fn list<'a>(
         &'a self,
@@ -98,13 +98,13 @@ impl ViewStore for SignallingViews {
         after: Option<&'a ListCursor>,
         limit: usize,
     ) -> BoxFuture<'a, Result<ViewPage>> {
-        Box::pin(async move { self.inner.list(projection, key, range, after, limit).await })
+        self.inner.list(projection, key, range, after, limit)
     }
     fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, Result<Vec<u64>>> {
-        Box::pin(async move { self.inner.count(projection, keys).await })
+        self.inner.count(projection, keys)
     }
     fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
-        Box::pin(async move { self.inner.dead_letters(projection).await })
+        self.inner.dead_letters(projection)
     }
     fn record_stop<'a>(
         &'a self,

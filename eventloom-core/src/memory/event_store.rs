@@ -209,11 +209,11 @@ impl EventStore for MemoryEventStore {
         from_version: u64,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        Box::pin(async move { self.read_stream_bounded(stream, from_version, limit, usize::MAX).await })
+        self.read_stream_bounded(stream, from_version, limit, usize::MAX)
     }
 
     fn read_all<'a>(&'a self, after: Position, limit: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        Box::pin(async move { self.read_all_bounded(after, limit, usize::MAX).await })
+        self.read_all_bounded(after, limit, usize::MAX)
     }
 
     fn read_stream_bounded<'a>(

@@ -78,7 +78,7 @@ impl<S: EventStore + Clone> Feed for S {
     }
 
     fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move { EventStore::count_after(self, after, cap).await })
+        EventStore::count_after(self, after, cap)
     }
 }
 

@@ -473,7 +473,7 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> BoxFuture<'a, Result<Appended>> {
-        Box::pin(async move { (**self).append(stream, expected, events).await })
+        (**self).append(stream, expected, events)
     }
     fn append_command<'a>(
         &'a self,
@@ -482,7 +482,7 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
         events: Vec<NewEvent>,
         fingerprint: &'a Fingerprint,
     ) -> BoxFuture<'a, Result<Appended>> {
-        Box::pin(async move { (**self).append_command(stream, expected, events, fingerprint).await })
+        (**self).append_command(stream, expected, events, fingerprint)
     }
     fn read_stream<'a>(
         &'a self,
@@ -490,10 +490,10 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
         from_version: u64,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        Box::pin(async move { (**self).read_stream(stream, from_version, limit).await })
+        (**self).read_stream(stream, from_version, limit)
     }
     fn read_all<'a>(&'a self, after: Position, limit: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        Box::pin(async move { (**self).read_all(after, limit).await })
+        (**self).read_all(after, limit)
     }
     fn read_stream_bounded<'a>(
         &'a self,
@@ -502,7 +502,7 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
         limit: usize,
         max_bytes: usize,
     ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        Box::pin(async move { (**self).read_stream_bounded(stream, from_version, limit, max_bytes).await })
+        (**self).read_stream_bounded(stream, from_version, limit, max_bytes)
     }
     fn read_all_bounded<'a>(
         &'a self,
@@ -510,22 +510,22 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
         limit: usize,
         max_bytes: usize,
     ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        Box::pin(async move { (**self).read_all_bounded(after, limit, max_bytes).await })
+        (**self).read_all_bounded(after, limit, max_bytes)
     }
     fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move { (**self).stream_version(stream).await })
+        (**self).stream_version(stream)
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<Position>>> {
-        Box::pin(async move { (**self).head().await })
+        (**self).head()
     }
     fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move { (**self).count_after(after, cap).await })
+        (**self).count_after(after, cap)
     }
     fn held_back<'a>(&'a self, cap: u64) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move { (**self).held_back(cap).await })
+        (**self).held_back(cap)
     }
     fn command_outcome<'a>(&'a self, command_id: &'a str) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
-        Box::pin(async move { (**self).command_outcome(command_id).await })
+        (**self).command_outcome(command_id)
     }
     fn record_command<'a>(
         &'a self,
@@ -533,7 +533,7 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
         fingerprint: &'a Fingerprint,
         outcome: AppendOutcome,
     ) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
-        Box::pin(async move { (**self).record_command(command_id, fingerprint, outcome).await })
+        (**self).record_command(command_id, fingerprint, outcome)
     }
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         (**self).wake_ups()
@@ -585,10 +585,10 @@ pub trait SnapshotStore: Send + Sync + 'static {
 
 impl<T: SnapshotStore + ?Sized> SnapshotStore for Arc<T> {
     fn load_snapshot<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<Option<Snapshot>>> {
-        Box::pin(async move { (**self).load_snapshot(stream).await })
+        (**self).load_snapshot(stream)
     }
     fn save_snapshot<'a>(&'a self, snapshot: Snapshot) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { (**self).save_snapshot(snapshot).await })
+        (**self).save_snapshot(snapshot)
     }
 }
 

@@ -928,7 +928,7 @@ pub trait ViewStore: Send + Sync + 'static {
 
 impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
     fn status<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<ProjectionStatus>> {
-        Box::pin(async move { (**self).status(projection).await })
+        (**self).status(projection)
     }
     fn begin_generation<'a>(
         &'a self,
@@ -936,7 +936,7 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
         version: u32,
         fencing_token: u64,
     ) -> BoxFuture<'a, Result<Written<Generation>>> {
-        Box::pin(async move { (**self).begin_generation(projection, version, fencing_token).await })
+        (**self).begin_generation(projection, version, fencing_token)
     }
     fn load_views<'a>(
         &'a self,
@@ -944,10 +944,10 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
         generation: u64,
         ids: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
-        Box::pin(async move { (**self).load_views(projection, generation, ids).await })
+        (**self).load_views(projection, generation, ids)
     }
     fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<Written>> {
-        Box::pin(async move { (**self).commit(projection, commit).await })
+        (**self).commit(projection, commit)
     }
     fn go_live<'a>(
         &'a self,
@@ -955,10 +955,10 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
         generation: u64,
         fencing_token: u64,
     ) -> BoxFuture<'a, Result<Written>> {
-        Box::pin(async move { (**self).go_live(projection, generation, fencing_token).await })
+        (**self).go_live(projection, generation, fencing_token)
     }
     fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
-        Box::pin(async move { (**self).read_views(projection, ids).await })
+        (**self).read_views(projection, ids)
     }
     fn list<'a>(
         &'a self,
@@ -968,13 +968,13 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
         after: Option<&'a ListCursor>,
         limit: usize,
     ) -> BoxFuture<'a, Result<ViewPage>> {
-        Box::pin(async move { (**self).list(projection, key, range, after, limit).await })
+        (**self).list(projection, key, range, after, limit)
     }
     fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, Result<Vec<u64>>> {
-        Box::pin(async move { (**self).count(projection, keys).await })
+        (**self).count(projection, keys)
     }
     fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
-        Box::pin(async move { (**self).dead_letters(projection).await })
+        (**self).dead_letters(projection)
     }
     fn record_stop<'a>(
         &'a self,
@@ -982,7 +982,7 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
         stop: Option<&'a ProjectionStop>,
         fencing_token: u64,
     ) -> BoxFuture<'a, Result<Written>> {
-        Box::pin(async move { (**self).record_stop(projection, stop, fencing_token).await })
+        (**self).record_stop(projection, stop, fencing_token)
     }
 }
 
