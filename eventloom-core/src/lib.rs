@@ -85,6 +85,7 @@ pub mod app;
 mod error;
 pub mod memory;
 pub mod model;
+pub mod process;
 pub mod read;
 pub mod store;
 pub mod write;
@@ -102,6 +103,7 @@ pub mod __private;
 pub use app::{AggregateOptions, App, HandlerOptions, MemoryStores, ProjectionOptions, Role, Stores};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Event, EventEnvelope, Metadata, Position, StreamId};
+pub use process::ProcessManager;
 pub use read::{BoxError, EventHandler, EventSet, Projection, Reader};
 pub use store::IndexEntry;
 pub use write::{Aggregate, Command, CommandError, CommandOutcome, ExecuteOptions, Handle};
@@ -151,8 +153,9 @@ pub(crate) use {
 pub mod prelude {
     pub use crate::{Aggregate, Command, Event, EventSet, Handle, MemoryStores};
     pub use crate::{
-        AggregateOptions, App, BoxError, CommandOutcome, Error, EventEnvelope, EventHandler, HandlerOptions,
-        IndexEntry, Metadata, Position, Projection, ProjectionOptions, Reader, Role, Stores, StreamId,
+        AggregateOptions, App, BoxError, CommandOutcome, Error, EventEnvelope, EventHandler, ExecuteOptions,
+        HandlerOptions, IndexEntry, Metadata, Position, ProcessManager, Projection, ProjectionOptions, Reader, Role,
+        Stores, StreamId,
     };
     pub use serde::{Deserialize, Serialize};
 }

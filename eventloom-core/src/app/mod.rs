@@ -17,12 +17,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use health::{Lag, LeaseState, Unprojected};
-pub use options::{AggregateOptions, HandlerOptions, ProjectionOptions, Role};
+pub use options::{AggregateOptions, HandlerOptions, ProcessOptions, ProjectionOptions, Role};
 pub use stores::{MemoryStores, Stores};
 
 use self::health::{LeaseStates, TrackedLeases};
 use self::signal::{SignallingViews, Signals};
 use crate::memory::lock;
+use crate::process::ProcessManager;
+use crate::process::dispatch::{Dispatcher, Engines};
+use crate::process::job::ProcessJob;
 use crate::{
     Aggregate, Command, CommandError, CommandOutcome, Cqrs, Error, EventHandler, EventStore, ExecuteOptions, Handle,
     MemberHandle, MemberState, Projection, ProjectionGroup, Projector, Reader, Result, Upcasters, ViewStore,
@@ -35,8 +38,9 @@ impl App {
 
 /// The engine of one aggregate type as the App keeps it.
 type Engine<A> = Cqrs<A, Arc<dyn EventStore>>;
-/// Adds a projection or an event handler to the process's group, with its options.
-type JoinGroup = Box<dyn FnOnce(&mut ProjectionGroup<Arc<dyn EventStore>>) -> MemberHandle + Send>;
+/// Adds a projection, an event handler or a process manager to the process's group, with its
+/// options (a process manager issues its commands through the dispatcher).
+type JoinGroup = Box<dyn FnOnce(&mut ProjectionGroup<Arc<dyn EventStore>>, &Dispatcher) -> MemberHandle + Send>;
 type BuildEngine = Box<dyn FnOnce(&Stores) -> Result<Box<dyn Any + Send + Sync>> + Send>;
 
 /// Resolves when the App shuts down (or is dropped).
@@ -54,6 +58,7 @@ struct PendingAggregate {
 enum Kind {
     Projection,
     Handler,
+    Process,
 }
 
 impl Kind {
@@ -61,6 +66,7 @@ impl Kind {
         match self {
             Kind::Projection => "projection",
             Kind::Handler => "event handler",
+            Kind::Process => "process manager",
         }
     }
 }
@@ -149,7 +155,7 @@ impl AppBuilder {
     /// the process's group all the same: the group honours every option.
     pub fn projection_with<P: Projection>(mut self, projection: P, options: ProjectionOptions) -> Self {
         let name = projection.name().to_owned();
-        let join: JoinGroup = Box::new(move |group| group.add_with(projection, options));
+        let join: JoinGroup = Box::new(move |group, _| group.add_with(projection, options));
         self.members.push(PendingMember {
             kind: Kind::Projection,
             type_id: TypeId::of::<P>(),
@@ -198,11 +204,41 @@ impl AppBuilder {
     /// the process's group all the same.
     pub fn handler_with<H: EventHandler>(mut self, handler: H, options: HandlerOptions) -> Self {
         let name = handler.name().to_owned();
-        let join: JoinGroup = Box::new(move |group| group.add_handler_with(handler, options));
+        let join: JoinGroup = Box::new(move |group, _| group.add_handler_with(handler, options));
         self.members.push(PendingMember {
             kind: Kind::Handler,
             type_id: TypeId::of::<H>(),
             type_name: std::any::type_name::<H>(),
+            name,
+            join,
+        });
+        self
+    }
+
+    /// Registers process manager `process` under its [`name`](ProcessManager::name), run by the
+    /// projectors of this app with the defaults (see [`ProcessOptions`]): fed by the same shared
+    /// read of the log as the projections, it issues its commands to this app's aggregates
+    /// (register each aggregate its commands go to).
+    ///
+    /// # Examples
+    ///
+    /// See [`ProcessManager`].
+    pub fn process_manager<P: ProcessManager>(self, process: P) -> Self {
+        self.process_manager_with(process, ProcessOptions::new())
+    }
+
+    /// Registers process manager `process` with `options` (poison policy, batch size, clock,
+    /// how often it looks for due timers).
+    pub fn process_manager_with<P: ProcessManager>(mut self, process: P, options: ProcessOptions) -> Self {
+        let name = process.name().to_owned();
+        let join: JoinGroup = Box::new(move |group, dispatcher| {
+            let job = ProcessJob::new(process, dispatcher.clone(), options.clock.clone(), options.tick);
+            group.add_job(job, options.settings())
+        });
+        self.members.push(PendingMember {
+            kind: Kind::Process,
+            type_id: TypeId::of::<P>(),
+            type_name: std::any::type_name::<P>(),
             name,
             join,
         });
@@ -264,12 +300,14 @@ impl AppBuilder {
     pub async fn start(self) -> Result<App> {
         self.check()?;
         let AppBuilder { stores, role, drain_timeout, aggregates, members } = self;
-        let mut engines = HashMap::new();
+        let mut engines: Engines = HashMap::new();
         let mut upcasters = HashMap::new();
         for aggregate in aggregates {
             engines.insert(aggregate.type_id, ((aggregate.build)(&stores)?, aggregate.category));
             upcasters.insert(aggregate.category, aggregate.upcasters);
         }
+        let engines = Arc::new(engines);
+        let dispatcher = Dispatcher::new(engines.clone());
         let (stopping, _) = watch::channel(false);
         let (drained, _) = watch::channel(false);
         let signals = Arc::new(Signals::default());
@@ -300,7 +338,7 @@ impl AppBuilder {
             }
             let mut group = base.group();
             for member in members {
-                let handle = (member.join)(&mut group);
+                let handle = (member.join)(&mut group, &dispatcher);
                 runners.push(Runner { kind: member.kind, name: member.name, handle: Some(handle) });
             }
             if !runners.is_empty() {
@@ -434,12 +472,14 @@ pub struct AppStatus {
     pub projections: Vec<ProjectionHealth>,
     /// Each registered event handler, in the order registered.
     pub handlers: Vec<ProjectionHealth>,
+    /// Each registered process manager, in the order registered.
+    pub process_managers: Vec<ProjectionHealth>,
 }
 
 impl AppStatus {
     /// A status, with no event handlers.
     pub fn new(role: Role, stopping: bool, projections: Vec<ProjectionHealth>) -> Self {
-        AppStatus { role, stopping, projections, handlers: Vec::new() }
+        AppStatus { role, stopping, projections, handlers: Vec::new(), process_managers: Vec::new() }
     }
 
     /// The status with these event handlers.
@@ -448,10 +488,17 @@ impl AppStatus {
         self
     }
 
-    /// Not stopping, and no projection or event handler of this process failed.
+    /// The status with these process managers.
+    pub fn with_process_managers(mut self, process_managers: Vec<ProjectionHealth>) -> Self {
+        self.process_managers = process_managers;
+        self
+    }
+
+    /// Not stopping, and no projection, event handler or process manager of this process failed.
     pub fn is_healthy(&self) -> bool {
         let failed = |p: &ProjectionHealth| matches!(p.state, RunState::Failed(_));
-        !self.stopping && !self.projections.iter().any(failed) && !self.handlers.iter().any(failed)
+        let members = self.projections.iter().chain(&self.handlers).chain(&self.process_managers);
+        !self.stopping && !members.into_iter().any(failed)
     }
 }
 
@@ -475,7 +522,7 @@ struct Inner {
     role: Role,
     drain_timeout: Duration,
     /// Each aggregate's [`Engine`], by the aggregate's type, with its category.
-    engines: HashMap<TypeId, (Box<dyn Any + Send + Sync>, &'static str)>,
+    engines: Arc<Engines>,
     /// The registered projections, in the order registered.
     readers: Vec<Registered>,
     /// Every projection's and event handler's runner, in the order registered.
@@ -786,7 +833,9 @@ impl App {
             health
         };
         let of = |kind| self.inner.runners.iter().filter(|r| r.kind == kind).map(health).collect();
-        AppStatus::new(self.inner.role, stopping, of(Kind::Projection)).with_handlers(of(Kind::Handler))
+        AppStatus::new(self.inner.role, stopping, of(Kind::Projection))
+            .with_handlers(of(Kind::Handler))
+            .with_process_managers(of(Kind::Process))
     }
 
     /// The [`status`](Self::status), with each projection's and event handler's [`Lag`] read
@@ -836,7 +885,8 @@ impl App {
         let mut status = self.status();
         let (events, views) = (self.inner.stores.events(), self.inner.stores.views());
         let held_back = events.held_back(cap).await.map_err(Arc::new);
-        for member in status.projections.iter_mut().chain(status.handlers.iter_mut()) {
+        let members = status.projections.iter_mut().chain(status.handlers.iter_mut());
+        for member in members.chain(status.process_managers.iter_mut()) {
             let lag = health::lag(&**events, &**views, &member.name, cap, &held_back).await;
             member.lag = Some(lag.map_err(Arc::new));
         }

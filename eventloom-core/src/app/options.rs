@@ -4,10 +4,12 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::model::{Clock, SystemClock};
 use crate::read::group::MemberSettings;
 use crate::{Aggregate, Cqrs, Error, EventStore, PoisonPolicy, RetryPolicy, SnapshotPolicy, SnapshotStore, Upcasters};
 
@@ -183,6 +185,90 @@ impl HandlerOptions {
     /// after a crash, at the cost of more writes.
     pub fn batch_size(mut self, events: usize) -> Self {
         self.batch_size = Some(events.max(1));
+        self
+    }
+
+    pub(crate) fn settings(&self) -> MemberSettings {
+        MemberSettings { poison: self.poison, batch_size: self.batch_size }
+    }
+}
+
+/// How an [`App`](crate::App) runs one process manager: its poison policy and batch size (as a
+/// projection's), the clock its timers are due by, and how often it looks for due timers and
+/// for commands left in its outbox while no event comes.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use eventloom_core::app::ProcessOptions;
+/// use eventloom_core::model::{ManualClock, Timestamp};
+///
+/// let clock = Arc::new(ManualClock::new(Timestamp::from_micros(0)));
+/// let options = ProcessOptions::new().clock(clock.clone()).tick(Duration::from_millis(20));
+/// # let _ = options;
+/// ```
+#[derive(Clone)]
+pub struct ProcessOptions {
+    pub(crate) poison: Option<PoisonPolicy>,
+    pub(crate) batch_size: Option<usize>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) tick: Duration,
+}
+
+impl fmt::Debug for ProcessOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessOptions")
+            .field("poison", &self.poison)
+            .field("batch_size", &self.batch_size)
+            .field("tick", &self.tick)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        ProcessOptions { poison: None, batch_size: None, clock: Arc::new(SystemClock), tick: Self::DEFAULT_TICK }
+    }
+}
+
+impl ProcessOptions {
+    /// How often a process manager looks for due timers and for commands left in its outbox by
+    /// default: a timer fires up to this late.
+    pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+
+    /// The defaults: stop on a poison event, the projector's batch size, the system clock, a
+    /// look every [`DEFAULT_TICK`](Self::DEFAULT_TICK).
+    pub fn new() -> Self {
+        ProcessOptions::default()
+    }
+
+    /// What to do with an event (or timer, or refusal) its reaction fails on, or that does not
+    /// decode (default: stop; [`PoisonPolicy::DeadLetter`] records it and goes on, deciding
+    /// nothing for it).
+    pub fn poison_policy(mut self, policy: PoisonPolicy) -> Self {
+        self.poison = Some(policy);
+        self
+    }
+
+    /// Decides on up to `events` per write (at least 1).
+    pub fn batch_size(mut self, events: usize) -> Self {
+        self.batch_size = Some(events.max(1));
+        self
+    }
+
+    /// The clock timers come due by (tests replace it with a
+    /// [`ManualClock`](crate::model::ManualClock)). A timer's due time is counted from its
+    /// trigger's time, which the engine's clock wrote.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How often it looks for due timers and commands left in its outbox (at least 1 ms).
+    pub fn tick(mut self, every: Duration) -> Self {
+        self.tick = every.max(Duration::from_millis(1));
         self
     }
 

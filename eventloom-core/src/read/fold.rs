@@ -60,7 +60,7 @@ impl CategoryUpcasters {
 }
 
 /// A dead letter for `raw`.
-pub(super) fn dead_letter(raw: &RecordedEvent, reason: String) -> DeadLetter {
+pub(crate) fn dead_letter(raw: &RecordedEvent, reason: String) -> DeadLetter {
     DeadLetter {
         position: raw.position,
         stream: raw.stream.clone(),

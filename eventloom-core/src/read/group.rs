@@ -253,6 +253,11 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
         self.push(HandlerJob::new(handler), options.settings())
     }
 
+    /// Adds any job the runner runs (a process manager) to the group.
+    pub(crate) fn add_job<J: Job>(&mut self, job: J, settings: MemberSettings) -> MemberHandle {
+        self.push(job, settings)
+    }
+
     fn push<J: Job>(&mut self, job: J, settings: MemberSettings) -> MemberHandle {
         let name: Arc<str> = job.name().into();
         let (status, watch) = watch::channel(MemberStatus::starting());

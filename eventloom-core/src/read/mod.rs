@@ -8,7 +8,7 @@ pub(crate) mod group;
 pub(crate) mod projection;
 pub(crate) mod projector;
 pub(crate) mod reader;
-mod run;
+pub(crate) mod run;
 pub(crate) mod subscription;
 
 pub use crate::store::OrderRange;

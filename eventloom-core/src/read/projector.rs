@@ -53,8 +53,8 @@ use crate::{
 /// # });
 /// ```
 pub struct Projector<S> {
-    pub(super) events: S,
-    pub(super) views: Arc<dyn ViewStore>,
+    pub(crate) events: S,
+    pub(crate) views: Arc<dyn ViewStore>,
     pub(super) leases: Option<Arc<dyn LeaseManager>>,
     upcasters: CategoryUpcasters,
     pub(super) batch_size: usize,
@@ -374,6 +374,21 @@ impl<S: EventStore + Clone> Projector<S> {
         }
     }
 
+    /// Routes a stored event to a reader of `E` with the projector's upcasters (see
+    /// `CategoryUpcasters::route`).
+    pub(crate) fn route<E: crate::EventSet>(
+        &self,
+        raw: &RecordedEvent,
+        handles: impl FnOnce(&str, &str) -> bool,
+    ) -> Option<Result<crate::EventEnvelope<E::Event>>> {
+        self.upcasters.route::<E>(raw, handles)
+    }
+
+    /// What its runners do with an event they cannot process.
+    pub(crate) fn poison(&self) -> PoisonPolicy {
+        self.poison
+    }
+
     pub(super) fn subscribe(&self, checkpoint: Option<Position>) -> Subscription<S> {
         Subscription::new(self.events.clone(), checkpoint.unwrap_or(Position::ZERO))
             .with_batch_size(self.batch_size)
@@ -533,11 +548,11 @@ fn refused_as_written(error: &Error) -> bool {
 
 /// The generation a runner writes into.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Target {
-    pub(super) generation: u64,
-    pub(super) checkpoint: Option<Position>,
+pub(crate) struct Target {
+    pub(crate) generation: u64,
+    pub(crate) checkpoint: Option<Position>,
     /// Not live yet: made live once caught up.
-    pub(super) building: bool,
+    pub(crate) building: bool,
     /// The store holds a recorded stop, cleared once a batch is written.
-    pub(super) stopped: bool,
+    pub(crate) stopped: bool,
 }

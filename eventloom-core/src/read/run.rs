@@ -29,7 +29,7 @@ use crate::{Error, EventStore, Lease, Position, Projection, RecordedEvent, Resul
 /// What a [`Runner`] runs: a projection (views in generations, rebuilt when the store lost
 /// them) or an event handler (side effects, its checkpoint kept for good). Everything it keeps
 /// in the view store is under its [`name`](Job::name).
-pub(super) trait Job: Send + Sync + 'static {
+pub(crate) trait Job: Send + Sync + 'static {
     /// The name its checkpoint, lease, views, dead letters and stop are kept under.
     fn name(&self) -> &str;
 
@@ -59,11 +59,30 @@ pub(super) trait Job: Send + Sync + 'static {
         shutdown: &'a mut X,
         lease: Option<&'a Lease>,
     ) -> impl Future<Output = Result<Processed>> + Send + 'a;
+
+    /// How often a live runner that waits for events calls [`idle`](Job::idle): never by
+    /// default. A process manager looks for due timers and commands left in its outbox.
+    fn tick(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Work of the job's own while live and waiting for events (see [`tick`](Job::tick)); it
+    /// leaves the checkpoint where it is.
+    fn idle<'a, S: EventStore + Clone>(
+        &'a self,
+        projector: &'a Projector<S>,
+        target: &'a Target,
+        token: u64,
+        lease: Option<&'a Lease>,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        let _ = (projector, target, token, lease);
+        std::future::ready(Ok(()))
+    }
 }
 
 /// How a batch [`Job::process`] took ended short of an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Processed {
+pub(crate) enum Processed {
     /// The whole batch went through: the checkpoint now (`None` only before the first event,
     /// for an empty batch).
     Written(Option<Position>),
@@ -159,6 +178,8 @@ pub(super) struct Runner<'a, S, F, J, X> {
     member: Option<Membership>,
     /// The generation it last found to write.
     known: Option<u64>,
+    /// When the job's idle work is due next (never for a job without any).
+    next_idle: Option<tokio::time::Instant>,
 }
 
 impl<'a, S, F, J, X> Runner<'a, S, F, J, X>
@@ -170,7 +191,8 @@ where
 {
     pub(super) fn new(projector: &'a Projector<S>, feed: &'a F, job: J, shutdown: Pin<&'a mut X>) -> Self {
         let delay = projector.retry_delay;
-        Runner { projector, feed, job, shutdown, lease: None, delay, member: None, known: None }
+        let next_idle = job.tick().map(|tick| tokio::time::Instant::now() + tick);
+        Runner { projector, feed, job, shutdown, lease: None, delay, member: None, known: None, next_idle }
     }
 
     /// A member of a group: it joins the group's shared read once caught up.
@@ -335,10 +357,31 @@ where
                             return Ok(State::Acquire);
                         }
                     }
+                    () = sleep_or_never(self.next_idle) => {
+                        if let Some(step) = self.idle(&run.target, run.token).await {
+                            return step;
+                        }
+                    }
                 }
             }
         };
         self.fold(run, batch).await
+    }
+
+    /// The job's own work while it waits for events (see [`Job::idle`]): `None` to go on
+    /// waiting, or the step a failure leads to (an outage is only logged: the next tick tries
+    /// again).
+    async fn idle(&mut self, target: &Target, token: u64) -> Option<Step<F::Reader>> {
+        self.next_idle = self.job.tick().map(|tick| tokio::time::Instant::now() + tick);
+        match self.job.idle(self.projector, target, token, self.lease.as_ref()).await {
+            Ok(()) => None,
+            Err(error) if error.is_transient() => {
+                tracing::warn!(%error, "the idle work failed; trying again at the next tick");
+                self.report(|s| s.last_error = Some(error.to_string()));
+                None
+            }
+            Err(error) => Some(self.failed(target.generation, token, error).await),
+        }
     }
 
     /// Live in a group: fed by the group's shared read once it joined it; until then (and
@@ -410,6 +453,11 @@ where
                         () = tokio::time::sleep(projector.verify_interval) => {
                             if !views_still_there(projector, self.job.name(), &run.target).await {
                                 return Ok(State::Acquire);
+                            }
+                        }
+                        () = sleep_or_never(self.next_idle) => {
+                            if let Some(step) = self.idle(&run.target, run.token).await {
+                                return step;
                             }
                         }
                     }
@@ -496,6 +544,13 @@ where
                 if run.target.stopped {
                     run.target.stopped = !projector.note_running(self.job.name(), run.token).await;
                 }
+                // A steady flow of events must not keep the idle work from its turn.
+                if !run.target.building
+                    && self.next_idle.is_some_and(|at| at <= tokio::time::Instant::now())
+                    && let Some(step) = self.idle(&run.target, run.token).await
+                {
+                    return step;
+                }
                 Ok(run.into_state())
             }
             Ok(Processed::ShutDown(position)) => {
@@ -555,6 +610,14 @@ async fn views_still_there<S: EventStore + Clone>(projector: &Projector<S>, name
             tracing::warn!(%error, "cannot check the views' generation");
             true
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_or_never(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,12 +8,14 @@ mod aggregate_test;
 pub mod encoding;
 pub mod event_store;
 pub mod lease;
+mod process_test;
 mod projection_test;
 pub mod projector;
 pub mod snapshot_store;
 pub mod view_store;
 
 pub use aggregate_test::{AggregateTest, Outcome};
+pub use process_test::ProcessTest;
 pub use projection_test::ProjectionTest;
 
 use crate::{Metadata, NewEvent};

@@ -9,3 +9,4 @@ mod group;
 mod kit;
 mod projector;
 mod retry;
+mod saga;

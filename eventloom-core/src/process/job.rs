@@ -1,0 +1,592 @@
+//! A process manager as the projector's runner runs it: each batch's decisions committed with
+//! the checkpoint (states, timers, outbox), then the outbox executed; while live and idle, due
+//! timers appended to the journal and commands left in the outbox tried again.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::ProcessManager;
+use super::decision::{Decision, Refused, Timer};
+use super::dispatch::{CommandSet, Dispatched, Dispatcher};
+use super::journal::{self, Entry, derived_id};
+use super::record::{Instance, Outgoing, StoredTimer, instance_id, outbox_id, outbox_key, timers_key};
+use crate::model::{Clock, Timestamp};
+use crate::read::fold::dead_letter;
+use crate::read::projector::{Projector, Target};
+use crate::read::run::{Job, Processed};
+use crate::store::{DeadLetter, OrderRange, ViewCommit, ViewWrite, superseded};
+use crate::{Error, EventEnvelope, EventStore, ExecuteOptions, Lease, PoisonPolicy, Position, RecordedEvent, Result};
+
+/// How many due instances or outbox entries one look takes.
+const PAGE: usize = 100;
+
+/// The version a process manager's first generation is stored under when none is given.
+pub(crate) struct ProcessJob<P> {
+    pm: P,
+    dispatcher: Dispatcher,
+    clock: Arc<dyn Clock>,
+    tick: Duration,
+    /// On a rebuild: the checkpoint the live generation had reached. Decisions on events up to
+    /// it were made and issued before: they issue nothing again.
+    replay_until: Mutex<Option<Position>>,
+}
+
+/// One trigger of a batch: an event of the process manager's, or an entry of its journal.
+pub(crate) enum Trigger<E> {
+    Event(EventEnvelope<E>),
+    Entry(Entry),
+}
+
+/// A trigger with what every decision needs of it.
+pub(crate) struct Step<E> {
+    pub(crate) raw_index: usize,
+    pub(crate) key: String,
+    pub(crate) trigger: Trigger<E>,
+    pub(crate) event_id: String,
+    pub(crate) at: Timestamp,
+    pub(crate) correlation: Option<String>,
+}
+
+impl<P: ProcessManager> ProcessJob<P> {
+    pub(crate) fn new(pm: P, dispatcher: Dispatcher, clock: Arc<dyn Clock>, tick: Duration) -> Self {
+        ProcessJob { pm, dispatcher, clock, tick, replay_until: Mutex::new(None) }
+    }
+
+    fn replay_until(&self) -> Option<Position> {
+        self.replay_until.lock().map(|r| *r).unwrap_or(None)
+    }
+
+    fn set_replay_until(&self, until: Option<Position>) {
+        if let Ok(mut r) = self.replay_until.lock() {
+            *r = until;
+        }
+    }
+
+    /// The steps of `batch` that concern this process manager, in order; an event that does not
+    /// decode is `Err` with its index.
+    fn steps<S: EventStore + Clone>(
+        &self,
+        projector: &Projector<S>,
+        batch: &[RecordedEvent],
+    ) -> Steps<<P::Events as crate::EventSet>::Event> {
+        let name = self.pm.name();
+        let mut steps = Vec::new();
+        for (raw_index, raw) in batch.iter().enumerate() {
+            let metadata = match raw.metadata.get() {
+                Ok(m) => m,
+                Err(error) => {
+                    steps.push(Err((raw_index, error)));
+                    continue;
+                }
+            };
+            let event_id = metadata.event_id.to_string();
+            let (at, correlation) = (metadata.timestamp, metadata.correlation_id.clone());
+            let (key, trigger) = match journal::entry_of(name, raw) {
+                Some(Ok(entry)) => {
+                    let key = match &entry {
+                        Entry::Timer { timer, .. } => timer.key.clone(),
+                        Entry::Refused { key, .. } => key.clone(),
+                    };
+                    (key, Trigger::Entry(entry))
+                }
+                Some(Err(error)) => {
+                    steps.push(Err((raw_index, error)));
+                    continue;
+                }
+                None => match projector.route::<P::Events>(raw, |c, t| self.pm.handles(c, t)) {
+                    None => continue,
+                    Some(Err(error)) => {
+                        steps.push(Err((raw_index, error)));
+                        continue;
+                    }
+                    Some(Ok(envelope)) => match self.pm.correlate(&envelope) {
+                        Some(key) => (key, Trigger::Event(envelope)),
+                        None => continue,
+                    },
+                },
+            };
+            let correlation = correlation.or_else(|| Some(event_id.clone()));
+            steps.push(Ok(Step { raw_index, key, trigger, event_id, at, correlation }));
+        }
+        steps
+    }
+
+    /// Folds and commits one batch; then, when live, executes the commands it put in the outbox.
+    async fn process_batch<S: EventStore + Clone>(
+        &self,
+        projector: &Projector<S>,
+        batch: &[RecordedEvent],
+        target: &Target,
+        token: u64,
+        lease: Option<&Lease>,
+    ) -> Result<Processed> {
+        let name = self.pm.name();
+        let steps = self.steps(projector, batch);
+        let mut folded = Folded::load(projector, name, target.generation, &steps).await?;
+        let replay_until = if target.building { self.replay_until() } else { None };
+        self.fold(projector, batch, steps, replay_until, &mut folded);
+        let written = match folded.done.filter(|d| Some(*d) > target.checkpoint) {
+            Some(checkpoint) => {
+                let commit = ViewCommit {
+                    generation: target.generation,
+                    expected: target.checkpoint,
+                    checkpoint,
+                    fencing_token: token,
+                    views: folded.writes(name)?,
+                    dead_letters: std::mem::take(&mut folded.dead_letters),
+                };
+                superseded(name, projector.views.commit(name, commit).await?)?;
+                Some(checkpoint)
+            }
+            None => target.checkpoint,
+        };
+        if let Some((position, error)) = folded.stop {
+            tracing::error!(%error, %position, "the process manager stopped on an event");
+            return Err(error);
+        }
+        if !target.building
+            && let Some(checkpoint) = written
+            && !folded.outbox.is_empty()
+        {
+            let at = Target { checkpoint: Some(checkpoint), ..*target };
+            self.dispatch(projector, &at, token, lease, folded.outbox).await?;
+        }
+        Ok(Processed::Written(written))
+    }
+
+    /// Decides on each step of `batch` in order, into `folded`; a step that fails is
+    /// dead-lettered or stops the fold, by the poison policy. Decisions on events up to
+    /// `replay_until` issue nothing.
+    fn fold<S: EventStore + Clone>(
+        &self,
+        projector: &Projector<S>,
+        batch: &[RecordedEvent],
+        steps: Steps<<P::Events as crate::EventSet>::Event>,
+        replay_until: Option<Position>,
+        folded: &mut Folded,
+    ) {
+        let mut steps = steps.into_iter().peekable();
+        for (raw_index, raw) in batch.iter().enumerate() {
+            // The step of this event, if it is one.
+            let step = match steps.peek() {
+                Some(Ok(s)) if s.raw_index == raw_index => steps.next(),
+                Some(Err((i, _))) if *i == raw_index => steps.next(),
+                _ => None,
+            };
+            let outcome = match step {
+                None => Ok(()),
+                Some(Err((_, error))) => Err(error),
+                Some(Ok(step)) => {
+                    let slot = folded.by_key[&step.key];
+                    let issue = replay_until.is_none_or(|until| raw.position > until);
+                    decide(&self.pm, &mut folded.instances[slot], step, raw.position, issue, &mut folded.outbox)
+                }
+            };
+            match outcome {
+                Ok(()) => folded.done = Some(raw.position),
+                Err(error)
+                    if matches!(error, Error::NewerSchema { .. }) || projector.poison() == PoisonPolicy::Stop =>
+                {
+                    folded.stop = Some((raw.position, error));
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, position = %raw.position, "dead-lettering an event the process manager failed on");
+                    folded.dead_letters.push(dead_letter(raw, error.to_string()));
+                    folded.done = Some(raw.position);
+                }
+            }
+        }
+    }
+
+    /// Executes `outgoing` in order, then deletes from the outbox those that went through (a
+    /// refusal appended to the journal first), in one write that leaves the checkpoint where
+    /// it is. Stops early when the lease is lost; a command to try again stays.
+    async fn dispatch<S: EventStore + Clone>(
+        &self,
+        projector: &Projector<S>,
+        target: &Target,
+        token: u64,
+        lease: Option<&Lease>,
+        outgoing: Vec<Outgoing>,
+    ) -> Result<()> {
+        let name = self.pm.name();
+        let Some(checkpoint) = target.checkpoint else { return Ok(()) };
+        let mut finished = Vec::new();
+        let mut failure = None;
+        for entry in outgoing {
+            if lease.is_some_and(Lease::is_lost) {
+                break;
+            }
+            let command: P::Commands = match serde_json::from_value(entry.command.clone()) {
+                Ok(command) => command,
+                Err(e) => {
+                    failure = Some(corrupt(name, &entry.command_id, &format!("the command does not decode: {e}")));
+                    break;
+                }
+            };
+            let mut options = ExecuteOptions::default().command_id(entry.command_id.clone());
+            if let Some(c) = &entry.correlation {
+                options = options.correlation_id(c.clone());
+            }
+            if let Some(c) = &entry.causation {
+                options = options.causation_id(c.clone());
+            }
+            let span = tracing::info_span!("dispatch", command_id = %entry.command_id);
+            let dispatched = tracing::Instrument::instrument(command.dispatch(&self.dispatcher, options), span).await;
+            match dispatched {
+                Dispatched::Executed(_) => finished.push(entry),
+                Dispatched::Refused { reason } => {
+                    tracing::info!(command_id = %entry.command_id, %reason, "a command the process manager issued was refused");
+                    let refused = Entry::Refused {
+                        process: name.to_owned(),
+                        key: entry.key.clone(),
+                        command_id: entry.command_id.clone(),
+                        reason,
+                        command: entry.command.clone(),
+                    };
+                    let causation = entry.command_id.clone();
+                    journal::append(
+                        &projector.events,
+                        &refused,
+                        self.clock.now(),
+                        entry.correlation.as_deref(),
+                        Some(&causation),
+                    )
+                    .await?;
+                    finished.push(entry);
+                }
+                Dispatched::Retry { reason } => {
+                    tracing::warn!(command_id = %entry.command_id, %reason, "a command the process manager issued is to be tried again");
+                    break;
+                }
+                Dispatched::Failed(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        if !finished.is_empty() {
+            let views =
+                finished.iter().map(|e| ViewWrite::delete(outbox_id(&e.command_id)).leaving(e.index())).collect();
+            let commit = ViewCommit {
+                generation: target.generation,
+                expected: Some(checkpoint),
+                checkpoint,
+                fencing_token: token,
+                views,
+                dead_letters: Vec::new(),
+            };
+            superseded(name, projector.views.commit(name, commit).await?)?;
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// While live: appends the timers that came due to the journal (their reaction comes with
+    /// the log), and executes what is left in the outbox.
+    async fn tend<S: EventStore + Clone>(
+        &self,
+        projector: &Projector<S>,
+        target: &Target,
+        token: u64,
+        lease: Option<&Lease>,
+    ) -> Result<()> {
+        if target.building || lease.is_some_and(Lease::is_lost) {
+            return Ok(());
+        }
+        let name = self.pm.name();
+        let now = self.clock.now();
+        let due = OrderRange::ints(..=now.as_micros());
+        let page = projector.views.list(name, &timers_key(), &due, None, PAGE).await?;
+        for (id, json) in &page.views {
+            let instance: Instance = serde_json::from_str(json).map_err(|e| corrupt(name, id, &e.to_string()))?;
+            for stored in instance.timers.iter().filter(|t| t.timer.due <= now) {
+                if lease.is_some_and(Lease::is_lost) {
+                    return Ok(());
+                }
+                tracing::info!(timer = %stored.timer.name, key = %stored.timer.key, "a timer came due");
+                let entry = Entry::Timer { process: name.to_owned(), timer: stored.timer.clone() };
+                journal::append(&projector.events, &entry, now, stored.correlation.as_deref(), Some(&stored.timer.id))
+                    .await?;
+            }
+        }
+        let pending = projector.views.list(name, &outbox_key(), &OrderRange::all(), None, PAGE).await?;
+        let mut outgoing = Vec::with_capacity(pending.views.len());
+        for (id, json) in &pending.views {
+            outgoing.push(serde_json::from_str::<Outgoing>(json).map_err(|e| corrupt(name, id, &e.to_string()))?);
+        }
+        if !outgoing.is_empty() {
+            self.dispatch(projector, target, token, lease, outgoing).await?;
+        }
+        Ok(())
+    }
+
+    /// The generation to write: as a handler's, its first is live at once (it issues what its
+    /// events decide from the first one); a new version rebuilds into a new generation, issuing
+    /// nothing for the events the live one had reached, after the live one's outbox is executed.
+    async fn resolve<S: EventStore + Clone>(
+        &self,
+        projector: &Projector<S>,
+        token: u64,
+        known: Option<u64>,
+    ) -> Result<Target> {
+        let name = self.pm.name();
+        let status = projector.views.status(name).await?;
+        let stopped = status.stopped.is_some();
+        if let Some(newer) = [status.live, status.building].into_iter().flatten().find(|g| g.version > P::VERSION) {
+            return Err(Error::NewerVersion {
+                projection: name.to_owned(),
+                running: P::VERSION,
+                stored: newer.version,
+            });
+        }
+        let live = status.live;
+        if let Some(live) = live.filter(|g| g.version == P::VERSION) {
+            if known.is_some_and(|k| k != live.id && status.building.is_none_or(|b| b.id != k)) {
+                return Err(state_gone(name, known.unwrap_or_default()));
+            }
+            self.set_replay_until(None);
+            return Ok(Target { generation: live.id, checkpoint: live.checkpoint, building: false, stopped });
+        }
+        if live.is_none() && known.is_some() {
+            return Err(state_gone(name, known.unwrap_or_default()));
+        }
+        if let Some(old) = live {
+            // A rebuild: what the old generation decided is executed before it is left.
+            let at = Target { generation: old.id, checkpoint: old.checkpoint, building: false, stopped };
+            self.tend(projector, &at, token, None).await?;
+        }
+        let building = match status.building.filter(|g| g.version == P::VERSION) {
+            Some(building) => building,
+            None => superseded(name, projector.views.begin_generation(name, P::VERSION, token).await?)?,
+        };
+        match live {
+            Some(old) => {
+                tracing::info!(
+                    from = old.version,
+                    to = P::VERSION,
+                    "new process manager version; rebuilding its states"
+                );
+                self.set_replay_until(old.checkpoint);
+                Ok(Target { generation: building.id, checkpoint: building.checkpoint, building: true, stopped })
+            }
+            None => {
+                superseded(name, projector.views.go_live(name, building.id, token).await?)?;
+                tracing::info!(generation = building.id, "the process manager's first generation is made");
+                Ok(Target { generation: building.id, checkpoint: building.checkpoint, building: false, stopped })
+            }
+        }
+    }
+}
+
+/// The steps of a batch, in order; one that cannot be read is `Err`, with its index.
+type Steps<E> = Vec<std::result::Result<Step<E>, (usize, Error)>>;
+
+/// A batch folded: the instances it touched as they were and are now, the commands it put in
+/// the outbox, the events it dead-lettered, and where it got to.
+struct Folded {
+    ids: Vec<String>,
+    by_key: HashMap<String, usize>,
+    before: Vec<Option<Instance>>,
+    instances: Vec<Option<Instance>>,
+    outbox: Vec<Outgoing>,
+    dead_letters: Vec<DeadLetter>,
+    /// The last event done with; `None` before the first.
+    done: Option<Position>,
+    /// The event the fold stopped at, and why.
+    stop: Option<(Position, Error)>,
+}
+
+impl Folded {
+    /// The instances `steps` touch, as stored in `generation`.
+    async fn load<S: EventStore + Clone, E>(
+        projector: &Projector<S>,
+        name: &str,
+        generation: u64,
+        steps: &Steps<E>,
+    ) -> Result<Folded> {
+        let mut ids: Vec<String> = Vec::new();
+        let mut by_key: HashMap<String, usize> = HashMap::new();
+        for step in steps.iter().flatten() {
+            if !by_key.contains_key(&step.key) {
+                by_key.insert(step.key.clone(), ids.len());
+                ids.push(instance_id(&step.key));
+            }
+        }
+        let stored = projector.views.load_views(name, generation, &ids).await?;
+        let mut instances: Vec<Option<Instance>> = Vec::with_capacity(ids.len());
+        for (id, json) in ids.iter().zip(&stored) {
+            instances.push(match json {
+                Some(json) => Some(serde_json::from_str(json).map_err(|e| corrupt(name, id, &e.to_string()))?),
+                None => None,
+            });
+        }
+        let before = instances.clone();
+        Ok(Folded {
+            ids,
+            by_key,
+            before,
+            instances,
+            outbox: Vec::new(),
+            dead_letters: Vec::new(),
+            done: None,
+            stop: None,
+        })
+    }
+
+    /// The view writes of the fold: each changed instance (with its entry in the timers'
+    /// index), and each new outbox entry.
+    fn writes(&self, name: &str) -> Result<Vec<ViewWrite>> {
+        let mut views = Vec::with_capacity(self.ids.len() + self.outbox.len());
+        for ((id, now), was) in self.ids.iter().zip(&self.instances).zip(&self.before) {
+            if now == was {
+                continue;
+            }
+            let leave = was.as_ref().map(Instance::index).unwrap_or_default();
+            views.push(match now {
+                Some(instance) => {
+                    let json = crate::json::to_string(instance)
+                        .map_err(|source| Error::Serde { what: format!("instance {id} of {name}"), source })?;
+                    let join = instance.index();
+                    let left = leave.iter().filter(|e| !join.contains(e)).cloned().collect();
+                    let joined = join.into_iter().filter(|e| !leave.contains(e)).collect();
+                    ViewWrite::set(id.clone(), json).leaving(left).joining(joined)
+                }
+                None => ViewWrite::delete(id.clone()).leaving(leave),
+            });
+        }
+        for outgoing in &self.outbox {
+            let json = crate::json::to_string(outgoing)
+                .map_err(|source| Error::Serde { what: format!("outbox entry of {name}"), source })?;
+            views.push(ViewWrite::set(outbox_id(&outgoing.command_id), json).joining(outgoing.index()));
+        }
+        Ok(views)
+    }
+}
+
+impl<P: ProcessManager> Job for ProcessJob<P> {
+    fn name(&self) -> &str {
+        self.pm.name()
+    }
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("process_manager", process_manager = self.pm.name())
+    }
+
+    fn target<'a, S: EventStore + Clone>(
+        &'a self,
+        projector: &'a Projector<S>,
+        token: u64,
+        known: Option<u64>,
+    ) -> impl Future<Output = Result<Target>> + Send + 'a {
+        self.resolve(projector, token, known)
+    }
+
+    fn process<'a, S: EventStore + Clone, X: Future<Output = ()> + Send + Unpin>(
+        &'a self,
+        projector: &'a Projector<S>,
+        batch: &'a [RecordedEvent],
+        target: &'a Target,
+        token: u64,
+        _shutdown: &'a mut X,
+        lease: Option<&'a Lease>,
+    ) -> impl Future<Output = Result<Processed>> + Send + 'a {
+        self.process_batch(projector, batch, target, token, lease)
+    }
+
+    fn tick(&self) -> Option<Duration> {
+        Some(self.tick)
+    }
+
+    fn idle<'a, S: EventStore + Clone>(
+        &'a self,
+        projector: &'a Projector<S>,
+        target: &'a Target,
+        token: u64,
+        lease: Option<&'a Lease>,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        self.tend(projector, target, token, lease)
+    }
+}
+
+/// Applies one step to its instance and adds its commands to `outbox` (when `issue`).
+pub(crate) fn decide<P: ProcessManager>(
+    pm: &P,
+    instance: &mut Option<Instance>,
+    step: Step<<P::Events as crate::EventSet>::Event>,
+    position: Position,
+    issue: bool,
+    outbox: &mut Vec<Outgoing>,
+) -> Result<()> {
+    let name = pm.name();
+    let failed = |source| Error::Projection { projection: name.to_owned(), position, source };
+    let mut state: P::State = match instance {
+        Some(i) => serde_json::from_value(i.state.clone())
+            .map_err(|e| corrupt(name, &instance_id(&step.key), &e.to_string()))?,
+        None => P::State::default(),
+    };
+    let mut timers = instance.as_ref().map(|i| i.timers.clone()).unwrap_or_default();
+    let mut decision = Decision::at(step.at);
+    match &step.trigger {
+        Trigger::Event(envelope) => pm.on_event(&mut state, envelope, &mut decision).map_err(failed)?,
+        Trigger::Entry(Entry::Timer { timer, .. }) => {
+            // A timer cancelled or set again since it came due is not one to react to.
+            let Some(at) = timers.iter().position(|t| t.timer.id == timer.id) else { return Ok(()) };
+            timers.remove(at);
+            pm.on_timer(&mut state, timer, &mut decision).map_err(failed)?;
+        }
+        Trigger::Entry(Entry::Refused { key, command_id, reason, command, .. }) => {
+            let command: P::Commands = serde_json::from_value(command.clone())
+                .map_err(|e| corrupt(name, command_id, &format!("the refused command does not decode: {e}")))?;
+            let refused = Refused { command, reason: reason.clone(), command_id: command_id.clone(), key: key.clone() };
+            pm.on_refused(&mut state, &refused, &mut decision).map_err(failed)?;
+        }
+    }
+    let Decision { commands, timers: set, cancelled, complete, .. } = decision;
+    timers.retain(|t| !cancelled.contains(&t.timer.name) && !set.iter().any(|(n, _)| *n == t.timer.name));
+    for (index, (timer_name, due)) in set.into_iter().enumerate() {
+        let id = derived_id(&[name, &step.event_id, &format!("t{index}")]);
+        let timer = Timer { name: timer_name, key: step.key.clone(), due, id };
+        timers.push(StoredTimer { timer, correlation: step.correlation.clone() });
+    }
+    let mut pending = Vec::with_capacity(commands.len());
+    for (index, command) in commands.into_iter().enumerate() {
+        let json = serde_json::to_value(&command)
+            .map_err(|source| Error::Serde { what: format!("a command of {name}"), source })?;
+        pending.push(Outgoing {
+            command: json,
+            command_id: derived_id(&[name, &step.event_id, &index.to_string()]),
+            key: step.key.clone(),
+            correlation: step.correlation.clone(),
+            causation: Some(step.event_id.clone()),
+            order: format!("{}{index:05}", position.sort_key()),
+        });
+    }
+    let state = serde_json::to_value(&state)
+        .map_err(|source| Error::Serde { what: format!("the state of {name} instance {}", step.key), source })?;
+    *instance = (!complete).then_some(Instance { state, timers });
+    if issue {
+        outbox.extend(pending);
+    }
+    Ok(())
+}
+
+/// The error of a stored state, timer or outbox entry that does not decode.
+fn corrupt(name: &str, id: &str, reason: &str) -> Error {
+    Error::Corrupt { location: format!("view {id:?} of process manager {name}"), reason: reason.to_owned() }
+}
+
+/// The error of a process manager whose stored states vanished under it.
+fn state_gone(name: &str, generation: u64) -> Error {
+    Error::Corrupt {
+        location: format!("the states of process manager {name} (generation {generation})"),
+        reason: "they are gone from the view store (restarted empty, or flushed): the process manager stops rather \
+                 than decide again on every event; restore the store, or clear its status to start over"
+            .to_owned(),
+    }
+}

@@ -1,0 +1,589 @@
+//! Process managers on the App (memory stores): an order saga across orders, stock and payments,
+//! with a payment deadline (a durable timer), compensation on refusal, exactly-once commands
+//! across restarts and deposed leaders, and a rebuild that issues nothing again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventloom_core::app::ProcessOptions;
+use eventloom_core::model::{ManualClock, Timestamp};
+use eventloom_core::prelude::*;
+use eventloom_core::process::{CommandSet, Decision, Dispatched, Dispatcher, ProcessManager, Refused, Timer};
+use eventloom_core::testing::ProcessTest;
+use eventloom_core::{App, BoxError, MemoryStores, store::EventStore};
+
+// ---- The domain ----
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+pub enum OrderEvent {
+    Placed { sku: String, qty: u64 },
+    Confirmed,
+    Cancelled { reason: String },
+}
+
+#[derive(Debug, Default)]
+pub struct Order {
+    open: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(String);
+
+impl Aggregate for Order {
+    const TYPE: &'static str = "order";
+    type Event = OrderEvent;
+    type Error = Refusal;
+    fn apply(&mut self, event: &OrderEvent) {
+        self.open = matches!(event, OrderEvent::Placed { .. });
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Command)]
+#[command(aggregate = Order)]
+pub struct PlaceOrder {
+    #[command(id)]
+    pub order: String,
+    pub sku: String,
+    pub qty: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Command)]
+#[command(aggregate = Order)]
+pub struct ConfirmOrder {
+    #[command(id)]
+    pub order: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Command)]
+#[command(aggregate = Order)]
+pub struct CancelOrder {
+    #[command(id)]
+    pub order: String,
+    pub reason: String,
+}
+
+impl Handle<PlaceOrder> for Order {
+    fn handle(&self, c: &PlaceOrder) -> Result<Vec<OrderEvent>, Refusal> {
+        Ok(vec![OrderEvent::Placed { sku: c.sku.clone(), qty: c.qty }])
+    }
+}
+
+impl Handle<ConfirmOrder> for Order {
+    fn handle(&self, _: &ConfirmOrder) -> Result<Vec<OrderEvent>, Refusal> {
+        if !self.open {
+            return Err(Refusal("the order is not open".into()));
+        }
+        Ok(vec![OrderEvent::Confirmed])
+    }
+}
+
+impl Handle<CancelOrder> for Order {
+    fn handle(&self, c: &CancelOrder) -> Result<Vec<OrderEvent>, Refusal> {
+        if !self.open {
+            return Err(Refusal("the order is not open".into()));
+        }
+        Ok(vec![OrderEvent::Cancelled { reason: c.reason.clone() }])
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+pub enum StockEvent {
+    Added { qty: u64 },
+    Reserved { order: String, qty: u64 },
+    Released { order: String, qty: u64 },
+}
+
+#[derive(Debug, Default)]
+pub struct Stock {
+    available: u64,
+    reserved: std::collections::BTreeMap<String, u64>,
+}
+
+impl Aggregate for Stock {
+    const TYPE: &'static str = "stock";
+    type Event = StockEvent;
+    type Error = Refusal;
+    fn apply(&mut self, event: &StockEvent) {
+        match event {
+            StockEvent::Added { qty } => self.available += qty,
+            StockEvent::Reserved { order, qty } => {
+                self.available -= qty;
+                self.reserved.insert(order.clone(), *qty);
+            }
+            StockEvent::Released { order, qty } => {
+                self.available += qty;
+                self.reserved.remove(order);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Command)]
+#[command(aggregate = Stock)]
+pub struct AddStock {
+    #[command(id)]
+    pub sku: String,
+    pub qty: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Command)]
+#[command(aggregate = Stock)]
+pub struct Reserve {
+    #[command(id)]
+    pub sku: String,
+    pub order: String,
+    pub qty: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Command)]
+#[command(aggregate = Stock)]
+pub struct Release {
+    #[command(id)]
+    pub sku: String,
+    pub order: String,
+}
+
+impl Handle<AddStock> for Stock {
+    fn handle(&self, c: &AddStock) -> Result<Vec<StockEvent>, Refusal> {
+        Ok(vec![StockEvent::Added { qty: c.qty }])
+    }
+}
+
+impl Handle<Reserve> for Stock {
+    fn handle(&self, c: &Reserve) -> Result<Vec<StockEvent>, Refusal> {
+        if self.reserved.contains_key(&c.order) {
+            return Ok(vec![]);
+        }
+        if self.available < c.qty {
+            return Err(Refusal(format!("out of stock: {} left", self.available)));
+        }
+        Ok(vec![StockEvent::Reserved { order: c.order.clone(), qty: c.qty }])
+    }
+}
+
+impl Handle<Release> for Stock {
+    fn handle(&self, c: &Release) -> Result<Vec<StockEvent>, Refusal> {
+        Ok(self
+            .reserved
+            .get(&c.order)
+            .map(|qty| StockEvent::Released { order: c.order.clone(), qty: *qty })
+            .into_iter()
+            .collect())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+pub enum PaymentEvent {
+    Paid { order: String },
+}
+
+#[derive(Debug, Default)]
+pub struct Payment;
+
+impl Aggregate for Payment {
+    const TYPE: &'static str = "payment";
+    type Event = PaymentEvent;
+    type Error = Refusal;
+    fn apply(&mut self, _: &PaymentEvent) {}
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Command)]
+#[command(aggregate = Payment)]
+pub struct Pay {
+    #[command(id)]
+    pub order: String,
+}
+
+impl Handle<Pay> for Payment {
+    fn handle(&self, c: &Pay) -> Result<Vec<PaymentEvent>, Refusal> {
+        Ok(vec![PaymentEvent::Paid { order: c.order.clone() }])
+    }
+}
+
+#[derive(Debug, EventSet)]
+pub enum Fulfilment {
+    #[events(aggregate = Order)]
+    Order(OrderEvent),
+    #[events(aggregate = Stock)]
+    Stock(StockEvent),
+    #[events(aggregate = Payment)]
+    Payment(PaymentEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SagaCommand {
+    Reserve(Reserve),
+    Release(Release),
+    Confirm(ConfirmOrder),
+    Cancel(CancelOrder),
+}
+
+impl CommandSet for SagaCommand {
+    async fn dispatch(self, to: &Dispatcher, options: ExecuteOptions) -> Dispatched {
+        match self {
+            SagaCommand::Reserve(c) => to.execute(c, options).await,
+            SagaCommand::Release(c) => to.execute(c, options).await,
+            SagaCommand::Confirm(c) => to.execute(c, options).await,
+            SagaCommand::Cancel(c) => to.execute(c, options).await,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaState {
+    sku: String,
+    reserved: bool,
+    paid: bool,
+    done: bool,
+}
+
+/// Reserves stock for a placed order, waits 15 minutes for its payment, then confirms it; on a
+/// timeout or an out-of-stock refusal, cancels it (releasing what it reserved).
+pub struct OrderSaga;
+
+pub const DEADLINE: Duration = Duration::from_secs(15 * 60);
+
+impl ProcessManager for OrderSaga {
+    const NAME: &'static str = "order_saga";
+    type Events = Fulfilment;
+    type State = SagaState;
+    type Commands = SagaCommand;
+
+    fn correlate(&self, event: &EventEnvelope<Fulfilment>) -> Option<String> {
+        match &event.event {
+            Fulfilment::Order(_) => Some(event.stream.id().to_owned()),
+            Fulfilment::Stock(StockEvent::Reserved { order, .. } | StockEvent::Released { order, .. }) => {
+                Some(order.clone())
+            }
+            Fulfilment::Stock(StockEvent::Added { .. }) => None,
+            Fulfilment::Payment(PaymentEvent::Paid { order }) => Some(order.clone()),
+        }
+    }
+
+    fn on_event(
+        &self,
+        s: &mut SagaState,
+        e: &EventEnvelope<Fulfilment>,
+        d: &mut Decision<SagaCommand>,
+    ) -> Result<(), BoxError> {
+        let order = match &e.event {
+            Fulfilment::Order(_) => e.stream.id().to_owned(),
+            Fulfilment::Stock(StockEvent::Reserved { order, .. } | StockEvent::Released { order, .. }) => order.clone(),
+            Fulfilment::Payment(PaymentEvent::Paid { order }) => order.clone(),
+            Fulfilment::Stock(StockEvent::Added { .. }) => return Ok(()),
+        };
+        match &e.event {
+            Fulfilment::Order(OrderEvent::Placed { sku, qty }) => {
+                s.sku = sku.clone();
+                d.issue(SagaCommand::Reserve(Reserve { sku: sku.clone(), order, qty: *qty }));
+                d.schedule("payment", DEADLINE);
+            }
+            Fulfilment::Stock(StockEvent::Reserved { .. }) => {
+                s.reserved = true;
+                if s.paid {
+                    d.issue(SagaCommand::Confirm(ConfirmOrder { order }));
+                }
+            }
+            Fulfilment::Payment(PaymentEvent::Paid { .. }) if !s.done => {
+                s.paid = true;
+                d.cancel("payment");
+                if s.reserved {
+                    d.issue(SagaCommand::Confirm(ConfirmOrder { order }));
+                }
+            }
+            Fulfilment::Order(OrderEvent::Confirmed) => d.complete(),
+            Fulfilment::Order(OrderEvent::Cancelled { .. }) => {
+                s.done = true;
+                if s.reserved {
+                    d.issue(SagaCommand::Release(Release { sku: s.sku.clone(), order }));
+                }
+                d.complete();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_timer(&self, s: &mut SagaState, timer: &Timer, d: &mut Decision<SagaCommand>) -> Result<(), BoxError> {
+        s.done = true;
+        d.issue(SagaCommand::Cancel(CancelOrder { order: timer.key.clone(), reason: "not paid in time".into() }));
+        Ok(())
+    }
+
+    fn on_refused(
+        &self,
+        s: &mut SagaState,
+        r: &Refused<SagaCommand>,
+        d: &mut Decision<SagaCommand>,
+    ) -> Result<(), BoxError> {
+        if let SagaCommand::Reserve(_) = r.command {
+            s.done = true;
+            d.cancel("payment");
+            d.issue(SagaCommand::Cancel(CancelOrder { order: r.key.clone(), reason: r.reason.clone() }));
+        }
+        Ok(())
+    }
+}
+
+// ---- The test kit ----
+
+#[test]
+fn the_kit_shows_the_commands_and_timers_of_each_step() {
+    let mut t = ProcessTest::new(OrderSaga);
+    t.given("o-1", Fulfilment::Order(OrderEvent::Placed { sku: "apple".into(), qty: 2 }));
+    t.then_commands(&[SagaCommand::Reserve(Reserve { sku: "apple".into(), order: "o-1".into(), qty: 2 })]);
+    assert_eq!(t.timers("o-1"), [("payment".to_owned(), Timestamp::from_micros(t.now().as_micros() + 900_000_000))]);
+    t.given("apple", Fulfilment::Stock(StockEvent::Reserved { order: "o-1".into(), qty: 2 }));
+    t.elapse(Duration::from_secs(60));
+    t.given("o-1", Fulfilment::Payment(PaymentEvent::Paid { order: "o-1".into() }));
+    t.then_commands(&[SagaCommand::Confirm(ConfirmOrder { order: "o-1".into() })]);
+    assert!(t.timers("o-1").is_empty(), "payment cancels the deadline");
+    t.elapse(DEADLINE);
+    t.then_commands(&[]);
+
+    // A timeout cancels; the cancellation releases what was reserved.
+    t.given("o-2", Fulfilment::Order(OrderEvent::Placed { sku: "pear".into(), qty: 1 }));
+    t.given("pear", Fulfilment::Stock(StockEvent::Reserved { order: "o-2".into(), qty: 1 }));
+    t.take_commands();
+    t.elapse(DEADLINE);
+    t.then_commands(&[SagaCommand::Cancel(CancelOrder { order: "o-2".into(), reason: "not paid in time".into() })]);
+    t.given("o-2", Fulfilment::Order(OrderEvent::Cancelled { reason: "not paid in time".into() }));
+    t.then_commands(&[SagaCommand::Release(Release { sku: "pear".into(), order: "o-2".into() })]);
+    assert_eq!(t.state("o-2"), None, "complete");
+
+    // A refused reservation compensates.
+    t.given("o-3", Fulfilment::Order(OrderEvent::Placed { sku: "fig".into(), qty: 9 }));
+    let reserve = SagaCommand::Reserve(Reserve { sku: "fig".into(), order: "o-3".into(), qty: 9 });
+    t.then_commands(std::slice::from_ref(&reserve));
+    t.refuse(&reserve, "out of stock: 0 left");
+    t.then_commands(&[SagaCommand::Cancel(CancelOrder { order: "o-3".into(), reason: "out of stock: 0 left".into() })]);
+    assert!(t.timers("o-3").is_empty());
+    let ids = t.command_ids();
+    assert!(ids.iter().all(|id| id.starts_with("order_saga/")), "{ids:?}");
+    assert_eq!(ids.len(), ids.iter().collect::<std::collections::HashSet<_>>().len(), "ids are distinct");
+}
+
+// ---- On the App ----
+
+fn app_on(stores: &MemoryStores, clock: &Arc<ManualClock>) -> eventloom_core::app::AppBuilder {
+    App::builder(stores.clone())
+        .aggregate::<Order>()
+        .aggregate::<Stock>()
+        .aggregate::<Payment>()
+        .process_manager_with(OrderSaga, ProcessOptions::new().clock(clock.clone()).tick(Duration::from_millis(10)))
+}
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(Timestamp::now()))
+}
+
+/// The events of `stream`, as (type, payload).
+async fn events_of(stores: &MemoryStores, category: &str, id: &str) -> Vec<String> {
+    let stream = StreamId::new(category, id).unwrap();
+    let events = stores.events.read_stream(&stream, 1, 1000).await.unwrap();
+    events.iter().map(|e| e.event_type.to_string()).collect()
+}
+
+/// Waits until `stream` holds `n` events of type `event_type`.
+async fn until_events(stores: &MemoryStores, category: &str, id: &str, event_type: &str, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = events_of(stores, category, id).await;
+        if events.iter().filter(|t| *t == event_type).count() >= n {
+            return events;
+        }
+        assert!(std::time::Instant::now() < deadline, "{category}/{id} has no {event_type} after 10 s: {events:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_order_is_reserved_paid_and_confirmed() {
+    let (stores, clock) = (MemoryStores::new(), clock());
+    let app = app_on(&stores, &clock).start().await.unwrap();
+    app.execute(AddStock { sku: "apple".into(), qty: 5 }).await.unwrap();
+    let placed = app.execute(PlaceOrder { order: "o-1".into(), sku: "apple".into(), qty: 2 }).await.unwrap();
+    until_events(&stores, "stock", "apple", "Reserved", 1).await;
+    app.execute(Pay { order: "o-1".into() }).await.unwrap();
+    let events = until_events(&stores, "order", "o-1", "Confirmed", 1).await;
+    assert_eq!(events, ["Placed", "Confirmed"]);
+    // The reservation carries the order's correlation and the triggering event as causation.
+    let stock = stores.events.read_stream(&StreamId::new("stock", "apple").unwrap(), 1, 10).await.unwrap();
+    let reserved = stock[1].metadata.get().unwrap();
+    let placed_event = stores.events.read_stream(&StreamId::new("order", "o-1").unwrap(), 1, 1).await.unwrap();
+    let placed_id = placed_event[0].metadata.get().unwrap().event_id.to_string();
+    assert_eq!(reserved.causation_id.as_deref(), Some(placed_id.as_str()));
+    assert_eq!(
+        reserved.correlation_id.as_deref(),
+        Some(placed_id.as_str()),
+        "the order's event starts the correlation"
+    );
+    assert!(reserved.command_id.as_deref().is_some_and(|id| id.starts_with("order_saga/")));
+    let status = app.health(100).await;
+    assert_eq!(status.process_managers.len(), 1);
+    assert_eq!(status.process_managers[0].name, "order_saga");
+    let _ = placed;
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unpaid_order_is_cancelled_by_its_timer_and_its_stock_released() {
+    let (stores, clock) = (MemoryStores::new(), clock());
+    let app = app_on(&stores, &clock).start().await.unwrap();
+    app.execute(AddStock { sku: "pear".into(), qty: 1 }).await.unwrap();
+    app.execute(PlaceOrder { order: "o-2".into(), sku: "pear".into(), qty: 1 }).await.unwrap();
+    until_events(&stores, "stock", "pear", "Reserved", 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(events_of(&stores, "order", "o-2").await, ["Placed"], "not due yet");
+    clock.advance(i64::try_from((DEADLINE + Duration::from_secs(60)).as_micros()).unwrap());
+    until_events(&stores, "order", "o-2", "Cancelled", 1).await;
+    let stock = until_events(&stores, "stock", "pear", "Released", 1).await;
+    assert_eq!(stock, ["Added", "Reserved", "Released"]);
+    // Fired once: more ticks issue nothing more.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(events_of(&stores, "order", "o-2").await, ["Placed", "Cancelled"]);
+    assert_eq!(events_of(&stores, "stock", "pear").await, ["Added", "Reserved", "Released"]);
+    let journal = events_of(&stores, "eventloom.process", "order_saga/o-2").await;
+    assert_eq!(journal, ["TimerFired"]);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_reservation_cancels_the_order_once() {
+    let (stores, clock) = (MemoryStores::new(), clock());
+    let app = app_on(&stores, &clock).start().await.unwrap();
+    app.execute(PlaceOrder { order: "o-3".into(), sku: "fig".into(), qty: 9 }).await.unwrap();
+    let order = until_events(&stores, "order", "o-3", "Cancelled", 1).await;
+    assert_eq!(order, ["Placed", "Cancelled"]);
+    let journal = until_events(&stores, "eventloom.process", "order_saga/o-3", "CommandRefused", 1).await;
+    assert_eq!(journal, ["CommandRefused"]);
+    // The deadline was cancelled with it: nothing fires later.
+    clock.advance(i64::try_from(DEADLINE.as_micros()).unwrap() * 2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(events_of(&stores, "order", "o-3").await, ["Placed", "Cancelled"]);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restart_issues_nothing_twice_and_a_due_timer_fires_after_it() {
+    let (stores, clock) = (MemoryStores::new(), clock());
+    let app = app_on(&stores, &clock).start().await.unwrap();
+    app.execute(AddStock { sku: "kiwi".into(), qty: 10 }).await.unwrap();
+    for i in 0..5 {
+        app.execute(PlaceOrder { order: format!("k-{i}"), sku: "kiwi".into(), qty: 1 }).await.unwrap();
+    }
+    until_events(&stores, "stock", "kiwi", "Reserved", 5).await;
+    app.shutdown().await.unwrap();
+    drop(app);
+    // Due while nobody ran.
+    clock.advance(i64::try_from((DEADLINE + Duration::from_secs(60)).as_micros()).unwrap());
+    let again = app_on(&stores, &clock).start().await.unwrap();
+    for i in 0..5 {
+        until_events(&stores, "order", &format!("k-{i}"), "Cancelled", 1).await;
+    }
+    until_events(&stores, "stock", "kiwi", "Released", 5).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stock = events_of(&stores, "stock", "kiwi").await;
+    assert_eq!(stock.iter().filter(|t| *t == "Reserved").count(), 5, "{stock:?}");
+    assert_eq!(stock.iter().filter(|t| *t == "Released").count(), 5, "{stock:?}");
+    again.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_deposed_leader_with_a_due_timer_issues_nothing() {
+    let (stores, clock) = (MemoryStores::new(), clock());
+    let app = app_on(&stores, &clock).start().await.unwrap();
+    app.execute(AddStock { sku: "lime".into(), qty: 1 }).await.unwrap();
+    app.execute(PlaceOrder { order: "l-1".into(), sku: "lime".into(), qty: 1 }).await.unwrap();
+    until_events(&stores, "stock", "lime", "Reserved", 1).await;
+    // A second process takes the lease away: the first one is deposed while its timer is due.
+    stores.leases.revoke("order_saga");
+    let other = app_on(&stores, &clock).role(eventloom_core::Role::All).start().await.unwrap();
+    app.shutdown().await.unwrap();
+    clock.advance(i64::try_from((DEADLINE + Duration::from_secs(60)).as_micros()).unwrap());
+    until_events(&stores, "order", "l-1", "Cancelled", 1).await;
+    until_events(&stores, "stock", "lime", "Released", 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(events_of(&stores, "order", "l-1").await, ["Placed", "Cancelled"]);
+    assert_eq!(events_of(&stores, "eventloom.process", "order_saga/l-1").await, ["TimerFired"]);
+    other.shutdown().await.unwrap();
+}
+
+/// A new version of the saga: its states are rebuilt from the log, timers and refusals
+/// included, and nothing is issued again for what the old version had decided.
+struct OrderSagaV2;
+
+impl ProcessManager for OrderSagaV2 {
+    const NAME: &'static str = "order_saga";
+    const VERSION: u32 = 2;
+    type Events = Fulfilment;
+    type State = SagaState;
+    type Commands = SagaCommand;
+    fn correlate(&self, event: &EventEnvelope<Fulfilment>) -> Option<String> {
+        OrderSaga.correlate(event)
+    }
+    fn on_event(
+        &self,
+        s: &mut SagaState,
+        e: &EventEnvelope<Fulfilment>,
+        d: &mut Decision<SagaCommand>,
+    ) -> Result<(), BoxError> {
+        OrderSaga.on_event(s, e, d)
+    }
+    fn on_timer(&self, s: &mut SagaState, t: &Timer, d: &mut Decision<SagaCommand>) -> Result<(), BoxError> {
+        OrderSaga.on_timer(s, t, d)
+    }
+    fn on_refused(
+        &self,
+        s: &mut SagaState,
+        r: &Refused<SagaCommand>,
+        d: &mut Decision<SagaCommand>,
+    ) -> Result<(), BoxError> {
+        OrderSaga.on_refused(s, r, d)
+    }
+}
+
+#[tokio::test]
+async fn a_rebuild_restores_the_states_and_issues_nothing_again() {
+    let (stores, clock) = (MemoryStores::new(), clock());
+    let app = app_on(&stores, &clock).start().await.unwrap();
+    app.execute(AddStock { sku: "plum".into(), qty: 2 }).await.unwrap();
+    app.execute(PlaceOrder { order: "p-1".into(), sku: "plum".into(), qty: 1 }).await.unwrap();
+    app.execute(PlaceOrder { order: "p-2".into(), sku: "plum".into(), qty: 5 }).await.unwrap();
+    until_events(&stores, "order", "p-2", "Cancelled", 1).await;
+    until_events(&stores, "stock", "plum", "Reserved", 1).await;
+    app.shutdown().await.unwrap();
+    let before = stores.events.read_all(eventloom_core::Position::ZERO, 10_000).await.unwrap().len();
+    let v2 = App::builder(stores.clone())
+        .aggregate::<Order>()
+        .aggregate::<Stock>()
+        .aggregate::<Payment>()
+        .process_manager_with(OrderSagaV2, ProcessOptions::new().clock(clock.clone()).tick(Duration::from_millis(10)))
+        .start()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = eventloom_core::store::ViewStore::status(&stores.views, "order_saga").await.unwrap();
+        if status.live.is_some_and(|g| g.version == 2) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not rebuilt: {status:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = stores.events.read_all(eventloom_core::Position::ZERO, 10_000).await.unwrap().len();
+    assert_eq!(after, before, "the rebuild issued nothing");
+    // The rebuilt state still has p-1's deadline, and it fires once.
+    clock.advance(i64::try_from((DEADLINE + Duration::from_secs(60)).as_micros()).unwrap());
+    until_events(&stores, "order", "p-1", "Cancelled", 1).await;
+    until_events(&stores, "stock", "plum", "Released", 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        events_of(&stores, "order", "p-2").await,
+        ["Placed", "Cancelled"],
+        "the refusal was not reacted to again"
+    );
+    v2.shutdown().await.unwrap();
+}
