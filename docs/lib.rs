@@ -21,6 +21,7 @@ chapters! {
     CommandsAndEvents => "src/commands-and-events.md",
     Engine => "src/engine.md",
     Projections => "src/projections.md",
+    ProcessManagers => "src/process-managers.md",
     Postgres => "src/postgres.md",
     Redis => "src/redis.md",
     Testing => "src/testing.md",
