@@ -94,6 +94,9 @@ impl Dispatched {
             Ok(outcome) => Dispatched::Executed(outcome),
             Err(CommandError::Rejected(rejection)) => Dispatched::Refused { reason: rejection.to_string() },
             Err(error @ CommandError::Conflict { .. }) => Dispatched::Retry { reason: error.to_string() },
+            // The id was used by another request: a release changed the command. Trying again
+            // cannot mend it.
+            Err(CommandError::Store(error @ Error::CommandIdReused { .. })) => Dispatched::Failed(error),
             Err(CommandError::Store(error)) => match error.kind() {
                 ErrorKind::Unavailable | ErrorKind::NotReady | ErrorKind::Conflict => {
                     Dispatched::Retry { reason: error.to_string() }

@@ -83,10 +83,15 @@ impl<P: ProcessManager> ProcessJob<P> {
             };
             let event_id = metadata.event_id.to_string();
             let (at, correlation) = (metadata.timestamp, metadata.correlation_id.clone());
+            let mut at = at;
             let (key, trigger) = match journal::entry_of(name, raw) {
                 Some(Ok(entry)) => {
                     let key = match &entry {
-                        Entry::Timer { timer, .. } => timer.key.clone(),
+                        Entry::Timer { timer, .. } => {
+                            // A timer's reaction happens at its due time, however late it ran.
+                            at = timer.due;
+                            timer.key.clone()
+                        }
                         Entry::Refused { key, .. } => key.clone(),
                     };
                     (key, Trigger::Entry(entry))
@@ -102,7 +107,13 @@ impl<P: ProcessManager> ProcessJob<P> {
                         continue;
                     }
                     Some(Ok(envelope)) => match self.pm.correlate(&envelope) {
-                        Some(key) => (key, Trigger::Event(envelope)),
+                        Some(key) => match journal::check_key(name, &key) {
+                            Ok(()) => (key, Trigger::Event(envelope)),
+                            Err(error) => {
+                                steps.push(Err((raw_index, error)));
+                                continue;
+                            }
+                        },
                         None => continue,
                     },
                 },
@@ -150,8 +161,10 @@ impl<P: ProcessManager> ProcessJob<P> {
             && let Some(checkpoint) = written
             && !folded.outbox.is_empty()
         {
+            // Through the outbox in its order: commands an earlier batch left (to try again)
+            // go before this batch's.
             let at = Target { checkpoint: Some(checkpoint), ..*target };
-            self.dispatch(projector, &at, token, lease, folded.outbox).await?;
+            self.drain_outbox(projector, &at, token, lease).await?;
         }
         Ok(Processed::Written(written))
     }
@@ -211,9 +224,10 @@ impl<P: ProcessManager> ProcessJob<P> {
         token: u64,
         lease: Option<&Lease>,
         outgoing: Vec<Outgoing>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let name = self.pm.name();
-        let Some(checkpoint) = target.checkpoint else { return Ok(()) };
+        let Some(checkpoint) = target.checkpoint else { return Ok(true) };
+        let total = outgoing.len();
         let mut finished = Vec::new();
         let mut failure = None;
         for entry in outgoing {
@@ -283,7 +297,35 @@ impl<P: ProcessManager> ProcessJob<P> {
         }
         match failure {
             Some(error) => Err(error),
-            None => Ok(()),
+            None => Ok(finished.len() == total),
+        }
+    }
+
+    /// Executes the outbox in its order, a page at a time, until it is empty (`true`) or a
+    /// command is to be tried again or the lease is lost (`false`).
+    async fn drain_outbox<S: EventStore + Clone>(
+        &self,
+        projector: &Projector<S>,
+        target: &Target,
+        token: u64,
+        lease: Option<&Lease>,
+    ) -> Result<bool> {
+        let name = self.pm.name();
+        loop {
+            let pending = projector.views.list(name, &outbox_key(), &OrderRange::all(), None, PAGE).await?;
+            if pending.views.is_empty() {
+                return Ok(true);
+            }
+            let mut outgoing = Vec::with_capacity(pending.views.len());
+            for (id, json) in &pending.views {
+                outgoing.push(serde_json::from_str::<Outgoing>(json).map_err(|e| corrupt(name, id, &e.to_string()))?);
+            }
+            if !self.dispatch(projector, target, token, lease, outgoing).await? {
+                return Ok(false);
+            }
+            if pending.next.is_none() {
+                return Ok(true);
+            }
         }
     }
 
@@ -303,9 +345,15 @@ impl<P: ProcessManager> ProcessJob<P> {
         let now = self.clock.now();
         let due = OrderRange::ints(..=now.as_micros());
         let page = projector.views.list(name, &timers_key(), &due, None, PAGE).await?;
+        let mut fired = Vec::new();
         for (id, json) in &page.views {
             let instance: Instance = serde_json::from_str(json).map_err(|e| corrupt(name, id, &e.to_string()))?;
-            for stored in instance.timers.iter().filter(|t| t.timer.due <= now) {
+            fired.extend(instance.timers.into_iter().filter(|t| t.timer.due <= now));
+        }
+        // In due order, as the test kit fires them.
+        fired.sort_by(|a, b| (a.timer.due, &a.timer.id).cmp(&(b.timer.due, &b.timer.id)));
+        {
+            for stored in &fired {
                 if lease.is_some_and(Lease::is_lost) {
                     return Ok(());
                 }
@@ -315,14 +363,7 @@ impl<P: ProcessManager> ProcessJob<P> {
                     .await?;
             }
         }
-        let pending = projector.views.list(name, &outbox_key(), &OrderRange::all(), None, PAGE).await?;
-        let mut outgoing = Vec::with_capacity(pending.views.len());
-        for (id, json) in &pending.views {
-            outgoing.push(serde_json::from_str::<Outgoing>(json).map_err(|e| corrupt(name, id, &e.to_string()))?);
-        }
-        if !outgoing.is_empty() {
-            self.dispatch(projector, target, token, lease, outgoing).await?;
-        }
+        self.drain_outbox(projector, target, token, lease).await?;
         Ok(())
     }
 
@@ -359,7 +400,12 @@ impl<P: ProcessManager> ProcessJob<P> {
         if let Some(old) = live {
             // A rebuild: what the old generation decided is executed before it is left.
             let at = Target { generation: old.id, checkpoint: old.checkpoint, building: false, stopped };
-            self.tend(projector, &at, token, None).await?;
+            if !self.drain_outbox(projector, &at, token, None).await? {
+                return Err(Error::unavailable_msg(format!(
+                    "process manager {name}: the commands of the live generation's outbox must all run before a \
+                     rebuild; one is to be tried again"
+                )));
+            }
         }
         let building = match status.building.filter(|g| g.version == P::VERSION) {
             Some(building) => building,
@@ -538,6 +584,10 @@ pub(crate) fn decide<P: ProcessManager>(
             // A timer cancelled or set again since it came due is not one to react to.
             let Some(at) = timers.iter().position(|t| t.timer.id == timer.id) else { return Ok(()) };
             timers.remove(at);
+            // Gone even when the reaction fails (a dead letter): it must not come due again.
+            if let Some(stored) = instance.as_mut() {
+                stored.timers.retain(|t| t.timer.id != timer.id);
+            }
             pm.on_timer(&mut state, timer, &mut decision).map_err(failed)?;
         }
         Trigger::Entry(Entry::Refused { key, command_id, reason, command, .. }) => {
@@ -549,8 +599,8 @@ pub(crate) fn decide<P: ProcessManager>(
     }
     let Decision { commands, timers: set, cancelled, complete, .. } = decision;
     timers.retain(|t| !cancelled.contains(&t.timer.name) && !set.iter().any(|(n, _)| *n == t.timer.name));
-    for (index, (timer_name, due)) in set.into_iter().enumerate() {
-        let id = derived_id(&[name, &step.event_id, &format!("t{index}")]);
+    for (timer_name, due) in set {
+        let id = derived_id(&[name, &step.event_id, "timer", &timer_name]);
         let timer = Timer { name: timer_name, key: step.key.clone(), due, id };
         timers.push(StoredTimer { timer, correlation: step.correlation.clone() });
     }
@@ -569,7 +619,10 @@ pub(crate) fn decide<P: ProcessManager>(
     }
     let state = serde_json::to_value(&state)
         .map_err(|source| Error::Serde { what: format!("the state of {name} instance {}", step.key), source })?;
-    *instance = (!complete).then_some(Instance { state, timers });
+    // An instance back at the default state with no timer is not worth keeping (late events of a
+    // completed one would otherwise leave one behind each).
+    let idle = timers.is_empty() && serde_json::to_value(P::State::default()).is_ok_and(|d| d == state);
+    *instance = (!complete && !idle).then_some(Instance { state, timers });
     if issue {
         outbox.extend(pending);
     }

@@ -80,6 +80,12 @@ pub(crate) fn entry_of(name: &str, raw: &RecordedEvent) -> Option<Result<Entry>>
     }
 }
 
+/// Checks that instance `key` of process manager `name` can have a journal stream: a key that
+/// cannot is a poison event, found before it is decided on.
+pub(crate) fn check_key(name: &str, key: &str) -> Result<()> {
+    StreamId::new(JOURNAL_CATEGORY, format!("{name}/{key}")).map(|_| ())
+}
+
 /// Appends `entry` to its instance's journal, once: an entry appended before under the same id
 /// is left as it was. Carries `correlation` and `causation`.
 pub(crate) async fn append<S: EventStore>(

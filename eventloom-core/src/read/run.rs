@@ -347,12 +347,15 @@ where
             let projector = self.projector;
             let fetch = run.reader.next_batch();
             tokio::pin!(fetch);
+            // A deadline, not a sleep made again each turn: the idle work must not starve it.
+            let mut verify = tokio::time::Instant::now() + projector.verify_interval;
             loop {
                 tokio::select! {
                     batch = &mut fetch => break batch,
                     () = &mut self.shutdown => return Ok(State::Done),
                     () = lease_lost(&mut self.lease) => return Ok(State::Acquire),
-                    () = tokio::time::sleep(projector.verify_interval) => {
+                    () = tokio::time::sleep_until(verify) => {
+                        verify = tokio::time::Instant::now() + projector.verify_interval;
                         if !views_still_there(projector, self.job.name(), &run.target).await {
                             return Ok(State::Acquire);
                         }
@@ -445,12 +448,14 @@ where
             },
             None => {
                 let Some(shared) = run.shared.as_mut() else { return Ok(State::Live(run)) };
+                let mut verify = tokio::time::Instant::now() + projector.verify_interval;
                 let batch = loop {
                     tokio::select! {
                         batch = shared.next() => break batch,
                         () = &mut self.shutdown => return Ok(State::Done),
                         () = lease_lost(&mut self.lease) => return Ok(State::Acquire),
-                        () = tokio::time::sleep(projector.verify_interval) => {
+                        () = tokio::time::sleep_until(verify) => {
+                            verify = tokio::time::Instant::now() + projector.verify_interval;
                             if !views_still_there(projector, self.job.name(), &run.target).await {
                                 return Ok(State::Acquire);
                             }

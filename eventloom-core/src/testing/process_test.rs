@@ -164,7 +164,7 @@ impl<P: ProcessManager> ProcessTest<P> {
                 key: stored.timer.key.clone(),
                 trigger: Trigger::Entry(entry),
                 event_id,
-                at: self.now,
+                at: stored.timer.due,
                 correlation: stored.correlation.clone(),
             };
             self.next_position();
