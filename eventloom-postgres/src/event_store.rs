@@ -995,23 +995,34 @@ impl EventStore for PgEventStore {
                 last_version: fields.unsigned("last_version")?,
                 position: fields.position("transaction_id", "sequence")?,
             };
+            let mut record = CommandRecord::new(outcome);
             // NULL: recorded before fingerprints were kept, or by a plain append.
-            let fingerprint = match fields.get::<Option<&str>>("fingerprint")? {
-                Some(hex) => Some(hex.parse().map_err(|e| fields.corrupt(format_args!("fingerprint refused: {e}")))?),
-                None => None,
-            };
-            Ok(Some(CommandRecord { outcome, fingerprint }))
+            if let Some(hex) = fields.get::<Option<&str>>("fingerprint")? {
+                let print = hex.parse().map_err(|e| fields.corrupt(format_args!("fingerprint refused: {e}")))?;
+                record = record.with_fingerprint(print);
+            }
+            // NULL: an append or a no-op. A refusal appended nothing.
+            if let Some(reason) = fields.get::<Option<&str>>("refusal")? {
+                if record.outcome.appended() > 0 {
+                    let versions = (record.outcome.first_version, record.outcome.last_version);
+                    return Err(fields.corrupt(format_args!("a refusal that appended versions {versions:?}")));
+                }
+                record = record.with_refusal(reason);
+            }
+            Ok(Some(record))
         })
     }
 
     fn record_command<'a>(
         &'a self,
         command_id: &'a str,
-        fingerprint: &'a Fingerprint,
-        outcome: AppendOutcome,
+        record: CommandRecord,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<CommandRecord>>> {
         Box::pin(async move {
             eventloom_core::model::validate_command_id(command_id)?;
+            let outcome = &record.outcome;
+            let fingerprint = record.fingerprint.as_ref().map(Fingerprint::to_string);
+            let refusal = record.refusal.as_deref().map(eventloom_core::store::bounded_refusal);
             let inserted = self
                 .inner
                 .db
@@ -1025,7 +1036,8 @@ impl EventStore for PgEventStore {
                         &to_i64(outcome.last_version, "version")?,
                         &outcome.position.transaction().to_string(),
                         &to_i64(outcome.position.sequence(), "position")?,
-                        &fingerprint.to_string(),
+                        &fingerprint,
+                        &refusal,
                     ],
                 )
                 .await?;

@@ -14,6 +14,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (6, "append first write", include_str!("../sql/0006_append_first_write.sql")),
     (7, "projection stops", include_str!("../sql/0007_projection_stops.sql")),
     (8, "command fingerprints", include_str!("../sql/0008_command_fingerprints.sql")),
+    (9, "command refusals", include_str!("../sql/0009_command_refusals.sql")),
 ];
 
 /// The columns of the `migrations` table as migrate() makes it, with their types.

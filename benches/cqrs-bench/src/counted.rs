@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
 use eventloom_core::read::OrderRange;
 use eventloom_core::store::{
-    AppendOutcome, Appended, BoxFuture, CommandRecord, DeadLetter, EventStore, Generation, IndexKey, ListCursor,
-    ProjectionStatus, ProjectionStop, ViewCommit, ViewPage, ViewStore, Written,
+    Appended, BoxFuture, CommandRecord, DeadLetter, EventStore, Generation, IndexKey, ListCursor, ProjectionStatus,
+    ProjectionStop, ViewCommit, ViewPage, ViewStore, Written,
 };
 use eventloom_core::write::Fingerprint;
 use eventloom_core::{Position, StreamId};
@@ -168,13 +168,8 @@ impl EventStore for Counted {
         self.inner.command_outcome(command_id)
     }
 
-    fn record_command<'a>(
-        &'a self,
-        command_id: &'a str,
-        fingerprint: &'a Fingerprint,
-        outcome: AppendOutcome,
-    ) -> Answer<'a, Option<CommandRecord>> {
-        self.inner.record_command(command_id, fingerprint, outcome)
+    fn record_command<'a>(&'a self, command_id: &'a str, record: CommandRecord) -> Answer<'a, Option<CommandRecord>> {
+        self.inner.record_command(command_id, record)
     }
 
     fn head<'a>(&'a self) -> Answer<'a, Option<Position>> {

@@ -175,7 +175,9 @@ impl MemoryEventStore {
         let outcome =
             AppendOutcome { stream: stream.clone(), first_version: actual + 1, last_version: version, position };
         if let Some(id) = command {
-            state.commands.insert(id, CommandRecord { outcome: outcome.clone(), fingerprint });
+            let mut record = CommandRecord::new(outcome.clone());
+            record.fingerprint = fingerprint;
+            state.commands.insert(id, record);
         }
         drop(guard);
         self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
@@ -274,16 +276,19 @@ impl EventStore for MemoryEventStore {
     fn record_command<'a>(
         &'a self,
         command_id: &'a str,
-        fingerprint: &'a Fingerprint,
-        outcome: AppendOutcome,
+        mut record: CommandRecord,
     ) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
         Box::pin(async move {
             crate::validate_command_id(command_id)?;
+            if let Some(reason) = &mut record.refusal {
+                let bound = crate::store::bounded_refusal(reason).len();
+                reason.truncate(bound);
+            }
             let mut state = write(&self.inner.state);
             if let Some(first) = state.commands.get(command_id) {
                 return Ok(Some(first.clone()));
             }
-            state.commands.insert(command_id.to_owned(), CommandRecord { outcome, fingerprint: Some(*fingerprint) });
+            state.commands.insert(command_id.to_owned(), record);
             Ok(None)
         })
     }

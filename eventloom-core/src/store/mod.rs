@@ -77,8 +77,39 @@ impl AppendOutcome {
     }
 }
 
-/// What a command id did the first time: the outcome of the command's append (or of its no-op)
-/// and the fingerprint of the request it was used for.
+/// The longest refusal reason a [`CommandRecord`] keeps, in bytes of UTF-8: a longer one is cut
+/// at the last character boundary within it (see [`bounded_refusal`]).
+pub const MAX_REFUSAL_BYTES: usize = 1024;
+
+/// `reason` cut to at most [`MAX_REFUSAL_BYTES`] bytes, at a character boundary.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::store::{MAX_REFUSAL_BYTES, bounded_refusal};
+///
+/// assert_eq!(bounded_refusal("insufficient funds"), "insufficient funds");
+/// let long = "é".repeat(MAX_REFUSAL_BYTES); // two bytes each
+/// assert_eq!(bounded_refusal(&long).len(), MAX_REFUSAL_BYTES);
+/// let odd = format!("x{long}");
+/// assert_eq!(bounded_refusal(&odd).len(), MAX_REFUSAL_BYTES - 1, "never inside a character");
+/// ```
+pub fn bounded_refusal(reason: &str) -> &str {
+    if reason.len() <= MAX_REFUSAL_BYTES {
+        return reason;
+    }
+    let mut end = MAX_REFUSAL_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// What a command id did the first time: the outcome of the command's append (or, for a no-op
+/// or a recorded refusal, the stream as the command found it), the fingerprint of the request
+/// it was used for, and the refusal when the aggregate refused it.
+///
+/// Marked `#[non_exhaustive]`: build one with [`new`](Self::new) and the `with_*` methods.
 ///
 /// # Examples
 ///
@@ -91,16 +122,62 @@ impl AppendOutcome {
 ///     last_version: 1,
 ///     position: Position::new(7, 1),
 /// };
-/// let record = CommandRecord { outcome, fingerprint: None };
+/// let record = CommandRecord::new(outcome);
 /// assert!(record.fingerprint.is_none(), "recorded before fingerprints were kept");
+/// assert!(record.refusal.is_none(), "not a refusal");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CommandRecord {
-    /// What the command appended, or, for a no-op, the stream as it found it.
+    /// What the command appended, or, for a no-op or a refusal, the stream as it found it.
     pub outcome: AppendOutcome,
     /// The [`Fingerprint`] of the command's request; `None` for an outcome recorded without one
     /// (by a plain [`EventStore::append`], or before the store kept fingerprints).
     pub fingerprint: Option<Fingerprint>,
+    /// Why the aggregate refused the command (the rejection's `Display` text, at most
+    /// [`MAX_REFUSAL_BYTES`]), when the refusal was recorded
+    /// ([`ExecuteOptions::record_refusal`](crate::ExecuteOptions::record_refusal)); `None` for
+    /// an append or a no-op. A refusal appended nothing: its outcome has no events.
+    #[serde(default)]
+    pub refusal: Option<String>,
+}
+
+impl CommandRecord {
+    /// The record of `outcome`, with no fingerprint and no refusal.
+    pub fn new(outcome: AppendOutcome) -> Self {
+        CommandRecord { outcome, fingerprint: None, refusal: None }
+    }
+
+    /// The record with the request's fingerprint.
+    pub fn with_fingerprint(mut self, fingerprint: Fingerprint) -> Self {
+        self.fingerprint = Some(fingerprint);
+        self
+    }
+
+    /// The record of a refusal for `reason`, cut to [`MAX_REFUSAL_BYTES`] (see
+    /// [`bounded_refusal`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{Position, StreamId, store::{AppendOutcome, CommandRecord}};
+    ///
+    /// let as_found = AppendOutcome {
+    ///     stream: StreamId::new("account", "1").unwrap(),
+    ///     first_version: 4,
+    ///     last_version: 3,
+    ///     position: Position::new(7, 3),
+    /// };
+    /// let record = CommandRecord::new(as_found).with_refusal("insufficient funds");
+    /// assert_eq!(record.refusal.as_deref(), Some("insufficient funds"));
+    /// ```
+    pub fn with_refusal(mut self, reason: impl Into<String>) -> Self {
+        let mut reason = reason.into();
+        let bound = bounded_refusal(&reason).len();
+        reason.truncate(bound);
+        self.refusal = Some(reason);
+        self
+    }
 }
 
 /// What an append came to when the store answered: the events written, or, for events carrying
@@ -347,15 +424,34 @@ pub trait EventStore: Send + Sync + 'static {
     /// carried it (or of the no-op recorded under it) with the request's fingerprint.
     fn command_outcome<'a>(&'a self, command_id: &'a str) -> BoxFuture<'a, Result<Option<CommandRecord>>>;
 
-    /// Records the outcome of a command that appended nothing (a no-op) with the fingerprint of
-    /// its request, so that executing it again returns this outcome even after the stream
-    /// changed. Answers `None` once recorded, and the first record, recording nothing, when the
-    /// id is already used.
+    /// Records what a command that appended nothing did under `command_id`, in one atomic
+    /// write: a no-op, or a refusal ([`CommandRecord::refusal`], cut to
+    /// [`MAX_REFUSAL_BYTES`]), with the fingerprint of its request and the stream as the command
+    /// found it, so that executing it again returns this answer even after the stream changed.
+    /// Answers `None` once recorded, and the first record, recording nothing, when the id is
+    /// already used (by an append or by another record: of racing writers of one id exactly one
+    /// wins).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::prelude::*;
+    /// use eventloom_core::{memory::MemoryEventStore, store::{AppendOutcome, CommandRecord, EventStore}};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryEventStore::new();
+    /// let as_found = AppendOutcome { stream: StreamId::new("account", "1").unwrap(),
+    ///     first_version: 1, last_version: 0, position: Position::ZERO };
+    /// let refusal = CommandRecord::new(as_found).with_refusal("the account is not open");
+    /// assert_eq!(store.record_command("pm-1", refusal.clone()).await.unwrap(), None);
+    /// assert_eq!(store.command_outcome("pm-1").await.unwrap(), Some(refusal.clone()));
+    /// assert_eq!(store.record_command("pm-1", refusal.clone()).await.unwrap(), Some(refusal), "taken");
+    /// # });
+    /// ```
     fn record_command<'a>(
         &'a self,
         command_id: &'a str,
-        fingerprint: &'a Fingerprint,
-        outcome: AppendOutcome,
+        record: CommandRecord,
     ) -> BoxFuture<'a, Result<Option<CommandRecord>>>;
 
     /// The position of the last event a subscriber can read now: the last event
@@ -530,10 +626,9 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
     fn record_command<'a>(
         &'a self,
         command_id: &'a str,
-        fingerprint: &'a Fingerprint,
-        outcome: AppendOutcome,
+        record: CommandRecord,
     ) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
-        (**self).record_command(command_id, fingerprint, outcome)
+        (**self).record_command(command_id, record)
     }
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         (**self).wake_ups()

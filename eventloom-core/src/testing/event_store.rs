@@ -71,6 +71,8 @@ where
     concurrent_idempotency(make().await).await;
     command_fingerprints(make().await).await;
     concurrent_fingerprints(make().await).await;
+    recorded_refusals(make().await).await;
+    concurrent_refusals(make().await).await;
     hostile_ids(make().await).await;
     wake_ups(make().await).await;
     head_and_count(make().await).await;
@@ -409,7 +411,7 @@ pub async fn idempotency<S: EventStore>(store: S) {
         .expect("first")
         .written()
         .expect("a new command id");
-    let recorded = CommandRecord { outcome: first.clone(), fingerprint: None };
+    let recorded = CommandRecord::new(first.clone());
     assert_eq!(store.command_outcome("cmd-1").await.expect("lookup"), Some(recorded), "a plain append keeps none");
     for (target, expected) in [(s.clone(), ExpectedVersion::Exact(2)), (stream("idem-other"), ExpectedVersion::Any)] {
         match store.append(&target, expected, vec![test_event_for_command(3, "cmd-1")]).await {
@@ -434,14 +436,14 @@ pub async fn idempotency<S: EventStore>(store: S) {
     // A command that appended nothing is recorded, and its id is then taken.
     let noop = AppendOutcome { stream: s.clone(), first_version: 4, last_version: 3, position: Position::ZERO };
     let print = fingerprint('a');
-    assert_eq!(store.record_command("cmd-noop", &print, noop.clone()).await.expect("record a no-op"), None);
-    let recorded = CommandRecord { outcome: noop.clone(), fingerprint: Some(print) };
+    let recorded = CommandRecord::new(noop.clone()).with_fingerprint(print);
+    assert_eq!(store.record_command("cmd-noop", recorded.clone()).await.expect("record a no-op"), None);
     assert_eq!(store.command_outcome("cmd-noop").await.expect("lookup"), Some(recorded));
     match store.append(&s, ExpectedVersion::Exact(3), vec![test_event_for_command(5, "cmd-noop")]).await {
         Ok(Appended::Duplicate { first: record, .. }) => assert_eq!(record.outcome, noop),
         other => panic!("an append under a recorded no-op's id is a duplicate, got {other:?}"),
     }
-    match store.record_command("cmd-1", &print, noop.clone()).await {
+    match store.record_command("cmd-1", CommandRecord::new(noop.clone()).with_fingerprint(print)).await {
         Ok(Some(record)) => assert_eq!(record.outcome, first),
         other => panic!("recording a used id is a duplicate, got {other:?}"),
     }
@@ -464,7 +466,7 @@ pub async fn command_fingerprints<S: EventStore>(store: S) {
     let first = store.append_command(&s, ExpectedVersion::NoStream, events(1, "fp-1"), &a).await.expect("first");
     let first = first.written().expect("a new command id");
     assert_eq!((first.first_version, first.last_version), (1, 2));
-    let recorded = CommandRecord { outcome: first.clone(), fingerprint: Some(a) };
+    let recorded = CommandRecord::new(first.clone()).with_fingerprint(a);
     assert_eq!(store.command_outcome("fp-1").await.expect("lookup"), Some(recorded));
     for (expected, print) in [(ExpectedVersion::Exact(2), b), (ExpectedVersion::Any, a), (ExpectedVersion::NoStream, b)]
     {
@@ -485,7 +487,7 @@ pub async fn command_fingerprints<S: EventStore>(store: S) {
     assert!(matches!(refused, Err(Error::Conflict { .. })), "{refused:?}");
     assert_eq!(store.command_outcome("fp-2").await.expect("lookup"), None);
     let second = store.append_command(&s, ExpectedVersion::Any, events(3, "fp-2"), &b).await.expect("the id is free");
-    let recorded = CommandRecord { outcome: second.written().expect("written"), fingerprint: Some(b) };
+    let recorded = CommandRecord::new(second.written().expect("written")).with_fingerprint(b);
     assert_eq!(store.command_outcome("fp-2").await.expect("lookup"), Some(recorded));
     // An id first used by a plain append keeps no fingerprint, and reports none.
     let plain =
@@ -499,18 +501,19 @@ pub async fn command_fingerprints<S: EventStore>(store: S) {
     }
     // A recorded no-op reports its fingerprint to an append and to another record.
     let noop = AppendOutcome { stream: s.clone(), first_version: 6, last_version: 5, position: Position::ZERO };
-    assert_eq!(store.record_command("fp-noop", &b, noop.clone()).await.expect("record"), None);
+    let record = |print| CommandRecord::new(noop.clone()).with_fingerprint(print);
+    assert_eq!(store.record_command("fp-noop", record(b)).await.expect("record"), None);
     match store.append_command(&s, ExpectedVersion::Exact(5), vec![test_event_for_command(6, "fp-noop")], &a).await {
         Ok(Appended::Duplicate { first: record, .. }) => {
             assert_eq!((record.outcome, record.fingerprint), (noop.clone(), Some(b)))
         }
         other => panic!("expected a duplicate, got {other:?}"),
     }
-    match store.record_command("fp-noop", &a, noop.clone()).await {
+    match store.record_command("fp-noop", record(a)).await {
         Ok(Some(record)) => assert_eq!((record.outcome, record.fingerprint), (noop, Some(b))),
         other => panic!("expected the first record, got {other:?}"),
     }
-    match store.record_command("fp-1", &a, first.clone()).await {
+    match store.record_command("fp-1", CommandRecord::new(first.clone()).with_fingerprint(a)).await {
         Ok(Some(record)) => assert_eq!(record.fingerprint, Some(a)),
         other => panic!("expected the first record, got {other:?}"),
     }
@@ -603,4 +606,102 @@ pub async fn hostile_ids<S: EventStore>(store: S) {
         streams.insert(back[0].stream.clone());
     }
     assert_eq!(streams.len(), ids.len(), "distinct ids stay distinct streams");
+}
+
+/// A refusal recorded under a command id comes back as recorded (fingerprint, the stream as
+/// found, the reason cut to [`MAX_REFUSAL_BYTES`](crate::store::MAX_REFUSAL_BYTES) at a character
+/// boundary), takes the id from appends and other records, and an id already used keeps its
+/// first record.
+pub async fn recorded_refusals<S: EventStore>(store: S) {
+    let s = stream("refusals");
+    let (a, b) = (fingerprint('a'), fingerprint('b'));
+    let first = store.append(&s, ExpectedVersion::NoStream, vec![test_event(1)]).await.expect("append");
+    let first = first.into_outcome();
+    let as_found = AppendOutcome { stream: s.clone(), first_version: 2, last_version: 1, position: first.position };
+    let refusal = CommandRecord::new(as_found.clone()).with_fingerprint(a).with_refusal("the task is completed");
+    assert_eq!(store.record_command("ref-1", refusal.clone()).await.expect("record a refusal"), None);
+    assert_eq!(store.command_outcome("ref-1").await.expect("lookup"), Some(refusal.clone()));
+    // The id is taken: an append under it writes nothing and reports the refusal.
+    match store.append_command(&s, ExpectedVersion::Exact(1), vec![test_event_for_command(2, "ref-1")], &a).await {
+        Ok(Appended::Duplicate { command_id, first: record }) => {
+            assert_eq!((command_id.as_str(), record), ("ref-1", refusal.clone()));
+        }
+        other => panic!("an append under a recorded refusal's id is a duplicate, got {other:?}"),
+    }
+    match store.append(&stream("refusals-other"), ExpectedVersion::Any, vec![test_event_for_command(2, "ref-1")]).await
+    {
+        Ok(Appended::Duplicate { first: record, .. }) => assert_eq!(record, refusal, "on another stream too"),
+        other => panic!("expected a duplicate, got {other:?}"),
+    }
+    let no_op = CommandRecord::new(as_found.clone()).with_fingerprint(b);
+    assert_eq!(store.record_command("ref-1", no_op).await.expect("record"), Some(refusal.clone()), "first wins");
+    // A refusal under an id an append used records nothing.
+    let appended = store
+        .append_command(&s, ExpectedVersion::Exact(1), vec![test_event_for_command(2, "ref-2")], &a)
+        .await
+        .expect("append")
+        .written()
+        .expect("a new id");
+    let late = CommandRecord::new(as_found.clone()).with_fingerprint(a).with_refusal("too late");
+    let answer = store.record_command("ref-2", late).await.expect("record");
+    assert_eq!(answer, Some(CommandRecord::new(appended).with_fingerprint(a)), "the append stays the answer");
+    // A long reason is cut at a character boundary within the bound; an empty one is kept.
+    let max = crate::store::MAX_REFUSAL_BYTES;
+    let long = format!("x{}", "é".repeat(max));
+    let mut record = CommandRecord::new(as_found.clone()).with_fingerprint(b);
+    record.refusal = Some(long.clone());
+    assert_eq!(store.record_command("ref-long", record).await.expect("record a long refusal"), None);
+    let kept = store.command_outcome("ref-long").await.expect("lookup").expect("recorded");
+    let reason = kept.refusal.expect("a refusal");
+    assert_eq!((reason.len(), long.starts_with(&reason)), (max - 1, true), "cut to {max} bytes at a boundary");
+    let empty = CommandRecord::new(as_found).with_refusal("");
+    assert_eq!(store.record_command("ref-empty", empty.clone()).await.expect("record"), None);
+    assert_eq!(store.command_outcome("ref-empty").await.expect("lookup"), Some(empty), "no fingerprint, no reason");
+    assert_eq!(read_all(&store, 2).await.len(), 2, "refusals write no event");
+}
+
+/// A refusal and an append of one command id at once, eight times over on fresh ids: exactly
+/// one is recorded, and the other sees it.
+pub async fn concurrent_refusals<S: EventStore + Clone>(store: S) {
+    let print = fingerprint('c');
+    let mut appended = 0;
+    for round in 0..8u64 {
+        let id = format!("ref-race-{round}");
+        let s = stream(&format!("ref-race-{round}"));
+        let refusal = CommandRecord::new(AppendOutcome {
+            stream: s.clone(),
+            first_version: 1,
+            last_version: 0,
+            position: Position::ZERO,
+        })
+        .with_fingerprint(print)
+        .with_refusal("refused");
+        let record = {
+            let (store, id, refusal) = (store.clone(), id.clone(), refusal.clone());
+            tokio::spawn(async move { store.record_command(&id, refusal).await })
+        };
+        let append = {
+            let (store, id, s) = (store.clone(), id.clone(), s.clone());
+            tokio::spawn(async move {
+                store
+                    .append_command(&s, ExpectedVersion::NoStream, vec![test_event_for_command(round, &id)], &print)
+                    .await
+            })
+        };
+        let recorded = record.await.expect("task").expect("record");
+        let append = append.await.expect("task").expect("append");
+        let stored = store.command_outcome(&id).await.expect("lookup").expect("recorded");
+        match (recorded, append) {
+            (None, Appended::Duplicate { first, .. }) => {
+                assert_eq!((&first, &stored), (&refusal, &refusal), "the refusal won: the append saw it");
+            }
+            (Some(first), Appended::Written(outcome)) => {
+                appended += 1;
+                let won = CommandRecord::new(outcome).with_fingerprint(print);
+                assert_eq!((&first, &stored), (&won, &won), "the append won: the refusal saw it");
+            }
+            other => panic!("exactly one of a refusal and an append wins, got {other:?}"),
+        }
+    }
+    assert_eq!(read_all(&store, appended).await.len(), appended, "the refusals that won wrote nothing");
 }

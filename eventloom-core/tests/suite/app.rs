@@ -1055,10 +1055,9 @@ impl EventStore for TestEvents {
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        fingerprint: &'a eventloom_core::write::Fingerprint,
-        outcome: eventloom_core::store::AppendOutcome,
+        record: eventloom_core::store::CommandRecord,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, fingerprint, outcome).await })
+        Box::pin(async move { self.inner.record_command(id, record).await })
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
         Box::pin(async move {

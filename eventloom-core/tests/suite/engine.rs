@@ -8,7 +8,7 @@ use eventloom_core::{
     CommandError, CommandOutcome, Error, ExecuteOptions,
     memory::{MemoryEventStore, MemorySnapshotStore},
     model::{ManualClock, SequentialIds},
-    store::{AppendOutcome, EventStore, Snapshot, SnapshotStore},
+    store::{EventStore, Snapshot, SnapshotStore},
     write::{Cqrs, Fingerprint, RetryPolicy, SnapshotPolicy, Upcasters},
 };
 
@@ -86,10 +86,9 @@ impl EventStore for Counting {
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        print: &'a eventloom_core::write::Fingerprint,
-        outcome: AppendOutcome,
+        record: eventloom_core::store::CommandRecord,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, print, outcome).await })
+        Box::pin(async move { self.inner.record_command(id, record).await })
     }
 }
 

@@ -171,10 +171,9 @@ impl EventStore for CountingEvents {
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        fingerprint: &'a eventloom_core::write::Fingerprint,
-        outcome: eventloom_core::store::AppendOutcome,
+        record: eventloom_core::store::CommandRecord,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, fingerprint, outcome).await })
+        Box::pin(async move { self.inner.record_command(id, record).await })
     }
     fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.wake_ups()

@@ -8,4 +8,5 @@ mod engine;
 mod group;
 mod kit;
 mod projector;
+mod refusals;
 mod retry;

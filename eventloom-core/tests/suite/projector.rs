@@ -469,10 +469,9 @@ impl EventStore for SlowReads {
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        print: &'a eventloom_core::write::Fingerprint,
-        outcome: eventloom_core::store::AppendOutcome,
+        record: eventloom_core::store::CommandRecord,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.0.record_command(id, print, outcome).await })
+        Box::pin(async move { self.0.record_command(id, record).await })
     }
 }
 

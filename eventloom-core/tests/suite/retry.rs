@@ -13,7 +13,7 @@ use eventloom_core::{
     CommandError, ExecuteOptions,
     memory::MemoryEventStore,
     model::{Clock, ManualClock},
-    store::{AppendOutcome, EventStore},
+    store::EventStore,
     write::{Cqrs, RetryPolicy},
 };
 
@@ -96,10 +96,9 @@ impl EventStore for Contended {
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        print: &'a eventloom_core::write::Fingerprint,
-        outcome: AppendOutcome,
+        record: eventloom_core::store::CommandRecord,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, print, outcome).await })
+        Box::pin(async move { self.inner.record_command(id, record).await })
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
         Box::pin(async move { self.inner.head().await })

@@ -1,1 +1,1 @@
-INSERT INTO {schema}.commands (command_id, category, stream_id, first_version, last_version, transaction_id, sequence, fingerprint) VALUES ($1, $2, $3, $4, $5, $6::text::xid8, $7, $8) ON CONFLICT (command_id) DO NOTHING
+INSERT INTO {schema}.commands (command_id, category, stream_id, first_version, last_version, transaction_id, sequence, fingerprint, refusal) VALUES ($1, $2, $3, $4, $5, $6::text::xid8, $7, $8, $9) ON CONFLICT (command_id) DO NOTHING

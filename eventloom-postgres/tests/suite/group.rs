@@ -10,7 +10,7 @@ use eventloom_core::prelude::*;
 use eventloom_core::{
     BoxError, Projection,
     read::{MemberState, Projector, ViewReader},
-    store::{AppendOutcome, EventStore},
+    store::EventStore,
     write::Cqrs,
 };
 use eventloom_postgres::{PgEventStore, PgLeases, PgViewStore};
@@ -127,10 +127,9 @@ impl EventStore for Counted {
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        fingerprint: &'a eventloom_core::write::Fingerprint,
-        outcome: AppendOutcome,
+        record: eventloom_core::store::CommandRecord,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, fingerprint, outcome).await })
+        Box::pin(async move { self.inner.record_command(id, record).await })
     }
     fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.wake_ups()

@@ -16,7 +16,7 @@ use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
 use eventloom_core::prelude::*;
 use eventloom_core::{
     CommandError,
-    store::{AppendOutcome, EventStore},
+    store::EventStore,
     write::{Cqrs, RetryPolicy},
 };
 
@@ -104,10 +104,9 @@ impl<S: EventStore + Clone> EventStore for Counted<S> {
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        print: &'a eventloom_core::write::Fingerprint,
-        outcome: AppendOutcome,
+        record: eventloom_core::store::CommandRecord,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, print, outcome).await })
+        Box::pin(async move { self.inner.record_command(id, record).await })
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
         Box::pin(async move { self.inner.head().await })

@@ -15,6 +15,7 @@ mod leases;
 mod migrations;
 mod ordering;
 mod read_side;
+mod refusals;
 mod support;
 #[cfg(feature = "tls")]
 mod tls;

@@ -204,7 +204,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use eventloom::model::{ExpectedVersion, NewEvent, RecordedEvent};
-    use eventloom::store::{AppendOutcome, Appended, BoxFuture, CommandRecord, EventStore};
+    use eventloom::store::{Appended, BoxFuture, CommandRecord, EventStore};
     use eventloom::write::Fingerprint;
     use eventloom::{App, Error, MemoryStores, Result, Stores, StreamId, memory::MemoryEventStore};
 
@@ -270,10 +270,9 @@ mod tests {
         fn record_command<'a>(
             &'a self,
             id: &'a str,
-            fingerprint: &'a Fingerprint,
-            outcome: AppendOutcome,
+            record: CommandRecord,
         ) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
-            self.inner.record_command(id, fingerprint, outcome)
+            self.inner.record_command(id, record)
         }
         fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<Position>>> {
             self.inner.head()
