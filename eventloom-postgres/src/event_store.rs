@@ -8,8 +8,9 @@ use deadpool_postgres::Pool;
 use eventloom_core::store::BoxFuture;
 use eventloom_core::{
     Error as CoreError, Position, StreamId,
+    model::Timestamp,
     model::{ExpectedVersion, NewEvent, RecordedEvent, StoredMetadata},
-    store::{AppendOutcome, Appended, CommandRecord, EventStore},
+    store::{AppendOutcome, Appended, CommandEntry, CommandRecord, EventStore},
     write::Fingerprint,
 };
 use tokio::sync::{Notify, watch};
@@ -542,6 +543,10 @@ struct Batch<'a> {
     command_id: Option<&'a str>,
     /// The fingerprint of the command's request, in hex, kept with its id.
     fingerprint: Option<String>,
+    /// When the command was executed, in microseconds since the epoch (`None`: the server's now).
+    recorded_at: Option<i64>,
+    /// Whether the command id's record is kept until forgotten.
+    kept: bool,
 }
 
 impl Batch<'_> {
@@ -551,7 +556,7 @@ impl Batch<'_> {
         &'p self,
         stream: &'p [&'p str; 2],
         expected: &'p Option<i64>,
-    ) -> [&'p (dyn tokio_postgres::types::ToSql + Sync); 9] {
+    ) -> [&'p (dyn tokio_postgres::types::ToSql + Sync); 11] {
         [
             &stream[0],
             &stream[1],
@@ -562,6 +567,8 @@ impl Batch<'_> {
             &self.metadata,
             &self.command_id,
             &self.fingerprint,
+            &self.recorded_at,
+            &self.kept,
         ]
     }
 }
@@ -792,13 +799,14 @@ impl PgEventStore {
 }
 
 impl PgEventStore {
-    /// [`EventStore::append`], keeping `fingerprint` with the outcome of a command id.
+    /// [`EventStore::append`], keeping `entry` with the outcome of a command id (without one:
+    /// no fingerprint, the server's time, not kept).
     async fn append_events(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: Option<&Fingerprint>,
+        entry: Option<&CommandEntry>,
     ) -> eventloom_core::Result<Appended> {
         let span = tracing::debug_span!("append", store = "postgres", stream = %stream, events = events.len());
         async {
@@ -820,7 +828,9 @@ impl PgEventStore {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|source| CoreError::Serde { what: "event metadata".into(), source })?,
                 command_id,
-                fingerprint: fingerprint.map(Fingerprint::to_string),
+                fingerprint: entry.map(|e| e.fingerprint.to_string()),
+                recorded_at: entry.map(|e| e.recorded_at.as_micros()),
+                kept: entry.is_some_and(|e| e.kept),
             };
             match expected {
                 ExpectedVersion::Any => self.append_any(stream, &batch).await,
@@ -855,9 +865,9 @@ impl EventStore for PgEventStore {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &'a Fingerprint,
+        command: &'a CommandEntry,
     ) -> BoxFuture<'a, eventloom_core::Result<Appended>> {
-        Box::pin(self.append_events(stream, expected, events, Some(fingerprint)))
+        Box::pin(self.append_events(stream, expected, events, Some(command)))
     }
 
     fn read_stream<'a>(
@@ -995,7 +1005,11 @@ impl EventStore for PgEventStore {
                 last_version: fields.unsigned("last_version")?,
                 position: fields.position("transaction_id", "sequence")?,
             };
-            let mut record = CommandRecord::new(outcome);
+            let recorded_at = Timestamp::from_micros(fields.get("recorded_micros")?);
+            let mut record = CommandRecord::new(outcome).with_recorded_at(recorded_at);
+            if fields.get("kept")? {
+                record = record.keep();
+            }
             // NULL: recorded before fingerprints were kept, or by a plain append.
             if let Some(hex) = fields.get::<Option<&str>>("fingerprint")? {
                 let print = hex.parse().map_err(|e| fields.corrupt(format_args!("fingerprint refused: {e}")))?;
@@ -1038,6 +1052,8 @@ impl EventStore for PgEventStore {
                         &to_i64(outcome.position.sequence(), "position")?,
                         &fingerprint,
                         &refusal,
+                        &record.recorded_at.as_micros(),
+                        &record.kept,
                     ],
                 )
                 .await?;
@@ -1050,6 +1066,33 @@ impl EventStore for PgEventStore {
                 };
             }
             Ok(None)
+        })
+    }
+
+    fn expire_commands<'a>(
+        &'a self,
+        recorded_before: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
+            if limit == 0 {
+                return Ok(0);
+            }
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let span =
+                tracing::debug_span!("expire_commands", store = "postgres", before = recorded_before.as_micros());
+            let before = recorded_before.as_micros();
+            self.inner.db.execute(&self.inner.sql.expire_commands, &[&before, &limit]).instrument(span).await
+        })
+    }
+
+    fn forget_commands<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            let span = tracing::debug_span!("forget_commands", store = "postgres", ids = ids.len());
+            self.inner.db.execute(&self.inner.sql.forget_commands, &[&ids]).instrument(span).await
         })
     }
 

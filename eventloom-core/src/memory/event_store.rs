@@ -5,10 +5,10 @@ use crate::store::BoxFuture;
 use tokio::sync::watch;
 
 use super::{read, write};
-use crate::store::Appended;
+use crate::store::{Appended, CommandEntry};
 use crate::{
-    AppendOutcome, CommandRecord, Error, EventStore, ExpectedVersion, Fingerprint, NewEvent, Position, RecordedEvent,
-    Result, StreamId,
+    AppendOutcome, CommandRecord, Error, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, Result,
+    StreamId, Timestamp,
 };
 
 /// The default largest event payload a [`MemoryEventStore`] accepts: 1 MiB.
@@ -115,13 +115,14 @@ fn command_id(events: &[NewEvent]) -> Option<&str> {
 }
 
 impl MemoryEventStore {
-    /// [`EventStore::append`], keeping `fingerprint` with the outcome of a command id.
+    /// [`EventStore::append`], keeping `entry` with the outcome of a command id (without one: no
+    /// fingerprint, made now, not kept).
     fn append_events(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: Option<Fingerprint>,
+        entry: Option<&CommandEntry>,
     ) -> Result<Appended> {
         let span = tracing::trace_span!("append", store = "memory", stream = %stream, events = events.len());
         let _enter = span.enter();
@@ -175,8 +176,10 @@ impl MemoryEventStore {
         let outcome =
             AppendOutcome { stream: stream.clone(), first_version: actual + 1, last_version: version, position };
         if let Some(id) = command {
-            let mut record = CommandRecord::new(outcome.clone());
-            record.fingerprint = fingerprint;
+            let record = match entry {
+                Some(entry) => CommandRecord::of_entry(outcome.clone(), entry),
+                None => CommandRecord::new(outcome.clone()),
+            };
             state.commands.insert(id, record);
         }
         drop(guard);
@@ -200,9 +203,9 @@ impl EventStore for MemoryEventStore {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &'a Fingerprint,
+        command: &'a CommandEntry,
     ) -> BoxFuture<'a, Result<Appended>> {
-        Box::pin(async move { self.append_events(stream, expected, events, Some(*fingerprint)) })
+        Box::pin(async move { self.append_events(stream, expected, events, Some(command)) })
     }
 
     fn read_stream<'a>(
@@ -290,6 +293,31 @@ impl EventStore for MemoryEventStore {
             }
             state.commands.insert(command_id.to_owned(), record);
             Ok(None)
+        })
+    }
+
+    fn expire_commands<'a>(&'a self, recorded_before: Timestamp, limit: usize) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let mut state = write(&self.inner.state);
+            let mut doomed: Vec<(Timestamp, String)> = state
+                .commands
+                .iter()
+                .filter(|(_, r)| !r.kept && r.recorded_at < recorded_before)
+                .map(|(id, r)| (r.recorded_at, id.clone()))
+                .collect();
+            doomed.sort_unstable();
+            doomed.truncate(limit);
+            for (_, id) in &doomed {
+                state.commands.remove(id);
+            }
+            Ok(doomed.len() as u64)
+        })
+    }
+
+    fn forget_commands<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let mut state = write(&self.inner.state);
+            Ok(ids.iter().filter(|id| state.commands.remove(id.as_str()).is_some()).count() as u64)
         })
     }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::memory::lock;
-use crate::store::Appended;
+use crate::store::{Appended, CommandEntry};
 use crate::write::retry::Jitter;
 use crate::{
     Aggregate, AppendOutcome, Clock, Command, CommandRecord, Error, ExpectedVersion, Fingerprint, Handle, IdGenerator,
@@ -146,9 +146,9 @@ pub enum CommandError<E> {
 ///
 /// let opts = ExecuteOptions::default().command_id("req-42").expect_version(3).header("user", "ada");
 /// assert_eq!(opts.command_id.as_deref(), Some("req-42"));
-/// // What a process manager sends: its refusals are answers too.
-/// let opts = ExecuteOptions::default().command_id("pm-order-7-0").record_refusal();
-/// assert!(opts.record_refusal);
+/// // What a process manager sends: its refusals are answers too, and its ids never expire.
+/// let opts = ExecuteOptions::default().command_id("pm-order-7-0").record_refusal().keep_command_id();
+/// assert!(opts.record_refusal && opts.keep_command_id);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecuteOptions {
@@ -179,6 +179,14 @@ pub struct ExecuteOptions {
     /// Process managers set it, so that a redelivered command gets the same answer and the
     /// process reacts to a refusal once.
     pub record_refusal: bool,
+    /// Keeps the record of the [command id](Self::command_id) (which it needs: without one the
+    /// command fails with [`Error::InvalidConfig`]) until it is forgotten explicitly
+    /// ([`EventStore::forget_commands`](crate::EventStore::forget_commands)): the retention of
+    /// command ids ([`EventStore::expire_commands`](crate::EventStore::expire_commands),
+    /// `AppBuilder::command_retention`) never expires it. Process managers set it: the ids of
+    /// their commands must hold as long as their process can replay and send them again. The
+    /// first execution under an id decides; a replay changes nothing.
+    pub keep_command_id: bool,
 }
 
 impl ExecuteOptions {
@@ -215,6 +223,12 @@ impl ExecuteOptions {
     /// Sets [`ExecuteOptions::record_refusal`].
     pub fn record_refusal(mut self) -> Self {
         self.record_refusal = true;
+        self
+    }
+
+    /// Sets [`ExecuteOptions::keep_command_id`].
+    pub fn keep_command_id(mut self) -> Self {
+        self.keep_command_id = true;
         self
     }
 }
@@ -634,11 +648,16 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         C: Command<Aggregate = A> + Serialize,
         A: Handle<C>,
     {
-        if options.record_refusal && options.command_id.is_none() {
-            return Err(Error::InvalidConfig {
-                reason: format!("command {} asks to record its refusal, but has no command id", C::NAME),
+        if options.command_id.is_none() {
+            let asks = match (options.record_refusal, options.keep_command_id) {
+                (true, _) => Some("to record its refusal"),
+                (false, true) => Some("to keep its command id"),
+                (false, false) => None,
+            };
+            if let Some(asks) = asks {
+                let reason = format!("command {} asks {asks}, but has no command id", C::NAME);
+                return Err(Error::InvalidConfig { reason }.into());
             }
-            .into());
         }
         let key = match options.command_id.as_deref() {
             Some(id) => {
@@ -778,9 +797,8 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         let Some(key) = execution.key.filter(|_| execution.options.record_refusal) else {
             return Err(CommandError::Rejected(rejection));
         };
-        let record = CommandRecord::new(as_found(execution.stream, loaded))
-            .with_fingerprint(key.fingerprint)
-            .with_refusal(rejection.to_string());
+        let record =
+            self.record_of(execution, key, as_found(execution.stream, loaded)).with_refusal(rejection.to_string());
         let span = tracing::debug_span!("record_refusal", command_id = key.id);
         match self.store.record_command(key.id, record).instrument(span).await? {
             None => Err(CommandError::Rejected(rejection)),
@@ -799,12 +817,25 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         let Some(key) = execution.key else {
             return Ok(outcome.into());
         };
-        let record = CommandRecord::new(outcome.clone()).with_fingerprint(key.fingerprint);
+        let record = self.record_of(execution, key, outcome.clone());
         match self.store.record_command(key.id, record).await? {
             None => Ok(outcome.into()),
             // The same command id, sent twice at once, was recorded first.
             Some(first) => replay(key, execution.stream, first),
         }
+    }
+
+    /// The record of `outcome` under the execution's command id: its fingerprint, made now by the
+    /// engine's clock, kept when asked.
+    fn record_of<C>(&self, execution: &Execution<'_, C>, key: Key<'_>, outcome: AppendOutcome) -> CommandRecord {
+        let record = CommandRecord::new(outcome).with_fingerprint(key.fingerprint).with_recorded_at(self.clock.now());
+        if execution.options.keep_command_id { record.keep() } else { record }
+    }
+
+    /// What the store keeps with the outcome of the execution's append under its command id.
+    fn entry_of<C>(&self, execution: &Execution<'_, C>, key: Key<'_>) -> CommandEntry {
+        let entry = CommandEntry::new(key.fingerprint, self.clock.now());
+        if execution.options.keep_command_id { entry.keep() } else { entry }
     }
 
     /// Appends the events at the version they were decided on; on a conflict, see
@@ -820,7 +851,10 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         let expected = ExpectedVersion::Exact(basis.loaded.version);
         let span = tracing::debug_span!("append", stream = %stream, events = events.len());
         let appended = match execution.key {
-            Some(key) => self.store.append_command(stream, expected, batch, &key.fingerprint).instrument(span).await,
+            Some(key) => {
+                let entry = self.entry_of(execution, key);
+                self.store.append_command(stream, expected, batch, &entry).instrument(span).await
+            }
             None => self.store.append(stream, expected, batch).instrument(span).await,
         };
         match appended {

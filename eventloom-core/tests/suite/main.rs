@@ -9,4 +9,5 @@ mod group;
 mod kit;
 mod projector;
 mod refusals;
+mod retention;
 mod retry;

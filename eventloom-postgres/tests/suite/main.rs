@@ -16,6 +16,7 @@ mod migrations;
 mod ordering;
 mod read_side;
 mod refusals;
+mod retention;
 mod support;
 #[cfg(feature = "tls")]
 mod tls;

@@ -5,7 +5,7 @@
 use eventloom_core::prelude::*;
 use eventloom_core::{
     CommandError, Error, ExecuteOptions,
-    store::{AppendOutcome, CommandRecord, EventStore, MAX_REFUSAL_BYTES},
+    store::{AppendOutcome, CommandEntry, CommandRecord, EventStore, MAX_REFUSAL_BYTES},
     write::Cqrs,
 };
 use eventloom_postgres::PgEventStore;
@@ -90,7 +90,7 @@ async fn a_stored_refusal_that_cannot_be_one_is_corrupt_and_the_bound_holds() {
             &s,
             eventloom_core::model::ExpectedVersion::NoStream,
             vec![eventloom_core::testing::test_event_for_command(1, "appended")],
-            &"ab".repeat(32).parse().unwrap(),
+            &CommandEntry::new("ab".repeat(32).parse().unwrap(), eventloom_core::model::Timestamp::now()),
         )
         .await
         .unwrap();

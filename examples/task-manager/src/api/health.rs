@@ -205,7 +205,6 @@ mod tests {
 
     use eventloom::model::{ExpectedVersion, NewEvent, RecordedEvent};
     use eventloom::store::{Appended, BoxFuture, CommandRecord, EventStore};
-    use eventloom::write::Fingerprint;
     use eventloom::{App, Error, MemoryStores, Result, Stores, StreamId, memory::MemoryEventStore};
 
     use super::*;
@@ -243,7 +242,7 @@ mod tests {
             stream: &'a StreamId,
             expected: ExpectedVersion,
             events: Vec<NewEvent>,
-            fingerprint: &'a Fingerprint,
+            fingerprint: &'a eventloom::store::CommandEntry,
         ) -> BoxFuture<'a, Result<Appended>> {
             self.inner.append_command(stream, expected, events, fingerprint)
         }
@@ -273,6 +272,16 @@ mod tests {
             record: CommandRecord,
         ) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
             self.inner.record_command(id, record)
+        }
+        fn expire_commands<'a>(
+            &'a self,
+            before: eventloom::model::Timestamp,
+            limit: usize,
+        ) -> eventloom::store::BoxFuture<'a, eventloom::Result<u64>> {
+            self.inner.expire_commands(before, limit)
+        }
+        fn forget_commands<'a>(&'a self, ids: &'a [String]) -> eventloom::store::BoxFuture<'a, eventloom::Result<u64>> {
+            self.inner.forget_commands(ids)
         }
         fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<Position>>> {
             self.inner.head()
