@@ -1036,7 +1036,11 @@ impl EventStore for PgEventStore {
             eventloom_core::model::validate_command_id(command_id)?;
             let outcome = &record.outcome;
             let fingerprint = record.fingerprint.as_ref().map(Fingerprint::to_string);
-            let refusal = record.refusal.as_deref().map(eventloom_core::store::bounded_refusal);
+            // PostgreSQL's text holds no NUL: one in a rejection's text is kept as U+FFFD.
+            let refusal = record
+                .refusal
+                .as_deref()
+                .map(|r| eventloom_core::store::bounded_refusal(&r.replace('\0', "\u{FFFD}")).to_owned());
             let inserted = self
                 .inner
                 .db

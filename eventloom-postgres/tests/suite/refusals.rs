@@ -119,4 +119,15 @@ async fn a_stored_refusal_that_cannot_be_one_is_corrupt_and_the_bound_holds() {
     assert_eq!(store.record_command("long", record).await.unwrap(), None, "the store cuts it first");
     let kept = store.command_outcome("long").await.unwrap().unwrap();
     assert_eq!(kept.refusal.map(|r| r.len()), Some(MAX_REFUSAL_BYTES));
+    // A NUL, which PostgreSQL's text cannot hold, is kept as U+FFFD rather than failing the record.
+    let as_found = AppendOutcome {
+        stream: StreamId::new("account", "a").unwrap(),
+        first_version: 2,
+        last_version: 1,
+        position: Position::ZERO,
+    };
+    let record = CommandRecord::new(as_found).with_refusal("bad\0byte");
+    assert_eq!(store.record_command("nul", record).await.unwrap(), None);
+    let kept = store.command_outcome("nul").await.unwrap().unwrap();
+    assert_eq!(kept.refusal.as_deref(), Some("bad\u{FFFD}byte"));
 }
