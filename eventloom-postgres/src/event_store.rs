@@ -1079,13 +1079,15 @@ impl EventStore for PgEventStore {
         limit: usize,
     ) -> BoxFuture<'a, eventloom_core::Result<u64>> {
         Box::pin(async move {
-            if limit == 0 {
+            // No record is older than PostgreSQL's first timestamp (4713 BC); past 2^62 µs (about
+            // 146,000 years) every record is older, and the conversion to an interval stays exact.
+            const FIRST_TIMESTAMP: i64 = -210_866_803_200_000_000;
+            let before = recorded_before.as_micros().min(1 << 62);
+            if limit == 0 || before <= FIRST_TIMESTAMP {
                 return Ok(0);
             }
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let span =
-                tracing::debug_span!("expire_commands", store = "postgres", before = recorded_before.as_micros());
-            let before = recorded_before.as_micros();
+            let span = tracing::debug_span!("expire_commands", store = "postgres", before);
             self.inner.db.execute(&self.inner.sql.expire_commands, &[&before, &limit]).instrument(span).await
         })
     }
