@@ -3,6 +3,7 @@
 
 use eventloom_core::prelude::*;
 use eventloom_core::{ExecuteOptions, model::Timestamp, store::EventStore, write::Cqrs};
+use eventloom_postgres::PgEventStore;
 
 use crate::domain::{Deposit, Open};
 use crate::support::{database_url, raw, store};
@@ -63,4 +64,42 @@ async fn a_command_whose_id_expired_executes_again_and_a_kept_one_does_not() {
     assert_eq!(store.stream_version(&StreamId::new("account", "a").unwrap()).await.unwrap(), 4);
     assert_eq!(store.forget_commands(&["pm-1".to_owned()]).await.unwrap(), 1);
     assert!(!cqrs.execute_with(deposit(), kept()).await.unwrap().replayed, "forgotten: executed again");
+}
+
+/// Waits up to 10 s for the record of `id` to go (`gone`) or checks it is still there.
+async fn record_gone(store: &PgEventStore, id: &str, within: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if store.command_outcome(id).await.unwrap().is_none() {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projector_role_trims_and_the_command_role_does_not() {
+    let store = store().await;
+    let retention = std::time::Duration::from_millis(300);
+    let app = |role| {
+        let stores = eventloom_postgres::PgStores::from_event_store(store.clone());
+        App::builder(stores).aggregate::<crate::domain::Account>().role(role).command_retention(retention).start()
+    };
+    let commands = app(Role::Command).await.unwrap();
+    commands.execute(Open { id: "a".into() }).await.unwrap();
+    let keyed = |id: &str| ExecuteOptions::default().command_id(id);
+    commands.execute_with(Deposit { id: "a".into(), amount: 1 }, keyed("http-1")).await.unwrap();
+    commands.execute_with(Deposit { id: "a".into(), amount: 2 }, keyed("pm-1").keep_command_id()).await.unwrap();
+    assert!(
+        !record_gone(&store, "http-1", std::time::Duration::from_secs(1)).await,
+        "a command process runs no janitor"
+    );
+    let projector = app(Role::Projector).await.unwrap();
+    assert!(record_gone(&store, "http-1", std::time::Duration::from_secs(10)).await, "the projector's janitor trims");
+    assert!(store.command_outcome("pm-1").await.unwrap().is_some(), "kept");
+    projector.shutdown().await.unwrap();
+    commands.shutdown().await.unwrap();
 }
