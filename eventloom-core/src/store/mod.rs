@@ -234,7 +234,7 @@ impl CommandRecord {
 /// let entry = CommandEntry::new(print, Timestamp::from_micros(1_000)).keep();
 /// assert!(entry.kept && entry.fingerprint == print);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CommandEntry {
     /// The fingerprint of the command's request.
