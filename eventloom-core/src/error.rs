@@ -403,7 +403,8 @@ impl Error {
 }
 
 impl<E> crate::CommandError<E> {
-    /// What kind of failure this is: [`ErrorKind::Rejected`] for the aggregate's refusal,
+    /// What kind of failure this is: [`ErrorKind::Rejected`] for the aggregate's refusal (now, or
+    /// [recorded before](crate::CommandError::Refused)),
     /// [`ErrorKind::Conflict`] for a conflict that outlived the retries, else the store error's.
     ///
     /// # Examples
@@ -418,7 +419,7 @@ impl<E> crate::CommandError<E> {
     /// ```
     pub fn kind(&self) -> ErrorKind {
         match self {
-            crate::CommandError::Rejected(_) => ErrorKind::Rejected,
+            crate::CommandError::Rejected(_) | crate::CommandError::Refused { .. } => ErrorKind::Rejected,
             crate::CommandError::Conflict { .. } => ErrorKind::Conflict,
             crate::CommandError::Store(error) => error.kind(),
         }

@@ -8,8 +8,9 @@ use deadpool_postgres::Pool;
 use eventloom_core::store::BoxFuture;
 use eventloom_core::{
     Error as CoreError, Position, StreamId,
+    model::Timestamp,
     model::{ExpectedVersion, NewEvent, RecordedEvent, StoredMetadata},
-    store::{AppendOutcome, Appended, CommandRecord, EventStore},
+    store::{AppendOutcome, Appended, CommandEntry, CommandRecord, EventStore},
     write::Fingerprint,
 };
 use tokio::sync::{Notify, watch};
@@ -542,6 +543,10 @@ struct Batch<'a> {
     command_id: Option<&'a str>,
     /// The fingerprint of the command's request, in hex, kept with its id.
     fingerprint: Option<String>,
+    /// When the command was executed, in microseconds since the epoch (`None`: the server's now).
+    recorded_at: Option<i64>,
+    /// Whether the command id's record is kept until forgotten.
+    kept: bool,
 }
 
 impl Batch<'_> {
@@ -551,7 +556,7 @@ impl Batch<'_> {
         &'p self,
         stream: &'p [&'p str; 2],
         expected: &'p Option<i64>,
-    ) -> [&'p (dyn tokio_postgres::types::ToSql + Sync); 9] {
+    ) -> [&'p (dyn tokio_postgres::types::ToSql + Sync); 11] {
         [
             &stream[0],
             &stream[1],
@@ -562,6 +567,8 @@ impl Batch<'_> {
             &self.metadata,
             &self.command_id,
             &self.fingerprint,
+            &self.recorded_at,
+            &self.kept,
         ]
     }
 }
@@ -792,13 +799,14 @@ impl PgEventStore {
 }
 
 impl PgEventStore {
-    /// [`EventStore::append`], keeping `fingerprint` with the outcome of a command id.
+    /// [`EventStore::append`], keeping `entry` with the outcome of a command id (without one:
+    /// no fingerprint, the server's time, not kept).
     async fn append_events(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: Option<&Fingerprint>,
+        entry: Option<&CommandEntry>,
     ) -> eventloom_core::Result<Appended> {
         let span = tracing::debug_span!("append", store = "postgres", stream = %stream, events = events.len());
         async {
@@ -820,7 +828,9 @@ impl PgEventStore {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|source| CoreError::Serde { what: "event metadata".into(), source })?,
                 command_id,
-                fingerprint: fingerprint.map(Fingerprint::to_string),
+                fingerprint: entry.map(|e| e.fingerprint.to_string()),
+                recorded_at: entry.map(|e| e.recorded_at.as_micros()),
+                kept: entry.is_some_and(|e| e.kept),
             };
             match expected {
                 ExpectedVersion::Any => self.append_any(stream, &batch).await,
@@ -855,9 +865,9 @@ impl EventStore for PgEventStore {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &'a Fingerprint,
+        command: &'a CommandEntry,
     ) -> BoxFuture<'a, eventloom_core::Result<Appended>> {
-        Box::pin(self.append_events(stream, expected, events, Some(fingerprint)))
+        Box::pin(self.append_events(stream, expected, events, Some(command)))
     }
 
     fn read_stream<'a>(
@@ -995,23 +1005,42 @@ impl EventStore for PgEventStore {
                 last_version: fields.unsigned("last_version")?,
                 position: fields.position("transaction_id", "sequence")?,
             };
+            let recorded_at = Timestamp::from_micros(fields.get("recorded_micros")?);
+            let mut record = CommandRecord::new(outcome).with_recorded_at(recorded_at);
+            if fields.get("kept")? {
+                record = record.keep();
+            }
             // NULL: recorded before fingerprints were kept, or by a plain append.
-            let fingerprint = match fields.get::<Option<&str>>("fingerprint")? {
-                Some(hex) => Some(hex.parse().map_err(|e| fields.corrupt(format_args!("fingerprint refused: {e}")))?),
-                None => None,
-            };
-            Ok(Some(CommandRecord { outcome, fingerprint }))
+            if let Some(hex) = fields.get::<Option<&str>>("fingerprint")? {
+                let print = hex.parse().map_err(|e| fields.corrupt(format_args!("fingerprint refused: {e}")))?;
+                record = record.with_fingerprint(print);
+            }
+            // NULL: an append or a no-op. A refusal appended nothing.
+            if let Some(reason) = fields.get::<Option<&str>>("refusal")? {
+                if record.outcome.appended() > 0 {
+                    let versions = (record.outcome.first_version, record.outcome.last_version);
+                    return Err(fields.corrupt(format_args!("a refusal that appended versions {versions:?}")));
+                }
+                record = record.with_refusal(reason);
+            }
+            Ok(Some(record))
         })
     }
 
     fn record_command<'a>(
         &'a self,
         command_id: &'a str,
-        fingerprint: &'a Fingerprint,
-        outcome: AppendOutcome,
+        record: CommandRecord,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<CommandRecord>>> {
         Box::pin(async move {
             eventloom_core::model::validate_command_id(command_id)?;
+            let outcome = &record.outcome;
+            let fingerprint = record.fingerprint.as_ref().map(Fingerprint::to_string);
+            // PostgreSQL's text holds no NUL: one in a rejection's text is kept as U+FFFD.
+            let refusal = record
+                .refusal
+                .as_deref()
+                .map(|r| eventloom_core::store::bounded_refusal(&r.replace('\0', "\u{FFFD}")).to_owned());
             let inserted = self
                 .inner
                 .db
@@ -1025,7 +1054,10 @@ impl EventStore for PgEventStore {
                         &to_i64(outcome.last_version, "version")?,
                         &outcome.position.transaction().to_string(),
                         &to_i64(outcome.position.sequence(), "position")?,
-                        &fingerprint.to_string(),
+                        &fingerprint,
+                        &refusal,
+                        &record.recorded_at.as_micros(),
+                        &record.kept,
                     ],
                 )
                 .await?;
@@ -1038,6 +1070,35 @@ impl EventStore for PgEventStore {
                 };
             }
             Ok(None)
+        })
+    }
+
+    fn expire_commands<'a>(
+        &'a self,
+        recorded_before: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
+            // No record is older than PostgreSQL's first timestamp (4713 BC); past 2^62 µs (about
+            // 146,000 years) every record is older, and the conversion to an interval stays exact.
+            const FIRST_TIMESTAMP: i64 = -210_866_803_200_000_000;
+            let before = recorded_before.as_micros().min(1 << 62);
+            if limit == 0 || before <= FIRST_TIMESTAMP {
+                return Ok(0);
+            }
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let span = tracing::debug_span!("expire_commands", store = "postgres", before);
+            self.inner.db.execute(&self.inner.sql.expire_commands, &[&before, &limit]).instrument(span).await
+        })
+    }
+
+    fn forget_commands<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            let span = tracing::debug_span!("forget_commands", store = "postgres", ids = ids.len());
+            self.inner.db.execute(&self.inner.sql.forget_commands, &[&ids]).instrument(span).await
         })
     }
 

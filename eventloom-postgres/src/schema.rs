@@ -14,6 +14,8 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (6, "append first write", include_str!("../sql/0006_append_first_write.sql")),
     (7, "projection stops", include_str!("../sql/0007_projection_stops.sql")),
     (8, "command fingerprints", include_str!("../sql/0008_command_fingerprints.sql")),
+    (9, "command refusals", include_str!("../sql/0009_command_refusals.sql")),
+    (10, "command retention", include_str!("../sql/0010_command_retention.sql")),
 ];
 
 /// The columns of the `migrations` table as migrate() makes it, with their types.
@@ -123,6 +125,8 @@ pub(crate) struct Sql {
     pub(crate) bump_lease: String,
     pub(crate) restored_from_elsewhere: String,
     pub(crate) record_command: String,
+    pub(crate) expire_commands: String,
+    pub(crate) forget_commands: String,
     pub(crate) renumber: String,
 }
 
@@ -167,6 +171,8 @@ impl Sql {
             bump_lease: fill(include_str!("../sql/statements/bump_lease.sql")),
             restored_from_elsewhere: fill(include_str!("../sql/statements/restored_from_elsewhere.sql")),
             record_command: fill(include_str!("../sql/statements/record_command.sql")),
+            expire_commands: fill(include_str!("../sql/statements/expire_commands.sql")),
+            forget_commands: fill(include_str!("../sql/statements/forget_commands.sql")),
             renumber: fill(include_str!("../sql/statements/renumber.sql")),
             schema: s.clone(),
         }

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
 use eventloom_core::read::OrderRange;
 use eventloom_core::store::{
-    AppendOutcome, Appended, BoxFuture, CommandRecord, DeadLetter, EventStore, Generation, IndexKey, ListCursor,
-    ProjectionStatus, ProjectionStop, ViewCommit, ViewPage, ViewStore, Written,
+    Appended, BoxFuture, CommandRecord, DeadLetter, EventStore, Generation, IndexKey, ListCursor, ProjectionStatus,
+    ProjectionStop, ViewCommit, ViewPage, ViewStore, Written,
 };
-use eventloom_core::write::Fingerprint;
 use eventloom_core::{Position, StreamId};
 use eventloom_postgres::{PgEventStore, PgViewStore};
 use tokio::sync::watch;
@@ -113,7 +112,7 @@ impl EventStore for Counted {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &'a Fingerprint,
+        fingerprint: &'a eventloom_core::store::CommandEntry,
     ) -> Answer<'a, Appended> {
         self.inner.append_command(stream, expected, events, fingerprint)
     }
@@ -168,13 +167,21 @@ impl EventStore for Counted {
         self.inner.command_outcome(command_id)
     }
 
-    fn record_command<'a>(
+    fn record_command<'a>(&'a self, command_id: &'a str, record: CommandRecord) -> Answer<'a, Option<CommandRecord>> {
+        self.inner.record_command(command_id, record)
+    }
+    fn expire_commands<'a>(
         &'a self,
-        command_id: &'a str,
-        fingerprint: &'a Fingerprint,
-        outcome: AppendOutcome,
-    ) -> Answer<'a, Option<CommandRecord>> {
-        self.inner.record_command(command_id, fingerprint, outcome)
+        before: eventloom_core::model::Timestamp,
+        limit: usize,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.inner.expire_commands(before, limit)
+    }
+    fn forget_commands<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.inner.forget_commands(ids)
     }
 
     fn head<'a>(&'a self) -> Answer<'a, Option<Position>> {

@@ -3,6 +3,7 @@
 
 mod health;
 mod options;
+mod retention;
 mod signal;
 mod stores;
 
@@ -34,6 +35,10 @@ use crate::{
 impl App {
     /// How long [`App::shutdown`] waits for commands in flight and projectors' batches by default.
     pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// How long the records of command ids are kept by default
+    /// ([`AppBuilder::command_retention`]): 7 days.
+    pub const DEFAULT_COMMAND_RETENTION: Duration = Duration::from_secs(7 * 24 * 3_600);
 }
 
 /// The engine of one aggregate type as the App keeps it.
@@ -90,6 +95,7 @@ pub struct AppBuilder {
     stores: Stores,
     role: Role,
     drain_timeout: Duration,
+    command_retention: Duration,
     aggregates: Vec<PendingAggregate>,
     members: Vec<PendingMember>,
 }
@@ -258,8 +264,50 @@ impl AppBuilder {
         self
     }
 
+    /// How long the event store keeps the record of a command id (an idempotency key) after the
+    /// command executed; default [`App::DEFAULT_COMMAND_RETENTION`], 7 days. `Duration::MAX`
+    /// keeps them forever; zero is refused at [`start`](Self::start).
+    ///
+    /// A process of a role that runs the projectors ([`Role::All`], [`Role::Projector`]) runs
+    /// the janitor: every quarter of the retention (at most hourly) it deletes the records older
+    /// than the retention in batches of 1,000
+    /// ([`EventStore::expire_commands`]), holding a lease of the bundle's lease manager
+    /// (`eventloom.command-retention`, a name no projection may take) so that one process trims
+    /// at a time. Records kept by
+    /// [`ExecuteOptions::keep_command_id`](crate::ExecuteOptions::keep_command_id) (process
+    /// managers' commands) never expire. The events keep their command id in their metadata;
+    /// a request sent again after its id expired executes again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{App, MemoryStores};
+    /// use std::time::Duration;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// // Clients retry for a day at most: keep their keys for two.
+    /// let app = App::builder(MemoryStores::new())
+    ///     .command_retention(Duration::from_secs(2 * 24 * 3_600))
+    ///     .start()
+    ///     .await
+    ///     .unwrap();
+    /// app.shutdown().await.unwrap();
+    /// # });
+    /// ```
+    pub fn command_retention(mut self, retention: Duration) -> Self {
+        self.command_retention = retention;
+        self
+    }
+
     fn check(&self) -> Result<()> {
         let invalid = |reason: String| Err(Error::InvalidConfig { reason });
+        if self.command_retention.is_zero() {
+            return invalid(
+                "a command retention of zero would forget every idempotency key at once: \
+                 use Duration::MAX to keep them forever"
+                    .to_owned(),
+            );
+        }
         if self.role != Role::All && !self.stores.is_shared() {
             return invalid(format!(
                 "role {} runs apart from the other roles, but the {} stores live in this process only: \
@@ -276,6 +324,14 @@ impl AppBuilder {
         for (i, m) in self.members.iter().enumerate() {
             if let Some(problem) = crate::read::projection::name_problem(&m.name) {
                 return invalid(format!("{} {} has a name that {problem}", m.kind.as_str(), m.type_name));
+            }
+            if m.name == retention::JANITOR_LEASE {
+                return invalid(format!(
+                    "{} {} is named {}, the lease of the App's command janitor",
+                    m.kind.as_str(),
+                    m.type_name,
+                    m.name
+                ));
             }
             // Projections and handlers keep everything in the view store by name.
             if let Some(first) = self.members[..i].iter().find(|n| n.name == m.name) {
@@ -299,7 +355,7 @@ impl AppBuilder {
     /// runtime.
     pub async fn start(self) -> Result<App> {
         self.check()?;
-        let AppBuilder { stores, role, drain_timeout, aggregates, members } = self;
+        let AppBuilder { stores, role, drain_timeout, command_retention, aggregates, members } = self;
         let mut engines: Engines = HashMap::new();
         let mut upcasters = HashMap::new();
         for aggregate in aggregates {
@@ -307,7 +363,7 @@ impl AppBuilder {
             upcasters.insert(aggregate.category, aggregate.upcasters);
         }
         let engines = Arc::new(engines);
-        let dispatcher = Dispatcher::new(engines.clone());
+        let dispatcher = Dispatcher::new(engines.clone(), command_retention);
         let (stopping, _) = watch::channel(false);
         let (drained, _) = watch::channel(false);
         let signals = Arc::new(Signals::default());
@@ -347,6 +403,14 @@ impl AppBuilder {
         } else {
             runners.extend(members.into_iter().map(|m| Runner { kind: m.kind, name: m.name, handle: None }));
         }
+        if runs_here && command_retention != Duration::MAX {
+            let janitor = retention::Janitor {
+                events: stores.events().clone(),
+                leases: stores.leases().cloned(),
+                retention: command_retention,
+            };
+            tasks.push(spawn_janitor(janitor, &stopping));
+        }
         tracing::info!(%role, stores = stores.description(), members = runners.len(), "app started");
         Ok(App {
             inner: Arc::new(Inner {
@@ -381,6 +445,17 @@ fn spawn_group(group: ProjectionGroup<Arc<dyn EventStore>>, stopping: &watch::Se
     tokio::spawn(async move {
         if let Err(error) = group.run(shutdown).await {
             tracing::error!(%error, "the projections' group stopped");
+        }
+    })
+}
+
+/// Runs the command janitor on a task of its own until the App shuts down.
+fn spawn_janitor(janitor: retention::Janitor, stopping: &watch::Sender<bool>) -> JoinHandle<()> {
+    let shutdown = shutdown_of(stopping);
+    tokio::spawn(async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = janitor.run() => {}
         }
     })
 }
@@ -642,6 +717,7 @@ impl App {
             stores: stores.into(),
             role: Role::All,
             drain_timeout: App::DEFAULT_DRAIN_TIMEOUT,
+            command_retention: App::DEFAULT_COMMAND_RETENTION,
             aggregates: Vec::new(),
             members: Vec::new(),
         }

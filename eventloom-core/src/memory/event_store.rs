@@ -5,10 +5,10 @@ use crate::store::BoxFuture;
 use tokio::sync::watch;
 
 use super::{read, write};
-use crate::store::Appended;
+use crate::store::{Appended, CommandEntry};
 use crate::{
-    AppendOutcome, CommandRecord, Error, EventStore, ExpectedVersion, Fingerprint, NewEvent, Position, RecordedEvent,
-    Result, StreamId,
+    AppendOutcome, CommandRecord, Error, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, Result,
+    StreamId, Timestamp,
 };
 
 /// The default largest event payload a [`MemoryEventStore`] accepts: 1 MiB.
@@ -115,13 +115,14 @@ fn command_id(events: &[NewEvent]) -> Option<&str> {
 }
 
 impl MemoryEventStore {
-    /// [`EventStore::append`], keeping `fingerprint` with the outcome of a command id.
+    /// [`EventStore::append`], keeping `entry` with the outcome of a command id (without one: no
+    /// fingerprint, made now, not kept).
     fn append_events(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: Option<Fingerprint>,
+        entry: Option<&CommandEntry>,
     ) -> Result<Appended> {
         let span = tracing::trace_span!("append", store = "memory", stream = %stream, events = events.len());
         let _enter = span.enter();
@@ -175,7 +176,11 @@ impl MemoryEventStore {
         let outcome =
             AppendOutcome { stream: stream.clone(), first_version: actual + 1, last_version: version, position };
         if let Some(id) = command {
-            state.commands.insert(id, CommandRecord { outcome: outcome.clone(), fingerprint });
+            let record = match entry {
+                Some(entry) => CommandRecord::of_entry(outcome.clone(), entry),
+                None => CommandRecord::new(outcome.clone()),
+            };
+            state.commands.insert(id, record);
         }
         drop(guard);
         self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
@@ -198,9 +203,9 @@ impl EventStore for MemoryEventStore {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &'a Fingerprint,
+        command: &'a CommandEntry,
     ) -> BoxFuture<'a, Result<Appended>> {
-        Box::pin(async move { self.append_events(stream, expected, events, Some(*fingerprint)) })
+        Box::pin(async move { self.append_events(stream, expected, events, Some(command)) })
     }
 
     fn read_stream<'a>(
@@ -274,17 +279,45 @@ impl EventStore for MemoryEventStore {
     fn record_command<'a>(
         &'a self,
         command_id: &'a str,
-        fingerprint: &'a Fingerprint,
-        outcome: AppendOutcome,
+        mut record: CommandRecord,
     ) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
         Box::pin(async move {
             crate::validate_command_id(command_id)?;
+            if let Some(reason) = &mut record.refusal {
+                let bound = crate::store::bounded_refusal(reason).len();
+                reason.truncate(bound);
+            }
             let mut state = write(&self.inner.state);
             if let Some(first) = state.commands.get(command_id) {
                 return Ok(Some(first.clone()));
             }
-            state.commands.insert(command_id.to_owned(), CommandRecord { outcome, fingerprint: Some(*fingerprint) });
+            state.commands.insert(command_id.to_owned(), record);
             Ok(None)
+        })
+    }
+
+    fn expire_commands<'a>(&'a self, recorded_before: Timestamp, limit: usize) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let mut state = write(&self.inner.state);
+            let mut doomed: Vec<(Timestamp, String)> = state
+                .commands
+                .iter()
+                .filter(|(_, r)| !r.kept && r.recorded_at < recorded_before)
+                .map(|(id, r)| (r.recorded_at, id.clone()))
+                .collect();
+            doomed.sort_unstable();
+            doomed.truncate(limit);
+            for (_, id) in &doomed {
+                state.commands.remove(id);
+            }
+            Ok(doomed.len() as u64)
+        })
+    }
+
+    fn forget_commands<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let mut state = write(&self.inner.state);
+            Ok(ids.iter().filter(|id| state.commands.remove(id.as_str()).is_some()).count() as u64)
         })
     }
 

@@ -93,6 +93,8 @@ impl Dispatched {
         match result {
             Ok(outcome) => Dispatched::Executed(outcome),
             Err(CommandError::Rejected(rejection)) => Dispatched::Refused { reason: rejection.to_string() },
+            // Refused before under the same id (a redelivery): the same answer.
+            Err(CommandError::Refused { reason, .. }) => Dispatched::Refused { reason },
             Err(error @ CommandError::Conflict { .. }) => Dispatched::Retry { reason: error.to_string() },
             // The id was used by another request: a release changed the command. Trying again
             // cannot mend it.
@@ -115,6 +117,8 @@ pub(crate) type Engines = HashMap<TypeId, (Box<dyn Any + Send + Sync>, &'static 
 #[derive(Clone)]
 pub struct Dispatcher {
     engines: Arc<Engines>,
+    /// How long the event store keeps command ids: a command older than half of it is not run.
+    retention: std::time::Duration,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -126,8 +130,13 @@ impl std::fmt::Debug for Dispatcher {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(engines: Arc<Engines>) -> Self {
-        Dispatcher { engines }
+    pub(crate) fn new(engines: Arc<Engines>, retention: std::time::Duration) -> Self {
+        Dispatcher { engines, retention }
+    }
+
+    /// How long the App keeps the records of command ids ([`AppBuilder::command_retention`](crate::app::AppBuilder::command_retention)).
+    pub(crate) fn retention(&self) -> std::time::Duration {
+        self.retention
     }
 
     /// Executes `command` on its aggregate's engine with `options`, and sorts the outcome. An

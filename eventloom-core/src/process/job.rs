@@ -194,7 +194,8 @@ impl<P: ProcessManager> ProcessJob<P> {
                 Some(Ok(step)) => {
                     let slot = folded.by_key[&step.key];
                     let issue = replay_until.is_none_or(|until| raw.position > until);
-                    decide(&self.pm, &mut folded.instances[slot], step, raw.position, issue, &mut folded.outbox)
+                    let now = self.clock.now();
+                    decide(&self.pm, &mut folded.instances[slot], step, raw.position, issue, now, &mut folded.outbox)
                 }
             };
             match outcome {
@@ -241,7 +242,12 @@ impl<P: ProcessManager> ProcessJob<P> {
                     break;
                 }
             };
-            let mut options = ExecuteOptions::default().command_id(entry.command_id.clone());
+            if let Some(error) = self.too_old(&entry) {
+                failure = Some(error);
+                break;
+            }
+            // Its refusal is recorded under its id too, so that a redelivery gets the same answer.
+            let mut options = ExecuteOptions::default().command_id(entry.command_id.clone()).record_refusal();
             if let Some(c) = &entry.correlation {
                 options = options.correlation_id(c.clone());
             }
@@ -299,6 +305,23 @@ impl<P: ProcessManager> ProcessJob<P> {
             Some(error) => Err(error),
             None => Ok(finished.len() == total),
         }
+    }
+
+    /// The error of a command that waited in the outbox past half the command retention: its id
+    /// may expire before it ran for good, and a redelivery after that would run it again.
+    fn too_old(&self, entry: &Outgoing) -> Option<Error> {
+        let waited = self.clock.now().as_micros().saturating_sub(entry.decided_at.as_micros());
+        let limit = i64::try_from(self.dispatcher.retention().as_micros() / 2).unwrap_or(i64::MAX);
+        (waited > limit).then(|| Error::InvalidConfig {
+            reason: format!(
+                "process manager {}: command {} waited {} s in the outbox, over half the command retention: \
+                 its id could expire before it ran for good; run it by hand and delete it, or raise \
+                 AppBuilder::command_retention",
+                self.pm.name(),
+                entry.command_id,
+                waited / 1_000_000
+            ),
+        })
     }
 
     /// Executes the outbox in its order, a page at a time, until it is empty (`true`) or a
@@ -392,6 +415,9 @@ impl<P: ProcessManager> ProcessJob<P> {
                 return Err(state_gone(name, known.unwrap_or_default()));
             }
             self.set_replay_until(None);
+            // Claims the generation with this runner's token: a deposed leader's next write is
+            // refused from now on, not only after this runner's first batch.
+            superseded(name, projector.views.go_live(name, live.id, token).await?)?;
             return Ok(Target { generation: live.id, checkpoint: live.checkpoint, building: false, stopped });
         }
         if live.is_none() && known.is_some() {
@@ -567,6 +593,7 @@ pub(crate) fn decide<P: ProcessManager>(
     step: Step<<P::Events as crate::EventSet>::Event>,
     position: Position,
     issue: bool,
+    decided_at: Timestamp,
     outbox: &mut Vec<Outgoing>,
 ) -> Result<()> {
     let name = pm.name();
@@ -615,6 +642,7 @@ pub(crate) fn decide<P: ProcessManager>(
             correlation: step.correlation.clone(),
             causation: Some(step.event_id.clone()),
             order: format!("{}{index:05}", position.sort_key()),
+            decided_at,
         });
     }
     let state = serde_json::to_value(&state)

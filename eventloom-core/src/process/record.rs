@@ -66,6 +66,9 @@ pub(crate) struct Outgoing {
     pub(crate) causation: Option<String>,
     /// Its place in the outbox's index.
     pub(crate) order: String,
+    /// When it was decided, by the process manager's clock.
+    #[serde(default)]
+    pub(crate) decided_at: crate::model::Timestamp,
 }
 
 impl Outgoing {

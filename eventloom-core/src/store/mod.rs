@@ -41,7 +41,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::{ExpectedVersion, Fingerprint, NewEvent, Position, RecordedEvent, Result, StreamId, Subscription};
+use crate::{
+    ExpectedVersion, Fingerprint, NewEvent, Position, RecordedEvent, Result, StreamId, Subscription, Timestamp,
+};
 
 /// What an append wrote.
 ///
@@ -77,8 +79,40 @@ impl AppendOutcome {
     }
 }
 
-/// What a command id did the first time: the outcome of the command's append (or of its no-op)
-/// and the fingerprint of the request it was used for.
+/// The longest refusal reason a [`CommandRecord`] keeps, in bytes of UTF-8: a longer one is cut
+/// at the last character boundary within it (see [`bounded_refusal`]).
+pub const MAX_REFUSAL_BYTES: usize = 1024;
+
+/// `reason` cut to at most [`MAX_REFUSAL_BYTES`] bytes, at a character boundary.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::store::{MAX_REFUSAL_BYTES, bounded_refusal};
+///
+/// assert_eq!(bounded_refusal("insufficient funds"), "insufficient funds");
+/// let long = "é".repeat(MAX_REFUSAL_BYTES); // two bytes each
+/// assert_eq!(bounded_refusal(&long).len(), MAX_REFUSAL_BYTES);
+/// let odd = format!("x{long}");
+/// assert_eq!(bounded_refusal(&odd).len(), MAX_REFUSAL_BYTES - 1, "never inside a character");
+/// ```
+pub fn bounded_refusal(reason: &str) -> &str {
+    if reason.len() <= MAX_REFUSAL_BYTES {
+        return reason;
+    }
+    let mut end = MAX_REFUSAL_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// What a command id did the first time: the outcome of the command's append (or, for a no-op
+/// or a recorded refusal, the stream as the command found it), the fingerprint of the request
+/// it was used for, the refusal when the aggregate refused it, when it was recorded, and whether
+/// it is kept until forgotten (see [`EventStore::expire_commands`]).
+///
+/// Marked `#[non_exhaustive]`: build one with [`new`](Self::new) and the `with_*` methods.
 ///
 /// # Examples
 ///
@@ -91,16 +125,137 @@ impl AppendOutcome {
 ///     last_version: 1,
 ///     position: Position::new(7, 1),
 /// };
-/// let record = CommandRecord { outcome, fingerprint: None };
+/// let record = CommandRecord::new(outcome);
 /// assert!(record.fingerprint.is_none(), "recorded before fingerprints were kept");
+/// assert!(record.refusal.is_none(), "not a refusal");
+/// assert!(!record.kept, "expires with the retention");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CommandRecord {
-    /// What the command appended, or, for a no-op, the stream as it found it.
+    /// What the command appended, or, for a no-op or a refusal, the stream as it found it.
     pub outcome: AppendOutcome,
     /// The [`Fingerprint`] of the command's request; `None` for an outcome recorded without one
     /// (by a plain [`EventStore::append`], or before the store kept fingerprints).
     pub fingerprint: Option<Fingerprint>,
+    /// Why the aggregate refused the command (the rejection's `Display` text, at most
+    /// [`MAX_REFUSAL_BYTES`]), when the refusal was recorded
+    /// ([`ExecuteOptions::record_refusal`](crate::ExecuteOptions::record_refusal)); `None` for
+    /// an append or a no-op. A refusal appended nothing: its outcome has no events.
+    #[serde(default)]
+    pub refusal: Option<String>,
+    /// When the record was made: by the engine's clock for the commands it executes, by the
+    /// store's for a plain [`EventStore::append`] carrying a command id (on PostgreSQL, rows from
+    /// before migration 10 have the time of that migration).
+    #[serde(default)]
+    pub recorded_at: Timestamp,
+    /// Kept until [forgotten](EventStore::forget_commands), never
+    /// [expired](EventStore::expire_commands)
+    /// ([`ExecuteOptions::keep_command_id`](crate::ExecuteOptions::keep_command_id)).
+    #[serde(default)]
+    pub kept: bool,
+}
+
+impl CommandRecord {
+    /// The record of `outcome`, made now (by the system clock), with no fingerprint and no
+    /// refusal, not kept.
+    pub fn new(outcome: AppendOutcome) -> Self {
+        CommandRecord { outcome, fingerprint: None, refusal: None, recorded_at: Timestamp::now(), kept: false }
+    }
+
+    /// The record of `outcome` as [`append_command`](EventStore::append_command) keeps it
+    /// under `entry`.
+    pub fn of_entry(outcome: AppendOutcome, entry: &CommandEntry) -> Self {
+        CommandRecord {
+            outcome,
+            fingerprint: Some(entry.fingerprint),
+            refusal: None,
+            recorded_at: entry.recorded_at,
+            kept: entry.kept,
+        }
+    }
+
+    /// The record, made at `at`.
+    pub fn with_recorded_at(mut self, at: Timestamp) -> Self {
+        self.recorded_at = at;
+        self
+    }
+
+    /// The record, kept until forgotten.
+    pub fn keep(mut self) -> Self {
+        self.kept = true;
+        self
+    }
+
+    /// The record with the request's fingerprint.
+    pub fn with_fingerprint(mut self, fingerprint: Fingerprint) -> Self {
+        self.fingerprint = Some(fingerprint);
+        self
+    }
+
+    /// The record of a refusal for `reason`, cut to [`MAX_REFUSAL_BYTES`] (see
+    /// [`bounded_refusal`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{Position, StreamId, store::{AppendOutcome, CommandRecord}};
+    ///
+    /// let as_found = AppendOutcome {
+    ///     stream: StreamId::new("account", "1").unwrap(),
+    ///     first_version: 4,
+    ///     last_version: 3,
+    ///     position: Position::new(7, 3),
+    /// };
+    /// let record = CommandRecord::new(as_found).with_refusal("insufficient funds");
+    /// assert_eq!(record.refusal.as_deref(), Some("insufficient funds"));
+    /// ```
+    pub fn with_refusal(mut self, reason: impl Into<String>) -> Self {
+        let mut reason = reason.into();
+        let bound = bounded_refusal(&reason).len();
+        reason.truncate(bound);
+        self.refusal = Some(reason);
+        self
+    }
+}
+
+/// What [`append_command`](EventStore::append_command) keeps with a command id besides the
+/// outcome: the request's [`Fingerprint`], when the command was executed, and whether the record
+/// is kept until forgotten.
+///
+/// Marked `#[non_exhaustive]`: build one with [`new`](Self::new).
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{model::Timestamp, store::CommandEntry, write::Fingerprint};
+///
+/// let print: Fingerprint = "ab".repeat(32).parse().unwrap();
+/// let entry = CommandEntry::new(print, Timestamp::from_micros(1_000)).keep();
+/// assert!(entry.kept && entry.fingerprint == print);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommandEntry {
+    /// The fingerprint of the command's request.
+    pub fingerprint: Fingerprint,
+    /// When the command was executed: the record's [`CommandRecord::recorded_at`].
+    pub recorded_at: Timestamp,
+    /// Whether the record is kept until forgotten ([`CommandRecord::kept`]).
+    pub kept: bool,
+}
+
+impl CommandEntry {
+    /// The entry of a request with `fingerprint` executed at `recorded_at`, not kept.
+    pub fn new(fingerprint: Fingerprint, recorded_at: Timestamp) -> Self {
+        CommandEntry { fingerprint, recorded_at, kept: false }
+    }
+
+    /// The entry, kept until forgotten.
+    pub fn keep(mut self) -> Self {
+        self.kept = true;
+        self
+    }
 }
 
 /// What an append came to when the store answered: the events written, or, for events carrying
@@ -190,6 +345,10 @@ const COUNT_PAGE: usize = 1000;
 ///   it; this holds across processes. The
 ///   fingerprint given to [`append_command`](EventStore::append_command) or `record_command` is
 ///   kept with the outcome and returned by [`command_outcome`](EventStore::command_outcome).
+/// - **Retention.** [`expire_commands`](EventStore::expire_commands) deletes only records older
+///   than its bound and not kept, at most its limit per call;
+///   [`forget_commands`](EventStore::forget_commands) deletes the records named. Events keep
+///   their command id in their metadata: only the record goes, and the id is free again.
 ///
 /// The trait is object safe: `Arc<dyn EventStore>` picks a store at runtime.
 ///
@@ -223,9 +382,10 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Appended>>;
 
     /// The append of a command executed under a command id: as [`append`](Self::append) (the id
-    /// is the one the events' metadata carry), and the store keeps `fingerprint`, the request's,
-    /// with the outcome, in the same atomic write. The engine appends through it, so that a
-    /// command id sent again with a different request can be told from a retry.
+    /// is the one the events' metadata carry), and the store keeps `command` (the request's
+    /// fingerprint, when it was executed, whether it is kept) with the outcome, in the same atomic
+    /// write ([`CommandRecord::of_entry`]). The engine appends through it, so that a command id
+    /// sent again with a different request can be told from a retry.
     ///
     /// The fingerprint travels beside the events rather than in their metadata: it is about the
     /// command, not about any one event, and readers of the log have no use for it.
@@ -234,8 +394,8 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// ```
     /// use eventloom_core::prelude::*;
-    /// use eventloom_core::{store::EventStore, write::Fingerprint, memory::MemoryEventStore};
-    /// use eventloom_core::model::{ExpectedVersion, NewEvent};
+    /// use eventloom_core::{store::{CommandEntry, CommandRecord, EventStore}, write::Fingerprint};
+    /// use eventloom_core::{memory::MemoryEventStore, model::{ExpectedVersion, NewEvent, Timestamp}};
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = MemoryEventStore::new();
@@ -243,10 +403,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// let metadata = Metadata::default().with_command_id("req-1");
     /// let event = NewEvent { event_type: "Created".into(), schema_version: 1, payload: "{}".into(), metadata };
     /// let print: Fingerprint = "ab".repeat(32).parse().unwrap();
-    /// let out = store.append_command(&stream, ExpectedVersion::NoStream, vec![event], &print).await.unwrap();
+    /// let entry = CommandEntry::new(print, Timestamp::now());
+    /// let out = store.append_command(&stream, ExpectedVersion::NoStream, vec![event], &entry).await.unwrap();
     /// let out = out.written().expect("a command id not used before");
     /// let first = store.command_outcome("req-1").await.unwrap().unwrap();
-    /// assert_eq!((first.outcome, first.fingerprint), (out, Some(print)));
+    /// assert_eq!(first, CommandRecord::of_entry(out, &entry));
     /// # });
     /// ```
     fn append_command<'a>(
@@ -254,7 +415,7 @@ pub trait EventStore: Send + Sync + 'static {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &'a Fingerprint,
+        command: &'a CommandEntry,
     ) -> BoxFuture<'a, Result<Appended>>;
 
     /// Up to `limit` events of `stream` with versions from `from_version` on, in order.
@@ -347,16 +508,86 @@ pub trait EventStore: Send + Sync + 'static {
     /// carried it (or of the no-op recorded under it) with the request's fingerprint.
     fn command_outcome<'a>(&'a self, command_id: &'a str) -> BoxFuture<'a, Result<Option<CommandRecord>>>;
 
-    /// Records the outcome of a command that appended nothing (a no-op) with the fingerprint of
-    /// its request, so that executing it again returns this outcome even after the stream
-    /// changed. Answers `None` once recorded, and the first record, recording nothing, when the
-    /// id is already used.
+    /// Records what a command that appended nothing did under `command_id`, in one atomic
+    /// write: a no-op, or a refusal ([`CommandRecord::refusal`], cut to
+    /// [`MAX_REFUSAL_BYTES`]), with the fingerprint of its request and the stream as the command
+    /// found it, so that executing it again returns this answer even after the stream changed.
+    /// Answers `None` once recorded, and the first record, recording nothing, when the id is
+    /// already used (by an append or by another record: of racing writers of one id exactly one
+    /// wins).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::prelude::*;
+    /// use eventloom_core::{memory::MemoryEventStore, store::{AppendOutcome, CommandRecord, EventStore}};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryEventStore::new();
+    /// let as_found = AppendOutcome { stream: StreamId::new("account", "1").unwrap(),
+    ///     first_version: 1, last_version: 0, position: Position::ZERO };
+    /// let refusal = CommandRecord::new(as_found).with_refusal("the account is not open");
+    /// assert_eq!(store.record_command("pm-1", refusal.clone()).await.unwrap(), None);
+    /// assert_eq!(store.command_outcome("pm-1").await.unwrap(), Some(refusal.clone()));
+    /// assert_eq!(store.record_command("pm-1", refusal.clone()).await.unwrap(), Some(refusal), "taken");
+    /// # });
+    /// ```
     fn record_command<'a>(
         &'a self,
         command_id: &'a str,
-        fingerprint: &'a Fingerprint,
-        outcome: AppendOutcome,
+        record: CommandRecord,
     ) -> BoxFuture<'a, Result<Option<CommandRecord>>>;
+
+    /// Deletes up to `limit` command records made before `recorded_before` that are not
+    /// [kept](CommandRecord::kept), oldest first; returns how many it deleted. A caller trims a
+    /// large backlog in batches (call again while it returns `limit`), so that no call holds
+    /// the store long. The events keep their command id in their metadata: only the record
+    /// goes, and a command sent again under an expired id executes again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::prelude::*;
+    /// use eventloom_core::{memory::MemoryEventStore, model::Timestamp};
+    /// use eventloom_core::store::{AppendOutcome, CommandRecord, EventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryEventStore::new();
+    /// let noop = AppendOutcome { stream: StreamId::new("task", "1").unwrap(),
+    ///     first_version: 1, last_version: 0, position: Position::ZERO };
+    /// let at = |micros| CommandRecord::new(noop.clone()).with_recorded_at(Timestamp::from_micros(micros));
+    /// store.record_command("old", at(1_000)).await.unwrap();
+    /// store.record_command("new", at(9_000)).await.unwrap();
+    /// store.record_command("process", at(1_000).keep()).await.unwrap();
+    /// assert_eq!(store.expire_commands(Timestamp::from_micros(5_000), 100).await.unwrap(), 1);
+    /// assert!(store.command_outcome("old").await.unwrap().is_none());
+    /// assert!(store.command_outcome("process").await.unwrap().is_some(), "kept");
+    /// # });
+    /// ```
+    fn expire_commands<'a>(&'a self, recorded_before: Timestamp, limit: usize) -> BoxFuture<'a, Result<u64>>;
+
+    /// Deletes the records of the command ids `ids`, kept or not (ids without a record are
+    /// skipped); returns how many it deleted. For [kept](CommandRecord::kept) records, once
+    /// whatever could send their commands again (a process manager's replay) no longer can.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::prelude::*;
+    /// use eventloom_core::memory::MemoryEventStore;
+    /// use eventloom_core::store::{AppendOutcome, CommandRecord, EventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryEventStore::new();
+    /// let noop = AppendOutcome { stream: StreamId::new("task", "1").unwrap(),
+    ///     first_version: 1, last_version: 0, position: Position::ZERO };
+    /// store.record_command("pm-1", CommandRecord::new(noop).keep()).await.unwrap();
+    /// let ids = ["pm-1".to_owned(), "unknown".to_owned()];
+    /// assert_eq!(store.forget_commands(&ids).await.unwrap(), 1);
+    /// assert!(store.command_outcome("pm-1").await.unwrap().is_none());
+    /// # });
+    /// ```
+    fn forget_commands<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<u64>>;
 
     /// The position of the last event a subscriber can read now: the last event
     /// [`read_all`](EventStore::read_all) would return if asked for everything; `None` when no
@@ -480,9 +711,9 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &'a Fingerprint,
+        command: &'a CommandEntry,
     ) -> BoxFuture<'a, Result<Appended>> {
-        (**self).append_command(stream, expected, events, fingerprint)
+        (**self).append_command(stream, expected, events, command)
     }
     fn read_stream<'a>(
         &'a self,
@@ -530,10 +761,15 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
     fn record_command<'a>(
         &'a self,
         command_id: &'a str,
-        fingerprint: &'a Fingerprint,
-        outcome: AppendOutcome,
+        record: CommandRecord,
     ) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
-        (**self).record_command(command_id, fingerprint, outcome)
+        (**self).record_command(command_id, record)
+    }
+    fn expire_commands<'a>(&'a self, recorded_before: Timestamp, limit: usize) -> BoxFuture<'a, Result<u64>> {
+        (**self).expire_commands(recorded_before, limit)
+    }
+    fn forget_commands<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<u64>> {
+        (**self).forget_commands(ids)
     }
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         (**self).wake_ups()

@@ -16,7 +16,8 @@ use crate::{
 };
 
 use super::{test_event, test_event_for_command};
-use crate::store::Appended;
+use crate::Timestamp;
+use crate::store::{Appended, CommandEntry};
 
 /// Writers racing on one stream in [`concurrent_writers`].
 pub const WRITERS: usize = 16;
@@ -71,6 +72,10 @@ where
     concurrent_idempotency(make().await).await;
     command_fingerprints(make().await).await;
     concurrent_fingerprints(make().await).await;
+    recorded_refusals(make().await).await;
+    concurrent_refusals(make().await).await;
+    command_retention(make().await).await;
+    expiry_in_batches(make().await).await;
     hostile_ids(make().await).await;
     wake_ups(make().await).await;
     head_and_count(make().await).await;
@@ -409,8 +414,10 @@ pub async fn idempotency<S: EventStore>(store: S) {
         .expect("first")
         .written()
         .expect("a new command id");
-    let recorded = CommandRecord { outcome: first.clone(), fingerprint: None };
-    assert_eq!(store.command_outcome("cmd-1").await.expect("lookup"), Some(recorded), "a plain append keeps none");
+    let recorded = store.command_outcome("cmd-1").await.expect("lookup").expect("recorded");
+    assert_eq!(recorded.fingerprint, None, "a plain append keeps none");
+    assert_eq!((recorded.outcome, recorded.refusal, recorded.kept), (first.clone(), None, false));
+    recorded_about_now(recorded.recorded_at);
     for (target, expected) in [(s.clone(), ExpectedVersion::Exact(2)), (stream("idem-other"), ExpectedVersion::Any)] {
         match store.append(&target, expected, vec![test_event_for_command(3, "cmd-1")]).await {
             Ok(Appended::Duplicate { command_id, first: record }) => {
@@ -434,14 +441,14 @@ pub async fn idempotency<S: EventStore>(store: S) {
     // A command that appended nothing is recorded, and its id is then taken.
     let noop = AppendOutcome { stream: s.clone(), first_version: 4, last_version: 3, position: Position::ZERO };
     let print = fingerprint('a');
-    assert_eq!(store.record_command("cmd-noop", &print, noop.clone()).await.expect("record a no-op"), None);
-    let recorded = CommandRecord { outcome: noop.clone(), fingerprint: Some(print) };
+    let recorded = CommandRecord::new(noop.clone()).with_fingerprint(print);
+    assert_eq!(store.record_command("cmd-noop", recorded.clone()).await.expect("record a no-op"), None);
     assert_eq!(store.command_outcome("cmd-noop").await.expect("lookup"), Some(recorded));
     match store.append(&s, ExpectedVersion::Exact(3), vec![test_event_for_command(5, "cmd-noop")]).await {
         Ok(Appended::Duplicate { first: record, .. }) => assert_eq!(record.outcome, noop),
         other => panic!("an append under a recorded no-op's id is a duplicate, got {other:?}"),
     }
-    match store.record_command("cmd-1", &print, noop.clone()).await {
+    match store.record_command("cmd-1", CommandRecord::new(noop.clone()).with_fingerprint(print)).await {
         Ok(Some(record)) => assert_eq!(record.outcome, first),
         other => panic!("recording a used id is a duplicate, got {other:?}"),
     }
@@ -455,20 +462,35 @@ fn fingerprint(digit: char) -> Fingerprint {
     digit.to_string().repeat(64).parse().expect("64 hex digits")
 }
 
+/// When the suite's commands were executed: a fixed time, so that records compare whole.
+const EXECUTED_AT: Timestamp = Timestamp::from_micros(1_764_547_200_123_456);
+
+/// The entry of a request with `print`, executed at [`EXECUTED_AT`], not kept.
+fn entry(print: Fingerprint) -> CommandEntry {
+    CommandEntry::new(print, EXECUTED_AT)
+}
+
+/// A record the store made itself (a plain append) is stamped by its clock: within ten minutes
+/// of this process's (the store may run on another machine).
+fn recorded_about_now(at: Timestamp) {
+    let skew = (at.as_micros() - Timestamp::now().as_micros()).abs();
+    assert!(skew < 600_000_000, "recorded at {at:?}, {skew} µs away from now");
+}
+
 /// The fingerprint given to `append_command` or `record_command` is kept with the outcome, and
 /// every duplicate reports the first one, whatever its own.
 pub async fn command_fingerprints<S: EventStore>(store: S) {
     let s = stream("prints");
     let (a, b) = (fingerprint('a'), fingerprint('b'));
     let events = |n, id| vec![test_event_for_command(n, id), test_event_for_command(n + 1, id)];
-    let first = store.append_command(&s, ExpectedVersion::NoStream, events(1, "fp-1"), &a).await.expect("first");
+    let first = store.append_command(&s, ExpectedVersion::NoStream, events(1, "fp-1"), &entry(a)).await.expect("first");
     let first = first.written().expect("a new command id");
     assert_eq!((first.first_version, first.last_version), (1, 2));
-    let recorded = CommandRecord { outcome: first.clone(), fingerprint: Some(a) };
+    let recorded = CommandRecord::of_entry(first.clone(), &entry(a));
     assert_eq!(store.command_outcome("fp-1").await.expect("lookup"), Some(recorded));
     for (expected, print) in [(ExpectedVersion::Exact(2), b), (ExpectedVersion::Any, a), (ExpectedVersion::NoStream, b)]
     {
-        match store.append_command(&s, expected, vec![test_event_for_command(9, "fp-1")], &print).await {
+        match store.append_command(&s, expected, vec![test_event_for_command(9, "fp-1")], &entry(print)).await {
             Ok(Appended::Duplicate { command_id, first: record }) => {
                 assert_eq!((command_id.as_str(), record.outcome, record.fingerprint), ("fp-1", first.clone(), Some(a)));
             }
@@ -481,17 +503,19 @@ pub async fn command_fingerprints<S: EventStore>(store: S) {
     }
     assert_eq!(read_all(&store, 2).await.len(), 2, "the duplicates wrote nothing");
     // A conflict does not use up the id, nor keep the fingerprint.
-    let refused = store.append_command(&s, ExpectedVersion::Exact(1), events(3, "fp-2"), &b).await;
+    let refused = store.append_command(&s, ExpectedVersion::Exact(1), events(3, "fp-2"), &entry(b)).await;
     assert!(matches!(refused, Err(Error::Conflict { .. })), "{refused:?}");
     assert_eq!(store.command_outcome("fp-2").await.expect("lookup"), None);
-    let second = store.append_command(&s, ExpectedVersion::Any, events(3, "fp-2"), &b).await.expect("the id is free");
-    let recorded = CommandRecord { outcome: second.written().expect("written"), fingerprint: Some(b) };
+    let second =
+        store.append_command(&s, ExpectedVersion::Any, events(3, "fp-2"), &entry(b)).await.expect("the id is free");
+    let recorded = CommandRecord::of_entry(second.written().expect("written"), &entry(b));
     assert_eq!(store.command_outcome("fp-2").await.expect("lookup"), Some(recorded));
     // An id first used by a plain append keeps no fingerprint, and reports none.
     let plain =
         store.append(&s, ExpectedVersion::Exact(4), vec![test_event_for_command(5, "fp-3")]).await.expect("plain");
     let plain = plain.written().expect("a new command id");
-    match store.append_command(&s, ExpectedVersion::Exact(5), vec![test_event_for_command(6, "fp-3")], &a).await {
+    match store.append_command(&s, ExpectedVersion::Exact(5), vec![test_event_for_command(6, "fp-3")], &entry(a)).await
+    {
         Ok(Appended::Duplicate { first: record, .. }) => {
             assert_eq!((record.outcome, record.fingerprint), (plain, None))
         }
@@ -499,18 +523,22 @@ pub async fn command_fingerprints<S: EventStore>(store: S) {
     }
     // A recorded no-op reports its fingerprint to an append and to another record.
     let noop = AppendOutcome { stream: s.clone(), first_version: 6, last_version: 5, position: Position::ZERO };
-    assert_eq!(store.record_command("fp-noop", &b, noop.clone()).await.expect("record"), None);
-    match store.append_command(&s, ExpectedVersion::Exact(5), vec![test_event_for_command(6, "fp-noop")], &a).await {
+    let record = |print| CommandRecord::new(noop.clone()).with_fingerprint(print);
+    assert_eq!(store.record_command("fp-noop", record(b)).await.expect("record"), None);
+    match store
+        .append_command(&s, ExpectedVersion::Exact(5), vec![test_event_for_command(6, "fp-noop")], &entry(a))
+        .await
+    {
         Ok(Appended::Duplicate { first: record, .. }) => {
             assert_eq!((record.outcome, record.fingerprint), (noop.clone(), Some(b)))
         }
         other => panic!("expected a duplicate, got {other:?}"),
     }
-    match store.record_command("fp-noop", &a, noop.clone()).await {
+    match store.record_command("fp-noop", record(a)).await {
         Ok(Some(record)) => assert_eq!((record.outcome, record.fingerprint), (noop, Some(b))),
         other => panic!("expected the first record, got {other:?}"),
     }
-    match store.record_command("fp-1", &a, first.clone()).await {
+    match store.record_command("fp-1", CommandRecord::new(first.clone()).with_fingerprint(a)).await {
         Ok(Some(record)) => assert_eq!(record.fingerprint, Some(a)),
         other => panic!("expected the first record, got {other:?}"),
     }
@@ -532,7 +560,12 @@ pub async fn concurrent_fingerprints<S: EventStore + Clone>(store: S) {
                 (
                     print,
                     store
-                        .append_command(&target, expected, vec![test_event_for_command(u64::from(i), &id)], &print)
+                        .append_command(
+                            &target,
+                            expected,
+                            vec![test_event_for_command(u64::from(i), &id)],
+                            &entry(print),
+                        )
                         .await,
                 )
             }));
@@ -603,4 +636,195 @@ pub async fn hostile_ids<S: EventStore>(store: S) {
         streams.insert(back[0].stream.clone());
     }
     assert_eq!(streams.len(), ids.len(), "distinct ids stay distinct streams");
+}
+
+/// A refusal recorded under a command id comes back as recorded (fingerprint, the stream as
+/// found, the reason cut to [`MAX_REFUSAL_BYTES`](crate::store::MAX_REFUSAL_BYTES) at a character
+/// boundary), takes the id from appends and other records, and an id already used keeps its
+/// first record.
+pub async fn recorded_refusals<S: EventStore>(store: S) {
+    let s = stream("refusals");
+    let (a, b) = (fingerprint('a'), fingerprint('b'));
+    let first = store.append(&s, ExpectedVersion::NoStream, vec![test_event(1)]).await.expect("append");
+    let first = first.into_outcome();
+    let as_found = AppendOutcome { stream: s.clone(), first_version: 2, last_version: 1, position: first.position };
+    let refusal = CommandRecord::new(as_found.clone()).with_fingerprint(a).with_refusal("the task is completed");
+    assert_eq!(store.record_command("ref-1", refusal.clone()).await.expect("record a refusal"), None);
+    assert_eq!(store.command_outcome("ref-1").await.expect("lookup"), Some(refusal.clone()));
+    // The id is taken: an append under it writes nothing and reports the refusal.
+    match store.append_command(&s, ExpectedVersion::Exact(1), vec![test_event_for_command(2, "ref-1")], &entry(a)).await
+    {
+        Ok(Appended::Duplicate { command_id, first: record }) => {
+            assert_eq!((command_id.as_str(), record), ("ref-1", refusal.clone()));
+        }
+        other => panic!("an append under a recorded refusal's id is a duplicate, got {other:?}"),
+    }
+    match store.append(&stream("refusals-other"), ExpectedVersion::Any, vec![test_event_for_command(2, "ref-1")]).await
+    {
+        Ok(Appended::Duplicate { first: record, .. }) => assert_eq!(record, refusal, "on another stream too"),
+        other => panic!("expected a duplicate, got {other:?}"),
+    }
+    let no_op = CommandRecord::new(as_found.clone()).with_fingerprint(b);
+    assert_eq!(store.record_command("ref-1", no_op).await.expect("record"), Some(refusal.clone()), "first wins");
+    // A refusal under an id an append used records nothing.
+    let appended = store
+        .append_command(&s, ExpectedVersion::Exact(1), vec![test_event_for_command(2, "ref-2")], &entry(a))
+        .await
+        .expect("append")
+        .written()
+        .expect("a new id");
+    let late = CommandRecord::new(as_found.clone()).with_fingerprint(a).with_refusal("too late");
+    let answer = store.record_command("ref-2", late).await.expect("record");
+    assert_eq!(answer, Some(CommandRecord::of_entry(appended, &entry(a))), "the append stays the answer");
+    // A long reason is cut at a character boundary within the bound; an empty one is kept.
+    let max = crate::store::MAX_REFUSAL_BYTES;
+    let long = format!("x{}", "é".repeat(max));
+    let mut record = CommandRecord::new(as_found.clone()).with_fingerprint(b);
+    record.refusal = Some(long.clone());
+    assert_eq!(store.record_command("ref-long", record).await.expect("record a long refusal"), None);
+    let kept = store.command_outcome("ref-long").await.expect("lookup").expect("recorded");
+    let reason = kept.refusal.expect("a refusal");
+    assert_eq!((reason.len(), long.starts_with(&reason)), (max - 1, true), "cut to {max} bytes at a boundary");
+    let empty = CommandRecord::new(as_found).with_refusal("");
+    assert_eq!(store.record_command("ref-empty", empty.clone()).await.expect("record"), None);
+    assert_eq!(store.command_outcome("ref-empty").await.expect("lookup"), Some(empty), "no fingerprint, no reason");
+    assert_eq!(read_all(&store, 2).await.len(), 2, "refusals write no event");
+}
+
+/// A refusal and an append of one command id at once, eight times over on fresh ids: exactly
+/// one is recorded, and the other sees it.
+pub async fn concurrent_refusals<S: EventStore + Clone>(store: S) {
+    let print = fingerprint('c');
+    let mut appended = 0;
+    for round in 0..8u64 {
+        let id = format!("ref-race-{round}");
+        let s = stream(&format!("ref-race-{round}"));
+        let refusal = CommandRecord::new(AppendOutcome {
+            stream: s.clone(),
+            first_version: 1,
+            last_version: 0,
+            position: Position::ZERO,
+        })
+        .with_fingerprint(print)
+        .with_refusal("refused");
+        let record = {
+            let (store, id, refusal) = (store.clone(), id.clone(), refusal.clone());
+            tokio::spawn(async move { store.record_command(&id, refusal).await })
+        };
+        let append = {
+            let (store, id, s) = (store.clone(), id.clone(), s.clone());
+            tokio::spawn(async move {
+                store
+                    .append_command(
+                        &s,
+                        ExpectedVersion::NoStream,
+                        vec![test_event_for_command(round, &id)],
+                        &entry(print),
+                    )
+                    .await
+            })
+        };
+        let recorded = record.await.expect("task").expect("record");
+        let append = append.await.expect("task").expect("append");
+        let stored = store.command_outcome(&id).await.expect("lookup").expect("recorded");
+        match (recorded, append) {
+            (None, Appended::Duplicate { first, .. }) => {
+                assert_eq!((&first, &stored), (&refusal, &refusal), "the refusal won: the append saw it");
+            }
+            (Some(first), Appended::Written(outcome)) => {
+                appended += 1;
+                let won = CommandRecord::of_entry(outcome, &entry(print));
+                assert_eq!((&first, &stored), (&won, &won), "the append won: the refusal saw it");
+            }
+            other => panic!("exactly one of a refusal and an append wins, got {other:?}"),
+        }
+    }
+    assert_eq!(read_all(&store, appended).await.len(), appended, "the refusals that won wrote nothing");
+}
+
+/// Records keep when they were made and whether they are kept; `expire_commands` deletes only
+/// the records made before its bound that are not kept, `forget_commands` the ones named, kept or
+/// not. The events keep their command id; the id is free again.
+pub async fn command_retention<S: EventStore>(store: S) {
+    let s = stream("retention");
+    let at = |micros: i64| Timestamp::from_micros(EXECUTED_AT.as_micros() + micros);
+    let (a, b) = (fingerprint('a'), fingerprint('b'));
+    let append = |n: u64, id: &str| vec![test_event_for_command(n, id)];
+    let old = CommandEntry::new(a, at(-2_000_000));
+    let kept = CommandEntry::new(b, at(-3_000_000)).keep();
+    let recent = CommandEntry::new(a, at(0));
+    let first = store.append_command(&s, ExpectedVersion::NoStream, append(1, "ret-old"), &old).await.expect("append");
+    let first = first.written().expect("a new id");
+    // With any version too (PostgreSQL: the schema's `append` function rather than the statement).
+    store.append_command(&s, ExpectedVersion::Any, append(2, "ret-kept"), &kept).await.expect("append");
+    store.append_command(&s, ExpectedVersion::Exact(2), append(3, "ret-recent"), &recent).await.expect("append");
+    store.append(&s, ExpectedVersion::Exact(3), append(4, "ret-plain")).await.expect("append");
+    let noop = AppendOutcome { stream: s.clone(), first_version: 5, last_version: 4, position: Position::ZERO };
+    let old_noop = CommandRecord::new(noop.clone()).with_fingerprint(b).with_recorded_at(at(-1_000_000));
+    let kept_refusal = CommandRecord::new(noop.clone()).with_recorded_at(at(-4_000_000)).with_refusal("refused").keep();
+    assert_eq!(store.record_command("ret-old-noop", old_noop.clone()).await.expect("record"), None);
+    assert_eq!(store.record_command("ret-kept-refusal", kept_refusal.clone()).await.expect("record"), None);
+    // Each record comes back as made: its time to the microsecond, and whether it is kept.
+    let lookup = |id: &'static str| store.command_outcome(id);
+    assert_eq!(lookup("ret-old").await.expect("lookup"), Some(CommandRecord::of_entry(first.clone(), &old)));
+    let kept_record = lookup("ret-kept").await.expect("lookup").expect("recorded");
+    assert_eq!((kept_record.recorded_at, kept_record.kept, kept_record.fingerprint), (kept.recorded_at, true, Some(b)));
+    assert_eq!(lookup("ret-old-noop").await.expect("lookup"), Some(old_noop));
+    assert_eq!(lookup("ret-kept-refusal").await.expect("lookup"), Some(kept_refusal.clone()));
+    let plain = lookup("ret-plain").await.expect("lookup").expect("recorded");
+    assert!(!plain.kept, "a plain append's record is not kept");
+    recorded_about_now(plain.recorded_at);
+    // Nothing older than the oldest record, or than the earliest time there is: nothing goes.
+    assert_eq!(store.expire_commands(at(-10_000_000), 100).await.expect("expire"), 0);
+    assert_eq!(store.expire_commands(Timestamp::from_micros(i64::MIN), 100).await.expect("expire"), 0);
+    // The bound is exclusive: a record made at it stays.
+    assert_eq!(store.expire_commands(at(-2_000_000), 100).await.expect("expire"), 0);
+    assert_eq!(store.expire_commands(at(0), 100).await.expect("expire"), 2, "the old append and the old no-op");
+    for (id, gone) in [("ret-old", true), ("ret-old-noop", true), ("ret-kept", false), ("ret-recent", false)] {
+        assert_eq!(lookup(id).await.expect("lookup").is_none(), gone, "{id}");
+    }
+    assert_eq!(lookup("ret-kept-refusal").await.expect("lookup"), Some(kept_refusal), "kept, however old");
+    // The latest time there is: every record that is not kept goes, the plain one too.
+    let future = Timestamp::from_micros(i64::MAX);
+    assert_eq!(store.expire_commands(future, 100).await.expect("expire"), 2, "the recent and the plain records");
+    assert!(lookup("ret-kept").await.expect("lookup").is_some());
+    // The events keep their command ids; an expired id is free again: a retry executes again.
+    let events = read_all(&store, 4).await;
+    let ids: Vec<Option<String>> =
+        events.iter().map(|e| e.metadata.get().expect("metadata").command_id.clone()).collect();
+    let expected = ["ret-old", "ret-kept", "ret-recent", "ret-plain"].map(|id| Some(id.to_owned()));
+    assert_eq!(ids, expected);
+    let again = store.append_command(&s, ExpectedVersion::Exact(4), append(5, "ret-old"), &entry(a)).await;
+    assert_eq!(again.expect("append").written().map(|o| o.last_version), Some(5), "executed again");
+    // Forgetting: kept or not; ids without a record are skipped.
+    let ids = ["ret-kept", "ret-kept-refusal", "ret-old", "never-used"].map(str::to_owned);
+    assert_eq!(store.forget_commands(&ids).await.expect("forget"), 3);
+    for id in ["ret-kept", "ret-kept-refusal", "ret-old"] {
+        assert!(lookup(id).await.expect("lookup").is_none(), "{id} forgotten");
+    }
+    assert_eq!(store.forget_commands(&[]).await.expect("forget nothing"), 0);
+    assert_eq!(read_all(&store, 5).await.len(), 5, "no event went");
+}
+
+/// `expire_commands` deletes at most `limit` records per call, the oldest first, so a backlog
+/// is trimmed in batches.
+pub async fn expiry_in_batches<S: EventStore>(store: S) {
+    let noop = AppendOutcome { stream: stream("batches"), first_version: 1, last_version: 0, position: Position::ZERO };
+    for n in 0..7i64 {
+        let record = CommandRecord::new(noop.clone()).with_recorded_at(Timestamp::from_micros(1_000_000 + n));
+        assert_eq!(store.record_command(&format!("batch-{n}"), record).await.expect("record"), None);
+    }
+    let kept = CommandRecord::new(noop.clone()).with_recorded_at(Timestamp::from_micros(1)).keep();
+    store.record_command("batch-kept", kept).await.expect("record");
+    let before = Timestamp::from_micros(2_000_000);
+    assert_eq!(store.expire_commands(before, 0).await.expect("expire"), 0, "a limit of 0 deletes nothing");
+    assert_eq!(store.expire_commands(before, 3).await.expect("expire"), 3);
+    for n in 0..3 {
+        assert!(store.command_outcome(&format!("batch-{n}")).await.expect("lookup").is_none(), "oldest first: {n}");
+    }
+    assert!(store.command_outcome("batch-3").await.expect("lookup").is_some());
+    assert_eq!(store.expire_commands(before, 3).await.expect("expire"), 3);
+    assert_eq!(store.expire_commands(before, 3).await.expect("expire"), 1);
+    assert_eq!(store.expire_commands(before, 3).await.expect("expire"), 0);
+    assert!(store.command_outcome("batch-kept").await.expect("lookup").is_some());
 }

@@ -7,6 +7,7 @@
 mod aggregate_test;
 pub mod encoding;
 pub mod event_store;
+mod faults;
 pub mod lease;
 mod process_test;
 mod projection_test;
@@ -15,6 +16,7 @@ pub mod snapshot_store;
 pub mod view_store;
 
 pub use aggregate_test::{AggregateTest, Outcome};
+pub use faults::FailingAppends;
 pub use process_test::ProcessTest;
 pub use projection_test::ProjectionTest;
 

@@ -258,7 +258,7 @@ impl<P: ProcessManager> ProcessTest<P> {
         let mut instance = self.instances.remove(&key);
         let position = Position::new(self.position, self.position);
         let mut outbox = Vec::new();
-        if let Err(error) = decide(&self.pm, &mut instance, step, position, true, &mut outbox) {
+        if let Err(error) = decide(&self.pm, &mut instance, step, position, true, self.now, &mut outbox) {
             panic!("process manager {} failed on instance {key}: {error}", self.pm.name());
         }
         if let Some(instance) = instance {

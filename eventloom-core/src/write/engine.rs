@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::memory::lock;
-use crate::store::Appended;
+use crate::store::{Appended, CommandEntry};
 use crate::write::retry::Jitter;
 use crate::{
     Aggregate, AppendOutcome, Clock, Command, CommandRecord, Error, ExpectedVersion, Fingerprint, Handle, IdGenerator,
@@ -123,6 +123,18 @@ pub enum CommandError<E> {
     /// no longer decodes, a payload over the limit).
     #[error(transparent)]
     Store(#[from] Error),
+    /// The command id was refused before, and the refusal was recorded
+    /// ([`ExecuteOptions::record_refusal`]): this is that answer again, without deciding (the
+    /// command might succeed now). Nothing was appended. The first execution answered
+    /// [`Rejected`](Self::Rejected) with the aggregate's own error; its `Display` text is kept.
+    #[error("command {command_id} was refused: {reason}")]
+    Refused {
+        /// The command id.
+        command_id: String,
+        /// The rejection's `Display` text, as recorded (at most
+        /// [`MAX_REFUSAL_BYTES`](crate::store::MAX_REFUSAL_BYTES)).
+        reason: String,
+    },
 }
 
 /// Per-command options: idempotency, optimistic concurrency from the caller, tracing ids.
@@ -134,6 +146,9 @@ pub enum CommandError<E> {
 ///
 /// let opts = ExecuteOptions::default().command_id("req-42").expect_version(3).header("user", "ada");
 /// assert_eq!(opts.command_id.as_deref(), Some("req-42"));
+/// // What a process manager sends: its refusals are answers too, and its ids never expire.
+/// let opts = ExecuteOptions::default().command_id("pm-order-7-0").record_refusal().keep_command_id();
+/// assert!(opts.record_refusal && opts.keep_command_id);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecuteOptions {
@@ -151,6 +166,27 @@ pub struct ExecuteOptions {
     pub causation_id: Option<String>,
     /// Written into every event's metadata.
     pub headers: BTreeMap<String, String>,
+    /// Records a refusal under the [command id](Self::command_id) (which it needs: without one
+    /// the command fails with [`Error::InvalidConfig`]). When the aggregate rejects the command
+    /// on the stream's latest state, the engine records the refusal (the rejection's `Display`
+    /// text, with the request's fingerprint and the stream as found) in one atomic write and
+    /// answers [`CommandError::Rejected`]; executing the same request with that id again answers
+    /// [`CommandError::Refused`] without deciding, even when the command would succeed now. Of a
+    /// refusal and a success of one id racing, exactly one is recorded, and both callers get
+    /// its answer.
+    ///
+    /// Without it (the default) a refusal records nothing and a refused request may be retried.
+    /// Process managers set it, so that a redelivered command gets the same answer and the
+    /// process reacts to a refusal once.
+    pub record_refusal: bool,
+    /// Keeps the record of the [command id](Self::command_id) (which it needs: without one the
+    /// command fails with [`Error::InvalidConfig`]) until it is forgotten explicitly
+    /// ([`EventStore::forget_commands`](crate::EventStore::forget_commands)): the retention of
+    /// command ids ([`EventStore::expire_commands`](crate::EventStore::expire_commands),
+    /// `AppBuilder::command_retention`) never expires it. Process managers set it: the ids of
+    /// their commands must hold as long as their process can replay and send them again. The
+    /// first execution under an id decides; a replay changes nothing.
+    pub keep_command_id: bool,
 }
 
 impl ExecuteOptions {
@@ -181,6 +217,18 @@ impl ExecuteOptions {
     /// Adds a header.
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets [`ExecuteOptions::record_refusal`].
+    pub fn record_refusal(mut self) -> Self {
+        self.record_refusal = true;
+        self
+    }
+
+    /// Sets [`ExecuteOptions::keep_command_id`].
+    pub fn keep_command_id(mut self) -> Self {
+        self.keep_command_id = true;
         self
     }
 }
@@ -329,7 +377,8 @@ struct Key<'a> {
 
 /// The first outcome of a command id, answered again when the first request was this one: on
 /// this stream, with this fingerprint (or none recorded, from before fingerprints were kept);
-/// a command id reused for a different request is refused.
+/// a command id reused for a different request is refused. A recorded refusal answers
+/// [`CommandError::Refused`].
 fn replay<E>(key: Key<'_>, stream: &StreamId, first: CommandRecord) -> Result<CommandOutcome, CommandError<E>> {
     let same_request = first.fingerprint.is_none_or(|f| f == key.fingerprint);
     if &first.outcome.stream != stream || !same_request {
@@ -340,7 +389,20 @@ fn replay<E>(key: Key<'_>, stream: &StreamId, first: CommandRecord) -> Result<Co
             fingerprint: key.fingerprint,
         }));
     }
+    if let Some(reason) = first.refusal {
+        return Err(CommandError::Refused { command_id: key.id.to_owned(), reason });
+    }
     Ok(CommandOutcome::replay(first.outcome))
+}
+
+/// The outcome of a command that appended nothing to `stream`, as it found it.
+fn as_found<A>(stream: &StreamId, loaded: &Loaded<A>) -> AppendOutcome {
+    AppendOutcome {
+        stream: stream.clone(),
+        first_version: loaded.version + 1,
+        last_version: loaded.version,
+        position: loaded.position,
+    }
 }
 
 /// The default number of aggregates an engine keeps loaded
@@ -586,6 +648,17 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         C: Command<Aggregate = A> + Serialize,
         A: Handle<C>,
     {
+        if options.command_id.is_none() {
+            let asks = match (options.record_refusal, options.keep_command_id) {
+                (true, _) => Some("to record its refusal"),
+                (false, true) => Some("to keep its command id"),
+                (false, false) => None,
+            };
+            if let Some(asks) = asks {
+                let reason = format!("command {} asks {asks}, but has no command id", C::NAME);
+                return Err(Error::InvalidConfig { reason }.into());
+            }
+        }
         let key = match options.command_id.as_deref() {
             Some(id) => {
                 crate::validate_command_id(id)?;
@@ -689,7 +762,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
     /// cached state, the newer events are read, and when there are any the command is decided
     /// again. On the latest state, the same command executed meanwhile by another caller (whose
     /// events may be why this one refuses or does nothing) answers with its outcome; otherwise
-    /// the refusal is the answer, or the no-op is recorded.
+    /// the refusal is the answer (recorded when asked), or the no-op is recorded.
     async fn settle<C>(
         &self,
         execution: &Execution<'_, C>,
@@ -706,9 +779,31 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
             return Ok(Step::Keep(replay(key, execution.stream, first)));
         }
         Ok(Step::Keep(match decided {
-            Err(rejection) => Err(CommandError::Rejected(rejection)),
+            Err(rejection) => self.refuse(execution, &basis.loaded, rejection).await,
             Ok(()) => self.record_no_op(execution, &basis.loaded).await,
         }))
+    }
+
+    /// The answer to a command the aggregate rejected on the latest state: the rejection, after
+    /// recording it under the command id when the caller asked
+    /// ([`ExecuteOptions::record_refusal`]), or, when that id was recorded first meanwhile (the
+    /// same command, sent twice at once), the first answer.
+    async fn refuse<C>(
+        &self,
+        execution: &Execution<'_, C>,
+        loaded: &Loaded<A>,
+        rejection: A::Error,
+    ) -> Result<CommandOutcome, CommandError<A::Error>> {
+        let Some(key) = execution.key.filter(|_| execution.options.record_refusal) else {
+            return Err(CommandError::Rejected(rejection));
+        };
+        let record =
+            self.record_of(execution, key, as_found(execution.stream, loaded)).with_refusal(rejection.to_string());
+        let span = tracing::debug_span!("record_refusal", command_id = key.id);
+        match self.store.record_command(key.id, record).instrument(span).await? {
+            None => Err(CommandError::Rejected(rejection)),
+            Some(first) => replay(key, execution.stream, first),
+        }
     }
 
     /// The outcome of a command that appends nothing. Under a command id it is recorded: sent
@@ -718,20 +813,29 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         execution: &Execution<'_, C>,
         loaded: &Loaded<A>,
     ) -> Result<CommandOutcome, CommandError<A::Error>> {
-        let outcome = AppendOutcome {
-            stream: execution.stream.clone(),
-            first_version: loaded.version + 1,
-            last_version: loaded.version,
-            position: loaded.position,
-        };
+        let outcome = as_found(execution.stream, loaded);
         let Some(key) = execution.key else {
             return Ok(outcome.into());
         };
-        match self.store.record_command(key.id, &key.fingerprint, outcome.clone()).await? {
+        let record = self.record_of(execution, key, outcome.clone());
+        match self.store.record_command(key.id, record).await? {
             None => Ok(outcome.into()),
             // The same command id, sent twice at once, was recorded first.
             Some(first) => replay(key, execution.stream, first),
         }
+    }
+
+    /// The record of `outcome` under the execution's command id: its fingerprint, made now by the
+    /// engine's clock, kept when asked.
+    fn record_of<C>(&self, execution: &Execution<'_, C>, key: Key<'_>, outcome: AppendOutcome) -> CommandRecord {
+        let record = CommandRecord::new(outcome).with_fingerprint(key.fingerprint).with_recorded_at(self.clock.now());
+        if execution.options.keep_command_id { record.keep() } else { record }
+    }
+
+    /// What the store keeps with the outcome of the execution's append under its command id.
+    fn entry_of<C>(&self, execution: &Execution<'_, C>, key: Key<'_>) -> CommandEntry {
+        let entry = CommandEntry::new(key.fingerprint, self.clock.now());
+        if execution.options.keep_command_id { entry.keep() } else { entry }
     }
 
     /// Appends the events at the version they were decided on; on a conflict, see
@@ -747,7 +851,10 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         let expected = ExpectedVersion::Exact(basis.loaded.version);
         let span = tracing::debug_span!("append", stream = %stream, events = events.len());
         let appended = match execution.key {
-            Some(key) => self.store.append_command(stream, expected, batch, &key.fingerprint).instrument(span).await,
+            Some(key) => {
+                let entry = self.entry_of(execution, key);
+                self.store.append_command(stream, expected, batch, &entry).instrument(span).await
+            }
             None => self.store.append(stream, expected, batch).instrument(span).await,
         };
         match appended {

@@ -1039,7 +1039,7 @@ impl EventStore for TestEvents {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &'a eventloom_core::write::Fingerprint,
+        fingerprint: &'a eventloom_core::store::CommandEntry,
     ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move {
             self.delay().await;
@@ -1055,10 +1055,22 @@ impl EventStore for TestEvents {
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        fingerprint: &'a eventloom_core::write::Fingerprint,
-        outcome: eventloom_core::store::AppendOutcome,
+        record: eventloom_core::store::CommandRecord,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, fingerprint, outcome).await })
+        Box::pin(async move { self.inner.record_command(id, record).await })
+    }
+    fn expire_commands<'a>(
+        &'a self,
+        before: eventloom_core::model::Timestamp,
+        limit: usize,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.inner.expire_commands(before, limit)
+    }
+    fn forget_commands<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.inner.forget_commands(ids)
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
         Box::pin(async move {
@@ -1084,11 +1096,15 @@ impl EventStore for TestEvents {
 }
 
 /// Leases of `inner`, counting the requests and the leases given up.
+/// Counts the projections' and handlers' leases (not the command janitor's).
 struct WatchedLeases {
     inner: MemoryLeases,
     asked: Arc<AtomicUsize>,
     released: Arc<AtomicUsize>,
 }
+
+/// The lease the App's command janitor takes.
+const JANITOR_LEASE: &str = "eventloom.command-retention";
 
 /// Counts a lease given up when dropped.
 struct Released(Arc<AtomicUsize>);
@@ -1102,6 +1118,9 @@ impl Drop for Released {
 impl LeaseManager for WatchedLeases {
     fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Lease>> {
         Box::pin(async move {
+            if name == JANITOR_LEASE {
+                return self.inner.acquire(name).await;
+            }
             self.asked.fetch_add(1, Ordering::SeqCst);
             let lease = self.inner.acquire(name).await?;
             // Never lost: these tests lose none.

@@ -8,7 +8,7 @@ use eventloom_core::{
     CommandError, CommandOutcome, Error, ExecuteOptions,
     memory::{MemoryEventStore, MemorySnapshotStore},
     model::{ManualClock, SequentialIds},
-    store::{AppendOutcome, EventStore, Snapshot, SnapshotStore},
+    store::{EventStore, Snapshot, SnapshotStore},
     write::{Cqrs, Fingerprint, RetryPolicy, SnapshotPolicy, Upcasters},
 };
 
@@ -45,7 +45,7 @@ impl EventStore for Counting {
         s: &'a StreamId,
         e: ExpectedVersion,
         events: Vec<NewEvent>,
-        print: &'a Fingerprint,
+        print: &'a eventloom_core::store::CommandEntry,
     ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move {
             self.appends.fetch_add(1, Ordering::SeqCst);
@@ -86,10 +86,22 @@ impl EventStore for Counting {
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        print: &'a eventloom_core::write::Fingerprint,
-        outcome: AppendOutcome,
+        record: eventloom_core::store::CommandRecord,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, print, outcome).await })
+        Box::pin(async move { self.inner.record_command(id, record).await })
+    }
+    fn expire_commands<'a>(
+        &'a self,
+        before: eventloom_core::model::Timestamp,
+        limit: usize,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.inner.expire_commands(before, limit)
+    }
+    fn forget_commands<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.inner.forget_commands(ids)
     }
 }
 

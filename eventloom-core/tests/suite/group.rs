@@ -158,7 +158,7 @@ impl EventStore for CountingEvents {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        fingerprint: &'a eventloom_core::write::Fingerprint,
+        fingerprint: &'a eventloom_core::store::CommandEntry,
     ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move { self.inner.append_command(stream, expected, events, fingerprint).await })
     }
@@ -171,10 +171,22 @@ impl EventStore for CountingEvents {
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        fingerprint: &'a eventloom_core::write::Fingerprint,
-        outcome: eventloom_core::store::AppendOutcome,
+        record: eventloom_core::store::CommandRecord,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, fingerprint, outcome).await })
+        Box::pin(async move { self.inner.record_command(id, record).await })
+    }
+    fn expire_commands<'a>(
+        &'a self,
+        before: eventloom_core::model::Timestamp,
+        limit: usize,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.inner.expire_commands(before, limit)
+    }
+    fn forget_commands<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.inner.forget_commands(ids)
     }
     fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.wake_ups()

@@ -8,5 +8,7 @@ mod engine;
 mod group;
 mod kit;
 mod projector;
+mod refusals;
+mod retention;
 mod retry;
 mod saga;

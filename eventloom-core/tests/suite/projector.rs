@@ -432,7 +432,7 @@ impl EventStore for SlowReads {
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        print: &'a eventloom_core::write::Fingerprint,
+        print: &'a eventloom_core::store::CommandEntry,
     ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move { self.0.append_command(stream, expected, events, print).await })
     }
@@ -469,10 +469,22 @@ impl EventStore for SlowReads {
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        print: &'a eventloom_core::write::Fingerprint,
-        outcome: eventloom_core::store::AppendOutcome,
+        record: eventloom_core::store::CommandRecord,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.0.record_command(id, print, outcome).await })
+        Box::pin(async move { self.0.record_command(id, record).await })
+    }
+    fn expire_commands<'a>(
+        &'a self,
+        before: eventloom_core::model::Timestamp,
+        limit: usize,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.0.expire_commands(before, limit)
+    }
+    fn forget_commands<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.0.forget_commands(ids)
     }
 }
 

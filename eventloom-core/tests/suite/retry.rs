@@ -13,7 +13,7 @@ use eventloom_core::{
     CommandError, ExecuteOptions,
     memory::MemoryEventStore,
     model::{Clock, ManualClock},
-    store::{AppendOutcome, EventStore},
+    store::EventStore,
     write::{Cqrs, RetryPolicy},
 };
 
@@ -62,7 +62,7 @@ impl EventStore for Contended {
         s: &'a StreamId,
         e: ExpectedVersion,
         events: Vec<NewEvent>,
-        print: &'a eventloom_core::write::Fingerprint,
+        print: &'a eventloom_core::store::CommandEntry,
     ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move {
             self.interfere_once(s, e).await?;
@@ -96,10 +96,22 @@ impl EventStore for Contended {
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        print: &'a eventloom_core::write::Fingerprint,
-        outcome: AppendOutcome,
+        record: eventloom_core::store::CommandRecord,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, print, outcome).await })
+        Box::pin(async move { self.inner.record_command(id, record).await })
+    }
+    fn expire_commands<'a>(
+        &'a self,
+        before: eventloom_core::model::Timestamp,
+        limit: usize,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.inner.expire_commands(before, limit)
+    }
+    fn forget_commands<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.inner.forget_commands(ids)
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
         Box::pin(async move { self.inner.head().await })

@@ -5,12 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventloom_core::app::LeaseState;
 use eventloom_core::app::ProcessOptions;
 use eventloom_core::model::{ManualClock, Timestamp};
 use eventloom_core::prelude::*;
-use eventloom_core::process::{CommandSet, Decision, Dispatched, Dispatcher, ProcessManager, Refused, Timer};
-use eventloom_core::testing::ProcessTest;
-use eventloom_core::{App, BoxError, MemoryStores, store::EventStore};
+use eventloom_core::process::{
+    CommandSet, Decision, Dispatched, Dispatcher, JOURNAL_CATEGORY, ProcessManager, Refused, Timer,
+};
+use eventloom_core::store::{EventStore, Lease, ViewStore};
+use eventloom_core::testing::{FailingAppends, ProcessTest};
+use eventloom_core::{App, BoxError, MemoryStores, Stores};
 
 // ---- The domain ----
 
@@ -586,4 +590,95 @@ async fn a_rebuild_restores_the_states_and_issues_nothing_again() {
         "the refusal was not reacted to again"
     );
     v2.shutdown().await.unwrap();
+}
+
+/// A refusal recorded under its command id, then a crash before its journal entry (here: the
+/// entry's append fails until the command would succeed): the command is asked again on restart,
+/// gets the recorded refusal, and executes nothing.
+#[tokio::test]
+async fn a_refusal_cut_off_before_its_journal_entry_executes_nothing_when_it_would_now_succeed() {
+    let (memory, clock) = (MemoryStores::new(), clock());
+    let events = FailingAppends::new(memory.events.clone(), JOURNAL_CATEGORY);
+    let stores = Stores::new(events.clone(), memory.views.clone()).with_leases(memory.leases.clone());
+    let app = App::builder(stores)
+        .aggregate::<Order>()
+        .aggregate::<Stock>()
+        .aggregate::<Payment>()
+        .process_manager_with(OrderSaga, ProcessOptions::new().clock(clock.clone()).tick(Duration::from_millis(10)))
+        .start()
+        .await
+        .unwrap();
+    events.fail_next(usize::MAX);
+    app.execute(PlaceOrder { order: "o-4".into(), sku: "date".into(), qty: 3 }).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while events.failed() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the journal append was never tried");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Now the reservation would succeed.
+    app.execute(AddStock { sku: "date".into(), qty: 10 }).await.unwrap();
+    events.fail_next(0);
+    let order = until_events(&memory, "order", "o-4", "Cancelled", 1).await;
+    assert_eq!(order, ["Placed", "Cancelled"]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(events_of(&memory, "stock", "date").await, ["Added"], "the refused reservation never ran");
+    assert_eq!(events_of(&memory, "eventloom.process", "order_saga/o-4").await, ["CommandRefused"], "reacted to once");
+    app.shutdown().await.unwrap();
+}
+
+/// A lease manager whose leases are never known to be lost, each with the token it was made
+/// with: the leader it makes stays unaware when another one takes over.
+struct Unaware(u64);
+
+impl eventloom_core::store::LeaseManager for Unaware {
+    fn acquire<'a>(&'a self, _: &'a str) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<Lease>> {
+        Box::pin(async move {
+            let (keep, lost) = tokio::sync::watch::channel(false);
+            Ok(Lease::new(self.0, lost, keep))
+        })
+    }
+}
+
+/// Two processes that each believe they lead: the one with the lower token is deposed as soon as
+/// the other starts, and when the timer comes due only the new leader's decision reaches the
+/// outbox: the order is cancelled and its stock released once.
+#[tokio::test]
+async fn a_deposed_leader_that_does_not_know_it_issues_nothing() {
+    let (memory, clock) = (MemoryStores::new(), clock());
+    let on = |token| {
+        let stores = Stores::new(memory.events.clone(), memory.views.clone()).with_leases(Unaware(token));
+        App::builder(stores)
+            .aggregate::<Order>()
+            .aggregate::<Stock>()
+            .aggregate::<Payment>()
+            .process_manager_with(OrderSaga, ProcessOptions::new().clock(clock.clone()).tick(Duration::from_millis(10)))
+    };
+    let old = on(1).start().await.unwrap();
+    old.execute(AddStock { sku: "fig".into(), qty: 1 }).await.unwrap();
+    old.execute(PlaceOrder { order: "f-1".into(), sku: "fig".into(), qty: 1 }).await.unwrap();
+    until_events(&memory, "stock", "fig", "Reserved", 1).await;
+    let new = on(2).start().await.unwrap();
+    // The new leader claims the generation when it starts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ViewStore::status(&memory.views, "order_saga").await.unwrap().live.is_none()
+        || !matches!(new.status().process_managers[0].lease, LeaseState::Leading { token: 2, .. })
+    {
+        assert!(std::time::Instant::now() < deadline, "the new leader never led");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    clock.advance(i64::try_from((DEADLINE + Duration::from_secs(60)).as_micros()).unwrap());
+    until_events(&memory, "order", "f-1", "Cancelled", 1).await;
+    until_events(&memory, "stock", "fig", "Released", 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(events_of(&memory, "order", "f-1").await, ["Placed", "Cancelled"]);
+    assert_eq!(events_of(&memory, "stock", "fig").await, ["Added", "Reserved", "Released"]);
+    let old_status = old.status();
+    assert!(
+        !matches!(old_status.process_managers[0].lease, LeaseState::Leading { .. }),
+        "the old leader knows it was deposed: {:?}",
+        old_status.process_managers[0]
+    );
+    old.shutdown().await.unwrap();
+    new.shutdown().await.unwrap();
 }

@@ -1,7 +1,8 @@
 -- An append with an exact expected version ($3; 0 for no stream) in one statement, without a
 -- lock: the events ($4..$7) go in at versions $3 + 1.. only when the stream's newest version
 -- is $3 in the statement's snapshot and the command id $8 (NULL for none) is not recorded yet
--- (recorded with the request's fingerprint $9, NULL for none);
+-- (recorded with the request's fingerprint $9, NULL for none, the time $10 in microseconds since
+-- the epoch, NULL for the server's now, and whether it is kept, $11);
 -- with them the command's outcome and, for a new stream, its row in `streams`. Writers that
 -- race past the check collide on the primary key of `events` (or of `commands`): the one that
 -- inserts first wins, the others wait for it and fail with a unique_violation.
@@ -36,8 +37,11 @@ WITH head AS (
        ON CONFLICT (category, stream_id) DO NOTHING),
      command AS (
        INSERT INTO {schema}.commands
-         (command_id, category, stream_id, first_version, last_version, transaction_id, sequence, fingerprint)
-       SELECT $8, $1, $2, $3 + 1, $3 + count(*), pg_current_xact_id(), max(i.sequence), $9::text FROM inserted i
+         (command_id, category, stream_id, first_version, last_version, transaction_id, sequence, fingerprint,
+          recorded_at, kept)
+       SELECT $8, $1, $2, $3 + 1, $3 + count(*), pg_current_xact_id(), max(i.sequence), $9::text,
+              coalesce(timestamptz 'epoch' + $10::int8 * interval '1 microsecond', now()), coalesce($11::bool, false)
+         FROM inserted i
         WHERE $8 IS NOT NULL HAVING count(*) > 0)
 SELECT (SELECT h.version FROM head h) AS actual,
        EXISTS (SELECT 1 FROM {schema}.commands d WHERE d.command_id = $8) AS recorded,

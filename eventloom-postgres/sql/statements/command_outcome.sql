@@ -1,1 +1,1 @@
-SELECT category, stream_id, first_version, last_version, transaction_id::text, sequence, fingerprint FROM {schema}.commands WHERE command_id = $1
+SELECT category, stream_id, first_version, last_version, transaction_id::text, sequence, fingerprint, refusal, (extract(epoch FROM recorded_at) * 1000000)::int8 AS recorded_micros, kept FROM {schema}.commands WHERE command_id = $1

@@ -1,1 +1,1 @@
-INSERT INTO {schema}.commands (command_id, category, stream_id, first_version, last_version, transaction_id, sequence, fingerprint) VALUES ($1, $2, $3, $4, $5, $6::text::xid8, $7, $8) ON CONFLICT (command_id) DO NOTHING
+INSERT INTO {schema}.commands (command_id, category, stream_id, first_version, last_version, transaction_id, sequence, fingerprint, refusal, recorded_at, kept) VALUES ($1, $2, $3, $4, $5, $6::text::xid8, $7, $8, $9, timestamptz 'epoch' + $10::int8 * interval '1 microsecond', $11) ON CONFLICT (command_id) DO NOTHING

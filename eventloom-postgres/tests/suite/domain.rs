@@ -6,6 +6,7 @@ use eventloom_core::prelude::*;
 pub enum AccountEvent {
     Opened,
     Deposited { amount: u64 },
+    Withdrawn { amount: u64 },
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -18,6 +19,8 @@ pub struct Account {
 pub enum AccountError {
     #[error("not open")]
     NotOpen,
+    #[error("insufficient funds: balance {balance}, requested {requested}")]
+    Insufficient { balance: u64, requested: u64 },
 }
 
 impl Aggregate for Account {
@@ -28,6 +31,7 @@ impl Aggregate for Account {
         match event {
             AccountEvent::Opened => self.open = true,
             AccountEvent::Deposited { amount } => self.balance += amount,
+            AccountEvent::Withdrawn { amount } => self.balance -= amount,
         }
     }
 }
@@ -59,5 +63,22 @@ impl Handle<Deposit> for Account {
             return Err(AccountError::NotOpen);
         }
         Ok(vec![AccountEvent::Deposited { amount: cmd.amount }])
+    }
+}
+
+#[derive(Debug, Serialize, Command)]
+#[command(aggregate = Account)]
+pub struct Withdraw {
+    #[command(id)]
+    pub id: String,
+    pub amount: u64,
+}
+
+impl Handle<Withdraw> for Account {
+    fn handle(&self, cmd: &Withdraw) -> Result<Vec<AccountEvent>, AccountError> {
+        if cmd.amount > self.balance {
+            return Err(AccountError::Insufficient { balance: self.balance, requested: cmd.amount });
+        }
+        Ok(vec![AccountEvent::Withdrawn { amount: cmd.amount }])
     }
 }

@@ -50,9 +50,11 @@ async fn outcomes_recorded_before_migration_8_replay_without_a_fingerprint() {
     let client = raw(&url).await;
     client
         .batch_execute(&format!(
-            "ALTER TABLE {s}.commands DROP COLUMN fingerprint; \
-             DROP FUNCTION {s}.append(text, text, bigint, text[], integer[], text[], text[], text, text); \
-             DELETE FROM {s}.migrations WHERE version = 8;"
+            "ALTER TABLE {s}.commands DROP COLUMN fingerprint, DROP COLUMN refusal, DROP COLUMN recorded_at, \
+                 DROP COLUMN kept; \
+             DROP FUNCTION {s}.append(text, text, bigint, text[], integer[], text[], text[], text, text, \
+                 timestamptz, boolean); \
+             DELETE FROM {s}.migrations WHERE version >= 8;"
         ))
         .await
         .unwrap();
@@ -75,9 +77,21 @@ async fn outcomes_recorded_before_migration_8_replay_without_a_fingerprint() {
     assert_eq!(row.get::<_, i32>(0), 0);
 
     let store = connect().await;
+    let before = eventloom_core::model::Timestamp::now();
     store.migrate().await.unwrap();
+    let after = eventloom_core::model::Timestamp::now();
     let first = store.command_outcome("old-key").await.unwrap().expect("kept");
-    assert_eq!((first.outcome.last_version, first.fingerprint), (1, None));
+    assert_eq!((first.outcome.last_version, first.fingerprint, first.refusal.as_deref()), (1, None, None));
+    // Migration 10 stamps the rows from before with its own time (the server's; one machine here),
+    // not kept: they expire one retention after the upgrade.
+    let slack = 5_000_000;
+    assert!(
+        first.recorded_at.as_micros() >= before.as_micros() - slack
+            && first.recorded_at.as_micros() <= after.as_micros() + slack,
+        "{:?} not within {before:?}..{after:?}",
+        first.recorded_at
+    );
+    assert!(!first.kept);
     let cqrs = Cqrs::new(store.clone());
     let key = || ExecuteOptions::default().command_id("old-key");
     let again = cqrs.execute_with(Open { id: "a".into() }, key()).await.unwrap();
@@ -98,7 +112,7 @@ async fn outcomes_recorded_before_migration_8_replay_without_a_fingerprint() {
             &eventloom_core::StreamId::new("account", "a").unwrap(),
             eventloom_core::model::ExpectedVersion::Any,
             vec![keyed],
-            &print,
+            &eventloom_core::store::CommandEntry::new(print, eventloom_core::model::Timestamp::now()),
         )
         .await
         .unwrap()

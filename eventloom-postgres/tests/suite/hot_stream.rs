@@ -16,7 +16,7 @@ use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
 use eventloom_core::prelude::*;
 use eventloom_core::{
     CommandError,
-    store::{AppendOutcome, EventStore},
+    store::EventStore,
     write::{Cqrs, RetryPolicy},
 };
 
@@ -70,7 +70,7 @@ impl<S: EventStore + Clone> EventStore for Counted<S> {
         s: &'a StreamId,
         e: ExpectedVersion,
         events: Vec<NewEvent>,
-        print: &'a eventloom_core::write::Fingerprint,
+        print: &'a eventloom_core::store::CommandEntry,
     ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
         Box::pin(async move {
             self.appends.fetch_add(1, Ordering::Relaxed);
@@ -104,10 +104,22 @@ impl<S: EventStore + Clone> EventStore for Counted<S> {
     fn record_command<'a>(
         &'a self,
         id: &'a str,
-        print: &'a eventloom_core::write::Fingerprint,
-        outcome: AppendOutcome,
+        record: eventloom_core::store::CommandRecord,
     ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, print, outcome).await })
+        Box::pin(async move { self.inner.record_command(id, record).await })
+    }
+    fn expire_commands<'a>(
+        &'a self,
+        before: eventloom_core::model::Timestamp,
+        limit: usize,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.inner.expire_commands(before, limit)
+    }
+    fn forget_commands<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.inner.forget_commands(ids)
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
         Box::pin(async move { self.inner.head().await })

@@ -15,6 +15,8 @@ mod leases;
 mod migrations;
 mod ordering;
 mod read_side;
+mod refusals;
+mod retention;
 mod saga;
 mod support;
 #[cfg(feature = "tls")]

@@ -204,8 +204,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use eventloom::model::{ExpectedVersion, NewEvent, RecordedEvent};
-    use eventloom::store::{AppendOutcome, Appended, BoxFuture, CommandRecord, EventStore};
-    use eventloom::write::Fingerprint;
+    use eventloom::store::{Appended, BoxFuture, CommandRecord, EventStore};
     use eventloom::{App, Error, MemoryStores, Result, Stores, StreamId, memory::MemoryEventStore};
 
     use super::*;
@@ -243,7 +242,7 @@ mod tests {
             stream: &'a StreamId,
             expected: ExpectedVersion,
             events: Vec<NewEvent>,
-            fingerprint: &'a Fingerprint,
+            fingerprint: &'a eventloom::store::CommandEntry,
         ) -> BoxFuture<'a, Result<Appended>> {
             self.inner.append_command(stream, expected, events, fingerprint)
         }
@@ -270,10 +269,19 @@ mod tests {
         fn record_command<'a>(
             &'a self,
             id: &'a str,
-            fingerprint: &'a Fingerprint,
-            outcome: AppendOutcome,
+            record: CommandRecord,
         ) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
-            self.inner.record_command(id, fingerprint, outcome)
+            self.inner.record_command(id, record)
+        }
+        fn expire_commands<'a>(
+            &'a self,
+            before: eventloom::model::Timestamp,
+            limit: usize,
+        ) -> eventloom::store::BoxFuture<'a, eventloom::Result<u64>> {
+            self.inner.expire_commands(before, limit)
+        }
+        fn forget_commands<'a>(&'a self, ids: &'a [String]) -> eventloom::store::BoxFuture<'a, eventloom::Result<u64>> {
+            self.inner.forget_commands(ids)
         }
         fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<Position>>> {
             self.inner.head()
