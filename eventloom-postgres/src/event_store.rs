@@ -10,7 +10,7 @@ use eventloom_core::{
     Error as CoreError, Position, StreamId,
     model::Timestamp,
     model::{ExpectedVersion, NewEvent, RecordedEvent, StoredMetadata},
-    store::{AppendOutcome, Appended, CommandEntry, CommandRecord, EventStore},
+    store::{AppendOutcome, Appended, CommandEntry, CommandRecord, EventStore, Relayed},
     write::Fingerprint,
 };
 use tokio::sync::{Notify, watch};
@@ -799,6 +799,73 @@ impl PgEventStore {
 }
 
 impl PgEventStore {
+    /// [`EventStore::append_relayed`]: the schema's `append_relayed` function, one transaction.
+    async fn relay(
+        &self,
+        source: &str,
+        sequence: u64,
+        stream: &StreamId,
+        events: Vec<NewEvent>,
+    ) -> eventloom_core::Result<Relayed> {
+        eventloom_core::store::validate_relay(source, sequence)?;
+        let span = tracing::debug_span!("append_relayed", store = "postgres", source, sequence, stream = %stream);
+        async {
+            let limit = self.inner.config.max_event_size;
+            if let Some(big) = events.iter().find(|e| e.size() > limit) {
+                return Err(CoreError::PayloadTooLarge { size: big.size(), limit });
+            }
+            let types: Vec<&str> = events.iter().map(|e| e.event_type.as_ref()).collect();
+            let versions: Vec<i32> =
+                events.iter().map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX)).collect();
+            let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+            let metadata = events
+                .iter()
+                .map(|e| serde_json::to_string(&e.metadata))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| CoreError::Serde { what: "event metadata".into(), source })?;
+            let sequence_i64 = to_i64(sequence, "relayed sequence")?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+                &source,
+                &sequence_i64,
+                &stream.category(),
+                &stream.id(),
+                &types,
+                &versions,
+                &payloads,
+                &metadata,
+            ];
+            let row = match self.inner.db.query_one(&self.inner.sql.append_relayed, &params).await {
+                Ok(row) => row,
+                // Another relay wrote the message meanwhile: this one's append rolled back.
+                Err(CoreError::Unavailable { .. }) | Err(CoreError::Backend { .. })
+                    if self.relayed(source).await.is_ok_and(|r| r >= sequence) =>
+                {
+                    return Ok(Relayed::Duplicate { relayed: self.relayed(source).await? });
+                }
+                Err(error) => return Err(error),
+            };
+            let fields = Fields::new(&row, || format!("the relay of message {sequence} of {source}"));
+            let status: i32 = fields.get("status")?;
+            match status {
+                0 => {
+                    if !events.is_empty() {
+                        self.appended();
+                    }
+                    Ok(Relayed::Written(AppendOutcome {
+                        stream: stream.clone(),
+                        first_version: fields.unsigned("first_version")?,
+                        last_version: fields.unsigned("last_version")?,
+                        position: fields.position("transaction_id", "sequence")?,
+                    }))
+                }
+                3 => Ok(Relayed::Duplicate { relayed: fields.unsigned("actual")? }),
+                _ => Err(CoreError::unavailable_msg(format!("append_relayed returned status {status}"))),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
     /// [`EventStore::append`], keeping `entry` with the outcome of a command id (without one:
     /// no fingerprint, the server's time, not kept).
     async fn append_events(
@@ -1099,6 +1166,26 @@ impl EventStore for PgEventStore {
             }
             let span = tracing::debug_span!("forget_commands", store = "postgres", ids = ids.len());
             self.inner.db.execute(&self.inner.sql.forget_commands, &[&ids]).instrument(span).await
+        })
+    }
+
+    fn append_relayed<'a>(
+        &'a self,
+        source: &'a str,
+        sequence: u64,
+        stream: &'a StreamId,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, eventloom_core::Result<Relayed>> {
+        Box::pin(self.relay(source, sequence, stream, events))
+    }
+
+    fn relayed<'a>(&'a self, source: &'a str) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        Box::pin(async move {
+            let row = self.inner.db.query_opt(&self.inner.sql.relayed, &[&source]).await?;
+            match row {
+                None => Ok(0),
+                Some(row) => Fields::new(&row, || format!("the relay record of {source}")).unsigned("sequence"),
+            }
         })
     }
 

@@ -16,6 +16,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (8, "command fingerprints", include_str!("../sql/0008_command_fingerprints.sql")),
     (9, "command refusals", include_str!("../sql/0009_command_refusals.sql")),
     (10, "command retention", include_str!("../sql/0010_command_retention.sql")),
+    (11, "relays", include_str!("../sql/0011_relays.sql")),
 ];
 
 /// The columns of the `migrations` table as migrate() makes it, with their types.
@@ -127,6 +128,8 @@ pub(crate) struct Sql {
     pub(crate) record_command: String,
     pub(crate) expire_commands: String,
     pub(crate) forget_commands: String,
+    pub(crate) append_relayed: String,
+    pub(crate) relayed: String,
     pub(crate) renumber: String,
 }
 
@@ -173,6 +176,8 @@ impl Sql {
             record_command: fill(include_str!("../sql/statements/record_command.sql")),
             expire_commands: fill(include_str!("../sql/statements/expire_commands.sql")),
             forget_commands: fill(include_str!("../sql/statements/forget_commands.sql")),
+            append_relayed: fill(include_str!("../sql/statements/append_relayed.sql")),
+            relayed: fill(include_str!("../sql/statements/relayed.sql")),
             renumber: fill(include_str!("../sql/statements/renumber.sql")),
             schema: s.clone(),
         }

@@ -4,8 +4,8 @@ use std::sync::{Arc, RwLock};
 use crate::store::BoxFuture;
 use tokio::sync::watch;
 
-use super::{read, write};
-use crate::store::{Appended, CommandEntry};
+use super::{lock, read, write};
+use crate::store::{Appended, CommandEntry, Relayed};
 use crate::{
     AppendOutcome, CommandRecord, Error, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, Result,
     StreamId, Timestamp,
@@ -49,6 +49,8 @@ pub struct MemoryEventStore {
 
 struct Inner {
     state: RwLock<State>,
+    /// The last sequence relayed of each source, locked around a relayed append.
+    relay: std::sync::Mutex<HashMap<String, u64>>,
     wake: watch::Sender<u64>,
     max_event_size: usize,
 }
@@ -92,6 +94,7 @@ impl MemoryEventStore {
         MemoryEventStore {
             inner: Arc::new(Inner {
                 state: RwLock::new(State::default()),
+                relay: std::sync::Mutex::new(HashMap::new()),
                 wake: watch::Sender::new(0),
                 max_event_size: bytes,
             }),
@@ -319,6 +322,31 @@ impl EventStore for MemoryEventStore {
             let mut state = write(&self.inner.state);
             Ok(ids.iter().filter(|id| state.commands.remove(id.as_str()).is_some()).count() as u64)
         })
+    }
+
+    fn append_relayed<'a>(
+        &'a self,
+        source: &'a str,
+        sequence: u64,
+        stream: &'a StreamId,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<Relayed>> {
+        Box::pin(async move {
+            crate::store::validate_relay(source, sequence)?;
+            // One lock for the check, the append and the record: nothing can come between.
+            let mut relays = lock(&self.inner.relay);
+            let relayed = relays.get(source).copied().unwrap_or(0);
+            if relayed >= sequence {
+                return Ok(Relayed::Duplicate { relayed });
+            }
+            let appended = self.append_events(stream, ExpectedVersion::Any, events, None)?;
+            relays.insert(source.to_owned(), sequence);
+            Ok(Relayed::Written(appended.outcome().clone()))
+        })
+    }
+
+    fn relayed<'a>(&'a self, source: &'a str) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { Ok(lock(&self.inner.relay).get(source).copied().unwrap_or(0)) })
     }
 
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {

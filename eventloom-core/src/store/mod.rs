@@ -695,6 +695,95 @@ pub trait EventStore: Send + Sync + 'static {
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         None
     }
+
+    /// Appends `events` to `stream` as the relay of message `sequence` of `source` (another
+    /// service's stream, read from the event bus), if the store's record of `source` is below
+    /// `sequence`, and records `sequence` as relayed in the same atomic write: a message relayed
+    /// again, by a restart or by a second relay, appends nothing
+    /// ([`Relayed::Duplicate`]). The events go after the stream's last, whatever its version
+    /// (the source's own versions travel in their metadata). `source` is 1 to 255 bytes with no
+    /// control characters and `sequence` at least 1, else [`Error::InvalidId`](crate::Error::InvalidId).
+    ///
+    /// The default refuses with [`Error::InvalidConfig`](crate::Error::InvalidConfig): a store
+    /// relays only if it says so.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::prelude::*;
+    /// use eventloom_core::memory::MemoryEventStore;
+    /// use eventloom_core::model::NewEvent;
+    /// use eventloom_core::store::{EventStore, Relayed};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryEventStore::new();
+    /// let stream = StreamId::new("stock", "apple").unwrap();
+    /// let event = || NewEvent { event_type: "Reserved".into(), schema_version: 1, payload: "{}".into(),
+    ///     metadata: Metadata::default() };
+    /// assert!(matches!(store.append_relayed("inventory", 7, &stream, vec![event()]).await.unwrap(), Relayed::Written(_)));
+    /// assert_eq!(store.append_relayed("inventory", 7, &stream, vec![event()]).await.unwrap(), Relayed::Duplicate { relayed: 7 });
+    /// assert_eq!(store.relayed("inventory").await.unwrap(), 7);
+    /// # });
+    /// ```
+    fn append_relayed<'a>(
+        &'a self,
+        source: &'a str,
+        sequence: u64,
+        stream: &'a StreamId,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<Relayed>> {
+        let _ = (source, sequence, stream, events);
+        Box::pin(std::future::ready(Err(crate::Error::InvalidConfig {
+            reason: "this event store cannot relay events from another service".to_owned(),
+        })))
+    }
+
+    /// The last sequence of `source` relayed into this store (0 before the first).
+    fn relayed<'a>(&'a self, source: &'a str) -> BoxFuture<'a, Result<u64>> {
+        let _ = source;
+        Box::pin(std::future::ready(Err(crate::Error::InvalidConfig {
+            reason: "this event store cannot relay events from another service".to_owned(),
+        })))
+    }
+}
+
+/// What [`EventStore::append_relayed`] came to.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::store::Relayed;
+///
+/// assert!(Relayed::Duplicate { relayed: 9 }.is_duplicate());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relayed {
+    /// Appended, with the sequence recorded.
+    Written(AppendOutcome),
+    /// The source's record was at `relayed`, at or past the sequence: nothing was written.
+    Duplicate {
+        /// The last sequence of the source relayed.
+        relayed: u64,
+    },
+}
+
+impl Relayed {
+    /// Whether nothing was written because the message was relayed before.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Relayed::Duplicate { .. })
+    }
+}
+
+/// Checks the source and sequence of a relayed append, as every store does.
+pub fn validate_relay(source: &str, sequence: u64) -> Result<()> {
+    let invalid = |reason: String| Err(crate::Error::InvalidId { what: "relay source", reason });
+    if source.is_empty() || source.len() > 255 || source.chars().any(char::is_control) {
+        return invalid(format!("{source:?} must be 1 to 255 bytes with no control characters"));
+    }
+    if sequence == 0 {
+        return invalid("sequences start at 1".to_owned());
+    }
+    Ok(())
 }
 
 impl<T: EventStore + ?Sized> EventStore for Arc<T> {
@@ -773,6 +862,18 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
     }
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         (**self).wake_ups()
+    }
+    fn append_relayed<'a>(
+        &'a self,
+        source: &'a str,
+        sequence: u64,
+        stream: &'a StreamId,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<Relayed>> {
+        (**self).append_relayed(source, sequence, stream, events)
+    }
+    fn relayed<'a>(&'a self, source: &'a str) -> BoxFuture<'a, Result<u64>> {
+        (**self).relayed(source)
     }
 }
 

@@ -76,6 +76,8 @@ where
     concurrent_refusals(make().await).await;
     command_retention(make().await).await;
     expiry_in_batches(make().await).await;
+    relayed_appends(make().await).await;
+    concurrent_relays(make().await).await;
     hostile_ids(make().await).await;
     wake_ups(make().await).await;
     head_and_count(make().await).await;
@@ -827,4 +829,71 @@ pub async fn expiry_in_batches<S: EventStore>(store: S) {
     assert_eq!(store.expire_commands(before, 3).await.expect("expire"), 1);
     assert_eq!(store.expire_commands(before, 3).await.expect("expire"), 0);
     assert!(store.command_outcome("batch-kept").await.expect("lookup").is_some());
+}
+
+/// A relayed append writes once per (source, sequence): a sequence at or below the source's
+/// record appends nothing, sources are apart, a gap in the sequences is taken, and a bad source
+/// or sequence is refused.
+pub async fn relayed_appends<S: EventStore>(store: S) {
+    let s = stream("relayed");
+    assert_eq!(store.relayed("shop").await.expect("relayed"), 0);
+    let first = store.append_relayed("shop", 1, &s, vec![test_event(1)]).await.expect("relay");
+    assert!(matches!(&first, crate::store::Relayed::Written(o) if o.first_version == 1), "{first:?}");
+    assert_eq!(store.relayed("shop").await.expect("relayed"), 1);
+    let again = store.append_relayed("shop", 1, &s, vec![test_event(1)]).await.expect("relay");
+    assert_eq!(again, crate::store::Relayed::Duplicate { relayed: 1 });
+    // Another source has its own record.
+    assert!(!store.append_relayed("mill", 1, &s, vec![test_event(2)]).await.expect("relay").is_duplicate());
+    // A gap (messages the source dropped or did not publish) is taken; an older one is not.
+    assert!(!store.append_relayed("shop", 5, &s, vec![test_event(3)]).await.expect("relay").is_duplicate());
+    assert_eq!(
+        store.append_relayed("shop", 4, &s, vec![test_event(4)]).await.expect("relay"),
+        crate::store::Relayed::Duplicate { relayed: 5 }
+    );
+    assert_eq!(store.relayed("shop").await.expect("relayed"), 5);
+    let events = store.read_stream(&s, 1, 100).await.expect("read");
+    let payloads: Vec<&str> = events.iter().map(|e| &*e.payload).collect();
+    assert_eq!(payloads, [&*test_event(1).payload, &*test_event(2).payload, &*test_event(3).payload]);
+    for (source, sequence) in [("", 1), ("a\nb", 1), ("shop", 0)] {
+        let refused = store.append_relayed(source, sequence, &s, vec![test_event(9)]).await;
+        assert!(matches!(refused, Err(Error::InvalidId { .. })), "{source:?} {sequence}: {refused:?}");
+    }
+    assert_eq!(store.read_stream(&s, 1, 100).await.expect("read").len(), 3, "refusals wrote nothing");
+}
+
+/// Relays racing over the same sequences of one source: each sequence is written once.
+pub async fn concurrent_relays<S: EventStore + Clone>(store: S) {
+    let s = stream("relay-race");
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (store, s) = (store.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut written = 0u64;
+            for sequence in 1..=25u64 {
+                loop {
+                    match store.append_relayed("race", sequence, &s, vec![test_event(sequence)]).await {
+                        Ok(crate::store::Relayed::Written(_)) => {
+                            written += 1;
+                            break;
+                        }
+                        Ok(crate::store::Relayed::Duplicate { .. }) => break,
+                        // A race lost inside the store may be reported as a transient failure.
+                        Err(error) if error.is_transient() => continue,
+                        Err(error) => panic!("relay {sequence}: {error}"),
+                    }
+                }
+            }
+            written
+        }));
+    }
+    let mut written = 0;
+    for task in tasks {
+        written += task.await.expect("relay task");
+    }
+    assert_eq!(written, 25, "each sequence written by exactly one relay");
+    let events = store.read_stream(&s, 1, 100).await.expect("read");
+    assert_eq!(events.len(), 25);
+    let expected: Vec<String> = (1..=25).map(|n| test_event(n).payload.to_string()).collect();
+    let got: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
+    assert_eq!(got, expected, "in sequence order");
 }

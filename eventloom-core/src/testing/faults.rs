@@ -156,4 +156,16 @@ impl<S: EventStore> EventStore for FailingAppends<S> {
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         self.inner.wake_ups()
     }
+    fn append_relayed<'a>(
+        &'a self,
+        source: &'a str,
+        sequence: u64,
+        stream: &'a StreamId,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<crate::store::Relayed>> {
+        self.inner.append_relayed(source, sequence, stream, events)
+    }
+    fn relayed<'a>(&'a self, source: &'a str) -> BoxFuture<'a, Result<u64>> {
+        self.inner.relayed(source)
+    }
 }

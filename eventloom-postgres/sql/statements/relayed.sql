@@ -1,0 +1,1 @@
+SELECT sequence FROM {schema}.relays WHERE source = $1
