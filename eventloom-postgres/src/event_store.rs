@@ -824,16 +824,8 @@ impl PgEventStore {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|source| CoreError::Serde { what: "event metadata".into(), source })?;
             let sequence_i64 = to_i64(sequence, "relayed sequence")?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
-                &source,
-                &sequence_i64,
-                &stream.category(),
-                &stream.id(),
-                &types,
-                &versions,
-                &payloads,
-                &metadata,
-            ];
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+                [&source, &sequence_i64, &stream.category(), &stream.id(), &types, &versions, &payloads, &metadata];
             let row = match self.inner.db.query_one(&self.inner.sql.append_relayed, &params).await {
                 Ok(row) => row,
                 // Another relay wrote the message meanwhile: this one's append rolled back.

@@ -3,6 +3,7 @@
 
 mod health;
 mod options;
+mod relay;
 mod retention;
 mod signal;
 mod stores;
@@ -19,6 +20,7 @@ use tokio::task::JoinHandle;
 
 pub use health::{Lag, LeaseState, Unprojected};
 pub use options::{AggregateOptions, HandlerOptions, ProcessOptions, ProjectionOptions, Role};
+pub use relay::{RELAYED_FROM, SOURCE_COMMAND_ID, SOURCE_SEQUENCE};
 pub use stores::{MemoryStores, Stores};
 
 use self::health::{LeaseStates, TrackedLeases};
@@ -47,6 +49,24 @@ type Engine<A> = Cqrs<A, Arc<dyn EventStore>>;
 /// options (a process manager issues its commands through the dispatcher).
 type JoinGroup = Box<dyn FnOnce(&mut ProjectionGroup<Arc<dyn EventStore>>, &Dispatcher) -> MemberHandle + Send>;
 type BuildEngine = Box<dyn FnOnce(&Stores) -> Result<Box<dyn Any + Send + Sync>> + Send>;
+
+/// Starts a relay: given the event store, the leases, this service's own categories and the
+/// shutdown signal, the relay's run.
+type StartRelay = Box<
+    dyn FnOnce(
+            Arc<dyn EventStore>,
+            Option<Arc<dyn crate::LeaseManager>>,
+            Vec<&'static str>,
+            Shutdown,
+        ) -> Pin<Box<dyn Future<Output = Result<()>> + Send>>
+        + Send,
+>;
+
+/// A relay registered and not started yet.
+struct PendingRelay {
+    source: String,
+    start: StartRelay,
+}
 
 /// Resolves when the App shuts down (or is dropped).
 type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -98,6 +118,7 @@ pub struct AppBuilder {
     command_retention: Duration,
     aggregates: Vec<PendingAggregate>,
     members: Vec<PendingMember>,
+    relays: Vec<PendingRelay>,
 }
 
 impl std::fmt::Debug for AppBuilder {
@@ -251,6 +272,45 @@ impl AppBuilder {
         self
     }
 
+    /// Relays another service's events into this one's event store: every event `feed` gives
+    /// (a bus consumer, such as `eventloom_nats::JetStreamFeed`) is appended once, under its own
+    /// stream, category and type, by [`EventStore::append_relayed`] with the feed position's
+    /// [`sequence`](crate::Position::sequence) as the message's sequence in `source`, so that this
+    /// service's projections and process managers read it in one order with its own events (and
+    /// a rebuild reads it here, whatever the source still keeps). The feed's positions must
+    /// grow in sequence in the order it reads (a JetStream stream's do). The event keeps its
+    /// metadata; its command id moves to the [`SOURCE_COMMAND_ID`] header, and
+    /// [`RELAYED_FROM`] and [`SOURCE_SEQUENCE`] say where it came from. An event in the category
+    /// of one of this App's aggregates stops the relay ([`Error::InvalidConfig`]).
+    ///
+    /// It runs in a role that runs the projectors, holding the lease `eventloom.relay/<source>`
+    /// so that one process relays at a time, and stops when the App shuts down. `source` is 1
+    /// to 255 bytes with no control characters. Its state is in [`AppStatus::relays`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{App, MemoryStores, memory::MemoryEventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// // Another store stands in for a bus consumer here.
+    /// let elsewhere = MemoryEventStore::new();
+    /// let app = App::builder(MemoryStores::new()).relay("inventory", elsewhere).start().await.unwrap();
+    /// assert_eq!(app.status().relays[0].name, "inventory");
+    /// app.shutdown().await.unwrap();
+    /// # });
+    /// ```
+    pub fn relay<F: crate::read::Feed>(mut self, source: impl Into<String>, feed: F) -> Self {
+        let source = source.into();
+        let name = source.clone();
+        let start: StartRelay = Box::new(move |events, leases, own, shutdown| {
+            let relay = relay::Relay { source: name, feed, events, leases, own };
+            Box::pin(relay.run(shutdown))
+        });
+        self.relays.push(PendingRelay { source, start });
+        self
+    }
+
     /// What this process does (default [`Role::All`]).
     pub fn role(mut self, role: Role) -> Self {
         self.role = role;
@@ -308,6 +368,14 @@ impl AppBuilder {
                     .to_owned(),
             );
         }
+        for (i, relay) in self.relays.iter().enumerate() {
+            if let Err(error) = crate::store::validate_relay(&relay.source, 1) {
+                return invalid(format!("relay {:?}: {error}", relay.source));
+            }
+            if self.relays[..i].iter().any(|r| r.source == relay.source) {
+                return invalid(format!("source {} is relayed twice", relay.source));
+            }
+        }
         if self.role != Role::All && !self.stores.is_shared() {
             return invalid(format!(
                 "role {} runs apart from the other roles, but the {} stores live in this process only: \
@@ -355,7 +423,8 @@ impl AppBuilder {
     /// runtime.
     pub async fn start(self) -> Result<App> {
         self.check()?;
-        let AppBuilder { stores, role, drain_timeout, command_retention, aggregates, members } = self;
+        let AppBuilder { stores, role, drain_timeout, command_retention, aggregates, members, relays } = self;
+        let own: Vec<&'static str> = aggregates.iter().map(|a| a.category).collect();
         let mut engines: Engines = HashMap::new();
         let mut upcasters = HashMap::new();
         for aggregate in aggregates {
@@ -403,6 +472,20 @@ impl AppBuilder {
         } else {
             runners.extend(members.into_iter().map(|m| Runner { kind: m.kind, name: m.name, handle: None }));
         }
+        let mut relay_states = Vec::with_capacity(relays.len());
+        for relay in relays {
+            let state = Arc::new(Mutex::new(if runs_here { RunState::Running } else { RunState::Elsewhere }));
+            if runs_here {
+                let run = (relay.start)(
+                    stores.events().clone(),
+                    stores.leases().cloned(),
+                    own.clone(),
+                    shutdown_of(&stopping),
+                );
+                tasks.push(spawn_relay(relay.source.clone(), run, state.clone()));
+            }
+            relay_states.push((relay.source, state));
+        }
         if runs_here && command_retention != Duration::MAX {
             let janitor = retention::Janitor {
                 events: stores.events().clone(),
@@ -421,6 +504,7 @@ impl AppBuilder {
                 readers,
                 runners,
                 lease_states,
+                relays: relay_states,
                 tasks: Mutex::new(tasks),
                 stopping,
                 drained,
@@ -446,6 +530,24 @@ fn spawn_group(group: ProjectionGroup<Arc<dyn EventStore>>, stopping: &watch::Se
         if let Err(error) = group.run(shutdown).await {
             tracing::error!(%error, "the projections' group stopped");
         }
+    })
+}
+
+/// Runs a relay on a task of its own, telling how it ended in `state`.
+fn spawn_relay(
+    source: String,
+    run: Pin<Box<dyn Future<Output = Result<()>> + Send>>,
+    state: Arc<Mutex<RunState>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let ended = match run.await {
+            Ok(()) => RunState::Stopped,
+            Err(error) => {
+                tracing::error!(%error, %source, "the relay stopped");
+                RunState::Failed(Arc::new(error))
+            }
+        };
+        *lock(&state) = ended;
     })
 }
 
@@ -549,12 +651,22 @@ pub struct AppStatus {
     pub handlers: Vec<ProjectionHealth>,
     /// Each registered process manager, in the order registered.
     pub process_managers: Vec<ProjectionHealth>,
+    /// Each relay (another service's events appended here), by source, in the order registered:
+    /// its state only (its lag is the source's to tell).
+    pub relays: Vec<ProjectionHealth>,
 }
 
 impl AppStatus {
     /// A status, with no event handlers.
     pub fn new(role: Role, stopping: bool, projections: Vec<ProjectionHealth>) -> Self {
-        AppStatus { role, stopping, projections, handlers: Vec::new(), process_managers: Vec::new() }
+        AppStatus {
+            role,
+            stopping,
+            projections,
+            handlers: Vec::new(),
+            process_managers: Vec::new(),
+            relays: Vec::new(),
+        }
     }
 
     /// The status with these event handlers.
@@ -572,7 +684,7 @@ impl AppStatus {
     /// Not stopping, and no projection, event handler or process manager of this process failed.
     pub fn is_healthy(&self) -> bool {
         let failed = |p: &ProjectionHealth| matches!(p.state, RunState::Failed(_));
-        let members = self.projections.iter().chain(&self.handlers).chain(&self.process_managers);
+        let members = self.projections.iter().chain(&self.handlers).chain(&self.process_managers).chain(&self.relays);
         !self.stopping && !members.into_iter().any(failed)
     }
 }
@@ -605,6 +717,8 @@ struct Inner {
     /// Whether this process holds each projection's or handler's lease, as its runners last
     /// took or gave it.
     lease_states: LeaseStates,
+    /// Each relay's source and how its run stands.
+    relays: Vec<(String, Arc<Mutex<RunState>>)>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Turns `true` when a shutdown began: new commands are refused.
     stopping: watch::Sender<bool>,
@@ -720,6 +834,7 @@ impl App {
             command_retention: App::DEFAULT_COMMAND_RETENTION,
             aggregates: Vec::new(),
             members: Vec::new(),
+            relays: Vec::new(),
         }
     }
 
@@ -909,9 +1024,17 @@ impl App {
             health
         };
         let of = |kind| self.inner.runners.iter().filter(|r| r.kind == kind).map(health).collect();
-        AppStatus::new(self.inner.role, stopping, of(Kind::Projection))
+        let relays = self
+            .inner
+            .relays
+            .iter()
+            .map(|(source, state)| ProjectionHealth::new(source.clone(), lock(state).clone()))
+            .collect();
+        let mut status = AppStatus::new(self.inner.role, stopping, of(Kind::Projection))
             .with_handlers(of(Kind::Handler))
-            .with_process_managers(of(Kind::Process))
+            .with_process_managers(of(Kind::Process));
+        status.relays = relays;
+        status
     }
 
     /// The [`status`](Self::status), with each projection's and event handler's [`Lag`] read

@@ -9,6 +9,7 @@ mod group;
 mod kit;
 mod projector;
 mod refusals;
+mod relay;
 mod retention;
 mod retry;
 mod saga;

@@ -1,0 +1,206 @@
+//! A relay: another service's events, read from a [`Feed`] (the event bus), appended to this
+//! service's event store once each, so that projections and process managers read them in one
+//! order with the local events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use crate::model::{IdGenerator, NewEvent, RandomIds, RecordedEvent, Timestamp};
+use crate::read::{Feed, FeedReader};
+use crate::store::Relayed;
+use crate::{Error, EventStore, Lease, LeaseManager, Metadata, Position, Result};
+
+/// The header a relayed event carries: the source it came from.
+pub const RELAYED_FROM: &str = "eventloom-relayed-from";
+/// The header a relayed event carries: its sequence in the source.
+pub const SOURCE_SEQUENCE: &str = "eventloom-source-sequence";
+/// The header a relayed event carries: the command id it had in its service, if any (the id
+/// itself is not kept as a command id here, where it means nothing).
+pub const SOURCE_COMMAND_ID: &str = "eventloom-source-command-id";
+
+/// How many events a relay reads at a time.
+const BATCH: usize = 256;
+/// About how many bytes.
+const BATCH_BYTES: usize = 4 << 20;
+
+/// The lease of the relay of `source`.
+pub(crate) fn lease_name(source: &str) -> String {
+    format!("eventloom.relay/{source}")
+}
+
+/// Relays `feed` into `events` as source `source`.
+pub(crate) struct Relay<F> {
+    pub(crate) source: String,
+    pub(crate) feed: F,
+    pub(crate) events: Arc<dyn EventStore>,
+    pub(crate) leases: Option<Arc<dyn LeaseManager>>,
+    /// The categories of this service's own aggregates: a relayed event of one is refused.
+    pub(crate) own: Vec<&'static str>,
+}
+
+/// Where a relay is.
+enum State<R> {
+    /// Take the relay's lease.
+    Acquire,
+    /// Read the source's record and start reading after it.
+    Resume(Option<Lease>),
+    /// Relay what comes.
+    Relay(Option<Lease>, R),
+    /// Wait, then start over.
+    BackOff,
+    /// Shut down.
+    Done,
+}
+
+impl<F: Feed> Relay<F> {
+    /// Runs until `shutdown` resolves, or stops on an error no retry mends (an event of one of
+    /// this service's own categories, a feed that cannot be read from its position).
+    pub(crate) async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) -> Result<()> {
+        let span = tracing::info_span!("relay", source = %self.source);
+        async move {
+            tokio::pin!(shutdown);
+            let mut state = State::Acquire;
+            let mut delay = Duration::from_millis(100);
+            loop {
+                state = match state {
+                    State::Acquire => self.acquire(&mut shutdown).await,
+                    State::Resume(lease) => self.resume(lease).await,
+                    State::Relay(lease, reader) => self.relay(lease, reader, &mut shutdown, &mut delay).await?,
+                    State::BackOff => {
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = &mut shutdown => return Ok(()),
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                        State::Acquire
+                    }
+                    State::Done => return Ok(()),
+                };
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn acquire(&self, shutdown: &mut (impl std::future::Future<Output = ()> + Unpin)) -> State<F::Reader> {
+        let Some(leases) = &self.leases else { return State::Resume(None) };
+        let name = lease_name(&self.source);
+        tokio::select! {
+            lease = leases.acquire(&name) => match lease {
+                Ok(lease) => State::Resume(Some(lease)),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot take the relay's lease; retrying");
+                    State::BackOff
+                }
+            },
+            () = shutdown => State::Done,
+        }
+    }
+
+    async fn resume(&self, lease: Option<Lease>) -> State<F::Reader> {
+        match self.events.relayed(&self.source).await {
+            Ok(relayed) => {
+                tracing::info!(relayed, "relaying after the last message relayed");
+                State::Relay(lease, self.feed.read_after(Position::new(0, relayed), BATCH, BATCH_BYTES))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read how far the source was relayed; retrying");
+                State::BackOff
+            }
+        }
+    }
+
+    /// Relays the next batch, in order, one message per atomic write.
+    async fn relay(
+        &self,
+        lease: Option<Lease>,
+        mut reader: F::Reader,
+        shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+        delay: &mut Duration,
+    ) -> Result<State<F::Reader>> {
+        let lost = async {
+            match &lease {
+                Some(lease) => lease.lost().await,
+                None => std::future::pending().await,
+            }
+        };
+        let batch = tokio::select! {
+            batch = reader.next_batch() => batch,
+            () = shutdown => return Ok(State::Done),
+            () = lost => return Ok(State::Acquire),
+        };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(error) if error.is_transient() => {
+                tracing::warn!(%error, "cannot read the source; retrying");
+                return Ok(State::BackOff);
+            }
+            Err(error) => return Err(error),
+        };
+        let mut last = None;
+        for raw in &batch {
+            if lease.as_ref().is_some_and(Lease::is_lost) {
+                return Ok(State::Acquire);
+            }
+            match self.relay_one(raw).await {
+                Ok(()) => last = Some(raw.position),
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, position = %raw.position, "cannot relay; retrying");
+                    return Ok(State::BackOff);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if let Some(last) = last {
+            self.feed.acknowledge(self.source.as_str(), last);
+        }
+        *delay = Duration::from_millis(100);
+        Ok(State::Relay(lease, reader))
+    }
+
+    /// Appends one message's event, once.
+    async fn relay_one(&self, raw: &RecordedEvent) -> Result<()> {
+        let category = raw.stream.category();
+        if self.own.contains(&category) {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "source {} sent event {} of stream {}: category {category} is one of this service's own \
+                     aggregates, and a relayed event would join its streams; publish it under another category",
+                    self.source, raw.event_type, raw.stream
+                ),
+            });
+        }
+        let sequence = raw.position.sequence();
+        let event = NewEvent {
+            event_type: raw.event_type.clone(),
+            schema_version: raw.schema_version,
+            payload: raw.payload.to_string(),
+            metadata: relayed_metadata(raw, &self.source, sequence),
+        };
+        match self.events.append_relayed(&self.source, sequence, &raw.stream, vec![event]).await? {
+            Relayed::Written(_) => tracing::debug!(sequence, stream = %raw.stream, "relayed"),
+            Relayed::Duplicate { relayed } => tracing::debug!(sequence, relayed, "relayed before"),
+        }
+        Ok(())
+    }
+}
+
+/// The metadata of a relayed event: its own (event id, time, correlation and causation, so that
+/// a chain of causes crosses services), with its command id moved to a header and where it came
+/// from. Metadata that does not decode is replaced, with the reason in a header: a read model
+/// must not freeze on it.
+fn relayed_metadata(raw: &RecordedEvent, source: &str, sequence: u64) -> Metadata {
+    let mut metadata = match raw.metadata.get() {
+        Ok(metadata) => metadata.clone(),
+        Err(error) => Metadata::new(RandomIds::default().next_id(), Timestamp::now())
+            .with_header("eventloom-metadata-error", error.to_string()),
+    };
+    if let Some(id) = metadata.command_id.take() {
+        metadata.headers.insert(SOURCE_COMMAND_ID.to_owned(), id);
+    }
+    metadata.headers.insert(RELAYED_FROM.to_owned(), source.to_owned());
+    metadata.headers.insert(SOURCE_SEQUENCE.to_owned(), sequence.to_string());
+    metadata
+}
