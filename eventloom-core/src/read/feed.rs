@@ -37,6 +37,14 @@ pub trait Feed: Send + Sync + 'static {
     /// How many events a reader can read now after `after`, counted up to `cap` (see
     /// [`EventStore::count_after`]): a member's lag.
     fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>>;
+
+    /// Told by a projector's runner after `member` committed its views and checkpoint up to
+    /// `up_to` (in the feed's positions): a feed that acknowledges its source (a bus consumer)
+    /// may acknowledge up to the lowest position its members committed. Never blocks; the
+    /// default does nothing (the event store needs no acknowledgement).
+    fn acknowledge(&self, member: &str, up_to: Position) {
+        let _ = (member, up_to);
+    }
 }
 
 /// Reads a [`Feed`] in order, batch by batch, with no gap and no duplicate.
