@@ -95,6 +95,7 @@ for run in $(seq 1 "$runs"); do
       | tee -a "$log" >&2
     ensure_postgres
     check_postgres
+    ensure_nats
     if [ "$group" = redis ]; then
       ensure_redis
       check_redis
@@ -105,7 +106,7 @@ for run in $(seq 1 "$runs"); do
           '. + {run: $run, servers: $servers, commit: $commit, date: $date}' \
       | tee -a "$out"
     stop_services
-    unset DATABASE_URL REDIS_URL
+    unset DATABASE_URL REDIS_URL NATS_URL
   done
 done
 
