@@ -6,7 +6,7 @@
 
 // mod auth;
 mod basics;
-// mod faults;
+mod faults;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
