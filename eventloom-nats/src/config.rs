@@ -8,7 +8,8 @@ use crate::{Error, Result};
 /// How to connect to a NATS server: its URL, TLS and credentials.
 ///
 /// The URL is `nats://host:port` (plain, upgraded to TLS when the server asks for it),
-/// `tls://host:port` (TLS required), and may carry `user:password@`. Several servers of one
+/// `tls://host:port` (TLS required), and may carry `user:password@` (percent-encoded, taken out
+/// of the URL and sent as credentials), or `token@`. Several servers of one
 /// cluster are separated by commas. Credentials are one of: user and password (in the URL or
 /// [`user_password`](NatsConfig::user_password)), a [`token`](NatsConfig::token), an
 /// [`nkey` seed](NatsConfig::nkey_seed) or a [creds file](NatsConfig::creds_file) (a user JWT
@@ -94,10 +95,36 @@ impl NatsConfig {
                 return Err(Error::Config(format!("NATS URL {} has no host", redact(one))));
             }
         }
+        // `user:password@` is taken out of the URL, percent-decoded (a password may hold any
+        // character), and sent as credentials.
+        let mut user_password = None;
+        let mut token = None;
+        let mut servers = Vec::new();
+        for one in url.split(',') {
+            let one = one.trim();
+            match (one.find("://"), one.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    let userinfo = &one[scheme + 3..at];
+                    let decode = |s: &str| {
+                        crate::headers::unescape_value(s).ok_or_else(|| {
+                            Error::Config("the NATS URL's user or password is not percent-encoded UTF-8".into())
+                        })
+                    };
+                    match userinfo.split_once(':') {
+                        Some((user, password)) => user_password = Some((decode(user)?, decode(password)?)),
+                        // `nats://token@host`, as NATS clients read it.
+                        None => token = Some(decode(userinfo)?),
+                    }
+                    servers.push(format!("{}{}", &one[..scheme + 3], &one[at + 1..]));
+                }
+                _ => servers.push(one.to_owned()),
+            }
+        }
+        let url = servers.join(",");
         Ok(NatsConfig {
             url,
-            user_password: None,
-            token: None,
+            user_password,
+            token,
             nkey_seed: None,
             creds_file: None,
             ca_file: None,
@@ -269,8 +296,10 @@ mod tests {
         for bad in ["", "127.0.0.1:4222", "redis://a:1", "nats://", "nats://:4222", "nats://u:p@"] {
             assert!(NatsConfig::new(bad).is_err(), "{bad:?}");
         }
-        let config = NatsConfig::new("nats://ada:pw@127.0.0.1:4222").unwrap();
-        assert_eq!(config.url(), "nats://ada:***@127.0.0.1:4222");
-        assert!(!format!("{config:?}").contains("pw@"));
+        let config = NatsConfig::new("nats://ada:p%40w%20x@127.0.0.1:4222").unwrap();
+        assert_eq!(config.url(), "nats://127.0.0.1:4222");
+        assert_eq!(config.user_password, Some(("ada".into(), "p@w x".into())));
+        assert!(!format!("{config:?}").contains("p@w"));
+        assert_eq!(redact("nats://ada:pw@h:1"), "nats://ada:***@h:1");
     }
 }

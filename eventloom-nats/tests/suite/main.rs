@@ -4,7 +4,7 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-// mod auth;
+mod auth;
 mod basics;
 mod faults;
 
