@@ -508,11 +508,11 @@ impl FeedReader for JetStreamReader {
                 let wait = self.feed.config.wait;
                 let read = match self.read_now().await {
                     Ok(Some(events)) => Ok(events),
-                    Ok(None) => self.fetch(Some(wait)).await.and_then(|first| {
+                    Ok(None) => {
                         // The rest of a batch comes with the next read.
                         self.behind = false;
-                        Ok(first)
-                    }),
+                        self.fetch(Some(wait)).await
+                    }
                     Err(error) => Err(error),
                 };
                 match read {

@@ -1,11 +1,25 @@
 //! The headers of a bus message: what a consumer needs to rebuild the event.
+//!
+//! Values are escaped: printable ASCII other than `%` as it is, every other byte (spaces,
+//! non-ASCII, line breaks) as `%XX`, so that no value loses a space at either end or breaks the
+//! header block. Of the event's own metadata headers only `traceparent` and `tracestate` are
+//! published; the others stay inside the service.
+//!
+//! # Examples
+//!
+//! ```
+//! use eventloom_nats::headers::names;
+//!
+//! assert_eq!(names::MSG_ID, "Nats-Msg-Id");
+//! assert_eq!(names::POSITION, "Eventloom-Position");
+//! ```
 
 use async_nats::HeaderMap;
 use eventloom_core::model::{RecordedEvent, Timestamp};
 use eventloom_core::{Metadata, Position, StreamId};
 
-/// The names of the headers every published message carries. Values are
-/// [escaped](escape_value): printable ASCII other than `%` as it is, every other byte as `%XX`.
+/// The names of the headers every published message carries (correlation, causation and trace
+/// context only when the event has them).
 pub mod names {
     /// The event's id (also in `Nats-Msg-Id`, JetStream's duplicate guard).
     pub const EVENT_ID: &str = "Eventloom-Event-Id";
