@@ -23,6 +23,7 @@ chapters! {
     Projections => "src/projections.md",
     Postgres => "src/postgres.md",
     Redis => "src/redis.md",
+    Bus => "src/bus.md",
     Testing => "src/testing.md",
     TaskManager => "src/task-manager.md",
     Production => "src/production.md",
