@@ -11,6 +11,7 @@ use eventloom_core::store::BoxFuture;
 use eventloom_core::{Position, StreamId};
 use futures_util::StreamExt;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::error::request;
 use crate::{Error, NatsConfig, Result, headers, subject};
@@ -213,6 +214,7 @@ impl Feed for JetStreamFeed {
             batch_size: batch_size.clamp(1, 10_000),
             batch_bytes: batch_bytes.max(1),
             consumer: None,
+            checked_at: None,
             behind: false,
         }
     }
@@ -287,7 +289,7 @@ async fn acknowledge(context: jetstream::Context, config: JetStreamFeedConfig, m
             last.ack().await.map_err(|e| Error::Unavailable(format!("acknowledging: {e}")))?;
             Ok(durable)
         };
-        match step.await {
+        match step.instrument(tracing::debug_span!("nats acknowledge", durable = %config.durable, target)).await {
             Ok(durable) => {
                 consumer = Some(durable);
                 delay = Duration::from_millis(100);
@@ -309,7 +311,17 @@ pub struct JetStreamReader {
     batch_size: usize,
     batch_bytes: usize,
     consumer: Option<(consumer::PullConsumer, u64)>,
+    /// The sequence at which the stream's bounds were last checked (a consumer made there may
+    /// skip messages deleted from the middle of the stream).
+    checked_at: Option<u64>,
     behind: bool,
+}
+
+/// What a message read comes to.
+enum Taken {
+    Event(RecordedEvent),
+    Again,
+    Gap,
 }
 
 impl std::fmt::Debug for JetStreamReader {
@@ -340,6 +352,7 @@ impl JetStreamReader {
         let info = stream.get_info().await.map_err(|e| request("reading the stream's info", e))?;
         let (first, last) = (info.state.first_sequence, info.state.last_sequence);
         self.check_bounds(first, last)?;
+        self.checked_at = Some(self.next);
         let config = consumer::pull::Config {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: self.next },
             ack_policy: consumer::AckPolicy::None,
@@ -367,61 +380,85 @@ impl JetStreamReader {
 
     /// Up to a batch of the messages there now (waiting up to `wait` for the first when
     /// `wait` is given); empty when none came.
+    #[tracing::instrument(name = "nats read", level = "debug", skip_all, fields(stream = %self.feed.config.stream, from = self.next))]
     async fn fetch(&mut self, wait: Option<Duration>) -> Result<Vec<RecordedEvent>> {
         let consumer = self.consumer().await?;
         let name = self.feed.config.stream.clone();
         let unavailable = move |e: &dyn std::fmt::Display| Error::Unavailable(format!("reading {name}: {e}"));
         let mut events = Vec::new();
         let mut bytes = 0usize;
-        if let Some(wait) = wait {
-            let mut first =
-                consumer.batch().max_messages(1).expires(wait).messages().await.map_err(|e| unavailable(&e))?;
-            if let Some(message) = first.next().await {
-                let message = message.map_err(|e| unavailable(&e))?;
-                if let Some(event) = self.take(&message)? {
-                    bytes += event.stored_size();
-                    events.push(event);
-                }
-            }
-            if events.is_empty() {
-                return Ok(events);
-            }
-        }
-        while events.len() < self.batch_size && bytes < self.batch_bytes {
+        let mut first = true;
+        loop {
             let want = self.batch_size - events.len();
-            let mut more = consumer.fetch().max_messages(want).messages().await.map_err(|e| unavailable(&e))?;
+            let messages = match (first, wait) {
+                (true, Some(wait)) => consumer.batch().max_messages(1).expires(wait).messages().await,
+                _ => consumer.fetch().max_messages(want).messages().await,
+            };
+            let mut messages = match messages {
+                Ok(messages) => messages,
+                Err(error) if events.is_empty() => return Err(unavailable(&error)),
+                Err(_) => {
+                    self.consumer = None;
+                    return Ok(events);
+                }
+            };
             let before = events.len();
-            while let Some(message) = more.next().await {
-                let message = message.map_err(|e| unavailable(&e))?;
-                if let Some(event) = self.take(&message)? {
-                    bytes += event.stored_size();
-                    events.push(event);
+            while let Some(message) = messages.next().await {
+                let message = match message {
+                    Ok(message) => message,
+                    // What was taken is kept; the next read starts after it with a new consumer.
+                    Err(error) if events.is_empty() => return Err(unavailable(&error)),
+                    Err(_) => {
+                        self.consumer = None;
+                        return Ok(events);
+                    }
+                };
+                match self.take(&message)? {
+                    Taken::Event(event) => {
+                        bytes += event.stored_size();
+                        events.push(event);
+                    }
+                    Taken::Again => {}
+                    Taken::Gap => {
+                        // Read again from the first missing sequence, checking the stream's bounds.
+                        self.consumer = None;
+                        return Ok(events);
+                    }
                 }
             }
-            if events.len() == before || events.len() - before < want {
+            let got = events.len() - before;
+            if (first && wait.is_some() && got == 0) || (!first && got < want) {
+                break;
+            }
+            first = false;
+            if events.len() >= self.batch_size || bytes >= self.batch_bytes {
                 break;
             }
         }
         Ok(events)
     }
 
-    /// The event of a message read, or `None` for one at or before the reader's place (a
-    /// consumer made anew may deliver it again).
-    fn take(&mut self, message: &jetstream::Message) -> Result<Option<RecordedEvent>> {
+    /// The event of a message read: `Again` for one at or before the reader's place (a consumer
+    /// made anew may deliver it again), `Gap` for one past it that a check of the stream's
+    /// bounds has not allowed.
+    fn take(&mut self, message: &jetstream::Message) -> Result<Taken> {
         let info = message.info().map_err(|e| Error::Unavailable(format!("a message without JetStream info: {e}")))?;
         let sequence = info.stream_sequence;
         if sequence < self.next {
-            return Ok(None);
+            return Ok(Taken::Again);
         }
         if sequence > self.next {
-            // A gap: messages deleted from the stream. At its front, the history expired.
-            tracing::warn!(expected = self.next, got = sequence, "a gap in the stream's sequences");
+            if self.checked_at != Some(self.next) {
+                return Ok(Taken::Gap);
+            }
+            // Deleted from the middle of the stream (its front was checked): nothing to read.
+            tracing::warn!(expected = self.next, got = sequence, "messages deleted from the stream are skipped");
         }
         self.next = sequence + 1;
         if let Some((_, at)) = &mut self.consumer {
             *at = self.next;
         }
-        Ok(Some(to_event(&self.feed.config.prefix, message, sequence)))
+        Ok(Taken::Event(to_event(&self.feed.config.prefix, message, sequence)))
     }
 
     /// Reads once: the next batch if there is one now.

@@ -501,6 +501,7 @@ impl Publisher {
     }
 
     /// Creates or checks the stream, and reads where to resume from its last message.
+    #[tracing::instrument(name = "nats resume", level = "debug", skip_all)]
     async fn resume(&self) -> Result<Resume> {
         let config = &self.inner.config;
         let context = &self.inner.context;
@@ -596,11 +597,14 @@ impl Publisher {
                 self.settle(&mut pending, 0).await?;
                 return Ok(Pass::Done);
             };
+            tracing::debug!(events = batch.len(), after = %batch.first().map_or(Position::ZERO, |e| e.position), "publishing a batch of the log");
+            // The server's limit, as it told it when (re)connecting.
+            let max_payload = self.inner.client.server_info().max_payload;
             for event in &batch {
                 if !config.selects(event.stream.category(), &event.event_type) {
                     continue;
                 }
-                let Some(message) = self.message(event)? else { continue };
+                let Some(message) = self.message(event, max_payload)? else { continue };
                 let (subject, headers, payload) = message;
                 let publish = jetstream::message::PublishMessage::build()
                     .payload(payload)
@@ -626,6 +630,7 @@ impl Publisher {
 
     /// Awaits acks, oldest first, until at most `keep` are in flight. A refused or lost
     /// publish ends the pass (the ones after it are dropped: each expected it before).
+    #[tracing::instrument(name = "nats publish acks", level = "trace", skip_all, fields(in_flight = pending.len()))]
     async fn settle(
         &self,
         pending: &mut VecDeque<(jetstream::context::PublishAckFuture, u64, Position)>,
@@ -658,12 +663,15 @@ impl Publisher {
 
     /// The subject, headers and body of `event`'s message; `None` when it is too large and
     /// skipped as a dead letter.
-    fn message(&self, event: &RecordedEvent) -> Result<Option<(String, async_nats::HeaderMap, bytes::Bytes)>> {
+    fn message(
+        &self,
+        event: &RecordedEvent,
+        max_payload: usize,
+    ) -> Result<Option<(String, async_nats::HeaderMap, bytes::Bytes)>> {
         let config = &self.inner.config;
         let metadata = event.metadata.get()?;
         let headers = headers::build(event, metadata);
         let size = headers::wire_size(&headers) + event.payload.len();
-        let max_payload = self.inner.client.server_info().max_payload;
         if max_payload > 0 && size > max_payload {
             let event_id = metadata.event_id.to_string();
             match config.dead_letters {

@@ -60,8 +60,9 @@ async fn compare(
     context: &jetstream::Context,
     streams: &mut Vec<String>,
 ) -> Result<()> {
-    let log = eventloom_postgres::PgEventStore::connect(eventloom_postgres::PgConfig::from_url(pg_url)?.schema(schema)?)
-        .await?;
+    let log =
+        eventloom_postgres::PgEventStore::connect(eventloom_postgres::PgConfig::from_url(pg_url)?.schema(schema)?)
+            .await?;
     log.migrate().await?;
     fill(&log).await?;
     let pid = std::process::id();
@@ -70,8 +71,10 @@ async fn compare(
         let stream = format!("BENCH_{pid}_OURS_{round}");
         let prefix = format!("bench.{pid}.ours{round}");
         streams.push(stream.clone());
-        let config =
-            PublisherConfig::new(&stream, &prefix).category("account").in_flight(IN_FLIGHT).duplicate_window(std::time::Duration::from_secs(10));
+        let config = PublisherConfig::new(&stream, &prefix)
+            .category("account")
+            .in_flight(IN_FLIGHT)
+            .duplicate_window(std::time::Duration::from_secs(10));
         let publisher = Publisher::new(client.clone(), config)?;
         let started = Instant::now();
         publisher.catch_up(&log).await?;
@@ -114,7 +117,8 @@ async fn fill(log: &eventloom_postgres::PgEventStore) -> Result<()> {
         let stream = StreamId::new("account", format!("acc-{account}"))?;
         let events = (0..per_account)
             .map(|n| {
-                let metadata = Metadata::new(ids.next_id(), Timestamp::now()).with_correlation_id(format!("req-{account}-{n}"));
+                let metadata =
+                    Metadata::new(ids.next_id(), Timestamp::now()).with_correlation_id(format!("req-{account}-{n}"));
                 NewEvent::encode(&AccountEvent::Deposited { amount: n + 1 }, metadata)
             })
             .collect::<eventloom_core::Result<Vec<_>>>()?;
@@ -160,4 +164,3 @@ async fn publish_raw(
     }
     Ok(())
 }
-

@@ -160,3 +160,80 @@ async fn tls_with_a_ca_of_its_own_and_a_client_certificate() {
     assert!(matches!(missing, Err(Error::Config(_))), "{missing:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Base64url without padding, as JWTs are written.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// A JWT of `claims` (the `nats` object) for `subject`, signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    let header = base64url(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let iat = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = serde_json::json!({
+        "jti": unique("jti").to_uppercase(), "iat": iat, "iss": issuer.public_key(), "name": name, "sub": subject, "nats": nats,
+    });
+    let body = format!("{header}.{}", base64url(claims.to_string().as_bytes()));
+    let signature = issuer.sign(body.as_bytes()).unwrap();
+    format!("{body}.{}", base64url(&signature))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creds_file_of_a_user_jwt_and_its_seed() {
+    let (operator, account, user) =
+        (nkeys::KeyPair::new_operator(), nkeys::KeyPair::new_account(), nkeys::KeyPair::new_user());
+    let operator_jwt =
+        jwt(&operator, &operator.public_key(), "op", serde_json::json!({ "type": "operator", "version": 2 }));
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+    });
+    let account_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "orders",
+        serde_json::json!({ "limits": unlimited, "default_permissions": { "pub": {}, "sub": {} }, "type": "account", "version": 2 }),
+    );
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        "publisher",
+        serde_json::json!({ "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2 }),
+    );
+    // Trusted operators need a system account (without JetStream) for JetStream to start.
+    let system = nkeys::KeyPair::new_account();
+    let system_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({ "limits": { "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1 }, "type": "account", "version": 2 }),
+    );
+    let server = PrivateNats::start(&format!(
+        "operator: {operator_jwt}\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{ {}: {account_jwt}, {}: {system_jwt} }}\n",
+        system.public_key(),
+        account.public_key(),
+        system.public_key()
+    ));
+    let creds = server.dir.join("user.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    publishes_through(&NatsConfig::new(server.url()).unwrap().creds_file(&creds)).await;
+    // Without credentials the server refuses.
+    assert!(matches!(NatsConfig::new(server.url()).unwrap().connect().await, Err(Error::Connect(_))));
+}

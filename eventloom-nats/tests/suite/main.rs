@@ -218,7 +218,8 @@ impl PrivateNats {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.join(format!("nats-{}.log", unique("run")))).unwrap();
+        let log_path = self.dir.join(format!("nats-{}.log", unique("run")));
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(nats_server_binary())
             .args(["-c", &self.config.display().to_string()])
             .stdout(Stdio::null())
@@ -228,7 +229,13 @@ impl PrivateNats {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "the private nats-server did not start: see {}", self.dir.display());
+            if Instant::now() >= deadline || self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
+            {
+                panic!(
+                    "the private nats-server did not start: {}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
