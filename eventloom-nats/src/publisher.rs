@@ -325,6 +325,9 @@ struct Resume {
     after: Position,
 }
 
+/// A publish awaiting its ack: the ack, the sequence it must get, the event's position.
+type Pending = (jetstream::context::PublishAckFuture, u64, Position);
+
 /// How a publishing pass ended.
 enum Pass {
     /// Caught up (catch-up only) or shut down.
@@ -575,9 +578,13 @@ impl Publisher {
         let mut reader = feed.read_after(resume.after, config.batch_size, 4 << 20);
         // The sequence the next publish expects as the stream's last (acked or in flight).
         let mut expected = resume.last_sequence;
-        let mut pending: VecDeque<(jetstream::context::PublishAckFuture, u64, Position)> = VecDeque::new();
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        // A batch read ahead while the one before was published.
+        let mut ahead: Option<Vec<RecordedEvent>> = None;
         loop {
-            let batch = if live {
+            let batch = if let Some(batch) = ahead.take() {
+                Some(batch)
+            } else if live {
                 // Awaits acks while waiting for the next events: nothing waits longer than it must.
                 if !pending.is_empty() {
                     match reader.try_next_batch().await? {
@@ -598,44 +605,69 @@ impl Publisher {
                 return Ok(Pass::Done);
             };
             tracing::debug!(events = batch.len(), after = %batch.first().map_or(Position::ZERO, |e| e.position), "publishing a batch of the log");
-            // The server's limit, as it told it when (re)connecting.
-            let max_payload = self.inner.client.server_info().max_payload;
-            for event in &batch {
-                if !config.selects(event.stream.category(), &event.event_type) {
-                    continue;
+            let published = if reader.is_behind() {
+                // A full batch: read the next one while this one goes out.
+                let (published, next) = tokio::join!(
+                    self.publish_batch(&batch, &mut expected, &mut pending, lease),
+                    reader.try_next_batch()
+                );
+                if published.is_ok() {
+                    ahead = next?;
                 }
-                let Some(message) = self.message(event, max_payload)? else { continue };
-                let (subject, headers, payload) = message;
-                let publish = jetstream::message::PublishMessage::build()
-                    .payload(payload)
-                    .headers(headers)
-                    .expected_last_sequence(expected);
-                let ack = self
-                    .inner
-                    .context
-                    .send_publish(subject, publish)
-                    .await
-                    .map_err(|e| publish_error(&config.stream, expected, e))?;
-                expected += 1;
-                pending.push_back((ack, expected, event.position));
-                self.settle(&mut pending, config.in_flight.saturating_sub(1)).await?;
-                if lease.is_some_and(Lease::is_lost) {
-                    self.settle(&mut pending, 0).await?;
-                    return Ok(Pass::LeaseLost);
-                }
+                published?
+            } else {
+                self.publish_batch(&batch, &mut expected, &mut pending, lease).await?
+            };
+            if let Some(pass) = published {
+                return Ok(pass);
             }
             *delay = Duration::from_millis(100);
         }
     }
 
+    /// Publishes the chosen events of `batch`, each expecting the one before as the stream's
+    /// last, with at most `in_flight` awaiting their acks; `Some` when the lease was lost.
+    async fn publish_batch(
+        &self,
+        batch: &[RecordedEvent],
+        expected: &mut u64,
+        pending: &mut VecDeque<Pending>,
+        lease: Option<&Lease>,
+    ) -> Result<Option<Pass>> {
+        let config = &self.inner.config;
+        // The server's limit, as it told it when (re)connecting.
+        let max_payload = self.inner.client.server_info().max_payload;
+        for event in batch {
+            if !config.selects(event.stream.category(), &event.event_type) {
+                continue;
+            }
+            let Some(message) = self.message(event, max_payload)? else { continue };
+            let (subject, headers, payload) = message;
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(payload)
+                .headers(headers)
+                .expected_last_sequence(*expected);
+            let ack = self
+                .inner
+                .context
+                .send_publish(subject, publish)
+                .await
+                .map_err(|e| publish_error(&config.stream, *expected, e))?;
+            *expected += 1;
+            pending.push_back((ack, *expected, event.position));
+            self.settle(pending, config.in_flight.saturating_sub(1)).await?;
+            if lease.is_some_and(Lease::is_lost) {
+                self.settle(pending, 0).await?;
+                return Ok(Some(Pass::LeaseLost));
+            }
+        }
+        Ok(None)
+    }
+
     /// Awaits acks, oldest first, until at most `keep` are in flight. A refused or lost
     /// publish ends the pass (the ones after it are dropped: each expected it before).
     #[tracing::instrument(name = "nats publish acks", level = "trace", skip_all, fields(in_flight = pending.len()))]
-    async fn settle(
-        &self,
-        pending: &mut VecDeque<(jetstream::context::PublishAckFuture, u64, Position)>,
-        keep: usize,
-    ) -> Result<()> {
+    async fn settle(&self, pending: &mut VecDeque<Pending>, keep: usize) -> Result<()> {
         let stream = &self.inner.config.stream;
         while pending.len() > keep {
             let Some((ack, sequence, position)) = pending.pop_front() else { break };

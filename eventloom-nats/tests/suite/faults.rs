@@ -253,7 +253,7 @@ async fn the_publisher_sigkilled_and_restarted_after_the_duplicate_window_loses_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_consumer_sigkilled_mid_projection_folds_every_event_once_and_in_order() {
-    const STREAMS: u64 = 10;
+    const STREAMS: u64 = 20;
     const EACH: u64 = 150;
     let mut rng = Rng::from_env();
     let schema = unique("nats_con_kill");
@@ -276,7 +276,7 @@ async fn the_consumer_sigkilled_mid_projection_folds_every_event_once_and_in_ord
     };
     let mut kills = 0;
     for _ in 0..5 {
-        let batch = (5 + rng.below(40)).to_string();
+        let batch = (2 + rng.below(10)).to_string();
         let settings = [
             ("CQRS_CHILD_SCHEMA", schema.as_str()),
             ("CQRS_CHILD_NATS", url.as_str()),
