@@ -378,3 +378,43 @@ async fn a_rebuild_whose_history_expired_is_refused() {
     assert!(error.to_string().contains("recreated"), "{error}");
     delete_stream(&client, &names.stream).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_lease_one_publisher_runs_and_a_standby_takes_over() {
+    let names = names("lease");
+    let client = connect(&nats_url()).await;
+    let log = MemoryEventStore::new();
+    fill(&log, 2, 20).await;
+    let leases: std::sync::Arc<dyn eventloom_core::store::LeaseManager> =
+        std::sync::Arc::new(eventloom_core::memory::MemoryLeases::default());
+    let leased = || {
+        Publisher::new(
+            client.clone(),
+            PublisherConfig::new(&names.stream, &names.prefix).category("tally").lease(leases.clone(), "publisher"),
+        )
+        .unwrap()
+    };
+    let (a, b) = (leased(), leased());
+    let start = |publisher: &Publisher| {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (publisher, log) = (publisher.clone(), log.clone());
+        (stop, tokio::spawn(async move { publisher.run(&log, async { stopped.await.unwrap_or(()) }).await }))
+    };
+    let (stop_a, running_a) = start(&a);
+    assert!(eventually(Duration::from_secs(10), || async { a.status().published == 40 }).await);
+    let (stop_b, running_b) = start(&b);
+    fill(&log, 2, 5).await;
+    assert!(eventually(Duration::from_secs(10), || async { a.status().published == 50 }).await);
+    assert!(!b.status().active, "the standby waits for the lease");
+    // The leader stops: the standby takes over and goes on after the stream's last message.
+    stop_a.send(()).unwrap();
+    running_a.await.unwrap().unwrap();
+    fill(&log, 2, 5).await;
+    assert!(eventually(Duration::from_secs(10), || async { b.status().published == 10 }).await, "{:?}", b.status());
+    stop_b.send(()).unwrap();
+    running_b.await.unwrap().unwrap();
+    let stored = stored_positions(&client, &names.stream).await;
+    assert_eq!(lost_and_duplicated(&stored, &all_positions(&log).await), (0, 0));
+    assert_eq!(stored.len(), 60);
+    delete_stream(&client, &names.stream).await;
+}
