@@ -136,8 +136,10 @@ impl std::fmt::Debug for JetStreamFeed {
 }
 
 impl JetStreamFeed {
-    /// Opens the feed: checks that the stream exists and creates (or keeps) the durable
-    /// consumer. Must be called within a Tokio runtime (it starts the task that acknowledges).
+    /// Opens the feed: creates (or keeps) the durable consumer. A stream that does not exist
+    /// yet (its publisher has not run) is waited for: reads retry as during an outage, and the
+    /// durable consumer is made once it exists. Must be called within a Tokio runtime (it
+    /// starts the task that acknowledges).
     pub async fn open(client: async_nats::Client, config: JetStreamFeedConfig) -> Result<Self> {
         Self::open_with(jetstream::new(client), config).await
     }
@@ -153,21 +155,15 @@ impl JetStreamFeed {
         subject::check_name("stream name", &config.stream)?;
         subject::check_name("durable consumer name", &config.durable)?;
         subject::check_prefix(&config.prefix)?;
-        let stream = context.get_stream(&config.stream).await.map_err(|e| request("opening the stream", e))?;
-        let durable = consumer::pull::Config {
-            durable_name: Some(config.durable.clone()),
-            description: Some("eventloom-nats: acknowledged up to what the consumer's projections committed".into()),
-            ack_policy: consumer::AckPolicy::All,
-            deliver_policy: consumer::DeliverPolicy::All,
-            headers_only: true,
-            max_ack_pending: -1,
-            ack_wait: Duration::from_secs(30),
-            ..Default::default()
-        };
-        stream
-            .get_or_create_consumer::<consumer::pull::Config>(&config.durable, durable)
-            .await
-            .map_err(|e| request("creating the durable consumer", e))?;
+        match durable(&context, &config).await {
+            Ok(_) => {}
+            // The stream's publisher has not run yet: reads wait for it, the durable consumer is
+            // made when it exists.
+            Err(Error::Unavailable(reason)) => {
+                tracing::warn!(stream = %config.stream, %reason, "the stream is not there yet");
+            }
+            Err(error) => return Err(error),
+        }
         let (ack_to, acked) = watch::channel(0);
         let acker = tokio::spawn(acknowledge(context.clone(), config.clone(), acked)).abort_handle();
         Ok(JetStreamFeed { inner: Arc::new(Inner { context, config, acks: Mutex::default(), ack_to, acker }) })
@@ -185,8 +181,11 @@ impl JetStreamFeed {
             .context
             .get_stream_no_info(&self.inner.config.stream)
             .await
-            .map_err(|e| request("opening the stream", e))?;
-        let info = stream.get_info().await.map_err(|e| request("reading the stream's info", e))?;
+            .map_err(|e| read_error(&self.inner.config.stream, "opening the stream", e))?;
+        let info = stream
+            .get_info()
+            .await
+            .map_err(|e| read_error(&self.inner.config.stream, "reading the stream's info", e))?;
         Ok((info.state.first_sequence, info.state.last_sequence))
     }
 
@@ -240,6 +239,39 @@ impl Feed for JetStreamFeed {
     }
 }
 
+/// The durable consumer, made when missing.
+async fn durable(context: &jetstream::Context, config: &JetStreamFeedConfig) -> Result<consumer::PullConsumer> {
+    let stream =
+        context.get_stream(&config.stream).await.map_err(|e| read_error(&config.stream, "opening the stream", e))?;
+    let durable = consumer::pull::Config {
+        durable_name: Some(config.durable.clone()),
+        description: Some("eventloom-nats: acknowledged up to what the consumer's projections committed".into()),
+        ack_policy: consumer::AckPolicy::All,
+        deliver_policy: consumer::DeliverPolicy::All,
+        headers_only: true,
+        max_ack_pending: -1,
+        ack_wait: Duration::from_secs(30),
+        ..Default::default()
+    };
+    stream
+        .get_or_create_consumer::<consumer::pull::Config>(&config.durable, durable)
+        .await
+        .map_err(|e| read_error(&config.stream, "creating the durable consumer", e))
+}
+
+/// A request's error on the consumer's side: a stream that does not exist (yet) is an outage
+/// (its publisher makes it), retried like one.
+fn read_error<K: std::fmt::Display + std::fmt::Debug + Clone + PartialEq>(
+    stream: &str,
+    what: &str,
+    error: async_nats::error::Error<K>,
+) -> Error {
+    if error.to_string().to_ascii_lowercase().contains("stream not found") {
+        return Error::Unavailable(format!("{what}: stream {stream} does not exist (yet): is its publisher running?"));
+    }
+    request(what, error)
+}
+
 /// Acknowledges the durable consumer up to the sequence the feed is told, as it moves:
 /// fetches the headers of the messages up to it and acknowledges the last (acknowledge-all
 /// covers those before). Outages are retried.
@@ -258,10 +290,7 @@ async fn acknowledge(context: jetstream::Context, config: JetStreamFeedConfig, m
         let step = async {
             let durable = match consumer.take() {
                 Some(durable) => durable,
-                None => context
-                    .get_consumer_from_stream(&config.durable, &config.stream)
-                    .await
-                    .map_err(|e| request("reading the durable consumer", e))?,
+                None => durable(&context, &config).await?,
             };
             let wanted = usize::try_from((target - acked).min(1000)).unwrap_or(1000);
             let mut messages = durable
@@ -348,8 +377,11 @@ impl JetStreamReader {
             .context
             .get_stream_no_info(self.stream_name())
             .await
-            .map_err(|e| request("opening the stream", e))?;
-        let info = stream.get_info().await.map_err(|e| request("reading the stream's info", e))?;
+            .map_err(|e| read_error(&self.feed.config.stream, "opening the stream", e))?;
+        let info = stream
+            .get_info()
+            .await
+            .map_err(|e| read_error(&self.feed.config.stream, "reading the stream's info", e))?;
         let (first, last) = (info.state.first_sequence, info.state.last_sequence);
         self.check_bounds(first, last)?;
         self.checked_at = Some(self.next);
@@ -360,7 +392,10 @@ impl JetStreamReader {
             memory_storage: true,
             ..Default::default()
         };
-        let created = stream.create_consumer(config).await.map_err(|e| request("creating a reading consumer", e))?;
+        let created = stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| read_error(&self.feed.config.stream, "creating a reading consumer", e))?;
         self.consumer = Some((created.clone(), self.next));
         Ok(created)
     }
@@ -472,8 +507,11 @@ impl JetStreamReader {
                 .context
                 .get_stream_no_info(self.stream_name())
                 .await
-                .map_err(|e| request("opening the stream", e))?;
-            let info = stream.get_info().await.map_err(|e| request("reading the stream's info", e))?;
+                .map_err(|e| read_error(&self.feed.config.stream, "opening the stream", e))?;
+            let info = stream
+                .get_info()
+                .await
+                .map_err(|e| read_error(&self.feed.config.stream, "reading the stream's info", e))?;
             self.check_bounds(info.state.first_sequence, info.state.last_sequence)?;
             if info.state.last_sequence >= self.next {
                 events = self.fetch(Some(Duration::from_millis(200))).await?;

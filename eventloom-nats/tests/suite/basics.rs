@@ -418,3 +418,31 @@ async fn with_a_lease_one_publisher_runs_and_a_standby_takes_over() {
     assert_eq!(stored.len(), 60);
     delete_stream(&client, &names.stream).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_started_before_its_stream_exists_waits_for_it() {
+    let names = names("early");
+    let client = connect(&nats_url()).await;
+    let feed = feed(&client, &names, "early").await;
+    let error = feed.read_after(Position::ZERO, 10, 1 << 20).try_next_batch().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    assert!(error.to_string().contains("does not exist"), "{error}");
+    let views = MemoryViewStore::default();
+    let mut group = Projector::new(MemoryEventStore::new(), views.clone())
+        .with_retry_delay(Duration::from_millis(50))
+        .group_fed_by(feed.clone());
+    group.add(Counts);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(group.run(async { stopped.await.unwrap_or(()) }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = MemoryEventStore::new();
+    fill(&log, 2, 10).await;
+    publisher(&client, &names).catch_up(&log).await.unwrap();
+    let reader = ViewReader::<Count>::new(views.clone(), Counts::NAME);
+    reader.wait_for(Position::new(0, 20), Duration::from_secs(30)).await.unwrap();
+    expect_counts(&counts(&views, 2).await, 10);
+    assert!(eventually(Duration::from_secs(10), || async { feed.acknowledged().await.is_ok_and(|a| a == 20) }).await);
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    delete_stream(&client, &names.stream).await;
+}
