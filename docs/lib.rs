@@ -24,6 +24,7 @@ chapters! {
     ProcessManagers => "src/process-managers.md",
     Postgres => "src/postgres.md",
     Redis => "src/redis.md",
+    Bus => "src/bus.md",
     Testing => "src/testing.md",
     TaskManager => "src/task-manager.md",
     Production => "src/production.md",

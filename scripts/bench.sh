@@ -6,7 +6,7 @@
 # and stops them.
 #
 # Usage: bash scripts/bench.sh [--runs N] [--out FILE] [--fsync-off] [postgres] [redis] [baseline]
-#                              [projections]
+#                              [projections] [bus]
 #
 #   --runs N      runs of every scenario group, each on fresh servers (default 1); with more
 #                 than one, a summary of medians and spreads follows on stderr
@@ -14,8 +14,10 @@
 #                 binary's notes go to FILE with .log instead of .jsonl
 #   --fsync-off   servers that do not wait for the disk (the test suite's): figures measured
 #                 so must be labelled as such wherever they are quoted
-#   postgres, redis, baseline, projections: the scenario groups to run (default all four;
-#                 see benches/cqrs-bench/src/main.rs)
+#   postgres, redis, baseline, projections, bus: the scenario groups to run (default all five;
+#                 see benches/cqrs-bench/src/main.rs); bus also starts a throwaway nats-server
+#                 -js (JetStream on files, which nats-server syncs to disk on an interval, not
+#                 on each write)
 #
 # Each JSON line is the binary's, with "run" (1..N), "servers" ("durable" or "fsync-off"),
 # "commit" and "date" added. CQRS_BENCH_BIN names a prebuilt binary to run instead of
@@ -33,16 +35,16 @@ while [ $# -gt 0 ]; do
     --runs) runs="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --fsync-off) durable=0; shift ;;
-    postgres|redis|baseline|projections) groups+=("$1"); shift ;;
+    postgres|redis|baseline|projections|bus) groups+=("$1"); shift ;;
     *) sed -n '2,/^set /{/^#/p}' "$0" >&2; exit 2 ;;
   esac
 done
-if [ ${#groups[@]} -eq 0 ]; then groups=(postgres redis baseline projections); fi
+if [ ${#groups[@]} -eq 0 ]; then groups=(postgres redis baseline projections bus); fi
 case "$runs" in ''|*[!0-9]*|0) echo "--runs takes a positive number" >&2; exit 2 ;; esac
 
 source scripts/services.sh
 trap stop_services EXIT
-unset DATABASE_URL REDIS_URL
+unset DATABASE_URL REDIS_URL NATS_URL
 export CQRS_SERVICES_DURABLE="$durable"
 servers=$([ "$durable" = 1 ] && echo durable || echo fsync-off)
 
@@ -95,6 +97,9 @@ for run in $(seq 1 "$runs"); do
       | tee -a "$log" >&2
     ensure_postgres
     check_postgres
+    if [ "$group" = bus ]; then
+      ensure_nats
+    fi
     if [ "$group" = redis ]; then
       ensure_redis
       check_redis
@@ -105,7 +110,7 @@ for run in $(seq 1 "$runs"); do
           '. + {run: $run, servers: $servers, commit: $commit, date: $date}' \
       | tee -a "$out"
     stop_services
-    unset DATABASE_URL REDIS_URL
+    unset DATABASE_URL REDIS_URL NATS_URL
   done
 done
 

@@ -1,4 +1,4 @@
-# Throwaway PostgreSQL and Redis servers for the test suite and the benchmarks. Sourced by
+# Throwaway PostgreSQL, Redis and NATS servers for the test suite and the benchmarks. Sourced by
 # scripts/test.sh and scripts/bench.sh.
 #
 # Durability: by default the servers do not wait for the disk (PostgreSQL with fsync,
@@ -137,9 +137,55 @@ stop_redis() {
   kill -9 "$pid" 2>/dev/null || true
 }
 
+# ensure_nats: uses NATS_URL when set; otherwise installs Debian's nats-server when missing,
+# starts a throwaway `nats-server -js` on a free loopback port with a store folder of its own
+# (JetStream on files, which a durable run fsyncs as nats-server always does) and exports
+# NATS_URL. Fault tests start private servers from the same binary (`command -v nats-server`).
+ensure_nats() {
+  if [ -n "${NATS_URL:-}" ]; then
+    echo "NATS: using NATS_URL" >&2
+    return 0
+  fi
+  if ! command -v nats-server >/dev/null; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "nats-server is not installed: install Debian's nats-server package or set NATS_URL" >&2
+      return 1
+    fi
+    echo "installing Debian's nats-server ..." >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >&2
+  fi
+  local dir port
+  dir="$(mktemp -d /tmp/eventloom-nats.XXXXXX)"
+  CQRS_SERVICE_DIRS+=("$dir")
+  port="$(free_port)"
+  nats-server -js -a 127.0.0.1 -p "$port" -sd "$dir/store" -l "$dir/nats.log" -P "$dir/nats.pid" >/dev/null 2>&1 &
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { cat "$dir/nats.log" >&2; return 1; }
+  export NATS_URL="nats://127.0.0.1:$port"
+  echo "NATS: throwaway nats-server -js on 127.0.0.1:$port" >&2
+}
+
+stop_nats() {
+  local dir="$1" pid
+  pid="$(cat "$dir/nats.pid" 2>/dev/null)" || return 0
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
 stop_services() {
   local dir
   for dir in "${CQRS_SERVICE_DIRS[@]}"; do
+    if [ -f "$dir/nats.pid" ]; then
+      stop_nats "$dir"
+    fi
     if [ -f "$dir/data/postmaster.pid" ]; then
       as_postgres "$CQRS_PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
     fi

@@ -46,10 +46,16 @@
 //! - `projections_8_idle`, `projections_8_live`: the 8 live, with nothing appended, then with
 //!   deposits at 200 per second.
 //!
+//! `cargo run --release -p cqrs-bench --all-features -- bus`, with `DATABASE_URL` and `NATS_URL`
+//! set (schema `bench_bus_<pid>` and streams `BENCH_<pid>_*`, removed at the end), measures
+//! `bus_publish`: events per second the bus publisher (`eventloom-nats`) relays from 20,000
+//! stored events to JetStream, against raw JetStream publishes of the same messages.
+//!
 //! Every scenario stops by itself after a count of operations or a few seconds. Results are
 //! one JSON object per line on stdout; notes go to stderr.
 
 mod baseline;
+mod bus;
 mod counted;
 mod cpu;
 mod domain;
@@ -81,11 +87,12 @@ pub type Result<T, E = BoxError> = std::result::Result<T, E>;
 const USAGE: &str = "usage: cqrs-bench postgres   (with DATABASE_URL set)
        cqrs-bench redis      (with DATABASE_URL and REDIS_URL set)
        cqrs-bench baseline   (with DATABASE_URL set)
-       cqrs-bench projections (with DATABASE_URL set)";
+       cqrs-bench projections (with DATABASE_URL set)
+       cqrs-bench bus        (with DATABASE_URL and NATS_URL set)";
 
 /// How to get throwaway servers, for the messages about unset variables.
 const SERVICES_HINT: &str = "or run it through scripts/bench.sh, which starts durable throwaway servers: \
-                             bash scripts/bench.sh <postgres|redis|baseline|projections>";
+                             bash scripts/bench.sh <postgres|redis|baseline|projections|bus>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -101,6 +108,10 @@ fn main() -> ExitCode {
         ["projections"] => {
             let Some(url) = database_url() else { return ExitCode::from(2) };
             block_on(projection_groups::run(&url))
+        }
+        ["bus"] => {
+            let (Some(pg_url), Some(nats_url)) = (database_url(), nats_url()) else { return ExitCode::from(2) };
+            block_on(bus::run(&pg_url, &nats_url))
         }
         ["redis"] => {
             let (Some(pg_url), Some(redis_url)) = (database_url(), redis_url()) else { return ExitCode::from(2) };
@@ -120,6 +131,18 @@ fn database_url() -> Option<String> {
         eprintln!(
             "DATABASE_URL is not set: set it to a throwaway PostgreSQL server, e.g. \
              DATABASE_URL=postgres://postgres@127.0.0.1:5433/postgres ({SERVICES_HINT})"
+        );
+    }
+    url
+}
+
+/// `NATS_URL`, or `None` after saying how to set it.
+fn nats_url() -> Option<String> {
+    let url = std::env::var("NATS_URL").ok().filter(|url| !url.is_empty());
+    if url.is_none() {
+        eprintln!(
+            "NATS_URL is not set: set it to a throwaway nats-server started with -js, e.g. NATS_URL=nats://127.0.0.1:4223 \
+             ({SERVICES_HINT})"
         );
     }
     url

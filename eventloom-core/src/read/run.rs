@@ -544,6 +544,7 @@ where
                 if let Some(position) = position {
                     run.target.checkpoint = Some(position);
                     self.report(|s| s.checkpoint = Some(position));
+                    self.feed.acknowledge(self.job.name(), position);
                 }
                 self.delay = projector.retry_delay;
                 if run.target.stopped {
@@ -559,8 +560,9 @@ where
                 Ok(run.into_state())
             }
             Ok(Processed::ShutDown(position)) => {
-                if position.is_some() {
-                    self.report(|s| s.checkpoint = position);
+                if let Some(position) = position {
+                    self.report(|s| s.checkpoint = Some(position));
+                    self.feed.acknowledge(self.job.name(), position);
                 }
                 Ok(State::Done)
             }

@@ -1,0 +1,196 @@
+//! The crate's error type.
+
+use eventloom_core::{ErrorKind, Position};
+
+/// A `Result` whose error defaults to this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong on the bus: configuring and connecting, publishing, consuming. Where an
+/// error crosses into `eventloom-core` (a [`JetStreamFeed`](crate::JetStreamFeed) read by a
+/// projector) it becomes an [`eventloom_core::Error`] of the same [`kind`](Error::kind): an
+/// outage stays transient (retried), everything else stops the reader (the publisher's errors
+/// never cross: it returns this type).
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::ErrorKind;
+/// use eventloom_nats::Error;
+///
+/// let err = Error::Fenced { stream: "orders".into(), expected_last_sequence: 41 };
+/// assert_eq!(err.kind(), ErrorKind::Conflict);
+/// let core: eventloom_core::Error = eventloom_nats::Error::Unavailable("down".into()).into();
+/// assert!(core.is_transient());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting that cannot work (a URL that does not parse, a stream name with a `.`, a TLS
+    /// file that is missing). The message never repeats credentials.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The server could not be reached or refused the connection (a wrong password, an
+    /// untrusted certificate). The message never repeats credentials.
+    #[error("cannot connect to NATS: {0}")]
+    Connect(String),
+    /// The server is unreachable or did not answer in time: retrying later may succeed.
+    #[error("NATS unavailable: {0}")]
+    Unavailable(String),
+    /// JetStream refused a request in a way retrying will not fix (JetStream not enabled, a
+    /// stream whose settings conflict with the publisher's, a permission denied).
+    #[error("JetStream refused: {0}")]
+    JetStream(String),
+    /// A publish that would not extend the stream exactly as expected: another writer (or a
+    /// publisher deposed since) wrote to it. The publisher stops; nothing is republished.
+    #[error("stream {stream} was written by another publisher (expected last sequence {expected_last_sequence})")]
+    Fenced {
+        /// The stream.
+        stream: String,
+        /// The sequence this publisher expected to be the stream's last.
+        expected_last_sequence: u64,
+    },
+    /// The publisher's lease was lost (another process took it): it stopped publishing.
+    #[error("the publisher's lease {lease} was lost")]
+    LeaseLost {
+        /// The lease's name.
+        lease: String,
+    },
+    /// An event too large for the server's `max_payload` (payload and headers), under
+    /// [`DeadLetterPolicy::Stop`](crate::DeadLetterPolicy::Stop).
+    #[error(
+        "event {event_id} at position {position} is {size} bytes with its headers, over the server's max_payload of {max_payload}"
+    )]
+    TooLarge {
+        /// The event's position in the local log.
+        position: Position,
+        /// The event's id.
+        event_id: String,
+        /// Its size with headers, in bytes.
+        size: usize,
+        /// The server's limit.
+        max_payload: usize,
+    },
+    /// The stream's last message does not carry what this crate's publisher writes (a position
+    /// header): someone else writes to it, or it is not a bus stream.
+    #[error("the last message (sequence {sequence}) of stream {stream} is not one of a bus publisher: {reason}")]
+    ForeignStream {
+        /// The stream.
+        stream: String,
+        /// The message's sequence.
+        sequence: u64,
+        /// What is missing.
+        reason: String,
+    },
+    /// A consumer asked to read (rebuild) from a sequence the stream no longer keeps: its
+    /// retention dropped the history. Rebuilding needs a stream that keeps every message.
+    #[error(
+        "stream {stream} no longer holds sequence {wanted} (its first is {first}): its history expired, the projection cannot be rebuilt from it"
+    )]
+    HistoryExpired {
+        /// The stream.
+        stream: String,
+        /// The first sequence the reader needs.
+        wanted: u64,
+        /// The stream's first sequence.
+        first: u64,
+    },
+    /// A checkpoint past the stream's last message: the stream was deleted and made anew
+    /// (its sequences started over), so the checkpoint names messages that are gone.
+    #[error(
+        "checkpoint sequence {checkpoint} is past the last sequence {last} of stream {stream}: the stream was recreated"
+    )]
+    StreamReset {
+        /// The stream.
+        stream: String,
+        /// The checkpoint's sequence.
+        checkpoint: u64,
+        /// The stream's last sequence.
+        last: u64,
+    },
+    /// The publisher or feed was shut down.
+    #[error("shut down")]
+    Shutdown,
+    /// An error of the local event store (the publisher's feed).
+    #[error(transparent)]
+    Store(#[from] eventloom_core::Error),
+}
+
+impl Error {
+    /// What kind of failure this is (see [`ErrorKind`]): a bad setting is invalid input, an
+    /// outage or refused connection is unavailable, a fenced publisher or lost lease is a
+    /// conflict, expired history or a reset stream is corrupt (someone has to look), an event
+    /// too large is invalid input.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::ErrorKind;
+    ///
+    /// let err = eventloom_nats::Error::Unavailable("timed out".into());
+    /// assert_eq!(err.kind(), ErrorKind::Unavailable);
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config(_) | Error::TooLarge { .. } => ErrorKind::InvalidInput,
+            Error::Connect(_) | Error::Unavailable(_) | Error::Shutdown => ErrorKind::Unavailable,
+            Error::Fenced { .. } | Error::LeaseLost { .. } => ErrorKind::Conflict,
+            Error::HistoryExpired { .. } | Error::StreamReset { .. } | Error::ForeignStream { .. } => {
+                ErrorKind::Corrupt
+            }
+            Error::JetStream(_) => ErrorKind::Internal,
+            Error::Store(error) => error.kind(),
+        }
+    }
+
+    /// Whether retrying the same operation later may succeed.
+    ///
+    /// ```
+    /// assert!(eventloom_nats::Error::Unavailable("down".into()).is_transient());
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unavailable(_) | Error::Connect(_) => true,
+            Error::Store(error) => error.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+impl From<Error> for eventloom_core::Error {
+    fn from(error: Error) -> Self {
+        use eventloom_core::Error as Core;
+        match error {
+            Error::Store(error) => error,
+            Error::Shutdown => Core::Shutdown,
+            error @ (Error::Unavailable(_) | Error::Connect(_)) => Core::unavailable(error),
+            error @ Error::TooLarge { .. } => Core::InvalidConfig { reason: error.to_string() },
+            error @ (Error::HistoryExpired { .. } | Error::StreamReset { .. } | Error::ForeignStream { .. }) => {
+                Core::Corrupt { location: "NATS JetStream stream".into(), reason: error.to_string() }
+            }
+            error @ (Error::Config(_) | Error::JetStream(_) | Error::Fenced { .. } | Error::LeaseLost { .. }) => {
+                Core::Backend { message: error.to_string(), source: Some(Box::new(error)) }
+            }
+        }
+    }
+}
+
+/// An error of a JetStream request, sorted: timeouts and lost connections are outages.
+pub(crate) fn request<K: std::fmt::Display + std::fmt::Debug + Clone + PartialEq>(
+    what: &str,
+    error: async_nats::error::Error<K>,
+) -> Error {
+    let text = format!("{what}: {error}");
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("timed out")
+        || lower.contains("timeout")
+        || lower.contains("no responders")
+        || lower.contains("broken pipe")
+        || lower.contains("disconnected")
+        || lower.contains("connection")
+        || lower.contains("request error")
+    {
+        Error::Unavailable(text)
+    } else {
+        Error::JetStream(text)
+    }
+}

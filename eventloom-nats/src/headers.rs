@@ -1,0 +1,198 @@
+//! The headers of a bus message: what a consumer needs to rebuild the event.
+//!
+//! Values are escaped: printable ASCII other than `%` as it is, every other byte (spaces,
+//! non-ASCII, line breaks) as `%XX`, so that no value loses a space at either end or breaks the
+//! header block. Of the event's own metadata headers only `traceparent` and `tracestate` are
+//! published; the others stay inside the service.
+//!
+//! # Examples
+//!
+//! ```
+//! use eventloom_nats::headers::names;
+//!
+//! assert_eq!(names::MSG_ID, "Nats-Msg-Id");
+//! assert_eq!(names::POSITION, "Eventloom-Position");
+//! ```
+
+use async_nats::HeaderMap;
+use eventloom_core::model::{RecordedEvent, Timestamp};
+use eventloom_core::{Metadata, Position, StreamId};
+
+/// The names of the headers every published message carries (correlation, causation and trace
+/// context only when the event has them).
+pub mod names {
+    /// The event's id (also in `Nats-Msg-Id`, JetStream's duplicate guard).
+    pub const EVENT_ID: &str = "Eventloom-Event-Id";
+    /// The event's type name.
+    pub const EVENT_TYPE: &str = "Eventloom-Event-Type";
+    /// The schema version of the payload.
+    pub const SCHEMA_VERSION: &str = "Eventloom-Schema-Version";
+    /// The event's stream, `category/id`.
+    pub const STREAM: &str = "Eventloom-Stream";
+    /// The event's version in its stream.
+    pub const VERSION: &str = "Eventloom-Version";
+    /// The event's position in the publishing service's log, as its token: where a publisher
+    /// resumes.
+    pub const POSITION: &str = "Eventloom-Position";
+    /// When the event was recorded, in microseconds since the epoch.
+    pub const TIMESTAMP: &str = "Eventloom-Timestamp";
+    /// The correlation id, when the event has one.
+    pub const CORRELATION_ID: &str = "Eventloom-Correlation-Id";
+    /// The causation id, when the event has one.
+    pub const CAUSATION_ID: &str = "Eventloom-Causation-Id";
+    /// The W3C trace context, when the event's metadata headers carry it.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// The W3C trace state, when the event's metadata headers carry it.
+    pub const TRACESTATE: &str = "tracestate";
+    /// `application/json`: the body is the event's JSON payload.
+    pub const CONTENT_TYPE: &str = "Content-Type";
+    /// JetStream's duplicate guard: the event id.
+    pub const MSG_ID: &str = "Nats-Msg-Id";
+}
+
+/// Escapes a header value: printable ASCII but `%` stays, every other byte is `%XX`, so
+/// spaces at either end, line breaks and non-ASCII text survive the wire.
+pub(crate) fn escape_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if (0x21..=0x7E).contains(&byte) && byte != b'%' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The value [`escape_value`] escaped, when it is one.
+pub(crate) fn unescape_value(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = value.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The headers of `event`'s message.
+pub(crate) fn build(event: &RecordedEvent, metadata: &Metadata) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let id = metadata.event_id.to_string();
+    headers.insert(names::MSG_ID, id.as_str());
+    headers.insert(names::EVENT_ID, id.as_str());
+    headers.insert(names::EVENT_TYPE, escape_value(&event.event_type));
+    headers.insert(names::SCHEMA_VERSION, event.schema_version.to_string());
+    headers.insert(names::STREAM, escape_value(event.stream.as_str()));
+    headers.insert(names::VERSION, event.version.to_string());
+    headers.insert(names::POSITION, event.position.to_string());
+    headers.insert(names::TIMESTAMP, metadata.timestamp.as_micros().to_string());
+    if let Some(correlation) = &metadata.correlation_id {
+        headers.insert(names::CORRELATION_ID, escape_value(correlation));
+    }
+    if let Some(causation) = &metadata.causation_id {
+        headers.insert(names::CAUSATION_ID, escape_value(causation));
+    }
+    for name in [names::TRACEPARENT, names::TRACESTATE] {
+        if let Some(value) = metadata.headers.get(name) {
+            headers.insert(name, escape_value(value));
+        }
+    }
+    headers.insert(names::CONTENT_TYPE, "application/json");
+    headers
+}
+
+/// The bytes the headers take on the wire (`NATS/1.0\r\n`, `name: value\r\n` each, `\r\n`).
+pub(crate) fn wire_size(headers: &HeaderMap) -> usize {
+    let mut size = "NATS/1.0\r\n\r\n".len();
+    for (name, values) in headers.iter() {
+        for value in values {
+            size += AsRef::<str>::as_ref(name).len() + 2 + value.as_str().len() + 2;
+        }
+    }
+    size
+}
+
+fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|value| value.as_str())
+}
+
+/// The position a published message records, when it has one.
+pub(crate) fn position(headers: &HeaderMap) -> Option<Position> {
+    get(headers, names::POSITION)?.parse().ok()
+}
+
+/// What the headers say about an event, or why they do not.
+pub(crate) struct Decoded {
+    pub(crate) stream: StreamId,
+    pub(crate) version: u64,
+    pub(crate) event_type: String,
+    pub(crate) schema_version: u32,
+    pub(crate) metadata: Metadata,
+}
+
+/// Reads an event's headers; the reason when one is missing or malformed.
+pub(crate) fn decode(headers: Option<&HeaderMap>) -> Result<Decoded, String> {
+    let headers = headers.ok_or("the message has no headers")?;
+    let text = |name: &str| -> Result<String, String> {
+        let raw = get(headers, name).ok_or_else(|| format!("header {name} is missing"))?;
+        unescape_value(raw).ok_or_else(|| format!("header {name} is not escaped as eventloom-nats escapes"))
+    };
+    let number = |name: &str| -> Result<u64, String> {
+        text(name)?.parse::<u64>().map_err(|_| format!("header {name} is not a number"))
+    };
+    let stream = text(names::STREAM)?;
+    let (category, id) = stream.split_once('/').ok_or_else(|| format!("header {} has no '/'", names::STREAM))?;
+    let stream = StreamId::new(category, id).map_err(|e| format!("header {}: {e}", names::STREAM))?;
+    let version = number(names::VERSION)?;
+    if version == 0 {
+        return Err(format!("header {} is 0", names::VERSION));
+    }
+    let event_type = text(names::EVENT_TYPE)?;
+    let schema_version = u32::try_from(number(names::SCHEMA_VERSION)?)
+        .map_err(|_| format!("header {} is too large", names::SCHEMA_VERSION))?;
+    let event_id = text(names::EVENT_ID)?
+        .parse::<uuid::Uuid>()
+        .map_err(|_| format!("header {} is not a UUID", names::EVENT_ID))?;
+    let micros =
+        text(names::TIMESTAMP)?.parse::<i64>().map_err(|_| format!("header {} is not a number", names::TIMESTAMP))?;
+    let mut metadata = Metadata::new(event_id, Timestamp::from_micros(micros));
+    let optional = |name: &str| -> Result<Option<String>, String> {
+        match get(headers, name) {
+            None => Ok(None),
+            Some(_) => text(name).map(Some),
+        }
+    };
+    metadata.correlation_id = optional(names::CORRELATION_ID)?;
+    metadata.causation_id = optional(names::CAUSATION_ID)?;
+    for name in [names::TRACEPARENT, names::TRACESTATE] {
+        if let Some(value) = optional(name)? {
+            metadata.headers.insert(name.to_owned(), value);
+        }
+    }
+    Ok(Decoded { stream, version, event_type, schema_version, metadata })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip() {
+        for value in ["", " lead", "trail ", "a%b", "é日本", "line\r\nbreak", "plain-ascii_1.2"] {
+            let escaped = escape_value(value);
+            assert!(escaped.bytes().all(|b| (0x21..=0x7E).contains(&b)), "{escaped}");
+            assert_eq!(unescape_value(&escaped).as_deref(), Some(value));
+        }
+        assert_eq!(unescape_value("%"), None);
+        assert_eq!(unescape_value("%ZZ"), None);
+        assert_eq!(unescape_value("%FF"), None, "not UTF-8");
+    }
+}

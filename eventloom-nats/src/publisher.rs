@@ -1,0 +1,770 @@
+//! The [`Publisher`]: relays chosen events of the local log to one JetStream stream, exactly
+//! once and in order.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use eventloom_core::Position;
+use eventloom_core::model::RecordedEvent;
+use eventloom_core::read::{Feed, FeedReader};
+use eventloom_core::store::{Lease, LeaseManager};
+use tracing::Instrument;
+
+use crate::error::request;
+use crate::{Error, NatsConfig, Result, headers, subject};
+
+/// What the publisher does with an event too large for the server's `max_payload`.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_nats::{DeadLetterPolicy, PublisherConfig};
+///
+/// let config = PublisherConfig::new("ORDERS", "orders").dead_letters(DeadLetterPolicy::Skip);
+/// # drop(config);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DeadLetterPolicy {
+    /// Stop with [`Error::TooLarge`] (the default): someone has to look; a restart stops at
+    /// the same event again.
+    #[default]
+    Stop,
+    /// Skip it, record it in [`Publisher::dead_letters`] and log it; publishing goes on. A
+    /// restart that resumes before it skips (and records) it again.
+    Skip,
+}
+
+/// An event the publisher skipped under [`DeadLetterPolicy::Skip`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// Its position in the local log.
+    pub position: Position,
+    /// Its id.
+    pub event_id: String,
+    /// Its stream, `category/id`.
+    pub stream: String,
+    /// Its type name.
+    pub event_type: String,
+    /// Why: its size against the server's limit.
+    pub reason: String,
+}
+
+/// What a publisher has done, as [`Publisher::status`] tells it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublisherStatus {
+    /// Messages stored in the stream by this publisher since it was made.
+    pub published: u64,
+    /// The stream's last sequence, as far as this publisher knows.
+    pub last_sequence: u64,
+    /// The local position of the last event published (or found published at start).
+    pub last_position: Option<Position>,
+    /// Whether it holds its lease (or needs none) and publishes.
+    pub active: bool,
+    /// The last error met: an outage it retries, or why it stopped.
+    pub last_error: Option<String>,
+}
+
+/// Which events a publisher relays, where, and how its stream is kept.
+///
+/// **By default nothing is published**: events stay inside the service until it chooses which
+/// are integration events, by category ([`category`](PublisherConfig::category)) or by
+/// category and type ([`event_type`](PublisherConfig::event_type)).
+///
+/// The stream is created at start when missing, with subjects `<prefix>.>`, limits retention,
+/// file storage and the limits set here (default: kept forever, duplicate window 2 minutes);
+/// an existing one is checked (subjects, limits retention) and its limits updated.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use eventloom_nats::PublisherConfig;
+///
+/// let config = PublisherConfig::new("ORDERS", "bus.orders")
+///     .category("order")
+///     .event_type("payment", "PaymentFailed")
+///     .max_age(Duration::from_secs(30 * 24 * 3600));
+/// assert!(config.selects("order", "OrderPlaced"));
+/// assert!(config.selects("payment", "PaymentFailed"));
+/// assert!(!config.selects("payment", "PaymentStarted"));
+/// assert!(!PublisherConfig::new("S", "p").selects("order", "OrderPlaced"), "nothing by default");
+/// ```
+#[derive(Clone)]
+pub struct PublisherConfig {
+    stream: String,
+    prefix: String,
+    /// Category → `None` for every type, or the chosen types.
+    selection: BTreeMap<String, Option<BTreeSet<String>>>,
+    max_age: Duration,
+    max_messages: i64,
+    max_bytes: i64,
+    duplicate_window: Duration,
+    storage: stream::StorageType,
+    replicas: usize,
+    start: Position,
+    dead_letters: DeadLetterPolicy,
+    batch_size: usize,
+    in_flight: usize,
+    leases: Option<(Arc<dyn LeaseManager>, String)>,
+}
+
+impl std::fmt::Debug for PublisherConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublisherConfig")
+            .field("stream", &self.stream)
+            .field("prefix", &self.prefix)
+            .field("selection", &self.selection)
+            .field("lease", &self.leases.as_ref().map(|(_, name)| name))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PublisherConfig {
+    /// Publishes to the JetStream stream `stream` (letters, digits, `-`, `_`) under subjects
+    /// `<prefix>.<category>.<type>` (see [`encode_token`](crate::encode_token)); nothing is
+    /// selected yet.
+    pub fn new(stream: impl Into<String>, prefix: impl Into<String>) -> Self {
+        PublisherConfig {
+            stream: stream.into(),
+            prefix: prefix.into(),
+            selection: BTreeMap::new(),
+            max_age: Duration::ZERO,
+            max_messages: -1,
+            max_bytes: -1,
+            duplicate_window: Duration::from_secs(120),
+            storage: stream::StorageType::File,
+            replicas: 1,
+            start: Position::ZERO,
+            dead_letters: DeadLetterPolicy::Stop,
+            batch_size: 500,
+            in_flight: 256,
+            leases: None,
+        }
+    }
+
+    /// Publishes every event of `category` (an aggregate's `TYPE`).
+    pub fn category(mut self, category: impl Into<String>) -> Self {
+        self.selection.insert(category.into(), None);
+        self
+    }
+
+    /// Publishes the events of `category` of type `event_type` (call once per type). A
+    /// category chosen whole with [`category`](PublisherConfig::category) stays whole.
+    pub fn event_type(mut self, category: impl Into<String>, event_type: impl Into<String>) -> Self {
+        let types = self.selection.entry(category.into()).or_insert_with(|| Some(BTreeSet::new()));
+        if let Some(types) = types {
+            types.insert(event_type.into());
+        }
+        self
+    }
+
+    /// Whether an event of this category and type is published.
+    pub fn selects(&self, category: &str, event_type: &str) -> bool {
+        match self.selection.get(category) {
+            Some(None) => true,
+            Some(Some(types)) => types.contains(event_type),
+            None => false,
+        }
+    }
+
+    /// How long the stream keeps a message (default: forever). A consumer's projection can
+    /// be rebuilt only while the stream holds every message, and a publisher resumes after the
+    /// stream's last message: a quiet stream whose last message expired cannot be resumed (see
+    /// [`Error::ForeignStream`]). Prefer size limits, or an age far longer than any quiet time.
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = age;
+        self
+    }
+
+    /// At most this many messages (default: no limit; older ones go first).
+    pub fn max_messages(mut self, messages: i64) -> Self {
+        self.max_messages = messages;
+        self
+    }
+
+    /// At most this many bytes (default: no limit; older messages go first).
+    pub fn max_bytes(mut self, bytes: i64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// JetStream's duplicate window for `Nats-Msg-Id` (default 2 minutes): a second guard only;
+    /// exactly once rests on the expected last sequence, not on it.
+    pub fn duplicate_window(mut self, window: Duration) -> Self {
+        self.duplicate_window = window;
+        self
+    }
+
+    /// Keeps the stream in memory instead of files (tests; lost when the server restarts).
+    pub fn memory_storage(mut self) -> Self {
+        self.storage = stream::StorageType::Memory;
+        self
+    }
+
+    /// Replicas of the stream in a cluster (default 1).
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.max(1);
+        self
+    }
+
+    /// Where an empty stream starts: after this position of the local log (default
+    /// [`Position::ZERO`], the log's beginning).
+    pub fn start_after(mut self, position: Position) -> Self {
+        self.start = position;
+        self
+    }
+
+    /// What to do with an event over the server's `max_payload` (default: stop).
+    pub fn dead_letters(mut self, policy: DeadLetterPolicy) -> Self {
+        self.dead_letters = policy;
+        self
+    }
+
+    /// How many events are read from the log at a time (default 500).
+    pub fn batch_size(mut self, events: usize) -> Self {
+        self.batch_size = events.max(1);
+        self
+    }
+
+    /// How many publishes may await their ack at once (default 256; 1 waits for each).
+    pub fn in_flight(mut self, publishes: usize) -> Self {
+        self.in_flight = publishes.max(1);
+        self
+    }
+
+    /// Publishes only while holding the lease `name` from `leases`: one publisher of the
+    /// stream runs, the others stand by.
+    pub fn lease(mut self, leases: Arc<dyn LeaseManager>, name: impl Into<String>) -> Self {
+        self.leases = Some((leases, name.into()));
+        self
+    }
+
+    fn check(&self) -> Result<()> {
+        subject::check_name("stream name", &self.stream)?;
+        subject::check_prefix(&self.prefix)
+    }
+
+    fn stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: self.stream.clone(),
+            subjects: vec![format!("{}.>", self.prefix)],
+            retention: stream::RetentionPolicy::Limits,
+            max_age: self.max_age,
+            max_messages: self.max_messages,
+            max_bytes: self.max_bytes,
+            duplicate_window: self.duplicate_window,
+            storage: self.storage,
+            num_replicas: self.replicas,
+            discard: stream::DiscardPolicy::Old,
+            description: Some("eventloom-nats: events published by one service, in its log's order".into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Relays the chosen events of a local [`Feed`] (the event store) to one JetStream stream that
+/// it alone writes, exactly once and in the log's order.
+///
+/// Every publish carries `Nats-Expected-Last-Sequence`: the stream's last sequence as this
+/// publisher knows it, so a publish that would not extend the stream exactly as expected is
+/// refused, and the publisher stops with [`Error::Fenced`] (another writer, or a publisher
+/// deposed since). At start it reads the stream's last message and resumes after the position
+/// in its header, so a publish whose ack was lost is never sent again and none goes missing,
+/// however long it was down (JetStream's duplicate window only guards within minutes, and is
+/// a second guard here: `Nats-Msg-Id` is the event id). An outage is retried with back-off in
+/// the same way: from the stream's last message. Publishes are pipelined
+/// ([`in_flight`](PublisherConfig::in_flight)); one refused stops all after it, so the stream
+/// never holds a later event before an earlier one.
+///
+/// # Examples
+///
+/// ```no_run
+/// use eventloom_core::memory::MemoryEventStore;
+/// use eventloom_nats::{NatsConfig, Publisher, PublisherConfig};
+///
+/// # async fn run() -> eventloom_nats::Result<()> {
+/// let log = MemoryEventStore::new();
+/// let client = NatsConfig::from_env()?.connect().await?;
+/// let publisher = Publisher::new(client, PublisherConfig::new("ORDERS", "bus.orders").category("order"))?;
+/// publisher.catch_up(&log).await?; // what is stored now
+/// publisher.run(&log, std::future::pending()).await?; // and then as events commit
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: async_nats::Client,
+    context: jetstream::Context,
+    config: PublisherConfig,
+    status: Mutex<PublisherStatus>,
+    dead_letters: Mutex<VecDeque<DeadLetter>>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").field("config", &self.inner.config).field("status", &self.status()).finish()
+    }
+}
+
+/// How many dead letters a publisher remembers (the oldest go first).
+const DEAD_LETTERS_KEPT: usize = 1000;
+
+/// Where the publisher stands: the stream's last sequence and the position it records.
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    last_sequence: u64,
+    after: Position,
+}
+
+/// A publish awaiting its ack: the ack, the sequence it must get, the event's position.
+type Pending = (jetstream::context::PublishAckFuture, u64, Position);
+
+/// How a publishing pass ended.
+enum Pass {
+    /// Caught up (catch-up only) or shut down.
+    Done,
+    /// The lease was lost.
+    LeaseLost,
+}
+
+impl Publisher {
+    /// A publisher over `client` (see [`NatsConfig::connect`]); [`Error::Config`] for a stream
+    /// name or prefix that cannot work. Nothing is sent until [`run`](Publisher::run) or
+    /// [`catch_up`](Publisher::catch_up).
+    pub fn new(client: async_nats::Client, config: PublisherConfig) -> Result<Self> {
+        config.check()?;
+        let context = jetstream::new(client.clone());
+        Ok(Publisher {
+            inner: Arc::new(Inner {
+                client,
+                context,
+                config,
+                status: Mutex::new(PublisherStatus::default()),
+                dead_letters: Mutex::new(VecDeque::new()),
+            }),
+        })
+    }
+
+    /// Connects with `nats` and makes a publisher.
+    pub async fn connect(nats: &NatsConfig, config: PublisherConfig) -> Result<Self> {
+        let client = nats.connect().await?;
+        let mut publisher = Publisher::new(client, config)?;
+        if let Some(inner) = Arc::get_mut(&mut publisher.inner) {
+            inner.context.set_timeout(nats.request_timeout_value());
+        }
+        Ok(publisher)
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &PublisherConfig {
+        &self.inner.config
+    }
+
+    /// What it has done so far.
+    pub fn status(&self) -> PublisherStatus {
+        self.inner.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The events it skipped under [`DeadLetterPolicy::Skip`], oldest first (the last 1000).
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.inner.dead_letters.lock().map(|d| d.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    fn report(&self, change: impl FnOnce(&mut PublisherStatus)) {
+        if let Ok(mut status) = self.inner.status.lock() {
+            change(&mut status);
+        }
+    }
+
+    /// Publishes what `feed` holds now after the stream's last message, and returns once
+    /// caught up. Outages are retried; a fence, an event too large (under
+    /// [`DeadLetterPolicy::Stop`]) or a lost lease end it with that error.
+    pub async fn catch_up<F: Feed>(&self, feed: &F) -> Result<()> {
+        let span = tracing::info_span!("nats publisher catch-up", stream = %self.inner.config.stream);
+        async {
+            let lease = self.lease(std::future::pending()).await?.flatten();
+            match self.publish_with_retries(feed, lease.as_ref(), false, std::future::pending()).await? {
+                Pass::Done => Ok(()),
+                Pass::LeaseLost => Err(self.lease_lost()),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Publishes what `feed` holds and then each event as it commits, until `shutdown`
+    /// resolves (`Ok`) or an error no retry mends: [`Error::Fenced`], [`Error::TooLarge`]
+    /// (under [`DeadLetterPolicy::Stop`]), a stream whose settings conflict. Outages are
+    /// retried with back-off from the stream's last message. With a lease, it stands by while
+    /// another holds it, and again after losing it.
+    pub async fn run<F: Feed>(&self, feed: &F, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let span = tracing::info_span!("nats publisher", stream = %self.inner.config.stream);
+        async {
+            tokio::pin!(shutdown);
+            loop {
+                let Some(lease) = self.lease(&mut shutdown).await? else { return Ok(()) };
+                let pass = self.publish_with_retries(feed, lease.as_ref(), true, &mut shutdown).await;
+                self.report(|s| s.active = false);
+                match pass {
+                    Ok(Pass::Done) => return Ok(()),
+                    Ok(Pass::LeaseLost) => {
+                        tracing::warn!("the publisher's lease was lost; standing by");
+                        self.report(|s| s.last_error = Some(self.lease_lost().to_string()));
+                    }
+                    Err(error) => {
+                        self.report(|s| s.last_error = Some(error.to_string()));
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn lease_lost(&self) -> Error {
+        let lease = self.inner.config.leases.as_ref().map(|(_, name)| name.clone()).unwrap_or_default();
+        Error::LeaseLost { lease }
+    }
+
+    /// Takes the lease, when configured: `Some(None)` without one, `None` when shut down first.
+    async fn lease(&self, shutdown: impl Future<Output = ()>) -> Result<Option<Option<Lease>>> {
+        let Some((leases, name)) = &self.inner.config.leases else { return Ok(Some(None)) };
+        let mut delay = Duration::from_millis(100);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                lease = leases.acquire(name) => match lease {
+                    Ok(lease) => return Ok(Some(Some(lease))),
+                    Err(error) if error.is_transient() => {
+                        tracing::warn!(%error, "cannot take the publisher's lease; retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = &mut shutdown => return Ok(None),
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                    Err(error) => return Err(error.into()),
+                },
+                () = &mut shutdown => return Ok(None),
+            }
+        }
+    }
+
+    /// Publishing passes, each from the stream's last message, until done, the lease is lost,
+    /// or an error no retry mends.
+    async fn publish_with_retries<F: Feed>(
+        &self,
+        feed: &F,
+        lease: Option<&Lease>,
+        live: bool,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<Pass> {
+        tokio::pin!(shutdown);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let pass = async {
+                let resume = self.resume().await?;
+                self.report(|s| {
+                    s.active = true;
+                    s.last_sequence = resume.last_sequence;
+                    s.last_position = (resume.last_sequence > 0).then_some(resume.after);
+                });
+                tracing::info!(last_sequence = resume.last_sequence, after = %resume.after, "publishing");
+                self.publish_from(feed, resume, lease, live, &mut delay).await
+            };
+            let ended = tokio::select! {
+                ended = pass => ended,
+                () = &mut shutdown => return Ok(Pass::Done),
+                () = lost(lease) => return Ok(Pass::LeaseLost),
+            };
+            match ended {
+                Ok(pass) => return Ok(pass),
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, ?delay, "publishing failed; resuming from the stream's last message");
+                    self.report(|s| s.last_error = Some(error.to_string()));
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = &mut shutdown => return Ok(Pass::Done),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Creates or checks the stream, and reads where to resume from its last message.
+    #[tracing::instrument(name = "nats resume", level = "debug", skip_all)]
+    async fn resume(&self) -> Result<Resume> {
+        let config = &self.inner.config;
+        let context = &self.inner.context;
+        let wanted = config.stream_config();
+        let mut stream = match context.get_stream(&config.stream).await {
+            Ok(stream) => stream,
+            Err(error) if stream_not_found(&error) => match context.create_stream(wanted.clone()).await {
+                Ok(stream) => stream,
+                Err(error) => return Err(request("creating the stream", error)),
+            },
+            Err(error) => return Err(request("reading the stream", error)),
+        };
+        let info = stream.info().await.map_err(|e| request("reading the stream's info", e))?.clone();
+        if info.config.subjects != wanted.subjects || info.config.retention != stream::RetentionPolicy::Limits {
+            return Err(Error::Config(format!(
+                "stream {} exists with subjects {:?} and {:?} retention; a bus publisher needs subjects {:?} and limits retention",
+                config.stream, info.config.subjects, info.config.retention, wanted.subjects
+            )));
+        }
+        let current = &info.config;
+        if current.max_age != wanted.max_age
+            || current.max_messages != wanted.max_messages
+            || current.max_bytes != wanted.max_bytes
+            || current.duplicate_window != wanted.duplicate_window
+        {
+            let mut updated = current.clone();
+            updated.max_age = wanted.max_age;
+            updated.max_messages = wanted.max_messages;
+            updated.max_bytes = wanted.max_bytes;
+            updated.duplicate_window = wanted.duplicate_window;
+            context.update_stream(updated).await.map_err(|e| request("updating the stream's limits", e))?;
+        }
+        let last = info.state.last_sequence;
+        if last == 0 {
+            return Ok(Resume { last_sequence: 0, after: config.start });
+        }
+        let message = match stream.get_raw_message(last).await {
+            Ok(message) => message,
+            Err(error)
+                if matches!(error.kind(), async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound) =>
+            {
+                return Err(Error::ForeignStream {
+                    stream: config.stream.clone(),
+                    sequence: last,
+                    reason: "the last message is gone (expired or deleted), so where to resume is unknown: keep the \
+                             last message (size limits rather than age), or start a new stream"
+                        .into(),
+                });
+            }
+            Err(error) => return Err(request("reading the stream's last message", error)),
+        };
+        let after = headers::position(&message.headers).ok_or_else(|| Error::ForeignStream {
+            stream: config.stream.clone(),
+            sequence: last,
+            reason: format!("it has no {} header", headers::names::POSITION),
+        })?;
+        Ok(Resume { last_sequence: last, after })
+    }
+
+    /// One pass: reads the feed after `resume.after` and publishes the chosen events, each
+    /// expecting the one before as the stream's last.
+    async fn publish_from<F: Feed>(
+        &self,
+        feed: &F,
+        resume: Resume,
+        lease: Option<&Lease>,
+        live: bool,
+        delay: &mut Duration,
+    ) -> Result<Pass> {
+        let config = &self.inner.config;
+        let mut reader = feed.read_after(resume.after, config.batch_size, 4 << 20);
+        // The sequence the next publish expects as the stream's last (acked or in flight).
+        let mut expected = resume.last_sequence;
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        // A batch read ahead while the one before was published.
+        let mut ahead: Option<Vec<RecordedEvent>> = None;
+        loop {
+            let batch = if let Some(batch) = ahead.take() {
+                Some(batch)
+            } else if live {
+                // Awaits acks while waiting for the next events: nothing waits longer than it must.
+                if !pending.is_empty() {
+                    match reader.try_next_batch().await? {
+                        Some(batch) => Some(batch),
+                        None => {
+                            self.settle(&mut pending, 0).await?;
+                            continue;
+                        }
+                    }
+                } else {
+                    Some(reader.next_batch().await?)
+                }
+            } else {
+                reader.try_next_batch().await?
+            };
+            let Some(batch) = batch else {
+                self.settle(&mut pending, 0).await?;
+                return Ok(Pass::Done);
+            };
+            tracing::debug!(events = batch.len(), after = %batch.first().map_or(Position::ZERO, |e| e.position), "publishing a batch of the log");
+            let published = if reader.is_behind() {
+                // A full batch: read the next one while this one goes out.
+                let (published, next) = tokio::join!(
+                    self.publish_batch(&batch, &mut expected, &mut pending, lease),
+                    reader.try_next_batch()
+                );
+                if published.is_ok() {
+                    ahead = next?;
+                }
+                published?
+            } else {
+                self.publish_batch(&batch, &mut expected, &mut pending, lease).await?
+            };
+            if let Some(pass) = published {
+                return Ok(pass);
+            }
+            *delay = Duration::from_millis(100);
+        }
+    }
+
+    /// Publishes the chosen events of `batch`, each expecting the one before as the stream's
+    /// last, with at most `in_flight` awaiting their acks; `Some` when the lease was lost.
+    async fn publish_batch(
+        &self,
+        batch: &[RecordedEvent],
+        expected: &mut u64,
+        pending: &mut VecDeque<Pending>,
+        lease: Option<&Lease>,
+    ) -> Result<Option<Pass>> {
+        let config = &self.inner.config;
+        // The server's limit, as it told it when (re)connecting.
+        let max_payload = self.inner.client.server_info().max_payload;
+        for event in batch {
+            if !config.selects(event.stream.category(), &event.event_type) {
+                continue;
+            }
+            let Some(message) = self.message(event, max_payload)? else { continue };
+            let (subject, headers, payload) = message;
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(payload)
+                .headers(headers)
+                .expected_last_sequence(*expected);
+            let ack = self
+                .inner
+                .context
+                .send_publish(subject, publish)
+                .await
+                .map_err(|e| publish_error(&config.stream, *expected, e))?;
+            *expected += 1;
+            pending.push_back((ack, *expected, event.position));
+            self.settle(pending, config.in_flight.saturating_sub(1)).await?;
+            if lease.is_some_and(Lease::is_lost) {
+                self.settle(pending, 0).await?;
+                return Ok(Some(Pass::LeaseLost));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Awaits acks, oldest first, until at most `keep` are in flight. A refused or lost
+    /// publish ends the pass (the ones after it are dropped: each expected it before).
+    #[tracing::instrument(name = "nats publish acks", level = "trace", skip_all, fields(in_flight = pending.len()))]
+    async fn settle(&self, pending: &mut VecDeque<Pending>, keep: usize) -> Result<()> {
+        let stream = &self.inner.config.stream;
+        while pending.len() > keep {
+            let Some((ack, sequence, position)) = pending.pop_front() else { break };
+            let expected_last = sequence - 1;
+            match ack.await {
+                Ok(ack) if ack.duplicate => {
+                    // Already stored under this event id: someone else published it.
+                    return Err(Error::Fenced { stream: stream.clone(), expected_last_sequence: expected_last });
+                }
+                Ok(ack) if ack.sequence != sequence => {
+                    return Err(Error::Fenced { stream: stream.clone(), expected_last_sequence: expected_last });
+                }
+                Ok(_) => {
+                    self.report(|s| {
+                        s.published += 1;
+                        s.last_sequence = sequence;
+                        s.last_position = Some(position);
+                    });
+                }
+                Err(error) => return Err(publish_error(stream, expected_last, error)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The subject, headers and body of `event`'s message; `None` when it is too large and
+    /// skipped as a dead letter.
+    fn message(
+        &self,
+        event: &RecordedEvent,
+        max_payload: usize,
+    ) -> Result<Option<(String, async_nats::HeaderMap, bytes::Bytes)>> {
+        let config = &self.inner.config;
+        let metadata = event.metadata.get()?;
+        let headers = headers::build(event, metadata);
+        let size = headers::wire_size(&headers) + event.payload.len();
+        if max_payload > 0 && size > max_payload {
+            let event_id = metadata.event_id.to_string();
+            match config.dead_letters {
+                DeadLetterPolicy::Stop => {
+                    return Err(Error::TooLarge { position: event.position, event_id, size, max_payload });
+                }
+                DeadLetterPolicy::Skip => {
+                    let reason =
+                        format!("{size} bytes with its headers, over the server's max_payload of {max_payload}");
+                    tracing::error!(position = %event.position, %event_id, %reason, "skipping an event too large to publish");
+                    if let Ok(mut letters) = self.inner.dead_letters.lock() {
+                        if letters.len() >= DEAD_LETTERS_KEPT {
+                            letters.pop_front();
+                        }
+                        letters.push_back(DeadLetter {
+                            position: event.position,
+                            event_id,
+                            stream: event.stream.to_string(),
+                            event_type: event.event_type.to_string(),
+                            reason,
+                        });
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+        let subject = subject::subject(&config.prefix, event.stream.category(), &event.event_type);
+        Ok(Some((subject, headers, bytes::Bytes::copy_from_slice(event.payload.as_bytes()))))
+    }
+}
+
+/// Resolves when the lease is lost (never without one).
+async fn lost(lease: Option<&Lease>) {
+    match lease {
+        Some(lease) => lease.lost().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn stream_not_found(error: &jetstream::context::GetStreamError) -> bool {
+    match error.kind() {
+        jetstream::context::GetStreamErrorKind::JetStream(error) => {
+            error.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+        }
+        _ => false,
+    }
+}
+
+/// A publish's failure, sorted: a refused expectation is a fence, the rest outages (retried
+/// from the stream's last message) or refusals.
+fn publish_error(stream: &str, expected: u64, error: jetstream::context::PublishError) -> Error {
+    match error.kind() {
+        PublishErrorKind::WrongLastSequence => {
+            Error::Fenced { stream: stream.to_owned(), expected_last_sequence: expected }
+        }
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::MaxAckPending => {
+            Error::Unavailable(format!("publishing to {stream}: {error}"))
+        }
+        PublishErrorKind::StreamNotFound => Error::Unavailable(format!(
+            "publishing to {stream}: no stream answered (the server restarts, or the stream was deleted)"
+        )),
+        _ => Error::Unavailable(format!("publishing to {stream}: {error}")),
+    }
+}

@@ -1,0 +1,448 @@
+//! Publishing and consuming against the shared server: subjects and headers, a projection fed by
+//! the bus, fencing, max_payload, malformed messages, expired history.
+
+use std::time::Duration;
+
+use eventloom_core::memory::{MemoryEventStore, MemoryViewStore};
+use eventloom_core::model::{ExpectedVersion, NewEvent};
+use eventloom_core::prelude::*;
+use eventloom_core::read::{Feed, FeedReader, MemberState, PoisonPolicy, Projector, ViewReader};
+use eventloom_core::store::{EventStore, ViewStore};
+use eventloom_core::{ErrorKind, ProjectionOptions};
+use eventloom_nats::async_nats::{self, jetstream};
+use eventloom_nats::{
+    DeadLetterPolicy, Error, JetStreamFeed, JetStreamFeedConfig, Publisher, PublisherConfig, encode_token,
+};
+
+use crate::*;
+
+fn publisher(client: &async_nats::Client, names: &Names) -> Publisher {
+    Publisher::new(client.clone(), PublisherConfig::new(&names.stream, &names.prefix).category("tally")).unwrap()
+}
+
+async fn feed(client: &async_nats::Client, names: &Names, durable: &str) -> JetStreamFeed {
+    JetStreamFeed::open(
+        client.clone(),
+        JetStreamFeedConfig::new(&names.stream, &names.prefix, durable).wait(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap()
+}
+
+async fn counts(views: &MemoryViewStore, streams: u64) -> Vec<Count> {
+    let reader = ViewReader::<Count>::new(views.clone(), Counts::NAME);
+    let ids: Vec<String> = (0..streams).map(|s| format!("t{s}")).collect();
+    reader.get_many(&ids).await.unwrap().into_iter().map(Option::unwrap_or_default).collect()
+}
+
+fn expect_counts(counts: &[Count], each: u64) {
+    for (s, count) in counts.iter().enumerate() {
+        assert_eq!(
+            (count.applied, count.version, count.twice, count.skipped, count.sum),
+            (each, each, 0, 0, each * (each + 1) / 2),
+            "stream t{s}: each event once, in order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chosen_events_are_published_once_and_a_projection_folds_each_once_in_order() {
+    let names = names("folds");
+    let client = connect(&nats_url()).await;
+    let log = MemoryEventStore::new();
+    fill(&log, 5, 40).await;
+    // Events of a category nobody chose stay inside.
+    let secret = StreamId::new("secret", "s").unwrap();
+    let raw =
+        NewEvent { event_type: "Kept".into(), schema_version: 1, payload: "{}".into(), metadata: fresh_metadata() };
+    log.append(&secret, ExpectedVersion::Any, vec![raw]).await.unwrap();
+
+    let nothing = Publisher::new(client.clone(), PublisherConfig::new(&names.stream, &names.prefix)).unwrap();
+    nothing.catch_up(&log).await.unwrap();
+    assert_eq!(stored_positions(&client, &names.stream).await.len(), 0, "nothing is published by default");
+
+    let publisher = publisher(&client, &names);
+    publisher.catch_up(&log).await.unwrap();
+    let stored = stored_positions(&client, &names.stream).await;
+    let expected: Vec<Position> = all_positions(&log).await.into_iter().take(200).collect();
+    assert_eq!(lost_and_duplicated(&stored, &expected), (0, 0));
+    assert_eq!(stored.len(), 200);
+    assert_eq!(publisher.status().published, 200);
+    // A second catch-up finds nothing new.
+    publisher.catch_up(&log).await.unwrap();
+    assert_eq!(stored_positions(&client, &names.stream).await.len(), 200);
+
+    // Live: the publisher follows the log while a projection follows the bus.
+    let (stop_publishing, stopped) = tokio::sync::oneshot::channel::<()>();
+    let live = tokio::spawn({
+        let (publisher, log) = (publisher.clone(), log.clone());
+        async move { publisher.run(&log, async { stopped.await.unwrap_or(()) }).await }
+    });
+    let feed = feed(&client, &names, "folds").await;
+    let views = MemoryViewStore::default();
+    let projector = Projector::new(MemoryEventStore::new(), views.clone()).with_batch_size(64);
+    let mut group = projector.group_fed_by(feed.clone());
+    let member = group.add(Counts);
+    let (stop, stop_group) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(group.run(async { stop_group.await.unwrap_or(()) }));
+    fill(&log, 5, 10).await;
+    let reader = ViewReader::<Count>::new(views.clone(), Counts::NAME);
+    reader.wait_for(Position::new(0, 250), Duration::from_secs(30)).await.unwrap();
+    expect_counts(&counts(&views, 5).await, 50);
+    assert_eq!(member.lag(1000).await.unwrap(), 0);
+    assert_eq!(feed.count_after(Position::new(0, 200), 1000).await.unwrap(), 50);
+    // The durable consumer is acknowledged up to the checkpoint committed.
+    assert!(eventually(Duration::from_secs(10), || async { feed.acknowledged().await.unwrap() == 250 }).await);
+
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    stop_publishing.send(()).unwrap();
+    live.await.unwrap().unwrap();
+
+    // A rebuild (a fresh view store) reads the stream from its start.
+    let fresh = MemoryViewStore::default();
+    Projector::new(MemoryEventStore::new(), fresh.clone()).with_batch_size(17).catch_up_from(&feed, &Counts).await;
+    expect_counts(&counts(&fresh, 5).await, 50);
+    delete_stream(&client, &names.stream).await;
+}
+
+/// `Projector::catch_up` over a feed: a group run until the member caught up.
+trait CatchUpFrom {
+    async fn catch_up_from(&self, feed: &JetStreamFeed, projection: &Counts);
+}
+
+impl CatchUpFrom for Projector<MemoryEventStore> {
+    async fn catch_up_from(&self, feed: &JetStreamFeed, _: &Counts) {
+        let (_, last) = feed.bounds().await.unwrap();
+        let mut group = self.group_fed_by(feed.clone());
+        let member = group.add(Counts);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(group.run(async { stopped.await.unwrap_or(()) }));
+        let status = member
+            .wait_until(|s| {
+                (s.checkpoint >= Some(Position::new(0, last)) && s.state == MemberState::Running)
+                    || s.state == MemberState::Failed
+            })
+            .await;
+        assert_ne!(status.state, MemberState::Failed, "{status:?}");
+        stop.send(()).unwrap();
+        running.await.unwrap().unwrap();
+    }
+}
+
+/// A header's value by name, whatever the case (a parsed map may spell standard names apart).
+fn header_of(headers: &async_nats::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(n, _)| AsRef::<str>::as_ref(*n).eq_ignore_ascii_case(name))
+        .and_then(|(_, values)| values.first())
+        .map(|v| v.as_str().to_owned())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+pub enum HostileEvent {
+    #[event(name = "Type.with *>")]
+    Happened { text: String },
+    #[event(name = "_")]
+    Nameless,
+}
+
+#[derive(Debug, Default)]
+pub struct Hostile;
+
+impl Aggregate for Hostile {
+    const TYPE: &'static str = "or.der *> é";
+    type Event = HostileEvent;
+    type Error = std::convert::Infallible;
+    fn apply(&mut self, _: &HostileEvent) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_make_safe_subjects_and_every_header_round_trips() {
+    let names = names("headers");
+    let client = connect(&nats_url()).await;
+    let log = MemoryEventStore::new();
+    let stream = StreamId::new(Hostile::TYPE, " id with spaces/and slash é ").unwrap();
+    let mut metadata =
+        Metadata::new(uuid::Uuid::new_v4(), eventloom_core::model::Timestamp::from_micros(1_700_000_000_123_456));
+    metadata.correlation_id = Some("corr 1".into());
+    metadata.causation_id = Some("cause-é".into());
+    metadata.headers.insert("traceparent".into(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+    metadata.headers.insert("tracestate".into(), "congo=t61rcWkgMzE".into());
+    metadata.headers.insert("user".into(), "not published".into());
+    let events = vec![
+        NewEvent::encode(&HostileEvent::Happened { text: "a\nb".into() }, metadata.clone()).unwrap(),
+        NewEvent::encode(&HostileEvent::Nameless, Metadata::new(uuid::Uuid::new_v4(), metadata.timestamp)).unwrap(),
+    ];
+    log.append(&stream, ExpectedVersion::Any, events).await.unwrap();
+    let publisher =
+        Publisher::new(client.clone(), PublisherConfig::new(&names.stream, &names.prefix).category(Hostile::TYPE))
+            .unwrap();
+    publisher.catch_up(&log).await.unwrap();
+
+    let context = jetstream::new(client.clone());
+    let js_stream = context.get_stream(&names.stream).await.unwrap();
+    let first = js_stream.get_raw_message(1).await.unwrap();
+    let second = js_stream.get_raw_message(2).await.unwrap();
+    let category = encode_token(Hostile::TYPE);
+    assert_eq!(first.subject.as_str(), format!("{}.{category}.{}", names.prefix, encode_token("Type.with *>")));
+    assert_eq!(second.subject.as_str(), format!("{}.{category}._5F", names.prefix));
+    let header = |name: &str| header_of(&first.headers, name);
+    assert_eq!(header("Nats-Msg-Id"), Some(metadata.event_id.to_string()));
+    assert_eq!(header("Eventloom-Event-Id"), Some(metadata.event_id.to_string()));
+    assert_eq!(header("Content-Type").as_deref(), Some("application/json"));
+    assert_eq!(header("Eventloom-Schema-Version").as_deref(), Some("1"));
+    assert_eq!(header("Eventloom-Version").as_deref(), Some("1"));
+    assert!(header("Eventloom-Position").unwrap().parse::<Position>().is_ok());
+    assert_eq!(header("traceparent"), metadata.headers.get("traceparent").cloned());
+    assert_eq!(header("user"), None, "the user's own headers stay inside");
+
+    // The consumer rebuilds each event as stored.
+    let feed = feed(&client, &names, "headers").await;
+    let mut reader = feed.read_after(Position::ZERO, 10, 1 << 20);
+    let read = reader.try_next_batch().await.unwrap().unwrap();
+    let stored = log.read_stream(&stream, 1, 10).await.unwrap();
+    assert_eq!(read.len(), 2);
+    for (i, (got, want)) in read.iter().zip(&stored).enumerate() {
+        assert_eq!(got.position, Position::new(0, i as u64 + 1));
+        assert_eq!(
+            (&got.stream, got.version, &got.event_type, got.schema_version),
+            (&want.stream, want.version, &want.event_type, want.schema_version)
+        );
+        assert_eq!(got.payload, want.payload);
+        let (got, want) = (got.metadata.get().unwrap(), want.metadata.get().unwrap());
+        assert_eq!(
+            (got.event_id, got.timestamp, &got.correlation_id, &got.causation_id),
+            (want.event_id, want.timestamp, &want.correlation_id, &want.causation_id)
+        );
+        let mut trace = want.headers.clone();
+        trace.remove("user");
+        assert_eq!(got.headers, trace);
+    }
+    assert!(reader.try_next_batch().await.unwrap().is_none());
+    delete_stream(&client, &names.stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_fences_the_publisher_which_stops_without_republishing() {
+    let names = names("fence");
+    let client = connect(&nats_url()).await;
+    let log = MemoryEventStore::new();
+    fill(&log, 1, 10).await;
+    let a = publisher(&client, &names);
+    a.catch_up(&log).await.unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let live = tokio::spawn({
+        let (a, log) = (a.clone(), log.clone());
+        async move { a.run(&log, async { stopped.await.unwrap_or(()) }).await }
+    });
+    assert!(eventually(Duration::from_secs(10), || async { a.status().active }).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Another publisher of another log writes to the stream meanwhile (it resumes after a's last).
+    let other_log = MemoryEventStore::new();
+    fill(&other_log, 2, 10).await;
+    let b = publisher(&client, &names);
+    b.catch_up(&other_log).await.unwrap();
+    let before = stored_positions(&client, &names.stream).await.len();
+    assert!(before > 10);
+    // a's next event is refused: it stops, fenced, and writes nothing more.
+    fill(&log, 1, 1).await;
+    let ended = tokio::time::timeout(Duration::from_secs(20), live).await.unwrap().unwrap();
+    assert!(matches!(ended, Err(Error::Fenced { .. })), "{ended:?}");
+    assert_eq!(ended.unwrap_err().kind(), ErrorKind::Conflict);
+    assert_eq!(stored_positions(&client, &names.stream).await.len(), before);
+    delete_stream(&client, &names.stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_max_payload_stops_the_publisher_or_is_dead_lettered() {
+    let names = names("payload");
+    let client = connect(&nats_url()).await;
+    let max = client.server_info().max_payload;
+    let log = MemoryEventStore::new();
+    fill(&log, 1, 3).await;
+    let big = serde_json::to_string(&serde_json::json!({ "n": 1, "pad": "x".repeat(max - 300) })).unwrap();
+    let stream = StreamId::new("tally", "t0").unwrap();
+    let raw = NewEvent { event_type: "Counted".into(), schema_version: 1, payload: big, metadata: fresh_metadata() };
+    let huge = log.append(&stream, ExpectedVersion::Exact(3), vec![raw]).await.unwrap().into_outcome().position;
+    fill(&log, 1, 2).await;
+
+    let stops = publisher(&client, &names);
+    let error = stops.catch_up(&log).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::TooLarge { position, max_payload, .. } if *position == huge && *max_payload == max),
+        "{error}"
+    );
+    assert_eq!(error.kind(), ErrorKind::InvalidInput);
+    assert_eq!(stored_positions(&client, &names.stream).await.len(), 3, "the events before it are published");
+    // Stopping again at once, never retrying forever.
+    assert!(matches!(stops.catch_up(&log).await, Err(Error::TooLarge { .. })));
+
+    let skips = Publisher::new(
+        client.clone(),
+        PublisherConfig::new(&names.stream, &names.prefix).category("tally").dead_letters(DeadLetterPolicy::Skip),
+    )
+    .unwrap();
+    skips.catch_up(&log).await.unwrap();
+    let letters = skips.dead_letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].position, huge);
+    let stored = stored_positions(&client, &names.stream).await;
+    assert_eq!(stored.len(), 5, "the events after it are published");
+    assert!(stored.iter().all(|(_, p)| *p != huge));
+    delete_stream(&client, &names.stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_is_a_poison_event_for_the_projection_policy() {
+    let names = names("poison");
+    let client = connect(&nats_url()).await;
+    let log = MemoryEventStore::new();
+    fill(&log, 1, 2).await;
+    publisher(&client, &names).catch_up(&log).await.unwrap();
+    // A message with a version that is not a number, as another writer might send.
+    let context = jetstream::new(client.clone());
+    let good = context.get_stream(&names.stream).await.unwrap().get_raw_message(2).await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, values) in good.headers.iter() {
+        let name: &str = name.as_ref();
+        if !name.to_ascii_lowercase().starts_with("nats-") && !name.eq_ignore_ascii_case("Eventloom-Version") {
+            headers.insert(name, values[0].as_str());
+        }
+    }
+    headers.insert("Eventloom-Version", "three");
+    headers.insert("Nats-Msg-Id", uuid::Uuid::new_v4().to_string().as_str());
+    context
+        .publish_with_headers(format!("{}.tally.Counted", names.prefix), headers, good.payload.clone())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // Then a good one again, by a publisher that resumes after the malformed message's position.
+    fill(&log, 1, 1).await;
+    publisher(&client, &names).catch_up(&log).await.unwrap();
+    assert_eq!(stored_positions(&client, &names.stream).await.len(), 4);
+
+    for (policy, state, applied) in
+        [(PoisonPolicy::Stop, MemberState::Failed, 2), (PoisonPolicy::DeadLetter, MemberState::Running, 3)]
+    {
+        let feed = feed(&client, &names, &format!("poison-{}", applied)).await;
+        let views = MemoryViewStore::default();
+        let mut group = Projector::new(MemoryEventStore::new(), views.clone()).group_fed_by(feed);
+        let member = group.add_with(Counts, ProjectionOptions::new().poison_policy(policy));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(group.run(async { stopped.await.unwrap_or(()) }));
+        let status = member
+            .wait_until(|s| {
+                s.state == MemberState::Failed
+                    || (s.checkpoint == Some(Position::new(0, 4)) && s.state == MemberState::Running)
+            })
+            .await;
+        assert_eq!(status.state, state, "{policy:?}: {status:?}");
+        if policy == PoisonPolicy::Stop {
+            // Stopped on the malformed message (its first build never went live).
+            assert!(status.checkpoint <= Some(Position::new(0, applied)), "{status:?}");
+            assert!(status.last_error.unwrap_or_default().contains("position 0.3"));
+        } else {
+            assert_eq!(counts(&views, 1).await[0].applied, applied, "{policy:?}");
+            let letters = views.dead_letters(Counts::NAME).await.unwrap();
+            assert_eq!(letters.len(), 1);
+            assert_eq!(letters[0].position, Position::new(0, 3));
+        }
+        // A group whose only member failed has ended by itself.
+        let _ = stop.send(());
+        let _ = running.await.unwrap();
+    }
+    delete_stream(&client, &names.stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_whose_history_expired_is_refused() {
+    let names = names("expired");
+    let client = connect(&nats_url()).await;
+    let log = MemoryEventStore::new();
+    fill(&log, 1, 10).await;
+    publisher(&client, &names).catch_up(&log).await.unwrap();
+    let context = jetstream::new(client.clone());
+    context.get_stream(&names.stream).await.unwrap().purge().sequence(6).await.unwrap();
+
+    let feed = feed(&client, &names, "expired").await;
+    let error = feed.read_after(Position::ZERO, 100, 1 << 20).try_next_batch().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Corrupt, "{error}");
+    assert!(error.to_string().contains("history expired"), "{error}");
+    // Reading on from a checkpoint the stream still holds works.
+    let batch = feed.read_after(Position::new(0, 5), 100, 1 << 20).try_next_batch().await.unwrap().unwrap();
+    assert_eq!(batch.first().map(|e| e.position), Some(Position::new(0, 6)));
+    // A checkpoint past the stream's end: the stream was recreated.
+    let error = feed.read_after(Position::new(0, 99), 100, 1 << 20).try_next_batch().await.unwrap_err();
+    assert!(error.to_string().contains("recreated"), "{error}");
+    delete_stream(&client, &names.stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_lease_one_publisher_runs_and_a_standby_takes_over() {
+    let names = names("lease");
+    let client = connect(&nats_url()).await;
+    let log = MemoryEventStore::new();
+    fill(&log, 2, 20).await;
+    let leases: std::sync::Arc<dyn eventloom_core::store::LeaseManager> =
+        std::sync::Arc::new(eventloom_core::memory::MemoryLeases::default());
+    let leased = || {
+        Publisher::new(
+            client.clone(),
+            PublisherConfig::new(&names.stream, &names.prefix).category("tally").lease(leases.clone(), "publisher"),
+        )
+        .unwrap()
+    };
+    let (a, b) = (leased(), leased());
+    let start = |publisher: &Publisher| {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (publisher, log) = (publisher.clone(), log.clone());
+        (stop, tokio::spawn(async move { publisher.run(&log, async { stopped.await.unwrap_or(()) }).await }))
+    };
+    let (stop_a, running_a) = start(&a);
+    assert!(eventually(Duration::from_secs(10), || async { a.status().published == 40 }).await);
+    let (stop_b, running_b) = start(&b);
+    fill(&log, 2, 5).await;
+    assert!(eventually(Duration::from_secs(10), || async { a.status().published == 50 }).await);
+    assert!(!b.status().active, "the standby waits for the lease");
+    // The leader stops: the standby takes over and goes on after the stream's last message.
+    stop_a.send(()).unwrap();
+    running_a.await.unwrap().unwrap();
+    fill(&log, 2, 5).await;
+    assert!(eventually(Duration::from_secs(10), || async { b.status().published == 10 }).await, "{:?}", b.status());
+    stop_b.send(()).unwrap();
+    running_b.await.unwrap().unwrap();
+    let stored = stored_positions(&client, &names.stream).await;
+    assert_eq!(lost_and_duplicated(&stored, &all_positions(&log).await), (0, 0));
+    assert_eq!(stored.len(), 60);
+    delete_stream(&client, &names.stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_started_before_its_stream_exists_waits_for_it() {
+    let names = names("early");
+    let client = connect(&nats_url()).await;
+    let feed = feed(&client, &names, "early").await;
+    let error = feed.read_after(Position::ZERO, 10, 1 << 20).try_next_batch().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    assert!(error.to_string().contains("does not exist"), "{error}");
+    let views = MemoryViewStore::default();
+    let mut group = Projector::new(MemoryEventStore::new(), views.clone())
+        .with_retry_delay(Duration::from_millis(50))
+        .group_fed_by(feed.clone());
+    group.add(Counts);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(group.run(async { stopped.await.unwrap_or(()) }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = MemoryEventStore::new();
+    fill(&log, 2, 10).await;
+    publisher(&client, &names).catch_up(&log).await.unwrap();
+    let reader = ViewReader::<Count>::new(views.clone(), Counts::NAME);
+    reader.wait_for(Position::new(0, 20), Duration::from_secs(30)).await.unwrap();
+    expect_counts(&counts(&views, 2).await, 10);
+    assert!(eventually(Duration::from_secs(10), || async { feed.acknowledged().await.is_ok_and(|a| a == 20) }).await);
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    delete_stream(&client, &names.stream).await;
+}
