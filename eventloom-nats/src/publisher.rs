@@ -408,7 +408,9 @@ impl Publisher {
     /// another holds it, and again after losing it.
     pub async fn run<F: Feed>(&self, feed: &F, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let span = tracing::info_span!("nats publisher", stream = %self.inner.config.stream);
-        async {
+        // Boxed here, where the lifetimes are known: a caller that spawns the future of this
+        // generic loop otherwise trips the compiler's check that it is `Send` for every lifetime.
+        let run: std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> = Box::pin(async move {
             tokio::pin!(shutdown);
             loop {
                 let Some(lease) = self.lease(&mut shutdown).await? else { return Ok(()) };
@@ -426,9 +428,8 @@ impl Publisher {
                     }
                 }
             }
-        }
-        .instrument(span)
-        .await
+        });
+        run.instrument(span).await
     }
 
     fn lease_lost(&self) -> Error {
