@@ -318,7 +318,12 @@ async fn acknowledge(context: jetstream::Context, config: JetStreamFeedConfig, m
             last.ack().await.map_err(|e| Error::Unavailable(format!("acknowledging: {e}")))?;
             Ok(durable)
         };
-        match step.instrument(tracing::debug_span!("nats acknowledge", durable = %config.durable, target)).await {
+        let step = step.instrument(tracing::debug_span!("nats acknowledge", durable = %config.durable, target));
+        // A request whose server went away (a restart) is never answered: each step is bounded.
+        let step = tokio::time::timeout(Duration::from_secs(15), step)
+            .await
+            .unwrap_or_else(|_| Err(Error::Unavailable("acknowledging timed out".into())));
+        match step {
             Ok(durable) => {
                 consumer = Some(durable);
                 delay = Duration::from_millis(100);
@@ -345,6 +350,9 @@ pub struct JetStreamReader {
     checked_at: Option<u64>,
     behind: bool,
 }
+
+/// How long past its expiry a pull may go unanswered before it counts as lost.
+const PULL_GRACE: Duration = Duration::from_secs(5);
 
 /// What a message read comes to.
 enum Taken {
@@ -425,20 +433,45 @@ impl JetStreamReader {
         let mut first = true;
         loop {
             let want = self.batch_size - events.len();
-            let messages = match (first, wait) {
-                (true, Some(wait)) => consumer.batch().max_messages(1).expires(wait).messages().await,
-                _ => consumer.fetch().max_messages(want).messages().await,
-            };
+            // A pull whose server went away (a restart) is never answered: each one is bounded.
+            let expires = if first { wait } else { None };
+            let deadline = tokio::time::Instant::now() + expires.unwrap_or_default() + PULL_GRACE;
+            let messages = tokio::time::timeout_at(deadline, async {
+                match expires {
+                    Some(wait) => consumer.batch().max_messages(1).expires(wait).messages().await,
+                    None => consumer.fetch().max_messages(want).messages().await,
+                }
+            })
+            .await;
             let mut messages = match messages {
-                Ok(messages) => messages,
-                Err(error) if events.is_empty() => return Err(unavailable(&error)),
-                Err(_) => {
+                Ok(Ok(messages)) => messages,
+                Ok(Err(error)) if events.is_empty() => {
+                    self.consumer = None;
+                    return Err(unavailable(&error));
+                }
+                Err(_) if events.is_empty() => {
+                    self.consumer = None;
+                    return Err(unavailable(&"a pull request timed out"));
+                }
+                _ => {
                     self.consumer = None;
                     return Ok(events);
                 }
             };
             let before = events.len();
-            while let Some(message) = messages.next().await {
+            loop {
+                let message = match tokio::time::timeout_at(deadline, messages.next()).await {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(_) if events.is_empty() => {
+                        self.consumer = None;
+                        return Err(unavailable(&"a pull request timed out"));
+                    }
+                    Err(_) => {
+                        self.consumer = None;
+                        return Ok(events);
+                    }
+                };
                 let message = match message {
                     Ok(message) => message,
                     // What was taken is kept; the next read starts after it with a new consumer.

@@ -170,6 +170,18 @@ async fn the_nats_server_restarted_mid_publish_loses_and_duplicates_nothing() {
         let (publisher, log) = (publisher.clone(), log.clone());
         async move { publisher.run(&log, async { stopped.await.unwrap_or(()) }).await }
     });
+    // A consumer folds the stream meanwhile, through the same restarts.
+    let feed = JetStreamFeed::open(client.clone(), JetStreamFeedConfig::new(&names.stream, &names.prefix, "restarts"))
+        .await
+        .unwrap();
+    let views = eventloom_core::memory::MemoryViewStore::default();
+    let mut group = Projector::new(MemoryEventStore::new(), views.clone())
+        .with_retry_delay(Duration::from_millis(50))
+        .with_batch_size(100)
+        .group_fed_by(feed);
+    group.add(Counts);
+    let (stop_group, group_stopped) = tokio::sync::oneshot::channel::<()>();
+    let consuming = tokio::spawn(group.run(async { group_stopped.await.unwrap_or(()) }));
     let mut restarts = 0;
     for round in 1..=3u64 {
         let published = publisher.status().published;
@@ -201,6 +213,21 @@ async fn the_nats_server_restarted_mid_publish_loses_and_duplicates_nothing() {
     );
     assert_eq!((lost, duplicated), (0, 0));
     assert_eq!(stored.len(), expected.len());
+
+    // The consumer's views hold every event once, in order.
+    let reader = ViewReader::<Count>::new(views.clone(), Counts::NAME);
+    reader.wait_for(Position::new(0, expected.len() as u64), Duration::from_secs(60)).await.unwrap();
+    stop_group.send(()).unwrap();
+    consuming.await.unwrap().unwrap();
+    let ids: Vec<String> = (0..10).map(|s| format!("t{s}")).collect();
+    let counts: Vec<Count> = reader.get_many(&ids).await.unwrap().into_iter().map(Option::unwrap_or_default).collect();
+    let each = expected.len() as u64 / 10;
+    let twice: u64 = counts.iter().map(|c| c.twice).sum();
+    let lost: u64 = counts.iter().map(|c| each.saturating_sub(c.applied - c.twice) + c.skipped).sum();
+    println!("the consumer through the restarts: lost {lost}, duplicated {twice}");
+    for count in &counts {
+        assert_eq!((count.applied, count.version, count.twice, count.skipped), (each, each, 0, 0));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
