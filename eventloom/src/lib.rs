@@ -51,6 +51,7 @@
 //! | `testing` | the given/when/then kit and the adapter conformance suites ([`testing`]) |
 //! | `postgres` | [`postgres`]: events, snapshots, views and leases on PostgreSQL; used by [`stores_from_env`] when `DATABASE_URL` is set |
 //! | `redis` | [`redis`]: views on Redis; used by [`stores_from_env`] when `REDIS_URL` is set |
+//! | `nats` | `nats`: the event bus on NATS JetStream, a publisher and a feed for [`AppBuilder::relay`](app::AppBuilder::relay) |
 //! | `tls` | TLS for the adapters enabled |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -84,4 +85,11 @@ pub mod postgres {
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis {
     pub use eventloom_redis::*;
+}
+
+/// The event bus on NATS JetStream: [`eventloom_nats`], re-exported.
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod nats {
+    pub use eventloom_nats::*;
 }

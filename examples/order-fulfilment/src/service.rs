@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventloom::nats::{JetStreamFeed, JetStreamFeedConfig, NatsConfig, Publisher, PublisherConfig};
 use eventloom::{App, Stores, StoresConfig};
-use eventloom_nats::{JetStreamFeed, JetStreamFeedConfig, NatsConfig, Publisher, PublisherConfig};
 use tokio::net::TcpListener;
 
 use crate::domain::{Order, Stock};
@@ -27,7 +27,7 @@ pub enum ServiceError {
     App(#[from] eventloom::Error),
     /// The bus could not be reached or refused the settings.
     #[error(transparent)]
-    Bus(#[from] eventloom_nats::Error),
+    Bus(#[from] eventloom::nats::Error),
     /// The address could not be bound, or the server failed.
     #[error("HTTP on {addr}: {source}")]
     Http {

@@ -285,7 +285,7 @@ async fn orders_reach_an_end_through_kills_of_each_service() {
 
 /// Deletes the run's two streams.
 async fn delete_streams(bus: &str) {
-    let client = eventloom_nats::NatsConfig::from_env().unwrap().connect().await.unwrap();
+    let client = eventloom::nats::NatsConfig::from_env().unwrap().connect().await.unwrap();
     let jetstream = async_nats::jetstream::new(client);
     for name in ["orders", "inventory"] {
         let _ = jetstream.delete_stream(format!("{bus}-{name}")).await;
