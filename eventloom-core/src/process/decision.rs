@@ -37,7 +37,7 @@ pub struct Decision<C> {
 }
 
 impl<C> Decision<C> {
-    /// An empty decision on a trigger of time `at` (the runner and [`ProcessTest`](super::ProcessTest)
+    /// An empty decision on a trigger of time `at` (the runner and `testing::ProcessTest`
     /// make them; tests of a decision's own logic may too).
     pub fn at(at: Timestamp) -> Self {
         Decision { at, commands: Vec::new(), timers: Vec::new(), cancelled: Vec::new(), complete: false }
