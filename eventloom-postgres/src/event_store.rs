@@ -826,15 +826,23 @@ impl PgEventStore {
             let sequence_i64 = to_i64(sequence, "relayed sequence")?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
                 [&source, &sequence_i64, &stream.category(), &stream.id(), &types, &versions, &payloads, &metadata];
-            let row = match self.inner.db.query_one(&self.inner.sql.append_relayed, &params).await {
+            let conn = self.client().await?;
+            let stmt = conn.prepare(&self.inner.sql.append_relayed).await?;
+            let result = conn.client().query_one(&stmt, &params).await;
+            drop(conn);
+            let row = match result {
                 Ok(row) => row,
-                // Another relay wrote the message meanwhile: this one's append rolled back.
-                Err(CoreError::Unavailable { .. }) | Err(CoreError::Backend { .. })
-                    if self.relayed(source).await.is_ok_and(|r| r >= sequence) =>
-                {
-                    return Ok(Relayed::Duplicate { relayed: self.relayed(source).await? });
+                Err(e) => {
+                    if let Failed::Invalid(reason) = failed(&e) {
+                        return Err(CoreError::InvalidEvent { reason });
+                    }
+                    // Another relay wrote the message meanwhile: this one's append rolled back.
+                    let relayed = self.relayed(source).await?;
+                    if relayed >= sequence {
+                        return Ok(Relayed::Duplicate { relayed });
+                    }
+                    return Err(pg(e));
                 }
-                Err(error) => return Err(error),
             };
             let fields = Fields::new(&row, || format!("the relay of message {sequence} of {source}"));
             let status: i32 = fields.get("status")?;

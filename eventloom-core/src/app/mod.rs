@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 pub use health::{Lag, LeaseState, Unprojected};
 pub use options::{AggregateOptions, HandlerOptions, ProcessOptions, ProjectionOptions, Role};
-pub use relay::{RELAYED_FROM, SOURCE_COMMAND_ID, SOURCE_SEQUENCE};
+pub use relay::{RELAYED_FROM, SOURCE_COMMAND_ID, SOURCE_SEQUENCE, SOURCE_VERSION};
 pub use stores::{MemoryStores, Stores};
 
 use self::health::{LeaseStates, TrackedLeases};
@@ -278,10 +278,13 @@ impl AppBuilder {
     /// [`sequence`](crate::Position::sequence) as the message's sequence in `source`, so that this
     /// service's projections and process managers read it in one order with its own events (and
     /// a rebuild reads it here, whatever the source still keeps). The feed's positions must
-    /// grow in sequence in the order it reads (a JetStream stream's do). The event keeps its
-    /// metadata; its command id moves to the [`SOURCE_COMMAND_ID`] header, and
-    /// [`RELAYED_FROM`] and [`SOURCE_SEQUENCE`] say where it came from. An event in the category
-    /// of one of this App's aggregates stops the relay ([`Error::InvalidConfig`]).
+    /// grow in sequence in the order it reads (a JetStream stream's do; a feed whose sequences go
+    /// back stops the relay with [`Error::Corrupt`]). The event keeps its metadata; its command
+    /// id moves to the [`SOURCE_COMMAND_ID`] header, and [`RELAYED_FROM`], [`SOURCE_SEQUENCE`]
+    /// and [`SOURCE_VERSION`] say where it came from. An event in the category of one of this
+    /// App's aggregates, or in a category `eventloom.*`, stops the relay
+    /// ([`Error::InvalidConfig`]); one the store refuses as it is (a payload that is not JSON,
+    /// or too large) is skipped with an error in the log, the source's record moved past it.
     ///
     /// It runs in a role that runs the projectors, holding the lease `eventloom.relay/<source>`
     /// so that one process relays at a time, and stops when the App shuts down. `source` is 1

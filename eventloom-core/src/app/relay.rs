@@ -19,6 +19,8 @@ pub const SOURCE_SEQUENCE: &str = "eventloom-source-sequence";
 /// The header a relayed event carries: the command id it had in its service, if any (the id
 /// itself is not kept as a command id here, where it means nothing).
 pub const SOURCE_COMMAND_ID: &str = "eventloom-source-command-id";
+/// The header a relayed event carries: its version in its stream in the source.
+pub const SOURCE_VERSION: &str = "eventloom-source-version";
 
 /// How many events a relay reads at a time.
 const BATCH: usize = 256;
@@ -144,6 +146,19 @@ impl<F: Feed> Relay<F> {
             if lease.as_ref().is_some_and(Lease::is_lost) {
                 return Ok(State::Acquire);
             }
+            // The record of the source is a high-water mark: a feed whose sequences went back
+            // would have its later messages taken for duplicates, and lost.
+            if last.is_some_and(|l: Position| raw.position.sequence() <= l.sequence()) {
+                return Err(Error::Corrupt {
+                    location: format!("the feed of relay {}", self.source),
+                    reason: format!(
+                        "its sequences do not grow in the order it reads ({} after {}): a relay needs a feed \
+                         whose positions' sequence is the source's order, as a JetStream stream's is",
+                        raw.position.sequence(),
+                        last.map_or(0, |l| l.sequence())
+                    ),
+                });
+            }
             match self.relay_one(raw).await {
                 Ok(()) => last = Some(raw.position),
                 Err(error) if error.is_transient() => {
@@ -160,9 +175,20 @@ impl<F: Feed> Relay<F> {
         Ok(State::Relay(lease, reader))
     }
 
-    /// Appends one message's event, once.
+    /// Appends one message's event, once. An event this store refuses as it is (not JSON, too
+    /// large) is skipped: the source's record moves past it with nothing appended, and the
+    /// error is logged, so that one bad message never stops the relay.
     async fn relay_one(&self, raw: &RecordedEvent) -> Result<()> {
         let category = raw.stream.category();
+        if category.starts_with("eventloom.") {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "source {} sent event {} of stream {}: categories named eventloom.* are the framework's own \
+                     (process managers' journals) and are never relayed",
+                    self.source, raw.event_type, raw.stream
+                ),
+            });
+        }
         if self.own.contains(&category) {
             return Err(Error::InvalidConfig {
                 reason: format!(
@@ -179,7 +205,15 @@ impl<F: Feed> Relay<F> {
             payload: raw.payload.to_string(),
             metadata: relayed_metadata(raw, &self.source, sequence),
         };
-        match self.events.append_relayed(&self.source, sequence, &raw.stream, vec![event]).await? {
+        let relayed = match self.events.append_relayed(&self.source, sequence, &raw.stream, vec![event]).await {
+            Err(error) if error.kind() == crate::ErrorKind::InvalidInput => {
+                tracing::error!(%error, sequence, stream = %raw.stream, event_type = %raw.event_type,
+                    "skipping a message this store refuses as it is");
+                self.events.append_relayed(&self.source, sequence, &raw.stream, Vec::new()).await?
+            }
+            relayed => relayed?,
+        };
+        match relayed {
             Relayed::Written(_) => tracing::debug!(sequence, stream = %raw.stream, "relayed"),
             Relayed::Duplicate { relayed } => tracing::debug!(sequence, relayed, "relayed before"),
         }
@@ -202,5 +236,6 @@ fn relayed_metadata(raw: &RecordedEvent, source: &str, sequence: u64) -> Metadat
     }
     metadata.headers.insert(RELAYED_FROM.to_owned(), source.to_owned());
     metadata.headers.insert(SOURCE_SEQUENCE.to_owned(), sequence.to_string());
+    metadata.headers.insert(SOURCE_VERSION.to_owned(), raw.version.to_string());
     metadata
 }

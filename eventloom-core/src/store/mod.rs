@@ -701,7 +701,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// `sequence`, and records `sequence` as relayed in the same atomic write: a message relayed
     /// again, by a restart or by a second relay, appends nothing
     /// ([`Relayed::Duplicate`]). The events go after the stream's last, whatever its version
-    /// (the source's own versions travel in their metadata). `source` is 1 to 255 bytes with no
+    /// (the relay keeps the source's own version in a header). `source` is 1 to 255 bytes with no
     /// control characters and `sequence` at least 1, else [`Error::InvalidId`](crate::Error::InvalidId).
     ///
     /// The default refuses with [`Error::InvalidConfig`](crate::Error::InvalidConfig): a store

@@ -16,6 +16,7 @@ mod migrations;
 mod ordering;
 mod read_side;
 mod refusals;
+mod relay;
 mod retention;
 mod saga;
 mod support;

@@ -205,6 +205,28 @@ impl Handle<CancelOrder> for Order {
     }
 }
 
+/// Cancels an order still waiting for its payment (its deadline passed); refused once it is
+/// paid, so that a payment that came just before the deadline is never undone by it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Command)]
+#[command(aggregate = Order)]
+pub struct ExpireOrder {
+    /// The order's id.
+    #[command(id)]
+    pub id: String,
+}
+
+/// Why an expired order was cancelled.
+pub const EXPIRED: &str = "no payment in time";
+
+impl Handle<ExpireOrder> for Order {
+    fn handle(&self, c: &ExpireOrder) -> Result<Vec<OrderEvent>, Refusal> {
+        if self.status != Status::Placed {
+            return Err(self.wrong(&c.id, "expire"));
+        }
+        Ok(vec![OrderEvent::Cancelled { reason: EXPIRED.to_owned() }])
+    }
+}
+
 // ---- Inventory ----
 
 /// What happens to the stock of one sku.

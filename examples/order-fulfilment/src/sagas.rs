@@ -9,7 +9,9 @@ use eventloom::prelude::*;
 use eventloom::process::{CommandSet, Decision, Dispatched, Dispatcher, Timer};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{CancelOrder, Dispatch, Order, OrderEvent, Release, Reserve, ShipOrder, Stock, StockEvent};
+use crate::domain::{
+    CancelOrder, Dispatch, ExpireOrder, Order, OrderEvent, Release, Reserve, ShipOrder, Stock, StockEvent,
+};
 
 /// What the fulfilment saga reads: its orders, and the inventory's answers.
 #[derive(Debug, EventSet)]
@@ -29,6 +31,8 @@ pub enum OrderCommand {
     Ship(ShipOrder),
     /// Cancel it.
     Cancel(CancelOrder),
+    /// Cancel it if it is still unpaid.
+    Expire(ExpireOrder),
 }
 
 impl CommandSet for OrderCommand {
@@ -36,6 +40,7 @@ impl CommandSet for OrderCommand {
         match self {
             OrderCommand::Ship(c) => to.execute(c, options).await,
             OrderCommand::Cancel(c) => to.execute(c, options).await,
+            OrderCommand::Expire(c) => to.execute(c, options).await,
         }
     }
 }
@@ -43,6 +48,7 @@ impl CommandSet for OrderCommand {
 /// What the fulfilment saga knows of one order.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fulfilling {
+    placed: bool,
     reserved: bool,
     paid: bool,
 }
@@ -80,8 +86,17 @@ impl ProcessManager for Fulfilment {
         let cancel = |order: &str, reason: &str| {
             OrderCommand::Cancel(CancelOrder { id: order.to_owned(), reason: reason.to_owned() })
         };
+        // An answer of the inventory for an order that is over (it came after the order was
+        // cancelled): nothing to do, and no instance to keep.
+        if matches!(e.event, FulfilmentEvent::Stock(_)) && !s.placed {
+            d.complete();
+            return Ok(());
+        }
         match &e.event {
-            FulfilmentEvent::Order(OrderEvent::Placed { .. }) => d.schedule("payment", self.payment_deadline),
+            FulfilmentEvent::Order(OrderEvent::Placed { .. }) => {
+                s.placed = true;
+                d.schedule("payment", self.payment_deadline);
+            }
             FulfilmentEvent::Order(OrderEvent::Paid) => {
                 s.paid = true;
                 d.cancel("payment");
@@ -110,7 +125,8 @@ impl ProcessManager for Fulfilment {
     }
 
     fn on_timer(&self, _: &mut Fulfilling, timer: &Timer, d: &mut Decision<OrderCommand>) -> Result<(), BoxError> {
-        d.issue(OrderCommand::Cancel(CancelOrder { id: timer.key.clone(), reason: "no payment in time".into() }));
+        // Refused if the payment came meanwhile: then the order goes on.
+        d.issue(OrderCommand::Expire(ExpireOrder { id: timer.key.clone() }));
         Ok(())
     }
 }

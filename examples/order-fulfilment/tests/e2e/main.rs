@@ -160,6 +160,8 @@ async fn orders_reach_an_end_through_kills_of_each_service() {
     }
     let total = 30;
     let mut placed: Vec<(String, &str, u64)> = Vec::new();
+    // What each order's customer did: paid (and the payment was taken), failed to pay, or nothing.
+    let mut paid: BTreeMap<String, &str> = BTreeMap::new();
     let mut last_kill = Instant::now();
     for n in 0..total {
         let id = format!("o-{n:02}");
@@ -170,17 +172,26 @@ async fn orders_reach_an_end_through_kills_of_each_service() {
         assert!(status == 201 || status == 200, "{status} {body}");
         placed.push((id.clone(), sku, qty));
         // Pay for most; let some fail, and some wait past the deadline.
-        match rng.below(10) {
-            0..=5 => {
-                until_answered(orders.addr, "POST", &format!("/orders/{id}/payment"), Some(&json!({ "ok": true })))
-                    .await;
+        let choice = match rng.below(10) {
+            0..=5 => Some(true),
+            6 | 7 => Some(false),
+            _ => None,
+        };
+        let did = match choice {
+            None => "nothing",
+            Some(ok) => {
+                let path = format!("/orders/{id}/payment");
+                let (status, body) = until_answered(orders.addr, "POST", &path, Some(&json!({ "ok": ok }))).await;
+                match (status, ok) {
+                    (200, true) => "paid",
+                    (200, false) => "failed",
+                    // Cancelled before the payment came (out of stock).
+                    (409, _) => "too late",
+                    _ => panic!("payment of {id}: {status} {body}"),
+                }
             }
-            6 | 7 => {
-                until_answered(orders.addr, "POST", &format!("/orders/{id}/payment"), Some(&json!({ "ok": false })))
-                    .await;
-            }
-            _ => {}
-        }
+        };
+        paid.insert(id.clone(), did);
         if n == 9 {
             inventory.kill().await;
             last_kill = Instant::now();
@@ -197,6 +208,7 @@ async fn orders_reach_an_end_through_kills_of_each_service() {
 
     // Every order reaches an end within 30 s of the last kill.
     let deadline = last_kill + Duration::from_secs(30);
+    let mut reasons: BTreeMap<String, String> = BTreeMap::new();
     let finals = loop {
         let mut finals = BTreeMap::new();
         for (id, _, _) in &placed {
@@ -204,6 +216,7 @@ async fn orders_reach_an_end_through_kills_of_each_service() {
                 let status = view["status"].as_str().unwrap_or_default().to_owned();
                 if status == "shipped" || status == "cancelled" {
                     finals.insert(id.clone(), status);
+                    reasons.insert(id.clone(), view["reason"].as_str().unwrap_or_default().to_owned());
                 }
             }
         }
@@ -219,6 +232,18 @@ async fn orders_reach_an_end_through_kills_of_each_service() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let shipped = finals.values().filter(|s| *s == "shipped").count();
+    assert!(shipped > 0, "some orders ship: {finals:?}");
+    // Each order ended as what its customer did allows.
+    for (id, _, _) in &placed {
+        let end = (finals[id].as_str(), reasons[id].as_str());
+        let allowed: &[(&str, &str)] = match paid[id] {
+            "paid" => &[("shipped", ""), ("cancelled", "out of stock")],
+            "failed" => &[("cancelled", "the payment failed"), ("cancelled", "out of stock")],
+            "too late" => &[("cancelled", "out of stock")],
+            _ => &[("cancelled", "no payment in time"), ("cancelled", "out of stock")],
+        };
+        assert!(allowed.contains(&end), "order {id} ({}) ended {end:?}", paid[id]);
+    }
     println!(
         "{shipped} shipped, {} cancelled, in {:?} after the last kill",
         finals.len() - shipped,
@@ -274,6 +299,46 @@ async fn orders_reach_an_end_through_kills_of_each_service() {
         assert_eq!(ends.get(id).map(Vec::len), Some(1), "order {id} ended once: {:?}", ends.get(id));
     }
 
+    // Each service's events reached the other once each: the relayed copies are as many as the
+    // originals, and no source sequence was relayed twice.
+    let (inventory_db, connection) =
+        tokio_postgres::connect(&inventory.database_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let count = |category: &'static str| format!("SELECT count(*) FROM cqrs.events WHERE category = '{category}'");
+    let distinct = |category: &'static str| {
+        format!(
+            "SELECT count(DISTINCT metadata->'headers'->>'eventloom-source-sequence') FROM cqrs.events \
+             WHERE category = '{category}'"
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let one = |rows: Vec<tokio_postgres::Row>| rows[0].get::<_, i64>(0);
+        let orders_here = one(orders_db.query(&count("order"), &[]).await.unwrap());
+        let orders_there = one(inventory_db.query(&count("order"), &[]).await.unwrap());
+        let orders_distinct = one(inventory_db.query(&distinct("order"), &[]).await.unwrap());
+        let stock_here = one(inventory_db.query(&count("stock"), &[]).await.unwrap());
+        let stock_there = one(orders_db.query(&count("stock"), &[]).await.unwrap());
+        let stock_distinct = one(orders_db.query(&distinct("stock"), &[]).await.unwrap());
+        assert_eq!(orders_there, orders_distinct, "an order event relayed twice");
+        assert_eq!(stock_there, stock_distinct, "a stock event relayed twice");
+        if orders_here == orders_there && stock_here == stock_there {
+            println!("relayed: {orders_there} order events, {stock_there} stock events, each once");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relayed {orders_there} of {orders_here} order events and {stock_there} of {stock_here} stock events"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(inventory_db);
+
+    // Both services are healthy at the end: their projection, process manager and relay run.
+    for service in [&orders, &inventory] {
+        let (status, body) = until_answered(service.addr, "GET", "/health", None).await;
+        assert_eq!(status, 200, "{} health: {body}", service.name);
+    }
     orders.kill().await;
     inventory.kill().await;
     drop(orders_db);
