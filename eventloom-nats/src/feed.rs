@@ -299,24 +299,25 @@ async fn acknowledge(context: jetstream::Context, config: JetStreamFeedConfig, m
                 .messages()
                 .await
                 .map_err(|e| Error::Unavailable(format!("fetching from the durable consumer: {e}")))?;
+            // Moved on only once the acknowledgement went through: a failed one is sent again.
+            let mut seen = acked;
             let mut last = None;
             while let Some(message) = messages.next().await {
                 let message =
                     message.map_err(|e| Error::Unavailable(format!("fetching from the durable consumer: {e}")))?;
                 let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
                 if sequence <= target {
-                    acked = acked.max(sequence);
+                    seen = seen.max(sequence);
                     last = Some(message);
                 }
             }
             let Some(last) = last else {
                 // Nothing pending up to the target (the consumer is ahead, or the stream holds
                 // nothing there): done until the target moves.
-                acked = target;
-                return Ok::<_, Error>(durable);
+                return Ok::<_, Error>((durable, target));
             };
             last.ack().await.map_err(|e| Error::Unavailable(format!("acknowledging: {e}")))?;
-            Ok(durable)
+            Ok((durable, seen))
         };
         let step = step.instrument(tracing::debug_span!("nats acknowledge", durable = %config.durable, target));
         // A request whose server went away (a restart) is never answered: each step is bounded.
@@ -324,7 +325,8 @@ async fn acknowledge(context: jetstream::Context, config: JetStreamFeedConfig, m
             .await
             .unwrap_or_else(|_| Err(Error::Unavailable("acknowledging timed out".into())));
         match step {
-            Ok(durable) => {
+            Ok((durable, reached)) => {
+                acked = reached;
                 consumer = Some(durable);
                 delay = Duration::from_millis(100);
             }
