@@ -230,59 +230,30 @@ impl<P: ProcessManager> ProcessJob<P> {
         let Some(checkpoint) = target.checkpoint else { return Ok(true) };
         let total = outgoing.len();
         let mut finished = Vec::new();
+        let mut dead_letters = Vec::new();
         let mut failure = None;
         for entry in outgoing {
             if lease.is_some_and(Lease::is_lost) {
                 break;
             }
-            let command: P::Commands = match serde_json::from_value(entry.command.clone()) {
-                Ok(command) => command,
-                Err(e) => {
-                    failure = Some(corrupt(name, &entry.command_id, &format!("the command does not decode: {e}")));
-                    break;
+            match self.run_one(projector, &entry).await {
+                Ok(true) => finished.push(entry),
+                Ok(false) => break,
+                // A command no retry mends, under the dead-letter policy: recorded and left.
+                Err(error) if !error.is_transient() && projector.poison() == PoisonPolicy::DeadLetter => {
+                    match command_letter(name, &entry, checkpoint, &error) {
+                        Some(letter) => {
+                            tracing::warn!(%error, command_id = %entry.command_id, "dead-lettering a command the process manager cannot run");
+                            dead_letters.push(letter);
+                            finished.push(entry);
+                        }
+                        None => {
+                            failure = Some(error);
+                            break;
+                        }
+                    }
                 }
-            };
-            if let Some(error) = self.too_old(&entry) {
-                failure = Some(error);
-                break;
-            }
-            // Its refusal is recorded under its id too, so that a redelivery gets the same answer.
-            let mut options = ExecuteOptions::default().command_id(entry.command_id.clone()).record_refusal();
-            if let Some(c) = &entry.correlation {
-                options = options.correlation_id(c.clone());
-            }
-            if let Some(c) = &entry.causation {
-                options = options.causation_id(c.clone());
-            }
-            let span = tracing::info_span!("dispatch", command_id = %entry.command_id);
-            let dispatched = tracing::Instrument::instrument(command.dispatch(&self.dispatcher, options), span).await;
-            match dispatched {
-                Dispatched::Executed(_) => finished.push(entry),
-                Dispatched::Refused { reason } => {
-                    tracing::info!(command_id = %entry.command_id, %reason, "a command the process manager issued was refused");
-                    let refused = Entry::Refused {
-                        process: name.to_owned(),
-                        key: entry.key.clone(),
-                        command_id: entry.command_id.clone(),
-                        reason,
-                        command: entry.command.clone(),
-                    };
-                    let causation = entry.command_id.clone();
-                    journal::append(
-                        &projector.events,
-                        &refused,
-                        self.clock.now(),
-                        entry.correlation.as_deref(),
-                        Some(&causation),
-                    )
-                    .await?;
-                    finished.push(entry);
-                }
-                Dispatched::Retry { reason } => {
-                    tracing::warn!(command_id = %entry.command_id, %reason, "a command the process manager issued is to be tried again");
-                    break;
-                }
-                Dispatched::Failed(error) => {
+                Err(error) => {
                     failure = Some(error);
                     break;
                 }
@@ -297,13 +268,56 @@ impl<P: ProcessManager> ProcessJob<P> {
                 checkpoint,
                 fencing_token: token,
                 views,
-                dead_letters: Vec::new(),
+                dead_letters,
             };
             superseded(name, projector.views.commit(name, commit).await?)?;
         }
         match failure {
             Some(error) => Err(error),
             None => Ok(finished.len() == total),
+        }
+    }
+
+    /// Runs one command of the outbox: `Ok(true)` when it is done with (executed, or refused
+    /// and the refusal journaled), `Ok(false)` when it is to be tried again, `Err` when it
+    /// cannot run (it does not decode, waited too long, or failed in a way no retry mends) or
+    /// its refusal could not be journaled.
+    async fn run_one<S: EventStore + Clone>(&self, projector: &Projector<S>, entry: &Outgoing) -> Result<bool> {
+        let name = self.pm.name();
+        let command: P::Commands = serde_json::from_value(entry.command.clone())
+            .map_err(|e| corrupt(name, &entry.command_id, &format!("the command does not decode: {e}")))?;
+        if let Some(error) = self.too_old(entry) {
+            return Err(error);
+        }
+        // Its refusal is recorded under its id too, so that a redelivery gets the same answer.
+        let mut options = ExecuteOptions::default().command_id(entry.command_id.clone()).record_refusal();
+        if let Some(c) = &entry.correlation {
+            options = options.correlation_id(c.clone());
+        }
+        if let Some(c) = &entry.causation {
+            options = options.causation_id(c.clone());
+        }
+        let span = tracing::info_span!("dispatch", command_id = %entry.command_id);
+        match tracing::Instrument::instrument(command.dispatch(&self.dispatcher, options), span).await {
+            Dispatched::Executed(_) => Ok(true),
+            Dispatched::Refused { reason } => {
+                tracing::info!(command_id = %entry.command_id, %reason, "a command the process manager issued was refused");
+                let refused = Entry::Refused {
+                    process: name.to_owned(),
+                    key: entry.key.clone(),
+                    command_id: entry.command_id.clone(),
+                    reason,
+                    command: entry.command.clone(),
+                };
+                let (at, correlation) = (self.clock.now(), entry.correlation.as_deref());
+                journal::append(&projector.events, &refused, at, correlation, Some(&entry.command_id)).await?;
+                Ok(true)
+            }
+            Dispatched::Retry { reason } => {
+                tracing::warn!(command_id = %entry.command_id, %reason, "a command the process manager issued is to be tried again");
+                Ok(false)
+            }
+            Dispatched::Failed(error) => Err(error),
         }
     }
 
@@ -655,6 +669,14 @@ pub(crate) fn decide<P: ProcessManager>(
         outbox.extend(pending);
     }
     Ok(())
+}
+
+/// The dead letter of a command of the outbox that cannot run, under its instance's journal
+/// stream (`None` when the key has none).
+fn command_letter(name: &str, entry: &Outgoing, at: Position, error: &Error) -> Option<DeadLetter> {
+    let stream = crate::StreamId::new(journal::JOURNAL_CATEGORY, format!("{name}/{}", entry.key)).ok()?;
+    let what = format!("command {}", entry.command_id);
+    Some(DeadLetter::new(at, stream, 0, what, error.to_string()))
 }
 
 /// The error of a stored state, timer or outbox entry that does not decode.

@@ -682,3 +682,44 @@ async fn a_deposed_leader_that_does_not_know_it_issues_nothing() {
     old.shutdown().await.unwrap();
     new.shutdown().await.unwrap();
 }
+
+/// A command no retry mends (here: to an aggregate the App does not have) is dead-lettered under
+/// the dead-letter policy, and the process goes on; under the default policy it stops the
+/// process manager, the command kept in its outbox.
+#[tokio::test]
+async fn a_command_that_cannot_run_is_dead_lettered_or_stops_the_process_manager() {
+    for policy in [eventloom_core::read::PoisonPolicy::DeadLetter, eventloom_core::read::PoisonPolicy::Stop] {
+        let (stores, clock) = (MemoryStores::new(), clock());
+        let options = ProcessOptions::new().clock(clock.clone()).tick(Duration::from_millis(10)).poison_policy(policy);
+        // No stock aggregate: the reservation cannot run.
+        let app = App::builder(stores.clone())
+            .aggregate::<Order>()
+            .process_manager_with(OrderSaga, options)
+            .start()
+            .await
+            .unwrap();
+        app.execute(PlaceOrder { order: "n-1".into(), sku: "nut".into(), qty: 1 }).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        if policy == eventloom_core::read::PoisonPolicy::DeadLetter {
+            loop {
+                let letters = ViewStore::dead_letters(&stores.views, "order_saga").await.unwrap();
+                if let Some(letter) = letters.first() {
+                    assert!(letter.event_type.starts_with("command order_saga/"), "{letter:?}");
+                    assert!(letter.reason.contains("stock"), "{letter:?}");
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "not dead-lettered");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // The process goes on: its deadline still cancels the order.
+            clock.advance(i64::try_from((DEADLINE + Duration::from_secs(60)).as_micros()).unwrap());
+            until_events(&stores, "order", "n-1", "Cancelled", 1).await;
+        } else {
+            while !matches!(app.status().process_managers[0].state, eventloom_core::app::RunState::Failed(_)) {
+                assert!(std::time::Instant::now() < deadline, "did not stop: {:?}", app.status().process_managers);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        app.shutdown().await.unwrap();
+    }
+}
