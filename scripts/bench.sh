@@ -6,7 +6,7 @@
 # and stops them.
 #
 # Usage: bash scripts/bench.sh [--runs N] [--out FILE] [--fsync-off] [postgres] [redis] [baseline]
-#                              [projections] [bus]
+#                              [projections] [bus] [saga]
 #
 #   --runs N      runs of every scenario group, each on fresh servers (default 1); with more
 #                 than one, a summary of medians and spreads follows on stderr
@@ -14,10 +14,10 @@
 #                 binary's notes go to FILE with .log instead of .jsonl
 #   --fsync-off   servers that do not wait for the disk (the test suite's): figures measured
 #                 so must be labelled as such wherever they are quoted
-#   postgres, redis, baseline, projections, bus: the scenario groups to run (default all five;
-#                 see benches/cqrs-bench/src/main.rs); bus also starts a throwaway nats-server
-#                 -js (JetStream on files, which nats-server syncs to disk on an interval, not
-#                 on each write)
+#   postgres, redis, baseline, projections, bus, saga: the scenario groups to run (default all
+#                 six; see benches/cqrs-bench/src/main.rs); bus and saga also start a throwaway
+#                 nats-server -js (JetStream on files, which nats-server syncs to disk on an
+#                 interval, not on each write)
 #
 # Each JSON line is the binary's, with "run" (1..N), "servers" ("durable" or "fsync-off"),
 # "commit" and "date" added. CQRS_BENCH_BIN names a prebuilt binary to run instead of
@@ -35,11 +35,11 @@ while [ $# -gt 0 ]; do
     --runs) runs="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --fsync-off) durable=0; shift ;;
-    postgres|redis|baseline|projections|bus) groups+=("$1"); shift ;;
+    postgres|redis|baseline|projections|bus|saga) groups+=("$1"); shift ;;
     *) sed -n '2,/^set /{/^#/p}' "$0" >&2; exit 2 ;;
   esac
 done
-if [ ${#groups[@]} -eq 0 ]; then groups=(postgres redis baseline projections bus); fi
+if [ ${#groups[@]} -eq 0 ]; then groups=(postgres redis baseline projections bus saga); fi
 case "$runs" in ''|*[!0-9]*|0) echo "--runs takes a positive number" >&2; exit 2 ;; esac
 
 source scripts/services.sh
@@ -97,7 +97,7 @@ for run in $(seq 1 "$runs"); do
       | tee -a "$log" >&2
     ensure_postgres
     check_postgres
-    if [ "$group" = bus ]; then
+    if [ "$group" = bus ] || [ "$group" = saga ]; then
       ensure_nats
     fi
     if [ "$group" = redis ]; then

@@ -51,6 +51,14 @@
 //! `bus_publish`: events per second the bus publisher (`eventloom-nats`) relays from 20,000
 //! stored events to JetStream, against raw JetStream publishes of the same messages.
 //!
+//! `cargo run --release -p cqrs-bench --all-features -- saga`, with `DATABASE_URL` and
+//! `NATS_URL` set (schemas `bench_saga_<pid>`, `bench_e2e_orders_<pid>`,
+//! `bench_e2e_shipping_<pid>` and streams `BENCH_<pid>_E2E*`, removed at the end), measures
+//! `saga_steps`: the steps per second of a process manager on an `App` over PostgreSQL against
+//! single-row INSERTs committed one by one, and `bus_e2e_latency`: the time from a command in
+//! one service to the view in another, through the bus, against a raw JetStream publish to a
+//! subscriber (see `saga.rs`).
+//!
 //! Every scenario stops by itself after a count of operations or a few seconds. Results are
 //! one JSON object per line on stdout; notes go to stderr.
 
@@ -70,6 +78,7 @@ mod read_model;
 mod redis_scenarios;
 mod report;
 mod round_trips;
+mod saga;
 mod scenarios;
 #[cfg(feature = "cqrs-es")]
 mod theirs;
@@ -88,11 +97,12 @@ const USAGE: &str = "usage: cqrs-bench postgres   (with DATABASE_URL set)
        cqrs-bench redis      (with DATABASE_URL and REDIS_URL set)
        cqrs-bench baseline   (with DATABASE_URL set)
        cqrs-bench projections (with DATABASE_URL set)
-       cqrs-bench bus        (with DATABASE_URL and NATS_URL set)";
+       cqrs-bench bus        (with DATABASE_URL and NATS_URL set)
+       cqrs-bench saga       (with DATABASE_URL and NATS_URL set)";
 
 /// How to get throwaway servers, for the messages about unset variables.
 const SERVICES_HINT: &str = "or run it through scripts/bench.sh, which starts durable throwaway servers: \
-                             bash scripts/bench.sh <postgres|redis|baseline|projections|bus>";
+                             bash scripts/bench.sh <postgres|redis|baseline|projections|bus|saga>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -112,6 +122,10 @@ fn main() -> ExitCode {
         ["bus"] => {
             let (Some(pg_url), Some(nats_url)) = (database_url(), nats_url()) else { return ExitCode::from(2) };
             block_on(bus::run(&pg_url, &nats_url))
+        }
+        ["saga"] => {
+            let (Some(pg_url), Some(nats_url)) = (database_url(), nats_url()) else { return ExitCode::from(2) };
+            block_on(saga::run(&pg_url, &nats_url))
         }
         ["redis"] => {
             let (Some(pg_url), Some(redis_url)) = (database_url(), redis_url()) else { return ExitCode::from(2) };
