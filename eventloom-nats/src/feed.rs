@@ -417,7 +417,8 @@ impl JetStreamReader {
         if checkpoint > last {
             return Err(Error::StreamReset { stream: self.stream_name().to_owned(), checkpoint, last });
         }
-        if first > self.next && last >= first {
+        // `first` is past `last` when every message expired: the history is gone all the same.
+        if first > self.next {
             return Err(Error::HistoryExpired { stream: self.stream_name().to_owned(), wanted: self.next, first });
         }
         Ok(())

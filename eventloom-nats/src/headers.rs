@@ -109,6 +109,10 @@ pub(crate) fn build(event: &RecordedEvent, metadata: &Metadata) -> HeaderMap {
     headers
 }
 
+/// The most bytes the `Nats-Expected-Last-Sequence` header adds to a publish: its name, the
+/// widest sequence (20 digits), `: ` and `\r\n`.
+pub(crate) const EXPECTED_SEQUENCE_HEADER: usize = "Nats-Expected-Last-Sequence".len() + 2 + 20 + 2;
+
 /// The bytes the headers take on the wire (`NATS/1.0\r\n`, `name: value\r\n` each, `\r\n`).
 pub(crate) fn wire_size(headers: &HeaderMap) -> usize {
     let mut size = "NATS/1.0\r\n\r\n".len();

@@ -704,7 +704,8 @@ impl Publisher {
         let config = &self.inner.config;
         let metadata = event.metadata.get()?;
         let headers = headers::build(event, metadata);
-        let size = headers::wire_size(&headers) + event.payload.len();
+        // The publish adds `Nats-Expected-Last-Sequence` after this check: counted at its widest.
+        let size = headers::wire_size(&headers) + headers::EXPECTED_SEQUENCE_HEADER + event.payload.len();
         if max_payload > 0 && size > max_payload {
             let event_id = metadata.event_id.to_string();
             match config.dead_letters {
@@ -766,6 +767,20 @@ fn publish_error(stream: &str, expected: u64, error: jetstream::context::Publish
         PublishErrorKind::StreamNotFound => Error::Unavailable(format!(
             "publishing to {stream}: no stream answered (the server restarts, or the stream was deleted)"
         )),
+        PublishErrorKind::Other => {
+            // The server's own refusal, by its code: only one that says "not now" is an outage;
+            // the others (a message over the stream's size limit, a sealed stream, ...) would be
+            // refused again on every retry.
+            let code = std::error::Error::source(&error)
+                .and_then(|source| source.downcast_ref::<jetstream::Error>())
+                .map(jetstream::Error::error_code);
+            match code {
+                Some(code) if code != jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE => {
+                    Error::JetStream(format!("publishing to {stream}: {error} (JetStream error {})", code.0))
+                }
+                _ => Error::Unavailable(format!("publishing to {stream}: {error}")),
+            }
+        }
         _ => Error::Unavailable(format!("publishing to {stream}: {error}")),
     }
 }
