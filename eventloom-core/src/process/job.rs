@@ -389,16 +389,14 @@ impl<P: ProcessManager> ProcessJob<P> {
         }
         // In due order, as the test kit fires them.
         fired.sort_by(|a, b| (a.timer.due, &a.timer.id).cmp(&(b.timer.due, &b.timer.id)));
-        {
-            for stored in &fired {
-                if lease.is_some_and(Lease::is_lost) {
-                    return Ok(());
-                }
-                tracing::info!(timer = %stored.timer.name, key = %stored.timer.key, "a timer came due");
-                let entry = Entry::Timer { process: name.to_owned(), timer: stored.timer.clone() };
-                journal::append(&projector.events, &entry, now, stored.correlation.as_deref(), Some(&stored.timer.id))
-                    .await?;
+        for stored in &fired {
+            if lease.is_some_and(Lease::is_lost) {
+                return Ok(());
             }
+            tracing::info!(timer = %stored.timer.name, key = %stored.timer.key, "a timer came due");
+            let entry = Entry::Timer { process: name.to_owned(), timer: stored.timer.clone() };
+            journal::append(&projector.events, &entry, now, stored.correlation.as_deref(), Some(&stored.timer.id))
+                .await?;
         }
         self.drain_outbox(projector, target, token, lease).await?;
         Ok(())
@@ -425,8 +423,8 @@ impl<P: ProcessManager> ProcessJob<P> {
         }
         let live = status.live;
         if let Some(live) = live.filter(|g| g.version == P::VERSION) {
-            if known.is_some_and(|k| k != live.id && status.building.is_none_or(|b| b.id != k)) {
-                return Err(state_gone(name, known.unwrap_or_default()));
+            if let Some(gone) = known.filter(|k| *k != live.id) {
+                return Err(state_gone(name, gone));
             }
             self.set_replay_until(None);
             // Claims the generation with this runner's token: a deposed leader's next write is
@@ -434,8 +432,8 @@ impl<P: ProcessManager> ProcessJob<P> {
             superseded(name, projector.views.go_live(name, live.id, token).await?)?;
             return Ok(Target { generation: live.id, checkpoint: live.checkpoint, building: false, stopped });
         }
-        if live.is_none() && known.is_some() {
-            return Err(state_gone(name, known.unwrap_or_default()));
+        if let (None, Some(gone)) = (live, known) {
+            return Err(state_gone(name, gone));
         }
         if let Some(old) = live {
             // A rebuild: what the old generation decided is executed before it is left.
