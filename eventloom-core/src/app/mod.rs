@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use health::{Lag, LeaseState, Unprojected};
-pub use options::{AggregateOptions, HandlerOptions, ProcessOptions, ProjectionOptions, Role};
+pub use options::{AggregateOptions, HandlerOptions, ProcessOptions, ProjectionOptions, Role, StartFrom};
 pub use relay::{RELAYED_FROM, SOURCE_COMMAND_ID, SOURCE_SEQUENCE, SOURCE_VERSION};
 pub use stores::{MemoryStores, Stores};
 
@@ -33,6 +33,9 @@ use crate::{
     Aggregate, Command, CommandError, CommandOutcome, Cqrs, Error, EventHandler, EventStore, ExecuteOptions, Handle,
     MemberHandle, MemberState, Projection, ProjectionGroup, Projector, Reader, Result, Upcasters, ViewStore,
 };
+
+/// The start of the categories eventloom keeps for its own streams: no aggregate may have one.
+const RESERVED_PREFIX: &str = "eventloom.";
 
 impl App {
     /// How long [`App::shutdown`] waits for commands in flight and projectors' batches by default.
@@ -103,6 +106,8 @@ struct PendingMember {
     type_name: &'static str,
     name: String,
     join: JoinGroup,
+    /// A process manager that starts at the log's head ([`StartFrom::Now`]).
+    starts_now: bool,
 }
 
 /// Builds an [`App`]: register aggregates, projections and event handlers, pick a [`Role`],
@@ -189,6 +194,7 @@ impl AppBuilder {
             type_name: std::any::type_name::<P>(),
             name,
             join,
+            starts_now: false,
         });
         self
     }
@@ -238,6 +244,7 @@ impl AppBuilder {
             type_name: std::any::type_name::<H>(),
             name,
             join,
+            starts_now: false,
         });
         self
     }
@@ -258,8 +265,9 @@ impl AppBuilder {
     /// how often it looks for due timers).
     pub fn process_manager_with<P: ProcessManager>(mut self, process: P, options: ProcessOptions) -> Self {
         let name = process.name().to_owned();
+        let starts_now = options.start == StartFrom::Now;
         let join: JoinGroup = Box::new(move |group, dispatcher| {
-            let job = ProcessJob::new(process, dispatcher.clone(), options.clock.clone(), options.tick);
+            let job = ProcessJob::new(process, dispatcher.clone(), &options);
             group.add_job(job, options.settings())
         });
         self.members.push(PendingMember {
@@ -268,6 +276,7 @@ impl AppBuilder {
             type_name: std::any::type_name::<P>(),
             name,
             join,
+            starts_now,
         });
         self
     }
@@ -391,6 +400,13 @@ impl AppBuilder {
             if self.aggregates[..i].iter().any(|b| b.type_id == a.type_id || b.category == a.category) {
                 return invalid(format!("aggregate {} is registered twice", a.category));
             }
+            if a.category.starts_with(RESERVED_PREFIX) {
+                return invalid(format!(
+                    "aggregate {} has a category in {RESERVED_PREFIX}*, which eventloom keeps for its own streams \
+                     (process managers' journals): give it another Aggregate::TYPE",
+                    a.category
+                ));
+            }
         }
         for (i, m) in self.members.iter().enumerate() {
             if let Some(problem) = crate::read::projection::name_problem(&m.name) {
@@ -435,6 +451,11 @@ impl AppBuilder {
             upcasters.insert(aggregate.category, aggregate.upcasters);
         }
         let engines = Arc::new(engines);
+        // Before `start` returns, in every role: a command executed after it is one to act on.
+        for member in members.iter().filter(|m| m.starts_now) {
+            crate::process::job::record_first_start(stores.events().as_ref(), stores.views().as_ref(), &member.name)
+                .await?;
+        }
         let dispatcher = Dispatcher::new(engines.clone(), command_retention);
         let (stopping, _) = watch::channel(false);
         let (drained, _) = watch::channel(false);

@@ -215,6 +215,39 @@ pub struct ProcessOptions {
     pub(crate) batch_size: Option<usize>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) tick: Duration,
+    pub(crate) concurrency: usize,
+    pub(crate) start: StartFrom,
+}
+
+/// Which events a process manager issues commands for when it first starts: every event of the
+/// log ([`Beginning`](Self::Beginning), the default), or only those after the log's head at
+/// that moment ([`Now`](Self::Now)), for a process manager added to a system whose past it must
+/// not act on again.
+///
+/// Either way its states (and timers) are decided from every event of the log, so that an
+/// instance begun before it started goes on from where it is. Where it started is recorded (in
+/// the journal, as a stream named after the process manager) when it first runs, and holds from
+/// then on: a later change of this option changes nothing, and a rebuild issues nothing for
+/// events before it either.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::app::{ProcessOptions, StartFrom};
+///
+/// // Added to a running system: orders placed before today get no reminder.
+/// let options = ProcessOptions::new().start_from(StartFrom::Now);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StartFrom {
+    /// Issues what it decides on every event, from the log's first.
+    #[default]
+    Beginning,
+    /// Issues nothing for the events up to the log's head when it first starts; a timer one of
+    /// them set still fires when due (and issues what its reaction decides).
+    Now,
 }
 
 impl fmt::Debug for ProcessOptions {
@@ -223,13 +256,22 @@ impl fmt::Debug for ProcessOptions {
             .field("poison", &self.poison)
             .field("batch_size", &self.batch_size)
             .field("tick", &self.tick)
+            .field("concurrency", &self.concurrency)
+            .field("start", &self.start)
             .finish_non_exhaustive()
     }
 }
 
 impl Default for ProcessOptions {
     fn default() -> Self {
-        ProcessOptions { poison: None, batch_size: None, clock: Arc::new(SystemClock), tick: Self::DEFAULT_TICK }
+        ProcessOptions {
+            poison: None,
+            batch_size: None,
+            clock: Arc::new(SystemClock),
+            tick: Self::DEFAULT_TICK,
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            start: StartFrom::Beginning,
+        }
     }
 }
 
@@ -238,8 +280,13 @@ impl ProcessOptions {
     /// default: a timer fires up to this late.
     pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
 
+    /// How many instances' commands run at a time by default: half of `eventloom-postgres`'s
+    /// default pool of 16 connections.
+    pub const DEFAULT_CONCURRENCY: usize = 8;
+
     /// The defaults: stop on a poison event, the projector's batch size, the system clock, a
-    /// look every [`DEFAULT_TICK`](Self::DEFAULT_TICK).
+    /// look every [`DEFAULT_TICK`](Self::DEFAULT_TICK), the commands of up to
+    /// [`DEFAULT_CONCURRENCY`](Self::DEFAULT_CONCURRENCY) instances at a time.
     pub fn new() -> Self {
         ProcessOptions::default()
     }
@@ -269,6 +316,22 @@ impl ProcessOptions {
     /// How often it looks for due timers and commands left in its outbox (at least 1 ms).
     pub fn tick(mut self, every: Duration) -> Self {
         self.tick = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Executes the commands of up to `instances` instances at a time (at least 1). The commands
+    /// of one instance always run one after the other, in the order they were decided; those of
+    /// different instances run side by side, so that their commits overlap, and may finish in
+    /// any order. 1 runs every command in the order of the log.
+    pub fn concurrency(mut self, instances: usize) -> Self {
+        self.concurrency = instances.max(1);
+        self
+    }
+
+    /// Which events it issues commands for when it first starts (default:
+    /// [`StartFrom::Beginning`], every event).
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.start = start;
         self
     }
 

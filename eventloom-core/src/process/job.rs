@@ -10,13 +10,15 @@ use std::time::Duration;
 use super::ProcessManager;
 use super::decision::{Decision, Refused, Timer};
 use super::dispatch::{CommandSet, Dispatched, Dispatcher};
+use super::join::join_limited;
 use super::journal::{self, Entry, derived_id};
 use super::record::{Instance, Outgoing, StoredTimer, instance_id, outbox_id, outbox_key, timers_key};
+use crate::app::StartFrom;
 use crate::model::{Clock, Timestamp};
 use crate::read::fold::dead_letter;
 use crate::read::projector::{Projector, Target};
 use crate::read::run::{Job, Processed};
-use crate::store::{DeadLetter, OrderRange, ViewCommit, ViewWrite, superseded};
+use crate::store::{DeadLetter, OrderRange, ViewCommit, ViewStore, ViewWrite, superseded};
 use crate::{Error, EventEnvelope, EventStore, ExecuteOptions, Lease, PoisonPolicy, Position, RecordedEvent, Result};
 
 /// How many due instances or outbox entries one look takes.
@@ -28,8 +30,13 @@ pub(crate) struct ProcessJob<P> {
     dispatcher: Dispatcher,
     clock: Arc<dyn Clock>,
     tick: Duration,
-    /// On a rebuild: the checkpoint the live generation had reached. Decisions on events up to
-    /// it were made and issued before: they issue nothing again.
+    /// How many instances' commands run at a time.
+    concurrency: usize,
+    /// Where a first generation starts issuing.
+    start: StartFrom,
+    /// Decisions on events up to it issue nothing: on a rebuild, the checkpoint the live
+    /// generation had reached (they were made and issued before); when started at the head, the
+    /// head it started at.
     replay_until: Mutex<Option<Position>>,
 }
 
@@ -50,8 +57,10 @@ pub(crate) struct Step<E> {
 }
 
 impl<P: ProcessManager> ProcessJob<P> {
-    pub(crate) fn new(pm: P, dispatcher: Dispatcher, clock: Arc<dyn Clock>, tick: Duration) -> Self {
-        ProcessJob { pm, dispatcher, clock, tick, replay_until: Mutex::new(None) }
+    pub(crate) fn new(pm: P, dispatcher: Dispatcher, options: &crate::app::ProcessOptions) -> Self {
+        let (clock, tick, concurrency, start) =
+            (options.clock.clone(), options.tick, options.concurrency, options.start);
+        ProcessJob { pm, dispatcher, clock, tick, concurrency, start, replay_until: Mutex::new(None) }
     }
 
     fn replay_until(&self) -> Option<Position> {
@@ -93,6 +102,8 @@ impl<P: ProcessManager> ProcessJob<P> {
                             timer.key.clone()
                         }
                         Entry::Refused { key, .. } => key.clone(),
+                        // Not in an instance's stream: `entry_of` refuses one found there.
+                        Entry::Started { .. } => continue,
                     };
                     (key, Trigger::Entry(entry))
                 }
@@ -136,7 +147,7 @@ impl<P: ProcessManager> ProcessJob<P> {
         let name = self.pm.name();
         let steps = self.steps(projector, batch);
         let mut folded = Folded::load(projector, name, target.generation, &steps).await?;
-        let replay_until = if target.building { self.replay_until() } else { None };
+        let replay_until = self.replay_until();
         self.fold(projector, batch, steps, replay_until, &mut folded);
         let written = match folded.done.filter(|d| Some(*d) > target.checkpoint) {
             Some(checkpoint) => {
@@ -215,9 +226,11 @@ impl<P: ProcessManager> ProcessJob<P> {
         }
     }
 
-    /// Executes `outgoing` in order, then deletes from the outbox those that went through (a
-    /// refusal appended to the journal first), in one write that leaves the checkpoint where
-    /// it is. Stops early when the lease is lost; a command to try again stays.
+    /// Executes `outgoing`, each instance's commands in their order and up to `concurrency`
+    /// instances at a time, then deletes from the outbox those that went through (a refusal
+    /// appended to the journal first), in one write that leaves the checkpoint where it is. An
+    /// instance stops early when the lease is lost or a command of its is to be tried again
+    /// (what follows it stays); `Ok(true)` when every command went through.
     async fn dispatch<S: EventStore + Clone>(
         &self,
         projector: &Projector<S>,
@@ -228,54 +241,76 @@ impl<P: ProcessManager> ProcessJob<P> {
     ) -> Result<bool> {
         let name = self.pm.name();
         let Some(checkpoint) = target.checkpoint else { return Ok(true) };
-        let total = outgoing.len();
-        let mut finished = Vec::new();
-        let mut dead_letters = Vec::new();
-        let mut failure = None;
-        for entry in outgoing {
-            if lease.is_some_and(Lease::is_lost) {
-                break;
-            }
-            match self.run_one(projector, &entry).await {
-                Ok(true) => finished.push(entry),
-                Ok(false) => break,
-                // A command no retry mends, under the dead-letter policy: recorded and left.
-                Err(error) if !error.is_transient() && projector.poison() == PoisonPolicy::DeadLetter => {
-                    match command_letter(name, &entry, checkpoint, &error) {
-                        Some(letter) => {
-                            tracing::warn!(%error, command_id = %entry.command_id, "dead-lettering a command the process manager cannot run");
-                            dead_letters.push(letter);
-                            finished.push(entry);
-                        }
-                        None => {
-                            failure = Some(error);
-                            break;
-                        }
-                    }
-                }
-                Err(error) => {
-                    failure = Some(error);
-                    break;
-                }
-            }
+        let runs =
+            by_instance(outgoing).into_iter().map(|commands| self.run_instance(projector, checkpoint, lease, commands));
+        let mut run = InstanceRun::default();
+        for one in join_limited(runs, self.concurrency).await {
+            run.finished.extend(one.finished);
+            run.dead_letters.extend(one.dead_letters);
+            run.left |= one.left;
+            run.failure = run.failure.or(one.failure);
         }
-        if !finished.is_empty() {
+        if !run.finished.is_empty() {
             let views =
-                finished.iter().map(|e| ViewWrite::delete(outbox_id(&e.command_id)).leaving(e.index())).collect();
+                run.finished.iter().map(|e| ViewWrite::delete(outbox_id(&e.command_id)).leaving(e.index())).collect();
             let commit = ViewCommit {
                 generation: target.generation,
                 expected: Some(checkpoint),
                 checkpoint,
                 fencing_token: token,
                 views,
-                dead_letters,
+                dead_letters: run.dead_letters,
             };
             superseded(name, projector.views.commit(name, commit).await?)?;
         }
-        match failure {
+        match run.failure {
             Some(error) => Err(error),
-            None => Ok(finished.len() == total),
+            None => Ok(!run.left),
         }
+    }
+
+    /// Executes the commands of one instance in their order, until one is to be tried again or
+    /// fails, or the lease is lost.
+    async fn run_instance<S: EventStore + Clone>(
+        &self,
+        projector: &Projector<S>,
+        checkpoint: Position,
+        lease: Option<&Lease>,
+        commands: Vec<Outgoing>,
+    ) -> InstanceRun {
+        let mut run = InstanceRun::default();
+        for entry in commands {
+            if lease.is_some_and(Lease::is_lost) {
+                run.left = true;
+                break;
+            }
+            match self.run_one(projector, &entry).await {
+                Ok(true) => run.finished.push(entry),
+                Ok(false) => {
+                    run.left = true;
+                    break;
+                }
+                // A command no retry mends, under the dead-letter policy: recorded and left.
+                Err(error) if !error.is_transient() && projector.poison() == PoisonPolicy::DeadLetter => {
+                    match command_letter(self.pm.name(), &entry, checkpoint, &error) {
+                        Some(letter) => {
+                            tracing::warn!(%error, command_id = %entry.command_id, "dead-lettering a command the process manager cannot run");
+                            run.dead_letters.push(letter);
+                            run.finished.push(entry);
+                        }
+                        None => {
+                            run.failure = Some(error);
+                            break;
+                        }
+                    }
+                }
+                Err(error) => {
+                    run.failure = Some(error);
+                    break;
+                }
+            }
+        }
+        run
     }
 
     /// Runs one command of the outbox: `Ok(true)` when it is done with (executed, or refused
@@ -426,7 +461,7 @@ impl<P: ProcessManager> ProcessJob<P> {
             if let Some(gone) = known.filter(|k| *k != live.id) {
                 return Err(state_gone(name, gone));
             }
-            self.set_replay_until(None);
+            self.set_replay_until(journal::started(&projector.events, name).await?.flatten());
             // Claims the generation with this runner's token: a deposed leader's next write is
             // refused from now on, not only after this runner's first batch.
             superseded(name, projector.views.go_live(name, live.id, token).await?)?;
@@ -435,6 +470,11 @@ impl<P: ProcessManager> ProcessJob<P> {
         if let (None, Some(gone)) = (live, known) {
             return Err(state_gone(name, gone));
         }
+        // Nothing was issued yet: this is the first start, where it starts is recorded now.
+        let started = match (live, self.start) {
+            (None, StartFrom::Now) => journal::start(&projector.events, name, self.clock.now()).await?,
+            _ => journal::started(&projector.events, name).await?.flatten(),
+        };
         if let Some(old) = live {
             // A rebuild: what the old generation decided is executed before it is left.
             let at = Target { generation: old.id, checkpoint: old.checkpoint, building: false, stopped };
@@ -456,16 +496,55 @@ impl<P: ProcessManager> ProcessJob<P> {
                     to = P::VERSION,
                     "new process manager version; rebuilding its states"
                 );
-                self.set_replay_until(old.checkpoint);
+                self.set_replay_until(old.checkpoint.max(started));
                 Ok(Target { generation: building.id, checkpoint: building.checkpoint, building: true, stopped })
             }
             None => {
+                self.set_replay_until(started);
                 superseded(name, projector.views.go_live(name, building.id, token).await?)?;
                 tracing::info!(generation = building.id, "the process manager's first generation is made");
                 Ok(Target { generation: building.id, checkpoint: building.checkpoint, building: false, stopped })
             }
         }
     }
+}
+
+/// What executing the commands of one instance (or of several, merged) came to.
+#[derive(Default)]
+struct InstanceRun {
+    /// Executed, refused (and journaled) or dead-lettered: to delete from the outbox.
+    finished: Vec<Outgoing>,
+    dead_letters: Vec<DeadLetter>,
+    /// Whether a command was left to try again.
+    left: bool,
+    failure: Option<Error>,
+}
+
+/// `outgoing` in groups of one instance each, in the order of their first command; each
+/// group in its order.
+fn by_instance(outgoing: Vec<Outgoing>) -> Vec<Vec<Outgoing>> {
+    let mut groups: Vec<Vec<Outgoing>> = Vec::new();
+    let mut by_key: HashMap<String, usize> = HashMap::new();
+    for entry in outgoing {
+        match by_key.get(&entry.key) {
+            Some(&at) => groups[at].push(entry),
+            None => {
+                by_key.insert(entry.key.clone(), groups.len());
+                groups.push(vec![entry]);
+            }
+        }
+    }
+    groups
+}
+
+/// Records, for process manager `name` started at the log's head, where it starts, when it has
+/// no generation yet (nothing was issued): the App does so before its `start` returns, so that
+/// the commands executed after are acted on; the runner would otherwise only when it first runs.
+pub(crate) async fn record_first_start(events: &dyn EventStore, views: &dyn ViewStore, name: &str) -> Result<()> {
+    if views.status(name).await?.live.is_none() {
+        journal::start(events, name, Timestamp::now()).await?;
+    }
+    Ok(())
 }
 
 /// The steps of a batch, in order; one that cannot be read is `Err`, with its index.
@@ -635,6 +714,7 @@ pub(crate) fn decide<P: ProcessManager>(
             let refused = Refused { command, reason: reason.clone(), command_id: command_id.clone(), key: key.clone() };
             pm.on_refused(&mut state, &refused, &mut decision).map_err(failed)?;
         }
+        Trigger::Entry(Entry::Started { .. }) => return Ok(()),
     }
     let Decision { commands, timers: set, cancelled, complete, .. } = decision;
     timers.retain(|t| !cancelled.contains(&t.timer.name) && !set.iter().any(|(n, _)| *n == t.timer.name));

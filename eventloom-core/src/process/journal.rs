@@ -1,14 +1,16 @@
 //! A process manager's journal: the triggers that are not events of its aggregates (a timer
 //! that came due, a command refused), appended to the log so that they are read in order with
 //! the rest, replayed by a rebuild, and appended once whatever the retries (each under a command
-//! id made from what it records).
+//! id made from what it records). A process manager started at the log's head
+//! ([`StartFrom::Now`](crate::app::StartFrom::Now)) also keeps where it started, in a stream of
+//! its own named after it.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Timer;
 use crate::model::{ExpectedVersion, IdGenerator, NewEvent, RandomIds, RecordedEvent, Timestamp};
-use crate::{Error, EventStore, Metadata, Result, StreamId};
+use crate::{Error, EventStore, Metadata, Position, Result, StreamId};
 
 /// The category of every process manager's journal streams: one stream per instance, named
 /// `<process manager>/<key>`, holding `TimerFired` and `CommandRefused` events. Projections
@@ -17,6 +19,7 @@ pub const JOURNAL_CATEGORY: &str = "eventloom.process";
 
 const TIMER_FIRED: &str = "TimerFired";
 const COMMAND_REFUSED: &str = "CommandRefused";
+const STARTED: &str = "Started";
 
 /// A journal entry as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,19 +29,24 @@ pub(crate) enum Entry {
     Timer { process: String, timer: Timer },
     /// A command was refused.
     Refused { process: String, key: String, command_id: String, reason: String, command: serde_json::Value },
+    /// The process manager first started with the log's head at `head` (`None`: empty), issuing
+    /// nothing for the events up to it.
+    Started { process: String, head: Option<String> },
 }
 
 impl Entry {
     fn process(&self) -> &str {
         match self {
-            Entry::Timer { process, .. } | Entry::Refused { process, .. } => process,
+            Entry::Timer { process, .. } | Entry::Refused { process, .. } | Entry::Started { process, .. } => process,
         }
     }
 
-    fn key(&self) -> &str {
+    /// Its stream: its instance's, or the process manager's own for `Started`.
+    fn stream(&self) -> Result<StreamId> {
         match self {
-            Entry::Timer { timer, .. } => &timer.key,
-            Entry::Refused { key, .. } => key,
+            Entry::Timer { process, timer } => StreamId::new(JOURNAL_CATEGORY, format!("{process}/{}", timer.key)),
+            Entry::Refused { process, key, .. } => StreamId::new(JOURNAL_CATEGORY, format!("{process}/{key}")),
+            Entry::Started { process, .. } => start_stream(process),
         }
     }
 
@@ -46,6 +54,7 @@ impl Entry {
         match self {
             Entry::Timer { .. } => TIMER_FIRED,
             Entry::Refused { .. } => COMMAND_REFUSED,
+            Entry::Started { .. } => STARTED,
         }
     }
 
@@ -54,29 +63,98 @@ impl Entry {
         match self {
             Entry::Timer { timer, .. } => derived_id(&[&timer.id, "fired"]),
             Entry::Refused { command_id, .. } => derived_id(&[command_id, "refused"]),
+            Entry::Started { process, .. } => derived_id(&[process, "started"]),
         }
     }
 }
 
+/// The stream where process manager `name` keeps where it started.
+fn start_stream(name: &str) -> Result<StreamId> {
+    StreamId::new(JOURNAL_CATEGORY, name)
+}
+
 /// The journal entry of process manager `name` in `raw`, if it is one of its; `Err` for a
-/// journal event of its that does not decode.
+/// journal event of its that does not decode, or that it did not write (another type than its
+/// kind's, or another command id than the one it is appended under: the category is reserved,
+/// but the log is there for anyone to append to).
 pub(crate) fn entry_of(name: &str, raw: &RecordedEvent) -> Option<Result<Entry>> {
     if raw.stream.category() != JOURNAL_CATEGORY {
         return None;
     }
     let prefix = raw.stream.id().strip_prefix(name).and_then(|rest| rest.strip_prefix('/'));
     prefix?;
+    let error = |reason: String| Error::Corrupt {
+        location: format!("journal event {} of {} (position {})", raw.version, raw.stream, raw.position),
+        reason,
+    };
+    let entry = match serde_json::from_str::<Entry>(&raw.payload) {
+        Ok(entry) if entry.process() == name => entry,
+        Ok(_) => return None,
+        Err(source) => {
+            return Some(Err(Error::Decode {
+                stream: raw.stream.clone(),
+                version: raw.version,
+                position: raw.position,
+                event_type: raw.event_type.to_string(),
+                schema_version: raw.schema_version,
+                source,
+            }));
+        }
+    };
+    if raw.event_type.as_ref() != entry.event_type() || matches!(entry, Entry::Started { .. }) {
+        return Some(Err(error(format!(
+            "a {} event that is not a process manager's {}",
+            raw.event_type,
+            entry.event_type()
+        ))));
+    }
+    let written = raw.metadata.get().ok().and_then(|m| m.command_id.clone());
+    if written.as_deref() != Some(entry.append_id().as_str()) {
+        return Some(Err(error(format!(
+            "not appended by process manager {name}: its command id is not the one the entry is appended under"
+        ))));
+    }
+    if entry.stream().ok().as_ref() != Some(&raw.stream) {
+        return Some(Err(error(format!("an entry of another instance than its stream's ({})", raw.stream))));
+    }
+    Some(Ok(entry))
+}
+
+/// Where process manager `name` first started, as [`Entry::Started`] recorded it: `None` when
+/// it did not record one (it started from the beginning), `Some(None)` when the log was empty.
+pub(crate) async fn started<S: EventStore + ?Sized>(events: &S, name: &str) -> Result<Option<Option<Position>>> {
+    let stream = start_stream(name)?;
+    let Some(raw) = events.read_stream(&stream, 1, 1).await?.into_iter().next() else { return Ok(None) };
+    let corrupt = |reason: &str| Error::Corrupt {
+        location: format!("the start of process manager {name} ({stream})"),
+        reason: reason.to_owned(),
+    };
     match serde_json::from_str::<Entry>(&raw.payload) {
-        Ok(entry) if entry.process() == name => Some(Ok(entry)),
-        Ok(_) => None,
-        Err(source) => Some(Err(Error::Decode {
-            stream: raw.stream.clone(),
-            version: raw.version,
-            position: raw.position,
-            event_type: raw.event_type.to_string(),
-            schema_version: raw.schema_version,
-            source,
-        })),
+        Ok(Entry::Started { process, head }) if process == name && raw.event_type.as_ref() == STARTED => match head {
+            None => Ok(Some(None)),
+            Some(head) => Ok(Some(Some(head.parse().map_err(|_| corrupt("its head is not a position"))?))),
+        },
+        _ => Err(corrupt("its first event is not the process manager's Started")),
+    }
+}
+
+/// Records that process manager `name` starts at the log's head now, unless it recorded a start
+/// before; returns the start recorded.
+pub(crate) async fn start<S: EventStore + ?Sized>(events: &S, name: &str, at: Timestamp) -> Result<Option<Position>> {
+    let head = events.head().await?;
+    let entry = Entry::Started { process: name.to_owned(), head: head.map(|h| h.to_string()) };
+    match append_as(events, &entry, at, None, None, ExpectedVersion::NoStream).await {
+        // Recorded before (by an earlier start, or another runner in the meantime): that start
+        // holds. An append that "succeeded" may also be the replay of an earlier one under the
+        // same command id: the stream says which.
+        Ok(()) | Err(Error::Conflict { .. }) => match started(events, name).await? {
+            Some(head) => Ok(head),
+            None => Err(Error::Corrupt {
+                location: format!("the start of process manager {name}"),
+                reason: "it was appended but its stream holds no event".to_owned(),
+            }),
+        },
+        Err(error) => Err(error),
     }
 }
 
@@ -95,7 +173,18 @@ pub(crate) async fn append<S: EventStore>(
     correlation: Option<&str>,
     causation: Option<&str>,
 ) -> Result<()> {
-    let stream = StreamId::new(JOURNAL_CATEGORY, format!("{}/{}", entry.process(), entry.key()))?;
+    append_as(events, entry, at, correlation, causation, ExpectedVersion::Any).await
+}
+
+async fn append_as<S: EventStore + ?Sized>(
+    events: &S,
+    entry: &Entry,
+    at: Timestamp,
+    correlation: Option<&str>,
+    causation: Option<&str>,
+    expected: ExpectedVersion,
+) -> Result<()> {
+    let stream = entry.stream()?;
     let payload = crate::json::to_string(entry)
         .map_err(|source| Error::Serde { what: format!("a journal entry of {stream}"), source })?;
     let mut metadata = Metadata::new(RandomIds::default().next_id(), at).with_command_id(entry.append_id());
@@ -106,7 +195,7 @@ pub(crate) async fn append<S: EventStore>(
         metadata = metadata.with_causation_id(causation);
     }
     let event = NewEvent { event_type: entry.event_type().into(), schema_version: 1, payload, metadata };
-    events.append(&stream, ExpectedVersion::Any, vec![event]).await?;
+    events.append(&stream, expected, vec![event]).await?;
     Ok(())
 }
 

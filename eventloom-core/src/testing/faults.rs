@@ -1,4 +1,6 @@
-//! Event stores that fail on purpose, for tests of what a crash at one point leaves behind.
+//! Event stores that fail or slow down on purpose, for tests of what a crash at one point leaves
+//! behind and of what runs side by side: [`Hooked`] runs an [`AppendHook`] around each append
+//! and hands everything else to the store it wraps.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,6 +10,86 @@ use tokio::sync::watch;
 use crate::model::{ExpectedVersion, NewEvent, RecordedEvent, Timestamp};
 use crate::store::{Appended, BoxFuture, CommandEntry, CommandRecord, EventStore};
 use crate::{Error, Position, Result, StreamId};
+
+/// What a [`Hooked`] store does around each plain append and each append of a command (not
+/// around [`EventStore::append_relayed`]).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use eventloom_core::prelude::*;
+/// use eventloom_core::memory::MemoryEventStore;
+/// use eventloom_core::model::{ExpectedVersion, NewEvent};
+/// use eventloom_core::store::{BoxFuture, EventStore};
+/// use eventloom_core::testing::{AppendHook, Hooked};
+///
+/// /// Counts the appends to each stream of category `audit`.
+/// #[derive(Default)]
+/// struct Count(AtomicUsize);
+///
+/// impl AppendHook for Count {
+///     fn before<'a>(&'a self, stream: &'a StreamId, _command: bool) -> BoxFuture<'a, eventloom_core::Result<()>> {
+///         if stream.category() == "audit" {
+///             self.0.fetch_add(1, Ordering::SeqCst);
+///         }
+///         Box::pin(std::future::ready(Ok(())))
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = Hooked::with_hook(MemoryEventStore::new(), Count::default());
+/// let stream = StreamId::new("audit", "a-1").unwrap();
+/// let event = NewEvent { event_type: "Noted".into(), schema_version: 1, payload: "{}".into(),
+///     metadata: Metadata::default() };
+/// store.append(&stream, ExpectedVersion::Any, vec![event]).await.unwrap();
+/// assert_eq!(store.hook().0.load(Ordering::SeqCst), 1);
+/// # });
+/// ```
+pub trait AppendHook: Send + Sync + 'static {
+    /// Runs before an append to `stream` (`command`: the append of a command executed under a
+    /// command id, [`EventStore::append_command`]); an error fails the append before it reaches
+    /// the store.
+    fn before<'a>(&'a self, stream: &'a StreamId, command: bool) -> BoxFuture<'a, Result<()>>;
+
+    /// Runs after an append to `stream` finished, whatever its outcome.
+    fn after(&self, stream: &StreamId) {
+        let _ = stream;
+    }
+}
+
+/// An event store that runs `H` around each append to the store `S` it wraps. Clones share
+/// the hook.
+#[derive(Debug)]
+pub struct Hooked<S, H> {
+    inner: S,
+    hook: Arc<H>,
+}
+
+impl<S: Clone, H> Clone for Hooked<S, H> {
+    fn clone(&self) -> Self {
+        Hooked { inner: self.inner.clone(), hook: self.hook.clone() }
+    }
+}
+
+impl<S: EventStore, H: AppendHook> Hooked<S, H> {
+    /// Wraps `inner` with `hook`.
+    pub fn with_hook(inner: S, hook: H) -> Self {
+        Hooked { inner, hook: Arc::new(hook) }
+    }
+
+    /// The hook.
+    pub fn hook(&self) -> &H {
+        &self.hook
+    }
+
+    async fn around<T>(&self, stream: &StreamId, command: bool, append: BoxFuture<'_, Result<T>>) -> Result<T> {
+        self.hook.before(stream, command).await?;
+        let out = append.await;
+        self.hook.after(stream);
+        out
+    }
+}
 
 /// An event store whose next `n` plain appends to streams of one category fail with
 /// [`Error::Unavailable`] before reaching the store, as if the process died just before them;
@@ -33,60 +115,60 @@ use crate::{Error, Position, Result, StreamId};
 /// assert_eq!(store.failed(), 1);
 /// # });
 /// ```
-#[derive(Debug, Clone)]
-pub struct FailingAppends<S> {
-    inner: S,
+pub type FailingAppends<S> = Hooked<S, FailNext>;
+
+/// The hook of [`FailingAppends`]: fails the next so many plain appends to one category.
+#[derive(Debug)]
+pub struct FailNext {
     category: Arc<str>,
-    left: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
+    left: AtomicUsize,
+    failed: AtomicUsize,
 }
 
-impl<S: EventStore> FailingAppends<S> {
+impl AppendHook for FailNext {
+    fn before<'a>(&'a self, stream: &'a StreamId, command: bool) -> BoxFuture<'a, Result<()>> {
+        let fails = !command
+            && stream.category() == &*self.category
+            && self.left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        if fails {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+        }
+        Box::pin(std::future::ready(if fails {
+            Err(Error::unavailable_msg(format!("an append to {stream} failed on purpose")))
+        } else {
+            Ok(())
+        }))
+    }
+}
+
+impl<S: EventStore> Hooked<S, FailNext> {
     /// Wraps `inner`, failing no append until [`fail_next`](Self::fail_next).
     pub fn new(inner: S, category: &str) -> Self {
-        FailingAppends {
+        Hooked::with_hook(
             inner,
-            category: category.into(),
-            left: Arc::new(AtomicUsize::new(0)),
-            failed: Arc::new(AtomicUsize::new(0)),
-        }
+            FailNext { category: category.into(), left: AtomicUsize::new(0), failed: AtomicUsize::new(0) },
+        )
     }
 
-    /// Fails the next `n` appends to the category.
+    /// Fails the next `n` plain appends to the category.
     pub fn fail_next(&self, n: usize) {
-        self.left.store(n, Ordering::SeqCst);
+        self.hook.left.store(n, Ordering::SeqCst);
     }
 
     /// How many appends it failed.
     pub fn failed(&self) -> usize {
-        self.failed.load(Ordering::SeqCst)
-    }
-
-    fn fails(&self, stream: &StreamId) -> bool {
-        if stream.category() != &*self.category {
-            return false;
-        }
-        let took = self.left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
-        if took {
-            self.failed.fetch_add(1, Ordering::SeqCst);
-        }
-        took
+        self.hook.failed.load(Ordering::SeqCst)
     }
 }
 
-impl<S: EventStore> EventStore for FailingAppends<S> {
+impl<S: EventStore, H: AppendHook> EventStore for Hooked<S, H> {
     fn append<'a>(
         &'a self,
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> BoxFuture<'a, Result<Appended>> {
-        if self.fails(stream) {
-            return Box::pin(std::future::ready(Err(Error::unavailable_msg(format!(
-                "an append to {stream} failed on purpose"
-            )))));
-        }
-        self.inner.append(stream, expected, events)
+        Box::pin(self.around(stream, false, self.inner.append(stream, expected, events)))
     }
     fn append_command<'a>(
         &'a self,
@@ -95,7 +177,7 @@ impl<S: EventStore> EventStore for FailingAppends<S> {
         events: Vec<NewEvent>,
         command: &'a CommandEntry,
     ) -> BoxFuture<'a, Result<Appended>> {
-        self.inner.append_command(stream, expected, events, command)
+        Box::pin(self.around(stream, true, self.inner.append_command(stream, expected, events, command)))
     }
     fn read_stream<'a>(
         &'a self,

@@ -16,7 +16,7 @@ pub mod snapshot_store;
 pub mod view_store;
 
 pub use aggregate_test::{AggregateTest, Outcome};
-pub use faults::FailingAppends;
+pub use faults::{AppendHook, FailNext, FailingAppends, Hooked};
 pub use process_test::ProcessTest;
 pub use projection_test::ProjectionTest;
 

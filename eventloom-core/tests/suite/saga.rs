@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use eventloom_core::app::LeaseState;
 use eventloom_core::app::ProcessOptions;
-use eventloom_core::model::{ManualClock, Timestamp};
+use eventloom_core::model::{Clock, ManualClock, Timestamp};
 use eventloom_core::prelude::*;
 use eventloom_core::process::{
     CommandSet, Decision, Dispatched, Dispatcher, JOURNAL_CATEGORY, ProcessManager, Refused, Timer,
@@ -722,4 +722,246 @@ async fn a_command_that_cannot_run_is_dead_lettered_or_stops_the_process_manager
         }
         app.shutdown().await.unwrap();
     }
+}
+
+// ---- Side by side, where it starts, and what it trusts ----
+
+/// Makes each append of a command to a `stock` stream take 20 ms, and counts the most that ran
+/// at once.
+#[derive(Default)]
+struct SlowStock {
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl eventloom_core::testing::AppendHook for SlowStock {
+    fn before<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        command: bool,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<()>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        Box::pin(async move {
+            if command && stream.category() == "stock" {
+                let now = self.running.fetch_add(1, SeqCst) + 1;
+                self.most.fetch_max(now, SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(())
+        })
+    }
+
+    fn after(&self, stream: &StreamId) {
+        if stream.category() == "stock" {
+            let _ = self.running.fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            );
+        }
+    }
+}
+
+/// Reserves the stock of every placed order; one instance per sku, so that the reservations of
+/// one sku are the commands of one instance.
+pub struct Reserver;
+
+impl ProcessManager for Reserver {
+    const NAME: &'static str = "reserver";
+    type Events = Fulfilment;
+    type State = u64;
+    type Commands = SagaCommand;
+
+    fn correlate(&self, event: &EventEnvelope<Fulfilment>) -> Option<String> {
+        match &event.event {
+            Fulfilment::Order(OrderEvent::Placed { sku, .. }) => Some(sku.clone()),
+            _ => None,
+        }
+    }
+
+    fn on_event(
+        &self,
+        s: &mut u64,
+        e: &EventEnvelope<Fulfilment>,
+        d: &mut Decision<SagaCommand>,
+    ) -> Result<(), BoxError> {
+        if let Fulfilment::Order(OrderEvent::Placed { sku, qty }) = &e.event {
+            *s += 1;
+            d.issue(SagaCommand::Reserve(Reserve { sku: sku.clone(), order: e.stream.id().to_owned(), qty: *qty }));
+        }
+        Ok(())
+    }
+}
+
+/// The orders of each sku's `Reserved` events, in their stream's order.
+async fn reserved_orders(events: &impl EventStore, sku: &str) -> Vec<String> {
+    let stream = StreamId::new("stock", sku).unwrap();
+    let events = events.read_stream(&stream, 1, 1000).await.unwrap();
+    events
+        .iter()
+        .filter(|e| e.event_type == "Reserved")
+        .map(|e| serde_json::from_str::<serde_json::Value>(&e.payload).unwrap()["order"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Commands of different instances run side by side, never more than the option allows, and
+/// those of one instance one after the other in the order they were decided.
+#[tokio::test]
+async fn the_commands_of_different_instances_run_side_by_side_and_each_instances_in_order() {
+    let skus = ["a", "b", "c", "d", "e", "f"];
+    for concurrency in [1, 4] {
+        let memory = MemoryStores::new();
+        let events = eventloom_core::testing::Hooked::with_hook(memory.events.clone(), SlowStock::default());
+        let stores = Stores::new(events.clone(), memory.views.clone()).with_leases(memory.leases.clone());
+        // Placed before the process manager starts: one batch, 6 instances of 3 commands each.
+        let setup = App::builder(stores.clone()).aggregate::<Order>().aggregate::<Stock>().start().await.unwrap();
+        for sku in skus {
+            setup.execute(AddStock { sku: sku.into(), qty: 100 }).await.unwrap();
+        }
+        for n in 0..3 {
+            for sku in skus {
+                setup.execute(PlaceOrder { order: format!("{sku}-{n}"), sku: sku.into(), qty: 1 }).await.unwrap();
+            }
+        }
+        setup.shutdown().await.unwrap();
+        let options = ProcessOptions::new().concurrency(concurrency).tick(Duration::from_millis(10));
+        let app = App::builder(stores.clone())
+            .aggregate::<Order>()
+            .aggregate::<Stock>()
+            .process_manager_with(Reserver, options)
+            .start()
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        for sku in skus {
+            loop {
+                let orders = reserved_orders(&events, sku).await;
+                if orders.len() == 3 {
+                    let expected: Vec<String> = (0..3).map(|n| format!("{sku}-{n}")).collect();
+                    assert_eq!(orders, expected, "one instance's commands in the order decided");
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "{sku}: {orders:?}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let most = events.hook().most.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(most, concurrency, "at most {concurrency} instances at a time, and that many when there is work");
+        app.shutdown().await.unwrap();
+    }
+}
+
+/// Started at the head, a process manager issues nothing for the orders placed before it, goes
+/// on with their states (their deadlines still cancel them), and acts on later orders; where it
+/// started holds across a restart with other options.
+#[tokio::test]
+async fn started_at_the_head_it_issues_nothing_for_the_past_but_keeps_its_states() {
+    let (stores, clock) = (MemoryStores::new(), clock());
+    let setup = App::builder(stores.clone()).aggregate::<Order>().aggregate::<Stock>().start().await.unwrap();
+    setup.execute(AddStock { sku: "plum".into(), qty: 10 }).await.unwrap();
+    setup.execute(PlaceOrder { order: "old-1".into(), sku: "plum".into(), qty: 1 }).await.unwrap();
+    setup.execute(PlaceOrder { order: "old-2".into(), sku: "plum".into(), qty: 1 }).await.unwrap();
+    setup.shutdown().await.unwrap();
+
+    let options = || ProcessOptions::new().clock(clock.clone()).tick(Duration::from_millis(10));
+    let app = App::builder(stores.clone())
+        .aggregate::<Order>()
+        .aggregate::<Stock>()
+        .process_manager_with(OrderSaga, options().start_from(eventloom_core::app::StartFrom::Now))
+        .start()
+        .await
+        .unwrap();
+    app.execute(PlaceOrder { order: "new-1".into(), sku: "plum".into(), qty: 1 }).await.unwrap();
+    // Decided after the orders before it: by then it had decided on those.
+    until_events(&stores, "stock", "plum", "Reserved", 1).await;
+    assert_eq!(reserved_orders(&stores.events, "plum").await, ["new-1"], "nothing for the orders before it started");
+    app.shutdown().await.unwrap();
+
+    // Restarted with the default (from the beginning): where it started holds.
+    let app = app_on(&stores, &clock).start().await.unwrap();
+    app.execute(PlaceOrder { order: "new-2".into(), sku: "plum".into(), qty: 1 }).await.unwrap();
+    until_events(&stores, "stock", "plum", "Reserved", 2).await;
+    assert_eq!(reserved_orders(&stores.events, "plum").await, ["new-1", "new-2"]);
+    // The old orders' states were decided from their events: their deadlines cancel them.
+    clock.advance(i64::try_from((DEADLINE + Duration::from_secs(60)).as_micros()).unwrap());
+    for order in ["old-1", "old-2", "new-1", "new-2"] {
+        until_events(&stores, "order", order, "Cancelled", 1).await;
+    }
+    until_events(&stores, "stock", "plum", "Released", 2).await;
+    app.shutdown().await.unwrap();
+}
+
+/// Started at the head of an empty log, it acts on the first event, before and after a restart.
+#[tokio::test]
+async fn started_at_the_head_of_an_empty_log_it_acts_on_every_event() {
+    let (stores, clock) = (MemoryStores::new(), clock());
+    for (n, order) in ["e-1", "e-2"].into_iter().enumerate() {
+        let options = ProcessOptions::new().clock(clock.clone()).tick(Duration::from_millis(10));
+        let app = App::builder(stores.clone())
+            .aggregate::<Order>()
+            .aggregate::<Stock>()
+            .process_manager_with(OrderSaga, options.start_from(eventloom_core::app::StartFrom::Now))
+            .start()
+            .await
+            .unwrap();
+        app.execute(AddStock { sku: "kiwi".into(), qty: 10 }).await.unwrap();
+        app.execute(PlaceOrder { order: order.into(), sku: "kiwi".into(), qty: 1 }).await.unwrap();
+        until_events(&stores, "stock", "kiwi", "Reserved", n + 1).await;
+        app.shutdown().await.unwrap();
+    }
+    assert_eq!(reserved_orders(&stores.events, "kiwi").await, ["e-1", "e-2"]);
+}
+
+/// An aggregate may not take a category eventloom keeps for itself.
+#[derive(Debug, Default)]
+struct Impostor;
+
+impl Aggregate for Impostor {
+    const TYPE: &'static str = "eventloom.process";
+    type Event = OrderEvent;
+    type Error = std::convert::Infallible;
+    fn apply(&mut self, _: &OrderEvent) {}
+}
+
+#[tokio::test]
+async fn an_aggregate_in_a_reserved_category_and_a_journal_entry_not_written_by_the_process_manager_are_refused() {
+    let stores = MemoryStores::new();
+    let refused = App::builder(stores.clone()).aggregate::<Impostor>().start().await.expect_err("refused");
+    assert!(refused.to_string().contains("eventloom."), "{refused}");
+
+    // An entry in its journal that another writer appended (no command id of its own): poison.
+    let clock = clock();
+    let options = ProcessOptions::new().clock(clock.clone()).tick(Duration::from_millis(10));
+    let app = App::builder(stores.clone())
+        .aggregate::<Order>()
+        .aggregate::<Stock>()
+        .process_manager_with(OrderSaga, options.poison_policy(eventloom_core::read::PoisonPolicy::DeadLetter))
+        .start()
+        .await
+        .unwrap();
+    app.execute(AddStock { sku: "lime".into(), qty: 10 }).await.unwrap();
+    app.execute(PlaceOrder { order: "f-1".into(), sku: "lime".into(), qty: 1 }).await.unwrap();
+    until_events(&stores, "stock", "lime", "Reserved", 1).await;
+    let timer = Timer { name: "payment".into(), key: "f-1".into(), due: clock.now(), id: "forged".into() };
+    let payload = serde_json::json!({ "kind": "timer", "process": "order_saga", "timer": timer }).to_string();
+    let stream = StreamId::new(JOURNAL_CATEGORY, "order_saga/f-1").unwrap();
+    let forged = eventloom_core::model::NewEvent {
+        event_type: "TimerFired".into(),
+        schema_version: 1,
+        payload,
+        metadata: Metadata::default(),
+    };
+    stores.events.append(&stream, eventloom_core::model::ExpectedVersion::Any, vec![forged]).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let letters = ViewStore::dead_letters(&stores.views, "order_saga").await.unwrap();
+        if let Some(letter) = letters.first() {
+            assert!(letter.reason.contains("not appended by process manager order_saga"), "{letter:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not dead-lettered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(events_of(&stores, "order", "f-1").await, ["Placed"], "the forged timer cancelled nothing");
+    app.shutdown().await.unwrap();
 }
