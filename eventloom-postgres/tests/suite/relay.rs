@@ -37,6 +37,9 @@ async fn a_message_the_store_refuses_is_skipped_and_the_relay_goes_on() {
     let payloads: Vec<&str> = local.iter().map(|e| &*e.payload).collect();
     assert_eq!(payloads, [r#"{"n":1}"#, r#"{"n":3}"#], "the bad one skipped, the rest in order");
     assert!(app.status().relays[0].state.is_running());
+    let lag = app.health(100).await.relays[0].relay.clone().unwrap().unwrap();
+    assert_eq!(lag.relayed, 3, "the position, read from PostgreSQL");
+    assert!(lag.caught_up(), "{lag:?}");
     app.shutdown().await.unwrap();
 }
 
