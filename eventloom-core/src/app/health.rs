@@ -125,13 +125,104 @@ async fn unprojected(events: &dyn EventStore, after: Position, cap: u64, held_ba
     let counted = events.count_after(after, cap.saturating_add(1)).await?;
     let oldest = match events.read_all(after, 1).await?.first() {
         None => None,
-        Some(event) => {
-            let written = event.metadata.get()?.timestamp.as_micros();
-            let age = Timestamp::now().as_micros().saturating_sub(written);
-            Some(Duration::from_micros(u64::try_from(age).unwrap_or(0)))
-        }
+        Some(event) => Some(age(event.metadata.get()?.timestamp)),
     };
     Ok(Unprojected { events: counted.min(cap), more: counted > cap, held_back, oldest })
+}
+
+/// Where a relay stands, as [`App::health`](crate::App::health) reads it, in any role: the last
+/// message of its source recorded in the event store, and what its feed holds after it. The two
+/// are read apart: a feed that fails leaves [`unrelayed`](Self::unrelayed) an error, and the
+/// position is still told.
+///
+/// The feed counts after `Position::new(0, relayed)`, where the relay reads from when it starts:
+/// exact for a feed whose positions are the source's sequence (`Position::new(0, sequence)`, as
+/// a JetStream feed's). For a feed whose positions have a transaction part (an event store used
+/// as a feed), the count is from the position the relay last relayed in this process, when that
+/// is the recorded one, and otherwise counts the feed's whole log.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{App, MemoryStores, memory::MemoryEventStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let app = App::builder(MemoryStores::new()).relay("inventory", MemoryEventStore::new()).start().await.unwrap();
+/// let health = app.health(10_000).await;
+/// let lag = health.relays[0].relay.clone().unwrap().unwrap();
+/// assert_eq!(lag.relayed, 0, "nothing relayed yet");
+/// assert!(lag.caught_up(), "and nothing to relay");
+/// app.shutdown().await.unwrap();
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RelayLag {
+    /// The last sequence of the source recorded as relayed ([`EventStore::relayed`]), 0 before
+    /// the first.
+    pub relayed: u64,
+    /// What the feed holds after it, or why the feed could not tell.
+    pub unrelayed: std::result::Result<Unrelayed, Arc<Error>>,
+}
+
+impl RelayLag {
+    /// Whether the feed told that it holds nothing after the recorded sequence (not when it
+    /// could not tell).
+    pub fn caught_up(&self) -> bool {
+        matches!(&self.unrelayed, Ok(u) if u.events == 0 && !u.more)
+    }
+}
+
+/// The messages a relay has yet to relay, as its feed counts them: part of a [`RelayLag`].
+///
+/// # Examples
+///
+/// See [`RelayLag`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Unrelayed {
+    /// The events the feed holds after the relay's record ([`Feed::count_after`](crate::read::Feed::count_after)), counted
+    /// exactly up to the cap given to `health`.
+    pub events: u64,
+    /// Whether there are more than `events` (the count stopped at the cap).
+    pub more: bool,
+    /// How long ago the oldest of them was written, where the feed can tell
+    /// ([`Feed::first_written_after`](crate::read::Feed::first_written_after)); `None` when there is none or the feed cannot tell.
+    pub oldest: Option<Duration>,
+}
+
+/// Reads where the relay of `source` stands: its record in `events`, then what `feed` holds
+/// after it, from `read_to` (the feed position this process last relayed) when that is the
+/// recorded sequence. Three bounded reads.
+pub(super) async fn relay_lag(
+    events: &dyn EventStore,
+    feed: &dyn super::relay::Probe,
+    source: &str,
+    read_to: Option<Position>,
+    cap: u64,
+) -> Result<RelayLag> {
+    let relayed = events.relayed(source).await?;
+    let after = match read_to {
+        Some(position) if position.sequence() == relayed => position,
+        _ => Position::new(0, relayed),
+    };
+    let unrelayed = unrelayed(feed, after, cap).await.map_err(Arc::new);
+    Ok(RelayLag { relayed, unrelayed })
+}
+
+async fn unrelayed(feed: &dyn super::relay::Probe, after: Position, cap: u64) -> Result<Unrelayed> {
+    let counted = feed.count_after(after, cap.saturating_add(1)).await?;
+    let oldest = match counted {
+        0 => None,
+        _ => feed.first_written_after(after).await?.map(age),
+    };
+    Ok(Unrelayed { events: counted.min(cap), more: counted > cap, oldest })
+}
+
+/// How long ago `written` was (zero for a time ahead of this clock).
+fn age(written: Timestamp) -> Duration {
+    let age = Timestamp::now().as_micros().saturating_sub(written.as_micros());
+    Duration::from_micros(u64::try_from(age).unwrap_or(0))
 }
 
 /// Whether this process holds each projection's lease, as the App's projectors last took or

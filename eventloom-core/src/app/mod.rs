@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use health::{Lag, LeaseState, Unprojected};
+pub use health::{Lag, LeaseState, RelayLag, Unprojected, Unrelayed};
 pub use options::{AggregateOptions, HandlerOptions, ProcessOptions, ProjectionOptions, Role, StartFrom};
 pub use relay::{RELAYED_FROM, SOURCE_COMMAND_ID, SOURCE_SEQUENCE, SOURCE_VERSION};
 pub use stores::{MemoryStores, Stores};
@@ -69,6 +69,18 @@ type StartRelay = Box<
 struct PendingRelay {
     source: String,
     start: StartRelay,
+    /// Its feed, for its lag.
+    probe: Arc<dyn relay::Probe>,
+    /// The feed position it last relayed, told by its run.
+    read_to: Arc<Mutex<Option<crate::Position>>>,
+}
+
+/// A relay as the App keeps it: its source, how its run stands, and what its lag is read from.
+struct RelayEntry {
+    source: String,
+    state: Arc<Mutex<RunState>>,
+    probe: Arc<dyn relay::Probe>,
+    read_to: Arc<Mutex<Option<crate::Position>>>,
 }
 
 /// Resolves when the App shuts down (or is dropped).
@@ -287,17 +299,23 @@ impl AppBuilder {
     /// [`sequence`](crate::Position::sequence) as the message's sequence in `source`, so that this
     /// service's projections and process managers read it in one order with its own events (and
     /// a rebuild reads it here, whatever the source still keeps). The feed's positions must
-    /// grow in sequence in the order it reads (a JetStream stream's do; a feed whose sequences go
-    /// back stops the relay with [`Error::Corrupt`]). The event keeps its metadata; its command
+    /// grow in sequence in the order it reads (a JetStream stream's do): a sequence at or below
+    /// one the same read gave before, in its batch or an earlier one, stops the relay with
+    /// [`Error::Corrupt`], since the source's record would take the message for a duplicate.
+    /// Messages at or below the record that a read starts with (relayed before, by a process
+    /// that led meanwhile, or re-read by a feed that reads from its start) append nothing, and
+    /// gaps in the sequence are relayed as they come. The event keeps its metadata; its command
     /// id moves to the [`SOURCE_COMMAND_ID`] header, and [`RELAYED_FROM`], [`SOURCE_SEQUENCE`]
     /// and [`SOURCE_VERSION`] say where it came from. An event in the category of one of this
     /// App's aggregates, or in a category `eventloom.*`, stops the relay
     /// ([`Error::InvalidConfig`]); one the store refuses as it is (a payload that is not JSON,
-    /// or too large) is skipped with an error in the log, the source's record moved past it.
+    /// or too large) is skipped with an error in the log, the source's record moved past it;
+    /// an event store that cannot relay stops it with its [`Error::InvalidConfig`].
     ///
     /// It runs in a role that runs the projectors, holding the lease `eventloom.relay/<source>`
     /// so that one process relays at a time, and stops when the App shuts down. `source` is 1
-    /// to 255 bytes with no control characters. Its state is in [`AppStatus::relays`].
+    /// to 255 bytes with no control characters. Its state, lease, position and lag are in
+    /// [`AppStatus::relays`] (the last two from [`App::health`], as a [`RelayLag`]).
     ///
     /// # Examples
     ///
@@ -315,11 +333,15 @@ impl AppBuilder {
     pub fn relay<F: crate::read::Feed>(mut self, source: impl Into<String>, feed: F) -> Self {
         let source = source.into();
         let name = source.clone();
+        let feed = Arc::new(feed);
+        let probe: Arc<dyn relay::Probe> = feed.clone();
+        let read_to = Arc::new(Mutex::new(None));
+        let told = read_to.clone();
         let start: StartRelay = Box::new(move |events, leases, own, shutdown| {
-            let relay = relay::Relay { source: name, feed, events, leases, own };
+            let relay = relay::Relay { source: name, feed, events, leases, own, read_to: told };
             Box::pin(relay.run(shutdown))
         });
-        self.relays.push(PendingRelay { source, start });
+        self.relays.push(PendingRelay { source, start, probe, read_to });
         self
     }
 
@@ -500,15 +522,14 @@ impl AppBuilder {
         for relay in relays {
             let state = Arc::new(Mutex::new(if runs_here { RunState::Running } else { RunState::Elsewhere }));
             if runs_here {
-                let run = (relay.start)(
-                    stores.events().clone(),
-                    stores.leases().cloned(),
-                    own.clone(),
-                    shutdown_of(&stopping),
-                );
+                // Tracked as the projectors' are, so that the status tells whether this process leads.
+                let leases = stores.leases().map(|leases| {
+                    Arc::new(TrackedLeases::new(leases.clone(), lease_states.clone())) as Arc<dyn crate::LeaseManager>
+                });
+                let run = (relay.start)(stores.events().clone(), leases, own.clone(), shutdown_of(&stopping));
                 tasks.push(spawn_relay(relay.source.clone(), run, state.clone()));
             }
-            relay_states.push((relay.source, state));
+            relay_states.push(RelayEntry { source: relay.source, state, probe: relay.probe, read_to: relay.read_to });
         }
         if runs_here && command_retention != Duration::MAX {
             let janitor = retention::Janitor {
@@ -640,14 +661,19 @@ pub struct ProjectionHealth {
     /// process does ([`LeaseState::NotHeld`] when it is not running here).
     pub lease: LeaseState,
     /// How far the live views are behind the event store, or why the stores could not tell:
-    /// read by [`App::health`]; `None` from [`App::status`], which reads no store.
+    /// read by [`App::health`]; `None` from [`App::status`], which reads no store, and for a
+    /// relay, which has no views (see [`relay`](Self::relay)).
     pub lag: Option<std::result::Result<Lag, Arc<Error>>>,
+    /// A relay's position (the last message of its source recorded as relayed) and how far its
+    /// feed is ahead of it, or why the event store could not tell: read by [`App::health`];
+    /// `None` from [`App::status`] and for the other members.
+    pub relay: Option<std::result::Result<RelayLag, Arc<Error>>>,
 }
 
 impl ProjectionHealth {
     /// A projection's or handler's health, holding no lease, its lag not read.
     pub fn new(name: impl Into<String>, state: RunState) -> Self {
-        ProjectionHealth { name: name.into(), state, lease: LeaseState::NotHeld, lag: None }
+        ProjectionHealth { name: name.into(), state, lease: LeaseState::NotHeld, lag: None, relay: None }
     }
 }
 
@@ -676,7 +702,8 @@ pub struct AppStatus {
     /// Each registered process manager, in the order registered.
     pub process_managers: Vec<ProjectionHealth>,
     /// Each relay (another service's events appended here), by source, in the order registered:
-    /// its state only (its lag is the source's to tell).
+    /// its state, whether this process holds its lease `eventloom.relay/<source>`, and from
+    /// [`App::health`] its [`relay`](ProjectionHealth::relay) position and lag.
     pub relays: Vec<ProjectionHealth>,
 }
 
@@ -741,8 +768,8 @@ struct Inner {
     /// Whether this process holds each projection's or handler's lease, as its runners last
     /// took or gave it.
     lease_states: LeaseStates,
-    /// Each relay's source and how its run stands.
-    relays: Vec<(String, Arc<Mutex<RunState>>)>,
+    /// Each relay, in the order registered.
+    relays: Vec<RelayEntry>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Turns `true` when a shutdown began: new commands are refused.
     stopping: watch::Sender<bool>,
@@ -1052,7 +1079,13 @@ impl App {
             .inner
             .relays
             .iter()
-            .map(|(source, state)| ProjectionHealth::new(source.clone(), lock(state).clone()))
+            .map(|relay| {
+                let mut health = ProjectionHealth::new(relay.source.clone(), lock(&relay.state).clone());
+                if health.state.is_running() {
+                    health.lease = self.inner.lease_states.get(&relay::lease_name(&relay.source));
+                }
+                health
+            })
             .collect();
         let mut status = AppStatus::new(self.inner.role, stopping, of(Kind::Projection))
             .with_handlers(of(Kind::Handler))
@@ -1068,8 +1101,11 @@ impl App {
     /// old the first of them is. A few bounded reads per projection (its status, a count, one
     /// event) and one for the events held back. A view store that fails leaves that
     /// projection's `lag` an error; an event store that fails leaves its [`Lag::unprojected`]
-    /// an error, with the views' status still told. A health check should bound the call with
-    /// a timeout, as a store that is down may take its time to say so.
+    /// an error, with the views' status still told. Each relay's [`RelayLag`]: the last message
+    /// of its source recorded as relayed, and what its feed holds after it (counted up to `cap`,
+    /// and how old the first is where the feed can tell): one read of the event store and two
+    /// of the feed. A health check should bound the call with a timeout, as a store that is down
+    /// may take its time to say so.
     ///
     /// # Examples
     ///
@@ -1112,6 +1148,11 @@ impl App {
         for member in members.chain(status.process_managers.iter_mut()) {
             let lag = health::lag(&**events, &**views, &member.name, cap, &held_back).await;
             member.lag = Some(lag.map_err(Arc::new));
+        }
+        for (member, relay) in status.relays.iter_mut().zip(&self.inner.relays) {
+            let read_to = *lock(&relay.read_to);
+            let lag = health::relay_lag(&**events, &*relay.probe, &relay.source, read_to, cap).await;
+            member.relay = Some(lag.map_err(Arc::new));
         }
         status
     }

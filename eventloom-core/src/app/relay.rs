@@ -2,14 +2,15 @@
 //! service's event store once each, so that projections and process managers read them in one
 //! order with the local events.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::Instrument;
 
+use crate::memory::lock;
 use crate::model::{IdGenerator, NewEvent, RandomIds, RecordedEvent, Timestamp};
 use crate::read::{Feed, FeedReader};
-use crate::store::Relayed;
+use crate::store::{BoxFuture, Relayed};
 use crate::{Error, EventStore, Lease, LeaseManager, Metadata, Position, Result};
 
 /// The header a relayed event carries: the source it came from.
@@ -32,14 +33,39 @@ pub(crate) fn lease_name(source: &str) -> String {
     format!("eventloom.relay/{source}")
 }
 
+/// What [`App::health`](crate::App::health) asks of a relay's feed, whatever its reader: how
+/// much it holds after a position, and since when.
+pub(crate) trait Probe: Send + Sync {
+    fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>>;
+    fn first_written_after<'a>(&'a self, after: Position) -> BoxFuture<'a, Result<Option<Timestamp>>>;
+}
+
+impl<F: Feed> Probe for F {
+    fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>> {
+        Feed::count_after(self, after, cap)
+    }
+    fn first_written_after<'a>(&'a self, after: Position) -> BoxFuture<'a, Result<Option<Timestamp>>> {
+        Feed::first_written_after(self, after)
+    }
+}
+
 /// Relays `feed` into `events` as source `source`.
 pub(crate) struct Relay<F> {
     pub(crate) source: String,
-    pub(crate) feed: F,
+    pub(crate) feed: Arc<F>,
     pub(crate) events: Arc<dyn EventStore>,
     pub(crate) leases: Option<Arc<dyn LeaseManager>>,
     /// The categories of this service's own aggregates: a relayed event of one is refused.
     pub(crate) own: Vec<&'static str>,
+    /// The feed position of the last message this relay relayed (or found relayed), for the
+    /// lag that [`App::health`](crate::App::health) reads.
+    pub(crate) read_to: Arc<Mutex<Option<Position>>>,
+}
+
+/// A read of the feed: its reader, and the position of the last message it gave.
+struct Reading<R> {
+    reader: R,
+    last: Option<Position>,
 }
 
 /// Where a relay is.
@@ -49,7 +75,7 @@ enum State<R> {
     /// Read the source's record and start reading after it.
     Resume(Option<Lease>),
     /// Relay what comes.
-    Relay(Option<Lease>, R),
+    Relay(Option<Lease>, Reading<R>),
     /// Wait, then start over.
     BackOff,
     /// Shut down.
@@ -68,8 +94,8 @@ impl<F: Feed> Relay<F> {
             loop {
                 state = match state {
                     State::Acquire => self.acquire(&mut shutdown).await,
-                    State::Resume(lease) => self.resume(lease).await,
-                    State::Relay(lease, reader) => self.relay(lease, reader, &mut shutdown, &mut delay).await?,
+                    State::Resume(lease) => self.resume(lease).await?,
+                    State::Relay(lease, reading) => self.relay(lease, reading, &mut shutdown, &mut delay).await?,
                     State::BackOff => {
                         tokio::select! {
                             () = tokio::time::sleep(delay) => {}
@@ -101,16 +127,20 @@ impl<F: Feed> Relay<F> {
         }
     }
 
-    async fn resume(&self, lease: Option<Lease>) -> State<F::Reader> {
+    /// Reads the source's record and starts a read of the feed after it; stops on an error no
+    /// retry mends (an event store that cannot relay).
+    async fn resume(&self, lease: Option<Lease>) -> Result<State<F::Reader>> {
         match self.events.relayed(&self.source).await {
             Ok(relayed) => {
                 tracing::info!(relayed, "relaying after the last message relayed");
-                State::Relay(lease, self.feed.read_after(Position::new(0, relayed), BATCH, BATCH_BYTES))
+                let reader = self.feed.read_after(Position::new(0, relayed), BATCH, BATCH_BYTES);
+                Ok(State::Relay(lease, Reading { reader, last: None }))
             }
-            Err(error) => {
+            Err(error) if error.is_transient() => {
                 tracing::warn!(%error, "cannot read how far the source was relayed; retrying");
-                State::BackOff
+                Ok(State::BackOff)
             }
+            Err(error) => Err(error),
         }
     }
 
@@ -118,7 +148,7 @@ impl<F: Feed> Relay<F> {
     async fn relay(
         &self,
         lease: Option<Lease>,
-        mut reader: F::Reader,
+        mut reading: Reading<F::Reader>,
         shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
         delay: &mut Duration,
     ) -> Result<State<F::Reader>> {
@@ -129,7 +159,7 @@ impl<F: Feed> Relay<F> {
             }
         };
         let batch = tokio::select! {
-            batch = reader.next_batch() => batch,
+            batch = reading.reader.next_batch() => batch,
             () = shutdown => return Ok(State::Done),
             () = lost => return Ok(State::Acquire),
         };
@@ -141,13 +171,17 @@ impl<F: Feed> Relay<F> {
             }
             Err(error) => return Err(error),
         };
-        let mut last = None;
+        let mut relayed = None;
         for raw in &batch {
             if lease.as_ref().is_some_and(Lease::is_lost) {
                 return Ok(State::Acquire);
             }
             // The record of the source is a high-water mark: a feed whose sequences went back
-            // would have its later messages taken for duplicates, and lost.
+            // (in this batch or after an earlier one of the same read) would have its later
+            // messages taken for duplicates, and lost. A message at or below the record that the
+            // read starts with is one relayed before (by a relay that led meanwhile, or re-read
+            // by a feed that reads from its start): the store writes it no more.
+            let last = reading.last;
             if last.is_some_and(|l: Position| raw.position.sequence() <= l.sequence()) {
                 return Err(Error::Corrupt {
                     location: format!("the feed of relay {}", self.source),
@@ -160,7 +194,11 @@ impl<F: Feed> Relay<F> {
                 });
             }
             match self.relay_one(raw).await {
-                Ok(()) => last = Some(raw.position),
+                Ok(()) => {
+                    reading.last = Some(raw.position);
+                    relayed = Some(raw.position);
+                    *lock(&self.read_to) = Some(raw.position);
+                }
                 Err(error) if error.is_transient() => {
                     tracing::warn!(%error, position = %raw.position, "cannot relay; retrying");
                     return Ok(State::BackOff);
@@ -168,11 +206,11 @@ impl<F: Feed> Relay<F> {
                 Err(error) => return Err(error),
             }
         }
-        if let Some(last) = last {
+        if let Some(last) = relayed {
             self.feed.acknowledge(self.source.as_str(), last);
         }
         *delay = Duration::from_millis(100);
-        Ok(State::Relay(lease, reader))
+        Ok(State::Relay(lease, reading))
     }
 
     /// Appends one message's event, once. An event this store refuses as it is (not JSON, too
@@ -206,7 +244,7 @@ impl<F: Feed> Relay<F> {
             metadata: relayed_metadata(raw, &self.source, sequence),
         };
         let relayed = match self.events.append_relayed(&self.source, sequence, &raw.stream, vec![event]).await {
-            Err(error) if error.kind() == crate::ErrorKind::InvalidInput => {
+            Err(error) if refuses_the_event(&error) => {
                 tracing::error!(%error, sequence, stream = %raw.stream, event_type = %raw.event_type,
                     "skipping a message this store refuses as it is");
                 self.events.append_relayed(&self.source, sequence, &raw.stream, Vec::new()).await?
@@ -219,6 +257,15 @@ impl<F: Feed> Relay<F> {
         }
         Ok(())
     }
+}
+
+/// Whether a store's error refuses the event as it is (its payload, its size), which the relay
+/// skips, rather than the relay itself (a store that cannot relay, which stops it).
+fn refuses_the_event(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::PayloadTooLarge { .. } | Error::InvalidEvent { .. } | Error::Encode { .. } | Error::InvalidId { .. }
+    )
 }
 
 /// The metadata of a relayed event: its own (event id, time, correlation and causation, so that

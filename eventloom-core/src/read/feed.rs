@@ -3,7 +3,7 @@
 
 use crate::store::BoxFuture;
 
-use crate::{EventStore, Position, RecordedEvent, Result, Subscription};
+use crate::{EventStore, Position, RecordedEvent, Result, Subscription, Timestamp};
 
 /// A source of events in one total order, each with its [`Position`] in it, that projections
 /// can read from any position: the event store's log (every [`EventStore`] is a feed), or another
@@ -37,6 +37,15 @@ pub trait Feed: Send + Sync + 'static {
     /// How many events a reader can read now after `after`, counted up to `cap` (see
     /// [`EventStore::count_after`]): a member's lag.
     fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>>;
+
+    /// When the first event after `after` was written, if the feed can tell: the age of a
+    /// relay's lag ([`RelayLag`](crate::app::RelayLag)). `None` when no event follows `after`,
+    /// or when the feed cannot tell (the default); an event store tells its event's
+    /// [`Metadata::timestamp`](crate::Metadata::timestamp).
+    fn first_written_after<'a>(&'a self, after: Position) -> BoxFuture<'a, Result<Option<Timestamp>>> {
+        let _ = after;
+        Box::pin(async { Ok(None) })
+    }
 
     /// Told by a projector's runner after `member` committed its views and checkpoint up to
     /// `up_to` (in the feed's positions): a feed that acknowledges its source (a bus consumer)
@@ -87,6 +96,15 @@ impl<S: EventStore + Clone> Feed for S {
 
     fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>> {
         EventStore::count_after(self, after, cap)
+    }
+
+    fn first_written_after<'a>(&'a self, after: Position) -> BoxFuture<'a, Result<Option<Timestamp>>> {
+        Box::pin(async move {
+            match self.read_all(after, 1).await?.first() {
+                Some(event) => Ok(Some(event.metadata.get()?.timestamp)),
+                None => Ok(None),
+            }
+        })
     }
 }
 

@@ -1,5 +1,6 @@
-//! Test support (feature `testing`): a given/when/then kit for aggregates and projections, and
-//! the conformance suites that every store adapter runs.
+//! Test support (feature `testing`): a given/when/then kit for aggregates and projections, the
+//! conformance suites that every store adapter runs, and a seeded generator for randomised
+//! tests ([`TestRng`]).
 //!
 //! The suites are plain `async fn`s that panic on a broken invariant, so an adapter runs them
 //! from its own `#[tokio::test]` with one call, handing over a way to make a fresh store.
@@ -12,6 +13,7 @@ pub mod lease;
 mod process_test;
 mod projection_test;
 pub mod projector;
+mod rng;
 pub mod snapshot_store;
 pub mod view_store;
 
@@ -19,6 +21,7 @@ pub use aggregate_test::{AggregateTest, Outcome};
 pub use faults::{AppendHook, FailNext, FailingAppends, Hooked};
 pub use process_test::ProcessTest;
 pub use projection_test::ProjectionTest;
+pub use rng::TestRng;
 
 use crate::{Metadata, NewEvent};
 

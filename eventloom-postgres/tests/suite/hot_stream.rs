@@ -8,6 +8,7 @@
 //! `bash scripts/test.sh -p eventloom-postgres --test suite hot_stream -- --nocapture`.
 
 use eventloom_core::store::BoxFuture;
+use eventloom_core::testing::TestRng;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,26 +26,6 @@ use crate::support;
 
 const ENGINES: u64 = 16;
 const COMMANDS: u64 = 50;
-
-/// A tiny xorshift: the order and amounts of a run, from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn seed() -> u64 {
-    let seed = std::env::var("CQRS_HOT_STREAM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-    }) | 1;
-    println!("hot stream seed: CQRS_HOT_STREAM_SEED={seed}");
-    seed
-}
 
 /// The store, counting appends (each attempt of a command is one).
 #[derive(Clone)]
@@ -133,14 +114,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_engines_on_one_hot_stream_lose_no_command_at_the_default_retry_policy() {
-    let seed = seed();
+    // The order and amounts of a run, and every engine's jitter, from its seed.
+    let mut rng = TestRng::from_env("CQRS_HOT_STREAM_SEED");
+    let seed = rng.seed();
     let store = Counted { inner: support::store().await, appends: Arc::new(AtomicU64::new(0)) };
     Cqrs::new(store.clone()).execute(Open { id: "hot".into() }).await.unwrap();
-    let mut rng = Rng(seed);
     // Each engine runs its commands one after another (commands on one stream in one engine
     // queue on its cache anyway), all sixteen at once, after a start offset of up to 2 ms.
     let mut plans: Vec<(u64, u64, Vec<u64>)> =
-        (0..ENGINES).map(|e| (e, rng.next() % 2_000, (0..COMMANDS).map(|_| rng.next() % 100 + 1).collect())).collect();
+        (0..ENGINES).map(|e| (e, rng.below(2_000), (0..COMMANDS).map(|_| rng.in_range(1..101)).collect())).collect();
     plans.sort_by_key(|(_, offset, _)| *offset);
     let expected: u64 = plans.iter().flat_map(|(_, _, amounts)| amounts).sum();
     let appends_before = store.appends.load(Ordering::Relaxed);

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventloom_core::testing::test_event;
+use eventloom_core::testing::{TestRng, test_event};
 use eventloom_core::{
     Position, StreamId,
     model::{ExpectedVersion, RecordedEvent},
@@ -140,29 +140,6 @@ async fn an_idle_transaction_in_another_database_holds_subscribers_and_is_named(
     assert_eq!(n(&collect(&mut subscription, 1).await[0]), 2);
 }
 
-/// A tiny xorshift: randomness without a dependency, seeded per test run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-/// The seed of a randomised test: `CQRS_TEST_SEED` when set (to replay a run), else the clock.
-/// Printed either way.
-pub fn seed() -> u64 {
-    let seed = match std::env::var("CQRS_TEST_SEED") {
-        Ok(text) => text.parse().unwrap_or_else(|_| panic!("CQRS_TEST_SEED={text:?} is not a u64")),
-        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
-    };
-    println!("seed {seed} (replay with CQRS_TEST_SEED={seed})");
-    seed
-}
-
 /// Writers commit out of order on both append paths: transactions of the `append` function
 /// (`Any`) held open for a random time, then committed or rolled back, and, between them,
 /// appends with exact versions (one event: the plain INSERT; two with a command id: the
@@ -177,25 +154,26 @@ async fn random_commit_delays_rollbacks_and_restarted_subscribers_deliver_one_se
     let server = PrivateServer::start();
     let store = store_at(&server.url()).await;
     let schema = store.config().schema_name().to_owned();
-    let seed = seed();
+    let rng = TestRng::from_env("CQRS_TEST_SEED");
+    let seed = rng.seed();
     let committed = Arc::new(Mutex::new(HashSet::new()));
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let (url, schema, committed, store) = (server.url(), schema.clone(), committed.clone(), store.clone());
+        let mut rng = rng.derive(w);
         writers.push(tokio::spawn(async move {
-            let mut rng = Rng(seed.wrapping_mul(w + 7) | 1);
             let client = raw(&url).await;
             let s = stream(&format!("w{w}"));
             let (mut version, mut paths) = (0u64, [0u32; 3]);
             for i in 0..APPENDS {
                 let n = w * 1_000 + i;
-                let path = (rng.next() % 3) as usize;
+                let path = (rng.next_u64() % 3) as usize;
                 paths[path] += 1;
                 match path {
                     0 => {
                         begin_append(&client, &schema, &format!("w{w}"), n).await;
-                        tokio::time::sleep(Duration::from_millis(rng.next() % 15)).await;
-                        if rng.next() % 10 == 0 {
+                        tokio::time::sleep(Duration::from_millis(rng.next_u64() % 15)).await;
+                        if rng.next_u64() % 10 == 0 {
                             client.batch_execute("ROLLBACK").await.unwrap();
                         } else {
                             client.batch_execute("COMMIT").await.unwrap();
@@ -233,16 +211,16 @@ async fn random_commit_delays_rollbacks_and_restarted_subscribers_deliver_one_se
     let mut subscribers = Vec::new();
     for s in 0..3u64 {
         let store = store.clone();
+        let mut rng = rng.derive(WRITERS + s);
         subscribers.push(tokio::spawn(async move {
-            let mut rng = Rng(seed.wrapping_mul(s + 101) | 1);
             let mut seen: Vec<RecordedEvent> = Vec::new();
             let mut restarts = 0;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             // Restarted at random: each restart resumes from the last position it delivered.
             while tokio::time::Instant::now() < deadline {
                 let after = seen.last().map_or(Position::ZERO, |e| e.position);
-                let mut subscription = store.subscribe(after).with_batch_size(1 + (rng.next() % 7) as usize);
-                let run_for = Duration::from_millis(20 + rng.next() % 200);
+                let mut subscription = store.subscribe(after).with_batch_size(1 + (rng.next_u64() % 7) as usize);
+                let run_for = Duration::from_millis(20 + rng.next_u64() % 200);
                 let _ = tokio::time::timeout(run_for, async {
                     loop {
                         match subscription.next_batch().await {

@@ -13,6 +13,7 @@ use eventloom_core::app::ProcessOptions;
 use eventloom_core::prelude::*;
 use eventloom_core::process::{CommandSet, Decision, Dispatched, Dispatcher, Refused, Timer};
 use eventloom_core::store::EventStore;
+use eventloom_core::testing::TestRng;
 use eventloom_postgres::{PgConfig, PgStores};
 
 use crate::support::{database_url, fresh_schema};
@@ -312,17 +313,8 @@ async fn streams(stores: &PgStores) -> BTreeMap<String, Vec<String>> {
 
 #[tokio::test]
 async fn a_killed_saga_runner_issues_each_command_once() {
-    let seed = std::env::var("CQRS_SAGA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 | 1
-    });
-    println!("saga kill test seed: CQRS_SAGA_SEED={seed}");
-    let mut rng = seed;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut rng = TestRng::from_env("CQRS_SAGA_SEED");
+    let mut next = move |n: u64| rng.below(n);
     let schema = fresh_schema();
     let pg = stores(&schema).await;
     let commands = app(pg.clone()).role(Role::Command).start().await.unwrap();

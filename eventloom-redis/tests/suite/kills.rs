@@ -6,6 +6,7 @@
 
 use eventloom_core::store::BoxFuture;
 use eventloom_core::store::Refusal;
+use eventloom_core::testing::TestRng;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -50,27 +51,6 @@ async fn views_in(prefix: &str) -> RedisViewStore {
 fn unique(what: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{what}_{}_{nanos}", std::process::id())
-}
-
-/// A small xorshift generator: the seed is printed, so a failing run can be repeated with
-/// `CQRS_KILL_SEED`.
-struct Rng(u64);
-
-impl Rng {
-    fn from_env() -> Self {
-        let seed = std::env::var("CQRS_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-        });
-        println!("kill test seed: CQRS_KILL_SEED={seed}");
-        Rng(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
@@ -249,7 +229,8 @@ async fn assert_counted(views: &RedisViewStore, streams: u64, per_stream: u64) -
 async fn a_projector_killed_20_times_at_random_points_applies_every_event_exactly_once() {
     const STREAMS: u64 = 500;
     const EACH: u64 = 100;
-    let mut rng = Rng::from_env();
+    // The seed is printed: `CQRS_KILL_SEED` repeats a failing run.
+    let mut rng = TestRng::from_env("CQRS_KILL_SEED");
     let schema = unique("kills");
     let prefix = format!("test:{}:", unique("kills"));
     let events = events_in(&schema).await;

@@ -156,6 +156,24 @@ async fn stock(State(http): State<Http>, Path(sku): Path<String>) -> Response {
     }
 }
 
+/// A relay's lag: the last source sequence relayed, the messages its feed holds after it (exact
+/// up to the cap) and how old the first is in milliseconds (`null` when none, or when the feed
+/// cannot tell).
+fn relay_lag(relay: &Result<eventloom::app::RelayLag, std::sync::Arc<eventloom::Error>>) -> serde_json::Value {
+    match relay {
+        Ok(lag) => match &lag.unrelayed {
+            Ok(behind) => json!({
+                "relayed": lag.relayed,
+                "events": behind.events,
+                "oldest_ms": behind.oldest.map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+                "caught_up": lag.caught_up(),
+            }),
+            Err(error) => json!({ "relayed": lag.relayed, "error": error.to_string() }),
+        },
+        Err(error) => json!({ "error": error.to_string() }),
+    }
+}
+
 async fn health(State(http): State<Http>) -> Response {
     let status = match tokio::time::timeout(Duration::from_secs(2), http.app.health(10_000)).await {
         Ok(status) => status,
@@ -172,7 +190,12 @@ async fn health(State(http): State<Http>) -> Response {
                     Some(Err(error)) => json!({ "error": error.to_string() }),
                     None => serde_json::Value::Null,
                 };
-                json!({ "name": m.name, "state": format!("{:?}", m.state), "lag": lag })
+                let mut member = json!({ "name": m.name, "state": format!("{:?}", m.state), "lag": lag });
+                if let Some(relay) = &m.relay {
+                    member["lag"] = relay_lag(relay);
+                    member["leader"] = json!(m.lease.token().is_some());
+                }
+                member
             })
             .collect()
     };
