@@ -368,8 +368,9 @@ impl AppBuilder {
     /// ([`EventStore::expire_commands`]), holding a lease of the bundle's lease manager
     /// (`eventloom.command-retention`, a name no projection may take) so that one process trims
     /// at a time. Records kept by
-    /// [`ExecuteOptions::keep_command_id`](crate::ExecuteOptions::keep_command_id) (process
-    /// managers' commands) never expire. The events keep their command id in their metadata;
+    /// [`ExecuteOptions::keep_command_id`](crate::ExecuteOptions::keep_command_id) never expire;
+    /// those of process managers' commands do (a process manager issues nothing again on a
+    /// replay, and stops rather than run a command that waited past half the retention). The events keep their command id in their metadata;
     /// a request sent again after its id expired executes again.
     ///
     /// # Examples
@@ -434,12 +435,14 @@ impl AppBuilder {
             if let Some(problem) = crate::read::projection::name_problem(&m.name) {
                 return invalid(format!("{} {} has a name that {problem}", m.kind.as_str(), m.type_name));
             }
-            if m.name == retention::JANITOR_LEASE {
+            if m.name.starts_with(RESERVED_PREFIX) {
                 return invalid(format!(
-                    "{} {} is named {}, the lease of the App's command janitor",
+                    "{} {} is named {}: names in {RESERVED_PREFIX}* are eventloom's own (the leases of the command \
+                     janitor, {}, and of relays)",
                     m.kind.as_str(),
                     m.type_name,
-                    m.name
+                    m.name,
+                    retention::JANITOR_LEASE
                 ));
             }
             // Projections and handlers keep everything in the view store by name.

@@ -226,7 +226,8 @@ pub struct ProcessOptions {
 ///
 /// Either way its states (and timers) are decided from every event of the log, so that an
 /// instance begun before it started goes on from where it is. Where it started is recorded (in
-/// the journal, as a stream named after the process manager) when it first runs, and holds from
+/// its origin stream, category [`ORIGIN_CATEGORY`](crate::process::ORIGIN_CATEGORY)) at the
+/// first [`App::start`](crate::AppBuilder::start) that finds no generation of it, and holds from
 /// then on: a later change of this option changes nothing, and a rebuild issues nothing for
 /// events before it either.
 ///
@@ -246,7 +247,8 @@ pub enum StartFrom {
     #[default]
     Beginning,
     /// Issues nothing for the events up to the log's head when it first starts; a timer one of
-    /// them set still fires when due (and issues what its reaction decides).
+    /// them set still fires when due (and issues what its reaction decides), a timer already
+    /// past due at the first start included.
     Now,
 }
 
@@ -322,7 +324,8 @@ impl ProcessOptions {
     /// Executes the commands of up to `instances` instances at a time (at least 1). The commands
     /// of one instance always run one after the other, in the order they were decided; those of
     /// different instances run side by side, so that their commits overlap, and may finish in
-    /// any order. 1 runs every command in the order of the log.
+    /// any order. 1 runs every command in the order of the log (a command to be tried again then
+    /// holds back all that follow it, not only its instance's).
     pub fn concurrency(mut self, instances: usize) -> Self {
         self.concurrency = instances.max(1);
         self

@@ -2,7 +2,7 @@
 //! the checkpoint (states, timers, outbox), then the outbox executed; while live and idle, due
 //! timers appended to the journal and commands left in the outbox tried again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,7 +36,7 @@ pub(crate) struct ProcessJob<P> {
     start: StartFrom,
     /// Decisions on events up to it issue nothing: on a rebuild, the checkpoint the live
     /// generation had reached (they were made and issued before); when started at the head, the
-    /// head it started at.
+    /// position of the record of that start.
     replay_until: Mutex<Option<Position>>,
 }
 
@@ -102,8 +102,6 @@ impl<P: ProcessManager> ProcessJob<P> {
                             timer.key.clone()
                         }
                         Entry::Refused { key, .. } => key.clone(),
-                        // Not in an instance's stream: `entry_of` refuses one found there.
-                        Entry::Started { .. } => continue,
                     };
                     (key, Trigger::Entry(entry))
                 }
@@ -227,10 +225,11 @@ impl<P: ProcessManager> ProcessJob<P> {
     }
 
     /// Executes `outgoing`, each instance's commands in their order and up to `concurrency`
-    /// instances at a time, then deletes from the outbox those that went through (a refusal
-    /// appended to the journal first), in one write that leaves the checkpoint where it is. An
-    /// instance stops early when the lease is lost or a command of its is to be tried again
-    /// (what follows it stays); `Ok(true)` when every command went through.
+    /// instances at a time (with a concurrency of 1, all in their order as one), then deletes
+    /// from the outbox those that went through (a refusal appended to the journal first), in one
+    /// write that leaves the checkpoint where it is. An instance stops early when the lease is
+    /// lost or a command of its is to be tried again (what follows it stays); returns the keys of
+    /// the instances that stopped so.
     async fn dispatch<S: EventStore + Clone>(
         &self,
         projector: &Projector<S>,
@@ -238,16 +237,16 @@ impl<P: ProcessManager> ProcessJob<P> {
         token: u64,
         lease: Option<&Lease>,
         outgoing: Vec<Outgoing>,
-    ) -> Result<bool> {
+    ) -> Result<HashSet<String>> {
         let name = self.pm.name();
-        let Some(checkpoint) = target.checkpoint else { return Ok(true) };
-        let runs =
-            by_instance(outgoing).into_iter().map(|commands| self.run_instance(projector, checkpoint, lease, commands));
+        let Some(checkpoint) = target.checkpoint else { return Ok(HashSet::new()) };
+        let groups = if self.concurrency == 1 { vec![outgoing] } else { by_instance(outgoing) };
+        let runs = groups.into_iter().map(|commands| self.run_instance(projector, checkpoint, lease, commands));
         let mut run = InstanceRun::default();
         for one in join_limited(runs, self.concurrency).await {
             run.finished.extend(one.finished);
             run.dead_letters.extend(one.dead_letters);
-            run.left |= one.left;
+            run.held.extend(one.held);
             run.failure = run.failure.or(one.failure);
         }
         if !run.finished.is_empty() {
@@ -265,7 +264,7 @@ impl<P: ProcessManager> ProcessJob<P> {
         }
         match run.failure {
             Some(error) => Err(error),
-            None => Ok(!run.left),
+            None => Ok(run.held),
         }
     }
 
@@ -281,13 +280,13 @@ impl<P: ProcessManager> ProcessJob<P> {
         let mut run = InstanceRun::default();
         for entry in commands {
             if lease.is_some_and(Lease::is_lost) {
-                run.left = true;
+                run.held.insert(entry.key);
                 break;
             }
             match self.run_one(projector, &entry).await {
                 Ok(true) => run.finished.push(entry),
                 Ok(false) => {
-                    run.left = true;
+                    run.held.insert(entry.key);
                     break;
                 }
                 // A command no retry mends, under the dead-letter policy: recorded and left.
@@ -359,7 +358,8 @@ impl<P: ProcessManager> ProcessJob<P> {
     /// The error of a command that waited in the outbox past half the command retention: its id
     /// may expire before it ran for good, and a redelivery after that would run it again.
     fn too_old(&self, entry: &Outgoing) -> Option<Error> {
-        let waited = self.clock.now().as_micros().saturating_sub(entry.decided_at.as_micros());
+        let decided_at = entry.decided_at?;
+        let waited = self.clock.now().as_micros().saturating_sub(decided_at.as_micros());
         let limit = i64::try_from(self.dispatcher.retention().as_micros() / 2).unwrap_or(i64::MAX);
         (waited > limit).then(|| Error::InvalidConfig {
             reason: format!(
@@ -373,8 +373,10 @@ impl<P: ProcessManager> ProcessJob<P> {
         })
     }
 
-    /// Executes the outbox in its order, a page at a time, until it is empty (`true`) or a
-    /// command is to be tried again or the lease is lost (`false`).
+    /// Executes the outbox in its order, a page at a time, to its end: `true` when it is empty,
+    /// `false` when the lease is lost or a command is to be tried again. Such a command holds back
+    /// the commands of its instance that follow it, in later pages too, and (with a concurrency
+    /// of 1) every command after it.
     async fn drain_outbox<S: EventStore + Clone>(
         &self,
         projector: &Projector<S>,
@@ -383,20 +385,27 @@ impl<P: ProcessManager> ProcessJob<P> {
         lease: Option<&Lease>,
     ) -> Result<bool> {
         let name = self.pm.name();
+        let mut held: HashSet<String> = HashSet::new();
+        let mut after = None;
         loop {
-            let pending = projector.views.list(name, &outbox_key(), &OrderRange::all(), None, PAGE).await?;
-            if pending.views.is_empty() {
-                return Ok(true);
-            }
-            let mut outgoing = Vec::with_capacity(pending.views.len());
-            for (id, json) in &pending.views {
-                outgoing.push(serde_json::from_str::<Outgoing>(json).map_err(|e| corrupt(name, id, &e.to_string()))?);
-            }
-            if !self.dispatch(projector, target, token, lease, outgoing).await? {
+            if lease.is_some_and(Lease::is_lost) {
                 return Ok(false);
             }
-            if pending.next.is_none() {
-                return Ok(true);
+            let page = projector.views.list(name, &outbox_key(), &OrderRange::all(), after.as_ref(), PAGE).await?;
+            let mut outgoing = Vec::with_capacity(page.views.len());
+            for (id, json) in &page.views {
+                let entry = serde_json::from_str::<Outgoing>(json).map_err(|e| corrupt(name, id, &e.to_string()))?;
+                if !held.contains(&entry.key) {
+                    outgoing.push(entry);
+                }
+            }
+            held.extend(self.dispatch(projector, target, token, lease, outgoing).await?);
+            if self.concurrency == 1 && !held.is_empty() {
+                return Ok(false);
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(held.is_empty()),
             }
         }
     }
@@ -416,22 +425,29 @@ impl<P: ProcessManager> ProcessJob<P> {
         let name = self.pm.name();
         let now = self.clock.now();
         let due = OrderRange::ints(..=now.as_micros());
-        let page = projector.views.list(name, &timers_key(), &due, None, PAGE).await?;
-        let mut fired = Vec::new();
-        for (id, json) in &page.views {
-            let instance: Instance = serde_json::from_str(json).map_err(|e| corrupt(name, id, &e.to_string()))?;
-            fired.extend(instance.timers.into_iter().filter(|t| t.timer.due <= now));
-        }
-        // In due order, as the test kit fires them.
-        fired.sort_by(|a, b| (a.timer.due, &a.timer.id).cmp(&(b.timer.due, &b.timer.id)));
-        for stored in &fired {
-            if lease.is_some_and(Lease::is_lost) {
-                return Ok(());
+        let mut after = None;
+        loop {
+            let page = projector.views.list(name, &timers_key(), &due, after.as_ref(), PAGE).await?;
+            let mut fired = Vec::new();
+            for (id, json) in &page.views {
+                let instance: Instance = serde_json::from_str(json).map_err(|e| corrupt(name, id, &e.to_string()))?;
+                fired.extend(instance.timers.into_iter().filter(|t| t.timer.due <= now));
             }
-            tracing::info!(timer = %stored.timer.name, key = %stored.timer.key, "a timer came due");
-            let entry = Entry::Timer { process: name.to_owned(), timer: stored.timer.clone() };
-            journal::append(&projector.events, &entry, now, stored.correlation.as_deref(), Some(&stored.timer.id))
-                .await?;
+            // In due order, as the test kit fires them.
+            fired.sort_by(|a, b| (a.timer.due, &a.timer.id).cmp(&(b.timer.due, &b.timer.id)));
+            for stored in &fired {
+                if lease.is_some_and(Lease::is_lost) {
+                    return Ok(());
+                }
+                tracing::info!(timer = %stored.timer.name, key = %stored.timer.key, "a timer came due");
+                let entry = Entry::Timer { process: name.to_owned(), timer: stored.timer.clone() };
+                let (correlation, causation) = (stored.correlation.as_deref(), Some(stored.timer.id.as_str()));
+                journal::append(&projector.events, &entry, now, correlation, causation).await?;
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
         }
         self.drain_outbox(projector, target, token, lease).await?;
         Ok(())
@@ -457,11 +473,18 @@ impl<P: ProcessManager> ProcessJob<P> {
             });
         }
         let live = status.live;
+        let origin = journal::origin(&projector.events, name).await?;
+        if let Some(live) = live {
+            if !origin.begun {
+                // Made before the origin was recorded, or a crash came between the two.
+                journal::first_generation(&projector.events, name, live.id, self.clock.now()).await?;
+            }
+        }
         if let Some(live) = live.filter(|g| g.version == P::VERSION) {
             if let Some(gone) = known.filter(|k| *k != live.id) {
                 return Err(state_gone(name, gone));
             }
-            self.set_replay_until(journal::started(&projector.events, name).await?.flatten());
+            self.set_replay_until(origin.quiet_until);
             // Claims the generation with this runner's token: a deposed leader's next write is
             // refused from now on, not only after this runner's first batch.
             superseded(name, projector.views.go_live(name, live.id, token).await?)?;
@@ -470,10 +493,18 @@ impl<P: ProcessManager> ProcessJob<P> {
         if let (None, Some(gone)) = (live, known) {
             return Err(state_gone(name, gone));
         }
-        // Nothing was issued yet: this is the first start, where it starts is recorded now.
-        let started = match (live, self.start) {
-            (None, StartFrom::Now) => journal::start(&projector.events, name, self.clock.now()).await?,
-            _ => journal::started(&projector.events, name).await?.flatten(),
+        if live.is_none() && origin.begun {
+            // Whatever this runner knew: its first generation was made, and the view store lost it.
+            return Err(states_lost(name));
+        }
+        // Nothing was issued yet: this is the first start, where it starts is recorded now (the
+        // App did when it started, unless another process made the generation since).
+        let quiet_until = match (live, self.start) {
+            (None, StartFrom::Now) => {
+                journal::start_now(&projector.events, name, self.clock.now()).await?;
+                journal::origin(&projector.events, name).await?.quiet_until
+            }
+            _ => origin.quiet_until,
         };
         if let Some(old) = live {
             // A rebuild: what the old generation decided is executed before it is left.
@@ -496,12 +527,13 @@ impl<P: ProcessManager> ProcessJob<P> {
                     to = P::VERSION,
                     "new process manager version; rebuilding its states"
                 );
-                self.set_replay_until(old.checkpoint.max(started));
+                self.set_replay_until(old.checkpoint.max(quiet_until));
                 Ok(Target { generation: building.id, checkpoint: building.checkpoint, building: true, stopped })
             }
             None => {
-                self.set_replay_until(started);
+                self.set_replay_until(quiet_until);
                 superseded(name, projector.views.go_live(name, building.id, token).await?)?;
+                journal::first_generation(&projector.events, name, building.id, self.clock.now()).await?;
                 tracing::info!(generation = building.id, "the process manager's first generation is made");
                 Ok(Target { generation: building.id, checkpoint: building.checkpoint, building: false, stopped })
             }
@@ -515,8 +547,8 @@ struct InstanceRun {
     /// Executed, refused (and journaled) or dead-lettered: to delete from the outbox.
     finished: Vec<Outgoing>,
     dead_letters: Vec<DeadLetter>,
-    /// Whether a command was left to try again.
-    left: bool,
+    /// The instances with a command left to try again.
+    held: HashSet<String>,
     failure: Option<Error>,
 }
 
@@ -537,12 +569,13 @@ fn by_instance(outgoing: Vec<Outgoing>) -> Vec<Vec<Outgoing>> {
     groups
 }
 
-/// Records, for process manager `name` started at the log's head, where it starts, when it has
-/// no generation yet (nothing was issued): the App does so before its `start` returns, so that
-/// the commands executed after are acted on; the runner would otherwise only when it first runs.
+/// Records, for process manager `name` started at the log's head, that it starts now, when it
+/// has no generation yet (nothing was issued): the App does so before its `start` returns, so
+/// that the commands executed after are acted on; the runner would otherwise only when it first
+/// runs.
 pub(crate) async fn record_first_start(events: &dyn EventStore, views: &dyn ViewStore, name: &str) -> Result<()> {
     if views.status(name).await?.live.is_none() {
-        journal::start(events, name, Timestamp::now()).await?;
+        journal::start_now(events, name, Timestamp::now()).await?;
     }
     Ok(())
 }
@@ -714,7 +747,6 @@ pub(crate) fn decide<P: ProcessManager>(
             let refused = Refused { command, reason: reason.clone(), command_id: command_id.clone(), key: key.clone() };
             pm.on_refused(&mut state, &refused, &mut decision).map_err(failed)?;
         }
-        Trigger::Entry(Entry::Started { .. }) => return Ok(()),
     }
     let Decision { commands, timers: set, cancelled, complete, .. } = decision;
     timers.retain(|t| !cancelled.contains(&t.timer.name) && !set.iter().any(|(n, _)| *n == t.timer.name));
@@ -734,7 +766,7 @@ pub(crate) fn decide<P: ProcessManager>(
             correlation: step.correlation.clone(),
             causation: Some(step.event_id.clone()),
             order: format!("{}{index:05}", position.sort_key()),
-            decided_at,
+            decided_at: Some(decided_at),
         });
     }
     let state = serde_json::to_value(&state)
@@ -760,6 +792,20 @@ fn command_letter(name: &str, entry: &Outgoing, at: Position, error: &Error) -> 
 /// The error of a stored state, timer or outbox entry that does not decode.
 fn corrupt(name: &str, id: &str, reason: &str) -> Error {
     Error::Corrupt { location: format!("view {id:?} of process manager {name}"), reason: reason.to_owned() }
+}
+
+/// The error of a process manager whose first generation the log says was made, and which the
+/// view store does not have.
+fn states_lost(name: &str) -> Error {
+    Error::Corrupt {
+        location: format!("the states of process manager {name}"),
+        reason: format!(
+            "its first generation was made (the log records it in {}/{name}) but the view store has none: it lost \
+             them (restarted empty, flushed, or renumbered after a restore); starting over would issue its commands \
+             again. Restore the view store, or register the process manager under a new name with StartFrom::Now",
+            journal::ORIGIN_CATEGORY
+        ),
+    }
 }
 
 /// The error of a process manager whose stored states vanished under it.

@@ -1,9 +1,10 @@
 //! A process manager's journal: the triggers that are not events of its aggregates (a timer
 //! that came due, a command refused), appended to the log so that they are read in order with
 //! the rest, replayed by a rebuild, and appended once whatever the retries (each under a command
-//! id made from what it records). A process manager started at the log's head
-//! ([`StartFrom::Now`](crate::app::StartFrom::Now)) also keeps where it started, in a stream of
-//! its own named after it.
+//! id made from what it records). Apart from it, in a category of its own, each process
+//! manager's *origin*: whether its first generation was made (so that a view store that lost its
+//! states is told from a first start), and, for one started at the log's head
+//! ([`StartFrom::Now`](crate::app::StartFrom::Now)), where.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -19,7 +20,13 @@ pub const JOURNAL_CATEGORY: &str = "eventloom.process";
 
 const TIMER_FIRED: &str = "TimerFired";
 const COMMAND_REFUSED: &str = "CommandRefused";
-const STARTED: &str = "Started";
+
+/// The category of the streams where each process manager records its origin, one stream named
+/// after each: `StartedNow` (started at the log's head: its own position is where) and
+/// `FirstGeneration` (its first generation was made).
+pub const ORIGIN_CATEGORY: &str = "eventloom.process-origin";
+const STARTED_NOW: &str = "StartedNow";
+const FIRST_GENERATION: &str = "FirstGeneration";
 
 /// A journal entry as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,24 +36,48 @@ pub(crate) enum Entry {
     Timer { process: String, timer: Timer },
     /// A command was refused.
     Refused { process: String, key: String, command_id: String, reason: String, command: serde_json::Value },
-    /// The process manager first started with the log's head at `head` (`None`: empty), issuing
-    /// nothing for the events up to it.
-    Started { process: String, head: Option<String> },
+}
+
+/// An event of a process manager's origin stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Milestone {
+    /// Started at the log's head: decisions on events before this one issue nothing.
+    StartedNow { process: String },
+    /// Its first generation was made.
+    FirstGeneration { process: String, generation: u64 },
+}
+
+impl Milestone {
+    fn process(&self) -> &str {
+        match self {
+            Milestone::StartedNow { process } | Milestone::FirstGeneration { process, .. } => process,
+        }
+    }
+}
+
+/// What a process manager's origin stream says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Origin {
+    /// Started at the log's head: the position of that record (decisions on events up to it
+    /// issue nothing).
+    pub(crate) quiet_until: Option<Position>,
+    /// Its first generation was made: a view store without one lost its states.
+    pub(crate) begun: bool,
 }
 
 impl Entry {
     fn process(&self) -> &str {
         match self {
-            Entry::Timer { process, .. } | Entry::Refused { process, .. } | Entry::Started { process, .. } => process,
+            Entry::Timer { process, .. } | Entry::Refused { process, .. } => process,
         }
     }
 
-    /// Its stream: its instance's, or the process manager's own for `Started`.
+    /// Its stream: its instance's.
     fn stream(&self) -> Result<StreamId> {
         match self {
             Entry::Timer { process, timer } => StreamId::new(JOURNAL_CATEGORY, format!("{process}/{}", timer.key)),
             Entry::Refused { process, key, .. } => StreamId::new(JOURNAL_CATEGORY, format!("{process}/{key}")),
-            Entry::Started { process, .. } => start_stream(process),
         }
     }
 
@@ -54,7 +85,6 @@ impl Entry {
         match self {
             Entry::Timer { .. } => TIMER_FIRED,
             Entry::Refused { .. } => COMMAND_REFUSED,
-            Entry::Started { .. } => STARTED,
         }
     }
 
@@ -63,14 +93,13 @@ impl Entry {
         match self {
             Entry::Timer { timer, .. } => derived_id(&[&timer.id, "fired"]),
             Entry::Refused { command_id, .. } => derived_id(&[command_id, "refused"]),
-            Entry::Started { process, .. } => derived_id(&[process, "started"]),
         }
     }
 }
 
-/// The stream where process manager `name` keeps where it started.
-fn start_stream(name: &str) -> Result<StreamId> {
-    StreamId::new(JOURNAL_CATEGORY, name)
+/// The stream of process manager `name`'s origin.
+fn origin_stream(name: &str) -> Result<StreamId> {
+    StreamId::new(ORIGIN_CATEGORY, name)
 }
 
 /// The journal entry of process manager `name` in `raw`, if it is one of its; `Err` for a
@@ -101,7 +130,7 @@ pub(crate) fn entry_of(name: &str, raw: &RecordedEvent) -> Option<Result<Entry>>
             }));
         }
     };
-    if raw.event_type.as_ref() != entry.event_type() || matches!(entry, Entry::Started { .. }) {
+    if raw.event_type.as_ref() != entry.event_type() {
         return Some(Err(error(format!(
             "a {} event that is not a process manager's {}",
             raw.event_type,
@@ -120,42 +149,64 @@ pub(crate) fn entry_of(name: &str, raw: &RecordedEvent) -> Option<Result<Entry>>
     Some(Ok(entry))
 }
 
-/// Where process manager `name` first started, as [`Entry::Started`] recorded it: `None` when
-/// it did not record one (it started from the beginning), `Some(None)` when the log was empty.
-pub(crate) async fn started<S: EventStore + ?Sized>(events: &S, name: &str) -> Result<Option<Option<Position>>> {
-    let stream = start_stream(name)?;
-    let Some(raw) = events.read_stream(&stream, 1, 1).await?.into_iter().next() else { return Ok(None) };
-    let corrupt = |reason: &str| Error::Corrupt {
-        location: format!("the start of process manager {name} ({stream})"),
-        reason: reason.to_owned(),
-    };
-    match serde_json::from_str::<Entry>(&raw.payload) {
-        Ok(Entry::Started { process, head }) if process == name && raw.event_type.as_ref() == STARTED => match head {
-            None => Ok(Some(None)),
-            Some(head) => Ok(Some(Some(head.parse().map_err(|_| corrupt("its head is not a position"))?))),
-        },
-        _ => Err(corrupt("its first event is not the process manager's Started")),
+/// What process manager `name`'s origin stream records (events another process manager's are
+/// ignored; one that does not decode is `Err`).
+pub(crate) async fn origin<S: EventStore + ?Sized>(events: &S, name: &str) -> Result<Origin> {
+    let stream = origin_stream(name)?;
+    let mut origin = Origin::default();
+    for raw in events.read_stream(&stream, 1, 64).await? {
+        let milestone = serde_json::from_str::<Milestone>(&raw.payload).map_err(|e| Error::Corrupt {
+            location: format!("event {} of {stream}, the origin of process manager {name}", raw.version),
+            reason: e.to_string(),
+        })?;
+        match milestone {
+            _ if milestone.process() != name => {}
+            Milestone::StartedNow { .. } => origin.quiet_until = origin.quiet_until.or(Some(raw.position)),
+            Milestone::FirstGeneration { .. } => origin.begun = true,
+        }
+    }
+    Ok(origin)
+}
+
+/// Records that process manager `name` starts at the log's head, now, unless its origin stream
+/// holds anything already (a start recorded before, or a first generation made from the
+/// beginning).
+pub(crate) async fn start_now<S: EventStore + ?Sized>(events: &S, name: &str, at: Timestamp) -> Result<()> {
+    let milestone = Milestone::StartedNow { process: name.to_owned() };
+    let id = derived_id(&[name, "started-now"]);
+    match append_milestone(events, &milestone, STARTED_NOW, id, at, ExpectedVersion::NoStream).await {
+        Ok(()) | Err(Error::Conflict { .. }) => Ok(()),
+        Err(error) => Err(error),
     }
 }
 
-/// Records that process manager `name` starts at the log's head now, unless it recorded a start
-/// before; returns the start recorded.
-pub(crate) async fn start<S: EventStore + ?Sized>(events: &S, name: &str, at: Timestamp) -> Result<Option<Position>> {
-    let head = events.head().await?;
-    let entry = Entry::Started { process: name.to_owned(), head: head.map(|h| h.to_string()) };
-    match append_as(events, &entry, at, None, None, ExpectedVersion::NoStream).await {
-        // Recorded before (by an earlier start, or another runner in the meantime): that start
-        // holds. An append that "succeeded" may also be the replay of an earlier one under the
-        // same command id: the stream says which.
-        Ok(()) | Err(Error::Conflict { .. }) => match started(events, name).await? {
-            Some(head) => Ok(head),
-            None => Err(Error::Corrupt {
-                location: format!("the start of process manager {name}"),
-                reason: "it was appended but its stream holds no event".to_owned(),
-            }),
-        },
-        Err(error) => Err(error),
-    }
+/// Records that process manager `name`'s first generation, `generation`, was made (once).
+pub(crate) async fn first_generation<S: EventStore + ?Sized>(
+    events: &S,
+    name: &str,
+    generation: u64,
+    at: Timestamp,
+) -> Result<()> {
+    let milestone = Milestone::FirstGeneration { process: name.to_owned(), generation };
+    let id = derived_id(&[name, "first-generation"]);
+    append_milestone(events, &milestone, FIRST_GENERATION, id, at, ExpectedVersion::Any).await
+}
+
+async fn append_milestone<S: EventStore + ?Sized>(
+    events: &S,
+    milestone: &Milestone,
+    event_type: &'static str,
+    command_id: String,
+    at: Timestamp,
+    expected: ExpectedVersion,
+) -> Result<()> {
+    let stream = origin_stream(milestone.process())?;
+    let payload = crate::json::to_string(milestone)
+        .map_err(|source| Error::Serde { what: format!("an event of {stream}"), source })?;
+    let metadata = Metadata::new(RandomIds::default().next_id(), at).with_command_id(command_id);
+    let event = NewEvent { event_type: event_type.into(), schema_version: 1, payload, metadata };
+    events.append(&stream, expected, vec![event]).await?;
+    Ok(())
 }
 
 /// Checks that instance `key` of process manager `name` can have a journal stream: a key that
@@ -173,17 +224,6 @@ pub(crate) async fn append<S: EventStore>(
     correlation: Option<&str>,
     causation: Option<&str>,
 ) -> Result<()> {
-    append_as(events, entry, at, correlation, causation, ExpectedVersion::Any).await
-}
-
-async fn append_as<S: EventStore + ?Sized>(
-    events: &S,
-    entry: &Entry,
-    at: Timestamp,
-    correlation: Option<&str>,
-    causation: Option<&str>,
-    expected: ExpectedVersion,
-) -> Result<()> {
     let stream = entry.stream()?;
     let payload = crate::json::to_string(entry)
         .map_err(|source| Error::Serde { what: format!("a journal entry of {stream}"), source })?;
@@ -195,7 +235,7 @@ async fn append_as<S: EventStore + ?Sized>(
         metadata = metadata.with_causation_id(causation);
     }
     let event = NewEvent { event_type: entry.event_type().into(), schema_version: 1, payload, metadata };
-    events.append(&stream, expected, vec![event]).await?;
+    events.append(&stream, ExpectedVersion::Any, vec![event]).await?;
     Ok(())
 }
 

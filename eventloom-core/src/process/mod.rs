@@ -38,7 +38,7 @@ use crate::{BoxError, EventEnvelope, EventSet};
 
 pub use decision::{Decision, Refused, Timer};
 pub use dispatch::{CommandSet, Dispatched, Dispatcher};
-pub use journal::JOURNAL_CATEGORY;
+pub use journal::{JOURNAL_CATEGORY, ORIGIN_CATEGORY};
 
 /// A workflow across aggregates: reacts to events (and to its timers and refused commands) by
 /// issuing commands, with one state per instance.

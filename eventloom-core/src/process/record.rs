@@ -66,9 +66,10 @@ pub(crate) struct Outgoing {
     pub(crate) causation: Option<String>,
     /// Its place in the outbox's index.
     pub(crate) order: String,
-    /// When it was decided, by the process manager's clock.
-    #[serde(default)]
-    pub(crate) decided_at: crate::model::Timestamp,
+    /// When it was decided, by the process manager's clock (`None` in an entry written before
+    /// it was kept: such a one is not counted as waiting too long).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) decided_at: Option<crate::model::Timestamp>,
 }
 
 impl Outgoing {

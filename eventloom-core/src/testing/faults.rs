@@ -52,7 +52,8 @@ pub trait AppendHook: Send + Sync + 'static {
     /// the store.
     fn before<'a>(&'a self, stream: &'a StreamId, command: bool) -> BoxFuture<'a, Result<()>>;
 
-    /// Runs after an append to `stream` finished, whatever its outcome.
+    /// Runs after an append to `stream` finished, whatever its outcome: also when `before` failed
+    /// it, or when it was dropped before it finished.
     fn after(&self, stream: &StreamId) {
         let _ = stream;
     }
@@ -84,10 +85,22 @@ impl<S: EventStore, H: AppendHook> Hooked<S, H> {
     }
 
     async fn around<T>(&self, stream: &StreamId, command: bool, append: BoxFuture<'_, Result<T>>) -> Result<T> {
+        // `after` runs however this ends: the append done, `before` failing, or dropped midway.
+        let _after = After { hook: &*self.hook, stream };
         self.hook.before(stream, command).await?;
-        let out = append.await;
-        self.hook.after(stream);
-        out
+        append.await
+    }
+}
+
+/// Runs the hook's `after` when dropped.
+struct After<'a, H: AppendHook> {
+    hook: &'a H,
+    stream: &'a StreamId,
+}
+
+impl<H: AppendHook> Drop for After<'_, H> {
+    fn drop(&mut self) {
+        self.hook.after(self.stream);
     }
 }
 

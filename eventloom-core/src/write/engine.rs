@@ -146,7 +146,7 @@ pub enum CommandError<E> {
 ///
 /// let opts = ExecuteOptions::default().command_id("req-42").expect_version(3).header("user", "ada");
 /// assert_eq!(opts.command_id.as_deref(), Some("req-42"));
-/// // What a process manager sends: its refusals are answers too, and its ids never expire.
+/// // Refusals are answers too, and this id never expires.
 /// let opts = ExecuteOptions::default().command_id("pm-order-7-0").record_refusal().keep_command_id();
 /// assert!(opts.record_refusal && opts.keep_command_id);
 /// ```
@@ -183,9 +183,9 @@ pub struct ExecuteOptions {
     /// command fails with [`Error::InvalidConfig`]) until it is forgotten explicitly
     /// ([`EventStore::forget_commands`](crate::EventStore::forget_commands)): the retention of
     /// command ids ([`EventStore::expire_commands`](crate::EventStore::expire_commands),
-    /// `AppBuilder::command_retention`) never expires it. Process managers set it: the ids of
-    /// their commands must hold as long as their process can replay and send them again. The
-    /// first execution under an id decides; a replay changes nothing.
+    /// `AppBuilder::command_retention`) never expires it: for an id that must hold as long as
+    /// something may send the command again. The first execution under an id decides; a replay
+    /// changes nothing.
     pub keep_command_id: bool,
 }
 

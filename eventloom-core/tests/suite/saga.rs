@@ -845,6 +845,18 @@ async fn the_commands_of_different_instances_run_side_by_side_and_each_instances
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
+        if concurrency == 1 {
+            // One at a time: in the order of the log, across instances too.
+            let all = events.read_all(eventloom_core::Position::ZERO, 10_000).await.unwrap();
+            let order: Vec<String> = all
+                .iter()
+                .filter(|e| e.event_type == "Reserved")
+                .map(|e| serde_json::from_str::<serde_json::Value>(&e.payload).unwrap()["order"].to_string())
+                .collect();
+            let placed: Vec<String> =
+                (0..3).flat_map(|n| skus.iter().map(move |sku| format!("\"{sku}-{n}\""))).collect();
+            assert_eq!(order, placed, "concurrency 1 runs the outbox in the log's order");
+        }
         let most = events.hook().most.load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!(most, concurrency, "at most {concurrency} instances at a time, and that many when there is work");
         app.shutdown().await.unwrap();
@@ -964,4 +976,132 @@ async fn an_aggregate_in_a_reserved_category_and_a_journal_entry_not_written_by_
     }
     assert_eq!(events_of(&stores, "order", "f-1").await, ["Placed"], "the forged timer cancelled nothing");
     app.shutdown().await.unwrap();
+}
+
+/// The commands of [`StuckReserver`]: a reservation of sku `stuck` is always to be tried again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StuckCommand {
+    Reserve(Reserve),
+}
+
+impl CommandSet for StuckCommand {
+    async fn dispatch(self, to: &Dispatcher, options: ExecuteOptions) -> Dispatched {
+        match self {
+            StuckCommand::Reserve(c) if c.sku == "stuck" => Dispatched::Retry { reason: "stuck on purpose".into() },
+            StuckCommand::Reserve(c) => to.execute(c, options).await,
+        }
+    }
+}
+
+/// As [`Reserver`], with commands that stick for one sku.
+pub struct StuckReserver;
+
+impl ProcessManager for StuckReserver {
+    const NAME: &'static str = "stuck_reserver";
+    type Events = Fulfilment;
+    type State = u64;
+    type Commands = StuckCommand;
+
+    fn correlate(&self, event: &EventEnvelope<Fulfilment>) -> Option<String> {
+        Reserver.correlate(event)
+    }
+
+    fn on_event(
+        &self,
+        s: &mut u64,
+        e: &EventEnvelope<Fulfilment>,
+        d: &mut Decision<StuckCommand>,
+    ) -> Result<(), BoxError> {
+        if let Fulfilment::Order(OrderEvent::Placed { sku, qty }) = &e.event {
+            *s += 1;
+            d.issue(StuckCommand::Reserve(Reserve { sku: sku.clone(), order: e.stream.id().to_owned(), qty: *qty }));
+        }
+        Ok(())
+    }
+}
+
+/// An instance whose command is to be tried again holds back its own later commands only, even
+/// when they fill more than a page of the outbox.
+#[tokio::test]
+async fn an_instance_stuck_on_a_retry_holds_back_no_other_even_pages_later() {
+    let stores = MemoryStores::new();
+    let setup = App::builder(stores.clone()).aggregate::<Order>().aggregate::<Stock>().start().await.unwrap();
+    setup.execute(AddStock { sku: "free".into(), qty: 10 }).await.unwrap();
+    for n in 0..150 {
+        setup.execute(PlaceOrder { order: format!("stuck-{n}"), sku: "stuck".into(), qty: 1 }).await.unwrap();
+    }
+    setup.execute(PlaceOrder { order: "free-0".into(), sku: "free".into(), qty: 1 }).await.unwrap();
+    setup.shutdown().await.unwrap();
+    let app = App::builder(stores.clone())
+        .aggregate::<Order>()
+        .aggregate::<Stock>()
+        .process_manager_with(StuckReserver, ProcessOptions::new().tick(Duration::from_millis(10)))
+        .start()
+        .await
+        .unwrap();
+    until_events(&stores, "stock", "free", "Reserved", 1).await;
+    app.shutdown().await.unwrap();
+}
+
+/// A view store that lost a process manager's states (here: a fresh one under the same log)
+/// stops it, in a process that never saw them too, rather than issue its commands again.
+#[tokio::test]
+async fn a_process_manager_whose_states_were_lost_stops_instead_of_issuing_again() {
+    let (stores, clock) = (MemoryStores::new(), clock());
+    let app = app_on(&stores, &clock).start().await.unwrap();
+    app.execute(AddStock { sku: "yuzu".into(), qty: 10 }).await.unwrap();
+    app.execute(PlaceOrder { order: "l-1".into(), sku: "yuzu".into(), qty: 1 }).await.unwrap();
+    until_events(&stores, "stock", "yuzu", "Reserved", 1).await;
+    app.shutdown().await.unwrap();
+
+    let emptied = MemoryStores::new();
+    let lost = Stores::new(stores.events.clone(), emptied.views.clone()).with_leases(emptied.leases.clone());
+    let options = ProcessOptions::new().clock(clock.clone()).tick(Duration::from_millis(10));
+    let app = App::builder(lost)
+        .aggregate::<Order>()
+        .aggregate::<Stock>()
+        .process_manager_with(OrderSaga, options)
+        .start()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let eventloom_core::app::RunState::Failed(error) = &app.status().process_managers[0].state {
+            assert!(error.to_string().contains("lost them"), "{error}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not stop: {:?}", app.status().process_managers);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(reserved_orders(&stores.events, "yuzu").await, ["l-1"], "nothing issued again");
+    app.shutdown().await.unwrap();
+}
+
+/// A member may not take a name eventloom keeps for itself (a relay's lease, here).
+pub struct Squatter;
+
+impl ProcessManager for Squatter {
+    const NAME: &'static str = "eventloom.relay/inventory";
+    type Events = Fulfilment;
+    type State = u64;
+    type Commands = SagaCommand;
+
+    fn correlate(&self, _: &EventEnvelope<Fulfilment>) -> Option<String> {
+        None
+    }
+
+    fn on_event(
+        &self,
+        _: &mut u64,
+        _: &EventEnvelope<Fulfilment>,
+        _: &mut Decision<SagaCommand>,
+    ) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_member_named_in_eventloom_s_own_names_is_refused() {
+    let err = App::builder(MemoryStores::new()).process_manager(Squatter).start().await.expect_err("refused");
+    assert!(err.to_string().contains("eventloom's own"), "{err}");
 }
