@@ -723,7 +723,7 @@ pub(crate) fn decide<P: ProcessManager>(
     let name = pm.name();
     let failed = |source| Error::Projection { projection: name.to_owned(), position, source };
     let mut state: P::State = match instance {
-        Some(i) => serde_json::from_value(i.state.clone())
+        Some(i) => <P::State as serde::Deserialize>::deserialize(&i.state)
             .map_err(|e| corrupt(name, &instance_id(&step.key), &e.to_string()))?,
         None => P::State::default(),
     };
