@@ -77,7 +77,14 @@ impl JetStreamFeedConfig {
 /// A message whose headers are missing or malformed becomes an event whose payload does not
 /// decode (a poison event, stopped on or dead-lettered by the projection's poison policy),
 /// under the category and type its subject names; one whose subject is not the publisher's
-/// either is skipped by every projection.
+/// either is skipped by every projection. The publisher's stream-start marker is no event:
+/// the feed skips it (its sequence is 1 in a stream the publisher made, so the first event is
+/// at sequence 2).
+///
+/// A message past the one a reader expects means the messages between are gone: the feed
+/// reads the stream's bounds again then. Gone from the front (expired, purged) is
+/// [`Error::HistoryExpired`]; deleted from the middle (the front still before them), they
+/// are skipped.
 ///
 /// The durable pull consumer (acknowledge-all) is acknowledged after members commit, up to
 /// the lowest checkpoint of the members that reported one: the server's view of the
@@ -189,6 +196,24 @@ impl JetStreamFeed {
         Ok((info.state.first_sequence, info.state.last_sequence))
     }
 
+    /// Whether the stream's first message is the stream-start marker its publisher wrote.
+    async fn starts_with_marker(&self) -> Result<bool> {
+        let config = &self.inner.config;
+        let stream = self
+            .inner
+            .context
+            .get_stream_no_info(&config.stream)
+            .await
+            .map_err(|e| read_error(&config.stream, "opening the stream", e))?;
+        match stream.get_raw_message(1).await {
+            Ok(message) => Ok(headers::is_marker(Some(&message.headers))),
+            Err(error) if matches!(error.kind(), jetstream::stream::LastRawMessageErrorKind::NoMessageFound) => {
+                Ok(false)
+            }
+            Err(error) => Err(request("reading the stream's first message", error)),
+        }
+    }
+
     /// The durable consumer's acknowledged floor: every stream sequence up to it is
     /// acknowledged.
     pub async fn acknowledged(&self) -> Result<u64> {
@@ -213,7 +238,6 @@ impl Feed for JetStreamFeed {
             batch_size: batch_size.clamp(1, 10_000),
             batch_bytes: batch_bytes.max(1),
             consumer: None,
-            checked_at: None,
             behind: false,
         }
     }
@@ -222,7 +246,12 @@ impl Feed for JetStreamFeed {
         Box::pin(async move {
             let (first, last) = self.bounds().await?;
             let from = after.sequence().saturating_add(1).max(first);
-            Ok(last.saturating_add(1).saturating_sub(from).min(cap))
+            let mut count = last.saturating_add(1).saturating_sub(from);
+            // The stream-start marker is not an event.
+            if from == 1 && count > 0 && self.starts_with_marker().await? {
+                count -= 1;
+            }
+            Ok(count.min(cap))
         })
     }
 
@@ -347,9 +376,6 @@ pub struct JetStreamReader {
     batch_size: usize,
     batch_bytes: usize,
     consumer: Option<(consumer::PullConsumer, u64)>,
-    /// The sequence at which the stream's bounds were last checked (a consumer made there may
-    /// skip messages deleted from the middle of the stream).
-    checked_at: Option<u64>,
     behind: bool,
 }
 
@@ -359,7 +385,10 @@ const PULL_GRACE: Duration = Duration::from_secs(5);
 /// What a message read comes to.
 enum Taken {
     Event(RecordedEvent),
-    Again,
+    /// At or before the reader's place (a consumer made anew may deliver it again), or the
+    /// stream-start marker: nothing to fold.
+    Nothing,
+    /// Past the reader's place: the messages between are gone.
     Gap,
 }
 
@@ -394,7 +423,6 @@ impl JetStreamReader {
             .map_err(|e| read_error(&self.feed.config.stream, "reading the stream's info", e))?;
         let (first, last) = (info.state.first_sequence, info.state.last_sequence);
         self.check_bounds(first, last)?;
-        self.checked_at = Some(self.next);
         let config = consumer::pull::Config {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: self.next },
             ack_policy: consumer::AckPolicy::None,
@@ -484,14 +512,23 @@ impl JetStreamReader {
                         return Ok(events);
                     }
                 };
-                match self.take(&message)? {
-                    Taken::Event(event) => {
+                let taken = match self.take(&message) {
+                    Ok(Taken::Gap) => self.gap(&message).await,
+                    taken => taken,
+                };
+                match taken {
+                    Ok(Taken::Event(event)) => {
                         bytes += event.stored_size();
                         events.push(event);
                     }
-                    Taken::Again => {}
-                    Taken::Gap => {
-                        // Read again from the first missing sequence, checking the stream's bounds.
+                    Ok(Taken::Nothing) => {}
+                    Ok(Taken::Gap) => {}
+                    Err(error) if events.is_empty() => {
+                        self.consumer = None;
+                        return Err(error);
+                    }
+                    // What was taken is delivered; the next read meets the bad message again.
+                    Err(_) => {
                         self.consumer = None;
                         return Ok(events);
                     }
@@ -509,27 +546,52 @@ impl JetStreamReader {
         Ok(events)
     }
 
-    /// The event of a message read: `Again` for one at or before the reader's place (a consumer
-    /// made anew may deliver it again), `Gap` for one past it that a check of the stream's
-    /// bounds has not allowed.
+    /// The event of a message read, the reader moved past it: `Nothing` for one at or before
+    /// the reader's place (a consumer made anew may deliver it again) or the stream-start
+    /// marker, `Gap` (the reader not moved) for one past the reader's place.
     fn take(&mut self, message: &jetstream::Message) -> Result<Taken> {
         let info = message.info().map_err(|e| Error::Unavailable(format!("a message without JetStream info: {e}")))?;
         let sequence = info.stream_sequence;
         if sequence < self.next {
-            return Ok(Taken::Again);
+            return Ok(Taken::Nothing);
         }
         if sequence > self.next {
-            if self.checked_at != Some(self.next) {
-                return Ok(Taken::Gap);
-            }
-            // Deleted from the middle of the stream (its front was checked): nothing to read.
-            tracing::warn!(expected = self.next, got = sequence, "messages deleted from the stream are skipped");
+            return Ok(Taken::Gap);
         }
         self.next = sequence + 1;
         if let Some((_, at)) = &mut self.consumer {
             *at = self.next;
         }
+        if headers::is_marker(message.headers.as_ref()) {
+            return Ok(Taken::Nothing);
+        }
         Ok(Taken::Event(to_event(&self.feed.config.prefix, message, sequence)))
+    }
+
+    /// A message past the reader's place: the stream's bounds are read again now. Messages
+    /// gone from the front (expired, purged) since the reader last looked are history lost,
+    /// [`Error::HistoryExpired`]; messages deleted from the middle (the front still at or
+    /// before the reader) are skipped, and the message is taken.
+    async fn gap(&mut self, message: &jetstream::Message) -> Result<Taken> {
+        let stream = self
+            .feed
+            .context
+            .get_stream_no_info(self.stream_name())
+            .await
+            .map_err(|e| read_error(&self.feed.config.stream, "opening the stream", e))?;
+        let info = stream
+            .get_info()
+            .await
+            .map_err(|e| read_error(&self.feed.config.stream, "reading the stream's info", e))?;
+        self.check_bounds(info.state.first_sequence, info.state.last_sequence)?;
+        let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(self.next);
+        tracing::warn!(
+            expected = self.next,
+            got = sequence,
+            "messages deleted from the middle of the stream are skipped"
+        );
+        self.next = sequence;
+        self.take(message)
     }
 
     /// Reads once: the next batch if there is one now.
