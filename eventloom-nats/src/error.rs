@@ -127,6 +127,14 @@ pub enum Error {
         /// The stream's last sequence.
         last: u64,
     },
+    /// The stream a feed reads was deleted and made again since the feed first read it: its
+    /// sequences started over, so a checkpoint of the old stream names other messages in the
+    /// new one. The feed reads no further; the projections need a rebuild.
+    #[error("stream {stream} was deleted and made again since this feed first read it: its sequences started over")]
+    StreamRecreated {
+        /// The stream.
+        stream: String,
+    },
     /// The publisher or feed was shut down.
     #[error("shut down")]
     Shutdown,
@@ -156,6 +164,7 @@ impl Error {
             Error::Fenced { .. } | Error::LeaseLost { .. } => ErrorKind::Conflict,
             Error::HistoryExpired { .. }
             | Error::StreamReset { .. }
+            | Error::StreamRecreated { .. }
             | Error::ForeignStream { .. }
             | Error::LogMismatch { .. } => ErrorKind::Corrupt,
             Error::JetStream(_) => ErrorKind::Internal,
@@ -189,6 +198,7 @@ impl From<Error> for eventloom_core::Error {
             }
             error @ (Error::HistoryExpired { .. }
             | Error::StreamReset { .. }
+            | Error::StreamRecreated { .. }
             | Error::ForeignStream { .. }
             | Error::LogMismatch { .. }) => {
                 Core::Corrupt { location: "NATS JetStream stream".into(), reason: error.to_string() }

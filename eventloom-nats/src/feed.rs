@@ -23,7 +23,8 @@ use crate::{Error, NatsConfig, Result, headers, subject};
 /// ```
 /// use eventloom_nats::JetStreamFeedConfig;
 ///
-/// let config = JetStreamFeedConfig::new("ORDERS", "bus.orders", "inventory");
+/// let config = JetStreamFeedConfig::new("ORDERS", "bus.orders", "inventory")
+///     .members(["stock_levels", "reservations"]);
 /// assert_eq!(config.durable(), "inventory");
 /// ```
 #[derive(Debug, Clone)]
@@ -32,6 +33,7 @@ pub struct JetStreamFeedConfig {
     prefix: String,
     durable: String,
     wait: Duration,
+    members: Vec<String>,
 }
 
 impl JetStreamFeedConfig {
@@ -44,7 +46,17 @@ impl JetStreamFeedConfig {
             prefix: prefix.into(),
             durable: durable.into(),
             wait: Duration::from_secs(5),
+            members: Vec::new(),
         }
+    }
+
+    /// The members (projection and handler names) the durable consumer's acknowledgements wait
+    /// for: nothing is acknowledged past a named member until it has committed that far, even
+    /// before it reported anything. Without them, only the members that have reported a
+    /// commit since the feed opened count (a member slower to start is not waited for).
+    pub fn members<N: Into<String>>(mut self, members: impl IntoIterator<Item = N>) -> Self {
+        self.members = members.into_iter().map(Into::into).collect();
+        self
     }
 
     /// The durable consumer's name.
@@ -87,9 +99,11 @@ impl JetStreamFeedConfig {
 /// are skipped.
 ///
 /// The durable pull consumer (acknowledge-all) is acknowledged after members commit, up to
-/// the lowest checkpoint of the members that reported one: the server's view of the
+/// the lowest checkpoint of the members that reported one and of the members named in
+/// [`JetStreamFeedConfig::members`] (0 until they report): the server's view of the
 /// consumer's progress (and of what an interest-retention stream may drop) never passes what
-/// is committed. Reads themselves go through short-lived consumers that start at the asked
+/// is committed. Without named members, a member that has not committed since the feed opened
+/// is not waited for: name them when several members share a feed. Reads themselves go through short-lived consumers that start at the asked
 /// sequence, so any member can read from its own checkpoint and a rebuild can read from the
 /// start.
 ///
@@ -128,6 +142,34 @@ struct Inner {
     ack_to: watch::Sender<u64>,
     /// The acker task's handle, aborted when the last clone of the feed goes.
     acker: tokio::task::AbortHandle,
+    /// When the stream was created (Unix nanoseconds), as first read: a stream deleted and made
+    /// again has another.
+    created: Mutex<Option<i128>>,
+}
+
+impl Inner {
+    /// The stream's info now; [`Error::StreamRecreated`] when it is not the stream this feed
+    /// read first (deleted and made again since).
+    async fn info(&self) -> Result<jetstream::stream::Info> {
+        let stream = self
+            .context
+            .get_stream_no_info(&self.config.stream)
+            .await
+            .map_err(|e| read_error(&self.config.stream, "opening the stream", e))?;
+        let info =
+            stream.get_info().await.map_err(|e| read_error(&self.config.stream, "reading the stream's info", e))?;
+        let created = info.created.unix_timestamp_nanos();
+        if let Ok(mut seen) = self.created.lock() {
+            match *seen {
+                None => *seen = Some(created),
+                Some(first) if first != created => {
+                    return Err(Error::StreamRecreated { stream: self.config.stream.clone() });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(info)
+    }
 }
 
 impl Drop for Inner {
@@ -173,7 +215,10 @@ impl JetStreamFeed {
         }
         let (ack_to, acked) = watch::channel(0);
         let acker = tokio::spawn(acknowledge(context.clone(), config.clone(), acked)).abort_handle();
-        Ok(JetStreamFeed { inner: Arc::new(Inner { context, config, acks: Mutex::default(), ack_to, acker }) })
+        // A named member counts from the start as committed up to nothing.
+        let acks = Mutex::new(config.members.iter().map(|member| (member.clone(), 0)).collect());
+        let created = Mutex::new(None);
+        Ok(JetStreamFeed { inner: Arc::new(Inner { context, config, acks, ack_to, acker, created }) })
     }
 
     /// Its configuration.
@@ -183,16 +228,7 @@ impl JetStreamFeed {
 
     /// The stream's first and last sequence now.
     pub async fn bounds(&self) -> Result<(u64, u64)> {
-        let stream = self
-            .inner
-            .context
-            .get_stream_no_info(&self.inner.config.stream)
-            .await
-            .map_err(|e| read_error(&self.inner.config.stream, "opening the stream", e))?;
-        let info = stream
-            .get_info()
-            .await
-            .map_err(|e| read_error(&self.inner.config.stream, "reading the stream's info", e))?;
+        let info = self.inner.info().await?;
         Ok((info.state.first_sequence, info.state.last_sequence))
     }
 
@@ -411,16 +447,13 @@ impl JetStreamReader {
             }
         }
         self.consumer = None;
+        let info = self.feed.info().await?;
         let stream = self
             .feed
             .context
             .get_stream_no_info(self.stream_name())
             .await
             .map_err(|e| read_error(&self.feed.config.stream, "opening the stream", e))?;
-        let info = stream
-            .get_info()
-            .await
-            .map_err(|e| read_error(&self.feed.config.stream, "reading the stream's info", e))?;
         let (first, last) = (info.state.first_sequence, info.state.last_sequence);
         self.check_bounds(first, last)?;
         let config = consumer::pull::Config {
@@ -573,16 +606,7 @@ impl JetStreamReader {
     /// [`Error::HistoryExpired`]; messages deleted from the middle (the front still at or
     /// before the reader) are skipped, and the message is taken.
     async fn gap(&mut self, message: &jetstream::Message) -> Result<Taken> {
-        let stream = self
-            .feed
-            .context
-            .get_stream_no_info(self.stream_name())
-            .await
-            .map_err(|e| read_error(&self.feed.config.stream, "opening the stream", e))?;
-        let info = stream
-            .get_info()
-            .await
-            .map_err(|e| read_error(&self.feed.config.stream, "reading the stream's info", e))?;
+        let info = self.feed.info().await?;
         self.check_bounds(info.state.first_sequence, info.state.last_sequence)?;
         let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(self.next);
         tracing::warn!(
@@ -600,16 +624,7 @@ impl JetStreamReader {
         if events.is_empty() {
             // A fetch that found nothing: make sure the stream has nothing after the reader (a
             // consumer made an instant ago may not have seen it yet).
-            let stream = self
-                .feed
-                .context
-                .get_stream_no_info(self.stream_name())
-                .await
-                .map_err(|e| read_error(&self.feed.config.stream, "opening the stream", e))?;
-            let info = stream
-                .get_info()
-                .await
-                .map_err(|e| read_error(&self.feed.config.stream, "reading the stream's info", e))?;
+            let info = self.feed.info().await?;
             self.check_bounds(info.state.first_sequence, info.state.last_sequence)?;
             if info.state.last_sequence >= self.next {
                 events = self.fetch(Some(Duration::from_millis(200))).await?;

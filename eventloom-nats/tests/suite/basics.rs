@@ -673,3 +673,65 @@ async fn a_consumer_started_before_its_stream_exists_waits_for_it() {
     running.await.unwrap().unwrap();
     delete_stream(&client, &names.stream).await;
 }
+
+/// A member named in the feed's config that has not committed yet holds the durable consumer's
+/// acknowledgements back, however far the others are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_wait_for_a_named_member_that_has_not_committed() {
+    let names = names("members");
+    let client = connect(&nats_url()).await;
+    let log = MemoryEventStore::new();
+    fill(&log, 2, 10).await;
+    publisher(&client, &names).catch_up(&log).await.unwrap();
+    let config = JetStreamFeedConfig::new(&names.stream, &names.prefix, "members")
+        .wait(Duration::from_millis(500))
+        .members([Counts::NAME, "late"]);
+    let feed = JetStreamFeed::open(client.clone(), config).await.unwrap();
+    let views = MemoryViewStore::default();
+    let mut group = Projector::new(MemoryEventStore::new(), views.clone()).group_fed_by(feed.clone());
+    group.add(Counts);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(group.run(async { stopped.await.unwrap_or(()) }));
+    let reader = ViewReader::<Count>::new(views.clone(), Counts::NAME);
+    reader.wait_for(Position::new(0, 21), Duration::from_secs(30)).await.unwrap();
+    // Counts committed everything; "late" nothing yet.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(feed.acknowledged().await.unwrap(), 0, "nothing acknowledged past the late member");
+    feed.acknowledge("late", Position::new(0, 11));
+    assert!(eventually(Duration::from_secs(10), || async { feed.acknowledged().await.is_ok_and(|a| a == 11) }).await);
+    feed.acknowledge("late", Position::new(0, 21));
+    assert!(eventually(Duration::from_secs(10), || async { feed.acknowledged().await.is_ok_and(|a| a == 21) }).await);
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    delete_stream(&client, &names.stream).await;
+}
+
+/// A stream deleted and made again, longer than before, while a consumer runs: its checkpoint
+/// names other messages in the new stream, which the feed refuses to read on from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_recreated_past_the_checkpoint_is_refused() {
+    let names = names("recreated");
+    let client = connect(&nats_url()).await;
+    let log = MemoryEventStore::new();
+    fill(&log, 1, 5).await;
+    publisher(&client, &names).catch_up(&log).await.unwrap();
+    let feed = feed(&client, &names, "recreated").await;
+    let mut reader = feed.read_after(Position::ZERO, 100, 1 << 20);
+    assert_eq!(reader.try_next_batch().await.unwrap().unwrap().len(), 5);
+    // Deleted, and made again from another log with more events than the checkpoint's sequence.
+    delete_stream(&client, &names.stream).await;
+    let other_log = MemoryEventStore::new();
+    fill(&other_log, 2, 10).await;
+    publisher(&client, &names).catch_up(&other_log).await.unwrap();
+    let mut error = reader.try_next_batch().await.unwrap_err();
+    if error.is_transient() {
+        // The reading consumer went with the old stream: an outage, retried (as a runner does).
+        error = reader.try_next_batch().await.unwrap_err();
+    }
+    assert_eq!(error.kind(), ErrorKind::Corrupt, "{error}");
+    assert!(error.to_string().contains("made again"), "{error}");
+    // A reader from the checkpoint (a restart of the member) is refused too.
+    let error = feed.read_after(Position::new(0, 6), 100, 1 << 20).try_next_batch().await.unwrap_err();
+    assert!(error.to_string().contains("made again"), "{error}");
+    delete_stream(&client, &names.stream).await;
+}
