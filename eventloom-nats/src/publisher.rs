@@ -287,7 +287,8 @@ impl PublisherConfig {
 /// [`Error::LogMismatch`] (the stream was written from another log, or the local store was
 /// wiped or restored) rather than skip or repeat events. An outage is retried with back-off in
 /// the same way: from the stream's last event, once the publishes of the pass that failed
-/// are flushed and their acks awaited (for at most the request timeout).
+/// are flushed (for at most the request timeout) and their acks awaited (for at most a second
+/// more).
 ///
 /// A refused publish stops the publisher with [`Error::Fenced`] when another writer extended
 /// the stream. When the stream's last message is an event of this log at its position (a
@@ -555,19 +556,22 @@ impl Publisher {
         }
     }
 
-    /// Flushes the publishes of an ended pass and awaits their acks, for at most the request
-    /// timeout: whatever the server stores of them is stored before the next pass reads the
-    /// stream. The ones acked count as published.
+    /// Flushes the publishes of an ended pass (for at most the request timeout, as the client
+    /// reconnects) and awaits their acks (for at most [`ABANDONED_ACKS_WAIT`] more): what the
+    /// server stores of them is then mostly stored before the next pass reads the stream (a
+    /// fence by one stored later is told from another writer's). The ones acked count as
+    /// published.
     async fn abandon(&self, pending: &mut VecDeque<Pending>) {
         if pending.is_empty() {
             return;
         }
-        let deadline = tokio::time::Instant::now() + self.inner.timeout;
         let span = tracing::debug_span!("nats publish abandon", in_flight = pending.len());
         async {
-            if tokio::time::timeout_at(deadline, self.inner.client.flush()).await.is_err() {
+            if tokio::time::timeout(self.inner.timeout, self.inner.client.flush()).await.is_err() {
                 tracing::debug!("flushing the abandoned publishes timed out");
             }
+            // Acks the server will never send (it restarted) are not waited for long.
+            let deadline = tokio::time::Instant::now() + ABANDONED_ACKS_WAIT.min(self.inner.timeout);
             while let Some((ack, sequence, position)) = pending.pop_front() {
                 match tokio::time::timeout_at(deadline, ack.into_future()).await {
                     Ok(Ok(ack)) if ack.sequence == sequence => self.report(|s| {
@@ -743,7 +747,7 @@ impl Publisher {
         let Some(before) = just_before(position) else {
             return Err(mismatch("its position is before every event".into()));
         };
-        let mut reader = feed.read_after(before, 1, usize::MAX);
+        let mut reader = feed.read_after(before, 1, 4 << 20);
         let local = reader.try_next_batch().await?.and_then(|batch| batch.into_iter().next());
         let Some(local) = local else {
             return Err(mismatch(format!("position {position} is past the head of the local log")));
@@ -936,6 +940,9 @@ impl Publisher {
 /// How many fences in a row, with the stream where it was, a publisher resumes after before
 /// it stops [`Error::Fenced`].
 const REFENCES: u32 = 3;
+
+/// How long the acks of an ended pass are awaited, once its publishes are flushed.
+const ABANDONED_ACKS_WAIT: Duration = Duration::from_secs(1);
 
 /// How many stream-start markers at the stream's end a resume passes over.
 const MARKERS_PASSED: usize = 100;

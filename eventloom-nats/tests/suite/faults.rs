@@ -351,3 +351,56 @@ async fn the_consumer_sigkilled_mid_projection_folds_every_event_once_and_in_ord
     }
     delete_stream(&client, &names.stream).await;
 }
+
+/// The server SIGKILLed and restarted while up to 2000 publishes are in flight, from a second
+/// connection's point of view too: publishes of the pass that failed which the server stores
+/// late never stop the publisher as fenced, and every event is stored once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_with_thousands_of_publishes_in_flight_never_fence_the_publisher() {
+    let mut server = PrivateNats::start("");
+    let names = names("inflight_restart");
+    let client = connect(&server.url()).await;
+    let log = MemoryEventStore::new();
+    let publisher = Publisher::new(
+        client.clone(),
+        PublisherConfig::new(&names.stream, &names.prefix).category("tally").in_flight(2000).batch_size(500),
+    )
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn({
+        let (publisher, log) = (publisher.clone(), log.clone());
+        async move { publisher.run(&log, async { stopped.await.unwrap_or(()) }).await }
+    });
+    let mut restarts = 0;
+    for _ in 0..4 {
+        let before = publisher.status().published;
+        fill(&log, 20, 200).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while publisher.status().published < before + 500 {
+            assert!(!running.is_finished(), "the publisher stopped: {:?}", publisher.status());
+            assert!(
+                Instant::now() < deadline,
+                "publishing goes on after {restarts} restarts: {:?}",
+                publisher.status()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        server.restart();
+        restarts += 1;
+    }
+    let expected = all_positions(&log).await;
+    let last = *expected.last().unwrap();
+    let caught_up =
+        eventually(Duration::from_secs(120), || async { publisher.status().last_position == Some(last) }).await;
+    assert!(!running.is_finished(), "the publisher stopped: {:?}", publisher.status());
+    assert!(caught_up, "the publisher catches up: {:?}", publisher.status());
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    let stored = stored_positions(&client, &names.stream).await;
+    let (lost, duplicated) = lost_and_duplicated(&stored, &expected);
+    println!(
+        "nats-server restarted {restarts} times with publishes in flight: {} events, lost {lost}, duplicated {duplicated}",
+        expected.len()
+    );
+    assert_eq!((lost, duplicated), (0, 0));
+}
