@@ -289,10 +289,22 @@ impl NatsConfig {
     }
 }
 
-/// Whether an I/O error of connecting is a TLS alert of the handshake.
+/// Whether an I/O error of connecting is one of the TLS handshake (a `rustls` error inside
+/// the I/O error, such as an alert the server sent).
 fn is_tls_alert(error: &async_nats::ConnectError) -> bool {
-    let text = error.to_string().to_ascii_lowercase();
-    text.contains("fatal alert") || text.contains("certificate")
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let tls = cause.downcast_ref::<async_nats::rustls::Error>().is_some()
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.downcast_ref::<async_nats::rustls::Error>().is_some());
+        if tls {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// A failed connect, sorted: an outage is retried, a refusal (credentials, TLS) is not.
