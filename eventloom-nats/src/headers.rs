@@ -55,10 +55,9 @@ pub mod names {
 
 /// The value of the [`names::MARKER`] header. The marker is the first message of a stream a
 /// publisher made (subject `<prefix>.eventloom-stream-start`, one token where events have two,
-/// an empty body): nats-server 2.9 ignores `Nats-Expected-Last-Sequence: 0`, so the first
-/// publish into an empty stream would be unguarded; after the marker every publish expects a
-/// sequence of at least 1, which the server checks. A [`JetStreamFeed`](crate::JetStreamFeed)
-/// skips it.
+/// an empty body). A server that ignores `Nats-Expected-Last-Sequence: 0` would leave the first
+/// publish into an empty stream unguarded; after the marker every publish expects a sequence of
+/// at least 1, which every server checks. A [`JetStreamFeed`](crate::JetStreamFeed) skips it.
 pub const MARKER: &str = "stream-start";
 
 /// The `Nats-Msg-Id` of the stream-start marker: publishers that start at once store one.
