@@ -60,14 +60,17 @@ impl std::fmt::Debug for NatsConfig {
     }
 }
 
-/// The URL without the password of any `user:password@`.
+/// The URL without the password of any `user:password@`, and without any `token@`.
 fn redact(url: &str) -> String {
     url.split(',')
         .map(|one| match (one.find("://"), one.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                let user = one[scheme + 3..at].split(':').next().unwrap_or("");
-                format!("{}{user}:***{}", &one[..scheme + 3], &one[at..])
-            }
+            (Some(scheme), Some(at)) if at > scheme => match one[scheme + 3..at].split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &one[..scheme + 3], &one[at..]),
+                // `token@host`: the whole user part is the secret.
+                None => format!("{}***{}", &one[..scheme + 3], &one[at..]),
+            },
+            // Not a URL as it should be, but what comes before an `@` may still be a secret.
+            (_, Some(at)) => format!("***{}", &one[at..]),
             _ => one.to_owned(),
         })
         .collect::<Vec<_>>()
@@ -231,9 +234,11 @@ impl NatsConfig {
         self.request_timeout
     }
 
-    /// Connects: [`Error::Connect`] when the server cannot be reached or refuses the
-    /// credentials or certificate, [`Error::Config`] for a creds file or key that does not read.
-    /// Once connected the client reconnects on its own after an outage, forever.
+    /// Connects: [`Error::Connect`] when the server cannot be reached (retrying may succeed),
+    /// [`Error::ConnectRefused`] when it refuses the credentials or the TLS handshake fails
+    /// (retrying will not help: the settings must change), [`Error::Config`] for a creds file
+    /// or key that does not read. Once connected the client reconnects on its own after an
+    /// outage, forever.
     pub async fn connect(&self) -> Result<async_nats::Client> {
         let mut options = async_nats::ConnectOptions::new()
             .connection_timeout(self.connect_timeout)
@@ -280,7 +285,47 @@ impl NatsConfig {
             .map_err(|e| Error::Config(format!("NATS URL {} does not parse: {e}", redact(&self.url))))?;
         let span = tracing::info_span!("nats connect", url = %redact(&self.url));
         let _enter = span.enter();
-        options.connect(servers).await.map_err(|e| Error::Connect(e.to_string()))
+        options.connect(servers).await.map_err(connect_error)
+    }
+}
+
+/// Whether an I/O error of connecting is one of the TLS handshake (a `rustls` error inside
+/// the I/O error, such as an alert the server sent).
+fn is_tls_alert(error: &async_nats::ConnectError) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let tls = cause.downcast_ref::<async_nats::rustls::Error>().is_some()
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.downcast_ref::<async_nats::rustls::Error>().is_some());
+        if tls {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// A failed connect, sorted: an outage is retried, a refusal (credentials, TLS) is not.
+fn connect_error(error: async_nats::ConnectError) -> Error {
+    use async_nats::ConnectErrorKind as Kind;
+    match error.kind() {
+        Kind::Authentication | Kind::AuthorizationViolation => Error::ConnectRefused(format!(
+            "{error}: the server does not accept these credentials (user and password, token, nkey or creds file)"
+        )),
+        // A TLS alert the server sent (it refused the client's certificate, or the lack of one)
+        // reaches the client as an I/O error of the handshake.
+        Kind::Io if is_tls_alert(&error) => Error::ConnectRefused(format!(
+            "{error}: the server refused the TLS handshake (does it ask for a client certificate, \
+             signed by a CA it trusts?)"
+        )),
+        Kind::Tls => Error::ConnectRefused(format!(
+            "{error}: the TLS handshake failed (is the server's certificate signed by the CA file given, \
+             does the server ask for a client certificate, does it speak TLS at all?)"
+        )),
+        Kind::ServerParse => Error::Config(format!("{error}")),
+        Kind::Dns | Kind::TimedOut | Kind::Io | Kind::MaxReconnects => Error::Connect(error.to_string()),
     }
 }
 
@@ -301,5 +346,12 @@ mod tests {
         assert_eq!(config.user_password, Some(("ada".into(), "p@w x".into())));
         assert!(!format!("{config:?}").contains("p@w"));
         assert_eq!(redact("nats://ada:pw@h:1"), "nats://ada:***@h:1");
+        assert_eq!(redact("nats://s3cret-token@h:1,nats://h:2"), "nats://***@h:1,nats://h:2");
+        let config = NatsConfig::new("nats://s3cret-token@127.0.0.1:4222").unwrap();
+        assert_eq!(config.token.as_deref(), Some("s3cret-token"));
+        assert!(!format!("{config:?}").contains("s3cret"));
+        // A URL that does not parse is reported without its token.
+        let error = NatsConfig::new("redis-ish s3cret-token@").unwrap_err();
+        assert!(!error.to_string().contains("s3cret"), "{error}");
     }
 }

@@ -29,10 +29,15 @@ pub enum Error {
     /// file that is missing). The message never repeats credentials.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The server could not be reached or refused the connection (a wrong password, an
-    /// untrusted certificate). The message never repeats credentials.
+    /// The server could not be reached (down, timed out, a name that does not resolve):
+    /// retrying later may succeed. The message never repeats credentials.
     #[error("cannot connect to NATS: {0}")]
     Connect(String),
+    /// The server refused the connection in a way retrying will not fix: wrong credentials, a
+    /// user it does not know, a certificate it does not trust or TLS settings that do not
+    /// match its own. The message never repeats credentials.
+    #[error("NATS refused the connection: {0}")]
+    ConnectRefused(String),
     /// The server is unreachable or did not answer in time: retrying later may succeed.
     #[error("NATS unavailable: {0}")]
     Unavailable(String),
@@ -81,6 +86,21 @@ pub enum Error {
         /// What is missing.
         reason: String,
     },
+    /// The stream's last message names an event the local log does not hold as it says: a
+    /// position past the log's head, no event there, or another event id. The stream was
+    /// written from another log (another service, or a store that was wiped or restored), and
+    /// resuming from it would skip or repeat events.
+    #[error("the last message (sequence {sequence}) of stream {stream} is not of this log: {reason}")]
+    LogMismatch {
+        /// The stream.
+        stream: String,
+        /// The message's sequence.
+        sequence: u64,
+        /// The position its header names.
+        position: Position,
+        /// What does not match.
+        reason: String,
+    },
     /// A consumer asked to read (rebuild) from a sequence the stream no longer keeps: its
     /// retention dropped the history. Rebuilding needs a stream that keeps every message.
     #[error(
@@ -107,6 +127,14 @@ pub enum Error {
         /// The stream's last sequence.
         last: u64,
     },
+    /// The stream a feed reads was deleted and made again since the feed first read it: its
+    /// sequences started over, so a checkpoint of the old stream names other messages in the
+    /// new one. The feed reads no further; the projections need a rebuild.
+    #[error("stream {stream} was deleted and made again since this feed first read it: its sequences started over")]
+    StreamRecreated {
+        /// The stream.
+        stream: String,
+    },
     /// The publisher or feed was shut down.
     #[error("shut down")]
     Shutdown,
@@ -116,10 +144,10 @@ pub enum Error {
 }
 
 impl Error {
-    /// What kind of failure this is (see [`ErrorKind`]): a bad setting is invalid input, an
-    /// outage or refused connection is unavailable, a fenced publisher or lost lease is a
-    /// conflict, expired history or a reset stream is corrupt (someone has to look), an event
-    /// too large is invalid input.
+    /// What kind of failure this is (see [`ErrorKind`]): a bad setting or a refused connection
+    /// (credentials, TLS) is invalid input, an outage is unavailable, a fenced publisher or lost
+    /// lease is a conflict, expired history, a reset stream or a stream of another log is
+    /// corrupt (someone has to look), an event too large is invalid input.
     ///
     /// # Examples
     ///
@@ -131,12 +159,14 @@ impl Error {
     /// ```
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Config(_) | Error::TooLarge { .. } => ErrorKind::InvalidInput,
+            Error::Config(_) | Error::ConnectRefused(_) | Error::TooLarge { .. } => ErrorKind::InvalidInput,
             Error::Connect(_) | Error::Unavailable(_) | Error::Shutdown => ErrorKind::Unavailable,
             Error::Fenced { .. } | Error::LeaseLost { .. } => ErrorKind::Conflict,
-            Error::HistoryExpired { .. } | Error::StreamReset { .. } | Error::ForeignStream { .. } => {
-                ErrorKind::Corrupt
-            }
+            Error::HistoryExpired { .. }
+            | Error::StreamReset { .. }
+            | Error::StreamRecreated { .. }
+            | Error::ForeignStream { .. }
+            | Error::LogMismatch { .. } => ErrorKind::Corrupt,
             Error::JetStream(_) => ErrorKind::Internal,
             Error::Store(error) => error.kind(),
         }
@@ -163,8 +193,14 @@ impl From<Error> for eventloom_core::Error {
             Error::Store(error) => error,
             Error::Shutdown => Core::Shutdown,
             error @ (Error::Unavailable(_) | Error::Connect(_)) => Core::unavailable(error),
-            error @ Error::TooLarge { .. } => Core::InvalidConfig { reason: error.to_string() },
-            error @ (Error::HistoryExpired { .. } | Error::StreamReset { .. } | Error::ForeignStream { .. }) => {
+            error @ (Error::TooLarge { .. } | Error::ConnectRefused(_)) => {
+                Core::InvalidConfig { reason: error.to_string() }
+            }
+            error @ (Error::HistoryExpired { .. }
+            | Error::StreamReset { .. }
+            | Error::StreamRecreated { .. }
+            | Error::ForeignStream { .. }
+            | Error::LogMismatch { .. }) => {
                 Core::Corrupt { location: "NATS JetStream stream".into(), reason: error.to_string() }
             }
             error @ (Error::Config(_) | Error::JetStream(_) | Error::Fenced { .. } | Error::LeaseLost { .. }) => {

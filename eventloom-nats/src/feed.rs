@@ -23,7 +23,8 @@ use crate::{Error, NatsConfig, Result, headers, subject};
 /// ```
 /// use eventloom_nats::JetStreamFeedConfig;
 ///
-/// let config = JetStreamFeedConfig::new("ORDERS", "bus.orders", "inventory");
+/// let config = JetStreamFeedConfig::new("ORDERS", "bus.orders", "inventory")
+///     .members(["stock_levels", "reservations"]);
 /// assert_eq!(config.durable(), "inventory");
 /// ```
 #[derive(Debug, Clone)]
@@ -32,6 +33,7 @@ pub struct JetStreamFeedConfig {
     prefix: String,
     durable: String,
     wait: Duration,
+    members: Vec<String>,
 }
 
 impl JetStreamFeedConfig {
@@ -44,7 +46,17 @@ impl JetStreamFeedConfig {
             prefix: prefix.into(),
             durable: durable.into(),
             wait: Duration::from_secs(5),
+            members: Vec::new(),
         }
+    }
+
+    /// The members (projection and handler names) the durable consumer's acknowledgements wait
+    /// for: nothing is acknowledged past a named member until it has committed that far, even
+    /// before it reported anything. Without them, only the members that have reported a
+    /// commit since the feed opened count (a member slower to start is not waited for).
+    pub fn members<N: Into<String>>(mut self, members: impl IntoIterator<Item = N>) -> Self {
+        self.members = members.into_iter().map(Into::into).collect();
+        self
     }
 
     /// The durable consumer's name.
@@ -77,12 +89,21 @@ impl JetStreamFeedConfig {
 /// A message whose headers are missing or malformed becomes an event whose payload does not
 /// decode (a poison event, stopped on or dead-lettered by the projection's poison policy),
 /// under the category and type its subject names; one whose subject is not the publisher's
-/// either is skipped by every projection.
+/// either is skipped by every projection. The publisher's stream-start marker is no event:
+/// the feed skips it (its sequence is 1 in a stream the publisher made, so the first event is
+/// at sequence 2).
+///
+/// A message past the one a reader expects means the messages between are gone: the feed
+/// reads the stream's bounds again then. Gone from the front (expired, purged) is
+/// [`Error::HistoryExpired`]; deleted from the middle (the front still before them), they
+/// are skipped.
 ///
 /// The durable pull consumer (acknowledge-all) is acknowledged after members commit, up to
-/// the lowest checkpoint of the members that reported one: the server's view of the
+/// the lowest checkpoint of the members that reported one and of the members named in
+/// [`JetStreamFeedConfig::members`] (0 until they report): the server's view of the
 /// consumer's progress (and of what an interest-retention stream may drop) never passes what
-/// is committed. Reads themselves go through short-lived consumers that start at the asked
+/// is committed. Without named members, a member that has not committed since the feed opened
+/// is not waited for: name them when several members share a feed. Reads themselves go through short-lived consumers that start at the asked
 /// sequence, so any member can read from its own checkpoint and a rebuild can read from the
 /// start.
 ///
@@ -121,6 +142,34 @@ struct Inner {
     ack_to: watch::Sender<u64>,
     /// The acker task's handle, aborted when the last clone of the feed goes.
     acker: tokio::task::AbortHandle,
+    /// When the stream was created (Unix nanoseconds), as first read: a stream deleted and made
+    /// again has another.
+    created: Mutex<Option<i128>>,
+}
+
+impl Inner {
+    /// The stream's info now; [`Error::StreamRecreated`] when it is not the stream this feed
+    /// read first (deleted and made again since).
+    async fn info(&self) -> Result<jetstream::stream::Info> {
+        let stream = self
+            .context
+            .get_stream_no_info(&self.config.stream)
+            .await
+            .map_err(|e| read_error(&self.config.stream, "opening the stream", e))?;
+        let info =
+            stream.get_info().await.map_err(|e| read_error(&self.config.stream, "reading the stream's info", e))?;
+        let created = info.created.unix_timestamp_nanos();
+        if let Ok(mut seen) = self.created.lock() {
+            match *seen {
+                None => *seen = Some(created),
+                Some(first) if first != created => {
+                    return Err(Error::StreamRecreated { stream: self.config.stream.clone() });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(info)
+    }
 }
 
 impl Drop for Inner {
@@ -166,7 +215,10 @@ impl JetStreamFeed {
         }
         let (ack_to, acked) = watch::channel(0);
         let acker = tokio::spawn(acknowledge(context.clone(), config.clone(), acked)).abort_handle();
-        Ok(JetStreamFeed { inner: Arc::new(Inner { context, config, acks: Mutex::default(), ack_to, acker }) })
+        // A named member counts from the start as committed up to nothing.
+        let acks = Mutex::new(config.members.iter().map(|member| (member.clone(), 0)).collect());
+        let created = Mutex::new(None);
+        Ok(JetStreamFeed { inner: Arc::new(Inner { context, config, acks, ack_to, acker, created }) })
     }
 
     /// Its configuration.
@@ -176,17 +228,26 @@ impl JetStreamFeed {
 
     /// The stream's first and last sequence now.
     pub async fn bounds(&self) -> Result<(u64, u64)> {
+        let info = self.inner.info().await?;
+        Ok((info.state.first_sequence, info.state.last_sequence))
+    }
+
+    /// Whether the stream's first message is the stream-start marker its publisher wrote.
+    async fn starts_with_marker(&self) -> Result<bool> {
+        let config = &self.inner.config;
         let stream = self
             .inner
             .context
-            .get_stream_no_info(&self.inner.config.stream)
+            .get_stream_no_info(&config.stream)
             .await
-            .map_err(|e| read_error(&self.inner.config.stream, "opening the stream", e))?;
-        let info = stream
-            .get_info()
-            .await
-            .map_err(|e| read_error(&self.inner.config.stream, "reading the stream's info", e))?;
-        Ok((info.state.first_sequence, info.state.last_sequence))
+            .map_err(|e| read_error(&config.stream, "opening the stream", e))?;
+        match stream.get_raw_message(1).await {
+            Ok(message) => Ok(headers::is_marker(Some(&message.headers))),
+            Err(error) if matches!(error.kind(), jetstream::stream::LastRawMessageErrorKind::NoMessageFound) => {
+                Ok(false)
+            }
+            Err(error) => Err(request("reading the stream's first message", error)),
+        }
     }
 
     /// The durable consumer's acknowledged floor: every stream sequence up to it is
@@ -213,7 +274,6 @@ impl Feed for JetStreamFeed {
             batch_size: batch_size.clamp(1, 10_000),
             batch_bytes: batch_bytes.max(1),
             consumer: None,
-            checked_at: None,
             behind: false,
         }
     }
@@ -222,7 +282,12 @@ impl Feed for JetStreamFeed {
         Box::pin(async move {
             let (first, last) = self.bounds().await?;
             let from = after.sequence().saturating_add(1).max(first);
-            Ok(last.saturating_add(1).saturating_sub(from).min(cap))
+            let mut count = last.saturating_add(1).saturating_sub(from);
+            // The stream-start marker is not an event.
+            if from == 1 && count > 0 && self.starts_with_marker().await? {
+                count -= 1;
+            }
+            Ok(count.min(cap))
         })
     }
 
@@ -347,9 +412,6 @@ pub struct JetStreamReader {
     batch_size: usize,
     batch_bytes: usize,
     consumer: Option<(consumer::PullConsumer, u64)>,
-    /// The sequence at which the stream's bounds were last checked (a consumer made there may
-    /// skip messages deleted from the middle of the stream).
-    checked_at: Option<u64>,
     behind: bool,
 }
 
@@ -359,7 +421,10 @@ const PULL_GRACE: Duration = Duration::from_secs(5);
 /// What a message read comes to.
 enum Taken {
     Event(RecordedEvent),
-    Again,
+    /// At or before the reader's place (a consumer made anew may deliver it again), or the
+    /// stream-start marker: nothing to fold.
+    Nothing,
+    /// Past the reader's place: the messages between are gone.
     Gap,
 }
 
@@ -382,19 +447,15 @@ impl JetStreamReader {
             }
         }
         self.consumer = None;
+        let info = self.feed.info().await?;
         let stream = self
             .feed
             .context
             .get_stream_no_info(self.stream_name())
             .await
             .map_err(|e| read_error(&self.feed.config.stream, "opening the stream", e))?;
-        let info = stream
-            .get_info()
-            .await
-            .map_err(|e| read_error(&self.feed.config.stream, "reading the stream's info", e))?;
         let (first, last) = (info.state.first_sequence, info.state.last_sequence);
         self.check_bounds(first, last)?;
-        self.checked_at = Some(self.next);
         let config = consumer::pull::Config {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: self.next },
             ack_policy: consumer::AckPolicy::None,
@@ -484,14 +545,23 @@ impl JetStreamReader {
                         return Ok(events);
                     }
                 };
-                match self.take(&message)? {
-                    Taken::Event(event) => {
+                let taken = match self.take(&message) {
+                    Ok(Taken::Gap) => self.gap(&message).await,
+                    taken => taken,
+                };
+                match taken {
+                    Ok(Taken::Event(event)) => {
                         bytes += event.stored_size();
                         events.push(event);
                     }
-                    Taken::Again => {}
-                    Taken::Gap => {
-                        // Read again from the first missing sequence, checking the stream's bounds.
+                    Ok(Taken::Nothing) => {}
+                    Ok(Taken::Gap) => {}
+                    Err(error) if events.is_empty() => {
+                        self.consumer = None;
+                        return Err(error);
+                    }
+                    // What was taken is delivered; the next read meets the bad message again.
+                    Err(_) => {
                         self.consumer = None;
                         return Ok(events);
                     }
@@ -509,27 +579,43 @@ impl JetStreamReader {
         Ok(events)
     }
 
-    /// The event of a message read: `Again` for one at or before the reader's place (a consumer
-    /// made anew may deliver it again), `Gap` for one past it that a check of the stream's
-    /// bounds has not allowed.
+    /// The event of a message read, the reader moved past it: `Nothing` for one at or before
+    /// the reader's place (a consumer made anew may deliver it again) or the stream-start
+    /// marker, `Gap` (the reader not moved) for one past the reader's place.
     fn take(&mut self, message: &jetstream::Message) -> Result<Taken> {
         let info = message.info().map_err(|e| Error::Unavailable(format!("a message without JetStream info: {e}")))?;
         let sequence = info.stream_sequence;
         if sequence < self.next {
-            return Ok(Taken::Again);
+            return Ok(Taken::Nothing);
         }
         if sequence > self.next {
-            if self.checked_at != Some(self.next) {
-                return Ok(Taken::Gap);
-            }
-            // Deleted from the middle of the stream (its front was checked): nothing to read.
-            tracing::warn!(expected = self.next, got = sequence, "messages deleted from the stream are skipped");
+            return Ok(Taken::Gap);
         }
         self.next = sequence + 1;
         if let Some((_, at)) = &mut self.consumer {
             *at = self.next;
         }
+        if headers::is_marker(message.headers.as_ref()) {
+            return Ok(Taken::Nothing);
+        }
         Ok(Taken::Event(to_event(&self.feed.config.prefix, message, sequence)))
+    }
+
+    /// A message past the reader's place: the stream's bounds are read again now. Messages
+    /// gone from the front (expired, purged) since the reader last looked are history lost,
+    /// [`Error::HistoryExpired`]; messages deleted from the middle (the front still at or
+    /// before the reader) are skipped, and the message is taken.
+    async fn gap(&mut self, message: &jetstream::Message) -> Result<Taken> {
+        let info = self.feed.info().await?;
+        self.check_bounds(info.state.first_sequence, info.state.last_sequence)?;
+        let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(self.next);
+        tracing::warn!(
+            expected = self.next,
+            got = sequence,
+            "messages deleted from the middle of the stream are skipped"
+        );
+        self.next = sequence;
+        self.take(message)
     }
 
     /// Reads once: the next batch if there is one now.
@@ -538,16 +624,7 @@ impl JetStreamReader {
         if events.is_empty() {
             // A fetch that found nothing: make sure the stream has nothing after the reader (a
             // consumer made an instant ago may not have seen it yet).
-            let stream = self
-                .feed
-                .context
-                .get_stream_no_info(self.stream_name())
-                .await
-                .map_err(|e| read_error(&self.feed.config.stream, "opening the stream", e))?;
-            let info = stream
-                .get_info()
-                .await
-                .map_err(|e| read_error(&self.feed.config.stream, "reading the stream's info", e))?;
+            let info = self.feed.info().await?;
             self.check_bounds(info.state.first_sequence, info.state.last_sequence)?;
             if info.state.last_sequence >= self.next {
                 events = self.fetch(Some(Duration::from_millis(200))).await?;

@@ -48,6 +48,37 @@ pub mod names {
     pub const CONTENT_TYPE: &str = "Content-Type";
     /// JetStream's duplicate guard: the event id.
     pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// Only on the stream-start marker, the message a publisher writes into an empty stream
+    /// so that every publish after it expects a sequence of at least 1 (see [`MARKER`]).
+    pub const MARKER: &str = "Eventloom-Marker";
+}
+
+/// The value of the [`names::MARKER`] header. The marker is the first message of a stream a
+/// publisher made (subject `<prefix>.eventloom-stream-start`, one token where events have two,
+/// an empty body). A server that ignores `Nats-Expected-Last-Sequence: 0` would leave the first
+/// publish into an empty stream unguarded; after the marker every publish expects a sequence of
+/// at least 1, which every server checks. A [`JetStreamFeed`](crate::JetStreamFeed) skips it.
+pub const MARKER: &str = "stream-start";
+
+/// The `Nats-Msg-Id` of the stream-start marker: publishers that start at once store one.
+pub(crate) const MARKER_MSG_ID: &str = "eventloom-nats-stream-start";
+
+/// The subject of the stream-start marker under `prefix`.
+pub(crate) fn marker_subject(prefix: &str) -> String {
+    format!("{prefix}.eventloom-stream-start")
+}
+
+/// The headers of the stream-start marker.
+pub(crate) fn marker() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(names::MSG_ID, MARKER_MSG_ID);
+    headers.insert(names::MARKER, MARKER);
+    headers
+}
+
+/// Whether a message with these headers is the stream-start marker.
+pub(crate) fn is_marker(headers: Option<&HeaderMap>) -> bool {
+    headers.and_then(|headers| get(headers, names::MARKER)) == Some(MARKER)
 }
 
 /// Escapes a header value: printable ASCII but `%` stays, every other byte is `%XX`, so
@@ -131,6 +162,11 @@ fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// The position a published message records, when it has one.
 pub(crate) fn position(headers: &HeaderMap) -> Option<Position> {
     get(headers, names::POSITION)?.parse().ok()
+}
+
+/// The event id a published message records, when it has a valid one.
+pub(crate) fn event_id(headers: &HeaderMap) -> Option<uuid::Uuid> {
+    get(headers, names::EVENT_ID)?.parse().ok()
 }
 
 /// What the headers say about an event, or why they do not.

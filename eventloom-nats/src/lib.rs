@@ -4,7 +4,7 @@
 //!   and type; **nothing by default**) from its event store to one JetStream stream it alone
 //!   writes, exactly once and in the log's order: every publish expects the stream's last
 //!   sequence (`Nats-Expected-Last-Sequence`), and a restart resumes after the position
-//!   recorded in the stream's last message.
+//!   recorded in the stream's last event, once checked against the local log.
 //! - A [`JetStreamFeed`] reads another service's stream as a
 //!   [`Feed`](eventloom_core::read::Feed), so projections and event handlers fold its events
 //!   with their checkpoints at the source's stream sequence, committed with their views.

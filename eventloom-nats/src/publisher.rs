@@ -232,7 +232,9 @@ impl PublisherConfig {
         self
     }
 
-    /// How many publishes may await their ack at once (default 256; 1 waits for each).
+    /// How many publishes may await their ack at once (default 256; 1 waits for each). Any
+    /// number works: the client's own limit of publishes awaiting an ack (5000 by default) is
+    /// raised to twice this when that is more.
     pub fn in_flight(mut self, publishes: usize) -> Self {
         self.in_flight = publishes.max(1);
         self
@@ -273,14 +275,28 @@ impl PublisherConfig {
 ///
 /// Every publish carries `Nats-Expected-Last-Sequence`: the stream's last sequence as this
 /// publisher knows it, so a publish that would not extend the stream exactly as expected is
-/// refused, and the publisher stops with [`Error::Fenced`] (another writer, or a publisher
-/// deposed since). At start it reads the stream's last message and resumes after the position
-/// in its header, so a publish whose ack was lost is never sent again and none goes missing,
-/// however long it was down (JetStream's duplicate window only guards within minutes, and is
-/// a second guard here: `Nats-Msg-Id` is the event id). An outage is retried with back-off in
-/// the same way: from the stream's last message. Publishes are pipelined
-/// ([`in_flight`](PublisherConfig::in_flight)); one refused stops all after it, so the stream
-/// never holds a later event before an earlier one.
+/// refused. Into an empty stream the publisher first writes a stream-start marker (see
+/// [`headers::MARKER`](crate::headers::MARKER)), so that even the first event's publish
+/// expects a sequence of at least 1, whatever the server does with an expected sequence of 0.
+///
+/// At start it reads the stream's last event and resumes after the position in its header,
+/// so a publish whose ack was lost is never sent again and none goes missing, however long it
+/// was down (JetStream's duplicate window only guards within minutes, and is a second guard
+/// here: `Nats-Msg-Id` is the event id). That event must be the local log's own: the event at
+/// that position has the message's event id, or the publisher stops with
+/// [`Error::LogMismatch`] (the stream was written from another log, or the local store was
+/// wiped or restored) rather than skip or repeat events. An outage is retried with back-off in
+/// the same way: from the stream's last event, once the publishes of the pass that failed
+/// are flushed (for at most the request timeout) and their acks awaited (for at most a second
+/// more).
+///
+/// A refused publish stops the publisher with [`Error::Fenced`] when another writer extended
+/// the stream. When the stream's last message is an event of this log at its position (a
+/// publish of an abandoned pass that the server stored late, or of the lease's previous
+/// holder), the publisher resumes after it instead, up to three fences in a row with the
+/// stream where it was; a publisher whose lease was lost stands by for the lease again.
+/// Publishes are pipelined ([`in_flight`](PublisherConfig::in_flight)); one refused stops all
+/// after it, so the stream never holds a later event before an earlier one.
 ///
 /// # Examples
 ///
@@ -304,6 +320,8 @@ pub struct Publisher {
 struct Inner {
     client: async_nats::Client,
     context: jetstream::Context,
+    /// How long a JetStream request (and a publish's ack) may take.
+    timeout: Duration,
     config: PublisherConfig,
     status: Mutex<PublisherStatus>,
     dead_letters: Mutex<VecDeque<DeadLetter>>,
@@ -323,6 +341,8 @@ const DEAD_LETTERS_KEPT: usize = 1000;
 struct Resume {
     last_sequence: u64,
     after: Position,
+    /// Whether `after` is of an event found in the stream (not the configured start).
+    found: bool,
 }
 
 /// A publish awaiting its ack: the ack, the sequence it must get, the event's position.
@@ -341,12 +361,23 @@ impl Publisher {
     /// name or prefix that cannot work. Nothing is sent until [`run`](Publisher::run) or
     /// [`catch_up`](Publisher::catch_up).
     pub fn new(client: async_nats::Client, config: PublisherConfig) -> Result<Self> {
+        Publisher::build(client, config, Duration::from_secs(5))
+    }
+
+    fn build(client: async_nats::Client, config: PublisherConfig, timeout: Duration) -> Result<Self> {
         config.check()?;
-        let context = jetstream::new(client.clone());
+        // Room for the acks of a pass and of the one abandoned before it: the client's own
+        // limit (5000 by default) makes a publish wait for a permit, which with more in flight
+        // than that would wait for acks nobody awaits yet.
+        let context = jetstream::context::ContextBuilder::new()
+            .timeout(timeout)
+            .max_ack_inflight(config.in_flight.saturating_mul(2).max(5000))
+            .build(client.clone());
         Ok(Publisher {
             inner: Arc::new(Inner {
                 client,
                 context,
+                timeout,
                 config,
                 status: Mutex::new(PublisherStatus::default()),
                 dead_letters: Mutex::new(VecDeque::new()),
@@ -357,11 +388,7 @@ impl Publisher {
     /// Connects with `nats` and makes a publisher.
     pub async fn connect(nats: &NatsConfig, config: PublisherConfig) -> Result<Self> {
         let client = nats.connect().await?;
-        let mut publisher = Publisher::new(client, config)?;
-        if let Some(inner) = Arc::get_mut(&mut publisher.inner) {
-            inner.context.set_timeout(nats.request_timeout_value());
-        }
-        Ok(publisher)
+        Publisher::build(client, config, nats.request_timeout_value())
     }
 
     /// Its configuration.
@@ -463,6 +490,13 @@ impl Publisher {
 
     /// Publishing passes, each from the stream's last message, until done, the lease is lost,
     /// or an error no retry mends.
+    ///
+    /// Before each pass the publishes of the one before that still await their ack are flushed
+    /// and awaited (for a bounded time): the server may store them after the next pass read
+    /// the stream's last message. A fence whose cause is such a publish (the stream's last
+    /// message is an event of this very log, at its position) is not another writer: the next
+    /// pass resumes after it, up to [`REFENCES`] times in a row while the stream stays where it
+    /// was. A publisher whose lease is lost stands by instead of stopping fenced.
     async fn publish_with_retries<F: Feed>(
         &self,
         feed: &F,
@@ -472,24 +506,42 @@ impl Publisher {
     ) -> Result<Pass> {
         tokio::pin!(shutdown);
         let mut delay = Duration::from_millis(100);
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        let mut fences = Fences::default();
         loop {
+            self.abandon(&mut pending).await;
             let pass = async {
-                let resume = self.resume().await?;
+                let resume = self.resume(feed).await?;
                 self.report(|s| {
                     s.active = true;
                     s.last_sequence = resume.last_sequence;
-                    s.last_position = (resume.last_sequence > 0).then_some(resume.after);
+                    s.last_position = resume.found.then_some(resume.after);
                 });
                 tracing::info!(last_sequence = resume.last_sequence, after = %resume.after, "publishing");
-                self.publish_from(feed, resume, lease, live, &mut delay).await
+                self.publish_from(feed, resume, lease, live, &mut delay, &mut pending).await
             };
             let ended = tokio::select! {
                 ended = pass => ended,
                 () = &mut shutdown => return Ok(Pass::Done),
-                () = lost(lease) => return Ok(Pass::LeaseLost),
+                () = lost(lease) => {
+                    self.abandon(&mut pending).await;
+                    return Ok(Pass::LeaseLost);
+                }
             };
             match ended {
                 Ok(pass) => return Ok(pass),
+                Err(Error::Fenced { .. }) if lease.is_some_and(Lease::is_lost) => {
+                    // Fenced by the new holder: stand by under the lease.
+                    self.abandon(&mut pending).await;
+                    return Ok(Pass::LeaseLost);
+                }
+                Err(error @ Error::Fenced { .. }) => {
+                    self.abandon(&mut pending).await;
+                    if !self.fenced_by_this_log(feed, &mut fences).await? {
+                        return Err(error);
+                    }
+                    tracing::info!(%error, "the stream's last message is of this log: resuming after it");
+                }
                 Err(error) if error.is_transient() => {
                     tracing::warn!(%error, ?delay, "publishing failed; resuming from the stream's last message");
                     self.report(|s| s.last_error = Some(error.to_string()));
@@ -504,9 +556,119 @@ impl Publisher {
         }
     }
 
-    /// Creates or checks the stream, and reads where to resume from its last message.
+    /// Flushes the publishes of an ended pass (for at most the request timeout, as the client
+    /// reconnects) and awaits their acks (for at most [`ABANDONED_ACKS_WAIT`] more): what the
+    /// server stores of them is then mostly stored before the next pass reads the stream (a
+    /// fence by one stored later is told from another writer's). The ones acked count as
+    /// published.
+    async fn abandon(&self, pending: &mut VecDeque<Pending>) {
+        if pending.is_empty() {
+            return;
+        }
+        let span = tracing::debug_span!("nats publish abandon", in_flight = pending.len());
+        async {
+            if tokio::time::timeout(self.inner.timeout, self.inner.client.flush()).await.is_err() {
+                tracing::debug!("flushing the abandoned publishes timed out");
+            }
+            // Acks the server will never send (it restarted) are not waited for long.
+            let deadline = tokio::time::Instant::now() + ABANDONED_ACKS_WAIT.min(self.inner.timeout);
+            while let Some((ack, sequence, position)) = pending.pop_front() {
+                match tokio::time::timeout_at(deadline, ack.into_future()).await {
+                    Ok(Ok(ack)) if ack.sequence == sequence => self.report(|s| {
+                        s.published += u64::from(!ack.duplicate);
+                        s.last_sequence = s.last_sequence.max(sequence);
+                        s.last_position = s.last_position.max(Some(position));
+                    }),
+                    Ok(_) => {}
+                    Err(_) => {
+                        pending.clear();
+                        break;
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+
+    /// After a fence: whether the stream's last message is an event of this log at its
+    /// position (the publish of an abandoned pass, or of the lease's previous holder), so
+    /// that resuming after it is right; `false` for another writer, or after [`REFENCES`]
+    /// fences in a row with the stream where it was.
+    async fn fenced_by_this_log<F: Feed>(&self, feed: &F, fences: &mut Fences) -> Result<bool> {
+        let resume = match self.resume(feed).await {
+            Ok(resume) => resume,
+            Err(Error::LogMismatch { .. } | Error::ForeignStream { .. }) => return Ok(false),
+            Err(error) => return Err(error),
+        };
+        let published = self.status().published;
+        if resume.last_sequence > fences.last_sequence || published > fences.published {
+            fences.stalls = 0;
+        } else {
+            fences.stalls += 1;
+        }
+        fences.last_sequence = resume.last_sequence;
+        fences.published = published;
+        Ok(fences.stalls < REFENCES)
+    }
+
+    /// Creates or checks the stream (writing the stream-start marker into an empty one), and
+    /// reads where to resume from its last event, checked against the local log.
     #[tracing::instrument(name = "nats resume", level = "debug", skip_all)]
-    async fn resume(&self) -> Result<Resume> {
+    async fn resume<F: Feed>(&self, feed: &F) -> Result<Resume> {
+        let config = &self.inner.config;
+        let mut stream = self.stream().await?;
+        let mut last = stream.cached_info().state.last_sequence;
+        if last == 0 {
+            self.write_marker().await?;
+            last = stream.info().await.map_err(|e| request("reading the stream's info", e))?.state.last_sequence;
+            if last == 0 {
+                return Err(Error::Unavailable(format!(
+                    "the stream-start marker of {} is not stored yet",
+                    config.stream
+                )));
+            }
+        }
+        // The last event: markers of publishers that started at once are passed over.
+        let mut sequence = last;
+        for _ in 0..MARKERS_PASSED {
+            if sequence == 0 {
+                return Ok(Resume { last_sequence: last, after: config.start, found: false });
+            }
+            let message = match stream.get_raw_message(sequence).await {
+                Ok(message) => message,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                    ) =>
+                {
+                    return Err(Error::ForeignStream {
+                        stream: config.stream.clone(),
+                        sequence,
+                        reason: "the last message is gone (expired or deleted), so where to resume is unknown: \
+                                 keep the last message (size limits rather than age), or start a new stream"
+                            .into(),
+                    });
+                }
+                Err(error) => return Err(request("reading the stream's last message", error)),
+            };
+            if headers::is_marker(Some(&message.headers)) {
+                sequence -= 1;
+                continue;
+            }
+            let after = self.check_against_log(feed, sequence, &message.headers).await?;
+            return Ok(Resume { last_sequence: last, after, found: true });
+        }
+        Err(Error::ForeignStream {
+            stream: config.stream.clone(),
+            sequence: last,
+            reason: format!("the last {MARKERS_PASSED} messages are stream-start markers"),
+        })
+    }
+
+    /// The stream, created when missing (empty), checked, and its limits updated.
+    async fn stream(&self) -> Result<stream::Stream> {
         let config = &self.inner.config;
         let context = &self.inner.context;
         let wanted = config.stream_config();
@@ -538,31 +700,72 @@ impl Publisher {
             updated.duplicate_window = wanted.duplicate_window;
             context.update_stream(updated).await.map_err(|e| request("updating the stream's limits", e))?;
         }
-        let last = info.state.last_sequence;
-        if last == 0 {
-            return Ok(Resume { last_sequence: 0, after: config.start });
+        Ok(stream)
+    }
+
+    /// Writes the stream-start marker (see [`headers::MARKER`]) into an empty stream. Two
+    /// publishers starting at once may both write one (JetStream's duplicate guard keeps one
+    /// within its window): markers carry nothing, so that is harmless.
+    async fn write_marker(&self) -> Result<()> {
+        let config = &self.inner.config;
+        tracing::info!(stream = %config.stream, "writing the stream-start marker into the empty stream");
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(bytes::Bytes::new())
+            .headers(headers::marker())
+            // A server that checks an expected sequence of 0 (the standalone nats-server 2.9.10
+            // the tests run on does) never stores a marker after another message.
+            .expected_last_sequence(0);
+        let ack = self
+            .inner
+            .context
+            .send_publish(headers::marker_subject(&config.prefix), publish)
+            .await
+            .map_err(|e| publish_error(&config.stream, 0, e))?;
+        match ack.await {
+            Ok(_) => Ok(()),
+            // Someone else's message came first: the stream is not empty any more.
+            Err(error) if matches!(error.kind(), PublishErrorKind::WrongLastSequence) => Ok(()),
+            Err(error) => Err(publish_error(&config.stream, 0, error)),
         }
-        let message = match stream.get_raw_message(last).await {
-            Ok(message) => message,
-            Err(error)
-                if matches!(error.kind(), async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound) =>
-            {
-                return Err(Error::ForeignStream {
-                    stream: config.stream.clone(),
-                    sequence: last,
-                    reason: "the last message is gone (expired or deleted), so where to resume is unknown: keep the \
-                             last message (size limits rather than age), or start a new stream"
-                        .into(),
-                });
-            }
-            Err(error) => return Err(request("reading the stream's last message", error)),
+    }
+
+    /// The position the stream's last event (at `sequence`) records, once checked against the
+    /// local log: the event there must have the message's event id. [`Error::LogMismatch`]
+    /// when the position is past the log's head, holds no event, or another one.
+    async fn check_against_log<F: Feed>(
+        &self,
+        feed: &F,
+        sequence: u64,
+        message: &async_nats::HeaderMap,
+    ) -> Result<Position> {
+        let stream = &self.inner.config.stream;
+        let foreign = |reason: String| Error::ForeignStream { stream: stream.clone(), sequence, reason };
+        let position = headers::position(message)
+            .ok_or_else(|| foreign(format!("it has no {} header", headers::names::POSITION)))?;
+        let event_id = headers::event_id(message)
+            .ok_or_else(|| foreign(format!("it has no valid {} header", headers::names::EVENT_ID)))?;
+        let mismatch = |reason: String| Error::LogMismatch { stream: stream.clone(), sequence, position, reason };
+        let Some(before) = just_before(position) else {
+            return Err(mismatch("its position is before every event".into()));
         };
-        let after = headers::position(&message.headers).ok_or_else(|| Error::ForeignStream {
-            stream: config.stream.clone(),
-            sequence: last,
-            reason: format!("it has no {} header", headers::names::POSITION),
-        })?;
-        Ok(Resume { last_sequence: last, after })
+        let mut reader = feed.read_after(before, 1, 4 << 20);
+        let local = reader.try_next_batch().await?.and_then(|batch| batch.into_iter().next());
+        let Some(local) = local else {
+            return Err(mismatch(format!("position {position} is past the head of the local log")));
+        };
+        if local.position != position {
+            return Err(mismatch(format!(
+                "the local log holds no event at position {position} (the next is at {})",
+                local.position
+            )));
+        }
+        let local_id = local.metadata.get()?.event_id;
+        if local_id != event_id {
+            return Err(mismatch(format!(
+                "the local event at position {position} has id {local_id}, the message {event_id}"
+            )));
+        }
+        Ok(position)
     }
 
     /// One pass: reads the feed after `resume.after` and publishes the chosen events, each
@@ -574,12 +777,12 @@ impl Publisher {
         lease: Option<&Lease>,
         live: bool,
         delay: &mut Duration,
+        pending: &mut VecDeque<Pending>,
     ) -> Result<Pass> {
         let config = &self.inner.config;
         let mut reader = feed.read_after(resume.after, config.batch_size, 4 << 20);
         // The sequence the next publish expects as the stream's last (acked or in flight).
         let mut expected = resume.last_sequence;
-        let mut pending: VecDeque<Pending> = VecDeque::new();
         // A batch read ahead while the one before was published.
         let mut ahead: Option<Vec<RecordedEvent>> = None;
         loop {
@@ -591,7 +794,7 @@ impl Publisher {
                     match reader.try_next_batch().await? {
                         Some(batch) => Some(batch),
                         None => {
-                            self.settle(&mut pending, 0).await?;
+                            self.settle(pending, 0).await?;
                             continue;
                         }
                     }
@@ -602,22 +805,20 @@ impl Publisher {
                 reader.try_next_batch().await?
             };
             let Some(batch) = batch else {
-                self.settle(&mut pending, 0).await?;
+                self.settle(pending, 0).await?;
                 return Ok(Pass::Done);
             };
             tracing::debug!(events = batch.len(), after = %batch.first().map_or(Position::ZERO, |e| e.position), "publishing a batch of the log");
             let published = if reader.is_behind() {
                 // A full batch: read the next one while this one goes out.
-                let (published, next) = tokio::join!(
-                    self.publish_batch(&batch, &mut expected, &mut pending, lease),
-                    reader.try_next_batch()
-                );
+                let (published, next) =
+                    tokio::join!(self.publish_batch(&batch, &mut expected, pending, lease), reader.try_next_batch());
                 if published.is_ok() {
                     ahead = next?;
                 }
                 published?
             } else {
-                self.publish_batch(&batch, &mut expected, &mut pending, lease).await?
+                self.publish_batch(&batch, &mut expected, pending, lease).await?
             };
             if let Some(pass) = published {
                 return Ok(pass);
@@ -674,16 +875,16 @@ impl Publisher {
             let Some((ack, sequence, position)) = pending.pop_front() else { break };
             let expected_last = sequence - 1;
             match ack.await {
-                Ok(ack) if ack.duplicate => {
-                    // Already stored under this event id: someone else published it.
-                    return Err(Error::Fenced { stream: stream.clone(), expected_last_sequence: expected_last });
-                }
                 Ok(ack) if ack.sequence != sequence => {
+                    // Stored elsewhere (a duplicate of an event id stored at another sequence)
+                    // or not as expected: another writer came first.
                     return Err(Error::Fenced { stream: stream.clone(), expected_last_sequence: expected_last });
                 }
-                Ok(_) => {
+                Ok(ack) => {
+                    // A duplicate at the very sequence expected is this event, stored by a
+                    // publish of an abandoned pass: in its place.
                     self.report(|s| {
-                        s.published += 1;
+                        s.published += u64::from(!ack.duplicate);
                         s.last_sequence = sequence;
                         s.last_position = Some(position);
                     });
@@ -734,6 +935,33 @@ impl Publisher {
         }
         let subject = subject::subject(&config.prefix, event.stream.category(), &event.event_type);
         Ok(Some((subject, headers, bytes::Bytes::copy_from_slice(event.payload.as_bytes()))))
+    }
+}
+
+/// How many fences in a row, with the stream where it was, a publisher resumes after before
+/// it stops [`Error::Fenced`].
+const REFENCES: u32 = 3;
+
+/// How long the acks of an ended pass are awaited, once its publishes are flushed.
+const ABANDONED_ACKS_WAIT: Duration = Duration::from_secs(1);
+
+/// How many stream-start markers at the stream's end a resume passes over.
+const MARKERS_PASSED: usize = 100;
+
+/// The fences met in a row, and where the stream and the publisher stood at the last.
+#[derive(Debug, Default)]
+struct Fences {
+    stalls: u32,
+    last_sequence: u64,
+    published: u64,
+}
+
+/// A position just before `position`, with nothing between them; `None` for [`Position::ZERO`].
+fn just_before(position: Position) -> Option<Position> {
+    match (position.transaction(), position.sequence()) {
+        (0, 0) => None,
+        (transaction, 0) => Some(Position::new(transaction - 1, u64::MAX)),
+        (transaction, sequence) => Some(Position::new(transaction, sequence - 1)),
     }
 }
 

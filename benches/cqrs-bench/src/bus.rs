@@ -135,7 +135,8 @@ async fn read_back(
 ) -> Result<Vec<(String, async_nats::HeaderMap, bytes::Bytes)>> {
     let stream = context.get_stream(stream).await?;
     let mut messages = Vec::with_capacity(EVENTS as usize);
-    for sequence in 1..=EVENTS {
+    // Sequence 1 is the publisher's stream-start marker, not an event.
+    for sequence in 2..=EVENTS + 1 {
         let message = stream.get_raw_message(sequence).await?;
         let rest = message.subject.as_str().strip_prefix(prefix).unwrap_or_default().to_owned();
         messages.push((rest, message.headers, message.payload));

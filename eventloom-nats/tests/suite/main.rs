@@ -136,7 +136,8 @@ pub async fn fill<S: EventStore>(store: &S, streams: u64, per_stream: u64) -> Po
     last
 }
 
-/// The stream's messages in order: (stream sequence, the position header).
+/// The stream's events in order (the stream-start marker left out): (stream sequence, the
+/// position header).
 pub async fn stored_positions(client: &async_nats::Client, stream: &str) -> Vec<(u64, Position)> {
     let context = jetstream::new(client.clone());
     let mut stream = context.get_stream(stream).await.unwrap();
@@ -144,10 +145,23 @@ pub async fn stored_positions(client: &async_nats::Client, stream: &str) -> Vec<
     let mut out = Vec::new();
     for sequence in 1..=last {
         let message = stream.get_raw_message(sequence).await.unwrap();
+        if message.headers.get("Eventloom-Marker").is_some() {
+            continue;
+        }
         let position = message.headers.get("Eventloom-Position").unwrap().as_str().parse().unwrap();
         out.push((sequence, position));
     }
     out
+}
+
+/// How many events the stream holds (its messages but the stream-start marker); 0 when it
+/// does not exist yet.
+pub async fn event_count(client: &async_nats::Client, stream: &str) -> u64 {
+    let context = jetstream::new(client.clone());
+    match context.get_stream(stream).await {
+        Ok(mut stream) => stream.info().await.map(|i| i.state.messages.saturating_sub(1)).unwrap_or(0),
+        Err(_) => 0,
+    }
 }
 
 /// Lost and duplicated events of a stream against the positions expected, in order.
