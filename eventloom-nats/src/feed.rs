@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
-use eventloom_core::model::{RecordedEvent, StoredMetadata};
+use eventloom_core::model::{RecordedEvent, StoredMetadata, Timestamp};
 use eventloom_core::read::{Feed, FeedReader};
 use eventloom_core::store::BoxFuture;
 use eventloom_core::{Position, StreamId};
@@ -288,6 +288,39 @@ impl Feed for JetStreamFeed {
                 count -= 1;
             }
             Ok(count.min(cap))
+        })
+    }
+
+    /// When the first message after `after` was stored in the stream (its JetStream time; the
+    /// marker is skipped, and so are messages deleted from the middle, up to 16 of them).
+    fn first_written_after<'a>(&'a self, after: Position) -> BoxFuture<'a, eventloom_core::Result<Option<Timestamp>>> {
+        Box::pin(async move {
+            let (first, last) = self.bounds().await?;
+            let config = &self.inner.config;
+            let stream = self
+                .inner
+                .context
+                .get_stream_no_info(&config.stream)
+                .await
+                .map_err(|e| read_error(&config.stream, "opening the stream", e))?;
+            let mut sequence = after.sequence().saturating_add(1).max(first);
+            for _ in 0..16 {
+                if sequence > last || sequence == 0 {
+                    return Ok(None);
+                }
+                match stream.get_raw_message(sequence).await {
+                    Ok(message) if headers::is_marker(Some(&message.headers)) => {}
+                    Ok(message) => {
+                        let micros = message.time.unix_timestamp_nanos() / 1_000;
+                        return Ok(Some(Timestamp::from_micros(i64::try_from(micros).unwrap_or(i64::MAX))));
+                    }
+                    Err(error)
+                        if matches!(error.kind(), jetstream::stream::LastRawMessageErrorKind::NoMessageFound) => {}
+                    Err(error) => return Err(request("reading a message's time", error).into()),
+                }
+                sequence += 1;
+            }
+            Ok(None)
         })
     }
 

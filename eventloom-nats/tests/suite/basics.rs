@@ -93,6 +93,13 @@ async fn chosen_events_are_published_once_and_a_projection_folds_each_once_in_or
     assert_eq!(member.lag(1000).await.unwrap(), 0);
     assert_eq!(feed.count_after(Position::new(0, 201), 1000).await.unwrap(), 50);
     assert_eq!(feed.count_after(Position::ZERO, 1000).await.unwrap(), 250, "the marker is no event");
+    // When the first message after a position was stored: the marker skipped, none after the last.
+    let first = feed.first_written_after(Position::ZERO).await.unwrap().expect("the first event's time");
+    let now = eventloom_core::model::Timestamp::now().as_micros();
+    assert!((0..600_000_000).contains(&(now - first.as_micros())), "{first:?} is not a moment ago");
+    let later = feed.first_written_after(Position::new(0, 200)).await.unwrap().expect("a later event's time");
+    assert!(later.as_micros() >= first.as_micros());
+    assert_eq!(feed.first_written_after(Position::new(0, 251)).await.unwrap(), None, "nothing after the last");
     // The durable consumer is acknowledged up to the checkpoint committed.
     assert!(eventually(Duration::from_secs(10), || async { feed.acknowledged().await.unwrap() == 251 }).await);
 
