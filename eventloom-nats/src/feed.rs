@@ -303,11 +303,8 @@ impl Feed for JetStreamFeed {
                 .get_stream_no_info(&config.stream)
                 .await
                 .map_err(|e| read_error(&config.stream, "opening the stream", e))?;
-            let mut sequence = after.sequence().saturating_add(1).max(first);
-            for _ in 0..16 {
-                if sequence > last || sequence == 0 {
-                    return Ok(None);
-                }
+            let from = after.sequence().saturating_add(1).max(first).max(1);
+            for sequence in (from..=last).take(16) {
                 match stream.get_raw_message(sequence).await {
                     Ok(message) if headers::is_marker(Some(&message.headers)) => {}
                     Ok(message) => {
@@ -318,7 +315,6 @@ impl Feed for JetStreamFeed {
                         if matches!(error.kind(), jetstream::stream::LastRawMessageErrorKind::NoMessageFound) => {}
                     Err(error) => return Err(request("reading a message's time", error).into()),
                 }
-                sequence += 1;
             }
             Ok(None)
         })
