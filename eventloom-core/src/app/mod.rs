@@ -118,8 +118,8 @@ struct PendingMember {
     type_name: &'static str,
     name: String,
     join: JoinGroup,
-    /// A process manager that starts at the log's head ([`StartFrom::Now`]).
-    starts_now: bool,
+    /// A process manager that starts at the log's head ([`StartFrom::Now`]), with its clock.
+    starts_now: Option<Arc<dyn crate::model::Clock>>,
 }
 
 /// Builds an [`App`]: register aggregates, projections and event handlers, pick a [`Role`],
@@ -206,7 +206,7 @@ impl AppBuilder {
             type_name: std::any::type_name::<P>(),
             name,
             join,
-            starts_now: false,
+            starts_now: None,
         });
         self
     }
@@ -256,7 +256,7 @@ impl AppBuilder {
             type_name: std::any::type_name::<H>(),
             name,
             join,
-            starts_now: false,
+            starts_now: None,
         });
         self
     }
@@ -277,7 +277,7 @@ impl AppBuilder {
     /// how often it looks for due timers).
     pub fn process_manager_with<P: ProcessManager>(mut self, process: P, options: ProcessOptions) -> Self {
         let name = process.name().to_owned();
-        let starts_now = options.start == StartFrom::Now;
+        let starts_now = (options.start == StartFrom::Now).then(|| options.clock.clone());
         let join: JoinGroup = Box::new(move |group, dispatcher| {
             let job = ProcessJob::new(process, dispatcher.clone(), &options);
             group.add_job(job, options.settings())
@@ -477,9 +477,11 @@ impl AppBuilder {
         }
         let engines = Arc::new(engines);
         // Before `start` returns, in every role: a command executed after it is one to act on.
-        for member in members.iter().filter(|m| m.starts_now) {
-            crate::process::job::record_first_start(stores.events().as_ref(), stores.views().as_ref(), &member.name)
-                .await?;
+        for member in &members {
+            if let Some(clock) = &member.starts_now {
+                let (events, views) = (stores.events().as_ref(), stores.views().as_ref());
+                crate::process::job::record_first_start(events, views, &member.name, clock.now()).await?;
+            }
         }
         let dispatcher = Dispatcher::new(engines.clone(), command_retention);
         let (stopping, _) = watch::channel(false);

@@ -247,8 +247,8 @@ pub enum StartFrom {
     #[default]
     Beginning,
     /// Issues nothing for the events up to the log's head when it first starts; a timer one of
-    /// them set still fires when due (and issues what its reaction decides), a timer already
-    /// past due at the first start included.
+    /// them set fires when due and issues what its reaction decides if it falls due after the
+    /// start (one already past due then fires without issuing anything).
     Now,
 }
 

@@ -37,7 +37,28 @@ pub(crate) struct ProcessJob<P> {
     /// Decisions on events up to it issue nothing: on a rebuild, the checkpoint the live
     /// generation had reached (they were made and issued before); when started at the head, the
     /// position of the record of that start.
-    replay_until: Mutex<Option<Position>>,
+    replay_until: Mutex<Quiet>,
+}
+
+/// What issues nothing: decisions on events up to `until`; and, for a process manager started at
+/// the log's head at `past_timers`, the reactions to timers set by such decisions and due by then.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Quiet {
+    pub(crate) until: Option<Position>,
+    pub(crate) past_timers: Option<Timestamp>,
+}
+
+/// Whether a decision's commands go to the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Issuing {
+    /// They do.
+    Yes,
+    /// They do not: the decision was made and issued before (a replay), or it is on an event
+    /// before the process manager started.
+    No,
+    /// They do, unless the trigger is a timer due by then that a decision which issued nothing
+    /// set (a past deadline of an instance begun before the process manager started).
+    UnlessPastTimer(Timestamp),
 }
 
 /// One trigger of a batch: an event of the process manager's, or an entry of its journal.
@@ -60,16 +81,16 @@ impl<P: ProcessManager> ProcessJob<P> {
     pub(crate) fn new(pm: P, dispatcher: Dispatcher, options: &crate::app::ProcessOptions) -> Self {
         let (clock, tick, concurrency, start) =
             (options.clock.clone(), options.tick, options.concurrency, options.start);
-        ProcessJob { pm, dispatcher, clock, tick, concurrency, start, replay_until: Mutex::new(None) }
+        ProcessJob { pm, dispatcher, clock, tick, concurrency, start, replay_until: Mutex::new(Quiet::default()) }
     }
 
-    fn replay_until(&self) -> Option<Position> {
-        self.replay_until.lock().map(|r| *r).unwrap_or(None)
+    fn quiet(&self) -> Quiet {
+        self.replay_until.lock().map(|r| *r).unwrap_or_default()
     }
 
-    fn set_replay_until(&self, until: Option<Position>) {
+    fn set_quiet(&self, quiet: Quiet) {
         if let Ok(mut r) = self.replay_until.lock() {
-            *r = until;
+            *r = quiet;
         }
     }
 
@@ -145,8 +166,8 @@ impl<P: ProcessManager> ProcessJob<P> {
         let name = self.pm.name();
         let steps = self.steps(projector, batch);
         let mut folded = Folded::load(projector, name, target.generation, &steps).await?;
-        let replay_until = self.replay_until();
-        self.fold(projector, batch, steps, replay_until, &mut folded);
+        let quiet = self.quiet();
+        self.fold(projector, batch, steps, quiet, &mut folded);
         let written = match folded.done.filter(|d| Some(*d) > target.checkpoint) {
             Some(checkpoint) => {
                 let commit = ViewCommit {
@@ -186,7 +207,7 @@ impl<P: ProcessManager> ProcessJob<P> {
         projector: &Projector<S>,
         batch: &[RecordedEvent],
         steps: Steps<<P::Events as crate::EventSet>::Event>,
-        replay_until: Option<Position>,
+        quiet: Quiet,
         folded: &mut Folded,
     ) {
         let mut steps = steps.into_iter().peekable();
@@ -202,9 +223,13 @@ impl<P: ProcessManager> ProcessJob<P> {
                 Some(Err((_, error))) => Err(error),
                 Some(Ok(step)) => {
                     let slot = folded.by_key[&step.key];
-                    let issue = replay_until.is_none_or(|until| raw.position > until);
+                    let issuing = match quiet {
+                        Quiet { until: Some(until), .. } if raw.position <= until => Issuing::No,
+                        Quiet { past_timers: Some(by), .. } => Issuing::UnlessPastTimer(by),
+                        _ => Issuing::Yes,
+                    };
                     let now = self.clock.now();
-                    decide(&self.pm, &mut folded.instances[slot], step, raw.position, issue, now, &mut folded.outbox)
+                    decide(&self.pm, &mut folded.instances[slot], step, raw.position, issuing, now, &mut folded.outbox)
                 }
             };
             match outcome {
@@ -484,7 +509,7 @@ impl<P: ProcessManager> ProcessJob<P> {
             if let Some(gone) = known.filter(|k| *k != live.id) {
                 return Err(state_gone(name, gone));
             }
-            self.set_replay_until(origin.quiet_until);
+            self.set_quiet(Quiet { until: origin.quiet_until, past_timers: origin.started_at });
             // Claims the generation with this runner's token: a deposed leader's next write is
             // refused from now on, not only after this runner's first batch.
             superseded(name, projector.views.go_live(name, live.id, token).await?)?;
@@ -499,13 +524,14 @@ impl<P: ProcessManager> ProcessJob<P> {
         }
         // Nothing was issued yet: this is the first start, where it starts is recorded now (the
         // App did when it started, unless another process made the generation since).
-        let quiet_until = match (live, self.start) {
+        let origin = match (live, self.start) {
             (None, StartFrom::Now) => {
                 journal::start_now(&projector.events, name, self.clock.now()).await?;
-                journal::origin(&projector.events, name).await?.quiet_until
+                journal::origin(&projector.events, name).await?
             }
-            _ => origin.quiet_until,
+            _ => origin,
         };
+        let quiet = Quiet { until: origin.quiet_until, past_timers: origin.started_at };
         if let Some(old) = live {
             // A rebuild: what the old generation decided is executed before it is left.
             let at = Target { generation: old.id, checkpoint: old.checkpoint, building: false, stopped };
@@ -527,11 +553,11 @@ impl<P: ProcessManager> ProcessJob<P> {
                     to = P::VERSION,
                     "new process manager version; rebuilding its states"
                 );
-                self.set_replay_until(old.checkpoint.max(quiet_until));
+                self.set_quiet(Quiet { until: old.checkpoint.max(quiet.until), past_timers: quiet.past_timers });
                 Ok(Target { generation: building.id, checkpoint: building.checkpoint, building: true, stopped })
             }
             None => {
-                self.set_replay_until(quiet_until);
+                self.set_quiet(quiet);
                 superseded(name, projector.views.go_live(name, building.id, token).await?)?;
                 journal::first_generation(&projector.events, name, building.id, self.clock.now()).await?;
                 tracing::info!(generation = building.id, "the process manager's first generation is made");
@@ -573,9 +599,14 @@ fn by_instance(outgoing: Vec<Outgoing>) -> Vec<Vec<Outgoing>> {
 /// has no generation yet (nothing was issued): the App does so before its `start` returns, so
 /// that the commands executed after are acted on; the runner would otherwise only when it first
 /// runs.
-pub(crate) async fn record_first_start(events: &dyn EventStore, views: &dyn ViewStore, name: &str) -> Result<()> {
+pub(crate) async fn record_first_start(
+    events: &dyn EventStore,
+    views: &dyn ViewStore,
+    name: &str,
+    at: Timestamp,
+) -> Result<()> {
     if views.status(name).await?.live.is_none() {
-        journal::start_now(events, name, Timestamp::now()).await?;
+        journal::start_now(events, name, at).await?;
     }
     Ok(())
 }
@@ -710,13 +741,13 @@ impl<P: ProcessManager> Job for ProcessJob<P> {
     }
 }
 
-/// Applies one step to its instance and adds its commands to `outbox` (when `issue`).
+/// Applies one step to its instance and adds its commands to `outbox` (by `issuing`).
 pub(crate) fn decide<P: ProcessManager>(
     pm: &P,
     instance: &mut Option<Instance>,
     step: Step<<P::Events as crate::EventSet>::Event>,
     position: Position,
-    issue: bool,
+    issuing: Issuing,
     decided_at: Timestamp,
     outbox: &mut Vec<Outgoing>,
 ) -> Result<()> {
@@ -729,12 +760,16 @@ pub(crate) fn decide<P: ProcessManager>(
     };
     let mut timers = instance.as_ref().map(|i| i.timers.clone()).unwrap_or_default();
     let mut decision = Decision::at(step.at);
+    let mut issue = issuing != Issuing::No;
     match &step.trigger {
         Trigger::Event(envelope) => pm.on_event(&mut state, envelope, &mut decision).map_err(failed)?,
         Trigger::Entry(Entry::Timer { timer, .. }) => {
             // A timer cancelled or set again since it came due is not one to react to.
             let Some(at) = timers.iter().position(|t| t.timer.id == timer.id) else { return Ok(()) };
-            timers.remove(at);
+            let stored = timers.remove(at);
+            if let Issuing::UnlessPastTimer(by) = issuing {
+                issue &= !(stored.quiet && timer.due <= by);
+            }
             // Gone even when the reaction fails (a dead letter): it must not come due again.
             if let Some(stored) = instance.as_mut() {
                 stored.timers.retain(|t| t.timer.id != timer.id);
@@ -753,7 +788,7 @@ pub(crate) fn decide<P: ProcessManager>(
     for (timer_name, due) in set {
         let id = derived_id(&[name, &step.event_id, "timer", &timer_name]);
         let timer = Timer { name: timer_name, key: step.key.clone(), due, id };
-        timers.push(StoredTimer { timer, correlation: step.correlation.clone() });
+        timers.push(StoredTimer { timer, correlation: step.correlation.clone(), quiet: !issue });
     }
     let mut pending = Vec::with_capacity(commands.len());
     for (index, command) in commands.into_iter().enumerate() {

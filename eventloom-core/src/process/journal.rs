@@ -62,6 +62,8 @@ pub(crate) struct Origin {
     /// Started at the log's head: the position of that record (decisions on events up to it
     /// issue nothing).
     pub(crate) quiet_until: Option<Position>,
+    /// When it started at the log's head (the record's time).
+    pub(crate) started_at: Option<Timestamp>,
     /// Its first generation was made: a view store without one lost its states.
     pub(crate) begun: bool,
 }
@@ -161,7 +163,11 @@ pub(crate) async fn origin<S: EventStore + ?Sized>(events: &S, name: &str) -> Re
         })?;
         match milestone {
             _ if milestone.process() != name => {}
-            Milestone::StartedNow { .. } => origin.quiet_until = origin.quiet_until.or(Some(raw.position)),
+            Milestone::StartedNow { .. } if origin.quiet_until.is_none() => {
+                origin.quiet_until = Some(raw.position);
+                origin.started_at = Some(raw.metadata.get()?.timestamp);
+            }
+            Milestone::StartedNow { .. } => {}
             Milestone::FirstGeneration { .. } => origin.begun = true,
         }
     }

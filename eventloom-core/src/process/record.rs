@@ -36,6 +36,9 @@ pub(crate) struct StoredTimer {
     pub(crate) timer: Timer,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) correlation: Option<String>,
+    /// Set by a decision that issued nothing (one before the process manager started).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) quiet: bool,
 }
 
 /// One instance as kept: its state (as JSON) and its timers.

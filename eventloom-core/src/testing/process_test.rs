@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::model::{IdGenerator, SequentialIds, Timestamp};
 use crate::process::ProcessManager;
-use crate::process::job::{Step, Trigger, decide};
+use crate::process::job::{Issuing, Step, Trigger, decide};
 use crate::process::journal::Entry;
 use crate::process::record::{Instance, Outgoing};
 use crate::{EventEnvelope, EventSet, Metadata, Position, StreamId};
@@ -258,7 +258,7 @@ impl<P: ProcessManager> ProcessTest<P> {
         let mut instance = self.instances.remove(&key);
         let position = Position::new(self.position, self.position);
         let mut outbox = Vec::new();
-        if let Err(error) = decide(&self.pm, &mut instance, step, position, true, self.now, &mut outbox) {
+        if let Err(error) = decide(&self.pm, &mut instance, step, position, Issuing::Yes, self.now, &mut outbox) {
             panic!("process manager {} failed on instance {key}: {error}", self.pm.name());
         }
         if let Some(instance) = instance {

@@ -1105,3 +1105,43 @@ async fn a_member_named_in_eventloom_s_own_names_is_refused() {
     let err = App::builder(MemoryStores::new()).process_manager(Squatter).start().await.expect_err("refused");
     assert!(err.to_string().contains("eventloom's own"), "{err}");
 }
+
+/// Started at the head, a deadline of an order placed before it that is already past due at the
+/// start fires without issuing anything; one of an order placed after, however soon due, issues.
+#[tokio::test]
+async fn started_at_the_head_past_deadlines_of_the_past_issue_nothing() {
+    let stores = MemoryStores::new();
+    let setup = App::builder(stores.clone()).aggregate::<Order>().aggregate::<Stock>().start().await.unwrap();
+    setup.execute(AddStock { sku: "date".into(), qty: 10 }).await.unwrap();
+    setup.execute(PlaceOrder { order: "past-1".into(), sku: "date".into(), qty: 1 }).await.unwrap();
+    setup.shutdown().await.unwrap();
+
+    // An hour on: the old order's 15-minute deadline is long past when the process manager starts.
+    let later = Timestamp::from_micros(Timestamp::now().as_micros() + 3_600_000_000);
+    let clock = Arc::new(ManualClock::new(later));
+    let options = ProcessOptions::new().clock(clock.clone()).tick(Duration::from_millis(10));
+    let app = App::builder(stores.clone())
+        .aggregate::<Order>()
+        .aggregate::<Stock>()
+        .process_manager_with(OrderSaga, options.start_from(eventloom_core::app::StartFrom::Now))
+        .start()
+        .await
+        .unwrap();
+    app.execute(PlaceOrder { order: "now-1".into(), sku: "date".into(), qty: 1 }).await.unwrap();
+    // Its deadline (counted from its event's time) is due at once by this clock: it cancels.
+    until_events(&stores, "order", "now-1", "Cancelled", 1).await;
+    until_events(&stores, JOURNAL_CATEGORY, "order_saga/past-1", "TimerFired", 1).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = app.health(100).await;
+        if status.process_managers[0].lag.as_ref().is_some_and(|l| l.as_ref().is_ok_and(|l| l.caught_up())) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not caught up: {status:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Anything the old deadline issued would have run right after the commit that caught up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(events_of(&stores, "order", "past-1").await, ["Placed"], "the past deadline issued nothing");
+    app.shutdown().await.unwrap();
+}
