@@ -34,8 +34,9 @@
 //! The projection name and index names are percent-encoded (every byte but ASCII letters, digits,
 //! `_`, `-` and `.`), so that a name holding `{`, `}`, `:` or `=` can neither move the hash tag
 //! nor collide with another's keys; view ids and index values come last in their keys, as they
-//! are. Scripts that follow the `live` pointer build the keys of that generation from `<base>`:
-//! they are in the same cluster slot. A dropped generation's keys are deleted after the switch,
+//! are. Every key a script reads or writes is one of its `KEYS`, so that a cluster routes and
+//! checks it: where the key depends on a pointer (the live generation), the store reads the
+//! pointer first and the script checks it still names that generation. A dropped generation's keys are deleted after the switch,
 //! at most a thousand per script call ([`RedisViewStore::sweep`]).
 //!
 //! # Eviction

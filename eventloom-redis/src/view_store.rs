@@ -26,8 +26,19 @@ use crate::{Error, Result};
 /// generation never blocks Redis for long.
 const SWEEP_BUDGET: usize = 1_000;
 
-/// How often a query reads again after finding that another generation went live meanwhile.
-const QUERY_TRIES: usize = 5;
+/// How often a query reads again after finding that another generation went live meanwhile
+/// (or, for a list, that the page changed between the read of its members and of its views).
+const QUERY_TRIES: usize = 8;
+
+/// How often a script that follows the `live` and `building` pointers is run again after finding
+/// that they moved since the caller read them (to build its KEYS).
+const POINTER_TRIES: usize = 8;
+
+/// How many generation ids `begin_generation` tries, each one above the last that was taken.
+const BEGIN_TRIES: usize = 64;
+
+/// How many of a generation's views, and of its index lists, each commit checks are there.
+const SAMPLE: usize = 3;
 
 /// The scripts, loaded once per store (clones share them).
 struct Scripts {
@@ -41,6 +52,7 @@ struct Scripts {
     count: redis::Script,
     dead_letters: redis::Script,
     load: redis::Script,
+    peek: redis::Script,
 }
 
 impl Scripts {
@@ -56,6 +68,7 @@ impl Scripts {
             count: redis::Script::new(scripts::COUNT),
             dead_letters: redis::Script::new(scripts::DEAD_LETTERS),
             load: redis::Script::new(scripts::LOAD),
+            peek: redis::Script::new(scripts::PEEK),
         }
     }
 }
@@ -132,6 +145,38 @@ fn fenced(token: u64, highest: &str) -> Refusal {
 
 fn unexpected(what: &str, reply: impl std::fmt::Debug) -> CoreError {
     CoreError::Backend { message: format!("unexpected reply of Redis to {what}: {reply:?}"), source: None }
+}
+
+/// The `live` and `building` pointers as stored (`""` for none). A script that follows them gets
+/// the keys of these generations in its KEYS and first checks that the pointers still name them.
+struct Pointers {
+    live: String,
+    building: String,
+}
+
+impl Pointers {
+    /// Adds the four keys of the live, then of the building generation (see `common.lua`).
+    fn keys(&self, keys: &ProjectionKeys, invocation: &mut redis::ScriptInvocation<'_>) {
+        for id in [&self.live, &self.building] {
+            for key in keys.generation_named(id).quad() {
+                invocation.key(key);
+            }
+        }
+    }
+}
+
+/// The pointers moved every time a script was about to follow them.
+fn pointers_moved(projection: &str) -> CoreError {
+    CoreError::unavailable_msg(format!(
+        "the generation pointers of projection {projection} moved {POINTER_TRIES} times during one call"
+    ))
+}
+
+/// Another generation went live every time a query was about to read the one it had found.
+fn live_moved(projection: &str, what: &str) -> CoreError {
+    CoreError::unavailable_msg(format!(
+        "the live generation of projection {projection} changed {QUERY_TRIES} times during one {what}"
+    ))
 }
 
 /// The highest generation id this process proposed or was handed.
@@ -303,6 +348,37 @@ impl RedisViewStore {
         }
     }
 
+    /// Reads the `live` and `building` pointers (one `MGET`: they share the projection's slot).
+    async fn pointers(&self, keys: &ProjectionKeys) -> eventloom_core::Result<Pointers> {
+        let mut connection = self.connection.clone();
+        let (live, building): (Option<String>, Option<String>) = redis::cmd("MGET")
+            .arg(keys.live())
+            .arg(keys.building())
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok(Pointers { live: live.unwrap_or_default(), building: building.unwrap_or_default() })
+    }
+
+    /// The live generation's id, or `None` when none is live.
+    async fn read_live_opt(&self, keys: &ProjectionKeys) -> eventloom_core::Result<Option<u64>> {
+        let mut connection = self.connection.clone();
+        let live: Option<String> =
+            redis::cmd("GET").arg(keys.live()).query_async(&mut connection).await.map_err(redis_error)?;
+        live.as_deref().map(generation_id).transpose()
+    }
+
+    /// The live generation's id; `NotBuilt` when none is live.
+    async fn read_live(&self, keys: &ProjectionKeys, projection: &str) -> eventloom_core::Result<u64> {
+        match self.read_live_opt(keys).await? {
+            Some(id) => Ok(id),
+            None => {
+                self.remember_live(projection, None);
+                Err(not_built(projection))
+            }
+        }
+    }
+
     fn keys(&self, projection: &str) -> ProjectionKeys {
         ProjectionKeys::new(&self.prefix, projection)
     }
@@ -347,24 +423,47 @@ impl RedisViewStore {
             let mut connection = self.connection.clone();
             let mut deleted = 0;
             loop {
-                let (count, more): (u64, u64) = self
-                    .scripts
-                    .sweep
-                    .key(keys.live())
-                    .key(keys.building())
-                    .key(keys.trash())
-                    .arg(keys.base())
-                    .arg(SWEEP_BUDGET)
-                    .invoke_async(&mut connection)
+                // One dropped generation, and up to a budget of its views and index lists: the
+                // script gets their keys and deletes them, after checking that the generation is
+                // still in the trash and neither live nor being built.
+                let dropped: Option<String> = redis::cmd("SRANDMEMBER")
+                    .arg(keys.trash())
+                    .query_async(&mut connection)
                     .await
                     .map_err(redis_error)?;
-                deleted += count;
-                if more == 0 {
+                let Some(dropped) = dropped else {
                     if deleted > 0 {
                         tracing::debug!(deleted, "deleted the keys of dropped generations");
                     }
                     return Ok(deleted);
+                };
+                let generation = keys.generation_named(&dropped);
+                let ids: Vec<String> = redis::cmd("SRANDMEMBER")
+                    .arg(generation.ids())
+                    .arg(SWEEP_BUDGET)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(redis_error)?;
+                let lists: Vec<String> = redis::cmd("SRANDMEMBER")
+                    .arg(generation.indexes())
+                    .arg(SWEEP_BUDGET.saturating_sub(ids.len()))
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(redis_error)?;
+                let mut invocation = self.scripts.sweep.prepare_invoke();
+                invocation.key(keys.live()).key(keys.building()).key(keys.trash());
+                for key in generation.quad().into_iter().chain(generation.legacy()) {
+                    invocation.key(key);
                 }
+                for id in &ids {
+                    invocation.key(generation.view(id));
+                }
+                for suffix in &lists {
+                    invocation.key(generation.index_at(suffix));
+                }
+                invocation.arg(dropped.as_str()).arg(ids.len()).arg(&ids).arg(&lists);
+                let (count, _left): (u64, u64) = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                deleted += count;
             }
         }
         .instrument(span)
@@ -417,17 +516,23 @@ impl ViewStore for RedisViewStore {
             self.watch_eviction_policy().await;
             let keys = self.keys(projection);
             let mut connection = self.connection.clone();
-            let reply: Vec<String> = self
-                .scripts
-                .status
-                .key(keys.live())
-                .key(keys.building())
-                .key(keys.stopped())
-                .arg(keys.base())
-                .invoke_async(&mut connection)
-                .instrument(tracing::trace_span!("status", store = "redis", projection))
-                .await
-                .map_err(redis_error)?;
+            let span = tracing::trace_span!("status", store = "redis", projection);
+            let reply = async {
+                for _ in 0..POINTER_TRIES {
+                    let pointers = self.pointers(&keys).await?;
+                    let mut invocation = self.scripts.status.prepare_invoke();
+                    invocation.key(keys.live()).key(keys.building()).key(keys.stopped());
+                    pointers.keys(&keys, &mut invocation);
+                    invocation.arg(pointers.live.as_str()).arg(pointers.building.as_str());
+                    let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                    if reply != ["9"] {
+                        return Ok(reply);
+                    }
+                }
+                Err(pointers_moved(projection))
+            }
+            .instrument(span)
+            .await?;
             let [live, building] = [0, 1].map(|i| reply.get(4 * i..4 * i + 4));
             let (Some(live), Some(building), Some([kind, stopped_at, reason, stop_generation, stop_checkpoint])) =
                 (live, building, reply.get(8..13))
@@ -479,22 +584,42 @@ impl ViewStore for RedisViewStore {
         Box::pin(async move {
             let keys = self.keys(projection);
             let mut connection = self.connection.clone();
-            let reply: Vec<String> = self
-                .scripts
-                .begin
-                .key(keys.token())
-                .key(keys.live())
-                .key(keys.building())
-                .key(keys.last())
-                .key(keys.trash())
-                .arg(fencing_token)
-                .arg(version)
-                .arg(keys.base())
-                .arg(proposed_generation_id())
-                .invoke_async(&mut connection)
-                .instrument(tracing::debug_span!("begin_generation", store = "redis", projection, version))
-                .await
-                .map_err(redis_error)?;
+            let span = tracing::debug_span!("begin_generation", store = "redis", projection, version);
+            let reply = async {
+                let mut proposed = proposed_generation_id().to_string();
+                for _ in 0..BEGIN_TRIES {
+                    let pointers = self.pointers(&keys).await?;
+                    let mut invocation = self.scripts.begin.prepare_invoke();
+                    invocation
+                        .key(keys.token())
+                        .key(keys.live())
+                        .key(keys.building())
+                        .key(keys.last())
+                        .key(keys.trash());
+                    pointers.keys(&keys, &mut invocation);
+                    for key in keys.generation_named(&proposed).quad() {
+                        invocation.key(key);
+                    }
+                    invocation
+                        .arg(fencing_token)
+                        .arg(version)
+                        .arg(pointers.live.as_str())
+                        .arg(pointers.building.as_str())
+                        .arg(proposed.as_str());
+                    let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                    match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                        ["9"] => {}
+                        // Taken, or not above every id the projection holds: this one is.
+                        ["5", next] => proposed = next.to_owned(),
+                        _ => return Ok(reply),
+                    }
+                }
+                Err(CoreError::unavailable_msg(format!(
+                    "no free generation id for projection {projection} after {BEGIN_TRIES} tries"
+                )))
+            }
+            .instrument(span)
+            .await?;
             let generation = match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
                 ["0", id] => {
                     let id = generation_id(id)?;
@@ -523,11 +648,14 @@ impl ViewStore for RedisViewStore {
             let keys = self.keys(projection);
             let generation_keys = keys.generation(generation);
             let mut invocation = self.scripts.load.prepare_invoke();
-            invocation.key(keys.live()).key(keys.building()).key(generation_keys.ids());
+            invocation.key(keys.live()).key(keys.building());
+            for key in generation_keys.quad() {
+                invocation.key(key);
+            }
             for id in ids {
                 invocation.key(generation_keys.view(id));
             }
-            invocation.arg(keys.base()).arg(generation);
+            invocation.arg(generation);
             for id in ids {
                 invocation.arg(id.as_str());
             }
@@ -581,53 +709,95 @@ impl ViewStore for RedisViewStore {
                     });
                 }
             }
-            let mut invocation = self.scripts.commit.prepare_invoke();
-            invocation
-                .key(keys.token())
-                .key(keys.live())
-                .key(keys.building())
-                .key(generation.meta())
-                .key(generation.ids())
-                .key(generation.indexes())
-                .key(generation.dead_letters());
-            for write in &commit.views {
-                invocation.key(generation.view(&write.id));
-            }
-            for list in &lists {
-                invocation.key(generation.index(list));
-            }
-            invocation
-                .arg(commit.generation)
-                .arg(commit.expected.map(|p| p.to_string()).unwrap_or_default())
-                .arg(commit.checkpoint.to_string())
-                .arg(commit.fencing_token)
-                .arg(commit.views.len())
-                .arg(lists.len())
-                .arg(keys.base());
-            for list in &lists {
-                invocation.arg(index_suffix(list));
-            }
-            for write in &commit.views {
-                invocation.arg(write.id.as_str());
-                match &write.view {
-                    Some(json) => invocation.arg(format!("s{json}")),
-                    None => invocation.arg("d"),
-                };
-                for entries in [&write.leave, &write.join] {
-                    invocation.arg(entries.len());
-                    for entry in entries {
-                        invocation.arg(slots[&entry.key]).arg(member(&entry.order, &write.id));
+            let dead_letters = commit
+                .dead_letters
+                .iter()
+                .map(|letter| {
+                    serde_json::to_string(letter)
+                        .map_err(|source| CoreError::Serde { what: "dead letter".into(), source })
+                })
+                .collect::<eventloom_core::Result<Vec<_>>>()?;
+            let mut connection = self.connection.clone();
+            let reply = async {
+                for _ in 0..POINTER_TRIES {
+                    // The pointers, and the views and index lists to look at, before the KEYS.
+                    let peek: Vec<String> = self
+                        .scripts
+                        .peek
+                        .key(keys.live())
+                        .key(keys.building())
+                        .key(generation.ids())
+                        .key(generation.indexes())
+                        .arg(SAMPLE)
+                        .invoke_async(&mut connection)
+                        .await
+                        .map_err(redis_error)?;
+                    let [live, building, sampled_views, samples @ ..] = &peek[..] else {
+                        return Err(unexpected("the peek script", peek));
+                    };
+                    let sampled_views: usize =
+                        sampled_views.parse().map_err(|_| unexpected("the peek script", &peek))?;
+                    if sampled_views > samples.len() {
+                        return Err(unexpected("the peek script", &peek));
+                    }
+                    let (sample_ids, sample_lists) = samples.split_at(sampled_views);
+                    let pointers = Pointers { live: live.clone(), building: building.clone() };
+                    let mut invocation = self.scripts.commit.prepare_invoke();
+                    invocation.key(keys.token()).key(keys.live()).key(keys.building());
+                    for key in generation.quad() {
+                        invocation.key(key);
+                    }
+                    pointers.keys(&keys, &mut invocation);
+                    for write in &commit.views {
+                        invocation.key(generation.view(&write.id));
+                    }
+                    for list in &lists {
+                        invocation.key(generation.index(list));
+                    }
+                    for id in sample_ids {
+                        invocation.key(generation.view(id));
+                    }
+                    for suffix in sample_lists {
+                        invocation.key(generation.index_at(suffix));
+                    }
+                    invocation
+                        .arg(commit.generation)
+                        .arg(commit.expected.map(|p| p.to_string()).unwrap_or_default())
+                        .arg(commit.checkpoint.to_string())
+                        .arg(commit.fencing_token)
+                        .arg(commit.views.len())
+                        .arg(lists.len())
+                        .arg(pointers.live.as_str())
+                        .arg(pointers.building.as_str())
+                        .arg(sample_ids.len())
+                        .arg(sample_lists.len());
+                    for list in &lists {
+                        invocation.arg(index_suffix(list));
+                    }
+                    invocation.arg(sample_ids).arg(sample_lists);
+                    for write in &commit.views {
+                        invocation.arg(write.id.as_str());
+                        match &write.view {
+                            Some(json) => invocation.arg(format!("s{json}")),
+                            None => invocation.arg("d"),
+                        };
+                        for entries in [&write.leave, &write.join] {
+                            invocation.arg(entries.len());
+                            for entry in entries {
+                                invocation.arg(slots[&entry.key]).arg(member(&entry.order, &write.id));
+                            }
+                        }
+                    }
+                    invocation.arg(&dead_letters);
+                    let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                    if reply != ["9"] {
+                        return Ok(reply);
                     }
                 }
+                Err(pointers_moved(projection))
             }
-            for letter in &commit.dead_letters {
-                let json = serde_json::to_string(letter)
-                    .map_err(|source| CoreError::Serde { what: "dead letter".into(), source })?;
-                invocation.arg(json);
-            }
-            let mut connection = self.connection.clone();
-            let reply: Vec<String> =
-                invocation.invoke_async(&mut connection).instrument(span).await.map_err(redis_error)?;
+            .instrument(span)
+            .await?;
             match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
                 ["0"] => Ok(Ok(())),
                 ["1", actual] => {
@@ -653,20 +823,27 @@ impl ViewStore for RedisViewStore {
         Box::pin(async move {
             let keys = self.keys(projection);
             let mut connection = self.connection.clone();
-            let reply: Vec<String> = self
-                .scripts
-                .go_live
-                .key(keys.token())
-                .key(keys.live())
-                .key(keys.building())
-                .key(keys.trash())
-                .arg(generation)
-                .arg(fencing_token)
-                .arg(keys.base())
-                .invoke_async(&mut connection)
-                .instrument(tracing::debug_span!("go_live", store = "redis", projection, generation))
-                .await
-                .map_err(redis_error)?;
+            let span = tracing::debug_span!("go_live", store = "redis", projection, generation);
+            let reply = async {
+                for _ in 0..POINTER_TRIES {
+                    let pointers = self.pointers(&keys).await?;
+                    let mut invocation = self.scripts.go_live.prepare_invoke();
+                    invocation.key(keys.token()).key(keys.live()).key(keys.building()).key(keys.trash());
+                    pointers.keys(&keys, &mut invocation);
+                    invocation
+                        .arg(generation)
+                        .arg(fencing_token)
+                        .arg(pointers.live.as_str())
+                        .arg(pointers.building.as_str());
+                    let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                    if reply != ["9"] {
+                        return Ok(reply);
+                    }
+                }
+                Err(pointers_moved(projection))
+            }
+            .instrument(span)
+            .await?;
             match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
                 ["0"] => {}
                 ["1", built, live] => {
@@ -692,24 +869,31 @@ impl ViewStore for RedisViewStore {
             let keys = self.keys(projection);
             let mut connection = self.connection.clone();
             let position = stop.and_then(|s| s.position).map(|p| p.to_string()).unwrap_or_default();
-            let reply: Vec<String> = self
-                .scripts
-                .record_stop
-                .key(keys.token())
-                .key(keys.live())
-                .key(keys.building())
-                .key(keys.stopped())
-                .arg(keys.base())
-                .arg(fencing_token)
-                .arg(stop.map_or("", |s| s.kind.as_str()))
-                .arg(position)
-                .arg(stop.map_or("", |s| s.reason.as_str()))
-                .arg(stop.map_or(0, |s| s.generation))
-                .arg(stop.and_then(|s| s.checkpoint).map(|p| p.to_string()).unwrap_or_default())
-                .invoke_async(&mut connection)
-                .instrument(tracing::debug_span!("record_stop", store = "redis", projection))
-                .await
-                .map_err(redis_error)?;
+            let span = tracing::debug_span!("record_stop", store = "redis", projection);
+            let reply = async {
+                for _ in 0..POINTER_TRIES {
+                    let pointers = self.pointers(&keys).await?;
+                    let mut invocation = self.scripts.record_stop.prepare_invoke();
+                    invocation.key(keys.token()).key(keys.live()).key(keys.building()).key(keys.stopped());
+                    pointers.keys(&keys, &mut invocation);
+                    invocation
+                        .arg(fencing_token)
+                        .arg(stop.map_or("", |s| s.kind.as_str()))
+                        .arg(position.as_str())
+                        .arg(stop.map_or("", |s| s.reason.as_str()))
+                        .arg(stop.map_or(0, |s| s.generation))
+                        .arg(stop.and_then(|s| s.checkpoint).map(|p| p.to_string()).unwrap_or_default())
+                        .arg(pointers.live.as_str())
+                        .arg(pointers.building.as_str());
+                    let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                    if reply != ["9"] {
+                        return Ok(reply);
+                    }
+                }
+                Err(pointers_moved(projection))
+            }
+            .instrument(span)
+            .await?;
             match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
                 ["0"] => Ok(Ok(())),
                 ["2", highest] => Ok(Err(fenced(fencing_token, highest))),
@@ -785,30 +969,57 @@ impl ViewStore for RedisViewStore {
             let mut connection = self.connection.clone();
             // One more than asked: whether another page follows.
             let fetch = limit.saturating_add(1).min(i64::MAX as usize);
-            let reply: Vec<Option<String>> = self
-                .scripts
-                .list
-                .key(keys.live())
-                .arg(keys.base())
-                .arg(index_suffix(key))
-                .arg(after(after_cursor, range))
-                .arg(fetch)
-                .arg(until(range))
-                .invoke_async(&mut connection)
-                .instrument(tracing::trace_span!("list", store = "redis", projection, index = %key, limit))
-                .await
-                .map_err(redis_error)?;
-            let (status, rest) = reply.split_first().ok_or_else(|| unexpected("the list script", &reply))?;
-            match status.as_deref() {
-                Some("0") => {
-                    self.remember_live(projection, None);
-                    return Err(not_built(projection));
+            let span = tracing::trace_span!("list", store = "redis", projection, index = %key, limit);
+            let (live, rest) = async {
+                // The live generation last seen, and the members a first read of the page found:
+                // the script gets their views' keys, and answers with the members it finds
+                // instead when the page changed meanwhile.
+                let mut generation = self.cached_live(projection);
+                let mut members: Option<Vec<String>> = None;
+                for _ in 0..QUERY_TRIES {
+                    let Some(live) = generation else {
+                        generation = Some(self.read_live(&keys, projection).await?);
+                        continue;
+                    };
+                    let generation_keys = keys.generation(live);
+                    let mut invocation = self.scripts.list.prepare_invoke();
+                    invocation.key(keys.live()).key(generation_keys.index(key));
+                    let expected = members.take().unwrap_or_default();
+                    for member in &expected {
+                        let id = member.split_once('\0').map_or(member.as_str(), |(_, id)| id);
+                        invocation.key(generation_keys.view(id));
+                    }
+                    invocation.arg(live).arg(after(after_cursor, range)).arg(fetch).arg(until(range)).arg(&expected);
+                    let reply: Vec<Option<String>> =
+                        invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                    let (status, rest) = reply.split_first().ok_or_else(|| unexpected("the list script", &reply))?;
+                    match status.as_deref() {
+                        Some("0") => {
+                            self.remember_live(projection, None);
+                            return Err(not_built(projection));
+                        }
+                        Some("1") => {
+                            let rest = rest.get(1..).ok_or_else(|| unexpected("the list script", &reply))?;
+                            return Ok((live, rest.to_vec()));
+                        }
+                        Some("2") => {
+                            let moved = rest.first().and_then(Option::as_deref).unwrap_or_default();
+                            generation = Some(generation_id(moved)?);
+                        }
+                        Some("3") => {
+                            let found = rest.iter().map(|m| m.clone().ok_or_else(|| unexpected("the list script", m)));
+                            members = Some(found.collect::<eventloom_core::Result<_>>()?);
+                        }
+                        _ => return Err(unexpected("the list script", &reply)),
+                    }
                 }
-                Some("1") => {}
-                _ => return Err(unexpected("the list script", &reply)),
+                Err(CoreError::unavailable_msg(format!(
+                    "the live generation or the page of projection {projection} changed {QUERY_TRIES} times during one list"
+                )))
             }
-            let (live, rest) = rest.split_first().ok_or_else(|| unexpected("the list script", &reply))?;
-            self.remember_live(projection, Some(generation_id(live.as_deref().unwrap_or_default())?));
+            .instrument(span)
+            .await?;
+            self.remember_live(projection, Some(live));
             let entries = rest.chunks(2).collect::<Vec<_>>();
             let more = entries.len() > limit;
             let mut page = ViewPage::default();
@@ -835,24 +1046,42 @@ impl ViewStore for RedisViewStore {
         Box::pin(async move {
             let keys = self.keys(projection);
             let mut connection = self.connection.clone();
-            let mut invocation = self.scripts.count.prepare_invoke();
-            invocation.key(keys.live()).arg(keys.base());
-            for key in index_keys {
-                invocation.arg(index_suffix(key));
-            }
-            let reply: Vec<u64> = invocation
-                .invoke_async(&mut connection)
-                .instrument(tracing::trace_span!("count", store = "redis", projection, lists = index_keys.len()))
-                .await
-                .map_err(redis_error)?;
-            match reply.split_first() {
-                Some((0, _)) => {
-                    self.remember_live(projection, None);
-                    Err(not_built(projection))
+            let span = tracing::trace_span!("count", store = "redis", projection, lists = index_keys.len());
+            async {
+                let mut generation = self.cached_live(projection);
+                for _ in 0..QUERY_TRIES {
+                    let Some(live) = generation else {
+                        generation = Some(self.read_live(&keys, projection).await?);
+                        continue;
+                    };
+                    let generation_keys = keys.generation(live);
+                    let mut invocation = self.scripts.count.prepare_invoke();
+                    invocation.key(keys.live());
+                    for key in index_keys {
+                        invocation.key(generation_keys.index(key));
+                    }
+                    invocation.arg(live);
+                    let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                    match reply.split_first().map(|(status, rest)| (status.as_str(), rest)) {
+                        Some(("0", _)) => {
+                            self.remember_live(projection, None);
+                            return Err(not_built(projection));
+                        }
+                        Some(("1", counts)) if counts.len() == index_keys.len() => {
+                            self.remember_live(projection, Some(live));
+                            return counts
+                                .iter()
+                                .map(|count| count.parse().map_err(|_| unexpected("the count script", &reply)))
+                                .collect();
+                        }
+                        Some(("2", [moved])) => generation = Some(generation_id(moved)?),
+                        _ => return Err(unexpected("the count script", reply)),
+                    }
                 }
-                Some((1, counts)) if counts.len() == index_keys.len() => Ok(counts.to_vec()),
-                _ => Err(unexpected("the count script", reply)),
+                Err(live_moved(projection, "count"))
             }
+            .instrument(span)
+            .await
         })
     }
 
@@ -860,15 +1089,35 @@ impl ViewStore for RedisViewStore {
         Box::pin(async move {
             let keys = self.keys(projection);
             let mut connection = self.connection.clone();
-            let letters: Vec<String> = self
-                .scripts
-                .dead_letters
-                .key(keys.live())
-                .arg(keys.base())
-                .invoke_async(&mut connection)
-                .instrument(tracing::trace_span!("dead_letters", store = "redis", projection))
-                .await
-                .map_err(redis_error)?;
+            let span = tracing::trace_span!("dead_letters", store = "redis", projection);
+            let letters = async {
+                let mut generation = self.cached_live(projection);
+                for _ in 0..QUERY_TRIES {
+                    // None live: no dead letters.
+                    let Some(live) = generation.or(self.read_live_opt(&keys).await?) else { return Ok(Vec::new()) };
+                    let reply: Vec<String> = self
+                        .scripts
+                        .dead_letters
+                        .key(keys.live())
+                        .key(keys.generation(live).dead_letters())
+                        .arg(live)
+                        .invoke_async(&mut connection)
+                        .await
+                        .map_err(redis_error)?;
+                    match reply.split_first().map(|(status, rest)| (status.as_str(), rest)) {
+                        Some(("0", _)) => {
+                            self.remember_live(projection, None);
+                            return Ok(Vec::new());
+                        }
+                        Some(("1", letters)) => return Ok(letters.to_vec()),
+                        Some(("2", [moved])) => generation = Some(generation_id(moved)?),
+                        _ => return Err(unexpected("the dead letters script", reply)),
+                    }
+                }
+                Err(live_moved(projection, "read of dead letters"))
+            }
+            .instrument(span)
+            .await?;
             letters
                 .iter()
                 .map(|json| {
