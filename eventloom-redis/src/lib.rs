@@ -81,6 +81,7 @@
 //! ```
 
 mod config;
+mod connection;
 mod error;
 mod eviction;
 mod keys;

@@ -13,6 +13,8 @@ use eventloom_core::{
     },
 };
 use redis::aio::ConnectionManager;
+
+use crate::connection::Connection;
 use tracing::Instrument;
 
 use crate::config::RedisConfig;
@@ -93,8 +95,9 @@ impl Scripts {
 ///   [`list`](ViewStore::list), [`count`](ViewStore::count) and
 ///   [`dead_letters`](ViewStore::dead_letters) are read-only scripts.
 ///
-/// The connection manager reconnects by itself; a failed read is an error, never "nothing
-/// stored". Run Redis with `maxmemory-policy noeviction` (or `volatile-*`): connecting refuses
+/// The connection reconnects by itself (to one node, or to the masters of a cluster, whose slot
+/// map it reads again after a failover or a slot migration); a failed read is an error, never
+/// "nothing stored". Run Redis with `maxmemory-policy noeviction` (or `volatile-*`): connecting refuses
 /// an evicting policy unless [`RedisConfig::accept_eviction`] accepts it, and a generation that
 /// loses a key is rebuilt, never folded again from no checkpoint (see the crate's section
 /// "Eviction"). The `Debug` output shows no credentials.
@@ -115,7 +118,7 @@ impl Scripts {
 /// ```
 #[derive(Clone)]
 pub struct RedisViewStore {
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: String,
     address: String,
     scripts: Arc<Scripts>,
@@ -253,7 +256,13 @@ impl RedisViewStore {
     }
 
     /// Connects with these settings. A refused password, or a setting that cannot work, fails at
-    /// once; a server that cannot be reached is tried again a few times first.
+    /// once; one node that cannot be reached is tried again a few times first. For a Redis
+    /// Cluster ([`RedisConfig::cluster`]) it reads the slot map from the first node that answers
+    /// and PINGs every master: a cluster none of whose given nodes answers fails at once. Once
+    /// connected, the cluster client sends each script to the master of its projection's slot,
+    /// follows `MOVED` and `ASK`, and retries `TRYAGAIN`, `CLUSTERDOWN` and a lost connection a
+    /// few times itself; what still fails is [`eventloom_core::Error::Unavailable`], which the
+    /// projector retries.
     ///
     /// It reads Redis's `maxmemory-policy` (`CONFIG GET`) and fails with
     /// [`Error::EvictionPolicy`] when the policy may evict the store's keys (`allkeys-*`), unless
@@ -265,31 +274,13 @@ impl RedisViewStore {
     /// error level every minute; [`eviction_policy`](Self::eviction_policy) says what it found.
     pub async fn connect_with(config: RedisConfig) -> Result<Self> {
         let address = config.address();
-        let span = tracing::info_span!("redis_connect", %address, tls = config.is_tls());
+        let span = tracing::info_span!("redis_connect", %address, tls = config.is_tls(), cluster = config.is_cluster());
         async move {
-            let client = client(&config)?;
-            let connect_error = |e: redis::RedisError| Error::Connect(config.redact(e.to_string()));
-            // One plain attempt first, with a PING: a wrong password, a certificate that is not
-            // trusted or a server that wants AUTH fails now, not after the manager's retries.
-            let probe = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(config.connection_timeout)
-                .set_response_timeout(config.response_timeout);
-            let probed = match client.get_multiplexed_async_connection_with_config(&probe).await {
-                Ok(mut connection) => redis::cmd("PING").query_async::<String>(&mut connection).await.map(drop),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = probed {
-                if refused(&e) {
-                    return Err(connect_error(e));
-                }
-                tracing::debug!(error = %config.redact(e.to_string()), "Redis not reachable yet; retrying");
-            }
-            let manager = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(config.connection_timeout)
-                .set_response_timeout(config.response_timeout);
-            let mut connection = ConnectionManager::new_with_config(client, manager).await.map_err(connect_error)?;
+            let mut connection =
+                if config.is_cluster() { connect_cluster(&config).await? } else { connect_node(&config).await? };
             tracing::debug!("connected");
-            let policy = eviction::read(&mut connection).await.map_err(connect_error)?;
+            let policy =
+                eviction::read(&mut connection).await.map_err(|e| Error::Connect(config.redact(e.to_string())))?;
             if let EvictionPolicy::Evicting(name) = &policy
                 && !config.accept_eviction
             {
@@ -487,6 +478,61 @@ fn refused(error: &redis::RedisError) -> bool {
     !crate::error::is_transient(error)
         || message.contains("invalid peer certificate")
         || message.contains("received fatal alert")
+}
+
+/// A reconnecting connection to one node.
+async fn connect_node(config: &RedisConfig) -> Result<Connection> {
+    let client = client(config)?;
+    let connect_error = |e: redis::RedisError| Error::Connect(config.redact(e.to_string()));
+    // One plain attempt first, with a PING: a wrong password, a certificate that is not
+    // trusted or a server that wants AUTH fails now, not after the manager's retries.
+    let probe = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(config.connection_timeout)
+        .set_response_timeout(config.response_timeout);
+    let probed = match client.get_multiplexed_async_connection_with_config(&probe).await {
+        Ok(mut connection) => redis::cmd("PING").query_async::<String>(&mut connection).await.map(drop),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = probed {
+        if refused(&e) {
+            return Err(connect_error(e));
+        }
+        tracing::debug!(error = %config.redact(e.to_string()), "Redis not reachable yet; retrying");
+    }
+    let manager = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(config.connection_timeout)
+        .set_response_timeout(config.response_timeout);
+    let connection = ConnectionManager::new_with_config(client, manager).await.map_err(connect_error)?;
+    Ok(Connection::Node(connection))
+}
+
+/// A cluster connection: it reads the slot map from the first node that answers, and PINGs
+/// every master (a wrong password or an untrusted certificate fails now).
+async fn connect_cluster(config: &RedisConfig) -> Result<Connection> {
+    let mut builder = redis::cluster::ClusterClientBuilder::new(config.nodes.clone());
+    if let Some(timeout) = config.connection_timeout {
+        builder = builder.connection_timeout(timeout);
+    }
+    if let Some(timeout) = config.response_timeout {
+        builder = builder.response_timeout(timeout);
+    }
+    #[cfg(feature = "tls")]
+    if config.is_tls() {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        if let Some(pem) = &config.tls_roots {
+            builder = builder.certs(redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) });
+        }
+    }
+    if config.tls_roots.is_some() && !config.is_tls() {
+        return Err(Error::Config("TLS root certificates were given for redis:// URLs: use rediss://".to_owned()));
+    }
+    let client = builder.build().map_err(|e| Error::Config(config.redact(e.to_string())))?;
+    let connect_error = |e: redis::RedisError| Error::Connect(config.redact(e.to_string()));
+    let mut connection = client.get_async_connection().await.map_err(connect_error)?;
+    redis::cmd("PING").query_async::<redis::Value>(&mut connection).await.map_err(connect_error)?;
+    Ok(Connection::Cluster(connection))
 }
 
 fn client(config: &RedisConfig) -> Result<redis::Client> {
