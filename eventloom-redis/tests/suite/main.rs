@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod cluster;
 mod eviction;
 mod generations;
 mod indexes;
