@@ -167,7 +167,7 @@ ensure_redis_cluster() {
     node="$dir/$port"
     mkdir -p "$node"
     redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file "$node/nodes.conf" \
-      --shutdown-timeout 0 --save '' --appendonly no --daemonize yes --dir "$node" --pidfile "$node/redis.pid" \
+      --shutdown-timeout 0 --repl-diskless-sync-delay 0 --save '' --appendonly no --daemonize yes --dir "$node" --pidfile "$node/redis.pid" \
       --logfile "$node/redis.log" >&2
     echo "$port" >"$node/redis.port"
   done

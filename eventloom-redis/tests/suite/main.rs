@@ -5,11 +5,13 @@
 
 mod auth;
 mod cluster;
+mod cluster_faults;
 mod eviction;
 mod generations;
 mod indexes;
 mod kills;
 mod private;
+mod private_cluster;
 
 use eventloom_core::model::{ExpectedVersion, NewEvent};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,179 @@
+//! Faults of a private Redis Cluster (`cluster-node-timeout` 1 s) while a projection projects into
+//! it: the shard holding the projection fails over (a `CLUSTER FAILOVER` on its replica, or its
+//! master SIGKILLed), or the projection's slot is migrated to another master key batch by key
+//! batch (`MOVED`, `ASK` and `TRYAGAIN` on the way). Each time no event is lost or applied twice,
+//! and queries answer again.
+
+use std::time::{Duration, Instant};
+
+use eventloom_core::model::{ExpectedVersion, NewEvent};
+use eventloom_core::prelude::*;
+use eventloom_core::{
+    Projection,
+    memory::MemoryEventStore,
+    read::{Projector, ViewReader},
+    store::EventStore,
+};
+use eventloom_redis::{RedisConfig, RedisViewStore};
+
+use crate::domain::{Count, CounterEvent, Counts};
+use crate::private_cluster::PrivateCluster;
+
+const COUNTERS: u64 = 20;
+const EACH: u64 = 150;
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// `CLUSTER FAILOVER` on the replica of the projection's master: no acknowledged write lost.
+    Failover,
+    /// The projection's master SIGKILLed while its replica is stalled (`DEBUG SLEEP`), so that
+    /// the replica takes over after the node timeout without the master's last writes: commits
+    /// acknowledged to the projector are lost (replication is asynchronous), and the views go
+    /// back to an older checkpoint, from which the projector folds again.
+    KillMaster,
+    /// The projection's slot moved to another master, two keys at a time.
+    MigrateSlot,
+}
+
+async fn append_rounds(events: &MemoryEventStore, rounds: std::ops::Range<u64>, pause: Duration) -> Position {
+    for round in rounds {
+        for c in 0..COUNTERS {
+            let event = NewEvent::encode(&CounterEvent::Incremented, Metadata::default()).unwrap();
+            let stream = StreamId::new("counter", format!("c{c}")).unwrap();
+            events.append(&stream, ExpectedVersion::Exact(round), vec![event]).await.unwrap();
+        }
+        tokio::time::sleep(pause).await;
+    }
+    events.read_all(Position::ZERO, usize::MAX).await.unwrap().last().unwrap().position
+}
+
+async fn project_through(fault: Fault) {
+    let mut cluster = PrivateCluster::start(1_000, &["--enable-debug-command", "local"], None);
+    let config = RedisConfig::from_cluster_urls(&cluster.urls())
+        .unwrap()
+        .prefix("t:")
+        .unwrap()
+        .response_timeout(Duration::from_secs(2));
+    let views = RedisViewStore::connect_with(config).await.unwrap();
+    let events = MemoryEventStore::new();
+    let half = append_rounds(&events, 0..EACH / 2, Duration::ZERO).await;
+    let projector =
+        Projector::new(events.clone(), views.clone()).with_batch_size(20).with_retry_delay(Duration::from_millis(50));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move { projector.run(Counts, async { stopped.await.unwrap_or(()) }).await });
+    let reader = ViewReader::<Count>::new(views.clone(), Counts::NAME);
+    reader.wait_for(half, Duration::from_secs(30)).await.unwrap();
+
+    // New events keep coming while the fault happens: the projection is projecting through it.
+    let appender = {
+        let events = events.clone();
+        tokio::spawn(async move { append_rounds(&events, EACH / 2..EACH, Duration::from_millis(10)).await })
+    };
+    let slot = cluster.slot("t:{p:counts}:live").await;
+    let master = cluster.master_of(slot).await;
+    let started = Instant::now();
+    match fault {
+        Fault::Failover => {
+            let replica = cluster.replica_of(&master.id).await;
+            PrivateCluster::cluster_command(replica.port, &["FAILOVER"]).await;
+            cluster.wait_until_master(replica.port, Duration::from_secs(30)).await;
+        }
+        Fault::KillMaster => {
+            let replica = cluster.replica_of(&master.id).await;
+            let replicated = replication_offset(replica.port, "slave_repl_offset").await;
+            let port = replica.port.to_string();
+            let sleeping = tokio::task::spawn_blocking(move || {
+                let status = std::process::Command::new("redis-cli")
+                    .args(["-p", &port, "debug", "sleep", "1.5"])
+                    .stdout(std::process::Stdio::null())
+                    .status();
+                assert!(status.unwrap().success(), "DEBUG SLEEP on the replica");
+            });
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let written = replication_offset(master.port, "master_repl_offset").await;
+            cluster.kill(master.port);
+            assert!(written > replicated, "the master wrote what its replica never got ({written} > {replicated})");
+            println!("KillMaster: the replica lacks {} bytes of the master's writes", written - replicated);
+            sleeping.await.unwrap();
+            cluster.wait_until_master(replica.port, Duration::from_secs(30)).await;
+        }
+        Fault::MigrateSlot => migrate(&cluster, slot, &master).await,
+    }
+    println!("{fault:?}: the cluster settled {:?} after the fault began", started.elapsed());
+    let last = appender.await.unwrap();
+    reader.wait_for(last, Duration::from_secs(60)).await.expect("the projection resumes and catches up");
+    println!("{fault:?}: caught up {:?} after the fault began", started.elapsed());
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+
+    let ids: Vec<String> = (0..COUNTERS).map(|c| format!("c{c}")).collect();
+    for (id, count) in ids.iter().zip(reader.get_many(&ids).await.unwrap()) {
+        let count = count.unwrap_or_else(|| panic!("no view for {id}"));
+        assert_eq!(count, Count { applied: EACH, version: EACH }, "{id}: every event applied exactly once ({fault:?})");
+    }
+}
+
+/// A replication offset (`field`) of `INFO replication` on the node on `port`.
+async fn replication_offset(port: u16, field: &str) -> u64 {
+    let mut connection = PrivateCluster::node(port).await;
+    let info: String = redis::cmd("INFO").arg("replication").query_async(&mut connection).await.unwrap();
+    let line = info.lines().find_map(|line| line.strip_prefix(&format!("{field}:")));
+    line.unwrap_or_else(|| panic!("no {field} in {info}")).trim().parse().unwrap()
+}
+
+/// Moves `slot` from `from` to another master, two keys per `MIGRATE`, with pauses between in
+/// which the projector's scripts meet the slot half moved (`ASK`, then `TRYAGAIN` from the
+/// importing node while some of a script's keys are still on the other).
+async fn migrate(cluster: &PrivateCluster, slot: u16, from: &crate::private_cluster::Node) {
+    let nodes = PrivateCluster::nodes_seen_by(from.port).await;
+    let to = nodes.iter().find(|n| n.master && n.id != from.id).unwrap().clone();
+    let slot_arg = slot.to_string();
+    PrivateCluster::cluster_command(to.port, &["SETSLOT", &slot_arg, "IMPORTING", &from.id]).await;
+    PrivateCluster::cluster_command(from.port, &["SETSLOT", &slot_arg, "MIGRATING", &to.id]).await;
+    let mut source = PrivateCluster::node(from.port).await;
+    let mut moved = 0;
+    loop {
+        let keys: Vec<String> =
+            redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(2).query_async(&mut source).await.unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        moved += keys.len();
+        let _: redis::Value = redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(to.port)
+            .arg("")
+            .arg(0)
+            .arg(5_000)
+            .arg("KEYS")
+            .arg(&keys)
+            .query_async(&mut source)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    for node in cluster.running() {
+        let seen = PrivateCluster::nodes_seen_by(node).await;
+        if seen.iter().any(|n| n.port == node && n.master) {
+            PrivateCluster::cluster_command(node, &["SETSLOT", &slot_arg, "NODE", &to.id]).await;
+        }
+    }
+    cluster.wait_ok(Duration::from_secs(10)).await;
+    println!("migrated {moved} keys of slot {slot} from {} to {}", from.port, to.port);
+    assert!(moved > 10, "the slot held the projection's keys");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_manual_failover_of_the_projections_shard_loses_and_doubles_nothing() {
+    project_through(Fault::Failover).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_master_of_the_projections_shard_loses_and_doubles_nothing() {
+    project_through(Fault::KillMaster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_projections_slot_migrated_mid_projection_loses_and_doubles_nothing() {
+    project_through(Fault::MigrateSlot).await;
+}
