@@ -153,3 +153,46 @@ pub(crate) const COUNT: &str = script!("count.lua");
 /// generation's id. Replies `{"0"}` when none is live, `{"2", id}` when another one is, else
 /// `{"1", letter, ...}`.
 pub(crate) const DEAD_LETTERS: &str = script!("dead_letters.lua");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every script with its name.
+    const ALL: [(&str, &str); 12] = [
+        ("commit", COMMIT),
+        ("peek", PEEK),
+        ("begin", BEGIN),
+        ("go_live", GO_LIVE),
+        ("sweep", SWEEP),
+        ("status", STATUS),
+        ("record_stop", RECORD_STOP),
+        ("load", LOAD),
+        ("list", LIST),
+        ("count", COUNT),
+        ("dead_letters", DEAD_LETTERS),
+        ("common", include_str!("lua/common.lua")),
+    ];
+
+    /// The code of a script without its comments.
+    fn code(script: &str) -> String {
+        script.lines().map(|line| line.split("--").next().unwrap_or_default()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// No script builds a key: none has a string that starts with `:` (a key's suffix), and the
+    /// key of every `redis.call` is one of `KEYS`, or a name bound to one of them.
+    #[test]
+    fn every_key_a_script_touches_is_one_of_its_keys() {
+        for (name, script) in ALL {
+            let code = code(script);
+            assert!(!code.contains("':"), "{name} builds a key from a suffix");
+            for call in code.split("redis.call(").skip(1) {
+                // `'COMMAND', key` up to the next `,` or `)`.
+                let after_command = call.split_once(',').map_or("", |(_, rest)| rest);
+                let key = after_command.split([',', ')']).next().unwrap_or_default().trim();
+                let named = key.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !key.is_empty();
+                assert!(key.starts_with("KEYS[") || named, "{name}: redis.call with the key {key:?}");
+            }
+        }
+    }
+}
