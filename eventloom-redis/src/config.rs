@@ -51,6 +51,8 @@ pub struct RedisConfig {
     pub(crate) accept_eviction: bool,
     /// The node URLs of a Redis Cluster; empty for one node (`info`).
     pub(crate) nodes: Vec<redis::ConnectionInfo>,
+    /// `WAIT` after each write: how many replicas, for how long at most.
+    pub(crate) wait_for_replicas: Option<(u32, Duration)>,
 }
 
 impl fmt::Debug for RedisConfig {
@@ -68,6 +70,7 @@ impl fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("connection_timeout", &self.connection_timeout)
             .field("accept_eviction", &self.accept_eviction)
+            .field("wait_for_replicas", &self.wait_for_replicas)
             .finish()
     }
 }
@@ -96,6 +99,7 @@ impl RedisConfig {
             connection_timeout: Some(Duration::from_secs(5)),
             accept_eviction: false,
             nodes: Vec::new(),
+            wait_for_replicas: None,
         })
     }
 
@@ -207,6 +211,33 @@ impl RedisConfig {
     /// ```
     pub fn accept_eviction(mut self, accept: bool) -> Self {
         self.accept_eviction = accept;
+        self
+    }
+
+    /// After each write (a batch's commit, a generation begun or made live, a stop recorded),
+    /// waits with `WAIT` until `replicas` replicas of the node that holds the projection (the
+    /// master of its slot, in a cluster) have acknowledged it, for at most `timeout` (default:
+    /// no wait). Redis replicates asynchronously: without it, a failover after a master crash
+    /// can lose commits the projector was told were written (the views then go back to an older
+    /// checkpoint and the projector folds those events again, see the Redis chapter of the
+    /// guide). `WAIT` narrows that window but does not close it — Redis 7.0 has no `WAITAOF`,
+    /// and a replica that acknowledged may still lose the write or not be the one promoted —
+    /// and when fewer replicas answer within `timeout` the write stands and a warning is logged
+    /// (a replica that is down stalls nothing but each write's `timeout`). Keep `timeout` below
+    /// [`response_timeout`](Self::response_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let config = eventloom_redis::RedisConfig::from_url("redis://127.0.0.1/")
+    ///     .unwrap()
+    ///     .wait_for_replicas(1, Duration::from_millis(100));
+    /// assert!(format!("{config:?}").contains("wait_for_replicas: Some((1, 100ms))"));
+    /// ```
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait_for_replicas = (replicas > 0).then_some((replicas, timeout));
         self
     }
 

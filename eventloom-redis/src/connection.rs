@@ -40,3 +40,30 @@ impl ConnectionLike for Connection {
         }
     }
 }
+
+impl Connection {
+    /// `WAIT replicas timeout` on the node that holds `key` (the master of its slot, in a
+    /// cluster), on the connection that wrote: how many replicas have acknowledged every write
+    /// this connection made to that node.
+    pub(crate) async fn wait_for_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: std::time::Duration,
+    ) -> redis::RedisResult<u64> {
+        let mut wait = redis::cmd("WAIT");
+        // 0 would wait forever.
+        wait.arg(replicas).arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1));
+        match self {
+            Connection::Node(connection) => wait.query_async(connection).await,
+            Connection::Cluster(connection) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+                let route = Route::with_slot(Slot::for_key(key), SlotAddr::Master);
+                let reply = connection
+                    .route_command(wait, RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)))
+                    .await?;
+                Ok(redis::from_redis_value(reply)?)
+            }
+        }
+    }
+}

@@ -126,6 +126,8 @@ pub struct RedisViewStore {
     live: Arc<Mutex<HashMap<String, u64>>>,
     /// The `maxmemory-policy` last seen.
     eviction: Arc<Mutex<eviction::Watch>>,
+    /// [`RedisConfig::wait_for_replicas`].
+    wait_for_replicas: Option<(u32, std::time::Duration)>,
 }
 
 impl std::fmt::Debug for RedisViewStore {
@@ -294,6 +296,7 @@ impl RedisViewStore {
                 scripts: Arc::new(Scripts::new()),
                 live: Arc::default(),
                 eviction: Arc::new(Mutex::new(eviction::Watch::new(config.accept_eviction, policy))),
+                wait_for_replicas: config.wait_for_replicas,
             })
         }
         .instrument(span)
@@ -367,6 +370,25 @@ impl RedisViewStore {
                 self.remember_live(projection, None);
                 Err(not_built(projection))
             }
+        }
+    }
+
+    /// With [`RedisConfig::wait_for_replicas`], waits until that many replicas of the node that
+    /// holds the projection have this connection's writes, or the timeout passed (then it warns:
+    /// the write stands, but a failover now may lose it).
+    async fn wait_for_replicas(&self, keys: &ProjectionKeys) {
+        let Some((replicas, timeout)) = self.wait_for_replicas else { return };
+        let mut connection = self.connection.clone();
+        let span = tracing::trace_span!("wait_for_replicas", replicas);
+        match connection.wait_for_replicas(&keys.live(), replicas, timeout).instrument(span).await {
+            Ok(acknowledged) if acknowledged >= u64::from(replicas) => {}
+            Ok(acknowledged) => tracing::warn!(
+                acknowledged,
+                replicas,
+                ?timeout,
+                "fewer replicas than asked have the write: a failover now may lose it"
+            ),
+            Err(error) => tracing::warn!(%error, "WAIT for replicas failed: a failover now may lose the write"),
         }
     }
 
@@ -676,6 +698,7 @@ impl ViewStore for RedisViewStore {
                 _ => return Err(unexpected("begin_generation", reply)),
             };
             tracing::debug!(projection, generation = generation.id, version, "began a generation");
+            self.wait_for_replicas(&keys).await;
             self.sweep_after_switch(projection).await;
             Ok(Ok(generation))
         })
@@ -845,7 +868,10 @@ impl ViewStore for RedisViewStore {
             .instrument(span)
             .await?;
             match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-                ["0"] => Ok(Ok(())),
+                ["0"] => {
+                    self.wait_for_replicas(&keys).await;
+                    Ok(Ok(()))
+                }
                 ["1", actual] => {
                     Ok(Err(Refusal::CheckpointMoved { expected: commit.expected, actual: position(actual)? }))
                 }
@@ -900,6 +926,7 @@ impl ViewStore for RedisViewStore {
                 _ => return Err(unexpected("go_live", reply)),
             }
             self.remember_live(projection, Some(generation));
+            self.wait_for_replicas(&keys).await;
             self.sweep_after_switch(projection).await;
             Ok(Ok(()))
         })
@@ -941,7 +968,10 @@ impl ViewStore for RedisViewStore {
             .instrument(span)
             .await?;
             match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-                ["0"] => Ok(Ok(())),
+                ["0"] => {
+                    self.wait_for_replicas(&keys).await;
+                    Ok(Ok(()))
+                }
                 ["2", highest] => Ok(Err(fenced(fencing_token, highest))),
                 ["3", key] => Err(CoreError::Backend {
                     message: format!("key {key:?} holds another type than the view store writes; nothing was written"),

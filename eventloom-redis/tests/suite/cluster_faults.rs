@@ -81,14 +81,7 @@ async fn project_through(fault: Fault) {
         Fault::KillMaster => {
             let replica = cluster.replica_of(&master.id).await;
             let replicated = replication_offset(replica.port, "slave_repl_offset").await;
-            let port = replica.port.to_string();
-            let sleeping = tokio::task::spawn_blocking(move || {
-                let status = std::process::Command::new("redis-cli")
-                    .args(["-p", &port, "debug", "sleep", "1.5"])
-                    .stdout(std::process::Stdio::null())
-                    .status();
-                assert!(status.unwrap().success(), "DEBUG SLEEP on the replica");
-            });
+            let sleeping = stall(replica.port, "1.5");
             tokio::time::sleep(Duration::from_millis(500)).await;
             let written = replication_offset(master.port, "master_repl_offset").await;
             cluster.kill(master.port);
@@ -111,6 +104,19 @@ async fn project_through(fault: Fault) {
         let count = count.unwrap_or_else(|| panic!("no view for {id}"));
         assert_eq!(count, Count { applied: EACH, version: EACH }, "{id}: every event applied exactly once ({fault:?})");
     }
+}
+
+/// Stalls the node on `port` for `seconds` (`DEBUG SLEEP`, by redis-cli: it waits longer than a
+/// connection's response timeout).
+fn stall(port: u16, seconds: &str) -> tokio::task::JoinHandle<()> {
+    let (port, seconds) = (port.to_string(), seconds.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let status = std::process::Command::new("redis-cli")
+            .args(["-p", &port, "debug", "sleep", &seconds])
+            .stdout(std::process::Stdio::null())
+            .status();
+        assert!(status.unwrap().success(), "DEBUG SLEEP on {port}");
+    })
 }
 
 /// A replication offset (`field`) of `INFO replication` on the node on `port`.
@@ -176,4 +182,49 @@ async fn a_killed_master_of_the_projections_shard_loses_and_doubles_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_projections_slot_migrated_mid_projection_loses_and_doubles_nothing() {
     project_through(Fault::MigrateSlot).await;
+}
+
+/// With `wait_for_replicas`, a commit waits for the replica of the projection's master (routed to
+/// that master in the cluster): at once while the replica keeps up, the whole timeout while it
+/// is stalled (and the commit still stands); without it, a commit never waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_wait_for_a_replica_when_asked() {
+    use eventloom_core::store::{ViewCommit, ViewStore, ViewWrite};
+    let cluster = PrivateCluster::start(1_000, &["--enable-debug-command", "local"], None);
+    let config = RedisConfig::from_cluster_urls(&cluster.urls()).unwrap().prefix("w:").unwrap();
+    let timeout = Duration::from_millis(700);
+    let waiting = RedisViewStore::connect_with(config.clone().wait_for_replicas(1, timeout)).await.unwrap();
+    let plain = RedisViewStore::connect_with(config).await.unwrap();
+    let generation = waiting.begin_generation("p", 1, 1).await.unwrap().unwrap();
+    let commit = |n: u64| ViewCommit {
+        generation: generation.id,
+        expected: (n > 1).then(|| Position::new(n - 1, n - 1)),
+        checkpoint: Position::new(n, n),
+        fencing_token: 1,
+        views: vec![ViewWrite::set("a", n.to_string())],
+        dead_letters: vec![],
+    };
+    let slot = cluster.slot("w:{p:p}:live").await;
+    let master = cluster.master_of(slot).await;
+    let replica = cluster.replica_of(&master.id).await;
+
+    let started = Instant::now();
+    waiting.commit("p", commit(1)).await.unwrap().unwrap();
+    let kept_up = started.elapsed();
+    let sleeping = stall(replica.port, "2");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    waiting.commit("p", commit(2)).await.unwrap().unwrap();
+    let stalled = started.elapsed();
+    let started = Instant::now();
+    plain.commit("p", commit(3)).await.unwrap().unwrap();
+    let unasked = started.elapsed();
+    sleeping.await.unwrap();
+    println!(
+        "WAIT 1 replica: {kept_up:?} while it keeps up, {stalled:?} while it is stalled; {unasked:?} without WAIT"
+    );
+    assert!(kept_up < Duration::from_millis(500), "{kept_up:?}");
+    assert!(stalled >= timeout - Duration::from_millis(50), "waited for the stalled replica: {stalled:?}");
+    assert!(unasked < Duration::from_millis(500), "{unasked:?}");
+    assert_eq!(plain.status("p").await.unwrap().building.unwrap().checkpoint, Some(Position::new(3, 3)));
 }
