@@ -48,7 +48,7 @@ async fn append_rounds(events: &MemoryEventStore, rounds: std::ops::Range<u64>, 
 }
 
 async fn project_through(fault: Fault) {
-    let mut cluster = PrivateCluster::start(1_000, &["--enable-debug-command", "local"], None);
+    let mut cluster = PrivateCluster::start(1_000, &["--enable-debug-command", "local"], &[], false);
     let config = RedisConfig::from_cluster_urls(&cluster.urls())
         .unwrap()
         .prefix("t:")
@@ -190,7 +190,7 @@ async fn the_projections_slot_migrated_mid_projection_loses_and_doubles_nothing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_wait_for_a_replica_when_asked() {
     use eventloom_core::store::{ViewCommit, ViewStore, ViewWrite};
-    let cluster = PrivateCluster::start(1_000, &["--enable-debug-command", "local"], None);
+    let cluster = PrivateCluster::start(1_000, &["--enable-debug-command", "local"], &[], false);
     let config = RedisConfig::from_cluster_urls(&cluster.urls()).unwrap().prefix("w:").unwrap();
     let timeout = Duration::from_millis(700);
     let waiting = RedisViewStore::connect_with(config.clone().wait_for_replicas(1, timeout)).await.unwrap();

@@ -39,9 +39,10 @@ pub struct Node {
 
 impl PrivateCluster {
     /// Six nodes with `cluster-node-timeout` `node_timeout_ms` and `args` added, joined by
-    /// `redis-cli --cluster create` with one replica per master. `cli_auth` is the password
-    /// redis-cli needs, if any.
-    pub fn start(node_timeout_ms: u32, args: &[&str], cli_auth: Option<&str>) -> Self {
+    /// `redis-cli --cluster create` with one replica per master. `cli` are the arguments
+    /// redis-cli needs to reach them (credentials, TLS); with `tls` the nodes listen on TLS
+    /// ports only (`args` name the certificates).
+    pub fn start(node_timeout_ms: u32, args: &[&str], cli: &[&str], tls: bool) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "cqrs-private-cluster-{}-{}",
             std::process::id(),
@@ -57,8 +58,15 @@ impl PrivateCluster {
         for &port in &ports {
             let node_dir = cluster.dir.join(port.to_string());
             std::fs::create_dir_all(&node_dir).unwrap();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
+            let mut command = Command::new("redis-server");
+            if tls {
+                command.args(["--port", "0", "--tls-port", &port.to_string(), "--tls-cluster", "yes"]);
+                command.args(["--tls-replication", "yes"]);
+            } else {
+                command.args(["--port", &port.to_string()]);
+            }
+            let child = command
+                .args(["--bind", "127.0.0.1", "--cluster-enabled", "yes"])
                 .args(["--cluster-node-timeout", &node_timeout_ms.to_string()])
                 .args([
                     "--save",
@@ -87,24 +95,26 @@ impl PrivateCluster {
             }
         }
         let mut create = Command::new("redis-cli");
-        if let Some(password) = cli_auth {
-            create.args(["-a", password, "--no-auth-warning"]);
-        }
-        create.arg("--cluster").arg("create");
+        create.args(cli).arg("--cluster").arg("create");
         for port in &ports {
             create.arg(format!("127.0.0.1:{port}"));
         }
         let output = create.args(["--cluster-replicas", "1", "--cluster-yes"]).output().unwrap();
-        assert!(output.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&output.stdout));
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
         // A replica that has not finished its first sync cannot take over: wait for all.
         let deadline = Instant::now() + Duration::from_secs(20);
         for &port in &ports {
             loop {
-                let mut info = Command::new("redis-cli");
-                if let Some(password) = cli_auth {
-                    info.args(["-a", password, "--no-auth-warning"]);
-                }
-                let output = info.args(["-p", &port.to_string(), "info", "replication"]).output().unwrap();
+                let output = Command::new("redis-cli")
+                    .args(cli)
+                    .args(["-p", &port.to_string(), "info", "replication"])
+                    .output()
+                    .unwrap();
                 let text = String::from_utf8_lossy(&output.stdout);
                 if text.contains("role:master") || text.contains("master_link_status:up") {
                     break;
