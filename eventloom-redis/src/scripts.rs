@@ -36,17 +36,19 @@ macro_rules! script {
 ///
 /// KEYS: 1 token, 2 live, 3 building, 4-7 the generation's quad, 8-11 the live generation's
 /// quad, 12-15 the building one's, then the `n` view keys, then the `m` index list keys, then
-/// the `s` sampled view keys and the `u` sampled index list keys (from [`PEEK`]).
+/// the `s` sampled view keys and the `u` sampled index list keys (from [`PEEK`], or from the
+/// reply of the generation's previous commit).
 /// ARGV: 1 generation id, 2 expected checkpoint ("" for none), 3 new checkpoint, 4 token, 5 `n`,
 /// 6 `m`, 7 the live and 8 the building generation the caller read ("" for none), 9 `s`, 10 `u`,
-/// then the `m` index suffixes, the `s` sampled view ids and the `u` sampled suffixes, then per
+/// 11 the size of the sample to pick for the next commit, then the `m` index suffixes, the `s` sampled view ids and the `u` sampled suffixes, then per
 /// view: its id, `s<json>` to set or `d` to delete, the number of entries it leaves and per entry
 /// its list (1..m) and member, the same for the entries it joins; then the dead letters (JSON).
 ///
-/// Replies `{0}` when applied, `{1, checkpoint}` when the checkpoint moved, `{2, highest}` when
+/// Replies `{0, live, building, s, s view ids..., index suffixes...}` when applied (what [`PEEK`]
+/// would answer for the next commit, so that it need not run), `{1, checkpoint}` when the checkpoint moved, `{2, highest}` when
 /// fenced, `{3, key}` for a key of another type, `{4}` when the generation is gone or lost (an
 /// index list it had, or a sampled view or list, is missing: it is marked lost), `{9}` when the
-/// pointers moved. Writes nothing but that mark unless it replies `{0}` or `{1}`: a writer with a
+/// pointers moved. Writes nothing but that mark unless it replies `{0, ...}` or `{1}`: a writer with a
 /// newer token that reached a current generation raises the highest token before the checkpoint
 /// is compared (as the in-memory store does), so `{1}` has fenced older writers.
 pub(crate) const COMMIT: &str = script!("commit.lua");

@@ -128,6 +128,8 @@ pub struct RedisViewStore {
     eviction: Arc<Mutex<eviction::Watch>>,
     /// [`RedisConfig::wait_for_replicas`].
     wait_for_replicas: Option<(u32, std::time::Duration)>,
+    /// What the next commit of each projection needs to know, from the reply of its last one.
+    next_commit: Arc<Mutex<HashMap<String, Peeked>>>,
 }
 
 impl std::fmt::Debug for RedisViewStore {
@@ -154,6 +156,7 @@ fn unexpected(what: &str, reply: impl std::fmt::Debug) -> CoreError {
 
 /// The `live` and `building` pointers as stored (`""` for none). A script that follows them gets
 /// the keys of these generations in its KEYS and first checks that the pointers still name them.
+#[derive(Debug, Clone)]
 struct Pointers {
     live: String,
     building: String,
@@ -167,6 +170,38 @@ impl Pointers {
                 invocation.key(key);
             }
         }
+    }
+}
+
+/// What a commit needs to know before it builds its KEYS: the pointers, and the views and index
+/// lists of its generation that it checks are there (picked at random). Read by the peek script,
+/// or left by the generation's previous commit (its reply), so that a projector's commits after
+/// the first cost one round-trip.
+#[derive(Debug, Clone)]
+struct Peeked {
+    generation: u64,
+    pointers: Pointers,
+    views: Vec<String>,
+    lists: Vec<String>,
+}
+
+impl Peeked {
+    /// From a reply `{live, building, s, s view ids..., index suffixes...}`.
+    fn parse(generation: u64, reply: &[String], what: &str) -> eventloom_core::Result<Self> {
+        let [live, building, sampled_views, samples @ ..] = reply else {
+            return Err(unexpected(what, reply));
+        };
+        let sampled_views: usize = sampled_views.parse().map_err(|_| unexpected(what, reply))?;
+        if sampled_views > samples.len() {
+            return Err(unexpected(what, reply));
+        }
+        let (views, lists) = samples.split_at(sampled_views);
+        Ok(Peeked {
+            generation,
+            pointers: Pointers { live: live.clone(), building: building.clone() },
+            views: views.to_vec(),
+            lists: lists.to_vec(),
+        })
     }
 }
 
@@ -297,6 +332,7 @@ impl RedisViewStore {
                 live: Arc::default(),
                 eviction: Arc::new(Mutex::new(eviction::Watch::new(config.accept_eviction, policy))),
                 wait_for_replicas: config.wait_for_replicas,
+                next_commit: Arc::default(),
             })
         }
         .instrument(span)
@@ -352,6 +388,25 @@ impl RedisViewStore {
             .await
             .map_err(redis_error)?;
         Ok(Pointers { live: live.unwrap_or_default(), building: building.unwrap_or_default() })
+    }
+
+    /// What a commit into `generation` needs to know before it builds its KEYS (the peek
+    /// script).
+    async fn peek(&self, keys: &ProjectionKeys, generation: u64) -> eventloom_core::Result<Peeked> {
+        let generation_keys = keys.generation(generation);
+        let mut connection = self.connection.clone();
+        let reply: Vec<String> = self
+            .scripts
+            .peek
+            .key(keys.live())
+            .key(keys.building())
+            .key(generation_keys.ids())
+            .key(generation_keys.indexes())
+            .arg(SAMPLE)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Peeked::parse(generation, &reply, "the peek script")
     }
 
     /// The live generation's id, or `None` when none is live.
@@ -788,29 +843,14 @@ impl ViewStore for RedisViewStore {
                 .collect::<eventloom_core::Result<Vec<_>>>()?;
             let mut connection = self.connection.clone();
             let reply = async {
+                // What the last commit of this generation left, if this store made it.
+                let mut left = self.next_commit.lock().unwrap_or_else(PoisonError::into_inner).remove(projection);
                 for _ in 0..POINTER_TRIES {
-                    // The pointers, and the views and index lists to look at, before the KEYS.
-                    let peek: Vec<String> = self
-                        .scripts
-                        .peek
-                        .key(keys.live())
-                        .key(keys.building())
-                        .key(generation.ids())
-                        .key(generation.indexes())
-                        .arg(SAMPLE)
-                        .invoke_async(&mut connection)
-                        .await
-                        .map_err(redis_error)?;
-                    let [live, building, sampled_views, samples @ ..] = &peek[..] else {
-                        return Err(unexpected("the peek script", peek));
+                    let peeked = match left.take() {
+                        Some(peeked) if peeked.generation == commit.generation => peeked,
+                        _ => self.peek(&keys, commit.generation).await?,
                     };
-                    let sampled_views: usize =
-                        sampled_views.parse().map_err(|_| unexpected("the peek script", &peek))?;
-                    if sampled_views > samples.len() {
-                        return Err(unexpected("the peek script", &peek));
-                    }
-                    let (sample_ids, sample_lists) = samples.split_at(sampled_views);
-                    let pointers = Pointers { live: live.clone(), building: building.clone() };
+                    let (pointers, sample_ids, sample_lists) = (&peeked.pointers, &peeked.views, &peeked.lists);
                     let mut invocation = self.scripts.commit.prepare_invoke();
                     invocation.key(keys.token()).key(keys.live()).key(keys.building());
                     for key in generation.quad() {
@@ -839,7 +879,8 @@ impl ViewStore for RedisViewStore {
                         .arg(pointers.live.as_str())
                         .arg(pointers.building.as_str())
                         .arg(sample_ids.len())
-                        .arg(sample_lists.len());
+                        .arg(sample_lists.len())
+                        .arg(SAMPLE);
                     for list in &lists {
                         invocation.arg(index_suffix(list));
                     }
@@ -868,7 +909,9 @@ impl ViewStore for RedisViewStore {
             .instrument(span)
             .await?;
             match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-                ["0"] => {
+                ["0", ..] => {
+                    let next = Peeked::parse(commit.generation, &reply[1..], "a commit")?;
+                    self.next_commit.lock().unwrap_or_else(PoisonError::into_inner).insert(projection.to_owned(), next);
                     self.wait_for_replicas(&keys).await;
                     Ok(Ok(()))
                 }

@@ -33,7 +33,7 @@ if less(token, highest) then return {'2', highest} end
 local meta
 if generation == live then meta = live_meta elseif generation == building then meta = building_meta end
 if not meta then return {'4'} end
-local suffixes = 10
+local suffixes = 11
 -- An index list the generation had and no longer has was lost: so is the generation.
 for slot = 1, m do
   local list = KEYS[lists + slot]
@@ -98,4 +98,12 @@ for k = a + 1, #ARGV do
 end
 redis.call('HSET', KEYS[4], 'checkpoint', ARGV[3], 'views', redis.call('SCARD', KEYS[5]),
   'lists', redis.call('SCARD', KEYS[6]), 'dead', redis.call('LLEN', KEYS[7]))
-return {'0'}
+-- What the next commit of this generation needs, as the peek script answers it: the pointers,
+-- and the views and index lists it will look at.
+local out = {'0', redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or ''}
+local next_views = redis.call('SRANDMEMBER', KEYS[5], ARGV[11])
+local next_lists = redis.call('SRANDMEMBER', KEYS[6], ARGV[11])
+out[4] = tostring(#next_views)
+for _, id in ipairs(next_views) do out[#out + 1] = id end
+for _, suffix in ipairs(next_lists) do out[#out + 1] = suffix end
+return out

@@ -232,6 +232,38 @@ async fn queries_pay_one_round_trip_and_follow_a_switch_made_elsewhere() {
     );
 }
 
+/// A projector's commits into one generation cost one script call each after the first: the
+/// first reads the pointers and its sample of views to check (the peek script) before it builds
+/// its KEYS; each leaves what the next one needs in its reply.
+#[tokio::test]
+async fn commits_after_the_first_pay_one_round_trip() {
+    let redis = PrivateRedis::volatile();
+    let store = RedisViewStore::connect(&redis.url(), "t:").await.unwrap();
+    let generation = store.begin_generation("p", 1, 0).await.unwrap().unwrap();
+    let write = |n: u64| ViewCommit {
+        generation: generation.id,
+        expected: (n > 1).then(|| Position::new(n - 1, n - 1)),
+        checkpoint: Position::new(n, n),
+        fencing_token: 0,
+        views: vec![ViewWrite::set(format!("v{n}"), "{}").joining(vec![IndexEntry::new("s", "x")])],
+        dead_letters: Vec::new(),
+    };
+    store.commit("p", write(1)).await.unwrap().unwrap();
+    let mut raw = raw_connection(&redis.url()).await;
+    let before = command_calls(&mut raw).await;
+    for n in 2..=11 {
+        store.commit("p", write(n)).await.unwrap().unwrap();
+    }
+    let after = command_calls(&mut raw).await;
+    let calls = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+    assert_eq!((calls("evalsha"), calls("mget")), (10, 0), "one script per commit: {after:?}");
+    // Another store switched generations meanwhile: the next commit reads the pointers again.
+    let other = RedisViewStore::connect(&redis.url(), "t:").await.unwrap();
+    other.go_live("p", generation.id, 0).await.unwrap().unwrap();
+    store.commit("p", write(12)).await.unwrap().unwrap();
+    assert_eq!(store.status("p").await.unwrap().checkpoint(), Some(Position::new(12, 12)));
+}
+
 mod domain {
     use eventloom_core::prelude::*;
     use eventloom_core::{BoxError, Projection};
