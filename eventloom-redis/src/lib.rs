@@ -6,7 +6,25 @@
 //! fencing token, that the generation still exists (a Redis that restarted empty or was flushed
 //! is noticed here) and the checkpoint, so a replay after a crash, a deposed leader, or a write
 //! into lost views changes nothing. One projection's keys share a hash tag, so every script
-//! touches a single cluster slot; queries read the live generation in a single round-trip.
+//! touches a single cluster slot; queries read the live generation in the same round-trip as
+//! their data.
+//!
+//! # One node or a Redis Cluster
+//!
+//! [`RedisConfig::from_url`] connects to one node (the default); [`RedisConfig::cluster`] (a list
+//! of node URLs) or [`RedisConfig::from_cluster_urls`] (the same, comma-separated) to a Redis
+//! Cluster, through the `redis` crate's cluster client, with TLS and AUTH as on one node. Each
+//! projection lives on the shard of its hash tag's slot. Replication is asynchronous: a failover
+//! after a master crashed can take a projection back to an older checkpoint (views and
+//! checkpoint together), from which the projector folds again; [`RedisConfig::wait_for_replicas`]
+//! narrows that window. The guide's Redis chapter says what queries observe meanwhile.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), eventloom_redis::Error> {
+//! let config = eventloom_redis::RedisConfig::from_cluster_urls("redis://10.0.0.1:7000,redis://10.0.0.2:7000")?;
+//! let views = eventloom_redis::RedisViewStore::connect_with(config.prefix("app:")?).await?;
+//! # Ok(()) }
+//! ```
 //!
 //! # Key layout
 //!
