@@ -42,6 +42,15 @@ const BEGIN_TRIES: usize = 64;
 /// How many of a generation's views, and of its index lists, each commit checks are there.
 const SAMPLE: usize = 3;
 
+/// How many pages' members a store remembers (all are forgotten when it holds this many), and
+/// how many members a page may have to be remembered: a list query that finds its page's
+/// members unchanged since it last read them costs one round-trip instead of two.
+const PAGES_REMEMBERED: usize = 256;
+const PAGE_MEMBERS_REMEMBERED: usize = 101;
+
+/// A page of a list: projection, generation, list suffix, `ZRANGEBYLEX` bounds, count.
+type PageKey = (String, u64, String, String, String, usize);
+
 /// The scripts, loaded once per store (clones share them).
 struct Scripts {
     commit: redis::Script,
@@ -130,6 +139,8 @@ pub struct RedisViewStore {
     wait_for_replicas: Option<(u32, std::time::Duration)>,
     /// What the next commit of each projection needs to know, from the reply of its last one.
     next_commit: Arc<Mutex<HashMap<String, Peeked>>>,
+    /// The members of the pages last listed (a guess the list script checks).
+    pages: Arc<Mutex<HashMap<PageKey, Vec<String>>>>,
 }
 
 impl std::fmt::Debug for RedisViewStore {
@@ -333,6 +344,7 @@ impl RedisViewStore {
                 eviction: Arc::new(Mutex::new(eviction::Watch::new(config.accept_eviction, policy))),
                 wait_for_replicas: config.wait_for_replicas,
                 next_commit: Arc::default(),
+                pages: Arc::default(),
             })
         }
         .instrument(span)
@@ -388,6 +400,24 @@ impl RedisViewStore {
             .await
             .map_err(redis_error)?;
         Ok(Pointers { live: live.unwrap_or_default(), building: building.unwrap_or_default() })
+    }
+
+    /// The members a page had when this store last listed it (none when it does not remember).
+    fn remembered_page(&self, key: &PageKey) -> Vec<String> {
+        self.pages.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned().unwrap_or_default()
+    }
+
+    /// Remembers a page's members, unless it has many (and forgets every page when it remembers
+    /// [`PAGES_REMEMBERED`]).
+    fn remember_page(&self, key: PageKey, members: Vec<String>) {
+        if members.len() > PAGE_MEMBERS_REMEMBERED {
+            return;
+        }
+        let mut pages = self.pages.lock().unwrap_or_else(PoisonError::into_inner);
+        if pages.len() >= PAGES_REMEMBERED && !pages.contains_key(&key) {
+            pages.clear();
+        }
+        pages.insert(key, members);
     }
 
     /// What a commit into `generation` needs to know before it builds its KEYS (the peek
@@ -1090,11 +1120,14 @@ impl ViewStore for RedisViewStore {
             let fetch = limit.saturating_add(1).min(i64::MAX as usize);
             let span = tracing::trace_span!("list", store = "redis", projection, index = %key, limit);
             let (live, rest) = async {
-                // The live generation last seen, and the members a first read of the page found:
-                // the script gets their views' keys, and answers with the members it finds
-                // instead when the page changed meanwhile.
+                // The live generation last seen, and the members the page had when this store
+                // last listed it (or a first read found): the script gets their views' keys, and
+                // answers with the members it finds instead when the page changed meanwhile.
                 let mut generation = self.cached_live(projection);
                 let mut members: Option<Vec<String>> = None;
+                let (suffix, min, max) = (index_suffix(key), after(after_cursor, range), until(range));
+                let page_key = |live: u64| (projection.to_owned(), live, suffix.clone(), min.clone(), max.clone(), fetch);
+                let mut remembered = true;
                 for _ in 0..QUERY_TRIES {
                     let Some(live) = generation else {
                         generation = Some(self.read_live(&keys, projection).await?);
@@ -1103,12 +1136,16 @@ impl ViewStore for RedisViewStore {
                     let generation_keys = keys.generation(live);
                     let mut invocation = self.scripts.list.prepare_invoke();
                     invocation.key(keys.live()).key(generation_keys.index(key));
-                    let expected = members.take().unwrap_or_default();
+                    let expected = match members.take() {
+                        Some(members) => members,
+                        None if std::mem::take(&mut remembered) => self.remembered_page(&page_key(live)),
+                        None => Vec::new(),
+                    };
                     for member in &expected {
                         let id = member.split_once('\0').map_or(member.as_str(), |(_, id)| id);
                         invocation.key(generation_keys.view(id));
                     }
-                    invocation.arg(live).arg(after(after_cursor, range)).arg(fetch).arg(until(range)).arg(&expected);
+                    invocation.arg(live).arg(&min).arg(fetch).arg(&max).arg(&expected);
                     let reply: Vec<Option<String>> =
                         invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
                     let (status, rest) = reply.split_first().ok_or_else(|| unexpected("the list script", &reply))?;
@@ -1119,6 +1156,7 @@ impl ViewStore for RedisViewStore {
                         }
                         Some("1") => {
                             let rest = rest.get(1..).ok_or_else(|| unexpected("the list script", &reply))?;
+                            self.remember_page(page_key(live), expected);
                             return Ok((live, rest.to_vec()));
                         }
                         Some("2") => {
