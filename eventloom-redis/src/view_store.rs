@@ -216,6 +216,98 @@ impl Peeked {
     }
 }
 
+/// A batch as the commit script takes it (see `scripts::COMMIT`): the index lists it touches,
+/// each once, numbered from 1, and its dead letters as JSON.
+struct Batch<'c> {
+    commit: &'c ViewCommit,
+    lists: Vec<&'c IndexKey>,
+    slots: HashMap<&'c IndexKey, usize>,
+    dead_letters: Vec<String>,
+}
+
+impl<'c> Batch<'c> {
+    fn new(commit: &'c ViewCommit) -> eventloom_core::Result<Self> {
+        let mut lists: Vec<&IndexKey> = Vec::new();
+        let mut slots: HashMap<&IndexKey, usize> = HashMap::new();
+        for write in &commit.views {
+            for entry in write.leave.iter().chain(&write.join) {
+                slots.entry(&entry.key).or_insert_with(|| {
+                    lists.push(&entry.key);
+                    lists.len()
+                });
+            }
+        }
+        let dead_letters = commit
+            .dead_letters
+            .iter()
+            .map(|letter| {
+                serde_json::to_string(letter).map_err(|source| CoreError::Serde { what: "dead letter".into(), source })
+            })
+            .collect::<eventloom_core::Result<Vec<_>>>()?;
+        Ok(Batch { commit, lists, slots, dead_letters })
+    }
+
+    /// The commit script's call, with the pointers and the sample that `peeked` holds.
+    fn invocation<'s>(
+        &self,
+        script: &'s redis::Script,
+        keys: &ProjectionKeys,
+        peeked: &Peeked,
+    ) -> redis::ScriptInvocation<'s> {
+        let commit = self.commit;
+        let generation = keys.generation(commit.generation);
+        let mut invocation = script.prepare_invoke();
+        invocation.key(keys.token()).key(keys.live()).key(keys.building());
+        for key in generation.quad() {
+            invocation.key(key);
+        }
+        peeked.pointers.keys(keys, &mut invocation);
+        for write in &commit.views {
+            invocation.key(generation.view(&write.id));
+        }
+        for list in &self.lists {
+            invocation.key(generation.index(list));
+        }
+        for id in &peeked.views {
+            invocation.key(generation.view(id));
+        }
+        for suffix in &peeked.lists {
+            invocation.key(generation.index_at(suffix));
+        }
+        invocation
+            .arg(commit.generation)
+            .arg(commit.expected.map(|p| p.to_string()).unwrap_or_default())
+            .arg(commit.checkpoint.to_string())
+            .arg(commit.fencing_token)
+            .arg(commit.views.len())
+            .arg(self.lists.len())
+            .arg(peeked.pointers.live.as_str())
+            .arg(peeked.pointers.building.as_str())
+            .arg(peeked.views.len())
+            .arg(peeked.lists.len())
+            .arg(SAMPLE);
+        for list in &self.lists {
+            invocation.arg(index_suffix(list));
+        }
+        invocation.arg(&peeked.views).arg(&peeked.lists);
+        for write in &commit.views {
+            invocation.arg(write.id.as_str());
+            match &write.view {
+                Some(json) => invocation.arg(format!("s{json}")),
+                None => invocation.arg("d"),
+            };
+            for entries in [&write.leave, &write.join] {
+                invocation.arg(entries.len());
+                for entry in entries {
+                    invocation.arg(self.slots[&entry.key]).arg(member(&entry.order, &write.id));
+                }
+            }
+        }
+        invocation.arg(&self.dead_letters);
+        invocation
+    }
+}
+
 /// The pointers moved every time a script was about to follow them.
 fn pointers_moved(projection: &str) -> CoreError {
     CoreError::unavailable_msg(format!(
@@ -851,26 +943,7 @@ impl ViewStore for RedisViewStore {
                 views = commit.views.len()
             );
             let keys = self.keys(projection);
-            let generation = keys.generation(commit.generation);
-            // The index lists the batch touches, each once, numbered from 1 in the script.
-            let mut lists: Vec<&IndexKey> = Vec::new();
-            let mut slots: HashMap<&IndexKey, usize> = HashMap::new();
-            for write in &commit.views {
-                for entry in write.leave.iter().chain(&write.join) {
-                    slots.entry(&entry.key).or_insert_with(|| {
-                        lists.push(&entry.key);
-                        lists.len()
-                    });
-                }
-            }
-            let dead_letters = commit
-                .dead_letters
-                .iter()
-                .map(|letter| {
-                    serde_json::to_string(letter)
-                        .map_err(|source| CoreError::Serde { what: "dead letter".into(), source })
-                })
-                .collect::<eventloom_core::Result<Vec<_>>>()?;
+            let batch = Batch::new(&commit)?;
             let mut connection = self.connection.clone();
             let reply = async {
                 // What the last commit of this generation left, if this store made it.
@@ -880,55 +953,7 @@ impl ViewStore for RedisViewStore {
                         Some(peeked) if peeked.generation == commit.generation => peeked,
                         _ => self.peek(&keys, commit.generation).await?,
                     };
-                    let (pointers, sample_ids, sample_lists) = (&peeked.pointers, &peeked.views, &peeked.lists);
-                    let mut invocation = self.scripts.commit.prepare_invoke();
-                    invocation.key(keys.token()).key(keys.live()).key(keys.building());
-                    for key in generation.quad() {
-                        invocation.key(key);
-                    }
-                    pointers.keys(&keys, &mut invocation);
-                    for write in &commit.views {
-                        invocation.key(generation.view(&write.id));
-                    }
-                    for list in &lists {
-                        invocation.key(generation.index(list));
-                    }
-                    for id in sample_ids {
-                        invocation.key(generation.view(id));
-                    }
-                    for suffix in sample_lists {
-                        invocation.key(generation.index_at(suffix));
-                    }
-                    invocation
-                        .arg(commit.generation)
-                        .arg(commit.expected.map(|p| p.to_string()).unwrap_or_default())
-                        .arg(commit.checkpoint.to_string())
-                        .arg(commit.fencing_token)
-                        .arg(commit.views.len())
-                        .arg(lists.len())
-                        .arg(pointers.live.as_str())
-                        .arg(pointers.building.as_str())
-                        .arg(sample_ids.len())
-                        .arg(sample_lists.len())
-                        .arg(SAMPLE);
-                    for list in &lists {
-                        invocation.arg(index_suffix(list));
-                    }
-                    invocation.arg(sample_ids).arg(sample_lists);
-                    for write in &commit.views {
-                        invocation.arg(write.id.as_str());
-                        match &write.view {
-                            Some(json) => invocation.arg(format!("s{json}")),
-                            None => invocation.arg("d"),
-                        };
-                        for entries in [&write.leave, &write.join] {
-                            invocation.arg(entries.len());
-                            for entry in entries {
-                                invocation.arg(slots[&entry.key]).arg(member(&entry.order, &write.id));
-                            }
-                        }
-                    }
-                    invocation.arg(&dead_letters);
+                    let invocation = batch.invocation(&self.scripts.commit, &keys, &peeked);
                     let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
                     if reply != ["9"] {
                         return Ok(reply);
