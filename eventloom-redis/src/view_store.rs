@@ -24,6 +24,11 @@ use crate::keys::{ProjectionKeys, index_suffix};
 use crate::scripts;
 use crate::{Error, Result};
 
+/// How often the cluster client tries a command again after `TRYAGAIN`, `CLUSTERDOWN` or a lost
+/// connection, waiting 10 ms to 0.5 s (growing) between tries, before the call fails as
+/// unavailable.
+const CLUSTER_RETRIES: u32 = 10;
+
 /// How many keys one call of the sweep script deletes at most, so that dropping a large
 /// generation never blocks Redis for long.
 const SWEEP_BUDGET: usize = 1_000;
@@ -708,7 +713,14 @@ async fn connect_node(config: &RedisConfig) -> Result<Connection> {
 /// A cluster connection: it reads the slot map from the first node that answers, and PINGs
 /// every master (a wrong password or an untrusted certificate fails now).
 async fn connect_cluster(config: &RedisConfig) -> Result<Connection> {
-    let mut builder = redis::cluster::ClusterClientBuilder::new(config.nodes.clone());
+    // The client's own retries (of TRYAGAIN, CLUSTERDOWN, a lost connection) wait at least
+    // 1.28 s each by default: a slot in migration or a failover would stall every script that
+    // long. Retry sooner, and leave longer outages to the caller (the projector's back-off).
+    let mut builder = redis::cluster::ClusterClientBuilder::new(config.nodes.clone())
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(10)
+        .max_retry_wait(500)
+        .retry_wait_formula(10, 2);
     if let Some(timeout) = config.connection_timeout {
         builder = builder.connection_timeout(timeout);
     }

@@ -90,7 +90,7 @@ async fn project_through(fault: Fault) {
             sleeping.await.unwrap();
             cluster.wait_until_master(replica.port, Duration::from_secs(30)).await;
         }
-        Fault::MigrateSlot => migrate(&cluster, slot, &master).await,
+        Fault::MigrateSlot => migrate(&cluster, slot, &master, &views).await,
     }
     println!("{fault:?}: the cluster settled {:?} after the fault began", started.elapsed());
     let last = appender.await.unwrap();
@@ -130,7 +130,7 @@ async fn replication_offset(port: u16, field: &str) -> u64 {
 /// Moves `slot` from `from` to another master, two keys per `MIGRATE`, with pauses between in
 /// which the projector's scripts meet the slot half moved (`ASK`, then `TRYAGAIN` from the
 /// importing node while some of a script's keys are still on the other).
-async fn migrate(cluster: &PrivateCluster, slot: u16, from: &crate::private_cluster::Node) {
+async fn migrate(cluster: &PrivateCluster, slot: u16, from: &crate::private_cluster::Node, views: &RedisViewStore) {
     let nodes = PrivateCluster::nodes_seen_by(from.port).await;
     let to = nodes.iter().find(|n| n.master && n.id != from.id).unwrap().clone();
     let slot_arg = slot.to_string();
@@ -142,6 +142,16 @@ async fn migrate(cluster: &PrivateCluster, slot: u16, from: &crate::private_clus
         let keys: Vec<String> =
             redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(2).query_async(&mut source).await.unwrap();
         if keys.is_empty() {
+            // Every key is on the new node, the slot still in migration. A query whose keys all
+            // exist is sent there with ASK and answered; a script that names a key that does
+            // not exist (yet) is refused with TRYAGAIN, since it may still be on the old node,
+            // until the slot is handed over: retried, then unavailable.
+            let ids: Vec<String> = (0..COUNTERS).map(|c| format!("c{c}")).collect();
+            let reader = ViewReader::<Count>::new(views.clone(), Counts::NAME);
+            let read = reader.get_many(&ids).await.expect("a query during the migration");
+            assert!(read.iter().all(Option::is_some), "every view, read on the new node");
+            let status = eventloom_core::store::ViewStore::status(views, Counts::NAME).await;
+            assert!(matches!(status, Err(eventloom_core::Error::Unavailable { .. })), "{status:?}");
             break;
         }
         moved += keys.len();
@@ -167,6 +177,30 @@ async fn migrate(cluster: &PrivateCluster, slot: u16, from: &crate::private_clus
     cluster.wait_ok(Duration::from_secs(10)).await;
     println!("migrated {moved} keys of slot {slot} from {} to {}", from.port, to.port);
     assert!(moved > 10, "the slot held the projection's keys");
+    // The projector and the queries met the slot in migration: scripts were refused whole
+    // (TRYAGAIN) while their keys were split between the nodes, and a query sent to the new node
+    // with ASKING (after an ASK) once its keys had all moved.
+    let try_again = errors(from.port, "TRYAGAIN").await + errors(to.port, "TRYAGAIN").await;
+    let asking = calls(to.port, "asking").await;
+    println!("MigrateSlot: {try_again} TRYAGAIN, {asking} ASKING");
+    assert!(try_again > 0, "no script met the slot half moved");
+    assert!(asking > 0, "no query was sent to the new node while the slot was moving");
+}
+
+/// How many calls of `command` the node on `port` has run (`INFO commandstats`).
+async fn calls(port: u16, command: &str) -> u64 {
+    let mut connection = PrivateCluster::node(port).await;
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut connection).await.unwrap();
+    let line = info.lines().find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")));
+    line.map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// How many replies of the error `prefix` the node on `port` has sent (`INFO errorstats`).
+async fn errors(port: u16, prefix: &str) -> u64 {
+    let mut connection = PrivateCluster::node(port).await;
+    let info: String = redis::cmd("INFO").arg("errorstats").query_async(&mut connection).await.unwrap();
+    let line = info.lines().find_map(|line| line.strip_prefix(&format!("errorstat_{prefix}:count=")));
+    line.map_or(0, |count| count.trim().parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -49,50 +49,31 @@ impl PrivateCluster {
             crate::private::free_port()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut ports = Vec::new();
-        while ports.len() < 6 {
-            let port = free_cluster_port(&ports);
-            ports.push(port);
-        }
+        // Another test may take a port between its choice and the server's bind (its cluster
+        // bus port, 10000 above, too): a node that exits at once makes a new choice of ports.
         let mut cluster = PrivateCluster { dir, nodes: Vec::new() };
-        for &port in &ports {
-            let node_dir = cluster.dir.join(port.to_string());
-            std::fs::create_dir_all(&node_dir).unwrap();
-            let mut command = Command::new("redis-server");
-            if tls {
-                command.args(["--port", "0", "--tls-port", &port.to_string(), "--tls-cluster", "yes"]);
-                command.args(["--tls-replication", "yes"]);
-            } else {
-                command.args(["--port", &port.to_string()]);
+        let mut ports = Vec::new();
+        for attempt in 1.. {
+            ports = Vec::new();
+            while ports.len() < 6 {
+                let port = free_cluster_port(&ports);
+                ports.push(port);
             }
-            let child = command
-                .args(["--bind", "127.0.0.1", "--cluster-enabled", "yes"])
-                .args(["--cluster-node-timeout", &node_timeout_ms.to_string()])
-                .args([
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--shutdown-timeout",
-                    "0",
-                    "--repl-diskless-sync-delay",
-                    "0",
-                ])
-                .args(args)
-                .arg("--dir")
-                .arg(&node_dir)
-                .current_dir(&node_dir)
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): install Debian's redis-server"));
-            cluster.nodes.push((port, Some(child)));
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for &port in &ports {
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "redis-server on {port} did not start");
-                std::thread::sleep(Duration::from_millis(20));
+            for &port in &ports {
+                let child = cluster.spawn(port, node_timeout_ms, args, tls);
+                cluster.nodes.push((port, Some(child)));
             }
+            if cluster.all_listening() {
+                break;
+            }
+            assert!(attempt < 5, "could not start 6 cluster nodes on free ports");
+            for (_, child) in &mut cluster.nodes {
+                if let Some(mut child) = child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+            cluster.nodes.clear();
         }
         let mut create = Command::new("redis-cli");
         create.args(cli).arg("--cluster").arg("create");
@@ -124,6 +105,51 @@ impl PrivateCluster {
             }
         }
         cluster
+    }
+
+    /// Starts one node on `port`, in a folder of its own.
+    fn spawn(&self, port: u16, node_timeout_ms: u32, args: &[&str], tls: bool) -> Child {
+        let node_dir = self.dir.join(port.to_string());
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let mut command = Command::new("redis-server");
+        if tls {
+            command.args(["--port", "0", "--tls-port", &port.to_string(), "--tls-cluster", "yes"]);
+            command.args(["--tls-replication", "yes"]);
+        } else {
+            command.args(["--port", &port.to_string()]);
+        }
+        command
+            .args(["--bind", "127.0.0.1", "--cluster-enabled", "yes"])
+            .args(["--cluster-node-timeout", &node_timeout_ms.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--shutdown-timeout", "0", "--repl-diskless-sync-delay", "0"])
+            .args(args)
+            .arg("--dir")
+            .arg(&node_dir)
+            .current_dir(&node_dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): install Debian's redis-server"))
+    }
+
+    /// Whether every node listens (and none exited: a port another test took).
+    fn all_listening(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (port, child) in &mut self.nodes {
+            let child = child.as_mut().unwrap();
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    return false;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "redis-server on {port} did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // A node whose cluster bus port was taken exits just after it listens.
+        std::thread::sleep(Duration::from_millis(100));
+        self.nodes.iter_mut().all(|(_, child)| child.as_mut().unwrap().try_wait().unwrap().is_none())
     }
 
     pub fn urls_with(&self, userinfo: &str) -> String {
