@@ -25,6 +25,24 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# A free loopback port at most 55535 whose cluster bus port (10000 above it) is free too.
+free_cluster_port() {
+  python3 -c '
+import random, socket
+while True:
+    port = random.randint(20000, 55535)
+    try:
+        for p in (port, port + 10000):
+            s = socket.socket()
+            s.bind(("127.0.0.1", p))
+            s.close()
+    except OSError:
+        continue
+    print(port)
+    break
+'
+}
+
 pg_bin_dir() {
   ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
 }
@@ -88,15 +106,7 @@ ensure_redis() {
     echo "Redis: using REDIS_URL" >&2
     return 0
   fi
-  if ! command -v redis-server >/dev/null; then
-    if [ "$(id -u)" != 0 ]; then
-      echo "Redis is not installed: install Debian's redis-server package or set REDIS_URL" >&2
-      return 1
-    fi
-    echo "installing Debian's redis-server ..." >&2
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2
-  fi
+  install_redis REDIS_URL || return 1
   local dir port persistence
   if services_durable "${1:-}"; then
     # No --save: Redis's default snapshot points.
@@ -119,6 +129,71 @@ ensure_redis() {
   echo "Redis: throwaway server on 127.0.0.1:$port (${persistence[*]})" >&2
 }
 
+# install_redis VARIABLE: installs Debian's redis-server when missing (as root; otherwise says to
+# install it or set VARIABLE).
+install_redis() {
+  if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then return 0; fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "Redis is not installed: install Debian's redis-server package or set $1" >&2
+    return 1
+  fi
+  echo "installing Debian's redis-server ..." >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2
+}
+
+# ensure_redis_cluster: uses REDIS_CLUSTER_URLS (comma-separated node URLs) when set; otherwise
+# starts 6 throwaway `redis-server --cluster-enabled yes` nodes on free loopback ports, each in a
+# folder of its own and without persistence, joins them with `redis-cli --cluster create` (3
+# masters with a replica each), waits until every node reports cluster_state:ok and exports
+# REDIS_CLUSTER_URLS. Fault tests start private clusters of their own.
+ensure_redis_cluster() {
+  if [ -n "${REDIS_CLUSTER_URLS:-}" ]; then
+    echo "Redis Cluster: using REDIS_CLUSTER_URLS" >&2
+    return 0
+  fi
+  install_redis REDIS_CLUSTER_URLS || return 1
+  local dir port node started urls="" addresses=() ports=()
+  started="$(date +%s%N)"
+  dir="$(mktemp -d /tmp/eventloom-redis-cluster.XXXXXX)"
+  CQRS_SERVICE_DIRS+=("$dir")
+  touch "$dir/cluster"
+  while [ "${#ports[@]}" -lt 6 ]; do
+    port="$(free_cluster_port)"
+    if [[ " ${ports[*]} " != *" $port "* && " ${ports[*]} " != *" $((port - 10000)) "* \
+      && " ${ports[*]} " != *" $((port + 10000)) "* ]]; then ports+=("$port"); fi
+  done
+  for port in "${ports[@]}"; do
+    node="$dir/$port"
+    mkdir -p "$node"
+    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file "$node/nodes.conf" \
+      --shutdown-timeout 0 --repl-diskless-sync-delay 0 --save '' --appendonly no --daemonize yes --dir "$node" --pidfile "$node/redis.pid" \
+      --logfile "$node/redis.log" >&2
+    echo "$port" >"$node/redis.port"
+  done
+  for port in "${ports[@]}"; do
+    for _ in $(seq 1 50); do
+      if redis-cli -p "$port" ping >/dev/null 2>&1; then break; fi
+      sleep 0.05
+    done
+    redis-cli -p "$port" ping >/dev/null || { cat "$dir/$port/redis.log" >&2; return 1; }
+    addresses+=("127.0.0.1:$port")
+    urls="${urls:+$urls,}redis://127.0.0.1:$port/"
+  done
+  redis-cli --cluster create "${addresses[@]}" --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1 \
+    || { cat "$dir/create.log" >&2; return 1; }
+  for port in "${ports[@]}"; do
+    for _ in $(seq 1 300); do
+      if redis-cli -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; then break; fi
+      sleep 0.05
+    done
+    redis-cli -p "$port" cluster info | grep -q '^cluster_state:ok' \
+      || { echo "Redis Cluster: node $port is not ok" >&2; cat "$dir/create.log" >&2; return 1; }
+  done
+  export REDIS_CLUSTER_URLS="$urls"
+  echo "Redis Cluster: 3 masters and 3 replicas on 127.0.0.1:${ports[*]} (started in $(( ($(date +%s%N) - started) / 1000000 )) ms)" >&2
+}
+
 # Stops the throwaway Redis of `dir` without a final save, and waits until it has exited: a
 # durable one would otherwise try to save into a folder about to be deleted, fail, and refuse to
 # exit (Redis keeps running when its shutdown save fails).
@@ -135,6 +210,20 @@ stop_redis() {
     sleep 0.1
   done
   kill -9 "$pid" 2>/dev/null || true
+}
+
+# Stops the nodes of the throwaway Redis Cluster of `dir`: all are told to shut down first, then
+# each is waited for (as stop_redis does for one).
+stop_redis_cluster() {
+  local dir="$1" node
+  for node in "$dir"/*/; do
+    if [ -f "$node/redis.port" ]; then
+      redis-cli -p "$(cat "$node/redis.port")" shutdown nosave >/dev/null 2>&1 || true
+    fi
+  done
+  for node in "$dir"/*/; do
+    if [ -f "$node/redis.pid" ]; then stop_redis "$node"; fi
+  done
 }
 
 # ensure_nats: uses NATS_URL when set; otherwise installs Debian's nats-server when missing,
@@ -181,7 +270,7 @@ stop_nats() {
 }
 
 stop_services() {
-  local dir
+  local dir node
   for dir in "${CQRS_SERVICE_DIRS[@]}"; do
     if [ -f "$dir/nats.pid" ]; then
       stop_nats "$dir"
@@ -191,6 +280,9 @@ stop_services() {
     fi
     if [ -f "$dir/redis.pid" ]; then
       stop_redis "$dir"
+    fi
+    if [ -f "$dir/cluster" ]; then
+      stop_redis_cluster "$dir"
     fi
     rm -rf "$dir"
   done

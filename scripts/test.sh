@@ -2,9 +2,9 @@
 # The whole test suite: every crate's unit, integration, compile-fail and doc tests, and every
 # Rust block of README.md and docs/ (compiled as doctests of the `cqrs-docs` crate).
 #
-# PostgreSQL, Redis and NATS: DATABASE_URL / REDIS_URL / NATS_URL when set; otherwise throwaway
-# servers on free loopback ports (Debian's postgresql, redis-server and nats-server are installed
-# when missing), stopped afterwards.
+# PostgreSQL, Redis, a Redis Cluster and NATS: DATABASE_URL / REDIS_URL / REDIS_CLUSTER_URLS /
+# NATS_URL when set; otherwise throwaway servers on free loopback ports (Debian's postgresql,
+# redis-server and nats-server are installed when missing), stopped afterwards.
 #
 # Usage: bash scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -14,6 +14,7 @@ trap stop_services EXIT
 
 ensure_postgres
 ensure_redis
+ensure_redis_cluster
 ensure_nats
 
 cargo test --workspace --all-features "$@"

@@ -12,6 +12,11 @@ pub const DEFAULT_PREFIX: &str = "cqrs:";
 
 /// How to reach Redis, and the prefix of every key the store writes.
 ///
+/// One node by default: [`from_url`](Self::from_url). A Redis Cluster: [`cluster`](Self::cluster)
+/// with a list of node URLs (some of its nodes, each `redis://host:port` or `rediss://...`; the
+/// client asks them for the others and the slot map), or [`from_cluster_urls`](Self::from_cluster_urls)
+/// with the same list in one string, comma-separated.
+///
 /// Built from a URL: `redis://[user[:password]@]host[:port][/db]`, or `rediss://...` for TLS
 /// (feature `tls`: rustls on `ring`, trusting the webpki roots, or the certificates given to
 /// `tls_root_certificates`). A user name and password are sent with
@@ -44,13 +49,18 @@ pub struct RedisConfig {
     pub(crate) response_timeout: Option<Duration>,
     pub(crate) connection_timeout: Option<Duration>,
     pub(crate) accept_eviction: bool,
+    /// The node URLs of a Redis Cluster; empty for one node (`info`).
+    pub(crate) nodes: Vec<redis::ConnectionInfo>,
+    /// `WAIT` after each write: how many replicas, for how long at most.
+    pub(crate) wait_for_replicas: Option<(u32, Duration)>,
 }
 
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let settings = self.info.redis_settings();
         f.debug_struct("RedisConfig")
-            .field("address", &self.info.addr().to_string())
+            .field("address", &self.address())
+            .field("cluster", &self.is_cluster())
             .field("tls", &self.is_tls())
             .field("db", &settings.db())
             .field("user", &settings.username())
@@ -60,6 +70,7 @@ impl fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("connection_timeout", &self.connection_timeout)
             .field("accept_eviction", &self.accept_eviction)
+            .field("wait_for_replicas", &self.wait_for_replicas)
             .finish()
     }
 }
@@ -87,7 +98,78 @@ impl RedisConfig {
             response_timeout: Some(Duration::from_secs(5)),
             connection_timeout: Some(Duration::from_secs(5)),
             accept_eviction: false,
+            nodes: Vec::new(),
+            wait_for_replicas: None,
         })
+    }
+
+    /// Settings for a Redis Cluster, from the URLs of some of its nodes (one is enough; give
+    /// more, in case that one is down when the store connects). Every URL has the scheme, user
+    /// and password of the first (`redis://` or `rediss://`: TLS for every node or none) and no
+    /// database but 0, which is all a cluster has. The store asks the nodes for the slot map,
+    /// sends each script to the master of its projection's slot, and follows `MOVED` and `ASK`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_redis::RedisConfig;
+    ///
+    /// let config = RedisConfig::cluster(["redis://app:s3cret@10.0.0.1:7000", "redis://app:s3cret@10.0.0.2:7000"]).unwrap();
+    /// assert!(config.is_cluster());
+    /// assert!(!format!("{config:?}").contains("s3cret"));
+    /// assert!(RedisConfig::cluster(["redis://10.0.0.1:7000/3"]).is_err(), "a cluster has database 0 only");
+    /// assert!(RedisConfig::cluster(Vec::<String>::new()).is_err());
+    /// ```
+    pub fn cluster<I, S>(nodes: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut first: Option<RedisConfig> = None;
+        let mut infos = Vec::new();
+        for url in nodes {
+            let node = RedisConfig::from_url(url.as_ref().trim())?;
+            let settings = node.info.redis_settings();
+            if settings.db() != 0 {
+                return Err(Error::Config(
+                    "a Redis Cluster has database 0 only: leave the /db out of its URLs".to_owned(),
+                ));
+            }
+            if let Some(first) = &first {
+                let theirs = first.info.redis_settings();
+                if node.is_tls() != first.is_tls()
+                    || settings.username() != theirs.username()
+                    || settings.password() != theirs.password()
+                {
+                    return Err(Error::Config(
+                        "every Redis Cluster node URL must have the first one's scheme, user and password".to_owned(),
+                    ));
+                }
+            }
+            infos.push(node.info.clone());
+            first.get_or_insert(node);
+        }
+        let mut config = first.ok_or_else(|| Error::Config("no Redis Cluster node URL was given".to_owned()))?;
+        config.nodes = infos;
+        Ok(config)
+    }
+
+    /// [`cluster`](Self::cluster) with the node URLs in one string, comma-separated (as in
+    /// `REDIS_CLUSTER_URLS=redis://10.0.0.1:7000,redis://10.0.0.2:7000`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = eventloom_redis::RedisConfig::from_cluster_urls("redis://127.0.0.1:7000, redis://127.0.0.1:7001").unwrap();
+    /// assert!(format!("{config:?}").contains("127.0.0.1:7001"));
+    /// ```
+    pub fn from_cluster_urls(urls: &str) -> Result<Self> {
+        Self::cluster(urls.split(',').map(str::trim).filter(|url| !url.is_empty()))
+    }
+
+    /// Whether these are settings for a Redis Cluster ([`cluster`](Self::cluster)).
+    pub fn is_cluster(&self) -> bool {
+        !self.nodes.is_empty()
     }
 
     /// Every key the store writes starts with `prefix` (default [`DEFAULT_PREFIX`]); it may not
@@ -132,6 +214,33 @@ impl RedisConfig {
         self
     }
 
+    /// After each write (a batch's commit, a generation begun or made live, a stop recorded),
+    /// waits with `WAIT` until `replicas` replicas of the node that holds the projection (the
+    /// master of its slot, in a cluster) have acknowledged it, for at most `timeout` (default:
+    /// no wait). Redis replicates asynchronously: without it, a failover after a master crash
+    /// can lose commits the projector was told were written (the views then go back to an older
+    /// checkpoint and the projector folds those events again, see the Redis chapter of the
+    /// guide). `WAIT` narrows that window but does not close it — Redis 7.0 has no `WAITAOF`,
+    /// and a replica that acknowledged may still lose the write or not be the one promoted —
+    /// and when fewer replicas answer within `timeout` the write stands and a warning is logged
+    /// (a replica that is down stalls nothing but each write's `timeout`). Keep `timeout` below
+    /// [`response_timeout`](Self::response_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let config = eventloom_redis::RedisConfig::from_url("redis://127.0.0.1/")
+    ///     .unwrap()
+    ///     .wait_for_replicas(1, Duration::from_millis(100));
+    /// assert!(format!("{config:?}").contains("wait_for_replicas: Some((1, 100ms))"));
+    /// ```
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait_for_replicas = (replicas > 0).then_some((replicas, timeout));
+        self
+    }
+
     /// Trusts these root certificates (PEM, one or more) instead of the webpki roots, for a
     /// server whose certificate a private CA signed. Only for `rediss://` URLs.
     ///
@@ -162,9 +271,13 @@ impl RedisConfig {
         matches!(self.info.addr(), ConnectionAddr::TcpTls { .. })
     }
 
-    /// `host:port` (or the socket path): what `Debug` output and logs show.
+    /// `host:port` (or the socket path), or a cluster's node addresses comma-separated: what
+    /// `Debug` output and logs show.
     pub(crate) fn address(&self) -> String {
-        self.info.addr().to_string()
+        if self.nodes.is_empty() {
+            return self.info.addr().to_string();
+        }
+        self.nodes.iter().map(|node| node.addr().to_string()).collect::<Vec<_>>().join(",")
     }
 
     /// Removes the password from a message, should a library quote it.
@@ -205,6 +318,16 @@ mod tests {
         let err = RedisConfig::from_url("redis://u:hunter2@127.0.0.1:notaport/").unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
         assert!(!format!("{err:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn cluster_nodes_must_agree() {
+        let mixed = RedisConfig::cluster(["redis://u:a@127.0.0.1:7000", "redis://u:b@127.0.0.1:7001"]);
+        let err = mixed.unwrap_err().to_string();
+        assert!(err.contains("first one's scheme, user and password") && !err.contains(":a@"), "{err}");
+        let config = RedisConfig::from_cluster_urls("redis://127.0.0.1:7000,,redis://127.0.0.1:7001,").unwrap();
+        assert_eq!(config.address(), "127.0.0.1:7000,127.0.0.1:7001");
+        assert!(!RedisConfig::from_url("redis://127.0.0.1:7000").unwrap().is_cluster());
     }
 
     #[test]

@@ -63,7 +63,7 @@ impl std::fmt::Display for EvictionPolicy {
 
 /// Reads the policy: a server error (`CONFIG` unknown, `NOPERM`, an odd reply) is
 /// [`EvictionPolicy::Unknown`]; only connection trouble is an error.
-pub(crate) async fn read(connection: &mut redis::aio::ConnectionManager) -> Result<EvictionPolicy, redis::RedisError> {
+pub(crate) async fn read(connection: &mut crate::connection::Connection) -> Result<EvictionPolicy, redis::RedisError> {
     let reply: Result<Vec<String>, _> =
         redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(connection).await;
     match reply {

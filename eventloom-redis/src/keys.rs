@@ -34,11 +34,6 @@ impl ProjectionKeys {
         ProjectionKeys { base: format!("{prefix}{{p:{}}}", encode(projection)) }
     }
 
-    /// `<prefix>{p:<projection>}`: scripts build the keys of a generation they find from it.
-    pub(crate) fn base(&self) -> &str {
-        &self.base
-    }
-
     pub(crate) fn live(&self) -> String {
         format!("{}:live", self.base)
     }
@@ -65,6 +60,14 @@ impl ProjectionKeys {
     }
 
     pub(crate) fn generation(&self, id: u64) -> GenerationKeys {
+        GenerationKeys { base: format!("{}:g{id}", self.base) }
+    }
+
+    /// The keys of the generation a pointer names, as stored (`""`, no generation, gives the
+    /// keys of generation 0, which no generation has: a script that finds no pointer leaves them
+    /// alone, but they are in the projection's slot like every key it is given).
+    pub(crate) fn generation_named(&self, id: &str) -> GenerationKeys {
+        let id = if id.is_empty() { "0" } else { id };
         GenerationKeys { base: format!("{}:g{id}", self.base) }
     }
 }
@@ -94,12 +97,29 @@ impl GenerationKeys {
         format!("{}:dead", self.base)
     }
 
+    /// The four keys a script reads to tell whether the generation is intact, in the order
+    /// `common.lua` takes them: `meta`, `ids`, `indexes`, `dead`.
+    pub(crate) fn quad(&self) -> [String; 4] {
+        [self.meta(), self.ids(), self.indexes(), self.dead_letters()]
+    }
+
+    /// `:version` and `:checkpoint`: the metadata of the layout before `:meta`, which the sweep
+    /// still deletes.
+    pub(crate) fn legacy(&self) -> [String; 2] {
+        [format!("{}:version", self.base), format!("{}:checkpoint", self.base)]
+    }
+
     pub(crate) fn view(&self, id: &str) -> String {
         format!("{}:v:{id}", self.base)
     }
 
     pub(crate) fn index(&self, key: &IndexKey) -> String {
-        format!("{}:i:{}", self.base, index_suffix(key))
+        self.index_at(&index_suffix(key))
+    }
+
+    /// The index list whose suffix (`<encoded name>=<value>`) is `suffix`.
+    pub(crate) fn index_at(&self, suffix: &str) -> String {
+        format!("{}:i:{suffix}", self.base)
     }
 }
 
@@ -116,8 +136,10 @@ mod tests {
         assert_ne!(b.live(), c.live());
         let tasks = ProjectionKeys::new("x:", "tasks");
         assert_eq!(tasks.generation(3).view("t-1"), "x:{p:tasks}:g3:v:t-1");
-        assert_eq!(tasks.generation(3).meta(), format!("{}:g3:meta", tasks.base()));
+        assert_eq!(tasks.generation(3).meta(), "x:{p:tasks}:g3:meta");
         assert_ne!(tasks.generation(1).view("2:v:a"), tasks.generation(12).view("a"));
+        assert_eq!(tasks.generation_named("3").meta(), tasks.generation(3).meta());
+        assert_eq!(tasks.generation_named("").quad()[0], "x:{p:tasks}:g0:meta");
     }
 
     #[test]

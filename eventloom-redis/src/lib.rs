@@ -6,7 +6,25 @@
 //! fencing token, that the generation still exists (a Redis that restarted empty or was flushed
 //! is noticed here) and the checkpoint, so a replay after a crash, a deposed leader, or a write
 //! into lost views changes nothing. One projection's keys share a hash tag, so every script
-//! touches a single cluster slot; queries read the live generation in a single round-trip.
+//! touches a single cluster slot; queries read the live generation in the same round-trip as
+//! their data.
+//!
+//! # One node or a Redis Cluster
+//!
+//! [`RedisConfig::from_url`] connects to one node (the default); [`RedisConfig::cluster`] (a list
+//! of node URLs) or [`RedisConfig::from_cluster_urls`] (the same, comma-separated) to a Redis
+//! Cluster, through the `redis` crate's cluster client, with TLS and AUTH as on one node. Each
+//! projection lives on the shard of its hash tag's slot. Replication is asynchronous: a failover
+//! after a master crashed can take a projection back to an older checkpoint (views and
+//! checkpoint together), from which the projector folds again; [`RedisConfig::wait_for_replicas`]
+//! narrows that window. The guide's Redis chapter says what queries observe meanwhile.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), eventloom_redis::Error> {
+//! let config = eventloom_redis::RedisConfig::from_cluster_urls("redis://10.0.0.1:7000,redis://10.0.0.2:7000")?;
+//! let views = eventloom_redis::RedisViewStore::connect_with(config.prefix("app:")?).await?;
+//! # Ok(()) }
+//! ```
 //!
 //! # Key layout
 //!
@@ -34,8 +52,9 @@
 //! The projection name and index names are percent-encoded (every byte but ASCII letters, digits,
 //! `_`, `-` and `.`), so that a name holding `{`, `}`, `:` or `=` can neither move the hash tag
 //! nor collide with another's keys; view ids and index values come last in their keys, as they
-//! are. Scripts that follow the `live` pointer build the keys of that generation from `<base>`:
-//! they are in the same cluster slot. A dropped generation's keys are deleted after the switch,
+//! are. Every key a script reads or writes is one of its `KEYS`, so that a cluster routes and
+//! checks it: where the key depends on a pointer (the live generation), the store reads the
+//! pointer first and the script checks it still names that generation. A dropped generation's keys are deleted after the switch,
 //! at most a thousand per script call ([`RedisViewStore::sweep`]).
 //!
 //! # Eviction
@@ -80,6 +99,7 @@
 //! ```
 
 mod config;
+mod connection;
 mod error;
 mod eviction;
 mod keys;

@@ -13,6 +13,8 @@ use eventloom_core::{
     },
 };
 use redis::aio::ConnectionManager;
+
+use crate::connection::Connection;
 use tracing::Instrument;
 
 use crate::config::RedisConfig;
@@ -22,12 +24,37 @@ use crate::keys::{ProjectionKeys, index_suffix};
 use crate::scripts;
 use crate::{Error, Result};
 
+/// How often the cluster client tries a command again after `TRYAGAIN`, `CLUSTERDOWN` or a lost
+/// connection, waiting 10 ms to 0.5 s (growing) between tries, before the call fails as
+/// unavailable.
+const CLUSTER_RETRIES: u32 = 10;
+
 /// How many keys one call of the sweep script deletes at most, so that dropping a large
 /// generation never blocks Redis for long.
 const SWEEP_BUDGET: usize = 1_000;
 
-/// How often a query reads again after finding that another generation went live meanwhile.
-const QUERY_TRIES: usize = 5;
+/// How often a query reads again after finding that another generation went live meanwhile
+/// (or, for a list, that the page changed between the read of its members and of its views).
+const QUERY_TRIES: usize = 8;
+
+/// How often a script that follows the `live` and `building` pointers is run again after finding
+/// that they moved since the caller read them (to build its KEYS).
+const POINTER_TRIES: usize = 8;
+
+/// How many generation ids `begin_generation` tries, each one above the last that was taken.
+const BEGIN_TRIES: usize = 64;
+
+/// How many of a generation's views, and of its index lists, each commit checks are there.
+const SAMPLE: usize = 3;
+
+/// How many pages' members a store remembers (all are forgotten when it holds this many), and
+/// how many members a page may have to be remembered: a list query that finds its page's
+/// members unchanged since it last read them costs one round-trip instead of two.
+const PAGES_REMEMBERED: usize = 256;
+const PAGE_MEMBERS_REMEMBERED: usize = 101;
+
+/// A page of a list: projection, generation, list suffix, `ZRANGEBYLEX` bounds, count.
+type PageKey = (String, u64, String, String, String, usize);
 
 /// The scripts, loaded once per store (clones share them).
 struct Scripts {
@@ -41,6 +68,7 @@ struct Scripts {
     count: redis::Script,
     dead_letters: redis::Script,
     load: redis::Script,
+    peek: redis::Script,
 }
 
 impl Scripts {
@@ -56,6 +84,7 @@ impl Scripts {
             count: redis::Script::new(scripts::COUNT),
             dead_letters: redis::Script::new(scripts::DEAD_LETTERS),
             load: redis::Script::new(scripts::LOAD),
+            peek: redis::Script::new(scripts::PEEK),
         }
     }
 }
@@ -80,8 +109,9 @@ impl Scripts {
 ///   [`list`](ViewStore::list), [`count`](ViewStore::count) and
 ///   [`dead_letters`](ViewStore::dead_letters) are read-only scripts.
 ///
-/// The connection manager reconnects by itself; a failed read is an error, never "nothing
-/// stored". Run Redis with `maxmemory-policy noeviction` (or `volatile-*`): connecting refuses
+/// The connection reconnects by itself (to one node, or to the masters of a cluster, whose slot
+/// map it reads again after a failover or a slot migration); a failed read is an error, never
+/// "nothing stored". Run Redis with `maxmemory-policy noeviction` (or `volatile-*`): connecting refuses
 /// an evicting policy unless [`RedisConfig::accept_eviction`] accepts it, and a generation that
 /// loses a key is rebuilt, never folded again from no checkpoint (see the crate's section
 /// "Eviction"). The `Debug` output shows no credentials.
@@ -102,7 +132,7 @@ impl Scripts {
 /// ```
 #[derive(Clone)]
 pub struct RedisViewStore {
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: String,
     address: String,
     scripts: Arc<Scripts>,
@@ -110,6 +140,12 @@ pub struct RedisViewStore {
     live: Arc<Mutex<HashMap<String, u64>>>,
     /// The `maxmemory-policy` last seen.
     eviction: Arc<Mutex<eviction::Watch>>,
+    /// [`RedisConfig::wait_for_replicas`].
+    wait_for_replicas: Option<(u32, std::time::Duration)>,
+    /// What the next commit of each projection needs to know, from the reply of its last one.
+    next_commit: Arc<Mutex<HashMap<String, Peeked>>>,
+    /// The members of the pages last listed (a guess the list script checks).
+    pages: Arc<Mutex<HashMap<PageKey, Vec<String>>>>,
 }
 
 impl std::fmt::Debug for RedisViewStore {
@@ -132,6 +168,163 @@ fn fenced(token: u64, highest: &str) -> Refusal {
 
 fn unexpected(what: &str, reply: impl std::fmt::Debug) -> CoreError {
     CoreError::Backend { message: format!("unexpected reply of Redis to {what}: {reply:?}"), source: None }
+}
+
+/// The `live` and `building` pointers as stored (`""` for none). A script that follows them gets
+/// the keys of these generations in its KEYS and first checks that the pointers still name them.
+#[derive(Debug, Clone)]
+struct Pointers {
+    live: String,
+    building: String,
+}
+
+impl Pointers {
+    /// Adds the four keys of the live, then of the building generation (see `common.lua`).
+    fn keys(&self, keys: &ProjectionKeys, invocation: &mut redis::ScriptInvocation<'_>) {
+        for id in [&self.live, &self.building] {
+            for key in keys.generation_named(id).quad() {
+                invocation.key(key);
+            }
+        }
+    }
+}
+
+/// What a commit needs to know before it builds its KEYS: the pointers, and the views and index
+/// lists of its generation that it checks are there (picked at random). Read by the peek script,
+/// or left by the generation's previous commit (its reply), so that a projector's commits after
+/// the first cost one round-trip.
+#[derive(Debug, Clone)]
+struct Peeked {
+    generation: u64,
+    pointers: Pointers,
+    views: Vec<String>,
+    lists: Vec<String>,
+}
+
+impl Peeked {
+    /// From a reply `{live, building, s, s view ids..., index suffixes...}`.
+    fn parse(generation: u64, reply: &[String], what: &str) -> eventloom_core::Result<Self> {
+        let [live, building, sampled_views, samples @ ..] = reply else {
+            return Err(unexpected(what, reply));
+        };
+        let sampled_views: usize = sampled_views.parse().map_err(|_| unexpected(what, reply))?;
+        if sampled_views > samples.len() {
+            return Err(unexpected(what, reply));
+        }
+        let (views, lists) = samples.split_at(sampled_views);
+        Ok(Peeked {
+            generation,
+            pointers: Pointers { live: live.clone(), building: building.clone() },
+            views: views.to_vec(),
+            lists: lists.to_vec(),
+        })
+    }
+}
+
+/// A batch as the commit script takes it (see `scripts::COMMIT`): the index lists it touches,
+/// each once, numbered from 1, and its dead letters as JSON.
+struct Batch<'c> {
+    commit: &'c ViewCommit,
+    lists: Vec<&'c IndexKey>,
+    slots: HashMap<&'c IndexKey, usize>,
+    dead_letters: Vec<String>,
+}
+
+impl<'c> Batch<'c> {
+    fn new(commit: &'c ViewCommit) -> eventloom_core::Result<Self> {
+        let mut lists: Vec<&IndexKey> = Vec::new();
+        let mut slots: HashMap<&IndexKey, usize> = HashMap::new();
+        for write in &commit.views {
+            for entry in write.leave.iter().chain(&write.join) {
+                slots.entry(&entry.key).or_insert_with(|| {
+                    lists.push(&entry.key);
+                    lists.len()
+                });
+            }
+        }
+        let dead_letters = commit
+            .dead_letters
+            .iter()
+            .map(|letter| {
+                serde_json::to_string(letter).map_err(|source| CoreError::Serde { what: "dead letter".into(), source })
+            })
+            .collect::<eventloom_core::Result<Vec<_>>>()?;
+        Ok(Batch { commit, lists, slots, dead_letters })
+    }
+
+    /// The commit script's call, with the pointers and the sample that `peeked` holds.
+    fn invocation<'s>(
+        &self,
+        script: &'s redis::Script,
+        keys: &ProjectionKeys,
+        peeked: &Peeked,
+    ) -> redis::ScriptInvocation<'s> {
+        let commit = self.commit;
+        let generation = keys.generation(commit.generation);
+        let mut invocation = script.prepare_invoke();
+        invocation.key(keys.token()).key(keys.live()).key(keys.building());
+        for key in generation.quad() {
+            invocation.key(key);
+        }
+        peeked.pointers.keys(keys, &mut invocation);
+        for write in &commit.views {
+            invocation.key(generation.view(&write.id));
+        }
+        for list in &self.lists {
+            invocation.key(generation.index(list));
+        }
+        for id in &peeked.views {
+            invocation.key(generation.view(id));
+        }
+        for suffix in &peeked.lists {
+            invocation.key(generation.index_at(suffix));
+        }
+        invocation
+            .arg(commit.generation)
+            .arg(commit.expected.map(|p| p.to_string()).unwrap_or_default())
+            .arg(commit.checkpoint.to_string())
+            .arg(commit.fencing_token)
+            .arg(commit.views.len())
+            .arg(self.lists.len())
+            .arg(peeked.pointers.live.as_str())
+            .arg(peeked.pointers.building.as_str())
+            .arg(peeked.views.len())
+            .arg(peeked.lists.len())
+            .arg(SAMPLE);
+        for list in &self.lists {
+            invocation.arg(index_suffix(list));
+        }
+        invocation.arg(&peeked.views).arg(&peeked.lists);
+        for write in &commit.views {
+            invocation.arg(write.id.as_str());
+            match &write.view {
+                Some(json) => invocation.arg(format!("s{json}")),
+                None => invocation.arg("d"),
+            };
+            for entries in [&write.leave, &write.join] {
+                invocation.arg(entries.len());
+                for entry in entries {
+                    invocation.arg(self.slots[&entry.key]).arg(member(&entry.order, &write.id));
+                }
+            }
+        }
+        invocation.arg(&self.dead_letters);
+        invocation
+    }
+}
+
+/// The pointers moved every time a script was about to follow them.
+fn pointers_moved(projection: &str) -> CoreError {
+    CoreError::unavailable_msg(format!(
+        "the generation pointers of projection {projection} moved {POINTER_TRIES} times during one call"
+    ))
+}
+
+/// Another generation went live every time a query was about to read the one it had found.
+fn live_moved(projection: &str, what: &str) -> CoreError {
+    CoreError::unavailable_msg(format!(
+        "the live generation of projection {projection} changed {QUERY_TRIES} times during one {what}"
+    ))
 }
 
 /// The highest generation id this process proposed or was handed.
@@ -208,7 +401,13 @@ impl RedisViewStore {
     }
 
     /// Connects with these settings. A refused password, or a setting that cannot work, fails at
-    /// once; a server that cannot be reached is tried again a few times first.
+    /// once; one node that cannot be reached is tried again a few times first. For a Redis
+    /// Cluster ([`RedisConfig::cluster`]) it reads the slot map from the first node that answers
+    /// and PINGs every master: a cluster none of whose given nodes answers fails at once. Once
+    /// connected, the cluster client sends each script to the master of its projection's slot,
+    /// follows `MOVED` and `ASK`, and retries `TRYAGAIN`, `CLUSTERDOWN` and a lost connection a
+    /// few times itself; what still fails is [`eventloom_core::Error::Unavailable`], which the
+    /// projector retries.
     ///
     /// It reads Redis's `maxmemory-policy` (`CONFIG GET`) and fails with
     /// [`Error::EvictionPolicy`] when the policy may evict the store's keys (`allkeys-*`), unless
@@ -220,31 +419,13 @@ impl RedisViewStore {
     /// error level every minute; [`eviction_policy`](Self::eviction_policy) says what it found.
     pub async fn connect_with(config: RedisConfig) -> Result<Self> {
         let address = config.address();
-        let span = tracing::info_span!("redis_connect", %address, tls = config.is_tls());
+        let span = tracing::info_span!("redis_connect", %address, tls = config.is_tls(), cluster = config.is_cluster());
         async move {
-            let client = client(&config)?;
-            let connect_error = |e: redis::RedisError| Error::Connect(config.redact(e.to_string()));
-            // One plain attempt first, with a PING: a wrong password, a certificate that is not
-            // trusted or a server that wants AUTH fails now, not after the manager's retries.
-            let probe = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(config.connection_timeout)
-                .set_response_timeout(config.response_timeout);
-            let probed = match client.get_multiplexed_async_connection_with_config(&probe).await {
-                Ok(mut connection) => redis::cmd("PING").query_async::<String>(&mut connection).await.map(drop),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = probed {
-                if refused(&e) {
-                    return Err(connect_error(e));
-                }
-                tracing::debug!(error = %config.redact(e.to_string()), "Redis not reachable yet; retrying");
-            }
-            let manager = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(config.connection_timeout)
-                .set_response_timeout(config.response_timeout);
-            let mut connection = ConnectionManager::new_with_config(client, manager).await.map_err(connect_error)?;
+            let mut connection =
+                if config.is_cluster() { connect_cluster(&config).await? } else { connect_node(&config).await? };
             tracing::debug!("connected");
-            let policy = eviction::read(&mut connection).await.map_err(connect_error)?;
+            let policy =
+                eviction::read(&mut connection).await.map_err(|e| Error::Connect(config.redact(e.to_string())))?;
             if let EvictionPolicy::Evicting(name) = &policy
                 && !config.accept_eviction
             {
@@ -258,6 +439,9 @@ impl RedisViewStore {
                 scripts: Arc::new(Scripts::new()),
                 live: Arc::default(),
                 eviction: Arc::new(Mutex::new(eviction::Watch::new(config.accept_eviction, policy))),
+                wait_for_replicas: config.wait_for_replicas,
+                next_commit: Arc::default(),
+                pages: Arc::default(),
             })
         }
         .instrument(span)
@@ -300,6 +484,93 @@ impl RedisViewStore {
         match eviction::read(&mut self.connection.clone()).await {
             Ok(policy) => self.eviction.lock().unwrap_or_else(PoisonError::into_inner).found(policy, &self.address),
             Err(error) => tracing::debug!(%error, "cannot read Redis's maxmemory-policy now"),
+        }
+    }
+
+    /// Reads the `live` and `building` pointers (one `MGET`: they share the projection's slot).
+    async fn pointers(&self, keys: &ProjectionKeys) -> eventloom_core::Result<Pointers> {
+        let mut connection = self.connection.clone();
+        let (live, building): (Option<String>, Option<String>) = redis::cmd("MGET")
+            .arg(keys.live())
+            .arg(keys.building())
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok(Pointers { live: live.unwrap_or_default(), building: building.unwrap_or_default() })
+    }
+
+    /// The members a page had when this store last listed it (none when it does not remember).
+    fn remembered_page(&self, key: &PageKey) -> Vec<String> {
+        self.pages.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned().unwrap_or_default()
+    }
+
+    /// Remembers a page's members, unless it has many (and forgets every page when it remembers
+    /// [`PAGES_REMEMBERED`]).
+    fn remember_page(&self, key: PageKey, members: Vec<String>) {
+        if members.len() > PAGE_MEMBERS_REMEMBERED {
+            return;
+        }
+        let mut pages = self.pages.lock().unwrap_or_else(PoisonError::into_inner);
+        if pages.len() >= PAGES_REMEMBERED && !pages.contains_key(&key) {
+            pages.clear();
+        }
+        pages.insert(key, members);
+    }
+
+    /// What a commit into `generation` needs to know before it builds its KEYS (the peek
+    /// script).
+    async fn peek(&self, keys: &ProjectionKeys, generation: u64) -> eventloom_core::Result<Peeked> {
+        let generation_keys = keys.generation(generation);
+        let mut connection = self.connection.clone();
+        let reply: Vec<String> = self
+            .scripts
+            .peek
+            .key(keys.live())
+            .key(keys.building())
+            .key(generation_keys.ids())
+            .key(generation_keys.indexes())
+            .arg(SAMPLE)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Peeked::parse(generation, &reply, "the peek script")
+    }
+
+    /// The live generation's id, or `None` when none is live.
+    async fn read_live_opt(&self, keys: &ProjectionKeys) -> eventloom_core::Result<Option<u64>> {
+        let mut connection = self.connection.clone();
+        let live: Option<String> =
+            redis::cmd("GET").arg(keys.live()).query_async(&mut connection).await.map_err(redis_error)?;
+        live.as_deref().map(generation_id).transpose()
+    }
+
+    /// The live generation's id; `NotBuilt` when none is live.
+    async fn read_live(&self, keys: &ProjectionKeys, projection: &str) -> eventloom_core::Result<u64> {
+        match self.read_live_opt(keys).await? {
+            Some(id) => Ok(id),
+            None => {
+                self.remember_live(projection, None);
+                Err(not_built(projection))
+            }
+        }
+    }
+
+    /// With [`RedisConfig::wait_for_replicas`], waits until that many replicas of the node that
+    /// holds the projection have this connection's writes, or the timeout passed (then it warns:
+    /// the write stands, but a failover now may lose it).
+    async fn wait_for_replicas(&self, keys: &ProjectionKeys) {
+        let Some((replicas, timeout)) = self.wait_for_replicas else { return };
+        let mut connection = self.connection.clone();
+        let span = tracing::trace_span!("wait_for_replicas", replicas);
+        match connection.wait_for_replicas(&keys.live(), replicas, timeout).instrument(span).await {
+            Ok(acknowledged) if acknowledged >= u64::from(replicas) => {}
+            Ok(acknowledged) => tracing::warn!(
+                acknowledged,
+                replicas,
+                ?timeout,
+                "fewer replicas than asked have the write: a failover now may lose it"
+            ),
+            Err(error) => tracing::warn!(%error, "WAIT for replicas failed: a failover now may lose the write"),
         }
     }
 
@@ -347,24 +618,47 @@ impl RedisViewStore {
             let mut connection = self.connection.clone();
             let mut deleted = 0;
             loop {
-                let (count, more): (u64, u64) = self
-                    .scripts
-                    .sweep
-                    .key(keys.live())
-                    .key(keys.building())
-                    .key(keys.trash())
-                    .arg(keys.base())
-                    .arg(SWEEP_BUDGET)
-                    .invoke_async(&mut connection)
+                // One dropped generation, and up to a budget of its views and index lists: the
+                // script gets their keys and deletes them, after checking that the generation is
+                // still in the trash and neither live nor being built.
+                let dropped: Option<String> = redis::cmd("SRANDMEMBER")
+                    .arg(keys.trash())
+                    .query_async(&mut connection)
                     .await
                     .map_err(redis_error)?;
-                deleted += count;
-                if more == 0 {
+                let Some(dropped) = dropped else {
                     if deleted > 0 {
                         tracing::debug!(deleted, "deleted the keys of dropped generations");
                     }
                     return Ok(deleted);
+                };
+                let generation = keys.generation_named(&dropped);
+                let ids: Vec<String> = redis::cmd("SRANDMEMBER")
+                    .arg(generation.ids())
+                    .arg(SWEEP_BUDGET)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(redis_error)?;
+                let lists: Vec<String> = redis::cmd("SRANDMEMBER")
+                    .arg(generation.indexes())
+                    .arg(SWEEP_BUDGET.saturating_sub(ids.len()))
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(redis_error)?;
+                let mut invocation = self.scripts.sweep.prepare_invoke();
+                invocation.key(keys.live()).key(keys.building()).key(keys.trash());
+                for key in generation.quad().into_iter().chain(generation.legacy()) {
+                    invocation.key(key);
                 }
+                for id in &ids {
+                    invocation.key(generation.view(id));
+                }
+                for suffix in &lists {
+                    invocation.key(generation.index_at(suffix));
+                }
+                invocation.arg(dropped.as_str()).arg(ids.len()).arg(&ids).arg(&lists);
+                let (count, _left): (u64, u64) = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                deleted += count;
             }
         }
         .instrument(span)
@@ -388,6 +682,68 @@ fn refused(error: &redis::RedisError) -> bool {
     !crate::error::is_transient(error)
         || message.contains("invalid peer certificate")
         || message.contains("received fatal alert")
+}
+
+/// A reconnecting connection to one node.
+async fn connect_node(config: &RedisConfig) -> Result<Connection> {
+    let client = client(config)?;
+    let connect_error = |e: redis::RedisError| Error::Connect(config.redact(e.to_string()));
+    // One plain attempt first, with a PING: a wrong password, a certificate that is not
+    // trusted or a server that wants AUTH fails now, not after the manager's retries.
+    let probe = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(config.connection_timeout)
+        .set_response_timeout(config.response_timeout);
+    let probed = match client.get_multiplexed_async_connection_with_config(&probe).await {
+        Ok(mut connection) => redis::cmd("PING").query_async::<String>(&mut connection).await.map(drop),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = probed {
+        if refused(&e) {
+            return Err(connect_error(e));
+        }
+        tracing::debug!(error = %config.redact(e.to_string()), "Redis not reachable yet; retrying");
+    }
+    let manager = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(config.connection_timeout)
+        .set_response_timeout(config.response_timeout);
+    let connection = ConnectionManager::new_with_config(client, manager).await.map_err(connect_error)?;
+    Ok(Connection::Node(connection))
+}
+
+/// A cluster connection: it reads the slot map from the first node that answers, and PINGs
+/// every master (a wrong password or an untrusted certificate fails now).
+async fn connect_cluster(config: &RedisConfig) -> Result<Connection> {
+    // The client's own retries (of TRYAGAIN, CLUSTERDOWN, a lost connection) wait at least
+    // 1.28 s each by default: a slot in migration or a failover would stall every script that
+    // long. Retry sooner, and leave longer outages to the caller (the projector's back-off).
+    let mut builder = redis::cluster::ClusterClientBuilder::new(config.nodes.clone())
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(10)
+        .max_retry_wait(500)
+        .retry_wait_formula(10, 2);
+    if let Some(timeout) = config.connection_timeout {
+        builder = builder.connection_timeout(timeout);
+    }
+    if let Some(timeout) = config.response_timeout {
+        builder = builder.response_timeout(timeout);
+    }
+    #[cfg(feature = "tls")]
+    if config.is_tls() {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        if let Some(pem) = &config.tls_roots {
+            builder = builder.certs(redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) });
+        }
+    }
+    if config.tls_roots.is_some() && !config.is_tls() {
+        return Err(Error::Config("TLS root certificates were given for redis:// URLs: use rediss://".to_owned()));
+    }
+    let client = builder.build().map_err(|e| Error::Config(config.redact(e.to_string())))?;
+    let connect_error = |e: redis::RedisError| Error::Connect(config.redact(e.to_string()));
+    let mut connection = client.get_async_connection().await.map_err(connect_error)?;
+    redis::cmd("PING").query_async::<redis::Value>(&mut connection).await.map_err(connect_error)?;
+    Ok(Connection::Cluster(connection))
 }
 
 fn client(config: &RedisConfig) -> Result<redis::Client> {
@@ -417,17 +773,23 @@ impl ViewStore for RedisViewStore {
             self.watch_eviction_policy().await;
             let keys = self.keys(projection);
             let mut connection = self.connection.clone();
-            let reply: Vec<String> = self
-                .scripts
-                .status
-                .key(keys.live())
-                .key(keys.building())
-                .key(keys.stopped())
-                .arg(keys.base())
-                .invoke_async(&mut connection)
-                .instrument(tracing::trace_span!("status", store = "redis", projection))
-                .await
-                .map_err(redis_error)?;
+            let span = tracing::trace_span!("status", store = "redis", projection);
+            let reply = async {
+                for _ in 0..POINTER_TRIES {
+                    let pointers = self.pointers(&keys).await?;
+                    let mut invocation = self.scripts.status.prepare_invoke();
+                    invocation.key(keys.live()).key(keys.building()).key(keys.stopped());
+                    pointers.keys(&keys, &mut invocation);
+                    invocation.arg(pointers.live.as_str()).arg(pointers.building.as_str());
+                    let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                    if reply != ["9"] {
+                        return Ok(reply);
+                    }
+                }
+                Err(pointers_moved(projection))
+            }
+            .instrument(span)
+            .await?;
             let [live, building] = [0, 1].map(|i| reply.get(4 * i..4 * i + 4));
             let (Some(live), Some(building), Some([kind, stopped_at, reason, stop_generation, stop_checkpoint])) =
                 (live, building, reply.get(8..13))
@@ -479,22 +841,42 @@ impl ViewStore for RedisViewStore {
         Box::pin(async move {
             let keys = self.keys(projection);
             let mut connection = self.connection.clone();
-            let reply: Vec<String> = self
-                .scripts
-                .begin
-                .key(keys.token())
-                .key(keys.live())
-                .key(keys.building())
-                .key(keys.last())
-                .key(keys.trash())
-                .arg(fencing_token)
-                .arg(version)
-                .arg(keys.base())
-                .arg(proposed_generation_id())
-                .invoke_async(&mut connection)
-                .instrument(tracing::debug_span!("begin_generation", store = "redis", projection, version))
-                .await
-                .map_err(redis_error)?;
+            let span = tracing::debug_span!("begin_generation", store = "redis", projection, version);
+            let reply = async {
+                let mut proposed = proposed_generation_id().to_string();
+                for _ in 0..BEGIN_TRIES {
+                    let pointers = self.pointers(&keys).await?;
+                    let mut invocation = self.scripts.begin.prepare_invoke();
+                    invocation
+                        .key(keys.token())
+                        .key(keys.live())
+                        .key(keys.building())
+                        .key(keys.last())
+                        .key(keys.trash());
+                    pointers.keys(&keys, &mut invocation);
+                    for key in keys.generation_named(&proposed).quad() {
+                        invocation.key(key);
+                    }
+                    invocation
+                        .arg(fencing_token)
+                        .arg(version)
+                        .arg(pointers.live.as_str())
+                        .arg(pointers.building.as_str())
+                        .arg(proposed.as_str());
+                    let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                    match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                        ["9"] => {}
+                        // Taken, or not above every id the projection holds: this one is.
+                        ["5", next] => proposed = next.to_owned(),
+                        _ => return Ok(reply),
+                    }
+                }
+                Err(CoreError::unavailable_msg(format!(
+                    "no free generation id for projection {projection} after {BEGIN_TRIES} tries"
+                )))
+            }
+            .instrument(span)
+            .await?;
             let generation = match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
                 ["0", id] => {
                     let id = generation_id(id)?;
@@ -505,6 +887,7 @@ impl ViewStore for RedisViewStore {
                 _ => return Err(unexpected("begin_generation", reply)),
             };
             tracing::debug!(projection, generation = generation.id, version, "began a generation");
+            self.wait_for_replicas(&keys).await;
             self.sweep_after_switch(projection).await;
             Ok(Ok(generation))
         })
@@ -523,11 +906,14 @@ impl ViewStore for RedisViewStore {
             let keys = self.keys(projection);
             let generation_keys = keys.generation(generation);
             let mut invocation = self.scripts.load.prepare_invoke();
-            invocation.key(keys.live()).key(keys.building()).key(generation_keys.ids());
+            invocation.key(keys.live()).key(keys.building());
+            for key in generation_keys.quad() {
+                invocation.key(key);
+            }
             for id in ids {
                 invocation.key(generation_keys.view(id));
             }
-            invocation.arg(keys.base()).arg(generation);
+            invocation.arg(generation);
             for id in ids {
                 invocation.arg(id.as_str());
             }
@@ -569,67 +955,33 @@ impl ViewStore for RedisViewStore {
                 views = commit.views.len()
             );
             let keys = self.keys(projection);
-            let generation = keys.generation(commit.generation);
-            // The index lists the batch touches, each once, numbered from 1 in the script.
-            let mut lists: Vec<&IndexKey> = Vec::new();
-            let mut slots: HashMap<&IndexKey, usize> = HashMap::new();
-            for write in &commit.views {
-                for entry in write.leave.iter().chain(&write.join) {
-                    slots.entry(&entry.key).or_insert_with(|| {
-                        lists.push(&entry.key);
-                        lists.len()
-                    });
-                }
-            }
-            let mut invocation = self.scripts.commit.prepare_invoke();
-            invocation
-                .key(keys.token())
-                .key(keys.live())
-                .key(keys.building())
-                .key(generation.meta())
-                .key(generation.ids())
-                .key(generation.indexes())
-                .key(generation.dead_letters());
-            for write in &commit.views {
-                invocation.key(generation.view(&write.id));
-            }
-            for list in &lists {
-                invocation.key(generation.index(list));
-            }
-            invocation
-                .arg(commit.generation)
-                .arg(commit.expected.map(|p| p.to_string()).unwrap_or_default())
-                .arg(commit.checkpoint.to_string())
-                .arg(commit.fencing_token)
-                .arg(commit.views.len())
-                .arg(lists.len())
-                .arg(keys.base());
-            for list in &lists {
-                invocation.arg(index_suffix(list));
-            }
-            for write in &commit.views {
-                invocation.arg(write.id.as_str());
-                match &write.view {
-                    Some(json) => invocation.arg(format!("s{json}")),
-                    None => invocation.arg("d"),
-                };
-                for entries in [&write.leave, &write.join] {
-                    invocation.arg(entries.len());
-                    for entry in entries {
-                        invocation.arg(slots[&entry.key]).arg(member(&entry.order, &write.id));
+            let batch = Batch::new(&commit)?;
+            let mut connection = self.connection.clone();
+            let reply = async {
+                // What the last commit of this generation left, if this store made it.
+                let mut left = self.next_commit.lock().unwrap_or_else(PoisonError::into_inner).remove(projection);
+                for _ in 0..POINTER_TRIES {
+                    let peeked = match left.take() {
+                        Some(peeked) if peeked.generation == commit.generation => peeked,
+                        _ => self.peek(&keys, commit.generation).await?,
+                    };
+                    let invocation = batch.invocation(&self.scripts.commit, &keys, &peeked);
+                    let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                    if reply != ["9"] {
+                        return Ok(reply);
                     }
                 }
+                Err(pointers_moved(projection))
             }
-            for letter in &commit.dead_letters {
-                let json = serde_json::to_string(letter)
-                    .map_err(|source| CoreError::Serde { what: "dead letter".into(), source })?;
-                invocation.arg(json);
-            }
-            let mut connection = self.connection.clone();
-            let reply: Vec<String> =
-                invocation.invoke_async(&mut connection).instrument(span).await.map_err(redis_error)?;
+            .instrument(span)
+            .await?;
             match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-                ["0"] => Ok(Ok(())),
+                ["0", ..] => {
+                    let next = Peeked::parse(commit.generation, &reply[1..], "a commit")?;
+                    self.next_commit.lock().unwrap_or_else(PoisonError::into_inner).insert(projection.to_owned(), next);
+                    self.wait_for_replicas(&keys).await;
+                    Ok(Ok(()))
+                }
                 ["1", actual] => {
                     Ok(Err(Refusal::CheckpointMoved { expected: commit.expected, actual: position(actual)? }))
                 }
@@ -653,20 +1005,27 @@ impl ViewStore for RedisViewStore {
         Box::pin(async move {
             let keys = self.keys(projection);
             let mut connection = self.connection.clone();
-            let reply: Vec<String> = self
-                .scripts
-                .go_live
-                .key(keys.token())
-                .key(keys.live())
-                .key(keys.building())
-                .key(keys.trash())
-                .arg(generation)
-                .arg(fencing_token)
-                .arg(keys.base())
-                .invoke_async(&mut connection)
-                .instrument(tracing::debug_span!("go_live", store = "redis", projection, generation))
-                .await
-                .map_err(redis_error)?;
+            let span = tracing::debug_span!("go_live", store = "redis", projection, generation);
+            let reply = async {
+                for _ in 0..POINTER_TRIES {
+                    let pointers = self.pointers(&keys).await?;
+                    let mut invocation = self.scripts.go_live.prepare_invoke();
+                    invocation.key(keys.token()).key(keys.live()).key(keys.building()).key(keys.trash());
+                    pointers.keys(&keys, &mut invocation);
+                    invocation
+                        .arg(generation)
+                        .arg(fencing_token)
+                        .arg(pointers.live.as_str())
+                        .arg(pointers.building.as_str());
+                    let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                    if reply != ["9"] {
+                        return Ok(reply);
+                    }
+                }
+                Err(pointers_moved(projection))
+            }
+            .instrument(span)
+            .await?;
             match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
                 ["0"] => {}
                 ["1", built, live] => {
@@ -677,6 +1036,7 @@ impl ViewStore for RedisViewStore {
                 _ => return Err(unexpected("go_live", reply)),
             }
             self.remember_live(projection, Some(generation));
+            self.wait_for_replicas(&keys).await;
             self.sweep_after_switch(projection).await;
             Ok(Ok(()))
         })
@@ -692,26 +1052,36 @@ impl ViewStore for RedisViewStore {
             let keys = self.keys(projection);
             let mut connection = self.connection.clone();
             let position = stop.and_then(|s| s.position).map(|p| p.to_string()).unwrap_or_default();
-            let reply: Vec<String> = self
-                .scripts
-                .record_stop
-                .key(keys.token())
-                .key(keys.live())
-                .key(keys.building())
-                .key(keys.stopped())
-                .arg(keys.base())
-                .arg(fencing_token)
-                .arg(stop.map_or("", |s| s.kind.as_str()))
-                .arg(position)
-                .arg(stop.map_or("", |s| s.reason.as_str()))
-                .arg(stop.map_or(0, |s| s.generation))
-                .arg(stop.and_then(|s| s.checkpoint).map(|p| p.to_string()).unwrap_or_default())
-                .invoke_async(&mut connection)
-                .instrument(tracing::debug_span!("record_stop", store = "redis", projection))
-                .await
-                .map_err(redis_error)?;
+            let span = tracing::debug_span!("record_stop", store = "redis", projection);
+            let reply = async {
+                for _ in 0..POINTER_TRIES {
+                    let pointers = self.pointers(&keys).await?;
+                    let mut invocation = self.scripts.record_stop.prepare_invoke();
+                    invocation.key(keys.token()).key(keys.live()).key(keys.building()).key(keys.stopped());
+                    pointers.keys(&keys, &mut invocation);
+                    invocation
+                        .arg(fencing_token)
+                        .arg(stop.map_or("", |s| s.kind.as_str()))
+                        .arg(position.as_str())
+                        .arg(stop.map_or("", |s| s.reason.as_str()))
+                        .arg(stop.map_or(0, |s| s.generation))
+                        .arg(stop.and_then(|s| s.checkpoint).map(|p| p.to_string()).unwrap_or_default())
+                        .arg(pointers.live.as_str())
+                        .arg(pointers.building.as_str());
+                    let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                    if reply != ["9"] {
+                        return Ok(reply);
+                    }
+                }
+                Err(pointers_moved(projection))
+            }
+            .instrument(span)
+            .await?;
             match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-                ["0"] => Ok(Ok(())),
+                ["0"] => {
+                    self.wait_for_replicas(&keys).await;
+                    Ok(Ok(()))
+                }
                 ["2", highest] => Ok(Err(fenced(fencing_token, highest))),
                 ["3", key] => Err(CoreError::Backend {
                     message: format!("key {key:?} holds another type than the view store writes; nothing was written"),
@@ -785,30 +1155,65 @@ impl ViewStore for RedisViewStore {
             let mut connection = self.connection.clone();
             // One more than asked: whether another page follows.
             let fetch = limit.saturating_add(1).min(i64::MAX as usize);
-            let reply: Vec<Option<String>> = self
-                .scripts
-                .list
-                .key(keys.live())
-                .arg(keys.base())
-                .arg(index_suffix(key))
-                .arg(after(after_cursor, range))
-                .arg(fetch)
-                .arg(until(range))
-                .invoke_async(&mut connection)
-                .instrument(tracing::trace_span!("list", store = "redis", projection, index = %key, limit))
-                .await
-                .map_err(redis_error)?;
-            let (status, rest) = reply.split_first().ok_or_else(|| unexpected("the list script", &reply))?;
-            match status.as_deref() {
-                Some("0") => {
-                    self.remember_live(projection, None);
-                    return Err(not_built(projection));
+            let span = tracing::trace_span!("list", store = "redis", projection, index = %key, limit);
+            let (live, rest) = async {
+                // The live generation last seen, and the members the page had when this store
+                // last listed it (or a first read found): the script gets their views' keys, and
+                // answers with the members it finds instead when the page changed meanwhile.
+                let mut generation = self.cached_live(projection);
+                let mut members: Option<Vec<String>> = None;
+                let (suffix, min, max) = (index_suffix(key), after(after_cursor, range), until(range));
+                let page_key = |live: u64| (projection.to_owned(), live, suffix.clone(), min.clone(), max.clone(), fetch);
+                let mut remembered = true;
+                for _ in 0..QUERY_TRIES {
+                    let Some(live) = generation else {
+                        generation = Some(self.read_live(&keys, projection).await?);
+                        continue;
+                    };
+                    let generation_keys = keys.generation(live);
+                    let mut invocation = self.scripts.list.prepare_invoke();
+                    invocation.key(keys.live()).key(generation_keys.index(key));
+                    let expected = match members.take() {
+                        Some(members) => members,
+                        None if std::mem::take(&mut remembered) => self.remembered_page(&page_key(live)),
+                        None => Vec::new(),
+                    };
+                    for member in &expected {
+                        let id = member.split_once('\0').map_or(member.as_str(), |(_, id)| id);
+                        invocation.key(generation_keys.view(id));
+                    }
+                    invocation.arg(live).arg(&min).arg(fetch).arg(&max).arg(&expected);
+                    let reply: Vec<Option<String>> =
+                        invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                    let (status, rest) = reply.split_first().ok_or_else(|| unexpected("the list script", &reply))?;
+                    match status.as_deref() {
+                        Some("0") => {
+                            self.remember_live(projection, None);
+                            return Err(not_built(projection));
+                        }
+                        Some("1") => {
+                            let rest = rest.get(1..).ok_or_else(|| unexpected("the list script", &reply))?;
+                            self.remember_page(page_key(live), expected);
+                            return Ok((live, rest.to_vec()));
+                        }
+                        Some("2") => {
+                            let moved = rest.first().and_then(Option::as_deref).unwrap_or_default();
+                            generation = Some(generation_id(moved)?);
+                        }
+                        Some("3") => {
+                            let found = rest.iter().map(|m| m.clone().ok_or_else(|| unexpected("the list script", m)));
+                            members = Some(found.collect::<eventloom_core::Result<_>>()?);
+                        }
+                        _ => return Err(unexpected("the list script", &reply)),
+                    }
                 }
-                Some("1") => {}
-                _ => return Err(unexpected("the list script", &reply)),
+                Err(CoreError::unavailable_msg(format!(
+                    "the live generation or the page of projection {projection} changed {QUERY_TRIES} times during one list"
+                )))
             }
-            let (live, rest) = rest.split_first().ok_or_else(|| unexpected("the list script", &reply))?;
-            self.remember_live(projection, Some(generation_id(live.as_deref().unwrap_or_default())?));
+            .instrument(span)
+            .await?;
+            self.remember_live(projection, Some(live));
             let entries = rest.chunks(2).collect::<Vec<_>>();
             let more = entries.len() > limit;
             let mut page = ViewPage::default();
@@ -835,24 +1240,42 @@ impl ViewStore for RedisViewStore {
         Box::pin(async move {
             let keys = self.keys(projection);
             let mut connection = self.connection.clone();
-            let mut invocation = self.scripts.count.prepare_invoke();
-            invocation.key(keys.live()).arg(keys.base());
-            for key in index_keys {
-                invocation.arg(index_suffix(key));
-            }
-            let reply: Vec<u64> = invocation
-                .invoke_async(&mut connection)
-                .instrument(tracing::trace_span!("count", store = "redis", projection, lists = index_keys.len()))
-                .await
-                .map_err(redis_error)?;
-            match reply.split_first() {
-                Some((0, _)) => {
-                    self.remember_live(projection, None);
-                    Err(not_built(projection))
+            let span = tracing::trace_span!("count", store = "redis", projection, lists = index_keys.len());
+            async {
+                let mut generation = self.cached_live(projection);
+                for _ in 0..QUERY_TRIES {
+                    let Some(live) = generation else {
+                        generation = Some(self.read_live(&keys, projection).await?);
+                        continue;
+                    };
+                    let generation_keys = keys.generation(live);
+                    let mut invocation = self.scripts.count.prepare_invoke();
+                    invocation.key(keys.live());
+                    for key in index_keys {
+                        invocation.key(generation_keys.index(key));
+                    }
+                    invocation.arg(live);
+                    let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                    match reply.split_first().map(|(status, rest)| (status.as_str(), rest)) {
+                        Some(("0", _)) => {
+                            self.remember_live(projection, None);
+                            return Err(not_built(projection));
+                        }
+                        Some(("1", counts)) if counts.len() == index_keys.len() => {
+                            self.remember_live(projection, Some(live));
+                            return counts
+                                .iter()
+                                .map(|count| count.parse().map_err(|_| unexpected("the count script", &reply)))
+                                .collect();
+                        }
+                        Some(("2", [moved])) => generation = Some(generation_id(moved)?),
+                        _ => return Err(unexpected("the count script", reply)),
+                    }
                 }
-                Some((1, counts)) if counts.len() == index_keys.len() => Ok(counts.to_vec()),
-                _ => Err(unexpected("the count script", reply)),
+                Err(live_moved(projection, "count"))
             }
+            .instrument(span)
+            .await
         })
     }
 
@@ -860,15 +1283,35 @@ impl ViewStore for RedisViewStore {
         Box::pin(async move {
             let keys = self.keys(projection);
             let mut connection = self.connection.clone();
-            let letters: Vec<String> = self
-                .scripts
-                .dead_letters
-                .key(keys.live())
-                .arg(keys.base())
-                .invoke_async(&mut connection)
-                .instrument(tracing::trace_span!("dead_letters", store = "redis", projection))
-                .await
-                .map_err(redis_error)?;
+            let span = tracing::trace_span!("dead_letters", store = "redis", projection);
+            let letters = async {
+                let mut generation = self.cached_live(projection);
+                for _ in 0..QUERY_TRIES {
+                    // None live: no dead letters.
+                    let Some(live) = generation.or(self.read_live_opt(&keys).await?) else { return Ok(Vec::new()) };
+                    let reply: Vec<String> = self
+                        .scripts
+                        .dead_letters
+                        .key(keys.live())
+                        .key(keys.generation(live).dead_letters())
+                        .arg(live)
+                        .invoke_async(&mut connection)
+                        .await
+                        .map_err(redis_error)?;
+                    match reply.split_first().map(|(status, rest)| (status.as_str(), rest)) {
+                        Some(("0", _)) => {
+                            self.remember_live(projection, None);
+                            return Ok(Vec::new());
+                        }
+                        Some(("1", letters)) => return Ok(letters.to_vec()),
+                        Some(("2", [moved])) => generation = Some(generation_id(moved)?),
+                        _ => return Err(unexpected("the dead letters script", reply)),
+                    }
+                }
+                Err(live_moved(projection, "read of dead letters"))
+            }
+            .instrument(span)
+            .await?;
             letters
                 .iter()
                 .map(|json| {

@@ -1,63 +1,70 @@
 -- Applies a ViewCommit (see scripts.rs for KEYS, ARGV and the replies).
-
--- How many of the generation's views, and of its index lists, each commit checks are there.
-local SAMPLE = 3
+if pointers_moved(KEYS[2], ARGV[7]) or pointers_moved(KEYS[3], ARGV[8]) then return {'9'} end
 local function kind(key) return redis.call('TYPE', key).ok end
-local expect = {'string', 'string', 'string', 'hash', 'set', 'set', 'list'}
-for i = 1, 7 do
+local expect = {'string', 'string', 'string', 'hash', 'set', 'set', 'list',
+  'hash', 'set', 'set', 'list', 'hash', 'set', 'set', 'list'}
+for i = 1, 15 do
   local t = kind(KEYS[i])
   if t ~= 'none' and t ~= expect[i] then return {'3', KEYS[i]} end
 end
 local n = tonumber(ARGV[5])
 local m = tonumber(ARGV[6])
-for i = 8, 7 + n do
+local s = tonumber(ARGV[9])
+local u = tonumber(ARGV[10])
+local views = 15
+local lists = views + n
+for i = views + 1, views + n do
   local t = kind(KEYS[i])
   if t ~= 'none' and t ~= 'string' then return {'3', KEYS[i]} end
 end
-for i = 8 + n, 7 + n + m do
+for i = lists + 1, lists + m do
   local t = kind(KEYS[i])
   if t ~= 'none' and t ~= 'zset' then return {'3', KEYS[i]} end
 end
-local base = ARGV[7]
 local generation = ARGV[1]
-local live = redis.call('GET', KEYS[2])
-local building = redis.call('GET', KEYS[3])
-local live_meta = intact(base, live)
-local building_meta = intact(base, building)
+local live, building = ARGV[7], ARGV[8]
+if live == '' then live = nil end
+if building == '' then building = nil end
+local live_meta = intact(live, 8)
+local building_meta = intact(building, 12)
 local highest = highest_token(KEYS[1], live_meta, building_meta)
 local token = ARGV[4]
 if less(token, highest) then return {'2', highest} end
 local meta
 if generation == live then meta = live_meta elseif generation == building then meta = building_meta end
 if not meta then return {'4'} end
+local suffixes = 11
 -- An index list the generation had and no longer has was lost: so is the generation.
-local lists = 7 + n
 for slot = 1, m do
   local list = KEYS[lists + slot]
-  if redis.call('EXISTS', list) == 0 and redis.call('SISMEMBER', KEYS[6], ARGV[7 + slot]) == 1 then
-    mark_lost(base, generation, 'index list ' .. list .. ' missing')
+  if redis.call('EXISTS', list) == 0 and redis.call('SISMEMBER', KEYS[6], ARGV[suffixes + slot]) == 1 then
+    mark_lost(KEYS[4], 'index list ' .. list .. ' missing')
     return {'4'}
   end
 end
--- So is a view or an index list it has whose key is missing: a few of each, picked at random, are
--- looked at by every commit (those no batch touches are noticed too, in a few batches).
-for _, id in ipairs(redis.call('SRANDMEMBER', KEYS[5], SAMPLE)) do
-  if redis.call('EXISTS', base .. ':g' .. generation .. ':v:' .. id) == 0 then
-    mark_lost(base, generation, 'view ' .. id .. ' missing')
-    return {'4'}
-  end
-end
-for _, suffix in ipairs(redis.call('SRANDMEMBER', KEYS[6], SAMPLE)) do
-  if redis.call('EXISTS', base .. ':g' .. generation .. ':i:' .. suffix) == 0 then
-    mark_lost(base, generation, 'index list ' .. suffix .. ' missing')
+-- So is a view or an index list it has whose key is missing: a few of each, picked at random by
+-- the caller's read before this script, are looked at by every commit (those no batch touches
+-- are noticed too, in a few batches).
+local sampled = lists + m
+local sample_args = suffixes + m
+for j = 1, s + u do
+  local member = ARGV[sample_args + j]
+  local set = KEYS[5]
+  if j > s then set = KEYS[6] end
+  if redis.call('EXISTS', KEYS[sampled + j]) == 0 and redis.call('SISMEMBER', set, member) == 1 then
+    local what = 'view '
+    if j > s then what = 'index list ' end
+    mark_lost(KEYS[4], what .. member .. ' missing')
     return {'4'}
   end
 end
 -- As the in-memory store: a writer with a newer token that reached a current generation fences
 -- older writers, even when its checkpoint turns out to have moved.
-if token ~= highest then raise_token(KEYS[1], base, token, live, live_meta, building, building_meta) end
+if token ~= highest then
+  raise_token(KEYS[1], token, live_meta and KEYS[8], building_meta and KEYS[12])
+end
 if meta.checkpoint ~= ARGV[2] then return {'1', meta.checkpoint} end
-local a = 7 + m
+local a = sample_args + s + u
 for j = 1, n do
   local id = ARGV[a + 1]
   local op = ARGV[a + 2]
@@ -72,18 +79,18 @@ for j = 1, n do
     a = a + 2
   end
   if string.sub(op, 1, 1) == 's' then
-    redis.call('SET', KEYS[7 + j], string.sub(op, 2))
+    redis.call('SET', KEYS[views + j], string.sub(op, 2))
     redis.call('SADD', KEYS[5], id)
   else
-    redis.call('DEL', KEYS[7 + j])
+    redis.call('DEL', KEYS[views + j])
     redis.call('SREM', KEYS[5], id)
   end
 end
 for slot = 1, m do
   if redis.call('EXISTS', KEYS[lists + slot]) == 1 then
-    redis.call('SADD', KEYS[6], ARGV[7 + slot])
+    redis.call('SADD', KEYS[6], ARGV[suffixes + slot])
   else
-    redis.call('SREM', KEYS[6], ARGV[7 + slot])
+    redis.call('SREM', KEYS[6], ARGV[suffixes + slot])
   end
 end
 for k = a + 1, #ARGV do
@@ -91,4 +98,12 @@ for k = a + 1, #ARGV do
 end
 redis.call('HSET', KEYS[4], 'checkpoint', ARGV[3], 'views', redis.call('SCARD', KEYS[5]),
   'lists', redis.call('SCARD', KEYS[6]), 'dead', redis.call('LLEN', KEYS[7]))
-return {'0'}
+-- What the next commit of this generation needs, as the peek script answers it: the pointers,
+-- and the views and index lists it will look at.
+local out = {'0', redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or ''}
+local next_views = redis.call('SRANDMEMBER', KEYS[5], ARGV[11])
+local next_lists = redis.call('SRANDMEMBER', KEYS[6], ARGV[11])
+out[4] = tostring(#next_views)
+for _, id in ipairs(next_views) do out[#out + 1] = id end
+for _, suffix in ipairs(next_lists) do out[#out + 1] = suffix end
+return out

@@ -50,21 +50,32 @@ local NO_CHECKPOINT = 'none'
 -- `lost` is only there once a script found one of the generation's keys missing.
 local FIELDS = {'version', 'checkpoint', 'token', 'views', 'lists', 'dead', 'lost'}
 
--- The metadata of the generation `g` of the projection whose base key is `base`, as a table
--- (`checkpoint` '' for none), or nil when the generation is lost: its metadata hash, or a field
--- of it, is missing (evicted, deleted), a script marked it lost, or the sets of its view ids and
--- index lists or its dead-letter list do not hold what its last commit left (evicted).
-local function intact(base, g)
+-- Every key a script touches is one of its KEYS (a cluster routes and checks only those). A
+-- generation's keys come as four KEYS in a row, from `i`: its metadata hash `:meta`, the set of
+-- its view ids `:ids`, the set of its index lists `:indexes` and its dead-letter list `:dead`.
+-- A script that follows the `live` or `building` pointer gets the keys of the generations the
+-- caller read there (ARGV), and first checks that the pointers still name them (`pointers_moved`).
+
+-- Whether the pointer key `key` names another generation than `expected` ('' for none): the
+-- caller read it before building the KEYS and must read it again.
+local function pointers_moved(key, expected)
+  return (redis.call('GET', key) or '') ~= expected
+end
+
+-- The metadata of the generation `g` whose four keys start at KEYS[i], as a table (`checkpoint`
+-- '' for none), or nil when the generation is lost: its metadata hash, or a field of it, is
+-- missing (evicted, deleted), a script marked it lost, or the sets of its view ids and index
+-- lists or its dead-letter list do not hold what its last commit left (evicted).
+local function intact(g, i)
   if not g then return nil end
-  local gen = base .. ':g' .. g
-  local m = redis.call('HMGET', gen .. ':meta', unpack(FIELDS))
-  for i = 1, 6 do
-    if not m[i] then return nil end
+  local m = redis.call('HMGET', KEYS[i], unpack(FIELDS))
+  for f = 1, 6 do
+    if not m[f] then return nil end
   end
   if m[7] then return nil end
-  if tostring(redis.call('SCARD', gen .. ':ids')) ~= m[4]
-    or tostring(redis.call('SCARD', gen .. ':indexes')) ~= m[5]
-    or tostring(redis.call('LLEN', gen .. ':dead')) ~= m[6] then
+  if tostring(redis.call('SCARD', KEYS[i + 1])) ~= m[4]
+    or tostring(redis.call('SCARD', KEYS[i + 2])) ~= m[5]
+    or tostring(redis.call('LLEN', KEYS[i + 3])) ~= m[6] then
     return nil
   end
   local checkpoint = m[2]
@@ -72,10 +83,10 @@ local function intact(base, g)
   return {version = m[1], checkpoint = checkpoint, token = m[3]}
 end
 
--- Marks the generation `g` lost (one of its keys is missing): from now on every script reads
--- it as lost. Its token stays, to go on fencing.
-local function mark_lost(base, g, why)
-  redis.call('HSET', base .. ':g' .. g .. ':meta', 'lost', why)
+-- Marks the generation whose metadata hash is `meta_key` lost (one of its keys is missing): from
+-- now on every script reads it as lost. Its token stays, to go on fencing.
+local function mark_lost(meta_key, why)
+  redis.call('HSET', meta_key, 'lost', why)
 end
 
 -- The highest fencing token that wrote: the token key's, or the one that the metadata of a
@@ -88,10 +99,11 @@ local function highest_token(token_key, live, building)
   return highest
 end
 
--- Records `token` as the highest: in the token key and in the metadata of the live and the
--- building generation (those still intact: `live_meta`, `building_meta`).
-local function raise_token(token_key, base, token, live, live_meta, building, building_meta)
+-- Records `token` as the highest: in the token key and in the metadata hashes of the live and
+-- the building generation (`live_meta_key`, `building_meta_key`; nil for one that is not
+-- intact).
+local function raise_token(token_key, token, live_meta_key, building_meta_key)
   redis.call('SET', token_key, token)
-  if live_meta then redis.call('HSET', base .. ':g' .. live .. ':meta', 'token', token) end
-  if building_meta then redis.call('HSET', base .. ':g' .. building .. ':meta', 'token', token) end
+  if live_meta_key then redis.call('HSET', live_meta_key, 'token', token) end
+  if building_meta_key then redis.call('HSET', building_meta_key, 'token', token) end
 end

@@ -1,14 +1,28 @@
--- One page of an index list of the live generation (see scripts.rs), members from ARGV[3] to
--- ARGV[5] (ZRANGEBYLEX bounds), at most ARGV[4]. Reads only.
+-- One page of an index list of the live generation (see scripts.rs), members from ARGV[2] to
+-- ARGV[4] (ZRANGEBYLEX bounds), at most ARGV[3]. Reads only.
 local g = redis.call('GET', KEYS[1])
 if not g then return {'0'} end
-local gen = ARGV[1] .. ':g' .. g
-local members = redis.call('ZRANGEBYLEX', gen .. ':i:' .. ARGV[2], ARGV[3], ARGV[5], 'LIMIT', 0, ARGV[4])
+if g ~= ARGV[1] then return {'2', g} end
+local members = redis.call('ZRANGEBYLEX', KEYS[2], ARGV[2], ARGV[4], 'LIMIT', 0, ARGV[3])
+-- The views' keys (KEYS 3 on) are those of the members the caller expects (ARGV 5 on): a page
+-- that holds others is answered with its members, for the caller to ask again.
+local same = #members == #ARGV - 4
+if same then
+  for i, member in ipairs(members) do
+    if member ~= ARGV[4 + i] then
+      same = false
+      break
+    end
+  end
+end
+if not same then
+  local out = {'3'}
+  for _, member in ipairs(members) do out[#out + 1] = member end
+  return out
+end
 local out = {'1', g}
-for _, member in ipairs(members) do
-  local sep = string.find(member, '\0', 1, true)
-  local id = sep and string.sub(member, sep + 1) or member
+for i, member in ipairs(members) do
   out[#out + 1] = member
-  out[#out + 1] = redis.call('GET', gen .. ':v:' .. id)
+  out[#out + 1] = redis.call('GET', KEYS[2 + i])
 end
 return out

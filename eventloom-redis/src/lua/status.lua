@@ -1,8 +1,10 @@
 -- The live and the building generation, and the recorded stop (see scripts.rs). Reads only.
+if pointers_moved(KEYS[1], ARGV[1]) or pointers_moved(KEYS[2], ARGV[2]) then return {'9'} end
 local out = {}
 for i = 1, 2 do
-  local g = redis.call('GET', KEYS[i])
-  local meta = intact(ARGV[1], g)
+  local g = ARGV[i]
+  if g == '' then g = nil end
+  local meta = intact(g, 4 * i)
   if meta then
     out[#out + 1] = g
     out[#out + 1] = meta.version

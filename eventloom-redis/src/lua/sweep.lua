@@ -1,31 +1,26 @@
--- Deletes up to a budget of keys of the generations in the trash (see scripts.rs).
-local budget = tonumber(ARGV[2])
-local deleted = 0
-local live = redis.call('GET', KEYS[1])
-local building = redis.call('GET', KEYS[2])
-while budget > 0 do
-  local g = redis.call('SRANDMEMBER', KEYS[3])
-  if not g then return {deleted, 0} end
-  if g == live or g == building then
-    redis.call('SREM', KEYS[3], g)
-  else
-    local gen = ARGV[1] .. ':g' .. g
-    local ids = redis.call('SPOP', gen .. ':ids', budget)
-    for _, id in ipairs(ids) do redis.call('UNLINK', gen .. ':v:' .. id) end
-    budget = budget - #ids
-    deleted = deleted + #ids
-    if budget > 0 then
-      local lists = redis.call('SPOP', gen .. ':indexes', budget)
-      for _, suffix in ipairs(lists) do redis.call('UNLINK', gen .. ':i:' .. suffix) end
-      budget = budget - #lists
-      deleted = deleted + #lists
-    end
-    if budget > 0 then
-      -- `:version` and `:checkpoint` are the metadata of the layout before `:meta`.
-      deleted = deleted + redis.call('UNLINK', gen .. ':meta', gen .. ':dead', gen .. ':version', gen .. ':checkpoint')
-      redis.call('SREM', KEYS[3], g)
-      budget = budget - 1
-    end
-  end
+-- Deletes keys of one generation in the trash: the views and index lists the caller read from its
+-- `:ids` and `:indexes` (see scripts.rs), and its other keys once those are empty.
+local g = ARGV[1]
+if redis.call('SISMEMBER', KEYS[3], g) == 0 then return {0, redis.call('SCARD', KEYS[3])} end
+if g == redis.call('GET', KEYS[1]) or g == redis.call('GET', KEYS[2]) then
+  redis.call('SREM', KEYS[3], g)
+  return {0, redis.call('SCARD', KEYS[3])}
 end
-return {deleted, 1}
+local views = tonumber(ARGV[2])
+local deleted = 0
+local first = 10
+for i = 1, #ARGV - 2 do
+  local key = KEYS[first + i - 1]
+  if i <= views then
+    redis.call('SREM', KEYS[5], ARGV[2 + i])
+  else
+    redis.call('SREM', KEYS[6], ARGV[2 + i])
+  end
+  deleted = deleted + redis.call('UNLINK', key)
+end
+if redis.call('SCARD', KEYS[5]) == 0 and redis.call('SCARD', KEYS[6]) == 0 then
+  -- KEYS 8 and 9, `:version` and `:checkpoint`, are the metadata of the layout before `:meta`.
+  deleted = deleted + redis.call('UNLINK', KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
+  redis.call('SREM', KEYS[3], g)
+end
+return {deleted, redis.call('SCARD', KEYS[3])}

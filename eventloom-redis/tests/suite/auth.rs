@@ -160,3 +160,73 @@ fn without_the_tls_feature_rediss_urls_are_refused_clearly() {
     assert!(err.to_string().contains("`tls` feature"), "{err}");
     assert_hidden(&err.to_string());
 }
+
+/// [`ACL`], and the same user for replication (a replica authenticates to its master).
+fn cluster_acl() -> Vec<&'static str> {
+    let mut args = ACL.to_vec();
+    args.extend_from_slice(&["--masteruser", "projector", "--masterauth", PASSWORD]);
+    args
+}
+
+/// What redis-cli needs to log in as the ACL user.
+const CLI_AUTH: &[&str] = &["--user", "projector", "--pass", PASSWORD, "--no-auth-warning"];
+
+#[tokio::test]
+async fn a_cluster_takes_the_acl_user_of_its_node_urls_and_a_wrong_password_fails_clearly() {
+    use crate::private_cluster::PrivateCluster;
+    let cluster = PrivateCluster::start(2_000, &cluster_acl(), CLI_AUTH, false);
+    let config = RedisConfig::from_cluster_urls(&cluster.urls_with(&format!("projector:{PASSWORD}@"))).unwrap();
+    assert_hidden(&format!("{config:?}"));
+    let store = RedisViewStore::connect_with(config.prefix("t:").unwrap()).await.unwrap();
+    assert_hidden(&format!("{store:?}"));
+    round_trip(&store).await;
+
+    let wrong = RedisConfig::from_cluster_urls(&cluster.urls_with("projector:wrong-Pa55@")).unwrap();
+    let err = RedisViewStore::connect_with(wrong).await.unwrap_err();
+    println!("cluster, wrong password: {err}");
+    assert!(matches!(err, Error::Connect(_)), "{err:?}");
+    assert_hidden(&err.to_string());
+    assert_hidden(&format!("{err:?}"));
+    let anonymous = RedisConfig::from_cluster_urls(&cluster.urls()).unwrap();
+    assert!(matches!(RedisViewStore::connect_with(anonymous).await, Err(Error::Connect(_))));
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn a_cluster_over_tls_with_an_acl_user() {
+    use crate::private_cluster::PrivateCluster;
+    let dir =
+        std::env::temp_dir().join(format!("cqrs-cluster-certs-{}-{}", std::process::id(), crate::private::free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = certificates(&dir);
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let (cert, key, ca_file) = (file("server.crt"), file("server.key"), file("ca.crt"));
+    let mut args: Vec<&str> = vec![
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca_file,
+        "--tls-auth-clients",
+        "no",
+    ];
+    args.extend(cluster_acl());
+    let mut cli: Vec<&str> = vec!["--tls", "--cacert", &ca_file];
+    cli.extend_from_slice(CLI_AUTH);
+    let cluster = PrivateCluster::start(2_000, &args, &cli, true);
+    let urls = cluster.urls_with(&format!("projector:{PASSWORD}@")).replace("redis://", "rediss://");
+    let config = RedisConfig::from_cluster_urls(&urls).unwrap().prefix("t:").unwrap().tls_root_certificates(ca);
+    assert!(config.is_tls() && config.is_cluster());
+    let store = RedisViewStore::connect_with(config).await.unwrap_or_else(|e| panic!("TLS to the cluster: {e}"));
+    round_trip(&store).await;
+
+    // Without the CA the certificate is not trusted.
+    let untrusted = RedisConfig::from_cluster_urls(&urls).unwrap();
+    let err = RedisViewStore::connect_with(untrusted).await.unwrap_err();
+    println!("cluster, untrusted: {err}");
+    assert!(matches!(err, Error::Connect(_)), "{err:?}");
+    assert_hidden(&err.to_string());
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,11 +4,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod cluster;
+mod cluster_faults;
 mod eviction;
 mod generations;
 mod indexes;
 mod kills;
 mod private;
+mod private_cluster;
 
 use eventloom_core::model::{ExpectedVersion, NewEvent};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -171,9 +174,10 @@ async fn command_calls(raw: &mut redis::aio::MultiplexedConnection) -> std::coll
 }
 
 /// Queries find the live generation without a round-trip of their own: `read_views` is one
-/// `MGET` (the pointer and the views) once the store has seen the live generation, and `list`
-/// and `count` one script each; and they follow a switch made by another store (another
-/// process) at once.
+/// `MGET` (the pointer and the views) once the store has seen the live generation, `count` one
+/// script, and `list` one once the store has listed that page (two the first time: its members,
+/// then their views, whose keys a cluster needs in the script's KEYS); and they follow a switch
+/// made by another store (another process) at once.
 #[tokio::test]
 async fn queries_pay_one_round_trip_and_follow_a_switch_made_elsewhere() {
     use eventloom_core::store::IndexKey;
@@ -226,6 +230,52 @@ async fn queries_pay_one_round_trip_and_follow_a_switch_made_elsewhere() {
         ours.list("p", &key, &eventloom_core::read::OrderRange::all(), None, 10).await.unwrap().views,
         vec![("a".to_owned(), "2".to_owned())]
     );
+    // The page ours remembers changes (another store writes): ours reads the new page.
+    let more = ViewCommit {
+        generation: second.id,
+        expected: Some(Position::new(1, 1)),
+        checkpoint: Position::new(2, 2),
+        fencing_token: 0,
+        views: vec![ViewWrite::set("b", "3").joining(vec![IndexEntry::new("s", "x")])],
+        dead_letters: Vec::new(),
+    };
+    theirs.commit("p", more).await.unwrap().unwrap();
+    assert_eq!(
+        ours.list("p", &key, &eventloom_core::read::OrderRange::all(), None, 10).await.unwrap().views,
+        vec![("a".to_owned(), "2".to_owned()), ("b".to_owned(), "3".to_owned())]
+    );
+}
+
+/// A projector's commits into one generation cost one script call each after the first: the
+/// first reads the pointers and its sample of views to check (the peek script) before it builds
+/// its KEYS; each leaves what the next one needs in its reply.
+#[tokio::test]
+async fn commits_after_the_first_pay_one_round_trip() {
+    let redis = PrivateRedis::volatile();
+    let store = RedisViewStore::connect(&redis.url(), "t:").await.unwrap();
+    let generation = store.begin_generation("p", 1, 0).await.unwrap().unwrap();
+    let write = |n: u64| ViewCommit {
+        generation: generation.id,
+        expected: (n > 1).then(|| Position::new(n - 1, n - 1)),
+        checkpoint: Position::new(n, n),
+        fencing_token: 0,
+        views: vec![ViewWrite::set(format!("v{n}"), "{}").joining(vec![IndexEntry::new("s", "x")])],
+        dead_letters: Vec::new(),
+    };
+    store.commit("p", write(1)).await.unwrap().unwrap();
+    let mut raw = raw_connection(&redis.url()).await;
+    let before = command_calls(&mut raw).await;
+    for n in 2..=11 {
+        store.commit("p", write(n)).await.unwrap().unwrap();
+    }
+    let after = command_calls(&mut raw).await;
+    let calls = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+    assert_eq!((calls("evalsha"), calls("mget")), (10, 0), "one script per commit: {after:?}");
+    // Another store switched generations meanwhile: the next commit reads the pointers again.
+    let other = RedisViewStore::connect(&redis.url(), "t:").await.unwrap();
+    other.go_live("p", generation.id, 0).await.unwrap().unwrap();
+    store.commit("p", write(12)).await.unwrap().unwrap();
+    assert_eq!(store.status("p").await.unwrap().checkpoint(), Some(Position::new(12, 12)));
 }
 
 mod domain {
