@@ -499,6 +499,37 @@ impl RedisViewStore {
         Ok(Pointers { live: live.unwrap_or_default(), building: building.unwrap_or_default() })
     }
 
+    /// Runs `script` with the keys `leading`, then the keys of the generations the pointers name
+    /// as read now, and the arguments `args`, then the pointers themselves; again when the
+    /// pointers moved before the script ran (its reply `9`), at most [`POINTER_TRIES`] times.
+    async fn invoke_at_pointers(
+        &self,
+        projection: &str,
+        keys: &ProjectionKeys,
+        script: &redis::Script,
+        leading: &[String],
+        args: &[String],
+    ) -> eventloom_core::Result<Vec<String>> {
+        let mut connection = self.connection.clone();
+        for _ in 0..POINTER_TRIES {
+            let pointers = self.pointers(keys).await?;
+            let mut invocation = script.prepare_invoke();
+            for key in leading {
+                invocation.key(key);
+            }
+            pointers.keys(keys, &mut invocation);
+            for arg in args {
+                invocation.arg(arg);
+            }
+            invocation.arg(pointers.live.as_str()).arg(pointers.building.as_str());
+            let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+            if reply != ["9"] {
+                return Ok(reply);
+            }
+        }
+        Err(pointers_moved(projection))
+    }
+
     /// The members a page had when this store last listed it (none when it does not remember).
     fn remembered_page(&self, key: &PageKey) -> Vec<String> {
         self.pages.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned().unwrap_or_default()
@@ -772,24 +803,12 @@ impl ViewStore for RedisViewStore {
         Box::pin(async move {
             self.watch_eviction_policy().await;
             let keys = self.keys(projection);
-            let mut connection = self.connection.clone();
             let span = tracing::trace_span!("status", store = "redis", projection);
-            let reply = async {
-                for _ in 0..POINTER_TRIES {
-                    let pointers = self.pointers(&keys).await?;
-                    let mut invocation = self.scripts.status.prepare_invoke();
-                    invocation.key(keys.live()).key(keys.building()).key(keys.stopped());
-                    pointers.keys(&keys, &mut invocation);
-                    invocation.arg(pointers.live.as_str()).arg(pointers.building.as_str());
-                    let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
-                    if reply != ["9"] {
-                        return Ok(reply);
-                    }
-                }
-                Err(pointers_moved(projection))
-            }
-            .instrument(span)
-            .await?;
+            let leading = [keys.live(), keys.building(), keys.stopped()];
+            let reply = self
+                .invoke_at_pointers(projection, &keys, &self.scripts.status, &leading, &[])
+                .instrument(span)
+                .await?;
             let [live, building] = [0, 1].map(|i| reply.get(4 * i..4 * i + 4));
             let (Some(live), Some(building), Some([kind, stopped_at, reason, stop_generation, stop_checkpoint])) =
                 (live, building, reply.get(8..13))
@@ -1004,28 +1023,11 @@ impl ViewStore for RedisViewStore {
     ) -> BoxFuture<'a, eventloom_core::Result<Written>> {
         Box::pin(async move {
             let keys = self.keys(projection);
-            let mut connection = self.connection.clone();
             let span = tracing::debug_span!("go_live", store = "redis", projection, generation);
-            let reply = async {
-                for _ in 0..POINTER_TRIES {
-                    let pointers = self.pointers(&keys).await?;
-                    let mut invocation = self.scripts.go_live.prepare_invoke();
-                    invocation.key(keys.token()).key(keys.live()).key(keys.building()).key(keys.trash());
-                    pointers.keys(&keys, &mut invocation);
-                    invocation
-                        .arg(generation)
-                        .arg(fencing_token)
-                        .arg(pointers.live.as_str())
-                        .arg(pointers.building.as_str());
-                    let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
-                    if reply != ["9"] {
-                        return Ok(reply);
-                    }
-                }
-                Err(pointers_moved(projection))
-            }
-            .instrument(span)
-            .await?;
+            let leading = [keys.token(), keys.live(), keys.building(), keys.trash()];
+            let args = [generation.to_string(), fencing_token.to_string()];
+            let script = &self.scripts.go_live;
+            let reply = self.invoke_at_pointers(projection, &keys, script, &leading, &args).instrument(span).await?;
             match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
                 ["0"] => {}
                 ["1", built, live] => {
@@ -1050,33 +1052,19 @@ impl ViewStore for RedisViewStore {
     ) -> BoxFuture<'a, eventloom_core::Result<Written>> {
         Box::pin(async move {
             let keys = self.keys(projection);
-            let mut connection = self.connection.clone();
             let position = stop.and_then(|s| s.position).map(|p| p.to_string()).unwrap_or_default();
             let span = tracing::debug_span!("record_stop", store = "redis", projection);
-            let reply = async {
-                for _ in 0..POINTER_TRIES {
-                    let pointers = self.pointers(&keys).await?;
-                    let mut invocation = self.scripts.record_stop.prepare_invoke();
-                    invocation.key(keys.token()).key(keys.live()).key(keys.building()).key(keys.stopped());
-                    pointers.keys(&keys, &mut invocation);
-                    invocation
-                        .arg(fencing_token)
-                        .arg(stop.map_or("", |s| s.kind.as_str()))
-                        .arg(position.as_str())
-                        .arg(stop.map_or("", |s| s.reason.as_str()))
-                        .arg(stop.map_or(0, |s| s.generation))
-                        .arg(stop.and_then(|s| s.checkpoint).map(|p| p.to_string()).unwrap_or_default())
-                        .arg(pointers.live.as_str())
-                        .arg(pointers.building.as_str());
-                    let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
-                    if reply != ["9"] {
-                        return Ok(reply);
-                    }
-                }
-                Err(pointers_moved(projection))
-            }
-            .instrument(span)
-            .await?;
+            let leading = [keys.token(), keys.live(), keys.building(), keys.stopped()];
+            let args = [
+                fencing_token.to_string(),
+                stop.map_or("", |s| s.kind.as_str()).to_owned(),
+                position,
+                stop.map_or("", |s| s.reason.as_str()).to_owned(),
+                stop.map_or(0, |s| s.generation).to_string(),
+                stop.and_then(|s| s.checkpoint).map(|p| p.to_string()).unwrap_or_default(),
+            ];
+            let script = &self.scripts.record_stop;
+            let reply = self.invoke_at_pointers(projection, &keys, script, &leading, &args).instrument(span).await?;
             match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
                 ["0"] => {
                     self.wait_for_replicas(&keys).await;
