@@ -232,15 +232,19 @@ impl JetStreamFeed {
         Ok((info.state.first_sequence, info.state.last_sequence))
     }
 
-    /// Whether the stream's first message is the stream-start marker its publisher wrote.
-    async fn starts_with_marker(&self) -> Result<bool> {
+    /// The stream, to read single messages of (no info read).
+    async fn stream(&self) -> Result<jetstream::stream::Stream<()>> {
         let config = &self.inner.config;
-        let stream = self
-            .inner
+        self.inner
             .context
             .get_stream_no_info(&config.stream)
             .await
-            .map_err(|e| read_error(&config.stream, "opening the stream", e))?;
+            .map_err(|e| read_error(&config.stream, "opening the stream", e))
+    }
+
+    /// Whether the stream's first message is the stream-start marker its publisher wrote.
+    async fn starts_with_marker(&self) -> Result<bool> {
+        let stream = self.stream().await?;
         match stream.get_raw_message(1).await {
             Ok(message) => Ok(headers::is_marker(Some(&message.headers))),
             Err(error) if matches!(error.kind(), jetstream::stream::LastRawMessageErrorKind::NoMessageFound) => {
@@ -296,13 +300,7 @@ impl Feed for JetStreamFeed {
     fn first_written_after<'a>(&'a self, after: Position) -> BoxFuture<'a, eventloom_core::Result<Option<Timestamp>>> {
         Box::pin(async move {
             let (first, last) = self.bounds().await?;
-            let config = &self.inner.config;
-            let stream = self
-                .inner
-                .context
-                .get_stream_no_info(&config.stream)
-                .await
-                .map_err(|e| read_error(&config.stream, "opening the stream", e))?;
+            let stream = self.stream().await?;
             let from = after.sequence().saturating_add(1).max(first).max(1);
             for sequence in (from..=last).take(16) {
                 match stream.get_raw_message(sequence).await {
