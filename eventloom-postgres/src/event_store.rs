@@ -576,7 +576,7 @@ impl PgEventStore {
         let Some(replica) = &self.inner.replica else { return };
         match result {
             Ok(Appended::Written(outcome)) => replica.learn(stream, outcome.last_version),
-            Ok(Appended::Duplicate { first, .. }) => replica.learn(stream, first.outcome.last_version),
+            Ok(Appended::Duplicate { first, .. }) => replica.learn(&first.outcome.stream, first.outcome.last_version),
             Err(CoreError::Conflict { actual, .. }) => replica.learn(stream, *actual),
             Err(_) => {}
         }
