@@ -137,6 +137,9 @@ async fn a_transaction_held_open_on_the_primary_holds_readers_of_the_replica_bac
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_subscriber_of_the_replica_is_woken_once_the_notified_commit_has_replayed() {
     let pair = Pair::start().await;
+    let refused = raw(&pair.standby.url()).await.batch_execute("LISTEN anything").await.unwrap_err();
+    let message = refused.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    assert!(message.contains("LISTEN during recovery"), "a standby refuses LISTEN: {refused:?}");
     // Only a wake-up can deliver within the test: the poll interval is far longer.
     let mut subscription = pair.reader.subscribe(Position::ZERO).with_poll_interval(Duration::from_secs(120));
     assert!(tokio::time::timeout(Duration::from_millis(300), subscription.next_batch()).await.is_err());
