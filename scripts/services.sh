@@ -288,3 +288,52 @@ stop_services() {
   done
   CQRS_SERVICE_DIRS=()
 }
+
+# ensure_postgres_replica [durable]: a streaming replica (hot standby) of the PostgreSQL that
+# DATABASE_URL names, for the tests that read from one. Uses DATABASE_REPLICA_URL when set.
+# Otherwise, when DATABASE_URL is a throwaway server of ensure_postgres (call that first), takes a
+# `pg_basebackup -R` of it (its defaults allow this: wal_level=replica, max_wal_senders=10, and
+# initdb's trust entries for replication on loopback), starts the copy as a hot standby on a free
+# loopback port with the primary's max_connections, max_prepared_transactions,
+# max_worker_processes, max_wal_senders and max_locks_per_transaction (a standby refuses to start
+# with a lower value of any of them), and exports DATABASE_REPLICA_URL. With a DATABASE_URL of the
+# user's and no DATABASE_REPLICA_URL it exports nothing: the tests that need a replica fail and
+# say what to set. stop_services stops it.
+ensure_postgres_replica() {
+  if [ -n "${DATABASE_REPLICA_URL:-}" ]; then
+    echo "PostgreSQL replica: using DATABASE_REPLICA_URL" >&2
+    return 0
+  fi
+  local primary_data owned="" d
+  primary_data="$("$CQRS_PG_BIN/psql" "$DATABASE_URL" -Atc 'SHOW data_directory' 2>/dev/null)" || primary_data=""
+  for d in "${CQRS_SERVICE_DIRS[@]}"; do
+    if [ -n "$primary_data" ] && [ "$primary_data" = "$d/data" ]; then owned="$d"; fi
+  done
+  if [ -z "$owned" ]; then
+    echo "PostgreSQL replica: DATABASE_URL is not a throwaway server of this script; set DATABASE_REPLICA_URL to a streaming replica of it for the replica tests" >&2
+    return 0
+  fi
+  local dir port settings started names values
+  started="$(date +%s.%N)"
+  if services_durable "${1:-}"; then
+    settings="-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
+  else
+    settings="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  fi
+  names="max_connections max_prepared_transactions max_worker_processes max_wal_senders max_locks_per_transaction"
+  for d in $names; do
+    values+=" -c $d=$("$CQRS_PG_BIN/psql" "$DATABASE_URL" -Atc "SHOW $d")"
+  done
+  dir="$(mktemp -d /tmp/cqrs-pg-replica.XXXXXX)"
+  CQRS_SERVICE_DIRS+=("$dir")
+  chmod 755 "$dir"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$dir"; fi
+  as_postgres "$CQRS_PG_BIN/pg_basebackup" -d "$DATABASE_URL" -D "$dir/data" -R -X stream -c fast --no-sync \
+    >"$dir/basebackup.log" 2>&1 || { cat "$dir/basebackup.log" >&2; return 1; }
+  port="$(free_port)"
+  as_postgres "$CQRS_PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c hot_standby=on $values $settings" \
+    start >&2 || { cat "$dir/server.log" >&2; return 1; }
+  export DATABASE_REPLICA_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  echo "PostgreSQL replica: hot standby of $DATABASE_URL on 127.0.0.1:$port, made in $(python3 -c "import time; print(round(time.time() - $started, 1))") s" >&2
+}

@@ -64,22 +64,14 @@ pub struct PgConfig {
     pub(crate) tls: bool,
     /// Extra trusted root certificates (PEM), for servers with a private CA.
     pub(crate) tls_roots: Option<Vec<u8>>,
+    /// A streaming replica of the server (a hot standby) for reads in order and stream loads.
+    pub(crate) replica: Option<tokio_postgres::Config>,
 }
 
 impl fmt::Debug for PgConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hosts: Vec<String> = self
-            .pg
-            .get_hosts()
-            .iter()
-            .map(|h| match h {
-                tokio_postgres::config::Host::Tcp(name) => name.clone(),
-                #[cfg(unix)]
-                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-            })
-            .collect();
         f.debug_struct("PgConfig")
-            .field("hosts", &hosts)
+            .field("hosts", &hosts(&self.pg))
             .field("ports", &self.pg.get_ports())
             .field("user", &self.pg.get_user())
             .field("dbname", &self.pg.get_dbname())
@@ -89,7 +81,40 @@ impl fmt::Debug for PgConfig {
             .field("max_event_size", &self.max_event_size)
             .field("tls", &self.tls)
             .field("tls_roots", &self.tls_roots.as_ref().map(|pem| pem.len()))
+            .field("replica", &self.replica.as_ref().map(|r| (hosts(r), r.get_ports().to_vec())))
             .finish()
+    }
+}
+
+/// The host names (or socket folders) of a connection's settings, for `Debug`.
+fn hosts(pg: &tokio_postgres::Config) -> Vec<String> {
+    pg.get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect()
+}
+
+/// Settings from a URL or connection string, with the keepalives and connect timeout every
+/// connection of the stores has.
+fn parse(url: &str, what: &str) -> Result<tokio_postgres::Config> {
+    let mut pg = tokio_postgres::Config::from_str(url)
+        .map_err(|_| Error::Config(format!("the {what} connection string does not parse")))?;
+    hardened(&mut pg);
+    Ok(pg)
+}
+
+fn hardened(pg: &mut tokio_postgres::Config) {
+    // A half-open connection must not hold a projector's lease, or a LISTEN, for hours.
+    pg.keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3);
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(Duration::from_secs(10));
     }
 }
 
@@ -105,9 +130,7 @@ fn valid_schema(name: &str) -> bool {
 impl PgConfig {
     /// Settings from a `postgres://` URL or a `key=value` connection string.
     pub fn from_url(url: &str) -> Result<Self> {
-        let pg = tokio_postgres::Config::from_str(url)
-            .map_err(|_| Error::Config("the PostgreSQL connection string does not parse".to_owned()))?;
-        Ok(Self::from_tokio_postgres(pg))
+        Ok(Self::from_tokio_postgres(parse(url, "PostgreSQL")?))
     }
 
     /// Settings from a `tokio_postgres::Config`.
@@ -132,14 +155,7 @@ impl PgConfig {
     }
 
     fn from_tokio_postgres(mut pg: tokio_postgres::Config) -> Self {
-        // A half-open connection must not hold a projector's lease, or a LISTEN, for hours.
-        pg.keepalives(true)
-            .keepalives_idle(Duration::from_secs(10))
-            .keepalives_interval(Duration::from_secs(5))
-            .keepalives_retries(3);
-        if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(Duration::from_secs(10));
-        }
+        hardened(&mut pg);
         let tls = matches!(pg.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
         PgConfig {
             pg,
@@ -148,7 +164,42 @@ impl PgConfig {
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
             tls,
             tls_roots: None,
+            replica: None,
         }
+    }
+
+    /// Reads from a streaming replica of the server (a hot standby, made with `pg_basebackup -R`
+    /// or by a managed service) at `url`: subscriptions and projections read the log there,
+    /// `head`, `count_after` and `held_back` count there, and stream loads and snapshots are
+    /// read there. Appends, command-id lookups, stream versions, snapshot writes, views, leases,
+    /// migrations and the `LISTEN` for wake-ups stay on the primary. Without it (the default)
+    /// everything goes to the primary. The replica gets a pool of the same size and the same
+    /// TLS settings; its schema is the primary's (a replica is a copy).
+    ///
+    /// What a replica changes, and how the stores keep their promises on one, is in the
+    /// guide's PostgreSQL chapter ("Reading from a replica").
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_postgres::PgConfig;
+    ///
+    /// let config = PgConfig::from_url("postgres://app:s3cret@primary.internal/app")
+    ///     .unwrap()
+    ///     .read_replica("postgres://app:s3cret@replica.internal/app")
+    ///     .unwrap();
+    /// assert!(config.has_read_replica());
+    /// assert!(!format!("{config:?}").contains("s3cret"));
+    /// assert!(PgConfig::from_url("postgres://localhost/app").unwrap().read_replica("nope://").is_err());
+    /// ```
+    pub fn read_replica(mut self, url: &str) -> Result<Self> {
+        self.replica = Some(parse(url, "read replica's")?);
+        Ok(self)
+    }
+
+    /// Whether reads go to a replica ([`read_replica`](Self::read_replica)).
+    pub fn has_read_replica(&self) -> bool {
+        self.replica.is_some()
     }
 
     /// The schema that holds the tables (default `cqrs`): lowercase letters, digits and `_`.

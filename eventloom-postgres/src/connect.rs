@@ -54,13 +54,13 @@ impl Connector {
         ))
     }
 
-    /// A pool of connections.
-    pub(crate) fn pool(&self, config: &PgConfig) -> Result<Pool> {
+    /// A pool of connections to the server of `pg`, of the size `config` says.
+    pub(crate) fn pool(&self, config: &PgConfig, pg: &tokio_postgres::Config) -> Result<Pool> {
         let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
         let manager = match self {
-            Connector::Plain => Manager::from_config(config.pg.clone(), NoTls, manager_config),
+            Connector::Plain => Manager::from_config(pg.clone(), NoTls, manager_config),
             #[cfg(feature = "tls")]
-            Connector::Tls(tls) => Manager::from_config(config.pg.clone(), tls.clone(), manager_config),
+            Connector::Tls(tls) => Manager::from_config(pg.clone(), tls.clone(), manager_config),
         };
         Pool::builder(manager)
             .max_size(config.pool_size)

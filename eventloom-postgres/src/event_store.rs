@@ -1,7 +1,8 @@
 //! [`PgEventStore`]: the event store on PostgreSQL.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -22,11 +23,19 @@ use tracing::Instrument;
 use crate::connect::Connector;
 use crate::db::{Conn, Db, Fields, next_row, shown};
 use crate::schema::{MIGRATIONS, Sql, applied_migrations, fixed};
-use crate::{Blocker, Error, Holdback, PgConfig, Result};
+use crate::{Blocker, Error, Holdback, PgConfig, ReplicaLag, Result};
 
 /// How long the notifier gathers appends before one NOTIFY: wake-up latency for subscribers
 /// in other processes against load on the server.
 const NOTIFY_DEBOUNCE: Duration = Duration::from_millis(2);
+
+/// How long a wake-up waits for the read replica to replay the commits it announces before it
+/// wakes subscribers anyway (they poll meanwhile, so nothing is lost when a replica lags more).
+const REPLAY_WAIT: Duration = Duration::from_secs(5);
+
+/// How many streams' versions on the primary a store with a read replica remembers (see
+/// [`Replica`]); when full it forgets them all and learns again.
+const KNOWN_STREAMS: usize = 4096;
 
 /// A fixed key for the advisory lock that serializes migrations (any schema, any process).
 const MIGRATION_LOCK: i64 = 0x6371_7273_6d69_6772; // "cqrsmigr"
@@ -72,6 +81,39 @@ struct Inner {
     config: PgConfig,
     connector: Connector,
     wake: Arc<Wake>,
+    /// The read replica, when there is one.
+    replica: Option<Replica>,
+}
+
+/// The read replica ([`PgConfig::read_replica`]): its pool, and the newest version of each
+/// stream that this process knows the primary holds, from its own appends and from conflicts.
+/// A stream load that finds the replica behind one of them reads the rest from the primary, so
+/// an engine that retries after a conflict decides on the newer events rather than on the same
+/// stale ones again.
+struct Replica {
+    db: Db,
+    known: Mutex<HashMap<StreamId, u64>>,
+}
+
+impl Replica {
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, u64>> {
+        self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The primary holds `stream` up to `version` at least.
+    fn learn(&self, stream: &StreamId, version: u64) {
+        let mut known = self.known();
+        if known.len() >= KNOWN_STREAMS && !known.contains_key(stream) {
+            known.clear();
+        }
+        let entry = known.entry(stream.clone()).or_insert(0);
+        *entry = (*entry).max(version);
+    }
+
+    /// The newest version of `stream` known to be on the primary.
+    fn version_of(&self, stream: &StreamId) -> Option<u64> {
+        self.known().get(stream).copied()
+    }
 }
 
 /// Wake-ups: the local signal, the coalesced NOTIFY and the LISTEN connection.
@@ -235,12 +277,20 @@ impl PgEventStore {
     /// Connects a pool (and checks one connection). Call [`migrate`](Self::migrate) before use.
     pub async fn connect(config: PgConfig) -> Result<Self> {
         let connector = Connector::new(&config)?;
-        let pool = connector.pool(&config)?;
+        let pool = connector.pool(&config, &config.pg)?;
         drop(pool.get().await.map_err(|e| Error::Connect(e.to_string()))?);
-        Ok(Self::from_pool(pool, config, connector))
+        let replica = match &config.replica {
+            Some(pg) => {
+                let pool = connector.pool(&config, pg)?;
+                drop(pool.get().await.map_err(|e| Error::Connect(format!("read replica: {e}")))?);
+                Some(Replica { db: Db::new(pool, crate::connect::pg_error), known: Mutex::new(HashMap::new()) })
+            }
+            None => None,
+        };
+        Ok(Self::from_pool(pool, config, connector, replica))
     }
 
-    fn from_pool(pool: Pool, config: PgConfig, connector: Connector) -> Self {
+    fn from_pool(pool: Pool, config: PgConfig, connector: Connector, replica: Option<Replica>) -> Self {
         let wake = Arc::new(Wake {
             local: watch::Sender::new(0),
             notify_pending: AtomicBool::new(false),
@@ -252,7 +302,7 @@ impl PgEventStore {
         let sql = Arc::new(Sql::new(&config.schema));
         let db = Db::new(pool, pg);
         PgEventStore {
-            inner: Arc::new(Inner { same_cluster: AtomicBool::new(false), db, sql, config, connector, wake }),
+            inner: Arc::new(Inner { same_cluster: AtomicBool::new(false), db, sql, config, connector, wake, replica }),
         }
     }
 
@@ -301,6 +351,12 @@ impl PgEventStore {
     /// The pool, with this store's error mapping.
     pub(crate) fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// Where reads in order, stream loads and snapshot loads go: the read replica's pool, or
+    /// the primary's when there is none.
+    pub(crate) fn reader(&self) -> &Db {
+        self.inner.replica.as_ref().map_or(&self.inner.db, |r| &r.db)
     }
 
     /// The settings.
@@ -409,11 +465,15 @@ impl PgEventStore {
     }
 
     /// How far subscribers are held back, and by which transaction (see [`Holdback`]).
+    ///
+    /// With a read replica, the events are counted there (what its subscribers cannot read yet;
+    /// events it has not replayed are not counted, see [`replica_lag`](Self::replica_lag)) and
+    /// the transaction is named from the primary, where it runs: a replica's own sessions hold
+    /// no transaction ids.
     pub async fn holdback(&self) -> eventloom_core::Result<Holdback> {
-        let conn = self.client().await?;
-        let row = conn.query_one(&self.inner.sql.hidden_events, &[]).await?;
+        let row = self.reader().query_one(&self.inner.sql.hidden_events, &[]).await?;
         let hidden = Fields::new(&row, || "the count of events held back".to_owned()).unsigned("count")?;
-        let oldest = match conn.query_opt(fixed::OLDEST_TRANSACTION, &[]).await? {
+        let oldest = match self.inner.db.query_opt(fixed::OLDEST_TRANSACTION, &[]).await? {
             None => None,
             Some(row) => {
                 let row = Fields::new(&row, || "the oldest transaction of the cluster".to_owned());
@@ -430,13 +490,156 @@ impl PgEventStore {
         Ok(Holdback { hidden_events: hidden, oldest })
     }
 
+    /// How far the read replica is behind the primary; `None` without one. A replica that is
+    /// no longer in recovery (promoted) is an error: the primary's writes no longer reach it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventloom_postgres::{PgConfig, PgEventStore};
+    ///
+    /// let config = PgConfig::from_url("postgres://primary/app")?.read_replica("postgres://replica/app")?;
+    /// let store = PgEventStore::connect(config).await?;
+    /// if let Some(lag) = store.replica_lag().await? {
+    ///     println!("{} bytes to replay, paused: {}", lag.bytes, lag.paused);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn replica_lag(&self) -> eventloom_core::Result<Option<ReplicaLag>> {
+        let Some(replica) = &self.inner.replica else { return Ok(None) };
+        let row = self.inner.db.query_one(fixed::WAL_FLUSH_POSITION, &[]).await?;
+        let lsn: String = Fields::new(&row, || "the primary's WAL position".to_owned()).get("lsn")?;
+        let row = replica.db.query_one(fixed::REPLICA_LAG, &[&lsn]).await?;
+        let fields = Fields::new(&row, || "the read replica's replay position".to_owned());
+        if !fields.get::<bool>("in_recovery")? {
+            return Err(CoreError::Backend {
+                message: "the read replica is not in recovery (promoted?): the primary's writes no longer reach it"
+                    .to_owned(),
+                source: None,
+            });
+        }
+        let bytes: f64 = fields.get("bytes")?;
+        let seconds: Option<f64> = fields.get("seconds")?;
+        Ok(Some(ReplicaLag {
+            // A byte count read as a float: whole and never negative (the statement's greatest).
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            bytes: bytes as u64,
+            last_replayed: seconds.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default()),
+            paused: fields.get("paused")?,
+        }))
+    }
+
+    /// Waits until reads in order return `position` (pass a command's position): at once
+    /// without a read replica once the transaction has ended, and with one once the replica has
+    /// replayed it and every older transaction. Fails with
+    /// [`Timeout`](eventloom_core::Error::Timeout) after `timeout`. Views need no such wait:
+    /// their projector reads the log where this store does, so a view's checkpoint is past a
+    /// position only once it was readable there.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(store: eventloom_postgres::PgEventStore, position: eventloom_core::Position) -> eventloom_core::Result<()> {
+    /// store.wait_readable(position, std::time::Duration::from_secs(5)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_readable(&self, position: Position, timeout: Duration) -> eventloom_core::Result<()> {
+        let span = tracing::debug_span!("wait_readable", store = "postgres", %position);
+        async {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let tx = position.transaction().to_string();
+            let mut pause = Duration::from_millis(2);
+            loop {
+                let row = self.reader().query_one(fixed::READABLE_PAST, &[&tx]).await?;
+                if Fields::new(&row, || format!("whether {position} is readable")).get::<bool>("readable")? {
+                    return Ok(());
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Err(CoreError::Timeout(timeout));
+                }
+                tokio::time::sleep(pause.min(deadline - now)).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn client(&self) -> eventloom_core::Result<Conn> {
         self.inner.db.conn().await
     }
 
+    /// The primary holds what `result` (of an append or a version lookup) says of `stream`.
+    fn learn(&self, stream: &StreamId, result: &eventloom_core::Result<Appended>) {
+        let Some(replica) = &self.inner.replica else { return };
+        match result {
+            Ok(Appended::Written(outcome)) => replica.learn(stream, outcome.last_version),
+            Ok(Appended::Duplicate { first, .. }) => replica.learn(&first.outcome.stream, first.outcome.last_version),
+            Err(CoreError::Conflict { actual, .. }) => replica.learn(stream, *actual),
+            Err(_) => {}
+        }
+    }
+
+    /// One read of a stream's events on `db` (see [`EventStore::read_stream_bounded`]).
+    async fn read_stream_on(
+        &self,
+        db: &Db,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
+        let conn = db.conn().await?;
+        let from = i64::try_from(from_version).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let params: [&(dyn ToSql + Sync); 4] = [&stream.category(), &stream.id(), &from, &limit];
+        let span = tracing::trace_span!("load", store = "postgres", stream = %stream);
+        let rows = conn.query_raw(&self.inner.sql.read_stream, params).instrument(span).await?;
+        // A stream's versions have no gap: a missing one is a row deleted or changed by hand.
+        let mut next = from_version.max(1);
+        collect_within(rows, max_bytes, |row| {
+            let event = recorded_in(stream, row)?;
+            if event.version != next {
+                let location = event_location(row, Some(stream));
+                return Err(corrupt(location, format_args!("expected version {next}: the stream has a gap")));
+            }
+            next += 1;
+            Ok(event)
+        })
+        .await
+    }
+
+    /// A stream's events from the read replica; when the replica ends below the version this
+    /// process knows the primary holds (see [`Replica`]), the rest comes from the primary.
+    async fn read_stream_replicated(
+        &self,
+        replica: &Replica,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> eventloom_core::Result<Vec<RecordedEvent>> {
+        let mut events = self.read_stream_on(&replica.db, stream, from_version, limit, max_bytes).await?;
+        let next = events.last().map_or(from_version.max(1), |e| e.version + 1);
+        let bytes = events.iter().fold(0usize, |total, e| total.saturating_add(e.stored_size()));
+        let ended = events.len() < limit && bytes < max_bytes;
+        if ended && replica.version_of(stream).is_some_and(|known| known >= next) {
+            tracing::debug!(%stream, next, "the read replica is behind this stream: reading the rest from the primary");
+            let rest =
+                self.read_stream_on(&self.inner.db, stream, next, limit - events.len(), max_bytes - bytes).await?;
+            events.extend(rest);
+        }
+        Ok(events)
+    }
+
     fn appended(&self) {
         let wake = &self.inner.wake;
-        wake.bump();
+        // With a replica, local subscribers are woken by the listener once it has replayed.
+        if self.inner.replica.is_none() {
+            wake.bump();
+        }
         wake.notify_pending.store(true, Ordering::Release);
         wake.start(|w| &w.notifier, || notifier(Arc::downgrade(&self.inner), wake.clone()));
         wake.kick.notify_one();
@@ -498,6 +701,7 @@ async fn listener(store: Weak<Inner>, wake: Arc<Wake>) {
     loop {
         let Some(inner) = store.upgrade() else { return };
         let (connector, config, listen) = (inner.connector.clone(), inner.config.pg.clone(), inner.sql.listen.clone());
+        let replica = inner.replica.as_ref().map(|r| r.db.clone());
         drop(inner);
         let connected = async {
             let (client, notifications) = connector.dedicated(&config).await?;
@@ -505,18 +709,30 @@ async fn listener(store: Weak<Inner>, wake: Arc<Wake>) {
             Ok::<_, tokio_postgres::Error>((client, notifications))
         };
         match connected.await {
-            Ok((_client, mut notifications)) => {
+            Ok((client, mut notifications)) => {
                 delay = Duration::from_millis(100);
                 // Events may have been missed while not listening.
                 wake.bump();
                 loop {
-                    tokio::select! {
-                        n = notifications.recv() => match n {
-                            Some(_) => wake.bump(),
-                            None => break,
-                        },
+                    let notified = tokio::select! {
+                        n = notifications.recv() => n.is_some(),
                         _ = closed.wait_for(|c| *c) => return,
+                    };
+                    if !notified {
+                        break;
                     }
+                    if let Some(replica) = &replica {
+                        // Later notifications are covered by the same wait.
+                        while notifications.try_recv().is_ok() {}
+                        let replayed = tokio::select! {
+                            () = await_replay(&client, replica) => true,
+                            _ = closed.wait_for(|c| *c) => false,
+                        };
+                        if !replayed {
+                            return;
+                        }
+                    }
+                    wake.bump();
                 }
                 tracing::warn!("LISTEN connection lost; reconnecting");
             }
@@ -528,6 +744,46 @@ async fn listener(store: Weak<Inner>, wake: Arc<Wake>) {
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }
+}
+
+/// Waits until the read replica has replayed every commit the primary (on `client`, the LISTEN
+/// connection) had made when a notification arrived, so that a subscriber woken now reads the
+/// events it announces: notifications are not replicated, and `LISTEN` is refused on a standby.
+/// Gives up after [`REPLAY_WAIT`] (subscribers poll meanwhile).
+async fn await_replay(client: &tokio_postgres::Client, replica: &Db) {
+    let span = tracing::trace_span!("await_replay", store = "postgres");
+    async {
+        let lsn: String = match client.query_one(fixed::WAL_INSERT_POSITION, &[]).await {
+            Ok(row) => match row.try_get("lsn") {
+                Ok(lsn) => lsn,
+                Err(_) => return,
+            },
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the primary's WAL position; waking subscribers now");
+                return;
+            }
+        };
+        let deadline = tokio::time::Instant::now() + REPLAY_WAIT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match replica.query_one(fixed::REPLAYED_TO, &[&lsn]).await {
+                Ok(row) if row.try_get::<_, bool>("replayed").unwrap_or(true) => return,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "cannot read the replica's replay position; waking subscribers now");
+                    return;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::debug!(lsn, "the read replica has not replayed a notified commit yet; waking subscribers");
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+    .instrument(span)
+    .await;
 }
 
 /// How many times an append with [`ExpectedVersion::Any`] is retried after losing a race to
@@ -899,7 +1155,7 @@ impl PgEventStore {
                 recorded_at: entry.map(|e| e.recorded_at.as_micros()),
                 kept: entry.is_some_and(|e| e.kept),
             };
-            match expected {
+            let result = match expected {
                 ExpectedVersion::Any => self.append_any(stream, &batch).await,
                 ExpectedVersion::NoStream => self.append_exact(stream, expected, 0, &batch).await,
                 ExpectedVersion::Exact(v) => {
@@ -910,7 +1166,9 @@ impl PgEventStore {
                         self.append_exact(stream, expected, version, &batch).await
                     }
                 }
-            }
+            };
+            self.learn(stream, &result);
+            result
         }
         .instrument(span)
         .await
@@ -967,24 +1225,10 @@ impl EventStore for PgEventStore {
         max_bytes: usize,
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
         Box::pin(async move {
-            let conn = self.client().await?;
-            let from = i64::try_from(from_version).unwrap_or(i64::MAX);
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let params: [&(dyn ToSql + Sync); 4] = [&stream.category(), &stream.id(), &from, &limit];
-            let span = tracing::trace_span!("load", store = "postgres", stream = %stream);
-            let rows = conn.query_raw(&self.inner.sql.read_stream, params).instrument(span).await?;
-            // A stream's versions have no gap: a missing one is a row deleted or changed by hand.
-            let mut next = from_version.max(1);
-            collect_within(rows, max_bytes, |row| {
-                let event = recorded_in(stream, row)?;
-                if event.version != next {
-                    let location = event_location(row, Some(stream));
-                    return Err(corrupt(location, format_args!("expected version {next}: the stream has a gap")));
-                }
-                next += 1;
-                Ok(event)
-            })
-            .await
+            match &self.inner.replica {
+                Some(replica) => self.read_stream_replicated(replica, stream, from_version, limit, max_bytes).await,
+                None => self.read_stream_on(&self.inner.db, stream, from_version, limit, max_bytes).await,
+            }
         })
     }
 
@@ -998,7 +1242,7 @@ impl EventStore for PgEventStore {
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
         Box::pin(async move {
             self.ensure_same_cluster().await?;
-            let conn = self.client().await?;
+            let conn = self.reader().conn().await?;
             let tx = after.transaction().to_string();
             let seq = to_i64(after.sequence(), "position")?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -1012,7 +1256,7 @@ impl EventStore for PgEventStore {
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
         Box::pin(async move {
             self.ensure_same_cluster().await?;
-            let Some(row) = self.inner.db.query_opt(&self.inner.sql.head, &[]).await? else { return Ok(None) };
+            let Some(row) = self.reader().query_opt(&self.inner.sql.head, &[]).await? else { return Ok(None) };
             let fields = Fields::new(&row, || {
                 format!("event at position {}.{} (the head)", shown(&row, "transaction_text"), shown(&row, "sequence"))
             });
@@ -1029,7 +1273,7 @@ impl EventStore for PgEventStore {
             let tx = after.transaction().to_string();
             let seq = to_i64(after.sequence(), "position")?;
             let limit = i64::try_from(cap).unwrap_or(i64::MAX);
-            let row = self.inner.db.query_one(&self.inner.sql.count_after, &[&tx, &seq, &limit]).await?;
+            let row = self.reader().query_one(&self.inner.sql.count_after, &[&tx, &seq, &limit]).await?;
             let fields = Fields::new(&row, || format!("the count of events after {after}"));
             Ok(fields.unsigned("count")?.min(cap))
         })
@@ -1041,7 +1285,7 @@ impl EventStore for PgEventStore {
                 return Ok(0);
             }
             let limit = i64::try_from(cap).unwrap_or(i64::MAX);
-            let row = self.inner.db.query_one(&self.inner.sql.held_back, &[&limit]).await?;
+            let row = self.reader().query_one(&self.inner.sql.held_back, &[&limit]).await?;
             let fields = Fields::new(&row, || "the count of events held back".to_owned());
             Ok(fields.unsigned("count")?.min(cap))
         })
@@ -1051,7 +1295,11 @@ impl EventStore for PgEventStore {
         Box::pin(async move {
             let row =
                 self.inner.db.query_one(&self.inner.sql.stream_version, &[&stream.category(), &stream.id()]).await?;
-            Fields::new(&row, || format!("stream {stream}")).unsigned("version")
+            let version = Fields::new(&row, || format!("stream {stream}")).unsigned("version")?;
+            if let Some(replica) = &self.inner.replica {
+                replica.learn(stream, version);
+            }
+            Ok(version)
         })
     }
 
@@ -1187,6 +1435,12 @@ impl EventStore for PgEventStore {
                 Some(row) => Fields::new(&row, || format!("the relay record of {source}")).unsigned("sequence"),
             }
         })
+    }
+
+    /// With a read replica, loads read the replica, which may lag; the stream's version is read
+    /// on the primary, and a load after it reads what the replica lacks from the primary.
+    fn loads_may_lag(&self) -> bool {
+        self.inner.replica.is_some()
     }
 
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {

@@ -60,3 +60,33 @@ pub struct Blocker {
     /// The global id of a prepared transaction (`COMMIT PREPARED` / `ROLLBACK PREPARED` it).
     pub prepared: Option<String>,
 }
+
+/// How far the read replica ([`PgConfig::read_replica`](crate::PgConfig::read_replica)) is
+/// behind its primary, from [`PgEventStore::replica_lag`](crate::PgEventStore::replica_lag).
+///
+/// This is apart from [`Holdback`]: events the replica has not replayed yet are neither
+/// readable there nor counted as held back; the transaction that holds the horizon back is
+/// named from the primary, where it runs.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_postgres::ReplicaLag;
+///
+/// fn alarming(lag: &ReplicaLag) -> bool {
+///     lag.paused || lag.bytes > 64 << 20
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ReplicaLag {
+    /// Bytes of the WAL the primary has flushed (and so may send) that the replica has not
+    /// replayed yet.
+    pub bytes: u64,
+    /// How long ago the last transaction the replica replayed committed on the primary (`None`
+    /// before it replayed any). On an idle primary this grows without the replica being behind.
+    pub last_replayed: Option<Duration>,
+    /// Whether replay is paused (`pg_wal_replay_pause()`): the replica falls behind until it is
+    /// resumed.
+    pub paused: bool,
+}

@@ -23,7 +23,7 @@ mod view_store;
 pub use config::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_POOL_SIZE, PgConfig, PoolStatus};
 pub use error::{Error, Result};
 pub use event_store::PgEventStore;
-pub use holdback::{Blocker, Holdback};
+pub use holdback::{Blocker, Holdback, ReplicaLag};
 pub use lease::PgLeases;
 pub use snapshot_store::PgSnapshotStore;
 pub use stores::PgStores;

@@ -72,6 +72,16 @@ pub(crate) mod fixed {
     pub(crate) const NOTIFY: &str = statement(include_str!("../sql/statements/notify.sql"));
     /// The oldest transaction of the cluster, for [`Holdback`](crate::Holdback).
     pub(crate) const OLDEST_TRANSACTION: &str = statement(include_str!("../sql/statements/oldest_transaction.sql"));
+    /// The primary's WAL insert position (`lsn`, text).
+    pub(crate) const WAL_INSERT_POSITION: &str = statement(include_str!("../sql/statements/wal_insert_position.sql"));
+    /// The primary's WAL flush position (`lsn`, text), for [`ReplicaLag`](crate::ReplicaLag).
+    pub(crate) const WAL_FLUSH_POSITION: &str = statement(include_str!("../sql/statements/wal_flush_position.sql"));
+    /// Whether a replica has replayed up to the WAL position `$1`.
+    pub(crate) const REPLAYED_TO: &str = statement(include_str!("../sql/statements/replayed_to.sql"));
+    /// A replica's lag behind the primary's WAL position `$1`, for [`ReplicaLag`](crate::ReplicaLag).
+    pub(crate) const REPLICA_LAG: &str = statement(include_str!("../sql/statements/replica_lag.sql"));
+    /// Whether reads in order can return the transaction `$1`.
+    pub(crate) const READABLE_PAST: &str = statement(include_str!("../sql/statements/readable_past.sql"));
     /// The kind and columns of the relation `$1`.
     pub(crate) const MIGRATIONS_COLUMNS: &str = statement(include_str!("../sql/statements/migrations_columns.sql"));
 

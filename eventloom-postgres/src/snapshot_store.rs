@@ -25,9 +25,17 @@ use crate::schema::Sql;
 /// let snapshots = PgSnapshotStore::new(&store);
 /// # Ok(()) }
 /// ```
+///
+/// With a read replica ([`PgConfig::read_replica`](crate::PgConfig::read_replica)) snapshots
+/// are loaded from the replica and saved on the primary (where the check that keeps the newer
+/// one runs). A snapshot is saved after the events it covers committed, so the replica, which
+/// replays in commit order, never shows a snapshot newer than its events.
 #[derive(Clone)]
 pub struct PgSnapshotStore {
+    /// Where snapshots are saved: the primary.
     db: Db,
+    /// Where snapshots are loaded: the read replica, or the primary without one.
+    reader: Db,
     sql: std::sync::Arc<Sql>,
 }
 
@@ -40,14 +48,14 @@ impl std::fmt::Debug for PgSnapshotStore {
 impl PgSnapshotStore {
     /// Snapshots in the schema of `store`, on its pool.
     pub fn new(store: &PgEventStore) -> Self {
-        PgSnapshotStore { db: store.db().clone(), sql: store.sql().clone() }
+        PgSnapshotStore { db: store.db().clone(), reader: store.reader().clone(), sql: store.sql().clone() }
     }
 }
 
 impl SnapshotStore for PgSnapshotStore {
     fn load_snapshot<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<Option<Snapshot>>> {
         Box::pin(async move {
-            let Some(row) = self.db.query_opt(&self.sql.load_snapshot, &[&stream.category(), &stream.id()]).await?
+            let Some(row) = self.reader.query_opt(&self.sql.load_snapshot, &[&stream.category(), &stream.id()]).await?
             else {
                 return Ok(None);
             };

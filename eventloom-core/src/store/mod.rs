@@ -696,6 +696,25 @@ pub trait EventStore: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`read_stream`](EventStore::read_stream) may end before the stream's last
+    /// committed event because it reads a copy that lags (a PostgreSQL store reading a
+    /// streaming replica), while [`stream_version`](EventStore::stream_version) always tells
+    /// the latest version and a `read_stream` after it returns the events up to that version.
+    /// The engine then checks the version before it answers with a refusal, a no-op or a
+    /// conflict with a required version decided on loaded state, and reads the newer events
+    /// when there are any. `false` (the default): a load reads every committed event.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+    ///
+    /// assert!(!MemoryEventStore::new().loads_may_lag());
+    /// ```
+    fn loads_may_lag(&self) -> bool {
+        false
+    }
+
     /// Appends `events` to `stream` as the relay of message `sequence` of `source` (another
     /// service's stream, read from the event bus), if the store's record of `source` is below
     /// `sequence`, and records `sequence` as relayed in the same atomic write: a message relayed
@@ -862,6 +881,9 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
     }
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         (**self).wake_ups()
+    }
+    fn loads_may_lag(&self) -> bool {
+        (**self).loads_may_lag()
     }
     fn append_relayed<'a>(
         &'a self,

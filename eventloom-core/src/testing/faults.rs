@@ -251,6 +251,9 @@ impl<S: EventStore, H: AppendHook> EventStore for Hooked<S, H> {
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         self.inner.wake_ups()
     }
+    fn loads_may_lag(&self) -> bool {
+        self.inner.loads_may_lag()
+    }
     fn append_relayed<'a>(
         &'a self,
         source: &'a str,

@@ -742,8 +742,8 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         let Some(required) = execution.options.expected_version else {
             return Ok(None);
         };
-        if basis.loaded.version < required && !basis.fresh {
-            self.catch_up(execution.stream, &mut basis.loaded).await?;
+        if basis.loaded.version < required && (!basis.fresh || self.store.loads_may_lag()) {
+            self.catch_up_latest(execution.stream, &mut basis.loaded).await?;
             basis.fresh = true;
         }
         if basis.loaded.version == required {
@@ -769,9 +769,11 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         basis: &mut Basis<A>,
         decided: Result<(), A::Error>,
     ) -> Result<Step<A::Error>, CommandError<A::Error>> {
-        if !basis.fresh {
+        // A load from a store whose loads may lag (a replica) is not the latest state either.
+        // Each time round reads newer events, so this ends.
+        if !basis.fresh || self.store.loads_may_lag() {
             basis.fresh = true;
-            if self.catch_up(execution.stream, &mut basis.loaded).await? > 0 {
+            if self.catch_up_latest(execution.stream, &mut basis.loaded).await? > 0 {
                 return Ok(Step::Again);
             }
         }
@@ -1030,6 +1032,16 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 return Ok(read);
             }
         }
+    }
+
+    /// [`catch_up`](Self::catch_up) to the latest version: on a store whose loads may lag
+    /// ([`EventStore::loads_may_lag`]), the version is asked first, after which its loads reach
+    /// it.
+    async fn catch_up_latest(&self, stream: &StreamId, loaded: &mut Loaded<A>) -> Result<usize, Error> {
+        if self.store.loads_may_lag() && self.store.stream_version(stream).await? <= loaded.version {
+            return Ok(0);
+        }
+        self.catch_up(stream, loaded).await
     }
 
     async fn snapshot_if_due(&self, stream: &StreamId, loaded: &Loaded<A>, before: u64) {

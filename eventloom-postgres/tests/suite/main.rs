@@ -17,6 +17,7 @@ mod ordering;
 mod read_side;
 mod refusals;
 mod relay;
+mod replica;
 mod retention;
 mod saga;
 mod support;

@@ -17,6 +17,17 @@ pub fn database_url() -> String {
     })
 }
 
+/// The shared server's streaming replica; a clear failure when there is none.
+pub fn database_replica_url() -> String {
+    std::env::var("DATABASE_REPLICA_URL").unwrap_or_else(|_| {
+        panic!(
+            "DATABASE_REPLICA_URL is not set. Run the suite with `bash scripts/test.sh`, which starts a hot \
+             standby of its throwaway PostgreSQL; with a DATABASE_URL of your own, set DATABASE_REPLICA_URL to a \
+             streaming replica (hot standby) of that server."
+        )
+    })
+}
+
 static SCHEMAS: AtomicU32 = AtomicU32::new(0);
 
 /// A schema name no other test uses.
@@ -173,6 +184,29 @@ impl PrivateServer {
 
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// A hot standby of this (started) server, on a port of its own: `pg_basebackup -R` of it,
+    /// started with the same settings (a standby refuses lower connection limits than its
+    /// primary's). Stopped and deleted on drop, like its primary.
+    pub fn standby(&self) -> PrivateServer {
+        let dir = std::env::temp_dir().join(format!("cqrs-private-standby-{}", fresh_schema()));
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            let ok = Command::new("chown").args(["-R", "postgres:"]).arg(&dir).status().unwrap();
+            assert!(ok.success(), "chown of the standby's folder failed");
+        }
+        let data = dir.join("data");
+        let out = run_as_postgres(
+            &self.bin.join("pg_basebackup"),
+            &["-d", &self.url(), "-D", data.to_str().unwrap(), "-R", "-X", "stream", "-c", "fast", "--no-sync"],
+        );
+        assert!(out.status.success(), "pg_basebackup failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let extra = format!("{} -c hot_standby=on", self.extra.lock().unwrap());
+        let standby = PrivateServer { dir, bin: self.bin.clone(), port, extra: std::sync::Mutex::new(extra) };
+        standby.pg_ctl_start();
+        standby
     }
 
     pub fn url_for(&self, database: &str) -> String {
