@@ -4,8 +4,9 @@
 //! same run, alternating, with the same number of publishes in flight (256).
 //!
 //! `ours` reads the log, encodes subjects and headers and sends every publish with
-//! `Nats-Expected-Last-Sequence`; `raw` only sends the prepared messages (with their
-//! `Nats-Msg-Id`, without an expected sequence) and awaits their acks.
+//! `Nats-Expected-Last-Sequence`; `raw` only sends the prepared messages (with the headers the
+//! stream stored: their `Nats-Msg-Id` and expected sequence, so the server checks the same) into
+//! a stream that starts with a marker as the publisher's does, and awaits their acks.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -97,6 +98,9 @@ async fn compare(
                 ..Default::default()
             })
             .await?;
+        // As the publisher's stream does, it starts with a marker (untimed), so that the
+        // messages' expected last sequences hold here too.
+        context.publish(format!("{raw_prefix}.eventloom-stream-start"), bytes::Bytes::new()).await?.await?;
         let started = Instant::now();
         publish_raw(context, &raw_prefix, messages).await?;
         raw.push(EVENTS as f64 / started.elapsed().as_secs_f64());
