@@ -269,11 +269,23 @@ async fn a_stream_of_another_log_is_refused_and_a_second_writer_fences_the_publi
     assert!(matches!(&error, Error::LogMismatch { .. }), "{error:?}");
     assert_eq!(error.kind(), ErrorKind::Corrupt);
     assert!(error.to_string().contains("has id"), "{error}");
+    // A log that does not reach the last message's position may be behind (a replica): its
+    // publisher waits for it, and once it gets there finds another event.
     let short_log = MemoryEventStore::new();
     fill(&short_log, 1, 3).await;
-    let error = publisher(&client, &names).catch_up(&short_log).await.unwrap_err();
+    let short = publisher(&client, &names);
+    let waiting = tokio::spawn({
+        let (short, short_log) = (short.clone(), short_log.clone());
+        async move { short.catch_up(&short_log).await }
+    });
+    let behind = eventually(Duration::from_secs(10), || async {
+        short.status().last_error.is_some_and(|error| error.contains("past the head of the local log"))
+    });
+    assert!(behind.await, "{:?}", short.status());
+    assert!(!waiting.is_finished(), "a log behind the stream is waited for");
+    fill(&short_log, 1, 7).await;
+    let error = tokio::time::timeout(Duration::from_secs(20), waiting).await.unwrap().unwrap().unwrap_err();
     assert!(matches!(&error, Error::LogMismatch { .. }), "{error:?}");
-    assert!(error.to_string().contains("past the head of the local log"), "{error}");
     assert_eq!(stored_positions(&client, &names.stream).await.len(), 10, "neither wrote anything");
 
     // Another writer extends the stream: a's next event is refused, and it stops, fenced, writing
@@ -286,6 +298,50 @@ async fn a_stream_of_another_log_is_refused_and_a_second_writer_fences_the_publi
     let context = jetstream::new(client.clone());
     let last = context.get_stream(&names.stream).await.unwrap().info().await.unwrap().state.last_sequence;
     assert_eq!(last, foreign, "nothing was written after the other writer's message");
+    delete_stream(&client, &names.stream).await;
+}
+
+/// `n` new tally events after `version`.
+fn tally_batch(version: u64, n: u64) -> Vec<NewEvent> {
+    (0..n).map(|i| NewEvent::encode(&TallyEvent::Counted { n: version + i + 1 }, fresh_metadata()).unwrap()).collect()
+}
+
+/// A publisher whose local log trails the one that published (a replica behind, or a horizon
+/// trailing) is not refused as of another log: it waits until its log holds the stream's last
+/// event, then goes on after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_log_behind_the_stream_is_waited_for_not_refused() {
+    let names = names("behind");
+    let client = connect(&nats_url()).await;
+    let (primary, replica) = (MemoryEventStore::new(), MemoryEventStore::new());
+    let t0 = StreamId::new("tally", "t0").unwrap();
+    // The same events (the same ids) in both, as a replica holds them; the replica lacks the
+    // second batch until later.
+    let (first, second, third) = (tally_batch(0, 5), tally_batch(5, 5), tally_batch(10, 1));
+    for log in [&primary, &replica] {
+        log.append(&t0, ExpectedVersion::Exact(0), first.clone()).await.unwrap();
+    }
+    primary.append(&t0, ExpectedVersion::Exact(5), second.clone()).await.unwrap();
+    publisher(&client, &names).catch_up(&primary).await.unwrap();
+    let on_replica = publisher(&client, &names);
+    let waiting = tokio::spawn({
+        let (on_replica, replica) = (on_replica.clone(), replica.clone());
+        async move { on_replica.catch_up(&replica).await }
+    });
+    let behind = eventually(Duration::from_secs(10), || async {
+        on_replica.status().last_error.is_some_and(|error| error.contains("past the head of the local log"))
+    });
+    assert!(behind.await, "{:?}", on_replica.status());
+    assert!(!waiting.is_finished(), "{:?}", on_replica.status());
+    replica.append(&t0, ExpectedVersion::Exact(5), second).await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(20), waiting).await.unwrap().unwrap();
+    assert!(done.is_ok(), "{done:?} {:?}", on_replica.status());
+    replica.append(&t0, ExpectedVersion::Exact(10), third).await.unwrap();
+    on_replica.catch_up(&replica).await.unwrap();
+    assert_eq!(all_positions(&replica).await[..10], all_positions(&primary).await[..]);
+    let stored = stored_positions(&client, &names.stream).await;
+    assert_eq!(lost_and_duplicated(&stored, &all_positions(&replica).await), (0, 0));
+    assert_eq!(stored.len(), 11);
     delete_stream(&client, &names.stream).await;
 }
 
@@ -339,6 +395,62 @@ async fn two_publishers_of_one_log_at_once_store_each_event_once_in_order() {
         assert_eq!(a.status().published + b.status().published, 1000, "round {round}");
         delete_stream(&client, &names.stream).await;
     }
+}
+
+/// A second writer's message lands while the publisher has hundreds of publishes in flight:
+/// the one expecting the sequence before it is refused, the ones after it (each expecting the
+/// one before) are stored. The publisher must not resume after the last of them, which would
+/// leave the refused event out of the stream for good: it stops fenced, or publishes every
+/// event; it never skips one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_message_amid_publishes_in_flight_never_makes_the_publisher_skip_an_event() {
+    let client = connect(&nats_url()).await;
+    let context = jetstream::new(client.clone());
+    let mut skipped_past = 0;
+    for round in 0..3 {
+        let names = names("amid");
+        let log = MemoryEventStore::new();
+        fill(&log, 10, 400).await;
+        let all = all_positions(&log).await;
+        let publisher = Publisher::new(
+            client.clone(),
+            PublisherConfig::new(&names.stream, &names.prefix).category("tally").in_flight(512).batch_size(500),
+        )
+        .unwrap();
+        let running = tokio::spawn({
+            let (publisher, log) = (publisher.clone(), log.clone());
+            async move { publisher.catch_up(&log).await }
+        });
+        // The injection, once a few hundred events are stored: no expectation, as a careless
+        // second writer publishes.
+        assert!(eventually(Duration::from_secs(20), || async { publisher.status().published >= 300 }).await);
+        let foreign = context
+            .publish(format!("{}.tally.Counted", names.prefix), "{}".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .sequence;
+        let ended = tokio::time::timeout(Duration::from_secs(60), running).await.unwrap().unwrap();
+        let stored = stored_positions_but(&client, &names.stream, foreign).await;
+        let last = context.get_stream(&names.stream).await.unwrap().info().await.unwrap().state.last_sequence;
+        skipped_past += u64::from(last > foreign);
+        let (lost, duplicated) = lost_and_duplicated(&stored, &all);
+        println!("round {round}: foreign message at {foreign}, stream's last {last}, lost {lost}: {ended:?}");
+        assert_eq!(duplicated, 0, "round {round}");
+        match ended {
+            Ok(()) => assert_eq!(lost, 0, "round {round}: caught up, so every event is in the stream"),
+            Err(Error::Fenced { expected_last_sequence, ref event_id, position, .. }) => {
+                // The refused publish is one the stream does not hold.
+                assert!(event_id.is_some() && position.is_some(), "{ended:?}");
+                assert!(expected_last_sequence < last, "{ended:?}");
+                assert!(lost > 0, "round {round}: stopped fenced with events left to publish");
+            }
+            Err(error) => panic!("round {round}: {error:?}"),
+        }
+        delete_stream(&client, &names.stream).await;
+    }
+    println!("{skipped_past} of 3 rounds stored events of the pass after the foreign message");
 }
 
 /// More publishes in flight than the client's own limit of unacknowledged publishes (5000).
