@@ -16,6 +16,15 @@ use tracing::Instrument;
 use crate::error::{request, temporarily_unavailable};
 use crate::{Error, NatsConfig, Result, headers, subject};
 
+/// The most publishes [`PublisherConfig::in_flight`] lets await their ack at once.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(eventloom_nats::MAX_IN_FLIGHT, 1 << 20);
+/// ```
+pub const MAX_IN_FLIGHT: usize = 1 << 20;
+
 /// What the publisher does with an event too large for the server's `max_payload`.
 ///
 /// # Examples
@@ -232,9 +241,10 @@ impl PublisherConfig {
         self
     }
 
-    /// How many publishes may await their ack at once (default 256; 1 waits for each). Any
-    /// number works: the client's own limit of publishes awaiting an ack (5000 by default) is
-    /// raised to twice this when that is more.
+    /// How many publishes may await their ack at once (default 256; 1 waits for each), up to
+    /// [`MAX_IN_FLIGHT`] (more is [`Error::Config`] from [`Publisher::new`]): the client's own
+    /// limit of publishes awaiting an ack (5000 by default) is raised to twice this when that
+    /// is more.
     pub fn in_flight(mut self, publishes: usize) -> Self {
         self.in_flight = publishes.max(1);
         self
@@ -248,6 +258,12 @@ impl PublisherConfig {
     }
 
     fn check(&self) -> Result<()> {
+        if self.in_flight > MAX_IN_FLIGHT {
+            return Err(Error::Config(format!(
+                "in_flight {} is over the most publishes awaiting their ack, {MAX_IN_FLIGHT}",
+                self.in_flight
+            )));
+        }
         subject::check_name("stream name", &self.stream)?;
         subject::check_prefix(&self.prefix)
     }
@@ -413,6 +429,9 @@ impl Publisher {
         let context = jetstream::context::ContextBuilder::new()
             .timeout(timeout)
             .max_ack_inflight(config.in_flight.saturating_mul(2).max(5000))
+            // A publish's ack is awaited as long as a request (the client's default, 30 s,
+            // would hold the permits of an abandoned pass's publishes that long).
+            .ack_timeout(timeout)
             .build(client.clone());
         Ok(Publisher {
             inner: Arc::new(Inner {
@@ -1151,5 +1170,20 @@ fn publish_error(stream: &str, expected: u64, error: jetstream::context::Publish
             }
         }
         _ => Error::Unavailable(format!("publishing to {stream}: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_past_its_limit_is_a_config_error_not_a_panic() {
+        let config = |n| PublisherConfig::new("S", "p").category("c").in_flight(n);
+        assert!(config(MAX_IN_FLIGHT).check().is_ok());
+        for n in [MAX_IN_FLIGHT + 1, usize::MAX / 2 + 1, usize::MAX] {
+            let error = config(n).check().unwrap_err();
+            assert!(matches!(error, Error::Config(_)), "{error:?}");
+        }
     }
 }
