@@ -483,8 +483,7 @@ impl JetStreamReader {
             .get_stream_no_info(self.stream_name())
             .await
             .map_err(|e| read_error(&self.feed.config.stream, "opening the stream", e))?;
-        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
-        self.check_bounds(first, last)?;
+        self.check_bounds(&info)?;
         let config = consumer::pull::Config {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: self.next },
             ack_policy: consumer::AckPolicy::None,
@@ -501,8 +500,14 @@ impl JetStreamReader {
     }
 
     /// Refuses to read from a sequence the stream no longer holds, or past a stream that was
-    /// recreated.
-    fn check_bounds(&self, first: u64, last: u64) -> Result<()> {
+    /// recreated. A stream whose first sequence is 2 after its stream-start marker at 1 aged
+    /// out (as its description says, see [`headers::MARKER_AT_ONE`]) lost no event: a read
+    /// from its start goes on from 2.
+    fn check_bounds(&mut self, info: &jetstream::stream::Info) -> Result<()> {
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        if self.next == 1 && first == 2 && headers::marker_at_one(info.config.description.as_deref()) {
+            self.next = 2;
+        }
         let checkpoint = self.next - 1;
         if checkpoint > last {
             return Err(Error::StreamReset { stream: self.stream_name().to_owned(), checkpoint, last });
@@ -636,7 +641,7 @@ impl JetStreamReader {
     /// before the reader) are skipped, and the message is taken.
     async fn gap(&mut self, message: &jetstream::Message) -> Result<Taken> {
         let info = self.feed.info().await?;
-        self.check_bounds(info.state.first_sequence, info.state.last_sequence)?;
+        self.check_bounds(&info)?;
         let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(self.next);
         tracing::warn!(
             expected = self.next,
@@ -654,7 +659,7 @@ impl JetStreamReader {
             // A fetch that found nothing: make sure the stream has nothing after the reader (a
             // consumer made an instant ago may not have seen it yet).
             let info = self.feed.info().await?;
-            self.check_bounds(info.state.first_sequence, info.state.last_sequence)?;
+            self.check_bounds(&info)?;
             if info.state.last_sequence >= self.next {
                 events = self.fetch(Some(Duration::from_millis(200))).await?;
             }

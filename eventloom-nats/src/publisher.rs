@@ -280,7 +280,7 @@ impl PublisherConfig {
             storage: self.storage,
             num_replicas: self.replicas,
             discard: stream::DiscardPolicy::Old,
-            description: Some("eventloom-nats: events published by one service, in its log's order".into()),
+            description: Some(STREAM_DESCRIPTION.into()),
             ..Default::default()
         }
     }
@@ -776,6 +776,17 @@ impl Publisher {
             let message = match stream.get_raw_message(sequence).await {
                 Ok(message) => message,
                 Err(error)
+                    if sequence == 1
+                        && matches!(
+                            error.kind(),
+                            async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                        )
+                        && marker_at_one(&mut stream).await? =>
+                {
+                    // Only the marker was ever stored, and it aged out.
+                    return Ok(Resume { last_sequence: last, after: config.start, found: false });
+                }
+                Err(error)
                     if matches!(
                         error.kind(),
                         async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
@@ -825,6 +836,24 @@ impl Publisher {
                 config.stream, info.config.subjects, info.config.retention, wanted.subjects
             )));
         }
+        // A stream whose marker was stored before it was noted (by an older publisher, or one
+        // stopped in between).
+        let mut info = info;
+        if !headers::marker_at_one(info.config.description.as_deref()) && info.state.first_sequence == 1 {
+            match stream.get_raw_message(1).await {
+                Ok(message) if headers::is_marker(Some(&message.headers)) => {
+                    self.note_marker_at_one().await?;
+                    info = stream.info().await.map_err(|e| request("reading the stream's info", e))?.clone();
+                }
+                Ok(_) => {}
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                    ) => {}
+                Err(error) => return Err(request("reading the stream's first message", error)),
+            }
+        }
         let current = &info.config;
         if current.max_age != wanted.max_age
             || current.max_messages != wanted.max_messages
@@ -839,6 +868,22 @@ impl Publisher {
             context.update_stream(updated).await.map_err(|e| request("updating the stream's limits", e))?;
         }
         Ok(stream)
+    }
+
+    /// Notes in the stream's description that its sequence 1 is the stream-start marker (see
+    /// [`headers::MARKER_AT_ONE`]), once.
+    async fn note_marker_at_one(&self) -> Result<()> {
+        let context = &self.inner.context;
+        let mut stream =
+            context.get_stream(&self.inner.config.stream).await.map_err(|e| request("reading the stream", e))?;
+        let mut config = stream.info().await.map_err(|e| request("reading the stream's info", e))?.config.clone();
+        if headers::marker_at_one(config.description.as_deref()) {
+            return Ok(());
+        }
+        let description = config.description.take().unwrap_or_else(|| STREAM_DESCRIPTION.into());
+        config.description = Some(format!("{description}; {}", headers::MARKER_AT_ONE));
+        context.update_stream(config).await.map_err(|e| request("noting the stream-start marker", e))?;
+        Ok(())
     }
 
     /// Writes the stream-start marker (see [`headers::MARKER`]) into an empty stream. Two
@@ -860,6 +905,7 @@ impl Publisher {
             .await
             .map_err(|e| publish_error(&config.stream, 0, e))?;
         match ack.await {
+            Ok(ack) if ack.sequence == 1 => self.note_marker_at_one().await,
             Ok(_) => Ok(()),
             // Someone else's message came first: the stream is not empty any more.
             Err(error) if matches!(error.kind(), PublishErrorKind::WrongLastSequence) => Ok(()),
@@ -1088,6 +1134,10 @@ impl Publisher {
     }
 }
 
+/// The description of a stream a publisher creates (the publisher adds
+/// [`headers::MARKER_AT_ONE`] once its marker is stored at sequence 1).
+const STREAM_DESCRIPTION: &str = "eventloom-nats: events published by one service, in its log's order";
+
 /// How many fences in a row, with the stream where it was, a publisher resumes after before
 /// it stops [`Error::Fenced`].
 const REFENCES: u32 = 3;
@@ -1113,6 +1163,12 @@ fn just_before(position: Position) -> Option<Position> {
         (transaction, 0) => Some(Position::new(transaction - 1, u64::MAX)),
         (transaction, sequence) => Some(Position::new(transaction, sequence - 1)),
     }
+}
+
+/// Whether the stream's description, read now, says its sequence 1 is the stream-start marker.
+async fn marker_at_one(stream: &mut stream::Stream) -> Result<bool> {
+    let info = stream.info().await.map_err(|e| request("reading the stream's info", e))?;
+    Ok(headers::marker_at_one(info.config.description.as_deref()))
 }
 
 /// Resolves when the lease is lost (never without one).

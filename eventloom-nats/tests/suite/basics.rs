@@ -626,6 +626,55 @@ async fn a_rebuild_whose_history_expired_is_refused() {
     delete_stream(&client, &names.stream).await;
 }
 
+/// The stream-start marker aging out (by `max_messages` here) loses no event: a rebuild reads
+/// every event from sequence 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_start_marker_that_aged_out_loses_nothing() {
+    let client = connect(&nats_url()).await;
+    let context = jetstream::new(client.clone());
+    let names = names("markergone");
+    let log = MemoryEventStore::new();
+    fill(&log, 1, 10).await;
+    let config = PublisherConfig::new(&names.stream, &names.prefix).category("tally").max_messages(10);
+    Publisher::new(client.clone(), config).unwrap().catch_up(&log).await.unwrap();
+    let info = context.get_stream(&names.stream).await.unwrap().info().await.unwrap().state.clone();
+    assert_eq!((info.first_sequence, info.last_sequence), (2, 11), "the marker went, every event stayed");
+    let feed = feed(&client, &names, "markergone").await;
+    let mut reader = feed.read_after(Position::ZERO, 100, 1 << 20);
+    let read: Vec<u64> =
+        reader.try_next_batch().await.unwrap().unwrap().iter().map(|e| e.position.sequence()).collect();
+    assert_eq!(read, (2..=11).collect::<Vec<_>>());
+    delete_stream(&client, &names.stream).await;
+}
+
+/// A stream that held only the stream-start marker, after it aged out (by `max_age`), is
+/// resumed from the start, not refused as foreign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_only_marker_aged_out_is_resumed_from_the_start() {
+    let client = connect(&nats_url()).await;
+    let context = jetstream::new(client.clone());
+    let names = names("markeronly");
+    let config = || {
+        PublisherConfig::new(&names.stream, &names.prefix)
+            .category("tally")
+            .max_age(Duration::from_secs(1))
+            .duplicate_window(Duration::from_secs(1))
+    };
+    let empty = MemoryEventStore::new();
+    Publisher::new(client.clone(), config()).unwrap().catch_up(&empty).await.unwrap();
+    let expired = eventually(Duration::from_secs(20), || async {
+        context.get_stream(&names.stream).await.unwrap().info().await.unwrap().state.messages == 0
+    });
+    assert!(expired.await, "the marker aged out");
+    let log = MemoryEventStore::new();
+    fill(&log, 1, 3).await;
+    Publisher::new(client.clone(), config()).unwrap().catch_up(&log).await.unwrap();
+    let stored = stored_positions_from(&client, &names.stream, 2).await;
+    assert_eq!(lost_and_duplicated(&stored, &all_positions(&log).await), (0, 0));
+    assert_eq!(stored.iter().map(|(sequence, _)| *sequence).collect::<Vec<_>>(), vec![2, 3, 4]);
+    delete_stream(&client, &names.stream).await;
+}
+
 /// Messages that expire from the front while a reader waits at the stream's end are history
 /// lost, not messages deleted from the middle to skip.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
