@@ -902,5 +902,10 @@ async fn a_stream_recreated_past_the_checkpoint_is_refused() {
     // A reader from the checkpoint (a restart of the member) is refused too.
     let error = feed.read_after(Position::new(0, 6), 100, 1 << 20).try_next_batch().await.unwrap_err();
     assert!(error.to_string().contains("made again"), "{error}");
+    // Nor does its acker acknowledge the new stream by the old one's checkpoint.
+    feed.acknowledge("member", Position::new(0, 6));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let floor = feed.acknowledged().await.unwrap_or(0);
+    assert_eq!(floor, 0, "the new stream is not acknowledged by a checkpoint of the old one");
     delete_stream(&client, &names.stream).await;
 }
