@@ -39,7 +39,8 @@ pub struct JetStreamFeedConfig {
 impl JetStreamFeedConfig {
     /// Reads stream `stream`, whose subjects are under `prefix` (as its publisher's
     /// [`PublisherConfig`](crate::PublisherConfig) says), acknowledging on the durable pull
-    /// consumer `durable` (one per consuming service: its name, say).
+    /// consumer `durable`: one per consuming process (the service's name and the instance's,
+    /// say), as each feed acknowledges up to what the members of its own process committed.
     pub fn new(stream: impl Into<String>, prefix: impl Into<String>, durable: impl Into<String>) -> Self {
         JetStreamFeedConfig {
             stream: stream.into(),

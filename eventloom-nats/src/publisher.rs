@@ -301,16 +301,20 @@ impl PublisherConfig {
 /// here: `Nats-Msg-Id` is the event id). That event must be the local log's own: the event at
 /// that position has the message's event id, or the publisher stops with
 /// [`Error::LogMismatch`] (the stream was written from another log, or the local store was
-/// wiped or restored) rather than skip or repeat events. An outage is retried with back-off in
+/// wiped or restored) rather than skip or repeat events; a position past the log's head is
+/// waited for ([`Error::LogBehind`], retried: the log may trail, as a replica does). An outage is retried with back-off in
 /// the same way: from the stream's last event, once the publishes of the pass that failed
 /// are flushed (for at most the request timeout) and their acks awaited (for at most a second
 /// more).
 ///
-/// A refused publish stops the publisher with [`Error::Fenced`] when another writer extended
-/// the stream. When the stream's last message is an event of this log at its position (a
-/// publish of an abandoned pass that the server stored late, or of the lease's previous
-/// holder), the publisher resumes after it instead, up to three fences in a row with the
-/// stream where it was; a publisher whose lease was lost stands by for the lease again.
+/// A refused publish, or one whose ack was lost, is checked before the next pass: when the
+/// stream holds another message in its place (another writer's), the publisher stops with
+/// [`Error::Fenced`] naming it, so it never skips an event. When its place holds that very
+/// event (a publish of an abandoned pass that the server stored late, or of another publisher
+/// of this log, such as the lease's previous holder) and the stream's last message is an event
+/// of this log at its position, the publisher logs a warning and resumes after it, up to three
+/// fences in a row with the stream where it was; a publisher whose lease was lost stands by for
+/// the lease again.
 /// Publishes are pipelined ([`in_flight`](PublisherConfig::in_flight)); one refused stops all
 /// after it, so the stream never holds a later event before an earlier one.
 ///
