@@ -453,6 +453,118 @@ async fn a_foreign_message_amid_publishes_in_flight_never_makes_the_publisher_sk
     println!("{skipped_past} of 3 rounds stored events of the pass after the foreign message");
 }
 
+/// The local log read through a slow link (each batch read waits `delay` first), whose next
+/// read of a single event fails as an outage would once `fail_one` is set: what a replica that
+/// trails and is briefly unreachable does to a publisher.
+#[derive(Clone)]
+struct Slow {
+    log: MemoryEventStore,
+    delay: Duration,
+    fail_one: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct SlowReader {
+    reader: <MemoryEventStore as Feed>::Reader,
+    single: bool,
+    slow: Slow,
+}
+
+impl Feed for Slow {
+    type Reader = SlowReader;
+    fn read_after(&self, after: Position, batch_size: usize, batch_bytes: usize) -> SlowReader {
+        let reader = Feed::read_after(&self.log, after, batch_size, batch_bytes);
+        SlowReader { reader, single: batch_size == 1, slow: self.clone() }
+    }
+    fn count_after<'a>(
+        &'a self,
+        after: Position,
+        cap: u64,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
+        Feed::count_after(&self.log, after, cap)
+    }
+}
+
+impl SlowReader {
+    /// Fails the read when it is of one event and a failure is asked for; else waits the delay.
+    async fn before_read(&self) -> eventloom_core::Result<()> {
+        if self.single {
+            if self.slow.fail_one.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(eventloom_core::Error::unavailable_msg("the local log is briefly unreachable"));
+            }
+        } else {
+            tokio::time::sleep(self.slow.delay).await;
+        }
+        Ok(())
+    }
+}
+
+type Events = Vec<eventloom_core::model::RecordedEvent>;
+
+impl FeedReader for SlowReader {
+    fn try_next_batch<'a>(
+        &'a mut self,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<Option<Events>>> {
+        Box::pin(async move {
+            self.before_read().await?;
+            self.reader.try_next_batch().await
+        })
+    }
+    fn next_batch<'a>(&'a mut self) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<Events>> {
+        Box::pin(async move {
+            let batch = self.reader.next_batch().await?;
+            self.before_read().await?;
+            Ok(batch)
+        })
+    }
+    fn is_behind(&self) -> bool {
+        self.reader.is_behind()
+    }
+}
+
+/// A second publisher of the same log stores the next events while the first, reading its log
+/// through a slow link, publishes them only after the duplicate window: the first is fenced by
+/// this very log, and the local log is briefly unreachable while it checks the fence. That
+/// outage is retried like any other: the publisher goes on, and each event is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_while_a_fence_is_checked_is_retried_not_fatal() {
+    let names = names("fencecheck");
+    let client = connect(&nats_url()).await;
+    let log = MemoryEventStore::new();
+    fill(&log, 1, 10).await;
+    let config = || {
+        PublisherConfig::new(&names.stream, &names.prefix)
+            .category("tally")
+            .duplicate_window(Duration::from_millis(100))
+    };
+    let slow = Slow { log: log.clone(), delay: Duration::from_secs(1), fail_one: Default::default() };
+    let a = Publisher::new(client.clone(), config()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn({
+        let (a, slow) = (a.clone(), slow.clone());
+        async move { a.run(&slow, async { stopped.await.unwrap_or(()) }).await }
+    });
+    assert!(eventually(Duration::from_secs(20), || async { a.status().published == 10 }).await, "{:?}", a.status());
+    // The next read of one event (the fence check's read of the local log) fails.
+    slow.fail_one.store(true, std::sync::atomic::Ordering::SeqCst);
+    fill(&log, 1, 5).await;
+    Publisher::new(client.clone(), config()).unwrap().catch_up(&log).await.unwrap();
+    // a sees the 5 events a second later and publishes them, expecting the stream where it was.
+    let retried = eventually(Duration::from_secs(20), || async {
+        !slow.fail_one.load(std::sync::atomic::Ordering::SeqCst) && a.status().last_error.is_some()
+    });
+    assert!(retried.await, "the fence was checked: {:?}", a.status());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!running.is_finished(), "the outage in the fence check stopped it: {:?}", running.await);
+    assert!(a.status().active, "{:?}", a.status());
+    fill(&log, 1, 1).await;
+    assert!(eventually(Duration::from_secs(20), || async { event_count(&client, &names.stream).await == 16 }).await);
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    let stored = stored_positions(&client, &names.stream).await;
+    assert_eq!(lost_and_duplicated(&stored, &all_positions(&log).await), (0, 0));
+    delete_stream(&client, &names.stream).await;
+}
+
 /// More publishes in flight than the client's own limit of unacknowledged publishes (5000).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_than_5000_in_flight_publishes_without_hanging() {
