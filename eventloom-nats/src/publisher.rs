@@ -581,8 +581,17 @@ impl Publisher {
         let mut fenced: Option<Error> = None;
         loop {
             self.abandon(&mut pending).await;
-            let checked = match self.check_stop(feed, &pending.unconfirmed, fenced.is_some(), &mut fences).await {
+            let check = self.check_stop(feed, &pending.unconfirmed, fenced.is_some(), &mut fences);
+            let verdict = tokio::select! {
+                verdict = check => verdict,
+                () = &mut shutdown => return Ok(Pass::Done),
+            };
+            let checked = match verdict {
                 Ok(Verdict::Resume) => Ok(()),
+                // Fenced by the new holder of a lost lease: stand by under the lease.
+                Ok(Verdict::Stop(_) | Verdict::Fenced) if lease.is_some_and(Lease::is_lost) => {
+                    return Ok(Pass::LeaseLost);
+                }
                 Ok(Verdict::Stop(error)) => return Err(error),
                 Ok(Verdict::Fenced) => return Err(fenced.take().unwrap_or_else(|| self.fence_unknown())),
                 Err(error) => Err(error),
