@@ -17,7 +17,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// use eventloom_core::ErrorKind;
 /// use eventloom_nats::Error;
 ///
-/// let err = Error::Fenced { stream: "orders".into(), expected_last_sequence: 41 };
+/// let err = Error::Fenced { stream: "orders".into(), expected_last_sequence: 41, position: None, event_id: None };
 /// assert_eq!(err.kind(), ErrorKind::Conflict);
 /// let core: eventloom_core::Error = eventloom_nats::Error::Unavailable("down".into()).into();
 /// assert!(core.is_transient());
@@ -45,14 +45,37 @@ pub enum Error {
     /// stream whose settings conflict with the publisher's, a permission denied).
     #[error("JetStream refused: {0}")]
     JetStream(String),
-    /// A publish that would not extend the stream exactly as expected: another writer (or a
-    /// publisher deposed since) wrote to it. The publisher stops; nothing is republished.
-    #[error("stream {stream} was written by another publisher (expected last sequence {expected_last_sequence})")]
+    /// A publish that would not extend the stream exactly as expected, and the stream holds
+    /// another message in its place: another writer wrote to it. The publisher stops; nothing
+    /// is republished. (A place taken by this very event, stored by a publish of an abandoned
+    /// pass or of another publisher of the same log, is no fence: the publisher goes on.)
+    #[error(
+        "stream {stream} was written by another publisher (expected last sequence {expected_last_sequence}{})",
+        refused(position.as_ref(), event_id.as_deref())
+    )]
     Fenced {
         /// The stream.
         stream: String,
         /// The sequence this publisher expected to be the stream's last.
         expected_last_sequence: u64,
+        /// The local position of the event refused (`None` for the stream-start marker).
+        position: Option<Position>,
+        /// The id of the event refused (`None` for the stream-start marker).
+        event_id: Option<String>,
+    },
+    /// The stream's last message names a position past the head of the local log: the log may
+    /// be behind the one that published (a replica, or its gap-free horizon trailing). Retried
+    /// with back-off until the local log holds that position (then checked as usual).
+    #[error(
+        "the last message (sequence {sequence}) of stream {stream} names position {position}, past the head of the local log"
+    )]
+    LogBehind {
+        /// The stream.
+        stream: String,
+        /// The message's sequence.
+        sequence: u64,
+        /// The position its header names.
+        position: Position,
     },
     /// The publisher's lease was lost (another process took it): it stopped publishing.
     #[error("the publisher's lease {lease} was lost")]
@@ -86,8 +109,9 @@ pub enum Error {
         /// What is missing.
         reason: String,
     },
-    /// The stream's last message names an event the local log does not hold as it says: a
-    /// position past the log's head, no event there, or another event id. The stream was
+    /// The stream's last message names an event the local log does not hold as it says: no
+    /// event at its position, or another event id (a position past the log's head is
+    /// [`Error::LogBehind`]). The stream was
     /// written from another log (another service, or a store that was wiped or restored), and
     /// resuming from it would skip or repeat events.
     #[error("the last message (sequence {sequence}) of stream {stream} is not of this log: {reason}")]
@@ -160,7 +184,9 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Config(_) | Error::ConnectRefused(_) | Error::TooLarge { .. } => ErrorKind::InvalidInput,
-            Error::Connect(_) | Error::Unavailable(_) | Error::Shutdown => ErrorKind::Unavailable,
+            Error::Connect(_) | Error::Unavailable(_) | Error::LogBehind { .. } | Error::Shutdown => {
+                ErrorKind::Unavailable
+            }
             Error::Fenced { .. } | Error::LeaseLost { .. } => ErrorKind::Conflict,
             Error::HistoryExpired { .. }
             | Error::StreamReset { .. }
@@ -179,7 +205,7 @@ impl Error {
     /// ```
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unavailable(_) | Error::Connect(_) => true,
+            Error::Unavailable(_) | Error::Connect(_) | Error::LogBehind { .. } => true,
             Error::Store(error) => error.is_transient(),
             _ => false,
         }
@@ -192,7 +218,7 @@ impl From<Error> for eventloom_core::Error {
         match error {
             Error::Store(error) => error,
             Error::Shutdown => Core::Shutdown,
-            error @ (Error::Unavailable(_) | Error::Connect(_)) => Core::unavailable(error),
+            error @ (Error::Unavailable(_) | Error::Connect(_) | Error::LogBehind { .. }) => Core::unavailable(error),
             error @ (Error::TooLarge { .. } | Error::ConnectRefused(_)) => {
                 Core::InvalidConfig { reason: error.to_string() }
             }
@@ -210,12 +236,39 @@ impl From<Error> for eventloom_core::Error {
     }
 }
 
-/// An error of a JetStream request, sorted: timeouts and lost connections are outages.
+/// The refused event of a [`Error::Fenced`], for its message.
+fn refused(position: Option<&Position>, event_id: Option<&str>) -> String {
+    match (position, event_id) {
+        (Some(position), Some(event_id)) => format!("; event {event_id} at position {position} refused"),
+        _ => String::new(),
+    }
+}
+
+/// The HTTP-like status and JetStream error code of a server's refusal, as async-nats shows a
+/// JetStream error (`... (code 503, error code 10008)`) in every request error's kind.
+fn jetstream_codes(text: &str) -> Option<(u64, u64)> {
+    let rest = &text[text.rfind("(code ")? + "(code ".len()..];
+    let (codes, _) = rest.split_once(')')?;
+    let (code, err_code) = codes.split_once(", error code ")?;
+    Some((code.parse().ok()?, err_code.parse().ok()?))
+}
+
+/// Whether a JetStream refusal says "not now": status 503 or error code 10008 (JetStream
+/// temporarily unavailable, as a cluster without a leader answers).
+pub(crate) fn temporarily_unavailable(code: u64, err_code: u64) -> bool {
+    code == 503 || err_code == async_nats::jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE.0
+}
+
+/// An error of a JetStream request, sorted: timeouts, lost connections and the server's "not
+/// now" (status 503, JetStream error 10008) are outages; the server's other refusals are not.
 pub(crate) fn request<K: std::fmt::Display + std::fmt::Debug + Clone + PartialEq>(
     what: &str,
     error: async_nats::error::Error<K>,
 ) -> Error {
     let text = format!("{what}: {error}");
+    if let Some((code, err_code)) = jetstream_codes(&text) {
+        return if temporarily_unavailable(code, err_code) { Error::Unavailable(text) } else { Error::JetStream(text) };
+    }
     let lower = text.to_ascii_lowercase();
     if lower.contains("timed out")
         || lower.contains("timeout")
@@ -228,5 +281,50 @@ pub(crate) fn request<K: std::fmt::Display + std::fmt::Debug + Clone + PartialEq
         Error::Unavailable(text)
     } else {
         Error::JetStream(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind};
+
+    use super::*;
+
+    fn refusal(code: u64, err_code: u64, description: &str) -> GetStreamError {
+        let json = format!(r#"{{"code":{code},"err_code":{err_code},"description":"{description}"}}"#);
+        let error: async_nats::jetstream::Error = serde_json::from_str(&json).expect("a JetStream error");
+        GetStreamError::new(GetStreamErrorKind::JetStream(error))
+    }
+
+    #[test]
+    fn a_refusal_is_sorted_by_its_jetstream_code() {
+        let unavailable = request("reading", refusal(503, 10008, "JetStream system temporarily unavailable"));
+        assert!(matches!(unavailable, Error::Unavailable(_)), "{unavailable:?}");
+        assert!(unavailable.is_transient());
+        // Status 503 with another code, too; the description plays no part.
+        assert!(matches!(request("reading", refusal(503, 10999, "connection refused")), Error::Unavailable(_)));
+        let not_found = request("reading", refusal(404, 10059, "stream not found"));
+        assert!(matches!(not_found, Error::JetStream(_)), "{not_found:?}");
+        // A description that reads like an outage does not make a permanent refusal one.
+        let denied = request("reading", refusal(400, 10003, "bad request: connection timed out"));
+        assert!(matches!(denied, Error::JetStream(_)), "{denied:?}");
+        assert!(!denied.is_transient());
+        // Errors that are no refusal are still sorted by what they say.
+        let timed_out = request("reading", GetStreamError::new(GetStreamErrorKind::Request));
+        assert!(matches!(timed_out, Error::Unavailable(_)), "{timed_out:?}");
+    }
+
+    #[test]
+    fn a_fence_names_the_refused_event() {
+        let fenced = Error::Fenced {
+            stream: "S".into(),
+            expected_last_sequence: 7,
+            position: Some(Position::new(3, 0)),
+            event_id: Some("e".into()),
+        };
+        assert!(fenced.to_string().contains("event e at position"), "{fenced}");
+        let behind = Error::LogBehind { stream: "S".into(), sequence: 2, position: Position::new(9, 0) };
+        assert!(behind.is_transient());
+        assert!(eventloom_core::Error::from(behind).is_transient());
     }
 }

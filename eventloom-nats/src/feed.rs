@@ -39,7 +39,8 @@ pub struct JetStreamFeedConfig {
 impl JetStreamFeedConfig {
     /// Reads stream `stream`, whose subjects are under `prefix` (as its publisher's
     /// [`PublisherConfig`](crate::PublisherConfig) says), acknowledging on the durable pull
-    /// consumer `durable` (one per consuming service: its name, say).
+    /// consumer `durable`: one per consuming process (the service's name and the instance's,
+    /// say), as each feed acknowledges up to what the members of its own process committed.
     pub fn new(stream: impl Into<String>, prefix: impl Into<String>, durable: impl Into<String>) -> Self {
         JetStreamFeedConfig {
             stream: stream.into(),
@@ -142,9 +143,22 @@ struct Inner {
     ack_to: watch::Sender<u64>,
     /// The acker task's handle, aborted when the last clone of the feed goes.
     acker: tokio::task::AbortHandle,
-    /// When the stream was created (Unix nanoseconds), as first read: a stream deleted and made
-    /// again has another.
-    created: Mutex<Option<i128>>,
+    /// When the stream was created (Unix nanoseconds), as first read (by a reader or the
+    /// acker): a stream deleted and made again has another.
+    created: Arc<Mutex<Option<i128>>>,
+}
+
+/// Whether a stream created at `created` (Unix nanoseconds) is the one first seen (`seen`
+/// keeps it); `false` for a stream deleted and made again since.
+fn same_stream(seen: &Mutex<Option<i128>>, created: i128) -> bool {
+    let Ok(mut seen) = seen.lock() else { return true };
+    match *seen {
+        None => {
+            *seen = Some(created);
+            true
+        }
+        Some(first) => first == created,
+    }
 }
 
 impl Inner {
@@ -158,15 +172,8 @@ impl Inner {
             .map_err(|e| read_error(&self.config.stream, "opening the stream", e))?;
         let info =
             stream.get_info().await.map_err(|e| read_error(&self.config.stream, "reading the stream's info", e))?;
-        let created = info.created.unix_timestamp_nanos();
-        if let Ok(mut seen) = self.created.lock() {
-            match *seen {
-                None => *seen = Some(created),
-                Some(first) if first != created => {
-                    return Err(Error::StreamRecreated { stream: self.config.stream.clone() });
-                }
-                Some(_) => {}
-            }
+        if !same_stream(&self.created, info.created.unix_timestamp_nanos()) {
+            return Err(Error::StreamRecreated { stream: self.config.stream.clone() });
         }
         Ok(info)
     }
@@ -214,10 +221,10 @@ impl JetStreamFeed {
             Err(error) => return Err(error),
         }
         let (ack_to, acked) = watch::channel(0);
-        let acker = tokio::spawn(acknowledge(context.clone(), config.clone(), acked)).abort_handle();
+        let created = Arc::new(Mutex::new(None));
+        let acker = tokio::spawn(acknowledge(context.clone(), config.clone(), acked, created.clone())).abort_handle();
         // A named member counts from the start as committed up to nothing.
         let acks = Mutex::new(config.members.iter().map(|member| (member.clone(), 0)).collect());
-        let created = Mutex::new(None);
         Ok(JetStreamFeed { inner: Arc::new(Inner { context, config, acks, ack_to, acker, created }) })
     }
 
@@ -366,8 +373,16 @@ fn read_error<K: std::fmt::Display + std::fmt::Debug + Clone + PartialEq>(
 
 /// Acknowledges the durable consumer up to the sequence the feed is told, as it moves:
 /// fetches the headers of the messages up to it and acknowledges the last (acknowledge-all
-/// covers those before). Outages are retried.
-async fn acknowledge(context: jetstream::Context, config: JetStreamFeedConfig, mut to: watch::Receiver<u64>) {
+/// covers those before). It starts from the durable's ack floor (a restart does not fetch
+/// again what is acknowledged). Outages are retried; a stream deleted and made again since
+/// the feed first saw it stops it (its sequences started over: acknowledging them would
+/// tell the server the projections committed messages they never saw).
+async fn acknowledge(
+    context: jetstream::Context,
+    config: JetStreamFeedConfig,
+    mut to: watch::Receiver<u64>,
+    created: Arc<Mutex<Option<i128>>>,
+) {
     let mut acked = 0u64;
     let mut consumer: Option<consumer::PullConsumer> = None;
     let mut delay = Duration::from_millis(100);
@@ -380,10 +395,27 @@ async fn acknowledge(context: jetstream::Context, config: JetStreamFeedConfig, m
             continue;
         }
         let step = async {
-            let durable = match consumer.take() {
-                Some(durable) => durable,
-                None => durable(&context, &config).await?,
+            let (durable, acked) = match consumer.take() {
+                Some(durable) => (durable, acked),
+                None => {
+                    // Checked before the durable is made: a durable made on a stream made
+                    // again would be acknowledged by sequences of the old one.
+                    let stream = context
+                        .get_stream(&config.stream)
+                        .await
+                        .map_err(|e| read_error(&config.stream, "opening the stream", e))?;
+                    if !same_stream(&created, stream.cached_info().created.unix_timestamp_nanos()) {
+                        return Err(Error::StreamRecreated { stream: config.stream.clone() });
+                    }
+                    let durable = durable(&context, &config).await?;
+                    let floor = durable.cached_info().ack_floor.stream_sequence;
+                    tracing::debug!(floor, "acknowledging from the durable's ack floor");
+                    (durable, acked.max(floor))
+                }
             };
+            if target <= acked {
+                return Ok((durable, acked));
+            }
             let wanted = usize::try_from((target - acked).min(1000)).unwrap_or(1000);
             let mut messages = durable
                 .fetch()
@@ -421,6 +453,10 @@ async fn acknowledge(context: jetstream::Context, config: JetStreamFeedConfig, m
                 acked = reached;
                 consumer = Some(durable);
                 delay = Duration::from_millis(100);
+            }
+            Err(error @ Error::StreamRecreated { .. }) => {
+                tracing::error!(%error, durable = %config.durable, "the stream was made again: acknowledging stops");
+                return;
             }
             Err(error) => {
                 tracing::warn!(%error, ?delay, "cannot acknowledge the durable consumer; retrying");
@@ -481,8 +517,7 @@ impl JetStreamReader {
             .get_stream_no_info(self.stream_name())
             .await
             .map_err(|e| read_error(&self.feed.config.stream, "opening the stream", e))?;
-        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
-        self.check_bounds(first, last)?;
+        self.check_bounds(&info)?;
         let config = consumer::pull::Config {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: self.next },
             ack_policy: consumer::AckPolicy::None,
@@ -499,8 +534,14 @@ impl JetStreamReader {
     }
 
     /// Refuses to read from a sequence the stream no longer holds, or past a stream that was
-    /// recreated.
-    fn check_bounds(&self, first: u64, last: u64) -> Result<()> {
+    /// recreated. A stream whose first sequence is 2 after its stream-start marker at 1 aged
+    /// out (as its description says, see [`headers::MARKER_AT_ONE`]) lost no event: a read
+    /// from its start goes on from 2.
+    fn check_bounds(&mut self, info: &jetstream::stream::Info) -> Result<()> {
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        if self.next == 1 && first == 2 && headers::marker_at_one(info.config.description.as_deref()) {
+            self.next = 2;
+        }
         let checkpoint = self.next - 1;
         if checkpoint > last {
             return Err(Error::StreamReset { stream: self.stream_name().to_owned(), checkpoint, last });
@@ -634,7 +675,7 @@ impl JetStreamReader {
     /// before the reader) are skipped, and the message is taken.
     async fn gap(&mut self, message: &jetstream::Message) -> Result<Taken> {
         let info = self.feed.info().await?;
-        self.check_bounds(info.state.first_sequence, info.state.last_sequence)?;
+        self.check_bounds(&info)?;
         let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(self.next);
         tracing::warn!(
             expected = self.next,
@@ -652,7 +693,7 @@ impl JetStreamReader {
             // A fetch that found nothing: make sure the stream has nothing after the reader (a
             // consumer made an instant ago may not have seen it yet).
             let info = self.feed.info().await?;
-            self.check_bounds(info.state.first_sequence, info.state.last_sequence)?;
+            self.check_bounds(&info)?;
             if info.state.last_sequence >= self.next {
                 events = self.fetch(Some(Duration::from_millis(200))).await?;
             }

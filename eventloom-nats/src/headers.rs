@@ -76,6 +76,17 @@ pub(crate) fn marker() -> HeaderMap {
     headers
 }
 
+/// What a stream's description says once its publisher found the marker stored at sequence
+/// 1: a reader may then take the stream's first sequence 2 for a whole history after the
+/// marker aged out (by `max_age` or `max_messages`), and a publisher a stream whose last
+/// sequence is 1, with the message gone, for one that held only the marker.
+pub(crate) const MARKER_AT_ONE: &str = "sequence 1 is its stream-start marker";
+
+/// Whether a stream's description says its sequence 1 is the stream-start marker.
+pub(crate) fn marker_at_one(description: Option<&str>) -> bool {
+    description.is_some_and(|description| description.contains(MARKER_AT_ONE))
+}
+
 /// Whether a message with these headers is the stream-start marker.
 pub(crate) fn is_marker(headers: Option<&HeaderMap>) -> bool {
     headers.and_then(|headers| get(headers, names::MARKER)) == Some(MARKER)

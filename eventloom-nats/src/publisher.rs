@@ -13,8 +13,17 @@ use eventloom_core::read::{Feed, FeedReader};
 use eventloom_core::store::{Lease, LeaseManager};
 use tracing::Instrument;
 
-use crate::error::request;
+use crate::error::{request, temporarily_unavailable};
 use crate::{Error, NatsConfig, Result, headers, subject};
+
+/// The most publishes [`PublisherConfig::in_flight`] lets await their ack at once.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(eventloom_nats::MAX_IN_FLIGHT, 1 << 20);
+/// ```
+pub const MAX_IN_FLIGHT: usize = 1 << 20;
 
 /// What the publisher does with an event too large for the server's `max_payload`.
 ///
@@ -232,9 +241,10 @@ impl PublisherConfig {
         self
     }
 
-    /// How many publishes may await their ack at once (default 256; 1 waits for each). Any
-    /// number works: the client's own limit of publishes awaiting an ack (5000 by default) is
-    /// raised to twice this when that is more.
+    /// How many publishes may await their ack at once (default 256; 1 waits for each), up to
+    /// [`MAX_IN_FLIGHT`] (more is [`Error::Config`] from [`Publisher::new`]): the client's own
+    /// limit of publishes awaiting an ack (5000 by default) is raised to twice this when that
+    /// is more.
     pub fn in_flight(mut self, publishes: usize) -> Self {
         self.in_flight = publishes.max(1);
         self
@@ -248,6 +258,12 @@ impl PublisherConfig {
     }
 
     fn check(&self) -> Result<()> {
+        if self.in_flight > MAX_IN_FLIGHT {
+            return Err(Error::Config(format!(
+                "in_flight {} is over the most publishes awaiting their ack, {MAX_IN_FLIGHT}",
+                self.in_flight
+            )));
+        }
         subject::check_name("stream name", &self.stream)?;
         subject::check_prefix(&self.prefix)
     }
@@ -264,7 +280,7 @@ impl PublisherConfig {
             storage: self.storage,
             num_replicas: self.replicas,
             discard: stream::DiscardPolicy::Old,
-            description: Some("eventloom-nats: events published by one service, in its log's order".into()),
+            description: Some(STREAM_DESCRIPTION.into()),
             ..Default::default()
         }
     }
@@ -285,16 +301,20 @@ impl PublisherConfig {
 /// here: `Nats-Msg-Id` is the event id). That event must be the local log's own: the event at
 /// that position has the message's event id, or the publisher stops with
 /// [`Error::LogMismatch`] (the stream was written from another log, or the local store was
-/// wiped or restored) rather than skip or repeat events. An outage is retried with back-off in
+/// wiped or restored) rather than skip or repeat events; a position past the log's head is
+/// waited for ([`Error::LogBehind`], retried: the log may trail, as a replica does). An outage is retried with back-off in
 /// the same way: from the stream's last event, once the publishes of the pass that failed
 /// are flushed (for at most the request timeout) and their acks awaited (for at most a second
 /// more).
 ///
-/// A refused publish stops the publisher with [`Error::Fenced`] when another writer extended
-/// the stream. When the stream's last message is an event of this log at its position (a
-/// publish of an abandoned pass that the server stored late, or of the lease's previous
-/// holder), the publisher resumes after it instead, up to three fences in a row with the
-/// stream where it was; a publisher whose lease was lost stands by for the lease again.
+/// A refused publish, or one whose ack was lost, is checked before the next pass: when the
+/// stream holds another message in its place (another writer's), the publisher stops with
+/// [`Error::Fenced`] naming it, so it never skips an event. When its place holds that very
+/// event (a publish of an abandoned pass that the server stored late, or of another publisher
+/// of this log, such as the lease's previous holder) and the stream's last message is an event
+/// of this log at its position, the publisher logs a warning and resumes after it, up to three
+/// fences in a row with the stream where it was; a publisher whose lease was lost stands by for
+/// the lease again.
 /// Publishes are pipelined ([`in_flight`](PublisherConfig::in_flight)); one refused stops all
 /// after it, so the stream never holds a later event before an earlier one.
 ///
@@ -345,8 +365,49 @@ struct Resume {
     found: bool,
 }
 
-/// A publish awaiting its ack: the ack, the sequence it must get, the event's position.
-type Pending = (jetstream::context::PublishAckFuture, u64, Position);
+/// A publish sent: the sequence it must get, and its event's position and id.
+#[derive(Debug, Clone)]
+struct Sent {
+    sequence: u64,
+    position: Position,
+    event_id: String,
+}
+
+impl Sent {
+    /// The fence of this publish refused: the stream holds another message in its place.
+    fn fenced(&self, stream: &str) -> Error {
+        Error::Fenced {
+            stream: stream.to_owned(),
+            expected_last_sequence: self.sequence - 1,
+            position: Some(self.position),
+            event_id: Some(self.event_id.clone()),
+        }
+    }
+}
+
+/// A publish awaiting its ack.
+type Pending = (jetstream::context::PublishAckFuture, Sent);
+
+/// The publishes of a publisher's passes that are not confirmed yet.
+#[derive(Default)]
+struct Pipeline {
+    /// Awaiting their acks, oldest first.
+    acks: VecDeque<Pending>,
+    /// Ended without their ack (refused, or the ack lost): the server may have stored them,
+    /// or another message in their place. Checked before the next pass.
+    unconfirmed: Vec<Sent>,
+}
+
+/// Whether a publisher goes on after the check of its unconfirmed and fenced publishes.
+enum Verdict {
+    /// Every unconfirmed publish the stream holds is in its place: resume after the stream's
+    /// last message.
+    Resume,
+    /// Another message holds the place of an unconfirmed publish: stop with this fence.
+    Stop(Error),
+    /// The fence met is another writer's, or fences keep coming: stop with it.
+    Fenced,
+}
 
 /// How a publishing pass ended.
 enum Pass {
@@ -372,6 +433,9 @@ impl Publisher {
         let context = jetstream::context::ContextBuilder::new()
             .timeout(timeout)
             .max_ack_inflight(config.in_flight.saturating_mul(2).max(5000))
+            // A publish's ack is awaited as long as a request (the client's default, 30 s,
+            // would hold the permits of an abandoned pass's publishes that long).
+            .ack_timeout(timeout)
             .build(client.clone());
         Ok(Publisher {
             inner: Arc::new(Inner {
@@ -493,10 +557,15 @@ impl Publisher {
     ///
     /// Before each pass the publishes of the one before that still await their ack are flushed
     /// and awaited (for a bounded time): the server may store them after the next pass read
-    /// the stream's last message. A fence whose cause is such a publish (the stream's last
-    /// message is an event of this very log, at its position) is not another writer: the next
-    /// pass resumes after it, up to [`REFENCES`] times in a row while the stream stays where it
-    /// was. A publisher whose lease is lost stands by instead of stopping fenced.
+    /// the stream's last message. Then each publish that ended unconfirmed (refused, or its ack
+    /// lost) is checked: where the stream holds a message at its sequence, it must be that very
+    /// event, or the publisher stops with [`Error::Fenced`] (another writer took its place, and
+    /// resuming after the stream's last message would skip it). A fence whose place holds this
+    /// very event (stored by a publish of an abandoned pass, or by another publisher of this
+    /// log) is no other writer: the next pass resumes after the stream's last message, up to
+    /// [`REFENCES`] times in a row while the stream stays where it was. A publisher whose lease
+    /// is lost stands by instead of stopping fenced. An outage met anywhere, these checks
+    /// included, is retried with back-off.
     async fn publish_with_retries<F: Feed>(
         &self,
         feed: &F,
@@ -506,27 +575,53 @@ impl Publisher {
     ) -> Result<Pass> {
         tokio::pin!(shutdown);
         let mut delay = Duration::from_millis(100);
-        let mut pending: VecDeque<Pending> = VecDeque::new();
+        let mut pending = Pipeline::default();
         let mut fences = Fences::default();
+        // A fence met, whose check is still to do.
+        let mut fenced: Option<Error> = None;
         loop {
             self.abandon(&mut pending).await;
-            let pass = async {
-                let resume = self.resume(feed).await?;
-                self.report(|s| {
-                    s.active = true;
-                    s.last_sequence = resume.last_sequence;
-                    s.last_position = resume.found.then_some(resume.after);
-                });
-                tracing::info!(last_sequence = resume.last_sequence, after = %resume.after, "publishing");
-                self.publish_from(feed, resume, lease, live, &mut delay, &mut pending).await
-            };
-            let ended = tokio::select! {
-                ended = pass => ended,
+            let check = self.check_stop(feed, &pending.unconfirmed, fenced.is_some(), &mut fences);
+            let verdict = tokio::select! {
+                verdict = check => verdict,
                 () = &mut shutdown => return Ok(Pass::Done),
-                () = lost(lease) => {
-                    self.abandon(&mut pending).await;
+            };
+            let checked = match verdict {
+                Ok(Verdict::Resume) => Ok(()),
+                // Fenced by the new holder of a lost lease: stand by under the lease.
+                Ok(Verdict::Stop(_) | Verdict::Fenced) if lease.is_some_and(Lease::is_lost) => {
                     return Ok(Pass::LeaseLost);
                 }
+                Ok(Verdict::Stop(error)) => return Err(error),
+                Ok(Verdict::Fenced) => return Err(fenced.take().unwrap_or_else(|| self.fence_unknown())),
+                Err(error) => Err(error),
+            };
+            let ended = match checked {
+                Ok(()) => {
+                    pending.unconfirmed.clear();
+                    if let Some(error) = fenced.take() {
+                        tracing::warn!(%error, "the fence's place holds this very event (a publish of an abandoned pass, or of another publisher of this log): resuming after the stream's last message");
+                    }
+                    let pass = async {
+                        let resume = self.resume(feed).await?;
+                        self.report(|s| {
+                            s.active = true;
+                            s.last_sequence = resume.last_sequence;
+                            s.last_position = resume.found.then_some(resume.after);
+                        });
+                        tracing::info!(last_sequence = resume.last_sequence, after = %resume.after, "publishing");
+                        self.publish_from(feed, resume, lease, live, &mut delay, &mut pending).await
+                    };
+                    tokio::select! {
+                        ended = pass => ended,
+                        () = &mut shutdown => return Ok(Pass::Done),
+                        () = lost(lease) => {
+                            self.abandon(&mut pending).await;
+                            return Ok(Pass::LeaseLost);
+                        }
+                    }
+                }
+                Err(error) => Err(error),
             };
             match ended {
                 Ok(pass) => return Ok(pass),
@@ -535,13 +630,7 @@ impl Publisher {
                     self.abandon(&mut pending).await;
                     return Ok(Pass::LeaseLost);
                 }
-                Err(error @ Error::Fenced { .. }) => {
-                    self.abandon(&mut pending).await;
-                    if !self.fenced_by_this_log(feed, &mut fences).await? {
-                        return Err(error);
-                    }
-                    tracing::info!(%error, "the stream's last message is of this log: resuming after it");
-                }
+                Err(error @ Error::Fenced { .. }) => fenced = Some(error),
                 Err(error) if error.is_transient() => {
                     tracing::warn!(%error, ?delay, "publishing failed; resuming from the stream's last message");
                     self.report(|s| s.last_error = Some(error.to_string()));
@@ -556,34 +645,44 @@ impl Publisher {
         }
     }
 
+    /// A fence whose refused publish is not known (it cannot happen: every fence kept is).
+    fn fence_unknown(&self) -> Error {
+        Error::Fenced {
+            stream: self.inner.config.stream.clone(),
+            expected_last_sequence: self.status().last_sequence,
+            position: None,
+            event_id: None,
+        }
+    }
+
     /// Flushes the publishes of an ended pass (for at most the request timeout, as the client
     /// reconnects) and awaits their acks (for at most [`ABANDONED_ACKS_WAIT`] more): what the
     /// server stores of them is then mostly stored before the next pass reads the stream (a
-    /// fence by one stored later is told from another writer's). The ones acked count as
-    /// published.
-    async fn abandon(&self, pending: &mut VecDeque<Pending>) {
-        if pending.is_empty() {
+    /// fence by one stored later is told from another writer's). The ones acked in their place
+    /// count as published; the others join the unconfirmed.
+    async fn abandon(&self, pending: &mut Pipeline) {
+        if pending.acks.is_empty() {
             return;
         }
-        let span = tracing::debug_span!("nats publish abandon", in_flight = pending.len());
+        let span = tracing::debug_span!("nats publish abandon", in_flight = pending.acks.len());
         async {
             if tokio::time::timeout(self.inner.timeout, self.inner.client.flush()).await.is_err() {
                 tracing::debug!("flushing the abandoned publishes timed out");
             }
             // Acks the server will never send (it restarted) are not waited for long.
             let deadline = tokio::time::Instant::now() + ABANDONED_ACKS_WAIT.min(self.inner.timeout);
-            while let Some((ack, sequence, position)) = pending.pop_front() {
-                match tokio::time::timeout_at(deadline, ack.into_future()).await {
-                    Ok(Ok(ack)) if ack.sequence == sequence => self.report(|s| {
+            let mut expired = false;
+            while let Some((ack, sent)) = pending.acks.pop_front() {
+                let acked =
+                    if expired { None } else { tokio::time::timeout_at(deadline, ack.into_future()).await.ok() };
+                expired = acked.is_none();
+                match acked {
+                    Some(Ok(ack)) if ack.sequence == sent.sequence => self.report(|s| {
                         s.published += u64::from(!ack.duplicate);
-                        s.last_sequence = s.last_sequence.max(sequence);
-                        s.last_position = s.last_position.max(Some(position));
+                        s.last_sequence = s.last_sequence.max(sent.sequence);
+                        s.last_position = s.last_position.max(Some(sent.position));
                     }),
-                    Ok(_) => {}
-                    Err(_) => {
-                        pending.clear();
-                        break;
-                    }
+                    _ => pending.unconfirmed.push(sent),
                 }
             }
         }
@@ -591,10 +690,62 @@ impl Publisher {
         .await;
     }
 
-    /// After a fence: whether the stream's last message is an event of this log at its
-    /// position (the publish of an abandoned pass, or of the lease's previous holder), so
-    /// that resuming after it is right; `false` for another writer, or after [`REFENCES`]
-    /// fences in a row with the stream where it was.
+    /// Before a pass, after one that ended with publishes unconfirmed or fenced: whether to go
+    /// on. Each unconfirmed publish whose sequence the stream holds must have this very event
+    /// there ([`Verdict::Stop`] with a fence naming the first that has not). After a fence, the
+    /// stream's last message must be an event of this log at its position, and the fences in a
+    /// row with the stream where it was fewer than [`REFENCES`] ([`Verdict::Fenced`] when not).
+    #[tracing::instrument(name = "nats publish check", level = "debug", skip_all, fields(unconfirmed = unconfirmed.len()))]
+    async fn check_stop<F: Feed>(
+        &self,
+        feed: &F,
+        unconfirmed: &[Sent],
+        fenced: bool,
+        fences: &mut Fences,
+    ) -> Result<Verdict> {
+        if unconfirmed.is_empty() && !fenced {
+            return Ok(Verdict::Resume);
+        }
+        let stream_name = &self.inner.config.stream;
+        if !unconfirmed.is_empty() {
+            let mut stream =
+                self.inner.context.get_stream(stream_name).await.map_err(|e| request("reading the stream", e))?;
+            let last = stream.info().await.map_err(|e| request("reading the stream's info", e))?.state.last_sequence;
+            let mut sent: Vec<&Sent> = unconfirmed.iter().filter(|sent| sent.sequence <= last).collect();
+            sent.sort_by_key(|sent| sent.sequence);
+            sent.dedup_by_key(|sent| sent.sequence);
+            for sent in sent {
+                let message = match stream.get_raw_message(sent.sequence).await {
+                    Ok(message) => message,
+                    Err(error)
+                        if matches!(
+                            error.kind(),
+                            async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                        ) =>
+                    {
+                        tracing::error!(sequence = sent.sequence, position = %sent.position, "the place of an unconfirmed publish is empty (deleted or expired): stopping");
+                        return Ok(Verdict::Stop(sent.fenced(stream_name)));
+                    }
+                    Err(error) => return Err(request("reading a message in the place of a publish", error)),
+                };
+                let id = headers::event_id(&message.headers).map(|id| id.to_string());
+                if id.as_deref() != Some(sent.event_id.as_str())
+                    || headers::position(&message.headers) != Some(sent.position)
+                {
+                    tracing::error!(sequence = sent.sequence, position = %sent.position, event_id = %sent.event_id, "another writer's message holds the place of an unconfirmed publish: stopping");
+                    return Ok(Verdict::Stop(sent.fenced(stream_name)));
+                }
+            }
+        }
+        if fenced && !self.fenced_by_this_log(feed, fences).await? {
+            return Ok(Verdict::Fenced);
+        }
+        Ok(Verdict::Resume)
+    }
+
+    /// After a fence whose place holds this very event: whether the stream's last message is
+    /// an event of this log at its position, so that resuming after it is right; `false` for
+    /// another writer, or after [`REFENCES`] fences in a row with the stream where it was.
     async fn fenced_by_this_log<F: Feed>(&self, feed: &F, fences: &mut Fences) -> Result<bool> {
         let resume = match self.resume(feed).await {
             Ok(resume) => resume,
@@ -637,6 +788,17 @@ impl Publisher {
             }
             let message = match stream.get_raw_message(sequence).await {
                 Ok(message) => message,
+                Err(error)
+                    if sequence == 1
+                        && matches!(
+                            error.kind(),
+                            async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                        )
+                        && marker_at_one(&mut stream).await? =>
+                {
+                    // Only the marker was ever stored, and it aged out.
+                    return Ok(Resume { last_sequence: last, after: config.start, found: false });
+                }
                 Err(error)
                     if matches!(
                         error.kind(),
@@ -687,6 +849,24 @@ impl Publisher {
                 config.stream, info.config.subjects, info.config.retention, wanted.subjects
             )));
         }
+        // A stream whose marker was stored before it was noted (by an older publisher, or one
+        // stopped in between).
+        let mut info = info;
+        if !headers::marker_at_one(info.config.description.as_deref()) && info.state.first_sequence == 1 {
+            match stream.get_raw_message(1).await {
+                Ok(message) if headers::is_marker(Some(&message.headers)) => {
+                    self.note_marker_at_one().await?;
+                    info = stream.info().await.map_err(|e| request("reading the stream's info", e))?.clone();
+                }
+                Ok(_) => {}
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                    ) => {}
+                Err(error) => return Err(request("reading the stream's first message", error)),
+            }
+        }
         let current = &info.config;
         if current.max_age != wanted.max_age
             || current.max_messages != wanted.max_messages
@@ -701,6 +881,22 @@ impl Publisher {
             context.update_stream(updated).await.map_err(|e| request("updating the stream's limits", e))?;
         }
         Ok(stream)
+    }
+
+    /// Notes in the stream's description that its sequence 1 is the stream-start marker (see
+    /// [`headers::MARKER_AT_ONE`]), once.
+    async fn note_marker_at_one(&self) -> Result<()> {
+        let context = &self.inner.context;
+        let mut stream =
+            context.get_stream(&self.inner.config.stream).await.map_err(|e| request("reading the stream", e))?;
+        let mut config = stream.info().await.map_err(|e| request("reading the stream's info", e))?.config.clone();
+        if headers::marker_at_one(config.description.as_deref()) {
+            return Ok(());
+        }
+        let description = config.description.take().unwrap_or_else(|| STREAM_DESCRIPTION.into());
+        config.description = Some(format!("{description}; {}", headers::MARKER_AT_ONE));
+        context.update_stream(config).await.map_err(|e| request("noting the stream-start marker", e))?;
+        Ok(())
     }
 
     /// Writes the stream-start marker (see [`headers::MARKER`]) into an empty stream. Two
@@ -722,6 +918,7 @@ impl Publisher {
             .await
             .map_err(|e| publish_error(&config.stream, 0, e))?;
         match ack.await {
+            Ok(ack) if ack.sequence == 1 => self.note_marker_at_one().await,
             Ok(_) => Ok(()),
             // Someone else's message came first: the stream is not empty any more.
             Err(error) if matches!(error.kind(), PublishErrorKind::WrongLastSequence) => Ok(()),
@@ -731,7 +928,8 @@ impl Publisher {
 
     /// The position the stream's last event (at `sequence`) records, once checked against the
     /// local log: the event there must have the message's event id. [`Error::LogMismatch`]
-    /// when the position is past the log's head, holds no event, or another one.
+    /// when the position holds no event, or another one; [`Error::LogBehind`] (an outage,
+    /// retried) when it is past the log's head.
     async fn check_against_log<F: Feed>(
         &self,
         feed: &F,
@@ -751,7 +949,9 @@ impl Publisher {
         let mut reader = feed.read_after(before, 1, 4 << 20);
         let local = reader.try_next_batch().await?.and_then(|batch| batch.into_iter().next());
         let Some(local) = local else {
-            return Err(mismatch(format!("position {position} is past the head of the local log")));
+            // The local log may trail the one that published (a replica, or its gap-free
+            // horizon behind): retried until it holds the position.
+            return Err(Error::LogBehind { stream: stream.clone(), sequence, position });
         };
         if local.position != position {
             return Err(mismatch(format!(
@@ -777,7 +977,7 @@ impl Publisher {
         lease: Option<&Lease>,
         live: bool,
         delay: &mut Duration,
-        pending: &mut VecDeque<Pending>,
+        pending: &mut Pipeline,
     ) -> Result<Pass> {
         let config = &self.inner.config;
         let mut reader = feed.read_after(resume.after, config.batch_size, 4 << 20);
@@ -790,7 +990,7 @@ impl Publisher {
                 Some(batch)
             } else if live {
                 // Awaits acks while waiting for the next events: nothing waits longer than it must.
-                if !pending.is_empty() {
+                if !pending.acks.is_empty() {
                     match reader.try_next_batch().await? {
                         Some(batch) => Some(batch),
                         None => {
@@ -833,7 +1033,7 @@ impl Publisher {
         &self,
         batch: &[RecordedEvent],
         expected: &mut u64,
-        pending: &mut VecDeque<Pending>,
+        pending: &mut Pipeline,
         lease: Option<&Lease>,
     ) -> Result<Option<Pass>> {
         let config = &self.inner.config;
@@ -844,7 +1044,7 @@ impl Publisher {
                 continue;
             }
             let Some(message) = self.message(event, max_payload)? else { continue };
-            let (subject, headers, payload) = message;
+            let (subject, headers, payload, event_id) = message;
             let publish = jetstream::message::PublishMessage::build()
                 .payload(payload)
                 .headers(headers)
@@ -856,7 +1056,7 @@ impl Publisher {
                 .await
                 .map_err(|e| publish_error(&config.stream, *expected, e))?;
             *expected += 1;
-            pending.push_back((ack, *expected, event.position));
+            pending.acks.push_back((ack, Sent { sequence: *expected, position: event.position, event_id }));
             self.settle(pending, config.in_flight.saturating_sub(1)).await?;
             if lease.is_some_and(Lease::is_lost) {
                 self.settle(pending, 0).await?;
@@ -868,28 +1068,36 @@ impl Publisher {
 
     /// Awaits acks, oldest first, until at most `keep` are in flight. A refused or lost
     /// publish ends the pass (the ones after it are dropped: each expected it before).
-    #[tracing::instrument(name = "nats publish acks", level = "trace", skip_all, fields(in_flight = pending.len()))]
-    async fn settle(&self, pending: &mut VecDeque<Pending>, keep: usize) -> Result<()> {
+    #[tracing::instrument(name = "nats publish acks", level = "trace", skip_all, fields(in_flight = pending.acks.len()))]
+    async fn settle(&self, pending: &mut Pipeline, keep: usize) -> Result<()> {
         let stream = &self.inner.config.stream;
-        while pending.len() > keep {
-            let Some((ack, sequence, position)) = pending.pop_front() else { break };
-            let expected_last = sequence - 1;
+        while pending.acks.len() > keep {
+            let Some((ack, sent)) = pending.acks.pop_front() else { break };
             match ack.await {
-                Ok(ack) if ack.sequence != sequence => {
+                Ok(ack) if ack.sequence != sent.sequence => {
                     // Stored elsewhere (a duplicate of an event id stored at another sequence)
-                    // or not as expected: another writer came first.
-                    return Err(Error::Fenced { stream: stream.clone(), expected_last_sequence: expected_last });
+                    // or not as expected: what its place holds is checked before going on.
+                    let fenced = sent.fenced(stream);
+                    pending.unconfirmed.push(sent);
+                    return Err(fenced);
                 }
                 Ok(ack) => {
                     // A duplicate at the very sequence expected is this event, stored by a
                     // publish of an abandoned pass: in its place.
                     self.report(|s| {
                         s.published += u64::from(!ack.duplicate);
-                        s.last_sequence = sequence;
-                        s.last_position = Some(position);
+                        s.last_sequence = sent.sequence;
+                        s.last_position = Some(sent.position);
                     });
                 }
-                Err(error) => return Err(publish_error(stream, expected_last, error)),
+                Err(error) => {
+                    let error = match publish_error(stream, sent.sequence - 1, error) {
+                        Error::Fenced { .. } => sent.fenced(stream),
+                        error => error,
+                    };
+                    pending.unconfirmed.push(sent);
+                    return Err(error);
+                }
             }
         }
         Ok(())
@@ -901,7 +1109,7 @@ impl Publisher {
         &self,
         event: &RecordedEvent,
         max_payload: usize,
-    ) -> Result<Option<(String, async_nats::HeaderMap, bytes::Bytes)>> {
+    ) -> Result<Option<(String, async_nats::HeaderMap, bytes::Bytes, String)>> {
         let config = &self.inner.config;
         let metadata = event.metadata.get()?;
         let headers = headers::build(event, metadata);
@@ -934,9 +1142,14 @@ impl Publisher {
             }
         }
         let subject = subject::subject(&config.prefix, event.stream.category(), &event.event_type);
-        Ok(Some((subject, headers, bytes::Bytes::copy_from_slice(event.payload.as_bytes()))))
+        let payload = bytes::Bytes::copy_from_slice(event.payload.as_bytes());
+        Ok(Some((subject, headers, payload, metadata.event_id.to_string())))
     }
 }
+
+/// The description of a stream a publisher creates (the publisher adds
+/// [`headers::MARKER_AT_ONE`] once its marker is stored at sequence 1).
+const STREAM_DESCRIPTION: &str = "eventloom-nats: events published by one service, in its log's order";
 
 /// How many fences in a row, with the stream where it was, a publisher resumes after before
 /// it stops [`Error::Fenced`].
@@ -965,6 +1178,12 @@ fn just_before(position: Position) -> Option<Position> {
     }
 }
 
+/// Whether the stream's description, read now, says its sequence 1 is the stream-start marker.
+async fn marker_at_one(stream: &mut stream::Stream) -> Result<bool> {
+    let info = stream.info().await.map_err(|e| request("reading the stream's info", e))?;
+    Ok(headers::marker_at_one(info.config.description.as_deref()))
+}
+
 /// Resolves when the lease is lost (never without one).
 async fn lost(lease: Option<&Lease>) {
     match lease {
@@ -986,9 +1205,12 @@ fn stream_not_found(error: &jetstream::context::GetStreamError) -> bool {
 /// from the stream's last message) or refusals.
 fn publish_error(stream: &str, expected: u64, error: jetstream::context::PublishError) -> Error {
     match error.kind() {
-        PublishErrorKind::WrongLastSequence => {
-            Error::Fenced { stream: stream.to_owned(), expected_last_sequence: expected }
-        }
+        PublishErrorKind::WrongLastSequence => Error::Fenced {
+            stream: stream.to_owned(),
+            expected_last_sequence: expected,
+            position: None,
+            event_id: None,
+        },
         PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::MaxAckPending => {
             Error::Unavailable(format!("publishing to {stream}: {error}"))
         }
@@ -999,16 +1221,38 @@ fn publish_error(stream: &str, expected: u64, error: jetstream::context::Publish
             // The server's own refusal, by its code: only one that says "not now" is an outage;
             // the others (a message over the stream's size limit, a sealed stream, ...) would be
             // refused again on every retry.
-            let code = std::error::Error::source(&error)
-                .and_then(|source| source.downcast_ref::<jetstream::Error>())
-                .map(jetstream::Error::error_code);
-            match code {
-                Some(code) if code != jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE => {
-                    Error::JetStream(format!("publishing to {stream}: {error} (JetStream error {})", code.0))
+            let refusal =
+                std::error::Error::source(&error).and_then(|source| source.downcast_ref::<jetstream::Error>());
+            match refusal {
+                Some(refusal)
+                    if !temporarily_unavailable(
+                        u64::try_from(refusal.code()).unwrap_or(u64::MAX),
+                        refusal.error_code().0,
+                    ) =>
+                {
+                    Error::JetStream(format!(
+                        "publishing to {stream}: {error} (JetStream error {})",
+                        refusal.error_code().0
+                    ))
                 }
                 _ => Error::Unavailable(format!("publishing to {stream}: {error}")),
             }
         }
         _ => Error::Unavailable(format!("publishing to {stream}: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_past_its_limit_is_a_config_error_not_a_panic() {
+        let config = |n| PublisherConfig::new("S", "p").category("c").in_flight(n);
+        assert!(config(MAX_IN_FLIGHT).check().is_ok());
+        for n in [MAX_IN_FLIGHT + 1, usize::MAX / 2 + 1, usize::MAX] {
+            let error = config(n).check().unwrap_err();
+            assert!(matches!(error, Error::Config(_)), "{error:?}");
+        }
     }
 }

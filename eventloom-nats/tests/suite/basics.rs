@@ -269,11 +269,23 @@ async fn a_stream_of_another_log_is_refused_and_a_second_writer_fences_the_publi
     assert!(matches!(&error, Error::LogMismatch { .. }), "{error:?}");
     assert_eq!(error.kind(), ErrorKind::Corrupt);
     assert!(error.to_string().contains("has id"), "{error}");
+    // A log that does not reach the last message's position may be behind (a replica): its
+    // publisher waits for it, and once it gets there finds another event.
     let short_log = MemoryEventStore::new();
     fill(&short_log, 1, 3).await;
-    let error = publisher(&client, &names).catch_up(&short_log).await.unwrap_err();
+    let short = publisher(&client, &names);
+    let waiting = tokio::spawn({
+        let (short, short_log) = (short.clone(), short_log.clone());
+        async move { short.catch_up(&short_log).await }
+    });
+    let behind = eventually(Duration::from_secs(10), || async {
+        short.status().last_error.is_some_and(|error| error.contains("past the head of the local log"))
+    });
+    assert!(behind.await, "{:?}", short.status());
+    assert!(!waiting.is_finished(), "a log behind the stream is waited for");
+    fill(&short_log, 1, 7).await;
+    let error = tokio::time::timeout(Duration::from_secs(20), waiting).await.unwrap().unwrap().unwrap_err();
     assert!(matches!(&error, Error::LogMismatch { .. }), "{error:?}");
-    assert!(error.to_string().contains("past the head of the local log"), "{error}");
     assert_eq!(stored_positions(&client, &names.stream).await.len(), 10, "neither wrote anything");
 
     // Another writer extends the stream: a's next event is refused, and it stops, fenced, writing
@@ -286,6 +298,50 @@ async fn a_stream_of_another_log_is_refused_and_a_second_writer_fences_the_publi
     let context = jetstream::new(client.clone());
     let last = context.get_stream(&names.stream).await.unwrap().info().await.unwrap().state.last_sequence;
     assert_eq!(last, foreign, "nothing was written after the other writer's message");
+    delete_stream(&client, &names.stream).await;
+}
+
+/// `n` new tally events after `version`.
+fn tally_batch(version: u64, n: u64) -> Vec<NewEvent> {
+    (0..n).map(|i| NewEvent::encode(&TallyEvent::Counted { n: version + i + 1 }, fresh_metadata()).unwrap()).collect()
+}
+
+/// A publisher whose local log trails the one that published (a replica behind, or a horizon
+/// trailing) is not refused as of another log: it waits until its log holds the stream's last
+/// event, then goes on after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_log_behind_the_stream_is_waited_for_not_refused() {
+    let names = names("behind");
+    let client = connect(&nats_url()).await;
+    let (primary, replica) = (MemoryEventStore::new(), MemoryEventStore::new());
+    let t0 = StreamId::new("tally", "t0").unwrap();
+    // The same events (the same ids) in both, as a replica holds them; the replica lacks the
+    // second batch until later.
+    let (first, second, third) = (tally_batch(0, 5), tally_batch(5, 5), tally_batch(10, 1));
+    for log in [&primary, &replica] {
+        log.append(&t0, ExpectedVersion::Exact(0), first.clone()).await.unwrap();
+    }
+    primary.append(&t0, ExpectedVersion::Exact(5), second.clone()).await.unwrap();
+    publisher(&client, &names).catch_up(&primary).await.unwrap();
+    let on_replica = publisher(&client, &names);
+    let waiting = tokio::spawn({
+        let (on_replica, replica) = (on_replica.clone(), replica.clone());
+        async move { on_replica.catch_up(&replica).await }
+    });
+    let behind = eventually(Duration::from_secs(10), || async {
+        on_replica.status().last_error.is_some_and(|error| error.contains("past the head of the local log"))
+    });
+    assert!(behind.await, "{:?}", on_replica.status());
+    assert!(!waiting.is_finished(), "{:?}", on_replica.status());
+    replica.append(&t0, ExpectedVersion::Exact(5), second).await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(20), waiting).await.unwrap().unwrap();
+    assert!(done.is_ok(), "{done:?} {:?}", on_replica.status());
+    replica.append(&t0, ExpectedVersion::Exact(10), third).await.unwrap();
+    on_replica.catch_up(&replica).await.unwrap();
+    assert_eq!(all_positions(&replica).await[..10], all_positions(&primary).await[..]);
+    let stored = stored_positions(&client, &names.stream).await;
+    assert_eq!(lost_and_duplicated(&stored, &all_positions(&replica).await), (0, 0));
+    assert_eq!(stored.len(), 11);
     delete_stream(&client, &names.stream).await;
 }
 
@@ -339,6 +395,174 @@ async fn two_publishers_of_one_log_at_once_store_each_event_once_in_order() {
         assert_eq!(a.status().published + b.status().published, 1000, "round {round}");
         delete_stream(&client, &names.stream).await;
     }
+}
+
+/// A second writer's message lands while the publisher has hundreds of publishes in flight:
+/// the one expecting the sequence before it is refused, the ones after it (each expecting the
+/// one before) are stored. The publisher must not resume after the last of them, which would
+/// leave the refused event out of the stream for good: it stops fenced, or publishes every
+/// event; it never skips one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_message_amid_publishes_in_flight_never_makes_the_publisher_skip_an_event() {
+    let client = connect(&nats_url()).await;
+    let context = jetstream::new(client.clone());
+    let mut skipped_past = 0;
+    for round in 0..3 {
+        let names = names("amid");
+        let log = MemoryEventStore::new();
+        fill(&log, 10, 400).await;
+        let all = all_positions(&log).await;
+        let publisher = Publisher::new(
+            client.clone(),
+            PublisherConfig::new(&names.stream, &names.prefix).category("tally").in_flight(512).batch_size(500),
+        )
+        .unwrap();
+        let running = tokio::spawn({
+            let (publisher, log) = (publisher.clone(), log.clone());
+            async move { publisher.catch_up(&log).await }
+        });
+        // The injection, once a few hundred events are stored: no expectation, as a careless
+        // second writer publishes.
+        assert!(eventually(Duration::from_secs(20), || async { publisher.status().published >= 300 }).await);
+        let foreign = context
+            .publish(format!("{}.tally.Counted", names.prefix), "{}".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .sequence;
+        let ended = tokio::time::timeout(Duration::from_secs(60), running).await.unwrap().unwrap();
+        let stored = stored_positions_but(&client, &names.stream, foreign).await;
+        let last = context.get_stream(&names.stream).await.unwrap().info().await.unwrap().state.last_sequence;
+        skipped_past += u64::from(last > foreign);
+        let (lost, duplicated) = lost_and_duplicated(&stored, &all);
+        println!("round {round}: foreign message at {foreign}, stream's last {last}, lost {lost}: {ended:?}");
+        assert_eq!(duplicated, 0, "round {round}");
+        match ended {
+            Ok(()) => assert_eq!(lost, 0, "round {round}: caught up, so every event is in the stream"),
+            Err(Error::Fenced { expected_last_sequence, ref event_id, position, .. }) => {
+                // The refused publish is one the stream does not hold.
+                assert!(event_id.is_some() && position.is_some(), "{ended:?}");
+                assert!(expected_last_sequence < last, "{ended:?}");
+                assert!(lost > 0, "round {round}: stopped fenced with events left to publish");
+            }
+            Err(error) => panic!("round {round}: {error:?}"),
+        }
+        delete_stream(&client, &names.stream).await;
+    }
+    println!("{skipped_past} of 3 rounds stored events of the pass after the foreign message");
+}
+
+/// The local log read through a slow link (each batch read waits `delay` first), whose next
+/// read of a single event fails as an outage would once `fail_one` is set: what a replica that
+/// trails and is briefly unreachable does to a publisher.
+#[derive(Clone)]
+struct Slow {
+    log: MemoryEventStore,
+    delay: Duration,
+    fail_one: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct SlowReader {
+    reader: <MemoryEventStore as Feed>::Reader,
+    single: bool,
+    slow: Slow,
+}
+
+impl Feed for Slow {
+    type Reader = SlowReader;
+    fn read_after(&self, after: Position, batch_size: usize, batch_bytes: usize) -> SlowReader {
+        let reader = Feed::read_after(&self.log, after, batch_size, batch_bytes);
+        SlowReader { reader, single: batch_size == 1, slow: self.clone() }
+    }
+    fn count_after<'a>(
+        &'a self,
+        after: Position,
+        cap: u64,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
+        Feed::count_after(&self.log, after, cap)
+    }
+}
+
+impl SlowReader {
+    /// Fails the read when it is of one event and a failure is asked for; else waits the delay.
+    async fn before_read(&self) -> eventloom_core::Result<()> {
+        if self.single {
+            if self.slow.fail_one.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(eventloom_core::Error::unavailable_msg("the local log is briefly unreachable"));
+            }
+        } else {
+            tokio::time::sleep(self.slow.delay).await;
+        }
+        Ok(())
+    }
+}
+
+type Events = Vec<eventloom_core::model::RecordedEvent>;
+
+impl FeedReader for SlowReader {
+    fn try_next_batch<'a>(
+        &'a mut self,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<Option<Events>>> {
+        Box::pin(async move {
+            self.before_read().await?;
+            self.reader.try_next_batch().await
+        })
+    }
+    fn next_batch<'a>(&'a mut self) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<Events>> {
+        Box::pin(async move {
+            let batch = self.reader.next_batch().await?;
+            self.before_read().await?;
+            Ok(batch)
+        })
+    }
+    fn is_behind(&self) -> bool {
+        self.reader.is_behind()
+    }
+}
+
+/// A second publisher of the same log stores the next events while the first, reading its log
+/// through a slow link, publishes them only after the duplicate window: the first is fenced by
+/// this very log, and the local log is briefly unreachable while it checks the fence. That
+/// outage is retried like any other: the publisher goes on, and each event is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_while_a_fence_is_checked_is_retried_not_fatal() {
+    let names = names("fencecheck");
+    let client = connect(&nats_url()).await;
+    let log = MemoryEventStore::new();
+    fill(&log, 1, 10).await;
+    let config = || {
+        PublisherConfig::new(&names.stream, &names.prefix)
+            .category("tally")
+            .duplicate_window(Duration::from_millis(100))
+    };
+    let slow = Slow { log: log.clone(), delay: Duration::from_secs(1), fail_one: Default::default() };
+    let a = Publisher::new(client.clone(), config()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn({
+        let (a, slow) = (a.clone(), slow.clone());
+        async move { a.run(&slow, async { stopped.await.unwrap_or(()) }).await }
+    });
+    assert!(eventually(Duration::from_secs(20), || async { a.status().published == 10 }).await, "{:?}", a.status());
+    // The next read of one event (the fence check's read of the local log) fails.
+    slow.fail_one.store(true, std::sync::atomic::Ordering::SeqCst);
+    fill(&log, 1, 5).await;
+    Publisher::new(client.clone(), config()).unwrap().catch_up(&log).await.unwrap();
+    // a sees the 5 events a second later and publishes them, expecting the stream where it was.
+    let retried = eventually(Duration::from_secs(20), || async {
+        !slow.fail_one.load(std::sync::atomic::Ordering::SeqCst) && a.status().last_error.is_some()
+    });
+    assert!(retried.await, "the fence was checked: {:?}", a.status());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!running.is_finished(), "the outage in the fence check stopped it: {:?}", running.await);
+    assert!(a.status().active, "{:?}", a.status());
+    fill(&log, 1, 1).await;
+    assert!(eventually(Duration::from_secs(20), || async { event_count(&client, &names.stream).await == 16 }).await);
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    let stored = stored_positions(&client, &names.stream).await;
+    assert_eq!(lost_and_duplicated(&stored, &all_positions(&log).await), (0, 0));
+    delete_stream(&client, &names.stream).await;
 }
 
 /// More publishes in flight than the client's own limit of unacknowledged publishes (5000).
@@ -511,6 +735,55 @@ async fn a_rebuild_whose_history_expired_is_refused() {
     // A checkpoint past the stream's end: the stream was recreated.
     let error = feed.read_after(Position::new(0, 99), 100, 1 << 20).try_next_batch().await.unwrap_err();
     assert!(error.to_string().contains("recreated"), "{error}");
+    delete_stream(&client, &names.stream).await;
+}
+
+/// The stream-start marker aging out (by `max_messages` here) loses no event: a rebuild reads
+/// every event from sequence 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_start_marker_that_aged_out_loses_nothing() {
+    let client = connect(&nats_url()).await;
+    let context = jetstream::new(client.clone());
+    let names = names("markergone");
+    let log = MemoryEventStore::new();
+    fill(&log, 1, 10).await;
+    let config = PublisherConfig::new(&names.stream, &names.prefix).category("tally").max_messages(10);
+    Publisher::new(client.clone(), config).unwrap().catch_up(&log).await.unwrap();
+    let info = context.get_stream(&names.stream).await.unwrap().info().await.unwrap().state.clone();
+    assert_eq!((info.first_sequence, info.last_sequence), (2, 11), "the marker went, every event stayed");
+    let feed = feed(&client, &names, "markergone").await;
+    let mut reader = feed.read_after(Position::ZERO, 100, 1 << 20);
+    let read: Vec<u64> =
+        reader.try_next_batch().await.unwrap().unwrap().iter().map(|e| e.position.sequence()).collect();
+    assert_eq!(read, (2..=11).collect::<Vec<_>>());
+    delete_stream(&client, &names.stream).await;
+}
+
+/// A stream that held only the stream-start marker, after it aged out (by `max_age`), is
+/// resumed from the start, not refused as foreign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_only_marker_aged_out_is_resumed_from_the_start() {
+    let client = connect(&nats_url()).await;
+    let context = jetstream::new(client.clone());
+    let names = names("markeronly");
+    let config = || {
+        PublisherConfig::new(&names.stream, &names.prefix)
+            .category("tally")
+            .max_age(Duration::from_secs(1))
+            .duplicate_window(Duration::from_secs(1))
+    };
+    let empty = MemoryEventStore::new();
+    Publisher::new(client.clone(), config()).unwrap().catch_up(&empty).await.unwrap();
+    let expired = eventually(Duration::from_secs(20), || async {
+        context.get_stream(&names.stream).await.unwrap().info().await.unwrap().state.messages == 0
+    });
+    assert!(expired.await, "the marker aged out");
+    let log = MemoryEventStore::new();
+    fill(&log, 1, 3).await;
+    Publisher::new(client.clone(), config()).unwrap().catch_up(&log).await.unwrap();
+    let stored = stored_positions_from(&client, &names.stream, 2).await;
+    assert_eq!(lost_and_duplicated(&stored, &all_positions(&log).await), (0, 0));
+    assert_eq!(stored.iter().map(|(sequence, _)| *sequence).collect::<Vec<_>>(), vec![2, 3, 4]);
     delete_stream(&client, &names.stream).await;
 }
 
@@ -741,5 +1014,10 @@ async fn a_stream_recreated_past_the_checkpoint_is_refused() {
     // A reader from the checkpoint (a restart of the member) is refused too.
     let error = feed.read_after(Position::new(0, 6), 100, 1 << 20).try_next_batch().await.unwrap_err();
     assert!(error.to_string().contains("made again"), "{error}");
+    // Nor does its acker acknowledge the new stream by the old one's checkpoint.
+    feed.acknowledge("member", Position::new(0, 6));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let floor = feed.acknowledged().await.unwrap_or(0);
+    assert_eq!(floor, 0, "the new stream is not acknowledged by a checkpoint of the old one");
     delete_stream(&client, &names.stream).await;
 }

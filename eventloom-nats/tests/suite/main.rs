@@ -139,13 +139,32 @@ pub async fn fill<S: EventStore>(store: &S, streams: u64, per_stream: u64) -> Po
 /// The stream's events in order (the stream-start marker left out): (stream sequence, the
 /// position header).
 pub async fn stored_positions(client: &async_nats::Client, stream: &str) -> Vec<(u64, Position)> {
+    stored_positions_but(client, stream, 0).await
+}
+
+/// [`stored_positions`] without the message at sequence `foreign` (another writer's).
+pub async fn stored_positions_but(client: &async_nats::Client, stream: &str, foreign: u64) -> Vec<(u64, Position)> {
+    stored_positions_of(client, stream, 1, foreign).await
+}
+
+/// [`stored_positions`] from sequence `first` (the ones before are gone).
+pub async fn stored_positions_from(client: &async_nats::Client, stream: &str, first: u64) -> Vec<(u64, Position)> {
+    stored_positions_of(client, stream, first, 0).await
+}
+
+async fn stored_positions_of(
+    client: &async_nats::Client,
+    stream: &str,
+    first: u64,
+    foreign: u64,
+) -> Vec<(u64, Position)> {
     let context = jetstream::new(client.clone());
     let mut stream = context.get_stream(stream).await.unwrap();
     let last = stream.info().await.unwrap().state.last_sequence;
     let mut out = Vec::new();
-    for sequence in 1..=last {
+    for sequence in first..=last {
         let message = stream.get_raw_message(sequence).await.unwrap();
-        if message.headers.get("Eventloom-Marker").is_some() {
+        if sequence == foreign || message.headers.get("Eventloom-Marker").is_some() {
             continue;
         }
         let position = message.headers.get("Eventloom-Position").unwrap().as_str().parse().unwrap();
