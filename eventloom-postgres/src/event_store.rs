@@ -521,13 +521,11 @@ impl PgEventStore {
         }
         let bytes: f64 = fields.get("bytes")?;
         let seconds: Option<f64> = fields.get("seconds")?;
-        Ok(Some(ReplicaLag {
-            // A byte count read as a float: whole and never negative (the statement's greatest).
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            bytes: bytes as u64,
-            last_replayed: seconds.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default()),
-            paused: fields.get("paused")?,
-        }))
+        // A byte count read as a float: whole and never negative (the statement's greatest).
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let bytes = bytes as u64;
+        let last_replayed = seconds.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default());
+        Ok(Some(ReplicaLag::new(bytes, last_replayed, fields.get("paused")?)))
     }
 
     /// Waits until reads in order return `position` (pass a command's position): at once
@@ -1441,6 +1439,10 @@ impl EventStore for PgEventStore {
     /// on the primary, and a load after it reads what the replica lacks from the primary.
     fn loads_may_lag(&self) -> bool {
         self.inner.replica.is_some()
+    }
+
+    fn replica_lag<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<ReplicaLag>>> {
+        Box::pin(PgEventStore::replica_lag(self))
     }
 
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {

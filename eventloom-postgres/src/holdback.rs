@@ -62,7 +62,8 @@ pub struct Blocker {
 }
 
 /// How far the read replica ([`PgConfig::read_replica`](crate::PgConfig::read_replica)) is
-/// behind its primary, from [`PgEventStore::replica_lag`](crate::PgEventStore::replica_lag).
+/// behind its primary, from [`PgEventStore::replica_lag`](crate::PgEventStore::replica_lag) (and
+/// `App::health`'s `AppStatus::replica`): eventloom-core's type.
 ///
 /// This is apart from [`Holdback`]: events the replica has not replayed yet are neither
 /// readable there nor counted as held back; the transaction that holds the horizon back is
@@ -77,16 +78,4 @@ pub struct Blocker {
 ///     lag.paused || lag.bytes > 64 << 20
 /// }
 /// ```
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct ReplicaLag {
-    /// Bytes of the WAL the primary has flushed (and so may send) that the replica has not
-    /// replayed yet.
-    pub bytes: u64,
-    /// How long ago the last transaction the replica replayed committed on the primary (`None`
-    /// before it replayed any). On an idle primary this grows without the replica being behind.
-    pub last_replayed: Option<Duration>,
-    /// Whether replay is paused (`pg_wal_replay_pause()`): the replica falls behind until it is
-    /// resumed.
-    pub paused: bool,
-}
+pub use eventloom_core::store::ReplicaLag;

@@ -710,6 +710,11 @@ pub struct AppStatus {
     /// its state, whether this process holds its lease `eventloom.relay/<source>`, and from
     /// [`App::health`] its [`relay`](ProjectionHealth::relay) position and lag.
     pub relays: Vec<ProjectionHealth>,
+    /// From [`App::health`]: how far the copy of the log the App reads is behind the one it
+    /// writes ([`EventStore::replica_lag`]), apart from the projectors' lag (which counts what
+    /// the read copy holds). `None` from [`App::status`], and when the App reads what it
+    /// writes (no read replica).
+    pub replica: Option<std::result::Result<crate::store::ReplicaLag, Arc<Error>>>,
 }
 
 impl AppStatus {
@@ -722,6 +727,7 @@ impl AppStatus {
             handlers: Vec::new(),
             process_managers: Vec::new(),
             relays: Vec::new(),
+            replica: None,
         }
     }
 
@@ -1159,6 +1165,7 @@ impl App {
             let lag = health::relay_lag(&**events, &*relay.probe, &relay.source, read_to, cap).await;
             member.relay = Some(lag.map_err(Arc::new));
         }
+        status.replica = events.replica_lag().await.map_err(Arc::new).transpose();
         status
     }
 

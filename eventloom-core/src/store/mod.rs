@@ -325,6 +325,38 @@ impl Appended {
     }
 }
 
+/// How far the copy of the log a store reads is behind the copy it writes
+/// ([`EventStore::replica_lag`]): a PostgreSQL streaming replica behind its primary.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use eventloom_core::store::ReplicaLag;
+///
+/// let lag = ReplicaLag::new(4096, Some(Duration::from_millis(20)), false);
+/// assert!(!lag.paused && lag.bytes == 4096);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplicaLag {
+    /// Bytes of the log the writing copy has flushed (and so may send) that the read copy has
+    /// not replayed yet.
+    pub bytes: u64,
+    /// How long ago the last transaction the read copy replayed committed (`None` before it
+    /// replayed any). While nothing is written this grows without the copy being behind.
+    pub last_replayed: Option<std::time::Duration>,
+    /// Whether replay is paused: the read copy falls behind until it is resumed.
+    pub paused: bool,
+}
+
+impl ReplicaLag {
+    /// A lag of `bytes`, the last replay `last_replayed` ago, paused or not.
+    pub fn new(bytes: u64, last_replayed: Option<std::time::Duration>, paused: bool) -> Self {
+        ReplicaLag { bytes, last_replayed, paused }
+    }
+}
+
 /// The page size of the default [`EventStore::count_after`].
 const COUNT_PAGE: usize = 1000;
 
@@ -715,6 +747,24 @@ pub trait EventStore: Send + Sync + 'static {
         false
     }
 
+    /// How far the copy this store reads the log from is behind the one it writes to (a
+    /// PostgreSQL store reading a streaming replica): `None` when it reads what it writes (the
+    /// default). [`App::health`](crate::App::health) reports it as
+    /// [`AppStatus::replica`](crate::app::AppStatus::replica), apart from the projectors' lag.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// assert_eq!(MemoryEventStore::new().replica_lag().await.unwrap(), None);
+    /// # });
+    /// ```
+    fn replica_lag<'a>(&'a self) -> BoxFuture<'a, Result<Option<ReplicaLag>>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
     /// Appends `events` to `stream` as the relay of message `sequence` of `source` (another
     /// service's stream, read from the event bus), if the store's record of `source` is below
     /// `sequence`, and records `sequence` as relayed in the same atomic write: a message relayed
@@ -884,6 +934,9 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
     }
     fn loads_may_lag(&self) -> bool {
         (**self).loads_may_lag()
+    }
+    fn replica_lag<'a>(&'a self) -> BoxFuture<'a, Result<Option<ReplicaLag>>> {
+        (**self).replica_lag()
     }
     fn append_relayed<'a>(
         &'a self,

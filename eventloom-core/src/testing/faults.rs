@@ -254,6 +254,9 @@ impl<S: EventStore, H: AppendHook> EventStore for Hooked<S, H> {
     fn loads_may_lag(&self) -> bool {
         self.inner.loads_may_lag()
     }
+    fn replica_lag<'a>(&'a self) -> BoxFuture<'a, Result<Option<crate::store::ReplicaLag>>> {
+        self.inner.replica_lag()
+    }
     fn append_relayed<'a>(
         &'a self,
         source: &'a str,

@@ -306,4 +306,16 @@ async fn commands_and_subscriptions_run_on_the_shared_replica() {
     }
     assert_eq!(seen.last().map(|e| e.position), Some(last.position));
     assert_eq!(seen.iter().map(|e| e.version).collect::<Vec<_>>(), (1..=21).collect::<Vec<_>>());
+
+    // An App over it reports the replica's lag in its health, apart; one over the primary alone
+    // reports none.
+    let views = eventloom_core::memory::MemoryViewStore::default();
+    let app =
+        eventloom_core::App::builder(eventloom_core::Stores::new(store.clone(), views.clone())).start().await.unwrap();
+    let lag = app.health(10).await.replica.expect("a replica's lag").expect("read");
+    assert!(!lag.paused, "{lag:?}");
+    app.shutdown().await.unwrap();
+    let app = eventloom_core::App::builder(eventloom_core::Stores::new(primary.clone(), views)).start().await.unwrap();
+    assert!(app.health(10).await.replica.is_none(), "no replica, no lag");
+    app.shutdown().await.unwrap();
 }
