@@ -253,10 +253,16 @@ fn jetstream_codes(text: &str) -> Option<(u64, u64)> {
     Some((code.parse().ok()?, err_code.parse().ok()?))
 }
 
-/// Whether a JetStream refusal says "not now": status 503 or error code 10008 (JetStream
-/// temporarily unavailable, as a cluster without a leader answers).
+/// JetStream error codes a status 503 comes with that mean "never", not "not now": JetStream not
+/// enabled for the account (10039), or on the server (10076).
+const NOT_ENABLED: [u64; 2] = [10039, 10076];
+
+/// Whether a JetStream refusal says "not now": error code 10008 (JetStream temporarily
+/// unavailable, as a cluster without a leader answers), or status 503 with any code but those
+/// saying JetStream is not enabled.
 pub(crate) fn temporarily_unavailable(code: u64, err_code: u64) -> bool {
-    code == 503 || err_code == async_nats::jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE.0
+    err_code == async_nats::jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE.0
+        || (code == 503 && !NOT_ENABLED.contains(&err_code))
 }
 
 /// An error of a JetStream request, sorted: timeouts, lost connections and the server's "not
@@ -303,6 +309,11 @@ mod tests {
         assert!(unavailable.is_transient());
         // Status 503 with another code, too; the description plays no part.
         assert!(matches!(request("reading", refusal(503, 10999, "connection refused")), Error::Unavailable(_)));
+        // But not JetStream disabled for the account or the server: that is for good.
+        for disabled in NOT_ENABLED {
+            let refused = request("reading", refusal(503, disabled, "jetstream not enabled"));
+            assert!(matches!(refused, Error::JetStream(_)), "{refused:?}");
+        }
         let not_found = request("reading", refusal(404, 10059, "stream not found"));
         assert!(matches!(not_found, Error::JetStream(_)), "{not_found:?}");
         // A description that reads like an outage does not make a permanent refusal one.

@@ -38,5 +38,7 @@ pub use async_nats;
 pub use config::NatsConfig;
 pub use error::{Error, Result};
 pub use feed::{JetStreamFeed, JetStreamFeedConfig, JetStreamReader};
-pub use publisher::{DeadLetter, DeadLetterPolicy, MAX_IN_FLIGHT, Publisher, PublisherConfig, PublisherStatus};
+pub use publisher::{
+    DeadLetter, DeadLetterPolicy, LOG_BEHIND_LIMIT, MAX_IN_FLIGHT, Publisher, PublisherConfig, PublisherStatus,
+};
 pub use subject::{decode_token, encode_token};

@@ -579,6 +579,8 @@ impl Publisher {
         let mut fences = Fences::default();
         // A fence met, whose check is still to do.
         let mut fenced: Option<Error> = None;
+        // Since when the local log has been behind the stream, in a row.
+        let mut behind_since: Option<tokio::time::Instant> = None;
         loop {
             self.abandon(&mut pending).await;
             let check = self.check_stop(feed, &pending.unconfirmed, fenced.is_some(), &mut fences);
@@ -588,10 +590,10 @@ impl Publisher {
             };
             let checked = match verdict {
                 Ok(Verdict::Resume) => Ok(()),
-                // Fenced by the new holder of a lost lease: stand by under the lease.
-                Ok(Verdict::Stop(_) | Verdict::Fenced) if lease.is_some_and(Lease::is_lost) => {
-                    return Ok(Pass::LeaseLost);
-                }
+                // Fenced by the new holder of a lost lease: stand by under the lease. (A stop is
+                // another writer's message in an event's place, which no lease explains: it
+                // stops, lease or not.)
+                Ok(Verdict::Fenced) if lease.is_some_and(Lease::is_lost) => return Ok(Pass::LeaseLost),
                 Ok(Verdict::Stop(error)) => return Err(error),
                 Ok(Verdict::Fenced) => return Err(fenced.take().unwrap_or_else(|| self.fence_unknown())),
                 Err(error) => Err(error),
@@ -631,6 +633,20 @@ impl Publisher {
                     return Ok(Pass::LeaseLost);
                 }
                 Err(error @ Error::Fenced { .. }) => fenced = Some(error),
+                Err(Error::LogBehind { stream, sequence, position })
+                    if behind_since.get_or_insert_with(tokio::time::Instant::now).elapsed() >= LOG_BEHIND_LIMIT =>
+                {
+                    return Err(Error::LogMismatch {
+                        stream,
+                        sequence,
+                        position,
+                        reason: format!(
+                            "the local log has not reached that position in {} s: it is not the log that published \
+                             (another service's, or a store restored or wiped), or a replica that stopped replaying",
+                            LOG_BEHIND_LIMIT.as_secs()
+                        ),
+                    });
+                }
                 Err(error) if error.is_transient() => {
                     tracing::warn!(%error, ?delay, "publishing failed; resuming from the stream's last message");
                     self.report(|s| s.last_error = Some(error.to_string()));
@@ -855,7 +871,7 @@ impl Publisher {
         if !headers::marker_at_one(info.config.description.as_deref()) && info.state.first_sequence == 1 {
             match stream.get_raw_message(1).await {
                 Ok(message) if headers::is_marker(Some(&message.headers)) => {
-                    self.note_marker_at_one().await?;
+                    self.try_note_marker_at_one().await;
                     info = stream.info().await.map_err(|e| request("reading the stream's info", e))?.clone();
                 }
                 Ok(_) => {}
@@ -881,6 +897,15 @@ impl Publisher {
             context.update_stream(updated).await.map_err(|e| request("updating the stream's limits", e))?;
         }
         Ok(stream)
+    }
+
+    /// [`note_marker_at_one`](Self::note_marker_at_one), where failing only warns: the note
+    /// matters once the marker aged out, and publishing must not wait for it (a publisher
+    /// allowed to publish but not to update its stream goes on; a later pass tries again).
+    async fn try_note_marker_at_one(&self) {
+        if let Err(error) = self.note_marker_at_one().await {
+            tracing::warn!(%error, "could not note the stream-start marker in the stream's description; going on");
+        }
     }
 
     /// Notes in the stream's description that its sequence 1 is the stream-start marker (see
@@ -918,7 +943,10 @@ impl Publisher {
             .await
             .map_err(|e| publish_error(&config.stream, 0, e))?;
         match ack.await {
-            Ok(ack) if ack.sequence == 1 => self.note_marker_at_one().await,
+            Ok(ack) if ack.sequence == 1 => {
+                self.try_note_marker_at_one().await;
+                Ok(())
+            }
             Ok(_) => Ok(()),
             // Someone else's message came first: the stream is not empty any more.
             Err(error) if matches!(error.kind(), PublishErrorKind::WrongLastSequence) => Ok(()),
@@ -949,8 +977,11 @@ impl Publisher {
         let mut reader = feed.read_after(before, 1, 4 << 20);
         let local = reader.try_next_batch().await?.and_then(|batch| batch.into_iter().next());
         let Some(local) = local else {
+            if feed.count_after(Position::ZERO, 1).await? == 0 {
+                return Err(mismatch("the local log is empty (a store wiped, or another one)".into()));
+            }
             // The local log may trail the one that published (a replica, or its gap-free
-            // horizon behind): retried until it holds the position.
+            // horizon behind): retried until it holds the position, for a while.
             return Err(Error::LogBehind { stream: stream.clone(), sequence, position });
         };
         if local.position != position {
@@ -1157,6 +1188,10 @@ const REFENCES: u32 = 3;
 
 /// How long the acks of an ended pass are awaited, once its publishes are flushed.
 const ABANDONED_ACKS_WAIT: Duration = Duration::from_secs(1);
+
+/// How long the local log may stay behind the stream's last event ([`Error::LogBehind`]) before
+/// the publisher stops with [`Error::LogMismatch`]: a replica is behind for seconds, not minutes.
+pub const LOG_BEHIND_LIMIT: Duration = Duration::from_secs(120);
 
 /// How many stream-start markers at the stream's end a resume passes over.
 const MARKERS_PASSED: usize = 100;

@@ -269,6 +269,13 @@ async fn a_stream_of_another_log_is_refused_and_a_second_writer_fences_the_publi
     assert!(matches!(&error, Error::LogMismatch { .. }), "{error:?}");
     assert_eq!(error.kind(), ErrorKind::Corrupt);
     assert!(error.to_string().contains("has id"), "{error}");
+    // An empty log (a store wiped) is not waited for: it is not the log that published.
+    let empty =
+        tokio::time::timeout(Duration::from_secs(20), publisher(&client, &names).catch_up(&MemoryEventStore::new()))
+            .await
+            .expect("an empty log is refused at once, not waited for")
+            .unwrap_err();
+    assert!(matches!(&empty, Error::LogMismatch { .. }) && empty.to_string().contains("empty"), "{empty:?}");
     // A log that does not reach the last message's position may be behind (a replica): its
     // publisher waits for it, and once it gets there finds another event.
     let short_log = MemoryEventStore::new();
