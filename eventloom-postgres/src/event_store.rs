@@ -374,7 +374,8 @@ impl PgEventStore {
     }
 
     /// Creates or upgrades the schema: versioned SQL embedded in the crate, applied in order
-    /// under an advisory lock, so several processes may run it at once.
+    /// under an advisory lock, so several processes may run it at once. With a read replica it
+    /// then waits (at most 30 s, else [`Error::Connect`]) until the replica has replayed them.
     pub async fn migrate(&self) -> Result<()> {
         let mut client = self.inner.db.pool().get().await.map_err(crate::connect::unavailable)?;
         let sql = &self.inner.sql;
@@ -392,7 +393,35 @@ impl PgEventStore {
             tx.execute(&sql.record_migration, &[&v, name]).await.map_err(|e| Error::migration(*version, e))?;
         }
         tx.commit().await.map_err(store_error)?;
+        if let Some(replica) = &self.inner.replica {
+            self.await_schema_on_replica(replica).await?;
+        }
         Ok(())
+    }
+
+    /// Waits, for at most [`SCHEMA_REPLAY_WAIT`], until the read replica has replayed what the
+    /// primary had written when the migrations committed: a schema made a moment ago is not on
+    /// the replica yet, and a read of it there would fail as a missing table.
+    async fn await_schema_on_replica(&self, replica: &Replica) -> Result<()> {
+        let row = self.inner.db.query_one(fixed::WAL_INSERT_POSITION, &[]).await?;
+        let lsn: String = Fields::new(&row, || "the primary's WAL position".to_owned()).get("lsn")?;
+        let deadline = tokio::time::Instant::now() + SCHEMA_REPLAY_WAIT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let row = replica.db.query_one(fixed::REPLAYED_TO, &[&lsn]).await?;
+            if Fields::new(&row, || "the read replica's replay position".to_owned()).get::<bool>("replayed")? {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Connect(format!(
+                    "the read replica has not replayed the schema's migrations in {} s: is it a streaming replica of \
+                     this primary, replaying?",
+                    SCHEMA_REPLAY_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 
     /// The ids and versions of the streams of one category (aggregate type), in id order,
@@ -783,6 +812,9 @@ async fn await_replay(client: &tokio_postgres::Client, replica: &Db) {
     .instrument(span)
     .await;
 }
+
+/// How long [`PgEventStore::migrate`] waits for the read replica to replay the migrations.
+const SCHEMA_REPLAY_WAIT: Duration = Duration::from_secs(30);
 
 /// How many times an append with [`ExpectedVersion::Any`] is retried after losing a race to
 /// an append with an exact version, which does not queue on the stream's lock.

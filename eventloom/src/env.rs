@@ -10,6 +10,8 @@ const REDIS_URL: &str = "REDIS_URL";
 const SCHEMA: &str = "EVENTLOOM_SCHEMA";
 /// The prefix of every Redis key (default: the Redis adapter's `DEFAULT_PREFIX`).
 const REDIS_PREFIX: &str = "EVENTLOOM_REDIS_PREFIX";
+/// A streaming replica of the PostgreSQL at `DATABASE_URL`, to read the log from.
+const READ_REPLICA_URL: &str = "EVENTLOOM_READ_REPLICA_URL";
 
 /// Why [`stores_from_env`] (or [`StoresConfig::connect`]) found no stores.
 ///
@@ -39,6 +41,9 @@ pub enum StoresError {
     /// the events they were built from.
     #[error("REDIS_URL is set without DATABASE_URL: Redis views need their events in PostgreSQL")]
     RedisWithoutPostgres,
+    /// `EVENTLOOM_READ_REPLICA_URL` without `DATABASE_URL`: a replica of no primary.
+    #[error("EVENTLOOM_READ_REPLICA_URL is set without DATABASE_URL: a read replica needs its primary")]
+    ReplicaWithoutPostgres,
     /// PostgreSQL refused the settings, could not be reached, or the migrations failed.
     #[cfg(feature = "postgres")]
     #[error("PostgreSQL stores: {0}")]
@@ -59,6 +64,12 @@ pub enum StoresError {
 /// | set (feature `postgres`) | set (feature `redis`) | PostgreSQL, with the views on Redis |
 /// | unset | set | refused: [`StoresError::RedisWithoutPostgres`] |
 ///
+/// `REDIS_URL` may list the nodes of a Redis Cluster, comma-separated
+/// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`): the views are then on the cluster.
+/// `EVENTLOOM_READ_REPLICA_URL` names a streaming replica of the PostgreSQL at `DATABASE_URL`
+/// that the log is read from (subscriptions, projections, stream loads); it needs
+/// `DATABASE_URL` ([`StoresError::ReplicaWithoutPostgres`]).
+///
 /// A URL set without its feature is refused ([`StoresError::FeatureDisabled`]), unless
 /// [`ignore_missing_features`](Self::ignore_missing_features) says to go without it. Empty
 /// variables count as unset.
@@ -76,6 +87,7 @@ pub enum StoresError {
 #[derive(Clone)]
 pub struct StoresConfig {
     database_url: Option<String>,
+    read_replica_url: Option<String>,
     redis_url: Option<String>,
     schema: Option<String>,
     prefix: Option<String>,
@@ -88,6 +100,7 @@ impl std::fmt::Debug for StoresConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoresConfig")
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("read_replica_url", &self.read_replica_url.as_ref().map(|_| "<set>"))
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("schema", &self.schema)
             .field("prefix", &self.prefix)
@@ -102,6 +115,7 @@ impl StoresConfig {
     pub fn memory() -> Self {
         StoresConfig {
             database_url: None,
+            read_replica_url: None,
             redis_url: None,
             schema: None,
             prefix: None,
@@ -110,13 +124,15 @@ impl StoresConfig {
         }
     }
 
-    /// From the process's environment: `DATABASE_URL`, `REDIS_URL`, `EVENTLOOM_SCHEMA` (the
-    /// PostgreSQL schema; default the URL's, else `public`) and `EVENTLOOM_REDIS_PREFIX` (the
-    /// prefix of every Redis key).
+    /// From the process's environment: `DATABASE_URL`, `REDIS_URL` (one node, or a cluster's
+    /// nodes comma-separated), `EVENTLOOM_READ_REPLICA_URL` (a streaming replica to read the log
+    /// from), `EVENTLOOM_SCHEMA` (the PostgreSQL schema; default the URL's, else `public`) and
+    /// `EVENTLOOM_REDIS_PREFIX` (the prefix of every Redis key).
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         StoresConfig {
             database_url: var(DATABASE_URL),
+            read_replica_url: var(READ_REPLICA_URL),
             redis_url: var(REDIS_URL),
             schema: var(SCHEMA),
             prefix: var(REDIS_PREFIX),
@@ -130,7 +146,15 @@ impl StoresConfig {
         self
     }
 
-    /// The views on the Redis at `url`.
+    /// The log read from the streaming replica at `url` of the PostgreSQL at
+    /// [`database_url`](Self::database_url) (which takes the writes).
+    pub fn read_replica_url(mut self, url: impl Into<String>) -> Self {
+        self.read_replica_url = Some(url.into());
+        self
+    }
+
+    /// The views on the Redis at `url`, or on the Redis Cluster whose nodes `url` lists,
+    /// comma-separated.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.redis_url = Some(url.into());
         self
@@ -189,6 +213,11 @@ impl StoresConfig {
         if database_dropped {
             tracing::warn!("{DATABASE_URL} is set, but this program was built without the `postgres` feature: ignored");
         }
+        if !cfg!(feature = "postgres") && self.read_replica_url.take().is_some() {
+            tracing::warn!(
+                "{READ_REPLICA_URL} is set, but this program was built without the `postgres` feature: ignored"
+            );
+        }
         if !cfg!(feature = "redis") && self.redis_url.take().is_some() {
             tracing::warn!("{REDIS_URL} is set, but this program was built without the `redis` feature: ignored");
         }
@@ -199,6 +228,7 @@ impl StoresConfig {
     pub async fn connect(self) -> Result<Stores, StoresError> {
         let (config, database_dropped) = self.without_missing_features();
         match (&config.database_url, &config.redis_url) {
+            (None, None) if config.read_replica_url.is_some() => Err(StoresError::ReplicaWithoutPostgres),
             (None, None) => Ok(MemoryStores::new().into()),
             // DATABASE_URL is set: what is missing is the feature that reads it.
             (None, Some(_)) if database_dropped => {
@@ -222,12 +252,22 @@ impl StoresConfig {
         if let Some(schema) = &self.schema {
             config = config.schema(schema.clone()).map_err(StoresError::Postgres)?;
         }
+        if let Some(replica) = &self.read_replica_url {
+            config = config.read_replica(replica).map_err(StoresError::Postgres)?;
+        }
         let stores = if self.migrate {
             PgStores::connect_with(config).await
         } else {
             PgStores::connect_unmigrated(config).await
         };
-        Ok(stores.map_err(StoresError::Postgres)?.into())
+        let stores: Stores = stores.map_err(StoresError::Postgres)?.into();
+        Ok(match &self.read_replica_url {
+            Some(_) => {
+                let description = format!("{}+replica", stores.description());
+                stores.described_as(description)
+            }
+            None => stores,
+        })
     }
 
     #[cfg(not(feature = "postgres"))]
@@ -237,9 +277,13 @@ impl StoresConfig {
 
     #[cfg(feature = "redis")]
     async fn with_redis_views(&self, stores: Stores, url: &str) -> Result<Stores, StoresError> {
+        use eventloom_redis::{RedisConfig, RedisViewStore};
         let prefix = self.prefix.as_deref().unwrap_or(eventloom_redis::DEFAULT_PREFIX);
-        let views = eventloom_redis::RedisViewStore::connect(url, prefix).await.map_err(StoresError::Redis)?;
-        let description = format!("{}+redis", stores.description());
+        let cluster = url.contains(',');
+        let config = if cluster { RedisConfig::from_cluster_urls(url) } else { RedisConfig::from_url(url) };
+        let config = config.and_then(|c| c.prefix(prefix)).map_err(StoresError::Redis)?;
+        let views = RedisViewStore::connect_with(config).await.map_err(StoresError::Redis)?;
+        let description = format!("{}+{}", stores.description(), if cluster { "redis-cluster" } else { "redis" });
         Ok(stores.with_views(views).described_as(description))
     }
 

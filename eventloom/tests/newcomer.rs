@@ -259,3 +259,41 @@ async fn the_newcomers_program_runs_one_role_per_process_on_postgres_and_redis()
         app.shutdown().await.unwrap();
     }
 }
+
+/// The same program with its log read from a streaming replica and its views on a Redis
+/// Cluster, one role per process, configured as `stores_from_env` reads them (`REDIS_URL` a
+/// comma-separated node list, `EVENTLOOM_READ_REPLICA_URL`).
+#[cfg(all(feature = "postgres", feature = "redis"))]
+#[tokio::test]
+async fn the_newcomers_program_runs_on_a_read_replica_and_a_redis_cluster() {
+    let var = |name: &str| {
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("set {name} (scripts/test.sh starts the servers) to test the adapters"))
+    };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let stores = StoresConfig::memory()
+        .database_url(var("DATABASE_URL"))
+        .read_replica_url(var("DATABASE_REPLICA_URL"))
+        .redis_url(var("REDIS_CLUSTER_URLS"))
+        .schema(format!("facade_{run}"))
+        .prefix(format!("facade-{run}:"))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(stores.description(), "postgres+replica+redis-cluster");
+    let command = builder(stores.clone()).role(Role::Command).start().await.unwrap();
+    let projector = builder(stores.clone()).role(Role::Projector).start().await.unwrap();
+    let query = builder(stores).role(Role::Query).start().await.unwrap();
+    newcomer(&command, &query).await;
+    let health = projector.health(100).await;
+    assert!(health.replica.is_some_and(|lag| lag.is_ok()), "the replica's lag is reported");
+    for app in [command, projector, query] {
+        app.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_read_replica_without_its_primary_is_refused() {
+    let refused = StoresConfig::memory().read_replica_url("postgres://127.0.0.1:1/app").connect().await;
+    assert!(matches!(refused, Err(eventloom::StoresError::ReplicaWithoutPostgres)), "{refused:?}");
+}
