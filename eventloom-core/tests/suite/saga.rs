@@ -785,12 +785,18 @@ impl ProcessManager for Reserver {
         e: &EventEnvelope<Fulfilment>,
         d: &mut Decision<SagaCommand>,
     ) -> Result<(), BoxError> {
-        if let Fulfilment::Order(OrderEvent::Placed { sku, qty }) = &e.event {
-            *s += 1;
-            d.issue(SagaCommand::Reserve(Reserve { sku: sku.clone(), order: e.stream.id().to_owned(), qty: *qty }));
+        if let Some(reserve) = reservation(s, e) {
+            d.issue(SagaCommand::Reserve(reserve));
         }
         Ok(())
     }
+}
+
+/// The reservation a placed order asks for (counted in `placed`).
+fn reservation(placed: &mut u64, e: &EventEnvelope<Fulfilment>) -> Option<Reserve> {
+    let Fulfilment::Order(OrderEvent::Placed { sku, qty }) = &e.event else { return None };
+    *placed += 1;
+    Some(Reserve { sku: sku.clone(), order: e.stream.id().to_owned(), qty: *qty })
 }
 
 /// The orders of each sku's `Reserved` events, in their stream's order.
@@ -1012,9 +1018,8 @@ impl ProcessManager for StuckReserver {
         e: &EventEnvelope<Fulfilment>,
         d: &mut Decision<StuckCommand>,
     ) -> Result<(), BoxError> {
-        if let Fulfilment::Order(OrderEvent::Placed { sku, qty }) = &e.event {
-            *s += 1;
-            d.issue(StuckCommand::Reserve(Reserve { sku: sku.clone(), order: e.stream.id().to_owned(), qty: *qty }));
+        if let Some(reserve) = reservation(s, e) {
+            d.issue(StuckCommand::Reserve(reserve));
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ use eventloom_core::memory::MemoryEventStore;
 use eventloom_core::prelude::*;
 use eventloom_core::read::{Projector, ViewReader};
 use eventloom_core::store::ViewStore;
+use eventloom_core::testing::TestRng;
 use eventloom_nats::{JetStreamFeed, JetStreamFeedConfig, Publisher, PublisherConfig};
 use eventloom_postgres::{PgConfig, PgStores};
 
@@ -33,26 +34,6 @@ fn database_url() -> String {
 async fn pg(schema: &str) -> PgStores {
     let config = PgConfig::from_url(&database_url()).unwrap().schema(schema).unwrap().pool_size(4);
     PgStores::connect_with(config).await.unwrap_or_else(|e| panic!("cannot connect to PostgreSQL: {e}"))
-}
-
-/// A small xorshift generator whose seed is printed: `CQRS_KILL_SEED` replays a run.
-struct Rng(u64);
-
-impl Rng {
-    fn from_env() -> Self {
-        let seed = std::env::var("CQRS_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-        });
-        println!("kill test seed: CQRS_KILL_SEED={seed}");
-        Rng(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 fn env(name: &str) -> String {
@@ -233,7 +214,7 @@ async fn the_nats_server_restarted_mid_publish_loses_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_publisher_sigkilled_and_restarted_after_the_duplicate_window_loses_and_duplicates_nothing() {
-    let mut rng = Rng::from_env();
+    let mut rng = TestRng::from_env("CQRS_KILL_SEED");
     let schema = unique("nats_pub_kill");
     let names = names("pubkill");
     let url = nats_url();
@@ -283,7 +264,7 @@ async fn the_publisher_sigkilled_and_restarted_after_the_duplicate_window_loses_
 async fn the_consumer_sigkilled_mid_projection_folds_every_event_once_and_in_order() {
     const STREAMS: u64 = 20;
     const EACH: u64 = 150;
-    let mut rng = Rng::from_env();
+    let mut rng = TestRng::from_env("CQRS_KILL_SEED");
     let schema = unique("nats_con_kill");
     let names = names("conkill");
     let url = nats_url();

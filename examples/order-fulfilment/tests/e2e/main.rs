@@ -107,28 +107,12 @@ async fn create_database(admin: &tokio_postgres::Client, url: &str, name: &str) 
     format!("{base}/{name}")
 }
 
-/// A small xorshift generator; the seed is printed, and `ORDER_FULFILMENT_SEED` replays it.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_reach_an_end_through_kills_of_each_service() {
     let url = env("DATABASE_URL", "a PostgreSQL server where the test may create databases");
     let _ = env("NATS_URL", "a nats-server with JetStream");
-    let seed = std::env::var("ORDER_FULFILMENT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 | 1
-    });
-    println!("order fulfilment e2e seed: ORDER_FULFILMENT_SEED={seed}");
-    let mut rng = Rng(seed);
-    let run = format!("{}_{}", std::process::id(), seed % 100_000);
+    let mut rng = eventloom::testing::TestRng::from_env("ORDER_FULFILMENT_SEED");
+    let run = format!("{}_{}", std::process::id(), rng.seed() % 100_000);
     let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     let bus = format!("of{run}");
