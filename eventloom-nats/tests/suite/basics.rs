@@ -1010,7 +1010,14 @@ async fn a_stream_recreated_past_the_checkpoint_is_refused() {
     delete_stream(&client, &names.stream).await;
     let other_log = MemoryEventStore::new();
     fill(&other_log, 2, 10).await;
-    publisher(&client, &names).catch_up(&other_log).await.unwrap();
+    // nats-server may still be removing the old stream's files: making one of the same name at
+    // once can fail with "error creating store for stream" (10049) for a moment.
+    let mut tries = 0;
+    while let Err(error) = publisher(&client, &names).catch_up(&other_log).await {
+        tries += 1;
+        assert!(tries < 50 && error.to_string().contains("10049"), "{error}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut error = reader.try_next_batch().await.unwrap_err();
     if error.is_transient() {
         // The reading consumer went with the old stream: an outage, retried (as a runner does).
