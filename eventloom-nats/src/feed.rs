@@ -436,9 +436,19 @@ async fn acknowledge(
                 }
             }
             let Some(last) = last else {
-                // Nothing pending up to the target (the consumer is ahead, or the stream holds
-                // nothing there): done until the target moves.
-                return Ok::<_, Error>((durable, target));
+                // Nothing to fetch up to the target. Done until the target moves if the durable's
+                // floor is there (or the stream holds nothing there); but messages delivered
+                // before a restart and never acknowledged are fetched again only once their ack
+                // wait ran out: until then, wait, counting only what the floor says.
+                let mut durable = durable;
+                let info = durable.info().await.map_err(|e| request("reading the durable consumer", e))?;
+                let (floor, delivered) = (info.ack_floor.stream_sequence, info.delivered.stream_sequence);
+                // Pending are the messages after the floor up to the last delivered.
+                if floor >= target || delivered <= floor {
+                    return Ok::<_, Error>((durable, target));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return Ok((durable, acked.max(floor)));
             };
             last.ack().await.map_err(|e| Error::Unavailable(format!("acknowledging: {e}")))?;
             Ok((durable, seen))
