@@ -23,13 +23,7 @@ const BATCHES: Budget = Budget::new(300, 20);
 /// Runs the comparison against the server at `url`, in a schema `bench_baseline_<pid>` that is
 /// dropped at the end.
 pub async fn run(url: &str) -> Result<()> {
-    let (monitor, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            eprintln!("monitoring connection failed: {error}");
-        }
-    });
-    crate::scenarios::describe_server(&monitor).await?;
+    let monitor = crate::scenarios::monitor(url).await?;
     let schema = crate::scenarios::fresh_schema(&monitor, "bench_baseline").await?;
     let outcome = async {
         let store =

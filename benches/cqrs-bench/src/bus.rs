@@ -32,13 +32,7 @@ const IN_FLIGHT: usize = 256;
 /// `pg_url` (dropped at the end) and streams `BENCH_<pid>_*` on the NATS server at `nats_url`
 /// (deleted at the end).
 pub async fn run(pg_url: &str, nats_url: &str) -> Result<()> {
-    let (monitor, connection) = tokio_postgres::connect(pg_url, tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            eprintln!("monitoring connection failed: {error}");
-        }
-    });
-    crate::scenarios::describe_server(&monitor).await?;
+    let monitor = crate::scenarios::monitor(pg_url).await?;
     let schema = crate::scenarios::fresh_schema(&monitor, "bench_bus").await?;
     let client = NatsConfig::new(nats_url)?.connect().await?;
     eprintln!("NATS: {} (max_payload {})", client.server_info().version, client.server_info().max_payload);

@@ -29,7 +29,6 @@ use eventloom_core::write::Cqrs;
 use eventloom_postgres::{PgConfig, PgEventStore, PgLeases, PgViewStore};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 
 use crate::Result;
 use crate::counted::{Counted, Reads, Watched};
@@ -361,13 +360,7 @@ impl Worker for Fill {
 
 /// Runs the scenarios against the server at `url`, printing one JSON line per scenario.
 pub async fn run(url: &str) -> Result<()> {
-    let (monitor, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            eprintln!("monitoring connection failed: {error}");
-        }
-    });
-    crate::scenarios::describe_server(&monitor).await?;
+    let monitor = crate::scenarios::monitor(url).await?;
     let server = Server::find(&monitor).await;
     match &server {
         Some(_) => eprintln!(

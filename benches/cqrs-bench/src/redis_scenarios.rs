@@ -14,7 +14,6 @@ use eventloom_core::{
 use eventloom_postgres::{PgConfig, PgEventStore};
 use eventloom_redis::RedisViewStore;
 use redis::aio::ConnectionManager;
-use tokio_postgres::NoTls;
 
 use crate::Result;
 use crate::domain::{Deposit, account_ids};
@@ -26,7 +25,6 @@ use crate::read_model::{
     AccountView, AccountViews, CatchUpLoad, RawGet, RawViewWrites, ViewGet, any_keys, delete_keys, view_key,
 };
 use crate::report::{Latency, Record, Unit};
-use crate::scenarios::describe_server;
 
 /// Streams the catch-up reads, with ids `cu-0` .. `cu-999`.
 const STREAMS: usize = 1_000;
@@ -65,13 +63,7 @@ pub async fn run(pg_url: &str, redis_url: &str) -> Result<()> {
     if timer.is_none() {
         eprintln!("phases: not timed (another tracing subscriber is installed)");
     }
-    let (monitor, connection) = tokio_postgres::connect(pg_url, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            eprintln!("monitoring connection failed: {error}");
-        }
-    });
-    describe_server(&monitor).await?;
+    let monitor = crate::scenarios::monitor(pg_url).await?;
     let mut redis = ConnectionManager::new(redis::Client::open(redis_url)?).await?;
     describe_redis(&mut redis).await?;
     let schema = crate::scenarios::fresh_schema(&monitor, "bench_redis").await?;

@@ -192,13 +192,7 @@ impl Projection for ToShip {
 /// `bench_e2e_shipping_<pid>` of the PostgreSQL server at `pg_url` and streams `BENCH_<pid>_E2E*`
 /// on the NATS server at `nats_url`, all removed at the end.
 pub async fn run(pg_url: &str, nats_url: &str) -> Result<()> {
-    let (monitor, connection) = tokio_postgres::connect(pg_url, tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            eprintln!("monitoring connection failed: {error}");
-        }
-    });
-    crate::scenarios::describe_server(&monitor).await?;
+    let monitor = crate::scenarios::monitor(pg_url).await?;
     let schema = crate::scenarios::fresh_schema(&monitor, "bench_saga").await?;
     let outcome = saga_steps(pg_url, &monitor, &schema).await;
     let dropped = monitor.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await;

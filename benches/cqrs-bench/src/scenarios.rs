@@ -109,6 +109,19 @@ pub async fn fresh_schema(monitor: &Client, prefix: &str) -> Result<String> {
     Ok(schema)
 }
 
+/// A connection to the PostgreSQL at `url` for the benchmark's own queries (schemas, counts),
+/// its server described on stderr first.
+pub async fn monitor(url: &str) -> Result<Client> {
+    let (monitor, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            eprintln!("monitoring connection failed: {error}");
+        }
+    });
+    describe_server(&monitor).await?;
+    Ok(monitor)
+}
+
 /// Says which server this is and whether it is durable.
 pub async fn describe_server(monitor: &Client) -> Result<()> {
     let row = monitor
