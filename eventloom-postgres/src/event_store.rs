@@ -405,23 +405,14 @@ impl PgEventStore {
     async fn await_schema_on_replica(&self, replica: &Replica) -> Result<()> {
         let row = self.inner.db.query_one(fixed::WAL_INSERT_POSITION, &[]).await?;
         let lsn: String = Fields::new(&row, || "the primary's WAL position".to_owned()).get("lsn")?;
-        let deadline = tokio::time::Instant::now() + SCHEMA_REPLAY_WAIT;
-        let mut pause = Duration::from_millis(1);
-        loop {
-            let row = replica.db.query_one(fixed::REPLAYED_TO, &[&lsn]).await?;
-            if Fields::new(&row, || "the read replica's replay position".to_owned()).get::<bool>("replayed")? {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Connect(format!(
-                    "the read replica has not replayed the schema's migrations in {} s: is it a streaming replica of \
-                     this primary, replaying?",
-                    SCHEMA_REPLAY_WAIT.as_secs()
-                )));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
+        if replayed_within(&replica.db, &lsn, SCHEMA_REPLAY_WAIT, Duration::from_millis(50)).await? {
+            return Ok(());
         }
+        Err(Error::Connect(format!(
+            "the read replica has not replayed the schema's migrations in {} s: is it a streaming replica of this \
+             primary, replaying?",
+            SCHEMA_REPLAY_WAIT.as_secs()
+        )))
     }
 
     /// The ids and versions of the streams of one category (aggregate type), in id order,
@@ -790,27 +781,34 @@ async fn await_replay(client: &tokio_postgres::Client, replica: &Db) {
                 return;
             }
         };
-        let deadline = tokio::time::Instant::now() + REPLAY_WAIT;
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match replica.query_one(fixed::REPLAYED_TO, &[&lsn]).await {
-                Ok(row) if row.try_get::<_, bool>("replayed").unwrap_or(true) => return,
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::debug!(%error, "cannot read the replica's replay position; waking subscribers now");
-                    return;
-                }
+        match replayed_within(replica, &lsn, REPLAY_WAIT, Duration::from_millis(20)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(lsn, "the read replica has not replayed a notified commit yet; waking subscribers")
             }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::debug!(lsn, "the read replica has not replayed a notified commit yet; waking subscribers");
-                return;
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(20));
+            Err(error) => tracing::debug!(%error, "cannot read the replica's replay position; waking subscribers now"),
         }
     }
     .instrument(span)
     .await;
+}
+
+/// Whether `replica` replays the primary's WAL up to `lsn` within `wait`, polled with pauses
+/// growing from 1 ms to `longest`.
+async fn replayed_within(replica: &Db, lsn: &str, wait: Duration, longest: Duration) -> eventloom_core::Result<bool> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let row = replica.query_one(fixed::REPLAYED_TO, &[&lsn]).await?;
+        if Fields::new(&row, || "the read replica's replay position".to_owned()).get::<bool>("replayed")? {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(longest);
+    }
 }
 
 /// How long [`PgEventStore::migrate`] waits for the read replica to replay the migrations.
