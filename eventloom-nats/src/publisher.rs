@@ -625,6 +625,9 @@ impl Publisher {
                 }
                 Err(error) => Err(error),
             };
+            if !matches!(ended, Err(Error::LogBehind { .. })) {
+                behind_since = None;
+            }
             match ended {
                 Ok(pass) => return Ok(pass),
                 Err(Error::Fenced { .. }) if lease.is_some_and(Lease::is_lost) => {

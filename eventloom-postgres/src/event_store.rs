@@ -393,6 +393,8 @@ impl PgEventStore {
             tx.execute(&sql.record_migration, &[&v, name]).await.map_err(|e| Error::migration(*version, e))?;
         }
         tx.commit().await.map_err(store_error)?;
+        // Back to the pool first: the wait reads the primary through it (a pool of one).
+        drop(client);
         if let Some(replica) = &self.inner.replica {
             self.await_schema_on_replica(replica).await?;
         }

@@ -319,3 +319,18 @@ async fn commands_and_subscriptions_run_on_the_shared_replica() {
     assert!(app.health(10).await.replica.is_none(), "no replica, no lag");
     app.shutdown().await.unwrap();
 }
+
+/// Migrations on a pool of one connection with a replica: the wait for the replica to replay
+/// them needs the connection the migrations used, given back first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_on_a_pool_of_one_wait_for_the_replica_without_hanging() {
+    let config = PgConfig::from_url(&database_url())
+        .unwrap()
+        .schema(fresh_schema())
+        .unwrap()
+        .pool_size(1)
+        .read_replica(&database_replica_url())
+        .unwrap();
+    let connected = tokio::time::timeout(Duration::from_secs(60), eventloom_postgres::PgStores::connect_with(config));
+    connected.await.expect("migrate returned").expect("connected and migrated");
+}
