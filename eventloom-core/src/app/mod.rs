@@ -25,11 +25,11 @@ pub use stores::{MemoryStores, Stores};
 
 use self::health::{LeaseStates, TrackedLeases};
 use self::signal::{SignallingViews, Signals};
-use crate::read::partition::ViewKey;
 use crate::memory::lock;
 use crate::process::ProcessManager;
 use crate::process::dispatch::{Dispatcher, Engines};
 use crate::process::job::ProcessJob;
+use crate::read::partition::ViewKey;
 use crate::{
     Aggregate, Command, CommandError, CommandOutcome, Cqrs, Error, EventHandler, EventStore, ExecuteOptions, Handle,
     MemberHandle, MemberState, Projection, ProjectionGroup, Projector, Reader, Result, Upcasters, ViewStore,

@@ -19,8 +19,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::partition::Partition;
-use crate::store::{BoxFuture, Lease, LeaseManager};
 use crate::Result;
+use crate::store::{BoxFuture, Lease, LeaseManager};
 
 /// How often a process looks at the member slots.
 pub(crate) const BALANCE_INTERVAL: Duration = Duration::from_secs(1);

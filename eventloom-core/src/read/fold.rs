@@ -294,7 +294,11 @@ fn in_partition<P: Projection>(
         envelope.stream,
         partition.index
     );
-    Err(Error::Projection { projection: projection.name().to_owned(), position: envelope.position, source: reason.into() })
+    Err(Error::Projection {
+        projection: projection.name().to_owned(),
+        position: envelope.position,
+        source: reason.into(),
+    })
 }
 
 /// The views of a batch as stored, and their index entries, by slot.

@@ -11,8 +11,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::feed::{Feed, FeedReader};
 use super::balance::BalancedLeases;
+use super::feed::{Feed, FeedReader};
 use super::partition::{MAX_PARTITIONS, Partition};
 use super::partitioned::PartitionJob;
 use super::projector::Projector;

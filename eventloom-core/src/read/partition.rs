@@ -124,7 +124,8 @@ pub(crate) struct PartitionSet {
 impl PartitionSet {
     /// Parses the stored record, checking that it names one generation per partition.
     pub(crate) fn parse(name: &str, json: &str) -> Result<Self> {
-        let corrupt = |reason: String| Error::Corrupt { location: format!("the partition set of projection {name}"), reason };
+        let corrupt =
+            |reason: String| Error::Corrupt { location: format!("the partition set of projection {name}"), reason };
         let set: PartitionSet = serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?;
         if set.partitions == 0 || set.partitions > MAX_PARTITIONS || set.generations.len() != set.partitions as usize {
             return Err(corrupt(format!("{} partitions with {} generations", set.partitions, set.generations.len())));
@@ -209,7 +210,10 @@ impl<'a> Records<'a> {
     }
 
     fn busy(&self) -> Error {
-        Error::unavailable_msg(format!("the partition set of projection {} changed {TRIES} times during one write", self.name))
+        Error::unavailable_msg(format!(
+            "the partition set of projection {} changed {TRIES} times during one write",
+            self.name
+        ))
     }
 
     /// Reads the records `ids`, and writes what `change` makes of them (nothing when it answers
@@ -271,7 +275,8 @@ impl<'a> Records<'a> {
                 }
                 _ => mine,
             };
-            let json = serde_json::to_string(&ready).map_err(|source| Error::Serde { what: "a ready record".into(), source })?;
+            let json = serde_json::to_string(&ready)
+                .map_err(|source| Error::Serde { what: "a ready record".into(), source })?;
             Ok(((), vec![ViewWrite::set(ready_id.clone(), json)]))
         })
         .await?;
@@ -293,7 +298,11 @@ impl<'a> Records<'a> {
         let current = stored[0].as_deref().map(|json| PartitionSet::parse(self.name, json)).transpose()?;
         if let Some(set) = &current {
             if set.version > version {
-                return Err(Error::NewerVersion { projection: self.name.to_owned(), running: version, stored: set.version });
+                return Err(Error::NewerVersion {
+                    projection: self.name.to_owned(),
+                    running: version,
+                    stored: set.version,
+                });
             }
             if set.generation_of(partition, version) == Some(generation) {
                 return Ok(Standing::Named);
@@ -308,7 +317,8 @@ impl<'a> Records<'a> {
                 _ => Standing::Waiting,
             });
         };
-        let json = serde_json::to_string(&next).map_err(|source| Error::Serde { what: "a partition set".into(), source })?;
+        let json =
+            serde_json::to_string(&next).map_err(|source| Error::Serde { what: "a partition set".into(), source })?;
         let switched = self
             .update(&ids[..1], |stored| {
                 let now = stored.first().cloned().flatten();

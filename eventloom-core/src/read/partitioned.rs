@@ -11,7 +11,9 @@ use super::partition::{Partition, Records, SWITCH_GRACE, Standing};
 use super::projector::{Projector, Target};
 use super::run::{Checked, Job, Pending, Processed};
 use crate::store::superseded;
-use crate::{BoxError, Error, EventEnvelope, EventOf, EventStore, IndexEntry, Lease, Projection, RecordedEvent, Result};
+use crate::{
+    BoxError, Error, EventEnvelope, EventOf, EventStore, IndexEntry, Lease, Projection, RecordedEvent, Result,
+};
 
 /// The projection `P` as one partition of it sees it: named as the partition is stored.
 pub(super) struct PartitionOf<P> {
@@ -46,7 +48,11 @@ impl<P: Projection> Projection for PartitionOf<P> {
         self.inner.index(id, view)
     }
 
-    fn apply(&self, view: &mut Option<Self::View>, event: &EventEnvelope<EventOf<Self>>) -> std::result::Result<(), BoxError> {
+    fn apply(
+        &self,
+        view: &mut Option<Self::View>,
+        event: &EventEnvelope<EventOf<Self>>,
+    ) -> std::result::Result<(), BoxError> {
         self.inner.apply(view, event)
     }
 }
@@ -84,18 +90,16 @@ impl<P: Projection> Job for PartitionJob<P> {
         )
     }
 
-    fn target<'a, S: EventStore + Clone>(
-        &'a self,
-        projector: &'a Projector<S>,
+    async fn target<S: EventStore + Clone>(
+        &self,
+        projector: &Projector<S>,
         token: u64,
         _known: Option<u64>,
-    ) -> impl Future<Output = Result<Target>> + Send + 'a {
-        async move {
-            // Read before a generation may be begun: it was begun after this epoch at least.
-            let epoch = Records::new(&*projector.views, &self.whole).epoch().await?;
-            self.after.store(epoch, Ordering::Relaxed);
-            projector.target(&self.projection.name, P::VERSION, token).await
-        }
+    ) -> Result<Target> {
+        // Read before a generation may be begun: it was begun after this epoch at least.
+        let epoch = Records::new(&*projector.views, &self.whole).epoch().await?;
+        self.after.store(epoch, Ordering::Relaxed);
+        projector.target(&self.projection.name, P::VERSION, token).await
     }
 
     fn process<'a, S: EventStore + Clone, X: Future<Output = ()> + Send + Unpin>(
@@ -121,61 +125,62 @@ impl<P: Projection> Job for PartitionJob<P> {
         std::future::ready(Ok(false))
     }
 
-    fn check<'a, S: EventStore + Clone>(
-        &'a self,
-        projector: &'a Projector<S>,
-        target: &'a Target,
+    async fn check<S: EventStore + Clone>(
+        &self,
+        projector: &Projector<S>,
+        target: &Target,
         token: u64,
-        pending: &'a mut Option<Pending>,
-    ) -> impl Future<Output = Result<Checked>> + Send + 'a {
-        async move {
-            let records = Records::new(&*projector.views, &self.whole);
-            let (partition, generation) = (self.partition, target.generation);
-            let Some(waiting) = pending.as_mut() else {
-                // Live: still what queries read?
-                let set = Records::live_set(&*projector.views, &self.whole).await?;
-                if let Some(set) = set.as_ref().filter(|set| set.version > P::VERSION) {
-                    return Err(Error::NewerVersion {
-                        projection: self.whole.clone(),
-                        running: P::VERSION,
-                        stored: set.version,
-                    });
-                }
-                let named = set.as_ref().is_some_and(|set| {
-                    set.partitions == partition.count
-                        && set.version == P::VERSION
-                        && set.generations.get(partition.index as usize) == Some(&generation)
+        pending: &mut Option<Pending>,
+    ) -> Result<Checked> {
+        let records = Records::new(&*projector.views, &self.whole);
+        let (partition, generation) = (self.partition, target.generation);
+        let Some(waiting) = pending.as_mut() else {
+            // Live: still what queries read?
+            let set = Records::live_set(&*projector.views, &self.whole).await?;
+            if let Some(set) = set.as_ref().filter(|set| set.version > P::VERSION) {
+                return Err(Error::NewerVersion {
+                    projection: self.whole.clone(),
+                    running: P::VERSION,
+                    stored: set.version,
                 });
-                if !named {
-                    tracing::warn!(generation, "the partition set does not name this partition's views; offering them again");
-                    *pending = Some(Pending::default());
-                }
-                return Ok(Checked::Fine);
-            };
-            let after = self.after.load(Ordering::Relaxed);
-            match records.offer(partition, P::VERSION, generation, after).await? {
-                Standing::Waiting => {
-                    waiting.named_at = None;
-                    Ok(Checked::Fine)
-                }
-                Standing::Displaced => Ok(Checked::Displaced),
-                Standing::Named => {
-                    let now = tokio::time::Instant::now();
-                    let named_at = *waiting.named_at.get_or_insert(now);
-                    if !target.building {
-                        // Offered again while live: nothing to drop.
-                        *pending = None;
-                        return Ok(Checked::Fine);
-                    }
-                    if now.duration_since(named_at) < SWITCH_GRACE {
-                        return Ok(Checked::Fine);
-                    }
-                    // Queries have read this generation for a grace: the one it replaces can go.
-                    let name = &self.projection.name;
-                    superseded(name, projector.views.go_live(name, generation, token).await?)?;
+            }
+            let named = set.as_ref().is_some_and(|set| {
+                set.partitions == partition.count
+                    && set.version == P::VERSION
+                    && set.generations.get(partition.index as usize) == Some(&generation)
+            });
+            if !named {
+                tracing::warn!(
+                    generation,
+                    "the partition set does not name this partition's views; offering them again"
+                );
+                *pending = Some(Pending::default());
+            }
+            return Ok(Checked::Fine);
+        };
+        let after = self.after.load(Ordering::Relaxed);
+        match records.offer(partition, P::VERSION, generation, after).await? {
+            Standing::Waiting => {
+                waiting.named_at = None;
+                Ok(Checked::Fine)
+            }
+            Standing::Displaced => Ok(Checked::Displaced),
+            Standing::Named => {
+                let now = tokio::time::Instant::now();
+                let named_at = *waiting.named_at.get_or_insert(now);
+                if !target.building {
+                    // Offered again while live: nothing to drop.
                     *pending = None;
-                    Ok(Checked::Live)
+                    return Ok(Checked::Fine);
                 }
+                if now.duration_since(named_at) < SWITCH_GRACE {
+                    return Ok(Checked::Fine);
+                }
+                // Queries have read this generation for a grace: the one it replaces can go.
+                let name = &self.projection.name;
+                superseded(name, projector.views.go_live(name, generation, token).await?)?;
+                *pending = None;
+                Ok(Checked::Live)
             }
         }
     }

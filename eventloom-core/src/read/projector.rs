@@ -526,7 +526,6 @@ impl<S: EventStore + Clone> Projector<S> {
             Ok(at.checkpoint)
         })
     }
-
 }
 
 /// The stop an error ends a projection with, if it does: not for an outage, a shutdown, or

@@ -62,8 +62,6 @@ pub struct ViewReader<V> {
     _view: PhantomData<fn() -> V>,
 }
 
-
-
 impl<V> Clone for ViewReader<V> {
     fn clone(&self) -> Self {
         ViewReader {

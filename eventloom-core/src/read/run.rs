@@ -392,7 +392,12 @@ where
     /// What a live runner checks every verify interval: that its generation is still in the
     /// store, then the job's own [`check`](Job::check). `None` to go on; the state to go to
     /// otherwise.
-    async fn verify(&mut self, target: &mut Target, pending: &mut Option<Pending>, token: u64) -> Option<State<F::Reader>> {
+    async fn verify(
+        &mut self,
+        target: &mut Target,
+        pending: &mut Option<Pending>,
+        token: u64,
+    ) -> Option<State<F::Reader>> {
         let projector = self.projector;
         if !views_still_there(projector, self.job.name(), target).await {
             return Some(State::Acquire);

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use eventloom_core::memory::{MemoryEventStore, MemoryLeases, MemoryViewStore};
-use eventloom_core::store::EventStore;
-use eventloom_core::write::Cqrs;
 use eventloom_core::prelude::*;
 use eventloom_core::read::{MemberState, Projector, partition_of};
+use eventloom_core::store::EventStore;
 use eventloom_core::store::{IndexKey, ViewStore};
+use eventloom_core::write::Cqrs;
 use eventloom_core::{BoxError, IndexEntry, Projection, ProjectionOptions};
 
 use crate::domain::{Account, AccountEvent, Balance, deposit, open};
@@ -138,7 +138,9 @@ async fn queries_switch_to_a_new_partitioning_at_once_and_the_old_one_stands_by(
     let handle = two.add_with(ListedBalances, ProjectionOptions::new().partitions(2));
     assert_eq!(handle.parts().len(), 2);
     let (stop_two, stopped_two) = tokio::sync::oneshot::channel::<()>();
-    let running_two = tokio::spawn(two.run(async { stopped_two.await.ok(); }));
+    let running_two = tokio::spawn(two.run(async {
+        stopped_two.await.ok();
+    }));
     let head = events.head().await.unwrap().unwrap();
     reader.wait_for(head, Duration::from_secs(10)).await.unwrap();
     assert_eq!(reader.count(&[all()]).await.unwrap(), vec![30]);
@@ -149,7 +151,9 @@ async fn queries_switch_to_a_new_partitioning_at_once_and_the_old_one_stands_by(
     let mut three = projector.group();
     let handle_three = three.add_with(ListedBalances, ProjectionOptions::new().partitions(3));
     let (stop_three, stopped_three) = tokio::sync::oneshot::channel::<()>();
-    let running_three = tokio::spawn(three.run(async { stopped_three.await.ok(); }));
+    let running_three = tokio::spawn(three.run(async {
+        stopped_three.await.ok();
+    }));
     let started = std::time::Instant::now();
     let switched = loop {
         let status = reader.status().await.unwrap().live.unwrap();
@@ -205,7 +209,9 @@ async fn processes_share_the_partitions_out_and_take_over_those_of_one_that_stop
         handles.push(group.add_with(ListedBalances, ProjectionOptions::new().partitions(6)));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         stops.push(stop);
-        runs.push(tokio::spawn(group.run(async { stopped.await.ok(); })));
+        runs.push(tokio::spawn(group.run(async {
+            stopped.await.ok();
+        })));
     }
     let started = std::time::Instant::now();
     loop {
