@@ -264,3 +264,83 @@ async fn processes_share_the_partitions_out_and_take_over_those_of_one_that_stop
         run.await.unwrap().unwrap();
     }
 }
+
+/// [`ListedBalances`] at version 2, under the same name: balances doubled.
+struct DoubledBalances;
+
+impl Projection for DoubledBalances {
+    const NAME: &'static str = "listed_balances";
+    const VERSION: u32 = 2;
+    type Events = Account;
+    type View = Balance;
+
+    fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        ListedBalances.apply(view, e)?;
+        if let (Some(view), AccountEvent::Deposited { amount }) = (view.as_mut(), &e.event) {
+            view.balance += amount;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_projection_is_read_until_its_partitions_switch_and_a_new_version_switches_every_partition_at_once() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let engine = Cqrs::<Account, _>::new(events.clone());
+    for n in 0..20 {
+        let id = format!("acc-{n}");
+        engine.execute(open(&id)).await.unwrap();
+        engine.execute(deposit(&id, 10)).await.unwrap();
+    }
+    // Whole first: a partitioned reader reads it while no partition set exists.
+    Projector::new(events.clone(), views.clone()).catch_up(&ListedBalances).await.unwrap();
+    let reader = Reader::<ListedBalances>::new(views.clone()).partitioned();
+    assert_eq!(reader.get("acc-3").await.unwrap().unwrap().balance, 10, "the whole projection's view");
+    assert_eq!(reader.count(&[all()]).await.unwrap(), vec![20]);
+
+    let run = |projector: Projector<MemoryEventStore>, options: ProjectionOptions, doubled: bool| {
+        let mut group = projector.group();
+        let handle = if doubled {
+            group.add_with(DoubledBalances, options)
+        } else {
+            group.add_with(ListedBalances, options)
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        (handle, stop, tokio::spawn(group.run(async { stopped.await.ok(); })))
+    };
+    let projector = Projector::new(events.clone(), views.clone());
+    let (v1, stop_v1, running_v1) = run(projector.clone(), ProjectionOptions::new().partitions(3), false);
+    let started = std::time::Instant::now();
+    let set = || async { views.read_views("listed_balances~partitions", &["set".to_owned()]).await };
+    while !matches!(set().await.as_deref(), Ok([Some(_)])) {
+        assert!(started.elapsed() < Duration::from_secs(10), "the partitions never switched");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(reader.count(&[all()]).await.unwrap(), vec![20]);
+    let v1_set = reader.status().await.unwrap().live.unwrap();
+    assert_eq!(v1_set.version, 1);
+
+    // Version 2 builds beside version 1; every query sees one version across all partitions.
+    let (_v2, stop_v2, running_v2) = run(projector.clone(), ProjectionOptions::new().partitions(3), true);
+    let ids: Vec<String> = (0..20).map(|n| format!("acc-{n}")).collect();
+    let started = std::time::Instant::now();
+    loop {
+        let balances: Vec<u64> =
+            reader.get_many(&ids).await.unwrap().into_iter().map(|v| v.unwrap().balance).collect();
+        assert!(balances == vec![10; 20] || balances == vec![20; 20], "one version everywhere: {balances:?}");
+        if balances == vec![20; 20] {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "version 2 never switched");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(reader.status().await.unwrap().live.unwrap().version, 2);
+    // The partitions of version 1 stop: a newer version is live.
+    let stopped = v1.wait_until(|s| s.state == MemberState::Failed).await;
+    assert!(stopped.last_error.unwrap_or_default().contains("at version 2"), "{:?}", v1.status());
+    stop_v1.send(()).ok();
+    let _ = running_v1.await.unwrap();
+    stop_v2.send(()).unwrap();
+    running_v2.await.unwrap().unwrap();
+}
