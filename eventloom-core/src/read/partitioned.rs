@@ -97,9 +97,25 @@ impl<P: Projection> Job for PartitionJob<P> {
         _known: Option<u64>,
     ) -> Result<Target> {
         // Read before a generation may be begun: it was begun after this epoch at least.
-        let epoch = Records::new(&*projector.views, &self.whole).epoch().await?;
-        self.after.store(epoch, Ordering::Relaxed);
-        projector.target(&self.projection.name, P::VERSION, token).await
+        let set = Records::live_set(&*projector.views, &self.whole).await?;
+        self.after.store(set.as_ref().map_or(0, |set| set.epoch), Ordering::Relaxed);
+        let name = &self.projection.name;
+        // A generation the live set names, not yet made live in the partition's own status
+        // (its runner waited out the grace, or stopped meanwhile), is made live now: beginning
+        // another would drop it from under the queries that read it.
+        let status = projector.views.status(name).await?;
+        let named = set.as_ref().and_then(|set| {
+            (set.partitions == self.partition.count)
+                .then(|| set.generations.get(self.partition.index as usize))
+                .flatten()
+        });
+        if let Some(building) = status.building.filter(|g| Some(&g.id) == named) {
+            match projector.views.go_live(name, building.id, token).await? {
+                Ok(()) => tracing::info!(generation = building.id, "made the generation the partition set names live"),
+                Err(refusal) => return Err(Error::Superseded { projection: name.clone(), refusal }),
+            }
+        }
+        projector.target(name, P::VERSION, token).await
     }
 
     fn process<'a, S: EventStore + Clone, X: Future<Output = ()> + Send + Unpin>(

@@ -301,13 +301,16 @@ async fn a_whole_projection_is_read_until_its_partitions_switch_and_a_new_versio
 
     let run = |projector: Projector<MemoryEventStore>, options: ProjectionOptions, doubled: bool| {
         let mut group = projector.group();
-        let handle = if doubled {
-            group.add_with(DoubledBalances, options)
-        } else {
-            group.add_with(ListedBalances, options)
-        };
+        let handle =
+            if doubled { group.add_with(DoubledBalances, options) } else { group.add_with(ListedBalances, options) };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        (handle, stop, tokio::spawn(group.run(async { stopped.await.ok(); })))
+        (
+            handle,
+            stop,
+            tokio::spawn(group.run(async {
+                stopped.await.ok();
+            })),
+        )
     };
     let projector = Projector::new(events.clone(), views.clone());
     let (v1, stop_v1, running_v1) = run(projector.clone(), ProjectionOptions::new().partitions(3), false);
@@ -321,18 +324,30 @@ async fn a_whole_projection_is_read_until_its_partitions_switch_and_a_new_versio
     let v1_set = reader.status().await.unwrap().live.unwrap();
     assert_eq!(v1_set.version, 1);
 
-    // Version 2 builds beside version 1; every query sees one version across all partitions.
-    let (_v2, stop_v2, running_v2) = run(projector.clone(), ProjectionOptions::new().partitions(3), true);
+    // Version 2 builds beside version 1, one partition held back (the test holds its lease):
+    // queries read version 1 all along, though two partitions of version 2 are ready.
+    let leases = MemoryLeases::default();
+    let held = eventloom_core::store::LeaseManager::acquire(&leases, "listed_balances~2of3").await.unwrap();
+    let v2_projector = projector.clone().with_leases(leases.clone());
+    let (v2, stop_v2, running_v2) = run(v2_projector, ProjectionOptions::new().partitions(3), true);
     let ids: Vec<String> = (0..20).map(|n| format!("acc-{n}")).collect();
     let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        let balances: Vec<u64> = reader.get_many(&ids).await.unwrap().into_iter().map(|v| v.unwrap().balance).collect();
+        assert_eq!(balances, vec![10; 20], "version 1 while a partition of version 2 is held back");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ready = v2.parts().iter().filter(|p| p.status().state == MemberState::Running).count();
+    assert_eq!(ready, 2, "two partitions of version 2 caught up and wait: {:?}", v2.status());
+    drop(held);
+    let started = std::time::Instant::now();
     loop {
-        let balances: Vec<u64> =
-            reader.get_many(&ids).await.unwrap().into_iter().map(|v| v.unwrap().balance).collect();
+        let balances: Vec<u64> = reader.get_many(&ids).await.unwrap().into_iter().map(|v| v.unwrap().balance).collect();
         assert!(balances == vec![10; 20] || balances == vec![20; 20], "one version everywhere: {balances:?}");
         if balances == vec![20; 20] {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "version 2 never switched");
+        assert!(started.elapsed() < Duration::from_secs(10), "version 2 never switched: {:?}", v2.status());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(reader.status().await.unwrap().live.unwrap().version, 2);
