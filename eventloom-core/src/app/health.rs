@@ -286,12 +286,23 @@ impl LeaseManager for TrackedLeases {
         Box::pin(async move {
             self.states.note(name, Tracked::StandingBy);
             let lease = self.leases.acquire(name).await?;
-            let (token, lost) = (lease.token(), lease.lost_signal());
-            self.states.note(name, Tracked::Leading { token, lost: lost.clone() });
-            // Fields drop in order: the state says "standing by" before the lease is released.
-            let given_up = GivenUp { states: self.states.clone(), name: name.to_owned(), token };
-            Ok(Lease::new(token, lost, (given_up, lease)))
+            Ok(self.leading(name, lease))
         })
+    }
+
+    fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>>> {
+        Box::pin(async move { Ok(self.leases.try_acquire(name).await?.map(|lease| self.leading(name, lease))) })
+    }
+}
+
+impl TrackedLeases {
+    /// Notes `lease` held, and wraps it so that dropping it notes it given up.
+    fn leading(&self, name: &str, lease: Lease) -> Lease {
+        let (token, lost) = (lease.token(), lease.lost_signal());
+        self.states.note(name, Tracked::Leading { token, lost: lost.clone() });
+        // Fields drop in order: the state says "standing by" before the lease is released.
+        let given_up = GivenUp { states: self.states.clone(), name: name.to_owned(), token };
+        Lease::new(token, lost, (given_up, lease))
     }
 }
 

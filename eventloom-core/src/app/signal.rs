@@ -103,6 +103,25 @@ impl ViewStore for SignallingViews {
     fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, Result<Vec<u64>>> {
         self.inner.count(projection, keys)
     }
+    fn list_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        key: &'a crate::IndexKey,
+        range: &'a crate::OrderRange,
+        after: Option<&'a crate::ListCursor>,
+        limit: usize,
+    ) -> BoxFuture<'a, crate::Result<Vec<crate::store::IndexedView>>> {
+        self.inner.list_generation(projection, generation, key, range, after, limit)
+    }
+    fn count_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        keys: &'a [crate::IndexKey],
+    ) -> BoxFuture<'a, crate::Result<Vec<u64>>> {
+        self.inner.count_generation(projection, generation, keys)
+    }
     fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
         self.inner.dead_letters(projection)
     }

@@ -7,7 +7,7 @@ pub(crate) mod view;
 pub use lease::{Lease, LeaseManager};
 pub(crate) use view::superseded;
 pub use view::{
-    DeadLetter, Generation, IndexEntry, IndexKey, ListCursor, OrderRange, ProjectionStatus, ProjectionStop, Refusal,
+    DeadLetter, Generation, IndexEntry, IndexKey, IndexedView, ListCursor, OrderRange, ProjectionStatus, ProjectionStop, Refusal,
     StopKind, ViewCommit, ViewPage, ViewStore, ViewWrite, Written, stored_view_id,
 };
 
