@@ -303,7 +303,11 @@ impl ViewStore for MemoryViewStore {
                 .range((list_start(after, range), Bound::Unbounded))
                 .take_while(|(order, _)| range.until().is_none_or(|until| order.as_str() < until))
                 .take(limit)
-                .map(|(order, id)| IndexedView { order: order.clone(), id: id.clone(), view: state.views.get(id).cloned() });
+                .map(|(order, id)| IndexedView {
+                    order: order.clone(),
+                    id: id.clone(),
+                    view: state.views.get(id).cloned(),
+                });
             Ok(entries.collect())
         })
     }
