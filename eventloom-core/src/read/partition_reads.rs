@@ -172,7 +172,7 @@ pub(crate) async fn status(store: &dyn ViewStore, name: &str) -> Result<Projecti
         };
         checkpoint = if index == 0 { named.checkpoint } else { checkpoint.min(named.checkpoint) };
         if stopped.is_none() {
-            stopped = status.active_stop().cloned();
+            stopped = status.active_stop().filter(|stop| stop.generation == named.id).cloned();
         }
     }
     let live = Generation { id: set.epoch, version: set.version, checkpoint };
