@@ -1,6 +1,9 @@
 //! A Redis Cluster of a test's own (3 masters with a replica each, on free loopback ports), with
 //! a low `cluster-node-timeout`, whose nodes the test fails over, kills and migrates slots
 //! between. Only the processes it started are ever signalled, by their pids.
+//!
+//! Self-contained (std, tokio and the `redis` crate only): the end-to-end tests of
+//! examples/task-manager include this file too (`#[path]`), for their cluster of their own.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -8,10 +11,15 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
+/// A free loopback port (free when asked).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A free loopback port at most 55535 whose cluster bus port (10000 above) is free too.
 fn free_cluster_port(taken: &[u16]) -> u16 {
     loop {
-        let port = crate::private::free_port();
+        let port = free_port();
         if port > 55_535 || taken.iter().any(|&t| t == port || t + 10_000 == port || port + 10_000 == t) {
             continue;
         }
@@ -43,11 +51,7 @@ impl PrivateCluster {
     /// redis-cli needs to reach them (credentials, TLS); with `tls` the nodes listen on TLS
     /// ports only (`args` name the certificates).
     pub fn start(node_timeout_ms: u32, args: &[&str], cli: &[&str], tls: bool) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "cqrs-private-cluster-{}-{}",
-            std::process::id(),
-            crate::private::free_port()
-        ));
+        let dir = std::env::temp_dir().join(format!("cqrs-private-cluster-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
         // Another test may take a port between its choice and the server's bind (its cluster
         // bus port, 10000 above, too): a node that exits at once makes a new choice of ports.
@@ -171,7 +175,7 @@ impl PrivateCluster {
 
     /// A plain connection to one node (not following redirections).
     pub async fn node(port: u16) -> redis::aio::MultiplexedConnection {
-        crate::raw_connection(&Self::url(port)).await
+        redis::Client::open(Self::url(port)).unwrap().get_multiplexed_async_connection().await.unwrap()
     }
 
     /// The nodes as the node on `port` sees them.

@@ -66,17 +66,28 @@ pub enum AppError {
 pub struct Plan {
     /// `memory` or `postgres`.
     pub events: String,
-    /// `memory`, `postgres` or `redis`; `None` for a role that reads none.
+    /// Whether the log is read from a streaming replica of the PostgreSQL that takes the writes
+    /// (`EVENTLOOM_READ_REPLICA_URL`).
+    pub replica: bool,
+    /// `memory`, `postgres`, `redis` or `redis-cluster`; `None` for a role that reads none.
     pub views: Option<String>,
 }
 
 impl Plan {
-    /// Read from the bundle's description: `memory`, `postgres`, or `postgres+redis` (the views
-    /// elsewhere).
+    /// Read from the bundle's description: `memory`, `postgres`, then `+replica` when the log
+    /// is read from a replica, then `+redis` or `+redis-cluster` when the views are elsewhere.
     fn of(stores: &Stores, role: Role) -> Plan {
         let description = stores.description();
-        let (events, views) = description.split_once('+').unwrap_or((description, description));
-        Plan { events: events.to_owned(), views: (role != Role::Command).then(|| views.to_owned()) }
+        let mut parts = description.split('+');
+        let events = parts.next().unwrap_or(description);
+        let (mut replica, mut views) = (false, events);
+        for part in parts {
+            match part {
+                "replica" => replica = true,
+                other => views = other,
+            }
+        }
+        Plan { events: events.to_owned(), replica, views: (role != Role::Command).then(|| views.to_owned()) }
     }
 }
 
@@ -229,11 +240,21 @@ mod tests {
     fn the_plan_names_the_events_store_and_the_views_store_of_roles_that_read_them() {
         let plan =
             |description: &str, role| Plan::of(&Stores::from(MemoryStores::new()).described_as(description), role);
-        let named = |events: &str, views: Option<&str>| Plan { events: events.into(), views: views.map(Into::into) };
-        assert_eq!(plan("memory", Role::All), named("memory", Some("memory")));
-        assert_eq!(plan("postgres", Role::Projector), named("postgres", Some("postgres")));
-        assert_eq!(plan("postgres+redis", Role::Query), named("postgres", Some("redis")));
-        assert_eq!(plan("postgres+redis", Role::Command), named("postgres", None));
+        let named = |events: &str, replica, views: Option<&str>| Plan {
+            events: events.into(),
+            replica,
+            views: views.map(Into::into),
+        };
+        assert_eq!(plan("memory", Role::All), named("memory", false, Some("memory")));
+        assert_eq!(plan("postgres", Role::Projector), named("postgres", false, Some("postgres")));
+        assert_eq!(plan("postgres+redis", Role::Query), named("postgres", false, Some("redis")));
+        assert_eq!(plan("postgres+redis", Role::Command), named("postgres", false, None));
+        assert_eq!(plan("postgres+replica", Role::Query), named("postgres", true, Some("postgres")));
+        assert_eq!(
+            plan("postgres+replica+redis-cluster", Role::Projector),
+            named("postgres", true, Some("redis-cluster"))
+        );
+        assert_eq!(plan("postgres+replica+redis-cluster", Role::Command), named("postgres", true, None));
     }
 
     #[test]

@@ -47,6 +47,9 @@ Environment:
   DATABASE_URL         PostgreSQL for events, leases, snapshots (and views without Redis);
                        needs the `postgres` feature. Unset: memory.
   REDIS_URL            Redis for the views; needs the `redis` feature. Unset: PostgreSQL or memory.
+                       A Redis Cluster: its nodes' URLs, comma-separated.
+  EVENTLOOM_READ_REPLICA_URL
+                       a streaming replica of DATABASE_URL to read the log from
   TASK_MANAGER_SCHEMA  PostgreSQL schema of the tables (default task_manager)
   TASK_MANAGER_PREFIX  Redis key prefix (default task-manager:)
   RUST_LOG             log filter (default info)
