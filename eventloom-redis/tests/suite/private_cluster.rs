@@ -108,6 +108,25 @@ impl PrivateCluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        // Gossip spreads the roles after `--cluster create` returns: until every node sees 3
+        // masters with slots and a replica of each, one may answer CLUSTER NODES without them.
+        for &port in &ports {
+            loop {
+                let run = |args: &[&str]| {
+                    let output =
+                        Command::new("redis-cli").args(cli).args(["-p", &port.to_string()]).args(args).output();
+                    String::from_utf8_lossy(&output.unwrap().stdout).into_owned()
+                };
+                let (info, nodes) = (run(&["cluster", "info"]), parse_nodes(&run(&["cluster", "nodes"])));
+                let masters: Vec<&Node> = nodes.iter().filter(|n| n.master && !n.slots.is_empty()).collect();
+                let replicated = masters.iter().all(|m| nodes.iter().any(|n| n.of.as_deref() == Some(&m.id)));
+                if info.contains("cluster_state:ok") && masters.len() == 3 && replicated {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "node {port} does not see 3 replicated masters: {nodes:?}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         cluster
     }
 
@@ -182,28 +201,7 @@ impl PrivateCluster {
     pub async fn nodes_seen_by(port: u16) -> Vec<Node> {
         let mut connection = Self::node(port).await;
         let text: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut connection).await.unwrap();
-        text.lines()
-            .filter(|line| !line.is_empty())
-            .map(|line| {
-                let fields: Vec<&str> = line.split(' ').collect();
-                let port = fields[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
-                let slots = fields[8..]
-                    .iter()
-                    .filter(|range| !range.starts_with('['))
-                    .map(|range| match range.split_once('-') {
-                        Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
-                        None => (range.parse().unwrap(), range.parse().unwrap()),
-                    })
-                    .collect();
-                Node {
-                    id: fields[0].to_owned(),
-                    port,
-                    master: fields[2].contains("master") && !fields[2].contains("fail"),
-                    of: (fields[3] != "-").then(|| fields[3].to_owned()),
-                    slots,
-                }
-            })
-            .collect()
+        parse_nodes(&text)
     }
 
     /// The slot of `key`.
@@ -282,6 +280,32 @@ impl PrivateCluster {
         }
         command.query_async(&mut connection).await.unwrap_or_else(|e| panic!("CLUSTER {args:?} on {port}: {e}"))
     }
+}
+
+/// The nodes a `CLUSTER NODES` answer lists.
+fn parse_nodes(text: &str) -> Vec<Node> {
+    text.lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let port = fields[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
+            let slots = fields[8..]
+                .iter()
+                .filter(|range| !range.starts_with('['))
+                .map(|range| match range.split_once('-') {
+                    Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+                    None => (range.parse().unwrap(), range.parse().unwrap()),
+                })
+                .collect();
+            Node {
+                id: fields[0].to_owned(),
+                port,
+                master: fields[2].contains("master") && !fields[2].contains("fail"),
+                of: (fields[3] != "-").then(|| fields[3].to_owned()),
+                slots,
+            }
+        })
+        .collect()
 }
 
 impl Drop for PrivateCluster {
