@@ -192,9 +192,18 @@ impl PrivateCluster {
         self.nodes.iter().filter(|(_, child)| child.is_some()).map(|(port, _)| *port).collect()
     }
 
-    /// A plain connection to one node (not following redirections).
+    /// A plain connection to one node (not following redirections), with timeouts long enough
+    /// for a loaded machine (the crate's defaults, 1 s to connect and 500 ms per answer, ran out
+    /// while a node was failing over).
     pub async fn node(port: u16) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(Self::url(port)).unwrap().get_multiplexed_async_connection().await.unwrap()
+        let patient = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(10)))
+            .set_response_timeout(Some(Duration::from_secs(10)));
+        let client = redis::Client::open(Self::url(port)).unwrap();
+        client
+            .get_multiplexed_async_connection_with_config(&patient)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the cluster node on {port}: {e}"))
     }
 
     /// The nodes as the node on `port` sees them.
