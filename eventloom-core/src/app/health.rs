@@ -109,10 +109,11 @@ pub(super) async fn lag(
     events: &dyn EventStore,
     views: &dyn ViewStore,
     name: &str,
+    partitioned: bool,
     cap: u64,
     held_back: &std::result::Result<u64, Arc<Error>>,
 ) -> Result<Lag> {
-    let status = views.status(name).await?;
+    let status = crate::read::partition_reads::status_of(views, name, partitioned).await?;
     let after = status.checkpoint().unwrap_or(Position::ZERO);
     let unprojected = match held_back {
         Ok(held_back) => unprojected(events, after, cap, *held_back).await.map_err(Arc::new),
@@ -286,12 +287,23 @@ impl LeaseManager for TrackedLeases {
         Box::pin(async move {
             self.states.note(name, Tracked::StandingBy);
             let lease = self.leases.acquire(name).await?;
-            let (token, lost) = (lease.token(), lease.lost_signal());
-            self.states.note(name, Tracked::Leading { token, lost: lost.clone() });
-            // Fields drop in order: the state says "standing by" before the lease is released.
-            let given_up = GivenUp { states: self.states.clone(), name: name.to_owned(), token };
-            Ok(Lease::new(token, lost, (given_up, lease)))
+            Ok(self.leading(name, lease))
         })
+    }
+
+    fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>>> {
+        Box::pin(async move { Ok(self.leases.try_acquire(name).await?.map(|lease| self.leading(name, lease))) })
+    }
+}
+
+impl TrackedLeases {
+    /// Notes `lease` held, and wraps it so that dropping it notes it given up.
+    fn leading(&self, name: &str, lease: Lease) -> Lease {
+        let (token, lost) = (lease.token(), lease.lost_signal());
+        self.states.note(name, Tracked::Leading { token, lost: lost.clone() });
+        // Fields drop in order: the state says "standing by" before the lease is released.
+        let given_up = GivenUp { states: self.states.clone(), name: name.to_owned(), token };
+        Lease::new(token, lost, (given_up, lease))
     }
 }
 

@@ -29,6 +29,7 @@ use crate::memory::lock;
 use crate::process::ProcessManager;
 use crate::process::dispatch::{Dispatcher, Engines};
 use crate::process::job::ProcessJob;
+use crate::read::partition::ViewKey;
 use crate::{
     Aggregate, Command, CommandError, CommandOutcome, Cqrs, Error, EventHandler, EventStore, ExecuteOptions, Handle,
     MemberHandle, MemberState, Projection, ProjectionGroup, Projector, Reader, Result, Upcasters, ViewStore,
@@ -120,6 +121,8 @@ struct PendingMember {
     join: JoinGroup,
     /// A process manager that starts at the log's head ([`StartFrom::Now`]), with its clock.
     starts_now: Option<Arc<dyn crate::model::Clock>>,
+    /// How a partitioned projection places its views; `None` when it is whole.
+    partitioned: Option<ViewKey>,
 }
 
 /// Builds an [`App`]: register aggregates, projections and event handlers, pick a [`Role`],
@@ -199,6 +202,7 @@ impl AppBuilder {
     /// the process's group all the same: the group honours every option.
     pub fn projection_with<P: Projection>(mut self, projection: P, options: ProjectionOptions) -> Self {
         let name = projection.name().to_owned();
+        let partitioned = (options.partition_count() > 1).then_some(P::view_partition_key as ViewKey);
         let join: JoinGroup = Box::new(move |group, _| group.add_with(projection, options));
         self.members.push(PendingMember {
             kind: Kind::Projection,
@@ -207,6 +211,7 @@ impl AppBuilder {
             name,
             join,
             starts_now: None,
+            partitioned,
         });
         self
     }
@@ -257,6 +262,7 @@ impl AppBuilder {
             name,
             join,
             starts_now: None,
+            partitioned: None,
         });
         self
     }
@@ -289,6 +295,7 @@ impl AppBuilder {
             name,
             join,
             starts_now,
+            partitioned: None,
         });
         self
     }
@@ -498,6 +505,7 @@ impl AppBuilder {
                 type_id: m.type_id,
                 name: m.name.clone(),
                 wake_ups: runs_here.then(|| signals.subscribe(&m.name)),
+                partitioned: m.partitioned,
             })
             .collect();
         let mut runners = Vec::with_capacity(members.len());
@@ -757,6 +765,8 @@ struct Registered {
     type_id: TypeId,
     name: String,
     wake_ups: Option<watch::Receiver<u64>>,
+    /// How a partitioned projection places its views; `None` when it is whole.
+    partitioned: Option<ViewKey>,
 }
 
 /// A projection's or event handler's runner: its status handle, when it runs here.
@@ -1039,7 +1049,8 @@ impl App {
     fn reader_of<P: Projection>(&self, registered: &Registered) -> Reader<P> {
         let wake_ups = registered.wake_ups.clone();
         let poll_too = wake_ups.is_none() || self.inner.stores.is_shared();
-        Reader::shared(self.inner.stores.views().clone(), registered.name.clone(), wake_ups, poll_too)
+        let reader = Reader::shared(self.inner.stores.views().clone(), registered.name.clone(), wake_ups, poll_too);
+        if registered.partitioned.is_some() { reader.partitioned() } else { reader }
     }
 
     /// The stores the app runs on.
@@ -1078,7 +1089,12 @@ impl App {
             };
             let mut health = ProjectionHealth::new(runner.name.clone(), state);
             if health.state.is_running() {
-                health.lease = match self.inner.lease_states.get(&runner.name) {
+                // A partitioned projection leads here when one of its partitions does.
+                let parts = runner.handle.iter().flat_map(|member| member.parts());
+                let leading = parts
+                    .map(|part| self.inner.lease_states.get(part.name()))
+                    .find(|lease| matches!(lease, LeaseState::Leading { .. }));
+                health.lease = match leading.unwrap_or_else(|| self.inner.lease_states.get(&runner.name)) {
                     LeaseState::Leading { .. } if standing_by => LeaseState::StandingBy,
                     lease => lease,
                 };
@@ -1157,7 +1173,8 @@ impl App {
         let held_back = events.held_back(cap).await.map_err(Arc::new);
         let members = status.projections.iter_mut().chain(status.handlers.iter_mut());
         for member in members.chain(status.process_managers.iter_mut()) {
-            let lag = health::lag(&**events, &**views, &member.name, cap, &held_back).await;
+            let partitioned = self.inner.readers.iter().any(|r| r.name == member.name && r.partitioned.is_some());
+            let lag = health::lag(&**events, &**views, &member.name, partitioned, cap, &held_back).await;
             member.lag = Some(lag.map_err(Arc::new));
         }
         for (member, relay) in status.relays.iter_mut().zip(&self.inner.relays) {

@@ -117,6 +117,7 @@ impl<A: Aggregate> AggregateOptions<A> {
 pub struct ProjectionOptions {
     pub(crate) poison: Option<PoisonPolicy>,
     pub(crate) batch_size: Option<usize>,
+    pub(crate) partitions: u32,
 }
 
 impl ProjectionOptions {
@@ -138,8 +139,38 @@ impl ProjectionOptions {
         self
     }
 
+    /// Splits the projection into `n` partitions by a hash of each event's stream id (1, the
+    /// default, keeps it whole; at most [`read::MAX_PARTITIONS`](crate::read::MAX_PARTITIONS)).
+    /// Each partition keeps its own lease, fencing token, checkpoint and generations under the
+    /// name `<name>~<i>of<n>` (so on Redis its own hash tag, and a shard of its own), and the
+    /// projector processes share the partitions out; queries read them all and merge lists and
+    /// counts. Every view must be written by the events of one partition (see
+    /// [`Projection::view_partition_key`](crate::Projection::view_partition_key)); totals over
+    /// many streams are kept as one view per partition, summed on read, or in a projection that
+    /// stays whole. Changing `n` builds the views again under the new partitioning, while
+    /// queries read the old one until the new one has caught up. See the guide's chapter on
+    /// scaling out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::ProjectionOptions;
+    ///
+    /// let options = ProjectionOptions::new().partitions(6);
+    /// # let _ = options;
+    /// ```
+    pub fn partitions(mut self, n: u32) -> Self {
+        self.partitions = n;
+        self
+    }
+
+    /// The number of partitions: 1 when not partitioned.
+    pub(crate) fn partition_count(&self) -> u32 {
+        self.partitions.max(1)
+    }
+
     pub(crate) fn settings(&self) -> MemberSettings {
-        MemberSettings { poison: self.poison, batch_size: self.batch_size }
+        MemberSettings { poison: self.poison, batch_size: self.batch_size, leases: None }
     }
 }
 
@@ -189,7 +220,7 @@ impl HandlerOptions {
     }
 
     pub(crate) fn settings(&self) -> MemberSettings {
-        MemberSettings { poison: self.poison, batch_size: self.batch_size }
+        MemberSettings { poison: self.poison, batch_size: self.batch_size, leases: None }
     }
 }
 
@@ -339,7 +370,7 @@ impl ProcessOptions {
     }
 
     pub(crate) fn settings(&self) -> MemberSettings {
-        MemberSettings { poison: self.poison, batch_size: self.batch_size }
+        MemberSettings { poison: self.poison, batch_size: self.batch_size, leases: None }
     }
 }
 

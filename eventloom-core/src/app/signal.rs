@@ -26,9 +26,15 @@ impl Signals {
         by_name.entry(projection.to_owned()).or_insert_with(|| watch::Sender::new(0)).subscribe()
     }
 
+    /// Bumps the signal of `projection`, and of the partitioned projection whose partition (or
+    /// partition set) it is.
     fn bump(&self, projection: &str) {
-        if let Some(signal) = lock(&self.by_name).get(projection) {
-            signal.send_modify(|n| *n = n.wrapping_add(1));
+        let by_name = lock(&self.by_name);
+        let whole = crate::read::partition::whole_name(projection);
+        for name in std::iter::once(projection).chain(whole) {
+            if let Some(signal) = by_name.get(name) {
+                signal.send_modify(|n| *n = n.wrapping_add(1));
+            }
         }
     }
 }
@@ -102,6 +108,25 @@ impl ViewStore for SignallingViews {
     }
     fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, Result<Vec<u64>>> {
         self.inner.count(projection, keys)
+    }
+    fn list_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        key: &'a crate::IndexKey,
+        range: &'a crate::OrderRange,
+        after: Option<&'a crate::ListCursor>,
+        limit: usize,
+    ) -> BoxFuture<'a, crate::Result<Vec<crate::store::IndexedView>>> {
+        self.inner.list_generation(projection, generation, key, range, after, limit)
+    }
+    fn count_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        keys: &'a [crate::IndexKey],
+    ) -> BoxFuture<'a, crate::Result<Vec<u64>>> {
+        self.inner.count_generation(projection, generation, keys)
     }
     fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
         self.inner.dead_letters(projection)

@@ -73,6 +73,22 @@ impl MemoryLeases {
     }
 }
 
+impl MemoryLeases {
+    /// The lease of `name` if nobody holds it.
+    fn take(&self, name: &str) -> Option<Lease> {
+        let mut slots = lock(&self.inner.slots);
+        let slot = slots.entry(name.to_owned()).or_default();
+        if slot.holder.is_some() {
+            return None;
+        }
+        slot.token += 1;
+        let (tx, rx) = watch::channel(false);
+        slot.holder = Some(tx);
+        let release = Release { inner: self.inner.clone(), name: name.to_owned(), token: slot.token };
+        Some(Lease::new(slot.token, rx, release))
+    }
+}
+
 impl LeaseManager for MemoryLeases {
     fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>> {
         Box::pin(async move {
@@ -80,19 +96,15 @@ impl LeaseManager for MemoryLeases {
                 let notified = self.inner.released.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                {
-                    let mut slots = lock(&self.inner.slots);
-                    let slot = slots.entry(name.to_owned()).or_default();
-                    if slot.holder.is_none() {
-                        slot.token += 1;
-                        let (tx, rx) = watch::channel(false);
-                        slot.holder = Some(tx);
-                        let release = Release { inner: self.inner.clone(), name: name.to_owned(), token: slot.token };
-                        return Ok(Lease::new(slot.token, rx, release));
-                    }
+                if let Some(lease) = self.take(name) {
+                    return Ok(lease);
                 }
                 notified.await;
             }
         })
+    }
+
+    fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>>> {
+        Box::pin(async move { Ok(self.take(name)) })
     }
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 use crate::store::BoxFuture;
 
 use super::{read, write};
-use crate::store::{Refusal, Written};
+use crate::store::{IndexedView, Refusal, Written};
 use crate::{
     DeadLetter, Error, Generation, IndexKey, ListCursor, OrderRange, Position, ProjectionStatus, ProjectionStop,
     Result, ViewCommit, ViewPage, ViewStore,
@@ -259,18 +259,8 @@ impl ViewStore for MemoryViewStore {
             let map = read(&self.projections);
             let live = live(&map, projection)?;
             let Some(list) = live.indexes.get(key) else { return Ok(ViewPage::default()) };
-            // From the later of the cursor and the range's start; up to the range's end.
-            // The range's first entry sorts before every other of its sort key (the empty id).
-            let start = match (after, range.from()) {
-                (Some(cursor), Some(from)) if (from, "") > (cursor.order.as_str(), cursor.id.as_str()) => {
-                    Bound::Included((from.to_owned(), String::new()))
-                }
-                (Some(cursor), _) => Bound::Excluded((cursor.order.clone(), cursor.id.clone())),
-                (None, Some(from)) => Bound::Included((from.to_owned(), String::new())),
-                (None, None) => Bound::Unbounded,
-            };
             let mut entries = list
-                .range((start, Bound::Unbounded))
+                .range((list_start(after, range), Bound::Unbounded))
                 .take_while(|(order, _)| range.until().is_none_or(|until| order.as_str() < until));
             let mut page = ViewPage::default();
             for (order, id) in entries.by_ref().take(limit) {
@@ -294,6 +284,48 @@ impl ViewStore for MemoryViewStore {
         })
     }
 
+    fn list_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after: Option<&'a ListCursor>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<IndexedView>>> {
+        Box::pin(async move {
+            let map = read(&self.projections);
+            let Some(state) = map.get(projection).and_then(|s| s.generations.get(&generation)) else {
+                return Ok(Vec::new());
+            };
+            let Some(list) = state.indexes.get(key) else { return Ok(Vec::new()) };
+            let entries = list
+                .range((list_start(after, range), Bound::Unbounded))
+                .take_while(|(order, _)| range.until().is_none_or(|until| order.as_str() < until))
+                .take(limit)
+                .map(|(order, id)| IndexedView {
+                    order: order.clone(),
+                    id: id.clone(),
+                    view: state.views.get(id).cloned(),
+                });
+            Ok(entries.collect())
+        })
+    }
+
+    fn count_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        keys: &'a [IndexKey],
+    ) -> BoxFuture<'a, Result<Vec<u64>>> {
+        Box::pin(async move {
+            let map = read(&self.projections);
+            let state = map.get(projection).and_then(|s| s.generations.get(&generation));
+            let count = |key: &IndexKey| state.and_then(|s| s.indexes.get(key)).map_or(0, |l| l.len() as u64);
+            Ok(keys.iter().map(count).collect())
+        })
+    }
+
     fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
         Box::pin(async move {
             let map = read(&self.projections);
@@ -311,5 +343,18 @@ impl ViewStore for MemoryViewStore {
             let mut map = write(&self.projections);
             Ok(map.entry(projection.to_owned()).or_default().record_stop(stop, fencing_token))
         })
+    }
+}
+
+/// Where a listing starts: after the cursor or at the range's start, whichever is later. The
+/// range's first entry sorts before every other of its sort key (the empty id).
+fn list_start(after: Option<&ListCursor>, range: &OrderRange) -> Bound<(String, String)> {
+    match (after, range.from()) {
+        (Some(cursor), Some(from)) if (from, "") > (cursor.order.as_str(), cursor.id.as_str()) => {
+            Bound::Included((from.to_owned(), String::new()))
+        }
+        (Some(cursor), _) => Bound::Excluded((cursor.order.clone(), cursor.id.clone())),
+        (None, Some(from)) => Bound::Included((from.to_owned(), String::new())),
+        (None, None) => Bound::Unbounded,
     }
 }

@@ -30,7 +30,7 @@
 mod decision;
 pub(crate) mod dispatch;
 pub(crate) mod job;
-mod join;
+pub(crate) mod join;
 pub(crate) mod journal;
 pub(crate) mod record;
 

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use super::partition::Partition;
 use super::projector::Target;
 use crate::{
     DeadLetter, Error, EventEnvelope, EventOf, EventSet, IndexEntry, PoisonPolicy, Position, Projection, RecordedEvent,
@@ -92,20 +93,35 @@ impl<P: Projection> Fold<P> {
     /// The events of `batch` the projection reads, decoded, and the ids of the views they
     /// change; an event that does not decode stops reading there or is set aside as a dead
     /// letter, by `poison` (one written by a newer release always stops it).
+    ///
+    /// A partition reads only the events of its streams, without decoding the others, and
+    /// refuses (as it would an event that does not decode) one whose view is another
+    /// partition's.
     pub(super) fn select(
         projection: &P,
         batch: &[RecordedEvent],
         upcasters: &CategoryUpcasters,
         poison: PoisonPolicy,
+        partition: Option<Partition>,
     ) -> Self {
         let mut fold = Fold::new(batch);
         for raw in batch {
+            if partition.is_some_and(|p| !p.owns(raw.stream.id())) {
+                continue;
+            }
             let Some(decoded) = upcasters.route::<P::Events>(raw, |c, t| projection.handles(c, t)) else {
                 continue;
             };
+            let decoded = match (decoded, partition) {
+                (Ok(envelope), Some(partition)) => in_partition(projection, envelope, partition),
+                (decoded, _) => decoded.map(|envelope| {
+                    let id = projection.view_id(&envelope);
+                    (envelope, id)
+                }),
+            };
             match decoded {
-                Ok(envelope) => {
-                    if let Some(id) = projection.view_id(&envelope) {
+                Ok((envelope, id)) => {
+                    if let Some(id) = id {
                         fold.add(stored_view_id(&id).into_owned(), envelope);
                     }
                 }
@@ -127,6 +143,7 @@ impl<P: Projection> Fold<P> {
         fold
     }
 
+    /// The events of this batch the fold reads, with the views they change.
     pub(super) fn new(batch: &[RecordedEvent]) -> Self {
         Fold {
             checkpoint: batch.last().map_or(Position::ZERO, |e| e.position),
@@ -255,6 +272,33 @@ impl<P: Projection> Fold<P> {
             .collect();
         Ok(Folded { writes, dead_letters, stop })
     }
+}
+
+/// An event of `partition`'s stream with the id of the view it changes, or the error that the
+/// view is another partition's.
+fn in_partition<P: Projection>(
+    projection: &P,
+    envelope: EventEnvelope<EventOf<P>>,
+    partition: Partition,
+) -> Result<(EventEnvelope<EventOf<P>>, Option<String>)> {
+    let Some(id) = projection.view_id(&envelope) else { return Ok((envelope, None)) };
+    let key = P::view_partition_key(&id);
+    if partition.owns(&key) {
+        return Ok((envelope, Some(id)));
+    }
+    let reason = format!(
+        "view {id:?} is in partition {} of {}, but the event's stream {} is in partition {}: each view of a \
+         partitioned projection must be written by the events of one partition (see Projection::view_partition_key)",
+        super::partition::partition_of(&key, partition.count),
+        partition.count,
+        envelope.stream,
+        partition.index
+    );
+    Err(Error::Projection {
+        projection: projection.name().to_owned(),
+        position: envelope.position,
+        source: reason.into(),
+    })
 }
 
 /// The views of a batch as stored, and their index entries, by slot.

@@ -11,7 +11,10 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::balance::BalancedLeases;
 use super::feed::{Feed, FeedReader};
+use super::partition::{MAX_PARTITIONS, Partition};
+use super::partitioned::PartitionJob;
 use super::projector::Projector;
 use super::projector::handler::HandlerJob;
 use super::run::{Job, ProjectionJob, Runner};
@@ -82,6 +85,8 @@ pub struct ProjectionGroup<S, F = S> {
     feed: Arc<F>,
     buffer: usize,
     members: Vec<Pending<S, F>>,
+    /// Why the group cannot run, found while members were added.
+    invalid: Option<Error>,
 }
 
 impl<S, F> std::fmt::Debug for ProjectionGroup<S, F> {
@@ -113,14 +118,19 @@ struct Context<S, F> {
 }
 
 /// How one member's projector differs from the group's.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct MemberSettings {
     pub(crate) poison: Option<crate::PoisonPolicy>,
     pub(crate) batch_size: Option<usize>,
+    /// Leases of its own (a partition's, taken while it is in this process's share).
+    pub(crate) leases: Option<Arc<dyn crate::LeaseManager>>,
 }
 
 impl MemberSettings {
     fn apply<S: EventStore + Clone>(self, mut projector: Projector<S>) -> Projector<S> {
+        if let Some(leases) = self.leases {
+            projector.leases = Some(leases);
+        }
         if let Some(policy) = self.poison {
             projector = projector.with_poison_policy(policy);
         }
@@ -157,6 +167,7 @@ impl<S: EventStore + Clone> Projector<S> {
             feed: Arc::new(feed),
             buffer: DEFAULT_MEMBER_BUFFER,
             members: Vec::new(),
+            invalid: None,
         }
     }
 }
@@ -215,8 +226,34 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
     /// let totals = group.add_with(Totals, options);
     /// assert_eq!(totals.name(), "totals");
     /// ```
+    ///
+    /// A projection split into partitions ([`ProjectionOptions::partitions`]) joins as one
+    /// member per partition, each with its own lease; the handle tells them together (and
+    /// [`MemberHandle::parts`] each).
     pub fn add_with<P: Projection>(&mut self, projection: P, options: ProjectionOptions) -> MemberHandle {
-        self.push(ProjectionJob(projection), options.settings())
+        let count = options.partition_count();
+        if count == 1 {
+            return self.push(ProjectionJob(projection), options.settings());
+        }
+        let name: Arc<str> = projection.name().into();
+        if count > MAX_PARTITIONS {
+            self.invalid.get_or_insert_with(|| Error::InvalidConfig {
+                reason: format!("projection {name} has {count} partitions; at most {MAX_PARTITIONS} are allowed"),
+            });
+        }
+        let projection = Arc::new(projection);
+        let mut settings = options.settings();
+        // With leases, the partitions are shared out among the processes that run them.
+        if let Some(leases) = &self.projector.leases {
+            settings.leases = Some(Arc::new(BalancedLeases::new(leases.clone(), &name, count)));
+        }
+        let parts = (0..count.min(MAX_PARTITIONS))
+            .map(|index| {
+                let job = PartitionJob::new(projection.clone(), Partition { index, count });
+                self.push(job, settings.clone())
+            })
+            .collect();
+        MemberHandle::of_parts(name, parts)
     }
 
     /// Adds an event handler to the group, run with the group's settings; the handle tells its
@@ -276,7 +313,7 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
                 Box::pin(context.run(job))
             }),
         });
-        MemberHandle { name, status: watch, lag }
+        MemberHandle { name, watched: Watched::One { status: watch, lag } }
     }
 
     /// Runs every member until `shutdown` resolves, each stopping after the batch it is writing.
@@ -289,7 +326,10 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
     /// The shared read reads batches as large as the largest member's batch size; a member
     /// with a smaller one writes each in several.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-        let ProjectionGroup { projector, feed, buffer, members } = self;
+        let ProjectionGroup { projector, feed, buffer, members, invalid } = self;
+        if let Some(error) = invalid {
+            return Err(error);
+        }
         for member in &members {
             super::projection::check_name(&member.name)?;
         }
@@ -401,40 +441,102 @@ type LagProbe = Arc<dyn Fn(Position, u64) -> BoxFuture<Result<u64>> + Send + Syn
 #[derive(Clone)]
 pub struct MemberHandle {
     name: Arc<str>,
-    status: watch::Receiver<MemberStatus>,
-    lag: LagProbe,
+    watched: Watched,
+}
+
+/// What a handle tells of: one member, or the partitions of a partitioned projection.
+#[derive(Clone)]
+enum Watched {
+    One { status: watch::Receiver<MemberStatus>, lag: LagProbe },
+    Parts(Arc<[MemberHandle]>),
 }
 
 impl std::fmt::Debug for MemberHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemberHandle").field("name", &self.name).field("status", &*self.status.borrow()).finish()
+        f.debug_struct("MemberHandle").field("name", &self.name).field("status", &self.status()).finish()
     }
 }
 
 impl MemberHandle {
+    fn of_parts(name: Arc<str>, parts: Vec<MemberHandle>) -> Self {
+        MemberHandle { name, watched: Watched::Parts(parts.into()) }
+    }
+
     /// The member's name ([`Projection::name`] or [`EventHandler::name`]).
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// What the member is doing now, its checkpoint and its last error.
+    /// The handles of a partitioned projection's partitions, by index (named
+    /// `<name>~<i>of<n>`); none for a member that is not partitioned.
+    pub fn parts(&self) -> &[MemberHandle] {
+        match &self.watched {
+            Watched::One { .. } => &[],
+            Watched::Parts(parts) => parts,
+        }
+    }
+
+    /// What the member is doing now, its checkpoint and its last error. Of a partitioned
+    /// projection: the partitions together — failed when one failed, building while one
+    /// builds, running when one runs here (the others may run in other processes), the least
+    /// checkpoint of those that run here.
     pub fn status(&self) -> MemberStatus {
-        self.status.borrow().clone()
+        match &self.watched {
+            Watched::One { status, .. } => status.borrow().clone(),
+            Watched::Parts(parts) => MemberStatus::of_parts(parts.iter().map(MemberHandle::status)),
+        }
     }
 
     /// How many events the member has yet to read after its checkpoint, counted up to `cap`
-    /// (see [`EventStore::count_after`]): 0 when caught up.
+    /// (see [`EventStore::count_after`]): 0 when caught up. Of a partitioned projection: the
+    /// most of the partitions that run here.
     pub async fn lag(&self, cap: u64) -> Result<u64> {
-        let checkpoint = self.status.borrow().checkpoint.unwrap_or(Position::ZERO);
-        (self.lag)(checkpoint, cap).await
+        match &self.watched {
+            Watched::One { status, lag } => {
+                let checkpoint = status.borrow().checkpoint.unwrap_or(Position::ZERO);
+                lag(checkpoint, cap).await
+            }
+            Watched::Parts(parts) => {
+                let mut most = 0;
+                for part in parts.iter().filter(|p| p.status().runs_here()) {
+                    most = most.max(Box::pin(part.lag(cap)).await?);
+                }
+                Ok(most)
+            }
+        }
     }
 
     /// Waits until the member's status satisfies `ready`, and returns it (at once if it does
     /// now; the last status when the group is gone).
     pub async fn wait_until(&self, mut ready: impl FnMut(&MemberStatus) -> bool) -> MemberStatus {
-        let mut status = self.status.clone();
-        let waited = status.wait_for(|s| ready(s)).await.map(|status| status.clone());
-        waited.unwrap_or_else(|_| status.borrow().clone())
+        match &self.watched {
+            Watched::One { status, .. } => {
+                let mut status = status.clone();
+                let waited = status.wait_for(|s| ready(s)).await.map(|status| status.clone());
+                waited.unwrap_or_else(|_| status.borrow().clone())
+            }
+            Watched::Parts(parts) => {
+                let mut watches: Vec<_> = parts
+                    .iter()
+                    .filter_map(|p| match &p.watched {
+                        Watched::One { status, .. } => Some(status.clone()),
+                        Watched::Parts(_) => None,
+                    })
+                    .collect();
+                loop {
+                    let now = self.status();
+                    if ready(&now) {
+                        return now;
+                    }
+                    // Until any partition's status changes (all gone: the last status).
+                    let changes = watches.iter_mut().map(|w| w.changed());
+                    let changed = super::partition::first_of(changes).await;
+                    if changed.is_err() && watches.iter().all(|w| w.has_changed().is_err()) {
+                        return self.status();
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -455,6 +557,38 @@ pub struct MemberStatus {
 impl MemberStatus {
     fn starting() -> Self {
         MemberStatus { state: MemberState::Starting, checkpoint: None, shared: false, last_error: None }
+    }
+
+    /// Whether the member runs in this process (builds or follows the log).
+    fn runs_here(&self) -> bool {
+        matches!(self.state, MemberState::Building | MemberState::Running)
+    }
+
+    /// The statuses of a partitioned projection's partitions together (see
+    /// [`MemberHandle::status`]).
+    fn of_parts(parts: impl Iterator<Item = MemberStatus>) -> Self {
+        let parts: Vec<MemberStatus> = parts.collect();
+        let any = |state: MemberState| parts.iter().any(|p| p.state == state);
+        let state = if any(MemberState::Failed) {
+            MemberState::Failed
+        } else if any(MemberState::Starting) {
+            MemberState::Starting
+        } else if any(MemberState::Building) {
+            MemberState::Building
+        } else if any(MemberState::Running) {
+            MemberState::Running
+        } else if parts.iter().all(|p| p.state == MemberState::Stopped) {
+            MemberState::Stopped
+        } else {
+            MemberState::StandingBy
+        };
+        let here: Vec<&MemberStatus> = parts.iter().filter(|p| p.runs_here()).collect();
+        MemberStatus {
+            state,
+            checkpoint: here.iter().map(|p| p.checkpoint).min().flatten(),
+            shared: !here.is_empty() && here.iter().all(|p| p.shared),
+            last_error: parts.iter().find_map(|p| p.last_error.clone()),
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! What a projection is: the user's fold of events into views.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -190,6 +192,53 @@ pub trait Projection: Send + Sync + 'static {
     /// aggregate's id.
     fn view_id(&self, event: &EventEnvelope<EventOf<Self>>) -> Option<String> {
         Some(event.stream.id().to_owned())
+    }
+
+    /// The key that places the view `view_id` in a partition, when the projection is
+    /// partitioned ([`ProjectionOptions::partitions`](crate::ProjectionOptions::partitions)):
+    /// the view id itself by default. Events go to the partition of their stream's id, so every
+    /// event that changes a view must come from streams whose ids hash as this key does. The
+    /// default fits views keyed by their aggregate's id (the default
+    /// [`view_id`](Projection::view_id)); a projection whose view ids add to the stream id
+    /// returns the stream id's part. An event whose view is another partition's stops the
+    /// projection (or is dead-lettered, by its poison policy).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # use eventloom_core::{BoxError, Projection};
+    /// # use std::borrow::Cow;
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum TaskEvent { Created }
+    /// # #[derive(Debug, Default)] struct Task;
+    /// # impl Aggregate for Task { const TYPE: &'static str = "task"; type Event = TaskEvent;
+    /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &TaskEvent) {} }
+    /// /// Views kept as `card/<task id>`.
+    /// struct Cards;
+    ///
+    /// impl Projection for Cards {
+    ///     const NAME: &'static str = "cards";
+    ///     type Events = Task;
+    ///     type View = u32;
+    ///     fn view_id(&self, e: &EventEnvelope<TaskEvent>) -> Option<String> {
+    ///         Some(format!("card/{}", e.stream.id()))
+    ///     }
+    ///     fn view_partition_key(view_id: &str) -> Cow<'_, str> {
+    ///         Cow::Borrowed(view_id.strip_prefix("card/").unwrap_or(view_id))
+    ///     }
+    ///     fn apply(&self, v: &mut Option<u32>, _: &EventEnvelope<TaskEvent>) -> Result<(), BoxError> {
+    ///         *v.get_or_insert(0) += 1;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// assert_eq!(Cards::view_partition_key("card/t-1"), "t-1");
+    /// ```
+    fn view_partition_key(view_id: &str) -> Cow<'_, str>
+    where
+        Self: Sized,
+    {
+        Cow::Borrowed(view_id)
     }
 
     /// The secondary index lists the view is in (see [`IndexEntry`]), kept with the view in the

@@ -12,6 +12,7 @@ use tracing::Instrument;
 pub(crate) mod handler;
 
 use super::fold::{CategoryUpcasters, Fold, Folded, dead_letter};
+use super::partition::Partition;
 use super::projection::check_name;
 use super::run::{Job, ProjectionJob, Runner};
 use crate::store::{Refusal, superseded};
@@ -413,12 +414,25 @@ impl<S: EventStore + Clone> Projector<S> {
         target: &Target,
         token: u64,
     ) -> Result<Option<Position>> {
+        self.process_in(projection, batch, target, token, None).await
+    }
+
+    /// [`process`](Self::process) for one partition: the events of its streams alone are
+    /// folded, and the checkpoint moves past the whole batch.
+    pub(super) async fn process_in<P: Projection>(
+        &self,
+        projection: &P,
+        batch: &[RecordedEvent],
+        target: &Target,
+        token: u64,
+        partition: Option<Partition>,
+    ) -> Result<Option<Position>> {
         let expected = target.checkpoint;
         if batch.is_empty() {
             return Ok(expected);
         }
         let name = projection.name();
-        let mut fold = self.select(projection, batch);
+        let mut fold = Fold::select(projection, batch, &self.upcasters, self.poison, partition);
         // An event that stops the projection ends the batch: the ones before it are written.
         let stopped = fold.stop.take();
         if !fold.ids.is_empty() {
@@ -460,7 +474,7 @@ impl<S: EventStore + Clone> Projector<S> {
                     // The store refuses what no check here finds (its own limits): write the
                     // events one at a time to find the one it refuses.
                     let upto = batch.iter().take_while(|e| e.position <= checkpoint).count();
-                    self.process_one_by_one(projection, &batch[..upto], target, token, error).await?;
+                    self.process_one_by_one(projection, &batch[..upto], target, token, error, partition).await?;
                 }
                 Err(error) => return Err(error),
             }
@@ -481,6 +495,7 @@ impl<S: EventStore + Clone> Projector<S> {
         target: &'a Target,
         token: u64,
         refused: Error,
+        partition: Option<Partition>,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<Position>>> + Send + 'a>>
     where
         S: Sync,
@@ -506,15 +521,10 @@ impl<S: EventStore + Clone> Projector<S> {
             }
             let mut at = *target;
             for raw in batch {
-                at.checkpoint = self.process(projection, std::slice::from_ref(raw), &at, token).await?;
+                at.checkpoint = self.process_in(projection, std::slice::from_ref(raw), &at, token, partition).await?;
             }
             Ok(at.checkpoint)
         })
-    }
-
-    /// The events of `batch` the projection reads, decoded, and the ids of the views they change.
-    fn select<P: Projection>(&self, projection: &P, batch: &[RecordedEvent]) -> Fold<P> {
-        Fold::select(projection, batch, &self.upcasters, self.poison)
     }
 }
 

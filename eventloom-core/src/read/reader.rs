@@ -13,6 +13,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use super::partition::ViewKey;
+use super::partition_reads;
+
 use crate::{
     CommandOutcome, Error, IndexKey, ListCursor, OrderRange, Position, Projection, ProjectionStatus, ProjectionStop,
     Result, StopKind, ViewStore,
@@ -54,6 +57,8 @@ pub struct ViewReader<V> {
     /// Whether waits also poll every [`WATCH_INTERVAL`] (always without wake-ups; with them,
     /// when a runner in another process may be the one that writes).
     poll_too: bool,
+    /// How a partitioned projection places a view id in a partition; `None` when it is whole.
+    partitioned: Option<ViewKey>,
     _view: PhantomData<fn() -> V>,
 }
 
@@ -65,6 +70,7 @@ impl<V> Clone for ViewReader<V> {
             watch: self.watch.clone(),
             wake_ups: self.wake_ups.clone(),
             poll_too: self.poll_too,
+            partitioned: self.partitioned,
             _view: PhantomData,
         }
     }
@@ -113,6 +119,7 @@ impl CheckpointWatch {
         projection: &str,
         mut wake_ups: Option<watch::Receiver<u64>>,
         poll_too: bool,
+        partitioned: bool,
     ) {
         if self.polling.swap(true, Ordering::AcqRel) {
             return;
@@ -133,7 +140,7 @@ impl CheckpointWatch {
                     wake_ups.borrow_and_update();
                 }
                 let mut retry_soon = poll_too;
-                match store.status(&projection).await {
+                match partition_reads::status_of(&*store, &projection, partitioned).await {
                     Ok(status) => {
                         let now = Seen::of(&status);
                         watch.checkpoint.send_if_modified(|seen| {
@@ -211,6 +218,7 @@ impl<V: DeserializeOwned> ViewReader<V> {
             watch: Arc::new(CheckpointWatch::new()),
             wake_ups: None,
             poll_too: true,
+            partitioned: None,
             _view: PhantomData,
         }
     }
@@ -229,8 +237,15 @@ impl<V: DeserializeOwned> ViewReader<V> {
             watch: Arc::new(CheckpointWatch::new()),
             poll_too: poll_too || wake_ups.is_none(),
             wake_ups,
+            partitioned: None,
             _view: PhantomData,
         }
+    }
+
+    /// Reads a partitioned projection, placing view ids in partitions with `key`.
+    pub(crate) fn partitioned(mut self, key: ViewKey) -> Self {
+        self.partitioned = Some(key);
+        self
     }
 
     fn decode(&self, id: &str, json: &str) -> Result<V> {
@@ -251,7 +266,11 @@ impl<V: DeserializeOwned> ViewReader<V> {
             .iter()
             .any(|id| matches!(crate::stored_view_id(id), std::borrow::Cow::Owned(_)))
             .then(|| ids.iter().map(|id| crate::stored_view_id(id).into_owned()).collect());
-        let stored = self.store.read_views(&self.projection, fitted.as_deref().unwrap_or(ids)).await?;
+        let stored_ids = fitted.as_deref().unwrap_or(ids);
+        let stored = match self.partitioned {
+            Some(key) => partition_reads::get_many(&*self.store, &self.projection, key, stored_ids, ids).await?,
+            None => self.store.read_views(&self.projection, stored_ids).await?,
+        };
         ids.iter().zip(stored).map(|(id, json)| json.map(|json| self.decode(id, &json)).transpose()).collect()
     }
 
@@ -297,7 +316,11 @@ impl<V: DeserializeOwned> ViewReader<V> {
         after: Option<&ListCursor>,
         limit: usize,
     ) -> Result<Page<V>> {
-        let page = self.store.list(&self.projection, &key.fitted(), range, after, limit).await?;
+        let key = key.fitted();
+        let page = match self.partitioned {
+            Some(_) => partition_reads::list(&*self.store, &self.projection, &key, range, after, limit).await?,
+            None => self.store.list(&self.projection, &key, range, after, limit).await?,
+        };
         let views = page
             .views
             .into_iter()
@@ -312,12 +335,17 @@ impl<V: DeserializeOwned> ViewReader<V> {
     /// How many views each index list holds, read at one instant.
     pub async fn count(&self, keys: &[IndexKey]) -> Result<Vec<u64>> {
         let keys: Vec<IndexKey> = keys.iter().map(IndexKey::fitted).collect();
-        self.store.count(&self.projection, &keys).await
+        match self.partitioned {
+            Some(_) => partition_reads::count(&*self.store, &self.projection, &keys).await,
+            None => self.store.count(&self.projection, &keys).await,
+        }
     }
 
-    /// The live generation and any being built.
+    /// The live generation and any being built. Of a partitioned projection: its partition set
+    /// as live (the set's epoch as id) at the least checkpoint of its partitions, and a stop
+    /// one of them recorded.
     pub async fn status(&self) -> Result<ProjectionStatus> {
-        self.store.status(&self.projection).await
+        partition_reads::status_of(&*self.store, &self.projection, self.partitioned.is_some()).await
     }
 
     /// The live views' checkpoint (`None` before any is live).
@@ -350,7 +378,8 @@ impl<V: DeserializeOwned> ViewReader<V> {
             Err(error) => return Err(error),
         }
         let mut checkpoint = self.watch.checkpoint.subscribe();
-        self.watch.ensure_polling(&self.store, &self.projection, self.wake_ups.clone(), self.poll_too);
+        let partitioned = self.partitioned.is_some();
+        self.watch.ensure_polling(&self.store, &self.projection, self.wake_ups.clone(), self.poll_too, partitioned);
         loop {
             let seen = checkpoint.borrow_and_update().clone();
             if seen.checkpoint.is_some_and(|c| c >= position) {
@@ -465,6 +494,34 @@ impl<P: Projection> Reader<P> {
         poll_too: bool,
     ) -> Self {
         Reader { views: ViewReader::shared(store, name, wake_ups, poll_too) }
+    }
+
+    /// Reads `P` as a partitioned projection ([`ProjectionOptions::partitions`](crate::ProjectionOptions::partitions)):
+    /// the partition set first, then the partitions' views; lists merged in order, counts
+    /// summed. An [`App`](crate::App)'s readers know it already.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # use eventloom_core::{BoxError, Projection};
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
+    /// # #[derive(Debug, Default)] struct Counter;
+    /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+    /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+    /// # struct Totals;
+    /// # impl Projection for Totals { const NAME: &'static str = "totals"; type Events = Counter; type View = u64;
+    /// #   fn apply(&self, v: &mut Option<u64>, _: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> { Ok(()) } }
+    /// use eventloom_core::{Error, Reader, memory::MemoryViewStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let totals = Reader::<Totals>::new(MemoryViewStore::default()).partitioned();
+    /// assert!(matches!(totals.get("c-1").await, Err(Error::NotBuilt { .. })), "no partition set yet");
+    /// # });
+    /// ```
+    pub fn partitioned(mut self) -> Self {
+        self.views = self.views.partitioned(P::view_partition_key);
+        self
     }
 
     /// The name of the projection it reads.

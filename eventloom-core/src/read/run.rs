@@ -60,6 +60,37 @@ pub(crate) trait Job: Send + Sync + 'static {
         lease: Option<&'a Lease>,
     ) -> impl Future<Output = Result<Processed>> + Send + 'a;
 
+    /// A build has caught up with the log: makes its generation live. `Ok(true)` once it is;
+    /// `Ok(false)` when the job makes it live later, from [`check`](Job::check) (a partition
+    /// waits for the others). By default, the store's `go_live`.
+    fn go_live<'a, S: EventStore + Clone>(
+        &'a self,
+        projector: &'a Projector<S>,
+        target: &'a Target,
+        token: u64,
+    ) -> impl Future<Output = Result<bool>> + Send + 'a {
+        async move {
+            let name = self.name();
+            superseded(name, projector.views.go_live(name, target.generation, token).await?)?;
+            Ok(true)
+        }
+    }
+
+    /// Every verify interval while live, once the store has shown the generation still there:
+    /// where it stands beyond that. `pending` is `Some` while the generation waits to be made
+    /// live (after [`go_live`](Job::go_live) answered `false`); the job sets it back to `None`
+    /// once it made it live, and to `Some` when it must be offered again. Nothing by default.
+    fn check<'a, S: EventStore + Clone>(
+        &'a self,
+        projector: &'a Projector<S>,
+        target: &'a Target,
+        token: u64,
+        pending: &'a mut Option<Pending>,
+    ) -> impl Future<Output = Result<Checked>> + Send + 'a {
+        let _ = (projector, target, token, pending);
+        std::future::ready(Ok(Checked::Fine))
+    }
+
     /// How often a live runner that waits for events calls [`idle`](Job::idle): never by
     /// default. A process manager looks for due timers and commands left in its outbox.
     fn tick(&self) -> Option<Duration> {
@@ -78,6 +109,24 @@ pub(crate) trait Job: Send + Sync + 'static {
         let _ = (projector, target, token, lease);
         std::future::ready(Ok(()))
     }
+}
+
+/// A generation that has caught up and waits to be made live (see [`Job::check`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Pending {
+    /// When the runner first saw queries switched to it: it is made live a grace after.
+    pub(crate) named_at: Option<tokio::time::Instant>,
+}
+
+/// What [`Job::check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checked {
+    /// Go on as before.
+    Fine,
+    /// The generation it was building is live now.
+    Live,
+    /// Another runner's work replaced this one's: stand by.
+    Displaced,
 }
 
 /// How a batch [`Job::process`] took ended short of an error.
@@ -141,6 +190,8 @@ enum State<R> {
     StandBy,
     /// Shut down.
     Done,
+    /// Stopped on an error no retry mends.
+    Failed(Error),
 }
 
 /// A run into one generation, under one fencing token.
@@ -156,12 +207,15 @@ struct Run<R> {
     /// What is left of a batch of the shared read longer than the runner's batch size, and
     /// where it starts.
     rest: Option<(Arc<Vec<RecordedEvent>>, usize)>,
+    /// Caught up, waiting for the job to make the generation live.
+    pending: Option<Pending>,
 }
 
 impl<R> Run<R> {
-    /// Building or live, as the target says.
+    /// Building or live, as the target says (a build that caught up and waits to be made live
+    /// follows the log as live runs do).
     fn into_state(self) -> State<R> {
-        if self.target.building { State::Build(self) } else { State::Live(self) }
+        if self.target.building && self.pending.is_none() { State::Build(self) } else { State::Live(self) }
     }
 }
 
@@ -230,6 +284,7 @@ where
                     State::BackOff
                 }
                 State::Done => return Ok(()),
+                State::Failed(error) => return Err(error),
             };
         }
     }
@@ -273,7 +328,7 @@ where
                 self.known = Some(target.generation);
                 self.report(|s| s.checkpoint = target.checkpoint);
                 let reader = self.reader(target.checkpoint);
-                Ok(Run { target, token, reader, ahead: None, shared: None, rest: None }.into_state())
+                Ok(Run { target, token, reader, ahead: None, shared: None, rest: None, pending: None }.into_state())
             }
             Err(error) if error.is_transient() => {
                 tracing::warn!(%error, delay = ?self.delay, "cannot read the projection's status; retrying");
@@ -316,15 +371,56 @@ where
     }
 
     async fn go_live(&mut self, mut run: Run<F::Reader>) -> Step<F::Reader> {
-        let name = self.job.name();
-        let live = self.projector.views.go_live(name, run.target.generation, run.token).await;
-        match live.and_then(|written| superseded(name, written)) {
-            Ok(()) => {
+        match self.job.go_live(self.projector, &run.target, run.token).await {
+            Ok(true) => {
                 tracing::info!(generation = run.target.generation, "new generation of views is live");
                 run.target.building = false;
                 Ok(State::Live(run))
             }
+            Ok(false) => {
+                tracing::info!(generation = run.target.generation, "caught up; waiting to be made live");
+                run.pending = Some(Pending::default());
+                match self.verify(&mut run.target, &mut run.pending, run.token).await {
+                    Some(state) => Ok(state),
+                    None => Ok(State::Live(run)),
+                }
+            }
             Err(error) => self.failed(run.target.generation, run.token, error).await,
+        }
+    }
+
+    /// What a live runner checks every verify interval: that its generation is still in the
+    /// store, then the job's own [`check`](Job::check). `None` to go on; the state to go to
+    /// otherwise.
+    async fn verify(
+        &mut self,
+        target: &mut Target,
+        pending: &mut Option<Pending>,
+        token: u64,
+    ) -> Option<State<F::Reader>> {
+        let projector = self.projector;
+        if !views_still_there(projector, self.job.name(), target).await {
+            return Some(State::Acquire);
+        }
+        match self.job.check(projector, target, token, pending).await {
+            Ok(Checked::Fine) => None,
+            Ok(Checked::Live) => {
+                tracing::info!(generation = target.generation, "new generation of views is live");
+                target.building = false;
+                None
+            }
+            Ok(Checked::Displaced) => {
+                tracing::warn!(generation = target.generation, "another runner's views replaced these; standing by");
+                Some(State::StandBy)
+            }
+            Err(error) if error.is_transient() => {
+                tracing::warn!(%error, "cannot check the views; trying again");
+                None
+            }
+            Err(error) => Some(match self.failed(target.generation, token, error).await {
+                Ok(state) => state,
+                Err(error) => State::Failed(error),
+            }),
         }
     }
 
@@ -356,8 +452,8 @@ where
                     () = lease_lost(&mut self.lease) => return Ok(State::Acquire),
                     () = tokio::time::sleep_until(verify) => {
                         verify = tokio::time::Instant::now() + projector.verify_interval;
-                        if !views_still_there(projector, self.job.name(), &run.target).await {
-                            return Ok(State::Acquire);
+                        if let Some(state) = self.verify(&mut run.target, &mut run.pending, run.token).await {
+                            return Ok(state);
                         }
                     }
                     () = sleep_or_never(self.next_idle) => {
@@ -456,8 +552,8 @@ where
                         () = lease_lost(&mut self.lease) => return Ok(State::Acquire),
                         () = tokio::time::sleep_until(verify) => {
                             verify = tokio::time::Instant::now() + projector.verify_interval;
-                            if !views_still_there(projector, self.job.name(), &run.target).await {
-                                return Ok(State::Acquire);
+                            if let Some(state) = self.verify(&mut run.target, &mut run.pending, run.token).await {
+                                return Ok(state);
                             }
                         }
                         () = sleep_or_never(self.next_idle) => {

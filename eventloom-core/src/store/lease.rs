@@ -28,6 +28,11 @@ use crate::Result;
 pub trait LeaseManager: Send + Sync + 'static {
     /// Waits until this caller holds the lease for `name` (standing by while another holds it).
     fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>>;
+
+    /// Takes the lease for `name` if nobody holds it now, without waiting: `None` while another
+    /// holder has it. A partitioned projection's processes find each other with it (each holds
+    /// one member slot, and probes the slots above its own).
+    fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>>>;
 }
 
 /// Leadership of one name, held until dropped or lost.

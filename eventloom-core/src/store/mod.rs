@@ -7,8 +7,8 @@ pub(crate) mod view;
 pub use lease::{Lease, LeaseManager};
 pub(crate) use view::superseded;
 pub use view::{
-    DeadLetter, Generation, IndexEntry, IndexKey, ListCursor, OrderRange, ProjectionStatus, ProjectionStop, Refusal,
-    StopKind, ViewCommit, ViewPage, ViewStore, ViewWrite, Written, stored_view_id,
+    DeadLetter, Generation, IndexEntry, IndexKey, IndexedView, ListCursor, OrderRange, ProjectionStatus,
+    ProjectionStop, Refusal, StopKind, ViewCommit, ViewPage, ViewStore, ViewWrite, Written, stored_view_id,
 };
 
 /// The future a store method returns: boxed, `Send`, borrowing the store and the arguments for
@@ -31,6 +31,10 @@ pub use view::{
 ///             let (keep, lost) = tokio::sync::watch::channel(false);
 ///             Ok(Lease::new(1, lost, keep))
 ///         })
+///     }
+///
+///     fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>>> {
+///         Box::pin(async move { Ok(Some(self.acquire(name).await?)) })
 ///     }
 /// }
 /// ```

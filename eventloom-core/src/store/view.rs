@@ -784,6 +784,35 @@ pub struct ViewPage {
     pub next: Option<ListCursor>,
 }
 
+/// One entry of an index list as [`ViewStore::list_generation`] answers it: the view's sort key
+/// and id (together its place in the list, and the [`ListCursor`] after it) and its JSON, `None`
+/// when the entry's view is missing.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::store::{IndexedView, ListCursor};
+///
+/// let entry = IndexedView { order: "0001".into(), id: "t-1".into(), view: Some("{}".into()) };
+/// assert_eq!(entry.cursor(), ListCursor { order: "0001".into(), id: "t-1".into() });
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedView {
+    /// The entry's sort key, as stored.
+    pub order: String,
+    /// The view's stored id.
+    pub id: String,
+    /// The view's JSON; `None` when the entry's view is missing.
+    pub view: Option<String>,
+}
+
+impl IndexedView {
+    /// The cursor a listing resumes from after this entry.
+    pub fn cursor(&self) -> ListCursor {
+        ListCursor { order: self.order.clone(), id: self.id.clone() }
+    }
+}
+
 /// An event a projection skipped because it could not process it.
 ///
 /// # Examples
@@ -912,6 +941,30 @@ pub trait ViewStore: Send + Sync + 'static {
     /// How many live views each index list holds, in the order asked, read at one instant.
     fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, Result<Vec<u64>>>;
 
+    /// Up to `limit` entries of one index list of `generation` (live, being built, or kept after a
+    /// switch: a partitioned projection's queries read the generations its live partition set
+    /// names), whose sort keys lie in `range`, in the list's order, after `after`; each with its
+    /// view's JSON (`None` for a missing view). A generation the store does not hold lists
+    /// nothing: the caller knows which generations exist.
+    fn list_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after: Option<&'a ListCursor>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<IndexedView>>>;
+
+    /// How many entries each index list of `generation` holds, in the order asked, read at one
+    /// instant (0 for a generation the store does not hold).
+    fn count_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        keys: &'a [IndexKey],
+    ) -> BoxFuture<'a, Result<Vec<u64>>>;
+
     /// The events the live generation's projection skipped, oldest first (none before one is
     /// live).
     fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>>;
@@ -972,6 +1025,25 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
     }
     fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, Result<Vec<u64>>> {
         (**self).count(projection, keys)
+    }
+    fn list_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after: Option<&'a ListCursor>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<IndexedView>>> {
+        (**self).list_generation(projection, generation, key, range, after, limit)
+    }
+    fn count_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        keys: &'a [IndexKey],
+    ) -> BoxFuture<'a, Result<Vec<u64>>> {
+        (**self).count_generation(projection, generation, keys)
     }
     fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
         (**self).dead_letters(projection)

@@ -436,6 +436,25 @@ impl<S: ViewStore> ViewStore for Refusing<S> {
     fn count<'a>(&'a self, p: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, crate::Result<Vec<u64>>> {
         Box::pin(async move { self.0.count(p, keys).await })
     }
+    fn list_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        key: &'a crate::IndexKey,
+        range: &'a crate::OrderRange,
+        after: Option<&'a crate::ListCursor>,
+        limit: usize,
+    ) -> BoxFuture<'a, crate::Result<Vec<crate::store::IndexedView>>> {
+        self.0.list_generation(projection, generation, key, range, after, limit)
+    }
+    fn count_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        keys: &'a [crate::IndexKey],
+    ) -> BoxFuture<'a, crate::Result<Vec<u64>>> {
+        self.0.count_generation(projection, generation, keys)
+    }
     fn dead_letters<'a>(&'a self, p: &'a str) -> BoxFuture<'a, crate::Result<Vec<crate::DeadLetter>>> {
         Box::pin(async move { self.0.dead_letters(p).await })
     }
@@ -910,6 +929,25 @@ impl<S: ViewStore> ViewStore for Crashing<S> {
     }
     fn count<'a>(&'a self, p: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, crate::Result<Vec<u64>>> {
         Box::pin(async move { self.0.count(p, keys).await })
+    }
+    fn list_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        key: &'a crate::IndexKey,
+        range: &'a crate::OrderRange,
+        after: Option<&'a crate::ListCursor>,
+        limit: usize,
+    ) -> BoxFuture<'a, crate::Result<Vec<crate::store::IndexedView>>> {
+        self.0.list_generation(projection, generation, key, range, after, limit)
+    }
+    fn count_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        keys: &'a [crate::IndexKey],
+    ) -> BoxFuture<'a, crate::Result<Vec<u64>>> {
+        self.0.count_generation(projection, generation, keys)
     }
     fn dead_letters<'a>(&'a self, p: &'a str) -> BoxFuture<'a, crate::Result<Vec<crate::DeadLetter>>> {
         Box::pin(async move { self.0.dead_letters(p).await })

@@ -10,6 +10,7 @@ mod eviction;
 mod generations;
 mod indexes;
 mod kills;
+mod partitioned;
 mod private;
 mod private_cluster;
 

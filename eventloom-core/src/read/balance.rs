@@ -1,0 +1,220 @@
+//! Sharing a partitioned projection's partitions out among the projector processes that run it.
+//!
+//! Each process holds one *member slot*, a lease named `<name>~member/<k>` for `k` below the
+//! number of partitions, taken with [`LeaseManager::try_acquire`]: the lowest free one. Every
+//! [`BALANCE_INTERVAL`] it moves to a lower slot when one is free (so the slots held stay
+//! `0..P`), and probes the slots above its own: the first free one is the number of processes
+//! `P`. Its share is then the partitions `i` with `i % P == k`: ⌊N/P⌋ or ⌈N/P⌉ of the N
+//! partitions, every partition in exactly one share once the processes agree on `P`. A process
+//! that dies frees its slot (its lease ends with it); one that joins takes the first free one.
+//!
+//! The partitions' leases go through [`BalancedLeases`]: a partition waits for its lease only
+//! while it is in this process's share, and its lease reports lost when the share moves it away,
+//! so its runner stands by after the batch it is writing and the process whose share it joined
+//! takes it over from its checkpoint.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::partition::Partition;
+use crate::Result;
+use crate::store::{BoxFuture, Lease, LeaseManager};
+
+/// How often a process looks at the member slots.
+pub(crate) const BALANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The partitions a process runs: those `i` with `i % members == slot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Share {
+    slot: Option<u32>,
+    members: u32,
+}
+
+impl Share {
+    fn owns(self, index: u32) -> bool {
+        self.slot.is_some_and(|slot| index % self.members.max(1) == slot)
+    }
+}
+
+/// The leases of one partitioned projection's partitions, taken only for the partitions of
+/// this process's share (see the module's docs).
+pub(crate) struct BalancedLeases {
+    inner: Arc<dyn LeaseManager>,
+    name: String,
+    count: u32,
+    share: watch::Receiver<Share>,
+    /// The balancer, until the first lease is asked for (it needs a runtime).
+    balancer: Mutex<Option<Balancer>>,
+}
+
+impl BalancedLeases {
+    /// Leases of `count` partitions of projection `name`, shared out through `inner`.
+    pub(crate) fn new(inner: Arc<dyn LeaseManager>, name: &str, count: u32) -> Self {
+        let (publish, share) = watch::channel(Share { slot: None, members: 1 });
+        let balancer = Balancer { leases: inner.clone(), name: name.to_owned(), count, slot: None, publish };
+        BalancedLeases { inner, name: name.to_owned(), count, share, balancer: Mutex::new(Some(balancer)) }
+    }
+
+    fn start(&self) {
+        let balancer = crate::memory::lock(&self.balancer).take();
+        if let Some(balancer) = balancer {
+            tokio::spawn(balancer.run());
+        }
+    }
+
+    /// The index of the partition stored (and leased) as `member`.
+    fn index_of(&self, member: &str) -> Option<u32> {
+        (0..self.count).find(|&index| Partition::member_name(&self.name, index, self.count) == member)
+    }
+
+    /// `lease`, reported lost also once partition `index` leaves this process's share, and then
+    /// given up at once: a runner keeps a lost lease until it gets a new one, and the process
+    /// whose share the partition joined must not wait for that (a late write of this one is
+    /// fenced off by the token).
+    fn gated(&self, index: u32, lease: Lease) -> Lease {
+        let (lose, lost) = watch::channel(false);
+        let token = lease.token();
+        let (mut share, mut held) = (self.share.clone(), lease.lost_signal());
+        let watcher = tokio::spawn(async move {
+            let moved = share.wait_for(|s| !s.owns(index));
+            let gone = held.wait_for(|lost| *lost);
+            tokio::select! {
+                _ = moved => tracing::info!(partition = index, "the partition moved to another process's share"),
+                _ = gone => {}
+            }
+            lose.send_replace(true);
+            drop(lease);
+        });
+        Lease::new(token, lost, AbortOnDrop(watcher))
+    }
+}
+
+/// Ends a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl LeaseManager for BalancedLeases {
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>> {
+        Box::pin(async move {
+            let Some(index) = self.index_of(name) else { return self.inner.acquire(name).await };
+            self.start();
+            let mut share = self.share.clone();
+            loop {
+                if share.wait_for(|s| s.owns(index)).await.is_err() {
+                    return Err(crate::Error::Shutdown);
+                }
+                tokio::select! {
+                    lease = self.inner.acquire(name) => {
+                        let lease = lease?;
+                        if self.share.borrow().owns(index) {
+                            return Ok(self.gated(index, lease));
+                        }
+                    }
+                    _ = share.wait_for(|s| !s.owns(index)) => {}
+                }
+            }
+        })
+    }
+
+    fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>>> {
+        Box::pin(async move {
+            let Some(index) = self.index_of(name) else { return self.inner.try_acquire(name).await };
+            self.start();
+            if !self.share.borrow().owns(index) {
+                return Ok(None);
+            }
+            Ok(self.inner.try_acquire(name).await?.map(|lease| self.gated(index, lease)))
+        })
+    }
+}
+
+/// Holds this process's member slot and publishes its share.
+struct Balancer {
+    leases: Arc<dyn LeaseManager>,
+    name: String,
+    count: u32,
+    slot: Option<(u32, Lease)>,
+    publish: watch::Sender<Share>,
+}
+
+impl Balancer {
+    fn slot_name(&self, k: u32) -> String {
+        format!("{}~member/{k}of{}", self.name, self.count)
+    }
+
+    async fn run(mut self) {
+        loop {
+            if self.publish.is_closed() {
+                return;
+            }
+            match self.look().await {
+                Ok(share) => {
+                    self.publish.send_if_modified(|now| {
+                        let changed = *now != share;
+                        if changed {
+                            tracing::info!(projection = %self.name, slot = ?share.slot, processes = share.members, "partition share changed");
+                        }
+                        *now = share;
+                        changed
+                    });
+                }
+                Err(error) => tracing::warn!(%error, projection = %self.name, "cannot look at the member slots"),
+            }
+            tokio::time::sleep(BALANCE_INTERVAL).await;
+        }
+    }
+
+    /// One look at the slots: keep (or take) the lowest free slot, count the processes.
+    async fn look(&mut self) -> Result<Share> {
+        if self.slot.as_ref().is_some_and(|(_, lease)| lease.is_lost()) {
+            self.slot = None;
+        }
+        let below = self.slot.as_ref().map_or(self.count, |(k, _)| *k);
+        for k in 0..below {
+            if let Some(lease) = self.leases.try_acquire(&self.slot_name(k)).await? {
+                // The old slot (if any) is given up as this one is taken.
+                self.slot = Some((k, lease));
+                break;
+            }
+        }
+        let Some(k) = self.slot.as_ref().map(|(k, _)| *k) else {
+            // Every slot is held: more processes than partitions; this one runs none.
+            return Ok(Share { slot: None, members: self.count });
+        };
+        let mut members = self.count;
+        for j in k + 1..self.count {
+            if self.leases.try_acquire(&self.slot_name(j)).await?.is_some() {
+                members = j;
+                break;
+            }
+        }
+        Ok(Share { slot: Some(k), members })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_cover_every_partition_once_and_differ_by_one_at_most() {
+        for count in 1..20u32 {
+            for members in 1..=count {
+                let shares: Vec<usize> = (0..members)
+                    .map(|slot| (0..count).filter(|&i| Share { slot: Some(slot), members }.owns(i)).count())
+                    .collect();
+                assert_eq!(shares.iter().sum::<usize>(), count as usize);
+                let (least, most) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+                assert!(most - least <= 1, "{count} partitions over {members}: {shares:?}");
+            }
+        }
+        assert!(!Share { slot: None, members: 3 }.owns(0));
+    }
+}

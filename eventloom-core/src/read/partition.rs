@@ -1,0 +1,464 @@
+//! Partitioned projections: one projection split into N partitions by a hash of each event's
+//! stream id, each partition a projection of its own in the view store (its own lease, fencing
+//! token, checkpoint and generations, and so its own hash tag on Redis), with one record that
+//! says which generation of each partition queries read: the *partition set*.
+//!
+//! # The partition set, and how queries switch at once
+//!
+//! The view store keeps, under the projection's name followed by [`META_SUFFIX`], a small
+//! projection of records of its own:
+//!
+//! - `set`: the partition set queries read first — the number of partitions, the projection
+//!   version, each partition's generation, and an *epoch* that every switch raises;
+//! - `ready/<n>/<i>`: written by partition `i` of `n` once its generation has caught up with the
+//!   log (its version, generation, and the epoch it began after).
+//!
+//! A partition that has caught up records itself ready, then reads every ready record; when
+//! each partition of its partitioning is ready with the same version (each generation still in
+//! its partition's status), it writes the new set in one compare-and-set. Queries read the set,
+//! then the generations it names, so they switch every partition at once. The partitions'
+//! own `go_live` (which drops their old generation) waits [`SWITCH_GRACE`] after the switch, and
+//! a query whose reads took more than half of it reads the set again: no reader holds a set whose
+//! generations are gone.
+//!
+//! A new set replaces the live one only where its generations differ from it and were begun
+//! after it was written: a rebuilt partition of the live set, a new version, or a new number
+//! of partitions replace it; the partitions of a set it replaced never switch back (they stand
+//! by, and stop at a newer version).
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Generation, Refusal, ViewCommit, ViewStore, ViewWrite};
+use crate::{Error, Position, Result};
+
+/// What follows a projection's name in the name of its partition set's records.
+pub(crate) const META_SUFFIX: &str = "~partitions";
+
+/// The most partitions a projection may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// How long a partition keeps the generation a switch replaced before it drops it (its own
+/// `go_live`); queries whose reads take more than half of it read the partition set again.
+pub(crate) const SWITCH_GRACE: Duration = Duration::from_secs(5);
+
+/// The partition of `key` among `count` (FNV-1a, 64 bits, of its bytes: stable across
+/// processes, releases and platforms).
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::read::partition_of;
+///
+/// assert_eq!(partition_of("task-1", 4), partition_of("task-1", 4));
+/// assert!(partition_of("task-1", 4) < 4);
+/// assert_eq!(partition_of("anything", 1), 0);
+/// ```
+pub fn partition_of(key: &str, count: u32) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    // `count` is at least 1 wherever partitions are made; 0 is taken as 1.
+    (hash % u64::from(count.max(1))) as u32
+}
+
+/// One partition of a projection: partition `index` of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Partition {
+    pub(crate) index: u32,
+    pub(crate) count: u32,
+}
+
+impl Partition {
+    /// Whether events of the stream with this id (or views with this partition key) are this
+    /// partition's.
+    pub(crate) fn owns(self, key: &str) -> bool {
+        partition_of(key, self.count) == self.index
+    }
+
+    /// The name partition `index` of `count` of projection `name` is stored (and leased) under.
+    pub(crate) fn member_name(name: &str, index: u32, count: u32) -> String {
+        format!("{name}~{index}of{count}")
+    }
+
+    fn ready_id(self) -> String {
+        format!("ready/{}/{}", self.count, self.index)
+    }
+}
+
+/// The name of the partitioned projection whose partition (or partition set) `stored` is:
+/// `tasks` for `tasks~2of6` and `tasks~partitions`.
+pub(crate) fn whole_name(stored: &str) -> Option<&str> {
+    if let Some(whole) = stored.strip_suffix(META_SUFFIX) {
+        return Some(whole);
+    }
+    let (whole, suffix) = stored.rsplit_once('~')?;
+    let (index, count) = suffix.split_once("of")?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(index) && digits(count)).then_some(whole)
+}
+
+/// The name of the records of projection `name`'s partition set.
+pub(crate) fn meta_name(name: &str) -> String {
+    format!("{name}{META_SUFFIX}")
+}
+
+/// The id of the partition set's record.
+const SET_ID: &str = "set";
+
+/// Which generation of each partition queries read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PartitionSet {
+    pub(crate) partitions: u32,
+    pub(crate) version: u32,
+    /// Raised by every switch.
+    pub(crate) epoch: u64,
+    /// Each partition's generation, by index.
+    pub(crate) generations: Vec<u64>,
+}
+
+impl PartitionSet {
+    /// Parses the stored record, checking that it names one generation per partition.
+    pub(crate) fn parse(name: &str, json: &str) -> Result<Self> {
+        let corrupt =
+            |reason: String| Error::Corrupt { location: format!("the partition set of projection {name}"), reason };
+        let set: PartitionSet = serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?;
+        if set.partitions == 0 || set.partitions > MAX_PARTITIONS || set.generations.len() != set.partitions as usize {
+            return Err(corrupt(format!("{} partitions with {} generations", set.partitions, set.generations.len())));
+        }
+        Ok(set)
+    }
+
+    /// The generation of partition `index` when this set is of `count` partitions at `version`.
+    fn generation_of(&self, partition: Partition, version: u32) -> Option<u64> {
+        (self.partitions == partition.count && self.version == version)
+            .then(|| self.generations.get(partition.index as usize).copied())
+            .flatten()
+    }
+}
+
+/// A partition that has caught up: the generation it offers to the next switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Ready {
+    version: u32,
+    generation: u64,
+    /// The epoch of the partition set when the generation was begun (or resumed).
+    after: u64,
+}
+
+/// Where a partition's generation stands in the partition set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Standing {
+    /// The set names it: queries read it.
+    Named,
+    /// Not yet: other partitions are not ready.
+    Waiting,
+    /// Another partitioning (or a set this partition's generation is older than) is live, and
+    /// this one may not replace it.
+    Displaced,
+}
+
+/// The records of one projection's partition set.
+pub(crate) struct Records<'a> {
+    views: &'a dyn ViewStore,
+    /// The projection's name.
+    name: &'a str,
+    meta: String,
+}
+
+/// How many times a write of the records is tried against writers of other partitions.
+const TRIES: usize = 32;
+
+impl<'a> Records<'a> {
+    pub(crate) fn new(views: &'a dyn ViewStore, name: &'a str) -> Self {
+        Records { views, name, meta: meta_name(name) }
+    }
+
+    /// The live set, as queries read it: `None` before the first switch.
+    pub(crate) async fn live_set(views: &dyn ViewStore, name: &str) -> Result<Option<PartitionSet>> {
+        match views.read_views(&meta_name(name), &[SET_ID.to_owned()]).await {
+            Ok(mut found) => found.pop().flatten().map(|json| PartitionSet::parse(name, &json)).transpose(),
+            Err(Error::NotBuilt { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The records' live generation, made when there is none yet.
+    async fn generation(&self) -> Result<Generation> {
+        for tries in 0..TRIES {
+            let status = self.views.status(&self.meta).await?;
+            if let Some(live) = status.live {
+                return Ok(live);
+            }
+            if status.building.is_some() && tries % 4 != 3 {
+                // Another runner is making them: beginning another would drop its.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            // Token 0: the records are written by every partition's runner, each under its own
+            // lease; a compare-and-set on their checkpoint orders them instead.
+            let Ok(begun) = self.views.begin_generation(&self.meta, 1, 0).await? else { continue };
+            if let Ok(()) = self.views.go_live(&self.meta, begun.id, 0).await? {
+                return Ok(Generation { checkpoint: None, ..begun });
+            }
+        }
+        Err(self.busy())
+    }
+
+    fn busy(&self) -> Error {
+        Error::unavailable_msg(format!(
+            "the partition set of projection {} changed {TRIES} times during one write",
+            self.name
+        ))
+    }
+
+    /// Reads the records `ids`, and writes what `change` makes of them (nothing when it answers
+    /// `None`), as one compare-and-set, tried again while other writers move the records on.
+    async fn update<T>(
+        &self,
+        ids: &[String],
+        mut change: impl FnMut(&[Option<String>]) -> Result<(T, Vec<ViewWrite>)>,
+    ) -> Result<T> {
+        for _ in 0..TRIES {
+            let generation = self.generation().await?;
+            let stored = self.views.load_views(&self.meta, generation.id, ids).await?;
+            let (answer, views) = change(&stored)?;
+            if views.is_empty() {
+                return Ok(answer);
+            }
+            let written = generation.checkpoint.map_or(0, |c| c.transaction());
+            let commit = ViewCommit {
+                generation: generation.id,
+                expected: generation.checkpoint,
+                checkpoint: Position::new(written + 1, 1),
+                fencing_token: 0,
+                views,
+                dead_letters: Vec::new(),
+            };
+            match self.views.commit(&self.meta, commit).await? {
+                Ok(()) => return Ok(answer),
+                Err(Refusal::CheckpointMoved { .. } | Refusal::GenerationGone { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(refusal) => {
+                    return Err(Error::Superseded { projection: self.meta.clone(), refusal });
+                }
+            }
+        }
+        Err(self.busy())
+    }
+
+    /// Records partition `partition`'s generation as caught up, begun after `after`; then
+    /// switches the set when every partition is ready, and says where the generation stands.
+    pub(crate) async fn offer(
+        &self,
+        partition: Partition,
+        version: u32,
+        generation: u64,
+        after: u64,
+    ) -> Result<Standing> {
+        let mine = Ready { version, generation, after };
+        let ready_id = partition.ready_id();
+        self.update(std::slice::from_ref(&ready_id), |stored| {
+            let current = stored.first().cloned().flatten().and_then(|json| serde_json::from_str::<Ready>(&json).ok());
+            // Offered again (a restart): the epoch it began after stays the earliest known.
+            let ready = match current {
+                Some(known) if known.version == version && known.generation == generation => {
+                    if known.after <= after {
+                        return Ok(((), Vec::new()));
+                    }
+                    mine
+                }
+                _ => mine,
+            };
+            let json = serde_json::to_string(&ready)
+                .map_err(|source| Error::Serde { what: "a ready record".into(), source })?;
+            Ok(((), vec![ViewWrite::set(ready_id.clone(), json)]))
+        })
+        .await?;
+        self.switch(partition, version, generation).await
+    }
+
+    /// Where partition `partition`'s `generation` stands, switching the set to the ready
+    /// partitions when they all are.
+    pub(crate) async fn switch(&self, partition: Partition, version: u32, generation: u64) -> Result<Standing> {
+        let mut ids = vec![SET_ID.to_owned()];
+        ids.extend((0..partition.count).map(|index| Partition { index, count: partition.count }.ready_id()));
+        // Each ready generation must still be in its partition's store (a partition that lost
+        // its views begins another): read before the compare-and-set.
+        let stored = {
+            let generation = self.generation().await?;
+            self.views.load_views(&self.meta, generation.id, &ids).await?
+        };
+        let readies = self.readies(&stored[1..])?;
+        let current = stored[0].as_deref().map(|json| PartitionSet::parse(self.name, json)).transpose()?;
+        if let Some(set) = &current {
+            if set.version > version {
+                return Err(Error::NewerVersion {
+                    projection: self.name.to_owned(),
+                    running: version,
+                    stored: set.version,
+                });
+            }
+            if set.generation_of(partition, version) == Some(generation) {
+                return Ok(Standing::Named);
+            }
+        }
+        let Some(next) = self.next_set(partition, version, current.as_ref(), &readies).await? else {
+            let mine = readies.get(partition.index as usize).copied().flatten();
+            return Ok(match (&current, mine) {
+                (Some(set), Some(ready)) if ready.generation == generation && !may_replace(set, partition, ready) => {
+                    Standing::Displaced
+                }
+                _ => Standing::Waiting,
+            });
+        };
+        let json =
+            serde_json::to_string(&next).map_err(|source| Error::Serde { what: "a partition set".into(), source })?;
+        let switched = self
+            .update(&ids[..1], |stored| {
+                let now = stored.first().cloned().flatten();
+                let still = now.as_deref().map(|json| PartitionSet::parse(self.name, json)).transpose()?;
+                // Someone else switched meanwhile: the next look decides again.
+                if still != current {
+                    return Ok((false, Vec::new()));
+                }
+                Ok((true, vec![ViewWrite::set(SET_ID, json.clone())]))
+            })
+            .await?;
+        if switched {
+            tracing::info!(
+                projection = self.name,
+                partitions = next.partitions,
+                version,
+                epoch = next.epoch,
+                "the partition set switched: queries read the new generations"
+            );
+        }
+        Ok(if switched && next.generations.get(partition.index as usize) == Some(&generation) {
+            Standing::Named
+        } else {
+            Standing::Waiting
+        })
+    }
+
+    fn readies(&self, stored: &[Option<String>]) -> Result<Vec<Option<Ready>>> {
+        stored
+            .iter()
+            .map(|json| {
+                json.as_deref()
+                    .map(|json| {
+                        serde_json::from_str::<Ready>(json).map_err(|e| Error::Corrupt {
+                            location: format!("a ready record of projection {}", self.name),
+                            reason: e.to_string(),
+                        })
+                    })
+                    .transpose()
+            })
+            .collect()
+    }
+
+    /// The set to switch to: every partition ready at `version`, its generation still stored,
+    /// each that differs from the live set begun after it; `None` otherwise.
+    async fn next_set(
+        &self,
+        partition: Partition,
+        version: u32,
+        current: Option<&PartitionSet>,
+        readies: &[Option<Ready>],
+    ) -> Result<Option<PartitionSet>> {
+        let mut generations = Vec::with_capacity(readies.len());
+        for (index, ready) in readies.iter().enumerate() {
+            let Some(ready) = ready.filter(|r| r.version == version) else { return Ok(None) };
+            let part = Partition { index: index as u32, count: partition.count };
+            if let Some(set) = current {
+                if !may_replace(set, part, ready) {
+                    return Ok(None);
+                }
+            }
+            generations.push(ready.generation);
+        }
+        for (index, generation) in generations.iter().enumerate() {
+            let member = Partition::member_name(self.name, index as u32, partition.count);
+            let status = self.views.status(&member).await?;
+            if ![status.live, status.building].into_iter().flatten().any(|g| g.id == *generation) {
+                return Ok(None);
+            }
+        }
+        let epoch = current.map_or(0, |set| set.epoch) + 1;
+        Ok(Some(PartitionSet { partitions: partition.count, version, epoch, generations }))
+    }
+}
+
+/// Whether partition `partition`'s `ready` generation may take its place in a set replacing
+/// `set`: it is already there, or it was begun after `set` was written.
+fn may_replace(set: &PartitionSet, partition: Partition, ready: Ready) -> bool {
+    set.generation_of(partition, ready.version) == Some(ready.generation) || ready.after >= set.epoch
+}
+
+/// Awaits the first of `futures` to finish, and its output (pending forever when there are
+/// none).
+pub(crate) async fn first_of<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> F::Output {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        for future in &mut futures {
+            if let std::task::Poll::Ready(output) = future.as_mut().poll(cx) {
+                return std::task::Poll::Ready(output);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// How a view id is placed in a partition: [`Projection::view_partition_key`](crate::Projection::view_partition_key).
+pub(crate) type ViewKey = for<'k> fn(&'k str) -> Cow<'k, str>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_spread_keys_and_never_move_them() {
+        let mut counts = [0u32; 4];
+        for n in 0..4000 {
+            let key = format!("task-{n}");
+            let p = partition_of(&key, 4);
+            assert_eq!(p, partition_of(&key, 4));
+            counts[p as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        // Fixed values: a change of hash would move every view of a running deployment.
+        assert_eq!(partition_of("", 7), (0xcbf2_9ce4_8422_2325u64 % 7) as u32);
+        assert_eq!(partition_of("a", 1000), (0xaf63_dc4c_8601_ec8cu64 % 1000) as u32);
+    }
+
+    #[test]
+    fn a_set_that_names_another_count_of_generations_is_corrupt() {
+        let good = r#"{"partitions":2,"version":1,"epoch":1,"generations":[3,4]}"#;
+        assert!(PartitionSet::parse("p", good).is_ok());
+        for bad in [
+            r#"{"partitions":2,"version":1,"epoch":1,"generations":[3]}"#,
+            r#"{"partitions":0,"version":1,"epoch":1,"generations":[]}"#,
+            r#"{"partitions":"x"}"#,
+        ] {
+            assert!(matches!(PartitionSet::parse("p", bad), Err(Error::Corrupt { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_generations_begun_after_a_set_replace_it() {
+        let set = PartitionSet { partitions: 2, version: 1, epoch: 5, generations: vec![10, 11] };
+        let p0 = Partition { index: 0, count: 2 };
+        assert!(may_replace(&set, p0, Ready { version: 1, generation: 10, after: 0 }), "already named");
+        assert!(may_replace(&set, p0, Ready { version: 1, generation: 12, after: 5 }), "rebuilt after it");
+        assert!(!may_replace(&set, p0, Ready { version: 1, generation: 12, after: 4 }), "displaced by it");
+        let other = Partition { index: 0, count: 3 };
+        assert!(!may_replace(&set, other, Ready { version: 1, generation: 10, after: 4 }), "another count");
+        assert!(may_replace(&set, other, Ready { version: 1, generation: 20, after: 5 }));
+    }
+}
