@@ -64,14 +64,19 @@ pub(crate) async fn get_many(
                 by_partition[index].0.push(stored.clone());
                 by_partition[index].1.push(at);
             }
-            let reads =
-                by_partition.iter().enumerate().filter(|(_, (ids, _))| !ids.is_empty()).map(|(index, (ids, _))| {
+            let reads = by_partition
+                .iter()
+                .enumerate()
+                .filter(|(_, (ids, _))| !ids.is_empty())
+                .map(|(index, (ids, _))| {
                     let (member, generation) = (member(name, &set, index), set.generations[index]);
                     async move { store.load_views(&member, generation, ids).await }
-                });
+                })
+                .collect::<Vec<_>>();
             let found = join_limited(reads, AT_ONCE).await;
             let mut views = vec![None; ids.len()];
-            let places = by_partition.iter().filter(|(ids, _)| !ids.is_empty()).map(|(_, places)| places);
+            let places: Vec<&Vec<usize>> =
+                by_partition.iter().filter(|(ids, _)| !ids.is_empty()).map(|(_, places)| places).collect();
             for (read, places) in found.into_iter().zip(places) {
                 for (view, at) in read?.into_iter().zip(places) {
                     views[*at] = view;
@@ -99,10 +104,12 @@ pub(crate) async fn list(
         name,
         |set| async move {
             let fetch = limit.saturating_add(1);
-            let reads = (0..set.partitions as usize).map(|index| {
-                let (member, generation) = (member(name, &set, index), set.generations[index]);
-                async move { store.list_generation(&member, generation, key, range, after, fetch).await }
-            });
+            let reads = (0..set.partitions as usize)
+                .map(|index| {
+                    let (member, generation) = (member(name, &set, index), set.generations[index]);
+                    async move { store.list_generation(&member, generation, key, range, after, fetch).await }
+                })
+                .collect::<Vec<_>>();
             let mut entries: Vec<IndexedView> = Vec::new();
             for read in join_limited(reads, AT_ONCE).await {
                 entries.extend(read?);
@@ -126,10 +133,12 @@ pub(crate) async fn count(store: &dyn ViewStore, name: &str, keys: &[IndexKey]) 
         store,
         name,
         |set| async move {
-            let reads = (0..set.partitions as usize).map(|index| {
-                let (member, generation) = (member(name, &set, index), set.generations[index]);
-                async move { store.count_generation(&member, generation, keys).await }
-            });
+            let reads = (0..set.partitions as usize)
+                .map(|index| {
+                    let (member, generation) = (member(name, &set, index), set.generations[index]);
+                    async move { store.count_generation(&member, generation, keys).await }
+                })
+                .collect::<Vec<_>>();
             let mut sums = vec![0u64; keys.len()];
             for read in join_limited(reads, AT_ONCE).await {
                 for (sum, count) in sums.iter_mut().zip(read?) {
@@ -149,10 +158,12 @@ pub(crate) async fn count(store: &dyn ViewStore, name: &str, keys: &[IndexKey]) 
 /// projection as it was before it was partitioned.
 pub(crate) async fn status(store: &dyn ViewStore, name: &str) -> Result<ProjectionStatus> {
     let Some(set) = Records::live_set(store, name).await? else { return store.status(name).await };
-    let reads = (0..set.partitions as usize).map(|index| {
-        let member = member(name, &set, index);
-        async move { store.status(&member).await }
-    });
+    let reads = (0..set.partitions as usize)
+        .map(|index| {
+            let member = member(name, &set, index);
+            async move { store.status(&member).await }
+        })
+        .collect::<Vec<_>>();
     let mut checkpoint = None;
     let mut stopped = None;
     for (index, read) in join_limited(reads, AT_ONCE).await.into_iter().enumerate() {

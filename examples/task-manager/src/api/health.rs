@@ -90,6 +90,8 @@ struct StopJson {
 struct ViewsJson {
     projection: &'static str,
     version: u32,
+    /// How many partitions the views are split into (1: whole).
+    partitions: u32,
     /// The position of the last event the live views include.
     checkpoint: Option<Position>,
     /// Whether views are live and the event store holds nothing after their checkpoint (`false`
@@ -106,11 +108,12 @@ struct ViewsJson {
 }
 
 impl ViewsJson {
-    fn new(lag: &Lag) -> Self {
+    fn new(lag: &Lag, partitions: u32) -> Self {
         let ms = |age: std::time::Duration| u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
         ViewsJson {
             projection: TaskViews::NAME,
             version: TaskViews::VERSION,
+            partitions,
             checkpoint: lag.checkpoint(),
             caught_up: lag.caught_up(),
             lag: lag.unprojected.as_ref().ok().map(|unprojected| LagJson {
@@ -210,7 +213,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     let (views, views_error) = match tasks.and_then(|p| p.lag.as_ref()) {
         _ if timed_out => (None, Some(format!("the stores did not answer within {} ms", STORE_TIMEOUT.as_millis()))),
         None => (None, None),
-        Some(Ok(lag)) => (Some(ViewsJson::new(lag)), None),
+        Some(Ok(lag)) => (Some(ViewsJson::new(lag, state.partitions)), None),
         Some(Err(error)) => (None, Some(error.to_string())),
     };
     let (replica, replica_error) = match &status.replica {
@@ -352,7 +355,7 @@ mod tests {
         tasks.wait_for(&done, Duration::from_secs(10)).await.unwrap();
         let plan = Plan { events: "custom".into(), replica: false, views: Some("custom".into()) };
         let shutdown = crate::shutdown::channel().1;
-        let state = Arc::new(AppState { role: Role::All, plan, app: app.clone(), tasks, shutdown });
+        let state = Arc::new(AppState { role: Role::All, plan, partitions: 1, app: app.clone(), tasks, shutdown });
         let healthy = body(&state).await;
         assert_eq!(
             (healthy["views"]["caught_up"].as_bool(), healthy["views"]["lag"]["events"].as_u64()),
