@@ -67,10 +67,12 @@ impl PrivateCluster {
                 let child = cluster.spawn(port, node_timeout_ms, args, tls);
                 cluster.nodes.push((port, Some(child)));
             }
-            if cluster.all_listening() {
+            // The nodes may also fail to meet (a bus port of a cluster that ended, still known to
+            // another cluster's nodes): redis-cli then waits for the join forever, so it gets 30 s.
+            if cluster.all_listening() && create(cli, &ports) {
                 break;
             }
-            assert!(attempt < 5, "could not start 6 cluster nodes on free ports");
+            assert!(attempt < 5, "could not start and join 6 cluster nodes on free ports");
             for (_, child) in &mut cluster.nodes {
                 if let Some(mut child) = child.take() {
                     let _ = child.kill();
@@ -79,18 +81,6 @@ impl PrivateCluster {
             }
             cluster.nodes.clear();
         }
-        let mut create = Command::new("redis-cli");
-        create.args(cli).arg("--cluster").arg("create");
-        for port in &ports {
-            create.arg(format!("127.0.0.1:{port}"));
-        }
-        let output = create.args(["--cluster-replicas", "1", "--cluster-yes"]).output().unwrap();
-        assert!(
-            output.status.success(),
-            "redis-cli --cluster create: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
         // A replica that has not finished its first sync cannot take over: wait for all.
         let deadline = Instant::now() + Duration::from_secs(20);
         for &port in &ports {
@@ -289,6 +279,40 @@ impl PrivateCluster {
         }
         command.query_async(&mut connection).await.unwrap_or_else(|e| panic!("CLUSTER {args:?} on {port}: {e}"))
     }
+}
+
+/// Joins the nodes on `ports` with `redis-cli --cluster create`, one replica per master; whether
+/// they joined within 30 s (a failure to create is the test's failure).
+fn create(cli: &[&str], ports: &[u16]) -> bool {
+    let mut create = Command::new("redis-cli");
+    create.args(cli).arg("--cluster").arg("create");
+    for port in ports {
+        create.arg(format!("127.0.0.1:{port}"));
+    }
+    let mut child = create
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}): install Debian's redis-tools"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("redis-cli --cluster create on {ports:?}: the nodes did not join within 30 s; new ports");
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "redis-cli --cluster create: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    true
 }
 
 /// The nodes a `CLUSTER NODES` answer lists.
