@@ -3,7 +3,10 @@
 #
 # Durability: by default the servers do not wait for the disk (PostgreSQL with fsync,
 # synchronous_commit and full_page_writes off; Redis without persistence), which is what tests
-# want. With CQRS_SERVICES_DURABLE=1 in the environment, or `durable` as the first argument of
+# want. PostgreSQL then also has wal_writer_delay=10ms: with synchronous_commit off a commit
+# reaches a streaming replica only once the WAL writer has flushed it, every wal_writer_delay
+# (200 ms by default), which every read-your-writes through the replica would wait for. With
+# CQRS_SERVICES_DURABLE=1 in the environment, or `durable` as the first argument of
 # ensure_postgres / ensure_redis, they run as users run them: PostgreSQL with its defaults
 # (fsync, synchronous_commit and full_page_writes on) and Redis with its default RDB snapshots
 # plus an append-only file fsynced every second (`appendonly yes`, `appendfsync everysec`, the
@@ -82,7 +85,7 @@ ensure_postgres() {
   if services_durable "${1:-}"; then
     settings="-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
   else
-    settings="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    settings="-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c wal_writer_delay=10ms"
   fi
   dir="$(mktemp -d /tmp/cqrs-pg.XXXXXX)"
   CQRS_SERVICE_DIRS+=("$dir")
@@ -318,7 +321,7 @@ ensure_postgres_replica() {
   if services_durable "${1:-}"; then
     settings="-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
   else
-    settings="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    settings="-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c wal_writer_delay=10ms"
   fi
   names="max_connections max_prepared_transactions max_worker_processes max_wal_senders max_locks_per_transaction"
   for d in $names; do

@@ -59,7 +59,9 @@ impl Error {
 }
 
 /// Whether retrying may help: the connection is down or timed out, or the server is busy
-/// loading its data or failing over.
+/// loading its data or failing over. A cluster redirection (`MOVED`, `ASK`) reaches the caller
+/// only when the cluster client ran out of retries while the slots changed hands (a master
+/// killed: the other nodes send to it until its replica is elected): transient too.
 pub(crate) fn is_transient(error: &redis::RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
     error.is_io_error()
@@ -70,7 +72,9 @@ pub(crate) fn is_transient(error: &redis::RedisError) -> bool {
             error.kind(),
             ErrorKind::ClusterConnectionNotFound
                 | ErrorKind::Server(
-                    ServerErrorKind::BusyLoading
+                    ServerErrorKind::Moved
+                        | ServerErrorKind::Ask
+                        | ServerErrorKind::BusyLoading
                         | ServerErrorKind::TryAgain
                         | ServerErrorKind::ClusterDown
                         | ServerErrorKind::MasterDown
@@ -87,5 +91,24 @@ pub(crate) fn redis_error(error: redis::RedisError) -> eventloom_core::Error {
         eventloom_core::Error::Unavailable { message, source: Some(Box::new(error)) }
     } else {
         eventloom_core::Error::Backend { message, source: Some(Box::new(error)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::{ErrorKind as Kind, RedisError, ServerErrorKind};
+
+    #[test]
+    fn a_redirection_left_over_from_a_failover_is_transient() {
+        let error = |kind: ServerErrorKind, detail: &str| RedisError::from((Kind::Server(kind), "", detail.to_owned()));
+        for kind in
+            [ServerErrorKind::Moved, ServerErrorKind::Ask, ServerErrorKind::ClusterDown, ServerErrorKind::TryAgain]
+        {
+            let mapped = redis_error(error(kind, "3701 127.0.0.1:7000"));
+            assert!(matches!(mapped, eventloom_core::Error::Unavailable { .. }), "{kind:?}: {mapped:?}");
+        }
+        let cross_slot = redis_error(error(ServerErrorKind::CrossSlot, "keys in different slots"));
+        assert!(matches!(cross_slot, eventloom_core::Error::Backend { .. }), "{cross_slot:?}");
     }
 }

@@ -1,6 +1,9 @@
 //! A Redis Cluster of a test's own (3 masters with a replica each, on free loopback ports), with
 //! a low `cluster-node-timeout`, whose nodes the test fails over, kills and migrates slots
 //! between. Only the processes it started are ever signalled, by their pids.
+//!
+//! Self-contained (std, tokio and the `redis` crate only): the end-to-end tests of
+//! examples/task-manager include this file too (`#[path]`), for their cluster of their own.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -8,10 +11,15 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
+/// A free loopback port (free when asked).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A free loopback port at most 55535 whose cluster bus port (10000 above) is free too.
 fn free_cluster_port(taken: &[u16]) -> u16 {
     loop {
-        let port = crate::private::free_port();
+        let port = free_port();
         if port > 55_535 || taken.iter().any(|&t| t == port || t + 10_000 == port || port + 10_000 == t) {
             continue;
         }
@@ -43,11 +51,7 @@ impl PrivateCluster {
     /// redis-cli needs to reach them (credentials, TLS); with `tls` the nodes listen on TLS
     /// ports only (`args` name the certificates).
     pub fn start(node_timeout_ms: u32, args: &[&str], cli: &[&str], tls: bool) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "cqrs-private-cluster-{}-{}",
-            std::process::id(),
-            crate::private::free_port()
-        ));
+        let dir = std::env::temp_dir().join(format!("cqrs-private-cluster-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
         // Another test may take a port between its choice and the server's bind (its cluster
         // bus port, 10000 above, too): a node that exits at once makes a new choice of ports.
@@ -63,10 +67,12 @@ impl PrivateCluster {
                 let child = cluster.spawn(port, node_timeout_ms, args, tls);
                 cluster.nodes.push((port, Some(child)));
             }
-            if cluster.all_listening() {
+            // The nodes may also fail to meet (a bus port of a cluster that ended, still known to
+            // another cluster's nodes): redis-cli then waits for the join forever, so it gets 30 s.
+            if cluster.all_listening() && create(cli, &ports) {
                 break;
             }
-            assert!(attempt < 5, "could not start 6 cluster nodes on free ports");
+            assert!(attempt < 5, "could not start and join 6 cluster nodes on free ports");
             for (_, child) in &mut cluster.nodes {
                 if let Some(mut child) = child.take() {
                     let _ = child.kill();
@@ -75,18 +81,6 @@ impl PrivateCluster {
             }
             cluster.nodes.clear();
         }
-        let mut create = Command::new("redis-cli");
-        create.args(cli).arg("--cluster").arg("create");
-        for port in &ports {
-            create.arg(format!("127.0.0.1:{port}"));
-        }
-        let output = create.args(["--cluster-replicas", "1", "--cluster-yes"]).output().unwrap();
-        assert!(
-            output.status.success(),
-            "redis-cli --cluster create: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
         // A replica that has not finished its first sync cannot take over: wait for all.
         let deadline = Instant::now() + Duration::from_secs(20);
         for &port in &ports {
@@ -101,6 +95,25 @@ impl PrivateCluster {
                     break;
                 }
                 assert!(Instant::now() < deadline, "the replica on {port} did not sync: {text}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // Gossip spreads the roles after `--cluster create` returns: until every node sees 3
+        // masters with slots and a replica of each, one may answer CLUSTER NODES without them.
+        for &port in &ports {
+            loop {
+                let run = |args: &[&str]| {
+                    let output =
+                        Command::new("redis-cli").args(cli).args(["-p", &port.to_string()]).args(args).output();
+                    String::from_utf8_lossy(&output.unwrap().stdout).into_owned()
+                };
+                let (info, nodes) = (run(&["cluster", "info"]), parse_nodes(&run(&["cluster", "nodes"])));
+                let masters: Vec<&Node> = nodes.iter().filter(|n| n.master && !n.slots.is_empty()).collect();
+                let replicated = masters.iter().all(|m| nodes.iter().any(|n| n.of.as_deref() == Some(&m.id)));
+                if info.contains("cluster_state:ok") && masters.len() == 3 && replicated {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "node {port} does not see 3 replicated masters: {nodes:?}");
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -169,37 +182,25 @@ impl PrivateCluster {
         self.nodes.iter().filter(|(_, child)| child.is_some()).map(|(port, _)| *port).collect()
     }
 
-    /// A plain connection to one node (not following redirections).
+    /// A plain connection to one node (not following redirections), with timeouts long enough
+    /// for a loaded machine (the crate's defaults, 1 s to connect and 500 ms per answer, ran out
+    /// while a node was failing over).
     pub async fn node(port: u16) -> redis::aio::MultiplexedConnection {
-        crate::raw_connection(&Self::url(port)).await
+        let patient = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(10)))
+            .set_response_timeout(Some(Duration::from_secs(10)));
+        let client = redis::Client::open(Self::url(port)).unwrap();
+        client
+            .get_multiplexed_async_connection_with_config(&patient)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the cluster node on {port}: {e}"))
     }
 
     /// The nodes as the node on `port` sees them.
     pub async fn nodes_seen_by(port: u16) -> Vec<Node> {
         let mut connection = Self::node(port).await;
         let text: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut connection).await.unwrap();
-        text.lines()
-            .filter(|line| !line.is_empty())
-            .map(|line| {
-                let fields: Vec<&str> = line.split(' ').collect();
-                let port = fields[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
-                let slots = fields[8..]
-                    .iter()
-                    .filter(|range| !range.starts_with('['))
-                    .map(|range| match range.split_once('-') {
-                        Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
-                        None => (range.parse().unwrap(), range.parse().unwrap()),
-                    })
-                    .collect();
-                Node {
-                    id: fields[0].to_owned(),
-                    port,
-                    master: fields[2].contains("master") && !fields[2].contains("fail"),
-                    of: (fields[3] != "-").then(|| fields[3].to_owned()),
-                    slots,
-                }
-            })
-            .collect()
+        parse_nodes(&text)
     }
 
     /// The slot of `key`.
@@ -278,6 +279,66 @@ impl PrivateCluster {
         }
         command.query_async(&mut connection).await.unwrap_or_else(|e| panic!("CLUSTER {args:?} on {port}: {e}"))
     }
+}
+
+/// Joins the nodes on `ports` with `redis-cli --cluster create`, one replica per master; whether
+/// they joined within 30 s (a failure to create is the test's failure).
+fn create(cli: &[&str], ports: &[u16]) -> bool {
+    let mut create = Command::new("redis-cli");
+    create.args(cli).arg("--cluster").arg("create");
+    for port in ports {
+        create.arg(format!("127.0.0.1:{port}"));
+    }
+    let mut child = create
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}): install Debian's redis-tools"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("redis-cli --cluster create on {ports:?}: the nodes did not join within 30 s; new ports");
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "redis-cli --cluster create: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    true
+}
+
+/// The nodes a `CLUSTER NODES` answer lists.
+fn parse_nodes(text: &str) -> Vec<Node> {
+    text.lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let port = fields[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
+            let slots = fields[8..]
+                .iter()
+                .filter(|range| !range.starts_with('['))
+                .map(|range| match range.split_once('-') {
+                    Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+                    None => (range.parse().unwrap(), range.parse().unwrap()),
+                })
+                .collect();
+            Node {
+                id: fields[0].to_owned(),
+                port,
+                master: fields[2].contains("master") && !fields[2].contains("fail"),
+                of: (fields[3] != "-").then(|| fields[3].to_owned()),
+                slots,
+            }
+        })
+        .collect()
 }
 
 impl Drop for PrivateCluster {

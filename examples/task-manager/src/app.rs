@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventloom::app::{AppStatus, RunState};
+use eventloom::read::MAX_PARTITIONS;
 use eventloom::write::SnapshotPolicy;
-use eventloom::{AggregateOptions, App, Error, Stores, StoresConfig, StoresError};
+use eventloom::{AggregateOptions, App, Error, ProjectionOptions, Stores, StoresConfig, StoresError};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::task::{JoinError, JoinHandle};
@@ -27,6 +28,8 @@ use crate::shutdown::{self, Shutdown};
 pub const DEFAULT_SCHEMA: &str = "task_manager";
 /// The Redis key prefix used when `TASK_MANAGER_PREFIX` is unset.
 pub const DEFAULT_PREFIX: &str = "task-manager:";
+/// The variable that splits the task views into partitions (unset: one, the views whole).
+pub const VIEW_PARTITIONS_VAR: &str = "TASK_MANAGER_VIEW_PARTITIONS";
 /// A snapshot of a task every this many events.
 const SNAPSHOT_EVERY: u64 = 50;
 /// How long requests in flight get once a stop is asked for, and then the projector's batch.
@@ -66,17 +69,28 @@ pub enum AppError {
 pub struct Plan {
     /// `memory` or `postgres`.
     pub events: String,
-    /// `memory`, `postgres` or `redis`; `None` for a role that reads none.
+    /// Whether the log is read from a streaming replica of the PostgreSQL that takes the writes
+    /// (`EVENTLOOM_READ_REPLICA_URL`).
+    pub replica: bool,
+    /// `memory`, `postgres`, `redis` or `redis-cluster`; `None` for a role that reads none.
     pub views: Option<String>,
 }
 
 impl Plan {
-    /// Read from the bundle's description: `memory`, `postgres`, or `postgres+redis` (the views
-    /// elsewhere).
+    /// Read from the bundle's description: `memory`, `postgres`, then `+replica` when the log
+    /// is read from a replica, then `+redis` or `+redis-cluster` when the views are elsewhere.
     fn of(stores: &Stores, role: Role) -> Plan {
         let description = stores.description();
-        let (events, views) = description.split_once('+').unwrap_or((description, description));
-        Plan { events: events.to_owned(), views: (role != Role::Command).then(|| views.to_owned()) }
+        let mut parts = description.split('+');
+        let events = parts.next().unwrap_or(description);
+        let (mut replica, mut views) = (false, events);
+        for part in parts {
+            match part {
+                "replica" => replica = true,
+                other => views = other,
+            }
+        }
+        Plan { events: events.to_owned(), replica, views: (role != Role::Command).then(|| views.to_owned()) }
     }
 }
 
@@ -100,15 +114,29 @@ async fn open_stores(role: Role) -> Result<Stores, AppError> {
     Ok(stores)
 }
 
+/// The number of partitions of the task views that `value` of [`VIEW_PARTITIONS_VAR`] asks
+/// for: 1 (whole) when unset, else 1 to [`MAX_PARTITIONS`]. Every process of a deployment must
+/// say the same; a change rebuilds the views, which queries read once the new ones caught up.
+fn view_partitions(value: Option<&str>) -> Result<u32, AppError> {
+    let Some(text) = value else { return Ok(1) };
+    match text.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_PARTITIONS).contains(&n) => Ok(n),
+        _ => Err(AppError::Config(format!(
+            "{VIEW_PARTITIONS_VAR} must be a whole number from 1 to {MAX_PARTITIONS}, not {text:?}"
+        ))),
+    }
+}
+
 /// Runs `args.role` until SIGTERM or Ctrl-C (or a failure it cannot get past).
 pub async fn run(args: Args) -> Result<(), AppError> {
     let role = args.role;
+    let partitions = view_partitions(std::env::var(VIEW_PARTITIONS_VAR).ok().filter(|v| !v.is_empty()).as_deref())?;
     let stores = open_stores(role).await?;
     let plan = Plan::of(&stores, role);
-    tracing::info!(%role, events = plan.events, views = ?plan.views, "starting");
+    tracing::info!(%role, events = plan.events, replica = plan.replica, views = ?plan.views, partitions, "starting");
     let app = App::builder(stores)
         .aggregate_with::<Task>(AggregateOptions::new().snapshots(SnapshotPolicy::every(SNAPSHOT_EVERY)))
-        .projection(TaskViews)
+        .projection_with(TaskViews, ProjectionOptions::new().partitions(partitions))
         .role(role)
         .drain_timeout(DRAIN)
         .start()
@@ -120,7 +148,7 @@ pub async fn run(args: Args) -> Result<(), AppError> {
         async move { trigger.fire_on_signal().await }
     });
     let tasks = app.reader::<TaskViews>()?;
-    let state = Arc::new(AppState { role, plan, app: app.clone(), tasks, shutdown: stop.clone() });
+    let state = Arc::new(AppState { role, plan, partitions, app: app.clone(), tasks, shutdown: stop.clone() });
     let mut serving = match &args.addr {
         Some(addr) => Some(serve(addr, state, stop.clone()).await?),
         None => None,
@@ -229,11 +257,32 @@ mod tests {
     fn the_plan_names_the_events_store_and_the_views_store_of_roles_that_read_them() {
         let plan =
             |description: &str, role| Plan::of(&Stores::from(MemoryStores::new()).described_as(description), role);
-        let named = |events: &str, views: Option<&str>| Plan { events: events.into(), views: views.map(Into::into) };
-        assert_eq!(plan("memory", Role::All), named("memory", Some("memory")));
-        assert_eq!(plan("postgres", Role::Projector), named("postgres", Some("postgres")));
-        assert_eq!(plan("postgres+redis", Role::Query), named("postgres", Some("redis")));
-        assert_eq!(plan("postgres+redis", Role::Command), named("postgres", None));
+        let named = |events: &str, replica, views: Option<&str>| Plan {
+            events: events.into(),
+            replica,
+            views: views.map(Into::into),
+        };
+        assert_eq!(plan("memory", Role::All), named("memory", false, Some("memory")));
+        assert_eq!(plan("postgres", Role::Projector), named("postgres", false, Some("postgres")));
+        assert_eq!(plan("postgres+redis", Role::Query), named("postgres", false, Some("redis")));
+        assert_eq!(plan("postgres+redis", Role::Command), named("postgres", false, None));
+        assert_eq!(plan("postgres+replica", Role::Query), named("postgres", true, Some("postgres")));
+        assert_eq!(
+            plan("postgres+replica+redis-cluster", Role::Projector),
+            named("postgres", true, Some("redis-cluster"))
+        );
+        assert_eq!(plan("postgres+replica+redis-cluster", Role::Command), named("postgres", true, None));
+    }
+
+    #[test]
+    fn view_partitions_are_one_by_default_and_checked() {
+        assert_eq!(view_partitions(None).ok(), Some(1));
+        assert_eq!(view_partitions(Some("6")).ok(), Some(6));
+        assert_eq!(view_partitions(Some(" 1024 ")).ok(), Some(MAX_PARTITIONS));
+        for bad in ["0", "-1", "1025", "six", "2.5", ""] {
+            let error = view_partitions(Some(bad)).unwrap_err().to_string();
+            assert!(error.contains(VIEW_PARTITIONS_VAR) && error.contains("1 to 1024"), "{bad:?}: {error}");
+        }
     }
 
     #[test]

@@ -47,8 +47,14 @@ Environment:
   DATABASE_URL         PostgreSQL for events, leases, snapshots (and views without Redis);
                        needs the `postgres` feature. Unset: memory.
   REDIS_URL            Redis for the views; needs the `redis` feature. Unset: PostgreSQL or memory.
+                       A Redis Cluster: its nodes' URLs, comma-separated.
+  EVENTLOOM_READ_REPLICA_URL
+                       a streaming replica of DATABASE_URL to read the log from
   TASK_MANAGER_SCHEMA  PostgreSQL schema of the tables (default task_manager)
   TASK_MANAGER_PREFIX  Redis key prefix (default task-manager:)
+  TASK_MANAGER_VIEW_PARTITIONS
+                       split the task views into this many partitions, 1 to 1024 (default 1),
+                       shared out among the projector processes; the same in every process
   RUST_LOG             log filter (default info)
 
 The split roles need shared stores: on memory only --role all runs.

@@ -72,8 +72,18 @@ impl Projection for TaskViews {
     type Events = Task;
     type View = TaskView;
 
+    // Each event of a task once and in order: an event whose version does not follow the
+    // view's (one lost, or one applied twice) is an error, which stops the projection before the
+    // view shows a wrong task. The view is left as it was.
     fn apply(&self, view: &mut Option<TaskView>, e: &EventEnvelope<TaskEvent>) -> Result<(), BoxError> {
         if let TaskEvent::Created { title, description } = &e.event {
+            if let Some(task) = view {
+                return Err(format!(
+                    "{} created again at version {} (its view is at {})",
+                    e.stream, e.version, task.version
+                )
+                .into());
+            }
             *view = Some(TaskView {
                 title: title.clone(),
                 description: description.clone(),
@@ -85,6 +95,13 @@ impl Projection for TaskViews {
             return Ok(());
         }
         let task = view.as_mut().ok_or_else(|| format!("{} at version {} before its creation", e.stream, e.version))?;
+        if e.version != task.version + 1 {
+            return Err(format!(
+                "{} at version {} onto its view at version {}: an event lost or applied twice",
+                e.stream, e.version, task.version
+            )
+            .into());
+        }
         match &e.event {
             TaskEvent::Created { .. } => {}
             TaskEvent::Assigned { assignee } => task.assignee = Some(assignee.clone()),
@@ -143,6 +160,27 @@ mod tests {
         assert_eq!(view.status, Status::Completed);
         assert_eq!(view.assignee.as_deref(), Some("ann"));
         assert_eq!(view.version, 3);
+    }
+
+    #[test]
+    fn an_event_out_of_order_or_twice_is_an_error_and_leaves_the_view() {
+        let envelope = |version: u64, event: TaskEvent| EventEnvelope {
+            stream: StreamId::new("task", "t").unwrap(),
+            version,
+            position: Position::new(version, version),
+            event,
+            metadata: Default::default(),
+        };
+        let created = TaskEvent::Created { title: "t".into(), description: String::new() };
+        let mut view = None;
+        TaskViews.apply(&mut view, &envelope(1, created.clone())).unwrap();
+        TaskViews.apply(&mut view, &envelope(2, TaskEvent::Completed)).unwrap();
+        let before = view.clone();
+        for (version, event) in [(2, TaskEvent::Reopened), (4, TaskEvent::Reopened), (3, created)] {
+            let error = TaskViews.apply(&mut view, &envelope(version, event)).unwrap_err().to_string();
+            assert!(error.contains("version"), "{error}");
+            assert_eq!(view, before, "left as it was");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use eventloom::app::{Lag, LeaseState, ProjectionHealth, RunState};
-use eventloom::{Position, Projection, store::Generation};
+use eventloom::{Position, Projection, store::Generation, store::ReplicaLag};
 use serde::Serialize;
 
 use super::AppState;
@@ -90,6 +90,8 @@ struct StopJson {
 struct ViewsJson {
     projection: &'static str,
     version: u32,
+    /// How many partitions the views are split into (1: whole).
+    partitions: u32,
     /// The position of the last event the live views include.
     checkpoint: Option<Position>,
     /// Whether views are live and the event store holds nothing after their checkpoint (`false`
@@ -106,11 +108,12 @@ struct ViewsJson {
 }
 
 impl ViewsJson {
-    fn new(lag: &Lag) -> Self {
+    fn new(lag: &Lag, partitions: u32) -> Self {
         let ms = |age: std::time::Duration| u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
         ViewsJson {
             projection: TaskViews::NAME,
             version: TaskViews::VERSION,
+            partitions,
             checkpoint: lag.checkpoint(),
             caught_up: lag.caught_up(),
             lag: lag.unprojected.as_ref().ok().map(|unprojected| LagJson {
@@ -158,6 +161,25 @@ impl ProjectorJson {
     }
 }
 
+/// How far the streaming replica the log is read from is behind its primary.
+#[derive(Debug, Serialize)]
+struct ReplicaJson {
+    /// Bytes of the primary's log the replica has not replayed yet.
+    bytes: u64,
+    /// How long ago the last transaction the replica replayed committed (`null` before any);
+    /// grows while nothing is written.
+    last_replayed_ms: Option<u64>,
+    /// Whether replay is paused.
+    paused: bool,
+}
+
+impl From<&ReplicaLag> for ReplicaJson {
+    fn from(lag: &ReplicaLag) -> Self {
+        let ms = |age: Duration| u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        ReplicaJson { bytes: lag.bytes, last_replayed_ms: lag.last_replayed.map(ms), paused: lag.paused }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct HealthJson<'a> {
     status: &'static str,
@@ -169,10 +191,16 @@ struct HealthJson<'a> {
     views: Option<ViewsJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
     views_error: Option<String>,
+    /// With a read replica, for a role that reads views: the replica's lag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: Option<ReplicaJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica_error: Option<String>,
 }
 
 /// `GET /health`: always 200 while the process serves; the stores' state is in the body. A
-/// role that reads views reads their lag (within [`STORE_TIMEOUT`]).
+/// role that reads views reads their lag, and with a read replica the replica's (within
+/// [`STORE_TIMEOUT`]).
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     let (status, timed_out) = match state.plan.views {
         None => (state.app.status(), false),
@@ -185,7 +213,12 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     let (views, views_error) = match tasks.and_then(|p| p.lag.as_ref()) {
         _ if timed_out => (None, Some(format!("the stores did not answer within {} ms", STORE_TIMEOUT.as_millis()))),
         None => (None, None),
-        Some(Ok(lag)) => (Some(ViewsJson::new(lag)), None),
+        Some(Ok(lag)) => (Some(ViewsJson::new(lag, state.partitions)), None),
+        Some(Err(error)) => (None, Some(error.to_string())),
+    };
+    let (replica, replica_error) = match &status.replica {
+        None => (None, None),
+        Some(Ok(lag)) => (Some(ReplicaJson::from(lag)), None),
         Some(Err(error)) => (None, Some(error.to_string())),
     };
     let body = HealthJson {
@@ -195,6 +228,8 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
         projector: tasks.and_then(ProjectorJson::new),
         views,
         views_error,
+        replica,
+        replica_error,
     };
     json(StatusCode::OK, &body)
 }
@@ -318,9 +353,9 @@ mod tests {
             CreateTask { task_id: crate::domain::new_task_id(), title: "t".into(), description: String::new() };
         let done = app.execute(create).await.unwrap();
         tasks.wait_for(&done, Duration::from_secs(10)).await.unwrap();
-        let plan = Plan { events: "custom".into(), views: Some("custom".into()) };
+        let plan = Plan { events: "custom".into(), replica: false, views: Some("custom".into()) };
         let shutdown = crate::shutdown::channel().1;
-        let state = Arc::new(AppState { role: Role::All, plan, app: app.clone(), tasks, shutdown });
+        let state = Arc::new(AppState { role: Role::All, plan, partitions: 1, app: app.clone(), tasks, shutdown });
         let healthy = body(&state).await;
         assert_eq!(
             (healthy["views"]["caught_up"].as_bool(), healthy["views"]["lag"]["events"].as_u64()),

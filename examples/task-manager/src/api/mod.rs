@@ -41,6 +41,8 @@ pub struct AppState {
     pub role: Role,
     /// Its stores.
     pub plan: Plan,
+    /// How many partitions the task views are split into (1: whole).
+    pub partitions: u32,
     /// The App: commands go to it, and `/health` reads its status.
     pub app: App,
     /// Typed reads of the task views.

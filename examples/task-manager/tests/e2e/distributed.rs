@@ -64,7 +64,10 @@ async fn split_roles(env: Env, views: &str) {
     let q = query.client();
     let health = q.get("/health").await.ok(200);
     assert_eq!((health["role"].as_str(), health["stores"]["views"].as_str()), (Some("query"), Some(views)));
-    assert_eq!(health["stores"]["events"], "postgres");
+    assert_eq!(
+        (health["stores"]["events"].as_str(), health["stores"]["replica"].as_bool()),
+        (Some("postgres"), Some(false))
+    );
     q.get("/stats").await.error(503);
     q.get("/tasks").await.error(503);
     assert_eq!(q.get("/stats").await.header("retry-after"), Some("1"));

@@ -68,7 +68,7 @@ async fn health_and_stats_of_a_new_process() {
     let health = api.query.get("/health").await.ok(200);
     assert_eq!(health["status"], "ok");
     assert_eq!(health["role"], "all");
-    assert_eq!(health["stores"], serde_json::json!({ "events": "memory", "views": "memory" }));
+    assert_eq!(health["stores"], serde_json::json!({ "events": "memory", "replica": false, "views": "memory" }));
     assert_eq!(health["projector"]["state"], "running");
     assert_eq!(health["views"]["projection"], "tasks");
     let stats = api.query.get("/stats").await.ok(200);
