@@ -4,7 +4,7 @@
 //! number of partitions, taken with [`LeaseManager::try_acquire`]: the lowest free one. Every
 //! [`BALANCE_INTERVAL`] it moves to a lower slot when one is free (so the slots held stay
 //! `0..P`), and probes the slots above its own: the first free one is the number of processes
-//! `P`. Its share is then the partitions `i` with `i % P == k`: ⌊N/P⌋ or ⌈N/P⌉ of the N
+//! `P`. A share that differs from the one it has is taken only when two looks in a row agree. Its share is then the partitions `i` with `i % P == k`: ⌊N/P⌋ or ⌈N/P⌉ of the N
 //! partitions, every partition in exactly one share once the processes agree on `P`. A process
 //! that dies frees its slot (its lease ends with it); one that joins takes the first free one.
 //!
@@ -169,6 +169,11 @@ impl Balancer {
     }
 
     async fn run(mut self) {
+        // A share seen once, to be taken when the next look sees it again: one look that finds
+        // a slot free for a moment (a holder whose lease check ran late, a probe of another
+        // process) must not move the partitions about.
+        let mut seen: Option<Share> = None;
+        let mut first = true;
         loop {
             if self.publish.is_closed() {
                 return;
@@ -179,7 +184,11 @@ impl Balancer {
                 return;
             }
             match self.look().await {
+                Ok(share) if !first && share != *self.publish.borrow() && seen != Some(share) => {
+                    seen = Some(share);
+                }
                 Ok(share) => {
+                    (first, seen) = (false, None);
                     self.publish.send_if_modified(|now| {
                         let changed = *now != share;
                         if changed {
