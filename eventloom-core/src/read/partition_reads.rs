@@ -64,11 +64,16 @@ pub(crate) async fn get_many(
                 by_partition[index].0.push(stored.clone());
                 by_partition[index].1.push(at);
             }
-            let reads =
-                by_partition.iter().enumerate().filter(|(_, (ids, _))| !ids.is_empty()).map(|(index, (ids, _))| {
+            // Collected before the await: a lazy iterator of closures held across it makes the
+            // future not `Send` for every lifetime (a rustc limitation), and so `Reader::get` and
+            // `get_many` unusable in a spawned task or a web handler.
+            let mut reads = Vec::with_capacity(by_partition.len());
+            for (index, (ids, _)) in by_partition.iter().enumerate() {
+                if !ids.is_empty() {
                     let (member, generation) = (member(name, &set, index), set.generations[index]);
-                    async move { store.load_views(&member, generation, ids).await }
-                });
+                    reads.push(async move { store.load_views(&member, generation, ids).await });
+                }
+            }
             let found = join_limited(reads, AT_ONCE).await;
             let mut views = vec![None; ids.len()];
             let places = by_partition.iter().filter(|(ids, _)| !ids.is_empty()).map(|(_, places)| places);
