@@ -79,6 +79,8 @@ mod redis_scenarios;
 mod report;
 mod round_trips;
 mod saga;
+mod scaling;
+mod scaling_reads;
 mod scenarios;
 #[cfg(feature = "cqrs-es")]
 mod theirs;
@@ -98,11 +100,12 @@ const USAGE: &str = "usage: cqrs-bench postgres   (with DATABASE_URL set)
        cqrs-bench baseline   (with DATABASE_URL set)
        cqrs-bench projections (with DATABASE_URL set)
        cqrs-bench bus        (with DATABASE_URL and NATS_URL set)
-       cqrs-bench saga       (with DATABASE_URL and NATS_URL set)";
+       cqrs-bench saga       (with DATABASE_URL and NATS_URL set)
+       cqrs-bench scaling    (with DATABASE_URL, DATABASE_REPLICA_URL, REDIS_URL and REDIS_CLUSTER_URLS set)";
 
 /// How to get throwaway servers, for the messages about unset variables.
 const SERVICES_HINT: &str = "or run it through scripts/bench.sh, which starts durable throwaway servers: \
-                             bash scripts/bench.sh <postgres|redis|baseline|projections|bus|saga>";
+                             bash scripts/bench.sh <postgres|redis|baseline|projections|bus|saga|scaling>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -130,6 +133,18 @@ fn main() -> ExitCode {
         ["redis"] => {
             let (Some(pg_url), Some(redis_url)) = (database_url(), redis_url()) else { return ExitCode::from(2) };
             block_on(redis_scenarios::run(&pg_url, &redis_url))
+        }
+        ["scaling"] => {
+            let (Some(pg_url), Some(replica_url), Some(redis_url), Some(cluster_urls)) =
+                (database_url(), replica_url(), redis_url(), cluster_urls())
+            else {
+                return ExitCode::from(2);
+            };
+            block_on(scaling::run(&pg_url, &replica_url, &redis_url, &cluster_urls))
+        }
+        [scaling::CHILD, schema, prefix, partitions] => {
+            let (Some(pg_url), Some(cluster_urls)) = (database_url(), cluster_urls()) else { return ExitCode::from(2) };
+            block_on(scaling::child(&pg_url, &cluster_urls, schema, prefix, partitions))
         }
         _ => {
             eprintln!("{USAGE}");
@@ -172,6 +187,30 @@ fn redis_url() -> Option<String> {
         );
     }
     url
+}
+
+/// `DATABASE_REPLICA_URL`, or `None` after saying how to set it.
+fn replica_url() -> Option<String> {
+    let url = std::env::var("DATABASE_REPLICA_URL").ok().filter(|url| !url.is_empty());
+    if url.is_none() {
+        eprintln!(
+            "DATABASE_REPLICA_URL is not set: set it to a streaming replica (hot standby) of DATABASE_URL's server \
+             ({SERVICES_HINT})"
+        );
+    }
+    url
+}
+
+/// `REDIS_CLUSTER_URLS`, or `None` after saying how to set it.
+fn cluster_urls() -> Option<String> {
+    let urls = std::env::var("REDIS_CLUSTER_URLS").ok().filter(|urls| !urls.is_empty());
+    if urls.is_none() {
+        eprintln!(
+            "REDIS_CLUSTER_URLS is not set: set it to the comma-separated node URLs of a throwaway Redis Cluster \
+             ({SERVICES_HINT})"
+        );
+    }
+    urls
 }
 
 /// Runs `bench` on a multi-threaded runtime; failure is exit code 1 with the error on stderr.
