@@ -27,7 +27,8 @@ const SHORTEST: Duration = Duration::from_millis(10);
 /// whose session outlives the lease). Under the lock, the lease's fencing token is bumped in
 /// the `leases` table, so tokens only grow. A crashed process releases its lock as soon as the
 /// server sees the connection close; standbys try the lock every check interval, so they take
-/// over within about one interval.
+/// over within about one interval. [`try_acquire`](LeaseManager::try_acquire) tries the lock
+/// once, on a new lease connection that it closes again when another session holds the lock.
 ///
 /// # A leader cut off from the server
 ///
@@ -254,8 +255,11 @@ impl PgLeases {
         Ok(client)
     }
 
-    /// One attempt: connect, wait for the lock, bump the token. Errors when the connection fails.
-    async fn try_acquire(&self, name: &str) -> eventloom_core::Result<Lease> {
+    /// One attempt on a fresh lease connection: take the lock (with `wait`, trying it every
+    /// check interval until it is free; without, `None` at once when another session holds it,
+    /// closing the connection), bump the token, start the watcher. Errors when the connection
+    /// fails.
+    async fn attempt(&self, name: &str, wait: bool) -> eventloom_core::Result<Option<Lease>> {
         let key = lock_key(&self.schema, name);
         let client = self.connect().await?;
         let timeout = self.timeout;
@@ -263,6 +267,11 @@ impl PgLeases {
             let row = bounded(timeout, "a lock attempt", client.query_one(fixed::TRY_LEASE_LOCK, &[&key])).await?;
             if Fields::new(&row, || format!("the lock of lease {name}")).get("locked")? {
                 break;
+            }
+            if !wait {
+                // Ends the session: it holds nothing.
+                drop(client);
+                return Ok(None);
             }
             tokio::time::sleep(self.interval).await;
         }
@@ -283,7 +292,7 @@ impl PgLeases {
                 }
             }
         });
-        Ok(Lease::new(token, lost_rx, Release(watcher.abort_handle())))
+        Ok(Some(Lease::new(token, lost_rx, Release(watcher.abort_handle()))))
     }
 }
 
@@ -292,11 +301,13 @@ impl LeaseManager for PgLeases {
         Box::pin(async move {
             let mut delay = self.interval;
             loop {
-                match self.try_acquire(name).await {
-                    Ok(lease) => {
+                match self.attempt(name, true).await {
+                    Ok(Some(lease)) => {
                         tracing::info!(lease = name, token = lease.token(), "lease acquired");
                         return Ok(lease);
                     }
+                    // Only an attempt that does not wait gives up.
+                    Ok(None) => {}
                     Err(error) if !error.is_transient() => return Err(error),
                     Err(error) => {
                         tracing::warn!(%error, lease = name, ?delay, "cannot take the lease; retrying");
@@ -305,6 +316,19 @@ impl LeaseManager for PgLeases {
                     }
                 }
             }
+        })
+    }
+
+    /// One lock attempt on a fresh lease connection, closed again when another session holds
+    /// the lock; otherwise the token bump and the check of [`acquire`](LeaseManager::acquire).
+    /// A failed connection is an error (not retried).
+    fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<Lease>>> {
+        Box::pin(async move {
+            let lease = self.attempt(name, false).await?;
+            if let Some(lease) = &lease {
+                tracing::info!(lease = name, token = lease.token(), "lease acquired");
+            }
+            Ok(lease)
         })
     }
 }

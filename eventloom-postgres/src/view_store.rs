@@ -8,7 +8,8 @@ use eventloom_core::{
     Error as CoreError, Position,
     read::OrderRange,
     store::{
-        DeadLetter, Generation, IndexKey, ListCursor, ProjectionStatus, ProjectionStop, ViewCommit, ViewPage, ViewStore,
+        DeadLetter, Generation, IndexKey, IndexedView, ListCursor, ProjectionStatus, ProjectionStop, ViewCommit,
+        ViewPage, ViewStore,
     },
 };
 use tokio_postgres::Row;
@@ -35,6 +36,10 @@ use crate::schema::Sql;
 ///   text cannot hold a NUL byte, and commits refuse one: a view id, index name or value asked
 ///   for with one names nothing stored, and is answered so (a missing view, an empty list, a
 ///   count of 0) without being sent.
+/// - [`list_generation`](ViewStore::list_generation) and
+///   [`count_generation`](ViewStore::count_generation) read the generation named, one statement
+///   each, the same range scans without the status table: a dropped generation's rows go with
+///   the switch that drops it, so it lists nothing and counts 0.
 ///
 /// # Examples
 ///
@@ -477,6 +482,92 @@ impl ViewStore for PgViewStore {
                         counts.push(row.unsigned("entries")?);
                     }
                 }
+                if counts.len() != keys.len() {
+                    return Err(CoreError::Corrupt {
+                        location: format!("the read side of projection {projection}"),
+                        reason: format!("{} counts for {} lists", counts.len(), keys.len()),
+                    });
+                }
+                Ok(counts)
+            }
+            .instrument(span)
+            .await
+        })
+    }
+
+    fn list_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after: Option<&'a ListCursor>,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<IndexedView>>> {
+        Box::pin(async move {
+            let span =
+                tracing::trace_span!("list_generation", store = "postgres", projection, generation, key = %key, limit);
+            let (from, until) = (range.from(), range.until());
+            async {
+                let fetch = i64::try_from(limit).unwrap_or(i64::MAX);
+                // A list whose name or value holds a NUL is none stored: NULLs match no entry.
+                let (name, value) = match storable_key(key) {
+                    Some((name, value)) => (Some(name), Some(value)),
+                    None => (None, None),
+                };
+                let generation = generation_param(generation);
+                let rows = match after {
+                    None => {
+                        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+                            [&projection, &generation, &name, &value, &fetch, &from, &until];
+                        self.db.query(&self.sql.list_generation_first, &params).await?
+                    }
+                    Some(cursor) => match cursor_bound(cursor) {
+                        Bound::Entry(order, id) => {
+                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
+                                [&projection, &generation, &name, &value, &order, &id, &fetch, &from, &until];
+                            self.db.query(&self.sql.list_generation_after, &params).await?
+                        }
+                        Bound::SortKey(order) => {
+                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+                                [&projection, &generation, &name, &value, &order, &fetch, &from, &until];
+                            self.db.query(&self.sql.list_generation_after_sort_key, &params).await?
+                        }
+                    },
+                };
+                rows.iter()
+                    .map(|row| {
+                        let row = fields(row, projection);
+                        Ok(IndexedView { order: row.get("sort_key")?, id: row.get("view_id")?, view: row.get("view")? })
+                    })
+                    .collect()
+            }
+            .instrument(span)
+            .await
+        })
+    }
+
+    fn count_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        keys: &'a [IndexKey],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
+        Box::pin(async move {
+            let span =
+                tracing::trace_span!("count_generation", store = "postgres", projection, generation, keys = keys.len());
+            async {
+                // A list whose name or value holds a NUL is none stored: NULLs count no entry.
+                let storable: Vec<Option<(&str, &str)>> = keys.iter().map(storable_key).collect();
+                let names: Vec<Option<&str>> = storable.iter().map(|k| k.map(|(name, _)| name)).collect();
+                let values: Vec<Option<&str>> = storable.iter().map(|k| k.map(|(_, value)| value)).collect();
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                    [&projection, &generation_param(generation), &names, &values];
+                let rows = self.db.query(&self.sql.count_generation, &params).await?;
+                let counts = rows
+                    .iter()
+                    .map(|row| fields(row, projection).unsigned("entries"))
+                    .collect::<Result<Vec<_>, _>>()?;
                 if counts.len() != keys.len() {
                     return Err(CoreError::Corrupt {
                         location: format!("the read side of projection {projection}"),

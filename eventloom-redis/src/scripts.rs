@@ -149,6 +149,26 @@ pub(crate) const LIST: &str = script!("list.lua");
 /// `{"1", count, count, ...}`.
 pub(crate) const COUNT: &str = script!("count.lua");
 
+/// One page of an index list of one generation, live or not. Reads only.
+///
+/// KEYS: 1 trash, 2 the list, then the keys of the views of the members the caller expects.
+/// ARGV: 1 the generation's id, 2 the `ZRANGEBYLEX` minimum, 3 how many members at most, 4 the
+/// maximum, then the members expected.
+///
+/// Replies `{"0"}` when the generation is in the trash (dropped: nothing to list), `{"3", member,
+/// ...}` when the page holds other members than expected (the caller asks again with those), else
+/// `{"1", member, view, member, view, ...}` (a view is nil when missing). A generation never
+/// begun, or swept, has no keys: its lists are empty.
+pub(crate) const LIST_GENERATION: &str = script!("list_generation.lua");
+
+/// How many members index lists of one generation hold, live or not, at one instant. Reads only.
+///
+/// KEYS: 1 trash, then the lists. ARGV: 1 the generation's id.
+///
+/// Replies `{"0"}` when the generation is in the trash (dropped: every count is 0), else
+/// `{"1", count, count, ...}`.
+pub(crate) const COUNT_GENERATION: &str = script!("count_generation.lua");
+
 /// The dead letters of the live generation. Reads only.
 ///
 /// KEYS: 1 live, 2 the `:dead` list of the generation the caller assumes live. ARGV: 1 that
@@ -161,7 +181,7 @@ mod tests {
     use super::*;
 
     /// Every script with its name.
-    const ALL: [(&str, &str); 12] = [
+    const ALL: [(&str, &str); 14] = [
         ("commit", COMMIT),
         ("peek", PEEK),
         ("begin", BEGIN),
@@ -172,6 +192,8 @@ mod tests {
         ("load", LOAD),
         ("list", LIST),
         ("count", COUNT),
+        ("list_generation", LIST_GENERATION),
+        ("count_generation", COUNT_GENERATION),
         ("dead_letters", DEAD_LETTERS),
         ("common", include_str!("lua/common.lua")),
     ];

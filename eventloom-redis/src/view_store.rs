@@ -9,7 +9,8 @@ use eventloom_core::{
     Error as CoreError, Position,
     read::OrderRange,
     store::{
-        DeadLetter, Generation, IndexKey, ListCursor, ProjectionStatus, ProjectionStop, ViewCommit, ViewPage, ViewStore,
+        DeadLetter, Generation, IndexKey, IndexedView, ListCursor, ProjectionStatus, ProjectionStop, ViewCommit,
+        ViewPage, ViewStore,
     },
 };
 use redis::aio::ConnectionManager;
@@ -66,6 +67,8 @@ struct Scripts {
     record_stop: redis::Script,
     list: redis::Script,
     count: redis::Script,
+    list_generation: redis::Script,
+    count_generation: redis::Script,
     dead_letters: redis::Script,
     load: redis::Script,
     peek: redis::Script,
@@ -82,6 +85,8 @@ impl Scripts {
             record_stop: redis::Script::new(scripts::RECORD_STOP),
             list: redis::Script::new(scripts::LIST),
             count: redis::Script::new(scripts::COUNT),
+            list_generation: redis::Script::new(scripts::LIST_GENERATION),
+            count_generation: redis::Script::new(scripts::COUNT_GENERATION),
             dead_letters: redis::Script::new(scripts::DEAD_LETTERS),
             load: redis::Script::new(scripts::LOAD),
             peek: redis::Script::new(scripts::PEEK),
@@ -108,6 +113,10 @@ impl Scripts {
 ///   (remembered per projection, shared by clones; read again when the pointer moved), and
 ///   [`list`](ViewStore::list), [`count`](ViewStore::count) and
 ///   [`dead_letters`](ViewStore::dead_letters) are read-only scripts.
+///   [`list_generation`](ViewStore::list_generation) and
+///   [`count_generation`](ViewStore::count_generation) read the generation named by a read-only
+///   script each, which first checks it is not in the trash: a dropped generation whose keys the
+///   sweep has not deleted yet lists nothing, as after its sweep.
 ///
 /// The connection reconnects by itself (to one node, or to the masters of a cluster, whose slot
 /// map it reads again after a failover or a slot migration); a failed read is an error, never
@@ -1264,6 +1273,115 @@ impl ViewStore for RedisViewStore {
             }
             .instrument(span)
             .await
+        })
+    }
+
+    fn list_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after_cursor: Option<&'a ListCursor>,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<IndexedView>>> {
+        Box::pin(async move {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let keys = self.keys(projection);
+            let generation_keys = keys.generation(generation);
+            let mut connection = self.connection.clone();
+            let fetch = limit.min(i64::MAX as usize);
+            let span =
+                tracing::trace_span!("list_generation", store = "redis", projection, generation, index = %key, limit);
+            let rest = async {
+                // The members the page had when this store last listed it: the script gets their
+                // views' keys, and answers with the members it finds instead when the page changed.
+                let (suffix, min, max) = (index_suffix(key), after(after_cursor, range), until(range));
+                let page_key = (projection.to_owned(), generation, suffix, min.clone(), max.clone(), fetch);
+                let mut expected = self.remembered_page(&page_key);
+                for _ in 0..QUERY_TRIES {
+                    let mut invocation = self.scripts.list_generation.prepare_invoke();
+                    invocation.key(keys.trash()).key(generation_keys.index(key));
+                    for member in &expected {
+                        let id = member.split_once('\0').map_or(member.as_str(), |(_, id)| id);
+                        invocation.key(generation_keys.view(id));
+                    }
+                    invocation.arg(generation).arg(&min).arg(fetch).arg(&max).arg(&expected);
+                    let reply: Vec<Option<String>> =
+                        invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
+                    let (status, rest) =
+                        reply.split_first().ok_or_else(|| unexpected("the list_generation script", &reply))?;
+                    match status.as_deref() {
+                        Some("0") => return Ok(Vec::new()),
+                        Some("1") => {
+                            self.remember_page(page_key, expected);
+                            return Ok(rest.to_vec());
+                        }
+                        Some("3") => {
+                            let found = rest
+                                .iter()
+                                .map(|m| m.clone().ok_or_else(|| unexpected("the list_generation script", m)));
+                            expected = found.collect::<eventloom_core::Result<_>>()?;
+                        }
+                        _ => return Err(unexpected("the list_generation script", &reply)),
+                    }
+                }
+                Err(CoreError::unavailable_msg(format!(
+                    "the page of generation {generation} of projection {projection} changed {QUERY_TRIES} times during one list"
+                )))
+            }
+            .instrument(span)
+            .await?;
+            rest.chunks(2)
+                .map(|entry| {
+                    let [Some(member), view] = entry else {
+                        return Err(unexpected("the list_generation script", entry));
+                    };
+                    let (order, id) = member.split_once('\0').ok_or_else(|| unexpected("an index member", member))?;
+                    Ok(IndexedView { order: order.to_owned(), id: id.to_owned(), view: view.clone() })
+                })
+                .collect()
+        })
+    }
+
+    fn count_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        index_keys: &'a [IndexKey],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
+        Box::pin(async move {
+            if index_keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let keys = self.keys(projection);
+            let generation_keys = keys.generation(generation);
+            let mut invocation = self.scripts.count_generation.prepare_invoke();
+            invocation.key(keys.trash());
+            for key in index_keys {
+                invocation.key(generation_keys.index(key));
+            }
+            invocation.arg(generation);
+            let mut connection = self.connection.clone();
+            let span = tracing::trace_span!(
+                "count_generation",
+                store = "redis",
+                projection,
+                generation,
+                lists = index_keys.len()
+            );
+            let reply: Vec<String> =
+                invocation.invoke_async(&mut connection).instrument(span).await.map_err(redis_error)?;
+            match reply.split_first().map(|(status, rest)| (status.as_str(), rest)) {
+                Some(("0", [])) => Ok(vec![0; index_keys.len()]),
+                Some(("1", counts)) if counts.len() == index_keys.len() => counts
+                    .iter()
+                    .map(|count| count.parse().map_err(|_| unexpected("the count_generation script", &reply)))
+                    .collect(),
+                _ => Err(unexpected("the count_generation script", reply)),
+            }
         })
     }
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
 use eventloom_core::read::OrderRange;
 use eventloom_core::store::{
-    Appended, BoxFuture, CommandRecord, DeadLetter, EventStore, Generation, IndexKey, ListCursor, ProjectionStatus,
-    ProjectionStop, ViewCommit, ViewPage, ViewStore, Written,
+    Appended, BoxFuture, CommandRecord, DeadLetter, EventStore, Generation, IndexKey, IndexedView, ListCursor,
+    ProjectionStatus, ProjectionStop, ReplicaLag, ViewCommit, ViewPage, ViewStore, Written,
 };
 use eventloom_core::{Position, StreamId};
 use eventloom_postgres::{PgEventStore, PgViewStore};
@@ -202,6 +202,15 @@ impl EventStore for Counted {
     fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
         self.inner.wake_ups()
     }
+
+    fn loads_may_lag(&self) -> bool {
+        EventStore::loads_may_lag(&self.inner)
+    }
+
+    fn replica_lag<'a>(&'a self) -> Answer<'a, Option<ReplicaLag>> {
+        self.other();
+        EventStore::replica_lag(&self.inner)
+    }
 }
 
 /// Where one projection's views stand, as seen from the writes that went through [`Watched`].
@@ -368,6 +377,27 @@ impl ViewStore for Watched {
 
     fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> Answer<'a, Vec<u64>> {
         self.inner.count(projection, keys)
+    }
+
+    fn list_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after: Option<&'a ListCursor>,
+        limit: usize,
+    ) -> Answer<'a, Vec<IndexedView>> {
+        self.inner.list_generation(projection, generation, key, range, after, limit)
+    }
+
+    fn count_generation<'a>(
+        &'a self,
+        projection: &'a str,
+        generation: u64,
+        keys: &'a [IndexKey],
+    ) -> Answer<'a, Vec<u64>> {
+        self.inner.count_generation(projection, generation, keys)
     }
 
     fn dead_letters<'a>(&'a self, projection: &'a str) -> Answer<'a, Vec<DeadLetter>> {

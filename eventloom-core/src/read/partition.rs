@@ -187,17 +187,17 @@ impl<'a> Records<'a> {
         }
     }
 
-    /// The epoch of the live set (0 before the first switch).
-    pub(crate) async fn epoch(&self) -> Result<u64> {
-        Ok(Records::live_set(self.views, self.name).await?.map_or(0, |set| set.epoch))
-    }
-
     /// The records' live generation, made when there is none yet.
     async fn generation(&self) -> Result<Generation> {
-        for _ in 0..TRIES {
+        for tries in 0..TRIES {
             let status = self.views.status(&self.meta).await?;
             if let Some(live) = status.live {
                 return Ok(live);
+            }
+            if status.building.is_some() && tries % 4 != 3 {
+                // Another runner is making them: beginning another would drop its.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
             }
             // Token 0: the records are written by every partition's runner, each under its own
             // lease; a compare-and-set on their checkpoint orders them instead.
@@ -415,7 +415,7 @@ pub(crate) async fn first_of<F: std::future::Future>(futures: impl IntoIterator<
     .await
 }
 
-/// The partition key of a view: what [`Projection::view_partition_key`](crate::Projection::view_partition_key) says.
+/// How a view id is placed in a partition: [`Projection::view_partition_key`](crate::Projection::view_partition_key).
 pub(crate) type ViewKey = for<'k> fn(&'k str) -> Cow<'k, str>;
 
 #[cfg(test)]

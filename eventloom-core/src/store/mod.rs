@@ -32,6 +32,10 @@ pub use view::{
 ///             Ok(Lease::new(1, lost, keep))
 ///         })
 ///     }
+///
+///     fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>>> {
+///         Box::pin(async move { Ok(Some(self.acquire(name).await?)) })
+///     }
 /// }
 /// ```
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

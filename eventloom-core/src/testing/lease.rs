@@ -43,7 +43,33 @@ where
     one_holder_at_a_time(make().await).await;
     a_dropped_lease_is_released_promptly(make().await).await;
     tokens_grow_and_names_are_independent(make().await).await;
-    a_lost_lease_is_signalled_and_taken_over(make().await, lose).await;
+    try_acquire_takes_only_a_free_lease(make().await).await;
+    a_lost_lease_is_signalled_and_taken_over(make().await, &lose).await;
+    a_try_acquired_lease_signals_its_loss(make().await, &lose).await;
+}
+
+/// How long a `try_acquire` may take: a connection and one attempt, never a wait for the holder.
+const AT_ONCE: Duration = Duration::from_secs(3);
+
+/// One `try_acquire`, which must answer within [`AT_ONCE`].
+async fn try_acquire<L: LeaseManager>(leases: &L, name: &str) -> Option<Lease> {
+    match tokio::time::timeout(AT_ONCE, leases.try_acquire(name)).await {
+        Ok(lease) => lease.expect("try_acquire"),
+        Err(_) => panic!("try_acquire({name:?}) waited more than {AT_ONCE:?}: it must answer at once"),
+    }
+}
+
+/// `try_acquire` until it takes the lease: a released lease may take a moment to be free (a
+/// session that ends).
+async fn try_until_taken<L: LeaseManager>(leases: &L, name: &str) -> Lease {
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    loop {
+        if let Some(lease) = try_acquire(leases, name).await {
+            return lease;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the released lease {name:?} was not free within {PROMPTLY:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn acquire<L: LeaseManager>(leases: &L, name: &str) -> Lease {
@@ -145,4 +171,68 @@ where
     standby.abort();
     drop(next);
     drop(other);
+}
+
+/// `try_acquire` takes a free lease at once, and answers `None` at once while another holds it
+/// (taking nothing from the holder); once the holder drops its lease a try takes it, with a
+/// higher token. A try-acquired lease is held like any: a try gets `None`, an acquire waits
+/// until it is dropped. Tokens grow across acquires and tries.
+pub async fn try_acquire_takes_only_a_free_lease<L: LeaseManager + Clone>(leases: L) {
+    let free = try_acquire(&leases, "try/free").await.expect("a lease nobody holds is taken at once");
+    assert!(!free.is_lost(), "a new lease is held");
+    assert!(try_acquire(&leases, "try/free").await.is_none(), "held by the first try");
+    drop(free);
+
+    let held = acquire(&leases, "try").await;
+    for _ in 0..3 {
+        assert!(try_acquire(&leases, "try").await.is_none(), "None while another holds the lease");
+    }
+    assert!(!held.is_lost(), "a try takes nothing from the holder");
+    let mut tokens = vec![held.token()];
+    drop(held);
+    let taken = try_until_taken(&leases, "try").await;
+    tokens.push(taken.token());
+    assert!(try_acquire(&leases, "try").await.is_none(), "a try-acquired lease is held");
+    let standby = {
+        let leases = leases.clone();
+        tokio::spawn(async move { leases.acquire("try").await })
+    };
+    tokio::time::sleep(WAITS).await;
+    assert!(!standby.is_finished(), "an acquire waits while a try-acquired lease is held");
+    assert!(!taken.is_lost(), "a waiting acquirer takes nothing from a try-acquired lease");
+    drop(taken);
+    let next = tokio::time::timeout(PROMPTLY, standby)
+        .await
+        .unwrap_or_else(|_| panic!("the waiting acquirer did not take over within {PROMPTLY:?} of the release"))
+        .expect("task")
+        .expect("acquire");
+    tokens.push(next.token());
+    drop(next);
+    for _ in 0..2 {
+        let lease = try_until_taken(&leases, "try").await;
+        tokens.push(lease.token());
+        drop(lease);
+        tokens.push(acquire(&leases, "try").await.token());
+    }
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens grow across acquires and tries: {tokens:?}");
+}
+
+/// A try-acquired lease taken away (by `lose`) reports it like an acquired one, and the next
+/// holder gets a higher token.
+pub async fn a_try_acquired_lease_signals_its_loss<L, B, BFut>(leases: L, lose: B)
+where
+    L: LeaseManager + Clone,
+    B: Fn(L, String) -> BFut,
+    BFut: Future<Output = ()>,
+{
+    let held = try_acquire(&leases, "try/lost").await.expect("a lease nobody holds is taken at once");
+    assert!(tokio::time::timeout(Duration::from_millis(100), held.lost()).await.is_err(), "held, not lost");
+    lose(leases.clone(), "try/lost".to_owned()).await;
+    if tokio::time::timeout(PROMPTLY, held.lost()).await.is_err() {
+        panic!("a lost try-acquired lease was not signalled within {PROMPTLY:?}");
+    }
+    assert!(held.is_lost(), "is_lost() agrees with lost()");
+    let next = try_until_taken(&leases, "try/lost").await;
+    assert!(next.token() > held.token(), "tokens grow: {} then {}", held.token(), next.token());
+    assert!(!next.is_lost());
 }

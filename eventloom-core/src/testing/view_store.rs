@@ -7,7 +7,7 @@
 //! ```
 
 use super::MustWrite;
-use crate::store::Refusal;
+use crate::store::{IndexedView, Refusal};
 use std::future::Future;
 
 use crate::{
@@ -75,6 +75,8 @@ where
     answers_like_the_memory_store(make().await).await;
     stops(make().await).await;
     ranges(make().await).await;
+    generation_queries(make().await).await;
+    generation_queries_select_like_list(make().await).await;
 }
 
 /// A recorded stop is reported by `status` until cleared, per projection, with its kind,
@@ -744,4 +746,217 @@ pub async fn ranges<S: ViewStore>(store: S) {
     assert_eq!(list(crate::OrderRange::new("b".."n")).await, ["banana", "m", "mango", "melon"]);
     assert!(list(crate::OrderRange::new("n".."b")).await.is_empty(), "an empty range");
     assert_eq!(store.count("titles", std::slice::from_ref(&key)).await.expect("count"), vec![6]);
+}
+
+/// An entry of [`ViewStore::list_generation`]'s answer.
+fn indexed(order: &str, id: &str, view: Option<&str>) -> IndexedView {
+    IndexedView { order: order.to_owned(), id: id.to_owned(), view: view.map(str::to_owned) }
+}
+
+/// Every entry of a generation's list in `range`, paged `limit` at a time with the cursor of
+/// each page's last entry.
+async fn walk_generation<S: ViewStore>(
+    store: &S,
+    projection: &str,
+    generation: u64,
+    key: &IndexKey,
+    range: &crate::OrderRange,
+    limit: usize,
+) -> Vec<IndexedView> {
+    let mut seen: Vec<IndexedView> = Vec::new();
+    for _ in 0..100 {
+        let after = seen.last().map(IndexedView::cursor);
+        let page = store
+            .list_generation(projection, generation, key, range, after.as_ref(), limit)
+            .await
+            .expect("list a generation");
+        assert!(page.len() <= limit, "{} entries asked, {} listed", limit, page.len());
+        let full = page.len() == limit;
+        seen.extend(page);
+        if !full {
+            return seen;
+        }
+    }
+    panic!("paging generation {generation} of {projection} never ended");
+}
+
+/// [`list_generation`](ViewStore::list_generation) and
+/// [`count_generation`](ViewStore::count_generation) read the generation they name, whether it
+/// is being built (while `list` answers `NotBuilt`), live, or live while another is built: each
+/// entry's sort key and id, in list order, with its view (`None` for a missing view, listed
+/// all the same); counts of several lists in the order asked. A generation the store does not
+/// hold — never begun, replaced by another build, dropped when a newer one went live, of
+/// another projection — lists nothing and counts 0, never `NotBuilt`.
+pub async fn generation_queries<S: ViewStore>(store: S) {
+    let open = IndexKey::new("status", "open");
+    let done = IndexKey::new("status", "done");
+    let nope = IndexKey::new("status", "nope");
+    let all = crate::OrderRange::all();
+    let entry = |status: &str, order: &str| IndexEntry::new("status", status).ordered_by(order);
+    let nothing = Vec::<IndexedView>::new();
+    for generation in [0, 1, 2, u64::MAX] {
+        let listed = store.list_generation("p", generation, &open, &all, None, 10).await.expect("list");
+        assert_eq!(listed, nothing, "nothing stored: generation {generation} lists nothing");
+        let counted = store.count_generation("p", generation, &[open.clone(), done.clone()]).await.expect("count");
+        assert_eq!(counted, vec![0, 0], "nothing stored: generation {generation} counts 0");
+    }
+
+    // Being built: read by id while nothing is live.
+    let first = store.begin_generation("p", 1, 0).await.must("begin").id;
+    let writes = vec![
+        ViewWrite::set("t3", "3").joining(vec![entry("open", "b")]),
+        ViewWrite::set("t1", "1").joining(vec![entry("open", "a")]),
+        ViewWrite::set("t2", r#"{"n": 2}"#).joining(vec![entry("open", "b"), entry("done", "z")]),
+        // An entry whose view is missing.
+        ViewWrite::delete("gone").joining(vec![entry("open", "c")]),
+        ViewWrite::set("t0", "0").joining(vec![entry("open", "")]),
+    ];
+    store.commit("p", ViewCommit { views: writes, ..commit(first, None, 1, 0, &[]) }).await.must("build");
+    assert!(matches!(store.list("p", &open, &all, None, 10).await, Err(Error::NotBuilt { .. })), "not live yet");
+    let built = vec![
+        indexed("", "t0", Some("0")),
+        indexed("a", "t1", Some("1")),
+        indexed("b", "t2", Some(r#"{"n": 2}"#)),
+        indexed("b", "t3", Some("3")),
+        indexed("c", "gone", None),
+    ];
+    assert_eq!(store.list_generation("p", first, &open, &all, None, 10).await.expect("list"), built, "a build");
+    assert_eq!(
+        store.count_generation("p", first, &[done.clone(), open.clone(), nope.clone()]).await.expect("count"),
+        vec![1, 5, 0],
+        "counts in the order asked, a missing view's entry counted"
+    );
+    assert_eq!(store.count_generation("p", first, &[]).await.expect("count nothing"), Vec::<u64>::new());
+    assert_eq!(store.list_generation("p", first, &open, &all, None, 0).await.expect("list"), nothing, "limit 0");
+    assert_eq!(store.list_generation("p", first, &nope, &all, None, 10).await.expect("list"), nothing, "no such list");
+    assert_eq!(
+        store.list_generation("q", first, &open, &all, None, 10).await.expect("list"),
+        nothing,
+        "projections apart"
+    );
+    assert_eq!(
+        store.count_generation("q", first, std::slice::from_ref(&open)).await.expect("count"),
+        vec![0],
+        "projections apart"
+    );
+    for limit in [1, 2, 4, 5, 6] {
+        assert_eq!(walk_generation(&store, "p", first, &open, &all, limit).await, built, "paged {limit} at a time");
+    }
+
+    // Ranges and cursors: the entries `list` would select.
+    let list = |range: crate::OrderRange, after: Option<(&str, &str)>, limit: usize| {
+        let (store, open) = (&store, &open);
+        let cursor = after.map(|(order, id)| ListCursor { order: order.to_owned(), id: id.to_owned() });
+        async move {
+            let listed =
+                store.list_generation("p", first, open, &range, cursor.as_ref(), limit).await.expect("list a range");
+            listed.into_iter().map(|e| e.id).collect::<Vec<_>>()
+        }
+    };
+    use std::ops::Bound::{Excluded, Unbounded};
+    assert_eq!(list(crate::OrderRange::new("b".."c"), None, 10).await, ["t2", "t3"]);
+    assert_eq!(list(crate::OrderRange::new("b"..="c"), None, 10).await, ["t2", "t3", "gone"]);
+    assert_eq!(list(crate::OrderRange::new((Excluded("a"), Unbounded)), None, 10).await, ["t2", "t3", "gone"]);
+    assert_eq!(list(crate::OrderRange::new(.."b"), None, 10).await, ["t0", "t1"]);
+    assert_eq!(list(crate::OrderRange::new("a"..), None, 2).await, ["t1", "t2"], "a range and a limit");
+    assert!(list(crate::OrderRange::new("c".."b"), None, 10).await.is_empty(), "an empty range");
+    assert_eq!(list(all.clone(), Some(("b", "t2")), 10).await, ["t3", "gone"], "strictly after the cursor");
+    assert_eq!(list(all.clone(), Some(("b", "t25")), 1).await, ["t3"], "after a cursor whose entry is not there");
+    assert_eq!(list(all.clone(), Some(("b", "")), 10).await, ["t2", "t3", "gone"]);
+    assert_eq!(list(all.clone(), Some(("b\0", "")), 10).await, ["gone"], "after every entry of sort key b");
+    assert_eq!(list(all.clone(), Some(("b", "t2\0")), 10).await, ["t3", "gone"]);
+    assert!(list(all.clone(), Some(("c", "gone")), 10).await.is_empty(), "after the last entry");
+    assert_eq!(list(crate::OrderRange::new("b"..), Some(("a", "t1")), 10).await, ["t2", "t3", "gone"]);
+    assert_eq!(list(crate::OrderRange::new("b"..), Some(("", "t0")), 2).await, ["t2", "t3"], "the range's start");
+    assert_eq!(list(crate::OrderRange::new("a".."c"), Some(("b", "t2")), 10).await, ["t3"], "a cursor within");
+
+    // Live: the same answers; a build beside it has its own entries.
+    store.go_live("p", first, 0).await.must("live");
+    assert_eq!(store.list_generation("p", first, &open, &all, None, 10).await.expect("list"), built, "live");
+    assert_eq!(store.count_generation("p", first, &[open.clone(), done.clone()]).await.expect("count"), vec![5, 1]);
+    let second = store.begin_generation("p", 2, 0).await.must("begin").id;
+    let writes = vec![ViewWrite::set("n1", "10").joining(vec![entry("open", "m")])];
+    store.commit("p", ViewCommit { views: writes, ..commit(second, None, 1, 0, &[]) }).await.must("build");
+    assert_eq!(
+        store.list_generation("p", second, &open, &all, None, 10).await.expect("list"),
+        vec![indexed("m", "n1", Some("10"))],
+        "the build beside the live one"
+    );
+    assert_eq!(store.count_generation("p", second, &[open.clone(), done.clone()]).await.expect("count"), vec![1, 0]);
+    assert_eq!(store.list_generation("p", first, &open, &all, None, 10).await.expect("list"), built, "still live");
+    assert_eq!(store.count_generation("p", first, std::slice::from_ref(&open)).await.expect("count"), vec![5]);
+
+    // A build replaced by another is dropped.
+    let third = store.begin_generation("p", 3, 0).await.must("begin again").id;
+    assert_eq!(store.list_generation("p", second, &open, &all, None, 10).await.expect("list"), nothing, "replaced");
+    assert_eq!(
+        store.count_generation("p", second, std::slice::from_ref(&open)).await.expect("count"),
+        vec![0],
+        "replaced"
+    );
+    let writes = vec![ViewWrite::set("n2", "20").joining(vec![entry("open", "n"), entry("done", "n")])];
+    store.commit("p", ViewCommit { views: writes, ..commit(third, None, 1, 0, &[]) }).await.must("build");
+
+    // The older one once the newer went live: dropped.
+    store.go_live("p", third, 0).await.must("switch");
+    assert_eq!(store.list_generation("p", first, &open, &all, None, 10).await.expect("list"), nothing, "dropped");
+    assert_eq!(store.count_generation("p", first, &[open.clone(), done.clone()]).await.expect("count"), vec![0, 0]);
+    assert_eq!(
+        store.list_generation("p", third, &done, &all, None, 10).await.expect("list"),
+        vec![indexed("n", "n2", Some("20"))]
+    );
+    assert_eq!(store.count_generation("p", third, &[open, done, nope]).await.expect("count"), vec![1, 1, 0]);
+}
+
+/// On the live generation, a page of [`list_generation`](ViewStore::list_generation) is the
+/// page of [`list`](ViewStore::list) with the same range, cursor and limit: the same entries
+/// (the views `list` answers are those not missing), and `list`'s next cursor is the last
+/// entry's when more follow; its counts are `count`'s.
+pub async fn generation_queries_select_like_list<S: ViewStore>(store: S) {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let g = live(&store, "p", 0).await;
+    let key = IndexKey::new("all", "");
+    let at = |order: &str| IndexEntry { key: key.clone(), order: order.to_owned() };
+    let mut writes = Vec::new();
+    for (i, order) in ["a", "a", "b", "B", "", "é", "b", "c", "c", "d"].iter().enumerate() {
+        let id = format!("v{}", 9 - i);
+        // Every third view is missing; its entry stays.
+        let write = if i % 3 == 1 { ViewWrite::delete(id) } else { ViewWrite::set(id, i.to_string()) };
+        writes.push(write.joining(vec![at(order)]));
+    }
+    store.commit("p", ViewCommit { views: writes, ..commit(g, None, 1, 0, &[]) }).await.must("commit");
+    let ranges = [
+        crate::OrderRange::all(),
+        crate::OrderRange::new("b".."c"),
+        crate::OrderRange::new((Excluded("a"), Included("c"))),
+        crate::OrderRange::new(.."b"),
+        crate::OrderRange::new("c"..),
+        crate::OrderRange::new((Unbounded, Excluded(""))),
+    ];
+    let cursors = [None, Some(("a", "v8")), Some(("a", "")), Some(("b", "zz")), Some(("b\0", "")), Some(("", "v5"))];
+    for range in &ranges {
+        for cursor in &cursors {
+            let cursor = cursor.map(|(order, id)| ListCursor { order: order.to_owned(), id: id.to_owned() });
+            let full = store.list_generation("p", g, &key, range, cursor.as_ref(), usize::MAX).await.expect("list all");
+            for limit in [1, 2, 3, 10, 11] {
+                let what = format!("{range:?} after {cursor:?}, {limit}");
+                let page = store.list("p", &key, range, cursor.as_ref(), limit).await.expect("list");
+                let entries = store
+                    .list_generation("p", g, &key, range, cursor.as_ref(), limit)
+                    .await
+                    .expect("list a generation");
+                assert_eq!(entries, full.iter().take(limit).cloned().collect::<Vec<_>>(), "{what}: the first entries");
+                let views: Vec<(String, String)> =
+                    entries.iter().filter_map(|e| e.view.clone().map(|view| (e.id.clone(), view))).collect();
+                assert_eq!(views, page.views, "{what}: list's views");
+                let next = (full.len() > limit).then(|| entries.last().map(IndexedView::cursor)).flatten();
+                assert_eq!(page.next, next, "{what}: list's next cursor");
+            }
+        }
+    }
+    let keys = [key.clone(), IndexKey::new("all", "x"), key];
+    assert_eq!(
+        store.count_generation("p", g, &keys).await.expect("count"),
+        store.count("p", &keys).await.expect("count")
+    );
 }

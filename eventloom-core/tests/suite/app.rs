@@ -957,6 +957,25 @@ impl ViewStore for CountingViews {
     fn count<'a>(&'a self, p: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
         Box::pin(async move { self.inner.count(p, keys).await })
     }
+    fn list_generation<'a>(
+        &'a self,
+        p: &'a str,
+        generation: u64,
+        key: &'a eventloom_core::store::IndexKey,
+        range: &'a eventloom_core::read::OrderRange,
+        after: Option<&'a eventloom_core::store::ListCursor>,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::IndexedView>>> {
+        self.inner.list_generation(p, generation, key, range, after, limit)
+    }
+    fn count_generation<'a>(
+        &'a self,
+        p: &'a str,
+        generation: u64,
+        keys: &'a [eventloom_core::store::IndexKey],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
+        self.inner.count_generation(p, generation, keys)
+    }
     fn dead_letters<'a>(&'a self, p: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<DeadLetter>>> {
         Box::pin(async move { self.inner.dead_letters(p).await })
     }
@@ -1126,6 +1145,17 @@ impl LeaseManager for WatchedLeases {
             // Never lost: these tests lose none.
             let (keep, never) = tokio::sync::watch::channel(false);
             Ok(Lease::new(lease.token(), never, (Released(self.released.clone()), lease, keep)))
+        })
+    }
+    fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<Lease>>> {
+        Box::pin(async move {
+            if name == JANITOR_LEASE {
+                return self.inner.try_acquire(name).await;
+            }
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            let Some(lease) = self.inner.try_acquire(name).await? else { return Ok(None) };
+            let (keep, never) = tokio::sync::watch::channel(false);
+            Ok(Some(Lease::new(lease.token(), never, (Released(self.released.clone()), lease, keep))))
         })
     }
 }

@@ -7,6 +7,7 @@ mod domain;
 mod engine;
 mod group;
 mod kit;
+mod partitions;
 mod projector;
 mod refusals;
 mod relay;

@@ -586,6 +586,25 @@ impl ViewStore for CountingViews {
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
         Box::pin(async move { self.inner.count(p, keys).await })
     }
+    fn list_generation<'a>(
+        &'a self,
+        p: &'a str,
+        generation: u64,
+        key: &'a eventloom_core::store::IndexKey,
+        range: &'a eventloom_core::read::OrderRange,
+        after: Option<&'a eventloom_core::store::ListCursor>,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::IndexedView>>> {
+        self.inner.list_generation(p, generation, key, range, after, limit)
+    }
+    fn count_generation<'a>(
+        &'a self,
+        p: &'a str,
+        generation: u64,
+        keys: &'a [eventloom_core::store::IndexKey],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
+        self.inner.count_generation(p, generation, keys)
+    }
     fn dead_letters<'a>(
         &'a self,
         p: &'a str,

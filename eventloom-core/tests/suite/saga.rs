@@ -637,6 +637,12 @@ impl eventloom_core::store::LeaseManager for Unaware {
             Ok(Lease::new(self.0, lost, keep))
         })
     }
+    fn try_acquire<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<Option<Lease>>> {
+        Box::pin(async move { Ok(Some(self.acquire(name).await?)) })
+    }
 }
 
 /// Two processes that each believe they lead: the one with the lower token is deposed as soon as

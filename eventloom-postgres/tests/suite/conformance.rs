@@ -1,3 +1,4 @@
+use eventloom_core::store::LeaseManager;
 use eventloom_core::testing::{event_store, lease, snapshot_store};
 use eventloom_postgres::{PgLeases, PgSnapshotStore};
 
@@ -58,4 +59,44 @@ async fn pg_leases_conform() {
         }
     };
     lease::run(make, lose).await;
+}
+
+/// The sessions of the server whose `application_name` is `name`.
+async fn sessions_named(admin: &tokio_postgres::Client, name: &str) -> i64 {
+    admin.query_one("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", &[&name]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_try_acquire_that_finds_the_lease_held_closes_its_connection() {
+    // Every connection of this store, and of its leases, carries a name of its own.
+    let name = format!("try_{}", crate::support::fresh_schema());
+    let url =
+        format!("{}{}application_name={name}", database_url(), if database_url().contains('?') { '&' } else { '?' });
+    let events = crate::support::store_at(&url).await;
+    let leases = PgLeases::new(&events);
+    let admin = raw(&database_url()).await;
+    let held = leases.acquire("busy").await.unwrap();
+    let before = sessions_named(&admin, &name).await;
+    for _ in 0..5 {
+        assert!(leases.try_acquire("busy").await.unwrap().is_none(), "held");
+    }
+    // A closed session leaves pg_stat_activity within moments.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sessions_named(&admin, &name).await > before {
+        assert!(std::time::Instant::now() < deadline, "the sessions of the tries that found the lease held stayed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!held.is_lost(), "a try takes nothing from the holder");
+    let token = held.token();
+    drop(held);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let taken = loop {
+        if let Some(lease) = leases.try_acquire("busy").await.unwrap() {
+            break lease;
+        }
+        assert!(std::time::Instant::now() < deadline, "the released lease was never free");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(taken.token() > token);
+    assert_eq!(sessions_named(&admin, &name).await, before, "the try that took the lease holds its session");
 }

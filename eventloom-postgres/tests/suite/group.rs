@@ -147,6 +147,12 @@ impl EventStore for Counted {
     fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.wake_ups()
     }
+    fn loads_may_lag(&self) -> bool {
+        EventStore::loads_may_lag(&self.inner)
+    }
+    fn replica_lag<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::ReplicaLag>>> {
+        EventStore::replica_lag(&self.inner)
+    }
 }
 
 /// User and system CPU time of this process so far (from /proc/self/stat, in clock ticks of

@@ -105,6 +105,12 @@ impl<S: EventStore + Clone> EventStore for Counted<S> {
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
         Box::pin(async move { self.inner.head().await })
     }
+    fn loads_may_lag(&self) -> bool {
+        self.inner.loads_may_lag()
+    }
+    fn replica_lag<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::ReplicaLag>>> {
+        self.inner.replica_lag()
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -429,3 +429,38 @@ async fn a_new_generation_id_is_above_every_trashed_one() {
     let left: bool = redis::cmd("EXISTS").arg(&view).query_async(&mut raw).await.unwrap();
     assert!(!left, "the sweep deleted the dropped generation's keys");
 }
+
+/// A dropped generation whose sweep has not deleted its keys yet (interrupted, or still under
+/// way) lists nothing and counts 0 when asked for by id, as after its sweep.
+#[tokio::test]
+async fn a_dropped_generation_not_swept_yet_lists_nothing() {
+    let prefix = fresh_prefix();
+    let store = RedisViewStore::connect(&redis_url(), &prefix).await.unwrap();
+    let mut raw = raw_connection(&redis_url()).await;
+    let base = format!("{prefix}{{p:p}}");
+    let g = store.begin_generation("p", 1, 0).await.unwrap().unwrap();
+    let key = IndexKey::new("all", "");
+    let writes = vec![ViewWrite::set("a", "1").joining(vec![IndexEntry::new("all", "")])];
+    let commit = ViewCommit {
+        generation: g.id,
+        expected: None,
+        checkpoint: Position::new(1, 1),
+        fencing_token: 0,
+        views: writes,
+        dead_letters: Vec::new(),
+    };
+    store.commit("p", commit).await.unwrap().unwrap();
+    let all = eventloom_core::read::OrderRange::all();
+    assert_eq!(store.list_generation("p", g.id, &key, &all, None, 10).await.unwrap().len(), 1, "being built");
+    assert_eq!(store.count_generation("p", g.id, std::slice::from_ref(&key)).await.unwrap(), vec![1]);
+    // Dropped as a new build drops it, before its sweep: in the trash, its keys all there.
+    let _: () = redis::cmd("DEL").arg(format!("{base}:building")).query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("SADD").arg(format!("{base}:trash")).arg(g.id).query_async(&mut raw).await.unwrap();
+    let list: bool = redis::cmd("EXISTS").arg(format!("{base}:g{}:i:all=", g.id)).query_async(&mut raw).await.unwrap();
+    assert!(list, "the list is still stored");
+    assert!(store.list_generation("p", g.id, &key, &all, None, 10).await.unwrap().is_empty(), "dropped");
+    assert_eq!(store.count_generation("p", g.id, std::slice::from_ref(&key)).await.unwrap(), vec![0], "dropped");
+    assert!(store.sweep("p").await.unwrap() > 0, "the sweep deletes its keys");
+    assert!(store.list_generation("p", g.id, &key, &all, None, 10).await.unwrap().is_empty(), "swept");
+    assert_eq!(store.count_generation("p", g.id, &[key]).await.unwrap(), vec![0], "swept");
+}

@@ -131,6 +131,15 @@ impl LeaseManager for Announcing {
             Ok(lease)
         })
     }
+    fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<Lease>>> {
+        Box::pin(async move {
+            let lease = self.0.try_acquire(name).await?;
+            if let Some(lease) = &lease {
+                println!("LEADER {} {}", std::process::id(), lease.token());
+            }
+            Ok(lease)
+        })
+    }
 }
 
 fn projector(events: &PgEventStore, views: RedisViewStore, batch: usize) -> Projector<PgEventStore> {
