@@ -235,9 +235,14 @@ async fn describe_cluster(cluster_urls: &str) -> Result<Vec<Node>> {
         let mut connection = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
         let info: String = redis::cmd("INFO").arg("server").query_async(&mut connection).await?;
         let field = |name: &str| {
-            info.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':'))).map(str::trim).map(str::to_owned)
+            info.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+                .map(str::trim)
+                .map(str::to_owned)
         };
-        let pid = field("process_id").and_then(|p| p.parse().ok()).filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        let pid = field("process_id")
+            .and_then(|p| p.parse().ok())
+            .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
         let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut connection).await?;
         let master = matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master");
         let aof: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("appendfsync").query_async(&mut connection).await?;
@@ -393,7 +398,11 @@ pub const SETUPS: [Setup; 3] = [
 impl Setup {
     /// The names the runners of this setup are stored (and leased) under.
     fn names(&self) -> Vec<String> {
-        if self.partitions > 1 { (0..self.partitions).map(partition_name).collect() } else { vec![Cards::NAME.to_owned()] }
+        if self.partitions > 1 {
+            (0..self.partitions).map(partition_name).collect()
+        } else {
+            vec![Cards::NAME.to_owned()]
+        }
     }
 
     /// The reader of the projection as queries read it.
@@ -477,8 +486,12 @@ impl CatchUps<'_> {
         let read = self
             .monitor
             .prepare(&format!(
-                "SELECT transaction_id::text, sequence, stream_id, version, payload::text FROM \"{}\".events \
-                 WHERE (transaction_id, sequence) > ($1::text::xid8, $2) ORDER BY transaction_id, sequence LIMIT $3",
+                // The casts get names of their own: `ORDER BY transaction_id` would otherwise sort
+                // by the text.
+                "SELECT e.transaction_id::text AS transaction_text, e.sequence, e.stream_id, e.version, \
+                 e.payload::text AS payload_text FROM \"{}\".events e \
+                 WHERE (e.transaction_id, e.sequence) > ($1::text::xid8, $2) \
+                 ORDER BY e.transaction_id, e.sequence LIMIT $3",
                 self.source
             ))
             .await?;
@@ -498,7 +511,8 @@ impl CatchUps<'_> {
                 let version: i64 = row.try_get(3)?;
                 let payload: &str = row.try_get(4)?;
                 let DepositPayload { amount } = serde_json::from_str(payload)?;
-                let position = Position::new(row.try_get::<_, &str>(0)?.parse()?, u64::try_from(row.try_get::<_, i64>(1)?)?);
+                let position =
+                    Position::new(row.try_get::<_, &str>(0)?.parse()?, u64::try_from(row.try_get::<_, i64>(1)?)?);
                 let (created, balance) = cards.entry(id.to_owned()).or_insert_with(|| (position.sort_key(), 0));
                 *balance += amount;
                 let card = Card { balance: *balance, version: u64::try_from(version)?, created: created.clone() };
@@ -507,7 +521,7 @@ impl CatchUps<'_> {
                 pipes[partition as usize].set(key, serde_json::to_string(&card)?).ignore();
             }
             events += rows.len();
-            let sends = pipes.iter().map(|pipe| {
+            let sends = pipes.iter().filter(|pipe| !pipe.is_empty()).map(|pipe| {
                 let mut connection = connection.clone();
                 async move { pipe.exec_async(&mut connection).await }
             });
@@ -555,6 +569,7 @@ impl CatchUps<'_> {
         let mut leaders = Leaders::default();
         let ready = self.settle(setup, &views, &leads, &mut leaders, &pids, seeded).await?;
         let names = setup.names();
+        let settled = leaders.by_name.clone();
         let owner: Vec<u32> = names.iter().map(|n| leaders.leader(n).unwrap_or(0)).collect();
         let owned: Vec<usize> = pids.iter().map(|pid| owner.iter().filter(|o| *o == pid).count()).collect();
         // The events each process's partitions project.
@@ -584,12 +599,15 @@ impl CatchUps<'_> {
 
         // Until every runner has reached the head: each one's finish time, each process's CPU
         // once all its runners have.
-        let readers: Vec<Reader<Cards>> = names.iter().map(|n| Reader::<Cards>::named(views.clone(), n.clone())).collect();
+        let readers: Vec<Reader<Cards>> =
+            names.iter().map(|n| Reader::<Cards>::named(views.clone(), n.clone())).collect();
         let mut finished: Vec<Option<Duration>> = vec![None; names.len()];
         let mut spent: Vec<Option<Duration>> = vec![None; pids.len()];
         while finished.iter().any(Option::is_none) {
             if started.elapsed() > CATCH_UP_TIMEOUT {
-                return Err(format!("{}: not caught up within {CATCH_UP_TIMEOUT:?}: {finished:?}", setup.scenario).into());
+                return Err(
+                    format!("{}: not caught up within {CATCH_UP_TIMEOUT:?}: {finished:?}", setup.scenario).into()
+                );
             }
             for (i, reader) in readers.iter().enumerate() {
                 if finished[i].is_none() && reader.status().await?.checkpoint().is_some_and(|c| c >= head) {
@@ -610,10 +628,17 @@ impl CatchUps<'_> {
         let server = Reading::now(self.server.as_ref()).since(&server_before).1;
         let redis = Reading::of_processes(&self.redis_pids).since(&redis_before).0;
         check_cards(&setup.reader(views.clone())).await?;
+        // Runners whose lease changed hands (or was taken again) during the catch-up.
+        leaders.take(&leads);
+        let lease_changes = names.iter().filter(|n| leaders.by_name.get(*n) != settled.get(*n)).count();
+        if lease_changes > 0 {
+            eprintln!(
+                "{}: {lease_changes} runner(s) took their lease again during the catch-up (pid, token): before {settled:?}, \
+                 after {:?}",
+                setup.scenario, leaders.by_name
+            );
+        }
         for child in children.iter_mut() {
-            if leaders.take(&leads) {
-                eprintln!("{}: a partition moved during the catch-up: {:?}", setup.scenario, leaders.by_name);
-            }
             drop(child.child.stdin.take());
         }
         drop(children);
@@ -625,7 +650,8 @@ impl CatchUps<'_> {
         let cpu_own: Vec<f64> = spent.iter().zip(&own_events).map(|(d, n)| per_event(*d, *n)).collect();
         let total_cpu: Duration = spent.iter().sum();
         let finish_ms: Vec<f64> = finish.iter().map(|d| round1(d.as_secs_f64() * 1e3)).collect();
-        let spread = finish.iter().max().copied().unwrap_or_default() - finish.iter().min().copied().unwrap_or_default();
+        let spread =
+            finish.iter().max().copied().unwrap_or_default() - finish.iter().min().copied().unwrap_or_default();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         eprintln!(
             "{}: {} partition(s) on {} process(es) (partitions per process {owned:?}, ready after {:.1} s); copied \
@@ -656,6 +682,7 @@ impl CatchUps<'_> {
             .with("wall_ms", ms(wall))
             .with("finish_ms", finish_ms)
             .with("finish_spread_ms", ms(spread))
+            .with("lease_changes", lease_changes)
             .with("cpu_us_per_event", cpu.iter().map(|c| round3(*c)).collect::<Vec<_>>())
             .with("cpu_us_per_own_event", cpu_own.iter().map(|c| round3(*c)).collect::<Vec<_>>())
             .with("cpu_us_per_event_max", cpu.iter().copied().fold(0.0, f64::max))

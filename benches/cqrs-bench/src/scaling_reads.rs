@@ -20,7 +20,7 @@ use crate::load::{self, Budget, Worker};
 use crate::ours::Commands;
 use crate::report::{Latency, Record, Unit};
 use crate::scaling::{
-    BATCH, CatchUps, Cards, IDS, PARTITIONS, SETUPS, STREAMS, card_key, cluster_connection, cluster_views,
+    BATCH, Cards, CatchUps, IDS, PARTITIONS, SETUPS, STREAMS, card_key, cluster_connection, cluster_views,
 };
 
 /// Views per list page.
