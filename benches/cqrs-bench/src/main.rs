@@ -59,6 +59,30 @@
 //! one service to the view in another, through the bus, against a raw JetStream publish to a
 //! subscriber (see `saga.rs`).
 //!
+//! `cargo run --release -p cqrs-bench --all-features -- scaling`, with `DATABASE_URL`,
+//! `DATABASE_REPLICA_URL` (a streaming replica of it), `REDIS_URL` and `REDIS_CLUSTER_URLS`
+//! (comma-separated node URLs of a Redis Cluster) set (schemas `bench_scaling_<pid>*` and the
+//! key prefix `cqrs-bench:<pid>:<time>:`, removed at the end), measures the scaling path (see
+//! `scaling.rs` and `scaling_reads.rs`):
+//!
+//! - `partitioned_catch_up_whole`, `partitioned_catch_up_1_process`,
+//!   `partitioned_catch_up_3_processes`: a task-like projection (a card per stream, listed in
+//!   creation order) catching up on 200,000 events into views on the cluster, whole in one
+//!   projector process, in 6 partitions in one, and in 6 partitions shared out by `PgLeases`
+//!   among 3 (child processes of this binary, `cqrs-bench scaling-child ...`); events per second
+//!   from the commit of the events (copied into the log in one transaction once the processes
+//!   have shared the partitions out and settled) until every partition's checkpoint is at the
+//!   head, each process's CPU time per event, each partition's finish time, against a raw run
+//!   in this process (the same events read with tokio-postgres, one pipelined `SET` per event
+//!   into the cluster);
+//! - `view_get_{single,cluster}_{whole,partitioned}`, `view_list_...`: the latency of
+//!   `Reader::get` and of a list page of 20 on one Redis node and on the cluster, for the whole
+//!   projection and the partitioned one, against a raw `GET` on the same server;
+//! - `replica_lag`: under 8 tasks of deposits for 10 s on a store that reads from the replica,
+//!   the time from a command's return until `PgEventStore::wait_readable` sees its position on
+//!   the replica, against `pg_stat_replication.replay_lag`, with `PgEventStore::replica_lag()`
+//!   sampled beside them.
+//!
 //! Every scenario stops by itself after a count of operations or a few seconds. Results are
 //! one JSON object per line on stdout; notes go to stderr.
 
