@@ -170,7 +170,7 @@ impl ProjectionOptions {
     }
 
     pub(crate) fn settings(&self) -> MemberSettings {
-        MemberSettings { poison: self.poison, batch_size: self.batch_size, leases: None }
+        MemberSettings { poison: self.poison, batch_size: self.batch_size, leases: None, share: None }
     }
 }
 
@@ -220,7 +220,7 @@ impl HandlerOptions {
     }
 
     pub(crate) fn settings(&self) -> MemberSettings {
-        MemberSettings { poison: self.poison, batch_size: self.batch_size, leases: None }
+        MemberSettings { poison: self.poison, batch_size: self.batch_size, leases: None, share: None }
     }
 }
 
@@ -370,7 +370,7 @@ impl ProcessOptions {
     }
 
     pub(crate) fn settings(&self) -> MemberSettings {
-        MemberSettings { poison: self.poison, batch_size: self.batch_size, leases: None }
+        MemberSettings { poison: self.poison, batch_size: self.batch_size, leases: None, share: None }
     }
 }
 

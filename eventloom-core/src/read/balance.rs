@@ -47,14 +47,32 @@ pub(crate) struct BalancedLeases {
     share: watch::Receiver<Share>,
     /// The balancer, until the first lease is asked for (it needs a runtime).
     balancer: Mutex<Option<Balancer>>,
+    /// Set when this process gives its share up for good.
+    retired: watch::Sender<bool>,
 }
 
 impl BalancedLeases {
     /// Leases of `count` partitions of projection `name`, shared out through `inner`.
     pub(crate) fn new(inner: Arc<dyn LeaseManager>, name: &str, count: u32) -> Self {
         let (publish, share) = watch::channel(Share { slot: None, members: 1 });
-        let balancer = Balancer { leases: inner.clone(), name: name.to_owned(), count, slot: None, publish };
-        BalancedLeases { inner, name: name.to_owned(), count, share, balancer: Mutex::new(Some(balancer)) }
+        let retired = watch::Sender::new(false);
+        let balancer = Balancer {
+            leases: inner.clone(),
+            name: name.to_owned(),
+            count,
+            slot: None,
+            publish,
+            retired: retired.subscribe(),
+        };
+        BalancedLeases { inner, name: name.to_owned(), count, share, balancer: Mutex::new(Some(balancer)), retired }
+    }
+
+    /// Gives this process's share up for good (a partition of it stopped at a newer version:
+    /// the processes of the newer release take every partition over).
+    pub(crate) fn retire(&self) {
+        tracing::warn!(projection = %self.name, "giving up this process's partitions: a newer version runs");
+        crate::memory::lock(&self.balancer).take();
+        self.retired.send_replace(true);
     }
 
     fn start(&self) {
@@ -142,6 +160,7 @@ struct Balancer {
     count: u32,
     slot: Option<(u32, Lease)>,
     publish: watch::Sender<Share>,
+    retired: watch::Receiver<bool>,
 }
 
 impl Balancer {
@@ -152,6 +171,11 @@ impl Balancer {
     async fn run(mut self) {
         loop {
             if self.publish.is_closed() {
+                return;
+            }
+            if *self.retired.borrow() {
+                // The slot goes with this task; no partition is this process's any more.
+                self.publish.send_replace(Share { slot: None, members: 1 });
                 return;
             }
             match self.look().await {
@@ -167,7 +191,7 @@ impl Balancer {
                 }
                 Err(error) => tracing::warn!(%error, projection = %self.name, "cannot look at the member slots"),
             }
-            tokio::time::sleep(BALANCE_INTERVAL).await;
+            let _ = tokio::time::timeout(BALANCE_INTERVAL, self.retired.wait_for(|retired| *retired)).await;
         }
     }
 

@@ -124,6 +124,8 @@ pub(crate) struct MemberSettings {
     pub(crate) batch_size: Option<usize>,
     /// Leases of its own (a partition's, taken while it is in this process's share).
     pub(crate) leases: Option<Arc<dyn crate::LeaseManager>>,
+    /// The share a partition's process gives up when the partition stops at a newer version.
+    pub(crate) share: Option<Arc<BalancedLeases>>,
 }
 
 impl MemberSettings {
@@ -245,7 +247,9 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
         let mut settings = options.settings();
         // With leases, the partitions are shared out among the processes that run them.
         if let Some(leases) = &self.projector.leases {
-            settings.leases = Some(Arc::new(BalancedLeases::new(leases.clone(), &name, count)));
+            let balanced = Arc::new(BalancedLeases::new(leases.clone(), &name, count));
+            settings.leases = Some(balanced.clone());
+            settings.share = Some(balanced);
         }
         let parts = (0..count.min(MAX_PARTITIONS))
             .map(|index| {
@@ -309,8 +313,16 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
             status: status.clone(),
             batch_size: settings.batch_size.unwrap_or(self.projector.batch_size),
             start: Box::new(move |mut context| {
+                let share = settings.share.clone();
                 context.projector = settings.apply(context.projector);
-                Box::pin(context.run(job))
+                Box::pin(async move {
+                    let ran = context.run(job).await;
+                    // An older release: the processes of the newer one take its partitions.
+                    if let (Err(Error::NewerVersion { .. }), Some(share)) = (&ran, share) {
+                        share.retire();
+                    }
+                    ran
+                })
             }),
         });
         MemberHandle { name, watched: Watched::One { status: watch, lag } }
@@ -528,12 +540,14 @@ impl MemberHandle {
                     if ready(&now) {
                         return now;
                     }
-                    // Until any partition's status changes (all gone: the last status).
-                    let changes = watches.iter_mut().map(|w| w.changed());
-                    let changed = super::partition::first_of(changes).await;
-                    if changed.is_err() && watches.iter().all(|w| w.has_changed().is_err()) {
-                        return self.status();
+                    // Until any partition's status changes; a partition whose runner ended
+                    // changes no more (all ended: the last status).
+                    watches.retain(|w| w.has_changed().is_ok());
+                    if watches.is_empty() {
+                        return now;
                     }
+                    let changes = watches.iter_mut().map(|w| w.changed());
+                    let _ = super::partition::first_of(changes).await;
                 }
             }
         }

@@ -10,21 +10,22 @@
 //!
 //! - `set`: the partition set queries read first — the number of partitions, the projection
 //!   version, each partition's generation, and an *epoch* that every switch raises;
-//! - `ready/<n>/<i>`: written by partition `i` of `n` once its generation has caught up with the
-//!   log (its version, generation, and the epoch it began after).
+//! - `ready/<n>/v<version>/<i>`: written by partition `i` of `n` once its generation has caught
+//!   up with the log (its version and generation, and whether a switch has replaced it).
 //!
-//! A partition that has caught up records itself ready, then reads every ready record; when
-//! each partition of its partitioning is ready with the same version (each generation still in
-//! its partition's status), it writes the new set in one compare-and-set. Queries read the set,
-//! then the generations it names, so they switch every partition at once. The partitions'
-//! own `go_live` (which drops their old generation) waits [`SWITCH_GRACE`] after the switch, and
-//! a query whose reads took more than half of it reads the set again: no reader holds a set whose
-//! generations are gone.
+//! A partition that has caught up records itself ready, then reads every ready record of its
+//! partitioning and version; when each is ready and not replaced (each generation still in its
+//! partition's status), it writes the new set in one compare-and-set, and marks replaced, in the
+//! same write, the ready records of the set it replaces whose generations the new one drops.
+//! Queries read the set, then the generations it names, so they switch every partition at once.
+//! The partitions' own `go_live` (which drops their old generation) waits [`SWITCH_GRACE`] after
+//! the runner first saw the switch, and a query whose reads took more than half of it reads the
+//! set again: no reader holds a set whose generations are gone.
 //!
-//! A new set replaces the live one only where its generations differ from it and were begun
-//! after it was written: a rebuilt partition of the live set, a new version, or a new number
-//! of partitions replace it; the partitions of a set it replaced never switch back (they stand
-//! by, and stop at a newer version).
+//! The last partitioning (or version) to have caught up wins: a rebuilt partition of the live
+//! set, a new version or a new number of partitions replace it once all their partitions are
+//! ready, and the partitions of a set it replaced never switch back (they stand by, and stop at
+//! a newer version); a generation one of them builds anew is offered afresh.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -85,8 +86,8 @@ impl Partition {
         format!("{name}~{index}of{count}")
     }
 
-    fn ready_id(self) -> String {
-        format!("ready/{}/{}", self.count, self.index)
+    fn ready_id(self, version: u32) -> String {
+        format!("ready/{}/v{version}/{}", self.count, self.index)
     }
 }
 
@@ -146,8 +147,9 @@ impl PartitionSet {
 struct Ready {
     version: u32,
     generation: u64,
-    /// The epoch of the partition set when the generation was begun (or resumed).
-    after: u64,
+    /// A set it was in was replaced by one without it: it never switches back.
+    #[serde(default)]
+    replaced: bool,
 }
 
 /// Where a partition's generation stands in the partition set.
@@ -252,31 +254,17 @@ impl<'a> Records<'a> {
         Err(self.busy())
     }
 
-    /// Records partition `partition`'s generation as caught up, begun after `after`; then
-    /// switches the set when every partition is ready, and says where the generation stands.
-    pub(crate) async fn offer(
-        &self,
-        partition: Partition,
-        version: u32,
-        generation: u64,
-        after: u64,
-    ) -> Result<Standing> {
-        let mine = Ready { version, generation, after };
-        let ready_id = partition.ready_id();
+    /// Records partition `partition`'s generation as caught up; then switches the set when every
+    /// partition is ready, and says where the generation stands.
+    pub(crate) async fn offer(&self, partition: Partition, version: u32, generation: u64) -> Result<Standing> {
+        let ready_id = partition.ready_id(version);
         self.update(std::slice::from_ref(&ready_id), |stored| {
-            let current = stored.first().cloned().flatten().and_then(|json| serde_json::from_str::<Ready>(&json).ok());
-            // Offered again (a restart): the epoch it began after stays the earliest known.
-            let ready = match current {
-                Some(known) if known.version == version && known.generation == generation => {
-                    if known.after <= after {
-                        return Ok(((), Vec::new()));
-                    }
-                    mine
-                }
-                _ => mine,
-            };
-            let json = serde_json::to_string(&ready)
-                .map_err(|source| Error::Serde { what: "a ready record".into(), source })?;
+            let known = self.readies(stored)?.pop().flatten();
+            // Offered again (a restart, a look while waiting): as it was, a replaced one too.
+            if known.is_some_and(|known| known.generation == generation) {
+                return Ok(((), Vec::new()));
+            }
+            let json = ready_json(Ready { version, generation, replaced: false })?;
             Ok(((), vec![ViewWrite::set(ready_id.clone(), json)]))
         })
         .await?;
@@ -286,10 +274,9 @@ impl<'a> Records<'a> {
     /// Where partition `partition`'s `generation` stands, switching the set to the ready
     /// partitions when they all are.
     pub(crate) async fn switch(&self, partition: Partition, version: u32, generation: u64) -> Result<Standing> {
+        let count = partition.count;
         let mut ids = vec![SET_ID.to_owned()];
-        ids.extend((0..partition.count).map(|index| Partition { index, count: partition.count }.ready_id()));
-        // Each ready generation must still be in its partition's store (a partition that lost
-        // its views begins another): read before the compare-and-set.
+        ids.extend((0..count).map(|index| Partition { index, count }.ready_id(version)));
         let stored = {
             let generation = self.generation().await?;
             self.views.load_views(&self.meta, generation.id, &ids).await?
@@ -308,26 +295,48 @@ impl<'a> Records<'a> {
                 return Ok(Standing::Named);
             }
         }
+        let mine = readies.get(partition.index as usize).copied().flatten();
+        if mine.is_some_and(|ready| ready.generation == generation && ready.replaced) {
+            return Ok(Standing::Displaced);
+        }
         let Some(next) = self.next_set(partition, version, current.as_ref(), &readies).await? else {
-            let mine = readies.get(partition.index as usize).copied().flatten();
-            return Ok(match (&current, mine) {
-                (Some(set), Some(ready)) if ready.generation == generation && !may_replace(set, partition, ready) => {
-                    Standing::Displaced
-                }
-                _ => Standing::Waiting,
-            });
+            return Ok(Standing::Waiting);
         };
         let json =
             serde_json::to_string(&next).map_err(|source| Error::Serde { what: "a partition set".into(), source })?;
+        // The ready records of the set it replaces are marked replaced with it, so that its
+        // partitions never switch back (a generation they build anew is offered afresh).
+        let replaced_ids: Vec<String> = current
+            .iter()
+            .flat_map(|set| {
+                (0..set.partitions).map(|index| Partition { index, count: set.partitions }.ready_id(set.version))
+            })
+            .collect();
+        let mut read_ids = vec![SET_ID.to_owned()];
+        read_ids.extend(replaced_ids.iter().cloned());
         let switched = self
-            .update(&ids[..1], |stored| {
+            .update(&read_ids, |stored| {
                 let now = stored.first().cloned().flatten();
                 let still = now.as_deref().map(|json| PartitionSet::parse(self.name, json)).transpose()?;
                 // Someone else switched meanwhile: the next look decides again.
                 if still != current {
                     return Ok((false, Vec::new()));
                 }
-                Ok((true, vec![ViewWrite::set(SET_ID, json.clone())]))
+                let mut writes = vec![ViewWrite::set(SET_ID, json.clone())];
+                if let Some(old) = &current {
+                    for (index, ready) in self.readies(&stored[1..])?.into_iter().enumerate() {
+                        let Some(mut ready) = ready else { continue };
+                        let named_before = old.generations.get(index) == Some(&ready.generation);
+                        let named_now = next.partitions == old.partitions
+                            && next.version == ready.version
+                            && next.generations.get(index) == Some(&ready.generation);
+                        if named_before && !named_now && !ready.replaced {
+                            ready.replaced = true;
+                            writes.push(ViewWrite::set(replaced_ids[index].clone(), ready_json(ready)?));
+                        }
+                    }
+                }
+                Ok((true, writes))
             })
             .await?;
         if switched {
@@ -362,8 +371,9 @@ impl<'a> Records<'a> {
             .collect()
     }
 
-    /// The set to switch to: every partition ready at `version`, its generation still stored,
-    /// each that differs from the live set begun after it; `None` otherwise.
+    /// The set to switch to: every partition ready at `version` and not replaced, its
+    /// generation still in its partition's store (one that lost its views begins another);
+    /// `None` otherwise.
     async fn next_set(
         &self,
         partition: Partition,
@@ -372,14 +382,8 @@ impl<'a> Records<'a> {
         readies: &[Option<Ready>],
     ) -> Result<Option<PartitionSet>> {
         let mut generations = Vec::with_capacity(readies.len());
-        for (index, ready) in readies.iter().enumerate() {
-            let Some(ready) = ready.filter(|r| r.version == version) else { return Ok(None) };
-            let part = Partition { index: index as u32, count: partition.count };
-            if let Some(set) = current {
-                if !may_replace(set, part, ready) {
-                    return Ok(None);
-                }
-            }
+        for ready in readies {
+            let Some(ready) = ready.filter(|r| r.version == version && !r.replaced) else { return Ok(None) };
             generations.push(ready.generation);
         }
         for (index, generation) in generations.iter().enumerate() {
@@ -394,10 +398,8 @@ impl<'a> Records<'a> {
     }
 }
 
-/// Whether partition `partition`'s `ready` generation may take its place in a set replacing
-/// `set`: it is already there, or it was begun after `set` was written.
-fn may_replace(set: &PartitionSet, partition: Partition, ready: Ready) -> bool {
-    set.generation_of(partition, ready.version) == Some(ready.generation) || ready.after >= set.epoch
+fn ready_json(ready: Ready) -> Result<String> {
+    serde_json::to_string(&ready).map_err(|source| Error::Serde { what: "a ready record".into(), source })
 }
 
 /// Awaits the first of `futures` to finish, and its output (pending forever when there are
@@ -448,17 +450,5 @@ mod tests {
         ] {
             assert!(matches!(PartitionSet::parse("p", bad), Err(Error::Corrupt { .. })), "{bad}");
         }
-    }
-
-    #[test]
-    fn only_generations_begun_after_a_set_replace_it() {
-        let set = PartitionSet { partitions: 2, version: 1, epoch: 5, generations: vec![10, 11] };
-        let p0 = Partition { index: 0, count: 2 };
-        assert!(may_replace(&set, p0, Ready { version: 1, generation: 10, after: 0 }), "already named");
-        assert!(may_replace(&set, p0, Ready { version: 1, generation: 12, after: 5 }), "rebuilt after it");
-        assert!(!may_replace(&set, p0, Ready { version: 1, generation: 12, after: 4 }), "displaced by it");
-        let other = Partition { index: 0, count: 3 };
-        assert!(!may_replace(&set, other, Ready { version: 1, generation: 10, after: 4 }), "another count");
-        assert!(may_replace(&set, other, Ready { version: 1, generation: 20, after: 5 }));
     }
 }

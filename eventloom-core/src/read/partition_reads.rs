@@ -3,7 +3,7 @@
 
 use super::partition::{Partition, PartitionSet, Records, SWITCH_GRACE, ViewKey, partition_of};
 use crate::process::join::join_limited;
-use crate::store::{IndexedView, ListCursor, ViewPage};
+use crate::store::{BoxFuture, IndexedView, ListCursor, ViewPage};
 use crate::{Error, Generation, IndexKey, OrderRange, ProjectionStatus, Result, ViewStore};
 
 /// How many times a query reads the partition set again after its reads took too long.
@@ -64,22 +64,20 @@ pub(crate) async fn get_many(
                 by_partition[index].0.push(stored.clone());
                 by_partition[index].1.push(at);
             }
-            // Collected before the await: a lazy iterator of closures held across it makes the
-            // future not `Send` for every lifetime (a rustc limitation), and so `Reader::get` and
-            // `get_many` unusable in a spawned task or a web handler.
-            let mut reads = Vec::with_capacity(by_partition.len());
-            for (index, (ids, _)) in by_partition.iter().enumerate() {
-                if !ids.is_empty() {
-                    let (member, generation) = (member(name, &set, index), set.generations[index]);
-                    reads.push(async move { store.load_views(&member, generation, ids).await });
+            let mut reads: Vec<BoxFuture<'_, Result<Vec<Option<String>>>>> = Vec::new();
+            let mut places = Vec::new();
+            for (index, (ids, at)) in by_partition.into_iter().enumerate() {
+                if ids.is_empty() {
+                    continue;
                 }
+                let (member, generation) = (member(name, &set, index), set.generations[index]);
+                reads.push(Box::pin(async move { store.load_views(&member, generation, &ids).await }));
+                places.push(at);
             }
-            let found = join_limited(reads, AT_ONCE).await;
             let mut views = vec![None; ids.len()];
-            let places = by_partition.iter().filter(|(ids, _)| !ids.is_empty()).map(|(_, places)| places);
-            for (read, places) in found.into_iter().zip(places) {
+            for (read, places) in join_limited(reads, AT_ONCE).await.into_iter().zip(places) {
                 for (view, at) in read?.into_iter().zip(places) {
-                    views[*at] = view;
+                    views[at] = view;
                 }
             }
             Ok(views)
@@ -104,10 +102,13 @@ pub(crate) async fn list(
         name,
         |set| async move {
             let fetch = limit.saturating_add(1);
-            let reads = (0..set.partitions as usize).map(|index| {
+            let mut reads: Vec<BoxFuture<'_, Result<Vec<IndexedView>>>> = Vec::new();
+            for index in 0..set.partitions as usize {
                 let (member, generation) = (member(name, &set, index), set.generations[index]);
-                async move { store.list_generation(&member, generation, key, range, after, fetch).await }
-            });
+                reads.push(Box::pin(async move {
+                    store.list_generation(&member, generation, key, range, after, fetch).await
+                }));
+            }
             let mut entries: Vec<IndexedView> = Vec::new();
             for read in join_limited(reads, AT_ONCE).await {
                 entries.extend(read?);
@@ -131,10 +132,11 @@ pub(crate) async fn count(store: &dyn ViewStore, name: &str, keys: &[IndexKey]) 
         store,
         name,
         |set| async move {
-            let reads = (0..set.partitions as usize).map(|index| {
+            let mut reads: Vec<BoxFuture<'_, Result<Vec<u64>>>> = Vec::new();
+            for index in 0..set.partitions as usize {
                 let (member, generation) = (member(name, &set, index), set.generations[index]);
-                async move { store.count_generation(&member, generation, keys).await }
-            });
+                reads.push(Box::pin(async move { store.count_generation(&member, generation, keys).await }));
+            }
             let mut sums = vec![0u64; keys.len()];
             for read in join_limited(reads, AT_ONCE).await {
                 for (sum, count) in sums.iter_mut().zip(read?) {
@@ -154,10 +156,11 @@ pub(crate) async fn count(store: &dyn ViewStore, name: &str, keys: &[IndexKey]) 
 /// projection as it was before it was partitioned.
 pub(crate) async fn status(store: &dyn ViewStore, name: &str) -> Result<ProjectionStatus> {
     let Some(set) = Records::live_set(store, name).await? else { return store.status(name).await };
-    let reads = (0..set.partitions as usize).map(|index| {
+    let mut reads: Vec<BoxFuture<'_, Result<ProjectionStatus>>> = Vec::new();
+    for index in 0..set.partitions as usize {
         let member = member(name, &set, index);
-        async move { store.status(&member).await }
-    });
+        reads.push(Box::pin(async move { store.status(&member).await }));
+    }
     let mut checkpoint = None;
     let mut stopped = None;
     for (index, read) in join_limited(reads, AT_ONCE).await.into_iter().enumerate() {
@@ -169,7 +172,7 @@ pub(crate) async fn status(store: &dyn ViewStore, name: &str) -> Result<Projecti
         };
         checkpoint = if index == 0 { named.checkpoint } else { checkpoint.min(named.checkpoint) };
         if stopped.is_none() {
-            stopped = status.active_stop().cloned();
+            stopped = status.active_stop().filter(|stop| stop.generation == named.id).cloned();
         }
     }
     let live = Generation { id: set.epoch, version: set.version, checkpoint };

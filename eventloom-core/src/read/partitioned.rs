@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::partition::{Partition, Records, SWITCH_GRACE, Standing};
 use super::projector::{Projector, Target};
@@ -63,16 +62,13 @@ pub(super) struct PartitionJob<P> {
     /// The projection's own name (its partition set's).
     whole: String,
     partition: Partition,
-    /// The epoch of the partition set when this runner last resolved its target: the one a
-    /// generation it builds was begun after.
-    after: AtomicU64,
 }
 
 impl<P: Projection> PartitionJob<P> {
     pub(super) fn new(projection: Arc<P>, partition: Partition) -> Self {
         let whole = projection.name().to_owned();
         let name = Partition::member_name(&whole, partition.index, partition.count);
-        PartitionJob { projection: PartitionOf { inner: projection, name }, whole, partition, after: AtomicU64::new(0) }
+        PartitionJob { projection: PartitionOf { inner: projection, name }, whole, partition }
     }
 }
 
@@ -96,23 +92,34 @@ impl<P: Projection> Job for PartitionJob<P> {
         token: u64,
         _known: Option<u64>,
     ) -> Result<Target> {
-        // Read before a generation may be begun: it was begun after this epoch at least.
-        let set = Records::live_set(&*projector.views, &self.whole).await?;
-        self.after.store(set.as_ref().map_or(0, |set| set.epoch), Ordering::Relaxed);
         let name = &self.projection.name;
-        // A generation the live set names, not yet made live in the partition's own status
-        // (its runner waited out the grace, or stopped meanwhile), is made live now: beginning
-        // another would drop it from under the queries that read it.
-        let status = projector.views.status(name).await?;
+        let set = Records::live_set(&*projector.views, &self.whole).await?;
+        if let Some(set) = set.as_ref().filter(|set| set.version > P::VERSION) {
+            return Err(Error::NewerVersion {
+                projection: self.whole.clone(),
+                running: P::VERSION,
+                stored: set.version,
+            });
+        }
+        // A generation the live set names, not yet made live in the partition's own status (its
+        // runner stopped within the grace), of an older version: beginning this version's would
+        // drop it from under the queries that read it. It is made live first (a grace after now
+        // when that drops a live one: the switch was at least that long ago by then). One of
+        // this version is resumed, and made live as any build is (from `check`).
         let named = set.as_ref().and_then(|set| {
             (set.partitions == self.partition.count)
                 .then(|| set.generations.get(self.partition.index as usize))
                 .flatten()
         });
-        if let Some(building) = status.building.filter(|g| Some(&g.id) == named) {
-            match projector.views.go_live(name, building.id, token).await? {
-                Ok(()) => tracing::info!(generation = building.id, "made the generation the partition set names live"),
-                Err(refusal) => return Err(Error::Superseded { projection: name.clone(), refusal }),
+        let status = projector.views.status(name).await?;
+        if let Some(building) = status.building.filter(|g| Some(&g.id) == named && g.version < P::VERSION) {
+            if status.live.is_some() {
+                // Its go_live drops the live one, which readers of the set before may hold.
+                tracing::info!(generation = building.id, "the partition set names an older build; live after a grace");
+                tokio::time::sleep(SWITCH_GRACE).await;
+            }
+            if let Err(refusal) = projector.views.go_live(name, building.id, token).await? {
+                return Err(Error::Superseded { projection: name.clone(), refusal });
             }
         }
         projector.target(name, P::VERSION, token).await
@@ -174,8 +181,7 @@ impl<P: Projection> Job for PartitionJob<P> {
             }
             return Ok(Checked::Fine);
         };
-        let after = self.after.load(Ordering::Relaxed);
-        match records.offer(partition, P::VERSION, generation, after).await? {
+        match records.offer(partition, P::VERSION, generation).await? {
             Standing::Waiting => {
                 waiting.named_at = None;
                 Ok(Checked::Fine)

@@ -14,6 +14,7 @@ mod hot_stream;
 mod leases;
 mod migrations;
 mod ordering;
+mod partitions;
 mod read_side;
 mod refusals;
 mod relay;

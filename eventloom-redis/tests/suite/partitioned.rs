@@ -9,12 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use eventloom_core::ProjectionOptions;
 use eventloom_core::model::{ExpectedVersion, NewEvent};
 use eventloom_core::prelude::*;
 use eventloom_core::read::Projector;
 use eventloom_core::store::{BoxFuture, EventStore, Lease, LeaseManager};
 use eventloom_core::testing::TestRng;
-use eventloom_core::ProjectionOptions;
 use eventloom_postgres::{PgConfig, PgEventStore, PgLeases};
 use eventloom_redis::{RedisConfig, RedisViewStore};
 
@@ -221,10 +221,18 @@ async fn three_projector_processes_share_six_partitions_on_the_cluster_through_r
             if held.iter().all(|name| leaders.by_partition.get(name).is_some_and(|(pid, _)| *pid != dead)) {
                 break;
             }
-            assert!(killed_at.elapsed() < Duration::from_secs(10), "not taken over within 10 s: {:?}", leaders.by_partition);
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(10),
+                "not taken over within 10 s: {:?}",
+                leaders.by_partition
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        println!("round {round}: the {} partitions of the killed process taken over in {:?}", held.len(), killed_at.elapsed());
+        println!(
+            "round {round}: the {} partitions of the killed process taken over in {:?}",
+            held.len(),
+            killed_at.elapsed()
+        );
         let left: Vec<u32> = (0..3).filter(|&i| i != victim).map(|i| children[i].pid).collect();
         let took = balanced(&mut leaders, &leads, &left);
         println!("round {round}: 2 processes lead 3 partitions each {took:?} after the takeover");
