@@ -2,11 +2,11 @@
 # Every benchmark of cqrs-bench on fresh durable servers, as users run them: PostgreSQL with
 # fsync, synchronous_commit and full_page_writes on, Redis with its snapshots and an
 # append-only file fsynced every second (see scripts/services.sh). Each run starts its own
-# servers on free loopback ports (DATABASE_URL and REDIS_URL are ignored), runs the scenarios,
-# and stops them.
+# servers on free loopback ports (DATABASE_URL, DATABASE_REPLICA_URL, REDIS_URL,
+# REDIS_CLUSTER_URLS and NATS_URL are ignored), runs the scenarios, and stops them.
 #
 # Usage: bash scripts/bench.sh [--runs N] [--out FILE] [--fsync-off] [postgres] [redis] [baseline]
-#                              [projections] [bus] [saga]
+#                              [projections] [bus] [saga] [scaling]
 #
 #   --runs N      runs of every scenario group, each on fresh servers (default 1); with more
 #                 than one, a summary of medians and spreads follows on stderr
@@ -14,10 +14,13 @@
 #                 binary's notes go to FILE with .log instead of .jsonl
 #   --fsync-off   servers that do not wait for the disk (the test suite's): figures measured
 #                 so must be labelled as such wherever they are quoted
-#   postgres, redis, baseline, projections, bus, saga: the scenario groups to run (default all
-#                 six; see benches/cqrs-bench/src/main.rs); bus and saga also start a throwaway
-#                 nats-server -js (JetStream on files, which nats-server syncs to disk on an
-#                 interval, not on each write)
+#   postgres, redis, baseline, projections, bus, saga, scaling: the scenario groups to run
+#                 (default all seven; see benches/cqrs-bench/src/main.rs); bus and saga also start
+#                 a throwaway nats-server -js (JetStream on files, which nats-server syncs to disk
+#                 on an interval, not on each write); scaling also starts a streaming replica of
+#                 the PostgreSQL server (a hot standby, as durable as its primary), a Redis server
+#                 and a Redis Cluster of 3 masters with a replica each (each node as durable as
+#                 the one server)
 #
 # Each JSON line is the binary's, with "run" (1..N), "servers" ("durable" or "fsync-off"),
 # "commit" and "date" added. CQRS_BENCH_BIN names a prebuilt binary to run instead of
@@ -35,16 +38,16 @@ while [ $# -gt 0 ]; do
     --runs) runs="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --fsync-off) durable=0; shift ;;
-    postgres|redis|baseline|projections|bus|saga) groups+=("$1"); shift ;;
+    postgres|redis|baseline|projections|bus|saga|scaling) groups+=("$1"); shift ;;
     *) sed -n '2,/^set /{/^#/p}' "$0" >&2; exit 2 ;;
   esac
 done
-if [ ${#groups[@]} -eq 0 ]; then groups=(postgres redis baseline projections bus saga); fi
+if [ ${#groups[@]} -eq 0 ]; then groups=(postgres redis baseline projections bus saga scaling); fi
 case "$runs" in ''|*[!0-9]*|0) echo "--runs takes a positive number" >&2; exit 2 ;; esac
 
 source scripts/services.sh
 trap stop_services EXIT
-unset DATABASE_URL REDIS_URL NATS_URL
+unset DATABASE_URL DATABASE_REPLICA_URL REDIS_URL REDIS_CLUSTER_URLS NATS_URL
 export CQRS_SERVICES_DURABLE="$durable"
 servers=$([ "$durable" = 1 ] && echo durable || echo fsync-off)
 
@@ -70,9 +73,9 @@ echo "results: $out, notes: $log ($servers servers, $runs run(s) of: ${groups[*]
 
 # The server settings that make it durable, checked rather than trusted.
 check_postgres() {
-  local settings
-  settings="$(psql "$DATABASE_URL" -Atc "SELECT current_setting('fsync') || ' ' || current_setting('synchronous_commit') || ' ' || current_setting('full_page_writes')")"
-  echo "PostgreSQL fsync, synchronous_commit, full_page_writes: $settings" >>"$log"
+  local settings url="${1:-$DATABASE_URL}"
+  settings="$(psql "$url" -Atc "SELECT current_setting('fsync') || ' ' || current_setting('synchronous_commit') || ' ' || current_setting('full_page_writes')")"
+  echo "PostgreSQL ${2:-primary} fsync, synchronous_commit, full_page_writes: $settings" >>"$log"
   if [ "$durable" = 1 ] && [ "$settings" != "on on on" ]; then
     echo "the PostgreSQL server is not durable: $settings" >&2
     return 1
@@ -80,11 +83,12 @@ check_postgres() {
 }
 
 check_redis() {
-  local port="${REDIS_URL##*:}"
+  local url="${1:-$REDIS_URL}"
+  local port="${url##*:}"
   port="${port%%/*}"
   local aof
   aof="$(redis-cli -p "$port" config get appendonly | tail -n 1) $(redis-cli -p "$port" config get appendfsync | tail -n 1)"
-  echo "Redis appendonly, appendfsync: $aof; save: $(redis-cli -p "$port" config get save | tail -n 1)" >>"$log"
+  echo "Redis $port appendonly, appendfsync: $aof; save: $(redis-cli -p "$port" config get save | tail -n 1)" >>"$log"
   if [ "$durable" = 1 ] && [ "$aof" != "yes everysec" ]; then
     echo "the Redis server is not durable: $aof" >&2
     return 1
@@ -100,9 +104,15 @@ for run in $(seq 1 "$runs"); do
     if [ "$group" = bus ] || [ "$group" = saga ]; then
       ensure_nats
     fi
-    if [ "$group" = redis ]; then
+    if [ "$group" = redis ] || [ "$group" = scaling ]; then
       ensure_redis
       check_redis
+    fi
+    if [ "$group" = scaling ]; then
+      ensure_postgres_replica
+      check_postgres "$DATABASE_REPLICA_URL" replica
+      ensure_redis_cluster
+      for node in ${REDIS_CLUSTER_URLS//,/ }; do check_redis "$node"; done
     fi
     date="$(date -u +%Y-%m-%d)"
     timeout "${CQRS_BENCH_TIMEOUT:-1200}" "$bin" "$group" 2>>"$log" \
@@ -110,7 +120,7 @@ for run in $(seq 1 "$runs"); do
           '. + {run: $run, servers: $servers, commit: $commit, date: $date}' \
       | tee -a "$out"
     stop_services
-    unset DATABASE_URL REDIS_URL NATS_URL
+    unset DATABASE_URL DATABASE_REPLICA_URL REDIS_URL REDIS_CLUSTER_URLS NATS_URL
   done
 done
 
@@ -136,5 +146,11 @@ if [ "$runs" -gt 1 ]; then
                | "; \($key): group \($group), separate \($separate), group/separate \($ratio)" ]
            | join(""))
         else "" end)
+      + (. as $records
+         | [ $records[0] | to_entries[] | select(.value | type == "number") | .key ]
+           - ["ours", "raw", "ratio", "cqrs_es", "vs_cqrs_es", "p99", "round_trips", "notifies_per_command",
+              "notify_ms", "select_ms", "projections", "run"]
+         | map(. as $key | "; \($key) \($records | map(.[$key] | numbers) | spread)")
+         | join(""))
   ' "$out" | tee "${out%.jsonl}.summary" >&2
 fi

@@ -145,18 +145,26 @@ install_redis() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2
 }
 
-# ensure_redis_cluster: uses REDIS_CLUSTER_URLS (comma-separated node URLs) when set; otherwise
-# starts 6 throwaway `redis-server --cluster-enabled yes` nodes on free loopback ports, each in a
-# folder of its own and without persistence, joins them with `redis-cli --cluster create` (3
-# masters with a replica each), waits until every node reports cluster_state:ok and exports
-# REDIS_CLUSTER_URLS. Fault tests start private clusters of their own.
+# ensure_redis_cluster [durable]: uses REDIS_CLUSTER_URLS (comma-separated node URLs) when set;
+# otherwise starts 6 throwaway `redis-server --cluster-enabled yes` nodes on free loopback ports,
+# each in a folder of its own and without persistence (or durable as described at the top: each
+# node with Redis's default snapshots and an append-only file fsynced every second), joins them
+# with `redis-cli --cluster create` (3 masters with a replica each), waits until every node
+# reports cluster_state:ok and exports REDIS_CLUSTER_URLS. Fault tests start private clusters of
+# their own.
 ensure_redis_cluster() {
   if [ -n "${REDIS_CLUSTER_URLS:-}" ]; then
     echo "Redis Cluster: using REDIS_CLUSTER_URLS" >&2
     return 0
   fi
   install_redis REDIS_CLUSTER_URLS || return 1
-  local dir port node started urls="" addresses=() ports=()
+  local dir port node started urls="" addresses=() ports=() persistence
+  if services_durable "${1:-}"; then
+    # No --save: Redis's default snapshot points.
+    persistence=(--appendonly yes --appendfsync everysec)
+  else
+    persistence=(--save '' --appendonly no)
+  fi
   started="$(date +%s%N)"
   dir="$(mktemp -d /tmp/eventloom-redis-cluster.XXXXXX)"
   CQRS_SERVICE_DIRS+=("$dir")
@@ -170,7 +178,7 @@ ensure_redis_cluster() {
     node="$dir/$port"
     mkdir -p "$node"
     redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file "$node/nodes.conf" \
-      --shutdown-timeout 0 --repl-diskless-sync-delay 0 --save '' --appendonly no --daemonize yes --dir "$node" --pidfile "$node/redis.pid" \
+      --shutdown-timeout 0 --repl-diskless-sync-delay 0 "${persistence[@]}" --daemonize yes --dir "$node" --pidfile "$node/redis.pid" \
       --logfile "$node/redis.log" >&2
     echo "$port" >"$node/redis.port"
   done
@@ -194,7 +202,7 @@ ensure_redis_cluster() {
       || { echo "Redis Cluster: node $port is not ok" >&2; cat "$dir/create.log" >&2; return 1; }
   done
   export REDIS_CLUSTER_URLS="$urls"
-  echo "Redis Cluster: 3 masters and 3 replicas on 127.0.0.1:${ports[*]} (started in $(( ($(date +%s%N) - started) / 1000000 )) ms)" >&2
+  echo "Redis Cluster: 3 masters and 3 replicas on 127.0.0.1:${ports[*]} (${persistence[*]}; started in $(( ($(date +%s%N) - started) / 1000000 )) ms)" >&2
 }
 
 # Stops the throwaway Redis of `dir` without a final save, and waits until it has exited: a

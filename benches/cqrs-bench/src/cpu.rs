@@ -109,6 +109,21 @@ fn process() -> Option<Usage> {
     Some(Usage { ticks, nanos })
 }
 
+/// The CPU time so far of the processes `pids` on this machine (every thread of each, keyed by
+/// thread id); `None` when one of them is gone or `/proc` cannot be read.
+fn processes(pids: &[u32]) -> Option<Usage> {
+    let mut usage = Usage::default();
+    for pid in pids {
+        usage.ticks += read_stat(&pid.to_string(), None)?.own;
+        for tid in ids(&format!("/proc/{pid}/task")) {
+            if let Some(nanos) = read_schedstat(&format!("/proc/{pid}/task/{tid}/schedstat")) {
+                usage.nanos.insert(tid, nanos);
+            }
+        }
+    }
+    Some(usage)
+}
+
 /// A PostgreSQL server on this machine, found through a connection's backend.
 #[derive(Debug, Clone, Copy)]
 pub struct Server {
@@ -158,6 +173,12 @@ impl Reading {
         Reading { process: process(), server: server.and_then(Server::usage) }
     }
 
+    /// The CPU time of other processes of this machine (child projector processes, Redis
+    /// servers), read now as a reading's process part (its server part is `None`).
+    pub fn of_processes(pids: &[u32]) -> Self {
+        Reading { process: processes(pids), server: None }
+    }
+
     /// The CPU time spent since `before`: the process's and the server's.
     pub fn since(&self, before: &Reading) -> (Option<Spent>, Option<Spent>) {
         let delta = |now: &Option<Usage>, then: &Option<Usage>| Some(now.as_ref()?.since(then.as_ref()?));
@@ -188,6 +209,14 @@ mod tests {
         assert_eq!(after.since(&before), spent, "a new thread counts whole");
         let gone = usage(13, &[(1, 4_000)]);
         assert_eq!(gone.since(&before), Spent { time: Duration::from_millis(30), exact: false }, "thread 2 is gone");
+    }
+
+    #[test]
+    fn other_processes_are_read_by_pid() {
+        let me = std::process::id();
+        let before = Reading::of_processes(&[me]);
+        assert!(before.process.as_ref().is_some_and(|u| !u.nanos.is_empty()), "this process read by its pid");
+        assert!(Reading::of_processes(&[me, u32::MAX]).process.is_none(), "a process that is not there");
     }
 
     #[test]

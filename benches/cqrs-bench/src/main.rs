@@ -59,6 +59,30 @@
 //! one service to the view in another, through the bus, against a raw JetStream publish to a
 //! subscriber (see `saga.rs`).
 //!
+//! `cargo run --release -p cqrs-bench --all-features -- scaling`, with `DATABASE_URL`,
+//! `DATABASE_REPLICA_URL` (a streaming replica of it), `REDIS_URL` and `REDIS_CLUSTER_URLS`
+//! (comma-separated node URLs of a Redis Cluster) set (schemas `bench_scaling_<pid>*` and the
+//! key prefix `cqrs-bench:<pid>:<time>:`, removed at the end), measures the scaling path (see
+//! `scaling.rs` and `scaling_reads.rs`):
+//!
+//! - `partitioned_catch_up_whole`, `partitioned_catch_up_1_process`,
+//!   `partitioned_catch_up_3_processes`: a task-like projection (a card per stream, listed in
+//!   creation order) catching up on 200,000 events into views on the cluster, whole in one
+//!   projector process, in 6 partitions in one, and in 6 partitions shared out by `PgLeases`
+//!   among 3 (child processes of this binary, `cqrs-bench scaling-child ...`); events per second
+//!   from the commit of the events (copied into the log in one transaction once the processes
+//!   have shared the partitions out and settled) until every partition's checkpoint is at the
+//!   head, each process's CPU time per event, each partition's finish time, against a raw run
+//!   in this process (the same events read with tokio-postgres, one pipelined `SET` per event
+//!   into the cluster);
+//! - `view_get_{single,cluster}_{whole,partitioned}`, `view_list_...`: the latency of
+//!   `Reader::get` and of a list page of 20 on one Redis node and on the cluster, for the whole
+//!   projection and the partitioned one, against a raw `GET` on the same server;
+//! - `replica_lag`: under 8 tasks of deposits for 10 s on a store that reads from the replica,
+//!   the time from a command's return until `PgEventStore::wait_readable` sees its position on
+//!   the replica, against `pg_stat_replication.replay_lag`, with `PgEventStore::replica_lag()`
+//!   sampled beside them.
+//!
 //! Every scenario stops by itself after a count of operations or a few seconds. Results are
 //! one JSON object per line on stdout; notes go to stderr.
 
@@ -79,6 +103,8 @@ mod redis_scenarios;
 mod report;
 mod round_trips;
 mod saga;
+mod scaling;
+mod scaling_reads;
 mod scenarios;
 #[cfg(feature = "cqrs-es")]
 mod theirs;
@@ -98,11 +124,12 @@ const USAGE: &str = "usage: cqrs-bench postgres   (with DATABASE_URL set)
        cqrs-bench baseline   (with DATABASE_URL set)
        cqrs-bench projections (with DATABASE_URL set)
        cqrs-bench bus        (with DATABASE_URL and NATS_URL set)
-       cqrs-bench saga       (with DATABASE_URL and NATS_URL set)";
+       cqrs-bench saga       (with DATABASE_URL and NATS_URL set)
+       cqrs-bench scaling    (with DATABASE_URL, DATABASE_REPLICA_URL, REDIS_URL and REDIS_CLUSTER_URLS set)";
 
 /// How to get throwaway servers, for the messages about unset variables.
 const SERVICES_HINT: &str = "or run it through scripts/bench.sh, which starts durable throwaway servers: \
-                             bash scripts/bench.sh <postgres|redis|baseline|projections|bus|saga>";
+                             bash scripts/bench.sh <postgres|redis|baseline|projections|bus|saga|scaling>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -130,6 +157,18 @@ fn main() -> ExitCode {
         ["redis"] => {
             let (Some(pg_url), Some(redis_url)) = (database_url(), redis_url()) else { return ExitCode::from(2) };
             block_on(redis_scenarios::run(&pg_url, &redis_url))
+        }
+        ["scaling"] => {
+            let (Some(pg_url), Some(replica_url), Some(redis_url), Some(cluster_urls)) =
+                (database_url(), replica_url(), redis_url(), cluster_urls())
+            else {
+                return ExitCode::from(2);
+            };
+            block_on(scaling::run(&pg_url, &replica_url, &redis_url, &cluster_urls))
+        }
+        [scaling::CHILD, schema, prefix, partitions] => {
+            let (Some(pg_url), Some(cluster_urls)) = (database_url(), cluster_urls()) else { return ExitCode::from(2) };
+            block_on(scaling::child(&pg_url, &cluster_urls, schema, prefix, partitions))
         }
         _ => {
             eprintln!("{USAGE}");
@@ -172,6 +211,30 @@ fn redis_url() -> Option<String> {
         );
     }
     url
+}
+
+/// `DATABASE_REPLICA_URL`, or `None` after saying how to set it.
+fn replica_url() -> Option<String> {
+    let url = std::env::var("DATABASE_REPLICA_URL").ok().filter(|url| !url.is_empty());
+    if url.is_none() {
+        eprintln!(
+            "DATABASE_REPLICA_URL is not set: set it to a streaming replica (hot standby) of DATABASE_URL's server \
+             ({SERVICES_HINT})"
+        );
+    }
+    url
+}
+
+/// `REDIS_CLUSTER_URLS`, or `None` after saying how to set it.
+fn cluster_urls() -> Option<String> {
+    let urls = std::env::var("REDIS_CLUSTER_URLS").ok().filter(|urls| !urls.is_empty());
+    if urls.is_none() {
+        eprintln!(
+            "REDIS_CLUSTER_URLS is not set: set it to the comma-separated node URLs of a throwaway Redis Cluster \
+             ({SERVICES_HINT})"
+        );
+    }
+    urls
 }
 
 /// Runs `bench` on a multi-threaded runtime; failure is exit code 1 with the error on stderr.

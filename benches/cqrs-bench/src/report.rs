@@ -67,6 +67,9 @@ pub struct Record {
     /// The projection scenarios: one group against separate runners, figure by figure.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub groups: Option<GroupFigures>,
+    /// Figures of a scenario's own (the `scaling` scenarios), each a field of the line.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Record {
@@ -86,6 +89,7 @@ impl Record {
             notify_ms: None,
             select_ms: None,
             groups: None,
+            extra: None,
         }
     }
 
@@ -126,6 +130,18 @@ impl Record {
     /// Adds the figures of a projection scenario.
     pub fn groups(mut self, figures: GroupFigures) -> Self {
         self.groups = Some(figures);
+        self
+    }
+
+    /// Adds a figure of the scenario's own as field `key` (a number rounded to 3 decimals, or
+    /// any JSON value); these fields follow the others in the order of their names.
+    pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
+        let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+        let value = match value.as_f64() {
+            Some(n) if value.is_f64() => serde_json::Value::from(round3(n)),
+            _ => value,
+        };
+        self.extra.get_or_insert_with(serde_json::Map::new).insert(key.to_owned(), value);
         self
     }
 
@@ -254,6 +270,9 @@ mod tests {
         assert_eq!(line, r#"{"scenario":"t","unit":"ms","ours":1.0,"raw":1.0,"ratio":1.0,"p99":2.0}"#);
         let line = serde_json::to_string(&Record::without_raw("t", Unit::Millis, 1.5).p99(3.0)).unwrap();
         assert_eq!(line, r#"{"scenario":"t","unit":"ms","ours":1.5,"p99":3.0}"#);
+        let r = Record::without_raw("t", Unit::Millis, 1.0).with("max", 2.123_456).with("finish_ms", [1.0, 2.5]);
+        let line = serde_json::to_string(&r).unwrap();
+        assert_eq!(line, r#"{"scenario":"t","unit":"ms","ours":1.0,"finish_ms":[1.0,2.5],"max":2.123}"#);
     }
 
     #[test]

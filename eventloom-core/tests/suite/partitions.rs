@@ -87,7 +87,16 @@ async fn a_partitioned_projection_answers_as_a_whole_one_would() {
         assert_eq!((view.balance, view.applied, view.version), (*balance, 2, 2), "{id}");
     }
     let ids: Vec<String> = expected.keys().cloned().collect();
-    let many = reader.get_many(&ids).await.unwrap();
+    // The queries run in a spawned task (their futures are `Send`), as in a web handler.
+    let spawned = reader.clone();
+    let (one, many_ids) = (ids[0].clone(), ids.clone());
+    let many = tokio::spawn(async move {
+        assert!(spawned.get(&one).await.unwrap().is_some());
+        spawned.list(&all(), None, 5).await.unwrap();
+        spawned.get_many(&many_ids).await.unwrap()
+    })
+    .await
+    .unwrap();
     assert!(many.iter().zip(expected.values()).all(|(v, b)| v.as_ref().map(|v| v.balance) == Some(*b)));
     // Lists merge the partitions' lists in order, page after page.
     for page in [1, 3, 7, 40, 100] {
