@@ -137,6 +137,25 @@ pub enum CommandError<E> {
     },
 }
 
+/// Which past state of an aggregate [`Cqrs::load_as_of`] loads.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{model::Timestamp, write::AsOf};
+///
+/// let after_ten = AsOf::Version(10);
+/// let at_noon = AsOf::Time(Timestamp::from_micros(1_764_676_800_000_000));
+/// assert_ne!(after_ten, at_noon);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// After its first this many events (0: before any).
+    Version(u64),
+    /// After every event recorded at or before this time, by the events' timestamps.
+    Time(crate::model::Timestamp),
+}
+
 /// Per-command options: idempotency, optimistic concurrency from the caller, tracing ids.
 ///
 /// # Examples
@@ -636,6 +655,67 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         let stream = StreamId::new(A::TYPE, id)?;
         let loaded = self.load_stream(&stream).await?;
         Ok((loaded.state, loaded.version))
+    }
+
+    /// An aggregate as it was in the past, with its version then: after its first `version`
+    /// events ([`AsOf::Version`]), or after every event recorded at or before a time
+    /// ([`AsOf::Time`], by the events' metadata timestamps, up to the first later one). Read
+    /// from the store, replayed from the first event (no snapshot, no cache); a version past
+    /// the stream's end gives the current state. For audits, debugging and the admin commands.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
+    /// # #[derive(Debug, Default)] struct Counter { value: u64 }
+    /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+    /// #   type Error = std::convert::Infallible;
+    /// #   fn apply(&mut self, e: &CounterEvent) { let CounterEvent::Incremented { by } = e; self.value += by; } }
+    /// # #[derive(Debug, Serialize, Command)] #[command(aggregate = Counter)] struct Increment { #[command(id)] id: String, by: u64 }
+    /// # impl Handle<Increment> for Counter { fn handle(&self, c: &Increment) -> Result<Vec<CounterEvent>, std::convert::Infallible> {
+    /// #   Ok(vec![CounterEvent::Incremented { by: c.by }]) } }
+    /// use eventloom_core::{memory::MemoryEventStore, write::{AsOf, Cqrs}};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let cqrs = Cqrs::<Counter, _>::new(MemoryEventStore::new());
+    /// for by in [1, 10, 100] {
+    ///     cqrs.execute(Increment { id: "c".into(), by }).await.unwrap();
+    /// }
+    /// let (then, version) = cqrs.load_as_of("c", AsOf::Version(2)).await.unwrap();
+    /// assert_eq!((then.value, version), (11, 2));
+    /// # });
+    /// ```
+    pub async fn load_as_of(&self, id: &str, as_of: AsOf) -> Result<(A, u64), Error> {
+        let stream = StreamId::new(A::TYPE, id)?;
+        let span = tracing::debug_span!("load_as_of", stream = %stream, ?as_of);
+        async {
+            let mut loaded = Loaded::<A>::empty();
+            let mut ahead = crate::store::ReadAhead::new(self.batch_size);
+            loop {
+                let limit = ahead.limit();
+                let batch =
+                    self.store.read_stream_bounded(&stream, loaded.version + 1, limit, self.batch_bytes).await?;
+                ahead.observe(&batch, self.batch_bytes);
+                for raw in &batch {
+                    let past = match as_of {
+                        AsOf::Version(version) => raw.version > version,
+                        AsOf::Time(at) => raw.metadata.get()?.timestamp > at,
+                    };
+                    if past {
+                        return Ok((loaded.state, loaded.version));
+                    }
+                    let event = self.upcasters.decode_event::<A::Event>(raw)?;
+                    loaded.state.apply(&event);
+                    loaded.version = raw.version;
+                }
+                if !crate::store::may_have_more(&batch, limit, self.batch_bytes) {
+                    return Ok((loaded.state, loaded.version));
+                }
+            }
+        }
+        .instrument(span)
+        .await
     }
 
     async fn run<C>(

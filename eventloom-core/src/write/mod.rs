@@ -8,7 +8,8 @@ pub(crate) mod upcast;
 
 pub use aggregate::{Aggregate, Command, Handle};
 pub use engine::{
-    CommandError, CommandOutcome, Cqrs, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_CAPACITY, ExecuteOptions, SnapshotPolicy,
+    AsOf, CommandError, CommandOutcome, Cqrs, DEFAULT_BATCH_SIZE, DEFAULT_CACHE_CAPACITY, ExecuteOptions,
+    SnapshotPolicy,
 };
 pub use fingerprint::Fingerprint;
 pub use retry::RetryPolicy;

@@ -698,3 +698,41 @@ async fn streams_load_in_batches_bounded_in_bytes() {
     let next = fresh.execute(deposit("big", 1)).await.unwrap();
     assert_eq!(next.version, 32);
 }
+
+#[tokio::test]
+async fn an_aggregate_loads_as_of_a_version_or_a_time_and_ignores_snapshots_and_the_cache() {
+    /// The test's clock, shared with the engine.
+    struct Shared(Arc<ManualClock>);
+    impl eventloom_core::model::Clock for Shared {
+        fn now(&self) -> Timestamp {
+            self.0.now()
+        }
+        fn sleep(&self, d: std::time::Duration) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+            self.0.sleep(d)
+        }
+    }
+    let store = MemoryEventStore::new();
+    let clock = Arc::new(ManualClock::new(Timestamp::from_micros(1_000)));
+    let cqrs = Cqrs::new(store.clone())
+        .with_clock(Shared(clock.clone()))
+        .with_snapshots(MemorySnapshotStore::default(), SnapshotPolicy::every(2))
+        .with_batch_size(2);
+    cqrs.execute(open("a")).await.unwrap();
+    for amount in [1, 10, 100, 1000] {
+        clock.advance(1_000);
+        cqrs.execute(deposit("a", amount)).await.unwrap();
+    }
+    // Version 1: opened; each deposit after it at 2,000, 3,000, 4,000 and 5,000 µs.
+    use eventloom_core::write::AsOf;
+    let balance = |(account, version): (Account, u64)| (account.balance, version);
+    assert_eq!(balance(cqrs.load_as_of("a", AsOf::Version(0)).await.unwrap()), (0, 0));
+    assert_eq!(balance(cqrs.load_as_of("a", AsOf::Version(3)).await.unwrap()), (11, 3));
+    assert_eq!(balance(cqrs.load_as_of("a", AsOf::Version(99)).await.unwrap()), (1111, 5), "past the end");
+    let at = |micros| AsOf::Time(Timestamp::from_micros(micros));
+    assert_eq!(balance(cqrs.load_as_of("a", at(999)).await.unwrap()), (0, 0), "before the first event");
+    assert_eq!(balance(cqrs.load_as_of("a", at(3_000)).await.unwrap()), (11, 3), "at an event's time: with it");
+    assert_eq!(balance(cqrs.load_as_of("a", at(4_999)).await.unwrap()), (111, 4));
+    assert_eq!(balance(cqrs.load_as_of("a", at(i64::MAX)).await.unwrap()), (1111, 5));
+    assert!(matches!(cqrs.load_as_of("a\0b", AsOf::Version(1)).await, Err(Error::InvalidId { .. })));
+    assert_eq!(balance(cqrs.load_as_of("nobody", AsOf::Version(3)).await.unwrap()), (0, 0));
+}
