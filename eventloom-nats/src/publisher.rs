@@ -857,7 +857,12 @@ impl Publisher {
             Ok(stream) => stream,
             Err(error) if stream_not_found(&error) => match context.create_stream(wanted.clone()).await {
                 Ok(stream) => stream,
-                Err(error) => return Err(request("creating the stream", error)),
+                // Another publisher of the log made it meanwhile (and may have noted its marker
+                // in the description already: "in use with a different configuration").
+                Err(error) => match context.get_stream(&config.stream).await {
+                    Ok(stream) => stream,
+                    Err(_) => return Err(request("creating the stream", error)),
+                },
             },
             Err(error) => return Err(request("reading the stream", error)),
         };
