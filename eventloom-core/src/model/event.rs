@@ -278,6 +278,28 @@ impl RecordedEvent {
     pub fn stored_size(&self) -> usize {
         self.payload.len() + self.metadata.stored_len() + self.event_type.len()
     }
+
+    /// Its metadata, decoded on first read; metadata that does not decode is
+    /// [`Error::Corrupt`](crate::Error::Corrupt), naming the event's stream, version and position.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # use eventloom_core::model::{RecordedEvent, StoredMetadata};
+    /// let event = RecordedEvent { stream: StreamId::new("a", "1").unwrap(), version: 3, position: Position::new(9, 9),
+    ///     event_type: "Done".into(), schema_version: 1, payload: "{}".into(),
+    ///     metadata: StoredMetadata::from_json("[1]") };
+    /// let error = event.decoded_metadata().unwrap_err();
+    /// assert!(matches!(error, eventloom_core::Error::Corrupt { .. }));
+    /// assert!(error.to_string().contains("a/1 version 3"), "{error}");
+    /// ```
+    pub fn decoded_metadata(&self) -> crate::Result<&Metadata> {
+        self.metadata.get().map_err(|error| crate::Error::Corrupt {
+            location: format!("{} version {} (position {})", self.stream, self.version, self.position),
+            reason: error.to_string(),
+        })
+    }
 }
 
 /// An event's metadata as a store returned it: its JSON, decoded the first time someone reads

@@ -247,7 +247,7 @@ impl<S: EventStore + Clone, F: Feed> ProjectionGroup<S, F> {
         let mut settings = options.settings();
         // With leases, the partitions are shared out among the processes that run them.
         if let Some(leases) = &self.projector.leases {
-            let balanced = Arc::new(BalancedLeases::new(leases.clone(), &name, count));
+            let balanced = Arc::new(BalancedLeases::new(leases.clone(), &name, P::VERSION, count));
             settings.leases = Some(balanced.clone());
             settings.share = Some(balanced);
         }

@@ -152,7 +152,9 @@ pub enum CommandError<E> {
 pub enum AsOf {
     /// After its first this many events (0: before any).
     Version(u64),
-    /// After every event recorded at or before this time, by the events' timestamps.
+    /// After the longest prefix of the stream whose events were all recorded at or before this
+    /// time, by the events' timestamps (command processes whose clocks disagree can record a
+    /// later event with an earlier time: the load stops at the first event past `t`).
     Time(crate::model::Timestamp),
 }
 
@@ -700,7 +702,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 for raw in &batch {
                     let past = match as_of {
                         AsOf::Version(version) => raw.version > version,
-                        AsOf::Time(at) => raw.metadata.get()?.timestamp > at,
+                        AsOf::Time(at) => raw.decoded_metadata()?.timestamp > at,
                     };
                     if past {
                         return Ok((loaded.state, loaded.version));

@@ -340,13 +340,17 @@ async fn a_whole_projection_is_read_until_its_partitions_switch_and_a_new_versio
     let v2_projector = projector.clone().with_leases(leases.clone());
     let (v2, stop_v2, running_v2) = run(v2_projector, ProjectionOptions::new().partitions(3), true);
     let ids: Vec<String> = (0..20).map(|n| format!("acc-{n}")).collect();
+    // (Its balancer first makes sure no process of version 1 holds a member slot: two looks,
+    // a second apart, then two more that agree on its share.)
     let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_millis(1500) {
+    let mut ready = 0;
+    while started.elapsed() < Duration::from_millis(1500) || (ready < 2 && started.elapsed() < Duration::from_secs(10))
+    {
         let balances: Vec<u64> = reader.get_many(&ids).await.unwrap().into_iter().map(|v| v.unwrap().balance).collect();
         assert_eq!(balances, vec![10; 20], "version 1 while a partition of version 2 is held back");
+        ready = v2.parts().iter().filter(|p| p.status().state == MemberState::Running).count();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let ready = v2.parts().iter().filter(|p| p.status().state == MemberState::Running).count();
     assert_eq!(ready, 2, "two partitions of version 2 caught up and wait: {:?}", v2.status());
     drop(held);
     let started = std::time::Instant::now();
@@ -365,6 +369,85 @@ async fn a_whole_projection_is_read_until_its_partitions_switch_and_a_new_versio
     assert!(stopped.last_error.unwrap_or_default().contains("at version 2"), "{:?}", v1.status());
     stop_v1.send(()).ok();
     let _ = running_v1.await.unwrap();
+    stop_v2.send(()).unwrap();
+    running_v2.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_release_waits_for_the_older_one_to_stop_and_the_older_one_keeps_every_partition_current() {
+    let events = MemoryEventStore::new();
+    let views = MemoryViewStore::default();
+    let leases = MemoryLeases::default();
+    let engine = Cqrs::<Account, _>::new(events.clone());
+    let ids: Vec<String> = (0..12).map(|n| format!("acc-{n}")).collect();
+    for id in &ids {
+        engine.execute(open(id)).await.unwrap();
+    }
+    let reader = Reader::<ListedBalances>::new(views.clone()).partitioned();
+    let projector = Projector::new(events.clone(), views.clone()).with_leases(leases.clone());
+    let spawn = |doubled: bool| {
+        let mut group = projector.group();
+        let options = ProjectionOptions::new().partitions(4);
+        let handle =
+            if doubled { group.add_with(DoubledBalances, options) } else { group.add_with(ListedBalances, options) };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        (
+            handle,
+            stop,
+            tokio::spawn(group.run(async {
+                stopped.await.ok();
+            })),
+        )
+    };
+    let (_v1, stop_v1, running_v1) = spawn(false);
+    let (_v1b, stop_v1b, running_v1b) = spawn(false);
+    let head = events.head().await.unwrap().unwrap();
+    reader.wait_for(head, Duration::from_secs(10)).await.unwrap();
+    // A process of version 2 joins: it runs no partition while a version 1 process runs, and
+    // every partition's views stay current, also once one of the two version 1 processes
+    // stopped (the other takes its partitions over, not the newer release).
+    let (v2, stop_v2, running_v2) = spawn(true);
+    let joined = std::time::Instant::now();
+    let mut round = 0;
+    let mut stop_v1b = Some(stop_v1b);
+    while joined.elapsed() < Duration::from_secs(7) {
+        if joined.elapsed() > Duration::from_secs(2)
+            && let Some(stop) = stop_v1b.take()
+        {
+            stop.send(()).unwrap();
+        }
+        round += 1;
+        for id in &ids {
+            engine.execute(deposit(id, 1)).await.unwrap();
+        }
+        let head = events.head().await.unwrap().unwrap();
+        reader.wait_for(head, Duration::from_secs(5)).await.unwrap_or_else(|e| {
+            panic!("views froze {:?} after version 2 joined: {e}; version 2: {:?}", joined.elapsed(), v2.status())
+        });
+        let balances: Vec<u64> = reader.get_many(&ids).await.unwrap().into_iter().map(|v| v.unwrap().balance).collect();
+        assert_eq!(balances, vec![round; ids.len()], "version 1's views, current");
+        assert_eq!(running(&[&v2]), vec![0], "version 2 runs no partition while version 1 runs");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    running_v1b.await.unwrap().unwrap();
+    // Version 1 stops: version 2 takes every partition, builds them, and switches.
+    stop_v1.send(()).unwrap();
+    running_v1.await.unwrap().unwrap();
+    let stopped = std::time::Instant::now();
+    loop {
+        let balances: Vec<u64> = reader.get_many(&ids).await.unwrap().into_iter().map(|v| v.unwrap().balance).collect();
+        if balances == vec![2 * round; ids.len()] {
+            println!("version 2 live {:?} after version 1 stopped", stopped.elapsed());
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(15),
+            "version 2 never switched: {balances:?} {:?}",
+            v2.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reader.status().await.unwrap().live.unwrap().version, 2);
     stop_v2.send(()).unwrap();
     running_v2.await.unwrap().unwrap();
 }
