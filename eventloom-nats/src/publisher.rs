@@ -861,7 +861,10 @@ impl Publisher {
                 // in the description already: "in use with a different configuration").
                 Err(error) => match context.get_stream(&config.stream).await {
                     Ok(stream) => stream,
-                    Err(_) => return Err(request("creating the stream", error)),
+                    // Still missing: the creation's own error says why. Otherwise the read that
+                    // followed failed (an outage: retried), and says so.
+                    Err(missing) if stream_not_found(&missing) => return Err(request("creating the stream", error)),
+                    Err(read) => return Err(request("reading the stream after creating it was refused", read)),
                 },
             },
             Err(error) => return Err(request("reading the stream", error)),
