@@ -35,11 +35,12 @@
 //! | `eventloom_projector_dead_letters_total` | counter | `projection` | how many events it skipped and recorded as dead letters |
 //! | `eventloom_subscription_polls_total` | counter | | how many reads of the log subscriptions make |
 //! | `eventloom_subscription_wakeups_total` | counter | | how many wake-ups (new events signalled) they receive while waiting |
-//! | `eventloom_lease_acquired_total` | counter | `projection` | how often a runner took a lease (leadership changes) |
-//! | `eventloom_lease_lost_total` | counter | `projection` | how often a runner lost the lease it held (lease churn) |
+//! | `eventloom_lease_acquired_total` | counter | `lease` (a projection, handler, process manager or partition name, or `eventloom.relay/<source>`) | how often a runner took a lease (leadership changes) |
+//! | `eventloom_lease_lost_total` | counter | `lease` | how often a runner lost the lease it held (lease churn) |
 //! | `eventloom_process_events_total` | counter | `process` | how many events and timers a process manager decided on |
 //! | `eventloom_process_commands_total` | counter | `process`, `outcome` (`executed`, `refused`, `retry`, `failed`) | how its commands ended |
 //! | `eventloom_process_timers_fired_total` | counter | `process` | how many of its timers came due |
+//! | `eventloom_bus_consumed_total` | counter | `source`, `outcome` (`relayed`, `duplicate`, `skipped`) | how many messages a relay took from another service's feed into the log, how many it had relayed before (redeliveries) and how many this store refused as they were |
 
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,7 @@ pub(crate) const LEASE_LOST: &str = "eventloom_lease_lost_total";
 pub(crate) const PROCESS_EVENTS: &str = "eventloom_process_events_total";
 pub(crate) const PROCESS_COMMANDS: &str = "eventloom_process_commands_total";
 pub(crate) const PROCESS_TIMERS: &str = "eventloom_process_timers_fired_total";
+pub(crate) const BUS_CONSUMED: &str = "eventloom_bus_consumed_total";
 
 /// Registers the help text and unit of every metric this crate records with the installed
 /// recorder (call it once, after installing one; without one it does nothing). See the
@@ -111,6 +113,7 @@ pub fn describe() {
     describe_counter!(PROCESS_EVENTS, Unit::Count, "Events and timers process managers decided on.");
     describe_counter!(PROCESS_COMMANDS, Unit::Count, "Commands process managers issued, by outcome.");
     describe_counter!(PROCESS_TIMERS, Unit::Count, "Process manager timers that came due.");
+    describe_counter!(BUS_CONSUMED, Unit::Count, "Messages relays took from other services' feeds, by outcome.");
 }
 
 /// How a command ended, as the `outcome` label says it.
@@ -243,8 +246,8 @@ impl RunnerMetrics {
             batch_duration: ::metrics::histogram!(PROJECTOR_BATCH_DURATION, "projection" => name.clone()),
             lag_events: gauge!(PROJECTOR_LAG_EVENTS, "projection" => name.clone()),
             lag_seconds: gauge!(PROJECTOR_LAG_SECONDS, "projection" => name.clone()),
-            lease_acquired: counter!(LEASE_ACQUIRED, "projection" => name.clone()),
-            lease_lost: counter!(LEASE_LOST, "projection" => name),
+            lease_acquired: counter!(LEASE_ACQUIRED, "lease" => name.clone()),
+            lease_lost: counter!(LEASE_LOST, "lease" => name),
         }
     }
 
@@ -307,4 +310,24 @@ pub(crate) fn subscription_poll() {
 /// A subscription's wake-up.
 pub(crate) fn subscription_wakeup() {
     counter!(SUBSCRIPTION_WAKEUPS).increment(1);
+}
+
+/// The handles of one relay (a bus consumer), under its source's name.
+pub(crate) struct RelayMetrics {
+    /// By outcome: relayed, duplicate, skipped.
+    pub(crate) consumed: [Counter; 3],
+    pub(crate) lease_acquired: Counter,
+    pub(crate) lease_lost: Counter,
+}
+
+impl RelayMetrics {
+    pub(crate) fn new(source: &str, lease: String) -> Self {
+        let source = source.to_owned();
+        RelayMetrics {
+            consumed: ["relayed", "duplicate", "skipped"]
+                .map(|outcome| counter!(BUS_CONSUMED, "source" => source.clone(), "outcome" => outcome)),
+            lease_acquired: counter!(LEASE_ACQUIRED, "lease" => lease.clone()),
+            lease_lost: counter!(LEASE_LOST, "lease" => lease),
+        }
+    }
 }

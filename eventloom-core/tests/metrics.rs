@@ -235,7 +235,10 @@ async fn commands_conflicts_a_catch_up_and_a_dead_letter_move_their_metrics_by_b
     let values = rec.label_values();
     assert!(!values.is_empty());
     for (name, key, value) in values {
-        assert!(["aggregate", "command", "outcome", "projection", "process"].contains(&key.as_str()), "{name}: {key}");
+        assert!(
+            ["aggregate", "command", "outcome", "projection", "process", "lease", "source"].contains(&key.as_str()),
+            "{name}: {key}"
+        );
         assert!(!value.contains("m-") && !value.contains("cmd-"), "{name} has {key}={value}");
     }
 }

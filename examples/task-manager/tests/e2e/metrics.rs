@@ -116,7 +116,7 @@ async fn the_command_and_projector_roles_serve_their_own_metrics() {
     assert_eq!(value(&commands, "eventloom_projector_batches_total", &tasks), 0.0, "{commands}");
     let projected = rises_to(proj, "eventloom_projector_events_total", &tasks, events + 3.0).await;
     assert!(projected.contains("eventloom_projector_batch_duration_seconds_bucket{"), "{projected}");
-    assert!(value(&projected, "eventloom_lease_acquired_total", &tasks) >= 1.0, "{projected}");
+    assert!(value(&projected, "eventloom_lease_acquired_total", &[("lease", "tasks")]) >= 1.0, "{projected}");
     assert!(value(&projected, "eventloom_subscription_polls_total", &[]) >= 1.0, "{projected}");
     // It executes no commands.
     assert_eq!(value(&projected, "eventloom_commands_total", &ok), 0.0, "{projected}");
