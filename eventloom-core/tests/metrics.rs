@@ -1,6 +1,7 @@
 //! The metrics the crate records, seen through a real recorder installed for this test binary
 //! (a binary of its own: the recorder is global, and handles are taken when engines and
 //! projectors are built, so it is installed first).
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -241,4 +242,111 @@ async fn commands_conflicts_a_catch_up_and_a_dead_letter_move_their_metrics_by_b
         );
         assert!(!value.contains("m-") && !value.contains("cmd-"), "{name} has {key}={value}");
     }
+}
+
+// ---- A process manager and its lease, on an App ----
+
+/// A dial: another aggregate, so that this test's counts stay apart from the one above.
+#[derive(Debug, Default)]
+struct Dial;
+
+impl Aggregate for Dial {
+    const TYPE: &'static str = "dial";
+    type Event = MeterEvent;
+    type Error = MeterError;
+    fn apply(&mut self, _: &MeterEvent) {}
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Command)]
+#[command(aggregate = Dial)]
+struct Turn {
+    #[command(id)]
+    dial: String,
+    value: u64,
+}
+
+impl Handle<Turn> for Dial {
+    fn handle(&self, cmd: &Turn) -> Result<Vec<MeterEvent>, MeterError> {
+        Ok(vec![MeterEvent::Read { value: cmd.value }])
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum MirrorCommand {
+    Turn(Turn),
+}
+
+impl eventloom_core::process::CommandSet for MirrorCommand {
+    async fn dispatch(
+        self,
+        to: &eventloom_core::process::Dispatcher,
+        options: ExecuteOptions,
+    ) -> eventloom_core::process::Dispatched {
+        match self {
+            MirrorCommand::Turn(c) => to.execute(c, options).await,
+        }
+    }
+}
+
+/// Turns a copy of every dial that is not a copy itself.
+struct Mirror;
+
+impl ProcessManager for Mirror {
+    const NAME: &'static str = "mirror";
+    type Events = Dial;
+    type State = u64;
+    type Commands = MirrorCommand;
+
+    fn correlate(&self, event: &EventEnvelope<MeterEvent>) -> Option<String> {
+        Some(event.stream.id().to_owned())
+    }
+
+    fn on_event(
+        &self,
+        seen: &mut u64,
+        e: &EventEnvelope<MeterEvent>,
+        d: &mut eventloom_core::process::Decision<MirrorCommand>,
+    ) -> Result<(), BoxError> {
+        *seen += 1;
+        let MeterEvent::Read { value } = e.event;
+        if !e.stream.id().starts_with("copy-") {
+            d.issue(MirrorCommand::Turn(Turn { dial: format!("copy-{}", e.stream.id()), value }));
+        }
+        Ok(())
+    }
+}
+
+/// Waits until `check` holds (at most 10 s).
+async fn until(what: &str, check: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_process_manager_counts_its_events_and_commands_and_its_runner_its_leases() {
+    let rec = recorder();
+    let memory = MemoryStores::new();
+    let app = App::builder(memory.clone()).aggregate::<Dial>().process_manager(Mirror).start().await.unwrap();
+    app.execute(Turn { dial: "d-1".into(), value: 7 }).await.unwrap();
+    let mirror = [("process", "mirror")];
+    let executed = [("process", "mirror"), ("outcome", "executed")];
+    until("the mirror executed its command", || rec.counter("eventloom_process_commands_total", &executed) == 1).await;
+    // The dial's event, then its copy's.
+    until("the mirror saw both events", || rec.counter("eventloom_process_events_total", &mirror) == 2).await;
+    let dial = [("aggregate", "dial"), ("command", "Turn"), ("outcome", "ok")];
+    assert_eq!(rec.counter("eventloom_commands_total", &dial), 2, "the test's and the mirror's");
+    assert_eq!(rec.counter("eventloom_process_commands_total", &[("process", "mirror"), ("outcome", "refused")]), 0);
+    assert!(rec.counter("eventloom_projector_batches_total", &[("projection", "mirror")]) >= 2);
+
+    // The lease: taken once; lost once when revoked, then taken again.
+    let lease = [("lease", "mirror")];
+    assert_eq!(rec.counter("eventloom_lease_acquired_total", &lease), 1);
+    assert_eq!(rec.counter("eventloom_lease_lost_total", &lease), 0);
+    memory.leases.revoke(Mirror::NAME);
+    until("the lease was taken again", || rec.counter("eventloom_lease_acquired_total", &lease) == 2).await;
+    assert_eq!(rec.counter("eventloom_lease_lost_total", &lease), 1);
+    app.shutdown().await.unwrap();
 }
