@@ -84,6 +84,7 @@
 pub mod app;
 mod error;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod process;
 pub mod read;

@@ -146,6 +146,8 @@ struct Inner {
     /// When the stream was created (Unix nanoseconds), as first read (by a reader or the
     /// acker): a stream deleted and made again has another.
     created: Arc<Mutex<Option<i128>>>,
+    /// Its metrics' handles.
+    metrics: crate::metrics::FeedMetrics,
 }
 
 /// Whether a stream created at `created` (Unix nanoseconds) is the one first seen (`seen`
@@ -225,7 +227,8 @@ impl JetStreamFeed {
         let acker = tokio::spawn(acknowledge(context.clone(), config.clone(), acked, created.clone())).abort_handle();
         // A named member counts from the start as committed up to nothing.
         let acks = Mutex::new(config.members.iter().map(|member| (member.clone(), 0)).collect());
-        Ok(JetStreamFeed { inner: Arc::new(Inner { context, config, acks, ack_to, acker, created }) })
+        let metrics = crate::metrics::FeedMetrics::new(&config.stream);
+        Ok(JetStreamFeed { inner: Arc::new(Inner { context, config, acks, ack_to, acker, created, metrics }) })
     }
 
     /// Its configuration.
@@ -646,6 +649,7 @@ impl JetStreamReader {
                 }
             }
             let got = events.len() - before;
+            self.feed.metrics.read.increment(got as u64);
             if (first && wait.is_some() && got == 0) || (!first && got < want) {
                 break;
             }
@@ -664,10 +668,14 @@ impl JetStreamReader {
         let info = message.info().map_err(|e| Error::Unavailable(format!("a message without JetStream info: {e}")))?;
         let sequence = info.stream_sequence;
         if sequence < self.next {
+            self.feed.metrics.redeliveries.increment(1);
             return Ok(Taken::Nothing);
         }
         if sequence > self.next {
             return Ok(Taken::Gap);
+        }
+        if info.delivered > 1 {
+            self.feed.metrics.redeliveries.increment(1);
         }
         self.next = sequence + 1;
         if let Some((_, at)) = &mut self.consumer {

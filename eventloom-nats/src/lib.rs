@@ -31,6 +31,7 @@ mod config;
 mod error;
 mod feed;
 pub mod headers;
+pub mod metrics;
 mod publisher;
 mod subject;
 

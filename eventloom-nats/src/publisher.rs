@@ -345,6 +345,8 @@ struct Inner {
     config: PublisherConfig,
     status: Mutex<PublisherStatus>,
     dead_letters: Mutex<VecDeque<DeadLetter>>,
+    /// Its metrics' handles.
+    metrics: crate::metrics::PublisherMetrics,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -371,6 +373,8 @@ struct Sent {
     sequence: u64,
     position: Position,
     event_id: String,
+    /// When it was sent.
+    at: std::time::Instant,
 }
 
 impl Sent {
@@ -437,8 +441,10 @@ impl Publisher {
             // would hold the permits of an abandoned pass's publishes that long).
             .ack_timeout(timeout)
             .build(client.clone());
+        let metrics = crate::metrics::PublisherMetrics::new(&config.stream);
         Ok(Publisher {
             inner: Arc::new(Inner {
+                metrics,
                 client,
                 context,
                 timeout,
@@ -697,6 +703,8 @@ impl Publisher {
                 expired = acked.is_none();
                 match acked {
                     Some(Ok(ack)) if ack.sequence == sent.sequence => self.report(|s| {
+                        let metrics = &self.inner.metrics;
+                        (if ack.duplicate { &metrics.duplicates } else { &metrics.published }).increment(1);
                         s.published += u64::from(!ack.duplicate);
                         s.last_sequence = s.last_sequence.max(sent.sequence);
                         s.last_position = s.last_position.max(Some(sent.position));
@@ -1098,7 +1106,8 @@ impl Publisher {
                 .await
                 .map_err(|e| publish_error(&config.stream, *expected, e))?;
             *expected += 1;
-            pending.acks.push_back((ack, Sent { sequence: *expected, position: event.position, event_id }));
+            let at = std::time::Instant::now();
+            pending.acks.push_back((ack, Sent { sequence: *expected, position: event.position, event_id, at }));
             self.settle(pending, config.in_flight.saturating_sub(1)).await?;
             if lease.is_some_and(Lease::is_lost) {
                 self.settle(pending, 0).await?;
@@ -1126,6 +1135,10 @@ impl Publisher {
                 Ok(ack) => {
                     // A duplicate at the very sequence expected is this event, stored by a
                     // publish of an abandoned pass: in its place.
+                    self.inner.metrics.latency.record(sent.at.elapsed());
+                    let counted =
+                        if ack.duplicate { &self.inner.metrics.duplicates } else { &self.inner.metrics.published };
+                    counted.increment(1);
                     self.report(|s| {
                         s.published += u64::from(!ack.duplicate);
                         s.last_sequence = sent.sequence;

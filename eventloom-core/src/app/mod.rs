@@ -345,7 +345,8 @@ impl AppBuilder {
         let read_to = Arc::new(Mutex::new(None));
         let told = read_to.clone();
         let start: StartRelay = Box::new(move |events, leases, own, shutdown| {
-            let relay = relay::Relay { source: name, feed, events, leases, own, read_to: told };
+            let metrics = crate::metrics::RelayMetrics::new(&name, relay::lease_name(&name));
+            let relay = relay::Relay { source: name, feed, events, leases, own, read_to: told, metrics };
             Box::pin(relay.run(shutdown))
         });
         self.relays.push(PendingRelay { source, start, probe, read_to });

@@ -60,6 +60,8 @@ pub(crate) struct Relay<F> {
     /// The feed position of the last message this relay relayed (or found relayed), for the
     /// lag that [`App::health`](crate::App::health) reads.
     pub(crate) read_to: Arc<Mutex<Option<Position>>>,
+    /// Its metrics' handles.
+    pub(crate) metrics: crate::metrics::RelayMetrics,
 }
 
 /// A read of the feed: its reader, and the position of the last message it gave.
@@ -117,7 +119,10 @@ impl<F: Feed> Relay<F> {
         let name = lease_name(&self.source);
         tokio::select! {
             lease = leases.acquire(&name) => match lease {
-                Ok(lease) => State::Resume(Some(lease)),
+                Ok(lease) => {
+                    self.metrics.lease_acquired.increment(1);
+                    State::Resume(Some(lease))
+                }
                 Err(error) => {
                     tracing::warn!(%error, "cannot take the relay's lease; retrying");
                     State::BackOff
@@ -161,7 +166,10 @@ impl<F: Feed> Relay<F> {
         let batch = tokio::select! {
             batch = reading.reader.next_batch() => batch,
             () = shutdown => return Ok(State::Done),
-            () = lost => return Ok(State::Acquire),
+            () = lost => {
+                self.metrics.lease_lost.increment(1);
+                return Ok(State::Acquire);
+            }
         };
         let batch = match batch {
             Ok(batch) => batch,
@@ -174,6 +182,7 @@ impl<F: Feed> Relay<F> {
         let mut relayed = None;
         for raw in &batch {
             if lease.as_ref().is_some_and(Lease::is_lost) {
+                self.metrics.lease_lost.increment(1);
                 return Ok(State::Acquire);
             }
             // The record of the source is a high-water mark: a feed whose sequences went back
@@ -243,18 +252,24 @@ impl<F: Feed> Relay<F> {
             payload: raw.payload.to_string(),
             metadata: relayed_metadata(raw, &self.source, sequence),
         };
+        let mut outcome = 0;
         let relayed = match self.events.append_relayed(&self.source, sequence, &raw.stream, vec![event]).await {
             Err(error) if refuses_the_event(&error) => {
                 tracing::error!(%error, sequence, stream = %raw.stream, event_type = %raw.event_type,
                     "skipping a message this store refuses as it is");
+                outcome = 2;
                 self.events.append_relayed(&self.source, sequence, &raw.stream, Vec::new()).await?
             }
             relayed => relayed?,
         };
         match relayed {
             Relayed::Written(_) => tracing::debug!(sequence, stream = %raw.stream, "relayed"),
-            Relayed::Duplicate { relayed } => tracing::debug!(sequence, relayed, "relayed before"),
+            Relayed::Duplicate { relayed } => {
+                outcome = 1;
+                tracing::debug!(sequence, relayed, "relayed before");
+            }
         }
+        self.metrics.consumed[outcome].increment(1);
         Ok(())
     }
 }

@@ -38,6 +38,8 @@ pub(crate) struct ProcessJob<P> {
     /// generation had reached (they were made and issued before); when started at the head, the
     /// position of the record of that start.
     replay_until: Mutex<Quiet>,
+    /// Its metrics' handles.
+    metrics: crate::metrics::ProcessMetrics,
 }
 
 /// What issues nothing: decisions on events up to `until`; and, for a process manager started at
@@ -81,7 +83,17 @@ impl<P: ProcessManager> ProcessJob<P> {
     pub(crate) fn new(pm: P, dispatcher: Dispatcher, options: &crate::app::ProcessOptions) -> Self {
         let (clock, tick, concurrency, start) =
             (options.clock.clone(), options.tick, options.concurrency, options.start);
-        ProcessJob { pm, dispatcher, clock, tick, concurrency, start, replay_until: Mutex::new(Quiet::default()) }
+        let metrics = crate::metrics::ProcessMetrics::new(pm.name());
+        ProcessJob {
+            pm,
+            dispatcher,
+            clock,
+            tick,
+            concurrency,
+            start,
+            replay_until: Mutex::new(Quiet::default()),
+            metrics,
+        }
     }
 
     fn quiet(&self) -> Quiet {
@@ -165,6 +177,7 @@ impl<P: ProcessManager> ProcessJob<P> {
     ) -> Result<Processed> {
         let name = self.pm.name();
         let steps = self.steps(projector, batch);
+        let decided = steps.iter().filter(|s| s.is_ok()).count();
         let mut folded = Folded::load(projector, name, target.generation, &steps).await?;
         let quiet = self.quiet();
         self.fold(projector, batch, steps, quiet, &mut folded);
@@ -178,7 +191,10 @@ impl<P: ProcessManager> ProcessJob<P> {
                     views: folded.writes(name)?,
                     dead_letters: std::mem::take(&mut folded.dead_letters),
                 };
+                let skipped = commit.dead_letters.len();
                 superseded(name, projector.views.commit(name, commit).await?)?;
+                crate::metrics::dead_letters(name, skipped);
+                self.metrics.events.increment(decided as u64);
                 Some(checkpoint)
             }
             None => target.checkpoint,
@@ -357,7 +373,15 @@ impl<P: ProcessManager> ProcessJob<P> {
             options = options.causation_id(c.clone());
         }
         let span = tracing::info_span!("dispatch", command_id = %entry.command_id);
-        match tracing::Instrument::instrument(command.dispatch(&self.dispatcher, options), span).await {
+        let dispatched = tracing::Instrument::instrument(command.dispatch(&self.dispatcher, options), span).await;
+        let outcome = match &dispatched {
+            Dispatched::Executed(_) => 0,
+            Dispatched::Refused { .. } => 1,
+            Dispatched::Retry { .. } => 2,
+            Dispatched::Failed(_) => 3,
+        };
+        self.metrics.commands[outcome].increment(1);
+        match dispatched {
             Dispatched::Executed(_) => Ok(true),
             Dispatched::Refused { reason } => {
                 tracing::info!(command_id = %entry.command_id, %reason, "a command the process manager issued was refused");
@@ -465,6 +489,7 @@ impl<P: ProcessManager> ProcessJob<P> {
                     return Ok(());
                 }
                 tracing::info!(timer = %stored.timer.name, key = %stored.timer.key, "a timer came due");
+                self.metrics.timers.increment(1);
                 let entry = Entry::Timer { process: name.to_owned(), timer: stored.timer.clone() };
                 let (correlation, causation) = (stored.correlation.as_deref(), Some(stored.timer.id.as_str()));
                 journal::append(&projector.events, &entry, now, correlation, causation).await?;

@@ -389,7 +389,9 @@ impl<S: EventStore + Clone> Projector<S> {
             views: Vec::new(),
             dead_letters: std::mem::take(dead_letters),
         };
+        let skipped = commit.dead_letters.len();
         superseded(name, self.views.commit(name, commit).await?)?;
+        crate::metrics::dead_letters(name, skipped);
         cursor.checkpoint = Some(checkpoint);
         Ok(())
     }

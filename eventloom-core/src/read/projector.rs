@@ -212,20 +212,30 @@ impl<S: EventStore + Clone> Projector<S> {
         mut target: Target,
         token: u64,
     ) -> Result<Option<Position>> {
+        let metrics = crate::metrics::RunnerMetrics::new(projection.name());
         let mut subscription = self.subscribe(target.checkpoint);
         let mut next = subscription.try_next_batch().await?;
         while let Some(batch) = next {
+            let started = std::time::Instant::now();
             if !subscription.is_behind() {
                 // Caught up when it was read: nothing to read ahead.
                 target.checkpoint = self.process(projection, &batch, &target, token).await?;
+                metrics.batch(batch.len(), started.elapsed());
+                metrics.lag(batch.last(), 0, true);
                 next = subscription.try_next_batch().await?;
                 continue;
             }
             // Behind: the next batch is read while this one is folded and written.
-            let (written, ahead) =
-                tokio::join!(self.process(projection, &batch, &target, token), subscription.try_next_batch());
+            let process = async {
+                let written = self.process(projection, &batch, &target, token).await;
+                (written, started.elapsed())
+            };
+            let ((written, took), ahead) = tokio::join!(process, subscription.try_next_batch());
             target.checkpoint = written?;
             next = ahead?;
+            metrics.batch(batch.len(), took);
+            let known = next.as_ref().map_or(0, Vec::len);
+            metrics.lag(batch.last(), known, known == 0 && !subscription.is_behind());
         }
         if target.building {
             let name = projection.name();
@@ -444,7 +454,10 @@ impl<S: EventStore + Clone> Projector<S> {
                     let commit = fold.commit(target, token, writes, fold.undecodable.clone());
                     match commit.validate() {
                         Ok(()) => match self.views.commit(name, commit).await.and_then(|w| superseded(name, w)) {
-                            Ok(()) => return Ok(Some(fold.checkpoint)),
+                            Ok(()) => {
+                                crate::metrics::dead_letters(name, fold.undecodable.len());
+                                return Ok(Some(fold.checkpoint));
+                            }
                             Err(error) if !refused_as_written(&error) => return Err(error),
                             Err(error) => tracing::warn!(%error, "the store refused the batch; finding the event"),
                         },
@@ -462,6 +475,7 @@ impl<S: EventStore + Clone> Projector<S> {
             None => Some(fold.checkpoint),
         };
         if let Some(checkpoint) = checkpoint.filter(|c| Some(*c) > expected) {
+            let skipped = dead_letters.len();
             let mut commit = fold.commit(target, token, writes, dead_letters);
             commit.checkpoint = checkpoint;
             let written = match commit.validate() {
@@ -469,7 +483,7 @@ impl<S: EventStore + Clone> Projector<S> {
                 Err(error) => Err(error),
             };
             match written {
-                Ok(()) => {}
+                Ok(()) => crate::metrics::dead_letters(name, skipped),
                 Err(error) if refused_as_written(&error) => {
                     // The store refuses what no check here finds (its own limits): write the
                     // events one at a time to find the one it refuses.
@@ -517,6 +531,7 @@ impl<S: EventStore + Clone> Projector<S> {
                     dead_letters: vec![dead_letter(raw, reason)],
                 };
                 superseded(projection.name(), self.views.commit(projection.name(), commit).await?)?;
+                crate::metrics::dead_letters(projection.name(), 1);
                 return Ok(Some(raw.position));
             }
             let mut at = *target;

@@ -23,6 +23,7 @@ use std::time::Duration;
 use super::feed::{Feed, FeedReader};
 use super::group::{Attached, MemberState, Membership};
 use super::projector::{Projector, Target};
+use crate::metrics::RunnerMetrics;
 use crate::store::{Refusal, superseded};
 use crate::{Error, EventStore, Lease, Position, Projection, RecordedEvent, Result};
 
@@ -234,6 +235,9 @@ pub(super) struct Runner<'a, S, F, J, X> {
     known: Option<u64>,
     /// When the job's idle work is due next (never for a job without any).
     next_idle: Option<tokio::time::Instant>,
+    /// Its metrics' handles, and whether the loss of the lease it holds was counted.
+    metrics: RunnerMetrics,
+    lost_counted: bool,
 }
 
 impl<'a, S, F, J, X> Runner<'a, S, F, J, X>
@@ -246,7 +250,20 @@ where
     pub(super) fn new(projector: &'a Projector<S>, feed: &'a F, job: J, shutdown: Pin<&'a mut X>) -> Self {
         let delay = projector.retry_delay;
         let next_idle = job.tick().map(|tick| tokio::time::Instant::now() + tick);
-        Runner { projector, feed, job, shutdown, lease: None, delay, member: None, known: None, next_idle }
+        let metrics = RunnerMetrics::new(job.name());
+        Runner {
+            projector,
+            feed,
+            job,
+            shutdown,
+            lease: None,
+            delay,
+            member: None,
+            known: None,
+            next_idle,
+            metrics,
+            lost_counted: false,
+        }
     }
 
     /// A member of a group: it joins the group's shared read once caught up.
@@ -297,6 +314,10 @@ where
         if self.lease.as_ref().is_some_and(|lease| !lease.is_lost()) {
             return Ok(State::Resolve);
         }
+        if self.lease.is_some() && !self.lost_counted {
+            self.metrics.lease_lost.increment(1);
+            self.lost_counted = true;
+        }
         let Some(leases) = self.projector.leases.as_ref() else {
             self.lease = None;
             return Ok(State::Resolve);
@@ -307,6 +328,8 @@ where
             lease = leases.acquire(self.job.name()) => match lease {
                 Ok(lease) => {
                     self.lease = Some(lease);
+                    self.lost_counted = false;
+                    self.metrics.lease_acquired.increment(1);
                     Ok(State::Resolve)
                 }
                 Err(error) if error.is_transient() => {
@@ -581,12 +604,20 @@ where
         if upto < batch.len() {
             run.rest = Some((batch.clone(), upto));
         }
-        let written = {
+        let (written, took) = {
             let (target, token) = (&run.target, run.token);
-            self.job
-                .process(projector, &batch[from..upto], target, token, &mut self.shutdown, self.lease.as_ref())
-                .await
+            timed(self.job.process(
+                projector,
+                &batch[from..upto],
+                target,
+                token,
+                &mut self.shutdown,
+                self.lease.as_ref(),
+            ))
+            .await
         };
+        let ahead = batch.len() - upto;
+        self.metrics.after_batch(&written, &batch[from..upto], took, ahead, ahead == 0);
         self.written(run, written).await
     }
 
@@ -608,20 +639,25 @@ where
             // it was read: reading ahead would only cost a read that finds nothing.
             Ok(batch) if !run.reader.is_behind() => {
                 let lease = self.lease.as_ref();
-                self.job.process(projector, &batch, &run.target, run.token, &mut self.shutdown, lease).await
+                let (written, took) =
+                    timed(self.job.process(projector, &batch, &run.target, run.token, &mut self.shutdown, lease)).await;
+                self.metrics.after_batch(&written, &batch, took, 0, true);
+                written
             }
             Ok(batch) => {
                 // Behind (catching up, or a backlog): read the next batch while this one is
                 // folded and written. A read that fails or finds nothing is left to the next
                 // turn; a batch whose write failed is dropped with it.
                 let lease = self.lease.as_ref();
-                let (written, next) = tokio::join!(
-                    self.job.process(projector, &batch, &run.target, run.token, &mut self.shutdown, lease),
+                let ((written, took), next) = tokio::join!(
+                    timed(self.job.process(projector, &batch, &run.target, run.token, &mut self.shutdown, lease)),
                     run.reader.try_next_batch()
                 );
                 if written.is_ok() {
                     run.ahead = next.ok().flatten();
                 }
+                let ahead = run.ahead.as_ref().map_or(0, Vec::len);
+                self.metrics.after_batch(&written, &batch, took, ahead, ahead == 0 && !run.reader.is_behind());
                 written
             }
             Err(error) => Err(error),
@@ -712,6 +748,31 @@ async fn views_still_there<S: EventStore + Clone>(projector: &Projector<S>, name
         Err(error) => {
             tracing::warn!(%error, "cannot check the views' generation");
             true
+        }
+    }
+}
+
+/// `fut`'s output, and how long it took.
+async fn timed<T>(fut: impl Future<Output = T>) -> (T, Duration) {
+    let started = std::time::Instant::now();
+    let out = fut.await;
+    (out, started.elapsed())
+}
+
+impl RunnerMetrics {
+    /// After a batch: its size and time once written, and where the runner stands (`ahead`
+    /// events read after it; `caught_up` when the read reached the end of the log).
+    fn after_batch(
+        &self,
+        written: &Result<Processed>,
+        batch: &[RecordedEvent],
+        took: Duration,
+        ahead: usize,
+        caught_up: bool,
+    ) {
+        if let Ok(Processed::Written(_)) = written {
+            self.batch(batch.len(), took);
+            self.lag(batch.last(), ahead, caught_up);
         }
     }
 }

@@ -126,7 +126,10 @@ impl<S: EventStore> Subscription<S> {
             match &mut self.wake {
                 Some(wake) => {
                     tokio::select! {
-                        changed = wake.changed() => if changed.is_err() { self.wake = None },
+                        changed = wake.changed() => match changed {
+                            Ok(()) => crate::metrics::subscription_wakeup(),
+                            Err(_) => self.wake = None,
+                        },
                         () = tokio::time::sleep(self.poll_interval) => {}
                     }
                 }
@@ -143,6 +146,7 @@ impl<S: EventStore> Subscription<S> {
         }
         let span = tracing::trace_span!("subscription", after = %self.after);
         let limit = self.ahead.limit();
+        crate::metrics::subscription_poll();
         let batch = self.store.read_all_bounded(self.after, limit, self.batch_bytes).instrument(span).await?;
         self.behind = may_have_more(&batch, limit, self.batch_bytes);
         self.ahead.observe(&batch, self.batch_bytes);

@@ -3,13 +3,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::memory::lock;
+use crate::metrics::{CommandEnd, EngineMetrics};
 use crate::store::{Appended, CommandEntry};
 use crate::write::retry::Jitter;
 use crate::{
@@ -416,6 +417,18 @@ fn replay<E>(key: Key<'_>, stream: &StreamId, first: CommandRecord) -> Result<Co
     Ok(CommandOutcome::replay(first.outcome))
 }
 
+/// How a command's answer counts in `eventloom_commands_total`.
+fn command_end<E>(result: &Result<CommandOutcome, CommandError<E>>) -> CommandEnd {
+    match result {
+        Ok(outcome) if outcome.replayed => CommandEnd::Replayed,
+        Ok(_) => CommandEnd::Ok,
+        Err(CommandError::Rejected(_)) => CommandEnd::Rejected,
+        Err(CommandError::Refused { .. }) => CommandEnd::Refused,
+        Err(CommandError::Conflict { .. }) => CommandEnd::Conflict,
+        Err(CommandError::Store(_)) => CommandEnd::Error,
+    }
+}
+
 /// The outcome of a command that appended nothing to `stream`, as it found it.
 fn as_found<A>(stream: &StreamId, loaded: &Loaded<A>) -> AppendOutcome {
     AppendOutcome {
@@ -498,6 +511,7 @@ pub struct Cqrs<A: Aggregate, S> {
     batch_bytes: usize,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
+    metrics: Arc<EngineMetrics>,
 }
 
 impl<A: Aggregate, S: Clone> Clone for Cqrs<A, S> {
@@ -513,6 +527,7 @@ impl<A: Aggregate, S: Clone> Clone for Cqrs<A, S> {
             batch_bytes: self.batch_bytes,
             clock: self.clock.clone(),
             ids: self.ids.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -545,6 +560,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
             batch_bytes: crate::read::DEFAULT_BATCH_BYTES,
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds::default()),
+            metrics: Arc::new(EngineMetrics::new(A::TYPE)),
         }
     }
 
@@ -647,9 +663,17 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         C: Command<Aggregate = A> + Serialize,
         A: Handle<C>,
     {
-        let stream = StreamId::new(A::TYPE, command.aggregate_id())?;
-        let span = tracing::debug_span!("command", command = C::NAME, stream = %stream);
-        self.run(&command, &stream, &options).instrument(span).await
+        let started = Instant::now();
+        let metrics = self.metrics.command(C::NAME);
+        let result = match StreamId::new(A::TYPE, command.aggregate_id()) {
+            Ok(stream) => {
+                let span = tracing::debug_span!("command", command = C::NAME, stream = %stream);
+                self.run(&command, &stream, &options).instrument(span).await
+            }
+            Err(error) => Err(error.into()),
+        };
+        metrics.record(command_end(&result), started);
+        result
     }
 
     /// The current state of an aggregate, loaded from the store (not the cache), with its version.
@@ -776,8 +800,14 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         A: Handle<C>,
     {
         let mut basis = match slot.take() {
-            Some(cached) => Basis { loaded: cached, fresh: false },
-            None => Basis { loaded: self.load_stream(execution.stream).await?, fresh: true },
+            Some(cached) => {
+                self.metrics.cache_hits.increment(1);
+                Basis { loaded: cached, fresh: false }
+            }
+            None => {
+                self.metrics.cache_misses.increment(1);
+                Basis { loaded: self.load_stream(execution.stream).await?, fresh: true }
+            }
         };
         loop {
             execution.attempts += 1;
@@ -934,6 +964,8 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         let batch = self.encode(&events, execution.options)?;
         let expected = ExpectedVersion::Exact(basis.loaded.version);
         let span = tracing::debug_span!("append", stream = %stream, events = events.len());
+        let bytes: usize = batch.iter().map(NewEvent::size).sum();
+        let started = Instant::now();
         let appended = match execution.key {
             Some(key) => {
                 let entry = self.entry_of(execution, key);
@@ -941,12 +973,16 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
             }
             None => self.store.append(stream, expected, batch).instrument(span).await,
         };
+        self.metrics.append_duration.record(started.elapsed());
         match appended {
             Ok(Appended::Written(outcome)) => {
+                self.metrics.append_events.increment(outcome.appended());
+                self.metrics.append_bytes.increment(bytes as u64);
                 self.fold_appended(stream, &mut basis.loaded, &events, &outcome).await;
                 Ok(Step::Keep(Ok(outcome.into())))
             }
             Err(Error::Conflict { actual, expected, .. }) => {
+                self.metrics.conflicts.increment(1);
                 self.after_conflict(execution, basis, expected, actual).await
             }
             // The same command id, sent twice at once, was appended first.
@@ -1001,6 +1037,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
             return Ok(Step::Forget(self.first_outcome_or(execution, conflict).await));
         };
         tracing::debug!(actual, attempts, ?delay, "conflict: backing off, then deciding on the newer events");
+        self.metrics.retries.increment(1);
         if !delay.is_zero() {
             self.clock.sleep(delay).await;
         }
@@ -1065,6 +1102,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
 
     async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>, Error> {
         let span = tracing::debug_span!("load", stream = %stream);
+        self.metrics.loads.increment(1);
         async {
             let mut loaded = self.start_from_snapshot(stream).await.unwrap_or_else(Loaded::empty);
             self.catch_up(stream, &mut loaded).await?;
@@ -1087,7 +1125,10 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
             return None;
         }
         match (snapshots.decode)(&snapshot.state) {
-            Ok(state) => Some(Loaded { state, version: snapshot.version, position: snapshot.position }),
+            Ok(state) => {
+                self.metrics.snapshot_hits.increment(1);
+                Some(Loaded { state, version: snapshot.version, position: snapshot.position })
+            }
             Err(error) => {
                 tracing::warn!(%error, %stream, "snapshot does not decode; replaying the stream");
                 None
@@ -1110,6 +1151,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 loaded.position = raw.position;
             }
             read += batch.len();
+            self.metrics.load_events.increment(batch.len() as u64);
             if !crate::store::may_have_more(&batch, limit, self.batch_bytes) {
                 return Ok(read);
             }

@@ -131,6 +131,8 @@ fn view_partitions(value: Option<&str>) -> Result<u32, AppError> {
 pub async fn run(args: Args) -> Result<(), AppError> {
     let role = args.role;
     let partitions = view_partitions(std::env::var(VIEW_PARTITIONS_VAR).ok().filter(|v| !v.is_empty()).as_deref())?;
+    // Before the App: its engines and projectors take their metric handles when built.
+    let metrics = crate::metrics::install().map_err(AppError::Config)?;
     let stores = open_stores(role).await?;
     let plan = Plan::of(&stores, role);
     tracing::info!(%role, events = plan.events, replica = plan.replica, views = ?plan.views, partitions, "starting");
@@ -148,7 +150,7 @@ pub async fn run(args: Args) -> Result<(), AppError> {
         async move { trigger.fire_on_signal().await }
     });
     let tasks = app.reader::<TaskViews>()?;
-    let state = Arc::new(AppState { role, plan, partitions, app: app.clone(), tasks, shutdown: stop.clone() });
+    let state = Arc::new(AppState { role, plan, partitions, app: app.clone(), tasks, shutdown: stop.clone(), metrics });
     let mut serving = match &args.addr {
         Some(addr) => Some(serve(addr, state, stop.clone()).await?),
         None => None,

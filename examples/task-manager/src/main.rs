@@ -17,6 +17,7 @@ mod api;
 mod app;
 mod cli;
 mod domain;
+mod metrics;
 mod projection;
 mod shutdown;
 

@@ -355,7 +355,9 @@ mod tests {
         tasks.wait_for(&done, Duration::from_secs(10)).await.unwrap();
         let plan = Plan { events: "custom".into(), replica: false, views: Some("custom".into()) };
         let shutdown = crate::shutdown::channel().1;
-        let state = Arc::new(AppState { role: Role::All, plan, partitions: 1, app: app.clone(), tasks, shutdown });
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
+        let state =
+            Arc::new(AppState { role: Role::All, plan, partitions: 1, app: app.clone(), tasks, shutdown, metrics });
         let healthy = body(&state).await;
         assert_eq!(
             (healthy["views"]["caught_up"].as_bool(), healthy["views"]["lag"]["events"].as_u64()),

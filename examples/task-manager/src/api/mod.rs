@@ -10,6 +10,7 @@
 //! | `GET /tasks` | query | a page of tasks, in creation order |
 //! | `GET /stats` | query | counts |
 //! | `GET /health` | every role | liveness and projector lag |
+//! | `GET /metrics` | every role | the metrics, in the Prometheus text format |
 
 mod commands;
 mod error;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub tasks: Reader<TaskViews>,
     /// Fires when the process is asked to stop: waiting queries give up.
     pub shutdown: Shutdown,
+    /// Renders `/metrics`.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// Whether `role` answers queries (the App reads views in every role; these serve them).
@@ -62,10 +65,10 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The routes of `state.role`: commands, queries or both, and `/health`; every other path is a
+/// The routes of `state.role`: commands, queries or both, `/health` and `/metrics`; every other path is a
 /// 404 and every other method a 405, with a JSON body.
 pub fn router(state: Arc<AppState>) -> Router {
-    let mut router = Router::new().route("/health", get(health::health));
+    let mut router = Router::new().route("/health", get(health::health)).route("/metrics", get(crate::metrics::render));
     if state.role.runs_commands() {
         router = router
             .route("/tasks", post(commands::create))

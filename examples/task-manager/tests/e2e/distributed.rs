@@ -10,7 +10,7 @@ use crate::client::Client;
 use crate::scenarios::{self, Api, unique};
 use crate::server::{Env, Server};
 
-fn env() -> Env {
+pub fn env() -> Env {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let (Some(database), Some(redis)) = (var("DATABASE_URL"), var("REDIS_URL")) else {
         panic!(

@@ -7,6 +7,7 @@ mod client;
 #[cfg(all(feature = "postgres", feature = "redis"))]
 mod distributed;
 mod memory;
+mod metrics;
 // The private Redis Cluster of eventloom-redis's fault tests (3 masters with a replica each).
 #[cfg(all(feature = "postgres", feature = "redis"))]
 #[allow(dead_code)]

@@ -1,0 +1,352 @@
+//! The metrics the crate records, seen through a real recorder installed for this test binary
+//! (a binary of its own: the recorder is global, and handles are taken when engines and
+//! projectors are built, so it is installed first).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use eventloom_core::prelude::*;
+use eventloom_core::read::{PoisonPolicy, Projector};
+use eventloom_core::write::{Cqrs, RetryPolicy};
+use eventloom_core::{CommandError, memory::MemoryEventStore, memory::MemoryViewStore};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+
+/// A metric's name and its labels, sorted.
+type Series = (String, BTreeMap<String, String>);
+
+/// Keeps every counter and gauge as a number and every histogram's samples.
+#[derive(Default)]
+struct TestRecorder {
+    counters: Mutex<BTreeMap<Series, Arc<AtomicU64>>>,
+    gauges: Mutex<BTreeMap<Series, Arc<AtomicU64>>>,
+    histograms: Mutex<BTreeMap<Series, Arc<Samples>>>,
+    described: Mutex<Vec<(String, Option<Unit>)>>,
+}
+
+#[derive(Default)]
+struct Samples(Mutex<Vec<f64>>);
+
+impl metrics::HistogramFn for Samples {
+    fn record(&self, value: f64) {
+        self.0.lock().unwrap().push(value);
+    }
+}
+
+fn series(key: &Key) -> Series {
+    let labels = key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
+    (key.name().to_owned(), labels)
+}
+
+impl Recorder for &'static TestRecorder {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, _: SharedString) {
+        self.described.lock().unwrap().push((key.as_str().to_owned(), unit));
+    }
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, _: SharedString) {
+        self.described.lock().unwrap().push((key.as_str().to_owned(), unit));
+    }
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, _: SharedString) {
+        self.described.lock().unwrap().push((key.as_str().to_owned(), unit));
+    }
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.counters.lock().unwrap().entry(series(key)).or_default().clone())
+    }
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.gauges.lock().unwrap().entry(series(key)).or_default().clone())
+    }
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(self.histograms.lock().unwrap().entry(series(key)).or_default().clone())
+    }
+}
+
+impl TestRecorder {
+    fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let key = (name.to_owned(), labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        self.counters.lock().unwrap().get(&key).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+    fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let key = (name.to_owned(), labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        self.gauges.lock().unwrap().get(&key).map(|g| f64::from_bits(g.load(Ordering::Relaxed)))
+    }
+    fn samples(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+        let key = (name.to_owned(), labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        self.histograms.lock().unwrap().get(&key).map_or(Vec::new(), |h| h.0.lock().unwrap().clone())
+    }
+    /// Every label value of every series recorded.
+    fn label_values(&self) -> Vec<(String, String, String)> {
+        let mut all = Vec::new();
+        let keys: Vec<Series> = self.counters.lock().unwrap().keys().cloned().collect();
+        let gauges: Vec<Series> = self.gauges.lock().unwrap().keys().cloned().collect();
+        let histograms: Vec<Series> = self.histograms.lock().unwrap().keys().cloned().collect();
+        for (name, labels) in keys.into_iter().chain(gauges).chain(histograms) {
+            all.extend(labels.into_iter().map(|(k, v)| (name.clone(), k, v)));
+        }
+        all
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+enum MeterEvent {
+    Read { value: u64 },
+}
+
+#[derive(Debug, Default)]
+struct Meter {
+    last: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum MeterError {
+    #[error("a meter never runs backwards")]
+    Backwards,
+}
+
+impl Aggregate for Meter {
+    const TYPE: &'static str = "meter";
+    type Event = MeterEvent;
+    type Error = MeterError;
+    fn apply(&mut self, MeterEvent::Read { value }: &MeterEvent) {
+        self.last = *value;
+    }
+}
+
+#[derive(Debug, Serialize, Command)]
+#[command(aggregate = Meter)]
+struct Record {
+    #[command(id)]
+    meter: String,
+    value: u64,
+}
+
+impl Handle<Record> for Meter {
+    fn handle(&self, cmd: &Record) -> Result<Vec<MeterEvent>, MeterError> {
+        if cmd.value < self.last {
+            return Err(MeterError::Backwards);
+        }
+        Ok(vec![MeterEvent::Read { value: cmd.value }])
+    }
+}
+
+/// The last reading per meter; refuses the reading 13.
+struct Readings;
+
+impl Projection for Readings {
+    const NAME: &'static str = "readings";
+    type Events = Meter;
+    type View = u64;
+    fn apply(&self, view: &mut Option<u64>, e: &EventEnvelope<MeterEvent>) -> Result<(), BoxError> {
+        let MeterEvent::Read { value } = e.event;
+        if value == 13 {
+            return Err("13 is unlucky".into());
+        }
+        *view = Some(value);
+        Ok(())
+    }
+}
+
+fn recorder() -> &'static TestRecorder {
+    static RECORDER: std::sync::OnceLock<&'static TestRecorder> = std::sync::OnceLock::new();
+    RECORDER.get_or_init(|| {
+        let recorder: &'static TestRecorder = Box::leak(Box::default());
+        metrics::set_global_recorder(recorder).expect("the only recorder of this test binary");
+        recorder
+    })
+}
+
+#[tokio::test]
+async fn commands_conflicts_a_catch_up_and_a_dead_letter_move_their_metrics_by_bounded_labels() {
+    let rec = recorder();
+    eventloom_core::metrics::describe();
+    let events = MemoryEventStore::new();
+    // Two engines, each with its own cache, as two command processes: the second one's cached
+    // state falls behind the first's appends and its next append conflicts.
+    let one = Cqrs::<Meter, _>::new(events.clone()).with_retry(RetryPolicy::immediate(5));
+    let two = Cqrs::<Meter, _>::new(events.clone()).with_retry(RetryPolicy::immediate(5));
+    let ids = ["m-7f3a", "m-91c2"];
+    for (i, id) in ids.iter().enumerate() {
+        one.execute(Record { meter: (*id).into(), value: 10 + i as u64 }).await.unwrap();
+    }
+    two.execute(Record { meter: ids[0].into(), value: 12 }).await.unwrap();
+    // `one` decided on version 1, the stream is at 2: a conflict, a retry, then ok.
+    one.execute(Record { meter: ids[0].into(), value: 13 }).await.unwrap();
+    // A business rule.
+    let err = one.execute(Record { meter: ids[0].into(), value: 1 }).await.unwrap_err();
+    assert!(matches!(err, CommandError::Rejected(MeterError::Backwards)));
+    // A required version that does not hold: a conflict no retry mends.
+    let opts = ExecuteOptions::default().expect_version(5).command_id("cmd-5d1e");
+    let err = two.execute_with(Record { meter: ids[1].into(), value: 20 }, opts).await.unwrap_err();
+    assert!(matches!(err, CommandError::Conflict { .. }), "{err:?}");
+    // An id the store refuses.
+    let err = one.execute(Record { meter: String::new(), value: 1 }).await.unwrap_err();
+    assert!(matches!(err, CommandError::Store(_)), "{err:?}");
+    // The same request again under its id: the first outcome, replayed.
+    let opts = ExecuteOptions::default().command_id("cmd-77aa");
+    one.execute_with(Record { meter: ids[1].into(), value: 30 }, opts.clone()).await.unwrap();
+    let again = one.execute_with(Record { meter: ids[1].into(), value: 30 }, opts).await.unwrap();
+    assert!(again.replayed);
+
+    let by = |outcome| [("aggregate", "meter"), ("command", "Record"), ("outcome", outcome)];
+    assert_eq!(rec.counter("eventloom_commands_total", &by("ok")), 5);
+    assert_eq!(rec.counter("eventloom_commands_total", &by("rejected")), 1);
+    assert_eq!(rec.counter("eventloom_commands_total", &by("conflict")), 1);
+    assert_eq!(rec.counter("eventloom_commands_total", &by("error")), 1);
+    assert_eq!(rec.counter("eventloom_commands_total", &by("replayed")), 1);
+    let meter = [("aggregate", "meter")];
+    let durations = rec.samples("eventloom_command_duration_seconds", &[("aggregate", "meter"), ("command", "Record")]);
+    assert_eq!(durations.len(), 9, "one sample per command");
+    assert!(durations.iter().all(|d| (0.0..10.0).contains(d)), "{durations:?}");
+    assert_eq!(rec.counter("eventloom_command_conflicts_total", &meter), 1);
+    assert_eq!(rec.counter("eventloom_command_retries_total", &meter), 1);
+    assert_eq!(rec.counter("eventloom_append_events_total", &meter), 5);
+    assert!(rec.counter("eventloom_append_bytes_total", &meter) >= 5 * "{\"value\":10}".len() as u64);
+    // 6 appends went to the store: 5 written and the one that conflicted.
+    assert_eq!(rec.samples("eventloom_append_duration_seconds", &meter).len(), 6);
+    // Loads: each engine's first command on each meter it touched (the cache serves the rest);
+    // `two`'s state of m-91c2 is the store's after it was loaded, so its check needs no read.
+    assert_eq!(rec.counter("eventloom_loads_total", &meter), 4);
+    assert_eq!(rec.counter("eventloom_cache_misses_total", &meter), 4);
+    assert_eq!(rec.counter("eventloom_cache_hits_total", &meter), 3);
+    // Loads read m-7f3a's event (by `two`) and m-91c2's (by `two`), and the retry read one.
+    assert_eq!(rec.counter("eventloom_load_events_total", &meter), 3);
+
+    // A projector catches up; the reading 13 is dead-lettered.
+    let views = MemoryViewStore::default();
+    let projector = Projector::new(events.clone(), views.clone()).with_poison_policy(PoisonPolicy::DeadLetter);
+    projector.catch_up(&Readings).await.unwrap();
+    let readings = [("projection", "readings")];
+    assert_eq!(rec.counter("eventloom_projector_dead_letters_total", &readings), 1);
+    assert_eq!(rec.counter("eventloom_projector_events_total", &readings), 5);
+    assert_eq!(rec.counter("eventloom_projector_batches_total", &readings), 1);
+    assert_eq!(rec.samples("eventloom_projector_batch_size", &readings), vec![5.0]);
+    assert_eq!(rec.samples("eventloom_projector_batch_duration_seconds", &readings).len(), 1);
+    assert_eq!(rec.gauge("eventloom_projector_lag_events", &readings), Some(0.0));
+    assert_eq!(rec.gauge("eventloom_projector_lag_seconds", &readings), Some(0.0));
+    assert!(
+        rec.counter("eventloom_subscription_polls_total", &[]) >= 2,
+        "a read that found events, one that found none"
+    );
+
+    // Help texts and units for the exporter.
+    let described = rec.described.lock().unwrap().clone();
+    assert!(described.contains(&("eventloom_command_duration_seconds".to_owned(), Some(Unit::Seconds))));
+    assert!(described.contains(&("eventloom_append_bytes_total".to_owned(), Some(Unit::Bytes))));
+
+    // No label carries a stream id or a command id.
+    let values = rec.label_values();
+    assert!(!values.is_empty());
+    for (name, key, value) in values {
+        assert!(
+            ["aggregate", "command", "outcome", "projection", "process", "lease", "source"].contains(&key.as_str()),
+            "{name}: {key}"
+        );
+        assert!(!value.contains("m-") && !value.contains("cmd-"), "{name} has {key}={value}");
+    }
+}
+
+// ---- A process manager and its lease, on an App ----
+
+/// A dial: another aggregate, so that this test's counts stay apart from the one above.
+#[derive(Debug, Default)]
+struct Dial;
+
+impl Aggregate for Dial {
+    const TYPE: &'static str = "dial";
+    type Event = MeterEvent;
+    type Error = MeterError;
+    fn apply(&mut self, _: &MeterEvent) {}
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Command)]
+#[command(aggregate = Dial)]
+struct Turn {
+    #[command(id)]
+    dial: String,
+    value: u64,
+}
+
+impl Handle<Turn> for Dial {
+    fn handle(&self, cmd: &Turn) -> Result<Vec<MeterEvent>, MeterError> {
+        Ok(vec![MeterEvent::Read { value: cmd.value }])
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum MirrorCommand {
+    Turn(Turn),
+}
+
+impl eventloom_core::process::CommandSet for MirrorCommand {
+    async fn dispatch(
+        self,
+        to: &eventloom_core::process::Dispatcher,
+        options: ExecuteOptions,
+    ) -> eventloom_core::process::Dispatched {
+        match self {
+            MirrorCommand::Turn(c) => to.execute(c, options).await,
+        }
+    }
+}
+
+/// Turns a copy of every dial that is not a copy itself.
+struct Mirror;
+
+impl ProcessManager for Mirror {
+    const NAME: &'static str = "mirror";
+    type Events = Dial;
+    type State = u64;
+    type Commands = MirrorCommand;
+
+    fn correlate(&self, event: &EventEnvelope<MeterEvent>) -> Option<String> {
+        Some(event.stream.id().to_owned())
+    }
+
+    fn on_event(
+        &self,
+        seen: &mut u64,
+        e: &EventEnvelope<MeterEvent>,
+        d: &mut eventloom_core::process::Decision<MirrorCommand>,
+    ) -> Result<(), BoxError> {
+        *seen += 1;
+        let MeterEvent::Read { value } = e.event;
+        if !e.stream.id().starts_with("copy-") {
+            d.issue(MirrorCommand::Turn(Turn { dial: format!("copy-{}", e.stream.id()), value }));
+        }
+        Ok(())
+    }
+}
+
+/// Waits until `check` holds (at most 10 s).
+async fn until(what: &str, check: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_process_manager_counts_its_events_and_commands_and_its_runner_its_leases() {
+    let rec = recorder();
+    let memory = MemoryStores::new();
+    let app = App::builder(memory.clone()).aggregate::<Dial>().process_manager(Mirror).start().await.unwrap();
+    app.execute(Turn { dial: "d-1".into(), value: 7 }).await.unwrap();
+    let mirror = [("process", "mirror")];
+    let executed = [("process", "mirror"), ("outcome", "executed")];
+    until("the mirror executed its command", || rec.counter("eventloom_process_commands_total", &executed) == 1).await;
+    // The dial's event, then its copy's.
+    until("the mirror saw both events", || rec.counter("eventloom_process_events_total", &mirror) == 2).await;
+    let dial = [("aggregate", "dial"), ("command", "Turn"), ("outcome", "ok")];
+    assert_eq!(rec.counter("eventloom_commands_total", &dial), 2, "the test's and the mirror's");
+    assert_eq!(rec.counter("eventloom_process_commands_total", &[("process", "mirror"), ("outcome", "refused")]), 0);
+    assert!(rec.counter("eventloom_projector_batches_total", &[("projection", "mirror")]) >= 2);
+
+    // The lease: taken once; lost once when revoked, then taken again.
+    let lease = [("lease", "mirror")];
+    assert_eq!(rec.counter("eventloom_lease_acquired_total", &lease), 1);
+    assert_eq!(rec.counter("eventloom_lease_lost_total", &lease), 0);
+    memory.leases.revoke(Mirror::NAME);
+    until("the lease was taken again", || rec.counter("eventloom_lease_acquired_total", &lease) == 2).await;
+    assert_eq!(rec.counter("eventloom_lease_lost_total", &lease), 1);
+    app.shutdown().await.unwrap();
+}
