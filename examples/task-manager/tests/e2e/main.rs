@@ -16,3 +16,5 @@ mod private_cluster;
 mod scaled;
 mod scenarios;
 mod server;
+#[cfg(all(feature = "postgres", feature = "otel"))]
+mod traces;
