@@ -3,6 +3,8 @@
 //! it as their parent, its batch spans link to them and hold the view write, and a malformed
 //! stored context is ignored.
 
+#![allow(clippy::unwrap_used, missing_docs)]
+
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 

@@ -42,7 +42,7 @@ pub mod names {
     pub const CORRELATION_ID: &str = "Eventloom-Correlation-Id";
     /// The causation id, when the event has one.
     pub const CAUSATION_ID: &str = "Eventloom-Causation-Id";
-    /// The W3C trace context, when the event carries one ([`Metadata::trace`]); the consumer
+    /// The W3C trace context, when the event carries one ([`Metadata::trace`](eventloom_core::Metadata::trace)); the consumer
     /// makes it the parent of the span that handles the event, and keeps it in the metadata.
     pub const TRACEPARENT: &str = "traceparent";
     /// The W3C trace state, with the trace context.

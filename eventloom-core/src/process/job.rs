@@ -725,7 +725,7 @@ impl<P: ProcessManager> Job for ProcessJob<P> {
         self.resolve(projector, token, known)
     }
 
-    fn process<'a, S: EventStore + Clone, X: Future<Output = ()> + Send + Unpin>(
+    async fn process<'a, S: EventStore + Clone, X: Future<Output = ()> + Send + Unpin>(
         &'a self,
         projector: &'a Projector<S>,
         batch: &'a [RecordedEvent],
@@ -733,16 +733,13 @@ impl<P: ProcessManager> Job for ProcessJob<P> {
         token: u64,
         _shutdown: &'a mut X,
         lease: Option<&'a Lease>,
-    ) -> impl Future<Output = Result<Processed>> + Send + 'a {
-        async move {
-            // Without a trace propagation hook: one atomic load, no span, no metadata decoded.
-            match crate::trace::BatchTrace::start("process_manager", self.pm.name(), batch) {
-                None => self.process_batch(projector, batch, target, token, lease).await,
-                Some(trace) => {
-                    let span = trace.batch.clone();
-                    tracing::Instrument::instrument(self.process_batch(projector, batch, target, token, lease), span)
-                        .await
-                }
+    ) -> Result<Processed> {
+        // Without a trace propagation hook: one atomic load, no span, no metadata decoded.
+        match crate::trace::BatchTrace::start("process_manager", self.pm.name(), batch) {
+            None => self.process_batch(projector, batch, target, token, lease).await,
+            Some(trace) => {
+                let span = trace.batch.clone();
+                tracing::Instrument::instrument(self.process_batch(projector, batch, target, token, lease), span).await
             }
         }
     }
