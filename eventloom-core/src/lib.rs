@@ -89,6 +89,7 @@ pub mod model;
 pub mod process;
 pub mod read;
 pub mod store;
+pub mod trace;
 pub mod write;
 
 pub mod json;

@@ -2,8 +2,9 @@
 //!
 //! Values are escaped: printable ASCII other than `%` as it is, every other byte (spaces,
 //! non-ASCII, line breaks) as `%XX`, so that no value loses a space at either end or breaks the
-//! header block. Of the event's own metadata headers only `traceparent` and `tracestate` are
-//! published; the others stay inside the service.
+//! header block. The event's trace context ([`Metadata::trace`], or for an event stored before
+//! it was kept there a `traceparent` and `tracestate` in its metadata headers) is published as
+//! `traceparent` and `tracestate`; the event's own metadata headers stay inside the service.
 //!
 //! # Examples
 //!
@@ -16,6 +17,7 @@
 
 use async_nats::HeaderMap;
 use eventloom_core::model::{RecordedEvent, Timestamp};
+use eventloom_core::trace::TraceContext;
 use eventloom_core::{Metadata, Position, StreamId};
 
 /// The names of the headers every published message carries (correlation, causation and trace
@@ -40,9 +42,10 @@ pub mod names {
     pub const CORRELATION_ID: &str = "Eventloom-Correlation-Id";
     /// The causation id, when the event has one.
     pub const CAUSATION_ID: &str = "Eventloom-Causation-Id";
-    /// The W3C trace context, when the event's metadata headers carry it.
+    /// The W3C trace context, when the event carries one ([`Metadata::trace`](eventloom_core::Metadata::trace)); the consumer
+    /// makes it the parent of the span that handles the event, and keeps it in the metadata.
     pub const TRACEPARENT: &str = "traceparent";
-    /// The W3C trace state, when the event's metadata headers carry it.
+    /// The W3C trace state, with the trace context.
     pub const TRACESTATE: &str = "tracestate";
     /// `application/json`: the body is the event's JSON payload.
     pub const CONTENT_TYPE: &str = "Content-Type";
@@ -142,9 +145,16 @@ pub(crate) fn build(event: &RecordedEvent, metadata: &Metadata) -> HeaderMap {
     if let Some(causation) = &metadata.causation_id {
         headers.insert(names::CAUSATION_ID, escape_value(causation));
     }
-    for name in [names::TRACEPARENT, names::TRACESTATE] {
-        if let Some(value) = metadata.headers.get(name) {
-            headers.insert(name, escape_value(value));
+    // The trace context the engine stored; for an event stored before it kept one there, a
+    // well-formed one the user put in the metadata headers.
+    let legacy = || {
+        let traceparent = metadata.headers.get(names::TRACEPARENT)?;
+        TraceContext::from_headers(traceparent, metadata.headers.get(names::TRACESTATE).map(String::as_str))
+    };
+    if let Some(trace) = metadata.trace.clone().or_else(legacy) {
+        headers.insert(names::TRACEPARENT, trace.traceparent());
+        if let Some(state) = trace.tracestate() {
+            headers.insert(names::TRACESTATE, escape_value(state));
         }
     }
     headers.insert(names::CONTENT_TYPE, "application/json");
@@ -223,10 +233,10 @@ pub(crate) fn decode(headers: Option<&HeaderMap>) -> Result<Decoded, String> {
     };
     metadata.correlation_id = optional(names::CORRELATION_ID)?;
     metadata.causation_id = optional(names::CAUSATION_ID)?;
-    for name in [names::TRACEPARENT, names::TRACESTATE] {
-        if let Some(value) = optional(name)? {
-            metadata.headers.insert(name.to_owned(), value);
-        }
+    // A malformed trace context from outside is dropped, not an error: the event is still good.
+    if let Some(traceparent) = get(headers, names::TRACEPARENT).and_then(unescape_value) {
+        let state = get(headers, names::TRACESTATE).and_then(unescape_value);
+        metadata.trace = TraceContext::from_headers(&traceparent, state.as_deref());
     }
     Ok(Decoded { stream, version, event_type, schema_version, metadata })
 }
@@ -245,5 +255,30 @@ mod tests {
         assert_eq!(unescape_value("%"), None);
         assert_eq!(unescape_value("%ZZ"), None);
         assert_eq!(unescape_value("%FF"), None, "not UTF-8");
+    }
+
+    #[test]
+    fn a_malformed_traceparent_from_outside_is_dropped_and_the_event_kept() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let metadata = Metadata::new(uuid::Uuid::from_u128(7), Timestamp::from_micros(5))
+            .with_trace(TraceContext::parse(tp).unwrap().with_tracestate("a=1"));
+        let event = RecordedEvent {
+            stream: StreamId::new("task", "1").unwrap(),
+            version: 1,
+            position: Position::new(0, 2),
+            event_type: "Done".into(),
+            schema_version: 1,
+            payload: "{}".into(),
+            metadata: metadata.clone().into(),
+        };
+        let mut headers = build(&event, &metadata);
+        let decoded = decode(Some(&headers)).unwrap();
+        assert_eq!(decoded.metadata.trace, metadata.trace);
+        for bad in ["00-nope", "", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "%ZZ"] {
+            headers.insert(names::TRACEPARENT, bad);
+            let decoded = decode(Some(&headers)).unwrap();
+            assert_eq!(decoded.metadata.trace, None, "{bad}");
+            assert!(decoded.metadata.headers.is_empty());
+        }
     }
 }

@@ -174,6 +174,13 @@ pub struct Metadata {
     /// The user's own headers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// The W3C trace context of the command that appended the event (stored as
+    /// `"trace":{"traceparent":..,"tracestate":..}`), when a [trace propagation
+    /// hook](crate::trace) is installed or the command was given one
+    /// ([`ExecuteOptions::traceparent`](crate::ExecuteOptions::traceparent)). A stored one that
+    /// is malformed reads as none.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::trace::deserialize_lenient")]
+    pub trace: Option<crate::trace::TraceContext>,
 }
 
 /// An event on its way into the store: encoded, with metadata, without a position yet.
@@ -455,6 +462,22 @@ impl Metadata {
     /// With the id of the message that caused the event.
     pub fn with_causation_id(mut self, id: impl Into<String>) -> Self {
         self.causation_id = Some(id.into());
+        self
+    }
+
+    /// With the trace context of the command that appended the event.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{Metadata, trace::TraceContext};
+    ///
+    /// let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    /// let m = Metadata::default().with_trace(TraceContext::parse(tp).unwrap());
+    /// assert!(serde_json::to_string(&m).unwrap().contains(r#""trace":{"traceparent":"00-0af7"#));
+    /// ```
+    pub fn with_trace(mut self, trace: crate::trace::TraceContext) -> Self {
+        self.trace = Some(trace);
         self
     }
 

@@ -77,6 +77,8 @@ pub(crate) struct Step<E> {
     pub(crate) event_id: String,
     pub(crate) at: Timestamp,
     pub(crate) correlation: Option<String>,
+    /// The trigger's stored trace context: the commands decided on it continue its trace.
+    pub(crate) trace: Option<crate::trace::TraceContext>,
 }
 
 impl<P: ProcessManager> ProcessJob<P> {
@@ -125,6 +127,7 @@ impl<P: ProcessManager> ProcessJob<P> {
             };
             let event_id = metadata.event_id.to_string();
             let (at, correlation) = (metadata.timestamp, metadata.correlation_id.clone());
+            let trace = metadata.trace.clone();
             let mut at = at;
             let (key, trigger) = match journal::entry_of(name, raw) {
                 Some(Ok(entry)) => {
@@ -161,7 +164,7 @@ impl<P: ProcessManager> ProcessJob<P> {
                 },
             };
             let correlation = correlation.or_else(|| Some(event_id.clone()));
-            steps.push(Ok(Step { raw_index, key, trigger, event_id, at, correlation }));
+            steps.push(Ok(Step { raw_index, key, trigger, event_id, at, correlation, trace }));
         }
         steps
     }
@@ -373,6 +376,14 @@ impl<P: ProcessManager> ProcessJob<P> {
             options = options.causation_id(c.clone());
         }
         let span = tracing::info_span!("dispatch", command_id = %entry.command_id);
+        // The command continues the trace of the event it was decided on: as the parent of the
+        // span it runs in when a trace propagation hook is installed (the engine then stores
+        // that span's context), stored as it is otherwise.
+        match (crate::trace::installed(), &entry.trace) {
+            (Some(propagation), Some(trace)) => propagation.set_parent(&span, trace),
+            (None, Some(trace)) => options.trace = Some(trace.clone()),
+            (_, None) => {}
+        }
         let dispatched = tracing::Instrument::instrument(command.dispatch(&self.dispatcher, options), span).await;
         let outcome = match &dispatched {
             Dispatched::Executed(_) => 0,
@@ -739,7 +750,7 @@ impl<P: ProcessManager> Job for ProcessJob<P> {
         self.resolve(projector, token, known)
     }
 
-    fn process<'a, S: EventStore + Clone, X: Future<Output = ()> + Send + Unpin>(
+    async fn process<'a, S: EventStore + Clone, X: Future<Output = ()> + Send + Unpin>(
         &'a self,
         projector: &'a Projector<S>,
         batch: &'a [RecordedEvent],
@@ -747,8 +758,15 @@ impl<P: ProcessManager> Job for ProcessJob<P> {
         token: u64,
         _shutdown: &'a mut X,
         lease: Option<&'a Lease>,
-    ) -> impl Future<Output = Result<Processed>> + Send + 'a {
-        self.process_batch(projector, batch, target, token, lease)
+    ) -> Result<Processed> {
+        // Without a trace propagation hook: one atomic load, no span, no metadata decoded.
+        match crate::trace::BatchTrace::start("process_manager", self.pm.name(), batch) {
+            None => self.process_batch(projector, batch, target, token, lease).await,
+            Some(trace) => {
+                let span = trace.batch.clone();
+                tracing::Instrument::instrument(self.process_batch(projector, batch, target, token, lease), span).await
+            }
+        }
     }
 
     fn tick(&self) -> Option<Duration> {
@@ -827,6 +845,7 @@ pub(crate) fn decide<P: ProcessManager>(
             causation: Some(step.event_id.clone()),
             order: format!("{}{index:05}", position.sort_key()),
             decided_at: Some(decided_at),
+            trace: step.trace.clone(),
         });
     }
     let state = serde_json::to_value(&state)

@@ -73,6 +73,9 @@ pub(crate) struct Outgoing {
     /// it was kept: such a one is not counted as waiting too long).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) decided_at: Option<crate::model::Timestamp>,
+    /// The trace context of the event it was decided on (a malformed one reads as none).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::trace::deserialize_lenient")]
+    pub(crate) trace: Option<crate::trace::TraceContext>,
 }
 
 impl Outgoing {

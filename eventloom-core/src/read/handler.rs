@@ -319,8 +319,12 @@ impl<S: EventStore + Clone> Projector<S> {
             };
             let started = Instant::now();
             let mut attempt: u32 = 1;
+            // A child of the event's trace (with a trace propagation hook installed and an event
+            // that carries a trace context); what the handler does in it, commands it executes
+            // included, is part of that trace.
+            let span = crate::trace::event("event_handler", name, raw).unwrap_or_else(tracing::Span::none);
             let failure = loop {
-                let error = match handler.handle(&envelope).await {
+                let error = match handler.handle(&envelope).instrument(span.clone()).await {
                     Ok(()) => break None,
                     Err(error) => error,
                 };

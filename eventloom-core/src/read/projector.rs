@@ -437,6 +437,38 @@ impl<S: EventStore + Clone> Projector<S> {
         token: u64,
         partition: Option<Partition>,
     ) -> Result<Option<Position>> {
+        if batch.is_empty() {
+            return Ok(target.checkpoint);
+        }
+        // Without a trace propagation hook: one atomic load, no span, no metadata decoded.
+        match crate::trace::BatchTrace::start("projection", projection.name(), batch) {
+            None => self.fold_and_write(projection, batch, target, token, partition).await,
+            Some(trace) => {
+                let span = trace.batch.clone();
+                let written = self.fold_and_write(projection, batch, target, token, partition).instrument(span).await;
+                // The events' spans end here, once their batch is written.
+                drop(trace);
+                written
+            }
+        }
+    }
+
+    /// Writes the views and checkpoint of a batch, in the span `eventloom.view_write` when a
+    /// trace propagation hook is installed.
+    async fn commit_views(&self, name: &str, commit: ViewCommit) -> Result<()> {
+        let written = self.views.commit(name, commit).instrument(crate::trace::view_write(name)).await;
+        written.and_then(|w| superseded(name, w))
+    }
+
+    /// [`process_in`](Self::process_in) inside the batch's span.
+    async fn fold_and_write<P: Projection>(
+        &self,
+        projection: &P,
+        batch: &[RecordedEvent],
+        target: &Target,
+        token: u64,
+        partition: Option<Partition>,
+    ) -> Result<Option<Position>> {
         let expected = target.checkpoint;
         if batch.is_empty() {
             return Ok(expected);
@@ -453,7 +485,7 @@ impl<S: EventStore + Clone> Projector<S> {
                 Ok(writes) => {
                     let commit = fold.commit(target, token, writes, fold.undecodable.clone());
                     match commit.validate() {
-                        Ok(()) => match self.views.commit(name, commit).await.and_then(|w| superseded(name, w)) {
+                        Ok(()) => match self.commit_views(name, commit).await {
                             Ok(()) => {
                                 crate::metrics::dead_letters(name, fold.undecodable.len());
                                 return Ok(Some(fold.checkpoint));
@@ -479,7 +511,7 @@ impl<S: EventStore + Clone> Projector<S> {
             let mut commit = fold.commit(target, token, writes, dead_letters);
             commit.checkpoint = checkpoint;
             let written = match commit.validate() {
-                Ok(()) => self.views.commit(name, commit).await.and_then(|w| superseded(name, w)),
+                Ok(()) => self.commit_views(name, commit).await,
                 Err(error) => Err(error),
             };
             match written {
@@ -530,13 +562,14 @@ impl<S: EventStore + Clone> Projector<S> {
                     views: Vec::new(),
                     dead_letters: vec![dead_letter(raw, reason)],
                 };
-                superseded(projection.name(), self.views.commit(projection.name(), commit).await?)?;
+                self.commit_views(projection.name(), commit).await?;
                 crate::metrics::dead_letters(projection.name(), 1);
                 return Ok(Some(raw.position));
             }
             let mut at = *target;
             for raw in batch {
-                at.checkpoint = self.process_in(projection, std::slice::from_ref(raw), &at, token, partition).await?;
+                let one = std::slice::from_ref(raw);
+                at.checkpoint = self.fold_and_write(projection, one, &at, token, partition).await?;
             }
             Ok(at.checkpoint)
         })

@@ -137,6 +137,7 @@ impl<P: ProcessManager> ProcessTest<P> {
             event_id: event_id.clone(),
             at: self.now,
             correlation: Some(event_id),
+            trace: None,
         };
         self.step(step);
         self
@@ -166,6 +167,7 @@ impl<P: ProcessManager> ProcessTest<P> {
                 event_id,
                 at: stored.timer.due,
                 correlation: stored.correlation.clone(),
+                trace: None,
             };
             self.next_position();
             self.step(step);
@@ -197,6 +199,7 @@ impl<P: ProcessManager> ProcessTest<P> {
             event_id: self.ids.next_id().to_string(),
             at: self.now,
             correlation: outgoing.correlation,
+            trace: None,
         };
         self.next_position();
         self.step(step);

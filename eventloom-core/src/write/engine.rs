@@ -188,6 +188,12 @@ pub struct ExecuteOptions {
     pub causation_id: Option<String>,
     /// Written into every event's metadata.
     pub headers: BTreeMap<String, String>,
+    /// The W3C trace context written into every event's metadata
+    /// ([`Metadata::trace`](crate::Metadata::trace)), for a caller that has one from a message
+    /// (set it with [`traceparent`](Self::traceparent), which drops a malformed one). Without it,
+    /// the engine stores the context of the span current when it appends, when a [trace
+    /// propagation hook](crate::trace) is installed.
+    pub trace: Option<crate::trace::TraceContext>,
     /// Records a refusal under the [command id](Self::command_id) (which it needs: without one
     /// the command fails with [`Error::InvalidConfig`]). When the aggregate rejects the command
     /// on the stream's latest state, the engine records the refusal (the rejection's `Display`
@@ -239,6 +245,24 @@ impl ExecuteOptions {
     /// Adds a header.
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets [`ExecuteOptions::trace`] from a `traceparent` (and `tracestate`) header value; a
+    /// malformed traceparent is dropped (the option stays unset), never stored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::ExecuteOptions;
+    ///
+    /// let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    /// let opts = ExecuteOptions::default().traceparent(tp, Some("congo=t61rcWkgMzE"));
+    /// assert_eq!(opts.trace.unwrap().trace_id(), "0af7651916cd43dd8448eb211c80319c");
+    /// assert!(ExecuteOptions::default().traceparent("00-garbage", None).trace.is_none());
+    /// ```
+    pub fn traceparent(mut self, traceparent: &str, tracestate: Option<&str>) -> Self {
+        self.trace = crate::trace::TraceContext::from_headers(traceparent, tracestate);
         self
     }
 
@@ -1084,6 +1108,9 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
 
     fn encode(&self, events: &[A::Event], options: &ExecuteOptions) -> Result<Vec<NewEvent>, Error> {
         let timestamp = self.clock.now();
+        // The command's trace: given, or the current span's when a hook is installed (one
+        // atomic load otherwise).
+        let trace = options.trace.clone().or_else(crate::trace::current);
         events
             .iter()
             .map(|event| {
@@ -1094,6 +1121,7 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                     correlation_id: options.correlation_id.clone(),
                     causation_id: options.causation_id.clone().or_else(|| options.command_id.clone()),
                     headers: options.headers.clone(),
+                    trace: trace.clone(),
                 };
                 NewEvent::encode(event, metadata)
             })

@@ -20,10 +20,9 @@ mod domain;
 mod metrics;
 mod projection;
 mod shutdown;
+mod telemetry;
 
 use std::process::ExitCode;
-
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = std::env::args_os().skip(1).map(|arg| arg.to_string_lossy().into_owned());
@@ -38,9 +37,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -48,12 +44,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(app::run(args)) {
+    let telemetry = telemetry::init(&runtime, args.role);
+    let code = match runtime.block_on(app::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "task-manager stopped");
             eprintln!("task-manager: {error}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The spans of the last requests and batches, exported before the runtime stops.
+    telemetry.shutdown();
+    code
 }

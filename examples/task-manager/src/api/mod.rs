@@ -26,6 +26,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use eventloom::trace::TraceContext;
 use eventloom::{App, Reader};
 use tracing::Instrument;
 
@@ -109,6 +110,15 @@ async fn within<T>(call: impl Future<Output = Result<T, ApiError>>) -> Result<T,
 async fn trace(request: Request, next: Next) -> Response {
     let path: String = request.uri().path().chars().take(200).collect();
     let span = tracing::info_span!("request", method = %request.method(), path = %path);
+    // A caller's W3C trace context makes this request part of its trace (with a trace
+    // propagation hook installed: the feature `otel`); a malformed one is ignored.
+    if eventloom::trace::is_installed() {
+        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+        if let Some(parent) = header("traceparent").and_then(|tp| TraceContext::from_headers(tp, header("tracestate")))
+        {
+            eventloom::trace::set_parent(&span, &parent);
+        }
+    }
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let _entered = span.enter();

@@ -17,3 +17,5 @@ mod private_cluster;
 mod scaled;
 mod scenarios;
 mod server;
+#[cfg(all(feature = "postgres", feature = "otel"))]
+mod traces;
