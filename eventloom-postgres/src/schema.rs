@@ -84,6 +84,8 @@ pub(crate) mod fixed {
     pub(crate) const READABLE_PAST: &str = statement(include_str!("../sql/statements/readable_past.sql"));
     /// The kind and columns of the relation `$1`.
     pub(crate) const MIGRATIONS_COLUMNS: &str = statement(include_str!("../sql/statements/migrations_columns.sql"));
+    /// Whether the relation `$1` exists.
+    pub(crate) const TABLE_EXISTS: &str = statement(include_str!("../sql/statements/table_exists.sql"));
 
     /// A statement as its file holds it, without the final line break.
     const fn statement(text: &str) -> &str {
@@ -118,6 +120,8 @@ pub(crate) struct Sql {
     pub(crate) stream_version: String,
     pub(crate) command_outcome: String,
     pub(crate) streams_of: String,
+    pub(crate) categories: String,
+    pub(crate) schema_migrations: String,
     pub(crate) load_snapshot: String,
     pub(crate) save_snapshot: String,
     pub(crate) hidden_events: String,
@@ -170,6 +174,8 @@ impl Sql {
             stream_version: fill(include_str!("../sql/statements/stream_version.sql")),
             command_outcome: fill(include_str!("../sql/statements/command_outcome.sql")),
             streams_of: fill(include_str!("../sql/statements/streams_of.sql")),
+            categories: fill(include_str!("../sql/statements/categories.sql")),
+            schema_migrations: fill(include_str!("../sql/statements/schema_migrations.sql")),
             load_snapshot: fill(include_str!("../sql/statements/load_snapshot.sql")),
             save_snapshot: fill(include_str!("../sql/statements/save_snapshot.sql")),
             hidden_events: fill(include_str!("../sql/statements/hidden_events.sql")),

@@ -1,0 +1,7 @@
+//! One module per job of the admin commands.
+
+pub(crate) mod follow;
+pub(crate) mod horizon;
+pub(crate) mod log;
+pub(crate) mod projections;
+pub(crate) mod schema;

@@ -1,0 +1,185 @@
+//! `projections`, `projection <name>` and `dead-letters list`: where the read side stands.
+
+use eventloom_core::Position;
+use eventloom_core::model::Timestamp;
+use eventloom_core::store::{DeadLetter, EventStore as _, Generation, ProjectionStatus, ViewStore as _};
+use serde::Serialize;
+
+use crate::cli::Output;
+use crate::connect::Target;
+use crate::render::{self, Table, or_dash};
+use crate::{Error, Result};
+
+/// Lag in events is counted up to this many (then shown as `>=`).
+pub(crate) const LAG_CAP: u64 = 1_000_000;
+
+/// A generation as printed.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct GenerationRow {
+    pub(crate) id: u64,
+    pub(crate) version: u32,
+    pub(crate) checkpoint: Option<Position>,
+}
+
+impl From<Generation> for GenerationRow {
+    fn from(g: Generation) -> Self {
+        GenerationRow { id: g.id, version: g.version, checkpoint: g.checkpoint }
+    }
+}
+
+/// Who leads a projection: its lease's last holder.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LeaderRow {
+    pub(crate) host: Option<String>,
+    pub(crate) pid: Option<u32>,
+    pub(crate) role: Option<String>,
+    pub(crate) token: u64,
+    /// Whether the lease is held now.
+    pub(crate) held: bool,
+}
+
+/// One projection's status, as printed.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ProjectionRow {
+    pub(crate) name: String,
+    /// `live`, `rebuilding` (live, a new generation being built), `building` (nothing live
+    /// yet), `stopped` (its runner stopped on an event), `empty`.
+    pub(crate) status: &'static str,
+    /// The version of the projection that built the live views.
+    pub(crate) version: Option<u32>,
+    pub(crate) live: Option<GenerationRow>,
+    pub(crate) building: Option<GenerationRow>,
+    /// The live generation's checkpoint.
+    pub(crate) checkpoint: Option<Position>,
+    /// Events after the checkpoint (at most [`LAG_CAP`]).
+    pub(crate) lag_events: u64,
+    /// Whether the count stopped at the cap.
+    pub(crate) lag_capped: bool,
+    /// How long the oldest event not applied yet has waited.
+    pub(crate) lag_seconds: f64,
+    pub(crate) leader: Option<LeaderRow>,
+    pub(crate) dead_letters: usize,
+    /// Why its runner stopped, while that holds.
+    pub(crate) stopped: Option<String>,
+}
+
+fn status_name(status: &ProjectionStatus) -> &'static str {
+    match (status.active_stop(), status.live, status.building) {
+        (Some(_), _, _) => "stopped",
+        (None, Some(_), Some(_)) => "rebuilding",
+        (None, Some(_), None) => "live",
+        (None, None, Some(_)) => "building",
+        (None, None, None) => "empty",
+    }
+}
+
+/// The status of projection `name` from the stores; [`Error::NotFound`] when the view store
+/// knows nothing of it.
+pub(crate) async fn row(target: &Target, name: &str) -> Result<ProjectionRow> {
+    let views = target.stores.views();
+    let status = views.status(name).await?;
+    if status == ProjectionStatus::default() {
+        return Err(Error::NotFound { what: "projection", name: name.to_owned() });
+    }
+    let dead_letters = views.dead_letters(name).await?.len();
+    let checkpoint = status.checkpoint();
+    let events = target.stores.events();
+    let after = checkpoint.unwrap_or(Position::ZERO);
+    let lag_events = events.count_after(after, LAG_CAP).await?;
+    let lag_seconds = match events.read_all(after, 1).await?.first() {
+        Some(oldest) => {
+            let waited = Timestamp::now().as_micros().saturating_sub(oldest.metadata.get()?.timestamp.as_micros());
+            // Microseconds as seconds, for people.
+            #[allow(clippy::cast_precision_loss)]
+            let seconds = waited.max(0) as f64 / 1e6;
+            seconds
+        }
+        None => 0.0,
+    };
+    Ok(ProjectionRow {
+        name: name.to_owned(),
+        status: status_name(&status),
+        version: status.live.map(|g| g.version),
+        live: status.live.map(Into::into),
+        building: status.building.map(Into::into),
+        checkpoint,
+        lag_events,
+        lag_capped: lag_events >= LAG_CAP,
+        lag_seconds,
+        leader: None,
+        dead_letters,
+        stopped: status.active_stop().map(ToString::to_string),
+    })
+}
+
+/// `projection <name>`: the status and the dead letters.
+pub(crate) async fn projection(target: &Target, name: &str, output: Output) -> Result<()> {
+    let row = row(target, name).await?;
+    let letters = target.stores.views().dead_letters(name).await?;
+    if output == Output::Json {
+        #[derive(Serialize)]
+        struct Detail<'a> {
+            #[serde(flatten)]
+            projection: &'a ProjectionRow,
+            dead_letter_list: &'a [DeadLetter],
+        }
+        return render::json(&Detail { projection: &row, dead_letter_list: &letters });
+    }
+    let generation = |g: &Option<GenerationRow>| {
+        g.as_ref().map_or_else(
+            || "-".to_owned(),
+            |g| format!("{} (version {}, checkpoint {})", g.id, g.version, or_dash(g.checkpoint)),
+        )
+    };
+    render::line(&format!("projection {}: {}", row.name, row.status))?;
+    render::line(&format!("  live generation:     {}", generation(&row.live)))?;
+    render::line(&format!("  building generation: {}", generation(&row.building)))?;
+    render::line(&format!("  lag:                 {}", lag(&row)))?;
+    render::line(&format!("  leader:              {}", leader(row.leader.as_ref())))?;
+    if let Some(stop) = &row.stopped {
+        render::line(&format!("  stopped:             {stop}"))?;
+    }
+    render::line(&format!("  dead letters:        {}", row.dead_letters))?;
+    if !letters.is_empty() {
+        print_letters(&letters)?;
+    }
+    Ok(())
+}
+
+/// `dead-letters list <name>`.
+pub(crate) async fn list_dead_letters(target: &Target, name: &str, output: Output) -> Result<()> {
+    row(target, name).await?;
+    let letters = target.stores.views().dead_letters(name).await?;
+    match output {
+        Output::Json => render::json(&letters),
+        Output::Human if letters.is_empty() => render::line(&format!("projection {name} has no dead letters")),
+        Output::Human => print_letters(&letters),
+    }
+}
+
+fn print_letters(letters: &[DeadLetter]) -> Result<()> {
+    let mut table = Table::new(&["position", "stream", "version", "type", "reason"]);
+    for l in letters {
+        table.row(vec![
+            l.position.to_string(),
+            l.stream.to_string(),
+            l.version.to_string(),
+            l.event_type.clone(),
+            l.reason.clone(),
+        ]);
+    }
+    table.print("")
+}
+
+/// `12 events, 3.2s` (or `>= 1000000 events`).
+pub(crate) fn lag(row: &ProjectionRow) -> String {
+    let events = if row.lag_capped { format!(">= {}", row.lag_events) } else { row.lag_events.to_string() };
+    format!("{events} events, {}", render::duration(std::time::Duration::from_secs_f64(row.lag_seconds.max(0.0))))
+}
+
+/// `host/pid (role), token 7` or `-`.
+pub(crate) fn leader(leader: Option<&LeaderRow>) -> String {
+    let Some(l) = leader else { return "-".to_owned() };
+    let who = format!("{}/{} ({})", or_dash(l.host.clone()), or_dash(l.pid), or_dash(l.role.clone()));
+    format!("{who}, token {}{}", l.token, if l.held { "" } else { ", not held now" })
+}
