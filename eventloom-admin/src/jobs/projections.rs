@@ -112,16 +112,43 @@ pub(crate) async fn row(target: &Target, name: &str) -> Result<ProjectionRow> {
     })
 }
 
+/// A dead letter as printed (its stream as `category/id`).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LetterRow {
+    pub(crate) position: Position,
+    pub(crate) stream: String,
+    pub(crate) version: u64,
+    pub(crate) event_type: String,
+    pub(crate) reason: String,
+}
+
+impl From<&DeadLetter> for LetterRow {
+    fn from(l: &DeadLetter) -> Self {
+        LetterRow {
+            position: l.position,
+            stream: l.stream.to_string(),
+            version: l.version,
+            event_type: l.event_type.clone(),
+            reason: l.reason.clone(),
+        }
+    }
+}
+
+/// The dead letters of `name`'s live generation.
+pub(crate) async fn letters(target: &Target, name: &str) -> Result<Vec<LetterRow>> {
+    Ok(target.stores.views().dead_letters(name).await?.iter().map(LetterRow::from).collect())
+}
+
 /// `projection <name>`: the status and the dead letters.
 pub(crate) async fn projection(target: &Target, name: &str, output: Output) -> Result<()> {
     let row = row(target, name).await?;
-    let letters = target.stores.views().dead_letters(name).await?;
+    let letters = letters(target, name).await?;
     if output == Output::Json {
         #[derive(Serialize)]
         struct Detail<'a> {
             #[serde(flatten)]
             projection: &'a ProjectionRow,
-            dead_letter_list: &'a [DeadLetter],
+            dead_letter_list: &'a [LetterRow],
         }
         return render::json(&Detail { projection: &row, dead_letter_list: &letters });
     }
@@ -149,7 +176,7 @@ pub(crate) async fn projection(target: &Target, name: &str, output: Output) -> R
 /// `dead-letters list <name>`.
 pub(crate) async fn list_dead_letters(target: &Target, name: &str, output: Output) -> Result<()> {
     row(target, name).await?;
-    let letters = target.stores.views().dead_letters(name).await?;
+    let letters = letters(target, name).await?;
     match output {
         Output::Json => render::json(&letters),
         Output::Human if letters.is_empty() => render::line(&format!("projection {name} has no dead letters")),
@@ -157,12 +184,12 @@ pub(crate) async fn list_dead_letters(target: &Target, name: &str, output: Outpu
     }
 }
 
-fn print_letters(letters: &[DeadLetter]) -> Result<()> {
+pub(crate) fn print_letters(letters: &[LetterRow]) -> Result<()> {
     let mut table = Table::new(&["position", "stream", "version", "type", "reason"]);
     for l in letters {
         table.row(vec![
             l.position.to_string(),
-            l.stream.to_string(),
+            l.stream.clone(),
             l.version.to_string(),
             l.event_type.clone(),
             l.reason.clone(),
