@@ -28,6 +28,7 @@ chapters! {
     Testing => "src/testing.md",
     TaskManager => "src/task-manager.md",
     Production => "src/production.md",
+    Operations => "src/operations.md",
     Architecture => "src/architecture.md",
     Benchmarks => "benchmarks.md",
 }

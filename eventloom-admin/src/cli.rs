@@ -19,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "eventloom-admin",
     about = "Operate an eventloom application's stores: schema, log, projections, dead letters.",
+    long_about = None,
     version
 )]
 #[non_exhaustive]
