@@ -9,7 +9,7 @@
 //! - the `eventloom-admin` binary, for what needs no code of the application (everything but
 //!   rebuilding, resetting and retrying dead letters, which run its projections);
 //! - mounted in the application's own binary ([`Admin::mounted`]), with the application's
-//!   [`AppBuilder`](eventloom_core::app::AppBuilder), so that every command runs with its
+//!   [`AppBuilder`], so that every command runs with its
 //!   projections and upcasters.
 //!
 //! Every reading command prints a table, or JSON with `--json`. A failure is one line on

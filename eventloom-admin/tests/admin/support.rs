@@ -94,8 +94,7 @@ pub async fn run(schema: &str, args: &[&str]) -> Run {
 /// Stores on `schema` of the shared PostgreSQL, migrated.
 pub async fn stores(schema: &str) -> PgStores {
     let config = PgConfig::from_url(&database_url()).unwrap().schema(schema).unwrap().pool_size(4);
-    let stores = PgStores::connect_with(config).await.unwrap_or_else(|e| panic!("cannot connect to PostgreSQL: {e}"));
-    stores
+    PgStores::connect_with(config).await.unwrap_or_else(|e| panic!("cannot connect to PostgreSQL: {e}"))
 }
 
 /// Appends one event of `event_type` with `payload`, recorded at `at`: its position.

@@ -147,11 +147,7 @@ pub async fn run(args: Args) -> Result<(), AppError> {
     let stores = open_stores(role).await?;
     let plan = Plan::of(&stores, role);
     tracing::info!(%role, events = plan.events, replica = plan.replica, views = ?plan.views, partitions, "starting");
-    let app = builder(stores, partitions)
-        .role(role)
-        .drain_timeout(DRAIN)
-        .start()
-        .await?;
+    let app = builder(stores, partitions).role(role).drain_timeout(DRAIN).start().await?;
     let (trigger, stop) = shutdown::channel();
     let trigger = Arc::new(trigger);
     tokio::spawn({

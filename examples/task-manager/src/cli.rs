@@ -147,7 +147,10 @@ mod tests {
         assert_eq!(run(&["--addr", "localhost:80"]), Ok(args(Role::All, Some("localhost:80"))));
         assert_eq!(run(&["-h"]), Ok(Parsed::Help));
         assert_eq!(run(&["--role", "all", "--help"]), Ok(Parsed::Help));
-        assert_eq!(run(&["admin", "projections", "--json"]), Ok(Parsed::Admin(vec!["projections".into(), "--json".into()])));
+        assert_eq!(
+            run(&["admin", "projections", "--json"]),
+            Ok(Parsed::Admin(vec!["projections".into(), "--json".into()]))
+        );
         assert!(run(&["--role", "all", "admin"]).is_err(), "admin comes first");
     }
 

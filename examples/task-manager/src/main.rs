@@ -86,6 +86,8 @@ fn admin(args: Vec<String>) -> ExitCode {
 /// Without the `postgres` feature there are no stores to administer.
 #[cfg(not(feature = "postgres"))]
 fn admin(_: Vec<String>) -> ExitCode {
-    eprintln!("task-manager: the admin commands need a binary built with `--features postgres` (and `redis` for Redis views)");
+    eprintln!(
+        "task-manager: the admin commands need a binary built with `--features postgres` (and `redis` for Redis views)"
+    );
     ExitCode::from(2)
 }
