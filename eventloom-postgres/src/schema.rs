@@ -17,6 +17,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (9, "command refusals", include_str!("../sql/0009_command_refusals.sql")),
     (10, "command retention", include_str!("../sql/0010_command_retention.sql")),
     (11, "relays", include_str!("../sql/0011_relays.sql")),
+    (12, "lease holders", include_str!("../sql/0012_lease_holders.sql")),
 ];
 
 /// The columns of the `migrations` table as migrate() makes it, with their types.
@@ -62,6 +63,8 @@ pub(crate) async fn applied_migrations(client: &tokio_postgres::Transaction<'_>,
 pub(crate) mod fixed {
     /// The advisory lock that serializes migrations and renumbering: `$1` the lock's key.
     pub(crate) const MIGRATION_LOCK: &str = statement(include_str!("../sql/statements/migration_lock.sql"));
+    /// The bigint advisory locks taken in this database now (`high`, `low` halves of the key).
+    pub(crate) const HELD_LEASE_LOCKS: &str = statement(include_str!("../sql/statements/held_lease_locks.sql"));
     /// A lease's advisory lock, if it is free: `$1` the lock's key.
     pub(crate) const TRY_LEASE_LOCK: &str = statement(include_str!("../sql/statements/try_lease_lock.sql"));
     /// A lease connection's check.
@@ -142,6 +145,7 @@ pub(crate) struct Sql {
     pub(crate) count_generation: String,
     pub(crate) dead_letters: String,
     pub(crate) bump_lease: String,
+    pub(crate) leases: String,
     pub(crate) restored_from_elsewhere: String,
     pub(crate) record_command: String,
     pub(crate) expire_commands: String,
@@ -196,6 +200,7 @@ impl Sql {
             count_generation: fill(include_str!("../sql/statements/count_generation.sql")),
             dead_letters: fill(include_str!("../sql/statements/dead_letters.sql")),
             bump_lease: fill(include_str!("../sql/statements/bump_lease.sql")),
+            leases: fill(include_str!("../sql/statements/leases.sql")),
             restored_from_elsewhere: fill(include_str!("../sql/statements/restored_from_elsewhere.sql")),
             record_command: fill(include_str!("../sql/statements/record_command.sql")),
             expire_commands: fill(include_str!("../sql/statements/expire_commands.sql")),

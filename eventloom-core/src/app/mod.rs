@@ -475,6 +475,8 @@ impl AppBuilder {
     pub async fn start(self) -> Result<App> {
         self.check()?;
         let AppBuilder { stores, role, drain_timeout, command_retention, aggregates, members, relays } = self;
+        // The leases this process takes name it by its role.
+        crate::store::LeaseHolder::set_process_role(role.as_str());
         let own: Vec<&'static str> = aggregates.iter().map(|a| a.category).collect();
         let mut engines: Engines = HashMap::new();
         let mut upcasters = HashMap::new();

@@ -1158,4 +1158,10 @@ impl LeaseManager for WatchedLeases {
             Ok(Some(Lease::new(lease.token(), never, (Released(self.released.clone()), lease, keep))))
         })
     }
+    fn leases<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::LeaseInfo>>> {
+        self.inner.leases(prefix)
+    }
 }
