@@ -2,7 +2,7 @@
 
 use eventloom_core::Position;
 use eventloom_core::model::Timestamp;
-use eventloom_core::store::{DeadLetter, EventStore as _, Generation, ProjectionStatus, ViewStore as _};
+use eventloom_core::store::{DeadLetter, EventStore as _, Generation, LeaseInfo, ProjectionStatus, ViewStore as _};
 use serde::Serialize;
 
 use crate::cli::Output;
@@ -106,7 +106,7 @@ pub(crate) async fn row(target: &Target, name: &str) -> Result<ProjectionRow> {
         lag_events,
         lag_capped: lag_events >= LAG_CAP,
         lag_seconds,
-        leader: None,
+        leader: leader_of(target, name).await?,
         dead_letters,
         stopped: status.active_stop().map(ToString::to_string),
     })
@@ -137,6 +137,25 @@ impl From<&DeadLetter> for LetterRow {
 /// The dead letters of `name`'s live generation.
 pub(crate) async fn letters(target: &Target, name: &str) -> Result<Vec<LetterRow>> {
     Ok(target.stores.views().dead_letters(name).await?.iter().map(LetterRow::from).collect())
+}
+
+/// The holder of the lease named `name`, from the stores' lease manager.
+pub(crate) async fn leader_of(target: &Target, name: &str) -> Result<Option<LeaderRow>> {
+    let Some(leases) = target.stores.leases() else { return Ok(None) };
+    let found = leases.leases(name).await?.into_iter().find(|lease| lease.name == name);
+    Ok(found.map(|lease| LeaderRow::from(&lease)))
+}
+
+impl From<&LeaseInfo> for LeaderRow {
+    fn from(lease: &LeaseInfo) -> Self {
+        LeaderRow {
+            host: lease.holder.as_ref().map(|h| h.host.clone()),
+            pid: lease.holder.as_ref().map(|h| h.pid),
+            role: lease.holder.as_ref().map(|h| h.role.clone()),
+            token: lease.token,
+            held: lease.held,
+        }
+    }
 }
 
 /// `projection <name>`: the status and the dead letters.

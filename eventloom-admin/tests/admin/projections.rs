@@ -1,6 +1,6 @@
 //! `projection`, `projections` and `dead-letters`, over views on PostgreSQL and on Redis.
 
-use eventloom_core::store::{DeadLetter, ViewCommit, ViewStore, ViewWrite};
+use eventloom_core::store::{DeadLetter, LeaseManager, ViewCommit, ViewStore, ViewWrite};
 use eventloom_core::{Position, StreamId};
 
 use crate::support::{append, database_url, fresh_schema, redis_url, run, run_with, stores};
@@ -31,6 +31,8 @@ async fn a_projection_shows_its_status_lag_and_dead_letters() {
     let poison = append(&pg.events, "task/t-1", "TaskAssigned", "{}", 2).await;
     append(&pg.events, "task/t-1", "TaskCompleted", "{}", 3).await;
     build(&pg.views, "tasks", poison, poison).await;
+    // This test's process leads the projection while the binary looks.
+    let lease = pg.leases.acquire("tasks").await.unwrap();
 
     // Lag counts what subscribers can read: another test's open transaction on the shared
     // server may hide the last event for a moment.
@@ -48,9 +50,26 @@ async fn a_projection_shows_its_status_lag_and_dead_letters() {
     assert_eq!(shown["lag_events"], 1, "one event after the checkpoint");
     assert_eq!(shown["dead_letters"], 1);
     assert_eq!(shown["dead_letter_list"][0]["reason"], "assignee too long");
+    let leader = &shown["leader"];
+    assert_eq!(leader["pid"], std::process::id(), "{shown}");
+    assert_eq!((leader["token"].as_u64(), leader["held"].as_bool()), (Some(lease.token()), Some(true)), "{shown}");
+    assert!(leader["host"].as_str().is_some_and(|h| !h.is_empty()), "{shown}");
     let human = run(&schema, &["projection", "tasks"]).await;
     assert!(human.ok().contains("projection tasks: live"), "{human:#?}");
     assert!(human.stdout.contains("1 events"), "{human:#?}");
+    assert!(human.stdout.contains(&format!("/{} (", std::process::id())), "{human:#?}");
+    drop(lease);
+    // Let go on its own connection, a moment later.
+    let mut after = run(&schema, &["projection", "tasks", "--json"]).await.json();
+    for _ in 0..50 {
+        if after["leader"]["held"] == false {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        after = run(&schema, &["projection", "tasks", "--json"]).await.json();
+    }
+    assert_eq!(after["leader"]["held"], false, "let go: {after}");
+    assert_eq!(after["leader"]["pid"], std::process::id(), "the last holder: {after}");
 
     let letters = run(&schema, &["dead-letters", "list", "tasks", "--json"]).await.json();
     assert_eq!(letters[0]["position"], poison.to_string(), "{letters}");
