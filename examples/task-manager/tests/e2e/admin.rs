@@ -1,0 +1,79 @@
+//! `task-manager admin <command>`: the admin commands mounted in the app's binary, with its
+//! projection, on the schema and key prefix of its roles.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::scenarios::{Api, unique};
+use crate::server::{Env, Server, run_to_end};
+
+fn env() -> Env {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (Some(database), Some(redis)) = (var("DATABASE_URL"), var("REDIS_URL")) else {
+        panic!("DATABASE_URL and REDIS_URL must be set: run `bash scripts/test.sh` (it starts throwaway servers)");
+    };
+    let name = unique("tma").replace('-', "_");
+    Env {
+        set: vec![
+            ("DATABASE_URL".into(), database),
+            ("REDIS_URL".into(), redis),
+            ("TASK_MANAGER_SCHEMA".into(), name.clone()),
+            ("TASK_MANAGER_PREFIX".into(), format!("{name}:")),
+        ],
+        remove: vec!["EVENTLOOM_SCHEMA".into(), "EVENTLOOM_REDIS_PREFIX".into()],
+    }
+}
+
+/// `task-manager admin args --json`, which must succeed: its JSON.
+async fn admin_json(env: &Env, args: &[&str]) -> Value {
+    let mut all = vec!["admin"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let (status, stdout, stderr) = run_to_end(&all, env).await;
+    assert!(status.success(), "{all:?}: {status}\n{stdout}\n{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{all:?} printed no JSON ({e}):\n{stdout}\n{stderr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mounted_admin_commands_see_the_apps_stores_and_projection() {
+    let env = env();
+    let server = Server::start("all", "all", true, &env).await;
+    let client = server.client();
+    let api = Api { cmd: client, cmd2: client, query: client };
+    let first = api.create("write docs").await;
+    let last = api.create("review").await;
+    api.stats(&last.position).await;
+
+    // On the app's schema without being told: its events.
+    let schema = admin_json(&env, &["schema"]).await;
+    assert!(schema["schema"].as_str().is_some_and(|s| s.starts_with("tma_")), "{schema}");
+    let streams = admin_json(&env, &["streams", "task"]).await;
+    assert_eq!(streams.as_array().map(Vec::len), Some(2), "{streams}");
+    let events = admin_json(&env, &["events", &format!("task/{}", first.id)]).await;
+    assert_eq!(events[0]["payload"]["title"], "write docs", "{events}");
+
+    // The projection, on the app's Redis prefix, led by the running process.
+    let mut shown = admin_json(&env, &["projection", "tasks"]).await;
+    for _ in 0..100 {
+        if shown["lag_events"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shown = admin_json(&env, &["projection", "tasks"]).await;
+    }
+    assert_eq!((shown["status"].as_str(), shown["lag_events"].as_u64()), (Some("live"), Some(0)), "{shown}");
+    assert_eq!(shown["leader"]["pid"], server.pid(), "{shown}");
+    assert_eq!(shown["leader"]["role"], "all", "{shown}");
+    assert_eq!(shown["leader"]["held"], true, "{shown}");
+
+    // A name the app does not have.
+    let (status, _, stderr) = run_to_end(&["admin", "projection", "nope"], &env).await;
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("no projection nope"), "{stderr}");
+    // The app's own command line still works.
+    let (status, _, stderr) = run_to_end(&["--role", "all", "admin"], &env).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+
+    assert!(server.stop(Duration::from_secs(30)).await.success());
+}
