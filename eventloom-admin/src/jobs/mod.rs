@@ -4,4 +4,5 @@ pub(crate) mod follow;
 pub(crate) mod horizon;
 pub(crate) mod log;
 pub(crate) mod projections;
+pub(crate) mod rebuild;
 pub(crate) mod schema;
