@@ -37,6 +37,16 @@ pub struct AdminArgs {
 
 /// The stores, by URL: events, leases and (without Redis) views on PostgreSQL; views on Redis
 /// when a Redis URL is given.
+///
+/// # Examples
+///
+/// ```
+/// use clap::Parser;
+/// use eventloom_admin::AdminArgs;
+///
+/// let args = AdminArgs::try_parse_from(["eventloom-admin", "schema", "--schema", "billing"]).unwrap();
+/// assert_eq!(args.stores.schema.as_deref(), Some("billing"), "global: after the command too");
+/// ```
 #[derive(Debug, Clone, Default, Args)]
 #[non_exhaustive]
 pub struct StoreArgs {
@@ -55,6 +65,16 @@ pub struct StoreArgs {
 }
 
 /// One admin job.
+///
+/// # Examples
+///
+/// ```
+/// use clap::Parser;
+/// use eventloom_admin::{AdminArgs, Command};
+///
+/// let args = AdminArgs::try_parse_from(["eventloom-admin", "events", "task/t-1", "--as-of-version", "3"]).unwrap();
+/// assert!(matches!(args.command, Command::Events { as_of_version: Some(3), .. }));
+/// ```
 #[derive(Debug, Clone, Subcommand)]
 #[non_exhaustive]
 pub enum Command {
@@ -126,6 +146,17 @@ pub enum Command {
 }
 
 /// What to do with dead letters.
+///
+/// # Examples
+///
+/// ```
+/// use clap::Parser;
+/// use eventloom_admin::{AdminArgs, Command, DeadLetterCommand};
+///
+/// let args = AdminArgs::try_parse_from(["eventloom-admin", "dead-letters", "skip", "tasks", "--at", "7.1", "8.2"]).unwrap();
+/// let Command::DeadLetters(DeadLetterCommand::Skip(selection)) = args.command else { panic!() };
+/// assert_eq!(selection.at, ["7.1", "8.2"]);
+/// ```
 #[derive(Debug, Clone, Subcommand)]
 #[non_exhaustive]
 pub enum DeadLetterCommand {
@@ -146,6 +177,17 @@ pub enum DeadLetterCommand {
 }
 
 /// A projection's dead letters: those at the given positions, or all.
+///
+/// # Examples
+///
+/// ```
+/// use clap::Parser;
+/// use eventloom_admin::{AdminArgs, Command, DeadLetterCommand};
+///
+/// let args = AdminArgs::try_parse_from(["eventloom-admin", "dead-letters", "retry", "tasks"]).unwrap();
+/// let Command::DeadLetters(DeadLetterCommand::Retry(selection)) = args.command else { panic!() };
+/// assert!(selection.at.is_empty(), "all of them");
+/// ```
 #[derive(Debug, Clone, Args)]
 #[non_exhaustive]
 pub struct Selection {
