@@ -7,8 +7,9 @@ pub(crate) mod view;
 pub use lease::{Lease, LeaseHolder, LeaseInfo, LeaseManager, MAX_LEASE_NAME_LEN, validate_lease_name};
 pub(crate) use view::superseded;
 pub use view::{
-    DeadLetter, Generation, IndexEntry, IndexKey, IndexedView, ListCursor, OrderRange, ProjectionStatus,
-    ProjectionStop, Refusal, StopKind, ViewCommit, ViewPage, ViewStore, ViewWrite, Written, stored_view_id,
+    DeadLetter, DeadLetterSelection, Generation, IndexEntry, IndexKey, IndexedView, ListCursor, OrderRange,
+    ProjectionStatus, ProjectionStop, Refusal, StopKind, ViewCommit, ViewPage, ViewStore, ViewWrite, Written,
+    stored_view_id,
 };
 
 /// The future a store method returns: boxed, `Send`, borrowing the store and the arguments for
