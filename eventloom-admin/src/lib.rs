@@ -54,12 +54,13 @@ use std::process::ExitCode;
 
 use eventloom_core::Stores;
 use eventloom_core::app::AppBuilder;
+use eventloom_core::store::DeadLetterSelection;
 
 pub use cli::{AdminArgs, Command, DeadLetterCommand, Selection, StoreArgs};
 pub use error::{Error, Result};
 
 use crate::connect::{Defaults, Needs, Target};
-use crate::jobs::{follow, horizon, log, projections, schema};
+use crate::jobs::{dead_letters, follow, horizon, log, projections, schema};
 
 /// How an application builds its [`AppBuilder`] on the stores the command line names.
 type Builder = Box<dyn Fn(Stores) -> AppBuilder + Send + Sync>;
@@ -202,14 +203,25 @@ impl Admin {
                 log::print_events(&rows, &stream, output)
             }
             Command::Follow { from } => follow::follow(&target, from, output).await,
-            Command::Projections => Err(self.needs_app("projections")),
+            Command::Projections => projections::list(&target, &[], output).await,
             Command::Projection { name } => projections::projection(&target, name, output).await,
             Command::Rebuild { .. } => Err(self.needs_app("rebuild")),
             Command::Reset { .. } => Err(self.needs_app("reset")),
             Command::DeadLetters(DeadLetterCommand::List { name }) => {
                 projections::list_dead_letters(&target, name, output).await
             }
-            Command::DeadLetters(_) => Err(self.needs_app("dead-letters")),
+            Command::DeadLetters(DeadLetterCommand::Skip(Selection { name, at })) => {
+                if at.is_empty() {
+                    return Err(Error::Usage(
+                        "skip removes the dead letters --at the positions given; purge removes them all".to_owned(),
+                    ));
+                }
+                dead_letters::remove(&target, name, dead_letters::selection(at)?, output).await
+            }
+            Command::DeadLetters(DeadLetterCommand::Purge { name }) => {
+                dead_letters::remove(&target, name, DeadLetterSelection::All, output).await
+            }
+            Command::DeadLetters(_) => Err(self.needs_app("dead-letters retry")),
             Command::Horizon => horizon::horizon(&target, output).await,
         }
     }

@@ -229,3 +229,74 @@ pub(crate) fn leader(leader: Option<&LeaderRow>) -> String {
     let who = format!("{}/{} ({})", or_dash(l.host.clone()), or_dash(l.pid), or_dash(l.role.clone()));
     format!("{who}, token {}{}", l.token, if l.held { "" } else { ", not held now" })
 }
+
+/// The names of the projections the view store holds (partitions as their members, without
+/// the partition records), and `registered` ones it has nothing of yet.
+pub(crate) async fn names(target: &Target, registered: &[String]) -> Result<Vec<String>> {
+    let mut names: Vec<String> = target
+        .stores
+        .views()
+        .projections()
+        .await?
+        .into_iter()
+        .filter(|name| !name.ends_with(PARTITION_RECORD))
+        .collect();
+    names.extend(registered.iter().cloned());
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// The suffix of a partitioned projection's record of its partitions (not a projection).
+const PARTITION_RECORD: &str = "~partitions";
+
+/// `projections`: one row per projection (and partition).
+pub(crate) async fn list(target: &Target, registered: &[String], output: Output) -> Result<()> {
+    let mut rows = Vec::new();
+    let mut unbuilt = Vec::new();
+    for name in names(target, registered).await? {
+        match row(target, &name).await {
+            Ok(row) => rows.push(row),
+            Err(Error::NotFound { .. }) => unbuilt.push(name),
+            Err(error) => return Err(error),
+        }
+    }
+    if output == Output::Json {
+        #[derive(Serialize)]
+        struct Listed<'a> {
+            projections: &'a [ProjectionRow],
+            /// Registered with the application, nothing stored yet.
+            never_run: &'a [String],
+        }
+        return render::json(&Listed { projections: &rows, never_run: &unbuilt });
+    }
+    let mut table = Table::new(&[
+        "projection",
+        "status",
+        "version",
+        "live",
+        "building",
+        "checkpoint",
+        "lag",
+        "leader",
+        "dead letters",
+    ]);
+    for row in &rows {
+        table.row(vec![
+            row.name.clone(),
+            row.status.to_owned(),
+            or_dash(row.version),
+            or_dash(row.live.as_ref().map(|g| g.id)),
+            or_dash(row.building.as_ref().map(|g| format!("{} at {}", g.id, or_dash(g.checkpoint)))),
+            or_dash(row.checkpoint),
+            lag(row),
+            leader(row.leader.as_ref()),
+            row.dead_letters.to_string(),
+        ]);
+    }
+    table.print("no projections")?;
+    if !unbuilt.is_empty() {
+        render::line(&format!("registered, never run: {}", unbuilt.join(", ")))?;
+    }
+    Ok(())
+}

@@ -79,6 +79,51 @@ async fn a_projection_shows_its_status_lag_and_dead_letters() {
 }
 
 #[tokio::test]
+async fn dead_letters_are_skipped_and_purged_under_the_lease() {
+    let schema = fresh_schema();
+    let pg = stores(&schema).await;
+    let first = append(&pg.events, "task/t-1", "TaskCreated", "{}", 1).await;
+    let second = append(&pg.events, "task/t-1", "TaskAssigned", "{}", 2).await;
+    let generation = pg.views.begin_generation("tasks", 1, 0).await.unwrap().unwrap();
+    let stream = StreamId::new("task", "t-1").unwrap();
+    let letters = vec![
+        DeadLetter::new(first, stream.clone(), 1, "TaskCreated", "no title"),
+        DeadLetter::new(second, stream, 2, "TaskAssigned", "assignee too long"),
+    ];
+    let commit = ViewCommit {
+        generation: generation.id,
+        expected: None,
+        checkpoint: second,
+        fencing_token: 0,
+        views: Vec::new(),
+        dead_letters: letters,
+    };
+    pg.views.commit("tasks", commit).await.unwrap().unwrap();
+    pg.views.go_live("tasks", generation.id, 0).await.unwrap().unwrap();
+
+    let listed = run(&schema, &["projections", "--json"]).await.json();
+    let rows = listed["projections"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{listed}");
+    assert_eq!((rows[0]["name"].as_str(), rows[0]["dead_letters"].as_u64()), (Some("tasks"), Some(2)), "{listed}");
+    assert!(run(&schema, &["projections"]).await.ok().contains("tasks"));
+
+    run(&schema, &["dead-letters", "skip", "tasks"]).await.failed(2, "purge");
+    run(&schema, &["dead-letters", "skip", "tasks", "--at", "1.x"]).await.failed(2, "positions");
+    run(&schema, &["dead-letters", "skip", "tasks", "--at", "99999999.1"]).await.failed(3, "no dead letter");
+    let skipped = run(&schema, &["dead-letters", "skip", "tasks", "--at", &first.to_string(), "--json"]).await.json();
+    assert_eq!(skipped["removed"], 1, "{skipped}");
+    let left = run(&schema, &["dead-letters", "list", "tasks", "--json"]).await.json();
+    assert_eq!(left.as_array().map(Vec::len), Some(1), "{left}");
+    assert_eq!(left[0]["position"], second.to_string());
+    let purged = run(&schema, &["dead-letters", "purge", "tasks"]).await;
+    assert!(purged.ok().contains("removed 1 dead letters of tasks"), "{purged:#?}");
+    assert!(run(&schema, &["dead-letters", "list", "tasks"]).await.ok().contains("no dead letters"));
+    // Taken under the lease: its token moved on.
+    let leader = &run(&schema, &["projection", "tasks", "--json"]).await.json()["leader"];
+    assert_eq!((leader["held"].as_bool(), leader["pid"].is_u64()), (Some(false), true), "{leader}");
+}
+
+#[tokio::test]
 async fn views_on_redis_are_read_there() {
     let schema = fresh_schema();
     let pg = stores(&schema).await;
