@@ -197,7 +197,7 @@ impl Admin {
             Command::Streams { category, after, limit } => log::streams(&target, category, after, *limit, output).await,
             Command::Events { stream, as_of_version, as_of_time, limit } => {
                 let stream = log::stream_id(stream)?;
-                let as_of = log::AsOf::parse(*as_of_version, as_of_time.as_deref())?;
+                let as_of = log::as_of(*as_of_version, as_of_time.as_deref())?;
                 log::ensure_stream(&target, &stream).await?;
                 let rows = log::stored_events(&target, &stream, as_of, *limit).await?;
                 log::print_events(&rows, &stream, output)

@@ -1,7 +1,8 @@
 //! `categories`, `streams` and `events`: what the log holds.
 
-use eventloom_core::model::{RecordedEvent, Timestamp};
+use eventloom_core::model::RecordedEvent;
 use eventloom_core::store::EventStore;
+use eventloom_core::write::AsOf;
 use eventloom_core::{Position, StreamId};
 use serde::Serialize;
 
@@ -60,23 +61,13 @@ pub(crate) async fn streams(target: &Target, category: &str, after: &str, limit:
     table.print(&format!("no streams in category {category}"))
 }
 
-/// As of what the events are shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AsOf {
-    /// The first N events.
-    Version(u64),
-    /// The events recorded at or before a time, up to the first later one.
-    Time(Timestamp),
-}
-
-impl AsOf {
-    pub(crate) fn parse(version: Option<u64>, at: Option<&str>) -> Result<Option<AsOf>> {
-        match (version, at) {
-            (Some(_), Some(_)) => Err(Error::Usage("--as-of-version and --as-of-time exclude each other".into())),
-            (Some(v), None) => Ok(Some(AsOf::Version(v))),
-            (None, Some(text)) => Ok(Some(AsOf::Time(time::parse(text)?))),
-            (None, None) => Ok(None),
-        }
+/// As of what the events are shown: `--as-of-version` or `--as-of-time`.
+pub(crate) fn as_of(version: Option<u64>, at: Option<&str>) -> Result<Option<AsOf>> {
+    match (version, at) {
+        (Some(_), Some(_)) => Err(Error::Usage("--as-of-version and --as-of-time exclude each other".into())),
+        (Some(v), None) => Ok(Some(AsOf::Version(v))),
+        (None, Some(text)) => Ok(Some(AsOf::Time(time::parse(text)?))),
+        (None, None) => Ok(None),
     }
 }
 
