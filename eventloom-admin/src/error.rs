@@ -77,6 +77,8 @@ impl From<eventloom_core::Error> for Error {
         use eventloom_core::{Error as Core, ErrorKind};
         match (&error, error.kind()) {
             (Core::NotRegistered { kind, name }, _) => Error::NotFound { what: kind, name: name.clone() },
+            (Core::UnknownProjection { name }, _) => Error::NotFound { what: "projection", name: name.clone() },
+            (Core::UnknownStream { stream }, _) => Error::NotFound { what: "stream", name: stream.to_string() },
             (_, ErrorKind::Unavailable) => Error::Unavailable(error.to_string()),
             (_, ErrorKind::InvalidInput) => Error::Usage(error.to_string()),
             _ => Error::Failed(error.to_string()),

@@ -53,14 +53,14 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use eventloom_core::Stores;
-use eventloom_core::app::AppBuilder;
+use eventloom_core::app::{AppBuilder, Operations};
 use eventloom_core::store::DeadLetterSelection;
 
 pub use cli::{AdminArgs, Command, DeadLetterCommand, Selection, StoreArgs};
 pub use error::{Error, Result};
 
 use crate::connect::{Defaults, Needs, Target};
-use crate::jobs::{dead_letters, follow, horizon, log, projections, schema};
+use crate::jobs::{app, dead_letters, follow, horizon, log, projections, schema};
 
 /// How an application builds its [`AppBuilder`] on the stores the command line names.
 type Builder = Box<dyn Fn(Stores) -> AppBuilder + Send + Sync>;
@@ -190,6 +190,13 @@ impl Admin {
         if !matches!(args.command, Command::Migrate | Command::Schema) {
             target.ensure_migrated(&self.program).await?;
         }
+        let ops = match (&self.builder, &args.command) {
+            (Some(build), Command::Projections | Command::Events { .. } | Command::Rebuild { .. })
+            | (Some(build), Command::Reset { .. } | Command::DeadLetters(_)) => {
+                Some(build(target.stores.clone()).operations()?)
+            }
+            _ => None,
+        };
         match &args.command {
             Command::Migrate => schema::migrate(&target, output).await,
             Command::Schema => schema::schema(&target, output).await,
@@ -199,16 +206,30 @@ impl Admin {
                 let stream = log::stream_id(stream)?;
                 let as_of = log::as_of(*as_of_version, as_of_time.as_deref())?;
                 log::ensure_stream(&target, &stream).await?;
-                let rows = log::stored_events(&target, &stream, as_of, *limit).await?;
+                let rows = match &ops {
+                    Some(ops) => app::events(ops, &stream, as_of, *limit).await?,
+                    None => log::stored_events(&target, &stream, as_of, *limit).await?,
+                };
                 log::print_events(&rows, &stream, output)
             }
             Command::Follow { from } => follow::follow(&target, from, output).await,
-            Command::Projections => projections::list(&target, &[], output).await,
+            Command::Projections => {
+                let registered: Vec<String> =
+                    ops.iter().flat_map(|ops| ops.projections()).map(|info| info.name).collect();
+                projections::list(&target, &registered, output).await
+            }
             Command::Projection { name } => projections::projection(&target, name, output).await,
-            Command::Rebuild { .. } => Err(self.needs_app("rebuild")),
-            Command::Reset { .. } => Err(self.needs_app("reset")),
+            Command::Rebuild { name } => app::rebuild(self.ops(&ops)?, name, None, output).await,
+            Command::Reset { name, to } => {
+                let to =
+                    to.parse().map_err(|_| Error::Usage(format!("--to takes a position like 7.42, not {to:?}")))?;
+                app::rebuild(self.ops(&ops)?, name, Some(to), output).await
+            }
             Command::DeadLetters(DeadLetterCommand::List { name }) => {
                 projections::list_dead_letters(&target, name, output).await
+            }
+            Command::DeadLetters(DeadLetterCommand::Retry(Selection { name, at })) => {
+                app::retry(self.ops(&ops)?, name, &dead_letters::selection(at)?, output).await
             }
             Command::DeadLetters(DeadLetterCommand::Skip(Selection { name, at })) => {
                 if at.is_empty() {
@@ -216,14 +237,26 @@ impl Admin {
                         "skip removes the dead letters --at the positions given; purge removes them all".to_owned(),
                     ));
                 }
-                dead_letters::remove(&target, name, dead_letters::selection(at)?, output).await
+                let which = dead_letters::selection(at)?;
+                match &ops {
+                    Some(ops) => {
+                        dead_letters::ensure_letters(&target, name, &which).await?;
+                        app::skip(ops, name, &which, output).await
+                    }
+                    None => dead_letters::remove(&target, name, which, output).await,
+                }
             }
-            Command::DeadLetters(DeadLetterCommand::Purge { name }) => {
-                dead_letters::remove(&target, name, DeadLetterSelection::All, output).await
-            }
-            Command::DeadLetters(_) => Err(self.needs_app("dead-letters retry")),
+            Command::DeadLetters(DeadLetterCommand::Purge { name }) => match &ops {
+                Some(ops) => app::skip(ops, name, &DeadLetterSelection::All, output).await,
+                None => dead_letters::remove(&target, name, DeadLetterSelection::All, output).await,
+            },
             Command::Horizon => horizon::horizon(&target, output).await,
         }
+    }
+
+    /// The application's operations, for a command that needs them.
+    fn ops<'a>(&self, ops: &'a Option<Operations>) -> Result<&'a Operations> {
+        ops.as_ref().ok_or_else(|| self.needs_app("this command"))
     }
 
     /// A command that runs the application's code, asked of the standalone binary.

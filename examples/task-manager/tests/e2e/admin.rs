@@ -75,5 +75,59 @@ async fn the_mounted_admin_commands_see_the_apps_stores_and_projection() {
     let (status, _, stderr) = run_to_end(&["--role", "all", "admin"], &env).await;
     assert_eq!(status.code(), Some(2), "{stderr}");
 
+    let listed = admin_json(&env, &["projections"]).await;
+    let names: Vec<&str> =
+        listed["projections"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["tasks"], "{listed}");
+
     assert!(server.stop(Duration::from_secs(30)).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_switches_the_views_to_a_new_generation_while_queries_go_on() {
+    let env = env();
+    // Views built by a process of every role, which then stops (its projector lets the lease go).
+    let all = Server::start("all", "all", true, &env).await;
+    let client = all.client();
+    let api = Api { cmd: client, cmd2: client, query: client };
+    let task = api.create("write docs").await;
+    let second = api.create("review").await;
+    let last = api.create("ship").await;
+    assert_eq!(api.stats(&last.position).await, (3, 0, 3));
+    assert!(all.stop(Duration::from_secs(30)).await.success());
+    let before = admin_json(&env, &["projection", "tasks"]).await;
+    let old = before["live"]["id"].as_u64().expect("a live generation");
+
+    // A query process serves the old views while the rebuild runs.
+    let query = Server::start("query", "query", true, &env).await;
+    let (status, stdout, stderr) = run_to_end(&["admin", "rebuild", "tasks", "--json"], &env).await;
+    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    let steps: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let last_step = steps.last().expect("at least the end");
+    assert_eq!(last_step["phase"], "live", "{stdout}");
+    assert_eq!(last_step["done"], 3, "every event folded: {stdout}");
+    assert!(steps.iter().any(|s| s["phase"] == "building" && s["total"] == 3), "{stdout}");
+
+    let after = admin_json(&env, &["projection", "tasks"]).await;
+    let new = after["live"]["id"].as_u64().expect("a live generation");
+    assert!(new > old, "a new generation went live: {before} -> {after}");
+    assert_eq!((after["building"].is_null(), after["lag_events"].as_u64()), (true, Some(0)), "{after}");
+    // Served from the new generation: the same answers.
+    let shown = query.client().get(&format!("/tasks/{}", task.id)).await.ok(200);
+    assert_eq!(shown["title"], "write docs", "{shown}");
+    let stats = query.client().get("/stats").await.ok(200);
+    assert_eq!(stats["total"], 3, "{stats}");
+
+    // The human form ends with one line.
+    let (status, stdout, stderr) = run_to_end(&["admin", "rebuild", "tasks"], &env).await;
+    assert!(status.success() && stdout.contains("tasks: rebuilt and live at"), "{status}\n{stdout}\n{stderr}");
+    // Reset after the second task's creation: only the third is in the new views.
+    let (status, stdout, stderr) = run_to_end(&["admin", "reset", "tasks", "--to", &second.position], &env).await;
+    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    let stats = query.client().get("/stats").await.ok(200);
+    assert_eq!(stats["total"], 1, "{stats}");
+    query.client().get(&format!("/tasks/{}", task.id)).await.error(404);
+    let (status, _, stderr) = run_to_end(&["admin", "rebuild", "nope"], &env).await;
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(query.stop(Duration::from_secs(30)).await.success());
 }
