@@ -96,6 +96,7 @@ impl From<&ShownEvent> for EventRow {
             version: event.version,
             event_type: event.event_type.clone(),
             schema_version: event.schema_version,
+            upcast: Some(event.upcast),
             recorded_at,
             payload: event.payload.clone(),
             metadata: event.metadata.clone(),

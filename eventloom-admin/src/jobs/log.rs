@@ -79,6 +79,9 @@ pub(crate) struct EventRow {
     pub(crate) version: u64,
     pub(crate) event_type: String,
     pub(crate) schema_version: u32,
+    /// Whether the application's upcasters changed it (mounted only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) upcast: Option<bool>,
     /// When it was recorded (RFC 3339), from its metadata.
     pub(crate) recorded_at: Option<String>,
     pub(crate) payload: serde_json::Value,
@@ -99,6 +102,7 @@ impl EventRow {
             version: event.version,
             event_type: event.event_type.to_string(),
             schema_version: event.schema_version,
+            upcast: None,
             recorded_at,
             payload,
             metadata,
