@@ -168,6 +168,8 @@ impl Admin {
     /// [`AdminArgs`] as one of its subcommands).
     pub async fn run(&self, args: AdminArgs) -> Result<()> {
         let output = args.output();
+        // The leases this process takes (rebuilds, dead letters) name it as the admin.
+        eventloom_core::store::LeaseHolder::set_process_role("admin");
         if self.builder.is_none() {
             match &args.command {
                 Command::Rebuild { .. } => return Err(self.needs_app("rebuild")),
