@@ -131,3 +131,40 @@ async fn a_rebuild_switches_the_views_to_a_new_generation_while_queries_go_on() 
     assert_eq!(status.code(), Some(3), "{stderr}");
     assert!(query.stop(Duration::from_secs(30)).await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_waits_for_the_running_projector_and_names_it() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let env = env();
+    let all = Server::start("all", "all", true, &env).await;
+    let client = all.client();
+    let api = Api { cmd: client, cmd2: client, query: client };
+    let last = api.create("write docs").await;
+    api.stats(&last.position).await;
+
+    let mut command = tokio::process::Command::new(crate::server::BIN);
+    command.args(["admin", "rebuild", "tasks", "--json"]);
+    env.apply(&mut command);
+    let mut rebuild =
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).kill_on_drop(true).spawn().expect("start the rebuild");
+    let mut lines = BufReader::new(rebuild.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+    let first: Value = serde_json::from_str(&first.expect("a first step in 30 s").unwrap().unwrap()).unwrap();
+    assert_eq!(first["phase"], "waiting", "{first}");
+    let holder = first["holder"].as_str().unwrap_or_default();
+    assert!(holder.contains(&format!("pid {}", all.pid())) && holder.starts_with("all on "), "{first}");
+
+    // The projector lets go when its process stops: the rebuild goes on and goes live.
+    assert!(all.stop(Duration::from_secs(30)).await.success());
+    let status = tokio::time::timeout(Duration::from_secs(60), rebuild.wait()).await.expect("done in 60 s").unwrap();
+    assert!(status.success(), "{status}");
+    let mut steps = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        steps.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    assert_eq!(steps.last().map(|s| s["phase"].clone()), Some(Value::from("live")), "{steps:?}");
+    let shown = admin_json(&env, &["projection", "tasks"]).await;
+    assert_eq!(shown["leader"]["role"], "admin", "the rebuild took the lease last: {shown}");
+}
