@@ -21,6 +21,12 @@ use super::Stores;
 /// How often a rebuild waiting for a projection's lease tries it again.
 const LEASE_POLL: Duration = Duration::from_millis(200);
 /// The most events a report counts for a lag, and a rebuild for its estimate.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(eventloom_core::app::LAG_CAP, 10_000_000);
+/// ```
 pub const LAG_CAP: u64 = 10_000_000;
 
 /// What an operation on a projection can run of it: the typed projection, erased.
@@ -136,6 +142,15 @@ pub struct ProjectionInfo {
 }
 
 /// One generation of a projection's views, as [`Operations::report`] shows it.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{app::GenerationReport, store::Generation};
+///
+/// let report = GenerationReport::from(Generation { id: 4, version: 2, checkpoint: None });
+/// assert_eq!((report.id, report.version), (4, 2));
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GenerationReport {
@@ -185,6 +200,22 @@ pub struct ProjectionReport {
 }
 
 /// What [`Operations::rebuild`] and [`Operations::reset`] tell their progress callback.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::app::RebuildProgress;
+///
+/// fn show(progress: RebuildProgress) -> String {
+///     match progress {
+///         RebuildProgress::WaitingForLease { holder } => format!("waiting for {:?}", holder.and_then(|l| l.holder)),
+///         RebuildProgress::Started { total, .. } => format!("{total} events to fold"),
+///         RebuildProgress::Batch { done, total, .. } => format!("{done}/{total}"),
+///         _ => String::new(),
+///     }
+/// }
+/// assert_eq!(show(RebuildProgress::WaitingForLease { holder: None }), "waiting for None");
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum RebuildProgress {
@@ -262,6 +293,59 @@ struct Member {
 }
 
 /// The admin operations on an application's definitions (see [`AppBuilder::operations`]).
+///
+/// # Examples
+///
+/// ```
+/// # use eventloom_core::prelude::*;
+/// # use eventloom_core::{BoxError, ProjectionOptions, read::PoisonPolicy, store::DeadLetterSelection};
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented { by: u64 } }
+/// # #[derive(Debug, Default)] struct Counter;
+/// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+/// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+/// # #[derive(Debug, Clone, Serialize, Command)] #[command(aggregate = Counter)]
+/// # struct Add { #[command(id)] id: String, by: u64 }
+/// # impl Handle<Add> for Counter { fn handle(&self, c: &Add) -> Result<Vec<CounterEvent>, std::convert::Infallible> {
+/// #   Ok(vec![CounterEvent::Incremented { by: c.by }]) } }
+/// /// Refuses increments above 10 (a bug, say).
+/// struct Totals;
+/// impl Projection for Totals {
+///     const NAME: &'static str = "totals";
+///     type Events = Counter;
+///     type View = u64;
+///     fn apply(&self, view: &mut Option<u64>, e: &EventEnvelope<CounterEvent>) -> Result<(), BoxError> {
+///         let CounterEvent::Incremented { by } = e.event;
+///         if by > 10 { return Err("too much".into()) }
+///         *view.get_or_insert(0) += by;
+///         Ok(())
+///     }
+/// }
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let stores = MemoryStores::new();
+/// let app = App::builder(stores.clone()).aggregate::<Counter>().start().await.unwrap();
+/// for by in [1, 20, 3] {
+///     app.execute(Add { id: "c".into(), by }).await.unwrap();
+/// }
+/// let options = ProjectionOptions::new().poison_policy(PoisonPolicy::DeadLetter);
+/// let ops = App::builder(stores.clone())
+///     .aggregate::<Counter>()
+///     .projection_with(Totals, options)
+///     .operations()
+///     .unwrap();
+/// ops.rebuild("totals", |_| {}).await.unwrap();
+/// let report = ops.report("totals").await.unwrap();
+/// assert_eq!((report.dead_letters, report.lag_events), (1, 0));
+/// // Still failing: the retry keeps it. Skipped: it goes without applying.
+/// let retry = ops.retry_dead_letters("totals", &DeadLetterSelection::All).await.unwrap();
+/// assert_eq!((retry.retried, retry.succeeded), (1, 0));
+/// assert_eq!(ops.skip_dead_letters("totals", &DeadLetterSelection::All).await.unwrap(), 1);
+/// // A new generation from the second event on.
+/// let first = ops.events(&StreamId::new("counter", "c").unwrap(), None, 1).await.unwrap()[0].position;
+/// ops.reset("totals", first, |_| {}).await.unwrap();
+/// assert_eq!(ops.report("totals").await.unwrap().dead_letters, 1, "the 20 failed again");
+/// app.shutdown().await.unwrap();
+/// # });
+/// ```
 pub struct Operations {
     stores: Stores,
     members: Vec<Member>,
