@@ -304,6 +304,30 @@ pub enum Error {
         /// What was asked.
         action: &'static str,
     },
+    /// An admin operation ([`Operations`](crate::app::Operations)) named a projection that is
+    /// neither registered with the application nor held by its view store.
+    #[error("no projection {name}: it is neither registered with the app nor in its view store")]
+    UnknownProjection {
+        /// The name asked for.
+        name: String,
+    },
+    /// An admin operation asked for a stream that holds no event.
+    #[error("no stream {stream}: it holds no event")]
+    UnknownStream {
+        /// The stream asked for.
+        stream: StreamId,
+    },
+    /// An admin operation that cannot be done on what it was asked for (say, a rebuild of a
+    /// partitioned projection, or of an event handler).
+    #[error("cannot {operation} {name}: {reason}")]
+    Unsupported {
+        /// What was asked (`"rebuild"`).
+        operation: &'static str,
+        /// Of what.
+        name: String,
+        /// Why not, and what to do instead.
+        reason: String,
+    },
     /// An [`App`](crate::App) that cannot start as configured: a duplicate registration (two
     /// projections or event handlers of one name), a name that is empty, longer than 255 bytes
     /// or holds a control character (a NUL byte among them), a split role on stores that are not shared between processes, snapshots without a
@@ -396,7 +420,10 @@ impl Error {
             Error::NotRegistered { .. }
             | Error::Ambiguous { .. }
             | Error::WrongRole { .. }
-            | Error::InvalidConfig { .. } => ErrorKind::InvalidInput,
+            | Error::InvalidConfig { .. }
+            | Error::UnknownProjection { .. }
+            | Error::UnknownStream { .. }
+            | Error::Unsupported { .. } => ErrorKind::InvalidInput,
             Error::Serde { .. } | Error::Projection { .. } | Error::Backend { .. } => ErrorKind::Internal,
         }
     }

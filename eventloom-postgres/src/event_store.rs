@@ -23,7 +23,7 @@ use tracing::Instrument;
 use crate::connect::Connector;
 use crate::db::{Conn, Db, Fields, next_row, shown};
 use crate::schema::{MIGRATIONS, Sql, applied_migrations, fixed};
-use crate::{Blocker, Error, Holdback, PgConfig, ReplicaLag, Result};
+use crate::{AppliedMigration, Blocker, Error, Holdback, PgConfig, ReplicaLag, Result, SchemaVersion};
 
 /// How long the notifier gathers appends before one NOTIFY: wake-up latency for subscribers
 /// in other processes against load on the server.
@@ -433,6 +433,66 @@ impl PgEventStore {
                 Ok((fields.get("stream_id")?, fields.unsigned_opt("version")?.unwrap_or(0)))
             })
             .collect()
+    }
+
+    /// The categories (aggregate types) that have streams, in order, `limit` at a time after
+    /// `after` (use `""` to start): one probe of the primary key per category, whatever the number
+    /// of streams.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(store: eventloom_postgres::PgEventStore) -> eventloom_core::Result<()> {
+    /// for category in store.categories("", 100).await? {
+    ///     println!("{category}: {} streams shown", store.streams(&category, "", 10).await?.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn categories(&self, after: &str, limit: usize) -> eventloom_core::Result<Vec<String>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = self.inner.db.query(&self.inner.sql.categories, &[&after, &limit]).await?;
+        rows.iter().map(|row| Fields::new(row, || "a category of streams".to_owned()).get("category")).collect()
+    }
+
+    /// The migrations applied to the schema (none when it was never migrated: its `migrations`
+    /// table does not exist), against those this build knows. Changes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(store: eventloom_postgres::PgEventStore) -> eventloom_core::Result<()> {
+    /// let schema = store.schema_version().await?;
+    /// if !schema.is_current() {
+    ///     println!("{} migrations to apply: {:?}", schema.schema, schema.pending());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn schema_version(&self) -> eventloom_core::Result<SchemaVersion> {
+        let sql = &self.inner.sql;
+        let known = MIGRATIONS.iter().map(|(version, name, _)| (*version, *name)).collect();
+        let schema = self.inner.config.schema_name().to_owned();
+        let table = format!("{}.migrations", sql.schema);
+        let row = self.inner.db.query_one(fixed::TABLE_EXISTS, &[&table]).await?;
+        if !Fields::new(&row, || format!("whether {table} exists")).get::<bool>("present")? {
+            return Ok(SchemaVersion::new(schema, Vec::new(), known));
+        }
+        let rows = self.inner.db.query(&sql.schema_migrations, &[]).await?;
+        let applied = rows
+            .iter()
+            .map(|row| {
+                let fields = Fields::new(row, || format!("migration {} in {table}", shown(row, "version")));
+                let micros: i64 = fields.get("applied_micros")?;
+                Ok(AppliedMigration::new(
+                    fields.unsigned_int("version")?,
+                    fields.get::<String>("name")?,
+                    Timestamp::from_micros(micros),
+                ))
+            })
+            .collect::<eventloom_core::Result<_>>()?;
+        Ok(SchemaVersion::new(schema, applied, known))
     }
 
     /// Refuses to read in order when the stored transaction ids are ahead of this server's:

@@ -4,14 +4,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventloom_core::model::Timestamp;
 use eventloom_core::store::BoxFuture;
-use eventloom_core::store::{Lease, LeaseManager};
+use eventloom_core::store::{Lease, LeaseHolder, LeaseInfo, LeaseManager, validate_lease_name};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
 use crate::PgEventStore;
 use crate::connect::{Connector, pg_error};
-use crate::db::Fields;
+use crate::db::{Db, Fields};
 use crate::schema::{Sql, fixed};
 
 /// How often a standby tries the lock, and a leader checks its connection.
@@ -81,6 +82,8 @@ const SHORTEST: Duration = Duration::from_millis(10);
 #[derive(Clone)]
 pub struct PgLeases {
     connector: Connector,
+    /// The store's pool, for [`leases`](LeaseManager::leases).
+    db: Db,
     config: tokio_postgres::Config,
     sql: Arc<Sql>,
     schema: String,
@@ -203,6 +206,7 @@ impl PgLeases {
         let config = store.config();
         PgLeases {
             connector: store.connector().clone(),
+            db: store.db().clone(),
             config: config.pg.clone(),
             sql: store.sql().clone(),
             schema: config.schema_name().to_owned(),
@@ -260,6 +264,7 @@ impl PgLeases {
     /// closing the connection), bump the token, start the watcher. Errors when the connection
     /// fails.
     async fn attempt(&self, name: &str, wait: bool) -> eventloom_core::Result<Option<Lease>> {
+        validate_lease_name(name)?;
         let key = lock_key(&self.schema, name);
         let client = self.connect().await?;
         let timeout = self.timeout;
@@ -275,7 +280,14 @@ impl PgLeases {
             }
             tokio::time::sleep(self.interval).await;
         }
-        let row = bounded(timeout, "the token bump", client.query_one(&self.sql.bump_lease, &[&name])).await?;
+        let holder = LeaseHolder::this_process();
+        let pid = i64::from(holder.pid);
+        let row = bounded(
+            timeout,
+            "the token bump",
+            client.query_one(&self.sql.bump_lease, &[&name, &holder.host, &pid, &holder.role]),
+        )
+        .await?;
         let token = Fields::new(&row, || format!("the fencing token of lease {name}")).unsigned("token")?;
         let (lost_tx, lost_rx) = watch::channel(false);
         let interval = self.interval;
@@ -329,6 +341,40 @@ impl LeaseManager for PgLeases {
                 tracing::info!(lease = name, token = lease.token(), "lease acquired");
             }
             Ok(lease)
+        })
+    }
+
+    /// The leases from the `leases` table; `held` when a session holds the lease's advisory
+    /// lock in this database now (from `pg_locks`).
+    fn leases<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<LeaseInfo>>> {
+        Box::pin(async move {
+            validate_lease_name(prefix)?;
+            let conn = self.db.conn().await?;
+            let rows = conn.query(&self.sql.leases, &[&prefix]).await?;
+            let locks = conn.query(fixed::HELD_LEASE_LOCKS, &[]).await?;
+            let mut held = std::collections::HashSet::with_capacity(locks.len());
+            for lock in &locks {
+                let fields = Fields::new(lock, || "pg_locks".to_owned());
+                held.insert((fields.unsigned("high")?, fields.unsigned("low")?));
+            }
+            let mut infos = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let name: String = row.try_get("name").map_err(pg_error)?;
+                let fields = Fields::new(row, || format!("leases {name}"));
+                let key = u64::from_ne_bytes(lock_key(&self.schema, &name).to_ne_bytes());
+                let mut info = LeaseInfo::new(name.clone(), fields.unsigned("token")?)
+                    .with_held(held.contains(&(key >> 32, key & 0xffff_ffff)));
+                let host: Option<String> = fields.get("holder_host")?;
+                let pid = fields.unsigned_opt("holder_pid")?;
+                let role: Option<String> = fields.get("holder_role")?;
+                if let (Some(host), Some(pid), Some(role)) = (host, pid, role) {
+                    let pid = u32::try_from(pid).map_err(|_| fields.corrupt(format_args!("pid {pid}")))?;
+                    let at = fields.get::<Option<i64>>("acquired_us")?.map(Timestamp::from_micros);
+                    info = info.held_by(LeaseHolder::new(host, pid, role), at);
+                }
+                infos.push(info);
+            }
+            Ok(infos)
         })
     }
 }

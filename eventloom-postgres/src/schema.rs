@@ -17,6 +17,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (9, "command refusals", include_str!("../sql/0009_command_refusals.sql")),
     (10, "command retention", include_str!("../sql/0010_command_retention.sql")),
     (11, "relays", include_str!("../sql/0011_relays.sql")),
+    (12, "lease holders", include_str!("../sql/0012_lease_holders.sql")),
 ];
 
 /// The columns of the `migrations` table as migrate() makes it, with their types.
@@ -62,6 +63,8 @@ pub(crate) async fn applied_migrations(client: &tokio_postgres::Transaction<'_>,
 pub(crate) mod fixed {
     /// The advisory lock that serializes migrations and renumbering: `$1` the lock's key.
     pub(crate) const MIGRATION_LOCK: &str = statement(include_str!("../sql/statements/migration_lock.sql"));
+    /// The bigint advisory locks taken in this database now (`high`, `low` halves of the key).
+    pub(crate) const HELD_LEASE_LOCKS: &str = statement(include_str!("../sql/statements/held_lease_locks.sql"));
     /// A lease's advisory lock, if it is free: `$1` the lock's key.
     pub(crate) const TRY_LEASE_LOCK: &str = statement(include_str!("../sql/statements/try_lease_lock.sql"));
     /// A lease connection's check.
@@ -84,6 +87,8 @@ pub(crate) mod fixed {
     pub(crate) const READABLE_PAST: &str = statement(include_str!("../sql/statements/readable_past.sql"));
     /// The kind and columns of the relation `$1`.
     pub(crate) const MIGRATIONS_COLUMNS: &str = statement(include_str!("../sql/statements/migrations_columns.sql"));
+    /// Whether the relation `$1` exists.
+    pub(crate) const TABLE_EXISTS: &str = statement(include_str!("../sql/statements/table_exists.sql"));
 
     /// A statement as its file holds it, without the final line break.
     const fn statement(text: &str) -> &str {
@@ -118,6 +123,8 @@ pub(crate) struct Sql {
     pub(crate) stream_version: String,
     pub(crate) command_outcome: String,
     pub(crate) streams_of: String,
+    pub(crate) categories: String,
+    pub(crate) schema_migrations: String,
     pub(crate) load_snapshot: String,
     pub(crate) save_snapshot: String,
     pub(crate) hidden_events: String,
@@ -137,7 +144,10 @@ pub(crate) struct Sql {
     pub(crate) list_generation_after_sort_key: String,
     pub(crate) count_generation: String,
     pub(crate) dead_letters: String,
+    pub(crate) projections: String,
+    pub(crate) remove_dead_letters: String,
     pub(crate) bump_lease: String,
+    pub(crate) leases: String,
     pub(crate) restored_from_elsewhere: String,
     pub(crate) record_command: String,
     pub(crate) expire_commands: String,
@@ -170,6 +180,8 @@ impl Sql {
             stream_version: fill(include_str!("../sql/statements/stream_version.sql")),
             command_outcome: fill(include_str!("../sql/statements/command_outcome.sql")),
             streams_of: fill(include_str!("../sql/statements/streams_of.sql")),
+            categories: fill(include_str!("../sql/statements/categories.sql")),
+            schema_migrations: fill(include_str!("../sql/statements/schema_migrations.sql")),
             load_snapshot: fill(include_str!("../sql/statements/load_snapshot.sql")),
             save_snapshot: fill(include_str!("../sql/statements/save_snapshot.sql")),
             hidden_events: fill(include_str!("../sql/statements/hidden_events.sql")),
@@ -189,7 +201,10 @@ impl Sql {
             list_generation_after_sort_key: fill(include_str!("../sql/statements/list_generation_after_sort_key.sql")),
             count_generation: fill(include_str!("../sql/statements/count_generation.sql")),
             dead_letters: fill(include_str!("../sql/statements/dead_letters.sql")),
+            projections: fill(include_str!("../sql/statements/projections.sql")),
+            remove_dead_letters: fill(include_str!("../sql/statements/remove_dead_letters.sql")),
             bump_lease: fill(include_str!("../sql/statements/bump_lease.sql")),
+            leases: fill(include_str!("../sql/statements/leases.sql")),
             restored_from_elsewhere: fill(include_str!("../sql/statements/restored_from_elsewhere.sql")),
             record_command: fill(include_str!("../sql/statements/record_command.sql")),
             expire_commands: fill(include_str!("../sql/statements/expire_commands.sql")),

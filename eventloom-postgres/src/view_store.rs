@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use eventloom_core::store::{BoxFuture, Refusal, Written};
+use eventloom_core::store::{BoxFuture, DeadLetterSelection, Refusal, Written};
 use eventloom_core::{
     Error as CoreError, Position,
     read::OrderRange,
@@ -590,6 +590,38 @@ impl ViewStore for PgViewStore {
                     serde_json::from_str(json).map_err(|source| CoreError::Serde { what: "dead letter".into(), source })
                 })
                 .collect()
+        })
+    }
+
+    fn projections<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Vec<String>>> {
+        Box::pin(async move {
+            let rows = self.db.query(&self.sql.projections, &[]).await?;
+            rows.iter().map(|row| Fields::new(row, || "projection_status".to_owned()).get("projection")).collect()
+        })
+    }
+
+    fn remove_dead_letters<'a>(
+        &'a self,
+        projection: &'a str,
+        which: &'a DeadLetterSelection,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<Written<u64>>> {
+        Box::pin(async move {
+            let fencing = token(fencing_token)?;
+            let (all, positions) = match which {
+                DeadLetterSelection::All => (true, Vec::new()),
+                DeadLetterSelection::At(positions) => (false, positions.iter().map(ToString::to_string).collect()),
+            };
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&projection, &fencing, &all, &positions];
+            let row = self.db.query_one(&self.sql.remove_dead_letters, &params).await?;
+            let fields = fields(&row, projection);
+            if fields.unsigned("known")? == 0 {
+                return Ok(Ok(0));
+            }
+            if fields.unsigned("passed")? == 0 {
+                return fenced(projection, fencing_token, &row);
+            }
+            Ok(Ok(fields.unsigned("removed")?))
         })
     }
 }

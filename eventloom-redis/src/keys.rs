@@ -23,6 +23,12 @@ pub(crate) fn index_suffix(key: &IndexKey) -> String {
     format!("{}={}", encode(&key.name), key.value)
 }
 
+/// The registry of projection names: a set of the names (as given) of every projection the store
+/// began a generation or recorded a stop for. Outside every projection's hash tag.
+pub(crate) fn registry(prefix: &str) -> String {
+    format!("{prefix}eventloom.projections")
+}
+
 /// The keys of one projection.
 #[derive(Debug, Clone)]
 pub(crate) struct ProjectionKeys {

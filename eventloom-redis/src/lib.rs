@@ -38,6 +38,14 @@
 //! | `<base>:token` | string | the highest fencing token seen (every generation's `:meta` keeps it too) |
 //! | `<base>:trash` | set | ids of dropped generations whose keys are still being deleted |
 //!
+//! Besides, `<prefix>eventloom.projections` (a set) holds the name of every projection the store
+//! began a generation or recorded a stop for, for [`ViewStore::projections`](eventloom_core::store::ViewStore::projections).
+//! It lies outside every projection's hash tag (in a cluster, in a slot of its own): the store
+//! adds the name with a command of its own before the script that begins the generation or
+//! records the stop, never from inside a projection's script, which may touch only the keys of
+//! the projection's slot. A projection whose last generation began before this registry existed
+//! is listed once it begins one again or records a stop.
+//!
 //! Per generation, with `<gen>` = `<base>:g<id>`:
 //!
 //! | key | type | holds |

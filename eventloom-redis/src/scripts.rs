@@ -176,12 +176,24 @@ pub(crate) const COUNT_GENERATION: &str = script!("count_generation.lua");
 /// `{"1", letter, ...}`.
 pub(crate) const DEAD_LETTERS: &str = script!("dead_letters.lua");
 
+/// Removes dead letters of the live generation (all, or those of the events at given positions),
+/// fenced like a commit, raising the highest token as a commit does. The dead letters stay in
+/// their order; the live generation's `dead` count follows.
+///
+/// KEYS: 1 token, 2 live, 3 building, 4-7 the live generation's quad, 8-11 the building one's.
+/// ARGV: 1 token, 2 `all` or the number `n` of positions, then the `n` positions (`"tx.seq"`),
+/// then the live and the building generation the caller read.
+///
+/// Replies `{0, removed}` (`{0, 0}` without a live generation), `{2, highest}` when fenced,
+/// `{3, key}` for a key of another type, `{9}` when the pointers moved.
+pub(crate) const REMOVE_DEAD_LETTERS: &str = script!("remove_dead_letters.lua");
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Every script with its name.
-    const ALL: [(&str, &str); 14] = [
+    const ALL: [(&str, &str); 15] = [
         ("commit", COMMIT),
         ("peek", PEEK),
         ("begin", BEGIN),
@@ -195,6 +207,7 @@ mod tests {
         ("list_generation", LIST_GENERATION),
         ("count_generation", COUNT_GENERATION),
         ("dead_letters", DEAD_LETTERS),
+        ("remove_dead_letters", REMOVE_DEAD_LETTERS),
         ("common", include_str!("lua/common.lua")),
     ];
 

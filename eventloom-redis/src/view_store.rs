@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use eventloom_core::store::{BoxFuture, Refusal, Written};
+use eventloom_core::store::{BoxFuture, DeadLetterSelection, Refusal, Written};
 use eventloom_core::{
     Error as CoreError, Position,
     read::OrderRange,
@@ -70,6 +70,7 @@ struct Scripts {
     list_generation: redis::Script,
     count_generation: redis::Script,
     dead_letters: redis::Script,
+    remove_dead_letters: redis::Script,
     load: redis::Script,
     peek: redis::Script,
 }
@@ -88,6 +89,7 @@ impl Scripts {
             list_generation: redis::Script::new(scripts::LIST_GENERATION),
             count_generation: redis::Script::new(scripts::COUNT_GENERATION),
             dead_letters: redis::Script::new(scripts::DEAD_LETTERS),
+            remove_dead_letters: redis::Script::new(scripts::REMOVE_DEAD_LETTERS),
             load: redis::Script::new(scripts::LOAD),
             peek: redis::Script::new(scripts::PEEK),
         }
@@ -618,6 +620,22 @@ impl RedisViewStore {
         ProjectionKeys::new(&self.prefix, projection)
     }
 
+    /// Notes `projection` in the registry of projection names ([`ViewStore::projections`]),
+    /// before each write that may create its keys (beginning a generation, recording a stop: both
+    /// rare): a set key of its own (`<prefix>eventloom.projections`), written by a command apart
+    /// from the projection's scripts, since in a cluster it lies in another slot than the
+    /// projection's keys (a script touches the keys of one slot only).
+    async fn register(&self, projection: &str) -> eventloom_core::Result<()> {
+        let mut connection = self.connection.clone();
+        let _: i64 = redis::cmd("SADD")
+            .arg(crate::keys::registry(&self.prefix))
+            .arg(projection)
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
     fn cached_live(&self, projection: &str) -> Option<u64> {
         self.live.lock().unwrap_or_else(PoisonError::into_inner).get(projection).copied()
     }
@@ -867,6 +885,7 @@ impl ViewStore for RedisViewStore {
         fencing_token: u64,
     ) -> BoxFuture<'a, eventloom_core::Result<Written<Generation>>> {
         Box::pin(async move {
+            self.register(projection).await?;
             let keys = self.keys(projection);
             let mut connection = self.connection.clone();
             let span = tracing::debug_span!("begin_generation", store = "redis", projection, version);
@@ -1060,6 +1079,7 @@ impl ViewStore for RedisViewStore {
         fencing_token: u64,
     ) -> BoxFuture<'a, eventloom_core::Result<Written>> {
         Box::pin(async move {
+            self.register(projection).await?;
             let keys = self.keys(projection);
             let position = stop.and_then(|s| s.position).map(|p| p.to_string()).unwrap_or_default();
             let span = tracing::debug_span!("record_stop", store = "redis", projection);
@@ -1381,6 +1401,57 @@ impl ViewStore for RedisViewStore {
                     .map(|count| count.parse().map_err(|_| unexpected("the count_generation script", &reply)))
                     .collect(),
                 _ => Err(unexpected("the count_generation script", reply)),
+            }
+        })
+    }
+
+    fn projections<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Vec<String>>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let mut names: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(crate::keys::registry(&self.prefix))
+                .query_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            names.sort_unstable();
+            Ok(names)
+        })
+    }
+
+    fn remove_dead_letters<'a>(
+        &'a self,
+        projection: &'a str,
+        which: &'a DeadLetterSelection,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<Written<u64>>> {
+        Box::pin(async move {
+            let keys = self.keys(projection);
+            let span = tracing::debug_span!("remove_dead_letters", store = "redis", projection);
+            let leading = [keys.token(), keys.live(), keys.building()];
+            let mut args = vec![fencing_token.to_string()];
+            match which {
+                DeadLetterSelection::All => args.push("all".to_owned()),
+                DeadLetterSelection::At(positions) => {
+                    args.push(positions.len().to_string());
+                    args.extend(positions.iter().map(ToString::to_string));
+                }
+            }
+            let script = &self.scripts.remove_dead_letters;
+            let reply = self.invoke_at_pointers(projection, &keys, script, &leading, &args).instrument(span).await?;
+            match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                ["0", removed] => {
+                    let removed = removed.parse().map_err(|_| unexpected("remove_dead_letters", &reply))?;
+                    if removed > 0 {
+                        self.wait_for_replicas(&keys).await;
+                    }
+                    Ok(Ok(removed))
+                }
+                ["2", highest] => Ok(Err(fenced(fencing_token, highest))),
+                ["3", key] => Err(CoreError::Backend {
+                    message: format!("key {key:?} holds another type than the view store writes; nothing was written"),
+                    source: None,
+                }),
+                _ => Err(unexpected("remove_dead_letters", reply)),
             }
         })
     }

@@ -412,4 +412,15 @@ impl ViewStore for Watched {
     ) -> Answer<'a, Written> {
         self.inner.record_stop(projection, stop, fencing_token)
     }
+    fn projections<'a>(&'a self) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<Vec<String>>> {
+        self.inner.projections()
+    }
+    fn remove_dead_letters<'a>(
+        &'a self,
+        projection: &'a str,
+        which: &'a eventloom_core::store::DeadLetterSelection,
+        fencing_token: u64,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written<u64>>> {
+        self.inner.remove_dead_letters(projection, which, fencing_token)
+    }
 }

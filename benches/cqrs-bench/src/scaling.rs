@@ -277,6 +277,13 @@ impl LeaseManager for Announcing {
     fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<Lease>>> {
         self.0.try_acquire(name)
     }
+
+    fn leases<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::LeaseInfo>>> {
+        self.0.leases(prefix)
+    }
 }
 
 /// A projector process: runs [`Cards`] (in `partitions` partitions, whole when 1) from the

@@ -294,6 +294,10 @@ impl LeaseManager for TrackedLeases {
     fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>>> {
         Box::pin(async move { Ok(self.leases.try_acquire(name).await?.map(|lease| self.leading(name, lease))) })
     }
+
+    fn leases<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<crate::store::LeaseInfo>>> {
+        self.leases.leases(prefix)
+    }
 }
 
 impl TrackedLeases {

@@ -2,6 +2,7 @@
 //! a bundle of [`Stores`], in every [`Role`].
 
 mod health;
+mod operations;
 mod options;
 mod relay;
 mod retention;
@@ -19,6 +20,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use health::{Lag, LeaseState, RelayLag, Unprojected, Unrelayed};
+pub use operations::{
+    GenerationReport, LAG_CAP, Operations, ProjectionInfo, ProjectionReport, RebuildProgress, RetryOutcome, ShownEvent,
+};
 pub use options::{AggregateOptions, HandlerOptions, ProcessOptions, ProjectionOptions, Role, StartFrom};
 pub use relay::{RELAYED_FROM, SOURCE_COMMAND_ID, SOURCE_SEQUENCE, SOURCE_VERSION};
 pub use stores::{MemoryStores, Stores};
@@ -123,6 +127,12 @@ struct PendingMember {
     starts_now: Option<Arc<dyn crate::model::Clock>>,
     /// How a partitioned projection places its views; `None` when it is whole.
     partitioned: Option<ViewKey>,
+    /// Its [`Projection::VERSION`] (projections only).
+    version: Option<u32>,
+    /// How many partitions it runs in.
+    partitions: u32,
+    /// What [`Operations`] run of a projection, with its poison policy.
+    ops: Option<(Arc<dyn operations::ProjectionOps>, Option<crate::PoisonPolicy>)>,
 }
 
 /// Builds an [`App`]: register aggregates, projections and event handlers, pick a [`Role`],
@@ -202,8 +212,13 @@ impl AppBuilder {
     /// the process's group all the same: the group honours every option.
     pub fn projection_with<P: Projection>(mut self, projection: P, options: ProjectionOptions) -> Self {
         let name = projection.name().to_owned();
-        let partitioned = (options.partition_count() > 1).then_some(P::view_partition_key as ViewKey);
-        let join: JoinGroup = Box::new(move |group, _| group.add_with(projection, options));
+        let partitions = options.partition_count();
+        let poison = options.poison;
+        let partitioned = (partitions > 1).then_some(P::view_partition_key as ViewKey);
+        // Shared with the operations (`AppBuilder::operations`), which run it too.
+        let shared = Arc::new(projection);
+        let ops: Arc<dyn operations::ProjectionOps> = Arc::new(operations::Shared(shared.clone()));
+        let join: JoinGroup = Box::new(move |group, _| group.add_with(operations::Shared(shared), options));
         self.members.push(PendingMember {
             kind: Kind::Projection,
             type_id: TypeId::of::<P>(),
@@ -212,6 +227,9 @@ impl AppBuilder {
             join,
             starts_now: None,
             partitioned,
+            version: Some(P::VERSION),
+            partitions,
+            ops: Some((ops, poison)),
         });
         self
     }
@@ -263,6 +281,9 @@ impl AppBuilder {
             join,
             starts_now: None,
             partitioned: None,
+            version: None,
+            partitions: 1,
+            ops: None,
         });
         self
     }
@@ -296,6 +317,9 @@ impl AppBuilder {
             join,
             starts_now,
             partitioned: None,
+            version: None,
+            partitions: 1,
+            ops: None,
         });
         self
     }
@@ -476,6 +500,8 @@ impl AppBuilder {
     pub async fn start(self) -> Result<App> {
         self.check()?;
         let AppBuilder { stores, role, drain_timeout, command_retention, aggregates, members, relays } = self;
+        // The leases this process takes name it by its role.
+        crate::store::LeaseHolder::set_process_role(role.as_str());
         let own: Vec<&'static str> = aggregates.iter().map(|a| a.category).collect();
         let mut engines: Engines = HashMap::new();
         let mut upcasters = HashMap::new();

@@ -142,4 +142,15 @@ impl ViewStore for SignallingViews {
             self.after(projection, result)
         })
     }
+    fn projections<'a>(&'a self) -> BoxFuture<'a, crate::Result<Vec<String>>> {
+        self.inner.projections()
+    }
+    fn remove_dead_letters<'a>(
+        &'a self,
+        projection: &'a str,
+        which: &'a crate::store::DeadLetterSelection,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, crate::Result<crate::store::Written<u64>>> {
+        self.inner.remove_dead_letters(projection, which, fencing_token)
+    }
 }

@@ -1,11 +1,12 @@
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use crate::store::BoxFuture;
 use tokio::sync::{Notify, watch};
 
 use super::lock;
-use crate::{Lease, LeaseManager, Result};
+use crate::store::{LeaseHolder, LeaseInfo, validate_lease_name};
+use crate::{Lease, LeaseManager, Result, Timestamp};
 
 /// A [`LeaseManager`] for the tasks of one process.
 ///
@@ -29,7 +30,7 @@ pub struct MemoryLeases {
 
 #[derive(Debug, Default)]
 struct Inner {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<BTreeMap<String, Slot>>,
     released: Notify,
 }
 
@@ -37,6 +38,8 @@ struct Inner {
 struct Slot {
     token: u64,
     holder: Option<watch::Sender<bool>>,
+    /// Who took the last token, and when.
+    taken_by: Option<(LeaseHolder, Timestamp)>,
 }
 
 struct Release {
@@ -84,6 +87,7 @@ impl MemoryLeases {
         slot.token += 1;
         let (tx, rx) = watch::channel(false);
         slot.holder = Some(tx);
+        slot.taken_by = Some((LeaseHolder::this_process(), Timestamp::now()));
         let release = Release { inner: self.inner.clone(), name: name.to_owned(), token: slot.token };
         Some(Lease::new(slot.token, rx, release))
     }
@@ -92,6 +96,7 @@ impl MemoryLeases {
 impl LeaseManager for MemoryLeases {
     fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>> {
         Box::pin(async move {
+            validate_lease_name(name)?;
             loop {
                 let notified = self.inner.released.notified();
                 tokio::pin!(notified);
@@ -105,6 +110,28 @@ impl LeaseManager for MemoryLeases {
     }
 
     fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>>> {
-        Box::pin(async move { Ok(self.take(name)) })
+        Box::pin(async move {
+            validate_lease_name(name)?;
+            Ok(self.take(name))
+        })
+    }
+
+    fn leases<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LeaseInfo>>> {
+        Box::pin(async move {
+            validate_lease_name(prefix)?;
+            let slots = lock(&self.inner.slots);
+            Ok(slots
+                .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+                .take_while(|(name, _)| name.starts_with(prefix))
+                .filter(|(_, slot)| slot.token > 0)
+                .map(|(name, slot)| {
+                    let info = LeaseInfo::new(name.clone(), slot.token).with_held(slot.holder.is_some());
+                    match &slot.taken_by {
+                        Some((holder, at)) => info.held_by(holder.clone(), Some(*at)),
+                        None => info,
+                    }
+                })
+                .collect())
+        })
     }
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 use crate::store::BoxFuture;
 
 use super::{read, write};
-use crate::store::{IndexedView, Refusal, Written};
+use crate::store::{DeadLetterSelection, IndexedView, Refusal, Written};
 use crate::{
     DeadLetter, Error, Generation, IndexKey, ListCursor, OrderRange, Position, ProjectionStatus, ProjectionStop,
     Result, ViewCommit, ViewPage, ViewStore,
@@ -143,6 +143,15 @@ impl ProjectionState {
         self.highest_token = fencing_token;
         self.stopped = stop.cloned();
         Ok(())
+    }
+
+    fn remove_dead_letters(&mut self, which: &DeadLetterSelection, fencing_token: u64) -> Written<u64> {
+        self.check_token(fencing_token)?;
+        self.highest_token = fencing_token;
+        let Some(live) = self.live.and_then(|id| self.generations.get_mut(&id)) else { return Ok(0) };
+        let before = live.dead_letters.len();
+        live.dead_letters.retain(|letter| !which.selects(letter.position));
+        Ok((before - live.dead_letters.len()) as u64)
     }
 
     fn generation(&self, id: u64) -> Option<Generation> {
@@ -342,6 +351,27 @@ impl ViewStore for MemoryViewStore {
         Box::pin(async move {
             let mut map = write(&self.projections);
             Ok(map.entry(projection.to_owned()).or_default().record_stop(stop, fencing_token))
+        })
+    }
+
+    fn projections<'a>(&'a self) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let mut names: Vec<String> = read(&self.projections).keys().cloned().collect();
+            names.sort_unstable();
+            Ok(names)
+        })
+    }
+
+    fn remove_dead_letters<'a>(
+        &'a self,
+        projection: &'a str,
+        which: &'a DeadLetterSelection,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<Written<u64>>> {
+        Box::pin(async move {
+            let mut map = write(&self.projections);
+            // A projection the store does not hold has nothing to remove, and gains no entry.
+            Ok(map.get_mut(projection).map_or(Ok(0), |state| state.remove_dead_letters(which, fencing_token)))
         })
     }
 }

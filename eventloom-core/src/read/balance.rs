@@ -161,6 +161,10 @@ impl LeaseManager for BalancedLeases {
             Ok(self.inner.try_acquire(name).await?.map(|lease| self.gated(index, lease)))
         })
     }
+
+    fn leases<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<crate::store::LeaseInfo>>> {
+        self.inner.leases(prefix)
+    }
 }
 
 /// Holds this process's member slot and publishes its share.

@@ -17,8 +17,8 @@ use super::projection::check_name;
 use super::run::{Job, ProjectionJob, Runner};
 use crate::store::{Refusal, superseded};
 use crate::{
-    Error, EventStore, Lease, LeaseManager, PoisonPolicy, Position, Projection, ProjectionStop, RecordedEvent, Result,
-    StopKind, Subscription, Upcasters, ViewCommit, ViewStore,
+    DeadLetter, Error, EventStore, Lease, LeaseManager, PoisonPolicy, Position, Projection, ProjectionStop,
+    RecordedEvent, Result, StopKind, Subscription, Upcasters, ViewCommit, ViewStore,
 };
 
 /// Runs projections: reads events after each projection's checkpoint, folds them into views,
@@ -182,7 +182,7 @@ impl<S: EventStore + Clone> Projector<S> {
         let lease = self.lease(projection.name()).await?;
         let token = lease.as_ref().map_or(0, Lease::token);
         let target = self.target(projection.name(), P::VERSION, token).await?;
-        self.catch_up_with(projection, target, token).await
+        self.catch_up_with(projection, target, token, None).await
     }
 
     async fn catch_up_with<P: Projection>(
@@ -190,9 +190,10 @@ impl<S: EventStore + Clone> Projector<S> {
         projection: &P,
         target: Target,
         token: u64,
+        progress: Option<&Progress>,
     ) -> Result<Option<Position>> {
         let (stopped, generation) = (target.stopped, target.generation);
-        match self.catch_up_from(projection, target, token).await {
+        match self.catch_up_from(projection, target, token, progress).await {
             Ok(checkpoint) => {
                 if stopped {
                     self.note_running(projection.name(), token).await;
@@ -211,6 +212,7 @@ impl<S: EventStore + Clone> Projector<S> {
         projection: &P,
         mut target: Target,
         token: u64,
+        progress: Option<&Progress>,
     ) -> Result<Option<Position>> {
         let metrics = crate::metrics::RunnerMetrics::new(projection.name());
         let mut subscription = self.subscribe(target.checkpoint);
@@ -222,6 +224,9 @@ impl<S: EventStore + Clone> Projector<S> {
                 target.checkpoint = self.process(projection, &batch, &target, token).await?;
                 metrics.batch(batch.len(), started.elapsed());
                 metrics.lag(batch.last(), 0, true);
+                if let Some(progress) = progress {
+                    let _ = progress.send((target.checkpoint, batch.len()));
+                }
                 next = subscription.try_next_batch().await?;
                 continue;
             }
@@ -232,6 +237,9 @@ impl<S: EventStore + Clone> Projector<S> {
             };
             let ((written, took), ahead) = tokio::join!(process, subscription.try_next_batch());
             target.checkpoint = written?;
+            if let Some(progress) = progress {
+                let _ = progress.send((target.checkpoint, batch.len()));
+            }
             next = ahead?;
             metrics.batch(batch.len(), took);
             let known = next.as_ref().map_or(0, Vec::len);
@@ -256,7 +264,72 @@ impl<S: EventStore + Clone> Projector<S> {
         let generation = superseded(name, self.views.begin_generation(name, P::VERSION, token).await?)?;
         let stopped = self.views.status(name).await?.stopped.is_some();
         let target = Target { generation: generation.id, checkpoint: None, building: true, stopped };
-        self.catch_up_with(projection, target, token).await
+        self.catch_up_with(projection, target, token, None).await
+    }
+
+    /// [`rebuild`](Self::rebuild) by a caller that holds the projection's lease already (its
+    /// `token`): into a new generation that starts after `after` (from the first event when
+    /// `None`), telling `progress` the checkpoint and the number of events after each batch.
+    pub(crate) async fn rebuild_held<P: Projection>(
+        &self,
+        projection: &P,
+        token: u64,
+        after: Option<Position>,
+        progress: &Progress,
+    ) -> Result<Option<Position>> {
+        let name = projection.name();
+        check_name(name)?;
+        let generation = superseded(name, self.views.begin_generation(name, P::VERSION, token).await?)?;
+        if let Some(after) = after {
+            // An empty batch that moves the new generation's checkpoint to `after`.
+            let start = ViewCommit {
+                generation: generation.id,
+                expected: None,
+                checkpoint: after,
+                fencing_token: token,
+                views: Vec::new(),
+                dead_letters: Vec::new(),
+            };
+            superseded(name, self.views.commit(name, start).await?)?;
+        }
+        let stopped = self.views.status(name).await?.stopped.is_some();
+        let target = Target { generation: generation.id, checkpoint: after, building: true, stopped };
+        self.catch_up_with(projection, target, token, Some(progress)).await
+    }
+
+    /// Applies `events` (the events of dead letters of the live generation) again to the live
+    /// views, by a caller that holds the projection's lease (its `token`), leaving the checkpoint
+    /// where it is. The dead letters at their positions leave first; those that fail again are
+    /// recorded again with the new reason, and answered.
+    pub(crate) async fn retry_held<P: Projection>(
+        &self,
+        projection: &P,
+        token: u64,
+        events: &[RecordedEvent],
+    ) -> Result<Vec<DeadLetter>> {
+        let name = projection.name();
+        let status = self.views.status(name).await?;
+        let live = status.live.ok_or_else(|| Error::NotBuilt { projection: name.to_owned() })?;
+        let Some(checkpoint) = live.checkpoint else { return Ok(Vec::new()) };
+        let target = Target { generation: live.id, checkpoint: live.checkpoint, building: false, stopped: false };
+        let mut fold = Fold::select(projection, events, &self.upcasters, PoisonPolicy::DeadLetter, None);
+        if let Some((_, error)) = fold.stop.take() {
+            return Err(error);
+        }
+        if !fold.ids.is_empty() {
+            fold.stored = self.views.load_views(name, live.id, &fold.ids).await?;
+        }
+        let Folded { writes, dead_letters, stop } = fold.fold_each(projection, PoisonPolicy::DeadLetter)?;
+        if let Some((_, error)) = stop {
+            return Err(error);
+        }
+        let mut commit = fold.commit(&target, token, writes, dead_letters.clone());
+        commit.checkpoint = checkpoint;
+        commit.validate()?;
+        let retried = crate::store::DeadLetterSelection::At(events.iter().map(|e| e.position).collect());
+        superseded(name, self.views.remove_dead_letters(name, &retried, token).await?)?;
+        superseded(name, self.views.commit(name, commit).await?)?;
+        Ok(dead_letters)
     }
 
     async fn lease(&self, name: &str) -> Result<Option<Lease>> {
@@ -603,6 +676,9 @@ fn refused_as_written(error: &Error) -> bool {
         Error::InvalidId { .. } | Error::PayloadTooLarge { .. } | Error::InvalidEvent { .. } | Error::Serde { .. }
     )
 }
+
+/// Where a rebuild tells its progress: the checkpoint after each batch, and the batch's size.
+pub(crate) type Progress = tokio::sync::mpsc::UnboundedSender<(Option<Position>, usize)>;
 
 /// The generation a runner writes into.
 #[derive(Debug, Clone, Copy)]

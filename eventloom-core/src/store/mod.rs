@@ -4,11 +4,12 @@
 pub(crate) mod lease;
 pub(crate) mod view;
 
-pub use lease::{Lease, LeaseManager};
+pub use lease::{Lease, LeaseHolder, LeaseInfo, LeaseManager, MAX_LEASE_NAME_LEN, validate_lease_name};
 pub(crate) use view::superseded;
 pub use view::{
-    DeadLetter, Generation, IndexEntry, IndexKey, IndexedView, ListCursor, OrderRange, ProjectionStatus,
-    ProjectionStop, Refusal, StopKind, ViewCommit, ViewPage, ViewStore, ViewWrite, Written, stored_view_id,
+    DeadLetter, DeadLetterSelection, Generation, IndexEntry, IndexKey, IndexedView, ListCursor, OrderRange,
+    ProjectionStatus, ProjectionStop, Refusal, StopKind, ViewCommit, ViewPage, ViewStore, ViewWrite, Written,
+    stored_view_id,
 };
 
 /// The future a store method returns: boxed, `Send`, borrowing the store and the arguments for
@@ -20,7 +21,7 @@ pub use view::{
 ///
 /// ```
 /// use eventloom_core::Result;
-/// use eventloom_core::store::{BoxFuture, Lease, LeaseManager};
+/// use eventloom_core::store::{BoxFuture, Lease, LeaseInfo, LeaseManager};
 ///
 /// /// Leadership that is never contended: every caller leads at once, with token 1.
 /// struct AlwaysLead;
@@ -35,6 +36,10 @@ pub use view::{
 ///
 ///     fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>>> {
 ///         Box::pin(async move { Ok(Some(self.acquire(name).await?)) })
+///     }
+///
+///     fn leases<'a>(&'a self, _prefix: &'a str) -> BoxFuture<'a, Result<Vec<LeaseInfo>>> {
+///         Box::pin(async move { Ok(Vec::new()) })
 ///     }
 /// }
 /// ```

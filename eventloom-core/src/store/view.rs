@@ -977,6 +977,53 @@ pub trait ViewStore: Send + Sync + 'static {
         stop: Option<&'a ProjectionStop>,
         fencing_token: u64,
     ) -> BoxFuture<'a, Result<Written>>;
+
+    /// The names of the projections (and event handlers, process managers) this store holds
+    /// views, generations, status or dead letters for, sorted byte-wise: partition members
+    /// (`name~0of6`) and partition records (`name~partitions`) among them. For operators
+    /// listing what a store holds, whatever code is deployed.
+    fn projections<'a>(&'a self) -> BoxFuture<'a, Result<Vec<String>>>;
+
+    /// Removes dead letters of the live generation of `projection`: all of them, or those at the
+    /// given positions ([`DeadLetterSelection`]); answers how many went (0 for a projection the
+    /// store does not hold, or without a live generation). Refused ([`Refusal::Fenced`]) like a
+    /// commit, and like one it raises the highest token seen.
+    fn remove_dead_letters<'a>(
+        &'a self,
+        projection: &'a str,
+        which: &'a DeadLetterSelection,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<Written<u64>>>;
+}
+
+/// Which dead letters of a projection [`ViewStore::remove_dead_letters`] removes.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{Position, store::DeadLetterSelection};
+///
+/// let some = DeadLetterSelection::At(vec![Position::new(4, 7)]);
+/// assert!(some.selects(Position::new(4, 7)));
+/// assert!(!some.selects(Position::new(4, 8)));
+/// assert!(DeadLetterSelection::All.selects(Position::new(4, 8)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum DeadLetterSelection {
+    /// Every dead letter of the live generation.
+    All,
+    /// Those of the events at these positions (a position without a dead letter is ignored).
+    At(Vec<Position>),
+}
+
+impl DeadLetterSelection {
+    /// Whether the dead letter of the event at `position` is selected.
+    pub fn selects(&self, position: Position) -> bool {
+        match self {
+            DeadLetterSelection::All => true,
+            DeadLetterSelection::At(positions) => positions.contains(&position),
+        }
+    }
 }
 
 impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
@@ -1055,6 +1102,17 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
         fencing_token: u64,
     ) -> BoxFuture<'a, Result<Written>> {
         (**self).record_stop(projection, stop, fencing_token)
+    }
+    fn projections<'a>(&'a self) -> BoxFuture<'a, Result<Vec<String>>> {
+        (**self).projections()
+    }
+    fn remove_dead_letters<'a>(
+        &'a self,
+        projection: &'a str,
+        which: &'a DeadLetterSelection,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, Result<Written<u64>>> {
+        (**self).remove_dead_letters(projection, which, fencing_token)
     }
 }
 

@@ -22,7 +22,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::{Lease, LeaseManager};
+use crate::store::{LeaseHolder, LeaseInfo};
+use crate::{Error, Lease, LeaseManager};
 
 /// How long the suite lets a manager take to hand a released lease over, or to signal a loss.
 pub const PROMPTLY: Duration = Duration::from_secs(10);
@@ -46,6 +47,8 @@ where
     try_acquire_takes_only_a_free_lease(make().await).await;
     a_lost_lease_is_signalled_and_taken_over(make().await, &lose).await;
     a_try_acquired_lease_signals_its_loss(make().await, &lose).await;
+    holders_are_recorded_and_listed(make().await).await;
+    bad_names_are_refused(make().await).await;
 }
 
 /// How long a `try_acquire` may take: a connection and one attempt, never a wait for the holder.
@@ -235,4 +238,91 @@ where
     let next = try_until_taken(&leases, "try/lost").await;
     assert!(next.token() > held.token(), "tokens grow: {} then {}", held.token(), next.token());
     assert!(!next.is_lost());
+}
+
+/// The leases under `prefix`, listed within [`PROMPTLY`].
+async fn listed<L: LeaseManager>(leases: &L, prefix: &str) -> Vec<LeaseInfo> {
+    match tokio::time::timeout(PROMPTLY, leases.leases(prefix)).await {
+        Ok(listed) => listed.expect("leases"),
+        Err(_) => panic!("listing the leases under {prefix:?} took more than {PROMPTLY:?}"),
+    }
+}
+
+/// Checks that `info` records this process as the holder of `token`.
+fn taken_here(info: &LeaseInfo, name: &str, token: u64) {
+    let me = LeaseHolder::this_process();
+    assert_eq!(info.name, name);
+    assert_eq!(info.token, token, "the last token of {name:?}");
+    let holder = info.holder.as_ref().unwrap_or_else(|| panic!("the holder of {name:?} is recorded: {info:?}"));
+    assert_eq!((&holder.host, holder.pid), (&me.host, me.pid), "{name:?} is held by this process");
+    // The role is process-wide: another test of this process may set it meanwhile.
+    assert!(!holder.role.is_empty(), "a role is recorded: {holder:?}");
+    assert!(info.acquired_at.is_some(), "the time {name:?} was taken is recorded");
+}
+
+/// A lease taken by [`acquire`](LeaseManager::acquire) or
+/// [`try_acquire`](LeaseManager::try_acquire) is listed by [`leases`](LeaseManager::leases)
+/// under its prefix, sorted by name, with its token, this process as its holder (host, pid,
+/// role), when it was taken, and `held` true; once dropped it is listed not held (within
+/// [`PROMPTLY`]), keeping its last holder, and taken again with a higher token.
+pub async fn holders_are_recorded_and_listed<L: LeaseManager>(leases: L) {
+    assert!(listed(&leases, "holders/").await.is_empty(), "nothing taken yet under holders/");
+    let before = crate::Timestamp::now();
+    let b = acquire(&leases, "holders/b").await;
+    let a = try_acquire(&leases, "holders/a").await.expect("a lease nobody holds is taken at once");
+    let other = acquire(&leases, "holdersX").await;
+    let infos = listed(&leases, "holders/").await;
+    assert_eq!(infos.len(), 2, "only the leases under the prefix, by name: {infos:?}");
+    taken_here(&infos[0], "holders/a", a.token());
+    taken_here(&infos[1], "holders/b", b.token());
+    assert!(infos.iter().all(|info| info.held), "both held: {infos:?}");
+    let at = infos[1].acquired_at.expect("acquired_at");
+    // Clocks of two machines (this one and a database server's) may differ by a little.
+    assert!(at.as_micros() > before.as_micros() - 60_000_000, "taken about now: {at:?}, {before:?}");
+    assert!(listed(&leases, "").await.iter().any(|info| info.name == "holdersX"), "\"\" lists every lease");
+    assert_eq!(listed(&leases, "holders/a").await.len(), 1);
+
+    let token = b.token();
+    drop(b);
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    loop {
+        let infos = listed(&leases, "holders/b").await;
+        assert_eq!(infos.len(), 1, "a released lease is still listed: {infos:?}");
+        if !infos[0].held {
+            taken_here(&infos[0], "holders/b", token);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a dropped lease was still listed held after {PROMPTLY:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = acquire(&leases, "holders/b").await;
+    assert!(again.token() > token, "tokens grow: {token} then {}", again.token());
+    let infos = listed(&leases, "holders/b").await;
+    taken_here(&infos[0], "holders/b", again.token());
+    assert!(infos[0].held);
+    assert!(listed(&leases, "holders/a").await[0].held, "a is still held");
+    drop((a, other));
+}
+
+/// A lease name (or listing prefix) with a NUL byte, or longer than
+/// [`MAX_LEASE_NAME_LEN`](crate::store::MAX_LEASE_NAME_LEN) bytes, is refused with
+/// [`Error::InvalidId`] by every method, at once.
+pub async fn bad_names_are_refused<L: LeaseManager>(leases: L) {
+    let long = "l".repeat(crate::store::MAX_LEASE_NAME_LEN + 1);
+    for name in ["nul\0name", long.as_str()] {
+        let refused = |what: &str, result: Result<(), Error>| match result {
+            Err(Error::InvalidId { what: "lease name", .. }) => {}
+            other => panic!("{what}({:?}…): expected InvalidId, got {other:?}", &name[..8]),
+        };
+        let acquired = tokio::time::timeout(AT_ONCE, leases.acquire(name)).await.expect("acquire answers at once");
+        refused("acquire", acquired.map(drop));
+        let tried = tokio::time::timeout(AT_ONCE, leases.try_acquire(name)).await.expect("try_acquire answers at once");
+        refused("try_acquire", tried.map(drop));
+        let listing = tokio::time::timeout(AT_ONCE, leases.leases(name)).await.expect("leases answers at once");
+        refused("leases", listing.map(drop));
+    }
+    let longest = "l".repeat(crate::store::MAX_LEASE_NAME_LEN);
+    let lease = acquire(&leases, &longest).await;
+    assert_eq!(listed(&leases, &longest).await.len(), 1, "the longest name is taken and listed");
+    drop(lease);
 }

@@ -466,6 +466,17 @@ impl<S: ViewStore> ViewStore for Refusing<S> {
     ) -> BoxFuture<'a, crate::Result<crate::store::Written>> {
         Box::pin(async move { self.0.record_stop(p, stop, token).await })
     }
+    fn projections<'a>(&'a self) -> BoxFuture<'a, crate::Result<Vec<String>>> {
+        self.0.projections()
+    }
+    fn remove_dead_letters<'a>(
+        &'a self,
+        projection: &'a str,
+        which: &'a crate::store::DeadLetterSelection,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, crate::Result<crate::store::Written<u64>>> {
+        self.0.remove_dead_letters(projection, which, fencing_token)
+    }
 }
 
 /// A write the store refuses as written, for a reason no check of the projector finds, is found
@@ -959,6 +970,17 @@ impl<S: ViewStore> ViewStore for Crashing<S> {
         token: u64,
     ) -> BoxFuture<'a, crate::Result<crate::store::Written>> {
         Box::pin(async move { self.0.record_stop(p, stop, token).await })
+    }
+    fn projections<'a>(&'a self) -> BoxFuture<'a, crate::Result<Vec<String>>> {
+        self.0.projections()
+    }
+    fn remove_dead_letters<'a>(
+        &'a self,
+        projection: &'a str,
+        which: &'a crate::store::DeadLetterSelection,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, crate::Result<crate::store::Written<u64>>> {
+        self.0.remove_dead_letters(projection, which, fencing_token)
     }
 }
 

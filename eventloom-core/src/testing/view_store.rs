@@ -77,6 +77,8 @@ where
     ranges(make().await).await;
     generation_queries(make().await).await;
     generation_queries_select_like_list(make().await).await;
+    projection_names(make().await).await;
+    removing_dead_letters(make().await).await;
 }
 
 /// A recorded stop is reported by `status` until cleared, per projection, with its kind,
@@ -959,4 +961,81 @@ pub async fn generation_queries_select_like_list<S: ViewStore>(store: S) {
         store.count_generation("p", g, &keys).await.expect("count"),
         store.count("p", &keys).await.expect("count")
     );
+}
+
+/// [`ViewStore::projections`] names every projection a generation began or a stop was recorded
+/// for, once each, sorted byte-wise, partition members and records and hostile names among them.
+pub async fn projection_names<S: ViewStore>(store: S) {
+    use crate::{ProjectionStop, StopKind};
+    assert!(store.projections().await.expect("projections").is_empty(), "a fresh store holds none");
+    let names = ["tasks~1of2", "tasks~partitions", "b'; DROP TABLE views; --", "tasks~0of2", "{tag}:ü"];
+    for name in names {
+        live(&store, name, 0).await;
+    }
+    let stop = ProjectionStop::new(StopKind::Failed, None, "a bug");
+    store.record_stop("stopped", Some(&stop), 0).await.must("record a stop");
+    // Beginning again lists it once.
+    store.begin_generation("tasks~0of2", 1, 0).await.must("begin again");
+    let mut expected: Vec<String> = names.iter().map(|n| (*n).to_owned()).chain(["stopped".to_owned()]).collect();
+    expected.sort_unstable();
+    assert_eq!(store.projections().await.expect("projections"), expected);
+}
+
+/// [`ViewStore::remove_dead_letters`] removes the live generation's dead letters at the given
+/// positions (keeping the others in order, ignoring a position without one) or all of them,
+/// answering how many went; fenced like a commit by an older token (removing nothing), and
+/// raising the highest token like one; 0 for a projection the store does not hold, or whose
+/// generation is not live yet (whose dead letters stay).
+pub async fn removing_dead_letters<S: ViewStore>(store: S) {
+    use crate::store::DeadLetterSelection::{All, At};
+    let letter = |n: u64| DeadLetter {
+        position: at(n),
+        stream: StreamId::new("conformance", format!("s'{n}")).expect("id"),
+        version: n,
+        event_type: "Broken".into(),
+        reason: format!("reason ü {n}"),
+    };
+    let g = live(&store, "p", 5).await;
+    let mut batch = commit(g, None, 4, 5, &[("a", Some("1"))]);
+    batch.dead_letters = vec![letter(1), letter(2), letter(3), letter(4)];
+    store.commit("p", batch).await.must("commit");
+    match store.remove_dead_letters("p", &All, 4).await {
+        Ok(Err(Refusal::Fenced { token: 4, highest: 5, .. })) => {}
+        other => panic!("an older token must be fenced, got {other:?}"),
+    }
+    assert_eq!(dead_of(&store, "p").await.len(), 4, "a fenced removal removes nothing");
+    let some = At(vec![at(2), at(4), at(9)]);
+    assert_eq!(store.remove_dead_letters("p", &some, 6).await.must("remove some"), 2);
+    assert_eq!(dead_of(&store, "p").await, vec![letter(1), letter(3)], "the others stay, in order");
+    assert_eq!(store.remove_dead_letters("p", &some, 6).await.must("remove again"), 0, "gone already");
+    match store.commit("p", commit(g, Some(4), 5, 5, &[])).await {
+        Ok(Err(Refusal::Fenced { token: 5, highest: 6, .. })) => {}
+        other => panic!("a removal raises the highest token like a commit, got {other:?}"),
+    }
+    let mut next = commit(g, Some(4), 6, 6, &[]);
+    next.dead_letters = vec![letter(6)];
+    store.commit("p", next).await.must("a later batch");
+    assert_eq!(dead_of(&store, "p").await, vec![letter(1), letter(3), letter(6)], "later letters come after");
+    assert_eq!(store.read_views("p", &ids(&["a"])).await.expect("read"), vec![Some("1".to_owned())], "views stay");
+    assert_eq!(store.remove_dead_letters("p", &All, 6).await.must("remove all"), 3);
+    assert!(dead_of(&store, "p").await.is_empty());
+    assert_eq!(store.remove_dead_letters("p", &All, 6).await.must("remove all again"), 0);
+    let mut more = commit(g, Some(6), 7, 6, &[]);
+    more.dead_letters = vec![letter(7)];
+    store.commit("p", more).await.must("a batch after removing all");
+    assert_eq!(dead_of(&store, "p").await, vec![letter(7)]);
+
+    assert_eq!(store.remove_dead_letters("unknown", &All, 0).await.must("unknown"), 0);
+    assert_eq!(store.remove_dead_letters("unknown", &At(vec![at(1)]), 0).await.must("unknown"), 0);
+    let building = store.begin_generation("b", 1, 0).await.must("begin");
+    let mut built = commit(building.id, None, 1, 0, &[]);
+    built.dead_letters = vec![letter(1)];
+    store.commit("b", built).await.must("build");
+    assert_eq!(store.remove_dead_letters("b", &All, 0).await.must("nothing live"), 0);
+    store.go_live("b", building.id, 0).await.must("live");
+    assert_eq!(store.dead_letters("b").await.expect("dead letters"), vec![letter(1)], "a building generation's stay");
+}
+
+async fn dead_of<S: ViewStore>(store: &S, projection: &str) -> Vec<DeadLetter> {
+    store.dead_letters(projection).await.expect("dead letters")
 }

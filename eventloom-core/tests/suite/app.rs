@@ -987,6 +987,17 @@ impl ViewStore for CountingViews {
     ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
         Box::pin(async move { self.inner.record_stop(p, stop, token).await })
     }
+    fn projections<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Vec<String>>> {
+        self.inner.projections()
+    }
+    fn remove_dead_letters<'a>(
+        &'a self,
+        projection: &'a str,
+        which: &'a eventloom_core::store::DeadLetterSelection,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written<u64>>> {
+        self.inner.remove_dead_letters(projection, which, fencing_token)
+    }
 }
 
 /// An event store whose appends take a minute when `slow`, and whose reads fail as an outage
@@ -1157,5 +1168,11 @@ impl LeaseManager for WatchedLeases {
             let (keep, never) = tokio::sync::watch::channel(false);
             Ok(Some(Lease::new(lease.token(), never, (Released(self.released.clone()), lease, keep))))
         })
+    }
+    fn leases<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::LeaseInfo>>> {
+        self.inner.leases(prefix)
     }
 }

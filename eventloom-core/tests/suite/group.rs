@@ -317,6 +317,17 @@ impl ViewStore for SlowFor {
     ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
         Box::pin(async move { self.inner.record_stop(p, stop, token).await })
     }
+    fn projections<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Vec<String>>> {
+        self.inner.projections()
+    }
+    fn remove_dead_letters<'a>(
+        &'a self,
+        projection: &'a str,
+        which: &'a eventloom_core::store::DeadLetterSelection,
+        fencing_token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written<u64>>> {
+        self.inner.remove_dead_letters(projection, which, fencing_token)
+    }
 }
 
 const ACCOUNTS: usize = 4;

@@ -7,6 +7,7 @@ mod domain;
 mod engine;
 mod group;
 mod kit;
+mod operations;
 mod partition_switches;
 mod partitions;
 mod projector;

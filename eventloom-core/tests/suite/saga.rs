@@ -643,6 +643,12 @@ impl eventloom_core::store::LeaseManager for Unaware {
     ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<Option<Lease>>> {
         Box::pin(async move { Ok(Some(self.acquire(name).await?)) })
     }
+    fn leases<'a>(
+        &'a self,
+        _prefix: &'a str,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::LeaseInfo>>> {
+        Box::pin(async move { Ok(Vec::new()) })
+    }
 }
 
 /// Two processes that each believe they lead: the one with the lower token is deposed as soon as

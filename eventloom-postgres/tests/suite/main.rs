@@ -13,6 +13,7 @@ mod group;
 mod hot_stream;
 mod leases;
 mod migrations;
+mod operations;
 mod ordering;
 mod partitions;
 mod read_side;

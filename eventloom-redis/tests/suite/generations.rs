@@ -367,7 +367,9 @@ async fn a_new_version_is_built_behind_the_live_views_which_switch_at_once_and_t
     let left = keys_under(&mut raw, &prefix).await;
     let (generation, own): (Vec<&String>, Vec<&String>) =
         left.iter().partition(|k| k.starts_with(&format!("{base}:g{}:", v2.id)));
-    assert_eq!(own, [&format!("{base}:last"), &format!("{base}:live"), &format!("{base}:token")]);
+    // (The registry of projection names is the store's, outside every projection's tag.)
+    let registry = format!("{prefix}eventloom.projections");
+    assert_eq!(own, [&registry, &format!("{base}:last"), &format!("{base}:live"), &format!("{base}:token")]);
     // STREAMS views, `all=`, `parity=even`/`odd` (every view is at version 40), ids, indexes,
     // meta.
     assert_eq!(generation.len() as u64, STREAMS + 2 + 3, "{generation:?}");

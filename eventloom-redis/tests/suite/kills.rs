@@ -140,6 +140,13 @@ impl LeaseManager for Announcing {
             Ok(lease)
         })
     }
+
+    fn leases<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::LeaseInfo>>> {
+        self.0.leases(prefix)
+    }
 }
 
 fn projector(events: &PgEventStore, views: RedisViewStore, batch: usize) -> Projector<PgEventStore> {

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventloom::app::{AppStatus, RunState};
+use eventloom::app::{AppBuilder, AppStatus, RunState};
 use eventloom::read::MAX_PARTITIONS;
 use eventloom::write::SnapshotPolicy;
 use eventloom::{AggregateOptions, App, Error, ProjectionOptions, Stores, StoresConfig, StoresError};
@@ -127,22 +127,29 @@ fn view_partitions(value: Option<&str>) -> Result<u32, AppError> {
     }
 }
 
+/// The App's definitions on `stores`, its task views in `partitions`: what every role starts,
+/// and what the admin commands (`task-manager admin`) run rebuilds and dead letters with.
+pub fn builder(stores: Stores, partitions: u32) -> AppBuilder {
+    App::builder(stores)
+        .aggregate_with::<Task>(AggregateOptions::new().snapshots(SnapshotPolicy::every(SNAPSHOT_EVERY)))
+        .projection_with(TaskViews, ProjectionOptions::new().partitions(partitions))
+}
+
+/// The partitions of the task views that the environment asks for.
+pub fn partitions_from_env() -> Result<u32, AppError> {
+    view_partitions(std::env::var(VIEW_PARTITIONS_VAR).ok().filter(|v| !v.is_empty()).as_deref())
+}
+
 /// Runs `args.role` until SIGTERM or Ctrl-C (or a failure it cannot get past).
 pub async fn run(args: Args) -> Result<(), AppError> {
     let role = args.role;
-    let partitions = view_partitions(std::env::var(VIEW_PARTITIONS_VAR).ok().filter(|v| !v.is_empty()).as_deref())?;
+    let partitions = partitions_from_env()?;
     // Before the App: its engines and projectors take their metric handles when built.
     let metrics = crate::metrics::install().map_err(AppError::Config)?;
     let stores = open_stores(role).await?;
     let plan = Plan::of(&stores, role);
     tracing::info!(%role, events = plan.events, replica = plan.replica, views = ?plan.views, partitions, "starting");
-    let app = App::builder(stores)
-        .aggregate_with::<Task>(AggregateOptions::new().snapshots(SnapshotPolicy::every(SNAPSHOT_EVERY)))
-        .projection_with(TaskViews, ProjectionOptions::new().partitions(partitions))
-        .role(role)
-        .drain_timeout(DRAIN)
-        .start()
-        .await?;
+    let app = builder(stores, partitions).role(role).drain_timeout(DRAIN).start().await?;
     let (trigger, stop) = shutdown::channel();
     let trigger = Arc::new(trigger);
     tokio::spawn({

@@ -1,4 +1,5 @@
-//! The command line: `task-manager [--role all|command|query|projector] [--addr HOST:PORT]`.
+//! The command line: `task-manager [--role all|command|query|projector] [--addr HOST:PORT]`,
+//! or `task-manager admin <command>`.
 
 pub use eventloom::Role;
 
@@ -22,6 +23,8 @@ pub enum Parsed {
     Run(Args),
     /// Print [`USAGE`] and exit successfully.
     Help,
+    /// `task-manager admin ...`: the admin commands, with these arguments after `admin`.
+    Admin(Vec<String>),
 }
 
 /// A command line that does not parse: print the message and [`USAGE`], exit with status 2.
@@ -32,6 +35,7 @@ pub struct UsageError(String);
 /// The help text.
 pub const USAGE: &str = "\
 Usage: task-manager [--role all|command|query|projector] [--addr HOST:PORT]
+       task-manager admin <command>   (with the `postgres` feature; `admin --help` lists them)
 
 A task manager over HTTP whose command, query and projector roles scale on their own.
 
@@ -74,7 +78,10 @@ fn check_addr(addr: &str) -> Result<(), UsageError> {
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, UsageError> {
     let mut role = None;
     let mut addr = None;
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    if args.peek().is_some_and(|first| first == "admin") {
+        return Ok(Parsed::Admin(args.skip(1).collect()));
+    }
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((name, value)) if name.starts_with("--") => (name.to_owned(), Some(value.to_owned())),
@@ -140,6 +147,11 @@ mod tests {
         assert_eq!(run(&["--addr", "localhost:80"]), Ok(args(Role::All, Some("localhost:80"))));
         assert_eq!(run(&["-h"]), Ok(Parsed::Help));
         assert_eq!(run(&["--role", "all", "--help"]), Ok(Parsed::Help));
+        assert_eq!(
+            run(&["admin", "projections", "--json"]),
+            Ok(Parsed::Admin(vec!["projections".into(), "--json".into()]))
+        );
+        assert!(run(&["--role", "all", "admin"]).is_err(), "admin comes first");
     }
 
     #[test]

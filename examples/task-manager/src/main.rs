@@ -11,6 +11,13 @@
 //! cargo run -p task-manager --features postgres,redis -- --role query --addr 127.0.0.1:8082
 //! ```
 //!
+//! The admin commands, with this app's projections (feature `postgres`):
+//!
+//! ```text
+//! cargo run -p task-manager --features postgres,redis -- admin projections
+//! cargo run -p task-manager --features postgres,redis -- admin rebuild tasks
+//! ```
+//!
 //! See `README.md` for the API.
 
 mod api;
@@ -32,6 +39,7 @@ fn main() -> ExitCode {
             print!("{}", cli::USAGE);
             return ExitCode::SUCCESS;
         }
+        Ok(cli::Parsed::Admin(args)) => return admin(args),
         Err(error) => {
             eprintln!("task-manager: {error}\n\n{}", cli::USAGE);
             return ExitCode::from(2);
@@ -56,4 +64,31 @@ fn main() -> ExitCode {
     // The spans of the last requests and batches, exported before the runtime stops.
     telemetry.shutdown();
     code
+}
+
+/// `task-manager admin ...`: the admin commands of `eventloom-admin`, on this app's stores
+/// (`TASK_MANAGER_SCHEMA`, `TASK_MANAGER_PREFIX` as the roles use them) with its projections.
+#[cfg(feature = "postgres")]
+fn admin(args: Vec<String>) -> ExitCode {
+    let partitions = match app::partitions_from_env() {
+        Ok(partitions) => partitions,
+        Err(error) => {
+            eprintln!("task-manager admin: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let admin = eventloom_admin::Admin::mounted("task-manager admin", move |stores| app::builder(stores, partitions))
+        .default_schema(var("TASK_MANAGER_SCHEMA").unwrap_or_else(|| app::DEFAULT_SCHEMA.to_owned()))
+        .default_prefix(var("TASK_MANAGER_PREFIX").unwrap_or_else(|| app::DEFAULT_PREFIX.to_owned()));
+    admin.main(std::iter::once("task-manager admin".to_owned()).chain(args))
+}
+
+/// Without the `postgres` feature there are no stores to administer.
+#[cfg(not(feature = "postgres"))]
+fn admin(_: Vec<String>) -> ExitCode {
+    eprintln!(
+        "task-manager: the admin commands need a binary built with `--features postgres` (and `redis` for Redis views)"
+    );
+    ExitCode::from(2)
 }

@@ -3,6 +3,8 @@
 //! on PostgreSQL and Redis, and scaled out on a PostgreSQL replica and a Redis Cluster.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[cfg(all(feature = "postgres", feature = "redis"))]
+mod admin;
 mod client;
 #[cfg(all(feature = "postgres", feature = "redis"))]
 mod distributed;

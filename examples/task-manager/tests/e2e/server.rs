@@ -40,7 +40,7 @@ impl Env {
         Env { set: Vec::new(), remove: vec!["DATABASE_URL".into(), "REDIS_URL".into()] }
     }
 
-    fn apply(&self, command: &mut Command) {
+    pub fn apply(&self, command: &mut Command) {
         for name in &self.remove {
             command.env_remove(name);
         }

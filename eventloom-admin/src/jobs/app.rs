@@ -1,0 +1,115 @@
+//! The commands that run the application's code (mounted only): `rebuild`, `reset`,
+//! `dead-letters retry`, and `events` through the application's upcasters.
+
+use eventloom_core::app::{Operations, RebuildProgress, ShownEvent};
+use eventloom_core::store::{DeadLetterSelection, LeaseInfo};
+use eventloom_core::write::AsOf;
+use eventloom_core::{Position, StreamId};
+use serde::Serialize;
+
+use crate::Result;
+use crate::cli::Output;
+use crate::jobs::log::EventRow;
+use crate::jobs::projections::{LetterRow, print_letters};
+use crate::jobs::rebuild::Progress;
+use crate::render;
+
+/// Who holds a lease, for people: `projector on box-2, pid 41 (token 7)`.
+fn holder(lease: &LeaseInfo) -> String {
+    match &lease.holder {
+        Some(holder) => format!("{holder}, token {}", lease.token),
+        None => format!("token {}", lease.token),
+    }
+}
+
+/// `rebuild <name>`, or `reset <name> --to <after>`: the bar while it runs, the position it
+/// went live at.
+pub(crate) async fn rebuild(ops: &Operations, name: &str, after: Option<Position>, output: Output) -> Result<()> {
+    let mut progress = Progress::new(name, output);
+    let step = |progress: &mut Progress, step: RebuildProgress| match step {
+        RebuildProgress::WaitingForLease { holder: lease } => progress.waiting(lease.as_ref().map(holder)),
+        RebuildProgress::Started { after, head, total, .. } => progress.batch(after, head, 0, total),
+        RebuildProgress::Batch { checkpoint, head, done, total } => progress.batch(checkpoint, head, done, total),
+        _ => {}
+    };
+    let result = match after {
+        None => ops.rebuild(name, |s| step(&mut progress, s)).await,
+        Some(to) => ops.reset(name, to, |s| step(&mut progress, s)).await,
+    };
+    match result {
+        Ok(live) => progress.live(live),
+        Err(error) => {
+            progress.abandon();
+            Err(error.into())
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Retried<'a> {
+    projection: &'a str,
+    retried: u64,
+    succeeded: u64,
+    failed: Vec<LetterRow>,
+}
+
+/// `dead-letters retry <name> [--at ...]`.
+pub(crate) async fn retry(ops: &Operations, name: &str, which: &DeadLetterSelection, output: Output) -> Result<()> {
+    let outcome = ops.retry_dead_letters(name, which).await?;
+    let report = Retried {
+        projection: name,
+        retried: outcome.retried,
+        succeeded: outcome.succeeded,
+        failed: outcome.failed.iter().map(LetterRow::from).collect(),
+    };
+    if output == Output::Json {
+        return render::json(&report);
+    }
+    render::line(&format!(
+        "retried {} dead letters of {name}: {} went through, {} failed again",
+        report.retried,
+        report.succeeded,
+        report.failed.len()
+    ))?;
+    if report.failed.is_empty() { Ok(()) } else { print_letters(&report.failed) }
+}
+
+/// `dead-letters skip|purge` with the application's definitions.
+pub(crate) async fn skip(ops: &Operations, name: &str, which: &DeadLetterSelection, output: Output) -> Result<()> {
+    let removed = ops.skip_dead_letters(name, which).await?;
+    match output {
+        Output::Json => render::json(&serde_json::json!({ "projection": name, "removed": removed })),
+        Output::Human => render::line(&format!("removed {removed} dead letters of {name}")),
+    }
+}
+
+impl From<&ShownEvent> for EventRow {
+    fn from(event: &ShownEvent) -> Self {
+        let recorded_at = event
+            .metadata
+            .get("timestamp")
+            .and_then(serde_json::Value::as_i64)
+            .map(|micros| crate::time::format(eventloom_core::model::Timestamp::from_micros(micros)));
+        EventRow {
+            position: event.position,
+            stream: event.stream.to_string(),
+            version: event.version,
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            upcast: Some(event.upcast),
+            recorded_at,
+            payload: event.payload.clone(),
+            metadata: event.metadata.clone(),
+        }
+    }
+}
+
+/// A stream's events through the application's upcasters.
+pub(crate) async fn events(
+    ops: &Operations,
+    stream: &StreamId,
+    as_of: Option<AsOf>,
+    limit: usize,
+) -> Result<Vec<EventRow>> {
+    Ok(ops.events(stream, as_of, limit).await?.iter().map(EventRow::from).collect())
+}
