@@ -41,6 +41,10 @@
 //! | `eventloom_process_commands_total` | counter | `process`, `outcome` (`executed`, `refused`, `retry`, `failed`) | how its commands ended |
 //! | `eventloom_process_timers_fired_total` | counter | `process` | how many of its timers came due |
 //! | `eventloom_bus_consumed_total` | counter | `source`, `outcome` (`relayed`, `duplicate`, `skipped`) | how many messages a relay took from another service's feed into the log, how many it had relayed before (redeliveries) and how many this store refused as they were |
+//! | `eventloom_projection_unprojected_events` | gauge | `projection` | how many events its live views lack, counted exactly (up to the cap) by the last [`App::health`](crate::App::health) |
+//! | `eventloom_projection_unprojected_age_seconds` | gauge | `projection` | how old the oldest event its live views lack was at that health check: how stale queries are; 0 caught up |
+//! | `eventloom_projection_stopped` | gauge | `projection` | 1 while its runner is stopped on an event it cannot process (at that health check) |
+//! | `eventloom_log_held_back_events` | gauge | | how many committed events no subscriber can read yet because an older transaction is open (PostgreSQL's horizon), at that health check |
 
 use std::time::{Duration, Instant};
 
@@ -75,6 +79,10 @@ pub(crate) const PROCESS_EVENTS: &str = "eventloom_process_events_total";
 pub(crate) const PROCESS_COMMANDS: &str = "eventloom_process_commands_total";
 pub(crate) const PROCESS_TIMERS: &str = "eventloom_process_timers_fired_total";
 pub(crate) const BUS_CONSUMED: &str = "eventloom_bus_consumed_total";
+pub(crate) const PROJECTION_UNPROJECTED: &str = "eventloom_projection_unprojected_events";
+pub(crate) const PROJECTION_UNPROJECTED_AGE: &str = "eventloom_projection_unprojected_age_seconds";
+pub(crate) const PROJECTION_STOPPED: &str = "eventloom_projection_stopped";
+pub(crate) const LOG_HELD_BACK: &str = "eventloom_log_held_back_events";
 
 /// Registers the help text and unit of every metric this crate records with the installed
 /// recorder (call it once, after installing one; without one it does nothing). See the
@@ -114,6 +122,26 @@ pub fn describe() {
     describe_counter!(PROCESS_COMMANDS, Unit::Count, "Commands process managers issued, by outcome.");
     describe_counter!(PROCESS_TIMERS, Unit::Count, "Process manager timers that came due.");
     describe_counter!(BUS_CONSUMED, Unit::Count, "Messages relays took from other services' feeds, by outcome.");
+    describe_gauge!(
+        PROJECTION_UNPROJECTED,
+        Unit::Count,
+        "Events the live views lack, as App::health last counted them (up to its cap)."
+    );
+    describe_gauge!(
+        PROJECTION_UNPROJECTED_AGE,
+        Unit::Seconds,
+        "Age of the oldest event the live views lack, as App::health last read it; 0 caught up."
+    );
+    describe_gauge!(
+        PROJECTION_STOPPED,
+        Unit::Count,
+        "1 while the projection's runner is stopped on an event it cannot process, as App::health last read it."
+    );
+    describe_gauge!(
+        LOG_HELD_BACK,
+        Unit::Count,
+        "Committed events no subscriber can read yet (an older transaction is open), as App::health last counted them."
+    );
 }
 
 /// How a command ended, as the `outcome` label says it.
@@ -329,5 +357,24 @@ impl RelayMetrics {
             lease_acquired: counter!(LEASE_ACQUIRED, "lease" => lease.clone()),
             lease_lost: counter!(LEASE_LOST, "lease" => lease),
         }
+    }
+}
+
+/// What [`App::health`](crate::App::health) read from the stores, as gauges: each projection's,
+/// handler's and process manager's exact lag and whether it is stopped, and the events held back.
+pub(crate) fn health(status: &crate::app::AppStatus, held_back: Option<u64>) {
+    let members = status.projections.iter().chain(&status.handlers).chain(&status.process_managers);
+    for member in members {
+        let Some(Ok(lag)) = &member.lag else { continue };
+        let stopped = if lag.views.active_stop().is_some() { 1.0 } else { 0.0 };
+        gauge!(PROJECTION_STOPPED, "projection" => member.name.clone()).set(stopped);
+        if let Ok(unprojected) = &lag.unprojected {
+            gauge!(PROJECTION_UNPROJECTED, "projection" => member.name.clone()).set(unprojected.events as f64);
+            let age = unprojected.oldest.map_or(0.0, |age| age.as_secs_f64());
+            gauge!(PROJECTION_UNPROJECTED_AGE, "projection" => member.name.clone()).set(age);
+        }
+    }
+    if let Some(held_back) = held_back {
+        gauge!(LOG_HELD_BACK).set(held_back as f64);
     }
 }

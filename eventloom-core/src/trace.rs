@@ -74,7 +74,10 @@ impl TraceContext {
     /// all zero) and flags (2), separated by `-`; a version after `00` may have more after a
     /// further `-`.
     pub fn parse(traceparent: &str) -> Option<Self> {
-        valid_traceparent(traceparent).then(|| TraceContext { traceparent: traceparent.to_owned(), tracestate: None })
+        // A later version may append fields: only the 55 characters every version shares are
+        // kept (and passed on), so that nothing of unchecked length or content travels on.
+        valid_traceparent(traceparent)
+            .then(|| TraceContext { traceparent: traceparent[..55].to_owned(), tracestate: None })
     }
 
     /// The context of a traceparent and an optional tracestate header; a malformed tracestate is
@@ -423,6 +426,10 @@ mod tests {
         let future = "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         assert!(TraceContext::parse(future).is_some());
         assert!(TraceContext::parse(&format!("{future}-more")).is_some());
+        // A later version's fields are not kept: nothing of unchecked content travels on (a CR LF
+        // would split a NATS header block).
+        let injected = TraceContext::parse(&format!("{future}-\r\nNats-Msg-Id: x")).unwrap();
+        assert_eq!(injected.traceparent(), future);
         assert!(TraceContext::parse(&format!("{future}more")).is_none());
         assert!(TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0é").is_none());
         assert!(TraceContext::parse(&"é".repeat(40)).is_none(), "no panic on non-ASCII");

@@ -350,3 +350,89 @@ async fn a_process_manager_counts_its_events_and_commands_and_its_runner_its_lea
     assert_eq!(rec.counter("eventloom_lease_lost_total", &lease), 1);
     app.shutdown().await.unwrap();
 }
+
+// ---- App::health's gauges (an aggregate of their own: the counts above stay exact) ----
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+enum ThermoEvent {
+    Measured { value: u64 },
+}
+
+#[derive(Debug, Default)]
+struct Thermo;
+
+impl Aggregate for Thermo {
+    const TYPE: &'static str = "thermo";
+    type Event = ThermoEvent;
+    type Error = std::convert::Infallible;
+    fn apply(&mut self, _: &ThermoEvent) {}
+}
+
+#[derive(Debug, Serialize, Command)]
+#[command(aggregate = Thermo)]
+struct Measure {
+    #[command(id)]
+    thermo: String,
+    value: u64,
+}
+
+impl Handle<Measure> for Thermo {
+    fn handle(&self, cmd: &Measure) -> Result<Vec<ThermoEvent>, std::convert::Infallible> {
+        Ok(vec![ThermoEvent::Measured { value: cmd.value }])
+    }
+}
+
+/// The last temperature per thermometer; stops on 13.
+struct Temperatures;
+
+impl Projection for Temperatures {
+    const NAME: &'static str = "temperatures";
+    type Events = Thermo;
+    type View = u64;
+    fn apply(&self, view: &mut Option<u64>, e: &EventEnvelope<ThermoEvent>) -> Result<(), BoxError> {
+        let ThermoEvent::Measured { value } = e.event;
+        if value == 13 {
+            return Err("13 is unlucky".into());
+        }
+        *view = Some(value);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn app_health_sets_the_exact_lag_and_the_stop_of_each_projection_as_gauges() {
+    let rec = recorder();
+    let memory = MemoryStores::new();
+    // The poison event stops the projection (its policy is `Stop` by default).
+    let app = App::builder(memory.clone()).aggregate::<Thermo>().projection(Temperatures).start().await.unwrap();
+    let readings = [("projection", "temperatures")];
+    app.execute(Measure { thermo: "h-1".into(), value: 5 }).await.unwrap();
+    app.reader::<Temperatures>()
+        .unwrap()
+        .wait_for(
+            app.execute(Measure { thermo: "h-2".into(), value: 6 }).await.unwrap().position,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    app.health(100).await;
+    assert_eq!(rec.gauge("eventloom_projection_unprojected_events", &readings), Some(0.0));
+    assert_eq!(rec.gauge("eventloom_projection_unprojected_age_seconds", &readings), Some(0.0));
+    assert_eq!(rec.gauge("eventloom_projection_stopped", &readings), Some(0.0));
+    assert_eq!(rec.gauge("eventloom_log_held_back_events", &[]), Some(0.0));
+    // 13 stops the runner: the events after it stay unprojected, and the gauges say so.
+    app.execute(Measure { thermo: "h-3".into(), value: 13 }).await.unwrap();
+    app.execute(Measure { thermo: "h-4".into(), value: 14 }).await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        app.health(100).await;
+        if rec.gauge("eventloom_projection_stopped", &readings) == Some(1.0) {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "the stop never showed");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(rec.gauge("eventloom_projection_unprojected_events", &readings), Some(2.0));
+    assert!(rec.gauge("eventloom_projection_unprojected_age_seconds", &readings).unwrap() > 0.0);
+    app.shutdown().await.unwrap();
+}

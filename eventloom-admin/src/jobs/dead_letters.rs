@@ -57,6 +57,11 @@ struct Removed<'a> {
 
 /// `skip` (with `--at`) and `purge`: removes them without applying them.
 pub(crate) async fn remove(target: &Target, name: &str, which: DeadLetterSelection, output: Output) -> Result<()> {
+    if eventloom_core::read::is_partition_record(name) {
+        return Err(Error::Usage(format!(
+            "{name} is the partition set a partitioned projection keeps for itself: it has no dead letters of its own"
+        )));
+    }
     projections::row(target, name).await?;
     ensure_letters(target, name, &which).await?;
     let lease = lease(target, name).await?;

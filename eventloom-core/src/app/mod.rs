@@ -1210,6 +1210,7 @@ impl App {
             member.relay = Some(lag.map_err(Arc::new));
         }
         status.replica = events.replica_lag().await.map_err(Arc::new).transpose();
+        crate::metrics::health(&status, held_back.as_ref().ok().copied());
         status
     }
 

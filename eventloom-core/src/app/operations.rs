@@ -567,9 +567,18 @@ impl Operations {
         mut progress: impl FnMut(RebuildProgress) + Send,
     ) -> Result<Option<Position>> {
         let (projector, ops) = self.runnable(name, if after.is_some() { "reset" } else { "rebuild" })?;
+        let events = self.stores.events();
+        if let Some(after) = after
+            && events.head().await?.is_none_or(|head| after > head)
+        {
+            // Views that start past the head would silently miss every event until the log
+            // reaches it.
+            return Err(Error::InvalidConfig {
+                reason: format!("cannot reset {name} to {after}: the log's head is before it"),
+            });
+        }
         let lease = self.lease(name, &mut progress).await?;
         let token = lease.as_ref().map_or(0, Lease::token);
-        let events = self.stores.events();
         let head = events.head().await?;
         let total = events.count_after(after.unwrap_or(Position::ZERO), LAG_CAP).await?;
         progress(RebuildProgress::Started { token, after, head, total });
@@ -637,6 +646,13 @@ impl Operations {
     /// without applying them; answers how many went. For a projection registered or held by the
     /// store (else [`Error::UnknownProjection`]).
     pub async fn skip_dead_letters(&self, name: &str, which: &DeadLetterSelection) -> Result<u64> {
+        if crate::read::is_partition_record(name) {
+            return Err(Error::Unsupported {
+                operation: "skip dead letters of",
+                name: name.to_owned(),
+                reason: "it is the partition set that the partitions keep for themselves".to_owned(),
+            });
+        }
         if self.member(name).is_none() && !self.stores.views().projections().await?.iter().any(|p| p == name) {
             return Err(Error::UnknownProjection { name: name.to_owned() });
         }

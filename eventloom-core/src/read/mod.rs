@@ -19,7 +19,7 @@ pub use crate::store::OrderRange;
 pub use event_set::EventSet;
 pub use feed::{Feed, FeedReader};
 pub use group::{DEFAULT_MEMBER_BUFFER, MemberHandle, MemberState, MemberStatus, ProjectionGroup};
-pub use partition::{MAX_PARTITIONS, partition_of};
+pub use partition::{MAX_PARTITIONS, is_partition_record, partition_of};
 pub use projection::{BoxError, DEFAULT_PROJECTOR_BATCH, EventOf, PoisonPolicy, Projection};
 pub use projector::Projector;
 pub use projector::handler::EventHandler;

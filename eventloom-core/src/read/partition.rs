@@ -38,6 +38,23 @@ use crate::{Error, Position, Result};
 /// What follows a projection's name in the name of its partition set's records.
 pub(crate) const META_SUFFIX: &str = "~partitions";
 
+/// Whether `name`, as a view store lists it ([`ViewStore::projections`](crate::store::ViewStore::projections)),
+/// is a partitioned projection's partition-set record (`<name>~partitions`), which the framework
+/// keeps for itself: admin operations on projections refuse it (writing to it under a lease
+/// would fence off the partitions' own writes of it).
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::read::is_partition_record;
+///
+/// assert!(is_partition_record("tasks~partitions"));
+/// assert!(!is_partition_record("tasks~0of6") && !is_partition_record("tasks"));
+/// ```
+pub fn is_partition_record(name: &str) -> bool {
+    name.ends_with(META_SUFFIX)
+}
+
 /// The most partitions a projection may have.
 pub const MAX_PARTITIONS: u32 = 1024;
 

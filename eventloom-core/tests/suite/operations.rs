@@ -253,6 +253,27 @@ async fn partitioned_projections_are_refused_by_name() {
         ops.retry_dead_letters("balances", &DeadLetterSelection::All).await,
         Err(Error::Unsupported { .. })
     ));
+    // The partition set is the framework's own: removing "its" dead letters under a lease of its
+    // name would fence off the partitions' writes of it.
+    assert!(matches!(
+        ops.skip_dead_letters("balances~partitions", &DeadLetterSelection::All).await,
+        Err(Error::Unsupported { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_reset_past_the_head_is_refused_and_changes_nothing() {
+    let memory = MemoryStores::new();
+    let positions = append(&memory, "a", &[opened(), deposited(5)]).await;
+    let ops = balances(&memory);
+    ops.rebuild("balances", |_| {}).await.unwrap();
+    let before = memory.views.status("balances").await.unwrap();
+    let past = Position::new(positions[1].transaction() + 1000, 1);
+    match ops.reset("balances", past, |_| {}).await {
+        Err(Error::InvalidConfig { reason }) => assert!(reason.contains("head"), "{reason}"),
+        other => panic!("a reset past the head is refused: {other:?}"),
+    }
+    assert_eq!(memory.views.status("balances").await.unwrap(), before, "nothing changed");
 }
 
 #[tokio::test]

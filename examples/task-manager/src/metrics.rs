@@ -49,7 +49,14 @@ pub fn install() -> Result<PrometheusHandle, String> {
     Ok(handle)
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`. A role that reads views first reads each projection's exact lag from the
+/// stores (`App::health`, which sets the `eventloom_projection_*` and
+/// `eventloom_log_held_back_events` gauges), within the same timeout as `/health`: a store
+/// that does not answer leaves the gauges as the last check set them.
 pub async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    if state.plan.views.is_some() {
+        let _ = tokio::time::timeout(crate::api::health::STORE_TIMEOUT, state.app.health(crate::api::health::LAG_CAP))
+            .await;
+    }
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], state.metrics.render())
 }

@@ -15,7 +15,7 @@ use super::error::json;
 use crate::projection::TaskViews;
 
 /// How long `/health` waits for a store before saying it did not answer.
-const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `/health` counts unprojected (and held-back) events exactly up to this many, so that a probe
 /// costs the same however far behind the views are.

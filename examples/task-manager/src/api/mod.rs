@@ -15,7 +15,7 @@
 mod commands;
 mod error;
 mod extract;
-mod health;
+pub(crate) mod health;
 mod queries;
 
 use std::sync::Arc;

@@ -89,6 +89,15 @@ async fn metrics_move_with_commands_and_batches_in_one_process() {
     assert!(value(&after, "eventloom_command_duration_seconds_count", &[("command", "CreateTask")]) >= 3.0);
     assert!(after.contains("eventloom_projector_batch_duration_seconds_bucket{"), "{after}");
     assert!(after.contains("eventloom_projector_batch_size_bucket{"), "{after}");
+    // Each scrape reads the exact lag first (App::health): the views lack nothing once caught up.
+    assert!(after.contains(r#"eventloom_projection_unprojected_events{projection="tasks"}"#), "{after}");
+    assert!(after.contains(r#"eventloom_projection_stopped{projection="tasks"} 0"#), "{after}");
+    assert!(after.contains("eventloom_log_held_back_events 0"), "{after}");
+    let caught_up = Instant::now();
+    while value(&scrape(client).await, "eventloom_projection_unprojected_events", &tasks) != 0.0 {
+        assert!(caught_up.elapsed() < Duration::from_secs(10), "the views never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     check_command_series(&after);
     server.stop(Duration::from_secs(30)).await;
 }
