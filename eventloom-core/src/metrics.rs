@@ -32,6 +32,7 @@
 //! | `eventloom_projector_batch_duration_seconds` | histogram | `projection` | how long a batch takes: fold, write views and checkpoint |
 //! | `eventloom_projector_lag_events` | gauge | `projection` | how many events it knew were after its checkpoint at its last batch: 0 once a read reached the end of the log, else those read ahead and not yet written (a lower bound; `App::health` counts the exact lag) |
 //! | `eventloom_projector_lag_seconds` | gauge | `projection` | how old the last event it wrote was when written, while behind; 0 once caught up |
+//! | `eventloom_projector_running` | gauge | `projection` | 1 while this process runs it (holds its lease and writes), 0 while it stands by, is stopped on an event it cannot process, or has shut down; the two lag gauges read 0 then, so take their `max` across processes |
 //! | `eventloom_projector_dead_letters_total` | counter | `projection` | how many events it skipped and recorded as dead letters |
 //! | `eventloom_subscription_polls_total` | counter | | how many reads of the log subscriptions make |
 //! | `eventloom_subscription_wakeups_total` | counter | | how many wake-ups (new events signalled) they receive while waiting |
@@ -70,6 +71,7 @@ pub(crate) const PROJECTOR_BATCH_SIZE: &str = "eventloom_projector_batch_size";
 pub(crate) const PROJECTOR_BATCH_DURATION: &str = "eventloom_projector_batch_duration_seconds";
 pub(crate) const PROJECTOR_LAG_EVENTS: &str = "eventloom_projector_lag_events";
 pub(crate) const PROJECTOR_LAG_SECONDS: &str = "eventloom_projector_lag_seconds";
+pub(crate) const PROJECTOR_RUNNING: &str = "eventloom_projector_running";
 pub(crate) const PROJECTOR_DEAD_LETTERS: &str = "eventloom_projector_dead_letters_total";
 pub(crate) const SUBSCRIPTION_POLLS: &str = "eventloom_subscription_polls_total";
 pub(crate) const SUBSCRIPTION_WAKEUPS: &str = "eventloom_subscription_wakeups_total";
@@ -113,6 +115,11 @@ pub fn describe() {
     describe_histogram!(PROJECTOR_BATCH_DURATION, Unit::Seconds, "Time to fold and write one projector batch.");
     describe_gauge!(PROJECTOR_LAG_EVENTS, Unit::Count, "Events known to follow the checkpoint at the last batch.");
     describe_gauge!(PROJECTOR_LAG_SECONDS, Unit::Seconds, "Age of the last event written while behind; 0 caught up.");
+    describe_gauge!(
+        PROJECTOR_RUNNING,
+        Unit::Count,
+        "1 while this process runs the projection; 0 standing by or stopped."
+    );
     describe_counter!(PROJECTOR_DEAD_LETTERS, Unit::Count, "Events skipped and recorded as dead letters.");
     describe_counter!(SUBSCRIPTION_POLLS, Unit::Count, "Reads of the log made by subscriptions.");
     describe_counter!(SUBSCRIPTION_WAKEUPS, Unit::Count, "Wake-ups subscriptions received while waiting.");
@@ -260,6 +267,7 @@ pub(crate) struct RunnerMetrics {
     batch_duration: Histogram,
     lag_events: Gauge,
     lag_seconds: Gauge,
+    running: Gauge,
     pub(crate) lease_acquired: Counter,
     pub(crate) lease_lost: Counter,
 }
@@ -274,6 +282,7 @@ impl RunnerMetrics {
             batch_duration: ::metrics::histogram!(PROJECTOR_BATCH_DURATION, "projection" => name.clone()),
             lag_events: gauge!(PROJECTOR_LAG_EVENTS, "projection" => name.clone()),
             lag_seconds: gauge!(PROJECTOR_LAG_SECONDS, "projection" => name.clone()),
+            running: gauge!(PROJECTOR_RUNNING, "projection" => name.clone()),
             lease_acquired: counter!(LEASE_ACQUIRED, "lease" => name.clone()),
             lease_lost: counter!(LEASE_LOST, "lease" => name),
         }
@@ -285,6 +294,19 @@ impl RunnerMetrics {
         self.events.increment(events as u64);
         self.batch_size.record(events as f64);
         self.batch_duration.record(took);
+    }
+
+    /// The runner runs the projection (it holds the lease, and found the generation to write).
+    pub(crate) fn running(&self) {
+        self.running.set(1.0);
+    }
+
+    /// The runner does not run the projection (standing by, stopped or shut down): what it knew
+    /// of the lag goes stale, so it reads 0, and the leader's gauges (or `App::health`'s) tell.
+    pub(crate) fn not_running(&self) {
+        self.running.set(0.0);
+        self.lag_events.set(0.0);
+        self.lag_seconds.set(0.0);
     }
 
     /// Where the runner stands after a batch whose last event is `last`: `ahead` events known to

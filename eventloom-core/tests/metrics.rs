@@ -3,88 +3,13 @@
 //! projectors are built, so it is installed first).
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
 use eventloom_core::prelude::*;
 use eventloom_core::read::{PoisonPolicy, Projector};
+use eventloom_core::testing::metrics::TestRecorder;
 use eventloom_core::write::{Cqrs, RetryPolicy};
 use eventloom_core::{CommandError, memory::MemoryEventStore, memory::MemoryViewStore};
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
-
-/// A metric's name and its labels, sorted.
-type Series = (String, BTreeMap<String, String>);
-
-/// Keeps every counter and gauge as a number and every histogram's samples.
-#[derive(Default)]
-struct TestRecorder {
-    counters: Mutex<BTreeMap<Series, Arc<AtomicU64>>>,
-    gauges: Mutex<BTreeMap<Series, Arc<AtomicU64>>>,
-    histograms: Mutex<BTreeMap<Series, Arc<Samples>>>,
-    described: Mutex<Vec<(String, Option<Unit>)>>,
-}
-
-#[derive(Default)]
-struct Samples(Mutex<Vec<f64>>);
-
-impl metrics::HistogramFn for Samples {
-    fn record(&self, value: f64) {
-        self.0.lock().unwrap().push(value);
-    }
-}
-
-fn series(key: &Key) -> Series {
-    let labels = key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
-    (key.name().to_owned(), labels)
-}
-
-impl Recorder for &'static TestRecorder {
-    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, _: SharedString) {
-        self.described.lock().unwrap().push((key.as_str().to_owned(), unit));
-    }
-    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, _: SharedString) {
-        self.described.lock().unwrap().push((key.as_str().to_owned(), unit));
-    }
-    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, _: SharedString) {
-        self.described.lock().unwrap().push((key.as_str().to_owned(), unit));
-    }
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.counters.lock().unwrap().entry(series(key)).or_default().clone())
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(self.gauges.lock().unwrap().entry(series(key)).or_default().clone())
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(self.histograms.lock().unwrap().entry(series(key)).or_default().clone())
-    }
-}
-
-impl TestRecorder {
-    fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        let key = (name.to_owned(), labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-        self.counters.lock().unwrap().get(&key).map_or(0, |c| c.load(Ordering::Relaxed))
-    }
-    fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let key = (name.to_owned(), labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-        self.gauges.lock().unwrap().get(&key).map(|g| f64::from_bits(g.load(Ordering::Relaxed)))
-    }
-    fn samples(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
-        let key = (name.to_owned(), labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-        self.histograms.lock().unwrap().get(&key).map_or(Vec::new(), |h| h.0.lock().unwrap().clone())
-    }
-    /// Every label value of every series recorded.
-    fn label_values(&self) -> Vec<(String, String, String)> {
-        let mut all = Vec::new();
-        let keys: Vec<Series> = self.counters.lock().unwrap().keys().cloned().collect();
-        let gauges: Vec<Series> = self.gauges.lock().unwrap().keys().cloned().collect();
-        let histograms: Vec<Series> = self.histograms.lock().unwrap().keys().cloned().collect();
-        for (name, labels) in keys.into_iter().chain(gauges).chain(histograms) {
-            all.extend(labels.into_iter().map(|(k, v)| (name.clone(), k, v)));
-        }
-        all
-    }
-}
+use metrics::Unit;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 enum MeterEvent {
@@ -146,12 +71,7 @@ impl Projection for Readings {
 }
 
 fn recorder() -> &'static TestRecorder {
-    static RECORDER: std::sync::OnceLock<&'static TestRecorder> = std::sync::OnceLock::new();
-    RECORDER.get_or_init(|| {
-        let recorder: &'static TestRecorder = Box::leak(Box::default());
-        metrics::set_global_recorder(recorder).expect("the only recorder of this test binary");
-        recorder
-    })
+    TestRecorder::install()
 }
 
 #[tokio::test]
@@ -228,7 +148,7 @@ async fn commands_conflicts_a_catch_up_and_a_dead_letter_move_their_metrics_by_b
     );
 
     // Help texts and units for the exporter.
-    let described = rec.described.lock().unwrap().clone();
+    let described = rec.described();
     assert!(described.contains(&("eventloom_command_duration_seconds".to_owned(), Some(Unit::Seconds))));
     assert!(described.contains(&("eventloom_append_bytes_total".to_owned(), Some(Unit::Bytes))));
 
@@ -435,4 +355,90 @@ async fn app_health_sets_the_exact_lag_and_the_stop_of_each_projection_as_gauges
     assert_eq!(rec.gauge("eventloom_projection_unprojected_events", &readings), Some(2.0));
     assert!(rec.gauge("eventloom_projection_unprojected_age_seconds", &readings).unwrap() > 0.0);
     app.shutdown().await.unwrap();
+}
+
+// ---- A runner's own gauges while it runs, stands by and stops ----
+
+/// Memory leases that grant nothing while closed (another process holds them, as it were).
+#[derive(Clone, Default)]
+struct GatedLeases {
+    inner: eventloom_core::memory::MemoryLeases,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+    opened: Arc<tokio::sync::Notify>,
+}
+
+impl eventloom_core::store::LeaseManager for GatedLeases {
+    fn acquire<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Lease>> {
+        Box::pin(async move {
+            loop {
+                let opened = self.opened.notified();
+                if !self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                    return self.inner.acquire(name).await;
+                }
+                opened.await;
+            }
+        })
+    }
+    fn try_acquire<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::Lease>>> {
+        Box::pin(async move {
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(None);
+            }
+            self.inner.try_acquire(name).await
+        })
+    }
+    fn leases<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::LeaseInfo>>> {
+        self.inner.leases(prefix)
+    }
+}
+
+/// The last temperature per thermometer, under a name of its own.
+struct Gauged;
+
+impl Projection for Gauged {
+    const NAME: &'static str = "gauged";
+    type Events = Thermo;
+    type View = u64;
+    fn apply(&self, view: &mut Option<u64>, e: &EventEnvelope<ThermoEvent>) -> Result<(), BoxError> {
+        let ThermoEvent::Measured { value } = e.event;
+        *view = Some(value);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_runner_that_loses_its_lease_or_shuts_down_reports_that_it_does_not_run_and_no_stale_lag() {
+    let rec = recorder();
+    let memory = MemoryStores::new();
+    let leases = GatedLeases { inner: memory.leases.clone(), ..GatedLeases::default() };
+    let stores = Stores::from(memory.clone()).with_leases(leases.clone());
+    let app = App::builder(stores).aggregate::<Thermo>().projection(Gauged).start().await.unwrap();
+    let gauged = [("projection", "gauged")];
+    let running = || rec.gauge("eventloom_projector_running", &gauged);
+    until("the runner runs", || running() == Some(1.0)).await;
+    // Deposed: the lease goes to "another process", and this one waits for it.
+    leases.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    memory.leases.revoke(Gauged::NAME);
+    until("the runner stands by", || running() == Some(0.0)).await;
+    assert_eq!(rec.gauge("eventloom_projector_lag_events", &gauged), Some(0.0));
+    assert_eq!(rec.gauge("eventloom_projector_lag_seconds", &gauged), Some(0.0));
+    // Events it does not project meanwhile leave its gauges alone.
+    app.execute(Measure { thermo: "g-1".into(), value: 3 }).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(running(), Some(0.0));
+    // The lease comes back: it runs, catches up and says so.
+    leases.closed.store(false, std::sync::atomic::Ordering::SeqCst);
+    leases.opened.notify_waiters();
+    until("the runner runs again", || running() == Some(1.0)).await;
+    app.shutdown().await.unwrap();
+    assert_eq!(running(), Some(0.0), "a runner that shut down does not run");
 }

@@ -288,3 +288,112 @@ async fn a_malformed_stored_trace_context_is_ignored_and_the_event_projected() {
         .collect();
     assert_eq!(parents, vec![&TraceContext::parse(good).unwrap()], "only the good one makes a span");
 }
+
+// ---- A process manager's timer carries on the trace of the event that set it ----
+
+#[derive(Debug, Serialize, Deserialize)]
+enum ReminderCommand {
+    Write(Write),
+}
+
+impl eventloom_core::process::CommandSet for ReminderCommand {
+    async fn dispatch(
+        self,
+        to: &eventloom_core::process::Dispatcher,
+        options: ExecuteOptions,
+    ) -> eventloom_core::process::Dispatched {
+        match self {
+            ReminderCommand::Write(c) => to.execute(c, options).await,
+        }
+    }
+}
+
+/// On a note that says "remind", sets a timer due at once; when it fires, writes a reminder note.
+struct Reminder;
+
+impl eventloom_core::process::ProcessManager for Reminder {
+    const NAME: &'static str = "reminder";
+    type Events = Note;
+    type State = ();
+    type Commands = ReminderCommand;
+
+    fn correlate(&self, event: &EventEnvelope<NoteEvent>) -> Option<String> {
+        Some(event.stream.id().to_owned())
+    }
+
+    fn on_event(
+        &self,
+        _: &mut (),
+        e: &EventEnvelope<NoteEvent>,
+        d: &mut eventloom_core::process::Decision<ReminderCommand>,
+    ) -> Result<(), BoxError> {
+        let NoteEvent::Written { text } = &e.event;
+        if text == "remind" {
+            d.schedule("remind", Duration::ZERO);
+        }
+        Ok(())
+    }
+
+    fn on_timer(
+        &self,
+        _: &mut (),
+        timer: &eventloom_core::process::Timer,
+        d: &mut eventloom_core::process::Decision<ReminderCommand>,
+    ) -> Result<(), BoxError> {
+        d.issue(ReminderCommand::Write(Write { id: format!("reminded-{}", timer.key), text: "reminded".into() }));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_timer_and_what_it_issues_continue_the_trace_of_the_event_that_set_it() {
+    setup();
+    let memory = MemoryStores::new();
+    let app = App::builder(memory.clone()).aggregate::<Note>().process_manager(Reminder).start().await.unwrap();
+    let incoming = "00-5bf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b8-01";
+    in_request(incoming, app.execute(Write { id: "r-1".into(), text: "remind".into() })).await.unwrap();
+    let reminded = StreamId::new(Note::TYPE, "reminded-r-1").unwrap();
+    let started = std::time::Instant::now();
+    let stored = loop {
+        let stored = memory.events.read_stream(&reminded, 1, 10).await.unwrap();
+        if !stored.is_empty() {
+            break stored;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the timer never fired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    app.shutdown().await.unwrap();
+    let trace = stored[0].metadata.get().unwrap().trace.clone().expect("the reminder carries a trace");
+    assert_eq!(trace.trace_id(), TraceContext::parse(incoming).unwrap().trace_id(), "the request's trace");
+}
+
+#[tokio::test]
+async fn a_relay_handles_each_message_in_a_span_that_continues_its_trace() {
+    setup();
+    // Another service's log, its note written in a request of its own.
+    let source = MemoryEventStore::new();
+    let incoming = "00-6bf92f3577b34da6a3ce929d0e0e4738-00f067aa0ba902b9-01";
+    let cqrs = Cqrs::<Note, _>::new(source.clone());
+    in_request(incoming, cqrs.execute(Write { id: "relayed-1".into(), text: "hi".into() })).await.unwrap();
+    let stream = StreamId::new(Note::TYPE, "relayed-1").unwrap();
+    let trace = source.read_stream(&stream, 1, 1).await.unwrap()[0].metadata.get().unwrap().trace.clone().unwrap();
+
+    let memory = MemoryStores::new();
+    let app = App::builder(memory.clone()).relay("notes-service", source).start().await.unwrap();
+    let started = std::time::Instant::now();
+    let relayed = loop {
+        let relayed = memory.events.read_stream(&stream, 1, 1).await.unwrap();
+        if !relayed.is_empty() {
+            break relayed;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never relayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    app.shutdown().await.unwrap();
+    assert_eq!(relayed[0].metadata.get().unwrap().trace.as_ref(), Some(&trace), "the relayed event keeps its trace");
+    let log = log().clone();
+    assert!(
+        log.iter().any(|r| r.name == "eventloom.event" && r.trace_parent.as_ref() == Some(&trace)),
+        "the relay's span of the message is a child of its trace"
+    );
+}

@@ -202,7 +202,12 @@ impl<F: Feed> Relay<F> {
                     ),
                 });
             }
-            match self.relay_one(raw).await {
+            // One span per message, a child of the trace that published it.
+            let relayed_one = match crate::trace::event("relay", &self.source, raw) {
+                Some(span) => self.relay_one(raw).instrument(span).await,
+                None => self.relay_one(raw).await,
+            };
+            match relayed_one {
                 Ok(()) => {
                     reading.last = Some(raw.position);
                     relayed = Some(raw.position);

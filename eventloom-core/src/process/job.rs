@@ -404,7 +404,8 @@ impl<P: ProcessManager> ProcessJob<P> {
                     command: entry.command.clone(),
                 };
                 let (at, correlation) = (self.clock.now(), entry.correlation.as_deref());
-                journal::append(&projector.events, &refused, at, correlation, Some(&entry.command_id)).await?;
+                let trace = entry.trace.as_ref();
+                journal::append(&projector.events, &refused, at, correlation, Some(&entry.command_id), trace).await?;
                 Ok(true)
             }
             Dispatched::Retry { reason } => {
@@ -503,7 +504,7 @@ impl<P: ProcessManager> ProcessJob<P> {
                 self.metrics.timers.increment(1);
                 let entry = Entry::Timer { process: name.to_owned(), timer: stored.timer.clone() };
                 let (correlation, causation) = (stored.correlation.as_deref(), Some(stored.timer.id.as_str()));
-                journal::append(&projector.events, &entry, now, correlation, causation).await?;
+                journal::append(&projector.events, &entry, now, correlation, causation, stored.trace.as_ref()).await?;
             }
             match page.next {
                 Some(next) => after = Some(next),
@@ -831,7 +832,12 @@ pub(crate) fn decide<P: ProcessManager>(
     for (timer_name, due) in set {
         let id = derived_id(&[name, &step.event_id, "timer", &timer_name]);
         let timer = Timer { name: timer_name, key: step.key.clone(), due, id };
-        timers.push(StoredTimer { timer, correlation: step.correlation.clone(), quiet: !issue });
+        timers.push(StoredTimer {
+            timer,
+            correlation: step.correlation.clone(),
+            quiet: !issue,
+            trace: step.trace.clone(),
+        });
     }
     let mut pending = Vec::with_capacity(commands.len());
     for (index, command) in commands.into_iter().enumerate() {

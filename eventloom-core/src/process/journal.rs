@@ -229,6 +229,7 @@ pub(crate) async fn append<S: EventStore>(
     at: Timestamp,
     correlation: Option<&str>,
     causation: Option<&str>,
+    trace: Option<&crate::trace::TraceContext>,
 ) -> Result<()> {
     let stream = entry.stream()?;
     let payload = crate::json::to_string(entry)
@@ -239,6 +240,11 @@ pub(crate) async fn append<S: EventStore>(
     }
     if let Some(causation) = causation {
         metadata = metadata.with_causation_id(causation);
+    }
+    if let Some(trace) = trace {
+        // The entry continues the trace of what led to it (the event that set the timer, the
+        // one the refused command was decided on).
+        metadata = metadata.with_trace(trace.clone());
     }
     let event = NewEvent { event_type: entry.event_type().into(), schema_version: 1, payload, metadata };
     events.append(&stream, ExpectedVersion::Any, vec![event]).await?;

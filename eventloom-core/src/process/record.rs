@@ -39,6 +39,10 @@ pub(crate) struct StoredTimer {
     /// Set by a decision that issued nothing (one before the process manager started).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) quiet: bool,
+    /// The trace context of the event that set it: the timer's entry, and what its reaction
+    /// issues, continue that trace (a malformed one reads as none).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::trace::deserialize_lenient")]
+    pub(crate) trace: Option<crate::trace::TraceContext>,
 }
 
 /// One instance as kept: its state (as JSON) and its timers.

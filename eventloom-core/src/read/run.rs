@@ -251,6 +251,7 @@ where
         let delay = projector.retry_delay;
         let next_idle = job.tick().map(|tick| tokio::time::Instant::now() + tick);
         let metrics = RunnerMetrics::new(job.name());
+        metrics.not_running();
         Runner {
             projector,
             feed,
@@ -285,6 +286,12 @@ where
     }
 
     pub(super) async fn run(mut self) -> Result<()> {
+        let ended = self.run_states().await;
+        self.metrics.not_running();
+        ended
+    }
+
+    async fn run_states(&mut self) -> Result<()> {
         super::projection::check_name(self.job.name())?;
         let mut state = State::Acquire;
         loop {
@@ -297,6 +304,7 @@ where
                 State::BackOff => self.back_off().await,
                 State::StandBy => {
                     self.report(|s| s.state = MemberState::StandingBy);
+                    self.metrics.not_running();
                     drop(self.lease.take());
                     State::BackOff
                 }
@@ -316,6 +324,7 @@ where
         }
         if self.lease.is_some() && !self.lost_counted {
             self.metrics.lease_lost.increment(1);
+            self.metrics.not_running();
             self.lost_counted = true;
         }
         let Some(leases) = self.projector.leases.as_ref() else {
@@ -348,6 +357,7 @@ where
         match self.job.target(self.projector, token, self.known).await {
             Ok(target) => {
                 tracing::info!(token, generation = target.generation, building = target.building, "running");
+                self.metrics.running();
                 self.known = Some(target.generation);
                 self.report(|s| s.checkpoint = target.checkpoint);
                 let reader = self.reader(target.checkpoint);

@@ -10,6 +10,7 @@ pub mod encoding;
 pub mod event_store;
 mod faults;
 pub mod lease;
+pub mod metrics;
 mod process_test;
 mod projection_test;
 pub mod projector;

@@ -1075,3 +1075,35 @@ async fn an_events_trace_context_travels_in_the_traceparent_header_into_the_cons
     assert_eq!(read[1].metadata.get().unwrap().trace, None);
     delete_stream(&client, &names.stream).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bus_counts_what_it_publishes_and_reads_by_its_jetstream_stream() {
+    // Installed before this test's publisher and feed take their handles; the stream's name is
+    // this test's own, so the counts are exact while other tests publish.
+    let rec = eventloom_core::testing::metrics::TestRecorder::install();
+    eventloom_nats::metrics::describe();
+    let names = names("metrics");
+    let client = connect(&nats_url()).await;
+    let log = MemoryEventStore::new();
+    fill(&log, 2, 10).await;
+    let publisher = publisher(&client, &names);
+    publisher.catch_up(&log).await.unwrap();
+    let by = [("jetstream", names.stream.as_str())];
+    assert_eq!(rec.counter("eventloom_bus_published_total", &by), 20);
+    assert_eq!(rec.counter("eventloom_bus_publish_duplicates_total", &by), 0);
+    let latencies = rec.samples("eventloom_bus_publish_duration_seconds", &by);
+    assert_eq!(latencies.len(), 20, "one sample per publish acked");
+    assert!(latencies.iter().all(|s| (0.0..30.0).contains(s)), "{latencies:?}");
+    publisher.catch_up(&log).await.unwrap();
+    assert_eq!(rec.counter("eventloom_bus_published_total", &by), 20, "nothing new to publish");
+
+    let feed = feed(&client, &names, "metrics").await;
+    let views = MemoryViewStore::default();
+    Projector::new(MemoryEventStore::new(), views.clone()).with_batch_size(7).catch_up_from(&feed, &Counts).await;
+    expect_counts(&counts(&views, 2).await, 10);
+    // Each event read once (the stream-start marker is no event), none delivered again.
+    assert_eq!(rec.counter("eventloom_bus_read_total", &by), 20);
+    assert_eq!(rec.counter("eventloom_bus_redeliveries_total", &by), 0);
+    assert!(rec.described().iter().any(|(name, _)| name == "eventloom_bus_published_total"));
+    delete_stream(&client, &names.stream).await;
+}
