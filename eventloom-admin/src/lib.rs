@@ -242,7 +242,7 @@ impl Admin {
                 let which = dead_letters::selection(at)?;
                 match &ops {
                     Some(ops) => {
-                        dead_letters::ensure_letters(&target, name, &which).await?;
+                        dead_letters::ensure_letters(&target, Some(ops), name, &which).await?;
                         app::skip(ops, name, &which, output).await
                     }
                     None => dead_letters::remove(&target, name, which, output).await,

@@ -2,7 +2,7 @@
 //! `dead-letters retry`, and `events` through the application's upcasters.
 
 use eventloom_core::app::{Operations, RebuildProgress, ShownEvent};
-use eventloom_core::store::{DeadLetterSelection, LeaseInfo};
+use eventloom_core::store::DeadLetterSelection;
 use eventloom_core::write::AsOf;
 use eventloom_core::{Position, StreamId};
 use serde::Serialize;
@@ -11,25 +11,18 @@ use crate::Result;
 use crate::cli::Output;
 use crate::jobs::log::EventRow;
 use crate::jobs::projections::{LetterRow, print_letters};
-use crate::jobs::rebuild::Progress;
+use crate::jobs::rebuild::{Progress, Waits};
 use crate::render;
 
-/// Who holds a lease, for people: `projector on box-2, pid 41 (token 7)`.
-fn holder(lease: &LeaseInfo) -> String {
-    match &lease.holder {
-        Some(holder) => format!("{holder}, token {}", lease.token),
-        None => format!("token {}", lease.token),
-    }
-}
-
 /// `rebuild <name>`, or `reset <name> --to <after>`: the bar while it runs, the position it
-/// went live at.
+/// went live at. A partitioned projection is rebuilt whole (every partition, one switch).
 pub(crate) async fn rebuild(ops: &Operations, name: &str, after: Option<Position>, output: Output) -> Result<()> {
     let mut progress = Progress::new(name, output);
     let step = |progress: &mut Progress, step: RebuildProgress| match step {
-        RebuildProgress::WaitingForLease { holder: lease } => progress.waiting(lease.as_ref().map(holder)),
+        RebuildProgress::WaitingForLease { lease, holder } => progress.waiting(&lease, holder.as_ref()),
         RebuildProgress::Started { after, head, total, .. } => progress.batch(after, head, 0, total),
         RebuildProgress::Batch { checkpoint, head, done, total } => progress.batch(checkpoint, head, done, total),
+        RebuildProgress::Switched { partitions, checkpoint } => progress.switched(partitions, checkpoint),
         _ => {}
     };
     let result = match after {
@@ -53,9 +46,12 @@ struct Retried<'a> {
     failed: Vec<LetterRow>,
 }
 
-/// `dead-letters retry <name> [--at ...]`.
+/// `dead-letters retry <name> [--at ...]` (a partitioned projection's: every partition's, or
+/// one partition's by its name), saying so while it waits for a lease.
 pub(crate) async fn retry(ops: &Operations, name: &str, which: &DeadLetterSelection, output: Output) -> Result<()> {
-    let outcome = ops.retry_dead_letters(name, which).await?;
+    let mut waits = Waits::new(name, output);
+    let outcome = ops.retry_dead_letters_with(name, which, |wait| waits.tell(&wait)).await?;
+    waits.finish()?;
     let report = Retried {
         projection: name,
         retried: outcome.retried,
@@ -63,7 +59,8 @@ pub(crate) async fn retry(ops: &Operations, name: &str, which: &DeadLetterSelect
         failed: outcome.failed.iter().map(LetterRow::from).collect(),
     };
     if output == Output::Json {
-        return render::json(&report);
+        // One line: after any `waiting` step, stdout is JSON lines.
+        return render::json_line(&report);
     }
     render::line(&format!(
         "retried {} dead letters of {name}: {} went through, {} failed again",
@@ -74,11 +71,14 @@ pub(crate) async fn retry(ops: &Operations, name: &str, which: &DeadLetterSelect
     if report.failed.is_empty() { Ok(()) } else { print_letters(&report.failed) }
 }
 
-/// `dead-letters skip|purge` with the application's definitions.
+/// `dead-letters skip|purge` with the application's definitions, saying so while it waits for
+/// a lease.
 pub(crate) async fn skip(ops: &Operations, name: &str, which: &DeadLetterSelection, output: Output) -> Result<()> {
-    let removed = ops.skip_dead_letters(name, which).await?;
+    let mut waits = Waits::new(name, output);
+    let removed = ops.skip_dead_letters_with(name, which, |wait| waits.tell(&wait)).await?;
+    waits.finish()?;
     match output {
-        Output::Json => render::json(&serde_json::json!({ "projection": name, "removed": removed })),
+        Output::Json => render::json_line(&serde_json::json!({ "projection": name, "removed": removed })),
         Output::Human => render::line(&format!("removed {removed} dead letters of {name}")),
     }
 }

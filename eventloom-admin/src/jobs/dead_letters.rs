@@ -2,6 +2,7 @@
 //! projection's lease.
 
 use eventloom_core::Position;
+use eventloom_core::app::Operations;
 use eventloom_core::store::{DeadLetterSelection, Lease, ViewStore as _};
 use serde::Serialize;
 
@@ -25,10 +26,19 @@ pub(crate) fn selection(at: &[String]) -> Result<DeadLetterSelection> {
     Ok(DeadLetterSelection::At(positions))
 }
 
-/// Fails with [`Error::NotFound`] for a position that holds no dead letter of `name`.
-pub(crate) async fn ensure_letters(target: &Target, name: &str, which: &DeadLetterSelection) -> Result<()> {
+/// Fails with [`Error::NotFound`] for a position that holds no dead letter of `name` (with the
+/// application's operations, `ops`: of any of its partitions, for a partitioned projection).
+pub(crate) async fn ensure_letters(
+    target: &Target,
+    ops: Option<&Operations>,
+    name: &str,
+    which: &DeadLetterSelection,
+) -> Result<()> {
     let DeadLetterSelection::At(positions) = which else { return Ok(()) };
-    let letters = target.stores.views().dead_letters(name).await?;
+    let letters = match ops {
+        Some(ops) => ops.dead_letters(name).await?,
+        None => target.stores.views().dead_letters(name).await?,
+    };
     match positions.iter().find(|p| !letters.iter().any(|l| l.position == **p)) {
         Some(missing) => {
             Err(Error::NotFound { what: "dead letter of projection", name: format!("{name} at {missing}") })
@@ -63,7 +73,7 @@ pub(crate) async fn remove(target: &Target, name: &str, which: DeadLetterSelecti
         )));
     }
     projections::row(target, name).await?;
-    ensure_letters(target, name, &which).await?;
+    ensure_letters(target, None, name, &which).await?;
     let lease = lease(target, name).await?;
     let token = lease.as_ref().map_or(0, Lease::token);
     let written = target.stores.views().remove_dead_letters(name, &which, token).await?;

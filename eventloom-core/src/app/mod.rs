@@ -21,7 +21,8 @@ use tokio::task::JoinHandle;
 
 pub use health::{Lag, LeaseState, RelayLag, Unprojected, Unrelayed};
 pub use operations::{
-    GenerationReport, LAG_CAP, Operations, ProjectionInfo, ProjectionReport, RebuildProgress, RetryOutcome, ShownEvent,
+    GenerationReport, LAG_CAP, LeaseWait, Operations, ProjectionInfo, ProjectionReport, RebuildProgress, RetryOutcome,
+    ShownEvent,
 };
 pub use options::{AggregateOptions, HandlerOptions, ProcessOptions, ProjectionOptions, Role, StartFrom};
 pub use relay::{RELAYED_FROM, SOURCE_COMMAND_ID, SOURCE_SEQUENCE, SOURCE_VERSION};

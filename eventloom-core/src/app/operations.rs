@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{AppBuilder, Kind};
+use crate::read::partition::{Partition, member_of};
+use crate::read::partitioned::{PartitionOf, Rebuilt};
 use crate::read::projector::Progress;
 use crate::store::{BoxFuture, DeadLetterSelection, Lease, LeaseInfo, superseded};
 use crate::write::AsOf;
@@ -18,8 +20,11 @@ use crate::{
 
 use super::Stores;
 
-/// How often a rebuild waiting for a projection's lease tries it again.
-const LEASE_POLL: Duration = Duration::from_millis(200);
+/// How long an operation waits for a projection's lease (with the lease manager's own
+/// `acquire`) before it looks who holds it and says so.
+const LEASE_FIRST_LOOK: Duration = Duration::from_millis(200);
+/// How often, while it waits on, it looks again (and says so when the holder changed).
+const LEASE_LOOK: Duration = Duration::from_secs(1);
 /// The most events a report counts for a lag, and a rebuild for its estimate.
 ///
 /// # Examples
@@ -39,9 +44,20 @@ pub(super) trait ProjectionOps: Send + Sync {
         progress: &'a Progress,
     ) -> BoxFuture<'a, Result<Option<Position>>>;
 
+    fn rebuild_partitions<'a>(
+        &'a self,
+        projector: &'a Projector<Arc<dyn EventStore>>,
+        tokens: &'a [u64],
+        after: Option<Position>,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<Rebuilt>>;
+
+    /// Retries `events` in the projection's views, or (`partition`: its stored name) in those
+    /// of one of its partitions.
     fn retry<'a>(
         &'a self,
         projector: &'a Projector<Arc<dyn EventStore>>,
+        partition: Option<&'a str>,
         token: u64,
         events: &'a [RecordedEvent],
     ) -> BoxFuture<'a, Result<Vec<DeadLetter>>>;
@@ -91,13 +107,30 @@ impl<P: Projection> ProjectionOps for Shared<P> {
         Box::pin(projector.rebuild_held(self.0.as_ref(), token, after, progress))
     }
 
+    fn rebuild_partitions<'a>(
+        &'a self,
+        projector: &'a Projector<Arc<dyn EventStore>>,
+        tokens: &'a [u64],
+        after: Option<Position>,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<Rebuilt>> {
+        Box::pin(projector.rebuild_partitions_held(self.0.clone(), tokens, after, progress))
+    }
+
     fn retry<'a>(
         &'a self,
         projector: &'a Projector<Arc<dyn EventStore>>,
+        partition: Option<&'a str>,
         token: u64,
         events: &'a [RecordedEvent],
     ) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
-        Box::pin(projector.retry_held(self.0.as_ref(), token, events))
+        match partition {
+            None => Box::pin(projector.retry_held(self.0.as_ref(), token, events)),
+            Some(name) => Box::pin(async move {
+                let member = PartitionOf { inner: self.0.clone(), name: name.to_owned() };
+                projector.retry_held(&member, token, events).await
+            }),
+        }
     }
 }
 
@@ -199,6 +232,31 @@ pub struct ProjectionReport {
     pub stopped: Option<String>,
 }
 
+/// A wait for a lease that another process holds, as [`Operations`] tells it (see
+/// [`Operations::retry_dead_letters_with`]; a rebuild tells it as
+/// [`RebuildProgress::WaitingForLease`]).
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::app::LeaseWait;
+///
+/// fn show(wait: &LeaseWait) -> String {
+///     let holder = wait.holder.as_ref().and_then(|l| l.holder.as_ref());
+///     format!("waiting for the lease of {} (held by {})", wait.lease, holder.map_or("?".into(), ToString::to_string))
+/// }
+/// # let _ = show;
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeaseWait {
+    /// The lease waited for: the projection's name, or one of its partitions' (`tasks~1of3`).
+    pub lease: String,
+    /// The lease as its manager lists it: its holder (host, pid, role), token and whether it is
+    /// held (`None`: the manager lists nothing of that name).
+    pub holder: Option<LeaseInfo>,
+}
+
 /// What [`Operations::rebuild`] and [`Operations::reset`] tell their progress callback.
 ///
 /// # Examples
@@ -208,26 +266,36 @@ pub struct ProjectionReport {
 ///
 /// fn show(progress: RebuildProgress) -> String {
 ///     match progress {
-///         RebuildProgress::WaitingForLease { holder } => format!("waiting for {:?}", holder.and_then(|l| l.holder)),
+///         RebuildProgress::WaitingForLease { lease, holder } => {
+///             format!("waiting for {lease}, held by {:?}", holder.and_then(|l| l.holder))
+///         }
 ///         RebuildProgress::Started { total, .. } => format!("{total} events to fold"),
 ///         RebuildProgress::Batch { done, total, .. } => format!("{done}/{total}"),
+///         RebuildProgress::Switched { partitions, .. } => format!("{partitions} partitions switched"),
 ///         _ => String::new(),
 ///     }
 /// }
-/// assert_eq!(show(RebuildProgress::WaitingForLease { holder: None }), "waiting for None");
+/// let waiting = RebuildProgress::WaitingForLease { lease: "tasks~1of3".into(), holder: None };
+/// assert_eq!(show(waiting), "waiting for tasks~1of3, held by None");
 /// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum RebuildProgress {
-    /// Waiting for the projection's lease, held by another runner (`None`: not known).
+    /// Waiting for the projection's lease (a partitioned projection's: one of its partitions'),
+    /// held by another process.
     WaitingForLease {
-        /// The lease as its manager lists it.
+        /// The lease waited for: the projection's name, or its partition's (`tasks~1of3`).
+        lease: String,
+        /// The lease as its manager lists it (`None`: not known).
         holder: Option<LeaseInfo>,
     },
-    /// The lease is held: building starts.
+    /// The lease is held (a partitioned projection's: every partition's): building starts.
     Started {
-        /// The fencing token this rebuild writes with.
+        /// The fencing token this rebuild writes with (a partitioned projection's: its first
+        /// partition's; see `tokens`).
         token: u64,
+        /// Each partition's fencing token, in partition order (one for a whole projection).
+        tokens: Vec<u64>,
         /// The position the new generation starts after (`None`: the first event).
         after: Option<Position>,
         /// The last event in the log when it started.
@@ -235,16 +303,26 @@ pub enum RebuildProgress {
         /// How many events it has to fold (at most [`LAG_CAP`]).
         total: u64,
     },
-    /// One batch written into the new generation.
+    /// One batch written into the new generation (a partitioned projection's: into every
+    /// partition's, each folding the events of its own streams).
     Batch {
-        /// The new generation's checkpoint.
+        /// The new generation's checkpoint (every partition's: one read feeds them all).
         checkpoint: Option<Position>,
         /// The last event in the log when it started.
         head: Option<Position>,
-        /// How many events it has read so far.
+        /// How many events it has read so far (of the whole log: the partitions' shares summed).
         done: u64,
         /// How many it had to read when it started (an estimate: more may come).
         total: u64,
+    },
+    /// A partitioned projection only: its partitions have caught up and the partition set
+    /// switched to their new generations at once; queries read them from now on. Each partition
+    /// makes its new generation live (dropping the old one) a grace after this.
+    Switched {
+        /// How many partitions switched.
+        partitions: u32,
+        /// The checkpoint they switched at.
+        checkpoint: Option<Position>,
     },
 }
 
@@ -476,45 +554,78 @@ impl Operations {
         })
     }
 
-    /// The registered projection `name` an operation runs, or why not.
-    fn runnable(&self, name: &str, operation: &'static str) -> Result<Runnable> {
-        let Some(member) = self.member(name) else {
+    /// The registered projection `name` an operation runs, with the names (stored and leased)
+    /// it acts on: its own; each of its partitions', in order, for a partitioned one; or, with
+    /// `one_partition`, the one partition `name` is (`tasks~1of3` of `tasks` registered with
+    /// 3 partitions), and whether they are partitions. Or why not.
+    fn runnable(
+        &self,
+        name: &str,
+        operation: &'static str,
+        one_partition: bool,
+    ) -> Result<(Runnable, Vec<String>, bool)> {
+        let found = match self.member(name) {
+            Some(member) => Some((member, None)),
+            None => member_of(name).filter(|_| one_partition).and_then(|(whole, partition)| {
+                self.member(whole).filter(|m| m.info.partitions == partition.count).map(|m| (m, Some(name)))
+            }),
+        };
+        let Some((member, partition)) = found else {
             return Err(Error::UnknownProjection { name: name.to_owned() });
         };
-        if member.info.partitions > 1 {
-            return Err(Error::Unsupported {
-                operation,
-                name: name.to_owned(),
-                reason: format!(
-                    "it runs in {} partitions, each under a lease of its own; this operation runs whole \
-                     projections only (register it with one partition to {operation} it)",
-                    member.info.partitions
-                ),
-            });
-        }
-        member.ops.clone().ok_or_else(|| Error::Unsupported {
+        let runnable = member.ops.clone().ok_or_else(|| Error::Unsupported {
             operation,
             name: name.to_owned(),
             reason: format!("it is an {}, not a projection with views to rebuild", member.info.kind),
-        })
+        })?;
+        let partitioned = partition.is_some() || member.info.partitions > 1;
+        let names = match partition {
+            Some(partition) => vec![partition.to_owned()],
+            None => partition_names(name, member.info.partitions),
+        };
+        Ok((runnable, names, partitioned))
     }
 
-    /// Takes the projection's lease (none without a lease manager: token 0), telling `progress`
-    /// who holds it while another does.
-    async fn lease(&self, name: &str, progress: &mut (impl FnMut(RebuildProgress) + Send)) -> Result<Option<Lease>> {
+    /// Takes the lease `name` (none without a lease manager: token 0), waiting with the
+    /// manager's own [`acquire`](crate::store::LeaseManager::acquire) (PostgreSQL: one lease
+    /// connection, whatever the wait). While it waits, it looks who holds the lease (a read
+    /// through the manager's [`leases`](crate::store::LeaseManager::leases)) and tells `waiting`,
+    /// after a moment and again whenever the holder changes.
+    async fn lease(&self, name: &str, waiting: &mut (dyn FnMut(LeaseWait) + Send)) -> Result<Option<Lease>> {
         let Some(leases) = self.stores.leases() else { return Ok(None) };
+        let acquire = leases.acquire(name);
+        tokio::pin!(acquire);
+        let mut look = tokio::time::Instant::now() + LEASE_FIRST_LOOK;
         let mut told: Option<Option<LeaseInfo>> = None;
         loop {
-            if let Some(lease) = leases.try_acquire(name).await? {
-                return Ok(Some(lease));
+            tokio::select! {
+                biased;
+                lease = &mut acquire => return lease.map(Some),
+                () = tokio::time::sleep_until(look) => {
+                    let holder = leases.leases(name).await?.into_iter().find(|l| l.name == name);
+                    if told.as_ref() != Some(&holder) {
+                        waiting(LeaseWait { lease: name.to_owned(), holder: holder.clone() });
+                        told = Some(holder);
+                    }
+                    look = tokio::time::Instant::now() + LEASE_LOOK;
+                }
             }
-            let holder = leases.leases(name).await?.into_iter().find(|l| l.name == name);
-            if told.as_ref() != Some(&holder) {
-                progress(RebuildProgress::WaitingForLease { holder: holder.clone() });
-                told = Some(holder);
-            }
-            tokio::time::sleep(LEASE_POLL).await;
         }
+    }
+
+    /// Takes the leases `names` in their order (a partitioned projection's partitions: in
+    /// partition order, so that two operations never wait for each other), telling `waiting`
+    /// while another process holds one.
+    async fn leases(
+        &self,
+        names: &[String],
+        waiting: &mut (dyn FnMut(LeaseWait) + Send),
+    ) -> Result<Vec<Option<Lease>>> {
+        let mut leases = Vec::with_capacity(names.len());
+        for name in names {
+            leases.push(self.lease(name, waiting).await?);
+        }
+        Ok(leases)
     }
 
     /// Rebuilds the registered projection `name` from the first event into a new generation,
@@ -522,8 +633,19 @@ impl Operations {
     /// Under the projection's lease: while another runner holds it, `progress` hears
     /// [`RebuildProgress::WaitingForLease`] with the holder, and the rebuild waits; then
     /// [`Started`](RebuildProgress::Started), and [`Batch`](RebuildProgress::Batch) after each
-    /// batch. Answers the new checkpoint. A partitioned projection, an event handler or a process
-    /// manager: [`Error::Unsupported`]; a name not registered: [`Error::UnknownProjection`].
+    /// batch. Answers the new checkpoint. An event handler or a process manager:
+    /// [`Error::Unsupported`]; a name not registered: [`Error::UnknownProjection`].
+    ///
+    /// A partitioned projection ([`ProjectionOptions::partitions`](crate::ProjectionOptions::partitions))
+    /// is rebuilt whole: it takes every partition's lease, in partition order (telling
+    /// `WaitingForLease`, with the partition's lease name, while another process holds one);
+    /// begins a new generation in every partition and folds one read of the log into all of
+    /// them (`Batch` counts the events of the whole log, against its head); then, once they
+    /// have caught up, switches the partition set to all the new generations at once, as the
+    /// running partitions switch it, so that queries never read some partitions rebuilt and
+    /// others not ([`Switched`](RebuildProgress::Switched)). Each partition's new generation is
+    /// made live in its own status a grace (5 s) after the switch, when queries that read the set
+    /// before can no longer hold the old ones; the leases are let go after that.
     ///
     /// # Examples
     ///
@@ -549,8 +671,30 @@ impl Operations {
         self.rebuild_after(name, None, progress).await
     }
 
-    /// Like [`rebuild`](Self::rebuild), but the new generation starts after `to`: the events up
-    /// to it are not applied.
+    /// Like [`rebuild`](Self::rebuild), but the new generation (a partitioned projection's:
+    /// every partition's) starts after `to`: the events up to it are not applied. A position
+    /// past the head of the log: [`Error::InvalidConfig`], and nothing changes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented }
+    /// # #[derive(Debug, Default)] struct Counter;
+    /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+    /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+    /// # struct Totals;
+    /// # impl Projection for Totals { const NAME: &'static str = "totals"; type Events = Counter; type View = u64;
+    /// #   fn apply(&self, view: &mut Option<u64>, _: &EventEnvelope<CounterEvent>) -> Result<(), eventloom_core::BoxError> {
+    /// #     *view.get_or_insert(0) += 1; Ok(()) } }
+    /// use eventloom_core::{Error, Position};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let ops = App::builder(MemoryStores::new()).aggregate::<Counter>().projection(Totals).operations().unwrap();
+    /// // An empty log: every position is past its head.
+    /// assert!(matches!(ops.reset("totals", Position::new(7, 1), |_| {}).await, Err(Error::InvalidConfig { .. })));
+    /// # });
+    /// ```
     pub async fn reset(
         &self,
         name: &str,
@@ -566,7 +710,8 @@ impl Operations {
         after: Option<Position>,
         mut progress: impl FnMut(RebuildProgress) + Send,
     ) -> Result<Option<Position>> {
-        let (projector, ops) = self.runnable(name, if after.is_some() { "reset" } else { "rebuild" })?;
+        let operation = if after.is_some() { "reset" } else { "rebuild" };
+        let ((projector, ops), names, partitioned) = self.runnable(name, operation, false)?;
         let events = self.stores.events();
         if let Some(after) = after
             && events.head().await?.is_none_or(|head| after > head)
@@ -577,29 +722,29 @@ impl Operations {
                 reason: format!("cannot reset {name} to {after}: the log's head is before it"),
             });
         }
-        let lease = self.lease(name, &mut progress).await?;
-        let token = lease.as_ref().map_or(0, Lease::token);
+        let mut waiting =
+            |wait: LeaseWait| progress(RebuildProgress::WaitingForLease { lease: wait.lease, holder: wait.holder });
+        let leases = self.leases(&names, &mut waiting).await?;
+        let tokens: Vec<u64> = leases.iter().map(|lease| lease.as_ref().map_or(0, Lease::token)).collect();
+        let token = tokens.first().copied().unwrap_or(0);
         let head = events.head().await?;
         let total = events.count_after(after.unwrap_or(Position::ZERO), LAG_CAP).await?;
-        progress(RebuildProgress::Started { token, after, head, total });
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let run = ops.rebuild(&projector, token, after, &tx);
-        tokio::pin!(run);
-        let mut done = 0u64;
-        let mut tell = |(checkpoint, n): (Option<Position>, usize), progress: &mut dyn FnMut(RebuildProgress)| {
-            done += n as u64;
-            progress(RebuildProgress::Batch { checkpoint, head, done, total });
-        };
-        let result = loop {
-            tokio::select! {
-                result = &mut run => break result,
-                Some(batch) = rx.recv() => tell(batch, &mut progress),
+        progress(RebuildProgress::Started { token, tokens: tokens.clone(), after, head, total });
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let result = if !partitioned {
+            follow(ops.rebuild(&projector, token, after, &tx), rx, head, total, &mut progress).await
+        } else {
+            match follow(ops.rebuild_partitions(&projector, &tokens, after, &tx), rx, head, total, &mut progress).await
+            {
+                Ok(Rebuilt { generations, checkpoint }) => {
+                    let partitions = names.len() as u32;
+                    progress(RebuildProgress::Switched { partitions, checkpoint });
+                    projector.make_partitions_live(name, &generations, &tokens).await.map(|()| checkpoint)
+                }
+                Err(error) => Err(error),
             }
         };
-        while let Ok(batch) = rx.try_recv() {
-            tell(batch, &mut progress);
-        }
-        drop(lease);
+        drop(leases);
         result
     }
 
@@ -622,30 +767,133 @@ impl Operations {
         Ok(events)
     }
 
+    /// The dead letters of projection `name`'s live generation, oldest first: of every
+    /// partition's, for a partitioned one registered with the app (else of the projection the
+    /// store holds under that name, a partition `tasks~1of3` among them).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{App, MemoryStores};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let ops = App::builder(MemoryStores::new()).operations().unwrap();
+    /// assert!(ops.dead_letters("totals").await.unwrap().is_empty());
+    /// # });
+    /// ```
+    pub async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>> {
+        let names = partition_names(name, self.member(name).map_or(1, |m| m.info.partitions));
+        let mut letters = Vec::new();
+        for name in &names {
+            letters.extend(self.stores.views().dead_letters(name).await?);
+        }
+        letters.sort_by_key(|l| l.position);
+        Ok(letters)
+    }
+
     /// Under the projection's lease (waiting for it), applies the dead-lettered events
     /// `which` selects again to the live views, in order: those that go through leave the dead
     /// letters, those that fail again stay (with the new reason). The checkpoint stays where it
     /// is. The dead letters retried leave the store before the views are written: a crash
     /// between the two loses them (their events stay in the log; [`reset`](Self::reset) or
     /// [`rebuild`](Self::rebuild) applies them again).
+    ///
+    /// A partitioned projection keeps its dead letters in its partitions: each is retried in
+    /// turn, under its own lease (taken, then let go, in partition order), and the outcome
+    /// sums theirs. One partition's name (`tasks~1of3`) retries that partition's alone. See
+    /// [`retry_dead_letters_with`](Self::retry_dead_letters_with) to hear of a wait for a lease.
     pub async fn retry_dead_letters(&self, name: &str, which: &DeadLetterSelection) -> Result<RetryOutcome> {
-        let (projector, ops) = self.runnable(name, "retry dead letters of")?;
-        let lease = self.lease(name, &mut |_| {}).await?;
-        let token = lease.as_ref().map_or(0, Lease::token);
-        let events = self.letters(name, which).await?;
-        if events.is_empty() {
-            return Ok(RetryOutcome { retried: 0, succeeded: 0, failed: Vec::new() });
+        self.retry_dead_letters_with(name, which, |_| {}).await
+    }
+
+    /// [`retry_dead_letters`](Self::retry_dead_letters), telling `waiting` who holds a lease it
+    /// waits for (after a moment, and again when the holder changes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented }
+    /// # #[derive(Debug, Default)] struct Counter;
+    /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+    /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) {} }
+    /// # struct Totals;
+    /// # impl Projection for Totals { const NAME: &'static str = "totals"; type Events = Counter; type View = u64;
+    /// #   fn apply(&self, view: &mut Option<u64>, _: &EventEnvelope<CounterEvent>) -> Result<(), eventloom_core::BoxError> {
+    /// #     *view.get_or_insert(0) += 1; Ok(()) } }
+    /// use eventloom_core::{ProjectionOptions, store::DeadLetterSelection};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let ops = App::builder(MemoryStores::new())
+    ///     .aggregate::<Counter>()
+    ///     .projection_with(Totals, ProjectionOptions::new().partitions(2))
+    ///     .operations()
+    ///     .unwrap();
+    /// let outcome = ops
+    ///     .retry_dead_letters_with("totals", &DeadLetterSelection::All, |wait| {
+    ///         eprintln!("waiting for the lease of {}: {:?}", wait.lease, wait.holder)
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(outcome.retried, 0);
+    /// # });
+    /// ```
+    pub async fn retry_dead_letters_with(
+        &self,
+        name: &str,
+        which: &DeadLetterSelection,
+        mut waiting: impl FnMut(LeaseWait) + Send,
+    ) -> Result<RetryOutcome> {
+        let ((projector, ops), names, partitioned) = self.runnable(name, "retry dead letters of", true)?;
+        let mut outcome = RetryOutcome { retried: 0, succeeded: 0, failed: Vec::new() };
+        for stored in &names {
+            let lease = self.lease(stored, &mut waiting).await?;
+            let token = lease.as_ref().map_or(0, Lease::token);
+            let events = self.letters(stored, which).await?;
+            if events.is_empty() {
+                continue;
+            }
+            let partition = partitioned.then_some(stored.as_str());
+            let failed = ops.retry(&projector, partition, token, &events).await?;
+            drop(lease);
+            let retried = events.len() as u64;
+            outcome.retried += retried;
+            outcome.succeeded += retried - failed.len() as u64;
+            outcome.failed.extend(failed);
         }
-        let failed = ops.retry(&projector, token, &events).await?;
-        drop(lease);
-        let retried = events.len() as u64;
-        Ok(RetryOutcome { retried, succeeded: retried - failed.len() as u64, failed })
+        Ok(outcome)
     }
 
     /// Under the projection's lease (waiting for it), removes the dead letters `which` selects
     /// without applying them; answers how many went. For a projection registered or held by the
-    /// store (else [`Error::UnknownProjection`]).
+    /// store (else [`Error::UnknownProjection`]). A partitioned projection's are removed from
+    /// each partition in turn, under its lease; one partition's name (`tasks~1of3`) removes
+    /// that partition's alone. See [`skip_dead_letters_with`](Self::skip_dead_letters_with) to
+    /// hear of a wait for a lease.
     pub async fn skip_dead_letters(&self, name: &str, which: &DeadLetterSelection) -> Result<u64> {
+        self.skip_dead_letters_with(name, which, |_| {}).await
+    }
+
+    /// [`skip_dead_letters`](Self::skip_dead_letters), telling `waiting` who holds a lease it
+    /// waits for (after a moment, and again when the holder changes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{App, Error, MemoryStores, store::DeadLetterSelection};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let ops = App::builder(MemoryStores::new()).operations().unwrap();
+    /// let skipped = ops.skip_dead_letters_with("nope", &DeadLetterSelection::All, |wait| eprintln!("{wait:?}")).await;
+    /// assert!(matches!(skipped, Err(Error::UnknownProjection { .. })));
+    /// # });
+    /// ```
+    pub async fn skip_dead_letters_with(
+        &self,
+        name: &str,
+        which: &DeadLetterSelection,
+        mut waiting: impl FnMut(LeaseWait) + Send,
+    ) -> Result<u64> {
         if crate::read::is_partition_record(name) {
             return Err(Error::Unsupported {
                 operation: "skip dead letters of",
@@ -656,11 +904,15 @@ impl Operations {
         if self.member(name).is_none() && !self.stores.views().projections().await?.iter().any(|p| p == name) {
             return Err(Error::UnknownProjection { name: name.to_owned() });
         }
-        let lease = self.lease(name, &mut |_| {}).await?;
-        let token = lease.as_ref().map_or(0, Lease::token);
-        let removed = self.stores.views().remove_dead_letters(name, which, token).await?;
-        drop(lease);
-        superseded(name, removed)
+        let mut removed = 0;
+        for stored in partition_names(name, self.member(name).map_or(1, |m| m.info.partitions)) {
+            let lease = self.lease(&stored, &mut waiting).await?;
+            let token = lease.as_ref().map_or(0, Lease::token);
+            let written = self.stores.views().remove_dead_letters(&stored, which, token).await?;
+            drop(lease);
+            removed += superseded(&stored, written)?;
+        }
+        Ok(removed)
     }
 
     /// Up to `limit` events of `stream` from its first, as of a version or a time
@@ -708,6 +960,42 @@ impl Operations {
         }
         Ok(shown)
     }
+}
+
+/// The names projection `name` of `count` partitions is stored (and leased) under: its own
+/// when whole, else its partitions', in order.
+fn partition_names(name: &str, count: u32) -> Vec<String> {
+    if count <= 1 {
+        return vec![name.to_owned()];
+    }
+    (0..count).map(|index| Partition::member_name(name, index, count)).collect()
+}
+
+/// Runs a rebuild (`run`), telling `progress` of each batch it reports on `batches`, and
+/// answers what it answered.
+async fn follow<T>(
+    run: impl std::future::Future<Output = Result<T>>,
+    mut batches: tokio::sync::mpsc::UnboundedReceiver<(Option<Position>, usize)>,
+    head: Option<Position>,
+    total: u64,
+    progress: &mut (impl FnMut(RebuildProgress) + Send),
+) -> Result<T> {
+    tokio::pin!(run);
+    let mut done = 0u64;
+    let mut tell = |(checkpoint, n): (Option<Position>, usize), progress: &mut dyn FnMut(RebuildProgress)| {
+        done += n as u64;
+        progress(RebuildProgress::Batch { checkpoint, head, done, total });
+    };
+    let result = loop {
+        tokio::select! {
+            result = &mut run => break result,
+            Some(batch) = batches.recv() => tell(batch, progress),
+        }
+    };
+    while let Ok(batch) = batches.try_recv() {
+        tell(batch, progress);
+    }
+    result
 }
 
 /// One event, upcast, as JSON.

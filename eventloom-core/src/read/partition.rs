@@ -120,6 +120,17 @@ pub(crate) fn whole_name(stored: &str) -> Option<&str> {
     (digits(index) && digits(count)).then_some(whole)
 }
 
+/// The partitioned projection and the partition that `stored` names (`tasks` and 2 of 6 for
+/// `tasks~2of6`), when it is the name of a partition that can be (index below count, as
+/// [`Partition::member_name`] writes them).
+pub(crate) fn member_of(stored: &str) -> Option<(&str, Partition)> {
+    let (whole, suffix) = stored.rsplit_once('~')?;
+    let (index, count) = suffix.split_once("of")?;
+    let (index, count) = (index.parse::<u32>().ok()?, count.parse::<u32>().ok()?);
+    let partition = Partition { index, count };
+    (index < count && Partition::member_name(whole, index, count) == stored).then_some((whole, partition))
+}
+
 /// The name of the records of projection `name`'s partition set.
 pub(crate) fn meta_name(name: &str) -> String {
     format!("{name}{META_SUFFIX}")
@@ -274,18 +285,43 @@ impl<'a> Records<'a> {
     /// Records partition `partition`'s generation as caught up; then switches the set when every
     /// partition is ready, and says where the generation stands.
     pub(crate) async fn offer(&self, partition: Partition, version: u32, generation: u64) -> Result<Standing> {
-        let ready_id = partition.ready_id(version);
-        self.update(std::slice::from_ref(&ready_id), |stored| {
-            let known = self.readies(stored)?.pop().flatten();
-            // Offered again (a restart, a look while waiting): as it was, a replaced one too.
-            if known.is_some_and(|known| known.generation == generation) {
-                return Ok(((), Vec::new()));
-            }
-            let json = ready_json(Ready { version, generation, replaced: false })?;
-            Ok(((), vec![ViewWrite::set(ready_id.clone(), json)]))
-        })
-        .await?;
+        self.record_ready(&[(partition, generation)], version).await?;
         self.switch(partition, version, generation).await
+    }
+
+    /// Records every partition of a partitioning as caught up at once, `generations` by index
+    /// (an admin rebuild, which holds every partition's lease): one compare-and-set writes
+    /// their ready records together, so that no switch sees some of them and not the others.
+    /// Then switches the set as [`offer`](Self::offer) does, and says where the generations
+    /// stand.
+    pub(crate) async fn offer_all(&self, version: u32, generations: &[u64]) -> Result<Standing> {
+        let count = u32::try_from(generations.len()).unwrap_or(u32::MAX);
+        let Some(&first) = generations.first() else {
+            return Err(Error::InvalidConfig { reason: format!("projection {} has no partitions", self.name) });
+        };
+        let offered: Vec<(Partition, u64)> =
+            generations.iter().enumerate().map(|(index, &g)| (Partition { index: index as u32, count }, g)).collect();
+        self.record_ready(&offered, version).await?;
+        self.switch(Partition { index: 0, count }, version, first).await
+    }
+
+    /// Writes the ready records of `offered` (each partition with its generation) in one
+    /// compare-and-set, leaving those already recorded with their generation as they are.
+    async fn record_ready(&self, offered: &[(Partition, u64)], version: u32) -> Result<()> {
+        let ids: Vec<String> = offered.iter().map(|(partition, _)| partition.ready_id(version)).collect();
+        self.update(&ids, |stored| {
+            let mut writes = Vec::new();
+            for ((id, known), &(_, generation)) in ids.iter().zip(self.readies(stored)?).zip(offered) {
+                // Offered again (a restart, a look while waiting): as it was, a replaced one too.
+                if known.is_some_and(|known| known.generation == generation) {
+                    continue;
+                }
+                let json = ready_json(Ready { version, generation, replaced: false })?;
+                writes.push(ViewWrite::set(id.clone(), json));
+            }
+            Ok(((), writes))
+        })
+        .await
     }
 
     /// Where partition `partition`'s `generation` stands, switching the set to the ready

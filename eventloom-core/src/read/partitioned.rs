@@ -6,19 +6,21 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 
-use super::partition::{Partition, Records, SWITCH_GRACE, Standing};
-use super::projector::{Projector, Target};
+use super::partition::{Partition, PartitionSet, Records, SWITCH_GRACE, Standing};
+use super::projection::check_name;
+use super::projector::{Progress, Projector, Target};
 use super::run::{Checked, Job, Pending, Processed};
-use crate::store::superseded;
+use crate::process::join::join_limited;
+use crate::store::{BoxFuture, Generation, ProjectionStatus, superseded};
 use crate::{
-    BoxError, Error, EventEnvelope, EventOf, EventStore, IndexEntry, Lease, Projection, RecordedEvent, Result,
+    BoxError, Error, EventEnvelope, EventOf, EventStore, IndexEntry, Lease, Position, Projection, RecordedEvent, Result,
 };
 
 /// The projection `P` as one partition of it sees it: named as the partition is stored.
-pub(super) struct PartitionOf<P> {
-    pub(super) inner: Arc<P>,
+pub(crate) struct PartitionOf<P> {
+    pub(crate) inner: Arc<P>,
     /// The partition's stored name.
-    pub(super) name: String,
+    pub(crate) name: String,
 }
 
 impl<P: Projection> Projection for PartitionOf<P> {
@@ -106,13 +108,8 @@ impl<P: Projection> Job for PartitionJob<P> {
         // drop it from under the queries that read it. It is made live first (a grace after now
         // when that drops a live one: the switch was at least that long ago by then). One of
         // this version is resumed, and made live as any build is (from `check`).
-        let named = set.as_ref().and_then(|set| {
-            (set.partitions == self.partition.count)
-                .then(|| set.generations.get(self.partition.index as usize))
-                .flatten()
-        });
         let status = projector.views.status(name).await?;
-        if let Some(building) = status.building.filter(|g| Some(&g.id) == named && g.version < P::VERSION) {
+        if let Some(building) = named_build(set.as_ref(), self.partition, &status).filter(|g| g.version < P::VERSION) {
             if status.live.is_some() {
                 // Its go_live drops the live one, which readers of the set before may hold.
                 tracing::info!(generation = building.id, "the partition set names an older build; live after a grace");
@@ -205,5 +202,178 @@ impl<P: Projection> Job for PartitionJob<P> {
                 Ok(Checked::Live)
             }
         }
+    }
+}
+
+/// The generation being built in partition `partition` (its `status`) that the live `set`
+/// names: queries read it, yet its partition has not made it live (its runner stopped within
+/// the grace), so beginning another generation would drop it from under them.
+fn named_build(set: Option<&PartitionSet>, partition: Partition, status: &ProjectionStatus) -> Option<Generation> {
+    let named = set
+        .filter(|set| set.partitions == partition.count)
+        .and_then(|set| set.generations.get(partition.index as usize).copied())?;
+    status.building.filter(|g| g.id == named)
+}
+
+/// How many partitions an admin rebuild folds a batch into at once.
+const AT_ONCE: usize = 16;
+
+/// How many times an admin rebuild looks again at a partition set that other writers moved on
+/// while it switched.
+const SWITCH_TRIES: usize = 8;
+
+/// What [`Projector::rebuild_partitions_held`] built: each partition's new generation, by
+/// index, and the checkpoint they all reached.
+pub(crate) struct Rebuilt {
+    pub(crate) generations: Vec<u64>,
+    pub(crate) checkpoint: Option<Position>,
+}
+
+impl<S: EventStore + Clone> Projector<S> {
+    /// Rebuilds every partition of the partitioned projection `projection` into a new
+    /// generation that starts after `after` (from the first event when `None`), behind the live
+    /// partition set, by a caller that holds every partition's lease (`tokens`, in partition
+    /// order: one per partition). One read of the log feeds them all, each folding the events
+    /// of its own streams; `progress` hears the checkpoint and the number of events after each
+    /// batch. Once caught up, the partition set switches to the new generations at once, as
+    /// the running partitions switch it ([`Records::offer_all`]): the generations stay being
+    /// built in their partitions until [`make_partitions_live`](Self::make_partitions_live).
+    pub(crate) async fn rebuild_partitions_held<P: Projection>(
+        &self,
+        projection: Arc<P>,
+        tokens: &[u64],
+        after: Option<Position>,
+        progress: &Progress,
+    ) -> Result<Rebuilt> {
+        let whole = projection.name().to_owned();
+        check_name(&whole)?;
+        let count = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        let set = Records::live_set(&*self.views, &whole).await?;
+        if let Some(set) = set.as_ref().filter(|set| set.version > P::VERSION) {
+            return Err(Error::NewerVersion { projection: whole, running: P::VERSION, stored: set.version });
+        }
+        let partitions: Vec<(Partition, PartitionOf<P>)> = (0..count)
+            .map(|index| {
+                let name = Partition::member_name(&whole, index, count);
+                (Partition { index, count }, PartitionOf { inner: projection.clone(), name })
+            })
+            .collect();
+        self.settle_named_builds(set.as_ref(), &partitions, tokens).await?;
+        let mut targets = Vec::with_capacity(partitions.len());
+        for ((_, member), &token) in partitions.iter().zip(tokens) {
+            targets.push(self.begin_after(&member.name, P::VERSION, token, after).await?);
+        }
+        let mut subscription = self.subscribe(after);
+        let mut next = subscription.try_next_batch().await?;
+        let mut checkpoint = after;
+        while let Some(batch) = next {
+            // A loop, not a closure: the future must be `Send` for every lifetime.
+            let mut folds: Vec<BoxFuture<'_, Result<Option<Position>>>> = Vec::with_capacity(partitions.len());
+            for (((partition, member), target), &token) in partitions.iter().zip(&targets).zip(tokens) {
+                folds.push(Box::pin(self.process_in(member, &batch, target, token, Some(*partition))));
+            }
+            let fold = join_limited(folds, AT_ONCE);
+            // Behind: the next batch is read while this one is folded and written.
+            let (written, ahead) = if subscription.is_behind() {
+                let (written, ahead) = tokio::join!(fold, subscription.try_next_batch());
+                (written, Some(ahead))
+            } else {
+                (fold.await, None)
+            };
+            for (((_, member), target), (written, &token)) in
+                partitions.iter().zip(&mut targets).zip(written.into_iter().zip(tokens))
+            {
+                match written {
+                    Ok(position) => target.checkpoint = position,
+                    Err(error) => {
+                        self.note_stop(&member.name, &error, target.generation, token).await;
+                        return Err(error);
+                    }
+                }
+            }
+            checkpoint = batch.last().map(|e| e.position).or(checkpoint);
+            let _ = progress.send((checkpoint, batch.len()));
+            next = match ahead {
+                Some(ahead) => ahead?,
+                None => subscription.try_next_batch().await?,
+            };
+        }
+        for (((_, member), target), &token) in partitions.iter().zip(&targets).zip(tokens) {
+            if target.stopped {
+                self.note_running(&member.name, token).await;
+            }
+        }
+        let generations: Vec<u64> = targets.iter().map(|t| t.generation).collect();
+        let records = Records::new(&*self.views, &whole);
+        for _ in 0..SWITCH_TRIES {
+            match records.offer_all(P::VERSION, &generations).await? {
+                Standing::Named => {
+                    tracing::info!(projection = %whole, partitions = count, "rebuilt partitions: queries read them");
+                    return Ok(Rebuilt { generations, checkpoint });
+                }
+                // Another writer moved the set on meanwhile: look again.
+                Standing::Waiting => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                Standing::Displaced => {
+                    return Err(Error::Superseded {
+                        projection: whole,
+                        refusal: crate::store::Refusal::GenerationGone { generation: generations[0] },
+                    });
+                }
+            }
+        }
+        Err(Error::unavailable_msg(format!(
+            "the partition set of projection {whole} would not switch to the rebuilt partitions in {SWITCH_TRIES} looks"
+        )))
+    }
+
+    /// Makes live the generations being built that the live set names (see [`named_build`]),
+    /// a [`SWITCH_GRACE`] after now when that drops live ones (queries may hold them): an
+    /// admin rebuild begins new generations next, which would drop them.
+    async fn settle_named_builds<P: Projection>(
+        &self,
+        set: Option<&PartitionSet>,
+        partitions: &[(Partition, PartitionOf<P>)],
+        tokens: &[u64],
+    ) -> Result<()> {
+        let mut named = Vec::new();
+        let mut drops_live = false;
+        for ((partition, member), &token) in partitions.iter().zip(tokens) {
+            let status = self.views.status(&member.name).await?;
+            if let Some(building) = named_build(set, *partition, &status) {
+                drops_live |= status.live.is_some();
+                named.push((&member.name, building.id, token));
+            }
+        }
+        if drops_live {
+            tracing::info!("the partition set names builds not yet live; live after a grace");
+            tokio::time::sleep(SWITCH_GRACE).await;
+        }
+        for (name, generation, token) in named {
+            superseded(name, self.views.go_live(name, generation, token).await?)?;
+        }
+        Ok(())
+    }
+
+    /// After the partition set switched to `generations` (by index) of projection `whole`'s
+    /// partitions, makes each live in its partition's own status, as the running partitions do
+    /// from their check: a [`SWITCH_GRACE`] after the switch when that drops a live generation
+    /// (queries that read the set before may still hold it). By a caller holding every
+    /// partition's lease (`tokens`).
+    pub(crate) async fn make_partitions_live(&self, whole: &str, generations: &[u64], tokens: &[u64]) -> Result<()> {
+        let count = u32::try_from(generations.len()).unwrap_or(u32::MAX);
+        let names: Vec<String> = (0..count).map(|index| Partition::member_name(whole, index, count)).collect();
+        let mut drops_live = false;
+        for (name, &generation) in names.iter().zip(generations) {
+            let status = self.views.status(name).await?;
+            drops_live |= status.live.is_some_and(|live| live.id != generation);
+        }
+        if drops_live {
+            tokio::time::sleep(SWITCH_GRACE).await;
+        }
+        for ((name, &generation), &token) in names.iter().zip(generations).zip(tokens) {
+            superseded(name, self.views.go_live(name, generation, token).await?)?;
+        }
+        tracing::info!(projection = whole, partitions = count, "rebuilt partitions are live");
+        Ok(())
     }
 }

@@ -279,7 +279,20 @@ impl<S: EventStore + Clone> Projector<S> {
     ) -> Result<Option<Position>> {
         let name = projection.name();
         check_name(name)?;
-        let generation = superseded(name, self.views.begin_generation(name, P::VERSION, token).await?)?;
+        let target = self.begin_after(name, P::VERSION, token, after).await?;
+        self.catch_up_with(projection, target, token, Some(progress)).await
+    }
+
+    /// Begins a new generation of `name` at `version` with `token`, its checkpoint at `after`
+    /// (the events up to it are not applied): the target a rebuild writes into.
+    pub(super) async fn begin_after(
+        &self,
+        name: &str,
+        version: u32,
+        token: u64,
+        after: Option<Position>,
+    ) -> Result<Target> {
+        let generation = superseded(name, self.views.begin_generation(name, version, token).await?)?;
         if let Some(after) = after {
             // An empty batch that moves the new generation's checkpoint to `after`.
             let start = ViewCommit {
@@ -293,8 +306,7 @@ impl<S: EventStore + Clone> Projector<S> {
             superseded(name, self.views.commit(name, start).await?)?;
         }
         let stopped = self.views.status(name).await?.stopped.is_some();
-        let target = Target { generation: generation.id, checkpoint: after, building: true, stopped };
-        self.catch_up_with(projection, target, token, Some(progress)).await
+        Ok(Target { generation: generation.id, checkpoint: after, building: true, stopped })
     }
 
     /// Applies `events` (the events of dead letters of the live generation) again to the live
@@ -427,7 +439,7 @@ impl<S: EventStore + Clone> Projector<S> {
     /// Records in the view store why the projection stopped, for queries and health checks, with
     /// the checkpoint `generation` holds now (the events before the one to blame are written):
     /// once a runner writes past it, readers know the stop no longer holds.
-    async fn note_stop(&self, name: &str, error: &Error, generation: u64, token: u64) {
+    pub(super) async fn note_stop(&self, name: &str, error: &Error, generation: u64, token: u64) {
         let Some(stop) = stop_of(error) else { return };
         let recorded = async {
             let status = self.views.status(name).await?;

@@ -1,16 +1,18 @@
 //! The admin operations (`AppBuilder::operations`) on memory stores.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use eventloom_core::memory::MemoryLeases;
 use eventloom_core::model::{ExpectedVersion, NewEvent, Timestamp};
 use eventloom_core::prelude::*;
 use eventloom_core::{
     AggregateOptions, App, BoxError, Error, EventHandler, MemoryStores, Position, Projection, ProjectionOptions,
+    Reader, Stores,
     app::{Operations, RebuildProgress},
     read::PoisonPolicy,
-    store::{DeadLetterSelection, EventStore, LeaseHolder, LeaseManager, ViewStore},
+    store::{BoxFuture, DeadLetterSelection, EventStore, Lease, LeaseHolder, LeaseInfo, LeaseManager, ViewStore},
     write::{AsOf, Upcasters},
 };
 
@@ -119,7 +121,7 @@ async fn a_rebuild_waits_for_the_lease_reports_its_holder_and_keeps_the_live_vie
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     match holder {
-        RebuildProgress::WaitingForLease { holder: Some(info) } => {
+        RebuildProgress::WaitingForLease { holder: Some(info), .. } => {
             assert!(info.held);
             assert_eq!(info.token, held.token());
             assert_eq!(info.holder.map(|h| h.pid), Some(std::process::id()));
@@ -235,7 +237,7 @@ async fn a_reset_starts_the_new_generation_after_the_position() {
 }
 
 #[tokio::test]
-async fn partitioned_projections_are_refused_by_name() {
+async fn the_partition_set_record_is_refused_by_name() {
     let memory = MemoryStores::new();
     let ops = App::builder(memory)
         .aggregate::<Account>()
@@ -243,22 +245,337 @@ async fn partitioned_projections_are_refused_by_name() {
         .operations()
         .unwrap();
     assert_eq!(ops.projections()[0].partitions, 3);
-    match ops.rebuild("balances", |_| {}).await {
-        Err(Error::Unsupported { operation: "rebuild", reason, .. }) => {
-            assert!(reason.contains("3 partitions"), "{reason}")
-        }
-        other => panic!("a partitioned projection is refused: {other:?}"),
-    }
-    assert!(matches!(
-        ops.retry_dead_letters("balances", &DeadLetterSelection::All).await,
-        Err(Error::Unsupported { .. })
-    ));
     // The partition set is the framework's own: removing "its" dead letters under a lease of its
     // name would fence off the partitions' writes of it.
     assert!(matches!(
         ops.skip_dead_letters("balances~partitions", &DeadLetterSelection::All).await,
         Err(Error::Unsupported { .. })
     ));
+    // A partition's name that the app does not register (another number of partitions).
+    assert!(matches!(
+        ops.retry_dead_letters("balances~1of4", &DeadLetterSelection::All).await,
+        Err(Error::UnknownProjection { .. })
+    ));
+    assert!(matches!(ops.rebuild("balances~1of3", |_| {}).await, Err(Error::UnknownProjection { .. })));
+}
+
+/// What the partitioned projections of the tests below stamp their views with: the "code" that
+/// builds them (a rebuild after a fix changes it, and so every view it writes).
+static STAMP: AtomicU64 = AtomicU64::new(1);
+
+/// How long [`Stamped`] takes per event once stamped 2 (the rebuild): the live set is read
+/// meanwhile.
+const SLOW: Duration = Duration::from_millis(2);
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct StampedView {
+    balance: u64,
+    stamp: u64,
+}
+
+/// Balances stamped with [`STAMP`] as it was when each view was last written.
+struct Stamped;
+
+impl Projection for Stamped {
+    const NAME: &'static str = "stamped";
+    type Events = Account;
+    type View = StampedView;
+
+    fn apply(&self, view: &mut Option<StampedView>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        let stamp = STAMP.load(Ordering::SeqCst);
+        if stamp > 1 {
+            std::thread::sleep(SLOW);
+        }
+        let view = view.get_or_insert_with(StampedView::default);
+        if let AccountEvent::Deposited { amount } = e.event {
+            view.balance += amount;
+        }
+        view.stamp = stamp;
+        Ok(())
+    }
+}
+
+/// Runs `projection` in `partitions` in an app until its partition set has every event, then
+/// stops the app (its runners let their leases go).
+async fn run_partitioned<P: Projection>(memory: &MemoryStores, projection: P, options: ProjectionOptions) {
+    let app =
+        App::builder(memory.clone()).aggregate::<Account>().projection_with(projection, options).start().await.unwrap();
+    let head = memory.events.head().await.unwrap().unwrap();
+    let reader = Reader::<P>::new(memory.views.clone()).partitioned();
+    reader.wait_for(head, Duration::from_secs(20)).await.unwrap();
+    app.shutdown().await.unwrap();
+}
+
+/// The partition set as stored: its epoch and generations.
+async fn partition_set(memory: &MemoryStores, name: &str) -> (u64, Vec<u64>) {
+    let set = memory.views.read_views(&format!("{name}~partitions"), &["set".to_owned()]).await.unwrap();
+    let set: serde_json::Value = serde_json::from_str(set[0].as_deref().expect("a partition set")).unwrap();
+    let generations = set["generations"].as_array().unwrap().iter().map(|g| g.as_u64().unwrap()).collect();
+    (set["epoch"].as_u64().unwrap(), generations)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_projection_rebuilds_behind_the_live_set_and_switches_every_partition_at_once() {
+    let memory = MemoryStores::new();
+    let accounts: Vec<String> = (0..12).map(|n| format!("acc-{n}")).collect();
+    for (n, id) in accounts.iter().enumerate() {
+        let deposits: Vec<AccountEvent> = (0..8).map(|_| deposited(n as u64 + 1)).collect();
+        append(&memory, id, &[vec![opened()], deposits].concat()).await;
+    }
+    let head = memory.events.head().await.unwrap();
+    run_partitioned(&memory, Stamped, ProjectionOptions::new().partitions(3)).await;
+    let (epoch, old) = partition_set(&memory, "stamped").await;
+    let reader = Reader::<Stamped>::new(memory.views.clone()).partitioned();
+    let expected: Vec<u64> = (1..=12).map(|n| n * 8).collect();
+
+    // The fix: views rebuilt now are stamped 2.
+    STAMP.store(2, Ordering::SeqCst);
+    let ops = Arc::new(
+        App::builder(memory.clone())
+            .aggregate::<Account>()
+            .projection_with(Stamped, ProjectionOptions::new().partitions(3))
+            .operations()
+            .unwrap(),
+    );
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rebuild = {
+        let (ops, seen) = (ops.clone(), seen.clone());
+        tokio::spawn(async move { ops.rebuild("stamped", move |p| seen.lock().unwrap().push(p)).await })
+    };
+    // Queries read one set at a time, all old or all new, never going back.
+    let mut stamps = Vec::new();
+    while !rebuild.is_finished() {
+        let views = reader.get_many(&accounts).await.unwrap();
+        let views: Vec<StampedView> = views.into_iter().map(|v| v.expect("every account's view")).collect();
+        assert_eq!(views.iter().map(|v| v.balance).collect::<Vec<_>>(), expected, "the same balances throughout");
+        let stamp = views[0].stamp;
+        assert!(views.iter().all(|v| v.stamp == stamp), "a mix of old and new partitions: {views:?}");
+        if stamps.last() != Some(&stamp) {
+            stamps.push(stamp);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let checkpoint = rebuild.await.unwrap().unwrap();
+    assert_eq!(checkpoint, head);
+    assert_eq!(stamps, vec![1, 2], "the live set read while building, then the new one");
+
+    let seen = seen.lock().unwrap().clone();
+    match seen.first() {
+        Some(RebuildProgress::Started { tokens, total, head: started_at, .. }) => {
+            assert_eq!((tokens.len(), *total, *started_at), (3, 12 * 9, head), "{seen:?}");
+        }
+        other => panic!("starts once every partition's lease is held: {other:?}"),
+    }
+    let batches: Vec<u64> = seen
+        .iter()
+        .filter_map(|p| match p {
+            RebuildProgress::Batch { done, total: 108, .. } => Some(*done),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(batches.last(), Some(&108), "the whole log, counted once: {seen:?}");
+    assert!(batches.windows(2).all(|w| w[0] < w[1]), "{batches:?}");
+    assert!(
+        matches!(seen.last(), Some(RebuildProgress::Switched { partitions: 3, checkpoint }) if *checkpoint == head),
+        "{seen:?}"
+    );
+
+    // One switch, to a new generation in every partition, each live in its own status.
+    let (after, new) = partition_set(&memory, "stamped").await;
+    assert_eq!(after, epoch + 1, "one switch for the three partitions");
+    for (index, (old, new)) in old.iter().zip(&new).enumerate() {
+        assert!(new > old, "partition {index}: {old} -> {new}");
+        let status = memory.views.status(&format!("stamped~{index}of3")).await.unwrap();
+        assert_eq!(status.live.map(|g| (g.id, g.checkpoint)), Some((*new, head)), "partition {index}");
+        assert!(status.building.is_none(), "partition {index}: {status:?}");
+        let lease = memory.leases.leases(&format!("stamped~{index}of3")).await.unwrap();
+        assert!(lease.iter().all(|l| !l.held), "let go: {lease:?}");
+    }
+    // The runners take over from the rebuilt views.
+    append(&memory, "acc-0", &[deposited(100)]).await;
+    run_partitioned(&memory, Stamped, ProjectionOptions::new().partitions(3)).await;
+    assert_eq!(reader.get("acc-0").await.unwrap().map(|v| (v.balance, v.stamp)), Some((108, 2)));
+    assert_eq!(partition_set(&memory, "stamped").await, (after, new), "no switch of their own");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_of_a_partitioned_projection_starts_every_partition_after_the_position() {
+    let memory = MemoryStores::new();
+    let mut positions = Vec::new();
+    for n in 0..6 {
+        positions.extend(append(&memory, &format!("acc-{n}"), &[opened(), deposited(5)]).await);
+    }
+    let cut = *positions.last().unwrap();
+    for n in 0..6 {
+        append(&memory, &format!("acc-{n}"), &[deposited(7)]).await;
+    }
+    let ops = App::builder(memory.clone())
+        .aggregate::<Account>()
+        .projection_with(Balances, ProjectionOptions::new().partitions(3))
+        .operations()
+        .unwrap();
+    // The first build by the operation itself: no live set before it.
+    ops.rebuild("balances", |_| {}).await.unwrap();
+    let reader = Reader::<Balances>::new(memory.views.clone()).partitioned();
+    assert_eq!(reader.get("acc-4").await.unwrap().map(|b| b.balance), Some(12));
+    let mut seen = Vec::new();
+    let head = memory.events.head().await.unwrap();
+    assert_eq!(ops.reset("balances", cut, |p| seen.push(p)).await.unwrap(), head);
+    assert!(matches!(seen.first(), Some(RebuildProgress::Started { total: 6, after: Some(_), .. })), "{seen:?}");
+    for n in 0..6 {
+        let view = reader.get(&format!("acc-{n}")).await.unwrap().expect("a view");
+        assert_eq!((view.balance, view.applied), (7, 1), "acc-{n}: only the events after the position");
+    }
+    for index in 0..3 {
+        let status = memory.views.status(&format!("balances~{index}of3")).await.unwrap();
+        assert_eq!(status.live.and_then(|g| g.checkpoint), head, "partition {index}");
+    }
+    let past = Position::new(head.unwrap().transaction() + 1000, 1);
+    assert!(matches!(ops.reset("balances", past, |_| {}).await, Err(Error::InvalidConfig { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_of_a_partitioned_projection_are_retried_and_skipped_in_every_partition() {
+    let memory = MemoryStores::new();
+    let broken = Arc::new(AtomicBool::new(true));
+    let options = ProjectionOptions::new().poison_policy(PoisonPolicy::DeadLetter).partitions(3);
+    let ops = Arc::new(
+        App::builder(memory.clone())
+            .aggregate::<Account>()
+            .projection_with(Flaky { broken: broken.clone() }, options)
+            .operations()
+            .unwrap(),
+    );
+    let mut deposits = Vec::new();
+    for n in 0..9 {
+        deposits.extend(append(&memory, &format!("acc-{n}"), &[opened(), deposited(n + 1)]).await.into_iter().skip(1));
+    }
+    ops.rebuild("flaky", |_| {}).await.unwrap();
+    let letters = ops.dead_letters("flaky").await.unwrap();
+    assert_eq!(letters.iter().map(|l| l.position).collect::<Vec<_>>(), deposits, "every partition's, in order");
+    let per_partition: Vec<usize> = {
+        let mut counts = Vec::new();
+        for index in 0..3 {
+            counts.push(memory.views.dead_letters(&format!("flaky~{index}of3")).await.unwrap().len());
+        }
+        counts
+    };
+    assert!(per_partition.iter().filter(|&&n| n > 0).count() >= 2, "spread over partitions: {per_partition:?}");
+    let reader = Reader::<Flaky>::new(memory.views.clone()).partitioned();
+
+    // Still broken: they stay, in every partition.
+    let again = ops.retry_dead_letters("flaky", &DeadLetterSelection::All).await.unwrap();
+    assert_eq!((again.retried, again.succeeded, again.failed.len()), (9, 0, 9));
+    assert_eq!(ops.dead_letters("flaky").await.unwrap().len(), 9);
+
+    // Fixed, and one partition's lease held by another process: the retry waits for it, naming it.
+    broken.store(false, Ordering::SeqCst);
+    let held = memory.leases.acquire("flaky~1of3").await.unwrap();
+    let waits = Arc::new(Mutex::new(Vec::new()));
+    let which = DeadLetterSelection::At(deposits[..6].to_vec());
+    let retry = {
+        let (ops, waits, which) = (ops.clone(), waits.clone(), which.clone());
+        tokio::spawn(async move {
+            ops.retry_dead_letters_with("flaky", &which, move |w| waits.lock().unwrap().push(w)).await
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while waits.lock().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no word of the wait");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let wait = waits.lock().unwrap()[0].clone();
+    assert_eq!(wait.lease, "flaky~1of3");
+    let holder = wait.holder.expect("the holder");
+    assert!(holder.held && holder.token == held.token(), "{holder:?}");
+    assert_eq!(holder.holder.map(|h| h.pid), Some(std::process::id()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!retry.is_finished(), "waits while another holds the partition's lease");
+    drop(held);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), retry).await.unwrap().unwrap().unwrap();
+    assert_eq!((outcome.retried, outcome.succeeded), (6, 6));
+    for n in 0..6 {
+        let view = reader.get(&format!("acc-{n}")).await.unwrap().expect("a view");
+        assert_eq!(view.balance, n + 1, "acc-{n} applied");
+    }
+    assert_eq!(ops.dead_letters("flaky").await.unwrap().len(), 3);
+
+    // Skipped: one partition by its own name, then the rest by the projection's.
+    let last = ops.dead_letters("flaky").await.unwrap();
+    let one = memory.views.dead_letters("flaky~0of3").await.unwrap().len()
+        + memory.views.dead_letters("flaky~1of3").await.unwrap().len()
+        + memory.views.dead_letters("flaky~2of3").await.unwrap().len();
+    assert_eq!(one, last.len());
+    let in_two = memory.views.dead_letters("flaky~2of3").await.unwrap().len() as u64;
+    assert_eq!(ops.skip_dead_letters("flaky~2of3", &DeadLetterSelection::All).await.unwrap(), in_two);
+    let rest = ops.skip_dead_letters("flaky", &DeadLetterSelection::All).await.unwrap();
+    assert_eq!(rest + in_two, 3);
+    assert!(ops.dead_letters("flaky").await.unwrap().is_empty());
+    for n in 6..9 {
+        assert_eq!(reader.get(&format!("acc-{n}")).await.unwrap().map(|b| b.balance), Some(0), "skipped, not applied");
+    }
+    // A partition's name retries that partition alone.
+    let none = ops.retry_dead_letters("flaky~0of3", &DeadLetterSelection::All).await.unwrap();
+    assert_eq!(none.retried, 0);
+}
+
+/// Memory leases that count the tries without waiting.
+#[derive(Clone)]
+struct CountedTries {
+    inner: MemoryLeases,
+    tries: Arc<AtomicU64>,
+}
+
+impl LeaseManager for CountedTries {
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Lease>> {
+        self.inner.acquire(name)
+    }
+
+    fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<Lease>>> {
+        self.tries.fetch_add(1, Ordering::SeqCst);
+        self.inner.try_acquire(name)
+    }
+
+    fn leases<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<LeaseInfo>>> {
+        self.inner.leases(prefix)
+    }
+}
+
+#[tokio::test]
+async fn a_wait_for_a_lease_waits_in_the_managers_acquire_and_names_the_holder() {
+    let memory = MemoryStores::new();
+    append(&memory, "a", &[opened(), deposited(5)]).await;
+    let leases = CountedTries { inner: memory.leases.clone(), tries: Arc::new(AtomicU64::new(0)) };
+    let stores = Stores::new(memory.events.clone(), memory.views.clone()).with_leases(leases.clone());
+    let ops = Arc::new(App::builder(stores).aggregate::<Account>().projection(Balances).operations().unwrap());
+    let held = memory.leases.acquire("balances").await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rebuild = {
+        let (ops, seen) = (ops.clone(), seen.clone());
+        tokio::spawn(async move { ops.rebuild("balances", move |p| seen.lock().unwrap().push(p)).await })
+    };
+    let skip = {
+        let ops = ops.clone();
+        tokio::spawn(async move {
+            let mut waits = Vec::new();
+            let skipped = ops.skip_dead_letters_with("balances", &DeadLetterSelection::All, |w| waits.push(w)).await;
+            (skipped, waits)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!rebuild.is_finished() && !skip.is_finished());
+    assert_eq!(leases.tries.load(Ordering::SeqCst), 0, "no polling with try_acquire");
+    match seen.lock().unwrap().as_slice() {
+        [RebuildProgress::WaitingForLease { lease, holder: Some(info) }] => {
+            assert_eq!((lease.as_str(), info.held, info.token), ("balances", true, held.token()));
+        }
+        other => panic!("one word of the wait, naming the holder: {other:?}"),
+    }
+    drop(held);
+    tokio::time::timeout(Duration::from_secs(10), rebuild).await.unwrap().unwrap().unwrap();
+    let (skipped, waits) = tokio::time::timeout(Duration::from_secs(10), skip).await.unwrap().unwrap();
+    assert_eq!(skipped.unwrap(), 0);
+    assert!(waits.iter().any(|w| w.lease == "balances" && w.holder.is_some()), "{waits:?}");
 }
 
 #[tokio::test]

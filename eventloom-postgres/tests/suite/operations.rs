@@ -70,7 +70,8 @@ async fn a_rebuild_waits_for_the_lease_and_dead_letters_retried_after_the_fix_ap
     };
     let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
     match first {
-        RebuildProgress::WaitingForLease { holder: Some(info) } => {
+        RebuildProgress::WaitingForLease { lease: name, holder: Some(info) } => {
+            assert_eq!(name, "pg_flaky_balances");
             assert!(info.held, "held per pg_locks: {info:?}");
             assert_eq!(info.token, lease.token());
             assert_eq!(info.holder.map(|h| h.pid), Some(LeaseHolder::this_process().pid));

@@ -168,3 +168,97 @@ async fn a_rebuild_waits_for_the_running_projector_and_names_it() {
     let shown = admin_json(&env, &["projection", "tasks"]).await;
     assert_eq!(shown["leader"]["role"], "admin", "the rebuild took the lease last: {shown}");
 }
+
+/// `env()` with the task views in `partitions`.
+fn partitioned_env(partitions: u32) -> Env {
+    let mut env = env();
+    env.set.push(("TASK_MANAGER_VIEW_PARTITIONS".into(), partitions.to_string()));
+    env
+}
+
+/// Runs `task-manager admin args --json` in the background: its stdout line by line.
+fn spawn_admin(
+    env: &Env,
+    args: &[&str],
+) -> (tokio::process::Child, tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>) {
+    use std::process::Stdio;
+    use tokio::io::AsyncBufReadExt;
+
+    let mut command = tokio::process::Command::new(crate::server::BIN);
+    command.arg("admin").args(args).arg("--json");
+    env.apply(&mut command);
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the admin command");
+    let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_projection_is_retried_after_its_leases_and_rebuilt_whole_with_one_switch() {
+    use tokio::io::AsyncReadExt;
+
+    const PARTITIONS: u32 = 3;
+    let env = partitioned_env(PARTITIONS);
+    let all = Server::start("all", "all", true, &env).await;
+    let client = all.client();
+    let api = Api { cmd: client, cmd2: client, query: client };
+    let task = api.create("write docs").await;
+    api.create("review").await;
+    let last = api.create("ship").await;
+    assert_eq!(api.stats(&last.position).await, (3, 0, 3));
+
+    // The running process leads every partition: a retry waits for the first, naming it.
+    let (mut retry, mut lines) = spawn_admin(&env, &["dead-letters", "retry", "tasks"]);
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+    let first: Value = serde_json::from_str(&first.expect("a first step in 30 s").unwrap().unwrap()).unwrap();
+    assert_eq!((first["phase"].as_str(), first["lease"].as_str()), (Some("waiting"), Some("tasks~0of3")), "{first}");
+    let holder = first["holder"].as_str().unwrap_or_default();
+    assert!(holder.starts_with("all on ") && holder.contains(&format!("pid {}", all.pid())), "{first}");
+    assert!(all.stop(Duration::from_secs(30)).await.success());
+    let status = tokio::time::timeout(Duration::from_secs(60), retry.wait()).await.expect("done in 60 s").unwrap();
+    let mut stderr = String::new();
+    retry.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+    assert!(status.success(), "{status}\n{stderr}");
+    assert!(stderr.contains("waiting for the lease of tasks~0of3 (held by all on "), "{stderr}");
+    let mut rest = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        rest.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    let outcome = rest.last().expect("the outcome");
+    assert_eq!((outcome["projection"].as_str(), outcome["retried"].as_u64()), (Some("tasks"), Some(0)), "{rest:?}");
+
+    // Rebuilt whole while a query process serves the live set.
+    let member = |i: u32| format!("tasks~{i}of{PARTITIONS}");
+    let mut before = Vec::new();
+    for i in 0..PARTITIONS {
+        let shown = admin_json(&env, &["projection", &member(i)]).await;
+        before.push(shown["live"]["id"].as_u64().unwrap_or(0));
+    }
+    let query = Server::start("query", "query", true, &env).await;
+    let (status, stdout, stderr) = run_to_end(&["admin", "rebuild", "tasks", "--json"], &env).await;
+    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    let steps: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(steps.iter().any(|s| s["phase"] == "building" && s["total"] == 3), "{stdout}");
+    let switched: Vec<&Value> = steps.iter().filter(|s| s["phase"] == "switched").collect();
+    assert_eq!(switched.len(), 1, "one switch: {stdout}");
+    assert_eq!(switched[0]["partitions"], PARTITIONS, "{stdout}");
+    let end = steps.last().expect("the end");
+    assert_eq!((end["phase"].as_str(), end["done"].as_u64()), (Some("live"), Some(3)), "the whole log: {stdout}");
+    for i in 0..PARTITIONS {
+        let shown = admin_json(&env, &["projection", &member(i)]).await;
+        let live = shown["live"]["id"].as_u64().expect("a live generation");
+        assert!(live > before[i as usize], "partition {i}: {} -> {shown}", before[i as usize]);
+        assert!(shown["building"].is_null(), "partition {i} made live after the grace: {shown}");
+        assert_eq!(shown["lag_events"], 0, "{shown}");
+    }
+    let shown = query.client().get(&format!("/tasks/{}", task.id)).await.ok(200);
+    assert_eq!(shown["title"], "write docs", "{shown}");
+    let stats = query.client().get("/stats").await.ok(200);
+    assert_eq!(stats["total"], 3, "{stats}");
+    assert!(query.stop(Duration::from_secs(30)).await.success());
+}
