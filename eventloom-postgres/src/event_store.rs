@@ -1,5 +1,7 @@
 //! [`PgEventStore`]: the event store on PostgreSQL.
 
+mod combine;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -83,6 +85,8 @@ struct Inner {
     wake: Arc<Wake>,
     /// The read replica, when there is one.
     replica: Option<Replica>,
+    /// Write combining, when it is on ([`PgConfig::write_combining`]).
+    combiner: Option<combine::Combiner>,
 }
 
 /// The read replica ([`PgConfig::read_replica`]): its pool, and the newest version of each
@@ -302,7 +306,16 @@ impl PgEventStore {
         let sql = Arc::new(Sql::new(&config.schema));
         let db = Db::new(pool, pg);
         PgEventStore {
-            inner: Arc::new(Inner { same_cluster: AtomicBool::new(false), db, sql, config, connector, wake, replica }),
+            inner: Arc::new(Inner {
+                same_cluster: AtomicBool::new(false),
+                db,
+                sql,
+                combiner: config.combining.map(combine::Combiner::new),
+                config,
+                connector,
+                wake,
+                replica,
+            }),
         }
     }
 
@@ -885,7 +898,7 @@ struct Batch<'a> {
     types: Vec<&'a str>,
     schema_versions: Vec<i32>,
     payloads: Vec<&'a str>,
-    metadata: Vec<String>,
+    metadata: Vec<&'a str>,
     command_id: Option<&'a str>,
     /// The fingerprint of the command's request, in hex, kept with its id.
     fingerprint: Option<String>,
@@ -947,7 +960,28 @@ fn failed(e: &tokio_postgres::Error) -> Failed {
     }
 }
 
+/// A schema version as the `events` table stores it.
+fn schema_version(version: u32) -> i32 {
+    i32::try_from(version).unwrap_or(i32::MAX)
+}
+
 impl PgEventStore {
+    /// An append with an exact expected version (0: no stream) on its own:
+    /// [`append_one`](Self::append_one) when it can, else [`append_exact`](Self::append_exact).
+    async fn append_at(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        version: i64,
+        batch: &Batch<'_>,
+    ) -> eventloom_core::Result<Appended> {
+        if version > 0 && batch.types.len() == 1 && batch.command_id.is_none() {
+            self.append_one(stream, expected, version, batch).await
+        } else {
+            self.append_exact(stream, expected, version, batch).await
+        }
+    }
+
     /// An append with an exact expected version (0: no stream): one prepared statement, no lock.
     async fn append_exact(
         &self,
@@ -1231,29 +1265,47 @@ impl PgEventStore {
             if let Some(id) = command_id {
                 eventloom_core::model::validate_command_id(id)?;
             }
-            let batch = Batch {
-                types: events.iter().map(|e| e.event_type.as_ref()).collect(),
-                schema_versions: events.iter().map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX)).collect(),
-                payloads: events.iter().map(|e| e.payload.as_str()).collect(),
-                metadata: events
-                    .iter()
-                    .map(|e| serde_json::to_string(&e.metadata))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|source| CoreError::Serde { what: "event metadata".into(), source })?,
-                command_id,
-                fingerprint: entry.map(|e| e.fingerprint.to_string()),
-                recorded_at: entry.map(|e| e.recorded_at.as_micros()),
-                kept: entry.is_some_and(|e| e.kept),
+            let metadata = events
+                .iter()
+                .map(|e| serde_json::to_string(&e.metadata))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| CoreError::Serde { what: "event metadata".into(), source })?;
+            let version = match expected {
+                ExpectedVersion::Any => None,
+                ExpectedVersion::NoStream => Some(0),
+                ExpectedVersion::Exact(v) => Some(to_i64(v, "expected version")?),
             };
-            let result = match expected {
-                ExpectedVersion::Any => self.append_any(stream, &batch).await,
-                ExpectedVersion::NoStream => self.append_exact(stream, expected, 0, &batch).await,
-                ExpectedVersion::Exact(v) => {
-                    let version = to_i64(v, "expected version")?;
-                    if version > 0 && events.len() == 1 && command_id.is_none() {
-                        self.append_one(stream, expected, version, &batch).await
-                    } else {
-                        self.append_exact(stream, expected, version, &batch).await
+            let result = match version {
+                // Appends with an exact version, not empty, may share a statement.
+                Some(version) if !events.is_empty() && self.inner.combiner.is_some() => {
+                    let request = combine::Request {
+                        stream: stream.clone(),
+                        expected,
+                        version,
+                        command_id: command_id.map(str::to_owned),
+                        fingerprint: entry.map(|e| e.fingerprint.to_string()),
+                        recorded_at: entry.map(|e| e.recorded_at.as_micros()),
+                        kept: entry.is_some_and(|e| e.kept),
+                        bytes: events.iter().map(NewEvent::size).sum(),
+                        events,
+                        metadata,
+                    };
+                    self.combined(request).await
+                }
+                _ => {
+                    let batch = Batch {
+                        types: events.iter().map(|e| e.event_type.as_ref()).collect(),
+                        schema_versions: events.iter().map(|e| schema_version(e.schema_version)).collect(),
+                        payloads: events.iter().map(|e| e.payload.as_str()).collect(),
+                        metadata: metadata.iter().map(String::as_str).collect(),
+                        command_id,
+                        fingerprint: entry.map(|e| e.fingerprint.to_string()),
+                        recorded_at: entry.map(|e| e.recorded_at.as_micros()),
+                        kept: entry.is_some_and(|e| e.kept),
+                    };
+                    match version {
+                        None => self.append_any(stream, &batch).await,
+                        Some(version) => self.append_at(stream, expected, version, &batch).await,
                     }
                 }
             };

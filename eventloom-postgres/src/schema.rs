@@ -18,6 +18,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (10, "command retention", include_str!("../sql/0010_command_retention.sql")),
     (11, "relays", include_str!("../sql/0011_relays.sql")),
     (12, "lease holders", include_str!("../sql/0012_lease_holders.sql")),
+    (13, "combined append", include_str!("../sql/0013_combined_append.sql")),
 ];
 
 /// The columns of the `migrations` table as migrate() makes it, with their types.
@@ -115,6 +116,7 @@ pub(crate) struct Sql {
     pub(crate) append: String,
     pub(crate) append_exact: String,
     pub(crate) append_one: String,
+    pub(crate) append_combined: String,
     pub(crate) read_stream: String,
     pub(crate) read_all: String,
     pub(crate) head: String,
@@ -172,6 +174,7 @@ impl Sql {
             append: fill(include_str!("../sql/statements/append.sql")),
             append_exact: fill(include_str!("../sql/statements/append_exact.sql")),
             append_one: fill(include_str!("../sql/statements/append_one.sql")),
+            append_combined: fill(include_str!("../sql/statements/append_combined.sql")),
             read_stream: fill(include_str!("../sql/statements/read_stream.sql")),
             read_all: fill(include_str!("../sql/statements/read_all.sql")),
             head: fill(include_str!("../sql/statements/head.sql")),

@@ -8,6 +8,10 @@
 //!
 //! - `commands_1_task`, `commands_8_tasks`: deposits round-robin over 1,000 accounts with the
 //!   engine's cache warm, with the server round-trips per command;
+//! - `commands_1_task_combined`, `commands_8_tasks_combined`, `commands_64_tasks`: the same
+//!   deposits from 1, 8 and 64 tasks through a store with write combining on
+//!   (`PgConfig::write_combining`), against raw single-row INSERTs committing one by one from as
+//!   many tasks;
 //! - `commands_8_tasks_subscribed`: the same with a live subscription running (`raw` is the run
 //!   without one);
 //! - `notify_cost`: the NOTIFYs the store sends per command under the eight-task load, the

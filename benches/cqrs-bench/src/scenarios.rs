@@ -28,6 +28,11 @@ use crate::theirs::Theirs;
 const ONE_TASK: Budget = Budget::new(5_000, 20);
 /// Commands from eight tasks.
 const EIGHT_TASKS: Budget = Budget::new(10_000, 20);
+/// Commands from sixty-four tasks.
+const SIXTY_FOUR_TASKS: Budget = Budget::new(20_000, 20);
+/// The pool of the store with write combining (the commands of 64 tasks load their streams
+/// at once).
+const COMBINED_POOL: usize = 64;
 /// Appends of [`BATCH`] events.
 const BATCHES: Budget = Budget::new(300, 20);
 /// Events per append in `append_batch_100`.
@@ -153,6 +158,10 @@ struct Bench<'a> {
     config: PgConfig,
     store: PgEventStore,
     engine: Engine,
+    /// An engine on a store of its own with write combining on (same schema), and its accounts
+    /// (others than `ids`, so that neither engine's cache goes stale).
+    combined: Engine,
+    combined_ids: Arc<[String]>,
     raw: Pool,
     monitor: &'a Client,
     theirs: Option<Theirs>,
@@ -167,17 +176,22 @@ impl<'a> Bench<'a> {
         let store = PgEventStore::connect(config.clone()).await?;
         store.migrate().await?;
         raw::create_table(monitor, schema).await?;
-        let raw = raw::pool(url.parse()?, 8)?;
+        // One connection per raw worker, up to 64 tasks.
+        let raw = raw::pool(url.parse()?, 64)?;
         let ids = account_ids();
         let engine = Cqrs::new(store.clone());
+        let combining = config.clone().pool_size(COMBINED_POOL).write_combining(true);
+        let combined = Cqrs::new(PgEventStore::connect(combining).await?);
         let started = Instant::now();
         Commands::new(engine.clone(), ids.clone()).warm().await?;
+        let combined_ids: Arc<[String]> = ids.iter().map(|id| format!("combined-{id}")).collect();
+        Commands::new(combined.clone(), combined_ids.clone()).warm().await?;
         let theirs = Theirs::setup(url, schema, ids.clone()).await?;
         eprintln!(
             "setup: 1,000 accounts with one deposit each in every system, {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        Ok(Bench { url, schema, config, store, engine, raw, monitor, theirs, ids })
+        Ok(Bench { url, schema, config, store, engine, combined, combined_ids, raw, monitor, theirs, ids })
     }
 
     /// Every scenario, in order.
@@ -185,6 +199,9 @@ impl<'a> Bench<'a> {
         let counter = RoundTrips::new(self.monitor).await;
         self.commands("commands_1_task", 1, ONE_TASK, counter.as_ref()).await?.print();
         self.commands("commands_8_tasks", 8, EIGHT_TASKS, counter.as_ref()).await?.print();
+        self.combined_commands("commands_1_task_combined", 1, ONE_TASK).await?.print();
+        self.combined_commands("commands_8_tasks_combined", 8, EIGHT_TASKS).await?.print();
+        self.combined_commands("commands_64_tasks", 64, SIXTY_FOUR_TASKS).await?.print();
         self.subscribed().await?.print();
         self.notify_cost().await?.print();
         self.append_batch().await?.print();
@@ -234,6 +251,23 @@ impl<'a> Bench<'a> {
         Ok(Record::new(scenario, Unit::PerSecond, ours.per_second(), raw.per_second())
             .cqrs_es(theirs.map(|t| t.per_second()))
             .round_trips(round_trips))
+    }
+
+    /// Deposits as [`commands`](Self::commands) does, through the engine whose store combines
+    /// writes ([`PgConfig::write_combining`]), against the raw single-row INSERTs that commit
+    /// one by one from as many tasks (cqrs-es is not run: its figures are in the other
+    /// scenarios).
+    async fn combined_commands(&self, scenario: &'static str, tasks: usize, budget: Budget) -> Result<Record> {
+        let (mut ours, mut raw) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let workers = (0..tasks).map(|_| Commands::new(self.combined.clone(), self.combined_ids.clone())).collect();
+            ours.push(load::throughput(workers, budget).await?);
+            let workers = self.raw_workers(&format!("raw_combined_{tasks}_{round}"), tasks).await?;
+            raw.push(load::throughput(workers, budget).await?);
+        }
+        let (ours, raw) = (fastest(&ours)?, fastest(&raw)?);
+        note_rates(scenario, "commands", &ours, &raw, None);
+        Ok(Record::new(scenario, Unit::PerSecond, ours.per_second(), raw.per_second()))
     }
 
     /// `tasks` raw INSERT workers writing rows of `category`, which no other run uses.

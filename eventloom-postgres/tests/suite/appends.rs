@@ -9,7 +9,7 @@ use eventloom_core::testing::{test_event, test_event_for_command};
 use eventloom_core::{Error, Position, StreamId, model::ExpectedVersion, store::EventStore};
 
 use crate::ordering::wait_for_count;
-use crate::support::{PrivateServer, raw, store, store_at};
+use crate::support::{PrivateServer, raw, store, store_at_with, store_with};
 
 fn stream(id: &str) -> StreamId {
     StreamId::new("conformance", id).unwrap()
@@ -19,10 +19,9 @@ fn n(payload: &str) -> u64 {
     serde_json::from_str::<serde_json::Value>(payload).unwrap()["n"].as_u64().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn exact_and_any_writers_racing_on_one_stream_keep_versions_contiguous_and_in_order() {
+async fn exact_and_any_writers_racing_on_one_stream_keep_versions_contiguous_and_in_order(combining: bool) {
     const EACH: u64 = 150;
-    let store = store().await;
+    let store = store_with(combining).await;
     let s = stream("mixed");
     let mut tasks = Vec::new();
     for writer in 0..8u64 {
@@ -82,10 +81,14 @@ async fn exact_and_any_writers_racing_on_one_stream_keep_versions_contiguous_and
     assert_eq!(all.len(), stored.len());
     assert!(all.windows(2).all(|w| w[0].position < w[1].position && w[0].version < w[1].version));
 }
+with_and_without_combining!(
+    exact_and_any_writers_racing_on_one_stream_keep_versions_contiguous_and_in_order,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_exact_append_behind_or_ahead_of_the_stream_is_refused_and_leaves_no_gap() {
-    let store = store().await;
+async fn an_exact_append_behind_or_ahead_of_the_stream_is_refused_and_leaves_no_gap(combining: bool) {
+    let store = store_with(combining).await;
     let s = stream("gaps");
     store.append(&s, ExpectedVersion::NoStream, (1..=3).map(test_event).collect()).await.unwrap().into_outcome();
     for expected in [0, 1, 2, 4, 5, 100] {
@@ -116,11 +119,15 @@ async fn an_exact_append_behind_or_ahead_of_the_stream_is_refused_and_leaves_no_
     // A new stream gets its row in `streams` with its first event.
     assert_eq!(store.streams("conformance", "", 10).await.unwrap(), vec![("gaps".to_owned(), 5)]);
 }
+with_and_without_combining!(
+    an_exact_append_behind_or_ahead_of_the_stream_is_refused_and_leaves_no_gap,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_exact_append_against_an_uncommitted_one_waits_for_it_and_never_skips_its_version() {
+async fn an_exact_append_against_an_uncommitted_one_waits_for_it_and_never_skips_its_version(combining: bool) {
     let server = PrivateServer::start();
-    let store = store_at(&server.url()).await;
+    let store = store_at_with(&server.url(), combining).await;
     let schema = store.config().schema_name().to_owned();
     let s = stream("pending");
     store.append(&s, ExpectedVersion::NoStream, vec![test_event(1)]).await.unwrap();
@@ -161,10 +168,14 @@ async fn an_exact_append_against_an_uncommitted_one_waits_for_it_and_never_skips
     let all = store.read_all(Position::ZERO, 100).await.unwrap();
     assert_eq!(all, stored, "in version order for subscribers");
 }
+with_and_without_combining!(
+    an_exact_append_against_an_uncommitted_one_waits_for_it_and_never_skips_its_version,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn exact_appends_racing_on_one_stream_with_one_command_id_append_once() {
-    let store = store().await;
+async fn exact_appends_racing_on_one_stream_with_one_command_id_append_once(combining: bool) {
+    let store = store_with(combining).await;
     let s = stream("same-command");
     store.append(&s, ExpectedVersion::NoStream, vec![test_event(0)]).await.unwrap();
     for round in 0..10u64 {
@@ -194,10 +205,14 @@ async fn exact_appends_racing_on_one_stream_with_one_command_id_append_once() {
     }
     assert_eq!(store.stream_version(&s).await.unwrap(), 11);
 }
+with_and_without_combining!(
+    exact_appends_racing_on_one_stream_with_one_command_id_append_once,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
 
-#[tokio::test]
-async fn bad_input_with_an_exact_version_is_a_typed_error_and_writes_nothing() {
-    let store = store().await;
+async fn bad_input_with_an_exact_version_is_a_typed_error_and_writes_nothing(combining: bool) {
+    let store = store_with(combining).await;
     let s = stream("bad-exact");
     let mut nul = test_event(1);
     nul.payload = "{\"text\":\"a\0b\"}".into();
@@ -228,13 +243,13 @@ async fn bad_input_with_an_exact_version_is_a_typed_error_and_writes_nothing() {
     assert_eq!(store.read_stream(&s, 1, 10).await.unwrap().len(), 1);
     assert!(store.command_outcome("nothing").await.unwrap().is_none());
 }
+with_and_without_combining!(bad_input_with_an_exact_version_is_a_typed_error_and_writes_nothing);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn any_and_exact_appends_creating_the_same_stream_never_deadlock() {
+async fn any_and_exact_appends_creating_the_same_stream_never_deadlock(combining: bool) {
     // Both paths take the row locks of `events`, then `streams` (then `commands`): a new stream
     // written by both at once ends in one winner and a conflict or a retry, never a deadlock
     // (which PostgreSQL would break after a second with an error).
-    let store = store().await;
+    let store = store_with(combining).await;
     let mut tasks = Vec::new();
     for i in 0..60u64 {
         let s = stream(&format!("new-{i}"));
@@ -252,6 +267,11 @@ async fn any_and_exact_appends_creating_the_same_stream_never_deadlock() {
         }
     }
 }
+with_and_without_combining!(
+    any_and_exact_appends_creating_the_same_stream_never_deadlock,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
 
 /// A call of the SQL `append` function with `ExpectedVersion::Any`'s arguments, event `n`.
 fn append_call(schema: &str, stream_id: &str, n: u64) -> String {

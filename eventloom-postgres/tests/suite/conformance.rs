@@ -4,10 +4,10 @@ use eventloom_postgres::{PgLeases, PgSnapshotStore};
 
 use crate::support::{database_url, raw, store};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn pg_event_store_conforms() {
-    event_store::run(store).await;
+async fn pg_event_store_conforms(combining: bool) {
+    event_store::run(|| crate::support::store_with(combining)).await;
 }
+with_and_without_combining!(pg_event_store_conforms, flavor = "multi_thread", worker_threads = 4);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pg_snapshot_store_conforms() {

@@ -8,7 +8,7 @@ use eventloom_core::{
 };
 
 use crate::domain::*;
-use crate::support::{database_url, raw, store};
+use crate::support::{database_url, raw, store, store_with};
 
 fn stream(id: &str) -> StreamId {
     StreamId::new("account", id).unwrap()
@@ -17,9 +17,8 @@ fn stream(id: &str) -> StreamId {
 const WRITERS: u64 = 16;
 const ATTEMPTS: u64 = 500;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sixteen_writers_with_exact_versions_one_winner_per_version() {
-    let store = store().await;
+async fn sixteen_writers_with_exact_versions_one_winner_per_version(combining: bool) {
+    let store = store_with(combining).await;
     let s = stream("race");
     let mut tasks = Vec::new();
     for writer in 0..WRITERS {
@@ -57,6 +56,11 @@ async fn sixteen_writers_with_exact_versions_one_winner_per_version() {
     }
     println!("16 writers x 500 exact appends: {} won, {lost} typed conflicts", won.len());
 }
+with_and_without_combining!(
+    sixteen_writers_with_exact_versions_one_winner_per_version,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_writers_with_any_version_persist_all_8000() {
@@ -81,9 +85,8 @@ async fn sixteen_writers_with_any_version_persist_all_8000() {
     assert_eq!(distinct.len() as u64, WRITERS * ATTEMPTS);
 }
 
-#[tokio::test]
-async fn a_reply_lost_after_commit_and_a_retry_with_the_same_command_id_append_once() {
-    let store = store().await;
+async fn a_reply_lost_after_commit_and_a_retry_with_the_same_command_id_append_once(combining: bool) {
+    let store = store_with(combining).await;
     let schema = store.config().schema_name().to_owned();
     let cqrs = Cqrs::new(store.clone());
     cqrs.execute(Open { id: "a".into() }).await.unwrap();
@@ -110,10 +113,10 @@ async fn a_reply_lost_after_commit_and_a_retry_with_the_same_command_id_append_o
     let (state, version) = cqrs.load("a").await.unwrap();
     assert_eq!((state.balance, version), (5, 2), "0 duplicates");
 }
+with_and_without_combining!(a_reply_lost_after_commit_and_a_retry_with_the_same_command_id_append_once);
 
-#[tokio::test]
-async fn a_connection_killed_mid_append_leaves_no_partial_append() {
-    let store = store().await;
+async fn a_connection_killed_mid_append_leaves_no_partial_append(combining: bool) {
+    let store = store_with(combining).await;
     let schema = store.config().schema_name().to_owned();
     let victim = raw(&database_url()).await;
     let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
@@ -135,10 +138,10 @@ async fn a_connection_killed_mid_append_leaves_no_partial_append() {
     // The store goes on.
     store.append(&stream("killed"), ExpectedVersion::NoStream, vec![test_event(1)]).await.unwrap();
 }
+with_and_without_combining!(a_connection_killed_mid_append_leaves_no_partial_append);
 
-#[tokio::test]
-async fn a_corrupt_stored_payload_is_a_typed_error_naming_its_position_and_other_streams_go_on() {
-    let store = store().await;
+async fn a_corrupt_stored_payload_is_a_typed_error_naming_its_position_and_other_streams_go_on(combining: bool) {
+    let store = store_with(combining).await;
     let schema = store.config().schema_name().to_owned();
     let cqrs = Cqrs::new(store.clone());
     for id in ["bad", "good"] {
@@ -164,10 +167,10 @@ async fn a_corrupt_stored_payload_is_a_typed_error_naming_its_position_and_other
     fresh.execute(Deposit { id: "good".into(), amount: 1 }).await.unwrap();
     assert_eq!(fresh.load("good").await.unwrap().0.balance, 2);
 }
+with_and_without_combining!(a_corrupt_stored_payload_is_a_typed_error_naming_its_position_and_other_streams_go_on);
 
-#[tokio::test]
-async fn bad_input_is_refused_with_a_typed_error_and_writes_nothing() {
-    let store = store().await;
+async fn bad_input_is_refused_with_a_typed_error_and_writes_nothing(combining: bool) {
+    let store = store_with(combining).await;
     let s = stream("bad-input");
     // A NUL byte cannot be stored in text at all.
     let mut nul = test_event(1);
@@ -193,6 +196,7 @@ async fn bad_input_is_refused_with_a_typed_error_and_writes_nothing() {
     store.append(&s, ExpectedVersion::NoStream, vec![escaped.clone()]).await.unwrap();
     assert_eq!(store.read_stream(&s, 1, 1).await.unwrap()[0].payload.as_ref(), escaped.payload);
 }
+with_and_without_combining!(bad_input_is_refused_with_a_typed_error_and_writes_nothing);
 
 #[tokio::test]
 async fn lists_the_streams_of_one_category() {
@@ -227,7 +231,7 @@ async fn several_processes_migrating_at_once_all_succeed() {
     }
     let applied: i64 =
         raw(&url).await.query_one(&format!("SELECT count(*) FROM \"{schema}\".migrations"), &[]).await.unwrap().get(0);
-    assert_eq!(applied, 12, "each migration applied once");
+    assert_eq!(applied, 13, "each migration applied once");
     stores[0].append(&stream("m"), ExpectedVersion::NoStream, vec![test_event(1)]).await.unwrap().into_outcome();
     assert_eq!(stores[3].stream_version(&stream("m")).await.unwrap(), 1);
 }

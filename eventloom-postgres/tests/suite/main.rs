@@ -3,7 +3,28 @@
 //! tests that hold transactions open or kill connections.
 #![allow(clippy::unwrap_used)]
 
+/// Runs `async fn $name(combining: bool)` twice, as the tests `$name::plain` and
+/// `$name::write_combining`: with write combining off, and on
+/// (`PgConfig::write_combining_in_flight(1)`, so that appends racing in the test share
+/// statements as often as they can).
+macro_rules! with_and_without_combining {
+    ($name:ident $(, $($args:tt)*)?) => {
+        mod $name {
+            #[tokio::test$(($($args)*))?]
+            async fn plain() {
+                super::$name(false).await
+            }
+
+            #[tokio::test$(($($args)*))?]
+            async fn write_combining() {
+                super::$name(true).await
+            }
+        }
+    };
+}
+
 mod appends;
+mod combining;
 mod conformance;
 mod corrupt;
 mod domain;

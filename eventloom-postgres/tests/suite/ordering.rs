@@ -17,7 +17,7 @@ use eventloom_core::{
 use eventloom_postgres::PgEventStore;
 use tokio::sync::Mutex;
 
-use crate::support::{PrivateServer, raw, store_at};
+use crate::support::{PrivateServer, raw, store_at, store_at_with};
 
 fn stream(id: &str) -> StreamId {
     StreamId::new("conformance", id).unwrap()
@@ -45,17 +45,31 @@ async fn collect(subscription: &mut Subscription<PgEventStore>, count: usize) ->
     seen
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_append_that_commits_late_is_never_skipped() {
+async fn an_append_that_commits_late_is_never_skipped(combining: bool) {
     let server = PrivateServer::start();
-    let store = store_at(&server.url()).await;
+    let store = store_at_with(&server.url(), combining).await;
     let schema = store.config().schema_name().to_owned();
     let held = raw(&server.url()).await;
     let held_pid: i32 = held.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
     begin_append(&held, &schema, "held", 0).await;
-    // Later appends commit while the first is still open.
-    for i in 1..=5 {
-        store.append(&stream(&format!("later-{i}")), ExpectedVersion::Any, vec![test_event(i)]).await.unwrap();
+    // Later appends commit while the first is still open; with combining, at once and with
+    // exact versions, so that they share statements.
+    if combining {
+        let appends: Vec<_> = (1..=5)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store.append(&stream(&format!("later-{i}")), ExpectedVersion::NoStream, vec![test_event(i)]).await
+                })
+            })
+            .collect();
+        for append in appends {
+            append.await.unwrap().unwrap();
+        }
+    } else {
+        for i in 1..=5 {
+            store.append(&stream(&format!("later-{i}")), ExpectedVersion::Any, vec![test_event(i)]).await.unwrap();
+        }
     }
     let mut early = store.subscribe(Position::ZERO).with_poll_interval(Duration::from_millis(20));
     assert!(
@@ -71,10 +85,16 @@ async fn an_append_that_commits_late_is_never_skipped() {
     let first = collect(&mut early, 6).await;
     let mut second = store.subscribe(Position::ZERO);
     let second = collect(&mut second, 6).await;
-    assert_eq!(first.iter().map(n).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5], "the held event comes first");
+    let mut order: Vec<u64> = first.iter().map(n).collect();
+    if combining {
+        // Combined statements order their streams by id, not by arrival.
+        order[1..].sort_unstable();
+    }
+    assert_eq!(order, [0, 1, 2, 3, 4, 5], "the held event comes first");
     assert_eq!(first, second, "two subscribers, one order");
     assert!(!store.holdback().await.unwrap().is_held());
 }
+with_and_without_combining!(an_append_that_commits_late_is_never_skipped, flavor = "multi_thread", worker_threads = 4);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_head_and_the_count_stop_below_a_transaction_still_open() {
@@ -147,12 +167,11 @@ async fn an_idle_transaction_in_another_database_holds_subscribers_and_is_named(
 /// restarted at random must all deliver one sequence: every committed event once, each stream
 /// in version order. The random choices (delays, rollbacks, paths, batch sizes, restarts)
 /// replay from the printed seed; the interleaving of commits depends on the scheduler too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn random_commit_delays_rollbacks_and_restarted_subscribers_deliver_one_sequence() {
+async fn random_commit_delays_rollbacks_and_restarted_subscribers_deliver_one_sequence(combining: bool) {
     const WRITERS: u64 = 16;
     const APPENDS: u64 = 25;
     let server = PrivateServer::start();
-    let store = store_at(&server.url()).await;
+    let store = store_at_with(&server.url(), combining).await;
     let schema = store.config().schema_name().to_owned();
     let rng = TestRng::from_env("CQRS_TEST_SEED");
     let seed = rng.seed();
@@ -302,6 +321,11 @@ async fn random_commit_delays_rollbacks_and_restarted_subscribers_deliver_one_se
         assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>(), "stream w{w} in version order");
     }
 }
+with_and_without_combining!(
+    random_commit_delays_rollbacks_and_restarted_subscribers_deliver_one_sequence,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
 
 /// Appends, retrying while the server is unreachable (as a command service would).
 async fn append_retrying(store: &PgEventStore, n: u64) {

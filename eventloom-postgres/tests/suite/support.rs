@@ -39,7 +39,16 @@ pub fn fresh_schema() -> String {
 
 /// A migrated store in a fresh schema on the server at `url`.
 pub async fn store_at(url: &str) -> PgEventStore {
-    let config = PgConfig::from_url(url).unwrap().schema(fresh_schema()).unwrap().pool_size(20);
+    store_at_with(url, false).await
+}
+
+/// [`store_at`], with write combining when `combining` (one statement in flight at a time, so
+/// that racing appends share statements as often as they can).
+pub async fn store_at_with(url: &str, combining: bool) -> PgEventStore {
+    let mut config = PgConfig::from_url(url).unwrap().schema(fresh_schema()).unwrap().pool_size(20);
+    if combining {
+        config = config.write_combining_in_flight(1);
+    }
     let store = PgEventStore::connect(config).await.unwrap_or_else(|e| panic!("cannot connect to PostgreSQL: {e}"));
     store.migrate().await.unwrap();
     store
@@ -48,6 +57,11 @@ pub async fn store_at(url: &str) -> PgEventStore {
 /// A migrated store in a fresh schema on the shared server.
 pub async fn store() -> PgEventStore {
     store_at(&database_url()).await
+}
+
+/// [`store`], with write combining when `combining` (see [`store_at_with`]).
+pub async fn store_with(combining: bool) -> PgEventStore {
+    store_at_with(&database_url(), combining).await
 }
 
 /// A raw connection for what the store must not be able to do (hold transactions, corrupt rows).
