@@ -18,6 +18,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (10, "command retention", include_str!("../sql/0010_command_retention.sql")),
     (11, "relays", include_str!("../sql/0011_relays.sql")),
     (12, "lease holders", include_str!("../sql/0012_lease_holders.sql")),
+    (13, "resolved dead letters", include_str!("../sql/0013_resolved_dead_letters.sql")),
 ];
 
 /// The columns of the `migrations` table as migrate() makes it, with their types.
