@@ -19,6 +19,7 @@ pub(crate) const MIGRATIONS: &[(u32, &str, &str)] = &[
     (11, "relays", include_str!("../sql/0011_relays.sql")),
     (12, "lease holders", include_str!("../sql/0012_lease_holders.sql")),
     (13, "combined append", include_str!("../sql/0013_combined_append.sql")),
+    (14, "resolved dead letters", include_str!("../sql/0014_resolved_dead_letters.sql")),
 ];
 
 /// The columns of the `migrations` table as migrate() makes it, with their types.

@@ -652,6 +652,7 @@ impl PgViewStore {
             .map(serde_json::to_string)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| CoreError::Serde { what: "dead letter".into(), source })?;
+        let resolved: Vec<String> = commit.resolved.iter().map(ToString::to_string).collect();
         let row = self
             .db
             .query_one(
@@ -675,6 +676,7 @@ impl PgViewStore {
                     &join.values,
                     &join.orders,
                     &dead_letters,
+                    &resolved,
                 ],
             )
             .await?;

@@ -17,6 +17,11 @@
 //! A generation's keys are passed as four `KEYS` in a row, `:meta`, `:ids`, `:indexes`,
 //! `:dead` (a *quad*); for "no generation" the quad of generation 0, which never exists.
 //!
+//! Every script that writes under a fencing token (commit, begin, go_live, record_stop,
+//! remove_dead_letters) passes `fence` (in `common.lua`) first: the pointers still name the
+//! generations the caller read, then the script's own checks (key types), then the token; it
+//! records the token as the highest once its other checks passed.
+//!
 //! Every script that reads a generation's metadata starts with `common.lua`: its `intact`
 //! decides whether a generation is *lost* — its metadata hash `<gen>:meta` (written whole by
 //! `begin_generation`, the checkpoint as `none` until the first batch) or a field of it is
@@ -42,7 +47,9 @@ macro_rules! script {
 /// 6 `m`, 7 the live and 8 the building generation the caller read ("" for none), 9 `s`, 10 `u`,
 /// 11 the size of the sample to pick for the next commit, then the `m` index suffixes, the `s` sampled view ids and the `u` sampled suffixes, then per
 /// view: its id, `s<json>` to set or `d` to delete, the number of entries it leaves and per entry
-/// its list (1..m) and member, the same for the entries it joins; then the dead letters (JSON).
+/// its list (1..m) and member, the same for the entries it joins; then the number `r` of dead
+/// letters the commit resolves and their positions (`"tx.seq"`), removed from the generation's
+/// `:dead` before the batch's own are added; then the dead letters (JSON).
 ///
 /// Replies `{0, live, building, s, s view ids..., index suffixes...}` when applied (what [`PEEK`]
 /// would answer for the next commit, so that it need not run), `{1, checkpoint}` when the checkpoint moved, `{2, highest}` when
@@ -184,8 +191,9 @@ pub(crate) const DEAD_LETTERS: &str = script!("dead_letters.lua");
 /// ARGV: 1 token, 2 `all` or the number `n` of positions, then the `n` positions (`"tx.seq"`),
 /// then the live and the building generation the caller read.
 ///
-/// Replies `{0, removed}` (`{0, 0}` without a live generation), `{2, highest}` when fenced,
-/// `{3, key}` for a key of another type, `{9}` when the pointers moved.
+/// Replies `{0, removed}` (`{0, 0}` without a live generation; for a projection the store never
+/// saw, no pointer and no token key, it writes nothing, not even the token), `{2, highest}` when
+/// fenced, `{3, key}` for a key of another type, `{9}` when the pointers moved.
 pub(crate) const REMOVE_DEAD_LETTERS: &str = script!("remove_dead_letters.lua");
 
 #[cfg(test)]

@@ -319,6 +319,10 @@ impl<'c> Batch<'c> {
                 }
             }
         }
+        invocation.arg(commit.resolved.len());
+        for position in &commit.resolved {
+            invocation.arg(position.to_string());
+        }
         invocation.arg(&self.dead_letters);
         invocation
     }

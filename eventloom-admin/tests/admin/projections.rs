@@ -18,6 +18,7 @@ async fn build(views: &dyn ViewStore, projection: &str, checkpoint: Position, po
         fencing_token: 1,
         views: vec![ViewWrite::set("t-1", r#"{"title":"write docs"}"#)],
         dead_letters: vec![letter],
+        resolved: Vec::new(),
     };
     views.commit(projection, commit).await.unwrap().unwrap();
     views.go_live(projection, generation.id, 1).await.unwrap().unwrap();
@@ -97,6 +98,7 @@ async fn dead_letters_are_skipped_and_purged_under_the_lease() {
         fencing_token: 0,
         views: Vec::new(),
         dead_letters: letters,
+        resolved: Vec::new(),
     };
     pg.views.commit("tasks", commit).await.unwrap().unwrap();
     pg.views.go_live("tasks", generation.id, 0).await.unwrap().unwrap();

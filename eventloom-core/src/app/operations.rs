@@ -794,9 +794,18 @@ impl Operations {
     /// Under the projection's lease (waiting for it), applies the dead-lettered events
     /// `which` selects again to the live views, in order: those that go through leave the dead
     /// letters, those that fail again stay (with the new reason). The checkpoint stays where it
-    /// is. The dead letters retried leave the store before the views are written: a crash
-    /// between the two loses them (their events stay in the log; [`reset`](Self::reset) or
-    /// [`rebuild`](Self::rebuild) applies them again).
+    /// is.
+    ///
+    /// The retry is one atomic write with the views: the commit of its views names the dead
+    /// letters it resolves ([`ViewCommit::resolved`](crate::store::ViewCommit::resolved)), so a
+    /// retry whose write fails (the store is down, the process dies) or is refused (another
+    /// runner took the lease) changes no view and keeps every dead letter, and can be run again.
+    ///
+    /// A retry applies old events on top of views that later events have already changed: out of
+    /// order. Retry only when the projection's `apply` gives the same views that way, because the
+    /// views a dead letter's event touches were not changed since, or because `apply` commutes
+    /// (adding to a total, say); otherwise [`rebuild`](Self::rebuild) (or [`reset`](Self::reset)),
+    /// which applies every event in order, once the projection is fixed.
     ///
     /// A partitioned projection keeps its dead letters in its partitions: each is retried in
     /// turn, under its own lease (taken, then let go, in partition order), and the outcome

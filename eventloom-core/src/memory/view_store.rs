@@ -28,6 +28,7 @@ use crate::{
 ///     fencing_token: 0,
 ///     views: vec![ViewWrite::set("a", "1")],
 ///     dead_letters: Vec::new(),
+///     resolved: Vec::new(),
 /// };
 /// views.commit("counts", commit.clone()).await.unwrap().unwrap();
 /// // A replay of the same batch is refused and changes nothing.
@@ -113,6 +114,9 @@ impl ProjectionState {
             };
         }
         generation.checkpoint = Some(commit.checkpoint);
+        if !commit.resolved.is_empty() {
+            generation.dead_letters.retain(|letter| !commit.resolved.contains(&letter.position));
+        }
         generation.dead_letters.extend(commit.dead_letters);
         Ok(())
     }

@@ -193,6 +193,7 @@ impl<P: ProcessManager> ProcessJob<P> {
                     fencing_token: token,
                     views: folded.writes(name)?,
                     dead_letters: std::mem::take(&mut folded.dead_letters),
+                    resolved: Vec::new(),
                 };
                 let skipped = commit.dead_letters.len();
                 superseded(name, projector.views.commit(name, commit).await?)?;
@@ -303,6 +304,7 @@ impl<P: ProcessManager> ProcessJob<P> {
                 fencing_token: token,
                 views,
                 dead_letters: run.dead_letters,
+                resolved: Vec::new(),
             };
             superseded(name, projector.views.commit(name, commit).await?)?;
         }

@@ -179,6 +179,7 @@ impl<P: Projection> Fold<P> {
             fencing_token: token,
             views,
             dead_letters,
+            resolved: Vec::new(),
         }
     }
 

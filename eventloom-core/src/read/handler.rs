@@ -392,6 +392,7 @@ impl<S: EventStore + Clone> Projector<S> {
             fencing_token: token,
             views: Vec::new(),
             dead_letters: std::mem::take(dead_letters),
+            resolved: Vec::new(),
         };
         let skipped = commit.dead_letters.len();
         superseded(name, self.views.commit(name, commit).await?)?;

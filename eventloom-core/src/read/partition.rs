@@ -268,6 +268,7 @@ impl<'a> Records<'a> {
                 fencing_token: 0,
                 views,
                 dead_letters: Vec::new(),
+                resolved: Vec::new(),
             };
             match self.views.commit(&self.meta, commit).await? {
                 Ok(()) => return Ok(answer),

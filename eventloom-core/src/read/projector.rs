@@ -302,6 +302,7 @@ impl<S: EventStore + Clone> Projector<S> {
                 fencing_token: token,
                 views: Vec::new(),
                 dead_letters: Vec::new(),
+                resolved: Vec::new(),
             };
             superseded(name, self.views.commit(name, start).await?)?;
         }
@@ -311,8 +312,9 @@ impl<S: EventStore + Clone> Projector<S> {
 
     /// Applies `events` (the events of dead letters of the live generation) again to the live
     /// views, by a caller that holds the projection's lease (its `token`), leaving the checkpoint
-    /// where it is. The dead letters at their positions leave first; those that fail again are
-    /// recorded again with the new reason, and answered.
+    /// where it is, in one commit: the dead letters at their positions leave with it
+    /// ([`ViewCommit::resolved`]), and those that fail again are recorded again in it with the
+    /// new reason, and answered. A commit that fails or is refused leaves every dead letter.
     pub(crate) async fn retry_held<P: Projection>(
         &self,
         projection: &P,
@@ -337,9 +339,10 @@ impl<S: EventStore + Clone> Projector<S> {
         }
         let mut commit = fold.commit(&target, token, writes, dead_letters.clone());
         commit.checkpoint = checkpoint;
+        commit.resolved = events.iter().map(|e| e.position).collect();
+        commit.resolved.sort_unstable();
+        commit.resolved.dedup();
         commit.validate()?;
-        let retried = crate::store::DeadLetterSelection::At(events.iter().map(|e| e.position).collect());
-        superseded(name, self.views.remove_dead_letters(name, &retried, token).await?)?;
         superseded(name, self.views.commit(name, commit).await?)?;
         Ok(dead_letters)
     }
@@ -646,6 +649,7 @@ impl<S: EventStore + Clone> Projector<S> {
                     fencing_token: token,
                     views: Vec::new(),
                     dead_letters: vec![dead_letter(raw, reason)],
+                    resolved: Vec::new(),
                 };
                 self.commit_views(projection.name(), commit).await?;
                 crate::metrics::dead_letters(projection.name(), 1);

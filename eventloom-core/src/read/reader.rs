@@ -38,7 +38,7 @@ use crate::{
 /// let store = MemoryViewStore::default();
 /// let generation = store.begin_generation("answers", 1, 0).await.unwrap().unwrap();
 /// let commit = ViewCommit { generation: generation.id, expected: None, checkpoint: Position::new(1, 1),
-///     fencing_token: 0, views: vec![ViewWrite::set("a", "41")], dead_letters: Vec::new() };
+///     fencing_token: 0, views: vec![ViewWrite::set("a", "41")], dead_letters: Vec::new(), resolved: Vec::new() };
 /// store.commit("answers", commit).await.unwrap().unwrap();
 /// store.go_live("answers", generation.id, 0).await.unwrap().unwrap();
 /// let reader = ViewReader::<u32>::new(store, "answers");
@@ -301,7 +301,7 @@ impl<V: DeserializeOwned> ViewReader<V> {
     ///     ViewWrite::set(id, n.to_string()).joining(vec![IndexEntry::new("stock", "all").ordered_by_int(n)])
     /// });
     /// let commit = ViewCommit { generation: generation.id, expected: None, checkpoint: Position::new(1, 1),
-    ///     fencing_token: 0, views: views.to_vec(), dead_letters: Vec::new() };
+    ///     fencing_token: 0, views: views.to_vec(), dead_letters: Vec::new(), resolved: Vec::new() };
     /// store.commit("stock", commit).await.unwrap().unwrap();
     /// store.go_live("stock", generation.id, 0).await.unwrap().unwrap();
     /// let reader = ViewReader::<i64>::new(store, "stock");

@@ -534,7 +534,8 @@ impl ViewWrite {
 }
 
 /// One atomic write of a projection into one generation: its changed views, their index
-/// entries, and the generation's new checkpoint.
+/// entries, the generation's new checkpoint, the dead letters of its batch, and the dead letters
+/// it resolves.
 ///
 /// A store applies it only if the generation is still live or being built, its checkpoint is
 /// still `expected`, and `fencing_token` is not lower than the highest token it has seen for the
@@ -542,6 +543,13 @@ impl ViewWrite {
 /// ([`GenerationGone`](Refusal::GenerationGone), [`CheckpointMoved`](Refusal::CheckpointMoved)
 /// or [`Fenced`](Refusal::Fenced)). That makes replays after a crash, writes of a
 /// deposed leader, and writes into views a store has lost, change nothing.
+///
+/// A store applies it in this order, all or nothing: the dead letters of the generation at the
+/// positions in `resolved` leave, then the views and index entries are written, then the batch's
+/// `dead_letters` are added and the checkpoint moves. A dead letter retried
+/// ([`Operations::retry_dead_letters`](crate::app::Operations::retry_dead_letters)) that fails
+/// again is thus in both lists, and is replaced by its new reason, once. A store implementation
+/// must honour `resolved`; a refused commit removes none.
 ///
 /// # Examples
 ///
@@ -555,6 +563,7 @@ impl ViewWrite {
 ///     fencing_token: 3,
 ///     views: vec![ViewWrite::set("task-1", r#"{"title":"x"}"#), ViewWrite::delete("task-2")],
 ///     dead_letters: Vec::new(),
+///     resolved: Vec::new(),
 /// };
 /// assert_eq!(commit.views.len(), 2);
 /// ```
@@ -574,6 +583,11 @@ pub struct ViewCommit {
     /// recorded with the batch so that skipping one and moving the checkpoint past it happen
     /// together.
     pub dead_letters: Vec<DeadLetter>,
+    /// The positions of dead letters of this generation that this commit resolves (their events
+    /// applied again, as a retry does): removed in the same atomic write, before `dead_letters`
+    /// are added, each position at most once. A position without a dead letter is ignored.
+    /// Empty for the commits of a running projection.
+    pub resolved: Vec<Position>,
 }
 
 /// Where a listing resumes: after the view with this sort key and id. Its text form (for URLs)
@@ -877,7 +891,7 @@ impl DeadLetter {
 /// let store: Arc<dyn ViewStore> = Arc::new(MemoryViewStore::default());
 /// let generation = store.begin_generation("tasks", 1, 0).await.unwrap().unwrap();
 /// let commit = ViewCommit { generation: generation.id, expected: None, checkpoint: Position::new(1, 1),
-///     fencing_token: 0, views: vec![ViewWrite::set("t-1", "{}")], dead_letters: Vec::new() };
+///     fencing_token: 0, views: vec![ViewWrite::set("t-1", "{}")], dead_letters: Vec::new(), resolved: Vec::new() };
 /// assert_eq!(store.commit("tasks", commit).await.unwrap(), Ok(()));
 /// assert!(store.read_views("tasks", &["t-1".into()]).await.is_err(), "not live yet");
 /// store.go_live("tasks", generation.id, 0).await.unwrap().unwrap();
@@ -1122,7 +1136,7 @@ impl ViewCommit {
     /// use it as a separator); a view id over [`StreamId::MAX_ID_LEN`](crate::StreamId::MAX_ID_LEN) bytes, an index
     /// name over [`IndexEntry::MAX_NAME_LEN`], a value over [`IndexEntry::MAX_VALUE_LEN`] or a sort key over
     /// [`IndexEntry::MAX_ORDER_LEN`] (so that every index entry fits a PostgreSQL b-tree row and every
-    /// cursor parses); an id written twice.
+    /// cursor parses); an id written twice; a position listed twice in `resolved`.
     ///
     /// # Examples
     ///
@@ -1130,10 +1144,13 @@ impl ViewCommit {
     /// use eventloom_core::{Position, store::{ViewCommit, ViewWrite}};
     ///
     /// let mut commit = ViewCommit { generation: 1, expected: None, checkpoint: Position::new(1, 1),
-    ///     fencing_token: 0, views: vec![ViewWrite::set("a\0b", "{}")], dead_letters: Vec::new() };
+    ///     fencing_token: 0, views: vec![ViewWrite::set("a\0b", "{}")], dead_letters: Vec::new(),
+    ///     resolved: Vec::new() };
     /// assert!(commit.validate().is_err());
     /// commit.views[0].id = "a".into();
     /// assert!(commit.validate().is_ok());
+    /// commit.resolved = vec![Position::new(1, 1), Position::new(1, 1)];
+    /// assert!(commit.validate().is_err(), "a dead letter resolved twice");
     /// ```
     pub fn validate(&self) -> Result<()> {
         let mut seen = std::collections::HashSet::with_capacity(self.views.len());
@@ -1141,6 +1158,15 @@ impl ViewCommit {
             write.validate()?;
             if !seen.insert(write.id.as_str()) {
                 return Err(Error::InvalidId { what: "view id", reason: format!("{:?} is written twice", write.id) });
+            }
+        }
+        let mut resolved = std::collections::HashSet::with_capacity(self.resolved.len());
+        for position in &self.resolved {
+            if !resolved.insert(position) {
+                return Err(Error::InvalidId {
+                    what: "resolved dead letter",
+                    reason: format!("position {position} is listed twice"),
+                });
             }
         }
         Ok(())

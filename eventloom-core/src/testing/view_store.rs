@@ -38,6 +38,7 @@ fn commit(
             })
             .collect(),
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     }
 }
 
@@ -79,6 +80,7 @@ where
     generation_queries_select_like_list(make().await).await;
     projection_names(make().await).await;
     removing_dead_letters(make().await).await;
+    resolving_dead_letters(make().await).await;
 }
 
 /// A recorded stop is reported by `status` until cleared, per projection, with its kind,
@@ -584,9 +586,16 @@ async fn nul_and_switch_script(store: &dyn ViewStore) -> Vec<String> {
         ViewWrite::set("d", "4").joining(vec![entry("p"), entry("")]),
     ];
     let tx = (1u64 << 53) + 1;
-    let commit = |generation: u64, expected: Option<Position>, checkpoint: Position, views: Vec<ViewWrite>| {
-        ViewCommit { generation, expected, checkpoint, fencing_token: 1, views, dead_letters: Vec::new() }
-    };
+    let commit =
+        |generation: u64, expected: Option<Position>, checkpoint: Position, views: Vec<ViewWrite>| ViewCommit {
+            generation,
+            expected,
+            checkpoint,
+            fencing_token: 1,
+            views,
+            dead_letters: Vec::new(),
+            resolved: Vec::new(),
+        };
     store
         .commit("p", commit(g, None, Position::new(tx, 1), writes))
         .await
@@ -1034,6 +1043,71 @@ pub async fn removing_dead_letters<S: ViewStore>(store: S) {
     assert_eq!(store.remove_dead_letters("b", &All, 0).await.must("nothing live"), 0);
     store.go_live("b", building.id, 0).await.must("live");
     assert_eq!(store.dead_letters("b").await.expect("dead letters"), vec![letter(1)], "a building generation's stay");
+}
+
+/// A commit's [`resolved`](ViewCommit::resolved) positions remove the dead letters of its
+/// generation there in the same atomic write, before the batch's own dead letters are added: a
+/// letter retried that fails again is replaced by its new reason, once; a position without a
+/// letter is ignored, and other generations' letters stay. A refused commit (fenced, checkpoint
+/// moved, generation gone) removes none.
+pub async fn resolving_dead_letters<S: ViewStore>(store: S) {
+    let letter = |n: u64, reason: &str| DeadLetter {
+        position: at(n),
+        stream: StreamId::new("conformance", format!("s'{n}")).expect("id"),
+        version: n,
+        event_type: "Broken".into(),
+        reason: format!("{reason} ü {n}"),
+    };
+    let g = live(&store, "p", 5).await;
+    let mut batch = commit(g, None, 4, 5, &[("a", Some("1"))]);
+    batch.dead_letters = (1..=4).map(|n| letter(n, "first")).collect();
+    store.commit("p", batch).await.must("commit");
+    let all = dead_of(&store, "p").await;
+    assert_eq!(all.len(), 4);
+
+    let retry = |expected: u64, token: u64, generation: u64| {
+        let mut retry = commit(generation, Some(expected), 4, token, &[("a", Some("2"))]);
+        retry.resolved = vec![at(3), at(1), at(2), at(9)];
+        retry.dead_letters = vec![letter(2, "again")];
+        retry
+    };
+    match store.commit("p", retry(4, 4, g)).await {
+        Ok(Err(Refusal::Fenced { token: 4, highest: 5, .. })) => {}
+        other => panic!("an older token must be fenced, got {other:?}"),
+    }
+    match store.commit("p", retry(3, 5, g)).await {
+        Ok(Err(Refusal::CheckpointMoved { .. })) => {}
+        other => panic!("a moved checkpoint must be refused, got {other:?}"),
+    }
+    match store.commit("p", retry(4, 5, g + 1000)).await {
+        Ok(Err(Refusal::GenerationGone { .. })) => {}
+        other => panic!("a generation the store does not hold must be refused, got {other:?}"),
+    }
+    assert_eq!(dead_of(&store, "p").await, all, "a refused commit removes no dead letter");
+    assert_eq!(store.read_views("p", &ids(&["a"])).await.expect("read"), vec![Some("1".to_owned())]);
+
+    // 1 and 3 went through, 2 failed again, 9 has no dead letter.
+    store.commit("p", retry(4, 5, g)).await.must("a retry");
+    assert_eq!(
+        dead_of(&store, "p").await,
+        vec![letter(4, "first"), letter(2, "again")],
+        "resolved letters leave; one that failed again is there once, with its new reason, after the others"
+    );
+    assert_eq!(store.read_views("p", &ids(&["a"])).await.expect("read"), vec![Some("2".to_owned())]);
+    assert_eq!(store.status("p").await.expect("status").checkpoint(), Some(at(4)), "the checkpoint stays");
+    store.commit("p", commit(g, Some(4), 5, 5, &[])).await.must("a later batch");
+
+    // Only the commit's own generation's letters go.
+    let next = store.begin_generation("p", 1, 5).await.must("begin");
+    let mut built = commit(next.id, None, 5, 5, &[]);
+    built.dead_letters = vec![letter(4, "built")];
+    store.commit("p", built).await.must("build");
+    let mut resolve = commit(next.id, Some(5), 5, 5, &[]);
+    resolve.resolved = vec![at(4)];
+    store.commit("p", resolve).await.must("resolve in the build");
+    assert_eq!(dead_of(&store, "p").await, vec![letter(4, "first"), letter(2, "again")], "the live ones stay");
+    store.go_live("p", next.id, 5).await.must("live");
+    assert!(dead_of(&store, "p").await.is_empty(), "the build's letter was resolved");
 }
 
 async fn dead_of<S: ViewStore>(store: &S, projection: &str) -> Vec<DeadLetter> {

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eventloom_core::memory::MemoryLeases;
+use eventloom_core::memory::{MemoryLeases, MemoryViewStore};
 use eventloom_core::model::{ExpectedVersion, NewEvent, Timestamp};
 use eventloom_core::prelude::*;
 use eventloom_core::{
@@ -12,7 +12,11 @@ use eventloom_core::{
     Reader, Stores,
     app::{Operations, RebuildProgress},
     read::PoisonPolicy,
-    store::{BoxFuture, DeadLetterSelection, EventStore, Lease, LeaseHolder, LeaseInfo, LeaseManager, ViewStore},
+    store::{
+        BoxFuture, DeadLetter, DeadLetterSelection, EventStore, Generation, IndexKey, IndexedView, Lease, LeaseHolder,
+        LeaseInfo, LeaseManager, ListCursor, OrderRange, ProjectionStatus, ProjectionStop, ViewCommit, ViewPage,
+        ViewStore, Written,
+    },
     write::{AsOf, Upcasters},
 };
 
@@ -199,6 +203,144 @@ async fn dead_letters_retried_after_the_fix_leave_and_their_events_apply() {
     assert_eq!((report.dead_letters, report.checkpoint), (0, Some(positions[2])), "the checkpoint stays");
     let none = ops.retry_dead_letters("flaky", &DeadLetterSelection::All).await.unwrap();
     assert_eq!(none.retried, 0);
+}
+
+/// A memory view store whose next commit fails, as a store that drops the connection (or a
+/// process that dies) before the write would: nothing is written.
+struct FailingCommit {
+    inner: MemoryViewStore,
+    fail_next: Arc<AtomicBool>,
+}
+
+impl ViewStore for FailingCommit {
+    fn status<'a>(&'a self, p: &'a str) -> BoxFuture<'a, eventloom_core::Result<ProjectionStatus>> {
+        self.inner.status(p)
+    }
+    fn begin_generation<'a>(
+        &'a self,
+        p: &'a str,
+        version: u32,
+        token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<Written<Generation>>> {
+        self.inner.begin_generation(p, version, token)
+    }
+    fn load_views<'a>(
+        &'a self,
+        p: &'a str,
+        g: u64,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        self.inner.load_views(p, g, ids)
+    }
+    fn commit<'a>(&'a self, p: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<Written>> {
+        Box::pin(async move {
+            if self.fail_next.swap(false, Ordering::SeqCst) {
+                return Err(Error::unavailable_msg("the connection dropped before the commit"));
+            }
+            self.inner.commit(p, commit).await
+        })
+    }
+    fn go_live<'a>(&'a self, p: &'a str, g: u64, token: u64) -> BoxFuture<'a, eventloom_core::Result<Written>> {
+        self.inner.go_live(p, g, token)
+    }
+    fn read_views<'a>(
+        &'a self,
+        p: &'a str,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
+        self.inner.read_views(p, ids)
+    }
+    fn list<'a>(
+        &'a self,
+        p: &'a str,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after: Option<&'a ListCursor>,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<ViewPage>> {
+        self.inner.list(p, key, range, after, limit)
+    }
+    fn count<'a>(&'a self, p: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
+        self.inner.count(p, keys)
+    }
+    fn list_generation<'a>(
+        &'a self,
+        p: &'a str,
+        generation: u64,
+        key: &'a IndexKey,
+        range: &'a OrderRange,
+        after: Option<&'a ListCursor>,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<IndexedView>>> {
+        self.inner.list_generation(p, generation, key, range, after, limit)
+    }
+    fn count_generation<'a>(
+        &'a self,
+        p: &'a str,
+        generation: u64,
+        keys: &'a [IndexKey],
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
+        self.inner.count_generation(p, generation, keys)
+    }
+    fn dead_letters<'a>(&'a self, p: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<DeadLetter>>> {
+        self.inner.dead_letters(p)
+    }
+    fn record_stop<'a>(
+        &'a self,
+        p: &'a str,
+        stop: Option<&'a ProjectionStop>,
+        token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<Written>> {
+        self.inner.record_stop(p, stop, token)
+    }
+    fn projections<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Vec<String>>> {
+        self.inner.projections()
+    }
+    fn remove_dead_letters<'a>(
+        &'a self,
+        p: &'a str,
+        which: &'a DeadLetterSelection,
+        token: u64,
+    ) -> BoxFuture<'a, eventloom_core::Result<Written<u64>>> {
+        self.inner.remove_dead_letters(p, which, token)
+    }
+}
+
+#[tokio::test]
+async fn a_retry_whose_commit_fails_keeps_the_dead_letters_and_changes_no_view() {
+    let memory = MemoryStores::new();
+    let fail_next = Arc::new(AtomicBool::new(false));
+    let failing = FailingCommit { inner: memory.views.clone(), fail_next: fail_next.clone() };
+    let broken = Arc::new(AtomicBool::new(true));
+    let ops = App::builder(Stores::from(memory.clone()).with_views(failing))
+        .aggregate::<Account>()
+        .projection_with(
+            Flaky { broken: broken.clone() },
+            ProjectionOptions::new().poison_policy(PoisonPolicy::DeadLetter),
+        )
+        .operations()
+        .unwrap();
+    let positions = append(&memory, "a", &[opened(), deposited(5), deposited(7)]).await;
+    ops.rebuild("flaky", |_| {}).await.unwrap();
+    let letters = memory.views.dead_letters("flaky").await.unwrap();
+    assert_eq!(letters.len(), 2);
+
+    // Fixed, but the retry's write fails.
+    broken.store(false, Ordering::SeqCst);
+    fail_next.store(true, Ordering::SeqCst);
+    match ops.retry_dead_letters("flaky", &DeadLetterSelection::All).await {
+        Err(error) => assert!(error.is_transient(), "{error:?}"),
+        Ok(outcome) => panic!("the commit failed, the retry cannot succeed: {outcome:?}"),
+    }
+    assert_eq!(memory.views.dead_letters("flaky").await.unwrap(), letters, "the dead letters stay");
+    assert_eq!(balance(&memory, "flaky", "a").await.map(|b| b.balance), Some(0), "no view changed");
+
+    // Run again: they apply, once, and leave.
+    let retry = ops.retry_dead_letters("flaky", &DeadLetterSelection::All).await.unwrap();
+    assert_eq!((retry.retried, retry.succeeded), (2, 2));
+    assert!(memory.views.dead_letters("flaky").await.unwrap().is_empty());
+    assert_eq!(balance(&memory, "flaky", "a").await.map(|b| b.balance), Some(12));
+    assert_eq!(ops.report("flaky").await.unwrap().checkpoint, Some(positions[2]), "the checkpoint stays");
 }
 
 #[tokio::test]

@@ -260,6 +260,7 @@ async fn one_leader_runs_a_standby_takes_over_and_a_stale_leader_is_fenced() {
         fencing_token: 1,
         views: vec![],
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     };
     assert!(matches!(views.commit(Balances::NAME, stale).await, Ok(Err(Refusal::Fenced { token: 1, .. }))));
     stop_a.send(()).unwrap();

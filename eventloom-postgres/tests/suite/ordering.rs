@@ -399,6 +399,7 @@ async fn events_restored_from_another_cluster_are_refused_until_renumbered() {
         fencing_token: 3,
         views: vec![ViewWrite::set("v", "1")],
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     };
     views.commit("p", commit(built.id, None)).await.unwrap().unwrap();
     views.go_live("p", built.id, 3).await.unwrap().unwrap();

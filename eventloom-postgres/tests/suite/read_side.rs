@@ -14,7 +14,7 @@ use eventloom_core::{
 use eventloom_postgres::{PgLeases, PgViewStore};
 
 use crate::domain::*;
-use crate::support::{PrivateServer, raw, store, store_at};
+use crate::support::{PrivateServer, database_url, raw, store, store_at};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pg_view_store_conforms() {
@@ -24,6 +24,76 @@ async fn pg_view_store_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn projector_over_pg_views_conforms() {
     eventloom_core::testing::projector::run(|| async { PgViewStore::new(&store().await) }).await;
+}
+
+/// Migration 13 keeps the 18-argument `commit_generation` that processes of the previous release
+/// call during a rolling deploy: it commits as it did, resolving no dead letter, and refuses a
+/// stale batch as it did.
+#[tokio::test]
+async fn the_previous_releases_commit_goes_on_working_after_migration_14() {
+    use eventloom_core::store::{DeadLetter, ViewCommit, ViewStore};
+    let store = store().await;
+    let views = PgViewStore::new(&store);
+    let g = views.begin_generation("p", 1, 0).await.unwrap().unwrap().id;
+    views.go_live("p", g, 0).await.unwrap().unwrap();
+    let letter = DeadLetter::new(Position::new(1, 1), StreamId::new("account", "a").unwrap(), 1, "Broken", "a bug");
+    let first = ViewCommit {
+        generation: g,
+        expected: None,
+        checkpoint: Position::new(1, 1),
+        fencing_token: 0,
+        views: Vec::new(),
+        dead_letters: vec![letter.clone()],
+        resolved: Vec::new(),
+    };
+    views.commit("p", first).await.unwrap().unwrap();
+
+    // The previous release's statement, as it was.
+    let schema = store.config().schema_name().to_owned();
+    let old = format!(
+        "SELECT status, actual_tx, actual_seq, highest FROM \"{schema}\".commit_generation($1, $2, $3, $4, $5, $6, \
+         $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+    );
+    let client = raw(&database_url()).await;
+    let none: Vec<&str> = Vec::new();
+    let (ids, json) = (vec!["a"], vec![Some(r#""old""#)]);
+    let call = |expected: i64| {
+        let (old, client, none, ids, json) = (&old, &client, &none, &ids, &json);
+        async move {
+            let row = client
+                .query_one(
+                    old.as_str(),
+                    &[
+                        &"p",
+                        &(g as i64),
+                        &"1",
+                        &expected,
+                        &"1",
+                        &2i64,
+                        &0i64,
+                        ids,
+                        json,
+                        none,
+                        none,
+                        none,
+                        none,
+                        none,
+                        none,
+                        none,
+                        none,
+                        none,
+                    ],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, i32>("status"), row.get::<_, Option<i64>>("actual_seq"))
+        }
+    };
+    assert_eq!(call(1).await, (0, Some(2)), "committed");
+    assert_eq!(views.read_views("p", &["a".into()]).await.unwrap(), vec![Some(r#""old""#.to_owned())]);
+    assert_eq!(views.status("p").await.unwrap().checkpoint(), Some(Position::new(1, 2)));
+    assert_eq!(views.dead_letters("p").await.unwrap(), vec![letter], "no dead letter resolved");
+    assert_eq!(call(1).await, (1, Some(2)), "a stale batch is refused: the checkpoint moved");
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,6 +262,7 @@ async fn an_upgrade_keeps_the_views_as_the_live_generation_one() {
         fencing_token: 7,
         views: vec![ViewWrite::set("c", "3")],
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     };
     views.commit("built", commit).await.unwrap().unwrap();
     assert_eq!(views.read_views("built", &["c".into()]).await.unwrap(), vec![Some("3".into())]);
@@ -208,6 +279,7 @@ async fn an_upgrade_keeps_the_views_as_the_live_generation_one() {
         fencing_token: 7,
         views: vec![ViewWrite::set("d", json)],
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     };
     views.commit("built", build).await.unwrap().unwrap();
     views.go_live("built", next.id, 7).await.unwrap().unwrap();
@@ -252,6 +324,7 @@ async fn corners_match_the_memory_store() {
             fencing_token: token,
             views,
             dead_letters: Vec::new(),
+            resolved: Vec::new(),
         };
         store.commit("p", commit(None, 1, 1, writes)).await.unwrap().unwrap();
         // "b" and "d" deleted without leaving their entries; "c" joins twice, by two sort keys.

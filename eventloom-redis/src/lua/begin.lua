@@ -1,12 +1,7 @@
 -- Begins a generation (see scripts.rs for KEYS, ARGV and the replies).
-if pointers_moved(KEYS[2], ARGV[3]) or pointers_moved(KEYS[3], ARGV[4]) then return {'9'} end
-local live, building = ARGV[3], ARGV[4]
-if live == '' then live = nil end
-if building == '' then building = nil end
-local live_meta = intact(live, 6)
-local building_meta = intact(building, 10)
-local highest = highest_token(KEYS[1], live_meta, building_meta)
-if less(ARGV[1], highest) then return {'2', highest} end
+local f, refused = fence(ARGV[1], ARGV[3], ARGV[4], 6, 10)
+if not f then return refused end
+local live, building, live_meta = f.live, f.building, f.live_meta
 -- Above every id the projection still holds, so that "newer is higher" holds even when the
 -- clock of the process that proposed `ARGV[5]` is behind.
 local top = redis.call('GET', KEYS[4]) or '0'
@@ -21,7 +16,7 @@ if not less(top, id) then return {'5', succ(top)} end
 -- bound above saw it): its views would be taken for a new generation's. KEYS 14 to 17 are the
 -- keys of the proposed id.
 if redis.call('EXISTS', KEYS[14], KEYS[15], KEYS[16], KEYS[17]) > 0 then return {'5', succ(id)} end
-raise_token(KEYS[1], ARGV[1], live_meta and KEYS[6], building_meta and KEYS[10])
+raise_token(KEYS[1], ARGV[1], f.live_meta_key, f.building_meta_key)
 if building then redis.call('SADD', KEYS[5], building) end
 -- A live generation that is lost goes too: queries answer NotBuilt until the new one is live,
 -- rather than read views some of which may be missing.

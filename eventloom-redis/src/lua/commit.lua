@@ -1,37 +1,34 @@
 -- Applies a ViewCommit (see scripts.rs for KEYS, ARGV and the replies).
-if pointers_moved(KEYS[2], ARGV[7]) or pointers_moved(KEYS[3], ARGV[8]) then return {'9'} end
 local function kind(key) return redis.call('TYPE', key).ok end
-local expect = {'string', 'string', 'string', 'hash', 'set', 'set', 'list',
-  'hash', 'set', 'set', 'list', 'hash', 'set', 'set', 'list'}
-for i = 1, 15 do
-  local t = kind(KEYS[i])
-  if t ~= 'none' and t ~= expect[i] then return {'3', KEYS[i]} end
-end
 local n = tonumber(ARGV[5])
 local m = tonumber(ARGV[6])
 local s = tonumber(ARGV[9])
 local u = tonumber(ARGV[10])
 local views = 15
 local lists = views + n
-for i = views + 1, views + n do
-  local t = kind(KEYS[i])
-  if t ~= 'none' and t ~= 'string' then return {'3', KEYS[i]} end
+-- Every key the commit writes holds its type, or nothing.
+local function wrong_type()
+  local expect = {'string', 'string', 'string', 'hash', 'set', 'set', 'list',
+    'hash', 'set', 'set', 'list', 'hash', 'set', 'set', 'list'}
+  for i = 1, 15 do
+    local t = kind(KEYS[i])
+    if t ~= 'none' and t ~= expect[i] then return {'3', KEYS[i]} end
+  end
+  for i = views + 1, views + n do
+    local t = kind(KEYS[i])
+    if t ~= 'none' and t ~= 'string' then return {'3', KEYS[i]} end
+  end
+  for i = lists + 1, lists + m do
+    local t = kind(KEYS[i])
+    if t ~= 'none' and t ~= 'zset' then return {'3', KEYS[i]} end
+  end
+  return nil
 end
-for i = lists + 1, lists + m do
-  local t = kind(KEYS[i])
-  if t ~= 'none' and t ~= 'zset' then return {'3', KEYS[i]} end
-end
+local f, refused = fence(ARGV[4], ARGV[7], ARGV[8], 8, 12, wrong_type)
+if not f then return refused end
 local generation = ARGV[1]
-local live, building = ARGV[7], ARGV[8]
-if live == '' then live = nil end
-if building == '' then building = nil end
-local live_meta = intact(live, 8)
-local building_meta = intact(building, 12)
-local highest = highest_token(KEYS[1], live_meta, building_meta)
-local token = ARGV[4]
-if less(token, highest) then return {'2', highest} end
 local meta
-if generation == live then meta = live_meta elseif generation == building then meta = building_meta end
+if generation == f.live then meta = f.live_meta elseif generation == f.building then meta = f.building_meta end
 if not meta then return {'4'} end
 local suffixes = 11
 -- An index list the generation had and no longer has was lost: so is the generation.
@@ -60,9 +57,7 @@ for j = 1, s + u do
 end
 -- As the in-memory store: a writer with a newer token that reached a current generation fences
 -- older writers, even when its checkpoint turns out to have moved.
-if token ~= highest then
-  raise_token(KEYS[1], token, live_meta and KEYS[8], building_meta and KEYS[12])
-end
+raise(f)
 if meta.checkpoint ~= ARGV[2] then return {'1', meta.checkpoint} end
 local a = sample_args + s + u
 for j = 1, n do
@@ -93,7 +88,15 @@ for slot = 1, m do
     redis.call('SREM', KEYS[6], ARGV[suffixes + slot])
   end
 end
-for k = a + 1, #ARGV do
+-- The dead letters the batch resolves leave before its own are added: one retried that failed
+-- again is among both, and is replaced by its new reason.
+local r = tonumber(ARGV[a + 1])
+if r > 0 then
+  local wanted = {}
+  for k = a + 2, a + 1 + r do wanted[ARGV[k]] = true end
+  remove_letters(KEYS[7], wanted)
+end
+for k = a + 2 + r, #ARGV do
   redis.call('RPUSH', KEYS[7], ARGV[k])
 end
 redis.call('HSET', KEYS[4], 'checkpoint', ARGV[3], 'views', redis.call('SCARD', KEYS[5]),

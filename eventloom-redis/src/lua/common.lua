@@ -107,3 +107,66 @@ local function raise_token(token_key, token, live_meta_key, building_meta_key)
   if live_meta_key then redis.call('HSET', live_meta_key, 'token', token) end
   if building_meta_key then redis.call('HSET', building_meta_key, 'token', token) end
 end
+
+-- The checks every write of a projection makes before it writes, in this order: that the
+-- `live` and `building` pointers (KEYS[2], KEYS[3]) still name the generations the caller read
+-- (`live`, `building`; '' for none), else the reply {'9'}; then `check`, when given (a reply it
+-- answers refuses the write); then that `token` is not below the highest token that wrote
+-- (`highest_token`), else {'2', highest}. The quads of the live and the building generation
+-- start at KEYS[live_at] and KEYS[building_at]. Writes nothing.
+--
+-- Answers nil and the reply when refused, else what it read: `live` and `building` (ids, nil for
+-- none), `live_meta` and `building_meta` (what `intact` answered: nil for none or lost),
+-- `highest`, and for `raise` the write's token and the metadata keys of the intact generations.
+local function fence(token, live, building, live_at, building_at, check)
+  if pointers_moved(KEYS[2], live) or pointers_moved(KEYS[3], building) then return nil, {'9'} end
+  if check then
+    local refused = check()
+    if refused then return nil, refused end
+  end
+  if live == '' then live = nil end
+  if building == '' then building = nil end
+  local live_meta = intact(live, live_at)
+  local building_meta = intact(building, building_at)
+  local highest = highest_token(KEYS[1], live_meta, building_meta)
+  if less(token, highest) then return nil, {'2', highest} end
+  return {
+    token = token,
+    highest = highest,
+    live = live,
+    building = building,
+    live_meta = live_meta,
+    building_meta = building_meta,
+    live_meta_key = live_meta and KEYS[live_at],
+    building_meta_key = building_meta and KEYS[building_at],
+  }
+end
+
+-- Records the token of a write that passed `fence` (`f`, what it answered) as the highest,
+-- unless it is already.
+local function raise(f)
+  if f.token ~= f.highest then raise_token(KEYS[1], f.token, f.live_meta_key, f.building_meta_key) end
+end
+
+-- Removes from the dead-letter list `key` the letters whose event's position is a key of
+-- `wanted` (every letter when `wanted` is nil), keeping the others in order. Answers how many
+-- went and how many stay.
+local function remove_letters(key, wanted)
+  local kept = {}
+  local removed = 0
+  for _, letter in ipairs(redis.call('LRANGE', key, 0, -1)) do
+    local ok, decoded = pcall(cjson.decode, letter)
+    if not wanted or (ok and type(decoded) == 'table' and wanted[decoded.position]) then
+      removed = removed + 1
+    else
+      kept[#kept + 1] = letter
+    end
+  end
+  if removed > 0 then
+    redis.call('DEL', key)
+    for i = 1, #kept, 1000 do
+      redis.call('RPUSH', key, unpack(kept, i, math.min(i + 999, #kept)))
+    end
+  end
+  return removed, #kept
+end

@@ -31,6 +31,7 @@ async fn round_trip(store: &RedisViewStore) {
         fencing_token: 0,
         views: vec![ViewWrite::set("a", r#"{"ok":true}"#)],
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     };
     store.commit("p", commit).await.unwrap().unwrap();
     store.go_live("p", g.id, 0).await.unwrap().unwrap();

@@ -60,6 +60,7 @@ async fn a_projection_keeps_one_slot_and_projections_spread_over_the_masters() {
                 .map(|v| ViewWrite::set(format!("v{v}"), "{}").joining(vec![IndexEntry::new("s", format!("x{v}"))]))
                 .collect(),
             dead_letters: vec![],
+            resolved: Vec::new(),
         };
         store.commit(projection, commit).await.unwrap().unwrap();
         store.go_live(projection, generation.id, 1).await.unwrap().unwrap();

@@ -237,6 +237,7 @@ async fn commits_wait_for_a_replica_when_asked() {
         fencing_token: 1,
         views: vec![ViewWrite::set("a", n.to_string())],
         dead_letters: vec![],
+        resolved: Vec::new(),
     };
     let slot = cluster.slot("w:{p:p}:live").await;
     let master = cluster.master_of(slot).await;

@@ -137,6 +137,7 @@ fn batch(generation: u64, expected: Option<u64>, at: u64, token: u64, views: Vec
         fencing_token: token,
         views,
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     }
 }
 

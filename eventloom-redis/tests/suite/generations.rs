@@ -389,6 +389,7 @@ async fn a_flushed_redis_answers_not_built_and_refuses_writes_into_the_lost_gene
         fencing_token: 0,
         views: vec![ViewWrite::set("a", "1")],
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     };
     store.commit("p", first).await.unwrap().unwrap();
     store.go_live("p", g.id, 0).await.unwrap().unwrap();
@@ -404,6 +405,7 @@ async fn a_flushed_redis_answers_not_built_and_refuses_writes_into_the_lost_gene
         fencing_token: 0,
         views: vec![ViewWrite::set("a", "2")],
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     };
     assert!(matches!(store.commit("p", commit).await, Ok(Err(Refusal::GenerationGone { .. }))));
     assert_eq!(store.status("p").await.unwrap(), eventloom_core::store::ProjectionStatus::default());
@@ -450,6 +452,7 @@ async fn a_dropped_generation_not_swept_yet_lists_nothing() {
         fencing_token: 0,
         views: writes,
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     };
     store.commit("p", commit).await.unwrap().unwrap();
     let all = eventloom_core::read::OrderRange::all();

@@ -122,6 +122,7 @@ async fn lists_and_counts_with_hostile_ids_values_and_sort_keys_equal_the_in_mem
                 fencing_token: 0,
                 views: writes.clone(),
                 dead_letters: Vec::new(),
+                resolved: Vec::new(),
             };
             s.commit(projection, commit).await.unwrap().unwrap();
         }
@@ -169,6 +170,7 @@ async fn deleted_views_leave_no_index_members_or_empty_lists_behind() {
         fencing_token: 0,
         views,
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     };
     store
         .commit("p", commit(None, 1, vec![ViewWrite::set("a", "1").joining(vec![entry.clone()])]))

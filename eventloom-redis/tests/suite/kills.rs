@@ -353,6 +353,7 @@ async fn two_projector_processes_one_leads_the_other_takes_over_after_sigkill_an
             r#"{"applied":999,"version":999,"twice":0,"skipped":0}"#,
         )],
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     };
     assert!(matches!(views.commit(Counts::NAME, late).await, Ok(Err(Refusal::Fenced { .. }))));
     assert_counted(&views, 10, 15).await;

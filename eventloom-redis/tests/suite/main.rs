@@ -114,6 +114,7 @@ async fn a_key_of_another_type_refuses_the_whole_batch_and_writes_nothing() {
         fencing_token: 0,
         views: vec![ViewWrite::set("a", "1").joining(vec![IndexEntry::new("s", "x")])],
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     };
     store.commit("p", first).await.unwrap().unwrap();
     let batch = |views| ViewCommit {
@@ -123,6 +124,7 @@ async fn a_key_of_another_type_refuses_the_whole_batch_and_writes_nothing() {
         fencing_token: 0,
         views,
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     };
     // Someone wrote a list where a view goes, and a string where an index list goes.
     let view_key = format!("{prefix}{{p:p}}:g{g}:v:b");
@@ -148,6 +150,27 @@ async fn a_key_of_another_type_refuses_the_whole_batch_and_writes_nothing() {
     assert_eq!(store.read_views("p", &["a".into()]).await.unwrap(), vec![Some("1".into())], "nothing written");
     assert_eq!(store.count("p", &[eventloom_core::store::IndexKey::new("s", "x")]).await.unwrap(), vec![1]);
     assert_eq!(store.status("p").await.unwrap().checkpoint(), Some(Position::new(1, 1)));
+}
+
+/// Removing dead letters of a projection the store never saw removes none and creates no key
+/// (not even its fencing token's); of a projection it holds, it raises the token as before.
+#[tokio::test]
+async fn removing_dead_letters_of_a_projection_never_seen_creates_no_key() {
+    use eventloom_core::store::DeadLetterSelection::{All, At};
+    let (store, prefix) = store_and_prefix().await;
+    let mut raw = raw_connection(&redis_url()).await;
+    assert_eq!(store.remove_dead_letters("never-seen", &All, 7).await.unwrap(), Ok(0));
+    assert_eq!(store.remove_dead_letters("never-seen", &At(vec![Position::new(1, 1)]), 7).await.unwrap(), Ok(0));
+    assert_eq!(keys_under(&mut raw, &prefix).await, Vec::<String>::new(), "no key under {prefix}");
+    assert!(store.projections().await.unwrap().is_empty());
+
+    let generation = store.begin_generation("p", 1, 1).await.unwrap().unwrap();
+    store.go_live("p", generation.id, 1).await.unwrap().unwrap();
+    assert_eq!(store.remove_dead_letters("p", &All, 7).await.unwrap(), Ok(0));
+    match store.begin_generation("p", 1, 6).await.unwrap() {
+        Err(eventloom_core::store::Refusal::Fenced { token: 6, highest: 7 }) => {}
+        other => panic!("a removal in a projection the store holds raises its token, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -192,6 +215,7 @@ async fn queries_pay_one_round_trip_and_follow_a_switch_made_elsewhere() {
         fencing_token: 0,
         views: vec![ViewWrite::set("a", json).joining(vec![IndexEntry::new("s", "x")])],
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     };
     let first = theirs.begin_generation("p", 1, 0).await.unwrap().unwrap();
     theirs.commit("p", write(first.id, "1")).await.unwrap().unwrap();
@@ -239,6 +263,7 @@ async fn queries_pay_one_round_trip_and_follow_a_switch_made_elsewhere() {
         fencing_token: 0,
         views: vec![ViewWrite::set("b", "3").joining(vec![IndexEntry::new("s", "x")])],
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     };
     theirs.commit("p", more).await.unwrap().unwrap();
     assert_eq!(
@@ -262,6 +287,7 @@ async fn commits_after_the_first_pay_one_round_trip() {
         fencing_token: 0,
         views: vec![ViewWrite::set(format!("v{n}"), "{}").joining(vec![IndexEntry::new("s", "x")])],
         dead_letters: Vec::new(),
+        resolved: Vec::new(),
     };
     store.commit("p", write(1)).await.unwrap().unwrap();
     let mut raw = raw_connection(&redis.url()).await;
