@@ -4,6 +4,7 @@
 //! [`Error::Corrupt`](eventloom_core::Error::Corrupt) naming the row and the column.
 
 use std::fmt::Display;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::{Object, Pool};
 use eventloom_core::{Error as CoreError, Position, Result};
@@ -42,7 +43,8 @@ impl Db {
 
     /// A pooled connection.
     pub(crate) async fn conn(&self) -> Result<Conn> {
-        Ok(Conn { client: self.pool.get().await.map_err(unavailable)?, errors: self.errors })
+        let client = self.pool.get().await.map_err(unavailable)?;
+        Ok(Conn { client: Some(client), errors: self.errors, ended: AtomicBool::new(false) })
     }
 
     pub(crate) async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
@@ -63,41 +65,99 @@ impl Db {
     }
 }
 
-/// A pooled connection of a [`Db`]; statements are prepared once per connection.
+/// A pooled connection of a [`Db`]; statements are prepared once per connection. One whose
+/// session ended under a statement (the server terminated it, the socket closed) is not given
+/// back to the pool when dropped: the pool's check of a connection it gets back (is it closed?)
+/// can run before the connection's task has read the end of the socket, and would hand the dead
+/// connection to the next caller.
 pub(crate) struct Conn {
-    client: Object,
+    /// `None` only once dropped.
+    client: Option<Object>,
     errors: ErrorMap,
+    /// A statement's error said that the session ended.
+    ended: AtomicBool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.ended.load(Ordering::Relaxed) {
+            if let Some(client) = self.client.take() {
+                // Out of the pool; the connection closes as the client drops.
+                drop(Object::take(client));
+            }
+        }
+    }
+}
+
+/// Whether `error` ended the session it came on: a closed connection, an I/O error, or a
+/// server error of severity FATAL or PANIC.
+fn ends_session(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::Severity;
+    match error.as_db_error() {
+        Some(db) => matches!(db.parsed_severity(), Some(Severity::Fatal | Severity::Panic)),
+        None => error.is_closed() || std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>()),
+    }
 }
 
 impl Conn {
-    /// The statement, prepared on this connection (once: later calls find it cached).
-    pub(crate) async fn prepare(&self, sql: &str) -> Result<Statement> {
-        self.client.prepare_cached(sql).await.map_err(self.errors)
+    fn object(&self) -> &Object {
+        self.client.as_ref().expect("a connection holds its client until dropped")
     }
 
-    /// The connection itself, for a caller that sorts a statement's errors on its own.
+    /// `result`, noting an error that ended the session, so that the connection is not given
+    /// back to the pool. Every statement's result passes through here.
+    pub(crate) fn noted<T>(
+        &self,
+        result: std::result::Result<T, tokio_postgres::Error>,
+    ) -> std::result::Result<T, tokio_postgres::Error> {
+        if let Err(error) = &result {
+            if ends_session(error) {
+                self.ended.store(true, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// `result` noted, with its error mapped as the store maps errors.
+    fn mapped<T>(&self, result: std::result::Result<T, tokio_postgres::Error>) -> Result<T> {
+        self.noted(result).map_err(self.errors)
+    }
+
+    /// The statement, prepared on this connection (once: later calls find it cached).
+    pub(crate) async fn prepare(&self, sql: &str) -> Result<Statement> {
+        self.mapped(self.object().prepare_cached(sql).await)
+    }
+
+    /// The statement, prepared on this connection, with the server's error as it came, for a
+    /// caller that sorts it on its own.
+    pub(crate) async fn prepare_unmapped(&self, sql: &str) -> std::result::Result<Statement, tokio_postgres::Error> {
+        self.noted(self.object().prepare_cached(sql).await)
+    }
+
+    /// The connection itself, for a caller that sorts a statement's errors on its own (and
+    /// passes each result through [`noted`](Self::noted)).
     pub(crate) fn client(&self) -> &Client {
-        &self.client
+        self.object()
     }
 
     pub(crate) async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
         let statement = self.prepare(sql).await?;
-        self.client.query(&statement, params).await.map_err(self.errors)
+        self.mapped(self.object().query(&statement, params).await)
     }
 
     pub(crate) async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row> {
         let statement = self.prepare(sql).await?;
-        self.client.query_one(&statement, params).await.map_err(self.errors)
+        self.mapped(self.object().query_one(&statement, params).await)
     }
 
     pub(crate) async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>> {
         let statement = self.prepare(sql).await?;
-        self.client.query_opt(&statement, params).await.map_err(self.errors)
+        self.mapped(self.object().query_opt(&statement, params).await)
     }
 
     pub(crate) async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64> {
         let statement = self.prepare(sql).await?;
-        self.client.execute(&statement, params).await.map_err(self.errors)
+        self.mapped(self.object().execute(&statement, params).await)
     }
 
     /// The rows as they arrive (see [`next_row`]).
@@ -108,7 +168,7 @@ impl Conn {
         I::IntoIter: ExactSizeIterator,
     {
         let statement = self.prepare(sql).await?;
-        self.client.query_raw(&statement, params).await.map_err(self.errors)
+        self.mapped(self.object().query_raw(&statement, params).await)
     }
 }
 

@@ -993,7 +993,7 @@ impl PgEventStore {
         let conn = self.client().await?;
         let stmt = conn.prepare(&self.inner.sql.append_exact).await?;
         let names = [stream.category(), stream.id()];
-        let result = conn.client().query_one(&stmt, &batch.params(&names, &Some(version))).await;
+        let result = conn.noted(conn.client().query_one(&stmt, &batch.params(&names, &Some(version))).await);
         drop(conn);
         let row = match result {
             Ok(row) => row,
@@ -1067,21 +1067,22 @@ impl PgEventStore {
             attempt += 1;
             let conn = self.client().await?;
             let stmt = conn.prepare(&self.inner.sql.append_one).await?;
-            let result = conn
-                .client()
-                .query_opt(
-                    &stmt,
-                    &[
-                        &stream.category(),
-                        &stream.id(),
-                        &version,
-                        &batch.types[0],
-                        &batch.schema_versions[0],
-                        &batch.payloads[0],
-                        &batch.metadata[0],
-                    ],
-                )
-                .await;
+            let result = conn.noted(
+                conn.client()
+                    .query_opt(
+                        &stmt,
+                        &[
+                            &stream.category(),
+                            &stream.id(),
+                            &version,
+                            &batch.types[0],
+                            &batch.schema_versions[0],
+                            &batch.payloads[0],
+                            &batch.metadata[0],
+                        ],
+                    )
+                    .await,
+            );
             drop(conn);
             let row = match result {
                 Ok(row) => row,
@@ -1129,7 +1130,7 @@ impl PgEventStore {
             let conn = self.client().await?;
             let stmt = conn.prepare(&self.inner.sql.append).await?;
             let names = [stream.category(), stream.id()];
-            let result = conn.client().query_one(&stmt, &batch.params(&names, &None)).await;
+            let result = conn.noted(conn.client().query_one(&stmt, &batch.params(&names, &None)).await);
             drop(conn);
             let row = match result {
                 Ok(row) => row,
@@ -1208,7 +1209,7 @@ impl PgEventStore {
                 [&source, &sequence_i64, &stream.category(), &stream.id(), &types, &versions, &payloads, &metadata];
             let conn = self.client().await?;
             let stmt = conn.prepare(&self.inner.sql.append_relayed).await?;
-            let result = conn.client().query_one(&stmt, &params).await;
+            let result = conn.noted(conn.client().query_one(&stmt, &params).await);
             drop(conn);
             let row = match result {
                 Ok(row) => row,

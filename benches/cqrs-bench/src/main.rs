@@ -27,9 +27,13 @@
 //! measures the read side: a projector folding PostgreSQL events into Redis views:
 //!
 //! - `projection_catch_up`: events per second `Projector::catch_up` projects from 200,000
-//!   stored events, against pipelined raw `SET`s of every event's view;
+//!   stored events, against a raw catch-up doing the same work without the framework (the
+//!   events read with tokio-postgres by the store's ordered query in pages of the same size,
+//!   decoded, folded, one pipelined `SET` per event), with pipelined `SET`s alone beside it;
 //! - `live_lag`: the time from a command's return until its view is visible, with the
 //!   projector running live and commands at 1,000 per second;
+//! - `live_lag_combined`: the same with the commands' store combining writes
+//!   (`PgConfig::write_combining`);
 //! - `view_query`: the latency of `ViewReader::get` against a raw `GET` of the same key.
 //!
 //! `cargo run --release -p cqrs-bench --all-features -- baseline`, with `DATABASE_URL` set

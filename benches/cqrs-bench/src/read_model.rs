@@ -235,3 +235,65 @@ mod tests {
         assert_eq!(AccountView::json_after(200), r#"{"balance":200,"version":200}"#);
     }
 }
+
+/// A deposit's payload as stored (the event type is a column of its own).
+#[derive(Deserialize)]
+struct DepositPayload {
+    amount: u64,
+}
+
+/// The raw baseline of the catch-up that does the projector's work without the framework: the
+/// events read from PostgreSQL with tokio-postgres by the event store's own ordered query
+/// (`read_all.sql`, below the oldest running transaction) in pages of the projector's batch
+/// size, each payload decoded, each account's view folded in a map, and one `SET` of the view's
+/// JSON per event, pipelined per page, the page's pipeline sent before the next page is read
+/// (as a projector commits a batch before it reads the next).
+pub struct RawCatchUp {
+    client: tokio_postgres::Client,
+    read: tokio_postgres::Statement,
+    connection: ConnectionManager,
+    prefix: String,
+    batch: usize,
+}
+
+impl RawCatchUp {
+    /// Reads the events of `schema` through `client` and writes the views under `prefix`
+    /// through `connection`, `batch` events per page.
+    pub async fn new(
+        client: tokio_postgres::Client,
+        schema: &str,
+        connection: ConnectionManager,
+        prefix: &str,
+        batch: usize,
+    ) -> Result<Self> {
+        let sql = include_str!("../../../eventloom-postgres/sql/statements/read_all.sql")
+            .replace("{schema}", &format!("\"{schema}\""));
+        let read = client.prepare(&sql).await?;
+        Ok(RawCatchUp { client, read, connection, prefix: prefix.to_owned(), batch })
+    }
+
+    /// Reads the whole log and writes every event's view; returns the events read.
+    pub async fn run(&mut self) -> Result<usize> {
+        let (mut transaction, mut sequence, mut events) = ("0".to_owned(), 0i64, 0usize);
+        let mut views: std::collections::HashMap<String, AccountView> = std::collections::HashMap::new();
+        let limit = i64::try_from(self.batch)?;
+        loop {
+            let rows = self.client.query(&self.read, &[&transaction, &sequence, &limit]).await?;
+            let Some(last) = rows.last() else { break };
+            (transaction, sequence) = (last.try_get("transaction_text")?, last.try_get("sequence")?);
+            let mut pipe = redis::pipe();
+            for row in &rows {
+                let id: &str = row.try_get("stream_id")?;
+                let version: i64 = row.try_get("version")?;
+                let DepositPayload { amount } = serde_json::from_str(row.try_get::<_, &str>("payload_text")?)?;
+                let view = views.entry(id.to_owned()).or_default();
+                view.balance += amount;
+                view.version = u64::try_from(version)?;
+                pipe.set(view_key(&self.prefix, 1, id), serde_json::to_string(view)?).ignore();
+            }
+            events += rows.len();
+            pipe.exec_async(&mut self.connection).await?;
+        }
+        Ok(events)
+    }
+}

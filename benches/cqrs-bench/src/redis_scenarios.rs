@@ -22,7 +22,7 @@ use crate::load::{self, Budget, Rate};
 use crate::ours::{Commands, Engine};
 use crate::phases::{PhaseTimer, Totals};
 use crate::read_model::{
-    AccountView, AccountViews, CatchUpLoad, RawGet, RawViewWrites, ViewGet, any_keys, delete_keys, view_key,
+    AccountView, AccountViews, CatchUpLoad, RawCatchUp, RawGet, RawViewWrites, ViewGet, any_keys, delete_keys, view_key,
 };
 use crate::report::{Latency, Record, Unit};
 
@@ -122,6 +122,7 @@ struct CatchUp {
 
 /// Everything the scenarios share.
 struct RedisBench<'a> {
+    pg_url: &'a str,
     config: PgConfig,
     store: PgEventStore,
     redis_url: &'a str,
@@ -133,7 +134,7 @@ struct RedisBench<'a> {
 impl<'a> RedisBench<'a> {
     /// Migrates the store into `schema`.
     async fn setup(
-        pg_url: &str,
+        pg_url: &'a str,
         schema: &str,
         redis_url: &'a str,
         prefix: &'a str,
@@ -143,14 +144,15 @@ impl<'a> RedisBench<'a> {
         let config = PgConfig::from_url(pg_url)?.schema(schema)?;
         let store = PgEventStore::connect(config.clone()).await?;
         store.migrate().await?;
-        Ok(RedisBench { config, store, redis_url, prefix, redis, timer })
+        Ok(RedisBench { pg_url, config, store, redis_url, prefix, redis, timer })
     }
 
     /// Every scenario, in order: the live projector reads the catch-up's events too, and the
     /// query reads a view it wrote.
     async fn run_all(&self) -> Result<()> {
         self.catch_up().await?.print();
-        self.live_lag().await?.print();
+        self.live_lag("live_lag", "live", false).await?.print();
+        self.live_lag("live_lag_combined", "live_combined", true).await?.print();
         self.view_query().await?.print();
         Ok(())
     }
@@ -185,21 +187,29 @@ impl<'a> RedisBench<'a> {
             }
         }
         let best = best.ok_or("no catch-up was measured")?;
-        let raw = self.raw_view_writes().await?;
+        let raw = self.raw_catch_up(best.batch).await?;
+        let sets = self.raw_view_writes().await?;
         eprintln!(
-            "{scenario}: best batch size {}: {EVENTS} events in {:.2} s = {:.0} events/s; raw {} SETs in {:.2} s = \
-             {:.0}/s",
+            "{scenario}: best batch size {}: {EVENTS} events in {:.2} s = {:.0} events/s; raw read and SETs {:.2} s = \
+             {:.0}/s ({:.2}x); SETs alone {} in {:.2} s = {:.0}/s ({:.2}x)",
             best.batch,
             best.rate.elapsed.as_secs_f64(),
             best.rate.per_second(),
-            raw.ops,
             raw.elapsed.as_secs_f64(),
-            raw.per_second()
+            raw.per_second(),
+            best.rate.per_second() / raw.per_second(),
+            sets.ops,
+            sets.elapsed.as_secs_f64(),
+            sets.per_second(),
+            best.rate.per_second() / sets.per_second(),
         );
         if let Some(phases) = &best.phases {
             note_phases(scenario, best.rate.elapsed, phases);
         }
-        Ok(Record::new(scenario, Unit::PerSecond, best.rate.per_second(), raw.per_second()))
+        Ok(Record::new(scenario, Unit::PerSecond, best.rate.per_second(), raw.per_second())
+            .with("batch", best.batch)
+            .with("sets_alone_per_second", sets.per_second())
+            .with("ratio_to_sets_alone", best.rate.per_second() / sets.per_second()))
     }
 
     /// Appends the catch-up's events: [`STREAMS`] account streams of [`PER_APPEND`] deposits
@@ -240,7 +250,36 @@ impl<'a> RedisBench<'a> {
         Ok(CatchUp { batch, rate: Rate { ops: EVENTS, elapsed }, phases })
     }
 
-    /// The raw baseline: one pipelined `SET` of the view's JSON per event, the fastest of
+    /// The raw baseline ([`RawCatchUp`]): the same events read from PostgreSQL with
+    /// tokio-postgres by the same ordered query in pages of `batch`, decoded and folded, one
+    /// pipelined `SET` per event; the fastest of [`ROUNDS`] runs, each on a connection of its
+    /// own, checked.
+    async fn raw_catch_up(&self, batch: usize) -> Result<Rate> {
+        let mut runs = Vec::with_capacity(ROUNDS);
+        for round in 0..ROUNDS {
+            let prefix = self.prefix_of(&format!("rawcu{round}"));
+            let client = crate::scenarios::monitor(self.pg_url).await?;
+            let schema = self.config.schema_name();
+            let mut raw = RawCatchUp::new(client, schema, self.redis.clone(), &prefix, batch).await?;
+            let started = Instant::now();
+            let events = raw.run().await?;
+            let elapsed = started.elapsed();
+            if events != EVENTS {
+                return Err(format!("the raw catch-up read {events} events, expected {EVENTS}").into());
+            }
+            runs.push(Rate { ops: events, elapsed });
+        }
+        eprintln!(
+            "projection_catch_up: raw = the {EVENTS} events read from PostgreSQL by the event store's read_all.sql \
+             (tokio-postgres, pages of {batch}), each payload decoded with serde_json and folded into its account's \
+             view, one SET of the view's JSON per event pipelined per page (each page's pipeline sent before the \
+             next page is read)"
+        );
+        let fastest = runs.into_iter().max_by(|a, b| a.per_second().total_cmp(&b.per_second()));
+        Ok(fastest.ok_or("no raw run")?)
+    }
+
+    /// The SETs alone: one pipelined `SET` of the view's JSON per event, the fastest of
     /// [`ROUNDS`] runs.
     async fn raw_view_writes(&self) -> Result<Rate> {
         let mut runs = Vec::with_capacity(ROUNDS);
@@ -264,13 +303,21 @@ impl<'a> RedisBench<'a> {
     /// `live_lag`: the time from a deposit's return until the view store's checkpoint reaches
     /// its position, with `Projector::run` live on a PostgreSQL store of its own (as a
     /// projector in another process would have) and deposits paced at [`LIVE_RATE`].
-    async fn live_lag(&self) -> Result<Record> {
-        let views = self.views("live").await?;
+    /// `live_lag_combined`: the same with the commands' store combining writes
+    /// (`PgConfig::write_combining`), whose bigger transactions hold the subscribers back
+    /// longer.
+    async fn live_lag(&self, scenario: &'static str, part: &str, combining: bool) -> Result<Record> {
+        let views = self.views(part).await?;
         let reader = ViewReader::<AccountView>::new(views.clone(), AccountViews::NAME);
         let projector = Projector::new(PgEventStore::connect(self.config.clone()).await?, views);
         projector.catch_up(&AccountViews).await?;
         let ids = account_ids();
-        let engine = Cqrs::new(self.store.clone());
+        let store = if combining {
+            PgEventStore::connect(self.config.clone().write_combining(true)).await?
+        } else {
+            self.store.clone()
+        };
+        let engine = Cqrs::new(store);
         Commands::new(engine.clone(), ids.clone()).warm().await?;
         let live = LiveProjector::start(projector);
         let run = self.paced_run(&engine, &ids, &reader).await;
@@ -280,8 +327,8 @@ impl<'a> RedisBench<'a> {
         let lags = lags(&run.sent, &run.seen)?;
         let outliers = Outliers::of(&run.sent, &lags, &run.seen, LAG_AIM);
         let lag = Latency::of(lags).ok_or("no lag measured")?;
-        note_live(&lag, &run, outliers);
-        Ok(Record::without_raw("live_lag", Unit::Millis, lag.median_ms).p99(lag.p99_ms))
+        note_live(scenario, &lag, &run, outliers);
+        Ok(Record::without_raw(scenario, Unit::Millis, lag.median_ms).p99(lag.p99_ms))
     }
 
     /// With the projector live: waits until it is past the warm-up, then sends the paced
@@ -404,10 +451,10 @@ fn note_phases(scenario: &str, wall: Duration, phases: &Totals) {
 
 /// Notes the live run: the rate achieved, the poller's resolution, the projector's batches, and
 /// what explains the worst lags.
-fn note_live(lag: &Latency, run: &LiveRun, outliers: Option<Outliers>) {
+fn note_live(scenario: &str, lag: &Latency, run: &LiveRun, outliers: Option<Outliers>) {
     let (commands, sending, seen) = (run.sent.len(), run.sending, &run.seen);
     eprintln!(
-        "live_lag: {commands} deposits in {:.2} s ({:.0}/s, {LIVE_TASKS} tasks, projector on a PostgreSQL pool of \
+        "{scenario}: {commands} deposits in {:.2} s ({:.0}/s, {LIVE_TASKS} tasks, projector on a PostgreSQL pool of \
          its own woken by NOTIFY); lag median {:.3} ms, p99 {:.3} ms; checkpoint polled {} times ({:.0}/s, one \
          status script in flight)",
         sending.as_secs_f64(),
@@ -423,7 +470,7 @@ fn note_live(lag: &Latency, run: &LiveRun, outliers: Option<Outliers>) {
         let (read, query) = (phases.get("subscription"), phases.get("read_all"));
         let (mget, commit) = (phases.get("load_views"), phases.get("projection_commit"));
         eprintln!(
-            "live_lag: projector {} batches ({:.1} views each); per batch mean (max): read_all call {:.3} ({:.1}) ms, \
+            "{scenario}: projector {} batches ({:.1} views each); per batch mean (max): read_all call {:.3} ({:.1}) ms, \
              of which the query {:.3} ({:.1}) ms; MGET {:.3} ({:.1}) ms; Lua commit {:.3} ({:.1}) ms",
             commit.count,
             commit.views as f64 / commit.count.max(1) as f64,
@@ -439,7 +486,7 @@ fn note_live(lag: &Latency, run: &LiveRun, outliers: Option<Outliers>) {
     }
     if let Some(o) = outliers {
         eprintln!(
-            "live_lag: {} lags over {} ms; worst {:.1} ms (command returned at {:.2} s); slowest command {:.1} ms \
+            "{scenario}: {} lags over {} ms; worst {:.1} ms (command returned at {:.2} s); slowest command {:.1} ms \
              (issued at {:.2} s; until it commits, reads stop below it and every later event waits); longest \
              checkpoint pause {:.1} ms (from {:.2} s)",
             o.over,

@@ -29,11 +29,16 @@
 -- stream would not have this: its later statements take fresh snapshots after its id, and may
 -- store v+1 under an id lower than v's.
 --
--- Locks are taken in one order by every combined statement: the events' keys in (category,
--- stream id, version) order, then `streams` in (category, stream id) order, then `commands` in
--- command id order (the same tables in the same order as `append_exact.sql`), so two combined
--- statements, or one and a lone append, cannot deadlock. (`written` aggregates every row
--- `inserted` returns before `command` sees one; `command` reads `new_streams` first.)
+-- Locks: each INSERT takes its rows from a sorted SELECT, which PostgreSQL inserts in that
+-- order: the events' keys in (category, stream id, version) order, then `streams` in (category,
+-- stream id) order, then `commands` in command id order (the same tables in the same order as
+-- `append_exact.sql`; `written` aggregates every row `inserted` returns before `command` sees
+-- one, and `command` reads `new_streams` first). That the executor runs the data-modifying CTEs
+-- in this order is how PostgreSQL evaluates them today, not a promise of SQL. In one process
+-- the combiner never sends two statements that share a stream or a command id, so its own
+-- statements take no lock the other holds; against another process's writes, the order makes
+-- a deadlock unlikely, and one that happens anyway (SQLSTATE 40P01, detected by the server)
+-- rolls this statement back, after which the store sends its appends again in halves.
 --
 -- One row back per stream, in k order: the stream's version as checked, whether its command id
 -- was recorded before, how many of its events went in (all or none), the transaction id (NULL

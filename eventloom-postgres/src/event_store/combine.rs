@@ -7,7 +7,10 @@
 //! - **Group commit**: the others queue; a statement that ends hands its place to the queue,
 //!   which goes as one combined statement (at most `max_appends` appends and about `max_bytes`
 //!   of events), in a task of its own so that a caller that goes away cancels nobody else's
-//!   append.
+//!   append. The place and the appends are taken before the task is spawned, so a task that
+//!   never runs (its runtime shutting down) gives its place back and answers its appends with
+//!   an error when dropped. The queue holds at most `in_flight * max_appends` appends; one that
+//!   finds it full goes alone, as without combining (the pool bounds it then).
 //! - **One stream, one command id, one statement at a time**: an append to a stream, or under a
 //!   command id, that a statement in flight holds waits for the next one. A command id sent
 //!   twice at once is thus answered by the first's outcome, as a duplicate, as it would be alone;
@@ -17,10 +20,14 @@
 //!   of the command ids, after the statement's snapshot, the statement rolls back as a whole
 //!   (SQLSTATE `EL001`, `combined_append_refused`): those appends are answered on their own and
 //!   the others are sent again. After any other error that the server reported for the statement
-//!   (an event it refuses, a timeout), which rolled it back, each append is tried again alone, so
-//!   a bad event fails only its own command. When the outcome is unknown (the connection was
-//!   lost after the statement was sent), every append of it gets the error a lone append gets:
-//!   its command id tells later whether it was written.
+//!   (an event it refuses, a timeout, a deadlock with another process's writes), which rolled it
+//!   back, the appends are sent again in two halves, and so on down to one append alone, so a bad
+//!   event fails only its own command after a few statements, not one per append. When the
+//!   outcome is unknown (the connection was lost after the statement was sent), every append of
+//!   it gets the error a lone append gets: its command id tells later whether it was written.
+//!   An error before anything was sent (no connection from the pool) is every append's answer;
+//!   a statement the server cannot prepare (a schema without migration 13) turns combining off
+//!   for the store, with a warning, and its appends go alone.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -74,6 +81,8 @@ struct Waiting {
 pub(super) struct Combiner {
     limits: Combining,
     state: Mutex<State>,
+    /// Set when the server cannot prepare the combined statement: appends go alone.
+    off: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -138,11 +147,58 @@ struct Held {
 
 impl Combiner {
     pub(super) fn new(limits: Combining) -> Self {
-        Combiner { limits, state: Mutex::new(State::default()) }
+        Combiner { limits, state: Mutex::new(State::default()), off: std::sync::atomic::AtomicBool::new(false) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The most appends the queue holds.
+    fn max_queued(&self) -> usize {
+        self.limits.in_flight.saturating_mul(self.limits.max_appends).max(1)
+    }
+
+    fn is_off(&self) -> bool {
+        self.off.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The next combined statement: its appends, taken from the queue, and its place.
+struct Flush {
+    batch: Vec<Waiting>,
+    slot: Slot,
+}
+
+impl Flush {
+    /// Takes the next statement's appends from the queue into a place already counted in
+    /// `state.in_flight`.
+    fn take(store: &PgEventStore, combiner: &Combiner, state: &mut State) -> Flush {
+        let (batch, held) = state.take(&combiner.limits);
+        Flush { batch, slot: Slot { store: store.clone(), held } }
+    }
+
+    /// Runs the statement in a task of its own. A task dropped before it ends (its runtime
+    /// shutting down) drops the replies, which its callers see as an error, and gives the place
+    /// back.
+    fn spawn(self) {
+        tokio::spawn(self.run());
+    }
+
+    async fn run(self) {
+        let Flush { batch, slot } = self;
+        let store = slot.store.clone();
+        let requests: Vec<&Request> = batch.iter().map(|w| &w.request).collect();
+        let span = tracing::debug_span!("append_combined", store = "postgres", appends = requests.len());
+        let answers = store.combine(&requests).instrument(span).await;
+        drop(requests);
+        // The streams and command ids are free again before the callers hear.
+        drop(slot);
+        for (waiting, answer) in batch.into_iter().zip(answers) {
+            store.learn(&waiting.request.stream, &answer);
+            // A caller that went away no longer waits for its answer.
+            let _ = waiting.reply.send(answer);
+        }
     }
 }
 
@@ -164,10 +220,12 @@ impl Drop for Slot {
             }
         }
         if state.ready() && tokio::runtime::Handle::try_current().is_ok() {
+            // The place goes to the queue's next statement.
+            let flush = Flush::take(&self.store, combiner, &mut state);
             drop(state);
-            tokio::spawn(self.store.clone().flush());
+            flush.spawn();
         } else {
-            state.in_flight -= 1;
+            state.in_flight = state.in_flight.saturating_sub(1);
         }
     }
 }
@@ -206,54 +264,53 @@ struct Status {
 impl PgEventStore {
     /// An append with an exact expected version, through the combiner.
     pub(super) async fn combined(&self, request: Request) -> eventloom_core::Result<Appended> {
-        let Some(combiner) = &self.inner.combiner else {
-            return self.append_at(&request.stream, request.expected, request.version, &request.batch()).await;
+        let Some(combiner) = self.inner.combiner.as_ref().filter(|c| !c.is_off()) else {
+            return self.alone(&request).await;
         };
-        // Decided under the lock, which no await holds.
-        let queued = {
+        /// Where an append goes, decided under the lock (which no await holds).
+        enum Route {
+            /// At once, in the caller's task, in a place of its own.
+            Alone(Slot, Request),
+            /// Past the combiner: the queue is full.
+            Overflow(Request),
+            /// Queued, with the statement to start, if this append made one possible.
+            Queued(oneshot::Receiver<eventloom_core::Result<Appended>>, Option<Flush>),
+        }
+        let route = {
             let mut state = combiner.state();
             if state.in_flight < combiner.limits.in_flight && state.queue.is_empty() && state.free(&request) {
                 state.in_flight += 1;
-                Err((state.hold(&request), request))
+                let held = state.hold(&request);
+                Route::Alone(Slot { store: self.clone(), held: vec![held] }, request)
+            } else if state.queue.len() >= combiner.max_queued() {
+                Route::Overflow(request)
             } else {
                 let (reply, answer) = oneshot::channel();
                 let free = state.free(&request);
                 state.queue.push_back(Waiting { request, reply });
                 // An append held by a statement in flight goes when that one ends.
-                let start = free && state.in_flight < combiner.limits.in_flight;
-                if start {
+                let flush = (free && state.in_flight < combiner.limits.in_flight).then(|| {
                     state.in_flight += 1;
+                    Flush::take(self, combiner, &mut state)
+                });
+                Route::Queued(answer, flush)
+            }
+        };
+        match route {
+            // The place is given back when `_slot` drops, after the append.
+            Route::Alone(_slot, request) => self.alone(&request).await,
+            Route::Overflow(request) => self.alone(&request).await,
+            Route::Queued(answer, flush) => {
+                if let Some(flush) = flush {
+                    flush.spawn();
                 }
-                Ok((answer, start))
+                answer.await.unwrap_or_else(|_| {
+                    Err(CoreError::unavailable_msg(
+                        "a combined append was dropped before its answer (its runtime shut down): its outcome is \
+                         unknown, and its command id tells whether it was written",
+                    ))
+                })
             }
-        };
-        let (answer, start) = match queued {
-            Ok(queued) => queued,
-            Err((held, request)) => {
-                // Alone: at once, in the caller's task.
-                let _slot = Slot { store: self.clone(), held: vec![held] };
-                return self.alone(&request).await;
-            }
-        };
-        if start {
-            tokio::spawn(self.clone().flush());
-        }
-        answer.await.unwrap_or_else(|_| Err(CoreError::unavailable_msg("a combined append was dropped unanswered")))
-    }
-
-    /// Runs the next combined statement of the queue, in a place taken for it.
-    async fn flush(self) {
-        let Some(combiner) = &self.inner.combiner else { return };
-        let (batch, held) = combiner.state().take(&combiner.limits);
-        let _slot = Slot { store: self.clone(), held };
-        let requests: Vec<&Request> = batch.iter().map(|w| &w.request).collect();
-        let span = tracing::debug_span!("append_combined", store = "postgres", appends = requests.len());
-        let answers = self.combine(&requests).instrument(span).await;
-        drop(requests);
-        for (waiting, answer) in batch.into_iter().zip(answers) {
-            self.learn(&waiting.request.stream, &answer);
-            // A caller that went away no longer waits for its answer.
-            let _ = waiting.reply.send(answer);
         }
     }
 
@@ -261,21 +318,29 @@ impl PgEventStore {
     async fn combine(&self, requests: &[&Request]) -> Vec<eventloom_core::Result<Appended>> {
         let mut answers: Vec<Option<eventloom_core::Result<Appended>>> = requests.iter().map(|_| None).collect();
         // Rows and locks in (category, stream id) order.
-        let mut pending: Vec<usize> = (0..requests.len()).collect();
-        pending.sort_by(|&a, &b| {
+        let mut all: Vec<usize> = (0..requests.len()).collect();
+        all.sort_by(|&a, &b| {
             let (a, b) = (&requests[a].stream, &requests[b].stream);
             (a.category(), a.id()).cmp(&(b.category(), b.id()))
         });
-        while !pending.is_empty() {
-            if let [only] = pending[..] {
+        // Groups still to send, each sorted; every turn answers at least one append of the
+        // group it takes, or splits it.
+        let mut groups = vec![all];
+        while let Some(mut group) = groups.pop() {
+            if let [only] = group[..] {
                 answers[only] = Some(self.alone(requests[only]).await);
-                break;
+                continue;
             }
-            let result = self.combined_statement(requests, &pending).await;
-            match result {
+            if self.inner.combiner.as_ref().is_some_and(Combiner::is_off) {
+                for &i in &group {
+                    answers[i] = Some(self.alone(requests[i]).await);
+                }
+                continue;
+            }
+            match self.combined_statement(requests, &group).await {
                 Ok(rows) => {
                     let mut written = false;
-                    for (&i, status) in pending.iter().zip(rows) {
+                    for (&i, status) in group.iter().zip(rows) {
                         written |= status.as_ref().is_ok_and(|s| s.written);
                         let answer = match status {
                             Ok(status) => self.answer(requests[i], status).await,
@@ -286,36 +351,52 @@ impl PgEventStore {
                     if written {
                         self.appended();
                     }
-                    break;
                 }
                 Err(Failure::Refused { streams, commands }) => {
                     // Rolled back: those appends are answered on their own, the others go again.
                     for &place in &commands {
-                        let request = requests[pending[place - 1]];
-                        if let Some(id) = &request.command_id {
-                            answers[pending[place - 1]] = Some(self.duplicate(id).await);
+                        let i = group[place - 1];
+                        if let Some(id) = &requests[i].command_id {
+                            answers[i] = Some(self.duplicate(id).await);
                         }
                     }
                     for &place in &streams {
-                        let i = pending[place - 1];
+                        let i = group[place - 1];
                         if answers[i].is_none() {
                             answers[i] = Some(self.taken_after_snapshot(requests[i]).await);
                         }
                     }
-                    pending.retain(|&i| answers[i].is_none());
+                    let sent = group.len();
+                    group.retain(|&i| answers[i].is_none());
+                    if group.len() == sent {
+                        // A refusal that named nothing answerable: split, as after an error.
+                        let second = group.split_off(group.len() / 2);
+                        groups.extend([second, group]);
+                    } else if !group.is_empty() {
+                        groups.push(group);
+                    }
                 }
                 Err(Failure::RolledBack) => {
-                    // An error of the statement's (a refused event, a timeout): each goes alone.
-                    for &i in &pending {
-                        answers[i] = Some(self.alone(requests[i]).await);
+                    // An error of the statement's (a refused event, a timeout): in halves, down
+                    // to the append that causes it alone.
+                    let second = group.split_off(group.len() / 2);
+                    groups.extend([second, group]);
+                }
+                Err(Failure::Unprepared(error)) => {
+                    tracing::warn!(
+                        %error,
+                        "write combining is off for this store: the server cannot prepare the combined append \
+                         (is migration 13 applied? run migrate); appends go alone"
+                    );
+                    if let Some(combiner) = &self.inner.combiner {
+                        combiner.off.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
-                    break;
+                    groups.push(group);
                 }
                 Err(Failure::Unknown(error)) => {
-                    for &i in &pending {
+                    for &i in &group {
                         answers[i] = Some(Err(copy_error(&error)));
                     }
-                    break;
                 }
             }
         }
@@ -420,10 +501,13 @@ impl PgEventStore {
             &payloads,
             &metadata,
         ];
-        // Nothing is sent before the statement: an error here leaves every outcome known.
+        // Nothing is sent before the statement: an error here leaves every outcome known (not
+        // written), and is what a lone append would have met.
         let conn = self.client().await.map_err(Failure::Unknown)?;
-        let stmt = conn.prepare(&self.inner.sql.append_combined).await.map_err(Failure::Unknown)?;
-        let result = conn.client().query(&stmt, &params).await;
+        let stmt = conn.prepare_unmapped(&self.inner.sql.append_combined).await.map_err(|e| {
+            if e.as_db_error().is_some() { Failure::Unprepared(pg(e)) } else { Failure::Unknown(pg(e)) }
+        })?;
+        let result = conn.noted(conn.client().query(&stmt, &params).await);
         drop(conn);
         let rows = result.map_err(|e| Failure::of(e, streams.len()))?;
         if rows.len() != streams.len() {
@@ -459,6 +543,8 @@ enum Failure {
     Refused { streams: Vec<usize>, commands: Vec<usize> },
     /// The server reported an error of the statement, which rolled it back.
     RolledBack,
+    /// The server refused to prepare the statement (nothing was sent).
+    Unprepared(CoreError),
     /// The statement may have committed, or was never sent: this error for each append.
     Unknown(CoreError),
 }

@@ -468,3 +468,133 @@ async fn combined_appends_racing_with_conflicts_and_repeated_command_ids_keep_ev
     assert!(conflicts > 0 && duplicates > 0, "the race had conflicts and repeated command ids");
     assert!(shared > 0, "appends shared transactions");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_event_among_many_appends_costs_a_few_statements_not_one_per_append() {
+    const APPENDS: u64 = 32;
+    let server = PrivateServer::start();
+    let store = combining_store(&server.url(), 1).await;
+    let schema = store.config().schema_name().to_owned();
+    let admin = raw(&server.url()).await;
+    let blocked = block(&store, &server.url(), &admin).await;
+    let appends: Vec<(u64, Pending)> = (0..APPENDS)
+        .map(|k| {
+            let mut event = test_event(k);
+            if k == 13 {
+                event.payload = "{not json".into();
+            }
+            (k, spawn_append(&store, &format!("many-{k:02}"), ExpectedVersion::NoStream, vec![event]))
+        })
+        .collect();
+    blocked.release().await;
+    for (k, append) in appends {
+        match append.await.unwrap() {
+            Err(Error::InvalidEvent { .. }) if k == 13 => {}
+            Ok(Appended::Written(_)) if k != 13 => {}
+            other => panic!("append {k}: {other:?}"),
+        }
+    }
+    let by_stream = transactions(&admin, &schema).await;
+    let good: std::collections::HashSet<&String> =
+        by_stream.iter().filter(|(id, _)| id.starts_with("many-")).flat_map(|(_, txs)| txs).collect();
+    assert_eq!(by_stream.keys().filter(|id| id.starts_with("many-")).count(), APPENDS as usize - 1);
+    // Halves: 16 go at once, then 8, 4, 2 and 1 beside the refused one.
+    assert!(good.len() <= 6, "the 31 good appends took {} transactions", good.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_sends_further_appends_alone_at_once() {
+    // One statement in flight: the queue holds 128 appends.
+    const QUEUED: usize = 128;
+    const MORE: usize = 20;
+    let server = PrivateServer::start();
+    let store = combining_store(&server.url(), 1).await;
+    let admin = raw(&server.url()).await;
+    let blocked = block(&store, &server.url(), &admin).await;
+    let queued: Vec<Pending> = (0..QUEUED)
+        .map(|k| spawn_append(&store, &format!("queued-{k}"), ExpectedVersion::NoStream, vec![test_event(k as u64)]))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let more: Vec<Pending> = (0..MORE)
+        .map(|k| spawn_append(&store, &format!("more-{k}"), ExpectedVersion::NoStream, vec![test_event(k as u64)]))
+        .collect();
+    // The appends past the queue's bound do not wait for the held statement.
+    for append in more {
+        let done = tokio::time::timeout(Duration::from_secs(10), append).await;
+        let outcome = done.expect("an append past the full queue waits for the held statement");
+        assert_eq!(outcome.unwrap().unwrap().into_outcome().last_version, 1);
+    }
+    assert!(queued.iter().all(|a| !a.is_finished()), "the queued appends wait for the held statement");
+    blocked.release().await;
+    for append in queued {
+        assert_eq!(append.await.unwrap().unwrap().into_outcome().last_version, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_schema_without_the_combined_statement_turns_combining_off_and_every_append_goes_alone() {
+    let server = PrivateServer::start();
+    let store = combining_store(&server.url(), 1).await;
+    let schema = store.config().schema_name().to_owned();
+    let admin = raw(&server.url()).await;
+    // As on a schema that an older release migrated: no migration 13.
+    admin
+        .batch_execute(&format!("DROP FUNCTION \"{schema}\".combined_append_refused(integer[], integer[])"))
+        .await
+        .unwrap();
+    // First queued behind a held statement, so that they meet the combined statement; then,
+    // with combining off, concurrent appends that go alone at once.
+    for round in 0..2 {
+        let blocked = if round == 0 { Some(block(&store, &server.url(), &admin).await) } else { None };
+        let appends: Vec<Pending> = (0..3)
+            .map(|k| {
+                let id = format!("old-{round}-{k}");
+                let event = test_event_for_command(k, &format!("old-cmd-{round}-{k}"));
+                spawn_append(&store, &id, ExpectedVersion::NoStream, vec![event])
+            })
+            .collect();
+        if let Some(blocked) = blocked {
+            blocked.release().await;
+        }
+        for append in appends {
+            assert_eq!(append.await.unwrap().unwrap().into_outcome().last_version, 1, "round {round}");
+        }
+    }
+    let by_stream = transactions(&admin, &schema).await;
+    let txs: std::collections::HashSet<&String> =
+        by_stream.iter().filter(|(id, _)| id.starts_with("old-")).flat_map(|(_, txs)| txs).collect();
+    assert_eq!(txs.len(), 6, "each append alone");
+}
+
+#[test]
+fn appends_queued_when_their_runtime_shuts_down_leave_the_store_usable() {
+    let server = PrivateServer::start();
+    let url = server.url();
+    let first = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (store, queued) = first.block_on(async {
+        let store = combining_store(&url, 1).await;
+        let admin = raw(&url).await;
+        let blocked = block(&store, &url, &admin).await;
+        let queued: Vec<Pending> = (0..4)
+            .map(|k| spawn_append(&store, &format!("dropped-{k}"), ExpectedVersion::NoStream, vec![test_event(k)]))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The blocker's connection ends with the runtime, which rolls its row back.
+        std::mem::forget(blocked.blocker);
+        (store, queued)
+    });
+    // Every task of the runtime is dropped: the statement in flight and the queued appends.
+    drop(first);
+    drop(queued);
+    let second = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    second.block_on(async {
+        for k in 0..3 {
+            let s = stream(&format!("after-{k}"));
+            let append = store.append(&s, ExpectedVersion::NoStream, vec![test_event(k)]);
+            let appended = tokio::time::timeout(Duration::from_secs(20), append)
+                .await
+                .expect("an append after the runtime shut down waits for a place that was never given back");
+            assert_eq!(appended.unwrap().into_outcome().last_version, 1);
+        }
+    });
+}

@@ -140,6 +140,62 @@ async fn a_connection_killed_mid_append_leaves_no_partial_append(combining: bool
 }
 with_and_without_combining!(a_connection_killed_mid_append_leaves_no_partial_append);
 
+async fn a_pooled_connection_killed_under_a_statement_is_not_handed_to_the_next_caller(combining: bool) {
+    // One connection: the next call after the killed statement would get the same one back.
+    let config = eventloom_postgres::PgConfig::from_url(&database_url())
+        .unwrap()
+        .schema(crate::support::fresh_schema())
+        .unwrap()
+        .pool_size(1)
+        .write_combining(combining);
+    let store = eventloom_postgres::PgEventStore::connect(config).await.unwrap();
+    store.migrate().await.unwrap();
+    let schema = store.config().schema_name().to_owned();
+    let (holder, killer) = (raw(&database_url()).await, raw(&database_url()).await);
+    for round in 0..10 {
+        let id = format!("held-{round}");
+        // The store's append waits for the row lock of this open transaction's version 1.
+        holder
+            .batch_execute(&format!(
+                "BEGIN; INSERT INTO \"{schema}\".events (category, stream_id, version, event_type, schema_version, \
+                 payload, metadata) VALUES ('account', '{id}', 1, 'Tested', 1, '{{}}', '{{}}')"
+            ))
+            .await
+            .unwrap();
+        let append = {
+            let (store, s) = (store.clone(), stream(&id));
+            tokio::spawn(async move { store.append(&s, ExpectedVersion::NoStream, vec![test_event(1)]).await })
+        };
+        let holder_pid: i32 = holder.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let killed: i64 = killer
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                    &[&holder_pid],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if killed == 1 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "round {round}: the store's append never waited");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let err = append.await.unwrap().unwrap_err();
+        assert!(err.is_transient(), "round {round}: {err:?}");
+        // At once: the pool must not hand out the dead connection.
+        store.stream_version(&stream("other")).await.unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        holder.batch_execute("ROLLBACK").await.unwrap();
+    }
+}
+with_and_without_combining!(
+    a_pooled_connection_killed_under_a_statement_is_not_handed_to_the_next_caller,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+
 async fn a_corrupt_stored_payload_is_a_typed_error_naming_its_position_and_other_streams_go_on(combining: bool) {
     let store = store_with(combining).await;
     let schema = store.config().schema_name().to_owned();
