@@ -13,9 +13,8 @@ use eventloom_core::{
     app::{Operations, RebuildProgress},
     read::PoisonPolicy,
     store::{
-        BoxFuture, DeadLetter, DeadLetterSelection, EventStore, Generation, IndexKey, IndexedView, Lease, LeaseHolder,
-        LeaseInfo, LeaseManager, ListCursor, OrderRange, ProjectionStatus, ProjectionStop, ViewCommit, ViewPage,
-        ViewStore, Written,
+        self, BoxFuture, DeadLetterSelection, EventStore, Lease, LeaseHolder, LeaseManager, ViewCommit, ViewStore,
+        Written,
     },
     write::{AsOf, Upcasters},
 };
@@ -212,25 +211,10 @@ struct FailingCommit {
     fail_next: Arc<AtomicBool>,
 }
 
-impl ViewStore for FailingCommit {
-    fn status<'a>(&'a self, p: &'a str) -> BoxFuture<'a, eventloom_core::Result<ProjectionStatus>> {
-        self.inner.status(p)
-    }
-    fn begin_generation<'a>(
-        &'a self,
-        p: &'a str,
-        version: u32,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<Written<Generation>>> {
-        self.inner.begin_generation(p, version, token)
-    }
-    fn load_views<'a>(
-        &'a self,
-        p: &'a str,
-        g: u64,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
-        self.inner.load_views(p, g, ids)
+impl store::DelegateViewStore for FailingCommit {
+    type Inner = MemoryViewStore;
+    fn inner(&self) -> &MemoryViewStore {
+        &self.inner
     }
     fn commit<'a>(&'a self, p: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<Written>> {
         Box::pin(async move {
@@ -239,70 +223,6 @@ impl ViewStore for FailingCommit {
             }
             self.inner.commit(p, commit).await
         })
-    }
-    fn go_live<'a>(&'a self, p: &'a str, g: u64, token: u64) -> BoxFuture<'a, eventloom_core::Result<Written>> {
-        self.inner.go_live(p, g, token)
-    }
-    fn read_views<'a>(
-        &'a self,
-        p: &'a str,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
-        self.inner.read_views(p, ids)
-    }
-    fn list<'a>(
-        &'a self,
-        p: &'a str,
-        key: &'a IndexKey,
-        range: &'a OrderRange,
-        after: Option<&'a ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<ViewPage>> {
-        self.inner.list(p, key, range, after, limit)
-    }
-    fn count<'a>(&'a self, p: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
-        self.inner.count(p, keys)
-    }
-    fn list_generation<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        key: &'a IndexKey,
-        range: &'a OrderRange,
-        after: Option<&'a ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<IndexedView>>> {
-        self.inner.list_generation(p, generation, key, range, after, limit)
-    }
-    fn count_generation<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        keys: &'a [IndexKey],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
-        self.inner.count_generation(p, generation, keys)
-    }
-    fn dead_letters<'a>(&'a self, p: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<DeadLetter>>> {
-        self.inner.dead_letters(p)
-    }
-    fn record_stop<'a>(
-        &'a self,
-        p: &'a str,
-        stop: Option<&'a ProjectionStop>,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<Written>> {
-        self.inner.record_stop(p, stop, token)
-    }
-    fn projections<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Vec<String>>> {
-        self.inner.projections()
-    }
-    fn remove_dead_letters<'a>(
-        &'a self,
-        p: &'a str,
-        which: &'a DeadLetterSelection,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<Written<u64>>> {
-        self.inner.remove_dead_letters(p, which, token)
     }
 }
 
@@ -668,18 +588,14 @@ struct CountedTries {
     tries: Arc<AtomicU64>,
 }
 
-impl LeaseManager for CountedTries {
-    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Lease>> {
-        self.inner.acquire(name)
+impl store::DelegateLeaseManager for CountedTries {
+    type Inner = MemoryLeases;
+    fn inner(&self) -> &MemoryLeases {
+        &self.inner
     }
-
     fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<Lease>>> {
         self.tries.fetch_add(1, Ordering::SeqCst);
         self.inner.try_acquire(name)
-    }
-
-    fn leases<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<LeaseInfo>>> {
-        self.inner.leases(prefix)
     }
 }
 
