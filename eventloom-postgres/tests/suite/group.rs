@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
+use eventloom_core::model::RecordedEvent;
 use eventloom_core::prelude::*;
 use eventloom_core::{
     BoxError, Projection,

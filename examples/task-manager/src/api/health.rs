@@ -238,9 +238,9 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use eventloom::model::{ExpectedVersion, NewEvent, RecordedEvent};
-    use eventloom::store::{Appended, BoxFuture, CommandRecord, EventStore};
-    use eventloom::{App, Error, MemoryStores, Result, Stores, StreamId, memory::MemoryEventStore};
+    use eventloom::model::RecordedEvent;
+    use eventloom::store::{BoxFuture, EventStore};
+    use eventloom::{App, Error, MemoryStores, Result, Stores, memory::MemoryEventStore};
 
     use super::*;
     use crate::api::AppState;
