@@ -7,11 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
-use eventloom_core::read::OrderRange;
+use eventloom_core::model::RecordedEvent;
 use eventloom_core::store::{
-    Appended, BoxFuture, CommandRecord, DeadLetter, EventStore, Generation, IndexKey, IndexedView, ListCursor,
-    ProjectionStatus, ProjectionStop, ReplicaLag, ViewCommit, ViewPage, ViewStore, Written,
+    BoxFuture, CommandRecord, EventStore, Generation, ReplicaLag, ViewCommit, ViewStore, Written,
 };
 use eventloom_core::{Position, StreamId};
 use eventloom_postgres::{PgEventStore, PgViewStore};
@@ -97,24 +95,10 @@ impl Counted {
 
 type Answer<'a, T> = BoxFuture<'a, eventloom_core::Result<T>>;
 
-impl EventStore for Counted {
-    fn append<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Answer<'a, Appended> {
-        self.inner.append(stream, expected, events)
-    }
-
-    fn append_command<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        fingerprint: &'a eventloom_core::store::CommandEntry,
-    ) -> Answer<'a, Appended> {
-        self.inner.append_command(stream, expected, events, fingerprint)
+impl eventloom_core::store::DelegateEventStore for Counted {
+    type Inner = PgEventStore;
+    fn inner(&self) -> &PgEventStore {
+        &self.inner
     }
 
     fn read_stream<'a>(
@@ -167,23 +151,6 @@ impl EventStore for Counted {
         self.inner.command_outcome(command_id)
     }
 
-    fn record_command<'a>(&'a self, command_id: &'a str, record: CommandRecord) -> Answer<'a, Option<CommandRecord>> {
-        self.inner.record_command(command_id, record)
-    }
-    fn expire_commands<'a>(
-        &'a self,
-        before: eventloom_core::model::Timestamp,
-        limit: usize,
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.inner.expire_commands(before, limit)
-    }
-    fn forget_commands<'a>(
-        &'a self,
-        ids: &'a [String],
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.inner.forget_commands(ids)
-    }
-
     fn head<'a>(&'a self) -> Answer<'a, Option<Position>> {
         self.other();
         self.inner.head()
@@ -197,14 +164,6 @@ impl EventStore for Counted {
     fn count_after<'a>(&'a self, after: Position, cap: u64) -> Answer<'a, u64> {
         self.other();
         self.inner.count_after(after, cap)
-    }
-
-    fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
-        self.inner.wake_ups()
-    }
-
-    fn loads_may_lag(&self) -> bool {
-        EventStore::loads_may_lag(&self.inner)
     }
 
     fn replica_lag<'a>(&'a self) -> Answer<'a, Option<ReplicaLag>> {
@@ -313,27 +272,10 @@ impl Watched {
     }
 }
 
-impl ViewStore for Watched {
-    fn status<'a>(&'a self, projection: &'a str) -> Answer<'a, ProjectionStatus> {
-        self.inner.status(projection)
-    }
-
-    fn begin_generation<'a>(
-        &'a self,
-        projection: &'a str,
-        version: u32,
-        fencing_token: u64,
-    ) -> Answer<'a, Written<Generation>> {
-        self.inner.begin_generation(projection, version, fencing_token)
-    }
-
-    fn load_views<'a>(
-        &'a self,
-        projection: &'a str,
-        generation: u64,
-        ids: &'a [String],
-    ) -> Answer<'a, Vec<Option<String>>> {
-        self.inner.load_views(projection, generation, ids)
+impl eventloom_core::store::DelegateViewStore for Watched {
+    type Inner = PgViewStore;
+    fn inner(&self) -> &PgViewStore {
+        &self.inner
     }
 
     fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> Answer<'a, Written> {
@@ -358,69 +300,5 @@ impl ViewStore for Watched {
             }
             Ok(written)
         })
-    }
-
-    fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> Answer<'a, Vec<Option<String>>> {
-        self.inner.read_views(projection, ids)
-    }
-
-    fn list<'a>(
-        &'a self,
-        projection: &'a str,
-        key: &'a IndexKey,
-        range: &'a OrderRange,
-        after: Option<&'a ListCursor>,
-        limit: usize,
-    ) -> Answer<'a, ViewPage> {
-        self.inner.list(projection, key, range, after, limit)
-    }
-
-    fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> Answer<'a, Vec<u64>> {
-        self.inner.count(projection, keys)
-    }
-
-    fn list_generation<'a>(
-        &'a self,
-        projection: &'a str,
-        generation: u64,
-        key: &'a IndexKey,
-        range: &'a OrderRange,
-        after: Option<&'a ListCursor>,
-        limit: usize,
-    ) -> Answer<'a, Vec<IndexedView>> {
-        self.inner.list_generation(projection, generation, key, range, after, limit)
-    }
-
-    fn count_generation<'a>(
-        &'a self,
-        projection: &'a str,
-        generation: u64,
-        keys: &'a [IndexKey],
-    ) -> Answer<'a, Vec<u64>> {
-        self.inner.count_generation(projection, generation, keys)
-    }
-
-    fn dead_letters<'a>(&'a self, projection: &'a str) -> Answer<'a, Vec<DeadLetter>> {
-        self.inner.dead_letters(projection)
-    }
-
-    fn record_stop<'a>(
-        &'a self,
-        projection: &'a str,
-        stop: Option<&'a ProjectionStop>,
-        fencing_token: u64,
-    ) -> Answer<'a, Written> {
-        self.inner.record_stop(projection, stop, fencing_token)
-    }
-    fn projections<'a>(&'a self) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<Vec<String>>> {
-        self.inner.projections()
-    }
-    fn remove_dead_letters<'a>(
-        &'a self,
-        projection: &'a str,
-        which: &'a eventloom_core::store::DeadLetterSelection,
-        fencing_token: u64,
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written<u64>>> {
-        self.inner.remove_dead_letters(projection, which, fencing_token)
     }
 }

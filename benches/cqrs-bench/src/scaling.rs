@@ -265,24 +265,18 @@ async fn describe_cluster(cluster_urls: &str) -> Result<Vec<Node>> {
 /// Leases that say on stdout which partition this process leads: `LEADS <pid> <name> <token>`.
 struct Announcing(PgLeases);
 
-impl LeaseManager for Announcing {
+impl eventloom_core::store::DelegateLeaseManager for Announcing {
+    type Inner = PgLeases;
+    fn inner(&self) -> &PgLeases {
+        &self.0
+    }
+
     fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Lease>> {
         Box::pin(async move {
             let lease = self.0.acquire(name).await?;
             println!("LEADS {} {name} {}", std::process::id(), lease.token());
             Ok(lease)
         })
-    }
-
-    fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<Lease>>> {
-        self.0.try_acquire(name)
-    }
-
-    fn leases<'a>(
-        &'a self,
-        prefix: &'a str,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::LeaseInfo>>> {
-        self.0.leases(prefix)
     }
 }
 

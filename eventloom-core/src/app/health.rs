@@ -282,7 +282,12 @@ impl TrackedLeases {
     }
 }
 
-impl LeaseManager for TrackedLeases {
+impl crate::store::DelegateLeaseManager for TrackedLeases {
+    type Inner = dyn LeaseManager;
+    fn inner(&self) -> &dyn LeaseManager {
+        &*self.leases
+    }
+
     fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>> {
         Box::pin(async move {
             self.states.note(name, Tracked::StandingBy);
@@ -293,10 +298,6 @@ impl LeaseManager for TrackedLeases {
 
     fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>>> {
         Box::pin(async move { Ok(self.leases.try_acquire(name).await?.map(|lease| self.leading(name, lease))) })
-    }
-
-    fn leases<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<crate::store::LeaseInfo>>> {
-        self.leases.leases(prefix)
     }
 }
 

@@ -209,11 +209,13 @@ pub struct ProjectionReport {
     pub name: String,
     /// What the application registers under that name (`None`: only in the store).
     pub registered: Option<ProjectionInfo>,
-    /// The generation queries read.
+    /// The generation queries read (`None` for a partitioned projection: each partition has its
+    /// own).
     pub live: Option<GenerationReport>,
-    /// The generation being built to replace it.
+    /// The generation being built to replace it (`None` for a partitioned projection).
     pub building: Option<GenerationReport>,
-    /// The live generation's checkpoint.
+    /// The live generation's checkpoint (a partitioned projection's: its slowest partition's;
+    /// `None` while one has none).
     pub checkpoint: Option<Position>,
     /// The position of the last event in the log.
     pub head: Option<Position>,
@@ -224,11 +226,14 @@ pub struct ProjectionReport {
     /// How old the first event past the checkpoint is, in seconds (by its timestamp and this
     /// machine's clock); 0 when caught up.
     pub lag_seconds: f64,
-    /// The projection's lease: its last token, holder, and whether it is held now.
+    /// The projection's lease: its last token, holder, and whether it is held now (`None` for a
+    /// partitioned projection: each partition has its own).
     pub lease: Option<LeaseInfo>,
-    /// How many dead letters the live generation holds.
+    /// How many dead letters the live generation holds (a partitioned projection's: every
+    /// partition's).
     pub dead_letters: u64,
-    /// Why the projection's runner stopped, while that holds.
+    /// Why the projection's runner stopped, while that holds (a partitioned projection's: the
+    /// first stopped partition's, after its name).
     pub stopped: Option<String>,
 }
 
@@ -253,7 +258,7 @@ pub struct LeaseWait {
     /// The lease waited for: the projection's name, or one of its partitions' (`tasks~1of3`).
     pub lease: String,
     /// The lease as its manager lists it: its holder (host, pid, role), token and whether it is
-    /// held (`None`: the manager lists nothing of that name).
+    /// held (`None`: the manager lists nothing of that name, or could not be asked).
     pub holder: Option<LeaseInfo>,
 }
 
@@ -501,7 +506,10 @@ impl Operations {
 
     /// How the projection `name` stands: registered with the app, or only held by the view store
     /// (a partition member `name~0of6`, or one no longer deployed). Unknown to both:
-    /// [`Error::UnknownProjection`].
+    /// [`Error::UnknownProjection`]. A partitioned projection registered with the app is reported
+    /// as its partitions sum up: the slowest one's checkpoint and lag, every partition's dead
+    /// letters, the first stop; its generations and leases are its partitions' (report each by
+    /// its name).
     ///
     /// # Examples
     ///
@@ -519,9 +527,25 @@ impl Operations {
             return Err(Error::UnknownProjection { name: name.to_owned() });
         }
         let views = self.stores.views();
-        let status = views.status(name).await?;
-        let checkpoint = status.checkpoint();
-        let stopped = status.active_stop().map(ToString::to_string);
+        let partitions = registered.as_ref().map_or(1, |info| info.partitions);
+        let (live, building, checkpoint, stopped, dead_letters) = if partitions <= 1 {
+            let status = views.status(name).await?;
+            let stopped = status.active_stop().map(ToString::to_string);
+            let dead_letters = views.dead_letters(name).await?.len() as u64;
+            (status.live.map(Into::into), status.building.map(Into::into), status.checkpoint(), stopped, dead_letters)
+        } else {
+            // Its partitions', summed up: the slowest one's checkpoint, every dead letter.
+            let (mut checkpoint, mut stopped, mut dead_letters) = (None, None, 0);
+            for (index, partition) in partition_names(name, partitions).iter().enumerate() {
+                let status = views.status(partition).await?;
+                checkpoint = if index == 0 { status.checkpoint() } else { checkpoint.min(status.checkpoint()) };
+                if stopped.is_none() {
+                    stopped = status.active_stop().map(|stop| format!("{partition}: {stop}"));
+                }
+                dead_letters += views.dead_letters(partition).await?.len() as u64;
+            }
+            (None, None, checkpoint, stopped, dead_letters)
+        };
         let events = self.stores.events();
         let head = events.head().await?;
         let lag_events = events.count_after(checkpoint.unwrap_or(Position::ZERO), LAG_CAP).await?;
@@ -534,15 +558,14 @@ impl Operations {
             None => 0.0,
         };
         let lease = match self.stores.leases() {
-            Some(leases) => leases.leases(name).await?.into_iter().find(|l| l.name == name),
-            None => None,
+            Some(leases) if partitions <= 1 => leases.leases(name).await?.into_iter().find(|l| l.name == name),
+            _ => None,
         };
-        let dead_letters = views.dead_letters(name).await?.len() as u64;
         Ok(ProjectionReport {
             name: name.to_owned(),
             registered,
-            live: status.live.map(Into::into),
-            building: status.building.map(Into::into),
+            live,
+            building,
             checkpoint,
             head,
             lag_events,
@@ -590,7 +613,8 @@ impl Operations {
     /// manager's own [`acquire`](crate::store::LeaseManager::acquire) (PostgreSQL: one lease
     /// connection, whatever the wait). While it waits, it looks who holds the lease (a read
     /// through the manager's [`leases`](crate::store::LeaseManager::leases)) and tells `waiting`,
-    /// after a moment and again whenever the holder changes.
+    /// after a moment and again whenever the holder changes. A look that fails is only logged
+    /// (the holder unknown, if nothing was told yet): the wait goes on.
     async fn lease(&self, name: &str, waiting: &mut (dyn FnMut(LeaseWait) + Send)) -> Result<Option<Lease>> {
         let Some(leases) = self.stores.leases() else { return Ok(None) };
         let acquire = leases.acquire(name);
@@ -602,7 +626,13 @@ impl Operations {
                 biased;
                 lease = &mut acquire => return lease.map(Some),
                 () = tokio::time::sleep_until(look) => {
-                    let holder = leases.leases(name).await?.into_iter().find(|l| l.name == name);
+                    let holder = match leases.leases(name).await {
+                        Ok(listed) => listed.into_iter().find(|l| l.name == name),
+                        Err(error) => {
+                            tracing::warn!(lease = name, %error, "cannot look who holds the lease; waiting on");
+                            told.clone().flatten()
+                        }
+                    };
                     if told.as_ref() != Some(&holder) {
                         waiting(LeaseWait { lease: name.to_owned(), holder: holder.clone() });
                         told = Some(holder);
@@ -634,7 +664,9 @@ impl Operations {
     /// [`RebuildProgress::WaitingForLease`] with the holder, and the rebuild waits; then
     /// [`Started`](RebuildProgress::Started), and [`Batch`](RebuildProgress::Batch) after each
     /// batch. Answers the new checkpoint. An event handler or a process manager:
-    /// [`Error::Unsupported`]; a name not registered: [`Error::UnknownProjection`].
+    /// [`Error::Unsupported`]; a name not registered: [`Error::UnknownProjection`]; a store that
+    /// holds views of a newer version of the projection (live, or being built by a newer
+    /// release): [`Error::NewerVersion`], and nothing changes.
     ///
     /// A partitioned projection ([`ProjectionOptions::partitions`](crate::ProjectionOptions::partitions))
     /// is rebuilt whole: it takes every partition's lease, in partition order (telling

@@ -128,7 +128,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-impl LeaseManager for BalancedLeases {
+impl crate::store::DelegateLeaseManager for BalancedLeases {
+    type Inner = dyn LeaseManager;
+    fn inner(&self) -> &dyn LeaseManager {
+        &*self.inner
+    }
+
     fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>> {
         Box::pin(async move {
             let Some(index) = self.index_of(name) else { return self.inner.acquire(name).await };
@@ -160,10 +165,6 @@ impl LeaseManager for BalancedLeases {
             }
             Ok(self.inner.try_acquire(name).await?.map(|lease| self.gated(index, lease)))
         })
-    }
-
-    fn leases<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<crate::store::LeaseInfo>>> {
-        self.inner.leases(prefix)
     }
 }
 

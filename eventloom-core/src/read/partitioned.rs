@@ -258,6 +258,18 @@ impl<S: EventStore + Clone> Projector<S> {
                 (Partition { index, count }, PartitionOf { inner: projection.clone(), name })
             })
             .collect();
+        // A newer release's generation in any partition (live, or being built while the set is
+        // still at this version): refused before any partition changes.
+        for (_, member) in &partitions {
+            let status = self.views.status(&member.name).await?;
+            if let Some(newer) = [status.live, status.building].into_iter().flatten().find(|g| g.version > P::VERSION) {
+                return Err(Error::NewerVersion {
+                    projection: member.name.clone(),
+                    running: P::VERSION,
+                    stored: newer.version,
+                });
+            }
+        }
         self.settle_named_builds(set.as_ref(), &partitions, tokens).await?;
         let mut targets = Vec::with_capacity(partitions.len());
         for ((_, member), &token) in partitions.iter().zip(tokens) {

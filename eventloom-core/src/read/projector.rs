@@ -255,15 +255,14 @@ impl<S: EventStore + Clone> Projector<S> {
 
     /// Rebuilds the projection's views from the first event into a new generation, while queries
     /// go on reading the live one, and makes it live once caught up (under the projection's
-    /// lease, with leases).
+    /// lease, with leases). A store holding views of a newer version of the projection (live or
+    /// being built): [`Error::NewerVersion`], and nothing changes.
     pub async fn rebuild<P: Projection>(&self, projection: &P) -> Result<Option<Position>> {
         let name = projection.name();
         check_name(name)?;
         let lease = self.lease(name).await?;
         let token = lease.as_ref().map_or(0, Lease::token);
-        let generation = superseded(name, self.views.begin_generation(name, P::VERSION, token).await?)?;
-        let stopped = self.views.status(name).await?.stopped.is_some();
-        let target = Target { generation: generation.id, checkpoint: None, building: true, stopped };
+        let target = self.begin_after(name, P::VERSION, token, None).await?;
         self.catch_up_with(projection, target, token, None).await
     }
 
@@ -284,7 +283,10 @@ impl<S: EventStore + Clone> Projector<S> {
     }
 
     /// Begins a new generation of `name` at `version` with `token`, its checkpoint at `after`
-    /// (the events up to it are not applied): the target a rebuild writes into.
+    /// (the events up to it are not applied): the target a rebuild writes into. Refused with
+    /// [`Error::NewerVersion`] while the store holds a generation of a newer version (live, or
+    /// being built by a newer release): a rebuild by an older release would take the views
+    /// backwards, or drop the newer build.
     pub(super) async fn begin_after(
         &self,
         name: &str,
@@ -292,6 +294,10 @@ impl<S: EventStore + Clone> Projector<S> {
         token: u64,
         after: Option<Position>,
     ) -> Result<Target> {
+        let status = self.views.status(name).await?;
+        if let Some(newer) = [status.live, status.building].into_iter().flatten().find(|g| g.version > version) {
+            return Err(Error::NewerVersion { projection: name.to_owned(), running: version, stored: newer.version });
+        }
         let generation = superseded(name, self.views.begin_generation(name, version, token).await?)?;
         if let Some(after) = after {
             // An empty batch that moves the new generation's checkpoint to `after`.

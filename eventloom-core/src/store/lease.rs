@@ -181,6 +181,8 @@ impl LeaseInfo {
 /// assert_eq!(lead(&MemoryLeases::default()).await, 1);
 /// # });
 /// ```
+// A new method here gets a forwarding default in `DelegateLeaseManager` and a line in its blanket impl
+// (store/delegate.rs), so that wrappers forward it.
 pub trait LeaseManager: Send + Sync + 'static {
     /// Waits until this caller holds the lease for `name` (standing by while another holds it).
     fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Lease>>;

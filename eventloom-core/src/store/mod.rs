@@ -1,9 +1,12 @@
 //! The interface store adapters implement: [`EventStore`], [`SnapshotStore`], [`ViewStore`] and
-//! [`LeaseManager`].
+//! [`LeaseManager`]; and, for wrappers that change one or two methods of a store and forward the
+//! rest, [`DelegateEventStore`], [`DelegateViewStore`] and [`DelegateLeaseManager`].
 
+pub(crate) mod delegate;
 pub(crate) mod lease;
 pub(crate) mod view;
 
+pub use delegate::{DelegateEventStore, DelegateLeaseManager, DelegateViewStore};
 pub use lease::{Lease, LeaseHolder, LeaseInfo, LeaseManager, MAX_LEASE_NAME_LEN, validate_lease_name};
 pub(crate) use view::superseded;
 pub use view::{
@@ -412,6 +415,8 @@ const COUNT_PAGE: usize = 1000;
 /// assert_eq!(store.stream_version(&stream).await.unwrap(), 1);
 /// # });
 /// ```
+// A new method here gets a forwarding default in `DelegateEventStore` and a line in its blanket impl
+// (store/delegate.rs), so that wrappers forward it.
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` to `stream` if `expected` holds, atomically. An empty `events` writes
     /// nothing and only checks `expected`.

@@ -898,6 +898,8 @@ impl DeadLetter {
 /// assert_eq!(store.read_views("tasks", &["t-1".into()]).await.unwrap(), vec![Some("{}".into())]);
 /// # });
 /// ```
+// A new method here gets a forwarding default in `DelegateViewStore` and a line in its blanket impl
+// (store/delegate.rs), so that wrappers forward it.
 pub trait ViewStore: Send + Sync + 'static {
     /// The projection's live generation and the one being built. A failure to read it is an
     /// error, never "nothing stored".

@@ -5,11 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::watch;
-
-use crate::model::{ExpectedVersion, NewEvent, RecordedEvent, Timestamp};
-use crate::store::{Appended, BoxFuture, CommandEntry, CommandRecord, EventStore};
-use crate::{Error, Position, Result, StreamId};
+use crate::model::{ExpectedVersion, NewEvent};
+use crate::store::{Appended, BoxFuture, CommandEntry, EventStore};
+use crate::{Error, Result, StreamId};
 
 /// What a [`Hooked`] store does around each plain append and each append of a command (not
 /// around [`EventStore::append_relayed`]).
@@ -174,7 +172,11 @@ impl<S: EventStore> Hooked<S, FailNext> {
     }
 }
 
-impl<S: EventStore, H: AppendHook> EventStore for Hooked<S, H> {
+impl<S: EventStore, H: AppendHook> crate::store::DelegateEventStore for Hooked<S, H> {
+    type Inner = S;
+    fn inner(&self) -> &S {
+        &self.inner
+    }
     fn append<'a>(
         &'a self,
         stream: &'a StreamId,
@@ -191,82 +193,5 @@ impl<S: EventStore, H: AppendHook> EventStore for Hooked<S, H> {
         command: &'a CommandEntry,
     ) -> BoxFuture<'a, Result<Appended>> {
         Box::pin(self.around(stream, true, self.inner.append_command(stream, expected, events, command)))
-    }
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        from_version: u64,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        self.inner.read_stream(stream, from_version, limit)
-    }
-    fn read_all<'a>(&'a self, after: Position, limit: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        self.inner.read_all(after, limit)
-    }
-    fn read_stream_bounded<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        from_version: u64,
-        limit: usize,
-        max_bytes: usize,
-    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        self.inner.read_stream_bounded(stream, from_version, limit, max_bytes)
-    }
-    fn read_all_bounded<'a>(
-        &'a self,
-        after: Position,
-        limit: usize,
-        max_bytes: usize,
-    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-        self.inner.read_all_bounded(after, limit, max_bytes)
-    }
-    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<u64>> {
-        self.inner.stream_version(stream)
-    }
-    fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<Position>>> {
-        self.inner.head()
-    }
-    fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>> {
-        self.inner.count_after(after, cap)
-    }
-    fn held_back<'a>(&'a self, cap: u64) -> BoxFuture<'a, Result<u64>> {
-        self.inner.held_back(cap)
-    }
-    fn command_outcome<'a>(&'a self, command_id: &'a str) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
-        self.inner.command_outcome(command_id)
-    }
-    fn record_command<'a>(
-        &'a self,
-        command_id: &'a str,
-        record: CommandRecord,
-    ) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
-        self.inner.record_command(command_id, record)
-    }
-    fn expire_commands<'a>(&'a self, recorded_before: Timestamp, limit: usize) -> BoxFuture<'a, Result<u64>> {
-        self.inner.expire_commands(recorded_before, limit)
-    }
-    fn forget_commands<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<u64>> {
-        self.inner.forget_commands(ids)
-    }
-    fn wake_ups(&self) -> Option<watch::Receiver<u64>> {
-        self.inner.wake_ups()
-    }
-    fn loads_may_lag(&self) -> bool {
-        self.inner.loads_may_lag()
-    }
-    fn replica_lag<'a>(&'a self) -> BoxFuture<'a, Result<Option<crate::store::ReplicaLag>>> {
-        self.inner.replica_lag()
-    }
-    fn append_relayed<'a>(
-        &'a self,
-        source: &'a str,
-        sequence: u64,
-        stream: &'a StreamId,
-        events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, Result<crate::store::Relayed>> {
-        self.inner.append_relayed(source, sequence, stream, events)
-    }
-    fn relayed<'a>(&'a self, source: &'a str) -> BoxFuture<'a, Result<u64>> {
-        self.inner.relayed(source)
     }
 }

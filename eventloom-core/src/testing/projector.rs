@@ -380,25 +380,10 @@ pub async fn a_stop_written_past_does_not_hold<S: ViewStore + Clone>(views: S) {
 #[derive(Clone)]
 struct Refusing<S>(S);
 
-impl<S: ViewStore> ViewStore for Refusing<S> {
-    fn status<'a>(&'a self, p: &'a str) -> BoxFuture<'a, crate::Result<crate::ProjectionStatus>> {
-        Box::pin(async move { self.0.status(p).await })
-    }
-    fn begin_generation<'a>(
-        &'a self,
-        p: &'a str,
-        version: u32,
-        token: u64,
-    ) -> BoxFuture<'a, crate::Result<crate::store::Written<crate::Generation>>> {
-        Box::pin(async move { self.0.begin_generation(p, version, token).await })
-    }
-    fn load_views<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
-        Box::pin(async move { self.0.load_views(p, generation, ids).await })
+impl<S: ViewStore> crate::store::DelegateViewStore for Refusing<S> {
+    type Inner = S;
+    fn inner(&self) -> &S {
+        &self.0
     }
     fn commit<'a>(
         &'a self,
@@ -411,71 +396,6 @@ impl<S: ViewStore> ViewStore for Refusing<S> {
             }
             self.0.commit(p, commit).await
         })
-    }
-    fn go_live<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        token: u64,
-    ) -> BoxFuture<'a, crate::Result<crate::store::Written>> {
-        Box::pin(async move { self.0.go_live(p, generation, token).await })
-    }
-    fn read_views<'a>(&'a self, p: &'a str, ids: &'a [String]) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
-        Box::pin(async move { self.0.read_views(p, ids).await })
-    }
-    fn list<'a>(
-        &'a self,
-        p: &'a str,
-        key: &'a IndexKey,
-        range: &'a crate::OrderRange,
-        after: Option<&'a crate::ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, crate::Result<crate::ViewPage>> {
-        Box::pin(async move { self.0.list(p, key, range, after, limit).await })
-    }
-    fn count<'a>(&'a self, p: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, crate::Result<Vec<u64>>> {
-        Box::pin(async move { self.0.count(p, keys).await })
-    }
-    fn list_generation<'a>(
-        &'a self,
-        projection: &'a str,
-        generation: u64,
-        key: &'a crate::IndexKey,
-        range: &'a crate::OrderRange,
-        after: Option<&'a crate::ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, crate::Result<Vec<crate::store::IndexedView>>> {
-        self.0.list_generation(projection, generation, key, range, after, limit)
-    }
-    fn count_generation<'a>(
-        &'a self,
-        projection: &'a str,
-        generation: u64,
-        keys: &'a [crate::IndexKey],
-    ) -> BoxFuture<'a, crate::Result<Vec<u64>>> {
-        self.0.count_generation(projection, generation, keys)
-    }
-    fn dead_letters<'a>(&'a self, p: &'a str) -> BoxFuture<'a, crate::Result<Vec<crate::DeadLetter>>> {
-        Box::pin(async move { self.0.dead_letters(p).await })
-    }
-    fn record_stop<'a>(
-        &'a self,
-        p: &'a str,
-        stop: Option<&'a crate::ProjectionStop>,
-        token: u64,
-    ) -> BoxFuture<'a, crate::Result<crate::store::Written>> {
-        Box::pin(async move { self.0.record_stop(p, stop, token).await })
-    }
-    fn projections<'a>(&'a self) -> BoxFuture<'a, crate::Result<Vec<String>>> {
-        self.0.projections()
-    }
-    fn remove_dead_letters<'a>(
-        &'a self,
-        projection: &'a str,
-        which: &'a crate::store::DeadLetterSelection,
-        fencing_token: u64,
-    ) -> BoxFuture<'a, crate::Result<crate::store::Written<u64>>> {
-        self.0.remove_dead_letters(projection, which, fencing_token)
     }
 }
 
@@ -892,95 +812,15 @@ pub async fn a_handler_sees_an_event_again_until_it_succeeds<S: ViewStore + Clon
 #[derive(Clone)]
 struct Crashing<S>(S);
 
-impl<S: ViewStore> ViewStore for Crashing<S> {
-    fn status<'a>(&'a self, p: &'a str) -> BoxFuture<'a, crate::Result<crate::ProjectionStatus>> {
-        Box::pin(async move { self.0.status(p).await })
-    }
-    fn begin_generation<'a>(
-        &'a self,
-        p: &'a str,
-        version: u32,
-        token: u64,
-    ) -> BoxFuture<'a, crate::Result<crate::store::Written<crate::Generation>>> {
-        Box::pin(async move { self.0.begin_generation(p, version, token).await })
-    }
-    fn load_views<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
-        Box::pin(async move { self.0.load_views(p, generation, ids).await })
+impl<S: ViewStore> crate::store::DelegateViewStore for Crashing<S> {
+    type Inner = S;
+    fn inner(&self) -> &S {
+        &self.0
     }
     fn commit<'a>(&'a self, _: &'a str, _: crate::ViewCommit) -> BoxFuture<'a, crate::Result<crate::store::Written>> {
         Box::pin(
             async move { Err(Error::Backend { message: "the process died before its write".into(), source: None }) },
         )
-    }
-    fn go_live<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        token: u64,
-    ) -> BoxFuture<'a, crate::Result<crate::store::Written>> {
-        Box::pin(async move { self.0.go_live(p, generation, token).await })
-    }
-    fn read_views<'a>(&'a self, p: &'a str, ids: &'a [String]) -> BoxFuture<'a, crate::Result<Vec<Option<String>>>> {
-        Box::pin(async move { self.0.read_views(p, ids).await })
-    }
-    fn list<'a>(
-        &'a self,
-        p: &'a str,
-        key: &'a IndexKey,
-        range: &'a crate::OrderRange,
-        after: Option<&'a crate::ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, crate::Result<crate::ViewPage>> {
-        Box::pin(async move { self.0.list(p, key, range, after, limit).await })
-    }
-    fn count<'a>(&'a self, p: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, crate::Result<Vec<u64>>> {
-        Box::pin(async move { self.0.count(p, keys).await })
-    }
-    fn list_generation<'a>(
-        &'a self,
-        projection: &'a str,
-        generation: u64,
-        key: &'a crate::IndexKey,
-        range: &'a crate::OrderRange,
-        after: Option<&'a crate::ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, crate::Result<Vec<crate::store::IndexedView>>> {
-        self.0.list_generation(projection, generation, key, range, after, limit)
-    }
-    fn count_generation<'a>(
-        &'a self,
-        projection: &'a str,
-        generation: u64,
-        keys: &'a [crate::IndexKey],
-    ) -> BoxFuture<'a, crate::Result<Vec<u64>>> {
-        self.0.count_generation(projection, generation, keys)
-    }
-    fn dead_letters<'a>(&'a self, p: &'a str) -> BoxFuture<'a, crate::Result<Vec<crate::DeadLetter>>> {
-        Box::pin(async move { self.0.dead_letters(p).await })
-    }
-    fn record_stop<'a>(
-        &'a self,
-        p: &'a str,
-        stop: Option<&'a crate::ProjectionStop>,
-        token: u64,
-    ) -> BoxFuture<'a, crate::Result<crate::store::Written>> {
-        Box::pin(async move { self.0.record_stop(p, stop, token).await })
-    }
-    fn projections<'a>(&'a self) -> BoxFuture<'a, crate::Result<Vec<String>>> {
-        self.0.projections()
-    }
-    fn remove_dead_letters<'a>(
-        &'a self,
-        projection: &'a str,
-        which: &'a crate::store::DeadLetterSelection,
-        fencing_token: u64,
-    ) -> BoxFuture<'a, crate::Result<crate::store::Written<u64>>> {
-        self.0.remove_dead_letters(projection, which, fencing_token)
     }
 }
 

@@ -14,10 +14,7 @@ use eventloom_core::{
     app::{AppStatus, HandlerOptions, LeaseState, ProjectionHealth, RunState},
     memory::{MemoryEventStore, MemoryLeases, MemoryViewStore},
     read::PoisonPolicy,
-    store::{
-        DeadLetter, EventStore, Generation, IndexKey, Lease, LeaseManager, ListCursor, ProjectionStatus,
-        ProjectionStop, SnapshotStore, ViewCommit, ViewPage, ViewStore,
-    },
+    store::{EventStore, Lease, LeaseManager, ProjectionStatus, SnapshotStore, ViewStore},
     write::{RetryPolicy, SnapshotPolicy, Upcasters},
 };
 
@@ -896,7 +893,11 @@ impl CountingViews {
     }
 }
 
-impl ViewStore for CountingViews {
+impl eventloom_core::store::DelegateViewStore for CountingViews {
+    type Inner = MemoryViewStore;
+    fn inner(&self) -> &MemoryViewStore {
+        &self.inner
+    }
     fn status<'a>(&'a self, p: &'a str) -> BoxFuture<'a, eventloom_core::Result<ProjectionStatus>> {
         Box::pin(async move {
             self.statuses.fetch_add(1, Ordering::SeqCst);
@@ -905,98 +906,6 @@ impl ViewStore for CountingViews {
             }
             self.inner.status(p).await
         })
-    }
-    fn begin_generation<'a>(
-        &'a self,
-        p: &'a str,
-        version: u32,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written<Generation>>> {
-        Box::pin(async move { self.inner.begin_generation(p, version, token).await })
-    }
-    fn load_views<'a>(
-        &'a self,
-        p: &'a str,
-        g: u64,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
-        Box::pin(async move { self.inner.load_views(p, g, ids).await })
-    }
-    fn commit<'a>(
-        &'a self,
-        p: &'a str,
-        commit: ViewCommit,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
-        Box::pin(async move { self.inner.commit(p, commit).await })
-    }
-    fn go_live<'a>(
-        &'a self,
-        p: &'a str,
-        g: u64,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
-        Box::pin(async move { self.inner.go_live(p, g, token).await })
-    }
-    fn read_views<'a>(
-        &'a self,
-        p: &'a str,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
-        Box::pin(async move { self.inner.read_views(p, ids).await })
-    }
-    fn list<'a>(
-        &'a self,
-        p: &'a str,
-        key: &'a IndexKey,
-        range: &'a eventloom_core::read::OrderRange,
-        after: Option<&'a ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<ViewPage>> {
-        Box::pin(async move { self.inner.list(p, key, range, after, limit).await })
-    }
-    fn count<'a>(&'a self, p: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
-        Box::pin(async move { self.inner.count(p, keys).await })
-    }
-    fn list_generation<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        key: &'a eventloom_core::store::IndexKey,
-        range: &'a eventloom_core::read::OrderRange,
-        after: Option<&'a eventloom_core::store::ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::IndexedView>>> {
-        self.inner.list_generation(p, generation, key, range, after, limit)
-    }
-    fn count_generation<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        keys: &'a [eventloom_core::store::IndexKey],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
-        self.inner.count_generation(p, generation, keys)
-    }
-    fn dead_letters<'a>(&'a self, p: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<DeadLetter>>> {
-        Box::pin(async move { self.inner.dead_letters(p).await })
-    }
-    fn record_stop<'a>(
-        &'a self,
-        p: &'a str,
-        stop: Option<&'a ProjectionStop>,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
-        Box::pin(async move { self.inner.record_stop(p, stop, token).await })
-    }
-    fn projections<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Vec<String>>> {
-        self.inner.projections()
-    }
-    fn remove_dead_letters<'a>(
-        &'a self,
-        projection: &'a str,
-        which: &'a eventloom_core::store::DeadLetterSelection,
-        fencing_token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written<u64>>> {
-        self.inner.remove_dead_letters(projection, which, fencing_token)
     }
 }
 
@@ -1031,7 +940,11 @@ impl TestEvents {
     }
 }
 
-impl EventStore for TestEvents {
+impl eventloom_core::store::DelegateEventStore for TestEvents {
+    type Inner = MemoryEventStore;
+    fn inner(&self) -> &MemoryEventStore {
+        &self.inner
+    }
     fn append<'a>(
         &'a self,
         stream: &'a StreamId,
@@ -1042,27 +955,6 @@ impl EventStore for TestEvents {
             self.delay().await;
             self.inner.append(stream, expected, events).await
         })
-    }
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        from: u64,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::model::RecordedEvent>>> {
-        Box::pin(async move { self.inner.read_stream(stream, from, limit).await })
-    }
-    fn read_all<'a>(
-        &'a self,
-        after: Position,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::model::RecordedEvent>>> {
-        Box::pin(async move {
-            self.up()?;
-            self.inner.read_all(after, limit).await
-        })
-    }
-    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        Box::pin(async move { self.inner.stream_version(stream).await })
     }
     fn append_command<'a>(
         &'a self,
@@ -1076,31 +968,26 @@ impl EventStore for TestEvents {
             self.inner.append_command(stream, expected, events, fingerprint).await
         })
     }
-    fn command_outcome<'a>(
+    fn read_all<'a>(
         &'a self,
-        id: &'a str,
-    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.command_outcome(id).await })
-    }
-    fn record_command<'a>(
-        &'a self,
-        id: &'a str,
-        record: eventloom_core::store::CommandRecord,
-    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, record).await })
-    }
-    fn expire_commands<'a>(
-        &'a self,
-        before: eventloom_core::model::Timestamp,
+        after: Position,
         limit: usize,
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.inner.expire_commands(before, limit)
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::model::RecordedEvent>>> {
+        Box::pin(async move {
+            self.up()?;
+            self.inner.read_all(after, limit).await
+        })
     }
-    fn forget_commands<'a>(
+    fn read_all_bounded<'a>(
         &'a self,
-        ids: &'a [String],
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.inner.forget_commands(ids)
+        after: Position,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::model::RecordedEvent>>> {
+        Box::pin(async move {
+            self.up()?;
+            self.inner.read_all_bounded(after, limit, max_bytes).await
+        })
     }
     fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
         Box::pin(async move {
@@ -1119,9 +1006,6 @@ impl EventStore for TestEvents {
             self.up()?;
             self.inner.held_back(cap).await
         })
-    }
-    fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.inner.wake_ups()
     }
 }
 
@@ -1145,7 +1029,11 @@ impl Drop for Released {
     }
 }
 
-impl LeaseManager for WatchedLeases {
+impl eventloom_core::store::DelegateLeaseManager for WatchedLeases {
+    type Inner = MemoryLeases;
+    fn inner(&self) -> &MemoryLeases {
+        &self.inner
+    }
     fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Lease>> {
         Box::pin(async move {
             if name == JANITOR_LEASE {
@@ -1168,11 +1056,5 @@ impl LeaseManager for WatchedLeases {
             let (keep, never) = tokio::sync::watch::channel(false);
             Ok(Some(Lease::new(lease.token(), never, (Released(self.released.clone()), lease, keep))))
         })
-    }
-    fn leases<'a>(
-        &'a self,
-        prefix: &'a str,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::LeaseInfo>>> {
-        self.inner.leases(prefix)
     }
 }

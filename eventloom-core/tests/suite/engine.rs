@@ -28,7 +28,11 @@ impl Counting {
     }
 }
 
-impl EventStore for Counting {
+impl eventloom_core::store::DelegateEventStore for Counting {
+    type Inner = MemoryEventStore;
+    fn inner(&self) -> &MemoryEventStore {
+        &self.inner
+    }
     fn append<'a>(
         &'a self,
         s: &'a StreamId,
@@ -64,44 +68,18 @@ impl EventStore for Counting {
             Ok(events)
         })
     }
-    fn read_all<'a>(
+    fn read_stream_bounded<'a>(
         &'a self,
-        after: Position,
+        s: &'a StreamId,
+        from: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
-        Box::pin(async move { self.inner.read_all(after, limit).await })
-    }
-    fn stream_version<'a>(&'a self, s: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        Box::pin(async move { self.inner.stream_version(s).await })
-    }
-    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
-        Box::pin(async move { self.inner.head().await })
-    }
-    fn command_outcome<'a>(
-        &'a self,
-        id: &'a str,
-    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.command_outcome(id).await })
-    }
-    fn record_command<'a>(
-        &'a self,
-        id: &'a str,
-        record: eventloom_core::store::CommandRecord,
-    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, record).await })
-    }
-    fn expire_commands<'a>(
-        &'a self,
-        before: eventloom_core::model::Timestamp,
-        limit: usize,
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.inner.expire_commands(before, limit)
-    }
-    fn forget_commands<'a>(
-        &'a self,
-        ids: &'a [String],
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.inner.forget_commands(ids)
+        Box::pin(async move {
+            let events = self.inner.read_stream_bounded(s, from, limit, max_bytes).await?;
+            self.read.fetch_add(events.len(), Ordering::SeqCst);
+            Ok(events)
+        })
     }
 }
 

@@ -106,22 +106,10 @@ impl CountingEvents {
     }
 }
 
-impl EventStore for CountingEvents {
-    fn append<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
-        Box::pin(async move { self.inner.append(stream, expected, events).await })
-    }
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        from: u64,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
-        Box::pin(async move { self.inner.read_stream(stream, from, limit).await })
+impl eventloom_core::store::DelegateEventStore for CountingEvents {
+    type Inner = MemoryEventStore;
+    fn inner(&self) -> &MemoryEventStore {
+        &self.inner
     }
     fn read_all<'a>(
         &'a self,
@@ -143,53 +131,6 @@ impl EventStore for CountingEvents {
             self.reads.fetch_add(1, Ordering::Relaxed);
             self.inner.read_all_bounded(after, limit, max_bytes).await
         })
-    }
-    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        Box::pin(async move { self.inner.stream_version(stream).await })
-    }
-    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
-        Box::pin(async move { self.inner.head().await })
-    }
-    fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        Box::pin(async move { self.inner.count_after(after, cap).await })
-    }
-    fn append_command<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        fingerprint: &'a eventloom_core::store::CommandEntry,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
-        Box::pin(async move { self.inner.append_command(stream, expected, events, fingerprint).await })
-    }
-    fn command_outcome<'a>(
-        &'a self,
-        id: &'a str,
-    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.command_outcome(id).await })
-    }
-    fn record_command<'a>(
-        &'a self,
-        id: &'a str,
-        record: eventloom_core::store::CommandRecord,
-    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, record).await })
-    }
-    fn expire_commands<'a>(
-        &'a self,
-        before: eventloom_core::model::Timestamp,
-        limit: usize,
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.inner.expire_commands(before, limit)
-    }
-    fn forget_commands<'a>(
-        &'a self,
-        ids: &'a [String],
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.inner.forget_commands(ids)
-    }
-    fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.inner.wake_ups()
     }
 }
 
@@ -213,28 +154,10 @@ impl SlowFor {
     }
 }
 
-impl ViewStore for SlowFor {
-    fn status<'a>(
-        &'a self,
-        projection: &'a str,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::ProjectionStatus>> {
-        Box::pin(async move { self.inner.status(projection).await })
-    }
-    fn begin_generation<'a>(
-        &'a self,
-        p: &'a str,
-        version: u32,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written<eventloom_core::store::Generation>>> {
-        Box::pin(async move { self.inner.begin_generation(p, version, token).await })
-    }
-    fn load_views<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
-        Box::pin(async move { self.inner.load_views(p, generation, ids).await })
+impl eventloom_core::store::DelegateViewStore for SlowFor {
+    type Inner = MemoryViewStore;
+    fn inner(&self) -> &MemoryViewStore {
+        &self.inner
     }
     fn commit<'a>(
         &'a self,
@@ -251,82 +174,6 @@ impl ViewStore for SlowFor {
             }
             committed
         })
-    }
-    fn go_live<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
-        Box::pin(async move { self.inner.go_live(p, generation, token).await })
-    }
-    fn read_views<'a>(
-        &'a self,
-        p: &'a str,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
-        Box::pin(async move { self.inner.read_views(p, ids).await })
-    }
-    fn list<'a>(
-        &'a self,
-        p: &'a str,
-        key: &'a eventloom_core::store::IndexKey,
-        range: &'a eventloom_core::read::OrderRange,
-        after: Option<&'a eventloom_core::store::ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::ViewPage>> {
-        Box::pin(async move { self.inner.list(p, key, range, after, limit).await })
-    }
-    fn count<'a>(
-        &'a self,
-        p: &'a str,
-        keys: &'a [eventloom_core::store::IndexKey],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
-        Box::pin(async move { self.inner.count(p, keys).await })
-    }
-    fn list_generation<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        key: &'a eventloom_core::store::IndexKey,
-        range: &'a eventloom_core::read::OrderRange,
-        after: Option<&'a eventloom_core::store::ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::IndexedView>>> {
-        self.inner.list_generation(p, generation, key, range, after, limit)
-    }
-    fn count_generation<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        keys: &'a [eventloom_core::store::IndexKey],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
-        self.inner.count_generation(p, generation, keys)
-    }
-    fn dead_letters<'a>(
-        &'a self,
-        p: &'a str,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::DeadLetter>>> {
-        Box::pin(async move { self.inner.dead_letters(p).await })
-    }
-    fn record_stop<'a>(
-        &'a self,
-        p: &'a str,
-        stop: Option<&'a eventloom_core::store::ProjectionStop>,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
-        Box::pin(async move { self.inner.record_stop(p, stop, token).await })
-    }
-    fn projections<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Vec<String>>> {
-        self.inner.projections()
-    }
-    fn remove_dead_letters<'a>(
-        &'a self,
-        projection: &'a str,
-        which: &'a eventloom_core::store::DeadLetterSelection,
-        fencing_token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written<u64>>> {
-        self.inner.remove_dead_letters(projection, which, fencing_token)
     }
 }
 

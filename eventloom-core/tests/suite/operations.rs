@@ -13,9 +13,8 @@ use eventloom_core::{
     app::{Operations, RebuildProgress},
     read::PoisonPolicy,
     store::{
-        BoxFuture, DeadLetter, DeadLetterSelection, EventStore, Generation, IndexKey, IndexedView, Lease, LeaseHolder,
-        LeaseInfo, LeaseManager, ListCursor, OrderRange, ProjectionStatus, ProjectionStop, ViewCommit, ViewPage,
-        ViewStore, Written,
+        self, BoxFuture, DeadLetterSelection, EventStore, Lease, LeaseHolder, LeaseManager, ViewCommit, ViewStore,
+        Written,
     },
     write::{AsOf, Upcasters},
 };
@@ -212,25 +211,10 @@ struct FailingCommit {
     fail_next: Arc<AtomicBool>,
 }
 
-impl ViewStore for FailingCommit {
-    fn status<'a>(&'a self, p: &'a str) -> BoxFuture<'a, eventloom_core::Result<ProjectionStatus>> {
-        self.inner.status(p)
-    }
-    fn begin_generation<'a>(
-        &'a self,
-        p: &'a str,
-        version: u32,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<Written<Generation>>> {
-        self.inner.begin_generation(p, version, token)
-    }
-    fn load_views<'a>(
-        &'a self,
-        p: &'a str,
-        g: u64,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
-        self.inner.load_views(p, g, ids)
+impl store::DelegateViewStore for FailingCommit {
+    type Inner = MemoryViewStore;
+    fn inner(&self) -> &MemoryViewStore {
+        &self.inner
     }
     fn commit<'a>(&'a self, p: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<Written>> {
         Box::pin(async move {
@@ -239,70 +223,6 @@ impl ViewStore for FailingCommit {
             }
             self.inner.commit(p, commit).await
         })
-    }
-    fn go_live<'a>(&'a self, p: &'a str, g: u64, token: u64) -> BoxFuture<'a, eventloom_core::Result<Written>> {
-        self.inner.go_live(p, g, token)
-    }
-    fn read_views<'a>(
-        &'a self,
-        p: &'a str,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
-        self.inner.read_views(p, ids)
-    }
-    fn list<'a>(
-        &'a self,
-        p: &'a str,
-        key: &'a IndexKey,
-        range: &'a OrderRange,
-        after: Option<&'a ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<ViewPage>> {
-        self.inner.list(p, key, range, after, limit)
-    }
-    fn count<'a>(&'a self, p: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
-        self.inner.count(p, keys)
-    }
-    fn list_generation<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        key: &'a IndexKey,
-        range: &'a OrderRange,
-        after: Option<&'a ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<IndexedView>>> {
-        self.inner.list_generation(p, generation, key, range, after, limit)
-    }
-    fn count_generation<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        keys: &'a [IndexKey],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
-        self.inner.count_generation(p, generation, keys)
-    }
-    fn dead_letters<'a>(&'a self, p: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<DeadLetter>>> {
-        self.inner.dead_letters(p)
-    }
-    fn record_stop<'a>(
-        &'a self,
-        p: &'a str,
-        stop: Option<&'a ProjectionStop>,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<Written>> {
-        self.inner.record_stop(p, stop, token)
-    }
-    fn projections<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Vec<String>>> {
-        self.inner.projections()
-    }
-    fn remove_dead_letters<'a>(
-        &'a self,
-        p: &'a str,
-        which: &'a DeadLetterSelection,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<Written<u64>>> {
-        self.inner.remove_dead_letters(p, which, token)
     }
 }
 
@@ -668,18 +588,14 @@ struct CountedTries {
     tries: Arc<AtomicU64>,
 }
 
-impl LeaseManager for CountedTries {
-    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Lease>> {
-        self.inner.acquire(name)
+impl store::DelegateLeaseManager for CountedTries {
+    type Inner = MemoryLeases;
+    fn inner(&self) -> &MemoryLeases {
+        &self.inner
     }
-
     fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<Lease>>> {
         self.tries.fetch_add(1, Ordering::SeqCst);
         self.inner.try_acquire(name)
-    }
-
-    fn leases<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<LeaseInfo>>> {
-        self.inner.leases(prefix)
     }
 }
 
@@ -773,4 +689,150 @@ async fn a_streams_events_are_shown_upcast_and_as_of_a_version_or_time() {
     assert!(ops.events(&stream, Some(AsOf::Time(Timestamp::from_micros(999))), 10).await.unwrap().is_empty());
     let unknown = StreamId::new("account", "nobody").unwrap();
     assert!(matches!(ops.events(&unknown, None, 10).await, Err(Error::UnknownStream { .. })));
+}
+
+/// [`Balances`] at version 2: a newer release's.
+struct BalancesV2;
+
+impl Projection for BalancesV2 {
+    const NAME: &'static str = "balances";
+    const VERSION: u32 = 2;
+    type Events = Account;
+    type View = Balance;
+
+    fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        Balances.apply(view, e)
+    }
+}
+
+#[tokio::test]
+async fn an_older_release_refuses_to_rebuild_or_reset_a_newer_versions_views() {
+    let memory = MemoryStores::new();
+    let positions = append(&memory, "a", &[opened(), deposited(5)]).await;
+    let newer = App::builder(memory.clone()).aggregate::<Account>().projection(BalancesV2).operations().unwrap();
+    newer.rebuild("balances", |_| {}).await.unwrap();
+    let before = memory.views.status("balances").await.unwrap();
+    assert_eq!(before.live.map(|g| g.version), Some(2));
+
+    // An admin binary of the release before (version 1) would build its views backwards and
+    // make them live under the newer release's queries.
+    let older = balances(&memory);
+    for run in [older.rebuild("balances", |_| {}).await, older.reset("balances", positions[0], |_| {}).await] {
+        match run {
+            Err(Error::NewerVersion { running: 1, stored: 2, .. }) => {}
+            other => panic!("an older version refuses the newer one's views: {other:?}"),
+        }
+    }
+    let projector = eventloom_core::read::Projector::new(memory.events.clone(), memory.views.clone());
+    assert!(matches!(projector.rebuild(&Balances).await, Err(Error::NewerVersion { running: 1, stored: 2, .. })));
+    assert_eq!(memory.views.status("balances").await.unwrap(), before, "nothing changed");
+}
+
+#[tokio::test]
+async fn an_older_release_refuses_to_rebuild_a_partition_a_newer_version_is_building() {
+    let memory = MemoryStores::new();
+    append(&memory, "a", &[opened(), deposited(5)]).await;
+    append(&memory, "b", &[opened(), deposited(7)]).await;
+    let partitioned = |memory: &MemoryStores| {
+        App::builder(memory.clone())
+            .aggregate::<Account>()
+            .projection_with(Balances, ProjectionOptions::new().partitions(2))
+            .operations()
+            .unwrap()
+    };
+    let ops = partitioned(&memory);
+    ops.rebuild("balances", |_| {}).await.unwrap();
+    // A runner of the next release builds version 2 of partition 1 (the set is still at 1).
+    let lease = memory.leases.acquire("balances~1of2").await.unwrap();
+    let building = memory.views.begin_generation("balances~1of2", 2, lease.token()).await.unwrap().unwrap();
+    drop(lease);
+    let first = memory.views.status("balances~0of2").await.unwrap();
+    match ops.rebuild("balances", |_| {}).await {
+        Err(Error::NewerVersion { running: 1, stored: 2, .. }) => {}
+        other => panic!("an older version leaves the newer build alone: {other:?}"),
+    }
+    let status = memory.views.status("balances~1of2").await.unwrap();
+    assert_eq!(status.building.map(|g| g.id), Some(building.id), "the newer build is still there");
+    assert_eq!(memory.views.status("balances~0of2").await.unwrap(), first, "no partition began a build");
+}
+
+/// Memory leases whose listing fails while `down` (the lease manager's connection dropped for a
+/// moment), while taking leases works.
+#[derive(Clone)]
+struct ListingFails {
+    inner: MemoryLeases,
+    down: Arc<AtomicBool>,
+}
+
+impl store::DelegateLeaseManager for ListingFails {
+    type Inner = MemoryLeases;
+    fn inner(&self) -> &MemoryLeases {
+        &self.inner
+    }
+    fn leases<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, eventloom_core::Result<Vec<store::LeaseInfo>>> {
+        if self.down.load(Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Err(Error::unavailable_msg("the lease listing failed"))));
+        }
+        self.inner.leases(prefix)
+    }
+}
+
+#[tokio::test]
+async fn a_failed_look_at_the_holder_does_not_end_the_wait_for_a_lease() {
+    let memory = MemoryStores::new();
+    append(&memory, "a", &[opened(), deposited(5)]).await;
+    let leases = ListingFails { inner: memory.leases.clone(), down: Arc::new(AtomicBool::new(true)) };
+    let stores = Stores::new(memory.events.clone(), memory.views.clone()).with_leases(leases);
+    let ops = Arc::new(App::builder(stores).aggregate::<Account>().projection(Balances).operations().unwrap());
+    let held = memory.leases.acquire("balances").await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rebuild = {
+        let (ops, seen) = (ops.clone(), seen.clone());
+        tokio::spawn(async move { ops.rebuild("balances", move |p| seen.lock().unwrap().push(p)).await })
+    };
+    let retry = {
+        let ops = ops.clone();
+        tokio::spawn(async move { ops.retry_dead_letters("balances", &DeadLetterSelection::All).await })
+    };
+    // The first look is after 200 ms, the next every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!rebuild.is_finished() && !retry.is_finished(), "still waiting for the lease");
+    match seen.lock().unwrap().as_slice() {
+        [RebuildProgress::WaitingForLease { lease, holder: None }] => assert_eq!(lease, "balances"),
+        other => panic!("one word of the wait, its holder unknown: {other:?}"),
+    }
+    drop(held);
+    tokio::time::timeout(Duration::from_secs(10), rebuild).await.unwrap().unwrap().unwrap();
+    let retried = tokio::time::timeout(Duration::from_secs(10), retry).await.unwrap().unwrap().unwrap();
+    assert_eq!(retried.retried, 0);
+    assert_eq!(balance(&memory, "balances", "a").await.map(|b| b.balance), Some(5));
+}
+
+#[tokio::test]
+async fn a_partitioned_projection_is_reported_as_its_partitions_sum_up() {
+    let memory = MemoryStores::new();
+    let broken = Arc::new(AtomicBool::new(true));
+    let options = ProjectionOptions::new().poison_policy(PoisonPolicy::DeadLetter).partitions(3);
+    let ops = App::builder(memory.clone())
+        .aggregate::<Account>()
+        .projection_with(Flaky { broken: broken.clone() }, options)
+        .operations()
+        .unwrap();
+    for n in 0..6 {
+        append(&memory, &format!("acc-{n}"), &[opened(), deposited(n + 1)]).await;
+    }
+    let before = ops.report("flaky").await.unwrap();
+    assert_eq!((before.checkpoint, before.lag_events, before.dead_letters), (None, 12, 0), "nothing built");
+    ops.rebuild("flaky", |_| {}).await.unwrap();
+    let head = memory.events.head().await.unwrap();
+    let report = ops.report("flaky").await.unwrap();
+    assert_eq!(report.registered.map(|r| r.partitions), Some(3));
+    assert_eq!((report.checkpoint, report.head, report.lag_events), (head, head, 0), "every partition caught up");
+    assert_eq!(report.dead_letters, 6, "every partition's");
+    assert_eq!(report.dead_letters, ops.dead_letters("flaky").await.unwrap().len() as u64);
+    assert!(report.live.is_none() && report.lease.is_none(), "each partition has its own");
+    // One partition behind: the projection lags by what it has to catch up.
+    append(&memory, "acc-0", &[deposited(1)]).await;
+    let behind = ops.report("flaky").await.unwrap();
+    assert_eq!((behind.checkpoint, behind.lag_events), (head, 1));
 }

@@ -144,80 +144,12 @@ struct SlowCounts {
     delay: std::sync::Mutex<Duration>,
 }
 
-use eventloom_core::store::{BoxFuture, ViewCommit};
+use eventloom_core::store::BoxFuture;
 
-impl ViewStore for SlowCounts {
-    fn status<'a>(
-        &'a self,
-        p: &'a str,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::ProjectionStatus>> {
-        self.inner.status(p)
-    }
-    fn begin_generation<'a>(
-        &'a self,
-        p: &'a str,
-        version: u32,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written<eventloom_core::store::Generation>>> {
-        self.inner.begin_generation(p, version, token)
-    }
-    fn load_views<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
-        self.inner.load_views(p, generation, ids)
-    }
-    fn commit<'a>(
-        &'a self,
-        p: &'a str,
-        commit: ViewCommit,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
-        self.inner.commit(p, commit)
-    }
-    fn go_live<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
-        self.inner.go_live(p, generation, token)
-    }
-    fn read_views<'a>(
-        &'a self,
-        p: &'a str,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
-        self.inner.read_views(p, ids)
-    }
-    fn list<'a>(
-        &'a self,
-        p: &'a str,
-        key: &'a eventloom_core::store::IndexKey,
-        range: &'a eventloom_core::read::OrderRange,
-        after: Option<&'a eventloom_core::store::ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::ViewPage>> {
-        self.inner.list(p, key, range, after, limit)
-    }
-    fn count<'a>(
-        &'a self,
-        p: &'a str,
-        keys: &'a [eventloom_core::store::IndexKey],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
-        self.inner.count(p, keys)
-    }
-    fn list_generation<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        key: &'a eventloom_core::store::IndexKey,
-        range: &'a eventloom_core::read::OrderRange,
-        after: Option<&'a eventloom_core::store::ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::IndexedView>>> {
-        self.inner.list_generation(p, generation, key, range, after, limit)
+impl eventloom_core::store::DelegateViewStore for SlowCounts {
+    type Inner = MemoryViewStore;
+    fn inner(&self) -> &MemoryViewStore {
+        &self.inner
     }
     fn count_generation<'a>(
         &'a self,
@@ -230,31 +162,6 @@ impl ViewStore for SlowCounts {
             tokio::time::sleep(delay).await;
             self.inner.count_generation(p, generation, keys).await
         })
-    }
-    fn dead_letters<'a>(
-        &'a self,
-        p: &'a str,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::DeadLetter>>> {
-        self.inner.dead_letters(p)
-    }
-    fn record_stop<'a>(
-        &'a self,
-        p: &'a str,
-        stop: Option<&'a eventloom_core::store::ProjectionStop>,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
-        self.inner.record_stop(p, stop, token)
-    }
-    fn projections<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Vec<String>>> {
-        self.inner.projections()
-    }
-    fn remove_dead_letters<'a>(
-        &'a self,
-        projection: &'a str,
-        which: &'a eventloom_core::store::DeadLetterSelection,
-        fencing_token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written<u64>>> {
-        self.inner.remove_dead_letters(projection, which, fencing_token)
     }
 }
 

@@ -419,31 +419,10 @@ async fn views_a_store_lost_are_rebuilt_and_never_read_half_built() {
 #[derive(Clone)]
 struct SlowReads(MemoryEventStore);
 
-impl EventStore for SlowReads {
-    fn append<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
-        Box::pin(async move { self.0.append(stream, expected, events).await })
-    }
-    fn append_command<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        print: &'a eventloom_core::store::CommandEntry,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
-        Box::pin(async move { self.0.append_command(stream, expected, events, print).await })
-    }
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        from: u64,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
-        Box::pin(async move { self.0.read_stream(stream, from, limit).await })
+impl eventloom_core::store::DelegateEventStore for SlowReads {
+    type Inner = MemoryEventStore;
+    fn inner(&self) -> &MemoryEventStore {
+        &self.0
     }
     fn read_all<'a>(
         &'a self,
@@ -455,37 +434,20 @@ impl EventStore for SlowReads {
             self.0.read_all(after, limit).await
         })
     }
-    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        Box::pin(async move { self.0.stream_version(stream).await })
-    }
-    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
-        Box::pin(async move { self.0.head().await })
-    }
-    fn command_outcome<'a>(
+    fn read_all_bounded<'a>(
         &'a self,
-        id: &'a str,
-    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.0.command_outcome(id).await })
-    }
-    fn record_command<'a>(
-        &'a self,
-        id: &'a str,
-        record: eventloom_core::store::CommandRecord,
-    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.0.record_command(id, record).await })
-    }
-    fn expire_commands<'a>(
-        &'a self,
-        before: eventloom_core::model::Timestamp,
+        after: Position,
         limit: usize,
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.0.expire_commands(before, limit)
+        max_bytes: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            self.0.read_all_bounded(after, limit, max_bytes).await
+        })
     }
-    fn forget_commands<'a>(
-        &'a self,
-        ids: &'a [String],
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.0.forget_commands(ids)
+    /// None: the projector polls, so that a read is in flight at every idle check.
+    fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
     }
 }
 
@@ -517,7 +479,11 @@ struct CountingViews {
     gone_once: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl ViewStore for CountingViews {
+impl eventloom_core::store::DelegateViewStore for CountingViews {
+    type Inner = MemoryViewStore;
+    fn inner(&self) -> &MemoryViewStore {
+        &self.inner
+    }
     fn status<'a>(
         &'a self,
         projection: &'a str,
@@ -526,29 +492,6 @@ impl ViewStore for CountingViews {
             self.status_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.inner.status(projection).await
         })
-    }
-    fn begin_generation<'a>(
-        &'a self,
-        p: &'a str,
-        version: u32,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written<eventloom_core::store::Generation>>> {
-        Box::pin(async move { self.inner.begin_generation(p, version, token).await })
-    }
-    fn load_views<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
-        Box::pin(async move { self.inner.load_views(p, generation, ids).await })
-    }
-    fn commit<'a>(
-        &'a self,
-        p: &'a str,
-        commit: ViewCommit,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
-        Box::pin(async move { self.inner.commit(p, commit).await })
     }
     fn go_live<'a>(
         &'a self,
@@ -562,74 +505,6 @@ impl ViewStore for CountingViews {
             }
             self.inner.go_live(p, generation, token).await
         })
-    }
-    fn read_views<'a>(
-        &'a self,
-        p: &'a str,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<Option<String>>>> {
-        Box::pin(async move { self.inner.read_views(p, ids).await })
-    }
-    fn list<'a>(
-        &'a self,
-        p: &'a str,
-        key: &'a eventloom_core::store::IndexKey,
-        range: &'a eventloom_core::read::OrderRange,
-        after: Option<&'a eventloom_core::store::ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::ViewPage>> {
-        Box::pin(async move { self.inner.list(p, key, range, after, limit).await })
-    }
-    fn count<'a>(
-        &'a self,
-        p: &'a str,
-        keys: &'a [eventloom_core::store::IndexKey],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
-        Box::pin(async move { self.inner.count(p, keys).await })
-    }
-    fn list_generation<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        key: &'a eventloom_core::store::IndexKey,
-        range: &'a eventloom_core::read::OrderRange,
-        after: Option<&'a eventloom_core::store::ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::IndexedView>>> {
-        self.inner.list_generation(p, generation, key, range, after, limit)
-    }
-    fn count_generation<'a>(
-        &'a self,
-        p: &'a str,
-        generation: u64,
-        keys: &'a [eventloom_core::store::IndexKey],
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<u64>>> {
-        self.inner.count_generation(p, generation, keys)
-    }
-    fn dead_letters<'a>(
-        &'a self,
-        p: &'a str,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::DeadLetter>>> {
-        Box::pin(async move { self.inner.dead_letters(p).await })
-    }
-    fn record_stop<'a>(
-        &'a self,
-        p: &'a str,
-        stop: Option<&'a eventloom_core::store::ProjectionStop>,
-        token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written>> {
-        Box::pin(async move { self.inner.record_stop(p, stop, token).await })
-    }
-    fn projections<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Vec<String>>> {
-        self.inner.projections()
-    }
-    fn remove_dead_letters<'a>(
-        &'a self,
-        projection: &'a str,
-        which: &'a eventloom_core::store::DeadLetterSelection,
-        fencing_token: u64,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Written<u64>>> {
-        self.inner.remove_dead_letters(projection, which, fencing_token)
     }
 }
 

@@ -9,8 +9,8 @@ use eventloom_core::prelude::*;
 use eventloom_core::{
     CommandError, Error, ExecuteOptions, Stores,
     memory::{MemoryEventStore, MemoryLeases, MemoryViewStore},
-    model::{ExpectedVersion, ManualClock, NewEvent, RecordedEvent, Timestamp},
-    store::{Appended, BoxFuture, CommandEntry, CommandRecord, EventStore},
+    model::{ManualClock, Timestamp},
+    store::{BoxFuture, EventStore},
     write::Cqrs,
 };
 
@@ -75,64 +75,14 @@ struct CountsExpiry {
     calls: Arc<AtomicUsize>,
 }
 
-impl EventStore for CountsExpiry {
-    fn append<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, eventloom_core::Result<Appended>> {
-        self.inner.append(stream, expected, events)
-    }
-    fn append_command<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        command: &'a CommandEntry,
-    ) -> BoxFuture<'a, eventloom_core::Result<Appended>> {
-        self.inner.append_command(stream, expected, events, command)
-    }
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        from_version: u64,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
-        self.inner.read_stream(stream, from_version, limit)
-    }
-    fn read_all<'a>(
-        &'a self,
-        after: Position,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
-        self.inner.read_all(after, limit)
-    }
-    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.inner.stream_version(stream)
-    }
-    fn command_outcome<'a>(&'a self, id: &'a str) -> BoxFuture<'a, eventloom_core::Result<Option<CommandRecord>>> {
-        self.inner.command_outcome(id)
-    }
-    fn record_command<'a>(
-        &'a self,
-        id: &'a str,
-        record: CommandRecord,
-    ) -> BoxFuture<'a, eventloom_core::Result<Option<CommandRecord>>> {
-        self.inner.record_command(id, record)
+impl eventloom_core::store::DelegateEventStore for CountsExpiry {
+    type Inner = MemoryEventStore;
+    fn inner(&self) -> &MemoryEventStore {
+        &self.inner
     }
     fn expire_commands<'a>(&'a self, before: Timestamp, limit: usize) -> BoxFuture<'a, eventloom_core::Result<u64>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.inner.expire_commands(before, limit)
-    }
-    fn forget_commands<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.inner.forget_commands(ids)
-    }
-    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
-        self.inner.head()
-    }
-    fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.inner.wake_ups()
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent, Timestamp};
+use eventloom_core::model::{ExpectedVersion, NewEvent, Timestamp};
 use eventloom_core::prelude::*;
 use eventloom_core::{
     CommandError, ExecuteOptions,
@@ -45,7 +45,11 @@ impl Contended {
     }
 }
 
-impl EventStore for Contended {
+impl eventloom_core::store::DelegateEventStore for Contended {
+    type Inner = MemoryEventStore;
+    fn inner(&self) -> &MemoryEventStore {
+        &self.inner
+    }
     fn append<'a>(
         &'a self,
         s: &'a StreamId,
@@ -68,53 +72,6 @@ impl EventStore for Contended {
             self.interfere_once(s, e).await?;
             self.inner.append_command(s, e, events, print).await
         })
-    }
-    fn read_stream<'a>(
-        &'a self,
-        s: &'a StreamId,
-        from: u64,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
-        Box::pin(async move { self.inner.read_stream(s, from, limit).await })
-    }
-    fn read_all<'a>(
-        &'a self,
-        after: Position,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
-        Box::pin(async move { self.inner.read_all(after, limit).await })
-    }
-    fn stream_version<'a>(&'a self, s: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        Box::pin(async move { self.inner.stream_version(s).await })
-    }
-    fn command_outcome<'a>(
-        &'a self,
-        id: &'a str,
-    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.command_outcome(id).await })
-    }
-    fn record_command<'a>(
-        &'a self,
-        id: &'a str,
-        record: eventloom_core::store::CommandRecord,
-    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, record).await })
-    }
-    fn expire_commands<'a>(
-        &'a self,
-        before: eventloom_core::model::Timestamp,
-        limit: usize,
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.inner.expire_commands(before, limit)
-    }
-    fn forget_commands<'a>(
-        &'a self,
-        ids: &'a [String],
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.inner.forget_commands(ids)
-    }
-    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
-        Box::pin(async move { self.inner.head().await })
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
+use eventloom_core::model::RecordedEvent;
 use eventloom_core::prelude::*;
 use eventloom_core::{
     BoxError, Projection,
@@ -58,22 +58,10 @@ impl Counted {
     }
 }
 
-impl EventStore for Counted {
-    fn append<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
-        Box::pin(async move { self.inner.append(stream, expected, events).await })
-    }
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        from: u64,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
-        Box::pin(async move { self.inner.read_stream(stream, from, limit).await })
+impl eventloom_core::store::DelegateEventStore for Counted {
+    type Inner = PgEventStore;
+    fn inner(&self) -> &PgEventStore {
+        &self.inner
     }
     fn read_all<'a>(
         &'a self,
@@ -99,59 +87,6 @@ impl EventStore for Counted {
             self.rows.fetch_add(read.len(), Ordering::Relaxed);
             Ok(read)
         })
-    }
-    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        Box::pin(async move { self.inner.stream_version(stream).await })
-    }
-    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
-        Box::pin(async move { self.inner.head().await })
-    }
-    fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        Box::pin(async move { self.inner.count_after(after, cap).await })
-    }
-    fn append_command<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        fingerprint: &'a eventloom_core::store::CommandEntry,
-    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
-        Box::pin(async move { self.inner.append_command(stream, expected, events, fingerprint).await })
-    }
-    fn command_outcome<'a>(
-        &'a self,
-        id: &'a str,
-    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.command_outcome(id).await })
-    }
-    fn record_command<'a>(
-        &'a self,
-        id: &'a str,
-        record: eventloom_core::store::CommandRecord,
-    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, record).await })
-    }
-    fn expire_commands<'a>(
-        &'a self,
-        before: eventloom_core::model::Timestamp,
-        limit: usize,
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.inner.expire_commands(before, limit)
-    }
-    fn forget_commands<'a>(
-        &'a self,
-        ids: &'a [String],
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.inner.forget_commands(ids)
-    }
-    fn wake_ups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.inner.wake_ups()
-    }
-    fn loads_may_lag(&self) -> bool {
-        EventStore::loads_may_lag(&self.inner)
-    }
-    fn replica_lag<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::ReplicaLag>>> {
-        EventStore::replica_lag(&self.inner)
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use eventloom_core::model::{ExpectedVersion, NewEvent, RecordedEvent};
+use eventloom_core::model::{ExpectedVersion, NewEvent};
 use eventloom_core::prelude::*;
 use eventloom_core::{
     CommandError,
@@ -34,7 +34,11 @@ struct Counted<S> {
     appends: Arc<AtomicU64>,
 }
 
-impl<S: EventStore + Clone> EventStore for Counted<S> {
+impl<S: EventStore + Clone> eventloom_core::store::DelegateEventStore for Counted<S> {
+    type Inner = S;
+    fn inner(&self) -> &S {
+        &self.inner
+    }
     fn append<'a>(
         &'a self,
         s: &'a StreamId,
@@ -57,59 +61,6 @@ impl<S: EventStore + Clone> EventStore for Counted<S> {
             self.appends.fetch_add(1, Ordering::Relaxed);
             self.inner.append_command(s, e, events, print).await
         })
-    }
-    fn read_stream<'a>(
-        &'a self,
-        s: &'a StreamId,
-        from: u64,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
-        Box::pin(async move { self.inner.read_stream(s, from, limit).await })
-    }
-    fn read_all<'a>(
-        &'a self,
-        after: Position,
-        limit: usize,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
-        Box::pin(async move { self.inner.read_all(after, limit).await })
-    }
-    fn stream_version<'a>(&'a self, s: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
-        Box::pin(async move { self.inner.stream_version(s).await })
-    }
-    fn command_outcome<'a>(
-        &'a self,
-        id: &'a str,
-    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.command_outcome(id).await })
-    }
-    fn record_command<'a>(
-        &'a self,
-        id: &'a str,
-        record: eventloom_core::store::CommandRecord,
-    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
-        Box::pin(async move { self.inner.record_command(id, record).await })
-    }
-    fn expire_commands<'a>(
-        &'a self,
-        before: eventloom_core::model::Timestamp,
-        limit: usize,
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.inner.expire_commands(before, limit)
-    }
-    fn forget_commands<'a>(
-        &'a self,
-        ids: &'a [String],
-    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<u64>> {
-        self.inner.forget_commands(ids)
-    }
-    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
-        Box::pin(async move { self.inner.head().await })
-    }
-    fn loads_may_lag(&self) -> bool {
-        self.inner.loads_may_lag()
-    }
-    fn replica_lag<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::ReplicaLag>>> {
-        self.inner.replica_lag()
     }
 }
 

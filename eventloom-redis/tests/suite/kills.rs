@@ -123,7 +123,11 @@ async fn fill(events: &PgEventStore, streams: u64, per_stream: u64) -> Position 
 /// Leases that say on stdout when this process leads: `LEADER <pid> <token>`.
 struct Announcing(PgLeases);
 
-impl LeaseManager for Announcing {
+impl eventloom_core::store::DelegateLeaseManager for Announcing {
+    type Inner = PgLeases;
+    fn inner(&self) -> &PgLeases {
+        &self.0
+    }
     fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, eventloom_core::Result<Lease>> {
         Box::pin(async move {
             let lease = self.0.acquire(name).await?;
@@ -139,13 +143,6 @@ impl LeaseManager for Announcing {
             }
             Ok(lease)
         })
-    }
-
-    fn leases<'a>(
-        &'a self,
-        prefix: &'a str,
-    ) -> BoxFuture<'a, eventloom_core::Result<Vec<eventloom_core::store::LeaseInfo>>> {
-        self.0.leases(prefix)
     }
 }
 

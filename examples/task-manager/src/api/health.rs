@@ -238,9 +238,9 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use eventloom::model::{ExpectedVersion, NewEvent, RecordedEvent};
-    use eventloom::store::{Appended, BoxFuture, CommandRecord, EventStore};
-    use eventloom::{App, Error, MemoryStores, Result, Stores, StreamId, memory::MemoryEventStore};
+    use eventloom::model::RecordedEvent;
+    use eventloom::store::{BoxFuture, EventStore};
+    use eventloom::{App, Error, MemoryStores, Result, Stores, memory::MemoryEventStore};
 
     use super::*;
     use crate::api::AppState;
@@ -263,31 +263,10 @@ mod tests {
         }
     }
 
-    impl EventStore for Flaky {
-        fn append<'a>(
-            &'a self,
-            stream: &'a StreamId,
-            expected: ExpectedVersion,
-            events: Vec<NewEvent>,
-        ) -> BoxFuture<'a, Result<Appended>> {
-            self.inner.append(stream, expected, events)
-        }
-        fn append_command<'a>(
-            &'a self,
-            stream: &'a StreamId,
-            expected: ExpectedVersion,
-            events: Vec<NewEvent>,
-            fingerprint: &'a eventloom::store::CommandEntry,
-        ) -> BoxFuture<'a, Result<Appended>> {
-            self.inner.append_command(stream, expected, events, fingerprint)
-        }
-        fn read_stream<'a>(
-            &'a self,
-            s: &'a StreamId,
-            from: u64,
-            n: usize,
-        ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
-            self.inner.read_stream(s, from, n)
+    impl eventloom::store::DelegateEventStore for Flaky {
+        type Inner = MemoryEventStore;
+        fn inner(&self) -> &MemoryEventStore {
+            &self.inner
         }
         fn read_all<'a>(&'a self, after: Position, limit: usize) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
             Box::pin(async move {
@@ -295,31 +274,16 @@ mod tests {
                 self.inner.read_all(after, limit).await
             })
         }
-        fn stream_version<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<u64>> {
-            self.inner.stream_version(stream)
-        }
-        fn command_outcome<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
-            self.inner.command_outcome(id)
-        }
-        fn record_command<'a>(
+        fn read_all_bounded<'a>(
             &'a self,
-            id: &'a str,
-            record: CommandRecord,
-        ) -> BoxFuture<'a, Result<Option<CommandRecord>>> {
-            self.inner.record_command(id, record)
-        }
-        fn expire_commands<'a>(
-            &'a self,
-            before: eventloom::model::Timestamp,
+            after: Position,
             limit: usize,
-        ) -> eventloom::store::BoxFuture<'a, eventloom::Result<u64>> {
-            self.inner.expire_commands(before, limit)
-        }
-        fn forget_commands<'a>(&'a self, ids: &'a [String]) -> eventloom::store::BoxFuture<'a, eventloom::Result<u64>> {
-            self.inner.forget_commands(ids)
-        }
-        fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<Position>>> {
-            self.inner.head()
+            max_bytes: usize,
+        ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
+            Box::pin(async move {
+                self.up()?;
+                self.inner.read_all_bounded(after, limit, max_bytes).await
+            })
         }
         fn count_after<'a>(&'a self, after: Position, cap: u64) -> BoxFuture<'a, Result<u64>> {
             Box::pin(async move {
