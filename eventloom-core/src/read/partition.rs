@@ -248,6 +248,19 @@ impl<'a> Records<'a> {
 
     /// Reads the records `ids`, and writes what `change` makes of them (nothing when it answers
     /// `None`), as one compare-and-set, tried again while other writers move the records on.
+    /// The records `ids` of the metadata projection's `generation`, one answer per id: a view
+    /// store that answers fewer or more is [`Error::Corrupt`], not a panic.
+    async fn load(&self, generation: u64, ids: &[String]) -> Result<Vec<Option<String>>> {
+        let stored = self.views.load_views(&self.meta, generation, ids).await?;
+        if stored.len() != ids.len() {
+            return Err(Error::Corrupt {
+                location: format!("the partition records of {}", self.name),
+                reason: format!("the view store answered {} of {} records asked for", stored.len(), ids.len()),
+            });
+        }
+        Ok(stored)
+    }
+
     async fn update<T>(
         &self,
         ids: &[String],
@@ -255,7 +268,7 @@ impl<'a> Records<'a> {
     ) -> Result<T> {
         for _ in 0..TRIES {
             let generation = self.generation().await?;
-            let stored = self.views.load_views(&self.meta, generation.id, ids).await?;
+            let stored = self.load(generation.id, ids).await?;
             let (answer, views) = change(&stored)?;
             if views.is_empty() {
                 return Ok(answer);
@@ -333,7 +346,7 @@ impl<'a> Records<'a> {
         ids.extend((0..count).map(|index| Partition { index, count }.ready_id(version)));
         let stored = {
             let generation = self.generation().await?;
-            self.views.load_views(&self.meta, generation.id, &ids).await?
+            self.load(generation.id, &ids).await?
         };
         let readies = self.readies(&stored[1..])?;
         let current = stored[0].as_deref().map(|json| PartitionSet::parse(self.name, json)).transpose()?;
