@@ -5,7 +5,9 @@
 //!   the decoding of rows into events (metadata JSON included);
 //! - `read_all` (eventloom-postgres): the query alone, rows transferred;
 //! - `load_views` (eventloom-redis): the `MGET` of a batch's views;
-//! - `projection_commit` (eventloom-redis): the Lua script that writes views and checkpoint.
+//! - `projection_commit` (eventloom-redis): the Lua script that writes views and checkpoint;
+//! - `append_combined` (eventloom-postgres, write combining): one combined statement with the
+//!   answers to its appends (its `appends` field is counted as `views`).
 //!
 //! A span is timed from its creation to its close: the wall time of the `.instrument(span)`
 //! await around the call. Everything else the projector does (payload decoding, folding,
@@ -23,7 +25,7 @@ use tracing::subscriber::Interest;
 use tracing::{Event, Metadata, Subscriber};
 
 /// The span names timed.
-const PHASES: [&str; 4] = ["subscription", "read_all", "load_views", "projection_commit"];
+const PHASES: [&str; 5] = ["subscription", "read_all", "load_views", "projection_commit", "append_combined"];
 
 /// The totals of one span name.
 #[derive(Debug, Default, Clone, Copy)]
@@ -104,18 +106,25 @@ impl PhaseTimer {
         self.state().totals.clone()
     }
 
+    /// The process's timer, installed on the first call (`None` when another subscriber was
+    /// installed first).
+    pub fn shared() -> Option<&'static PhaseTimer> {
+        static SHARED: std::sync::OnceLock<Option<PhaseTimer>> = std::sync::OnceLock::new();
+        SHARED.get_or_init(PhaseTimer::install).as_ref()
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain numbers behind: keep using them.
         self.inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// Reads the `views` field of a span.
+/// Reads the `views` (or `appends`) field of a span.
 struct ViewsField(u64);
 
 impl Visit for ViewsField {
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if field.name() == "views" {
+        if matches!(field.name(), "views" | "appends") {
             self.0 = value;
         }
     }

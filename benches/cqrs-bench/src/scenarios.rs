@@ -202,6 +202,9 @@ impl<'a> Bench<'a> {
         self.combined_commands("commands_1_task_combined", 1, ONE_TASK).await?.print();
         self.combined_commands("commands_8_tasks_combined", 8, EIGHT_TASKS).await?.print();
         self.combined_commands("commands_64_tasks", 64, SIXTY_FOUR_TASKS).await?.print();
+        for in_flight in [1, 2, 8] {
+            self.in_flight_sweep(in_flight).await?.print();
+        }
         self.subscribed().await?.print();
         self.notify_cost().await?.print();
         self.append_batch().await?.print();
@@ -259,13 +262,67 @@ impl<'a> Bench<'a> {
     /// scenarios).
     async fn combined_commands(&self, scenario: &'static str, tasks: usize, budget: Budget) -> Result<Record> {
         let (mut ours, mut raw) = (Vec::new(), Vec::new());
+        let timer = crate::phases::PhaseTimer::shared();
         for round in 0..ROUNDS {
             let workers = (0..tasks).map(|_| Commands::new(self.combined.clone(), self.combined_ids.clone())).collect();
-            ours.push(load::throughput(workers, budget).await?);
+            if let Some(timer) = timer {
+                timer.start();
+            }
+            let run = load::throughput(workers, budget).await?;
+            if let Some(timer) = timer {
+                let statements = timer.stop().get("append_combined");
+                eprintln!(
+                    "{scenario}: round {round}: {} commands, {} of them in {} combined statements ({:.1} appends each, \
+                     {:.2} ms mean, {:.1} ms max), the others alone",
+                    run.ops,
+                    statements.views,
+                    statements.count,
+                    statements.views as f64 / statements.count.max(1) as f64,
+                    statements.mean_ms(),
+                    statements.max.as_secs_f64() * 1_000.0,
+                );
+            }
+            ours.push(run);
             let workers = self.raw_workers(&format!("raw_combined_{tasks}_{round}"), tasks).await?;
             raw.push(load::throughput(workers, budget).await?);
         }
         let (ours, raw) = (fastest(&ours)?, fastest(&raw)?);
+        note_rates(scenario, "commands", &ours, &raw, None);
+        Ok(Record::new(scenario, Unit::PerSecond, ours.per_second(), raw.per_second()))
+    }
+
+    /// `commands_64_tasks_in_flight_<n>`: `commands_64_tasks` through a store whose combiner
+    /// has `in_flight` statements (`PgConfig::write_combining_in_flight`; the default is 4),
+    /// one round each against one raw round, for choosing the default.
+    async fn in_flight_sweep(&self, in_flight: usize) -> Result<Record> {
+        let scenario = match in_flight {
+            1 => "commands_64_tasks_in_flight_1",
+            2 => "commands_64_tasks_in_flight_2",
+            _ => "commands_64_tasks_in_flight_8",
+        };
+        let config = self.config.clone().pool_size(COMBINED_POOL).write_combining_in_flight(in_flight);
+        let engine = Cqrs::new(PgEventStore::connect(config).await?);
+        let ids: Arc<[String]> = self.ids.iter().map(|id| format!("f{in_flight}-{id}")).collect();
+        Commands::new(engine.clone(), ids.clone()).warm().await?;
+        let timer = crate::phases::PhaseTimer::shared();
+        if let Some(timer) = timer {
+            timer.start();
+        }
+        let workers = (0..64).map(|_| Commands::new(engine.clone(), ids.clone())).collect();
+        let ours = load::throughput(workers, SIXTY_FOUR_TASKS).await?;
+        if let Some(timer) = timer {
+            let statements = timer.stop().get("append_combined");
+            eprintln!(
+                "{scenario}: {} commands, {} of them in {} combined statements ({:.1} appends each, {:.2} ms mean)",
+                ours.ops,
+                statements.views,
+                statements.count,
+                statements.views as f64 / statements.count.max(1) as f64,
+                statements.mean_ms(),
+            );
+        }
+        let raw = load::throughput(self.raw_workers(&format!("raw_in_flight_{in_flight}"), 64).await?, SIXTY_FOUR_TASKS)
+            .await?;
         note_rates(scenario, "commands", &ours, &raw, None);
         Ok(Record::new(scenario, Unit::PerSecond, ours.per_second(), raw.per_second()))
     }
