@@ -75,7 +75,7 @@ static ALLOCATOR: Counting = Counting;
 
 /// What the allocator counted during one measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counted {
+pub struct Tally {
     /// Allocations (and reallocations).
     pub allocations: u64,
     /// Bytes they asked for.
@@ -84,7 +84,7 @@ pub struct Counted {
     pub peak_bytes: u64,
 }
 
-impl Counted {
+impl Tally {
     /// Allocations per operation, for `ops` operations.
     pub fn per(&self, ops: usize) -> f64 {
         self.allocations as f64 / ops.max(1) as f64
@@ -117,9 +117,9 @@ impl Measure {
     }
 
     /// Turns counting off and returns what it counted.
-    pub fn stop(self) -> Counted {
+    pub fn stop(self) -> Tally {
         ON.store(false, Relaxed);
-        Counted {
+        Tally {
             allocations: CALLS.load(Relaxed),
             bytes: BYTES.load(Relaxed),
             peak_bytes: u64::try_from(PEAK.load(Relaxed)).unwrap_or(0),

@@ -22,10 +22,10 @@ use futures_util::TryStreamExt;
 use tokio_postgres::Statement;
 
 use crate::Result;
-use crate::alloc::{Counted, Measure};
+use crate::alloc::{Measure, Tally};
+use crate::counted::Counted;
 use crate::domain::{Account, AccountEvent, EventMaker};
 use crate::load::Worker;
-use crate::ours::Engine;
 use crate::raw::RawInsert;
 use crate::report::{Record, Unit};
 
@@ -55,9 +55,7 @@ async fn raw_fold(client: &Object, read: &Statement, id: &str) -> Result<(Accoun
         let event_type: &str = row.try_get(1)?;
         let payload: &str = row.try_get(2)?;
         let event = match event_type {
-            "Deposited" => {
-                AccountEvent::Deposited { amount: serde_json::from_str::<DepositedFields>(payload)?.amount }
-            }
+            "Deposited" => AccountEvent::Deposited { amount: serde_json::from_str::<DepositedFields>(payload)?.amount },
             other => return Err(format!("unknown event type {other:?}").into()),
         };
         account.apply(&event);
@@ -120,20 +118,28 @@ impl Worker for RawLoad {
     }
 }
 
-/// `Cqrs::load` of one account.
-pub struct OursLoad {
-    cqrs: Engine,
+/// `Cqrs::load` of one account, through an engine on `S`.
+pub struct OursLoad<S = PgEventStore> {
+    cqrs: Cqrs<Account, S>,
     id: String,
 }
 
-impl OursLoad {
+impl<S: EventStore> OursLoad<S> {
     /// Loads of account `id` through `cqrs`.
-    pub fn new(cqrs: Engine, id: &str) -> Self {
+    pub fn new(cqrs: Cqrs<Account, S>, id: &str) -> Self {
         OursLoad { cqrs, id: id.to_owned() }
     }
 }
 
-impl Worker for OursLoad {
+/// An engine like `engine` (no cache, no snapshots) whose store reads each page into
+/// `RecordedEvent`s before folding it, as every load did before `EventStore::fold_stream`: a
+/// wrapper of the PostgreSQL store that keeps `fold_stream`'s default
+/// (`store::fold_read_stream`).
+pub fn collecting<A: Aggregate>(store: &PgEventStore) -> Cqrs<A, Counted> {
+    Cqrs::new(Counted::new(store.clone())).with_cache_capacity(0)
+}
+
+impl<S: EventStore> Worker for OursLoad<S> {
     async fn op(&mut self, _: usize) -> Result<()> {
         let (account, version) = self.cqrs.load(&self.id).await?;
         if account.balance != version {
@@ -144,7 +150,7 @@ impl Worker for OursLoad {
 }
 
 /// Counts the allocations of `ops` operations of `worker`, one at a time, numbered from `first`.
-pub async fn allocations<W: Worker>(worker: &mut W, first: usize, ops: usize) -> Result<Counted> {
+pub async fn allocations<W: Worker>(worker: &mut W, first: usize, ops: usize) -> Result<Tally> {
     let measure = Measure::start();
     for i in first..first + ops {
         worker.op(i).await?;
@@ -246,13 +252,23 @@ pub async fn big_load(store: &PgEventStore, stream: &BigStream) -> Result<Record
     let elapsed = started.elapsed();
     let counted = measure.stop();
     let expected_bytes = stream.events * stream.size as u64;
-    if version != stream.events || blobs.events != stream.events || blobs.bytes != expected_bytes {
-        return Err(format!(
-            "{}: loaded {} events, {} bytes, at version {version}; expected {} events, {expected_bytes} bytes",
-            stream.scenario, blobs.events, blobs.bytes, stream.events
-        )
-        .into());
-    }
+    check_blobs(stream, &blobs, version)?;
+    // The same load as before `EventStore::fold_stream`: pages read whole, then folded.
+    let before: Cqrs<Blobs, Counted> = collecting(store);
+    let measure = Measure::start();
+    let started = Instant::now();
+    let (blobs, version) = before.load(stream.id).await?;
+    let collected_elapsed = started.elapsed();
+    let collected = measure.stop();
+    check_blobs(stream, &blobs, version)?;
+    eprintln!(
+        "{}: the same load reading each page whole before folding it (as before fold_stream): {:.0} ms, peak \
+         {:.1} MB, {:.1} allocations per event",
+        stream.scenario,
+        collected_elapsed.as_secs_f64() * 1e3,
+        collected.peak_mb(),
+        collected.per(usize::try_from(stream.events)?)
+    );
     let events = usize::try_from(stream.events)?;
     eprintln!(
         "{}: one load of {} MB: {:.0} ms, peak {:.1} MB above the start (goal: under {PEAK_GOAL_MB} MB), {} \
@@ -270,5 +286,20 @@ pub async fn big_load(store: &PgEventStore, stream: &BigStream) -> Result<Record
         .with("events", stream.events)
         .with("event_bytes", stream.size)
         .with("allocations_per_event", counted.per(events))
-        .with("goal_mb", PEAK_GOAL_MB))
+        .with("goal_mb", PEAK_GOAL_MB)
+        .with("collected_peak_mb", collected.peak_mb())
+        .with("collected_load_ms", collected_elapsed.as_secs_f64() * 1e3))
+}
+
+/// Fails unless `blobs` is the whole of `stream` at its last version.
+fn check_blobs(stream: &BigStream, blobs: &Blobs, version: u64) -> Result<()> {
+    let expected_bytes = stream.events * stream.size as u64;
+    if version != stream.events || blobs.events != stream.events || blobs.bytes != expected_bytes {
+        return Err(format!(
+            "{}: loaded {} events, {} bytes, at version {version}; expected {} events, {expected_bytes} bytes",
+            stream.scenario, blobs.events, blobs.bytes, stream.events
+        )
+        .into());
+    }
+    Ok(())
 }
