@@ -145,7 +145,8 @@ pub async fn folded_pages<S: EventStore>(store: S) {
     store.append(&s, ExpectedVersion::NoStream, events).await.expect("append");
     let stored = store.read_stream(&s, 1, 100).await.expect("read_stream");
     assert_eq!(stored.len(), 12);
-    let lent = |e: &RecordedEvent| (e.version, e.position, e.event_type.to_string(), e.schema_version, e.payload.to_string());
+    let lent =
+        |e: &RecordedEvent| (e.version, e.position, e.event_type.to_string(), e.schema_version, e.payload.to_string());
     for (limit, max_bytes) in [(100, usize::MAX), (5, usize::MAX), (100, 1), (100, 900), (3, 1_500), (4, 4_000)] {
         // Every page in turn, from the first version, until one says the stream ended.
         let mut seen = Vec::new();
@@ -154,7 +155,13 @@ pub async fn folded_pages<S: EventStore>(store: S) {
             let mut folded = Vec::new();
             let page = store
                 .fold_stream(&s, from, limit, max_bytes, &mut |e| {
-                    folded.push((e.version, e.position, e.event_type.to_owned(), e.schema_version, e.payload.to_owned()));
+                    folded.push((
+                        e.version,
+                        e.position,
+                        e.event_type.to_owned(),
+                        e.schema_version,
+                        e.payload.to_owned(),
+                    ));
                     Ok(())
                 })
                 .await
@@ -171,7 +178,10 @@ pub async fn folded_pages<S: EventStore>(store: S) {
             from = page.last.map_or(from, |(version, _)| version + 1);
         }
         let expected: Vec<_> = stored.iter().map(lent).collect();
-        assert_eq!(seen, expected, "pages of {limit} events and {max_bytes} bytes fold the whole stream once, in order");
+        assert_eq!(
+            seen, expected,
+            "pages of {limit} events and {max_bytes} bytes fold the whole stream once, in order"
+        );
     }
     let mut versions = Vec::new();
     let page = store

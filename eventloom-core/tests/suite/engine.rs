@@ -838,8 +838,10 @@ async fn a_long_stream_loads_folded_page_by_page_bounded_in_events_and_bytes() {
         store.append(&stream, ExpectedVersion::Exact(1 + chunk * 100), events).await.unwrap();
     }
     let (limit, max_bytes) = (700, 64 * 1024);
-    let cqrs =
-        Cqrs::<Account, _>::new(store.clone()).with_cache_capacity(0).with_batch_size(limit).with_batch_bytes(max_bytes);
+    let cqrs = Cqrs::<Account, _>::new(store.clone())
+        .with_cache_capacity(0)
+        .with_batch_size(limit)
+        .with_batch_bytes(max_bytes);
     let (account, version) = cqrs.load("long").await.unwrap();
     assert_eq!((account.open, account.balance, version), (true, 5_000, 5_001));
     let pages = std::mem::take(&mut *store.pages.lock().unwrap());
