@@ -12,8 +12,8 @@ use eventloom_core::store::BoxFuture;
 use eventloom_core::{
     Error as CoreError, Position, StreamId,
     model::Timestamp,
-    model::{ExpectedVersion, NewEvent, RecordedEvent, StoredMetadata},
-    store::{AppendOutcome, Appended, CommandEntry, CommandRecord, EventStore, Relayed},
+    model::{EventRef, ExpectedVersion, NewEvent, RecordedEvent, StoredMetadata},
+    store::{AppendOutcome, Appended, CommandEntry, CommandRecord, EventStore, FoldedPage, Relayed},
     write::Fingerprint,
 };
 use tokio::sync::{Notify, watch};
@@ -704,6 +704,48 @@ impl PgEventStore {
         .await
     }
 
+    /// One page of a stream folded on the primary (see [`EventStore::fold_stream`]): each row
+    /// is lent to `fold` as it arrives, its type name and payload borrowed from the row, and
+    /// dropped before the next. The page is not cut at a byte bound: it holds one row at a
+    /// time, and rows past a cut would be sent by the server all the same (and discarded).
+    async fn fold_stream_on(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+        fold: &mut (dyn FnMut(EventRef<'_>) -> eventloom_core::Result<()> + Send),
+    ) -> eventloom_core::Result<FoldedPage> {
+        let conn = self.inner.db.conn().await?;
+        let from = i64::try_from(from_version).unwrap_or(i64::MAX);
+        let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let params: [&(dyn ToSql + Sync); 4] = [&stream.category(), &stream.id(), &from, &sql_limit];
+        let span = tracing::trace_span!("load", store = "postgres", stream = %stream);
+        let rows = conn.query_raw(&self.inner.sql.fold_stream, params).instrument(span).await?;
+        let mut rows = std::pin::pin!(rows);
+        let mut page = FoldedPage::default();
+        // A stream's versions have no gap: a missing one is a row deleted or changed by hand.
+        let mut next = from_version.max(1);
+        while let Some(row) = next_row(&mut rows, pg).await? {
+            let fields = Fields::new(&row, || event_location(&row, Some(stream)));
+            let version = fields.unsigned("version")?;
+            if version != next {
+                return Err(fields.corrupt(format_args!("expected version {next}: the stream has a gap")));
+            }
+            next += 1;
+            let event = EventRef {
+                stream,
+                version,
+                position: fields.position("transaction_text", "sequence")?,
+                event_type: fields.get("event_type")?,
+                schema_version: fields.unsigned_int("schema_version")?,
+                payload: fields.get("payload_text")?,
+            };
+            fold(event)?;
+            page.add(&event, event.size());
+        }
+        Ok(page)
+    }
+
     /// A stream's events from the read replica; when the replica ends below the version this
     /// process knows the primary holds (see [`Replica`]), the rest comes from the primary.
     async fn read_stream_replicated(
@@ -1371,6 +1413,29 @@ impl EventStore for PgEventStore {
             match &self.inner.replica {
                 Some(replica) => self.read_stream_replicated(replica, stream, from_version, limit, max_bytes).await,
                 None => self.read_stream_on(&self.inner.db, stream, from_version, limit, max_bytes).await,
+            }
+        })
+    }
+
+    /// Rows are folded as they arrive, without their metadata, up to `limit`: a load holds one
+    /// row at a time (and the rows tokio-postgres buffers, a few socket reads), so the page is
+    /// not cut at `max_bytes` (rows after a cut would be sent and discarded all the same). With a read
+    /// replica, the page is read as [`read_stream_bounded`](Self::read_stream_bounded) reads it
+    /// (which falls back to the primary for what the replica has not replayed yet), then folded.
+    fn fold_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+        fold: &'a mut (dyn FnMut(EventRef<'_>) -> eventloom_core::Result<()> + Send),
+    ) -> BoxFuture<'a, eventloom_core::Result<FoldedPage>> {
+        Box::pin(async move {
+            match &self.inner.replica {
+                Some(_) => {
+                    eventloom_core::store::fold_read_stream(self, stream, from_version, limit, max_bytes, fold).await
+                }
+                None => self.fold_stream_on(stream, from_version, limit, fold).await,
             }
         })
     }

@@ -20,8 +20,12 @@
 //!   latency of one NOTIFY against `SELECT 1`, and raw INSERTs from eight tasks with a task
 //!   beside them that notifies as the store does (`ours`) against without (`raw`);
 //! - `append_batch_100`: events per second appended 100 per call;
+//! - `allocations_per_command`: allocations per deposit through the warm engine, against a raw
+//!   INSERT (counted by the process's allocator, `alloc.rs`);
 //! - `command_10k_stream_no_snapshot`, `command_10k_stream_snapshot`,
-//!   `command_100k_stream_snapshot`: the latency of one command that loads a long stream.
+//!   `command_100k_stream_snapshot`: the latency of one command that loads a long stream (the
+//!   first against a raw read, decode and fold of the same rows plus an INSERT, see `long.rs`);
+//! - `load_100k_events_4k`, `load_1k_events_1m`: the peak memory of one load of a big stream.
 //!
 //! `cargo run --release -p cqrs-bench --all-features -- redis`, with `DATABASE_URL` and
 //! `REDIS_URL` naming throwaway servers (it works in a schema `bench_redis_<pid>` and under a
@@ -32,6 +36,8 @@
 //!   stored events, against a raw catch-up doing the same work without the framework (the
 //!   events read with tokio-postgres by the store's ordered query in pages of the same size,
 //!   decoded, folded, one pipelined `SET` per event), with pipelined `SET`s alone beside it;
+//! - `allocations_per_projected_event`: the allocations of one more (untimed) catch-up per event,
+//!   against those of the raw `SET`s;
 //! - `live_lag`: the time from a command's return until its view is visible, with the
 //!   projector running live and commands at 1,000 per second;
 //! - `live_lag_combined`: the same with the commands' store combining writes
@@ -96,6 +102,7 @@
 //! Every scenario stops by itself after a count of operations or a few seconds. Results are
 //! one JSON object per line on stdout; notes go to stderr.
 
+mod alloc;
 mod baseline;
 mod bus;
 mod counted;
@@ -103,6 +110,7 @@ mod cpu;
 mod domain;
 mod live_lag;
 mod load;
+mod long;
 mod notify_cost;
 mod ours;
 mod phases;

@@ -151,6 +151,7 @@ impl<'a> RedisBench<'a> {
     /// query reads a view it wrote.
     async fn run_all(&self) -> Result<()> {
         self.catch_up().await?.print();
+        self.catch_up_allocations().await?.print();
         self.live_lag("live_lag", "live", false).await?.print();
         self.live_lag("live_lag_combined", "live_combined", true).await?.print();
         self.view_query().await?.print();
@@ -210,6 +211,37 @@ impl<'a> RedisBench<'a> {
             .with("batch", best.batch)
             .with("sets_alone_per_second", sets.per_second())
             .with("ratio_to_sets_alone", best.rate.per_second() / sets.per_second()))
+    }
+
+    /// `allocations_per_projected_event`: one more catch-up of the same events (untimed, the
+    /// projector's default batch size) with the process's allocator counting
+    /// ([`crate::alloc`]), against the raw `SET`s of every event's view.
+    async fn catch_up_allocations(&self) -> Result<Record> {
+        let views = self.views("alloc").await?;
+        let projector = Projector::new(self.store.clone(), views.clone());
+        let measure = crate::alloc::Measure::start();
+        let checkpoint = projector.catch_up(&AccountViews).await?;
+        let ours = measure.stop();
+        if checkpoint.is_none() {
+            return Err("the catch-up processed nothing".into());
+        }
+        check_views(views).await?;
+        let prefix = self.prefix_of("rawalloc");
+        let mut raw = RawViewWrites::new(self.redis.clone(), &prefix, CATCH_UP_IDS, STREAMS, PER_APPEND);
+        let measure = crate::alloc::Measure::start();
+        raw.write(EVENTS).await?;
+        let raw = measure.stop();
+        eprintln!(
+            "allocations_per_projected_event: ours {:.1} allocations and {:.0} bytes per event; raw SETs {:.1} and {:.0} \
+             ({EVENTS} events, every thread of the process counted)",
+            ours.per(EVENTS),
+            ours.bytes_per(EVENTS),
+            raw.per(EVENTS),
+            raw.bytes_per(EVENTS)
+        );
+        Ok(Record::new("allocations_per_projected_event", Unit::Allocations, ours.per(EVENTS), raw.per(EVENTS))
+            .with("bytes_per_event", ours.bytes_per(EVENTS))
+            .with("raw_bytes_per_event", raw.bytes_per(EVENTS)))
     }
 
     /// Appends the catch-up's events: [`STREAMS`] account streams of [`PER_APPEND`] deposits

@@ -16,6 +16,12 @@ pub enum Unit {
     /// Reads of the event log per second: lower is better.
     #[serde(rename = "reads_per_s")]
     ReadsPerSecond,
+    /// Allocations per operation (command or event): lower is better.
+    #[serde(rename = "allocs")]
+    Allocations,
+    /// Megabytes (10^6 bytes) of memory: lower is better.
+    #[serde(rename = "MB")]
+    Megabytes,
 }
 
 impl Unit {
@@ -23,7 +29,7 @@ impl Unit {
     fn better(self, a: f64, b: f64) -> f64 {
         match self {
             Unit::PerSecond => a / b,
-            Unit::Millis | Unit::ReadsPerSecond => b / a,
+            Unit::Millis | Unit::ReadsPerSecond | Unit::Allocations | Unit::Megabytes => b / a,
         }
     }
 }
@@ -206,7 +212,7 @@ pub struct GroupFigures {
 fn round(value: f64, unit: Unit) -> f64 {
     match unit {
         Unit::PerSecond | Unit::ReadsPerSecond => (value * 10.0).round() / 10.0,
-        Unit::Millis => round3(value),
+        Unit::Millis | Unit::Allocations | Unit::Megabytes => round3(value),
     }
 }
 

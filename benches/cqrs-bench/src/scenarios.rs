@@ -17,6 +17,7 @@ use tokio_postgres::{Client, NoTls};
 use crate::Result;
 use crate::domain::{Account, account_ids};
 use crate::load::{self, Budget, Rate};
+use crate::long;
 use crate::notify_cost::{self, Listener, Notifier, Notify};
 use crate::ours::{AppendBatch, Commands, Engine, OneStream, Subscriber, build_stream};
 use crate::raw::{self, RawBatch, RawInsert};
@@ -43,6 +44,12 @@ const LATENCY: Budget = Budget::new(200, 10).at_least(20);
 const SLOW_LATENCY: Budget = Budget::new(100, 5).at_least(20);
 /// How many times each throughput is measured; the fastest run counts.
 const ROUNDS: usize = 2;
+/// Commands whose allocations are counted in `allocations_per_command`.
+const ALLOCATION_OPS: usize = 2_000;
+/// Commands (and loads) on the long stream whose allocations are counted.
+const LONG_ALLOCATION_OPS: usize = 10;
+/// Rounds of ours and raw, alternating, on the long stream without snapshot.
+const ROUNDS_RAW: usize = 4;
 /// How long appends get to settle (the coalesced NOTIFY) before round-trips are read.
 const SETTLE: Duration = Duration::from_millis(200);
 
@@ -196,6 +203,9 @@ impl<'a> Bench<'a> {
 
     /// Every scenario, in order.
     async fn run_all(&self) -> Result<()> {
+        if let Ok(only) = std::env::var("CQRS_BENCH_ONLY") {
+            return self.run_only(&only).await;
+        }
         let counter = RoundTrips::new(self.monitor).await;
         self.commands("commands_1_task", 1, ONE_TASK, counter.as_ref()).await?.print();
         self.commands("commands_8_tasks", 8, EIGHT_TASKS, counter.as_ref()).await?.print();
@@ -208,7 +218,50 @@ impl<'a> Bench<'a> {
         self.subscribed().await?.print();
         self.notify_cost().await?.print();
         self.append_batch().await?.print();
-        self.long_streams().await
+        self.run_only("allocations,long,big").await
+    }
+
+    /// The parts named in `only` (comma-separated; `CQRS_BENCH_ONLY` names them for a short
+    /// run): `allocations` (`allocations_per_command`), `long` (the long-stream latencies),
+    /// `big` (the memory of big loads), in that order.
+    async fn run_only(&self, only: &str) -> Result<()> {
+        let wanted = |part: &str| only.split(',').any(|p| p.trim() == part);
+        if wanted("allocations") {
+            self.allocations_per_command().await?.print();
+        }
+        if wanted("long") {
+            self.long_streams().await?;
+        }
+        if wanted("big") {
+            for stream in &long::BIG_STREAMS {
+                long::big_load(&self.store, stream).await?.print();
+            }
+        }
+        Ok(())
+    }
+
+    /// `allocations_per_command`: the allocations of deposits through the warm engine (one
+    /// task, the cache on), counted by the process's allocator ([`crate::alloc`]), against
+    /// those of the raw single-row INSERT; bytes allocated per command beside them.
+    async fn allocations_per_command(&self) -> Result<Record> {
+        let scenario = "allocations_per_command";
+        let mut ours = Commands::new(self.engine.clone(), self.ids.clone());
+        let mut raw = RawInsert::new(&self.raw, self.schema, "raw_allocations", self.ids.clone()).await?;
+        // Warm both first (the raw statement is prepared; the engine's accounts are cached).
+        long::allocations(&mut raw, 0, 100).await?;
+        let ours_counted = long::allocations(&mut ours, 0, ALLOCATION_OPS).await?;
+        let raw_counted = long::allocations(&mut raw, 100, ALLOCATION_OPS).await?;
+        eprintln!(
+            "{scenario}: ours {:.1} allocations and {:.0} bytes per command; raw INSERT {:.1} and {:.0} \
+             ({ALLOCATION_OPS} each, every thread of the process counted)",
+            ours_counted.per(ALLOCATION_OPS),
+            ours_counted.bytes_per(ALLOCATION_OPS),
+            raw_counted.per(ALLOCATION_OPS),
+            raw_counted.bytes_per(ALLOCATION_OPS)
+        );
+        Ok(Record::new(scenario, Unit::Allocations, ours_counted.per(ALLOCATION_OPS), raw_counted.per(ALLOCATION_OPS))
+            .with("bytes_per_command", ours_counted.bytes_per(ALLOCATION_OPS))
+            .with("raw_bytes_per_command", raw_counted.bytes_per(ALLOCATION_OPS)))
     }
 
     /// Closes the pools that would otherwise linger until the process ends.
@@ -489,6 +542,10 @@ impl<'a> Bench<'a> {
         for stream in &LONG_STREAMS {
             let engine = self.long_stream_engine(stream.snapshot);
             check_load(&engine, stream).await?;
+            if !stream.snapshot {
+                self.long_stream_vs_raw(stream, engine).await?.print();
+                continue;
+            }
             let mut probe = OneStream::new(engine, stream.id);
             let ours = Latency::of(load::latencies(&mut probe, 0, stream.budget).await?).ok_or("no command timed")?;
             let theirs = match &self.theirs {
@@ -512,6 +569,100 @@ impl<'a> Bench<'a> {
                 .print();
         }
         Ok(())
+    }
+
+    /// A long stream without snapshot against the raw baseline (see [`crate::long`]): commands
+    /// (load, decide, append) against the raw read and fold plus one single-row INSERT, and
+    /// loads alone against the raw read and fold alone, alternating in [`ROUNDS_RAW`] rounds so
+    /// that both read the stream at the same lengths; cqrs-es beside, and the allocations of
+    /// each (counted apart from the timed runs).
+    async fn long_stream_vs_raw(&self, stream: &LongStream, engine: Engine) -> Result<Record> {
+        let mut probe = OneStream::new(engine.clone(), stream.id);
+        let mut raw = long::RawLongCommand::new(&self.raw, self.schema, stream.id, self.ids.clone()).await?;
+        let mut ours_load = long::OursLoad::new(engine, stream.id);
+        let mut collected_load = long::OursLoad::new(long::collecting(&self.store), stream.id);
+        let mut one_page_load = long::OursLoad::new(ours_load_engine_one_page(&self.store), stream.id);
+        let mut raw_load = long::RawLoad::new(&self.raw, self.schema, stream.id).await?;
+        let part = Budget {
+            ops: stream.budget.ops / ROUNDS_RAW,
+            time: stream.budget.time / u32::try_from(ROUNDS_RAW)?,
+            min_ops: (stream.budget.min_ops / ROUNDS_RAW).max(1),
+        };
+        let (mut ours_ms, mut raw_ms, mut ours_load_ms, mut raw_load_ms) = (vec![], vec![], vec![], vec![]);
+        let (mut collected_load_ms, mut one_page_load_ms) = (vec![], vec![]);
+        for round in 0..ROUNDS_RAW {
+            let first = round * part.ops;
+            ours_ms.extend(load::latencies(&mut probe, first, part).await?);
+            raw_ms.extend(load::latencies(&mut raw, first, part).await?);
+            ours_load_ms.extend(load::latencies(&mut ours_load, first, part).await?);
+            raw_load_ms.extend(load::latencies(&mut raw_load, first, part).await?);
+            collected_load_ms.extend(load::latencies(&mut collected_load, first, part).await?);
+            one_page_load_ms.extend(load::latencies(&mut one_page_load, first, part).await?);
+        }
+        let one_page_load = Latency::of(one_page_load_ms).ok_or("no one-page load timed")?;
+        let collected_allocs = long::allocations(&mut collected_load, 0, LONG_ALLOCATION_OPS).await?;
+        let collected_load = Latency::of(collected_load_ms).ok_or("no collecting load timed")?;
+        let first = ROUNDS_RAW * part.ops;
+        let ours_allocs = long::allocations(&mut probe, first, LONG_ALLOCATION_OPS).await?;
+        let raw_allocs = long::allocations(&mut raw, first, LONG_ALLOCATION_OPS).await?;
+        let ours_load_allocs = long::allocations(&mut ours_load, first, LONG_ALLOCATION_OPS).await?;
+        let raw_load_allocs = long::allocations(&mut raw_load, first, LONG_ALLOCATION_OPS).await?;
+        let ours = Latency::of(ours_ms).ok_or("no command timed")?;
+        let raw = Latency::of(raw_ms).ok_or("no raw command timed")?;
+        let ours_load = Latency::of(ours_load_ms).ok_or("no load timed")?;
+        let raw_load = Latency::of(raw_load_ms).ok_or("no raw load timed")?;
+        let theirs = match &self.theirs {
+            Some(theirs) => theirs.latency(stream.id, stream.snapshot, stream.budget).await?,
+            None => None,
+        };
+        let n = LONG_ALLOCATION_OPS;
+        eprintln!(
+            "{}: ours median {:.3} ms, p99 {:.3} ms ({} commands); raw (read + decode + fold + INSERT) median {:.3} ms, \
+             p99 {:.3} ms ({}); loads alone: ours median {:.3} ms, raw {:.3} ms ({} each){}",
+            stream.scenario,
+            ours.median_ms,
+            ours.p99_ms,
+            ours.samples,
+            raw.median_ms,
+            raw.p99_ms,
+            raw.samples,
+            ours_load.median_ms,
+            raw_load.median_ms,
+            ours_load.samples,
+            theirs.map_or(String::new(), |t| format!(
+                "; cqrs-es median {:.3} ms, p99 {:.3} ms ({} commands)",
+                t.median_ms, t.p99_ms, t.samples
+            ))
+        );
+        eprintln!(
+            "{}: allocations per command: ours {:.0} ({:.2} MB), raw {:.0} ({:.2} MB); per load: ours {:.0}, raw {:.0} \
+             ({n} each); the load reading each page whole before folding it (as before fold_stream): median {:.3} ms, \
+             {:.0} allocations; in pages of 20,000 events: median {:.3} ms",
+            stream.scenario,
+            ours_allocs.per(n),
+            ours_allocs.bytes_per(n) / 1e6,
+            raw_allocs.per(n),
+            raw_allocs.bytes_per(n) / 1e6,
+            ours_load_allocs.per(n),
+            raw_load_allocs.per(n),
+            collected_load.median_ms,
+            collected_allocs.per(n),
+            one_page_load.median_ms
+        );
+        Ok(Record::new(stream.scenario, Unit::Millis, ours.median_ms, raw.median_ms)
+            .cqrs_es(theirs.map(|t| t.median_ms))
+            .p99(ours.p99_ms)
+            .with("raw_p99", raw.p99_ms)
+            .with("load_ms", ours_load.median_ms)
+            .with("raw_load_ms", raw_load.median_ms)
+            .with("load_ratio", raw_load.median_ms / ours_load.median_ms)
+            .with("allocations_per_command", ours_allocs.per(n))
+            .with("raw_allocations_per_command", raw_allocs.per(n))
+            .with("allocations_per_load", ours_load_allocs.per(n))
+            .with("raw_allocations_per_load", raw_load_allocs.per(n))
+            .with("collected_load_ms", collected_load.median_ms)
+            .with("one_page_load_ms", one_page_load.median_ms)
+            .with("collected_allocations_per_load", collected_allocs.per(n)))
     }
 
     /// Writes the long streams: ours through `EventStore::append`, 1,000 events per call, then
@@ -558,6 +709,12 @@ impl<'a> Bench<'a> {
             engine
         }
     }
+}
+
+/// An engine without a cache or snapshots that loads pages of up to 20,000 events (one page
+/// for the 10,000-event stream, as the raw read is one statement).
+fn ours_load_engine_one_page(store: &PgEventStore) -> Engine {
+    Cqrs::new(store.clone()).with_cache_capacity(0).with_batch_size(20_000)
 }
 
 /// Checks that loading `stream` gives the right balance, and that it starts from the snapshot

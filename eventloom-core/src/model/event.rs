@@ -268,6 +268,57 @@ pub struct RecordedEvent {
     pub metadata: StoredMetadata,
 }
 
+/// A stored event lent to a fold ([`EventStore::fold_stream`](crate::store::EventStore::fold_stream)):
+/// its type name and payload borrowed from the store's read buffer rather than copied, and no
+/// metadata (folding an aggregate does not read it).
+///
+/// # Examples
+///
+/// ```
+/// # use eventloom_core::prelude::*;
+/// # use eventloom_core::model::{EventRef, RecordedEvent, StoredMetadata};
+/// let event = RecordedEvent { stream: StreamId::new("a", "1").unwrap(), version: 1, position: Position::new(1, 1),
+///     event_type: "Done".into(), schema_version: 1, payload: "{}".into(),
+///     metadata: StoredMetadata::from_json("{}") };
+/// let lent = EventRef::from(&event);
+/// assert_eq!((lent.version, lent.event_type, lent.payload, lent.size()), (1, "Done", "{}", 6));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// The stream it belongs to.
+    pub stream: &'a StreamId,
+    /// Its version in the stream, from 1.
+    pub version: u64,
+    /// Its place in the store-wide order.
+    pub position: Position,
+    /// Its stored type name.
+    pub event_type: &'a str,
+    /// Its stored schema version.
+    pub schema_version: u32,
+    /// Its payload as JSON.
+    pub payload: &'a str,
+}
+
+impl EventRef<'_> {
+    /// What it weighs in a fold's page: the bytes of its payload and type name.
+    pub fn size(&self) -> usize {
+        self.payload.len() + self.event_type.len()
+    }
+}
+
+impl<'a> From<&'a RecordedEvent> for EventRef<'a> {
+    fn from(event: &'a RecordedEvent) -> Self {
+        EventRef {
+            stream: &event.stream,
+            version: event.version,
+            position: event.position,
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            payload: &event.payload,
+        }
+    }
+}
+
 impl RecordedEvent {
     /// What it weighs in a batch: the bytes of its payload, metadata JSON and type name (a
     /// decoded-only metadata counts as 64). Reads bounded in bytes add these up.

@@ -7,7 +7,8 @@ pub(crate) mod stream;
 
 pub use clock::{Clock, IdGenerator, ManualClock, RandomIds, SequentialIds, SystemClock};
 pub use event::{
-    DecodeError, Event, EventEnvelope, EventType, Metadata, NewEvent, RecordedEvent, StoredMetadata, Timestamp,
+    DecodeError, Event, EventEnvelope, EventRef, EventType, Metadata, NewEvent, RecordedEvent, StoredMetadata,
+    Timestamp,
 };
 pub use position::Position;
 pub use stream::{ExpectedVersion, StreamId, validate_command_id};

@@ -53,6 +53,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::model::EventRef;
 use crate::{
     ExpectedVersion, Fingerprint, NewEvent, Position, RecordedEvent, Result, StreamId, Subscription, Timestamp,
 };
@@ -514,6 +515,56 @@ pub trait EventStore: Send + Sync + 'static {
         })
     }
 
+    /// Folds one page of `stream`'s events, versions from `from_version` on, in order: calls
+    /// `fold` with each, lent rather than copied ([`EventRef`], without metadata), and returns
+    /// what the page went through ([`FoldedPage`]). A page holds at most `limit` events. A
+    /// store that reads a page before folding it also ends the page with the event that brings
+    /// it to `max_bytes` or more, as [`read_stream_bounded`](Self::read_stream_bounded) does (the
+    /// default, [`fold_read_stream`]); a store that folds rows as they arrive, holding one at a
+    /// time, need not. A page that stops short of both bounds
+    /// ([`FoldedPage::may_have_more`]) is the end of the stream. An error from `fold` ends the
+    /// page and is returned.
+    ///
+    /// The engine loads aggregates through it, so that a store that overrides it (the
+    /// PostgreSQL store does) loads in flat memory whatever the page's size, without copying
+    /// each event out of its read buffer first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::prelude::*;
+    /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+    /// use eventloom_core::model::{ExpectedVersion, NewEvent};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryEventStore::new();
+    /// let stream = StreamId::new("doc", "1").unwrap();
+    /// let event = |n: u32| NewEvent { event_type: "Written".into(), schema_version: 1,
+    ///     payload: format!("{n}").into(), metadata: Metadata::default() };
+    /// store.append(&stream, ExpectedVersion::Any, vec![event(1), event(2), event(3)]).await.unwrap();
+    /// let mut sum = 0;
+    /// let page = store
+    ///     .fold_stream(&stream, 2, 100, usize::MAX, &mut |e| {
+    ///         sum += e.payload.parse::<u32>().unwrap();
+    ///         Ok(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!((sum, page.events, page.last.map(|(version, _)| version)), (5, 2, Some(3)));
+    /// assert!(!page.may_have_more(100, usize::MAX), "the end of the stream");
+    /// # });
+    /// ```
+    fn fold_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+        fold: &'a mut (dyn FnMut(EventRef<'_>) -> Result<()> + Send),
+    ) -> BoxFuture<'a, Result<FoldedPage>> {
+        Box::pin(fold_read_stream(self, stream, from_version, limit, max_bytes, fold))
+    }
+
     /// [`read_all`](Self::read_all) bounded in bytes as
     /// [`read_stream_bounded`](Self::read_stream_bounded) is: the batch ends with the event that
     /// brings it to `max_bytes` or more.
@@ -907,6 +958,16 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
     ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
         (**self).read_stream_bounded(stream, from_version, limit, max_bytes)
     }
+    fn fold_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+        fold: &'a mut (dyn FnMut(EventRef<'_>) -> Result<()> + Send),
+    ) -> BoxFuture<'a, Result<FoldedPage>> {
+        (**self).fold_stream(stream, from_version, limit, max_bytes, fold)
+    }
     fn read_all_bounded<'a>(
         &'a self,
         after: Position,
@@ -1039,6 +1100,53 @@ pub fn within_bytes(events: &[RecordedEvent], max_bytes: usize) -> usize {
 
 /// Whether a batch bounded to `limit` events and `max_bytes` that came back as `events` may have
 /// more after it: it is full, or it was cut by bytes.
+/// What one [`EventStore::fold_stream`] page went through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FoldedPage {
+    /// How many events were folded.
+    pub events: usize,
+    /// Their bytes as the store counted them against the page's `max_bytes`.
+    pub bytes: usize,
+    /// The version and position of the last event folded, if any.
+    pub last: Option<(u64, Position)>,
+}
+
+impl FoldedPage {
+    /// Adds one folded event that the store counted as `bytes`.
+    pub fn add(&mut self, event: &EventRef<'_>, bytes: usize) {
+        self.events += 1;
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.last = Some((event.version, event.position));
+    }
+
+    /// Whether the page was cut by one of its bounds, so that the stream may go on after it
+    /// (otherwise the page reached the stream's end).
+    pub fn may_have_more(&self, limit: usize, max_bytes: usize) -> bool {
+        self.events >= limit || self.bytes >= max_bytes
+    }
+}
+
+/// [`EventStore::fold_stream`] by [`read_stream_bounded`](EventStore::read_stream_bounded): reads
+/// the page, then folds its events one by one (the default of `fold_stream`, for stores and
+/// wrappers that have no faster way).
+pub async fn fold_read_stream<S: EventStore + ?Sized>(
+    store: &S,
+    stream: &StreamId,
+    from_version: u64,
+    limit: usize,
+    max_bytes: usize,
+    fold: &mut (dyn FnMut(EventRef<'_>) -> Result<()> + Send),
+) -> Result<FoldedPage> {
+    let events = store.read_stream_bounded(stream, from_version, limit, max_bytes).await?;
+    let mut page = FoldedPage::default();
+    for event in &events {
+        let lent = EventRef::from(event);
+        fold(lent)?;
+        page.add(&lent, event.stored_size());
+    }
+    Ok(page)
+}
+
 pub(crate) fn may_have_more(events: &[RecordedEvent], limit: usize, max_bytes: usize) -> bool {
     events.len() >= limit || stored_bytes(events) >= max_bytes
 }
@@ -1069,8 +1177,13 @@ impl ReadAhead {
 
     /// Learns from a batch read with [`limit`](Self::limit) and `max_bytes`.
     pub(crate) fn observe(&mut self, events: &[RecordedEvent], max_bytes: usize) {
-        self.next = if stored_bytes(events) >= max_bytes {
-            events.len().saturating_mul(2).clamp(1, self.max)
+        self.observe_page(events.len(), stored_bytes(events), max_bytes);
+    }
+
+    /// [`observe`](Self::observe) from a page's count and bytes.
+    pub(crate) fn observe_page(&mut self, events: usize, bytes: usize, max_bytes: usize) {
+        self.next = if bytes >= max_bytes {
+            events.saturating_mul(2).clamp(1, self.max)
         } else {
             self.next.saturating_mul(2).min(self.max)
         };

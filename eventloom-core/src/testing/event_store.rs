@@ -82,6 +82,7 @@ where
     wake_ups(make().await).await;
     head_and_count(make().await).await;
     bounded_reads(make().await).await;
+    folded_pages(make().await).await;
 }
 
 /// Reads bounded in bytes end with the event that brings the batch's stored sizes to the bound
@@ -124,6 +125,87 @@ pub async fn bounded_reads<S: EventStore>(store: S) {
     assert_eq!(from_third.iter().map(|e| e.version).collect::<Vec<_>>(), vec![3, 4], "the event bound still holds");
     let after_second = store.read_all_bounded(all[1].position, 100, 1).await.expect("read");
     assert_eq!(after_second.iter().map(|e| e.position).collect::<Vec<_>>(), vec![all[2].position]);
+}
+
+/// `fold_stream` lends the same events `read_stream` returns, in version order from the version
+/// asked, with their positions, types and payloads; a page holds at most `limit` events (and may
+/// stop at `max_bytes`); the page it reports matches what it folded, counting at least each
+/// event's payload and type name; paging on until a page is short of both bounds folds the whole
+/// stream once; and a fold error ends the page and is returned.
+pub async fn folded_pages<S: EventStore>(store: S) {
+    let s = stream("folded");
+    let events: Vec<NewEvent> = (0..12u64)
+        .map(|n| {
+            let mut event = test_event(n);
+            let pad = "x".repeat(usize::try_from((n % 4) * 400).unwrap_or(0));
+            event.payload = format!(r#"{{"n":{n},"pad":"{pad}"}}"#);
+            event
+        })
+        .collect();
+    store.append(&s, ExpectedVersion::NoStream, events).await.expect("append");
+    let stored = store.read_stream(&s, 1, 100).await.expect("read_stream");
+    assert_eq!(stored.len(), 12);
+    let lent =
+        |e: &RecordedEvent| (e.version, e.position, e.event_type.to_string(), e.schema_version, e.payload.to_string());
+    for (limit, max_bytes) in [(100, usize::MAX), (5, usize::MAX), (100, 1), (100, 900), (3, 1_500), (4, 4_000)] {
+        // Every page in turn, from the first version, until one says the stream ended.
+        let mut seen = Vec::new();
+        let mut from = 1;
+        for _ in 0..stored.len() + 1 {
+            let mut folded = Vec::new();
+            let page = store
+                .fold_stream(&s, from, limit, max_bytes, &mut |e| {
+                    folded.push((
+                        e.version,
+                        e.position,
+                        e.event_type.to_owned(),
+                        e.schema_version,
+                        e.payload.to_owned(),
+                    ));
+                    Ok(())
+                })
+                .await
+                .expect("fold_stream");
+            assert_eq!(page.events, folded.len(), "the page counts what it folded");
+            assert_eq!(page.last, folded.last().map(|e| (e.0, e.1)), "the page ends with the last event folded");
+            assert!(page.events <= limit, "a page of {} events with a limit of {limit}", page.events);
+            let sizes: Vec<usize> = folded.iter().map(|e| e.2.len() + e.4.len()).collect();
+            assert!(page.bytes >= sizes.iter().sum::<usize>(), "the page counts at least payloads and type names");
+            seen.extend(folded);
+            if !page.may_have_more(limit, max_bytes) {
+                break;
+            }
+            from = page.last.map_or(from, |(version, _)| version + 1);
+        }
+        let expected: Vec<_> = stored.iter().map(lent).collect();
+        assert_eq!(
+            seen, expected,
+            "pages of {limit} events and {max_bytes} bytes fold the whole stream once, in order"
+        );
+    }
+    let mut versions = Vec::new();
+    let page = store
+        .fold_stream(&s, 10, 100, usize::MAX, &mut |e| {
+            versions.push(e.version);
+            Ok(())
+        })
+        .await
+        .expect("fold_stream from version 10");
+    assert_eq!((versions, page.may_have_more(100, usize::MAX)), (vec![10, 11, 12], false));
+    let mut calls = 0;
+    let refused = store
+        .fold_stream(&s, 1, 100, usize::MAX, &mut |e| {
+            calls += 1;
+            if e.version == 2 {
+                return Err(Error::Corrupt { location: "test".into(), reason: "refused by the fold".into() });
+            }
+            Ok(())
+        })
+        .await;
+    assert!(matches!(refused, Err(Error::Corrupt { .. })), "{refused:?}");
+    assert_eq!(calls, 2, "a fold error ends the page");
+    let nothing = store.fold_stream(&stream("folded-none"), 1, 100, usize::MAX, &mut |_| Ok(())).await.expect("fold");
+    assert_eq!((nothing.events, nothing.last), (0, None));
 }
 
 /// `head` is `None` on an empty store, reaches the last appended position, and is never

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::model::EventRef;
 use crate::{BoxError, Error, Event, EventEnvelope, RecordedEvent, Result};
 
 type UpcastFn = dyn Fn(Value) -> std::result::Result<Value, BoxError> + Send + Sync;
@@ -141,21 +142,28 @@ impl Upcasters {
 
     /// Like [`Upcasters::decode`], without the envelope.
     pub fn decode_event<E: Event>(&self, raw: &RecordedEvent) -> Result<E> {
+        self.decode_ref(EventRef::from(raw))
+    }
+
+    /// Like [`Upcasters::decode_event`], from an event lent by a fold
+    /// ([`EventStore::fold_stream`](crate::store::EventStore::fold_stream)): the payload is
+    /// decoded from the store's buffer, not copied first.
+    pub fn decode_ref<E: Event>(&self, raw: EventRef<'_>) -> Result<E> {
         let upcast = if self.is_empty() {
             None
         } else {
-            self.apply(&raw.event_type, raw.schema_version, &raw.payload).map_err(|source| Error::Upcast {
+            self.apply(raw.event_type, raw.schema_version, raw.payload).map_err(|source| Error::Upcast {
                 stream: raw.stream.clone(),
                 version: raw.version,
                 position: raw.position,
-                event_type: raw.event_type.to_string(),
+                event_type: raw.event_type.to_owned(),
                 schema_version: raw.schema_version,
                 source,
             })?
         };
         let (name, schema_version, payload) = match &upcast {
             Some((name, v, payload)) => (*name, *v, payload.as_str()),
-            None => (raw.event_type.as_ref(), raw.schema_version, raw.payload.as_ref()),
+            None => (raw.event_type, raw.schema_version, raw.payload),
         };
         let unknown = || Error::UnknownEvent {
             stream: raw.stream.clone(),

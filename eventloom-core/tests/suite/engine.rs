@@ -714,3 +714,125 @@ async fn an_aggregate_loads_as_of_a_version_or_a_time_and_ignores_snapshots_and_
     assert!(matches!(cqrs.load_as_of("a\0b", AsOf::Version(1)).await, Err(Error::InvalidId { .. })));
     assert_eq!(balance(cqrs.load_as_of("nobody", AsOf::Version(3)).await.unwrap()), (0, 0));
 }
+
+/// A memory store that records the pages loads fold: how many events and bytes each held.
+#[derive(Clone, Default)]
+struct Paged {
+    inner: MemoryEventStore,
+    pages: Arc<std::sync::Mutex<Vec<(usize, usize, eventloom_core::store::FoldedPage)>>>,
+}
+
+impl EventStore for Paged {
+    fn append<'a>(
+        &'a self,
+        s: &'a StreamId,
+        e: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
+        self.inner.append(s, e, events)
+    }
+    fn append_command<'a>(
+        &'a self,
+        s: &'a StreamId,
+        e: ExpectedVersion,
+        events: Vec<NewEvent>,
+        print: &'a eventloom_core::store::CommandEntry,
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::Appended>> {
+        self.inner.append_command(s, e, events, print)
+    }
+    fn read_stream<'a>(
+        &'a self,
+        s: &'a StreamId,
+        from: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        self.inner.read_stream(s, from, limit)
+    }
+    fn read_all<'a>(
+        &'a self,
+        after: Position,
+        limit: usize,
+    ) -> BoxFuture<'a, eventloom_core::Result<Vec<RecordedEvent>>> {
+        self.inner.read_all(after, limit)
+    }
+    fn fold_stream<'a>(
+        &'a self,
+        s: &'a StreamId,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+        fold: &'a mut (dyn FnMut(eventloom_core::model::EventRef<'_>) -> eventloom_core::Result<()> + Send),
+    ) -> BoxFuture<'a, eventloom_core::Result<eventloom_core::store::FoldedPage>> {
+        Box::pin(async move {
+            let page = self.inner.fold_stream(s, from, limit, max_bytes, fold).await?;
+            self.pages.lock().unwrap().push((limit, max_bytes, page));
+            Ok(page)
+        })
+    }
+    fn stream_version<'a>(&'a self, s: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.inner.stream_version(s)
+    }
+    fn head<'a>(&'a self) -> BoxFuture<'a, eventloom_core::Result<Option<Position>>> {
+        self.inner.head()
+    }
+    fn command_outcome<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
+        self.inner.command_outcome(id)
+    }
+    fn record_command<'a>(
+        &'a self,
+        id: &'a str,
+        record: eventloom_core::store::CommandRecord,
+    ) -> BoxFuture<'a, eventloom_core::Result<Option<eventloom_core::store::CommandRecord>>> {
+        self.inner.record_command(id, record)
+    }
+    fn expire_commands<'a>(&'a self, before: Timestamp, limit: usize) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.inner.expire_commands(before, limit)
+    }
+    fn forget_commands<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, eventloom_core::Result<u64>> {
+        self.inner.forget_commands(ids)
+    }
+}
+
+#[tokio::test]
+async fn a_long_stream_loads_folded_page_by_page_bounded_in_events_and_bytes() {
+    let store = Paged::default();
+    let stream = account("long");
+    let opened = NewEvent::encode(&AccountEvent::Opened { owner: "ada".into() }, Metadata::default()).unwrap();
+    store.append(&stream, ExpectedVersion::NoStream, vec![opened]).await.unwrap();
+    // 5,000 deposits of 1 KiB each (the pad is a field the event does not have: ignored).
+    let pad = "x".repeat(1_000);
+    for chunk in 0..50u64 {
+        let events = (0..100)
+            .map(|_| NewEvent {
+                event_type: "MoneyDeposited".into(),
+                schema_version: 2,
+                payload: format!(r#"{{"amount":1,"pad":"{pad}"}}"#),
+                metadata: Metadata::default(),
+            })
+            .collect();
+        store.append(&stream, ExpectedVersion::Exact(1 + chunk * 100), events).await.unwrap();
+    }
+    let (limit, max_bytes) = (700, 64 * 1024);
+    let cqrs = Cqrs::<Account, _>::new(store.clone())
+        .with_cache_capacity(0)
+        .with_batch_size(limit)
+        .with_batch_bytes(max_bytes);
+    let (account, version) = cqrs.load("long").await.unwrap();
+    assert_eq!((account.open, account.balance, version), (true, 5_000, 5_001));
+    let pages = std::mem::take(&mut *store.pages.lock().unwrap());
+    let folded: usize = pages.iter().map(|(_, _, page)| page.events).sum();
+    assert_eq!(folded, 5_001, "every event folded once, through fold_stream: {pages:?}");
+    // An event weighs a little over 1 KiB: a page of 64 KiB holds about 60 of them.
+    let event = 1_000 + 100;
+    for (asked, bytes, page) in &pages {
+        assert!(*asked <= limit && *bytes == max_bytes, "a page asked for {asked} events and {bytes} bytes");
+        assert!(page.events <= *asked, "{page:?}");
+        assert!(page.bytes < max_bytes + 2 * event, "a page held {} bytes: {page:?}", page.bytes);
+    }
+    assert!(pages.len() >= 5_000 * 1_000 / max_bytes, "{} pages", pages.len());
+    let next = cqrs.execute(deposit("long", 1)).await.unwrap();
+    assert_eq!(next.version, 5_002, "a page cut by bytes is not the end of the stream");
+}
