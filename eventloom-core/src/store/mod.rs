@@ -1,9 +1,11 @@
 //! The interface store adapters implement: [`EventStore`], [`SnapshotStore`], [`ViewStore`] and
 //! [`LeaseManager`].
 
+pub(crate) mod changes;
 pub(crate) mod lease;
 pub(crate) mod view;
 
+pub use changes::{ChangesClosed, ViewChangeHub, ViewChanges};
 pub use lease::{Lease, LeaseHolder, LeaseInfo, LeaseManager, MAX_LEASE_NAME_LEN, validate_lease_name};
 pub(crate) use view::superseded;
 pub use view::{
