@@ -183,7 +183,8 @@ impl Sql {
         Sql {
             listen: fill(include_str!("../sql/statements/listen.sql")).replace("{channel}", &quote(&notify_channel)),
             notify_channel,
-            listen_views: fill(include_str!("../sql/statements/listen.sql")).replace("{channel}", &quote(&views_channel)),
+            listen_views: fill(include_str!("../sql/statements/listen.sql"))
+                .replace("{channel}", &quote(&views_channel)),
             views_channel,
             setup: fill(include_str!("../sql/statements/setup.sql")),
             applied_migrations: fill(include_str!("../sql/statements/applied_migrations.sql")),

@@ -122,7 +122,11 @@ impl PgViewStore {
     }
 
     /// Tells readers of a write that landed, or may have (a transient failure).
-    fn told<T>(&self, projection: &str, result: eventloom_core::Result<Written<T>>) -> eventloom_core::Result<Written<T>> {
+    fn told<T>(
+        &self,
+        projection: &str,
+        result: eventloom_core::Result<Written<T>>,
+    ) -> eventloom_core::Result<Written<T>> {
         if matches!(result, Ok(Ok(_))) || result.as_ref().is_err_and(CoreError::is_transient) {
             self.notices.wrote(projection);
         }

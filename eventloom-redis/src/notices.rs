@@ -11,8 +11,8 @@
 //! coalesces them, so that a waiting reader reads the status once per wake-up however many
 //! commits it heard of.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use eventloom_core::store::{ViewChangeHub, ViewChanges};

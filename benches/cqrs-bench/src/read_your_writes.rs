@@ -243,7 +243,8 @@ async fn three_processes(
         let (Some(position), Some(version), Some(returned)) = (fields.next(), fields.next(), fields.next()) else {
             return Err(format!("{scenario}: the command process answered {answer:?}").into());
         };
-        let (position, version, returned): (Position, u64, u64) = (position.parse()?, version.parse()?, returned.parse()?);
+        let (position, version, returned): (Position, u64, u64) =
+            (position.parse()?, version.parse()?, returned.parse()?);
         reader.wait_for(position, WAIT).await?;
         let id = account(i);
         let view = reader.get(&id).await?.ok_or_else(|| format!("{scenario}: no view of {id}"))?;

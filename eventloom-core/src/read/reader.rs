@@ -528,14 +528,14 @@ impl<P: Projection> std::fmt::Debug for Reader<P> {
 }
 
 impl<P: Projection> Reader<P> {
-    /// Reads `P`'s views from `store` under [`P::NAME`](Projection::NAME), polling while
-    /// waiting.
+    /// Reads `P`'s views from `store` under [`P::NAME`](Projection::NAME); waits are woken by
+    /// the store's change signal ([`ViewStore::changes`]), or poll.
     pub fn new(store: impl ViewStore) -> Self {
         Reader::named(store, P::NAME)
     }
 
     /// Reads the views of the instance of `P` named `name` (see [`Projection::name`]) from
-    /// `store`, polling while waiting.
+    /// `store`; waits as [`new`](Self::new)'s.
     ///
     /// # Examples
     ///

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use eventloom_core::memory::MemoryViewStore;
 use eventloom_core::read::ViewReader;
+use eventloom_core::store::{ProjectionStop, StopKind};
 use eventloom_core::store::{ViewCommit, ViewStore, ViewWrite};
 use eventloom_core::testing::CountingStatus;
-use eventloom_core::store::{ProjectionStop, StopKind};
 use eventloom_core::{Error, Position};
 
 const SAFETY_POLL: Duration = Duration::from_secs(600);

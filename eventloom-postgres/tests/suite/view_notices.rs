@@ -33,10 +33,8 @@ async fn other_instance(url: &str, store: &PgEventStore) -> PgEventStore {
 async fn listeners(url: &str, store: &PgEventStore) -> Vec<i32> {
     let admin = raw(url).await;
     let listen = format!("LISTEN \"cqrs_views_{}\"", store.config().schema_name());
-    let rows = admin
-        .query("SELECT pid FROM pg_stat_activity WHERE query = $1 AND state = 'idle'", &[&listen])
-        .await
-        .unwrap();
+    let rows =
+        admin.query("SELECT pid FROM pg_stat_activity WHERE query = $1 AND state = 'idle'", &[&listen]).await.unwrap();
     rows.iter().map(|row| row.get(0)).collect()
 }
 
@@ -249,5 +247,9 @@ async fn a_burst_of_commits_is_told_once_per_debounce() {
     println!("{COMMITS} commits in {took:?}: {} notifications", payloads.len());
     assert!(payloads.iter().all(|p| p == "p"), "{payloads:?}");
     let most = took.as_millis() / 50 + 3;
-    assert!(!payloads.is_empty() && payloads.len() as u128 <= most, "{} notifications, at most {most} expected", payloads.len());
+    assert!(
+        !payloads.is_empty() && payloads.len() as u128 <= most,
+        "{} notifications, at most {most} expected",
+        payloads.len()
+    );
 }

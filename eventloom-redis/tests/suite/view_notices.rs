@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use eventloom_core::Position;
 use eventloom_core::read::ViewReader;
 use eventloom_core::store::{ViewCommit, ViewStore, ViewWrite};
 use eventloom_core::testing::CountingStatus;
-use eventloom_core::Position;
 use eventloom_redis::RedisViewStore;
 
 use crate::private::PrivateRedis;
@@ -45,8 +45,7 @@ fn wait(reader: &ViewReader<u64>, position: Position) -> tokio::task::JoinHandle
 async fn subscribers(url: &str, channel: &str) -> Vec<u64> {
     let mut raw = raw_connection(url).await;
     let list: String = redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub").query_async(&mut raw).await.unwrap();
-    let channels: Vec<String> =
-        redis::cmd("PUBSUB").arg("CHANNELS").arg(channel).query_async(&mut raw).await.unwrap();
+    let channels: Vec<String> = redis::cmd("PUBSUB").arg("CHANNELS").arg(channel).query_async(&mut raw).await.unwrap();
     if channels.is_empty() {
         return Vec::new();
     }
