@@ -6,7 +6,7 @@
 # REDIS_CLUSTER_URLS and NATS_URL are ignored), runs the scenarios, and stops them.
 #
 # Usage: bash scripts/bench.sh [--runs N] [--out FILE] [--fsync-off] [postgres] [redis] [baseline]
-#                              [projections] [bus] [saga] [scaling]
+#                              [projections] [bus] [saga] [scaling] [ryw]
 #
 #   --runs N      runs of every scenario group, each on fresh servers (default 1); with more
 #                 than one, a summary of medians and spreads follows on stderr
@@ -14,8 +14,8 @@
 #                 binary's notes go to FILE with .log instead of .jsonl
 #   --fsync-off   servers that do not wait for the disk (the test suite's): figures measured
 #                 so must be labelled as such wherever they are quoted
-#   postgres, redis, baseline, projections, bus, saga, scaling: the scenario groups to run
-#                 (default all seven; see benches/cqrs-bench/src/main.rs); bus and saga also start
+#   postgres, redis, baseline, projections, bus, saga, scaling, ryw: the scenario groups to run
+#                 (default all eight; see benches/cqrs-bench/src/main.rs); bus and saga also start
 #                 a throwaway nats-server -js (JetStream on files, which nats-server syncs to disk
 #                 on an interval, not on each write); scaling also starts a streaming replica of
 #                 the PostgreSQL server (a hot standby, as durable as its primary), a Redis server
@@ -38,11 +38,11 @@ while [ $# -gt 0 ]; do
     --runs) runs="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --fsync-off) durable=0; shift ;;
-    postgres|redis|baseline|projections|bus|saga|scaling) groups+=("$1"); shift ;;
+    postgres|redis|baseline|projections|bus|saga|scaling|ryw) groups+=("$1"); shift ;;
     *) sed -n '2,/^set /{/^#/p}' "$0" >&2; exit 2 ;;
   esac
 done
-if [ ${#groups[@]} -eq 0 ]; then groups=(postgres redis baseline projections bus saga scaling); fi
+if [ ${#groups[@]} -eq 0 ]; then groups=(postgres redis baseline projections bus saga scaling ryw); fi
 case "$runs" in ''|*[!0-9]*|0) echo "--runs takes a positive number" >&2; exit 2 ;; esac
 
 source scripts/services.sh
@@ -104,7 +104,7 @@ for run in $(seq 1 "$runs"); do
     if [ "$group" = bus ] || [ "$group" = saga ]; then
       ensure_nats
     fi
-    if [ "$group" = redis ] || [ "$group" = scaling ]; then
+    if [ "$group" = redis ] || [ "$group" = scaling ] || [ "$group" = ryw ]; then
       ensure_redis
       check_redis
     fi

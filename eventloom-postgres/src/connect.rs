@@ -87,6 +87,53 @@ impl Connector {
             }
         }
     }
+
+    /// A connection of its own (not pooled) with every one of its notifications, for a
+    /// listener whose notifications say different things (each names a projection) and that
+    /// never blocks while taking them; the channel closes when the connection does.
+    pub(crate) async fn dedicated_unbounded(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> Result<(Client, mpsc::UnboundedReceiver<Notification>), tokio_postgres::Error> {
+        match self {
+            Connector::Plain => {
+                let (client, connection) = config.connect(NoTls).await?;
+                Ok((client, drive_unbounded(connection)))
+            }
+            #[cfg(feature = "tls")]
+            Connector::Tls(tls) => {
+                let (client, connection) = config.connect(tls.clone()).await?;
+                Ok((client, drive_unbounded(connection)))
+            }
+        }
+    }
+}
+
+/// As [`drive`], handing every notification over.
+fn drive_unbounded<S, T>(mut connection: tokio_postgres::Connection<S, T>) -> mpsc::UnboundedReceiver<Notification>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if tx.send(n).is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "dedicated PostgreSQL connection failed");
+                    break;
+                }
+                None => break,
+            }
+        }
+    });
+    rx
 }
 
 /// Polls a connection on a task of its own, handing notifications over through a small

@@ -19,6 +19,7 @@ mod migrations;
 mod schema;
 mod snapshot_store;
 mod stores;
+mod view_notices;
 mod view_store;
 
 pub use config::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_POOL_SIZE, PgConfig, PoolStatus};

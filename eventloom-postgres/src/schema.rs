@@ -75,6 +75,9 @@ pub(crate) mod fixed {
     pub(crate) const LEASE_SESSION: &str = statement(include_str!("../sql/statements/lease_session.sql"));
     /// One coalesced wake-up: `NOTIFY` on the channel `$1`.
     pub(crate) const NOTIFY: &str = statement(include_str!("../sql/statements/notify.sql"));
+    /// The views' debounced notifications: `NOTIFY` on the channel `$1` with each projection
+    /// name of `$2`.
+    pub(crate) const NOTIFY_VIEWS: &str = statement(include_str!("../sql/statements/notify_views.sql"));
     /// The oldest transaction of the cluster, for [`Holdback`](crate::Holdback).
     pub(crate) const OLDEST_TRANSACTION: &str = statement(include_str!("../sql/statements/oldest_transaction.sql"));
     /// The primary's WAL insert position (`lsn`, text).
@@ -110,6 +113,11 @@ pub(crate) struct Sql {
     /// `LISTEN` on the channel. (No comment in its file: tests find the listening sessions by
     /// this text in `pg_stat_activity`.)
     pub(crate) listen: String,
+    /// The channel of the views' notifications (a projection's live checkpoint moved; the
+    /// payload names it), unquoted, at most 63 bytes.
+    pub(crate) views_channel: String,
+    /// `LISTEN` on the views' channel. (No comment in its file, as `listen`.)
+    pub(crate) listen_views: String,
     pub(crate) setup: String,
     pub(crate) applied_migrations: String,
     pub(crate) record_migration: String,
@@ -166,9 +174,19 @@ impl Sql {
         let s = quote(schema);
         let fill = |text: &str| text.trim_ascii_end().replace("{schema}", &s);
         let notify_channel = format!("cqrs_events_{schema}");
+        // A channel is an identifier: PostgreSQL keeps 63 bytes of it (LISTEN cuts a longer one,
+        // pg_notify refuses it). Schema names are ASCII; two that share their first 52 bytes
+        // share the channel, which costs spurious wake-ups only.
+        let mut views_channel = format!("cqrs_views_{schema}");
+        while views_channel.len() > 63 {
+            views_channel.pop();
+        }
         Sql {
             listen: fill(include_str!("../sql/statements/listen.sql")).replace("{channel}", &quote(&notify_channel)),
             notify_channel,
+            listen_views: fill(include_str!("../sql/statements/listen.sql"))
+                .replace("{channel}", &quote(&views_channel)),
+            views_channel,
             setup: fill(include_str!("../sql/statements/setup.sql")),
             applied_migrations: fill(include_str!("../sql/statements/applied_migrations.sql")),
             record_migration: fill(include_str!("../sql/statements/record_migration.sql")),
@@ -248,6 +266,10 @@ mod tests {
         assert_eq!(sql.schema, "\"a\"\"b\"");
         assert!(sql.read_all.contains("FROM \"a\"\"b\".events e"), "{}", sql.read_all);
         assert_eq!(sql.listen, "LISTEN \"cqrs_events_a\"\"b\"");
+        assert_eq!(sql.listen_views, "LISTEN \"cqrs_views_a\"\"b\"");
+        let long = Sql::new(&"s".repeat(63));
+        assert_eq!(long.views_channel.len(), 63);
+        assert_eq!(long.listen_views, format!("LISTEN \"{}\"", long.views_channel));
         assert_eq!(sql.migration("SELECT 1 FROM {schema}.x"), "SELECT 1 FROM \"a\"\"b\".x");
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use eventloom_core::store::{BoxFuture, DeadLetterSelection, Refusal, Written};
+use eventloom_core::store::{BoxFuture, DeadLetterSelection, Refusal, ViewChanges, Written};
 use eventloom_core::{
     Error as CoreError, Position,
     read::OrderRange,
@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::PgEventStore;
 use crate::db::{Db, Fields};
 use crate::schema::Sql;
+use crate::view_notices::ViewNotices;
 
 /// A [`ViewStore`] on PostgreSQL: views as `json` rows (the exact text the projection wrote;
 /// `jsonb` would refuse a string holding `\u0000`) and secondary index entries as rows, both
@@ -40,6 +41,14 @@ use crate::schema::Sql;
 ///   [`count_generation`](ViewStore::count_generation) read the generation named, one statement
 ///   each, the same range scans without the status table: a dropped generation's rows go with
 ///   the switch that drops it, so it lists nothing and counts 0.
+/// - **Notifications** ([`changes`](ViewStore::changes)): after each commit, switch or recorded
+///   stop, a `NOTIFY` on the schema's views channel (`cqrs_views_<schema>`, the projection's
+///   name as payload) in a transaction of its own, debounced: a lone write is told at once, a
+///   burst costs one `NOTIFY` per [debounce](Self::with_notify_debounce). Waits for views
+///   ([`ViewReader::wait_for`](eventloom_core::read::ViewReader::wait_for)) are woken by them
+///   through one dedicated `LISTEN` connection per store (shared by its clones, opened by the
+///   first wait), whichever process wrote; while it is down they poll every 2 ms, and it
+///   reconnects by itself.
 ///
 /// # Examples
 ///
@@ -58,6 +67,7 @@ use crate::schema::Sql;
 pub struct PgViewStore {
     db: Db,
     sql: Arc<Sql>,
+    notices: Arc<ViewNotices>,
 }
 
 impl std::fmt::Debug for PgViewStore {
@@ -84,7 +94,43 @@ impl PgViewStore {
     /// # Ok(()) }
     /// ```
     pub fn new(store: &PgEventStore) -> Self {
-        PgViewStore { db: store.db().with_errors(pg), sql: store.sql().clone() }
+        let db = store.db().with_errors(pg);
+        let notices =
+            ViewNotices::new(db.clone(), store.connector().clone(), store.config().pg.clone(), store.sql().clone());
+        PgViewStore { db, sql: store.sql().clone(), notices: Arc::new(notices) }
+    }
+
+    /// How long the store waits after sending a `NOTIFY` of its writes before it sends the
+    /// next (1 ms by default; shared by its clones): a write that lands meanwhile is told that
+    /// much later, and a store sends at most one `NOTIFY` per debounce however many commits it
+    /// makes. Zero sends the next as soon as the last one is done.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use eventloom_postgres::{PgConfig, PgEventStore, PgViewStore};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = PgEventStore::connect(PgConfig::from_url("postgres://localhost/app")?).await?;
+    /// let views = PgViewStore::new(&store).with_notify_debounce(Duration::from_millis(5));
+    /// # Ok(()) }
+    /// ```
+    pub fn with_notify_debounce(self, debounce: std::time::Duration) -> Self {
+        self.notices.set_debounce(debounce);
+        self
+    }
+
+    /// Tells readers of a write that landed, or may have (a transient failure).
+    fn told<T>(
+        &self,
+        projection: &str,
+        result: eventloom_core::Result<Written<T>>,
+    ) -> eventloom_core::Result<Written<T>> {
+        if matches!(result, Ok(Ok(_))) || result.as_ref().is_err_and(CoreError::is_transient) {
+            self.notices.wrote(projection);
+        }
+        result
     }
 }
 
@@ -260,11 +306,14 @@ impl ViewStore for PgViewStore {
                 &checkpoint_tx,
                 &checkpoint_sequence,
             ];
-            let row = self.db.query_one(&self.sql.record_stop, &params).await?;
-            match fields(&row, projection).get::<i32>("status")? {
-                0 => Ok(Ok(())),
-                _ => fenced(projection, fencing_token, &row),
-            }
+            let written = async {
+                let row = self.db.query_one(&self.sql.record_stop, &params).await?;
+                match fields(&row, projection).get::<i32>("status")? {
+                    0 => Ok(Ok(())),
+                    _ => fenced(projection, fencing_token, &row),
+                }
+            };
+            self.told(projection, written.await)
         })
     }
 
@@ -334,7 +383,8 @@ impl ViewStore for PgViewStore {
                 generation = commit.generation,
                 views = commit.views.len()
             );
-            self.commit_inner(projection, commit).instrument(span).await
+            let written = self.commit_inner(projection, commit).instrument(span).await;
+            self.told(projection, written)
         })
     }
 
@@ -346,7 +396,7 @@ impl ViewStore for PgViewStore {
     ) -> BoxFuture<'a, eventloom_core::Result<Written>> {
         Box::pin(async move {
             let span = tracing::debug_span!("go_live", store = "postgres", projection, generation);
-            async {
+            let written = async {
                 let fencing = token(fencing_token)?;
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
                     [&projection, &generation_param(generation), &fencing];
@@ -363,7 +413,8 @@ impl ViewStore for PgViewStore {
                 }
             }
             .instrument(span)
-            .await
+            .await;
+            self.told(projection, written)
         })
     }
 
@@ -623,6 +674,10 @@ impl ViewStore for PgViewStore {
             }
             Ok(Ok(fields.unsigned("removed")?))
         })
+    }
+
+    fn changes(&self, projection: &str) -> Option<ViewChanges> {
+        Some(self.notices.changes(projection))
     }
 }
 

@@ -111,6 +111,7 @@ mod connection;
 mod error;
 mod eviction;
 mod keys;
+mod notices;
 mod scripts;
 mod view_store;
 

@@ -49,7 +49,9 @@ macro_rules! script {
 /// view: its id, `s<json>` to set or `d` to delete, the number of entries it leaves and per entry
 /// its list (1..m) and member, the same for the entries it joins; then the number `r` of dead
 /// letters the commit resolves and their positions (`"tx.seq"`), removed from the generation's
-/// `:dead` before the batch's own are added; then the dead letters (JSON).
+/// `:dead` before the batch's own are added; then the channel of the store's notifications
+/// (`""` for none) and the projection's name, which an applied commit PUBLISHes on it; then the
+/// dead letters (JSON).
 ///
 /// Replies `{0, live, building, s, s view ids..., index suffixes...}` when applied (what [`PEEK`]
 /// would answer for the next commit, so that it need not run), `{1, checkpoint}` when the checkpoint moved, `{2, highest}` when

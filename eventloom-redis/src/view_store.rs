@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use eventloom_core::store::{BoxFuture, DeadLetterSelection, Refusal, Written};
+use eventloom_core::store::{BoxFuture, DeadLetterSelection, Refusal, ViewChanges, Written};
 use eventloom_core::{
     Error as CoreError, Position,
     read::OrderRange,
@@ -22,6 +22,7 @@ use crate::config::RedisConfig;
 use crate::error::redis_error;
 use crate::eviction::{self, EvictionPolicy};
 use crate::keys::{ProjectionKeys, index_suffix};
+use crate::notices::Notices;
 use crate::scripts;
 use crate::{Error, Result};
 
@@ -119,6 +120,13 @@ impl Scripts {
 ///   [`count_generation`](ViewStore::count_generation) read the generation named by a read-only
 ///   script each, which first checks it is not in the trash: a dropped generation whose keys the
 ///   sweep has not deleted yet lists nothing, as after its sweep.
+/// - **Notifications** ([`changes`](ViewStore::changes)): an applied commit PUBLISHes the
+///   projection's name on `<prefix>eventloom.views` from its script (a switch and a recorded
+///   stop right after theirs). Waits for views
+///   ([`ViewReader::wait_for`](eventloom_core::read::ViewReader::wait_for)) are woken by them
+///   through one dedicated SUBSCRIBE connection per store (shared by its clones, opened by the
+///   first wait), whichever process wrote; while it is down they poll every 2 ms, and it
+///   reconnects by itself. On a cluster waits poll every 2 ms (no subscriber yet).
 ///
 /// The connection reconnects by itself (to one node, or to the masters of a cluster, whose slot
 /// map it reads again after a failover or a slot migration); a failed read is an error, never
@@ -157,6 +165,8 @@ pub struct RedisViewStore {
     next_commit: Arc<Mutex<HashMap<String, Peeked>>>,
     /// The members of the pages last listed (a guess the list script checks).
     pages: Arc<Mutex<HashMap<PageKey, Vec<String>>>>,
+    /// The views' notifications (see [`ViewStore::changes`]).
+    notices: Arc<Notices>,
 }
 
 impl std::fmt::Debug for RedisViewStore {
@@ -269,6 +279,7 @@ impl<'c> Batch<'c> {
         script: &'s redis::Script,
         keys: &ProjectionKeys,
         peeked: &Peeked,
+        tell: (&str, &str),
     ) -> redis::ScriptInvocation<'s> {
         let commit = self.commit;
         let generation = keys.generation(commit.generation);
@@ -323,6 +334,7 @@ impl<'c> Batch<'c> {
         for position in &commit.resolved {
             invocation.arg(position.to_string());
         }
+        invocation.arg(tell.0).arg(tell.1);
         invocation.arg(&self.dead_letters);
         invocation
     }
@@ -447,7 +459,11 @@ impl RedisViewStore {
                 return Err(Error::EvictionPolicy { policy: name.clone() });
             }
             eviction::log(&policy, config.accept_eviction, &address);
+            // A cluster's PUBLISH reaches every node, but the subscriber connects to one node
+            // only: not there yet, waits on a cluster poll.
+            let subscriber = if config.is_cluster() { None } else { Some(client(&config)?) };
             Ok(RedisViewStore {
+                notices: Arc::new(Notices::new(subscriber, &config.prefix)),
                 connection,
                 prefix: config.prefix,
                 address,
@@ -1016,7 +1032,8 @@ impl ViewStore for RedisViewStore {
                         Some(peeked) if peeked.generation == commit.generation => peeked,
                         _ => self.peek(&keys, commit.generation).await?,
                     };
-                    let invocation = batch.invocation(&self.scripts.commit, &keys, &peeked);
+                    let tell = (self.notices.channel(), projection);
+                    let invocation = batch.invocation(&self.scripts.commit, &keys, &peeked, tell);
                     let reply: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(redis_error)?;
                     if reply != ["9"] {
                         return Ok(reply);
@@ -1030,6 +1047,7 @@ impl ViewStore for RedisViewStore {
                 ["0", ..] => {
                     let next = Peeked::parse(commit.generation, &reply[1..], "a commit")?;
                     self.next_commit.lock().unwrap_or_else(PoisonError::into_inner).insert(projection.to_owned(), next);
+                    self.notices.wrote(projection);
                     self.wait_for_replicas(&keys).await;
                     Ok(Ok(()))
                 }
@@ -1071,6 +1089,7 @@ impl ViewStore for RedisViewStore {
             }
             self.remember_live(projection, Some(generation));
             self.wait_for_replicas(&keys).await;
+            self.notices.publish(&self.connection, projection).await;
             self.sweep_after_switch(projection).await;
             Ok(Ok(()))
         })
@@ -1101,6 +1120,7 @@ impl ViewStore for RedisViewStore {
             match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
                 ["0"] => {
                     self.wait_for_replicas(&keys).await;
+                    self.notices.publish(&self.connection, projection).await;
                     Ok(Ok(()))
                 }
                 ["2", highest] => Ok(Err(fenced(fencing_token, highest))),
@@ -1500,6 +1520,10 @@ impl ViewStore for RedisViewStore {
                 })
                 .collect()
         })
+    }
+
+    fn changes(&self, projection: &str) -> Option<ViewChanges> {
+        self.notices.changes(projection)
     }
 }
 

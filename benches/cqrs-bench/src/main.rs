@@ -99,6 +99,14 @@
 //!   the replica, against `pg_stat_replication.replay_lag`, with `PgEventStore::replica_lag()`
 //!   sampled beside them.
 //!
+//! `cargo run --release -p cqrs-bench -- ryw`, with `DATABASE_URL` and `REDIS_URL` set (schema
+//! `bench_ryw_<pid>` and the key prefix `cqrs-bench:<pid>:<time>:`, removed at the end),
+//! measures read-your-writes: the median and 99th percentile from a command's return to the
+//! answer of a query that waits for its position, on memory stores, on PostgreSQL and on Redis
+//! views, in one process and with command, projector and query in three (children of this
+//! binary, `cqrs-bench ryw-child ...`), and without the views' NOTIFY debounce (see
+//! `read_your_writes.rs`).
+//!
 //! Every scenario stops by itself after a count of operations or a few seconds. Results are
 //! one JSON object per line on stdout; notes go to stderr.
 
@@ -117,6 +125,7 @@ mod phases;
 mod projection_groups;
 mod raw;
 mod read_model;
+mod read_your_writes;
 mod redis_scenarios;
 mod report;
 mod round_trips;
@@ -143,11 +152,12 @@ const USAGE: &str = "usage: cqrs-bench postgres   (with DATABASE_URL set)
        cqrs-bench projections (with DATABASE_URL set)
        cqrs-bench bus        (with DATABASE_URL and NATS_URL set)
        cqrs-bench saga       (with DATABASE_URL and NATS_URL set)
-       cqrs-bench scaling    (with DATABASE_URL, DATABASE_REPLICA_URL, REDIS_URL and REDIS_CLUSTER_URLS set)";
+       cqrs-bench scaling    (with DATABASE_URL, DATABASE_REPLICA_URL, REDIS_URL and REDIS_CLUSTER_URLS set)
+       cqrs-bench ryw        (with DATABASE_URL and REDIS_URL set)";
 
 /// How to get throwaway servers, for the messages about unset variables.
 const SERVICES_HINT: &str = "or run it through scripts/bench.sh, which starts durable throwaway servers: \
-                             bash scripts/bench.sh <postgres|redis|baseline|projections|bus|saga|scaling>";
+                             bash scripts/bench.sh <postgres|redis|baseline|projections|bus|saga|scaling|ryw>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -187,6 +197,14 @@ fn main() -> ExitCode {
         [scaling::CHILD, schema, prefix, partitions] => {
             let (Some(pg_url), Some(cluster_urls)) = (database_url(), cluster_urls()) else { return ExitCode::from(2) };
             block_on(scaling::child(&pg_url, &cluster_urls, schema, prefix, partitions))
+        }
+        ["ryw"] => {
+            let (Some(pg_url), Some(redis_url)) = (database_url(), redis_url()) else { return ExitCode::from(2) };
+            block_on(read_your_writes::run(&pg_url, &redis_url))
+        }
+        [read_your_writes::CHILD, rest @ ..] => {
+            let Some(pg_url) = database_url() else { return ExitCode::from(2) };
+            block_on(read_your_writes::child(&pg_url, rest))
         }
         _ => {
             eprintln!("{USAGE}");

@@ -87,7 +87,7 @@ pub async fn run(pg_url: &str, redis_url: &str) -> Result<()> {
 
 /// A key prefix of this run's own, `cqrs-bench:<pid>:<ms since the epoch>:`, checked to hold
 /// no key.
-async fn fresh_prefix(redis: &mut ConnectionManager) -> Result<String> {
+pub(crate) async fn fresh_prefix(redis: &mut ConnectionManager) -> Result<String> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
     let prefix = format!("cqrs-bench:{}:{now}:", std::process::id());
     if any_keys(redis, &prefix).await? {

@@ -153,4 +153,7 @@ impl ViewStore for SignallingViews {
     ) -> BoxFuture<'a, crate::Result<crate::store::Written<u64>>> {
         self.inner.remove_dead_letters(projection, which, fencing_token)
     }
+    fn changes(&self, projection: &str) -> Option<crate::store::ViewChanges> {
+        self.inner.changes(projection)
+    }
 }

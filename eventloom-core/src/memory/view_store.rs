@@ -5,13 +5,14 @@ use std::sync::{Arc, RwLock};
 use crate::store::BoxFuture;
 
 use super::{read, write};
-use crate::store::{DeadLetterSelection, IndexedView, Refusal, Written};
+use crate::store::{DeadLetterSelection, IndexedView, Refusal, ViewChangeHub, ViewChanges, Written};
 use crate::{
     DeadLetter, Error, Generation, IndexKey, ListCursor, OrderRange, Position, ProjectionStatus, ProjectionStop,
     Result, ViewCommit, ViewPage, ViewStore,
 };
 
-/// A [`ViewStore`] in process memory. Clones share the same store.
+/// A [`ViewStore`] in process memory. Clones share the same store. Its writes wake the waits
+/// of readers on it directly ([`ViewStore::changes`]).
 ///
 /// # Examples
 ///
@@ -41,6 +42,7 @@ use crate::{
 #[derive(Debug, Clone, Default)]
 pub struct MemoryViewStore {
     projections: Arc<RwLock<HashMap<String, ProjectionState>>>,
+    changes: ViewChangeHub,
 }
 
 #[derive(Debug, Default)]
@@ -189,6 +191,15 @@ impl MemoryViewStore {
     /// ```
     pub fn clear(&self) {
         write(&self.projections).clear();
+        self.changes.changed_all();
+    }
+
+    /// Tells waits on `projection` of a write that was made.
+    fn told<T>(&self, projection: &str, written: Written<T>) -> Result<Written<T>> {
+        if written.is_ok() {
+            self.changes.changed(projection);
+        }
+        Ok(written)
     }
 }
 
@@ -235,8 +246,8 @@ impl ViewStore for MemoryViewStore {
     fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
             commit.validate()?;
-            let mut map = write(&self.projections);
-            Ok(map.entry(projection.to_owned()).or_default().commit(commit))
+            let written = write(&self.projections).entry(projection.to_owned()).or_default().commit(commit);
+            self.told(projection, written)
         })
     }
 
@@ -247,8 +258,9 @@ impl ViewStore for MemoryViewStore {
         fencing_token: u64,
     ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
-            let mut map = write(&self.projections);
-            Ok(map.entry(projection.to_owned()).or_default().go_live(generation, fencing_token))
+            let written =
+                write(&self.projections).entry(projection.to_owned()).or_default().go_live(generation, fencing_token);
+            self.told(projection, written)
         })
     }
 
@@ -353,8 +365,9 @@ impl ViewStore for MemoryViewStore {
         fencing_token: u64,
     ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
-            let mut map = write(&self.projections);
-            Ok(map.entry(projection.to_owned()).or_default().record_stop(stop, fencing_token))
+            let written =
+                write(&self.projections).entry(projection.to_owned()).or_default().record_stop(stop, fencing_token);
+            self.told(projection, written)
         })
     }
 
@@ -377,6 +390,10 @@ impl ViewStore for MemoryViewStore {
             // A projection the store does not hold has nothing to remove, and gains no entry.
             Ok(map.get_mut(projection).map_or(Ok(0), |state| state.remove_dead_letters(which, fencing_token)))
         })
+    }
+
+    fn changes(&self, projection: &str) -> Option<ViewChanges> {
+        Some(self.changes.subscribe(projection))
     }
 }
 

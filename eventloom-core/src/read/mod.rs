@@ -23,5 +23,5 @@ pub use partition::{MAX_PARTITIONS, is_partition_record, partition_of};
 pub use projection::{BoxError, DEFAULT_PROJECTOR_BATCH, EventOf, PoisonPolicy, Projection};
 pub use projector::Projector;
 pub use projector::handler::EventHandler;
-pub use reader::{Page, Reader, ViewReader};
+pub use reader::{Page, Reader, SAFETY_POLL, ViewReader};
 pub use subscription::{DEFAULT_BATCH_BYTES, DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIPTION_BATCH, Subscription};

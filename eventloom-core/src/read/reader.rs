@@ -54,9 +54,13 @@ pub struct ViewReader<V> {
     /// Bumped by the projection's runner in this process after each write (installed by the
     /// [`App`](crate::App)): waits re-read the status once per bump.
     wake_ups: Option<watch::Receiver<u64>>,
-    /// Whether waits also poll every [`WATCH_INTERVAL`] (always without wake-ups; with them,
-    /// when a runner in another process may be the one that writes).
+    /// Whether waits also heed writes of other processes (always without wake-ups; with them,
+    /// when a runner in another process may be the one that writes): woken by the store's
+    /// [`changes`](ViewStore::changes), polling every [`safety_poll`](Self::with_safety_poll)
+    /// while it listens, and every [`WATCH_INTERVAL`] otherwise.
     poll_too: bool,
+    /// How often waits read the status while the store's change signal listens.
+    safety_poll: Duration,
     /// How a partitioned projection places a view id in a partition; `None` when it is whole.
     partitioned: Option<ViewKey>,
     _view: PhantomData<fn() -> V>,
@@ -70,14 +74,20 @@ impl<V> Clone for ViewReader<V> {
             watch: self.watch.clone(),
             wake_ups: self.wake_ups.clone(),
             poll_too: self.poll_too,
+            safety_poll: self.safety_poll,
             partitioned: self.partitioned,
             _view: PhantomData,
         }
     }
 }
 
-/// How often the shared poller reads the checkpoint while queries wait for it.
+/// How often the shared poller reads the checkpoint while queries wait for it, when the store
+/// tells no changes (or its change signal does not listen now).
 const WATCH_INTERVAL: Duration = Duration::from_millis(2);
+
+/// How often the shared poller reads the checkpoint while the store's change signal listens:
+/// a change whose notification was lost is seen this late.
+pub const SAFETY_POLL: Duration = Duration::from_millis(500);
 
 /// One poller of the live checkpoint for every query of a reader (and its clones) that waits
 /// for it: a thousand waiting queries cost one status read per interval, not a thousand.
@@ -112,19 +122,24 @@ impl CheckpointWatch {
 
     /// Starts the poller unless it runs; it stops by itself when no query waits. It reads the
     /// status once, then again after each bump of `wake_ups` (the runner in this process wrote)
-    /// and, when `poll_too`, every [`WATCH_INTERVAL`].
+    /// and, when `poll_too`, after each change the store tells ([`ViewStore::changes`]), every
+    /// `safety_poll` while the store's signal listens, and every [`WATCH_INTERVAL`] while it
+    /// does not (or the store has none).
     fn ensure_polling(
         self: &Arc<Self>,
         store: &Arc<dyn ViewStore>,
         projection: &str,
         mut wake_ups: Option<watch::Receiver<u64>>,
         poll_too: bool,
+        safety_poll: Duration,
         partitioned: bool,
     ) {
         if self.polling.swap(true, Ordering::AcqRel) {
             return;
         }
         let (watch, store, projection) = (self.clone(), store.clone(), projection.to_owned());
+        // Subscribed before the first read, so that no change after it goes untold.
+        let mut changes = if poll_too { store.changes(&projection) } else { None };
         tokio::spawn(async move {
             loop {
                 if watch.checkpoint.receiver_count() == 0 {
@@ -139,7 +154,10 @@ impl CheckpointWatch {
                 if let Some(wake_ups) = &mut wake_ups {
                     wake_ups.borrow_and_update();
                 }
-                let mut retry_soon = poll_too;
+                if let Some(changes) = &mut changes {
+                    changes.mark_seen();
+                }
+                let mut retry_soon = false;
                 match partition_reads::status_of(&*store, &projection, partitioned).await {
                     Ok(status) => {
                         let now = Seen::of(&status);
@@ -154,6 +172,16 @@ impl CheckpointWatch {
                         retry_soon = true;
                     }
                 }
+                let poll = if retry_soon {
+                    Some(WATCH_INTERVAL)
+                } else if !poll_too {
+                    None
+                } else {
+                    match &changes {
+                        Some(changes) if changes.listening() => Some(safety_poll),
+                        _ => Some(WATCH_INTERVAL),
+                    }
+                };
                 let woken = async {
                     if let Some(wake_ups) = &mut wake_ups {
                         if wake_ups.changed().await.is_ok() {
@@ -163,16 +191,27 @@ impl CheckpointWatch {
                     // No runner here, or its side is gone: only the clock wakes the poller.
                     std::future::pending::<()>().await
                 };
+                let told = async {
+                    match &mut changes {
+                        Some(changes) => changes.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
                 // Waiters that all gave up stop the poller without waiting for a write.
                 let abandoned = async {
                     while watch.checkpoint.receiver_count() > 0 {
                         tokio::time::sleep(WATCH_INTERVAL * 50).await;
                     }
                 };
-                tokio::select! {
-                    () = woken => {}
-                    () = tokio::time::sleep(WATCH_INTERVAL), if retry_soon => {}
-                    () = abandoned => {}
+                let store_gone = tokio::select! {
+                    () = woken => false,
+                    open = told => !open,
+                    () = tokio::time::sleep(poll.unwrap_or(Duration::ZERO)), if poll.is_some() => false,
+                    () = abandoned => false,
+                };
+                if store_gone {
+                    // The store's signal closed: polling alone from now on.
+                    changes = None;
                 }
             }
         });
@@ -218,6 +257,7 @@ impl<V: DeserializeOwned> ViewReader<V> {
             watch: Arc::new(CheckpointWatch::new()),
             wake_ups: None,
             poll_too: true,
+            safety_poll: SAFETY_POLL,
             partitioned: None,
             _view: PhantomData,
         }
@@ -236,10 +276,30 @@ impl<V: DeserializeOwned> ViewReader<V> {
             projection: projection.into(),
             watch: Arc::new(CheckpointWatch::new()),
             poll_too: poll_too || wake_ups.is_none(),
+            safety_poll: SAFETY_POLL,
             wake_ups,
             partitioned: None,
             _view: PhantomData,
         }
+    }
+
+    /// Waits poll the status every `every` (instead of [`SAFETY_POLL`]) while the store's
+    /// change signal listens ([`ViewStore::changes`]): how late a change whose notification
+    /// was lost is seen, against one status read per interval while queries wait. A store
+    /// without a change signal is polled every 2 ms whatever this says.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{Position, memory::MemoryViewStore, read::ViewReader};
+    /// use std::time::Duration;
+    ///
+    /// let reader = ViewReader::<u32>::new(MemoryViewStore::default(), "answers")
+    ///     .with_safety_poll(Duration::from_secs(2));
+    /// ```
+    pub fn with_safety_poll(mut self, every: Duration) -> Self {
+        self.safety_poll = every;
+        self
     }
 
     /// Reads a partitioned projection, placing view ids in partitions with `key`.
@@ -354,7 +414,11 @@ impl<V: DeserializeOwned> ViewReader<V> {
     }
 
     /// Waits until the live views have processed `position` (read-your-writes: pass the
-    /// position a command returned), or fails with [`Error::Timeout`]. While views are being
+    /// position a command returned), or fails with [`Error::Timeout`]. The waits of a reader
+    /// (and its clones) share one watch of the projection's status, woken by the store's
+    /// notifications ([`ViewStore::changes`]) whichever process wrote, with a slow safety poll
+    /// ([`with_safety_poll`](Self::with_safety_poll)); a store without them is polled every 2 ms.
+    /// While views are being
     /// built it waits for them to go live, and a store that is unavailable meanwhile is asked
     /// again until the deadline. When the projection's runner stopped on an event it cannot
     /// process ([`StopKind::Failed`], recorded in the view store by a runner in any process), it
@@ -379,7 +443,14 @@ impl<V: DeserializeOwned> ViewReader<V> {
         }
         let mut checkpoint = self.watch.checkpoint.subscribe();
         let partitioned = self.partitioned.is_some();
-        self.watch.ensure_polling(&self.store, &self.projection, self.wake_ups.clone(), self.poll_too, partitioned);
+        self.watch.ensure_polling(
+            &self.store,
+            &self.projection,
+            self.wake_ups.clone(),
+            self.poll_too,
+            self.safety_poll,
+            partitioned,
+        );
         loop {
             let seen = checkpoint.borrow_and_update().clone();
             if seen.checkpoint.is_some_and(|c| c >= position) {
@@ -414,7 +485,8 @@ impl From<CommandOutcome> for Position {
 /// Typed reads of one projection's live views: [`ViewReader`] typed by the projection itself, so
 /// no name string can be wrong. Get one from [`App::reader`](crate::App::reader) (whose waits
 /// are woken by the projector's commits when it runs in the same process), or with
-/// [`Reader::new`] over any view store (whose waits poll the status every 2 ms).
+/// [`Reader::new`] over any view store (whose waits are woken by the store's notifications,
+/// [`ViewStore::changes`], or poll the status every 2 ms when it has none).
 ///
 /// # Examples
 ///
@@ -456,14 +528,14 @@ impl<P: Projection> std::fmt::Debug for Reader<P> {
 }
 
 impl<P: Projection> Reader<P> {
-    /// Reads `P`'s views from `store` under [`P::NAME`](Projection::NAME), polling while
-    /// waiting.
+    /// Reads `P`'s views from `store` under [`P::NAME`](Projection::NAME); waits are woken by
+    /// the store's change signal ([`ViewStore::changes`]), or poll.
     pub fn new(store: impl ViewStore) -> Self {
         Reader::named(store, P::NAME)
     }
 
     /// Reads the views of the instance of `P` named `name` (see [`Projection::name`]) from
-    /// `store`, polling while waiting.
+    /// `store`; waits as [`new`](Self::new)'s.
     ///
     /// # Examples
     ///
@@ -558,6 +630,13 @@ impl<P: Projection> Reader<P> {
     /// a [`Position`] (read-your-writes). See [`ViewReader::wait_for`] for the errors.
     pub async fn wait_for(&self, position: impl Into<Position>, timeout: Duration) -> Result<()> {
         self.views.wait_for(position.into(), timeout).await
+    }
+
+    /// How often waits poll while the store's change signal listens (see
+    /// [`ViewReader::with_safety_poll`]).
+    pub fn with_safety_poll(mut self, every: Duration) -> Self {
+        self.views = self.views.with_safety_poll(every);
+        self
     }
 
     /// The untyped reader underneath.

@@ -2,10 +2,12 @@
 //! [`LeaseManager`]; and, for wrappers that change one or two methods of a store and forward the
 //! rest, [`DelegateEventStore`], [`DelegateViewStore`] and [`DelegateLeaseManager`].
 
+pub(crate) mod changes;
 pub(crate) mod delegate;
 pub(crate) mod lease;
 pub(crate) mod view;
 
+pub use changes::{ChangesClosed, ViewChangeHub, ViewChanges};
 pub use delegate::{DelegateEventStore, DelegateLeaseManager, DelegateViewStore};
 pub use lease::{Lease, LeaseHolder, LeaseInfo, LeaseManager, MAX_LEASE_NAME_LEN, validate_lease_name};
 pub(crate) use view::superseded;

@@ -1010,6 +1010,19 @@ pub trait ViewStore: Send + Sync + 'static {
         which: &'a DeadLetterSelection,
         fencing_token: u64,
     ) -> BoxFuture<'a, Result<Written<u64>>>;
+
+    /// A signal that `projection`'s live checkpoint (or its recorded stop) may have moved, so
+    /// that waits for its views ([`ViewReader::wait_for`](crate::read::ViewReader::wait_for))
+    /// are woken by the store rather than by polling, whichever process wrote. `None` (the
+    /// default) when the store has none: waits then poll the status every 2 ms. With one, waits
+    /// still poll slowly (a lost notification costs latency, not correctness), and every 2 ms
+    /// while the signal is not [`listening`](crate::store::ViewChanges::listening).
+    /// `projection` is the name readers use: a partitioned projection's, whose partitions'
+    /// changes the signal tells too (see [`ViewChangeHub`](crate::store::ViewChangeHub)).
+    fn changes(&self, projection: &str) -> Option<crate::store::ViewChanges> {
+        let _ = projection;
+        None
+    }
 }
 
 /// Which dead letters of a projection [`ViewStore::remove_dead_letters`] removes.
@@ -1129,6 +1142,9 @@ impl<T: ViewStore + ?Sized> ViewStore for Arc<T> {
         fencing_token: u64,
     ) -> BoxFuture<'a, Result<Written<u64>>> {
         (**self).remove_dead_letters(projection, which, fencing_token)
+    }
+    fn changes(&self, projection: &str) -> Option<crate::store::ViewChanges> {
+        (**self).changes(projection)
     }
 }
 

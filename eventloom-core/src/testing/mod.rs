@@ -6,6 +6,7 @@
 //! from its own `#[tokio::test]` with one call, handing over a way to make a fresh store.
 
 mod aggregate_test;
+mod counting;
 pub mod encoding;
 pub mod event_store;
 mod faults;
@@ -19,6 +20,7 @@ pub mod snapshot_store;
 pub mod view_store;
 
 pub use aggregate_test::{AggregateTest, Outcome};
+pub use counting::CountingStatus;
 pub use faults::{AppendHook, FailNext, FailingAppends, Hooked};
 pub use process_test::ProcessTest;
 pub use projection_test::ProjectionTest;

@@ -16,3 +16,4 @@ mod relay;
 mod retention;
 mod retry;
 mod saga;
+mod wake_ups;

@@ -46,4 +46,5 @@ mod saga;
 mod support;
 #[cfg(feature = "tls")]
 mod tls;
+mod view_notices;
 mod wake_ups;

@@ -96,7 +96,11 @@ if r > 0 then
   for k = a + 2, a + 1 + r do wanted[ARGV[k]] = true end
   remove_letters(KEYS[7], wanted)
 end
-for k = a + 2 + r, #ARGV do
+-- Then the channel readers hear of commits on, and the projection's name (a channel is not a
+-- key: PUBLISH reaches the subscribers of every node).
+local channel = ARGV[a + 2 + r]
+local projection = ARGV[a + 3 + r]
+for k = a + 4 + r, #ARGV do
   redis.call('RPUSH', KEYS[7], ARGV[k])
 end
 redis.call('HSET', KEYS[4], 'checkpoint', ARGV[3], 'views', redis.call('SCARD', KEYS[5]),
@@ -109,4 +113,6 @@ local next_lists = redis.call('SRANDMEMBER', KEYS[6], ARGV[11])
 out[4] = tostring(#next_views)
 for _, id in ipairs(next_views) do out[#out + 1] = id end
 for _, suffix in ipairs(next_lists) do out[#out + 1] = suffix end
+-- Readers waiting for the checkpoint, in any process, hear of it now.
+if channel ~= '' then redis.call('PUBLISH', channel, projection) end
 return out

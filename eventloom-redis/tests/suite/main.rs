@@ -13,6 +13,7 @@ mod kills;
 mod partitioned;
 mod private;
 mod private_cluster;
+mod view_notices;
 
 use eventloom_core::model::{ExpectedVersion, NewEvent};
 use std::sync::atomic::{AtomicU32, Ordering};
