@@ -374,8 +374,9 @@ impl<'a> Bench<'a> {
                 statements.mean_ms(),
             );
         }
-        let raw = load::throughput(self.raw_workers(&format!("raw_in_flight_{in_flight}"), 64).await?, SIXTY_FOUR_TASKS)
-            .await?;
+        let raw =
+            load::throughput(self.raw_workers(&format!("raw_in_flight_{in_flight}"), 64).await?, SIXTY_FOUR_TASKS)
+                .await?;
         note_rates(scenario, "commands", &ours, &raw, None);
         Ok(Record::new(scenario, Unit::PerSecond, ours.per_second(), raw.per_second()))
     }

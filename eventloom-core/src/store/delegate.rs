@@ -121,6 +121,25 @@ pub trait DelegateEventStore: Send + Sync + 'static {
         self.inner().read_stream_bounded(stream, from_version, limit, max_bytes)
     }
 
+    /// [`EventStore::fold_stream`], as the trait's default does it: through this wrapper's
+    /// [`read_stream_bounded`](Self::read_stream_bounded), so that a wrapper that changes how
+    /// streams are read changes how aggregates load too. A wrapper that leaves reads alone can
+    /// override it with `self.inner().fold_stream(..)`, for the inner store's own fold (on
+    /// PostgreSQL, rows folded as they arrive).
+    fn fold_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+        fold: &'a mut (dyn FnMut(crate::store::EventRef<'_>) -> Result<()> + Send),
+    ) -> BoxFuture<'a, Result<crate::store::FoldedPage>>
+    where
+        Self: Sized,
+    {
+        Box::pin(crate::store::fold_read_stream(self, stream, from_version, limit, max_bytes, fold))
+    }
+
     /// [`EventStore::read_all_bounded`], forwarded.
     fn read_all_bounded<'a>(
         &'a self,
@@ -245,6 +264,16 @@ impl<T: DelegateEventStore> EventStore for T {
         max_bytes: usize,
     ) -> BoxFuture<'a, Result<Vec<RecordedEvent>>> {
         DelegateEventStore::read_stream_bounded(self, stream, from_version, limit, max_bytes)
+    }
+    fn fold_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+        fold: &'a mut (dyn FnMut(crate::store::EventRef<'_>) -> Result<()> + Send),
+    ) -> BoxFuture<'a, Result<crate::store::FoldedPage>> {
+        DelegateEventStore::fold_stream(self, stream, from_version, limit, max_bytes, fold)
     }
     fn read_all_bounded<'a>(
         &'a self,
@@ -473,6 +502,12 @@ pub trait DelegateViewStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Written<u64>>> {
         self.inner().remove_dead_letters(projection, which, fencing_token)
     }
+
+    /// [`ViewStore::changes`], forwarded: a wrapper's readers are woken by the inner store's
+    /// signal (the inner store sees the commits that pass through the wrapper).
+    fn changes(&self, projection: &str) -> Option<crate::store::ViewChanges> {
+        self.inner().changes(projection)
+    }
 }
 
 impl<T: DelegateViewStore> ViewStore for T {
@@ -562,6 +597,9 @@ impl<T: DelegateViewStore> ViewStore for T {
         fencing_token: u64,
     ) -> BoxFuture<'a, Result<Written<u64>>> {
         DelegateViewStore::remove_dead_letters(self, projection, which, fencing_token)
+    }
+    fn changes(&self, projection: &str) -> Option<crate::store::ViewChanges> {
+        DelegateViewStore::changes(self, projection)
     }
 }
 
@@ -890,6 +928,7 @@ mod tests {
             store.replica_lag().await.is_err(),
             store.append_relayed("src", 1, &s, Vec::new()).await.is_err(),
             store.relayed("src").await.is_err(),
+            store.fold_stream(&s, 1, 10, 100, &mut |_| Ok(())).await.is_err(),
         ];
         assert!(failed.iter().all(|f| *f), "every answer is the recorder's: {failed:?}");
         let calls = [
@@ -912,6 +951,8 @@ mod tests {
             "replica_lag",
             "append_relayed",
             "relayed",
+            // Through the wrapper's own bounded read.
+            "read_stream_bounded",
         ];
         assert_eq!(through.0.calls(), calls);
     }
