@@ -118,6 +118,20 @@ impl Conn {
         result
     }
 
+    /// The next row of `rows` (a statement of this connection's), its error noted and mapped
+    /// as the store reports failed statements.
+    pub(crate) async fn next_row(&self, rows: &mut std::pin::Pin<&mut RowStream>) -> Result<Option<Row>> {
+        use futures_util::StreamExt;
+        self.mapped(rows.next().await.transpose())
+    }
+
+    /// Takes the connection out of the pool when dropped: for a caller that stops reading a
+    /// statement's rows on an error, so that the next caller does not wait while the rest are
+    /// received and dropped.
+    pub(crate) fn discard(&self) {
+        self.ended.store(true, Ordering::Relaxed);
+    }
+
     /// `result` noted, with its error mapped as the store maps errors.
     fn mapped<T>(&self, result: std::result::Result<T, tokio_postgres::Error>) -> Result<T> {
         self.noted(result).map_err(self.errors)
@@ -160,7 +174,7 @@ impl Conn {
         self.mapped(self.object().execute(&statement, params).await)
     }
 
-    /// The rows as they arrive (see [`next_row`]).
+    /// The rows as they arrive (see [`next_row`](Self::next_row)).
     pub(crate) async fn query_raw<P, I>(&self, sql: &str, params: I) -> Result<RowStream>
     where
         P: BorrowToSql,
@@ -170,12 +184,6 @@ impl Conn {
         let statement = self.prepare(sql).await?;
         self.mapped(self.object().query_raw(&statement, params).await)
     }
-}
-
-/// The next row of a stream of rows, reported as the store reports failed statements.
-pub(crate) async fn next_row(rows: &mut std::pin::Pin<&mut RowStream>, errors: ErrorMap) -> Result<Option<Row>> {
-    use futures_util::StreamExt;
-    rows.next().await.transpose().map_err(errors)
 }
 
 /// A row read back, with where it came from. Columns are read by name; a value that does not

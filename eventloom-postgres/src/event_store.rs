@@ -23,7 +23,7 @@ use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 
 use crate::connect::Connector;
-use crate::db::{Conn, Db, Fields, next_row, shown};
+use crate::db::{Conn, Db, Fields, shown};
 use crate::schema::{MIGRATIONS, Sql, applied_migrations, fixed};
 use crate::{AppliedMigration, Blocker, Error, Holdback, PgConfig, ReplicaLag, Result, SchemaVersion};
 
@@ -229,6 +229,7 @@ fn event_location(row: &Row, stream: Option<&StreamId>) -> String {
 /// brings their stored sizes to `max_bytes` (see `eventloom_core::store::within_bytes`); the rows after it are
 /// dropped unread.
 async fn collect_within(
+    conn: &Conn,
     rows: tokio_postgres::RowStream,
     max_bytes: usize,
     mut decode: impl FnMut(&Row) -> eventloom_core::Result<RecordedEvent>,
@@ -236,8 +237,8 @@ async fn collect_within(
     let mut rows = std::pin::pin!(rows);
     let mut events = Vec::new();
     let mut total = 0usize;
-    while let Some(row) = next_row(&mut rows, pg).await? {
-        let event = decode(&row)?;
+    while let Some(row) = conn.next_row(&mut rows).await? {
+        let event = decode(&row).inspect_err(|_| conn.discard())?;
         total = total.saturating_add(event.stored_size());
         events.push(event);
         if total >= max_bytes {
@@ -692,7 +693,7 @@ impl PgEventStore {
         let rows = conn.query_raw(&self.inner.sql.read_stream, params).instrument(span).await?;
         // A stream's versions have no gap: a missing one is a row deleted or changed by hand.
         let mut next = from_version.max(1);
-        collect_within(rows, max_bytes, |row| {
+        collect_within(&conn, rows, max_bytes, |row| {
             let event = recorded_in(stream, row)?;
             if event.version != next {
                 let location = event_location(row, Some(stream));
@@ -725,25 +726,34 @@ impl PgEventStore {
         let mut page = FoldedPage::default();
         // A stream's versions have no gap: a missing one is a row deleted or changed by hand.
         let mut next = from_version.max(1);
-        while let Some(row) = next_row(&mut rows, pg).await? {
-            let fields = Fields::new(&row, || event_location(&row, Some(stream)));
-            let version = fields.unsigned("version")?;
-            if version != next {
-                return Err(fields.corrupt(format_args!("expected version {next}: the stream has a gap")));
+        let folded = async {
+            while let Some(row) = conn.next_row(&mut rows).await? {
+                let fields = Fields::new(&row, || event_location(&row, Some(stream)));
+                let version = fields.unsigned("version")?;
+                if version != next {
+                    return Err(fields.corrupt(format_args!("expected version {next}: the stream has a gap")));
+                }
+                next += 1;
+                let event = EventRef {
+                    stream,
+                    version,
+                    position: fields.position("transaction_text", "sequence")?,
+                    event_type: fields.get("event_type")?,
+                    schema_version: fields.unsigned_int("schema_version")?,
+                    payload: fields.get("payload_text")?,
+                };
+                fold(event)?;
+                page.add(&event, event.size());
             }
-            next += 1;
-            let event = EventRef {
-                stream,
-                version,
-                position: fields.position("transaction_text", "sequence")?,
-                event_type: fields.get("event_type")?,
-                schema_version: fields.unsigned_int("schema_version")?,
-                payload: fields.get("payload_text")?,
-            };
-            fold(event)?;
-            page.add(&event, event.size());
+            Ok(page)
         }
-        Ok(page)
+        .await;
+        if folded.is_err() {
+            // The rows left are not read: the next caller gets a fresh connection rather than
+            // wait for them.
+            conn.discard();
+        }
+        folded
     }
 
     /// A stream's events from the read replica; when the replica ends below the version this
@@ -1457,7 +1467,7 @@ impl EventStore for PgEventStore {
             let params: [&(dyn ToSql + Sync); 3] = [&tx, &seq, &limit];
             let span = tracing::trace_span!("read_all", store = "postgres", %after);
             let rows = conn.query_raw(&self.inner.sql.read_all, params).instrument(span).await?;
-            collect_within(rows, max_bytes, recorded).await
+            collect_within(&conn, rows, max_bytes, recorded).await
         })
     }
 

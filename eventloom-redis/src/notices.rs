@@ -68,8 +68,9 @@ impl Notices {
         Notices {
             shared: Arc::new(Shared {
                 hub: ViewChangeHub::new(false),
+                // Without a subscriber (a cluster) nobody listens: the scripts publish nothing.
+                channel: if client.is_some() { channel(prefix) } else { String::new() },
                 client,
-                channel: channel(prefix),
                 listener: AtomicBool::new(false),
                 closed: watch::Sender::new(false),
             }),
@@ -91,6 +92,9 @@ impl Notices {
     /// PUBLISH for other processes (a failure costs them their safety poll).
     pub(crate) async fn publish(&self, connection: &Connection, projection: &str) {
         self.wrote(projection);
+        if self.shared.channel.is_empty() {
+            return;
+        }
         let mut connection = connection.clone();
         let published: redis::RedisResult<i64> =
             redis::cmd("PUBLISH").arg(&self.shared.channel).arg(projection).query_async(&mut connection).await;

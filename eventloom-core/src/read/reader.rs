@@ -286,7 +286,9 @@ impl<V: DeserializeOwned> ViewReader<V> {
     /// Waits poll the status every `every` (instead of [`SAFETY_POLL`]) while the store's
     /// change signal listens ([`ViewStore::changes`]): how late a change whose notification
     /// was lost is seen, against one status read per interval while queries wait. A store
-    /// without a change signal is polled every 2 ms whatever this says.
+    /// without a change signal is polled every 2 ms whatever this says, and no interval is
+    /// shorter than those 2 ms. Clones of a reader share their waits' watcher: the interval of
+    /// the clone whose wait started it holds for all.
     ///
     /// # Examples
     ///
@@ -298,7 +300,8 @@ impl<V: DeserializeOwned> ViewReader<V> {
     ///     .with_safety_poll(Duration::from_secs(2));
     /// ```
     pub fn with_safety_poll(mut self, every: Duration) -> Self {
-        self.safety_poll = every;
+        // Never faster than the poll without a signal: zero would read the status back to back.
+        self.safety_poll = every.max(WATCH_INTERVAL);
         self
     }
 

@@ -1100,8 +1100,6 @@ pub fn within_bytes(events: &[RecordedEvent], max_bytes: usize) -> usize {
     events.len()
 }
 
-/// Whether a batch bounded to `limit` events and `max_bytes` that came back as `events` may have
-/// more after it: it is full, or it was cut by bytes.
 /// What one [`EventStore::fold_stream`] page went through.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FoldedPage {
@@ -1149,6 +1147,8 @@ pub async fn fold_read_stream<S: EventStore + ?Sized>(
     Ok(page)
 }
 
+/// Whether a batch bounded to `limit` events and `max_bytes` that came back as `events` may have
+/// more after it: it is full, or it was cut by bytes.
 pub(crate) fn may_have_more(events: &[RecordedEvent], limit: usize, max_bytes: usize) -> bool {
     events.len() >= limit || stored_bytes(events) >= max_bytes
 }

@@ -505,7 +505,20 @@ impl PgEventStore {
         // written), and is what a lone append would have met.
         let conn = self.client().await.map_err(Failure::Unknown)?;
         let stmt = conn.prepare_unmapped(&self.inner.sql.append_combined).await.map_err(|e| {
-            if e.as_db_error().is_some() { Failure::Unprepared(pg(e)) } else { Failure::Unknown(pg(e)) }
+            // A schema without migration 13 lacks the function (or the tables the statement
+            // names); any other error (a lock or statement timeout, a restart) passes.
+            use tokio_postgres::error::SqlState;
+            let missing = [
+                SqlState::UNDEFINED_FUNCTION,
+                SqlState::UNDEFINED_TABLE,
+                SqlState::UNDEFINED_COLUMN,
+                SqlState::UNDEFINED_OBJECT,
+            ];
+            if e.code().is_some_and(|code| missing.contains(code)) {
+                Failure::Unprepared(pg(e))
+            } else {
+                Failure::Unknown(pg(e))
+            }
         })?;
         let result = conn.noted(conn.client().query(&stmt, &params).await);
         drop(conn);
@@ -543,7 +556,8 @@ enum Failure {
     Refused { streams: Vec<usize>, commands: Vec<usize> },
     /// The server reported an error of the statement, which rolled it back.
     RolledBack,
-    /// The server refused to prepare the statement (nothing was sent).
+    /// The server cannot prepare the statement: the schema lacks what it names (nothing was
+    /// sent).
     Unprepared(CoreError),
     /// The statement may have committed, or was never sent: this error for each append.
     Unknown(CoreError),
