@@ -4,11 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::store::{
-    BoxFuture, DeadLetter, DeadLetterSelection, Generation, IndexKey, IndexedView, ListCursor, ProjectionStatus,
-    ProjectionStop, ViewChanges, ViewCommit, ViewPage, ViewStore, Written,
-};
-use crate::{OrderRange, Result};
+use crate::Result;
+use crate::store::{self, BoxFuture, ProjectionStatus, ViewStore};
 
 /// Wraps a [`ViewStore`], forwarding every call (its [`changes`](ViewStore::changes) too) and
 /// counting [`status`](ViewStore::status) reads. Clones share the count.
@@ -42,96 +39,13 @@ impl<S: ViewStore> CountingStatus<S> {
     }
 }
 
-impl<S: ViewStore> ViewStore for CountingStatus<S> {
+impl<S: ViewStore> store::DelegateViewStore for CountingStatus<S> {
+    type Inner = S;
+    fn inner(&self) -> &S {
+        &self.inner
+    }
     fn status<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<ProjectionStatus>> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         self.inner.status(projection)
-    }
-    fn begin_generation<'a>(
-        &'a self,
-        projection: &'a str,
-        version: u32,
-        fencing_token: u64,
-    ) -> BoxFuture<'a, Result<Written<Generation>>> {
-        self.inner.begin_generation(projection, version, fencing_token)
-    }
-    fn load_views<'a>(
-        &'a self,
-        projection: &'a str,
-        generation: u64,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
-        self.inner.load_views(projection, generation, ids)
-    }
-    fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<Written>> {
-        self.inner.commit(projection, commit)
-    }
-    fn go_live<'a>(
-        &'a self,
-        projection: &'a str,
-        generation: u64,
-        fencing_token: u64,
-    ) -> BoxFuture<'a, Result<Written>> {
-        self.inner.go_live(projection, generation, fencing_token)
-    }
-    fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
-        self.inner.read_views(projection, ids)
-    }
-    fn list<'a>(
-        &'a self,
-        projection: &'a str,
-        key: &'a IndexKey,
-        range: &'a OrderRange,
-        after: Option<&'a ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<ViewPage>> {
-        self.inner.list(projection, key, range, after, limit)
-    }
-    fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, Result<Vec<u64>>> {
-        self.inner.count(projection, keys)
-    }
-    fn list_generation<'a>(
-        &'a self,
-        projection: &'a str,
-        generation: u64,
-        key: &'a IndexKey,
-        range: &'a OrderRange,
-        after: Option<&'a ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<IndexedView>>> {
-        self.inner.list_generation(projection, generation, key, range, after, limit)
-    }
-    fn count_generation<'a>(
-        &'a self,
-        projection: &'a str,
-        generation: u64,
-        keys: &'a [IndexKey],
-    ) -> BoxFuture<'a, Result<Vec<u64>>> {
-        self.inner.count_generation(projection, generation, keys)
-    }
-    fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
-        self.inner.dead_letters(projection)
-    }
-    fn record_stop<'a>(
-        &'a self,
-        projection: &'a str,
-        stop: Option<&'a ProjectionStop>,
-        fencing_token: u64,
-    ) -> BoxFuture<'a, Result<Written>> {
-        self.inner.record_stop(projection, stop, fencing_token)
-    }
-    fn projections<'a>(&'a self) -> BoxFuture<'a, Result<Vec<String>>> {
-        self.inner.projections()
-    }
-    fn remove_dead_letters<'a>(
-        &'a self,
-        projection: &'a str,
-        which: &'a DeadLetterSelection,
-        fencing_token: u64,
-    ) -> BoxFuture<'a, Result<Written<u64>>> {
-        self.inner.remove_dead_letters(projection, which, fencing_token)
-    }
-    fn changes(&self, projection: &str) -> Option<ViewChanges> {
-        self.inner.changes(projection)
     }
 }
