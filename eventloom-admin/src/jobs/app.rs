@@ -1,18 +1,18 @@
 //! The commands that run the application's code (mounted only): `rebuild`, `reset`,
 //! `dead-letters retry`, and `events` through the application's upcasters.
 
-use eventloom_core::app::{Operations, RebuildProgress, ShownEvent};
+use eventloom_core::app::{Operations, RebuildProgress, ShownEvent, UnfinishedPartition};
 use eventloom_core::store::DeadLetterSelection;
 use eventloom_core::write::AsOf;
 use eventloom_core::{Position, StreamId};
 use serde::Serialize;
 
-use crate::Result;
 use crate::cli::Output;
 use crate::jobs::log::EventRow;
 use crate::jobs::projections::{LetterRow, print_letters};
 use crate::jobs::rebuild::{Progress, Waits};
 use crate::render;
+use crate::{Error, Result};
 
 /// `rebuild <name>`, or `reset <name> --to <after>`: the bar while it runs, the position it
 /// went live at. A partitioned projection is rebuilt whole (every partition, one switch).
@@ -44,6 +44,8 @@ struct Retried<'a> {
     retried: u64,
     succeeded: u64,
     failed: Vec<LetterRow>,
+    /// Partitions whose retry did not go through (their dead letters as they were).
+    unfinished: Vec<UnfinishedPartition>,
 }
 
 /// `dead-letters retry <name> [--at ...]` (a partitioned projection's: every partition's, or
@@ -57,18 +59,36 @@ pub(crate) async fn retry(ops: &Operations, name: &str, which: &DeadLetterSelect
         retried: outcome.retried,
         succeeded: outcome.succeeded,
         failed: outcome.failed.iter().map(LetterRow::from).collect(),
+        unfinished: outcome.unfinished,
     };
     if output == Output::Json {
         // One line: after any `waiting` step, stdout is JSON lines.
-        return render::json_line(&report);
+        render::json_line(&report)?;
+    } else {
+        render::line(&format!(
+            "retried {} dead letters of {name}: {} went through, {} failed again",
+            report.retried,
+            report.succeeded,
+            report.failed.len()
+        ))?;
+        if !report.failed.is_empty() {
+            print_letters(&report.failed)?;
+        }
     }
-    render::line(&format!(
-        "retried {} dead letters of {name}: {} went through, {} failed again",
-        report.retried,
-        report.succeeded,
-        report.failed.len()
-    ))?;
-    if report.failed.is_empty() { Ok(()) } else { print_letters(&report.failed) }
+    unfinished(&report.unfinished)
+}
+
+/// A retry that left partitions unfinished fails (after its report), naming each and why.
+fn unfinished(partitions: &[UnfinishedPartition]) -> Result<()> {
+    if partitions.is_empty() {
+        return Ok(());
+    }
+    let each: Vec<String> = partitions.iter().map(|p| format!("{}: {}", p.partition, p.reason)).collect();
+    Err(Error::Failed(format!(
+        "the dead letters of {} partition(s) were not retried (run the retry again for them): {}",
+        partitions.len(),
+        each.join("; ")
+    )))
 }
 
 /// `dead-letters skip|purge` with the application's definitions, saying so while it waits for

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 pub use health::{Lag, LeaseState, RelayLag, Unprojected, Unrelayed};
 pub use operations::{
     GenerationReport, LAG_CAP, LeaseWait, Operations, ProjectionInfo, ProjectionReport, RebuildProgress, RetryOutcome,
-    ShownEvent,
+    ShownEvent, UnfinishedPartition,
 };
 pub use options::{AggregateOptions, HandlerOptions, ProcessOptions, ProjectionOptions, Role, StartFrom};
 pub use relay::{RELAYED_FROM, SOURCE_COMMAND_ID, SOURCE_SEQUENCE, SOURCE_VERSION};

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{AppBuilder, Kind};
 use crate::read::partition::{Partition, member_of};
-use crate::read::partitioned::{PartitionOf, Rebuilt};
+use crate::read::partitioned::{PartitionOf, Rebuilt, settle_named_build};
 use crate::read::projector::Progress;
 use crate::store::{BoxFuture, DeadLetterSelection, Lease, LeaseInfo, superseded};
 use crate::write::AsOf;
@@ -341,6 +341,24 @@ pub struct RetryOutcome {
     pub succeeded: u64,
     /// Those that failed again, recorded again with the new reason.
     pub failed: Vec<DeadLetter>,
+    /// The partitions of a partitioned projection whose retry did not go through (their dead
+    /// letters are as they were; run the retry again for them), while others' did. Empty for
+    /// a projection of one partition, whose failure is the call's error.
+    pub unfinished: Vec<UnfinishedPartition>,
+}
+
+/// A partition whose dead letters [`Operations::retry_dead_letters`] could not retry, while it
+/// retried those of other partitions.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnfinishedPartition {
+    /// The partition's stored name (`tasks~1of3`).
+    pub partition: String,
+    /// Why: the error, as it displays.
+    pub reason: String,
+    /// Whether the error was a transient one ([`Error::is_transient`]): the same retry may go
+    /// through later.
+    pub transient: bool,
 }
 
 /// One stored event as [`Operations::events`] shows it: upcast, its payload and metadata as JSON.
@@ -841,7 +859,12 @@ impl Operations {
     ///
     /// A partitioned projection keeps its dead letters in its partitions: each is retried in
     /// turn, under its own lease (taken, then let go, in partition order), and the outcome
-    /// sums theirs. One partition's name (`tasks~1of3`) retries that partition's alone. See
+    /// sums theirs. A partition whose retry fails keeps its dead letters and is named in
+    /// [`RetryOutcome::unfinished`] while the others go on; when none went through, the first
+    /// partition's error is answered. A partition left by a runner that stopped within the
+    /// grace of a switch (the partition set names the generation it built, its status still
+    /// has the old one live) is first made live, after the grace: the retry changes the views
+    /// queries read. One partition's name (`tasks~1of3`) retries that partition's alone. See
     /// [`retry_dead_letters_with`](Self::retry_dead_letters_with) to hear of a wait for a lease.
     pub async fn retry_dead_letters(&self, name: &str, which: &DeadLetterSelection) -> Result<RetryOutcome> {
         self.retry_dead_letters_with(name, which, |_| {}).await
@@ -886,30 +909,58 @@ impl Operations {
         mut waiting: impl FnMut(LeaseWait) + Send,
     ) -> Result<RetryOutcome> {
         let ((projector, ops), names, partitioned) = self.runnable(name, "retry dead letters of", true)?;
-        let mut outcome = RetryOutcome { retried: 0, succeeded: 0, failed: Vec::new() };
+        let mut outcome = RetryOutcome { retried: 0, succeeded: 0, failed: Vec::new(), unfinished: Vec::new() };
+        let mut first_error = None;
+        let mut finished = 0;
         for stored in &names {
-            let lease = self.lease(stored, &mut waiting).await?;
-            let token = lease.as_ref().map_or(0, Lease::token);
-            let events = self.letters(stored, which).await?;
-            if events.is_empty() {
-                continue;
+            let retried = async {
+                let lease = self.lease(stored, &mut waiting).await?;
+                let token = lease.as_ref().map_or(0, Lease::token);
+                settle_named_build(&**self.stores.views(), stored, token).await?;
+                let events = self.letters(stored, which).await?;
+                if events.is_empty() {
+                    return Ok((0, Vec::new()));
+                }
+                let partition = partitioned.then_some(stored.as_str());
+                let failed = ops.retry(&projector, partition, token, &events).await?;
+                drop(lease);
+                Ok::<_, Error>((events.len() as u64, failed))
             }
-            let partition = partitioned.then_some(stored.as_str());
-            let failed = ops.retry(&projector, partition, token, &events).await?;
-            drop(lease);
-            let retried = events.len() as u64;
-            outcome.retried += retried;
-            outcome.succeeded += retried - failed.len() as u64;
-            outcome.failed.extend(failed);
+            .await;
+            match retried {
+                Ok((retried, failed)) => {
+                    finished += 1;
+                    outcome.retried += retried;
+                    outcome.succeeded += retried - failed.len() as u64;
+                    outcome.failed.extend(failed);
+                }
+                // A partition's failure leaves its dead letters as they were: the others go on,
+                // each under its own lease, and the outcome names it.
+                Err(error) => {
+                    tracing::warn!(partition = %stored, %error, "the retry of a partition's dead letters failed");
+                    outcome.unfinished.push(UnfinishedPartition {
+                        partition: stored.clone(),
+                        reason: error.to_string(),
+                        transient: error.is_transient(),
+                    });
+                    first_error.get_or_insert(error);
+                }
+            }
         }
-        Ok(outcome)
+        match first_error {
+            // Nothing went through anywhere: the error, as for one partition.
+            Some(error) if finished == 0 => Err(error),
+            _ => Ok(outcome),
+        }
     }
 
     /// Under the projection's lease (waiting for it), removes the dead letters `which` selects
     /// without applying them; answers how many went. For a projection registered or held by the
     /// store (else [`Error::UnknownProjection`]). A partitioned projection's are removed from
-    /// each partition in turn, under its lease; one partition's name (`tasks~1of3`) removes
-    /// that partition's alone. See [`skip_dead_letters_with`](Self::skip_dead_letters_with) to
+    /// each partition in turn, under its lease (a partition left within the grace of a switch
+    /// made live first, as [`retry_dead_letters`](Self::retry_dead_letters) does); an error
+    /// stops it, the partitions before keeping what was removed (run it again for the rest).
+    /// One partition's name (`tasks~1of3`) removes that partition's alone. See [`skip_dead_letters_with`](Self::skip_dead_letters_with) to
     /// hear of a wait for a lease.
     pub async fn skip_dead_letters(&self, name: &str, which: &DeadLetterSelection) -> Result<u64> {
         self.skip_dead_letters_with(name, which, |_| {}).await
@@ -949,6 +1000,7 @@ impl Operations {
         for stored in partition_names(name, self.member(name).map_or(1, |m| m.info.partitions)) {
             let lease = self.lease(&stored, &mut waiting).await?;
             let token = lease.as_ref().map_or(0, Lease::token);
+            settle_named_build(&**self.stores.views(), &stored, token).await?;
             let written = self.stores.views().remove_dead_letters(&stored, which, token).await?;
             drop(lease);
             removed += superseded(&stored, written)?;

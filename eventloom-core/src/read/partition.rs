@@ -13,7 +13,10 @@
 //! - `ready/<n>/v<version>/<i>`: written by partition `i` of `n` once its generation has caught
 //!   up with the log (its version and generation, and whether a switch has replaced it).
 //!
-//! A partition that has caught up records itself ready, then reads every ready record of its
+//! A partition that has caught up records itself ready (with the fencing token of its lease:
+//! a record is never overwritten by a writer with a lower token, so a deposed runner that
+//! wakes up late cannot offer its old generation over the one its successor, or an admin
+//! rebuild, recorded), then reads every ready record of its
 //! partitioning and version; when each is ready and not replaced (each generation still in its
 //! partition's status), it writes the new set in one compare-and-set, and marks replaced, in the
 //! same write, the ready records of the set it replaces whose generations the new one drops.
@@ -178,6 +181,10 @@ struct Ready {
     /// A set it was in was replaced by one without it: it never switches back.
     #[serde(default)]
     replaced: bool,
+    /// The fencing token of the lease its writer held (0 without leases, and in records
+    /// written before tokens were recorded): a writer with a lower token may not replace it.
+    #[serde(default)]
+    token: u64,
 }
 
 /// Where a partition's generation stands in the partition set.
@@ -296,46 +303,83 @@ impl<'a> Records<'a> {
         Err(self.busy())
     }
 
-    /// Records partition `partition`'s generation as caught up; then switches the set when every
-    /// partition is ready, and says where the generation stands.
-    pub(crate) async fn offer(&self, partition: Partition, version: u32, generation: u64) -> Result<Standing> {
-        self.record_ready(&[(partition, generation)], version).await?;
+    /// Records partition `partition`'s generation as caught up, by the holder of the
+    /// partition's lease whose fencing token is `token`; then switches the set when every
+    /// partition is ready, and says where the generation stands. A ready record written under a
+    /// higher token (a newer runner, an admin rebuild) stays: [`Error::Superseded`] with
+    /// [`Refusal::Fenced`], and the caller stands by.
+    pub(crate) async fn offer(
+        &self,
+        partition: Partition,
+        version: u32,
+        generation: u64,
+        token: u64,
+    ) -> Result<Standing> {
+        self.record_ready(&[(partition, generation, token)], version).await?;
         self.switch(partition, version, generation).await
     }
 
     /// Records every partition of a partitioning as caught up at once, `generations` by index
-    /// (an admin rebuild, which holds every partition's lease): one compare-and-set writes
-    /// their ready records together, so that no switch sees some of them and not the others.
-    /// Then switches the set as [`offer`](Self::offer) does, and says where the generations
-    /// stand.
-    pub(crate) async fn offer_all(&self, version: u32, generations: &[u64]) -> Result<Standing> {
+    /// (an admin rebuild, which holds every partition's lease, `tokens` by index): one
+    /// compare-and-set writes their ready records together, so that no switch sees some of them
+    /// and not the others. Then switches the set as [`offer`](Self::offer) does, and says where
+    /// the generations stand.
+    pub(crate) async fn offer_all(&self, version: u32, generations: &[u64], tokens: &[u64]) -> Result<Standing> {
         let count = u32::try_from(generations.len()).unwrap_or(u32::MAX);
         let Some(&first) = generations.first() else {
             return Err(Error::InvalidConfig { reason: format!("projection {} has no partitions", self.name) });
         };
-        let offered: Vec<(Partition, u64)> =
-            generations.iter().enumerate().map(|(index, &g)| (Partition { index: index as u32, count }, g)).collect();
+        if tokens.len() != generations.len() {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "{} fencing tokens for the {} partitions of projection {}",
+                    tokens.len(),
+                    generations.len(),
+                    self.name
+                ),
+            });
+        }
+        let offered: Vec<(Partition, u64, u64)> = generations
+            .iter()
+            .zip(tokens)
+            .enumerate()
+            .map(|(index, (&g, &token))| (Partition { index: index as u32, count }, g, token))
+            .collect();
         self.record_ready(&offered, version).await?;
         self.switch(Partition { index: 0, count }, version, first).await
     }
 
-    /// Writes the ready records of `offered` (each partition with its generation) in one
-    /// compare-and-set, leaving those already recorded with their generation as they are.
-    async fn record_ready(&self, offered: &[(Partition, u64)], version: u32) -> Result<()> {
-        let ids: Vec<String> = offered.iter().map(|(partition, _)| partition.ready_id(version)).collect();
-        self.update(&ids, |stored| {
-            let mut writes = Vec::new();
-            for ((id, known), &(_, generation)) in ids.iter().zip(self.readies(stored)?).zip(offered) {
-                // Offered again (a restart, a look while waiting): as it was, a replaced one too.
-                if known.is_some_and(|known| known.generation == generation) {
-                    continue;
+    /// Writes the ready records of `offered` (each partition with its generation and the
+    /// fencing token of its writer's lease) in one compare-and-set, leaving those already
+    /// recorded with their generation as they are; a record written under a higher token
+    /// refuses the whole write ([`Refusal::Fenced`]).
+    async fn record_ready(&self, offered: &[(Partition, u64, u64)], version: u32) -> Result<()> {
+        let ids: Vec<String> = offered.iter().map(|(partition, _, _)| partition.ready_id(version)).collect();
+        let fenced = self
+            .update(&ids, |stored| {
+                let mut writes = Vec::new();
+                for ((id, known), &(_, generation, token)) in ids.iter().zip(self.readies(stored)?).zip(offered) {
+                    if let Some(known) = known.filter(|known| known.token > token) {
+                        // A newer lease holder recorded this partition: this writer was deposed.
+                        return Ok((Some(Refusal::Fenced { token, highest: known.token }), Vec::new()));
+                    }
+                    // Offered again (a restart, a look while waiting): as it was, a replaced one
+                    // too; a newer lease holder's token is recorded with it.
+                    let replaced = match known.filter(|known| known.generation == generation) {
+                        Some(known) if known.token == token => continue,
+                        Some(known) => known.replaced,
+                        None => false,
+                    };
+                    let json = ready_json(Ready { version, generation, replaced, token })?;
+                    writes.push(ViewWrite::set(id.clone(), json));
                 }
-                let json = ready_json(Ready { version, generation, replaced: false })?;
-                writes.push(ViewWrite::set(id.clone(), json));
-            }
-            Ok(((), writes))
-        })
-        .await
+                Ok((None, writes))
+            })
+            .await?;
+        match fenced {
+            Some(refusal) => Err(Error::Superseded { projection: self.meta.clone(), refusal }),
+            None => Ok(()),
+        }
     }
 
     /// Where partition `partition`'s `generation` stands, switching the set to the ready
@@ -504,6 +548,45 @@ mod tests {
         // Fixed values: a change of hash would move every view of a running deployment.
         assert_eq!(partition_of("", 7), (0xcbf2_9ce4_8422_2325u64 % 7) as u32);
         assert_eq!(partition_of("a", 1000), (0xaf63_dc4c_8601_ec8cu64 % 1000) as u32);
+    }
+
+    /// A runner deposed while it waited (its lease expired, another holder or an admin
+    /// rebuild took over) and that wakes up late must not offer its old generation over the
+    /// newer holder's: the set would name a generation about to be dropped.
+    #[tokio::test]
+    async fn a_deposed_runner_cannot_offer_its_old_generation_over_a_newer_holders() {
+        let views = crate::memory::MemoryViewStore::default();
+        let records = Records::new(&views, "p");
+        let part = |index| Partition { index, count: 2 };
+        let begin = |index: u32, token: u64| {
+            let views = &views;
+            async move {
+                let name = Partition::member_name("p", index, 2);
+                views.begin_generation(&name, 1, token).await.unwrap().unwrap().id
+            }
+        };
+        // The old runners (token 1) build and switch the set to their generations.
+        let old = [begin(0, 1).await, begin(1, 1).await];
+        assert_eq!(records.offer(part(0), 1, old[0], 1).await.unwrap(), Standing::Waiting);
+        assert_eq!(records.offer(part(1), 1, old[1], 1).await.unwrap(), Standing::Named);
+        // An admin rebuild holding both leases (token 2) switches the set to new generations;
+        // the old ones are still in their partitions' status until the grace has passed.
+        let new = [begin(0, 2).await, begin(1, 2).await];
+        assert_eq!(records.offer_all(1, &new, &[2, 2]).await.unwrap(), Standing::Named);
+        // The old runner of partition 0 wakes up and offers its generation again.
+        let late = records.offer(part(0), 1, old[0], 1).await;
+        assert!(
+            matches!(late, Err(Error::Superseded { refusal: Refusal::Fenced { token: 1, highest: 2 }, .. })),
+            "{late:?}"
+        );
+        let set = Records::live_set(&views, "p").await.unwrap().unwrap();
+        assert_eq!(set.generations, new.to_vec(), "the set still names the admin's generations");
+        // The newer holder offering its own generation again changes nothing.
+        assert_eq!(records.offer(part(0), 1, new[0], 2).await.unwrap(), Standing::Named);
+        // A later holder (token 3) may record the same generation again under its token.
+        assert_eq!(records.offer(part(1), 1, new[1], 3).await.unwrap(), Standing::Named);
+        let late = records.offer(part(1), 1, old[1], 2).await;
+        assert!(matches!(late, Err(Error::Superseded { .. })), "{late:?}");
     }
 
     #[test]

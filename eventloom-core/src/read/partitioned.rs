@@ -178,7 +178,7 @@ impl<P: Projection> Job for PartitionJob<P> {
             }
             return Ok(Checked::Fine);
         };
-        match records.offer(partition, P::VERSION, generation).await? {
+        match records.offer(partition, P::VERSION, generation, token).await? {
             Standing::Waiting => {
                 waiting.named_at = None;
                 Ok(Checked::Fine)
@@ -213,6 +213,25 @@ fn named_build(set: Option<&PartitionSet>, partition: Partition, status: &Projec
         .filter(|set| set.partitions == partition.count)
         .and_then(|set| set.generations.get(partition.index as usize).copied())?;
     status.building.filter(|g| g.id == named)
+}
+
+/// Makes live the generation being built in partition `member` (`tasks~1of3`) that the live
+/// partition set of its projection names, by a caller that holds the partition's lease
+/// (`token`): a [`SWITCH_GRACE`] after now when that drops a live generation (queries may
+/// hold it). Such a generation is left when a runner stops within the grace of a switch.
+/// Operations that change a partition's live views (retrying or skipping its dead letters)
+/// settle it first, so that they change the views queries read, not those about to be
+/// dropped. A name that is no partition's changes nothing.
+pub(crate) async fn settle_named_build(views: &dyn crate::store::ViewStore, member: &str, token: u64) -> Result<()> {
+    let Some((whole, partition)) = super::partition::member_of(member) else { return Ok(()) };
+    let set = Records::live_set(views, whole).await?;
+    let status = views.status(member).await?;
+    let Some(building) = named_build(set.as_ref(), partition, &status) else { return Ok(()) };
+    if status.live.is_some() {
+        tracing::info!(partition = member, "the partition set names a build not yet live; live after a grace");
+        tokio::time::sleep(SWITCH_GRACE).await;
+    }
+    superseded(member, views.go_live(member, building.id, token).await?)
 }
 
 /// How many partitions an admin rebuild folds a batch into at once.
@@ -318,7 +337,7 @@ impl<S: EventStore + Clone> Projector<S> {
         let generations: Vec<u64> = targets.iter().map(|t| t.generation).collect();
         let records = Records::new(&*self.views, &whole);
         for _ in 0..SWITCH_TRIES {
-            match records.offer_all(P::VERSION, &generations).await? {
+            match records.offer_all(P::VERSION, &generations, tokens).await? {
                 Standing::Named => {
                     tracing::info!(projection = %whole, partitions = count, "rebuilt partitions: queries read them");
                     return Ok(Rebuilt { generations, checkpoint });

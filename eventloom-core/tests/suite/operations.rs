@@ -836,3 +836,150 @@ async fn a_partitioned_projection_is_reported_as_its_partitions_sum_up() {
     let behind = ops.report("flaky").await.unwrap();
     assert_eq!((behind.checkpoint, behind.lag_events), (head, 1));
 }
+
+/// [`Flaky`] at version 2: a new release that rebuilds its views.
+struct FlakyV2 {
+    broken: Arc<AtomicBool>,
+}
+
+impl Projection for FlakyV2 {
+    const NAME: &'static str = "flaky";
+    const VERSION: u32 = 2;
+    type Events = Account;
+    type View = Balance;
+
+    fn apply(&self, view: &mut Option<Balance>, e: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        Flaky { broken: self.broken.clone() }.apply(view, e)
+    }
+}
+
+/// Runners that stop within the grace of a switch leave every partition with the set naming
+/// the generation it built while its own status still has the old one live. A retry then must
+/// apply to the generation queries read (made live first), not to the one about to go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_retried_right_after_a_switch_apply_to_the_generations_queries_read() {
+    let memory = MemoryStores::new();
+    let options = || ProjectionOptions::new().poison_policy(PoisonPolicy::DeadLetter).partitions(3);
+    for n in 0..6 {
+        append(&memory, &format!("acc-{n}"), &[opened(), deposited(n + 1)]).await;
+    }
+    run_partitioned(&memory, Flaky { broken: Arc::new(AtomicBool::new(false)) }, options()).await;
+
+    // Version 2, broken: every deposit is a dead letter of the new generations. The runners
+    // stop as soon as the set switches to them, before their grace has passed.
+    let broken = Arc::new(AtomicBool::new(true));
+    let app = App::builder(memory.clone())
+        .aggregate::<Account>()
+        .projection_with(FlakyV2 { broken: broken.clone() }, options())
+        .start()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let set = memory.views.read_views("flaky~partitions", &["set".to_owned()]).await.unwrap();
+        let version =
+            set[0].as_deref().map(|json| serde_json::from_str::<serde_json::Value>(json).unwrap()["version"].clone());
+        if version == Some(serde_json::json!(2)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the set never switched to version 2");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    app.shutdown().await.unwrap();
+    let (_, named) = partition_set(&memory, "flaky").await;
+    let mut within_grace = 0;
+    for (index, generation) in named.iter().enumerate() {
+        let status = memory.views.status(&format!("flaky~{index}of3")).await.unwrap();
+        if status.live.is_some_and(|live| live.id != *generation) {
+            within_grace += 1;
+        }
+    }
+    assert!(within_grace > 0, "no partition was left within its grace: the test shows nothing");
+    let reader = Reader::<FlakyV2>::new(memory.views.clone()).partitioned();
+    assert_eq!(reader.get("acc-3").await.unwrap().map(|b| b.balance), Some(0), "queries read the new views");
+
+    broken.store(false, Ordering::SeqCst);
+    let ops = App::builder(memory.clone())
+        .aggregate::<Account>()
+        .projection_with(FlakyV2 { broken: broken.clone() }, options())
+        .operations()
+        .unwrap();
+    let outcome = ops.retry_dead_letters("flaky", &DeadLetterSelection::All).await.unwrap();
+    assert_eq!((outcome.retried, outcome.succeeded), (6, 6), "the dead letters of the views queries read");
+    for n in 0..6 {
+        assert_eq!(reader.get(&format!("acc-{n}")).await.unwrap().map(|b| b.balance), Some(n + 1), "acc-{n}");
+    }
+    assert!(ops.dead_letters("flaky").await.unwrap().is_empty());
+    assert_eq!(partition_set(&memory, "flaky").await.1, named, "the set is as it was");
+    for (index, generation) in named.iter().enumerate() {
+        let status = memory.views.status(&format!("flaky~{index}of3")).await.unwrap();
+        assert_eq!(status.live.map(|g| g.id), Some(*generation), "partition {index} made live");
+    }
+}
+
+/// A memory view store whose commits to one projection (a partition) fail while `failing`.
+struct FailingPartition {
+    inner: MemoryViewStore,
+    partition: &'static str,
+    failing: Arc<AtomicBool>,
+}
+
+impl store::DelegateViewStore for FailingPartition {
+    type Inner = MemoryViewStore;
+    fn inner(&self) -> &MemoryViewStore {
+        &self.inner
+    }
+    fn commit<'a>(&'a self, p: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<Written>> {
+        Box::pin(async move {
+            if p == self.partition && self.failing.load(Ordering::SeqCst) {
+                return Err(Error::unavailable_msg("the connection dropped before the commit"));
+            }
+            self.inner.commit(p, commit).await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_retry_that_fails_in_one_partition_reports_what_the_others_did() {
+    let memory = MemoryStores::new();
+    let failing = Arc::new(AtomicBool::new(false));
+    let views = FailingPartition { inner: memory.views.clone(), partition: "flaky~1of3", failing: failing.clone() };
+    let broken = Arc::new(AtomicBool::new(true));
+    let options = ProjectionOptions::new().poison_policy(PoisonPolicy::DeadLetter).partitions(3);
+    let ops = App::builder(Stores::from(memory.clone()).with_views(views))
+        .aggregate::<Account>()
+        .projection_with(Flaky { broken: broken.clone() }, options)
+        .operations()
+        .unwrap();
+    for n in 0..12 {
+        append(&memory, &format!("acc-{n}"), &[opened(), deposited(n + 1)]).await;
+    }
+    ops.rebuild("flaky", |_| {}).await.unwrap();
+    let in_one = memory.views.dead_letters("flaky~1of3").await.unwrap();
+    assert!(!in_one.is_empty(), "partition 1 holds dead letters");
+    assert!(in_one.len() < 12, "so do others");
+
+    broken.store(false, Ordering::SeqCst);
+    failing.store(true, Ordering::SeqCst);
+    let outcome = ops.retry_dead_letters("flaky", &DeadLetterSelection::All).await.unwrap();
+    let others = 12 - in_one.len() as u64;
+    assert_eq!((outcome.retried, outcome.succeeded), (others, others), "the other partitions went through");
+    assert_eq!(outcome.unfinished.len(), 1, "{outcome:?}");
+    assert_eq!(outcome.unfinished[0].partition, "flaky~1of3");
+    assert!(outcome.unfinished[0].transient && outcome.unfinished[0].reason.contains("dropped"), "{outcome:?}");
+    assert_eq!(memory.views.dead_letters("flaky~1of3").await.unwrap(), in_one, "its dead letters stay");
+    assert_eq!(ops.dead_letters("flaky").await.unwrap().len(), in_one.len());
+
+    // Every partition failing: the error itself, nothing changed.
+    let alone = ops.retry_dead_letters("flaky~1of3", &DeadLetterSelection::All).await;
+    assert!(matches!(&alone, Err(error) if error.is_transient()), "{alone:?}");
+
+    failing.store(false, Ordering::SeqCst);
+    let rest = ops.retry_dead_letters("flaky", &DeadLetterSelection::All).await.unwrap();
+    assert_eq!((rest.retried, rest.succeeded, rest.unfinished.len()), (in_one.len() as u64, in_one.len() as u64, 0));
+    assert!(ops.dead_letters("flaky").await.unwrap().is_empty());
+    let reader = Reader::<Flaky>::new(memory.views.clone()).partitioned();
+    for n in 0..12 {
+        assert_eq!(reader.get(&format!("acc-{n}")).await.unwrap().map(|b| b.balance), Some(n + 1), "acc-{n}");
+    }
+}
