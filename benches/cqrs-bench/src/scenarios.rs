@@ -15,6 +15,7 @@ use eventloom_postgres::{PgConfig, PgEventStore, PgSnapshotStore};
 use tokio_postgres::{Client, NoTls};
 
 use crate::Result;
+use crate::cpu::{Reading, Server, Spent};
 use crate::domain::{Account, account_ids};
 use crate::load::{self, Budget, Rate};
 use crate::long;
@@ -171,6 +172,9 @@ struct Bench<'a> {
     combined_ids: Arc<[String]>,
     raw: Pool,
     monitor: &'a Client,
+    /// The server's processes, for the CPU it spends per command (`None` when it runs
+    /// elsewhere).
+    server: Option<Server>,
     theirs: Option<Theirs>,
     ids: Arc<[String]>,
 }
@@ -198,7 +202,8 @@ impl<'a> Bench<'a> {
             "setup: 1,000 accounts with one deposit each in every system, {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        Ok(Bench { url, schema, config, store, engine, combined, combined_ids, raw, monitor, theirs, ids })
+        let server = Server::find(monitor).await;
+        Ok(Bench { url, schema, config, store, engine, combined, combined_ids, raw, monitor, server, theirs, ids })
     }
 
     /// Every scenario, in order.
@@ -288,25 +293,26 @@ impl<'a> Bench<'a> {
                 Some(counter) if round == 0 => Some((counter, counter.before(self.store.pool()).await?)),
                 _ => None,
             };
-            let run = load::throughput(self.command_workers(tasks), budget).await?;
+            let run = self.costed(load::throughput(self.command_workers(tasks), budget)).await?;
             if let Some((counter, before)) = before {
                 tokio::time::sleep(SETTLE).await;
                 let statements = counter.since(before, self.store.pool()).await?;
-                eprintln!("{scenario}: ours: {statements} round-trips for {} commands", run.ops);
-                round_trips = Some(statements as f64 / run.ops as f64);
+                eprintln!("{scenario}: ours: {statements} round-trips for {} commands", run.rate.ops);
+                round_trips = Some(statements as f64 / run.rate.ops as f64);
             }
             ours.push(run);
             let workers = self.raw_workers(&format!("raw_{tasks}_{round}"), tasks).await?;
-            raw.push(load::throughput(workers, budget).await?);
+            raw.push(self.costed(load::throughput(workers, budget)).await?);
             if let Some(cqrs_es) = &self.theirs {
                 theirs.push(cqrs_es.commands(tasks, budget).await?);
             }
         }
-        let (ours, raw, theirs) = (fastest(&ours)?, fastest(&raw)?, fastest(&theirs).ok());
-        note_rates(scenario, "commands", &ours, &raw, theirs.as_ref());
-        Ok(Record::new(scenario, Unit::PerSecond, ours.per_second(), raw.per_second())
+        let (ours, raw, theirs) = (fastest_costed(&ours)?, fastest_costed(&raw)?, fastest(&theirs).ok());
+        note_rates(scenario, "commands", &ours.rate, &raw.rate, theirs.as_ref());
+        let record = Record::new(scenario, Unit::PerSecond, ours.rate.per_second(), raw.rate.per_second())
             .cqrs_es(theirs.map(|t| t.per_second()))
-            .round_trips(round_trips))
+            .round_trips(round_trips);
+        Ok(note_costs(scenario, &ours, &raw, record))
     }
 
     /// Deposits as [`commands`](Self::commands) does, through the engine whose store combines
@@ -321,13 +327,13 @@ impl<'a> Bench<'a> {
             if let Some(timer) = timer {
                 timer.start();
             }
-            let run = load::throughput(workers, budget).await?;
+            let run = self.costed(load::throughput(workers, budget)).await?;
             if let Some(timer) = timer {
                 let statements = timer.stop().get("append_combined");
                 eprintln!(
                     "{scenario}: round {round}: {} commands, {} of them in {} combined statements ({:.1} appends each, \
                      {:.2} ms mean, {:.1} ms max), the others alone",
-                    run.ops,
+                    run.rate.ops,
                     statements.views,
                     statements.count,
                     statements.views as f64 / statements.count.max(1) as f64,
@@ -337,11 +343,12 @@ impl<'a> Bench<'a> {
             }
             ours.push(run);
             let workers = self.raw_workers(&format!("raw_combined_{tasks}_{round}"), tasks).await?;
-            raw.push(load::throughput(workers, budget).await?);
+            raw.push(self.costed(load::throughput(workers, budget)).await?);
         }
-        let (ours, raw) = (fastest(&ours)?, fastest(&raw)?);
-        note_rates(scenario, "commands", &ours, &raw, None);
-        Ok(Record::new(scenario, Unit::PerSecond, ours.per_second(), raw.per_second()))
+        let (ours, raw) = (fastest_costed(&ours)?, fastest_costed(&raw)?);
+        note_rates(scenario, "commands", &ours.rate, &raw.rate, None);
+        let record = Record::new(scenario, Unit::PerSecond, ours.rate.per_second(), raw.rate.per_second());
+        Ok(note_costs(scenario, &ours, &raw, record))
     }
 
     /// `commands_64_tasks_in_flight_<n>`: `commands_64_tasks` through a store whose combiner
@@ -379,6 +386,14 @@ impl<'a> Bench<'a> {
                 .await?;
         note_rates(scenario, "commands", &ours, &raw, None);
         Ok(Record::new(scenario, Unit::PerSecond, ours.per_second(), raw.per_second()))
+    }
+
+    /// Runs `run`, reading the CPU this process and the server spent meanwhile.
+    async fn costed(&self, run: impl std::future::Future<Output = Result<Rate>>) -> Result<Costed> {
+        let before = Reading::now(self.server.as_ref());
+        let rate = run.await?;
+        let (client, server) = Reading::now(self.server.as_ref()).since(&before);
+        Ok(Costed { rate, client, server })
     }
 
     /// `tasks` raw INSERT workers writing rows of `category`, which no other run uses.
@@ -731,6 +746,50 @@ async fn check_load(engine: &Engine, stream: &LongStream) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// A throughput run with the CPU spent meanwhile: by this process (the client: the engine,
+/// the driver, the runtime) and by the PostgreSQL server (every backend, the WAL writer, ...).
+/// What is left of the wall time is waiting: for the disk (the commit's fsync), the network
+/// and the scheduler.
+#[derive(Debug, Clone, Copy)]
+struct Costed {
+    rate: Rate,
+    client: Option<Spent>,
+    server: Option<Spent>,
+}
+
+impl Costed {
+    /// Microseconds of `spent` per operation.
+    fn per_op(&self, spent: Option<Spent>) -> Option<f64> {
+        spent.map(|s| s.time.as_secs_f64() * 1e6 / self.rate.ops.max(1) as f64)
+    }
+}
+
+/// The fastest of `runs`.
+fn fastest_costed(runs: &[Costed]) -> Result<Costed> {
+    let run = runs.iter().copied().max_by(|a, b| a.rate.per_second().total_cmp(&b.rate.per_second()));
+    Ok(run.ok_or("nothing was measured")?)
+}
+
+/// Notes where a command's time goes, ours against raw's (CPU here, CPU on the server, per
+/// command), on stderr and in `record`.
+fn note_costs(scenario: &str, ours: &Costed, raw: &Costed, record: Record) -> Record {
+    let show = |us: Option<f64>| us.map_or_else(|| "?".to_owned(), |us| format!("{us:.0}"));
+    let exact = [ours.client, ours.server, raw.client, raw.server].iter().flatten().all(|s| s.exact);
+    eprintln!(
+        "{scenario}: CPU per command (µs): ours {} here and {} on the server; raw {} here and {} on the server{}",
+        show(ours.per_op(ours.client)),
+        show(ours.per_op(ours.server)),
+        show(raw.per_op(raw.client)),
+        show(raw.per_op(raw.server)),
+        if exact { "" } else { " (some in 10 ms ticks)" }
+    );
+    record
+        .with("cpu_us_per_command", ours.per_op(ours.client))
+        .with("server_cpu_us_per_command", ours.per_op(ours.server))
+        .with("raw_cpu_us_per_command", raw.per_op(raw.client))
+        .with("raw_server_cpu_us_per_command", raw.per_op(raw.server))
 }
 
 /// The fastest of `rates`.

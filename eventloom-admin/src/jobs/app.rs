@@ -1,5 +1,6 @@
-//! The commands that run the application's code (mounted only): `rebuild`, `reset`,
-//! `dead-letters retry`, and `events` through the application's upcasters.
+//! The commands that run through [`Operations`]: those that run the application's code
+//! (mounted only: `rebuild`, `reset`, `dead-letters retry`, and `events` through the
+//! application's upcasters), and `dead-letters skip|purge` (standalone too).
 
 use eventloom_core::app::{Operations, RebuildProgress, ShownEvent, UnfinishedPartition};
 use eventloom_core::store::DeadLetterSelection;
@@ -91,8 +92,8 @@ fn unfinished(partitions: &[UnfinishedPartition]) -> Result<()> {
     )))
 }
 
-/// `dead-letters skip|purge` with the application's definitions, saying so while it waits for
-/// a lease.
+/// `dead-letters skip|purge` through `ops` (the application's, or, standalone, those of an
+/// application that registers nothing), saying so while it waits for a lease.
 pub(crate) async fn skip(ops: &Operations, name: &str, which: &DeadLetterSelection, output: Output) -> Result<()> {
     let mut waits = Waits::new(name, output);
     let removed = ops.skip_dead_letters_with(name, which, |wait| waits.tell(&wait)).await?;

@@ -1,15 +1,13 @@
 //! `dead-letters skip|purge` (standalone) and `retry`: removing dead letters under the
 //! projection's lease.
 
-use eventloom_core::Position;
 use eventloom_core::app::Operations;
-use eventloom_core::store::{DeadLetterSelection, Lease, ViewStore as _};
-use serde::Serialize;
+use eventloom_core::store::{DeadLetterSelection, ViewStore as _};
+use eventloom_core::{App, Position};
 
 use crate::cli::Output;
 use crate::connect::Target;
-use crate::jobs::projections;
-use crate::render;
+use crate::jobs::{app, projections};
 use crate::{Error, Result};
 
 /// The selection the command line names: `--at` positions, or all.
@@ -47,25 +45,10 @@ pub(crate) async fn ensure_letters(
     }
 }
 
-/// The projection's lease: at once when free, else after waiting (said on stderr, with its
-/// holder) for its holder to let go. `None` for stores without leases.
-pub(crate) async fn lease(target: &Target, name: &str) -> Result<Option<Lease>> {
-    let Some(leases) = target.stores.leases() else { return Ok(None) };
-    if let Some(lease) = leases.try_acquire(name).await? {
-        return Ok(Some(lease));
-    }
-    let holder = projections::leader_of(target, name).await?;
-    eprintln!("waiting for the lease of {name} (held by {})", projections::leader(holder.as_ref()));
-    Ok(Some(leases.acquire(name).await?))
-}
-
-#[derive(Debug, Serialize)]
-struct Removed<'a> {
-    projection: &'a str,
-    removed: u64,
-}
-
-/// `skip` (with `--at`) and `purge`: removes them without applying them.
+/// `skip` (with `--at`) and `purge` without the application's definitions: removes them
+/// without applying them, under each partition's lease, through the operations of an
+/// application that registers nothing (so a partition left within the grace of a switch is
+/// made live first, as the mounted command does).
 pub(crate) async fn remove(target: &Target, name: &str, which: DeadLetterSelection, output: Output) -> Result<()> {
     if eventloom_core::read::is_partition_record(name) {
         return Err(Error::Usage(format!(
@@ -74,13 +57,6 @@ pub(crate) async fn remove(target: &Target, name: &str, which: DeadLetterSelecti
     }
     projections::row(target, name).await?;
     ensure_letters(target, None, name, &which).await?;
-    let lease = lease(target, name).await?;
-    let token = lease.as_ref().map_or(0, Lease::token);
-    let written = target.stores.views().remove_dead_letters(name, &which, token).await?;
-    drop(lease);
-    let removed = written.map_err(|refusal| Error::Failed(format!("the view store refused: {refusal}")))?;
-    match output {
-        Output::Json => render::json(&Removed { projection: name, removed }),
-        Output::Human => render::line(&format!("removed {removed} dead letters of {name}")),
-    }
+    let ops = App::builder(target.stores.clone()).operations()?;
+    app::skip(&ops, name, &which, output).await
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{AppBuilder, Kind};
 use crate::read::partition::{Partition, member_of};
-use crate::read::partitioned::{PartitionOf, Rebuilt, settle_named_build};
+use crate::read::partitioned::{PartitionOf, Rebuilt, SwitchSeen, refuse_other_versions, settle_named_build};
 use crate::read::projector::Progress;
 use crate::store::{BoxFuture, DeadLetterSelection, Lease, LeaseInfo, superseded};
 use crate::write::AsOf;
@@ -51,6 +51,9 @@ pub(super) trait ProjectionOps: Send + Sync {
         after: Option<Position>,
         progress: &'a Progress,
     ) -> BoxFuture<'a, Result<Rebuilt>>;
+
+    /// The projection's version ([`Projection::VERSION`]).
+    fn version(&self) -> u32;
 
     /// Retries `events` in the projection's views, or (`partition`: its stored name) in those
     /// of one of its partitions.
@@ -115,6 +118,10 @@ impl<P: Projection> ProjectionOps for Shared<P> {
         progress: &'a Progress,
     ) -> BoxFuture<'a, Result<Rebuilt>> {
         Box::pin(projector.rebuild_partitions_held(self.0.clone(), tokens, after, progress))
+    }
+
+    fn version(&self) -> u32 {
+        P::VERSION
     }
 
     fn retry<'a>(
@@ -860,11 +867,15 @@ impl Operations {
     /// A partitioned projection keeps its dead letters in its partitions: each is retried in
     /// turn, under its own lease (taken, then let go, in partition order), and the outcome
     /// sums theirs. A partition whose retry fails keeps its dead letters and is named in
-    /// [`RetryOutcome::unfinished`] while the others go on; when none went through, the first
-    /// partition's error is answered. A partition left by a runner that stopped within the
-    /// grace of a switch (the partition set names the generation it built, its status still
-    /// has the old one live) is first made live, after the grace: the retry changes the views
-    /// queries read. One partition's name (`tasks~1of3`) retries that partition's alone. See
+    /// [`RetryOutcome::unfinished`] while the others go on; when no dead letter went through
+    /// anywhere, the first failing partition's error is answered. A partition left by a runner
+    /// that stopped within the grace of a switch (the partition set names the generation it
+    /// built, its status still has the old one live) is first made live, once the grace has
+    /// passed since the retry first saw that switch (one wait for all partitions): the retry
+    /// changes the views queries read. Views of a newer projection version than the
+    /// registered one (a rolling upgrade's newer release wrote them) are refused with
+    /// [`Error::NewerVersion`], and live views of an older one with [`Error::Unsupported`],
+    /// before anything changes. One partition's name (`tasks~1of3`) retries that partition's alone. See
     /// [`retry_dead_letters_with`](Self::retry_dead_letters_with) to hear of a wait for a lease.
     pub async fn retry_dead_letters(&self, name: &str, which: &DeadLetterSelection) -> Result<RetryOutcome> {
         self.retry_dead_letters_with(name, which, |_| {}).await
@@ -910,13 +921,17 @@ impl Operations {
     ) -> Result<RetryOutcome> {
         let ((projector, ops), names, partitioned) = self.runnable(name, "retry dead letters of", true)?;
         let mut outcome = RetryOutcome { retried: 0, succeeded: 0, failed: Vec::new(), unfinished: Vec::new() };
+        // Views of another version in any partition: refused before any lease is taken.
+        refuse_other_versions(&**self.stores.views(), &names, ops.version()).await?;
         let mut first_error = None;
-        let mut finished = 0;
+        let mut went_through = 0;
+        let mut seen = SwitchSeen::default();
         for stored in &names {
             let retried = async {
                 let lease = self.lease(stored, &mut waiting).await?;
                 let token = lease.as_ref().map_or(0, Lease::token);
-                settle_named_build(&**self.stores.views(), stored, token).await?;
+                let version = Some(ops.version());
+                settle_named_build(&**self.stores.views(), stored, lease.as_ref(), version, &mut seen).await?;
                 let events = self.letters(stored, which).await?;
                 if events.is_empty() {
                     return Ok((0, Vec::new()));
@@ -929,7 +944,7 @@ impl Operations {
             .await;
             match retried {
                 Ok((retried, failed)) => {
-                    finished += 1;
+                    went_through += u64::from(retried > 0);
                     outcome.retried += retried;
                     outcome.succeeded += retried - failed.len() as u64;
                     outcome.failed.extend(failed);
@@ -948,8 +963,8 @@ impl Operations {
             }
         }
         match first_error {
-            // Nothing went through anywhere: the error, as for one partition.
-            Some(error) if finished == 0 => Err(error),
+            // No dead letter went through anywhere: the error, as for one partition.
+            Some(error) if went_through == 0 => Err(error),
             _ => Ok(outcome),
         }
     }
@@ -997,10 +1012,12 @@ impl Operations {
             return Err(Error::UnknownProjection { name: name.to_owned() });
         }
         let mut removed = 0;
+        let mut seen = SwitchSeen::default();
         for stored in partition_names(name, self.member(name).map_or(1, |m| m.info.partitions)) {
             let lease = self.lease(&stored, &mut waiting).await?;
             let token = lease.as_ref().map_or(0, Lease::token);
-            settle_named_build(&**self.stores.views(), &stored, token).await?;
+            // No user code runs: a newer release's named build is made live as its runner would.
+            settle_named_build(&**self.stores.views(), &stored, lease.as_ref(), None, &mut seen).await?;
             let written = self.stores.views().remove_dead_letters(&stored, which, token).await?;
             drop(lease);
             removed += superseded(&stored, written)?;

@@ -29,6 +29,11 @@
 //! set, a new version or a new number of partitions replace it once all their partitions are
 //! ready, and the partitions of a set it replaced never switch back (they stand by, and stop at
 //! a newer version); a generation one of them builds anew is offered afresh.
+//!
+//! The fencing of ready records is only as strong as the tokens: without a lease manager every
+//! writer's token is 0, as is that of a record written by a release that did not record tokens,
+//! so between such writers the last to write wins (as it does for their view writes). Run one
+//! runner per partition there.
 
 use std::borrow::Cow;
 use std::time::Duration;

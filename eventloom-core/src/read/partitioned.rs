@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::partition::{Partition, PartitionSet, Records, SWITCH_GRACE, Standing};
 use super::projection::check_name;
-use super::projector::{Progress, Projector, Target};
+use super::projector::{Progress, Projector, Target, refuse_other_version};
 use super::run::{Checked, Job, Pending, Processed};
 use crate::process::join::join_limited;
 use crate::store::{BoxFuture, Generation, ProjectionStatus, superseded};
@@ -215,23 +215,106 @@ fn named_build(set: Option<&PartitionSet>, partition: Partition, status: &Projec
     status.building.filter(|g| g.id == named)
 }
 
-/// Makes live the generation being built in partition `member` (`tasks~1of3`) that the live
-/// partition set of its projection names, by a caller that holds the partition's lease
-/// (`token`): a [`SWITCH_GRACE`] after now when that drops a live generation (queries may
-/// hold it). Such a generation is left when a runner stops within the grace of a switch.
-/// Operations that change a partition's live views (retrying or skipping its dead letters)
-/// settle it first, so that they change the views queries read, not those about to be
-/// dropped. A name that is no partition's changes nothing.
-pub(crate) async fn settle_named_build(views: &dyn crate::store::ViewStore, member: &str, token: u64) -> Result<()> {
-    let Some((whole, partition)) = super::partition::member_of(member) else { return Ok(()) };
+/// When an operation that visits a projection's partitions in turn first saw each switch of
+/// its partition set (the set's epoch): the grace before a generation that switch replaced may
+/// be dropped runs from then, once for all the partitions it visits, not once for each. (A
+/// query that read the set before the switch read it before the operation first saw it.)
+#[derive(Debug, Default)]
+pub(crate) struct SwitchSeen(Option<(u64, tokio::time::Instant)>);
+
+impl SwitchSeen {
+    /// How long ago the switch to `epoch` was first seen (now, when it is new).
+    fn since(&mut self, epoch: u64) -> std::time::Duration {
+        match self.0 {
+            Some((seen, at)) if seen == epoch => at.elapsed(),
+            _ => {
+                self.0 = Some((epoch, tokio::time::Instant::now()));
+                std::time::Duration::ZERO
+            }
+        }
+    }
+}
+
+/// How many times [`settle_named_build`] looks at a partition set that may switch while it
+/// waits.
+const SETTLE_LOOKS: usize = 4;
+
+/// What queries read of `member` (`tasks~1of3`, or a projection of one partition): the live
+/// partition set of its projection, the member's status, and the generation being built that
+/// the set names (see [`named_build`]), which queries read rather than the live one.
+async fn queried(
+    views: &dyn crate::store::ViewStore,
+    member: &str,
+) -> Result<(Option<PartitionSet>, ProjectionStatus, Option<Generation>)> {
+    let Some((whole, partition)) = super::partition::member_of(member) else {
+        return Ok((None, views.status(member).await?, None));
+    };
     let set = Records::live_set(views, whole).await?;
     let status = views.status(member).await?;
-    let Some(building) = named_build(set.as_ref(), partition, &status) else { return Ok(()) };
-    if status.live.is_some() {
-        tracing::info!(partition = member, "the partition set names a build not yet live; live after a grace");
-        tokio::time::sleep(SWITCH_GRACE).await;
+    let named = named_build(set.as_ref(), partition, &status);
+    Ok((set, status, named))
+}
+
+/// Refuses, before any of them changes, a retry of the dead letters of `members` (a
+/// projection's stored names) by code of projection version `running` when the views queries
+/// read in any of them are of another version (see [`refuse_other_version`]).
+pub(crate) async fn refuse_other_versions(
+    views: &dyn crate::store::ViewStore,
+    members: &[String],
+    running: u32,
+) -> Result<()> {
+    for member in members {
+        let (_, status, named) = queried(views, member).await?;
+        if let Some(read) = named.or(status.live) {
+            refuse_other_version(member, read.version, running)?;
+        }
     }
-    superseded(member, views.go_live(member, building.id, token).await?)
+    Ok(())
+}
+
+/// Makes live the generation being built in partition `member` (`tasks~1of3`) that the live
+/// partition set of its projection names, by a caller that holds the partition's `lease`
+/// (none without a lease manager): once a [`SWITCH_GRACE`] has passed since the switch was
+/// first `seen`, when that drops a live generation (queries may hold it). Such a generation is
+/// left when a runner stops within the grace of a switch. Operations that change a
+/// partition's live views (retrying or skipping its dead letters) settle it first, so that
+/// they change the views queries read, not those about to be dropped. With `version` (the
+/// projection version of the code the operation will run), views queries read of another
+/// version are refused (see [`refuse_other_version`]) before it waits or changes anything. A
+/// name that is no partition's changes nothing.
+pub(crate) async fn settle_named_build(
+    views: &dyn crate::store::ViewStore,
+    member: &str,
+    lease: Option<&Lease>,
+    version: Option<u32>,
+    seen: &mut SwitchSeen,
+) -> Result<()> {
+    let token = lease.map_or(0, Lease::token);
+    for look in 1..=SETTLE_LOOKS {
+        let (set, status, named) = queried(views, member).await?;
+        // Every look notes the switch, so that later partitions wait only what remains.
+        let waited = set.as_ref().map_or(SWITCH_GRACE, |set| seen.since(set.epoch));
+        if let (Some(running), Some(read)) = (version, named.or(status.live)) {
+            refuse_other_version(member, read.version, running)?;
+        }
+        let Some(building) = named else { return Ok(()) };
+        if status.live.is_none() || waited >= SWITCH_GRACE {
+            return superseded(member, views.go_live(member, building.id, token).await?);
+        }
+        if look == SETTLE_LOOKS {
+            break;
+        }
+        tracing::info!(partition = member, "the partition set names a build not yet live; live after a grace");
+        tokio::time::sleep(SWITCH_GRACE - waited).await;
+        if let Some(lease) = lease.filter(|lease| lease.is_lost()) {
+            let refusal = crate::store::Refusal::LeaseLost { token: lease.token() };
+            return Err(Error::Superseded { projection: member.to_owned(), refusal });
+        }
+        // Look again: the set may have switched on while it waited.
+    }
+    Err(Error::unavailable_msg(format!(
+        "the partition set kept switching while partition {member} waited to make the build it names live"
+    )))
 }
 
 /// How many partitions an admin rebuild folds a batch into at once.
@@ -406,5 +489,69 @@ impl<S: EventStore + Clone> Projector<S> {
         }
         tracing::info!(projection = whole, partitions = count, "rebuilt partitions are live");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ViewStore;
+
+    /// Three partitions left within the grace of a switch (the set names the builds, of
+    /// version `built`, their statuses still have the old generations, of version 1, live).
+    async fn left_within_the_grace(views: &crate::memory::MemoryViewStore, built: u32) -> Vec<u64> {
+        let records = Records::new(views, "p");
+        let mut new = Vec::new();
+        for index in 0..3 {
+            let name = Partition::member_name("p", index, 3);
+            let old = views.begin_generation(&name, 1, 0).await.unwrap().unwrap().id;
+            views.go_live(&name, old, 0).await.unwrap().unwrap();
+            new.push(views.begin_generation(&name, built, 0).await.unwrap().unwrap().id);
+        }
+        // As runners without a lease manager write (token 0), which the settles below are.
+        assert_eq!(records.offer_all(built, &new, &[0, 0, 0]).await.unwrap(), Standing::Named);
+        new
+    }
+
+    /// An operation that settles partitions in turn waits one grace from when it first saw
+    /// the switch, not one for each partition.
+    #[tokio::test(start_paused = true)]
+    async fn partitions_settled_in_turn_wait_one_grace_in_all() {
+        let views = crate::memory::MemoryViewStore::default();
+        let new = left_within_the_grace(&views, 1).await;
+        let started = tokio::time::Instant::now();
+        let mut seen = SwitchSeen::default();
+        for (index, generation) in new.iter().enumerate() {
+            let name = Partition::member_name("p", index as u32, 3);
+            settle_named_build(&views, &name, None, Some(1), &mut seen).await.unwrap();
+            assert_eq!(views.status(&name).await.unwrap().live.map(|g| g.id), Some(*generation));
+        }
+        assert_eq!(started.elapsed(), SWITCH_GRACE, "one grace for the three partitions");
+    }
+
+    /// Views queries read of another version than the code that would write among them are
+    /// refused before the grace is waited and before anything changes.
+    #[tokio::test(start_paused = true)]
+    async fn a_settle_for_code_of_another_version_refuses_before_it_waits() {
+        let views = crate::memory::MemoryViewStore::default();
+        left_within_the_grace(&views, 2).await;
+        let name = Partition::member_name("p", 0, 3);
+        let before = views.status(&name).await.unwrap();
+        let started = tokio::time::Instant::now();
+        for running in [1, 3] {
+            let settled = settle_named_build(&views, &name, None, Some(running), &mut SwitchSeen::default()).await;
+            match running {
+                1 => assert!(matches!(settled, Err(Error::NewerVersion { stored: 2, .. })), "{settled:?}"),
+                _ => assert!(matches!(settled, Err(Error::Unsupported { .. })), "{settled:?}"),
+            }
+        }
+        let members: Vec<String> = (0..3).map(|i| Partition::member_name("p", i, 3)).collect();
+        let refused = refuse_other_versions(&views, &members, 1).await;
+        assert!(matches!(refused, Err(Error::NewerVersion { .. })), "{refused:?}");
+        assert_eq!(started.elapsed(), std::time::Duration::ZERO, "refused without waiting");
+        assert_eq!(views.status(&name).await.unwrap(), before, "nothing changed");
+        // Without a version (no code runs), it is made live after the grace.
+        settle_named_build(&views, &name, None, None, &mut SwitchSeen::default()).await.unwrap();
+        assert_eq!(started.elapsed(), SWITCH_GRACE);
     }
 }

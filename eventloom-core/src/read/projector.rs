@@ -90,6 +90,28 @@ impl<S> std::fmt::Debug for Projector<S> {
     }
 }
 
+/// Refuses a retry of dead letters of `name` by code of projection version `running` among
+/// views of version `stored` (those queries read): a newer release's with
+/// [`Error::NewerVersion`], an older one's with [`Error::Unsupported`]. A retry runs `apply`
+/// among views that only the code of their own version may write.
+pub(crate) fn refuse_other_version(name: &str, stored: u32, running: u32) -> Result<()> {
+    if stored > running {
+        return Err(Error::NewerVersion { projection: name.to_owned(), running, stored });
+    }
+    if stored < running {
+        return Err(Error::Unsupported {
+            operation: "retry dead letters of",
+            name: name.to_owned(),
+            reason: format!(
+                "its live views are of version {stored}, this release's projection of version {running}: its \
+                 apply would write among views of the older one (their dead letters go with them once the \
+                 rebuild to version {running} is live; retry what remains then)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl<S: EventStore + Clone> Projector<S> {
     /// A projector reading `events` and writing `views`, without leadership.
     pub fn new(events: S, views: impl ViewStore) -> Self {
@@ -321,6 +343,13 @@ impl<S: EventStore + Clone> Projector<S> {
     /// where it is, in one commit: the dead letters at their positions leave with it
     /// ([`ViewCommit::resolved`]), and those that fail again are recorded again in it with the
     /// new reason, and answered. A commit that fails or is refused leaves every dead letter.
+    /// Live views of another version than `P`'s are refused before anything is read: a newer
+    /// one's with [`Error::NewerVersion`], an older one's with [`Error::Unsupported`].
+    ///
+    /// The commit expects the checkpoint it read, so a runner's commit that moved it first
+    /// refuses the retry; a runner's commit that follows it, of views loaded before it, would
+    /// write over what it changed, which the lease rules out (the runner is fenced while the
+    /// retry holds it). Without a lease manager, run retries while no runner writes.
     pub(crate) async fn retry_held<P: Projection>(
         &self,
         projection: &P,
@@ -330,6 +359,7 @@ impl<S: EventStore + Clone> Projector<S> {
         let name = projection.name();
         let status = self.views.status(name).await?;
         let live = status.live.ok_or_else(|| Error::NotBuilt { projection: name.to_owned() })?;
+        refuse_other_version(name, live.version, P::VERSION)?;
         let Some(checkpoint) = live.checkpoint else { return Ok(Vec::new()) };
         let target = Target { generation: live.id, checkpoint: live.checkpoint, building: false, stopped: false };
         let mut fold = Fold::select(projection, events, &self.upcasters, PoisonPolicy::DeadLetter, None);

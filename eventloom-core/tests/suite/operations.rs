@@ -204,11 +204,32 @@ async fn dead_letters_retried_after_the_fix_leave_and_their_events_apply() {
     assert_eq!(none.retried, 0);
 }
 
-/// A memory view store whose next commit fails, as a store that drops the connection (or a
-/// process that dies) before the write would: nothing is written.
+/// A memory view store whose commits fail, as a store that drops the connection (or a process
+/// that dies) before the write would: nothing is written. The next commit after `failing` is
+/// set when `once`, else every commit while it is set; to one projection (a partition) alone
+/// with `only`.
 struct FailingCommit {
     inner: MemoryViewStore,
-    fail_next: Arc<AtomicBool>,
+    failing: Arc<AtomicBool>,
+    once: bool,
+    only: Option<&'static str>,
+}
+
+impl FailingCommit {
+    /// Fails the next commit once `failing` is set.
+    fn next(inner: MemoryViewStore, failing: Arc<AtomicBool>) -> Self {
+        FailingCommit { inner, failing, once: true, only: None }
+    }
+
+    /// Fails every commit to `projection` while `failing` is set.
+    fn to(inner: MemoryViewStore, projection: &'static str, failing: Arc<AtomicBool>) -> Self {
+        FailingCommit { inner, failing, once: false, only: Some(projection) }
+    }
+
+    fn fails(&self, projection: &str) -> bool {
+        self.only.is_none_or(|only| only == projection)
+            && if self.once { self.failing.swap(false, Ordering::SeqCst) } else { self.failing.load(Ordering::SeqCst) }
+    }
 }
 
 impl store::DelegateViewStore for FailingCommit {
@@ -218,7 +239,7 @@ impl store::DelegateViewStore for FailingCommit {
     }
     fn commit<'a>(&'a self, p: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<Written>> {
         Box::pin(async move {
-            if self.fail_next.swap(false, Ordering::SeqCst) {
+            if self.fails(p) {
                 return Err(Error::unavailable_msg("the connection dropped before the commit"));
             }
             self.inner.commit(p, commit).await
@@ -226,11 +247,54 @@ impl store::DelegateViewStore for FailingCommit {
     }
 }
 
+/// A retry runs the registered release's `apply` among the live views: views of another
+/// projection version (a rolling upgrade's other release built them) are refused, unchanged.
+#[tokio::test]
+async fn a_retry_by_another_release_than_the_live_views_is_refused_and_changes_nothing() {
+    let memory = MemoryStores::new();
+    let broken = Arc::new(AtomicBool::new(true));
+    let v1 = flaky(&memory, &broken);
+    let v2 = App::builder(memory.clone())
+        .aggregate::<Account>()
+        .projection_with(
+            FlakyV2 { broken: broken.clone() },
+            ProjectionOptions::new().poison_policy(PoisonPolicy::DeadLetter),
+        )
+        .operations()
+        .unwrap();
+    append(&memory, "a", &[opened(), deposited(5), deposited(7)]).await;
+    v1.rebuild("flaky", |_| {}).await.unwrap();
+    broken.store(false, Ordering::SeqCst);
+    let letters = memory.views.dead_letters("flaky").await.unwrap();
+    assert_eq!(letters.len(), 2);
+
+    // The newer release, over the older one's live views.
+    let newer = v2.retry_dead_letters("flaky", &DeadLetterSelection::All).await;
+    assert!(matches!(&newer, Err(Error::Unsupported { reason, .. }) if reason.contains("version 1")), "{newer:?}");
+    assert_eq!(memory.views.dead_letters("flaky").await.unwrap(), letters);
+    assert_eq!(balance(&memory, "flaky", "a").await.map(|b| b.balance), Some(0));
+
+    // The older release, over the newer one's live views.
+    broken.store(true, Ordering::SeqCst);
+    v2.rebuild("flaky", |_| {}).await.unwrap();
+    broken.store(false, Ordering::SeqCst);
+    let letters = memory.views.dead_letters("flaky").await.unwrap();
+    assert_eq!(letters.len(), 2);
+    let older = v1.retry_dead_letters("flaky", &DeadLetterSelection::All).await;
+    assert!(matches!(older, Err(Error::NewerVersion { running: 1, stored: 2, .. })), "{older:?}");
+    assert_eq!(memory.views.dead_letters("flaky").await.unwrap(), letters);
+    assert_eq!(balance(&memory, "flaky", "a").await.map(|b| b.balance), Some(0));
+
+    let same = v2.retry_dead_letters("flaky", &DeadLetterSelection::All).await.unwrap();
+    assert_eq!((same.retried, same.succeeded), (2, 2));
+    assert_eq!(balance(&memory, "flaky", "a").await.map(|b| b.balance), Some(12));
+}
+
 #[tokio::test]
 async fn a_retry_whose_commit_fails_keeps_the_dead_letters_and_changes_no_view() {
     let memory = MemoryStores::new();
     let fail_next = Arc::new(AtomicBool::new(false));
-    let failing = FailingCommit { inner: memory.views.clone(), fail_next: fail_next.clone() };
+    let failing = FailingCommit::next(memory.views.clone(), fail_next.clone());
     let broken = Arc::new(AtomicBool::new(true));
     let ops = App::builder(Stores::from(memory.clone()).with_views(failing))
         .aggregate::<Account>()
@@ -899,6 +963,27 @@ async fn dead_letters_retried_right_after_a_switch_apply_to_the_generations_quer
     assert_eq!(reader.get("acc-3").await.unwrap().map(|b| b.balance), Some(0), "queries read the new views");
 
     broken.store(false, Ordering::SeqCst);
+    // An older release's retry would fold its apply into the newer release's views: refused
+    // before any partition changes (the builds the set names stay unsettled).
+    let older = App::builder(memory.clone())
+        .aggregate::<Account>()
+        .projection_with(Flaky { broken: broken.clone() }, options())
+        .operations()
+        .unwrap();
+    let letters_and_live = || async {
+        let mut each = Vec::new();
+        for index in 0..3 {
+            let partition = format!("flaky~{index}of3");
+            let live = memory.views.status(&partition).await.unwrap().live.map(|g| g.id);
+            each.push((memory.views.dead_letters(&partition).await.unwrap(), live));
+        }
+        each
+    };
+    let before = letters_and_live().await;
+    let refused = older.retry_dead_letters("flaky", &DeadLetterSelection::All).await;
+    assert!(matches!(refused, Err(Error::NewerVersion { running: 1, stored: 2, .. })), "{refused:?}");
+    assert_eq!(letters_and_live().await, before, "no dead letter changed, no named build was made live");
+
     let ops = App::builder(memory.clone())
         .aggregate::<Account>()
         .projection_with(FlakyV2 { broken: broken.clone() }, options())
@@ -917,33 +1002,11 @@ async fn dead_letters_retried_right_after_a_switch_apply_to_the_generations_quer
     }
 }
 
-/// A memory view store whose commits to one projection (a partition) fail while `failing`.
-struct FailingPartition {
-    inner: MemoryViewStore,
-    partition: &'static str,
-    failing: Arc<AtomicBool>,
-}
-
-impl store::DelegateViewStore for FailingPartition {
-    type Inner = MemoryViewStore;
-    fn inner(&self) -> &MemoryViewStore {
-        &self.inner
-    }
-    fn commit<'a>(&'a self, p: &'a str, commit: ViewCommit) -> BoxFuture<'a, eventloom_core::Result<Written>> {
-        Box::pin(async move {
-            if p == self.partition && self.failing.load(Ordering::SeqCst) {
-                return Err(Error::unavailable_msg("the connection dropped before the commit"));
-            }
-            self.inner.commit(p, commit).await
-        })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_retry_that_fails_in_one_partition_reports_what_the_others_did() {
     let memory = MemoryStores::new();
     let failing = Arc::new(AtomicBool::new(false));
-    let views = FailingPartition { inner: memory.views.clone(), partition: "flaky~1of3", failing: failing.clone() };
+    let views = FailingCommit::to(memory.views.clone(), "flaky~1of3", failing.clone());
     let broken = Arc::new(AtomicBool::new(true));
     let options = ProjectionOptions::new().poison_policy(PoisonPolicy::DeadLetter).partitions(3);
     let ops = App::builder(Stores::from(memory.clone()).with_views(views))
@@ -970,9 +1033,13 @@ async fn a_partitioned_retry_that_fails_in_one_partition_reports_what_the_others
     assert_eq!(memory.views.dead_letters("flaky~1of3").await.unwrap(), in_one, "its dead letters stay");
     assert_eq!(ops.dead_letters("flaky").await.unwrap().len(), in_one.len());
 
-    // Every partition failing: the error itself, nothing changed.
+    // No dead letter going through anywhere (the others have none left): the error itself,
+    // nothing changed; the same for the one partition by its name.
+    let whole = ops.retry_dead_letters("flaky", &DeadLetterSelection::All).await;
+    assert!(matches!(&whole, Err(error) if error.is_transient()), "{whole:?}");
     let alone = ops.retry_dead_letters("flaky~1of3", &DeadLetterSelection::All).await;
     assert!(matches!(&alone, Err(error) if error.is_transient()), "{alone:?}");
+    assert_eq!(memory.views.dead_letters("flaky~1of3").await.unwrap(), in_one, "its dead letters stay");
 
     failing.store(false, Ordering::SeqCst);
     let rest = ops.retry_dead_letters("flaky", &DeadLetterSelection::All).await.unwrap();
