@@ -110,6 +110,20 @@ pub enum Command {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
+    /// Show an aggregate's state as of a version or a time: its stream's first events folded
+    /// as the application folds them (application's binary only, for aggregates it registers
+    /// as inspectable).
+    State {
+        /// The aggregate's stream, `category/id`.
+        stream: String,
+        /// After the first N events.
+        #[arg(long, value_name = "N", conflicts_with = "as_of_time")]
+        as_of_version: Option<u64>,
+        /// After the events recorded at or before this time: RFC 3339 (`2026-12-01T09:30:00Z`)
+        /// or microseconds since the epoch.
+        #[arg(long, value_name = "TIME")]
+        as_of_time: Option<String>,
+    },
     /// Print events as they are appended, until Ctrl-C or SIGTERM.
     Follow {
         /// Where to start: `head` (only new events), `start` (the whole log), or a position.

@@ -173,6 +173,7 @@ impl Admin {
         if self.builder.is_none() {
             match &args.command {
                 Command::Rebuild { .. } => return Err(self.needs_app("rebuild")),
+                Command::State { .. } => return Err(self.needs_app("state")),
                 Command::Reset { .. } => return Err(self.needs_app("reset")),
                 Command::DeadLetters(DeadLetterCommand::Retry(_)) => return Err(self.needs_app("dead-letters retry")),
                 _ => {}
@@ -184,6 +185,7 @@ impl Admin {
             | Command::Categories
             | Command::Streams { .. }
             | Command::Events { .. }
+            | Command::State { .. }
             | Command::Follow { .. }
             | Command::Horizon => Needs::Events,
             _ => Needs::Views,
@@ -193,7 +195,10 @@ impl Admin {
             target.ensure_migrated(&self.program).await?;
         }
         let ops = match (&self.builder, &args.command) {
-            (Some(build), Command::Projections | Command::Events { .. } | Command::Rebuild { .. })
+            (
+                Some(build),
+                Command::Projections | Command::Events { .. } | Command::State { .. } | Command::Rebuild { .. },
+            )
             | (Some(build), Command::Reset { .. } | Command::DeadLetters(_)) => {
                 Some(build(target.stores.clone()).operations()?)
             }
@@ -213,6 +218,11 @@ impl Admin {
                     None => log::stored_events(&target, &stream, as_of, *limit).await?,
                 };
                 log::print_events(&rows, &stream, output)
+            }
+            Command::State { stream, as_of_version, as_of_time } => {
+                let stream = log::stream_id(stream)?;
+                let as_of = log::as_of(*as_of_version, as_of_time.as_deref())?;
+                app::state(self.ops(&ops)?, &stream, as_of, output).await
             }
             Command::Follow { from } => follow::follow(&target, from, output).await,
             Command::Projections => {
@@ -264,8 +274,8 @@ impl Admin {
     /// A command that runs the application's code, asked of the standalone binary.
     fn needs_app(&self, command: &str) -> Error {
         Error::Usage(format!(
-            "{command} runs the application's projections: run it from the application's binary \
-             (mounted admin commands), not {}",
+            "{command} runs the application's code (its projections or aggregates): run it from the \
+             application's binary (mounted admin commands), not {}",
             self.program
         ))
     }

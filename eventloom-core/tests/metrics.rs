@@ -3,11 +3,13 @@
 //! projectors are built, so it is installed first).
 #![allow(clippy::unwrap_used)]
 
+use eventloom_core::memory::MemorySnapshotStore;
 use eventloom_core::prelude::*;
 use eventloom_core::read::{PoisonPolicy, Projector};
+use eventloom_core::store::EventStore;
 use eventloom_core::testing::metrics::TestRecorder;
-use eventloom_core::write::{Cqrs, RetryPolicy};
-use eventloom_core::{CommandError, memory::MemoryEventStore, memory::MemoryViewStore};
+use eventloom_core::write::{Cqrs, RetryPolicy, SnapshotPolicy};
+use eventloom_core::{CommandError, Position, memory::MemoryEventStore, memory::MemoryViewStore};
 use metrics::Unit;
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ enum MeterEvent {
     Read { value: u64 },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Meter {
     last: u64,
 }
@@ -146,6 +148,30 @@ async fn commands_conflicts_a_catch_up_and_a_dead_letter_move_their_metrics_by_b
         rec.counter("eventloom_subscription_polls_total", &[]) >= 2,
         "a read that found events, one that found none"
     );
+
+    // A load that starts from a snapshot (saved after each command; the cache off).
+    let snapshotting = Cqrs::<Meter, _>::new(events.clone())
+        .with_snapshots(MemorySnapshotStore::default(), SnapshotPolicy::every(1))
+        .with_cache_capacity(0);
+    for value in 40..60 {
+        snapshotting.execute(Record { meter: ids[0].into(), value }).await.unwrap();
+        if rec.counter("eventloom_load_snapshot_hits_total", &meter) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(rec.counter("eventloom_load_snapshot_hits_total", &meter) > 0, "no load started from a snapshot");
+
+    // A subscription that has read everything waits, and is woken by the next append.
+    let mut subscription = events.subscribe(Position::ZERO);
+    while subscription.try_next_batch().await.unwrap().is_some() {}
+    let woken = rec.counter("eventloom_subscription_wakeups_total", &[]);
+    let waiting = tokio::spawn(async move { subscription.next_batch().await.map(|batch| batch.len()) });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    one.execute(Record { meter: ids[1].into(), value: 99 }).await.unwrap();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await.unwrap().unwrap().unwrap();
+    assert_eq!(read, 1);
+    assert!(rec.counter("eventloom_subscription_wakeups_total", &[]) > woken, "the append woke the subscription");
 
     // Help texts and units for the exporter.
     let described = rec.described();

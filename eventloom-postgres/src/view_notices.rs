@@ -16,7 +16,7 @@
 //! - **Hearing.** One dedicated connection per store (shared by its clones), started by the
 //!   first wait, `LISTEN`s on the schema's views channel and tells each name it hears to the
 //!   store's [`ViewChangeHub`]. When the connection dies it reconnects (waiting 100 ms to 5 s
-//!   between tries); meanwhile the hub does not listen, so waits poll every 2 ms, and once it
+//!   between tries, doubling, back to 100 ms after a connection that lasted 5 s); meanwhile the hub does not listen, so waits poll every 2 ms, and once it
 //!   listens again every projection is told of a change (some may have been missed).
 //! - The store's own writes are told to its hub at once as well: a reader on the same store
 //!   as the projector does not wait for the round-trip.
@@ -203,9 +203,9 @@ async fn listener(shared: Arc<Shared>) {
         };
         match connected {
             Ok((_client, mut notifications)) => {
-                delay = RECONNECT_FIRST;
+                let since = tokio::time::Instant::now();
                 // Tells every projection of a change: writes may have been missed meanwhile.
-                shared.hub.set_listening(true);
+                let listening = shared.hub.listen();
                 loop {
                     let notification = tokio::select! {
                         n = notifications.recv() => n,
@@ -214,7 +214,12 @@ async fn listener(shared: Arc<Shared>) {
                     let Some(notification) = notification else { break };
                     shared.hub.changed(notification.payload());
                 }
-                shared.hub.set_listening(false);
+                drop(listening);
+                // A connection that is lost as soon as it is made (a server that ends idle
+                // sessions, say) backs off as one that cannot connect does.
+                if since.elapsed() >= RECONNECT_LONGEST {
+                    delay = RECONNECT_FIRST;
+                }
                 tracing::warn!("views LISTEN connection lost; reconnecting (waits poll meanwhile)");
             }
             Err(error) => tracing::warn!(%error, ?delay, "cannot LISTEN for views; waits poll meanwhile"),

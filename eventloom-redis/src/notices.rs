@@ -144,9 +144,9 @@ async fn subscriber(shared: Arc<Shared>, client: redis::Client) {
         };
         match connected {
             Ok(Ok(pubsub)) => {
-                delay = RECONNECT_FIRST;
+                let since = tokio::time::Instant::now();
                 // Tells every projection of a change: commits may have been missed meanwhile.
-                shared.hub.set_listening(true);
+                let listening = shared.hub.listen();
                 let mut messages = pubsub.into_on_message();
                 loop {
                     let message = tokio::select! {
@@ -160,7 +160,11 @@ async fn subscriber(shared: Arc<Shared>, client: redis::Client) {
                         Err(_) => shared.hub.changed_all(),
                     }
                 }
-                shared.hub.set_listening(false);
+                drop(listening);
+                // A connection lost as soon as it is made backs off as one that cannot connect.
+                if since.elapsed() >= RECONNECT_LONGEST {
+                    delay = RECONNECT_FIRST;
+                }
                 tracing::warn!("views SUBSCRIBE connection lost; reconnecting (waits poll meanwhile)");
             }
             Ok(Err(error)) => tracing::warn!(%error, ?delay, "cannot SUBSCRIBE for views; waits poll meanwhile"),

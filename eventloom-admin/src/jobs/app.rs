@@ -79,6 +79,20 @@ pub(crate) async fn retry(ops: &Operations, name: &str, which: &DeadLetterSelect
     unfinished(&report.unfinished)
 }
 
+/// `state <stream> [--as-of-version N | --as-of-time T]`: the aggregate's state as of then
+/// (now without either), folded by the application's code.
+pub(crate) async fn state(ops: &Operations, stream: &StreamId, as_of: Option<AsOf>, output: Output) -> Result<()> {
+    let state = ops.state(stream, as_of).await?;
+    match output {
+        Output::Json => render::json(&state),
+        Output::Human => {
+            let shown = serde_json::to_string_pretty(&state.state)
+                .map_err(|e| Error::Failed(format!("cannot encode the output: {e}")))?;
+            render::line(&format!("{} at version {}:\n{shown}", state.stream, state.version))
+        }
+    }
+}
+
 /// A retry that left partitions unfinished fails (after its report), naming each and why.
 fn unfinished(partitions: &[UnfinishedPartition]) -> Result<()> {
     if partitions.is_empty() {

@@ -6,6 +6,7 @@
 mod support;
 
 mod errors;
+mod horizon;
 mod log;
 mod projections;
 mod schema;

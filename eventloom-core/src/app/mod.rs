@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 
 pub use health::{Lag, LeaseState, RelayLag, Unprojected, Unrelayed};
 pub use operations::{
-    GenerationReport, LAG_CAP, LeaseWait, Operations, ProjectionInfo, ProjectionReport, RebuildProgress, RetryOutcome,
-    ShownEvent, UnfinishedPartition,
+    AggregateState, GenerationReport, LAG_CAP, LeaseWait, Operations, ProjectionInfo, ProjectionReport,
+    RebuildProgress, RetryOutcome, ShownEvent, UnfinishedPartition,
 };
 pub use options::{AggregateOptions, HandlerOptions, ProcessOptions, ProjectionOptions, Role, StartFrom};
 pub use relay::{RELAYED_FROM, SOURCE_COMMAND_ID, SOURCE_SEQUENCE, SOURCE_VERSION};
@@ -96,6 +96,8 @@ struct PendingAggregate {
     type_id: TypeId,
     category: &'static str,
     upcasters: Upcasters,
+    /// Shows its state to the admin operations ([`AggregateOptions::inspectable`]).
+    inspect: Option<options::InspectState>,
     build: BuildEngine,
 }
 
@@ -175,6 +177,7 @@ impl AppBuilder {
     /// Registers aggregate `A` with `options` (snapshots, cache, upcasters, retries).
     pub fn aggregate_with<A: Aggregate>(mut self, options: AggregateOptions<A>) -> Self {
         let upcasters = options.upcasters.clone();
+        let inspect = options.inspect;
         let build: BuildEngine = Box::new(move |stores: &Stores| {
             let mut engine: Engine<A> = Cqrs::new(stores.events().clone()).with_upcasters(options.upcasters);
             if let Some(capacity) = options.cache_capacity {
@@ -197,7 +200,13 @@ impl AppBuilder {
             }
             Ok(Box::new(engine))
         });
-        self.aggregates.push(PendingAggregate { type_id: TypeId::of::<A>(), category: A::TYPE, upcasters, build });
+        self.aggregates.push(PendingAggregate {
+            type_id: TypeId::of::<A>(),
+            category: A::TYPE,
+            upcasters,
+            inspect,
+            build,
+        });
         self
     }
 

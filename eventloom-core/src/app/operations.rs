@@ -390,6 +390,18 @@ pub struct ShownEvent {
     pub metadata: serde_json::Value,
 }
 
+/// An aggregate's state as [`Operations::state`] shows it: as JSON, as of a version or a time.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AggregateState {
+    /// Its stream.
+    pub stream: StreamId,
+    /// The version of the last event folded into it (0: none).
+    pub version: u64,
+    /// The state, serialized.
+    pub state: serde_json::Value,
+}
+
 /// A projection's own projector (with its poison policy) and what runs it.
 type Runnable = (Projector<Arc<dyn EventStore>>, Arc<dyn ProjectionOps>);
 
@@ -458,6 +470,8 @@ pub struct Operations {
     stores: Stores,
     members: Vec<Member>,
     upcasters: HashMap<&'static str, Upcasters>,
+    /// The aggregates whose state can be shown, by category.
+    inspect: HashMap<&'static str, super::options::InspectState>,
 }
 
 impl std::fmt::Debug for Operations {
@@ -486,8 +500,12 @@ impl AppBuilder {
         self.check()?;
         let AppBuilder { stores, aggregates, members, .. } = self;
         let mut upcasters = HashMap::new();
+        let mut inspect = HashMap::new();
         let mut projector = Projector::new(stores.events().clone(), stores.views().clone());
         for aggregate in aggregates {
+            if let Some(show) = aggregate.inspect {
+                inspect.insert(aggregate.category, show);
+            }
             projector = projector.with_upcasters_for(aggregate.category, aggregate.upcasters.clone());
             upcasters.insert(aggregate.category, aggregate.upcasters);
         }
@@ -509,7 +527,7 @@ impl AppBuilder {
                 }),
             })
             .collect();
-        Ok(Operations { stores, members, upcasters })
+        Ok(Operations { stores, members, upcasters, inspect })
     }
 }
 
@@ -1023,6 +1041,59 @@ impl Operations {
             removed += superseded(&stored, written)?;
         }
         Ok(removed)
+    }
+
+    /// The state of the aggregate whose stream is `stream`, as of a version or a time
+    /// ([`AsOf`]; `None`: now), as JSON: its first events folded as its engine folds them
+    /// ([`Cqrs::load_as_of`](crate::Cqrs::load_as_of), through the registered upcasters,
+    /// without cache or snapshots). For an aggregate registered with
+    /// [`AggregateOptions::inspectable`](crate::AggregateOptions::inspectable) (else
+    /// [`Error::NotRegistered`]); a stream that holds no event: [`Error::UnknownStream`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented }
+    /// # #[derive(Debug, Clone, Serialize, Command)] #[command(aggregate = Counter)]
+    /// # struct Increment { #[command(id)] id: String }
+    /// # impl Handle<Increment> for Counter { fn handle(&self, _: &Increment) -> Result<Vec<CounterEvent>, std::convert::Infallible> {
+    /// #   Ok(vec![CounterEvent::Incremented]) } }
+    /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+    /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) { self.value += 1 } }
+    /// use eventloom_core::{AggregateOptions, StreamId, write::AsOf};
+    ///
+    /// #[derive(Debug, Default, Serialize)]
+    /// struct Counter {
+    ///     value: u64,
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let stores = MemoryStores::new();
+    /// let builder = || App::builder(stores.clone()).aggregate_with(AggregateOptions::<Counter>::new().inspectable());
+    /// let app = builder().start().await.unwrap();
+    /// for _ in 0..3 {
+    ///     app.execute(Increment { id: "c".into() }).await.unwrap();
+    /// }
+    /// let ops = builder().operations().unwrap();
+    /// let stream = StreamId::new("counter", "c").unwrap();
+    /// let then = ops.state(&stream, Some(AsOf::Version(2))).await.unwrap();
+    /// assert_eq!((then.version, then.state["value"].as_u64()), (2, Some(2)));
+    /// assert_eq!(ops.state(&stream, None).await.unwrap().version, 3);
+    /// app.shutdown().await.unwrap();
+    /// # });
+    /// ```
+    pub async fn state(&self, stream: &StreamId, as_of: Option<AsOf>) -> Result<AggregateState> {
+        let Some(show) = self.inspect.get(stream.category()) else {
+            return Err(Error::NotRegistered { kind: "inspectable aggregate", name: stream.category().to_owned() });
+        };
+        if self.stores.events().stream_version(stream).await? == 0 {
+            return Err(Error::UnknownStream { stream: stream.clone() });
+        }
+        let upcasters = self.upcasters.get(stream.category()).cloned().unwrap_or_default();
+        let as_of = as_of.unwrap_or(AsOf::Version(u64::MAX));
+        let (state, version) = show(self.stores.events().clone(), upcasters, stream.id().to_owned(), as_of).await?;
+        Ok(AggregateState { stream: stream.clone(), version, state })
     }
 
     /// Up to `limit` events of `stream` from its first, as of a version or a time

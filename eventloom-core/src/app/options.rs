@@ -43,11 +43,44 @@ pub struct AggregateOptions<A: Aggregate> {
     pub(crate) upcasters: Upcasters,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) snapshots: Option<(SnapshotPolicy, AttachSnapshots<A>)>,
+    pub(crate) inspect: Option<InspectState>,
+}
+
+/// Loads an aggregate's state (its stream's id) as of a point, as JSON with its version, from
+/// the events of a store through upcasters: what [`AggregateOptions::inspectable`] registers.
+pub(crate) type InspectState = fn(
+    Arc<dyn EventStore>,
+    Upcasters,
+    String,
+    crate::write::AsOf,
+) -> crate::store::BoxFuture<'static, crate::Result<(serde_json::Value, u64)>>;
+
+/// [`InspectState`] for `A`: a load through an engine without cache or snapshots
+/// ([`Cqrs::load_as_of`]), the state serialized.
+fn inspect_state<A: Aggregate + Serialize>(
+    events: Arc<dyn EventStore>,
+    upcasters: Upcasters,
+    id: String,
+    as_of: crate::write::AsOf,
+) -> crate::store::BoxFuture<'static, crate::Result<(serde_json::Value, u64)>> {
+    Box::pin(async move {
+        let engine: Cqrs<A, Arc<dyn EventStore>> = Cqrs::new(events).with_upcasters(upcasters).with_cache_capacity(0);
+        let (state, version) = engine.load_as_of(&id, as_of).await?;
+        let state =
+            serde_json::to_value(&state).map_err(|source| Error::Encode { event_type: A::TYPE.to_owned(), source })?;
+        Ok((state, version))
+    })
 }
 
 impl<A: Aggregate> Default for AggregateOptions<A> {
     fn default() -> Self {
-        AggregateOptions { cache_capacity: None, upcasters: Upcasters::new(), retry: None, snapshots: None }
+        AggregateOptions {
+            cache_capacity: None,
+            upcasters: Upcasters::new(),
+            retry: None,
+            snapshots: None,
+            inspect: None,
+        }
     }
 }
 
@@ -93,6 +126,36 @@ impl<A: Aggregate> AggregateOptions<A> {
     /// Retries conflicts by `policy` (see [`Cqrs::with_retry`]).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
+        self
+    }
+
+    /// Lets the admin operations show the aggregate's state, as JSON, as of a version or a
+    /// time ([`Operations::state`](crate::app::Operations::state), `eventloom-admin state`):
+    /// time travel, folding the stream's first events as the engine folds them
+    /// ([`Cqrs::load_as_of`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use eventloom_core::prelude::*;
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)] enum CounterEvent { Incremented }
+    /// # impl Aggregate for Counter { const TYPE: &'static str = "counter"; type Event = CounterEvent;
+    /// #   type Error = std::convert::Infallible; fn apply(&mut self, _: &CounterEvent) { self.value += 1 } }
+    /// use eventloom_core::AggregateOptions;
+    ///
+    /// #[derive(Debug, Default, Serialize)]
+    /// struct Counter {
+    ///     value: u64,
+    /// }
+    ///
+    /// let options = AggregateOptions::<Counter>::new().inspectable();
+    /// # let _ = options;
+    /// ```
+    pub fn inspectable(mut self) -> Self
+    where
+        A: Serialize,
+    {
+        self.inspect = Some(inspect_state::<A>);
         self
     }
 }

@@ -123,6 +123,19 @@ impl Default for ViewChangeHub {
     }
 }
 
+/// The store listens while this lives ([`ViewChangeHub::listen`]).
+#[derive(Debug)]
+#[must_use = "the store stops listening when the guard is dropped"]
+pub struct Listening {
+    hub: ViewChangeHub,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.hub.set_listening(false);
+    }
+}
+
 impl ViewChangeHub {
     /// Signals that start `listening` or not (see [`set_listening`](Self::set_listening)).
     pub fn new(listening: bool) -> Self {
@@ -182,6 +195,27 @@ impl ViewChangeHub {
                 s.changes = s.changes.wrapping_add(1);
             });
         }
+    }
+
+    /// Marks the store as listening ([`set_listening`](Self::set_listening) `true`) until the
+    /// guard is dropped (then `false`): an adapter's listener holds it while its notification
+    /// connection is subscribed, so that the hub stops listening however the listener ends, a
+    /// lost connection or its task dropped with its runtime, and waits poll again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::store::ViewChangeHub;
+    ///
+    /// let hub = ViewChangeHub::new(false);
+    /// let connected = hub.listen();
+    /// assert!(hub.listening());
+    /// drop(connected);
+    /// assert!(!hub.listening());
+    /// ```
+    pub fn listen(&self) -> Listening {
+        self.set_listening(true);
+        Listening { hub: self.clone() }
     }
 
     /// Whether the store hears of changes now (see [`set_listening`](Self::set_listening)).

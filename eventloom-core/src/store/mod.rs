@@ -7,7 +7,7 @@ pub(crate) mod delegate;
 pub(crate) mod lease;
 pub(crate) mod view;
 
-pub use changes::{ChangesClosed, ViewChangeHub, ViewChanges};
+pub use changes::{ChangesClosed, Listening, ViewChangeHub, ViewChanges};
 pub use delegate::{DelegateEventStore, DelegateLeaseManager, DelegateViewStore};
 pub use lease::{Lease, LeaseHolder, LeaseInfo, LeaseManager, MAX_LEASE_NAME_LEN, validate_lease_name};
 pub(crate) use view::superseded;

@@ -102,3 +102,43 @@ async fn a_rebuild_waits_for_the_lease_and_dead_letters_retried_after_the_fix_ap
     assert!(views.projections().await.unwrap().contains(&"pg_flaky_balances".to_owned()));
     commands.shutdown().await.unwrap();
 }
+
+/// Time travel on PostgreSQL: an aggregate's state as of a version and as of a time, folded
+/// from the stored events (`Operations::state`, which `Cqrs::load_as_of` does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregates_state_is_shown_as_of_a_version_and_a_time() {
+    use eventloom_core::AggregateOptions;
+    use eventloom_core::model::Timestamp;
+    use eventloom_core::write::AsOf;
+
+    let store = store().await;
+    let builder = || {
+        App::builder(PgStores::from_event_store(store.clone()))
+            .aggregate_with::<Account>(AggregateOptions::new().inspectable())
+    };
+    let app = builder().role(Role::Command).start().await.unwrap();
+    app.execute(Open { id: "t".into() }).await.unwrap();
+    app.execute(Deposit { id: "t".into(), amount: 5 }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let between = Timestamp::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    app.execute(Deposit { id: "t".into(), amount: 7 }).await.unwrap();
+    let ops = builder().operations().unwrap();
+    let stream = StreamId::new("account", "t").unwrap();
+
+    let now = ops.state(&stream, None).await.unwrap();
+    assert_eq!((now.version, now.state["balance"].as_u64()), (3, Some(12)), "{now:?}");
+    let first = ops.state(&stream, Some(AsOf::Version(1))).await.unwrap();
+    assert_eq!((first.version, first.state["balance"].as_u64(), &first.state["open"]), (1, Some(0), &true.into()));
+    let then = ops.state(&stream, Some(AsOf::Time(between))).await.unwrap();
+    assert_eq!((then.version, then.state["balance"].as_u64()), (2, Some(5)), "{then:?}");
+    let before = ops.state(&stream, Some(AsOf::Version(0))).await.unwrap();
+    assert_eq!((before.version, &before.state["open"]), (0, &false.into()));
+
+    let missing = ops.state(&StreamId::new("account", "nope").unwrap(), None).await;
+    assert!(matches!(missing, Err(eventloom_core::Error::UnknownStream { .. })), "{missing:?}");
+    let plain = App::builder(PgStores::from_event_store(store.clone())).aggregate::<Account>().operations().unwrap();
+    let refused = plain.state(&stream, None).await;
+    assert!(matches!(refused, Err(eventloom_core::Error::NotRegistered { .. })), "{refused:?}");
+    app.shutdown().await.unwrap();
+}

@@ -146,6 +146,38 @@ async fn a_wait_survives_its_listen_connection_being_killed() {
     assert_eq!(reader.get("a").await.unwrap(), Some(2));
 }
 
+/// A listener whose task is dropped with its runtime no longer says the store listens: waits
+/// on the store's next runtime poll (and start a listener there) rather than trusting a
+/// connection that is gone.
+#[test]
+fn a_listener_dropped_with_its_runtime_stops_listening() {
+    let url = database_url();
+    let runtime = || tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let first = runtime();
+    let (views, changes) = first.block_on(async {
+        let events = store_at(&url).await;
+        let views = PgViewStore::new(&events);
+        let mut changes = views.changes("p").expect("the PostgreSQL view store signals changes");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !changes.listening() {
+            assert!(Instant::now() < deadline, "the listener never listened");
+            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
+        }
+        (views, changes)
+    });
+    drop(first);
+    assert!(!changes.listening(), "the listener's task is gone with its runtime, yet the store says it listens");
+    // The next runtime listens again.
+    runtime().block_on(async {
+        let mut changes = views.changes("p").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !changes.listening() {
+            assert!(Instant::now() < deadline, "no listener on the second runtime");
+            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
+        }
+    });
+}
+
 /// Deposits, in a view per account.
 struct Totals;
 

@@ -131,7 +131,7 @@ fn view_partitions(value: Option<&str>) -> Result<u32, AppError> {
 /// and what the admin commands (`task-manager admin`) run rebuilds and dead letters with.
 pub fn builder(stores: Stores, partitions: u32) -> AppBuilder {
     App::builder(stores)
-        .aggregate_with::<Task>(AggregateOptions::new().snapshots(SnapshotPolicy::every(SNAPSHOT_EVERY)))
+        .aggregate_with::<Task>(AggregateOptions::new().snapshots(SnapshotPolicy::every(SNAPSHOT_EVERY)).inspectable())
         .projection_with(TaskViews, ProjectionOptions::new().partitions(partitions))
 }
 

@@ -43,6 +43,7 @@ async fn the_mounted_admin_commands_see_the_apps_stores_and_projection() {
     let api = Api { cmd: client, cmd2: client, query: client };
     let first = api.create("write docs").await;
     let last = api.create("review").await;
+    api.complete(&first.id).await;
     api.stats(&last.position).await;
 
     // On the app's schema without being told: its events.
@@ -52,6 +53,16 @@ async fn the_mounted_admin_commands_see_the_apps_stores_and_projection() {
     assert_eq!(streams.as_array().map(Vec::len), Some(2), "{streams}");
     let events = admin_json(&env, &["events", &format!("task/{}", first.id)]).await;
     assert_eq!(events[0]["payload"]["title"], "write docs", "{events}");
+
+    // Time travel: the task's state as the app's code folds it, now and after its first event.
+    let stream = format!("task/{}", first.id);
+    let now = admin_json(&env, &["state", &stream]).await;
+    assert_eq!((now["version"].as_u64(), &now["state"]["completed"]), (Some(2), &Value::Bool(true)), "{now}");
+    let then = admin_json(&env, &["state", &stream, "--as-of-version", "1"]).await;
+    assert_eq!((then["version"].as_u64(), &then["state"]["completed"]), (Some(1), &Value::Bool(false)), "{then}");
+    assert_eq!(then["state"]["created"], true, "{then}");
+    let (status, _, stderr) = run_to_end(&["admin", "state", "task/nope"], &env).await;
+    assert_eq!(status.code(), Some(3), "{stderr}");
 
     // The projection, on the app's Redis prefix, led by the running process.
     let mut shown = admin_json(&env, &["projection", "tasks"]).await;
