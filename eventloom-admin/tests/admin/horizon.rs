@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{append, database_url, fresh_schema, run, stores};
+use crate::support::{HORIZON, append, database_url, fresh_schema, run, stores};
 
 /// `horizon --json` once it shows no hidden event of `schema` (within 20 s).
 async fn clear(schema: &str) -> Value {
@@ -24,11 +24,11 @@ async fn clear(schema: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_horizon_names_the_open_transaction_that_holds_events_back() {
+    let _alone = HORIZON.write().await;
     let schema = fresh_schema();
     let pg = stores(&schema).await;
     append(&pg.events, "task/t-0", "TaskCreated", "{}", 1).await;
-    let shown = clear(&schema).await;
-    assert_eq!(shown["held"], false, "{shown}");
+    clear(&schema).await;
 
     // A session whose transaction holds an id, then two events committed after it took it.
     let (held, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await.unwrap();

@@ -3,7 +3,7 @@
 use eventloom_core::store::{DeadLetter, LeaseManager, ViewCommit, ViewStore, ViewWrite};
 use eventloom_core::{Position, StreamId};
 
-use crate::support::{append, database_url, fresh_schema, redis_url, run, run_with, stores};
+use crate::support::{HORIZON, append, database_url, fresh_schema, redis_url, run, run_with, stores};
 
 /// Builds a live generation of `projection` in `views` up to `checkpoint`, with a dead letter at
 /// `poison`.
@@ -26,6 +26,7 @@ async fn build(views: &dyn ViewStore, projection: &str, checkpoint: Position, po
 
 #[tokio::test]
 async fn a_projection_shows_its_status_lag_and_dead_letters() {
+    let _horizon = HORIZON.read().await;
     let schema = fresh_schema();
     let pg = stores(&schema).await;
     append(&pg.events, "task/t-1", "TaskCreated", "{}", 1).await;

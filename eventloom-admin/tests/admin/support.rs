@@ -14,6 +14,12 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_eventloom-admin");
 
 /// The shared server's URL; a clear failure when there is none.
+/// Taken for writing by the test that holds the cluster's horizon back (an open transaction
+/// with an id hides the events committed after it, in every schema), for reading by the tests
+/// whose figures it moves (lag): they do not overlap. Other test binaries run before or after
+/// this one, never beside it.
+pub static HORIZON: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| {
         panic!("DATABASE_URL is not set: run the suite with `bash scripts/test.sh`, or set it to a PostgreSQL")

@@ -1048,7 +1048,7 @@ impl Operations {
     /// ([`Cqrs::load_as_of`](crate::Cqrs::load_as_of), through the registered upcasters,
     /// without cache or snapshots). For an aggregate registered with
     /// [`AggregateOptions::inspectable`](crate::AggregateOptions::inspectable) (else
-    /// [`Error::NotRegistered`]); a stream that holds no event: [`Error::UnknownStream`].
+    /// [`Error::Unsupported`]); a stream that holds no event: [`Error::UnknownStream`].
     ///
     /// # Examples
     ///
@@ -1085,7 +1085,15 @@ impl Operations {
     /// ```
     pub async fn state(&self, stream: &StreamId, as_of: Option<AsOf>) -> Result<AggregateState> {
         let Some(show) = self.inspect.get(stream.category()) else {
-            return Err(Error::NotRegistered { kind: "inspectable aggregate", name: stream.category().to_owned() });
+            return Err(Error::Unsupported {
+                operation: "show the state of",
+                name: stream.to_string(),
+                reason: format!(
+                    "aggregate {} is not registered as inspectable: register it with \
+                     AggregateOptions::inspectable() (its state must be Serialize)",
+                    stream.category()
+                ),
+            });
         };
         if self.stores.events().stream_version(stream).await? == 0 {
             return Err(Error::UnknownStream { stream: stream.clone() });

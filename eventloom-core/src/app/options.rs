@@ -66,8 +66,8 @@ fn inspect_state<A: Aggregate + Serialize>(
     Box::pin(async move {
         let engine: Cqrs<A, Arc<dyn EventStore>> = Cqrs::new(events).with_upcasters(upcasters).with_cache_capacity(0);
         let (state, version) = engine.load_as_of(&id, as_of).await?;
-        let state =
-            serde_json::to_value(&state).map_err(|source| Error::Encode { event_type: A::TYPE.to_owned(), source })?;
+        let state = serde_json::to_value(&state)
+            .map_err(|source| Error::Serde { what: format!("the state of aggregate {}", A::TYPE), source })?;
         Ok((state, version))
     })
 }
@@ -91,6 +91,7 @@ impl<A: Aggregate> fmt::Debug for AggregateOptions<A> {
             .field("cache_capacity", &self.cache_capacity)
             .field("retry", &self.retry)
             .field("snapshots", &self.snapshots.as_ref().map(|(policy, _)| policy))
+            .field("inspectable", &self.inspect.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -200,7 +200,8 @@ impl ViewChangeHub {
     /// Marks the store as listening ([`set_listening`](Self::set_listening) `true`) until the
     /// guard is dropped (then `false`): an adapter's listener holds it while its notification
     /// connection is subscribed, so that the hub stops listening however the listener ends, a
-    /// lost connection or its task dropped with its runtime, and waits poll again.
+    /// lost connection or its task dropped with its runtime, and waits poll again. One holder
+    /// per hub: the guards do not count, so the first dropped stops the listening.
     ///
     /// # Examples
     ///

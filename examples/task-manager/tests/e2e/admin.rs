@@ -63,6 +63,7 @@ async fn the_mounted_admin_commands_see_the_apps_stores_and_projection() {
     assert_eq!(then["state"]["created"], true, "{then}");
     let (status, _, stderr) = run_to_end(&["admin", "state", "task/nope"], &env).await;
     assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("no stream task/nope"), "{stderr}");
 
     // The projection, on the app's Redis prefix, led by the running process.
     let mut shown = admin_json(&env, &["projection", "tasks"]).await;

@@ -107,8 +107,10 @@ fn env(endpoint: Option<&str>) -> Env {
 }
 
 /// The trace `trace_id` once it holds the command's request span and the projector's event span,
-/// a child of a span of the command process in that trace (the one that appended the event),
-/// linked from a batch that wrote the views: (request, event, view write).
+/// a child of a span the command process exported in that trace (the span current when the
+/// event was appended, whose context the event's metadata carries: the request span, at the
+/// task manager's log level), linked from a batch that wrote the views: (request, event, view
+/// write).
 fn chain(spans: &[Span], trace_id: &str) -> Option<(Span, Span, Span)> {
     let request = spans
         .iter()
@@ -178,7 +180,6 @@ async fn one_trace_from_an_http_request_to_the_view_write_of_a_projector_process
     let (request, event, write) = wait_for_chain(&spans, "4bf92f3577b34da6a3ce929d0e0e4736").await;
     assert_eq!(request.parent, "00f067aa0ba902b7", "the request span's parent is the caller's span");
     assert_ne!(event.parent, "", "the event span is a child in the trace: {event:?}");
-    assert_ne!(event.parent, request.parent, "its parent is the command process's span, not the caller's");
     assert_eq!(write.role, "projector");
 
     // Without one: the request span is the root of a new trace, which the projector joins.
