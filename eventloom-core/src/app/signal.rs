@@ -4,14 +4,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::store::{BoxFuture, Written};
+use crate::store::{BoxFuture, DelegateViewStore, Written};
 use tokio::sync::watch;
 
 use crate::memory::lock;
-use crate::{
-    DeadLetter, Generation, IndexKey, ListCursor, ProjectionStatus, ProjectionStop, Result, ViewCommit, ViewPage,
-    ViewStore,
-};
+use crate::{ProjectionStop, Result, ViewCommit, ViewStore};
 
 /// One counter per projection name, bumped after each write that may change what readers see.
 #[derive(Debug, Default)]
@@ -39,8 +36,9 @@ impl Signals {
     }
 }
 
-/// The view store the App's projectors write through: every write goes to `inner`, and each
-/// one that succeeded, or failed in a way that may have changed the store (a transient error:
+/// The view store the App's projectors write through: every call goes to `inner` (the methods
+/// it does not change are forwarded by [`DelegateViewStore`], defaulted ones too), and each
+/// write that succeeded, or failed in a way that may have changed the store (a transient error:
 /// the write may have landed), bumps the projection's signal; a refused write changed nothing.
 pub(crate) struct SignallingViews {
     pub(crate) inner: Arc<dyn ViewStore>,
@@ -56,32 +54,20 @@ impl SignallingViews {
     }
 }
 
-impl ViewStore for SignallingViews {
-    fn status<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<ProjectionStatus>> {
-        self.inner.status(projection)
+impl DelegateViewStore for SignallingViews {
+    type Inner = dyn ViewStore;
+
+    fn inner(&self) -> &dyn ViewStore {
+        &*self.inner
     }
-    fn begin_generation<'a>(
-        &'a self,
-        projection: &'a str,
-        version: u32,
-        fencing_token: u64,
-    ) -> BoxFuture<'a, Result<Written<Generation>>> {
-        self.inner.begin_generation(projection, version, fencing_token)
-    }
-    fn load_views<'a>(
-        &'a self,
-        projection: &'a str,
-        generation: u64,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
-        self.inner.load_views(projection, generation, ids)
-    }
+
     fn commit<'a>(&'a self, projection: &'a str, commit: ViewCommit) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
             let result = self.inner.commit(projection, commit).await;
             self.after(projection, result)
         })
     }
+
     fn go_live<'a>(
         &'a self,
         projection: &'a str,
@@ -93,44 +79,7 @@ impl ViewStore for SignallingViews {
             self.after(projection, result)
         })
     }
-    fn read_views<'a>(&'a self, projection: &'a str, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<String>>>> {
-        self.inner.read_views(projection, ids)
-    }
-    fn list<'a>(
-        &'a self,
-        projection: &'a str,
-        key: &'a IndexKey,
-        range: &'a crate::OrderRange,
-        after: Option<&'a ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<ViewPage>> {
-        self.inner.list(projection, key, range, after, limit)
-    }
-    fn count<'a>(&'a self, projection: &'a str, keys: &'a [IndexKey]) -> BoxFuture<'a, Result<Vec<u64>>> {
-        self.inner.count(projection, keys)
-    }
-    fn list_generation<'a>(
-        &'a self,
-        projection: &'a str,
-        generation: u64,
-        key: &'a crate::IndexKey,
-        range: &'a crate::OrderRange,
-        after: Option<&'a crate::ListCursor>,
-        limit: usize,
-    ) -> BoxFuture<'a, crate::Result<Vec<crate::store::IndexedView>>> {
-        self.inner.list_generation(projection, generation, key, range, after, limit)
-    }
-    fn count_generation<'a>(
-        &'a self,
-        projection: &'a str,
-        generation: u64,
-        keys: &'a [crate::IndexKey],
-    ) -> BoxFuture<'a, crate::Result<Vec<u64>>> {
-        self.inner.count_generation(projection, generation, keys)
-    }
-    fn dead_letters<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
-        self.inner.dead_letters(projection)
-    }
+
     fn record_stop<'a>(
         &'a self,
         projection: &'a str,
@@ -141,19 +90,5 @@ impl ViewStore for SignallingViews {
             let result = self.inner.record_stop(projection, stop, fencing_token).await;
             self.after(projection, result)
         })
-    }
-    fn projections<'a>(&'a self) -> BoxFuture<'a, crate::Result<Vec<String>>> {
-        self.inner.projections()
-    }
-    fn remove_dead_letters<'a>(
-        &'a self,
-        projection: &'a str,
-        which: &'a crate::store::DeadLetterSelection,
-        fencing_token: u64,
-    ) -> BoxFuture<'a, crate::Result<crate::store::Written<u64>>> {
-        self.inner.remove_dead_letters(projection, which, fencing_token)
-    }
-    fn changes(&self, projection: &str) -> Option<crate::store::ViewChanges> {
-        self.inner.changes(projection)
     }
 }

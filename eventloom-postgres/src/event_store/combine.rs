@@ -10,7 +10,10 @@
 //!   append. The place and the appends are taken before the task is spawned, so a task that
 //!   never runs (its runtime shutting down) gives its place back and answers its appends with
 //!   an error when dropped. The queue holds at most `in_flight * max_appends` appends; one that
-//!   finds it full goes alone, as without combining (the pool bounds it then).
+//!   finds it full goes alone, as without combining (the pool bounds it then), past the holds
+//!   below: it may run beside a statement that holds its stream or command id, and the two
+//!   then meet in the database as two processes' appends would (one of them a conflict, or the
+//!   command id's duplicate).
 //! - **One stream, one command id, one statement at a time**: an append to a stream, or under a
 //!   command id, that a statement in flight holds waits for the next one. A command id sent
 //!   twice at once is thus answered by the first's outcome, as a duplicate, as it would be alone;
