@@ -62,8 +62,12 @@ impl Connector {
             #[cfg(feature = "tls")]
             Connector::Tls(tls) => Manager::from_config(pg.clone(), tls.clone(), manager_config),
         };
+        // Last in, first out: the connection given back last is the next one handed out, so a
+        // few callers keep to a few warm backends (and their CPU caches) instead of cycling
+        // through every idle one; see docs/benchmarks.md, "CPU per command".
         Pool::builder(manager)
             .max_size(config.pool_size)
+            .queue_mode(deadpool_postgres::QueueMode::Lifo)
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Config(format!("connection pool: {e}")))

@@ -3,7 +3,7 @@
 mod combine;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -123,13 +123,99 @@ impl Replica {
 /// Wake-ups: the local signal, the coalesced NOTIFY and the LISTEN connection.
 struct Wake {
     local: watch::Sender<u64>,
-    notify_pending: AtomicBool,
+    /// The NOTIFYs announcing appends to other processes (see [`Announcements`]).
+    announcements: Announcements,
+    /// Wakes the notifier when [`Announcements::armed`] is set (and when the store closes).
     kick: Notify,
     /// Whether the notifier task runs (see [`Running`]).
     notifier: AtomicBool,
     /// Whether the listener task runs (see [`Running`]).
     listener: AtomicBool,
     closed: watch::Sender<bool>,
+}
+
+/// When the store's NOTIFYs went out, so that appends carry them instead of costing a
+/// transaction each: the first append after a debounce without one carries the `pg_notify` in
+/// its own statement (`append_one.sql`), delivered at its commit; an append that carries none
+/// arms the notifier, which sends one alone only when no carried NOTIFY has announced the append
+/// after a while (the appends stopped, or none of them can carry one).
+///
+/// Times are microseconds after `epoch`. A NOTIFY announces every append answered before it was
+/// sent: the append had committed, and the NOTIFY's transaction began after.
+struct Announcements {
+    epoch: std::time::Instant,
+    /// When the newest NOTIFY went out (carried or alone); 0 before the first.
+    sent: AtomicU64,
+    /// When the newest append that carried no NOTIFY was answered.
+    unannounced: AtomicU64,
+    /// Whether the notifier has an unannounced append to watch.
+    armed: AtomicBool,
+}
+
+impl Announcements {
+    fn new() -> Self {
+        Announcements {
+            epoch: std::time::Instant::now(),
+            sent: AtomicU64::new(0),
+            unannounced: AtomicU64::new(0),
+            armed: AtomicBool::new(false),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Whether the append about to be sent carries the NOTIFY: at most one per debounce.
+    fn carry(&self) -> bool {
+        let now = self.now();
+        let last = self.sent.load(Ordering::SeqCst);
+        (last == 0 || now.saturating_sub(last) >= debounce_micros())
+            && self.sent.compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    /// Notes an append answered without a NOTIFY of its own (or whose carried one may not
+    /// have gone out); true when the notifier must be woken to watch it.
+    fn unannounced(&self) -> bool {
+        self.unannounced.fetch_max(self.now(), Ordering::SeqCst);
+        !self.armed.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether a NOTIFY went out after the newest unannounced append was answered.
+    fn announced(&self) -> bool {
+        self.sent.load(Ordering::SeqCst) > self.unannounced.load(Ordering::SeqCst)
+    }
+}
+
+/// An append statement that carries the NOTIFY ([`Announcements::carry`]). Unless it ends
+/// having written (and so committed the NOTIFY with it), what it was to announce goes to the
+/// notifier: after a failure, which rolled the NOTIFY back, and when its caller went away.
+struct Carrying<'a> {
+    store: &'a PgEventStore,
+    written: bool,
+}
+
+impl<'a> Carrying<'a> {
+    /// `Some` when the statement about to be sent is to carry the NOTIFY.
+    fn start(store: &'a PgEventStore) -> Option<Self> {
+        store.inner.wake.announcements.carry().then_some(Carrying { store, written: false })
+    }
+
+    fn ended(mut self, written: bool) {
+        self.written = written;
+    }
+}
+
+impl Drop for Carrying<'_> {
+    fn drop(&mut self) {
+        if !self.written {
+            self.store.unannounced();
+        }
+    }
+}
+
+fn debounce_micros() -> u64 {
+    u64::try_from(NOTIFY_DEBOUNCE.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl Wake {
@@ -298,7 +384,7 @@ impl PgEventStore {
     fn from_pool(pool: Pool, config: PgConfig, connector: Connector, replica: Option<Replica>) -> Self {
         let wake = Arc::new(Wake {
             local: watch::Sender::new(0),
-            notify_pending: AtomicBool::new(false),
+            announcements: Announcements::new(),
             kick: Notify::new(),
             notifier: AtomicBool::new(false),
             listener: AtomicBool::new(false),
@@ -779,15 +865,28 @@ impl PgEventStore {
         Ok(events)
     }
 
-    fn appended(&self) {
+    /// Wakes this process's subscribers after an append that wrote events, and sees that other
+    /// processes' are woken: by the NOTIFY the append `carried`, else by the notifier's.
+    fn appended(&self, carried: bool) {
         let wake = &self.inner.wake;
         // With a replica, local subscribers are woken by the listener once it has replayed.
         if self.inner.replica.is_none() {
             wake.bump();
         }
-        wake.notify_pending.store(true, Ordering::Release);
+        if !carried {
+            self.unannounced();
+        }
+    }
+
+    /// Hands an append that no NOTIFY of its own announced to the notifier (also one whose
+    /// statement carried a NOTIFY but failed, which rolled the NOTIFY back with it).
+    fn unannounced(&self) {
+        let wake = &self.inner.wake;
+        let woken = wake.announcements.unannounced();
         wake.start(|w| &w.notifier, || notifier(Arc::downgrade(&self.inner), wake.clone()));
-        wake.kick.notify_one();
+        if woken {
+            wake.kick.notify_one();
+        }
     }
 
     /// Another append recorded the batch's command id first: its outcome.
@@ -811,30 +910,51 @@ impl PgEventStore {
     }
 }
 
-/// Sends one `NOTIFY` per burst of appends, after their commits, on a pooled connection.
+/// Sends a `NOTIFY` alone, on a pooled connection, for appends that no carried one announced
+/// (see [`Announcements`]): while appends keep carrying NOTIFYs it only watches, once per
+/// debounce; when they stop, the last unannounced one is told within two debounces.
 ///
-/// A `NOTIFY` is a transaction of its own: it takes a transaction id and writes a commit
+/// A `NOTIFY` alone is a transaction of its own: it takes a transaction id and writes a commit
 /// record, but PostgreSQL commits a transaction that wrote no other WAL without waiting for
 /// the WAL flush (or a synchronous standby), whatever `synchronous_commit` says, so it adds no
 /// flush to a durable server (a test counts them). A wake-up lost in a crash costs subscribers
 /// one poll interval.
 async fn notifier(store: Weak<Inner>, wake: Arc<Wake>) {
+    let announcements = &wake.announcements;
     loop {
-        wake.kick.notified().await;
+        // Armed before this task ran (or on a runtime that ended): no kick comes for that.
+        if !announcements.armed.load(Ordering::SeqCst) {
+            wake.kick.notified().await;
+        }
         if *wake.closed.borrow() {
             return;
         }
-        if !wake.notify_pending.swap(false, Ordering::AcqRel) {
+        if !announcements.armed.load(Ordering::SeqCst) {
             continue;
         }
-        // A burst of appends within the debounce shares one NOTIFY.
-        tokio::time::sleep(NOTIFY_DEBOUNCE).await;
-        wake.notify_pending.store(false, Ordering::Release);
-        let Some(inner) = store.upgrade() else { return };
-        let (db, channel) = (inner.db.clone(), inner.sql.notify_channel.clone());
-        drop(inner);
-        if let Err(error) = db.execute(fixed::NOTIFY, &[&channel]).await {
-            tracing::debug!(%error, "NOTIFY failed; subscribers fall back to polling");
+        loop {
+            tokio::time::sleep(NOTIFY_DEBOUNCE).await;
+            if announcements.announced() {
+                break;
+            }
+            let now = announcements.now();
+            // Appends are carrying NOTIFYs: the next one announces this one too.
+            if now.saturating_sub(announcements.sent.load(Ordering::SeqCst)) < 2 * debounce_micros() {
+                continue;
+            }
+            announcements.sent.fetch_max(now, Ordering::SeqCst);
+            let Some(inner) = store.upgrade() else { return };
+            let (db, channel) = (inner.db.clone(), inner.sql.notify_channel.clone());
+            drop(inner);
+            if let Err(error) = db.execute(fixed::NOTIFY, &[&channel]).await {
+                tracing::debug!(%error, "NOTIFY failed; subscribers fall back to polling");
+            }
+            break;
+        }
+        announcements.armed.store(false, Ordering::SeqCst);
+        // An append answered meanwhile may have found the notifier still armed: watch it too.
+        if !announcements.announced() {
+            announcements.armed.store(true, Ordering::SeqCst);
         }
     }
 }
@@ -1078,7 +1198,7 @@ impl PgEventStore {
         let recorded: bool = fields.get("recorded")?;
         let first_version = u64::try_from(version).map_err(|_| fields.corrupt(format_args!("version {version}")))? + 1;
         if fields.get::<Option<&str>>("transaction_id")?.is_some() {
-            self.appended();
+            self.appended(false);
             let appended = u64::try_from(batch.types.len()).unwrap_or(u64::MAX);
             return Ok(Appended::Written(AppendOutcome {
                 stream: stream.clone(),
@@ -1119,6 +1239,9 @@ impl PgEventStore {
             attempt += 1;
             let conn = self.client().await?;
             let stmt = conn.prepare(&self.inner.sql.append_one).await?;
+            let carrying = Carrying::start(self);
+            let carried = carrying.is_some();
+            let channel = carried.then_some(self.inner.sql.notify_channel.as_str());
             let result = conn.noted(
                 conn.client()
                     .query_opt(
@@ -1131,11 +1254,15 @@ impl PgEventStore {
                             &batch.schema_versions[0],
                             &batch.payloads[0],
                             &batch.metadata[0],
+                            &channel,
                         ],
                     )
                     .await,
             );
             drop(conn);
+            if let Some(carrying) = carrying {
+                carrying.ended(matches!(result, Ok(Some(_))));
+            }
             let row = match result {
                 Ok(row) => row,
                 Err(e) => {
@@ -1153,7 +1280,7 @@ impl PgEventStore {
             // `version` > 0 (the caller's check).
             let expected_version = version.unsigned_abs();
             if let Some(row) = row {
-                self.appended();
+                self.appended(carried);
                 let fields = Fields::new(&row, || format!("stream {stream} version {}", version + 1));
                 return Ok(Appended::Written(AppendOutcome {
                     stream: stream.clone(),
@@ -1212,7 +1339,7 @@ impl PgEventStore {
                     let last_version = fields.unsigned("last_version")?;
                     let position = fields.position("transaction_id", "sequence")?;
                     if !batch.types.is_empty() {
-                        self.appended();
+                        self.appended(false);
                     }
                     Ok(Appended::Written(AppendOutcome {
                         stream: stream.clone(),
@@ -1282,7 +1409,7 @@ impl PgEventStore {
             match status {
                 0 => {
                     if !events.is_empty() {
-                        self.appended();
+                        self.appended(false);
                     }
                     Ok(Relayed::Written(AppendOutcome {
                         stream: stream.clone(),

@@ -32,6 +32,8 @@ const ONE_TASK: Budget = Budget::new(5_000, 20);
 const EIGHT_TASKS: Budget = Budget::new(10_000, 20);
 /// Commands from sixty-four tasks.
 const SIXTY_FOUR_TASKS: Budget = Budget::new(20_000, 20);
+/// Commands of a `soak_*` run (for a profiler).
+const SOAK: Budget = Budget::new(60_000, 60);
 /// The pool of the store with write combining (the commands of 64 tasks load their streams
 /// at once).
 const COMBINED_POOL: usize = 64;
@@ -228,7 +230,8 @@ impl<'a> Bench<'a> {
 
     /// The parts named in `only` (comma-separated; `CQRS_BENCH_ONLY` names them for a short
     /// run): `allocations` (`allocations_per_command`), `long` (the long-stream latencies),
-    /// `big` (the memory of big loads), in that order.
+    /// `big` (the memory of big loads), in that order; then `soak_<tasks>` and
+    /// `soak_<tasks>_combined` ([`soak`](Self::soak), for a profiler).
     async fn run_only(&self, only: &str) -> Result<()> {
         let wanted = |part: &str| only.split(',').any(|p| p.trim() == part);
         if wanted("allocations") {
@@ -241,6 +244,36 @@ impl<'a> Bench<'a> {
             for stream in &long::BIG_STREAMS {
                 long::big_load(&self.store, stream).await?.print();
             }
+        }
+        for part in only.split(',').map(str::trim).filter(|part| part.starts_with("soak_")) {
+            self.soak(part).await?;
+        }
+        Ok(())
+    }
+
+    /// `soak_<tasks>[_combined]`: raw INSERTs, then deposits through the warm engine (the
+    /// combining one when asked), [`SOAK`] of each from `tasks` tasks, their rates and CPU on
+    /// stderr: a steady load to attach a profiler to (`perf record -p`), no figure of the report.
+    async fn soak(&self, part: &str) -> Result<()> {
+        let rest = part.trim_start_matches("soak_");
+        let (tasks, combined) = match rest.strip_suffix("_combined") {
+            Some(tasks) => (tasks, true),
+            None => (rest, false),
+        };
+        let tasks: usize = tasks.parse().map_err(|_| format!("{part}: expected soak_<tasks>[_combined]"))?;
+        let raw = self.costed(load::throughput(self.raw_workers(&format!("raw_{part}"), tasks).await?, SOAK)).await?;
+        let (engine, ids) = if combined { (&self.combined, &self.combined_ids) } else { (&self.engine, &self.ids) };
+        eprintln!("{part}: raw done; ours starts (pid {})", std::process::id());
+        let workers = (0..tasks).map(|_| Commands::new(engine.clone(), ids.clone())).collect();
+        let ours = self.costed(load::throughput(workers, SOAK)).await?;
+        for (who, run) in [("raw", &raw), ("ours", &ours)] {
+            eprintln!(
+                "{part}: {who} {:.0}/s over {} commands, client {:?} and server {:?} µs of CPU per command",
+                run.rate.per_second(),
+                run.rate.ops,
+                run.per_op(run.client),
+                run.per_op(run.server)
+            );
         }
         Ok(())
     }

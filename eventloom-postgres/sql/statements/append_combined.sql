@@ -40,12 +40,20 @@
 -- a deadlock unlikely, and one that happens anyway (SQLSTATE 40P01, detected by the server)
 -- rolls this statement back, after which the store sends its appends again in halves.
 --
+-- Plans: each array is read through a scalar subquery, `unnest((SELECT $1::text[]))`, so that
+-- the planner cannot count its elements. Counting them (as it does for a parameter's value in a
+-- custom plan) makes every custom plan look cheaper than the generic one, so PostgreSQL planned
+-- this statement anew at every execution: about 0.8 ms of planning against 0.2 ms of execution
+-- for 4 appends (pg_stat_statements, 2026-12-03). Hidden, both estimate alike, and the generic
+-- plan is kept after the first five.
+--
 -- One row back per stream, in k order: the stream's version as checked, whether its command id
 -- was recorded before, how many of its events went in (all or none), the transaction id (NULL
 -- when nothing went in) and the sequence of its last event.
 WITH s AS MATERIALIZED (
        SELECT u.k::int4 AS k, u.c, u.i, u.x, u.cmd, u.f, u.r, u.kept, u.n
-         FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::int8[], $7::bool[], $8::int4[])
+         FROM unnest((SELECT $1::text[]), (SELECT $2::text[]), (SELECT $3::int8[]), (SELECT $4::text[]),
+                     (SELECT $5::text[]), (SELECT $6::int8[]), (SELECT $7::bool[]), (SELECT $8::int4[]))
               WITH ORDINALITY AS u(c, i, x, cmd, f, r, kept, n, k)),
      head AS MATERIALIZED (
        SELECT s.k,
@@ -59,7 +67,8 @@ WITH s AS MATERIALIZED (
      inserted AS (
        INSERT INTO {schema}.events (category, stream_id, version, event_type, schema_version, payload, metadata)
        SELECT ok.c, ok.i, ok.x + ev.n, ev.t, ev.v, ev.p::json, ev.m::json
-         FROM unnest($9::int4[], $10::int4[], $11::text[], $12::int4[], $13::text[], $14::text[]) AS ev(k, n, t, v, p, m)
+         FROM unnest((SELECT $9::int4[]), (SELECT $10::int4[]), (SELECT $11::text[]), (SELECT $12::int4[]),
+                     (SELECT $13::text[]), (SELECT $14::text[])) AS ev(k, n, t, v, p, m)
          JOIN ok ON ok.k = ev.k
         ORDER BY ok.c, ok.i, ev.n
        ON CONFLICT (category, stream_id, version) DO NOTHING

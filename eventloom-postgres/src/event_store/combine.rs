@@ -352,7 +352,7 @@ impl PgEventStore {
                         answers[i] = Some(answer);
                     }
                     if written {
-                        self.appended();
+                        self.appended(false);
                     }
                 }
                 Err(Failure::Refused { streams, commands }) => {

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use eventloom_core::read::Subscription;
 use eventloom_core::testing::test_event;
 use eventloom_core::{Position, StreamId, model::ExpectedVersion, store::EventStore};
 use eventloom_postgres::{PgConfig, PgEventStore};
@@ -162,4 +163,72 @@ async fn a_notify_does_not_wait_for_the_wal_on_a_durable_server() {
 /// `pg_stat_wal.wal_sync` as the server has it now.
 async fn wal_syncs_now(url: &str) -> i64 {
     raw(url).await.query_one("SELECT wal_sync FROM pg_stat_wal", &[]).await.unwrap().get(0)
+}
+
+/// Calls of the store's statements whose text starts with `start` (`pg_stat_statements`).
+async fn calls(admin: &tokio_postgres::Client, start: &str) -> i64 {
+    let pattern = format!("{start}%");
+    admin
+        .query_one("SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements WHERE query LIKE $1", &[&pattern])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// `append` runs while `subscription` waits (it has read everything before): the one event it
+/// gets within 5 s, and the subscription back.
+async fn next_woken(
+    mut subscription: Subscription<PgEventStore>,
+    append: impl std::future::Future<Output = ()>,
+) -> Subscription<PgEventStore> {
+    let reader = tokio::spawn(async move {
+        let batch = subscription.next_batch().await.unwrap();
+        (subscription, batch)
+    });
+    // The reader has looked once and waits for a wake-up.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    append.await;
+    let (subscription, batch) = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .unwrap_or_else(|_| panic!("the append woke nobody within 5 s (the subscriber polls every {POLL:?})"))
+        .unwrap();
+    assert_eq!(batch.len(), 1);
+    subscription
+}
+
+/// An append with an exact version (one event, to a stream that exists: `append_one.sql`)
+/// carries the wake-up in its own statement, delivered at its commit: appends spaced more than
+/// the debounce apart each wake the other store's subscriber, and no NOTIFY goes alone. An
+/// append that cannot carry one (`ExpectedVersion::Any`) is told by one NOTIFY alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_appends_carry_their_notify_and_others_get_one_alone() {
+    const APPENDS: u64 = 10;
+    let server = PrivateServer::init().with_options("-c shared_preload_libraries=pg_stat_statements").start_now();
+    let url = server.url();
+    let admin = raw(&url).await;
+    admin.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await.unwrap();
+    let subscriber = store_at(&url).await;
+    let appender = other_instance(&url, &subscriber).await;
+    let stream = StreamId::new("wake", "carried").unwrap();
+    appender.append(&stream, ExpectedVersion::NoStream, vec![test_event(0)]).await.unwrap();
+    let mut subscription = subscriber.subscribe(Position::ZERO).with_poll_interval(POLL);
+    assert_eq!(subscription.next_batch().await.unwrap().len(), 1);
+    listening(&url, &subscriber, 1).await;
+    // The first append's NOTIFY (alone: a new stream goes through append_exact.sql) is out.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (alone, one) = ("-- One coalesced wake-up", "-- The common case of `append_exact`");
+    let (notifies, ones) = (calls(&admin, alone).await, calls(&admin, one).await);
+    for n in 1..=APPENDS {
+        let append = async {
+            appender.append(&stream, ExpectedVersion::Exact(n), vec![test_event(n)]).await.unwrap();
+        };
+        subscription = next_woken(subscription, append).await;
+    }
+    assert_eq!(calls(&admin, one).await - ones, APPENDS as i64);
+    assert_eq!(calls(&admin, alone).await - notifies, 0, "a NOTIFY went alone although every append carried one");
+    let append = async {
+        appender.append(&stream, ExpectedVersion::Any, vec![test_event(99)]).await.unwrap();
+    };
+    drop(next_woken(subscription, append).await);
+    assert_eq!(calls(&admin, alone).await - notifies, 1, "the append that carried none was told by one NOTIFY alone");
 }
