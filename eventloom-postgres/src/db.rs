@@ -196,6 +196,55 @@ pub(crate) struct Fields<'r, L> {
     location: L,
 }
 
+/// A column of a row: its name, or its place ([`At`]) in a statement whose columns the store
+/// lists itself, which spares looking the name up in every row of a long read.
+pub(crate) trait Column: Copy + Display {
+    fn read<'r, T: FromSql<'r>>(self, row: &'r Row) -> std::result::Result<T, tokio_postgres::Error>;
+}
+
+impl Column for &str {
+    fn read<'r, T: FromSql<'r>>(self, row: &'r Row) -> std::result::Result<T, tokio_postgres::Error> {
+        row.try_get(self)
+    }
+}
+
+/// The column at place `.0` (from 0), named `.1` in errors.
+#[derive(Clone, Copy)]
+pub(crate) struct At(pub(crate) usize, pub(crate) &'static str);
+
+impl Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.1)
+    }
+}
+
+impl Column for At {
+    fn read<'r, T: FromSql<'r>>(self, row: &'r Row) -> std::result::Result<T, tokio_postgres::Error> {
+        // The place and the name must agree: a statement changed without its reader is a bug,
+        // not corrupt data, and reading the wrong column must not pass for either.
+        debug_assert_eq!(row.columns().get(self.0).map(|c| c.name()), Some(self.1));
+        row.try_get(self.0)
+    }
+}
+
+/// A `xid8` column (a transaction id) in binary: 8 bytes, big-endian, sent without the server
+/// printing it as text and read without parsing.
+pub(crate) struct Xid8(pub(crate) u64);
+
+impl<'a> FromSql<'a> for Xid8 {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let bytes: [u8; 8] = raw.try_into().map_err(|_| format!("a xid8 of {} bytes", raw.len()))?;
+        Ok(Xid8(u64::from_be_bytes(bytes)))
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::XID8
+    }
+}
+
 impl<'r, L: Fn() -> String> Fields<'r, L> {
     /// The row, and a description of where it is for errors (built only on an error).
     pub(crate) fn new(row: &'r Row, location: L) -> Self {
@@ -204,31 +253,37 @@ impl<'r, L: Fn() -> String> Fields<'r, L> {
 
     /// The column `name`, of the type the store wrote it with (`Option<T>` for a column that
     /// may be NULL).
-    pub(crate) fn get<T: FromSql<'r>>(&self, name: &str) -> Result<T> {
-        self.row.try_get(name).map_err(|e| self.corrupt(format_args!("column {name}: {e}")))
+    pub(crate) fn get<T: FromSql<'r>>(&self, name: impl Column) -> Result<T> {
+        name.read(self.row).map_err(|e| self.corrupt(format_args!("column {name}: {e}")))
     }
 
     /// A `bigint` column that is never negative (a version, a sequence, a count, an id).
-    pub(crate) fn unsigned(&self, name: &str) -> Result<u64> {
+    pub(crate) fn unsigned(&self, name: impl Column) -> Result<u64> {
         let value: i64 = self.get(name)?;
         self.non_negative(name, value)
     }
 
     /// As [`unsigned`](Self::unsigned), for a column that may be NULL.
-    pub(crate) fn unsigned_opt(&self, name: &str) -> Result<Option<u64>> {
+    pub(crate) fn unsigned_opt(&self, name: impl Column) -> Result<Option<u64>> {
         self.get::<Option<i64>>(name)?.map(|value| self.non_negative(name, value)).transpose()
     }
 
     /// An `integer` column that is never negative (a schema or snapshot version).
-    pub(crate) fn unsigned_int(&self, name: &str) -> Result<u32> {
+    pub(crate) fn unsigned_int(&self, name: impl Column) -> Result<u32> {
         let value: i32 = self.get(name)?;
         u32::try_from(value).map_err(|_| self.negative(name, value))
     }
 
     /// A position from a transaction id (as text) and a sequence.
-    pub(crate) fn position(&self, transaction: &str, sequence: &str) -> Result<Position> {
+    pub(crate) fn position(&self, transaction: impl Column, sequence: impl Column) -> Result<Position> {
         let tx: &str = self.get(transaction)?;
         let tx = tx.parse().map_err(|_| self.corrupt(format_args!("unparsable transaction id {tx:?}")))?;
+        Ok(Position::new(tx, self.unsigned(sequence)?))
+    }
+
+    /// A position from a transaction id (`xid8`, in binary) and a sequence.
+    pub(crate) fn position_xid8(&self, transaction: impl Column, sequence: impl Column) -> Result<Position> {
+        let Xid8(tx) = self.get(transaction)?;
         Ok(Position::new(tx, self.unsigned(sequence)?))
     }
 
@@ -249,13 +304,13 @@ impl<'r, L: Fn() -> String> Fields<'r, L> {
         CoreError::Corrupt { location: (self.location)(), reason: reason.to_string() }
     }
 
-    fn non_negative(&self, name: &str, value: i64) -> Result<u64> {
+    fn non_negative(&self, name: impl Column, value: i64) -> Result<u64> {
         u64::try_from(value).map_err(|_| self.negative(name, value))
     }
 
     /// `negative schema version -1` for the column `schema_version`.
-    fn negative(&self, name: &str, value: impl Display) -> CoreError {
-        self.corrupt(format_args!("negative {} {value}", name.replace('_', " ")))
+    fn negative(&self, name: impl Column, value: impl Display) -> CoreError {
+        self.corrupt(format_args!("negative {} {value}", name.to_string().replace('_', " ")))
     }
 }
 
@@ -264,6 +319,9 @@ impl<'r, L: Fn() -> String> Fields<'r, L> {
 pub(crate) fn shown(row: &Row, name: &str) -> String {
     if let Ok(Some(text)) = row.try_get::<_, Option<&str>>(name) {
         return text.to_owned();
+    }
+    if let Ok(Some(Xid8(tx))) = row.try_get::<_, Option<Xid8>>(name) {
+        return tx.to_string();
     }
     match row.try_get::<_, Option<i64>>(name) {
         Ok(Some(number)) => number.to_string(),

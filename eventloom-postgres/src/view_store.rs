@@ -184,7 +184,7 @@ fn fenced<T>(projection: &str, fencing_token: u64, row: &Row) -> eventloom_core:
 fn generation_at(row: &Row, projection: &str, name: &str) -> eventloom_core::Result<Option<Generation>> {
     let row = fields(row, projection);
     let Some(id) = row.unsigned_opt(name)? else { return Ok(None) };
-    let Some(version) = row.get::<Option<i64>>(&format!("{name}_version"))? else {
+    let Some(version) = row.get::<Option<i64>>(format!("{name}_version").as_str())? else {
         return Err(row.corrupt(format_args!("generation {id} has no row")));
     };
     Ok(Some(Generation {

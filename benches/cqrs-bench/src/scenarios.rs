@@ -32,6 +32,8 @@ const ONE_TASK: Budget = Budget::new(5_000, 20);
 const EIGHT_TASKS: Budget = Budget::new(10_000, 20);
 /// Commands from sixty-four tasks.
 const SIXTY_FOUR_TASKS: Budget = Budget::new(20_000, 20);
+/// Loads of each side in `soak_load` (for a profiler).
+const SOAK_LOADS: usize = 600;
 /// Commands of a `soak_*` run (for a profiler).
 const SOAK: Budget = Budget::new(60_000, 60);
 /// The pool of the store with write combining (the commands of 64 tasks load their streams
@@ -230,8 +232,9 @@ impl<'a> Bench<'a> {
 
     /// The parts named in `only` (comma-separated; `CQRS_BENCH_ONLY` names them for a short
     /// run): `allocations` (`allocations_per_command`), `long` (the long-stream latencies),
-    /// `big` (the memory of big loads), in that order; then `soak_<tasks>` and
-    /// `soak_<tasks>_combined` ([`soak`](Self::soak), for a profiler).
+    /// `big` (the memory of big loads), in that order; then `soak_load`
+    /// ([`soak_load`](Self::soak_load)) and `soak_<tasks>[_combined[_<in flight>]]`
+    /// ([`soak`](Self::soak)), for a profiler.
     async fn run_only(&self, only: &str) -> Result<()> {
         let wanted = |part: &str| only.split(',').any(|p| p.trim() == part);
         if wanted("allocations") {
@@ -246,23 +249,69 @@ impl<'a> Bench<'a> {
             }
         }
         for part in only.split(',').map(str::trim).filter(|part| part.starts_with("soak_")) {
-            self.soak(part).await?;
+            if part == "soak_load" {
+                self.soak_load().await?;
+            } else {
+                self.soak(part).await?;
+            }
         }
         Ok(())
     }
 
-    /// `soak_<tasks>[_combined]`: raw INSERTs, then deposits through the warm engine (the
-    /// combining one when asked), [`SOAK`] of each from `tasks` tasks, their rates and CPU on
+    /// `soak_load`: the 10,000-event stream of `command_10k_stream_no_snapshot` loaded
+    /// [`SOAK_LOADS`] times by the raw read and fold, then as many times by the engine without
+    /// cache or snapshot: a steady load to attach a profiler to, its times on stderr.
+    async fn soak_load(&self) -> Result<()> {
+        let stream = &LONG_STREAMS[0];
+        build_stream(&self.store, stream.id, stream.length).await?;
+        let mut raw = long::RawLoad::new(&self.raw, self.schema, stream.id).await?;
+        let mut ours = long::OursLoad::new(self.long_stream_engine(false), stream.id);
+        let budget = Budget::new(SOAK_LOADS, 120);
+        let raw_ms = Latency::of(load::latencies(&mut raw, 0, budget).await?).ok_or("no raw load timed")?;
+        eprintln!("soak_load: raw done; ours starts (pid {})", std::process::id());
+        let ours_ms = Latency::of(load::latencies(&mut ours, 0, budget).await?).ok_or("no load timed")?;
+        eprintln!(
+            "soak_load: loads of {} events: raw median {:.3} ms, ours {:.3} ms ({:.2} of raw's speed)",
+            stream.length,
+            raw_ms.median_ms,
+            ours_ms.median_ms,
+            raw_ms.median_ms / ours_ms.median_ms
+        );
+        Ok(())
+    }
+
+    /// `soak_<tasks>[_combined[_<in flight>]]`: raw INSERTs, then deposits through the warm
+    /// engine (the combining one when asked; with `<in flight>`, a combining store of its own
+    /// with that many statements in flight, warmed first), [`SOAK`] of each from `tasks` tasks, their rates and CPU on
     /// stderr: a steady load to attach a profiler to (`perf record -p`), no figure of the report.
     async fn soak(&self, part: &str) -> Result<()> {
-        let rest = part.trim_start_matches("soak_");
-        let (tasks, combined) = match rest.strip_suffix("_combined") {
-            Some(tasks) => (tasks, true),
-            None => (rest, false),
+        let expected = || format!("{part}: expected soak_<tasks>[_combined[_<statements in flight>]]");
+        let mut words = part.trim_start_matches("soak_").split('_');
+        let tasks: usize = words.next().and_then(|n| n.parse().ok()).ok_or_else(expected)?;
+        let combined = match (words.next(), words.next()) {
+            (None, _) => None,
+            (Some("combined"), None) => Some(None),
+            (Some("combined"), Some(n)) => Some(Some(n.parse::<usize>().map_err(|_| expected())?)),
+            _ => return Err(expected().into()),
         };
-        let tasks: usize = tasks.parse().map_err(|_| format!("{part}: expected soak_<tasks>[_combined]"))?;
         let raw = self.costed(load::throughput(self.raw_workers(&format!("raw_{part}"), tasks).await?, SOAK)).await?;
-        let (engine, ids) = if combined { (&self.combined, &self.combined_ids) } else { (&self.engine, &self.ids) };
+        let engine = match combined {
+            None => self.engine.clone(),
+            Some(None) => self.combined.clone(),
+            Some(Some(in_flight)) => {
+                let config = self.config.clone().pool_size(COMBINED_POOL).write_combining_in_flight(in_flight);
+                Cqrs::new(PgEventStore::connect(config).await?)
+            }
+        };
+        let ids: Arc<[String]> = match combined {
+            None => self.ids.clone(),
+            Some(None) => self.combined_ids.clone(),
+            Some(Some(_)) => {
+                let ids: Arc<[String]> = self.ids.iter().map(|id| format!("{part}-{id}")).collect();
+                Commands::new(engine.clone(), ids.clone()).warm().await?;
+                ids
+            }
+        };
         eprintln!("{part}: raw done; ours starts (pid {})", std::process::id());
         let workers = (0..tasks).map(|_| Commands::new(engine.clone(), ids.clone())).collect();
         let ours = self.costed(load::throughput(workers, SOAK)).await?;

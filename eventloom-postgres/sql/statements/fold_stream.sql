@@ -3,7 +3,7 @@
 -- event's bytes).
 SELECT e.version, e.event_type, e.schema_version,
        e.payload::text AS payload_text,
-       e.transaction_id::text AS transaction_text, e.sequence
+       e.transaction_id, e.sequence
   FROM {schema}.events e
  WHERE e.category = $1 AND e.stream_id = $2 AND e.version >= $3
  ORDER BY e.version LIMIT $4

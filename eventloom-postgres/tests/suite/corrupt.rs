@@ -216,3 +216,36 @@ async fn a_projector_stops_on_a_corrupt_event_instead_of_retrying_it() {
         Err(_) => panic!("the projector retried a corrupt event for 20 s instead of stopping"),
     }
 }
+
+/// A fold (the engine's load, `fold_stream.sql`, read by column place, the transaction id in
+/// binary) meets a corrupt row as a read does: `Corrupt`, naming the event by its position,
+/// stream and version, and the column.
+#[tokio::test]
+async fn a_corrupt_row_in_a_fold_is_corrupt_and_names_the_event() {
+    let (store, positions) = seeded().await;
+    sql(&store, "UPDATE {s}.events SET schema_version = -1 WHERE stream_id = 'a' AND version = 2").await;
+    let mut folded = Vec::new();
+    let mut fold = |event: eventloom_core::model::EventRef<'_>| {
+        folded.push(event.version);
+        Ok(())
+    };
+    match store.fold_stream(&stream("a"), 1, 10, usize::MAX, &mut fold).await {
+        Err(error @ Error::Corrupt { .. }) => {
+            assert!(!error.is_transient());
+            let Error::Corrupt { location, reason } = &error else { unreachable!() };
+            let at = format!("event at position {} (stream corrupt/a, version 2)", positions[1]);
+            assert!(location.contains(&at), "{location:?} names {at:?}");
+            assert!(reason.contains("negative schema version -1"), "{reason}");
+        }
+        other => panic!("expected Error::Corrupt, got {other:?}"),
+    }
+    assert_eq!(folded, [1], "the rows before the corrupt one were folded, none after");
+    // A load of the other stream goes on; the folded positions are the stored ones.
+    let mut seen = Vec::new();
+    let mut fold = |event: eventloom_core::model::EventRef<'_>| {
+        seen.push(event.position);
+        Ok(())
+    };
+    store.fold_stream(&stream("b"), 1, 10, usize::MAX, &mut fold).await.unwrap();
+    assert_eq!(seen, [positions[3]]);
+}
