@@ -27,8 +27,9 @@ use crate::db::{At, Conn, Db, Fields, shown};
 use crate::schema::{MIGRATIONS, Sql, applied_migrations, fixed};
 use crate::{AppliedMigration, Blocker, Error, Holdback, PgConfig, ReplicaLag, Result, SchemaVersion};
 
-/// How long the notifier gathers appends before one NOTIFY: wake-up latency for subscribers
-/// in other processes against load on the server.
+/// At most one append per debounce carries the wake-up NOTIFY (see [`Announcements`]), and the
+/// notifier looks once per debounce: wake-up latency for subscribers in other processes against
+/// load on the server.
 const NOTIFY_DEBOUNCE: Duration = Duration::from_millis(2);
 
 /// How long a wake-up waits for the read replica to replay the commits it announces before it
@@ -53,8 +54,9 @@ const MIGRATION_LOCK: i64 = 0x6371_7273_6d69_6772; // "cqrsmigr"
 ///   stream queue on an advisory lock.
 /// - **Reads in order** follow `(transaction id, sequence)` and stop below the oldest running
 ///   transaction, so an append that commits late is never skipped by a subscriber.
-/// - **Wake-ups** for subscribers: one coalesced `NOTIFY` after commit (never inside the
-///   append's transaction), received by a dedicated `LISTEN` connection; subscribers also poll.
+/// - **Wake-ups** for subscribers: a `NOTIFY` carried by at most one append per 2 ms (one at a
+///   time), or sent alone for appends none announced, received by a dedicated `LISTEN`
+///   connection; subscribers also poll.
 ///
 /// Clones share the pool.
 ///
@@ -146,6 +148,11 @@ struct Announcements {
     epoch: std::time::Instant,
     /// When the newest NOTIFY went out (carried or alone); 0 before the first.
     sent: AtomicU64,
+    /// When the newest carried NOTIFY was committed with its append.
+    committed: AtomicU64,
+    /// Whether an append carrying the NOTIFY is in flight: one at a time, so that a process
+    /// never queues more than one transaction on the server's lock of notifying commits.
+    carrying: AtomicBool,
     /// When the newest append that carried no NOTIFY was answered.
     unannounced: AtomicU64,
     /// Whether the notifier has an unannounced append to watch.
@@ -157,6 +164,8 @@ impl Announcements {
         Announcements {
             epoch: std::time::Instant::now(),
             sent: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
+            carrying: AtomicBool::new(false),
             unannounced: AtomicU64::new(0),
             armed: AtomicBool::new(false),
         }
@@ -166,12 +175,22 @@ impl Announcements {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX).max(1)
     }
 
-    /// Whether the append about to be sent carries the NOTIFY: at most one per debounce.
+    /// Whether the append about to be sent carries the NOTIFY: at most one per debounce, and
+    /// none while another is in flight (see [`Carrying`], which ends it).
     fn carry(&self) -> bool {
         let now = self.now();
         let last = self.sent.load(Ordering::SeqCst);
-        (last == 0 || now.saturating_sub(last) >= debounce_micros())
-            && self.sent.compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        if !(last == 0 || now.saturating_sub(last) >= debounce_micros()) {
+            return false;
+        }
+        if self.carrying.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        if self.sent.compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            self.carrying.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
     }
 
     /// Notes an append answered without a NOTIFY of its own (or whose carried one may not
@@ -208,6 +227,11 @@ impl<'a> Carrying<'a> {
 
 impl Drop for Carrying<'_> {
     fn drop(&mut self) {
+        let announcements = &self.store.inner.wake.announcements;
+        if self.written {
+            announcements.committed.fetch_max(announcements.now(), Ordering::SeqCst);
+        }
+        announcements.carrying.store(false, Ordering::SeqCst);
         if !self.written {
             self.store.unannounced();
         }
@@ -957,8 +981,10 @@ async fn notifier(store: Weak<Inner>, wake: Arc<Wake>) {
                 break;
             }
             let now = announcements.now();
-            // Appends are carrying NOTIFYs: the next one announces this one too.
-            if now.saturating_sub(announcements.sent.load(Ordering::SeqCst)) < 2 * debounce_micros() {
+            // Appends are carrying NOTIFYs that commit: the next one announces this one too.
+            // (Carriers that fail do not count: they would put the NOTIFY alone off forever.)
+            let carried = announcements.committed.load(Ordering::SeqCst);
+            if now.saturating_sub(carried) < 2 * debounce_micros() {
                 continue;
             }
             announcements.sent.fetch_max(now, Ordering::SeqCst);
@@ -1253,12 +1279,12 @@ impl PgEventStore {
         version: i64,
         batch: &Batch<'_>,
     ) -> eventloom_core::Result<Appended> {
-        let mut attempt = 0;
+        let (mut attempt, mut may_carry) = (0, true);
         loop {
             attempt += 1;
             let conn = self.client().await?;
             let stmt = conn.prepare(&self.inner.sql.append_one).await?;
-            let carrying = Carrying::start(self);
+            let carrying = if may_carry { Carrying::start(self) } else { None };
             let carried = carrying.is_some();
             let channel = carried.then_some(self.inner.sql.notify_channel.as_str());
             let result = conn.noted(
@@ -1284,6 +1310,14 @@ impl PgEventStore {
             }
             let row = match result {
                 Ok(row) => row,
+                // The server refused the statement, which rolled it back: when the NOTIFY it
+                // carried may be why (its queue full, a listener in the cluster not reading),
+                // the append goes again without one rather than fail for a wake-up.
+                Err(e) if carried && e.as_db_error().is_some() && matches!(failed(&e), Failed::Other) => {
+                    tracing::debug!(error = %e, "an append carrying the NOTIFY failed; sent again without it");
+                    may_carry = false;
+                    continue;
+                }
                 Err(e) => {
                     return Err(match failed(&e) {
                         Failed::VersionTaken => CoreError::Conflict {

@@ -173,14 +173,19 @@ impl Sql {
     pub(crate) fn new(schema: &str) -> Self {
         let s = quote(schema);
         let fill = |text: &str| text.trim_ascii_end().replace("{schema}", &s);
-        let notify_channel = format!("cqrs_events_{schema}");
         // A channel is an identifier: PostgreSQL keeps 63 bytes of it (LISTEN cuts a longer one,
-        // pg_notify refuses it). Schema names are ASCII; two that share their first 52 bytes
-        // share the channel, which costs spurious wake-ups only.
-        let mut views_channel = format!("cqrs_views_{schema}");
-        while views_channel.len() > 63 {
-            views_channel.pop();
-        }
+        // pg_notify refuses it, which would fail the append that carries it). Schema names are
+        // ASCII; two that share their first 51 bytes share the channels, which costs spurious
+        // wake-ups only.
+        let channel = |prefix: &str| {
+            let mut channel = format!("{prefix}{schema}");
+            while channel.len() > 63 {
+                channel.pop();
+            }
+            channel
+        };
+        let notify_channel = channel("cqrs_events_");
+        let views_channel = channel("cqrs_views_");
         Sql {
             listen: fill(include_str!("../sql/statements/listen.sql")).replace("{channel}", &quote(&notify_channel)),
             notify_channel,

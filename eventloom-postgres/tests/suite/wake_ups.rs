@@ -22,10 +22,15 @@ async fn other_instance(url: &str, store: &PgEventStore) -> PgEventStore {
     PgEventStore::connect(config).await.unwrap()
 }
 
-/// Waits until `count` sessions LISTEN on the schema's channel.
+/// Waits until `count` sessions LISTEN on the schema's channel (cut to the 63 bytes PostgreSQL
+/// keeps of a name).
 async fn listening(url: &str, store: &PgEventStore, count: i64) {
     let admin = raw(url).await;
-    let listen = format!("LISTEN \"cqrs_events_{}\"", store.config().schema_name());
+    let mut channel = format!("cqrs_events_{}", store.config().schema_name());
+    while channel.len() > 63 {
+        channel.pop();
+    }
+    let listen = format!("LISTEN \"{channel}\"");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let n: i64 = admin
@@ -231,4 +236,34 @@ async fn exact_appends_carry_their_notify_and_others_get_one_alone() {
     };
     drop(next_woken(subscription, append).await);
     assert_eq!(calls(&admin, alone).await - notifies, 1, "the append that carried none was told by one NOTIFY alone");
+}
+
+/// A schema name of 63 bytes (the longest PostgreSQL keeps) makes a channel name past 63:
+/// `pg_notify` refuses such a name, so the channel is cut as `LISTEN` cuts it, and exact
+/// appends (which carry the NOTIFY) still succeed and wake another store's subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_of_the_longest_name_still_appends_and_wakes() {
+    let server = PrivateServer::start();
+    let url = server.url();
+    let mut schema = crate::support::fresh_schema();
+    while schema.len() < 63 {
+        schema.push('x');
+    }
+    let config = PgConfig::from_url(&url).unwrap().schema(schema.as_str()).unwrap();
+    let subscriber = PgEventStore::connect(config).await.unwrap();
+    subscriber.migrate().await.unwrap();
+    let appender = other_instance(&url, &subscriber).await;
+    let stream = StreamId::new("wake", "long").unwrap();
+    appender.append(&stream, ExpectedVersion::NoStream, vec![test_event(0)]).await.unwrap();
+    let mut subscription = subscriber.subscribe(Position::ZERO).with_poll_interval(POLL);
+    assert_eq!(subscription.next_batch().await.unwrap().len(), 1);
+    listening(&url, &subscriber, 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for n in 1..=3 {
+        let append = async {
+            appender.append(&stream, ExpectedVersion::Exact(n), vec![test_event(n)]).await.unwrap();
+        };
+        subscription = next_woken(subscription, append).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
