@@ -201,6 +201,39 @@ async fn next_woken(
     subscription
 }
 
+/// `stream`'s first event appended through `appender`, and a subscription of `subscriber`
+/// that has read it and waits, its store listening.
+async fn subscribed_after_first(
+    url: &str,
+    subscriber: &PgEventStore,
+    appender: &PgEventStore,
+    stream: &StreamId,
+) -> Subscription<PgEventStore> {
+    appender.append(stream, ExpectedVersion::NoStream, vec![test_event(0)]).await.unwrap();
+    let mut subscription = subscriber.subscribe(Position::ZERO).with_poll_interval(POLL);
+    assert_eq!(subscription.next_batch().await.unwrap().len(), 1);
+    listening(url, subscriber, 1).await;
+    subscription
+}
+
+/// Events `versions` of `stream`, each appended with its exact expected version (so carrying
+/// the NOTIFY: each comes more than the debounce after the last) while `subscription` waits,
+/// each woken within 5 s.
+async fn exact_appends_woken(
+    appender: &PgEventStore,
+    stream: &StreamId,
+    versions: std::ops::RangeInclusive<u64>,
+    mut subscription: Subscription<PgEventStore>,
+) -> Subscription<PgEventStore> {
+    for n in versions {
+        let append = async {
+            appender.append(stream, ExpectedVersion::Exact(n), vec![test_event(n)]).await.unwrap();
+        };
+        subscription = next_woken(subscription, append).await;
+    }
+    subscription
+}
+
 /// An append with an exact version (one event, to a stream that exists: `append_one.sql`)
 /// carries the wake-up in its own statement, delivered at its commit: appends spaced more than
 /// the debounce apart each wake the other store's subscriber, and no NOTIFY goes alone. An
@@ -215,20 +248,12 @@ async fn exact_appends_carry_their_notify_and_others_get_one_alone() {
     let subscriber = store_at(&url).await;
     let appender = other_instance(&url, &subscriber).await;
     let stream = StreamId::new("wake", "carried").unwrap();
-    appender.append(&stream, ExpectedVersion::NoStream, vec![test_event(0)]).await.unwrap();
-    let mut subscription = subscriber.subscribe(Position::ZERO).with_poll_interval(POLL);
-    assert_eq!(subscription.next_batch().await.unwrap().len(), 1);
-    listening(&url, &subscriber, 1).await;
+    let subscription = subscribed_after_first(&url, &subscriber, &appender, &stream).await;
     // The first append's NOTIFY (alone: a new stream goes through append_exact.sql) is out.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (alone, one) = ("-- One coalesced wake-up", "-- The common case of `append_exact`");
     let (notifies, ones) = (calls(&admin, alone).await, calls(&admin, one).await);
-    for n in 1..=APPENDS {
-        let append = async {
-            appender.append(&stream, ExpectedVersion::Exact(n), vec![test_event(n)]).await.unwrap();
-        };
-        subscription = next_woken(subscription, append).await;
-    }
+    let subscription = exact_appends_woken(&appender, &stream, 1..=APPENDS, subscription).await;
     assert_eq!(calls(&admin, one).await - ones, APPENDS as i64);
     assert_eq!(calls(&admin, alone).await - notifies, 0, "a NOTIFY went alone although every append carried one");
     let append = async {
@@ -254,16 +279,6 @@ async fn a_schema_of_the_longest_name_still_appends_and_wakes() {
     subscriber.migrate().await.unwrap();
     let appender = other_instance(&url, &subscriber).await;
     let stream = StreamId::new("wake", "long").unwrap();
-    appender.append(&stream, ExpectedVersion::NoStream, vec![test_event(0)]).await.unwrap();
-    let mut subscription = subscriber.subscribe(Position::ZERO).with_poll_interval(POLL);
-    assert_eq!(subscription.next_batch().await.unwrap().len(), 1);
-    listening(&url, &subscriber, 1).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    for n in 1..=3 {
-        let append = async {
-            appender.append(&stream, ExpectedVersion::Exact(n), vec![test_event(n)]).await.unwrap();
-        };
-        subscription = next_woken(subscription, append).await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let subscription = subscribed_after_first(&url, &subscriber, &appender, &stream).await;
+    drop(exact_appends_woken(&appender, &stream, 1..=3, subscription).await);
 }
