@@ -598,3 +598,52 @@ fn appends_queued_when_their_runtime_shuts_down_leave_the_store_usable() {
         }
     });
 }
+
+/// The combined statement keeps its generic plan: its arrays, read through scalar subqueries,
+/// do not make each custom plan look cheaper (before, the server planned it at every
+/// execution, more CPU than running it). Counted by `pg_stat_statements` with planning tracked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_combined_statement_is_not_planned_at_every_execution() {
+    const ROUNDS: i64 = 30;
+    let server = PrivateServer::init()
+        .with_options("-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on")
+        .start_now();
+    let admin = raw(&server.url()).await;
+    admin.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await.unwrap();
+    // Two connections (the blocker's and the combined statement's): each plans a statement
+    // anew for its first five executions, then keeps the generic plan if it is not dearer.
+    let config = PgConfig::from_url(&server.url())
+        .unwrap()
+        .schema(fresh_schema())
+        .unwrap()
+        .pool_size(2)
+        .write_combining_in_flight(1);
+    let store = PgEventStore::connect(config).await.unwrap();
+    store.migrate().await.unwrap();
+    for round in 0..ROUNDS {
+        let blocked = block(&store, &server.url(), &admin).await;
+        let appends: Vec<Pending> = (0..3)
+            .map(|k| spawn_append(&store, &format!("r{round}-{k}"), ExpectedVersion::NoStream, vec![test_event(1)]))
+            .collect();
+        blocked.release().await;
+        for append in appends {
+            append.await.unwrap().unwrap();
+        }
+        // The next round's blocker is a stream of its own.
+        let schema = store.config().schema_name().to_owned();
+        admin.batch_execute(&format!("DELETE FROM \"{schema}\".events WHERE stream_id = 'blocker'")).await.unwrap();
+        admin.batch_execute(&format!("DELETE FROM \"{schema}\".streams WHERE stream_id = 'blocker'")).await.unwrap();
+    }
+    let row = admin
+        .query_one(
+            "SELECT coalesce(sum(calls), 0)::int8, coalesce(sum(plans), 0)::int8 FROM pg_stat_statements \
+             WHERE query LIKE '-- Write combining%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (calls, plans): (i64, i64) = (row.get(0), row.get(1));
+    println!("the combined statement: {calls} executions, {plans} plans");
+    assert!(calls >= ROUNDS, "{calls} combined statements for {ROUNDS} rounds");
+    assert!(plans * 2 < calls, "{plans} plans for {calls} executions: planned anew at every execution");
+}
