@@ -85,7 +85,7 @@ pub(crate) struct Combining {
 
 impl Default for Combining {
     fn default() -> Self {
-        Combining { in_flight: 4, max_appends: 128, max_bytes: 1 << 20 }
+        Combining { in_flight: 1, max_appends: 128, max_bytes: 1 << 20 }
     }
 }
 
@@ -278,8 +278,8 @@ impl PgConfig {
     /// Off by default because a combined transaction is bigger: it holds back subscribers (who
     /// read below the oldest running transaction) for as long as its statement runs, a little
     /// longer than a lone append would. The guide's PostgreSQL chapter ("Write combining") has
-    /// the design and the figures. At most 4 statements are in flight at once (see
-    /// [`write_combining_in_flight`](Self::write_combining_in_flight)), each with at most 128
+    /// the design and the figures. One statement is in flight at a time (see
+    /// [`write_combining_in_flight`](Self::write_combining_in_flight)), with at most 128
     /// appends and about 1 MiB of events.
     ///
     /// # Examples
@@ -297,8 +297,9 @@ impl PgConfig {
     }
 
     /// With [`write_combining`](Self::write_combining): how many append statements may be in
-    /// flight at once (at least 1, default 4); appends that arrive while all are gather for the
-    /// next. Fewer means bigger batches and fewer commits; more means less waiting. Turns write
+    /// flight at once (at least 1, default 1); appends that arrive while all are gather for the
+    /// next. Fewer means bigger batches and fewer commits; more means less waiting behind a slow
+    /// statement (one waiting for a row lock of another process's transaction). Turns write
     /// combining on.
     ///
     /// # Examples

@@ -11,8 +11,8 @@
 //! - `commands_1_task_combined`, `commands_8_tasks_combined`, `commands_64_tasks`: the same
 //!   deposits from 1, 8 and 64 tasks through a store with write combining on
 //!   (`PgConfig::write_combining`), against raw single-row INSERTs committing one by one from as
-//!   many tasks; `commands_64_tasks_in_flight_1`, `_2`, `_8`: the 64 tasks with 1, 2 and 8
-//!   combined statements in flight (`PgConfig::write_combining_in_flight`; 4 by default), with
+//!   many tasks; `commands_64_tasks_in_flight_2`, `_4`, `_8`: the 64 tasks with 2, 4 and 8
+//!   combined statements in flight (`PgConfig::write_combining_in_flight`; 1 by default), with
 //!   the statements' sizes in the notes;
 //! - `commands_8_tasks_subscribed`: the same with a live subscription running (`raw` is the run
 //!   without one);

@@ -221,7 +221,7 @@ impl<'a> Bench<'a> {
         self.combined_commands("commands_1_task_combined", 1, ONE_TASK).await?.print();
         self.combined_commands("commands_8_tasks_combined", 8, EIGHT_TASKS).await?.print();
         self.combined_commands("commands_64_tasks", 64, SIXTY_FOUR_TASKS).await?.print();
-        for in_flight in [1, 2, 8] {
+        for in_flight in [2, 4, 8] {
             self.in_flight_sweep(in_flight).await?.print();
         }
         self.subscribed().await?.print();
@@ -434,12 +434,12 @@ impl<'a> Bench<'a> {
     }
 
     /// `commands_64_tasks_in_flight_<n>`: `commands_64_tasks` through a store whose combiner
-    /// has `in_flight` statements (`PgConfig::write_combining_in_flight`; the default is 4),
+    /// has `in_flight` statements (`PgConfig::write_combining_in_flight`; the default is 1),
     /// one round each against one raw round, for choosing the default.
     async fn in_flight_sweep(&self, in_flight: usize) -> Result<Record> {
         let scenario = match in_flight {
-            1 => "commands_64_tasks_in_flight_1",
             2 => "commands_64_tasks_in_flight_2",
+            4 => "commands_64_tasks_in_flight_4",
             _ => "commands_64_tasks_in_flight_8",
         };
         let config = self.config.clone().pool_size(COMBINED_POOL).write_combining_in_flight(in_flight);

@@ -7,7 +7,13 @@
 //! - **Group commit**: the others queue; a statement that ends hands its place to the queue,
 //!   which goes as one combined statement (at most `max_appends` appends and about `max_bytes`
 //!   of events), in a task of its own so that a caller that goes away cancels nobody else's
-//!   append. The place and the appends are taken before the task is spawned, so a task that
+//!   append. That task answers its appends and yields once before it takes the queue for its
+//!   next statement, so that the callers it answered can append again first: a steady load
+//!   then gathers in full statements, not in alternately big and small ones.
+//! - **The common case, leaner**: a batch whose appends are each one event, without a command
+//!   id, to a stream that exists goes as `append_combined_one.sql`, which needs none of the
+//!   general statement's bookkeeping (`streams` and `commands` rows, refusals), and carries the
+//!   wake-up NOTIFY as a lone append does. The place and the appends are taken before the task is spawned, so a task that
 //!   never runs (its runtime shutting down) gives its place back and answers its appends with
 //!   an error when dropped. The queue holds at most `in_flight * max_appends` appends; one that
 //!   finds it full goes alone, as without combining (the pool bounds it then), past the holds
@@ -188,19 +194,31 @@ impl Flush {
         tokio::spawn(self.run());
     }
 
+    /// Runs statements while the queue has appends for them: after each, the callers hear,
+    /// and get a turn to append again before the next statement takes the queue (so that the
+    /// commands of a steady load gather in full statements, not in alternately big and small
+    /// ones).
     async fn run(self) {
-        let Flush { batch, slot } = self;
+        let Flush { mut batch, mut slot } = self;
         let store = slot.store.clone();
-        let requests: Vec<&Request> = batch.iter().map(|w| &w.request).collect();
-        let span = tracing::debug_span!("append_combined", store = "postgres", appends = requests.len());
-        let answers = store.combine(&requests).instrument(span).await;
-        drop(requests);
-        // The streams and command ids are free again before the callers hear.
-        drop(slot);
-        for (waiting, answer) in batch.into_iter().zip(answers) {
-            store.learn(&waiting.request.stream, &answer);
-            // A caller that went away no longer waits for its answer.
-            let _ = waiting.reply.send(answer);
+        loop {
+            let requests: Vec<&Request> = batch.iter().map(|w| &w.request).collect();
+            let span = tracing::debug_span!("append_combined", store = "postgres", appends = requests.len());
+            let answers = store.combine(&requests).instrument(span).await;
+            drop(requests);
+            // The streams and command ids are free again before the callers hear.
+            slot.release();
+            for (waiting, answer) in batch.into_iter().zip(answers) {
+                store.learn(&waiting.request.stream, &answer);
+                // A caller that went away no longer waits for its answer.
+                let _ = waiting.reply.send(answer);
+            }
+            tokio::task::yield_now().await;
+            match slot.next() {
+                Some(next) => batch = next,
+                // The place is given back when `slot` drops.
+                None => return,
+            }
         }
     }
 }
@@ -212,16 +230,42 @@ struct Slot {
     held: Vec<Held>,
 }
 
+impl Slot {
+    /// Frees the streams and command ids held, keeping the place.
+    fn release(&mut self) {
+        let Some(combiner) = &self.store.inner.combiner else { return };
+        release(&mut self.held, &mut combiner.state());
+    }
+
+    /// The queue's next statement in this place, when an append there can go.
+    fn next(&mut self) -> Option<Vec<Waiting>> {
+        let combiner = self.store.inner.combiner.as_ref()?;
+        let mut state = combiner.state();
+        release(&mut self.held, &mut state);
+        if !state.ready() {
+            return None;
+        }
+        let (batch, held) = state.take(&combiner.limits);
+        self.held = held;
+        Some(batch)
+    }
+}
+
+/// Frees the streams and command ids of `held`.
+fn release(held: &mut Vec<Held>, state: &mut State) {
+    for held in held.drain(..) {
+        state.streams.remove(&held.stream);
+        if let Some(id) = held.command_id {
+            state.commands.remove(&id);
+        }
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         let Some(combiner) = &self.store.inner.combiner else { return };
         let mut state = combiner.state();
-        for held in self.held.drain(..) {
-            state.streams.remove(&held.stream);
-            if let Some(id) = held.command_id {
-                state.commands.remove(&id);
-            }
-        }
+        release(&mut self.held, &mut state);
         if state.ready() && tokio::runtime::Handle::try_current().is_ok() {
             // The place goes to the queue's next statement.
             let flush = Flush::take(&self.store, combiner, &mut state);
@@ -329,6 +373,9 @@ impl PgEventStore {
         // Groups still to send, each sorted; every turn answers at least one append of the
         // group it takes, or splits it.
         let mut groups = vec![all];
+        // Whether a statement may carry the NOTIFY: not after one that the server refused
+        // (the NOTIFY may be why, its queue full), as a lone append sends itself again without.
+        let mut may_carry = true;
         while let Some(mut group) = groups.pop() {
             if let [only] = group[..] {
                 answers[only] = Some(self.alone(requests[only]).await);
@@ -340,8 +387,8 @@ impl PgEventStore {
                 }
                 continue;
             }
-            match self.combined_statement(requests, &group).await {
-                Ok(rows) => {
+            match self.combined_statement(requests, &group, may_carry).await {
+                Ok(Sent { rows, carried }) => {
                     let mut written = false;
                     for (&i, status) in group.iter().zip(rows) {
                         written |= status.as_ref().is_ok_and(|s| s.written);
@@ -352,7 +399,7 @@ impl PgEventStore {
                         answers[i] = Some(answer);
                     }
                     if written {
-                        self.appended(false);
+                        self.appended(carried);
                     }
                 }
                 Err(Failure::Refused { streams, commands }) => {
@@ -382,6 +429,7 @@ impl PgEventStore {
                 Err(Failure::RolledBack) => {
                     // An error of the statement's (a refused event, a timeout): in halves, down
                     // to the append that causes it alone.
+                    may_carry = false;
                     let second = group.split_off(group.len() / 2);
                     groups.extend([second, group]);
                 }
@@ -459,13 +507,79 @@ impl PgEventStore {
         self.taken_after_snapshot(request).await
     }
 
-    /// Sends the appends `pending` (indices into `requests`, sorted by stream) as one statement.
+    /// Sends the appends `pending` (indices into `requests`, sorted by stream) as one statement:
+    /// `append_combined_one.sql` when each is one event without a command id to a stream that
+    /// exists (the common case, and half the server's time), else `append_combined.sql`.
     async fn combined_statement(
         &self,
         requests: &[&Request],
         pending: &[usize],
-    ) -> Result<Vec<eventloom_core::Result<Status>>, Failure> {
+        may_carry: bool,
+    ) -> Result<Sent, Failure> {
         let streams: Vec<&Request> = pending.iter().map(|&i| requests[i]).collect();
+        if streams.iter().all(|r| r.version > 0 && r.events.len() == 1 && r.command_id.is_none()) {
+            self.one_event_each(&streams, may_carry).await
+        } else {
+            let rows = self.general_statement(&streams).await?;
+            Ok(Sent { rows, carried: false })
+        }
+    }
+
+    /// `append_combined_one.sql`: one event each, no command ids, streams that exist; it
+    /// carries the NOTIFY when [`Carrying`] says so and `may_carry`.
+    async fn one_event_each(&self, streams: &[&Request], may_carry: bool) -> Result<Sent, Failure> {
+        let mut columns = OneEventColumns::with_capacity(streams.len());
+        for request in streams {
+            columns.push(request);
+        }
+        let conn = self.client().await.map_err(Failure::Unknown)?;
+        let stmt = conn.prepare_unmapped(&self.inner.sql.append_combined_one).await.map_err(Failure::unprepared)?;
+        let carrying = if may_carry { Carrying::start(self) } else { None };
+        let channel = carrying.as_ref().map(|_| self.inner.sql.notify_channel.as_str());
+        let OneEventColumns { categories, ids, expected, types, schema_versions, payloads, metadata } = &columns;
+        let params: [&(dyn ToSql + Sync); 8] =
+            [categories, ids, expected, types, schema_versions, payloads, metadata, &channel];
+        let result = conn.noted(conn.client().query(&stmt, &params).await);
+        drop(conn);
+        let rows = result.map_err(|e| Failure::of(e, streams.len()));
+        let statuses = rows.and_then(|rows| {
+            if rows.len() != streams.len() {
+                return Err(Failure::Unknown(CoreError::unavailable_msg(format!(
+                    "the combined append of {} streams returned {} rows",
+                    streams.len(),
+                    rows.len()
+                ))));
+            }
+            Ok(rows
+                .iter()
+                .zip(streams)
+                .map(|(row, request)| {
+                    let fields =
+                        Fields::new(row, || format!("stream {} after version {}", request.stream, request.version));
+                    let sequence = fields.unsigned_opt(At(2, "sequence"))?;
+                    Ok(Status {
+                        actual: fields.unsigned(At(0, "actual"))?,
+                        recorded: false,
+                        written: sequence.is_some(),
+                        position: match sequence {
+                            Some(_) => Some(fields.position(At(1, "transaction_id"), At(2, "sequence"))?),
+                            None => None,
+                        },
+                    })
+                })
+                .collect::<Vec<_>>())
+        });
+        let carried = carrying.is_some();
+        if let Some(carrying) = carrying {
+            // Written (and so committed with its NOTIFY) when any stream was.
+            let written = statuses.as_ref().is_ok_and(|s| s.iter().any(|s| s.as_ref().is_ok_and(|s| s.written)));
+            carrying.ended(written);
+        }
+        Ok(Sent { rows: statuses?, carried })
+    }
+
+    /// `append_combined.sql`, the general statement.
+    async fn general_statement(&self, streams: &[&Request]) -> Result<Vec<eventloom_core::Result<Status>>, Failure> {
         let categories: Vec<&str> = streams.iter().map(|r| r.stream.category()).collect();
         let ids: Vec<&str> = streams.iter().map(|r| r.stream.id()).collect();
         let expected: Vec<i64> = streams.iter().map(|r| r.version).collect();
@@ -478,7 +592,7 @@ impl PgEventStore {
         let (mut places, mut ordinals) = (Vec::with_capacity(total), Vec::with_capacity(total));
         let (mut types, mut schema_versions) = (Vec::with_capacity(total), Vec::with_capacity(total));
         let (mut payloads, mut metadata) = (Vec::with_capacity(total), Vec::with_capacity(total));
-        for (k, request) in (1i32..).zip(&streams) {
+        for (k, request) in (1i32..).zip(streams) {
             for (n, (event, meta)) in (1i32..).zip(request.events.iter().zip(&request.metadata)) {
                 places.push(k);
                 ordinals.push(n);
@@ -507,22 +621,7 @@ impl PgEventStore {
         // Nothing is sent before the statement: an error here leaves every outcome known (not
         // written), and is what a lone append would have met.
         let conn = self.client().await.map_err(Failure::Unknown)?;
-        let stmt = conn.prepare_unmapped(&self.inner.sql.append_combined).await.map_err(|e| {
-            // A schema without migration 13 lacks the function (or the tables the statement
-            // names); any other error (a lock or statement timeout, a restart) passes.
-            use tokio_postgres::error::SqlState;
-            let missing = [
-                SqlState::UNDEFINED_FUNCTION,
-                SqlState::UNDEFINED_TABLE,
-                SqlState::UNDEFINED_COLUMN,
-                SqlState::UNDEFINED_OBJECT,
-            ];
-            if e.code().is_some_and(|code| missing.contains(code)) {
-                Failure::Unprepared(pg(e))
-            } else {
-                Failure::Unknown(pg(e))
-            }
-        })?;
+        let stmt = conn.prepare_unmapped(&self.inner.sql.append_combined).await.map_err(Failure::unprepared)?;
         let result = conn.noted(conn.client().query(&stmt, &params).await);
         drop(conn);
         let rows = result.map_err(|e| Failure::of(e, streams.len()))?;
@@ -535,7 +634,7 @@ impl PgEventStore {
         }
         Ok(rows
             .iter()
-            .zip(&streams)
+            .zip(streams)
             .map(|(row, request)| {
                 let fields =
                     Fields::new(row, || format!("stream {} after version {}", request.stream, request.version));
@@ -550,6 +649,49 @@ impl PgEventStore {
             })
             .collect())
     }
+}
+
+/// The columns of `append_combined_one.sql`, one element per append.
+struct OneEventColumns<'a> {
+    categories: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    expected: Vec<i64>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<&'a str>,
+    metadata: Vec<&'a str>,
+}
+
+impl<'a> OneEventColumns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        OneEventColumns {
+            categories: Vec::with_capacity(n),
+            ids: Vec::with_capacity(n),
+            expected: Vec::with_capacity(n),
+            types: Vec::with_capacity(n),
+            schema_versions: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+        }
+    }
+
+    /// An append of one event (the caller's check), and its metadata.
+    fn push(&mut self, request: &'a Request) {
+        let (Some(event), Some(meta)) = (request.events.first(), request.metadata.first()) else { return };
+        self.categories.push(request.stream.category());
+        self.ids.push(request.stream.id());
+        self.expected.push(request.version);
+        self.types.push(event.event_type.as_ref());
+        self.schema_versions.push(schema_version(event.schema_version));
+        self.payloads.push(event.payload.as_str());
+        self.metadata.push(meta.as_str());
+    }
+}
+
+/// A combined statement's rows, one per stream in its order, and whether it carried the NOTIFY.
+struct Sent {
+    rows: Vec<eventloom_core::Result<Status>>,
+    carried: bool,
 }
 
 /// Why a combined statement wrote nothing.
@@ -567,6 +709,24 @@ enum Failure {
 }
 
 impl Failure {
+    /// A statement the server could not prepare: a schema without migration 13 lacks the
+    /// function (or the tables the statement names); any other error (a lock or statement
+    /// timeout, a restart) passes.
+    fn unprepared(error: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        let missing = [
+            SqlState::UNDEFINED_FUNCTION,
+            SqlState::UNDEFINED_TABLE,
+            SqlState::UNDEFINED_COLUMN,
+            SqlState::UNDEFINED_OBJECT,
+        ];
+        if error.code().is_some_and(|code| missing.contains(code)) {
+            Failure::Unprepared(pg(error))
+        } else {
+            Failure::Unknown(pg(error))
+        }
+    }
+
     fn of(error: tokio_postgres::Error, streams: usize) -> Self {
         let Some(db) = error.as_db_error() else { return Failure::Unknown(pg(error)) };
         if db.code().code() == REFUSED {

@@ -174,6 +174,112 @@ async fn a_stream_partly_taken_after_the_snapshot_refuses_only_its_own_append() 
     assert_eq!(by_stream["y"], [y.position.transaction().to_string()]);
 }
 
+/// Makes each stream, with one event (version 1).
+async fn made(store: &PgEventStore, streams: &[&str]) {
+    for (n, id) in (100..).zip(streams) {
+        store.append(&stream(id), ExpectedVersion::NoStream, vec![test_event(n)]).await.unwrap();
+    }
+}
+
+/// The first line of the statement of the session that waits for a lock.
+async fn waiting_statement(admin: &tokio_postgres::Client) -> String {
+    admin
+        .query_one("SELECT split_part(query, E'\\n', 1) FROM pg_stat_activity WHERE wait_event_type = 'Lock'", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_single_events_to_made_streams_share_the_lean_statement_and_each_gets_its_own_answer() {
+    let server = PrivateServer::start();
+    let store = combining_store(&server.url(), 1).await;
+    let schema = store.config().schema_name().to_owned();
+    let admin = raw(&server.url()).await;
+    made(&store, &["a", "b", "c", "behind"]).await;
+    store.append(&stream("behind"), ExpectedVersion::Exact(1), vec![test_event(1)]).await.unwrap();
+    // The lean statement waits on version 2 of c, held by another writer (rolled back after).
+    let writer = raw(&server.url()).await;
+    hold_version(&writer, &schema, "c", 2).await;
+    let blocked = block(&store, &server.url(), &admin).await;
+    let a = spawn_append(&store, "a", ExpectedVersion::Exact(1), vec![test_event(10)]);
+    let b = spawn_append(&store, "b", ExpectedVersion::Exact(1), vec![test_event(20)]);
+    // Stale: the stream is at 2.
+    let stale = spawn_append(&store, "behind", ExpectedVersion::Exact(1), vec![test_event(30)]);
+    let c = spawn_append(&store, "c", ExpectedVersion::Exact(1), vec![test_event(40)]);
+    blocked.release().await;
+    await_lock_waits(&admin, 1).await;
+    assert!(
+        waiting_statement(&admin).await.starts_with("-- The common case of `append_combined.sql`"),
+        "the lean statement runs"
+    );
+    writer.batch_execute("ROLLBACK").await.unwrap();
+    let a = a.await.unwrap().unwrap().into_outcome();
+    let b = b.await.unwrap().unwrap().into_outcome();
+    let c = c.await.unwrap().unwrap().into_outcome();
+    match stale.await.unwrap() {
+        Err(Error::Conflict { expected: ExpectedVersion::Exact(1), actual: 2, .. }) => {}
+        other => panic!("not the stale append's conflict: {other:?}"),
+    }
+    assert_eq!((a.first_version, a.last_version, b.last_version, c.last_version), (2, 2, 2, 2));
+    assert_eq!(a.position.transaction(), b.position.transaction(), "one transaction");
+    assert_eq!(a.position.transaction(), c.position.transaction(), "one transaction");
+    assert!(a.position < b.position && b.position < c.position, "streams in (category, id) order");
+    let by_stream = transactions(&admin, &schema).await;
+    assert_eq!(by_stream["behind"].len(), 2, "the stale append wrote nothing");
+    let read = store.read_stream(&stream("c"), 2, 10).await.unwrap();
+    assert_eq!(read.iter().map(|e| (e.version, e.position)).collect::<Vec<_>>(), [(2, c.position)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_version_taken_after_the_lean_statements_snapshot_refuses_only_its_own_append() {
+    let server = PrivateServer::start();
+    let store = combining_store(&server.url(), 1).await;
+    let schema = store.config().schema_name().to_owned();
+    let admin = raw(&server.url()).await;
+    made(&store, &["x", "y"]).await;
+    // Another writer takes version 2 of x, not yet committed.
+    let writer = raw(&server.url()).await;
+    hold_version(&writer, &schema, "x", 2).await;
+    let blocked = block(&store, &server.url(), &admin).await;
+    let x = spawn_append(&store, "x", ExpectedVersion::Exact(1), vec![test_event(2)]);
+    let y = spawn_append(&store, "y", ExpectedVersion::Exact(1), vec![test_event(3)]);
+    blocked.release().await;
+    // The lean statement checked x at version 1 and waits on version 2; the writer commits:
+    // the statement skips x (ON CONFLICT DO NOTHING) and writes y.
+    await_lock_waits(&admin, 1).await;
+    assert!(waiting_statement(&admin).await.starts_with("-- The common case of `append_combined.sql`"));
+    writer.batch_execute("COMMIT").await.unwrap();
+    match x.await.unwrap() {
+        Err(Error::Conflict { expected: ExpectedVersion::Exact(1), actual: 2, .. }) => {}
+        other => panic!("not x's conflict: {other:?}"),
+    }
+    let y = y.await.unwrap().unwrap().into_outcome();
+    assert_eq!(y.last_version, 2);
+    let by_stream = transactions(&admin, &schema).await;
+    assert_eq!(by_stream["x"].len(), 2, "x holds the writer's version 2 and nothing of the refused append");
+    assert_eq!(by_stream["y"][1], y.position.transaction().to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_the_server_refuses_in_the_lean_statement_fails_only_its_own_append() {
+    let server = PrivateServer::start();
+    let store = combining_store(&server.url(), 1).await;
+    let admin = raw(&server.url()).await;
+    made(&store, &["bad", "good", "fine"]).await;
+    let blocked = block(&store, &server.url(), &admin).await;
+    let mut not_json = test_event(1);
+    not_json.payload = "{not json".into();
+    let bad = spawn_append(&store, "bad", ExpectedVersion::Exact(1), vec![not_json]);
+    let good = spawn_append(&store, "good", ExpectedVersion::Exact(1), vec![test_event(2)]);
+    let fine = spawn_append(&store, "fine", ExpectedVersion::Exact(1), vec![test_event(3)]);
+    blocked.release().await;
+    assert!(matches!(bad.await.unwrap(), Err(Error::InvalidEvent { .. })));
+    assert_eq!(good.await.unwrap().unwrap().into_outcome().last_version, 2);
+    assert_eq!(fine.await.unwrap().unwrap().into_outcome().last_version, 2);
+    assert_eq!(store.stream_version(&stream("bad")).await.unwrap(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_command_id_recorded_after_the_snapshot_answers_its_append_as_a_duplicate() {
     let server = PrivateServer::start();
@@ -306,6 +412,26 @@ struct Attempt {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn combined_appends_racing_with_conflicts_and_repeated_command_ids_keep_every_promise() {
+    race(Shape::Mixed).await;
+}
+
+/// The race with one event per append and no command ids: the batches that find their streams
+/// made go as `append_combined_one.sql`, the others as the general statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn combined_single_event_appends_racing_with_conflicts_keep_every_promise() {
+    race(Shape::SingleEvents).await;
+}
+
+/// The appends of a race.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// 1 to 3 events, a command id (often one shared with other tasks) 6 times in 10.
+    Mixed,
+    /// One event, no command id.
+    SingleEvents,
+}
+
+async fn race(shape: Shape) {
     const TASKS: u64 = 32;
     const ROUNDS: u64 = 25;
     const STREAMS: u64 = 6;
@@ -326,8 +452,9 @@ async fn combined_appends_racing_with_conflicts_and_repeated_command_ids_keep_ev
                 let s = stream(&id);
                 let version = store.stream_version(&s).await.unwrap();
                 let expected = if version > 0 && rng.one_in(4) { version - 1 } else { version };
-                let count = 1 + rng.below(3);
+                let count = if shape == Shape::Mixed { 1 + rng.below(3) } else { 1 };
                 let command_id = match rng.below(10) {
+                    _ if shape == Shape::SingleEvents => None,
                     0..=3 => Some(format!("rep-{seed}-{}", rng.below(SHARED_IDS))),
                     4 | 5 => Some(format!("one-{seed}-{t}-{round}")),
                     _ => None,
@@ -465,7 +592,8 @@ async fn combined_appends_racing_with_conflicts_and_repeated_command_ids_keep_ev
          {shared} transactions shared by several streams",
         attempts.len()
     );
-    assert!(conflicts > 0 && duplicates > 0, "the race had conflicts and repeated command ids");
+    assert!(conflicts > 0, "the race had conflicts");
+    assert!(duplicates > 0 || shape == Shape::SingleEvents, "the race had repeated command ids");
     assert!(shared > 0, "appends shared transactions");
 }
 
@@ -620,30 +748,45 @@ async fn the_combined_statement_is_not_planned_at_every_execution() {
         .write_combining_in_flight(1);
     let store = PgEventStore::connect(config).await.unwrap();
     store.migrate().await.unwrap();
+    let schema = store.config().schema_name().to_owned();
+    let lean = ["l0", "l1", "l2"];
+    made(&store, &lean).await;
     for round in 0..ROUNDS {
-        let blocked = block(&store, &server.url(), &admin).await;
-        let appends: Vec<Pending> = (0..3)
-            .map(|k| spawn_append(&store, &format!("r{round}-{k}"), ExpectedVersion::NoStream, vec![test_event(1)]))
-            .collect();
-        blocked.release().await;
-        for append in appends {
-            append.await.unwrap().unwrap();
+        // New streams (the general statement), then one event to each made stream (the lean one).
+        let batches: [Vec<(String, ExpectedVersion)>; 2] = [
+            (0..3).map(|k| (format!("r{round}-{k}"), ExpectedVersion::NoStream)).collect(),
+            lean.iter().map(|id| (id.to_string(), ExpectedVersion::Exact(round.unsigned_abs() + 1))).collect(),
+        ];
+        for batch in batches {
+            let blocked = block(&store, &server.url(), &admin).await;
+            let appends: Vec<Pending> =
+                batch.iter().map(|(id, expected)| spawn_append(&store, id, *expected, vec![test_event(1)])).collect();
+            blocked.release().await;
+            for append in appends {
+                append.await.unwrap().unwrap();
+            }
+            // The next blocker is a stream of its own.
+            admin.batch_execute(&format!("DELETE FROM \"{schema}\".events WHERE stream_id = 'blocker'")).await.unwrap();
+            admin
+                .batch_execute(&format!("DELETE FROM \"{schema}\".streams WHERE stream_id = 'blocker'"))
+                .await
+                .unwrap();
         }
-        // The next round's blocker is a stream of its own.
-        let schema = store.config().schema_name().to_owned();
-        admin.batch_execute(&format!("DELETE FROM \"{schema}\".events WHERE stream_id = 'blocker'")).await.unwrap();
-        admin.batch_execute(&format!("DELETE FROM \"{schema}\".streams WHERE stream_id = 'blocker'")).await.unwrap();
     }
-    let row = admin
-        .query_one(
-            "SELECT coalesce(sum(calls), 0)::int8, coalesce(sum(plans), 0)::int8 FROM pg_stat_statements \
-             WHERE query LIKE '-- Write combining%'",
-            &[],
-        )
-        .await
-        .unwrap();
-    let (calls, plans): (i64, i64) = (row.get(0), row.get(1));
-    println!("the combined statement: {calls} executions, {plans} plans");
-    assert!(calls >= ROUNDS, "{calls} combined statements for {ROUNDS} rounds");
-    assert!(plans * 2 < calls, "{plans} plans for {calls} executions: planned anew at every execution");
+    for (name, first_line) in
+        [("general", "-- Write combining%"), ("lean", "-- The common case of `append_combined.sql`%")]
+    {
+        let row = admin
+            .query_one(
+                "SELECT coalesce(sum(calls), 0)::int8, coalesce(sum(plans), 0)::int8 FROM pg_stat_statements \
+                 WHERE query LIKE $1",
+                &[&first_line],
+            )
+            .await
+            .unwrap();
+        let (calls, plans): (i64, i64) = (row.get(0), row.get(1));
+        println!("the {name} combined statement: {calls} executions, {plans} plans");
+        assert!(calls >= ROUNDS, "{calls} {name} combined statements for {ROUNDS} rounds");
+        assert!(plans * 2 < calls, "{plans} plans for {calls} executions: planned anew at every execution");
+    }
 }
