@@ -137,10 +137,12 @@ struct Wake {
 }
 
 /// When the store's NOTIFYs went out, so that appends carry them instead of costing a
-/// transaction each: the first append after a debounce without one carries the `pg_notify` in
-/// its own statement (`append_one.sql`), delivered at its commit; an append that carries none
-/// arms the notifier, which sends one alone only when no carried NOTIFY has announced the append
-/// after a while (the appends stopped, or none of them can carry one).
+/// transaction each: the first exact append a debounce or more after the last carrier carries
+/// the `pg_notify` in its own statement (`append_one.sql`, `append_exact.sql`,
+/// `append_combined_one.sql`), delivered at its commit; an append that carries none arms the
+/// notifier, which sends one alone only when no NOTIFY has announced the append a debounce
+/// later and no carriers are committing (the appends stopped, come slower than one a debounce,
+/// or none of them can carry one).
 ///
 /// Times are microseconds after `epoch`. A NOTIFY announces every append answered before it was
 /// sent: the append had committed, and the NOTIFY's transaction began after.
@@ -148,6 +150,10 @@ struct Announcements {
     epoch: std::time::Instant,
     /// When the newest NOTIFY went out (carried or alone); 0 before the first.
     sent: AtomicU64,
+    /// When the newest carrier was sent: one per debounce. (Not `sent`: a NOTIFY alone must
+    /// not keep the next append from carrying its own, or appends spaced a little more than
+    /// the debounce would each wait for one alone.)
+    carried: AtomicU64,
     /// When the newest carried NOTIFY was committed with its append.
     committed: AtomicU64,
     /// Whether an append carrying the NOTIFY is in flight: one at a time, so that a process
@@ -164,6 +170,7 @@ impl Announcements {
         Announcements {
             epoch: std::time::Instant::now(),
             sent: AtomicU64::new(0),
+            carried: AtomicU64::new(0),
             committed: AtomicU64::new(0),
             carrying: AtomicBool::new(false),
             unannounced: AtomicU64::new(0),
@@ -179,17 +186,18 @@ impl Announcements {
     /// none while another is in flight (see [`Carrying`], which ends it).
     fn carry(&self) -> bool {
         let now = self.now();
-        let last = self.sent.load(Ordering::SeqCst);
+        let last = self.carried.load(Ordering::SeqCst);
         if !(last == 0 || now.saturating_sub(last) >= debounce_micros()) {
             return false;
         }
         if self.carrying.swap(true, Ordering::SeqCst) {
             return false;
         }
-        if self.sent.compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+        if self.carried.compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst).is_err() {
             self.carrying.store(false, Ordering::SeqCst);
             return false;
         }
+        self.sent.fetch_max(now, Ordering::SeqCst);
         true
     }
 
@@ -955,7 +963,7 @@ impl PgEventStore {
 
 /// Sends a `NOTIFY` alone, on a pooled connection, for appends that no carried one announced
 /// (see [`Announcements`]): while appends keep carrying NOTIFYs it only watches, once per
-/// debounce; when they stop, the last unannounced one is told within two debounces.
+/// debounce; when they stop, the last unannounced one is told after one or two debounces.
 ///
 /// A `NOTIFY` alone is a transaction of its own: it takes a transaction id and writes a commit
 /// record, but PostgreSQL commits a transaction that wrote no other WAL without waiting for
@@ -980,11 +988,14 @@ async fn notifier(store: Weak<Inner>, wake: Arc<Wake>) {
             if announcements.announced() {
                 break;
             }
+            // A carrier in flight, or carriers committing within the last debounce (appends
+            // flowing): the next one announces this append too. (A carrier that fails does not
+            // count: it says so, as an unannounced append of its own.) Otherwise the appends
+            // have stopped, or come a little slower than one a debounce and each waits for the
+            // one before to be read: the NOTIFY goes alone now.
             let now = announcements.now();
-            // Appends are carrying NOTIFYs that commit: the next one announces this one too.
-            // (Carriers that fail do not count: they would put the NOTIFY alone off forever.)
             let carried = announcements.committed.load(Ordering::SeqCst);
-            if now.saturating_sub(carried) < 2 * debounce_micros() {
+            if announcements.carrying.load(Ordering::SeqCst) || now.saturating_sub(carried) < debounce_micros() {
                 continue;
             }
             announcements.sent.fetch_max(now, Ordering::SeqCst);
@@ -1177,6 +1188,17 @@ fn failed(e: &tokio_postgres::Error) -> Failed {
     }
 }
 
+/// Whether the server refused a statement with an error that its `pg_notify` may have raised
+/// (the notification queue full, a channel name or payload refused), which rolled the
+/// statement back and left the session alive: the append can go again without the NOTIFY. Not
+/// any other error: after a FATAL one (the session terminated) the outcome is unknown, and a
+/// timeout would only be waited for twice.
+fn notify_refused(e: &tokio_postgres::Error) -> bool {
+    let Some(db) = e.as_db_error() else { return false };
+    db.parsed_severity() == Some(tokio_postgres::error::Severity::Error)
+        && (*db.code() == SqlState::PROGRAM_LIMIT_EXCEEDED || *db.code() == SqlState::INVALID_PARAMETER_VALUE)
+}
+
 /// A schema version as the `events` table stores it.
 fn schema_version(version: u32) -> i32 {
     i32::try_from(version).unwrap_or(i32::MAX)
@@ -1200,6 +1222,7 @@ impl PgEventStore {
     }
 
     /// An append with an exact expected version (0: no stream): one prepared statement, no lock.
+    /// It carries the NOTIFY when [`Carrying`] says so, as [`append_one`](Self::append_one).
     async fn append_exact(
         &self,
         stream: &StreamId,
@@ -1207,11 +1230,35 @@ impl PgEventStore {
         version: i64,
         batch: &Batch<'_>,
     ) -> eventloom_core::Result<Appended> {
-        let conn = self.client().await?;
-        let stmt = conn.prepare(&self.inner.sql.append_exact).await?;
         let names = [stream.category(), stream.id()];
-        let result = conn.noted(conn.client().query_one(&stmt, &batch.params(&names, &Some(version))).await);
-        drop(conn);
+        let expected_version = Some(version);
+        let mut may_carry = true;
+        let (result, carried) = loop {
+            let conn = self.client().await?;
+            let stmt = conn.prepare(&self.inner.sql.append_exact).await?;
+            let carrying = if may_carry { Carrying::start(self) } else { None };
+            let carried = carrying.is_some();
+            let channel = carried.then_some(self.inner.sql.notify_channel.as_str());
+            let base = batch.params(&names, &expected_version);
+            let params: [&(dyn ToSql + Sync); 12] = std::array::from_fn(|i| base.get(i).copied().unwrap_or(&channel));
+            let result = conn.noted(conn.client().query_one(&stmt, &params).await);
+            drop(conn);
+            let written = result
+                .as_ref()
+                .is_ok_and(|row| row.try_get::<_, Option<&str>>("transaction_id").is_ok_and(|tx| tx.is_some()));
+            if let Some(carrying) = carrying {
+                carrying.ended(written);
+            }
+            match result {
+                // Refused by the server, which rolled it back: when the NOTIFY it carried may be
+                // why, the append goes again without one (as in `append_one`).
+                Err(e) if carried && notify_refused(&e) => {
+                    tracing::debug!(error = %e, "an append carrying the NOTIFY failed; sent again without it");
+                    may_carry = false;
+                }
+                result => break (result, carried),
+            }
+        };
         let row = match result {
             Ok(row) => row,
             Err(e) => {
@@ -1243,7 +1290,7 @@ impl PgEventStore {
         let recorded: bool = fields.get("recorded")?;
         let first_version = u64::try_from(version).map_err(|_| fields.corrupt(format_args!("version {version}")))? + 1;
         if fields.get::<Option<&str>>("transaction_id")?.is_some() {
-            self.appended(false);
+            self.appended(carried);
             let appended = u64::try_from(batch.types.len()).unwrap_or(u64::MAX);
             return Ok(Appended::Written(AppendOutcome {
                 stream: stream.clone(),
@@ -1313,7 +1360,7 @@ impl PgEventStore {
                 // The server refused the statement, which rolled it back: when the NOTIFY it
                 // carried may be why (its queue full, a listener in the cluster not reading),
                 // the append goes again without one rather than fail for a wake-up.
-                Err(e) if carried && e.as_db_error().is_some() && matches!(failed(&e), Failed::Other) => {
+                Err(e) if carried && notify_refused(&e) => {
                     tracing::debug!(error = %e, "an append carrying the NOTIFY failed; sent again without it");
                     may_carry = false;
                     continue;

@@ -17,6 +17,10 @@
 -- entry of the stream when the statistics say streams are short: 17 ms on a stream of 100,000
 -- events).
 --
+-- With a channel $12 (at most once per debounce, see `Announcements` in event_store.rs) it also
+-- NOTIFYs that channel when the events went in, delivered at this transaction's commit, as
+-- `append_one.sql` does (the HAVING clause is evaluated once, after the inserts).
+--
 -- One row back: the stream's version as checked, whether the command id was recorded before,
 -- and, when the events went in, the transaction id and the last event's sequence.
 WITH head AS (
@@ -47,3 +51,4 @@ SELECT (SELECT h.version FROM head h) AS actual,
        EXISTS (SELECT 1 FROM {schema}.commands d WHERE d.command_id = $8) AS recorded,
        max(i.tx) AS transaction_id, max(i.sequence) AS sequence
   FROM inserted i
+HAVING $12::text IS NULL OR count(*) = 0 OR pg_notify($12::text, '') IS NOT NULL

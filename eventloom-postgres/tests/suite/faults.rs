@@ -154,17 +154,28 @@ async fn a_pooled_connection_killed_under_a_statement_is_not_handed_to_the_next_
     let (holder, killer) = (raw(&database_url()).await, raw(&database_url()).await);
     for round in 0..10 {
         let id = format!("held-{round}");
-        // The store's append waits for the row lock of this open transaction's version 1.
+        // A first write (`append_exact.sql`), or one event to a stream that exists
+        // (`append_one.sql`): both carry the wake-up NOTIFY, and neither may be sent again
+        // after its session was terminated (its outcome unknown).
+        let (expected, version) = if round % 2 == 0 {
+            (ExpectedVersion::NoStream, 1)
+        } else {
+            store.append(&stream(&id), ExpectedVersion::NoStream, vec![test_event(0)]).await.unwrap();
+            (ExpectedVersion::Exact(1), 2)
+        };
+        // The store's append waits for the row lock of this open transaction's version.
         holder
             .batch_execute(&format!(
                 "BEGIN; INSERT INTO \"{schema}\".events (category, stream_id, version, event_type, schema_version, \
-                 payload, metadata) VALUES ('account', '{id}', 1, 'Tested', 1, '{{}}', '{{}}')"
+                 payload, metadata) VALUES ('account', '{id}', {version}, 'Tested', 1, '{{}}', '{{}}')"
             ))
             .await
             .unwrap();
+        // More than the debounce after the last append: it carries the NOTIFY.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         let append = {
             let (store, s) = (store.clone(), stream(&id));
-            tokio::spawn(async move { store.append(&s, ExpectedVersion::NoStream, vec![test_event(1)]).await })
+            tokio::spawn(async move { store.append(&s, expected, vec![test_event(1)]).await })
         };
         let holder_pid: i32 = holder.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -183,7 +194,12 @@ async fn a_pooled_connection_killed_under_a_statement_is_not_handed_to_the_next_
             assert!(std::time::Instant::now() < deadline, "round {round}: the store's append never waited");
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
-        let err = append.await.unwrap().unwrap_err();
+        // (An append sent again after its session ended would wait for the held row forever.)
+        let err = tokio::time::timeout(std::time::Duration::from_secs(10), append)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the append was sent again after its session was terminated"))
+            .unwrap()
+            .unwrap_err();
         assert!(err.is_transient(), "round {round}: {err:?}");
         // At once: the pool must not hand out the dead connection.
         store.stream_version(&stream("other")).await.unwrap_or_else(|e| panic!("round {round}: {e:?}"));

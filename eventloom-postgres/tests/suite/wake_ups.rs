@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use eventloom_core::read::Subscription;
-use eventloom_core::testing::test_event;
+use eventloom_core::testing::{test_event, test_event_for_command};
 use eventloom_core::{Position, StreamId, model::ExpectedVersion, store::EventStore};
 use eventloom_postgres::{PgConfig, PgEventStore};
 
@@ -201,6 +201,24 @@ async fn next_woken(
     subscription
 }
 
+/// As [`next_woken`], with `append` sent at once (the reader may not wait yet).
+async fn next_woken_at_once(
+    mut subscription: Subscription<PgEventStore>,
+    append: impl std::future::Future<Output = ()>,
+) -> Subscription<PgEventStore> {
+    let reader = tokio::spawn(async move {
+        let batch = subscription.next_batch().await.unwrap();
+        (subscription, batch)
+    });
+    append.await;
+    let (subscription, batch) = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .unwrap_or_else(|_| panic!("the append woke nobody within 5 s (the subscriber polls every {POLL:?})"))
+        .unwrap();
+    assert_eq!(batch.len(), 1);
+    subscription
+}
+
 /// `stream`'s first event appended through `appender`, and a subscription of `subscriber`
 /// that has read it and waits, its store listening.
 async fn subscribed_after_first(
@@ -234,10 +252,12 @@ async fn exact_appends_woken(
     subscription
 }
 
-/// An append with an exact version (one event, to a stream that exists: `append_one.sql`)
-/// carries the wake-up in its own statement, delivered at its commit: appends spaced more than
-/// the debounce apart each wake the other store's subscriber, and no NOTIFY goes alone. An
-/// append that cannot carry one (`ExpectedVersion::Any`) is told by one NOTIFY alone.
+/// An append with an exact version carries the wake-up in its own statement, delivered at its
+/// commit (one event to a stream that exists: `append_one.sql`; a first write, or one under a
+/// command id: `append_exact.sql`): appends spaced more than the debounce apart each wake the
+/// other store's subscriber, and no NOTIFY goes alone. An append that cannot carry one
+/// (`ExpectedVersion::Any`) is told by one NOTIFY alone, which does not keep the next exact
+/// append from carrying its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_appends_carry_their_notify_and_others_get_one_alone() {
     const APPENDS: u64 = 10;
@@ -253,14 +273,34 @@ async fn exact_appends_carry_their_notify_and_others_get_one_alone() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (alone, one) = ("-- One coalesced wake-up", "-- The common case of `append_exact`");
     let (notifies, ones) = (calls(&admin, alone).await, calls(&admin, one).await);
-    let subscription = exact_appends_woken(&appender, &stream, 1..=APPENDS, subscription).await;
+    let mut subscription = exact_appends_woken(&appender, &stream, 1..=APPENDS, subscription).await;
     assert_eq!(calls(&admin, one).await - ones, APPENDS as i64);
+    let exact = "-- An append with an exact expected version";
+    let exacts = calls(&admin, exact).await;
+    let fresh = StreamId::new("wake", "fresh").unwrap();
+    for (expected, event) in
+        [(ExpectedVersion::NoStream, test_event(50)), (ExpectedVersion::Exact(1), test_event_for_command(51, "c-51"))]
+    {
+        let append = async {
+            appender.append(&fresh, expected, vec![event]).await.unwrap();
+        };
+        subscription = next_woken(subscription, append).await;
+    }
+    assert_eq!(calls(&admin, exact).await - exacts, 2, "a first write and a command id go as append_exact.sql");
     assert_eq!(calls(&admin, alone).await - notifies, 0, "a NOTIFY went alone although every append carried one");
     let append = async {
         appender.append(&stream, ExpectedVersion::Any, vec![test_event(99)]).await.unwrap();
     };
-    drop(next_woken(subscription, append).await);
+    let subscription = next_woken(subscription, append).await;
     assert_eq!(calls(&admin, alone).await - notifies, 1, "the append that carried none was told by one NOTIFY alone");
+    // At once after that NOTIFY alone (well within a debounce of it), an exact append carries
+    // its own: none goes alone for it.
+    let append = async {
+        appender.append(&stream, ExpectedVersion::Exact(APPENDS + 2), vec![test_event(100)]).await.unwrap();
+    };
+    drop(next_woken_at_once(subscription, append).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(calls(&admin, alone).await - notifies, 1, "the exact append after a NOTIFY alone carried none");
 }
 
 /// A schema name of 63 bytes (the longest PostgreSQL keeps) makes a channel name past 63:
