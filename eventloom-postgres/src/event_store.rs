@@ -994,8 +994,12 @@ async fn notifier(store: Weak<Inner>, wake: Arc<Wake>) {
             // have stopped, or come a little slower than one a debounce and each waits for the
             // one before to be read: the NOTIFY goes alone now.
             let now = announcements.now();
-            let carried = announcements.committed.load(Ordering::SeqCst);
-            if announcements.carrying.load(Ordering::SeqCst) || now.saturating_sub(carried) < debounce_micros() {
+            let committed = announcements.committed.load(Ordering::SeqCst);
+            // (A carrier that waits long, for a row lock of another process's transaction or a
+            // dead connection, holds the NOTIFY alone back for 4 debounces at most.)
+            let waiting = announcements.carrying.load(Ordering::SeqCst)
+                && now.saturating_sub(announcements.carried.load(Ordering::SeqCst)) < 4 * debounce_micros();
+            if waiting || now.saturating_sub(committed) < debounce_micros() {
                 continue;
             }
             announcements.sent.fetch_max(now, Ordering::SeqCst);

@@ -8,7 +8,8 @@
 -- Per stream, in the batch's order, sorted by (category, stream id): category $1, stream id $2,
 -- expected version $3 (> 0), event type $4, schema version $5, payload $6 and metadata $7. With
 -- a channel $8 (at most one statement per debounce, see `Announcements` in event_store.rs) it
--- also NOTIFYs that channel at its commit, as `append_one.sql` does.
+-- also NOTIFYs that channel at its commit, as `append_one.sql` does, when it wrote anything (the
+-- rows of the streams written call `pg_notify`, which keeps one notification per transaction).
 --
 -- Each stream is checked on its own: its newest version in the statement's snapshot must be the
 -- one expected; the events of those that pass go in with `ON CONFLICT DO NOTHING`, so a version
@@ -36,5 +37,5 @@ WITH s AS MATERIALIZED (
        RETURNING category, stream_id, sequence)
 SELECT s.actual, pg_current_xact_id_if_assigned()::text AS transaction_id, i.sequence
   FROM s LEFT JOIN inserted i ON i.category = s.c AND i.stream_id = s.i
- WHERE $8::text IS NULL OR pg_notify($8::text, '') IS NOT NULL
+ WHERE $8::text IS NULL OR i.sequence IS NULL OR pg_notify($8::text, '') IS NOT NULL
  ORDER BY s.k

@@ -9,17 +9,19 @@
 //!   of events), in a task of its own so that a caller that goes away cancels nobody else's
 //!   append. That task answers its appends and yields once before it takes the queue for its
 //!   next statement, so that the callers it answered can append again first: a steady load
-//!   then gathers in full statements, not in alternately big and small ones.
-//! - **The common case, leaner**: a batch whose appends are each one event, without a command
-//!   id, to a stream that exists goes as `append_combined_one.sql`, which needs none of the
-//!   general statement's bookkeeping (`streams` and `commands` rows, refusals), and carries the
-//!   wake-up NOTIFY as a lone append does. The place and the appends are taken before the task is spawned, so a task that
-//!   never runs (its runtime shutting down) gives its place back and answers its appends with
-//!   an error when dropped. The queue holds at most `in_flight * max_appends` appends; one that
+//!   then gathers in full statements, not in alternately big and small ones. The place and the
+//!   appends are taken before the task is spawned, so a task that never runs (its runtime
+//!   shutting down) gives its place back and answers its appends with an error when dropped.
+//!   With one place (the default) a statement that waits, for a row lock of another process's
+//!   transaction say, holds every queued append of the store back until it ends. The queue holds at most `in_flight * max_appends` appends; one that
 //!   finds it full goes alone, as without combining (the pool bounds it then), past the holds
 //!   below: it may run beside a statement that holds its stream or command id, and the two
 //!   then meet in the database as two processes' appends would (one of them a conflict, or the
 //!   command id's duplicate).
+//! - **The common case, leaner**: a batch whose appends are each one event, without a command
+//!   id, to a stream that exists goes as `append_combined_one.sql`, which needs none of the
+//!   general statement's bookkeeping (`streams` and `commands` rows, refusals), and carries the
+//!   wake-up NOTIFY as a lone append does.
 //! - **One stream, one command id, one statement at a time**: an append to a stream, or under a
 //!   command id, that a statement in flight holds waits for the next one. A command id sent
 //!   twice at once is thus answered by the first's outcome, as a duplicate, as it would be alone;

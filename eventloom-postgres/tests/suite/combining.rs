@@ -18,7 +18,7 @@ use eventloom_core::{
 use eventloom_postgres::{PgConfig, PgEventStore};
 use tokio::task::JoinHandle;
 
-use crate::support::{PrivateServer, database_url, fresh_schema, raw};
+use crate::support::{PrivateServer, database_url, fresh_schema, raw, raw_listener};
 
 fn stream(id: &str) -> StreamId {
     StreamId::new("combining", id).unwrap()
@@ -229,6 +229,51 @@ async fn queued_single_events_to_made_streams_share_the_lean_statement_and_each_
     assert_eq!(by_stream["behind"].len(), 2, "the stale append wrote nothing");
     let read = store.read_stream(&stream("c"), 2, 10).await.unwrap();
     assert_eq!(read.iter().map(|e| (e.version, e.position)).collect::<Vec<_>>(), [(2, c.position)]);
+}
+
+/// Calls of the statements whose text starts with `start` (`pg_stat_statements`).
+async fn calls(admin: &tokio_postgres::Client, start: &str) -> i64 {
+    let pattern = format!("{start}%");
+    admin
+        .query_one("SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements WHERE query LIKE $1", &[&pattern])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The lean statement carries the wake-up NOTIFY of other processes' subscribers: it is
+/// heard, and none goes alone for its appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lean_statement_carries_the_wake_up() {
+    let server = PrivateServer::init().with_options("-c shared_preload_libraries=pg_stat_statements").start_now();
+    let admin = raw(&server.url()).await;
+    admin.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await.unwrap();
+    let store = combining_store(&server.url(), 1).await;
+    let channel = format!("cqrs_events_{}", store.config().schema_name());
+    let (_listening, mut heard) = raw_listener(&server.url(), &channel).await;
+    let streams = ["a", "b", "c"];
+    made(&store, &streams).await;
+    // The wake-ups of those first writes are out.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while heard.try_recv().is_ok() {}
+    let (alone, lean) = ("-- One coalesced wake-up", "-- The common case of `append_combined.sql`");
+    let (notifies, leans) = (calls(&admin, alone).await, calls(&admin, lean).await);
+    let blocked = block(&store, &server.url(), &admin).await;
+    let appends: Vec<Pending> =
+        streams.iter().map(|id| spawn_append(&store, id, ExpectedVersion::Exact(1), vec![test_event(1)])).collect();
+    blocked.release().await;
+    for append in appends {
+        append.await.unwrap().unwrap();
+    }
+    // Time for a NOTIFY alone to go out, if one were needed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(calls(&admin, lean).await - leans, 1, "the appends went as one lean statement");
+    assert_eq!(calls(&admin, alone).await - notifies, 0, "a NOTIFY went alone for the lean statement's appends");
+    let mut told = 0;
+    while heard.try_recv().is_ok() {
+        told += 1;
+    }
+    assert_eq!(told, 2, "one notification for the blocker's append, one for the lean statement's commit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

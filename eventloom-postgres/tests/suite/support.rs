@@ -359,3 +359,21 @@ pub fn tcp_socket_exists(local: u16, remote: u16) -> bool {
         fields.next() == Some(local.as_str()) && fields.next() == Some(remote.as_str())
     })
 }
+
+/// A raw session LISTENing on `channel`, and the payloads it receives.
+pub async fn raw_listener(
+    url: &str,
+    channel: &str,
+) -> (tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let Ok(tokio_postgres::AsyncMessage::Notification(n)) = message {
+                let _ = tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN \"{channel}\"")).await.unwrap();
+    (client, rx)
+}

@@ -14,7 +14,7 @@ use eventloom_core::{BoxError, Position, Projection};
 use eventloom_postgres::{PgConfig, PgEventStore, PgLeases, PgViewStore};
 
 use crate::domain::*;
-use crate::support::{PrivateServer, database_url, raw, store_at};
+use crate::support::{PrivateServer, database_url, raw, raw_listener, store_at};
 
 /// Long enough that a wait ended in time was ended by a notification.
 const SAFETY_POLL: Duration = Duration::from_secs(600);
@@ -229,24 +229,6 @@ async fn a_query_reads_a_command_projected_in_another_store() {
     println!("from the command's return to the wait's end: {took:?}; {} status reads", views.status_reads());
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
-}
-
-/// A raw session LISTENing on `channel`, and the payloads it receives.
-async fn raw_listener(
-    url: &str,
-    channel: &str,
-) -> (tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-            if let Ok(tokio_postgres::AsyncMessage::Notification(n)) = message {
-                let _ = tx.send(n.payload().to_owned());
-            }
-        }
-    });
-    client.batch_execute(&format!("LISTEN \"{channel}\"")).await.unwrap();
-    (client, rx)
 }
 
 /// Many commits a second cost one NOTIFY per debounce, not one per commit: 200 commits as fast

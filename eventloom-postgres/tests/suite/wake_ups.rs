@@ -300,7 +300,11 @@ async fn exact_appends_carry_their_notify_and_others_get_one_alone() {
     };
     drop(next_woken_at_once(subscription, append).await);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(calls(&admin, alone).await - notifies, 1, "the exact append after a NOTIFY alone carried none");
+    assert_eq!(
+        calls(&admin, alone).await - notifies,
+        1,
+        "a NOTIFY went alone for the exact append right after one: it did not carry its own"
+    );
 }
 
 /// A schema name of 63 bytes (the longest PostgreSQL keeps) makes a channel name past 63:
