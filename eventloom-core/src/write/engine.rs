@@ -467,8 +467,9 @@ fn as_found<A>(stream: &StreamId, loaded: &Loaded<A>) -> AppendOutcome {
 /// The default number of aggregates an engine keeps loaded
 /// ([`AggregateOptions::cache_capacity`](crate::AggregateOptions::cache_capacity)).
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
-/// The default number of events read per round-trip when loading a stream: a 10,000-event
-/// stream loads in one statement. Pages are bounded in bytes too
+/// The default number of events read per round-trip when loading a stream: a stream of fewer
+/// than 10,000 events loads in one statement (a full page is followed by another, which finds
+/// the rest or the stream's end). Pages are bounded in bytes too
 /// ([`Cqrs::with_batch_bytes`]), and a store that folds rows as they arrive (PostgreSQL) holds
 /// one at a time, so a large page costs no memory; each page costs a round-trip, which on a
 /// loaded machine dominated a long stream's load (10 pages of 1,000 took several times one of
