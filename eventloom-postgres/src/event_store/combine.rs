@@ -534,26 +534,14 @@ impl PgEventStore {
         for request in streams {
             columns.push(request);
         }
-        let conn = self.client().await.map_err(Failure::Unknown)?;
-        let stmt = conn.prepare_unmapped(&self.inner.sql.append_combined_one).await.map_err(Failure::unprepared)?;
         let carrying = if may_carry { Carrying::start(self) } else { None };
         let channel = carrying.as_ref().map(|_| self.inner.sql.notify_channel.as_str());
         let OneEventColumns { categories, ids, expected, types, schema_versions, payloads, metadata } = &columns;
         let params: [&(dyn ToSql + Sync); 8] =
             [categories, ids, expected, types, schema_versions, payloads, metadata, &channel];
-        let result = conn.noted(conn.client().query(&stmt, &params).await);
-        drop(conn);
-        let rows = result.map_err(|e| Failure::of(e, streams.len()));
-        let statuses = rows.and_then(|rows| {
-            if rows.len() != streams.len() {
-                return Err(Failure::Unknown(CoreError::unavailable_msg(format!(
-                    "the combined append of {} streams returned {} rows",
-                    streams.len(),
-                    rows.len()
-                ))));
-            }
-            Ok(rows
-                .iter()
+        let rows = self.send(&self.inner.sql.append_combined_one, &params, streams.len()).await;
+        let statuses = rows.map(|rows| {
+            rows.iter()
                 .zip(streams)
                 .map(|(row, request)| {
                     let fields =
@@ -569,7 +557,7 @@ impl PgEventStore {
                         },
                     })
                 })
-                .collect::<Vec<_>>())
+                .collect::<Vec<_>>()
         });
         let carried = carrying.is_some();
         if let Some(carrying) = carrying {
@@ -578,6 +566,24 @@ impl PgEventStore {
             carrying.ended(written);
         }
         Ok(Sent { rows: statuses?, carried })
+    }
+
+    /// Sends the combined statement `sql` for `streams` appends: its rows, one per append.
+    /// Nothing is sent before the statement: an error getting there leaves every outcome known
+    /// (not written), and is what a lone append would have met.
+    async fn send(&self, sql: &str, params: &[&(dyn ToSql + Sync)], streams: usize) -> Result<Vec<Row>, Failure> {
+        let conn = self.client().await.map_err(Failure::Unknown)?;
+        let stmt = conn.prepare_unmapped(sql).await.map_err(Failure::unprepared)?;
+        let result = conn.noted(conn.client().query(&stmt, params).await);
+        drop(conn);
+        let rows = result.map_err(|e| Failure::of(e, streams))?;
+        if rows.len() != streams {
+            return Err(Failure::Unknown(CoreError::unavailable_msg(format!(
+                "the combined append of {streams} streams returned {} rows",
+                rows.len()
+            ))));
+        }
+        Ok(rows)
     }
 
     /// `append_combined.sql`, the general statement.
@@ -620,20 +626,7 @@ impl PgEventStore {
             &payloads,
             &metadata,
         ];
-        // Nothing is sent before the statement: an error here leaves every outcome known (not
-        // written), and is what a lone append would have met.
-        let conn = self.client().await.map_err(Failure::Unknown)?;
-        let stmt = conn.prepare_unmapped(&self.inner.sql.append_combined).await.map_err(Failure::unprepared)?;
-        let result = conn.noted(conn.client().query(&stmt, &params).await);
-        drop(conn);
-        let rows = result.map_err(|e| Failure::of(e, streams.len()))?;
-        if rows.len() != streams.len() {
-            return Err(Failure::Unknown(CoreError::unavailable_msg(format!(
-                "the combined append of {} streams returned {} rows",
-                streams.len(),
-                rows.len()
-            ))));
-        }
+        let rows = self.send(&self.inner.sql.append_combined, &params, streams.len()).await?;
         Ok(rows
             .iter()
             .zip(streams)

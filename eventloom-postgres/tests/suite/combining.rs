@@ -18,7 +18,7 @@ use eventloom_core::{
 use eventloom_postgres::{PgConfig, PgEventStore};
 use tokio::task::JoinHandle;
 
-use crate::support::{PrivateServer, database_url, fresh_schema, raw, raw_listener};
+use crate::support::{PrivateServer, database_url, fresh_schema, raw, raw_listener, statement_calls as calls};
 
 fn stream(id: &str) -> StreamId {
     StreamId::new("combining", id).unwrap()
@@ -229,16 +229,6 @@ async fn queued_single_events_to_made_streams_share_the_lean_statement_and_each_
     assert_eq!(by_stream["behind"].len(), 2, "the stale append wrote nothing");
     let read = store.read_stream(&stream("c"), 2, 10).await.unwrap();
     assert_eq!(read.iter().map(|e| (e.version, e.position)).collect::<Vec<_>>(), [(2, c.position)]);
-}
-
-/// Calls of the statements whose text starts with `start` (`pg_stat_statements`).
-async fn calls(admin: &tokio_postgres::Client, start: &str) -> i64 {
-    let pattern = format!("{start}%");
-    admin
-        .query_one("SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements WHERE query LIKE $1", &[&pattern])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 /// The lean statement carries the wake-up NOTIFY of other processes' subscribers: it is

@@ -377,3 +377,13 @@ pub async fn raw_listener(
     client.batch_execute(&format!("LISTEN \"{channel}\"")).await.unwrap();
     (client, rx)
 }
+
+/// Calls of the statements whose text starts with `start` (`pg_stat_statements`).
+pub async fn statement_calls(admin: &tokio_postgres::Client, start: &str) -> i64 {
+    let pattern = format!("{start}%");
+    admin
+        .query_one("SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements WHERE query LIKE $1", &[&pattern])
+        .await
+        .unwrap()
+        .get(0)
+}

@@ -10,7 +10,7 @@ use eventloom_core::testing::{test_event, test_event_for_command};
 use eventloom_core::{Position, StreamId, model::ExpectedVersion, store::EventStore};
 use eventloom_postgres::{PgConfig, PgEventStore};
 
-use crate::support::{PrivateServer, raw, store_at};
+use crate::support::{PrivateServer, raw, statement_calls as calls, store_at};
 
 /// Long enough that a subscriber woken in time was woken by a NOTIFY.
 const POLL: Duration = Duration::from_secs(600);
@@ -170,46 +170,28 @@ async fn wal_syncs_now(url: &str) -> i64 {
     raw(url).await.query_one("SELECT wal_sync FROM pg_stat_wal", &[]).await.unwrap().get(0)
 }
 
-/// Calls of the store's statements whose text starts with `start` (`pg_stat_statements`).
-async fn calls(admin: &tokio_postgres::Client, start: &str) -> i64 {
-    let pattern = format!("{start}%");
-    admin
-        .query_one("SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements WHERE query LIKE $1", &[&pattern])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 /// `append` runs while `subscription` waits (it has read everything before): the one event it
 /// gets within 5 s, and the subscription back.
 async fn next_woken(
-    mut subscription: Subscription<PgEventStore>,
+    subscription: Subscription<PgEventStore>,
     append: impl std::future::Future<Output = ()>,
 ) -> Subscription<PgEventStore> {
-    let reader = tokio::spawn(async move {
-        let batch = subscription.next_batch().await.unwrap();
-        (subscription, batch)
-    });
     // The reader has looked once and waits for a wake-up.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    append.await;
-    let (subscription, batch) = tokio::time::timeout(Duration::from_secs(5), reader)
-        .await
-        .unwrap_or_else(|_| panic!("the append woke nobody within 5 s (the subscriber polls every {POLL:?})"))
-        .unwrap();
-    assert_eq!(batch.len(), 1);
-    subscription
+    woken_after(subscription, append, Duration::from_millis(50)).await
 }
 
-/// As [`next_woken`], with `append` sent at once (the reader may not wait yet).
-async fn next_woken_at_once(
+/// As [`next_woken`], with `append` sent once `settle` has passed since the reader started
+/// (zero: at once, the reader may not wait yet).
+async fn woken_after(
     mut subscription: Subscription<PgEventStore>,
     append: impl std::future::Future<Output = ()>,
+    settle: Duration,
 ) -> Subscription<PgEventStore> {
     let reader = tokio::spawn(async move {
         let batch = subscription.next_batch().await.unwrap();
         (subscription, batch)
     });
+    tokio::time::sleep(settle).await;
     append.await;
     let (subscription, batch) = tokio::time::timeout(Duration::from_secs(5), reader)
         .await
@@ -298,7 +280,7 @@ async fn exact_appends_carry_their_notify_and_others_get_one_alone() {
     let append = async {
         appender.append(&stream, ExpectedVersion::Exact(APPENDS + 2), vec![test_event(100)]).await.unwrap();
     };
-    drop(next_woken_at_once(subscription, append).await);
+    drop(woken_after(subscription, append, Duration::ZERO).await);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         calls(&admin, alone).await - notifies,
