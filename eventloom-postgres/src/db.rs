@@ -274,6 +274,16 @@ impl<'r, L: Fn() -> String> Fields<'r, L> {
         u32::try_from(value).map_err(|_| self.negative(name, value))
     }
 
+    /// A schema version sent as NULL when it is 1 (`fold_stream.sql`).
+    pub(crate) fn schema_version_past_1(&self, name: impl Column) -> Result<u32> {
+        match self.get::<Option<i32>>(name)? {
+            None => Ok(1),
+            Some(value) => {
+                u32::try_from(value).map_err(|_| self.corrupt(format_args!("negative schema version {value}")))
+            }
+        }
+    }
+
     /// A position from a transaction id (as text) and a sequence.
     pub(crate) fn position(&self, transaction: impl Column, sequence: impl Column) -> Result<Position> {
         let tx: &str = self.get(transaction)?;

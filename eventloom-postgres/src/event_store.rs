@@ -859,7 +859,7 @@ impl PgEventStore {
             let (version, event_type, schema_version, payload, transaction, sequence) = (
                 At(0, "version"),
                 At(1, "event_type"),
-                At(2, "schema_version"),
+                At(2, "schema_version_past_1"),
                 At(3, "payload_text"),
                 At(4, "transaction_id"),
                 At(5, "sequence"),
@@ -876,7 +876,7 @@ impl PgEventStore {
                     version,
                     position: fields.position_xid8(transaction, sequence)?,
                     event_type: fields.get(event_type)?,
-                    schema_version: fields.unsigned_int(schema_version)?,
+                    schema_version: fields.schema_version_past_1(schema_version)?,
                     payload: fields.get(payload)?,
                 };
                 fold(event)?;
@@ -1884,6 +1884,12 @@ impl EventStore for PgEventStore {
                 Some(row) => Fields::new(&row, || format!("the relay record of {source}")).unsigned("sequence"),
             }
         })
+    }
+
+    /// Without a read replica, [`fold_stream`](EventStore::fold_stream) folds rows as they
+    /// arrive (with one, it reads each page whole).
+    fn folds_row_by_row(&self) -> bool {
+        self.inner.replica.is_none()
     }
 
     /// With a read replica, loads read the replica, which may lag; the stream's version is read

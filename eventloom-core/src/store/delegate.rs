@@ -140,6 +140,13 @@ pub trait DelegateEventStore: Send + Sync + 'static {
         Box::pin(crate::store::fold_read_stream(self, stream, from_version, limit, max_bytes, fold))
     }
 
+    /// [`EventStore::folds_row_by_row`]: `false`, as this trait's
+    /// [`fold_stream`](Self::fold_stream) reads each page whole. A wrapper that forwards
+    /// `fold_stream` to the inner store forwards this too.
+    fn folds_row_by_row(&self) -> bool {
+        false
+    }
+
     /// [`EventStore::read_all_bounded`], forwarded.
     fn read_all_bounded<'a>(
         &'a self,
@@ -274,6 +281,9 @@ impl<T: DelegateEventStore> EventStore for T {
         fold: &'a mut (dyn FnMut(crate::store::EventRef<'_>) -> Result<()> + Send),
     ) -> BoxFuture<'a, Result<crate::store::FoldedPage>> {
         DelegateEventStore::fold_stream(self, stream, from_version, limit, max_bytes, fold)
+    }
+    fn folds_row_by_row(&self) -> bool {
+        DelegateEventStore::folds_row_by_row(self)
     }
     fn read_all_bounded<'a>(
         &'a self,

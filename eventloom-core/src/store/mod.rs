@@ -567,6 +567,24 @@ pub trait EventStore: Send + Sync + 'static {
         Box::pin(fold_read_stream(self, stream, from_version, limit, max_bytes, fold))
     }
 
+    /// Whether [`fold_stream`](Self::fold_stream) folds rows as they arrive, holding one at a
+    /// time, so that its memory is flat whatever the page's bounds: the engine then folds the
+    /// rest of a stream in one page, without bounds (one statement on PostgreSQL, where a
+    /// page of 10,000 events and a second statement for the rest cost a tenth more). `false`
+    /// (the default, right for [`fold_read_stream`], which reads each page whole): the engine
+    /// asks for pages bounded in events and bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eventloom_core::{store::EventStore, memory::MemoryEventStore};
+    ///
+    /// assert!(!MemoryEventStore::new().folds_row_by_row());
+    /// ```
+    fn folds_row_by_row(&self) -> bool {
+        false
+    }
+
     /// [`read_all`](Self::read_all) bounded in bytes as
     /// [`read_stream_bounded`](Self::read_stream_bounded) is: the batch ends with the event that
     /// brings it to `max_bytes` or more.
@@ -969,6 +987,9 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
         fold: &'a mut (dyn FnMut(EventRef<'_>) -> Result<()> + Send),
     ) -> BoxFuture<'a, Result<FoldedPage>> {
         (**self).fold_stream(stream, from_version, limit, max_bytes, fold)
+    }
+    fn folds_row_by_row(&self) -> bool {
+        (**self).folds_row_by_row()
     }
     fn read_all_bounded<'a>(
         &'a self,

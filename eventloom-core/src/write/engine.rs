@@ -467,13 +467,15 @@ fn as_found<A>(stream: &StreamId, loaded: &Loaded<A>) -> AppendOutcome {
 /// The default number of aggregates an engine keeps loaded
 /// ([`AggregateOptions::cache_capacity`](crate::AggregateOptions::cache_capacity)).
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
-/// The default number of events read per round-trip when loading a stream: a stream of fewer
-/// than 10,000 events loads in one statement (a full page is followed by another, which finds
-/// the rest or the stream's end). Pages are bounded in bytes too
-/// ([`Cqrs::with_batch_bytes`]), and a store that folds rows as they arrive (PostgreSQL) holds
-/// one at a time, so a large page costs no memory; each page costs a round-trip, which on a
-/// loaded machine dominated a long stream's load (10 pages of 1,000 took several times one of
-/// 10,000: `docs/benchmarks.md`).
+/// The default number of events read per round-trip when loading a stream from a store that
+/// reads each page whole: a stream of fewer than 10,000 events loads in one page (a full page
+/// is followed by another, which finds the rest or the stream's end). Pages are bounded in
+/// bytes too ([`Cqrs::with_batch_bytes`]). A store that folds rows as they arrive, holding one
+/// at a time ([`EventStore::folds_row_by_row`](crate::store::EventStore::folds_row_by_row):
+/// PostgreSQL without a read replica), is asked for the whole rest of the stream in one page
+/// instead, in flat memory: each page costs a round-trip, which on a loaded machine dominated a
+/// long stream's load (10 pages of 1,000 took several times one of 10,000:
+/// `docs/benchmarks.md`).
 pub const DEFAULT_BATCH_SIZE: usize = 10_000;
 
 /// The command engine of one aggregate type over an [`EventStore`](crate::EventStore).
@@ -622,7 +624,9 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         &self.retry
     }
 
-    /// Reads streams `events` at a time when loading (at least 1).
+    /// Reads streams `events` at a time when loading (at least 1), from a store that reads each
+    /// page whole (see [`DEFAULT_BATCH_SIZE`]; a store that folds rows as they arrive reads the
+    /// rest of a stream in one page whatever this is).
     pub fn with_batch_size(mut self, events: usize) -> Self {
         self.batch_size = events.max(1);
         self
@@ -630,7 +634,8 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
 
     /// Loads streams in batches of at most about `bytes` of events as well (a batch ends with the
     /// event that reaches it; default [`read::DEFAULT_BATCH_BYTES`](crate::read::DEFAULT_BATCH_BYTES)), so
-    /// that a stream of large events loads in flat memory.
+    /// that a stream of large events loads in flat memory from a store that reads each page
+    /// whole (one that folds rows as they arrive holds one at a time).
     pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
         self.batch_bytes = bytes.max(1);
         self
@@ -1176,8 +1181,11 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
         let mut read = 0;
         let mut ahead = crate::store::ReadAhead::new(self.batch_size);
         let upcasters = &self.upcasters;
+        // A store that holds one row at a time folds the rest of the stream in one page.
+        let unbounded = self.store.folds_row_by_row();
         loop {
-            let limit = ahead.limit();
+            let (limit, max_bytes) =
+                if unbounded { (usize::MAX, usize::MAX) } else { (ahead.limit(), self.batch_bytes) };
             let from = loaded.version + 1;
             // Each event is decoded from the store's read buffer and folded as it arrives: a
             // load holds one event at a time, whatever the page's size (on stores that fold
@@ -1189,11 +1197,11 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 loaded.position = raw.position;
                 Ok(())
             };
-            let page = self.store.fold_stream(stream, from, limit, self.batch_bytes, &mut fold).await?;
+            let page = self.store.fold_stream(stream, from, limit, max_bytes, &mut fold).await?;
             ahead.observe_page(page.events, page.bytes, self.batch_bytes);
             read += page.events;
             self.metrics.load_events.increment(page.events as u64);
-            if !page.may_have_more(limit, self.batch_bytes) {
+            if !page.may_have_more(limit, max_bytes) {
                 return Ok(read);
             }
         }

@@ -715,11 +715,13 @@ async fn an_aggregate_loads_as_of_a_version_or_a_time_and_ignores_snapshots_and_
     assert_eq!(balance(cqrs.load_as_of("nobody", AsOf::Version(3)).await.unwrap()), (0, 0));
 }
 
-/// A memory store that records the pages loads fold: how many events and bytes each held.
+/// A memory store that records the pages loads fold: how many events and bytes each held;
+/// with `row_by_row`, it says it folds rows as they arrive.
 #[derive(Clone, Default)]
 struct Paged {
     inner: MemoryEventStore,
     pages: Arc<std::sync::Mutex<Vec<(usize, usize, eventloom_core::store::FoldedPage)>>>,
+    row_by_row: bool,
 }
 
 impl EventStore for Paged {
@@ -769,6 +771,9 @@ impl EventStore for Paged {
             Ok(page)
         })
     }
+    fn folds_row_by_row(&self) -> bool {
+        self.row_by_row
+    }
     fn stream_version<'a>(&'a self, s: &'a StreamId) -> BoxFuture<'a, eventloom_core::Result<u64>> {
         self.inner.stream_version(s)
     }
@@ -796,9 +801,8 @@ impl EventStore for Paged {
     }
 }
 
-#[tokio::test]
-async fn a_long_stream_loads_folded_page_by_page_bounded_in_events_and_bytes() {
-    let store = Paged::default();
+/// A stream of 5,001 events, 1 KiB each but the first, in `store`.
+async fn long_stream(store: &Paged) {
     let stream = account("long");
     let opened = NewEvent::encode(&AccountEvent::Opened { owner: "ada".into() }, Metadata::default()).unwrap();
     store.append(&stream, ExpectedVersion::NoStream, vec![opened]).await.unwrap();
@@ -815,6 +819,12 @@ async fn a_long_stream_loads_folded_page_by_page_bounded_in_events_and_bytes() {
             .collect();
         store.append(&stream, ExpectedVersion::Exact(1 + chunk * 100), events).await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_long_stream_loads_folded_page_by_page_bounded_in_events_and_bytes() {
+    let store = Paged::default();
+    long_stream(&store).await;
     let (limit, max_bytes) = (700, 64 * 1024);
     let cqrs = Cqrs::<Account, _>::new(store.clone())
         .with_cache_capacity(0)
@@ -835,4 +845,27 @@ async fn a_long_stream_loads_folded_page_by_page_bounded_in_events_and_bytes() {
     assert!(pages.len() >= 5_000 * 1_000 / max_bytes, "{} pages", pages.len());
     let next = cqrs.execute(deposit("long", 1)).await.unwrap();
     assert_eq!(next.version, 5_002, "a page cut by bytes is not the end of the stream");
+}
+
+#[tokio::test]
+async fn a_store_that_folds_row_by_row_is_asked_for_the_whole_stream_in_one_page() {
+    let store = Paged { row_by_row: true, ..Paged::default() };
+    long_stream(&store).await;
+    let cqrs =
+        Cqrs::<Account, _>::new(store.clone()).with_cache_capacity(0).with_batch_size(700).with_batch_bytes(64 * 1024);
+    let (account, version) = cqrs.load("long").await.unwrap();
+    assert_eq!((account.open, account.balance, version), (true, 5_000, 5_001));
+    let pages = std::mem::take(&mut *store.pages.lock().unwrap());
+    let asked: Vec<_> = pages.iter().map(|(limit, bytes, page)| (*limit, *bytes, page.events)).collect();
+    assert_eq!(asked, [(usize::MAX, usize::MAX, 5_001)], "one unbounded page, whatever the batch bounds");
+    // A stale cache catches up on the newer events in one page too.
+    let cached = Cqrs::<Account, _>::new(store.clone()).with_batch_size(700);
+    cached.execute(deposit("long", 1)).await.unwrap();
+    for _ in 0..3 {
+        cqrs.execute(deposit("long", 1)).await.unwrap();
+    }
+    store.pages.lock().unwrap().clear();
+    assert_eq!(cached.execute(deposit("long", 1)).await.unwrap().version, 5_006);
+    let asked: Vec<_> = store.pages.lock().unwrap().iter().map(|(limit, _, page)| (*limit, page.events)).collect();
+    assert_eq!(asked, [(usize::MAX, 3)], "the three newer events, after the conflict");
 }

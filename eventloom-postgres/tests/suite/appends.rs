@@ -8,8 +8,9 @@ use std::time::Duration;
 use eventloom_core::testing::{test_event, test_event_for_command};
 use eventloom_core::{Error, Position, StreamId, model::ExpectedVersion, store::EventStore};
 
+use crate::domain::{Account, Deposit, Open};
 use crate::ordering::wait_for_count;
-use crate::support::{PrivateServer, raw, store, store_at_with, store_with};
+use crate::support::{PrivateServer, raw, statement_calls, store, store_at, store_at_with, store_with};
 
 fn stream(id: &str) -> StreamId {
     StreamId::new("conformance", id).unwrap()
@@ -317,4 +318,33 @@ async fn the_sql_append_function_refuses_a_transaction_that_already_has_an_id() 
     let second = user.batch_execute(&append_call(&schema, "late-id-other", 4)).await;
     assert!(second.is_err(), "a second append in one transaction must be refused");
     user.batch_execute("ROLLBACK").await.unwrap();
+}
+
+/// The engine loads a stream longer than its batch size in one statement: the store folds rows
+/// as they arrive, holding one at a time (`EventStore::folds_row_by_row`), so the engine asks
+/// it for the whole rest of the stream (a stale cache's catch-up too).
+#[tokio::test]
+async fn an_engine_loads_a_stream_past_its_batch_size_in_one_statement() {
+    use eventloom_core::write::Cqrs;
+    let server = PrivateServer::init().with_options("-c shared_preload_libraries=pg_stat_statements").start_now();
+    let admin = raw(&server.url()).await;
+    admin.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await.unwrap();
+    let store = store_at(&server.url()).await;
+    assert!(store.folds_row_by_row());
+    let uncached = Cqrs::<Account, _>::new(store.clone()).with_cache_capacity(0).with_batch_size(10);
+    let cached = Cqrs::<Account, _>::new(store.clone()).with_batch_size(10);
+    cached.execute(Open { id: "a".into() }).await.unwrap();
+    for _ in 0..25 {
+        uncached.execute(Deposit { id: "a".into(), amount: 2 }).await.unwrap();
+    }
+    let folds = "-- Events $3.. of the stream";
+    let before = statement_calls(&admin, folds).await;
+    let (account, version) = uncached.load("a").await.unwrap();
+    assert_eq!((account.open, account.balance, version), (true, 50, 26));
+    assert_eq!(statement_calls(&admin, folds).await - before, 1, "26 events in one statement, batch size 10");
+    // The cached engine is 25 events behind: its conflict's catch-up reads them in one statement.
+    let before = statement_calls(&admin, folds).await;
+    assert_eq!(cached.execute(Deposit { id: "a".into(), amount: 2 }).await.unwrap().version, 27);
+    assert_eq!(statement_calls(&admin, folds).await - before, 1);
+    assert_eq!(uncached.load("a").await.unwrap().0.balance, 52);
 }

@@ -183,6 +183,8 @@ async fn a_conflict_after_a_load_from_a_lagging_replica_reads_the_newer_events_f
     pair.reader.append(&s, ExpectedVersion::Exact(3), vec![test_event(4)]).await.unwrap();
     // The engine: a fresh one (nothing cached) loads from the replica, conflicts once, and
     // decides again on the primary's events instead of failing on the same stale state.
+    // Loads from the replica read each page whole (and from the primary what it lacks).
+    assert!(!pair.reader.folds_row_by_row() && pair.writer.folds_row_by_row());
     let engine = Cqrs::<Account, _>::new(pair.reader.clone());
     let writer = Cqrs::<Account, _>::new(pair.writer.clone());
     writer.execute(Open { id: "acc".into() }).await.unwrap();
