@@ -37,6 +37,30 @@ fn read_sql(schema: &str) -> String {
     )
 }
 
+/// [`read_sql`] with more columns after the first three (read and decoded too): what the
+/// store's other columns cost a raw read (`soak_load`).
+fn wide_read_sql(schema: &str, columns: &str) -> String {
+    let columns = columns.replace("{schema}", &format!("\"{schema}\""));
+    format!(
+        "SELECT version, event_type, payload::text, {columns} \
+         FROM \"{schema}\".events WHERE category = $1 AND stream_id = $2 ORDER BY version"
+    )
+}
+
+/// A `xid8` column in binary, as the store reads it.
+struct Xid8(u64);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Xid8 {
+    fn from_sql(_: &tokio_postgres::types::Type, raw: &'a [u8]) -> std::result::Result<Self, crate::BoxError> {
+        let bytes: [u8; 8] = raw.try_into().map_err(|_| format!("a xid8 of {} bytes", raw.len()))?;
+        Ok(Xid8(u64::from_be_bytes(bytes)))
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::XID8
+    }
+}
+
 /// The fields of a deposit's payload, as an application without the framework decodes them.
 #[derive(serde::Deserialize)]
 struct DepositedFields {
@@ -45,6 +69,11 @@ struct DepositedFields {
 
 /// Reads account `id`'s stream with tokio-postgres and folds it: the raw load.
 async fn raw_fold(client: &Object, read: &Statement, id: &str) -> Result<(Account, u64)> {
+    raw_fold_columns(client, read, id, false).await
+}
+
+/// [`raw_fold`], reading the columns of [`wide_read_sql`] too when `wide`.
+async fn raw_fold_columns(client: &Object, read: &Statement, id: &str, wide: bool) -> Result<(Account, u64)> {
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&<Account as Aggregate>::TYPE, &id];
     let rows = client.query_raw(read, params).await?;
     let mut rows = std::pin::pin!(rows);
@@ -54,6 +83,21 @@ async fn raw_fold(client: &Object, read: &Statement, id: &str) -> Result<(Accoun
         version = row.try_get(0)?;
         let event_type: &str = row.try_get(1)?;
         let payload: &str = row.try_get(2)?;
+        if wide {
+            for i in 3..row.len() {
+                let ty = row.columns()[i].type_().clone();
+                if ty == tokio_postgres::types::Type::INT4 {
+                    std::hint::black_box(row.try_get::<_, Option<i32>>(i)?);
+                } else if ty == tokio_postgres::types::Type::INT8 {
+                    std::hint::black_box(row.try_get::<_, Option<i64>>(i)?);
+                } else if ty == tokio_postgres::types::Type::XID8 {
+                    let tx: Option<Xid8> = row.try_get(i)?;
+                    std::hint::black_box(tx.map(|Xid8(tx)| tx));
+                } else {
+                    std::hint::black_box(row.try_get::<_, Option<&str>>(i)?);
+                }
+            }
+        }
         let event = match event_type {
             "Deposited" => AccountEvent::Deposited { amount: serde_json::from_str::<DepositedFields>(payload)?.amount },
             other => return Err(format!("unknown event type {other:?}").into()),
@@ -97,6 +141,7 @@ pub struct RawLoad {
     client: Object,
     read: Statement,
     id: String,
+    wide: bool,
 }
 
 impl RawLoad {
@@ -104,13 +149,20 @@ impl RawLoad {
     pub async fn new(pool: &Pool, schema: &str, id: &str) -> Result<Self> {
         let client = pool.get().await?;
         let read = client.prepare(&read_sql(schema)).await?;
-        Ok(RawLoad { client, read, id: id.to_owned() })
+        Ok(RawLoad { client, read, id: id.to_owned(), wide: false })
+    }
+
+    /// Loads of account `id` reading `columns` too ([`wide_read_sql`]).
+    pub async fn wide(pool: &Pool, schema: &str, id: &str, columns: &str) -> Result<Self> {
+        let client = pool.get().await?;
+        let read = client.prepare(&wide_read_sql(schema, columns)).await?;
+        Ok(RawLoad { client, read, id: id.to_owned(), wide: true })
     }
 }
 
 impl Worker for RawLoad {
     async fn op(&mut self, _: usize) -> Result<()> {
-        let (account, version) = raw_fold(&self.client, &self.read, &self.id).await?;
+        let (account, version) = raw_fold_columns(&self.client, &self.read, &self.id, self.wide).await?;
         if account.balance != version {
             return Err(format!("raw: balance {} at version {version}", account.balance).into());
         }
@@ -137,6 +189,36 @@ impl<S: EventStore> OursLoad<S> {
 /// (`store::fold_read_stream`).
 pub fn collecting<A: Aggregate>(store: &PgEventStore) -> Cqrs<A, Counted> {
     Cqrs::new(Counted::new(store.clone())).with_cache_capacity(0)
+}
+
+/// The PostgreSQL store's own fold, in the pages a store that reads each page whole is asked
+/// for: it forwards `fold_stream` but not `folds_row_by_row`, so that the engine loads a stream
+/// in pages of its batch size (10,000 events), as it did before it asked such a store for the
+/// whole stream at once (2026-12-04).
+#[derive(Debug, Clone)]
+pub struct Paged(pub PgEventStore);
+
+impl eventloom_core::store::DelegateEventStore for Paged {
+    type Inner = PgEventStore;
+    fn inner(&self) -> &PgEventStore {
+        &self.0
+    }
+
+    fn fold_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+        fold: &'a mut (dyn FnMut(eventloom_core::model::EventRef<'_>) -> eventloom_core::Result<()> + Send),
+    ) -> eventloom_core::store::BoxFuture<'a, eventloom_core::Result<eventloom_core::store::FoldedPage>> {
+        self.0.fold_stream(stream, from_version, limit, max_bytes, fold)
+    }
+}
+
+/// An engine like `engine` (no cache, no snapshots) over [`Paged`].
+pub fn paged<A: Aggregate>(store: &PgEventStore) -> Cqrs<A, Paged> {
+    Cqrs::new(Paged(store.clone())).with_cache_capacity(0)
 }
 
 impl<S: EventStore> Worker for OursLoad<S> {

@@ -116,6 +116,7 @@ mod bus;
 mod counted;
 mod cpu;
 mod domain;
+mod ladder;
 mod live_lag;
 mod load;
 mod long;

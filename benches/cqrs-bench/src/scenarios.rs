@@ -53,8 +53,6 @@ const ROUNDS: usize = 2;
 const ALLOCATION_OPS: usize = 2_000;
 /// Commands (and loads) on the long stream whose allocations are counted.
 const LONG_ALLOCATION_OPS: usize = 10;
-/// Rounds of ours and raw, alternating, on the long stream without snapshot.
-const ROUNDS_RAW: usize = 4;
 /// How long appends get to settle (the coalesced NOTIFY) before round-trips are read.
 const SETTLE: Duration = Duration::from_millis(200);
 
@@ -232,7 +230,8 @@ impl<'a> Bench<'a> {
 
     /// The parts named in `only` (comma-separated; `CQRS_BENCH_ONLY` names them for a short
     /// run): `allocations` (`allocations_per_command`), `long` (the long-stream latencies),
-    /// `big` (the memory of big loads), in that order; then `soak_load`
+    /// `ladder` (where one task's command goes, layer by layer: [`crate::ladder`]), `big` (the
+    /// memory of big loads), in that order; then `soak_load`
     /// ([`soak_load`](Self::soak_load)) and `soak_<tasks>[_combined[_<in flight>]]`
     /// ([`soak`](Self::soak)), for a profiler.
     async fn run_only(&self, only: &str) -> Result<()> {
@@ -242,6 +241,9 @@ impl<'a> Bench<'a> {
         }
         if wanted("long") {
             self.long_streams().await?;
+        }
+        if wanted("ladder") {
+            crate::ladder::run(&self.store, &self.engine, &self.raw, self.schema, self.ids.clone()).await?;
         }
         if wanted("big") {
             for stream in &long::BIG_STREAMS {
@@ -259,24 +261,39 @@ impl<'a> Bench<'a> {
     }
 
     /// `soak_load`: the 10,000-event stream of `command_10k_stream_no_snapshot` loaded
-    /// [`SOAK_LOADS`] times by the raw read and fold, then as many times by the engine without
-    /// cache or snapshot: a steady load to attach a profiler to, its times on stderr.
+    /// [`SOAK_LOADS`] times each, one load of each in turn: by the raw read and fold, by the same
+    /// read with the store's other columns (schema version, transaction id and sequence; or
+    /// each `;`-separated column list of `CQRS_BENCH_COLUMNS`), and by the engine without cache
+    /// or snapshot: a steady load to attach a profiler to, the medians on stderr.
     async fn soak_load(&self) -> Result<()> {
         let stream = &LONG_STREAMS[0];
         build_stream(&self.store, stream.id, stream.length).await?;
+        let columns = std::env::var("CQRS_BENCH_COLUMNS")
+            .unwrap_or_else(|_| "schema_version, transaction_id, sequence".to_owned());
         let mut raw = long::RawLoad::new(&self.raw, self.schema, stream.id).await?;
+        let mut wide = Vec::new();
+        for list in columns.split(';') {
+            wide.push((list, long::RawLoad::wide(&self.raw, self.schema, stream.id, list).await?));
+        }
         let mut ours = long::OursLoad::new(self.long_stream_engine(false), stream.id);
-        let budget = Budget::new(SOAK_LOADS, 120);
-        let raw_ms = Latency::of(load::latencies(&mut raw, 0, budget).await?).ok_or("no raw load timed")?;
-        eprintln!("soak_load: raw done; ours starts (pid {})", std::process::id());
-        let ours_ms = Latency::of(load::latencies(&mut ours, 0, budget).await?).ok_or("no load timed")?;
-        eprintln!(
-            "soak_load: loads of {} events: raw median {:.3} ms, ours {:.3} ms ({:.2} of raw's speed)",
-            stream.length,
-            raw_ms.median_ms,
-            ours_ms.median_ms,
-            raw_ms.median_ms / ours_ms.median_ms
-        );
+        eprintln!("soak_load: loads of {} events (pid {})", stream.length, std::process::id());
+        let mut times = vec![Vec::with_capacity(SOAK_LOADS); wide.len() + 2];
+        let started = Instant::now();
+        for _ in 0..SOAK_LOADS {
+            times[0].push(timed_op(&mut raw, 0).await?);
+            for (i, (_, worker)) in wide.iter_mut().enumerate() {
+                times[i + 1].push(timed_op(worker, 0).await?);
+            }
+            times[wide.len() + 1].push(timed_op(&mut ours, 0).await?);
+            if started.elapsed() > Duration::from_secs(300) {
+                break;
+            }
+        }
+        let medians: Vec<f64> = times.into_iter().map(|t| Latency::of(t).map_or(f64::NAN, |l| l.median_ms)).collect();
+        let names = std::iter::once("raw").chain(wide.iter().map(|(list, _)| *list)).chain(["ours"]);
+        for (name, median) in names.zip(&medians) {
+            eprintln!("soak_load: {median:.3} ms median, {:.2} of raw's speed: {name}", medians[0] / median);
+        }
         Ok(())
     }
 
@@ -671,36 +688,37 @@ impl<'a> Bench<'a> {
 
     /// A long stream without snapshot against the raw baseline (see [`crate::long`]): commands
     /// (load, decide, append) against the raw read and fold plus one single-row INSERT, and
-    /// loads alone against the raw read and fold alone, alternating in [`ROUNDS_RAW`] rounds so
-    /// that both read the stream at the same lengths; cqrs-es beside, and the allocations of
-    /// each (counted apart from the timed runs).
+    /// loads alone against the raw read and fold alone, one of each in turn (so that both read
+    /// the stream at the same lengths, on a machine at the same pace), the budget's time for
+    /// each of the six; cqrs-es beside, and the allocations of each (counted apart from the
+    /// timed runs).
     async fn long_stream_vs_raw(&self, stream: &LongStream, engine: Engine) -> Result<Record> {
         let mut probe = OneStream::new(engine.clone(), stream.id);
         let mut raw = long::RawLongCommand::new(&self.raw, self.schema, stream.id, self.ids.clone()).await?;
         let mut ours_load = long::OursLoad::new(engine, stream.id);
         let mut collected_load = long::OursLoad::new(long::collecting(&self.store), stream.id);
-        let mut one_page_load = long::OursLoad::new(ours_load_engine_one_page(&self.store), stream.id);
+        let mut paged_load = long::OursLoad::new(long::paged(&self.store), stream.id);
         let mut raw_load = long::RawLoad::new(&self.raw, self.schema, stream.id).await?;
-        let part = Budget {
-            ops: stream.budget.ops / ROUNDS_RAW,
-            time: stream.budget.time / u32::try_from(ROUNDS_RAW)?,
-            min_ops: (stream.budget.min_ops / ROUNDS_RAW).max(1),
-        };
         let (mut ours_ms, mut raw_ms, mut ours_load_ms, mut raw_load_ms) = (vec![], vec![], vec![], vec![]);
-        let (mut collected_load_ms, mut one_page_load_ms) = (vec![], vec![]);
-        for round in 0..ROUNDS_RAW {
-            let first = round * part.ops;
-            ours_ms.extend(load::latencies(&mut probe, first, part).await?);
-            raw_ms.extend(load::latencies(&mut raw, first, part).await?);
-            ours_load_ms.extend(load::latencies(&mut ours_load, first, part).await?);
-            raw_load_ms.extend(load::latencies(&mut raw_load, first, part).await?);
-            collected_load_ms.extend(load::latencies(&mut collected_load, first, part).await?);
-            one_page_load_ms.extend(load::latencies(&mut one_page_load, first, part).await?);
+        let (mut collected_load_ms, mut paged_load_ms) = (vec![], vec![]);
+        // One of each in turn, so that the machine's changes of pace (tens of percent within a
+        // minute, some days) fall on all of them alike.
+        let started = Instant::now();
+        for i in 0..stream.budget.ops {
+            if ours_ms.len() >= stream.budget.min_ops && started.elapsed() >= stream.budget.time * 6 {
+                break;
+            }
+            ours_ms.push(timed_op(&mut probe, i).await?);
+            raw_ms.push(timed_op(&mut raw, i).await?);
+            ours_load_ms.push(timed_op(&mut ours_load, i).await?);
+            raw_load_ms.push(timed_op(&mut raw_load, i).await?);
+            collected_load_ms.push(timed_op(&mut collected_load, i).await?);
+            paged_load_ms.push(timed_op(&mut paged_load, i).await?);
         }
-        let one_page_load = Latency::of(one_page_load_ms).ok_or("no one-page load timed")?;
+        let paged_load = Latency::of(paged_load_ms).ok_or("no paged load timed")?;
         let collected_allocs = long::allocations(&mut collected_load, 0, LONG_ALLOCATION_OPS).await?;
         let collected_load = Latency::of(collected_load_ms).ok_or("no collecting load timed")?;
-        let first = ROUNDS_RAW * part.ops;
+        let first = ours_ms.len();
         let ours_allocs = long::allocations(&mut probe, first, LONG_ALLOCATION_OPS).await?;
         let raw_allocs = long::allocations(&mut raw, first, LONG_ALLOCATION_OPS).await?;
         let ours_load_allocs = long::allocations(&mut ours_load, first, LONG_ALLOCATION_OPS).await?;
@@ -735,7 +753,7 @@ impl<'a> Bench<'a> {
         eprintln!(
             "{}: allocations per command: ours {:.0} ({:.2} MB), raw {:.0} ({:.2} MB); per load: ours {:.0}, raw {:.0} \
              ({n} each); the load reading each page whole before folding it (as before fold_stream): median {:.3} ms, \
-             {:.0} allocations; in pages of 20,000 events: median {:.3} ms",
+             {:.0} allocations; in pages of 10,000 events (as before the whole stream was asked for): median {:.3} ms",
             stream.scenario,
             ours_allocs.per(n),
             ours_allocs.bytes_per(n) / 1e6,
@@ -745,7 +763,7 @@ impl<'a> Bench<'a> {
             raw_load_allocs.per(n),
             collected_load.median_ms,
             collected_allocs.per(n),
-            one_page_load.median_ms
+            paged_load.median_ms
         );
         Ok(Record::new(stream.scenario, Unit::Millis, ours.median_ms, raw.median_ms)
             .cqrs_es(theirs.map(|t| t.median_ms))
@@ -759,7 +777,7 @@ impl<'a> Bench<'a> {
             .with("allocations_per_load", ours_load_allocs.per(n))
             .with("raw_allocations_per_load", raw_load_allocs.per(n))
             .with("collected_load_ms", collected_load.median_ms)
-            .with("one_page_load_ms", one_page_load.median_ms)
+            .with("paged_load_ms", paged_load.median_ms)
             .with("collected_allocations_per_load", collected_allocs.per(n)))
     }
 
@@ -785,6 +803,10 @@ impl<'a> Bench<'a> {
             }
         }
         eprintln!("long streams: ours built in {:.1} s", started.elapsed().as_secs_f64());
+        // The planner's statistics of the table that grew, as autovacuum would gather them on a
+        // server in use: without them, the raw read's time moved by a third from one run to
+        // the next (2026-12-04), ours (which reads in version order with a limit) did not.
+        self.monitor.batch_execute(&format!("ANALYZE \"{}\".events", self.schema)).await?;
         if let Some(theirs) = &self.theirs {
             let started = Instant::now();
             for stream in &LONG_STREAMS {
@@ -807,12 +829,6 @@ impl<'a> Bench<'a> {
             engine
         }
     }
-}
-
-/// An engine without a cache or snapshots that loads pages of up to 20,000 events (one page
-/// for the 10,000-event stream, as the raw read is one statement).
-fn ours_load_engine_one_page(store: &PgEventStore) -> Engine {
-    Cqrs::new(store.clone()).with_cache_capacity(0).with_batch_size(20_000)
 }
 
 /// Checks that loading `stream` gives the right balance, and that it starts from the snapshot
@@ -846,6 +862,13 @@ impl Costed {
     fn per_op(&self, spent: Option<Spent>) -> Option<f64> {
         spent.map(|s| s.time.as_secs_f64() * 1e6 / self.rate.ops.max(1) as f64)
     }
+}
+
+/// How long operation `i` of `worker` took.
+async fn timed_op<W: load::Worker>(worker: &mut W, i: usize) -> Result<Duration> {
+    let start = Instant::now();
+    worker.op(i).await?;
+    Ok(start.elapsed())
 }
 
 /// The fastest of `runs`.
