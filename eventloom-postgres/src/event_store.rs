@@ -834,7 +834,8 @@ impl PgEventStore {
 
     /// One page of a stream folded on the primary (see [`EventStore::fold_stream`]): each row
     /// is lent to `fold` as it arrives, its type name and payload borrowed from the row, and
-    /// dropped before the next. The page is not cut at a byte bound: it holds one row at a
+    /// dropped before the next; the page's last event is lent with its position, the others
+    /// without (an error about one of them names its position, read then). The page is not cut at a byte bound: it holds one row at a
     /// time, and rows past a cut would be sent by the server all the same (and discarded).
     async fn fold_stream_on(
         &self,
@@ -844,37 +845,47 @@ impl PgEventStore {
         fold: &mut (dyn FnMut(EventRef<'_>) -> eventloom_core::Result<()> + Send),
     ) -> eventloom_core::Result<FoldedPage> {
         let conn = self.inner.db.conn().await?;
-        let from = i64::try_from(from_version).unwrap_or(i64::MAX);
+        // A stream's versions start at 1 and have no gap: a missing one is a row deleted or
+        // changed by hand.
+        let first = from_version.max(1);
+        let from = i64::try_from(first).unwrap_or(i64::MAX);
         let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let params: [&(dyn ToSql + Sync); 4] = [&stream.category(), &stream.id(), &from, &sql_limit];
+        let to = from.saturating_add(sql_limit.saturating_sub(1));
+        let params: [&(dyn ToSql + Sync); 5] = [&stream.category(), &stream.id(), &from, &sql_limit, &to];
         let span = tracing::trace_span!("load", store = "postgres", stream = %stream);
         let rows = conn.query_raw(&self.inner.sql.fold_stream, params).instrument(span).await?;
         let mut rows = std::pin::pin!(rows);
         let mut page = FoldedPage::default();
-        // A stream's versions have no gap: a missing one is a row deleted or changed by hand.
-        let mut next = from_version.max(1);
+        let mut next = first;
+        // The page's last event, as its first row says (fold_stream.sql).
+        let mut last: Option<(u64, Position)> = None;
+        // The version of the row at hand, once read: an error about it names its position,
+        // which the row does not carry (see `located`).
+        let mut at: Option<u64> = None;
         let folded = async {
             // The columns of fold_stream.sql, by place (a name looked up in every row cost
             // a tenth of a long load's CPU in the client).
-            let (version, event_type, schema_version, payload, transaction, sequence) = (
-                At(0, "version"),
-                At(1, "event_type"),
-                At(2, "schema_version_past_1"),
-                At(3, "payload_text"),
-                At(4, "transaction_id"),
-                At(5, "sequence"),
-            );
+            let (version, event_type, schema_version, payload) =
+                (At(0, "version"), At(1, "event_type"), At(2, "schema_version_past_1"), At(3, "payload_text"));
+            let (last_version, last_transaction, last_sequence) =
+                (At(4, "last_version"), At(5, "last_transaction_id"), At(6, "last_sequence"));
             while let Some(row) = conn.next_row(&mut rows).await? {
                 let fields = Fields::new(&row, || event_location(&row, Some(stream)));
+                at = None;
                 let version = fields.unsigned(version)?;
+                at = Some(version);
                 if version != next {
                     return Err(fields.corrupt(format_args!("expected version {next}: the stream has a gap")));
+                }
+                if version == first {
+                    let newest = fields.unsigned(last_version)?;
+                    last = Some((newest, fields.position_xid8(last_transaction, last_sequence)?));
                 }
                 next += 1;
                 let event = EventRef {
                     stream,
                     version,
-                    position: fields.position_xid8(transaction, sequence)?,
+                    position: last.filter(|(newest, _)| *newest == version).map(|(_, position)| position),
                     event_type: fields.get(event_type)?,
                     schema_version: fields.schema_version_past_1(schema_version)?,
                     payload: fields.get(payload)?,
@@ -882,15 +893,57 @@ impl PgEventStore {
                 fold(event)?;
                 page.add(&event, event.size());
             }
-            Ok(page)
+            // The page ended at the event whose position its first row carried.
+            let end = next - 1;
+            match page.last {
+                None if page.events == 0 => Ok(page),
+                Some((newest, _)) if newest == end => Ok(page),
+                _ => Err(CoreError::Corrupt {
+                    location: format!("stream {stream} from version {first}"),
+                    reason: format!(
+                        "the page read up to version {end}, but the stream's newest event at or below version {to} is {}",
+                        last.map_or_else(|| "missing".to_owned(), |(newest, _)| newest.to_string())
+                    ),
+                }),
+            }
         }
         .await;
-        if folded.is_err() {
-            // The rows left are not read: the next caller gets a fresh connection rather than
-            // wait for them.
-            conn.discard();
+        match folded {
+            Ok(page) => Ok(page),
+            Err(error) => {
+                // The rows left are not read: the next caller gets a fresh connection rather
+                // than wait for them.
+                conn.discard();
+                drop(conn);
+                Err(match at {
+                    Some(version) => self.located(stream, version, error).await,
+                    None => error,
+                })
+            }
         }
-        folded
+    }
+
+    /// `error`, about version `version` of `stream` that `fold_stream.sql` read without its
+    /// position, naming the event's position, read now: a corrupt row's location, or the
+    /// position of a fold's error about the event (`store::with_event_position`). Left as it
+    /// is when the position does not read.
+    async fn located(&self, stream: &StreamId, version: u64, error: CoreError) -> CoreError {
+        let at = i64::try_from(version).unwrap_or(i64::MAX);
+        let params: [&(dyn ToSql + Sync); 3] = [&stream.category(), &stream.id(), &at];
+        let position = match self.inner.db.query_opt(&self.inner.sql.event_position, &params).await {
+            Ok(Some(row)) => Fields::new(&row, || event_location(&row, Some(stream)))
+                .position_xid8(At(0, "transaction_id"), At(1, "sequence"))
+                .ok(),
+            _ => None,
+        };
+        match (position, error) {
+            (Some(position), CoreError::Corrupt { reason, .. }) => CoreError::Corrupt {
+                location: format!("event at position {position} (stream {stream}, version {version})"),
+                reason,
+            },
+            (Some(position), error) => eventloom_core::store::with_event_position(error, position),
+            (None, error) => error,
+        }
     }
 
     /// A stream's events from the read replica; when the replica ends below the version this

@@ -269,8 +269,9 @@ pub struct RecordedEvent {
 }
 
 /// A stored event lent to a fold ([`EventStore::fold_stream`](crate::store::EventStore::fold_stream)):
-/// its type name and payload borrowed from the store's read buffer rather than copied, and no
-/// metadata (folding an aggregate does not read it).
+/// its type name and payload borrowed from the store's read buffer rather than copied, no
+/// metadata (folding an aggregate does not read it), and its position only where the store
+/// read it (see [`position`](Self::position)).
 ///
 /// # Examples
 ///
@@ -282,6 +283,7 @@ pub struct RecordedEvent {
 ///     metadata: StoredMetadata::from_json("{}") };
 /// let lent = EventRef::from(&event);
 /// assert_eq!((lent.version, lent.event_type, lent.payload, lent.size()), (1, "Done", "{}", 6));
+/// assert_eq!(lent.position, Some(Position::new(1, 1)));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventRef<'a> {
@@ -289,8 +291,12 @@ pub struct EventRef<'a> {
     pub stream: &'a StreamId,
     /// Its version in the stream, from 1.
     pub version: u64,
-    /// Its place in the store-wide order.
-    pub position: Position,
+    /// Its place in the store-wide order, where the store lends it: every event read from a
+    /// [`RecordedEvent`] has it (the memory store's, and the default of `fold_stream`); the
+    /// PostgreSQL store lends it with the last event of a page only (the page's
+    /// [`FoldedPage::last`](crate::store::FoldedPage::last)), as reading every row's position
+    /// cost a long stream's load a fifth of its time (`docs/benchmarks.md`).
+    pub position: Option<Position>,
     /// Its stored type name.
     pub event_type: &'a str,
     /// Its stored schema version.
@@ -311,7 +317,7 @@ impl<'a> From<&'a RecordedEvent> for EventRef<'a> {
         EventRef {
             stream: &event.stream,
             version: event.version,
-            position: event.position,
+            position: Some(event.position),
             event_type: &event.event_type,
             schema_version: event.schema_version,
             payload: &event.payload,

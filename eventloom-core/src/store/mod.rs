@@ -1133,17 +1133,57 @@ pub struct FoldedPage {
 }
 
 impl FoldedPage {
-    /// Adds one folded event that the store counted as `bytes`.
+    /// Adds one folded event that the store counted as `bytes`; it becomes the page's
+    /// [`last`](Self::last) when it was lent with its position (a store that lends positions
+    /// with the last event of a page only lends it there).
     pub fn add(&mut self, event: &EventRef<'_>, bytes: usize) {
         self.events += 1;
         self.bytes = self.bytes.saturating_add(bytes);
-        self.last = Some((event.version, event.position));
+        if let Some(position) = event.position {
+            self.last = Some((event.version, position));
+        }
     }
 
     /// Whether the page was cut by one of its bounds, so that the stream may go on after it
     /// (otherwise the page reached the stream's end).
     pub fn may_have_more(&self, limit: usize, max_bytes: usize) -> bool {
         self.events >= limit || self.bytes >= max_bytes
+    }
+}
+
+/// `error` naming the event at `position`: for a store that lends events to a fold without
+/// their positions ([`EventRef::position`] `None`), whose fold's errors about an event (it does
+/// not decode, its type is unknown, its schema is newer, an upcaster failed) were made without
+/// one. Other errors are returned as they are.
+///
+/// # Examples
+///
+/// ```
+/// use eventloom_core::{Error, Position, StreamId, store::with_event_position};
+///
+/// let unknown = Error::UnknownEvent { stream: StreamId::new("a", "1").unwrap(), version: 3,
+///     position: Position::ZERO, event_type: "Gone".into(), schema_version: 1 };
+/// match with_event_position(unknown, Position::new(7, 9)) {
+///     Error::UnknownEvent { position, .. } => assert_eq!(position, Position::new(7, 9)),
+///     other => panic!("{other:?}"),
+/// }
+/// ```
+pub fn with_event_position(error: crate::Error, at: Position) -> crate::Error {
+    use crate::Error;
+    match error {
+        Error::Decode { stream, version, event_type, schema_version, source, .. } => {
+            Error::Decode { stream, version, position: at, event_type, schema_version, source }
+        }
+        Error::UnknownEvent { stream, version, event_type, schema_version, .. } => {
+            Error::UnknownEvent { stream, version, position: at, event_type, schema_version }
+        }
+        Error::NewerSchema { stream, version, event_type, schema_version, known, .. } => {
+            Error::NewerSchema { stream, version, position: at, event_type, schema_version, known }
+        }
+        Error::Upcast { stream, version, event_type, schema_version, source, .. } => {
+            Error::Upcast { stream, version, position: at, event_type, schema_version, source }
+        }
+        other => other,
     }
 }
 

@@ -128,7 +128,8 @@ pub async fn bounded_reads<S: EventStore>(store: S) {
 }
 
 /// `fold_stream` lends the same events `read_stream` returns, in version order from the version
-/// asked, with their positions, types and payloads; a page holds at most `limit` events (and may
+/// asked, with their types and payloads, and their positions where it lends them (the last of
+/// a page always: its [`FoldedPage::last`](crate::store::FoldedPage::last)); a page holds at most `limit` events (and may
 /// stop at `max_bytes`); the page it reports matches what it folded, counting at least each
 /// event's payload and type name; paging on until a page is short of both bounds folds the whole
 /// stream once; and a fold error ends the page and is returned.
@@ -145,8 +146,8 @@ pub async fn folded_pages<S: EventStore>(store: S) {
     store.append(&s, ExpectedVersion::NoStream, events).await.expect("append");
     let stored = store.read_stream(&s, 1, 100).await.expect("read_stream");
     assert_eq!(stored.len(), 12);
-    let lent =
-        |e: &RecordedEvent| (e.version, e.position, e.event_type.to_string(), e.schema_version, e.payload.to_string());
+    let lent = |e: &RecordedEvent| (e.version, e.event_type.to_string(), e.schema_version, e.payload.to_string());
+    let stored_position = |version: u64| stored.iter().find(|e| e.version == version).map(|e| e.position);
     for (limit, max_bytes) in [(100, usize::MAX), (5, usize::MAX), (100, 1), (100, 900), (3, 1_500), (4, 4_000)] {
         // Every page in turn, from the first version, until one says the stream ended.
         let mut seen = Vec::new();
@@ -167,11 +168,26 @@ pub async fn folded_pages<S: EventStore>(store: S) {
                 .await
                 .expect("fold_stream");
             assert_eq!(page.events, folded.len(), "the page counts what it folded");
-            assert_eq!(page.last, folded.last().map(|e| (e.0, e.1)), "the page ends with the last event folded");
+            for (version, position, ..) in &folded {
+                if let Some(position) = position {
+                    assert_eq!(Some(*position), stored_position(*version), "version {version} lent at its position");
+                }
+            }
+            let last = folded.last().map(|e| (e.0, e.1));
+            assert!(
+                last.is_none_or(|(_, position)| position.is_some()),
+                "the page's last event is lent with its position"
+            );
+            let last = last.and_then(|(version, _)| Some((version, stored_position(version)?)));
+            assert_eq!(page.last, last, "the page ends with the last event folded, at its position");
             assert!(page.events <= limit, "a page of {} events with a limit of {limit}", page.events);
             let sizes: Vec<usize> = folded.iter().map(|e| e.2.len() + e.4.len()).collect();
             assert!(page.bytes >= sizes.iter().sum::<usize>(), "the page counts at least payloads and type names");
-            seen.extend(folded);
+            seen.extend(
+                folded
+                    .into_iter()
+                    .map(|(version, _, event_type, schema, payload)| (version, event_type, schema, payload)),
+            );
             if !page.may_have_more(limit, max_bytes) {
                 break;
             }

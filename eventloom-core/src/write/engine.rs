@@ -1194,7 +1194,10 @@ impl<A: Aggregate, S: crate::EventStore> Cqrs<A, S> {
                 let event = upcasters.decode_ref::<A::Event>(raw)?;
                 loaded.state.apply(&event);
                 loaded.version = raw.version;
-                loaded.position = raw.position;
+                // Lent with every event or (PostgreSQL) with a page's last only.
+                if let Some(position) = raw.position {
+                    loaded.position = position;
+                }
                 Ok(())
             };
             let page = self.store.fold_stream(stream, from, limit, max_bytes, &mut fold).await?;

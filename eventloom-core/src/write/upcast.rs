@@ -149,13 +149,15 @@ impl Upcasters {
     /// ([`EventStore::fold_stream`](crate::store::EventStore::fold_stream)): the payload is
     /// decoded from the store's buffer, not copied first.
     pub fn decode_ref<E: Event>(&self, raw: EventRef<'_>) -> Result<E> {
+        // Lent without its position: the store sets it in the error (`store::with_event_position`).
+        let position = raw.position.unwrap_or(crate::Position::ZERO);
         let upcast = if self.is_empty() {
             None
         } else {
             self.apply(raw.event_type, raw.schema_version, raw.payload).map_err(|source| Error::Upcast {
                 stream: raw.stream.clone(),
                 version: raw.version,
-                position: raw.position,
+                position,
                 event_type: raw.event_type.to_owned(),
                 schema_version: raw.schema_version,
                 source,
@@ -168,7 +170,7 @@ impl Upcasters {
         let unknown = || Error::UnknownEvent {
             stream: raw.stream.clone(),
             version: raw.version,
-            position: raw.position,
+            position,
             event_type: name.to_owned(),
             schema_version,
         };
@@ -178,7 +180,7 @@ impl Upcasters {
                 return Err(Error::NewerSchema {
                     stream: raw.stream.clone(),
                     version: raw.version,
-                    position: raw.position,
+                    position,
                     event_type: name.to_owned(),
                     schema_version,
                     known: t.version,
@@ -191,7 +193,7 @@ impl Upcasters {
             crate::DecodeError::Payload(source) => Error::Decode {
                 stream: raw.stream.clone(),
                 version: raw.version,
-                position: raw.position,
+                position,
                 event_type: name.to_owned(),
                 schema_version,
                 source,

@@ -247,5 +247,30 @@ async fn a_corrupt_row_in_a_fold_is_corrupt_and_names_the_event() {
         Ok(())
     };
     store.fold_stream(&stream("b"), 1, 10, usize::MAX, &mut fold).await.unwrap();
-    assert_eq!(seen, [positions[3]]);
+    assert_eq!(seen, [Some(positions[3])], "a page's last event is lent with its position");
+}
+
+/// A fold lends a page's last event with its position and the others without (a page bounded
+/// by its limit too: the last event of the page, not of the stream).
+#[tokio::test]
+async fn a_fold_lends_the_position_of_its_pages_last_event() {
+    let (store, positions) = seeded().await;
+    for (from, limit, expected) in [
+        (1, 10, vec![(1, None), (2, None), (3, Some(positions[2]))]),
+        (1, 2, vec![(1, None), (2, Some(positions[1]))]),
+        (2, 1, vec![(2, Some(positions[1]))]),
+        (0, 1, vec![(1, Some(positions[0]))]),
+        (4, 10, vec![]),
+    ] {
+        let mut lent = Vec::new();
+        let page = store
+            .fold_stream(&stream("a"), from, limit, usize::MAX, &mut |event| {
+                lent.push((event.version, event.position));
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.last, expected.last().map(|(v, p)| (*v, p.unwrap())), "from {from}, limit {limit}");
+        assert_eq!(lent, expected, "from {from}, limit {limit}");
+    }
 }
