@@ -859,9 +859,10 @@ impl PgEventStore {
         let mut next = first;
         // The page's last event, as its first row says (fold_stream.sql).
         let mut last: Option<(u64, Position)> = None;
-        // The version of the row at hand, once read: an error about it names its position,
-        // which the row does not carry (see `located`).
-        let mut at: Option<u64> = None;
+        // The event an error is about, when its row does not carry its position: a field of
+        // the row that does not read, or the fold's error about an event lent without its
+        // position (see `located`).
+        let mut at: Option<(u64, Unplaced)> = None;
         let folded = async {
             // The columns of fold_stream.sql, by place (a name looked up in every row cost
             // a tenth of a long load's CPU in the client).
@@ -871,15 +872,24 @@ impl PgEventStore {
                 (At(4, "last_version"), At(5, "last_transaction_id"), At(6, "last_sequence"));
             while let Some(row) = conn.next_row(&mut rows).await? {
                 let fields = Fields::new(&row, || event_location(&row, Some(stream)));
-                at = None;
                 let version = fields.unsigned(version)?;
-                at = Some(version);
+                at = Some((version, Unplaced::Row));
                 if version != next {
                     return Err(fields.corrupt(format_args!("expected version {next}: the stream has a gap")));
                 }
                 if version == first {
                     let newest = fields.unsigned(last_version)?;
-                    last = Some((newest, fields.position_xid8(last_transaction, last_sequence)?));
+                    // The position read here is the newest event's: its error is about that one.
+                    at = Some((newest, Unplaced::Row));
+                    let position = fields.position_xid8(last_transaction, last_sequence).map_err(|e| match e {
+                        CoreError::Corrupt { reason, .. } => CoreError::Corrupt {
+                            location: format!("the page's newest event (stream {stream}, version {newest})"),
+                            reason,
+                        },
+                        other => other,
+                    })?;
+                    last = Some((newest, position));
+                    at = Some((version, Unplaced::Row));
                 }
                 next += 1;
                 let event = EventRef {
@@ -890,7 +900,9 @@ impl PgEventStore {
                     schema_version: fields.schema_version_past_1(schema_version)?,
                     payload: fields.get(payload)?,
                 };
+                at = event.position.is_none().then_some((version, Unplaced::Fold));
                 fold(event)?;
+                at = None;
                 page.add(&event, event.size());
             }
             // The page ended at the event whose position its first row carried.
@@ -916,7 +928,7 @@ impl PgEventStore {
                 conn.discard();
                 drop(conn);
                 Err(match at {
-                    Some(version) => self.located(stream, version, error).await,
+                    Some((version, unplaced)) => self.located(stream, version, unplaced, error).await,
                     None => error,
                 })
             }
@@ -924,10 +936,16 @@ impl PgEventStore {
     }
 
     /// `error`, about version `version` of `stream` that `fold_stream.sql` read without its
-    /// position, naming the event's position, read now: a corrupt row's location, or the
-    /// position of a fold's error about the event (`store::with_event_position`). Left as it
-    /// is when the position does not read.
-    async fn located(&self, stream: &StreamId, version: u64, error: CoreError) -> CoreError {
+    /// position, naming the event's position, read now: the location of a row that does not
+    /// read ([`Unplaced::Row`]), or the position of a fold's error about the event
+    /// ([`Unplaced::Fold`], `store::with_event_position`; other errors of the fold are left as
+    /// they are). Left as it is when the position does not read (an error about an event then
+    /// says position 0.0).
+    async fn located(&self, stream: &StreamId, version: u64, unplaced: Unplaced, error: CoreError) -> CoreError {
+        if matches!((unplaced, &error), (Unplaced::Row, e) if !matches!(e, CoreError::Corrupt { .. })) {
+            // The statement failed (its connection, the server), not the row: nothing to place.
+            return error;
+        }
         let at = i64::try_from(version).unwrap_or(i64::MAX);
         let params: [&(dyn ToSql + Sync); 3] = [&stream.category(), &stream.id(), &at];
         let position = match self.inner.db.query_opt(&self.inner.sql.event_position, &params).await {
@@ -937,7 +955,7 @@ impl PgEventStore {
             _ => None,
         };
         match (position, error) {
-            (Some(position), CoreError::Corrupt { reason, .. }) => CoreError::Corrupt {
+            (Some(position), CoreError::Corrupt { reason, .. }) if unplaced == Unplaced::Row => CoreError::Corrupt {
                 location: format!("event at position {position} (stream {stream}, version {version})"),
                 reason,
             },
@@ -1215,6 +1233,16 @@ impl Batch<'_> {
             &self.kept,
         ]
     }
+}
+
+/// What an error of a fold (`fold_stream_on`) is about, when the row did not carry the
+/// event's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unplaced {
+    /// A field of the row that does not read (`Corrupt`).
+    Row,
+    /// The fold's error about an event lent without its position.
+    Fold,
 }
 
 /// Why an append's statement failed.

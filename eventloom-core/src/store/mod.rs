@@ -525,7 +525,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// default, [`fold_read_stream`]); a store that folds rows as they arrive, holding one at a
     /// time, need not. A page that stops short of both bounds
     /// ([`FoldedPage::may_have_more`]) is the end of the stream. An error from `fold` ends the
-    /// page and is returned.
+    /// page and is returned. Each event may be lent without its position
+    /// ([`EventRef::position`]), but the page's last one is lent with it: the engine keeps
+    /// the position of the last event it folded (for snapshots and outcomes).
     ///
     /// The engine loads aggregates through it, so that a store that overrides it (the
     /// PostgreSQL store does) loads in flat memory whatever the page's size, without copying
@@ -1128,7 +1130,9 @@ pub struct FoldedPage {
     pub events: usize,
     /// Their bytes as the store counted them against the page's `max_bytes`.
     pub bytes: usize,
-    /// The version and position of the last event folded, if any.
+    /// The version and position of the last event folded with its position, if any: a store
+    /// lends the page's last event with its position (see [`EventRef::position`]), so this is
+    /// the page's last event.
     pub last: Option<(u64, Position)>,
 }
 

@@ -347,4 +347,10 @@ async fn an_engine_loads_a_stream_past_its_batch_size_in_one_statement() {
     assert_eq!(cached.execute(Deposit { id: "a".into(), amount: 2 }).await.unwrap().version, 27);
     assert_eq!(statement_calls(&admin, folds).await - before, 1);
     assert_eq!(uncached.load("a").await.unwrap().0.balance, 52);
+    // The events but the last were lent without their positions: a no-op's outcome (decided on
+    // a fresh load) has the stream's last event's.
+    let stored = store.read_stream(&StreamId::new("account", "a").unwrap(), 1, 100).await.unwrap();
+    let newest = stored.last().unwrap();
+    let no_op = uncached.execute(Open { id: "a".into() }).await.unwrap();
+    assert_eq!((no_op.appended, no_op.version, no_op.position), (0, newest.version, newest.position));
 }

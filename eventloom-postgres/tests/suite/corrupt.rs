@@ -77,6 +77,15 @@ async fn a_negative_version_is_corrupt_and_names_the_event() {
         other => panic!("expected Error::Corrupt, got {other:?}"),
     }
     assert_eq!(store.read_stream(&stream("a"), 3, 10).await.unwrap().len(), 1);
+    // A fold (the engine's load) meets the gap too, and names the row after it by its position.
+    match store.fold_stream(&stream("a"), 1, 10, usize::MAX, &mut |_| Ok(())).await {
+        Err(Error::Corrupt { location, reason }) => {
+            let at = format!("event at position {} (stream corrupt/a, version 3)", positions[2]);
+            assert!(location.contains(&at), "{location:?} names {at:?}");
+            assert!(reason.contains("expected version 2"), "{reason}");
+        }
+        other => panic!("expected Error::Corrupt, got {other:?}"),
+    }
 }
 
 #[tokio::test]
