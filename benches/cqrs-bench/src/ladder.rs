@@ -7,6 +7,8 @@
 //! 3. `store_append`: [`EventStore::append`] of one deposit at an exact version, the event
 //!    made by the caller (no engine);
 //! 4. `engine`: a deposit through the warm engine (`commands_1_task`).
+//!
+//! Then the allocations per command of each layer, counted apart from the timed rounds.
 
 use std::sync::Arc;
 
@@ -28,6 +30,8 @@ use crate::raw::RawInsert;
 const OPS: Budget = Budget::new(5_000, 20);
 /// Rounds of the four layers, alternating; the fastest of each counts.
 const ROUNDS: usize = 3;
+/// Commands of each layer whose allocations are counted.
+const ALLOCATION_OPS: usize = 1_000;
 
 /// The raw INSERT through the store's pool, checked out and prepared for every row.
 struct RawPooled {
@@ -123,12 +127,36 @@ pub async fn run(store: &PgEventStore, engine: &Engine, raw: &Pool, schema: &str
         rates[2].push(rate);
         rates[3].push(load::throughput(vec![Commands::new(engine.clone(), ids.clone())], OPS).await?);
     }
+    // Allocations per command of each layer, untimed, after the timed rounds (every thread of
+    // the process counted, the connections' tasks too).
+    let mut raw_worker = RawInsert::new(raw, schema, "ladder_raw_alloc", ids.clone()).await?;
+    let mut pooled = RawPooled {
+        pool: store.pool().clone(),
+        sql: sql.clone(),
+        category: "ladder_pooled_alloc".to_owned(),
+        ids: ids.clone(),
+        payload: deposit_payload(),
+        events: EventMaker::default(),
+    };
+    let mut commands = Commands::new(engine.clone(), ids.clone());
+    // One of each first: the raw statement prepared, the pool's statement cached.
+    crate::long::allocations(&mut raw_worker, 0, 1).await?;
+    crate::long::allocations(&mut pooled, 0, 1).await?;
+    let counted = [
+        crate::long::allocations(&mut raw_worker, 1, ALLOCATION_OPS).await?,
+        crate::long::allocations(&mut pooled, 1, ALLOCATION_OPS).await?,
+        crate::long::allocations(&mut appends, offset, ALLOCATION_OPS).await?,
+        crate::long::allocations(&mut commands, 0, ALLOCATION_OPS).await?,
+    ];
     let best: Vec<f64> = rates.iter().map(|runs| runs.iter().map(Rate::per_second).fold(0.0, f64::max)).collect();
-    for (name, rate) in ["raw", "raw_pooled", "store_append", "engine"].iter().zip(&best) {
+    for ((name, rate), tally) in ["raw", "raw_pooled", "store_append", "engine"].iter().zip(&best).zip(&counted) {
         eprintln!(
-            "ladder: {name:<12} {rate:>7.0}/s, {:>6.1} µs a command, {:.2} of raw's speed",
+            "ladder: {name:<12} {rate:>7.0}/s, {:>6.1} µs a command, {:.2} of raw's speed; {:.1} allocations \
+             ({:.0} bytes) a command",
             1e6 / rate,
-            rate / best[0]
+            rate / best[0],
+            tally.per(ALLOCATION_OPS),
+            tally.bytes_per(ALLOCATION_OPS)
         );
     }
     Ok(())
