@@ -835,8 +835,9 @@ impl PgEventStore {
     /// One page of a stream folded on the primary (see [`EventStore::fold_stream`]): each row
     /// is lent to `fold` as it arrives, its type name and payload borrowed from the row, and
     /// dropped before the next; the page's last event is lent with its position, the others
-    /// without (an error about one of them names its position, read then). The page is not cut at a byte bound: it holds one row at a
-    /// time, and rows past a cut would be sent by the server all the same (and discarded).
+    /// without (an error about one of them names its position, read then). The page is not
+    /// cut at a byte bound: it holds one row at a time, and rows past a cut would be sent by
+    /// the server all the same (and discarded).
     async fn fold_stream_on(
         &self,
         stream: &StreamId,
@@ -942,7 +943,7 @@ impl PgEventStore {
     /// they are). Left as it is when the position does not read (an error about an event then
     /// says position 0.0).
     async fn located(&self, stream: &StreamId, version: u64, unplaced: Unplaced, error: CoreError) -> CoreError {
-        if matches!((unplaced, &error), (Unplaced::Row, e) if !matches!(e, CoreError::Corrupt { .. })) {
+        if unplaced == Unplaced::Row && !matches!(error, CoreError::Corrupt { .. }) {
             // The statement failed (its connection, the server), not the row: nothing to place.
             return error;
         }

@@ -1172,23 +1172,16 @@ impl FoldedPage {
 ///     other => panic!("{other:?}"),
 /// }
 /// ```
-pub fn with_event_position(error: crate::Error, at: Position) -> crate::Error {
+pub fn with_event_position(mut error: crate::Error, at: Position) -> crate::Error {
     use crate::Error;
-    match error {
-        Error::Decode { stream, version, event_type, schema_version, source, .. } => {
-            Error::Decode { stream, version, position: at, event_type, schema_version, source }
-        }
-        Error::UnknownEvent { stream, version, event_type, schema_version, .. } => {
-            Error::UnknownEvent { stream, version, position: at, event_type, schema_version }
-        }
-        Error::NewerSchema { stream, version, event_type, schema_version, known, .. } => {
-            Error::NewerSchema { stream, version, position: at, event_type, schema_version, known }
-        }
-        Error::Upcast { stream, version, event_type, schema_version, source, .. } => {
-            Error::Upcast { stream, version, position: at, event_type, schema_version, source }
-        }
-        other => other,
+    if let Error::Decode { position, .. }
+    | Error::UnknownEvent { position, .. }
+    | Error::NewerSchema { position, .. }
+    | Error::Upcast { position, .. } = &mut error
+    {
+        *position = at;
     }
+    error
 }
 
 /// [`EventStore::fold_stream`] by [`read_stream_bounded`](EventStore::read_stream_bounded): reads
